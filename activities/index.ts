@@ -1,0 +1,19 @@
+/**
+ * Activity registry. The town queue runs host-independent activities (merges, gates, Temporal calls);
+ * each host's own queue runs the agent-run activities of the agents it owns.
+ */
+import { createAgentRunActivities, type HostDeps } from './agent-runs';
+import { mergeCandidate } from './merge';
+import { createTownActivities, type TownDeps } from './town';
+
+export function createTownQueueActivities(deps: TownDeps) {
+  return { ...createTownActivities(deps), mergeCandidate };
+}
+
+export function createHostQueueActivities(deps: HostDeps) {
+  return createAgentRunActivities(deps);
+}
+
+export type TownQueueActivities = ReturnType<typeof createTownQueueActivities>;
+export type HostQueueActivities = ReturnType<typeof createHostQueueActivities>;
+export type { HostDeps, TownDeps };

@@ -1,0 +1,46 @@
+/** Activities that talk to Temporal itself: things workflow code cannot do (signal-with-start). */
+import type { Client } from '@temporalio/client';
+import { z } from 'zod';
+import { refineryWorkflowId } from '../domain/ids';
+import { enqueueSignal } from '../domain/messages';
+import { MergeTicket } from '../domain/refinery';
+import { RigConfig } from '../domain/rig';
+import { SA } from '../domain/search-attributes';
+import { parseActivityInput } from './validation';
+
+export interface TownDeps {
+  client: Client;
+  taskQueue: string;
+  hostQueue: string;
+}
+
+export const EnqueueInput = z.object({ rig: RigConfig, ticket: MergeTicket });
+export type EnqueueInput = z.input<typeof EnqueueInput>;
+
+export function createTownActivities(deps: TownDeps) {
+  return {
+    /** Answered by whichever worker polls the town queue: that worker's host will own the agent run. */
+    claimHost(): Promise<{ hostQueue: string }> {
+      return Promise.resolve({ hostQueue: deps.hostQueue });
+    },
+
+    /** Hands a merge request to its rig's refinery, starting the refinery if it is not running. */
+    async enqueueMergeRequest(raw: EnqueueInput): Promise<void> {
+      const { rig, ticket } = parseActivityInput(EnqueueInput, raw);
+      await deps.client.workflow.signalWithStart('refineryWorkflow', {
+        workflowId: refineryWorkflowId(rig.name),
+        taskQueue: deps.taskQueue,
+        args: [{ rig }],
+        signal: enqueueSignal,
+        signalArgs: [ticket],
+        typedSearchAttributes: [
+          { key: SA.kind, value: 'refinery' },
+          { key: SA.rig, value: rig.name },
+        ],
+        memo: { repo: rig.repo, branch: rig.branch },
+      });
+    },
+  };
+}
+
+export type TownActivities = ReturnType<typeof createTownActivities>;

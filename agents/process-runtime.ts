@@ -1,0 +1,158 @@
+/**
+ * The `process` runtime: the agent is a detached local process group in its worktree. It survives a worker
+ * crash (so a restarted worker re-attaches to it), and its wrapper shell records pid and exit code in the run
+ * directory, which is how a later worker learns what happened while nobody was watching.
+ */
+import { spawn } from 'node:child_process';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import type { AgentHandle, AgentLaunch, AgentRuntimeDriver, AgentStatus } from './runtime';
+
+/** How long a launch marker without a pid file is taken as "still starting" before it counts as a failed spawn. */
+const LAUNCH_SETTLE_MS = 5_000;
+
+export const runFiles = (runDir: string) => ({
+  lock: join(runDir, 'launch.lock'),
+  pid: join(runDir, 'pid'),
+  exit: join(runDir, 'exit'),
+  log: join(runDir, 'output.log'),
+});
+
+/** argv[0] of the wrapper shell: lets us tell our process from an unrelated one that reused the pid. */
+export const processTag = (runId: string) => `gt-run:${runId}`;
+
+export interface SpawnPlan {
+  file: string;
+  args: string[];
+}
+
+/** Builds the wrapper: records its pid, runs the agent command, records the exit code. */
+export function wrapperScript(command: string): string {
+  return [
+    'echo $$ > "$GT_RUN_DIR/pid.tmp" && mv "$GT_RUN_DIR/pid.tmp" "$GT_RUN_DIR/pid"',
+    `( ${command}\n)`,
+    'code=$?',
+    'echo $code > "$GT_RUN_DIR/exit.tmp" && mv "$GT_RUN_DIR/exit.tmp" "$GT_RUN_DIR/exit"',
+    'exit $code',
+  ].join('\n');
+}
+
+function readInt(file: string): number | null {
+  try {
+    const n = Number.parseInt(readFileSync(file, 'utf8').trim(), 10);
+    return Number.isFinite(n) ? n : null;
+  } catch {
+    return null;
+  }
+}
+
+export function isAlive(pid: number, tag: string): AgentStatus {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ESRCH') return { state: 'exited', exitCode: null };
+    if (code !== 'EPERM') return { state: 'unknown', detail: `kill(0) failed: ${code}` };
+  }
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    // A zombie has an empty cmdline: it has exited, only not been reaped yet.
+    if (cmdline === '') return { state: 'exited', exitCode: null };
+    return cmdline.includes(tag) ? { state: 'running' } : { state: 'exited', exitCode: null };
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return existsSync('/proc/self') ? { state: 'exited', exitCode: null } : { state: 'running' };
+    return { state: 'unknown', detail: `reading /proc failed: ${code}` };
+  }
+}
+
+export class ProcessRuntime implements AgentRuntimeDriver {
+  readonly name: 'process' | 'sandbox' = 'process';
+
+  available(): Promise<{ ok: true }> {
+    return Promise.resolve({ ok: true });
+  }
+
+  /** How the wrapper is spawned; the sandbox runtime wraps it in bubblewrap. */
+  protected plan(launch: AgentLaunch): SpawnPlan {
+    return { file: '/bin/sh', args: ['-c', wrapperScript(launch.command), processTag(launch.runId)] };
+  }
+
+  async startOrAdopt(launch: AgentLaunch): Promise<{ handle: AgentHandle; adopted: boolean }> {
+    const files = runFiles(launch.runDir);
+    mkdirSync(launch.runDir, { recursive: true });
+    const handleFor = (pid: number): AgentHandle => ({ runtime: this.name, runId: launch.runId, ref: String(pid) });
+
+    const existing = readInt(files.pid);
+    if (existing !== null) return { handle: handleFor(existing), adopted: true };
+
+    let lockFd: number;
+    try {
+      lockFd = openSync(files.lock, 'wx');
+    } catch {
+      // Someone already launched (or began to): wait for its pid instead of launching a second agent.
+      const deadline = Date.now() + LAUNCH_SETTLE_MS;
+      while (Date.now() < deadline) {
+        const pid = readInt(files.pid);
+        if (pid !== null) return { handle: handleFor(pid), adopted: true };
+        await delay(100);
+      }
+      const age = Date.now() - statSync(files.lock).mtimeMs;
+      if (age < LAUNCH_SETTLE_MS) throw new Error(`run ${launch.runId} is being launched by another attempt`);
+      // The earlier launcher died between taking the lock and spawning: no agent exists, so launching is safe.
+      rmSync(files.lock, { force: true });
+      lockFd = openSync(files.lock, 'wx');
+    }
+    writeFileSync(lockFd, String(process.pid));
+    closeSync(lockFd);
+
+    const out = openSync(files.log, 'a');
+    const plan = this.plan(launch);
+    const child = spawn(plan.file, plan.args, {
+      cwd: launch.cwd,
+      env: { ...launch.env, GT_RUN_DIR: launch.runDir },
+      detached: true,
+      stdio: ['ignore', out, out],
+    });
+    closeSync(out);
+    const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+    child.unref();
+    const deadline = Date.now() + LAUNCH_SETTLE_MS;
+    while (Date.now() < deadline) {
+      const pid = readInt(files.pid);
+      if (pid !== null) return { handle: handleFor(pid), adopted: false };
+      const failed = await Promise.race([spawnError, delay(50).then(() => null)]);
+      if (failed) throw failed;
+    }
+    if (child.pid !== undefined) return { handle: handleFor(child.pid), adopted: false };
+    throw new Error(`agent for ${launch.runId} did not start`);
+  }
+
+  status(handle: AgentHandle, runDir: string): Promise<AgentStatus> {
+    const files = runFiles(runDir);
+    const exitCode = readInt(files.exit);
+    if (exitCode !== null) return Promise.resolve({ state: 'exited', exitCode });
+    return Promise.resolve(isAlive(Number(handle.ref), processTag(handle.runId)));
+  }
+
+  async stop(handle: AgentHandle, graceMs: number): Promise<void> {
+    const pid = Number(handle.ref);
+    const tag = processTag(handle.runId);
+    if (isAlive(pid, tag).state !== 'running') return;
+    const signalGroup = (sig: NodeJS.Signals) => {
+      try {
+        process.kill(-pid, sig);
+      } catch {
+        // Already gone.
+      }
+    };
+    signalGroup('SIGTERM');
+    const deadline = Date.now() + graceMs;
+    while (Date.now() < deadline) {
+      if (isAlive(pid, tag).state !== 'running') return;
+      await delay(100);
+    }
+    signalGroup('SIGKILL');
+  }
+}

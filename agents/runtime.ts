@@ -1,0 +1,43 @@
+/**
+ * Agent runtimes: where a polecat or reviewer process lives. Every runtime is *start-or-adopt by run id*:
+ * asking twice for the same run id never yields two agents, which is what makes an uncertain start safe to retry.
+ */
+import type { AgentRuntime } from '../domain/rig';
+
+export interface AgentLaunch {
+  runId: string;
+  beadId: string;
+  role: 'polecat' | 'reviewer';
+  /** Shell command of the rig (`--agent` / `--reviewer`). */
+  command: string;
+  /** The worktree: the only place the agent is meant to write. */
+  cwd: string;
+  env: Record<string, string>;
+  /** Per-run directory on this host: output log and the runtime's own bookkeeping. */
+  runDir: string;
+  allowNetwork: boolean;
+}
+
+/** Serializable: travels in supervision heartbeats so a retried activity re-attaches. */
+export interface AgentHandle {
+  runtime: AgentRuntime;
+  runId: string;
+  /** Process id (process/sandbox) or container id (docker). */
+  ref: string;
+}
+
+export type AgentStatus =
+  | { state: 'running' }
+  | { state: 'exited'; exitCode: number | null }
+  /** The probe itself failed: never to be read as death (failure class 3). */
+  | { state: 'unknown'; detail: string };
+
+export interface AgentRuntimeDriver {
+  readonly name: AgentRuntime;
+  /** Whether this host can run it; the reason is shown to the operator when not. */
+  available(): Promise<{ ok: true } | { ok: false; reason: string }>;
+  startOrAdopt(launch: AgentLaunch): Promise<{ handle: AgentHandle; adopted: boolean }>;
+  status(handle: AgentHandle, runDir: string): Promise<AgentStatus>;
+  /** SIGTERM-like, then forceful after `graceMs`. Stopping an already-gone agent is not an error. */
+  stop(handle: AgentHandle, graceMs: number): Promise<void>;
+}

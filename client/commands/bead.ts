@@ -1,0 +1,105 @@
+import type { Command } from 'commander';
+import type { BeadState } from '../../domain/bead';
+import { formatMs } from '../../domain/durations';
+import { endProgress, printJson, progress, table } from '../output';
+import type { Town } from '../town';
+import { intArg, withTown } from './with-town';
+
+/** Follows a bead until it is terminal, printing each change of status; resolves with the final state. */
+export async function waitForBead(town: Town, beadId: string, onChange: (s: BeadState, elapsedMs: number) => void): Promise<BeadState> {
+  const started = Date.now();
+  let last = '';
+  const result = town.beadResult(beadId).then(
+    () => undefined,
+    () => undefined,
+  );
+  let done = false;
+  void result.then(() => (done = true));
+  for (;;) {
+    const state = await town.beadState(beadId);
+    const line = `${state.status}|${state.waitingFor}`;
+    if (line !== last) {
+      last = line;
+      onChange(state, Date.now() - started);
+    }
+    if (done || ['closed', 'failed', 'cancelled'].includes(state.status)) {
+      await result;
+      return town.beadState(beadId);
+    }
+    await Promise.race([result, new Promise((r) => setTimeout(r, 500))]);
+  }
+}
+
+export function describeBead(s: BeadState): string {
+  const lines = [
+    `bead     ${s.beadId}  ${s.title}`,
+    `rig      ${s.rig}${s.convoyId ? `  (convoy ${s.convoyId})` : ''} → ${s.targetBranch}`,
+    `status   ${s.status} — ${s.waitingFor}`,
+  ];
+  if (s.mergedCommit) lines.push(`merged   ${s.mergedCommit}`);
+  if (s.failureReason) lines.push(`reason   ${s.failureReason}`);
+  if (s.runs.length) {
+    lines.push('', table(s.runs.map((r) => ({ run: r.runId, outcome: r.outcome, host: r.host, exit: r.exitCode, summary: r.summary ?? r.lastProgress }))));
+  }
+  if (s.rounds.length) {
+    lines.push('', table(s.rounds.map((r) => ({ round: r.round, mr: r.mergeRequest, head: r.headSha?.slice(0, 10), outcome: r.outcome?.kind ?? 'pending' }))));
+  }
+  return lines.join('\n');
+}
+
+export function registerBeadCommands(program: Command): void {
+  program
+    .command('sling')
+    .description('hand one bead (outside any convoy) to a polecat on a rig')
+    .argument('<rig>', 'rig name')
+    .argument('<title>', 'what to do, in one line')
+    .option('--description <text>', 'details for the agent', '')
+    .option('--acceptance <text>', 'how to tell it is done', '')
+    .option('--priority <0-4>', 'merge priority (0 = most urgent)', intArg('--priority'), 2)
+    .option('--id <beadId>', 'bead id (default: generated)')
+    .option('--wait', 'follow the bead until it is closed or failed; exit 0 only if merged')
+    .option('--json', 'print JSON')
+    .action(async (rig: string, title: string, o: { description: string; acceptance: string; priority: number; id?: string; wait?: boolean; json?: boolean }) => {
+      await withTown(async (town) => {
+        const { beadId, workflowId } = await town.sling(rig, { id: o.id, title, description: o.description, acceptance: o.acceptance, priority: o.priority });
+        if (!o.wait) {
+          if (o.json) printJson({ beadId, workflowId });
+          else console.log(`bead ${beadId} slung to ${rig} (workflow ${workflowId}); follow it with \`gt bead status ${beadId}\``);
+          return;
+        }
+        if (!o.json) console.error(`bead ${beadId} slung to ${rig}; waiting…`);
+        const final = await waitForBead(town, beadId, (s, ms) => {
+          if (!o.json) progress(`[${formatMs(ms)}] ${beadId}: ${s.status} — ${s.waitingFor}`);
+        });
+        if (!o.json) endProgress();
+        if (o.json) printJson(final);
+        else console.log(describeBead(final));
+        if (final.status !== 'closed') process.exitCode = 1;
+      });
+    });
+
+  const bead = program.command('bead').description('beads: units of work');
+  bead
+    .command('status')
+    .description("a bead's status, runs, merge requests and merged commit")
+    .argument('<id>', 'bead id')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { json?: boolean }) => {
+      const s = await withTown((town) => town.beadState(id));
+      if (o.json) printJson(s);
+      else console.log(describeBead(s));
+    });
+
+  program
+    .command('mq')
+    .description("a rig's merge queue")
+    .argument('<rig>', 'rig name')
+    .option('--json', 'print JSON')
+    .action(async (rig: string, o: { json?: boolean }) => {
+      const q = await withTown((town) => town.mergeQueue(rig));
+      if (o.json) return printJson(q);
+      console.log(`refinery:${q.rig}  merged ${q.merged}, sent back ${q.rejected}${q.paused ? '  (paused)' : ''}`);
+      console.log(q.merging ? `merging  ${q.merging.mrId} (${q.merging.branch})` : 'merging  (nothing)');
+      console.log(table(q.queue.map((t) => ({ mr: t.mrId, bead: t.beadId, priority: t.priority, head: t.headSha.slice(0, 10), target: t.targetBranch }))));
+    });
+}

@@ -1,0 +1,95 @@
+import type { Command } from 'commander';
+import type { RigConfig } from '../../domain/rig';
+import { printJson, table } from '../output';
+import { collect, intArg, withTown } from './with-town';
+
+interface RigAddOptions {
+  repo: string;
+  branch: string;
+  merge: string;
+  strategy: string;
+  gate: string[];
+  agent?: string;
+  reviewer?: string;
+  runtime: string;
+  maxPolecats: number;
+  stallTimeout?: string;
+  maxAttempts?: number;
+  maxRounds?: number;
+  retryBackoff?: string;
+  json?: boolean;
+}
+
+const rigRow = (r: RigConfig) => ({
+  name: r.name,
+  repo: r.repo,
+  branch: r.branch,
+  merge: r.merge,
+  runtime: r.runtime,
+  gates: r.gates.length,
+  polecats: r.maxPolecats,
+});
+
+export function registerRigCommands(program: Command): void {
+  const rig = program.command('rig').description('repositories under management (each has its own merge queue)');
+  rig
+    .command('add')
+    .description('add a rig: a repository, its target branch, gates and agent command')
+    .argument('<name>', 'rig name (a-z, 0-9, -, _)')
+    .requiredOption('--repo <path|url>', 'the repository (local path or URL); the refinery pushes its target branch there')
+    .option('--branch <name>', 'target branch', 'main')
+    .option('--merge <mode>', 'direct | pr', 'direct')
+    .option('--strategy <how>', 'merge | squash | rebase', 'merge')
+    .option('--gate <cmd>', 'gate command run on every merge candidate (repeatable)', collect, [])
+    .option('--agent <cmd>', 'polecat command, run in the worktree with GT_* set (default: gt-example-agent, the bundled scripted agent)')
+    .option('--reviewer <cmd>', 'reviewer agent command (enables review)')
+    .option('--runtime <kind>', 'process | sandbox | docker', 'process')
+    .option('--max-polecats <n>', 'concurrent polecats on this rig', intArg('--max-polecats'), 4)
+    .option('--stall-timeout <duration>', 'stop a run that reports no progress for this long (e.g. 30m)')
+    .option('--max-attempts <n>', 'attempts per round', intArg('--max-attempts'))
+    .option('--max-rounds <n>', 'rework rounds before a bead fails', intArg('--max-rounds'))
+    .option('--retry-backoff <duration>', 'first backoff between attempts (doubles)')
+    .option('--json', 'print the rig as JSON')
+    .addHelpText('after', '\nExample:\n  gt rig add webapp --repo ~/src/webapp --gate "npm test" --agent "claude -p \\"$(cat $GT_PROMPT_FILE)\\""')
+    .action(async (name: string, o: RigAddOptions) => {
+      const policy = Object.fromEntries(
+        Object.entries({ stallTimeout: o.stallTimeout, maxAttempts: o.maxAttempts, maxRounds: o.maxRounds, retryBackoff: o.retryBackoff }).filter(([, v]) => v !== undefined),
+      );
+      const added = await withTown((town) =>
+        town.addRig({
+          name,
+          repo: o.repo,
+          branch: o.branch,
+          merge: o.merge as RigConfig['merge'],
+          mergeStrategy: o.strategy as RigConfig['mergeStrategy'],
+          gates: o.gate,
+          agent: o.agent ?? 'gt-example-agent',
+          reviewer: o.reviewer,
+          runtime: o.runtime as RigConfig['runtime'],
+          maxPolecats: o.maxPolecats,
+          policy,
+        }),
+      );
+      if (o.json) printJson(added);
+      else console.log(`rig ${added.name} added: ${added.repo} → ${added.branch} (merge queue refinery:${added.name})`);
+    });
+  rig
+    .command('list')
+    .description('list rigs')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const rigs = await withTown((town) => town.listRigs());
+      if (o.json) printJson(rigs);
+      else console.log(table(rigs.map(rigRow)));
+    });
+  rig
+    .command('show')
+    .description("show a rig's configuration")
+    .argument('<name>')
+    .option('--json', 'print JSON')
+    .action(async (name: string, o: { json?: boolean }) => {
+      const r = await withTown((town) => town.getRig(name));
+      if (o.json) printJson(r);
+      else console.log(Object.entries(r).map(([k, v]) => `${k.padEnd(14)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join('\n'));
+    });
+}

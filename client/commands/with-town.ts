@@ -1,0 +1,24 @@
+import { connectClient } from '../connection';
+import { Town } from '../town';
+
+/** Connects, runs `fn` with the town, and always closes the connection (so the CLI exits promptly). */
+export async function withTown<T>(fn: (town: Town) => Promise<T>): Promise<T> {
+  const { client, connection } = await connectClient();
+  try {
+    return await fn(new Town(client));
+  } finally {
+    await connection.close();
+  }
+}
+
+export function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+export function intArg(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n)) throw new Error(`${name} must be an integer, got '${value}'`);
+    return n;
+  };
+}

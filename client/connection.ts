@@ -1,0 +1,36 @@
+/**
+ * Connection to Temporal from the standard variables and profiles (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+ * TEMPORAL_API_KEY, TLS, TEMPORAL_PROFILE / temporal.toml) as @temporalio/envconfig reads them, so the same
+ * CLI and worker talk to the embedded dev server, a cluster, or Temporal Cloud.
+ */
+import { Client, Connection } from '@temporalio/client';
+import { loadClientConnectConfig } from '@temporalio/envconfig';
+import { NativeConnection } from '@temporalio/worker';
+
+export const DEFAULT_ADDRESS = 'localhost:7233';
+
+export function connectConfig() {
+  const cfg = loadClientConnectConfig({ profile: process.env.TEMPORAL_PROFILE });
+  return {
+    connectionOptions: { ...cfg.connectionOptions, address: cfg.connectionOptions.address ?? DEFAULT_ADDRESS },
+    namespace: cfg.namespace ?? 'default',
+  };
+}
+
+export async function connectClient(): Promise<{ client: Client; connection: Connection; address: string; namespace: string }> {
+  const cfg = connectConfig();
+  const address = cfg.connectionOptions.address;
+  let connection: Connection;
+  try {
+    connection = await Connection.connect({ ...cfg.connectionOptions, connectTimeout: '5s' });
+  } catch (err) {
+    throw new Error(`cannot reach Temporal at ${address} (${(err as Error).message}). Start the embedded stack with \`gt up\`, or set TEMPORAL_ADDRESS.`);
+  }
+  return { client: new Client({ connection, namespace: cfg.namespace }), connection, address, namespace: cfg.namespace };
+}
+
+export async function connectNative(): Promise<{ connection: NativeConnection; namespace: string; address: string }> {
+  const cfg = connectConfig();
+  const connection = await NativeConnection.connect(cfg.connectionOptions);
+  return { connection, namespace: cfg.namespace, address: cfg.connectionOptions.address };
+}

@@ -1,0 +1,107 @@
+/**
+ * The agent gateway: the HTTP service agents speak to, so they never hold Temporal credentials.
+ * A request carries its run's token; the gateway checks signature, expiry and that the body speaks only for
+ * that run, then forwards to the workflow as an update whose validator rejects any run that is not current.
+ */
+import type { AddressInfo } from 'node:net';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { verifyRunToken, type RunClaims } from '../agents/run-token';
+import { DoneRequest, EscalateRequest, ProgressRequest } from '../domain/bead';
+import { doneUpdate, escalateUpdate, progressUpdate } from '../domain/messages';
+import { describeZodError } from '../domain/validation';
+
+export interface Gateway {
+  url: string;
+  close(): Promise<void>;
+}
+
+export interface GatewayOptions {
+  client: Client;
+  secret: Buffer;
+  host?: string;
+  port?: number;
+  /** The URL agents are given (when behind NAT / in containers); defaults to the bound address. */
+  publicUrl?: string;
+}
+
+const MAX_BODY = 256 * 1024;
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export async function startGateway(options: GatewayOptions): Promise<Gateway> {
+  const app = Fastify({ bodyLimit: MAX_BODY, logger: false });
+
+  const authenticate = (req: FastifyRequest): RunClaims => {
+    const header = req.headers.authorization ?? '';
+    const token = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
+    if (!token) throw new HttpError(401, 'missing bearer token (GT_RUN_TOKEN)');
+    const check = verifyRunToken(options.secret, token, Date.now());
+    if (!check.ok) throw new HttpError(401, check.reason);
+    return check.claims;
+  };
+
+  /** Parses the body and binds it to the token's run: a token speaks only for its own run. */
+  const bodyFor = <S extends z.ZodType>(schema: S, req: FastifyRequest, claims: RunClaims): z.output<S> => {
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    if (typeof body !== 'object' || Array.isArray(body)) throw new HttpError(400, 'body must be a JSON object');
+    if (body.runId !== undefined && body.runId !== claims.runId) {
+      throw new HttpError(403, `token belongs to run ${claims.runId}, not ${JSON.stringify(body.runId)}`);
+    }
+    const parsed = schema.safeParse({ ...body, runId: claims.runId });
+    if (!parsed.success) throw new HttpError(400, describeZodError(parsed.error));
+    return parsed.data;
+  };
+
+  const forward = async (claims: RunClaims, run: () => Promise<unknown>) => {
+    try {
+      return await run();
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) throw new HttpError(410, `workflow ${claims.workflowId} no longer exists`);
+      if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
+        throw new HttpError(err.cause.type === 'StaleRun' ? 409 : 400, err.cause.message);
+      }
+      throw err;
+    }
+  };
+
+  const route = <S extends z.ZodType>(path: string, schema: S, send: (claims: RunClaims, body: z.output<S>) => Promise<unknown>, role?: RunClaims['role']) =>
+    app.post(path, async (req: FastifyRequest, reply: FastifyReply) => {
+      try {
+        const claims = authenticate(req);
+        if (role && claims.role !== role) throw new HttpError(403, `this endpoint is for ${role}s; the token is a ${claims.role}'s`);
+        const body = bodyFor(schema, req, claims);
+        return await forward(claims, () => send(claims, body));
+      } catch (err) {
+        if (err instanceof HttpError) return reply.code(err.status).send({ error: err.message });
+        req.log.error(err);
+        return reply.code(502).send({ error: `could not reach the workflow: ${(err as Error).message}` });
+      }
+    });
+
+  const handle = (claims: RunClaims) => options.client.workflow.getHandle(claims.workflowId);
+  route('/v1/done', DoneRequest, (c, body) =>
+    // Same update id for the same run: a repeated gt done returns the first answer and changes nothing.
+    handle(c).executeUpdate(doneUpdate, { args: [body], updateId: `done:${c.runId}` }), 'polecat');
+  route('/v1/progress', ProgressRequest, (c, body) => handle(c).executeUpdate(progressUpdate, { args: [body] }));
+  route('/v1/escalate', EscalateRequest, (c, body) => handle(c).executeUpdate(escalateUpdate, { args: [body] }));
+  app.get('/healthz', () => ({ ok: true }));
+
+  app.setErrorHandler((err: Error & { statusCode?: number }, _req, reply) => {
+    void reply.code(err.statusCode && err.statusCode < 500 ? err.statusCode : 500).send({ error: err.message });
+  });
+
+  await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 });
+  const addr = app.server.address() as AddressInfo;
+  const url = options.publicUrl ?? `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
+  return { url, close: () => app.close() };
+}

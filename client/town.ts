@@ -1,0 +1,146 @@
+/**
+ * Operations on a town through the Temporal client: the one place the CLI, the demo, the MCP server and the
+ * tests go through, so every entry point validates the same way and starts workflows the same way.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { isAbsolute, resolve } from 'node:path';
+import {
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowIdReusePolicy,
+  WorkflowNotFoundError,
+  type Client,
+  type WorkflowHandle,
+} from '@temporalio/client';
+import { z } from 'zod';
+import { BeadSpec, type BeadState } from '../domain/bead';
+import { BeadId, beadWorkflowId, refineryWorkflowId } from '../domain/ids';
+import { beadStateQuery, refineryStateQuery, rigConfigQuery } from '../domain/messages';
+import type { RefineryState } from '../domain/refinery';
+import { RigConfig, type RigConfigInput } from '../domain/rig';
+import { SA } from '../domain/search-attributes';
+import { DEFAULT_TASK_QUEUE } from '../domain/task-queues';
+import { describeZodError } from '../domain/validation';
+import type { beadWorkflow, BeadResult } from '../workflows/bead';
+import type { refineryWorkflow } from '../workflows/refinery';
+
+/** A user-facing failure: the CLI prints its message as the one-line reason. */
+export class UserError extends Error {}
+
+export function parseInput<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw new UserError(`invalid ${what}: ${describeZodError(parsed.error)}`);
+  return parsed.data;
+}
+
+export const taskQueue = () => process.env.GT_TASK_QUEUE ?? DEFAULT_TASK_QUEUE;
+
+const notFound = (err: unknown) =>
+  err instanceof WorkflowNotFoundError || (err instanceof Error && /not found|NOT_FOUND/i.test(err.message));
+
+export class Town {
+  constructor(
+    readonly client: Client,
+    readonly queue = taskQueue(),
+  ) {}
+
+  // --- rigs ---
+
+  async addRig(input: RigConfigInput): Promise<RigConfig> {
+    const repo = input.repo && !/^[a-z+]+:\/\/|^[^/]+@[^:]+:/.test(input.repo) ? resolve(input.repo) : input.repo;
+    const rig = parseInput(RigConfig, { ...input, repo }, 'rig');
+    if (isAbsolute(rig.repo) && !existsSync(rig.repo)) throw new UserError(`repository ${rig.repo} does not exist`);
+    try {
+      await this.client.workflow.start<typeof refineryWorkflow>('refineryWorkflow', {
+        workflowId: refineryWorkflowId(rig.name),
+        taskQueue: this.queue,
+        args: [{ rig }],
+        typedSearchAttributes: [
+          { key: SA.kind, value: 'refinery' },
+          { key: SA.rig, value: rig.name },
+          { key: SA.status, value: 'idle' },
+        ],
+        memo: { repo: rig.repo, branch: rig.branch },
+        staticSummary: `refinery of rig ${rig.name} (${rig.repo} → ${rig.branch})`,
+      });
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) throw new UserError(`rig '${rig.name}' already exists (see \`gt rig show ${rig.name}\`)`);
+      throw err;
+    }
+    return rig;
+  }
+
+  async getRig(name: string): Promise<RigConfig> {
+    try {
+      return await this.client.workflow.getHandle(refineryWorkflowId(name)).query(rigConfigQuery);
+    } catch (err) {
+      if (notFound(err)) throw new UserError(`unknown rig '${name}' (see \`gt rig list\`, or add it with \`gt rig add\`)`);
+      throw err;
+    }
+  }
+
+  async listRigs(): Promise<RigConfig[]> {
+    const names: string[] = [];
+    for await (const wf of this.client.workflow.list({ query: `WorkflowType = 'refineryWorkflow' AND ExecutionStatus = 'Running'` })) {
+      names.push(wf.workflowId.replace(/^refinery:/, ''));
+    }
+    const rigs = await Promise.all([...new Set(names)].map((n) => this.getRig(n).catch(() => undefined)));
+    return rigs.filter((r): r is RigConfig => !!r).sort((a, b) => a.name.localeCompare(b.name));
+  }
+
+  async mergeQueue(rig: string): Promise<RefineryState> {
+    await this.getRig(rig);
+    return this.client.workflow.getHandle(refineryWorkflowId(rig)).query(refineryStateQuery);
+  }
+
+  // --- beads ---
+
+  newBeadId(rig: string): string {
+    return `${rig.slice(0, 20)}-${randomBytes(4).toString('hex').slice(0, 6)}`.toLowerCase();
+  }
+
+  async sling(rigName: string, bead: { id?: string; title: string; description?: string; acceptance?: string; priority?: number }): Promise<{ beadId: string; workflowId: string; handle: WorkflowHandle<typeof beadWorkflow> }> {
+    const spec = parseInput(BeadSpec, { ...bead, id: bead.id ?? this.newBeadId(rigName) }, 'bead');
+    const rig = await this.getRig(rigName);
+    const workflowId = beadWorkflowId(spec.id);
+    try {
+      const handle = await this.client.workflow.start<typeof beadWorkflow>('beadWorkflow', {
+        workflowId,
+        taskQueue: this.queue,
+        args: [{ bead: spec, rig }],
+        // A bead id is used once: a retry is a new bead (terminal states never change).
+        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+        typedSearchAttributes: [
+          { key: SA.kind, value: 'bead' },
+          { key: SA.rig, value: rig.name },
+          { key: SA.beadId, value: spec.id },
+          { key: SA.status, value: 'open' },
+        ],
+        memo: { title: spec.title },
+        staticSummary: `bead ${spec.id}: ${spec.title}`,
+        staticDetails: spec.description || undefined,
+      });
+      return { beadId: spec.id, workflowId, handle };
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) throw new UserError(`bead '${spec.id}' already exists`);
+      throw err;
+    }
+  }
+
+  beadHandle(beadId: string) {
+    return this.client.workflow.getHandle<typeof beadWorkflow>(beadWorkflowId(parseInput(BeadId, beadId, 'bead id')));
+  }
+
+  async beadState(beadId: string): Promise<BeadState> {
+    try {
+      return await this.beadHandle(beadId).query(beadStateQuery);
+    } catch (err) {
+      if (notFound(err)) throw new UserError(`unknown bead '${beadId}'`);
+      throw err;
+    }
+  }
+
+  async beadResult(beadId: string): Promise<BeadResult> {
+    return this.beadHandle(beadId).result();
+  }
+}

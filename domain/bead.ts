@@ -1,0 +1,101 @@
+/** Beads (units of work), their lifecycle, and the messages agents send about them. */
+import { z } from 'zod';
+import { BeadId, ConvoyId, RunId } from './ids';
+import { RigConfig } from './rig';
+
+export const MAX_TITLE = 200;
+export const MAX_TEXT = 20_000;
+
+export const BeadSpec = z.object({
+  id: BeadId,
+  title: z.string().trim().min(1, 'title must not be empty').max(MAX_TITLE, `title must be at most ${MAX_TITLE} characters`),
+  description: z.string().max(MAX_TEXT, `description must be at most ${MAX_TEXT} characters`).default(''),
+  acceptance: z.string().max(MAX_TEXT, `acceptance must be at most ${MAX_TEXT} characters`).default(''),
+  /** 0 = most urgent … 4 = least; feeds the merge queue's score. */
+  priority: z.number().int().min(0).max(4).default(2),
+});
+export type BeadSpec = z.infer<typeof BeadSpec>;
+
+export const BeadWorkflowInput = z.object({
+  bead: BeadSpec,
+  rig: RigConfig,
+  /** Set when the bead belongs to a convoy: the bead reports to it, and merges into `targetBranch`. */
+  convoy: z.object({ id: ConvoyId, targetBranch: z.string().min(1) }).optional(),
+});
+export type BeadWorkflowInput = z.input<typeof BeadWorkflowInput>;
+
+export const BeadStatus = z.enum(['open', 'in_progress', 'in_review', 'closed', 'failed', 'cancelled']);
+export type BeadStatus = z.infer<typeof BeadStatus>;
+export const TERMINAL_BEAD_STATUSES: readonly BeadStatus[] = ['closed', 'failed', 'cancelled'];
+
+/** Outcome of a merge request, as the bead sees it. Everything but `merged` is rework with feedback. */
+export const MergeOutcome = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('merged'), commit: z.string(), targetBranch: z.string(), prUrl: z.string().optional() }),
+  z.object({ kind: z.literal('conflict'), paths: z.array(z.string()), feedback: z.string() }),
+  z.object({ kind: z.literal('gates_failed'), gate: z.string(), feedback: z.string(), logPath: z.string().optional() }),
+  z.object({ kind: z.literal('changes_requested'), feedback: z.string() }),
+  z.object({ kind: z.literal('rejected'), feedback: z.string() }),
+]);
+export type MergeOutcome = z.infer<typeof MergeOutcome>;
+
+export const RunOutcome = z.enum(['running', 'done', 'exited', 'stalled', 'lost', 'start_failed', 'cancelled']);
+export type RunOutcome = z.infer<typeof RunOutcome>;
+
+export interface RunRecord {
+  runId: string;
+  round: number;
+  attempt: number;
+  outcome: RunOutcome;
+  startedAt: string;
+  endedAt?: string;
+  summary?: string;
+  exitCode?: number | null;
+  lastProgress?: string;
+  host?: string;
+}
+
+export interface RoundRecord {
+  round: number;
+  headSha?: string;
+  mergeRequest?: string;
+  outcome?: MergeOutcome;
+}
+
+/** What `gt bead status` shows; the bead workflow's query answer. */
+export interface BeadState {
+  beadId: string;
+  title: string;
+  rig: string;
+  convoyId?: string;
+  status: BeadStatus;
+  round: number;
+  currentRunId?: string;
+  waitingFor: string;
+  runs: RunRecord[];
+  rounds: RoundRecord[];
+  feedback: string[];
+  mergedCommit?: string;
+  targetBranch: string;
+  failureReason?: string;
+}
+
+// --- messages from agents (through the gateway, as updates) ---
+
+export const DoneRequest = z.object({ runId: RunId, summary: z.string().max(MAX_TEXT).default('') });
+export type DoneRequest = z.input<typeof DoneRequest>;
+
+export const ProgressRequest = z.object({ runId: RunId, message: z.string().max(2000).default('') });
+export type ProgressRequest = z.input<typeof ProgressRequest>;
+
+export const EscalateRequest = z.object({
+  runId: RunId,
+  reason: z.string().trim().min(1, 'reason must not be empty').max(MAX_TEXT),
+  severity: z.enum(['low', 'medium', 'high', 'critical']).default('medium'),
+});
+export type EscalateRequest = z.input<typeof EscalateRequest>;
+
+export interface AgentReply {
+  accepted: true;
+  runId: string;
+  message: string;
+}

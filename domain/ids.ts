@@ -1,0 +1,43 @@
+/**
+ * Identities of everything in a town. Workflow ids are deterministic so a retried start finds the existing
+ * workflow instead of starting a second one; run ids make every agent attempt individually addressable.
+ */
+import { z } from 'zod';
+
+const SLUG = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+const slug = (what: string) =>
+  z
+    .string()
+    .regex(SLUG, `${what} must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit`);
+
+export const RigName = slug('rig name');
+export const BeadId = slug('bead id');
+export const ConvoyId = slug('convoy id');
+
+export const beadWorkflowId = (beadId: string) => `bead:${beadId}`;
+export const mergeRequestWorkflowId = (beadId: string, round: number) => `mr:${beadId}:${round}`;
+export const refineryWorkflowId = (rig: string) => `refinery:${rig}`;
+export const convoyWorkflowId = (convoyId: string) => `convoy:${convoyId}`;
+
+/** `<beadId>/r<round>/a<attempt>`: the only identity an agent may speak for. */
+export const runIdOf = (beadId: string, round: number, attempt: number) => `${beadId}/r${round}/a${attempt}`;
+
+export const RunId = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9_-]{0,62}\/r[1-9][0-9]*\/a[1-9][0-9]*$/, 'run id must look like <beadId>/r<round>/a<attempt>');
+
+export function parseRunId(runId: string): { beadId: string; round: number; attempt: number } {
+  const m = /^(.+)\/r(\d+)\/a(\d+)$/.exec(RunId.parse(runId));
+  if (!m) throw new Error(`not a run id: ${runId}`);
+  return { beadId: m[1]!, round: Number(m[2]), attempt: Number(m[3]) };
+}
+
+/** Reviewer runs live on the merge request: `<beadId>/r<round>/review<attempt>`. */
+export const reviewRunIdOf = (beadId: string, round: number, attempt: number) => `${beadId}/r${round}/review${attempt}`;
+
+/** The branch a bead's polecats work on, kept across rounds so rework builds on earlier work. */
+export const beadBranch = (beadId: string) => `gt/${beadId}`;
+export const convoyBranch = (convoyId: string) => `convoy/${convoyId}`;
+
+/** File-system safe form of an id (run ids contain '/'). */
+export const fsSafe = (id: string) => id.replace(/[^a-zA-Z0-9_.-]/g, '_');

@@ -1,0 +1,34 @@
+/** Signals, updates and queries: the only ways workflows of the town talk to each other and to clients. */
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { AgentReply, BeadState, DoneRequest, EscalateRequest, MergeOutcome, ProgressRequest } from './bead';
+import type { MergeTicket, RefineryState } from './refinery';
+import type { RigConfig, RigConfigInput } from './rig';
+
+// bead:<id>
+export const doneUpdate = defineUpdate<AgentReply, [DoneRequest]>('gt_done');
+export const progressUpdate = defineUpdate<AgentReply, [ProgressRequest]>('gt_progress');
+export const escalateUpdate = defineUpdate<AgentReply, [EscalateRequest]>('gt_escalate');
+export const beadStateQuery = defineQuery<BeadState>('beadState');
+
+// mr:<beadId>:<round>
+export interface MergeResult {
+  mrId: string;
+  headSha: string;
+  outcome: MergeOutcome;
+}
+export const mergeResultSignal = defineSignal<[MergeResult]>('mergeResult');
+
+// refinery:<rig>
+export const enqueueSignal = defineSignal<[MergeTicket]>('enqueue');
+export const refineryStateQuery = defineQuery<RefineryState>('refineryState');
+export const rigConfigQuery = defineQuery<RigConfig>('rigConfig');
+export const updateRigUpdate = defineUpdate<RigConfig, [Partial<RigConfigInput>]>('updateRig');
+
+// convoy:<id> — beads report terminal outcomes to their convoy (idempotent by beadId: terminal states never change).
+export interface BeadReport {
+  beadId: string;
+  status: 'closed' | 'failed' | 'cancelled';
+  commit?: string;
+  reason?: string;
+}
+export const beadReportSignal = defineSignal<[BeadReport]>('beadReport');

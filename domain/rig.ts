@@ -1,0 +1,51 @@
+/** A rig: a repository under management and how work on it is dispatched, reviewed, gated and merged. */
+import { z } from 'zod';
+import { DurationMs } from './durations';
+import { RigName } from './ids';
+
+export const AgentRuntime = z.enum(['process', 'sandbox', 'docker']);
+export type AgentRuntime = z.infer<typeof AgentRuntime>;
+
+/** Timeouts and bounds of agent runs (durations in ms; inputs also accept `30s`, `10m`, …). Every retry loop in the system is bounded by one of these. */
+export const RunPolicy = z.object({
+  /** How long a run may take to show its first sign of life (the process started / container running). */
+  startTimeout: DurationMs.default(120_000),
+  /** Supervision heartbeat: if the owning worker stops heartbeating this long, the run is re-attached elsewhere. */
+  heartbeatTimeout: DurationMs.default(60_000),
+  /** GUPP: no progress (gt progress / gt done) for this long stops the run and redispatches. */
+  stallTimeout: DurationMs.default(1_800_000),
+  /** Hard cap on one run. */
+  runTimeout: DurationMs.default(14_400_000),
+  /** Attempts per round (a crashed, hung or silent agent uses one). */
+  maxAttempts: z.number().int().min(1).max(20).default(3),
+  /** First backoff between attempts; doubles each attempt, capped at 10 minutes. */
+  retryBackoff: DurationMs.default(10_000),
+  /** Rounds of rework (conflict, failed gates, requested changes) before the bead fails. */
+  maxRounds: z.number().int().min(1).max(20).default(3),
+});
+export type RunPolicy = z.infer<typeof RunPolicy>;
+
+export const MergeStrategy = z.enum(['merge', 'squash', 'rebase']);
+
+export const RigConfig = z.object({
+  name: RigName,
+  /** Path or URL of the repository; the refinery pushes the target branch here. */
+  repo: z.string().min(1).max(2048),
+  branch: z.string().min(1).max(200).regex(/^[A-Za-z0-9._/-]+$/, 'branch names may hold A-Z a-z 0-9 . _ / -').default('main'),
+  /** `direct`: the refinery merges into the branch; `pr`: through a GitHub pull request. */
+  merge: z.enum(['direct', 'pr']).default('direct'),
+  mergeStrategy: MergeStrategy.default('merge'),
+  gates: z.array(z.string().min(1).max(4000)).max(20).default([]),
+  gateTimeout: DurationMs.default(600_000),
+  /** Shell command that runs a polecat in its worktree (GT_* variables in the environment). */
+  agent: z.string().min(1).max(4000),
+  /** Optional reviewer agent command; when set every MR is reviewed before the refinery's turn. */
+  reviewer: z.string().min(1).max(4000).optional(),
+  runtime: AgentRuntime.default('process'),
+  maxPolecats: z.number().int().min(1).max(1000).default(4),
+  policy: RunPolicy.default(RunPolicy.parse({})),
+  /** Extra environment for agents (never credentials: those come from the worker host). */
+  env: z.record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4000)).default({}),
+});
+export type RigConfig = z.infer<typeof RigConfig>;
+export type RigConfigInput = z.input<typeof RigConfig>;

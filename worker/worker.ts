@@ -1,0 +1,94 @@
+/**
+ * The town worker of one host: a worker on the town queue (workflows, merges, gates, Temporal calls) and one on
+ * this host's own queue (agent runs it owns), plus the agent gateway agents talk to.
+ */
+import { fileURLToPath } from 'node:url';
+import type { Client } from '@temporalio/client';
+import { NativeConnection, Worker } from '@temporalio/worker';
+import { ProcessRuntime } from '../agents/process-runtime';
+import type { AgentRuntimeDriver } from '../agents/runtime';
+import { createHostQueueActivities, createTownQueueActivities } from '../activities';
+import type { AgentRuntime } from '../domain/rig';
+import { hostTaskQueue } from '../domain/task-queues';
+import { gatewaySecret, gtHome, hostId as defaultHostId } from '../host/home';
+import { startGateway, type Gateway } from '../client/gateway';
+
+export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+export const gtBinDir = fileURLToPath(new URL('../bin', import.meta.url));
+
+export interface TownWorkerOptions {
+  connection: NativeConnection;
+  client: Client;
+  namespace: string;
+  taskQueue: string;
+  hostId?: string;
+  /** Prebuilt bundle (production, tests); otherwise workflows are bundled from source at start. */
+  workflowBundle?: { codePath: string } | { code: string };
+  gateway?: { host?: string; port?: number };
+  runtimes?: Partial<Record<AgentRuntime, AgentRuntimeDriver>>;
+  pollIntervalMs?: number;
+  shutdownGraceTime?: string;
+}
+
+export interface TownWorker {
+  gateway: Gateway;
+  hostQueue: string;
+  /** Runs until shutdown() (or a shutdown signal), then drains. */
+  run(): Promise<void>;
+  shutdown(): Promise<void>;
+}
+
+export async function createTownWorker(options: TownWorkerOptions): Promise<TownWorker> {
+  const host = options.hostId ?? defaultHostId();
+  const hostQueue = hostTaskQueue(options.taskQueue, host);
+  const home = gtHome();
+  const secret = gatewaySecret(home);
+  const gateway = await startGateway({ client: options.client, secret, host: options.gateway?.host, port: options.gateway?.port });
+  const code = options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath };
+  // Agents outlive a worker restart; activities in flight get this long to notice and hand over cleanly.
+  const shutdownGraceTime = options.shutdownGraceTime ?? '10s';
+
+  const townWorker = await Worker.create({
+    connection: options.connection,
+    namespace: options.namespace,
+    taskQueue: options.taskQueue,
+    ...code,
+    activities: createTownQueueActivities({ client: options.client, taskQueue: options.taskQueue, hostQueue }),
+    shutdownGraceTime,
+  });
+  const hostWorker = await Worker.create({
+    connection: options.connection,
+    namespace: options.namespace,
+    taskQueue: hostQueue,
+    activities: createHostQueueActivities({
+      gtHome: home,
+      hostId: host,
+      hostQueue,
+      gatewayUrl: gateway.url,
+      gatewaySecret: secret,
+      gtBinDir,
+      runtimes: options.runtimes ?? { process: new ProcessRuntime() },
+      pollIntervalMs: options.pollIntervalMs,
+    }),
+    shutdownGraceTime,
+  });
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = () =>
+    (stopping ??= (async () => {
+      for (const w of [townWorker, hostWorker]) if (w.getState() === 'RUNNING') w.shutdown();
+      await gateway.close();
+    })());
+  return {
+    gateway,
+    hostQueue,
+    async run() {
+      try {
+        await Promise.all([townWorker.run(), hostWorker.run()]);
+      } finally {
+        await shutdown();
+      }
+    },
+    shutdown,
+  };
+}

@@ -1,0 +1,289 @@
+/**
+ * bead:<id> — the life of one unit of work:
+ * dispatch a polecat run → wait for its gt_done (or its exit, or a stall) → hand the branch to the refinery as a
+ * merge request → closed when merged; otherwise rework with feedback, bounded by rounds; failed when exhausted.
+ *
+ * Every run has its own id; gt_done, progress and escalations are accepted only from the current run, so nothing
+ * addressed to an old run can change this bead (failure class 1).
+ */
+import {
+  ActivityCancellationType,
+  ApplicationFailure,
+  CancellationScope,
+  condition,
+  executeChild,
+  getExternalWorkflowHandle,
+  isCancellation,
+  log,
+  ParentClosePolicy,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  sleep,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { HostQueueActivities, TownQueueActivities } from '../activities';
+import type { AgentReply, BeadState, BeadStatus, MergeOutcome, RunOutcome, RunRecord } from '../domain/bead';
+import { BeadWorkflowInput, DoneRequest, EscalateRequest, ProgressRequest } from '../domain/bead';
+import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId, runIdOf } from '../domain/ids';
+import { beadReportSignal, beadStateQuery, doneUpdate, escalateUpdate, progressUpdate } from '../domain/messages';
+import { SA } from '../domain/search-attributes';
+import { parseOrReject } from '../domain/validation';
+import { mergeRequestWorkflow } from './merge-request';
+
+const town = proxyActivities<TownQueueActivities>({
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 20 },
+});
+
+/** After gt_done, how long the agent may take to exit on its own before it is stopped. */
+const EXIT_GRACE_MS = 15_000;
+const MAX_BACKOFF_MS = 600_000;
+
+export interface BeadResult {
+  beadId: string;
+  status: BeadStatus;
+  commit?: string;
+  reason?: string;
+}
+
+export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
+  const { bead, rig, convoy } = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
+  const policy = rig.policy;
+  const targetBranch = convoy?.targetBranch ?? rig.branch;
+  const branch = beadBranch(bead.id);
+  const state: BeadState = {
+    beadId: bead.id,
+    title: bead.title,
+    rig: rig.name,
+    convoyId: convoy?.id,
+    status: 'open',
+    round: 0,
+    waitingFor: 'dispatch',
+    runs: [],
+    rounds: [],
+    feedback: [],
+    targetBranch,
+  };
+
+  /** The run allowed to speak for this bead right now. */
+  let current: { runId: string; done?: { summary: string }; lastProgressAt: number; record: RunRecord } | undefined;
+
+  const setStatus = (status: BeadStatus, waitingFor: string) => {
+    state.status = status;
+    state.waitingFor = waitingFor;
+    upsertSearchAttributes([
+      { key: SA.status, value: status },
+      { key: SA.round, value: state.round },
+      { key: SA.runId, value: current?.runId ?? null },
+    ]);
+    setCurrentDetails(`**${status}** — ${waitingFor}`);
+  };
+
+  const requireCurrentRun = (runId: string) => {
+    if (!current || current.runId !== runId) {
+      const now = current ? `the current run is ${current.runId}` : `no run is active (bead is ${state.status})`;
+      throw ApplicationFailure.nonRetryable(`run ${runId} is not the current run of bead ${bead.id}: ${now}`, 'StaleRun');
+    }
+    return current;
+  };
+
+  setHandler(beadStateQuery, () => state);
+  setHandler(
+    doneUpdate,
+    (raw): AgentReply => {
+      const req = DoneRequest.parse(raw);
+      const run = requireCurrentRun(req.runId);
+      if (run.done) return { accepted: true, runId: req.runId, message: 'gt done was already recorded for this run' };
+      run.done = { summary: req.summary };
+      run.record.summary = req.summary;
+      run.lastProgressAt = Date.now();
+      return { accepted: true, runId: req.runId, message: `bead ${bead.id}: done recorded; the branch goes to the refinery` };
+    },
+    {
+      validator: (raw) => {
+        const req = parseOrReject(DoneRequest, raw, 'gt_done');
+        requireCurrentRun(req.runId);
+      },
+    },
+  );
+  setHandler(
+    progressUpdate,
+    (raw): AgentReply => {
+      const req = ProgressRequest.parse(raw);
+      const run = requireCurrentRun(req.runId);
+      run.lastProgressAt = Date.now();
+      if (req.message) run.record.lastProgress = req.message;
+      return { accepted: true, runId: req.runId, message: 'progress recorded' };
+    },
+    { validator: (raw) => void requireCurrentRun(parseOrReject(ProgressRequest, raw, 'gt_progress').runId) },
+  );
+  setHandler(
+    escalateUpdate,
+    (raw): AgentReply => {
+      const req = EscalateRequest.parse(raw);
+      requireCurrentRun(req.runId);
+      log.warn('agent escalated', { beadId: bead.id, runId: req.runId, severity: req.severity, reason: req.reason });
+      state.feedback.push(`Escalated by ${req.runId} (${req.severity}): ${req.reason}`);
+      return { accepted: true, runId: req.runId, message: 'escalation recorded' };
+    },
+    { validator: (raw) => void requireCurrentRun(parseOrReject(EscalateRequest, raw, 'gt_escalate').runId) },
+  );
+
+  /** One attempt: a run from dispatch to gt_done / exit / stall. Returns the published head on success. */
+  const runAttempt = async (round: number, attempt: number): Promise<{ headSha: string } | { failure: string }> => {
+    const runId = runIdOf(bead.id, round, attempt);
+    const { hostQueue } = await town.claimHost();
+    const onHost = proxyActivities<HostQueueActivities>({
+      taskQueue: hostQueue,
+      startToCloseTimeout: '10m',
+      // If the host that claimed the run disappears, fail fast and dispatch the next attempt elsewhere.
+      scheduleToStartTimeout: policy.startTimeout,
+      retry: { initialInterval: '2s', maximumInterval: '30s', maximumAttempts: 5 },
+    });
+    const supervisor = proxyActivities<HostQueueActivities>({
+      taskQueue: hostQueue,
+      startToCloseTimeout: policy.runTimeout,
+      heartbeatTimeout: policy.heartbeatTimeout,
+      scheduleToStartTimeout: policy.startTimeout,
+      // Retries re-attach to the live process (handle in heartbeat details); they never relaunch it.
+      retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 5, nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput'] },
+      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    });
+
+    const prepared = await onHost.prepareRun({ rig, bead, runId, round, attempt, targetBranch, feedback: state.feedback });
+    const record: RunRecord = { runId, round, attempt, outcome: 'running', startedAt: new Date().toISOString(), host: prepared.host };
+    state.runs.push(record);
+    current = { runId, lastProgressAt: Date.now(), record };
+    setStatus('in_progress', `waiting for gt done from run ${runId}`);
+    log.info('run dispatched', { beadId: bead.id, runId, host: prepared.host });
+
+    let exit: { exitCode: number | null } | undefined;
+    let lost: string | undefined;
+    const scope = new CancellationScope();
+    const supervision = scope
+      .run(() =>
+        supervisor.superviseAgentRun({
+          runId,
+          beadId: bead.id,
+          workflowId: workflowInfo().workflowId,
+          role: 'polecat',
+          rig,
+          worktree: prepared.worktree,
+          promptFile: prepared.promptFile,
+          branch,
+          targetBranch,
+        }),
+      )
+      .then(
+        (r) => void (exit = r),
+        (err: unknown) => void (lost = isCancellation(err) ? undefined : String((err as Error).message ?? err)),
+      );
+
+    const run = current;
+    let outcome: RunOutcome;
+    for (;;) {
+      const quietFor = Date.now() - run.lastProgressAt;
+      await condition(() => !!run.done || exit !== undefined || lost !== undefined, Math.max(policy.stallTimeout - quietFor, 1));
+      if (run.done) outcome = 'done';
+      else if (exit) outcome = 'exited';
+      else if (lost !== undefined) outcome = 'lost';
+      else if (Date.now() - run.lastProgressAt >= policy.stallTimeout) outcome = 'stalled';
+      else continue;
+      break;
+    }
+    if (outcome === 'done') await condition(() => exit !== undefined || lost !== undefined, EXIT_GRACE_MS);
+    if (exit === undefined && lost === undefined) {
+      setStatus('in_progress', `stopping run ${runId} (${outcome})`);
+      scope.cancel();
+    }
+    await supervision;
+    current = undefined;
+    record.outcome = outcome;
+    record.endedAt = new Date().toISOString();
+    record.exitCode = exit?.exitCode;
+
+    if (outcome !== 'done') {
+      const why = {
+        exited: `the agent exited (code ${exit?.exitCode ?? 'unknown'}) without calling gt done`,
+        stalled: `the agent reported no progress for ${policy.stallTimeout} ms and was stopped`,
+        lost: `supervision of the run was lost: ${lost}`,
+      }[outcome];
+      log.warn('run failed', { beadId: bead.id, runId, outcome, why });
+      return { failure: `${runId}: ${why}` };
+    }
+    setStatus('in_progress', `publishing branch of ${runId}`);
+    const published = await onHost.publishBranch({ rig, worktree: prepared.worktree, branch, targetBranch });
+    if (published.commitsAhead === 0) {
+      return { failure: `${runId}: gt done was called but ${branch} has no commits ahead of ${targetBranch}${published.uncommittedChanges ? ' (changes were left uncommitted)' : ''}` };
+    }
+    return { headSha: published.headSha };
+  };
+
+  /** Attempts of one round, with exponential backoff between them. */
+  const runPolecat = async (round: number): Promise<{ headSha: string } | { failure: string }> => {
+    const failures: string[] = [];
+    for (let attempt = 1; attempt <= policy.maxAttempts; attempt++) {
+      const result = await runAttempt(round, attempt);
+      if ('headSha' in result) return result;
+      failures.push(result.failure);
+      if (attempt < policy.maxAttempts) {
+        const backoff = Math.min(policy.retryBackoff * 2 ** (attempt - 1), MAX_BACKOFF_MS);
+        setStatus('open', `attempt ${attempt} failed; next attempt in ${backoff} ms`);
+        await sleep(backoff);
+      }
+    }
+    return { failure: `all ${policy.maxAttempts} attempts of round ${round} failed:\n- ${failures.join('\n- ')}` };
+  };
+
+  const finish = async (result: BeadResult): Promise<BeadResult> => {
+    setStatus(result.status, result.reason ?? (result.commit ? `merged as ${result.commit}` : result.status));
+    if (result.status === 'failed') state.failureReason = result.reason;
+    if (convoy) {
+      await CancellationScope.nonCancellable(() =>
+        getExternalWorkflowHandle(convoyWorkflowId(convoy.id))
+          .signal(beadReportSignal, { beadId: bead.id, status: result.status as 'closed' | 'failed' | 'cancelled', commit: result.commit, reason: result.reason })
+          .catch((err: unknown) => log.warn('could not report to convoy', { beadId: bead.id, convoyId: convoy.id, error: String(err) })),
+      );
+    }
+    return result;
+  };
+
+  try {
+    for (let round = 1; round <= policy.maxRounds; round++) {
+      state.round = round;
+      const work = await runPolecat(round);
+      if ('failure' in work) return await finish({ beadId: bead.id, status: 'failed', reason: work.failure });
+
+      const mrId = mergeRequestWorkflowId(bead.id, round);
+      state.rounds.push({ round, headSha: work.headSha, mergeRequest: mrId });
+      setStatus('in_review', `merge request ${mrId} (${work.headSha.slice(0, 10)}) is with the refinery`);
+      const outcome: MergeOutcome = await executeChild(mergeRequestWorkflow, {
+        workflowId: mrId,
+        args: [{ mrId, bead, rig, round, branch, headSha: work.headSha, targetBranch, convoyId: convoy?.id }],
+        parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
+        typedSearchAttributes: [
+          { key: SA.kind, value: 'merge-request' },
+          { key: SA.rig, value: rig.name },
+          { key: SA.beadId, value: bead.id },
+          ...(convoy ? [{ key: SA.convoyId, value: convoy.id }] : []),
+        ],
+        staticSummary: `MR round ${round} of ${bead.id}: ${bead.title}`,
+      });
+      state.rounds[state.rounds.length - 1]!.outcome = outcome;
+      if (outcome.kind === 'merged') {
+        state.mergedCommit = outcome.commit;
+        return await finish({ beadId: bead.id, status: 'closed', commit: outcome.commit });
+      }
+      state.feedback.push(`[${outcome.kind}] ${outcome.feedback}`);
+      log.info('merge request sent back for rework', { beadId: bead.id, mrId, kind: outcome.kind });
+    }
+    return await finish({ beadId: bead.id, status: 'failed', reason: `no merge after ${policy.maxRounds} rounds of rework` });
+  } catch (err) {
+    if (isCancellation(err)) {
+      await CancellationScope.nonCancellable(() => finish({ beadId: bead.id, status: 'cancelled', reason: 'cancelled by an operator' }));
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,3 @@
+export { beadWorkflow } from './bead';
+export { mergeRequestWorkflow } from './merge-request';
+export { refineryWorkflow } from './refinery';
