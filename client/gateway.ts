@@ -9,8 +9,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { verifyRunToken, type RunClaims } from '../agents/run-token';
-import { DoneRequest, EscalateRequest, ProgressRequest } from '../domain/bead';
-import { doneUpdate, escalateUpdate, progressUpdate } from '../domain/messages';
+import { DoneRequest, EscalateRequest, ProgressRequest, ReviewVerdict } from '../domain/bead';
+import { doneUpdate, escalateUpdate, progressUpdate, reviewVerdictUpdate } from '../domain/messages';
 import { describeZodError } from '../domain/validation';
 
 export interface Gateway {
@@ -94,6 +94,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     handle(c).executeUpdate(doneUpdate, { args: [body], updateId: `done:${c.runId}` }), 'polecat');
   route('/v1/progress', ProgressRequest, (c, body) => handle(c).executeUpdate(progressUpdate, { args: [body] }));
   route('/v1/escalate', EscalateRequest, (c, body) => handle(c).executeUpdate(escalateUpdate, { args: [body] }));
+  route('/v1/review', ReviewVerdict, (c, body) => handle(c).executeUpdate(reviewVerdictUpdate, { args: [body], updateId: `review:${c.runId}` }), 'reviewer');
   app.get('/healthz', () => ({ ok: true }));
 
   app.setErrorHandler((err: Error & { statusCode?: number }, _req, reply) => {

@@ -99,3 +99,10 @@ export interface AgentReply {
   runId: string;
   message: string;
 }
+
+/** A reviewer's verdict on a merge request, addressed to its reviewer run. */
+export const ReviewVerdict = z.discriminatedUnion('verdict', [
+  z.object({ runId: RunId, verdict: z.literal('approve'), feedback: z.string().max(MAX_TEXT).default('') }),
+  z.object({ runId: RunId, verdict: z.literal('request_changes'), feedback: z.string().trim().min(1, 'feedback must say what to change').max(MAX_TEXT) }),
+]);
+export type ReviewVerdict = z.input<typeof ReviewVerdict>;

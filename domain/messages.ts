@@ -1,6 +1,6 @@
 /** Signals, updates and queries: the only ways workflows of the town talk to each other and to clients. */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { AgentReply, BeadState, DoneRequest, EscalateRequest, MergeOutcome, ProgressRequest } from './bead';
+import type { AgentReply, BeadState, DoneRequest, EscalateRequest, MergeOutcome, ProgressRequest, ReviewVerdict } from './bead';
 import type { MergeTicket, RefineryState } from './refinery';
 import type { RigConfig, RigConfigInput } from './rig';
 
@@ -17,6 +17,8 @@ export interface MergeResult {
   outcome: MergeOutcome;
 }
 export const mergeResultSignal = defineSignal<[MergeResult]>('mergeResult');
+/** From the reviewer run (through the gateway); the validator rejects any run that is not the current reviewer. */
+export const reviewVerdictUpdate = defineUpdate<AgentReply, [ReviewVerdict]>('gt_review');
 
 // refinery:<rig>
 export const enqueueSignal = defineSignal<[MergeTicket]>('enqueue');

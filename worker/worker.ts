@@ -5,7 +5,7 @@
 import { fileURLToPath } from 'node:url';
 import type { Client } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
-import { ProcessRuntime } from '../agents/process-runtime';
+import { defaultRuntimes } from '../agents';
 import type { AgentRuntimeDriver } from '../agents/runtime';
 import { createHostQueueActivities, createTownQueueActivities } from '../activities';
 import type { AgentRuntime } from '../domain/rig';
@@ -67,7 +67,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       gatewayUrl: gateway.url,
       gatewaySecret: secret,
       gtBinDir,
-      runtimes: options.runtimes ?? { process: new ProcessRuntime() },
+      runtimes: options.runtimes ?? defaultRuntimes(),
       pollIntervalMs: options.pollIntervalMs,
     }),
     shutdownGraceTime,

@@ -73,6 +73,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   const setStatus = (status: BeadStatus, waitingFor: string) => {
     state.status = status;
     state.waitingFor = waitingFor;
+    state.currentRunId = current?.runId;
     upsertSearchAttributes([
       { key: SA.status, value: status },
       { key: SA.round, value: state.round },

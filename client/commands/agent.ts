@@ -52,4 +52,18 @@ export function registerAgentCommands(program: Command): void {
     .action(async (opts: { reason: string; severity: string }) => {
       console.log((await callGateway('/v1/escalate', { reason: opts.reason, severity: opts.severity })).message);
     });
+  program
+    .command('approve')
+    .description('(reviewer) approve the merge request under review')
+    .option('--feedback <text>', 'optional notes', '')
+    .action(async (opts: { feedback: string }) => {
+      console.log((await callGateway('/v1/review', { verdict: 'approve', feedback: opts.feedback })).message);
+    });
+  program
+    .command('request-changes')
+    .description('(reviewer) send the merge request back to a polecat with feedback')
+    .requiredOption('--feedback <text>', 'what must change')
+    .action(async (opts: { feedback: string }) => {
+      console.log((await callGateway('/v1/review', { verdict: 'request_changes', feedback: opts.feedback })).message);
+    });
 }

@@ -1,0 +1,45 @@
+/**
+ * One Temporal dev server and one workflow bundle per test run. Test files connect to the server by address
+ * and each test uses its own task queue, so tests never see each other's work.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import type { TestProject } from 'vitest/node';
+import { startDevServer, type DevServer } from '../provisioning/dev-server';
+import { workflowsPath } from '../worker/worker';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    temporalAddress: string;
+    temporalNamespace: string;
+    workflowBundlePath: string;
+  }
+}
+
+export const ARTIFACTS = join(import.meta.dirname, '.artifacts');
+
+let server: DevServer | undefined;
+
+export default async function setup(project: TestProject) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  server = await startDevServer({
+    namespace: 'default',
+    onProgress: (m) => console.error(m),
+    // Small histories in tests make continue-as-new paths run for real.
+    extraArgs: ['--dynamic-config-value', 'limit.historyCount.suggestContinueAsNew=2000'],
+  });
+  const { code } = await bundleWorkflowCode({ workflowsPath, logger: quietLogger });
+  const bundlePath = join(ARTIFACTS, 'workflow-bundle.js');
+  writeFileSync(bundlePath, code);
+  project.provide('temporalAddress', server.address);
+  project.provide('temporalNamespace', server.namespace);
+  project.provide('workflowBundlePath', bundlePath);
+  console.error(`Temporal dev server for tests at ${server.address} (CLI: ${server.cli.source})`);
+  return async () => {
+    await server?.env.teardown();
+  };
+}
+
+const noop = () => undefined;
+const quietLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: (m: string) => console.error(m), log: noop };

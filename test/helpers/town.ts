@@ -1,0 +1,135 @@
+/**
+ * A real town for a test: a client and a worker (town queue + host queue + gateway) on the shared dev server,
+ * with its own task queue and GT_HOME, and fast policies so failure paths run in seconds.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { inject } from 'vitest';
+import type { AgentRuntimeDriver } from '../../agents/runtime';
+import type { AgentRuntime, RigConfigInput, RunPolicy } from '../../domain/rig';
+import { Town } from '../../client/town';
+import { createTownWorker, type TownWorker } from '../../worker/worker';
+
+export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+export const gtBin = join(repoRoot, 'bin', 'gt');
+export const agentScript = (name: string) => join(repoRoot, 'test', 'agents', `${name}.sh`);
+
+export const FAST_POLICY: Partial<RunPolicy> = {
+  startTimeout: 30_000,
+  heartbeatTimeout: 10_000,
+  stallTimeout: 60_000,
+  retryBackoff: 200,
+  maxAttempts: 3,
+  maxRounds: 3,
+};
+
+export interface TestTown {
+  town: Town;
+  client: Client;
+  taskQueue: string;
+  gtHome: string;
+  worker: TownWorker;
+  address: string;
+  namespace: string;
+  /** Adds a rig with fast policies; `agent` defaults to the `good` scripted agent. */
+  addRig(rig: Partial<RigConfigInput> & { name: string; repo: string }): ReturnType<Town['addRig']>;
+  /** Environment for running `bin/gt` against this town. */
+  cliEnv(extra?: Record<string, string>): NodeJS.ProcessEnv;
+  stop(): Promise<void>;
+}
+
+export interface TestTownOptions {
+  hostId?: string;
+  runtimes?: Partial<Record<AgentRuntime, AgentRuntimeDriver>>;
+  gtHome?: string;
+  taskQueue?: string;
+}
+
+let counter = 0;
+let runtimeInstalled = false;
+
+/** Worker logs at WARN, so a failing test's output shows what went wrong rather than state changes. */
+function quietRuntime() {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  Runtime.install({ logger: new DefaultLogger((process.env.GT_TEST_LOG_LEVEL as 'WARN' | undefined) ?? 'WARN') });
+}
+
+export async function startTestTown(options: TestTownOptions = {}): Promise<TestTown> {
+  quietRuntime();
+  const address = inject('temporalAddress');
+  const namespace = inject('temporalNamespace');
+  const gtHome = options.gtHome ?? mkdtempSync(join(tmpdir(), 'gt-home-'));
+  process.env.GT_HOME = gtHome;
+  const taskQueue = options.taskQueue ?? `test-${process.pid}-${++counter}-${Math.random().toString(36).slice(2, 8)}`;
+  const connection = await Connection.connect({ address });
+  const client = new Client({ connection, namespace });
+  const native = await NativeConnection.connect({ address });
+  const worker = await createTownWorker({
+    connection: native,
+    client,
+    namespace,
+    taskQueue,
+    hostId: options.hostId ?? 'test-host',
+    workflowBundle: { codePath: inject('workflowBundlePath') },
+    runtimes: options.runtimes,
+    pollIntervalMs: 200,
+    shutdownGraceTime: '2s',
+  });
+  const running = worker.run();
+  const town = new Town(client, taskQueue);
+  return {
+    town,
+    client,
+    taskQueue,
+    gtHome,
+    worker,
+    address,
+    namespace,
+    addRig: (rig) => town.addRig({ agent: agentScript('good'), ...rig, policy: { ...FAST_POLICY, ...rig.policy } }),
+    cliEnv: (extra = {}) => ({ ...process.env, TEMPORAL_ADDRESS: address, TEMPORAL_NAMESPACE: namespace, GT_TASK_QUEUE: taskQueue, GT_HOME: gtHome, ...extra }),
+    async stop() {
+      await worker.shutdown();
+      await running.catch(() => undefined);
+      await native.close();
+      await connection.close();
+    },
+  };
+}
+
+export interface CliResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the real `gt` command. */
+export function runGt(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(gtBin, args, { env, timeout: timeoutMs }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** Polls `fn` until it returns a truthy value (integration tests wait on real processes, not timers). */
+export async function eventually<T>(fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 30_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      lastError = err;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`);
+}
