@@ -1,6 +1,7 @@
 /** Activities that talk to Temporal itself: things workflow code cannot do (signal-with-start). */
-import type { Client } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy, type Client } from '@temporalio/client';
 import { z } from 'zod';
+import { EscalationInput, escalationWorkflowId } from '../domain/escalation';
 import { refineryWorkflowId } from '../domain/ids';
 import { enqueueSignal } from '../domain/messages';
 import { MergeTicket } from '../domain/refinery';
@@ -39,6 +40,34 @@ export function createTownActivities(deps: TownDeps) {
         ],
         memo: { repo: rig.repo, branch: rig.branch },
       });
+    },
+
+    /** Raises an escalation once per id: a retried or repeated raise finds the existing one. */
+    async raiseEscalation(raw: EscalationInput): Promise<{ escalationId: string; created: boolean }> {
+      const input = parseActivityInput(EscalationInput, raw);
+      const workflowId = escalationWorkflowId(input.id);
+      try {
+        await deps.client.workflow.start('escalationWorkflow', {
+          workflowId,
+          taskQueue: deps.taskQueue,
+          args: [input],
+          workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+          typedSearchAttributes: [
+            { key: SA.kind, value: 'escalation' },
+            { key: SA.status, value: 'open' },
+            ...(input.rig ? [{ key: SA.rig, value: input.rig }] : []),
+            ...(input.beadId ? [{ key: SA.beadId, value: input.beadId }] : []),
+            ...(input.convoyId ? [{ key: SA.convoyId, value: input.convoyId }] : []),
+            ...(input.runId ? [{ key: SA.runId, value: input.runId }] : []),
+          ],
+          memo: { severity: input.severity, reason: input.reason.slice(0, 500) },
+          staticSummary: `${input.severity} escalation (${input.source}): ${input.reason.slice(0, 120)}`,
+        });
+        return { escalationId: input.id, created: true };
+      } catch (err) {
+        if (err instanceof WorkflowExecutionAlreadyStartedError) return { escalationId: input.id, created: false };
+        throw err;
+      }
     },
   };
 }

@@ -5,6 +5,7 @@
 import { Command, CommanderError } from 'commander';
 import { registerAgentCommands } from './commands/agent';
 import { registerBeadCommands } from './commands/bead';
+import { registerEscalationCommands } from './commands/escalation';
 import { registerRigCommands } from './commands/rig';
 import { registerServeCommands } from './commands/serve';
 import { UserError } from './town';
@@ -18,6 +19,7 @@ export function buildProgram(): Command {
   registerServeCommands(program);
   registerRigCommands(program);
   registerBeadCommands(program);
+  registerEscalationCommands(program);
   registerAgentCommands(program);
   return program;
 }

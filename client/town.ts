@@ -14,6 +14,7 @@ import {
 } from '@temporalio/client';
 import { z } from 'zod';
 import { BeadSpec, type BeadState } from '../domain/bead';
+import { ackEscalationUpdate, EscalationId, escalationStateQuery, escalationWorkflowId, type EscalationState } from '../domain/escalation';
 import { BeadId, beadWorkflowId, refineryWorkflowId } from '../domain/ids';
 import { beadStateQuery, refineryStateQuery, rigConfigQuery } from '../domain/messages';
 import type { RefineryState } from '../domain/refinery';
@@ -142,5 +143,36 @@ export class Town {
 
   async beadResult(beadId: string): Promise<BeadResult> {
     return this.beadHandle(beadId).result();
+  }
+
+  // --- escalations ---
+
+  async listEscalations(options: { all?: boolean } = {}): Promise<EscalationState[]> {
+    const query = `GtKind = 'escalation'${options.all ? '' : ` AND GtStatus = 'open'`}`;
+    const ids: string[] = [];
+    for await (const wf of this.client.workflow.list({ query })) ids.push(wf.workflowId);
+    const states = await Promise.all(
+      [...new Set(ids)].map((id) =>
+        this.client.workflow
+          .getHandle(id)
+          .query(escalationStateQuery)
+          .catch(() => undefined),
+      ),
+    );
+    return states.filter((s): s is EscalationState => !!s).sort((a, b) => a.raisedAt.localeCompare(b.raisedAt));
+  }
+
+  async ackEscalation(id: string, ack: { by?: string; note?: string } = {}): Promise<EscalationState> {
+    const handle = this.client.workflow.getHandle(escalationWorkflowId(parseInput(EscalationId, id, 'escalation id')));
+    try {
+      return await handle.executeUpdate(ackEscalationUpdate, { args: [ack] });
+    } catch (err) {
+      if (notFound(err)) {
+        const closed = await handle.query(escalationStateQuery).catch(() => undefined);
+        if (closed?.status === 'acknowledged') return closed;
+        throw new UserError(`unknown escalation '${id}' (see \`gt escalations\`)`);
+      }
+      throw err;
+    }
   }
 }

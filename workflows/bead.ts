@@ -26,6 +26,7 @@ import {
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
 import type { AgentReply, BeadState, BeadStatus, MergeOutcome, RunOutcome, RunRecord } from '../domain/bead';
 import { BeadWorkflowInput, DoneRequest, EscalateRequest, ProgressRequest } from '../domain/bead';
+import { escalationIdPart } from '../domain/escalation';
 import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId, runIdOf } from '../domain/ids';
 import { beadReportSignal, beadStateQuery, doneUpdate, escalateUpdate, progressUpdate } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
@@ -65,6 +66,16 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     rounds: [],
     feedback: [],
     targetBranch,
+  };
+
+  /** Escalations waiting to be raised (handlers cannot run activities; the main loop raises them). */
+  const escalations: { id: string; severity: 'low' | 'medium' | 'high' | 'critical'; reason: string; source: 'agent' | 'bead'; runId?: string }[] = [];
+  let agentEscalations = 0;
+  const raisePending = async () => {
+    while (escalations.length) {
+      const e = escalations.shift()!;
+      await town.raiseEscalation({ ...e, rig: rig.name, beadId: bead.id, convoyId: convoy?.id });
+    }
   };
 
   /** The run allowed to speak for this bead right now. */
@@ -126,8 +137,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       const req = EscalateRequest.parse(raw);
       requireCurrentRun(req.runId);
       log.warn('agent escalated', { beadId: bead.id, runId: req.runId, severity: req.severity, reason: req.reason });
-      state.feedback.push(`Escalated by ${req.runId} (${req.severity}): ${req.reason}`);
-      return { accepted: true, runId: req.runId, message: 'escalation recorded' };
+      escalations.push({ id: `run-${escalationIdPart(req.runId)}-${++agentEscalations}`, severity: req.severity, reason: req.reason, source: 'agent', runId: req.runId });
+      return { accepted: true, runId: req.runId, message: 'escalation raised; an operator will see it in `gt escalations`' };
     },
     { validator: (raw) => void requireCurrentRun(parseOrReject(EscalateRequest, raw, 'gt_escalate').runId) },
   );
@@ -186,7 +197,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     let outcome: RunOutcome;
     for (;;) {
       const quietFor = Date.now() - run.lastProgressAt;
-      await condition(() => !!run.done || exit !== undefined || lost !== undefined, Math.max(policy.stallTimeout - quietFor, 1));
+      await condition(() => !!run.done || exit !== undefined || lost !== undefined || escalations.length > 0, Math.max(policy.stallTimeout - quietFor, 1));
+      await raisePending();
       if (run.done) outcome = 'done';
       else if (exit) outcome = 'exited';
       else if (lost !== undefined) outcome = 'lost';
@@ -240,7 +252,12 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
 
   const finish = async (result: BeadResult): Promise<BeadResult> => {
     setStatus(result.status, result.reason ?? (result.commit ? `merged as ${result.commit}` : result.status));
-    if (result.status === 'failed') state.failureReason = result.reason;
+    await raisePending();
+    if (result.status === 'failed') {
+      state.failureReason = result.reason;
+      // Bounded retries are exhausted: escalate once and leave the decision to a human.
+      await town.raiseEscalation({ id: `bead-${escalationIdPart(bead.id)}`, severity: 'high', source: 'bead', reason: `bead ${bead.id} failed: ${result.reason ?? 'unknown'}`, rig: rig.name, beadId: bead.id, convoyId: convoy?.id });
+    }
     if (convoy) {
       await CancellationScope.nonCancellable(() =>
         getExternalWorkflowHandle(convoyWorkflowId(convoy.id))

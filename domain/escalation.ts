@@ -1,0 +1,50 @@
+/** Escalations: work that needs a human. Each is a workflow (`escalation:<id>`), open until acknowledged. */
+import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import { z } from 'zod';
+import { MAX_TEXT } from './bead';
+
+export const EscalationId = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9._-]{0,200}$/, 'escalation id must be a-z, 0-9, ".", "_" or "-"');
+
+export const Severity = z.enum(['low', 'medium', 'high', 'critical']);
+export type Severity = z.infer<typeof Severity>;
+
+export const EscalationInput = z.object({
+  id: EscalationId,
+  severity: Severity,
+  reason: z.string().trim().min(1).max(MAX_TEXT),
+  /** What raised it: a failed bead, an agent asking for help, a convoy, a rig's dispatch breaker. */
+  source: z.enum(['bead', 'agent', 'convoy', 'rig', 'merge-request']),
+  rig: z.string().optional(),
+  beadId: z.string().optional(),
+  convoyId: z.string().optional(),
+  runId: z.string().optional(),
+});
+export type EscalationInput = z.input<typeof EscalationInput>;
+
+export interface EscalationState {
+  id: string;
+  severity: Severity;
+  reason: string;
+  source: EscalationInput['source'];
+  rig?: string;
+  beadId?: string;
+  convoyId?: string;
+  runId?: string;
+  status: 'open' | 'acknowledged';
+  raisedAt: string;
+  acknowledgedAt?: string;
+  acknowledgedBy?: string;
+  note?: string;
+}
+
+export const AckRequest = z.object({ by: z.string().max(200).default('operator'), note: z.string().max(MAX_TEXT).default('') });
+export type AckRequest = z.input<typeof AckRequest>;
+
+export const escalationWorkflowId = (id: string) => `escalation:${id}`;
+/** Turns any id (run ids contain '/') into an escalation id component. */
+export const escalationIdPart = (s: string) => s.toLowerCase().replace(/[^a-z0-9._-]/g, '.');
+
+export const ackEscalationUpdate = defineUpdate<EscalationState, [AckRequest]>('ack');
+export const escalationStateQuery = defineQuery<EscalationState>('escalationState');
