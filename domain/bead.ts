@@ -77,6 +77,10 @@ export interface BeadState {
   mergedCommit?: string;
   targetBranch: string;
   failureReason?: string;
+  /** Notes runs saved with `gt checkpoint`, oldest first; the next run of the bead gets them in its prompt. */
+  checkpoints?: Checkpoint[];
+  /** Messages operators sent to the bead's runs (`gt nudge`), read by the agent with `gt inbox`. */
+  inbox?: InboxMessage[];
 }
 
 // --- messages from agents (through the gateway, as updates) ---
@@ -106,3 +110,39 @@ export const ReviewVerdict = z.discriminatedUnion('verdict', [
   z.object({ runId: RunId, verdict: z.literal('request_changes'), feedback: z.string().trim().min(1, 'feedback must say what to change').max(MAX_TEXT) }),
 ]);
 export type ReviewVerdict = z.input<typeof ReviewVerdict>;
+
+export const MAX_CHECKPOINT = 4000;
+export const CheckpointRequest = z.object({
+  runId: RunId,
+  note: z.string().trim().min(1, 'checkpoint note must not be empty').max(MAX_CHECKPOINT, `checkpoint note must be at most ${MAX_CHECKPOINT} characters`),
+});
+export type CheckpointRequest = z.input<typeof CheckpointRequest>;
+
+export interface Checkpoint {
+  runId: string;
+  note: string;
+  savedAt: string;
+}
+
+/** An operator's message to whichever run is working on the bead now (and the runs after it). */
+export const NudgeRequest = z.object({
+  message: z.string().trim().min(1, 'message must not be empty').max(MAX_CHECKPOINT, `message must be at most ${MAX_CHECKPOINT} characters`),
+  from: z.string().trim().min(1).max(200).default('operator'),
+});
+export type NudgeRequest = z.input<typeof NudgeRequest>;
+
+export interface InboxMessage {
+  seq: number;
+  from: string;
+  message: string;
+  sentAt: string;
+}
+
+/** The agent reads its inbox: unread messages are returned and marked read (unless `peek`). */
+export const InboxRequest = z.object({ runId: RunId, peek: z.boolean().default(false), all: z.boolean().default(false) });
+export type InboxRequest = z.input<typeof InboxRequest>;
+
+export interface InboxReply {
+  runId: string;
+  messages: InboxMessage[];
+}

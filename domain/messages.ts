@@ -1,6 +1,6 @@
 /** Signals, updates and queries: the only ways workflows of the town talk to each other and to clients. */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { AgentReply, BeadState, DoneRequest, EscalateRequest, MergeOutcome, ProgressRequest, ReviewVerdict } from './bead';
+import type { AgentReply, BeadState, CheckpointRequest, DoneRequest, EscalateRequest, InboxMessage, InboxReply, InboxRequest, MergeOutcome, NudgeRequest, ProgressRequest, ReviewVerdict } from './bead';
 import type { MergeTicket, RefineryState } from './refinery';
 import type { RigConfig, RigConfigInput } from './rig';
 
@@ -9,6 +9,10 @@ export const doneUpdate = defineUpdate<AgentReply, [DoneRequest]>('gt_done');
 export const progressUpdate = defineUpdate<AgentReply, [ProgressRequest]>('gt_progress');
 export const escalateUpdate = defineUpdate<AgentReply, [EscalateRequest]>('gt_escalate');
 export const beadStateQuery = defineQuery<BeadState>('beadState');
+export const checkpointUpdate = defineUpdate<AgentReply, [CheckpointRequest]>('gt_checkpoint');
+export const inboxUpdate = defineUpdate<InboxReply, [InboxRequest]>('gt_inbox');
+/** From operators (`gt nudge`): a message for the bead's current and later runs. */
+export const nudgeUpdate = defineUpdate<InboxMessage, [NudgeRequest]>('nudge');
 
 // mr:<beadId>:<round>
 export interface MergeResult {

@@ -22,6 +22,10 @@ export const RunPolicy = z.object({
   retryBackoff: DurationMs.default(10_000),
   /** Rounds of rework (conflict, failed gates, requested changes) before the bead fails. */
   maxRounds: z.number().int().min(1).max(20).default(3),
+  /** Rig-wide circuit breaker: this many consecutive agent start failures pause dispatch on the rig and escalate once. */
+  breakerThreshold: z.number().int().min(1).max(1000).default(5),
+  /** While the breaker is open, one waiting run is let through this often as a probe; its successful start closes the breaker. */
+  breakerProbeInterval: DurationMs.default(300_000),
 });
 export type RunPolicy = z.infer<typeof RunPolicy>;
 
@@ -46,6 +50,12 @@ export const RigConfig = z.object({
   policy: RunPolicy.default(RunPolicy.parse({})),
   /** Extra environment for agents (never credentials: those come from the worker host). */
   env: z.record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4000)).default({}),
+  /** Whether sandboxed/containerized agents may use the network (the process runtime cannot take it away). */
+  network: z.boolean().default(false),
+  /** Container image of the docker runtime. */
+  image: z.string().min(1).max(500).default('node:20-bookworm'),
+  /** Author and committer of the agents' commits; defaults to `Gas Town <role>` per run. */
+  gitIdentity: z.object({ name: z.string().trim().min(1).max(200), email: z.string().trim().min(3).max(320) }).optional(),
 });
 export type RigConfig = z.infer<typeof RigConfig>;
 export type RigConfigInput = z.input<typeof RigConfig>;
