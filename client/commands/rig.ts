@@ -17,6 +17,8 @@ interface RigAddOptions {
   maxAttempts?: number;
   maxRounds?: number;
   retryBackoff?: string;
+  heartbeatTimeout?: string;
+  startTimeout?: string;
   json?: boolean;
 }
 
@@ -49,11 +51,20 @@ export function registerRigCommands(program: Command): void {
     .option('--max-attempts <n>', 'attempts per round', intArg('--max-attempts'))
     .option('--max-rounds <n>', 'rework rounds before a bead fails', intArg('--max-rounds'))
     .option('--retry-backoff <duration>', 'first backoff between attempts (doubles)')
+    .option('--heartbeat-timeout <duration>', 'how long a run may go without a supervision heartbeat before it is re-attached elsewhere')
+    .option('--start-timeout <duration>', 'how long a run may wait for a host to pick it up')
     .option('--json', 'print the rig as JSON')
     .addHelpText('after', '\nExample:\n  gt rig add webapp --repo ~/src/webapp --gate "npm test" --agent "claude -p \\"$(cat $GT_PROMPT_FILE)\\""')
     .action(async (name: string, o: RigAddOptions) => {
       const policy = Object.fromEntries(
-        Object.entries({ stallTimeout: o.stallTimeout, maxAttempts: o.maxAttempts, maxRounds: o.maxRounds, retryBackoff: o.retryBackoff }).filter(([, v]) => v !== undefined),
+        Object.entries({
+          stallTimeout: o.stallTimeout,
+          maxAttempts: o.maxAttempts,
+          maxRounds: o.maxRounds,
+          retryBackoff: o.retryBackoff,
+          heartbeatTimeout: o.heartbeatTimeout,
+          startTimeout: o.startTimeout,
+        }).filter(([, v]) => v !== undefined),
       );
       const added = await withTown((town) =>
         town.addRig({
