@@ -5,7 +5,9 @@
 import { Command, CommanderError } from 'commander';
 import { registerAgentCommands } from './commands/agent';
 import { registerBeadCommands } from './commands/bead';
+import { registerCodecServerCommand } from './commands/codec-server';
 import { registerEscalationCommands } from './commands/escalation';
+import { registerMcpCommand } from './commands/mcp';
 import { registerRigCommands } from './commands/rig';
 import { registerServeCommands } from './commands/serve';
 import { UserError } from './town';
@@ -21,6 +23,8 @@ export function buildProgram(): Command {
   registerBeadCommands(program);
   registerEscalationCommands(program);
   registerAgentCommands(program);
+  registerMcpCommand(program);
+  registerCodecServerCommand(program);
   return program;
 }
 

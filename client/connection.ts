@@ -5,7 +5,10 @@
  */
 import { Client, Connection } from '@temporalio/client';
 import { loadClientConnectConfig } from '@temporalio/envconfig';
+import type { DataConverter } from '@temporalio/common';
 import { NativeConnection } from '@temporalio/worker';
+import { dataConverterFromEnv } from '../codec/settings';
+import { installWorkerRuntime } from '../worker/logging';
 
 export const DEFAULT_ADDRESS = 'localhost:7233';
 
@@ -17,6 +20,11 @@ export function connectConfig() {
   };
 }
 
+/** Payload codecs (encryption) per GT_PAYLOAD_CODEC: every Client of the town must use this to read and write payloads. */
+export function clientDataConverter(): DataConverter {
+  return dataConverterFromEnv();
+}
+
 export async function connectClient(): Promise<{ client: Client; connection: Connection; address: string; namespace: string }> {
   const cfg = connectConfig();
   const address = cfg.connectionOptions.address;
@@ -26,10 +34,12 @@ export async function connectClient(): Promise<{ client: Client; connection: Con
   } catch (err) {
     throw new Error(`cannot reach Temporal at ${address} (${(err as Error).message}). Start the embedded stack with \`gt up\`, or set TEMPORAL_ADDRESS.`);
   }
-  return { client: new Client({ connection, namespace: cfg.namespace }), connection, address, namespace: cfg.namespace };
+  return { client: new Client({ connection, namespace: cfg.namespace, dataConverter: clientDataConverter() }), connection, address, namespace: cfg.namespace };
 }
 
+/** For worker processes: installs the Runtime (structured logs, GT_METRICS_ADDRESS) before the first native connection. */
 export async function connectNative(): Promise<{ connection: NativeConnection; namespace: string; address: string }> {
+  installWorkerRuntime();
   const cfg = connectConfig();
   const connection = await NativeConnection.connect(cfg.connectionOptions);
   return { connection, namespace: cfg.namespace, address: cfg.connectionOptions.address };

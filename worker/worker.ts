@@ -4,6 +4,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import type { Client } from '@temporalio/client';
+import type { DataConverter } from '@temporalio/common';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { defaultRuntimes } from '../agents';
 import type { AgentRuntimeDriver } from '../agents/runtime';
@@ -12,6 +13,8 @@ import type { AgentRuntime } from '../domain/rig';
 import { hostTaskQueue } from '../domain/task-queues';
 import { gatewaySecret, gtHome, hostId as defaultHostId } from '../host/home';
 import { startGateway, type Gateway } from '../client/gateway';
+import { dataConverterFromEnv } from '../codec/settings';
+import { activityLogIds } from './logging';
 
 export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 export const gtBinDir = fileURLToPath(new URL('../bin', import.meta.url));
@@ -24,10 +27,13 @@ export interface TownWorkerOptions {
   hostId?: string;
   /** Prebuilt bundle (production, tests); otherwise workflows are bundled from source at start. */
   workflowBundle?: { codePath: string } | { code: string };
-  gateway?: { host?: string; port?: number };
+  /** publicUrl: the gateway URL agents are given when the bound address is not reachable as is (containers, NAT). */
+  gateway?: { host?: string; port?: number; publicUrl?: string };
   runtimes?: Partial<Record<AgentRuntime, AgentRuntimeDriver>>;
   pollIntervalMs?: number;
   shutdownGraceTime?: string;
+  /** Payload codecs (encryption); defaults to GT_PAYLOAD_CODEC. Must match the clients' (client/connection.ts). */
+  dataConverter?: DataConverter;
 }
 
 export interface TownWorker {
@@ -43,10 +49,12 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
   const hostQueue = hostTaskQueue(options.taskQueue, host);
   const home = gtHome();
   const secret = gatewaySecret(home);
-  const gateway = await startGateway({ client: options.client, secret, host: options.gateway?.host, port: options.gateway?.port });
+  const gateway = await startGateway({ client: options.client, secret, host: options.gateway?.host, port: options.gateway?.port, publicUrl: options.gateway?.publicUrl });
   const code = options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath };
   // Agents outlive a worker restart; activities in flight get this long to notice and hand over cleanly.
   const shutdownGraceTime = options.shutdownGraceTime ?? '10s';
+  const dataConverter = options.dataConverter ?? dataConverterFromEnv();
+  const interceptors = { activity: [activityLogIds] };
 
   const townWorker = await Worker.create({
     connection: options.connection,
@@ -55,6 +63,8 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
     ...code,
     activities: createTownQueueActivities({ client: options.client, taskQueue: options.taskQueue, hostQueue }),
     shutdownGraceTime,
+    dataConverter,
+    interceptors,
   });
   const hostWorker = await Worker.create({
     connection: options.connection,
@@ -71,6 +81,8 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       pollIntervalMs: options.pollIntervalMs,
     }),
     shutdownGraceTime,
+    dataConverter,
+    interceptors,
   });
 
   let stopping: Promise<void> | undefined;
