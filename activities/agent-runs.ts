@@ -192,8 +192,11 @@ export function createAgentRunActivities(deps: HostDeps) {
       } catch (err) {
         if (err instanceof CancelledFailure) {
           if (cancellationDetails()?.workerShutdown) {
-            // The worker is going away, not the run: leave the agent alive for the next worker to adopt.
+            // The worker is going away, not the run: leave the agent alive for the next worker to adopt. A thrown
+            // CancelledFailure would be reported as "cancelled" (which nobody asked for); a retryable failure makes
+            // the server retry, and the retry re-attaches through the handle in the heartbeat details.
             log.info('worker shutting down; leaving agent run for re-attachment', ids);
+            throw ApplicationFailure.retryable(`worker on ${deps.hostId} shut down; run ${input.runId} continues and will be re-attached`, 'WorkerShutdown');
           } else {
             log.info('stopping agent run', { ...ids, reason: err.message });
             await driver.stop(handle, 5_000);

@@ -190,7 +190,9 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       )
       .then(
         (r) => void (exit = r),
-        (err: unknown) => void (lost = isCancellation(err) ? undefined : String((err as Error).message ?? err)),
+        // Only a cancellation this bead asked for is expected; any other failure (or an unrequested cancel) means
+        // supervision was lost and the attempt ends.
+        (err: unknown) => void (lost = isCancellation(err) && scope.consideredCancelled ? undefined : String((err as Error).message ?? err)),
       );
 
     const run = current;
