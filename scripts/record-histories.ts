@@ -1,0 +1,63 @@
+/**
+ * `npm run record-histories`: runs real scenarios on a fresh dev server and saves their workflow histories under
+ * test/histories/, which the suite replays (test/replay.test.ts) so a change that would break running workflows
+ * fails CI. Re-record only for a deliberate, compatible change of recorded behaviour; guard the rest with patched().
+ */
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client } from '@temporalio/client';
+import { historyToJSON } from '@temporalio/common/lib/proto-utils';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { Town } from '../client/town';
+import { startDevServer } from '../provisioning/dev-server';
+import { createTownWorker } from '../worker/worker';
+import { createRepo } from '../test/helpers/repo';
+
+Runtime.install({ logger: new DefaultLogger('WARN') });
+const root = fileURLToPath(new URL('..', import.meta.url));
+const out = join(root, 'test', 'histories');
+const agent = (name: string) => join(root, 'test', 'agents', `${name}.sh`);
+const fast = { startTimeout: 30_000, heartbeatTimeout: 10_000, stallTimeout: 60_000, retryBackoff: 200, maxAttempts: 2, maxRounds: 2 };
+
+process.env.GT_HOME = mkdtempSync(join(tmpdir(), 'gt-record-'));
+const testDir = mkdtempSync(join(tmpdir(), 'gt-record-test-'));
+const server = await startDevServer({ onProgress: (m) => console.error(m) });
+const client = new Client({ connection: server.env.connection, namespace: server.namespace });
+const worker = await createTownWorker({ connection: server.env.nativeConnection, client, namespace: server.namespace, taskQueue: 'record', gateway: { port: 0 }, pollIntervalMs: 200 });
+const running = worker.run();
+try {
+  const town = new Town(client, 'record');
+  const repo = await createRepo();
+  await town.addRig({ name: 'rec', repo: repo.origin, agent: agent('good'), gates: ['test -d work'], policy: fast });
+  await town.addRig({ name: 'rec-crash', repo: repo.origin, agent: agent('crash-first'), env: { TEST_DIR: testDir }, policy: fast });
+  await town.addRig({ name: 'rec-fail', repo: repo.origin, agent: agent('exit-without-done'), policy: fast });
+  const beads = await Promise.all([
+    town.sling('rec', { id: 'rec-merged', title: 'A bead that merges' }),
+    town.sling('rec-crash', { id: 'rec-retried', title: 'A bead whose first attempt crashes' }),
+    town.sling('rec-fail', { id: 'rec-failed', title: 'A bead that fails and escalates' }),
+  ]);
+  for (const b of beads) console.error(`${b.beadId}: ${(await b.handle.result()).status}`);
+  await town.ackEscalation('bead-rec-failed', { by: 'recorder', note: 'recorded' });
+
+  const scenarios: Record<string, string> = {
+    'bead-merged': 'bead:rec-merged',
+    'bead-retried': 'bead:rec-retried',
+    'bead-failed': 'bead:rec-failed',
+    'merge-request-merged': 'mr:rec-merged:1',
+    'refinery': 'refinery:rec',
+    'escalation-acknowledged': 'escalation:bead-rec-failed',
+  };
+  mkdirSync(out, { recursive: true });
+  for (const f of readdirSync(out)) if (f.endsWith('.json')) rmSync(join(out, f));
+  for (const [name, workflowId] of Object.entries(scenarios)) {
+    const history = await client.workflow.getHandle(workflowId).fetchHistory();
+    writeFileSync(join(out, `${name}.json`), historyToJSON(history));
+    console.error(`recorded ${workflowId} → test/histories/${name}.json (${history.events?.length} events)`);
+  }
+} finally {
+  await worker.shutdown();
+  await running.catch(() => undefined);
+  await server.env.teardown();
+}
