@@ -1,0 +1,32 @@
+/**
+ * `npm run provision` (part of `npm test`): everything the suite needs beyond node_modules.
+ *  - the Temporal CLI (see provisioning/temporal-cli.ts; built with Go on offline machines);
+ *  - Debian packages for the sandbox runtime and the Web UI browser test (bubblewrap, chromium), installed with
+ *    apt-get when running as root and missing. Without them those tests skip and say why.
+ */
+import { execFileSync } from 'node:child_process';
+import { findOnPath, resolveTemporalCli } from '../provisioning/temporal-cli';
+
+const cli = await resolveTemporalCli({ onProgress: (m) => console.error(m) });
+console.log(cli.path ? `temporal CLI (${cli.source}): ${cli.path}` : 'temporal CLI: the SDK will download it on first use');
+
+const wanted = [
+  { pkg: 'bubblewrap', bin: 'bwrap', for: 'the sandbox runtime' },
+  { pkg: 'chromium', bin: 'chromium', for: 'the Web UI browser test' },
+];
+const missing = wanted.filter((w) => !findOnPath(w.bin));
+const isRoot = process.getuid?.() === 0;
+if (missing.length && isRoot && process.env.GT_SKIP_SYSTEM_PACKAGES !== '1' && findOnPath('apt-get')) {
+  const names = missing.map((m) => m.pkg);
+  console.error(`Installing ${names.join(', ')} with apt-get (for ${missing.map((m) => m.for).join(' and ')})…`);
+  try {
+    const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+    execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
+    execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...names], { stdio: 'inherit', env });
+  } catch (err) {
+    console.error(`warning: could not install ${names.join(', ')} (${(err as Error).message}); the tests that need them will skip.`);
+  }
+} else if (missing.length) {
+  console.error(`note: ${missing.map((m) => `${m.pkg} (${m.for})`).join(', ')} not installed; those tests will skip. Install with apt-get as root.`);
+}
+for (const w of wanted) console.log(`${w.bin}: ${findOnPath(w.bin) ?? 'missing'}`);
