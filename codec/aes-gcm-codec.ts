@@ -22,12 +22,13 @@ const fromUtf8 = new TextDecoder();
 export class AesGcmCodec implements PayloadCodec {
   constructor(private readonly keyring: CodecKeyring) {}
 
+  // Through .then so a failure (wrong key, tampering) is a rejection, as callers of a codec expect.
   encode(payloads: Payload[]): Promise<Payload[]> {
-    return Promise.resolve(payloads.map((p) => this.encrypt(p)));
+    return Promise.resolve().then(() => payloads.map((p) => this.encrypt(p)));
   }
 
   decode(payloads: Payload[]): Promise<Payload[]> {
-    return Promise.resolve(payloads.map((p) => (isEncrypted(p) ? this.decrypt(p) : p)));
+    return Promise.resolve().then(() => payloads.map((p) => (isEncrypted(p) ? this.decrypt(p) : p)));
   }
 
   private encrypt(payload: Payload): Payload {

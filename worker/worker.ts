@@ -3,7 +3,7 @@
  * this host's own queue (agent runs it owns), plus the agent gateway agents talk to.
  */
 import { fileURLToPath } from 'node:url';
-import type { Client } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import type { DataConverter } from '@temporalio/common';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { defaultRuntimes } from '../agents';
@@ -49,11 +49,16 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
   const hostQueue = hostTaskQueue(options.taskQueue, host);
   const home = gtHome();
   const secret = gatewaySecret(home);
-  const gateway = await startGateway({ client: options.client, secret, host: options.gateway?.host, port: options.gateway?.port, publicUrl: options.gateway?.publicUrl });
+  const dataConverter = options.dataConverter ?? dataConverterFromEnv();
+  // The gateway and the activities write payloads too (updates, signals to the refinery): they must encrypt
+  // exactly as this worker does, whatever client the caller built.
+  const client = dataConverter.payloadCodecs?.length
+    ? new Client({ connection: options.client.connection, namespace: options.namespace, dataConverter })
+    : options.client;
+  const gateway = await startGateway({ client, secret, host: options.gateway?.host, port: options.gateway?.port, publicUrl: options.gateway?.publicUrl });
   const code = options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath };
   // Agents outlive a worker restart; activities in flight get this long to notice and hand over cleanly.
   const shutdownGraceTime = options.shutdownGraceTime ?? '10s';
-  const dataConverter = options.dataConverter ?? dataConverterFromEnv();
   const interceptors = { activity: [activityLogIds] };
 
   const townWorker = await Worker.create({
@@ -61,7 +66,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
     namespace: options.namespace,
     taskQueue: options.taskQueue,
     ...code,
-    activities: createTownQueueActivities({ client: options.client, taskQueue: options.taskQueue, hostQueue }),
+    activities: createTownQueueActivities({ client, taskQueue: options.taskQueue, hostQueue }),
     shutdownGraceTime,
     dataConverter,
     interceptors,
