@@ -3,11 +3,12 @@
  * each host's own queue runs the agent-run activities of the agents it owns.
  */
 import { createAgentRunActivities, type HostDeps } from './agent-runs';
+import { createConvoyActivities } from './convoy';
 import { mergeCandidate } from './merge';
 import { createTownActivities, type TownDeps } from './town';
 
 export function createTownQueueActivities(deps: TownDeps) {
-  return { ...createTownActivities(deps), mergeCandidate };
+  return { ...createTownActivities(deps), ...createConvoyActivities(deps), mergeCandidate };
 }
 
 export function createHostQueueActivities(deps: HostDeps) {

@@ -2,3 +2,4 @@ export { beadWorkflow } from './bead';
 export { mergeRequestWorkflow } from './merge-request';
 export { refineryWorkflow } from './refinery';
 export { escalationWorkflow } from './escalation';
+export { convoyWorkflow } from './convoy';

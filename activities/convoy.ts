@@ -1,0 +1,197 @@
+/**
+ * What the convoy workflow cannot do itself: read its rig's configuration, create and read the convoy branch, and
+ * start, stop and inspect its beads' workflows. Each is idempotent and keyed by business ids: a bead's workflow
+ * id is derived from the convoy and the bead, so a retried start finds the bead it started before.
+ */
+import { ApplicationFailure } from '@temporalio/common';
+import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { log } from '@temporalio/activity';
+import { z } from 'zod';
+import { BeadSpec } from '../domain/bead';
+import { MergeMode } from '../domain/convoy';
+import { beadWorkflowId, convoyBranch, ConvoyId, refineryWorkflowId, RigName } from '../domain/ids';
+import { rigConfigQuery, type BeadReport } from '../domain/messages';
+import type { RigConfig } from '../domain/rig';
+import { SA } from '../domain/search-attributes';
+import type { BeadResult } from '../workflows/bead';
+import { gitStatus, remoteBranchSha, syncMirror } from './git';
+import type { TownDeps } from './town';
+import { parseActivityInput } from './validation';
+
+export const PrepareConvoyInput = z.object({ convoyId: ConvoyId, rig: RigName, mergeMode: MergeMode });
+export type PrepareConvoyInput = z.input<typeof PrepareConvoyInput>;
+export interface PreparedConvoy {
+  targetBranch: string;
+  convoyBranch?: string;
+  /** The rig's maxPolecats: the convoy never has more beads in flight. */
+  capacity: number;
+}
+
+/** Bounded so one activity's input stays small whatever the convoy's size. */
+export const MAX_START_BATCH = 50;
+export const StartConvoyBeadsInput = z.object({
+  convoyId: ConvoyId,
+  rig: RigName,
+  /** Where the beads merge: the rig's branch, or the convoy branch in review-then-land. */
+  targetBranch: z.string().min(1),
+  beads: z.array(BeadSpec).min(1).max(MAX_START_BATCH),
+});
+export type StartConvoyBeadsInput = z.input<typeof StartConvoyBeadsInput>;
+export interface StartedBead {
+  beadId: string;
+  /** `started` now, or found `existing` (a retry of an earlier start); `error` means it could not be started. */
+  outcome: 'started' | 'existing' | 'error';
+  error?: string;
+}
+
+export const BeadIdsInput = z.object({ convoyId: ConvoyId, beadIds: z.array(z.string().min(1)).max(5000) });
+export type BeadIdsInput = z.input<typeof BeadIdsInput>;
+
+export const ConvoyBranchInput = z.object({ convoyId: ConvoyId, rig: RigName });
+export type ConvoyBranchInput = z.input<typeof ConvoyBranchInput>;
+
+const CONCURRENCY = 8;
+
+async function eachLimited<T, R>(items: readonly T[], fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      results[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(CONCURRENCY, items.length) }, worker));
+  return results;
+}
+
+const isNotFound = (err: unknown) => err instanceof WorkflowNotFoundError || (err instanceof Error && /not found|NOT_FOUND/i.test(err.message));
+
+export function createConvoyActivities(deps: TownDeps) {
+  const { client } = deps;
+
+  const rigConfig = async (name: string): Promise<RigConfig> => {
+    try {
+      return await client.workflow.getHandle(refineryWorkflowId(name)).query(rigConfigQuery);
+    } catch (err) {
+      if (isNotFound(err)) throw ApplicationFailure.nonRetryable(`unknown rig '${name}' (was it removed?)`, 'UnknownRig');
+      throw err;
+    }
+  };
+
+  return {
+    /** Reads the rig and, in review-then-land, makes sure `convoy/<id>` exists (created from the target's tip). */
+    async prepareConvoy(raw: PrepareConvoyInput): Promise<PreparedConvoy> {
+      const input = parseActivityInput(PrepareConvoyInput, raw);
+      const rig = await rigConfig(input.rig);
+      if (input.mergeMode === 'review-and-merge') return { targetBranch: rig.branch, capacity: rig.maxPolecats };
+      const branch = convoyBranch(input.convoyId);
+      await ensureBranch(rig, branch, rig.branch);
+      return { targetBranch: rig.branch, convoyBranch: branch, capacity: rig.maxPolecats };
+    },
+
+    /** Starts bead workflows (once each: a bead id is never reused), reporting to the convoy when they end. */
+    async startConvoyBeads(raw: StartConvoyBeadsInput): Promise<{ results: StartedBead[]; capacity: number }> {
+      const input = parseActivityInput(StartConvoyBeadsInput, raw);
+      const rig = await rigConfig(input.rig);
+      const results = await eachLimited(input.beads, (bead) => startBead(client, deps.taskQueue, input.convoyId, rig, input.targetBranch, bead));
+      return { results, capacity: rig.maxPolecats };
+    },
+
+    /** Asks running beads to stop; each stops its agent run and reports `cancelled`. Ended or unknown beads are skipped. */
+    async cancelConvoyBeads(raw: BeadIdsInput): Promise<void> {
+      const input = parseActivityInput(BeadIdsInput, raw);
+      await eachLimited(input.beadIds, async (beadId) => {
+        try {
+          await client.workflow.getHandle(beadWorkflowId(beadId)).cancel();
+        } catch (err) {
+          if (!isNotFound(err)) throw err;
+        }
+      });
+    },
+
+    /**
+     * What the convoy would have been told, for beads whose workflow has ended: a report may be lost (a bead
+     * terminated by hand never sends one), so the convoy asks Temporal directly from time to time.
+     */
+    async inspectConvoyBeads(raw: BeadIdsInput): Promise<BeadReport[]> {
+      const input = parseActivityInput(BeadIdsInput, raw);
+      const reports = await eachLimited(input.beadIds, async (beadId): Promise<BeadReport | undefined> => {
+        const handle = client.workflow.getHandle<() => Promise<BeadResult>>(beadWorkflowId(beadId));
+        let status: string;
+        try {
+          status = (await handle.describe()).status.name;
+        } catch (err) {
+          if (isNotFound(err)) return { beadId, status: 'failed', reason: `the workflow of bead ${beadId} does not exist` };
+          throw err;
+        }
+        if (status === 'RUNNING') return undefined;
+        if (status === 'COMPLETED') {
+          const result = await handle.result();
+          const terminal = result.status === 'closed' || result.status === 'failed' || result.status === 'cancelled';
+          return terminal ? { beadId, status: result.status as BeadReport['status'], commit: result.commit, reason: result.reason } : { beadId, status: 'failed', reason: `bead ended ${result.status}` };
+        }
+        if (status === 'CANCELLED') return { beadId, status: 'cancelled', reason: 'the bead workflow was cancelled' };
+        return { beadId, status: 'failed', reason: `the bead workflow ended ${status.toLowerCase()} without reporting` };
+      });
+      return reports.filter((r): r is BeadReport => !!r);
+    },
+
+    /** The convoy branch's tip and the rig's current configuration: what the landing merge request needs. */
+    async convoyBranchHead(raw: ConvoyBranchInput): Promise<{ headSha: string; rig: RigConfig }> {
+      const input = parseActivityInput(ConvoyBranchInput, raw);
+      const rig = await rigConfig(input.rig);
+      const mirror = await syncMirror(rig.name, rig.repo);
+      const branch = convoyBranch(input.convoyId);
+      const headSha = await remoteBranchSha(mirror, branch);
+      if (!headSha) throw ApplicationFailure.nonRetryable(`convoy branch ${branch} does not exist in ${rig.repo}`, 'ConvoyBranchMissing');
+      return { headSha, rig };
+    },
+  };
+}
+
+/** Creates `branch` at the tip of `from` unless it exists; a concurrent or earlier creation is found, not repeated. */
+async function ensureBranch(rig: RigConfig, branch: string, from: string): Promise<string> {
+  const mirror = await syncMirror(rig.name, rig.repo);
+  const existing = await remoteBranchSha(mirror, branch);
+  if (existing) return existing;
+  const base = await remoteBranchSha(mirror, from);
+  if (!base) throw ApplicationFailure.nonRetryable(`target branch '${from}' does not exist in ${rig.repo}`, 'TargetMissing');
+  const push = await gitStatus(mirror, ['push', 'origin', `${base}:refs/heads/${branch}`]);
+  await syncMirror(rig.name, rig.repo);
+  const created = await remoteBranchSha(mirror, branch);
+  if (created) return created;
+  throw ApplicationFailure.retryable(`could not create ${branch} in ${rig.repo}: ${push.stderr.trim()}`, 'BranchCreateFailed');
+}
+
+async function startBead(client: Client, taskQueue: string, convoyId: string, rig: RigConfig, targetBranch: string, bead: BeadSpec): Promise<StartedBead> {
+  const workflowId = beadWorkflowId(bead.id);
+  try {
+    await client.workflow.start('beadWorkflow', {
+      workflowId,
+      taskQueue,
+      args: [{ bead, rig, convoy: { id: convoyId, targetBranch } }],
+      // A bead id is used once: terminal beads are never restarted (a retry is a new bead).
+      workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+      typedSearchAttributes: [
+        { key: SA.kind, value: 'bead' },
+        { key: SA.rig, value: rig.name },
+        { key: SA.beadId, value: bead.id },
+        { key: SA.convoyId, value: convoyId },
+        { key: SA.status, value: 'open' },
+      ],
+      memo: { title: bead.title, convoyId },
+      staticSummary: `bead ${bead.id} (convoy ${convoyId}): ${bead.title}`,
+      staticDetails: bead.description || undefined,
+    });
+    return { beadId: bead.id, outcome: 'started' };
+  } catch (err) {
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+    // Ours from an earlier attempt of this start, or someone else's bead that happens to have this id.
+    const existing = await client.workflow.getHandle(workflowId).describe();
+    const owner = existing.typedSearchAttributes.get(SA.convoyId);
+    if (owner === convoyId) return { beadId: bead.id, outcome: 'existing' };
+    log.warn('bead id already taken', { beadId: bead.id, convoyId, owner });
+    return { beadId: bead.id, outcome: 'error', error: `workflow ${workflowId} already exists${owner ? ` (it belongs to convoy ${owner})` : ' (a bead outside this convoy)'}; rename the bead` };
+  }
+}

@@ -1,0 +1,346 @@
+/**
+ * Convoys: a set of beads with dependencies (a DAG) that land together. The spec users write, the state the
+ * convoy workflow keeps (small per bead, so a 1,000-bead convoy continues-as-new with little to carry), and the
+ * messages clients send it. Workflow-safe: no Node built-ins.
+ */
+import { defineQuery, defineUpdate } from '@temporalio/workflow';
+import { z } from 'zod';
+import { BeadSpec, MAX_TEXT, MAX_TITLE, MergeOutcome } from './bead';
+import { dagProblems } from './dag';
+import { DurationMs } from './durations';
+import { BeadId, ConvoyId, RigName } from './ids';
+
+export const MAX_CONVOY_BEADS = 1000;
+/** All text a convoy holds for beads not yet started; keeps workflow payloads far below Temporal's 2 MB limit. */
+export const MAX_CONVOY_TEXT = 1_000_000;
+const MAX_BEAD_ID = 63;
+
+export const MergeMode = z.enum(['review-and-merge', 'review-then-land']);
+export type MergeMode = z.infer<typeof MergeMode>;
+
+/**
+ * What a failed bead does to the rest of the convoy. Either way its dependents never start (a failed bead never
+ * unblocks anything), an escalation names it, and the convoy ends `failed`, never `landed`.
+ * - `stop-dependents`: beads that do not depend on it keep going, so independent work still merges.
+ * - `stop-all`: nothing new starts anywhere in the convoy; beads already running finish.
+ */
+export const FailurePolicy = z.enum(['stop-dependents', 'stop-all']);
+export type FailurePolicy = z.infer<typeof FailurePolicy>;
+
+const unique = (ids: string[]) => [...new Set(ids)];
+
+/** One bead of a spec: a bead (id local to the convoy) plus the beads that must merge before it starts. */
+export const ConvoyBeadSpec = z.strictObject({
+  ...BeadSpec.shape,
+  dependsOn: z.array(BeadId).max(MAX_CONVOY_BEADS).default([]).transform(unique),
+});
+export type ConvoyBeadSpec = z.infer<typeof ConvoyBeadSpec>;
+export type ConvoyBeadSpecInput = z.input<typeof ConvoyBeadSpec>;
+
+/** The bead's own id (its workflow is `bead:<id>`): unique per convoy, stable across retries of the start. */
+export const convoyBeadId = (convoyId: string, localId: string) => `${convoyId}-${localId}`;
+/** The landing merge request of review-then-land; `landing<n>` can never be a bead's numeric round. */
+export const landingMergeRequestId = (convoyId: string, round: number) => `mr:${convoyId}:landing${round}`;
+
+const beadText = (b: { title: string; description?: string; acceptance?: string }) => b.title.length + (b.description?.length ?? 0) + (b.acceptance?.length ?? 0);
+
+/** Problems that need the convoy id: every bead id derived from it must still be a valid bead id. */
+export function beadIdProblems(convoyId: string, beads: readonly { id: string }[]): string[] {
+  return beads
+    .filter((b) => convoyBeadId(convoyId, b.id).length > MAX_BEAD_ID)
+    .map((b) => `bead id '${b.id}' is too long for convoy '${convoyId}': '${convoyBeadId(convoyId, b.id)}' must be at most ${MAX_BEAD_ID} characters`);
+}
+
+function textProblem(total: number): string | undefined {
+  return total > MAX_CONVOY_TEXT
+    ? `the convoy holds ${total} characters of text; at most ${MAX_CONVOY_TEXT} are allowed (keep long material in the repository and refer to it)`
+    : undefined;
+}
+
+const ConvoySpecShape = z.strictObject({
+  /** Default: generated from the title when the convoy starts. */
+  id: ConvoyId.optional(),
+  title: z.string().trim().min(1, 'title must not be empty').max(MAX_TITLE, `title must be at most ${MAX_TITLE} characters`),
+  description: z.string().max(MAX_TEXT, `description must be at most ${MAX_TEXT} characters`).default(''),
+  rig: RigName,
+  mergeMode: MergeMode.default('review-and-merge'),
+  /** Beads in flight at once (further bounded by the rig's maxPolecats). */
+  maxParallel: z.number().int().min(1).max(MAX_CONVOY_BEADS).optional(),
+  onFailure: FailurePolicy.default('stop-dependents'),
+  beads: z
+    .array(ConvoyBeadSpec)
+    .min(1, 'a convoy needs at least one bead')
+    .max(MAX_CONVOY_BEADS, `a convoy holds at most ${MAX_CONVOY_BEADS} beads`),
+});
+
+/** A convoy spec file (YAML or JSON), fully validated: shape, DAG, derived bead ids, total size. */
+export const ConvoySpec = ConvoySpecShape.superRefine((spec, ctx) => {
+  const problems = [...dagProblems(spec.beads), ...(spec.id ? beadIdProblems(spec.id, spec.beads) : [])];
+  const size = textProblem(spec.title.length + spec.description.length + spec.beads.reduce((n, b) => n + beadText(b), 0));
+  if (size) problems.push(size);
+  for (const message of problems) ctx.addIssue({ code: 'custom', message, path: [] });
+});
+export type ConvoySpec = z.infer<typeof ConvoySpec>;
+export type ConvoySpecInput = z.input<typeof ConvoySpec>;
+
+/** A spec whose id is known (what the workflow is started with). */
+export const ResolvedConvoySpec = ConvoySpec.refine((s) => !!s.id, { message: 'the convoy id must be set', path: ['id'] });
+export type ResolvedConvoySpec = ConvoySpec & { id: string };
+
+// --- state ---
+
+export const ConvoyStatus = z.enum(['staged', 'running', 'landing', 'landed', 'failed', 'cancelled', 'closed']);
+export type ConvoyStatus = z.infer<typeof ConvoyStatus>;
+export const TERMINAL_CONVOY_STATUSES: readonly ConvoyStatus[] = ['landed', 'failed', 'cancelled', 'closed'];
+export const isTerminalConvoy = (s: ConvoyStatus) => TERMINAL_CONVOY_STATUSES.includes(s);
+
+/**
+ * A bead as the convoy sees it. `running` covers everything between start and a terminal report (the bead's own
+ * workflow knows whether it is in progress or in review); `blocked` beads can never start (a dependency failed).
+ */
+export const ConvoyBeadStatus = z.enum(['pending', 'blocked', 'running', 'closed', 'failed', 'cancelled']);
+export type ConvoyBeadStatus = z.infer<typeof ConvoyBeadStatus>;
+
+export const ConvoyBeadRecord = z.object({
+  id: BeadId,
+  beadId: BeadId,
+  title: z.string(),
+  priority: z.number().int().min(0).max(4),
+  dependsOn: z.array(BeadId),
+  status: ConvoyBeadStatus,
+  commit: z.string().optional(),
+  reason: z.string().optional(),
+  startedAt: z.string().optional(),
+  endedAt: z.string().optional(),
+});
+export type ConvoyBeadRecord = z.infer<typeof ConvoyBeadRecord>;
+
+export const LandingRecord = z.object({
+  round: z.number().int().min(1),
+  mrId: z.string(),
+  headSha: z.string().optional(),
+  outcome: MergeOutcome.optional(),
+});
+export type LandingRecord = z.infer<typeof LandingRecord>;
+
+export const ConvoyState = z.object({
+  convoyId: ConvoyId,
+  title: z.string(),
+  description: z.string(),
+  rig: RigName,
+  mergeMode: MergeMode,
+  onFailure: FailurePolicy,
+  maxParallel: z.number().int().optional(),
+  status: ConvoyStatus,
+  waitingFor: z.string(),
+  /** The rig's branch, known once the convoy is launched. */
+  targetBranch: z.string().optional(),
+  /** review-then-land: where beads merge (`convoy/<id>`), created from the target at launch. */
+  convoyBranch: z.string().optional(),
+  beads: z.array(ConvoyBeadRecord),
+  landing: LandingRecord.optional(),
+  /** The commit that landed the convoy on the target (the last bead's merge, or the landing merge). */
+  landedCommit: z.string().optional(),
+  reason: z.string().optional(),
+  escalations: z.array(z.string()),
+  createdAt: z.string(),
+  launchedAt: z.string().optional(),
+  endedAt: z.string().optional(),
+  continuedAsNew: z.number().int().nonnegative(),
+});
+export type ConvoyState = z.infer<typeof ConvoyState>;
+
+/** Text of beads not started yet; dropped once a bead starts (its own workflow holds it from then on). */
+export const BeadDetails = z.record(z.string(), z.object({ description: z.string(), acceptance: z.string() }));
+export type BeadDetails = z.infer<typeof BeadDetails>;
+
+/** Operational knobs of the convoy workflow (not part of the spec). */
+export const ConvoyOptions = z.object({
+  /** Continue-as-new after this many history events even if the server has not suggested it yet. */
+  continueAsNewAfterEvents: z.number().int().min(50).optional(),
+  /** How often running beads are checked directly, in case a report was lost (a terminated bead never reports). */
+  reconcileEvery: DurationMs.default(300_000),
+  /** How long stopped beads get to confirm their cancellation before they are recorded as cancelled anyway. */
+  stopGrace: DurationMs.default(120_000),
+});
+export type ConvoyOptions = z.infer<typeof ConvoyOptions>;
+export type ConvoyOptionsInput = z.input<typeof ConvoyOptions>;
+
+export const ConvoyCheckpoint = z.object({
+  state: ConvoyState,
+  details: BeadDetails,
+  /** The rig's maxPolecats as last seen. */
+  capacity: z.number().int().min(1).optional(),
+});
+export type ConvoyCheckpoint = z.infer<typeof ConvoyCheckpoint>;
+
+/** A new convoy (`spec`), or one continuing as new (`checkpoint`). */
+export const ConvoyWorkflowInput = z.union([
+  z.strictObject({ spec: ResolvedConvoySpec, staged: z.boolean().default(false), options: ConvoyOptions.default(ConvoyOptions.parse({})) }),
+  z.strictObject({ checkpoint: ConvoyCheckpoint, options: ConvoyOptions.default(ConvoyOptions.parse({})) }),
+]);
+export type ConvoyWorkflowInput = z.input<typeof ConvoyWorkflowInput>;
+
+export interface ConvoyCounts {
+  total: number;
+  pending: number;
+  blocked: number;
+  running: number;
+  closed: number;
+  failed: number;
+  cancelled: number;
+}
+
+export function countBeads(beads: readonly { status: ConvoyBeadStatus }[]): ConvoyCounts {
+  const counts: ConvoyCounts = { total: beads.length, pending: 0, blocked: 0, running: 0, closed: 0, failed: 0, cancelled: 0 };
+  for (const b of beads) counts[b.status]++;
+  return counts;
+}
+
+export function describeCounts(c: ConvoyCounts): string {
+  const parts = [`${c.closed}/${c.total} merged`, `${c.running} running`];
+  if (c.pending) parts.push(`${c.pending} waiting`);
+  if (c.failed) parts.push(`${c.failed} failed`);
+  if (c.blocked) parts.push(`${c.blocked} blocked`);
+  if (c.cancelled) parts.push(`${c.cancelled} cancelled`);
+  return parts.join(', ');
+}
+
+export interface ConvoyResult {
+  convoyId: string;
+  status: ConvoyStatus;
+  reason?: string;
+  landedCommit?: string;
+  counts: ConvoyCounts;
+}
+
+/** The plan of a new convoy: every bead pending, its text kept until it starts. */
+export function planConvoy(spec: ResolvedConvoySpec, staged: boolean, now: string): ConvoyCheckpoint {
+  const details: BeadDetails = {};
+  for (const b of spec.beads) details[b.id] = { description: b.description, acceptance: b.acceptance };
+  return {
+    details,
+    state: {
+      convoyId: spec.id,
+      title: spec.title,
+      description: spec.description,
+      rig: spec.rig,
+      mergeMode: spec.mergeMode,
+      onFailure: spec.onFailure,
+      maxParallel: spec.maxParallel,
+      status: staged ? 'staged' : 'running',
+      waitingFor: staged ? 'launch (`gt convoy launch`); beads can still be added, removed or edited' : 'launch',
+      beads: spec.beads.map((b) => ({ id: b.id, beadId: convoyBeadId(spec.id, b.id), title: b.title, priority: b.priority, dependsOn: b.dependsOn, status: 'pending' as const })),
+      escalations: [],
+      createdAt: now,
+      continuedAsNew: 0,
+    },
+  };
+}
+
+// --- edits (staged: add/remove/edit; running: add) ---
+
+export const BeadPatch = z.strictObject({
+  id: BeadId,
+  title: ConvoyBeadSpec.shape.title.optional(),
+  description: ConvoyBeadSpec.shape.description.unwrap().optional(),
+  acceptance: ConvoyBeadSpec.shape.acceptance.unwrap().optional(),
+  priority: ConvoyBeadSpec.shape.priority.unwrap().optional(),
+  dependsOn: z.array(BeadId).max(MAX_CONVOY_BEADS).transform(unique).optional(),
+});
+
+export const ConvoyEdit = z.discriminatedUnion('op', [
+  z.strictObject({ op: z.literal('add'), beads: z.array(ConvoyBeadSpec).min(1, 'add at least one bead').max(MAX_CONVOY_BEADS) }),
+  z.strictObject({ op: z.literal('remove'), ids: z.array(BeadId).min(1, 'name at least one bead to remove') }),
+  z.strictObject({ op: z.literal('edit'), bead: BeadPatch }),
+]);
+export type ConvoyEdit = z.infer<typeof ConvoyEdit>;
+export type ConvoyEditInput = z.input<typeof ConvoyEdit>;
+
+export type EditResult = { ok: true; beads: ConvoyBeadRecord[]; details: BeadDetails } | { ok: false; error: string };
+
+/**
+ * Applies an edit to a convoy's plan without touching the originals: the update's validator runs it to reject bad
+ * edits (nothing changes), the handler runs it again to apply. Started beads are never edited or removed.
+ */
+export function applyEdit(state: ConvoyState, details: BeadDetails, edit: ConvoyEdit): EditResult {
+  const fail = (error: string): EditResult => ({ ok: false, error });
+  if (edit.op === 'add' && state.status !== 'staged' && state.status !== 'running') {
+    return fail(`beads can be added only while the convoy is staged or running; convoy ${state.convoyId} is ${state.status}`);
+  }
+  if (edit.op !== 'add' && state.status !== 'staged') {
+    return fail(`beads can be ${edit.op === 'remove' ? 'removed' : 'edited'} only while the convoy is staged; convoy ${state.convoyId} is ${state.status} (add new beads instead)`);
+  }
+  let beads = state.beads.map((b) => ({ ...b, dependsOn: [...b.dependsOn] }));
+  const nextDetails: BeadDetails = { ...details };
+  const byId = new Map(beads.map((b) => [b.id, b] as const));
+
+  if (edit.op === 'add') {
+    for (const b of edit.beads) {
+      if (byId.has(b.id)) return fail(`bead '${b.id}' is already in convoy ${state.convoyId}`);
+    }
+    for (const b of edit.beads) {
+      for (const d of b.dependsOn) {
+        const dep = byId.get(d);
+        if (dep && (dep.status === 'failed' || dep.status === 'cancelled' || dep.status === 'blocked')) {
+          return fail(`bead '${b.id}' depends on '${d}', which is ${dep.status}; it could never start`);
+        }
+      }
+      beads.push({ id: b.id, beadId: convoyBeadId(state.convoyId, b.id), title: b.title, priority: b.priority, dependsOn: b.dependsOn, status: 'pending' });
+      nextDetails[b.id] = { description: b.description, acceptance: b.acceptance };
+    }
+    const idProblems = beadIdProblems(state.convoyId, edit.beads);
+    if (idProblems.length) return fail(idProblems[0]!);
+  } else if (edit.op === 'remove') {
+    const removing = new Set(edit.ids);
+    for (const id of edit.ids) if (!byId.has(id)) return fail(`bead '${id}' is not in convoy ${state.convoyId}`);
+    for (const b of beads) {
+      const dep = b.dependsOn.find((d) => removing.has(d));
+      if (!removing.has(b.id) && dep) return fail(`cannot remove '${dep}': '${b.id}' depends on it (remove or edit '${b.id}' too)`);
+    }
+    beads = beads.filter((b) => !removing.has(b.id));
+    for (const id of removing) delete nextDetails[id];
+  } else {
+    const { id, description, acceptance, ...fields } = edit.bead;
+    const bead = byId.get(id);
+    if (!bead) return fail(`bead '${id}' is not in convoy ${state.convoyId}`);
+    Object.assign(bead, Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)));
+    const current = nextDetails[id] ?? { description: '', acceptance: '' };
+    nextDetails[id] = { description: description ?? current.description, acceptance: acceptance ?? current.acceptance };
+  }
+
+  if (beads.length === 0) return fail('a convoy needs at least one bead');
+  if (beads.length > MAX_CONVOY_BEADS) return fail(`a convoy holds at most ${MAX_CONVOY_BEADS} beads (this edit would make ${beads.length})`);
+  const problems = dagProblems(beads);
+  if (problems.length) return fail(problems[0]!);
+  const text = state.title.length + state.description.length + beads.reduce((n, b) => n + b.title.length, 0) + Object.values(nextDetails).reduce((n, d) => n + d.description.length + d.acceptance.length, 0);
+  const size = textProblem(text);
+  if (size) return fail(size);
+  return { ok: true, beads, details: nextDetails };
+}
+
+// --- messages ---
+
+/** A bead's terminal report, as received (beadReportSignal); validated because it crosses a workflow boundary. */
+export const BeadReportMessage = z.object({
+  beadId: BeadId,
+  status: z.enum(['closed', 'failed', 'cancelled']),
+  commit: z.string().optional(),
+  reason: z.string().optional(),
+});
+
+export const CloseRequest = z.strictObject({
+  reason: z.string().trim().max(2000, 'reason must be at most 2000 characters').default(''),
+  /** Required when beads are still running: they are stopped. */
+  force: z.boolean().default(false),
+});
+export type CloseRequest = z.input<typeof CloseRequest>;
+
+export const convoyStateQuery = defineQuery<ConvoyState>('convoyState');
+/** Starts a staged convoy; answers once it is running (or has ended, if it could not start). */
+export const launchConvoyUpdate = defineUpdate<ConvoyState, []>('launchConvoy');
+export const editConvoyUpdate = defineUpdate<ConvoyState, [ConvoyEditInput]>('editConvoy');
+/** Ends the convoy deliberately; answers once it has ended. */
+export const closeConvoyUpdate = defineUpdate<ConvoyState, [CloseRequest]>('closeConvoy');
+/** After a failed landing (and a fix on the convoy branch), tries the landing merge request again. */
+export const retryLandingUpdate = defineUpdate<ConvoyState, []>('retryLanding');
