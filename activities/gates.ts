@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { heartbeat } from '@temporalio/activity';
+import { Context, heartbeat } from '@temporalio/activity';
 
 export interface GateResult {
   gate: string;
@@ -24,14 +24,20 @@ export async function runGate(gate: string, cwd: string, logPath: string, timeou
   child.stdout.pipe(log, { end: false });
   child.stderr.pipe(log, { end: false });
   let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
+  const killGroup = () => {
     try {
       process.kill(-child.pid!, 'SIGKILL');
     } catch {
       // already exited
     }
+  };
+  const timer = setTimeout(() => {
+    timedOut = true;
+    killGroup();
   }, timeoutMs);
+  // A cancelled merge (worker shutting down, section abandoned) must not leave its gate running beside the retry.
+  const cancelled = cancellationSignal();
+  cancelled?.addEventListener('abort', killGroup);
   const beat = setInterval(() => heartbeatSafe(`gate: ${gate}`), 5_000);
   const exitCode = await new Promise<number | null>((resolve) => {
     child.on('error', () => resolve(127));
@@ -39,6 +45,7 @@ export async function runGate(gate: string, cwd: string, logPath: string, timeou
   });
   clearTimeout(timer);
   clearInterval(beat);
+  cancelled?.removeEventListener('abort', killGroup);
   await new Promise<void>((resolve) => log.end(resolve));
   const text = readFileSync(logPath, 'utf8');
   return {
@@ -62,6 +69,14 @@ export async function runGates(gates: string[], cwd: string, logDir: string, tim
     if (!result.ok) break;
   }
   return results;
+}
+
+function cancellationSignal(): AbortSignal | undefined {
+  try {
+    return Context.current().cancellationSignal;
+  } catch {
+    return undefined;
+  }
 }
 
 function heartbeatSafe(details: string) {

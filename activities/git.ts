@@ -104,3 +104,19 @@ export async function findMergedCommit(mirror: string, target: string, mrId: str
   ]);
   return out.trim() || null;
 }
+
+/** Adds (or resets) a detached worktree at `path` checked out at exactly `sha` (reviewers read, they do not commit). */
+export async function resetDetachedWorktree(mirror: string, path: string, sha: string): Promise<void> {
+  await withLock(mirror, async () => {
+    if (existsSync(path)) {
+      const wt = git(path);
+      await wt.raw(['checkout', '--detach', sha]);
+      await wt.raw(['reset', '--hard', sha]);
+      await wt.raw(['clean', '-fdx']);
+      return;
+    }
+    await git(mirror).raw(['worktree', 'prune']);
+    mkdirSync(dirname(path), { recursive: true });
+    await git(mirror).raw(['worktree', 'add', '-f', '--detach', path, sha]);
+  });
+}

@@ -4,15 +4,17 @@
  */
 import { createAgentRunActivities, type HostDeps } from './agent-runs';
 import { createConvoyActivities } from './convoy';
+import { forgeActivities } from './forge';
 import { mergeCandidate } from './merge';
+import { createReviewRunActivities } from './review-runs';
 import { createTownActivities, type TownDeps } from './town';
 
 export function createTownQueueActivities(deps: TownDeps) {
-  return { ...createTownActivities(deps), ...createConvoyActivities(deps), mergeCandidate };
+  return { ...createTownActivities(deps), ...createConvoyActivities(deps), mergeCandidate, ...forgeActivities };
 }
 
 export function createHostQueueActivities(deps: HostDeps) {
-  return createAgentRunActivities(deps);
+  return { ...createAgentRunActivities(deps), ...createReviewRunActivities(deps) };
 }
 
 export type TownQueueActivities = ReturnType<typeof createTownQueueActivities>;

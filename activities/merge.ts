@@ -1,77 +1,111 @@
 /**
- * The refinery's merge section, by the bors rule: build the candidate on top of the current target, run the
- * gates on exactly that tree, then move the target to exactly that commit by compare-and-swap. If the target
- * moved meanwhile, start over on the new target. A retry finds an earlier success through the merge trailer.
+ * The refinery's merge section, by the bors rule: build the candidate (one MR, or a batch in queue order) on top
+ * of the current target, run the gates on exactly that tree, then move the target to exactly that commit by
+ * compare-and-swap. If the target moved meanwhile, start over on the new target. Every landed MR carries the
+ * trailer `Gt-Merge-Request: <mrId>@<head>`, so a retry finds its earlier success instead of merging twice.
  */
 import { existsSync } from 'node:fs';
-import { activityInfo, heartbeat, log } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
-import type { MergeOutcome } from '../domain/bead';
-import { MergeTicket } from '../domain/refinery';
-import { RigConfig } from '../domain/rig';
-import { parseActivityInput } from './validation';
-import { findMergedCommit, git, gitStatus, mergeTrailer, remoteBranchSha, removeWorktree, resetWorktree, syncMirror } from './git';
-import { runGates } from './gates';
-import { paths } from '../host/home';
+import { activityInfo, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
+import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
+import type { MergeOutcome } from '../domain/bead';
+import { type CandidateResult, MergeTicket } from '../domain/refinery';
+import { RigConfig } from '../domain/rig';
+import { paths } from '../host/home';
+import { runGates } from './gates';
+import { findMergedCommit, git, gitStatus, mergeTrailer, remoteBranchSha, removeWorktree, resetWorktree, syncMirror } from './git';
+import { parseActivityInput } from './validation';
 
 const MAX_CAS_ROUNDS = 5;
 
-export const MergeCandidateInput = z.object({ rig: RigConfig, ticket: MergeTicket });
-export type MergeCandidateInput = z.input<typeof MergeCandidateInput>;
+export const MergeCandidatesInput = z
+  .object({
+    rig: RigConfig,
+    /** In queue order; a batch lands as one candidate or not at all. */
+    tickets: z.array(MergeTicket).min(1).max(32),
+    /** `merge` lands the gated candidate; `verify` (PR strategy) only builds and gates it. */
+    mode: z.enum(['merge', 'verify']).default('merge'),
+  })
+  .refine((i) => i.tickets.every((t) => t.targetBranch === i.tickets[0]!.targetBranch), 'all tickets of a candidate must share one target branch');
+export type MergeCandidatesInput = z.input<typeof MergeCandidatesInput>;
 
-export async function mergeCandidate(raw: MergeCandidateInput): Promise<MergeOutcome> {
-  const { rig, ticket } = parseActivityInput(MergeCandidateInput, raw);
-  const target = ticket.targetBranch;
+type Ticket = MergeTicket;
+
+export async function mergeCandidate(raw: MergeCandidatesInput): Promise<CandidateResult> {
+  const { rig, tickets, mode } = parseActivityInput(MergeCandidatesInput, raw);
+  const lead = tickets[0]!;
+  const target = lead.targetBranch;
   const mirror = await syncMirror(rig.name, rig.repo);
-  const candidateDir = paths.candidate(rig.name, ticket.mrId);
-  const ctx = { mrId: ticket.mrId, beadId: ticket.beadId, headSha: ticket.headSha, attempt: activityInfo().attempt };
+  const candidateDir = paths.candidate(rig.name, lead.mrId);
+  const ctx = { mrIds: tickets.map((t) => t.mrId), attempt: activityInfo().attempt, mode };
+  let gateRuns = 0;
 
   try {
     for (let casRound = 1; casRound <= MAX_CAS_ROUNDS; casRound++) {
       heartbeat(`building candidate (round ${casRound})`);
-      const already = await findMergedCommit(mirror, target, ticket.mrId, ticket.headSha);
-      if (already) {
-        log.info('merge request already merged; reporting the earlier merge', { ...ctx, commit: already });
-        return { kind: 'merged', commit: already, targetBranch: target };
+      const landed: { mrId: string; commit: string }[] = [];
+      const todo: Ticket[] = [];
+      for (const t of tickets) {
+        const commit = mode === 'merge' ? await findMergedCommit(mirror, target, t.mrId, t.headSha) : null;
+        if (commit) landed.push({ mrId: t.mrId, commit });
+        else todo.push(t);
       }
+      if (todo.length === 0) {
+        log.info('candidate already merged; reporting the earlier merge', { ...ctx, landed });
+        return { kind: 'merged', commit: landed[landed.length - 1]!.commit, merged: landed, gateRuns, alreadyMerged: true };
+      }
+
       const targetSha = await remoteBranchSha(mirror, target);
-      if (!targetSha) return { kind: 'rejected', feedback: `target branch '${target}' does not exist in ${rig.repo}` };
-      const hasHead = (await gitStatus(mirror, ['cat-file', '-e', `${ticket.headSha}^{commit}`])).ok;
-      if (!hasHead) return { kind: 'rejected', feedback: `commit ${ticket.headSha} of ${ticket.branch} is not in the repository (was the branch pushed?)` };
-      const isAncestor = (await gitStatus(mirror, ['merge-base', '--is-ancestor', ticket.headSha, targetSha])).ok;
-      if (isAncestor) return { kind: 'rejected', feedback: `branch ${ticket.branch} has no changes that are not already on ${target}` };
+      if (!targetSha) return excluded(todo[0]!, { kind: 'rejected', feedback: `target branch '${target}' does not exist in ${rig.repo}` }, gateRuns);
+      for (const t of todo) {
+        const unusable = await checkHead(mirror, t, targetSha);
+        if (unusable) return excluded(t, unusable, gateRuns);
+      }
 
-      await resetWorktree(mirror, candidateDir, `gt-candidate/${ticket.beadId}`, targetSha);
-      const built = await buildCandidate(candidateDir, rig.mergeStrategy, ticket, targetSha);
-      if (built.kind === 'conflict') return built;
-      const candidateSha = built.sha;
+      await resetWorktree(mirror, candidateDir, `gt-candidate/${lead.beadId}`, targetSha);
+      const commits: { mrId: string; commit: string }[] = [];
+      for (const t of todo) {
+        const built = await applyTicket(candidateDir, rig.mergeStrategy, t, targetSha);
+        if (built.kind === 'conflict') return excluded(t, built, gateRuns);
+        commits.push({ mrId: t.mrId, commit: built.sha });
+      }
+      const candidateSha = commits[commits.length - 1]!.commit;
 
-      const gateResults = await runGates(rig.gates, candidateDir, paths.gateLogs(rig.name, `${ticket.mrId}-${ticket.headSha.slice(0, 12)}`), rig.gateTimeout, {
-        GT_MR_ID: ticket.mrId,
-        GT_BEAD_ID: ticket.beadId,
+      if (rig.gates.length) gateRuns++;
+      const gateResults = await runGates(rig.gates, candidateDir, paths.gateLogs(rig.name, `${lead.mrId}-${candidateSha.slice(0, 12)}`), rig.gateTimeout, {
+        GT_MR_ID: lead.mrId,
+        GT_MR_IDS: todo.map((t) => t.mrId).join(' '),
+        GT_BEAD_ID: lead.beadId,
+        GT_BEAD_IDS: todo.map((t) => t.beadId).join(' '),
         GT_TARGET_BRANCH: target,
         GT_CANDIDATE_SHA: candidateSha,
       });
+      stopIfCancelled();
       const failed = gateResults.find((g) => !g.ok);
       if (failed) {
         const why = failed.timedOut ? `timed out after ${rig.gateTimeout} ms` : `exited with ${failed.exitCode}`;
+        const together = todo.length > 1 ? ` (gated together with ${todo.map((t) => t.mrId).join(', ')})` : '';
         return {
           kind: 'gates_failed',
-          gate: failed.gate,
-          logPath: failed.logPath,
-          feedback: `Gate \`${failed.gate}\` ${why} on the merge of your branch into ${target}.\nLast output:\n${failed.tail}`,
+          gateRuns,
+          outcome: {
+            kind: 'gates_failed',
+            gate: failed.gate,
+            logPath: failed.logPath,
+            feedback: `Gate \`${failed.gate}\` ${why} on the merge of your branch into ${target}${together}.\nLast output:\n${failed.tail}`,
+          },
         };
       }
+      if (mode === 'verify') return { kind: 'verified', candidateSha, gateRuns };
 
       heartbeat('pushing');
       const push = await gitStatus(candidateDir, ['push', 'origin', `${candidateSha}:refs/heads/${target}`, `--force-with-lease=refs/heads/${target}:${targetSha}`]);
       await syncMirror(rig.name, rig.repo);
-      if (!push.ok) log.warn('target moved while gating; rebuilding on the new target', { ...ctx, error: push.stderr.trim() });
       if (push.ok) {
-        log.info('merged', { ...ctx, commit: candidateSha, target });
-        return { kind: 'merged', commit: candidateSha, targetBranch: target };
+        log.info('merged', { ...ctx, commit: candidateSha, target, gateRuns });
+        return { kind: 'merged', commit: candidateSha, merged: [...landed, ...commits], gateRuns, alreadyMerged: false };
       }
+      log.warn('target moved while gating; rebuilding on the new target', { ...ctx, error: push.stderr.trim() });
     }
     throw ApplicationFailure.retryable(`target ${target} kept moving during ${MAX_CAS_ROUNDS} merge attempts`, 'TargetKeptMoving');
   } finally {
@@ -79,35 +113,60 @@ export async function mergeCandidate(raw: MergeCandidateInput): Promise<MergeOut
   }
 }
 
+const excluded = (t: Ticket, outcome: MergeOutcome, gateRuns: number): CandidateResult => ({ kind: 'excluded', mrId: t.mrId, outcome, gateRuns });
+
+/** Why an MR's head cannot be merged at all, if it cannot. */
+async function checkHead(mirror: string, t: Ticket, targetSha: string): Promise<MergeOutcome | undefined> {
+  const hasHead = (await gitStatus(mirror, ['cat-file', '-e', `${t.headSha}^{commit}`])).ok;
+  if (!hasHead) return { kind: 'rejected', feedback: `commit ${t.headSha} of ${t.branch} is not in the repository (was the branch pushed?)` };
+  const isAncestor = (await gitStatus(mirror, ['merge-base', '--is-ancestor', t.headSha, targetSha])).ok;
+  if (isAncestor) return { kind: 'rejected', feedback: `branch ${t.branch} has no changes that are not already on ${t.targetBranch}` };
+  return undefined;
+}
+
+/**
+ * Never push after a cancellation: the section is being abandoned. A worker shutting down is not the workflow's
+ * decision, so it is reported as a retryable failure and the merge is retried (and re-gated) elsewhere.
+ */
+function stopIfCancelled(): void {
+  const signal = Context.current().cancellationSignal;
+  if (!signal.aborted) return;
+  if (cancellationDetails()?.workerShutdown) throw ApplicationFailure.retryable('merge interrupted: the worker is shutting down', 'WorkerShutdown');
+  throw new CancelledFailure('merge section cancelled');
+}
+
 type Built = { kind: 'built'; sha: string } | Extract<MergeOutcome, { kind: 'conflict' }>;
 
-async function buildCandidate(dir: string, strategy: RigConfig['mergeStrategy'], ticket: MergeTicket, targetSha: string): Promise<Built> {
+/** Applies one MR on top of the candidate's HEAD; a conflict is aborted, leaving nothing half-merged. */
+async function applyTicket(dir: string, strategy: RigConfig['mergeStrategy'], ticket: Ticket, targetSha: string): Promise<Built> {
   const g = git(dir);
+  const before = (await g.revparse(['HEAD'])).trim();
   const message = `${ticket.title} (${ticket.beadId})\n\nMerge ${ticket.branch} into ${ticket.targetBranch}.\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`;
-  const conflict = async (abort: string[]): Promise<Built> => {
-    const paths = (await g.raw(['diff', '--name-only', '--diff-filter=U'])).split('\n').filter(Boolean);
-    await g.raw(abort).catch(() => undefined);
+  const conflict = async (): Promise<Built> => {
+    const conflicted = (await g.raw(['diff', '--name-only', '--diff-filter=U'])).split('\n').filter(Boolean);
+    await gitStatus(dir, ['merge', '--abort']);
+    await gitStatus(dir, ['cherry-pick', '--abort']);
+    await g.raw(['reset', '--hard', before]);
+    await g.raw(['clean', '-fdx']);
     return {
       kind: 'conflict',
-      paths,
-      feedback: `Your branch conflicts with ${ticket.targetBranch} in: ${paths.join(', ') || '(unknown paths)'}.\nMerge origin/${ticket.targetBranch} into your branch, resolve the conflicts, commit, and call gt done again.`,
+      paths: conflicted,
+      feedback: `Your branch conflicts with ${ticket.targetBranch} in: ${conflicted.join(', ') || '(unknown paths)'}.\nMerge origin/${ticket.targetBranch} into your branch, resolve the conflicts, commit, and call gt done again.`,
     };
   };
   if (strategy === 'merge') {
-    const { ok } = await gitStatus(dir, ['merge', '--no-ff', '-m', message, ticket.headSha]);
-    if (!ok) return conflict(['merge', '--abort']);
+    if (!(await gitStatus(dir, ['merge', '--no-ff', '-m', message, ticket.headSha])).ok) return conflict();
   } else if (strategy === 'squash') {
-    const { ok } = await gitStatus(dir, ['merge', '--squash', ticket.headSha]);
-    if (!ok) return conflict(['reset', '--hard', targetSha]);
-    await g.raw(['commit', '-m', message]);
+    if (!(await gitStatus(dir, ['merge', '--squash', ticket.headSha])).ok) return conflict();
+    await g.raw(['commit', '--allow-empty', '-m', message]);
   } else {
-    const commits = (await g.raw(['rev-list', '--reverse', '--no-merges', `${targetSha}..${ticket.headSha}`])).split('\n').filter(Boolean);
+    const base = (await g.raw(['merge-base', targetSha, ticket.headSha])).trim();
+    const commits = (await g.raw(['rev-list', '--reverse', '--no-merges', `${base}..${ticket.headSha}`])).split('\n').filter(Boolean);
     for (const c of commits) {
-      const { ok } = await gitStatus(dir, ['cherry-pick', '--allow-empty', c]);
-      if (!ok) return conflict(['cherry-pick', '--abort']);
+      if (!(await gitStatus(dir, ['cherry-pick', '--allow-empty', '--keep-redundant-commits', c])).ok) return conflict();
     }
     const last = (await g.raw(['log', '-1', '--format=%B'])).trim();
-    await g.raw(['commit', '--amend', '-m', `${last}\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`]);
+    await g.raw(['commit', '--amend', '--allow-empty', '-m', `${last}\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`]);
   }
   return { kind: 'built', sha: (await g.revparse(['HEAD'])).trim() };
 }

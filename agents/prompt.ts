@@ -50,9 +50,12 @@ export function renderPrompt(c: PromptContext): string {
     parts.push(
       '## When you are finished',
       '',
-      `Review the diff \`git diff origin/${c.targetBranch}...HEAD\`, then either`,
+      `Your worktree is checked out (detached) at exactly the commit that would be merged into \`${c.targetBranch}\`.`,
+      `Review the diff \`git diff origin/${c.targetBranch}...HEAD\` against the description and acceptance above, then either`,
       '- `gt approve`, or',
-      '- `gt request-changes --feedback "<what must change>"`.',
+      '- `gt request-changes --feedback "<what must change>"` (the polecat of the next round gets this text verbatim).',
+      '',
+      'Do not commit or push: reviewers read, polecats write. Exiting without a verdict counts as a failed review attempt.',
     );
   }
   return parts.join('\n') + '\n';

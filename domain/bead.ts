@@ -35,6 +35,8 @@ export const MergeOutcome = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('gates_failed'), gate: z.string(), feedback: z.string(), logPath: z.string().optional() }),
   z.object({ kind: z.literal('changes_requested'), feedback: z.string() }),
   z.object({ kind: z.literal('rejected'), feedback: z.string() }),
+  /** PR strategy: a human closed the pull request without merging. Terminal: the bead fails (and escalates), no rework. */
+  z.object({ kind: z.literal('pr_closed'), prUrl: z.string(), feedback: z.string() }),
 ]);
 export type MergeOutcome = z.infer<typeof MergeOutcome>;
 

@@ -1,7 +1,7 @@
 /** Signals, updates and queries: the only ways workflows of the town talk to each other and to clients. */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { AgentReply, BeadState, CheckpointRequest, DoneRequest, EscalateRequest, InboxMessage, InboxReply, InboxRequest, MergeOutcome, NudgeRequest, ProgressRequest, ReviewVerdict } from './bead';
-import type { MergeTicket, RefineryState } from './refinery';
+import type { AgentReply, BeadState, CheckpointRequest, DoneRequest, EscalateRequest, InboxMessage, InboxReply, InboxRequest, NudgeRequest, ProgressRequest, ReviewVerdict } from './bead';
+import type { MergeRequestState, MergeTicket, RefineryState, SectionOutcome } from './refinery';
 import type { RigConfig, RigConfigInput } from './rig';
 
 // bead:<id>
@@ -18,17 +18,21 @@ export const nudgeUpdate = defineUpdate<InboxMessage, [NudgeRequest]>('nudge');
 export interface MergeResult {
   mrId: string;
   headSha: string;
-  outcome: MergeOutcome;
+  outcome: SectionOutcome;
 }
 export const mergeResultSignal = defineSignal<[MergeResult]>('mergeResult');
 /** From the reviewer run (through the gateway); the validator rejects any run that is not the current reviewer. */
 export const reviewVerdictUpdate = defineUpdate<AgentReply, [ReviewVerdict]>('gt_review');
+/** Where a merge request is: review, queue, pull request, outcome. */
+export const mergeRequestStateQuery = defineQuery<MergeRequestState>('mergeRequestState');
 
 // refinery:<rig>
 export const enqueueSignal = defineSignal<[MergeTicket]>('enqueue');
 export const refineryStateQuery = defineQuery<RefineryState>('refineryState');
 export const rigConfigQuery = defineQuery<RigConfig>('rigConfig');
 export const updateRigUpdate = defineUpdate<RigConfig, [Partial<RigConfigInput>]>('updateRig');
+/** Operators hold the queue (MRs keep arriving, none is taken) and let it go again; a running section finishes either way. */
+export const pauseRefineryUpdate = defineUpdate<RefineryState, [{ paused: boolean }]>('pauseRefinery');
 
 // convoy:<id> — beads report terminal outcomes to their convoy (idempotent by beadId: terminal states never change).
 export interface BeadReport {

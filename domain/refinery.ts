@@ -1,5 +1,11 @@
-/** The per-rig merge queue's vocabulary. */
+/**
+ * The per-rig merge queue's vocabulary and its pure logic: the order MRs are taken in, and how a batch of MRs
+ * is bisected down to its culprits. Pure and deterministic (workflow time is passed in), so the refinery
+ * workflow can use it and unit tests can exercise it without a server.
+ */
 import { z } from 'zod';
+import type { MergeOutcome } from './bead';
+import type { PullRequestRef } from './forge';
 import { BeadId, ConvoyId } from './ids';
 
 export const MergeTicket = z.object({
@@ -14,14 +20,160 @@ export const MergeTicket = z.object({
   convoyId: ConvoyId.optional(),
   /** Workflow time (ms) the ticket was enqueued: the queue's age component. */
   enqueuedAt: z.number().int().nonnegative(),
+  /** Earlier rework rounds of the bead plus failed merge sections of this MR: the (capped) retry penalty. */
+  retries: z.number().int().min(0).default(0),
+  /** When the ticket's convoy started, if the sender knows; otherwise the refinery uses the first time it saw the convoy. */
+  convoyStartedAt: z.number().int().nonnegative().optional(),
 });
 export type MergeTicket = z.infer<typeof MergeTicket>;
+export type MergeTicketInput = z.input<typeof MergeTicket>;
 
+// --- queue order -------------------------------------------------------------------------------------------
+
+/**
+ * Queue score, after Gas Town's: higher goes first.
+ *   base + priority·(4 − p) + convoyAge·hours(convoy) + mrAge·hours(MR) − min(retry·retries, maxRetry)
+ * Priority dominates; an old convoy slowly outranks newer urgent work so it cannot starve; a bead that keeps
+ * coming back loses ground but never more than the cap (it must still land eventually); MR age breaks ties (FIFO).
+ */
+export const QUEUE_WEIGHTS = {
+  base: 1000,
+  priority: 100,
+  convoyAgePerHour: 10,
+  mrAgePerHour: 1,
+  retryPenalty: 50,
+  maxRetryPenalty: 300,
+} as const;
+
+const HOUR_MS = 3_600_000;
+
+export function ticketScore(ticket: MergeTicket, now: number, convoySince?: number, w = QUEUE_WEIGHTS): number {
+  const hours = (since: number) => Math.max(0, now - since) / HOUR_MS;
+  const convoyStart = ticket.convoyStartedAt ?? convoySince;
+  return (
+    w.base +
+    w.priority * (4 - ticket.priority) +
+    (ticket.convoyId && convoyStart !== undefined ? w.convoyAgePerHour * hours(convoyStart) : 0) +
+    w.mrAgePerHour * hours(ticket.enqueuedAt) -
+    Math.min(w.retryPenalty * ticket.retries, w.maxRetryPenalty)
+  );
+}
+
+export interface ScoredTicket extends MergeTicket {
+  score: number;
+}
+
+/** The queue in the order the refinery will take it: score, then age, then MR id (a total, stable order). */
+export function orderQueue(queue: readonly MergeTicket[], now: number, convoySince: Readonly<Record<string, number>> = {}): ScoredTicket[] {
+  return queue
+    .map((t) => ({ ...t, score: ticketScore(t, now, t.convoyId ? convoySince[t.convoyId] : undefined) }))
+    .sort((a, b) => b.score - a.score || a.enqueuedAt - b.enqueuedAt || a.mrId.localeCompare(b.mrId));
+}
+
+// --- batching with bisection ---------------------------------------------------------------------------------
+
+/**
+ * A batch being merged: `pending` MRs in queue order, and the shortest prefix of them known to fail its gates.
+ * Every probe gates "target + the first `size` pending MRs" and, when it passes, lands exactly that tree, so the
+ * passing prefix is merged as soon as it is known. A failing probe halves the prefix; when the failing prefix is a
+ * single MR, that MR is the culprit. One culprit among N costs 1 + ⌈log₂ N⌉ gate runs (+1 for the rest).
+ */
+export interface Bisection<T> {
+  pending: T[];
+  /** Shortest prefix of `pending` whose candidate failed; undefined while nothing is known to fail. */
+  failingPrefix?: number;
+}
+
+export type BisectionStep<T> = { kind: 'probe'; items: T[] } | { kind: 'culprit'; item: T } | { kind: 'done' };
+
+export const startBisection = <T>(items: T[]): Bisection<T> => ({ pending: [...items] });
+
+export function nextBisectionStep<T>(b: Bisection<T>): BisectionStep<T> {
+  if (b.pending.length === 0) return { kind: 'done' };
+  if (b.failingPrefix === undefined) return { kind: 'probe', items: b.pending };
+  if (b.failingPrefix === 1) return { kind: 'culprit', item: b.pending[0]! };
+  return { kind: 'probe', items: b.pending.slice(0, Math.floor(b.failingPrefix / 2)) };
+}
+
+/** A probe of the first `size` pending items passed (and landed) or failed. */
+export function afterProbe<T>(b: Bisection<T>, size: number, passed: boolean): Bisection<T> {
+  if (!passed) return { pending: b.pending, failingPrefix: size };
+  const pending = b.pending.slice(size);
+  const failingPrefix = b.failingPrefix === undefined ? undefined : b.failingPrefix - size;
+  return { pending, failingPrefix: failingPrefix !== undefined && failingPrefix > 0 ? failingPrefix : undefined };
+}
+
+/**
+ * An item left the batch without landing (the culprit, or an MR that conflicts or cannot be built). What is known
+ * about failing prefixes no longer holds, so the rest is probed whole again.
+ */
+export function withoutItem<T>(b: Bisection<T>, item: T): Bisection<T> {
+  return { pending: b.pending.filter((p) => p !== item) };
+}
+
+// --- the refinery's answers and state -----------------------------------------------------------------------
+
+/** What a merge section tells a merge request: a merge outcome, or (PR strategy) that its pull request is open. */
+export type SectionOutcome = MergeOutcome | { kind: 'pr_opened'; pr: PullRequestRef };
+
+/** One gated candidate: the MRs it held, and whether it landed. What the merge activity answers. */
+export type CandidateResult =
+  /** Landed (or was found already landed): target moved to `commit`, which contains every MR of the candidate. */
+  | { kind: 'merged'; commit: string; merged: { mrId: string; commit: string }[]; gateRuns: number; alreadyMerged: boolean }
+  /** Verified only (PR strategy): the candidate built and its gates passed; the target was not touched. */
+  | { kind: 'verified'; candidateSha: string; gateRuns: number }
+  /** One MR cannot be part of any candidate (conflict, missing head, nothing to merge): it goes back, the rest stay. */
+  | { kind: 'excluded'; mrId: string; outcome: MergeOutcome; gateRuns: number }
+  /** The candidate's gates failed: for a single MR that is its outcome; in a batch it starts or continues bisection. */
+  | { kind: 'gates_failed'; outcome: Extract<MergeOutcome, { kind: 'gates_failed' }>; gateRuns: number };
+
+export interface SectionRecord {
+  mrId: string;
+  beadId: string;
+  outcome: SectionOutcome['kind'];
+  commit?: string;
+  at: string;
+}
+
+export interface RefinerySection {
+  kind: 'merge' | 'batch' | 'pull-request';
+  mrIds: string[];
+  startedAt: string;
+  /** During batch bisection: how many MRs the current probe gates. */
+  probe?: number;
+}
+
+/** What `gt mq <rig>` shows; the refinery's query answer. */
 export interface RefineryState {
   rig: string;
   paused: boolean;
+  /** The first MR of the running section (all of them in `section`). */
   merging?: MergeTicket;
-  queue: MergeTicket[];
+  section?: RefinerySection;
+  /** Waiting MRs in the order they will be taken, with their scores. */
+  queue: ScoredTicket[];
   merged: number;
   rejected: number;
+  pullRequests: number;
+  /** Candidate gate runs since the rig was added (bisection makes them fewer than MRs for batches). */
+  gateRuns: number;
+  /** The latest section outcomes, newest last. */
+  recent: SectionRecord[];
+  batchSize: number;
+}
+
+/** What a merge request workflow answers to `mergeRequestStateQuery`. */
+export interface MergeRequestState {
+  mrId: string;
+  beadId: string;
+  round: number;
+  rig: string;
+  branch: string;
+  headSha: string;
+  targetBranch: string;
+  phase: 'review' | 'queued' | 'pull_request' | 'done';
+  waitingFor: string;
+  reviewRuns: { runId: string; outcome: 'running' | 'approved' | 'changes_requested' | 'exited' | 'stalled' | 'lost'; feedback?: string }[];
+  pullRequest?: { number: number; url: string; looks: number; lastVerdict?: string };
+  outcome?: MergeOutcome;
 }

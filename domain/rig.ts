@@ -1,6 +1,7 @@
 /** A rig: a repository under management and how work on it is dispatched, reviewed, gated and merged. */
 import { z } from 'zod';
 import { DurationMs } from './durations';
+import { ForgeSettings } from './forge';
 import { RigName } from './ids';
 
 export const AgentRuntime = z.enum(['process', 'sandbox', 'docker']);
@@ -48,6 +49,10 @@ export const RigConfig = z.object({
   runtime: AgentRuntime.default('process'),
   maxPolecats: z.number().int().min(1).max(1000).default(4),
   policy: RunPolicy.default(RunPolicy.parse({})),
+  /** Merge up to this many queued MRs as one gated candidate, bisecting to the culprits on failure; 1 = one at a time. */
+  batchSize: z.number().int().min(1).max(32).default(1),
+  /** GitHub settings for `merge: pr` (the token is the worker's GITHUB_TOKEN, never part of the rig). */
+  forge: ForgeSettings.optional(),
   /** Extra environment for agents (never credentials: those come from the worker host). */
   env: z.record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4000)).default({}),
   /** Whether sandboxed/containerized agents may use the network (the process runtime cannot take it away). */

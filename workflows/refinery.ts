@@ -1,7 +1,12 @@
 /**
- * refinery:<rig> — the rig's merge queue and the only writer of its target branch. One merge section at a
- * time (failure class 9); the merge itself follows the bors rule (see activities/merge.ts). The workflow also
- * holds the rig's configuration, so the rig is visible and editable wherever Temporal is.
+ * refinery:<rig> — the rig's merge queue and the only writer of its target branch.
+ *
+ * MRs arrive by signal and wait in score order (priority, convoy age, MR age, capped retry penalty). One merge
+ * section runs at a time (failure class 9): a single MR, or — with `batchSize` > 1 — a batch gated as one
+ * candidate and bisected down to its culprits when it fails. Each merge follows the bors rule (activities/merge.ts).
+ * For rigs that merge by pull request the section only verifies the candidate and opens the PR; following the PR is
+ * the merge request's business, so a PR waiting on a human never holds the queue (failure class 5).
+ * The workflow also holds the rig's configuration, and continues as new with its queue when history grows.
  */
 import {
   allHandlersFinished,
@@ -15,45 +20,85 @@ import {
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { z } from 'zod';
 import type { TownQueueActivities } from '../activities';
-import type { MergeOutcome } from '../domain/bead';
-import { enqueueSignal, mergeResultSignal, refineryStateQuery, rigConfigQuery, updateRigUpdate } from '../domain/messages';
-import { MergeTicket, type RefineryState } from '../domain/refinery';
+import { escalationIdPart } from '../domain/escalation';
+import { enqueueSignal, mergeResultSignal, pauseRefineryUpdate, refineryStateQuery, rigConfigQuery, updateRigUpdate } from '../domain/messages';
+import {
+  afterProbe,
+  type CandidateResult,
+  MergeTicket,
+  nextBisectionStep,
+  orderQueue,
+  type RefinerySection,
+  type RefineryState,
+  type SectionOutcome,
+  type SectionRecord,
+  startBisection,
+  withoutItem,
+} from '../domain/refinery';
 import { RigConfig, type RigConfigInput } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import { describeZodError, parseOrReject } from '../domain/validation';
 
-const merger = proxyActivities<TownQueueActivities>({
-  startToCloseTimeout: '2h',
-  heartbeatTimeout: '2m',
-  retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '5m', maximumAttempts: 10, nonRetryableErrorTypes: ['InvalidInput'] },
-});
+export interface RefineryStats {
+  merged: number;
+  rejected: number;
+  pullRequests: number;
+  gateRuns: number;
+}
 
 export interface RefineryInput {
   rig: RigConfigInput;
   queue?: MergeTicket[];
   seen?: string[];
-  stats?: { merged: number; rejected: number };
+  stats?: Partial<RefineryStats>;
+  recent?: SectionRecord[];
+  /** First time each convoy's MR reached this queue: the anti-starvation bonus when the ticket does not say. */
+  convoySince?: Record<string, number>;
+  paused?: boolean;
+  /** Continue as new after this many sections even if Temporal does not suggest it yet (tests force it with small numbers). */
+  continueAsNewEvery?: number;
+  /** Section failures per MR so far (infrastructure trouble, not the MR's fault): bounded before the MR is sent back. */
+  sectionFailures?: Record<string, number>;
 }
 
 const SEEN_KEEP = 5000;
+const RECENT_KEEP = 50;
+const CONVOYS_KEEP = 1000;
+/** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
+const MAX_SECTION_FAILURES = 3;
 
-/** Queue order: priority first (0 = most urgent), then age. */
-export function nextTicket(queue: MergeTicket[]): number {
-  let best = 0;
-  queue.forEach((t, i) => {
-    const b = queue[best]!;
-    if (t.priority < b.priority || (t.priority === b.priority && t.enqueuedAt < b.enqueuedAt)) best = i;
-  });
-  return best;
-}
+const PauseRequest = z.object({ paused: z.boolean() });
+
+const town = proxyActivities<TownQueueActivities>({
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 20 },
+});
 
 export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   let rig = parseOrReject(RigConfig, input.rig, 'rig config');
   const queue: MergeTicket[] = [...(input.queue ?? [])];
   const seen = new Set(input.seen ?? []);
-  const stats = { merged: 0, rejected: 0, ...input.stats };
-  let merging: MergeTicket | undefined;
+  const stats: RefineryStats = { merged: 0, rejected: 0, pullRequests: 0, gateRuns: 0, ...input.stats };
+  const recent: SectionRecord[] = [...(input.recent ?? [])];
+  const convoySince: Record<string, number> = { ...input.convoySince };
+  const sectionFailures: Record<string, number> = { ...input.sectionFailures };
+  let paused = input.paused ?? false;
+  let section: RefinerySection | undefined;
+  let sectionTickets: MergeTicket[] = [];
+  let sections = 0;
+
+  const state = (): RefineryState => ({
+    rig: rig.name,
+    paused,
+    merging: sectionTickets[0],
+    section,
+    queue: orderQueue(queue, Date.now(), convoySince),
+    ...stats,
+    recent,
+    batchSize: rig.batchSize,
+  });
 
   setHandler(enqueueSignal, (raw) => {
     const parsed = MergeTicket.safeParse(raw);
@@ -61,12 +106,14 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       log.warn('dropping malformed merge ticket', { error: describeZodError(parsed.error) });
       return;
     }
-    const key = `${parsed.data.mrId}@${parsed.data.headSha}`;
+    const ticket = parsed.data;
+    const key = `${ticket.mrId}@${ticket.headSha}`;
     if (seen.has(key)) return;
     seen.add(key);
-    queue.push(parsed.data);
+    if (ticket.convoyId && convoySince[ticket.convoyId] === undefined) convoySince[ticket.convoyId] = ticket.convoyStartedAt ?? Date.now();
+    queue.push(ticket);
   });
-  setHandler(refineryStateQuery, (): RefineryState => ({ rig: rig.name, paused: false, merging, queue, ...stats }));
+  setHandler(refineryStateQuery, state);
   setHandler(rigConfigQuery, () => rig);
   setHandler(
     updateRigUpdate,
@@ -76,34 +123,174 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     },
     { validator: (patch) => void parseOrReject(RigConfig, { ...rig, ...patch, name: rig.name }, 'rig update') },
   );
+  setHandler(
+    pauseRefineryUpdate,
+    (raw) => {
+      paused = PauseRequest.parse(raw).paused;
+      setStatus();
+      return state();
+    },
+    { validator: (raw) => void parseOrReject(PauseRequest, raw, 'pause request') },
+  );
 
-  const describe = () =>
+  const setStatus = () => {
+    upsertSearchAttributes([{ key: SA.status, value: section ? 'merging' : paused ? 'paused' : 'idle' }]);
     setCurrentDetails(
-      merging
-        ? `merging **${merging.mrId}** (${merging.branch}) into ${merging.targetBranch}; ${queue.length} waiting`
-        : `idle; ${queue.length} waiting; ${stats.merged} merged, ${stats.rejected} sent back`,
+      section
+        ? `${section.kind} section: **${section.mrIds.join(', ')}**${section.probe ? ` (probing ${section.probe})` : ''}; ${queue.length} waiting`
+        : `${paused ? '**paused**' : 'idle'}; ${queue.length} waiting; ${stats.merged} merged, ${stats.rejected} sent back, ${stats.pullRequests} pull requests, ${stats.gateRuns} gate runs`,
     );
+  };
+
+  /** The merge section's activities, with timeouts that follow the rig's gates and heartbeat policy. */
+  const merger = () =>
+    proxyActivities<TownQueueActivities>({
+      // Up to five compare-and-swap rounds, each running every gate to its timeout, plus git work.
+      startToCloseTimeout: Math.max(2 * 3_600_000, 5 * rig.gates.length * rig.gateTimeout + 600_000),
+      heartbeatTimeout: rig.policy.heartbeatTimeout,
+      retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '2m', maximumAttempts: 8, nonRetryableErrorTypes: ['InvalidInput'] },
+    });
+  const forge = () =>
+    proxyActivities<TownQueueActivities>({
+      startToCloseTimeout: '5m',
+      retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '2m', maximumAttempts: 10, nonRetryableErrorTypes: ['InvalidInput', 'ForgeAuth', 'ForgeRejected', 'ForgeNotConfigured'] },
+    });
+
+  /** Tells a merge request its outcome; a merge request that is gone (its bead was cancelled) is only logged. */
+  const deliver = async (ticket: MergeTicket, outcome: SectionOutcome) => {
+    if (outcome.kind === 'merged') stats.merged++;
+    else if (outcome.kind === 'pr_opened') stats.pullRequests++;
+    else stats.rejected++;
+    recent.push({ mrId: ticket.mrId, beadId: ticket.beadId, outcome: outcome.kind, commit: outcome.kind === 'merged' ? outcome.commit : undefined, at: new Date().toISOString() });
+    recent.splice(0, Math.max(0, recent.length - RECENT_KEEP));
+    delete sectionFailures[ticket.mrId];
+    log.info('merge section outcome', { mrId: ticket.mrId, beadId: ticket.beadId, outcome: outcome.kind });
+    try {
+      await getExternalWorkflowHandle(ticket.mrId).signal(mergeResultSignal, { mrId: ticket.mrId, headSha: ticket.headSha, outcome });
+    } catch (err) {
+      log.warn('merge request workflow is gone; outcome not delivered', { mrId: ticket.mrId, error: String(err) });
+    }
+  };
+
+  /**
+   * The section's activity failed even after its retries (the repository unreachable, the worker pool gone).
+   * Not the MR's fault: it goes back into the queue a bounded number of times, then is sent back and escalated.
+   */
+  const sectionFailed = async (tickets: MergeTicket[], err: unknown) => {
+    const reason = String((err as Error).message ?? err);
+    log.error('merge section failed', { mrIds: tickets.map((t) => t.mrId), error: reason });
+    for (const t of tickets) {
+      const failures = (sectionFailures[t.mrId] ?? 0) + 1;
+      if (failures < MAX_SECTION_FAILURES) {
+        sectionFailures[t.mrId] = failures;
+        queue.push({ ...t, retries: t.retries + 1 });
+        continue;
+      }
+      await town.raiseEscalation({
+        id: `mr-${escalationIdPart(t.mrId)}-section`,
+        severity: 'high',
+        source: 'merge-request',
+        reason: `refinery of ${rig.name} failed to merge ${t.mrId} ${failures} times: ${reason}`,
+        rig: rig.name,
+        beadId: t.beadId,
+        convoyId: t.convoyId,
+      });
+      await deliver(t, { kind: 'rejected', feedback: `The refinery could not process this merge request (${failures} attempts): ${reason}` });
+    }
+  };
+
+  /** Merges `tickets` (queue order) as few gated candidates as bisection needs; every passing probe lands at once. */
+  const mergeSection = async (tickets: MergeTicket[]) => {
+    let bisection = startBisection(tickets);
+    let lastFailure: Extract<SectionOutcome, { kind: 'gates_failed' }> | undefined;
+    for (;;) {
+      const step = nextBisectionStep(bisection);
+      if (step.kind === 'done') return;
+      if (step.kind === 'culprit') {
+        await deliver(step.item, lastFailure!);
+        bisection = withoutItem(bisection, step.item);
+        continue;
+      }
+      section!.probe = tickets.length > 1 ? step.items.length : undefined;
+      setStatus();
+      let result: CandidateResult;
+      try {
+        result = await merger().mergeCandidate({ rig, tickets: step.items, mode: 'merge' });
+      } catch (err) {
+        await sectionFailed(bisection.pending, err);
+        return;
+      }
+      stats.gateRuns += result.gateRuns;
+      if (result.kind === 'merged') {
+        const commitOf = new Map(result.merged.map((m) => [m.mrId, m.commit]));
+        for (const t of step.items) await deliver(t, { kind: 'merged', commit: commitOf.get(t.mrId) ?? result.commit, targetBranch: t.targetBranch });
+        bisection = afterProbe(bisection, step.items.length, true);
+      } else if (result.kind === 'gates_failed') {
+        lastFailure = result.outcome;
+        bisection = afterProbe(bisection, step.items.length, false);
+      } else if (result.kind === 'excluded') {
+        const t = step.items.find((i) => i.mrId === result.mrId)!;
+        await deliver(t, result.outcome);
+        bisection = withoutItem(bisection, t);
+      } else {
+        await sectionFailed(bisection.pending, `unexpected candidate result '${result.kind}' while merging`);
+        return;
+      }
+    }
+  };
+
+  /** PR strategy: verify the candidate (conflicts and failing gates come back before anyone reviews), open the PR, move on. */
+  const pullRequestSection = async (ticket: MergeTicket) => {
+    try {
+      const verified = await merger().mergeCandidate({ rig, tickets: [ticket], mode: 'verify' });
+      stats.gateRuns += verified.gateRuns;
+      if (verified.kind === 'excluded' || verified.kind === 'gates_failed') return await deliver(ticket, verified.outcome);
+      const opened = await forge().openPullRequest({ rig, ticket });
+      if (opened.kind === 'closed') {
+        return await deliver(ticket, { kind: 'pr_closed', prUrl: opened.url, feedback: `The pull request for ${ticket.branch} (${opened.url}) was closed without merging.` });
+      }
+      await deliver(ticket, { kind: 'pr_opened', pr: opened.pr });
+    } catch (err) {
+      await sectionFailed([ticket], err);
+    }
+  };
+
+  const usesPullRequest = (t: MergeTicket) => rig.merge === 'pr' && t.targetBranch === rig.branch;
+  const rollOver = () => workflowInfo().continueAsNewSuggested || (input.continueAsNewEvery !== undefined && sections >= input.continueAsNewEvery);
 
   for (;;) {
-    describe();
-    await condition(() => queue.length > 0 || workflowInfo().continueAsNewSuggested);
-    if (workflowInfo().continueAsNewSuggested) break;
-    merging = queue.splice(nextTicket(queue), 1)[0]!;
-    upsertSearchAttributes([{ key: SA.status, value: 'merging' }]);
-    describe();
-    const outcome: MergeOutcome = await merger.mergeCandidate({ rig, ticket: merging });
-    if (outcome.kind === 'merged') stats.merged++;
-    else stats.rejected++;
-    log.info('merge section finished', { mrId: merging.mrId, beadId: merging.beadId, outcome: outcome.kind });
-    try {
-      await getExternalWorkflowHandle(merging.mrId).signal(mergeResultSignal, { mrId: merging.mrId, headSha: merging.headSha, outcome });
-    } catch (err) {
-      log.warn('merge request workflow is gone; outcome not delivered', { mrId: merging.mrId, error: String(err) });
-    }
-    merging = undefined;
-    upsertSearchAttributes([{ key: SA.status, value: 'idle' }]);
+    setStatus();
+    await condition(() => (!paused && queue.length > 0) || rollOver());
+    if (rollOver()) break;
+    const ordered = orderQueue(queue, Date.now(), convoySince);
+    const lead = ordered[0]!;
+    const taken = usesPullRequest(lead)
+      ? [lead]
+      : ordered.filter((t) => t.targetBranch === lead.targetBranch && !usesPullRequest(t)).slice(0, rig.batchSize);
+    const takenKeys = new Set(taken.map((t) => `${t.mrId}@${t.headSha}`));
+    queue.splice(0, queue.length, ...queue.filter((t) => !takenKeys.has(`${t.mrId}@${t.headSha}`)));
+    sectionTickets = taken.map(({ score: _score, ...t }) => t);
+    section = { kind: usesPullRequest(lead) ? 'pull-request' : taken.length > 1 ? 'batch' : 'merge', mrIds: taken.map((t) => t.mrId), startedAt: new Date().toISOString() };
+    setStatus();
+    if (section.kind === 'pull-request') await pullRequestSection(sectionTickets[0]!);
+    else await mergeSection(sectionTickets);
+    section = undefined;
+    sectionTickets = [];
+    sections++;
   }
 
   await condition(allHandlersFinished);
-  await continueAsNew<typeof refineryWorkflow>({ rig, queue, seen: [...seen].slice(-SEEN_KEEP), stats });
+  const queuedConvoys = new Set(queue.map((t) => t.convoyId).filter(Boolean));
+  const keptConvoys = Object.entries(convoySince).filter(([id], i, all) => queuedConvoys.has(id) || i >= all.length - CONVOYS_KEEP);
+  await continueAsNew<typeof refineryWorkflow>({
+    rig,
+    queue,
+    seen: [...seen].slice(-SEEN_KEEP),
+    stats,
+    recent,
+    convoySince: Object.fromEntries(keptConvoys),
+    paused,
+    continueAsNewEvery: input.continueAsNewEvery,
+    sectionFailures,
+  });
 }

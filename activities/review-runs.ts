@@ -1,0 +1,84 @@
+/**
+ * Reviewer runs, on the task queue of the host that will supervise them: a detached worktree at exactly the merge
+ * request's head (the reviewer reads what would be merged, and cannot move the bead's branch) and the reviewer's
+ * prompt. Supervision is the polecats' own `superviseAgentRun` with role `reviewer`, addressed to the MR workflow.
+ */
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { ApplicationFailure, log } from '@temporalio/activity';
+import { z } from 'zod';
+import { renderPrompt } from '../agents/prompt';
+import { BeadSpec } from '../domain/bead';
+import { fsSafe, RunId } from '../domain/ids';
+import { RigConfig } from '../domain/rig';
+import { paths } from '../host/home';
+import type { HostDeps } from './agent-runs';
+import { gitStatus, removeWorktree, resetDetachedWorktree, syncMirror } from './git';
+import { parseActivityInput } from './validation';
+
+export const PrepareReviewInput = z.object({
+  rig: RigConfig,
+  bead: BeadSpec,
+  mrId: z.string().min(1),
+  runId: RunId,
+  round: z.number().int().min(1),
+  attempt: z.number().int().min(1),
+  branch: z.string().min(1),
+  headSha: z.string().regex(/^[0-9a-f]{40}$/),
+  targetBranch: z.string().min(1),
+});
+export type PrepareReviewInput = z.input<typeof PrepareReviewInput>;
+
+export const FinishReviewInput = z.object({ rig: RigConfig, runId: RunId });
+export type FinishReviewInput = z.input<typeof FinishReviewInput>;
+
+export interface PreparedReview {
+  host: string;
+  worktree: string;
+  promptFile: string;
+}
+
+/** A '.' never occurs in a bead id, so review worktrees can never collide with a polecat's. */
+const reviewWorktree = (rig: string, runId: string, home: string) => paths.worktree(rig, `${fsSafe(runId)}.review`, home);
+
+export function createReviewRunActivities(deps: HostDeps) {
+  return {
+    async prepareReviewRun(raw: PrepareReviewInput): Promise<PreparedReview> {
+      const input = parseActivityInput(PrepareReviewInput, raw);
+      const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
+      if (!(await gitStatus(mirror, ['cat-file', '-e', `${input.headSha}^{commit}`])).ok) {
+        throw ApplicationFailure.nonRetryable(`commit ${input.headSha} of ${input.branch} is not in ${input.rig.repo}`, 'HeadMissing');
+      }
+      const worktree = reviewWorktree(input.rig.name, input.runId, deps.gtHome);
+      await resetDetachedWorktree(mirror, worktree, input.headSha);
+      const runDir = paths.runDir(input.runId, deps.gtHome);
+      mkdirSync(runDir, { recursive: true });
+      const promptFile = join(runDir, 'prompt.md');
+      writeFileSync(
+        promptFile,
+        renderPrompt({
+          bead: input.bead,
+          rig: input.rig.name,
+          runId: input.runId,
+          role: 'reviewer',
+          round: input.round,
+          attempt: input.attempt,
+          branch: input.branch,
+          targetBranch: input.targetBranch,
+          feedback: [],
+        }),
+      );
+      log.info('review run prepared', { runId: input.runId, mrId: input.mrId, worktree, head: input.headSha });
+      return { host: deps.hostId, worktree, promptFile };
+    },
+
+    /** Removes the review worktree once the verdict is in (the run directory with its log stays). */
+    async finishReviewRun(raw: FinishReviewInput): Promise<void> {
+      const input = parseActivityInput(FinishReviewInput, raw);
+      const worktree = reviewWorktree(input.rig.name, input.runId, deps.gtHome);
+      if (existsSync(worktree)) await removeWorktree(paths.mirror(input.rig.name, deps.gtHome), worktree);
+    },
+  };
+}
+
+export type ReviewRunActivities = ReturnType<typeof createReviewRunActivities>;
