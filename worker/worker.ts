@@ -25,7 +25,7 @@ export interface TownWorkerOptions {
   namespace: string;
   taskQueue: string;
   hostId?: string;
-  /** Prebuilt bundle (production, tests); otherwise workflows are bundled from source at start. */
+  /** Prebuilt bundle (production, tests; default: GT_WORKFLOW_BUNDLE if set); otherwise workflows are bundled from source at start. */
   workflowBundle?: { codePath: string } | { code: string };
   /** publicUrl: the gateway URL agents are given when the bound address is not reachable as is (containers, NAT). */
   gateway?: { host?: string; port?: number; publicUrl?: string };
@@ -56,7 +56,8 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
     ? new Client({ connection: options.client.connection, namespace: options.namespace, dataConverter })
     : options.client;
   const gateway = await startGateway({ client, secret, host: options.gateway?.host, port: options.gateway?.port, publicUrl: options.gateway?.publicUrl });
-  const code = options.workflowBundle ? { workflowBundle: options.workflowBundle } : { workflowsPath };
+  const workflowBundle = options.workflowBundle ?? (process.env.GT_WORKFLOW_BUNDLE ? { codePath: process.env.GT_WORKFLOW_BUNDLE } : undefined);
+  const code = workflowBundle ? { workflowBundle } : { workflowsPath };
   // Agents outlive a worker restart; activities in flight get this long to notice and hand over cleanly.
   const shutdownGraceTime = options.shutdownGraceTime ?? '10s';
   const interceptors = { activity: [activityLogIds] };
