@@ -4,13 +4,14 @@
  */
 import { createAgentRunActivities, type HostDeps } from './agent-runs';
 import { createConvoyActivities } from './convoy';
+import { createDispatchActivities } from './dispatch';
 import { forgeActivities } from './forge';
 import { mergeCandidate } from './merge';
 import { createReviewRunActivities } from './review-runs';
 import { createTownActivities, type TownDeps } from './town';
 
 export function createTownQueueActivities(deps: TownDeps) {
-  return { ...createTownActivities(deps), ...createConvoyActivities(deps), mergeCandidate, ...forgeActivities };
+  return { ...createTownActivities(deps), ...createConvoyActivities(deps), ...createDispatchActivities(deps), mergeCandidate, ...forgeActivities };
 }
 
 export function createHostQueueActivities(deps: HostDeps) {

@@ -4,10 +4,10 @@
  * directory, which is how a later worker learns what happened while nobody was watching.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import type { AgentHandle, AgentLaunch, AgentRuntimeDriver, AgentStatus } from './runtime';
+import { OUTPUT_LOG, type AgentHandle, type AgentLaunch, type AgentRuntimeDriver, type AgentStatus } from './runtime';
 
 /** How long a launch marker without a pid file is taken as "still starting" before it counts as a failed spawn. */
 const LAUNCH_SETTLE_MS = 5_000;
@@ -16,8 +16,27 @@ export const runFiles = (runDir: string) => ({
   lock: join(runDir, 'launch.lock'),
   pid: join(runDir, 'pid'),
   exit: join(runDir, 'exit'),
-  log: join(runDir, 'output.log'),
+  log: join(runDir, OUTPUT_LOG),
 });
+
+/** The last `maxBytes` of a file ('' when it does not exist yet). */
+export function readTail(file: string, maxBytes = 64 * 1024): string {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return '';
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const length = Math.min(size, maxBytes);
+    const buf = Buffer.alloc(length);
+    readSync(fd, buf, 0, length, size - length);
+    return buf.toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /** argv[0] of the wrapper shell: lets us tell our process from an unrelated one that reused the pid. */
 export const processTag = (runId: string) => `gt-run:${runId}`;
@@ -25,6 +44,8 @@ export const processTag = (runId: string) => `gt-run:${runId}`;
 export interface SpawnPlan {
   file: string;
   args: string[];
+  /** Variables the runtime adds on top of the launch's. */
+  env?: Record<string, string>;
 }
 
 /** Builds the wrapper: records its pid, runs the agent command, records the exit code. */
@@ -70,7 +91,7 @@ export function isAlive(pid: number, tag: string): AgentStatus {
 export class ProcessRuntime implements AgentRuntimeDriver {
   readonly name: 'process' | 'sandbox' = 'process';
 
-  available(): Promise<{ ok: true }> {
+  available(): Promise<{ ok: true } | { ok: false; reason: string }> {
     return Promise.resolve({ ok: true });
   }
 
@@ -111,7 +132,7 @@ export class ProcessRuntime implements AgentRuntimeDriver {
     const plan = this.plan(launch);
     const child = spawn(plan.file, plan.args, {
       cwd: launch.cwd,
-      env: { ...launch.env, GT_RUN_DIR: launch.runDir },
+      env: { ...launch.hostEnv, ...launch.env, ...plan.env, GT_RUN_DIR: launch.runDir },
       detached: true,
       stdio: ['ignore', out, out],
     });
@@ -154,5 +175,9 @@ export class ProcessRuntime implements AgentRuntimeDriver {
       await delay(100);
     }
     signalGroup('SIGKILL');
+  }
+
+  logs(_handle: AgentHandle, runDir: string, maxBytes?: number): Promise<string> {
+    return Promise.resolve(readTail(runFiles(runDir).log, maxBytes));
   }
 }

@@ -14,6 +14,8 @@ export interface PromptContext {
   feedback: string[];
   /** Notes earlier runs of this bead saved with `gt checkpoint`. */
   checkpoints?: string[];
+  /** Messages operators sent to the bead (`gt nudge`) before this run started. */
+  messages?: string[];
 }
 
 export function renderPrompt(c: PromptContext): string {
@@ -31,20 +33,38 @@ export function renderPrompt(c: PromptContext): string {
     c.feedback.forEach((f, i) => parts.push(`### Round ${i + 1}`, '', f, ''));
   }
   if (c.checkpoints?.length) {
-    parts.push('## Checkpoints saved by earlier runs', '');
+    parts.push(
+      '## Checkpoints saved by earlier runs',
+      '',
+      'Earlier runs of this bead were interrupted; this is what they saved. Continue from here instead of starting over:',
+      '',
+    );
     c.checkpoints.forEach((cp) => parts.push(`- ${cp}`));
+    parts.push('');
+  }
+  if (c.messages?.length) {
+    parts.push('## Messages from operators', '');
+    c.messages.forEach((m) => parts.push(`- ${m}`));
     parts.push('');
   }
   if (c.role === 'polecat') {
     parts.push(
+      '## While you work',
+      '',
+      '- `gt progress "<what you are doing>"` tells the town you are alive; a run that reports nothing for too long is',
+      '  stopped and handed to another attempt.',
+      '- `gt checkpoint "<what is done, what is next>"` saves a note that the next run of this bead receives here, if',
+      '  this run is interrupted.',
+      '- `gt inbox` shows messages operators sent you (check it now and then; new ones are also announced in',
+      '  the answer of `gt progress`).',
+      '- If you are stuck, `gt escalate --reason "..."` asks a human; keep working on what you can.',
+      '',
       '## When you are finished',
       '',
       `1. Commit all of your work on branch \`${c.branch}\` (uncommitted changes are lost).`,
       `2. If the target moved, merge it in first: \`git fetch origin && git merge origin/${c.targetBranch}\`.`,
       '3. Run `gt done --summary "<one line about what you did>"`. Exiting without `gt done` counts as a failed attempt.',
-      '',
-      'While you work, `gt progress "<what you are doing>"` tells the town you are alive; a run that reports nothing',
-      'for too long is stopped and handed to another attempt. If you are stuck, `gt escalate --reason "..."`.',
+      '4. Then exit. Only this run may call `gt done` for it; a later run of the bead has its own id.',
     );
   } else {
     parts.push(

@@ -12,10 +12,22 @@ export interface AgentLaunch {
   command: string;
   /** The worktree: the only place the agent is meant to write. */
   cwd: string;
+  /** The run's own variables (GT_*, the rig's env, git identity, credential helper). */
   env: Record<string, string>;
+  /** The worker host's environment, minus what must never reach an agent; used by runtimes that run on the host. */
+  hostEnv: Record<string, string>;
   /** Per-run directory on this host: output log and the runtime's own bookkeeping. */
   runDir: string;
   allowNetwork: boolean;
+  /** Host paths the agent needs besides the worktree and run directory, in order (a later read-only mount inside a writable one protects it). */
+  mounts: Mount[];
+  /** Container image (docker runtime). */
+  image?: string;
+}
+
+export interface Mount {
+  path: string;
+  writable: boolean;
 }
 
 /** Serializable: travels in supervision heartbeats so a retried activity re-attaches. */
@@ -40,4 +52,9 @@ export interface AgentRuntimeDriver {
   status(handle: AgentHandle, runDir: string): Promise<AgentStatus>;
   /** SIGTERM-like, then forceful after `graceMs`. Stopping an already-gone agent is not an error. */
   stop(handle: AgentHandle, graceMs: number): Promise<void>;
+  /** The run's output so far (at most the last `maxBytes`). */
+  logs(handle: AgentHandle, runDir: string, maxBytes?: number): Promise<string>;
 }
+
+/** Every runtime writes the agent's output here (in the run directory), which is what `gt logs` reads. */
+export const OUTPUT_LOG = 'output.log';

@@ -4,6 +4,8 @@
  */
 import { Command, CommanderError } from 'commander';
 import { registerAgentCommands } from './commands/agent';
+import { registerCredentialCommands } from './commands/credential';
+import { registerRunCommands } from './commands/runs';
 import { registerBeadCommands } from './commands/bead';
 import { registerCodecServerCommand } from './commands/codec-server';
 import { registerEscalationCommands } from './commands/escalation';
@@ -22,6 +24,8 @@ export function buildProgram(): Command {
   registerRigCommands(program);
   registerBeadCommands(program);
   registerEscalationCommands(program);
+  registerRunCommands(program);
+  registerCredentialCommands(program);
   registerAgentCommands(program);
   registerMcpCommand(program);
   registerCodecServerCommand(program);

@@ -3,18 +3,24 @@
  * A request carries its run's token; the gateway checks signature, expiry and that the body speaks only for
  * that run, then forwards to the workflow as an update whose validator rejects any run that is not current.
  */
+import { mkdirSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { gatewaySocketDir, gatewaySocketPath } from '../agents/gateway-socket';
 import { verifyRunToken, type RunClaims } from '../agents/run-token';
-import { DoneRequest, EscalateRequest, ProgressRequest, ReviewVerdict } from '../domain/bead';
-import { doneUpdate, escalateUpdate, progressUpdate, reviewVerdictUpdate } from '../domain/messages';
+import { CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, ProgressRequest, ReviewVerdict } from '../domain/bead';
+import { checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, progressUpdate, reviewVerdictUpdate } from '../domain/messages';
 import { describeZodError } from '../domain/validation';
+import { gtHome } from '../host/home';
 
 export interface Gateway {
   url: string;
+  /** The unix socket sandboxed and containerized agents use (GT_HOME/gateway/gateway.sock), when it could be bound. */
+  socketPath?: string;
   close(): Promise<void>;
 }
 
@@ -25,6 +31,8 @@ export interface GatewayOptions {
   port?: number;
   /** The URL agents are given (when behind NAT / in containers); defaults to the bound address. */
   publicUrl?: string;
+  /** GT_HOME whose unix socket to serve as well (default: this process's GT_HOME); `false` for TCP only. */
+  socketHome?: string | false;
 }
 
 const MAX_BODY = 256 * 1024;
@@ -94,6 +102,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     handle(c).executeUpdate(doneUpdate, { args: [body], updateId: `done:${c.runId}` }), 'polecat');
   route('/v1/progress', ProgressRequest, (c, body) => handle(c).executeUpdate(progressUpdate, { args: [body] }));
   route('/v1/escalate', EscalateRequest, (c, body) => handle(c).executeUpdate(escalateUpdate, { args: [body] }));
+  route('/v1/checkpoint', CheckpointRequest, (c, body) => handle(c).executeUpdate(checkpointUpdate, { args: [body] }), 'polecat');
+  route('/v1/inbox', InboxRequest, (c, body) => handle(c).executeUpdate(inboxUpdate, { args: [body] }), 'polecat');
   route('/v1/review', ReviewVerdict, (c, body) => handle(c).executeUpdate(reviewVerdictUpdate, { args: [body], updateId: `review:${c.runId}` }), 'reviewer');
   app.get('/healthz', () => ({ ok: true }));
 
@@ -104,5 +114,33 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 });
   const addr = app.server.address() as AddressInfo;
   const url = options.publicUrl ?? `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
-  return { url, close: () => app.close() };
+  const socket = options.socketHome === false ? undefined : await listenOnSocket(app.routing.bind(app), options.socketHome ?? gtHome());
+  return {
+    url,
+    socketPath: socket?.path,
+    close: async () => {
+      await new Promise<void>((resolve) => (socket ? socket.server.close(() => resolve()) : resolve()));
+      await app.close();
+    },
+  };
+}
+
+/**
+ * Serves the same routes on GT_HOME's unix socket. The path is stable across restarts (a restarted gateway takes it
+ * over), so a sandboxed agent's GT_GATEWAY_URL stays valid; failing to bind it only costs those runtimes.
+ */
+async function listenOnSocket(routing: (req: never, res: never) => void, home: string): Promise<{ server: Server; path: string } | undefined> {
+  const path = gatewaySocketPath(home);
+  try {
+    mkdirSync(gatewaySocketDir(home), { recursive: true, mode: 0o755 });
+    rmSync(path, { force: true });
+    const server = createServer((req, res) => routing(req as never, res as never));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => resolve());
+    });
+    return { server, path };
+  } catch {
+    return undefined;
+  }
 }

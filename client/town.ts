@@ -9,6 +9,7 @@ import {
   WorkflowExecutionAlreadyStartedError,
   WorkflowIdReusePolicy,
   WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
   type Client,
   type WorkflowHandle,
 } from '@temporalio/client';
@@ -23,6 +24,10 @@ import { SA } from '../domain/search-attributes';
 import { DEFAULT_TASK_QUEUE } from '../domain/task-queues';
 import { describeZodError } from '../domain/validation';
 import type { beadWorkflow, BeadResult } from '../workflows/bead';
+import type { dispatchGateWorkflow } from '../workflows/dispatch-gate';
+import { dispatchGateWorkflowId, dispatchStateQuery, pauseDispatchUpdate, PauseRequest, resumeDispatchUpdate, ResumeRequest, type DispatchGateState } from '../domain/dispatch';
+import { NudgeRequest, type InboxMessage } from '../domain/bead';
+import { nudgeUpdate } from '../domain/messages';
 import type { refineryWorkflow } from '../workflows/refinery';
 
 /** A user-facing failure: the CLI prints its message as the one-line reason. */
@@ -143,6 +148,53 @@ export class Town {
 
   async beadResult(beadId: string): Promise<BeadResult> {
     return this.beadHandle(beadId).result();
+  }
+
+  // --- talking to runs, dispatch ---
+
+  /** Sends a message to the bead's current (and later) runs; the agent reads it with `gt inbox`. */
+  async nudge(beadId: string, message: string, from = 'operator'): Promise<InboxMessage> {
+    const req = parseInput(NudgeRequest, { message, from }, 'nudge');
+    try {
+      return await this.beadHandle(beadId).executeUpdate(nudgeUpdate, { args: [req] });
+    } catch (err) {
+      if (err instanceof WorkflowUpdateFailedError) throw new UserError(err.cause?.message ?? err.message);
+      if (notFound(err)) throw new UserError(`unknown bead '${beadId}' (or it has finished)`);
+      throw err;
+    }
+  }
+
+  /** The rig's dispatch gate, started with the rig's settings if it is not running yet. */
+  private async dispatchGate(rigName: string) {
+    const rig = await this.getRig(rigName);
+    const settings = { maxPolecats: rig.maxPolecats, breakerThreshold: rig.policy.breakerThreshold, breakerProbeInterval: rig.policy.breakerProbeInterval };
+    return this.client.workflow.start<typeof dispatchGateWorkflow>('dispatchGateWorkflow', {
+      workflowId: dispatchGateWorkflowId(rig.name),
+      taskQueue: this.queue,
+      args: [{ rig: rig.name, settings }],
+      workflowIdConflictPolicy: 'USE_EXISTING',
+      typedSearchAttributes: [
+        { key: SA.kind, value: 'dispatch-gate' },
+        { key: SA.rig, value: rig.name },
+        { key: SA.status, value: 'open' },
+      ],
+      staticSummary: `dispatch gate of rig ${rig.name}: capacity, pause, circuit breaker`,
+    });
+  }
+
+  async pauseRig(rig: string, reason?: string, by?: string): Promise<DispatchGateState> {
+    const req = parseInput(PauseRequest, { reason, by }, 'pause');
+    return (await this.dispatchGate(rig)).executeUpdate(pauseDispatchUpdate, { args: [req] });
+  }
+
+  /** Lifts an operator pause and closes a tripped breaker. */
+  async resumeRig(rig: string, by?: string): Promise<DispatchGateState> {
+    const req = parseInput(ResumeRequest, { by }, 'resume');
+    return (await this.dispatchGate(rig)).executeUpdate(resumeDispatchUpdate, { args: [req] });
+  }
+
+  async dispatchState(rig: string): Promise<DispatchGateState> {
+    return (await this.dispatchGate(rig)).query(dispatchStateQuery);
   }
 
   // --- escalations ---

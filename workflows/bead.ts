@@ -4,7 +4,8 @@
  * merge request → closed when merged; otherwise rework with feedback, bounded by rounds; failed when exhausted.
  *
  * Every run has its own id; gt_done, progress and escalations are accepted only from the current run, so nothing
- * addressed to an old run can change this bead (failure class 1).
+ * addressed to an old run can change this bead (failure class 1). Each run first takes a slot from the rig's
+ * dispatch gate (capacity, operator pause, circuit breaker), and gives it back when it ends.
  */
 import {
   ActivityCancellationType,
@@ -24,11 +25,12 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
-import type { AgentReply, BeadState, BeadStatus, MergeOutcome, RunOutcome, RunRecord } from '../domain/bead';
-import { BeadWorkflowInput, DoneRequest, EscalateRequest, ProgressRequest } from '../domain/bead';
+import type { AgentReply, BeadState, BeadStatus, InboxMessage, MergeOutcome, RunOutcome, RunRecord } from '../domain/bead';
+import { BeadWorkflowInput, CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, NudgeRequest, ProgressRequest, TERMINAL_BEAD_STATUSES } from '../domain/bead';
+import { dispatchGateWorkflowId, dispatchGrantSignal, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
 import { escalationIdPart } from '../domain/escalation';
 import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId, runIdOf } from '../domain/ids';
-import { beadReportSignal, beadStateQuery, doneUpdate, escalateUpdate, progressUpdate } from '../domain/messages';
+import { beadReportSignal, beadStateQuery, checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, nudgeUpdate, progressUpdate } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { parseOrReject } from '../domain/validation';
 import { mergeRequestWorkflow } from './merge-request';
@@ -41,6 +43,9 @@ const town = proxyActivities<TownQueueActivities>({
 /** After gt_done, how long the agent may take to exit on its own before it is stopped. */
 const EXIT_GRACE_MS = 15_000;
 const MAX_BACKOFF_MS = 600_000;
+/** Bounds on what the bead keeps (and carries into every later prompt). */
+const MAX_CHECKPOINTS = 50;
+const MAX_INBOX = 200;
 
 export interface BeadResult {
   beadId: string;
@@ -66,7 +71,15 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     rounds: [],
     feedback: [],
     targetBranch,
+    checkpoints: [],
+    inbox: [],
   };
+  const checkpoints = state.checkpoints!;
+  const inbox = state.inbox!;
+  let inboxSeq = 0;
+  /** Runs the dispatch gate has let through. */
+  const grants = new Set<string>();
+  setHandler(dispatchGrantSignal, (g) => void grants.add(g.runId));
 
   /** Escalations waiting to be raised (handlers cannot run activities; the main loop raises them). */
   const escalations: { id: string; severity: 'low' | 'medium' | 'high' | 'critical'; reason: string; source: 'agent' | 'bead'; runId?: string }[] = [];
@@ -79,7 +92,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   };
 
   /** The run allowed to speak for this bead right now. */
-  let current: { runId: string; done?: { summary: string }; lastProgressAt: number; record: RunRecord } | undefined;
+  let current: { runId: string; done?: { summary: string }; lastProgressAt: number; record: RunRecord; inboxCursor: number } | undefined;
+  const unread = () => (current ? inbox.filter((m) => m.seq > current!.inboxCursor).length : 0);
 
   const setStatus = (status: BeadStatus, waitingFor: string) => {
     state.status = status;
@@ -127,9 +141,50 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       const run = requireCurrentRun(req.runId);
       run.lastProgressAt = Date.now();
       if (req.message) run.record.lastProgress = req.message;
-      return { accepted: true, runId: req.runId, message: 'progress recorded' };
+      const n = unread();
+      return { accepted: true, runId: req.runId, message: `progress recorded${n ? `; ${n} unread message${n > 1 ? 's' : ''}: run \`gt inbox\`` : ''}` };
     },
     { validator: (raw) => void requireCurrentRun(parseOrReject(ProgressRequest, raw, 'gt_progress').runId) },
+  );
+  setHandler(
+    checkpointUpdate,
+    (raw): AgentReply => {
+      const req = CheckpointRequest.parse(raw);
+      const run = requireCurrentRun(req.runId);
+      checkpoints.push({ runId: req.runId, note: req.note, savedAt: new Date().toISOString() });
+      if (checkpoints.length > MAX_CHECKPOINTS) checkpoints.shift();
+      // Saving a checkpoint is progress too.
+      run.lastProgressAt = Date.now();
+      return { accepted: true, runId: req.runId, message: 'checkpoint saved; the next run of this bead will see it in its prompt' };
+    },
+    { validator: (raw) => void requireCurrentRun(parseOrReject(CheckpointRequest, raw, 'gt_checkpoint').runId) },
+  );
+  setHandler(
+    nudgeUpdate,
+    (raw): InboxMessage => {
+      const req = NudgeRequest.parse(raw);
+      const message = { seq: ++inboxSeq, from: req.from, message: req.message, sentAt: new Date().toISOString() };
+      inbox.push(message);
+      if (inbox.length > MAX_INBOX) inbox.shift();
+      return message;
+    },
+    {
+      validator: (raw) => {
+        parseOrReject(NudgeRequest, raw, 'nudge');
+        if (TERMINAL_BEAD_STATUSES.includes(state.status)) throw ApplicationFailure.nonRetryable(`bead ${bead.id} is ${state.status}: no run will read the message`, 'BeadTerminal');
+      },
+    },
+  );
+  setHandler(
+    inboxUpdate,
+    (raw) => {
+      const req = InboxRequest.parse(raw);
+      const run = requireCurrentRun(req.runId);
+      const messages = req.all ? [...inbox] : inbox.filter((m) => m.seq > run.inboxCursor);
+      if (!req.peek && inbox.length) run.inboxCursor = inbox[inbox.length - 1]!.seq;
+      return { runId: req.runId, messages };
+    },
+    { validator: (raw) => void requireCurrentRun(parseOrReject(InboxRequest, raw, 'gt_inbox').runId) },
   );
   setHandler(
     escalateUpdate,
@@ -143,56 +198,130 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     { validator: (raw) => void requireCurrentRun(parseOrReject(EscalateRequest, raw, 'gt_escalate').runId) },
   );
 
-  /** One attempt: a run from dispatch to gt_done / exit / stall. Returns the published head on success. */
+  const gate = () => getExternalWorkflowHandle(dispatchGateWorkflowId(rig.name));
+  /** Tells the rig's gate whether the run's agent started (its circuit breaker counts consecutive failures). */
+  const reportStart = (runId: string, started: boolean, reason = '') =>
+    gate()
+      .signal(dispatchReportSignal, { runId, started, reason: reason.slice(0, 2000) })
+      .catch((err: unknown) => log.warn('could not report to the dispatch gate', { runId, error: String(err) }));
+
+  /** One attempt: a dispatch slot, then a run from start to gt_done / exit / stall. Returns the published head on success. */
   const runAttempt = async (round: number, attempt: number): Promise<{ headSha: string } | { failure: string }> => {
     const runId = runIdOf(bead.id, round, attempt);
+    try {
+      setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
+      await town.requestDispatchSlot({
+        rig: rig.name,
+        request: {
+          beadId: bead.id,
+          runId,
+          workflowId: workflowInfo().workflowId,
+          maxPolecats: rig.maxPolecats,
+          breakerThreshold: policy.breakerThreshold,
+          breakerProbeInterval: policy.breakerProbeInterval,
+        },
+      });
+      await condition(() => grants.has(runId));
+      return await runGranted(runId, round, attempt);
+    } finally {
+      await CancellationScope.nonCancellable(() =>
+        gate()
+          .signal(dispatchReleaseSignal, { runId })
+          .catch((err: unknown) => log.warn('could not release the dispatch slot', { runId, error: String(err) })),
+      );
+    }
+  };
+
+  const runGranted = async (runId: string, round: number, attempt: number): Promise<{ headSha: string } | { failure: string }> => {
     const { hostQueue } = await town.claimHost();
     const onHost = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
       startToCloseTimeout: '10m',
       // If the host that claimed the run disappears, fail fast and dispatch the next attempt elsewhere.
       scheduleToStartTimeout: policy.startTimeout,
-      retry: { initialInterval: '2s', maximumInterval: '30s', maximumAttempts: 5 },
+      retry: { initialInterval: '2s', maximumInterval: '30s', maximumAttempts: 5, nonRetryableErrorTypes: ['InvalidInput', 'TargetMissing'] },
+    });
+    const starter = proxyActivities<HostQueueActivities>({
+      taskQueue: hostQueue,
+      startToCloseTimeout: policy.startTimeout,
+      scheduleToStartTimeout: policy.startTimeout,
+      // Start-or-adopt by run id: a retry after an uncertain start adopts the agent instead of launching a second.
+      retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 3, nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput', 'NoAgentCommand', 'AgentStartRefused'] },
     });
     const supervisor = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
       startToCloseTimeout: policy.runTimeout,
       heartbeatTimeout: policy.heartbeatTimeout,
       scheduleToStartTimeout: policy.startTimeout,
-      // Retries re-attach to the live process (handle in heartbeat details); they never relaunch it.
+      // Retries re-attach to the live agent (its handle is in the input and the heartbeat details); they never relaunch it.
       retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 5, nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput'] },
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     });
 
-    const prepared = await onHost.prepareRun({ rig, bead, runId, round, attempt, targetBranch, feedback: state.feedback });
-    const record: RunRecord = { runId, round, attempt, outcome: 'running', startedAt: new Date().toISOString(), host: prepared.host };
+    const record: RunRecord = { runId, round, attempt, outcome: 'running', startedAt: new Date().toISOString() };
     state.runs.push(record);
-    current = { runId, lastProgressAt: Date.now(), record };
+    const startFailed = async (why: string) => {
+      current = undefined;
+      Object.assign(record, { outcome: 'start_failed', endedAt: new Date().toISOString() });
+      await reportStart(runId, false, why);
+      log.warn('run failed to start', { beadId: bead.id, runId, why });
+      return { failure: `${runId}: the agent could not be started: ${why}` };
+    };
+
+    setStatus('in_progress', `preparing run ${runId}`);
+    let prepared;
+    try {
+      prepared = await onHost.prepareRun({
+        rig,
+        bead,
+        runId,
+        round,
+        attempt,
+        targetBranch,
+        feedback: state.feedback,
+        checkpoints: checkpoints.map((c) => `${c.note} (saved by ${c.runId})`),
+        messages: inbox.slice(-20).map((m) => `${m.message} (from ${m.from})`),
+      });
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      return startFailed(`preparing the worktree failed: ${failureMessage(err)}`);
+    }
+    record.host = prepared.host;
+    const launch = {
+      runId,
+      beadId: bead.id,
+      workflowId: workflowInfo().workflowId,
+      role: 'polecat' as const,
+      rig,
+      worktree: prepared.worktree,
+      promptFile: prepared.promptFile,
+      branch,
+      targetBranch,
+    };
+    // Current before the agent exists: a fast agent may call gt done before the start activity returns.
+    current = { runId, lastProgressAt: Date.now(), record, inboxCursor: inboxSeq };
+    setStatus('in_progress', `starting run ${runId} on ${prepared.host}`);
+    let started;
+    try {
+      started = await starter.startAgentRun(launch);
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      return startFailed(failureMessage(err));
+    }
+    await reportStart(runId, true);
     setStatus('in_progress', `waiting for gt done from run ${runId}`);
-    log.info('run dispatched', { beadId: bead.id, runId, host: prepared.host });
+    log.info('run started', { beadId: bead.id, runId, host: prepared.host, adopted: started.adopted });
 
     let exit: { exitCode: number | null } | undefined;
     let lost: string | undefined;
     const scope = new CancellationScope();
     const supervision = scope
-      .run(() =>
-        supervisor.superviseAgentRun({
-          runId,
-          beadId: bead.id,
-          workflowId: workflowInfo().workflowId,
-          role: 'polecat',
-          rig,
-          worktree: prepared.worktree,
-          promptFile: prepared.promptFile,
-          branch,
-          targetBranch,
-        }),
-      )
+      .run(() => supervisor.superviseAgentRun({ ...launch, handle: started.handle }))
       .then(
         (r) => void (exit = r),
         // Only a cancellation this bead asked for is expected; any other failure (or an unrequested cancel) means
         // supervision was lost and the attempt ends.
-        (err: unknown) => void (lost = isCancellation(err) && scope.consideredCancelled ? undefined : String((err as Error).message ?? err)),
+        (err: unknown) => void (lost = isCancellation(err) && scope.consideredCancelled ? undefined : failureMessage(err)),
       );
 
     const run = current;
@@ -306,4 +435,11 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     }
     throw err;
   }
+}
+
+/** The innermost reason of an activity failure (the ActivityFailure wrapper only says which activity failed). */
+function failureMessage(err: unknown): string {
+  let e = err as { message?: string; cause?: unknown } | undefined;
+  while (e?.cause) e = e.cause;
+  return String(e?.message ?? err);
 }

@@ -3,3 +3,4 @@ export { mergeRequestWorkflow } from './merge-request';
 export { refineryWorkflow } from './refinery';
 export { escalationWorkflow } from './escalation';
 export { convoyWorkflow } from './convoy';
+export { dispatchGateWorkflow } from './dispatch-gate';

@@ -1,5 +1,8 @@
 /** Commands an agent runs inside its run: they read GT_* and speak to the gateway with the run token. */
+import { request } from 'node:http';
 import type { Command } from 'commander';
+import { UNIX_URL_PREFIX } from '../../agents/gateway-socket';
+import type { InboxReply } from '../../domain/bead';
 import { printJson } from '../output';
 import { UserError } from '../town';
 
@@ -9,22 +12,47 @@ function runEnv() {
   return { url, token, runId };
 }
 
-export async function callGateway(path: string, body: Record<string, unknown>): Promise<{ message: string }> {
+/** POSTs JSON to the gateway over TCP (`http://…`) or its unix socket (`unix:/path`, for sandboxed agents). */
+function post(url: string, path: string, token: string, body: unknown): Promise<{ status: number; text: string }> {
+  const data = JSON.stringify(body);
+  const target = url.startsWith(UNIX_URL_PREFIX) ? { socketPath: url.slice(UNIX_URL_PREFIX.length), path } : (() => {
+    const u = new URL(path, url);
+    return { hostname: u.hostname, port: u.port, path: u.pathname };
+  })();
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { ...target, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), authorization: `Bearer ${token}` } },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+export async function callGateway<T = { message: string }>(path: string, body: Record<string, unknown>): Promise<T> {
   const { url, token, runId } = runEnv();
-  let res: Response;
+  let res: { status: number; text: string };
   try {
-    res = await fetch(`${url}${path}`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
-      body: JSON.stringify({ runId, ...body }),
-    });
+    res = await post(url, path, token, { runId, ...body });
   } catch (err) {
     throw new UserError(`cannot reach the gateway at ${url}: ${(err as Error).message}`);
   }
-  const payload = (await res.json().catch(() => ({}))) as { error?: string; message?: string };
-  if (!res.ok) throw new UserError(`${res.status}: ${payload.error ?? res.statusText}`);
-  return { message: payload.message ?? 'ok' };
+  let payload: Record<string, unknown> = {};
+  try {
+    payload = JSON.parse(res.text) as Record<string, unknown>;
+  } catch {
+    // Not JSON: reported below by status.
+  }
+  if (res.status < 200 || res.status >= 300) throw new UserError(`${res.status}: ${typeof payload.error === 'string' ? payload.error : res.text.slice(0, 200)}`);
+  return payload as T;
 }
+
+const say = async (path: string, body: Record<string, unknown>) => console.log((await callGateway(path, body)).message ?? 'ok');
 
 export function registerAgentCommands(program: Command): void {
   program
@@ -41,29 +69,38 @@ export function registerAgentCommands(program: Command): void {
     .command('progress')
     .description('(agent) report progress; keeps the run from being taken for stalled')
     .argument('[message...]', 'what the agent is doing')
-    .action(async (message: string[]) => {
-      console.log((await callGateway('/v1/progress', { message: message.join(' ') })).message);
+    .action((message: string[]) => say('/v1/progress', { message: message.join(' ') }));
+  program
+    .command('checkpoint')
+    .description('(agent) save a note about where the work stands; the next run of this bead gets it in its prompt')
+    .argument('<note...>', 'what is done and what is next')
+    .action((note: string[]) => say('/v1/checkpoint', { note: note.join(' ') }));
+  program
+    .command('inbox')
+    .description('(agent) read messages operators sent to this bead (`gt nudge`); shown messages are marked read')
+    .option('--all', 'show every message, read or not')
+    .option('--peek', 'do not mark the messages read')
+    .option('--json', 'print JSON')
+    .action(async (opts: { all?: boolean; peek?: boolean; json?: boolean }) => {
+      const r = await callGateway<InboxReply>('/v1/inbox', { all: !!opts.all, peek: !!opts.peek });
+      if (opts.json) return printJson(r);
+      if (!r.messages.length) return console.log('(no new messages)');
+      for (const m of r.messages) console.log(`[${m.sentAt}] ${m.from}: ${m.message}`);
     });
   program
     .command('escalate')
     .description('(agent) ask a human for help')
     .requiredOption('--reason <text>', 'what is wrong')
     .option('--severity <level>', 'low | medium | high | critical', 'medium')
-    .action(async (opts: { reason: string; severity: string }) => {
-      console.log((await callGateway('/v1/escalate', { reason: opts.reason, severity: opts.severity })).message);
-    });
+    .action((opts: { reason: string; severity: string }) => say('/v1/escalate', { reason: opts.reason, severity: opts.severity }));
   program
     .command('approve')
     .description('(reviewer) approve the merge request under review')
     .option('--feedback <text>', 'optional notes', '')
-    .action(async (opts: { feedback: string }) => {
-      console.log((await callGateway('/v1/review', { verdict: 'approve', feedback: opts.feedback })).message);
-    });
+    .action((opts: { feedback: string }) => say('/v1/review', { verdict: 'approve', feedback: opts.feedback }));
   program
     .command('request-changes')
     .description('(reviewer) send the merge request back to a polecat with feedback')
     .requiredOption('--feedback <text>', 'what must change')
-    .action(async (opts: { feedback: string }) => {
-      console.log((await callGateway('/v1/review', { verdict: 'request_changes', feedback: opts.feedback })).message);
-    });
+    .action((opts: { feedback: string }) => say('/v1/review', { verdict: 'request_changes', feedback: opts.feedback }));
 }

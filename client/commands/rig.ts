@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { RigConfig } from '../../domain/rig';
 import { printJson, table } from '../output';
+import { parseEnvFlags, registerRigDispatchCommands } from './dispatch';
 import { collect, intArg, withTown } from './with-town';
 
 interface RigAddOptions {
@@ -19,6 +20,13 @@ interface RigAddOptions {
   retryBackoff?: string;
   heartbeatTimeout?: string;
   startTimeout?: string;
+  env: string[];
+  network?: boolean;
+  image?: string;
+  gitName?: string;
+  gitEmail?: string;
+  breakerThreshold?: number;
+  breakerProbeInterval?: string;
   json?: boolean;
 }
 
@@ -53,6 +61,13 @@ export function registerRigCommands(program: Command): void {
     .option('--retry-backoff <duration>', 'first backoff between attempts (doubles)')
     .option('--heartbeat-timeout <duration>', 'how long a run may go without a supervision heartbeat before it is re-attached elsewhere')
     .option('--start-timeout <duration>', 'how long a run may wait for a host to pick it up')
+    .option('--env <KEY=VALUE>', 'environment variable for its agents (repeatable; no secrets: see `gt credential`)', collect, [])
+    .option('--network', 'let sandboxed/containerized agents use the network (off by default)')
+    .option('--image <image>', 'container image of the docker runtime')
+    .option('--git-name <name>', "author/committer name of the agents' commits")
+    .option('--git-email <email>', "author/committer email of the agents' commits")
+    .option('--breaker-threshold <n>', 'consecutive agent start failures that pause dispatch on the rig', intArg('--breaker-threshold'))
+    .option('--breaker-probe-interval <duration>', 'while the breaker is open, let one run through as a probe this often')
     .option('--json', 'print the rig as JSON')
     .addHelpText('after', '\nExample:\n  gt rig add webapp --repo ~/src/webapp --gate "npm test" --agent "claude -p \\"$(cat $GT_PROMPT_FILE)\\""')
     .action(async (name: string, o: RigAddOptions) => {
@@ -64,6 +79,8 @@ export function registerRigCommands(program: Command): void {
           retryBackoff: o.retryBackoff,
           heartbeatTimeout: o.heartbeatTimeout,
           startTimeout: o.startTimeout,
+          breakerThreshold: o.breakerThreshold,
+          breakerProbeInterval: o.breakerProbeInterval,
         }).filter(([, v]) => v !== undefined),
       );
       const added = await withTown((town) =>
@@ -79,6 +96,10 @@ export function registerRigCommands(program: Command): void {
           runtime: o.runtime as RigConfig['runtime'],
           maxPolecats: o.maxPolecats,
           policy,
+          env: parseEnvFlags(o.env),
+          network: o.network ?? false,
+          image: o.image,
+          gitIdentity: o.gitName || o.gitEmail ? { name: o.gitName ?? '', email: o.gitEmail ?? '' } : undefined,
         }),
       );
       if (o.json) printJson(added);
@@ -103,4 +124,5 @@ export function registerRigCommands(program: Command): void {
       if (o.json) printJson(r);
       else console.log(Object.entries(r).map(([k, v]) => `${k.padEnd(14)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join('\n'));
     });
+  registerRigDispatchCommands(rig);
 }

@@ -1,0 +1,57 @@
+/** Activities of the dispatch gate: things workflow code cannot do (signal-with-start, describing other workflows). */
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { z } from 'zod';
+import { dispatchGateWorkflowId, DispatchRequest, dispatchRequestSignal } from '../domain/dispatch';
+import { RigName } from '../domain/ids';
+import { SA } from '../domain/search-attributes';
+import { parseActivityInput } from './validation';
+
+export interface DispatchDeps {
+  client: Client;
+  taskQueue: string;
+}
+
+export const RequestSlotInput = z.object({ rig: RigName, request: DispatchRequest });
+export type RequestSlotInput = z.input<typeof RequestSlotInput>;
+
+export const ClosedWorkflowsInput = z.object({ workflowIds: z.array(z.string().min(1)).max(1000) });
+
+export function createDispatchActivities(deps: DispatchDeps) {
+  return {
+    /** Asks the rig's gate for a slot, starting the gate if the rig has none yet; repeated asks are deduped by run id. */
+    async requestDispatchSlot(raw: RequestSlotInput): Promise<void> {
+      const { rig, request } = parseActivityInput(RequestSlotInput, raw);
+      await deps.client.workflow.signalWithStart('dispatchGateWorkflow', {
+        workflowId: dispatchGateWorkflowId(rig),
+        taskQueue: deps.taskQueue,
+        args: [{ rig, settings: { maxPolecats: request.maxPolecats, breakerThreshold: request.breakerThreshold, breakerProbeInterval: request.breakerProbeInterval } }],
+        signal: dispatchRequestSignal,
+        signalArgs: [request],
+        typedSearchAttributes: [
+          { key: SA.kind, value: 'dispatch-gate' },
+          { key: SA.rig, value: rig },
+          { key: SA.status, value: 'open' },
+        ],
+        staticSummary: `dispatch gate of rig ${rig}: capacity, pause, circuit breaker`,
+      });
+    },
+
+    /** Which of these workflows are no longer running (their slots can be reclaimed). */
+    async closedWorkflows(raw: z.input<typeof ClosedWorkflowsInput>): Promise<string[]> {
+      const { workflowIds } = parseActivityInput(ClosedWorkflowsInput, raw);
+      const closed: string[] = [];
+      for (const id of workflowIds) {
+        try {
+          const d = await deps.client.workflow.getHandle(id).describe();
+          if (d.status.name !== 'RUNNING') closed.push(id);
+        } catch (err) {
+          if (err instanceof WorkflowNotFoundError) closed.push(id);
+          else throw err;
+        }
+      }
+      return closed;
+    },
+  };
+}
+
+export type DispatchActivities = ReturnType<typeof createDispatchActivities>;

@@ -1,0 +1,238 @@
+/**
+ * dispatch:<rig> — who may start an agent on the rig now. A bead asks for a slot before each run (signal-with-start
+ * from an activity), waits for the grant signal, and gives the slot back when the run ends, reporting whether its
+ * agent started. The gate grants in request order while the rig has capacity, is not paused by an operator, and its
+ * circuit breaker is closed. After `breakerThreshold` consecutive start failures the breaker opens: dispatch stops,
+ * one escalation is raised, and every `breakerProbeInterval` one waiting run goes through as a probe; a probe that
+ * starts (or an operator's `gt rig resume`) closes the breaker again.
+ */
+import {
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  getExternalWorkflowHandle,
+  log,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { TownQueueActivities } from '../activities';
+import {
+  DispatchGateInput,
+  dispatchGrantSignal,
+  DispatchRelease,
+  dispatchReleaseSignal,
+  DispatchReport,
+  dispatchReportSignal,
+  DispatchRequest,
+  dispatchRequestSignal,
+  dispatchStateQuery,
+  pauseDispatchUpdate,
+  PauseRequest,
+  resumeDispatchUpdate,
+  ResumeRequest,
+  type Breaker,
+  type DispatchGateState,
+  type GateSlot,
+} from '../domain/dispatch';
+import { SA } from '../domain/search-attributes';
+import { describeZodError, parseOrReject } from '../domain/validation';
+
+const town = proxyActivities<TownQueueActivities>({
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 20 },
+});
+
+/** How long to remember released/reported run ids, so a late duplicate signal can't take or count a slot again. */
+const MEMORY = 2000;
+/** While runs wait for capacity, holders whose bead workflow has closed (terminated by hand) are reaped this often. */
+const REAP_INTERVAL_MS = 300_000;
+
+export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise<void> {
+  const input = parseOrReject(DispatchGateInput, rawInput, 'dispatch gate input');
+  const carried = input.carried;
+  let settings = input.settings;
+  let paused = carried?.paused;
+  const breaker: Breaker = carried?.breaker ?? { state: 'closed', consecutiveFailures: 0, trips: 0 };
+  const running: GateSlot[] = carried?.running ?? [];
+  const waiting: GateSlot[] = carried?.waiting ?? [];
+  const released = new Set(carried?.released ?? []);
+  const reported = new Set(carried?.reported ?? []);
+  let granted = carried?.granted ?? 0;
+  const generation = carried?.generation ?? 1;
+  /** Grants decided by handlers or the loop, delivered (by signal) from the loop. */
+  const outbox: { slot: GateSlot; probe: boolean }[] = [];
+  const escalationsDue: number[] = [];
+  let dirty = true;
+  let lastReap = Date.now();
+
+  const remember = (set: Set<string>, runId: string) => {
+    set.add(runId);
+    if (set.size > MEMORY) set.delete(set.values().next().value!);
+  };
+  const now = () => new Date().toISOString();
+  const state = (): DispatchGateState => ({ rig: input.rig, settings, paused, breaker, running, waiting, granted, generation });
+  const isKnown = (runId: string) => running.some((s) => s.runId === runId) || waiting.some((s) => s.runId === runId);
+
+  setHandler(dispatchStateQuery, state);
+  setHandler(dispatchRequestSignal, (raw) => {
+    const parsed = DispatchRequest.safeParse(raw);
+    if (!parsed.success) return void log.warn('dropping malformed dispatch request', { error: describeZodError(parsed.error) });
+    const r = parsed.data;
+    settings = { maxPolecats: r.maxPolecats, breakerThreshold: r.breakerThreshold, breakerProbeInterval: r.breakerProbeInterval };
+    const holding = running.find((s) => s.runId === r.runId);
+    // A repeated request of a run that already holds a slot: the grant may have been lost, send it again.
+    if (holding) outbox.push({ slot: holding, probe: breaker.probeRunId === r.runId });
+    else if (!released.has(r.runId) && !isKnown(r.runId)) waiting.push({ beadId: r.beadId, runId: r.runId, workflowId: r.workflowId, since: now() });
+    dirty = true;
+  });
+  setHandler(dispatchReleaseSignal, (raw) => {
+    const parsed = DispatchRelease.safeParse(raw);
+    if (!parsed.success) return;
+    const { runId } = parsed.data;
+    remember(released, runId);
+    for (const list of [running, waiting]) {
+      const i = list.findIndex((s) => s.runId === runId);
+      if (i >= 0) list.splice(i, 1);
+    }
+    // A probe that ended without saying whether it started proves nothing: the breaker stays open.
+    if (breaker.probeRunId === runId && breaker.state === 'half_open') Object.assign(breaker, { state: 'open', probeRunId: undefined });
+    dirty = true;
+  });
+  setHandler(dispatchReportSignal, (raw) => {
+    const parsed = DispatchReport.safeParse(raw);
+    if (!parsed.success || reported.has(parsed.data.runId)) return;
+    const r = parsed.data;
+    remember(reported, r.runId);
+    if (r.started) {
+      if (breaker.state !== 'closed') log.info('dispatch breaker closed: an agent started', { rig: input.rig, runId: r.runId });
+      Object.assign(breaker, { state: 'closed', consecutiveFailures: 0, probeRunId: undefined, openedAt: undefined });
+    } else {
+      breaker.consecutiveFailures++;
+      breaker.lastFailure = `${r.runId}: ${r.reason}`;
+      if (breaker.state === 'half_open') {
+        Object.assign(breaker, { state: 'open', openedAt: Date.now(), probeRunId: undefined });
+      } else if (breaker.state === 'closed' && breaker.consecutiveFailures >= settings.breakerThreshold) {
+        Object.assign(breaker, { state: 'open', openedAt: Date.now(), trips: breaker.trips + 1 });
+        escalationsDue.push(breaker.trips);
+        log.warn('dispatch breaker opened', { rig: input.rig, failures: breaker.consecutiveFailures, last: breaker.lastFailure });
+      }
+    }
+    dirty = true;
+  });
+  setHandler(
+    pauseDispatchUpdate,
+    (raw) => {
+      const req = PauseRequest.parse(raw);
+      paused = { reason: req.reason, by: req.by, since: now() };
+      dirty = true;
+      return state();
+    },
+    { validator: (raw) => void parseOrReject(PauseRequest, raw, 'pause request') },
+  );
+  setHandler(
+    resumeDispatchUpdate,
+    (raw) => {
+      const req = ResumeRequest.parse(raw);
+      if (paused || breaker.state !== 'closed') log.info('dispatch resumed by an operator', { rig: input.rig, by: req.by });
+      paused = undefined;
+      Object.assign(breaker, { state: 'closed', consecutiveFailures: 0, probeRunId: undefined, openedAt: undefined });
+      dirty = true;
+      return state();
+    },
+    { validator: (raw) => void parseOrReject(ResumeRequest, raw, 'resume request') },
+  );
+
+  const probeDueAt = () => (breaker.state === 'open' && breaker.openedAt !== undefined ? breaker.openedAt + settings.breakerProbeInterval : undefined);
+
+  /** Moves waiting runs to running as far as capacity, pause and breaker allow. */
+  const grant = () => {
+    if (paused) return;
+    while (waiting.length && running.length < settings.maxPolecats) {
+      if (breaker.state === 'closed') {
+        const slot = waiting.shift()!;
+        running.push(slot);
+        outbox.push({ slot, probe: false });
+        continue;
+      }
+      const due = probeDueAt();
+      if (due !== undefined && Date.now() >= due) {
+        const slot = waiting.shift()!;
+        running.push(slot);
+        Object.assign(breaker, { state: 'half_open', probeRunId: slot.runId });
+        outbox.push({ slot, probe: true });
+      }
+      return;
+    }
+  };
+
+  const describe = () => {
+    const why = paused ? `**paused** by ${paused.by}: ${paused.reason}` : breaker.state !== 'closed' ? `**breaker ${breaker.state}** after ${breaker.consecutiveFailures} start failures` : 'open';
+    setCurrentDetails(`${why}; ${running.length}/${settings.maxPolecats} running, ${waiting.length} waiting`);
+    upsertSearchAttributes([{ key: SA.status, value: paused ? 'paused' : breaker.state === 'closed' ? 'open' : `breaker_${breaker.state}` }]);
+  };
+
+  const continueAsNewDue = () => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength >= input.historyLimit;
+
+  const deliverGrants = async () => {
+    while (outbox.length) {
+      const { slot, probe } = outbox.shift()!;
+      granted++;
+      try {
+        await getExternalWorkflowHandle(slot.workflowId).signal(dispatchGrantSignal, { runId: slot.runId, probe });
+      } catch (err) {
+        // The bead workflow is gone (terminated by hand): its slot is free again.
+        log.warn('dropping grant for a workflow that no longer exists', { runId: slot.runId, error: String(err) });
+        const i = running.findIndex((s) => s.runId === slot.runId);
+        if (i >= 0) running.splice(i, 1);
+        remember(released, slot.runId);
+        dirty = true;
+      }
+    }
+  };
+
+  while (!continueAsNewDue()) {
+    dirty = false;
+    grant();
+    await deliverGrants();
+    while (escalationsDue.length) {
+      const trip = escalationsDue.shift()!;
+      await town.raiseEscalation({
+        id: `rig-${input.rig}-breaker-${trip}`,
+        severity: 'critical',
+        source: 'rig',
+        rig: input.rig,
+        reason: `dispatch on rig ${input.rig} is paused: ${breaker.consecutiveFailures} agent starts failed in a row (last: ${breaker.lastFailure ?? 'unknown'}). Fix the cause, then \`gt rig resume ${input.rig}\` (a probe run retries every ${settings.breakerProbeInterval} ms).`,
+      });
+    }
+    if (waiting.length && running.length >= settings.maxPolecats && Date.now() - lastReap >= REAP_INTERVAL_MS) {
+      lastReap = Date.now();
+      const closed = new Set(await town.closedWorkflows({ workflowIds: running.map((s) => s.workflowId) }));
+      for (const s of running.filter((r) => closed.has(r.workflowId))) {
+        running.splice(running.indexOf(s), 1);
+        remember(released, s.runId);
+        dirty = true;
+      }
+    }
+    describe();
+    if (dirty) continue;
+    const due = probeDueAt();
+    const waits = [due !== undefined && waiting.length && !paused ? Math.max(due - Date.now(), 1) : undefined, waiting.length ? REAP_INTERVAL_MS : undefined].filter(
+      (v): v is number => v !== undefined,
+    );
+    const woke = () => dirty || continueAsNewDue();
+    if (waits.length) await condition(woke, Math.min(...waits));
+    else await condition(woke);
+  }
+
+  await condition(allHandlersFinished);
+  await deliverGrants();
+  await continueAsNew<typeof dispatchGateWorkflow>({
+    rig: input.rig,
+    settings,
+    historyLimit: input.historyLimit,
+    carried: { paused, breaker, running, waiting, granted, generation: generation + 1, released: [...released], reported: [...reported] },
+  });
+}
