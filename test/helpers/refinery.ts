@@ -134,3 +134,12 @@ export async function firstParentHistory(origin: string, since: string, branch =
 
 export const trailersOf = async (origin: string, branch = 'main') =>
   (await git(origin, ['log', '--format=%(trailers:key=Gt-Merge-Request,valueonly)', branch])).split('\n').filter(Boolean);
+
+/** Makes the (bare) origin keep a reflog, so a test can see every value its target branch ever held. */
+export const recordTargetMoves = (origin: string) => git(origin, ['config', 'core.logAllRefUpdates', 'always']);
+
+/** Trees the branch held, from the reflog (needs recordTargetMoves before the first move). */
+export async function targetTreesHeld(origin: string, branch = 'main'): Promise<string[]> {
+  const out = await git(origin, ['log', '-g', '--format=%T', `refs/heads/${branch}`]);
+  return out.split('\n').filter(Boolean);
+}

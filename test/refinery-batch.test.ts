@@ -1,0 +1,55 @@
+/** Issue 4 acceptance, batching: 8 MRs with one bad → the culprit isolated by bisection, 7 merged, gate runs counted. */
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRepo } from './helpers/repo';
+import { gateRecords, pauseRefinery, recordingGate, recordTargetMoves, refineryState, startMergeRequest, targetTreesHeld, trailersOf, waitForQueue } from './helpers/refinery';
+import { startTestTown, type TestTown } from './helpers/town';
+
+let t: TestTown;
+beforeAll(async () => {
+  t = await startTestTown();
+});
+afterAll(async () => {
+  await t?.stop();
+});
+
+describe('batching with bisection', () => {
+  it('gates eight MRs as one candidate, bisects to the one bad MR, and merges the other seven', async () => {
+    const repo = await createRepo();
+    await recordTargetMoves(repo.origin);
+    const dir = mkdtempSync(join(tmpdir(), 'gt-gates-'));
+    const rig = await t.addRig({ name: 'batched', repo: repo.origin, batchSize: 8, gates: [recordingGate(dir)] });
+    await pauseRefinery(t, 'batched', true);
+    const beads = ['b1', 'b2', 'b3', 'b4', 'b5', 'b6', 'b7', 'b8'];
+    const handles = [];
+    for (const b of beads) {
+      const files: Record<string, string> = { [`work/${b}.txt`]: `${b}\n` };
+      if (b === 'b5') files['work/BROKEN'] = 'this breaks the build\n';
+      handles.push(await startMergeRequest(t, rig, { beadId: b, files }));
+    }
+    await waitForQueue(t, 'batched', 8);
+    await pauseRefinery(t, 'batched', false);
+    const outcomes = await Promise.all(handles.map((h) => h.result()));
+
+    expect(outcomes.map((o) => o.kind)).toEqual(['merged', 'merged', 'merged', 'merged', 'gates_failed', 'merged', 'merged', 'merged']);
+    const culprit = outcomes[4]!;
+    expect(culprit.kind === 'gates_failed' && culprit.feedback).toMatch(/gate saw tree [0-9a-f]+: fail/);
+
+    // One full run, then ⌈log₂ 8⌉ = 3 halvings at most, then the rest: never one run per MR.
+    const runs = gateRecords(dir);
+    const state = await refineryState(t, 'batched');
+    expect(state.gateRuns).toBe(runs.length);
+    expect(runs.length).toBeLessThanOrEqual(5);
+    expect(runs[0]).toMatchObject({ result: 'fail', mrIds: beads.map((b) => `mr:${b}:1`) });
+    expect(state).toMatchObject({ merged: 7, rejected: 1, batchSize: 8 });
+
+    // The target only ever moved to gated trees (one move per passing probe), and holds the seven good MRs in queue order.
+    const passed = runs.filter((r) => r.result === 'pass').map((r) => r.tree);
+    expect((await targetTreesHeld(repo.origin)).reverse()).toEqual(passed);
+    expect((await trailersOf(repo.origin)).reverse().map((tr) => tr.split('@')[0])).toEqual(beads.filter((b) => b !== 'b5').map((b) => `mr:${b}:1`));
+    expect(await repo.show('work/BROKEN')).toBeNull();
+    expect(existsSync(join(dir, 'overlap'))).toBe(false);
+  });
+});
