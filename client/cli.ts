@@ -7,6 +7,7 @@ import { registerAgentCommands } from './commands/agent';
 import { registerCredentialCommands } from './commands/credential';
 import { registerRunCommands } from './commands/runs';
 import { registerBeadCommands } from './commands/bead';
+import { registerConvoyCommands } from './commands/convoy';
 import { registerCodecServerCommand } from './commands/codec-server';
 import { registerEscalationCommands } from './commands/escalation';
 import { registerMcpCommand } from './commands/mcp';
@@ -23,6 +24,7 @@ export function buildProgram(): Command {
   registerServeCommands(program);
   registerRigCommands(program);
   registerBeadCommands(program);
+  registerConvoyCommands(program);
   registerEscalationCommands(program);
   registerRunCommands(program);
   registerCredentialCommands(program);

@@ -1,0 +1,256 @@
+import type { Command } from 'commander';
+import { countBeads, describeCounts, type ConvoyBeadSpecInput, type ConvoyState } from '../../domain/convoy';
+import { depths } from '../../domain/dag';
+import { formatMs } from '../../domain/durations';
+import { ConvoyClient, readSpecFile, type ConvoyStatusView } from '../convoys';
+import { printJson, table } from '../output';
+import { UserError } from '../town';
+import { intArg, withTown } from './with-town';
+
+const SYMBOL: Record<string, string> = { closed: '✓', failed: '✗', running: '▶', pending: '·', blocked: '⊘', cancelled: '⊘' };
+
+const elapsed = (s: ConvoyState) => Date.parse(s.endedAt ?? new Date().toISOString()) - Date.parse(s.launchedAt ?? s.createdAt);
+
+/** The convoy as a tree: beads indented under what they wait for, with runs, merge request outcomes and commits. */
+export function describeConvoy(view: ConvoyStatusView): string {
+  const c = view.convoy;
+  const lines = [
+    `convoy   ${c.convoyId}  ${c.title}`,
+    `rig      ${c.rig} → ${c.targetBranch ?? '(set at launch)'}  (${c.mergeMode}${c.convoyBranch ? ` via ${c.convoyBranch}` : ''}, onFailure ${c.onFailure}${c.maxParallel ? `, maxParallel ${c.maxParallel}` : ''})`,
+    `status   ${c.status} — ${c.waitingFor}`,
+    `beads    ${describeCounts(view.counts)}   elapsed ${formatMs(Math.max(0, elapsed(c)))}`,
+  ];
+  if (c.landing) lines.push(`landing  ${c.landing.mrId} ${c.landing.headSha ? `@ ${c.landing.headSha.slice(0, 10)} ` : ''}→ ${c.landing.outcome?.kind ?? 'pending'}`);
+  if (c.landedCommit) lines.push(`landed   ${c.landedCommit}`);
+  if (c.reason && c.reason !== c.waitingFor) lines.push(`reason   ${c.reason}`);
+  if (c.escalations.length) lines.push(`escalated ${c.escalations.join(', ')}`);
+  const depth = depths(c.beads);
+  const order = [...view.beads].sort((a, b) => depth.get(a.id)! - depth.get(b.id)! || c.beads.indexOf(a) - c.beads.indexOf(b));
+  const rows = order.map((b) => ({
+    bead: `${'  '.repeat(depth.get(b.id) ?? 0)}${SYMBOL[b.status] ?? ' '} ${b.id}`,
+    status: b.bead && b.status === 'running' ? b.bead.status : b.status,
+    after: b.dependsOn.join(','),
+    runs: b.bead?.runs.map((r) => `${r.runId.split('/').slice(1).join('/')} ${r.outcome}`).join(', '),
+    mr: b.bead?.rounds.map((r) => `r${r.round} ${r.outcome?.kind ?? 'pending'}`).join(', '),
+    commit: b.commit?.slice(0, 10),
+    note: (b.reason ?? (b.status === 'running' ? b.bead?.waitingFor : '') ?? '').split('\n')[0]!.slice(0, 80),
+  }));
+  lines.push('', table(rows));
+  return lines.join('\n');
+}
+
+/** One line per bead that changed, plus the convoy's own changes: what `--wait` prints while following. */
+export function progressLines(state: ConvoyState, previous: ConvoyState | undefined, elapsedMs: number): string[] {
+  const stamp = `[${formatMs(elapsedMs)}]`;
+  const counts = describeCounts(countBeads(state.beads));
+  const before = new Map(previous?.beads.map((b) => [b.id, b.status]) ?? []);
+  const lines = state.beads
+    .filter((b) => before.get(b.id) !== b.status && (previous || b.status !== 'pending'))
+    .map((b) => `${stamp} ${b.id}: ${b.status}${b.commit ? ` (${b.commit.slice(0, 10)})` : ''}${b.reason && b.status !== 'closed' ? ` — ${b.reason.split('\n')[0]!.slice(0, 100)}` : ''}  · ${counts}`);
+  if (!previous || previous.status !== state.status || previous.waitingFor !== state.waitingFor) lines.push(`${stamp} convoy ${state.status}: ${state.waitingFor}  · ${counts}`);
+  return lines;
+}
+
+async function follow(convoys: ConvoyClient, convoyId: string, json: boolean | undefined): Promise<void> {
+  await convoys.wait(convoyId, (state, previous, ms) => {
+    if (!json) for (const line of progressLines(state, previous, ms)) console.error(line);
+  });
+  const view = await convoys.status(convoyId);
+  if (json) printJson(view);
+  else console.log(describeConvoy(view));
+  if (view.convoy.status !== 'landed') process.exitCode = 1;
+}
+
+const splitIds = (value: string) =>
+  value
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+
+export function registerConvoyCommands(program: Command): void {
+  const convoy = program
+    .command('convoy')
+    .description('convoys: beads with dependencies that land together (a spec file lists them)')
+    .addHelpText(
+      'after',
+      `
+Spec (YAML or JSON):
+  title: Login flow
+  rig: webapp
+  mergeMode: review-and-merge      # or review-then-land (beads merge into convoy/<id>, one landing MR)
+  maxParallel: 4                   # optional; also bounded by the rig's maxPolecats
+  onFailure: stop-dependents       # or stop-all
+  beads:
+    - id: api
+      title: Add /login endpoint
+      description: ...
+    - id: ui
+      title: Login form
+      dependsOn: [api]`,
+    );
+
+  const start = (staged: boolean) => async (file: string, o: { id?: string; staged?: boolean; wait?: boolean; json?: boolean }) => {
+    const raw = readSpecFile(file);
+    await withTown(async (town) => {
+      const convoys = new ConvoyClient(town);
+      const isStaged = staged || !!o.staged;
+      const { convoyId, workflowId, spec } = await convoys.start(raw, { id: o.id, staged: isStaged });
+      if (!o.wait || isStaged) {
+        if (o.json) printJson({ convoyId, workflowId, staged: isStaged, beads: spec.beads.length });
+        else if (isStaged) console.log(`convoy ${convoyId} staged (${spec.beads.length} beads); edit it with \`gt convoy add|remove|edit\`, start it with \`gt convoy launch ${convoyId}\``);
+        else console.log(`convoy ${convoyId} started (${spec.beads.length} beads, workflow ${workflowId}); follow it with \`gt convoy status ${convoyId}\``);
+        return;
+      }
+      if (!o.json) console.error(`convoy ${convoyId} started (${spec.beads.length} beads); waiting…`);
+      await follow(convoys, convoyId, o.json);
+    });
+  };
+
+  convoy
+    .command('start')
+    .description('validate a convoy spec and start it (nothing starts if anything in it is wrong)')
+    .argument('<spec>', 'spec file (.yaml, .yml or .json)')
+    .option('--id <convoyId>', "convoy id (default: the spec's id, or one made from its title)")
+    .option('--staged', 'record the plan without dispatching anything; start it later with `gt convoy launch`')
+    .option('--wait', 'follow the convoy until it ends, printing each bead as it changes; exit 0 only if it landed')
+    .option('--json', 'print JSON')
+    .action(start(false));
+
+  convoy
+    .command('stage')
+    .description('same as `gt convoy start --staged`: validate and record the plan, dispatch nothing')
+    .argument('<spec>', 'spec file (.yaml, .yml or .json)')
+    .option('--id <convoyId>', "convoy id (default: the spec's id, or one made from its title)")
+    .option('--json', 'print JSON')
+    .action(start(true));
+
+  convoy
+    .command('launch')
+    .description('start a staged convoy')
+    .argument('<id>', 'convoy id')
+    .option('--wait', 'follow the convoy until it ends; exit 0 only if it landed')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { wait?: boolean; json?: boolean }) => {
+      await withTown(async (town) => {
+        const convoys = new ConvoyClient(town);
+        const state = await convoys.launch(id);
+        if (o.wait) return follow(convoys, id, o.json);
+        if (o.json) printJson(state);
+        else console.log(`convoy ${id} ${state.status}: ${state.waitingFor}`);
+        if (state.status === 'failed') process.exitCode = 1;
+      });
+    });
+
+  convoy
+    .command('status')
+    .description("a convoy's beads as a tree: statuses, runs, merge request outcomes, commits")
+    .argument('<id>', 'convoy id')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { json?: boolean }) => {
+      const view = await withTown((town) => new ConvoyClient(town).status(id));
+      if (o.json) printJson(view);
+      else console.log(describeConvoy(view));
+    });
+
+  convoy
+    .command('list')
+    .description('all convoys, newest first')
+    .option('--json', 'print JSON')
+    .action(async (o: { json?: boolean }) => {
+      const list = await withTown((town) => new ConvoyClient(town).list());
+      if (o.json) return printJson(list);
+      console.log(
+        table(
+          list.map((c) => ({
+            convoy: c.convoyId,
+            status: c.status,
+            rig: c.rig,
+            merged: c.counts ? `${c.counts.closed}/${c.counts.total}` : '',
+            running: c.counts?.running,
+            failed: c.counts ? c.counts.failed + c.counts.blocked : '',
+            title: c.title.slice(0, 60),
+          })),
+        ),
+      );
+    });
+
+  convoy
+    .command('cancel')
+    .description('cancel a convoy: running beads stop their agents, nothing new starts')
+    .argument('<id>', 'convoy id')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { json?: boolean }) => {
+      const state = await withTown((town) => new ConvoyClient(town).cancel(id));
+      if (o.json) printJson(state);
+      else console.log(`convoy ${id} ${state.status}: ${describeCounts(countBeads(state.beads))}`);
+    });
+
+  convoy
+    .command('close')
+    .description('end a convoy deliberately, recording why (--force stops beads that are still running)')
+    .argument('<id>', 'convoy id')
+    .option('--reason <text>', 'why it is closed (recorded in the convoy)', '')
+    .option('--force', 'stop running beads (and a landing in flight) instead of refusing')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { reason: string; force?: boolean; json?: boolean }) => {
+      const state = await withTown((town) => new ConvoyClient(town).close(id, { reason: o.reason, force: o.force }));
+      if (o.json) printJson(state);
+      else console.log(`convoy ${id} ${state.status}: ${state.reason ?? ''}`);
+    });
+
+  convoy
+    .command('land')
+    .description('retry the landing merge request of a review-then-land convoy after it failed (fix the convoy branch first)')
+    .argument('<id>', 'convoy id')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { json?: boolean }) => {
+      const state = await withTown((town) => new ConvoyClient(town).retryLanding(id));
+      if (o.json) printJson(state);
+      else console.log(`convoy ${id}: landing retried; follow it with \`gt convoy status ${id}\``);
+    });
+
+  convoy
+    .command('add')
+    .description('add beads to a staged or running convoy (a YAML/JSON file with a list of beads, or with `beads:`)')
+    .argument('<id>', 'convoy id')
+    .argument('<file>', 'beads file (.yaml, .yml or .json)')
+    .option('--json', 'print JSON')
+    .action(async (id: string, file: string, o: { json?: boolean }) => {
+      const raw = readSpecFile(file);
+      const state = await withTown((town) => new ConvoyClient(town).addBeads(id, raw));
+      if (o.json) printJson(state);
+      else console.log(`convoy ${id} now has ${state.beads.length} beads (${describeCounts(countBeads(state.beads))})`);
+    });
+
+  convoy
+    .command('remove')
+    .description('remove beads from a staged convoy')
+    .argument('<id>', 'convoy id')
+    .argument('<beads...>', 'bead ids (as in the spec)')
+    .option('--json', 'print JSON')
+    .action(async (id: string, beads: string[], o: { json?: boolean }) => {
+      const state = await withTown((town) => new ConvoyClient(town).edit(id, { op: 'remove', ids: beads }));
+      if (o.json) printJson(state);
+      else console.log(`convoy ${id} now has ${state.beads.length} beads`);
+    });
+
+  convoy
+    .command('edit')
+    .description('change a bead of a staged convoy')
+    .argument('<id>', 'convoy id')
+    .argument('<bead>', 'bead id (as in the spec)')
+    .option('--title <text>', 'new title')
+    .option('--description <text>', 'new description')
+    .option('--acceptance <text>', 'new acceptance notes')
+    .option('--priority <0-4>', 'merge priority (0 = most urgent)', intArg('--priority'))
+    .option('--depends-on <ids>', 'comma-separated bead ids it depends on (empty string: none)')
+    .option('--json', 'print JSON')
+    .action(async (id: string, bead: string, o: { title?: string; description?: string; acceptance?: string; priority?: number; dependsOn?: string; json?: boolean }) => {
+      const patch: Partial<ConvoyBeadSpecInput> & { id: string } = { id: bead, title: o.title, description: o.description, acceptance: o.acceptance, priority: o.priority };
+      if (o.dependsOn !== undefined) patch.dependsOn = splitIds(o.dependsOn);
+      if (Object.values(patch).filter((v) => v !== undefined).length === 1) throw new UserError('nothing to change: pass --title, --description, --acceptance, --priority or --depends-on');
+      const state = await withTown((town) => new ConvoyClient(town).edit(id, { op: 'edit', bead: patch }));
+      if (o.json) printJson(state);
+      else console.log(`convoy ${id}: bead ${bead} updated`);
+    });
+}

@@ -1,0 +1,310 @@
+/**
+ * Convoys through the Temporal client: read and validate spec files, start (or stage) convoys, edit, launch,
+ * follow, cancel and close them. The CLI and the MCP server both go through here, so every entry point
+ * rejects the same bad input with the same one-line message, before anything starts.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
+import { extname } from 'node:path';
+import {
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowIdReusePolicy,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+  type WorkflowHandle,
+} from '@temporalio/client';
+import { parse as parseYaml } from 'yaml';
+import type { BeadState } from '../domain/bead';
+import {
+  ConvoyBeadSpec,
+  ConvoySpec,
+  convoyStateQuery,
+  countBeads,
+  editConvoyUpdate,
+  closeConvoyUpdate,
+  isTerminalConvoy,
+  launchConvoyUpdate,
+  MAX_CONVOY_TEXT,
+  retryLandingUpdate,
+  beadIdProblems,
+  type ConvoyBeadRecord,
+  type ConvoyCounts,
+  type ConvoyBeadSpecInput,
+  type ConvoyEditInput,
+  type ConvoyOptionsInput,
+  type ConvoyResult,
+  type ConvoyState,
+  type ConvoyStatus,
+  type ResolvedConvoySpec,
+} from '../domain/convoy';
+import { beadWorkflowId, ConvoyId, convoyWorkflowId } from '../domain/ids';
+import { beadStateQuery } from '../domain/messages';
+import type { RigConfig } from '../domain/rig';
+import { SA } from '../domain/search-attributes';
+import { describeZodError } from '../domain/validation';
+import type { convoyWorkflow } from '../workflows/convoy';
+import { UserError, type Town } from './town';
+
+/** Spec files are read whole; this bounds them before parsing (the convoy itself holds at most MAX_CONVOY_TEXT). */
+const MAX_SPEC_FILE_BYTES = MAX_CONVOY_TEXT * 2;
+
+export interface ConvoyBeadView extends ConvoyBeadRecord {
+  /** The bead's own state (runs, merge requests, commits), for beads that have started. */
+  bead?: BeadState;
+}
+
+export interface ConvoyStatusView {
+  convoy: ConvoyState;
+  counts: ConvoyCounts;
+  beads: ConvoyBeadView[];
+}
+
+export interface ConvoySummary {
+  convoyId: string;
+  title: string;
+  rig: string;
+  status: ConvoyStatus;
+  mergeMode?: string;
+  counts?: ConvoyCounts;
+  startedAt: string;
+  endedAt?: string;
+}
+
+const notFound = (err: unknown) => err instanceof WorkflowNotFoundError || (err instanceof Error && /not found|NOT_FOUND/i.test(err.message));
+
+/** Reads a spec file (YAML, or JSON by extension); malformed files are a one-line UserError naming the file. */
+export function readSpecFile(path: string): unknown {
+  let size: number;
+  try {
+    size = statSync(path).size;
+  } catch {
+    throw new UserError(`cannot read spec file ${path}: no such file`);
+  }
+  if (size > MAX_SPEC_FILE_BYTES) throw new UserError(`spec file ${path} is ${size} bytes; at most ${MAX_SPEC_FILE_BYTES} are allowed`);
+  const text = readFileSync(path, 'utf8');
+  try {
+    return extname(path).toLowerCase() === '.json' ? (JSON.parse(text) as unknown) : (parseYaml(text, { maxAliasCount: 100 }) as unknown);
+  } catch (err) {
+    const what = extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML';
+    const detail = (err as Error).message.split('\n')[0]!.replace(/:$/, '');
+    throw new UserError(`spec file ${path} is not valid ${what}: ${detail}`);
+  }
+}
+
+/** A convoy id from the title: readable in lists and the Web UI, with a random suffix so titles can repeat. */
+export function newConvoyId(title: string): string {
+  const slug = title
+    .toLowerCase()
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '')
+    .slice(0, 24)
+    .replace(/-+$/, '');
+  return `${slug || 'convoy'}-${randomBytes(2).toString('hex')}`;
+}
+
+export class ConvoyClient {
+  constructor(readonly town: Town) {}
+
+  private get client() {
+    return this.town.client;
+  }
+
+  /**
+   * Everything checkable before a convoy starts: the spec's shape and sizes, its DAG (duplicates, dangling
+   * dependencies, cycles), the bead ids derived from the convoy id, and that the rig exists.
+   */
+  async validate(raw: unknown, overrides: { id?: string } = {}): Promise<{ spec: ResolvedConvoySpec; rig: RigConfig }> {
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UserError('invalid convoy spec: expected a mapping with title, rig and beads');
+    const withId = { ...(raw as Record<string, unknown>), ...(overrides.id ? { id: overrides.id } : {}) };
+    const parsed = ConvoySpec.safeParse(withId);
+    if (!parsed.success) throw new UserError(`invalid convoy spec: ${describeZodError(parsed.error)}`);
+    const id = parsed.data.id ?? newConvoyId(parsed.data.title);
+    const idProblems = beadIdProblems(id, parsed.data.beads);
+    if (idProblems.length) throw new UserError(`invalid convoy spec: ${idProblems[0]}`);
+    const rig = await this.town.getRig(parsed.data.rig);
+    return { spec: { ...parsed.data, id }, rig };
+  }
+
+  /** Validates, then starts the convoy workflow (staged: plan recorded, nothing dispatched until launch). */
+  async start(raw: unknown, opts: { id?: string; staged?: boolean; options?: ConvoyOptionsInput } = {}): Promise<{ convoyId: string; workflowId: string; spec: ResolvedConvoySpec }> {
+    const { spec, rig } = await this.validate(raw, { id: opts.id });
+    const workflowId = convoyWorkflowId(spec.id);
+    try {
+      await this.client.workflow.start<typeof convoyWorkflow>('convoyWorkflow', {
+        workflowId,
+        taskQueue: this.town.queue,
+        args: [{ spec, staged: opts.staged ?? false, options: opts.options ?? {} }],
+        // A convoy id is used once, like a bead id: its beads' ids derive from it.
+        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+        typedSearchAttributes: [
+          { key: SA.kind, value: 'convoy' },
+          { key: SA.rig, value: rig.name },
+          { key: SA.convoyId, value: spec.id },
+          { key: SA.status, value: opts.staged ? 'staged' : 'running' },
+        ],
+        memo: { title: spec.title, mergeMode: spec.mergeMode },
+        staticSummary: `convoy ${spec.id}: ${spec.title} (${spec.beads.length} beads, ${spec.mergeMode})`,
+        staticDetails: spec.description || undefined,
+      });
+    } catch (err) {
+      if (err instanceof WorkflowExecutionAlreadyStartedError) throw new UserError(`convoy '${spec.id}' already exists (see \`gt convoy status ${spec.id}\`); give the spec another id`);
+      throw err;
+    }
+    return { convoyId: spec.id, workflowId, spec };
+  }
+
+  handle(convoyId: string): WorkflowHandle<typeof convoyWorkflow> {
+    const parsed = ConvoyId.safeParse(convoyId);
+    if (!parsed.success) throw new UserError(`invalid convoy id '${convoyId}': ${describeZodError(parsed.error)}`);
+    return this.client.workflow.getHandle<typeof convoyWorkflow>(convoyWorkflowId(parsed.data));
+  }
+
+  async state(convoyId: string): Promise<ConvoyState> {
+    try {
+      return await this.handle(convoyId).query(convoyStateQuery);
+    } catch (err) {
+      if (notFound(err)) throw new UserError(`unknown convoy '${convoyId}' (see \`gt convoy list\`)`);
+      throw err;
+    }
+  }
+
+  /** The convoy and, for each started bead, the bead's own state (runs, merge request outcomes, commits). */
+  async status(convoyId: string): Promise<ConvoyStatusView> {
+    const convoy = await this.state(convoyId);
+    const beads: ConvoyBeadView[] = [];
+    const started = convoy.beads.filter((b) => b.status !== 'pending' && b.status !== 'blocked' && b.startedAt);
+    const states = new Map<string, BeadState>();
+    for (let i = 0; i < started.length; i += 16) {
+      const batch = started.slice(i, i + 16);
+      const answers = await Promise.all(
+        batch.map((b) =>
+          this.client.workflow
+            .getHandle(beadWorkflowId(b.beadId))
+            .query(beadStateQuery)
+            .catch(() => undefined),
+        ),
+      );
+      answers.forEach((s, j) => s && states.set(batch[j]!.beadId, s));
+    }
+    for (const b of convoy.beads) beads.push({ ...b, bead: states.get(b.beadId) });
+    return { convoy, counts: countBeads(convoy.beads), beads };
+  }
+
+  /** Every convoy, newest first: running ones as they are now, ended ones as they ended. */
+  async list(): Promise<ConvoySummary[]> {
+    const rows: (ConvoySummary & { closedAs?: string })[] = [];
+    const seen = new Set<string>();
+    for await (const wf of this.client.workflow.list({ query: `GtKind = 'convoy'` })) {
+      if (seen.has(wf.workflowId)) continue;
+      seen.add(wf.workflowId);
+      const memo = (wf.memo ?? {}) as { title?: string; mergeMode?: string };
+      rows.push({
+        convoyId: wf.workflowId.replace(/^convoy:/, ''),
+        title: memo.title ?? '',
+        rig: String(wf.typedSearchAttributes.get(SA.rig) ?? ''),
+        status: (wf.typedSearchAttributes.get(SA.status) as ConvoyStatus | undefined) ?? (wf.status.name === 'RUNNING' ? 'running' : 'failed'),
+        mergeMode: memo.mergeMode,
+        startedAt: wf.startTime.toISOString(),
+        endedAt: wf.closeTime?.toISOString(),
+        closedAs: wf.status.name,
+      });
+    }
+    await Promise.all(
+      rows.map(async (row) => {
+        const handle = this.client.workflow.getHandle<typeof convoyWorkflow>(convoyWorkflowId(row.convoyId));
+        if (row.endedAt) {
+          const result = await handle.result().catch(() => undefined);
+          if (result) Object.assign(row, { status: result.status, counts: result.counts });
+          else row.status = row.closedAs === 'CANCELLED' ? 'cancelled' : 'failed';
+          return;
+        }
+        const state = await handle.query(convoyStateQuery).catch(() => undefined);
+        if (state) Object.assign(row, { status: state.status, counts: countBeads(state.beads) });
+      }),
+    );
+    return rows.map(({ closedAs: _closedAs, ...row }) => row).sort((a, b) => b.startedAt.localeCompare(a.startedAt));
+  }
+
+  private async update<T>(convoyId: string, call: (h: WorkflowHandle<typeof convoyWorkflow>) => Promise<T>): Promise<T> {
+    const handle = this.handle(convoyId);
+    try {
+      return await call(handle);
+    } catch (err) {
+      if (err instanceof WorkflowUpdateFailedError) throw new UserError(err.cause?.message ?? err.message);
+      if (notFound(err)) {
+        const ended = await handle.describe().catch(() => undefined);
+        if (ended) throw new UserError(`convoy '${convoyId}' has already ended (${ended.status.name.toLowerCase()})`);
+        throw new UserError(`unknown convoy '${convoyId}' (see \`gt convoy list\`)`);
+      }
+      throw err;
+    }
+  }
+
+  launch(convoyId: string): Promise<ConvoyState> {
+    return this.update(convoyId, (h) => h.executeUpdate(launchConvoyUpdate, { args: [] }));
+  }
+
+  edit(convoyId: string, edit: ConvoyEditInput): Promise<ConvoyState> {
+    return this.update(convoyId, (h) => h.executeUpdate(editConvoyUpdate, { args: [edit] }));
+  }
+
+  /** Adds beads from a list (a spec's `beads:` or a bare list); allowed while staged or running. */
+  addBeads(convoyId: string, raw: unknown): Promise<ConvoyState> {
+    const list = Array.isArray(raw) ? raw : (raw as { beads?: unknown } | null)?.beads;
+    if (!Array.isArray(list)) throw new UserError('expected a list of beads (or a mapping with `beads:`)');
+    const problems = list.map((b, i) => [i, ConvoyBeadSpec.safeParse(b)] as const).filter(([, r]) => !r.success);
+    if (problems.length) {
+      const [i, r] = problems[0]!;
+      throw new UserError(`invalid bead beads.${i}: ${describeZodError(r.error!)}`);
+    }
+    return this.edit(convoyId, { op: 'add', beads: list as ConvoyBeadSpecInput[] });
+  }
+
+  close(convoyId: string, req: { reason?: string; force?: boolean }): Promise<ConvoyState> {
+    return this.update(convoyId, (h) => h.executeUpdate(closeConvoyUpdate, { args: [{ reason: req.reason ?? '', force: req.force ?? false }] }));
+  }
+
+  retryLanding(convoyId: string): Promise<ConvoyState> {
+    return this.update(convoyId, (h) => h.executeUpdate(retryLandingUpdate, { args: [] }));
+  }
+
+  /** Requests cancellation and waits until the convoy has stopped its beads and ended. */
+  async cancel(convoyId: string): Promise<ConvoyState> {
+    const handle = this.handle(convoyId);
+    const description = await handle.describe().catch((err: unknown) => {
+      if (notFound(err)) throw new UserError(`unknown convoy '${convoyId}' (see \`gt convoy list\`)`);
+      throw err;
+    });
+    if (description.status.name !== 'RUNNING') throw new UserError(`convoy '${convoyId}' has already ended (${description.status.name.toLowerCase()})`);
+    await handle.cancel();
+    await handle.result().catch(() => undefined);
+    return this.state(convoyId);
+  }
+
+  /** The convoy's result once it has ended (cancelled convoys end without one: their state says why). */
+  async result(convoyId: string): Promise<ConvoyResult | undefined> {
+    return this.handle(convoyId)
+      .result()
+      .catch(() => undefined);
+  }
+
+  /** Follows a convoy until it ends, calling `onChange` with each new state; resolves with the final state. */
+  async wait(convoyId: string, onChange: (state: ConvoyState, previous: ConvoyState | undefined, elapsedMs: number) => void, pollMs = 1000): Promise<ConvoyState> {
+    const started = Date.now();
+    let previous: ConvoyState | undefined;
+    let ended = false;
+    const result = this.result(convoyId).then(() => void (ended = true));
+    for (;;) {
+      const state = await this.state(convoyId);
+      if (JSON.stringify(state) !== JSON.stringify(previous)) {
+        onChange(state, previous, Date.now() - started);
+        previous = state;
+      }
+      if (ended || isTerminalConvoy(state.status)) {
+        await result;
+        return this.state(convoyId);
+      }
+      await Promise.race([result, new Promise((r) => setTimeout(r, pollMs))]);
+    }
+  }
+}

@@ -1,0 +1,84 @@
+/**
+ * Issue 5 acceptance: a diamond convoy A→{B,C}→D through the real CLI, dev server, git and scripted agents.
+ * The dependency order is checked from workflow histories, not from timing.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ConvoyStatusView, ConvoySummary } from '../client/convoys';
+import type { ConvoyResult } from '../domain/convoy';
+import { beadMilestones, convoyTimeline, writeSpec } from './helpers/convoy';
+import { createRepo } from './helpers/repo';
+import { agentScript, runGt, startTestTown, type TestTown } from './helpers/town';
+
+let t: TestTown;
+beforeAll(async () => {
+  t = await startTestTown();
+});
+afterAll(async () => {
+  await t?.stop();
+});
+
+describe('a diamond convoy (review-and-merge)', () => {
+  it('starts B and C only after A merged and D only after both, then lands with every change on the target', async () => {
+    const repo = await createRepo();
+    await t.addRig({ name: 'diamond', repo: repo.origin, agent: agentScript('convoy-instant') });
+    const spec = writeSpec({
+      id: 'dia',
+      title: 'Diamond',
+      rig: 'diamond',
+      beads: [
+        { id: 'd', title: 'D', dependsOn: ['b', 'c'] },
+        { id: 'b', title: 'B', dependsOn: ['a'] },
+        { id: 'c', title: 'C', dependsOn: ['a'] },
+        { id: 'a', title: 'A' },
+      ],
+    });
+
+    const run = await runGt(['convoy', 'start', spec, '--wait'], t.cliEnv(), 120_000);
+    expect(run.stderr).toMatch(/\] a: closed \([0-9a-f]{10}\) {2}· 1\/4 merged/);
+    expect(run.stderr).toMatch(/\] convoy landed: every bead merged into main/);
+    expect(run.stdout).toMatch(/^status {3}landed/m);
+    expect(run.code).toBe(0);
+
+    const result = (await t.client.workflow.getHandle('convoy:dia').result()) as ConvoyResult;
+    expect(result).toMatchObject({ status: 'landed', counts: { total: 4, closed: 4 } });
+    for (const b of ['a', 'b', 'c', 'd']) expect(await repo.show(`work/dia-${b}.txt`)).toMatch(/^done by dia-/);
+    expect((await repo.log())[0]!.sha).toBe(result.landedCommit);
+
+    // The convoy's own history: each start is scheduled only after every dependency reported `closed`.
+    const timeline = await convoyTimeline(t.client, 'dia');
+    const at = (kind: 'report' | 'start', bead: string) => timeline.findIndex((e) => e.kind === kind && e.beadId === bead);
+    expect(timeline.filter((e) => e.kind === 'start').map((e) => e.beadId)).toEqual(['dia-a', 'dia-b', 'dia-c', 'dia-d']);
+    expect(timeline.filter((e) => e.kind === 'report').every((e) => e.status === 'closed')).toBe(true);
+    expect(at('start', 'dia-b')).toBeGreaterThan(at('report', 'dia-a'));
+    expect(at('start', 'dia-c')).toBeGreaterThan(at('report', 'dia-a'));
+    expect(at('start', 'dia-d')).toBeGreaterThan(Math.max(at('report', 'dia-b'), at('report', 'dia-c')));
+    // B and C were ready together: one start for both.
+    expect(timeline.find((e) => e.kind === 'start' && e.beadId === 'dia-b')!.at).toBe(timeline.find((e) => e.kind === 'start' && e.beadId === 'dia-c')!.at);
+
+    // The beads' histories agree: a dependent's workflow starts after its dependencies' merge requests completed.
+    const m = Object.fromEntries(await Promise.all(['a', 'b', 'c', 'd'].map(async (b) => [b, await beadMilestones(t.client, `dia-${b}`)] as const)));
+    expect(m.b!.started).toBeGreaterThanOrEqual(m.a!.merged!);
+    expect(m.c!.started).toBeGreaterThanOrEqual(m.a!.merged!);
+    expect(m.d!.started).toBeGreaterThanOrEqual(Math.max(m.b!.merged!, m.c!.merged!));
+
+    // Status: a tree with runs, MR outcomes and commits; beads are searchable by convoy.
+    const status = await runGt(['convoy', 'status', 'dia', '--json'], t.cliEnv());
+    expect(status.code).toBe(0);
+    const view = JSON.parse(status.stdout) as ConvoyStatusView;
+    expect(view.convoy.status).toBe('landed');
+    for (const b of view.beads) {
+      expect(b.status).toBe('closed');
+      expect(b.bead?.runs.map((r) => r.outcome)).toEqual(['done']);
+      expect(b.bead?.rounds.map((r) => r.outcome?.kind)).toEqual(['merged']);
+      expect(b.commit).toBe(b.bead?.mergedCommit);
+    }
+    const tree = await runGt(['convoy', 'status', 'dia'], t.cliEnv());
+    expect(tree.stdout).toMatch(/^✓ a +closed/m);
+    expect(tree.stdout).toMatch(/^ {4}✓ d +closed +b,c +r1\/a1 done +r1 merged +[0-9a-f]{10}/m);
+    expect((await t.client.workflow.count(`GtConvoyId = 'dia' AND GtKind = 'bead'`)).count).toBe(4);
+
+    const list = await runGt(['convoy', 'list', '--json'], t.cliEnv());
+    const row = (JSON.parse(list.stdout) as ConvoySummary[]).find((c) => c.convoyId === 'dia');
+    expect(row).toMatchObject({ status: 'landed', rig: 'diamond', title: 'Diamond', counts: { closed: 4, total: 4 } });
+  });
+});

@@ -1,0 +1,58 @@
+/** Convoy test helpers: spec files, and reading what happened from workflow histories (the order of events is the evidence). */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Client } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { temporal } from '@temporalio/proto';
+import { stringify } from 'yaml';
+import type { ConvoySpecInput } from '../../domain/convoy';
+
+type HistoryEvent = temporal.api.history.v1.IHistoryEvent;
+
+export function writeSpec(spec: ConvoySpecInput | Record<string, unknown>, ext: 'yaml' | 'json' = 'yaml'): string {
+  const path = join(mkdtempSync(join(tmpdir(), 'gt-convoy-')), `spec.${ext}`);
+  writeFileSync(path, ext === 'json' ? JSON.stringify(spec) : stringify(spec));
+  return path;
+}
+
+export const eventTimeMs = (e: HistoryEvent) => Number(e.eventTime?.seconds ?? 0) * 1000 + Math.floor((e.eventTime?.nanos ?? 0) / 1e6);
+
+const decode = (payloads: temporal.api.common.v1.IPayloads | null | undefined): unknown[] =>
+  (payloads?.payloads ?? []).map((p) => defaultPayloadConverter.fromPayload(p));
+
+/** Every run of a workflow (continue-as-new makes several), oldest first. */
+export async function runsOf(client: Client, workflowId: string): Promise<{ runId: string; historyLength: number }[]> {
+  const runs: { runId: string; historyLength: number; start: number }[] = [];
+  for await (const wf of client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) runs.push({ runId: wf.runId, historyLength: wf.historyLength, start: wf.startTime.getTime() });
+  return runs.sort((a, b) => a.start - b.start);
+}
+
+/** The convoy's history across all its runs: bead reports received and bead starts scheduled, in order. */
+export async function convoyTimeline(client: Client, convoyId: string): Promise<{ kind: 'report' | 'start'; beadId: string; status?: string; at: number }[]> {
+  const timeline: { kind: 'report' | 'start'; beadId: string; status?: string; at: number }[] = [];
+  for (const run of await runsOf(client, `convoy:${convoyId}`)) {
+    const history = await client.workflow.getHandle(`convoy:${convoyId}`, run.runId).fetchHistory();
+    for (const e of history.events ?? []) {
+      const signal = e.workflowExecutionSignaledEventAttributes;
+      if (signal?.signalName === 'beadReport') {
+        const [report] = decode(signal.input) as [{ beadId: string; status: string }];
+        timeline.push({ kind: 'report', beadId: report.beadId, status: report.status, at: eventTimeMs(e) });
+      }
+      const scheduled = e.activityTaskScheduledEventAttributes;
+      if (scheduled?.activityType?.name === 'startConvoyBeads') {
+        const [input] = decode(scheduled.input) as [{ beads: { id: string }[] }];
+        for (const b of input.beads) timeline.push({ kind: 'start', beadId: b.id, at: eventTimeMs(e) });
+      }
+    }
+  }
+  return timeline;
+}
+
+/** When a bead workflow started, and when its merge request (a child) completed, from the bead's own history. */
+export async function beadMilestones(client: Client, beadId: string): Promise<{ started: number; merged?: number }> {
+  const history = await client.workflow.getHandle(`bead:${beadId}`).fetchHistory();
+  const events = history.events ?? [];
+  const merged = events.find((e) => e.childWorkflowExecutionCompletedEventAttributes);
+  return { started: eventTimeMs(events[0]!), merged: merged ? eventTimeMs(merged) : undefined };
+}
