@@ -1,0 +1,87 @@
+/**
+ * Issue 4 acceptance, crashes: a worker stopped in the middle of a merge section neither merges twice nor loses
+ * the MR (the interrupted gate is killed, never left running beside the retry), and a merge activity that runs
+ * again after its merge landed reports the earlier merge instead of making another.
+ */
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { afterAll, describe, expect, it } from 'vitest';
+import { mergeCandidate } from '../activities/merge';
+import { mergeRequestWorkflowId } from '../domain/ids';
+import { MergeTicket } from '../domain/refinery';
+import { RigConfig } from '../domain/rig';
+import type { mergeRequestWorkflow } from '../workflows/merge-request';
+import { createRepo } from './helpers/repo';
+import { pushBranch, recordTargetMoves, startMergeRequest, targetTreesHeld, trailersOf } from './helpers/refinery';
+import { eventually, startTestTown, type TestTown } from './helpers/town';
+
+const towns: TestTown[] = [];
+afterAll(async () => {
+  for (const t of towns) await t.stop().catch(() => undefined);
+});
+
+/** A gate that marks each start, then blocks until the test releases it, then records that it finished. */
+function blockingGate(dir: string): string {
+  const script = join(dir, 'gate.sh');
+  writeFileSync(
+    script,
+    `#!/bin/sh
+n=$(ls "${dir}" | grep -c '^started-')
+n=$((n + 1))
+touch "${dir}/started-$n"
+while [ ! -f "${dir}/release" ]; do sleep 0.1; done
+echo "$n" >> "${dir}/finished"
+`,
+    { mode: 0o755 },
+  );
+  return script;
+}
+
+describe('a worker that dies mid-merge', () => {
+  it('is replaced by another worker that re-gates and merges exactly once', async () => {
+    const first = await startTestTown();
+    towns.push(first);
+    const repo = await createRepo();
+    await recordTargetMoves(repo.origin);
+    const dir = mkdtempSync(join(tmpdir(), 'gt-gates-'));
+    const rig = await first.addRig({ name: 'crashy', repo: repo.origin, gates: [blockingGate(dir)] });
+    const mr = await startMergeRequest(first, rig, { beadId: 'crash', files: { 'work/crash.txt': 'crash\n' } });
+    await eventually(() => existsSync(join(dir, 'started-1')), 30_000, 'first gate run started');
+
+    // The worker goes away while the gate runs: its merge section is interrupted, its gate process killed.
+    await first.stop();
+    const second = await startTestTown({ taskQueue: first.taskQueue, gtHome: first.gtHome });
+    towns.push(second);
+    await eventually(() => existsSync(join(dir, 'started-2')), 60_000, 'merge retried on the new worker');
+    writeFileSync(join(dir, 'release'), '');
+
+    const outcome = await second.client.workflow.getHandle<typeof mergeRequestWorkflow>(mr.workflowId).result();
+    expect(outcome.kind).toBe('merged');
+    // Only the retry's gate finished: the interrupted one did not run on beside it.
+    expect(readFileSync(join(dir, 'finished'), 'utf8')).toBe('2\n');
+    expect((await trailersOf(repo.origin)).filter((tr) => tr.startsWith(`${mergeRequestWorkflowId('crash', 1)}@`))).toHaveLength(1);
+    expect(await targetTreesHeld(repo.origin)).toHaveLength(1);
+  });
+});
+
+describe('a retried merge activity', () => {
+  it('finds the merge it already made and reports it', async () => {
+    const t = await startTestTown();
+    towns.push(t);
+    const repo = await createRepo();
+    const rig = RigConfig.parse({ name: 'again', repo: repo.origin, agent: 'true' });
+    const headSha = await pushBranch(repo.origin, 'gt/again', { 'work/again.txt': 'again\n' });
+    const ticket = MergeTicket.parse({ mrId: 'mr:again:1', beadId: 'again', round: 1, title: 'again', branch: 'gt/again', headSha, targetBranch: 'main', enqueuedAt: 0 });
+    const env = new MockActivityEnvironment();
+
+    const once = await env.run(mergeCandidate, { rig, tickets: [ticket] });
+    expect(once).toMatchObject({ kind: 'merged', alreadyMerged: false });
+    const tip = await repo.sha();
+    const again = await env.run(mergeCandidate, { rig, tickets: [ticket] });
+    expect(again).toMatchObject({ kind: 'merged', alreadyMerged: true, commit: tip, merged: [{ mrId: 'mr:again:1', commit: tip }] });
+    expect(await repo.sha()).toBe(tip);
+    expect(await trailersOf(repo.origin)).toEqual([`mr:again:1@${headSha}`]);
+  });
+});
