@@ -1,0 +1,93 @@
+/**
+ * Issue 3 acceptance: kill -9 the worker while its agent runs → a new worker on the same host re-attaches to the
+ * live agent; exactly one agent process ever existed for the run, and the bead merges once.
+ * The worker is a real `gt worker` child process with a fixed gateway port (the agent's GT_GATEWAY_URL must stay valid).
+ */
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Town } from '../client/town';
+import { processExists } from './helpers/pids';
+import { freePort, startChild, type Child } from './helpers/processes';
+import { createRepo } from './helpers/repo';
+import { agentScript, eventually, FAST_POLICY, gtBin } from './helpers/town';
+
+let connection: Connection;
+let town: Town;
+const children: Child[] = [];
+beforeAll(async () => {
+  connection = await Connection.connect({ address: inject('temporalAddress') });
+});
+afterAll(async () => {
+  for (const c of children) await c.stop('SIGKILL');
+  await connection?.close();
+});
+
+describe('a worker killed while its agent runs', () => {
+  it('is replaced by a worker that re-attaches: one agent process for the run, one merge', async () => {
+    const taskQueue = `kill-${process.pid}-${Date.now()}`;
+    const gtHome = mkdtempSync(join(tmpdir(), 'gt-home-kill-'));
+    const dir = mkdtempSync(join(tmpdir(), 'gt-kill-'));
+    const port = await freePort();
+    const env = {
+      ...process.env,
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      TEMPORAL_NAMESPACE: inject('temporalNamespace'),
+      GT_TASK_QUEUE: taskQueue,
+      GT_HOME: gtHome,
+      GT_HOST_ID: 'kill-host',
+      GT_WORKFLOW_BUNDLE: inject('workflowBundlePath'),
+    };
+    const startWorker = async () => {
+      const w = startChild(gtBin, ['worker', '--gateway-port', String(port)], env);
+      children.push(w);
+      await w.waitFor(/gateway http:\/\/127\.0\.0\.1:\d+/);
+      return w;
+    };
+    town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), taskQueue);
+    const repo = await createRepo();
+    await town.addRig({
+      name: 'kill-rig',
+      repo: repo.origin,
+      agent: agentScript('wait-for-release'),
+      env: { TEST_DIR: dir },
+      policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
+    });
+
+    const first = await startWorker();
+    const { handle } = await town.sling('kill-rig', { id: 'b-kill', title: 'Survive a worker crash' });
+    await eventually(() => existsSync(join(dir, 'starts')), 60_000, 'agent started');
+    await eventually(async () => /waiting for gt done/.test((await town.beadState('b-kill')).waitingFor), 30_000, 'run supervised');
+    const [runId, pid] = readFileSync(join(dir, 'starts'), 'utf8').trim().split(' ') as [string, string];
+    expect(runId).toBe('b-kill/r1/a1');
+
+    first.proc.kill('SIGKILL');
+    await new Promise((resolve) => first.proc.once('exit', resolve));
+    // The agent is a process group of its own: the worker's death does not take it along.
+    expect(processExists(Number(pid))).toBe(true);
+
+    await startWorker();
+    // The supervision activity times out on the dead worker and is retried on the new one, which adopts the live agent.
+    await eventually(
+      async () => {
+        const pending = (await handle.describe()).raw.pendingActivities ?? [];
+        return pending.some((a) => a.activityType?.name === 'superviseAgentRun' && (a.attempt ?? 0) >= 2 && a.lastStartedTime && a.lastHeartbeatTime && Number(a.lastHeartbeatTime.seconds) >= Number(a.lastStartedTime.seconds));
+      },
+      60_000,
+      'supervision re-attached on the new worker',
+    );
+    expect(processExists(Number(pid))).toBe(true);
+    writeFileSync(join(dir, 'release'), '');
+    const result = await handle.result();
+    expect(result.status).toBe('closed');
+
+    expect(readFileSync(join(dir, 'starts'), 'utf8').trim().split('\n')).toEqual([`b-kill/r1/a1 ${pid}`]);
+    const state = await town.beadState('b-kill');
+    expect(state.runs.map((r) => [r.runId, r.outcome])).toEqual([['b-kill/r1/a1', 'done']]);
+    expect((await repo.log()).filter((c) => c.body.includes('Gt-Merge-Request'))).toHaveLength(1);
+    const history = JSON.stringify((await town.beadHandle('b-kill').fetchHistory()).events);
+    expect(history).toMatch(/superviseAgentRun/);
+  });
+});
