@@ -38,7 +38,7 @@ function forgeFor(rig: RigConfig): Forge {
     auth: token,
     baseUrl: settings.apiUrl.replace(/\/+$/, ''),
     userAgent: 'gastown-temporal',
-    log: { debug: () => undefined, info: () => undefined, warn: (m: string) => void log.warn(m), error: (m: string) => void log.error(m) },
+    log: { debug: () => undefined, info: () => undefined, warn: (m: string) => void log.warn(m), error: (m: string) => void log.warn(m) },
     request: { fetch: (url: string, init: RequestInit) => fetch(url, { ...init, signal: AbortSignal.timeout(settings.requestTimeout) }) },
   });
   return { octokit, owner, repo, settings };
