@@ -6,12 +6,18 @@
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import { z } from 'zod';
 import { createRepo } from './helpers/repo';
 import { freePort, startChild, type Child } from './helpers/processes';
 import { agentScript, gtBin, repoRoot, runGt } from './helpers/town';
+import { countingActivities } from './fixtures/counting-activities';
+import type { countingWorkflow } from './fixtures/counting-workflow';
+import { installWorkerRuntime } from '../worker/logging';
 
 const children: Child[] = [];
 let bundle: string;
@@ -106,5 +112,41 @@ describe('the production worker entry (worker/main.ts)', () => {
     await main.waitFor(/gateway http:\/\/gateway\.internal:7380/);
     expect(await main.stop('SIGTERM')).toBe(0);
     expect(main.output()).toMatch(/worker stopped/);
+  });
+});
+
+describe('town counters', () => {
+  it('reach the Prometheus endpoint from workflow and activity code, tagged by rig, without double counting replays', async () => {
+    const metricsPort = await freePort();
+    expect(installWorkerRuntime({ logFormat: 'json', logLevel: 'WARN', metricsAddress: `127.0.0.1:${metricsPort}` })).toBe(true);
+    const address = inject('temporalAddress');
+    const namespace = inject('temporalNamespace');
+    const taskQueue = `counting-${process.pid}`;
+    const native = await NativeConnection.connect({ address });
+    const connection = await Connection.connect({ address });
+    let metrics: string;
+    try {
+      const worker = await Worker.create({
+        connection: native,
+        namespace,
+        taskQueue,
+        workflowsPath: fileURLToPath(new URL('./fixtures/counting-workflow.ts', import.meta.url)),
+        activities: countingActivities,
+        // No cache: every workflow task replays from the start, so a counter that counted replays would show 2+.
+        maxCachedWorkflows: 0,
+      });
+      const client = new Client({ connection, namespace });
+      await worker.runUntil(client.workflow.execute<typeof countingWorkflow>('countingWorkflow', { taskQueue, workflowId: `counting-${process.pid}`, args: ['rig-a'] }));
+      // Scraped while the Runtime lives: it shuts its exporter down with its last connection.
+      metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    } finally {
+      await connection.close();
+      await native.close();
+    }
+    const sample = (name: string) => metrics.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes('rig="rig-a"'));
+    expect(sample('gt_runs_started_total'), metrics).toMatch(/ 1$/);
+    expect(sample('gt_merges_total')).toMatch(/ 1$/);
+    expect(sample('gt_escalations_total')).toMatch(/severity="high".* 1$/);
+    expect(metrics).toMatch(/# HELP gt_merges_total merge requests merged into their target branch/);
   });
 });
