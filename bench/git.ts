@@ -1,0 +1,37 @@
+/** Plain git for the bench: a scratch origin per scenario, and a promise-returning exec that fails loudly. */
+import { execFile } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+export const GIT_IDENTITY = {
+  GIT_AUTHOR_NAME: 'Bench',
+  GIT_AUTHOR_EMAIL: 'bench@gastown.local',
+  GIT_COMMITTER_NAME: 'Bench',
+  GIT_COMMITTER_EMAIL: 'bench@gastown.local',
+};
+
+/** Runs a command; a non-zero exit rejects with its stderr (git's exit status is the answer, so it is never ignored). */
+export function exec(cmd: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile(cmd, args, { cwd: options.cwd, env: options.env ?? process.env, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`${cmd} ${args.join(' ')} failed in ${options.cwd ?? '.'}: ${stderr.trim() || err.message}`));
+      else resolve(stdout);
+    });
+  });
+}
+
+export const git = (cwd: string, ...args: string[]) => exec('git', args, { cwd, env: { ...process.env, ...GIT_IDENTITY } });
+
+/** A bare repository with one commit on `main`: what a rig (or the floor script) points at. */
+export async function createOrigin(root: string): Promise<string> {
+  const origin = join(root, 'origin.git');
+  const seed = join(root, 'seed');
+  mkdirSync(seed, { recursive: true });
+  await git(root, 'init', '-q', '--bare', '-b', 'main', origin);
+  await git(seed, 'init', '-q', '-b', 'main');
+  writeFileSync(join(seed, 'README.md'), '# bench repository\n');
+  await git(seed, 'add', 'README.md');
+  await git(seed, 'commit', '-q', '-m', 'initial commit');
+  await git(seed, 'push', '-q', origin, 'main');
+  return origin;
+}

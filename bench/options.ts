@@ -1,0 +1,107 @@
+/** `npm run bench` flags, validated: a bad flag is a one-line error before anything starts. */
+import { Command, CommanderError } from 'commander';
+import { fileURLToPath } from 'node:url';
+import { z } from 'zod';
+import { describeZodError } from '../domain/validation';
+
+const intList = (max: number) =>
+  z
+    .string()
+    .regex(/^\d+(,\d+)*$/, 'expected a comma-separated list of whole numbers, e.g. 10,100')
+    .transform((s) => s.split(',').map(Number))
+    .pipe(z.array(z.number().int().min(1).max(max)));
+
+/** `3` (every N) or `10=3,100=2,300=1` (per N; an N not listed runs once). */
+const Repeats = z
+  .string()
+  .regex(/^(\d+|\d+=\d+(,\d+=\d+)*)$/, 'expected a number, or N=repeats pairs such as 10=3,100=2,300=1')
+  .transform((s) => (s.includes('=') ? Object.fromEntries(s.split(',').map((p) => p.split('=').map(Number) as [number, number])) : { default: Number(s) }))
+  .refine((r) => Object.values(r).every((v) => v >= 1 && v <= 20), 'repeats must be between 1 and 20');
+
+export const BenchOptions = z.object({
+  n: intList(1000),
+  widths: intList(64),
+  repeats: Repeats,
+  driver: z.enum(['convoy', 'sling']),
+  queueMrs: z.coerce.number().int().min(2).max(200),
+  queueBad: z.coerce.number().min(0).max(0.5),
+  queueRepeats: z.coerce.number().int().min(1).max(10),
+  gateSeconds: z.coerce.number().min(0).max(60),
+  batchSize: z.coerce.number().int().min(2).max(32),
+  skip: z
+    .string()
+    .regex(/^((convoys|queue)(,(convoys|queue))*)?$/, 'expected convoys and/or queue')
+    .transform((s) => new Set(s.split(',').filter(Boolean))),
+  out: z.string().min(1),
+  keepScratch: z.boolean(),
+  quick: z.boolean(),
+});
+export type BenchOptions = z.output<typeof BenchOptions>;
+
+const DEFAULTS = {
+  n: '10,100,300',
+  widths: '1,16',
+  repeats: '10=3,100=2,300=1',
+  driver: 'convoy',
+  queueMrs: '20',
+  queueBad: '0.05',
+  queueRepeats: '1',
+  gateSeconds: '2',
+  batchSize: '8',
+  skip: '',
+  out: fileURLToPath(new URL('./reports', import.meta.url)),
+};
+
+/** Tiny parameters for trying the bench out while others use the machine. */
+const QUICK = { n: '6', widths: '1,3', repeats: '1', queueMrs: '8', gateSeconds: '1', batchSize: '4' };
+
+export function repeatsFor(options: BenchOptions, n: number): number {
+  return options.repeats[n] ?? options.repeats.default ?? 1;
+}
+
+export function parseOptions(argv: string[]): BenchOptions {
+  const program = new Command('npm run bench --')
+    .description('Measures what orchestration costs next to the same git work done by a plain script; writes bench/reports/<time>.{json,md} and latest.md.')
+    .option('--quick', `tiny parameters for a try-out (${Object.entries(QUICK).map(([k, v]) => `${k}=${v}`).join(', ')}); other flags still override`, false)
+    .option('--n <list>', `beads per convoy (default ${DEFAULTS.n})`)
+    .option('--widths <list>', `DAG widths: independent chains, i.e. beads in flight (default ${DEFAULTS.widths})`)
+    .option('--repeats <spec>', `repeats per N: a number, or N=repeats pairs (default ${DEFAULTS.repeats})`)
+    .option('--driver <driver>', 'convoy: real convoys; sling: beads slung one by one as their dependency merges', DEFAULTS.driver)
+    .option('--queue-mrs <n>', `merge requests in the merge-queue bench (default ${DEFAULTS.queueMrs})`)
+    .option('--queue-bad <rate>', 'share of merge requests whose change fails the gate', DEFAULTS.queueBad)
+    .option('--queue-repeats <n>', 'repeats of each merge-queue mode', DEFAULTS.queueRepeats)
+    .option('--gate-seconds <s>', `duration of the merge-queue bench's slow gate (default ${DEFAULTS.gateSeconds})`)
+    .option('--batch-size <n>', `refinery batch size for the batching mode (default ${DEFAULTS.batchSize})`)
+    .option('--skip <parts>', 'leave out parts: convoys, queue', DEFAULTS.skip)
+    .option('--out <dir>', 'where reports are written', DEFAULTS.out)
+    .option('--keep-scratch', 'keep the scratch repositories and GT_HOME for inspection', false)
+    .exitOverride();
+  try {
+    program.parse(argv, { from: 'user' });
+  } catch (err) {
+    if (err instanceof CommanderError) process.exit(err.exitCode);
+    throw err;
+  }
+  const o = program.opts<Record<string, string | boolean | undefined>>();
+  const pick = (k: keyof typeof DEFAULTS) => (o[k] as string | undefined) ?? (o.quick && k in QUICK ? QUICK[k as keyof typeof QUICK] : DEFAULTS[k]);
+  const parsed = BenchOptions.safeParse({
+    n: pick('n'),
+    widths: pick('widths'),
+    repeats: pick('repeats'),
+    driver: pick('driver'),
+    queueMrs: pick('queueMrs'),
+    queueBad: pick('queueBad'),
+    queueRepeats: pick('queueRepeats'),
+    gateSeconds: pick('gateSeconds'),
+    batchSize: pick('batchSize'),
+    skip: pick('skip'),
+    out: pick('out'),
+    keepScratch: o.keepScratch === true,
+    quick: o.quick === true,
+  });
+  if (!parsed.success) {
+    console.error(`bench: invalid options: ${describeZodError(parsed.error)} (see npm run bench -- --help)`);
+    process.exit(1);
+  }
+  return parsed.data;
+}

@@ -1,0 +1,204 @@
+/**
+ * The bench's outputs: a JSON report (everything, per repeat and summarized) and a short Markdown summary, written
+ * as bench/reports/<time>.{json,md} plus latest.md. Earlier reports are never touched, so runs can be compared.
+ */
+import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { BREAKDOWN_HOPS, HOPS, type ConvoyRepeatFigures, type Hop, type QueueRepeatFigures } from './analysis';
+import type { MachineInfo } from './machine';
+import { spread, type Spread } from './stats';
+
+export interface ConvoyScenarioReport {
+  n: number;
+  width: number;
+  driver: string;
+  repeats: ConvoyRepeatFigures[];
+  /** Runs that did not land (the figures above leave them out). */
+  failures: string[];
+  summary: ConvoySummary;
+}
+
+export interface ConvoySummary {
+  makespanMs?: Spread;
+  floorMakespanMs?: Spread;
+  ratio?: Spread;
+  overheadP50?: Spread;
+  overheadP95?: Spread;
+  overheadP99?: Spread;
+  hops: Partial<Record<Hop, { p50?: Spread; p99?: Spread }>>;
+  history: {
+    eventsPerBead?: Spread;
+    eventsPerMr?: Spread;
+    eventsPerConvoy?: Spread;
+    convoyRuns?: Spread;
+    eventsRefinery?: Spread;
+    refineryRuns?: Spread;
+    eventsDispatchGate?: Spread;
+    actionsPerBead?: Spread;
+    actionsPerMr?: Spread;
+    actionsPerConvoy?: Spread;
+    actionsPerBeadAllIn?: Spread;
+    largestHistory?: Spread;
+  };
+}
+
+export interface QueueScenarioReport {
+  mode: 'one-at-a-time' | 'batching';
+  batchSize: number;
+  repeats: QueueRepeatFigures[];
+  failures: string[];
+  summary: Partial<Record<'gateRuns' | 'gateRunsPerMerged' | 'drainMs' | 'makespanMs' | 'mergedPerMinute' | 'merged', Spread>>;
+}
+
+export interface BenchReport {
+  bench: 'gastown-temporal';
+  startedAt: string;
+  finishedAt: string;
+  durationMs: number;
+  machine: MachineInfo;
+  parameters: Record<string, unknown>;
+  convoys: ConvoyScenarioReport[];
+  mergeQueue: QueueScenarioReport[];
+  notes: string[];
+}
+
+export function summarizeConvoy(repeats: ConvoyRepeatFigures[]): ConvoySummary {
+  const of = (f: (r: ConvoyRepeatFigures) => number | undefined) => spread(repeats.map(f));
+  const kind = (k: string, f: (x: { eventsMedian: number; actionsMedian: number; runs: number; actionsTotal: number; eventsMax: number }) => number) =>
+    of((r) => {
+      const x = r.history.byKind[k];
+      return x ? f(x) : undefined;
+    });
+  return {
+    makespanMs: of((r) => r.makespanMs),
+    floorMakespanMs: of((r) => r.floorMakespanMs),
+    ratio: of((r) => r.ratio),
+    overheadP50: of((r) => r.overhead.p50),
+    overheadP95: of((r) => r.overhead.p95),
+    overheadP99: of((r) => r.overhead.p99),
+    hops: Object.fromEntries((Object.keys(HOPS) as Hop[]).map((h) => [h, { p50: of((r) => r.hops[h].p50), p99: of((r) => r.hops[h].p99) }])),
+    history: {
+      eventsPerBead: kind('bead', (x) => x.eventsMedian),
+      eventsPerMr: kind('merge-request', (x) => x.eventsMedian),
+      eventsPerConvoy: kind('convoy', (x) => x.eventsMedian),
+      convoyRuns: kind('convoy', (x) => x.runs),
+      eventsRefinery: kind('refinery', (x) => x.eventsMax),
+      refineryRuns: kind('refinery', (x) => x.runs),
+      eventsDispatchGate: kind('dispatch-gate', (x) => x.eventsMax),
+      actionsPerBead: kind('bead', (x) => x.actionsMedian),
+      actionsPerMr: kind('merge-request', (x) => x.actionsMedian),
+      actionsPerConvoy: kind('convoy', (x) => x.actionsTotal),
+      actionsPerBeadAllIn: of((r) => r.history.actionsPerBeadAllIn),
+      largestHistory: of((r) => r.history.largestRun.events),
+    },
+  };
+}
+
+export function summarizeQueue(repeats: QueueRepeatFigures[]): QueueScenarioReport['summary'] {
+  const of = (f: (r: QueueRepeatFigures) => number) => spread(repeats.map(f));
+  return {
+    merged: of((r) => r.merged),
+    gateRuns: of((r) => r.gateRuns),
+    gateRunsPerMerged: of((r) => r.gateRunsPerMerged),
+    drainMs: of((r) => r.drainMs),
+    makespanMs: of((r) => r.makespanMs),
+    mergedPerMinute: of((r) => r.mergedPerMinute),
+  };
+}
+
+// --- Markdown ---
+
+const time = (v: number) => (Math.abs(v) < 1000 ? `${Math.round(v)} ms` : `${(v / 1000).toFixed(2)} s`);
+const num = (v: number, digits = 1) => (Number.isInteger(v) ? String(v) : v.toFixed(digits));
+
+function cell(s: Spread | undefined, fmt: (v: number) => string = time): string {
+  if (!s) return '–';
+  return s.repeats > 1 && s.min !== s.max ? `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})` : fmt(s.median);
+}
+
+export function renderMarkdown(r: BenchReport): string {
+  const m = r.machine;
+  const lines: string[] = [];
+  lines.push(`# Bench report ${r.startedAt}`, '');
+  lines.push(
+    `${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.platform}; load average at start ${m.loadAverageAtStart.join(' / ')}.`,
+    `Node ${m.node}, Temporal SDK ${m.temporalSdk}, ${m.temporalCli}, ${m.git}. Code ${m.code.commit}` +
+      (m.code.uncommittedFiles ? ` with ${m.code.uncommittedFiles} uncommitted file(s)` : '') +
+      `. Took ${time(r.durationMs)}.`,
+    '',
+    'Figures are medians over repeats, with (min–max) when repeats differ. Definitions: bench/README.md.',
+    '',
+  );
+
+  if (r.convoys.length) {
+    lines.push('## Convoys against the floor (same beads, DAG, agent, merges and gates done by a plain script)', '');
+    lines.push('| N | width | repeats | makespan | floor | ratio | per-bead overhead p50 | p95 | p99 |', '|---|---|---|---|---|---|---|---|---|');
+    for (const c of r.convoys) {
+      const s = c.summary;
+      lines.push(
+        `| ${c.n} | ${c.width} | ${c.repeats.length}${c.failures.length ? ` (+${c.failures.length} failed)` : ''} | ${cell(s.makespanMs)} | ${cell(s.floorMakespanMs)} | ${cell(s.ratio, (v) => `${v.toFixed(2)}×`)} | ${cell(s.overheadP50)} | ${cell(s.overheadP95)} | ${cell(s.overheadP99)} |`,
+      );
+    }
+    lines.push('', '## Hop latency, p50 / p99', '');
+    const hopKeys = Object.keys(HOPS) as Hop[];
+    lines.push(`| hop | ${r.convoys.map((c) => `N=${c.n} w=${c.width}`).join(' | ')} |`, `|---|${r.convoys.map(() => '---').join('|')}|`);
+    for (const h of hopKeys) {
+      const row = r.convoys.map((c) => {
+        const x = c.summary.hops[h];
+        return x?.p50 ? `${time(x.p50.median)} / ${x.p99 ? time(x.p99.median) : '–'}` : '–';
+      });
+      lines.push(`| ${BREAKDOWN_HOPS.has(h) ? `↳ ${HOPS[h]}` : HOPS[h]} | ${row.join(' | ')} |`);
+    }
+    lines.push('', '## History events and Temporal actions (actions approximated from events; see bench/README.md)', '');
+    lines.push(
+      '| N | width | events / bead | events / MR | convoy events (runs) | refinery events (runs) | dispatch-gate events | actions / bead | actions / MR | actions / convoy | all-in actions per bead | largest history |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    );
+    for (const c of r.convoys) {
+      const h = c.summary.history;
+      const n = (s: Spread | undefined) => cell(s, (v) => num(v, 0));
+      lines.push(
+        `| ${c.n} | ${c.width} | ${n(h.eventsPerBead)} | ${n(h.eventsPerMr)} | ${n(h.eventsPerConvoy)} (${n(h.convoyRuns)}) | ${n(h.eventsRefinery)} (${n(h.refineryRuns)}) | ${n(h.eventsDispatchGate)} | ${n(h.actionsPerBead)} | ${n(h.actionsPerMr)} | ${n(h.actionsPerConvoy)} | ${cell(h.actionsPerBeadAllIn, (v) => num(v))} | ${n(h.largestHistory)} |`,
+      );
+    }
+    lines.push('');
+  }
+
+  if (r.mergeQueue.length) {
+    const q0 = r.mergeQueue[0]!.repeats[0];
+    lines.push(
+      `## Merge queue with a slow gate (${String(r.parameters.gateSeconds)} s)${q0 ? `: ${q0.mrs} MRs, ${q0.bad} bad` : ''}`,
+      '',
+      '| mode | repeats | merged | gate runs | gate runs / merged MR | queue drain | makespan (agents included) | merged / min |',
+      '|---|---|---|---|---|---|---|---|',
+    );
+    for (const q of r.mergeQueue) {
+      const s = q.summary;
+      lines.push(
+        `| ${q.mode}${q.mode === 'batching' ? ` (batch ${q.batchSize})` : ''} | ${q.repeats.length}${q.failures.length ? ` (+${q.failures.length} failed)` : ''} | ${cell(s.merged, (v) => num(v, 0))} | ${cell(s.gateRuns, (v) => num(v, 0))} | ${cell(s.gateRunsPerMerged, (v) => v.toFixed(2))} | ${cell(s.drainMs)} | ${cell(s.makespanMs)} | ${cell(s.mergedPerMinute, (v) => v.toFixed(1))} |`,
+      );
+    }
+    lines.push('');
+  }
+
+  const failures = [...r.convoys.flatMap((c) => c.failures), ...r.mergeQueue.flatMap((q) => q.failures)];
+  if (failures.length || r.notes.length) {
+    lines.push('## Notes', '');
+    for (const n of [...r.notes, ...failures]) lines.push(`- ${n}`);
+    lines.push('');
+  }
+  return lines.join('\n');
+}
+
+/** Writes `<stamp>.json`, `<stamp>.md` and `latest.md`; returns their paths. */
+export function writeReport(dir: string, report: BenchReport): { json: string; md: string; latest: string } {
+  mkdirSync(dir, { recursive: true });
+  const stamp = report.startedAt.replace(/[:.]/g, '-');
+  const json = join(dir, `${stamp}.json`);
+  const md = join(dir, `${stamp}.md`);
+  const latest = join(dir, 'latest.md');
+  writeFileSync(json, `${JSON.stringify(report, null, 2)}\n`);
+  writeFileSync(md, renderMarkdown(report));
+  copyFileSync(md, latest);
+  return { json, md, latest };
+}

@@ -1,0 +1,173 @@
+/**
+ * `npm run bench`: what the orchestration costs, side by side with the raw git work.
+ *
+ * On one embedded stack (dev server + town worker, as `gt up`), for each N and DAG width: the floor script and an
+ * orchestrated convoy on scratch repositories, repeated; then the merge queue with a slow gate, one MR at a time
+ * and in batches. Writes bench/reports/<time>.{json,md} and latest.md. See bench/README.md.
+ */
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { convoyFigures, queueFigures, type ConvoyRepeatFigures, type QueueRepeatFigures } from './analysis';
+import { runFloor } from './floor';
+import { createOrigin } from './git';
+import { machineInfo } from './machine';
+import { parseOptions, repeatsFor, type BenchOptions } from './options';
+import { runOrchestrated } from './orchestrated';
+import { summarizeConvoy, summarizeQueue, writeReport, type BenchReport, type ConvoyScenarioReport, type QueueScenarioReport } from './report';
+import { badBeads } from './scenario';
+import type { BenchStack } from './stack';
+import { startStack } from './stack';
+
+const TRIVIAL_GATE = 'test -f README.md';
+const slowGate = (seconds: number) => `sleep ${seconds} && test -z "$(find work -name '*.bad' 2>/dev/null)"`;
+/** Generous: a healthy run takes a fraction of this; a stuck one must not stall the whole bench. */
+const deadlineFor = (beads: number) => 120_000 + beads * 10_000;
+
+const benchStart = Date.now();
+const log = (message: string) => console.error(`[bench ${((Date.now() - benchStart) / 1000).toFixed(0).padStart(4)} s] ${message}`);
+const label = (prefix: string) => `${prefix}-${randomBytes(3).toString('hex')}`;
+const fmt = (msec: number) => `${(msec / 1000).toFixed(2)} s`;
+
+async function convoyScenario(stack: BenchStack, scratch: string, o: BenchOptions, n: number, width: number): Promise<ConvoyScenarioReport> {
+  const repeats: ConvoyRepeatFigures[] = [];
+  const failures: string[] = [];
+  const count = repeatsFor(o, n);
+  for (let r = 1; r <= count; r++) {
+    const name = label(`c${n}w${width}r${r}`);
+    const root = join(scratch, name);
+    const gates = [TRIVIAL_GATE];
+    const floor = await runFloor({ root: join(root, 'floor'), origin: await createOrigin(join(root, 'floor')), n, width, gates });
+    const run = await runOrchestrated({
+      stack,
+      root: join(root, 'town'),
+      origin: await createOrigin(join(root, 'town')),
+      label: name,
+      n,
+      width,
+      gates,
+      driver: o.driver,
+      maxPolecats: width,
+      deadlineMs: deadlineFor(n),
+    });
+    if (run.status !== 'landed') {
+      failures.push(`N=${n} width=${width} repeat ${r} (${name}): ${o.driver} ended ${run.status} after ${fmt(run.makespanMs)}`);
+      log(`N=${n} width=${width} repeat ${r}/${count}: ${run.status} — left out of the figures`);
+      continue;
+    }
+    const figures = convoyFigures(run, floor, width);
+    repeats.push(figures);
+    log(`N=${n} width=${width} repeat ${r}/${count}: makespan ${fmt(figures.makespanMs)}, floor ${fmt(figures.floorMakespanMs)}, ratio ${figures.ratio.toFixed(2)}×, overhead p50 ${fmt(figures.overhead.p50 ?? NaN)}`);
+  }
+  return { n, width, driver: o.driver, repeats, failures, summary: summarizeConvoy(repeats) };
+}
+
+async function queueScenario(stack: BenchStack, scratch: string, o: BenchOptions, batchSize: number): Promise<QueueScenarioReport> {
+  const mode = batchSize === 1 ? 'one-at-a-time' : 'batching';
+  const bad = badBeads(o.queueMrs, o.queueBad);
+  const repeats: QueueRepeatFigures[] = [];
+  const failures: string[] = [];
+  for (let r = 1; r <= o.queueRepeats; r++) {
+    const name = label(`q${o.queueMrs}b${batchSize}r${r}`);
+    const root = join(scratch, name);
+    const run = await runOrchestrated({
+      stack,
+      root,
+      origin: await createOrigin(root),
+      label: name,
+      n: o.queueMrs,
+      // Independent beads, all in flight: every MR reaches the queue, which is released once it holds them all.
+      width: o.queueMrs,
+      gates: [slowGate(o.gateSeconds)],
+      driver: o.driver,
+      maxPolecats: Math.min(o.queueMrs, 16),
+      batchSize,
+      bad,
+      // A bad change stays bad: one round, so it is sent back once and fails instead of looping through rework.
+      maxRounds: 1,
+      fillQueueFirst: true,
+      deadlineMs: deadlineFor(o.queueMrs * Math.max(1, o.gateSeconds)),
+    });
+    // With bad MRs the convoy cannot land; it must end, with exactly the good ones merged.
+    const figures = queueFigures(run, batchSize, bad.size);
+    if (run.status === 'timed out' || figures.merged !== o.queueMrs - bad.size) {
+      failures.push(`merge queue ${mode} repeat ${r} (${name}): ${run.status}, ${figures.merged} of ${o.queueMrs - bad.size} good MRs merged`);
+      log(`merge queue ${mode} repeat ${r}: ${run.status}, ${figures.merged} merged — left out of the figures`);
+      continue;
+    }
+    repeats.push(figures);
+    log(`merge queue ${mode} repeat ${r}/${o.queueRepeats}: ${figures.merged} merged, ${figures.gateRuns} gate runs, drain ${fmt(figures.drainMs)}`);
+  }
+  return { mode, batchSize, repeats, failures, summary: summarizeQueue(repeats) };
+}
+
+async function main() {
+  const o = parseOptions(process.argv.slice(2));
+  const startedAt = new Date();
+  const scratch = mkdtempSync(join(tmpdir(), 'gt-bench-'));
+  mkdirSync(scratch, { recursive: true });
+  const stack = await startStack(log);
+  const machine = await machineInfo(stack.server.cli);
+  const convoys: ConvoyScenarioReport[] = [];
+  const mergeQueue: QueueScenarioReport[] = [];
+  const notes: string[] = [
+    o.driver === 'convoy'
+      ? 'Orchestrated runs are real convoys (ConvoyClient.start → convoyWorkflow → beads).'
+      : 'Orchestrated runs sling each bead directly when its dependency has closed (--driver sling): no convoy workflow.',
+  ];
+  try {
+    if (!o.skip.has('convoys')) {
+      for (const n of o.n) {
+        for (const width of o.widths) {
+          if (width > n) {
+            notes.push(`N=${n} width=${width} skipped: the width exceeds the number of beads.`);
+            continue;
+          }
+          convoys.push(await convoyScenario(stack, scratch, o, n, width));
+        }
+      }
+    }
+    if (!o.skip.has('queue')) {
+      for (const batchSize of [1, o.batchSize]) mergeQueue.push(await queueScenario(stack, scratch, o, batchSize));
+    }
+  } finally {
+    log('stopping the stack…');
+    await stack.stop();
+    if (!o.keepScratch) {
+      rmSync(scratch, { recursive: true, force: true });
+      rmSync(stack.gtHome, { recursive: true, force: true });
+    } else log(`scratch kept: ${scratch} and ${stack.gtHome}`);
+  }
+  const finishedAt = new Date();
+  const report: BenchReport = {
+    bench: 'gastown-temporal',
+    startedAt: startedAt.toISOString(),
+    finishedAt: finishedAt.toISOString(),
+    durationMs: finishedAt.getTime() - startedAt.getTime(),
+    machine,
+    parameters: {
+      ...o,
+      skip: [...o.skip],
+      repeatsPerN: Object.fromEntries(o.n.map((n) => [n, repeatsFor(o, n)])),
+      convoyGates: [TRIVIAL_GATE],
+      queueGate: slowGate(o.gateSeconds),
+      agent: 'bench/agents/instant.sh',
+      server: 'embedded Temporal dev server, SQLite file (as `gt up`)',
+      policies: 'product defaults (merge-queue bench: maxRounds 1)',
+    },
+    convoys,
+    mergeQueue,
+    notes,
+  };
+  const paths = writeReport(o.out, report);
+  log(`report: ${paths.md} (and ${paths.json}, ${paths.latest})`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(`bench: ${(err as Error).stack ?? String(err)}`);
+    process.exit(1);
+  },
+);
