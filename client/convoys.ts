@@ -249,7 +249,7 @@ export class ConvoyClient {
   }
 
   /** Adds beads from a list (a spec's `beads:` or a bare list); allowed while staged or running. */
-  addBeads(convoyId: string, raw: unknown): Promise<ConvoyState> {
+  async addBeads(convoyId: string, raw: unknown): Promise<ConvoyState> {
     const list = Array.isArray(raw) ? raw : (raw as { beads?: unknown } | null)?.beads;
     if (!Array.isArray(list)) throw new UserError('expected a list of beads (or a mapping with `beads:`)');
     const problems = list.map((b, i) => [i, ConvoyBeadSpec.safeParse(b)] as const).filter(([, r]) => !r.success);
