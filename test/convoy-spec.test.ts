@@ -1,7 +1,8 @@
 /** Convoy specs: parsing (YAML/JSON), validation messages, and edits of a staged plan. Pure logic: unit tests. */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { newConvoyId, readSpecFile } from '../client/convoys';
 import { applyEdit, ConvoySpec, MAX_CONVOY_TEXT, planConvoy, type ConvoyEdit, type ConvoySpecInput, type ResolvedConvoySpec } from '../domain/convoy';
@@ -44,6 +45,13 @@ beads:
       ['api', [], 2],
       ['ui', ['api'], 2],
     ]);
+  });
+
+  it('accepts every example spec shipped in examples/', () => {
+    const examples = fileURLToPath(new URL('../examples', import.meta.url));
+    const files = readdirSync(examples).filter((f) => f.endsWith('.yaml'));
+    expect(files.length).toBeGreaterThan(0);
+    for (const f of files) expect(problem(readSpecFile(join(examples, f))), f).toBe('ok');
   });
 
   it('reads JSON by extension', () => {
