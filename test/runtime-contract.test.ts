@@ -1,0 +1,71 @@
+/**
+ * The runtime contract every agent runtime keeps, run against each runtime this host has (the others are skipped
+ * with the reason printed): start-or-adopt by run id never yields two agents, even when asked concurrently or after
+ * the agent exited; status reports running / exited with the exit code; stop ends the agent and is idempotent;
+ * logs return the agent's output.
+ */
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { DockerRuntime } from '../agents/docker-runtime';
+import { ProcessRuntime } from '../agents/process-runtime';
+import type { AgentLaunch, AgentRuntimeDriver } from '../agents/runtime';
+import { SandboxRuntime } from '../agents/sandbox-runtime';
+import { eventually } from './helpers/town';
+
+const runtimes: AgentRuntimeDriver[] = [new ProcessRuntime(), new SandboxRuntime(), new DockerRuntime()];
+const availability = await Promise.all(runtimes.map(async (r) => ({ runtime: r, check: await r.available() })));
+for (const { runtime, check } of availability) {
+  if (!check.ok) console.warn(`runtime contract: skipping '${runtime.name}': ${check.reason}`);
+}
+
+let seq = 0;
+function launchFor(runtime: AgentRuntimeDriver, command: string): AgentLaunch {
+  const root = mkdtempSync(join(tmpdir(), `gt-contract-${runtime.name}-`));
+  const cwd = join(root, 'worktree');
+  mkdirSync(cwd);
+  const runId = `contract-${runtime.name}-${++seq}/r1/a1`;
+  return {
+    runId,
+    beadId: runId.split('/')[0]!,
+    role: 'polecat',
+    command,
+    cwd,
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    hostEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    runDir: join(root, 'run'),
+    allowNetwork: false,
+    mounts: [],
+    image: 'debian:bookworm-slim',
+  };
+}
+
+describe.each(availability.filter((a) => a.check.ok).map((a) => [a.runtime.name, a.runtime] as const))('runtime %s', (_name, runtime) => {
+  it('starts one agent per run id, however often and concurrently it is asked, and adopts it afterwards', async () => {
+    const launch = launchFor(runtime, 'echo started >> starts; while [ ! -f release ]; do sleep 0.1; done');
+    const results = await Promise.all([runtime.startOrAdopt(launch), runtime.startOrAdopt(launch), runtime.startOrAdopt(launch)]);
+    expect(new Set(results.map((r) => r.handle.ref)).size).toBe(1);
+    expect(results.filter((r) => !r.adopted)).toHaveLength(1);
+    await eventually(async () => (await runtime.status(results[0].handle, launch.runDir)).state === 'running', 20_000, 'running');
+    await runtime.stop(results[0].handle, 1_000);
+    await eventually(async () => (await runtime.status(results[0].handle, launch.runDir)).state === 'exited', 20_000, 'stopped');
+    await runtime.stop(results[0].handle, 1_000);
+    const again = await runtime.startOrAdopt(launch);
+    expect(again).toEqual({ handle: results[0].handle, adopted: true });
+    expect(readFileSync(join(launch.cwd, 'starts'), 'utf8')).toBe('started\n');
+  });
+
+  it('reports the exit code and the output of an agent that finished', async () => {
+    const launch = launchFor(runtime, 'echo "hello from $GT_RUN_DIR"; echo oops >&2; exit 7');
+    const { handle } = await runtime.startOrAdopt(launch);
+    const status = await eventually(async () => {
+      const s = await runtime.status(handle, launch.runDir);
+      return s.state === 'exited' ? s : undefined;
+    }, 20_000, 'exited');
+    expect(status).toEqual({ state: 'exited', exitCode: 7 });
+    const logs = await runtime.logs(handle, launch.runDir);
+    expect(logs).toContain(`hello from ${launch.runDir}`);
+    expect(logs).toContain('oops');
+  });
+});

@@ -1,0 +1,88 @@
+/**
+ * Issue 3 acceptance: the sandbox runtime (bubblewrap) lets an agent write its worktree and nothing else of the host,
+ * cuts the network off unless the rig allows it, and still lets the agent commit and speak to the gateway (through
+ * its unix socket), so a bead runs end to end in it. Skipped, with the reason, where bubblewrap cannot run.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AgentLaunch } from '../agents/runtime';
+import { SandboxRuntime } from '../agents/sandbox-runtime';
+import { createRepo } from './helpers/repo';
+import { eventually, startTestTown, type TestTown } from './helpers/town';
+
+const sandbox = new SandboxRuntime();
+const check = await sandbox.available();
+if (!check.ok) console.warn(`sandbox tests skipped: ${check.reason}`);
+
+describe.runIf(check.ok)('the sandbox runtime', () => {
+  let t: TestTown;
+  let server: Server;
+  let port: number;
+  beforeAll(async () => {
+    t = await startTestTown();
+    server = createServer((s) => s.on('error', () => undefined).end('hello\n'));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as { port: number }).port;
+  });
+  afterAll(async () => {
+    server?.close();
+    await t?.stop();
+  });
+
+  const launch = (command: string, allowNetwork: boolean): AgentLaunch => {
+    const root = mkdtempSync(join(tmpdir(), 'gt-sbx-'));
+    const cwd = join(root, 'worktree');
+    mkdirSync(cwd);
+    const runId = `sbx-${Math.random().toString(36).slice(2, 8)}/r1/a1`;
+    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
+    return { runId, beadId: runId.split('/')[0]!, role: 'polecat', command, cwd, env, hostEnv: env, runDir: join(root, 'run'), allowNetwork, mounts: [] };
+  };
+  const runToExit = async (l: AgentLaunch) => {
+    const { handle } = await sandbox.startOrAdopt(l);
+    return eventually(async () => {
+      const s = await sandbox.status(handle, l.runDir);
+      return s.state === 'exited' ? s : undefined;
+    }, 30_000, 'sandboxed agent exited');
+  };
+
+  it('lets the agent write its worktree and nothing outside it', async () => {
+    // Outside: a directory of the host (not under /tmp, which the sandbox replaces) and GT_HOME.
+    const outside = mkdtempSync('/var/tmp/gt-outside-');
+    const l = launch(
+      [
+        'echo inside > in-worktree.txt && echo ok-worktree >> results',
+        `echo evil 2>>errors > ${outside}/evil.txt && echo wrote-outside >> results || echo refused-outside >> results`,
+        `echo evil 2>>errors > ${t.gtHome}/evil.txt && echo wrote-home >> results || echo refused-home >> results`,
+        `echo evil 2>>errors > ${process.cwd()}/evil.txt && echo wrote-repo >> results || echo refused-repo >> results`,
+        'echo scratch > "$TMPDIR/scratch.txt" && echo ok-scratch >> results',
+      ].join('\n'),
+      false,
+    );
+    expect(await runToExit(l)).toEqual({ state: 'exited', exitCode: 0 });
+    expect(readFileSync(join(l.cwd, 'results'), 'utf8').trim().split('\n')).toEqual(['ok-worktree', 'refused-outside', 'refused-home', 'refused-repo', 'ok-scratch']);
+    expect(readFileSync(join(l.cwd, 'errors'), 'utf8')).toMatch(/Read-only file system|No such file or directory/);
+    expect(existsSync(join(outside, 'evil.txt'))).toBe(false);
+    expect(existsSync(join(t.gtHome, 'evil.txt'))).toBe(false);
+    expect(existsSync(join(process.cwd(), 'evil.txt'))).toBe(false);
+    expect(readFileSync(join(l.cwd, 'in-worktree.txt'), 'utf8')).toBe('inside\n');
+  });
+
+  it('cuts the network off unless the rig allows it', async () => {
+    const probe = `node -e "require('net').connect(${port}, '127.0.0.1').on('connect', () => process.exit(0)).on('error', () => process.exit(9))"`;
+    expect(await runToExit(launch(probe, false))).toEqual({ state: 'exited', exitCode: 9 });
+    expect(await runToExit(launch(probe, true))).toEqual({ state: 'exited', exitCode: 0 });
+  });
+
+  it('runs a bead end to end: the sandboxed agent commits and reaches the gateway through its unix socket', async () => {
+    const repo = await createRepo();
+    await t.addRig({ name: 'sbx-rig', repo: repo.origin, runtime: 'sandbox' });
+    const { handle } = await t.town.sling('sbx-rig', { id: 'b-sbx', title: 'Work in a sandbox' });
+    expect((await handle.result()).status).toBe('closed');
+    expect(await repo.show('work/b-sbx.txt')).toBe('done by b-sbx/r1/a1\n');
+    const log = readFileSync(join(t.gtHome, 'runs', 'b-sbx_r1_a1', 'output.log'), 'utf8');
+    expect(log).not.toMatch(/cannot reach the gateway/);
+  });
+});
