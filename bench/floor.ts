@@ -8,7 +8,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { exec, git, GIT_IDENTITY } from './git';
+import { exec, git, GIT_IDENTITY, mergedWorkFiles } from './git';
 import { beadLocalId } from './scenario';
 
 export const agentScript = fileURLToPath(new URL('./agents/instant.sh', import.meta.url));
@@ -91,5 +91,7 @@ export async function runFloor(options: { root: string; origin: string; n: numbe
   });
   await Promise.all(lanes);
   const endedAt = Math.max(...beads.map((b) => b.mergedAt));
+  const landed = await mergedWorkFiles(origin);
+  if (landed !== n) throw new Error(`the floor script ended with ${landed} of ${n} beads' work on main`);
   return { startedAt, makespanMs: endedAt - startedAt, gateRuns, beads: beads.sort((a, b) => a.index - b.index) };
 }

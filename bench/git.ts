@@ -35,3 +35,9 @@ export async function createOrigin(root: string): Promise<string> {
   await git(seed, 'push', '-q', origin, 'main');
   return origin;
 }
+
+/** How many beads' files `main` of a repository holds: both the floor and the town must end with all of them. */
+export async function mergedWorkFiles(origin: string): Promise<number> {
+  const out = await git(origin, 'ls-tree', '--name-only', 'main', 'work/');
+  return out.split('\n').filter((l) => l.endsWith('.txt')).length;
+}

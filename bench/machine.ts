@@ -18,6 +18,20 @@ export interface MachineInfo {
   temporalCli: string;
   git: string;
   code: { commit: string; uncommittedFiles: number };
+  /** `gt --version`, median of 3: the node + tsx start-up every `gt done` of an agent pays. */
+  gtCommandStartMs: number;
+}
+
+const gtBin = fileURLToPath(new URL('../bin/gt', import.meta.url));
+
+async function gtCommandStart(): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const t = Date.now();
+    await exec(gtBin, ['--version']);
+    times.push(Date.now() - t);
+  }
+  return times.sort((a, b) => a - b)[1]!;
 }
 
 const firstLine = (s: string) => s.trim().split('\n')[0] ?? '';
@@ -37,5 +51,6 @@ export async function machineInfo(cli: ResolvedCli): Promise<MachineInfo> {
     temporalCli: cli.path ? `${await tryExec(cli.path, ['--version'])} (${cli.source})` : cli.source,
     git: await tryExec('git', ['--version']),
     code: { commit: await tryExec('git', ['rev-parse', '--short', 'HEAD'], repoRoot), uncommittedFiles: status.split('\n').filter(Boolean).length },
+    gtCommandStartMs: await gtCommandStart(),
   };
 }

@@ -9,6 +9,7 @@ import { refineryWorkflowId } from '../domain/ids';
 import { pauseRefineryUpdate, refineryStateQuery } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { agentScript } from './floor';
+import { mergedWorkFiles } from './git';
 import { beadEvents, fetchRigHistories, mergeSections, type MergeSection, type RunHistory } from './histories';
 import { beadLocalId, convoySpec, dependencyOf, indexOfBead } from './scenario';
 import type { BenchStack } from './stack';
@@ -153,10 +154,13 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
     return failed ? 'failed' : 'landed';
   };
   let deadline: NodeJS.Timeout | undefined;
-  const status = await Promise.race([drive(), new Promise<string>((resolve) => (deadline = setTimeout(() => resolve('timed out'), o.deadlineMs)))]);
+  let status = await Promise.race([drive(), new Promise<string>((resolve) => (deadline = setTimeout(() => resolve('timed out'), o.deadlineMs)))]);
   clearTimeout(deadline);
   const endedAt = Date.now();
   if (status === 'timed out') await terminateRig(stack, rig);
+  // The town's word is checked against the repository: a landed convoy has every good bead's work on main.
+  const landed = await mergedWorkFiles(o.origin);
+  if (status === 'landed' && landed !== n - bad.size) status = `landed, but main holds ${landed} of ${n - bad.size} beads' work`;
   finished = true;
   await releasing;
 

@@ -56,6 +56,8 @@ export interface BenchReport {
   finishedAt: string;
   durationMs: number;
   machine: MachineInfo;
+  /** Other work on the machine skews every figure: compare with the load at the start. */
+  loadAverageAtEnd: number[];
   parameters: Record<string, unknown>;
   convoys: ConvoyScenarioReport[];
   mergeQueue: QueueScenarioReport[];
@@ -121,8 +123,8 @@ export function renderMarkdown(r: BenchReport): string {
   const lines: string[] = [];
   lines.push(`# Bench report ${r.startedAt}`, '');
   lines.push(
-    `${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.platform}; load average at start ${m.loadAverageAtStart.join(' / ')}.`,
-    `Node ${m.node}, Temporal SDK ${m.temporalSdk}, ${m.temporalCli}, ${m.git}. Code ${m.code.commit}` +
+    `${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.platform}; load average ${m.loadAverageAtStart.join(' / ')} at the start, ${r.loadAverageAtEnd.join(' / ')} at the end.`,
+    `Node ${m.node}, Temporal SDK ${m.temporalSdk}, ${m.temporalCli}, ${m.git}; \`gt\` command start-up ${time(m.gtCommandStartMs)}. Code ${m.code.commit}` +
       (m.code.uncommittedFiles ? ` with ${m.code.uncommittedFiles} uncommitted file(s)` : '') +
       `. Took ${time(r.durationMs)}.`,
     '',

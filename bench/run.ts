@@ -6,7 +6,7 @@
  * and in batches. Writes bench/reports/<time>.{json,md} and latest.md. See bench/README.md.
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { convoyFigures, queueFigures, type ConvoyRepeatFigures, type QueueRepeatFigures } from './analysis';
@@ -146,6 +146,7 @@ async function main() {
     finishedAt: finishedAt.toISOString(),
     durationMs: finishedAt.getTime() - startedAt.getTime(),
     machine,
+    loadAverageAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
     parameters: {
       ...o,
       skip: [...o.skip],
