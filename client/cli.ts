@@ -11,6 +11,7 @@ import { registerConvoyCommands } from './commands/convoy';
 import { registerCodecServerCommand } from './commands/codec-server';
 import { registerEscalationCommands } from './commands/escalation';
 import { registerMcpCommand } from './commands/mcp';
+import { registerMqCommands } from './commands/mq';
 import { registerRigCommands } from './commands/rig';
 import { registerServeCommands } from './commands/serve';
 import { UserError } from './town';
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   registerServeCommands(program);
   registerRigCommands(program);
   registerBeadCommands(program);
+  registerMqCommands(program);
   registerConvoyCommands(program);
   registerEscalationCommands(program);
   registerRunCommands(program);

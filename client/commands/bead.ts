@@ -89,17 +89,4 @@ export function registerBeadCommands(program: Command): void {
       if (o.json) printJson(s);
       else console.log(describeBead(s));
     });
-
-  program
-    .command('mq')
-    .description("a rig's merge queue")
-    .argument('<rig>', 'rig name')
-    .option('--json', 'print JSON')
-    .action(async (rig: string, o: { json?: boolean }) => {
-      const q = await withTown((town) => town.mergeQueue(rig));
-      if (o.json) return printJson(q);
-      console.log(`refinery:${q.rig}  merged ${q.merged}, sent back ${q.rejected}${q.paused ? '  (paused)' : ''}`);
-      console.log(q.merging ? `merging  ${q.merging.mrId} (${q.merging.branch})` : 'merging  (nothing)');
-      console.log(table(q.queue.map((t) => ({ mr: t.mrId, bead: t.beadId, priority: t.priority, head: t.headSha.slice(0, 10), target: t.targetBranch }))));
-    });
 }

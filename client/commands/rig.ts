@@ -1,6 +1,8 @@
 import type { Command } from 'commander';
-import type { RigConfig } from '../../domain/rig';
+import { githubRepository } from '../../domain/forge';
+import type { RigConfig, RigConfigInput } from '../../domain/rig';
 import { printJson, table } from '../output';
+import { UserError } from '../town';
 import { parseEnvFlags, registerRigDispatchCommands } from './dispatch';
 import { collect, intArg, withTown } from './with-town';
 
@@ -27,7 +29,23 @@ interface RigAddOptions {
   gitEmail?: string;
   breakerThreshold?: number;
   breakerProbeInterval?: string;
+  batchSize?: number;
+  githubRepo?: string;
+  githubApiUrl?: string;
+  prPoll?: string;
+  autoMerge?: boolean;
+  autoMergeDelay?: string;
   json?: boolean;
+}
+
+/** GitHub settings of a `--merge pr` rig; the token never goes here (the worker reads GITHUB_TOKEN). */
+function forgeOptions(o: RigAddOptions): RigConfigInput['forge'] {
+  const given = { repository: o.githubRepo, apiUrl: o.githubApiUrl, pollInterval: o.prPoll, autoMerge: o.autoMerge, autoMergeDelay: o.autoMergeDelay };
+  const forge = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
+  if (o.merge === 'pr' && !githubRepository(o.repo, forge)) {
+    throw new UserError('--merge pr needs the GitHub repository: add --github-repo owner/name (or use a github.com --repo URL)');
+  }
+  return Object.keys(forge).length ? forge : undefined;
 }
 
 const rigRow = (r: RigConfig) => ({
@@ -68,6 +86,12 @@ export function registerRigCommands(program: Command): void {
     .option('--git-email <email>', "author/committer email of the agents' commits")
     .option('--breaker-threshold <n>', 'consecutive agent start failures that pause dispatch on the rig', intArg('--breaker-threshold'))
     .option('--breaker-probe-interval <duration>', 'while the breaker is open, let one run through as a probe this often')
+    .option('--batch-size <n>', 'merge up to n queued MRs as one gated candidate, bisecting to the culprits when it fails (default 1: one at a time)', intArg('--batch-size'))
+    .option('--github-repo <owner/name>', "GitHub repository for --merge pr (default: from a github.com --repo URL); the token is the worker's GITHUB_TOKEN")
+    .option('--github-api-url <url>', 'GitHub API base URL (GitHub Enterprise: https://host/api/v3)')
+    .option('--pr-poll <duration>', 'how often a merge request looks at its pull request (default 60s)')
+    .option('--auto-merge', 'merge pull requests through the GitHub API once green and approved')
+    .option('--auto-merge-delay <duration>', 'how long a pull request must stay green and approved before auto-merge (default 5m)')
     .option('--json', 'print the rig as JSON')
     .addHelpText('after', '\nExample:\n  gt rig add webapp --repo ~/src/webapp --gate "npm test" --agent "claude -p \\"$(cat $GT_PROMPT_FILE)\\""')
     .action(async (name: string, o: RigAddOptions) => {
@@ -100,6 +124,8 @@ export function registerRigCommands(program: Command): void {
           network: o.network ?? false,
           image: o.image,
           gitIdentity: o.gitName || o.gitEmail ? { name: o.gitName ?? '', email: o.gitEmail ?? '' } : undefined,
+          batchSize: o.batchSize,
+          forge: forgeOptions(o),
         }),
       );
       if (o.json) printJson(added);
