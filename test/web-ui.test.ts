@@ -4,12 +4,12 @@
  * finds exactly that convoy's beads, titled by their summaries. Screenshots go to test/.artifacts (always, so a
  * failure shows what the browser saw).
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
-import { Client as TemporalClient } from '@temporalio/client';
+import { Connection, Client as TemporalClient } from '@temporalio/client';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { beadWorkflowId } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
 import { startDevServer, type DevServer } from '../provisioning/dev-server';
@@ -91,5 +91,26 @@ describe.skipIf(!hasChromium)('the Temporal Web UI', () => {
       await page.goto(`${server.uiUrl}/namespaces/${server.namespace}/workflows/${encodeURIComponent(beadWorkflowId('login-ui'))}`, { waitUntil: 'domcontentloaded' });
       await page.getByText('bead login-ui: Login form').first().waitFor({ timeout: 60_000 });
     });
+  });
+});
+
+describe('the saved queries of docs/web-ui.md', () => {
+  let connection: Connection;
+  beforeAll(async () => {
+    connection = await Connection.connect({ address: inject('temporalAddress') });
+  });
+  afterAll(async () => {
+    await connection?.close();
+  });
+
+  it('are all valid queries over the registered search attributes', async () => {
+    const doc = readFileSync(join(repoRoot, 'docs', 'web-ui.md'), 'utf8');
+    const section = doc.split('## Saved queries')[1]!.split('\n## ')[0]!;
+    const queries = [...section.matchAll(/^\| [^|]+ \| `([^`]+)` \|$/gm)].map((m) => m[1]!);
+    expect(queries.length).toBeGreaterThanOrEqual(10);
+    const client = new TemporalClient({ connection, namespace: inject('temporalNamespace') });
+    for (const query of queries) {
+      await expect(client.workflow.count(query).then((r) => typeof r.count), query).resolves.toBe('number');
+    }
   });
 });
