@@ -73,7 +73,7 @@ export class DockerRuntime implements AgentRuntimeDriver {
     return { handle: { runtime: 'docker', runId: launch.runId, ref: id }, adopted: false };
   }
 
-  async status(handle: AgentHandle): Promise<AgentStatus> {
+  async status(handle: AgentHandle, _runDir?: string): Promise<AgentStatus> {
     let info: Docker.ContainerInspectInfo;
     try {
       info = await this.docker.getContainer(handle.ref).inspect();
