@@ -39,6 +39,8 @@ export interface ConvoySummary {
     actionsPerConvoy?: Spread;
     actionsPerBeadAllIn?: Spread;
     largestHistory?: Spread;
+    /** Which kind of workflow had the largest history, in the repeat where it was largest. */
+    largestHistoryKind?: string;
   };
 }
 
@@ -92,6 +94,7 @@ export function summarizeConvoy(repeats: ConvoyRepeatFigures[]): ConvoySummary {
       actionsPerConvoy: kind('convoy', (x) => x.actionsTotal),
       actionsPerBeadAllIn: of((r) => r.history.actionsPerBeadAllIn),
       largestHistory: of((r) => r.history.largestRun.events),
+      largestHistoryKind: [...repeats].sort((a, b) => b.history.largestRun.events - a.history.largestRun.events)[0]?.history.largestRun.kind,
     },
   };
 }
@@ -160,7 +163,7 @@ export function renderMarkdown(r: BenchReport): string {
       const h = c.summary.history;
       const n = (s: Spread | undefined) => cell(s, (v) => num(v, 0));
       lines.push(
-        `| ${c.n} | ${c.width} | ${n(h.eventsPerBead)} | ${n(h.eventsPerMr)} | ${n(h.eventsPerConvoy)} (${n(h.convoyRuns)}) | ${n(h.eventsRefinery)} (${n(h.refineryRuns)}) | ${n(h.eventsDispatchGate)} | ${n(h.actionsPerBead)} | ${n(h.actionsPerMr)} | ${n(h.actionsPerConvoy)} | ${cell(h.actionsPerBeadAllIn, (v) => num(v))} | ${n(h.largestHistory)} |`,
+        `| ${c.n} | ${c.width} | ${n(h.eventsPerBead)} | ${n(h.eventsPerMr)} | ${n(h.eventsPerConvoy)} (${n(h.convoyRuns)}) | ${n(h.eventsRefinery)} (${n(h.refineryRuns)}) | ${n(h.eventsDispatchGate)} | ${n(h.actionsPerBead)} | ${n(h.actionsPerMr)} | ${n(h.actionsPerConvoy)} | ${cell(h.actionsPerBeadAllIn, (v) => num(v))} | ${n(h.largestHistory)}${h.largestHistoryKind ? ` (${h.largestHistoryKind})` : ''} |`,
       );
     }
     lines.push('');

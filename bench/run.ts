@@ -15,7 +15,7 @@ import { createOrigin } from './git';
 import { machineInfo } from './machine';
 import { parseOptions, repeatsFor, type BenchOptions } from './options';
 import { runOrchestrated } from './orchestrated';
-import { summarizeConvoy, summarizeQueue, writeReport, type BenchReport, type ConvoyScenarioReport, type QueueScenarioReport } from './report';
+import { renderMarkdown, summarizeConvoy, summarizeQueue, writeReport, type BenchReport, type ConvoyScenarioReport, type QueueScenarioReport } from './report';
 import { badBeads } from './scenario';
 import type { BenchStack } from './stack';
 import { startStack } from './stack';
@@ -162,6 +162,7 @@ async function main() {
     notes,
   };
   const paths = writeReport(o.out, report);
+  console.log(renderMarkdown(report));
   log(`report: ${paths.md} (and ${paths.json}, ${paths.latest})`);
 }
 
