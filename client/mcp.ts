@@ -10,11 +10,13 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { BeadSpec, BeadStatus } from '../domain/bead';
+import { BeadSpec, BeadStatus, CheckpointRequest, NudgeRequest } from '../domain/bead';
+import { ConvoyBeadSpec, FailurePolicy, MergeMode } from '../domain/convoy';
 import { BeadId, ConvoyId, RigName } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
 import { callGateway } from './commands/agent';
 import { connectClient } from './connection';
+import { ConvoyClient } from './convoys';
 import { Town, UserError } from './town';
 
 export const McpToolset = z.enum(['agent', 'operator', 'all']);
@@ -98,6 +100,25 @@ function registerAgentTools(server: McpServer, answer: Answer, role: string | un
     ({ message }) => answer(() => callGateway('/v1/progress', { message })),
   );
   server.registerTool(
+    'gt_checkpoint',
+    {
+      title: 'Save a checkpoint',
+      description: 'Save a note about where the work stands; if this run ends early, the next run of the bead gets it in its prompt.',
+      inputSchema: { note: CheckpointRequest.shape.note.describe('what is done and what is next') },
+    },
+    ({ note }) => answer(() => callGateway('/v1/checkpoint', { note })),
+  );
+  server.registerTool(
+    'gt_inbox',
+    {
+      title: 'Read messages',
+      description: 'Messages operators sent to this bead (gt nudge). Returned messages are marked read unless peek is set.',
+      inputSchema: { all: z.boolean().default(false).describe('every message, read or not'), peek: z.boolean().default(false).describe('do not mark them read') },
+      annotations: { readOnlyHint: false },
+    },
+    ({ all, peek }) => answer(() => callGateway('/v1/inbox', { all, peek })),
+  );
+  server.registerTool(
     'gt_escalate',
     {
       title: 'Ask a human for help',
@@ -160,8 +181,11 @@ async function listBeads(town: Town, filter: z.output<typeof BeadListFilter>) {
   return rows;
 }
 
+const ConvoyBeads = z.array(ConvoyBeadSpec).min(1).describe('the tasks: id (local to the convoy), title, description, acceptance, priority, dependsOn (ids of beads that must merge first)');
+
 function registerOperatorTools(server: McpServer, answer: Answer, town: () => Promise<Town>): void {
   const readOnly = { readOnlyHint: true };
+  const convoys = async () => new ConvoyClient(await town());
   server.registerTool(
     'gt_rig_list',
     { title: 'List rigs', description: 'The rigs (repositories under management) and their configuration.', inputSchema: {}, annotations: readOnly },
@@ -216,6 +240,74 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
     'gt_mq',
     { title: 'Merge queue', description: "A rig's merge queue: what is merging now, what waits, merged and sent-back counts.", inputSchema: { rig: RigName }, annotations: readOnly },
     ({ rig }) => answer(async () => (await town()).mergeQueue(rig)),
+  );
+  server.registerTool(
+    'gt_nudge',
+    {
+      title: 'Message a run',
+      description: "Send a message to whichever run works on a bead now (and the runs after it); the agent reads it with gt inbox / gt_inbox.",
+      inputSchema: { beadId: BeadId, message: NudgeRequest.shape.message, from: z.string().trim().min(1).max(200).default('mayor') },
+    },
+    ({ beadId, message, from }) => answer(async () => (await town()).nudge(beadId, message, from)),
+  );
+  server.registerTool(
+    'gt_convoy_start',
+    {
+      title: 'Start a convoy',
+      description:
+        'Start a convoy: a set of beads on one rig with dependencies (a DAG) that land together. Each bead starts when the beads it depends on have merged. ' +
+        'With staged=true nothing starts until gt_convoy_launch (add beads meanwhile with gt_convoy_add_beads). The whole spec is validated first (cycles, unknown dependencies, sizes); nothing starts if it is invalid.',
+      inputSchema: {
+        title: z.string().describe('what the convoy delivers'),
+        rig: RigName.describe('rig name'),
+        description: z.string().optional(),
+        mergeMode: MergeMode.optional().describe('review-and-merge (each bead merges to the target) or review-then-land (beads merge to a convoy branch that lands at the end)'),
+        onFailure: FailurePolicy.optional(),
+        maxParallel: z.number().int().min(1).optional().describe('beads in flight at once'),
+        id: ConvoyId.optional().describe('convoy id (default: from the title)'),
+        beads: ConvoyBeads,
+        staged: z.boolean().default(false).describe('create it without starting any bead'),
+      },
+    },
+    ({ staged, ...spec }) =>
+      answer(async () => {
+        const { convoyId, workflowId } = await (await convoys()).start(spec, { staged });
+        return { convoyId, workflowId, staged };
+      }),
+  );
+  server.registerTool(
+    'gt_convoy_add_beads',
+    {
+      title: 'Add beads to a convoy',
+      description: 'Add beads to a staged or running convoy; dependencies may name beads already in it.',
+      inputSchema: { convoyId: ConvoyId, beads: ConvoyBeads },
+    },
+    ({ convoyId, beads }) => answer(async () => (await convoys()).addBeads(convoyId, beads)),
+  );
+  server.registerTool(
+    'gt_convoy_launch',
+    { title: 'Launch a staged convoy', description: 'Start the beads of a staged convoy whose dependencies allow it.', inputSchema: { convoyId: ConvoyId } },
+    ({ convoyId }) => answer(async () => (await convoys()).launch(convoyId)),
+  );
+  server.registerTool(
+    'gt_convoy_status',
+    {
+      title: 'Convoy status',
+      description: "A convoy's status, counts, and each bead's state (pending, blocked, running, closed, failed).",
+      inputSchema: { convoyId: ConvoyId },
+      annotations: readOnly,
+    },
+    ({ convoyId }) => answer(async () => (await convoys()).status(convoyId)),
+  );
+  server.registerTool(
+    'gt_convoy_list',
+    { title: 'List convoys', description: 'Convoys of the town with their status and counts.', inputSchema: {}, annotations: readOnly },
+    () => answer(async () => (await convoys()).list()),
+  );
+  server.registerTool(
+    'gt_convoy_cancel',
+    { title: 'Cancel a convoy', description: 'Cancel a running convoy: it stops its beads and ends; returns its final state.', inputSchema: { convoyId: ConvoyId }, annotations: { destructiveHint: true } },
+    ({ convoyId }) => answer(async () => (await convoys()).cancel(convoyId)),
   );
   server.registerTool(
     'gt_escalations',

@@ -1,6 +1,6 @@
 /**
  * Scripted polecat that finishes through MCP, as an MCP-capable agent CLI does: it commits its work, then calls
- * the gt_progress and gt_done tools of `gt mcp` (found on PATH, speaking for this run through GT_*).
+ * the gt_progress, gt_checkpoint, gt_inbox and gt_done tools of `gt mcp` (found on PATH, speaking for this run through GT_*).
  * Records the tools it was offered and the answers in $TEST_DIR.
  */
 import { execFileSync } from 'node:child_process';
@@ -23,7 +23,9 @@ await client.connect(new StdioClientTransport({ command: 'gt', args: ['mcp'], en
 const { tools } = await client.listTools();
 writeFileSync(join(testDir, 'tools.json'), JSON.stringify(tools.map((t) => t.name).sort()));
 const progress = await client.callTool({ name: 'gt_progress', arguments: { message: 'committed; finishing via mcp' } });
+const checkpoint = await client.callTool({ name: 'gt_checkpoint', arguments: { note: 'file committed, calling gt_done next' } });
+const inbox = await client.callTool({ name: 'gt_inbox', arguments: { peek: true } });
 const done = await client.callTool({ name: 'gt_done', arguments: { summary: 'finished via MCP' } });
-writeFileSync(join(testDir, 'answers.json'), JSON.stringify({ progress, done }));
+writeFileSync(join(testDir, 'answers.json'), JSON.stringify({ progress, checkpoint, inbox, done }));
 await client.close();
 process.exitCode = done.isError ? 1 : 0;
