@@ -159,7 +159,10 @@ export class Town {
       return await this.beadHandle(beadId).executeUpdate(nudgeUpdate, { args: [req] });
     } catch (err) {
       if (err instanceof WorkflowUpdateFailedError) throw new UserError(err.cause?.message ?? err.message);
-      if (notFound(err)) throw new UserError(`unknown bead '${beadId}' (or it has finished)`);
+      if (notFound(err)) {
+        const finished = await this.beadState(beadId);
+        throw new UserError(`bead ${beadId} is ${finished.status}: no run will read the message`);
+      }
       throw err;
     }
   }
