@@ -155,4 +155,19 @@ describe('stopping a convoy', () => {
     expect(result).toMatchObject({ status: 'closed', reason: 'closed by an operator: superseded by another plan', counts: { cancelled: 1 } });
     expect((await t.client.workflow.getHandle('bead:cl-a').describe()).status.name).toBe('CANCELLED');
   });
+
+  it('notices a bead that ended without reporting (terminated by hand) and treats it as failed', async () => {
+    const repo = await createRepo();
+    const testDir = mkdtempSync(join(tmpdir(), 'gt-lost-'));
+    await t.addRig({ name: 'lost', repo: repo.origin, agent: agentScript('convoy-instant'), env: { TEST_DIR: testDir, HOLD_BEADS: 'a' }, policy: FAST_STOP });
+    await convoys.start({ id: 'lo', title: 'Lost report', rig: 'lost', beads: [{ id: 'a', title: 'A' }, { id: 'b', title: 'B', dependsOn: ['a'] }] }, { options: { reconcileEvery: '1s' } });
+    await eventually(async () => (await t.town.beadState('lo-a').catch(() => undefined))?.status === 'in_progress', 30_000, 'bead running');
+    // Terminated workflows run no code: the bead never reports, so only the convoy's own check can find out.
+    await t.client.workflow.getHandle('bead:lo-a').terminate('test: lost bead');
+    const result = (await t.client.workflow.getHandle('convoy:lo').result()) as ConvoyResult;
+    expect(result).toMatchObject({ status: 'failed', counts: { failed: 1, blocked: 1 } });
+    expect((await convoys.state('lo')).beads[0]).toMatchObject({ status: 'failed', reason: 'the bead workflow ended terminated without reporting' });
+    expect(await beadExists('lo-b')).toBe(false);
+    writeFileSync(join(testDir, 'release'), '');
+  });
 });
