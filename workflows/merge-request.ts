@@ -45,6 +45,8 @@ const EXIT_GRACE_MS = 15_000;
 const MAX_BACKOFF_MS = 600_000;
 /** Failed looks at a pull request in a row before a human hears about it (the MR keeps looking). */
 const LOOKS_BEFORE_ESCALATION = 5;
+/** How long a merge request waits for the refinery's answer before announcing itself again. */
+const REANNOUNCE_MS = 15 * 60_000;
 
 const FollowingState = z.object({
   pr: z.object({ number: z.number().int().positive(), url: z.string(), created: z.boolean() }),
@@ -184,13 +186,20 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       scheduleToStartTimeout: policy.startTimeout,
       retry: { initialInterval: '2s', maximumInterval: '30s', maximumAttempts: 5 },
     });
+    const starter = proxyActivities<HostQueueActivities>({
+      taskQueue: hostQueue,
+      startToCloseTimeout: policy.startTimeout,
+      scheduleToStartTimeout: policy.startTimeout,
+      // Start-or-adopt by run id: a retry after an uncertain start adopts the reviewer instead of launching a second.
+      retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 3, nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput', 'NoAgentCommand', 'AgentStartRefused'] },
+    });
     const supervisor = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
       startToCloseTimeout: policy.runTimeout,
       heartbeatTimeout: policy.heartbeatTimeout,
       scheduleToStartTimeout: policy.startTimeout,
-      // Retries re-attach to the live process (handle in heartbeat details); they never relaunch it.
-      retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 5, nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput', 'NoAgentCommand'] },
+      // Retries re-attach to the live process through its handle; they never relaunch it.
+      retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 5, nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput'] },
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     });
     const prepared = await onHost.prepareReviewRun({
@@ -206,30 +215,41 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     });
     const record: MergeRequestState['reviewRuns'][number] = { runId, outcome: 'running' };
     state.reviewRuns.push(record);
+    const launch = {
+      runId,
+      beadId: bead.id,
+      workflowId: workflowInfo().workflowId,
+      role: 'reviewer' as const,
+      rig,
+      worktree: prepared.worktree,
+      promptFile: prepared.promptFile,
+      branch: input.branch,
+      targetBranch: input.targetBranch,
+    };
+    // Current before the agent exists: a fast reviewer may give its verdict before the start activity returns.
     const run: ReviewerRun = { runId, lastProgressAt: Date.now() };
     reviewer = run;
+    setPhase('review', `starting reviewer run ${runId} on ${prepared.host}`, runId);
+    let handle;
+    try {
+      ({ handle } = await starter.startAgentRun(launch));
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      reviewer = undefined;
+      record.outcome = 'lost';
+      return { failure: `${runId} could not be started: ${String((err as Error).message ?? err)}` };
+    }
     setPhase('review', `waiting for the verdict of reviewer run ${runId}`, runId);
 
     let exit: { exitCode: number | null } | undefined;
     let lost: string | undefined;
     const scope = new CancellationScope();
     const supervision = scope
-      .run(() =>
-        supervisor.superviseAgentRun({
-          runId,
-          beadId: bead.id,
-          workflowId: workflowInfo().workflowId,
-          role: 'reviewer',
-          rig,
-          worktree: prepared.worktree,
-          promptFile: prepared.promptFile,
-          branch: input.branch,
-          targetBranch: input.targetBranch,
-        }),
-      )
+      .run(() => supervisor.superviseAgentRun({ ...launch, handle }))
       .then(
         (r) => void (exit = r),
-        (err: unknown) => void (lost = isCancellation(err) ? undefined : String((err as Error).message ?? err)),
+        // Only a cancellation this workflow asked for is expected; anything else means supervision was lost.
+        (err: unknown) => void (lost = isCancellation(err) && scope.consideredCancelled ? undefined : String((err as Error).message ?? err)),
       );
 
     let stalled = false;
@@ -357,23 +377,22 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       if (reviewed.kind === 'sent_back') return finish(reviewed.outcome);
     }
     setPhase('queued', `waiting for the refinery of ${rig.name} to take ${input.branch} @ ${input.headSha.slice(0, 10)}`);
-    await town.enqueueMergeRequest({
-      rig,
-      ticket: {
-        mrId: input.mrId,
-        beadId: bead.id,
-        round: input.round,
-        title: bead.title,
-        branch: input.branch,
-        headSha: input.headSha,
-        targetBranch: input.targetBranch,
-        priority: bead.priority,
-        convoyId: input.convoyId,
-        enqueuedAt: Date.now(),
-        retries: input.round - 1,
-      },
-    });
-    await condition(() => result !== undefined);
+    const ticket = {
+      mrId: input.mrId,
+      beadId: bead.id,
+      round: input.round,
+      title: bead.title,
+      branch: input.branch,
+      headSha: input.headSha,
+      targetBranch: input.targetBranch,
+      priority: bead.priority,
+      convoyId: input.convoyId,
+      enqueuedAt: Date.now(),
+      retries: input.round - 1,
+    };
+    await town.enqueueMergeRequest({ rig, ticket });
+    // Should the refinery have been lost (terminated or reset by an operator), announce again; it ignores repeats.
+    while (!(await condition(() => result !== undefined, REANNOUNCE_MS))) await town.enqueueMergeRequest({ rig, ticket });
     const outcome = result!.outcome;
     if (outcome.kind !== 'pr_opened') return finish(outcome);
     following = { pr: outcome.pr, looks: 0, failedLooks: 0, escalated: false };

@@ -108,7 +108,9 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     }
     const ticket = parsed.data;
     const key = `${ticket.mrId}@${ticket.headSha}`;
-    if (seen.has(key)) return;
+    const same = (t: MergeTicket) => t.mrId === ticket.mrId && t.headSha === ticket.headSha;
+    // `seen` is trimmed at continue-as-new; what is waiting or merging is checked directly.
+    if (seen.has(key) || queue.some(same) || sectionTickets.some(same)) return;
     seen.add(key);
     if (ticket.convoyId && convoySince[ticket.convoyId] === undefined) convoySince[ticket.convoyId] = ticket.convoyStartedAt ?? Date.now();
     queue.push(ticket);
