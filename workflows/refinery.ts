@@ -149,7 +149,8 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     proxyActivities<TownQueueActivities>({
       // Up to five compare-and-swap rounds, each running every gate to its timeout, plus git work.
       startToCloseTimeout: Math.max(2 * 3_600_000, 5 * rig.gates.length * rig.gateTimeout + 600_000),
-      heartbeatTimeout: rig.policy.heartbeatTimeout,
+      // Gates heartbeat every 5 s; git work between them (a large fetch) may take longer than a short run policy allows.
+      heartbeatTimeout: Math.max(rig.policy.heartbeatTimeout, 30_000),
       retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '2m', maximumAttempts: 8, nonRetryableErrorTypes: ['InvalidInput'] },
     });
   const forge = () =>
