@@ -1,0 +1,94 @@
+/**
+ * Git credentials reach a run through git's credential helper, keyed by the remote's full host:port: proved with real
+ * git against a real HTTP git server (git http-backend behind basic auth) on a non-default port, where a port-less
+ * key (the predecessor's bug) is never matched.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { credentialKey, credentialLine, hostCredentialsFile, runCredentialsFile, runGitCredentials, saveHostCredential } from '../activities/credentials';
+import { createRepo } from './helpers/repo';
+
+const TOKEN = 'tok-3f9a1c-secret';
+let server: Server;
+let remote: string;
+
+/** A smart-HTTP git server that demands `ci:<TOKEN>`. */
+beforeAll(async () => {
+  const repo = await createRepo();
+  const root = join(repo.origin, '..');
+  server = createServer((req, res) => {
+    if (req.headers.authorization !== `Basic ${Buffer.from(`ci:${TOKEN}`).toString('base64')}`) {
+      res.writeHead(401, { 'www-authenticate': 'Basic realm="git"' }).end();
+      return;
+    }
+    const url = new URL(req.url ?? '/', 'http://x');
+    const cgi = spawn('git', ['http-backend'], {
+      env: { ...process.env, GIT_PROJECT_ROOT: root, GIT_HTTP_EXPORT_ALL: '1', PATH_INFO: url.pathname, QUERY_STRING: url.search.slice(1), REQUEST_METHOD: req.method ?? 'GET', CONTENT_TYPE: req.headers['content-type'] ?? '', REMOTE_USER: 'ci' },
+    });
+    req.pipe(cgi.stdin);
+    const out: Buffer[] = [];
+    cgi.stdout.on('data', (d: Buffer) => out.push(d));
+    cgi.on('close', () => {
+      const all = Buffer.concat(out);
+      const split = all.indexOf('\r\n\r\n');
+      const headers = all.subarray(0, split).toString().split('\r\n');
+      const status = Number(/^Status: (\d+)/m.exec(headers.join('\n'))?.[1] ?? 200);
+      for (const h of headers) {
+        const i = h.indexOf(':');
+        if (i > 0 && !/^status$/i.test(h.slice(0, i))) res.setHeader(h.slice(0, i), h.slice(i + 1).trim());
+      }
+      res.writeHead(status).end(all.subarray(split + 4));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  remote = `http://127.0.0.1:${(server.address() as { port: number }).port}/origin.git`;
+});
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+const lsRemote = (env: Record<string, string>) =>
+  new Promise<{ ok: boolean; out: string }>((resolve) =>
+    execFile('git', ['ls-remote', remote], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: mkdtempSync(join(tmpdir(), 'gt-nohome-')), ...env }, timeout: 30_000 }, (err, stdout, stderr) =>
+      resolve({ ok: !err, out: stdout + stderr }),
+    ),
+  );
+
+describe('git credentials for runs', () => {
+  it('keys credentials by protocol and the full host:port as the remote spells it', () => {
+    expect(credentialKey('https://git.example.com:8443/org/repo.git')).toEqual({ protocol: 'https', host: 'git.example.com:8443' });
+    expect(credentialKey('https://user@git.example.com/org/repo.git')).toEqual({ protocol: 'https', host: 'git.example.com' });
+    expect(credentialKey('git@github.com:org/repo.git')).toBeNull();
+    expect(credentialKey('/srv/repos/app.git')).toBeNull();
+    expect(credentialLine('https://git.example.com:8443/x.git', 'ci', 'a/b:c')).toBe('https://ci:a%2Fb%3Ac@git.example.com:8443');
+  });
+
+  it('lets a run’s git authenticate to a host:port remote through the helper, with only that remote’s entry in an owner-only file', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'gt-cred-home-'));
+    const runDir = join(home, 'runs', 'b_r1_a1');
+    saveHostCredential(home, 'https://elsewhere.example.com', 'other', 'other-token');
+    saveHostCredential(home, remote, 'ci', TOKEN);
+    expect(statSync(hostCredentialsFile(home)).mode & 0o777).toBe(0o600);
+
+    const env = runGitCredentials({ gtHome: home, runDir, repo: remote });
+    expect(Object.values(env).join('\n')).not.toContain(TOKEN);
+    expect(readFileSync(runCredentialsFile(runDir), 'utf8')).toBe(`${credentialLine(remote, 'ci', TOKEN)}\n`);
+    expect(statSync(runCredentialsFile(runDir)).mode & 0o777).toBe(0o600);
+    const r = await lsRemote(env);
+    expect(r.out).toMatch(/refs\/heads\/main/);
+    expect(r.ok).toBe(true);
+  });
+
+  it('does not authenticate with a port-less entry, and never prompts', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'gt-cred-home-'));
+    const portless = remote.replace(/:\d+\//, '/');
+    saveHostCredential(home, portless, 'ci', TOKEN);
+    const env = runGitCredentials({ gtHome: home, runDir: join(home, 'runs', 'b_r1_a1'), repo: remote });
+    expect(env).toEqual({ GIT_TERMINAL_PROMPT: '0' });
+    const r = await lsRemote(env);
+    expect(r.ok).toBe(false);
+    expect(r.out).toMatch(/Authentication failed|could not read Username|terminal prompts disabled/);
+  });
+});
