@@ -41,7 +41,7 @@ export type BenchOptions = z.output<typeof BenchOptions>;
 const DEFAULTS = {
   n: '10,100,300',
   widths: '1,16',
-  repeats: '10=3,100=2,300=1',
+  repeats: '10=3,100=1,300=1',
   driver: 'convoy',
   queueMrs: '20',
   queueBad: '0.05',

@@ -23,7 +23,7 @@ import { startStack } from './stack';
 const TRIVIAL_GATE = 'test -f README.md';
 const slowGate = (seconds: number) => `sleep ${seconds} && test -z "$(find work -name '*.bad' 2>/dev/null)"`;
 /** Generous: a healthy run takes a fraction of this; a stuck one must not stall the whole bench. */
-const deadlineFor = (beads: number) => 120_000 + beads * 10_000;
+const deadlineFor = (beads: number) => 120_000 + beads * 20_000;
 
 const benchStart = Date.now();
 const log = (message: string) => console.error(`[bench ${((Date.now() - benchStart) / 1000).toFixed(0).padStart(4)} s] ${message}`);
