@@ -90,14 +90,19 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     waitingFor: 'start',
     reviewRuns: [],
   };
+  let shownAttributes: string | undefined;
   const setPhase = (phase: MergeRequestState['phase'], waitingFor: string, runId?: string) => {
     state.phase = phase;
     state.waitingFor = waitingFor;
-    upsertSearchAttributes([
-      { key: SA.status, value: phase },
-      { key: SA.round, value: input.round },
-      { key: SA.runId, value: runId ?? null },
-    ]);
+    // Only on change: every upsert is a history event, and a followed PR sets its phase on every look.
+    if (`${phase}|${runId}` !== shownAttributes) {
+      shownAttributes = `${phase}|${runId}`;
+      upsertSearchAttributes([
+        { key: SA.status, value: phase },
+        { key: SA.round, value: input.round },
+        { key: SA.runId, value: runId ?? null },
+      ]);
+    }
     setCurrentDetails(`**${phase}** — ${waitingFor}`);
   };
 

@@ -135,8 +135,11 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     { validator: (raw) => void parseOrReject(PauseRequest, raw, 'pause request') },
   );
 
+  let shownStatus: string | undefined;
   const setStatus = () => {
-    upsertSearchAttributes([{ key: SA.status, value: section ? 'merging' : paused ? 'paused' : 'idle' }]);
+    const status = section ? 'merging' : paused ? 'paused' : 'idle';
+    // Only on change: every upsert is a history event.
+    if (status !== shownStatus) upsertSearchAttributes([{ key: SA.status, value: (shownStatus = status) }]);
     setCurrentDetails(
       section
         ? `${section.kind} section: **${section.mrIds.join(', ')}**${section.probe ? ` (probing ${section.probe})` : ''}; ${queue.length} waiting`
