@@ -82,7 +82,7 @@ export function assessPullRequest(pr: PullRequestSnapshot, headSha: string): Pul
       outcome: {
         kind: 'conflict',
         paths: [],
-        feedback: `GitHub reports that pull request #${pr.number} (${pr.url}) cannot be merged cleanly.\nMerge the target branch into your branch, resolve the conflicts, commit, and call gt done again.`,
+        feedback: `Your branch conflicts with the target branch: GitHub reports that pull request #${pr.number} (${pr.url}) cannot be merged cleanly.\nMerge the target branch into your branch, resolve the conflicts, commit, and call gt done again.`,
       },
     };
   }

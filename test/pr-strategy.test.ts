@@ -13,7 +13,7 @@ import { paths } from '../host/home';
 import { startFakeGitHub, type FakeGitHub } from './helpers/fake-github';
 import { refineryState } from './helpers/refinery';
 import { createRepo } from './helpers/repo';
-import { eventually, startTestTown, type TestTown } from './helpers/town';
+import { agentScript, eventually, startTestTown, type TestTown } from './helpers/town';
 
 let t: TestTown;
 let fake: FakeGitHub | undefined;
@@ -118,6 +118,21 @@ describe('merging through GitHub pull requests', () => {
     // The injected failures really happened and were retried.
     expect(gh.requests.filter((r) => r.method === 'POST' && r.path.endsWith('/pulls'))).toHaveLength(3);
     expect(gh.pulls).toHaveLength(1);
+  });
+
+  it('sends a pull request that became unmergeable back for rework on the same branch', async () => {
+    const { repo, fake: gh } = await prRig('drifting', {}, { agent: agentScript('refinery-conflict') });
+    const e = await t.town.sling('drifting', { id: 'pr-e', title: 'Write shared.txt' });
+    const pr = await pullOf(gh, 'pr-e');
+    await eventually(async () => (await mrPhase('mr:pr-e:1')) === 'pull_request');
+    // Someone changes the same line on main while the PR waits: GitHub now reports a conflict.
+    await repo.commitDirect('shared.txt', 'changed on main\n', 'edit shared.txt on main');
+    await eventually(async () => (await mrPhase('mr:pr-e:2').catch(() => undefined)) === 'pull_request', 60_000, 'round 2 following the PR');
+    expect((await t.town.beadState('pr-e')).rounds[0]!.outcome).toMatchObject({ kind: 'conflict' });
+    expect(gh.pulls).toHaveLength(1);
+    const merged = await gh.merge(pr.number);
+    expect(await e.handle.result()).toMatchObject({ status: 'closed', commit: merged });
+    expect(await repo.show('shared.txt')).toBe('changed on main\npr-e\n');
   });
 
   it('reports a pull request closed by a human and never opens a new one for the bead', async () => {
