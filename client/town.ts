@@ -30,8 +30,9 @@ import { NudgeRequest, type InboxMessage } from '../domain/bead';
 import { nudgeUpdate } from '../domain/messages';
 import type { refineryWorkflow } from '../workflows/refinery';
 
-/** A user-facing failure: the CLI prints its message as the one-line reason. */
-export class UserError extends Error {}
+import { UserError } from './errors';
+
+export { UserError };
 
 export function parseInput<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
   const parsed = schema.safeParse(value);

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { UNIX_URL_PREFIX } from '../../agents/gateway-socket';
 import type { InboxReply } from '../../domain/bead';
 import { printJson } from '../output';
-import { UserError } from '../town';
+import { UserError } from '../errors';
 
 function runEnv() {
   const { GT_GATEWAY_URL: url, GT_RUN_TOKEN: token, GT_RUN_ID: runId } = process.env;
