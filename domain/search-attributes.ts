@@ -17,4 +17,4 @@ export const SA = {
 
 export const ALL_SEARCH_ATTRIBUTES = Object.values(SA);
 
-export type WorkflowKind = 'bead' | 'merge-request' | 'refinery' | 'convoy' | 'escalation';
+export type WorkflowKind = 'bead' | 'merge-request' | 'refinery' | 'convoy' | 'escalation' | 'dispatch-gate';

@@ -431,6 +431,9 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     return await finish({ beadId: bead.id, status: 'failed', reason: `no merge after ${policy.maxRounds} rounds of rework` });
   } catch (err) {
     if (isCancellation(err)) {
+      // The run in flight was stopped with the bead: its record must not stay "running" forever.
+      for (const r of state.runs) if (r.outcome === 'running') Object.assign(r, { outcome: 'cancelled', endedAt: new Date().toISOString() });
+      current = undefined;
       await CancellationScope.nonCancellable(() => finish({ beadId: bead.id, status: 'cancelled', reason: 'cancelled by an operator' }));
     }
     throw err;
