@@ -28,6 +28,8 @@ export const mergeRequestStateQuery = defineQuery<MergeRequestState>('mergeReque
 
 // refinery:<rig>
 export const enqueueSignal = defineSignal<[MergeTicket]>('enqueue');
+/** A merge request that was cancelled (its bead was) takes its ticket back, unless its merge section already began. */
+export const withdrawSignal = defineSignal<[{ mrId: string; headSha: string }]>('withdraw');
 export const refineryStateQuery = defineQuery<RefineryState>('refineryState');
 export const rigConfigQuery = defineQuery<RigConfig>('rigConfig');
 export const updateRigUpdate = defineUpdate<RigConfig, [Partial<RigConfigInput>]>('updateRig');

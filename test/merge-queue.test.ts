@@ -97,6 +97,21 @@ describe('the merge queue', () => {
     expect(history.every((c) => c.parents.length === 1)).toBe(true);
   });
 
+  it('takes back the ticket of a cancelled merge request, so nobody merges work that was called off', async () => {
+    const repo = await createRepo();
+    const before = await repo.sha();
+    const rig = await t.addRig({ name: 'withdrawn', repo: repo.origin });
+    await pauseRefinery(t, 'withdrawn', true);
+    const mr = await startMergeRequest(t, rig, { beadId: 'gone', files: { 'work/gone.txt': 'gone\n' } });
+    await waitForQueue(t, 'withdrawn', 1);
+    await mr.cancel();
+    await waitForQueue(t, 'withdrawn', 0);
+    await pauseRefinery(t, 'withdrawn', false);
+    await expect(mr.result()).rejects.toThrow(/cancel/i);
+    expect(await refineryState(t, 'withdrawn')).toMatchObject({ merged: 0, queue: [] });
+    expect(await repo.sha()).toBe(before);
+  });
+
   it('continues as new with its queue: nothing waiting is lost', async () => {
     const repo = await createRepo();
     const rigConfig = RigConfig.parse({ name: 'rolling', repo: repo.origin, agent: 'true', policy: { heartbeatTimeout: 10_000 } });

@@ -14,6 +14,7 @@ import {
   CancellationScope,
   condition,
   continueAsNew,
+  getExternalWorkflowHandle,
   isCancellation,
   log,
   proxyActivities,
@@ -28,8 +29,8 @@ import type { HostQueueActivities, TownQueueActivities } from '../activities';
 import { type AgentReply, BeadSpec, EscalateRequest, type MergeOutcome, ProgressRequest, ReviewVerdict } from '../domain/bead';
 import { escalationIdPart } from '../domain/escalation';
 import { assessPullRequest, ForgeSettings } from '../domain/forge';
-import { ConvoyId, reviewRunIdOf } from '../domain/ids';
-import { escalateUpdate, mergeRequestStateQuery, mergeResultSignal, progressUpdate, reviewVerdictUpdate, type MergeResult } from '../domain/messages';
+import { ConvoyId, refineryWorkflowId, reviewRunIdOf } from '../domain/ids';
+import { escalateUpdate, mergeRequestStateQuery, mergeResultSignal, progressUpdate, reviewVerdictUpdate, withdrawSignal, type MergeResult } from '../domain/messages';
 import type { MergeRequestState } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
@@ -396,8 +397,20 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       retries: input.round - 1,
     };
     await town.enqueueMergeRequest({ rig, ticket });
-    // Should the refinery have been lost (terminated or reset by an operator), announce again; it ignores repeats.
-    while (!(await condition(() => result !== undefined, REANNOUNCE_MS))) await town.enqueueMergeRequest({ rig, ticket });
+    try {
+      // Should the refinery have been lost (terminated or reset by an operator), announce again; it ignores repeats.
+      while (!(await condition(() => result !== undefined, REANNOUNCE_MS))) await town.enqueueMergeRequest({ rig, ticket });
+    } catch (err) {
+      // Cancelled (its bead was): take the ticket back so work nobody wants any more is not merged.
+      if (isCancellation(err)) {
+        await CancellationScope.nonCancellable(() =>
+          getExternalWorkflowHandle(refineryWorkflowId(rig.name))
+            .signal(withdrawSignal, { mrId: input.mrId, headSha: input.headSha })
+            .catch((e: unknown) => log.warn('could not withdraw from the refinery', { mrId: input.mrId, error: String(e) })),
+        );
+      }
+      throw err;
+    }
     const outcome = result!.outcome;
     if (outcome.kind !== 'pr_opened') return finish(outcome);
     following = { pr: outcome.pr, looks: 0, failedLooks: 0, escalated: false };

@@ -23,7 +23,7 @@ import {
 import { z } from 'zod';
 import type { TownQueueActivities } from '../activities';
 import { escalationIdPart } from '../domain/escalation';
-import { enqueueSignal, mergeResultSignal, pauseRefineryUpdate, refineryStateQuery, rigConfigQuery, updateRigUpdate } from '../domain/messages';
+import { enqueueSignal, mergeResultSignal, pauseRefineryUpdate, refineryStateQuery, rigConfigQuery, updateRigUpdate, withdrawSignal } from '../domain/messages';
 import {
   afterProbe,
   type CandidateResult,
@@ -114,6 +114,10 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     seen.add(key);
     if (ticket.convoyId && convoySince[ticket.convoyId] === undefined) convoySince[ticket.convoyId] = ticket.convoyStartedAt ?? Date.now();
     queue.push(ticket);
+  });
+  setHandler(withdrawSignal, (raw) => {
+    const i = queue.findIndex((t) => t.mrId === raw?.mrId && t.headSha === raw?.headSha);
+    if (i >= 0) log.info('merge request withdrawn', { mrId: queue.splice(i, 1)[0]!.mrId });
   });
   setHandler(refineryStateQuery, state);
   setHandler(rigConfigQuery, () => rig);
