@@ -3,10 +3,10 @@
  * `GT_PAYLOAD_CODEC=aes-gcm` turns it on, `none` (default) leaves payloads readable JSON. Worker and clients must
  * agree — a worker without the key cannot read encrypted inputs — so all of them read it from the same place.
  */
-import type { DataConverter, PayloadCodec } from '@temporalio/common';
+import type { DataConverter, Payload, PayloadCodec } from '@temporalio/common';
 import { z } from 'zod';
 import { gtHome } from '../host/home';
-import { AesGcmCodec } from './aes-gcm-codec';
+import { AesGcmCodec, isEncrypted } from './aes-gcm-codec';
 import { loadKeyring } from './keys';
 
 export const PayloadCodecSetting = z.enum(['none', 'aes-gcm'], { error: (i) => `GT_PAYLOAD_CODEC must be 'none' or 'aes-gcm', got ${JSON.stringify(i.input)}` });
@@ -18,9 +18,25 @@ export function payloadCodecSetting(env: NodeJS.ProcessEnv = process.env): Paylo
   return parsed.data;
 }
 
-/** The codecs this process must use; empty when encryption is off. A missing key file is created (single host). */
+export const MISSING_KEY_MESSAGE = "this town's payloads are encrypted: set GT_PAYLOAD_CODEC=aes-gcm and the town's key (GT_CODEC_KEY or GT_CODEC_KEY_FILE)";
+
+/**
+ * With encryption off, an encrypted payload would surface as the converter's "Unknown encoding"; this codec turns
+ * it into a message that says what to set. Everything else passes through untouched.
+ */
+export class EncryptedPayloadGuard implements PayloadCodec {
+  encode(payloads: Payload[]): Promise<Payload[]> {
+    return Promise.resolve(payloads);
+  }
+
+  decode(payloads: Payload[]): Promise<Payload[]> {
+    return payloads.some(isEncrypted) ? Promise.reject(new Error(MISSING_KEY_MESSAGE)) : Promise.resolve(payloads);
+  }
+}
+
+/** The codecs this process must use. With encryption on, a missing key file is created (one host's `gt up`). */
 export function payloadCodecsFromEnv(env: NodeJS.ProcessEnv = process.env, home = gtHome()): PayloadCodec[] {
-  if (payloadCodecSetting(env) === 'none') return [];
+  if (payloadCodecSetting(env) === 'none') return [new EncryptedPayloadGuard()];
   return [new AesGcmCodec(loadKeyring({ home, env, create: true }))];
 }
 

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { AesGcmCodec, isEncrypted } from '../codec/aes-gcm-codec';
 import { keyId, parseKeys } from '../codec/keys';
-import { dataConverterFromEnv } from '../codec/settings';
+import { dataConverterFromEnv, MISSING_KEY_MESSAGE } from '../codec/settings';
 import { Town } from '../client/town';
 import { createRepo } from './helpers/repo';
 import { startChild, type Child } from './helpers/processes';
@@ -114,6 +114,7 @@ describe('a town with GT_PAYLOAD_CODEC=aes-gcm', () => {
     const withoutKey = await runGt(['bead', 'status', 'b-enc', '--json'], t.cliEnv({ GT_PAYLOAD_CODEC: 'none', GT_CODEC_KEY: '' }));
     expect(withoutKey.code).toBe(1);
     expect(withoutKey.stdout).not.toContain(secret);
+    expect(withoutKey.stderr.trim()).toBe(`gt: ${MISSING_KEY_MESSAGE}`);
   });
 
   it('gt codec-server decodes the stored payloads for the Web UI, with CORS for allowed origins only', async () => {

@@ -52,9 +52,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
   const dataConverter = options.dataConverter ?? dataConverterFromEnv();
   // The gateway and the activities write payloads too (updates, signals to the refinery): they must encrypt
   // exactly as this worker does, whatever client the caller built.
-  const client = dataConverter.payloadCodecs?.length
-    ? new Client({ connection: options.client.connection, namespace: options.namespace, dataConverter })
-    : options.client;
+  const client = new Client({ connection: options.client.connection, namespace: options.namespace, dataConverter });
   const gateway = await startGateway({ client, secret, host: options.gateway?.host, port: options.gateway?.port, publicUrl: options.gateway?.publicUrl });
   const workflowBundle = options.workflowBundle ?? (process.env.GT_WORKFLOW_BUNDLE ? { codePath: process.env.GT_WORKFLOW_BUNDLE } : undefined);
   const code = workflowBundle ? { workflowBundle } : { workflowsPath };
