@@ -58,7 +58,10 @@ describe('review by a reviewer agent', () => {
     expect(queue.queue).toEqual([]);
 
     const mr = t.client.workflow.getHandle('mr:pa:1');
-    const before = await mr.query(mergeRequestStateQuery);
+    const before = await eventually(async () => {
+      const s = await mr.query(mergeRequestStateQuery);
+      return s.waitingFor === 'waiting for the verdict of reviewer run pa/r1/review1' ? s : undefined;
+    });
     // Through Temporal: a reviewer run that is not the current one is refused by the validator.
     const err = await mr.executeUpdate(reviewVerdictUpdate, { args: [{ runId: 'pa/r1/review2', verdict: 'approve' }] }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowUpdateFailedError);
