@@ -108,6 +108,21 @@ async function main() {
   const scratch = mkdtempSync(join(tmpdir(), 'gt-bench-'));
   mkdirSync(scratch, { recursive: true });
   const stack = await startStack(log);
+  const cleanUp = async () => {
+    log('stopping the stack…');
+    await stack.stop();
+    if (!o.keepScratch) {
+      rmSync(scratch, { recursive: true, force: true });
+      rmSync(stack.gtHome, { recursive: true, force: true });
+    } else log(`scratch kept: ${scratch} and ${stack.gtHome}`);
+  };
+  // Ctrl-C ends the bench without a report, but never leaves a dev server or scratch directories behind.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      log(`${signal}: interrupted, no report written`);
+      void cleanUp().finally(() => process.exit(130));
+    });
+  }
   const machine = await machineInfo(stack.server.cli);
   const convoys: ConvoyScenarioReport[] = [];
   const mergeQueue: QueueScenarioReport[] = [];
@@ -120,11 +135,8 @@ async function main() {
     if (!o.skip.has('convoys')) {
       for (const n of o.n) {
         for (const width of o.widths) {
-          if (width > n) {
-            notes.push(`N=${n} width=${width} skipped: the width exceeds the number of beads.`);
-            continue;
-          }
-          convoys.push(await convoyScenario(stack, scratch, o, n, width));
+          // A width beyond N means every bead at once: the DAG has N chains of one bead.
+          convoys.push(await convoyScenario(stack, scratch, o, n, Math.min(width, n)));
         }
       }
     }
@@ -132,12 +144,7 @@ async function main() {
       for (const batchSize of [1, o.batchSize]) mergeQueue.push(await queueScenario(stack, scratch, o, batchSize));
     }
   } finally {
-    log('stopping the stack…');
-    await stack.stop();
-    if (!o.keepScratch) {
-      rmSync(scratch, { recursive: true, force: true });
-      rmSync(stack.gtHome, { recursive: true, force: true });
-    } else log(`scratch kept: ${scratch} and ${stack.gtHome}`);
+    await cleanUp();
   }
   const finishedAt = new Date();
   const report: BenchReport = {

@@ -28,8 +28,9 @@ const noop = () => undefined;
 const quietLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: (m: string) => console.error(m), log: noop };
 
 export async function startStack(log: (m: string) => void): Promise<BenchStack> {
-  // The worker logs at WARN: the bench's own output is the progress report.
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  // The worker logs at WARN: the bench's own output is the progress report. The bench handles Ctrl-C itself
+  // (stops everything and exits) rather than letting the SDK only stop the worker under a waiting bench.
+  Runtime.install({ logger: new DefaultLogger('WARN'), shutdownSignals: [] });
   const gtHome = mkdtempSync(join(tmpdir(), 'gt-bench-home-'));
   process.env.GT_HOME = gtHome;
   const taskQueue = 'bench';
