@@ -39,7 +39,7 @@ describe('a slung bead', () => {
     const testDir = mkdtempSync(join(tmpdir(), 'gt-test-'));
     await t.addRig({ name: 'stale-done', repo: repo.origin, agent: agentScript('wait-for-release'), env: { TEST_DIR: testDir } });
     const { handle } = await t.town.sling('stale-done', { id: 'b-stale', title: 'Wait for release' });
-    await eventually(async () => (await t.town.beadState('b-stale')).currentRunId === 'b-stale/r1/a1', 30_000, 'run dispatched');
+    await eventually(async () => (await t.town.beadState('b-stale')).waitingFor === 'waiting for gt done from run b-stale/r1/a1', 30_000, 'run started');
     const before = await t.town.beadState('b-stale');
 
     // Directly through Temporal: the update validator rejects a run id that is not current.

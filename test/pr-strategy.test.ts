@@ -143,7 +143,13 @@ describe('merging through GitHub pull requests', () => {
     gh.close(pr.number);
     const result = await d.handle.result();
     expect(result.status).toBe('failed');
-    expect((await t.town.beadState('pr-d')).rounds[0]!.outcome).toMatchObject({ kind: 'pr_closed', prUrl: `https://github.example/acme/closing/pull/${pr.number}` });
+    expect(result.reason).toMatch(/was closed without merging/);
+    const state = await t.town.beadState('pr-d');
+    // A human's "no" is final for the bead: no rework round, one escalation.
+    expect(state.rounds).toHaveLength(1);
+    expect(state.runs).toHaveLength(1);
+    expect(state.rounds[0]!.outcome).toMatchObject({ kind: 'pr_closed', prUrl: `https://github.example/acme/closing/pull/${pr.number}` });
+    expect((await t.town.listEscalations()).filter((e) => e.beadId === 'pr-d').map((e) => e.id)).toEqual(['bead-pr-d']);
     expect(gh.pulls).toHaveLength(1);
     expect(gh.pulls[0]!.state).toBe('closed');
   });

@@ -425,6 +425,10 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         state.mergedCommit = outcome.commit;
         return await finish({ beadId: bead.id, status: 'closed', commit: outcome.commit });
       }
+      if (outcome.kind === 'pr_closed') {
+        // A human closed the pull request: a decision, not a defect to rework. Fail (and escalate) at once.
+        return await finish({ beadId: bead.id, status: 'failed', reason: outcome.feedback });
+      }
       state.feedback.push(`[${outcome.kind}] ${outcome.feedback}`);
       log.info('merge request sent back for rework', { beadId: bead.id, mrId, kind: outcome.kind });
     }
