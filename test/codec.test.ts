@@ -3,10 +3,13 @@
  * history (or memo, or summaries); `gt codec-server` decodes it for the Web UI. Real server, worker, git, agent.
  */
 import { randomBytes } from 'node:crypto';
-import { Client, Connection } from '@temporalio/client';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, type Connection } from '@temporalio/client';
 import type { Payload } from '@temporalio/common';
 import proto from '@temporalio/proto';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { z } from 'zod';
 import { AesGcmCodec, isEncrypted } from '../codec/aes-gcm-codec';
 import { keyId, parseKeys } from '../codec/keys';
@@ -14,7 +17,10 @@ import { dataConverterFromEnv, MISSING_KEY_MESSAGE } from '../codec/settings';
 import { Town } from '../client/town';
 import { createRepo } from './helpers/repo';
 import { startChild, type Child } from './helpers/processes';
-import { FAST_POLICY, agentScript, gtBin, runGt, startTestTown, type TestTown } from './helpers/town';
+import { startDevServer } from '../provisioning/dev-server';
+import { installWorkerRuntime } from '../worker/logging';
+import { createTownWorker } from '../worker/worker';
+import { FAST_POLICY, agentScript, gtBin, runGt } from './helpers/town';
 
 const { workflowservice } = proto.temporal.api;
 const newKey = () => randomBytes(32).toString('base64');
@@ -61,25 +67,58 @@ describe('AesGcmCodec', () => {
   });
 });
 
+/**
+ * An encrypted town on a Temporal server of its own: other test files list rigs and beads across the suite's shared
+ * namespace, and must never meet workflows whose payloads they have no key for.
+ */
+async function startEncryptedTown(codecEnv: Record<string, string>) {
+  installWorkerRuntime({ logFormat: 'pretty', logLevel: 'WARN' });
+  const gtHome = mkdtempSync(join(tmpdir(), 'gt-codec-home-'));
+  // The worker reads the setting from the environment, as `gt worker` does.
+  Object.assign(process.env, codecEnv, { GT_HOME: gtHome });
+  const server = await startDevServer();
+  const taskQueue = `codec-${process.pid}`;
+  const client = new Client({ connection: server.env.connection, namespace: server.namespace, dataConverter: dataConverterFromEnv() });
+  const worker = await createTownWorker({
+    connection: server.env.nativeConnection,
+    client,
+    namespace: server.namespace,
+    taskQueue,
+    hostId: 'codec-host',
+    workflowBundle: { codePath: inject('workflowBundlePath') },
+    pollIntervalMs: 200,
+    shutdownGraceTime: '2s',
+  });
+  const running = worker.run();
+  return {
+    town: new Town(client, taskQueue),
+    connection: server.env.connection,
+    namespace: server.namespace,
+    cliEnv: (extra: Record<string, string> = {}) => ({ ...process.env, TEMPORAL_ADDRESS: server.address, TEMPORAL_NAMESPACE: server.namespace, GT_TASK_QUEUE: taskQueue, GT_HOME: gtHome, ...extra }),
+    async stop() {
+      await worker.shutdown();
+      await running.catch(() => undefined);
+      await server.env.teardown();
+      for (const k of Object.keys(codecEnv)) delete process.env[k];
+    },
+  };
+}
+
 describe('a town with GT_PAYLOAD_CODEC=aes-gcm', () => {
-  let t: TestTown;
+  let t: Awaited<ReturnType<typeof startEncryptedTown>>;
   let town: Town;
   let connection: Connection;
   const children: Child[] = [];
   const codecEnv = { GT_PAYLOAD_CODEC: 'aes-gcm', GT_CODEC_KEY: KEY };
 
   beforeAll(async () => {
-    // The worker reads the setting from the environment, as `gt worker` does.
-    Object.assign(process.env, codecEnv);
-    t = await startTestTown();
-    connection = await Connection.connect({ address: t.address });
-    town = new Town(new Client({ connection, namespace: t.namespace, dataConverter: dataConverterFromEnv() }), t.taskQueue);
+    t = await startEncryptedTown(codecEnv);
+    town = t.town;
+    connection = t.connection;
   });
   afterAll(async () => {
     await Promise.all(children.map((c) => c.stop('SIGKILL')));
     await t?.stop();
-    await connection?.close();
-    for (const k of Object.keys(codecEnv)) delete process.env[k];
   });
 
   /** Every byte Temporal stores for a workflow: its full history and its description (memo, summaries). */
