@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { ConvoyClient } from '../client/convoys';
 import { Town } from '../client/town';
 import { startDevServer } from '../provisioning/dev-server';
 import { createTownWorker } from '../worker/worker';
@@ -38,8 +39,25 @@ try {
     town.sling('rec-crash', { id: 'rec-retried', title: 'A bead whose first attempt crashes' }),
     town.sling('rec-fail', { id: 'rec-failed', title: 'A bead that fails and escalates' }),
   ]);
-  for (const b of beads) console.error(`${b.beadId}: ${(await b.handle.result()).status}`);
+  await town.addRig({ name: 'rec-review', repo: repo.origin, agent: agent('good'), reviewer: agent('reviewer-picky'), env: { TEST_DIR: testDir }, policy: fast });
+  const reviewed = await town.sling('rec-review', { id: 'rec-reviewed', title: 'A bead reviewed twice' });
+  for (const b of [...beads, reviewed]) console.error(`${b.beadId}: ${(await b.handle.result()).status}`);
   await town.ackEscalation('bead-rec-failed', { by: 'recorder', note: 'recorded' });
+
+  const convoys = new ConvoyClient(town);
+  const diamond = {
+    title: 'Recorded diamond',
+    rig: 'rec',
+    mergeMode: 'review-then-land',
+    beads: [
+      { id: 'a', title: 'Base' },
+      { id: 'b', title: 'Left', dependsOn: ['a'] },
+      { id: 'c', title: 'Right', dependsOn: ['a'] },
+      { id: 'd', title: 'Top', dependsOn: ['b', 'c'] },
+    ],
+  };
+  const { convoyId } = await convoys.start(diamond, { id: 'rec-diamond' });
+  console.error(`convoy ${convoyId}: ${JSON.stringify(await convoys.result(convoyId))}`);
 
   const scenarios: Record<string, string> = {
     'bead-merged': 'bead:rec-merged',
@@ -48,6 +66,11 @@ try {
     'merge-request-merged': 'mr:rec-merged:1',
     'refinery': 'refinery:rec',
     'escalation-acknowledged': 'escalation:bead-rec-failed',
+    'merge-request-changes-requested': 'mr:rec-reviewed:1',
+    'bead-reviewed': 'bead:rec-reviewed',
+    'convoy-review-then-land': 'convoy:rec-diamond',
+    'bead-in-convoy': 'bead:rec-diamond-d',
+    'dispatch-gate': 'dispatch:rec',
   };
   mkdirSync(out, { recursive: true });
   for (const f of readdirSync(out)) if (f.endsWith('.json')) rmSync(join(out, f));
