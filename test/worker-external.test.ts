@@ -93,6 +93,7 @@ describe('gt worker against an existing server', () => {
     // The bead workflow's own lines about its run, wherever they come from in the workflow code.
     expect(logs.filter((l) => l.sdkComponent === 'workflow')).toContainEqual(expect.objectContaining({ beadId: 'b-ext', gtRunId: 'b-ext/r1/a1', workflowId: 'bead:b-ext' }));
     expect(logs.filter((l) => l.sdkComponent === 'activity')).toContainEqual(expect.objectContaining({ beadId: 'b-ext', gtRunId: 'b-ext/r1/a1', activityType: 'superviseAgentRun' }));
+    expect(logs.filter((l) => l.activityType === 'mergeCandidate')).toContainEqual(expect.objectContaining({ mrId: 'mr:b-ext:1', rig: 'ext' }));
 
     expect(await worker.stop('SIGTERM')).toBe(0);
   });

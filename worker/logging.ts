@@ -66,6 +66,13 @@ export function idsOfActivityInput(input: unknown): Record<string, string> {
   if (mrId) ids.mrId = mrId;
   const rig = str(field(field(input, 'rig'), 'name')) ?? str(field(input, 'rig'));
   if (rig) ids.rig = rig;
+  // A merge section works on several merge requests at once.
+  const tickets = field(input, 'tickets');
+  if (Array.isArray(tickets) && tickets.length) {
+    const mrIds = tickets.map((t) => str(field(t, 'mrId'))).filter((id): id is string => !!id);
+    if (mrIds.length === 1) ids.mrId = mrIds[0]!;
+    else if (mrIds.length > 1) ids.mrIds = mrIds.join(',');
+  }
   return ids;
 }
 
