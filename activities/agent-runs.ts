@@ -103,7 +103,7 @@ export interface PublishedBranch {
  * Variables of the worker's environment that must never reach an agent: Temporal credentials, our secret and home,
  * forge tokens (agents get git access only through their run's credential helper), the host's git config overrides.
  */
-const WITHHELD_ENV = /^(TEMPORAL_|GT_GATEWAY_SECRET$|GT_HOME$|GT_AGENT_PASSTHROUGH$|GITHUB_TOKEN$|GH_TOKEN$|GITLAB_TOKEN$|GIT_CONFIG_)/;
+const WITHHELD_ENV = /^(TEMPORAL_|GT_GATEWAY_SECRET$|GT_CODEC_|GT_PAYLOAD_CODEC$|GT_HOME$|GT_AGENT_PASSTHROUGH$|GITHUB_TOKEN$|GH_TOKEN$|GITLAB_TOKEN$|GIT_CONFIG_)/;
 /** Host variables every runtime passes into the run (containers get nothing else from the host): agent CLIs' model keys. */
 const DEFAULT_PASSTHROUGH = ['ANTHROPIC_API_KEY', 'OPENAI_API_KEY', 'GEMINI_API_KEY', 'OPENROUTER_API_KEY'];
 const STOP_GRACE_MS = 5_000;

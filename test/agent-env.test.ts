@@ -1,0 +1,42 @@
+/** What an agent inherits from its worker: model keys yes; Temporal, codec, gateway and forge credentials never. */
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRepo } from './helpers/repo';
+import { agentScript, startTestTown, type TestTown } from './helpers/town';
+
+const WORKER_SECRETS = {
+  TEMPORAL_API_KEY: 'temporal-api-key-value',
+  GT_GATEWAY_SECRET: 'gateway-secret-value',
+  GT_CODEC_KEY: 'codec-key-value',
+  GT_CODEC_SERVER_TOKEN: 'codec-token-value',
+  GITHUB_TOKEN: 'github-token-value',
+};
+const saved = { ...process.env };
+let t: TestTown;
+beforeAll(async () => {
+  t = await startTestTown();
+  // Set after the worker connected: the agent-run activities read the host environment when they launch.
+  Object.assign(process.env, WORKER_SECRETS, { ANTHROPIC_API_KEY: 'model-key-value' });
+});
+afterAll(async () => {
+  process.env = saved;
+  await t?.stop();
+});
+
+describe('agent environment', () => {
+  it('passes model keys through and withholds every worker credential', async () => {
+    const repo = await createRepo();
+    const testDir = mkdtempSync(join(tmpdir(), 'gt-env-'));
+    await t.addRig({ name: 'env-rig', repo: repo.origin, agent: agentScript('run-env'), env: { TEST_DIR: testDir } });
+    const { handle } = await t.town.sling('env-rig', { id: 'b-env', title: 'Show me your environment' });
+    expect((await handle.result()).status).toBe('closed');
+    const env = readFileSync(join(testDir, 'env'), 'utf8');
+    expect(env).toContain('ANTHROPIC_API_KEY=model-key-value');
+    expect(env).toContain('GT_RUN_ID=b-env/r1/a1');
+    for (const [name, value] of Object.entries(WORKER_SECRETS)) {
+      expect(env, name).not.toContain(value);
+    }
+  });
+});
