@@ -4,8 +4,9 @@ import { Client } from '@temporalio/client';
 import type { Command } from 'commander';
 import { gtHome, hostId, paths } from '../../host/home';
 import { startDevServer } from '../../provisioning/dev-server';
+import { installWorkerRuntime } from '../../worker/logging';
 import { createTownWorker } from '../../worker/worker';
-import { connectClient, connectNative } from '../connection';
+import { clientDataConverter, connectClient, connectNative } from '../connection';
 import { taskQueue } from '../town';
 import { intArg } from './with-town';
 
@@ -29,6 +30,8 @@ export function registerServeCommands(program: Command): void {
     .action(async (o: UpOptions) => {
       const home = gtHome();
       mkdirSync(home, { recursive: true });
+      // Structured logs (GT_LOG_FORMAT / GT_LOG_LEVEL) and the Prometheus endpoint (GT_METRICS_ADDRESS), as for `gt worker`.
+      installWorkerRuntime();
       const server = await startDevServer({
         dbFilename: paths.temporalDb(home),
         port: o.port,
@@ -36,7 +39,7 @@ export function registerServeCommands(program: Command): void {
         namespace: o.namespace,
         onProgress: (m) => console.error(m),
       });
-      const client = new Client({ connection: server.env.connection, namespace: o.namespace });
+      const client = new Client({ connection: server.env.connection, namespace: o.namespace, dataConverter: clientDataConverter() });
       const worker = await createTownWorker({
         connection: server.env.nativeConnection,
         client,
