@@ -194,7 +194,7 @@ export class ConvoyClient {
   async list(): Promise<ConvoySummary[]> {
     const rows: (ConvoySummary & { closedAs?: string })[] = [];
     const seen = new Set<string>();
-    for await (const wf of this.client.workflow.list({ query: `GtKind = 'convoy'` })) {
+    for await (const wf of this.client.workflow.list({ query: this.town.scoped(`GtKind = 'convoy'`) })) {
       if (seen.has(wf.workflowId)) continue;
       seen.add(wf.workflowId);
       const memo = (wf.memo ?? {}) as { title?: string; mergeMode?: string };

@@ -166,7 +166,7 @@ async function listBeads(town: Town, filter: z.output<typeof BeadListFilter>) {
   if (filter.status) clauses.push(`${SA.status.name} = '${filter.status}'`);
   if (filter.convoyId) clauses.push(`${SA.convoyId.name} = '${filter.convoyId}'`);
   const rows: { beadId: string; rig?: string; status?: string; convoyId?: string; title?: unknown; startTime: string }[] = [];
-  for await (const wf of town.client.workflow.list({ query: clauses.join(' AND '), pageSize: filter.limit })) {
+  for await (const wf of town.client.workflow.list({ query: town.scoped(clauses.join(' AND ')), pageSize: filter.limit })) {
     const sa = wf.typedSearchAttributes;
     rows.push({
       beadId: sa.get(SA.beadId) ?? wf.workflowId.replace(/^bead:/, ''),

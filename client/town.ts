@@ -51,6 +51,14 @@ export class Town {
     readonly queue = taskQueue(),
   ) {}
 
+  /**
+   * A visibility query limited to this town. A town is its task queue: several towns (or test runs) may share a
+   * namespace, and querying another town's workflows would block on queries no worker of ours can answer.
+   */
+  scoped(query: string): string {
+    return `(${query}) AND TaskQueue = '${this.queue.replace(/'/g, "\\'")}'`;
+  }
+
   // --- rigs ---
 
   async addRig(input: RigConfigInput): Promise<RigConfig> {
@@ -88,7 +96,7 @@ export class Town {
 
   async listRigs(): Promise<RigConfig[]> {
     const names: string[] = [];
-    for await (const wf of this.client.workflow.list({ query: `WorkflowType = 'refineryWorkflow' AND ExecutionStatus = 'Running'` })) {
+    for await (const wf of this.client.workflow.list({ query: this.scoped(`WorkflowType = 'refineryWorkflow' AND ExecutionStatus = 'Running'`) })) {
       names.push(wf.workflowId.replace(/^refinery:/, ''));
     }
     const rigs = await Promise.all([...new Set(names)].map((n) => this.getRig(n).catch(() => undefined)));
@@ -206,7 +214,7 @@ export class Town {
   async listEscalations(options: { all?: boolean } = {}): Promise<EscalationState[]> {
     const query = `GtKind = 'escalation'${options.all ? '' : ` AND GtStatus = 'open'`}`;
     const ids: string[] = [];
-    for await (const wf of this.client.workflow.list({ query })) ids.push(wf.workflowId);
+    for await (const wf of this.client.workflow.list({ query: this.scoped(query) })) ids.push(wf.workflowId);
     const states = await Promise.all(
       [...new Set(ids)].map((id) =>
         this.client.workflow
