@@ -1,4 +1,5 @@
 /** Activities that talk to Temporal itself: things workflow code cannot do (signal-with-start). */
+import { metricMeter } from '@temporalio/activity';
 import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy, type Client } from '@temporalio/client';
 import { z } from 'zod';
 import { EscalationInput, escalationWorkflowId } from '../domain/escalation';
@@ -7,6 +8,7 @@ import { enqueueSignal } from '../domain/messages';
 import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
+import { countTownEvent } from '../worker/metrics';
 import { parseActivityInput } from './validation';
 
 export interface TownDeps {
@@ -63,6 +65,7 @@ export function createTownActivities(deps: TownDeps) {
           memo: { severity: input.severity, reason: input.reason.slice(0, 500) },
           staticSummary: `${input.severity} escalation (${input.source}): ${input.reason.slice(0, 120)}`,
         });
+        countTownEvent(metricMeter, 'escalations', { rig: input.rig ?? '', severity: input.severity, source: input.source });
         return { escalationId: input.id, created: true };
       } catch (err) {
         if (err instanceof WorkflowExecutionAlreadyStartedError) return { escalationId: input.id, created: false };

@@ -83,6 +83,9 @@ describe('gt worker against an existing server', () => {
     const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
     expect(metrics).toMatch(new RegExp(`temporal_workflow_completed_total\\{[^}]*task_queue="${env.GT_TASK_QUEUE}"[^}]*workflow_type="beadWorkflow"[^}]*\\} 1`));
     expect(metrics).toMatch(/temporal_activity_execution_latency_(bucket|sum|count)\{[^}]*activity_type="superviseAgentRun"/);
+    // The town's own counters, counted by the real bead and refinery workflows.
+    expect(metrics).toMatch(/gt_runs_started_total\{[^}]*rig="[^"]+"[^}]*\} 1/);
+    expect(metrics).toMatch(/gt_merges_total\{[^}]*rig="[^"]+"[^}]*\} 1/);
 
     const logs = worker
       .output()

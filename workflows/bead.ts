@@ -16,6 +16,7 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   log,
+  metricMeter,
   ParentClosePolicy,
   proxyActivities,
   setCurrentDetails,
@@ -33,6 +34,7 @@ import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId, runIdOf } from '.
 import { beadReportSignal, beadStateQuery, checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, nudgeUpdate, progressUpdate } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { parseOrReject } from '../domain/validation';
+import { countTownEvent } from '../worker/metrics';
 import { mergeRequestWorkflow } from './merge-request';
 
 const town = proxyActivities<TownQueueActivities>({
@@ -233,7 +235,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   };
 
   const runGranted = async (runId: string, round: number, attempt: number): Promise<{ headSha: string } | { failure: string }> => {
-    const { hostQueue } = await town.claimHost();
+    const { hostQueue } = await town.claimHost.executeWithOptions({ summary: `claim a host for run ${runId}` }, []);
     const onHost = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
       startToCloseTimeout: '10m',
@@ -243,6 +245,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     });
     const starter = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
+      summary: `start agent run ${runId}`,
       startToCloseTimeout: policy.startTimeout,
       scheduleToStartTimeout: policy.startTimeout,
       // Start-or-adopt by run id: a retry after an uncertain start adopts the agent instead of launching a second.
@@ -250,6 +253,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     });
     const supervisor = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
+      summary: `supervise agent run ${runId}`,
       startToCloseTimeout: policy.runTimeout,
       heartbeatTimeout: policy.heartbeatTimeout,
       scheduleToStartTimeout: policy.startTimeout,
@@ -271,17 +275,19 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     setStatus('in_progress', `preparing run ${runId}`);
     let prepared;
     try {
-      prepared = await onHost.prepareRun({
-        rig,
-        bead,
-        runId,
-        round,
-        attempt,
-        targetBranch,
-        feedback: state.feedback,
-        checkpoints: checkpoints.map((c) => `${c.note} (saved by ${c.runId})`),
-        messages: inbox.slice(-20).map((m) => `${m.message} (from ${m.from})`),
-      });
+      prepared = await onHost.prepareRun.executeWithOptions({ summary: `prepare the worktree of ${bead.id} for run ${runId}` }, [
+        {
+          rig,
+          bead,
+          runId,
+          round,
+          attempt,
+          targetBranch,
+          feedback: state.feedback,
+          checkpoints: checkpoints.map((c) => `${c.note} (saved by ${c.runId})`),
+          messages: inbox.slice(-20).map((m) => `${m.message} (from ${m.from})`),
+        },
+      ]);
     } catch (err) {
       if (isCancellation(err)) throw err;
       return startFailed(`preparing the worktree failed: ${failureMessage(err)}`);
@@ -309,6 +315,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       return startFailed(failureMessage(err));
     }
     await reportStart(runId, true);
+    countTownEvent(metricMeter, 'runsStarted', { rig: rig.name });
+    if (attempt > 1) countTownEvent(metricMeter, 'redispatches', { rig: rig.name });
     setStatus('in_progress', `waiting for gt done from run ${runId}`);
     log.info('run started', { beadId: bead.id, runId, host: prepared.host, adopted: started.adopted });
 
@@ -358,7 +366,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       return { failure: `${runId}: ${why}` };
     }
     setStatus('in_progress', `publishing branch of ${runId}`);
-    const published = await onHost.publishBranch({ rig, worktree: prepared.worktree, branch, targetBranch });
+    const published = await onHost.publishBranch.executeWithOptions({ summary: `publish ${branch} from run ${runId}` }, [{ rig, worktree: prepared.worktree, branch, targetBranch }]);
     if (published.commitsAhead === 0) {
       return { failure: `${runId}: gt done was called but ${branch} has no commits ahead of ${targetBranch}${published.uncommittedChanges ? ' (changes were left uncommitted)' : ''}` };
     }
@@ -431,6 +439,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       }
       state.feedback.push(`[${outcome.kind}] ${outcome.feedback}`);
       log.info('merge request sent back for rework', { beadId: bead.id, mrId, kind: outcome.kind });
+      countTownEvent(metricMeter, 'rework', { rig: rig.name, kind: outcome.kind });
     }
     return await finish({ beadId: bead.id, status: 'failed', reason: `no merge after ${policy.maxRounds} rounds of rework` });
   } catch (err) {

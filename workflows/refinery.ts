@@ -14,6 +14,7 @@ import {
   continueAsNew,
   getExternalWorkflowHandle,
   log,
+  metricMeter,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -39,6 +40,7 @@ import {
 } from '../domain/refinery';
 import { RigConfig, type RigConfigInput } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
+import { countTownEvent } from '../worker/metrics';
 import { describeZodError, parseOrReject } from '../domain/validation';
 
 export interface RefineryStats {
@@ -168,8 +170,10 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
 
   /** Tells a merge request its outcome; a merge request that is gone (its bead was cancelled) is only logged. */
   const deliver = async (ticket: MergeTicket, outcome: SectionOutcome) => {
-    if (outcome.kind === 'merged') stats.merged++;
-    else if (outcome.kind === 'pr_opened') stats.pullRequests++;
+    if (outcome.kind === 'merged') {
+      stats.merged++;
+      countTownEvent(metricMeter, 'merges', { rig: rig.name });
+    } else if (outcome.kind === 'pr_opened') stats.pullRequests++;
     else stats.rejected++;
     recent.push({ mrId: ticket.mrId, beadId: ticket.beadId, outcome: outcome.kind, commit: outcome.kind === 'merged' ? outcome.commit : undefined, at: new Date().toISOString() });
     recent.splice(0, Math.max(0, recent.length - RECENT_KEEP));
