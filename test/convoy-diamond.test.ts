@@ -76,6 +76,11 @@ describe('a diamond convoy (review-and-merge)', () => {
     expect(tree.stdout).toMatch(/^✓ a +closed/m);
     expect(tree.stdout).toMatch(/^ {4}✓ d +closed +b,c +r1\/a1 done +r1 merged +[0-9a-f]{10}/m);
     expect((await t.client.workflow.count(`GtConvoyId = 'dia' AND GtKind = 'bead'`)).count).toBe(4);
+    // Watching a convoy that already landed ends at once with its tree and exit 0.
+    const watch = await runGt(['convoy', 'watch', 'dia'], t.cliEnv());
+    expect(watch.code, watch.stderr).toBe(0);
+    expect(watch.stderr).toMatch(/convoy landed/);
+    expect(watch.stdout).toMatch(/^ {4}✓ d +closed/m);
 
     const list = await runGt(['convoy', 'list', '--json'], t.cliEnv());
     const row = (JSON.parse(list.stdout) as ConvoySummary[]).find((c) => c.convoyId === 'dia');

@@ -142,6 +142,15 @@ Spec (YAML or JSON):
     });
 
   convoy
+    .command('watch')
+    .description('follow a running convoy live (each bead as it changes, counts, elapsed) until it ends; exit 0 only if it landed')
+    .argument('<id>', 'convoy id')
+    .option('--json', 'print only the final status as JSON')
+    .action(async (id: string, o: { json?: boolean }) => {
+      await withTown((town) => follow(new ConvoyClient(town), id, o.json));
+    });
+
+  convoy
     .command('status')
     .description("a convoy's beads as a tree: statuses, runs, merge request outcomes, commits")
     .argument('<id>', 'convoy id')
