@@ -10,7 +10,7 @@ import { activityInfo, ApplicationFailure, cancellationDetails, Context, heartbe
 import { CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { gatewaySocketDir, gatewaySocketPath, unixGatewayUrl } from '../agents/gateway-socket';
-import { renderPrompt } from '../agents/prompt';
+import { writePromptFile } from '../agents/prompt';
 import { mintRunToken } from '../agents/run-token';
 import type { AgentHandle, AgentRuntimeDriver, AgentStatus, Mount } from '../agents/runtime';
 import { BeadSpec } from '../domain/bead';
@@ -248,25 +248,19 @@ export function createAgentRunActivities(deps: HostDeps) {
       if (!base) throw ApplicationFailure.nonRetryable(`target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`, 'TargetMissing');
       const worktree = paths.worktree(input.rig.name, input.bead.id, deps.gtHome);
       await resetWorktree(mirror, worktree, branch, base);
-      const runDir = paths.runDir(input.runId, deps.gtHome);
-      mkdirSync(runDir, { recursive: true });
-      const promptFile = join(runDir, 'prompt.md');
-      writeFileSync(
-        promptFile,
-        renderPrompt({
-          bead: input.bead,
-          rig: input.rig.name,
-          runId: input.runId,
-          role: 'polecat',
-          round: input.round,
-          attempt: input.attempt,
-          branch,
-          targetBranch: input.targetBranch,
-          feedback: input.feedback,
-          checkpoints: input.checkpoints,
-          messages: input.messages,
-        }),
-      );
+      const promptFile = writePromptFile(paths.runDir(input.runId, deps.gtHome), {
+        bead: input.bead,
+        rig: input.rig.name,
+        runId: input.runId,
+        role: 'polecat',
+        round: input.round,
+        attempt: input.attempt,
+        branch,
+        targetBranch: input.targetBranch,
+        feedback: input.feedback,
+        checkpoints: input.checkpoints,
+        messages: input.messages,
+      });
       log.info('run prepared', { runId: input.runId, beadId: input.bead.id, worktree, base, staleRunsStopped });
       return { host: deps.hostId, worktree, promptFile, branch, baseSha: base, staleRunsStopped };
     },

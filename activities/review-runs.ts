@@ -3,11 +3,10 @@
  * request's head (the reviewer reads what would be merged, and cannot move the bead's branch) and the reviewer's
  * prompt. Supervision is the polecats' own `superviseAgentRun` with role `reviewer`, addressed to the MR workflow.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync } from 'node:fs';
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { z } from 'zod';
-import { renderPrompt } from '../agents/prompt';
+import { writePromptFile } from '../agents/prompt';
 import { BeadSpec } from '../domain/bead';
 import { fsSafe, RunId } from '../domain/ids';
 import { RigConfig } from '../domain/rig';
@@ -51,23 +50,17 @@ export function createReviewRunActivities(deps: HostDeps) {
       }
       const worktree = reviewWorktree(input.rig.name, input.runId, deps.gtHome);
       await resetDetachedWorktree(mirror, worktree, input.headSha);
-      const runDir = paths.runDir(input.runId, deps.gtHome);
-      mkdirSync(runDir, { recursive: true });
-      const promptFile = join(runDir, 'prompt.md');
-      writeFileSync(
-        promptFile,
-        renderPrompt({
-          bead: input.bead,
-          rig: input.rig.name,
-          runId: input.runId,
-          role: 'reviewer',
-          round: input.round,
-          attempt: input.attempt,
-          branch: input.branch,
-          targetBranch: input.targetBranch,
-          feedback: [],
-        }),
-      );
+      const promptFile = writePromptFile(paths.runDir(input.runId, deps.gtHome), {
+        bead: input.bead,
+        rig: input.rig.name,
+        runId: input.runId,
+        role: 'reviewer',
+        round: input.round,
+        attempt: input.attempt,
+        branch: input.branch,
+        targetBranch: input.targetBranch,
+        feedback: [],
+      });
       log.info('review run prepared', { runId: input.runId, mrId: input.mrId, worktree, head: input.headSha });
       return { host: deps.hostId, worktree, promptFile };
     },

@@ -1,4 +1,6 @@
 /** The agent's prompt file (GT_PROMPT_FILE): the bead, earlier feedback, and the exact finishing protocol. */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { BeadSpec } from '../domain/bead';
 
 export interface PromptContext {
@@ -79,4 +81,12 @@ export function renderPrompt(c: PromptContext): string {
     );
   }
   return parts.join('\n') + '\n';
+}
+
+/** Writes the run's prompt into its run directory and returns the file's path (what GT_PROMPT_FILE points at). */
+export function writePromptFile(runDir: string, context: PromptContext): string {
+  mkdirSync(runDir, { recursive: true });
+  const promptFile = join(runDir, 'prompt.md');
+  writeFileSync(promptFile, renderPrompt(context));
+  return promptFile;
 }

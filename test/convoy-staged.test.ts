@@ -5,11 +5,10 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConvoyClient } from '../client/convoys';
 import type { ConvoyResult } from '../domain/convoy';
-import { convoyTimeline, writeSpec } from './helpers/convoy';
+import { beadExists as beadWorkflowExists, convoyTimeline, writeSpec } from './helpers/convoy';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, runGt, startTestTown, type TestTown } from './helpers/town';
 
@@ -23,17 +22,7 @@ afterAll(async () => {
   await t?.stop();
 });
 
-const beadExists = (beadId: string) =>
-  t.client.workflow
-    .getHandle(`bead:${beadId}`)
-    .describe()
-    .then(
-      () => true,
-      (err: unknown) => {
-        if (err instanceof WorkflowNotFoundError) return false;
-        throw err;
-      },
-    );
+const beadExists = (beadId: string) => beadWorkflowExists(t.client, beadId);
 
 describe('a staged convoy', () => {
   it('records the plan without dispatching, takes edits, rejects bad ones unchanged, and runs once launched', async () => {

@@ -2,7 +2,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Client } from '@temporalio/client';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import type { temporal } from '@temporalio/proto';
 import { stringify } from 'yaml';
@@ -55,4 +55,18 @@ export async function beadMilestones(client: Client, beadId: string): Promise<{ 
   const events = history.events ?? [];
   const merged = events.find((e) => e.childWorkflowExecutionCompletedEventAttributes);
   return { started: eventTimeMs(events[0]!), merged: merged ? eventTimeMs(merged) : undefined };
+}
+
+/** Whether a bead workflow was ever started (dependents of a failed bead must never be). */
+export function beadExists(client: Client, beadId: string): Promise<boolean> {
+  return client.workflow
+    .getHandle(`bead:${beadId}`)
+    .describe()
+    .then(
+      () => true,
+      (err: unknown) => {
+        if (err instanceof WorkflowNotFoundError) return false;
+        throw err;
+      },
+    );
 }
