@@ -15,6 +15,7 @@ import { gatewaySecret, gtHome, hostId as defaultHostId } from '../host/home';
 import { startGateway, type Gateway } from '../client/gateway';
 import { dataConverterFromEnv } from '../codec/settings';
 import { activityLogIds } from './logging';
+import { assertBundleMatchesTracing, tracingFromEnv, type Tracing } from './tracing';
 
 export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 export const gtBinDir = fileURLToPath(new URL('../bin', import.meta.url));
@@ -34,6 +35,8 @@ export interface TownWorkerOptions {
   shutdownGraceTime?: string;
   /** Payload codecs (encryption); defaults to GT_PAYLOAD_CODEC. Must match the clients' (client/connection.ts). */
   dataConverter?: DataConverter;
+  /** OpenTelemetry tracing (worker/tracing.ts); defaults to GT_OTEL_EXPORTER, `null` forces it off. A prebuilt bundle must match. */
+  tracing?: Tracing | null;
 }
 
 export interface TownWorker {
@@ -50,11 +53,16 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
   const home = gtHome();
   const secret = gatewaySecret(home);
   const dataConverter = options.dataConverter ?? dataConverterFromEnv();
+  const tracing = options.tracing === undefined ? await tracingFromEnv(process.env, host) : (options.tracing ?? undefined);
+  const plugins = tracing ? [tracing.plugin] : [];
+  const workflowBundle = options.workflowBundle ?? (process.env.GT_WORKFLOW_BUNDLE ? { codePath: process.env.GT_WORKFLOW_BUNDLE } : undefined);
+  // Bundling from source passes the plugins to the bundler itself; a prebuilt bundle has its interceptors compiled in.
+  if (workflowBundle) assertBundleMatchesTracing(workflowBundle, !!tracing);
   // The gateway and the activities write payloads too (updates, signals to the refinery): they must encrypt
   // exactly as this worker does, whatever client the caller built.
-  const client = new Client({ connection: options.client.connection, namespace: options.namespace, dataConverter });
+  // With tracing, its interceptors carry the trace into what the gateway and activities start or signal.
+  const client = new Client({ connection: options.client.connection, namespace: options.namespace, dataConverter, plugins });
   const gateway = await startGateway({ client, secret, host: options.gateway?.host, port: options.gateway?.port, publicUrl: options.gateway?.publicUrl });
-  const workflowBundle = options.workflowBundle ?? (process.env.GT_WORKFLOW_BUNDLE ? { codePath: process.env.GT_WORKFLOW_BUNDLE } : undefined);
   const code = workflowBundle ? { workflowBundle } : { workflowsPath };
   // Agents outlive a worker restart; activities in flight get this long to notice and hand over cleanly.
   const shutdownGraceTime = options.shutdownGraceTime ?? '10s';
@@ -69,6 +77,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
     shutdownGraceTime,
     dataConverter,
     interceptors,
+    plugins,
   });
   const hostWorker = await Worker.create({
     connection: options.connection,
@@ -87,6 +96,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
     shutdownGraceTime,
     dataConverter,
     interceptors,
+    plugins,
   });
 
   let stopping: Promise<void> | undefined;
@@ -94,6 +104,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
     (stopping ??= (async () => {
       for (const w of [townWorker, hostWorker]) if (w.getState() === 'RUNNING') w.shutdown();
       await gateway.close();
+      await tracing?.flush();
     })());
   return {
     gateway,

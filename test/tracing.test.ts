@@ -1,0 +1,122 @@
+/**
+ * Issue 6 (observability): optional OpenTelemetry tracing through the official Temporal interceptors. A real worker
+ * traces into an in-memory exporter, runs workflows bundled with the plugin, and a slung bead leaves one trace from
+ * the client's start through its workflow, its agent run's activities and its merge request.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
+import { Client, Connection } from '@temporalio/client';
+import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Town } from '../client/town';
+import { startTracing, tracingSettingsFromEnv, workflowBundlePlugins, type Tracing } from '../worker/tracing';
+import { createTownWorker, workflowsPath, type TownWorker } from '../worker/worker';
+import { createRepo } from './helpers/repo';
+import { agentScript, eventually, FAST_POLICY } from './helpers/town';
+
+const exporter = new InMemorySpanExporter();
+let tracing: Tracing;
+let tracedBundle: { code: string };
+let connection: Connection;
+let native: NativeConnection;
+let client: Client;
+let worker: TownWorker;
+let running: Promise<void>;
+const address = inject('temporalAddress');
+const namespace = inject('temporalNamespace');
+const taskQueue = `test-tracing-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+
+function workerOptions() {
+  return { connection: native, client, namespace, taskQueue, hostId: 'trace-host', pollIntervalMs: 200, shutdownGraceTime: '2s' };
+}
+
+beforeAll(async () => {
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  process.env.GT_HOME = mkdtempSync(join(tmpdir(), 'gt-home-'));
+  tracing = await startTracing({ spanProcessor: new SimpleSpanProcessor(exporter), serviceName: 'gastown-test', hostId: 'trace-host' });
+  const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} };
+  tracedBundle = await bundleWorkflowCode({ workflowsPath, plugins: [tracing.plugin], logger: quiet });
+  connection = await Connection.connect({ address });
+  native = await NativeConnection.connect({ address });
+  // The sling itself is traced too: the client's start is the root of the bead's trace.
+  client = new Client({ connection, namespace, plugins: [tracing.plugin] });
+  worker = await createTownWorker({ ...workerOptions(), workflowBundle: tracedBundle, tracing });
+  running = worker.run();
+}, 60_000);
+
+afterAll(async () => {
+  await worker?.shutdown();
+  await running?.catch(() => undefined);
+  await native?.close();
+  await connection?.close();
+});
+
+const named = (spans: ReadableSpan[], name: string) => spans.filter((s) => s.name === name);
+const spanId = (s: ReadableSpan) => s.spanContext().spanId;
+const traceId = (s: ReadableSpan) => s.spanContext().traceId;
+
+describe('tracing on', () => {
+  it('records one trace for a slung bead: start, workflow, agent run activities, merge request', async () => {
+    const repo = await createRepo();
+    const town = new Town(client, taskQueue);
+    await town.addRig({ name: 'traced', repo: repo.origin, agent: agentScript('good'), policy: FAST_POLICY });
+    const { handle } = await town.sling('traced', { id: 'b-traced', title: 'Traced bead' });
+    expect((await handle.result()).status).toBe('closed');
+
+    // Workflow spans reach the exporter through a sink after their activation: wait for the bead's to arrive.
+    const run = await eventually(() => exporter.getFinishedSpans().find((s) => s.name === 'RunWorkflow:beadWorkflow'), 10_000, 'RunWorkflow:beadWorkflow span');
+    const trace = exporter.getFinishedSpans().filter((s) => traceId(s) === traceId(run));
+    const start = named(trace, 'StartWorkflow:beadWorkflow');
+    expect(start).toHaveLength(1);
+    expect(run.parentSpanId).toBe(spanId(start[0]!));
+    expect(run.resource.attributes['service.name']).toBe('gastown-test');
+
+    // The agent run: scheduled by the workflow, executed on the host queue, each execution a child of its schedule.
+    for (const activity of ['prepareRun', 'superviseAgentRun']) {
+      const scheduled = named(trace, `StartActivity:${activity}`);
+      const executed = named(trace, `RunActivity:${activity}`);
+      expect(scheduled.length, activity).toBeGreaterThan(0);
+      expect(executed.length, activity).toBeGreaterThan(0);
+      expect(scheduled.map(spanId), activity).toContain(executed[0]!.parentSpanId);
+      expect(executed[0]!.attributes.temporalWorkflowId).toBe('bead:b-traced');
+    }
+    expect(named(trace, 'RunActivity:superviseAgentRun')[0]!.resource.attributes['service.instance.id']).toBe('trace-host');
+
+    // The merge request is a child workflow of the bead, so it continues the bead's trace.
+    const mr = await eventually(() => exporter.getFinishedSpans().find((s) => s.name === 'RunWorkflow:mergeRequestWorkflow' && traceId(s) === traceId(run)), 10_000, 'merge request span');
+    expect(named(trace, 'StartChildWorkflow:mergeRequestWorkflow').map(spanId)).toContain(mr.parentSpanId);
+
+    // Activities signal through the worker's own client, which carries the trace on into the refinery's queue.
+    const later = exporter.getFinishedSpans().filter((s) => traceId(s) === traceId(run));
+    const enqueue = named(later, 'RunActivity:enqueueMergeRequest')[0]!;
+    const signal = named(later, 'SignalWithStartWorkflow:refineryWorkflow').find((s) => s.parentSpanId === spanId(enqueue));
+    expect(signal, 'refinery signalled from the enqueue activity').toBeDefined();
+    expect(named(later, 'HandleSignal:enqueue').map((s) => s.parentSpanId)).toContain(spanId(signal!));
+  });
+});
+
+describe('a prebuilt bundle must match the worker', () => {
+  it('refuses an untraced bundle on a traced worker', async () => {
+    const err = await createTownWorker({ ...workerOptions(), workflowBundle: { codePath: inject('workflowBundlePath') }, tracing }).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/was built without the OpenTelemetry interceptors but this worker traces: rebuild it with tracing on/);
+  });
+
+  it('refuses a traced bundle on a worker with tracing off', async () => {
+    const err = await createTownWorker({ ...workerOptions(), workflowBundle: tracedBundle, tracing: null }).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(/was built with the OpenTelemetry interceptors but tracing is off on this worker: set GT_OTEL_EXPORTER/);
+  });
+});
+
+describe('tracing settings', () => {
+  it('are off unless GT_OTEL_EXPORTER says otherwise, and then the bundler gets the plugin', async () => {
+    expect(tracingSettingsFromEnv({}).GT_OTEL_EXPORTER).toBe('none');
+    expect(await workflowBundlePlugins({})).toEqual([]);
+    expect((await workflowBundlePlugins({ GT_OTEL_EXPORTER: 'otlp' })).map((p) => p.name)).toEqual(['OpenTelemetryPlugin']);
+  });
+
+  it('reject an unknown exporter, naming the choices', () => {
+    expect(() => tracingSettingsFromEnv({ GT_OTEL_EXPORTER: 'jaeger' })).toThrow(/invalid tracing settings: GT_OTEL_EXPORTER.*none.*otlp.*console/);
+  });
+});
