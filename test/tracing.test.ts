@@ -3,18 +3,21 @@
  * traces into an in-memory exporter, runs workflows bundled with the plugin, and a slung bead leaves one trace from
  * the client's start through its workflow, its agent run's activities and its merge request.
  */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { z } from 'zod';
 import { Town } from '../client/town';
 import { startTracing, tracingSettingsFromEnv, workflowBundlePlugins, type Tracing } from '../worker/tracing';
 import { createTownWorker, workflowsPath, type TownWorker } from '../worker/worker';
+import { startChild, type Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
-import { agentScript, eventually, FAST_POLICY } from './helpers/town';
+import { agentScript, eventually, FAST_POLICY, repoRoot, runGt } from './helpers/town';
 
 const exporter = new InMemorySpanExporter();
 let tracing: Tracing;
@@ -46,7 +49,9 @@ beforeAll(async () => {
   running = worker.run();
 }, 60_000);
 
+const children: Child[] = [];
 afterAll(async () => {
+  await Promise.all(children.map((c) => c.stop('SIGKILL')));
   await worker?.shutdown();
   await running?.catch(() => undefined);
   await native?.close();
@@ -118,5 +123,62 @@ describe('tracing settings', () => {
 
   it('reject an unknown exporter, naming the choices', () => {
     expect(() => tracingSettingsFromEnv({ GT_OTEL_EXPORTER: 'jaeger' })).toThrow(/invalid tracing settings: GT_OTEL_EXPORTER.*none.*otlp.*console/);
+  });
+});
+
+/** An OTLP/HTTP receiver: collects the span names of the JSON export requests the worker's exporter posts. */
+async function startCollector(): Promise<{ url: string; spanNames: () => string[]; server: Server }> {
+  const names: string[] = [];
+  const OtlpTraces = z.object({ resourceSpans: z.array(z.object({ scopeSpans: z.array(z.object({ spans: z.array(z.object({ name: z.string() })) })) })) });
+  const server = createServer((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      if (req.url === '/v1/traces') for (const r of OtlpTraces.parse(JSON.parse(body)).resourceSpans) for (const sc of r.scopeSpans) names.push(...sc.spans.map((sp) => sp.name));
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}`, spanNames: () => names, server };
+}
+
+describe('the production worker (worker/main.ts) with GT_OTEL_EXPORTER', () => {
+  const runMain = (env: Record<string, string>) => {
+    const child = startChild(process.execPath, ['--import', join(repoRoot, 'node_modules/tsx/dist/loader.mjs'), join(repoRoot, 'worker/main.ts')], {
+      ...process.env,
+      TEMPORAL_ADDRESS: address,
+      TEMPORAL_NAMESPACE: namespace,
+      GT_HOME: mkdtempSync(join(tmpdir(), 'gt-otlp-')),
+      GT_GATEWAY_HOST: '127.0.0.1',
+      GT_GATEWAY_PORT: '0',
+      GT_SHUTDOWN_GRACE: '2s',
+      ...env,
+    });
+    children.push(child);
+    return child;
+  };
+
+  it('exports the spans of a bead over OTLP/HTTP and flushes them when it drains on SIGTERM', async () => {
+    const collector = await startCollector();
+    const bundlePath = join(mkdtempSync(join(tmpdir(), 'gt-traced-bundle-')), 'workflow-bundle.js');
+    writeFileSync(bundlePath, tracedBundle.code);
+    const queue = `${taskQueue}-otlp`;
+    const main = runMain({ GT_TASK_QUEUE: queue, GT_HOST_ID: 'otlp-host', GT_WORKFLOW_BUNDLE: bundlePath, GT_OTEL_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: collector.url });
+    await main.waitFor(/gateway http:\/\/127\.0\.0\.1:\d+/);
+    const cli = { ...process.env, TEMPORAL_ADDRESS: address, TEMPORAL_NAMESPACE: namespace, GT_TASK_QUEUE: queue };
+    const repo = await createRepo();
+    expect((await runGt(['rig', 'add', 'otlp', '--repo', repo.origin, '--agent', agentScript('good')], cli)).code).toBe(0);
+    const sling = await runGt(['sling', 'otlp', 'Traced over OTLP', '--id', 'b-otlp', '--wait', '--json'], cli, 90_000);
+    expect(sling.code, sling.stderr + main.output()).toBe(0);
+    expect(await main.stop('SIGTERM')).toBe(0);
+    collector.server.close();
+    expect(collector.spanNames()).toEqual(expect.arrayContaining(['RunWorkflow:beadWorkflow', 'RunActivity:superviseAgentRun', 'RunWorkflow:mergeRequestWorkflow']));
+  });
+
+  it('refuses a bundle built without tracing, saying how to fix it', async () => {
+    const main = runMain({ GT_TASK_QUEUE: `${taskQueue}-mismatch`, GT_WORKFLOW_BUNDLE: inject('workflowBundlePath'), GT_OTEL_EXPORTER: 'console' });
+    await eventually(() => main.proc.exitCode !== null, 30_000, 'worker exit');
+    expect(main.proc.exitCode).toBe(1);
+    expect(main.output()).toMatch(/gt worker: the workflow bundle \S+ was built without the OpenTelemetry interceptors but this worker traces/);
   });
 });
