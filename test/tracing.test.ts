@@ -3,13 +3,14 @@
  * traces into an in-memory exporter, runs workflows bundled with the plugin, and a slung bead leaves one trace from
  * the client's start through its workflow, its agent run's activities and its merge request.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InMemorySpanExporter, SimpleSpanProcessor, type ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { Client, Connection } from '@temporalio/client';
-import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
+import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
+import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { z } from 'zod';
 import { Town } from '../client/town';
@@ -99,6 +100,28 @@ describe('tracing on', () => {
     const signal = named(later, 'SignalWithStartWorkflow:refineryWorkflow').find((s) => s.parentSpanId === spanId(enqueue));
     expect(signal, 'refinery signalled from the enqueue activity').toBeDefined();
     expect(named(later, 'HandleSignal:enqueue').map((s) => s.parentSpanId)).toContain(spanId(signal!));
+
+    // A history made with tracing replays with it (a worker restart mid-bead is safe).
+    const history = await handle.fetchHistory();
+    await Worker.runReplayHistory({ workflowBundle: tracedBundle, plugins: [tracing.plugin] }, history, 'bead:b-traced');
+  });
+});
+
+describe('turning tracing on while workflows are running', () => {
+  // Not replay-safe in SDK 1.24 for every workflow: the interceptors' async wrappers move when some commands are issued.
+  // This pins which recorded history breaks, so the advice in docs/observability.md stays true (or is revisited).
+  it('replays histories recorded without tracing, except one whose update completes in the task that upserts search attributes', async () => {
+    const dir = join(import.meta.dirname, 'histories');
+    const histories = readdirSync(dir)
+      .filter((f) => f.endsWith('.json'))
+      .map((f) => ({ workflowId: f.replace(/\.json$/, ''), history: historyFromJSON(JSON.parse(readFileSync(join(dir, f), 'utf8'))) }));
+    expect(histories.length).toBeGreaterThan(0);
+    const failed: { workflowId: string; error: string }[] = [];
+    for await (const r of Worker.runReplayHistories({ workflowBundle: tracedBundle, plugins: [tracing.plugin] }, histories)) {
+      if (r.error) failed.push({ workflowId: r.workflowId, error: String(r.error) });
+    }
+    expect(failed.map((f) => f.workflowId)).toEqual(['escalation-acknowledged']);
+    expect(failed[0]!.error).toMatch(/DeterminismViolationError.*UpsertWorkflowSearchAttributesMachine does not handle .*WorkflowExecutionUpdateCompleted/);
   });
 });
 
