@@ -77,7 +77,13 @@ interface AgentTimes {
 function readAgentTimes(dir: string): Map<string, AgentTimes> {
   const byBead = new Map<string, AgentTimes>();
   for (const file of readdirSync(dir).filter((f) => f.endsWith('.json'))) {
-    const t = JSON.parse(readFileSync(join(dir, file), 'utf8')) as AgentTimes;
+    let t: AgentTimes;
+    try {
+      t = JSON.parse(readFileSync(join(dir, file), 'utf8')) as AgentTimes;
+    } catch {
+      // A `date` without millisecond support (not GNU date) writes no usable times: the agent-side hops stay empty.
+      continue;
+    }
     const beadId = t.runId.replace(/\/r\d+\/a\d+$/, '');
     // The last run of a bead is the one whose work merged.
     if (!byBead.has(beadId) || byBead.get(beadId)!.started < t.started) byBead.set(beadId, t);
@@ -87,6 +93,18 @@ function readAgentTimes(dir: string): Map<string, AgentTimes> {
 
 const sleep = (msec: number) => new Promise((r) => setTimeout(r, msec));
 const QUEUE_SETTLE_MS = 15_000;
+
+async function untilAnswered<T>(ask: () => Promise<T>, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await ask();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await sleep(100);
+    }
+  }
+}
 
 /** Stops everything of a rig that overran its deadline, so it cannot disturb the runs after it. */
 async function terminateRig(stack: BenchStack, rig: string): Promise<void> {
@@ -114,7 +132,12 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
     policy: o.maxRounds ? { maxRounds: o.maxRounds } : undefined,
   });
   const refinery = stack.client.workflow.getHandle(refineryWorkflowId(rig));
-  if (o.fillQueueFirst) await refinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: true }] });
+  if (o.fillQueueFirst) {
+    // Pause only once the refinery has run its first task: an update arriving with that task is handled before the
+    // refinery's code has fully set up (seen as "Cannot access 'setStatus' before initialization").
+    await untilAnswered(() => refinery.query(refineryStateQuery));
+    await refinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: true }] });
+  }
 
   let queueReleasedAt: number | undefined;
   let finished = false;

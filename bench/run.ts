@@ -9,7 +9,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { convoyFigures, queueFigures, type ConvoyRepeatFigures, type QueueRepeatFigures } from './analysis';
+import { convoyFigures, queueFigures } from './analysis';
 import { runFloor } from './floor';
 import { createOrigin } from './git';
 import { machineInfo } from './machine';
@@ -30,11 +30,33 @@ const log = (message: string) => console.error(`[bench ${((Date.now() - benchSta
 const label = (prefix: string) => `${prefix}-${randomBytes(3).toString('hex')}`;
 const fmt = (msec: number) => `${(msec / 1000).toFixed(2)} s`;
 
-async function convoyScenario(stack: BenchStack, scratch: string, o: BenchOptions, n: number, width: number): Promise<ConvoyScenarioReport> {
-  const repeats: ConvoyRepeatFigures[] = [];
-  const failures: string[] = [];
-  const count = repeatsFor(o, n);
+/** Runs every repeat of one scenario into `into` as it goes, so an interrupted bench still reports what it has. */
+async function eachRepeat<F>(
+  into: { repeats: F[]; failures: string[] },
+  count: number,
+  what: string,
+  once: (repeat: number) => Promise<{ figures: F; line: string } | { failure: string }>,
+): Promise<void> {
   for (let r = 1; r <= count; r++) {
+    let outcome: { figures: F; line: string } | { failure: string };
+    try {
+      outcome = await once(r);
+    } catch (err) {
+      // One broken run must not cost the rest of the bench.
+      outcome = { failure: `${what} repeat ${r}: error: ${((err as Error).message ?? String(err)).split('\n')[0]}` };
+    }
+    if ('failure' in outcome) {
+      into.failures.push(outcome.failure);
+      log(`${outcome.failure} — left out of the figures`);
+    } else {
+      into.repeats.push(outcome.figures);
+      log(`${what} repeat ${r}/${count}: ${outcome.line}`);
+    }
+  }
+}
+
+async function convoyScenario(stack: BenchStack, scratch: string, o: BenchOptions, n: number, width: number, into: ConvoyScenarioReport): Promise<void> {
+  await eachRepeat(into, repeatsFor(o, n), `N=${n} width=${width}`, async (r) => {
     const name = label(`c${n}w${width}r${r}`);
     const root = join(scratch, name);
     const gates = [TRIVIAL_GATE];
@@ -51,24 +73,16 @@ async function convoyScenario(stack: BenchStack, scratch: string, o: BenchOption
       maxPolecats: width,
       deadlineMs: deadlineFor(n),
     });
-    if (run.status !== 'landed') {
-      failures.push(`N=${n} width=${width} repeat ${r} (${name}): ${o.driver} ended ${run.status} after ${fmt(run.makespanMs)}`);
-      log(`N=${n} width=${width} repeat ${r}/${count}: ${run.status} — left out of the figures`);
-      continue;
-    }
-    const figures = convoyFigures(run, floor, width);
-    repeats.push(figures);
-    log(`N=${n} width=${width} repeat ${r}/${count}: makespan ${fmt(figures.makespanMs)}, floor ${fmt(figures.floorMakespanMs)}, ratio ${figures.ratio.toFixed(2)}×, overhead p50 ${fmt(figures.overhead.p50 ?? NaN)}`);
-  }
-  return { n, width, driver: o.driver, repeats, failures, summary: summarizeConvoy(repeats) };
+    if (run.status !== 'landed') return { failure: `N=${n} width=${width} repeat ${r} (${name}): ${o.driver} ended ${run.status} after ${fmt(run.makespanMs)}` };
+    const f = convoyFigures(run, floor, width);
+    return { figures: f, line: `makespan ${fmt(f.makespanMs)}, floor ${fmt(f.floorMakespanMs)}, ratio ${f.ratio.toFixed(2)}×, overhead p50 ${fmt(f.overhead.p50 ?? NaN)}` };
+  });
+  into.summary = summarizeConvoy(into.repeats);
 }
 
-async function queueScenario(stack: BenchStack, scratch: string, o: BenchOptions, batchSize: number): Promise<QueueScenarioReport> {
-  const mode = batchSize === 1 ? 'one-at-a-time' : 'batching';
+async function queueScenario(stack: BenchStack, scratch: string, o: BenchOptions, batchSize: number, into: QueueScenarioReport): Promise<void> {
   const bad = badBeads(o.queueMrs, o.queueBad);
-  const repeats: QueueRepeatFigures[] = [];
-  const failures: string[] = [];
-  for (let r = 1; r <= o.queueRepeats; r++) {
+  await eachRepeat(into, o.queueRepeats, `merge queue ${into.mode}`, async (r) => {
     const name = label(`q${o.queueMrs}b${batchSize}r${r}`);
     const root = join(scratch, name);
     const run = await runOrchestrated({
@@ -90,16 +104,13 @@ async function queueScenario(stack: BenchStack, scratch: string, o: BenchOptions
       deadlineMs: deadlineFor(o.queueMrs * Math.max(1, o.gateSeconds)),
     });
     // With bad MRs the convoy cannot land; it must end, with exactly the good ones merged.
-    const figures = queueFigures(run, batchSize, bad.size);
-    if (run.status === 'timed out' || figures.merged !== o.queueMrs - bad.size) {
-      failures.push(`merge queue ${mode} repeat ${r} (${name}): ${run.status}, ${figures.merged} of ${o.queueMrs - bad.size} good MRs merged`);
-      log(`merge queue ${mode} repeat ${r}: ${run.status}, ${figures.merged} merged — left out of the figures`);
-      continue;
+    const f = queueFigures(run, batchSize, bad.size);
+    if (run.status === 'timed out' || f.merged !== o.queueMrs - bad.size) {
+      return { failure: `merge queue ${into.mode} repeat ${r} (${name}): ${run.status}, ${f.merged} of ${o.queueMrs - bad.size} good MRs merged` };
     }
-    repeats.push(figures);
-    log(`merge queue ${mode} repeat ${r}/${o.queueRepeats}: ${figures.merged} merged, ${figures.gateRuns} gate runs, drain ${fmt(figures.drainMs)}`);
-  }
-  return { mode, batchSize, repeats, failures, summary: summarizeQueue(repeats) };
+    return { figures: f, line: `${f.merged} merged, ${f.gateRuns} gate runs, drain ${fmt(f.drainMs)}` };
+  });
+  into.summary = summarizeQueue(into.repeats);
 }
 
 async function main() {
@@ -116,13 +127,6 @@ async function main() {
       rmSync(stack.gtHome, { recursive: true, force: true });
     } else log(`scratch kept: ${scratch} and ${stack.gtHome}`);
   };
-  // Ctrl-C ends the bench without a report, but never leaves a dev server or scratch directories behind.
-  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
-      log(`${signal}: interrupted, no report written`);
-      void cleanUp().finally(() => process.exit(130));
-    });
-  }
   const machine = await machineInfo(stack.server.cli);
   const convoys: ConvoyScenarioReport[] = [];
   const mergeQueue: QueueScenarioReport[] = [];
@@ -131,46 +135,74 @@ async function main() {
       ? 'Orchestrated runs are real convoys (ConvoyClient.start → convoyWorkflow → beads).'
       : 'Orchestrated runs sling each bead directly when its dependency has closed (--driver sling): no convoy workflow.',
   ];
+
+  const report = (): BenchReport => {
+    const finishedAt = new Date();
+    for (const c of convoys) c.summary = summarizeConvoy(c.repeats);
+    for (const q of mergeQueue) q.summary = summarizeQueue(q.repeats);
+    return {
+      bench: 'gastown-temporal',
+      startedAt: startedAt.toISOString(),
+      finishedAt: finishedAt.toISOString(),
+      durationMs: finishedAt.getTime() - startedAt.getTime(),
+      machine,
+      loadAverageAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
+      parameters: {
+        ...o,
+        skip: [...o.skip],
+        repeatsPerN: Object.fromEntries(o.n.map((n) => [n, repeatsFor(o, n)])),
+        convoyGates: [TRIVIAL_GATE],
+        queueGate: slowGate(o.gateSeconds),
+        agent: 'bench/agents/instant.sh',
+        server: 'embedded Temporal dev server, SQLite file (as `gt up`)',
+        policies: 'product defaults (merge-queue bench: maxRounds 1)',
+      },
+      convoys,
+      mergeQueue,
+      notes,
+    };
+  };
+  const publish = (r: BenchReport) => {
+    const paths = writeReport(o.out, r);
+    console.log(renderMarkdown(r));
+    log(`report: ${paths.md} (and ${paths.json}, ${paths.latest})`);
+  };
+
+  // Ctrl-C stops everything, reports what was measured so far, and leaves no dev server or scratch behind.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      log(`${signal}: interrupted; reporting what was measured so far`);
+      notes.push(`Interrupted (${signal}): scenarios after the last completed repeat are missing.`);
+      const partial = report();
+      void cleanUp()
+        .then(() => publish(partial))
+        .finally(() => process.exit(130));
+    });
+  }
+
   try {
     if (!o.skip.has('convoys')) {
       for (const n of o.n) {
-        for (const width of o.widths) {
+        for (const requested of o.widths) {
           // A width beyond N means every bead at once: the DAG has N chains of one bead.
-          convoys.push(await convoyScenario(stack, scratch, o, n, Math.min(width, n)));
+          const width = Math.min(requested, n);
+          const into: ConvoyScenarioReport = { n, width, driver: o.driver, repeats: [], failures: [], summary: summarizeConvoy([]) };
+          convoys.push(into);
+          await convoyScenario(stack, scratch, o, n, width, into);
         }
       }
     }
     if (!o.skip.has('queue')) {
-      for (const batchSize of [1, o.batchSize]) mergeQueue.push(await queueScenario(stack, scratch, o, batchSize));
+      for (const batchSize of [1, o.batchSize]) {
+        const into: QueueScenarioReport = { mode: batchSize === 1 ? 'one-at-a-time' : 'batching', batchSize, repeats: [], failures: [], summary: {} };
+        mergeQueue.push(into);
+        await queueScenario(stack, scratch, o, batchSize, into);
+      }
     }
   } finally {
     await cleanUp();
   }
-  const finishedAt = new Date();
-  const report: BenchReport = {
-    bench: 'gastown-temporal',
-    startedAt: startedAt.toISOString(),
-    finishedAt: finishedAt.toISOString(),
-    durationMs: finishedAt.getTime() - startedAt.getTime(),
-    machine,
-    loadAverageAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
-    parameters: {
-      ...o,
-      skip: [...o.skip],
-      repeatsPerN: Object.fromEntries(o.n.map((n) => [n, repeatsFor(o, n)])),
-      convoyGates: [TRIVIAL_GATE],
-      queueGate: slowGate(o.gateSeconds),
-      agent: 'bench/agents/instant.sh',
-      server: 'embedded Temporal dev server, SQLite file (as `gt up`)',
-      policies: 'product defaults (merge-queue bench: maxRounds 1)',
-    },
-    convoys,
-    mergeQueue,
-    notes,
-  };
-  const paths = writeReport(o.out, report);
-  console.log(renderMarkdown(report));
-  log(`report: ${paths.md} (and ${paths.json}, ${paths.latest})`);
+  publish(report());
 }
 
 main().then(
