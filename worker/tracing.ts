@@ -13,7 +13,7 @@
  * them just yields no workflow spans; one with them on an untraced worker calls a sink nobody registered on every
  * task), so `assertBundleMatchesTracing` refuses the mismatch at worker start.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type { OpenTelemetryPlugin } from '@temporalio/interceptors-opentelemetry';
 import type { BundlerPlugin } from '@temporalio/worker';
@@ -115,6 +115,9 @@ const TRACED_BUNDLE_MARKER = 'interceptors-opentelemetry/lib/workflow-intercepto
 export type WorkflowBundle = { codePath: string } | { code: string };
 
 export function bundleIsTraced(bundle: WorkflowBundle): boolean {
+  if ('codePath' in bundle && !existsSync(bundle.codePath)) {
+    throw new Error(`no workflow bundle at ${bundle.codePath}: run \`npm run build:bundle\` (or set GT_WORKFLOW_BUNDLE)`);
+  }
   const code = 'code' in bundle ? bundle.code : readFileSync(bundle.codePath, 'utf8');
   return code.includes(TRACED_BUNDLE_MARKER);
 }
