@@ -9,6 +9,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev
 COPY . .
+# The bundle must match the worker's tracing setting (the worker refuses a mismatch); the build arg is in RUN's environment.
+ARG GT_OTEL_EXPORTER=none
 RUN npm run build:bundle
 
 FROM node:20.19.5-bookworm-slim

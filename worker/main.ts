@@ -9,6 +9,7 @@
  *   GT_GATEWAY_HOST (0.0.0.0), GT_GATEWAY_PORT (7380), GT_GATEWAY_PUBLIC_URL           agent gateway
  *   GT_WORKFLOW_BUNDLE (dist/workflow-bundle.js), GT_SHUTDOWN_GRACE (30s)
  *   GT_LOG_FORMAT, GT_LOG_LEVEL, GT_METRICS_ADDRESS, GT_PAYLOAD_CODEC, GT_CODEC_KEY    see worker/logging.ts, codec/
+ *   GT_OTEL_EXPORTER (none|otlp|console), OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT  see worker/tracing.ts
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
