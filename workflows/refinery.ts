@@ -102,6 +102,19 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     batchSize: rig.batchSize,
   });
 
+  // Defined before the handlers: an update delivered with the workflow's first task runs as soon as its handler is set.
+  let shownStatus: string | undefined;
+  const setStatus = () => {
+    const status = section ? 'merging' : paused ? 'paused' : 'idle';
+    // Only on change: every upsert is a history event.
+    if (status !== shownStatus) upsertSearchAttributes([{ key: SA.status, value: (shownStatus = status) }]);
+    setCurrentDetails(
+      section
+        ? `${section.kind} section: **${section.mrIds.join(', ')}**${section.probe ? ` (probing ${section.probe})` : ''}; ${queue.length} waiting`
+        : `${paused ? '**paused**' : 'idle'}; ${queue.length} waiting; ${stats.merged} merged, ${stats.rejected} sent back, ${stats.pullRequests} pull requests, ${stats.gateRuns} gate runs`,
+    );
+  };
+
   setHandler(enqueueSignal, (raw) => {
     const parsed = MergeTicket.safeParse(raw);
     if (!parsed.success) {
@@ -141,17 +154,6 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     { validator: (raw) => void parseOrReject(PauseRequest, raw, 'pause request') },
   );
 
-  let shownStatus: string | undefined;
-  const setStatus = () => {
-    const status = section ? 'merging' : paused ? 'paused' : 'idle';
-    // Only on change: every upsert is a history event.
-    if (status !== shownStatus) upsertSearchAttributes([{ key: SA.status, value: (shownStatus = status) }]);
-    setCurrentDetails(
-      section
-        ? `${section.kind} section: **${section.mrIds.join(', ')}**${section.probe ? ` (probing ${section.probe})` : ''}; ${queue.length} waiting`
-        : `${paused ? '**paused**' : 'idle'}; ${queue.length} waiting; ${stats.merged} merged, ${stats.rejected} sent back, ${stats.pullRequests} pull requests, ${stats.gateRuns} gate runs`,
-    );
-  };
 
   /** The merge section's activities, with timeouts that follow the rig's gates and heartbeat policy. */
   const merger = () =>
