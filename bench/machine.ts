@@ -18,7 +18,7 @@ export interface MachineInfo {
   temporalCli: string;
   git: string;
   code: { commit: string; uncommittedFiles: number };
-  /** `gt --version`, median of 3: the node + tsx start-up every `gt done` of an agent pays. */
+  /** `gt --version`, median of 3: the node + tsx start-up of the CLI (agent commands may load less). */
   gtCommandStartMs: number;
 }
 
@@ -39,7 +39,8 @@ const tryExec = (cmd: string, args: string[], cwd?: string) => exec(cmd, args, {
 
 export async function machineInfo(cli: ResolvedCli): Promise<MachineInfo> {
   const sdk = JSON.parse(readFileSync(new URL('../node_modules/@temporalio/worker/package.json', import.meta.url), 'utf8')) as { version: string };
-  const status = await exec('git', ['status', '--porcelain'], { cwd: repoRoot }).catch(() => '');
+  // Reports themselves are not code.
+  const status = await exec('git', ['status', '--porcelain', '--', '.', ':!bench/reports'], { cwd: repoRoot }).catch(() => '');
   return {
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model.trim() ?? 'unknown',

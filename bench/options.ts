@@ -35,6 +35,8 @@ export const BenchOptions = z.object({
   out: z.string().min(1),
   keepScratch: z.boolean(),
   quick: z.boolean(),
+  /** Re-render the Markdown of an earlier JSON report instead of measuring. */
+  render: z.string().endsWith('.json', 'expected a JSON report, e.g. bench/reports/<time>.json').optional(),
 });
 export type BenchOptions = z.output<typeof BenchOptions>;
 
@@ -75,6 +77,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     .option('--skip <parts>', 'leave out parts: convoys, queue', DEFAULTS.skip)
     .option('--out <dir>', 'where reports are written', DEFAULTS.out)
     .option('--keep-scratch', 'keep the scratch repositories and GT_HOME for inspection', false)
+    .option('--render <report.json>', 'measure nothing: write the Markdown summary of an earlier JSON report again')
     .exitOverride();
   try {
     program.parse(argv, { from: 'user' });
@@ -98,6 +101,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     out: pick('out'),
     keepScratch: o.keepScratch === true,
     quick: o.quick === true,
+    render: o.render as string | undefined,
   });
   if (!parsed.success) {
     console.error(`bench: invalid options: ${describeZodError(parsed.error)} (see npm run bench -- --help)`);

@@ -2,8 +2,8 @@
  * The bench's outputs: a JSON report (everything, per repeat and summarized) and a short Markdown summary, written
  * as bench/reports/<time>.{json,md} plus latest.md. Earlier reports are never touched, so runs can be compared.
  */
-import { copyFileSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { BREAKDOWN_HOPS, HOPS, type ConvoyRepeatFigures, type Hop, type QueueRepeatFigures } from './analysis';
 import type { MachineInfo } from './machine';
 import { spread, type Spread } from './stats';
@@ -34,6 +34,7 @@ export interface ConvoySummary {
     eventsRefinery?: Spread;
     refineryRuns?: Spread;
     eventsDispatchGate?: Spread;
+    dispatchGateRuns?: Spread;
     actionsPerBead?: Spread;
     actionsPerMr?: Spread;
     actionsPerConvoy?: Spread;
@@ -89,6 +90,7 @@ export function summarizeConvoy(repeats: ConvoyRepeatFigures[]): ConvoySummary {
       eventsRefinery: kind('refinery', (x) => x.eventsMax),
       refineryRuns: kind('refinery', (x) => x.runs),
       eventsDispatchGate: kind('dispatch-gate', (x) => x.eventsMax),
+      dispatchGateRuns: kind('dispatch-gate', (x) => x.runs),
       actionsPerBead: kind('bead', (x) => x.actionsMedian),
       actionsPerMr: kind('merge-request', (x) => x.actionsMedian),
       actionsPerConvoy: kind('convoy', (x) => x.actionsTotal),
@@ -127,7 +129,7 @@ export function renderMarkdown(r: BenchReport): string {
   lines.push(`# Bench report ${r.startedAt}`, '');
   lines.push(
     `${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.platform}; load average ${m.loadAverageAtStart.join(' / ')} at the start, ${r.loadAverageAtEnd.join(' / ')} at the end.`,
-    `Node ${m.node}, Temporal SDK ${m.temporalSdk}, ${m.temporalCli}, ${m.git}; \`gt\` command start-up ${time(m.gtCommandStartMs)}. Code ${m.code.commit}` +
+    `Node ${m.node}, Temporal SDK ${m.temporalSdk}, ${m.temporalCli}, ${m.git}; \`gt --version\` ${time(m.gtCommandStartMs)}. Code ${m.code.commit}` +
       (m.code.uncommittedFiles ? ` with ${m.code.uncommittedFiles} uncommitted file(s)` : '') +
       `. Took ${time(r.durationMs)}.`,
     '',
@@ -156,14 +158,14 @@ export function renderMarkdown(r: BenchReport): string {
     }
     lines.push('', '## History events and Temporal actions (actions approximated from events; see bench/README.md)', '');
     lines.push(
-      '| N | width | events / bead | events / MR | convoy events (runs) | refinery events (runs) | dispatch-gate events | actions / bead | actions / MR | actions / convoy | all-in actions per bead | largest history |',
+      '| N | width | events / bead | events / MR | convoy events (runs) | refinery events (runs) | dispatch-gate events (runs) | actions / bead | actions / MR | actions / convoy | all-in actions per bead | largest history |',
       '|---|---|---|---|---|---|---|---|---|---|---|---|',
     );
     for (const c of r.convoys) {
       const h = c.summary.history;
       const n = (s: Spread | undefined) => cell(s, (v) => num(v, 0));
       lines.push(
-        `| ${c.n} | ${c.width} | ${n(h.eventsPerBead)} | ${n(h.eventsPerMr)} | ${n(h.eventsPerConvoy)} (${n(h.convoyRuns)}) | ${n(h.eventsRefinery)} (${n(h.refineryRuns)}) | ${n(h.eventsDispatchGate)} | ${n(h.actionsPerBead)} | ${n(h.actionsPerMr)} | ${n(h.actionsPerConvoy)} | ${cell(h.actionsPerBeadAllIn, (v) => num(v))} | ${n(h.largestHistory)}${h.largestHistoryKind ? ` (${h.largestHistoryKind})` : ''} |`,
+        `| ${c.n} | ${c.width} | ${n(h.eventsPerBead)} | ${n(h.eventsPerMr)} | ${n(h.eventsPerConvoy)} (${n(h.convoyRuns)}) | ${n(h.eventsRefinery)} (${n(h.refineryRuns)}) | ${n(h.eventsDispatchGate)} (${n(h.dispatchGateRuns)}) | ${n(h.actionsPerBead)} | ${n(h.actionsPerMr)} | ${n(h.actionsPerConvoy)} | ${cell(h.actionsPerBeadAllIn, (v) => num(v))} | ${n(h.largestHistory)}${h.largestHistoryKind ? ` (${h.largestHistoryKind})` : ''} |`,
       );
     }
     lines.push('');
@@ -196,6 +198,19 @@ export function renderMarkdown(r: BenchReport): string {
 }
 
 /** Writes `<stamp>.json`, `<stamp>.md` and `latest.md`; returns their paths. */
+/** Writes the Markdown of an earlier JSON report again (summaries recomputed from its repeats); latest.md only if it is the newest. */
+export function rerender(jsonPath: string): string {
+  const report = JSON.parse(readFileSync(jsonPath, 'utf8')) as BenchReport;
+  for (const c of report.convoys) c.summary = summarizeConvoy(c.repeats);
+  for (const q of report.mergeQueue) q.summary = summarizeQueue(q.repeats);
+  const md = jsonPath.replace(/\.json$/, '.md');
+  writeFileSync(md, renderMarkdown(report));
+  const dir = dirname(jsonPath);
+  const newest = readdirSync(dir).filter((f) => f.endsWith('.json')).sort().at(-1);
+  if (newest === basename(jsonPath)) copyFileSync(md, join(dir, 'latest.md'));
+  return md;
+}
+
 export function writeReport(dir: string, report: BenchReport): { json: string; md: string; latest: string } {
   mkdirSync(dir, { recursive: true });
   const stamp = report.startedAt.replace(/[:.]/g, '-');

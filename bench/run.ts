@@ -15,7 +15,7 @@ import { createOrigin } from './git';
 import { machineInfo } from './machine';
 import { parseOptions, repeatsFor, type BenchOptions } from './options';
 import { runOrchestrated } from './orchestrated';
-import { renderMarkdown, summarizeConvoy, summarizeQueue, writeReport, type BenchReport, type ConvoyScenarioReport, type QueueScenarioReport } from './report';
+import { renderMarkdown, rerender, summarizeConvoy, summarizeQueue, writeReport, type BenchReport, type ConvoyScenarioReport, type QueueScenarioReport } from './report';
 import { badBeads } from './scenario';
 import type { BenchStack } from './stack';
 import { startStack } from './stack';
@@ -115,6 +115,10 @@ async function queueScenario(stack: BenchStack, scratch: string, o: BenchOptions
 
 async function main() {
   const o = parseOptions(process.argv.slice(2));
+  if (o.render) {
+    log(`re-rendered ${rerender(o.render)}`);
+    return;
+  }
   const startedAt = new Date();
   const scratch = mkdtempSync(join(tmpdir(), 'gt-bench-'));
   mkdirSync(scratch, { recursive: true });
