@@ -3,11 +3,10 @@
  * is started: no convoy, no bead (checked by id, and by listing once visibility caught up). A few cases go through
  * the real `gt` binary; the rest through ConvoyClient, the same code the CLI runs (a CLI start costs seconds).
  */
-import { WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeFileSync } from 'node:fs';
 import { ConvoyClient, readSpecFile } from '../client/convoys';
-import { writeSpec } from './helpers/convoy';
+import { workflowExists, writeSpec } from './helpers/convoy';
 import { createRepo } from './helpers/repo';
 import { eventually, runGt, startTestTown, type TestTown } from './helpers/town';
 
@@ -19,17 +18,7 @@ afterAll(async () => {
   await t?.stop();
 });
 
-const exists = (workflowId: string) =>
-  t.client.workflow
-    .getHandle(workflowId)
-    .describe()
-    .then(
-      () => true,
-      (err: unknown) => {
-        if (err instanceof WorkflowNotFoundError) return false;
-        throw err;
-      },
-    );
+const exists = (workflowId: string) => workflowExists(t.client, workflowId);
 
 describe('gt convoy start with an invalid spec', () => {
   it('rejects each problem with a clear one-line message and starts nothing', async () => {

@@ -57,10 +57,10 @@ export async function beadMilestones(client: Client, beadId: string): Promise<{ 
   return { started: eventTimeMs(events[0]!), merged: merged ? eventTimeMs(merged) : undefined };
 }
 
-/** Whether a bead workflow was ever started (dependents of a failed bead must never be). */
-export function beadExists(client: Client, beadId: string): Promise<boolean> {
+/** Whether a workflow with this id was ever started. */
+export function workflowExists(client: Client, workflowId: string): Promise<boolean> {
   return client.workflow
-    .getHandle(`bead:${beadId}`)
+    .getHandle(workflowId)
     .describe()
     .then(
       () => true,
@@ -70,3 +70,6 @@ export function beadExists(client: Client, beadId: string): Promise<boolean> {
       },
     );
 }
+
+/** Whether a bead workflow was ever started (dependents of a failed bead must never be). */
+export const beadExists = (client: Client, beadId: string) => workflowExists(client, `bead:${beadId}`);
