@@ -87,8 +87,6 @@ export interface RunExit {
   adopted: boolean;
 }
 
-export const StopInput = z.object({ rig: RigConfig, handle: AgentHandleSchema });
-export type StopInput = z.input<typeof StopInput>;
 
 export const PublishInput = z.object({ rig: RigConfig, worktree: z.string(), branch: z.string(), targetBranch: z.string() });
 export type PublishInput = z.input<typeof PublishInput>;
@@ -322,12 +320,6 @@ export function createAgentRunActivities(deps: HostDeps) {
       } finally {
         clearInterval(beat);
       }
-    },
-
-    async stopAgentRun(raw: StopInput): Promise<void> {
-      const input = parseActivityInput(StopInput, raw);
-      const driver = await driverFor(input.rig.runtime);
-      await driver.stop(input.handle, STOP_GRACE_MS);
     },
 
     async publishBranch(raw: PublishInput): Promise<PublishedBranch> {

@@ -26,12 +26,6 @@ export const RunId = z
   .string()
   .regex(/^[a-z0-9][a-z0-9_-]{0,62}\/r[1-9][0-9]*\/(a|review)[1-9][0-9]*$/, 'run id must look like <beadId>/r<round>/a<attempt> (or /review<n> for a reviewer)');
 
-export function parseRunId(runId: string): { beadId: string; round: number; attempt: number } {
-  const m = /^(.+)\/r(\d+)\/(?:a|review)(\d+)$/.exec(RunId.parse(runId));
-  if (!m) throw new Error(`not a run id: ${runId}`);
-  return { beadId: m[1]!, round: Number(m[2]), attempt: Number(m[3]) };
-}
-
 /** Reviewer runs live on the merge request: `<beadId>/r<round>/review<attempt>`. */
 export const reviewRunIdOf = (beadId: string, round: number, attempt: number) => `${beadId}/r${round}/review${attempt}`;
 
