@@ -293,6 +293,9 @@ export function createAgentRunActivities(deps: HostDeps) {
       heartbeat({ handle });
       const beat = setInterval(() => heartbeat({ handle }), Math.max(100, Math.min(poll, heartbeatTimeout / 3)));
       const probeTimeout = Math.min(10_000, Math.max(1_000, input.rig.policy.heartbeatTimeout));
+      // An exit noticed at once rather than at the next poll: on a chain of beads every hop waits for it.
+      const hint = driver.exitHint?.(handle, runDir);
+      let early: Promise<void> | undefined = hint?.promise.then(() => (early = undefined));
       try {
         for (;;) {
           const status = await Promise.race([probe(driver, handle, runDir, probeTimeout), ctx.cancelled]);
@@ -301,7 +304,7 @@ export function createAgentRunActivities(deps: HostDeps) {
             return { runId: input.runId, exitCode: status.exitCode, adopted };
           }
           if (status.state === 'unknown') log.warn('agent status probe failed; not treating it as death', { ...ids, detail: status.detail });
-          await ctx.sleep(poll);
+          await Promise.race([ctx.sleep(poll), ...(early ? [early] : [])]);
         }
       } catch (err) {
         if (err instanceof CancelledFailure) {
@@ -319,18 +322,19 @@ export function createAgentRunActivities(deps: HostDeps) {
         throw err;
       } finally {
         clearInterval(beat);
+        hint?.close();
       }
     },
 
     async publishBranch(raw: PublishInput): Promise<PublishedBranch> {
       const input = parseActivityInput(PublishInput, raw);
       const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
-      const wt = git(input.worktree);
-      const headSha = (await wt.revparse(['HEAD'])).trim();
-      const uncommittedChanges = !(await wt.status()).isClean();
-      const ahead = Number((await wt.raw(['rev-list', '--count', `refs/remotes/origin/${input.targetBranch}..${headSha}`])).trim());
+      const wt = input.worktree;
+      const headSha = (await git(wt, ['rev-parse', 'HEAD'])).trim();
+      const uncommittedChanges = (await git(wt, ['status', '--porcelain'])).trim() !== '';
+      const ahead = Number((await git(wt, ['rev-list', '--count', `refs/remotes/origin/${input.targetBranch}..${headSha}`])).trim());
       if (ahead > 0) {
-        await withLock(mirror, () => wt.raw(['push', '--force', 'origin', `${headSha}:refs/heads/${input.branch}`]));
+        await withLock(mirror, () => git(wt, ['push', '--force', 'origin', `${headSha}:refs/heads/${input.branch}`]));
       }
       return { headSha, commitsAhead: ahead, uncommittedChanges };
     },

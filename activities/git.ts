@@ -6,7 +6,6 @@
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { simpleGit, type SimpleGit } from 'simple-git';
 import { paths } from '../host/home';
 
 const locks = new Map<string, Promise<unknown>>();
@@ -23,16 +22,24 @@ export async function withLock<T>(key: string, fn: () => Promise<T>): Promise<T>
   }
 }
 
-export const git = (dir: string): SimpleGit => simpleGit({ baseDir: dir, maxConcurrentProcesses: 4 });
-
 /**
- * Runs git where the exit status *is* the answer (merge, merge-base --is-ancestor, push --force-with-lease):
- * simple-git treats a non-zero exit with an empty stderr as success, so those go through here.
+ * Runs git where the exit status *is* the answer (merge, merge-base --is-ancestor, push --force-with-lease).
+ *
+ * Git runs through execFile rather than simple-git on purpose: simple-git waits a fixed 50 ms after any command
+ * that prints nothing (a fetch with nothing new, worktree prune, clean, a log that finds no match) — several such
+ * commands sit on every bead's critical path — and it treats a non-zero exit with an empty stderr as success.
  */
 export function gitStatus(dir: string, args: string[]): Promise<{ ok: boolean; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile('git', args, { cwd: dir, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => resolve({ ok: !err, stdout, stderr }));
   });
+}
+
+/** Runs git in `dir` and returns its stdout; a non-zero exit is an error naming the command and git's message. */
+export async function git(dir: string, args: string[]): Promise<string> {
+  const { ok, stdout, stderr } = await gitStatus(dir, args);
+  if (!ok) throw new Error(`git ${args.slice(0, 2).join(' ')} failed in ${dir}: ${(stderr.trim() || stdout.trim()).slice(0, 2000) || 'no output'}`);
+  return stdout;
 }
 
 /** Makes sure the rig's mirror exists and has fetched the repository's branches as `origin/*`. */
@@ -41,21 +48,20 @@ export async function syncMirror(rig: string, repo: string, home?: string): Prom
   return withLock(dir, async () => {
     if (!existsSync(dir)) {
       mkdirSync(dir, { recursive: true });
-      const g = git(dir);
-      await g.init(true);
-      await g.addRemote('origin', repo);
-      await g.addConfig('remote.origin.fetch', '+refs/heads/*:refs/remotes/origin/*');
-      await g.addConfig('user.name', 'Gas Town Refinery');
-      await g.addConfig('user.email', 'refinery@gastown.local');
+      await git(dir, ['init', '--bare']);
+      // Sets the fetch refspec +refs/heads/*:refs/remotes/origin/*.
+      await git(dir, ['remote', 'add', 'origin', repo]);
+      await git(dir, ['config', 'user.name', 'Gas Town Refinery']);
+      await git(dir, ['config', 'user.email', 'refinery@gastown.local']);
     }
-    await git(dir).fetch(['--prune', 'origin']);
+    await git(dir, ['fetch', '--prune', 'origin']);
     return dir;
   });
 }
 
 export async function remoteBranchSha(mirror: string, branch: string): Promise<string | null> {
   try {
-    return (await git(mirror).revparse([`refs/remotes/origin/${branch}^{commit}`])).trim();
+    return (await git(mirror, ['rev-parse', '--verify', '--quiet', `refs/remotes/origin/${branch}^{commit}`])).trim();
   } catch {
     return null;
   }
@@ -64,28 +70,24 @@ export async function remoteBranchSha(mirror: string, branch: string): Promise<s
 /** Adds (or resets) a worktree at `path` on local branch `branch`, starting at `startPoint`. */
 export async function resetWorktree(mirror: string, path: string, branch: string, startPoint: string): Promise<void> {
   await withLock(mirror, async () => {
-    const m = git(mirror);
     if (existsSync(path)) {
-      const wt = git(path);
-      await wt.raw(['checkout', '-B', branch, startPoint]);
-      await wt.raw(['reset', '--hard', startPoint]);
-      await wt.raw(['clean', '-fdx']);
+      await git(path, ['checkout', '-B', branch, startPoint]);
+      await git(path, ['reset', '--hard', startPoint]);
+      await git(path, ['clean', '-fdx']);
       return;
     }
-    await m.raw(['worktree', 'prune']);
+    await git(mirror, ['worktree', 'prune']);
     mkdirSync(dirname(path), { recursive: true });
-    await m.raw(['worktree', 'add', '-f', '-B', branch, path, startPoint]);
+    await git(mirror, ['worktree', 'add', '-f', '-B', branch, path, startPoint]);
   });
 }
 
 export async function removeWorktree(mirror: string, path: string): Promise<void> {
   await withLock(mirror, async () => {
     if (existsSync(path)) {
-      await git(mirror)
-        .raw(['worktree', 'remove', '--force', path])
-        .catch(() => rmSync(path, { recursive: true, force: true }));
+      await git(mirror, ['worktree', 'remove', '--force', path]).catch(() => rmSync(path, { recursive: true, force: true }));
     }
-    await git(mirror).raw(['worktree', 'prune']);
+    await git(mirror, ['worktree', 'prune']);
   });
 }
 
@@ -94,7 +96,7 @@ export const mergeTrailer = (mrId: string, headSha: string) => `Gt-Merge-Request
 
 /** Finds the commit on `origin/<target>` that already merged this MR at this head, if any. */
 export async function findMergedCommit(mirror: string, target: string, mrId: string, headSha: string): Promise<string | null> {
-  const out = await git(mirror).raw([
+  const out = await git(mirror, [
     'log',
     '-1',
     '--format=%H',
@@ -109,14 +111,13 @@ export async function findMergedCommit(mirror: string, target: string, mrId: str
 export async function resetDetachedWorktree(mirror: string, path: string, sha: string): Promise<void> {
   await withLock(mirror, async () => {
     if (existsSync(path)) {
-      const wt = git(path);
-      await wt.raw(['checkout', '--detach', sha]);
-      await wt.raw(['reset', '--hard', sha]);
-      await wt.raw(['clean', '-fdx']);
+      await git(path, ['checkout', '--detach', sha]);
+      await git(path, ['reset', '--hard', sha]);
+      await git(path, ['clean', '-fdx']);
       return;
     }
-    await git(mirror).raw(['worktree', 'prune']);
+    await git(mirror, ['worktree', 'prune']);
     mkdirSync(dirname(path), { recursive: true });
-    await git(mirror).raw(['worktree', 'add', '-f', '--detach', path, sha]);
+    await git(mirror, ['worktree', 'add', '-f', '--detach', path, sha]);
   });
 }

@@ -13,7 +13,7 @@ import { type CandidateResult, MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { paths } from '../host/home';
 import { runGates } from './gates';
-import { findMergedCommit, git, gitStatus, mergeTrailer, remoteBranchSha, removeWorktree, resetWorktree, syncMirror } from './git';
+import { findMergedCommit, git, gitStatus, mergeTrailer, remoteBranchSha, removeWorktree, resetWorktree, syncMirror, withLock } from './git';
 import { parseActivityInput } from './validation';
 
 const MAX_CAS_ROUNDS = 5;
@@ -99,13 +99,17 @@ export async function mergeCandidate(raw: MergeCandidatesInput): Promise<Candida
       if (mode === 'verify') return { kind: 'verified', candidateSha, gateRuns };
 
       heartbeat('pushing');
-      const push = await gitStatus(candidateDir, ['push', 'origin', `${candidateSha}:refs/heads/${target}`, `--force-with-lease=refs/heads/${target}:${targetSha}`]);
-      await syncMirror(rig.name, rig.repo);
+      // Under the mirror's lock: a push that lands also moves the mirror's origin/<target>, and a fetch running
+      // beside it would fail to lock that ref. That move is also why a landed push needs no fetch afterwards.
+      const push = await withLock(mirror, () =>
+        gitStatus(candidateDir, ['push', 'origin', `${candidateSha}:refs/heads/${target}`, `--force-with-lease=refs/heads/${target}:${targetSha}`]),
+      );
       if (push.ok) {
         log.info('merged', { ...ctx, commit: candidateSha, target, gateRuns });
         return { kind: 'merged', commit: candidateSha, merged: [...landed, ...commits], gateRuns, alreadyMerged: false };
       }
       log.warn('target moved while gating; rebuilding on the new target', { ...ctx, error: push.stderr.trim() });
+      await syncMirror(rig.name, rig.repo);
     }
     throw ApplicationFailure.retryable(`target ${target} kept moving during ${MAX_CAS_ROUNDS} merge attempts`, 'TargetKeptMoving');
   } finally {
@@ -139,15 +143,14 @@ type Built = { kind: 'built'; sha: string } | Extract<MergeOutcome, { kind: 'con
 
 /** Applies one MR on top of the candidate's HEAD; a conflict is aborted, leaving nothing half-merged. */
 async function applyTicket(dir: string, strategy: RigConfig['mergeStrategy'], ticket: Ticket, targetSha: string): Promise<Built> {
-  const g = git(dir);
-  const before = (await g.revparse(['HEAD'])).trim();
+  const before = (await git(dir, ['rev-parse', 'HEAD'])).trim();
   const message = `${ticket.title} (${ticket.beadId})\n\nMerge ${ticket.branch} into ${ticket.targetBranch}.\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`;
   const conflict = async (): Promise<Built> => {
-    const conflicted = (await g.raw(['diff', '--name-only', '--diff-filter=U'])).split('\n').filter(Boolean);
+    const conflicted = (await git(dir, ['diff', '--name-only', '--diff-filter=U'])).split('\n').filter(Boolean);
     await gitStatus(dir, ['merge', '--abort']);
     await gitStatus(dir, ['cherry-pick', '--abort']);
-    await g.raw(['reset', '--hard', before]);
-    await g.raw(['clean', '-fdx']);
+    await git(dir, ['reset', '--hard', before]);
+    await git(dir, ['clean', '-fdx']);
     return {
       kind: 'conflict',
       paths: conflicted,
@@ -158,15 +161,15 @@ async function applyTicket(dir: string, strategy: RigConfig['mergeStrategy'], ti
     if (!(await gitStatus(dir, ['merge', '--no-ff', '-m', message, ticket.headSha])).ok) return conflict();
   } else if (strategy === 'squash') {
     if (!(await gitStatus(dir, ['merge', '--squash', ticket.headSha])).ok) return conflict();
-    await g.raw(['commit', '--allow-empty', '-m', message]);
+    await git(dir, ['commit', '--allow-empty', '-m', message]);
   } else {
-    const base = (await g.raw(['merge-base', targetSha, ticket.headSha])).trim();
-    const commits = (await g.raw(['rev-list', '--reverse', '--no-merges', `${base}..${ticket.headSha}`])).split('\n').filter(Boolean);
+    const base = (await git(dir, ['merge-base', targetSha, ticket.headSha])).trim();
+    const commits = (await git(dir, ['rev-list', '--reverse', '--no-merges', `${base}..${ticket.headSha}`])).split('\n').filter(Boolean);
     for (const c of commits) {
       if (!(await gitStatus(dir, ['cherry-pick', '--allow-empty', '--keep-redundant-commits', c])).ok) return conflict();
     }
-    const last = (await g.raw(['log', '-1', '--format=%B'])).trim();
-    await g.raw(['commit', '--amend', '--allow-empty', '-m', `${last}\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`]);
+    const last = (await git(dir, ['log', '-1', '--format=%B'])).trim();
+    await git(dir, ['commit', '--amend', '--allow-empty', '-m', `${last}\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`]);
   }
-  return { kind: 'built', sha: (await g.revparse(['HEAD'])).trim() };
+  return { kind: 'built', sha: (await git(dir, ['rev-parse', 'HEAD'])).trim() };
 }

@@ -4,10 +4,10 @@
  * directory, which is how a later worker learns what happened while nobody was watching.
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { OUTPUT_LOG, type AgentHandle, type AgentLaunch, type AgentRuntimeDriver, type AgentStatus } from './runtime';
+import { OUTPUT_LOG, type AgentHandle, type AgentLaunch, type AgentRuntimeDriver, type AgentStatus, type ExitHint } from './runtime';
 
 /** How long a launch marker without a pid file is taken as "still starting" before it counts as a failed spawn. */
 const LAUNCH_SETTLE_MS = 5_000;
@@ -179,5 +179,21 @@ export class ProcessRuntime implements AgentRuntimeDriver {
 
   logs(_handle: AgentHandle, runDir: string, maxBytes?: number): Promise<string> {
     return Promise.resolve(readTail(runFiles(runDir).log, maxBytes));
+  }
+
+  /** The wrapper renames its exit file into the run directory as its last act: watching for that name is enough. */
+  exitHint(_handle: AgentHandle, runDir: string): ExitHint {
+    let resolve: () => void = () => undefined;
+    const promise = new Promise<void>((r) => (resolve = r));
+    try {
+      const watcher = watch(runDir, (_event, file) => {
+        if (file === 'exit') resolve();
+      });
+      // Losing the watch (e.g. the inotify limit) only means waiting for the next poll.
+      watcher.on('error', () => watcher.close());
+      return { promise, close: () => watcher.close() };
+    } catch {
+      return { promise, close: () => undefined };
+    }
   }
 }

@@ -54,6 +54,16 @@ export interface AgentRuntimeDriver {
   stop(handle: AgentHandle, graceMs: number): Promise<void>;
   /** The run's output so far (at most the last `maxBytes`). */
   logs(handle: AgentHandle, runDir: string, maxBytes?: number): Promise<string>;
+  /**
+   * Optional: settles as soon as the agent may have exited, so supervision probes at once instead of at its next
+   * poll (the poll stays the authority; a hint that never comes only costs latency).
+   */
+  exitHint?(handle: AgentHandle, runDir: string): ExitHint;
+}
+
+export interface ExitHint {
+  promise: Promise<void>;
+  close(): void;
 }
 
 /** Every runtime writes the agent's output here (in the run directory), which is what `gt logs` reads. */
