@@ -2,9 +2,9 @@
  * The runtime contract every agent runtime keeps, run against each runtime this host has (the others are skipped
  * with the reason printed): start-or-adopt by run id never yields two agents, even when asked concurrently or after
  * the agent exited; status reports running / exited with the exit code; stop ends the agent and is idempotent;
- * logs return the agent's output.
+ * logs return the agent's output; a runtime that offers an exit hint settles it when the agent exits, not before.
  */
-import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -67,5 +67,19 @@ describe.each(availability.filter((a) => a.check.ok).map((a) => [a.runtime.name,
     const logs = await runtime.logs(handle, launch.runDir);
     expect(logs).toContain(`hello from ${launch.runDir}`);
     expect(logs).toContain('oops');
+  });
+
+  it.skipIf(!runtime.exitHint)('settles its exit hint when the agent exits, and not while it runs', async () => {
+    const launch = launchFor(runtime, 'while [ ! -f release ]; do sleep 0.05; done; exit 3');
+    const { handle } = await runtime.startOrAdopt(launch);
+    const hint = runtime.exitHint!(handle, launch.runDir);
+    let settled = false;
+    void hint.promise.then(() => (settled = true));
+    await eventually(async () => (await runtime.status(handle, launch.runDir)).state === 'running', 20_000, 'running');
+    expect(settled).toBe(false);
+    writeFileSync(join(launch.cwd, 'release'), '');
+    await hint.promise;
+    expect(await runtime.status(handle, launch.runDir)).toEqual({ state: 'exited', exitCode: 3 });
+    hint.close();
   });
 });

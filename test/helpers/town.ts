@@ -48,6 +48,8 @@ export interface TestTownOptions {
   runtimes?: Partial<Record<AgentRuntime, AgentRuntimeDriver>>;
   gtHome?: string;
   taskQueue?: string;
+  /** How often supervision probes an agent's status (default 200 ms). */
+  pollIntervalMs?: number;
 }
 
 let counter = 0;
@@ -78,7 +80,7 @@ export async function startTestTown(options: TestTownOptions = {}): Promise<Test
     hostId: options.hostId ?? 'test-host',
     workflowBundle: { codePath: inject('workflowBundlePath') },
     runtimes: options.runtimes,
-    pollIntervalMs: 200,
+    pollIntervalMs: options.pollIntervalMs ?? 200,
     shutdownGraceTime: '2s',
   });
   const running = worker.run();

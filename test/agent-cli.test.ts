@@ -1,0 +1,62 @@
+/**
+ * The commands agents call inside their runs come from a plain-JS bundle (dist/gt-agent.mjs) so they start without
+ * the TypeScript loader. Checked here with real processes: bin/gt routes exactly the agent commands to the bundle,
+ * only while the bundle is newer than every source, and the bundle answers as the sources do.
+ */
+import { execFile } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { AGENT_COMMANDS } from '../client/program';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+
+function run(file: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(file, args, { env: { PATH: process.env.PATH, ...env } }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }));
+  });
+}
+
+describe('gt for agents', () => {
+  it('routes exactly the agent commands of client/program.ts to the bundle', () => {
+    const routed = /case "\$\{1:-\}" in\s+([\w|-]+)\)/.exec(readFileSync(join(root, 'bin/gt'), 'utf8'))?.[1]?.split('|');
+    expect(new Set(routed)).toEqual(new Set(AGENT_COMMANDS));
+  });
+
+  it('answers as the sources do: help, a missing run, an unreachable gateway', async () => {
+    const outside = { GT_RUN_ID: '' };
+    const unreachable = { GT_GATEWAY_URL: 'http://127.0.0.1:9', GT_RUN_TOKEN: 't', GT_RUN_ID: 'b-cli/r1/a1' };
+    for (const [args, env] of [[['done', '--help'], {}], [['done', '--summary', 'x'], outside], [['progress', 'working'], unreachable]] as const) {
+      const bundled = await run('node', [join(root, 'dist/gt-agent.mjs'), ...args], env);
+      const sources = await run('node', ['--import', join(root, 'node_modules/tsx/dist/loader.mjs'), join(root, 'client/cli.ts'), ...args], env);
+      expect(bundled).toEqual(sources);
+    }
+  });
+
+  it('uses the bundle only while it is newer than every source', async () => {
+    // A copy of the sources as bin/gt finds them, with a stand-in bundle that says it ran.
+    const copy = mkdtempSync(join(tmpdir(), 'gt-agent-cli-'));
+    const skip = new Set(['node_modules', 'dist', 'test', 'bench', 'docs']);
+    for (const e of readdirSync(root, { withFileTypes: true })) {
+      if (e.isDirectory() && !e.name.startsWith('.') && !skip.has(e.name)) cpSync(join(root, e.name), join(copy, e.name), { recursive: true });
+    }
+    cpSync(join(root, 'package.json'), join(copy, 'package.json'));
+    symlinkSync(join(root, 'node_modules'), join(copy, 'node_modules'));
+    mkdirSync(join(copy, 'dist'));
+    const bundle = join(copy, 'dist/gt-agent.mjs');
+    writeFileSync(bundle, "console.log('from the bundle');\n");
+    const gt = join(copy, 'bin/gt');
+
+    expect((await run(gt, ['done'])).stdout).toBe('from the bundle\n');
+    // Operator commands never use it.
+    expect((await run(gt, ['--version'])).stdout).toBe('0.1.0\n');
+    // A source edited after the build: the sources run (and tell that this is not a run).
+    const past = new Date(Date.now() - 60_000);
+    utimesSync(bundle, past, past);
+    const stale = await run(gt, ['done']);
+    expect(stale.stdout).toBe('');
+    expect(stale.stderr).toContain('not inside a Gas Town run');
+  });
+});
