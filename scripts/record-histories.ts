@@ -1,7 +1,9 @@
 /**
  * `npm run record-histories`: runs real scenarios on a fresh dev server and saves their workflow histories under
  * test/histories/, which the suite replays (test/replay.test.ts) so a change that would break running workflows
- * fails CI. Re-record only for a deliberate, compatible change of recorded behaviour; guard the rest with patched().
+ * fails CI. Re-record only for a deliberate, compatible change of recorded behaviour; guard the rest with patched(),
+ * and before re-recording move the current files into a subdirectory named after the change, so the old branches
+ * of patched() code keep replaying.
  */
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

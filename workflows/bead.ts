@@ -18,6 +18,7 @@ import {
   log,
   metricMeter,
   ParentClosePolicy,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -42,6 +43,8 @@ const town = proxyActivities<TownQueueActivities>({
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 20 },
 });
 
+/** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
+const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
 /** After gt_done, how long the agent may take to exit on its own before it is stopped. */
 const EXIT_GRACE_MS = 15_000;
 const MAX_BACKOFF_MS = 600_000;
@@ -201,6 +204,13 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   );
 
   const gate = () => getExternalWorkflowHandle(dispatchGateWorkflowId(rig.name));
+  /** Signals to the gate still in flight: the bead waits for them only before it ends (histories from before waited each time). */
+  const toGate = new Set<Promise<void>>();
+  const sendToGate = async (signal: Promise<void>): Promise<void> => {
+    if (!patched(GATE_SIGNALS_WITHOUT_WAITING)) return signal;
+    const pending: Promise<void> = signal.finally(() => toGate.delete(pending));
+    toGate.add(pending);
+  };
   /** Tells the rig's gate whether the run's agent started (its circuit breaker counts consecutive failures). */
   const reportStart = (runId: string, started: boolean, reason = '') =>
     gate()
@@ -227,9 +237,11 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       return await runGranted(runId, round, attempt);
     } finally {
       await CancellationScope.nonCancellable(() =>
-        gate()
-          .signal(dispatchReleaseSignal, { runId })
-          .catch((err: unknown) => log.warn('could not release the dispatch slot', { runId, error: String(err) })),
+        sendToGate(
+          gate()
+            .signal(dispatchReleaseSignal, { runId })
+            .catch((err: unknown) => log.warn('could not release the dispatch slot', { runId, error: String(err) })),
+        ),
       );
     }
   };
@@ -314,7 +326,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       if (isCancellation(err)) throw err;
       return startFailed(failureMessage(err));
     }
-    await reportStart(runId, true);
+    await sendToGate(reportStart(runId, true));
     countTownEvent(metricMeter, 'runsStarted', { rig: rig.name });
     if (attempt > 1) countTownEvent(metricMeter, 'redispatches', { rig: rig.name });
     setStatus('in_progress', `waiting for gt done from run ${runId}`);
@@ -390,6 +402,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   };
 
   const finish = async (result: BeadResult): Promise<BeadResult> => {
+    await Promise.all(toGate);
     setStatus(result.status, result.reason ?? (result.commit ? `merged as ${result.commit}` : result.status));
     await raisePending();
     if (result.status === 'failed') {

@@ -15,6 +15,7 @@ import {
   getExternalWorkflowHandle,
   log,
   metricMeter,
+  patched,
   proxyActivities,
   setCurrentDetails,
   setHandler,
@@ -67,6 +68,8 @@ export interface RefineryInput {
 
 const SEEN_KEEP = 5000;
 const RECENT_KEEP = 50;
+/** patched() id: merge outcomes are signalled without holding up the next section. */
+const DELIVER_WITHOUT_WAITING = 'refinery-deliver-without-waiting';
 const CONVOYS_KEEP = 1000;
 /** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
 const MAX_SECTION_FAILURES = 3;
@@ -170,6 +173,8 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '2m', maximumAttempts: 10, nonRetryableErrorTypes: ['InvalidInput', 'ForgeAuth', 'ForgeRejected', 'ForgeNotConfigured'] },
     });
 
+  /** Outcomes signalled to merge requests and not yet recorded; continue-as-new waits for them. */
+  const deliveries = new Set<Promise<void>>();
   /** Tells a merge request its outcome; a merge request that is gone (its bead was cancelled) is only logged. */
   const deliver = async (ticket: MergeTicket, outcome: SectionOutcome) => {
     if (outcome.kind === 'merged') {
@@ -181,11 +186,15 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     recent.splice(0, Math.max(0, recent.length - RECENT_KEEP));
     delete sectionFailures[ticket.mrId];
     log.info('merge section outcome', { mrId: ticket.mrId, beadId: ticket.beadId, outcome: outcome.kind });
-    try {
-      await getExternalWorkflowHandle(ticket.mrId).signal(mergeResultSignal, { mrId: ticket.mrId, headSha: ticket.headSha, outcome });
-    } catch (err) {
-      log.warn('merge request workflow is gone; outcome not delivered', { mrId: ticket.mrId, error: String(err) });
-    }
+    const delivered = getExternalWorkflowHandle(ticket.mrId)
+      .signal(mergeResultSignal, { mrId: ticket.mrId, headSha: ticket.headSha, outcome })
+      .catch((err: unknown) => log.warn('merge request workflow is gone; outcome not delivered', { mrId: ticket.mrId, error: String(err) }));
+    // The next section need not wait for the signal to be recorded (one round trip per merge on a serial queue);
+    // histories from before this change waited, and replay the same way.
+    if (patched(DELIVER_WITHOUT_WAITING)) {
+      const pending: Promise<void> = delivered.finally(() => deliveries.delete(pending));
+      deliveries.add(pending);
+    } else await delivered;
   };
 
   /**
@@ -295,6 +304,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     sections++;
   }
 
+  await Promise.all(deliveries);
   await condition(allHandlersFinished);
   const queuedConvoys = new Set(queue.map((t) => t.convoyId).filter(Boolean));
   const keptConvoys = Object.entries(convoySince).filter(([id], i, all) => queuedConvoys.has(id) || i >= all.length - CONVOYS_KEEP);
