@@ -4,12 +4,16 @@ import { fileURLToPath } from 'node:url';
 import { z } from 'zod';
 import { describeZodError } from '../domain/validation';
 
-const intList = (max: number) =>
-  z
-    .string()
-    .regex(/^\d+(,\d+)*$/, 'expected a comma-separated list of whole numbers, e.g. 10,100')
-    .transform((s) => s.split(',').map(Number))
-    .pipe(z.array(z.number().int().min(1).max(max)));
+/** Convoy scenarios as `NxW` pairs: N beads in W independent chains (W = 1 is one chain, every hop on the critical path). */
+const Scenarios = z
+  .string()
+  .regex(/^\d+x\d+(,\d+x\d+)*$/, 'expected NxW pairs (beads x DAG width), e.g. 10x1,100x16')
+  .transform((s) => s.split(',').map((p) => p.split('x').map(Number) as [number, number]))
+  .pipe(
+    z
+      .array(z.tuple([z.number().int().min(1).max(1000), z.number().int().min(1).max(64)]))
+      .transform((pairs) => pairs.map(([n, width]) => ({ n, width }))),
+  );
 
 /** `3` (every N) or `10=3,100=2,300=1` (per N; an N not listed runs once). */
 const Repeats = z
@@ -19,8 +23,7 @@ const Repeats = z
   .refine((r) => Object.values(r).every((v) => v >= 1 && v <= 20), 'repeats must be between 1 and 20');
 
 export const BenchOptions = z.object({
-  n: intList(1000),
-  widths: intList(64),
+  scenarios: Scenarios,
   repeats: Repeats,
   driver: z.enum(['convoy', 'sling']),
   queueMrs: z.coerce.number().int().min(2).max(200),
@@ -35,15 +38,20 @@ export const BenchOptions = z.object({
   out: z.string().min(1),
   keepScratch: z.boolean(),
   quick: z.boolean(),
+  full: z.boolean(),
   /** Re-render the Markdown of an earlier JSON report instead of measuring. */
   render: z.string().endsWith('.json', 'expected a JSON report, e.g. bench/reports/<time>.json').optional(),
 });
 export type BenchOptions = z.output<typeof BenchOptions>;
 
+/**
+ * The default run fits in about ten minutes on a 2-core machine: medians of 3 repeats for a 10-bead chain, 10 beads at
+ * once and 100 beads 16 wide; one 300-bead run as the scale check. Long chains cost N serial hops each, so they are in
+ * `--full` only.
+ */
 const DEFAULTS = {
-  n: '10,100,300',
-  widths: '1,16',
-  repeats: '10=3,100=1,300=1',
+  scenarios: '10x1,10x16,100x16,300x16',
+  repeats: '10=3,100=3,300=1',
   driver: 'convoy',
   queueMrs: '20',
   queueBad: '0.05',
@@ -55,7 +63,9 @@ const DEFAULTS = {
 };
 
 /** Tiny parameters for trying the bench out while others use the machine. */
-const QUICK = { n: '6', widths: '1,3', repeats: '1', queueMrs: '8', gateSeconds: '1', batchSize: '4' };
+const QUICK = { scenarios: '6x1,6x3', repeats: '1', queueMrs: '8', gateSeconds: '1', batchSize: '4' };
+/** Every N at both widths, every figure a median of 3 (over an hour here: the 300-bead chain alone is 300 serial hops). */
+const FULL = { scenarios: '10x1,10x16,100x1,100x16,300x1,300x16', repeats: '3', queueRepeats: '3' };
 
 export function repeatsFor(options: BenchOptions, n: number): number {
   return options.repeats[n] ?? options.repeats.default ?? 1;
@@ -65,13 +75,13 @@ export function parseOptions(argv: string[]): BenchOptions {
   const program = new Command('npm run bench --')
     .description('Measures what orchestration costs next to the same git work done by a plain script; writes bench/reports/<time>.{json,md} and latest.md.')
     .option('--quick', `tiny parameters for a try-out (${Object.entries(QUICK).map(([k, v]) => `${k}=${v}`).join(', ')}); other flags still override`, false)
-    .option('--n <list>', `beads per convoy (default ${DEFAULTS.n})`)
-    .option('--widths <list>', `DAG widths: independent chains, i.e. beads in flight (default ${DEFAULTS.widths})`)
+    .option('--full', `the whole matrix with 3 repeats each (${Object.entries(FULL).map(([k, v]) => `${k}=${v}`).join(', ')}); other flags still override`, false)
+    .option('--scenarios <list>', `convoys to run as NxW pairs: N beads in W independent chains (default ${DEFAULTS.scenarios})`)
     .option('--repeats <spec>', `repeats per N: a number, or N=repeats pairs (default ${DEFAULTS.repeats})`)
     .option('--driver <driver>', 'convoy: real convoys; sling: beads slung one by one as their dependency merges', DEFAULTS.driver)
     .option('--queue-mrs <n>', `merge requests in the merge-queue bench (default ${DEFAULTS.queueMrs})`)
     .option('--queue-bad <rate>', 'share of merge requests whose change fails the gate', DEFAULTS.queueBad)
-    .option('--queue-repeats <n>', 'repeats of each merge-queue mode', DEFAULTS.queueRepeats)
+    .option('--queue-repeats <n>', `repeats of each merge-queue mode (default ${DEFAULTS.queueRepeats})`)
     .option('--gate-seconds <s>', `duration of the merge-queue bench's slow gate (default ${DEFAULTS.gateSeconds})`)
     .option('--batch-size <n>', `refinery batch size for the batching mode (default ${DEFAULTS.batchSize})`)
     .option('--skip <parts>', 'leave out parts: convoys, queue', DEFAULTS.skip)
@@ -86,10 +96,14 @@ export function parseOptions(argv: string[]): BenchOptions {
     throw err;
   }
   const o = program.opts<Record<string, string | boolean | undefined>>();
-  const pick = (k: keyof typeof DEFAULTS) => (o[k] as string | undefined) ?? (o.quick && k in QUICK ? QUICK[k as keyof typeof QUICK] : DEFAULTS[k]);
+  if (o.quick && o.full) {
+    console.error('bench: --quick and --full exclude each other (see npm run bench -- --help)');
+    process.exit(1);
+  }
+  const preset: Record<string, string> = o.quick ? QUICK : o.full ? FULL : {};
+  const pick = (k: keyof typeof DEFAULTS) => (o[k] as string | undefined) ?? preset[k] ?? DEFAULTS[k];
   const parsed = BenchOptions.safeParse({
-    n: pick('n'),
-    widths: pick('widths'),
+    scenarios: pick('scenarios'),
     repeats: pick('repeats'),
     driver: pick('driver'),
     queueMrs: pick('queueMrs'),
@@ -101,6 +115,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     out: pick('out'),
     keepScratch: o.keepScratch === true,
     quick: o.quick === true,
+    full: o.full === true,
     render: o.render as string | undefined,
   });
   if (!parsed.success) {

@@ -154,7 +154,8 @@ async function main() {
       parameters: {
         ...o,
         skip: [...o.skip],
-        repeatsPerN: Object.fromEntries(o.n.map((n) => [n, repeatsFor(o, n)])),
+        scenarios: o.scenarios.map((c) => `${c.n}x${c.width}`),
+        repeatsPerN: Object.fromEntries(o.scenarios.map(({ n }) => [n, repeatsFor(o, n)])),
         convoyGates: [TRIVIAL_GATE],
         queueGate: slowGate(o.gateSeconds),
         agent: 'bench/agents/instant.sh',
@@ -186,14 +187,12 @@ async function main() {
 
   try {
     if (!o.skip.has('convoys')) {
-      for (const n of o.n) {
-        for (const requested of o.widths) {
-          // A width beyond N means every bead at once: the DAG has N chains of one bead.
-          const width = Math.min(requested, n);
-          const into: ConvoyScenarioReport = { n, width, driver: o.driver, repeats: [], failures: [], summary: summarizeConvoy([]) };
-          convoys.push(into);
-          await convoyScenario(stack, scratch, o, n, width, into);
-        }
+      for (const { n, width: requested } of o.scenarios) {
+        // A width beyond N means every bead at once: the DAG has N chains of one bead.
+        const width = Math.min(requested, n);
+        const into: ConvoyScenarioReport = { n, width, driver: o.driver, repeats: [], failures: [], summary: summarizeConvoy([]) };
+        convoys.push(into);
+        await convoyScenario(stack, scratch, o, n, width, into);
       }
     }
     if (!o.skip.has('queue')) {
