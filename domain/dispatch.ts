@@ -42,11 +42,12 @@ export type PauseRequest = z.input<typeof PauseRequest>;
 export const ResumeRequest = z.object({ by: z.string().trim().min(1).max(200).default('operator') });
 export type ResumeRequest = z.input<typeof ResumeRequest>;
 
-export interface DispatchGrant {
-  runId: string;
+export const DispatchGrant = z.object({
+  runId: RunId,
   /** The breaker is open and this run is its probe: a successful start closes it. */
-  probe: boolean;
-}
+  probe: z.boolean(),
+});
+export type DispatchGrant = z.infer<typeof DispatchGrant>;
 
 export const GateSlot = z.object({ beadId: BeadId, runId: RunId, workflowId: z.string().min(1).max(300), since: z.string() });
 export type GateSlot = z.infer<typeof GateSlot>;

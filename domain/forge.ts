@@ -33,12 +33,13 @@ export function githubRepository(repo: string, forge?: { repository?: string }):
   return m ? `${m[1]}/${m[2]}` : undefined;
 }
 
-export interface PullRequestRef {
-  number: number;
-  url: string;
+export const PullRequestRef = z.object({
+  number: z.number().int().positive(),
+  url: z.string(),
   /** Whether this call opened it (false: an open pull request for the branch already existed). */
-  created: boolean;
-}
+  created: z.boolean(),
+});
+export type PullRequestRef = z.infer<typeof PullRequestRef>;
 
 export type CheckState = 'pending' | 'success' | 'failure';
 

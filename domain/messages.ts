@@ -1,7 +1,7 @@
 /** Signals, updates and queries: the only ways workflows of the town talk to each other and to clients. */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import type { AgentReply, BeadState, CheckpointRequest, DoneRequest, EscalateRequest, InboxMessage, InboxReply, InboxRequest, NudgeRequest, ProgressRequest, ReviewVerdict } from './bead';
-import type { MergeRequestState, MergeTicket, RefineryState, SectionOutcome } from './refinery';
+import type { MergeRequestState, MergeResult, MergeTicket, RefineryState, WithdrawRequest } from './refinery';
 import type { RigConfig, RigConfigInput } from './rig';
 
 // bead:<id>
@@ -15,11 +15,6 @@ export const inboxUpdate = defineUpdate<InboxReply, [InboxRequest]>('gt_inbox');
 export const nudgeUpdate = defineUpdate<InboxMessage, [NudgeRequest]>('nudge');
 
 // mr:<beadId>:<round>
-export interface MergeResult {
-  mrId: string;
-  headSha: string;
-  outcome: SectionOutcome;
-}
 export const mergeResultSignal = defineSignal<[MergeResult]>('mergeResult');
 /** From the reviewer run (through the gateway); the validator rejects any run that is not the current reviewer. */
 export const reviewVerdictUpdate = defineUpdate<AgentReply, [ReviewVerdict]>('gt_review');
@@ -29,7 +24,7 @@ export const mergeRequestStateQuery = defineQuery<MergeRequestState>('mergeReque
 // refinery:<rig>
 export const enqueueSignal = defineSignal<[MergeTicket]>('enqueue');
 /** A merge request that was cancelled (its bead was) takes its ticket back, unless its merge section already began. */
-export const withdrawSignal = defineSignal<[{ mrId: string; headSha: string }]>('withdraw');
+export const withdrawSignal = defineSignal<[WithdrawRequest]>('withdraw');
 export const refineryStateQuery = defineQuery<RefineryState>('refineryState');
 export const rigConfigQuery = defineQuery<RigConfig>('rigConfig');
 export const updateRigUpdate = defineUpdate<RigConfig, [Partial<RigConfigInput>]>('updateRig');

@@ -4,8 +4,8 @@
  * workflow can use it and unit tests can exercise it without a server.
  */
 import { z } from 'zod';
-import type { MergeOutcome } from './bead';
-import type { PullRequestRef } from './forge';
+import { MergeOutcome } from './bead';
+import { PullRequestRef } from './forge';
 import { BeadId, ConvoyId } from './ids';
 
 export const MergeTicket = z.object({
@@ -114,7 +114,16 @@ export function withoutItem<T>(b: Bisection<T>, item: T): Bisection<T> {
 // --- the refinery's answers and state -----------------------------------------------------------------------
 
 /** What a merge section tells a merge request: a merge outcome, or (PR strategy) that its pull request is open. */
-export type SectionOutcome = MergeOutcome | { kind: 'pr_opened'; pr: PullRequestRef };
+export const SectionOutcome = z.union([MergeOutcome, z.object({ kind: z.literal('pr_opened'), pr: PullRequestRef })]);
+export type SectionOutcome = z.infer<typeof SectionOutcome>;
+
+/** The refinery's answer to one merge request, checked where the merge request receives it. */
+export const MergeResult = z.object({ mrId: z.string(), headSha: z.string(), outcome: SectionOutcome });
+export type MergeResult = z.infer<typeof MergeResult>;
+
+/** A merge request leaving the queue (its bead was cancelled or moved on). */
+export const WithdrawRequest = z.object({ mrId: z.string(), headSha: z.string() });
+export type WithdrawRequest = z.infer<typeof WithdrawRequest>;
 
 /** One gated candidate: the MRs it held, and whether it landed. What the merge activity answers. */
 export type CandidateResult =

@@ -3,9 +3,12 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
+import proto from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintRunToken } from '../agents/run-token';
-import { doneUpdate } from '../domain/messages';
+import { dispatchGateWorkflowId, dispatchGrantSignal, dispatchReleaseSignal, dispatchReportSignal, dispatchRequestSignal } from '../domain/dispatch';
+import { mergeRequestWorkflowId, refineryWorkflowId } from '../domain/ids';
+import { doneUpdate, enqueueSignal, mergeRequestStateQuery, mergeResultSignal, pauseRefineryUpdate, refineryStateQuery, withdrawSignal } from '../domain/messages';
 import { gatewaySecret } from '../host/home';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, runGt, startTestTown, type TestTown } from './helpers/town';
@@ -60,6 +63,39 @@ describe('a slung bead', () => {
     writeFileSync(join(testDir, 'release'), '');
     expect((await handle.result()).status).toBe('closed');
     expect((await repo.log()).filter((c) => c.body.includes('Gt-Merge-Request'))).toHaveLength(1);
+  });
+
+  it('drops malformed signals to its workflows without failing a workflow task, and still merges once', async () => {
+    const repo = await createRepo();
+    const testDir = mkdtempSync(join(tmpdir(), 'gt-test-'));
+    await t.addRig({ name: 'bad-signals', repo: repo.origin, agent: agentScript('wait-for-release'), env: { TEST_DIR: testDir } });
+    const refinery = t.client.workflow.getHandle(refineryWorkflowId('bad-signals'));
+    await eventually(() => refinery.query(refineryStateQuery).then(() => true), 30_000, 'refinery up');
+    await refinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: true }] });
+    const { handle } = await t.town.sling('bad-signals', { id: 'b-bad-signals', title: 'Wait for release' });
+    await eventually(async () => (await t.town.beadState('b-bad-signals')).waitingFor === 'waiting for gt done from run b-bad-signals/r1/a1', 30_000, 'run started');
+
+    // Signals cannot be refused to their sender; each workflow must log and drop what does not parse.
+    const gate = t.client.workflow.getHandle(dispatchGateWorkflowId('bad-signals'));
+    await handle.signal(dispatchGrantSignal, null as never);
+    await gate.signal(dispatchRequestSignal, { runId: 42 } as never);
+    await gate.signal(dispatchReleaseSignal, null as never);
+    await gate.signal(dispatchReportSignal, 'started' as never);
+    await refinery.signal(enqueueSignal, { mrId: 'mr:b-bad-signals:1' } as never);
+    await refinery.signal(withdrawSignal, 7 as never);
+    writeFileSync(join(testDir, 'release'), '');
+    const mr = t.client.workflow.getHandle(mergeRequestWorkflowId('b-bad-signals', 1));
+    await eventually(() => mr.query(mergeRequestStateQuery).then(() => true), 30_000, 'merge request started');
+    await mr.signal(mergeResultSignal, null as never);
+    await mr.signal(mergeResultSignal, { mrId: 'mr:b-bad-signals:1', outcome: 'merged' } as never);
+    await refinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: false }] });
+
+    expect((await handle.result()).status).toBe('closed');
+    expect((await repo.log()).filter((c) => c.body.includes('Gt-Merge-Request'))).toHaveLength(1);
+    for (const h of [handle, gate, refinery, mr]) {
+      const types = (await h.fetchHistory()).events?.map((e) => e.eventType) ?? [];
+      expect(types, h.workflowId).not.toContain(proto.temporal.api.enums.v1.EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED);
+    }
   });
 
   it('treats a repeated gt done from the same run as harmless', async () => {

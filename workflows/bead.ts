@@ -29,7 +29,7 @@ import {
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
 import type { AgentReply, BeadState, BeadStatus, InboxMessage, MergeOutcome, RunOutcome, RunRecord } from '../domain/bead';
 import { BeadWorkflowInput, CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, NudgeRequest, ProgressRequest, TERMINAL_BEAD_STATUSES } from '../domain/bead';
-import { dispatchGateWorkflowId, dispatchGrantSignal, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
+import { DispatchGrant, dispatchGateWorkflowId, dispatchGrantSignal, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
 import { escalationIdPart } from '../domain/escalation';
 import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId, runIdOf } from '../domain/ids';
 import { beadReportSignal, beadStateQuery, checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, nudgeUpdate, progressUpdate } from '../domain/messages';
@@ -37,6 +37,7 @@ import { SA } from '../domain/search-attributes';
 import { parseOrReject } from '../domain/validation';
 import { countTownEvent } from '../worker/metrics';
 import { mergeRequestWorkflow } from './merge-request';
+import { parseSignal } from './signals';
 
 const town = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '1m',
@@ -84,7 +85,10 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   let inboxSeq = 0;
   /** Runs the dispatch gate has let through. */
   const grants = new Set<string>();
-  setHandler(dispatchGrantSignal, (g) => void grants.add(g.runId));
+  setHandler(dispatchGrantSignal, (raw) => {
+    const grant = parseSignal(DispatchGrant, raw, 'dispatch grant');
+    if (grant) grants.add(grant.runId);
+  });
 
   /** Escalations waiting to be raised (handlers cannot run activities; the main loop raises them). */
   const escalations: { id: string; severity: 'low' | 'medium' | 'high' | 'critical'; reason: string; source: 'agent' | 'bead'; runId?: string }[] = [];

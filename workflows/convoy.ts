@@ -51,8 +51,9 @@ import { readyNodes, transitiveDependents } from '../domain/dag';
 import { escalationIdPart } from '../domain/escalation';
 import { beadReportSignal } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
-import { describeZodError, parseOrReject } from '../domain/validation';
+import { parseOrReject } from '../domain/validation';
 import { mergeRequestWorkflow } from './merge-request';
+import { parseSignal } from './signals';
 
 const town = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '2m',
@@ -117,12 +118,8 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
   setHandler(convoyStateQuery, () => state);
 
   setHandler(beadReportSignal, (raw) => {
-    const parsed = BeadReportMessage.safeParse(raw);
-    if (!parsed.success) {
-      log.warn('dropping malformed bead report', { error: describeZodError(parsed.error) });
-      return;
-    }
-    const report = parsed.data;
+    const report = parseSignal(BeadReportMessage, raw, 'bead report');
+    if (!report) return;
     const record = byBeadId.get(report.beadId);
     // Terminal states never change, and only a bead this convoy started can report: duplicates and strays are ignored.
     if (!record || record.status !== 'running') return;

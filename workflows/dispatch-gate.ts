@@ -38,7 +38,8 @@ import {
   type GateSlot,
 } from '../domain/dispatch';
 import { SA } from '../domain/search-attributes';
-import { describeZodError, parseOrReject } from '../domain/validation';
+import { parseOrReject } from '../domain/validation';
+import { parseSignal } from './signals';
 
 const town = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '1m',
@@ -78,9 +79,8 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
 
   setHandler(dispatchStateQuery, state);
   setHandler(dispatchRequestSignal, (raw) => {
-    const parsed = DispatchRequest.safeParse(raw);
-    if (!parsed.success) return void log.warn('dropping malformed dispatch request', { error: describeZodError(parsed.error) });
-    const r = parsed.data;
+    const r = parseSignal(DispatchRequest, raw, 'dispatch request');
+    if (!r) return;
     settings = { maxPolecats: r.maxPolecats, breakerThreshold: r.breakerThreshold, breakerProbeInterval: r.breakerProbeInterval };
     const holding = running.find((s) => s.runId === r.runId);
     // A repeated request of a run that already holds a slot: the grant may have been lost, send it again.
@@ -89,9 +89,9 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     dirty = true;
   });
   setHandler(dispatchReleaseSignal, (raw) => {
-    const parsed = DispatchRelease.safeParse(raw);
-    if (!parsed.success) return;
-    const { runId } = parsed.data;
+    const release = parseSignal(DispatchRelease, raw, 'dispatch release');
+    if (!release) return;
+    const { runId } = release;
     remember(released, runId);
     for (const list of [running, waiting]) {
       const i = list.findIndex((s) => s.runId === runId);
@@ -102,9 +102,8 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     dirty = true;
   });
   setHandler(dispatchReportSignal, (raw) => {
-    const parsed = DispatchReport.safeParse(raw);
-    if (!parsed.success || reported.has(parsed.data.runId)) return;
-    const r = parsed.data;
+    const r = parseSignal(DispatchReport, raw, 'dispatch report');
+    if (!r || reported.has(r.runId)) return;
     remember(reported, r.runId);
     if (r.started) {
       if (breaker.state !== 'closed') log.info('dispatch breaker closed: an agent started', { rig: input.rig, runId: r.runId });

@@ -30,8 +30,9 @@ import { type AgentReply, BeadSpec, EscalateRequest, type MergeOutcome, Progress
 import { escalationIdPart } from '../domain/escalation';
 import { assessPullRequest, ForgeSettings } from '../domain/forge';
 import { ConvoyId, refineryWorkflowId, reviewRunIdOf } from '../domain/ids';
-import { escalateUpdate, mergeRequestStateQuery, mergeResultSignal, progressUpdate, reviewVerdictUpdate, withdrawSignal, type MergeResult } from '../domain/messages';
-import type { MergeRequestState } from '../domain/refinery';
+import { escalateUpdate, mergeRequestStateQuery, mergeResultSignal, progressUpdate, reviewVerdictUpdate, withdrawSignal } from '../domain/messages';
+import { MergeResult, type MergeRequestState } from '../domain/refinery';
+import { parseSignal } from './signals';
 import { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import { parseOrReject } from '../domain/validation';
@@ -108,8 +109,9 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
   };
 
   let result: MergeResult | undefined;
-  setHandler(mergeResultSignal, (r) => {
-    if (r.mrId === input.mrId && r.headSha === input.headSha) result ??= r;
+  setHandler(mergeResultSignal, (raw) => {
+    const r = parseSignal(MergeResult, raw, 'merge result');
+    if (r?.mrId === input.mrId && r.headSha === input.headSha) result ??= r;
   });
   setHandler(mergeRequestStateQuery, () => state);
 

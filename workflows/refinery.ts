@@ -37,12 +37,14 @@ import {
   type SectionOutcome,
   type SectionRecord,
   startBisection,
+  WithdrawRequest,
   withoutItem,
 } from '../domain/refinery';
 import { RigConfig, type RigConfigInput } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import { countTownEvent } from '../worker/metrics';
-import { describeZodError, parseOrReject } from '../domain/validation';
+import { parseOrReject } from '../domain/validation';
+import { parseSignal } from './signals';
 
 export interface RefineryStats {
   merged: number;
@@ -119,12 +121,8 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   };
 
   setHandler(enqueueSignal, (raw) => {
-    const parsed = MergeTicket.safeParse(raw);
-    if (!parsed.success) {
-      log.warn('dropping malformed merge ticket', { error: describeZodError(parsed.error) });
-      return;
-    }
-    const ticket = parsed.data;
+    const ticket = parseSignal(MergeTicket, raw, 'merge ticket');
+    if (!ticket) return;
     const key = `${ticket.mrId}@${ticket.headSha}`;
     const same = (t: MergeTicket) => t.mrId === ticket.mrId && t.headSha === ticket.headSha;
     // `seen` is trimmed at continue-as-new; what is waiting or merging is checked directly.
@@ -134,7 +132,8 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     queue.push(ticket);
   });
   setHandler(withdrawSignal, (raw) => {
-    const i = queue.findIndex((t) => t.mrId === raw?.mrId && t.headSha === raw?.headSha);
+    const w = parseSignal(WithdrawRequest, raw, 'withdraw request');
+    const i = w ? queue.findIndex((t) => t.mrId === w.mrId && t.headSha === w.headSha) : -1;
     if (i >= 0) log.info('merge request withdrawn', { mrId: queue.splice(i, 1)[0]!.mrId });
   });
   setHandler(refineryStateQuery, state);
