@@ -6,6 +6,7 @@ import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } fro
 import { basename, dirname, join } from 'node:path';
 import { BREAKDOWN_HOPS, HOPS, type ConvoyRepeatFigures, type Hop, type QueueRepeatFigures } from './analysis';
 import type { MachineInfo } from './machine';
+import type { HandoffFigures } from './handoff';
 import { spread, type Spread } from './stats';
 
 export interface ConvoyScenarioReport {
@@ -62,6 +63,8 @@ export interface BenchReport {
   /** Other work on the machine skews every figure: compare with the load at the start. */
   loadAverageAtEnd: number[];
   parameters: Record<string, unknown>;
+  /** Temporal's own hand-off latency on this stack (absent in reports from before it was measured). */
+  handoff?: HandoffFigures[];
   convoys: ConvoyScenarioReport[];
   mergeQueue: QueueScenarioReport[];
   notes: string[];
@@ -137,6 +140,18 @@ export function renderMarkdown(r: BenchReport): string {
     '',
   );
 
+  if (r.handoff?.length) {
+    const of = (f: (h: HandoffFigures) => number | undefined) => spread(r.handoff!.map(f));
+    lines.push(
+      `## Temporal hand-off on this stack (a bare worker, ${r.handoff[0]!.steps} no-op activities in a row, ${r.handoff.length} repeats)`,
+      '',
+      `Activity task scheduled → started p50 ${cell(of((h) => h.activityTaskMs.p50))}, p95 ${cell(of((h) => h.activityTaskMs.p95))}; ` +
+        `workflow task scheduled → started p50 ${cell(of((h) => h.workflowTaskMs.p50))}, p95 ${cell(of((h) => h.workflowTaskMs.p95))}; ` +
+        `${cell(of((h) => h.perStepMs))} per step (one activity, one workflow task). Every step of a bead passes through such hand-offs.`,
+      '',
+    );
+  }
+
   if (r.convoys.length) {
     lines.push('## Convoys against the floor (same beads, DAG, agent, merges and gates done by a plain script)', '');
     lines.push('| N | width | repeats | makespan | floor | ratio | per-bead overhead p50 | p95 | p99 |', '|---|---|---|---|---|---|---|---|---|');
@@ -197,7 +212,6 @@ export function renderMarkdown(r: BenchReport): string {
   return lines.join('\n');
 }
 
-/** Writes `<stamp>.json`, `<stamp>.md` and `latest.md`; returns their paths. */
 /** Writes the Markdown of an earlier JSON report again (summaries recomputed from its repeats); latest.md only if it is the newest. */
 export function rerender(jsonPath: string): string {
   const report = JSON.parse(readFileSync(jsonPath, 'utf8')) as BenchReport;
@@ -211,6 +225,7 @@ export function rerender(jsonPath: string): string {
   return md;
 }
 
+/** Writes `<stamp>.json`, `<stamp>.md` and `latest.md`; returns their paths. */
 export function writeReport(dir: string, report: BenchReport): { json: string; md: string; latest: string } {
   mkdirSync(dir, { recursive: true });
   const stamp = report.startedAt.replace(/[:.]/g, '-');

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { convoyFigures, queueFigures } from './analysis';
 import { runFloor } from './floor';
+import { measureHandoffs, type HandoffFigures } from './handoff';
 import { createOrigin } from './git';
 import { machineInfo } from './machine';
 import { parseOptions, repeatsFor, type BenchOptions } from './options';
@@ -21,6 +22,8 @@ import type { BenchStack } from './stack';
 import { startStack } from './stack';
 
 const TRIVIAL_GATE = 'test -f README.md';
+const HANDOFF_STEPS = 60;
+const HANDOFF_REPEATS = 3;
 const slowGate = (seconds: number) => `sleep ${seconds} && test -z "$(find work -name '*.bad' 2>/dev/null)"`;
 /** Generous: a healthy run takes a fraction of this; a stuck one must not stall the whole bench. */
 const deadlineFor = (beads: number) => 120_000 + beads * 20_000;
@@ -132,6 +135,7 @@ async function main() {
     } else log(`scratch kept: ${scratch} and ${stack.gtHome}`);
   };
   const machine = await machineInfo(stack.server.cli);
+  let handoff: HandoffFigures[] | undefined;
   const convoys: ConvoyScenarioReport[] = [];
   const mergeQueue: QueueScenarioReport[] = [];
   const notes: string[] = [
@@ -162,6 +166,7 @@ async function main() {
         server: 'embedded Temporal dev server, SQLite file (as `gt up`)',
         policies: 'product defaults (merge-queue bench: maxRounds 1)',
       },
+      handoff,
       convoys,
       mergeQueue,
       notes,
@@ -186,6 +191,9 @@ async function main() {
   }
 
   try {
+    log(`Temporal hand-off baseline: ${HANDOFF_STEPS} no-op activities in a row, ${HANDOFF_REPEATS} times…`);
+    handoff = await measureHandoffs(stack, HANDOFF_STEPS, HANDOFF_REPEATS);
+    log(`hand-off p50: activity task ${handoff.map((h) => h.activityTaskMs.p50).join(' / ')} ms, workflow task ${handoff.map((h) => h.workflowTaskMs.p50).join(' / ')} ms`);
     if (!o.skip.has('convoys')) {
       for (const { n, width: requested } of o.scenarios) {
         // A width beyond N means every bead at once: the DAG has N chains of one bead.
