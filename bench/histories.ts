@@ -168,8 +168,9 @@ export interface BeadEvents {
   supervisionStartedAt: number[];
   doneAcceptedAt?: number;
   closedAt?: number;
-  /** The bead's result status (closed, failed, cancelled). */
+  /** The bead's result status (closed, failed, cancelled), and why when it did not close. */
   status?: string;
+  reason?: string;
 }
 
 export function beadEvents(events: readonly HistoryEvent[]): BeadEvents {
@@ -182,7 +183,7 @@ export function beadEvents(events: readonly HistoryEvent[]): BeadEvents {
       .map((e) => e.time),
     doneAcceptedAt: events.find((e) => e.type === 'WorkflowExecutionUpdateAccepted' && e.raw.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input?.name === doneUpdate.name)?.time,
     closedAt: completed?.time,
-    status: (decode(completed?.raw.workflowExecutionCompletedEventAttributes?.result) as { status?: string } | undefined)?.status,
+    ...(decode(completed?.raw.workflowExecutionCompletedEventAttributes?.result) as { status?: string; reason?: string } | undefined),
   };
 }
 

@@ -41,6 +41,8 @@ export interface BeadTimeline {
   beadId: string;
   index: number;
   status?: string;
+  /** Why the bead did not close, from its result. */
+  reason?: string;
   workflowStartedAt: number;
   supervisionStartedAt?: number;
   agentStartedAt?: number;
@@ -205,6 +207,7 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
         beadId,
         index: indexOfBead(beadId) ?? -1,
         status: ev.status,
+        reason: ev.reason,
         workflowStartedAt: ev.workflowStartedAt,
         supervisionStartedAt: ev.supervisionStartedAt.at(-1),
         agentStartedAt: agent?.started,

@@ -109,7 +109,8 @@ async function queueScenario(stack: BenchStack, scratch: string, o: BenchOptions
     // With bad MRs the convoy cannot land; it must end, with exactly the good ones merged.
     const f = queueFigures(run, batchSize, bad.size);
     if (run.status === 'timed out' || f.merged !== o.queueMrs - bad.size) {
-      return { failure: `merge queue ${into.mode} repeat ${r} (${name}): ${run.status}, ${f.merged} of ${o.queueMrs - bad.size} good MRs merged` };
+      const unmerged = run.beads.filter((b) => !bad.has(b.index) && b.status !== 'closed').map((b) => `${b.beadId} ${b.status ?? 'unfinished'}: ${(b.reason ?? '').split('\n')[0]}`);
+      return { failure: `merge queue ${into.mode} repeat ${r} (${name}): ${run.status}, ${f.merged} of ${o.queueMrs - bad.size} good MRs merged${unmerged.length ? ` (${unmerged.join('; ')})` : ''}` };
     }
     return { figures: f, line: `${f.merged} merged, ${f.gateRuns} gate runs, drain ${fmt(f.drainMs)}` };
   });
