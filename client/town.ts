@@ -17,7 +17,7 @@ import { z } from 'zod';
 import { BeadSpec, type BeadState } from '../domain/bead';
 import { ackEscalationUpdate, EscalationId, escalationStateQuery, escalationWorkflowId, type EscalationState } from '../domain/escalation';
 import { BeadId, beadWorkflowId, refineryWorkflowId } from '../domain/ids';
-import { beadStateQuery, refineryStateQuery, rigConfigQuery } from '../domain/messages';
+import { beadStateQuery, refineryStateQuery, rigConfigQuery, updateRigUpdate } from '../domain/messages';
 import type { RefineryState } from '../domain/refinery';
 import { RigConfig, type RigConfigInput } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
@@ -90,6 +90,24 @@ export class Town {
       return await this.client.workflow.getHandle(refineryWorkflowId(name)).query(rigConfigQuery);
     } catch (err) {
       if (notFound(err)) throw new UserError(`unknown rig '${name}' (see \`gt rig list\`, or add it with \`gt rig add\`)`);
+      throw err;
+    }
+  }
+
+  /**
+   * Changes a rig's settings (name, repository and target branch stay: they are what the rig is). The refinery
+   * keeps the new configuration; beads slung from now on and every later merge use it, runs already going keep theirs.
+   */
+  async updateRig(name: string, patch: Partial<RigConfigInput>): Promise<RigConfig> {
+    const current = await this.getRig(name);
+    if ((patch.repo !== undefined && patch.repo !== current.repo) || (patch.branch !== undefined && patch.branch !== current.branch)) {
+      throw new UserError(`a rig's repository and target branch cannot change; add another rig for ${patch.repo ?? current.repo} → ${patch.branch ?? current.branch}`);
+    }
+    parseInput(RigConfig, { ...current, ...patch, name }, 'rig update');
+    try {
+      return await this.client.workflow.getHandle(refineryWorkflowId(name)).executeUpdate(updateRigUpdate, { args: [patch] });
+    } catch (err) {
+      if (err instanceof WorkflowUpdateFailedError) throw new UserError(err.cause?.message ?? err.message);
       throw err;
     }
   }

@@ -3,7 +3,7 @@
  * output is what a script may rely on (schema-checked), and failures are one line on stderr with a non-zero exit.
  * Real CLI processes against a real town.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,6 +21,7 @@ const CONTRACT: { command: string[]; read?: true }[] = [
   { command: ['rig', 'add'] },
   { command: ['rig', 'list'], read: true },
   { command: ['rig', 'show'], read: true },
+  { command: ['rig', 'update'] },
   { command: ['sling'] },
   { command: ['convoy', 'start'] },
   { command: ['convoy', 'status'], read: true },
@@ -91,11 +92,26 @@ describe('read commands', () => {
     const shown = Json(RigConfig, (await runGt(['rig', 'show', 'contract', '--json'], env)).stdout);
     expect(shown).toMatchObject({ name: 'contract', branch: 'main' });
 
+    // Only what is given changes; the refinery's next merge runs the new gate.
+    const marks = mkdtempSync(join(tmpdir(), 'gt-contract-gate-'));
+    const updated = await runGt(['rig', 'update', 'contract', '--gate', `touch ${marks}/gate-ran`, '--max-polecats', '2', '--env', 'A=1', '--max-rounds', '2', '--json'], env);
+    expect(updated.code, updated.stderr).toBe(0);
+    const after = Json(RigConfig, updated.stdout);
+    expect(after).toEqual({ ...shown, gates: [`touch ${marks}/gate-ran`], maxPolecats: 2, env: { ...shown.env, A: '1' }, policy: { ...shown.policy, maxRounds: 2 } });
+    // A bad value is one line naming the setting, and changes nothing.
+    const bad = await runGt(['rig', 'update', 'contract', '--strategy', 'sideways'], env);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr.trimEnd().split('\n')).toHaveLength(1);
+    expect(bad.stderr).toMatch(/mergeStrategy/);
+    expect(Json(RigConfig, (await runGt(['rig', 'show', 'contract', '--json'], env)).stdout)).toEqual(after);
+    expect((await runGt(['rig', 'update', 'contract'], env)).stderr).toMatch(/nothing to change/);
+
     const sling = await runGt(['sling', 'contract', 'Contract bead', '--id', 'b-contract', '--wait', '--json'], env, 90_000);
     expect(sling.code, sling.stderr).toBe(0);
     expect(Json(BeadStateJson, sling.stdout)).toMatchObject({ beadId: 'b-contract', status: 'closed' });
     const bead = Json(BeadStateJson, (await runGt(['bead', 'status', 'b-contract', '--json'], env)).stdout);
     expect(bead.mergedCommit).toBe(await repo.sha());
+    expect(existsSync(join(marks, 'gate-ran'))).toBe(true);
 
     const mq = Json(MergeQueueJson, (await runGt(['mq', 'contract', '--json'], env)).stdout);
     expect(mq).toMatchObject({ rig: 'contract', merged: 1, queue: [] });
@@ -116,6 +132,7 @@ describe('read commands', () => {
 
   const unknowns: [string[]][] = [
     [['rig', 'show', 'no-such-rig']],
+    [['rig', 'update', 'no-such-rig', '--max-polecats', '2']],
     [['bead', 'status', 'no-such-bead']],
     [['mq', 'no-such-rig']],
     [['convoy', 'status', 'no-such-convoy']],

@@ -6,16 +6,15 @@ import { UserError } from '../town';
 import { parseEnvFlags, registerRigDispatchCommands } from './dispatch';
 import { collect, intArg, withTown } from './with-town';
 
-interface RigAddOptions {
-  repo: string;
-  branch: string;
-  merge: string;
-  strategy: string;
-  gate: string[];
+/** The settings `rig add` and `rig update` share; for `update` every one is optional (only what is given changes). */
+interface RigSettingOptions {
+  merge?: string;
+  strategy?: string;
+  gate?: string[];
   agent?: string;
   reviewer?: string;
-  runtime: string;
-  maxPolecats: number;
+  runtime?: string;
+  maxPolecats?: number;
   stallTimeout?: string;
   maxAttempts?: number;
   maxRounds?: number;
@@ -38,14 +37,66 @@ interface RigAddOptions {
   json?: boolean;
 }
 
-/** GitHub settings of a `--merge pr` rig; the token never goes here (the worker reads GITHUB_TOKEN). */
-function forgeOptions(o: RigAddOptions): RigConfigInput['forge'] {
-  const given = { repository: o.githubRepo, apiUrl: o.githubApiUrl, pollInterval: o.prPoll, autoMerge: o.autoMerge, autoMergeDelay: o.autoMergeDelay };
-  const forge = Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined));
-  if (o.merge === 'pr' && !githubRepository(o.repo, forge)) {
+interface RigAddOptions extends RigSettingOptions {
+  repo: string;
+  branch: string;
+}
+
+const given = <T extends object>(o: T): Partial<T> => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+
+/** GitHub settings of a `--merge pr` rig (on top of `current`); the token never goes here (the worker reads GITHUB_TOKEN). */
+function forgeOptions(o: RigSettingOptions, repo: string, merge: string, current?: RigConfigInput['forge']): RigConfigInput['forge'] {
+  const forge = { ...current, ...given({ repository: o.githubRepo, apiUrl: o.githubApiUrl, pollInterval: o.prPoll, autoMerge: o.autoMerge, autoMergeDelay: o.autoMergeDelay }) };
+  if (merge === 'pr' && !githubRepository(repo, forge)) {
     throw new UserError('--merge pr needs the GitHub repository: add --github-repo owner/name (or use a github.com --repo URL)');
   }
   return Object.keys(forge).length ? forge : undefined;
+}
+
+/** The run policy fields given on the command line. */
+const policyOptions = (o: RigSettingOptions) =>
+  given({
+    stallTimeout: o.stallTimeout,
+    maxAttempts: o.maxAttempts,
+    maxRounds: o.maxRounds,
+    retryBackoff: o.retryBackoff,
+    heartbeatTimeout: o.heartbeatTimeout,
+    startTimeout: o.startTimeout,
+    breakerThreshold: o.breakerThreshold,
+    breakerProbeInterval: o.breakerProbeInterval,
+  });
+
+/** Declares the setting options; `add` gives them their defaults, `update` none (an option not given changes nothing). */
+function settingOptions(cmd: Command, defaults: boolean): Command {
+  const d = <T>(v: T): T | undefined => (defaults ? v : undefined);
+  return cmd
+    .option('--merge <mode>', 'direct | pr', d('direct'))
+    .option('--strategy <how>', 'merge | squash | rebase', d('merge'))
+    .option('--gate <cmd>', `gate command run on every merge candidate (repeatable${defaults ? '' : '; replaces the current gates'})`, collect, d([]))
+    .option('--agent <cmd>', `polecat command, run in the worktree with GT_* set${defaults ? ' (default: gt-example-agent, the bundled scripted agent)' : ''}`)
+    .option('--reviewer <cmd>', 'reviewer agent command (enables review)')
+    .option('--runtime <kind>', 'process | sandbox | docker', d('process'))
+    .option('--max-polecats <n>', 'concurrent polecats on this rig', intArg('--max-polecats'), d(4))
+    .option('--stall-timeout <duration>', 'stop a run that reports no progress for this long (e.g. 30m)')
+    .option('--max-attempts <n>', 'attempts per round', intArg('--max-attempts'))
+    .option('--max-rounds <n>', 'rework rounds before a bead fails', intArg('--max-rounds'))
+    .option('--retry-backoff <duration>', 'first backoff between attempts (doubles)')
+    .option('--heartbeat-timeout <duration>', 'how long a run may go without a supervision heartbeat before it is re-attached elsewhere')
+    .option('--start-timeout <duration>', 'how long a run may wait for a host to pick it up')
+    .option('--env <KEY=VALUE>', `environment variable for its agents (repeatable${defaults ? '' : '; added to the current ones'}; no secrets: see \`gt credential\`)`, collect, d([]))
+    .option('--network', 'let sandboxed/containerized agents use the network (off by default)')
+    .option('--image <image>', 'container image of the docker runtime')
+    .option('--git-name <name>', "author/committer name of the agents' commits")
+    .option('--git-email <email>', "author/committer email of the agents' commits")
+    .option('--breaker-threshold <n>', 'consecutive agent start failures that pause dispatch on the rig', intArg('--breaker-threshold'))
+    .option('--breaker-probe-interval <duration>', 'while the breaker is open, let one run through as a probe this often')
+    .option('--batch-size <n>', 'merge up to n queued MRs as one gated candidate, bisecting to the culprits when it fails (default 1: one at a time)', intArg('--batch-size'))
+    .option('--github-repo <owner/name>', "GitHub repository for --merge pr (default: from a github.com --repo URL); the token is the worker's GITHUB_TOKEN")
+    .option('--github-api-url <url>', 'GitHub API base URL (GitHub Enterprise: https://host/api/v3)')
+    .option('--pr-poll <duration>', 'how often a merge request looks at its pull request (default 60s)')
+    .option('--auto-merge', 'merge pull requests through the GitHub API once green and approved')
+    .option('--auto-merge-delay <duration>', 'how long a pull request must stay green and approved before auto-merge (default 5m)')
+    .option('--json', 'print the rig as JSON');
 }
 
 const rigRow = (r: RigConfig) => ({
@@ -60,53 +111,16 @@ const rigRow = (r: RigConfig) => ({
 
 export function registerRigCommands(program: Command): void {
   const rig = program.command('rig').description('repositories under management (each has its own merge queue)');
-  rig
+  const add = rig
     .command('add')
     .description('add a rig: a repository, its target branch, gates and agent command')
     .argument('<name>', 'rig name (a-z, 0-9, -, _)')
     .requiredOption('--repo <path|url>', 'the repository (local path or URL); the refinery pushes its target branch there')
-    .option('--branch <name>', 'target branch', 'main')
-    .option('--merge <mode>', 'direct | pr', 'direct')
-    .option('--strategy <how>', 'merge | squash | rebase', 'merge')
-    .option('--gate <cmd>', 'gate command run on every merge candidate (repeatable)', collect, [])
-    .option('--agent <cmd>', 'polecat command, run in the worktree with GT_* set (default: gt-example-agent, the bundled scripted agent)')
-    .option('--reviewer <cmd>', 'reviewer agent command (enables review)')
-    .option('--runtime <kind>', 'process | sandbox | docker', 'process')
-    .option('--max-polecats <n>', 'concurrent polecats on this rig', intArg('--max-polecats'), 4)
-    .option('--stall-timeout <duration>', 'stop a run that reports no progress for this long (e.g. 30m)')
-    .option('--max-attempts <n>', 'attempts per round', intArg('--max-attempts'))
-    .option('--max-rounds <n>', 'rework rounds before a bead fails', intArg('--max-rounds'))
-    .option('--retry-backoff <duration>', 'first backoff between attempts (doubles)')
-    .option('--heartbeat-timeout <duration>', 'how long a run may go without a supervision heartbeat before it is re-attached elsewhere')
-    .option('--start-timeout <duration>', 'how long a run may wait for a host to pick it up')
-    .option('--env <KEY=VALUE>', 'environment variable for its agents (repeatable; no secrets: see `gt credential`)', collect, [])
-    .option('--network', 'let sandboxed/containerized agents use the network (off by default)')
-    .option('--image <image>', 'container image of the docker runtime')
-    .option('--git-name <name>', "author/committer name of the agents' commits")
-    .option('--git-email <email>', "author/committer email of the agents' commits")
-    .option('--breaker-threshold <n>', 'consecutive agent start failures that pause dispatch on the rig', intArg('--breaker-threshold'))
-    .option('--breaker-probe-interval <duration>', 'while the breaker is open, let one run through as a probe this often')
-    .option('--batch-size <n>', 'merge up to n queued MRs as one gated candidate, bisecting to the culprits when it fails (default 1: one at a time)', intArg('--batch-size'))
-    .option('--github-repo <owner/name>', "GitHub repository for --merge pr (default: from a github.com --repo URL); the token is the worker's GITHUB_TOKEN")
-    .option('--github-api-url <url>', 'GitHub API base URL (GitHub Enterprise: https://host/api/v3)')
-    .option('--pr-poll <duration>', 'how often a merge request looks at its pull request (default 60s)')
-    .option('--auto-merge', 'merge pull requests through the GitHub API once green and approved')
-    .option('--auto-merge-delay <duration>', 'how long a pull request must stay green and approved before auto-merge (default 5m)')
-    .option('--json', 'print the rig as JSON')
+    .option('--branch <name>', 'target branch', 'main');
+  settingOptions(add, true)
     .addHelpText('after', '\nExample:\n  gt rig add webapp --repo ~/src/webapp --gate "npm test" --agent "claude -p \\"$(cat $GT_PROMPT_FILE)\\""')
     .action(async (name: string, o: RigAddOptions) => {
-      const policy = Object.fromEntries(
-        Object.entries({
-          stallTimeout: o.stallTimeout,
-          maxAttempts: o.maxAttempts,
-          maxRounds: o.maxRounds,
-          retryBackoff: o.retryBackoff,
-          heartbeatTimeout: o.heartbeatTimeout,
-          startTimeout: o.startTimeout,
-          breakerThreshold: o.breakerThreshold,
-          breakerProbeInterval: o.breakerProbeInterval,
-        }).filter(([, v]) => v !== undefined),
-      );
+      const policy = policyOptions(o);
       const added = await withTown((town) =>
         town.addRig({
           name,
@@ -120,16 +134,49 @@ export function registerRigCommands(program: Command): void {
           runtime: o.runtime as RigConfig['runtime'],
           maxPolecats: o.maxPolecats,
           policy,
-          env: parseEnvFlags(o.env),
+          env: parseEnvFlags(o.env ?? []),
           network: o.network ?? false,
           image: o.image,
           gitIdentity: o.gitName || o.gitEmail ? { name: o.gitName ?? '', email: o.gitEmail ?? '' } : undefined,
           batchSize: o.batchSize,
-          forge: forgeOptions(o),
+          forge: forgeOptions(o, o.repo, o.merge ?? 'direct'),
         }),
       );
       if (o.json) printJson(added);
       else console.log(`rig ${added.name} added: ${added.repo} → ${added.branch} (merge queue refinery:${added.name})`);
+    });
+  const update = rig
+    .command('update')
+    .description("change a rig's settings: only the options given change; beads slung from now on and every later merge use them")
+    .argument('<name>');
+  settingOptions(update, false)
+    .addHelpText('after', '\nExample:\n  gt rig update webapp --gate "npm test" --gate "npm run lint" --max-polecats 8')
+    .action(async (name: string, o: RigSettingOptions) => {
+      const updated = await withTown(async (town) => {
+        const current = await town.getRig(name);
+        const policy = policyOptions(o);
+        const forgeGiven = [o.githubRepo, o.githubApiUrl, o.prPoll, o.autoMerge, o.autoMergeDelay, o.merge].some((v) => v !== undefined);
+        const patch: Partial<RigConfigInput> = given({
+          merge: o.merge as RigConfig['merge'] | undefined,
+          mergeStrategy: o.strategy as RigConfig['mergeStrategy'] | undefined,
+          gates: o.gate,
+          agent: o.agent,
+          reviewer: o.reviewer,
+          runtime: o.runtime as RigConfig['runtime'] | undefined,
+          maxPolecats: o.maxPolecats,
+          policy: Object.keys(policy).length ? { ...current.policy, ...policy } : undefined,
+          env: o.env ? { ...current.env, ...parseEnvFlags(o.env) } : undefined,
+          network: o.network,
+          image: o.image,
+          gitIdentity: o.gitName || o.gitEmail ? { name: o.gitName ?? current.gitIdentity?.name ?? '', email: o.gitEmail ?? current.gitIdentity?.email ?? '' } : undefined,
+          batchSize: o.batchSize,
+          forge: forgeGiven ? forgeOptions(o, current.repo, o.merge ?? current.merge, current.forge) : undefined,
+        });
+        if (Object.keys(patch).length === 0) throw new UserError(`nothing to change for rig ${name}: give at least one setting (see \`gt rig update --help\`)`);
+        return { rig: await town.updateRig(name, patch), changed: Object.keys(patch) };
+      });
+      if (o.json) printJson(updated.rig);
+      else console.log(`rig ${name} updated: ${updated.changed.join(', ')} (beads slung from now on and later merges use it)`);
     });
   rig
     .command('list')
