@@ -154,7 +154,11 @@ export class ProcessRuntime implements AgentRuntimeDriver {
     const files = runFiles(runDir);
     const exitCode = readInt(files.exit);
     if (exitCode !== null) return Promise.resolve({ state: 'exited', exitCode });
-    return Promise.resolve(isAlive(Number(handle.ref), processTag(handle.runId)));
+    const alive = isAlive(Number(handle.ref), processTag(handle.runId));
+    // The wrapper records its exit code just before it exits, so one that is gone has left it, unless it was killed:
+    // read again, or an exit between the two looks (seen under load) would lose its code.
+    if (alive.state === 'exited') return Promise.resolve({ state: 'exited', exitCode: readInt(files.exit) });
+    return Promise.resolve(alive);
   }
 
   async stop(handle: AgentHandle, graceMs: number): Promise<void> {
