@@ -6,8 +6,8 @@
  */
 import { fileURLToPath } from 'node:url';
 import { Worker } from '@temporalio/worker';
-import type { temporal } from '@temporalio/proto';
 import { handoffChain } from './handoff-workflow';
+import { parseEvents, type HistoryEvent } from './histories';
 import type { BenchStack } from './stack';
 import { percentiles, type Percentiles } from './stats';
 
@@ -23,9 +23,6 @@ export interface HandoffFigures {
   perStepMs: number;
 }
 
-type Event = temporal.api.history.v1.IHistoryEvent;
-const ms = (e: Event | undefined) => (e?.eventTime ? Number(e.eventTime.seconds ?? 0) * 1000 + Math.floor((e.eventTime.nanos ?? 0) / 1e6) : NaN);
-
 export async function measureHandoffs(stack: BenchStack, steps: number, repeats: number): Promise<HandoffFigures[]> {
   const worker = await Worker.create({
     connection: stack.server.env.nativeConnection,
@@ -39,18 +36,18 @@ export async function measureHandoffs(stack: BenchStack, steps: number, repeats:
     for (let r = 1; r <= repeats; r++) {
       const handle = await stack.client.workflow.start(handoffChain, { taskQueue: TASK_QUEUE, workflowId: `bench-handoff-${Date.now()}-${r}`, args: [steps] });
       await handle.result();
-      const events = (await handle.fetchHistory()).events ?? [];
-      const byId = new Map(events.map((e) => [Number(e.eventId), e]));
-      const waits = (pick: (e: Event) => { scheduledEventId?: unknown } | null | undefined) =>
+      const events = parseEvents((await handle.fetchHistory()).events ?? []);
+      const timeOf = new Map(events.map((e) => [e.id, e.time]));
+      const waits = (pick: (raw: HistoryEvent['raw']) => { scheduledEventId?: unknown } | null | undefined) =>
         events.flatMap((e) => {
-          const started = pick(e);
-          return started ? [ms(e) - ms(byId.get(Number(started.scheduledEventId)))] : [];
+          const started = pick(e.raw);
+          return started ? [e.time - (timeOf.get(Number(started.scheduledEventId)) ?? NaN)] : [];
         });
       figures.push({
         steps,
         activityTaskMs: percentiles(waits((e) => e.activityTaskStartedEventAttributes)),
         workflowTaskMs: percentiles(waits((e) => e.workflowTaskStartedEventAttributes)),
-        perStepMs: (ms(events.at(-1)) - ms(events[0])) / steps,
+        perStepMs: ((events.at(-1)?.time ?? NaN) - (events[0]?.time ?? NaN)) / steps,
       });
     }
   });

@@ -56,7 +56,7 @@ function decode(payloads: temporal.api.common.v1.IPayloads | null | undefined): 
   }
 }
 
-function parseEvents(events: RawEvent[]): HistoryEvent[] {
+export function parseEvents(events: RawEvent[]): HistoryEvent[] {
   return events.map((raw) => ({
     id: Number(raw.eventId),
     type: camel(EventType[raw.eventType ?? 0] ?? 'UNKNOWN'),

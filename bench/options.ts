@@ -64,7 +64,7 @@ const DEFAULTS = {
 
 /** Tiny parameters for trying the bench out while others use the machine. */
 const QUICK = { scenarios: '6x1,6x3', repeats: '1', queueMrs: '8', gateSeconds: '1', batchSize: '4' };
-/** Every N at both widths, every figure a median of 3 (about an hour here: the 300-bead chain alone is 300 serial hops). */
+/** Every N at both widths, every figure a median of 3 (estimated at an hour here: the 300-bead chain alone is 300 serial hops). */
 const FULL = { scenarios: '10x1,10x16,100x1,100x16,300x1,300x16', repeats: '3', queueRepeats: '3' };
 
 export function repeatsFor(options: BenchOptions, n: number): number {
