@@ -1,28 +1,41 @@
 /**
- * Agent runtimes: where a polecat or reviewer process lives. Every runtime is *start-or-adopt by run id*:
+ * Agent runtimes: where a polecat, reviewer or gate process lives. Every runtime is *start-or-adopt by run id*:
  * asking twice for the same run id never yields two agents, which is what makes an uncertain start safe to retry.
+ *
+ * The trust boundary (docs/security.md): what a launch runs is untrusted. A runtime shows it only `cwd`,
+ * `agentDir` and the read-only `mounts`, gives it only `env`, and keeps everything it needs to track the run
+ * (pid, exit code, output log, handle) in `runDir`, which is never visible to the run. The `process` runtime
+ * cannot enforce any of this and is for trusted agents only.
  */
-import type { AgentRuntime } from '../domain/rig';
+import type { AgentRuntime, ResourceLimits } from '../domain/rig';
+
+/** What a run is for: an agent that works or reviews, or a gate command of the refinery. */
+export type LaunchRole = 'polecat' | 'reviewer' | 'gate';
 
 export interface AgentLaunch {
+  /** Unique per launch; also what adoption is keyed by (container name, process tag). */
   runId: string;
   beadId: string;
-  role: 'polecat' | 'reviewer';
-  /** Shell command of the rig (`--agent` / `--reviewer`). */
+  role: LaunchRole;
+  /** Shell command (`--agent`, `--reviewer`, a gate). */
   command: string;
-  /** The worktree: the only place the agent is meant to write. */
+  /** The run's own work tree: the only project files it may write. */
   cwd: string;
-  /** The run's own variables (GT_*, the rig's env, git identity, credential helper). */
+  /**
+   * The whole environment of the run, built by allow-list (activities/agent-env.ts): runtimes add nothing from the
+   * worker's environment. PATH in it is the host's; container runtimes keep only its first entry (the `gt` directory).
+   */
   env: Record<string, string>;
-  /** The worker host's environment, minus what must never reach an agent; used by runtimes that run on the host. */
-  hostEnv: Record<string, string>;
-  /** Per-run directory on this host: output log and the runtime's own bookkeeping. */
+  /** Worker-owned: pid, exit code, output log, handle. Never mounted into the run, never on its env. */
   runDir: string;
+  /** The run's own directory (prompt, token file, scratch/HOME): visible to the run, writable. */
+  agentDir: string;
   allowNetwork: boolean;
-  /** Host paths the agent needs besides the worktree and run directory, in order (a later read-only mount inside a writable one protects it). */
+  /** Host paths the run may read besides `cwd` and `agentDir` (read-only, at the same path). */
   mounts: Mount[];
   /** Container image (docker runtime). */
   image?: string;
+  limits: ResourceLimits;
 }
 
 export interface Mount {
@@ -59,6 +72,8 @@ export interface AgentRuntimeDriver {
    * poll (the poll stays the authority; a hint that never comes only costs latency).
    */
   exitHint?(handle: AgentHandle, runDir: string): ExitHint;
+  /** Optional: frees what the run left behind in the runtime once it is over (a stopped container). */
+  remove?(handle: AgentHandle): Promise<void>;
 }
 
 export interface ExitHint {
@@ -66,5 +81,5 @@ export interface ExitHint {
   close(): void;
 }
 
-/** Every runtime writes the agent's output here (in the run directory), which is what `gt logs` reads. */
+/** Every runtime writes the run's output here (in the worker-owned run directory), which is what `gt logs` reads. */
 export const OUTPUT_LOG = 'output.log';

@@ -30,6 +30,17 @@ export const RunPolicy = z.object({
 });
 export type RunPolicy = z.infer<typeof RunPolicy>;
 
+/** The image `gt image build` makes: Debian with git, node and a shell, built from Debian's packages only. */
+export const DEFAULT_AGENT_IMAGE = 'gastown/agent:bookworm';
+
+/** Limits of one agent or gate run (sandbox: pids and memory through rlimits; docker: all three). */
+export const ResourceLimits = z.object({
+  pids: z.number().int().min(16).max(65_536).default(1024),
+  memoryMb: z.number().int().min(64).max(1_048_576).default(4096),
+  cpus: z.number().min(0.1).max(256).default(2),
+});
+export type ResourceLimits = z.infer<typeof ResourceLimits>;
+
 export const MergeStrategy = z.enum(['merge', 'squash', 'rebase']);
 
 export const RigConfig = z.object({
@@ -57,8 +68,10 @@ export const RigConfig = z.object({
   env: z.record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4000)).default({}),
   /** Whether sandboxed/containerized agents may use the network (the process runtime cannot take it away). */
   network: z.boolean().default(false),
-  /** Container image of the docker runtime. */
-  image: z.string().min(1).max(500).default('node:20-bookworm'),
+  /** Container image of the docker runtime (`gt image build` makes the default one offline). */
+  image: z.string().min(1).max(500).default(DEFAULT_AGENT_IMAGE),
+  /** Per-run resource limits of sandboxed/containerized agents and gates. */
+  limits: ResourceLimits.default(ResourceLimits.parse({})),
   /** Author and committer of the agents' commits; defaults to `Gas Town <role>` per run. */
   gitIdentity: z.object({ name: z.string().trim().min(1).max(200), email: z.string().trim().min(3).max(320) }).optional(),
 });
