@@ -17,8 +17,8 @@ import { BeadSpec } from '../domain/bead';
 import { beadBranch, RunId } from '../domain/ids';
 import { AgentRuntime, RigConfig } from '../domain/rig';
 import { paths } from '../host/home';
-import { runGitCredentials } from './credentials';
-import { git, remoteBranchSha, resetWorktree, syncMirror, withLock } from './git';
+import { runEnv, writeRunToken } from './agent-env';
+import { createRunRepo, type ImportedBranch, importRunBranch, remoteBranchSha, RunRepoRejected, syncMirror } from './git';
 import { parseActivityInput } from './validation';
 
 export interface HostDeps {
@@ -32,6 +32,8 @@ export interface HostDeps {
   runtimes: Partial<Record<AgentRuntime, AgentRuntimeDriver>>;
   /** How often supervision polls the agent's status (ms). */
   pollIntervalMs?: number;
+  /** The worker's environment, the only source of what a run may be given (default: process.env). */
+  hostEnv?: NodeJS.ProcessEnv;
 }
 
 export const PrepareRunInput = z.object({
@@ -88,22 +90,22 @@ export interface RunExit {
 }
 
 
-export const PublishInput = z.object({ rig: RigConfig, worktree: z.string(), branch: z.string(), targetBranch: z.string() });
+export const PublishInput = z.object({
+  rig: RigConfig,
+  worktree: z.string(),
+  branch: z.string(),
+  targetBranch: z.string(),
+  /** The run and the commit it started from (histories before these were sent lack them). */
+  runId: RunId.optional(),
+  baseSha: z.string().regex(/^[0-9a-f]{40}$/).optional(),
+});
 export type PublishInput = z.input<typeof PublishInput>;
 
-export interface PublishedBranch {
-  headSha: string;
-  commitsAhead: number;
-  uncommittedChanges: boolean;
+export interface PublishedBranch extends ImportedBranch {
+  /** Why the run's result was not taken (a damaged or tampered repository); the attempt failed. */
+  rejected?: string;
 }
 
-/**
- * Variables of the worker's environment that must never reach an agent: Temporal credentials, our secret and home,
- * forge tokens (agents get git access only through their run's credential helper), the host's git config overrides.
- */
-const WITHHELD_ENV = /^(TEMPORAL_|GT_GATEWAY_SECRET$|GT_CODEC_|GT_PAYLOAD_CODEC$|GT_HOME$|GT_AGENT_PASSTHROUGH$|GITHUB_TOKEN$|GH_TOKEN$|GITLAB_TOKEN$|GIT_CONFIG_)/;
-/** Host variables every runtime passes into the run (containers get nothing else from the host): agent CLIs' model keys. */
-const DEFAULT_PASSTHROUGH = ['ANTHROPIC_API_KEY', 'OPENAI_API_KEY', 'GEMINI_API_KEY', 'OPENROUTER_API_KEY'];
 const STOP_GRACE_MS = 5_000;
 const HANDLE_FILE = 'handle.json';
 
@@ -156,7 +158,8 @@ export function createAgentRunActivities(deps: HostDeps) {
     return stopped;
   };
 
-  const launchEnv = (input: z.output<typeof SuperviseInput>, runDir: string) => {
+  /** The run's environment (allow-listed) and its token, written to a file in the run's own directory. */
+  const launchEnv = (input: z.output<typeof SuperviseInput>, agentDir: string) => {
     const { rig } = input;
     const token = mintRunToken(deps.gatewaySecret, {
       beadId: input.beadId,
@@ -165,54 +168,38 @@ export function createAgentRunActivities(deps: HostDeps) {
       workflowId: input.workflowId,
       exp: Date.now() + rig.policy.runTimeout + 3_600_000,
     });
-    const passthrough = process.env.GT_AGENT_PASSTHROUGH?.split(',').map((s) => s.trim()).filter(Boolean) ?? DEFAULT_PASSTHROUGH;
-    const hostEnv = Object.fromEntries(Object.entries(process.env).filter(([k, v]) => v !== undefined && !WITHHELD_ENV.test(k))) as Record<string, string>;
-    const fromHost = Object.fromEntries(passthrough.filter((k) => process.env[k] !== undefined).map((k) => [k, process.env[k]!]));
     // Sandboxed and containerized agents can't reach the gateway's TCP port; its unix socket is mounted for them.
     const viaSocket = rig.runtime !== 'process' && existsSync(gatewaySocketPath(deps.gtHome));
-    const identity = rig.gitIdentity ?? { name: `Gas Town ${input.role}`, email: `${input.role}@gastown.local` };
-    const env: Record<string, string> = {
-      ...fromHost,
-      ...rig.env,
-      GIT_AUTHOR_NAME: identity.name,
-      GIT_AUTHOR_EMAIL: identity.email,
-      GIT_COMMITTER_NAME: identity.name,
-      GIT_COMMITTER_EMAIL: identity.email,
-      ...runGitCredentials({ gtHome: deps.gtHome, runDir, repo: rig.repo }),
-      PATH: `${deps.gtBinDir}:${process.env.PATH ?? '/usr/bin:/bin'}`,
-      GT_ROLE: input.role,
-      GT_RIG: rig.name,
-      GT_BEAD_ID: input.beadId,
-      GT_RUN_ID: input.runId,
-      GT_RUN_TOKEN: token,
-      GT_GATEWAY_URL: viaSocket ? unixGatewayUrl(deps.gtHome) : deps.gatewayUrl,
-      GT_PROMPT_FILE: input.promptFile,
-      GT_BRANCH: input.branch,
-      GT_TARGET_BRANCH: input.targetBranch,
-    };
-    return { env, hostEnv };
+    return runEnv({
+      runtime: rig.runtime,
+      rig,
+      hostEnv: deps.hostEnv ?? process.env,
+      agentDir,
+      gtBinDir: deps.gtBinDir,
+      identity: rig.gitIdentity ?? { name: `Gas Town ${input.role}`, email: `${input.role}@gastown.local` },
+      gt: {
+        GT_ROLE: input.role,
+        GT_RIG: rig.name,
+        GT_BEAD_ID: input.beadId,
+        GT_RUN_ID: input.runId,
+        GT_RUN_TOKEN_FILE: writeRunToken(agentDir, token),
+        GT_GATEWAY_URL: viaSocket ? unixGatewayUrl(deps.gtHome) : deps.gatewayUrl,
+        GT_PROMPT_FILE: input.promptFile,
+        GT_BRANCH: input.branch,
+        GT_TARGET_BRANCH: input.targetBranch,
+      },
+    });
   };
 
-  /** Host paths an agent needs besides its worktree and run directory (sandbox and docker mount exactly these). */
-  const mountsFor = (rig: RigConfig): Mount[] => {
-    const mirror = paths.mirror(rig.name, deps.gtHome);
-    return [
-      // The worktree's git directory lives in the rig's mirror: commits write objects and the bead's branch there.
-      { path: mirror, writable: true },
-      { path: join(mirror, 'config'), writable: false },
-      { path: join(mirror, 'hooks'), writable: false },
-      // `gt` itself (bin/ and its node_modules) and the gateway's socket.
-      { path: dirname(deps.gtBinDir), writable: false },
-      { path: gatewaySocketDir(deps.gtHome), writable: false },
-    ];
-  };
+  /** What a contained run may read besides its work tree and its own directory (sandbox and docker mount exactly these). */
+  const mountsFor = (rig: RigConfig): Mount[] => runMounts(deps, rig);
 
   const startOrAdopt = async (input: z.output<typeof SuperviseInput>, driver: AgentRuntimeDriver): Promise<{ handle: AgentHandle; adopted: boolean }> => {
     const { rig } = input;
     const command = input.role === 'reviewer' ? rig.reviewer : rig.agent;
     if (!command) throw ApplicationFailure.nonRetryable(`rig ${rig.name} has no ${input.role} command`, 'NoAgentCommand');
     const runDir = paths.runDir(input.runId, deps.gtHome);
-    const { env, hostEnv } = launchEnv(input, runDir);
+    const agentDir = paths.agentDir(input.runId, deps.gtHome);
     try {
       const started = await driver.startOrAdopt({
         runId: input.runId,
@@ -221,11 +208,12 @@ export function createAgentRunActivities(deps: HostDeps) {
         command,
         cwd: input.worktree,
         runDir,
+        agentDir,
         allowNetwork: rig.network,
         mounts: mountsFor(rig),
         image: rig.image,
-        env,
-        hostEnv,
+        limits: rig.limits,
+        env: launchEnv(input, agentDir),
       });
       recordHandle(runDir, started.handle);
       return started;
@@ -245,8 +233,8 @@ export function createAgentRunActivities(deps: HostDeps) {
       const base = published ?? (await remoteBranchSha(mirror, input.targetBranch));
       if (!base) throw ApplicationFailure.nonRetryable(`target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`, 'TargetMissing');
       const worktree = paths.worktree(input.rig.name, input.bead.id, deps.gtHome);
-      await resetWorktree(mirror, worktree, branch, base);
-      const promptFile = writePromptFile(paths.runDir(input.runId, deps.gtHome), {
+      await createRunRepo(mirror, worktree, { sha: base, branch });
+      const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
         bead: input.bead,
         rig: input.rig.name,
         runId: input.runId,
@@ -326,19 +314,39 @@ export function createAgentRunActivities(deps: HostDeps) {
       }
     },
 
+    /**
+     * Takes the finished run's branch from its repository (as data, validated in quarantine) and pushes it. A
+     * repository the agent damaged or tampered with is a failed attempt, said in `rejected`, never an error of ours.
+     */
     async publishBranch(raw: PublishInput): Promise<PublishedBranch> {
       const input = parseActivityInput(PublishInput, raw);
       const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
-      const wt = input.worktree;
-      const headSha = (await git(wt, ['rev-parse', 'HEAD'])).trim();
-      const uncommittedChanges = (await git(wt, ['status', '--porcelain'])).trim() !== '';
-      const ahead = Number((await git(wt, ['rev-list', '--count', `refs/remotes/origin/${input.targetBranch}..${headSha}`])).trim());
-      if (ahead > 0) {
-        await withLock(mirror, () => git(wt, ['push', '--force', 'origin', `${headSha}:refs/heads/${input.branch}`]));
+      try {
+        return await importRunBranch({
+          mirror,
+          workTree: input.worktree,
+          branch: input.branch,
+          targetBranch: input.targetBranch,
+          baseSha: input.baseSha,
+          quarantine: paths.quarantine(input.rig.name, input.runId ?? input.branch, deps.gtHome),
+        });
+      } catch (err) {
+        if (!(err instanceof RunRepoRejected)) throw err;
+        log.warn('run result rejected', { branch: input.branch, runId: input.runId, reason: err.message });
+        return { headSha: input.baseSha ?? '', commitsAhead: 0, uncommittedChanges: false, rejected: err.message };
       }
-      return { headSha, commitsAhead: ahead, uncommittedChanges };
     },
   };
+}
+
+/** The read-only paths of a contained run: the mirror (its repository's alternates and `origin`), `gt`, the gateway socket. */
+export function runMounts(deps: Pick<HostDeps, 'gtHome' | 'gtBinDir'>, rig: RigConfig): Mount[] {
+  return [
+    { path: paths.mirror(rig.name, deps.gtHome), writable: false },
+    // `gt` itself (bin/, its node_modules and the agent bundle).
+    { path: dirname(deps.gtBinDir), writable: false },
+    { path: gatewaySocketDir(deps.gtHome), writable: false },
+  ];
 }
 
 /** A status probe that hangs or throws is reported as unknown, never as a dead agent (failure class 3). */

@@ -86,7 +86,7 @@ export function createConvoyActivities(deps: TownDeps) {
       const rig = await rigConfig(input.rig);
       if (input.mergeMode === 'review-and-merge') return { targetBranch: rig.branch, capacity: rig.maxPolecats };
       const branch = convoyBranch(input.convoyId);
-      await ensureBranch(rig, branch, rig.branch);
+      await ensureBranch(deps.gtHome, rig, branch, rig.branch);
       return { targetBranch: rig.branch, convoyBranch: branch, capacity: rig.maxPolecats };
     },
 
@@ -141,7 +141,7 @@ export function createConvoyActivities(deps: TownDeps) {
     async convoyBranchHead(raw: ConvoyBranchInput): Promise<{ headSha: string; rig: RigConfig }> {
       const input = parseActivityInput(ConvoyBranchInput, raw);
       const rig = await rigConfig(input.rig);
-      const mirror = await syncMirror(rig.name, rig.repo);
+      const mirror = await syncMirror(rig.name, rig.repo, deps.gtHome);
       const branch = convoyBranch(input.convoyId);
       const headSha = await remoteBranchSha(mirror, branch);
       if (!headSha) throw ApplicationFailure.nonRetryable(`convoy branch ${branch} does not exist in ${rig.repo}`, 'ConvoyBranchMissing');
@@ -151,14 +151,14 @@ export function createConvoyActivities(deps: TownDeps) {
 }
 
 /** Creates `branch` at the tip of `from` unless it exists; a concurrent or earlier creation is found, not repeated. */
-async function ensureBranch(rig: RigConfig, branch: string, from: string): Promise<string> {
-  const mirror = await syncMirror(rig.name, rig.repo);
+async function ensureBranch(gtHome: string, rig: RigConfig, branch: string, from: string): Promise<string> {
+  const mirror = await syncMirror(rig.name, rig.repo, gtHome);
   const existing = await remoteBranchSha(mirror, branch);
   if (existing) return existing;
   const base = await remoteBranchSha(mirror, from);
   if (!base) throw ApplicationFailure.nonRetryable(`target branch '${from}' does not exist in ${rig.repo}`, 'TargetMissing');
   const push = await gitStatus(mirror, ['push', 'origin', `${base}:refs/heads/${branch}`]);
-  await syncMirror(rig.name, rig.repo);
+  await syncMirror(rig.name, rig.repo, gtHome);
   const created = await remoteBranchSha(mirror, branch);
   if (created) return created;
   throw ApplicationFailure.retryable(`could not create ${branch} in ${rig.repo}: ${push.stderr.trim()}`, 'BranchCreateFailed');

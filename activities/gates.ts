@@ -1,8 +1,15 @@
-/** Gates: the rig's shell commands that must pass on the exact tree that will become the target branch. */
-import { spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync, readFileSync } from 'node:fs';
+/**
+ * Gates: the rig's shell commands that must pass on the exact tree that will become the target branch.
+ *
+ * A gate runs code the agents wrote (`npm test` runs their scripts), so it is an untrusted run like an agent's:
+ * it goes through the rig's runtime (sandbox or container, network per rig), with the allow-listed environment
+ * and none of the worker's secrets; it sees the candidate's work tree and, read-only, the mirror its `.git` points
+ * into. Only a bounded tail of its output enters a workflow payload; the whole log stays in its run directory.
+ */
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { Context, heartbeat } from '@temporalio/activity';
+import { OUTPUT_LOG, type AgentLaunch, type AgentRuntimeDriver, type AgentStatus } from '../agents/runtime';
 
 export interface GateResult {
   gate: string;
@@ -15,56 +22,58 @@ export interface GateResult {
   tail: string;
 }
 
-const TAIL_CHARS = 2000;
+const TAIL_BYTES = 2000;
+const POLL_MS = 200;
+const STOP_GRACE_MS = 2_000;
 
-export async function runGate(gate: string, cwd: string, logPath: string, timeoutMs: number, env: Record<string, string>): Promise<GateResult> {
+/** What the gates of one candidate share (tree, mounts, env, their own directory); each gate has its run directory. */
+export type GateLaunch = Omit<AgentLaunch, 'command' | 'runId' | 'role' | 'runDir'> & { runDir: (runId: string) => string };
+
+export async function runGate(driver: AgentRuntimeDriver, gate: string, runId: string, base: GateLaunch, timeoutMs: number): Promise<GateResult> {
   const started = Date.now();
-  const log = createWriteStream(logPath);
-  const child = spawn('/bin/sh', ['-c', gate], { cwd, env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-  child.stdout.pipe(log, { end: false });
-  child.stderr.pipe(log, { end: false });
-  let timedOut = false;
-  const killGroup = () => {
-    try {
-      process.kill(-child.pid!, 'SIGKILL');
-    } catch {
-      // already exited
-    }
-  };
-  const timer = setTimeout(() => {
-    timedOut = true;
-    killGroup();
-  }, timeoutMs);
-  // A cancelled merge (worker shutting down, section abandoned) must not leave its gate running beside the retry.
+  const runDir = base.runDir(runId);
+  const launch: AgentLaunch = { ...base, command: gate, runId, role: 'gate', runDir };
+  const { handle } = await driver.startOrAdopt(launch);
   const cancelled = cancellationSignal();
-  cancelled?.addEventListener('abort', killGroup);
   const beat = setInterval(() => heartbeatSafe(`gate: ${gate}`), 5_000);
-  const exitCode = await new Promise<number | null>((resolve) => {
-    child.on('error', () => resolve(127));
-    child.on('close', (code) => resolve(code));
-  });
-  clearTimeout(timer);
-  clearInterval(beat);
-  cancelled?.removeEventListener('abort', killGroup);
-  await new Promise<void>((resolve) => log.end(resolve));
-  const text = readFileSync(logPath, 'utf8');
-  return {
-    gate,
-    ok: exitCode === 0 && !timedOut,
-    exitCode,
-    timedOut,
-    durationMs: Date.now() - started,
-    logPath,
-    tail: text.slice(-TAIL_CHARS),
-  };
+  let timedOut = false;
+  let status: AgentStatus = { state: 'running' };
+  try {
+    const deadline = started + timeoutMs;
+    const hint = driver.exitHint?.(handle, runDir);
+    try {
+      for (;;) {
+        status = await driver.status(handle, runDir);
+        if (status.state === 'exited') break;
+        if (cancelled?.aborted) break;
+        if (Date.now() >= deadline) {
+          timedOut = true;
+          break;
+        }
+        await Promise.race([delay(POLL_MS), ...(hint ? [hint.promise] : [])]);
+      }
+    } finally {
+      hint?.close();
+    }
+    // A cancelled merge (worker shutting down, section abandoned) must not leave its gate running beside the retry.
+    if (status.state !== 'exited') await driver.stop(handle, STOP_GRACE_MS);
+    const tail = await driver.logs(handle, runDir, TAIL_BYTES).catch((err: unknown) => `(log unavailable: ${String(err)})`);
+    const exitCode = status.state === 'exited' ? status.exitCode : null;
+    return { gate, ok: exitCode === 0 && !timedOut, exitCode, timedOut, durationMs: Date.now() - started, logPath: join(runDir, OUTPUT_LOG), tail };
+  } finally {
+    clearInterval(beat);
+    await driver.remove?.(handle).catch(() => undefined);
+  }
 }
 
-/** Runs gates in order and stops at the first failure. */
-export async function runGates(gates: string[], cwd: string, logDir: string, timeoutMs: number, env: Record<string, string>): Promise<GateResult[]> {
-  mkdirSync(logDir, { recursive: true });
+/**
+ * Runs gates in order and stops at the first failure. `key` makes the gate runs of one activity attempt unique:
+ * a retried merge builds a new candidate and must run its gates anew, never adopt an earlier (killed) run.
+ */
+export async function runGates(driver: AgentRuntimeDriver, gates: string[], key: string, base: GateLaunch, timeoutMs: number): Promise<GateResult[]> {
   const results: GateResult[] = [];
   for (const [i, gate] of gates.entries()) {
-    const result = await runGate(gate, cwd, join(logDir, `gate-${i + 1}.log`), timeoutMs, env);
+    const result = await runGate(driver, gate, `${key}-g${i + 1}`, base, timeoutMs);
     results.push(result);
     if (!result.ok) break;
   }

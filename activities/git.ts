@@ -1,11 +1,21 @@
 /**
  * Git plumbing on this host. Each rig has a bare mirror under GT_HOME that fetches from the rig's repository;
- * polecat worktrees and merge candidates are worktrees of that mirror, and every change reaches the repository
- * by push, so the repository (not this host) is the source of truth and any host can pick up any step.
+ * every change reaches the repository by push from the mirror, so the repository (not this host) is the source of
+ * truth and any host can pick up any step.
+ *
+ * Agents are untrusted (docs/security.md), so the worker never runs git where an agent could have chosen its
+ * configuration:
+ * - every command names its repository explicitly (`GIT_DIR`, and `GIT_WORK_TREE` for a work tree): git never
+ *   discovers a `.git` file or directory in a tree an agent or a gate could write;
+ * - every command runs with `core.fsmonitor`/`core.hooksPath` switched off, without system config, without replace
+ *   objects and with a protocol allow-list, whatever the repository's config says;
+ * - an agent works in a repository of its own (`createRunRepo`: objects borrowed read-only from the mirror through
+ *   alternates); the worker takes its result by reading the branch's object id and objects as data
+ *   (`importRunBranch`), never by running git in the agent's repository, and only the worker pushes.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
-import { dirname } from 'node:path';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { paths } from '../host/home';
 
 const locks = new Map<string, Promise<unknown>>();
@@ -22,37 +32,92 @@ export async function withLock<T>(key: string, fn: () => Promise<T>): Promise<T>
   }
 }
 
+/** A repository the worker runs git in: a bare one (the mirror) or a git dir with its work tree. */
+export interface Repo {
+  gitDir: string;
+  workTree?: string;
+}
+
+/** Settings that override anything a repository's own config could say. */
+const SAFE_CONFIG = [
+  'core.fsmonitor=false',
+  'core.hooksPath=/dev/null',
+  'core.sshCommand=ssh',
+  'protocol.allow=never',
+  'protocol.file.allow=always',
+  'protocol.https.allow=always',
+  'protocol.http.allow=always',
+  'protocol.ssh.allow=always',
+].flatMap((kv) => ['-c', kv]);
+
+/** The worker's environment without anything that would point git elsewhere than where we say. */
+function gitEnv(repo: Repo): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!/^GIT_/.test(k)) env[k] = v;
+  return {
+    ...env,
+    GIT_DIR: repo.gitDir,
+    ...(repo.workTree ? { GIT_WORK_TREE: repo.workTree } : {}),
+    GIT_CONFIG_NOSYSTEM: '1',
+    GIT_NO_REPLACE_OBJECTS: '1',
+    GIT_TERMINAL_PROMPT: '0',
+    GIT_ASKPASS: '',
+    SSH_ASKPASS: '',
+  };
+}
+
+const asRepo = (repo: Repo | string): Repo => (typeof repo === 'string' ? { gitDir: repo } : repo);
+
 /**
  * Runs git where the exit status *is* the answer (merge, merge-base --is-ancestor, push --force-with-lease).
+ * A string names a bare repository (the mirror).
  *
  * Git runs through execFile rather than simple-git on purpose: simple-git waits a fixed 50 ms after any command
  * that prints nothing (a fetch with nothing new, worktree prune, clean, a log that finds no match) — several such
  * commands sit on every bead's critical path — and it treats a non-zero exit with an empty stderr as success.
  */
-export function gitStatus(dir: string, args: string[]): Promise<{ ok: boolean; stdout: string; stderr: string }> {
+export function gitStatus(
+  repo: Repo | string,
+  args: string[],
+  options: { env?: Record<string, string>; input?: string } = {},
+): Promise<{ ok: boolean; stdout: string; stderr: string }> {
+  const r = asRepo(repo);
   return new Promise((resolve) => {
-    execFile('git', args, { cwd: dir, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => resolve({ ok: !err, stdout, stderr }));
+    const child = execFile(
+      'git',
+      [...SAFE_CONFIG, ...args],
+      { cwd: r.workTree ?? r.gitDir, env: { ...gitEnv(r), ...options.env }, maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => resolve({ ok: !err, stdout, stderr }),
+    );
+    // Git may exit before reading its input (an error): that is the error to report, not the broken pipe.
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(options.input ?? '');
   });
 }
 
-/** Runs git in `dir` and returns its stdout; a non-zero exit is an error naming the command and git's message. */
-export async function git(dir: string, args: string[]): Promise<string> {
-  const { ok, stdout, stderr } = await gitStatus(dir, args);
-  if (!ok) throw new Error(`git ${args.slice(0, 2).join(' ')} failed in ${dir}: ${(stderr.trim() || stdout.trim()).slice(0, 2000) || 'no output'}`);
+/** Runs git and returns its stdout; a non-zero exit is an error naming the command and git's message. */
+export async function git(repo: Repo | string, args: string[], options: { env?: Record<string, string>; input?: string } = {}): Promise<string> {
+  const { ok, stdout, stderr } = await gitStatus(repo, args, options);
+  const r = asRepo(repo);
+  if (!ok) throw new Error(`git ${args.slice(0, 2).join(' ')} failed in ${r.workTree ?? r.gitDir}: ${(stderr.trim() || stdout.trim()).slice(0, 2000) || 'no output'}`);
   return stdout;
 }
 
-/** Makes sure the rig's mirror exists and has fetched the repository's branches as `origin/*`. */
-export async function syncMirror(rig: string, repo: string, home?: string): Promise<string> {
+/**
+ * Makes sure the rig's mirror exists and has fetched the repository's branches as `origin/*`. The host's
+ * credential store (`gt credential add`) answers for the mirror's fetches and pushes; agents never see it.
+ */
+export async function syncMirror(rig: string, repo: string, home: string): Promise<string> {
   const dir = paths.mirror(rig, home);
   return withLock(dir, async () => {
-    if (!existsSync(dir)) {
-      mkdirSync(dir, { recursive: true });
-      await git(dir, ['init', '--bare']);
+    if (!existsSync(join(dir, 'HEAD'))) {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      await git(dir, ['init', '--bare', '--quiet']);
       // Sets the fetch refspec +refs/heads/*:refs/remotes/origin/*.
       await git(dir, ['remote', 'add', 'origin', repo]);
       await git(dir, ['config', 'user.name', 'Gas Town Refinery']);
       await git(dir, ['config', 'user.email', 'refinery@gastown.local']);
+      await git(dir, ['config', 'credential.helper', `store --file=${join(home, 'git-credentials')}`]);
     }
     await git(dir, ['fetch', '--prune', 'origin']);
     return dir;
@@ -60,35 +125,166 @@ export async function syncMirror(rig: string, repo: string, home?: string): Prom
 }
 
 export async function remoteBranchSha(mirror: string, branch: string): Promise<string | null> {
-  try {
-    return (await git(mirror, ['rev-parse', '--verify', '--quiet', `refs/remotes/origin/${branch}^{commit}`])).trim();
-  } catch {
-    return null;
-  }
+  const r = await gitStatus(mirror, ['rev-parse', '--verify', '--quiet', `refs/remotes/origin/${branch}^{commit}`]);
+  return r.ok ? r.stdout.trim() : null;
 }
 
-/** Adds (or resets) a worktree at `path` on local branch `branch`, starting at `startPoint`. */
-export async function resetWorktree(mirror: string, path: string, branch: string, startPoint: string): Promise<void> {
-  await withLock(mirror, async () => {
-    if (existsSync(path)) {
-      await git(path, ['checkout', '-B', branch, startPoint]);
-      await git(path, ['reset', '--hard', startPoint]);
-      await git(path, ['clean', '-fdx']);
-      return;
-    }
+/**
+ * A worker-owned work tree of the mirror (merge candidates) at `startPoint` on `branch`, always built anew: a gate
+ * may have rewritten anything in the old one, its `.git` file included. The git dir is read once, right after git
+ * wrote it, and named explicitly from then on.
+ */
+export async function createCandidateTree(mirror: string, path: string, branch: string, startPoint: string): Promise<Repo> {
+  return withLock(mirror, async () => {
+    rmSync(path, { recursive: true, force: true });
     await git(mirror, ['worktree', 'prune']);
     mkdirSync(dirname(path), { recursive: true });
-    await git(mirror, ['worktree', 'add', '-f', '-B', branch, path, startPoint]);
+    await git(mirror, ['worktree', 'add', '--quiet', '-f', '-B', branch, path, startPoint]);
+    const pointer = /^gitdir: (.+)$/m.exec(readFileSync(join(path, '.git'), 'utf8'))?.[1];
+    if (!pointer) throw new Error(`git worktree add left no gitdir pointer in ${path}`);
+    return { gitDir: pointer.trim(), workTree: path };
   });
 }
 
-export async function removeWorktree(mirror: string, path: string): Promise<void> {
+/** Deletes a work tree of the mirror without letting git read anything inside it. */
+export async function removeCandidateTree(mirror: string, path: string): Promise<void> {
   await withLock(mirror, async () => {
-    if (existsSync(path)) {
-      await git(mirror, ['worktree', 'remove', '--force', path]).catch(() => rmSync(path, { recursive: true, force: true }));
-    }
+    rmSync(path, { recursive: true, force: true });
     await git(mirror, ['worktree', 'prune']);
   });
+}
+
+/**
+ * A repository of the run's own at `workTree` (its git dir inside, writable by the agent), checked out at `sha`
+ * on `branch` (or detached). It borrows the mirror's objects read-only through alternates and has the mirror as
+ * `origin` with every `origin/*` branch, so an agent can fetch the latest target from it, but it cannot write the
+ * mirror, another run's repository or the rig's repository: there is nothing to push with.
+ */
+export async function createRunRepo(mirror: string, workTree: string, checkout: { sha: string; branch?: string }): Promise<void> {
+  rmSync(workTree, { recursive: true, force: true });
+  mkdirSync(workTree, { recursive: true });
+  const repo = { gitDir: join(workTree, '.git'), workTree };
+  await git(repo, ['init', '--quiet']);
+  writeFileSync(join(repo.gitDir, 'objects', 'info', 'alternates'), `${join(mirror, 'objects')}\n`);
+  await git(repo, ['remote', 'add', 'origin', mirror]);
+  await git(repo, ['config', 'remote.origin.fetch', '+refs/remotes/origin/*:refs/remotes/origin/*']);
+  const refs = await git(mirror, ['for-each-ref', '--format=update %(refname) %(objectname)', 'refs/remotes/origin/']);
+  if (refs.trim()) await git(repo, ['update-ref', '--stdin'], { input: refs });
+  if (checkout.branch) await git(repo, ['checkout', '--quiet', '-B', checkout.branch, checkout.sha]);
+  else await git(repo, ['checkout', '--quiet', '--detach', checkout.sha]);
+}
+
+/** Why a run's result cannot be taken, said to the agent as feedback. */
+export class RunRepoRejected extends Error {}
+
+const OBJECT_ID = /^[0-9a-f]{40}$/;
+
+/** Reads a file an agent may have planted: a regular file (never a link followed) of bounded size, or nothing. */
+function readAgentFile(path: string, maxBytes: number): string | undefined {
+  let st;
+  try {
+    st = lstatSync(path);
+  } catch {
+    return undefined;
+  }
+  if (!st.isFile()) throw new RunRepoRejected(`${path} is not a regular file`);
+  if (st.size > maxBytes) throw new RunRepoRejected(`${path} is larger than ${maxBytes} bytes`);
+  return readFileSync(path, 'utf8');
+}
+
+/** The object id `refs/heads/<branch>` names in the run's repository, read as text (loose ref, then packed-refs). */
+function readBranchTip(gitDir: string, branch: string): string | undefined {
+  const loose = readAgentFile(join(gitDir, 'refs', 'heads', ...branch.split('/')), 4096)?.trim();
+  if (loose !== undefined) {
+    if (!OBJECT_ID.test(loose)) throw new RunRepoRejected(`refs/heads/${branch} does not name a commit (${loose.slice(0, 60)})`);
+    return loose;
+  }
+  const packed = readAgentFile(join(gitDir, 'packed-refs'), 64 * 1024 * 1024) ?? '';
+  for (const line of packed.split('\n')) {
+    const [sha, ref] = line.split(' ');
+    if (ref === `refs/heads/${branch}` && sha && OBJECT_ID.test(sha)) return sha;
+  }
+  return undefined;
+}
+
+/**
+ * The object store must be plain files and directories (a link could make the worker read another repository's
+ * objects on the agent's behalf), and it may borrow from the mirror only.
+ */
+function checkObjectStore(objects: string, mirror: string): void {
+  const walk = (dir: string) => {
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, entry.name);
+      if (entry.isDirectory()) walk(p);
+      else if (!entry.isFile()) throw new RunRepoRejected(`the run's object store holds ${p}, which is not a regular file`);
+    }
+  };
+  const top = lstatSync(objects, { throwIfNoEntry: false });
+  if (!top?.isDirectory()) throw new RunRepoRejected(`the run's repository has no object directory at ${objects}`);
+  walk(objects);
+  const alternates = (readAgentFile(join(objects, 'info', 'alternates'), 4096) ?? '').split('\n').filter(Boolean);
+  if (alternates.some((a) => a !== join(mirror, 'objects'))) throw new RunRepoRejected(`the run's repository borrows objects from elsewhere than the rig mirror (${alternates.join(', ')})`);
+  if (existsSync(join(objects, 'info', 'http-alternates'))) throw new RunRepoRejected("the run's repository names http alternates");
+}
+
+export interface ImportedBranch {
+  headSha: string;
+  commitsAhead: number;
+  /** Only looked at when nothing is ahead: whether the agent left its work uncommitted (said in the feedback). */
+  uncommittedChanges: boolean;
+}
+
+/**
+ * Takes the result of a finished run: the tip of `branch` in the run's repository at `workTree`, validated in a
+ * worker-owned quarantine repository (every object present, descending from the run's base), brought into the
+ * mirror and pushed as `branch` to the rig's repository. Nothing the agent wrote is executed or used as config.
+ */
+export async function importRunBranch(options: {
+  mirror: string;
+  workTree: string;
+  branch: string;
+  targetBranch: string;
+  baseSha?: string;
+  quarantine: string;
+}): Promise<ImportedBranch> {
+  const { mirror, workTree, branch } = options;
+  const gitDir = join(workTree, '.git');
+  if (!lstatSync(gitDir, { throwIfNoEntry: false })?.isDirectory()) throw new RunRepoRejected(`${gitDir} is not the run's repository any more`);
+  checkObjectStore(join(gitDir, 'objects'), mirror);
+  const targetSha = await remoteBranchSha(mirror, options.targetBranch);
+  if (!targetSha) throw new Error(`target branch '${options.targetBranch}' is missing from the mirror`);
+
+  rmSync(options.quarantine, { recursive: true, force: true });
+  mkdirSync(options.quarantine, { recursive: true });
+  const q = { gitDir: options.quarantine };
+  await git(q, ['init', '--bare', '--quiet']);
+  writeFileSync(join(q.gitDir, 'objects', 'info', 'alternates'), `${join(gitDir, 'objects')}\n${join(mirror, 'objects')}\n`);
+  try {
+    const tip = readBranchTip(gitDir, branch) ?? options.baseSha ?? targetSha;
+    if (!(await gitStatus(q, ['cat-file', '-e', `${tip}^{commit}`])).ok) throw new RunRepoRejected(`${branch} names ${tip}, which is not a commit of the run's repository`);
+    if (options.baseSha && !(await gitStatus(q, ['merge-base', '--is-ancestor', options.baseSha, tip])).ok) {
+      throw new RunRepoRejected(`${branch} (${tip}) does not build on the run's starting commit ${options.baseSha}; commit on top of it (merging ${options.targetBranch} in is fine)`);
+    }
+    // Every object the branch adds must be there: a missing one would only surface in the mirror or the remote.
+    const connectivity = await gitStatus(q, ['rev-list', '--objects', '--missing=error', tip, '--not', targetSha, ...(options.baseSha ? [options.baseSha] : [])]);
+    if (!connectivity.ok) throw new RunRepoRejected(`${branch} is missing objects: ${connectivity.stderr.trim().slice(0, 500)}`);
+    const commitsAhead = Number((await git(q, ['rev-list', '--count', tip, '--not', targetSha])).trim());
+    if (commitsAhead === 0) {
+      // A fresh index in the quarantine, compared with the agent's files (read as data; attributes name no driver here).
+      const index = { GIT_INDEX_FILE: join(q.gitDir, 'index') };
+      const tree = { gitDir: q.gitDir, workTree };
+      await git(tree, ['read-tree', tip], { env: index });
+      const status = await git(tree, ['status', '--porcelain', '--untracked-files=normal'], { env: index });
+      return { headSha: tip, commitsAhead, uncommittedChanges: status.trim() !== '' };
+    }
+    await withLock(mirror, async () => {
+      await git(mirror, ['fetch', '--quiet', '--no-tags', q.gitDir, tip]);
+      await git(mirror, ['push', '--quiet', '--force', 'origin', `${tip}:refs/heads/${branch}`]);
+    });
+    return { headSha: tip, commitsAhead, uncommittedChanges: false };
+  } finally {
+    rmSync(options.quarantine, { recursive: true, force: true });
+  }
 }
 
 /** The trailer that marks a commit on the target as the result of one merge request: the idempotency key. */
@@ -96,28 +292,6 @@ export const mergeTrailer = (mrId: string, headSha: string) => `Gt-Merge-Request
 
 /** Finds the commit on `origin/<target>` that already merged this MR at this head, if any. */
 export async function findMergedCommit(mirror: string, target: string, mrId: string, headSha: string): Promise<string | null> {
-  const out = await git(mirror, [
-    'log',
-    '-1',
-    '--format=%H',
-    '--fixed-strings',
-    `--grep=${mergeTrailer(mrId, headSha)}`,
-    `refs/remotes/origin/${target}`,
-  ]);
+  const out = await git(mirror, ['log', '-1', '--format=%H', '--fixed-strings', `--grep=${mergeTrailer(mrId, headSha)}`, `refs/remotes/origin/${target}`]);
   return out.trim() || null;
-}
-
-/** Adds (or resets) a detached worktree at `path` checked out at exactly `sha` (reviewers read, they do not commit). */
-export async function resetDetachedWorktree(mirror: string, path: string, sha: string): Promise<void> {
-  await withLock(mirror, async () => {
-    if (existsSync(path)) {
-      await git(path, ['checkout', '--detach', sha]);
-      await git(path, ['reset', '--hard', sha]);
-      await git(path, ['clean', '-fdx']);
-      return;
-    }
-    await git(mirror, ['worktree', 'prune']);
-    mkdirSync(dirname(path), { recursive: true });
-    await git(mirror, ['worktree', 'add', '-f', '--detach', path, sha]);
-  });
 }

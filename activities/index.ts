@@ -6,12 +6,12 @@ import { createAgentRunActivities, type HostDeps } from './agent-runs';
 import { createConvoyActivities } from './convoy';
 import { createDispatchActivities } from './dispatch';
 import { forgeActivities } from './forge';
-import { mergeCandidate } from './merge';
+import { createMergeActivities, type MergeDeps } from './merge';
 import { createReviewRunActivities } from './review-runs';
 import { createTownActivities, type TownDeps } from './town';
 
-export function createTownQueueActivities(deps: TownDeps) {
-  return { ...createTownActivities(deps), ...createConvoyActivities(deps), ...createDispatchActivities(deps), mergeCandidate, ...forgeActivities };
+export function createTownQueueActivities(deps: TownDeps & MergeDeps) {
+  return { ...createTownActivities(deps), ...createConvoyActivities(deps), ...createDispatchActivities(deps), ...createMergeActivities(deps), ...forgeActivities };
 }
 
 export function createHostQueueActivities(deps: HostDeps) {
@@ -20,4 +20,4 @@ export function createHostQueueActivities(deps: HostDeps) {
 
 export type TownQueueActivities = ReturnType<typeof createTownQueueActivities>;
 export type HostQueueActivities = ReturnType<typeof createHostQueueActivities>;
-export type { HostDeps, TownDeps };
+export type { HostDeps, MergeDeps, TownDeps };

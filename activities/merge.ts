@@ -10,10 +10,13 @@ import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
 import type { MergeOutcome } from '../domain/bead';
 import { type CandidateResult, MergeTicket } from '../domain/refinery';
-import { RigConfig } from '../domain/rig';
+import { type AgentRuntime, RigConfig } from '../domain/rig';
+import { fsSafe } from '../domain/ids';
+import type { AgentRuntimeDriver } from '../agents/runtime';
 import { paths } from '../host/home';
-import { runGates } from './gates';
-import { findMergedCommit, git, gitStatus, mergeTrailer, remoteBranchSha, removeWorktree, resetWorktree, syncMirror, withLock } from './git';
+import { type GateLaunch, runGates } from './gates';
+import { runEnv } from './agent-env';
+import { createCandidateTree, findMergedCommit, git, gitStatus, mergeTrailer, remoteBranchSha, removeCandidateTree, type Repo, syncMirror, withLock } from './git';
 import { parseActivityInput } from './validation';
 
 const MAX_CAS_ROUNDS = 5;
@@ -31,13 +34,40 @@ export type MergeCandidatesInput = z.input<typeof MergeCandidatesInput>;
 
 type Ticket = MergeTicket;
 
-export async function mergeCandidate(raw: MergeCandidatesInput): Promise<CandidateResult> {
+/** What a merge section needs of its host: where its state lives and how gates run (their runtime, `gt`, env). */
+export interface MergeDeps {
+  gtHome: string;
+  gtBinDir: string;
+  runtimes: Partial<Record<AgentRuntime, AgentRuntimeDriver>>;
+  /** The worker's environment, the only source of what a gate may be given (default: process.env). */
+  hostEnv?: NodeJS.ProcessEnv;
+}
+
+export function createMergeActivities(deps: MergeDeps) {
+  return {
+    mergeCandidate: (raw: MergeCandidatesInput) => mergeCandidate(deps, raw),
+  };
+}
+
+/** The runtime a rig's gates run in: its agents' runtime, which must be available on this host. */
+async function gateRuntime(deps: MergeDeps, rig: RigConfig): Promise<AgentRuntimeDriver> {
+  const driver = deps.runtimes[rig.runtime];
+  const available = driver ? await driver.available() : { ok: false as const, reason: 'not configured' };
+  if (!driver || !available.ok) {
+    // Retryable: another host of the town may have it (and this one may get it back); the section waits, bounded.
+    throw ApplicationFailure.retryable(`gates of rig ${rig.name} need runtime '${rig.runtime}', unavailable here: ${available.ok ? '' : available.reason}`, 'RuntimeUnavailable');
+  }
+  return driver;
+}
+
+async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promise<CandidateResult> {
   const { rig, tickets, mode } = parseActivityInput(MergeCandidatesInput, raw);
   const lead = tickets[0]!;
   const target = lead.targetBranch;
-  const mirror = await syncMirror(rig.name, rig.repo);
-  const candidateDir = paths.candidate(rig.name, lead.mrId);
-  const ctx = { mrIds: tickets.map((t) => t.mrId), attempt: activityInfo().attempt, mode };
+  const mirror = await syncMirror(rig.name, rig.repo, deps.gtHome);
+  const candidateDir = paths.candidate(rig.name, lead.mrId, deps.gtHome);
+  const attempt = activityInfo().attempt;
+  const ctx = { mrIds: tickets.map((t) => t.mrId), attempt, mode };
   let gateRuns = 0;
 
   try {
@@ -62,24 +92,25 @@ export async function mergeCandidate(raw: MergeCandidatesInput): Promise<Candida
         if (unusable) return excluded(t, unusable, gateRuns);
       }
 
-      await resetWorktree(mirror, candidateDir, `gt-candidate/${lead.beadId}`, targetSha);
+      const candidate = await createCandidateTree(mirror, candidateDir, `gt-candidate/${lead.beadId}`, targetSha);
       const commits: { mrId: string; commit: string }[] = [];
       for (const t of todo) {
-        const built = await applyTicket(candidateDir, rig.mergeStrategy, t, targetSha);
+        const built = await applyTicket(candidate, rig.mergeStrategy, t, targetSha);
         if (built.kind === 'conflict') return excluded(t, built, gateRuns);
         commits.push({ mrId: t.mrId, commit: built.sha });
       }
       const candidateSha = commits[commits.length - 1]!.commit;
 
       if (rig.gates.length) gateRuns++;
-      const gateResults = await runGates(rig.gates, candidateDir, paths.gateLogs(rig.name, `${lead.mrId}-${candidateSha.slice(0, 12)}`), rig.gateTimeout, {
+      const gateKey = `gate-${fsSafe(lead.mrId)}-${candidateSha.slice(0, 12)}-a${attempt}r${casRound}`;
+      const gateResults = rig.gates.length ? await runGates(await gateRuntime(deps, rig), rig.gates, gateKey, gateLaunch(deps, rig, candidateDir, gateKey, {
         GT_MR_ID: lead.mrId,
         GT_MR_IDS: todo.map((t) => t.mrId).join(' '),
         GT_BEAD_ID: lead.beadId,
         GT_BEAD_IDS: todo.map((t) => t.beadId).join(' '),
         GT_TARGET_BRANCH: target,
         GT_CANDIDATE_SHA: candidateSha,
-      });
+      }), rig.gateTimeout) : [];
       stopIfCancelled();
       const failed = gateResults.find((g) => !g.ok);
       if (failed) {
@@ -101,19 +132,20 @@ export async function mergeCandidate(raw: MergeCandidatesInput): Promise<Candida
       heartbeat('pushing');
       // Under the mirror's lock: a push that lands also moves the mirror's origin/<target>, and a fetch running
       // beside it would fail to lock that ref. That move is also why a landed push needs no fetch afterwards.
+      // From the mirror, never from the candidate's tree: a gate could have rewritten anything there.
       const push = await withLock(mirror, () =>
-        gitStatus(candidateDir, ['push', 'origin', `${candidateSha}:refs/heads/${target}`, `--force-with-lease=refs/heads/${target}:${targetSha}`]),
+        gitStatus(mirror, ['push', 'origin', `${candidateSha}:refs/heads/${target}`, `--force-with-lease=refs/heads/${target}:${targetSha}`]),
       );
       if (push.ok) {
         log.info('merged', { ...ctx, commit: candidateSha, target, gateRuns });
         return { kind: 'merged', commit: candidateSha, merged: [...landed, ...commits], gateRuns, alreadyMerged: false };
       }
       log.warn('target moved while gating; rebuilding on the new target', { ...ctx, error: push.stderr.trim() });
-      await syncMirror(rig.name, rig.repo);
+      await syncMirror(rig.name, rig.repo, deps.gtHome);
     }
     throw ApplicationFailure.retryable(`target ${target} kept moving during ${MAX_CAS_ROUNDS} merge attempts`, 'TargetKeptMoving');
   } finally {
-    if (existsSync(candidateDir)) await removeWorktree(mirror, candidateDir);
+    if (existsSync(candidateDir)) await removeCandidateTree(mirror, candidateDir);
   }
 }
 
@@ -142,7 +174,7 @@ function stopIfCancelled(): void {
 type Built = { kind: 'built'; sha: string } | Extract<MergeOutcome, { kind: 'conflict' }>;
 
 /** Applies one MR on top of the candidate's HEAD; a conflict is aborted, leaving nothing half-merged. */
-async function applyTicket(dir: string, strategy: RigConfig['mergeStrategy'], ticket: Ticket, targetSha: string): Promise<Built> {
+async function applyTicket(dir: Repo, strategy: RigConfig['mergeStrategy'], ticket: Ticket, targetSha: string): Promise<Built> {
   const before = (await git(dir, ['rev-parse', 'HEAD'])).trim();
   const message = `${ticket.title} (${ticket.beadId})\n\nMerge ${ticket.branch} into ${ticket.targetBranch}.\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`;
   const conflict = async (): Promise<Built> => {
@@ -172,4 +204,20 @@ async function applyTicket(dir: string, strategy: RigConfig['mergeStrategy'], ti
     await git(dir, ['commit', '--amend', '--allow-empty', '-m', `${last}\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`]);
   }
   return { kind: 'built', sha: (await git(dir, ['rev-parse', 'HEAD'])).trim() };
+}
+
+/** A gate's launch: the candidate's tree, the mirror its `.git` points into (read-only), allow-listed env, rig limits. */
+function gateLaunch(deps: MergeDeps, rig: RigConfig, candidateDir: string, key: string, gt: Record<string, string>): GateLaunch {
+  const agentDir = paths.agentDir(key, deps.gtHome);
+  return {
+    beadId: gt.GT_BEAD_ID!,
+    cwd: candidateDir,
+    runDir: (runId) => paths.runDir(runId, deps.gtHome),
+    agentDir,
+    allowNetwork: rig.network,
+    mounts: [{ path: paths.mirror(rig.name, deps.gtHome), writable: false }],
+    image: rig.image,
+    limits: rig.limits,
+    env: runEnv({ runtime: rig.runtime, rig, hostEnv: deps.hostEnv ?? process.env, agentDir, gtBinDir: deps.gtBinDir, gt }),
+  };
 }

@@ -1,9 +1,9 @@
 /**
- * Reviewer runs, on the task queue of the host that will supervise them: a detached worktree at exactly the merge
- * request's head (the reviewer reads what would be merged, and cannot move the bead's branch) and the reviewer's
- * prompt. Supervision is the polecats' own `superviseAgentRun` with role `reviewer`, addressed to the MR workflow.
+ * Reviewer runs, on the task queue of the host that will supervise them: a repository of the run's own, detached at
+ * exactly the merge request's head (the reviewer reads what would be merged, and cannot move the bead's branch: only
+ * the worker pushes, and it takes nothing from a reviewer's repository), and the reviewer's prompt. Supervision is the polecats' own `superviseAgentRun` with role `reviewer`, addressed to the MR workflow.
  */
-import { existsSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { z } from 'zod';
 import { writePromptFile } from '../agents/prompt';
@@ -12,7 +12,7 @@ import { fsSafe, RunId } from '../domain/ids';
 import { RigConfig } from '../domain/rig';
 import { paths } from '../host/home';
 import type { HostDeps } from './agent-runs';
-import { gitStatus, removeWorktree, resetDetachedWorktree, syncMirror } from './git';
+import { createRunRepo, gitStatus, syncMirror } from './git';
 import { parseActivityInput } from './validation';
 
 export const PrepareReviewInput = z.object({
@@ -49,8 +49,9 @@ export function createReviewRunActivities(deps: HostDeps) {
         throw ApplicationFailure.nonRetryable(`commit ${input.headSha} of ${input.branch} is not in ${input.rig.repo}`, 'HeadMissing');
       }
       const worktree = reviewWorktree(input.rig.name, input.runId, deps.gtHome);
-      await resetDetachedWorktree(mirror, worktree, input.headSha);
-      const promptFile = writePromptFile(paths.runDir(input.runId, deps.gtHome), {
+      // A repository of the reviewer's own, detached at the head: it reads what would be merged and moves nothing.
+      await createRunRepo(mirror, worktree, { sha: input.headSha });
+      const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
         bead: input.bead,
         rig: input.rig.name,
         runId: input.runId,
@@ -68,8 +69,7 @@ export function createReviewRunActivities(deps: HostDeps) {
     /** Removes the review worktree once the verdict is in (the run directory with its log stays). */
     async finishReviewRun(raw: FinishReviewInput): Promise<void> {
       const input = parseActivityInput(FinishReviewInput, raw);
-      const worktree = reviewWorktree(input.rig.name, input.runId, deps.gtHome);
-      if (existsSync(worktree)) await removeWorktree(paths.mirror(input.rig.name, deps.gtHome), worktree);
+      rmSync(reviewWorktree(input.rig.name, input.runId, deps.gtHome), { recursive: true, force: true });
     },
   };
 }

@@ -15,6 +15,8 @@ export interface TownDeps {
   client: Client;
   taskQueue: string;
   hostQueue: string;
+  /** This host's GT_HOME (mirrors, candidates, gate logs). */
+  gtHome: string;
 }
 
 export const EnqueueInput = z.object({ rig: RigConfig, ticket: MergeTicket });

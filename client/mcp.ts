@@ -5,7 +5,7 @@
  * - Agent tools speak for the run in GT_* (gateway URL, run token, run id) through the agent gateway, exactly as
  *   `gt done` & co. do, so an agent never needs Temporal credentials and can only speak for its own run.
  * - Operator tools go through the same Town operations as the CLI (same validation, same workflow starts).
- * Inside a run (GT_RUN_TOKEN set) only the agent tools of its role are offered by default.
+ * Inside a run (GT_RUN_TOKEN_FILE or GT_RUN_TOKEN set) only the agent tools of its role are offered by default.
  */
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
@@ -30,7 +30,7 @@ export interface GtMcpServer {
 }
 
 /** The toolset when none is asked for: inside a run, the agent's; otherwise the operator's. */
-export const defaultToolset = (env: NodeJS.ProcessEnv = process.env): McpToolset => (env.GT_RUN_TOKEN ? 'agent' : 'operator');
+export const defaultToolset = (env: NodeJS.ProcessEnv = process.env): McpToolset => (env.GT_RUN_TOKEN_FILE || env.GT_RUN_TOKEN ? 'agent' : 'operator');
 
 const text = (value: unknown): CallToolResult => ({
   content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value, null, 2) }],

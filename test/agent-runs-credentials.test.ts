@@ -1,15 +1,17 @@
 /**
- * Git credentials reach a run through git's credential helper, keyed by the remote's full host:port: proved with real
- * git against a real HTTP git server (git http-backend behind basic auth) on a non-default port, where a port-less
- * key (the predecessor's bug) is never matched.
+ * The worker's git credentials (`gt credential add`) answer for its mirror's fetches, keyed by the remote's full
+ * host:port: proved with real git against a real HTTP git server (git http-backend behind basic auth) on a
+ * non-default port, where a port-less key (the predecessor's bug) is never matched. Agents never get them (the
+ * run's environment is tested in agent-env.test.ts; the hostile-agent suite tries to read the store).
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { credentialKey, credentialLine, hostCredentialsFile, runCredentialsFile, runGitCredentials, saveHostCredential } from '../activities/credentials';
+import { credentialKey, credentialLine, hostCredentialsFile, saveHostCredential } from '../activities/credentials';
+import { git, remoteBranchSha, syncMirror } from '../activities/git';
 import { createRepo } from './helpers/repo';
 
 const TOKEN = 'tok-3f9a1c-secret';
@@ -49,14 +51,7 @@ beforeAll(async () => {
 });
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-const lsRemote = (env: Record<string, string>) =>
-  new Promise<{ ok: boolean; out: string }>((resolve) =>
-    execFile('git', ['ls-remote', remote], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: mkdtempSync(join(tmpdir(), 'gt-nohome-')), ...env }, timeout: 30_000 }, (err, stdout, stderr) =>
-      resolve({ ok: !err, out: stdout + stderr }),
-    ),
-  );
-
-describe('git credentials for runs', () => {
+describe('the worker\'s git credentials', () => {
   it('keys credentials by protocol and the full host:port as the remote spells it', () => {
     expect(credentialKey('https://git.example.com:8443/org/repo.git')).toEqual({ protocol: 'https', host: 'git.example.com:8443' });
     expect(credentialKey('https://user@git.example.com/org/repo.git')).toEqual({ protocol: 'https', host: 'git.example.com' });
@@ -65,30 +60,21 @@ describe('git credentials for runs', () => {
     expect(credentialLine('https://git.example.com:8443/x.git', 'ci', 'a/b:c')).toBe('https://ci:a%2Fb%3Ac@git.example.com:8443');
   });
 
-  it('lets a run’s git authenticate to a host:port remote through the helper, with only that remote’s entry in an owner-only file', async () => {
+  it('let the worker’s mirror fetch a host:port remote, from an owner-only store, without writing the token anywhere else', async () => {
     const home = mkdtempSync(join(tmpdir(), 'gt-cred-home-'));
-    const runDir = join(home, 'runs', 'b_r1_a1');
     saveHostCredential(home, 'https://elsewhere.example.com', 'other', 'other-token');
     saveHostCredential(home, remote, 'ci', TOKEN);
     expect(statSync(hostCredentialsFile(home)).mode & 0o777).toBe(0o600);
+    expect(readFileSync(hostCredentialsFile(home), 'utf8')).toContain(credentialLine(remote, 'ci', TOKEN));
 
-    const env = runGitCredentials({ gtHome: home, runDir, repo: remote });
-    expect(Object.values(env).join('\n')).not.toContain(TOKEN);
-    expect(readFileSync(runCredentialsFile(runDir), 'utf8')).toBe(`${credentialLine(remote, 'ci', TOKEN)}\n`);
-    expect(statSync(runCredentialsFile(runDir)).mode & 0o777).toBe(0o600);
-    const r = await lsRemote(env);
-    expect(r.out).toMatch(/refs\/heads\/main/);
-    expect(r.ok).toBe(true);
+    const mirror = await syncMirror('cred', remote, home);
+    expect(await remoteBranchSha(mirror, 'main')).toMatch(/^[0-9a-f]{40}$/);
+    expect(await git(mirror, ['config', '--list', '--local'])).not.toContain(TOKEN);
   });
 
-  it('does not authenticate with a port-less entry, and never prompts', async () => {
+  it('do not authenticate with a port-less entry, and never prompt', async () => {
     const home = mkdtempSync(join(tmpdir(), 'gt-cred-home-'));
-    const portless = remote.replace(/:\d+\//, '/');
-    saveHostCredential(home, portless, 'ci', TOKEN);
-    const env = runGitCredentials({ gtHome: home, runDir: join(home, 'runs', 'b_r1_a1'), repo: remote });
-    expect(env).toEqual({ GIT_TERMINAL_PROMPT: '0' });
-    const r = await lsRemote(env);
-    expect(r.ok).toBe(false);
-    expect(r.out).toMatch(/Authentication failed|could not read Username|terminal prompts disabled/);
+    saveHostCredential(home, remote.replace(/:\d+\//, '/'), 'ci', TOKEN);
+    await expect(syncMirror('cred', remote, home)).rejects.toThrow(/Authentication failed|could not read Username|terminal prompts disabled/);
   });
 });

@@ -93,7 +93,7 @@ describe('gt mcp for operators', () => {
   it('offers the agent tools but refuses them outside a run', async () => {
     const client = await mcpClient(['--tools', 'agent'], t.cliEnv({ GT_RUN_TOKEN: '', GT_RUN_ID: '', GT_GATEWAY_URL: '' }));
     expect((await client.listTools()).tools.map((tool) => tool.name).sort()).toEqual(['gt_approve', 'gt_checkpoint', 'gt_done', 'gt_escalate', 'gt_inbox', 'gt_progress', 'gt_request_changes']);
-    expect(await callError(client, 'gt_done', { summary: 'x' })).toBe('not inside a Gas Town run: GT_GATEWAY_URL, GT_RUN_TOKEN and GT_RUN_ID must be set');
+    expect(await callError(client, 'gt_done', { summary: 'x' })).toBe('not inside a Gas Town run: GT_GATEWAY_URL, GT_RUN_TOKEN_FILE (or GT_RUN_TOKEN) and GT_RUN_ID must be set');
   });
 });
 

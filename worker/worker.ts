@@ -1,6 +1,6 @@
 /**
  * The town worker of one host: a worker on the town queue (workflows, merges, gates, Temporal calls) and one on
- * this host's own queue (agent runs it owns), plus the agent gateway agents talk to.
+ * this host's own queue (agent runs it owns), plus the agent gateway agents talk to. GT_HOME is made owner-only.
  */
 import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
@@ -11,7 +11,7 @@ import type { AgentRuntimeDriver } from '../agents/runtime';
 import { createHostQueueActivities, createTownQueueActivities } from '../activities';
 import type { AgentRuntime } from '../domain/rig';
 import { hostTaskQueue } from '../domain/task-queues';
-import { gatewaySecret, gtHome, hostId as defaultHostId } from '../host/home';
+import { ensureHome, gatewaySecret, gtHome, hostId as defaultHostId } from '../host/home';
 import { startGateway, type Gateway } from '../client/gateway';
 import { dataConverterFromEnv } from '../codec/settings';
 import { activityLogIds } from './logging';
@@ -50,7 +50,8 @@ export interface TownWorker {
 export async function createTownWorker(options: TownWorkerOptions): Promise<TownWorker> {
   const host = options.hostId ?? defaultHostId();
   const hostQueue = hostTaskQueue(options.taskQueue, host);
-  const home = gtHome();
+  const home = ensureHome(gtHome());
+  const runtimes = options.runtimes ?? defaultRuntimes();
   const secret = gatewaySecret(home);
   const dataConverter = options.dataConverter ?? dataConverterFromEnv();
   const tracing = options.tracing === undefined ? await tracingFromEnv(process.env, host) : (options.tracing ?? undefined);
@@ -73,7 +74,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
     namespace: options.namespace,
     taskQueue: options.taskQueue,
     ...code,
-    activities: createTownQueueActivities({ client, taskQueue: options.taskQueue, hostQueue }),
+    activities: createTownQueueActivities({ client, taskQueue: options.taskQueue, hostQueue, gtHome: home, gtBinDir, runtimes }),
     shutdownGraceTime,
     dataConverter,
     interceptors,
@@ -90,7 +91,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       gatewayUrl: gateway.url,
       gatewaySecret: secret,
       gtBinDir,
-      runtimes: options.runtimes ?? defaultRuntimes(),
+      runtimes,
       pollIntervalMs: options.pollIntervalMs,
     }),
     shutdownGraceTime,

@@ -382,7 +382,10 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       return { failure: `${runId}: ${why}` };
     }
     setStatus('in_progress', `publishing branch of ${runId}`);
-    const published = await onHost.publishBranch.executeWithOptions({ summary: `publish ${branch} from run ${runId}` }, [{ rig, worktree: prepared.worktree, branch, targetBranch }]);
+    const published = await onHost.publishBranch.executeWithOptions({ summary: `publish ${branch} from run ${runId}` }, [
+      { rig, worktree: prepared.worktree, branch, targetBranch, runId, baseSha: prepared.baseSha },
+    ]);
+    if (published.rejected) return { failure: `${runId}: gt done was called but the run's branch was not taken: ${published.rejected}` };
     if (published.commitsAhead === 0) {
       return { failure: `${runId}: gt done was called but ${branch} has no commits ahead of ${targetBranch}${published.uncommittedChanges ? ' (changes were left uncommitted)' : ''}` };
     }

@@ -1,4 +1,5 @@
 /** Commands an agent runs inside its run: they read GT_* and speak to the gateway with the run token. */
+import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import type { Command } from 'commander';
 import { UNIX_URL_PREFIX } from '../../agents/gateway-socket';
@@ -6,9 +7,22 @@ import type { InboxReply } from '../../domain/bead';
 import { printJson } from '../output';
 import { UserError } from '../errors';
 
-function runEnv() {
-  const { GT_GATEWAY_URL: url, GT_RUN_TOKEN: token, GT_RUN_ID: runId } = process.env;
-  if (!url || !token || !runId) throw new UserError('not inside a Gas Town run: GT_GATEWAY_URL, GT_RUN_TOKEN and GT_RUN_ID must be set');
+/**
+ * The run this command speaks for: its gateway, its id, and its token — read from the owner-only file the worker
+ * wrote (GT_RUN_TOKEN_FILE), so the token is never in an environment another process or `docker inspect` can read.
+ * GT_RUN_TOKEN is still taken when set, for agents that were handed the token some other way.
+ */
+export function runEnv(env: NodeJS.ProcessEnv = process.env) {
+  const { GT_GATEWAY_URL: url, GT_RUN_ID: runId } = env;
+  let token = env.GT_RUN_TOKEN;
+  if (!token && env.GT_RUN_TOKEN_FILE) {
+    try {
+      token = readFileSync(env.GT_RUN_TOKEN_FILE, 'utf8').trim();
+    } catch (err) {
+      throw new UserError(`cannot read the run token at GT_RUN_TOKEN_FILE=${env.GT_RUN_TOKEN_FILE}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+    }
+  }
+  if (!url || !token || !runId) throw new UserError('not inside a Gas Town run: GT_GATEWAY_URL, GT_RUN_TOKEN_FILE (or GT_RUN_TOKEN) and GT_RUN_ID must be set');
   return { url, token, runId };
 }
 

@@ -1,4 +1,4 @@
-/** `gt credential add <url>`: git credentials for agents, kept on this worker host (never in a workflow). */
+/** `gt credential add <url>`: git credentials the worker uses for its rigs' remotes, kept on this host (never in a workflow, never given to agents). */
 import type { Command } from 'commander';
 import { credentialKey, hostCredentialsFile, saveHostCredential } from '../../activities/credentials';
 import { gtHome } from '../../host/home';
@@ -12,7 +12,7 @@ async function readStdin(): Promise<string> {
 }
 
 export function registerCredentialCommands(program: Command): void {
-  const credential = program.command('credential').description("git credentials agents use for their rig's remote (stored on this host, owner-only)");
+  const credential = program.command('credential').description("git credentials this worker uses to fetch and push its rigs' remotes (stored on this host, owner-only; agents never get them)");
   credential
     .command('add')
     .description('store a token for an http(s) remote; keyed by protocol and full host:port, read from stdin or an environment variable')

@@ -24,5 +24,5 @@ mkdir -p work
 echo "done by $GT_RUN_ID" > "work/$GT_BEAD_ID.txt"
 git add -A
 git -c user.name=Polecat -c user.email=polecat@test commit -q -m "work for $GT_BEAD_ID"
-curl -fsS -X POST -H "authorization: Bearer $GT_RUN_TOKEN" -H 'content-type: application/json' \
+curl -fsS -X POST -H "authorization: Bearer $(cat "$GT_RUN_TOKEN_FILE")" -H 'content-type: application/json' \
   -d '{"summary":"committed work"}' "$GT_GATEWAY_URL/v1/done" > /dev/null

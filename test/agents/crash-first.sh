@@ -4,7 +4,7 @@
 set -eu
 case "$GT_RUN_ID" in
   */a1)
-    printf 'GT_RUN_ID=%s\nGT_RUN_TOKEN=%s\nGT_GATEWAY_URL=%s\n' "$GT_RUN_ID" "$GT_RUN_TOKEN" "$GT_GATEWAY_URL" > "$TEST_DIR/first-run.env"
+    printf 'GT_RUN_ID=%s\nGT_RUN_TOKEN=%s\nGT_GATEWAY_URL=%s\n' "$GT_RUN_ID" "$(cat "$GT_RUN_TOKEN_FILE")" "$GT_GATEWAY_URL" > "$TEST_DIR/first-run.env"
     echo "crashing" >&2
     exit 3
     ;;
