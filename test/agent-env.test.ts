@@ -1,5 +1,8 @@
-/** What an agent inherits from its worker: model keys yes; Temporal, codec, gateway and forge credentials never. */
-import { mkdtempSync, readFileSync } from 'node:fs';
+/**
+ * What an agent inherits from its worker, by allow-list: model keys yes; Temporal, codec, gateway, forge, cloud, npm
+ * credentials and the ssh agent never, nor its own token (a file, GT_RUN_TOKEN_FILE, owner-only).
+ */
+import { mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -12,6 +15,10 @@ const WORKER_SECRETS = {
   GT_CODEC_KEY: 'codec-key-value',
   GT_CODEC_SERVER_TOKEN: 'codec-token-value',
   GITHUB_TOKEN: 'github-token-value',
+  AWS_SECRET_ACCESS_KEY: 'aws-secret-value',
+  NPM_TOKEN: 'npm-token-value',
+  SSH_AUTH_SOCK: '/tmp/ssh-agent-socket-value',
+  SOME_UNDECLARED_VARIABLE: 'undeclared-value',
 };
 const saved = { ...process.env };
 let t: TestTown;
@@ -38,5 +45,9 @@ describe('agent environment', () => {
     for (const [name, value] of Object.entries(WORKER_SECRETS)) {
       expect(env, name).not.toContain(value);
     }
+    expect(env).not.toMatch(/^GT_RUN_TOKEN=/m);
+    const tokenFile = /^GT_RUN_TOKEN_FILE=(.+)$/m.exec(env)?.[1];
+    expect(tokenFile && statSync(tokenFile).mode & 0o777).toBe(0o600);
+    expect(readFileSync(tokenFile!, 'utf8')).toMatch(/^gtr1\./);
   });
 });

@@ -8,14 +8,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, describe, expect, it } from 'vitest';
-import { mergeCandidate } from '../activities/merge';
+import { createMergeActivities } from '../activities/merge';
+import { ProcessRuntime } from '../agents/process-runtime';
 import { mergeRequestWorkflowId } from '../domain/ids';
 import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import type { mergeRequestWorkflow } from '../workflows/merge-request';
 import { createRepo } from './helpers/repo';
 import { pushBranch, recordTargetMoves, startMergeRequest, targetTreesHeld, trailersOf } from './helpers/refinery';
-import { eventually, startTestTown, type TestTown } from './helpers/town';
+import { eventually, repoRoot, startTestTown, type TestTown } from './helpers/town';
 
 const towns: TestTown[] = [];
 afterAll(async () => {
@@ -75,6 +76,7 @@ describe('a retried merge activity', () => {
     const headSha = await pushBranch(repo.origin, 'gt/again', { 'work/again.txt': 'again\n' });
     const ticket = MergeTicket.parse({ mrId: 'mr:again:1', beadId: 'again', round: 1, title: 'again', branch: 'gt/again', headSha, targetBranch: 'main', enqueuedAt: 0 });
     const env = new MockActivityEnvironment();
+    const { mergeCandidate } = createMergeActivities({ gtHome: t.gtHome, gtBinDir: join(repoRoot, 'bin'), runtimes: { process: new ProcessRuntime() } });
 
     const once = await env.run(mergeCandidate, { rig, tickets: [ticket] });
     expect(once).toMatchObject({ kind: 'merged', alreadyMerged: false });

@@ -39,7 +39,7 @@ describe('rework from the refinery', () => {
     expect(second!.rounds).toHaveLength(2);
     expect(second!.rounds[0]!.outcome).toMatchObject({ kind: 'conflict', paths: ['shared.txt'] });
     // The next polecat run of the sent-back bead read the conflict in its prompt.
-    const prompt = readFileSync(join(paths.runDir(`${second!.beadId}/r2/a1`, t.gtHome), 'prompt.md'), 'utf8');
+    const prompt = readFileSync(join(paths.agentDir(`${second!.beadId}/r2/a1`, t.gtHome), 'prompt.md'), 'utf8');
     expect(prompt).toContain('conflicts with main in: shared.txt');
     expect(await repo.show('shared.txt')).toBe(`${first!.beadId}\n${second!.beadId}\n`);
     // Nothing half-merged: the refinery's mirror has no candidate worktrees or merge state left behind.
@@ -62,7 +62,7 @@ describe('rework from the refinery', () => {
     expect(failed).toMatchObject({ kind: 'gates_failed' });
     expect(failed?.kind === 'gates_failed' && failed.feedback).toMatch(/exited with 1 on the merge of your branch into main\.\nLast output:\n[\s\S]*gate saw tree [0-9a-f]+: fail/);
     expect(failed?.kind === 'gates_failed' && readFileSync(failed.logPath!, 'utf8')).toMatch(/: fail/);
-    expect(readFileSync(join(paths.runDir('gated-1/r2/a1', t.gtHome), 'prompt.md'), 'utf8')).toContain('[gates_failed]');
+    expect(readFileSync(join(paths.agentDir('gated-1/r2/a1', t.gtHome), 'prompt.md'), 'utf8')).toContain('[gates_failed]');
 
     const runs = gateRecords(dir);
     expect(runs.map((r) => r.result)).toEqual(['fail', 'pass']);

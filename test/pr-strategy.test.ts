@@ -80,7 +80,7 @@ describe('merging through GitHub pull requests', () => {
     await eventually(async () => (await mrPhase('mr:pr-a:2').catch(() => undefined)) === 'pull_request', 60_000, 'round 2 following the PR');
     expect(gh.pulls.filter((p) => p.head === 'gt/pr-a')).toHaveLength(1);
     expect(await gh.headSha(prA)).toBe((await t.town.beadState('pr-a')).rounds[1]!.headSha);
-    expect(readFileSync(join(paths.runDir('pr-a/r2/a1', t.gtHome), 'prompt.md'), 'utf8')).toContain('alice: Rename the output file, please.');
+    expect(readFileSync(join(paths.agentDir('pr-a/r2/a1', t.gtHome), 'prompt.md'), 'utf8')).toContain('alice: Rename the output file, please.');
     // The answered review (on the old head) does not bounce round 2; the human merges.
     await gh.review(prA.number, 'alice', 'APPROVED');
     const mergedA = await gh.merge(prA.number);

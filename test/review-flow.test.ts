@@ -37,7 +37,7 @@ describe('review by a reviewer agent', () => {
     const state = await t.town.beadState('rv');
     expect(state.rounds).toHaveLength(2);
     expect(state.rounds[0]!.outcome).toEqual({ kind: 'changes_requested', feedback: 'Reviewer (rv/r1/review1) requested changes:\nPlease also add a changelog line for rv' });
-    expect(readFileSync(join(paths.runDir('rv/r2/a1', t.gtHome), 'prompt.md'), 'utf8')).toContain('Please also add a changelog line for rv');
+    expect(readFileSync(join(paths.agentDir('rv/r2/a1', t.gtHome), 'prompt.md'), 'utf8')).toContain('Please also add a changelog line for rv');
     // Each reviewer read exactly the head of its merge request.
     expect(lines(join(testDir, 'reviews'))).toEqual([`rv/r1/review1 ${state.rounds[0]!.headSha}`, `rv/r2/review1 ${state.rounds[1]!.headSha}`]);
     const mr = await t.client.workflow.getHandle('mr:rv:2').query(mergeRequestStateQuery);
