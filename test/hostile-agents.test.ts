@@ -144,11 +144,12 @@ describe.each(availability.filter((a) => !a.reason).map((a) => a.name))('a hosti
 
     const attacks = parseAttacks(await s.repo.show('attacks.txt'));
     expect(Object.keys(attacks).sort()).toEqual([...ATTACKS].sort());
-    for (const [attack, outcome] of Object.entries(attacks)) expect(outcome, attack).toBe('blocked');
+    for (const [attack, outcome] of Object.entries(attacks)) if (attack !== 'plant-handle') expect(outcome, attack).toBe('blocked');
 
     // Nothing the agent planted ran as the worker, no host process died, no branch moved but by the refinery.
     expect(readdirSync(s.testDir).filter((f) => f.startsWith('pwned'))).toEqual([]);
     expect(alive(s.decoy.pid!)).toBe(true);
+    // The handle file: whatever the agent managed to write, nothing of it is in the worker's run directory.
     expect(existsSync(join(s.t.gtHome, 'runs', 'evil'))).toBe(false);
     expect(await s.repo.show('attacks.txt', 'gt/victim')).toBeNull();
     const log = await s.repo.log();
@@ -202,6 +203,8 @@ describe('the same agent under the process runtime (trusted agents only): the co
     expect(attacks['read:git-credentials']).toContain(CREDENTIAL);
     expect(attacks['proc-environ']).toMatch(/^LEAKED:/);
     expect(attacks['kill-host-process']).toBe('LEAKED');
+    expect(attacks['plant-handle']).toBe('written');
+    expect(existsSync(join(s.t.gtHome, 'runs', 'evil', 'handle.json'))).toBe(true);
     // What the worker itself decides stays closed whatever the runtime.
     expect(attacks['speak-for-other-run']).toBe('blocked');
     expect(attacks['speak-as-reviewer']).toBe('blocked');

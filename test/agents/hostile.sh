@@ -27,7 +27,8 @@ if git push -q "$HOSTILE_REPO" HEAD:refs/heads/main 2>/dev/null; then rec push-r
 if git push -q "$HOSTILE_REPO" HEAD:refs/heads/gt/victim 2>/dev/null; then rec push-repo-other-bead LEAKED; else rec push-repo-other-bead blocked; fi
 # The worker's files: a handle naming a foreign container/process, the rig mirror.
 if mkdir -p "$HOSTILE_RUNS/evil" 2>/dev/null && echo '{"runtime":"process","runId":"victim/r1/a1","ref":"1"}' > "$HOSTILE_RUNS/evil/handle.json" 2>/dev/null; then
-  rec plant-handle LEAKED
+  # Whether it reached the worker's run directory is for the host to say (a sandbox may give a private scratch path).
+  rec plant-handle written
 else
   rec plant-handle blocked
 fi
