@@ -24,6 +24,9 @@ interface RigSettingOptions {
   env: string[];
   network?: boolean;
   image?: string;
+  pidsLimit?: number;
+  memoryLimit?: number;
+  cpus?: number;
   gitName?: string;
   gitEmail?: string;
   breakerThreshold?: number;
@@ -53,6 +56,12 @@ function forgeOptions(o: RigSettingOptions, repo: string, merge: string, current
   return Object.keys(forge).length ? forge : undefined;
 }
 
+/** The resource limits given on the command line (on top of `current`). */
+const limitOptions = (o: RigSettingOptions, current?: RigConfigInput['limits']): RigConfigInput['limits'] | undefined => {
+  const limits = given({ pids: o.pidsLimit, memoryMb: o.memoryLimit, cpus: o.cpus });
+  return Object.keys(limits).length ? { ...current, ...limits } : undefined;
+};
+
 /** The run policy fields given on the command line. */
 const policyOptions = (o: RigSettingOptions) =>
   given({
@@ -75,7 +84,11 @@ function settingOptions(cmd: Command, defaults: boolean): Command {
     .option('--gate <cmd>', `gate command run on every merge candidate (repeatable${defaults ? '' : '; replaces the current gates'})`, collect, d([]))
     .option('--agent <cmd>', `polecat command, run in the worktree with GT_* set${defaults ? ' (default: gt-example-agent, the bundled scripted agent)' : ''}`)
     .option('--reviewer <cmd>', 'reviewer agent command (enables review)')
-    .option('--runtime <kind>', 'process | sandbox | docker', d('process'))
+    .option(
+      '--runtime <kind>',
+      'where agents and gates run: process (on the host, no containment: trusted agents only) | sandbox (bubblewrap) | docker (a container); see docs/security.md',
+      d('process'),
+    )
     .option('--max-polecats <n>', 'concurrent polecats on this rig', intArg('--max-polecats'), d(4))
     .option('--stall-timeout <duration>', 'stop a run that reports no progress for this long (e.g. 30m)')
     .option('--max-attempts <n>', 'attempts per round', intArg('--max-attempts'))
@@ -85,7 +98,10 @@ function settingOptions(cmd: Command, defaults: boolean): Command {
     .option('--start-timeout <duration>', 'how long a run may wait for a host to pick it up')
     .option('--env <KEY=VALUE>', `environment variable for its agents (repeatable${defaults ? '' : '; added to the current ones'}; no secrets: see \`gt credential\`)`, collect, d([]))
     .option('--network', 'let sandboxed/containerized agents use the network (off by default)')
-    .option('--image <image>', 'container image of the docker runtime')
+    .option('--image <image>', `container image of the docker runtime${defaults ? ' (default: gastown/agent:bookworm, made by `gt image build`)' : ''}`)
+    .option('--pids-limit <n>', 'most processes one agent or gate run may have (sandbox, docker; default 1024)', intArg('--pids-limit'))
+    .option('--memory-limit <MiB>', 'memory cap of one agent or gate run in MiB (sandbox, docker; default 4096)', intArg('--memory-limit'))
+    .option('--cpus <n>', 'CPUs one agent or gate run may use (docker; default 2)', parseFloat)
     .option('--git-name <name>', "author/committer name of the agents' commits")
     .option('--git-email <email>', "author/committer email of the agents' commits")
     .option('--breaker-threshold <n>', 'consecutive agent start failures that pause dispatch on the rig', intArg('--breaker-threshold'))
@@ -137,6 +153,7 @@ export function registerRigCommands(program: Command): void {
           env: parseEnvFlags(o.env ?? []),
           network: o.network ?? false,
           image: o.image,
+          limits: limitOptions(o),
           gitIdentity: o.gitName || o.gitEmail ? { name: o.gitName ?? '', email: o.gitEmail ?? '' } : undefined,
           batchSize: o.batchSize,
           forge: forgeOptions(o, o.repo, o.merge ?? 'direct'),
@@ -168,6 +185,7 @@ export function registerRigCommands(program: Command): void {
           env: o.env ? { ...current.env, ...parseEnvFlags(o.env) } : undefined,
           network: o.network,
           image: o.image,
+          limits: limitOptions(o, current.limits),
           gitIdentity: o.gitName || o.gitEmail ? { name: o.gitName ?? current.gitIdentity?.name ?? '', email: o.gitEmail ?? current.gitIdentity?.email ?? '' } : undefined,
           batchSize: o.batchSize,
           forge: forgeGiven ? forgeOptions(o, current.repo, o.merge ?? current.merge, current.forge) : undefined,
