@@ -2,7 +2,8 @@
  * The runtime contract every agent runtime keeps, run against each runtime this host has (the others are skipped
  * with the reason printed): start-or-adopt by run id never yields two agents, even when asked concurrently or after
  * the agent exited; status reports running / exited with the exit code; stop ends the agent and is idempotent;
- * logs return the agent's output; a runtime that offers an exit hint settles it when the agent exits, not before.
+ * logs return the agent's output; a runtime that offers an exit hint settles it when the agent exits, not before;
+ * the run's environment is the launch's and nothing of the worker's (not even where its run directory is).
  */
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,6 +13,7 @@ import { DockerRuntime } from '../agents/docker-runtime';
 import { ProcessRuntime } from '../agents/process-runtime';
 import type { AgentLaunch, AgentRuntimeDriver } from '../agents/runtime';
 import { SandboxRuntime } from '../agents/sandbox-runtime';
+import { DEFAULT_AGENT_IMAGE, ResourceLimits } from '../domain/rig';
 import { eventually } from './helpers/town';
 
 const runtimes: AgentRuntimeDriver[] = [new ProcessRuntime(), new SandboxRuntime(), new DockerRuntime()];
@@ -24,7 +26,8 @@ let seq = 0;
 function launchFor(runtime: AgentRuntimeDriver, command: string): AgentLaunch {
   const root = mkdtempSync(join(tmpdir(), `gt-contract-${runtime.name}-`));
   const cwd = join(root, 'worktree');
-  mkdirSync(cwd);
+  const agentDir = join(root, 'agent');
+  for (const dir of [cwd, agentDir, join(agentDir, 'home'), join(agentDir, 'tmp')]) mkdirSync(dir);
   const runId = `contract-${runtime.name}-${++seq}/r1/a1`;
   return {
     runId,
@@ -32,12 +35,13 @@ function launchFor(runtime: AgentRuntimeDriver, command: string): AgentLaunch {
     role: 'polecat',
     command,
     cwd,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
-    hostEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(agentDir, 'home'), TMPDIR: join(agentDir, 'tmp'), GT_RUN_ID: runId },
     runDir: join(root, 'run'),
+    agentDir,
     allowNetwork: false,
     mounts: [],
-    image: 'debian:bookworm-slim',
+    image: DEFAULT_AGENT_IMAGE,
+    limits: ResourceLimits.parse({}),
   };
 }
 
@@ -57,7 +61,7 @@ describe.each(availability.filter((a) => a.check.ok).map((a) => [a.runtime.name,
   });
 
   it('reports the exit code and the output of an agent that finished', async () => {
-    const launch = launchFor(runtime, 'echo "hello from $GT_RUN_DIR"; echo oops >&2; exit 7');
+    const launch = launchFor(runtime, 'echo "hello from $GT_RUN_ID"; echo oops >&2; exit 7');
     const { handle } = await runtime.startOrAdopt(launch);
     const status = await eventually(async () => {
       const s = await runtime.status(handle, launch.runDir);
@@ -65,7 +69,7 @@ describe.each(availability.filter((a) => a.check.ok).map((a) => [a.runtime.name,
     }, 20_000, 'exited');
     expect(status).toEqual({ state: 'exited', exitCode: 7 });
     const logs = await runtime.logs(handle, launch.runDir);
-    expect(logs).toContain(`hello from ${launch.runDir}`);
+    expect(logs).toContain(`hello from ${launch.runId}`);
     expect(logs).toContain('oops');
   });
 
@@ -81,5 +85,23 @@ describe.each(availability.filter((a) => a.check.ok).map((a) => [a.runtime.name,
     await hint.promise;
     expect(await runtime.status(handle, launch.runDir)).toEqual({ state: 'exited', exitCode: 3 });
     hint.close();
+  });
+
+  it("gives the run the launch's environment and nothing of the worker's", async () => {
+    process.env.GT_CONTRACT_WORKER_SECRET = 'worker-only';
+    try {
+      const launch = launchFor(runtime, 'env > env.txt');
+      launch.env.GT_CONTRACT_DECLARED = 'declared';
+      const { handle } = await runtime.startOrAdopt(launch);
+      await eventually(async () => (await runtime.status(handle, launch.runDir)).state === 'exited', 20_000, 'exited');
+      const env = readFileSync(join(launch.cwd, 'env.txt'), 'utf8');
+      expect(env).toContain('GT_CONTRACT_DECLARED=declared\n');
+      expect(env).toContain(`GT_RUN_ID=${launch.runId}\n`);
+      expect(env).not.toContain('worker-only');
+      expect(env).not.toContain('GT_RUN_DIR');
+      expect(env).not.toContain(launch.runDir);
+    } finally {
+      delete process.env.GT_CONTRACT_WORKER_SECRET;
+    }
   });
 });

@@ -1,7 +1,8 @@
 /**
- * Issue 3 acceptance: the sandbox runtime (bubblewrap) lets an agent write its worktree and nothing else of the host,
- * cuts the network off unless the rig allows it, and still lets the agent commit and speak to the gateway (through
- * its unix socket), so a bead runs end to end in it. Skipped, with the reason, where bubblewrap cannot run.
+ * Issue 3 acceptance: the sandbox runtime (bubblewrap) lets an agent write its worktree and its own directory
+ * (HOME, TMPDIR) and nothing else of the host, cuts the network off unless the rig allows it, and still lets the agent
+ * commit and speak to the gateway (through its unix socket), so a bead runs end to end in it. Skipped, with the
+ * reason, where bubblewrap cannot run. The boundary itself, attack by attack: sandbox-boundary.test.ts.
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
@@ -10,6 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentLaunch } from '../agents/runtime';
 import { SandboxRuntime } from '../agents/sandbox-runtime';
+import { ResourceLimits } from '../domain/rig';
 import { createRepo } from './helpers/repo';
 import { eventually, startTestTown, type TestTown } from './helpers/town';
 
@@ -35,10 +37,23 @@ describe.runIf(check.ok)('the sandbox runtime', () => {
   const launch = (command: string, allowNetwork: boolean): AgentLaunch => {
     const root = mkdtempSync(join(tmpdir(), 'gt-sbx-'));
     const cwd = join(root, 'worktree');
-    mkdirSync(cwd);
+    const agentDir = join(root, 'agent');
+    for (const dir of [cwd, join(agentDir, 'home'), join(agentDir, 'tmp')]) mkdirSync(dir, { recursive: true });
     const runId = `sbx-${Math.random().toString(36).slice(2, 8)}/r1/a1`;
-    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin' };
-    return { runId, beadId: runId.split('/')[0]!, role: 'polecat', command, cwd, env, hostEnv: env, runDir: join(root, 'run'), allowNetwork, mounts: [] };
+    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(agentDir, 'home'), TMPDIR: join(agentDir, 'tmp') };
+    return {
+      runId,
+      beadId: runId.split('/')[0]!,
+      role: 'polecat',
+      command,
+      cwd,
+      env,
+      runDir: join(root, 'run'),
+      agentDir,
+      allowNetwork,
+      mounts: [],
+      limits: ResourceLimits.parse({}),
+    };
   };
   const runToExit = async (l: AgentLaunch) => {
     const { handle } = await sandbox.startOrAdopt(l);
@@ -63,7 +78,9 @@ describe.runIf(check.ok)('the sandbox runtime', () => {
     );
     expect(await runToExit(l)).toEqual({ state: 'exited', exitCode: 0 });
     expect(readFileSync(join(l.cwd, 'results'), 'utf8').trim().split('\n')).toEqual(['ok-worktree', 'refused-outside', 'refused-home', 'refused-repo', 'ok-scratch']);
-    expect(readFileSync(join(l.cwd, 'errors'), 'utf8')).toMatch(/Read-only file system|No such file or directory/);
+    // Nothing of the host outside the run's paths is even visible.
+    expect(readFileSync(join(l.cwd, 'errors'), 'utf8')).toMatch(/Directory nonexistent|No such file or directory|Read-only file system/);
+    expect(readFileSync(join(l.agentDir, 'tmp', 'scratch.txt'), 'utf8')).toBe('scratch\n');
     expect(existsSync(join(outside, 'evil.txt'))).toBe(false);
     expect(existsSync(join(t.gtHome, 'evil.txt'))).toBe(false);
     expect(existsSync(join(process.cwd(), 'evil.txt'))).toBe(false);

@@ -12,6 +12,7 @@ import { isAlive, processTag, ProcessRuntime } from '../agents/process-runtime';
 import type { AgentHandle, AgentStatus } from '../agents/runtime';
 import { recordHandle } from '../activities/agent-runs';
 import { paths } from '../host/home';
+import { ResourceLimits } from '../domain/rig';
 import { processExists } from './helpers/pids';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, startTestTown, type TestTown } from './helpers/town';
@@ -129,11 +130,12 @@ describe('supervision', () => {
       role: 'polecat',
       command: 'sleep 600',
       cwd: tmpdir(),
-      env: {},
-      hostEnv: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
       runDir,
+      agentDir: tmpdir(),
       allowNetwork: true,
       mounts: [],
+      limits: ResourceLimits.parse({}),
     });
     recordHandle(runDir, stale.handle);
     expect(isAlive(Number(stale.handle.ref), processTag(staleRun)).state).toBe('running');
