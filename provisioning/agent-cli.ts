@@ -16,7 +16,8 @@ export async function buildAgentCli(): Promise<string> {
     bundle: true,
     platform: 'node',
     format: 'esm',
-    target: 'node20',
+    // node18: the agent image's node (Debian bookworm) runs this bundle inside docker runs.
+    target: 'node18',
     logLevel: 'warning',
     // commander is CommonJS: its require() of node built-ins needs a real require inside an ES module.
     banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },

@@ -5,6 +5,7 @@
  *    apt-get when running as root and missing. Without them those tests skip and say why.
  */
 import { execFileSync } from 'node:child_process';
+import { ensureAgentImage, ensureDockerEngine } from '../provisioning/docker';
 import { findOnPath, resolveTemporalCli } from '../provisioning/temporal-cli';
 
 const cli = await resolveTemporalCli({ onProgress: (m) => console.error(m) });
@@ -30,3 +31,15 @@ if (missing.length && isRoot && process.env.GT_SKIP_SYSTEM_PACKAGES !== '1' && f
   console.error(`note: ${missing.map((m) => `${m.pkg} (${m.for})`).join(', ')} not installed; those tests will skip. Install with apt-get as root.`);
 }
 for (const w of wanted) console.log(`${w.bin}: ${findOnPath(w.bin) ?? 'missing'}`);
+
+const engine = await ensureDockerEngine({ onProgress: (m) => console.error(m) });
+if (engine.ok) {
+  try {
+    const image = await ensureAgentImage({ onProgress: (m) => console.error(m) });
+    console.log(`docker: engine ${engine.started ? 'started' : 'running'} at ${engine.socketPath}; image ${image.tag} ${image.source === 'engine' ? 'present' : `built from ${image.source} in ${(image.ms / 1000).toFixed(1)}s`}`);
+  } catch (err) {
+    console.error(`warning: the agent image could not be built (${(err as Error).message}); the docker tests will fail or skip.`);
+  }
+} else {
+  console.error(`note: ${engine.reason}; the docker runtime tests will skip.`);
+}
