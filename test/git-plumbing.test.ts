@@ -1,13 +1,15 @@
 /**
- * The worker's git plumbing against real repositories: a mirror that fetches the rig's branches, and the one git
+ * The worker's git plumbing against real repositories: a mirror that fetches the rig's branches; the one git
  * runner every activity uses — its answer is git's exit status, including a failure that prints nothing (which
- * simple-git, used before, reported as success).
+ * simple-git, used before, reported as success); and a run's own repository, whose result the worker takes only
+ * as data, refusing what an agent could use against it (docs/security.md).
  */
-import { mkdtempSync } from 'node:fs';
+import { execSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { expect, it } from 'vitest';
-import { git, remoteBranchSha, syncMirror } from '../activities/git';
+import { describe, expect, it } from 'vitest';
+import { createRunRepo, git, importRunBranch, remoteBranchSha, RunRepoRejected, syncMirror } from '../activities/git';
 import { createRepo } from './helpers/repo';
 
 const home = () => mkdtempSync(join(tmpdir(), 'gt-git-home-'));
@@ -36,4 +38,81 @@ it('fails on a non-zero exit that prints nothing at all', async () => {
   const unrelated = (await git(repo.origin, ['-c', 'user.name=Test', '-c', 'user.email=t@example.com', 'commit-tree', emptyTree, '-m', 'unrelated'])).trim();
   // Not an ancestor: exit 1 with empty stdout and stderr.
   await expect(git(repo.origin, ['merge-base', '--is-ancestor', unrelated, head])).rejects.toThrow(/git merge-base --is-ancestor failed .*: no output/);
+});
+
+describe('a run’s own repository', () => {
+  const commitIn = (dir: string, file: string) => execSync(`echo work > ${file} && git add -A && git -c user.name=A -c user.email=a@x commit -qm work`, { cwd: dir, env: { PATH: process.env.PATH } });
+
+  async function setUp() {
+    const repo = await createRepo();
+    const gtHome = home();
+    const mirror = await syncMirror('runs', repo.origin, gtHome);
+    const base = (await remoteBranchSha(mirror, 'main'))!;
+    const workTree = join(gtHome, 'wt');
+    await createRunRepo(mirror, workTree, { sha: base, branch: 'gt/b1' });
+    const take = () => importRunBranch({ mirror, workTree, branch: 'gt/b1', targetBranch: 'main', baseSha: base, quarantine: join(gtHome, 'q.git') });
+    return { repo, gtHome, mirror, base, workTree, take };
+  }
+
+  it('borrows the mirror’s objects, fetches from it, and is taken by the worker alone, which pushes its branch', async () => {
+    const { repo, workTree, take, base } = await setUp();
+    expect(readFileSync(join(workTree, '.git', 'objects', 'info', 'alternates'), 'utf8')).toContain('mirror.git/objects');
+    execSync('git fetch -q origin && git rev-parse origin/main', { cwd: workTree });
+    commitIn(workTree, 'a.txt');
+    const taken = await take();
+    expect(taken).toMatchObject({ commitsAhead: 1, uncommittedChanges: false });
+    expect((await repo.log('gt/b1'))[0]!.sha).toBe(taken.headSha);
+    expect((await repo.log('gt/b1'))[1]!.sha).toBe(base);
+  });
+
+  it('says when the work was left uncommitted and nothing is ahead', async () => {
+    const { workTree, take } = await setUp();
+    writeFileSync(join(workTree, 'loose.txt'), 'not committed\n');
+    expect(await take()).toMatchObject({ commitsAhead: 0, uncommittedChanges: true });
+  });
+
+  it('refuses an object store with a link in it (it could make the worker read another repository’s objects)', async () => {
+    const { workTree, take } = await setUp();
+    commitIn(workTree, 'a.txt');
+    symlinkSync('/etc/hostname', join(workTree, '.git', 'objects', 'planted'));
+    await expect(take()).rejects.toThrow(RunRepoRejected);
+    await expect(take()).rejects.toThrow(/not a regular file/);
+  });
+
+  it('refuses alternates other than the mirror’s, and a .git that is not a directory', async () => {
+    const { workTree, take, gtHome } = await setUp();
+    commitIn(workTree, 'a.txt');
+    const other = await syncMirror('other-rig', (await createRepo()).origin, gtHome);
+    writeFileSync(join(workTree, '.git', 'objects', 'info', 'alternates'), `${join(other, 'objects')}\n`);
+    await expect(take()).rejects.toThrow(/borrows objects from elsewhere/);
+    rmSync(join(workTree, '.git'), { recursive: true });
+    writeFileSync(join(workTree, '.git'), 'gitdir: /somewhere/else\n');
+    await expect(take()).rejects.toThrow(/is not the run's repository any more/);
+  });
+
+  it('refuses a branch that does not build on the run’s starting commit', async () => {
+    const { workTree, take } = await setUp();
+    execSync('git checkout -q --orphan tmp && git rm -rqf . && echo x > x && git add x && git -c user.name=A -c user.email=a@x commit -qm orphan && git branch -qf gt/b1 tmp && git checkout -q gt/b1', { cwd: workTree });
+    await expect(take()).rejects.toThrow(/does not build on the run's starting commit/);
+  });
+
+  it('never lets the worker run the repository’s fsmonitor or hooks, nor follow GIT_DIR from its own environment', async () => {
+    const { workTree, take, gtHome } = await setUp();
+    const marker = join(gtHome, 'pwned');
+    execSync(`git config core.fsmonitor 'touch ${marker}-fsmonitor; false' && git config core.hooksPath "$PWD/.git/hooks"`, { cwd: workTree });
+    for (const hook of ['pre-push', 'post-checkout', 'reference-transaction']) writeFileSync(join(workTree, '.git', 'hooks', hook), `#!/bin/sh\ntouch ${marker}-${hook}\n`, { mode: 0o755 });
+    // Nothing committed yet: the worker looks at the work tree (a status), the path an fsmonitor would fire on.
+    writeFileSync(join(workTree, 'loose.txt'), 'x\n');
+    process.env.GIT_DIR = join(workTree, '.git');
+    try {
+      expect(await take()).toMatchObject({ commitsAhead: 0, uncommittedChanges: true });
+      expect(readdirSync(gtHome).filter((f) => f.startsWith('pwned'))).toEqual([]);
+      // The agent's own commit (its git would run its own traps: that is its business, not the worker's).
+      execSync("echo work > a.txt && git -c core.fsmonitor=false add -A && git -c core.fsmonitor=false -c core.hooksPath=/dev/null -c user.name=A -c user.email=a@x commit -qm work", { cwd: workTree, env: { PATH: process.env.PATH } });
+      expect((await take()).commitsAhead).toBe(1);
+    } finally {
+      delete process.env.GIT_DIR;
+    }
+    expect(readdirSync(gtHome).filter((f) => f.startsWith('pwned'))).toEqual([]);
+  });
 });
