@@ -20,7 +20,6 @@ export const paths = {
   agentDir: (runId: string, home = gtHome()) => join(home, 'agents', fsSafe(runId)),
   /** Where the worker checks a finished run's branch before taking it (worker-owned). */
   quarantine: (rig: string, key: string, home = gtHome()) => join(home, 'rigs', rig, 'quarantine', `${fsSafe(key)}.git`),
-  gateLogs: (rig: string, key: string, home = gtHome()) => join(home, 'logs', rig, fsSafe(key)),
   binDir: (home = gtHome()) => join(home, 'bin'),
 };
 
