@@ -65,8 +65,9 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
   const lead = tickets[0]!;
   const target = lead.targetBranch;
   const mirror = await syncMirror(rig.name, rig.repo, deps.gtHome);
-  const candidateDir = paths.candidate(rig.name, lead.mrId, deps.gtHome);
   const attempt = activityInfo().attempt;
+  // One tree per attempt: a gate of an attempt whose worker died may still be running in the old one.
+  const candidateDir = paths.candidate(rig.name, `${lead.mrId}-a${attempt}`, deps.gtHome);
   const ctx = { mrIds: tickets.map((t) => t.mrId), attempt, mode };
   let gateRuns = 0;
 
