@@ -1,6 +1,7 @@
 /**
  * The `process` runtime: the agent is a detached local process group on the worker host. For trusted agents only
- * (docs/security.md): it sees the whole host as the worker's user; nothing but its environment is restricted.
+ * (docs/security.md): it sees the whole host as the worker's user; nothing but its environment is restricted, and
+ * `launch.limits` are not applied (the sandbox runtime applies them).
  *
  * Invariants, shared with the sandbox runtime (which only changes what the inner command is):
  * - The run is an OUTER wrapper shell spawned by the worker as a detached process-group leader whose argv holds

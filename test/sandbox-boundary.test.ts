@@ -6,14 +6,15 @@
  * its own run directory (pid, exit, output.log). stop() ends every process of the run, setsid'd grandchildren
  * included. A run survives the worker that started it (kill -9) and a new runtime adopts it and reads its exit
  * code, for `process` and `sandbox`. Its pids and memory limits hold where this host lets the worker create cgroups
- * (the tests say so and skip otherwise).
+ * (the tests say so and skip otherwise). A launcher that died between its launch lock and the pid file has its
+ * wrapper adopted, never doubled.
  *
  * Before the fix (the sandbox bound the whole host read-only, without a pid namespace, and gave the run the worker's
  * environment), the GT_HOME, environment, kill, /etc/shadow and run-directory tests failed: the agent read
  * gateway.secret, saw the worker's variables, killed the host's sleep and read its own pid file.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isAlive, processTag, ProcessRuntime } from '../agents/process-runtime';
@@ -193,6 +194,23 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
     expect(existsSync(join(exposed.cwd, 'ran'))).toBe(false);
   });
 
+  it('has no privilege to regain: no capabilities, no mount, no device nodes, no chroot, even as uid 0', async () => {
+    const launch = launchOf(
+      [
+        "grep -E '^(CapEff|NoNewPrivs):' /proc/self/status | tr -s '\\t ' ' ' >> results",
+        'mkdir -p "$TMPDIR/m"; mount -t tmpfs none "$TMPDIR/m" 2>/dev/null; echo "mount $?" >> results',
+        'mknod "$TMPDIR/disk" b 8 0 2>/dev/null; echo "mknod $?" >> results',
+        'chroot / true 2>/dev/null; echo "chroot $?" >> results',
+      ].join('\n'),
+    );
+    expect(await runToExit(sandbox, launch)).toEqual({ state: 'exited', exitCode: 0 });
+    const results = lines(join(launch.cwd, 'results'));
+    expect(results.slice(0, 2)).toEqual(['CapEff: 0000000000000000', 'NoNewPrivs: 1']);
+    expect(results.slice(2).map((r) => r.split(' ')[0])).toEqual(['mount', 'mknod', 'chroot']);
+    for (const r of results.slice(2)) expect(r, r).not.toMatch(/ 0$/);
+    expect(existsSync(join(launch.agentDir, 'tmp', 'disk'))).toBe(false);
+  });
+
   it("stop() ends every process of the run at once, background and setsid'd grandchildren included", async () => {
     const tag = `${process.pid}${++seq}`; // digits: `sleep 981.<tag>` must stay a valid duration
     const sleeps = ['981', '982', '983'].map((n) => ['sleep', `${n}.${tag}`]);
@@ -243,6 +261,23 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
       }, 20_000, 'exited');
       expect(status).toEqual({ state: 'exited', exitCode: 5 });
       expect(readFileSync(join(launch.cwd, 'starts'), 'utf8')).toBe('started\n');
+    });
+
+    it('adopts the wrapper of a launcher that died before its pid file was written, rather than start a second one', async () => {
+      const launch = launchOf('echo started >> starts; exit 0');
+      // What such a launcher leaves: a stale lock and a live wrapper (a group leader carrying the run's tag) that
+      // has not written its pid file yet.
+      mkdirSync(launch.runDir, { recursive: true });
+      writeFileSync(join(launch.runDir, 'launch.lock'), '1');
+      utimesSync(join(launch.runDir, 'launch.lock'), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
+      const wrapper = spawn('/bin/sh', ['-c', 'sleep 30', processTag(launch.runId)], { detached: true, stdio: 'ignore' });
+      try {
+        const runtime = make();
+        expect(await runtime.startOrAdopt(launch)).toEqual({ handle: { runtime: name, runId: launch.runId, ref: String(wrapper.pid) }, adopted: true });
+        expect(existsSync(join(launch.cwd, 'starts'))).toBe(false);
+      } finally {
+        wrapper.kill('SIGKILL');
+      }
     });
   });
 
