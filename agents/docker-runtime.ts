@@ -17,8 +17,9 @@
  *  - remove() deletes only a container that has stopped; once removed, the run id could start afresh, so the caller
  *    removes a run's container only after its exit has been recorded.
  */
-import { appendFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import Docker from 'dockerode';
 import { DEFAULT_AGENT_IMAGE } from '../domain/rig';
 import { DEFAULT_DOCKER_SOCKET, engineProblem, imageBuildHint, imageId } from '../provisioning/docker';
@@ -110,9 +111,13 @@ export class DockerRuntime implements AgentRuntimeDriver {
     } catch (err) {
       // Someone (an earlier, uncertain attempt) created it between our look and our create: adopt theirs.
       if (statusOf(err) !== 409) throw err;
-      const raced = await this.inspect(name);
-      if (!raced) throw err;
-      return { handle: await this.adopt(raced, launch), adopted: true };
+      // The engine reserves the name before the container can be inspected: give the other create a moment.
+      for (let tries = 0; tries < 50; tries++) {
+        const raced = await this.inspect(name);
+        if (raced) return { handle: await this.adopt(raced, launch), adopted: true };
+        await delay(100);
+      }
+      throw err;
     }
     await this.start(id);
     return { handle: { runtime: 'docker', runId: launch.runId, ref: id }, adopted: false };
@@ -192,6 +197,7 @@ export class DockerRuntime implements AgentRuntimeDriver {
         if (ts > last) last = ts;
       }
       if (!fresh.length) return;
+      mkdirSync(runDir, { recursive: true });
       appendFileSync(join(runDir, OUTPUT_LOG), Buffer.concat(fresh));
       writeFileSync(cursorFile, String(last));
     });

@@ -35,6 +35,7 @@ export async function buildProgram(argv: string[] = process.argv): Promise<Comma
   agent.registerAgentCommands(program);
   mcp.registerMcpCommand(program);
   codecServer.registerCodecServerCommand(program);
+  (await import('./commands/image')).registerImageCommands(program);
   return program;
 }
 

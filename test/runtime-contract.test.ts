@@ -28,7 +28,8 @@ function launchFor(runtime: AgentRuntimeDriver, command: string): AgentLaunch {
   const cwd = join(root, 'worktree');
   const agentDir = join(root, 'agent');
   for (const dir of [cwd, agentDir, join(agentDir, 'home'), join(agentDir, 'tmp')]) mkdirSync(dir);
-  const runId = `contract-${runtime.name}-${++seq}/r1/a1`;
+  // Unique per test run: docker containers outlive the test process, and a run id seen before would be adopted.
+  const runId = `contract-${runtime.name}-${process.pid}-${Date.now()}-${++seq}/r1/a1`;
   return {
     runId,
     beadId: runId.split('/')[0]!,
