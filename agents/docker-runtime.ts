@@ -90,11 +90,16 @@ export class DockerRuntime implements AgentRuntimeDriver {
     const problem = await engineProblem(this.docker, 5_000);
     if (problem) return { ok: false, reason: `no Docker Engine at ${this.socketPath} (${problem})` };
     try {
-      if (!(await imageId(this.docker, this.image))) return { ok: false, reason: `image ${this.image} is missing: ${imageBuildHint(this.image)}` };
+      if (!(await this.hasImage())) return { ok: false, reason: `image ${this.image} is missing: ${imageBuildHint(this.image)}` };
     } catch (err) {
       return { ok: false, reason: `cannot inspect image ${this.image}: ${(err as Error).message}` };
     }
     return { ok: true };
+  }
+
+  /** Whether the engine has `image` (default: the runtime's default image); never pulls. */
+  async hasImage(image = this.image): Promise<boolean> {
+    return (await imageId(this.docker, image)) !== undefined;
   }
 
   async startOrAdopt(launch: AgentLaunch): Promise<{ handle: AgentHandle; adopted: boolean }> {
@@ -103,7 +108,7 @@ export class DockerRuntime implements AgentRuntimeDriver {
     if (existing) return { handle: await this.adopt(existing, launch), adopted: true };
     const image = launch.image ?? this.image;
     // createContainer never pulls; a missing image would be an opaque 404 retried until the start timeout.
-    if (!(await imageId(this.docker, image))) throw refuse(`image ${image} is missing on this host: ${imageBuildHint(image)}`);
+    if (!(await this.hasImage(image))) throw refuse(`image ${image} is missing on this host: ${imageBuildHint(image)}`);
     let id: string;
     try {
       const created = await this.docker.createContainer(this.spec(launch, name, image));

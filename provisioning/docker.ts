@@ -95,6 +95,9 @@ export async function ensureDockerEngine(opts: { socketPath?: string; onProgress
       dockerd = findOnPath('dockerd', sbinPath());
     }
     if (!dockerd) return { ok: false, reason: `no Docker Engine at ${socketPath} and no dockerd to start (apt-get install docker.io)` };
+    // No dockerd runs, so a pid file is stale (a machine restarted with /var/run kept); dockerd refuses to start while
+    // the pid in it belongs to any live process.
+    rmSync('/var/run/docker.pid', { force: true });
     const logPath = join(gastownCache(), 'dockerd.log');
     mkdirSync(gastownCache(), { recursive: true });
     const args = [...DOCKERD_FLAGS, ...(socketPath === DEFAULT_DOCKER_SOCKET ? [] : ['--host', `unix://${socketPath}`])];
