@@ -295,3 +295,31 @@ export async function findMergedCommit(mirror: string, target: string, mrId: str
   const out = await git(mirror, ['log', '-1', '--format=%H', '--fixed-strings', `--grep=${mergeTrailer(mrId, headSha)}`, `refs/remotes/origin/${target}`]);
   return out.trim() || null;
 }
+
+/**
+ * What stands in the way of a rig on a local repository, if anything, as one line that says what to do: a path that
+ * is not a repository, a missing target branch, or a working copy with the target branch checked out (git refuses
+ * pushes to it unless the user chose `receive.denyCurrentBranch=updateInstead`).
+ */
+export async function localRepositoryProblem(path: string, branch: string): Promise<string | undefined> {
+  const bare = await gitStatus({ gitDir: path }, ['rev-parse', '--is-bare-repository']);
+  let repo: Repo = { gitDir: path };
+  if (!bare.ok || bare.stdout.trim() !== 'true') {
+    const gitDir = join(path, '.git');
+    if (!(await gitStatus({ gitDir }, ['rev-parse', '--git-dir'])).ok) return `${path} is not a git repository`;
+    repo = { gitDir, workTree: path };
+    const head = (await gitStatus(repo, ['symbolic-ref', '--quiet', 'HEAD'])).stdout.trim();
+    const policy = (await gitStatus(repo, ['config', '--get', 'receive.denyCurrentBranch'])).stdout.trim();
+    if (head === `refs/heads/${branch}` && policy !== 'updateInstead' && policy !== 'ignore' && policy !== 'false') {
+      return (
+        `${path} is a working copy with ${branch} checked out, and git refuses pushes to a checked-out branch: point the rig at a bare clone ` +
+        `(git clone --bare ${path} ${path}.git, then push from your working copy as usual), or let pushes update it with ` +
+        `git -C ${path} config receive.denyCurrentBranch updateInstead`
+      );
+    }
+  }
+  if (!(await gitStatus(repo, ['rev-parse', '--verify', '--quiet', `refs/heads/${branch}^{commit}`])).ok) {
+    return `${path} has no branch ${branch}: create it (an initial commit) or give the rig another --branch`;
+  }
+  return undefined;
+}

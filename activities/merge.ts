@@ -141,6 +141,11 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
         log.info('merged', { ...ctx, commit: candidateSha, target, gateRuns });
         return { kind: 'merged', commit: candidateSha, merged: [...landed, ...commits], gateRuns, alreadyMerged: false };
       }
+      const refusal = pushRefusal(push.stderr);
+      if (refusal === 'refused') {
+        throw ApplicationFailure.nonRetryable(`${rig.repo} refused the push of ${target}: ${push.stderr.trim().slice(0, 1000)}`, 'PushRefused');
+      }
+      if (refusal === 'failed') throw new Error(`pushing ${target} to ${rig.repo} failed: ${push.stderr.trim().slice(0, 1000)}`);
       log.warn('target moved while gating; rebuilding on the new target', { ...ctx, error: push.stderr.trim() });
       await syncMirror(rig.name, rig.repo, deps.gtHome);
     }
@@ -148,6 +153,17 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
   } finally {
     if (existsSync(candidateDir)) await removeCandidateTree(mirror, candidateDir);
   }
+}
+
+/**
+ * Why a compare-and-swap push failed: the target moved (lost the lease: build again on the new target), the
+ * repository refused it (a hook, a protected branch, a checked-out branch, permissions: building again cannot help,
+ * so the merge fails with git's reason), or anything else (the network: the activity is retried).
+ */
+export function pushRefusal(stderr: string): 'moved' | 'refused' | 'failed' {
+  if (/\((stale info|fetch first|non-fast-forward)\)/.test(stderr)) return 'moved';
+  if (/\[remote rejected\]|refusing to update|declined|denied|protected branch|permission/i.test(stderr)) return 'refused';
+  return 'failed';
 }
 
 const excluded = (t: Ticket, outcome: MergeOutcome, gateRuns: number): CandidateResult => ({ kind: 'excluded', mrId: t.mrId, outcome, gateRuns });

@@ -30,6 +30,7 @@ import { NudgeRequest, type InboxMessage } from '../domain/bead';
 import { nudgeUpdate } from '../domain/messages';
 import type { refineryWorkflow } from '../workflows/refinery';
 
+import { localRepositoryProblem } from '../activities/git';
 import { UserError } from './errors';
 
 export { UserError };
@@ -64,7 +65,11 @@ export class Town {
   async addRig(input: RigConfigInput): Promise<RigConfig> {
     const repo = input.repo && !/^[a-z+]+:\/\/|^[^/]+@[^:]+:/.test(input.repo) ? resolve(input.repo) : input.repo;
     const rig = parseInput(RigConfig, { ...input, repo }, 'rig');
-    if (isAbsolute(rig.repo) && !existsSync(rig.repo)) throw new UserError(`repository ${rig.repo} does not exist`);
+    if (isAbsolute(rig.repo)) {
+      if (!existsSync(rig.repo)) throw new UserError(`repository ${rig.repo} does not exist`);
+      const problem = await localRepositoryProblem(rig.repo, rig.branch);
+      if (problem) throw new UserError(problem);
+    }
     try {
       await this.client.workflow.start<typeof refineryWorkflow>('refineryWorkflow', {
         workflowId: refineryWorkflowId(rig.name),

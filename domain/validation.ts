@@ -17,3 +17,10 @@ export function parseOrReject<S extends z.ZodType>(schema: S, value: unknown, wh
   if (!parsed.success) throw ApplicationFailure.nonRetryable(`invalid ${what}: ${describeZodError(parsed.error)}`, 'InvalidInput');
   return parsed.data;
 }
+
+/** The innermost reason of a failure: an ActivityFailure (or ChildWorkflowFailure) only says which step failed. */
+export function failureMessage(err: unknown): string {
+  let e = err as { message?: string; cause?: unknown } | undefined;
+  while (e?.cause) e = e.cause as typeof e;
+  return String(e?.message ?? err);
+}

@@ -34,7 +34,7 @@ import { escalationIdPart } from '../domain/escalation';
 import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId, runIdOf } from '../domain/ids';
 import { beadReportSignal, beadStateQuery, checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, nudgeUpdate, progressUpdate } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
-import { parseOrReject } from '../domain/validation';
+import { failureMessage, parseOrReject } from '../domain/validation';
 import { countTownEvent } from '../worker/metrics';
 import { mergeRequestWorkflow } from './merge-request';
 import { parseSignal } from './signals';
@@ -471,11 +471,4 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     }
     throw err;
   }
-}
-
-/** The innermost reason of an activity failure (the ActivityFailure wrapper only says which activity failed). */
-function failureMessage(err: unknown): string {
-  let e = err as { message?: string; cause?: unknown } | undefined;
-  while (e?.cause) e = e.cause;
-  return String(e?.message ?? err);
 }

@@ -51,7 +51,7 @@ import { readyNodes, transitiveDependents } from '../domain/dag';
 import { escalationIdPart } from '../domain/escalation';
 import { beadReportSignal } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
-import { parseOrReject } from '../domain/validation';
+import { failureMessage, parseOrReject } from '../domain/validation';
 import { mergeRequestWorkflow } from './merge-request';
 import { parseSignal } from './signals';
 
@@ -62,12 +62,6 @@ const town = proxyActivities<TownQueueActivities>({
 
 const START_BATCH = 50;
 const REASON_CHARS = 2000;
-
-/** An activity failure's own message (the ApplicationFailure it wraps), not Temporal's "activity task failed". */
-const failureMessage = (err: unknown): string => {
-  const e = err as { message?: string; cause?: { message?: string } };
-  return e.cause?.message ?? e.message ?? String(err);
-};
 
 export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<ConvoyResult> {
   const input = parseOrReject(ConvoyWorkflowInput, rawInput, 'convoy input');

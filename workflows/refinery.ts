@@ -43,7 +43,7 @@ import {
 import { RigConfig, type RigConfigInput } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import { countTownEvent } from '../worker/metrics';
-import { parseOrReject } from '../domain/validation';
+import { failureMessage, parseOrReject } from '../domain/validation';
 import { parseSignal } from './signals';
 
 export interface RefineryStats {
@@ -201,7 +201,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
    * Not the MR's fault: it goes back into the queue a bounded number of times, then is sent back and escalated.
    */
   const sectionFailed = async (tickets: MergeTicket[], err: unknown) => {
-    const reason = String((err as Error).message ?? err);
+    const reason = failureMessage(err);
     log.error('merge section failed', { mrIds: tickets.map((t) => t.mrId), error: reason });
     for (const t of tickets) {
       const failures = (sectionFailures[t.mrId] ?? 0) + 1;
