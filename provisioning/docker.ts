@@ -88,7 +88,8 @@ export async function ensureDockerEngine(opts: { socketPath?: string; onProgress
     let dockerd = findOnPath('dockerd', sbinPath());
     if (!dockerd && process.env.GT_SKIP_SYSTEM_PACKAGES !== '1' && findOnPath('apt-get', sbinPath())) {
       try {
-        aptInstall(['docker.io'], onProgress);
+        // debootstrap too when missing: the image is built next, and one apt run is cheaper than two.
+        aptInstall(['docker.io', ...(findOnPath('debootstrap', sbinPath()) ? [] : ['debootstrap'])], onProgress);
       } catch (err) {
         return { ok: false, reason: `installing docker.io failed: ${(err as Error).message}` };
       }
