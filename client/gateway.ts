@@ -52,7 +52,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const authenticate = (req: FastifyRequest): RunClaims => {
     const header = req.headers.authorization ?? '';
     const token = header.startsWith('Bearer ') ? header.slice(7).trim() : '';
-    if (!token) throw new HttpError(401, 'missing bearer token (GT_RUN_TOKEN)');
+    if (!token) throw new HttpError(401, 'missing bearer token (the token in the file GT_RUN_TOKEN_FILE names)');
     const check = verifyRunToken(options.secret, token, Date.now());
     if (!check.ok) throw new HttpError(401, check.reason);
     return check.claims;

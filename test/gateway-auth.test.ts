@@ -50,7 +50,7 @@ describe('the agent gateway', () => {
     const claims = { beadId: 'b-gw', runId: 'b-gw/r1/a1', role: 'polecat' as const, workflowId: 'bead:b-gw', exp: Date.now() + 60_000 };
     const valid = mintRunToken(secret, claims);
 
-    expect(await post('/v1/done', undefined, {})).toEqual({ status: 401, error: 'missing bearer token (GT_RUN_TOKEN)' });
+    expect(await post('/v1/done', undefined, {})).toEqual({ status: 401, error: 'missing bearer token (the token in the file GT_RUN_TOKEN_FILE names)' });
     expect(await post('/v1/done', mintRunToken(Buffer.from('not the secret'), claims), {})).toEqual({ status: 401, error: 'bad token signature' });
     expect(await post('/v1/done', `${valid.slice(0, -4)}AAAA`, {})).toEqual({ status: 401, error: 'bad token signature' });
     expect(await post('/v1/done', mintRunToken(secret, { ...claims, exp: Date.now() - 1 }), {})).toEqual({ status: 401, error: 'token expired' });
