@@ -101,9 +101,11 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
         'touch /tmp/scratch && echo TMP-OK',
       ].join('\n'),
     );
-    const { exitCode, output } = await runToEnd(launch);
+    const { exitCode, output, handle } = await runToEnd(launch);
     expect(exitCode).toBe(0);
     expect(output).toContain(`ids ${uid}:${gid}`);
+    // The CPU share is the engine's to enforce; what it was told is what the rig's limits say.
+    expect((await engine.getContainer(handle.ref).inspect()).HostConfig).toMatchObject({ NanoCpus: 1e9, PidsLimit: 256, Memory: 512 * 1024 * 1024, MemorySwap: 512 * 1024 * 1024 });
     for (const cap of ['CapPrm', 'CapEff', 'CapBnd', 'CapAmb']) expect(output).toMatch(new RegExp(`^${cap}:\\s+0000000000000000$`, 'm'));
     expect(output).toMatch(/^NoNewPrivs:\s+1$/m);
     expect(output).toContain('CHOWN-REFUSED');
