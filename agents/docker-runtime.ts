@@ -2,8 +2,9 @@
  * The `docker` runtime, through the Docker Engine API (dockerode): each run is one container.
  *
  * Invariants:
- *  - Start-or-adopt by run id: the container's name is derived from the run id and its labels carry bead and run, so
- *    starting a run whose container already exists *adopts* it (after checking the labels say it is that run). An
+ *  - Start-or-adopt by run id: the container's name is derived from the run id and the run directory (so two towns
+ *    on one engine, or two test runs reusing ids, never share one) and its labels carry bead, run and run directory,
+ *    so starting a run whose container already exists *adopts* it (after checking the labels say it is that run). An
  *    uncertain start retried any number of times, or by a new worker after the old one was killed, never yields a
  *    second container.
  *  - The container sees only `cwd` and `agentDir` (read-write) and the launch's `mounts` at the same paths, and only
@@ -17,6 +18,7 @@
  *  - remove() deletes only a container that has stopped; once removed, the run id could start afresh, so the caller
  *    removes a run's container only after its exit has been recorded.
  */
+import { createHash } from 'node:crypto';
 import { appendFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -27,13 +29,17 @@ import { processTag, readTail } from './process-runtime';
 import { OUTPUT_LOG, type AgentHandle, type AgentLaunch, type AgentRuntimeDriver, type AgentStatus, type ExitHint } from './runtime';
 
 export { DEFAULT_DOCKER_SOCKET };
-export const LABELS = { run: 'gt.run-id', bead: 'gt.bead-id', role: 'gt.role' } as const;
+export const LABELS = { run: 'gt.run-id', bead: 'gt.bead-id', role: 'gt.role', runDir: 'gt.run-dir' } as const;
 const CONTAINER_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** Worker-owned, next to output.log: the engine timestamp (ns) of the last log entry copied there. */
 const LOG_CURSOR = 'output.cursor';
 
-/** Docker names allow [a-zA-Z0-9][a-zA-Z0-9_.-]*; run ids end in a fixed `/r<n>/a<n>` so the mapping stays unique. */
-export const containerName = (runId: string) => `gt-${runId.replace(/[^a-zA-Z0-9_.-]/g, '-')}`;
+/**
+ * Docker names allow [a-zA-Z0-9][a-zA-Z0-9_.-]*; run ids end in a fixed `/r<n>/a<n>` so the mapping stays unique within
+ * a town, and the run directory (which is under the town's GT_HOME) tells towns apart.
+ */
+export const containerName = (runId: string, runDir: string) =>
+  `gt-${runId.replace(/[^a-zA-Z0-9_.-]/g, '-')}-${createHash('sha256').update(runDir).digest('hex').slice(0, 10)}`;
 
 interface ApiError {
   statusCode?: number;
@@ -103,7 +109,7 @@ export class DockerRuntime implements AgentRuntimeDriver {
   }
 
   async startOrAdopt(launch: AgentLaunch): Promise<{ handle: AgentHandle; adopted: boolean }> {
-    const name = containerName(launch.runId);
+    const name = containerName(launch.runId, launch.runDir);
     const existing = await this.inspect(name);
     if (existing) return { handle: await this.adopt(existing, launch), adopted: true };
     const image = launch.image ?? this.image;
@@ -225,7 +231,7 @@ export class DockerRuntime implements AgentRuntimeDriver {
 
   private async adopt(info: Docker.ContainerInspectInfo, launch: AgentLaunch): Promise<AgentHandle> {
     const labels = info.Config?.Labels ?? {};
-    if (labels[LABELS.run] !== launch.runId || labels[LABELS.bead] !== launch.beadId) {
+    if (labels[LABELS.run] !== launch.runId || labels[LABELS.bead] !== launch.beadId || labels[LABELS.runDir] !== launch.runDir) {
       throw refuse(`container ${info.Name} exists but belongs to ${labels[LABELS.run] ?? 'something else'} (labels ${JSON.stringify(labels)}), not run ${launch.runId}; remove it by hand`);
     }
     // Created by an attempt that died before starting it: starting it is part of the same single launch.
@@ -256,7 +262,7 @@ export class DockerRuntime implements AgentRuntimeDriver {
       Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
       // The worker's own ids: files the run writes stay the worker's, and the gateway socket (the worker's) is usable.
       User: `${process.getuid!()}:${process.getgid!()}`,
-      Labels: { [LABELS.run]: launch.runId, [LABELS.bead]: launch.beadId, [LABELS.role]: launch.role },
+      Labels: { [LABELS.run]: launch.runId, [LABELS.bead]: launch.beadId, [LABELS.role]: launch.role, [LABELS.runDir]: launch.runDir },
       HostConfig: {
         // Mounts (not Binds): a missing source is an error instead of a root-owned directory the engine creates.
         Mounts: [bind(launch.cwd, true), bind(launch.agentDir, true), ...launch.mounts.map((m) => bind(m.path, m.writable))],

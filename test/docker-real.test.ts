@@ -271,8 +271,9 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
 
   it('adopts and starts a container an earlier attempt created but never started; refuses one of another run', async () => {
     const launch = launchFor('echo adopted');
-    const name = containerName(launch.runId);
-    const earlier = await engine.createContainer({ name, Image: DEFAULT_AGENT_IMAGE, Cmd: ['echo', 'adopted'], Labels: { [LABELS.run]: launch.runId, [LABELS.bead]: launch.beadId } });
+    const name = containerName(launch.runId, launch.runDir);
+    const labels = { [LABELS.run]: launch.runId, [LABELS.bead]: launch.beadId, [LABELS.runDir]: launch.runDir };
+    const earlier = await engine.createContainer({ name, Image: DEFAULT_AGENT_IMAGE, Cmd: ['echo', 'adopted'], Labels: labels });
     const adopted = await runtime.startOrAdopt(launch);
     handles.push(adopted.handle);
     expect(adopted).toEqual({ handle: { runtime: 'docker', runId: launch.runId, ref: earlier.id }, adopted: true });
@@ -280,10 +281,23 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
     expect(await runtime.logs(adopted.handle, launch.runDir)).toBe('adopted\n');
 
     const squatter = launchFor('true');
-    const foreign = await engine.createContainer({ name: containerName(squatter.runId), Image: DEFAULT_AGENT_IMAGE, Cmd: ['true'], Labels: { [LABELS.run]: 'other/r1/a1', [LABELS.bead]: 'other' } });
+    const foreign = await engine.createContainer({ name: containerName(squatter.runId, squatter.runDir), Image: DEFAULT_AGENT_IMAGE, Cmd: ['true'], Labels: { [LABELS.run]: 'other/r1/a1', [LABELS.bead]: 'other' } });
     handles.push({ runtime: 'docker', runId: 'other/r1/a1', ref: foreign.id });
     await expect(runtime.startOrAdopt(squatter)).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/belongs to other\/r1\/a1 .* not run /) as string });
     expect((await foreign.inspect()).State.Status).toBe('created');
+  });
+
+  it('never adopts the container of the same run id in another town (another run directory)', async () => {
+    const mine = launchFor('exit 4');
+    const before = await runToEnd(mine);
+    expect(before.exitCode).toBe(4);
+    const elsewhere = { ...launchFor('exit 0'), runId: mine.runId, beadId: mine.beadId };
+    const theirs = await runtime.startOrAdopt(elsewhere);
+    handles.push(theirs.handle);
+    expect(theirs.adopted).toBe(false);
+    expect(theirs.handle.ref).not.toBe(before.handle.ref);
+    await eventually(async () => (await runtime.status(theirs.handle, elsewhere.runDir)).state === 'exited', 30_000, 'exited');
+    expect(await runtime.status(theirs.handle, elsewhere.runDir)).toEqual({ state: 'exited', exitCode: 0 });
   });
 
   it('refuses, without retrying, an image this host does not have, and says how to build it', async () => {

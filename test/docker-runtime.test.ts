@@ -117,7 +117,7 @@ const creates = () => engine.calls.filter((c) => c === 'POST /containers/create'
 describe('docker runtime (fake Engine API)', () => {
   it('adopts the container a concurrent launcher created first (409 on create), after checking its labels', async () => {
     const l = launch();
-    const other = new FakeEngine().add(containerName(l.runId), { [LABELS.run]: l.runId, [LABELS.bead]: l.beadId }, 'running');
+    const other = new FakeEngine().add(containerName(l.runId, l.runDir), { [LABELS.run]: l.runId, [LABELS.bead]: l.beadId, [LABELS.runDir]: l.runDir }, 'running');
     engine.raceOnCreate = other;
     const r = await docker.startOrAdopt(l);
     expect(r).toEqual({ handle: { runtime: 'docker', runId: l.runId, ref: other.Id }, adopted: true });
