@@ -202,8 +202,7 @@ export class DockerRuntime implements AgentRuntimeDriver {
       for (const frame of demuxFrames(buf)) {
         const space = frame.indexOf(0x20);
         const ts = space > 0 ? timestampNs(frame.subarray(0, space).toString('latin1')) : undefined;
-        if (ts === undefined) continue;
-        if (ts <= cursor) continue;
+        if (ts === undefined || ts <= cursor) continue;
         fresh.push(frame.subarray(space + 1));
         if (ts > last) last = ts;
       }
