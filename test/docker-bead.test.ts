@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { DockerRuntime, LABELS } from '../agents/docker-runtime';
 import { Town } from '../client/town';
 import { DEFAULT_AGENT_IMAGE } from '../domain/rig';
+import { paths } from '../host/home';
 import { freePort, startChild, type Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, FAST_POLICY, gtBin } from './helpers/town';
@@ -24,8 +25,9 @@ const image = engine.ok ? await docker.getImage(DEFAULT_AGENT_IMAGE).inspect().t
 const skip = !engine.ok ? engine.reason : !image ? `no image ${DEFAULT_AGENT_IMAGE} (gt image build)` : undefined;
 if (skip) console.warn(`docker bead tests skipped: ${skip}`);
 
-/** Every container the engine ever made for a run id (running or not). */
-const containersOf = async (runId: string) => docker.listContainers({ all: true, filters: { label: [`${LABELS.run}=${runId}`] } });
+/** Every container the engine ever made for a run of this town (running or not): earlier test runs reuse the ids. */
+const containersOf = async (runId: string, gtHome: string) =>
+  docker.listContainers({ all: true, filters: { label: [`${LABELS.run}=${runId}`, `${LABELS.runDir}=${paths.runDir(runId, gtHome)}`] } });
 
 let connection: Connection;
 const children: Child[] = [];
@@ -57,11 +59,11 @@ describe.skipIf(!!skip)('beads in real containers', () => {
       await w.waitFor(/gateway http:\/\/127\.0\.0\.1:\d+/);
       return w;
     };
-    return { town: new Town(new Client({ connection, namespace: inject('temporalNamespace') }), taskQueue), startWorker };
+    return { town: new Town(new Client({ connection, namespace: inject('temporalNamespace') }), taskQueue), startWorker, gtHome };
   };
 
   it('merges a bead worked by an agent in a container that runs as the worker’s user, with no network', async () => {
-    const { town, startWorker } = await townOn();
+    const { town, startWorker, gtHome } = await townOn();
     await startWorker();
     const repo = await createRepo();
     await town.addRig({ name: 'docker-rig', repo: repo.origin, runtime: 'docker', agent: agentScript('good'), gates: ['test -f work/b-docker.txt'], policy: FAST_POLICY });
@@ -69,7 +71,7 @@ describe.skipIf(!!skip)('beads in real containers', () => {
     const result = await handle.result();
     expect(result.status, JSON.stringify(result)).toBe('closed');
     expect(await repo.show('work/b-docker.txt')).toBe('done by b-docker/r1/a1\n');
-    const [container] = await containersOf('b-docker/r1/a1');
+    const [container] = await containersOf('b-docker/r1/a1', gtHome);
     expect(container).toBeDefined();
     const info = await docker.getContainer(container!.Id).inspect();
     expect(info.Config.User).toBe(`${process.getuid!()}:${process.getgid!()}`);
@@ -79,7 +81,7 @@ describe.skipIf(!!skip)('beads in real containers', () => {
   });
 
   it('survives kill -9 of its worker: the next worker adopts the live container; one container, one merge', async () => {
-    const { town, startWorker } = await townOn();
+    const { town, startWorker, gtHome } = await townOn();
     const repo = await createRepo();
     await town.addRig({
       name: 'docker-kill',
@@ -91,7 +93,7 @@ describe.skipIf(!!skip)('beads in real containers', () => {
     const first = await startWorker();
     const { handle } = await town.sling('docker-kill', { id: 'b-dkill', title: 'Survive a worker crash in a container' });
     await eventually(async () => (await town.beadState('b-dkill')).runs[0]?.lastProgress?.startsWith('started in'), 90_000, 'agent started in its container');
-    const [container] = await containersOf('b-dkill/r1/a1');
+    const [container] = await containersOf('b-dkill/r1/a1', gtHome);
     expect(container?.State).toBe('running');
 
     first.proc.kill('SIGKILL');
@@ -111,7 +113,7 @@ describe.skipIf(!!skip)('beads in real containers', () => {
     const result = await handle.result();
     expect(result.status, JSON.stringify(result)).toBe('closed');
 
-    const all = await containersOf('b-dkill/r1/a1');
+    const all = await containersOf('b-dkill/r1/a1', gtHome);
     expect(all.map((c) => c.Id)).toEqual([container!.Id]);
     expect((await town.beadState('b-dkill')).runs.map((r) => [r.runId, r.outcome])).toEqual([['b-dkill/r1/a1', 'done']]);
     expect((await repo.log()).filter((c) => c.body.includes('Gt-Merge-Request'))).toHaveLength(1);
