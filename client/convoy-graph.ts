@@ -8,6 +8,8 @@
  * - Edges point from a bead to the bead that waits for it (the order work merges in), the reverse of `dependsOn`.
  * - SVG is laid out by Graphviz compiled to WebAssembly (`@viz-js/viz`): no network, no system Graphviz. HTML is
  *   that SVG inlined in one file with no external assets, each node a link to its workflow in the Web UI.
+ * - Labels are monospace: Graphviz sizes boxes from its own font metrics, and any monospace font a browser falls
+ *   back to has the same advance width (0.6 em), so text stays inside its box on machines without Helvetica.
  * - Every node carries `id="bead-<local id>"` and `class="bead status-<status>[ critical]"` in SVG and HTML, so
  *   scripts (and the tests) can find nodes without parsing labels.
  */
@@ -101,8 +103,9 @@ export function criticalPath(nodes: readonly { id: string; dependsOn: readonly s
   return path;
 }
 
-const firstLine = (s: string | undefined, max = 120) => {
-  const line = s?.split('\n')[0]?.trim();
+/** Text on one line (reasons often end their first line with a colon and go on below), cut to `max`. */
+const oneLine = (s: string | undefined, max = 200) => {
+  const line = s?.replace(/\s+/g, ' ').trim();
   return line ? (line.length > max ? `${line.slice(0, max - 1)}…` : line) : undefined;
 };
 
@@ -128,9 +131,16 @@ export function graphOfSpec(spec: ConvoySpec): ConvoyGraph {
   };
 }
 
-/** The graph of a convoy as it is now, with each started bead's own state (round, run) where known. */
+/**
+ * The graph of a convoy as it is now, with each started bead's own state (round, run) where known. The critical
+ * path runs through beads that can still merge (or have): the chain that decides when the convoy lands.
+ */
 export function graphOfConvoy(convoy: ConvoyState, beads: ReadonlyMap<string, BeadState>, opts: { ui?: WebUi; now?: number } = {}): ConvoyGraph {
-  const path = criticalPath(convoy.beads, opts.now ?? Date.now());
+  // Failed, blocked and cancelled beads will never merge, so no chain through them decides when the rest lands.
+  const path = criticalPath(
+    convoy.beads.filter((b) => b.status === 'closed' || b.status === 'running' || b.status === 'pending'),
+    opts.now ?? Date.now(),
+  );
   const onPath = new Set(path);
   return {
     convoyId: convoy.convoyId,
@@ -151,7 +161,7 @@ export function graphOfConvoy(convoy: ConvoyState, beads: ReadonlyMap<string, Be
         round: bead?.round,
         runId: bead?.currentRunId ?? bead?.runs.at(-1)?.runId,
         commit: b.commit,
-        reason: b.status === 'closed' || b.status === 'pending' ? undefined : firstLine(b.reason ?? (b.status === 'running' ? undefined : bead?.failureReason)),
+        reason: b.status === 'closed' || b.status === 'pending' ? undefined : oneLine(b.reason ?? (b.status === 'running' ? undefined : bead?.failureReason)),
         dependsOn: b.dependsOn,
         critical: onPath.has(b.id),
         url: opts.ui ? workflowUrl(opts.ui, started ? beadWorkflowId(b.beadId) : convoyWorkflowId(convoy.convoyId)) : undefined,
@@ -163,11 +173,11 @@ export function graphOfConvoy(convoy: ConvoyState, beads: ReadonlyMap<string, Be
 /** The lines of a node's label: symbol and id, title, what it is doing (round/run) or why it stopped. */
 function labelLines(n: GraphNode): string[] {
   const style = STATUS_STYLE[n.status];
-  const lines = [`${style.symbol} ${n.id}`, firstLine(n.title, 40)!];
+  const lines = [`${style.symbol} ${n.id}`, oneLine(n.title, 40)!];
   const doing = n.status === 'running' ? (n.beadStatus ?? 'running') : style.label;
   const run = n.runId ? n.runId.split('/').slice(1).join('/') : n.round ? `r${n.round}` : '';
   lines.push([doing, run, n.commit?.slice(0, 7)].filter(Boolean).join(' · '));
-  if (n.reason) lines.push(firstLine(n.reason, 48)!);
+  if (n.reason) lines.push(oneLine(n.reason, 48)!);
   return lines;
 }
 
@@ -216,9 +226,9 @@ const dotString = (s: string) => `"${s.replace(/\\/g, '\\\\').replace(/"/g, '\\"
 export function toDot(g: ConvoyGraph): string {
   const out = [
     `digraph ${dotString(g.convoyId ? `convoy ${g.convoyId}` : 'convoy')} {`,
-    `  graph [label=${dotString(`${heading(g)}\ncritical path: ${g.criticalPath.join(' → ')}`)}, labelloc=t, fontname="Helvetica", fontsize=14, rankdir=TB, nodesep=0.3, ranksep=0.45, bgcolor="white"];`,
-    '  node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, margin="0.12,0.06"];',
-    '  edge [color="#6b7280", arrowsize=0.7];',
+    `  graph [label=${dotString(`${heading(g)}\ncritical path: ${g.criticalPath.join(' → ')}`)}, labelloc=t, fontname="Courier", fontsize=13, rankdir=TB, nodesep=0.3, ranksep=0.45, bgcolor="white"];`,
+    '  node [shape=box, style="rounded,filled", fontname="Courier", fontsize=11, margin="0.12,0.06"];',
+    '  edge [color="#6b7280", arrowsize=0.7, fontname="Courier"];',
   ];
   for (const n of g.nodes) {
     const s = STATUS_STYLE[n.status];
