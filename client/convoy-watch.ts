@@ -71,7 +71,8 @@ export function watchFrame(state: ConvoyState, beads: ReadonlyMap<string, BeadSt
     const style = STATUS_STYLE[b.status];
     const bead = beads.get(b.beadId);
     const what = b.status === 'running' ? (bead?.status ?? 'running') : style.label;
-    const run = b.status === 'running' && bead?.currentRunId ? bead.currentRunId.split('/').slice(1).join('/') : '';
+    // The agent run while one works on it, else its round (in review or the merge queue no run is current).
+    const run = b.status !== 'running' || !bead ? '' : bead.currentRunId ? bead.currentRunId.split('/').slice(1).join('/') : `r${bead.round}`;
     const note = inQueue.has(b.id)
       ? queue.merging.includes(b.id)
         ? 'merging now'

@@ -9,9 +9,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { watchFrame } from '../client/convoy-watch';
 import { ConvoyClient } from '../client/convoys';
+import type { ConvoyBeadStatus, ConvoyState } from '../domain/convoy';
 import { createRepo } from './helpers/repo';
-import { agentScript, eventually, gtBin, repoRoot, startTestTown, type TestTown } from './helpers/town';
+import { agentScript, eventually, gtBin, repoRoot, runGt, startTestTown, type TestTown } from './helpers/town';
 
 const run = promisify(execFile);
 const hasTmux = await run('tmux', ['-V']).then(
@@ -45,6 +47,26 @@ const running = async (convoyId: string, ids: string[]) => {
   return ids.every((id) => s.beads.find((b) => b.id === id)?.status === 'running');
 };
 
+describe('the watch frame', () => {
+  it('never outgrows the terminal: merged and waiting beads give way to running, failed and blocked ones', () => {
+    const now = Date.parse('2026-11-29T12:00:00Z');
+    const status = (i: number): ConvoyBeadStatus => (i < 250 ? 'closed' : i < 266 ? 'running' : i === 266 ? 'failed' : i === 267 ? 'blocked' : 'pending');
+    const beads = Array.from({ length: 300 }, (_, i) => ({ id: `b${i}`, beadId: `big-b${i}`, title: `Bead ${i}`, priority: 2, dependsOn: i >= 16 ? [`b${i - 16}`] : [], status: status(i) }));
+    const state = { convoyId: 'big', title: 'Big', description: '', rig: 'r', mergeMode: 'review-and-merge', onFailure: 'stop-dependents', status: 'running', waitingFor: 'beads', beads, escalations: [], createdAt: '2026-11-29T11:58:00Z', launchedAt: '2026-11-29T11:58:30Z', continuedAsNew: 0 } as ConvoyState;
+    const frame = watchFrame(state, new Map(), { merging: ['b250'], waiting: ['b251', 'b252'] }, { rows: 30, cols: 90, color: false, now });
+    expect(frame.length).toBeLessThanOrEqual(30);
+    expect(Math.max(...frame.map((l) => [...l].length))).toBeLessThanOrEqual(90);
+    expect(frame[0]).toBe('convoy big  Big   elapsed 1m30s');
+    expect(frame[2]).toMatch(/ 250\/300 merged, 16 running, 32 waiting, 1 failed, 1 blocked$/);
+    expect(frame[3]).toBe('merge queue  merging b250; waiting 2: b251, b252');
+    const rows = frame.slice(5, -1).join('\n');
+    for (let i = 250; i < 268; i++) expect(rows).toMatch(new RegExp(`[▶✗⊘] b${i} `));
+    expect(rows).toMatch(/^ +▶ b250 +running +merging now$/m);
+    expect(rows).toMatch(/^ +▶ b251 +running +in merge queue \(#1\)$/m);
+    expect(frame.at(-1)).toBe('… 276 more not shown (250/276 merged, 26 waiting)');
+  });
+});
+
 describe('gt convoy watch', () => {
   it.skipIf(!hasTmux)('on a terminal redraws one screen whose counts change as beads merge, then prints the final tree', async () => {
     await convoys.start({ id: 'wt', title: 'Watched live', rig: 'watch', beads: [{ id: 'a', title: 'A' }, { id: 'b', title: 'B' }, { id: 'c', title: 'C', dependsOn: ['a'] }] });
@@ -67,7 +89,12 @@ describe('gt convoy watch', () => {
     expect(first).toMatch(/^▶ a +in_progress +r1\/a1/m);
     expect(first).toMatch(/^ {2}· c +waiting/m);
 
+    // With the merge queue held, a finished bead shows as waiting on it, in the header and on its row.
+    expect((await runGt(['mq', 'watch', 'pause'], t.cliEnv())).code).toBe(0);
     release('wt-a');
+    const queued = await showing(/^merge queue {2}nothing merging; waiting 1: a$/m);
+    expect(queued).toMatch(/^▶ a +in_review +r1 +in merge queue \(#1\)$/m);
+    expect((await runGt(['mq', 'watch', 'resume'], t.cliEnv())).code).toBe(0);
     const second = await showing(/1\/3 merged, 2 running/);
     expect(second).toMatch(/^✓ a +merged +[0-9a-f]{10}$/m);
     expect(second).toMatch(/^ {2}▶ c +(open|in_progress) /m);
