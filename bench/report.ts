@@ -1,9 +1,11 @@
 /**
- * The bench's outputs: a JSON report (everything, per repeat and summarized) and a short Markdown summary, written
- * as bench/reports/<time>.{json,md} plus latest.md. Earlier reports are never touched, so runs can be compared.
+ * The bench's outputs: a JSON report (everything, per repeat and summarized), a short Markdown summary and its SVG
+ * charts, written as bench/reports/<time>.{json,md}, <time>-<chart>.svg, plus latest.md. Earlier reports are never
+ * touched (except by an explicit `--render` of one), so runs can be compared.
  */
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
+import { benchCharts, type ChartName } from './charts';
 import { BREAKDOWN_HOPS, HOPS, type ConvoyRepeatFigures, type Hop, type QueueRepeatFigures } from './analysis';
 import type { MachineInfo } from './machine';
 import type { HandoffFigures } from './handoff';
@@ -126,9 +128,16 @@ function cell(s: Spread | undefined, fmt: (v: number) => string = time): string 
   return s.repeats > 1 && s.min !== s.max ? `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})` : fmt(s.median);
 }
 
-export function renderMarkdown(r: BenchReport): string {
+/** Chart files by name (relative to the Markdown); each is embedded after the table it draws. */
+export type ChartFiles = Partial<Record<ChartName, string>>;
+
+export function renderMarkdown(r: BenchReport, charts: ChartFiles = {}): string {
   const m = r.machine;
   const lines: string[] = [];
+  const embed = (...names: ChartName[]) => {
+    const present = names.filter((n) => charts[n]);
+    if (present.length) lines.push(present.map((n) => `![${n}](${charts[n]})`).join(' '), '');
+  };
   lines.push(`# Bench report ${r.startedAt}`, '');
   lines.push(
     `${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.platform}; load average ${m.loadAverageAtStart.join(' / ')} at the start, ${r.loadAverageAtEnd.join(' / ')} at the end.`,
@@ -150,6 +159,7 @@ export function renderMarkdown(r: BenchReport): string {
         `${cell(of((h) => h.perStepMs))} per step (one activity, one workflow task). Every step of a bead passes through such hand-offs.`,
       '',
     );
+    embed('handoff');
   }
 
   if (r.convoys.length) {
@@ -161,7 +171,9 @@ export function renderMarkdown(r: BenchReport): string {
         `| ${c.n} | ${c.width} | ${c.repeats.length}${c.failures.length ? ` (+${c.failures.length} failed)` : ''} | ${cell(s.makespanMs)} | ${cell(s.floorMakespanMs)} | ${cell(s.ratio, (v) => `${v.toFixed(2)}×`)} | ${cell(s.overheadP50)} | ${cell(s.overheadP95)} | ${cell(s.overheadP99)} |`,
       );
     }
-    lines.push('', '## Hop latency, p50 / p99', '');
+    lines.push('');
+    embed('makespan', 'ratio');
+    lines.push('## Hop latency, p50 / p99', '');
     const hopKeys = Object.keys(HOPS) as Hop[];
     lines.push(`| hop | ${r.convoys.map((c) => `N=${c.n} w=${c.width}`).join(' | ')} |`, `|---|${r.convoys.map(() => '---').join('|')}|`);
     for (const h of hopKeys) {
@@ -171,7 +183,9 @@ export function renderMarkdown(r: BenchReport): string {
       });
       lines.push(`| ${BREAKDOWN_HOPS.has(h) ? `↳ ${HOPS[h]}` : HOPS[h]} | ${row.join(' | ')} |`);
     }
-    lines.push('', '## History events and Temporal actions (actions approximated from events; see bench/README.md)', '');
+    lines.push('');
+    embed('hops');
+    lines.push('## History events and Temporal actions (actions approximated from events; see bench/README.md)', '');
     lines.push(
       '| N | width | events / bead | events / MR | convoy events (runs) | refinery events (runs) | dispatch-gate events (runs) | actions / bead | actions / MR | actions / convoy | all-in actions per bead | largest history |',
       '|---|---|---|---|---|---|---|---|---|---|---|---|',
@@ -201,6 +215,7 @@ export function renderMarkdown(r: BenchReport): string {
       );
     }
     lines.push('');
+    embed('queue');
   }
 
   const failures = [...r.convoys.flatMap((c) => c.failures), ...r.mergeQueue.flatMap((q) => q.failures)];
@@ -212,20 +227,31 @@ export function renderMarkdown(r: BenchReport): string {
   return lines.join('\n');
 }
 
-/** Writes the Markdown of an earlier JSON report again (summaries recomputed from its repeats); latest.md only if it is the newest. */
+/** Writes `<stamp>-<chart>.svg` next to the report for every chart it has figures for; returns their file names. */
+export function writeCharts(dir: string, stamp: string, report: BenchReport): ChartFiles {
+  const files: ChartFiles = {};
+  for (const chart of benchCharts(report)) {
+    const file = `${stamp}-${chart.name}.svg`;
+    writeFileSync(join(dir, file), chart.svg);
+    files[chart.name] = file;
+  }
+  return files;
+}
+
+/** Writes the Markdown and charts of an earlier JSON report again (summaries recomputed from its repeats); latest.md only if it is the newest. */
 export function rerender(jsonPath: string): string {
   const report = JSON.parse(readFileSync(jsonPath, 'utf8')) as BenchReport;
   for (const c of report.convoys) c.summary = summarizeConvoy(c.repeats);
   for (const q of report.mergeQueue) q.summary = summarizeQueue(q.repeats);
   const md = jsonPath.replace(/\.json$/, '.md');
-  writeFileSync(md, renderMarkdown(report));
   const dir = dirname(jsonPath);
+  writeFileSync(md, renderMarkdown(report, writeCharts(dir, basename(jsonPath, '.json'), report)));
   const newest = readdirSync(dir).filter((f) => f.endsWith('.json')).sort().at(-1);
   if (newest === basename(jsonPath)) copyFileSync(md, join(dir, 'latest.md'));
   return md;
 }
 
-/** Writes `<stamp>.json`, `<stamp>.md` and `latest.md`; returns their paths. */
+/** Writes `<stamp>.json`, `<stamp>.md`, the charts and `latest.md`; returns their paths. */
 export function writeReport(dir: string, report: BenchReport): { json: string; md: string; latest: string } {
   mkdirSync(dir, { recursive: true });
   const stamp = report.startedAt.replace(/[:.]/g, '-');
@@ -233,7 +259,7 @@ export function writeReport(dir: string, report: BenchReport): { json: string; m
   const md = join(dir, `${stamp}.md`);
   const latest = join(dir, 'latest.md');
   writeFileSync(json, `${JSON.stringify(report, null, 2)}\n`);
-  writeFileSync(md, renderMarkdown(report));
+  writeFileSync(md, renderMarkdown(report, writeCharts(dir, stamp, report)));
   copyFileSync(md, latest);
   return { json, md, latest };
 }

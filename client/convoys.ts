@@ -43,6 +43,7 @@ import type { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import { describeZodError } from '../domain/validation';
 import type { convoyWorkflow } from '../workflows/convoy';
+import { graphOfConvoy, graphOfSpec, type ConvoyGraph } from './convoy-graph';
 import { UserError, type Town } from './town';
 
 /** Spec files are read whole; this bounds them before parsing (the convoy itself holds at most MAX_CONVOY_TEXT). */
@@ -89,6 +90,17 @@ export function readSpecFile(path: string): unknown {
     const detail = (err as Error).message.split('\n')[0]!.replace(/:$/, '');
     throw new UserError(`spec file ${path} is not valid ${what}: ${detail}`);
   }
+}
+
+/**
+ * The graph of a spec file before launch: the spec is checked as `gt convoy start` checks it, except that the rig
+ * is not looked up (no town is needed to draw a plan).
+ */
+export function graphOfSpecFile(path: string): ConvoyGraph {
+  const raw = readSpecFile(path);
+  const parsed = ConvoySpec.safeParse(raw);
+  if (!parsed.success) throw new UserError(`invalid convoy spec: ${describeZodError(parsed.error)}`);
+  return graphOfSpec(parsed.data);
 }
 
 /** A convoy id from the title: readable in lists and the Web UI, with a random suffix so titles can repeat. */
@@ -171,23 +183,34 @@ export class ConvoyClient {
   /** The convoy and, for each started bead, the bead's own state (runs, merge request outcomes, commits). */
   async status(convoyId: string): Promise<ConvoyStatusView> {
     const convoy = await this.state(convoyId);
-    const beads: ConvoyBeadView[] = [];
     const started = convoy.beads.filter((b) => b.status !== 'pending' && b.status !== 'blocked' && b.startedAt);
+    const states = await this.beadStates(started.map((b) => b.beadId));
+    return { convoy, counts: countBeads(convoy.beads), beads: convoy.beads.map((b) => ({ ...b, bead: states.get(b.beadId) })) };
+  }
+
+  /** Bead states by bead id, 16 queries at a time; a bead that does not answer is left out rather than failing the view. */
+  async beadStates(beadIds: readonly string[]): Promise<Map<string, BeadState>> {
     const states = new Map<string, BeadState>();
-    for (let i = 0; i < started.length; i += 16) {
-      const batch = started.slice(i, i + 16);
+    for (let i = 0; i < beadIds.length; i += 16) {
+      const batch = beadIds.slice(i, i + 16);
       const answers = await Promise.all(
-        batch.map((b) =>
+        batch.map((id) =>
           this.client.workflow
-            .getHandle(beadWorkflowId(b.beadId))
+            .getHandle(beadWorkflowId(id))
             .query(beadStateQuery)
             .catch(() => undefined),
         ),
       );
-      answers.forEach((s, j) => s && states.set(batch[j]!.beadId, s));
+      answers.forEach((s, j) => s && states.set(batch[j]!, s));
     }
-    for (const b of convoy.beads) beads.push({ ...b, bead: states.get(b.beadId) });
-    return { convoy, counts: countBeads(convoy.beads), beads };
+    return states;
+  }
+
+  /** The convoy's graph as it is now (staged, running or ended); nodes link to `uiUrl` when given. */
+  async graph(convoyId: string, uiUrl?: string): Promise<ConvoyGraph> {
+    const view = await this.status(convoyId);
+    const beads = new Map(view.beads.flatMap((b) => (b.bead ? [[b.beadId, b.bead] as const] : [])));
+    return graphOfConvoy(view.convoy, beads, { ui: uiUrl ? { url: uiUrl, namespace: this.client.options.namespace } : undefined });
   }
 
   /** Every convoy, newest first: running ones as they are now, ended ones as they ended. */

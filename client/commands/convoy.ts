@@ -1,15 +1,17 @@
+import { writeFileSync } from 'node:fs';
+import { extname } from 'node:path';
 import type { Command } from 'commander';
 import { countBeads, describeCounts, type ConvoyBeadSpecInput, type ConvoyState } from '../../domain/convoy';
 import { depths } from '../../domain/dag';
 import { formatMs } from '../../domain/durations';
-import { ConvoyClient, readSpecFile, type ConvoyStatusView } from '../convoys';
+import { GRAPH_FORMATS, renderGraph, STATUS_STYLE, type ConvoyGraph, type GraphFormat } from '../convoy-graph';
+import { convoyElapsed, watchLive } from '../convoy-watch';
+import { ConvoyClient, graphOfSpecFile, readSpecFile, type ConvoyStatusView } from '../convoys';
 import { printJson, table } from '../output';
 import { UserError } from '../town';
 import { intArg, withTown } from './with-town';
 
-const SYMBOL: Record<string, string> = { closed: '✓', failed: '✗', running: '▶', pending: '·', blocked: '⊘', cancelled: '⊘' };
-
-const elapsed = (s: ConvoyState) => Date.parse(s.endedAt ?? new Date().toISOString()) - Date.parse(s.launchedAt ?? s.createdAt);
+const SYMBOL: Record<string, string> = Object.fromEntries(Object.entries(STATUS_STYLE).map(([status, s]) => [status, s.symbol]));
 
 /** The convoy as a tree: beads indented under what they wait for, with runs, merge request outcomes and commits. */
 export function describeConvoy(view: ConvoyStatusView): string {
@@ -18,7 +20,7 @@ export function describeConvoy(view: ConvoyStatusView): string {
     `convoy   ${c.convoyId}  ${c.title}`,
     `rig      ${c.rig} → ${c.targetBranch ?? '(set at launch)'}  (${c.mergeMode}${c.convoyBranch ? ` via ${c.convoyBranch}` : ''}, onFailure ${c.onFailure}${c.maxParallel ? `, maxParallel ${c.maxParallel}` : ''})`,
     `status   ${c.status} — ${c.waitingFor}`,
-    `beads    ${describeCounts(view.counts)}   elapsed ${formatMs(Math.max(0, elapsed(c)))}`,
+    `beads    ${describeCounts(view.counts)}   elapsed ${formatMs(convoyElapsed(c))}`,
   ];
   if (c.landing) lines.push(`landing  ${c.landing.mrId} ${c.landing.headSha ? `@ ${c.landing.headSha.slice(0, 10)} ` : ''}→ ${c.landing.outcome?.kind ?? 'pending'}`);
   if (c.landedCommit) lines.push(`landed   ${c.landedCommit}`);
@@ -59,6 +61,22 @@ async function follow(convoys: ConvoyClient, convoyId: string, json: boolean | u
   if (json) printJson(view);
   else console.log(describeConvoy(view));
   if (view.convoy.status !== 'landed') process.exitCode = 1;
+}
+
+/** A spec file is drawn as planned, without a town; anything else names a convoy. */
+const isSpecPath = (target: string) => /\.(ya?ml|json)$/i.test(target);
+
+/** The format asked for, else the one the output file's extension names, else Mermaid. */
+export function graphFormat(format: string | undefined, output: string | undefined): GraphFormat {
+  const chosen = format ?? { '.dot': 'dot', '.gv': 'dot', '.svg': 'svg', '.html': 'html', '.htm': 'html', '.mmd': 'mermaid' }[extname(output ?? '').toLowerCase()] ?? 'mermaid';
+  if (!(GRAPH_FORMATS as readonly string[]).includes(chosen)) throw new UserError(`unknown graph format '${chosen}': use ${GRAPH_FORMATS.join(', ')}`);
+  return chosen as GraphFormat;
+}
+
+/** The graph of a spec file or of a convoy by id: what `gt convoy graph` draws (and prints with --json). */
+export async function convoyGraph(target: string, uiUrl: string): Promise<ConvoyGraph> {
+  if (isSpecPath(target)) return graphOfSpecFile(target);
+  return withTown((town) => new ConvoyClient(town).graph(target, uiUrl));
 }
 
 const splitIds = (value: string) =>
@@ -143,11 +161,59 @@ Spec (YAML or JSON):
 
   convoy
     .command('watch')
-    .description('follow a running convoy live (each bead as it changes, counts, elapsed) until it ends; exit 0 only if it landed')
+    .description('follow a convoy live until it ends; exit 0 only if it landed. On a terminal: a tree redrawn in place with progress, elapsed time and the merge queue; otherwise one line per change')
     .argument('<id>', 'convoy id')
     .option('--json', 'print only the final status as JSON')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  gt convoy watch login-3f2a            # live tree on a terminal; Ctrl-C stops watching (the convoy goes on)
+  gt convoy watch login-3f2a | tee log  # not a terminal: one line per bead change, then the final tree`,
+    )
     .action(async (id: string, o: { json?: boolean }) => {
-      await withTown((town) => follow(new ConvoyClient(town), id, o.json));
+      await withTown(async (town) => {
+        const convoys = new ConvoyClient(town);
+        if (o.json || !process.stdout.isTTY) return follow(convoys, id, o.json);
+        await watchLive(convoys, id, process.stdout);
+        const view = await convoys.status(id);
+        console.log(describeConvoy(view));
+        if (view.convoy.status !== 'landed') process.exitCode = 1;
+      });
+    });
+
+  convoy
+    .command('graph')
+    .description("a convoy's DAG (or a spec file's, before launch) with each bead's status, round/run and failure reason, the critical path marked")
+    .argument('<id|spec>', 'convoy id, or a spec file (.yaml, .yml, .json)')
+    .option('--format <format>', `${GRAPH_FORMATS.join(' | ')} (default: from --output's extension, else mermaid)`)
+    .option('--output <file>', 'write to this file instead of stdout')
+    .option('--ui-url <url>', 'Temporal Web UI the HTML/SVG nodes link to', process.env.GT_UI_URL ?? 'http://localhost:8233')
+    .option('--json', 'print the graph as data (nodes, statuses, critical path) instead')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  gt convoy graph examples/login-flow.yaml               # Mermaid of a plan, nothing started
+  gt convoy graph login-3f2a --output login.html         # a page: click a bead to open it in the Web UI
+  gt convoy graph login-3f2a --format dot | dot -Tpng > login.png
+  gt convoy graph login-3f2a --format svg --output login.svg
+
+Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), ⊘ blocked (amber), ✗ failed (red),
+⊘ cancelled (dark grey); the critical path (the chain that decides when the convoy lands) is purple and bold.`,
+    )
+    .action(async (target: string, o: { format?: string; output?: string; uiUrl: string; json?: boolean }) => {
+      const format = graphFormat(o.format, o.output);
+      const graph = await convoyGraph(target, o.uiUrl);
+      if (o.json) return printJson(graph);
+      const text = await renderGraph(graph, format);
+      if (!o.output) return void process.stdout.write(text);
+      try {
+        writeFileSync(o.output, text);
+      } catch (err) {
+        throw new UserError(`cannot write ${o.output}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+      console.error(`wrote ${o.output} (${format}, ${graph.nodes.length} beads)`);
     });
 
   convoy
