@@ -45,7 +45,11 @@ export interface RunEnvOptions {
 
 export function runEnv(options: RunEnvOptions): Record<string, string> {
   const { hostEnv, rig } = options;
-  const pick = (names: string[]) => Object.fromEntries(names.flatMap((k) => (hostEnv[k] !== undefined && !NEVER.test(k) ? [[k, hostEnv[k]!]] : [])));
+  const pick = (names: string[]) =>
+    Object.fromEntries(names.flatMap((k) => {
+      const v = hostEnv[k];
+      return v !== undefined && !NEVER.test(k) ? [[k, v]] : [];
+    }));
   const declared = hostEnv.GT_AGENT_PASSTHROUGH?.split(',').map((s) => s.trim()).filter(Boolean) ?? DEFAULT_PASSTHROUGH;
   // Contained runs get a home and temp dir of their own; the process runtime (trusted agents) keeps the user's,
   // where their agent CLI's login and settings live.

@@ -67,9 +67,10 @@ export function createReviewRunActivities(deps: HostDeps) {
     },
 
     /** Removes the review worktree once the verdict is in (the run directory with its log stays). */
-    async finishReviewRun(raw: FinishReviewInput): Promise<void> {
+    finishReviewRun(raw: FinishReviewInput): Promise<void> {
       const input = parseActivityInput(FinishReviewInput, raw);
       rmSync(reviewWorktree(input.rig.name, input.runId, deps.gtHome), { recursive: true, force: true });
+      return Promise.resolve();
     },
   };
 }
