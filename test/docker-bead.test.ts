@@ -4,9 +4,6 @@
  * ever existed for the run (counted from the engine), one merge. The workers are real `gt worker` processes.
  * Skipped, with the reason, where no engine or no agent image is here (`npm test` provisions both as root).
  */
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import Docker from 'dockerode';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -14,9 +11,9 @@ import { DockerRuntime, LABELS } from '../agents/docker-runtime';
 import { Town } from '../client/town';
 import { DEFAULT_AGENT_IMAGE } from '../domain/rig';
 import { paths } from '../host/home';
-import { freePort, startChild, type Child } from './helpers/processes';
+import type { Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
-import { agentScript, eventually, FAST_POLICY, gtBin } from './helpers/town';
+import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProcessHost } from './helpers/town';
 
 const runtime = new DockerRuntime();
 const engine = await runtime.available();
@@ -41,25 +38,8 @@ afterAll(async () => {
 
 describe.skipIf(!!skip)('beads in real containers', () => {
   const townOn = async () => {
-    const taskQueue = `docker-${process.pid}-${Date.now()}`;
-    const gtHome = mkdtempSync(join(tmpdir(), 'gt-home-docker-'));
-    const port = await freePort();
-    const env = {
-      ...process.env,
-      TEMPORAL_ADDRESS: inject('temporalAddress'),
-      TEMPORAL_NAMESPACE: inject('temporalNamespace'),
-      GT_TASK_QUEUE: taskQueue,
-      GT_HOME: gtHome,
-      GT_HOST_ID: 'docker-host',
-      GT_WORKFLOW_BUNDLE: inject('workflowBundlePath'),
-    };
-    const startWorker = async () => {
-      const w = startChild(gtBin, ['worker', '--gateway-port', String(port)], env);
-      children.push(w);
-      await w.waitFor(/gateway http:\/\/127\.0\.0\.1:\d+/);
-      return w;
-    };
-    return { town: new Town(new Client({ connection, namespace: inject('temporalNamespace') }), taskQueue), startWorker, gtHome };
+    const host = await workerProcessHost('docker', children);
+    return { town: new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue), startWorker: host.start, gtHome: host.gtHome };
   };
 
   it('merges a bead worked by an agent in a container that runs as the worker’s user, with no network', async () => {
@@ -101,14 +81,7 @@ describe.skipIf(!!skip)('beads in real containers', () => {
     expect((await docker.getContainer(container!.Id).inspect()).State.Running).toBe(true);
 
     await startWorker();
-    await eventually(
-      async () => {
-        const pending = (await handle.describe()).raw.pendingActivities ?? [];
-        return pending.some((a) => a.activityType?.name === 'superviseAgentRun' && (a.attempt ?? 0) >= 2 && a.lastHeartbeatTime && a.lastStartedTime && Number(a.lastHeartbeatTime.seconds) >= Number(a.lastStartedTime.seconds));
-      },
-      60_000,
-      'supervision re-attached on the new worker',
-    );
+    await eventually(() => supervisionReattached(handle), 60_000, 'supervision re-attached on the new worker');
     await town.nudge('b-dkill', 'release');
     const result = await handle.result();
     expect(result.status, JSON.stringify(result)).toBe('closed');

@@ -10,9 +10,9 @@ import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Town } from '../client/town';
 import { processExists } from './helpers/pids';
-import { freePort, startChild, type Child } from './helpers/processes';
+import type { Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
-import { agentScript, eventually, FAST_POLICY, gtBin } from './helpers/town';
+import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProcessHost } from './helpers/town';
 
 let connection: Connection;
 let town: Town;
@@ -27,26 +27,10 @@ afterAll(async () => {
 
 describe('a worker killed while its agent runs', () => {
   it('is replaced by a worker that re-attaches: one agent process for the run, one merge', async () => {
-    const taskQueue = `kill-${process.pid}-${Date.now()}`;
-    const gtHome = mkdtempSync(join(tmpdir(), 'gt-home-kill-'));
     const dir = mkdtempSync(join(tmpdir(), 'gt-kill-'));
-    const port = await freePort();
-    const env = {
-      ...process.env,
-      TEMPORAL_ADDRESS: inject('temporalAddress'),
-      TEMPORAL_NAMESPACE: inject('temporalNamespace'),
-      GT_TASK_QUEUE: taskQueue,
-      GT_HOME: gtHome,
-      GT_HOST_ID: 'kill-host',
-      GT_WORKFLOW_BUNDLE: inject('workflowBundlePath'),
-    };
-    const startWorker = async () => {
-      const w = startChild(gtBin, ['worker', '--gateway-port', String(port)], env);
-      children.push(w);
-      await w.waitFor(/gateway http:\/\/127\.0\.0\.1:\d+/);
-      return w;
-    };
-    town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), taskQueue);
+    const host = await workerProcessHost('kill', children);
+    const startWorker = host.start;
+    town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
     const repo = await createRepo();
     await town.addRig({
       name: 'kill-rig',
@@ -70,14 +54,7 @@ describe('a worker killed while its agent runs', () => {
 
     await startWorker();
     // The supervision activity times out on the dead worker and is retried on the new one, which adopts the live agent.
-    await eventually(
-      async () => {
-        const pending = (await handle.describe()).raw.pendingActivities ?? [];
-        return pending.some((a) => a.activityType?.name === 'superviseAgentRun' && (a.attempt ?? 0) >= 2 && a.lastStartedTime && a.lastHeartbeatTime && Number(a.lastHeartbeatTime.seconds) >= Number(a.lastStartedTime.seconds));
-      },
-      60_000,
-      'supervision re-attached on the new worker',
-    );
+    await eventually(() => supervisionReattached(handle), 60_000, 'supervision re-attached on the new worker');
     expect(processExists(Number(pid))).toBe(true);
     writeFileSync(join(dir, 'release'), '');
     const result = await handle.result();

@@ -7,13 +7,14 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { inject } from 'vitest';
 import type { AgentRuntimeDriver } from '../../agents/runtime';
 import type { AgentRuntime, RigConfigInput, RunPolicy } from '../../domain/rig';
 import { Town } from '../../client/town';
 import { createTownWorker, type TownWorker } from '../../worker/worker';
+import { freePort, startChild, type Child } from './processes';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 export const gtBin = join(repoRoot, 'bin', 'gt');
@@ -134,4 +135,48 @@ export async function eventually<T>(fn: () => Promise<T | undefined | null | fal
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`timed out waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`);
+}
+
+export interface WorkerProcessHost {
+  taskQueue: string;
+  gtHome: string;
+  /** Starts a real `gt worker` for this host (again after a kill: same GT_HOME, queue and gateway port). */
+  start: () => Promise<Child>;
+}
+
+/**
+ * One host of a town served by real `gt worker` processes, for tests that kill them: its own GT_HOME and task queue,
+ * and a fixed gateway port, so the GT_GATEWAY_URL a live agent was given stays valid across workers.
+ */
+export async function workerProcessHost(name: string, children: Child[]): Promise<WorkerProcessHost> {
+  const taskQueue = `${name}-${process.pid}-${Date.now()}`;
+  const gtHome = mkdtempSync(join(tmpdir(), `gt-home-${name}-`));
+  const port = await freePort();
+  const env = {
+    ...process.env,
+    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    TEMPORAL_NAMESPACE: inject('temporalNamespace'),
+    GT_TASK_QUEUE: taskQueue,
+    GT_HOME: gtHome,
+    GT_HOST_ID: `${name}-host`,
+    GT_WORKFLOW_BUNDLE: inject('workflowBundlePath'),
+  };
+  return {
+    taskQueue,
+    gtHome,
+    start: async () => {
+      const w = startChild(gtBin, ['worker', '--gateway-port', String(port)], env);
+      children.push(w);
+      await w.waitFor(/gateway http:\/\/127\.0\.0\.1:\d+/);
+      return w;
+    },
+  };
+}
+
+/** True once the bead's supervision activity was retried and heartbeats again: a new worker re-attached to its run. */
+export async function supervisionReattached(handle: WorkflowHandle): Promise<boolean> {
+  const pending = (await handle.describe()).raw.pendingActivities ?? [];
+  return pending.some(
+    (a) => a.activityType?.name === 'superviseAgentRun' && (a.attempt ?? 0) >= 2 && a.lastStartedTime && a.lastHeartbeatTime && Number(a.lastHeartbeatTime.seconds) >= Number(a.lastStartedTime.seconds),
+  );
 }
