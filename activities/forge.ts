@@ -12,7 +12,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { Octokit } from '@octokit/rest';
 import { z } from 'zod';
 import { MAX_TEXT } from '../domain/bead';
-import { assessPullRequest, ForgeSettings, forgeTokenOrigins, forgeTokenRefusal, githubRepository, type CheckState, type PullRequestRef, type PullRequestSnapshot } from '../domain/forge';
+import { assessPullRequest, boundSnapshot, ForgeSettings, forgeTokenOrigins, forgeTokenRefusal, githubRepository, type CheckState, type PullRequestRef, type PullRequestSnapshot } from '../domain/forge';
 import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { parseActivityInput } from './validation';
@@ -149,7 +149,7 @@ async function snapshot(f: Forge, number: number): Promise<PullRequestSnapshot> 
   const checkState = (status: string, conclusion: string | null): CheckState =>
     status !== 'completed' ? 'pending' : ['success', 'neutral', 'skipped'].includes(conclusion ?? '') ? 'success' : 'failure';
   const statusState = (s: string): CheckState => (s === 'success' ? 'success' : s === 'pending' ? 'pending' : 'failure');
-  return {
+  return boundSnapshot({
     number,
     url: pr.html_url,
     state: pr.state === 'closed' ? 'closed' : 'open',
@@ -167,7 +167,7 @@ async function snapshot(f: Forge, number: number): Promise<PullRequestSnapshot> 
       ...checkRuns.data.check_runs.map((c) => ({ name: c.name, state: checkState(c.status, c.conclusion), detail: clip([c.output?.title, c.output?.summary].filter(Boolean).join(': ')) })),
       ...statuses.data.statuses.map((s) => ({ name: s.context, state: statusState(s.state), detail: clip(s.description) })),
     ],
-  };
+  });
 }
 
 export const forgeActivities = {

@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import type { MergeOutcome } from './bead';
+import { CAPS, capText, listText } from './caps';
 import { DurationMs } from './durations';
 
 /** Where a worker sends its GitHub token unless its GITHUB_API_URL says otherwise. */
@@ -97,7 +98,7 @@ export type PullRequestRef = z.infer<typeof PullRequestRef>;
 
 export type CheckState = 'pending' | 'success' | 'failure';
 
-/** What a merge request reads of its pull request on each look. Bounded text only: bodies are truncated. */
+/** What a merge request reads of its pull request on each look. Bounded text only (boundSnapshot). */
 export interface PullRequestSnapshot {
   number: number;
   url: string;
@@ -110,6 +111,39 @@ export interface PullRequestSnapshot {
   reviews: { author: string; state: string; body: string; commitId?: string }[];
   threads: { resolved: boolean; outdated: boolean; comments: { author: string; body: string; path?: string; commitId?: string }[] }[];
   checks: { name: string; state: CheckState; detail: string }[];
+}
+
+/** GitHub logins are at most 39 characters, object ids 40 (SHA-1) or 64 (SHA-256) hex digits, states short words. */
+const MAX_ID = 64;
+
+/**
+ * The snapshot with its free text (bodies, paths, check names and details) within CAPS.forgeTotal, each piece within
+ * CAPS.forgeBody, and identifiers within MAX_ID: a pull request with thousands of long comments must not make an
+ * activity result of megabytes. Identifiers, states and the lists themselves (what the verdict is decided on) are
+ * never dropped, so the verdict is the same as on the whole snapshot.
+ */
+export function boundSnapshot(pr: PullRequestSnapshot): PullRequestSnapshot {
+  let left = CAPS.forgeTotal;
+  const text = (s: string) => {
+    const kept = capText(s, Math.min(CAPS.forgeBody, Math.max(left, 0)));
+    left -= kept.length;
+    return kept;
+  };
+  const id = (s: string) => capText(s, MAX_ID);
+  const optional = <T>(s: string | undefined, f: (s: string) => T) => (s === undefined ? undefined : f(s));
+  return {
+    ...pr,
+    url: capText(pr.url, CAPS.name),
+    mergeCommitSha: optional(pr.mergeCommitSha, id),
+    headSha: id(pr.headSha),
+    reviews: pr.reviews.map((r) => ({ author: id(r.author), state: id(r.state), body: text(r.body), commitId: optional(r.commitId, id) })),
+    threads: pr.threads.map((t) => ({
+      resolved: t.resolved,
+      outdated: t.outdated,
+      comments: t.comments.map((c) => ({ author: id(c.author), body: text(c.body), path: optional(c.path, text), commitId: optional(c.commitId, id) })),
+    })),
+    checks: pr.checks.map((c) => ({ name: text(c.name), state: c.state, detail: text(c.detail) })),
+  };
 }
 
 export type PullRequestVerdict =
@@ -147,8 +181,8 @@ export function assessPullRequest(pr: PullRequestSnapshot, headSha: string): Pul
       kind: 'rework',
       outcome: {
         kind: 'gates_failed',
-        gate: `GitHub checks: ${failing.map((c) => c.name).join(', ')}`,
-        feedback: [`Checks failed on pull request #${pr.number} (${pr.url}):`, ...failing.map((c) => `- ${c.name}: ${c.detail || 'failed'}`)].join('\n'),
+        gate: `GitHub checks: ${listText(failing.map((c) => c.name), 20)}`,
+        feedback: capText([`Checks failed on pull request #${pr.number} (${pr.url}):`, ...failing.map((c) => `- ${c.name}: ${c.detail || 'failed'}`)].join('\n'), CAPS.feedback),
       },
     };
   }
@@ -161,7 +195,7 @@ export function assessPullRequest(pr: PullRequestSnapshot, headSha: string): Pul
       const first = t.comments[0]!;
       lines.push(`- ${first.path ? `${first.path}: ` : ''}${t.comments.map((c) => `${c.author}: ${c.body}`).join(' / ')}`);
     }
-    return { kind: 'rework', outcome: { kind: 'changes_requested', feedback: lines.join('\n') } };
+    return { kind: 'rework', outcome: { kind: 'changes_requested', feedback: capText(lines.join('\n'), CAPS.feedback) } };
   }
   const pending = pr.checks.filter((c) => c.state === 'pending');
   if (pending.length) return { kind: 'waiting', reason: `checks running: ${pending.map((c) => c.name).join(', ')}` };

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { MergeOutcome } from './bead';
+import { CAPS, capList, capText, listText } from './caps';
 import { PullRequestRef } from './forge';
 import { BeadId, ConvoyId } from './ids';
 
@@ -112,6 +113,18 @@ export function withoutItem<T>(b: Bisection<T>, item: T): Bisection<T> {
 }
 
 // --- the refinery's answers and state -----------------------------------------------------------------------
+
+/**
+ * A conflict as its bead sees it: at most CAPS.conflictPaths paths, named in the feedback with the count of the rest.
+ * A branch that conflicts in 50,000 files must not make a payload of megabytes (the agent sees them all with git).
+ */
+export function conflictOutcome(paths: readonly string[], targetBranch: string): Extract<MergeOutcome, { kind: 'conflict' }> {
+  return {
+    kind: 'conflict',
+    paths: capList(paths, CAPS.conflictPaths).shown.map((p) => capText(p, CAPS.name)),
+    feedback: `Your branch conflicts with ${targetBranch} in: ${listText(paths, CAPS.conflictPaths) || '(unknown paths)'}.\nMerge origin/${targetBranch} into your branch, resolve the conflicts, commit, and call gt done again.`,
+  };
+}
 
 /** What a merge section tells a merge request: a merge outcome, or (PR strategy) that its pull request is open. */
 export const SectionOutcome = z.union([MergeOutcome, z.object({ kind: z.literal('pr_opened'), pr: PullRequestRef })]);

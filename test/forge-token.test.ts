@@ -41,7 +41,7 @@ async function recorder(redirectTo?: () => string): Promise<Recorder> {
 const TOKEN = 'ghp_worker_token_never_leaves';
 const rigWithApi = (apiUrl: string) => RigConfig.parse({ name: 'forge-token', repo: '/nonexistent', agent: 'true', merge: 'pr', forge: { repository: 'acme/forge-token', apiUrl, requestTimeout: 2000 } });
 /** How the real activity fails for a rig whose API URL is `apiUrl`: the failure's type, retry decision and message. */
-async function failureOf(apiUrl: string): Promise<{ type?: string | null; nonRetryable?: boolean; message: string }> {
+async function failureOf(apiUrl: string): Promise<{ type?: string | null; nonRetryable?: boolean | null; message: string }> {
   const env = new MockActivityEnvironment();
   try {
     await env.run((input: { rig: RigConfig; number: number }) => forgeActivities.pullRequestSnapshot(input), { rig: rigWithApi(apiUrl), number: 1 });
