@@ -33,9 +33,11 @@ export const CAPS = {
   /** One failure message carried in a workflow (an activity's error, a run's exit). */
   failure: 2_000,
   /** Checkpoint notes handed to a new run, newest first (each note is at most MAX_CHECKPOINT already). */
-  checkpointsTotal: 40_000,
+  checkpointsTotal: 30_000,
   /** Operator messages handed to a run or answered to `gt inbox`, newest first. */
-  messagesTotal: 40_000,
+  messagesTotal: 20_000,
+  /** Why a bead ended, as a convoy keeps it for each of up to 1,000 beads (the bead's own result has the whole reason). */
+  beadReason: 500,
   /** What a run's `gt done` summary is kept as in the bead's state (one line in `gt bead status`). */
   summary: 2_000,
   /** One GitHub review, comment or check description. */

@@ -17,7 +17,7 @@ import { appendFeedback, CAPS, capList, capText, keepNewest, listText, MAX_JSON_
 import { EscalationInput } from '../domain/escalation';
 import { assessPullRequest, boundSnapshot, type PullRequestSnapshot } from '../domain/forge';
 import { type CandidateResult, conflictOutcome, MergeTicket } from '../domain/refinery';
-import { RigConfig } from '../domain/rig';
+import { MAX_RIG_TEXT, RigConfig } from '../domain/rig';
 import { createRepo } from './helpers/repo';
 
 /** Bytes of `value` as Temporal's default payload converter writes it (JSON, UTF-8). */
@@ -121,16 +121,19 @@ describe('feedback a bead accumulates', () => {
     expect(payloadBytes(feedback)).toBeLessThan(CAPS.feedbackTotal * MAX_JSON_BYTES_PER_CHAR + 1000 * 60);
   });
 
-  it("leaves the biggest input a run gets (bead, feedback, checkpoints, messages) far below Temporal's limit", () => {
+  it("leaves the biggest input a run gets (rig, bead, feedback, checkpoints, messages) well below Temporal's limit", () => {
     let feedback: string[] = [];
     for (let round = 1; round <= 20; round++) feedback = appendFeedback(feedback, worst(MAX_TEXT));
+    const gates = Array.from({ length: 15 }, () => worst(4000));
+    const rig = RigConfig.parse({ name: 'r', repo: '/r', agent: worst(1000), gates, env: { A: worst(MAX_RIG_TEXT - 15 * 4000 - 1000 - 2 - 1 - 'node:20-bookworm'.length) } });
     const input = {
+      rig,
       bead: { id: 'b'.repeat(63), title: worst(200), description: worst(MAX_TEXT), acceptance: worst(MAX_TEXT), priority: 2 },
       feedback,
       checkpoints: keepNewest(Array.from({ length: 50 }, () => worst(MAX_CHECKPOINT)), CAPS.checkpointsTotal),
       messages: keepNewest(Array.from({ length: 20 }, () => worst(MAX_CHECKPOINT)), CAPS.messagesTotal),
     };
-    expect(payloadBytes(input)).toBeLessThan(PAYLOAD_LIMIT_BYTES / 2);
+    expect(payloadBytes(input)).toBeLessThan(PAYLOAD_LIMIT_BYTES * 0.75);
   });
 });
 
@@ -155,6 +158,18 @@ describe('a pull request snapshot', () => {
     expect(verdict).toMatchObject({ kind: 'rework', outcome: { kind: 'changes_requested' } });
     if (verdict.kind === 'rework') expect(verdict.outcome.feedback.length).toBeLessThanOrEqual(CAPS.feedback);
     expect(assessPullRequest(pr, head).kind).toBe(verdict.kind);
+  });
+});
+
+describe("a rig's settings", () => {
+  it('are refused past their text budget or env count, with a message that says what to do', () => {
+    const rig = { name: 'big', repo: '/r', agent: 'true' };
+    expect(RigConfig.safeParse({ ...rig, gates: Array.from({ length: 20 }, () => 'x'.repeat(4000)) }).error?.issues[0]?.message).toBe(
+      `a rig's settings hold at most ${MAX_RIG_TEXT} characters of text (gates, agent and reviewer commands, env): keep long scripts in the repository and call them`,
+    );
+    const env = Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`V${i}`, '1']));
+    expect(RigConfig.safeParse({ ...rig, env }).error?.issues[0]?.message).toBe('a rig passes at most 100 environment variables to its agents');
+    expect(RigConfig.safeParse({ ...rig, gates: ['npm test'], env: { A: '1' } }).success).toBe(true);
   });
 });
 

@@ -27,6 +27,7 @@ import {
 import type { TownQueueActivities } from '../activities';
 import type { StartedBead } from '../activities/convoy';
 import type { MergeOutcome } from '../domain/bead';
+import { CAPS, capText } from '../domain/caps';
 import {
   applyEdit,
   BeadReportMessage,
@@ -109,7 +110,8 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     record.status = status;
     record.endedAt = now();
     if (fields.commit) record.commit = fields.commit;
-    if (fields.reason) record.reason = fields.reason.slice(0, REASON_CHARS);
+    // Each of up to MAX_CONVOY_BEADS records carries its reason into every continue-as-new: short ones only.
+    if (fields.reason) record.reason = capText(fields.reason, CAPS.beadReason);
     changes++;
   };
 
