@@ -122,7 +122,10 @@ export function conflictOutcome(paths: readonly string[], targetBranch: string):
   return {
     kind: 'conflict',
     paths: capList(paths, CAPS.conflictPaths).shown.map((p) => capText(p, CAPS.name)),
-    feedback: `Your branch conflicts with ${targetBranch} in: ${listText(paths, CAPS.conflictPaths) || '(unknown paths)'}.\nMerge origin/${targetBranch} into your branch, resolve the conflicts, commit, and call gt done again.`,
+    feedback: capText(
+      `Your branch conflicts with ${targetBranch} in: ${listText(paths, CAPS.conflictPaths) || '(unknown paths)'}.\nMerge origin/${targetBranch} into your branch, resolve the conflicts, commit, and call gt done again.`,
+      CAPS.feedback,
+    ),
   };
 }
 
