@@ -30,8 +30,8 @@ import {
 } from '@temporalio/workflow';
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
 import type { AgentReply, BeadState, BeadStatus, InboxMessage, MergeOutcome, RunOutcome, RunRecord } from '../domain/bead';
-import { appendFeedback, CAPS, capText, keepNewest } from '../domain/caps';
 import { BeadWorkflowInput, CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, NudgeRequest, ProgressRequest, TERMINAL_BEAD_STATUSES } from '../domain/bead';
+import { appendFeedback, CAPS, capText, keepNewest } from '../domain/caps';
 import { DispatchGrant, dispatchGateWorkflowId, dispatchGrantSignal, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
 import { escalationIdPart } from '../domain/escalation';
 import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId, runIdOf } from '../domain/ids';
