@@ -29,6 +29,13 @@ export const MergeTicket = z.object({
 export type MergeTicket = z.infer<typeof MergeTicket>;
 export type MergeTicketInput = z.input<typeof MergeTicket>;
 
+/**
+ * Merge requests a refinery holds waiting at most. The queue rides in every continue-as-new input (with `seen`), so
+ * its length must be bounded like any text: 500 tickets are at most ~0.5 MB. A ticket that finds the queue full is
+ * not taken (nor remembered); its merge request announces itself again a while later (REANNOUNCE_MS).
+ */
+export const MAX_QUEUED_TICKETS = 500;
+
 // --- queue order -------------------------------------------------------------------------------------------
 
 /**

@@ -2,8 +2,9 @@
  * Issue 11, item 7: no payload can pass Temporal's 2 MB limit (a workflow task that produces one fails and is retried
  * forever: the bead, the merge request or the refinery is wedged). The caps of domain/caps.ts at the places text
  * enters — and the biggest payloads built from the largest texts the schemas allow, in the worst encoding — checked
- * here; a real merge of a branch that conflicts in 50,000 files yields a bounded outcome. Before this change that
- * conflict listed every path twice in the merge activity's result (and then in the bead's input to every later run).
+ * here; a real merge of a branch that conflicts in 50,000 files yields a bounded outcome; a refinery's queue (carried
+ * into every continue-as-new) is bounded. Before this change that conflict listed every path twice in the merge
+ * activity's result (and then in the bead's input to every later run), and the queue grew without bound.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -15,10 +16,15 @@ import { mergeCandidate } from '../activities/merge';
 import { MAX_CHECKPOINT, MAX_TEXT } from '../domain/bead';
 import { appendFeedback, CAPS, capList, capText, keepNewest, listText, MAX_JSON_BYTES_PER_CHAR, PAYLOAD_LIMIT_BYTES } from '../domain/caps';
 import { EscalationInput } from '../domain/escalation';
+import { refineryWorkflowId } from '../domain/ids';
+import { enqueueSignal, refineryStateQuery, withdrawSignal } from '../domain/messages';
+import { SA } from '../domain/search-attributes';
 import { assessPullRequest, boundSnapshot, type PullRequestSnapshot } from '../domain/forge';
 import { type CandidateResult, conflictOutcome, MergeTicket } from '../domain/refinery';
 import { MAX_RIG_TEXT, RigConfig } from '../domain/rig';
+import type { refineryWorkflow } from '../workflows/refinery';
 import { createRepo } from './helpers/repo';
+import { eventually, startTestTown, type TestTown } from './helpers/town';
 
 /** Bytes of `value` as Temporal's default payload converter writes it (JSON, UTF-8). */
 const payloadBytes = (value: unknown) => Buffer.byteLength(JSON.stringify(value), 'utf8');
@@ -158,6 +164,42 @@ describe('a pull request snapshot', () => {
     expect(verdict).toMatchObject({ kind: 'rework', outcome: { kind: 'changes_requested' } });
     if (verdict.kind === 'rework') expect(verdict.outcome.feedback.length).toBeLessThanOrEqual(CAPS.feedback);
     expect(assessPullRequest(pr, head).kind).toBe(verdict.kind);
+  });
+});
+
+describe('a refinery queue', () => {
+  let t: TestTown;
+  beforeAll(async () => {
+    t = await startTestTown();
+  });
+  afterAll(async () => {
+    await t?.stop();
+  });
+
+  it('holds at most its bound (it rides in every continue-as-new); a ticket that found it full is taken when announced again', async () => {
+    const rig = RigConfig.parse({ name: 'qcap', repo: '/nonexistent', agent: 'true' });
+    const handle = await t.client.workflow.start<typeof refineryWorkflow>('refineryWorkflow', {
+      workflowId: refineryWorkflowId('qcap'),
+      taskQueue: t.taskQueue,
+      args: [{ rig, paused: true, maxQueue: 2 }],
+      typedSearchAttributes: [
+        { key: SA.kind, value: 'refinery' },
+        { key: SA.rig, value: 'qcap' },
+      ],
+    });
+    try {
+      const ticket = (b: string) => MergeTicket.parse({ mrId: `mr:${b}:1`, beadId: b, round: 1, title: b, branch: `gt/${b}`, headSha: 'a'.repeat(40), targetBranch: 'main', enqueuedAt: 0 });
+      const waiting = async () => (await handle.query(refineryStateQuery)).queue.map((q) => q.beadId);
+      for (const b of ['q1', 'q2', 'q3']) await handle.signal(enqueueSignal, ticket(b));
+      // Signals are handled in order: q3 found the queue full before the withdrawal made room.
+      await handle.signal(withdrawSignal, { mrId: 'mr:q1:1', headSha: 'a'.repeat(40) });
+      await eventually(async () => JSON.stringify(await waiting()) === '["q2"]', 30_000, 'q1 withdrawn, q3 not taken');
+      // What its merge request does every REANNOUNCE_MS: announced again, it is taken (it was never marked seen).
+      await handle.signal(enqueueSignal, ticket('q3'));
+      await eventually(async () => JSON.stringify(await waiting()) === '["q2","q3"]', 30_000, 'q3 taken when announced again');
+    } finally {
+      await handle.terminate('test done');
+    }
   });
 });
 
