@@ -14,7 +14,8 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mergeCandidate } from '../activities/merge';
 import { MAX_CHECKPOINT, MAX_TEXT } from '../domain/bead';
-import { appendFeedback, CAPS, capList, capText, keepNewest, listText, MAX_JSON_BYTES_PER_CHAR, PAYLOAD_LIMIT_BYTES } from '../domain/caps';
+import { appendFeedback, CAPS, capList, capText, keepNewest, listText, MAX_JSON_BYTES_PER_CHAR, PAYLOAD_LIMIT_BYTES, utf8Bytes } from '../domain/caps';
+import { ConvoySpec, convoySizeProblem, planConvoy } from '../domain/convoy';
 import { EscalationInput } from '../domain/escalation';
 import { refineryWorkflowId } from '../domain/ids';
 import { enqueueSignal, refineryStateQuery, withdrawSignal } from '../domain/messages';
@@ -200,6 +201,19 @@ describe('a refinery queue', () => {
     } finally {
       await handle.terminate('test done');
     }
+  });
+});
+
+describe("a convoy's plan", () => {
+  it('is refused by its size in bytes, which its character budget does not bound', () => {
+    const plan = (text: string) => {
+      const spec = ConvoySpec.parse({ id: 'big', title: 'big', rig: 'r', beads: Array.from({ length: 100 }, (_, i) => ({ id: `b${i}`, title: `bead ${i}`, description: text })) });
+      return planConvoy({ ...spec, id: 'big' }, false, new Date(0).toISOString());
+    };
+    // 900,000 characters pass the character budget either way; in CJK they are 2.7 MB.
+    expect(convoySizeProblem(plan('評'.repeat(9_000)))).toMatch(/^the convoy's plan takes 27\d{5} bytes; at most 1000000 are allowed \(non-ASCII text/);
+    expect(convoySizeProblem(plan('x'.repeat(9_000)))).toBeUndefined();
+    expect(utf8Bytes('a評😀')).toBe(Buffer.byteLength('a評😀'));
   });
 });
 

@@ -34,6 +34,7 @@ import {
   CloseRequest,
   closeConvoyUpdate,
   ConvoyEdit,
+  convoySizeProblem,
   convoyStateQuery,
   ConvoyWorkflowInput,
   countBeads,
@@ -147,6 +148,9 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
         if (closeRequest) throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} is closing`, 'InvalidEdit');
         const result = applyEdit(state, details, edit);
         if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, 'InvalidEdit');
+        // Here and not in applyEdit: validators do not run on replay, so edits accepted before this check still replay.
+        const size = convoySizeProblem({ state: { ...state, beads: result.beads }, details: result.details });
+        if (size) throw ApplicationFailure.nonRetryable(size, 'InvalidEdit');
       },
     },
   );
