@@ -8,6 +8,7 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy, WorkflowNo
 import { log } from '@temporalio/activity';
 import { z } from 'zod';
 import { BeadSpec } from '../domain/bead';
+import { CAPS, capText } from '../domain/caps';
 import { MergeMode } from '../domain/convoy';
 import { beadWorkflowId, convoyBranch, ConvoyId, refineryWorkflowId, RigName } from '../domain/ids';
 import { rigConfigQuery, type BeadReport } from '../domain/messages';
@@ -129,7 +130,9 @@ export function createConvoyActivities(deps: TownDeps) {
         if (status === 'COMPLETED') {
           const result = await handle.result();
           const terminal = result.status === 'closed' || result.status === 'failed' || result.status === 'cancelled';
-          return terminal ? { beadId, status: result.status as BeadReport['status'], commit: result.commit, reason: result.reason } : { beadId, status: 'failed', reason: `bead ended ${result.status}` };
+          // Capped: one answer holds the reports of up to every bead of the convoy.
+          const reason = result.reason === undefined ? undefined : capText(result.reason, CAPS.beadReason);
+          return terminal ? { beadId, status: result.status as BeadReport['status'], commit: result.commit, reason } : { beadId, status: 'failed', reason: `bead ended ${result.status}` };
         }
         if (status === 'CANCELLED') return { beadId, status: 'cancelled', reason: 'the bead workflow was cancelled' };
         return { beadId, status: 'failed', reason: `the bead workflow ended ${status.toLowerCase()} without reporting` };

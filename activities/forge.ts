@@ -2,7 +2,9 @@
  * GitHub, for rigs that merge through pull requests. Thin and idempotent: a pull request is found by its head
  * branch before one is opened, and a merge re-reads the pull request first, so a retried call finds the effect
  * of the earlier one. The token is read from the worker's own environment (GITHUB_TOKEN) on every call: it never
- * enters a workflow input, a result or history. GitHub's answers become Temporal retry decisions here: rate
+ * enters a workflow input, a result or history. It goes only to the origins of the worker's GITHUB_API_URL (default
+ * https://api.github.com), over https (http only to a loopback test server named there): a rig's forge.apiUrl picks
+ * one of them or the call is refused before any request leaves. GitHub's answers become Temporal retry decisions here: rate
  * limits wait for the reset, 5xx and slow answers retry with backoff, 4xx are reported as they are.
  */
 import { log } from '@temporalio/activity';
@@ -10,7 +12,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { Octokit } from '@octokit/rest';
 import { z } from 'zod';
 import { MAX_TEXT } from '../domain/bead';
-import { assessPullRequest, ForgeSettings, githubRepository, type CheckState, type PullRequestRef, type PullRequestSnapshot } from '../domain/forge';
+import { assessPullRequest, boundSnapshot, ForgeSettings, forgeTokenOrigins, forgeTokenRefusal, githubRepository, type CheckState, type PullRequestRef, type PullRequestSnapshot } from '../domain/forge';
 import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { parseActivityInput } from './validation';
@@ -33,15 +35,40 @@ function forgeFor(rig: RigConfig): Forge {
   if (!repository) throw ApplicationFailure.nonRetryable(`rig ${rig.name} merges by pull request but has no GitHub repository (set forge.repository, e.g. \`gt rig add … --github-repo owner/name\`)`, 'ForgeNotConfigured');
   const token = process.env.GITHUB_TOKEN ?? process.env.GH_TOKEN;
   if (!token) throw ApplicationFailure.nonRetryable('no GitHub token: set GITHUB_TOKEN in the environment of the worker', 'ForgeNotConfigured');
+  const allowed = forgeTokenOrigins(process.env.GITHUB_API_URL);
+  if ('error' in allowed) throw ApplicationFailure.nonRetryable(allowed.error, 'ForgeNotConfigured');
+  const refusal = forgeTokenRefusal(settings.apiUrl, allowed.origins);
+  if (refusal) throw ApplicationFailure.nonRetryable(`rig ${rig.name}: ${refusal}`, 'ForgeNotConfigured');
   const [owner, repo] = repository.split('/') as [string, string];
   const octokit = new Octokit({
     auth: token,
     baseUrl: settings.apiUrl.replace(/\/+$/, ''),
     userAgent: 'gastown-temporal',
     log: { debug: () => undefined, info: () => undefined, warn: (m: string) => void log.warn(m), error: (m: string) => void log.warn(m) },
-    request: { fetch: (url: string, init: RequestInit) => fetch(url, { ...init, signal: AbortSignal.timeout(settings.requestTimeout) }) },
+    request: { fetch: tokenFetch(allowed.origins, settings.requestTimeout) },
   });
   return { octokit, owner, repo, settings };
+}
+
+const MAX_REDIRECTS = 5;
+
+/**
+ * Octokit's fetch. Every URL it is asked for — the API base, a pagination link, a redirect — is checked against the
+ * worker's allowed origins before the request (which carries the token) leaves: redirects are followed here, one
+ * checked hop at a time, never by fetch itself.
+ */
+function tokenFetch(origins: readonly string[], timeoutMs: number) {
+  return async (url: string, init: RequestInit): Promise<Response> => {
+    for (let hop = 0; ; hop++) {
+      const refusal = forgeTokenRefusal(url, origins);
+      if (refusal) throw ApplicationFailure.nonRetryable(refusal, 'ForgeNotConfigured');
+      const response = await fetch(url, { ...init, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
+      const location = response.headers.get('location');
+      if (response.status < 300 || response.status >= 400 || !location) return response;
+      if (hop >= MAX_REDIRECTS) throw ApplicationFailure.retryable(`GitHub redirected more than ${MAX_REDIRECTS} times from ${url}`, 'ForgeUnavailable');
+      url = new URL(location, url).toString();
+    }
+  };
 }
 
 /** Turns a GitHub failure into the retry decision it calls for. */
@@ -54,6 +81,9 @@ async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
 }
 
 function asFailure(what: string, err: unknown): ApplicationFailure {
+  // A refusal of tokenFetch, wrapped by Octokit as a 500: it stays the refusal (non-retryable, saying what to set).
+  const cause = (err as { cause?: unknown }).cause;
+  if (cause instanceof ApplicationFailure) return cause;
   const e = err as { status?: number; message?: string; response?: { headers?: Record<string, string | number | undefined> } };
   const status = typeof e.status === 'number' ? e.status : undefined;
   const headers = e.response?.headers ?? {};
@@ -119,7 +149,7 @@ async function snapshot(f: Forge, number: number): Promise<PullRequestSnapshot> 
   const checkState = (status: string, conclusion: string | null): CheckState =>
     status !== 'completed' ? 'pending' : ['success', 'neutral', 'skipped'].includes(conclusion ?? '') ? 'success' : 'failure';
   const statusState = (s: string): CheckState => (s === 'success' ? 'success' : s === 'pending' ? 'pending' : 'failure');
-  return {
+  return boundSnapshot({
     number,
     url: pr.html_url,
     state: pr.state === 'closed' ? 'closed' : 'open',
@@ -137,7 +167,7 @@ async function snapshot(f: Forge, number: number): Promise<PullRequestSnapshot> 
       ...checkRuns.data.check_runs.map((c) => ({ name: c.name, state: checkState(c.status, c.conclusion), detail: clip([c.output?.title, c.output?.summary].filter(Boolean).join(': ')) })),
       ...statuses.data.statuses.map((s) => ({ name: s.context, state: statusState(s.state), detail: clip(s.description) })),
     ],
-  };
+  });
 }
 
 export const forgeActivities = {

@@ -9,7 +9,7 @@ import { activityInfo, cancellationDetails, Context, heartbeat, log } from '@tem
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
 import type { MergeOutcome } from '../domain/bead';
-import { type CandidateResult, MergeTicket } from '../domain/refinery';
+import { type CandidateResult, conflictOutcome, MergeTicket } from '../domain/refinery';
 import { type AgentRuntime, RigConfig } from '../domain/rig';
 import { fsSafe } from '../domain/ids';
 import type { AgentRuntimeDriver } from '../agents/runtime';
@@ -200,11 +200,7 @@ async function applyTicket(dir: Repo, strategy: RigConfig['mergeStrategy'], tick
     await gitStatus(dir, ['cherry-pick', '--abort']);
     await git(dir, ['reset', '--hard', before]);
     await git(dir, ['clean', '-fdx']);
-    return {
-      kind: 'conflict',
-      paths: conflicted,
-      feedback: `Your branch conflicts with ${ticket.targetBranch} in: ${conflicted.join(', ') || '(unknown paths)'}.\nMerge origin/${ticket.targetBranch} into your branch, resolve the conflicts, commit, and call gt done again.`,
-    };
+    return conflictOutcome(conflicted, ticket.targetBranch);
   };
   if (strategy === 'merge') {
     if (!(await gitStatus(dir, ['merge', '--no-ff', '-m', message, ticket.headSha])).ok) return conflict();

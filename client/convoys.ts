@@ -18,6 +18,7 @@ import type { BeadState } from '../domain/bead';
 import {
   ConvoyBeadSpec,
   ConvoySpec,
+  convoySizeProblem,
   convoyStateQuery,
   countBeads,
   editConvoyUpdate,
@@ -25,6 +26,7 @@ import {
   isTerminalConvoy,
   launchConvoyUpdate,
   MAX_CONVOY_TEXT,
+  planConvoy,
   retryLandingUpdate,
   beadIdProblems,
   type ConvoyBeadRecord,
@@ -123,7 +125,7 @@ export class ConvoyClient {
 
   /**
    * Everything checkable before a convoy starts: the spec's shape and sizes, its DAG (duplicates, dangling
-   * dependencies, cycles), the bead ids derived from the convoy id, and that the rig exists.
+   * dependencies, cycles), the bead ids derived from the convoy id, the plan's size in bytes, and that the rig exists.
    */
   async validate(raw: unknown, overrides: { id?: string } = {}): Promise<{ spec: ResolvedConvoySpec; rig: RigConfig }> {
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UserError('invalid convoy spec: expected a mapping with title, rig and beads');
@@ -133,6 +135,8 @@ export class ConvoyClient {
     const id = parsed.data.id ?? newConvoyId(parsed.data.title);
     const idProblems = beadIdProblems(id, parsed.data.beads);
     if (idProblems.length) throw new UserError(`invalid convoy spec: ${idProblems[0]}`);
+    const size = convoySizeProblem(planConvoy({ ...parsed.data, id }, false, new Date().toISOString()));
+    if (size) throw new UserError(`invalid convoy spec: ${size}`);
     const rig = await this.town.getRig(parsed.data.rig);
     return { spec: { ...parsed.data, id }, rig };
   }

@@ -2,6 +2,8 @@
  * The agent gateway: the HTTP service agents speak to, so they never hold Temporal credentials.
  * A request carries its run's token; the gateway checks signature, expiry and that the body speaks only for
  * that run, then forwards to the workflow as an update whose validator rejects any run that is not current.
+ * Bodies are bounded (MAX_BODY, and each text field by its schema): nothing an agent sends can make a payload that
+ * Temporal refuses.
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -12,7 +14,7 @@ import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { gatewaySocketDir, gatewaySocketPath } from '../agents/gateway-socket';
 import { verifyRunToken, type RunClaims } from '../agents/run-token';
-import { CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, ProgressRequest, ReviewVerdict } from '../domain/bead';
+import { CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, MAX_TEXT, ProgressRequest, ReviewVerdict } from '../domain/bead';
 import { checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, progressUpdate, reviewVerdictUpdate } from '../domain/messages';
 import { describeZodError } from '../domain/validation';
 import { gtHome } from '../host/home';
@@ -35,7 +37,12 @@ export interface GatewayOptions {
   socketHome?: string | false;
 }
 
+/**
+ * Far above any valid body (every text field is at most MAX_TEXT characters) and far below Temporal's 2 MB payload
+ * limit: an oversized request is refused here, before it could reach a workflow.
+ */
 const MAX_BODY = 256 * 1024;
+const TOO_LARGE = `request body over the gateway limit of ${MAX_BODY / 1024} KiB: a summary, feedback or reason is at most ${MAX_TEXT} characters (put long material in the repository and refer to it)`;
 
 class HttpError extends Error {
   constructor(
@@ -107,8 +114,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   route('/v1/review', ReviewVerdict, (c, body) => handle(c).executeUpdate(reviewVerdictUpdate, { args: [body], updateId: `review:${c.runId}` }), 'reviewer');
   app.get('/healthz', () => ({ ok: true }));
 
-  app.setErrorHandler((err: Error & { statusCode?: number }, _req, reply) => {
-    void reply.code(err.statusCode && err.statusCode < 500 ? err.statusCode : 500).send({ error: err.message });
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send({ error: TOO_LARGE });
+    return reply.code(err.statusCode && err.statusCode < 500 ? err.statusCode : 500).send({ error: err.message });
   });
 
   await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 });

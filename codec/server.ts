@@ -2,8 +2,9 @@
  * The codec server the Temporal Web UI (and `temporal --codec-endpoint`) calls to show encrypted payloads to the
  * people allowed to read them: POST /decode and /encode with `{ payloads: [{ metadata, data }] }` (base64, the
  * proto3 JSON form). Browsers reach it cross-origin, so only the listed UI origins get CORS access; with a token
- * set, a request must also carry `Authorization: Bearer <token>` (the CLI's `--codec-auth`).
+ * set, a request must also carry `Authorization: Bearer <token>` (the CLI's `--codec-auth`), compared in constant time.
  */
+import { createHash, timingSafeEqual } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import type { Payload, PayloadCodec } from '@temporalio/common';
 import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
@@ -41,9 +42,18 @@ const toJson = (p: Payload): JsonPayload => ({
   data: Buffer.from(p.data ?? new Uint8Array()).toString('base64'),
 });
 
+/**
+ * The Authorization header is compared as SHA-256 digests with timingSafeEqual: digests always have equal length
+ * (timingSafeEqual throws otherwise), and neither the time taken nor an early exit tells a caller how much of a
+ * guess was right or how long the token is.
+ */
+const digest = (s: string) => createHash('sha256').update(s, 'utf8').digest();
+const sameToken = (header: string | undefined, expected: Buffer) => timingSafeEqual(digest(header ?? ''), expected);
+
 export async function startCodecServer(options: CodecServerOptions): Promise<CodecServer> {
   const app = Fastify({ bodyLimit: MAX_BODY, logger: false });
   const anyOrigin = options.allowOrigins.includes('*');
+  const expected = options.token ? digest(`Bearer ${options.token}`) : undefined;
 
   app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
     const origin = req.headers.origin;
@@ -58,7 +68,7 @@ export async function startCodecServer(options: CodecServerOptions): Promise<Cod
     if (origin && !anyOrigin && !options.allowOrigins.includes(origin)) {
       return reply.code(403).send({ error: `origin ${origin} is not allowed (gt codec-server --allow-origin ${origin})` });
     }
-    if (options.token && req.url !== '/healthz' && req.headers.authorization !== `Bearer ${options.token}`) {
+    if (expected && req.url !== '/healthz' && !sameToken(req.headers.authorization, expected)) {
       return reply.code(401).send({ error: 'missing or wrong bearer token' });
     }
   });

@@ -87,7 +87,10 @@ export interface BeadState {
 
 // --- messages from agents (through the gateway, as updates) ---
 
-export const DoneRequest = z.object({ runId: RunId, summary: z.string().max(MAX_TEXT).default('') });
+/** What a text sent to the gateway may hold at most, said the way the agent reads it. */
+const tooLong = (what: string) => `${what} must be at most ${MAX_TEXT} characters (put long material in the repository and refer to it)`;
+
+export const DoneRequest = z.object({ runId: RunId, summary: z.string().max(MAX_TEXT, tooLong('summary')).default('') });
 export type DoneRequest = z.input<typeof DoneRequest>;
 
 export const ProgressRequest = z.object({ runId: RunId, message: z.string().max(2000).default('') });
@@ -95,7 +98,7 @@ export type ProgressRequest = z.input<typeof ProgressRequest>;
 
 export const EscalateRequest = z.object({
   runId: RunId,
-  reason: z.string().trim().min(1, 'reason must not be empty').max(MAX_TEXT),
+  reason: z.string().trim().min(1, 'reason must not be empty').max(MAX_TEXT, tooLong('reason')),
   severity: z.enum(['low', 'medium', 'high', 'critical']).default('medium'),
 });
 export type EscalateRequest = z.input<typeof EscalateRequest>;
@@ -108,8 +111,8 @@ export interface AgentReply {
 
 /** A reviewer's verdict on a merge request, addressed to its reviewer run. */
 export const ReviewVerdict = z.discriminatedUnion('verdict', [
-  z.object({ runId: RunId, verdict: z.literal('approve'), feedback: z.string().max(MAX_TEXT).default('') }),
-  z.object({ runId: RunId, verdict: z.literal('request_changes'), feedback: z.string().trim().min(1, 'feedback must say what to change').max(MAX_TEXT) }),
+  z.object({ runId: RunId, verdict: z.literal('approve'), feedback: z.string().max(MAX_TEXT, tooLong('feedback')).default('') }),
+  z.object({ runId: RunId, verdict: z.literal('request_changes'), feedback: z.string().trim().min(1, 'feedback must say what to change').max(MAX_TEXT, tooLong('feedback')) }),
 ]);
 export type ReviewVerdict = z.input<typeof ReviewVerdict>;
 

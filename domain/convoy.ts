@@ -6,6 +6,7 @@
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import { z } from 'zod';
 import { BeadSpec, MAX_TEXT, MAX_TITLE, MergeOutcome } from './bead';
+import { utf8Bytes } from './caps';
 import { dagProblems } from './dag';
 import { DurationMs } from './durations';
 import { BeadId, ConvoyId, RigName } from './ids';
@@ -13,6 +14,12 @@ import { BeadId, ConvoyId, RigName } from './ids';
 export const MAX_CONVOY_BEADS = 1000;
 /** All text a convoy holds for beads not yet started; keeps workflow payloads far below Temporal's 2 MB limit. */
 export const MAX_CONVOY_TEXT = 1_000_000;
+/**
+ * Bytes the convoy's plan (state and bead details: its continue-as-new input) may take as a payload. Characters are
+ * not bytes (non-ASCII text takes up to 3, escapes up to 6, and dependencies count too); the rest of the 2 MB is room
+ * for what the convoy learns while it runs.
+ */
+export const MAX_CONVOY_BYTES = 1_000_000;
 const MAX_BEAD_ID = 63;
 
 export const MergeMode = z.enum(['review-and-merge', 'review-then-land']);
@@ -236,6 +243,17 @@ export function planConvoy(spec: ResolvedConvoySpec, staged: boolean, now: strin
       continuedAsNew: 0,
     },
   };
+}
+
+/**
+ * Why a plan is too large to carry, or undefined. Checked before a convoy starts and by the edit validator (never
+ * in replayed code: a plan accepted before this check existed must still replay).
+ */
+export function convoySizeProblem(plan: { state: ConvoyState; details: BeadDetails }): string | undefined {
+  const bytes = utf8Bytes(JSON.stringify(plan));
+  return bytes > MAX_CONVOY_BYTES
+    ? `the convoy's plan takes ${bytes} bytes; at most ${MAX_CONVOY_BYTES} are allowed (non-ASCII text takes up to 3 bytes a character; keep long material in the repository and refer to it)`
+    : undefined;
 }
 
 // --- edits (staged: add/remove/edit; running: add) ---

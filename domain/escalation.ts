@@ -2,6 +2,7 @@
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import { z } from 'zod';
 import { MAX_TEXT } from './bead';
+import { capText } from './caps';
 
 export const EscalationId = z
   .string()
@@ -13,7 +14,11 @@ export type Severity = z.infer<typeof Severity>;
 export const EscalationInput = z.object({
   id: EscalationId,
   severity: Severity,
-  reason: z.string().trim().min(1).max(MAX_TEXT),
+  /**
+   * Shortened, never refused: the reason is ours to summarize (a bead's failures, a refinery's error), and refusing
+   * it would leave the work that failed without its escalation.
+   */
+  reason: z.string().trim().min(1).transform((s) => capText(s, MAX_TEXT)),
   /** What raised it: a failed bead, an agent asking for help, a convoy, a rig's dispatch breaker. */
   source: z.enum(['bead', 'agent', 'convoy', 'rig', 'merge-request']),
   rig: z.string().optional(),

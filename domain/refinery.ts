@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { MergeOutcome } from './bead';
+import { CAPS, capList, capText, listText } from './caps';
 import { PullRequestRef } from './forge';
 import { BeadId, ConvoyId } from './ids';
 
@@ -27,6 +28,13 @@ export const MergeTicket = z.object({
 });
 export type MergeTicket = z.infer<typeof MergeTicket>;
 export type MergeTicketInput = z.input<typeof MergeTicket>;
+
+/**
+ * Merge requests a refinery holds waiting at most. The queue rides in every continue-as-new input (with `seen`), so
+ * its length must be bounded like any text: 500 tickets are at most ~0.5 MB. A ticket that finds the queue full is
+ * not taken (nor remembered); its merge request announces itself again a while later (REANNOUNCE_MS).
+ */
+export const MAX_QUEUED_TICKETS = 500;
 
 // --- queue order -------------------------------------------------------------------------------------------
 
@@ -112,6 +120,21 @@ export function withoutItem<T>(b: Bisection<T>, item: T): Bisection<T> {
 }
 
 // --- the refinery's answers and state -----------------------------------------------------------------------
+
+/**
+ * A conflict as its bead sees it: at most CAPS.conflictPaths paths, named in the feedback with the count of the rest.
+ * A branch that conflicts in 50,000 files must not make a payload of megabytes (the agent sees them all with git).
+ */
+export function conflictOutcome(paths: readonly string[], targetBranch: string): Extract<MergeOutcome, { kind: 'conflict' }> {
+  return {
+    kind: 'conflict',
+    paths: capList(paths, CAPS.conflictPaths).shown.map((p) => capText(p, CAPS.name)),
+    feedback: capText(
+      `Your branch conflicts with ${targetBranch} in: ${listText(paths, CAPS.conflictPaths) || '(unknown paths)'}.\nMerge origin/${targetBranch} into your branch, resolve the conflicts, commit, and call gt done again.`,
+      CAPS.feedback,
+    ),
+  };
+}
 
 /** What a merge section tells a merge request: a merge outcome, or (PR strategy) that its pull request is open. */
 export const SectionOutcome = z.union([MergeOutcome, z.object({ kind: z.literal('pr_opened'), pr: PullRequestRef })]);

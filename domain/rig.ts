@@ -43,6 +43,12 @@ export type ResourceLimits = z.infer<typeof ResourceLimits>;
 
 export const MergeStrategy = z.enum(['merge', 'squash', 'rebase']);
 
+/** Text a rig's settings may hold in all: the rig is part of almost every activity input of its beads and merges. */
+export const MAX_RIG_TEXT = 64_000;
+const MAX_RIG_ENV = 100;
+const rigText = (r: { repo: string; gates: string[]; agent: string; reviewer?: string; env: Record<string, string>; image: string }) =>
+  r.repo.length + r.agent.length + (r.reviewer?.length ?? 0) + r.image.length + r.gates.reduce((n, g) => n + g.length, 0) + Object.entries(r.env).reduce((n, [k, v]) => n + k.length + v.length, 0);
+
 export const RigConfig = z.object({
   name: RigName,
   /** Path or URL of the repository; the refinery pushes the target branch here. */
@@ -65,7 +71,10 @@ export const RigConfig = z.object({
   /** GitHub settings for `merge: pr` (the token is the worker's GITHUB_TOKEN, never part of the rig). */
   forge: ForgeSettings.optional(),
   /** Extra environment for agents (never credentials: those come from the worker host). */
-  env: z.record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4000)).default({}),
+  env: z
+    .record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4000))
+    .refine((env) => Object.keys(env).length <= MAX_RIG_ENV, `a rig passes at most ${MAX_RIG_ENV} environment variables to its agents`)
+    .default({}),
   /** Whether sandboxed/containerized agents may use the network (the process runtime cannot take it away). */
   network: z.boolean().default(false),
   /** Container image of the docker runtime (`gt image build` makes the default one offline). */
@@ -74,6 +83,8 @@ export const RigConfig = z.object({
   limits: ResourceLimits.default(ResourceLimits.parse({})),
   /** Author and committer of the agents' commits; defaults to `Gas Town <role>` per run. */
   gitIdentity: z.object({ name: z.string().trim().min(1).max(200), email: z.string().trim().min(3).max(320) }).optional(),
+}).refine((r) => rigText(r) <= MAX_RIG_TEXT, {
+  message: `a rig's settings hold at most ${MAX_RIG_TEXT} characters of text (gates, agent and reviewer commands, env): keep long scripts in the repository and call them`,
 });
 export type RigConfig = z.infer<typeof RigConfig>;
 export type RigConfigInput = z.input<typeof RigConfig>;

@@ -1,6 +1,7 @@
 /** Turning zod errors into one readable line, and validating at workflow boundaries without failing the task. */
 import { ApplicationFailure } from '@temporalio/common';
 import type { z } from 'zod';
+import { CAPS, capText } from './caps';
 
 export function describeZodError(error: z.ZodError): string {
   return error.issues
@@ -18,9 +19,12 @@ export function parseOrReject<S extends z.ZodType>(schema: S, value: unknown, wh
   return parsed.data;
 }
 
-/** The innermost reason of a failure: an ActivityFailure (or ChildWorkflowFailure) only says which step failed. */
+/**
+ * The innermost reason of a failure (an ActivityFailure or ChildWorkflowFailure only says which step failed),
+ * bounded: it travels on into results, feedback and escalations.
+ */
 export function failureMessage(err: unknown): string {
   let e = err as { message?: string; cause?: unknown } | undefined;
-  while (e?.cause) e = e.cause as typeof e;
-  return String(e?.message ?? err);
+  while (e?.cause) e = e.cause;
+  return capText(String(e?.message ?? err), CAPS.failure);
 }

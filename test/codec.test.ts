@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { z } from 'zod';
 import { AesGcmCodec, isEncrypted } from '../codec/aes-gcm-codec';
 import { keyId, parseKeys } from '../codec/keys';
+import { startCodecServer } from '../codec/server';
 import { dataConverterFromEnv, MISSING_KEY_MESSAGE } from '../codec/settings';
 import { Town } from '../client/town';
 import { createRepo } from './helpers/repo';
@@ -64,6 +65,29 @@ describe('AesGcmCodec', () => {
 
   it('rejects a malformed key with a message that says how to make one', () => {
     expect(() => parseKeys('c2hvcnQ=', /,/, 'GT_CODEC_KEY')).toThrow('invalid codec key in GT_CODEC_KEY: 0: a codec key must decode to 32 bytes (generate one with `openssl rand -base64 32`)');
+  });
+});
+
+describe('codec server bearer token', () => {
+  it('refuses a wrong token of the same length and of another length, and no token; accepts the right one', async () => {
+    const token = randomBytes(24).toString('hex');
+    const server = await startCodecServer({ codecs: [new AesGcmCodec(parseKeys(KEY, /,/, 'GT_CODEC_KEY'))], allowOrigins: [], token });
+    try {
+      const decode = (authorization?: string) =>
+        fetch(`${server.url}/decode`, { method: 'POST', headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) }, body: '{"payloads":[]}' });
+      const sameLength = token.slice(0, -1) + (token.endsWith('0') ? '1' : '0');
+      for (const wrong of [`Bearer ${sameLength}`, `Bearer ${token}x`, `Bearer ${token.slice(0, 8)}`, `bearer ${token}`, token, undefined]) {
+        const r = await decode(wrong);
+        expect(r.status, `authorization ${JSON.stringify(wrong)}`).toBe(401);
+        expect(await r.json()).toEqual({ error: 'missing or wrong bearer token' });
+      }
+      const ok = await decode(`Bearer ${token}`);
+      expect(ok.status).toBe(200);
+      expect(await ok.json()).toEqual({ payloads: [] });
+      expect((await fetch(`${server.url}/healthz`)).status).toBe(200);
+    } finally {
+      await server.close();
+    }
   });
 });
 

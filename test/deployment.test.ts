@@ -3,10 +3,12 @@
  * Dockerfile are parsed and cross-checked against the code, and the compose service that creates the namespace and
  * search attributes runs for real (its script, the real `temporal` CLI) against the suite's Temporal server.
  */
-import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { builtinModules } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
+import dockerignoreMatcher from '@balena/dockerignore';
 import { Connection } from '@temporalio/client';
 import { SearchAttributeType } from '@temporalio/common';
 import proto from '@temporalio/proto';
@@ -181,6 +183,10 @@ function closure(entries: string[]): { files: Set<string>; packages: Set<string>
   return { files, packages };
 }
 
+/** Whether Docker leaves `path` (relative to the context root) out of the build context: Docker's own matching rules. */
+const dockerignore = dockerignoreMatcher({ ignorecase: false }).add(read('.dockerignore').split('\n'));
+const isIgnored = (path: string) => dockerignore.ignores(path);
+
 describe('Dockerfile', () => {
   const lines = read('Dockerfile')
     .replace(/\\\n/g, ' ')
@@ -188,11 +194,6 @@ describe('Dockerfile', () => {
     .map((l) => l.trim())
     .filter((l) => l && !l.startsWith('#'));
   const instr = (name: string) => lines.filter((l) => l.toUpperCase().startsWith(`${name} `)).map((l) => l.slice(name.length + 1).trim());
-  const ignored = read('.dockerignore')
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith('#'));
-  const isIgnored = (path: string) => ignored.some((pattern) => path === pattern || path.startsWith(`${pattern}/`) || (pattern.startsWith('*') && path.endsWith(pattern.slice(1))));
 
   it('builds from pinned base images', () => {
     const bases = instr('FROM').map((f) => f.split(/\s+/)[0]!);
@@ -232,5 +233,84 @@ describe('Dockerfile', () => {
     expect(pkg.dependencies).toHaveProperty(['tsx']);
     expect(isIgnored('test')).toBe(true);
     expect(isIgnored('node_modules')).toBe(true);
+  });
+});
+
+/**
+ * What a developer's checkout may hold beside the sources (compose's .env, a GT_HOME made in the tree, keys, git
+ * and registry credentials). An image layer keeps whatever `COPY . .` saw, and images get pushed: none may be sent.
+ */
+const LOCAL_SECRETS = [
+  '.env',
+  '.env.local',
+  '.env.production',
+  '.envrc',
+  'deploy/.env',
+  'deploy/prod/.env.staging',
+  '.gastown/gateway.secret',
+  'gt-home/gateway.secret',
+  'gt-home/codec.key',
+  'gt-home/git-credentials',
+  'gt-home/temporal.db',
+  'gt-home/temporal.db-wal',
+  '.git-credentials',
+  'home/.git-credentials',
+  'tls/server.pem',
+  'server.key',
+  'certs/client.p12',
+  'id_rsa',
+  '.ssh/id_ed25519',
+  '.netrc',
+  '.npmrc',
+  '.aws/credentials',
+  '.docker/config.json',
+];
+/** What the image runs: every file the worker and the CLI import (and the build scripts). */
+const imageSources = () =>
+  [...closure(['worker/main.ts', 'client/cli.ts', 'client/agent-cli.ts', 'scripts/build-workflow-bundle.ts', 'scripts/build-agent-cli.ts', 'provisioning/agent-cli.ts', 'workflows/index.ts']).files].map((f) => relative(repoRoot, f));
+
+const dockerWorks = (() => {
+  try {
+    execFileSync('docker', ['info'], { stdio: 'ignore', timeout: 10_000 });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+describe('.dockerignore', () => {
+  it("keeps every local secret out of the build context (Docker's matching rules), and no source the image needs", () => {
+    for (const path of LOCAL_SECRETS) expect(isIgnored(path), `${path} would be sent to the Docker daemon`).toBe(true);
+    for (const path of [...imageSources(), 'package.json', 'package-lock.json']) expect(isIgnored(path), `${path} is needed by the image`).toBe(false);
+  });
+
+  // Needs a Docker Engine (none is pulled: the image is FROM scratch); where there is none, the pattern check above stands.
+  it.skipIf(!dockerWorks)('a real build context of a checkout with secrets planted in it holds none of them (Docker Engine)', () => {
+    const checkout = mkdtempSync(join(tmpdir(), 'gt-build-context-'));
+    let image: string | undefined;
+    let container: string | undefined;
+    try {
+      const tracked = execFileSync('git', ['ls-files', '-z', '--cached', '--others', '--exclude-standard'], { cwd: repoRoot, encoding: 'utf8' }).split('\0').filter(Boolean);
+      for (const file of tracked.filter((f) => existsSync(join(repoRoot, f)))) {
+        mkdirSync(dirname(join(checkout, file)), { recursive: true });
+        copyFileSync(join(repoRoot, file), join(checkout, file));
+      }
+      for (const secret of LOCAL_SECRETS) {
+        mkdirSync(dirname(join(checkout, secret)), { recursive: true });
+        writeFileSync(join(checkout, secret), 'do-not-ship\n');
+      }
+      // The context exactly as the daemon receives it: copied whole into an empty image, then listed.
+      const docker = (args: string[], input?: string) => execFileSync('docker', args, { cwd: checkout, input, encoding: 'utf8', env: { ...process.env, DOCKER_BUILDKIT: '0' }, stdio: ['pipe', 'pipe', 'ignore'], maxBuffer: 64 * 1024 * 1024 }).trim();
+      image = docker(['build', '-q', '-f', '-', '.'], 'FROM scratch\nCOPY . /ctx/\n');
+      container = docker(['create', image, '/none']);
+      const exported = execFileSync('docker', ['export', container], { maxBuffer: 256 * 1024 * 1024 });
+      const listing = new Set(execFileSync('tar', ['-t'], { input: exported, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 }).split('\n').filter((l) => l.startsWith('ctx/')).map((l) => l.slice(4).replace(/\/$/, '')));
+      for (const secret of LOCAL_SECRETS) expect(listing.has(secret), `${secret} reached the build context`).toBe(false);
+      for (const source of [...imageSources(), 'package.json', 'package-lock.json']) expect(listing.has(source), `${source} is missing from the build context`).toBe(true);
+    } finally {
+      if (container) execFileSync('docker', ['rm', '-f', container], { stdio: 'ignore' });
+      if (image) execFileSync('docker', ['rmi', '-f', image], { stdio: 'ignore' });
+      rmSync(checkout, { recursive: true, force: true });
+    }
   });
 });

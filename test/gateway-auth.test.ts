@@ -1,6 +1,7 @@
 /**
  * Issue 3 acceptance: the agent gateway refuses forged, expired and cross-bead tokens (401/403) and malformed bodies
- * (400 with the zod message), and none of it changes the bead; no run token appears in any workflow history.
+ * (400 with the zod message) and oversized ones (413/400 naming the limit), and none of it changes the bead; no run
+ * token appears in any workflow history.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -66,6 +67,13 @@ describe('the agent gateway', () => {
     expect(await post('/v1/progress', valid, { message: 42 })).toMatchObject({ status: 400, error: expect.stringMatching(/^message: /) as string });
     expect((await post('/v1/done', valid, '{"summary": ')).status).toBe(400);
     expect(await post('/v1/done', valid, [1, 2])).toEqual({ status: 400, error: 'body must be a JSON object' });
+
+    // Oversized text is refused with its limit and never forwarded: a 3 MB summary would pass Temporal's 2 MB payload limit.
+    expect(await post('/v1/done', valid, { summary: 'x'.repeat(3 * 1024 * 1024) })).toEqual({
+      status: 413,
+      error: 'request body over the gateway limit of 256 KiB: a summary, feedback or reason is at most 20000 characters (put long material in the repository and refer to it)',
+    });
+    expect(await post('/v1/done', valid, { summary: 'x'.repeat(20_001) })).toEqual({ status: 400, error: 'summary: summary must be at most 20000 characters (put long material in the repository and refer to it)' });
 
     expect(await t.town.beadState('b-gw')).toEqual(before);
 

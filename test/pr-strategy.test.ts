@@ -27,13 +27,16 @@ afterEach(async () => {
 afterAll(async () => {
   await t?.stop();
   delete process.env.GITHUB_TOKEN;
+  delete process.env.GITHUB_API_URL;
 });
 
 async function prRig(name: string, forge: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) {
   const repo = await createRepo();
   fake = await startFakeGitHub({ repository: `acme/${name}`, origin: repo.origin });
-  // The worker reads the token from its own environment (this process): never from the rig or a payload.
+  // The worker reads the token from its own environment (this process): never from the rig or a payload. It sends
+  // it only to the origins its own GITHUB_API_URL names; plain http only to a loopback server named there.
   process.env.GITHUB_TOKEN = fake.token;
+  process.env.GITHUB_API_URL = fake.url;
   await t.addRig({ name, repo: repo.origin, merge: 'pr', forge: { repository: `acme/${name}`, apiUrl: fake.url, pollInterval: 300, requestTimeout: 1500, ...forge }, ...extra });
   return { repo, fake };
 }

@@ -6,6 +6,8 @@
  * Every run has its own id; gt_done, progress and escalations are accepted only from the current run, so nothing
  * addressed to an old run can change this bead (failure class 1). Each run first takes a slot from the rig's
  * dispatch gate (capacity, operator pause, circuit breaker), and gives it back when it ends.
+ * What it keeps and hands on (feedback over rounds, checkpoints, messages, failure reasons) is bounded by
+ * domain/caps.ts, so no input, update answer or result of it can pass Temporal's payload limit.
  */
 import {
   ActivityCancellationType,
@@ -29,6 +31,7 @@ import {
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
 import type { AgentReply, BeadState, BeadStatus, InboxMessage, MergeOutcome, RunOutcome, RunRecord } from '../domain/bead';
 import { BeadWorkflowInput, CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, NudgeRequest, ProgressRequest, TERMINAL_BEAD_STATUSES } from '../domain/bead';
+import { appendFeedback, CAPS, capText, keepNewest } from '../domain/caps';
 import { DispatchGrant, dispatchGateWorkflowId, dispatchGrantSignal, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
 import { escalationIdPart } from '../domain/escalation';
 import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId, runIdOf } from '../domain/ids';
@@ -49,7 +52,7 @@ const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
 /** After gt_done, how long the agent may take to exit on its own before it is stopped. */
 const EXIT_GRACE_MS = 15_000;
 const MAX_BACKOFF_MS = 600_000;
-/** Bounds on what the bead keeps (and carries into every later prompt). */
+/** Bounds on what the bead keeps (and carries into every later prompt); text itself is capped by domain/caps.ts. */
 const MAX_CHECKPOINTS = 50;
 const MAX_INBOX = 200;
 
@@ -132,7 +135,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       const run = requireCurrentRun(req.runId);
       if (run.done) return { accepted: true, runId: req.runId, message: 'gt done was already recorded for this run' };
       run.done = { summary: req.summary };
-      run.record.summary = req.summary;
+      run.record.summary = capText(req.summary, CAPS.summary);
       run.lastProgressAt = Date.now();
       return { accepted: true, runId: req.runId, message: `bead ${bead.id}: done recorded; the branch goes to the refinery` };
     },
@@ -189,7 +192,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     (raw) => {
       const req = InboxRequest.parse(raw);
       const run = requireCurrentRun(req.runId);
-      const messages = req.all ? [...inbox] : inbox.filter((m) => m.seq > run.inboxCursor);
+      const messages = boundMessages(req.all ? [...inbox] : inbox.filter((m) => m.seq > run.inboxCursor));
       if (!req.peek && inbox.length) run.inboxCursor = inbox[inbox.length - 1]!.seq;
       return { runId: req.runId, messages };
     },
@@ -300,8 +303,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
           attempt,
           targetBranch,
           feedback: state.feedback,
-          checkpoints: checkpoints.map((c) => `${c.note} (saved by ${c.runId})`),
-          messages: inbox.slice(-20).map((m) => `${m.message} (from ${m.from})`),
+          checkpoints: keepNewest(checkpoints.map((c) => `${c.note} (saved by ${c.runId})`), CAPS.checkpointsTotal),
+          messages: keepNewest(inbox.slice(-20).map((m) => `${m.message} (from ${m.from})`), CAPS.messagesTotal),
         },
       ]);
     } catch (err) {
@@ -405,7 +408,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         await sleep(backoff);
       }
     }
-    return { failure: `all ${policy.maxAttempts} attempts of round ${round} failed:\n- ${failures.join('\n- ')}` };
+    return { failure: capText(`all ${policy.maxAttempts} attempts of round ${round} failed:\n- ${failures.join('\n- ')}`, CAPS.feedback) };
   };
 
   const finish = async (result: BeadResult): Promise<BeadResult> => {
@@ -457,7 +460,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         // A human closed the pull request: a decision, not a defect to rework. Fail (and escalate) at once.
         return await finish({ beadId: bead.id, status: 'failed', reason: outcome.feedback });
       }
-      state.feedback.push(`[${outcome.kind}] ${outcome.feedback}`);
+      state.feedback = appendFeedback(state.feedback, `[${outcome.kind}] ${outcome.feedback}`);
       log.info('merge request sent back for rework', { beadId: bead.id, mrId, kind: outcome.kind });
       countTownEvent(metricMeter, 'rework', { rig: rig.name, kind: outcome.kind });
     }
@@ -471,4 +474,11 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     }
     throw err;
   }
+}
+
+/** Inbox messages for one answer: the newest that fit CAPS.messagesTotal (an update's result is a payload too). */
+function boundMessages(messages: InboxMessage[]): InboxMessage[] {
+  const texts = keepNewest(messages.map((m) => m.message), CAPS.messagesTotal);
+  const kept = messages.slice(messages.length - texts.length);
+  return kept.map((m, i) => (m.message === texts[i] ? m : { ...m, message: texts[i]! }));
 }

@@ -27,12 +27,14 @@ import {
 import type { TownQueueActivities } from '../activities';
 import type { StartedBead } from '../activities/convoy';
 import type { MergeOutcome } from '../domain/bead';
+import { CAPS, capText } from '../domain/caps';
 import {
   applyEdit,
   BeadReportMessage,
   CloseRequest,
   closeConvoyUpdate,
   ConvoyEdit,
+  convoySizeProblem,
   convoyStateQuery,
   ConvoyWorkflowInput,
   countBeads,
@@ -103,7 +105,8 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     record.status = status;
     record.endedAt = now();
     if (fields.commit) record.commit = fields.commit;
-    if (fields.reason) record.reason = fields.reason.slice(0, REASON_CHARS);
+    // Each of up to MAX_CONVOY_BEADS records carries its reason into every continue-as-new: short ones only.
+    if (fields.reason) record.reason = capText(fields.reason, CAPS.beadReason);
     changes++;
   };
 
@@ -139,6 +142,9 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
         if (closeRequest) throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} is closing`, 'InvalidEdit');
         const result = applyEdit(state, details, edit);
         if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, 'InvalidEdit');
+        // Here and not in applyEdit: validators do not run on replay, so edits accepted before this check still replay.
+        const size = convoySizeProblem({ state: { ...state, beads: result.beads }, details: result.details });
+        if (size) throw ApplicationFailure.nonRetryable(size, 'InvalidEdit');
       },
     },
   );

@@ -27,6 +27,7 @@ import {
 import { z } from 'zod';
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
 import { type AgentReply, BeadSpec, EscalateRequest, type MergeOutcome, ProgressRequest, ReviewVerdict } from '../domain/bead';
+import { CAPS, capText } from '../domain/caps';
 import { escalationIdPart } from '../domain/escalation';
 import { assessPullRequest, ForgeSettings } from '../domain/forge';
 import { ConvoyId, refineryWorkflowId, reviewRunIdOf } from '../domain/ids';
@@ -245,7 +246,7 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       if (isCancellation(err)) throw err;
       reviewer = undefined;
       record.outcome = 'lost';
-      return { failure: `${runId} could not be started: ${String((err as Error).message ?? err)}` };
+      return { failure: `${runId} could not be started: ${capText(String((err as Error).message ?? err), CAPS.failure)}` };
     }
     setPhase('review', `waiting for the verdict of reviewer run ${runId}`, runId);
 
@@ -257,7 +258,7 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       .then(
         (r) => void (exit = r),
         // Only a cancellation this workflow asked for is expected; anything else means supervision was lost.
-        (err: unknown) => void (lost = isCancellation(err) && scope.consideredCancelled ? undefined : String((err as Error).message ?? err)),
+        (err: unknown) => void (lost = isCancellation(err) && scope.consideredCancelled ? undefined : capText(String((err as Error).message ?? err), CAPS.failure)),
       );
 
     let stalled = false;
@@ -305,7 +306,7 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
         await sleep(backoff);
       }
     }
-    const reason = `no reviewer run of ${input.mrId} gave a verdict:\n- ${failures.join('\n- ')}`;
+    const reason = capText(`no reviewer run of ${input.mrId} gave a verdict:\n- ${failures.join('\n- ')}`, CAPS.feedback);
     await town.raiseEscalation({ id: `mr-${escalationIdPart(input.mrId)}-review`, severity: 'high', source: 'merge-request', reason, rig: rig.name, beadId: bead.id, convoyId: input.convoyId });
     return { kind: 'sent_back', outcome: { kind: 'rejected', feedback: `The review could not be completed (${reason}). The work goes back for another round.` } };
   };

@@ -6,7 +6,8 @@
  * candidate and bisected down to its culprits when it fails. Each merge follows the bors rule (activities/merge.ts).
  * For rigs that merge by pull request the section only verifies the candidate and opens the PR; following the PR is
  * the merge request's business, so a PR waiting on a human never holds the queue (failure class 5).
- * The workflow also holds the rig's configuration, and continues as new with its queue when history grows.
+ * The workflow also holds the rig's configuration, and continues as new with its queue when history grows; the
+ * queue holds at most MAX_QUEUED_TICKETS, so that input stays far below Temporal's payload limit.
  */
 import {
   allHandlersFinished,
@@ -29,6 +30,7 @@ import { enqueueSignal, mergeResultSignal, pauseRefineryUpdate, refineryStateQue
 import {
   afterProbe,
   type CandidateResult,
+  MAX_QUEUED_TICKETS,
   MergeTicket,
   nextBisectionStep,
   orderQueue,
@@ -64,6 +66,8 @@ export interface RefineryInput {
   paused?: boolean;
   /** Continue as new after this many sections even if Temporal does not suggest it yet (tests force it with small numbers). */
   continueAsNewEvery?: number;
+  /** Tickets held waiting at most (default MAX_QUEUED_TICKETS; tests use small numbers). */
+  maxQueue?: number;
   /** Section failures per MR so far (infrastructure trouble, not the MR's fault): bounded before the MR is sent back. */
   sectionFailures?: Record<string, number>;
 }
@@ -72,6 +76,8 @@ const SEEN_KEEP = 5000;
 const RECENT_KEEP = 50;
 /** patched() id: merge outcomes are signalled without holding up the next section. */
 const DELIVER_WITHOUT_WAITING = 'refinery-deliver-without-waiting';
+/** patched() id: a ticket that finds the queue full is left to its merge request to announce again. */
+const BOUNDED_QUEUE = 'refinery-bounded-queue';
 const CONVOYS_KEEP = 1000;
 /** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
 const MAX_SECTION_FAILURES = 3;
@@ -92,6 +98,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   const convoySince: Record<string, number> = { ...input.convoySince };
   const sectionFailures: Record<string, number> = { ...input.sectionFailures };
   let paused = input.paused ?? false;
+  const maxQueue = input.maxQueue ?? MAX_QUEUED_TICKETS;
   let section: RefinerySection | undefined;
   let sectionTickets: MergeTicket[] = [];
   let sections = 0;
@@ -127,6 +134,11 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     const same = (t: MergeTicket) => t.mrId === ticket.mrId && t.headSha === ticket.headSha;
     // `seen` is trimmed at continue-as-new; what is waiting or merging is checked directly.
     if (seen.has(key) || queue.some(same) || sectionTickets.some(same)) return;
+    // Histories from before the bound took every ticket, and replay the same way.
+    if (queue.length >= maxQueue && patched(BOUNDED_QUEUE)) {
+      log.warn('merge queue full; the merge request will announce itself again', { mrId: ticket.mrId, waiting: queue.length });
+      return;
+    }
     seen.add(key);
     if (ticket.convoyId && convoySince[ticket.convoyId] === undefined) convoySince[ticket.convoyId] = ticket.convoyStartedAt ?? Date.now();
     queue.push(ticket);
@@ -316,6 +328,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     convoySince: Object.fromEntries(keptConvoys),
     paused,
     continueAsNewEvery: input.continueAsNewEvery,
+    maxQueue: input.maxQueue,
     sectionFailures,
   });
 }

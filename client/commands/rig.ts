@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { githubRepository } from '../../domain/forge';
+import { forgeApiUrlProblem, forgeTokenOrigins, forgeTokenRefusal, githubRepository } from '../../domain/forge';
 import type { RigConfig, RigConfigInput } from '../../domain/rig';
 import { printJson, table } from '../output';
 import { UserError } from '../town';
@@ -53,6 +53,7 @@ function forgeOptions(o: RigSettingOptions, repo: string, merge: string, current
   if (merge === 'pr' && !githubRepository(repo, forge)) {
     throw new UserError('--merge pr needs the GitHub repository: add --github-repo owner/name (or use a github.com --repo URL)');
   }
+  if (o.githubApiUrl !== undefined) checkApiUrl(o.githubApiUrl);
   return Object.keys(forge).length ? forge : undefined;
 }
 
@@ -61,6 +62,19 @@ const limitOptions = (o: RigSettingOptions, current?: RigConfigInput['limits']):
   const limits = given({ pids: o.pidsLimit, memoryMb: o.memoryLimit, cpus: o.cpus });
   return Object.keys(limits).length ? { ...current, ...limits } : undefined;
 };
+
+/**
+ * `--github-api-url` is where the worker would send its GITHUB_TOKEN: never anything but https (or a loopback test
+ * server). Whether the worker allows the origin is the worker's setting (its GITHUB_API_URL), which this process can
+ * only guess from its own environment: a likely mismatch is a warning, the worker refuses it for certain.
+ */
+function checkApiUrl(apiUrl: string): void {
+  const problem = forgeApiUrlProblem(apiUrl);
+  if (problem) throw new UserError(`--github-api-url: ${problem}`);
+  const allowed = forgeTokenOrigins(process.env.GITHUB_API_URL);
+  const refusal = 'error' in allowed ? allowed.error : forgeTokenRefusal(apiUrl, allowed.origins);
+  if (refusal) console.error(`gt: warning: --github-api-url ${apiUrl}: ${refusal}`);
+}
 
 /** The run policy fields given on the command line. */
 const policyOptions = (o: RigSettingOptions) =>
@@ -108,7 +122,7 @@ function settingOptions(cmd: Command, defaults: boolean): Command {
     .option('--breaker-probe-interval <duration>', 'while the breaker is open, let one run through as a probe this often')
     .option('--batch-size <n>', 'merge up to n queued MRs as one gated candidate, bisecting to the culprits when it fails (default 1: one at a time)', intArg('--batch-size'))
     .option('--github-repo <owner/name>', "GitHub repository for --merge pr (default: from a github.com --repo URL); the token is the worker's GITHUB_TOKEN")
-    .option('--github-api-url <url>', 'GitHub API base URL (GitHub Enterprise: https://host/api/v3)')
+    .option('--github-api-url <url>', "GitHub API base URL (GitHub Enterprise: https://host/api/v3); https only, and one of the worker's GITHUB_API_URL (default https://api.github.com), the only places the worker sends its token")
     .option('--pr-poll <duration>', 'how often a merge request looks at its pull request (default 60s)')
     .option('--auto-merge', 'merge pull requests through the GitHub API once green and approved')
     .option('--auto-merge-delay <duration>', 'how long a pull request must stay green and approved before auto-merge (default 5m)')
