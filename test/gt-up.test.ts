@@ -23,7 +23,7 @@ describe('gt up', () => {
     const home = mkdtempSync(join(tmpdir(), 'gt-up-home-'));
     const testDir = mkdtempSync(join(tmpdir(), 'gt-up-test-'));
     const [port, gatewayPort] = [await freePort(), await freePort()];
-    const env = { ...process.env, GT_HOME: home, TEMPORAL_ADDRESS: `127.0.0.1:${port}`, TEST_DIR: testDir, GT_TASK_QUEUE: 'gastown' };
+    const env = { ...process.env, GT_HOME: home, TEMPORAL_ADDRESS: `127.0.0.1:${port}`, GT_TASK_QUEUE: 'gastown' };
     const up = () => {
       const child = startChild(gtBin, ['up', '--port', String(port), '--no-ui', '--gateway-port', String(gatewayPort)], env);
       children.push(child);
@@ -36,7 +36,8 @@ describe('gt up', () => {
     expect(first.output()).toMatch(new RegExp(`Gateway\\s+http://127\\.0\\.0\\.1:${gatewayPort}`));
 
     const repo = await createRepo();
-    const add = await runGt(['rig', 'add', 'upr', '--repo', repo.origin, '--agent', agentScript('wait-for-release'), '--heartbeat-timeout', '5s', '--retry-backoff', '1s'], env);
+    // Agents get the rig's --env, never the worker's environment.
+    const add = await runGt(['rig', 'add', 'upr', '--repo', repo.origin, '--agent', agentScript('wait-for-release'), '--env', `TEST_DIR=${testDir}`, '--heartbeat-timeout', '5s', '--retry-backoff', '1s'], env);
     expect(add.code, add.stderr).toBe(0);
     const sling = await runGt(['sling', 'upr', 'Survive a restart', '--id', 'b-up'], env);
     expect(sling.code, sling.stderr).toBe(0);
