@@ -13,6 +13,7 @@ console.log(cli.path ? `temporal CLI (${cli.source}): ${cli.path}` : 'temporal C
 
 const wanted = [
   { pkg: 'bubblewrap', bin: 'bwrap', for: 'the sandbox runtime' },
+  { pkg: 'slirp4netns', bin: 'slirp4netns', for: 'the sandbox runtime with network' },
   { pkg: 'chromium', bin: 'chromium', for: 'the Web UI browser test' },
 ];
 const missing = wanted.filter((w) => !findOnPath(w.bin));

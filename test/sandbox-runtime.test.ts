@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentLaunch } from '../agents/runtime';
@@ -26,7 +26,7 @@ describe.runIf(check.ok)('the sandbox runtime', () => {
   beforeAll(async () => {
     t = await startTestTown();
     server = createServer((s) => s.on('error', () => undefined).end('hello\n'));
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve) => server.listen(0, '0.0.0.0', resolve));
     port = (server.address() as { port: number }).port;
   });
   afterAll(async () => {
@@ -87,10 +87,17 @@ describe.runIf(check.ok)('the sandbox runtime', () => {
     expect(readFileSync(join(l.cwd, 'in-worktree.txt'), 'utf8')).toBe('inside\n');
   });
 
-  it('cuts the network off unless the rig allows it', async () => {
-    const probe = `node -e "require('net').connect(${port}, '127.0.0.1').on('connect', () => process.exit(0)).on('error', () => process.exit(9))"`;
-    expect(await runToExit(launch(probe, false))).toEqual({ state: 'exited', exitCode: 9 });
-    expect(await runToExit(launch(probe, true))).toEqual({ state: 'exited', exitCode: 0 });
+  it("cuts the network off unless the rig allows it, and never lets it reach the host's loopback", async () => {
+    const probe = (host: string) => `node -e "require('net').connect(${port}, '${host}').on('connect', () => process.exit(0)).on('error', () => process.exit(9))"`;
+    expect(await runToExit(launch(probe('127.0.0.1'), false))).toEqual({ state: 'exited', exitCode: 9 });
+    // With network the run has a network namespace of its own (slirp4netns): 127.0.0.1 is its own loopback.
+    expect(await runToExit(launch(probe('127.0.0.1'), true))).toEqual({ state: 'exited', exitCode: 9 });
+    // The host through one of its other addresses, where it has one (more in sandbox-network.test.ts).
+    const outside = Object.values(networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
+    if (outside) {
+      expect(await runToExit(launch(probe(outside), false))).toEqual({ state: 'exited', exitCode: 9 });
+      expect(await runToExit(launch(probe(outside), true))).toEqual({ state: 'exited', exitCode: 0 });
+    }
   });
 
   it('runs a bead end to end: the sandboxed agent commits and reaches the gateway through its unix socket', async () => {
