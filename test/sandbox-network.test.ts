@@ -16,7 +16,6 @@
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessRuntime } from '../agents/process-runtime';
@@ -24,6 +23,7 @@ import type { AgentHandle, AgentLaunch, AgentRuntimeDriver } from '../agents/run
 import { SandboxRuntime, SLIRP_MISSING, slirpLog } from '../agents/sandbox-runtime';
 import { ResourceLimits } from '../domain/rig';
 import { findOnPath } from '../provisioning/temporal-cli';
+import { startTestHost, type TestHost } from './helpers/netns';
 import { eventually } from './helpers/town';
 
 const sandbox = new SandboxRuntime();
@@ -32,11 +32,6 @@ const slirp = findOnPath('slirp4netns', `${process.env.PATH ?? ''}:/usr/bin:/usr
 const skip = !check.ok ? check.reason : !slirp ? 'slirp4netns is not installed (apt-get install slirp4netns)' : null;
 if (skip) console.warn(`sandbox network tests skipped: ${skip}`);
 
-/** A non-loopback IPv4 address of this host, if it has one. */
-const hostAddress = Object.values(networkInterfaces())
-  .flat()
-  .find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
-if (!hostAddress) console.warn('this host has no non-loopback IPv4 address: the sandbox network is checked by its interface and route only');
 
 // Not under /tmp: the sandbox has a private /tmp.
 const roots: string[] = [];
@@ -135,20 +130,20 @@ describe.skipIf(skip !== null)('a sandboxed run with network', () => {
   const servers: Server[] = [];
   let loopbackPort: number;
   const abstractName = `gt-sbxnet-${process.pid}`;
-  let outside: string | undefined; // host:port on a non-loopback address of this host
+  let outside: string | undefined; // host:port of a test host of our own (a network namespace), when one can be made
+  let testHost: TestHost | undefined;
 
   beforeAll(async () => {
     // The stand-in for the Temporal frontend (and the gateway's TCP port): loopback only, as `gt up` binds them.
     const loopback = await listen(greeter('loopback-service'), 0, '127.0.0.1');
     loopbackPort = (loopback.address() as { port: number }).port;
     servers.push(loopback, await listen(greeter('abstract-service'), `\0${abstractName}`));
-    if (hostAddress) {
-      const external = await listen(greeter('outside-service'), 0, hostAddress);
-      outside = `${hostAddress}:${(external.address() as { port: number }).port}`;
-      servers.push(external);
-    }
+    const host = await startTestHost('outside-service');
+    if ('skip' in host) console.warn(`no test host, so the sandbox network is checked by its interface and route only: ${host.skip}`);
+    else [testHost, outside] = [host, host.target];
   });
   afterAll(() => {
+    testHost?.close();
     for (const s of servers) s.close();
     for (const dir of roots) rmSync(dir, { recursive: true, force: true });
   });

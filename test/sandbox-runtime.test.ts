@@ -6,12 +6,13 @@
  */
 import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { networkInterfaces, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentLaunch } from '../agents/runtime';
 import { SandboxRuntime } from '../agents/sandbox-runtime';
 import { ResourceLimits } from '../domain/rig';
+import { startTestHost } from './helpers/netns';
 import { createRepo } from './helpers/repo';
 import { eventually, startTestTown, type TestTown } from './helpers/town';
 
@@ -88,15 +89,21 @@ describe.runIf(check.ok)('the sandbox runtime', () => {
   });
 
   it("cuts the network off unless the rig allows it, and never lets it reach the host's loopback", async () => {
-    const probe = (host: string) => `node -e "require('net').connect(${port}, '${host}').on('connect', () => process.exit(0)).on('error', () => process.exit(9))"`;
-    expect(await runToExit(launch(probe('127.0.0.1'), false))).toEqual({ state: 'exited', exitCode: 9 });
+    const probe = (target: string) => {
+      const [host, p] = target.split(':');
+      return `node -e "require('net').connect(${p}, '${host}').on('connect', () => process.exit(0)).on('error', () => process.exit(9))"`;
+    };
+    expect(await runToExit(launch(probe(`127.0.0.1:${port}`), false))).toEqual({ state: 'exited', exitCode: 9 });
     // With network the run has a network namespace of its own (slirp4netns): 127.0.0.1 is its own loopback.
-    expect(await runToExit(launch(probe('127.0.0.1'), true))).toEqual({ state: 'exited', exitCode: 9 });
-    // The host through one of its other addresses, where it has one (more in sandbox-network.test.ts).
-    const outside = Object.values(networkInterfaces()).flat().find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
-    if (outside) {
-      expect(await runToExit(launch(probe(outside), false))).toEqual({ state: 'exited', exitCode: 9 });
-      expect(await runToExit(launch(probe(outside), true))).toEqual({ state: 'exited', exitCode: 0 });
+    expect(await runToExit(launch(probe(`127.0.0.1:${port}`), true))).toEqual({ state: 'exited', exitCode: 9 });
+    // Somewhere outside: a test host of our own in a network namespace (more in sandbox-network.test.ts).
+    const outside = await startTestHost('outside');
+    if ('skip' in outside) return console.warn(`outside probe skipped: ${outside.skip}`);
+    try {
+      expect(await runToExit(launch(probe(outside.target), false))).toEqual({ state: 'exited', exitCode: 9 });
+      expect(await runToExit(launch(probe(outside.target), true))).toEqual({ state: 'exited', exitCode: 0 });
+    } finally {
+      outside.close();
     }
   });
 
