@@ -62,8 +62,9 @@ export const shellQuote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 /**
  * The worker-side wrapper: `sh -c OUTER <tag> <runDir> <prelude> <inner argv...>`. Everything it needs arrives as
  * positional arguments (no variable is assigned, so none of the run's exported variables is touched). The inner
- * command runs in a subshell that drops the wrapper's arguments and evaluates the prelude, shell code that ends in
- * `exec "$@"` (the sandbox joins the run's cgroups there, so the wrapper itself stays outside them). An exit code
+ * command runs in a subshell that drops the wrapper's arguments and evaluates the prelude, shell code that runs
+ * `"$@"` and leaves its exit status (usually `exec "$@"`; the sandbox joins the run's cgroups there, so the wrapper
+ * itself stays outside them, and a networked sandbox attaches slirp4netns before the command starts). An exit code
  * that cannot be recorded leaves no exit file: the run then reads as exited with an unknown code.
  */
 const OUTER = [
@@ -74,7 +75,7 @@ const OUTER = [
   'exit $2',
 ].join('\n');
 
-/** What runs inside the wrapper: the argv of the inner command and the prelude that `exec`s it. */
+/** What runs inside the wrapper: the argv of the inner command and the prelude that runs it. */
 export interface InnerPlan {
   argv: string[];
   prelude: string;
