@@ -98,7 +98,7 @@ async function startEncryptedTown(codecEnv: Record<string, string>) {
     async stop() {
       await worker.shutdown();
       await running.catch(() => undefined);
-      await server.env.teardown();
+      await server.stop();
       for (const k of Object.keys(codecEnv)) delete process.env[k];
     },
   };
