@@ -46,7 +46,7 @@ export interface DevServerOptions {
   dynamicConfig?: DynamicConfig;
   /** Where the server and its owner are recorded; a leftover recorded here is stopped before starting. */
   pidFile?: string;
-  /** The server's stdout and stderr; omitted = stderr only, to this process's stderr. */
+  /** The server's stdout and stderr; omitted = only the last lines of stderr, quoted when it fails. */
   logFile?: string;
   onProgress?: (message: string) => void;
   /** The server exited without `stop()`: `reason` is one line, ready to print. */
@@ -112,14 +112,17 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   const [file, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', cli.path, ...args]] : [cli.path, args];
   const log = options.logFile ? openSync(options.logFile, 'a') : undefined;
   // Its own process group: a terminal's Ctrl-C reaches only the owner, which stops the server after its worker drained.
-  const child = spawn(file, argv, { stdio: ['ignore', log ?? 'ignore', log ?? 'inherit'], detached: true });
+  const child = spawn(file, argv, { stdio: ['ignore', log ?? 'ignore', log ?? 'pipe'], detached: true });
   if (log !== undefined) closeSync(log);
+  // Without a log file, the last lines of stderr are kept for the messages below (its shutdown chatter is not shown).
+  let recent: string[] = [];
+  child.stderr?.on('data', (d: Buffer) => (recent = [...recent, ...d.toString().trim().split('\n')].slice(-3)));
   const exited = new Promise<string>((done) => child.once('exit', (code, signal) => done(signal ? `killed by ${signal}` : `exit code ${code}`)));
   const pid = await new Promise<number>((ok, fail) => {
     child.once('spawn', () => ok(child.pid!));
     child.once('error', (err) => fail(new Error(`could not start the Temporal dev server (${cli.path}): ${err.message}`)));
   });
-  const logTail = () => (options.logFile ? `; its log ${options.logFile} ends: ${tail(options.logFile)}` : '');
+  const logTail = () => (options.logFile ? `; its log ${options.logFile} ends: ${tail(options.logFile)}` : recent.length ? `; it said: ${recent.join(' | ')}` : '');
   let stopping = false;
   const kill = () => stopChild(child, exited);
   try {
@@ -245,7 +248,7 @@ function removeRecordOf(pidFile: string, pid: number): void {
 
 function tail(file: string): string {
   try {
-    const lines = readFileSync(file, 'utf8').trim().split('\n');
+    const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim());
     return lines.slice(-3).join(' | ') || '(empty)';
   } catch {
     return '(unreadable)';
