@@ -1,5 +1,5 @@
 /** The bench's Temporal baseline: chains of no-op steps, nothing of Gas Town in them (bench/handoff.ts). */
-import { proxyActivities, sleep } from '@temporalio/workflow';
+import { proxyActivities, sleep, upsertSearchAttributes } from '@temporalio/workflow';
 
 const { noop } = proxyActivities<{ noop(): Promise<void> }>({ startToCloseTimeout: '1m' });
 
@@ -13,5 +13,10 @@ export async function timerChain(steps: number): Promise<void> {
   for (let i = 0; i < steps; i++) await sleep(1);
 }
 
-/** Completes at once: how long until visibility (the visibility queue) lists it as completed. */
-export async function visibilityProbe(): Promise<void> {}
+/** Each step: an activity and an upsert of GtRound (a visibility task), as a bead's steps write its status. */
+export async function upsertChain(steps: number): Promise<void> {
+  for (let i = 1; i <= steps; i++) {
+    await noop();
+    upsertSearchAttributes({ GtRound: [i] });
+  }
+}

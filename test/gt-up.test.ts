@@ -6,7 +6,7 @@
  * town's settings (read back from the process that holds the port) and listens on loopback only.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -108,15 +108,17 @@ describe('gt up', () => {
     const repo = await slingWaitingBead(env, testDir, 'b-kill');
     first.proc.kill('SIGKILL');
     // The server dies with its owner: no process and no listener left on the port.
-    await eventually(() => !processExists(serverPid), 10_000, `dev server ${serverPid} to die with gt up`);
-    expect(tcpListeners().filter((l) => l.port === port || l.port === uiPort)).toEqual([]);
+    await eventually(() => !processExists(serverPid) && !tcpListeners().some((l) => l.port === port || l.port === uiPort), 10_000, `dev server ${serverPid} to die with gt up and free its ports`);
 
     const second = up();
     await second.waitFor(/Gas Town is up/);
-    expect(serverRecord(home).pid).not.toBe(serverPid);
+    const secondServer = serverRecord(home).pid;
+    expect(secondServer).not.toBe(serverPid);
     await expectMergedOnce(env, testDir, 'b-kill', repo);
+    // A clean stop takes its server down and removes the record.
     expect(await second.stop('SIGINT')).toBe(0);
-    expect(processExists(serverRecord(home).pid)).toBe(false);
+    expect(processExists(secondServer)).toBe(false);
+    expect(existsSync(join(home, 'temporal.pid'))).toBe(false);
   });
 
   it('stops a dev server an earlier gt up left on its SQLite file before starting its own', async () => {

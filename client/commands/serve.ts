@@ -8,8 +8,9 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client } from '@temporalio/client';
-import { assertTownKeyGiven } from '../../codec/settings';
+import { Runtime } from '@temporalio/worker';
 import type { Command } from 'commander';
+import { assertTownKeyGiven } from '../../codec/settings';
 import { gtHome, hostId, paths } from '../../host/home';
 import { startDevServer } from '../../provisioning/dev-server';
 import { installWorkerRuntime } from '../../worker/logging';
@@ -25,6 +26,12 @@ interface UpOptions {
   gatewayPort: number;
   ui: boolean;
   namespace: string;
+}
+
+/** A start that failed must end the process: the Runtime installed for the worker would keep it alive. */
+async function failStart(err: unknown): Promise<never> {
+  await Runtime.instance().shutdown();
+  throw err;
 }
 
 export function registerServeCommands(program: Command): void {
@@ -61,7 +68,7 @@ export function registerServeCommands(program: Command): void {
           const drained = started.worker?.shutdown() ?? Promise.resolve();
           void Promise.race([drained, new Promise((r) => setTimeout(r, 5_000))]).finally(() => process.exit(1));
         },
-      });
+      }).catch(failStart);
       const client = new Client({ connection: server.env.connection, namespace: o.namespace, dataConverter: clientDataConverter() });
       const worker = await createTownWorker({
         connection: server.env.nativeConnection,
@@ -69,6 +76,9 @@ export function registerServeCommands(program: Command): void {
         namespace: o.namespace,
         taskQueue: taskQueue(),
         gateway: { port: o.gatewayPort },
+      }).catch(async (err: unknown) => {
+        await server.stop();
+        return failStart(err);
       });
       started.worker = worker;
       console.log(
