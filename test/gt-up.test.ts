@@ -44,9 +44,9 @@ async function upFixture(extraArgs: string[] = ['--no-ui']) {
 }
 
 /** Slings a bead whose agent waits for `release` in testDir, and waits until that agent runs. */
-async function slingWaitingBead(env: NodeJS.ProcessEnv, testDir: string, beadId: string) {
+async function slingWaitingBead(env: NodeJS.ProcessEnv, testDir: string, beadId: string, rigArgs: string[] = []) {
   const repo = await createRepo();
-  const add = await runGt(['rig', 'add', 'upr', '--repo', repo.origin, '--agent', agentScript('wait-for-release'), '--heartbeat-timeout', '5s', '--retry-backoff', '1s'], env);
+  const add = await runGt(['rig', 'add', 'upr', '--repo', repo.origin, '--agent', agentScript('wait-for-release'), '--heartbeat-timeout', '5s', '--retry-backoff', '1s', ...rigArgs], env);
   expect(add.code, add.stderr).toBe(0);
   const sling = await runGt(['sling', 'upr', 'Survive a restart', '--id', beadId], env);
   expect(sling.code, sling.stderr).toBe(0);
@@ -105,7 +105,9 @@ describe('gt up', () => {
     const dynamicConfig = Object.fromEntries(argv.flatMap((a, i) => (argv[i - 1] === '--dynamic-config-value' ? [a.split('=') as [string, string]] : [])));
     for (const [key, value] of Object.entries(HISTORY_QUEUE_POLL_RPS)) expect(dynamicConfig[key], key).toBe(String(value));
 
-    const repo = await slingWaitingBead(env, testDir, 'b-kill');
+    // kill -9 may land while the agent's start step is in flight: that step is retried (and adopts the live agent)
+    // after the rig's start timeout, 2 min by default; a short one keeps the test short.
+    const repo = await slingWaitingBead(env, testDir, 'b-kill', ['--start-timeout', '15s']);
     first.proc.kill('SIGKILL');
     // The server dies with its owner: no process and no listener left on the port.
     await eventually(() => !processExists(serverPid) && !tcpListeners().some((l) => l.port === port || l.port === uiPort), 10_000, `dev server ${serverPid} to die with gt up and free its ports`);
