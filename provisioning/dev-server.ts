@@ -16,6 +16,8 @@
  *   for the server's defaults (the bench's baseline).
  * - A server that exits while we did not stop it is reported once through `onExit` with its exit status and the
  *   tail of its log; this module never restarts it behind its owner's back.
+ * All of this needs a local CLI (TEMPORAL_CLI_PATH, PATH, the cache); the SDK's download is started by the SDK with
+ * the same settings but none of this supervision (startSdkDownloaded).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -59,7 +61,8 @@ export interface DevServer {
   namespace: string;
   uiUrl?: string;
   cli: ResolvedCli;
-  pid: number;
+  /** The server's process; unknown only for the SDK-downloaded CLI, which the SDK starts. */
+  pid?: number;
   /** Closes the connections, stops the server (SIGTERM, then SIGKILL) and removes its record. */
   stop(): Promise<void>;
 }
@@ -87,10 +90,11 @@ type ServerRecord = z.infer<typeof ServerRecord>;
 
 export async function startDevServer(options: DevServerOptions = {}): Promise<DevServer> {
   const cli = await resolveTemporalCli({ onProgress: options.onProgress });
-  if (!cli.path) throw new Error(`the embedded stack needs a local Temporal CLI (the SDK's download cannot be supervised).\n${PROVISIONING_HELP}`);
   const namespace = options.namespace ?? 'default';
   const ip = options.ip ?? DEFAULT_IP;
   const dbFilename = options.dbFilename && resolve(options.dbFilename);
+  const dynamicConfig = { ...(options.queueReaders === 'server-default' ? {} : HISTORY_QUEUE_POLL_RPS), ...options.dynamicConfig };
+  if (!cli.path) return startSdkDownloaded(cli, { ...options, namespace, ip, dbFilename, dynamicConfig });
   if (options.pidFile) await stopLeftover(options.pidFile, dbFilename, options.onProgress);
   const port = options.port ?? (await freePort(ip));
   await assertPortFree(ip, port, 'Temporal port', '--port');
@@ -106,7 +110,7 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
     ...(dbFilename ? ['--db-filename', dbFilename] : []),
     ...(options.uiPort ? ['--ui-port', String(options.uiPort)] : ['--headless']),
     ...ALL_SEARCH_ATTRIBUTES.flatMap((k) => ['--search-attribute', `${k.name}=${TypedSearchAttributes.toMetadataType(k.type)}`]),
-    ...dynamicConfigArgs({ ...SDK_DYNAMIC_CONFIG, ...(options.queueReaders === 'server-default' ? {} : HISTORY_QUEUE_POLL_RPS), ...options.dynamicConfig }),
+    ...dynamicConfigArgs({ ...SDK_DYNAMIC_CONFIG, ...dynamicConfig }),
   ];
   const setpriv = process.platform === 'linux' ? findOnPath('setpriv') : undefined;
   const [file, argv] = setpriv ? [setpriv, ['--pdeathsig', 'KILL', '--', cli.path, ...args]] : [cli.path, args];
@@ -155,6 +159,35 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
     await kill();
     throw err;
   }
+}
+
+/**
+ * The SDK's own download (internet-connected machines without Go or a `temporal` on PATH) has no path of ours to
+ * spawn, so the SDK starts it: same settings and address, but no pdeathsig, no record and no exit report — a kill -9
+ * of the owner can leave it running, and the next start then fails on the taken port. Said once at start.
+ */
+async function startSdkDownloaded(cli: ResolvedCli, o: DevServerOptions & { namespace: string; ip: string; dynamicConfig: DynamicConfig }): Promise<DevServer> {
+  o.onProgress?.('Using the SDK-downloaded Temporal CLI: its server is not supervised (a kill -9 of this process can leave it running); `npm run provision` avoids that.');
+  if (o.port) await assertPortFree(o.ip, o.port, 'Temporal port', '--port');
+  let env: TestWorkflowEnvironment;
+  try {
+    env = await TestWorkflowEnvironment.createLocal({
+      server: {
+        executable: cli.executable,
+        dbFilename: o.dbFilename,
+        ip: o.ip,
+        port: o.port,
+        ...(o.uiPort ? { uiPort: o.uiPort } : { ui: false }),
+        namespace: o.namespace,
+        searchAttributes: ALL_SEARCH_ATTRIBUTES,
+        log: { format: 'json', level: 'warn' },
+        extraArgs: dynamicConfigArgs(o.dynamicConfig),
+      },
+    });
+  } catch (err) {
+    throw new Error(`could not start the Temporal dev server (${cli.source}): ${(err as Error).message}\n${PROVISIONING_HELP}`);
+  }
+  return { env, address: env.address, namespace: o.namespace, uiUrl: o.uiPort ? `http://${o.ip === '0.0.0.0' ? 'localhost' : o.ip}:${o.uiPort}` : undefined, cli, stop: () => env.teardown() };
 }
 
 async function waitUntilServing(child: ChildProcess, pid: number, port: number, address: string, exited: Promise<string>, logTail: () => string): Promise<void> {
