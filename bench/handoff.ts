@@ -1,55 +1,160 @@
 /**
  * The Temporal baseline of the bench's stack: how long one hand-off takes (a task scheduled → a worker started it),
- * measured on the same dev server by a bare worker running a chain of no-op activities. Every step of a bead
- * (activity, signal, child start, reply) passes through such hand-offs, so this is the share of a bead's latency that
- * Temporal and the machine set, whatever Gas Town does.
+ * measured on the same dev server by a bare worker running chains of no-op steps. Every step of a bead (activity,
+ * signal, child start, reply, timer) passes through such hand-offs, so this is the share of a bead's latency that
+ * Temporal and the machine set, whatever Gas Town does. It is measured twice — with the history queue readers at our
+ * setting (provisioning/server-settings.ts) and at Temporal's defaults — so the report shows what the setting buys.
+ *
+ *   npx tsx bench/handoff.ts [--steps 60] [--repeats 3] [--set key=value ...]
+ *
+ * runs only this baseline, on two fresh dev servers (SQLite files, as `gt up`). With `--set`, it runs only Temporal's
+ * defaults plus the values given (e.g. one queue reader at a time, to see what each changes).
  */
-import { fileURLToPath } from 'node:url';
-import { Worker } from '@temporalio/worker';
-import { handoffChain } from './handoff-workflow';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Client } from '@temporalio/client';
+import { DefaultLogger, Runtime, Worker, type NativeConnection } from '@temporalio/worker';
+import { startDevServer, type DevServer } from '../provisioning/dev-server';
+import type { DynamicConfig } from '../provisioning/server-settings';
+import { handoffChain, timerChain, upsertChain } from './handoff-workflow';
 import { parseEvents, type HistoryEvent } from './histories';
-import type { BenchStack } from './stack';
 import { percentiles, type Percentiles } from './stats';
 
 const TASK_QUEUE = 'bench-handoff';
+/** Short: a 1 ms durable timer takes about a second here whatever the setting (docs/performance.md). */
+const TIMER_STEPS = 5;
+
+export type QueueReaders = 'ours' | 'server-default';
 
 export interface HandoffFigures {
+  /** Absent in reports written before it existed: those ran at Temporal's defaults. */
+  queueReaders?: QueueReaders;
   steps: number;
   /** ActivityTaskScheduled → ActivityTaskStarted. */
   activityTaskMs: Percentiles;
   /** WorkflowTaskScheduled → WorkflowTaskStarted. */
   workflowTaskMs: Percentiles;
-  /** The whole chain / steps: one activity and one workflow task per step. */
+  /** The whole activity chain / steps: one activity and one workflow task per step. */
   perStepMs: number;
+  /** A chain of TIMER_STEPS 1 ms timers / its steps: one timer and one workflow task per step. */
+  timerStepMs?: number;
+  /** A chain that upserts a search attribute at every step closed → a visibility query sees its last value. */
+  visibilityLagMs?: number;
 }
 
-export async function measureHandoffs(stack: BenchStack, steps: number, repeats: number): Promise<HandoffFigures[]> {
+export interface HandoffTarget {
+  nativeConnection: NativeConnection;
+  client: Client;
+  namespace: string;
+}
+
+export async function measureHandoffs(target: HandoffTarget, queueReaders: QueueReaders, steps: number, repeats: number): Promise<HandoffFigures[]> {
   const worker = await Worker.create({
-    connection: stack.server.env.nativeConnection,
-    namespace: stack.server.namespace,
+    connection: target.nativeConnection,
+    namespace: target.namespace,
     taskQueue: TASK_QUEUE,
     workflowsPath: fileURLToPath(new URL('./handoff-workflow.ts', import.meta.url)),
     activities: { noop: () => Promise.resolve() },
   });
   const figures: HandoffFigures[] = [];
+  const id = (what: string, r: number) => `bench-${what}-${queueReaders}-${Date.now()}-${r}`;
   await worker.runUntil(async () => {
     for (let r = 1; r <= repeats; r++) {
-      const handle = await stack.client.workflow.start(handoffChain, { taskQueue: TASK_QUEUE, workflowId: `bench-handoff-${Date.now()}-${r}`, args: [steps] });
-      await handle.result();
-      const events = parseEvents((await handle.fetchHistory()).events ?? []);
+      const chain = await target.client.workflow.start(handoffChain, { taskQueue: TASK_QUEUE, workflowId: id('handoff', r), args: [steps] });
+      await chain.result();
+      const events = parseEvents((await chain.fetchHistory()).events ?? []);
       const timeOf = new Map(events.map((e) => [e.id, e.time]));
       const waits = (pick: (raw: HistoryEvent['raw']) => { scheduledEventId?: unknown } | null | undefined) =>
         events.flatMap((e) => {
           const started = pick(e.raw);
           return started ? [e.time - (timeOf.get(Number(started.scheduledEventId)) ?? NaN)] : [];
         });
+      const timers = await target.client.workflow.start(timerChain, { taskQueue: TASK_QUEUE, workflowId: id('timers', r), args: [TIMER_STEPS] });
+      await timers.result();
       figures.push({
+        queueReaders,
         steps,
         activityTaskMs: percentiles(waits((e) => e.activityTaskStartedEventAttributes)),
         workflowTaskMs: percentiles(waits((e) => e.workflowTaskStartedEventAttributes)),
-        perStepMs: ((events.at(-1)?.time ?? NaN) - (events[0]?.time ?? NaN)) / steps,
+        perStepMs: span(events) / steps,
+        timerStepMs: span(parseEvents((await timers.fetchHistory()).events ?? [])) / TIMER_STEPS,
+        visibilityLagMs: await visibilityLag(target.client, id('visibility', r), steps),
       });
     }
   });
   return figures;
+}
+
+const span = (events: HistoryEvent[]) => (events.at(-1)?.time ?? NaN) - (events[0]?.time ?? NaN);
+
+async function visibilityLag(client: Client, workflowId: string, steps: number): Promise<number> {
+  const handle = await client.workflow.start(upsertChain, { taskQueue: TASK_QUEUE, workflowId, args: [steps] });
+  await handle.result();
+  const closed = (await handle.describe()).closeTime!.getTime();
+  const query = `WorkflowId = "${workflowId}" AND GtRound = ${steps}`;
+  while ((await client.workflow.count(query)).count === 0) await new Promise((r) => setTimeout(r, 5));
+  return Date.now() - closed;
+}
+
+/** A fresh dev server on a SQLite file (as `gt up`) for one setting of the queue readers; stopped and removed after. */
+export async function withHandoffServer<T>(queueReaders: QueueReaders, dynamicConfig: DynamicConfig, use: (target: HandoffTarget, server: DevServer) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'gt-handoff-'));
+  const server = await startDevServer({ dbFilename: join(dir, 'temporal.db'), queueReaders, dynamicConfig });
+  try {
+    const client = new Client({ connection: server.env.connection, namespace: server.namespace });
+    return await use({ nativeConnection: server.env.nativeConnection, client, namespace: server.namespace }, server);
+  } finally {
+    await server.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+export function describeHandoffs(figures: HandoffFigures[]): string {
+  const med = (xs: (number | undefined)[]) => {
+    const v = xs.filter((x): x is number => x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
+    return v.length ? `${Math.round(v[Math.floor(v.length / 2)]!)} ms` : '–';
+  };
+  return (
+    `${figures[0]?.queueReaders ?? 'server-default'}: ${med(figures.map((f) => f.perStepMs))} per activity step ` +
+    `(activity task p50 ${med(figures.map((f) => f.activityTaskMs.p50))}, workflow task p50 ${med(figures.map((f) => f.workflowTaskMs.p50))}), ` +
+    `${med(figures.map((f) => f.timerStepMs))} per timer step, visibility lag ${med(figures.map((f) => f.visibilityLagMs))} ` +
+    `(each a median of ${figures.length})`
+  );
+}
+
+async function main(argv: string[]): Promise<void> {
+  const flag = (name: string, fallback: number) => {
+    const i = argv.indexOf(name);
+    const value = i >= 0 ? Number(argv[i + 1]) : fallback;
+    if (!Number.isInteger(value) || value < 1) throw new Error(`${name} expects a positive integer`);
+    return value;
+  };
+  const extra: Record<string, number> = {};
+  argv.forEach((a, i) => {
+    if (a !== '--set') return;
+    const m = /^([\w.]+)=(\d+)$/.exec(argv[i + 1] ?? '');
+    if (!m) throw new Error('--set expects key=number, e.g. --set history.timerProcessorMaxPollRPS=1000');
+    extra[m[1]!] = Number(m[2]);
+  });
+  const [steps, repeats] = [flag('--steps', 60), flag('--repeats', 3)];
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  // With --set, the run probes what those values change on their own: our setting is not run again.
+  const runs: [QueueReaders, DynamicConfig][] = Object.keys(extra).length ? [['server-default', extra]] : [['server-default', {}], ['ours', {}]];
+  for (const [readers, dynamicConfig] of runs) {
+    const figures = await withHandoffServer(readers, dynamicConfig, (target) => measureHandoffs(target, readers, steps, repeats));
+    const set = Object.keys(dynamicConfig).length ? ` + ${Object.entries(dynamicConfig).map(([k, v]) => `${k}=${v}`).join(', ')}` : '';
+    console.log(describeHandoffs(figures).replace(/^[\w-]+:/, `${readers}${set}:`));
+  }
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main(process.argv.slice(2)).then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(`bench/handoff: ${(err as Error).message}`);
+      process.exit(1);
+    },
+  );
 }

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { convoyFigures, queueFigures } from './analysis';
 import { runFloor } from './floor';
-import { measureHandoffs, type HandoffFigures } from './handoff';
+import { describeHandoffs, measureHandoffs, withHandoffServer, type HandoffFigures } from './handoff';
 import { createOrigin } from './git';
 import { machineInfo } from './machine';
 import { parseOptions, repeatsFor, type BenchOptions } from './options';
@@ -192,9 +192,12 @@ async function main() {
   }
 
   try {
-    log(`Temporal hand-off baseline: ${HANDOFF_STEPS} no-op activities in a row, ${HANDOFF_REPEATS} times…`);
-    handoff = await measureHandoffs(stack, HANDOFF_STEPS, HANDOFF_REPEATS);
-    log(`hand-off p50: activity task ${handoff.map((h) => h.activityTaskMs.p50).join(' / ')} ms, workflow task ${handoff.map((h) => h.workflowTaskMs.p50).join(' / ')} ms`);
+    log(`Temporal hand-off baseline: ${HANDOFF_STEPS} no-op steps in a row, ${HANDOFF_REPEATS} times, on this stack and on a dev server at Temporal's defaults…`);
+    const ours = await measureHandoffs({ nativeConnection: stack.server.env.nativeConnection, client: stack.client, namespace: stack.server.namespace }, 'ours', HANDOFF_STEPS, HANDOFF_REPEATS);
+    log(`hand-off ${describeHandoffs(ours)}`);
+    const serverDefault = await withHandoffServer('server-default', {}, (target) => measureHandoffs(target, 'server-default', HANDOFF_STEPS, HANDOFF_REPEATS));
+    log(`hand-off ${describeHandoffs(serverDefault)}`);
+    handoff = [...ours, ...serverDefault];
     if (!o.skip.has('convoys')) {
       for (const { n, width: requested } of o.scenarios) {
         // A width beyond N means every bead at once: the DAG has N chains of one bead.

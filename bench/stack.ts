@@ -62,7 +62,7 @@ export async function startStack(log: (m: string) => void): Promise<BenchStack> 
     async stop() {
       await worker.shutdown();
       await running.catch(() => undefined);
-      await server.env.teardown();
+      await server.stop();
     },
   };
 }

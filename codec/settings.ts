@@ -34,6 +34,20 @@ export class EncryptedPayloadGuard implements PayloadCodec {
   }
 }
 
+/**
+ * For processes that join a town rather than found it (`gt worker`, the production worker): with encryption on, the
+ * town's key must be given (GT_CODEC_KEY, or a key file that exists). A worker that generated a key of its own would
+ * write payloads no other replica could read, so it refuses to start instead.
+ */
+export function assertTownKeyGiven(env: NodeJS.ProcessEnv = process.env, home = gtHome()): void {
+  if (payloadCodecSetting(env) === 'none') return;
+  try {
+    loadKeyring({ home, env, create: false });
+  } catch (err) {
+    throw new Error(`GT_PAYLOAD_CODEC=aes-gcm needs the town's key, the same on every worker: ${(err as Error).message}`);
+  }
+}
+
 /** The codecs this process must use. With encryption on, a missing key file is created (one host's `gt up`). */
 export function payloadCodecsFromEnv(env: NodeJS.ProcessEnv = process.env, home = gtHome()): PayloadCodec[] {
   if (payloadCodecSetting(env) === 'none') return [new EncryptedPayloadGuard()];

@@ -100,6 +100,6 @@ try {
 } finally {
   await worker.shutdown();
   await running.catch(() => undefined);
-  await server.env.teardown();
+  await server.stop();
 }
 process.exit(exitCode);

@@ -84,5 +84,5 @@ try {
 } finally {
   await worker.shutdown();
   await running.catch(() => undefined);
-  await server.env.teardown();
+  await server.stop();
 }

@@ -3,7 +3,7 @@
  * history (or memo, or summaries); `gt codec-server` decodes it for the Web UI. Real server, worker, git, agent.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, type Connection } from '@temporalio/client';
@@ -61,6 +61,15 @@ describe('AesGcmCodec', () => {
     const rotated = new AesGcmCodec(parseKeys(`${newKey()},${KEY}`, /,/, 'GT_CODEC_KEY'));
     const [opened] = await rotated.decode([sealedOld!]);
     expect(utf8(opened!.data)).toBe('"a secret title"');
+  });
+
+  it('gt worker with aes-gcm and no key refuses to start instead of inventing a key of its own', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'gt-codec-nokey-'));
+    const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'GT_CODEC_KEY_FILE')), GT_HOME: home, GT_PAYLOAD_CODEC: 'aes-gcm', GT_CODEC_KEY: '' };
+    const r = await runGt(['worker', '--gateway-port', '0'], env);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim()).toBe(`gt: GT_PAYLOAD_CODEC=aes-gcm needs the town's key, the same on every worker: no codec key: ${join(home, 'codec.key')} does not exist; set GT_CODEC_KEY or GT_CODEC_KEY_FILE to the town's key`);
+    expect(existsSync(join(home, 'codec.key'))).toBe(false);
   });
 
   it('rejects a malformed key with a message that says how to make one', () => {
@@ -122,7 +131,7 @@ async function startEncryptedTown(codecEnv: Record<string, string>) {
     async stop() {
       await worker.shutdown();
       await running.catch(() => undefined);
-      await server.env.teardown();
+      await server.stop();
       for (const k of Object.keys(codecEnv)) delete process.env[k];
     },
   };

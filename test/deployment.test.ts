@@ -4,6 +4,7 @@
  * search attributes runs for real (its script, the real `temporal` CLI) against the suite's Temporal server.
  */
 import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { builtinModules } from 'node:module';
@@ -16,8 +17,9 @@ import { describe, expect, inject, it } from 'vitest';
 import { parse } from 'yaml';
 import { z } from 'zod';
 import { ALL_SEARCH_ATTRIBUTES } from '../domain/search-attributes';
+import { COMPOSE_DYNAMIC_CONFIG, HISTORY_QUEUE_POLL_RPS } from '../provisioning/server-settings';
 import { resolveTemporalCli } from '../provisioning/temporal-cli';
-import { defaultWorkflowBundlePath } from '../worker/main';
+import { defaultWorkflowBundlePath, productionSettingsFromEnv } from '../worker/main';
 import { repoRoot } from './helpers/town';
 
 const read = (p: string) => readFileSync(join(repoRoot, p), 'utf8');
@@ -40,7 +42,7 @@ const Service = z.object({
 const Compose = z.object({
   services: z.record(z.string(), Service),
   volumes: z.record(z.string(), z.unknown().nullable()).default({}),
-  configs: z.record(z.string(), z.object({ content: z.string() })).default({}),
+  configs: z.record(z.string(), z.union([z.object({ content: z.string() }), z.object({ file: z.string() })])).default({}),
 });
 const compose = Compose.parse(parse(read('docker-compose.yml')));
 const services = compose.services;
@@ -90,7 +92,37 @@ describe('docker-compose.yml', () => {
     for (const name of ['postgresql', 'temporal', 'worker']) expect(services[name]!.healthcheck, `${name} healthcheck`).toBeDefined();
     const dynamicConfig = services.temporal!.environment.DYNAMIC_CONFIG_FILE_PATH!;
     expect(services.temporal!.configs.map((c) => c.target)).toContain(`/etc/temporal/${dynamicConfig}`);
-    expect(parse(compose.configs['temporal-dynamic-config']!.content)).toHaveProperty(['limit.maxIDLength']);
+    const config = compose.configs['temporal-dynamic-config']!;
+    expect(config).toEqual({ file: `./${COMPOSE_DYNAMIC_CONFIG}` });
+    expect(parse(read(COMPOSE_DYNAMIC_CONFIG))).toHaveProperty(['limit.maxIDLength']);
+  });
+
+  it("runs the server with the town's queue-reader poll rates, read from the same values as the code", () => {
+    // provisioning/server-settings.ts owns the values; the file compose mounts must say exactly the same.
+    const file = z.record(z.string(), z.array(z.object({ value: z.unknown(), constraints: z.object({}).strict() })).length(1)).parse(parse(read(COMPOSE_DYNAMIC_CONFIG)));
+    const rates = Object.fromEntries(Object.entries(file).filter(([key]) => /^history\.\w+ProcessorMaxPollRPS$/.test(key)).map(([key, [v]]) => [key, v!.value]));
+    expect(rates).toEqual(HISTORY_QUEUE_POLL_RPS);
+    expect(Object.keys(HISTORY_QUEUE_POLL_RPS).sort()).toEqual(['transfer', 'timer', 'visibility', 'outbound'].map((q) => `history.${q}ProcessorMaxPollRPS`).sort());
+  });
+
+  it('publishes Temporal and its Web UI on loopback only', () => {
+    const published = Object.entries(services).flatMap(([name, svc]) => svc.ports.map((p) => ({ name, p })));
+    expect(published.map((x) => x.name).sort()).toEqual(['codec-server', 'temporal', 'temporal-ui']);
+    for (const { name, p } of published) expect(p, `${name} publishes ${p} beyond loopback`).toMatch(/^127\.0\.0\.1:\d+:\d+$/);
+  });
+
+  it('refuses aes-gcm without the town key instead of letting each replica invent one', () => {
+    const worker = services.worker!;
+    const home = mkdtempSync(join(tmpdir(), 'gt-compose-home-'));
+    const bundle = join(home, 'bundle.js');
+    writeFileSync(bundle, '');
+    // The worker's environment as compose gives it when the user set GT_PAYLOAD_CODEC=aes-gcm and nothing else.
+    const env: NodeJS.ProcessEnv = { ...Object.fromEntries(Object.entries(worker.environment).map(([k, v]) => [k, interpolate(v)])), GT_PAYLOAD_CODEC: 'aes-gcm', GT_HOME: home, GT_WORKFLOW_BUNDLE: bundle };
+    expect(env.GT_CODEC_KEY).toBe('');
+    expect(() => productionSettingsFromEnv(env)).toThrow(/^GT_PAYLOAD_CODEC=aes-gcm needs the town's key, the same on every worker: no codec key: .* set GT_CODEC_KEY/);
+    expect(existsSync(join(home, 'codec.key')), 'no key may be generated').toBe(false);
+    const key = randomBytes(32).toString('base64');
+    expect(productionSettingsFromEnv({ ...env, GT_CODEC_KEY: key }).GT_WORKFLOW_BUNDLE).toBe(bundle);
   });
 
   it('wires the worker to the server and the town settings, and lets it drain before it is killed', () => {

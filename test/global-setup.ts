@@ -27,8 +27,9 @@ export default async function setup(project: TestProject) {
   server = await startDevServer({
     namespace: 'default',
     onProgress: (m) => console.error(m),
-    // Small histories in tests make continue-as-new paths run for real.
-    extraArgs: ['--dynamic-config-value', 'limit.historyCount.suggestContinueAsNew=2000'],
+    // Small histories in tests make continue-as-new paths run for real. The history queue readers run at the town's
+    // setting (provisioning/server-settings.ts), as on every server we own.
+    dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 2000 },
   });
   await buildAgentCli();
   const { code } = await bundleWorkflowCode({ workflowsPath, logger: quietLogger });
@@ -39,7 +40,7 @@ export default async function setup(project: TestProject) {
   project.provide('workflowBundlePath', bundlePath);
   console.error(`Temporal dev server for tests at ${server.address} (CLI: ${server.cli.source})`);
   return async () => {
-    await server?.env.teardown();
+    await server?.stop();
   };
 }
 

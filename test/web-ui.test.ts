@@ -38,7 +38,7 @@ describe.skipIf(!hasChromium)('the Temporal Web UI', () => {
   });
   afterAll(async () => {
     await browser?.close();
-    await server?.env.teardown();
+    await server?.stop();
   });
 
   /** Starts a bead workflow the way a convoy does: kind, rig, bead and convoy search attributes, title in memo and summary. */

@@ -17,7 +17,8 @@ import { z } from 'zod';
 import { connectClient, connectNative } from '../client/connection';
 import { taskQueue } from '../client/town';
 import { describeZodError } from '../domain/validation';
-import { hostId } from '../host/home';
+import { assertTownKeyGiven } from '../codec/settings';
+import { gtHome, hostId } from '../host/home';
 import { createTownWorker } from './worker';
 
 export const defaultWorkflowBundlePath = fileURLToPath(new URL('../dist/workflow-bundle.js', import.meta.url));
@@ -32,6 +33,7 @@ export const ProductionWorkerSettings = z.object({
 });
 export type ProductionWorkerSettings = z.infer<typeof ProductionWorkerSettings>;
 
+/** The worker's settings; it refuses to start (one line) on a bad value, a missing bundle or a missing town key. */
 export function productionSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): ProductionWorkerSettings {
   const known = Object.fromEntries(Object.keys(ProductionWorkerSettings.shape).map((k) => [k, env[k]?.trim() || undefined]));
   const parsed = ProductionWorkerSettings.safeParse(known);
@@ -39,6 +41,7 @@ export function productionSettingsFromEnv(env: NodeJS.ProcessEnv = process.env):
   if (!existsSync(parsed.data.GT_WORKFLOW_BUNDLE)) {
     throw new Error(`no workflow bundle at ${parsed.data.GT_WORKFLOW_BUNDLE}: run \`npm run build:bundle\` (or set GT_WORKFLOW_BUNDLE)`);
   }
+  assertTownKeyGiven(env, env.GT_HOME ?? gtHome());
   return parsed.data;
 }
 

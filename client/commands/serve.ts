@@ -1,16 +1,26 @@
-/** `gt up` (embedded stack in the foreground) and `gt worker` (worker + gateway against any cluster). */
+/**
+ * `gt up` (embedded stack in the foreground) and `gt worker` (worker + gateway against any cluster).
+ *
+ * `gt up` owns one dev server per GT_HOME (provisioning/dev-server.ts): it stops a leftover of an earlier `gt up`
+ * before starting, says "up" only once its own server answers, takes its server down with it even on kill -9, and
+ * exits non-zero with the reason if the server dies under it — the next `gt up` resumes the work from the same file.
+ */
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { Client } from '@temporalio/client';
+import { Runtime } from '@temporalio/worker';
 import type { Command } from 'commander';
+import { assertTownKeyGiven } from '../../codec/settings';
 import { gtHome, hostId, paths } from '../../host/home';
 import { startDevServer } from '../../provisioning/dev-server';
 import { installWorkerRuntime } from '../../worker/logging';
-import { createTownWorker } from '../../worker/worker';
+import { createTownWorker, type TownWorker } from '../../worker/worker';
 import { clientDataConverter, connectClient, connectNative } from '../connection';
 import { taskQueue } from '../town';
 import { intArg } from './with-town';
 
 interface UpOptions {
+  bind: string;
   port: number;
   uiPort: number;
   gatewayPort: number;
@@ -18,10 +28,17 @@ interface UpOptions {
   namespace: string;
 }
 
+/** A start that failed must end the process: the Runtime installed for the worker would keep it alive. */
+async function failStart(err: unknown): Promise<never> {
+  await Runtime.instance().shutdown();
+  throw err;
+}
+
 export function registerServeCommands(program: Command): void {
   program
     .command('up')
     .description('run the embedded stack in the foreground: Temporal dev server (SQLite in GT_HOME, Web UI), worker, agent gateway.\nCtrl-C stops it; the next `gt up` resumes all work from the same file.')
+    .option('--bind <ip>', 'address the Temporal frontend and Web UI listen on; the dev server has no authentication, so 0.0.0.0 opens the town to the network', '127.0.0.1')
     .option('--port <n>', 'Temporal gRPC port', intArg('--port'), 7233)
     .option('--ui-port <n>', 'Temporal Web UI port', intArg('--ui-port'), 8233)
     .option('--no-ui', 'run without the Web UI')
@@ -32,13 +49,26 @@ export function registerServeCommands(program: Command): void {
       mkdirSync(home, { recursive: true });
       // Structured logs (GT_LOG_FORMAT / GT_LOG_LEVEL) and the Prometheus endpoint (GT_METRICS_ADDRESS), as for `gt worker`.
       installWorkerRuntime();
+      // Set once the worker exists; the server may die before that.
+      const started: { worker?: TownWorker } = {};
       const server = await startDevServer({
         dbFilename: paths.temporalDb(home),
+        pidFile: join(home, 'temporal.pid'),
+        logFile: join(home, 'temporal.log'),
+        ip: o.bind,
         port: o.port,
         uiPort: o.ui ? o.uiPort : undefined,
         namespace: o.namespace,
         onProgress: (m) => console.error(m),
-      });
+        // Without its server the worker could only retry forever: stop, say why, and leave the restart to the user
+        // (or their supervisor), which resumes every bead from the SQLite file.
+        onExit: (reason) => {
+          console.error(`gt up: ${reason}; stopping. Run gt up again to resume.`);
+          process.exitCode = 1;
+          const drained = started.worker?.shutdown() ?? Promise.resolve();
+          void Promise.race([drained, new Promise((r) => setTimeout(r, 5_000))]).finally(() => process.exit(1));
+        },
+      }).catch(failStart);
       const client = new Client({ connection: server.env.connection, namespace: o.namespace, dataConverter: clientDataConverter() });
       const worker = await createTownWorker({
         connection: server.env.nativeConnection,
@@ -46,7 +76,11 @@ export function registerServeCommands(program: Command): void {
         namespace: o.namespace,
         taskQueue: taskQueue(),
         gateway: { port: o.gatewayPort },
+      }).catch(async (err: unknown) => {
+        await server.stop();
+        return failStart(err);
       });
+      started.worker = worker;
       console.log(
         [
           'Gas Town is up.',
@@ -61,7 +95,7 @@ export function registerServeCommands(program: Command): void {
       try {
         await worker.run();
       } finally {
-        await server.env.teardown();
+        await server.stop();
         console.log('Gas Town stopped.');
       }
     });
@@ -72,6 +106,7 @@ export function registerServeCommands(program: Command): void {
     .option('--gateway-port <n>', 'agent gateway port (0 = any free port)', intArg('--gateway-port'), 7380)
     .option('--gateway-host <ip>', 'address the gateway binds to', '127.0.0.1')
     .action(async (o: { gatewayPort: number; gatewayHost: string }) => {
+      assertTownKeyGiven();
       const native = await connectNative();
       const { client, connection } = await connectClient();
       const worker = await createTownWorker({

@@ -1,0 +1,33 @@
+/**
+ * Temporal server settings we apply wherever we own the server: `gt up` and `npm run demo` (embedded dev server),
+ * the test suite's server, the bench, and the compose stack, which reads them from COMPOSE_DYNAMIC_CONFIG
+ * (test/deployment.test.ts checks that file holds exactly these values, so compose and code cannot drift).
+ *
+ * The history service moves each new task of a workflow (an activity or workflow task for matching, a timer, a
+ * visibility record, a callback) through one queue reader per shard and queue, each behind a token bucket of
+ * `…MaxPollRPS` reads per second (default 20, burst 20). The dev server has a single shard, so past a burst of 20
+ * every hand-off waits ≈ 50 ms for a token — ≈ 100 ms per activity step, most of a bead's latency. Figures and what
+ * a cluster with many shards should use: docs/performance.md.
+ */
+
+/** Reads per second of each history queue reader, per shard. */
+export const HISTORY_QUEUE_POLL_RPS = {
+  /** Activity and workflow tasks, child starts, signals to other workflows: every hand-off of a step. */
+  'history.transferProcessorMaxPollRPS': 1000,
+  /** Durable timers and timeouts (rework backoff, heartbeat and start-to-close timeouts, PR polling). */
+  'history.timerProcessorMaxPollRPS': 1000,
+  /** Visibility records: how soon `gt … list`, the Web UI and search-attribute queries see a change. */
+  'history.visibilityProcessorMaxPollRPS': 1000,
+  /** Callbacks and Nexus operations (unused by the town today; kept with the others so none is the bottleneck). */
+  'history.outboundProcessorMaxPollRPS': 1000,
+} as const satisfies Record<string, number>;
+
+export type DynamicConfig = Readonly<Record<string, number | string | boolean>>;
+
+/** The compose stack's dynamic config file (mounted into the `temporal` service), relative to the repository. */
+export const COMPOSE_DYNAMIC_CONFIG = 'deploy/temporal/dynamicconfig.yaml';
+
+/** `temporal server start-dev` flags for `values` (values are JSON, so strings are quoted). */
+export function dynamicConfigArgs(values: DynamicConfig): string[] {
+  return Object.entries(values).flatMap(([key, value]) => ['--dynamic-config-value', `${key}=${JSON.stringify(value)}`]);
+}
