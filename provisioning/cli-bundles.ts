@@ -23,8 +23,8 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dist = join(root, 'dist');
-export const agentCliBundlePath = join(dist, 'gt-agent.mjs');
-export const cliBundlePath = join(dist, 'gt-cli', 'cli.mjs');
+const agentCliBundlePath = join(dist, 'gt-agent.mjs');
+const cliBundlePath = join(dist, 'gt-cli', 'cli.mjs');
 /** Where the sources of both bundles live (bin/gt's staleness check looks at their *.ts files). */
 export const BUNDLED_SOURCE_DIRS = ['client', 'agents', 'domain', 'activities', 'worker', 'workflows', 'codec', 'host', 'provisioning'];
 /**
@@ -36,7 +36,7 @@ const OLD_BUILD_MS = 10 * 60_000;
 const common: BuildOptions = { bundle: true, platform: 'node', format: 'esm', logLevel: 'warning', metafile: true };
 const unique = () => `${Date.now().toString(36)}-${process.pid}-${randomBytes(3).toString('hex')}`;
 
-export async function buildAgentCli(): Promise<string> {
+async function buildAgentCli(): Promise<string> {
   const started = new Date();
   mkdirSync(dist, { recursive: true });
   const temporary = join(dist, `.gt-agent-${unique()}.mjs`);
@@ -58,7 +58,7 @@ export async function buildAgentCli(): Promise<string> {
   return agentCliBundlePath;
 }
 
-export async function buildOperatorCli(): Promise<string> {
+async function buildOperatorCli(): Promise<string> {
   const started = new Date();
   mkdirSync(dist, { recursive: true });
   const name = `gt-cli-${unique()}`;
