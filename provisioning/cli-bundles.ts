@@ -33,7 +33,7 @@ export const BUNDLED_SOURCE_DIRS = ['client', 'agents', 'domain', 'activities', 
  */
 const OLD_BUILD_MS = 10 * 60_000;
 
-const common: BuildOptions = { bundle: true, platform: 'node', format: 'esm', logLevel: 'warning', metafile: true };
+const common: BuildOptions = { bundle: true, platform: 'node', format: 'esm', logLevel: 'warning' };
 const unique = () => `${Date.now().toString(36)}-${process.pid}-${randomBytes(3).toString('hex')}`;
 
 async function buildAgentCli(): Promise<string> {
