@@ -73,7 +73,8 @@ async function buildOperatorCli(): Promise<string> {
       splitting: true,
       chunkNames: 'chunks/[name]-[hash]',
       packages: 'external',
-      target: 'node20',
+      // node18 as well: agents' MCP clients start `gt mcp` inside docker runs, on the agent image's node.
+      target: 'node18',
     });
     utimesSync(join(outdir, 'cli.mjs'), started, started);
     // A symlink replaced by rename(2) is atomic; a directory cannot replace a non-empty one.
