@@ -11,6 +11,7 @@ import { AGENT_COMMANDS, baseProgram, runProgram } from './program';
 
 type Register = (program: Command) => void;
 
+/** Each group with the top-level commands it registers (test/cli-bundle.test.ts finds every command of `gt --help` through it). */
 const GROUPS: { commands: string[]; load: () => Promise<Register> }[] = [
   { commands: ['up', 'worker'], load: async () => (await import('./commands/serve')).registerServeCommands },
   { commands: ['rig'], load: async () => (await import('./commands/rig')).registerRigCommands },
@@ -25,9 +26,6 @@ const GROUPS: { commands: string[]; load: () => Promise<Register> }[] = [
   { commands: ['codec-server'], load: async () => (await import('./commands/codec-server')).registerCodecServerCommand },
   { commands: ['image'], load: async () => (await import('./commands/image')).registerImageCommands },
 ];
-
-/** The top-level commands each group registers (a test checks them against the registered program). */
-export const COMMAND_GROUPS: readonly (readonly string[])[] = GROUPS.map((g) => g.commands);
 
 export async function buildProgram(argv: string[] = process.argv): Promise<Command> {
   const program = baseProgram();
