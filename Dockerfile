@@ -12,8 +12,8 @@ COPY . .
 # The bundle must match the worker's tracing setting (the worker refuses a mismatch); the build arg is in RUN's environment.
 ARG GT_OTEL_EXPORTER=none
 RUN npm run build:bundle
-# The commands agents call in their runs (gt done, gt progress, …) start from one plain-JS file.
-RUN npm run build:agent-cli
+# `gt` starts from plain-JS bundles (dist/gt-agent.mjs for the commands agents call in their runs, dist/gt-cli/ for the rest).
+RUN npm run build:cli
 
 FROM node:20.19.5-bookworm-slim
 # git: mirrors, worktrees and merges; bubblewrap: the `sandbox` agent runtime; ca-certificates: https remotes.

@@ -39,6 +39,9 @@ export const BenchOptions = z.object({
   keepScratch: z.boolean(),
   quick: z.boolean(),
   full: z.boolean(),
+  /** `cli`: measure only the CLI start-up (no Temporal stack); the report does not replace latest.md. */
+  only: z.enum(['cli']).optional(),
+  cliRuns: z.coerce.number().int().min(1).max(200),
   /** Re-render the Markdown of an earlier JSON report instead of measuring. */
   render: z.string().endsWith('.json', 'expected a JSON report, e.g. bench/reports/<time>.json').optional(),
 });
@@ -59,6 +62,7 @@ const DEFAULTS = {
   gateSeconds: '2',
   batchSize: '8',
   skip: '',
+  cliRuns: '15',
   out: fileURLToPath(new URL('./reports', import.meta.url)),
 };
 
@@ -85,6 +89,8 @@ export function parseOptions(argv: string[]): BenchOptions {
     .option('--gate-seconds <s>', `duration of the merge-queue bench's slow gate (default ${DEFAULTS.gateSeconds})`)
     .option('--batch-size <n>', `refinery batch size for the batching mode (default ${DEFAULTS.batchSize})`)
     .option('--skip <parts>', 'leave out parts: convoys, queue', DEFAULTS.skip)
+    .option('--only <part>', 'measure only this part: cli (the CLI start-up, a few seconds, no Temporal stack)')
+    .option('--cli-runs <n>', `runs of each command in the CLI start-up (default ${DEFAULTS.cliRuns})`)
     .option('--out <dir>', 'where reports are written', DEFAULTS.out)
     .option('--keep-scratch', 'keep the scratch repositories and GT_HOME for inspection', false)
     .option('--render <report.json>', 'measure nothing: write the Markdown summary of an earlier JSON report again')
@@ -112,6 +118,8 @@ export function parseOptions(argv: string[]): BenchOptions {
     gateSeconds: pick('gateSeconds'),
     batchSize: pick('batchSize'),
     skip: pick('skip'),
+    only: o.only as string | undefined,
+    cliRuns: pick('cliRuns'),
     out: pick('out'),
     keepScratch: o.keepScratch === true,
     quick: o.quick === true,

@@ -9,6 +9,7 @@ import { benchCharts, type ChartName } from './charts';
 import { BREAKDOWN_HOPS, HOPS, type ConvoyRepeatFigures, type Hop, type QueueRepeatFigures } from './analysis';
 import type { MachineInfo } from './machine';
 import type { HandoffFigures } from './handoff';
+import { renderCliStartup, type CliStartupFigures } from './cli-startup';
 import { spread, type Spread } from './stats';
 
 export interface ConvoyScenarioReport {
@@ -67,6 +68,8 @@ export interface BenchReport {
   parameters: Record<string, unknown>;
   /** Temporal's own hand-off latency on this stack (absent in reports from before it was measured). */
   handoff?: HandoffFigures[];
+  /** How long `gt` takes to start (absent in reports from before it was measured). */
+  cliStartup?: CliStartupFigures;
   convoys: ConvoyScenarioReport[];
   mergeQueue: QueueScenarioReport[];
   notes: string[];
@@ -141,13 +144,15 @@ export function renderMarkdown(r: BenchReport, charts: ChartFiles = {}): string 
   lines.push(`# Bench report ${r.startedAt}`, '');
   lines.push(
     `${m.cpus} × ${m.cpuModel}, ${m.memoryGiB} GiB, ${m.platform}; load average ${m.loadAverageAtStart.join(' / ')} at the start, ${r.loadAverageAtEnd.join(' / ')} at the end.`,
-    `Node ${m.node}, Temporal SDK ${m.temporalSdk}, ${m.temporalCli}, ${m.git}; \`gt --version\` ${time(m.gtCommandStartMs)}. Code ${m.code.commit}` +
+    `Node ${m.node}, Temporal SDK ${m.temporalSdk}, ${m.temporalCli}, ${m.git}${m.gtCommandStartMs === undefined ? '' : `; \`gt --version\` ${time(m.gtCommandStartMs)}`}. Code ${m.code.commit}` +
       (m.code.uncommittedFiles ? ` with ${m.code.uncommittedFiles} uncommitted file(s)` : '') +
       `. Took ${time(r.durationMs)}.`,
     '',
     'Figures are medians over repeats, with (min–max) when repeats differ. Definitions: bench/README.md.',
     '',
   );
+
+  if (r.cliStartup) lines.push(...renderCliStartup(r.cliStartup));
 
   if (r.handoff?.length) {
     // Reports written before the setting existed measured Temporal's defaults only.
@@ -262,8 +267,8 @@ export function rerender(jsonPath: string): string {
   return md;
 }
 
-/** Writes `<stamp>.json`, `<stamp>.md`, the charts and `latest.md`; returns their paths. */
-export function writeReport(dir: string, report: BenchReport): { json: string; md: string; latest: string } {
+/** Writes `<stamp>.json`, `<stamp>.md`, the charts and (unless `latest` is false: a partial run) `latest.md`; returns their paths. */
+export function writeReport(dir: string, report: BenchReport, { latest: updateLatest = true } = {}): { json: string; md: string; latest?: string } {
   mkdirSync(dir, { recursive: true });
   const stamp = report.startedAt.replace(/[:.]/g, '-');
   const json = join(dir, `${stamp}.json`);
@@ -271,6 +276,7 @@ export function writeReport(dir: string, report: BenchReport): { json: string; m
   const latest = join(dir, 'latest.md');
   writeFileSync(json, `${JSON.stringify(report, null, 2)}\n`);
   writeFileSync(md, renderMarkdown(report, writeCharts(dir, stamp, report)));
+  if (!updateLatest) return { json, md };
   copyFileSync(md, latest);
   return { json, md, latest };
 }

@@ -3,13 +3,15 @@
  *
  * On one embedded stack (dev server + town worker, as `gt up`), for each N and DAG width: the floor script and an
  * orchestrated convoy on scratch repositories, repeated; then the merge queue with a slow gate, one MR at a time
- * and in batches. Writes bench/reports/<time>.{json,md} and latest.md. See bench/README.md.
+ * and in batches; before the stack starts, the CLI's start-up (`--only cli`: that alone). Writes
+ * bench/reports/<time>.{json,md} and latest.md. See bench/README.md.
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { convoyFigures, queueFigures } from './analysis';
+import { measureCliStartup, type CliStartupFigures } from './cli-startup';
 import { runFloor } from './floor';
 import { describeHandoffs, measureHandoffs, withHandoffServer, type HandoffFigures } from './handoff';
 import { createOrigin } from './git';
@@ -124,6 +126,13 @@ async function main() {
     return;
   }
   const startedAt = new Date();
+  if (o.only === 'cli') {
+    await cliStartupOnly(o, startedAt);
+    return;
+  }
+  // Before the stack starts: its dev server and worker would load the machine.
+  log(`CLI start-up: ${o.cliRuns} runs of each command…`);
+  const cliStartup = await measureCliStartup(o.cliRuns);
   const scratch = mkdtempSync(join(tmpdir(), 'gt-bench-'));
   mkdirSync(scratch, { recursive: true });
   const stack = await startStack(log);
@@ -167,6 +176,7 @@ async function main() {
         server: 'embedded Temporal dev server, SQLite file (as `gt up`)',
         policies: 'product defaults (merge-queue bench: maxRounds 1)',
       },
+      cliStartup,
       handoff,
       convoys,
       mergeQueue,
@@ -176,7 +186,7 @@ async function main() {
   const publish = (r: BenchReport) => {
     const paths = writeReport(o.out, r);
     console.log(renderMarkdown(r));
-    log(`report: ${paths.md} (and ${paths.json}, ${paths.latest})`);
+    log(`report: ${paths.md} (and ${paths.json}, ${paths.latest ?? ''})`);
   };
 
   // Ctrl-C stops everything, reports what was measured so far, and leaves no dev server or scratch behind.
@@ -218,6 +228,30 @@ async function main() {
     await cleanUp();
   }
   publish(report());
+}
+
+/** `--only cli`: the CLI start-up section alone, as a report of its own that leaves latest.md to full runs. */
+async function cliStartupOnly(o: BenchOptions, startedAt: Date): Promise<void> {
+  const machine = await machineInfo();
+  log(`CLI start-up: ${o.cliRuns} runs of each command…`);
+  const cliStartup: CliStartupFigures = await measureCliStartup(o.cliRuns);
+  const finishedAt = new Date();
+  const report: BenchReport = {
+    bench: 'gastown-temporal',
+    startedAt: startedAt.toISOString(),
+    finishedAt: finishedAt.toISOString(),
+    durationMs: finishedAt.getTime() - startedAt.getTime(),
+    machine,
+    loadAverageAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
+    parameters: { only: o.only, cliRuns: o.cliRuns },
+    cliStartup,
+    convoys: [],
+    mergeQueue: [],
+    notes: ['Only the CLI start-up was measured (--only cli).'],
+  };
+  const paths = writeReport(o.out, report, { latest: false });
+  console.log(renderMarkdown(report));
+  log(`report: ${paths.md} (and ${paths.json})`);
 }
 
 main().then(

@@ -1,5 +1,5 @@
 /**
- * `gt` for agents: only the commands they run inside their runs. scripts/build-agent-cli.ts bundles this into one
+ * `gt` for agents: only the commands they run inside their runs. provisioning/cli-bundles.ts bundles this into one
  * plain-JavaScript file, so `gt done` starts in bare node (`gt done --help`: 0.11 s here) instead of through the
  * TypeScript loader (0.25 s, and as much CPU, for every call of every agent); bin/gt uses the bundle while it is current.
  */

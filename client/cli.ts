@@ -1,41 +1,38 @@
 /**
  * `gt` — the Gas Town CLI. Operators run the town with it; agents inside a run use `gt done`, `gt progress`,
  * `gt escalate` (through the gateway, with their run token).
+ *
+ * Start-up cost is what a command imports, so a command loads only its own group's module (each is a chunk of its
+ * own in dist/gt-cli, see provisioning/cli-bundles.ts); `--version` loads none; help, `gt help …` and unknown commands
+ * load every group so they list everything. Groups register in the order `gt --help` lists them.
  */
 import type { Command } from 'commander';
 import { AGENT_COMMANDS, baseProgram, runProgram } from './program';
 
+type Register = (program: Command) => void;
+
+/** Each group with the top-level commands it registers (test/cli-bundle.test.ts finds every command of `gt --help` through it). */
+const GROUPS: { commands: string[]; load: () => Promise<Register> }[] = [
+  { commands: ['up', 'worker'], load: async () => (await import('./commands/serve')).registerServeCommands },
+  { commands: ['rig'], load: async () => (await import('./commands/rig')).registerRigCommands },
+  { commands: ['sling', 'bead'], load: async () => (await import('./commands/bead')).registerBeadCommands },
+  { commands: ['mq'], load: async () => (await import('./commands/mq')).registerMqCommands },
+  { commands: ['convoy'], load: async () => (await import('./commands/convoy')).registerConvoyCommands },
+  { commands: ['escalations', 'escalation'], load: async () => (await import('./commands/escalation')).registerEscalationCommands },
+  { commands: ['logs', 'nudge'], load: async () => (await import('./commands/runs')).registerRunCommands },
+  { commands: ['credential'], load: async () => (await import('./commands/credential')).registerCredentialCommands },
+  { commands: [...AGENT_COMMANDS], load: async () => (await import('./commands/agent')).registerAgentCommands },
+  { commands: ['mcp'], load: async () => (await import('./commands/mcp')).registerMcpCommand },
+  { commands: ['codec-server'], load: async () => (await import('./commands/codec-server')).registerCodecServerCommand },
+  { commands: ['image'], load: async () => (await import('./commands/image')).registerImageCommands },
+];
+
 export async function buildProgram(argv: string[] = process.argv): Promise<Command> {
   const program = baseProgram();
-  if (AGENT_COMMANDS.has(argv[2] ?? '')) {
-    (await import('./commands/agent')).registerAgentCommands(program);
-    return program;
-  }
-  const [serve, rig, bead, mq, convoy, escalation, runs, credential, agent, mcp, codecServer] = await Promise.all([
-    import('./commands/serve'),
-    import('./commands/rig'),
-    import('./commands/bead'),
-    import('./commands/mq'),
-    import('./commands/convoy'),
-    import('./commands/escalation'),
-    import('./commands/runs'),
-    import('./commands/credential'),
-    import('./commands/agent'),
-    import('./commands/mcp'),
-    import('./commands/codec-server'),
-  ]);
-  serve.registerServeCommands(program);
-  rig.registerRigCommands(program);
-  bead.registerBeadCommands(program);
-  mq.registerMqCommands(program);
-  convoy.registerConvoyCommands(program);
-  escalation.registerEscalationCommands(program);
-  runs.registerRunCommands(program);
-  credential.registerCredentialCommands(program);
-  agent.registerAgentCommands(program);
-  mcp.registerMcpCommand(program);
-  codecServer.registerCodecServerCommand(program);
-  (await import('./commands/image')).registerImageCommands(program);
+  const first = argv[2] ?? '';
+  if (first === '--version' || first === '-V') return program;
+  const own = GROUPS.find((g) => g.commands.includes(first));
+  for (const register of await Promise.all((own ? [own] : GROUPS).map((g) => g.load()))) register(program);
   return program;
 }
 

@@ -1,10 +1,10 @@
 /**
  * The commands agents call inside their runs come from a plain-JS bundle (dist/gt-agent.mjs) so they start without
  * the TypeScript loader. Checked here with real processes: bin/gt routes exactly the agent commands to the bundle,
- * only while the bundle is newer than every source, and the bundle answers as the sources do.
+ * only while the bundle is newer than every source (never rebuilding it for them), and the bundle answers as the sources do.
  */
 import { execFile } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -44,13 +44,13 @@ describe('gt for agents', () => {
     }
     cpSync(join(root, 'package.json'), join(copy, 'package.json'));
     symlinkSync(join(root, 'node_modules'), join(copy, 'node_modules'));
-    mkdirSync(join(copy, 'dist'));
     const bundle = join(copy, 'dist/gt-agent.mjs');
-    writeFileSync(bundle, "console.log('from the bundle');\n");
     const gt = join(copy, 'bin/gt');
 
+    // Operator commands never use it: they run dist/gt-cli, building it (and this bundle) first when stale.
+    expect((await run(gt, ['--version'])).stdout).toBe('0.1.0\n');
+    writeFileSync(bundle, "console.log('from the bundle');\n");
     expect((await run(gt, ['done'])).stdout).toBe('from the bundle\n');
-    // Operator commands never use it.
     expect((await run(gt, ['--version'])).stdout).toBe('0.1.0\n');
     // A source edited after the build: the sources run (and tell that this is not a run).
     const past = new Date(Date.now() - 60_000);
@@ -58,5 +58,6 @@ describe('gt for agents', () => {
     const stale = await run(gt, ['done']);
     expect(stale.stdout).toBe('');
     expect(stale.stderr).toContain('not inside a Gas Town run');
+    expect(readFileSync(bundle, 'utf8'), 'not rebuilt by an agent command').toContain('from the bundle');
   });
 });

@@ -247,7 +247,7 @@ describe('Dockerfile', () => {
   it('builds the workflow bundle where the worker looks for it, and runs the production entry', () => {
     expect(instr('RUN')).toContain('npm run build:bundle');
     expect(pkg.scripts['build:bundle']).toBe('tsx scripts/build-workflow-bundle.ts');
-    expect(instr('RUN')).toContain('npm run build:agent-cli');
+    expect(instr('RUN')).toContain('npm run build:cli');
     const workdir = instr('WORKDIR').at(-1)!;
     const bundleEnv = /GT_WORKFLOW_BUNDLE=(\S+)/.exec(instr('ENV').join(' '))?.[1];
     expect(bundleEnv).toBe(join(workdir, relative(repoRoot, defaultWorkflowBundlePath)));
@@ -259,7 +259,7 @@ describe('Dockerfile', () => {
 
   it('ships every file the worker and the CLI import, and installs every package they use (npm ci --omit=dev)', () => {
     expect(instr('RUN')).toContain('npm ci --omit=dev');
-    const { files, packages } = closure(['worker/main.ts', 'client/cli.ts', 'client/agent-cli.ts', 'scripts/build-workflow-bundle.ts', 'scripts/build-agent-cli.ts', 'provisioning/agent-cli.ts', 'workflows/index.ts']);
+    const { files, packages } = closure(['worker/main.ts', 'client/cli.ts', 'client/agent-cli.ts', 'scripts/build-workflow-bundle.ts', 'scripts/build-cli.ts', 'provisioning/cli-bundles.ts', 'workflows/index.ts']);
     for (const file of files) expect(isIgnored(relative(repoRoot, file)), `${relative(repoRoot, file)} is in the image`).toBe(false);
     for (const p of packages) expect(pkg.dependencies, `${p} (imported at run time) must be a dependency, not a devDependency`).toHaveProperty([p]);
     expect(pkg.dependencies).toHaveProperty(['tsx']);

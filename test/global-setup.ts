@@ -1,12 +1,12 @@
 /**
- * One Temporal dev server, one workflow bundle and a fresh agent CLI bundle (for bin/gt) per test run. Test files
+ * One Temporal dev server, one workflow bundle and fresh CLI bundles (for bin/gt) per test run. Test files
  * connect to the server by address and each test uses its own task queue, so tests never see each other's work.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
-import { buildAgentCli } from '../provisioning/agent-cli';
+import { buildCliBundles } from '../provisioning/cli-bundles';
 import { startDevServer, type DevServer } from '../provisioning/dev-server';
 import { workflowsPath } from '../worker/worker';
 
@@ -31,7 +31,7 @@ export default async function setup(project: TestProject) {
     // setting (provisioning/server-settings.ts), as on every server we own.
     dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 2000 },
   });
-  await buildAgentCli();
+  await buildCliBundles();
   const { code } = await bundleWorkflowCode({ workflowsPath, logger: quietLogger });
   const bundlePath = join(ARTIFACTS, 'workflow-bundle.js');
   writeFileSync(bundlePath, code);

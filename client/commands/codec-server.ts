@@ -4,7 +4,7 @@ import { AesGcmCodec } from '../../codec/aes-gcm-codec';
 import { loadKeyring } from '../../codec/keys';
 import { startCodecServer } from '../../codec/server';
 import { gtHome } from '../../host/home';
-import { UserError } from '../town';
+import { UserError } from '../errors';
 import { collect, intArg } from './with-town';
 
 const DEFAULT_ORIGINS = ['http://localhost:8233', 'http://127.0.0.1:8233', 'http://localhost:8080', 'http://127.0.0.1:8080'];

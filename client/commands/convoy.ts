@@ -8,7 +8,7 @@ import { GRAPH_FORMATS, renderGraph, STATUS_STYLE, type ConvoyGraph, type GraphF
 import { convoyElapsed, watchLive } from '../convoy-watch';
 import { ConvoyClient, graphOfSpecFile, readSpecFile, type ConvoyStatusView } from '../convoys';
 import { printJson, table } from '../output';
-import { UserError } from '../town';
+import { UserError } from '../errors';
 import { intArg, withTown } from './with-town';
 
 const SYMBOL: Record<string, string> = Object.fromEntries(Object.entries(STATUS_STYLE).map(([status, s]) => [status, s.symbol]));

@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import { credentialKey, hostCredentialsFile, saveHostCredential } from '../../activities/credentials';
 import { gtHome } from '../../host/home';
 import { printJson } from '../output';
-import { UserError } from '../town';
+import { UserError } from '../errors';
 
 async function readStdin(): Promise<string> {
   const chunks: Buffer[] = [];

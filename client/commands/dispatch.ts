@@ -3,7 +3,7 @@ import type { Command } from 'commander';
 import type { DispatchGateState } from '../../domain/dispatch';
 import { formatMs } from '../../domain/durations';
 import { printJson, table } from '../output';
-import { UserError } from '../town';
+import { UserError } from '../errors';
 import { withTown } from './with-town';
 
 /** `--env KEY=VALUE` flags → record (the rig schema validates the names). */

@@ -7,7 +7,7 @@ import type { Command } from 'commander';
 import { DEFAULT_AGENT_IMAGE } from '../../domain/rig';
 import { buildAgentImage, type ImageResult } from '../../provisioning/docker';
 import { printJson } from '../output';
-import { UserError } from '../town';
+import { UserError } from '../errors';
 
 /** Docker's reference grammar without a registry port: lowercase path components, an optional tag. */
 const IMAGE_REF = /^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?$/;

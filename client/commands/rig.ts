@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { forgeApiUrlProblem, forgeTokenOrigins, forgeTokenRefusal, githubRepository } from '../../domain/forge';
 import type { RigConfig, RigConfigInput } from '../../domain/rig';
 import { printJson, table } from '../output';
-import { UserError } from '../town';
+import { UserError } from '../errors';
 import { parseEnvFlags, registerRigDispatchCommands } from './dispatch';
 import { collect, intArg, withTown } from './with-town';
 

@@ -7,7 +7,8 @@ import { OUTPUT_LOG } from '../../agents/runtime';
 import { RunId } from '../../domain/ids';
 import { gtHome, hostId, paths } from '../../host/home';
 import { printJson } from '../output';
-import { UserError, type Town } from '../town';
+import { UserError } from '../errors';
+import type { Town } from '../town';
 import { withTown } from './with-town';
 
 const runOutput = (runId: string) => join(paths.runDir(runId, gtHome()), OUTPUT_LOG);

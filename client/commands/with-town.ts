@@ -1,8 +1,11 @@
-import { connectClient } from '../connection';
-import { Town } from '../town';
+import type { Town } from '../town';
 
-/** Connects, runs `fn` with the town, and always closes the connection (so the CLI exits promptly). */
+/**
+ * Connects, runs `fn` with the town, and always closes the connection (so the CLI exits promptly). The Temporal
+ * client is imported here, when a command runs, not when it is registered: `--help` and argument errors stay fast.
+ */
 export async function withTown<T>(fn: (town: Town) => Promise<T>): Promise<T> {
+  const [{ connectClient }, { Town }] = await Promise.all([import('../connection'), import('../town')]);
   const { client, connection } = await connectClient();
   try {
     return await fn(new Town(client));

@@ -1,0 +1,66 @@
+/**
+ * CLI start-up: the wall time from spawning a `gt` command to its exit, for commands that do nothing but start
+ * (`--version`, `--help`), next to bare `node -e 0` and to a command run from the TypeScript sources (what bin/gt
+ * falls back to while a bundle is stale or cannot be built). A step of every bench run, and alone with `npm run bench -- --only cli` (no
+ * Temporal stack, seconds). The commands take turns, run after run, so load that comes and goes during the
+ * measurement affects all of them alike; the figure is the median of the runs.
+ */
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { percentile } from './stats';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const gt = `${root}bin/gt`;
+
+/** What is measured, in the order of the report's table; `node -e 0` is the yardstick. */
+const COMMANDS: { label: string; how?: string; file: string; args: string[] }[] = [
+  { label: 'node -e 0', file: 'node', args: ['-e', '0'] },
+  { label: 'gt --version', how: 'dist/gt-cli', file: gt, args: ['--version'] },
+  { label: 'gt rig list --help', how: 'dist/gt-cli', file: gt, args: ['rig', 'list', '--help'] },
+  { label: 'gt done --help', how: 'dist/gt-agent.mjs', file: gt, args: ['done', '--help'] },
+  { label: 'gt rig list --help', how: 'sources (tsx)', file: 'node', args: ['--import', `${root}node_modules/tsx/dist/loader.mjs`, `${root}client/cli.ts`, 'rig', 'list', '--help'] },
+];
+
+export interface CliStartupFigures {
+  runs: number;
+  commands: { label: string; how?: string; medianMs: number; minMs: number; maxMs: number; timesNode: number }[];
+}
+
+function timeOnce(file: string, args: string[]): Promise<number> {
+  const started = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    execFile(file, args, { env: { ...process.env, GT_DEBUG: '' } }, (err) => (err ? reject(new Error(`${file} ${args.join(' ')}: ${err.message}`)) : resolve(Number(process.hrtime.bigint() - started) / 1e6)));
+  });
+}
+
+export async function measureCliStartup(runs: number): Promise<CliStartupFigures> {
+  // Unmeasured: makes the bundles current (bin/gt rebuilds a stale one) and warms the file cache.
+  for (const c of COMMANDS) await timeOnce(c.file, c.args);
+  const samples = COMMANDS.map(() => [] as number[]);
+  for (let r = 0; r < runs; r++) {
+    for (const [i, c] of COMMANDS.entries()) samples[i]!.push(await timeOnce(c.file, c.args));
+  }
+  const medians = samples.map((s) => percentile(s, 50)!);
+  return {
+    runs,
+    commands: COMMANDS.map((c, i) => ({
+      label: c.label,
+      how: c.how,
+      medianMs: Math.round(medians[i]!),
+      minMs: Math.round(Math.min(...samples[i]!)),
+      maxMs: Math.round(Math.max(...samples[i]!)),
+      timesNode: Math.round((medians[i]! / medians[0]!) * 10) / 10,
+    })),
+  };
+}
+
+export function renderCliStartup(f: CliStartupFigures): string[] {
+  return [
+    `## CLI start-up (spawn → exit, median of ${f.runs} runs, commands taking turns)`,
+    '',
+    '| command | from | median | min–max | × `node -e 0` |',
+    '|---|---|---|---|---|',
+    ...f.commands.map((c) => `| \`${c.label}\` | ${c.how ?? ''} | ${c.medianMs} ms | ${c.minMs}–${c.maxMs} ms | ${c.timesNode.toFixed(1)}× |`),
+    '',
+  ];
+}

@@ -1,0 +1,108 @@
+/**
+ * The `gt` bundles: plain JavaScript that bare node runs without the TypeScript loader, so a command starts in node's
+ * own time plus what that command imports. bin/gt runs a bundle only while it is newer than every source under its
+ * source directories (BUNDLED_SOURCE_DIRS here and `sources` in bin/gt; a test checks both against esbuild's inputs);
+ * otherwise operator commands rebuild (scripts/build-cli.ts) and agent commands run the sources.
+ *
+ * - dist/gt-agent.mjs: the agent commands (client/agent-cli.ts), one self-contained file for node18: the agent image's
+ *   node runs it inside docker runs, where the installation is mounted read-only and nothing may be rebuilt.
+ * - dist/gt-cli/cli.mjs: every command (client/cli.ts) as ES modules split per command group, so a command loads only
+ *   its group's code. Packages stay in node_modules (external): the bundle holds only our code, native modules
+ *   (@temporalio/core-bridge) load as node loads them, and an `npm ci` never makes the bundle stale.
+ *
+ * Invariants, for several gt processes starting at once on a stale bundle: a reader never sees a half-written bundle —
+ * each build goes to a private temporary path and is published by one rename (the agent file; the symlink dist/gt-cli
+ * to a build directory), so the last rename wins and every published build is complete. A bundle's mtime is the time
+ * its build *started*, so a source saved during a build leaves it stale.
+ */
+import { build, type BuildOptions } from 'esbuild';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, utimesSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const dist = join(root, 'dist');
+const agentCliBundlePath = join(dist, 'gt-agent.mjs');
+const cliBundlePath = join(dist, 'gt-cli', 'cli.mjs');
+/** Where the sources of both bundles live (bin/gt's staleness check looks at their *.ts files). */
+export const BUNDLED_SOURCE_DIRS = ['client', 'agents', 'domain', 'activities', 'worker', 'workflows', 'codec', 'host', 'provisioning'];
+/**
+ * Build directories other than the published one are removed once this old. A process started from an older build
+ * has loaded its chunks by then: command groups are imported at start-up, with-town's modules as the command starts.
+ */
+const OLD_BUILD_MS = 10 * 60_000;
+
+const common: BuildOptions = { bundle: true, platform: 'node', format: 'esm', logLevel: 'warning' };
+const unique = () => `${Date.now().toString(36)}-${process.pid}-${randomBytes(3).toString('hex')}`;
+
+async function buildAgentCli(): Promise<string> {
+  const started = new Date();
+  mkdirSync(dist, { recursive: true });
+  const temporary = join(dist, `.gt-agent-${unique()}.mjs`);
+  try {
+    await build({
+      ...common,
+      entryPoints: [join(root, 'client/agent-cli.ts')],
+      outfile: temporary,
+      // node18: the agent image's node (Debian bookworm) runs this bundle inside docker runs.
+      target: 'node18',
+      // commander is CommonJS: its require() of node built-ins needs a real require inside an ES module.
+      banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+    });
+    utimesSync(temporary, started, started);
+    renameSync(temporary, agentCliBundlePath);
+  } finally {
+    rmSync(temporary, { force: true });
+  }
+  return agentCliBundlePath;
+}
+
+async function buildOperatorCli(): Promise<string> {
+  const started = new Date();
+  mkdirSync(dist, { recursive: true });
+  const name = `gt-cli-${unique()}`;
+  const outdir = join(dist, name);
+  const link = join(dist, `.gt-cli-link-${unique()}`);
+  try {
+    await build({
+      ...common,
+      entryPoints: { cli: join(root, 'client/cli.ts') },
+      outdir,
+      outExtension: { '.js': '.mjs' },
+      splitting: true,
+      chunkNames: 'chunks/[name]-[hash]',
+      packages: 'external',
+      // node18 as well: agents' MCP clients start `gt mcp` inside docker runs, on the agent image's node.
+      target: 'node18',
+    });
+    utimesSync(join(outdir, 'cli.mjs'), started, started);
+    // A symlink replaced by rename(2) is atomic; a directory cannot replace a non-empty one.
+    symlinkSync(name, link);
+    renameSync(link, join(dist, 'gt-cli'));
+  } catch (err) {
+    rmSync(outdir, { recursive: true, force: true });
+    throw err;
+  } finally {
+    rmSync(link, { force: true });
+  }
+  removeOldBuilds(name);
+  return cliBundlePath;
+}
+
+function removeOldBuilds(keep: string): void {
+  for (const entry of readdirSync(dist)) {
+    if (!entry.startsWith('gt-cli-') || entry === keep) continue;
+    const path = join(dist, entry);
+    try {
+      if (Date.now() - statSync(path).mtimeMs > OLD_BUILD_MS) rmSync(path, { recursive: true, force: true });
+    } catch {
+      // Removed by a concurrent build.
+    }
+  }
+}
+
+/** Both bundles (`npm run build:cli`, and bin/gt when the operator bundle is stale). */
+export async function buildCliBundles(): Promise<string[]> {
+  return Promise.all([buildAgentCli(), buildOperatorCli()]);
+}

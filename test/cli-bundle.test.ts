@@ -1,0 +1,113 @@
+/**
+ * `gt` starts from a plain-JS bundle (dist/gt-cli/, provisioning/cli-bundles.ts) that loads only the invoked command's
+ * group. Checked with real processes: the bundle answers exactly as the sources do (help, version, errors, a read
+ * against a real town); every top-level command is found by the group that registers it; the bundle holds no source
+ * outside the directories bin/gt watches; and bin/gt runs it only while it is fresh, rebuilds it when stale (also
+ * with two invocations racing), and runs the sources when the rebuild fails.
+ */
+import { execFile } from 'node:child_process';
+import { build } from 'esbuild';
+import { cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BUNDLED_SOURCE_DIRS } from '../provisioning/cli-bundles';
+import { createRepo } from './helpers/repo';
+import { startTestTown, type TestTown } from './helpers/town';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+type Result = { code: number; stdout: string; stderr: string };
+
+function run(file: string, args: string[], env: NodeJS.ProcessEnv = { PATH: process.env.PATH }): Promise<Result> {
+  return new Promise((resolve) => {
+    execFile(file, args, { env, timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }));
+  });
+}
+const bundled = (args: string[], env?: NodeJS.ProcessEnv) => run('node', [join(root, 'dist/gt-cli/cli.mjs'), ...args], env);
+const sources = (args: string[], env?: NodeJS.ProcessEnv) => run('node', ['--import', join(root, 'node_modules/tsx/dist/loader.mjs'), join(root, 'client/cli.ts'), ...args], env);
+
+describe('the gt bundle', () => {
+  let t: TestTown;
+  beforeAll(async () => {
+    t = await startTestTown();
+  });
+  afterAll(async () => {
+    await t?.stop();
+  });
+
+  it('answers as the sources do: version, help, errors, and rig list --json against a real town', async () => {
+    const env = t.cliEnv();
+    const repo = await createRepo();
+    expect((await sources(['rig', 'add', 'bundled', '--repo', repo.origin, '--agent', 'true'], env)).code).toBe(0);
+    for (const args of [['--version'], ['--help'], ['rig', 'list', '--help'], ['rig', 'list', '--json'], ['rig', 'show', 'nope'], ['rig', 'add'], ['no-such-command']]) {
+      const [b, s] = await Promise.all([bundled(args, env), sources(args, env)]);
+      expect(b, args.join(' ')).toEqual(s);
+    }
+    expect(JSON.parse((await bundled(['rig', 'list', '--json'], env)).stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'bundled' })]));
+  });
+
+  it('finds every top-level command in the group that registers it', async () => {
+    const help = (await bundled(['--help'])).stdout;
+    const commands = [...help.split('Commands:\n')[1]!.matchAll(/^ {2}([\w-]+)/gm)].map((m) => m[1]!).filter((c) => c !== 'help');
+    expect(commands.length).toBeGreaterThan(20);
+    const results = await Promise.all(commands.map((c) => bundled([c, '--help'])));
+    results.forEach((r, i) => expect(r.stdout, `gt ${commands[i]} --help`).toMatch(new RegExp(`^Usage: gt ${commands[i]}\\b`)));
+  });
+
+  it('contains no source outside the directories bin/gt watches', async () => {
+    const watched = /^sources="([^"]+)"$/m.exec(readFileSync(join(root, 'bin/gt'), 'utf8'))?.[1]?.split(' ');
+    expect(watched).toEqual(BUNDLED_SOURCE_DIRS);
+    for (const entry of ['client/cli.ts', 'client/agent-cli.ts']) {
+      const { metafile } = await build({ entryPoints: [join(root, entry)], bundle: true, platform: 'node', format: 'esm', packages: 'external', write: false, metafile: true, logLevel: 'silent' });
+      const ours = Object.keys(metafile.inputs).filter((p) => !p.includes('node_modules/'));
+      for (const input of ours) expect(BUNDLED_SOURCE_DIRS, input).toContain(input.split('/')[0]);
+    }
+  });
+});
+
+describe('bin/gt and the bundle', () => {
+  it('runs it while fresh, rebuilds it when stale (two at once too), and runs the sources when that fails', async () => {
+    // A copy of the sources as bin/gt finds them, without any bundle.
+    const copy = mkdtempSync(join(tmpdir(), 'gt-cli-bundle-'));
+    const skip = new Set(['node_modules', 'dist', 'test', 'bench', 'docs']);
+    for (const e of readdirSync(root, { withFileTypes: true })) {
+      if (e.isDirectory() && !e.name.startsWith('.') && !skip.has(e.name)) cpSync(join(root, e.name), join(copy, e.name), { recursive: true });
+    }
+    cpSync(join(root, 'package.json'), join(copy, 'package.json'));
+    symlinkSync(join(root, 'node_modules'), join(copy, 'node_modules'));
+    const gt = join(copy, 'bin/gt');
+    const entry = join(copy, 'dist/gt-cli/cli.mjs');
+    const help = await sources(['rig', 'list', '--help']);
+    const past = new Date(Date.now() - 60_000);
+    const standIn = (mtime: Date) => {
+      writeFileSync(entry, "console.log('from the bundle');\n");
+      utimesSync(entry, mtime, mtime);
+    };
+
+    // No bundle: built, then run.
+    expect(await run(gt, ['--version'])).toMatchObject({ code: 0, stdout: '0.1.0\n' });
+    expect(lstatSync(join(copy, 'dist/gt-cli')).isSymbolicLink()).toBe(true);
+    const first = readlinkSync(join(copy, 'dist/gt-cli'));
+
+    // Fresh: run as it is.
+    standIn(new Date());
+    expect((await run(gt, ['rig', 'list', '--help'])).stdout).toBe('from the bundle\n');
+
+    // Stale, two invocations at once: each answers from a complete bundle, and a new build is published.
+    standIn(past);
+    const racing = await Promise.all([run(gt, ['rig', 'list', '--help']), run(gt, ['rig', 'list', '--help'])]);
+    for (const r of racing) expect(r).toEqual(help);
+    expect(readlinkSync(join(copy, 'dist/gt-cli'))).not.toBe(first);
+    expect(readFileSync(entry, 'utf8')).not.toContain('from the bundle');
+    expect(readdirSync(join(copy, 'dist')).filter((e) => e.startsWith('.'))).toEqual([]);
+
+    // Stale and the rebuild cannot be published (dist/gt-cli is a directory, not the symlink): the sources answer.
+    rmSync(join(copy, 'dist/gt-cli'));
+    mkdirSync(join(copy, 'dist/gt-cli'));
+    standIn(past);
+    expect(await run(gt, ['rig', 'list', '--help'])).toEqual(help);
+
+    rmSync(copy, { recursive: true, force: true });
+  }, 120_000);
+});
