@@ -36,6 +36,7 @@ export async function buildProgram(argv: string[] = process.argv): Promise<Comma
   mcp.registerMcpCommand(program);
   codecServer.registerCodecServerCommand(program);
   (await import('./commands/image')).registerImageCommands(program);
+  (await import('./commands/status')).registerStatusCommand(program);
   return program;
 }
 

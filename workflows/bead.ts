@@ -28,11 +28,11 @@ import {
 } from '@temporalio/workflow';
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
 import type { AgentReply, BeadState, BeadStatus, InboxMessage, MergeOutcome, RunOutcome, RunRecord } from '../domain/bead';
-import { BeadWorkflowInput, CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, NudgeRequest, ProgressRequest, TERMINAL_BEAD_STATUSES } from '../domain/bead';
+import { BeadWorkflowInput, CancelBeadRequest, CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, NudgeRequest, ProgressRequest, TERMINAL_BEAD_STATUSES } from '../domain/bead';
 import { DispatchGrant, dispatchGateWorkflowId, dispatchGrantSignal, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
 import { escalationIdPart } from '../domain/escalation';
 import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId, runIdOf } from '../domain/ids';
-import { beadReportSignal, beadStateQuery, checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, nudgeUpdate, progressUpdate } from '../domain/messages';
+import { beadReportSignal, beadStateQuery, cancelRequestUpdate, checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, nudgeUpdate, progressUpdate } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { countTownEvent } from '../worker/metrics';
@@ -149,6 +149,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       const req = ProgressRequest.parse(raw);
       const run = requireCurrentRun(req.runId);
       run.lastProgressAt = Date.now();
+      run.record.lastProgressAt = new Date().toISOString();
       if (req.message) run.record.lastProgress = req.message;
       const n = unread();
       return { accepted: true, runId: req.runId, message: `progress recorded${n ? `; ${n} unread message${n > 1 ? 's' : ''}: run \`gt inbox\`` : ''}` };
@@ -164,6 +165,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       if (checkpoints.length > MAX_CHECKPOINTS) checkpoints.shift();
       // Saving a checkpoint is progress too.
       run.lastProgressAt = Date.now();
+      run.record.lastProgressAt = new Date().toISOString();
       return { accepted: true, runId: req.runId, message: 'checkpoint saved; the next run of this bead will see it in its prompt' };
     },
     { validator: (raw) => void requireCurrentRun(parseOrReject(CheckpointRequest, raw, 'gt_checkpoint').runId) },
@@ -181,6 +183,20 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       validator: (raw) => {
         parseOrReject(NudgeRequest, raw, 'nudge');
         if (TERMINAL_BEAD_STATUSES.includes(state.status)) throw ApplicationFailure.nonRetryable(`bead ${bead.id} is ${state.status}: no run will read the message`, 'BeadTerminal');
+      },
+    },
+  );
+  setHandler(
+    cancelRequestUpdate,
+    (raw): BeadState => {
+      const req = CancelBeadRequest.parse(raw);
+      state.cancellation = { reason: req.reason, by: req.by, requestedAt: new Date().toISOString() };
+      return state;
+    },
+    {
+      validator: (raw) => {
+        parseOrReject(CancelBeadRequest, raw, 'cancel request');
+        if (TERMINAL_BEAD_STATUSES.includes(state.status)) throw ApplicationFailure.nonRetryable(`bead ${bead.id} is already ${state.status}: nothing to cancel`, 'BeadTerminal');
       },
     },
   );
@@ -467,7 +483,9 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       // The run in flight was stopped with the bead: its record must not stay "running" forever.
       for (const r of state.runs) if (r.outcome === 'running') Object.assign(r, { outcome: 'cancelled', endedAt: new Date().toISOString() });
       current = undefined;
-      await CancellationScope.nonCancellable(() => finish({ beadId: bead.id, status: 'cancelled', reason: 'cancelled by an operator' }));
+      // An operator's recorded reason (gt bead cancel) goes to the convoy and the result; a convoy's stop has none.
+      const why = state.cancellation ? `cancelled by ${state.cancellation.by}: ${state.cancellation.reason}` : 'cancelled by an operator';
+      await CancellationScope.nonCancellable(() => finish({ beadId: bead.id, status: 'cancelled', reason: why }));
     }
     throw err;
   }
