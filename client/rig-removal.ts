@@ -65,7 +65,10 @@ export async function removeRig(town: Town, name: string, o: { drain?: boolean; 
     work = await rigOpenWork(town, rig.name);
   }
   const refinery = town.client.workflow.getHandle(refineryWorkflowId(rig.name));
-  const ended = await Promise.race([refinery.result().then(() => true), new Promise<false>((r) => setTimeout(() => r(false), REFINERY_END_MS))]);
+  let timer: NodeJS.Timeout | undefined;
+  const ended = await Promise.race([refinery.result().then(() => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), REFINERY_END_MS)))]);
+  // A pending timer would keep the CLI alive for its full length.
+  clearTimeout(timer);
   if (!ended) throw new UserError(`refinery:${rig.name} accepted the removal but took a merge request first; it ends once its queue is empty (see \`gt mq ${rig.name}\`)`);
   const gate = town.client.workflow.getHandle(dispatchGateWorkflowId(rig.name));
   const gateState = await rigOpenWork(town, rig.name);
