@@ -30,7 +30,7 @@ afterAll(async () => {
   await t?.stop();
 });
 
-const addRig = (name: string) => t.addRig({ name, repo: repo.origin, agent: agentScript('hold'), env: { TEST_DIR: testDir } });
+const addRig = (name: string, maxPolecats = 4) => t.addRig({ name, repo: repo.origin, agent: agentScript('hold'), env: { TEST_DIR: testDir }, maxPolecats });
 const release = (beadId: string) => writeFileSync(join(testDir, `go-${beadId}`), '');
 /** The pid the bead's (latest) agent recorded with `$$`. */
 const pidOf = (beadId: string): number | undefined => {
@@ -250,5 +250,30 @@ describe('gt rig remove', () => {
     const idle = await runGt(['rig', 'remove', 'vr', '--json'], env);
     expect(idle.code, idle.stderr).toBe(0);
     expect(JSON.parse(idle.stdout)).toMatchObject({ rig: 'vr', removed: true, drained: false });
+  });
+
+  it('--drain finishes what runs, then names the beads that would need a new agent run instead of waiting forever', async () => {
+    await addRig('vs', 1);
+    await t.town.sling('vs', { id: 'vs-running', title: 'Holds the only slot' });
+    await eventually(() => pidOf('vs-running'), 60_000, 'the agent of vs-running started');
+    await t.town.sling('vs', { id: 'vs-waiting', title: 'Waits for a slot' });
+    await eventually(async () => (await t.town.dispatchState('vs')).waiting.length === 1, 30_000, 'vs-waiting queued for a slot');
+
+    const drain = spawn(gtBin, ['rig', 'remove', 'vs', '--drain'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    drain.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((r) => drain.on('exit', r));
+    await eventually(() => /draining rig vs: 2 bead\(s\) in flight/.test(stderr), 30_000, 'drain progress');
+    release('vs-running');
+    expect(await exited).toBe(1);
+    expect(stderr.trim().split('\n').pop()).toBe(
+      'gt: rig vs is drained of running work, but vs-waiting wait(s) for a new agent run, which cannot start while dispatch is paused: cancel them (`gt bead cancel`, `gt convoy cancel`) and run this again, or `gt rig resume vs`',
+    );
+    expect((await t.town.beadState('vs-running')).status).toBe('closed');
+    // The rig stays (paused); cancelling what waits lets the removal through.
+    expect((await runGt(['bead', 'cancel', 'vs-waiting'], env)).code).toBe(0);
+    const removed = await runGt(['rig', 'remove', 'vs', '--drain'], env);
+    expect(removed.code, removed.stderr).toBe(0);
+    expect(removed.stdout).toMatch(/^rig vs removed after draining/m);
   });
 });
