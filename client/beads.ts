@@ -70,7 +70,7 @@ function beadRow(wf: WorkflowExecutionInfo, now: number): BeadListRow {
   };
 }
 
-/** Beads from visibility, newest first, one page (or every page with `all`). */
+/** Beads from visibility in its order (running first, then the most recently ended), one page (or every page with `all`). */
 export async function listBeads(town: Town, raw: BeadListOptions = {}): Promise<BeadList> {
   const o = parseInput(BeadListOptions, raw, 'bead list options');
   const filters = [`GtKind = 'bead'`];

@@ -117,7 +117,7 @@ export function registerBeadCommands(program: Command): void {
     });
   bead
     .command('list')
-    .description('beads of the town, newest first, from Temporal visibility: status, rig, convoy, round, current run, age')
+    .description('beads of the town from Temporal visibility (running first, then the most recently ended): status, rig, convoy, round, current run, age')
     .option('--rig <name>', 'only beads of this rig')
     .option('--convoy <id>', 'only beads of this convoy')
     .option('--status <status>', 'only beads in this status: open | in_progress | in_review | closed | failed | cancelled')
