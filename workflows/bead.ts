@@ -46,6 +46,8 @@ const town = proxyActivities<TownQueueActivities>({
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
 const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
+/** patched() id: a cancelled bead ends only after its supervising activity confirms the agent was stopped. */
+const CANCEL_WAITS_FOR_AGENT_STOP = 'bead-cancel-waits-for-agent-stop';
 /** After gt_done, how long the agent may take to exit on its own before it is stopped. */
 const EXIT_GRACE_MS = 15_000;
 const MAX_BACKOFF_MS = 600_000;
@@ -102,6 +104,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
 
   /** The run allowed to speak for this bead right now. */
   let current: { runId: string; done?: { summary: string }; lastProgressAt: number; record: RunRecord; inboxCursor: number } | undefined;
+  /** The supervision of the run in flight; settles once its activity has ended (after a cancel: once the agent is stopped). */
+  let supervising: Promise<void> | undefined;
   const unread = () => (current ? inbox.filter((m) => m.seq > current!.inboxCursor).length : 0);
 
   const setStatus = (status: BeadStatus, waitingFor: string) => {
@@ -364,6 +368,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         (err: unknown) => void (lost = isCancellation(err) && scope.consideredCancelled ? undefined : failureMessage(err)),
       );
 
+    supervising = supervision;
     const run = current;
     let outcome: RunOutcome;
     for (;;) {
@@ -383,6 +388,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       scope.cancel();
     }
     await supervision;
+    supervising = undefined;
     current = undefined;
     record.outcome = outcome;
     record.endedAt = new Date().toISOString();
@@ -480,6 +486,13 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     return await finish({ beadId: bead.id, status: 'failed', reason: `no merge after ${policy.maxRounds} rounds of rework` });
   } catch (err) {
     if (isCancellation(err)) {
+      // The cancel reached the supervising activity with the bead's; wait for it to stop the agent, so a cancelled
+      // bead (and `gt bead cancel` returning) means its process is gone. Histories from before ended without waiting.
+      const stopping = supervising;
+      if (stopping && patched(CANCEL_WAITS_FOR_AGENT_STOP)) {
+        setStatus(state.status, 'cancelled: stopping its agent');
+        await CancellationScope.nonCancellable(() => stopping);
+      }
       // The run in flight was stopped with the bead: its record must not stay "running" forever.
       for (const r of state.runs) if (r.outcome === 'running') Object.assign(r, { outcome: 'cancelled', endedAt: new Date().toISOString() });
       current = undefined;
