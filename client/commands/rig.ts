@@ -233,11 +233,16 @@ Examples:
 Its name can be used again with \`gt rig add\`. The repository is not touched.`,
     )
     .action(async (name: string, o: { drain?: boolean; json?: boolean }) => {
+      let shown = '';
       const r = await withTown((town) =>
         removeRig(town, name, {
           drain: o.drain,
           onProgress: (w, ms) => {
-            if (!o.json) progress(`[${formatMs(Math.floor(ms / 1000) * 1000)}] draining rig ${name}: ${describeOpenWork(w)}`);
+            // A terminal line is redrawn every poll (the clock moves); piped, only a change of the open work is a new line.
+            const open = describeOpenWork(w);
+            if (o.json || (open === shown && !process.stderr.isTTY)) return;
+            shown = open;
+            progress(`[${formatMs(Math.floor(ms / 1000) * 1000)}] draining rig ${name}: ${open}`);
           },
         }),
       );
