@@ -4,10 +4,11 @@
  * reason in `gt bead status`; `gt bead list` and `gt status` in text and JSON (shapes checked with zod), with paging;
  * `gt rig remove` refuses with open work, drains with `--drain`, and frees the name.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ConvoyClient } from '../client/convoys';
@@ -15,6 +16,13 @@ import { BeadStatus } from '../domain/bead';
 import { processExists } from './helpers/pids';
 import { createRepo, type TestRepo } from './helpers/repo';
 import { agentScript, eventually, gtBin, runGt, startTestTown, type TestTown } from './helpers/town';
+
+const exec = promisify(execFile);
+const hasTmux = await exec('tmux', ['-V']).then(
+  () => true,
+  () => false,
+);
+const socket = `gt-status-${process.pid}`;
 
 let t: TestTown;
 let env: NodeJS.ProcessEnv;
@@ -27,6 +35,8 @@ beforeAll(async () => {
   repo = await createRepo();
 });
 afterAll(async () => {
+  // Only our own tmux server (its own socket), never anyone else's.
+  if (hasTmux) await exec('tmux', ['-L', socket, 'kill-server']).catch(() => undefined);
   await t?.stop();
 });
 
@@ -211,6 +221,26 @@ describe('gt bead list and gt status', () => {
     }
     expect((await runGt(['rig', 'resume', 'vl'], env)).code).toBe(0);
     release('vl-two');
+  });
+});
+
+describe('gt status --watch on a terminal', () => {
+  it.skipIf(!hasTmux)('redraws one picture in place as the town changes, and Ctrl-C leaves the screen as it was', async () => {
+    await addRig('vw');
+    await exec('tmux', ['-L', socket, '-f', '/dev/null', 'new-session', '-d', '-s', 'status', '-x', '160', '-y', '40', `${gtBin} status --watch --interval 300ms; echo "exit=$?"; sleep 600`], { env });
+    const screen = async () => (await exec('tmux', ['-L', socket, 'capture-pane', '-p', '-t', 'status'])).stdout;
+    const showing = (what: RegExp) => eventually(async () => ((s) => what.test(s) && s)(await screen()), 60_000, `screen showing ${what}`);
+    await showing(/^rig vw {2}dispatch open; 0\/4 slots/m);
+    expect((await runGt(['rig', 'pause', 'vw', '--reason', 'watched'], env)).code).toBe(0);
+    const paused = await showing(/^rig vw {2}PAUSED by \S+: watched;/m);
+    // In place: one picture on the screen, not one after another.
+    expect(paused.match(/^town at /gm)).toHaveLength(1);
+    expect(paused.match(/^rig vw /gm)).toHaveLength(1);
+    await exec('tmux', ['-L', socket, 'send-keys', '-t', 'status', 'C-c']);
+    const end = await showing(/^exit=\d+$/m);
+    expect(end).toMatch(/^exit=130$/m);
+    expect(end).not.toMatch(/^rig vw /m);
+    expect((await runGt(['rig', 'resume', 'vw'], env)).code).toBe(0);
   });
 });
 
