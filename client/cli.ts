@@ -25,6 +25,7 @@ const GROUPS: { commands: string[]; load: () => Promise<Register> }[] = [
   { commands: ['mcp'], load: async () => (await import('./commands/mcp')).registerMcpCommand },
   { commands: ['codec-server'], load: async () => (await import('./commands/codec-server')).registerCodecServerCommand },
   { commands: ['image'], load: async () => (await import('./commands/image')).registerImageCommands },
+  { commands: ['status'], load: async () => (await import('./commands/status')).registerStatusCommand },
 ];
 
 export async function buildProgram(argv: string[] = process.argv): Promise<Command> {

@@ -91,8 +91,11 @@ export function watchFrame(state: ConvoyState, beads: ReadonlyMap<string, BeadSt
   return [...header, ...lines];
 }
 
-/** Reads the convoy, its running beads and the merge queue, and redraws until the convoy ends; resolves with its last state. */
-export async function watchLive(convoys: ConvoyClient, convoyId: string, out: NodeJS.WriteStream, pollMs = 500): Promise<ConvoyState> {
+/**
+ * Draws the frames `read` returns on the alternate screen, in place, until it returns a result; always leaves the
+ * alternate screen (end, error or Ctrl-C). Shared by `gt convoy watch` and `gt status --watch`.
+ */
+export async function redrawLive<T>(out: NodeJS.WriteStream, read: (size: { rows: number; cols: number }) => Promise<{ frame: string[]; result?: T }>, pollMs: number): Promise<T> {
   const leave = () => out.write('\x1b[?25h\x1b[?1049l');
   const onSigint = () => {
     leave();
@@ -102,16 +105,28 @@ export async function watchLive(convoys: ConvoyClient, convoyId: string, out: No
   out.write('\x1b[?1049h\x1b[?25l');
   try {
     for (;;) {
-      const state = await convoys.state(convoyId);
-      const running = state.beads.filter((b) => b.status === 'running');
-      const [beads, refinery] = await Promise.all([convoys.beadStates(running.map((b) => b.beadId)), convoys.town.mergeQueue(state.rig).catch(() => undefined)]);
-      const frame = watchFrame(state, beads, convoyQueue(state, refinery), { rows: out.rows ?? 24, cols: out.columns ?? 80, color: true });
+      const { frame, result } = await read({ rows: out.rows ?? 24, cols: out.columns ?? 80 });
       out.write(`\x1b[H${frame.map((l) => `${l}\x1b[K`).join('\n')}\x1b[J`);
-      if (isTerminalConvoy(state.status)) return state;
+      if (result !== undefined) return result;
       await new Promise((r) => setTimeout(r, pollMs));
     }
   } finally {
     process.off('SIGINT', onSigint);
     leave();
   }
+}
+
+/** Reads the convoy, its running beads and the merge queue, and redraws until the convoy ends; resolves with its last state. */
+export function watchLive(convoys: ConvoyClient, convoyId: string, out: NodeJS.WriteStream, pollMs = 500): Promise<ConvoyState> {
+  return redrawLive(
+    out,
+    async (size) => {
+      const state = await convoys.state(convoyId);
+      const running = state.beads.filter((b) => b.status === 'running');
+      const [beads, refinery] = await Promise.all([convoys.beadStates(running.map((b) => b.beadId)), convoys.town.mergeQueue(state.rig).catch(() => undefined)]);
+      const frame = watchFrame(state, beads, convoyQueue(state, refinery), { ...size, color: true });
+      return { frame, result: isTerminalConvoy(state.status) ? state : undefined };
+    },
+    pollMs,
+  );
 }

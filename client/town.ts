@@ -91,8 +91,12 @@ export class Town {
   }
 
   async getRig(name: string): Promise<RigConfig> {
+    const handle = this.client.workflow.getHandle(refineryWorkflowId(name));
     try {
-      return await this.client.workflow.getHandle(refineryWorkflowId(name)).query(rigConfigQuery);
+      // A removed rig's refinery has ended but still answers queries: only a running one is a rig.
+      const [description, rig] = await Promise.all([handle.describe(), handle.query(rigConfigQuery)]);
+      if (description.status.name !== 'RUNNING') throw new UserError(`unknown rig '${name}': it was removed (add it again with \`gt rig add\`)`);
+      return rig;
     } catch (err) {
       if (notFound(err)) throw new UserError(`unknown rig '${name}' (see \`gt rig list\`, or add it with \`gt rig add\`)`);
       throw err;

@@ -53,6 +53,8 @@ export interface RunRecord {
   summary?: string;
   exitCode?: number | null;
   lastProgress?: string;
+  /** When the run last reported progress (gt progress, gt checkpoint, gt done), for `gt status`. */
+  lastProgressAt?: string;
   host?: string;
 }
 
@@ -83,6 +85,21 @@ export interface BeadState {
   checkpoints?: Checkpoint[];
   /** Messages operators sent to the bead's runs (`gt nudge`), read by the agent with `gt inbox`. */
   inbox?: InboxMessage[];
+  /** Who asked to cancel the bead and why (`gt bead cancel`); set before the cancellation itself is requested. */
+  cancellation?: CancelBeadRecord;
+}
+
+/** An operator's cancellation of one bead: recorded by the bead (so `gt bead status` shows it), then the bead is cancelled. */
+export const CancelBeadRequest = z.object({
+  reason: z.string().trim().min(1, 'reason must not be empty').max(2000, 'reason must be at most 2000 characters').default('cancelled by an operator'),
+  by: z.string().trim().min(1).max(200).default('operator'),
+});
+export type CancelBeadRequest = z.input<typeof CancelBeadRequest>;
+
+export interface CancelBeadRecord {
+  reason: string;
+  by: string;
+  requestedAt: string;
 }
 
 // --- messages from agents (through the gateway, as updates) ---

@@ -1,6 +1,6 @@
 /** Signals, updates and queries: the only ways workflows of the town talk to each other and to clients. */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { AgentReply, BeadState, CheckpointRequest, DoneRequest, EscalateRequest, InboxMessage, InboxReply, InboxRequest, NudgeRequest, ProgressRequest, ReviewVerdict } from './bead';
+import type { AgentReply, BeadState, CancelBeadRequest, CheckpointRequest, DoneRequest, EscalateRequest, InboxMessage, InboxReply, InboxRequest, NudgeRequest, ProgressRequest, ReviewVerdict } from './bead';
 import type { MergeRequestState, MergeResult, MergeTicket, RefineryState, WithdrawRequest } from './refinery';
 import type { RigConfig, RigConfigInput } from './rig';
 
@@ -13,6 +13,8 @@ export const checkpointUpdate = defineUpdate<AgentReply, [CheckpointRequest]>('g
 export const inboxUpdate = defineUpdate<InboxReply, [InboxRequest]>('gt_inbox');
 /** From operators (`gt nudge`): a message for the bead's current and later runs. */
 export const nudgeUpdate = defineUpdate<InboxMessage, [NudgeRequest]>('nudge');
+/** From operators (`gt bead cancel`): records who cancels and why; refused once the bead is terminal. The client then cancels the workflow. */
+export const cancelRequestUpdate = defineUpdate<BeadState, [CancelBeadRequest]>('requestCancel');
 
 // mr:<beadId>:<round>
 export const mergeResultSignal = defineSignal<[MergeResult]>('mergeResult');
@@ -30,6 +32,8 @@ export const rigConfigQuery = defineQuery<RigConfig>('rigConfig');
 export const updateRigUpdate = defineUpdate<RigConfig, [Partial<RigConfigInput>]>('updateRig');
 /** Operators hold the queue (MRs keep arriving, none is taken) and let it go again; a running section finishes either way. */
 export const pauseRefineryUpdate = defineUpdate<RefineryState, [{ paused: boolean }]>('pauseRefinery');
+/** `gt rig remove`: accepted only while nothing is queued or merging; the refinery then ends (the rig's name is free again). */
+export const removeRigUpdate = defineUpdate<RefineryState, []>('removeRig');
 
 // convoy:<id> — beads report terminal outcomes to their convoy (idempotent by beadId: terminal states never change).
 export interface BeadReport {

@@ -3,7 +3,8 @@
  * test/histories/, which the suite replays (test/replay.test.ts) so a change that would break running workflows
  * fails CI. Re-record only for a deliberate, compatible change of recorded behaviour; guard the rest with patched(),
  * and before re-recording move the current files into a subdirectory named after the change, so the old branches
- * of patched() code keep replaying.
+ * of patched() code keep replaying. `-- --only a,b` (re)records just those scenarios and leaves the other files
+ * as they are: for adding a scenario of new behaviour without re-recording the old ones.
  */
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -12,7 +13,9 @@ import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { cancelBead } from '../client/beads';
 import { ConvoyClient } from '../client/convoys';
+import { removeRig } from '../client/rig-removal';
 import { Town } from '../client/town';
 import { startDevServer } from '../provisioning/dev-server';
 import { createTownWorker } from '../worker/worker';
@@ -22,6 +25,8 @@ Runtime.install({ logger: new DefaultLogger('WARN') });
 const root = fileURLToPath(new URL('..', import.meta.url));
 const out = join(root, 'test', 'histories');
 const agent = (name: string) => join(root, 'test', 'agents', `${name}.sh`);
+const onlyArg = process.argv.indexOf('--only');
+const only = onlyArg >= 0 ? new Set((process.argv[onlyArg + 1] ?? '').split(',').filter(Boolean)) : undefined;
 const fast = { startTimeout: 30_000, heartbeatTimeout: 10_000, stallTimeout: 60_000, retryBackoff: 200, maxAttempts: 2, maxRounds: 2 };
 
 process.env.GT_HOME = mkdtempSync(join(tmpdir(), 'gt-record-'));
@@ -61,6 +66,17 @@ try {
   const { convoyId } = await convoys.start(diamond, { id: 'rec-diamond' });
   console.error(`convoy ${convoyId}: ${JSON.stringify(await convoys.result(convoyId))}`);
 
+  // An operator cancels a bead mid-run with a reason (the requestCancel update, then the cancellation).
+  await town.addRig({ name: 'rec-hold', repo: repo.origin, agent: agent('wait-for-release'), env: { TEST_DIR: testDir }, policy: fast });
+  const held = await town.sling('rec-hold', { id: 'rec-cancelled', title: 'A bead cancelled mid-run' });
+  while (!(await town.beadState(held.beadId)).waitingFor.startsWith('waiting for gt done')) await new Promise((r) => setTimeout(r, 200));
+  console.error(`rec-cancelled: ${(await cancelBead(town, held.beadId, { reason: 'recorded cancellation', by: 'recorder' })).bead.status}`);
+  // A rig that merged one bead and was removed (the removeRig update ends its refinery).
+  await town.addRig({ name: 'rec-removed', repo: repo.origin, agent: agent('good'), policy: fast });
+  const last = await town.sling('rec-removed', { id: 'rec-last', title: 'The last bead of a removed rig' });
+  console.error(`rec-last: ${(await last.handle.result()).status}`);
+  console.error(`rec-removed: removed ${(await removeRig(town, 'rec-removed')).removed}`);
+
   const scenarios: Record<string, string> = {
     'bead-merged': 'bead:rec-merged',
     'bead-retried': 'bead:rec-retried',
@@ -73,10 +89,14 @@ try {
     'convoy-review-then-land': 'convoy:rec-diamond',
     'bead-in-convoy': 'bead:rec-diamond-d',
     'dispatch-gate': 'dispatch:rec',
+    'bead-cancelled': 'bead:rec-cancelled',
+    'refinery-removed': 'refinery:rec-removed',
   };
+  const recorded = Object.entries(scenarios).filter(([name]) => !only || only.has(name));
+  if (only && recorded.length !== only.size) throw new Error(`--only names unknown scenarios: ${[...only].filter((n) => !scenarios[n]).join(', ')}`);
   mkdirSync(out, { recursive: true });
-  for (const f of readdirSync(out)) if (f.endsWith('.json')) rmSync(join(out, f));
-  for (const [name, workflowId] of Object.entries(scenarios)) {
+  for (const f of readdirSync(out)) if (f.endsWith('.json') && (!only || only.has(f.replace(/\.json$/, '')))) rmSync(join(out, f));
+  for (const [name, workflowId] of recorded) {
     const history = await client.workflow.getHandle(workflowId).fetchHistory();
     writeFileSync(join(out, `${name}.json`), historyToJSON(history));
     console.error(`recorded ${workflowId} → test/histories/${name}.json (${history.events?.length} events)`);

@@ -30,12 +30,12 @@ import {
 } from '@temporalio/workflow';
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
 import type { AgentReply, BeadState, BeadStatus, InboxMessage, MergeOutcome, RunOutcome, RunRecord } from '../domain/bead';
-import { BeadWorkflowInput, CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, NudgeRequest, ProgressRequest, TERMINAL_BEAD_STATUSES } from '../domain/bead';
+import { BeadWorkflowInput, CancelBeadRequest, CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, NudgeRequest, ProgressRequest, TERMINAL_BEAD_STATUSES } from '../domain/bead';
 import { appendFeedback, CAPS, capText, keepNewest } from '../domain/caps';
 import { DispatchGrant, dispatchGateWorkflowId, dispatchGrantSignal, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
 import { escalationIdPart } from '../domain/escalation';
 import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId, runIdOf } from '../domain/ids';
-import { beadReportSignal, beadStateQuery, checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, nudgeUpdate, progressUpdate } from '../domain/messages';
+import { beadReportSignal, beadStateQuery, cancelRequestUpdate, checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, nudgeUpdate, progressUpdate } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { countTownEvent } from '../worker/metrics';
@@ -49,6 +49,8 @@ const town = proxyActivities<TownQueueActivities>({
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
 const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
+/** patched() id: a cancelled bead ends only after its supervising activity confirms the agent was stopped. */
+const CANCEL_WAITS_FOR_AGENT_STOP = 'bead-cancel-waits-for-agent-stop';
 /** After gt_done, how long the agent may take to exit on its own before it is stopped. */
 const EXIT_GRACE_MS = 15_000;
 const MAX_BACKOFF_MS = 600_000;
@@ -105,6 +107,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
 
   /** The run allowed to speak for this bead right now. */
   let current: { runId: string; done?: { summary: string }; lastProgressAt: number; record: RunRecord; inboxCursor: number } | undefined;
+  /** The supervision of the run in flight; settles once its activity has ended (after a cancel: once the agent is stopped). */
+  let supervising: Promise<void> | undefined;
   const unread = () => (current ? inbox.filter((m) => m.seq > current!.inboxCursor).length : 0);
 
   const setStatus = (status: BeadStatus, waitingFor: string) => {
@@ -152,6 +156,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       const req = ProgressRequest.parse(raw);
       const run = requireCurrentRun(req.runId);
       run.lastProgressAt = Date.now();
+      run.record.lastProgressAt = new Date().toISOString();
       if (req.message) run.record.lastProgress = req.message;
       const n = unread();
       return { accepted: true, runId: req.runId, message: `progress recorded${n ? `; ${n} unread message${n > 1 ? 's' : ''}: run \`gt inbox\`` : ''}` };
@@ -167,6 +172,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       if (checkpoints.length > MAX_CHECKPOINTS) checkpoints.shift();
       // Saving a checkpoint is progress too.
       run.lastProgressAt = Date.now();
+      run.record.lastProgressAt = new Date().toISOString();
       return { accepted: true, runId: req.runId, message: 'checkpoint saved; the next run of this bead will see it in its prompt' };
     },
     { validator: (raw) => void requireCurrentRun(parseOrReject(CheckpointRequest, raw, 'gt_checkpoint').runId) },
@@ -184,6 +190,20 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       validator: (raw) => {
         parseOrReject(NudgeRequest, raw, 'nudge');
         if (TERMINAL_BEAD_STATUSES.includes(state.status)) throw ApplicationFailure.nonRetryable(`bead ${bead.id} is ${state.status}: no run will read the message`, 'BeadTerminal');
+      },
+    },
+  );
+  setHandler(
+    cancelRequestUpdate,
+    (raw): BeadState => {
+      const req = CancelBeadRequest.parse(raw);
+      state.cancellation = { reason: req.reason, by: req.by, requestedAt: new Date().toISOString() };
+      return state;
+    },
+    {
+      validator: (raw) => {
+        parseOrReject(CancelBeadRequest, raw, 'cancel request');
+        if (TERMINAL_BEAD_STATUSES.includes(state.status)) throw ApplicationFailure.nonRetryable(`bead ${bead.id} is already ${state.status}: nothing to cancel`, 'BeadTerminal');
       },
     },
   );
@@ -351,6 +371,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         (err: unknown) => void (lost = isCancellation(err) && scope.consideredCancelled ? undefined : failureMessage(err)),
       );
 
+    supervising = supervision;
     const run = current;
     let outcome: RunOutcome;
     for (;;) {
@@ -370,6 +391,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       scope.cancel();
     }
     await supervision;
+    supervising = undefined;
     current = undefined;
     record.outcome = outcome;
     record.endedAt = new Date().toISOString();
@@ -467,10 +489,19 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     return await finish({ beadId: bead.id, status: 'failed', reason: `no merge after ${policy.maxRounds} rounds of rework` });
   } catch (err) {
     if (isCancellation(err)) {
+      // The cancel reached the supervising activity with the bead's; wait for it to stop the agent, so a cancelled
+      // bead (and `gt bead cancel` returning) means its process is gone. Histories from before ended without waiting.
+      const stopping = supervising;
+      if (stopping && patched(CANCEL_WAITS_FOR_AGENT_STOP)) {
+        setStatus(state.status, 'cancelled: stopping its agent');
+        await CancellationScope.nonCancellable(() => stopping);
+      }
       // The run in flight was stopped with the bead: its record must not stay "running" forever.
       for (const r of state.runs) if (r.outcome === 'running') Object.assign(r, { outcome: 'cancelled', endedAt: new Date().toISOString() });
       current = undefined;
-      await CancellationScope.nonCancellable(() => finish({ beadId: bead.id, status: 'cancelled', reason: 'cancelled by an operator' }));
+      // An operator's recorded reason (gt bead cancel) goes to the convoy and the result; a convoy's stop has none.
+      const why = state.cancellation ? `cancelled by ${state.cancellation.by}: ${state.cancellation.reason}` : 'cancelled by an operator';
+      await CancellationScope.nonCancellable(() => finish({ beadId: bead.id, status: 'cancelled', reason: why }));
     }
     throw err;
   }

@@ -11,6 +11,7 @@
  */
 import {
   allHandlersFinished,
+  ApplicationFailure,
   condition,
   continueAsNew,
   getExternalWorkflowHandle,
@@ -26,7 +27,7 @@ import {
 import { z } from 'zod';
 import type { TownQueueActivities } from '../activities';
 import { escalationIdPart } from '../domain/escalation';
-import { enqueueSignal, mergeResultSignal, pauseRefineryUpdate, refineryStateQuery, rigConfigQuery, updateRigUpdate, withdrawSignal } from '../domain/messages';
+import { enqueueSignal, mergeResultSignal, pauseRefineryUpdate, refineryStateQuery, removeRigUpdate, rigConfigQuery, updateRigUpdate, withdrawSignal } from '../domain/messages';
 import {
   afterProbe,
   type CandidateResult,
@@ -102,6 +103,11 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   let section: RefinerySection | undefined;
   let sectionTickets: MergeTicket[] = [];
   let sections = 0;
+  /**
+   * `gt rig remove` was accepted: the loop ends the workflow instead of taking more work. Only that update sets it,
+   * so histories without it run exactly the commands they ran before (no patch needed).
+   */
+  let removing = false;
 
   const state = (): RefineryState => ({
     rig: rig.name,
@@ -117,7 +123,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   // Defined before the handlers: an update delivered with the workflow's first task runs as soon as its handler is set.
   let shownStatus: string | undefined;
   const setStatus = () => {
-    const status = section ? 'merging' : paused ? 'paused' : 'idle';
+    const status = section ? 'merging' : removing ? 'removed' : paused ? 'paused' : 'idle';
     // Only on change: every upsert is a history event.
     if (status !== shownStatus) upsertSearchAttributes([{ key: SA.status, value: (shownStatus = status) }]);
     setCurrentDetails(
@@ -166,6 +172,20 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       return state();
     },
     { validator: (raw) => void parseOrReject(PauseRequest, raw, 'pause request') },
+  );
+  setHandler(
+    removeRigUpdate,
+    () => {
+      removing = true;
+      return state();
+    },
+    {
+      // Decided here, against the queue itself: no merge request can slip in between a client's check and the end.
+      validator: () => {
+        const open = [...sectionTickets, ...queue].map((t) => t.mrId);
+        if (open.length) throw ApplicationFailure.nonRetryable(`rig ${rig.name} still has merge requests queued or merging: ${open.join(', ')}`, 'RigBusy');
+      },
+    },
   );
 
 
@@ -296,8 +316,9 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
 
   for (;;) {
     setStatus();
-    await condition(() => (!paused && queue.length > 0) || rollOver());
-    if (rollOver()) break;
+    await condition(() => (!paused && queue.length > 0) || rollOver() || (removing && queue.length === 0));
+    // A ticket that arrived after the removal was accepted is still merged first: a removed rig leaves no MR behind.
+    if (rollOver() || (removing && queue.length === 0)) break;
     const ordered = orderQueue(queue, Date.now(), convoySince);
     const lead = ordered[0]!;
     const taken = usesPullRequest(lead)
@@ -317,6 +338,11 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
 
   await Promise.all(deliveries);
   await condition(allHandlersFinished);
+  if (removing && queue.length === 0) {
+    setStatus();
+    log.info('rig removed', { rig: rig.name });
+    return;
+  }
   const queuedConvoys = new Set(queue.map((t) => t.convoyId).filter(Boolean));
   const keptConvoys = Object.entries(convoySince).filter(([id], i, all) => queuedConvoys.has(id) || i >= all.length - CONVOYS_KEEP);
   await continueAsNew<typeof refineryWorkflow>({

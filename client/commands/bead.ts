@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { BeadState } from '../../domain/bead';
 import { formatMs } from '../../domain/durations';
+import { cancelBead, listBeads, type BeadCancellation, type BeadList } from '../beads';
 import { endProgress, printJson, progress, table } from '../output';
 import type { Town } from '../town';
 import { intArg, withTown } from './with-town';
@@ -38,12 +39,37 @@ export function describeBead(s: BeadState): string {
   ];
   if (s.mergedCommit) lines.push(`merged   ${s.mergedCommit}`);
   if (s.failureReason) lines.push(`reason   ${s.failureReason}`);
+  if (s.cancellation) lines.push(`cancel   by ${s.cancellation.by} at ${s.cancellation.requestedAt}: ${s.cancellation.reason}`);
   if (s.runs.length) {
     lines.push('', table(s.runs.map((r) => ({ run: r.runId, outcome: r.outcome, host: r.host, exit: r.exitCode, summary: r.summary ?? r.lastProgress }))));
   }
   if (s.rounds.length) {
     lines.push('', table(s.rounds.map((r) => ({ round: r.round, mr: r.mergeRequest, head: r.headSha?.slice(0, 10), outcome: r.outcome?.kind ?? 'pending' }))));
   }
+  return lines.join('\n');
+}
+
+export function describeBeadList(list: BeadList): string {
+  const rows = list.beads.map((b) => ({
+    bead: b.beadId,
+    status: b.status,
+    rig: b.rig,
+    convoy: b.convoyId,
+    round: b.round || undefined,
+    run: b.currentRunId?.split('/').slice(1).join('/'),
+    age: formatMs(Math.floor(b.ageMs / 1000) * 1000),
+    title: b.title.slice(0, 50),
+  }));
+  const lines = [table(rows, ['bead', 'status', 'rig', 'convoy', 'round', 'run', 'age', 'title'])];
+  if (list.nextPageToken) lines.push('', `more beads: \`gt bead list --page-token ${list.nextPageToken}\` (same filters), or --all`);
+  return lines.join('\n');
+}
+
+export function describeCancellation(c: BeadCancellation): string {
+  const lines = [`bead ${c.bead.beadId} cancelled by ${c.bead.cancellation?.by ?? 'operator'}: ${c.bead.cancellation?.reason ?? ''}`];
+  if (c.stoppedRuns.length) lines.push(`stopped  ${c.stoppedRuns.join(', ')}`);
+  if (c.mergeRequest) lines.push(`mr       ${c.mergeRequest.mrId}: ${c.mergeRequest.note}`);
+  if (c.convoy) lines.push(`convoy   ${c.convoy.convoyId} records it ${c.convoy.beadStatus}`);
   return lines.join('\n');
 }
 
@@ -88,5 +114,47 @@ export function registerBeadCommands(program: Command): void {
       const s = await withTown((town) => town.beadState(id));
       if (o.json) printJson(s);
       else console.log(describeBead(s));
+    });
+  bead
+    .command('list')
+    .description('beads of the town from Temporal visibility (running first, then the most recently ended): status, rig, convoy, round, current run, age')
+    .option('--rig <name>', 'only beads of this rig')
+    .option('--convoy <id>', 'only beads of this convoy')
+    .option('--status <status>', 'only beads in this status: open | in_progress | in_review | closed | failed | cancelled')
+    .option('--limit <n>', 'beads per page', intArg('--limit'), 50)
+    .option('--page-token <token>', 'the next page, as the previous page printed')
+    .option('--all', 'every page')
+    .option('--json', 'print JSON: { beads: [...], nextPageToken? }')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  gt bead list                                # the newest 50
+  gt bead list --rig webapp --status in_progress
+  gt bead list --convoy login-3f2a --all --json`,
+    )
+    .action(async (o: { rig?: string; convoy?: string; status?: string; limit: number; pageToken?: string; all?: boolean; json?: boolean }) => {
+      const list = await withTown((town) => listBeads(town, { rig: o.rig, convoy: o.convoy, status: o.status as never, limit: o.limit, pageToken: o.pageToken, all: o.all }));
+      if (o.json) printJson(list);
+      else console.log(describeBeadList(list));
+    });
+  bead
+    .command('cancel')
+    .description("cancel a bead: stops its agent, withdraws its merge request from the queue, tells its convoy; the reason shows in `gt bead status`")
+    .argument('<id>', 'bead id')
+    .option('--reason <text>', 'why (recorded in the bead and its convoy)', 'cancelled by an operator')
+    .option('--by <name>', 'who cancels', process.env.USER ?? 'operator')
+    .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  gt bead cancel webapp-1a2b3c --reason "superseded by webapp-9f8e7d"
+  gt bead cancel webapp-1a2b3c --json`,
+    )
+    .action(async (id: string, o: { reason: string; by: string; json?: boolean }) => {
+      const c = await withTown((town) => cancelBead(town, id, { reason: o.reason, by: o.by }));
+      if (o.json) printJson(c);
+      else console.log(describeCancellation(c));
     });
 }

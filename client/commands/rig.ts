@@ -1,7 +1,10 @@
 import type { Command } from 'commander';
 import { forgeApiUrlProblem, forgeTokenOrigins, forgeTokenRefusal, githubRepository } from '../../domain/forge';
 import type { RigConfig, RigConfigInput } from '../../domain/rig';
-import { printJson, table } from '../output';
+import { formatMs } from '../../domain/durations';
+import { endProgress, printJson, progress, table } from '../output';
+import { removeRig } from '../rig-removal';
+import { describeOpenWork } from '../town-status';
 import { UserError } from '../errors';
 import { parseEnvFlags, registerRigDispatchCommands } from './dispatch';
 import { collect, intArg, withTown } from './with-town';
@@ -228,6 +231,38 @@ export function registerRigCommands(program: Command): void {
       const r = await withTown((town) => town.getRig(name));
       if (o.json) printJson(r);
       else console.log(Object.entries(r).map(([k, v]) => `${k.padEnd(14)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join('\n'));
+    });
+  rig
+    .command('remove')
+    .description('remove a rig: refused while it has open work (beads in flight, merge requests, convoys); --drain pauses dispatch and waits for that work to finish first')
+    .argument('<name>', 'rig name')
+    .option('--drain', 'pause dispatch and wait (printing progress) until the open work is done, then remove')
+    .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  gt rig remove webapp            # only when nothing is open
+  gt rig remove webapp --drain    # running agents and queued merges finish, nothing new starts
+Its name can be used again with \`gt rig add\`. The repository is not touched.`,
+    )
+    .action(async (name: string, o: { drain?: boolean; json?: boolean }) => {
+      let shown = '';
+      const r = await withTown((town) =>
+        removeRig(town, name, {
+          drain: o.drain,
+          onProgress: (w, ms) => {
+            // A terminal line is redrawn every poll (the clock moves); piped, only a change of the open work is a new line.
+            const open = describeOpenWork(w);
+            if (o.json || (open === shown && !process.stderr.isTTY)) return;
+            shown = open;
+            progress(`[${formatMs(Math.floor(ms / 1000) * 1000)}] draining rig ${name}: ${open}`);
+          },
+        }),
+      );
+      if (!o.json) endProgress();
+      if (o.json) printJson(r);
+      else console.log(`rig ${r.rig} removed${r.drained ? ` after draining for ${formatMs(Math.floor(r.waitedMs / 1000) * 1000)}` : ''}`);
     });
   registerRigDispatchCommands(rig);
 }
