@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { containerName, DockerRuntime, LABELS } from '../agents/docker-runtime';
 import type { AgentHandle, AgentLaunch } from '../agents/runtime';
 import { DEFAULT_AGENT_IMAGE, ResourceLimits } from '../domain/rig';
+import { type LaunchOverrides, testLaunch, untilExited } from './helpers/launch';
 import { eventually } from './helpers/town';
 
 const ROOT = join(import.meta.dirname, '..');
@@ -31,39 +32,26 @@ if (!check.ok) console.warn(`docker-real: skipping: ${check.reason}`);
 const uid = process.getuid!();
 const gid = process.getgid!();
 const testStart = Math.floor(Date.now() / 1000);
-let seq = 0;
 const handles: AgentHandle[] = [];
 
-function launchFor(command: string, over: Partial<AgentLaunch> = {}): AgentLaunch {
-  const root = mkdtempSync(join(tmpdir(), 'gt-docker-real-'));
-  const [cwd, agentDir, runDir] = ['worktree', 'agent', 'run'].map((d) => join(root, d)) as [string, string, string];
-  for (const d of [cwd, agentDir, runDir]) mkdirSync(d);
-  // Unique across test runs: containers outlive the test process, and a reused name would be adopted.
-  const runId = `real-${process.pid}-${Date.now()}-${++seq}/r1/a1`;
-  return {
-    runId,
-    beadId: runId.split('/')[0]!,
-    role: 'polecat',
-    command,
-    cwd,
-    env: { PATH: `${join(ROOT, 'bin')}:/usr/bin:/bin`, HOME: agentDir, GT_RUN_ID: runId },
-    runDir,
-    agentDir,
-    allowNetwork: false,
-    mounts: [],
+/** The repo's bin first on PATH (a container keeps only that entry: `gt`); HOME is the agent directory itself. */
+function launchFor(command: string, over: LaunchOverrides = {}): AgentLaunch {
+  const launch = testLaunch('docker-real', command, {
+    env: (l) => ({ PATH: `${join(ROOT, 'bin')}:/usr/bin:/bin`, HOME: l.agentDir, GT_RUN_ID: l.runId }),
     limits: ResourceLimits.parse({ memoryMb: 512, cpus: 1, pids: 256 }),
     ...over,
-  };
+  });
+  // Made before the run starts, so that a run that does not see it shows the boundary, not a missing directory.
+  mkdirSync(launch.runDir);
+  return launch;
 }
 
+/** Runs the launch to its end (60 s at most) and reads its output; the container is removed after the tests. */
 async function runToEnd(launch: AgentLaunch): Promise<{ exitCode: number | null; output: string; handle: AgentHandle }> {
   const { handle } = await runtime.startOrAdopt(launch);
   handles.push(handle);
-  const status = await eventually(async () => {
-    const s = await runtime.status(handle, launch.runDir);
-    return s.state === 'exited' ? s : undefined;
-  }, 60_000, `run ${launch.runId} exited`);
-  return { exitCode: status.exitCode, output: await runtime.logs(handle, launch.runDir), handle };
+  const { exitCode } = await untilExited(runtime, handle, launch.runDir, 60_000);
+  return { exitCode, output: await runtime.logs(handle, launch.runDir), handle };
 }
 
 /** Containers the engine ever created for a run id (its event log), and those that exist now. */
@@ -259,10 +247,7 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
     const again = await next.startOrAdopt(launch);
     expect(again).toEqual({ handle: first.handle, adopted: true });
     writeFileSync(join(launch.cwd, 'release'), '');
-    const status = await eventually(async () => {
-      const s = await next.status(again.handle, launch.runDir);
-      return s.state === 'exited' ? s : undefined;
-    }, 30_000, 'exited');
+    const status = await untilExited(next, again.handle, launch.runDir, 30_000);
     expect(status).toEqual({ state: 'exited', exitCode: 5 });
     // The output log continues where the killed worker left it: every line once.
     expect(await next.logs(again.handle, launch.runDir)).toBe('before\nafter\n');

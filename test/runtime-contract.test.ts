@@ -5,15 +5,15 @@
  * logs return the agent's output; a runtime that offers an exit hint settles it when the agent exits, not before;
  * the run's environment is the launch's and nothing of the worker's (not even where its run directory is).
  */
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DockerRuntime } from '../agents/docker-runtime';
 import { ProcessRuntime } from '../agents/process-runtime';
 import type { AgentLaunch, AgentRuntimeDriver } from '../agents/runtime';
 import { SandboxRuntime } from '../agents/sandbox-runtime';
-import { DEFAULT_AGENT_IMAGE, ResourceLimits } from '../domain/rig';
+import { DEFAULT_AGENT_IMAGE } from '../domain/rig';
+import { testLaunch, untilExited } from './helpers/launch';
 import { eventually } from './helpers/town';
 
 const runtimes: AgentRuntimeDriver[] = [new ProcessRuntime(), new SandboxRuntime(), new DockerRuntime()];
@@ -22,29 +22,7 @@ for (const { runtime, check } of availability) {
   if (!check.ok) console.warn(`runtime contract: skipping '${runtime.name}': ${check.reason}`);
 }
 
-let seq = 0;
-function launchFor(runtime: AgentRuntimeDriver, command: string): AgentLaunch {
-  const root = mkdtempSync(join(tmpdir(), `gt-contract-${runtime.name}-`));
-  const cwd = join(root, 'worktree');
-  const agentDir = join(root, 'agent');
-  for (const dir of [cwd, agentDir, join(agentDir, 'home'), join(agentDir, 'tmp')]) mkdirSync(dir);
-  // Unique per test run: docker containers outlive the test process, and a run id seen before would be adopted.
-  const runId = `contract-${runtime.name}-${process.pid}-${Date.now()}-${++seq}/r1/a1`;
-  return {
-    runId,
-    beadId: runId.split('/')[0]!,
-    role: 'polecat',
-    command,
-    cwd,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(agentDir, 'home'), TMPDIR: join(agentDir, 'tmp'), GT_RUN_ID: runId },
-    runDir: join(root, 'run'),
-    agentDir,
-    allowNetwork: false,
-    mounts: [],
-    image: DEFAULT_AGENT_IMAGE,
-    limits: ResourceLimits.parse({}),
-  };
-}
+const launchFor = (runtime: AgentRuntimeDriver, command: string): AgentLaunch => testLaunch(`contract-${runtime.name}`, command, { image: DEFAULT_AGENT_IMAGE });
 
 describe.each(availability.filter((a) => a.check.ok).map((a) => [a.runtime.name, a.runtime] as const))('runtime %s', (_name, runtime) => {
   it('starts one agent per run id, however often and concurrently it is asked, and adopts it afterwards', async () => {
@@ -64,10 +42,7 @@ describe.each(availability.filter((a) => a.check.ok).map((a) => [a.runtime.name,
   it('reports the exit code and the output of an agent that finished', async () => {
     const launch = launchFor(runtime, 'echo "hello from $GT_RUN_ID"; echo oops >&2; exit 7');
     const { handle } = await runtime.startOrAdopt(launch);
-    const status = await eventually(async () => {
-      const s = await runtime.status(handle, launch.runDir);
-      return s.state === 'exited' ? s : undefined;
-    }, 20_000, 'exited');
+    const status = await untilExited(runtime, handle, launch.runDir, 20_000);
     expect(status).toEqual({ state: 'exited', exitCode: 7 });
     const logs = await runtime.logs(handle, launch.runDir);
     expect(logs).toContain(`hello from ${launch.runId}`);
@@ -94,7 +69,7 @@ describe.each(availability.filter((a) => a.check.ok).map((a) => [a.runtime.name,
       const launch = launchFor(runtime, 'env > env.txt');
       launch.env.GT_CONTRACT_DECLARED = 'declared';
       const { handle } = await runtime.startOrAdopt(launch);
-      await eventually(async () => (await runtime.status(handle, launch.runDir)).state === 'exited', 20_000, 'exited');
+      await untilExited(runtime, handle, launch.runDir, 20_000);
       const env = readFileSync(join(launch.cwd, 'env.txt'), 'utf8');
       expect(env).toContain('GT_CONTRACT_DECLARED=declared\n');
       expect(env).toContain(`GT_RUN_ID=${launch.runId}\n`);

@@ -18,9 +18,10 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, 
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isAlive, processTag, ProcessRuntime } from '../agents/process-runtime';
-import type { AgentLaunch, AgentRuntimeDriver } from '../agents/runtime';
+import type { AgentLaunch } from '../agents/runtime';
 import { cgroupRecord, SandboxRuntime } from '../agents/sandbox-runtime';
 import { ResourceLimits } from '../domain/rig';
+import { runToExit, startInWorker, testLaunch, untilExited } from './helpers/launch';
 import { eventually } from './helpers/town';
 
 const sandbox = new SandboxRuntime();
@@ -44,34 +45,8 @@ interface Options {
   mounts?: AgentLaunch['mounts'];
   limits?: Partial<ResourceLimits>;
 }
-function launchOf(command: string, options: Options = {}): AgentLaunch {
-  const root = scratch('gt-sbx-');
-  const cwd = join(root, 'worktree');
-  const agentDir = join(root, 'agent');
-  for (const dir of [cwd, join(agentDir, 'home'), join(agentDir, 'tmp')]) mkdirSync(dir, { recursive: true });
-  const runId = `sbx-boundary-${process.pid}-${++seq}/r1/a1`;
-  return {
-    runId,
-    beadId: runId.split('/')[0]!,
-    role: 'polecat',
-    command,
-    cwd,
-    env: { PATH: '/usr/bin:/bin', HOME: join(agentDir, 'home'), TMPDIR: join(agentDir, 'tmp'), GT_RUN_ID: runId, ...options.env },
-    runDir: join(root, 'run'),
-    agentDir,
-    allowNetwork: false,
-    mounts: options.mounts ?? [],
-    limits: ResourceLimits.parse(options.limits ?? {}),
-  };
-}
-
-async function runToExit(runtime: AgentRuntimeDriver, launch: AgentLaunch, timeoutMs = 30_000) {
-  const { handle } = await runtime.startOrAdopt(launch);
-  return eventually(async () => {
-    const s = await runtime.status(handle, launch.runDir);
-    return s.state === 'exited' ? s : undefined;
-  }, timeoutMs, `${launch.runId} exited`);
-}
+const launchOf = (command: string, options: Options = {}): AgentLaunch =>
+  testLaunch('sbx-boundary', command, { makeRoot: scratch, env: { PATH: '/usr/bin:/bin', ...options.env }, mounts: options.mounts ?? [], limits: ResourceLimits.parse(options.limits ?? {}) });
 
 const lines = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').filter(Boolean) : []);
 
@@ -230,24 +205,8 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
   ] as const)('a %s run and the worker that started it', (name, make) => {
     it('survives kill -9 of that worker; a new runtime adopts it and reads its exit code', async () => {
       const launch = launchOf('echo started >> starts; while [ ! -f release ]; do sleep 0.05; done; exit 5');
-      const script = join(scratch('gt-starter-'), 'start.mts');
-      writeFileSync(
-        script,
-        [
-          `import { ${name === 'process' ? 'ProcessRuntime as Runtime' : 'SandboxRuntime as Runtime'} } from ${JSON.stringify(join(process.cwd(), 'agents', `${name}-runtime.ts`))};`,
-          'const { handle } = await new Runtime().startOrAdopt(JSON.parse(process.argv[2]!));',
-          'console.log(`HANDLE ${JSON.stringify(handle)}`);',
-          'setInterval(() => undefined, 60_000);',
-        ].join('\n'),
-      );
-      const worker = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(launch)], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] });
-      let out = '';
-      worker.stdout.on('data', (d: Buffer) => (out += d.toString()));
-      const line = await eventually(() => /HANDLE (.*)\n/.exec(out)?.[1], 30_000, 'the first worker started the run');
-      const first = JSON.parse(line) as { ref: string };
-      const gone = new Promise((resolve) => worker.once('exit', resolve));
-      worker.kill('SIGKILL');
-      await gone;
+      const { handle: first, kill } = await startInWorker(name, launch, scratch('gt-starter-'));
+      await kill();
 
       expect(isAlive(Number(first.ref), processTag(launch.runId)).state).toBe('running');
       const runtime = make();
@@ -255,10 +214,7 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
       expect(again).toEqual({ handle: { runtime: name, runId: launch.runId, ref: first.ref }, adopted: true });
       expect(await runtime.status(again.handle, launch.runDir)).toEqual({ state: 'running' });
       writeFileSync(join(launch.cwd, 'release'), '');
-      const status = await eventually(async () => {
-        const s = await runtime.status(again.handle, launch.runDir);
-        return s.state === 'exited' ? s : undefined;
-      }, 20_000, 'exited');
+      const status = await untilExited(runtime, again.handle, launch.runDir, 20_000);
       expect(status).toEqual({ state: 'exited', exitCode: 5 });
       expect(readFileSync(join(launch.cwd, 'starts'), 'utf8')).toBe('started\n');
     });
@@ -292,10 +248,7 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
         await sandbox.stop(handle, 0);
         skip(`no cgroups for the worker on this host (uid ${process.getuid?.()}): limits not enforced`);
       }
-      const exited = await eventually(async () => {
-        const s = await sandbox.status(handle, launch.runDir);
-        return s.state === 'exited' ? s : undefined;
-      }, 60_000, 'the limited run exited');
+      const exited = await untilExited(sandbox, handle, launch.runDir, 60_000, 'the limited run exited');
       return { handle, exited };
     }
 

@@ -13,16 +13,15 @@
  * Before the fix (no network namespace when the rig allowed network), the loopback and abstract-socket probes
  * connected from the sandbox too.
  */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessRuntime } from '../agents/process-runtime';
-import type { AgentHandle, AgentLaunch, AgentRuntimeDriver } from '../agents/runtime';
+import type { AgentHandle, AgentLaunch } from '../agents/runtime';
 import { SandboxRuntime, SLIRP_MISSING, slirpLog } from '../agents/sandbox-runtime';
-import { ResourceLimits } from '../domain/rig';
 import { findOnPath } from '../provisioning/temporal-cli';
+import { runToExit, startInWorker, testLaunch, untilExited } from './helpers/launch';
 import { startTestHost, type TestHost } from './helpers/netns';
 import { eventually } from './helpers/town';
 
@@ -62,35 +61,10 @@ const targets = process.argv.slice(2);
 })();
 `;
 
-let seq = 0;
 function launchOf(command: string, allowNetwork = true): AgentLaunch {
-  const root = scratch('gt-sbxnet-');
-  const cwd = join(root, 'worktree');
-  const agentDir = join(root, 'agent');
-  for (const dir of [cwd, join(agentDir, 'home'), join(agentDir, 'tmp')]) mkdirSync(dir, { recursive: true });
-  writeFileSync(join(cwd, 'probe.cjs'), PROBE);
-  const runId = `sbx-net-${process.pid}-${++seq}/r1/a1`;
-  return {
-    runId,
-    beadId: runId.split('/')[0]!,
-    role: 'polecat',
-    command,
-    cwd,
-    env: { PATH: '/usr/bin:/bin', HOME: join(agentDir, 'home'), TMPDIR: join(agentDir, 'tmp') },
-    runDir: join(root, 'run'),
-    agentDir,
-    allowNetwork,
-    mounts: [],
-    limits: ResourceLimits.parse({}),
-  };
-}
-
-async function runToExit(runtime: AgentRuntimeDriver, launch: AgentLaunch, timeoutMs = 30_000) {
-  const { handle } = await runtime.startOrAdopt(launch);
-  return eventually(async () => {
-    const s = await runtime.status(handle, launch.runDir);
-    return s.state === 'exited' ? s : undefined;
-  }, timeoutMs, `${launch.runId} exited`);
+  const launch = testLaunch('sbx-net', command, { makeRoot: scratch, allowNetwork, env: { PATH: '/usr/bin:/bin' } });
+  writeFileSync(join(launch.cwd, 'probe.cjs'), PROBE);
+  return launch;
 }
 
 const results = (launch: AgentLaunch) =>
@@ -221,35 +195,16 @@ describe.skipIf(skip !== null)('a sandboxed run with network', () => {
   it('survives kill -9 of the worker that started it; a new runtime adopts it, its network still works, and slirp4netns ends with it', async () => {
     const target = outside ?? '10.0.2.100:1'; // without an outside address: only that the probe ran
     const launch = launchOf(`while [ ! -f release ]; do sleep 0.05; done; node probe.cjs ${target}; exit 5`);
-    const script = join(scratch('gt-starter-'), 'start.mts');
-    writeFileSync(
-      script,
-      [
-        `import { SandboxRuntime } from ${JSON.stringify(join(process.cwd(), 'agents', 'sandbox-runtime.ts'))};`,
-        'const { handle } = await new SandboxRuntime().startOrAdopt(JSON.parse(process.argv[2]!));',
-        'console.log(`HANDLE ${JSON.stringify(handle)}`);',
-        'setInterval(() => undefined, 60_000);',
-      ].join('\n'),
-    );
-    const worker = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(launch)], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    worker.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    const line = await eventually(() => /HANDLE (.*)\n/.exec(out)?.[1], 30_000, 'the first worker started the run');
-    const first = JSON.parse(line) as AgentHandle;
+    const { handle: first, kill } = await startInWorker('sandbox', launch, scratch('gt-starter-'));
     await eventually(() => slirpsOf(first).length === 1, 10_000, 'slirp4netns runs for the run');
-    const gone = new Promise((resolve) => worker.once('exit', resolve));
-    worker.kill('SIGKILL');
-    await gone;
+    await kill();
 
     const again = await new SandboxRuntime().startOrAdopt(launch);
     expect(again).toEqual({ handle: first, adopted: true });
     expect(await sandbox.status(again.handle, launch.runDir)).toEqual({ state: 'running' });
     expect(slirpsOf(first)).toHaveLength(1);
     writeFileSync(join(launch.cwd, 'release'), '');
-    const status = await eventually(async () => {
-      const s = await sandbox.status(again.handle, launch.runDir);
-      return s.state === 'exited' ? s : undefined;
-    }, 20_000, 'exited');
+    const status = await untilExited(sandbox, again.handle, launch.runDir, 20_000);
     expect(status).toEqual({ state: 'exited', exitCode: 5 });
     if (outside) expect(results(launch)).toEqual({ [outside]: 'connected outside-service' });
     expect(slirpsOf(first)).toEqual([]);

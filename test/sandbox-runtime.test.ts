@@ -4,17 +4,16 @@
  * commit and speak to the gateway (through its unix socket), so a bead runs end to end in it. Skipped, with the
  * reason, where bubblewrap cannot run. The boundary itself, attack by attack: sandbox-boundary.test.ts.
  */
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AgentLaunch } from '../agents/runtime';
 import { SandboxRuntime } from '../agents/sandbox-runtime';
-import { ResourceLimits } from '../domain/rig';
+import { runToExit, testLaunch } from './helpers/launch';
 import { startTestHost } from './helpers/netns';
 import { createRepo } from './helpers/repo';
-import { eventually, startTestTown, type TestTown } from './helpers/town';
+import { startTestTown, type TestTown } from './helpers/town';
 
 const sandbox = new SandboxRuntime();
 const check = await sandbox.available();
@@ -35,34 +34,7 @@ describe.runIf(check.ok)('the sandbox runtime', () => {
     await t?.stop();
   });
 
-  const launch = (command: string, allowNetwork: boolean): AgentLaunch => {
-    const root = mkdtempSync(join(tmpdir(), 'gt-sbx-'));
-    const cwd = join(root, 'worktree');
-    const agentDir = join(root, 'agent');
-    for (const dir of [cwd, join(agentDir, 'home'), join(agentDir, 'tmp')]) mkdirSync(dir, { recursive: true });
-    const runId = `sbx-${Math.random().toString(36).slice(2, 8)}/r1/a1`;
-    const env = { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(agentDir, 'home'), TMPDIR: join(agentDir, 'tmp') };
-    return {
-      runId,
-      beadId: runId.split('/')[0]!,
-      role: 'polecat',
-      command,
-      cwd,
-      env,
-      runDir: join(root, 'run'),
-      agentDir,
-      allowNetwork,
-      mounts: [],
-      limits: ResourceLimits.parse({}),
-    };
-  };
-  const runToExit = async (l: AgentLaunch) => {
-    const { handle } = await sandbox.startOrAdopt(l);
-    return eventually(async () => {
-      const s = await sandbox.status(handle, l.runDir);
-      return s.state === 'exited' ? s : undefined;
-    }, 30_000, 'sandboxed agent exited');
-  };
+  const launch = (command: string, allowNetwork: boolean): AgentLaunch => testLaunch('sbx', command, { allowNetwork });
 
   it('lets the agent write its worktree and nothing outside it', async () => {
     // Outside: a directory of the host (not under /tmp, which the sandbox replaces) and GT_HOME.
@@ -77,7 +49,7 @@ describe.runIf(check.ok)('the sandbox runtime', () => {
       ].join('\n'),
       false,
     );
-    expect(await runToExit(l)).toEqual({ state: 'exited', exitCode: 0 });
+    expect(await runToExit(sandbox, l)).toEqual({ state: 'exited', exitCode: 0 });
     expect(readFileSync(join(l.cwd, 'results'), 'utf8').trim().split('\n')).toEqual(['ok-worktree', 'refused-outside', 'refused-home', 'refused-repo', 'ok-scratch']);
     // Nothing of the host outside the run's paths is even visible.
     expect(readFileSync(join(l.cwd, 'errors'), 'utf8')).toMatch(/Directory nonexistent|No such file or directory|Read-only file system/);
@@ -93,15 +65,15 @@ describe.runIf(check.ok)('the sandbox runtime', () => {
       const [host, p] = target.split(':');
       return `node -e "require('net').connect(${p}, '${host}').on('connect', () => process.exit(0)).on('error', () => process.exit(9))"`;
     };
-    expect(await runToExit(launch(probe(`127.0.0.1:${port}`), false))).toEqual({ state: 'exited', exitCode: 9 });
+    expect(await runToExit(sandbox, launch(probe(`127.0.0.1:${port}`), false))).toEqual({ state: 'exited', exitCode: 9 });
     // With network the run has a network namespace of its own (slirp4netns): 127.0.0.1 is its own loopback.
-    expect(await runToExit(launch(probe(`127.0.0.1:${port}`), true))).toEqual({ state: 'exited', exitCode: 9 });
+    expect(await runToExit(sandbox, launch(probe(`127.0.0.1:${port}`), true))).toEqual({ state: 'exited', exitCode: 9 });
     // Somewhere outside: a test host of our own in a network namespace (more in sandbox-network.test.ts).
     const outside = await startTestHost('outside');
     if ('skip' in outside) return console.warn(`outside probe skipped: ${outside.skip}`);
     try {
-      expect(await runToExit(launch(probe(outside.target), false))).toEqual({ state: 'exited', exitCode: 9 });
-      expect(await runToExit(launch(probe(outside.target), true))).toEqual({ state: 'exited', exitCode: 0 });
+      expect(await runToExit(sandbox, launch(probe(outside.target), false))).toEqual({ state: 'exited', exitCode: 9 });
+      expect(await runToExit(sandbox, launch(probe(outside.target), true))).toEqual({ state: 'exited', exitCode: 0 });
     } finally {
       outside.close();
     }
