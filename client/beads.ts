@@ -9,7 +9,9 @@
  *   terminal), so the bead's result, its convoy's record and `gt bead status` all carry the reason.
  */
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type WorkflowExecutionInfo } from '@temporalio/client';
-import { executionInfoFromRaw } from '@temporalio/client/lib/helpers';
+// Not re-exported by the package: decoding a raw page is what `workflow.list` does, which hides the page token.
+// The extension matters: the bundled CLI resolves it as an ES module path.
+import { executionInfoFromRaw } from '@temporalio/client/lib/helpers.js';
 import { z } from 'zod';
 import { BeadStatus, CancelBeadRequest, type BeadState } from '../domain/bead';
 import { convoyStateQuery } from '../domain/convoy';
