@@ -5,7 +5,7 @@
  * logs return the agent's output; a runtime that offers an exit hint settles it when the agent exits, not before;
  * the run's environment is the launch's and nothing of the worker's (not even where its run directory is).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DockerRuntime } from '../agents/docker-runtime';
@@ -31,6 +31,8 @@ describe.each(availability.filter((a) => a.check.ok).map((a) => [a.runtime.name,
     expect(new Set(results.map((r) => r.handle.ref)).size).toBe(1);
     expect(results.filter((r) => !r.adopted)).toHaveLength(1);
     await eventually(async () => (await runtime.status(results[0].handle, launch.runDir)).state === 'running', 20_000, 'running');
+    // Running is not yet having written its mark: stopping it before then would leave nothing to count.
+    await eventually(() => existsSync(join(launch.cwd, 'starts')), 20_000, 'agent marked its start');
     await runtime.stop(results[0].handle, 1_000);
     await eventually(async () => (await runtime.status(results[0].handle, launch.runDir)).state === 'exited', 20_000, 'stopped');
     await runtime.stop(results[0].handle, 1_000);
