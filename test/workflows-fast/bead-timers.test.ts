@@ -1,0 +1,141 @@
+/**
+ * Fast tier, the bead's timers: a run that stops reporting is stopped at its stall timeout and the bead dispatches
+ * the next attempt; failed attempts are spaced by exponential backoff, capped. Real bead, merge request and dispatch
+ * gate workflows on the time-skipping test server; agent runs, git and the refinery are stubs, so half an hour of
+ * stall and backoff passes in well under a second of wall time.
+ */
+import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
+import { msToTs } from '@temporalio/common/lib/time';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createDispatchActivities } from '../../activities/dispatch';
+import type { RunPolicy } from '../../domain/rig';
+import { beadStateQuery, doneUpdate, mergeResultSignal } from '../../domain/messages';
+import { beadWorkflowId } from '../../domain/ids';
+import type { BeadResult } from '../../workflows/bead';
+import { skipReason, startTimeSkipping, testRig, timed, withWorker } from '../helpers/time-skipping';
+
+const MINUTE = 60_000;
+const HEAD = 'c0ffee'.padEnd(40, '0');
+
+/** How each attempt's agent behaves: never reports (stall), fails to start, or finishes with gt done. */
+type Agent = 'silent' | 'unstartable' | 'done';
+
+interface Observed {
+  supervisionCancelled: string[];
+  escalations: string[];
+}
+
+/**
+ * Stubs of every activity a bead and its merge request call. The dispatch gate is the real workflow (signal-with-
+ * started by the real activity); the refinery answers at once that the branch merged.
+ */
+function beadActivities(env: TestWorkflowEnvironment, taskQueue: string, agentFor: (attempt: number) => Agent, silentFor: number, observed: Observed) {
+  const { client } = env;
+  const attemptOf = (runId: string) => Number(/\/a(\d+)$/.exec(runId)![1]);
+  return {
+    ...createDispatchActivities({ client, taskQueue }),
+    claimHost: () => Promise.resolve({ hostQueue: taskQueue }),
+    prepareRun: () => Promise.resolve({ host: 'stub-host', worktree: '/nonexistent/worktree', promptFile: '/nonexistent/prompt.md', branch: 'gt/x', baseSha: '0'.repeat(40) }),
+    startAgentRun: ({ runId }: { runId: string }) => {
+      if (agentFor(attemptOf(runId)) === 'unstartable') throw ApplicationFailure.nonRetryable('the runtime refused the agent (stub)', 'AgentStartRefused');
+      return Promise.resolve({ handle: { runtime: 'process', runId, ref: '1' }, adopted: false, host: 'stub-host' });
+    },
+    /**
+     * A good agent calls gt done and exits. A silent one says nothing for `silentFor` of workflow time, then runs until
+     * the bead stops it (the cancellation arrives through its heartbeats). The test server stops skipping time while
+     * an activity is in flight (activities run in real time): this one stands for an agent that takes no real time,
+     * so it lets time skip for `silentFor` (the server takes its hold back when that time has passed).
+     */
+    async superviseAgentRun({ runId, workflowId }: { runId: string; workflowId: string }) {
+      if (agentFor(attemptOf(runId)) === 'done') {
+        await client.workflow.getHandle(workflowId).executeUpdate(doneUpdate, { args: [{ runId, summary: 'done (stub)' }] });
+        return { runId, exitCode: 0, adopted: false };
+      }
+      const ctx = Context.current();
+      await env.connection.testService!.unlockTimeSkippingWithSleep({ duration: msToTs(silentFor) });
+      try {
+        for (;;) {
+          ctx.heartbeat();
+          await ctx.sleep(20);
+        }
+      } catch (err) {
+        observed.supervisionCancelled.push(runId);
+        throw err;
+      }
+    },
+    publishBranch: () => Promise.resolve({ headSha: HEAD, commitsAhead: 1, uncommittedChanges: false }),
+    enqueueMergeRequest: async ({ ticket }: { ticket: { mrId: string; headSha: string; targetBranch: string } }) => {
+      await client.workflow.getHandle(ticket.mrId).signal(mergeResultSignal, { mrId: ticket.mrId, headSha: ticket.headSha, outcome: { kind: 'merged', commit: 'f'.repeat(40), targetBranch: ticket.targetBranch } });
+    },
+    raiseEscalation: ({ id }: { id: string }) => {
+      observed.escalations.push(id);
+      return Promise.resolve({ escalationId: id, created: true });
+    },
+  };
+}
+
+const ms = (iso: string | undefined) => Date.parse(iso!);
+
+describe.skipIf(skipReason)('bead timers (time-skipping)', { timeout: 20_000 }, () => {
+  let env: TestWorkflowEnvironment;
+  beforeAll(async () => {
+    env = await startTimeSkipping();
+  });
+  afterAll(async () => {
+    await env?.teardown();
+  });
+
+  const runBead = (id: string, policy: Partial<RunPolicy>, agentFor: (attempt: number) => Agent) => {
+    const observed: Observed = { supervisionCancelled: [], escalations: [] };
+    return withWorker(
+      env,
+      (taskQueue) => beadActivities(env, taskQueue, agentFor, (policy.stallTimeout ?? 0) + MINUTE, observed),
+      async (taskQueue) => {
+        const handle = await env.client.workflow.start('beadWorkflow', {
+          workflowId: beadWorkflowId(id),
+          taskQueue,
+          args: [{ bead: { id, title: `fast ${id}` }, rig: testRig({ policy: { breakerThreshold: 100, ...policy } }) }],
+        });
+        const { value: result, wallMs } = await timed(() => handle.result() as Promise<BeadResult>);
+        return { result, wallMs, state: await handle.query(beadStateQuery), observed };
+      },
+    );
+  };
+
+  it('stops a run that reports nothing for 30 minutes and redispatches the bead, in under 2 s of wall time', async () => {
+    // Skipped time outruns real heartbeats: the heartbeat timeout must not come before the stall it is tested with.
+    const policy = { stallTimeout: 30 * MINUTE, heartbeatTimeout: 120 * MINUTE, retryBackoff: 10 * MINUTE, maxAttempts: 3 };
+    const { result, wallMs, state, observed } = await runBead('fast-stall', policy, (attempt) => (attempt === 1 ? 'silent' : 'done'));
+
+    expect(result).toMatchObject({ beadId: 'fast-stall', status: 'closed', commit: 'f'.repeat(40) });
+    expect(state.runs.map((r) => [r.runId, r.outcome])).toEqual([
+      ['fast-stall/r1/a1', 'stalled'],
+      ['fast-stall/r1/a2', 'done'],
+    ]);
+    expect(observed.supervisionCancelled).toEqual(['fast-stall/r1/a1']);
+    const [stalled, redispatched] = state.runs;
+    // Workflow time: the stall timeout passed in full (the silent agent's stub lets a minute more pass before the
+    // server takes back its hold on time), then the first backoff.
+    expect(ms(stalled!.endedAt) - ms(stalled!.startedAt)).toBeGreaterThanOrEqual(30 * MINUTE);
+    expect(ms(stalled!.endedAt) - ms(stalled!.startedAt)).toBeLessThan(32 * MINUTE);
+    expect(ms(redispatched!.startedAt) - ms(stalled!.endedAt)).toBeGreaterThanOrEqual(10 * MINUTE);
+    expect(wallMs).toBeLessThan(2_000);
+  });
+
+  it('spaces failed attempts by exponential backoff capped at 10 minutes, then fails and escalates once', async () => {
+    const policy = { retryBackoff: 4 * MINUTE, maxAttempts: 5 };
+    const { result, wallMs, state, observed } = await runBead('fast-backoff', policy, () => 'unstartable');
+
+    expect(result.status).toBe('failed');
+    expect(result.reason).toMatch(/all 5 attempts of round 1 failed/);
+    expect(state.runs.map((r) => r.outcome)).toEqual(Array(5).fill('start_failed'));
+    const gaps = state.runs.slice(1).map((r, i) => ms(r.startedAt) - ms(state.runs[i]!.endedAt));
+    // 4, 8, then capped at 10 (MAX_BACKOFF_MS); each gap is the backoff plus a few workflow tasks' worth of time.
+    const minutes = gaps.map((g) => Math.floor(g / MINUTE));
+    expect(minutes).toEqual([4, 8, 10, 10]);
+    expect(observed.escalations).toEqual(['bead-fast-backoff']);
+    expect(wallMs).toBeLessThan(3_000);
+  });
+});
