@@ -4,77 +4,17 @@
  * gate workflows on the time-skipping test server; agent runs, git and the refinery are stubs, so half an hour of
  * stall and backoff passes in well under a second of wall time.
  */
-import { Context } from '@temporalio/activity';
-import { ApplicationFailure } from '@temporalio/common';
-import { msToTs } from '@temporalio/common/lib/time';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDispatchActivities } from '../../activities/dispatch';
-import type { RunPolicy } from '../../domain/rig';
-import { beadStateQuery, doneUpdate, mergeResultSignal } from '../../domain/messages';
 import { beadWorkflowId } from '../../domain/ids';
+import { beadStateQuery } from '../../domain/messages';
+import type { RunPolicy } from '../../domain/rig';
 import type { BeadResult } from '../../workflows/bead';
+import { type Agent, beadActivities, MERGED_COMMIT, type Observed } from '../helpers/bead-stubs';
 import { skipReason, startTimeSkipping, testRig, timed, withWorker } from '../helpers/time-skipping';
 
 const MINUTE = 60_000;
-const HEAD = 'c0ffee'.padEnd(40, '0');
-
-/** How each attempt's agent behaves: never reports (stall), fails to start, or finishes with gt done. */
-type Agent = 'silent' | 'unstartable' | 'done';
-
-interface Observed {
-  supervisionCancelled: string[];
-  escalations: string[];
-}
-
-/**
- * Stubs of every activity a bead and its merge request call. The dispatch gate is the real workflow (signal-with-
- * started by the real activity); the refinery answers at once that the branch merged.
- */
-function beadActivities(env: TestWorkflowEnvironment, taskQueue: string, agentFor: (attempt: number) => Agent, silentFor: number, observed: Observed) {
-  const { client } = env;
-  const attemptOf = (runId: string) => Number(/\/a(\d+)$/.exec(runId)![1]);
-  return {
-    ...createDispatchActivities({ client, taskQueue }),
-    claimHost: () => Promise.resolve({ hostQueue: taskQueue }),
-    prepareRun: () => Promise.resolve({ host: 'stub-host', worktree: '/nonexistent/worktree', promptFile: '/nonexistent/prompt.md', branch: 'gt/x', baseSha: '0'.repeat(40) }),
-    startAgentRun: ({ runId }: { runId: string }) => {
-      if (agentFor(attemptOf(runId)) === 'unstartable') throw ApplicationFailure.nonRetryable('the runtime refused the agent (stub)', 'AgentStartRefused');
-      return Promise.resolve({ handle: { runtime: 'process', runId, ref: '1' }, adopted: false, host: 'stub-host' });
-    },
-    /**
-     * A good agent calls gt done and exits. A silent one says nothing for `silentFor` of workflow time, then runs until
-     * the bead stops it (the cancellation arrives through its heartbeats). The test server stops skipping time while
-     * an activity is in flight (activities run in real time): this one stands for an agent that takes no real time,
-     * so it lets time skip for `silentFor` (the server takes its hold back when that time has passed).
-     */
-    async superviseAgentRun({ runId, workflowId }: { runId: string; workflowId: string }) {
-      if (agentFor(attemptOf(runId)) === 'done') {
-        await client.workflow.getHandle(workflowId).executeUpdate(doneUpdate, { args: [{ runId, summary: 'done (stub)' }] });
-        return { runId, exitCode: 0, adopted: false };
-      }
-      const ctx = Context.current();
-      await env.connection.testService!.unlockTimeSkippingWithSleep({ duration: msToTs(silentFor) });
-      try {
-        for (;;) {
-          ctx.heartbeat();
-          await ctx.sleep(20);
-        }
-      } catch (err) {
-        observed.supervisionCancelled.push(runId);
-        throw err;
-      }
-    },
-    publishBranch: () => Promise.resolve({ headSha: HEAD, commitsAhead: 1, uncommittedChanges: false }),
-    enqueueMergeRequest: async ({ ticket }: { ticket: { mrId: string; headSha: string; targetBranch: string } }) => {
-      await client.workflow.getHandle(ticket.mrId).signal(mergeResultSignal, { mrId: ticket.mrId, headSha: ticket.headSha, outcome: { kind: 'merged', commit: 'f'.repeat(40), targetBranch: ticket.targetBranch } });
-    },
-    raiseEscalation: ({ id }: { id: string }) => {
-      observed.escalations.push(id);
-      return Promise.resolve({ escalationId: id, created: true });
-    },
-  };
-}
+const attemptOf = (runId: string) => Number(/\/a(\d+)$/.exec(runId)![1]);
 
 const ms = (iso: string | undefined) => Date.parse(iso!);
 
@@ -91,7 +31,7 @@ describe.skipIf(skipReason)('bead timers (time-skipping)', { timeout: 20_000 }, 
     const observed: Observed = { supervisionCancelled: [], escalations: [] };
     return withWorker(
       env,
-      (taskQueue) => beadActivities(env, taskQueue, agentFor, (policy.stallTimeout ?? 0) + MINUTE, observed),
+      (taskQueue) => beadActivities(env, taskQueue, (runId) => agentFor(attemptOf(runId)), (policy.stallTimeout ?? 0) + MINUTE, observed),
       async (taskQueue) => {
         const handle = await env.client.workflow.start('beadWorkflow', {
           workflowId: beadWorkflowId(id),
@@ -109,7 +49,7 @@ describe.skipIf(skipReason)('bead timers (time-skipping)', { timeout: 20_000 }, 
     const policy = { stallTimeout: 30 * MINUTE, heartbeatTimeout: 120 * MINUTE, retryBackoff: 10 * MINUTE, maxAttempts: 3 };
     const { result, wallMs, state, observed } = await runBead('fast-stall', policy, (attempt) => (attempt === 1 ? 'silent' : 'done'));
 
-    expect(result).toMatchObject({ beadId: 'fast-stall', status: 'closed', commit: 'f'.repeat(40) });
+    expect(result).toMatchObject({ beadId: 'fast-stall', status: 'closed', commit: MERGED_COMMIT });
     expect(state.runs.map((r) => [r.runId, r.outcome])).toEqual([
       ['fast-stall/r1/a1', 'stalled'],
       ['fast-stall/r1/a2', 'done'],

@@ -83,7 +83,7 @@ describe.skipIf(skipReason)('merge request following a pull request (time-skippi
     const runs = new Map<string, number>();
     const activities = () => ({
       pullRequestSnapshot: () => {
-        const { runId } = Context.current().info.workflowExecution;
+        const { runId } = Context.current().info.workflowExecution!;
         runs.set(runId, (runs.get(runId) ?? 0) + 1);
         // Waiting in the first run; merged on the second look of the run it continued as.
         return Promise.resolve(runs.size > 1 && runs.get(runId)! >= 2 ? snapshot({ merged: true, state: 'closed', mergeCommitSha: MERGE_COMMIT }) : snapshot({}));
