@@ -17,6 +17,8 @@ export type Agent = 'silent' | 'unstartable' | 'done';
 
 export interface Observed {
   supervisionCancelled: string[];
+  /** Wall-clock milliseconds each silent agent ran until the bead stopped it. */
+  silentWallMs: number[];
   escalations: string[];
 }
 
@@ -46,6 +48,7 @@ export function beadActivities(env: TestWorkflowEnvironment, taskQueue: string, 
         return { runId, exitCode: 0, adopted: false };
       }
       const ctx = Context.current();
+      const started = performance.now();
       await env.connection.testService!.unlockTimeSkippingWithSleep({ duration: msToTs(silentFor) });
       try {
         for (;;) {
@@ -54,6 +57,7 @@ export function beadActivities(env: TestWorkflowEnvironment, taskQueue: string, 
         }
       } catch (err) {
         observed.supervisionCancelled.push(runId);
+        observed.silentWallMs.push(performance.now() - started);
         throw err;
       }
     },

@@ -31,7 +31,7 @@ describe.skipIf(skipReason)('dispatch breaker probes (time-skipping)', { timeout
     const rig = testRig({ name: 'fast-brk', policy: { maxAttempts: 1, maxRounds: 1, breakerThreshold: 2, breakerProbeInterval: PROBE_INTERVAL } });
     // The runtime is broken until the fourth bead: its run is the probe that starts.
     const agentFor = (runId: string): Agent => (runId.startsWith('brk-4/') ? 'done' : 'unstartable');
-    const observed: Observed = { supervisionCancelled: [], escalations: [] };
+    const observed: Observed = { supervisionCancelled: [], silentWallMs: [], escalations: [] };
 
     const r = await withWorker(
       env,

@@ -6,7 +6,7 @@
  */
 import { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
-import { temporal } from '@temporalio/proto';
+import type { History } from '@temporalio/common/lib/proto-utils';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { refineryWorkflowId } from '../../domain/ids';
@@ -14,8 +14,6 @@ import { enqueueSignal, pauseRefineryUpdate } from '../../domain/messages';
 import type { MergeTicketInput } from '../../domain/refinery';
 import type { RefineryInput } from '../../workflows/refinery';
 import { skipReason, startTimeSkipping, testRig, timed, withWorker } from '../helpers/time-skipping';
-
-const { EventType } = temporal.api.enums.v1;
 
 const ticket = (n: number): MergeTicketInput => ({
   mrId: `mr:ref-${n}:1`,
@@ -66,16 +64,21 @@ describe.skipIf(skipReason)('refinery continue-as-new (time-skipping)', { timeou
       await signal(1);
       await signal(6);
       await mergedCount(6);
-      const carried: RefineryInput[] = [];
-      const runs: string[] = [handle.firstExecutionRunId];
-      for (;;) {
-        const events = (await client.workflow.getHandle(handle.workflowId, runs[runs.length - 1]).fetchHistory()).events!;
-        const last = events[events.length - 1]!;
-        if (last.eventType !== EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW) break;
-        const attributes = last.workflowExecutionContinuedAsNewEventAttributes!;
-        carried.push(defaultPayloadConverter.fromPayload(attributes.input!.payloads![0]!));
-        runs.push(attributes.newExecutionRunId!);
-      }
+      /** What each continuation carried, once there are `n` of them (the last one follows the sixth merge). */
+      const continuations = async (n: number) => {
+        for (;;) {
+          const carried: RefineryInput[] = [];
+          for (let runId: string | undefined = handle.firstExecutionRunId; runId; ) {
+            const history: History = await client.workflow.getHandle(handle.workflowId, runId).fetchHistory();
+            const attributes = history.events!.at(-1)!.workflowExecutionContinuedAsNewEventAttributes;
+            if (attributes) carried.push(defaultPayloadConverter.fromPayload(attributes.input!.payloads![0]!));
+            runId = attributes?.newExecutionRunId ?? undefined;
+          }
+          if (carried.length >= n) return carried;
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      };
+      const carried = await continuations(3);
       await handle.terminate('test over');
       return { wallMs, carried };
     });
