@@ -5,6 +5,15 @@
  * deterministically instead of with real timeouts.
  *
  * Skipped time is global to one server, so each test file starts its own and its tests run one after the other.
+ *
+ * How the Java test server (io.temporal:temporal-test-server 1.38) differs from a real one, as met here:
+ *  - time does not skip while any activity is scheduled or running (activities run in real time): a stub that stands
+ *    for a long silent agent lets time pass itself (bead-stubs.ts);
+ *  - every workflow gets a ten-year run timeout, and a result() that skips time jumps to it as soon as nothing else is
+ *    pending: a long-lived workflow (dispatch gate, refinery) that must stay up is driven with env.sleep() and a plain
+ *    Client instead;
+ *  - a query to a run that continued as new does not return, and a signal sent during continue-as-new may be refused;
+ *  - continue-as-new is suggested at 4,096 events or 4 MB (not configurable).
  */
 import type { EphemeralServerExecutable } from '@temporalio/testing';
 import { temporal } from '@temporalio/proto';
