@@ -1,15 +1,22 @@
 /**
  * `npm run provision` (part of `npm test`): everything the suite needs beyond node_modules.
  *  - the Temporal CLI (see provisioning/temporal-cli.ts; built with Go on offline machines);
+ *  - the time-skipping test server of the fast workflow tier (provisioning/test-server.ts; the Java SDK's, from Maven
+ *    Central), when Java is installed;
  *  - Debian packages for the sandbox runtime and the Web UI browser test (bubblewrap, chromium), installed with
  *    apt-get when running as root and missing. Without them those tests skip and say why.
  */
 import { execFileSync } from 'node:child_process';
 import { ensureAgentImage, ensureDockerEngine } from '../provisioning/docker';
 import { findOnPath, resolveTemporalCli } from '../provisioning/temporal-cli';
+import { resolveTestServer } from '../provisioning/test-server';
 
 const cli = await resolveTemporalCli({ onProgress: (m) => console.error(m) });
 console.log(cli.path ? `temporal CLI (${cli.source}): ${cli.path}` : 'temporal CLI: the SDK will download it on first use');
+
+const testServer = await resolveTestServer({ onProgress: (m) => console.error(m) });
+if (!testServer.available) console.error(`note: ${testServer.reason}; the fast workflow tier (test/workflows-fast) will skip.`);
+else console.log(testServer.path ? `time-skipping test server (${testServer.source}): ${testServer.path}` : 'time-skipping test server: the SDK will download it on first use');
 
 const wanted = [
   { pkg: 'bubblewrap', bin: 'bwrap', for: 'the sandbox runtime' },

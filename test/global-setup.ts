@@ -1,6 +1,8 @@
 /**
  * One Temporal dev server, one workflow bundle and fresh CLI bundles (for bin/gt) per test run. Test files
  * connect to the server by address and each test uses its own task queue, so tests never see each other's work.
+ * The time-skipping test server of the fast workflow tier (test/workflows-fast) is resolved (and built, once) here
+ * too, so its files never race to build it; each of them starts its own server, since skipped time is global to one.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -8,6 +10,8 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
 import { buildCliBundles } from '../provisioning/cli-bundles';
 import { startDevServer, type DevServer } from '../provisioning/dev-server';
+import { resolveTestServer } from '../provisioning/test-server';
+import type { TimeSkippingServer } from './helpers/time-skipping';
 import { workflowsPath } from '../worker/worker';
 
 declare module 'vitest' {
@@ -15,6 +19,7 @@ declare module 'vitest' {
     temporalAddress: string;
     temporalNamespace: string;
     workflowBundlePath: string;
+    timeSkippingServer: TimeSkippingServer;
   }
 }
 
@@ -38,10 +43,21 @@ export default async function setup(project: TestProject) {
   project.provide('temporalAddress', server.address);
   project.provide('temporalNamespace', server.namespace);
   project.provide('workflowBundlePath', bundlePath);
+  project.provide('timeSkippingServer', await timeSkippingServer());
   console.error(`Temporal dev server for tests at ${server.address} (CLI: ${server.cli.source})`);
   return async () => {
     await server?.stop();
   };
+}
+
+/** A build that fails is an error of the fast tier's tests; only a machine without Java skips them. */
+async function timeSkippingServer(): Promise<TimeSkippingServer> {
+  try {
+    const resolved = await resolveTestServer({ onProgress: (m) => console.error(m) });
+    return resolved.available ? { executable: resolved.executable } : { skip: resolved.reason };
+  } catch (err) {
+    return { error: (err as Error).message };
+  }
 }
 
 const noop = () => undefined;
