@@ -200,6 +200,9 @@ function importsOf(file: string): { local: string[]; packages: string[] } {
   return { local, packages };
 }
 
+/** What the worker image runs and builds from: the CLI, the worker, the bundlers, the workflows. */
+const IMAGE_ENTRIES = ['worker/main.ts', 'client/cli.ts', 'client/agent-cli.ts', 'scripts/build-workflow-bundle.ts', 'scripts/build-cli.ts', 'provisioning/cli-bundles.ts', 'workflows/index.ts'];
+
 function closure(entries: string[]): { files: Set<string>; packages: Set<string> } {
   const files = new Set<string>();
   const packages = new Set<string>();
@@ -259,7 +262,7 @@ describe('Dockerfile', () => {
 
   it('ships every file the worker and the CLI import, and installs every package they use (npm ci --omit=dev)', () => {
     expect(instr('RUN')).toContain('npm ci --omit=dev');
-    const { files, packages } = closure(['worker/main.ts', 'client/cli.ts', 'client/agent-cli.ts', 'scripts/build-workflow-bundle.ts', 'scripts/build-cli.ts', 'provisioning/cli-bundles.ts', 'workflows/index.ts']);
+    const { files, packages } = closure(IMAGE_ENTRIES);
     for (const file of files) expect(isIgnored(relative(repoRoot, file)), `${relative(repoRoot, file)} is in the image`).toBe(false);
     for (const p of packages) expect(pkg.dependencies, `${p} (imported at run time) must be a dependency, not a devDependency`).toHaveProperty([p]);
     expect(pkg.dependencies).toHaveProperty(['tsx']);
@@ -298,8 +301,7 @@ const LOCAL_SECRETS = [
   '.docker/config.json',
 ];
 /** What the image runs: every file the worker and the CLI import (and the build scripts). */
-const imageSources = () =>
-  [...closure(['worker/main.ts', 'client/cli.ts', 'client/agent-cli.ts', 'scripts/build-workflow-bundle.ts', 'scripts/build-agent-cli.ts', 'provisioning/agent-cli.ts', 'workflows/index.ts']).files].map((f) => relative(repoRoot, f));
+const imageSources = () => [...closure(IMAGE_ENTRIES).files].map((f) => relative(repoRoot, f));
 
 const dockerWorks = (() => {
   try {

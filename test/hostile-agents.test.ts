@@ -153,7 +153,8 @@ describe.each(availability.filter((a) => !a.reason).map((a) => a.name))('a hosti
     expect(existsSync(join(s.t.gtHome, 'runs', 'evil'))).toBe(false);
     expect(await s.repo.show('attacks.txt', 'gt/victim')).toBeNull();
     const log = await s.repo.log();
-    expect(log.map((c) => c.subject)).toEqual([expect.stringContaining(`b-hostile-${runtime}`), expect.stringContaining('hostile work'), 'initial commit']);
+    // The refinery's merge, the agent's commit and the seed: nothing else (commits of one second have no set order).
+    expect(log.map((c) => c.subject).sort()).toEqual([`Do something nasty (b-hostile-${runtime})`, `hostile work for b-hostile-${runtime}`, 'initial commit']);
 
     // The gate ran the agent's script, and it found nothing either.
     const gates = gateLogs(s.t.gtHome);

@@ -23,7 +23,7 @@ import { enqueueSignal, refineryStateQuery, withdrawSignal } from '../domain/mes
 import { SA } from '../domain/search-attributes';
 import { assessPullRequest, boundSnapshot, type PullRequestSnapshot } from '../domain/forge';
 import { type CandidateResult, conflictOutcome, MergeTicket } from '../domain/refinery';
-import { MAX_RIG_TEXT, RigConfig } from '../domain/rig';
+import { DEFAULT_AGENT_IMAGE, MAX_RIG_TEXT, RigConfig } from '../domain/rig';
 import type { refineryWorkflow } from '../workflows/refinery';
 import { createRepo } from './helpers/repo';
 import { eventually, repoRoot, startTestTown, type TestTown } from './helpers/town';
@@ -134,7 +134,7 @@ describe('feedback a bead accumulates', () => {
     let feedback: string[] = [];
     for (let round = 1; round <= 20; round++) feedback = appendFeedback(feedback, worst(MAX_TEXT));
     const gates = Array.from({ length: 15 }, () => worst(4000));
-    const rig = RigConfig.parse({ name: 'r', repo: '/r', agent: worst(1000), gates, env: { A: worst(MAX_RIG_TEXT - 15 * 4000 - 1000 - 2 - 1 - 'node:20-bookworm'.length) } });
+    const rig = RigConfig.parse({ name: 'r', repo: '/r', agent: worst(1000), gates, env: { A: worst(MAX_RIG_TEXT - 15 * 4000 - 1000 - 2 - 1 - DEFAULT_AGENT_IMAGE.length) } });
     const input = {
       rig,
       bead: { id: 'b'.repeat(63), title: worst(200), description: worst(MAX_TEXT), acceptance: worst(MAX_TEXT), priority: 2 },
