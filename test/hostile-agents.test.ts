@@ -115,8 +115,9 @@ function parseAttacks(text: string | null): Record<string, string> {
   return Object.fromEntries((text ?? '').trim().split('\n').filter(Boolean).map((l) => [l.slice(0, l.indexOf(' ')), l.slice(l.indexOf(' ') + 1)]));
 }
 
-describe.each(availability.filter((a) => !a.reason).map((a) => a.name))('a hostile agent in the %s runtime', (runtime) => {
-  let s: Scene;
+/** A scene for the tests of one describe block, torn down after them (the decoy too). */
+function useScene(): () => Scene {
+  let s: Scene | undefined;
   beforeAll(async () => {
     s = await scene();
   });
@@ -125,8 +126,14 @@ describe.each(availability.filter((a) => !a.reason).map((a) => a.name))('a hosti
     delete process.env[ENV_NAME];
     await s?.t.stop();
   });
+  return () => s!;
+}
+
+describe.each(availability.filter((a) => !a.reason).map((a) => a.name))('a hostile agent in the %s runtime', (runtime) => {
+  const use = useScene();
 
   it('reaches no secret, no other run, no branch and no host process, its traps never run, and its bead merges once', async () => {
+    const s = use();
     const rig = `hostile-${runtime}`;
     await s.t.addRig({
       name: rig,
@@ -163,6 +170,7 @@ describe.each(availability.filter((a) => !a.reason).map((a) => a.name))('a hosti
   });
 
   it('pointing its work tree at a git dir of its own gets its attempt refused, and the worker never runs its config', async () => {
+    const s = use();
     const rig = `hostile-gitfile-${runtime}`;
     await s.t.addRig({
       name: rig,
@@ -182,17 +190,10 @@ describe.each(availability.filter((a) => !a.reason).map((a) => a.name))('a hosti
 });
 
 describe('the same agent under the process runtime (trusted agents only): the control', () => {
-  let s: Scene;
-  beforeAll(async () => {
-    s = await scene();
-  });
-  afterAll(async () => {
-    s?.decoy.kill('SIGKILL');
-    delete process.env[ENV_NAME];
-    await s?.t.stop();
-  });
+  const use = useScene();
 
   it('finds the secrets it can reach on the host, so the probes are real; the worker-side traps still never run', async () => {
+    const s = use();
     const rig = 'hostile-process';
     const victimRepo = await createRepo();
     // Pushes go to a repository of their own here: on the host nothing stops them, and the point is the probes.
