@@ -9,6 +9,7 @@
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Context, heartbeat } from '@temporalio/activity';
+import { printableText } from '../domain/caps';
 import { OUTPUT_LOG, type AgentLaunch, type AgentRuntimeDriver, type AgentStatus } from '../agents/runtime';
 
 export interface GateResult {
@@ -57,7 +58,9 @@ export async function runGate(driver: AgentRuntimeDriver, gate: string, runId: s
     }
     // A cancelled merge (worker shutting down, section abandoned) must not leave its gate running beside the retry.
     if (status.state !== 'exited') await driver.stop(handle, STOP_GRACE_MS);
-    const tail = await driver.logs(handle, runDir, TAIL_BYTES).catch((err: unknown) => `(log unavailable: ${String(err)})`);
+    const log = await driver.logs(handle, runDir, TAIL_BYTES).catch((err: unknown) => `(log unavailable: ${String(err)})`);
+    // The tail becomes feedback in prompts and `gt bead status`: what the gate printed is agent code's output.
+    const tail = printableText(log);
     const exitCode = status.state === 'exited' ? status.exitCode : null;
     return { gate, ok: exitCode === 0 && !timedOut, exitCode, timedOut, durationMs: Date.now() - started, logPath: join(runDir, OUTPUT_LOG), tail };
   } finally {

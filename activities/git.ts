@@ -179,27 +179,32 @@ export class RunRepoRejected extends Error {}
 
 const OBJECT_ID = /^[0-9a-f]{40}$/;
 
-/** Reads a file an agent may have planted: a regular file (never a link followed) of bounded size, or nothing. */
-function readAgentFile(path: string, maxBytes: number): string | undefined {
-  let st;
-  try {
-    st = lstatSync(path);
-  } catch {
-    return undefined;
+/**
+ * Reads a file an agent may have planted under `root`: every component from `root` down must be a real directory
+ * and the file a regular one of bounded size (a link anywhere on the way could point the worker at any file), or
+ * nothing is there. Its content is never echoed back to the agent.
+ */
+function readAgentFile(root: string, parts: string[], maxBytes: number): string | undefined {
+  let path = root;
+  for (const [i, part] of parts.entries()) {
+    path = join(path, part);
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    if (!st) return undefined;
+    const last = i === parts.length - 1;
+    if (last ? !st.isFile() : !st.isDirectory()) throw new RunRepoRejected(`${path} is not a regular ${last ? 'file' : 'directory'}`);
+    if (last && st.size > maxBytes) throw new RunRepoRejected(`${path} is larger than ${maxBytes} bytes`);
   }
-  if (!st.isFile()) throw new RunRepoRejected(`${path} is not a regular file`);
-  if (st.size > maxBytes) throw new RunRepoRejected(`${path} is larger than ${maxBytes} bytes`);
   return readFileSync(path, 'utf8');
 }
 
 /** The object id `refs/heads/<branch>` names in the run's repository, read as text (loose ref, then packed-refs). */
 function readBranchTip(gitDir: string, branch: string): string | undefined {
-  const loose = readAgentFile(join(gitDir, 'refs', 'heads', ...branch.split('/')), 4096)?.trim();
+  const loose = readAgentFile(gitDir, ['refs', 'heads', ...branch.split('/')], 4096)?.trim();
   if (loose !== undefined) {
-    if (!OBJECT_ID.test(loose)) throw new RunRepoRejected(`refs/heads/${branch} does not name a commit (${loose.slice(0, 60)})`);
+    if (!OBJECT_ID.test(loose)) throw new RunRepoRejected(`refs/heads/${branch} does not hold a commit id`);
     return loose;
   }
-  const packed = readAgentFile(join(gitDir, 'packed-refs'), 64 * 1024 * 1024) ?? '';
+  const packed = readAgentFile(gitDir, ['packed-refs'], 64 * 1024 * 1024) ?? '';
   for (const line of packed.split('\n')) {
     const [sha, ref] = line.split(' ');
     if (ref === `refs/heads/${branch}` && sha && OBJECT_ID.test(sha)) return sha;
@@ -222,7 +227,7 @@ function checkObjectStore(objects: string, mirror: string): void {
   const top = lstatSync(objects, { throwIfNoEntry: false });
   if (!top?.isDirectory()) throw new RunRepoRejected(`the run's repository has no object directory at ${objects}`);
   walk(objects);
-  const alternates = (readAgentFile(join(objects, 'info', 'alternates'), 4096) ?? '').split('\n').filter(Boolean);
+  const alternates = (readAgentFile(objects, ['info', 'alternates'], 4096) ?? '').split('\n').filter(Boolean);
   if (alternates.some((a) => a !== join(mirror, 'objects'))) throw new RunRepoRejected(`the run's repository borrows objects from elsewhere than the rig mirror (${alternates.join(', ')})`);
   if (existsSync(join(objects, 'info', 'http-alternates'))) throw new RunRepoRejected("the run's repository names http alternates");
 }

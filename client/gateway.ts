@@ -16,6 +16,7 @@ import { gatewaySocketDir, gatewaySocketPath } from '../agents/gateway-socket';
 import { verifyRunToken, type RunClaims } from '../agents/run-token';
 import { CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, MAX_TEXT, ProgressRequest, ReviewVerdict } from '../domain/bead';
 import { checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, progressUpdate, reviewVerdictUpdate } from '../domain/messages';
+import { printableStrings } from '../domain/caps';
 import { describeZodError } from '../domain/validation';
 import { gtHome } from '../host/home';
 
@@ -72,7 +73,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     if (body.runId !== undefined && body.runId !== claims.runId) {
       throw new HttpError(403, `token belongs to run ${claims.runId}, not ${JSON.stringify(body.runId)}`);
     }
-    const parsed = schema.safeParse({ ...body, runId: claims.runId });
+    // Agents' text reaches operators' terminals and later prompts: no control sequences past this point.
+    const parsed = schema.safeParse({ ...printableStrings(body), runId: claims.runId });
     if (!parsed.success) throw new HttpError(400, describeZodError(parsed.error));
     return parsed.data;
   };

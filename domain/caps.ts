@@ -132,3 +132,21 @@ export function appendFeedback(previous: readonly string[], entry: string): stri
   }
   return all;
 }
+
+/**
+ * Text an agent wrote, made safe to show: terminal control sequences (ESC, the other C0 controls but tab and
+ * newline, DEL, C1) are dropped, so a progress message or a gate's output cannot drive the operator's terminal when
+ * `gt status`, `gt bead status` or a prompt shows it.
+ */
+export function printableText(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, '');
+}
+
+/** `printableText` applied to every string of a JSON-like value (a gateway body). */
+export function printableStrings<T>(value: T): T {
+  if (typeof value === 'string') return printableText(value) as T;
+  if (Array.isArray(value)) return value.map(printableStrings) as T;
+  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, printableStrings(v)])) as T;
+  return value;
+}

@@ -5,7 +5,7 @@
  * as data, refusing what an agent could use against it (docs/security.md).
  */
 import { execSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -77,6 +77,20 @@ describe('a run’s own repository', () => {
     symlinkSync('/etc/hostname', join(workTree, '.git', 'objects', 'planted'));
     await expect(take()).rejects.toThrow(RunRepoRejected);
     await expect(take()).rejects.toThrow(/not a regular file/);
+  });
+
+  it('refuses a link on the way to its branch (it could make the worker read any file), and never echoes what it read', async () => {
+    const { workTree, take, gtHome } = await setUp();
+    commitIn(workTree, 'a.txt');
+    const elsewhere = join(gtHome, 'elsewhere', 'heads', 'gt');
+    mkdirSync(elsewhere, { recursive: true });
+    writeFileSync(join(elsewhere, 'b1'), 'a secret of the worker\n');
+    rmSync(join(workTree, '.git', 'refs'), { recursive: true });
+    symlinkSync(join(gtHome, 'elsewhere'), join(workTree, '.git', 'refs'));
+    const refused = await take().catch((err: unknown) => err as Error);
+    expect(refused).toBeInstanceOf(RunRepoRejected);
+    expect((refused as Error).message).toMatch(/is not a regular directory/);
+    expect((refused as Error).message).not.toContain('secret');
   });
 
   it('refuses alternates other than the mirror’s, and a .git that is not a directory', async () => {

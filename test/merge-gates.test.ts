@@ -59,6 +59,13 @@ describe('gates', () => {
     expect(existsSync(join(base.cwd, 'orphan'))).toBe(false);
   });
 
+  it('hand back a tail without terminal control sequences (it becomes feedback an operator and an agent read)', async () => {
+    const { base, key } = gateBase();
+    const [result] = await runGates(runtime, [`printf 'red \\033[31mtext\\033]0;title\\007 done\\n'; exit 1`], key, base, 10_000);
+    expect(result!.tail).toBe('red [31mtext]0;title done\n');
+    expect(readFileSync(result!.logPath, 'utf8')).toContain('\x1b[31m');
+  });
+
   it('see only the environment they are given, none of the worker’s', async () => {
     const { base, key } = gateBase({ GT_MR_ID: 'mr-1' });
     process.env.GT_TEST_WORKER_SECRET = 'worker-secret-value';
