@@ -3,7 +3,8 @@
  *  - the Temporal CLI (see provisioning/temporal-cli.ts; built with Go on offline machines);
  *  - the time-skipping test server of the fast workflow tier (provisioning/test-server.ts; the Java SDK's, from Maven
  *    Central), when Java is installed;
- *  - Debian packages for the sandbox runtime and the Web UI browser test (bubblewrap, chromium), installed with
+ *  - Debian packages for the sandbox runtime, the Web UI browser test and the terminal and network tests (bubblewrap,
+ *    slirp4netns, chromium, tmux, iproute2), installed with
  *    apt-get when running as root and missing. Without them those tests skip and say why.
  */
 import { execFileSync } from 'node:child_process';
@@ -22,6 +23,8 @@ const wanted = [
   { pkg: 'bubblewrap', bin: 'bwrap', for: 'the sandbox runtime' },
   { pkg: 'slirp4netns', bin: 'slirp4netns', for: 'the sandbox runtime with network' },
   { pkg: 'chromium', bin: 'chromium', for: 'the Web UI browser test' },
+  { pkg: 'tmux', bin: 'tmux', for: 'the terminal tests of gt convoy watch and gt status --watch' },
+  { pkg: 'iproute2', bin: 'ip', for: "the network tests' own test host (a network namespace)" },
 ];
 const missing = wanted.filter((w) => !findOnPath(w.bin));
 const isRoot = process.getuid?.() === 0;
