@@ -14,16 +14,14 @@ import type { AgentRuntime, RigConfig } from '../domain/rig';
 /** Host variables every run may have: they configure tools, they grant nothing. */
 const HOST_BASICS = ['LANG', 'LANGUAGE', 'LC_ALL', 'LC_CTYPE', 'LC_MESSAGES', 'TERM', 'TZ', 'COLORTERM', 'NO_COLOR'];
 /** Model keys passed to agents when the worker does not declare its own list (GT_AGENT_PASSTHROUGH). */
-export const DEFAULT_PASSTHROUGH = ['ANTHROPIC_API_KEY', 'OPENAI_API_KEY', 'GEMINI_API_KEY', 'OPENROUTER_API_KEY'];
+const DEFAULT_PASSTHROUGH = ['ANTHROPIC_API_KEY', 'OPENAI_API_KEY', 'GEMINI_API_KEY', 'OPENROUTER_API_KEY'];
 /** Never passed, even when declared: the worker's own credentials and what would redirect git or the loader. */
 const NEVER = /^(TEMPORAL_|GT_|GIT_|GITHUB_TOKEN$|GH_TOKEN$|GITLAB_TOKEN$|LD_|NODE_OPTIONS$|SSH_AUTH_SOCK$)/;
 
-/** The file holding a run's gateway token, owner-only, inside the run's own directory. */
-export const runTokenFile = (agentDir: string) => join(agentDir, 'token');
-
+/** Writes the run's gateway token to an owner-only file in the run's own directory and returns its path. */
 export function writeRunToken(agentDir: string, token: string): string {
   mkdirSync(agentDir, { recursive: true, mode: 0o700 });
-  const file = runTokenFile(agentDir);
+  const file = join(agentDir, 'token');
   writeFileSync(file, token, { mode: 0o600 });
   chmodSync(file, 0o600);
   return file;

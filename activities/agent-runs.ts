@@ -191,9 +191,6 @@ export function createAgentRunActivities(deps: HostDeps) {
     });
   };
 
-  /** What a contained run may read besides its work tree and its own directory (sandbox and docker mount exactly these). */
-  const mountsFor = (rig: RigConfig): Mount[] => runMounts(deps, rig);
-
   const startOrAdopt = async (input: z.output<typeof SuperviseInput>, driver: AgentRuntimeDriver): Promise<{ handle: AgentHandle; adopted: boolean }> => {
     const { rig } = input;
     const command = input.role === 'reviewer' ? rig.reviewer : rig.agent;
@@ -210,7 +207,7 @@ export function createAgentRunActivities(deps: HostDeps) {
         runDir,
         agentDir,
         allowNetwork: rig.network,
-        mounts: mountsFor(rig),
+        mounts: runMounts(deps, rig),
         image: rig.image,
         limits: rig.limits,
         env: launchEnv(input, agentDir),
@@ -340,7 +337,7 @@ export function createAgentRunActivities(deps: HostDeps) {
 }
 
 /** The read-only paths of a contained run: the mirror (its repository's alternates and `origin`), `gt`, the gateway socket. */
-export function runMounts(deps: Pick<HostDeps, 'gtHome' | 'gtBinDir'>, rig: RigConfig): Mount[] {
+function runMounts(deps: Pick<HostDeps, 'gtHome' | 'gtBinDir'>, rig: RigConfig): Mount[] {
   return [
     { path: paths.mirror(rig.name, deps.gtHome), writable: false },
     // `gt` itself (bin/, its node_modules and the agent bundle).
