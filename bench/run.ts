@@ -155,16 +155,10 @@ async function main() {
   ];
 
   const report = (): BenchReport => {
-    const finishedAt = new Date();
     for (const c of convoys) c.summary = summarizeConvoy(c.repeats);
     for (const q of mergeQueue) q.summary = summarizeQueue(q.repeats);
     return {
-      bench: 'gastown-temporal',
-      startedAt: startedAt.toISOString(),
-      finishedAt: finishedAt.toISOString(),
-      durationMs: finishedAt.getTime() - startedAt.getTime(),
-      machine,
-      loadAverageAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
+      ...reportHeader(startedAt, machine),
       parameters: {
         ...o,
         skip: [...o.skip],
@@ -230,19 +224,26 @@ async function main() {
   publish(report());
 }
 
-/** `--only cli`: the CLI start-up section alone, as a report of its own that leaves latest.md to full runs. */
-async function cliStartupOnly(o: BenchOptions, startedAt: Date): Promise<void> {
-  const machine = await machineInfo();
-  log(`CLI start-up: ${o.cliRuns} runs of each command…`);
-  const cliStartup: CliStartupFigures = await measureCliStartup(o.cliRuns);
+/** What every report starts with: when it ran, how long, on what, and how loaded the machine was at its end. */
+function reportHeader(startedAt: Date, machine: BenchReport['machine']) {
   const finishedAt = new Date();
-  const report: BenchReport = {
-    bench: 'gastown-temporal',
+  return {
+    bench: 'gastown-temporal' as const,
     startedAt: startedAt.toISOString(),
     finishedAt: finishedAt.toISOString(),
     durationMs: finishedAt.getTime() - startedAt.getTime(),
     machine,
     loadAverageAtEnd: loadavg().map((l) => Math.round(l * 100) / 100),
+  };
+}
+
+/** `--only cli`: the CLI start-up section alone, as a report of its own that leaves latest.md to full runs. */
+async function cliStartupOnly(o: BenchOptions, startedAt: Date): Promise<void> {
+  const machine = await machineInfo();
+  log(`CLI start-up: ${o.cliRuns} runs of each command…`);
+  const cliStartup: CliStartupFigures = await measureCliStartup(o.cliRuns);
+  const report: BenchReport = {
+    ...reportHeader(startedAt, machine),
     parameters: { only: o.only, cliRuns: o.cliRuns },
     cliStartup,
     convoys: [],
