@@ -36,7 +36,8 @@ describe.skipIf(skipReason)('bead timers (time-skipping)', { timeout: 20_000 }, 
         const handle = await env.client.workflow.start('beadWorkflow', {
           workflowId: beadWorkflowId(id),
           taskQueue,
-          args: [{ bead: { id, title: `fast ${id}` }, rig: testRig({ policy: { breakerThreshold: 100, ...policy } }) }],
+          // A rig of its own: the dispatch gate (one per rig) outlives the test, bound to its task queue.
+          args: [{ bead: { id, title: `fast ${id}` }, rig: testRig({ name: id, policy: { breakerThreshold: 100, ...policy } }) }],
         });
         const { value: result, wallMs } = await timed(() => handle.result() as Promise<BeadResult>);
         return { result, wallMs, state: await handle.query(beadStateQuery), observed };
