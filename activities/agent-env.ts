@@ -44,18 +44,30 @@ export interface RunEnvOptions {
 export function runEnv(options: RunEnvOptions): Record<string, string> {
   const { hostEnv, rig } = options;
   const pick = (names: string[]) =>
-    Object.fromEntries(names.flatMap((k) => {
-      const v = hostEnv[k];
-      return v !== undefined && !NEVER.test(k) ? [[k, v]] : [];
-    }));
-  const declared = hostEnv.GT_AGENT_PASSTHROUGH?.split(',').map((s) => s.trim()).filter(Boolean) ?? DEFAULT_PASSTHROUGH;
+    Object.fromEntries(
+      names.flatMap((k) => {
+        const v = hostEnv[k];
+        return v !== undefined && !NEVER.test(k) ? [[k, v]] : [];
+      }),
+    );
+  const declared =
+    hostEnv.GT_AGENT_PASSTHROUGH?.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean) ?? DEFAULT_PASSTHROUGH;
   // Contained runs get a home and temp dir of their own; the process runtime (trusted agents) keeps the user's,
   // where their agent CLI's login and settings live.
   const contained = options.runtime !== 'process';
   const home = contained ? join(options.agentDir, 'home') : (hostEnv.HOME ?? options.agentDir);
   const tmp = contained ? join(options.agentDir, 'tmp') : (hostEnv.TMPDIR ?? '/tmp');
   if (contained) for (const dir of [home, tmp]) mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const identity: Record<string, string> = options.identity ? { GIT_AUTHOR_NAME: options.identity.name, GIT_AUTHOR_EMAIL: options.identity.email, GIT_COMMITTER_NAME: options.identity.name, GIT_COMMITTER_EMAIL: options.identity.email } : {};
+  const identity: Record<string, string> = options.identity
+    ? {
+        GIT_AUTHOR_NAME: options.identity.name,
+        GIT_AUTHOR_EMAIL: options.identity.email,
+        GIT_COMMITTER_NAME: options.identity.name,
+        GIT_COMMITTER_EMAIL: options.identity.email,
+      }
+    : {};
   return {
     ...pick(HOST_BASICS),
     ...pick(declared),

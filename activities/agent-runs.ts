@@ -18,7 +18,14 @@ import { beadBranch, RunId } from '../domain/ids';
 import { AgentRuntime, RigConfig } from '../domain/rig';
 import { paths } from '../host/home';
 import { runEnv, writeRunToken } from './agent-env';
-import { createRunRepo, type ImportedBranch, importRunBranch, remoteBranchSha, RunRepoRejected, syncMirror } from './git';
+import {
+  createRunRepo,
+  type ImportedBranch,
+  importRunBranch,
+  remoteBranchSha,
+  RunRepoRejected,
+  syncMirror,
+} from './git';
 import { parseActivityInput } from './validation';
 
 export interface HostDeps {
@@ -89,7 +96,6 @@ export interface RunExit {
   adopted: boolean;
 }
 
-
 export const PublishInput = z.object({
   rig: RigConfig,
   worktree: z.string(),
@@ -97,7 +103,10 @@ export const PublishInput = z.object({
   targetBranch: z.string(),
   /** The run and the commit it started from (histories before these were sent lack them). */
   runId: RunId.optional(),
-  baseSha: z.string().regex(/^[0-9a-f]{40}$/).optional(),
+  baseSha: z
+    .string()
+    .regex(/^[0-9a-f]{40}$/)
+    .optional(),
 });
 export type PublishInput = z.input<typeof PublishInput>;
 
@@ -129,9 +138,17 @@ const beadOfRun = (runId: string) => /^(.+)\/r\d+\/a\d+$/.exec(runId)?.[1];
 export function createAgentRunActivities(deps: HostDeps) {
   const driverFor = async (runtime: AgentRuntime): Promise<AgentRuntimeDriver> => {
     const driver = deps.runtimes[runtime];
-    if (!driver) throw ApplicationFailure.nonRetryable(`runtime '${runtime}' is not configured on host ${deps.hostId}`, 'RuntimeUnavailable');
+    if (!driver)
+      throw ApplicationFailure.nonRetryable(
+        `runtime '${runtime}' is not configured on host ${deps.hostId}`,
+        'RuntimeUnavailable',
+      );
     const available = await driver.available();
-    if (!available.ok) throw ApplicationFailure.nonRetryable(`runtime '${runtime}' is unavailable on host ${deps.hostId}: ${available.reason}`, 'RuntimeUnavailable');
+    if (!available.ok)
+      throw ApplicationFailure.nonRetryable(
+        `runtime '${runtime}' is unavailable on host ${deps.hostId}: ${available.reason}`,
+        'RuntimeUnavailable',
+      );
     return driver;
   };
 
@@ -151,7 +168,12 @@ export function createAgentRunActivities(deps: HostDeps) {
       if (!driver) continue;
       const status = await probe(driver, handle, runDir, 10_000);
       if (status.state === 'exited') continue;
-      log.warn('stopping a stale agent of this bead before the next run', { beadId, staleRunId: handle.runId, nextRunId: exceptRunId, status: status.state });
+      log.warn('stopping a stale agent of this bead before the next run', {
+        beadId,
+        staleRunId: handle.runId,
+        nextRunId: exceptRunId,
+        status: status.state,
+      });
       await driver.stop(handle, STOP_GRACE_MS);
       stopped.push(handle.runId);
     }
@@ -191,10 +213,14 @@ export function createAgentRunActivities(deps: HostDeps) {
     });
   };
 
-  const startOrAdopt = async (input: z.output<typeof SuperviseInput>, driver: AgentRuntimeDriver): Promise<{ handle: AgentHandle; adopted: boolean }> => {
+  const startOrAdopt = async (
+    input: z.output<typeof SuperviseInput>,
+    driver: AgentRuntimeDriver,
+  ): Promise<{ handle: AgentHandle; adopted: boolean }> => {
     const { rig } = input;
     const command = input.role === 'reviewer' ? rig.reviewer : rig.agent;
-    if (!command) throw ApplicationFailure.nonRetryable(`rig ${rig.name} has no ${input.role} command`, 'NoAgentCommand');
+    if (!command)
+      throw ApplicationFailure.nonRetryable(`rig ${rig.name} has no ${input.role} command`, 'NoAgentCommand');
     const runDir = paths.runDir(input.runId, deps.gtHome);
     const agentDir = paths.agentDir(input.runId, deps.gtHome);
     try {
@@ -215,7 +241,8 @@ export function createAgentRunActivities(deps: HostDeps) {
       recordHandle(runDir, started.handle);
       return started;
     } catch (err) {
-      if ((err as { nonRetryable?: boolean }).nonRetryable) throw ApplicationFailure.nonRetryable((err as Error).message, 'AgentStartRefused');
+      if ((err as { nonRetryable?: boolean }).nonRetryable)
+        throw ApplicationFailure.nonRetryable((err as Error).message, 'AgentStartRefused');
       throw err;
     }
   };
@@ -228,7 +255,11 @@ export function createAgentRunActivities(deps: HostDeps) {
       const branch = beadBranch(input.bead.id);
       const published = await remoteBranchSha(mirror, branch);
       const base = published ?? (await remoteBranchSha(mirror, input.targetBranch));
-      if (!base) throw ApplicationFailure.nonRetryable(`target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`, 'TargetMissing');
+      if (!base)
+        throw ApplicationFailure.nonRetryable(
+          `target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`,
+          'TargetMissing',
+        );
       const worktree = paths.worktree(input.rig.name, input.bead.id, deps.gtHome);
       await createRunRepo(mirror, worktree, { sha: base, branch });
       const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
@@ -253,7 +284,11 @@ export function createAgentRunActivities(deps: HostDeps) {
       const input = parseActivityInput(SuperviseInput, raw);
       const driver = await driverFor(input.rig.runtime);
       const { handle, adopted } = await startOrAdopt(input, driver);
-      log.info(adopted ? 'agent run adopted' : 'agent run started', { runId: input.runId, ref: handle.ref, attempt: activityInfo().attempt });
+      log.info(adopted ? 'agent run adopted' : 'agent run started', {
+        runId: input.runId,
+        ref: handle.ref,
+        attempt: activityInfo().attempt,
+      });
       return { handle, adopted, host: deps.hostId };
     },
 
@@ -288,7 +323,8 @@ export function createAgentRunActivities(deps: HostDeps) {
             log.info('agent run exited', { ...ids, exitCode: status.exitCode });
             return { runId: input.runId, exitCode: status.exitCode, adopted };
           }
-          if (status.state === 'unknown') log.warn('agent status probe failed; not treating it as death', { ...ids, detail: status.detail });
+          if (status.state === 'unknown')
+            log.warn('agent status probe failed; not treating it as death', { ...ids, detail: status.detail });
           await Promise.race([ctx.sleep(poll), ...(early ? [early] : [])]);
         }
       } catch (err) {
@@ -298,7 +334,10 @@ export function createAgentRunActivities(deps: HostDeps) {
             // CancelledFailure would be reported as "cancelled" (which nobody asked for); a retryable failure makes
             // the server retry, and the retry re-attaches through the handle in the input / heartbeat details.
             log.info('worker shutting down; leaving agent run for re-attachment', ids);
-            throw ApplicationFailure.retryable(`worker on ${deps.hostId} shut down; run ${input.runId} continues and will be re-attached`, 'WorkerShutdown');
+            throw ApplicationFailure.retryable(
+              `worker on ${deps.hostId} shut down; run ${input.runId} continues and will be re-attached`,
+              'WorkerShutdown',
+            );
           } else {
             log.info('stopping agent run', { ...ids, reason: err.message });
             await driver.stop(handle, STOP_GRACE_MS);
@@ -347,13 +386,21 @@ function runMounts(deps: Pick<HostDeps, 'gtHome' | 'gtBinDir'>, rig: RigConfig):
 }
 
 /** A status probe that hangs or throws is reported as unknown, never as a dead agent (failure class 3). */
-export async function probe(driver: AgentRuntimeDriver, handle: AgentHandle, runDir: string, timeoutMs: number): Promise<AgentStatus> {
+export async function probe(
+  driver: AgentRuntimeDriver,
+  handle: AgentHandle,
+  runDir: string,
+  timeoutMs: number,
+): Promise<AgentStatus> {
   let timer: NodeJS.Timeout | undefined;
   try {
     return await Promise.race([
       driver.status(handle, runDir),
       new Promise<AgentStatus>((resolve) => {
-        timer = setTimeout(() => resolve({ state: 'unknown', detail: `status probe timed out after ${timeoutMs} ms` }), timeoutMs);
+        timer = setTimeout(
+          () => resolve({ state: 'unknown', detail: `status probe timed out after ${timeoutMs} ms` }),
+          timeoutMs,
+        );
       }),
     ]);
   } catch (err) {

@@ -4,7 +4,12 @@
  * id is derived from the convoy and the bead, so a retried start finds the bead it started before.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import {
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowIdReusePolicy,
+  WorkflowNotFoundError,
+  type Client,
+} from '@temporalio/client';
 import { log } from '@temporalio/activity';
 import { z } from 'zod';
 import { BeadSpec } from '../domain/bead';
@@ -66,7 +71,8 @@ async function eachLimited<T, R>(items: readonly T[], fn: (item: T) => Promise<R
   return results;
 }
 
-const isNotFound = (err: unknown) => err instanceof WorkflowNotFoundError || (err instanceof Error && /not found|NOT_FOUND/i.test(err.message));
+const isNotFound = (err: unknown) =>
+  err instanceof WorkflowNotFoundError || (err instanceof Error && /not found|NOT_FOUND/i.test(err.message));
 
 export function createConvoyActivities(deps: TownDeps) {
   const { client } = deps;
@@ -75,7 +81,8 @@ export function createConvoyActivities(deps: TownDeps) {
     try {
       return await client.workflow.getHandle(refineryWorkflowId(name)).query(rigConfigQuery);
     } catch (err) {
-      if (isNotFound(err)) throw ApplicationFailure.nonRetryable(`unknown rig '${name}' (was it removed?)`, 'UnknownRig');
+      if (isNotFound(err))
+        throw ApplicationFailure.nonRetryable(`unknown rig '${name}' (was it removed?)`, 'UnknownRig');
       throw err;
     }
   };
@@ -95,7 +102,9 @@ export function createConvoyActivities(deps: TownDeps) {
     async startConvoyBeads(raw: StartConvoyBeadsInput): Promise<{ results: StartedBead[]; capacity: number }> {
       const input = parseActivityInput(StartConvoyBeadsInput, raw);
       const rig = await rigConfig(input.rig);
-      const results = await eachLimited(input.beads, (bead) => startBead(client, deps.taskQueue, input.convoyId, rig, input.targetBranch, bead));
+      const results = await eachLimited(input.beads, (bead) =>
+        startBead(client, deps.taskQueue, input.convoyId, rig, input.targetBranch, bead),
+      );
       return { results, capacity: rig.maxPolecats };
     },
 
@@ -123,7 +132,8 @@ export function createConvoyActivities(deps: TownDeps) {
         try {
           status = (await handle.describe()).status.name;
         } catch (err) {
-          if (isNotFound(err)) return { beadId, status: 'failed', reason: `the workflow of bead ${beadId} does not exist` };
+          if (isNotFound(err))
+            return { beadId, status: 'failed', reason: `the workflow of bead ${beadId} does not exist` };
           throw err;
         }
         if (status === 'RUNNING') return undefined;
@@ -132,10 +142,16 @@ export function createConvoyActivities(deps: TownDeps) {
           const terminal = result.status === 'closed' || result.status === 'failed' || result.status === 'cancelled';
           // Capped: one answer holds the reports of up to every bead of the convoy.
           const reason = result.reason === undefined ? undefined : capText(result.reason, CAPS.beadReason);
-          return terminal ? { beadId, status: result.status as BeadReport['status'], commit: result.commit, reason } : { beadId, status: 'failed', reason: `bead ended ${result.status}` };
+          return terminal
+            ? { beadId, status: result.status as BeadReport['status'], commit: result.commit, reason }
+            : { beadId, status: 'failed', reason: `bead ended ${result.status}` };
         }
         if (status === 'CANCELLED') return { beadId, status: 'cancelled', reason: 'the bead workflow was cancelled' };
-        return { beadId, status: 'failed', reason: `the bead workflow ended ${status.toLowerCase()} without reporting` };
+        return {
+          beadId,
+          status: 'failed',
+          reason: `the bead workflow ended ${status.toLowerCase()} without reporting`,
+        };
       });
       return reports.filter((r): r is BeadReport => !!r);
     },
@@ -147,7 +163,11 @@ export function createConvoyActivities(deps: TownDeps) {
       const mirror = await syncMirror(rig.name, rig.repo, deps.gtHome);
       const branch = convoyBranch(input.convoyId);
       const headSha = await remoteBranchSha(mirror, branch);
-      if (!headSha) throw ApplicationFailure.nonRetryable(`convoy branch ${branch} does not exist in ${rig.repo}`, 'ConvoyBranchMissing');
+      if (!headSha)
+        throw ApplicationFailure.nonRetryable(
+          `convoy branch ${branch} does not exist in ${rig.repo}`,
+          'ConvoyBranchMissing',
+        );
       return { headSha, rig };
     },
   };
@@ -159,15 +179,26 @@ async function ensureBranch(gtHome: string, rig: RigConfig, branch: string, from
   const existing = await remoteBranchSha(mirror, branch);
   if (existing) return existing;
   const base = await remoteBranchSha(mirror, from);
-  if (!base) throw ApplicationFailure.nonRetryable(`target branch '${from}' does not exist in ${rig.repo}`, 'TargetMissing');
+  if (!base)
+    throw ApplicationFailure.nonRetryable(`target branch '${from}' does not exist in ${rig.repo}`, 'TargetMissing');
   const push = await gitStatus(mirror, ['push', 'origin', `${base}:refs/heads/${branch}`]);
   await syncMirror(rig.name, rig.repo, gtHome);
   const created = await remoteBranchSha(mirror, branch);
   if (created) return created;
-  throw ApplicationFailure.retryable(`could not create ${branch} in ${rig.repo}: ${push.stderr.trim()}`, 'BranchCreateFailed');
+  throw ApplicationFailure.retryable(
+    `could not create ${branch} in ${rig.repo}: ${push.stderr.trim()}`,
+    'BranchCreateFailed',
+  );
 }
 
-async function startBead(client: Client, taskQueue: string, convoyId: string, rig: RigConfig, targetBranch: string, bead: BeadSpec): Promise<StartedBead> {
+async function startBead(
+  client: Client,
+  taskQueue: string,
+  convoyId: string,
+  rig: RigConfig,
+  targetBranch: string,
+  bead: BeadSpec,
+): Promise<StartedBead> {
   const workflowId = beadWorkflowId(bead.id);
   try {
     await client.workflow.start('beadWorkflow', {
@@ -195,6 +226,10 @@ async function startBead(client: Client, taskQueue: string, convoyId: string, ri
     const owner = existing.typedSearchAttributes.get(SA.convoyId);
     if (owner === convoyId) return { beadId: bead.id, outcome: 'existing' };
     log.warn('bead id already taken', { beadId: bead.id, convoyId, owner });
-    return { beadId: bead.id, outcome: 'error', error: `workflow ${workflowId} already exists${owner ? ` (it belongs to convoy ${owner})` : ' (a bead outside this convoy)'}; rename the bead` };
+    return {
+      beadId: bead.id,
+      outcome: 'error',
+      error: `workflow ${workflowId} already exists${owner ? ` (it belongs to convoy ${owner})` : ' (a bead outside this convoy)'}; rename the bead`,
+    };
   }
 }

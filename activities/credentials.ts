@@ -25,7 +25,12 @@ export function credentialLine(url: string, username: string, token: string): st
 }
 
 /** Adds (or replaces) the host's entry for a remote. */
-export function saveHostCredential(gtHome: string, url: string, username: string, token: string): { protocol: string; host: string } {
+export function saveHostCredential(
+  gtHome: string,
+  url: string,
+  username: string,
+  token: string,
+): { protocol: string; host: string } {
   const line = credentialLine(url, username, token);
   const key = credentialKey(url)!;
   mkdirSync(gtHome, { recursive: true });

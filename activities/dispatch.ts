@@ -24,7 +24,16 @@ export function createDispatchActivities(deps: DispatchDeps) {
       await deps.client.workflow.signalWithStart('dispatchGateWorkflow', {
         workflowId: dispatchGateWorkflowId(rig),
         taskQueue: deps.taskQueue,
-        args: [{ rig, settings: { maxPolecats: request.maxPolecats, breakerThreshold: request.breakerThreshold, breakerProbeInterval: request.breakerProbeInterval } }],
+        args: [
+          {
+            rig,
+            settings: {
+              maxPolecats: request.maxPolecats,
+              breakerThreshold: request.breakerThreshold,
+              breakerProbeInterval: request.breakerProbeInterval,
+            },
+          },
+        ],
         signal: dispatchRequestSignal,
         signalArgs: [request],
         typedSearchAttributes: [

@@ -12,7 +12,17 @@ import { ApplicationFailure } from '@temporalio/common';
 import { Octokit } from '@octokit/rest';
 import { z } from 'zod';
 import { MAX_TEXT } from '../domain/bead';
-import { assessPullRequest, boundSnapshot, ForgeSettings, forgeTokenOrigins, forgeTokenRefusal, githubRepository, type CheckState, type PullRequestRef, type PullRequestSnapshot } from '../domain/forge';
+import {
+  assessPullRequest,
+  boundSnapshot,
+  ForgeSettings,
+  forgeTokenOrigins,
+  forgeTokenRefusal,
+  githubRepository,
+  type CheckState,
+  type PullRequestRef,
+  type PullRequestSnapshot,
+} from '../domain/forge';
 import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { parseActivityInput } from './validation';
@@ -32,9 +42,17 @@ interface Forge {
 function forgeFor(rig: RigConfig): Forge {
   const settings = rig.forge ?? ForgeSettings.parse({});
   const repository = githubRepository(rig.repo, rig.forge);
-  if (!repository) throw ApplicationFailure.nonRetryable(`rig ${rig.name} merges by pull request but has no GitHub repository (set forge.repository, e.g. \`gt rig add … --github-repo owner/name\`)`, 'ForgeNotConfigured');
+  if (!repository)
+    throw ApplicationFailure.nonRetryable(
+      `rig ${rig.name} merges by pull request but has no GitHub repository (set forge.repository, e.g. \`gt rig add … --github-repo owner/name\`)`,
+      'ForgeNotConfigured',
+    );
   const token = process.env.GITHUB_TOKEN ?? process.env.GH_TOKEN;
-  if (!token) throw ApplicationFailure.nonRetryable('no GitHub token: set GITHUB_TOKEN in the environment of the worker', 'ForgeNotConfigured');
+  if (!token)
+    throw ApplicationFailure.nonRetryable(
+      'no GitHub token: set GITHUB_TOKEN in the environment of the worker',
+      'ForgeNotConfigured',
+    );
   const allowed = forgeTokenOrigins(process.env.GITHUB_API_URL);
   if ('error' in allowed) throw ApplicationFailure.nonRetryable(allowed.error, 'ForgeNotConfigured');
   const refusal = forgeTokenRefusal(settings.apiUrl, allowed.origins);
@@ -44,7 +62,12 @@ function forgeFor(rig: RigConfig): Forge {
     auth: token,
     baseUrl: settings.apiUrl.replace(/\/+$/, ''),
     userAgent: 'gastown-temporal',
-    log: { debug: () => undefined, info: () => undefined, warn: (m: string) => void log.warn(m), error: (m: string) => void log.warn(m) },
+    log: {
+      debug: () => undefined,
+      info: () => undefined,
+      warn: (m: string) => void log.warn(m),
+      error: (m: string) => void log.warn(m),
+    },
     request: { fetch: tokenFetch(allowed.origins, settings.requestTimeout) },
   });
   return { octokit, owner, repo, settings };
@@ -65,7 +88,11 @@ function tokenFetch(origins: readonly string[], timeoutMs: number) {
       const response = await fetch(url, { ...init, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
       const location = response.headers.get('location');
       if (response.status < 300 || response.status >= 400 || !location) return response;
-      if (hop >= MAX_REDIRECTS) throw ApplicationFailure.retryable(`GitHub redirected more than ${MAX_REDIRECTS} times from ${url}`, 'ForgeUnavailable');
+      if (hop >= MAX_REDIRECTS)
+        throw ApplicationFailure.retryable(
+          `GitHub redirected more than ${MAX_REDIRECTS} times from ${url}`,
+          'ForgeUnavailable',
+        );
       url = new URL(location, url).toString();
     }
   };
@@ -84,19 +111,31 @@ function asFailure(what: string, err: unknown): ApplicationFailure {
   // A refusal of tokenFetch, wrapped by Octokit as a 500: it stays the refusal (non-retryable, saying what to set).
   const cause = (err as { cause?: unknown }).cause;
   if (cause instanceof ApplicationFailure) return cause;
-  const e = err as { status?: number; message?: string; response?: { headers?: Record<string, string | number | undefined> } };
+  const e = err as {
+    status?: number;
+    message?: string;
+    response?: { headers?: Record<string, string | number | undefined> };
+  };
   const status = typeof e.status === 'number' ? e.status : undefined;
   const headers = e.response?.headers ?? {};
   const message = `GitHub ${what}: ${status ? `${status} ` : ''}${clip(e.message, 500)}`;
-  const rateLimited = status === 429 || (status === 403 && (String(headers['x-ratelimit-remaining']) === '0' || headers['retry-after'] !== undefined));
+  const rateLimited =
+    status === 429 ||
+    (status === 403 && (String(headers['x-ratelimit-remaining']) === '0' || headers['retry-after'] !== undefined));
   if (rateLimited) {
     const retryAfter = Number(headers['retry-after']);
     const reset = Number(headers['x-ratelimit-reset']);
     const waitMs = retryAfter > 0 ? retryAfter * 1000 : reset > 0 ? reset * 1000 - Date.now() : 60_000;
-    return ApplicationFailure.create({ message: `${message} (rate limited)`, type: 'ForgeRateLimited', nextRetryDelay: Math.min(Math.max(waitMs, 1000), MAX_RATE_LIMIT_WAIT_MS) });
+    return ApplicationFailure.create({
+      message: `${message} (rate limited)`,
+      type: 'ForgeRateLimited',
+      nextRetryDelay: Math.min(Math.max(waitMs, 1000), MAX_RATE_LIMIT_WAIT_MS),
+    });
   }
-  if (status === 401) return ApplicationFailure.nonRetryable(`${message} (check the worker's GITHUB_TOKEN)`, 'ForgeAuth');
-  if (status !== undefined && status >= 400 && status < 500) return ApplicationFailure.nonRetryable(message, 'ForgeRejected');
+  if (status === 401)
+    return ApplicationFailure.nonRetryable(`${message} (check the worker's GITHUB_TOKEN)`, 'ForgeAuth');
+  if (status !== undefined && status >= 400 && status < 500)
+    return ApplicationFailure.nonRetryable(message, 'ForgeRejected');
   // 5xx, timeouts, refused connections: GitHub is having a moment; retry with backoff.
   return ApplicationFailure.retryable(message, 'ForgeUnavailable');
 }
@@ -131,7 +170,18 @@ interface ThreadsAnswer {
   repository: {
     pullRequest: {
       reviewThreads: {
-        nodes: { isResolved: boolean; isOutdated: boolean; comments: { nodes: { body: string; path?: string; author?: { login: string } | null; originalCommit?: { oid: string } | null }[] } }[];
+        nodes: {
+          isResolved: boolean;
+          isOutdated: boolean;
+          comments: {
+            nodes: {
+              body: string;
+              path?: string;
+              author?: { login: string } | null;
+              originalCommit?: { oid: string } | null;
+            }[];
+          };
+        }[];
       };
     } | null;
   } | null;
@@ -143,12 +193,19 @@ async function snapshot(f: Forge, number: number): Promise<PullRequestSnapshot> 
   const [reviews, checkRuns, statuses, threads] = await Promise.all([
     call('list reviews', () => octokit.pulls.listReviews({ owner, repo, pull_number: number, per_page: 100 })),
     call('list check runs', () => octokit.checks.listForRef({ owner, repo, ref: pr.head.sha, per_page: 100 })),
-    call('get commit status', () => octokit.repos.getCombinedStatusForRef({ owner, repo, ref: pr.head.sha, per_page: 100 })),
+    call('get commit status', () =>
+      octokit.repos.getCombinedStatusForRef({ owner, repo, ref: pr.head.sha, per_page: 100 }),
+    ),
     call('list review threads', () => octokit.graphql<ThreadsAnswer>(THREADS_QUERY, { owner, name: repo, number })),
   ]);
   const checkState = (status: string, conclusion: string | null): CheckState =>
-    status !== 'completed' ? 'pending' : ['success', 'neutral', 'skipped'].includes(conclusion ?? '') ? 'success' : 'failure';
-  const statusState = (s: string): CheckState => (s === 'success' ? 'success' : s === 'pending' ? 'pending' : 'failure');
+    status !== 'completed'
+      ? 'pending'
+      : ['success', 'neutral', 'skipped'].includes(conclusion ?? '')
+        ? 'success'
+        : 'failure';
+  const statusState = (s: string): CheckState =>
+    s === 'success' ? 'success' : s === 'pending' ? 'pending' : 'failure';
   return boundSnapshot({
     number,
     url: pr.html_url,
@@ -157,15 +214,33 @@ async function snapshot(f: Forge, number: number): Promise<PullRequestSnapshot> 
     mergeCommitSha: pr.merged ? (pr.merge_commit_sha ?? undefined) : undefined,
     headSha: pr.head.sha,
     mergeable: pr.mergeable,
-    reviews: reviews.data.map((r) => ({ author: r.user?.login ?? 'unknown', state: r.state, body: clip(r.body), commitId: r.commit_id ?? undefined })),
+    reviews: reviews.data.map((r) => ({
+      author: r.user?.login ?? 'unknown',
+      state: r.state,
+      body: clip(r.body),
+      commitId: r.commit_id ?? undefined,
+    })),
     threads: (threads.repository?.pullRequest?.reviewThreads.nodes ?? []).map((t) => ({
       resolved: t.isResolved,
       outdated: t.isOutdated,
-      comments: t.comments.nodes.map((c) => ({ author: c.author?.login ?? 'unknown', body: clip(c.body), path: c.path, commitId: c.originalCommit?.oid })),
+      comments: t.comments.nodes.map((c) => ({
+        author: c.author?.login ?? 'unknown',
+        body: clip(c.body),
+        path: c.path,
+        commitId: c.originalCommit?.oid,
+      })),
     })),
     checks: [
-      ...checkRuns.data.check_runs.map((c) => ({ name: c.name, state: checkState(c.status, c.conclusion), detail: clip([c.output?.title, c.output?.summary].filter(Boolean).join(': ')) })),
-      ...statuses.data.statuses.map((s) => ({ name: s.context, state: statusState(s.state), detail: clip(s.description) })),
+      ...checkRuns.data.check_runs.map((c) => ({
+        name: c.name,
+        state: checkState(c.status, c.conclusion),
+        detail: clip([c.output?.title, c.output?.summary].filter(Boolean).join(': ')),
+      })),
+      ...statuses.data.statuses.map((s) => ({
+        name: s.context,
+        state: statusState(s.state),
+        detail: clip(s.description),
+      })),
     ],
   });
 }
@@ -177,7 +252,9 @@ export const forgeActivities = {
     const f = forgeFor(rig);
     const { octokit, owner, repo } = f;
     const find = async () => {
-      const { data } = await call('list pull requests', () => octokit.pulls.list({ owner, repo, head: `${owner}:${ticket.branch}`, state: 'all', per_page: 100 }));
+      const { data } = await call('list pull requests', () =>
+        octokit.pulls.list({ owner, repo, head: `${owner}:${ticket.branch}`, state: 'all', per_page: 100 }),
+      );
       return data;
     };
     const existing = await find();
@@ -192,7 +269,10 @@ export const forgeActivities = {
         head: ticket.branch,
         base: ticket.targetBranch,
         title: clip(ticket.title, 250),
-        body: clip(`Opened by the Gas Town refinery for bead \`${ticket.beadId}\` (merge request \`${ticket.mrId}\`, head ${ticket.headSha}).\n\nReview comments and failing checks go back to the bead's agent as rework on this branch.`, MAX_TEXT),
+        body: clip(
+          `Opened by the Gas Town refinery for bead \`${ticket.beadId}\` (merge request \`${ticket.mrId}\`, head ${ticket.headSha}).\n\nReview comments and failing checks go back to the bead's agent as rework on this branch.`,
+          MAX_TEXT,
+        ),
       });
       log.info('pull request opened', { mrId: ticket.mrId, number: data.number, url: data.html_url });
       return { kind: 'open', pr: { number: data.number, url: data.html_url, created: true } };
@@ -217,7 +297,8 @@ export const forgeActivities = {
     const f = forgeFor(rig);
     const verdict = assessPullRequest(await snapshot(f, number), headSha);
     if (verdict.kind === 'merged') return { merged: true, commit: verdict.commit };
-    if (verdict.kind !== 'ready') return { merged: false, reason: verdict.kind === 'waiting' ? verdict.reason : verdict.kind };
+    if (verdict.kind !== 'ready')
+      return { merged: false, reason: verdict.kind === 'waiting' ? verdict.reason : verdict.kind };
     try {
       const { data } = await f.octokit.pulls.merge({
         owner: f.owner,

@@ -28,9 +28,17 @@ const POLL_MS = 200;
 const STOP_GRACE_MS = 2_000;
 
 /** What the gates of one candidate share (tree, mounts, env, their own directory); each gate has its run directory. */
-export type GateLaunch = Omit<AgentLaunch, 'command' | 'runId' | 'role' | 'runDir'> & { runDir: (runId: string) => string };
+export type GateLaunch = Omit<AgentLaunch, 'command' | 'runId' | 'role' | 'runDir'> & {
+  runDir: (runId: string) => string;
+};
 
-export async function runGate(driver: AgentRuntimeDriver, gate: string, runId: string, base: GateLaunch, timeoutMs: number): Promise<GateResult> {
+export async function runGate(
+  driver: AgentRuntimeDriver,
+  gate: string,
+  runId: string,
+  base: GateLaunch,
+  timeoutMs: number,
+): Promise<GateResult> {
   const started = Date.now();
   const runDir = base.runDir(runId);
   const launch: AgentLaunch = { ...base, command: gate, runId, role: 'gate', runDir };
@@ -58,11 +66,21 @@ export async function runGate(driver: AgentRuntimeDriver, gate: string, runId: s
     }
     // A cancelled merge (worker shutting down, section abandoned) must not leave its gate running beside the retry.
     if (status.state !== 'exited') await driver.stop(handle, STOP_GRACE_MS);
-    const log = await driver.logs(handle, runDir, TAIL_BYTES).catch((err: unknown) => `(log unavailable: ${String(err)})`);
+    const log = await driver
+      .logs(handle, runDir, TAIL_BYTES)
+      .catch((err: unknown) => `(log unavailable: ${String(err)})`);
     // The tail becomes feedback in prompts and `gt bead status`: what the gate printed is agent code's output.
     const tail = printableText(log);
     const exitCode = status.state === 'exited' ? status.exitCode : null;
-    return { gate, ok: exitCode === 0 && !timedOut, exitCode, timedOut, durationMs: Date.now() - started, logPath: join(runDir, OUTPUT_LOG), tail };
+    return {
+      gate,
+      ok: exitCode === 0 && !timedOut,
+      exitCode,
+      timedOut,
+      durationMs: Date.now() - started,
+      logPath: join(runDir, OUTPUT_LOG),
+      tail,
+    };
   } finally {
     clearInterval(beat);
     await driver.remove?.(handle).catch(() => undefined);
@@ -73,7 +91,13 @@ export async function runGate(driver: AgentRuntimeDriver, gate: string, runId: s
  * Runs gates in order and stops at the first failure. `key` makes the gate runs of one activity attempt unique:
  * a retried merge builds a new candidate and must run its gates anew, never adopt an earlier (killed) run.
  */
-export async function runGates(driver: AgentRuntimeDriver, gates: string[], key: string, base: GateLaunch, timeoutMs: number): Promise<GateResult[]> {
+export async function runGates(
+  driver: AgentRuntimeDriver,
+  gates: string[],
+  key: string,
+  base: GateLaunch,
+  timeoutMs: number,
+): Promise<GateResult[]> {
   const results: GateResult[] = [];
   for (const [i, gate] of gates.entries()) {
     const result = await runGate(driver, gate, `${key}-g${i + 1}`, base, timeoutMs);

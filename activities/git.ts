@@ -96,10 +96,17 @@ export function gitStatus(
 }
 
 /** Runs git and returns its stdout; a non-zero exit is an error naming the command and git's message. */
-export async function git(repo: Repo | string, args: string[], options: { env?: Record<string, string>; input?: string } = {}): Promise<string> {
+export async function git(
+  repo: Repo | string,
+  args: string[],
+  options: { env?: Record<string, string>; input?: string } = {},
+): Promise<string> {
   const { ok, stdout, stderr } = await gitStatus(repo, args, options);
   const r = asRepo(repo);
-  if (!ok) throw new Error(`git ${args.slice(0, 2).join(' ')} failed in ${r.workTree ?? r.gitDir}: ${(stderr.trim() || stdout.trim()).slice(0, 2000) || 'no output'}`);
+  if (!ok)
+    throw new Error(
+      `git ${args.slice(0, 2).join(' ')} failed in ${r.workTree ?? r.gitDir}: ${(stderr.trim() || stdout.trim()).slice(0, 2000) || 'no output'}`,
+    );
   return stdout;
 }
 
@@ -134,7 +141,12 @@ export async function remoteBranchSha(mirror: string, branch: string): Promise<s
  * may have rewritten anything in the old one, its `.git` file included. The git dir is read once, right after git
  * wrote it, and named explicitly from then on.
  */
-export async function createCandidateTree(mirror: string, path: string, branch: string, startPoint: string): Promise<Repo> {
+export async function createCandidateTree(
+  mirror: string,
+  path: string,
+  branch: string,
+  startPoint: string,
+): Promise<Repo> {
   return withLock(mirror, async () => {
     rmSync(path, { recursive: true, force: true });
     await git(mirror, ['worktree', 'prune']);
@@ -160,7 +172,11 @@ export async function removeCandidateTree(mirror: string, path: string): Promise
  * `origin` with every `origin/*` branch, so an agent can fetch the latest target from it, but it cannot write the
  * mirror, another run's repository or the rig's repository: there is nothing to push with.
  */
-export async function createRunRepo(mirror: string, workTree: string, checkout: { sha: string; branch?: string }): Promise<void> {
+export async function createRunRepo(
+  mirror: string,
+  workTree: string,
+  checkout: { sha: string; branch?: string },
+): Promise<void> {
   rmSync(workTree, { recursive: true, force: true });
   mkdirSync(workTree, { recursive: true });
   const repo = { gitDir: join(workTree, '.git'), workTree };
@@ -191,7 +207,8 @@ function readAgentFile(root: string, parts: string[], maxBytes: number): string 
     const st = lstatSync(path, { throwIfNoEntry: false });
     if (!st) return undefined;
     const last = i === parts.length - 1;
-    if (last ? !st.isFile() : !st.isDirectory()) throw new RunRepoRejected(`${path} is not a regular ${last ? 'file' : 'directory'}`);
+    if (last ? !st.isFile() : !st.isDirectory())
+      throw new RunRepoRejected(`${path} is not a regular ${last ? 'file' : 'directory'}`);
     if (last && st.size > maxBytes) throw new RunRepoRejected(`${path} is larger than ${maxBytes} bytes`);
   }
   return readFileSync(path, 'utf8');
@@ -221,15 +238,20 @@ function checkObjectStore(objects: string, mirror: string): void {
     for (const entry of readdirSync(dir, { withFileTypes: true })) {
       const p = join(dir, entry.name);
       if (entry.isDirectory()) walk(p);
-      else if (!entry.isFile()) throw new RunRepoRejected(`the run's object store holds ${p}, which is not a regular file`);
+      else if (!entry.isFile())
+        throw new RunRepoRejected(`the run's object store holds ${p}, which is not a regular file`);
     }
   };
   const top = lstatSync(objects, { throwIfNoEntry: false });
   if (!top?.isDirectory()) throw new RunRepoRejected(`the run's repository has no object directory at ${objects}`);
   walk(objects);
   const alternates = (readAgentFile(objects, ['info', 'alternates'], 4096) ?? '').split('\n').filter(Boolean);
-  if (alternates.some((a) => a !== join(mirror, 'objects'))) throw new RunRepoRejected(`the run's repository borrows objects from elsewhere than the rig mirror (${alternates.join(', ')})`);
-  if (existsSync(join(objects, 'info', 'http-alternates'))) throw new RunRepoRejected("the run's repository names http alternates");
+  if (alternates.some((a) => a !== join(mirror, 'objects')))
+    throw new RunRepoRejected(
+      `the run's repository borrows objects from elsewhere than the rig mirror (${alternates.join(', ')})`,
+    );
+  if (existsSync(join(objects, 'info', 'http-alternates')))
+    throw new RunRepoRejected("the run's repository names http alternates");
 }
 
 export interface ImportedBranch {
@@ -254,7 +276,8 @@ export async function importRunBranch(options: {
 }): Promise<ImportedBranch> {
   const { mirror, workTree, branch } = options;
   const gitDir = join(workTree, '.git');
-  if (!lstatSync(gitDir, { throwIfNoEntry: false })?.isDirectory()) throw new RunRepoRejected(`${gitDir} is not the run's repository any more`);
+  if (!lstatSync(gitDir, { throwIfNoEntry: false })?.isDirectory())
+    throw new RunRepoRejected(`${gitDir} is not the run's repository any more`);
   checkObjectStore(join(gitDir, 'objects'), mirror);
   const targetSha = await remoteBranchSha(mirror, options.targetBranch);
   if (!targetSha) throw new Error(`target branch '${options.targetBranch}' is missing from the mirror`);
@@ -263,16 +286,31 @@ export async function importRunBranch(options: {
   mkdirSync(options.quarantine, { recursive: true });
   const q = { gitDir: options.quarantine };
   await git(q, ['init', '--bare', '--quiet']);
-  writeFileSync(join(q.gitDir, 'objects', 'info', 'alternates'), `${join(gitDir, 'objects')}\n${join(mirror, 'objects')}\n`);
+  writeFileSync(
+    join(q.gitDir, 'objects', 'info', 'alternates'),
+    `${join(gitDir, 'objects')}\n${join(mirror, 'objects')}\n`,
+  );
   try {
     const tip = readBranchTip(gitDir, branch) ?? options.baseSha ?? targetSha;
-    if (!(await gitStatus(q, ['cat-file', '-e', `${tip}^{commit}`])).ok) throw new RunRepoRejected(`${branch} names ${tip}, which is not a commit of the run's repository`);
+    if (!(await gitStatus(q, ['cat-file', '-e', `${tip}^{commit}`])).ok)
+      throw new RunRepoRejected(`${branch} names ${tip}, which is not a commit of the run's repository`);
     if (options.baseSha && !(await gitStatus(q, ['merge-base', '--is-ancestor', options.baseSha, tip])).ok) {
-      throw new RunRepoRejected(`${branch} (${tip}) does not build on the run's starting commit ${options.baseSha}; commit on top of it (merging ${options.targetBranch} in is fine)`);
+      throw new RunRepoRejected(
+        `${branch} (${tip}) does not build on the run's starting commit ${options.baseSha}; commit on top of it (merging ${options.targetBranch} in is fine)`,
+      );
     }
     // Every object the branch adds must be there: a missing one would only surface in the mirror or the remote.
-    const connectivity = await gitStatus(q, ['rev-list', '--objects', '--missing=error', tip, '--not', targetSha, ...(options.baseSha ? [options.baseSha] : [])]);
-    if (!connectivity.ok) throw new RunRepoRejected(`${branch} is missing objects: ${connectivity.stderr.trim().slice(0, 500)}`);
+    const connectivity = await gitStatus(q, [
+      'rev-list',
+      '--objects',
+      '--missing=error',
+      tip,
+      '--not',
+      targetSha,
+      ...(options.baseSha ? [options.baseSha] : []),
+    ]);
+    if (!connectivity.ok)
+      throw new RunRepoRejected(`${branch} is missing objects: ${connectivity.stderr.trim().slice(0, 500)}`);
     const commitsAhead = Number((await git(q, ['rev-list', '--count', tip, '--not', targetSha])).trim());
     if (commitsAhead === 0) {
       // A fresh index in the quarantine, compared with the agent's files (read as data; attributes name no driver here).
@@ -296,8 +334,20 @@ export async function importRunBranch(options: {
 export const mergeTrailer = (mrId: string, headSha: string) => `Gt-Merge-Request: ${mrId}@${headSha}`;
 
 /** Finds the commit on `origin/<target>` that already merged this MR at this head, if any. */
-export async function findMergedCommit(mirror: string, target: string, mrId: string, headSha: string): Promise<string | null> {
-  const out = await git(mirror, ['log', '-1', '--format=%H', '--fixed-strings', `--grep=${mergeTrailer(mrId, headSha)}`, `refs/remotes/origin/${target}`]);
+export async function findMergedCommit(
+  mirror: string,
+  target: string,
+  mrId: string,
+  headSha: string,
+): Promise<string | null> {
+  const out = await git(mirror, [
+    'log',
+    '-1',
+    '--format=%H',
+    '--fixed-strings',
+    `--grep=${mergeTrailer(mrId, headSha)}`,
+    `refs/remotes/origin/${target}`,
+  ]);
   return out.trim() || null;
 }
 

@@ -11,7 +11,13 @@ import { createReviewRunActivities } from './review-runs';
 import { createTownActivities, type TownDeps } from './town';
 
 export function createTownQueueActivities(deps: TownDeps & MergeDeps) {
-  return { ...createTownActivities(deps), ...createConvoyActivities(deps), ...createDispatchActivities(deps), ...createMergeActivities(deps), ...forgeActivities };
+  return {
+    ...createTownActivities(deps),
+    ...createConvoyActivities(deps),
+    ...createDispatchActivities(deps),
+    ...createMergeActivities(deps),
+    ...forgeActivities,
+  };
 }
 
 export function createHostQueueActivities(deps: HostDeps) {

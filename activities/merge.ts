@@ -16,7 +16,18 @@ import type { AgentRuntimeDriver } from '../agents/runtime';
 import { paths } from '../host/home';
 import { type GateLaunch, runGates } from './gates';
 import { runEnv } from './agent-env';
-import { createCandidateTree, findMergedCommit, git, gitStatus, mergeTrailer, remoteBranchSha, removeCandidateTree, type Repo, syncMirror, withLock } from './git';
+import {
+  createCandidateTree,
+  findMergedCommit,
+  git,
+  gitStatus,
+  mergeTrailer,
+  remoteBranchSha,
+  removeCandidateTree,
+  type Repo,
+  syncMirror,
+  withLock,
+} from './git';
 import { parseActivityInput } from './validation';
 
 const MAX_CAS_ROUNDS = 5;
@@ -29,7 +40,10 @@ export const MergeCandidatesInput = z
     /** `merge` lands the gated candidate; `verify` (PR strategy) only builds and gates it. */
     mode: z.enum(['merge', 'verify']).default('merge'),
   })
-  .refine((i) => i.tickets.every((t) => t.targetBranch === i.tickets[0]!.targetBranch), 'all tickets of a candidate must share one target branch');
+  .refine(
+    (i) => i.tickets.every((t) => t.targetBranch === i.tickets[0]!.targetBranch),
+    'all tickets of a candidate must share one target branch',
+  );
 export type MergeCandidatesInput = z.input<typeof MergeCandidatesInput>;
 
 type Ticket = MergeTicket;
@@ -55,7 +69,10 @@ async function gateRuntime(deps: MergeDeps, rig: RigConfig): Promise<AgentRuntim
   const available = driver ? await driver.available() : { ok: false as const, reason: 'not configured' };
   if (!driver || !available.ok) {
     // Retryable: another host of the town may have it (and this one may get it back); the section waits, bounded.
-    throw ApplicationFailure.retryable(`gates of rig ${rig.name} need runtime '${rig.runtime}', unavailable here: ${available.ok ? '' : available.reason}`, 'RuntimeUnavailable');
+    throw ApplicationFailure.retryable(
+      `gates of rig ${rig.name} need runtime '${rig.runtime}', unavailable here: ${available.ok ? '' : available.reason}`,
+      'RuntimeUnavailable',
+    );
   }
   return driver;
 }
@@ -83,11 +100,22 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       }
       if (todo.length === 0) {
         log.info('candidate already merged; reporting the earlier merge', { ...ctx, landed });
-        return { kind: 'merged', commit: landed[landed.length - 1]!.commit, merged: landed, gateRuns, alreadyMerged: true };
+        return {
+          kind: 'merged',
+          commit: landed[landed.length - 1]!.commit,
+          merged: landed,
+          gateRuns,
+          alreadyMerged: true,
+        };
       }
 
       const targetSha = await remoteBranchSha(mirror, target);
-      if (!targetSha) return excluded(todo[0]!, { kind: 'rejected', feedback: `target branch '${target}' does not exist in ${rig.repo}` }, gateRuns);
+      if (!targetSha)
+        return excluded(
+          todo[0]!,
+          { kind: 'rejected', feedback: `target branch '${target}' does not exist in ${rig.repo}` },
+          gateRuns,
+        );
       for (const t of todo) {
         const unusable = await checkHead(mirror, t, targetSha);
         if (unusable) return excluded(t, unusable, gateRuns);
@@ -104,14 +132,22 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
 
       if (rig.gates.length) gateRuns++;
       const gateKey = `gate-${fsSafe(lead.mrId)}-${candidateSha.slice(0, 12)}-a${attempt}r${casRound}`;
-      const gateResults = rig.gates.length ? await runGates(await gateRuntime(deps, rig), rig.gates, gateKey, gateLaunch(deps, rig, candidateDir, gateKey, {
-        GT_MR_ID: lead.mrId,
-        GT_MR_IDS: todo.map((t) => t.mrId).join(' '),
-        GT_BEAD_ID: lead.beadId,
-        GT_BEAD_IDS: todo.map((t) => t.beadId).join(' '),
-        GT_TARGET_BRANCH: target,
-        GT_CANDIDATE_SHA: candidateSha,
-      }), rig.gateTimeout) : [];
+      const gateResults = rig.gates.length
+        ? await runGates(
+            await gateRuntime(deps, rig),
+            rig.gates,
+            gateKey,
+            gateLaunch(deps, rig, candidateDir, gateKey, {
+              GT_MR_ID: lead.mrId,
+              GT_MR_IDS: todo.map((t) => t.mrId).join(' '),
+              GT_BEAD_ID: lead.beadId,
+              GT_BEAD_IDS: todo.map((t) => t.beadId).join(' '),
+              GT_TARGET_BRANCH: target,
+              GT_CANDIDATE_SHA: candidateSha,
+            }),
+            rig.gateTimeout,
+          )
+        : [];
       stopIfCancelled();
       const failed = gateResults.find((g) => !g.ok);
       if (failed) {
@@ -135,21 +171,39 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       // beside it would fail to lock that ref. That move is also why a landed push needs no fetch afterwards.
       // From the mirror, never from the candidate's tree: a gate could have rewritten anything there.
       const push = await withLock(mirror, () =>
-        gitStatus(mirror, ['push', 'origin', `${candidateSha}:refs/heads/${target}`, `--force-with-lease=refs/heads/${target}:${targetSha}`]),
+        gitStatus(mirror, [
+          'push',
+          'origin',
+          `${candidateSha}:refs/heads/${target}`,
+          `--force-with-lease=refs/heads/${target}:${targetSha}`,
+        ]),
       );
       if (push.ok) {
         log.info('merged', { ...ctx, commit: candidateSha, target, gateRuns });
-        return { kind: 'merged', commit: candidateSha, merged: [...landed, ...commits], gateRuns, alreadyMerged: false };
+        return {
+          kind: 'merged',
+          commit: candidateSha,
+          merged: [...landed, ...commits],
+          gateRuns,
+          alreadyMerged: false,
+        };
       }
       const refusal = pushRefusal(push.stderr);
       if (refusal === 'refused') {
-        throw ApplicationFailure.nonRetryable(`${rig.repo} refused the push of ${target}: ${push.stderr.trim().slice(0, 1000)}`, 'PushRefused');
+        throw ApplicationFailure.nonRetryable(
+          `${rig.repo} refused the push of ${target}: ${push.stderr.trim().slice(0, 1000)}`,
+          'PushRefused',
+        );
       }
-      if (refusal === 'failed') throw new Error(`pushing ${target} to ${rig.repo} failed: ${push.stderr.trim().slice(0, 1000)}`);
+      if (refusal === 'failed')
+        throw new Error(`pushing ${target} to ${rig.repo} failed: ${push.stderr.trim().slice(0, 1000)}`);
       log.warn('target moved while gating; rebuilding on the new target', { ...ctx, error: push.stderr.trim() });
       await syncMirror(rig.name, rig.repo, deps.gtHome);
     }
-    throw ApplicationFailure.retryable(`target ${target} kept moving during ${MAX_CAS_ROUNDS} merge attempts`, 'TargetKeptMoving');
+    throw ApplicationFailure.retryable(
+      `target ${target} kept moving during ${MAX_CAS_ROUNDS} merge attempts`,
+      'TargetKeptMoving',
+    );
   } finally {
     if (existsSync(candidateDir)) await removeCandidateTree(mirror, candidateDir);
   }
@@ -162,18 +216,32 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
  */
 export function pushRefusal(stderr: string): 'moved' | 'refused' | 'failed' {
   if (/\((stale info|fetch first|non-fast-forward)\)/.test(stderr)) return 'moved';
-  if (/\[remote rejected\]|refusing to update|declined|denied|protected branch|permission/i.test(stderr)) return 'refused';
+  if (/\[remote rejected\]|refusing to update|declined|denied|protected branch|permission/i.test(stderr))
+    return 'refused';
   return 'failed';
 }
 
-const excluded = (t: Ticket, outcome: MergeOutcome, gateRuns: number): CandidateResult => ({ kind: 'excluded', mrId: t.mrId, outcome, gateRuns });
+const excluded = (t: Ticket, outcome: MergeOutcome, gateRuns: number): CandidateResult => ({
+  kind: 'excluded',
+  mrId: t.mrId,
+  outcome,
+  gateRuns,
+});
 
 /** Why an MR's head cannot be merged at all, if it cannot. */
 async function checkHead(mirror: string, t: Ticket, targetSha: string): Promise<MergeOutcome | undefined> {
   const hasHead = (await gitStatus(mirror, ['cat-file', '-e', `${t.headSha}^{commit}`])).ok;
-  if (!hasHead) return { kind: 'rejected', feedback: `commit ${t.headSha} of ${t.branch} is not in the repository (was the branch pushed?)` };
+  if (!hasHead)
+    return {
+      kind: 'rejected',
+      feedback: `commit ${t.headSha} of ${t.branch} is not in the repository (was the branch pushed?)`,
+    };
   const isAncestor = (await gitStatus(mirror, ['merge-base', '--is-ancestor', t.headSha, targetSha])).ok;
-  if (isAncestor) return { kind: 'rejected', feedback: `branch ${t.branch} has no changes that are not already on ${t.targetBranch}` };
+  if (isAncestor)
+    return {
+      kind: 'rejected',
+      feedback: `branch ${t.branch} has no changes that are not already on ${t.targetBranch}`,
+    };
   return undefined;
 }
 
@@ -184,14 +252,20 @@ async function checkHead(mirror: string, t: Ticket, targetSha: string): Promise<
 function stopIfCancelled(): void {
   const signal = Context.current().cancellationSignal;
   if (!signal.aborted) return;
-  if (cancellationDetails()?.workerShutdown) throw ApplicationFailure.retryable('merge interrupted: the worker is shutting down', 'WorkerShutdown');
+  if (cancellationDetails()?.workerShutdown)
+    throw ApplicationFailure.retryable('merge interrupted: the worker is shutting down', 'WorkerShutdown');
   throw new CancelledFailure('merge section cancelled');
 }
 
 type Built = { kind: 'built'; sha: string } | Extract<MergeOutcome, { kind: 'conflict' }>;
 
 /** Applies one MR on top of the candidate's HEAD; a conflict is aborted, leaving nothing half-merged. */
-async function applyTicket(dir: Repo, strategy: RigConfig['mergeStrategy'], ticket: Ticket, targetSha: string): Promise<Built> {
+async function applyTicket(
+  dir: Repo,
+  strategy: RigConfig['mergeStrategy'],
+  ticket: Ticket,
+  targetSha: string,
+): Promise<Built> {
   const before = (await git(dir, ['rev-parse', 'HEAD'])).trim();
   const message = `${ticket.title} (${ticket.beadId})\n\nMerge ${ticket.branch} into ${ticket.targetBranch}.\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`;
   const conflict = async (): Promise<Built> => {
@@ -209,18 +283,33 @@ async function applyTicket(dir: Repo, strategy: RigConfig['mergeStrategy'], tick
     await git(dir, ['commit', '--allow-empty', '-m', message]);
   } else {
     const base = (await git(dir, ['merge-base', targetSha, ticket.headSha])).trim();
-    const commits = (await git(dir, ['rev-list', '--reverse', '--no-merges', `${base}..${ticket.headSha}`])).split('\n').filter(Boolean);
+    const commits = (await git(dir, ['rev-list', '--reverse', '--no-merges', `${base}..${ticket.headSha}`]))
+      .split('\n')
+      .filter(Boolean);
     for (const c of commits) {
-      if (!(await gitStatus(dir, ['cherry-pick', '--allow-empty', '--keep-redundant-commits', c])).ok) return conflict();
+      if (!(await gitStatus(dir, ['cherry-pick', '--allow-empty', '--keep-redundant-commits', c])).ok)
+        return conflict();
     }
     const last = (await git(dir, ['log', '-1', '--format=%B'])).trim();
-    await git(dir, ['commit', '--amend', '--allow-empty', '-m', `${last}\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`]);
+    await git(dir, [
+      'commit',
+      '--amend',
+      '--allow-empty',
+      '-m',
+      `${last}\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`,
+    ]);
   }
   return { kind: 'built', sha: (await git(dir, ['rev-parse', 'HEAD'])).trim() };
 }
 
 /** A gate's launch: the candidate's tree, the mirror its `.git` points into (read-only), allow-listed env, rig limits. */
-function gateLaunch(deps: MergeDeps, rig: RigConfig, candidateDir: string, key: string, gt: Record<string, string>): GateLaunch {
+function gateLaunch(
+  deps: MergeDeps,
+  rig: RigConfig,
+  candidateDir: string,
+  key: string,
+  gt: Record<string, string>,
+): GateLaunch {
   const agentDir = paths.agentDir(key, deps.gtHome);
   return {
     beadId: gt.GT_BEAD_ID!,
@@ -231,6 +320,13 @@ function gateLaunch(deps: MergeDeps, rig: RigConfig, candidateDir: string, key: 
     mounts: [{ path: paths.mirror(rig.name, deps.gtHome), writable: false }],
     image: rig.image,
     limits: rig.limits,
-    env: runEnv({ runtime: rig.runtime, rig, hostEnv: deps.hostEnv ?? process.env, agentDir, gtBinDir: deps.gtBinDir, gt }),
+    env: runEnv({
+      runtime: rig.runtime,
+      rig,
+      hostEnv: deps.hostEnv ?? process.env,
+      agentDir,
+      gtBinDir: deps.gtBinDir,
+      gt,
+    }),
   };
 }

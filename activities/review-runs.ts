@@ -38,7 +38,8 @@ export interface PreparedReview {
 }
 
 /** A '.' never occurs in a bead id, so review worktrees can never collide with a polecat's. */
-const reviewWorktree = (rig: string, runId: string, home: string) => paths.worktree(rig, `${fsSafe(runId)}.review`, home);
+const reviewWorktree = (rig: string, runId: string, home: string) =>
+  paths.worktree(rig, `${fsSafe(runId)}.review`, home);
 
 export function createReviewRunActivities(deps: HostDeps) {
   return {
@@ -46,7 +47,10 @@ export function createReviewRunActivities(deps: HostDeps) {
       const input = parseActivityInput(PrepareReviewInput, raw);
       const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
       if (!(await gitStatus(mirror, ['cat-file', '-e', `${input.headSha}^{commit}`])).ok) {
-        throw ApplicationFailure.nonRetryable(`commit ${input.headSha} of ${input.branch} is not in ${input.rig.repo}`, 'HeadMissing');
+        throw ApplicationFailure.nonRetryable(
+          `commit ${input.headSha} of ${input.branch} is not in ${input.rig.repo}`,
+          'HeadMissing',
+        );
       }
       const worktree = reviewWorktree(input.rig.name, input.runId, deps.gtHome);
       // A repository of the reviewer's own, detached at the head: it reads what would be merged and moves nothing.

@@ -67,7 +67,11 @@ export function createTownActivities(deps: TownDeps) {
           memo: { severity: input.severity, reason: input.reason.slice(0, 500) },
           staticSummary: `${input.severity} escalation (${input.source}): ${input.reason.slice(0, 120)}`,
         });
-        countTownEvent(metricMeter, 'escalations', { rig: input.rig ?? '', severity: input.severity, source: input.source });
+        countTownEvent(metricMeter, 'escalations', {
+          rig: input.rig ?? '',
+          severity: input.severity,
+          source: input.source,
+        });
         return { escalationId: input.id, created: true };
       } catch (err) {
         if (err instanceof WorkflowExecutionAlreadyStartedError) return { escalationId: input.id, created: false };

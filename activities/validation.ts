@@ -5,6 +5,7 @@ import { describeZodError } from '../domain/validation';
 /** Bad activity input is a bug or a tampered payload: fail without retrying, saying what was wrong. */
 export function parseActivityInput<S extends z.ZodType>(schema: S, value: unknown): z.output<S> {
   const parsed = schema.safeParse(value);
-  if (!parsed.success) throw ApplicationFailure.nonRetryable(`invalid activity input: ${describeZodError(parsed.error)}`, 'InvalidInput');
+  if (!parsed.success)
+    throw ApplicationFailure.nonRetryable(`invalid activity input: ${describeZodError(parsed.error)}`, 'InvalidInput');
   return parsed.data;
 }

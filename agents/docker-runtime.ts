@@ -26,7 +26,14 @@ import Docker from 'dockerode';
 import { DEFAULT_AGENT_IMAGE } from '../domain/rig';
 import { DEFAULT_DOCKER_SOCKET, engineProblem, imageBuildHint, imageId } from '../provisioning/docker';
 import { processTag, readTail } from './process-runtime';
-import { OUTPUT_LOG, type AgentHandle, type AgentLaunch, type AgentRuntimeDriver, type AgentStatus, type ExitHint } from './runtime';
+import {
+  OUTPUT_LOG,
+  type AgentHandle,
+  type AgentLaunch,
+  type AgentRuntimeDriver,
+  type AgentStatus,
+  type ExitHint,
+} from './runtime';
 
 export { DEFAULT_DOCKER_SOCKET };
 export const LABELS = { run: 'gt.run-id', bead: 'gt.bead-id', role: 'gt.role', runDir: 'gt.run-dir' } as const;
@@ -50,7 +57,8 @@ const refuse = (message: string) => Object.assign(new Error(message), { nonRetry
 
 /** Splits Docker's multiplexed log stream (8-byte frame headers when the container has no TTY) into its frames. */
 export function demuxFrames(buf: Buffer): Buffer[] {
-  if (buf.length < 8 || ![0, 1, 2].includes(buf[0]!) || buf[1] !== 0 || buf[2] !== 0 || buf[3] !== 0) return buf.length ? [buf] : [];
+  if (buf.length < 8 || ![0, 1, 2].includes(buf[0]!) || buf[1] !== 0 || buf[2] !== 0 || buf[3] !== 0)
+    return buf.length ? [buf] : [];
   const frames: Buffer[] = [];
   let at = 0;
   while (at + 8 <= buf.length) {
@@ -96,7 +104,8 @@ export class DockerRuntime implements AgentRuntimeDriver {
     const problem = await engineProblem(this.docker, 5_000);
     if (problem) return { ok: false, reason: `no Docker Engine at ${this.socketPath} (${problem})` };
     try {
-      if (!(await this.hasImage())) return { ok: false, reason: `image ${this.image} is missing: ${imageBuildHint(this.image)}` };
+      if (!(await this.hasImage()))
+        return { ok: false, reason: `image ${this.image} is missing: ${imageBuildHint(this.image)}` };
     } catch (err) {
       return { ok: false, reason: `cannot inspect image ${this.image}: ${(err as Error).message}` };
     }
@@ -140,11 +149,16 @@ export class DockerRuntime implements AgentRuntimeDriver {
       info = await this.docker.getContainer(handle.ref).inspect();
     } catch (err) {
       // A container that cannot be found is not a confirmed exit (it may be an engine hiccup): keep asking.
-      return { state: 'unknown', detail: statusOf(err) === 404 ? `container ${handle.ref} not found` : `inspect failed: ${(err as Error).message}` };
+      return {
+        state: 'unknown',
+        detail:
+          statusOf(err) === 404 ? `container ${handle.ref} not found` : `inspect failed: ${(err as Error).message}`,
+      };
     }
     // Copied before an exit is reported, so whoever reads the output after the exit reads all of it.
     await this.syncOutput(handle, runDir).catch(() => undefined);
-    if (info.State.Status === 'exited' || info.State.Status === 'dead') return { state: 'exited', exitCode: info.State.ExitCode };
+    if (info.State.Status === 'exited' || info.State.Status === 'dead')
+      return { state: 'exited', exitCode: info.State.ExitCode };
     return { state: 'running' };
   }
 
@@ -167,7 +181,11 @@ export class DockerRuntime implements AgentRuntimeDriver {
   exitHint(handle: AgentHandle): ExitHint {
     const abort = new AbortController();
     const settle = () => undefined;
-    const promise = (this.docker.getContainer(handle.ref).wait({ condition: 'not-running', abortSignal: abort.signal }) as Promise<unknown>).then(settle, settle);
+    const promise = (
+      this.docker
+        .getContainer(handle.ref)
+        .wait({ condition: 'not-running', abortSignal: abort.signal }) as Promise<unknown>
+    ).then(settle, settle);
     return { promise, close: () => abort.abort() };
   }
 
@@ -194,8 +212,13 @@ export class DockerRuntime implements AgentRuntimeDriver {
       } catch {
         // No cursor yet: everything is new.
       }
-      const since = cursor === 0n ? 0 : `${cursor / 1_000_000_000n}.${String(cursor % 1_000_000_000n).padStart(9, '0')}`;
-      const raw = (await this.docker.getContainer(handle.ref).logs({ stdout: true, stderr: true, follow: false, timestamps: true, since } as Docker.ContainerLogsOptions & { follow: false })) as unknown;
+      const since =
+        cursor === 0n ? 0 : `${cursor / 1_000_000_000n}.${String(cursor % 1_000_000_000n).padStart(9, '0')}`;
+      const raw = (await this.docker
+        .getContainer(handle.ref)
+        .logs({ stdout: true, stderr: true, follow: false, timestamps: true, since } as Docker.ContainerLogsOptions & {
+          follow: false;
+        })) as unknown;
       const buf = Buffer.isBuffer(raw) ? raw : Buffer.from(String(raw));
       const fresh: Buffer[] = [];
       let last = cursor;
@@ -230,8 +253,14 @@ export class DockerRuntime implements AgentRuntimeDriver {
 
   private async adopt(info: Docker.ContainerInspectInfo, launch: AgentLaunch): Promise<AgentHandle> {
     const labels = info.Config?.Labels ?? {};
-    if (labels[LABELS.run] !== launch.runId || labels[LABELS.bead] !== launch.beadId || labels[LABELS.runDir] !== launch.runDir) {
-      throw refuse(`container ${info.Name} exists but belongs to ${labels[LABELS.run] ?? 'something else'} (labels ${JSON.stringify(labels)}), not run ${launch.runId}; remove it by hand`);
+    if (
+      labels[LABELS.run] !== launch.runId ||
+      labels[LABELS.bead] !== launch.beadId ||
+      labels[LABELS.runDir] !== launch.runDir
+    ) {
+      throw refuse(
+        `container ${info.Name} exists but belongs to ${labels[LABELS.run] ?? 'something else'} (labels ${JSON.stringify(labels)}), not run ${launch.runId}; remove it by hand`,
+      );
     }
     // Created by an attempt that died before starting it: starting it is part of the same single launch.
     if (info.State.Status === 'created') await this.start(info.Id);
@@ -247,7 +276,12 @@ export class DockerRuntime implements AgentRuntimeDriver {
   }
 
   private spec(launch: AgentLaunch, name: string, image: string): Docker.ContainerCreateOptions {
-    const bind = (path: string, writable: boolean) => ({ Type: 'bind' as const, Source: path, Target: path, ReadOnly: !writable });
+    const bind = (path: string, writable: boolean) => ({
+      Type: 'bind' as const,
+      Source: path,
+      Target: path,
+      ReadOnly: !writable,
+    });
     // The host's PATH means nothing in the image: keep the gt directory (first on the run's PATH) and the usual ones.
     const gtBin = launch.env.PATH?.split(':')[0];
     const env = { ...launch.env, PATH: gtBin ? `${gtBin}:${CONTAINER_PATH}` : CONTAINER_PATH };
@@ -261,10 +295,19 @@ export class DockerRuntime implements AgentRuntimeDriver {
       Env: Object.entries(env).map(([k, v]) => `${k}=${v}`),
       // The worker's own ids: files the run writes stay the worker's, and the gateway socket (the worker's) is usable.
       User: `${process.getuid!()}:${process.getgid!()}`,
-      Labels: { [LABELS.run]: launch.runId, [LABELS.bead]: launch.beadId, [LABELS.role]: launch.role, [LABELS.runDir]: launch.runDir },
+      Labels: {
+        [LABELS.run]: launch.runId,
+        [LABELS.bead]: launch.beadId,
+        [LABELS.role]: launch.role,
+        [LABELS.runDir]: launch.runDir,
+      },
       HostConfig: {
         // Mounts (not Binds): a missing source is an error instead of a root-owned directory the engine creates.
-        Mounts: [bind(launch.cwd, true), bind(launch.agentDir, true), ...launch.mounts.map((m) => bind(m.path, m.writable))],
+        Mounts: [
+          bind(launch.cwd, true),
+          bind(launch.agentDir, true),
+          ...launch.mounts.map((m) => bind(m.path, m.writable)),
+        ],
         NetworkMode: launch.allowNetwork ? this.network : 'none',
         CapDrop: ['ALL'],
         SecurityOpt: ['no-new-privileges'],

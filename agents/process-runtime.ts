@@ -19,10 +19,30 @@
  *   that stay in its group. An agent of this runtime that leaves its process group (setsid) survives stop().
  */
 import { spawn } from 'node:child_process';
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  rmSync,
+  statSync,
+  watch,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { OUTPUT_LOG, type AgentHandle, type AgentLaunch, type AgentRuntimeDriver, type AgentStatus, type ExitHint } from './runtime';
+import {
+  OUTPUT_LOG,
+  type AgentHandle,
+  type AgentLaunch,
+  type AgentRuntimeDriver,
+  type AgentStatus,
+  type ExitHint,
+} from './runtime';
 
 /** How long a launch marker without a pid file is taken as "still starting" before it counts as a failed spawn. */
 const LAUNCH_SETTLE_MS = 5_000;

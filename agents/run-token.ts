@@ -33,7 +33,8 @@ export function verifyRunToken(secret: Buffer, token: string, nowMs: number): To
   const [, body, sig] = parts as [string, string, string];
   const expected = sign(secret, body);
   const given = Buffer.from(sig, 'base64url');
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return { ok: false, reason: 'bad token signature' };
+  if (given.length !== expected.length || !timingSafeEqual(given, expected))
+    return { ok: false, reason: 'bad token signature' };
   let claims: RunClaims;
   try {
     claims = RunClaims.parse(JSON.parse(Buffer.from(body, 'base64url').toString('utf8')));

@@ -54,7 +54,18 @@
  * groups are recorded in runDir/cgroups and removed once the run is seen exited (status()).
  */
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  constants,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  rmdirSync,
+  writeFileSync,
+} from 'node:fs';
 import { delimiter, isAbsolute, join, resolve, sep } from 'node:path';
 import { ProcessRuntime, shellQuote, type InnerPlan } from './process-runtime';
 import type { AgentLaunch } from './runtime';
@@ -64,9 +75,27 @@ import type { ResourceLimits } from '../domain/rig';
 const SYSTEM_DIRS = ['/usr', '/bin', '/sbin', '/lib', '/lib32', '/lib64', '/libx32'];
 /** What of /etc a run may read: name resolution, users and groups (no shadow), CA certificates, the loader, time. */
 const ETC_FILES = [
-  'passwd', 'group', 'hosts', 'host.conf', 'resolv.conf', 'nsswitch.conf', 'gai.conf', 'protocols', 'services',
-  'ssl/certs', 'ssl/openssl.cnf', 'ca-certificates', 'ca-certificates.conf', 'alternatives',
-  'ld.so.cache', 'ld.so.conf', 'ld.so.conf.d', 'localtime', 'timezone', 'mime.types', 'os-release',
+  'passwd',
+  'group',
+  'hosts',
+  'host.conf',
+  'resolv.conf',
+  'nsswitch.conf',
+  'gai.conf',
+  'protocols',
+  'services',
+  'ssl/certs',
+  'ssl/openssl.cnf',
+  'ca-certificates',
+  'ca-certificates.conf',
+  'alternatives',
+  'ld.so.cache',
+  'ld.so.conf',
+  'ld.so.conf.d',
+  'localtime',
+  'timezone',
+  'mime.types',
+  'os-release',
 ].map((f) => `/etc/${f}`);
 // Always a network namespace of its own: the host's loopback services (the Temporal frontend, the gateway's TCP port)
 // and abstract unix sockets belong to the host's namespace. A rig with network gets a user-mode network (slirp4netns).
@@ -84,7 +113,8 @@ const SLIRP_OPTIONS = ['--configure', '--mtu=65520', '--disable-host-loopback', 
 const FD = { block: 4, info: 5, sync: 6 } as const;
 /** What slirp4netns says (its startup banner, its errors): worker-owned, next to the run's output log. */
 export const slirpLog = (runDir: string) => join(runDir, 'slirp4netns.log');
-export const SLIRP_MISSING = 'slirp4netns not found: a sandboxed run with network needs it (install the Debian package slirp4netns)';
+export const SLIRP_MISSING =
+  'slirp4netns not found: a sandboxed run with network needs it (install the Debian package slirp4netns)';
 
 /** An executable `name` (a path, or looked up on the worker's PATH and the system directories), or null. */
 function executable(name: string): string | null {
@@ -174,7 +204,8 @@ function systemBinds(): string[] {
 }
 
 /** `inner` is `outer` or below it. */
-const within = (inner: string, outer: string) => inner === outer || inner.startsWith(outer.endsWith(sep) ? outer : outer + sep);
+const within = (inner: string, outer: string) =>
+  inner === outer || inner.startsWith(outer.endsWith(sep) ? outer : outer + sep);
 const real = (path: string) => {
   try {
     return realpathSync(path);
@@ -204,7 +235,8 @@ function createCgroups(runId: string, limits: ResourceLimits): string[] | null {
       // CPU is limited where the controller is offered (it is not while real-time processes run outside it).
       const cpu = readFileSync(join(CGROUP_FS, 'cgroup.controllers'), 'utf8').split(/\s+/).includes('cpu');
       const wanted = ['pids', 'memory', ...(cpu ? ['cpu'] : [])];
-      const enable = (dir: string) => writeFileSync(join(dir, 'cgroup.subtree_control'), wanted.map((c) => `+${c}`).join(' '));
+      const enable = (dir: string) =>
+        writeFileSync(join(dir, 'cgroup.subtree_control'), wanted.map((c) => `+${c}`).join(' '));
       enable(CGROUP_FS);
       const base = join(CGROUP_FS, 'gastown');
       mkdirSync(base, { recursive: true });
@@ -223,12 +255,14 @@ function createCgroups(runId: string, limits: ResourceLimits): string[] | null {
       const [, controllers, path] = line.split(':');
       for (const c of controllers?.split(',') ?? []) if (path !== undefined) own.set(c, path);
     }
-    const group = (controller: string) => make(join(CGROUP_FS, controller, own.get(controller) ?? '/', 'gastown', name));
+    const group = (controller: string) =>
+      make(join(CGROUP_FS, controller, own.get(controller) ?? '/', 'gastown', name));
     const pids = group('pids');
     writeFileSync(join(pids, 'pids.max'), String(limits.pids));
     const mem = group('memory');
     writeFileSync(join(mem, 'memory.limit_in_bytes'), memory);
-    if (existsSync(join(mem, 'memory.memsw.limit_in_bytes'))) writeFileSync(join(mem, 'memory.memsw.limit_in_bytes'), memory);
+    if (existsSync(join(mem, 'memory.memsw.limit_in_bytes')))
+      writeFileSync(join(mem, 'memory.memsw.limit_in_bytes'), memory);
     if (existsSync(join(CGROUP_FS, 'cpu'))) {
       const cpu = group('cpu');
       writeFileSync(join(cpu, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
@@ -265,12 +299,24 @@ export class SandboxRuntime extends ProcessRuntime {
   }
 
   override available(): Promise<{ ok: true } | { ok: false; reason: string }> {
-    const probe = spawnSync(this.bwrap, [...NAMESPACES, ...GUARDS, ...systemBinds(), '--proc', '/proc', '--dev', '/dev', '/bin/true'], {
-      encoding: 'utf8',
-      timeout: 10_000,
-    });
-    if (probe.error) return Promise.resolve({ ok: false, reason: `cannot run ${this.bwrap} (${probe.error.message}); install the Debian package bubblewrap` });
-    if (probe.status !== 0) return Promise.resolve({ ok: false, reason: `bubblewrap cannot create a sandbox here: ${probe.stderr.trim() || `exit ${probe.status}`}` });
+    const probe = spawnSync(
+      this.bwrap,
+      [...NAMESPACES, ...GUARDS, ...systemBinds(), '--proc', '/proc', '--dev', '/dev', '/bin/true'],
+      {
+        encoding: 'utf8',
+        timeout: 10_000,
+      },
+    );
+    if (probe.error)
+      return Promise.resolve({
+        ok: false,
+        reason: `cannot run ${this.bwrap} (${probe.error.message}); install the Debian package bubblewrap`,
+      });
+    if (probe.status !== 0)
+      return Promise.resolve({
+        ok: false,
+        reason: `bubblewrap cannot create a sandbox here: ${probe.stderr.trim() || `exit ${probe.status}`}`,
+      });
     return Promise.resolve({ ok: true });
   }
 
@@ -282,31 +328,47 @@ export class SandboxRuntime extends ProcessRuntime {
     ];
     const runDir = real(launch.runDir);
     const exposing = visible.find((v) => within(runDir, real(v.path)));
-    if (exposing) throw new Error(`run ${launch.runId}: its run directory ${launch.runDir} would be visible to it through ${exposing.path}`);
+    if (exposing)
+      throw new Error(
+        `run ${launch.runId}: its run directory ${launch.runDir} would be visible to it through ${exposing.path}`,
+      );
     // Parents before children, so a path bound inside another keeps its own mode.
     const slirp = launch.allowNetwork ? executable(this.slirp4netns) : null;
     if (launch.allowNetwork && !slirp) throw new Error(SLIRP_MISSING);
     const binds = visible
       .sort((a, b) => resolve(a.path).split(sep).length - resolve(b.path).split(sep).length)
-      .flatMap((v) => [v.writable ? (v.required ? '--bind' : '--bind-try') : (v.required ? '--ro-bind' : '--ro-bind-try'), v.path, v.path]);
+      .flatMap((v) => [
+        v.writable ? (v.required ? '--bind' : '--bind-try') : v.required ? '--ro-bind' : '--ro-bind-try',
+        v.path,
+        v.path,
+      ]);
     const args = [
       ...NAMESPACES,
       ...GUARDS,
       ...systemBinds(),
       ...ETC_FILES.flatMap((f) => ['--ro-bind-try', f, f]),
-      '--proc', '/proc',
-      '--dev', '/dev',
-      '--tmpfs', '/tmp',
+      '--proc',
+      '/proc',
+      '--dev',
+      '/dev',
+      '--tmpfs',
+      '/tmp',
       ...binds,
-      '--chdir', launch.cwd,
+      '--chdir',
+      launch.cwd,
       ...(slirp ? ['--info-fd', String(FD.info), '--sync-fd', String(FD.sync), '--block-fd', String(FD.block)] : []),
       '--',
-      '/bin/sh', '-c', launch.command,
+      '/bin/sh',
+      '-c',
+      launch.command,
     ];
     const { setup, launcher } = this.confine(launch);
     // A failure to join a group fails the run rather than running it unlimited.
     const prelude = slirp
-      ? [...(setup.length ? [`${setup.join(' && ')} || exit 1`] : []), networkScript(launch.runDir, slirp, launcher)].join('\n')
+      ? [
+          ...(setup.length ? [`${setup.join(' && ')} || exit 1`] : []),
+          networkScript(launch.runDir, slirp, launcher),
+        ].join('\n')
       : [...setup, `exec ${launcher}"$@"`].join(' && ');
     return { argv: [this.bwrap, ...args], prelude };
   }

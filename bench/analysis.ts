@@ -9,7 +9,8 @@ import { readyAt, type BeadTimeline, type OrchestratedRun } from './orchestrated
 import { dependencyOf } from './scenario';
 import { percentiles, type Percentiles } from './stats';
 
-const diff = (to: number | undefined, from: number | undefined) => (to === undefined || from === undefined || !Number.isFinite(to) || !Number.isFinite(from) ? undefined : to - from);
+const diff = (to: number | undefined, from: number | undefined) =>
+  to === undefined || from === undefined || !Number.isFinite(to) || !Number.isFinite(from) ? undefined : to - from;
 const defined = (xs: (number | undefined)[]) => xs.filter((x): x is number => x !== undefined);
 
 /** Hops between the steps of a bead's life; each is measured from recorded timestamps only. */
@@ -27,7 +28,13 @@ export const HOPS = {
   commitToDoneAccepted: 'agent: commit made → `gt done` accepted',
 } as const;
 /** Hops that break the main ones down (shown indented in the summary). */
-export const BREAKDOWN_HOPS: ReadonlySet<string> = new Set(['doneToMrStarted', 'mrStartedToMergeStarted', 'mergedToClosed', 'closedToDependentStarted', 'dependentStartedToAgentStarted']);
+export const BREAKDOWN_HOPS: ReadonlySet<string> = new Set([
+  'doneToMrStarted',
+  'mrStartedToMergeStarted',
+  'mergedToClosed',
+  'closedToDependentStarted',
+  'dependentStartedToAgentStarted',
+]);
 export type Hop = keyof typeof HOPS;
 
 export function hopSamples(beads: readonly BeadTimeline[], width: number): Record<Hop, number[]> {
@@ -115,7 +122,16 @@ const median = (xs: number[]) => {
 };
 
 const sumActions = (list: Actions[]): Actions => {
-  const total: Actions = { workflowStarted: 0, activityAttempts: 0, heartbeatsEstimated: 0, timers: 0, signals: 0, updates: 0, searchAttributeUpserts: 0, total: 0 };
+  const total: Actions = {
+    workflowStarted: 0,
+    activityAttempts: 0,
+    heartbeatsEstimated: 0,
+    timers: 0,
+    signals: 0,
+    updates: 0,
+    searchAttributeUpserts: 0,
+    total: 0,
+  };
   for (const a of list) for (const k of Object.keys(total) as (keyof Actions)[]) total[k] += a[k];
   return total;
 };
@@ -151,7 +167,11 @@ export function historyFigures(histories: readonly RunHistory[], beads: number):
     byKind,
     eventsPerBeadAllIn: totalEvents / Math.max(1, beads),
     actionsPerBeadAllIn: totalActions / Math.max(1, beads),
-    largestRun: { kind: largest?.kind ?? '-', workflowId: largest?.workflowId ?? '-', events: largest?.events.length ?? 0 },
+    largestRun: {
+      kind: largest?.kind ?? '-',
+      workflowId: largest?.workflowId ?? '-',
+      events: largest?.events.length ?? 0,
+    },
   };
 }
 

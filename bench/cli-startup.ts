@@ -18,7 +18,12 @@ const COMMANDS: { label: string; how?: string; file: string; args: string[] }[] 
   { label: 'gt --version', how: 'dist/gt-cli', file: gt, args: ['--version'] },
   { label: 'gt rig list --help', how: 'dist/gt-cli', file: gt, args: ['rig', 'list', '--help'] },
   { label: 'gt done --help', how: 'dist/gt-agent.mjs', file: gt, args: ['done', '--help'] },
-  { label: 'gt rig list --help', how: 'sources (tsx)', file: 'node', args: ['--import', `${root}node_modules/tsx/dist/loader.mjs`, `${root}client/cli.ts`, 'rig', 'list', '--help'] },
+  {
+    label: 'gt rig list --help',
+    how: 'sources (tsx)',
+    file: 'node',
+    args: ['--import', `${root}node_modules/tsx/dist/loader.mjs`, `${root}client/cli.ts`, 'rig', 'list', '--help'],
+  },
 ];
 
 export interface CliStartupFigures {
@@ -29,7 +34,11 @@ export interface CliStartupFigures {
 function timeOnce(file: string, args: string[]): Promise<number> {
   const started = process.hrtime.bigint();
   return new Promise((resolve, reject) => {
-    execFile(file, args, { env: { ...process.env, GT_DEBUG: '' } }, (err) => (err ? reject(new Error(`${file} ${args.join(' ')}: ${err.message}`)) : resolve(Number(process.hrtime.bigint() - started) / 1e6)));
+    execFile(file, args, { env: { ...process.env, GT_DEBUG: '' } }, (err) =>
+      err
+        ? reject(new Error(`${file} ${args.join(' ')}: ${err.message}`))
+        : resolve(Number(process.hrtime.bigint() - started) / 1e6),
+    );
   });
 }
 
@@ -60,7 +69,10 @@ export function renderCliStartup(f: CliStartupFigures): string[] {
     '',
     '| command | from | median | min–max | × `node -e 0` |',
     '|---|---|---|---|---|',
-    ...f.commands.map((c) => `| \`${c.label}\` | ${c.how ?? ''} | ${c.medianMs} ms | ${c.minMs}–${c.maxMs} ms | ${c.timesNode.toFixed(1)}× |`),
+    ...f.commands.map(
+      (c) =>
+        `| \`${c.label}\` | ${c.how ?? ''} | ${c.medianMs} ms | ${c.minMs}–${c.maxMs} ms | ${c.timesNode.toFixed(1)}× |`,
+    ),
     '',
   ];
 }

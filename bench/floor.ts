@@ -38,7 +38,13 @@ class Mutex {
   }
 }
 
-export async function runFloor(options: { root: string; origin: string; n: number; width: number; gates: string[] }): Promise<FloorRun> {
+export async function runFloor(options: {
+  root: string;
+  origin: string;
+  n: number;
+  width: number;
+  gates: string[];
+}): Promise<FloorRun> {
   const { root, origin, n, width, gates } = options;
   const mirror = join(root, 'mirror.git');
   const candidate = join(root, 'candidate');
@@ -70,8 +76,13 @@ export async function runFloor(options: { root: string; origin: string; n: numbe
     const branch = `gt/${id}`;
     const worktree = join(root, 'worktrees', id);
     mkdirSync(join(root, 'worktrees'), { recursive: true });
-    await mirrorLock.run(() => git(mirror, 'worktree', 'add', '-q', '-B', branch, worktree, 'refs/remotes/origin/main'));
-    await exec('/bin/sh', [agentScript], { cwd: worktree, env: { ...agentEnv, GT_BEAD_ID: id, GT_RUN_ID: `${id}/r1/a1` } });
+    await mirrorLock.run(() =>
+      git(mirror, 'worktree', 'add', '-q', '-B', branch, worktree, 'refs/remotes/origin/main'),
+    );
+    await exec('/bin/sh', [agentScript], {
+      cwd: worktree,
+      env: { ...agentEnv, GT_BEAD_ID: id, GT_RUN_ID: `${id}/r1/a1` },
+    });
     const head = (await git(worktree, 'rev-parse', 'HEAD')).trim();
     await git(worktree, 'push', '-q', 'origin', `${head}:refs/heads/${branch}`);
     const merged = await mergeLock.run(() => merge(branch, head));

@@ -11,16 +11,29 @@ export const GIT_IDENTITY = {
 };
 
 /** Runs a command; a non-zero exit rejects with its stderr (git's exit status is the answer, so it is never ignored). */
-export function exec(cmd: string, args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<string> {
+export function exec(
+  cmd: string,
+  args: string[],
+  options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { cwd: options.cwd, env: options.env ?? process.env, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${cmd} ${args.join(' ')} failed in ${options.cwd ?? '.'}: ${stderr.trim() || err.message}`));
-      else resolve(stdout);
-    });
+    execFile(
+      cmd,
+      args,
+      { cwd: options.cwd, env: options.env ?? process.env, maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        if (err)
+          reject(
+            new Error(`${cmd} ${args.join(' ')} failed in ${options.cwd ?? '.'}: ${stderr.trim() || err.message}`),
+          );
+        else resolve(stdout);
+      },
+    );
   });
 }
 
-export const git = (cwd: string, ...args: string[]) => exec('git', args, { cwd, env: { ...process.env, ...GIT_IDENTITY } });
+export const git = (cwd: string, ...args: string[]) =>
+  exec('git', args, { cwd, env: { ...process.env, ...GIT_IDENTITY } });
 
 /** A bare repository with one commit on `main`: what a rig (or the floor script) points at. */
 export async function createOrigin(root: string): Promise<string> {

@@ -50,7 +50,12 @@ export interface HandoffTarget {
   namespace: string;
 }
 
-export async function measureHandoffs(target: HandoffTarget, queueReaders: QueueReaders, steps: number, repeats: number): Promise<HandoffFigures[]> {
+export async function measureHandoffs(
+  target: HandoffTarget,
+  queueReaders: QueueReaders,
+  steps: number,
+  repeats: number,
+): Promise<HandoffFigures[]> {
   const worker = await Worker.create({
     connection: target.nativeConnection,
     namespace: target.namespace,
@@ -62,7 +67,11 @@ export async function measureHandoffs(target: HandoffTarget, queueReaders: Queue
   const id = (what: string, r: number) => `bench-${what}-${queueReaders}-${Date.now()}-${r}`;
   await worker.runUntil(async () => {
     for (let r = 1; r <= repeats; r++) {
-      const chain = await target.client.workflow.start(handoffChain, { taskQueue: TASK_QUEUE, workflowId: id('handoff', r), args: [steps] });
+      const chain = await target.client.workflow.start(handoffChain, {
+        taskQueue: TASK_QUEUE,
+        workflowId: id('handoff', r),
+        args: [steps],
+      });
       await chain.result();
       const events = parseEvents((await chain.fetchHistory()).events ?? []);
       const timeOf = new Map(events.map((e) => [e.id, e.time]));
@@ -71,7 +80,11 @@ export async function measureHandoffs(target: HandoffTarget, queueReaders: Queue
           const started = pick(e.raw);
           return started ? [e.time - (timeOf.get(Number(started.scheduledEventId)) ?? NaN)] : [];
         });
-      const timers = await target.client.workflow.start(timerChain, { taskQueue: TASK_QUEUE, workflowId: id('timers', r), args: [TIMER_STEPS] });
+      const timers = await target.client.workflow.start(timerChain, {
+        taskQueue: TASK_QUEUE,
+        workflowId: id('timers', r),
+        args: [TIMER_STEPS],
+      });
       await timers.result();
       figures.push({
         queueReaders,
@@ -99,7 +112,11 @@ async function visibilityLag(client: Client, workflowId: string, steps: number):
 }
 
 /** A fresh dev server on a SQLite file (as `gt up`) for one setting of the queue readers; stopped and removed after. */
-export async function withHandoffServer<T>(queueReaders: QueueReaders, dynamicConfig: DynamicConfig, use: (target: HandoffTarget, server: DevServer) => Promise<T>): Promise<T> {
+export async function withHandoffServer<T>(
+  queueReaders: QueueReaders,
+  dynamicConfig: DynamicConfig,
+  use: (target: HandoffTarget, server: DevServer) => Promise<T>,
+): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), 'gt-handoff-'));
   const server = await startDevServer({ dbFilename: join(dir, 'temporal.db'), queueReaders, dynamicConfig });
   try {
@@ -141,10 +158,21 @@ async function main(argv: string[]): Promise<void> {
   const [steps, repeats] = [flag('--steps', 60), flag('--repeats', 3)];
   Runtime.install({ logger: new DefaultLogger('WARN') });
   // With --set, the run probes what those values change on their own: our setting is not run again.
-  const runs: [QueueReaders, DynamicConfig][] = Object.keys(extra).length ? [['server-default', extra]] : [['server-default', {}], ['ours', {}]];
+  const runs: [QueueReaders, DynamicConfig][] = Object.keys(extra).length
+    ? [['server-default', extra]]
+    : [
+        ['server-default', {}],
+        ['ours', {}],
+      ];
   for (const [readers, dynamicConfig] of runs) {
-    const figures = await withHandoffServer(readers, dynamicConfig, (target) => measureHandoffs(target, readers, steps, repeats));
-    const set = Object.keys(dynamicConfig).length ? ` + ${Object.entries(dynamicConfig).map(([k, v]) => `${k}=${v}`).join(', ')}` : '';
+    const figures = await withHandoffServer(readers, dynamicConfig, (target) =>
+      measureHandoffs(target, readers, steps, repeats),
+    );
+    const set = Object.keys(dynamicConfig).length
+      ? ` + ${Object.entries(dynamicConfig)
+          .map(([k, v]) => `${k}=${v}`)
+          .join(', ')}`
+      : '';
     console.log(describeHandoffs(figures).replace(/^[\w-]+:/, `${readers}${set}:`));
   }
 }

@@ -39,7 +39,9 @@ const camel = (name: string) =>
     .toLowerCase()
     .replace(/(^|_)([a-z])/g, (_, _sep: string, c: string) => c.toUpperCase());
 
-const ms = (ts: { seconds?: number | { toNumber(): number } | null; nanos?: number | null } | null | undefined): number => {
+const ms = (
+  ts: { seconds?: number | { toNumber(): number } | null; nanos?: number | null } | null | undefined,
+): number => {
   if (!ts) return NaN;
   const seconds = typeof ts.seconds === 'number' ? ts.seconds : (ts.seconds?.toNumber() ?? 0);
   return seconds * 1000 + Math.floor((ts.nanos ?? 0) / 1e6);
@@ -79,13 +81,22 @@ async function mapLimited<T, R>(items: readonly T[], limit: number, fn: (item: T
  * Every run of every workflow of the rig. Visibility is eventually consistent, so the listing is repeated until it
  * holds every workflow id the caller knows must exist.
  */
-export async function fetchRigHistories(client: Client, rig: string, mustInclude: readonly string[]): Promise<RunHistory[]> {
+export async function fetchRigHistories(
+  client: Client,
+  rig: string,
+  mustInclude: readonly string[],
+): Promise<RunHistory[]> {
   const query = `${SA.rig.name} = '${rig}'`;
   let listed: { workflowId: string; runId: string; workflowType: string; kind: string }[] = [];
   for (let tries = 0; tries < 50; tries++) {
     listed = [];
     for await (const wf of client.workflow.list({ query })) {
-      listed.push({ workflowId: wf.workflowId, runId: wf.runId, workflowType: wf.type, kind: String(wf.typedSearchAttributes.get(SA.kind) ?? wf.type) });
+      listed.push({
+        workflowId: wf.workflowId,
+        runId: wf.runId,
+        workflowType: wf.type,
+        kind: String(wf.typedSearchAttributes.get(SA.kind) ?? wf.type),
+      });
     }
     const ids = new Set(listed.map((w) => w.workflowId));
     if (mustInclude.every((id) => ids.has(id))) break;
@@ -100,7 +111,14 @@ export async function fetchRigHistories(client: Client, rig: string, mustInclude
 // --- actions ---
 
 /** Categories of Temporal Cloud actions this bench can see in histories. */
-export type ActionCategory = 'workflowStarted' | 'activityAttempts' | 'heartbeatsEstimated' | 'timers' | 'signals' | 'updates' | 'searchAttributeUpserts';
+export type ActionCategory =
+  | 'workflowStarted'
+  | 'activityAttempts'
+  | 'heartbeatsEstimated'
+  | 'timers'
+  | 'signals'
+  | 'updates'
+  | 'searchAttributeUpserts';
 export type Actions = Record<ActionCategory, number> & { total: number };
 
 /** The SDK sends at most one heartbeat per 80 % of the heartbeat timeout (plus the first one right away). */
@@ -113,7 +131,16 @@ const HEARTBEAT_THROTTLE = 0.8;
  * every search-attribute upsert, and an estimate of the heartbeats the server received.
  */
 export function actionsOf(events: readonly HistoryEvent[]): Actions {
-  const a: Actions = { workflowStarted: 0, activityAttempts: 0, heartbeatsEstimated: 0, timers: 0, signals: 0, updates: 0, searchAttributeUpserts: 0, total: 0 };
+  const a: Actions = {
+    workflowStarted: 0,
+    activityAttempts: 0,
+    heartbeatsEstimated: 0,
+    timers: 0,
+    signals: 0,
+    updates: 0,
+    searchAttributeUpserts: 0,
+    total: 0,
+  };
   const scheduled = new Map<number, { heartbeatMs: number }>();
   const started = new Map<number, { time: number; attempt: number }>();
   for (const e of events) {
@@ -144,17 +171,28 @@ export function actionsOf(events: readonly HistoryEvent[]): Actions {
       }
       default: {
         const closing =
-          r.activityTaskCompletedEventAttributes ?? r.activityTaskFailedEventAttributes ?? r.activityTaskTimedOutEventAttributes ?? r.activityTaskCanceledEventAttributes;
+          r.activityTaskCompletedEventAttributes ??
+          r.activityTaskFailedEventAttributes ??
+          r.activityTaskTimedOutEventAttributes ??
+          r.activityTaskCanceledEventAttributes;
         if (!closing) break;
         const id = Number(closing.scheduledEventId);
         const s = started.get(id);
         const heartbeatMs = scheduled.get(id)?.heartbeatMs ?? 0;
-        if (s && heartbeatMs > 0) a.heartbeatsEstimated += 1 + Math.floor((e.time - s.time) / (HEARTBEAT_THROTTLE * heartbeatMs));
+        if (s && heartbeatMs > 0)
+          a.heartbeatsEstimated += 1 + Math.floor((e.time - s.time) / (HEARTBEAT_THROTTLE * heartbeatMs));
       }
     }
   }
   for (const id of scheduled.keys()) a.activityAttempts += started.get(id)?.attempt ?? 1;
-  a.total = a.workflowStarted + a.activityAttempts + a.heartbeatsEstimated + a.timers + a.signals + a.updates + a.searchAttributeUpserts;
+  a.total =
+    a.workflowStarted +
+    a.activityAttempts +
+    a.heartbeatsEstimated +
+    a.timers +
+    a.signals +
+    a.updates +
+    a.searchAttributeUpserts;
   return a;
 }
 
@@ -175,15 +213,26 @@ export interface BeadEvents {
 
 export function beadEvents(events: readonly HistoryEvent[]): BeadEvents {
   const completed = events.find((e) => e.type === 'WorkflowExecutionCompleted');
-  const superviseIds = new Set(events.filter((e) => e.type === 'ActivityTaskScheduled' && activityName(e) === SUPERVISE_ACTIVITY).map((e) => e.id));
+  const superviseIds = new Set(
+    events.filter((e) => e.type === 'ActivityTaskScheduled' && activityName(e) === SUPERVISE_ACTIVITY).map((e) => e.id),
+  );
   return {
     workflowStartedAt: events.find((e) => e.type === 'WorkflowExecutionStarted')?.time ?? NaN,
     supervisionStartedAt: events
-      .filter((e) => e.type === 'ActivityTaskStarted' && superviseIds.has(Number(e.raw.activityTaskStartedEventAttributes?.scheduledEventId)))
+      .filter(
+        (e) =>
+          e.type === 'ActivityTaskStarted' &&
+          superviseIds.has(Number(e.raw.activityTaskStartedEventAttributes?.scheduledEventId)),
+      )
       .map((e) => e.time),
-    doneAcceptedAt: events.find((e) => e.type === 'WorkflowExecutionUpdateAccepted' && e.raw.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input?.name === doneUpdate.name)?.time,
+    doneAcceptedAt: events.find(
+      (e) =>
+        e.type === 'WorkflowExecutionUpdateAccepted' &&
+        e.raw.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input?.name === doneUpdate.name,
+    )?.time,
     closedAt: completed?.time,
-    ...(decode(completed?.raw.workflowExecutionCompletedEventAttributes?.result) as { status?: string; reason?: string } | undefined),
+    ...(decode(completed?.raw.workflowExecutionCompletedEventAttributes?.result) as
+      { status?: string; reason?: string } | undefined),
   };
 }
 
@@ -212,7 +261,12 @@ export function mergeSections(events: readonly HistoryEvent[]): MergeSection[] {
   for (const e of events) {
     if (e.type === 'ActivityTaskScheduled' && activityName(e) === MERGE_ACTIVITY) {
       const input = decode(e.raw.activityTaskScheduledEventAttributes?.input) as CandidateInput | undefined;
-      byScheduled.set(e.id, { mrIds: (input?.tickets ?? []).map((t) => t.mrId), startedAt: NaN, gateRuns: 0, merged: [] });
+      byScheduled.set(e.id, {
+        mrIds: (input?.tickets ?? []).map((t) => t.mrId),
+        startedAt: NaN,
+        gateRuns: 0,
+        merged: [],
+      });
       continue;
     }
     const startedAttrs = e.raw.activityTaskStartedEventAttributes;

@@ -23,13 +23,18 @@ export interface MachineInfo {
 }
 
 const firstLine = (s: string) => s.trim().split('\n')[0] ?? '';
-const tryExec = (cmd: string, args: string[], cwd?: string) => exec(cmd, args, { cwd }).then(firstLine, () => 'unknown');
+const tryExec = (cmd: string, args: string[], cwd?: string) =>
+  exec(cmd, args, { cwd }).then(firstLine, () => 'unknown');
 
 /** `cli`: the Temporal CLI in use (none when only the CLI start-up is measured). */
 export async function machineInfo(cli?: ResolvedCli): Promise<MachineInfo> {
-  const sdk = JSON.parse(readFileSync(new URL('../node_modules/@temporalio/worker/package.json', import.meta.url), 'utf8')) as { version: string };
+  const sdk = JSON.parse(
+    readFileSync(new URL('../node_modules/@temporalio/worker/package.json', import.meta.url), 'utf8'),
+  ) as { version: string };
   // Reports themselves are not code.
-  const status = await exec('git', ['status', '--porcelain', '--', '.', ':!bench/reports'], { cwd: repoRoot }).catch(() => '');
+  const status = await exec('git', ['status', '--porcelain', '--', '.', ':!bench/reports'], { cwd: repoRoot }).catch(
+    () => '',
+  );
   return {
     cpus: cpus().length,
     cpuModel: cpus()[0]?.model.trim() ?? 'unknown',
@@ -38,8 +43,15 @@ export async function machineInfo(cli?: ResolvedCli): Promise<MachineInfo> {
     loadAverageAtStart: loadavg().map((l) => Math.round(l * 100) / 100),
     node: process.version,
     temporalSdk: sdk.version,
-    temporalCli: !cli ? 'no Temporal server' : cli.path ? `${await tryExec(cli.path, ['--version'])} (${cli.source})` : cli.source,
+    temporalCli: !cli
+      ? 'no Temporal server'
+      : cli.path
+        ? `${await tryExec(cli.path, ['--version'])} (${cli.source})`
+        : cli.source,
     git: await tryExec('git', ['--version']),
-    code: { commit: await tryExec('git', ['rev-parse', '--short', 'HEAD'], repoRoot), uncommittedFiles: status.split('\n').filter(Boolean).length },
+    code: {
+      commit: await tryExec('git', ['rev-parse', '--short', 'HEAD'], repoRoot),
+      uncommittedFiles: status.split('\n').filter(Boolean).length,
+    },
   };
 }

@@ -19,7 +19,11 @@ const Scenarios = z
 const Repeats = z
   .string()
   .regex(/^(\d+|\d+=\d+(,\d+=\d+)*)$/, 'expected a number, or N=repeats pairs such as 10=3,100=2,300=1')
-  .transform((s) => (s.includes('=') ? Object.fromEntries(s.split(',').map((p) => p.split('=').map(Number) as [number, number])) : { default: Number(s) }))
+  .transform((s) =>
+    s.includes('=')
+      ? Object.fromEntries(s.split(',').map((p) => p.split('=').map(Number) as [number, number]))
+      : { default: Number(s) },
+  )
   .refine((r) => Object.values(r).every((v) => v >= 1 && v <= 20), 'repeats must be between 1 and 20');
 
 export const BenchOptions = z.object({
@@ -77,12 +81,33 @@ export function repeatsFor(options: BenchOptions, n: number): number {
 
 export function parseOptions(argv: string[]): BenchOptions {
   const program = new Command('npm run bench --')
-    .description('Measures what orchestration costs next to the same git work done by a plain script; writes bench/reports/<time>.{json,md} and latest.md.')
-    .option('--quick', `tiny parameters for a try-out (${Object.entries(QUICK).map(([k, v]) => `${k}=${v}`).join(', ')}); other flags still override`, false)
-    .option('--full', `the whole matrix with 3 repeats each (${Object.entries(FULL).map(([k, v]) => `${k}=${v}`).join(', ')}); other flags still override`, false)
-    .option('--scenarios <list>', `convoys to run as NxW pairs: N beads in W independent chains (default ${DEFAULTS.scenarios})`)
+    .description(
+      'Measures what orchestration costs next to the same git work done by a plain script; writes bench/reports/<time>.{json,md} and latest.md.',
+    )
+    .option(
+      '--quick',
+      `tiny parameters for a try-out (${Object.entries(QUICK)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(', ')}); other flags still override`,
+      false,
+    )
+    .option(
+      '--full',
+      `the whole matrix with 3 repeats each (${Object.entries(FULL)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(', ')}); other flags still override`,
+      false,
+    )
+    .option(
+      '--scenarios <list>',
+      `convoys to run as NxW pairs: N beads in W independent chains (default ${DEFAULTS.scenarios})`,
+    )
     .option('--repeats <spec>', `repeats per N: a number, or N=repeats pairs (default ${DEFAULTS.repeats})`)
-    .option('--driver <driver>', 'convoy: real convoys; sling: beads slung one by one as their dependency merges', DEFAULTS.driver)
+    .option(
+      '--driver <driver>',
+      'convoy: real convoys; sling: beads slung one by one as their dependency merges',
+      DEFAULTS.driver,
+    )
     .option('--queue-mrs <n>', `merge requests in the merge-queue bench (default ${DEFAULTS.queueMrs})`)
     .option('--queue-bad <rate>', 'share of merge requests whose change fails the gate', DEFAULTS.queueBad)
     .option('--queue-repeats <n>', `repeats of each merge-queue mode (default ${DEFAULTS.queueRepeats})`)

@@ -110,7 +110,9 @@ async function untilAnswered<T>(ask: () => Promise<T>, timeoutMs = 30_000): Prom
 
 /** Stops everything of a rig that overran its deadline, so it cannot disturb the runs after it. */
 async function terminateRig(stack: BenchStack, rig: string): Promise<void> {
-  for await (const wf of stack.client.workflow.list({ query: `${SA.rig.name} = '${rig}' AND ExecutionStatus = 'Running'` })) {
+  for await (const wf of stack.client.workflow.list({
+    query: `${SA.rig.name} = '${rig}' AND ExecutionStatus = 'Running'`,
+  })) {
     await stack.client.workflow
       .getHandle(wf.workflowId, wf.runId)
       .terminate('bench deadline exceeded')
@@ -179,20 +181,33 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
     return failed ? 'failed' : 'landed';
   };
   let deadline: NodeJS.Timeout | undefined;
-  let status = await Promise.race([drive(), new Promise<string>((resolve) => (deadline = setTimeout(() => resolve('timed out'), o.deadlineMs)))]);
+  let status = await Promise.race([
+    drive(),
+    new Promise<string>((resolve) => (deadline = setTimeout(() => resolve('timed out'), o.deadlineMs))),
+  ]);
   clearTimeout(deadline);
   const endedAt = Date.now();
   if (status === 'timed out') await terminateRig(stack, rig);
   // The town's word is checked against the repository: a landed convoy has every good bead's work on main.
   const landed = await mergedWorkFiles(o.origin);
-  if (status === 'landed' && landed !== n - bad.size) status = `landed, but main holds ${landed} of ${n - bad.size} beads' work`;
+  if (status === 'landed' && landed !== n - bad.size)
+    status = `landed, but main holds ${landed} of ${n - bad.size} beads' work`;
   finished = true;
   await releasing;
 
-  const histories = await fetchRigHistories(stack.client, rig, [...(o.driver === 'convoy' ? [`convoy:${rig}`] : []), ...beadIds.map((id) => `bead:${id}`)]);
-  const sections = histories.filter((h) => h.workflowType === 'refineryWorkflow').flatMap((h) => mergeSections(h.events));
+  const histories = await fetchRigHistories(stack.client, rig, [
+    ...(o.driver === 'convoy' ? [`convoy:${rig}`] : []),
+    ...beadIds.map((id) => `bead:${id}`),
+  ]);
+  const sections = histories
+    .filter((h) => h.workflowType === 'refineryWorkflow')
+    .flatMap((h) => mergeSections(h.events));
   const agentTimes = readAgentTimes(timesDir);
-  const mrStarted = new Map(histories.filter((h) => h.workflowType === 'mergeRequestWorkflow').map((h) => [h.workflowId, h.events[0]?.time ?? NaN]));
+  const mrStarted = new Map(
+    histories
+      .filter((h) => h.workflowType === 'mergeRequestWorkflow')
+      .map((h) => [h.workflowId, h.events[0]?.time ?? NaN]),
+  );
 
   const beads: BeadTimeline[] = histories
     .filter((h) => h.workflowType === 'beadWorkflow')
@@ -221,11 +236,26 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
       };
     })
     .sort((a, b) => a.index - b.index);
-  return { rig, driver: o.driver, status, startedAt, endedAt, makespanMs: endedAt - startedAt, queueReleasedAt, beads, sections, histories };
+  return {
+    rig,
+    driver: o.driver,
+    status,
+    startedAt,
+    endedAt,
+    makespanMs: endedAt - startedAt,
+    queueReleasedAt,
+    beads,
+    sections,
+    histories,
+  };
 }
 
 /** When bead `index` could start: its dependency's merge, or the start of the run. */
-export function readyAt(run: { startedAt: number; beads: { index: number; mergedAt?: number }[] }, index: number, width: number): number | undefined {
+export function readyAt(
+  run: { startedAt: number; beads: { index: number; mergedAt?: number }[] },
+  index: number,
+  width: number,
+): number | undefined {
   const dep = dependencyOf(index, width);
   if (dep === undefined) return run.startedAt;
   return run.beads.find((b) => b.index === dep)?.mergedAt;

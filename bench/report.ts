@@ -54,7 +54,9 @@ export interface QueueScenarioReport {
   batchSize: number;
   repeats: QueueRepeatFigures[];
   failures: string[];
-  summary: Partial<Record<'gateRuns' | 'gateRunsPerMerged' | 'drainMs' | 'makespanMs' | 'mergedPerMinute' | 'merged', Spread>>;
+  summary: Partial<
+    Record<'gateRuns' | 'gateRunsPerMerged' | 'drainMs' | 'makespanMs' | 'mergedPerMinute' | 'merged', Spread>
+  >;
 }
 
 export interface BenchReport {
@@ -77,7 +79,16 @@ export interface BenchReport {
 
 export function summarizeConvoy(repeats: ConvoyRepeatFigures[]): ConvoySummary {
   const of = (f: (r: ConvoyRepeatFigures) => number | undefined) => spread(repeats.map(f));
-  const kind = (k: string, f: (x: { eventsMedian: number; actionsMedian: number; runs: number; actionsTotal: number; eventsMax: number }) => number) =>
+  const kind = (
+    k: string,
+    f: (x: {
+      eventsMedian: number;
+      actionsMedian: number;
+      runs: number;
+      actionsTotal: number;
+      eventsMax: number;
+    }) => number,
+  ) =>
     of((r) => {
       const x = r.history.byKind[k];
       return x ? f(x) : undefined;
@@ -89,7 +100,9 @@ export function summarizeConvoy(repeats: ConvoyRepeatFigures[]): ConvoySummary {
     overheadP50: of((r) => r.overhead.p50),
     overheadP95: of((r) => r.overhead.p95),
     overheadP99: of((r) => r.overhead.p99),
-    hops: Object.fromEntries((Object.keys(HOPS) as Hop[]).map((h) => [h, { p50: of((r) => r.hops[h].p50), p99: of((r) => r.hops[h].p99) }])),
+    hops: Object.fromEntries(
+      (Object.keys(HOPS) as Hop[]).map((h) => [h, { p50: of((r) => r.hops[h].p50), p99: of((r) => r.hops[h].p99) }]),
+    ),
     history: {
       eventsPerBead: kind('bead', (x) => x.eventsMedian),
       eventsPerMr: kind('merge-request', (x) => x.eventsMedian),
@@ -104,7 +117,8 @@ export function summarizeConvoy(repeats: ConvoyRepeatFigures[]): ConvoySummary {
       actionsPerConvoy: kind('convoy', (x) => x.actionsTotal),
       actionsPerBeadAllIn: of((r) => r.history.actionsPerBeadAllIn),
       largestHistory: of((r) => r.history.largestRun.events),
-      largestHistoryKind: [...repeats].sort((a, b) => b.history.largestRun.events - a.history.largestRun.events)[0]?.history.largestRun.kind,
+      largestHistoryKind: [...repeats].sort((a, b) => b.history.largestRun.events - a.history.largestRun.events)[0]
+        ?.history.largestRun.kind,
     },
   };
 }
@@ -162,14 +176,15 @@ export function renderMarkdown(r: BenchReport, charts: ChartFiles = {}): string 
       `## Temporal hand-off on this stack (a bare worker, ${r.handoff[0]!.steps} no-op steps in a row, ${r.handoff.filter((h) => readersOf(h) === settings[0]).length} repeats)`,
       '',
       settings.length > 1
-        ? 'History queue readers at our setting (provisioning/server-settings.ts, the stack as `gt up` runs it) and at Temporal\'s defaults (a second dev server); why: docs/performance.md. Every step of a bead passes through such hand-offs.'
+        ? "History queue readers at our setting (provisioning/server-settings.ts, the stack as `gt up` runs it) and at Temporal's defaults (a second dev server); why: docs/performance.md. Every step of a bead passes through such hand-offs."
         : `History queue readers: ${settings[0]} only (docs/performance.md). Every step of a bead passes through such hand-offs.`,
       '',
       '| queue readers | per activity step | activity task scheduled → started p50 / p95 | workflow task p50 / p95 | per 1 ms timer step | visibility lag after an upsert per step |',
       '|---|---|---|---|---|---|',
     );
     for (const setting of settings) {
-      const of = (f: (h: HandoffFigures) => number | undefined) => spread(r.handoff!.filter((h) => readersOf(h) === setting).map(f));
+      const of = (f: (h: HandoffFigures) => number | undefined) =>
+        spread(r.handoff!.filter((h) => readersOf(h) === setting).map(f));
       lines.push(
         `| ${setting} | ${cell(of((h) => h.perStepMs))} | ${cell(of((h) => h.activityTaskMs.p50))} / ${cell(of((h) => h.activityTaskMs.p95))} | ${cell(of((h) => h.workflowTaskMs.p50))} / ${cell(of((h) => h.workflowTaskMs.p95))} | ${cell(of((h) => h.timerStepMs))} | ${cell(of((h) => h.visibilityLagMs))} |`,
       );
@@ -180,7 +195,10 @@ export function renderMarkdown(r: BenchReport, charts: ChartFiles = {}): string 
 
   if (r.convoys.length) {
     lines.push('## Convoys against the floor (same beads, DAG, agent, merges and gates done by a plain script)', '');
-    lines.push('| N | width | repeats | makespan | floor | ratio | per-bead overhead p50 | p95 | p99 |', '|---|---|---|---|---|---|---|---|---|');
+    lines.push(
+      '| N | width | repeats | makespan | floor | ratio | per-bead overhead p50 | p95 | p99 |',
+      '|---|---|---|---|---|---|---|---|---|',
+    );
     for (const c of r.convoys) {
       const s = c.summary;
       lines.push(
@@ -191,7 +209,10 @@ export function renderMarkdown(r: BenchReport, charts: ChartFiles = {}): string 
     embed('makespan', 'ratio');
     lines.push('## Hop latency, p50 / p99', '');
     const hopKeys = Object.keys(HOPS) as Hop[];
-    lines.push(`| hop | ${r.convoys.map((c) => `N=${c.n} w=${c.width}`).join(' | ')} |`, `|---|${r.convoys.map(() => '---').join('|')}|`);
+    lines.push(
+      `| hop | ${r.convoys.map((c) => `N=${c.n} w=${c.width}`).join(' | ')} |`,
+      `|---|${r.convoys.map(() => '---').join('|')}|`,
+    );
     for (const h of hopKeys) {
       const row = r.convoys.map((c) => {
         const x = c.summary.hops[h];
@@ -262,13 +283,20 @@ export function rerender(jsonPath: string): string {
   const md = jsonPath.replace(/\.json$/, '.md');
   const dir = dirname(jsonPath);
   writeFileSync(md, renderMarkdown(report, writeCharts(dir, basename(jsonPath, '.json'), report)));
-  const newest = readdirSync(dir).filter((f) => f.endsWith('.json')).sort().at(-1);
+  const newest = readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .at(-1);
   if (newest === basename(jsonPath)) copyFileSync(md, join(dir, 'latest.md'));
   return md;
 }
 
 /** Writes `<stamp>.json`, `<stamp>.md`, the charts and (unless `latest` is false: a partial run) `latest.md`; returns their paths. */
-export function writeReport(dir: string, report: BenchReport, { latest: updateLatest = true } = {}): { json: string; md: string; latest?: string } {
+export function writeReport(
+  dir: string,
+  report: BenchReport,
+  { latest: updateLatest = true } = {},
+): { json: string; md: string; latest?: string } {
   mkdirSync(dir, { recursive: true });
   const stamp = report.startedAt.replace(/[:.]/g, '-');
   const json = join(dir, `${stamp}.json`);

@@ -18,7 +18,16 @@ import { createOrigin } from './git';
 import { machineInfo } from './machine';
 import { parseOptions, repeatsFor, type BenchOptions } from './options';
 import { runOrchestrated } from './orchestrated';
-import { renderMarkdown, rerender, summarizeConvoy, summarizeQueue, writeReport, type BenchReport, type ConvoyScenarioReport, type QueueScenarioReport } from './report';
+import {
+  renderMarkdown,
+  rerender,
+  summarizeConvoy,
+  summarizeQueue,
+  writeReport,
+  type BenchReport,
+  type ConvoyScenarioReport,
+  type QueueScenarioReport,
+} from './report';
 import { badBeads } from './scenario';
 import type { BenchStack } from './stack';
 import { startStack } from './stack';
@@ -31,7 +40,8 @@ const slowGate = (seconds: number) => `sleep ${seconds} && test -z "$(find work 
 const deadlineFor = (beads: number) => 120_000 + beads * 20_000;
 
 const benchStart = Date.now();
-const log = (message: string) => console.error(`[bench ${((Date.now() - benchStart) / 1000).toFixed(0).padStart(4)} s] ${message}`);
+const log = (message: string) =>
+  console.error(`[bench ${((Date.now() - benchStart) / 1000).toFixed(0).padStart(4)} s] ${message}`);
 const label = (prefix: string) => `${prefix}-${randomBytes(3).toString('hex')}`;
 const fmt = (msec: number) => `${(msec / 1000).toFixed(2)} s`;
 
@@ -60,12 +70,25 @@ async function eachRepeat<F>(
   }
 }
 
-async function convoyScenario(stack: BenchStack, scratch: string, o: BenchOptions, n: number, width: number, into: ConvoyScenarioReport): Promise<void> {
+async function convoyScenario(
+  stack: BenchStack,
+  scratch: string,
+  o: BenchOptions,
+  n: number,
+  width: number,
+  into: ConvoyScenarioReport,
+): Promise<void> {
   await eachRepeat(into, repeatsFor(o, n), `N=${n} width=${width}`, async (r) => {
     const name = label(`c${n}w${width}r${r}`);
     const root = join(scratch, name);
     const gates = [TRIVIAL_GATE];
-    const floor = await runFloor({ root: join(root, 'floor'), origin: await createOrigin(join(root, 'floor')), n, width, gates });
+    const floor = await runFloor({
+      root: join(root, 'floor'),
+      origin: await createOrigin(join(root, 'floor')),
+      n,
+      width,
+      gates,
+    });
     const run = await runOrchestrated({
       stack,
       root: join(root, 'town'),
@@ -78,14 +101,26 @@ async function convoyScenario(stack: BenchStack, scratch: string, o: BenchOption
       maxPolecats: width,
       deadlineMs: deadlineFor(n),
     });
-    if (run.status !== 'landed') return { failure: `N=${n} width=${width} repeat ${r} (${name}): ${o.driver} ended ${run.status} after ${fmt(run.makespanMs)}` };
+    if (run.status !== 'landed')
+      return {
+        failure: `N=${n} width=${width} repeat ${r} (${name}): ${o.driver} ended ${run.status} after ${fmt(run.makespanMs)}`,
+      };
     const f = convoyFigures(run, floor, width);
-    return { figures: f, line: `makespan ${fmt(f.makespanMs)}, floor ${fmt(f.floorMakespanMs)}, ratio ${f.ratio.toFixed(2)}×, overhead p50 ${fmt(f.overhead.p50 ?? NaN)}` };
+    return {
+      figures: f,
+      line: `makespan ${fmt(f.makespanMs)}, floor ${fmt(f.floorMakespanMs)}, ratio ${f.ratio.toFixed(2)}×, overhead p50 ${fmt(f.overhead.p50 ?? NaN)}`,
+    };
   });
   into.summary = summarizeConvoy(into.repeats);
 }
 
-async function queueScenario(stack: BenchStack, scratch: string, o: BenchOptions, batchSize: number, into: QueueScenarioReport): Promise<void> {
+async function queueScenario(
+  stack: BenchStack,
+  scratch: string,
+  o: BenchOptions,
+  batchSize: number,
+  into: QueueScenarioReport,
+): Promise<void> {
   const bad = badBeads(o.queueMrs, o.queueBad);
   await eachRepeat(into, o.queueRepeats, `merge queue ${into.mode}`, async (r) => {
     const name = label(`q${o.queueMrs}b${batchSize}r${r}`);
@@ -111,8 +146,12 @@ async function queueScenario(stack: BenchStack, scratch: string, o: BenchOptions
     // With bad MRs the convoy cannot land; it must end, with exactly the good ones merged.
     const f = queueFigures(run, batchSize, bad.size);
     if (run.status === 'timed out' || f.merged !== o.queueMrs - bad.size) {
-      const unmerged = run.beads.filter((b) => !bad.has(b.index) && b.status !== 'closed').map((b) => `${b.beadId} ${b.status ?? 'unfinished'}: ${(b.reason ?? '').split('\n')[0]}`);
-      return { failure: `merge queue ${into.mode} repeat ${r} (${name}): ${run.status}, ${f.merged} of ${o.queueMrs - bad.size} good MRs merged${unmerged.length ? ` (${unmerged.join('; ')})` : ''}` };
+      const unmerged = run.beads
+        .filter((b) => !bad.has(b.index) && b.status !== 'closed')
+        .map((b) => `${b.beadId} ${b.status ?? 'unfinished'}: ${(b.reason ?? '').split('\n')[0]}`);
+      return {
+        failure: `merge queue ${into.mode} repeat ${r} (${name}): ${run.status}, ${f.merged} of ${o.queueMrs - bad.size} good MRs merged${unmerged.length ? ` (${unmerged.join('; ')})` : ''}`,
+      };
     }
     return { figures: f, line: `${f.merged} merged, ${f.gateRuns} gate runs, drain ${fmt(f.drainMs)}` };
   });
@@ -196,24 +235,46 @@ async function main() {
   }
 
   try {
-    log(`Temporal hand-off baseline: ${HANDOFF_STEPS} no-op steps in a row, ${HANDOFF_REPEATS} times, on this stack and on a dev server at Temporal's defaults…`);
-    const ours = await measureHandoffs({ nativeConnection: stack.server.env.nativeConnection, client: stack.client, namespace: stack.server.namespace }, 'ours', HANDOFF_STEPS, HANDOFF_REPEATS);
+    log(
+      `Temporal hand-off baseline: ${HANDOFF_STEPS} no-op steps in a row, ${HANDOFF_REPEATS} times, on this stack and on a dev server at Temporal's defaults…`,
+    );
+    const ours = await measureHandoffs(
+      { nativeConnection: stack.server.env.nativeConnection, client: stack.client, namespace: stack.server.namespace },
+      'ours',
+      HANDOFF_STEPS,
+      HANDOFF_REPEATS,
+    );
     log(`hand-off ${describeHandoffs(ours)}`);
-    const serverDefault = await withHandoffServer('server-default', {}, (target) => measureHandoffs(target, 'server-default', HANDOFF_STEPS, HANDOFF_REPEATS));
+    const serverDefault = await withHandoffServer('server-default', {}, (target) =>
+      measureHandoffs(target, 'server-default', HANDOFF_STEPS, HANDOFF_REPEATS),
+    );
     log(`hand-off ${describeHandoffs(serverDefault)}`);
     handoff = [...ours, ...serverDefault];
     if (!o.skip.has('convoys')) {
       for (const { n, width: requested } of o.scenarios) {
         // A width beyond N means every bead at once: the DAG has N chains of one bead.
         const width = Math.min(requested, n);
-        const into: ConvoyScenarioReport = { n, width, driver: o.driver, repeats: [], failures: [], summary: summarizeConvoy([]) };
+        const into: ConvoyScenarioReport = {
+          n,
+          width,
+          driver: o.driver,
+          repeats: [],
+          failures: [],
+          summary: summarizeConvoy([]),
+        };
         convoys.push(into);
         await convoyScenario(stack, scratch, o, n, width, into);
       }
     }
     if (!o.skip.has('queue')) {
       for (const batchSize of [1, o.batchSize]) {
-        const into: QueueScenarioReport = { mode: batchSize === 1 ? 'one-at-a-time' : 'batching', batchSize, repeats: [], failures: [], summary: {} };
+        const into: QueueScenarioReport = {
+          mode: batchSize === 1 ? 'one-at-a-time' : 'batching',
+          batchSize,
+          repeats: [],
+          failures: [],
+          summary: {},
+        };
         mergeQueue.push(into);
         await queueScenario(stack, scratch, o, batchSize, into);
       }

@@ -20,7 +20,13 @@ export function badBeads(n: number, rate: number): Set<number> {
   return new Set(Array.from({ length: count }, (_, k) => Math.floor(((k + 0.5) * n) / count)));
 }
 
-export function convoySpec(options: { id: string; rig: string; n: number; width: number; bad?: Set<number> }): ConvoySpecInput {
+export function convoySpec(options: {
+  id: string;
+  rig: string;
+  n: number;
+  width: number;
+  bad?: Set<number>;
+}): ConvoySpecInput {
   const { id, rig, n, width, bad = new Set<number>() } = options;
   return {
     id,

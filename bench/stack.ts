@@ -25,7 +25,14 @@ export interface BenchStack {
 }
 
 const noop = () => undefined;
-const quietLogger = { trace: noop, debug: noop, info: noop, warn: noop, error: (m: string) => console.error(m), log: noop };
+const quietLogger = {
+  trace: noop,
+  debug: noop,
+  info: noop,
+  warn: noop,
+  error: (m: string) => console.error(m),
+  log: noop,
+};
 
 export async function startStack(log: (m: string) => void): Promise<BenchStack> {
   // The worker logs at WARN: the bench's own output is the progress report. The bench handles Ctrl-C itself
@@ -35,7 +42,11 @@ export async function startStack(log: (m: string) => void): Promise<BenchStack> 
   process.env.GT_HOME = gtHome;
   const taskQueue = 'bench';
   log(`GT_HOME ${gtHome}; starting the Temporal dev server (SQLite file, as \`gt up\`)…`);
-  const server = await startDevServer({ dbFilename: join(gtHome, 'temporal.db'), namespace: 'default', onProgress: log });
+  const server = await startDevServer({
+    dbFilename: join(gtHome, 'temporal.db'),
+    namespace: 'default',
+    onProgress: log,
+  });
   log(`bundling workflows…`);
   const { code } = await bundleWorkflowCode({ workflowsPath, logger: quietLogger });
   const client = new Client({ connection: server.env.connection, namespace: server.namespace });

@@ -17,7 +17,13 @@ export interface Percentiles {
 }
 
 export function percentiles(samples: readonly number[]): Percentiles {
-  return { n: samples.length, p50: percentile(samples, 50), p95: percentile(samples, 95), p99: percentile(samples, 99), max: percentile(samples, 100) };
+  return {
+    n: samples.length,
+    p50: percentile(samples, 50),
+    p95: percentile(samples, 95),
+    p99: percentile(samples, 99),
+    max: percentile(samples, 100),
+  };
 }
 
 /** A figure over repeats: the median is the figure reported, min and max show the spread. */
@@ -38,7 +44,10 @@ export function spread(values: readonly (number | undefined)[]): Spread | undefi
 }
 
 /** Spreads of every numeric field of a list of same-shaped records (one record per repeat). */
-export function spreadOf<K extends string>(records: readonly Partial<Record<K, number | undefined>>[], keys: readonly K[]): Partial<Record<K, Spread>> {
+export function spreadOf<K extends string>(
+  records: readonly Partial<Record<K, number | undefined>>[],
+  keys: readonly K[],
+): Partial<Record<K, Spread>> {
   const out: Partial<Record<K, Spread>> = {};
   for (const k of keys) {
     const s = spread(records.map((r) => r[k]));
@@ -47,4 +56,5 @@ export function spreadOf<K extends string>(records: readonly Partial<Record<K, n
   return out;
 }
 
-export const round = (v: number | undefined, digits = 0): number | undefined => (v === undefined ? undefined : Math.round(v * 10 ** digits) / 10 ** digits);
+export const round = (v: number | undefined, digits = 0): number | undefined =>
+  v === undefined ? undefined : Math.round(v * 10 ** digits) / 10 ** digits;

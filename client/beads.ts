@@ -25,7 +25,10 @@ export const BeadListOptions = z.object({
   convoy: ConvoyId.optional(),
   status: BeadStatus.optional(),
   limit: z.number().int().min(1, '--limit must be at least 1').max(1000, '--limit must be at most 1000').default(50),
-  pageToken: z.string().regex(/^[A-Za-z0-9_-]+$/, '--page-token is the token a previous page printed').optional(),
+  pageToken: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]+$/, '--page-token is the token a previous page printed')
+    .optional(),
   /** Every page, not only the first `limit` rows. */
   all: z.boolean().default(false),
 });
@@ -56,7 +59,9 @@ const ENDED_FROM_OUTSIDE = new Set(['TERMINATED', 'TIMED_OUT']);
 
 function beadRow(wf: WorkflowExecutionInfo, now: number): BeadListRow {
   const sa = wf.typedSearchAttributes;
-  const status = ENDED_FROM_OUTSIDE.has(wf.status.name) ? wf.status.name.toLowerCase() : String(sa.get(SA.status) ?? wf.status.name.toLowerCase());
+  const status = ENDED_FROM_OUTSIDE.has(wf.status.name)
+    ? wf.status.name.toLowerCase()
+    : String(sa.get(SA.status) ?? wf.status.name.toLowerCase());
   const ended = wf.closeTime?.getTime();
   return {
     beadId: String(sa.get(SA.beadId) ?? wf.workflowId.replace(/^bead:/, '')),
@@ -88,12 +93,19 @@ export async function listBeads(town: Town, raw: BeadListOptions = {}): Promise<
   for (;;) {
     let response;
     try {
-      response = await town.client.workflowService.listWorkflowExecutions({ namespace, query, pageSize: o.limit, nextPageToken: token });
+      response = await town.client.workflowService.listWorkflowExecutions({
+        namespace,
+        query,
+        pageSize: o.limit,
+        nextPageToken: token,
+      });
     } catch (err) {
-      if (o.pageToken && /token/i.test((err as Error).message)) throw new UserError('invalid --page-token: pass the token the previous page printed');
+      if (o.pageToken && /token/i.test((err as Error).message))
+        throw new UserError('invalid --page-token: pass the token the previous page printed');
       throw err;
     }
-    for (const rawInfo of response.executions) beads.push(beadRow(await executionInfoFromRaw(rawInfo, loadedDataConverter, rawInfo, namespace), now));
+    for (const rawInfo of response.executions)
+      beads.push(beadRow(await executionInfoFromRaw(rawInfo, loadedDataConverter, rawInfo, namespace), now));
     token = response.nextPageToken?.length ? response.nextPageToken : undefined;
     if (!o.all || !token) break;
   }
@@ -145,11 +157,13 @@ export async function cancelBead(town: Town, beadId: string, raw: CancelBeadRequ
   const openMr = openRound && !openRound.outcome ? openRound.mergeRequest : undefined;
   await handle.cancel().catch((err: unknown) => {
     // It ended on its own between the update and the cancel: the state read below says how.
-    if (!(err instanceof WorkflowNotFoundError) && !/not found|already completed/i.test((err as Error).message)) throw err;
+    if (!(err instanceof WorkflowNotFoundError) && !/not found|already completed/i.test((err as Error).message))
+      throw err;
   });
   await handle.result().catch(() => undefined);
   const bead = await town.beadState(beadId);
-  if (bead.status !== 'cancelled') throw new UserError(`bead ${beadId} ended ${bead.status} before the cancellation reached it`);
+  if (bead.status !== 'cancelled')
+    throw new UserError(`bead ${beadId} ended ${bead.status} before the cancellation reached it`);
 
   const result: BeadCancellation = { bead, stoppedRuns: running };
   if (openMr) {
@@ -162,7 +176,11 @@ export async function cancelBead(town: Town, beadId: string, raw: CancelBeadRequ
     result.mergeRequest = {
       mrId: openMr,
       withdrawn: !merging && !queued,
-      note: merging ? 'its merge section had already begun: it may still land' : queued ? 'still in the merge queue' : 'withdrawn from the merge queue',
+      note: merging
+        ? 'its merge section had already begun: it may still land'
+        : queued
+          ? 'still in the merge queue'
+          : 'withdrawn from the merge queue',
     };
   }
   if (bead.convoyId) {
@@ -170,7 +188,10 @@ export async function cancelBead(town: Town, beadId: string, raw: CancelBeadRequ
       () => town.client.workflow.getHandle(convoyWorkflowId(bead.convoyId!)).query(convoyStateQuery),
       (c) => c.beads.find((b) => b.beadId === beadId)?.status !== 'running',
     );
-    result.convoy = { convoyId: bead.convoyId, beadStatus: convoy.beads.find((b) => b.beadId === beadId)?.status ?? 'unknown' };
+    result.convoy = {
+      convoyId: bead.convoyId,
+      beadStatus: convoy.beads.find((b) => b.beadId === beadId)?.status ?? 'unknown',
+    };
   }
   return result;
 }

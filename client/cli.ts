@@ -18,12 +18,18 @@ const GROUPS: { commands: string[]; load: () => Promise<Register> }[] = [
   { commands: ['sling', 'bead'], load: async () => (await import('./commands/bead')).registerBeadCommands },
   { commands: ['mq'], load: async () => (await import('./commands/mq')).registerMqCommands },
   { commands: ['convoy'], load: async () => (await import('./commands/convoy')).registerConvoyCommands },
-  { commands: ['escalations', 'escalation'], load: async () => (await import('./commands/escalation')).registerEscalationCommands },
+  {
+    commands: ['escalations', 'escalation'],
+    load: async () => (await import('./commands/escalation')).registerEscalationCommands,
+  },
   { commands: ['logs', 'nudge'], load: async () => (await import('./commands/runs')).registerRunCommands },
   { commands: ['credential'], load: async () => (await import('./commands/credential')).registerCredentialCommands },
   { commands: [...AGENT_COMMANDS], load: async () => (await import('./commands/agent')).registerAgentCommands },
   { commands: ['mcp'], load: async () => (await import('./commands/mcp')).registerMcpCommand },
-  { commands: ['codec-server'], load: async () => (await import('./commands/codec-server')).registerCodecServerCommand },
+  {
+    commands: ['codec-server'],
+    load: async () => (await import('./commands/codec-server')).registerCodecServerCommand,
+  },
   { commands: ['image'], load: async () => (await import('./commands/image')).registerImageCommands },
   { commands: ['status'], load: async () => (await import('./commands/status')).registerStatusCommand },
 ];

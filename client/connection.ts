@@ -25,16 +25,28 @@ export function clientDataConverter(): DataConverter {
   return dataConverterFromEnv();
 }
 
-export async function connectClient(): Promise<{ client: Client; connection: Connection; address: string; namespace: string }> {
+export async function connectClient(): Promise<{
+  client: Client;
+  connection: Connection;
+  address: string;
+  namespace: string;
+}> {
   const cfg = connectConfig();
   const address = cfg.connectionOptions.address;
   let connection: Connection;
   try {
     connection = await Connection.connect({ ...cfg.connectionOptions, connectTimeout: '5s' });
   } catch (err) {
-    throw new Error(`cannot reach Temporal at ${address} (${(err as Error).message}). Start the embedded stack with \`gt up\`, or set TEMPORAL_ADDRESS.`);
+    throw new Error(
+      `cannot reach Temporal at ${address} (${(err as Error).message}). Start the embedded stack with \`gt up\`, or set TEMPORAL_ADDRESS.`,
+    );
   }
-  return { client: new Client({ connection, namespace: cfg.namespace, dataConverter: clientDataConverter() }), connection, address, namespace: cfg.namespace };
+  return {
+    client: new Client({ connection, namespace: cfg.namespace, dataConverter: clientDataConverter() }),
+    connection,
+    address,
+    namespace: cfg.namespace,
+  };
 }
 
 /** For worker processes: installs the Runtime (structured logs, GT_METRICS_ADDRESS) before the first native connection. */

@@ -14,7 +14,14 @@
  *   scripts (and the tests) can find nodes without parsing labels.
  */
 import type { BeadState } from '../domain/bead';
-import { convoyBeadId, countBeads, type ConvoyBeadStatus, type ConvoyCounts, type ConvoySpec, type ConvoyState } from '../domain/convoy';
+import {
+  convoyBeadId,
+  countBeads,
+  type ConvoyBeadStatus,
+  type ConvoyCounts,
+  type ConvoySpec,
+  type ConvoyState,
+} from '../domain/convoy';
 import { topologicalOrder } from '../domain/dag';
 import { beadWorkflowId, convoyWorkflowId } from '../domain/ids';
 
@@ -70,7 +77,8 @@ export interface WebUi {
   namespace: string;
 }
 
-const workflowUrl = (ui: WebUi, workflowId: string) => `${ui.url.replace(/\/+$/, '')}/namespaces/${encodeURIComponent(ui.namespace)}/workflows/${encodeURIComponent(workflowId)}`;
+const workflowUrl = (ui: WebUi, workflowId: string) =>
+  `${ui.url.replace(/\/+$/, '')}/namespaces/${encodeURIComponent(ui.namespace)}/workflows/${encodeURIComponent(workflowId)}`;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -82,9 +90,15 @@ const median = (xs: number[]) => {
  * median of those that finished (so a spec, where nothing has run, gets the longest chain by count). Ties go to the
  * earlier bead in spec order, so the path is stable between redraws.
  */
-export function criticalPath(nodes: readonly { id: string; dependsOn: readonly string[]; startedAt?: string; endedAt?: string }[], now: number): string[] {
+export function criticalPath(
+  nodes: readonly { id: string; dependsOn: readonly string[]; startedAt?: string; endedAt?: string }[],
+  now: number,
+): string[] {
   if (!nodes.length) return [];
-  const took = (n: (typeof nodes)[number]) => (n.startedAt ? Math.max(1, Date.parse(n.endedAt ?? new Date(now).toISOString()) - Date.parse(n.startedAt)) : undefined);
+  const took = (n: (typeof nodes)[number]) =>
+    n.startedAt
+      ? Math.max(1, Date.parse(n.endedAt ?? new Date(now).toISOString()) - Date.parse(n.startedAt))
+      : undefined;
   const finished = nodes.filter((n) => n.startedAt && n.endedAt).map((n) => took(n)!);
   const started = nodes.map(took).filter((x): x is number => x !== undefined);
   const estimate = median(finished) ?? median(started) ?? 1;
@@ -93,7 +107,8 @@ export function criticalPath(nodes: readonly { id: string; dependsOn: readonly s
   for (const id of topologicalOrder(nodes)) {
     const n = byId.get(id)!;
     let via: string | undefined;
-    for (const d of n.dependsOn) if (best.has(d) && (via === undefined || best.get(d)!.total > best.get(via)!.total)) via = d;
+    for (const d of n.dependsOn)
+      if (best.has(d) && (via === undefined || best.get(d)!.total > best.get(via)!.total)) via = d;
     best.set(id, { total: (took(n) ?? estimate) + (via ? best.get(via)!.total : 0), via });
   }
   let end = nodes[0]!.id;
@@ -135,7 +150,11 @@ export function graphOfSpec(spec: ConvoySpec): ConvoyGraph {
  * The graph of a convoy as it is now, with each started bead's own state (round, run) where known. The critical
  * path runs through beads that can still merge (or have): the chain that decides when the convoy lands.
  */
-export function graphOfConvoy(convoy: ConvoyState, beads: ReadonlyMap<string, BeadState>, opts: { ui?: WebUi; now?: number } = {}): ConvoyGraph {
+export function graphOfConvoy(
+  convoy: ConvoyState,
+  beads: ReadonlyMap<string, BeadState>,
+  opts: { ui?: WebUi; now?: number } = {},
+): ConvoyGraph {
   // Failed, blocked and cancelled beads will never merge, so no chain through them decides when the rest lands.
   const path = criticalPath(
     convoy.beads.filter((b) => b.status === 'closed' || b.status === 'running' || b.status === 'pending'),
@@ -161,10 +180,15 @@ export function graphOfConvoy(convoy: ConvoyState, beads: ReadonlyMap<string, Be
         round: bead?.round,
         runId: bead?.currentRunId ?? bead?.runs.at(-1)?.runId,
         commit: b.commit,
-        reason: b.status === 'closed' || b.status === 'pending' ? undefined : oneLine(b.reason ?? (b.status === 'running' ? undefined : bead?.failureReason)),
+        reason:
+          b.status === 'closed' || b.status === 'pending'
+            ? undefined
+            : oneLine(b.reason ?? (b.status === 'running' ? undefined : bead?.failureReason)),
         dependsOn: b.dependsOn,
         critical: onPath.has(b.id),
-        url: opts.ui ? workflowUrl(opts.ui, started ? beadWorkflowId(b.beadId) : convoyWorkflowId(convoy.convoyId)) : undefined,
+        url: opts.ui
+          ? workflowUrl(opts.ui, started ? beadWorkflowId(b.beadId) : convoyWorkflowId(convoy.convoyId))
+          : undefined,
       };
     }),
   };
@@ -212,10 +236,18 @@ export function toMermaid(g: ConvoyGraph): string {
     out.push(`  class ${members.map((n) => mermaidId(n.id)).join(',')} ${status}`);
   }
   const criticalNodes = g.nodes.filter((n) => n.critical);
-  if (criticalNodes.length) out.push(`  classDef critical stroke:${CRITICAL},stroke-width:3px`, `  class ${criticalNodes.map((n) => mermaidId(n.id)).join(',')} critical`);
+  if (criticalNodes.length)
+    out.push(
+      `  classDef critical stroke:${CRITICAL},stroke-width:3px`,
+      `  class ${criticalNodes.map((n) => mermaidId(n.id)).join(',')} critical`,
+    );
   const criticalEdges = edges.map((e, i) => (critical(e) ? i : -1)).filter((i) => i >= 0);
   if (criticalEdges.length) out.push(`  linkStyle ${criticalEdges.join(',')} stroke:${CRITICAL},stroke-width:3px`);
-  for (const n of g.nodes) if (n.url) out.push(`  click ${mermaidId(n.id)} href "${n.url}" "bead ${mermaidText(n.beadId ?? n.id)} in the Web UI" _blank`);
+  for (const n of g.nodes)
+    if (n.url)
+      out.push(
+        `  click ${mermaidId(n.id)} href "${n.url}" "bead ${mermaidText(n.beadId ?? n.id)} in the Web UI" _blank`,
+      );
   return `${out.join('\n')}\n`;
 }
 
@@ -245,7 +277,10 @@ export function toDot(g: ConvoyGraph): string {
     out.push(`  ${dotString(n.id)} [${attrs.join(', ')}];`);
   }
   const critical = onCriticalPath(g);
-  for (const e of edgesOf(g)) out.push(`  ${dotString(e.from)} -> ${dotString(e.to)}${critical(e) ? ` [color=${dotString(CRITICAL)}, penwidth=2.5, class="critical"]` : ''};`);
+  for (const e of edgesOf(g))
+    out.push(
+      `  ${dotString(e.from)} -> ${dotString(e.to)}${critical(e) ? ` [color=${dotString(CRITICAL)}, penwidth=2.5, class="critical"]` : ''};`,
+    );
   out.push('}');
   return `${out.join('\n')}\n`;
 }
@@ -260,13 +295,17 @@ export async function toSvg(g: ConvoyGraph): Promise<string> {
   return (await viz).renderString(toDot(g), { format: 'svg' });
 }
 
-const html = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const html = (s: string) =>
+  s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
 /** One self-contained page: heading, legend, the SVG (nodes link to the Web UI), and the beads as a table. */
 export async function toHtml(g: ConvoyGraph): Promise<string> {
   const svg = (await toSvg(g)).replace(/^[\s\S]*?(<svg\b)/, '$1');
   const legend = Object.entries(STATUS_STYLE)
-    .map(([status, s]) => `<span class="key" data-status="${status}"><i style="background:${s.fill};border-color:${s.stroke}"></i>${s.symbol} ${s.label} (${g.counts[status as ConvoyBeadStatus]})</span>`)
+    .map(
+      ([status, s]) =>
+        `<span class="key" data-status="${status}"><i style="background:${s.fill};border-color:${s.stroke}"></i>${s.symbol} ${s.label} (${g.counts[status as ConvoyBeadStatus]})</span>`,
+    )
     .join('');
   const rows = g.nodes
     .map((n) => {

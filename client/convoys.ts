@@ -73,7 +73,8 @@ export interface ConvoySummary {
   endedAt?: string;
 }
 
-const notFound = (err: unknown) => err instanceof WorkflowNotFoundError || (err instanceof Error && /not found|NOT_FOUND/i.test(err.message));
+const notFound = (err: unknown) =>
+  err instanceof WorkflowNotFoundError || (err instanceof Error && /not found|NOT_FOUND/i.test(err.message));
 
 /** Reads a spec file (YAML, or JSON by extension); malformed files are a one-line UserError naming the file. */
 export function readSpecFile(path: string): unknown {
@@ -83,10 +84,13 @@ export function readSpecFile(path: string): unknown {
   } catch {
     throw new UserError(`cannot read spec file ${path}: no such file`);
   }
-  if (size > MAX_SPEC_FILE_BYTES) throw new UserError(`spec file ${path} is ${size} bytes; at most ${MAX_SPEC_FILE_BYTES} are allowed`);
+  if (size > MAX_SPEC_FILE_BYTES)
+    throw new UserError(`spec file ${path} is ${size} bytes; at most ${MAX_SPEC_FILE_BYTES} are allowed`);
   const text = readFileSync(path, 'utf8');
   try {
-    return extname(path).toLowerCase() === '.json' ? (JSON.parse(text) as unknown) : (parseYaml(text, { maxAliasCount: 100 }) as unknown);
+    return extname(path).toLowerCase() === '.json'
+      ? (JSON.parse(text) as unknown)
+      : (parseYaml(text, { maxAliasCount: 100 }) as unknown);
   } catch (err) {
     const what = extname(path).toLowerCase() === '.json' ? 'JSON' : 'YAML';
     const detail = (err as Error).message.split('\n')[0]!.replace(/:$/, '');
@@ -128,7 +132,8 @@ export class ConvoyClient {
    * dependencies, cycles), the bead ids derived from the convoy id, the plan's size in bytes, and that the rig exists.
    */
   async validate(raw: unknown, overrides: { id?: string } = {}): Promise<{ spec: ResolvedConvoySpec; rig: RigConfig }> {
-    if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new UserError('invalid convoy spec: expected a mapping with title, rig and beads');
+    if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
+      throw new UserError('invalid convoy spec: expected a mapping with title, rig and beads');
     const withId = { ...(raw as Record<string, unknown>), ...(overrides.id ? { id: overrides.id } : {}) };
     const parsed = ConvoySpec.safeParse(withId);
     if (!parsed.success) throw new UserError(`invalid convoy spec: ${describeZodError(parsed.error)}`);
@@ -142,7 +147,10 @@ export class ConvoyClient {
   }
 
   /** Validates, then starts the convoy workflow (staged: plan recorded, nothing dispatched until launch). */
-  async start(raw: unknown, opts: { id?: string; staged?: boolean; options?: ConvoyOptionsInput } = {}): Promise<{ convoyId: string; workflowId: string; spec: ResolvedConvoySpec }> {
+  async start(
+    raw: unknown,
+    opts: { id?: string; staged?: boolean; options?: ConvoyOptionsInput } = {},
+  ): Promise<{ convoyId: string; workflowId: string; spec: ResolvedConvoySpec }> {
     const { spec, rig } = await this.validate(raw, { id: opts.id });
     const workflowId = convoyWorkflowId(spec.id);
     try {
@@ -163,7 +171,10 @@ export class ConvoyClient {
         staticDetails: spec.description || undefined,
       });
     } catch (err) {
-      if (err instanceof WorkflowExecutionAlreadyStartedError) throw new UserError(`convoy '${spec.id}' already exists (see \`gt convoy status ${spec.id}\`); give the spec another id`);
+      if (err instanceof WorkflowExecutionAlreadyStartedError)
+        throw new UserError(
+          `convoy '${spec.id}' already exists (see \`gt convoy status ${spec.id}\`); give the spec another id`,
+        );
       throw err;
     }
     return { convoyId: spec.id, workflowId, spec };
@@ -189,7 +200,11 @@ export class ConvoyClient {
     const convoy = await this.state(convoyId);
     const started = convoy.beads.filter((b) => b.status !== 'pending' && b.status !== 'blocked' && b.startedAt);
     const states = await this.beadStates(started.map((b) => b.beadId));
-    return { convoy, counts: countBeads(convoy.beads), beads: convoy.beads.map((b) => ({ ...b, bead: states.get(b.beadId) })) };
+    return {
+      convoy,
+      counts: countBeads(convoy.beads),
+      beads: convoy.beads.map((b) => ({ ...b, bead: states.get(b.beadId) })),
+    };
   }
 
   /** Bead states by bead id, 16 queries at a time; a bead that does not answer is left out rather than failing the view. */
@@ -214,7 +229,9 @@ export class ConvoyClient {
   async graph(convoyId: string, uiUrl?: string): Promise<ConvoyGraph> {
     const view = await this.status(convoyId);
     const beads = new Map(view.beads.flatMap((b) => (b.bead ? [[b.beadId, b.bead] as const] : [])));
-    return graphOfConvoy(view.convoy, beads, { ui: uiUrl ? { url: uiUrl, namespace: this.client.options.namespace } : undefined });
+    return graphOfConvoy(view.convoy, beads, {
+      ui: uiUrl ? { url: uiUrl, namespace: this.client.options.namespace } : undefined,
+    });
   }
 
   /** Every convoy, newest first: running ones as they are now, ended ones as they ended. */
@@ -229,7 +246,9 @@ export class ConvoyClient {
         convoyId: wf.workflowId.replace(/^convoy:/, ''),
         title: memo.title ?? '',
         rig: String(wf.typedSearchAttributes.get(SA.rig) ?? ''),
-        status: (wf.typedSearchAttributes.get(SA.status) as ConvoyStatus | undefined) ?? (wf.status.name === 'RUNNING' ? 'running' : 'failed'),
+        status:
+          (wf.typedSearchAttributes.get(SA.status) as ConvoyStatus | undefined) ??
+          (wf.status.name === 'RUNNING' ? 'running' : 'failed'),
         mergeMode: memo.mergeMode,
         startedAt: wf.startTime.toISOString(),
         endedAt: wf.closeTime?.toISOString(),
@@ -252,7 +271,10 @@ export class ConvoyClient {
     return rows.map(({ closedAs: _closedAs, ...row }) => row).sort((a, b) => b.startedAt.localeCompare(a.startedAt));
   }
 
-  private async update<T>(convoyId: string, call: (h: WorkflowHandle<typeof convoyWorkflow>) => Promise<T>): Promise<T> {
+  private async update<T>(
+    convoyId: string,
+    call: (h: WorkflowHandle<typeof convoyWorkflow>) => Promise<T>,
+  ): Promise<T> {
     const handle = this.handle(convoyId);
     try {
       return await call(handle);
@@ -288,7 +310,9 @@ export class ConvoyClient {
   }
 
   close(convoyId: string, req: { reason?: string; force?: boolean }): Promise<ConvoyState> {
-    return this.update(convoyId, (h) => h.executeUpdate(closeConvoyUpdate, { args: [{ reason: req.reason ?? '', force: req.force ?? false }] }));
+    return this.update(convoyId, (h) =>
+      h.executeUpdate(closeConvoyUpdate, { args: [{ reason: req.reason ?? '', force: req.force ?? false }] }),
+    );
   }
 
   retryLanding(convoyId: string): Promise<ConvoyState> {
@@ -302,7 +326,8 @@ export class ConvoyClient {
       if (notFound(err)) throw new UserError(`unknown convoy '${convoyId}' (see \`gt convoy list\`)`);
       throw err;
     });
-    if (description.status.name !== 'RUNNING') throw new UserError(`convoy '${convoyId}' has already ended (${description.status.name.toLowerCase()})`);
+    if (description.status.name !== 'RUNNING')
+      throw new UserError(`convoy '${convoyId}' has already ended (${description.status.name.toLowerCase()})`);
     await handle.cancel();
     await handle.result().catch(() => undefined);
     return this.state(convoyId);
@@ -316,7 +341,11 @@ export class ConvoyClient {
   }
 
   /** Follows a convoy until it ends, calling `onChange` with each new state; resolves with the final state. */
-  async wait(convoyId: string, onChange: (state: ConvoyState, previous: ConvoyState | undefined, elapsedMs: number) => void, pollMs = 1000): Promise<ConvoyState> {
+  async wait(
+    convoyId: string,
+    onChange: (state: ConvoyState, previous: ConvoyState | undefined, elapsedMs: number) => void,
+    pollMs = 1000,
+  ): Promise<ConvoyState> {
     const started = Date.now();
     let previous: ConvoyState | undefined;
     let ended = false;

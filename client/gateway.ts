@@ -14,8 +14,23 @@ import Fastify, { type FastifyReply, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { gatewaySocketDir, gatewaySocketPath } from '../agents/gateway-socket';
 import { verifyRunToken, type RunClaims } from '../agents/run-token';
-import { CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, MAX_TEXT, ProgressRequest, ReviewVerdict } from '../domain/bead';
-import { checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, progressUpdate, reviewVerdictUpdate } from '../domain/messages';
+import {
+  CheckpointRequest,
+  DoneRequest,
+  EscalateRequest,
+  InboxRequest,
+  MAX_TEXT,
+  ProgressRequest,
+  ReviewVerdict,
+} from '../domain/bead';
+import {
+  checkpointUpdate,
+  doneUpdate,
+  escalateUpdate,
+  inboxUpdate,
+  progressUpdate,
+  reviewVerdictUpdate,
+} from '../domain/messages';
 import { printableStrings } from '../domain/caps';
 import { describeZodError } from '../domain/validation';
 import { gtHome } from '../host/home';
@@ -83,7 +98,8 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     try {
       return await run();
     } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw new HttpError(410, `workflow ${claims.workflowId} no longer exists`);
+      if (err instanceof WorkflowNotFoundError)
+        throw new HttpError(410, `workflow ${claims.workflowId} no longer exists`);
       if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
         throw new HttpError(err.cause.type === 'StaleRun' ? 409 : 400, err.cause.message);
       }
@@ -91,11 +107,17 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     }
   };
 
-  const route = <S extends z.ZodType>(path: string, schema: S, send: (claims: RunClaims, body: z.output<S>) => Promise<unknown>, role?: RunClaims['role']) =>
+  const route = <S extends z.ZodType>(
+    path: string,
+    schema: S,
+    send: (claims: RunClaims, body: z.output<S>) => Promise<unknown>,
+    role?: RunClaims['role'],
+  ) =>
     app.post(path, async (req: FastifyRequest, reply: FastifyReply) => {
       try {
         const claims = authenticate(req);
-        if (role && claims.role !== role) throw new HttpError(403, `this endpoint is for ${role}s; the token is a ${claims.role}'s`);
+        if (role && claims.role !== role)
+          throw new HttpError(403, `this endpoint is for ${role}s; the token is a ${claims.role}'s`);
         const body = bodyFor(schema, req, claims);
         return await forward(claims, () => send(claims, body));
       } catch (err) {
@@ -106,14 +128,29 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     });
 
   const handle = (claims: RunClaims) => options.client.workflow.getHandle(claims.workflowId);
-  route('/v1/done', DoneRequest, (c, body) =>
-    // Same update id for the same run: a repeated gt done returns the first answer and changes nothing.
-    handle(c).executeUpdate(doneUpdate, { args: [body], updateId: `done:${c.runId}` }), 'polecat');
+  route(
+    '/v1/done',
+    DoneRequest,
+    (c, body) =>
+      // Same update id for the same run: a repeated gt done returns the first answer and changes nothing.
+      handle(c).executeUpdate(doneUpdate, { args: [body], updateId: `done:${c.runId}` }),
+    'polecat',
+  );
   route('/v1/progress', ProgressRequest, (c, body) => handle(c).executeUpdate(progressUpdate, { args: [body] }));
   route('/v1/escalate', EscalateRequest, (c, body) => handle(c).executeUpdate(escalateUpdate, { args: [body] }));
-  route('/v1/checkpoint', CheckpointRequest, (c, body) => handle(c).executeUpdate(checkpointUpdate, { args: [body] }), 'polecat');
+  route(
+    '/v1/checkpoint',
+    CheckpointRequest,
+    (c, body) => handle(c).executeUpdate(checkpointUpdate, { args: [body] }),
+    'polecat',
+  );
   route('/v1/inbox', InboxRequest, (c, body) => handle(c).executeUpdate(inboxUpdate, { args: [body] }), 'polecat');
-  route('/v1/review', ReviewVerdict, (c, body) => handle(c).executeUpdate(reviewVerdictUpdate, { args: [body], updateId: `review:${c.runId}` }), 'reviewer');
+  route(
+    '/v1/review',
+    ReviewVerdict,
+    (c, body) => handle(c).executeUpdate(reviewVerdictUpdate, { args: [body], updateId: `review:${c.runId}` }),
+    'reviewer',
+  );
   app.get('/healthz', () => ({ ok: true }));
 
   app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
@@ -124,7 +161,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 });
   const addr = app.server.address() as AddressInfo;
   const url = options.publicUrl ?? `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`;
-  const socket = options.socketHome === false ? undefined : await listenOnSocket(app.routing.bind(app), options.socketHome ?? gtHome());
+  const socket =
+    options.socketHome === false
+      ? undefined
+      : await listenOnSocket(app.routing.bind(app), options.socketHome ?? gtHome());
   return {
     url,
     socketPath: socket?.path,
@@ -139,7 +179,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
  * Serves the same routes on GT_HOME's unix socket. The path is stable across restarts (a restarted gateway takes it
  * over), so a sandboxed agent's GT_GATEWAY_URL stays valid; failing to bind it only costs those runtimes.
  */
-async function listenOnSocket(routing: (req: never, res: never) => void, home: string): Promise<{ server: Server; path: string } | undefined> {
+async function listenOnSocket(
+  routing: (req: never, res: never) => void,
+  home: string,
+): Promise<{ server: Server; path: string } | undefined> {
   const path = gatewaySocketPath(home);
   try {
     mkdirSync(gatewaySocketDir(home), { recursive: true, mode: 0o755 });

@@ -30,7 +30,8 @@ export interface GtMcpServer {
 }
 
 /** The toolset when none is asked for: inside a run, the agent's; otherwise the operator's. */
-export const defaultToolset = (env: NodeJS.ProcessEnv = process.env): McpToolset => (env.GT_RUN_TOKEN_FILE || env.GT_RUN_TOKEN ? 'agent' : 'operator');
+export const defaultToolset = (env: NodeJS.ProcessEnv = process.env): McpToolset =>
+  env.GT_RUN_TOKEN_FILE || env.GT_RUN_TOKEN ? 'agent' : 'operator';
 
 const text = (value: unknown): CallToolResult => ({
   content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value, null, 2) }],
@@ -43,7 +44,10 @@ export function createGtMcpServer(toolset: McpToolset, env: NodeJS.ProcessEnv = 
   let town: Promise<{ town: Town; close: () => Promise<void> }> | undefined;
 
   const getTown = async () => {
-    town ??= connectClient().then(({ client, connection }) => ({ town: new Town(client), close: () => connection.close() }));
+    town ??= connectClient().then(({ client, connection }) => ({
+      town: new Town(client),
+      close: () => connection.close(),
+    }));
     return (await town).town;
   };
 
@@ -84,7 +88,8 @@ function registerAgentTools(server: McpServer, answer: Answer, role: string | un
       'gt_done',
       {
         title: 'Finish this run',
-        description: 'Report that this run has finished: commit your work first; the branch then goes to the merge queue. Only the current run of the bead may call it; a repeated call is harmless.',
+        description:
+          'Report that this run has finished: commit your work first; the branch then goes to the merge queue. Only the current run of the bead may call it; a repeated call is harmless.',
         inputSchema: { summary: z.string().max(20_000).default('').describe('one line about what was done') },
       },
       ({ summary }) => answer(() => callGateway('/v1/done', { summary })),
@@ -94,7 +99,8 @@ function registerAgentTools(server: McpServer, answer: Answer, role: string | un
     'gt_progress',
     {
       title: 'Report progress',
-      description: 'Tell the town what you are doing. Keeps the run from being taken for stalled and shows in `gt bead status`.',
+      description:
+        'Tell the town what you are doing. Keeps the run from being taken for stalled and shows in `gt bead status`.',
       inputSchema: { message: z.string().max(2000).describe('what you are doing now') },
     },
     ({ message }) => answer(() => callGateway('/v1/progress', { message })),
@@ -103,7 +109,8 @@ function registerAgentTools(server: McpServer, answer: Answer, role: string | un
     'gt_checkpoint',
     {
       title: 'Save a checkpoint',
-      description: 'Save a note about where the work stands; if this run ends early, the next run of the bead gets it in its prompt.',
+      description:
+        'Save a note about where the work stands; if this run ends early, the next run of the bead gets it in its prompt.',
       inputSchema: { note: CheckpointRequest.shape.note.describe('what is done and what is next') },
     },
     ({ note }) => answer(() => callGateway('/v1/checkpoint', { note })),
@@ -112,8 +119,12 @@ function registerAgentTools(server: McpServer, answer: Answer, role: string | un
     'gt_inbox',
     {
       title: 'Read messages',
-      description: 'Messages operators sent to this bead (gt nudge). Returned messages are marked read unless peek is set.',
-      inputSchema: { all: z.boolean().default(false).describe('every message, read or not'), peek: z.boolean().default(false).describe('do not mark them read') },
+      description:
+        'Messages operators sent to this bead (gt nudge). Returned messages are marked read unless peek is set.',
+      inputSchema: {
+        all: z.boolean().default(false).describe('every message, read or not'),
+        peek: z.boolean().default(false).describe('do not mark them read'),
+      },
       annotations: { readOnlyHint: false },
     },
     ({ all, peek }) => answer(() => callGateway('/v1/inbox', { all, peek })),
@@ -122,7 +133,8 @@ function registerAgentTools(server: McpServer, answer: Answer, role: string | un
     'gt_escalate',
     {
       title: 'Ask a human for help',
-      description: 'Raise an escalation for this bead when you are blocked (missing access, unclear requirements, broken environment).',
+      description:
+        'Raise an escalation for this bead when you are blocked (missing access, unclear requirements, broken environment).',
       inputSchema: {
         reason: z.string().trim().min(1).max(20_000).describe('what is wrong and what you need'),
         severity: z.enum(['low', 'medium', 'high', 'critical']).default('medium'),
@@ -165,8 +177,18 @@ async function listBeads(town: Town, filter: z.output<typeof BeadListFilter>) {
   if (filter.rig) clauses.push(`${SA.rig.name} = '${filter.rig}'`);
   if (filter.status) clauses.push(`${SA.status.name} = '${filter.status}'`);
   if (filter.convoyId) clauses.push(`${SA.convoyId.name} = '${filter.convoyId}'`);
-  const rows: { beadId: string; rig?: string; status?: string; convoyId?: string; title?: unknown; startTime: string }[] = [];
-  for await (const wf of town.client.workflow.list({ query: town.scoped(clauses.join(' AND ')), pageSize: filter.limit })) {
+  const rows: {
+    beadId: string;
+    rig?: string;
+    status?: string;
+    convoyId?: string;
+    title?: unknown;
+    startTime: string;
+  }[] = [];
+  for await (const wf of town.client.workflow.list({
+    query: town.scoped(clauses.join(' AND ')),
+    pageSize: filter.limit,
+  })) {
     const sa = wf.typedSearchAttributes;
     rows.push({
       beadId: sa.get(SA.beadId) ?? wf.workflowId.replace(/^bead:/, ''),
@@ -181,26 +203,42 @@ async function listBeads(town: Town, filter: z.output<typeof BeadListFilter>) {
   return rows;
 }
 
-const ConvoyBeads = z.array(ConvoyBeadSpec).min(1).describe('the tasks: id (local to the convoy), title, description, acceptance, priority, dependsOn (ids of beads that must merge first)');
+const ConvoyBeads = z
+  .array(ConvoyBeadSpec)
+  .min(1)
+  .describe(
+    'the tasks: id (local to the convoy), title, description, acceptance, priority, dependsOn (ids of beads that must merge first)',
+  );
 
 function registerOperatorTools(server: McpServer, answer: Answer, town: () => Promise<Town>): void {
   const readOnly = { readOnlyHint: true };
   const convoys = async () => new ConvoyClient(await town());
   server.registerTool(
     'gt_rig_list',
-    { title: 'List rigs', description: 'The rigs (repositories under management) and their configuration.', inputSchema: {}, annotations: readOnly },
+    {
+      title: 'List rigs',
+      description: 'The rigs (repositories under management) and their configuration.',
+      inputSchema: {},
+      annotations: readOnly,
+    },
     () => answer(async () => (await town()).listRigs()),
   );
   server.registerTool(
     'gt_rig_show',
-    { title: 'Show a rig', description: "A rig's configuration: repository, target branch, gates, agent command, policies.", inputSchema: { name: RigName }, annotations: readOnly },
+    {
+      title: 'Show a rig',
+      description: "A rig's configuration: repository, target branch, gates, agent command, policies.",
+      inputSchema: { name: RigName },
+      annotations: readOnly,
+    },
     ({ name }) => answer(async () => (await town()).getRig(name)),
   );
   server.registerTool(
     'gt_sling',
     {
       title: 'Sling a bead',
-      description: 'Hand one unit of work (outside any convoy) to a polecat on a rig. Returns the bead id to follow with gt_bead_status.',
+      description:
+        'Hand one unit of work (outside any convoy) to a polecat on a rig. Returns the bead id to follow with gt_bead_status.',
       inputSchema: {
         rig: RigName.describe('rig name'),
         title: BeadSpec.shape.title.describe('what to do, in one line'),
@@ -238,15 +276,25 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
   );
   server.registerTool(
     'gt_mq',
-    { title: 'Merge queue', description: "A rig's merge queue: what is merging now, what waits, merged and sent-back counts.", inputSchema: { rig: RigName }, annotations: readOnly },
+    {
+      title: 'Merge queue',
+      description: "A rig's merge queue: what is merging now, what waits, merged and sent-back counts.",
+      inputSchema: { rig: RigName },
+      annotations: readOnly,
+    },
     ({ rig }) => answer(async () => (await town()).mergeQueue(rig)),
   );
   server.registerTool(
     'gt_nudge',
     {
       title: 'Message a run',
-      description: "Send a message to whichever run works on a bead now (and the runs after it); the agent reads it with gt inbox / gt_inbox.",
-      inputSchema: { beadId: BeadId, message: NudgeRequest.shape.message, from: z.string().trim().min(1).max(200).default('mayor') },
+      description:
+        'Send a message to whichever run works on a bead now (and the runs after it); the agent reads it with gt inbox / gt_inbox.',
+      inputSchema: {
+        beadId: BeadId,
+        message: NudgeRequest.shape.message,
+        from: z.string().trim().min(1).max(200).default('mayor'),
+      },
     },
     ({ beadId, message, from }) => answer(async () => (await town()).nudge(beadId, message, from)),
   );
@@ -261,7 +309,9 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
         title: z.string().describe('what the convoy delivers'),
         rig: RigName.describe('rig name'),
         description: z.string().optional(),
-        mergeMode: MergeMode.optional().describe('review-and-merge (each bead merges to the target) or review-then-land (beads merge to a convoy branch that lands at the end)'),
+        mergeMode: MergeMode.optional().describe(
+          'review-and-merge (each bead merges to the target) or review-then-land (beads merge to a convoy branch that lands at the end)',
+        ),
         onFailure: FailurePolicy.optional(),
         maxParallel: z.number().int().min(1).optional().describe('beads in flight at once'),
         id: ConvoyId.optional().describe('convoy id (default: from the title)'),
@@ -286,7 +336,11 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
   );
   server.registerTool(
     'gt_convoy_launch',
-    { title: 'Launch a staged convoy', description: 'Start the beads of a staged convoy whose dependencies allow it.', inputSchema: { convoyId: ConvoyId } },
+    {
+      title: 'Launch a staged convoy',
+      description: 'Start the beads of a staged convoy whose dependencies allow it.',
+      inputSchema: { convoyId: ConvoyId },
+    },
     ({ convoyId }) => answer(async () => (await convoys()).launch(convoyId)),
   );
   server.registerTool(
@@ -301,12 +355,22 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
   );
   server.registerTool(
     'gt_convoy_list',
-    { title: 'List convoys', description: 'Convoys of the town with their status and counts.', inputSchema: {}, annotations: readOnly },
+    {
+      title: 'List convoys',
+      description: 'Convoys of the town with their status and counts.',
+      inputSchema: {},
+      annotations: readOnly,
+    },
     () => answer(async () => (await convoys()).list()),
   );
   server.registerTool(
     'gt_convoy_cancel',
-    { title: 'Cancel a convoy', description: 'Cancel a running convoy: it stops its beads and ends; returns its final state.', inputSchema: { convoyId: ConvoyId }, annotations: { destructiveHint: true } },
+    {
+      title: 'Cancel a convoy',
+      description: 'Cancel a running convoy: it stops its beads and ends; returns its final state.',
+      inputSchema: { convoyId: ConvoyId },
+      annotations: { destructiveHint: true },
+    },
     ({ convoyId }) => answer(async () => (await convoys()).cancel(convoyId)),
   );
   server.registerTool(
@@ -324,7 +388,11 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
     {
       title: 'Acknowledge an escalation',
       description: 'Mark an escalation as handled, with a note of what was decided.',
-      inputSchema: { id: z.string().min(1).max(200), note: z.string().max(20_000).default(''), by: z.string().max(100).default('mcp') },
+      inputSchema: {
+        id: z.string().min(1).max(200),
+        note: z.string().max(20_000).default(''),
+        by: z.string().max(100).default('mcp'),
+      },
     },
     ({ id, note, by }) => answer(async () => (await town()).ackEscalation(id, { by, note })),
   );

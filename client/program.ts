@@ -3,11 +3,21 @@ import { Command, CommanderError } from 'commander';
 import { UserError } from './errors';
 
 /** Commands agents run from inside their runs, often: they need only the gateway client, so they start fast. */
-export const AGENT_COMMANDS: ReadonlySet<string> = new Set(['done', 'progress', 'checkpoint', 'inbox', 'escalate', 'approve', 'request-changes']);
+export const AGENT_COMMANDS: ReadonlySet<string> = new Set([
+  'done',
+  'progress',
+  'checkpoint',
+  'inbox',
+  'escalate',
+  'approve',
+  'request-changes',
+]);
 
 export function baseProgram(): Command {
   return new Command('gt')
-    .description('Gas Town on Temporal: durable orchestration of AI coding agents.\nTemporal connection from TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE / TEMPORAL_PROFILE; local state in GT_HOME (~/.gastown).')
+    .description(
+      'Gas Town on Temporal: durable orchestration of AI coding agents.\nTemporal connection from TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE / TEMPORAL_PROFILE; local state in GT_HOME (~/.gastown).',
+    )
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();

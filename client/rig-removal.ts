@@ -32,16 +32,24 @@ export interface RigRemoval {
 }
 
 /** Open work no paused dispatch will ever finish: no agent runs, nothing merges, beads only wait for a slot. */
-const onlyWaitingForDispatch = (w: RigOpenWork) => w.dispatch.running === 0 && w.mergeRequests.length === 0 && w.beads.every((b) => b.status === 'open');
+const onlyWaitingForDispatch = (w: RigOpenWork) =>
+  w.dispatch.running === 0 && w.mergeRequests.length === 0 && w.beads.every((b) => b.status === 'open');
 
-export async function removeRig(town: Town, name: string, o: { drain?: boolean; pollMs?: number; onProgress?: (w: RigOpenWork, elapsedMs: number) => void } = {}): Promise<RigRemoval> {
+export async function removeRig(
+  town: Town,
+  name: string,
+  o: { drain?: boolean; pollMs?: number; onProgress?: (w: RigOpenWork, elapsedMs: number) => void } = {},
+): Promise<RigRemoval> {
   const rig = await town.getRig(name);
   const started = Date.now();
   const openWork = await rigOpenWork(town, rig.name);
   if (!isIdle(openWork) && !o.drain) {
-    throw new UserError(`rig ${rig.name} has open work: ${describeOpenWork(openWork)}; let it finish, cancel it (\`gt bead cancel\`, \`gt convoy cancel\`), or \`gt rig remove ${rig.name} --drain\``);
+    throw new UserError(
+      `rig ${rig.name} has open work: ${describeOpenWork(openWork)}; let it finish, cancel it (\`gt bead cancel\`, \`gt convoy cancel\`), or \`gt rig remove ${rig.name} --drain\``,
+    );
   }
-  if (o.drain) await town.pauseRig(rig.name, `draining for removal (gt rig remove ${rig.name} --drain)`, 'gt rig remove');
+  if (o.drain)
+    await town.pauseRig(rig.name, `draining for removal (gt rig remove ${rig.name} --drain)`, 'gt rig remove');
   let work = openWork;
   let stuck = 0;
   for (;;) {
@@ -52,7 +60,10 @@ export async function removeRig(town: Town, name: string, o: { drain?: boolean; 
       } catch (err) {
         // A merge request reached the queue after the check: drain it too, or refuse.
         if (!(err instanceof WorkflowUpdateFailedError)) throw err;
-        if (!o.drain) throw new UserError(`rig ${rig.name} has open work: ${err.cause?.message ?? err.message}; \`gt rig remove ${rig.name} --drain\` waits for it`);
+        if (!o.drain)
+          throw new UserError(
+            `rig ${rig.name} has open work: ${err.cause?.message ?? err.message}; \`gt rig remove ${rig.name} --drain\` waits for it`,
+          );
       }
     } else if (onlyWaitingForDispatch(work) && ++stuck >= STUCK_POLLS) {
       const waiting = work.beads.map((b) => b.beadId).join(', ') || work.convoys.join(', ');
@@ -66,10 +77,16 @@ export async function removeRig(town: Town, name: string, o: { drain?: boolean; 
   }
   const refinery = town.client.workflow.getHandle(refineryWorkflowId(rig.name));
   let timer: NodeJS.Timeout | undefined;
-  const ended = await Promise.race([refinery.result().then(() => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), REFINERY_END_MS)))]);
+  const ended = await Promise.race([
+    refinery.result().then(() => true),
+    new Promise<false>((r) => (timer = setTimeout(() => r(false), REFINERY_END_MS))),
+  ]);
   // A pending timer would keep the CLI alive for its full length.
   clearTimeout(timer);
-  if (!ended) throw new UserError(`refinery:${rig.name} accepted the removal but took a merge request first; it ends once its queue is empty (see \`gt mq ${rig.name}\`)`);
+  if (!ended)
+    throw new UserError(
+      `refinery:${rig.name} accepted the removal but took a merge request first; it ends once its queue is empty (see \`gt mq ${rig.name}\`)`,
+    );
   const gate = town.client.workflow.getHandle(dispatchGateWorkflowId(rig.name));
   const gateState = await rigOpenWork(town, rig.name);
   if (isIdle(gateState)) await gate.terminate(`rig ${rig.name} removed`).catch(() => undefined);

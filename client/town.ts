@@ -15,7 +15,13 @@ import {
 } from '@temporalio/client';
 import { z } from 'zod';
 import { BeadSpec, type BeadState } from '../domain/bead';
-import { ackEscalationUpdate, EscalationId, escalationStateQuery, escalationWorkflowId, type EscalationState } from '../domain/escalation';
+import {
+  ackEscalationUpdate,
+  EscalationId,
+  escalationStateQuery,
+  escalationWorkflowId,
+  type EscalationState,
+} from '../domain/escalation';
 import { BeadId, beadWorkflowId, refineryWorkflowId } from '../domain/ids';
 import { beadStateQuery, refineryStateQuery, rigConfigQuery, updateRigUpdate } from '../domain/messages';
 import type { RefineryState } from '../domain/refinery';
@@ -25,7 +31,15 @@ import { DEFAULT_TASK_QUEUE } from '../domain/task-queues';
 import { describeZodError } from '../domain/validation';
 import type { beadWorkflow, BeadResult } from '../workflows/bead';
 import type { dispatchGateWorkflow } from '../workflows/dispatch-gate';
-import { dispatchGateWorkflowId, dispatchStateQuery, pauseDispatchUpdate, PauseRequest, resumeDispatchUpdate, ResumeRequest, type DispatchGateState } from '../domain/dispatch';
+import {
+  dispatchGateWorkflowId,
+  dispatchStateQuery,
+  pauseDispatchUpdate,
+  PauseRequest,
+  resumeDispatchUpdate,
+  ResumeRequest,
+  type DispatchGateState,
+} from '../domain/dispatch';
 import { NudgeRequest, type InboxMessage } from '../domain/bead';
 import { nudgeUpdate } from '../domain/messages';
 import type { refineryWorkflow } from '../workflows/refinery';
@@ -84,7 +98,8 @@ export class Town {
         staticSummary: `refinery of rig ${rig.name} (${rig.repo} → ${rig.branch})`,
       });
     } catch (err) {
-      if (err instanceof WorkflowExecutionAlreadyStartedError) throw new UserError(`rig '${rig.name}' already exists (see \`gt rig show ${rig.name}\`)`);
+      if (err instanceof WorkflowExecutionAlreadyStartedError)
+        throw new UserError(`rig '${rig.name}' already exists (see \`gt rig show ${rig.name}\`)`);
       throw err;
     }
     return rig;
@@ -95,10 +110,12 @@ export class Town {
     try {
       // A removed rig's refinery has ended but still answers queries: only a running one is a rig.
       const [description, rig] = await Promise.all([handle.describe(), handle.query(rigConfigQuery)]);
-      if (description.status.name !== 'RUNNING') throw new UserError(`unknown rig '${name}': it was removed (add it again with \`gt rig add\`)`);
+      if (description.status.name !== 'RUNNING')
+        throw new UserError(`unknown rig '${name}': it was removed (add it again with \`gt rig add\`)`);
       return rig;
     } catch (err) {
-      if (notFound(err)) throw new UserError(`unknown rig '${name}' (see \`gt rig list\`, or add it with \`gt rig add\`)`);
+      if (notFound(err))
+        throw new UserError(`unknown rig '${name}' (see \`gt rig list\`, or add it with \`gt rig add\`)`);
       throw err;
     }
   }
@@ -109,12 +126,19 @@ export class Town {
    */
   async updateRig(name: string, patch: Partial<RigConfigInput>): Promise<RigConfig> {
     const current = await this.getRig(name);
-    if ((patch.repo !== undefined && patch.repo !== current.repo) || (patch.branch !== undefined && patch.branch !== current.branch)) {
-      throw new UserError(`a rig's repository and target branch cannot change; add another rig for ${patch.repo ?? current.repo} → ${patch.branch ?? current.branch}`);
+    if (
+      (patch.repo !== undefined && patch.repo !== current.repo) ||
+      (patch.branch !== undefined && patch.branch !== current.branch)
+    ) {
+      throw new UserError(
+        `a rig's repository and target branch cannot change; add another rig for ${patch.repo ?? current.repo} → ${patch.branch ?? current.branch}`,
+      );
     }
     parseInput(RigConfig, { ...current, ...patch, name }, 'rig update');
     try {
-      return await this.client.workflow.getHandle(refineryWorkflowId(name)).executeUpdate(updateRigUpdate, { args: [patch] });
+      return await this.client.workflow
+        .getHandle(refineryWorkflowId(name))
+        .executeUpdate(updateRigUpdate, { args: [patch] });
     } catch (err) {
       if (err instanceof WorkflowUpdateFailedError) throw new UserError(err.cause?.message ?? err.message);
       throw err;
@@ -123,7 +147,9 @@ export class Town {
 
   async listRigs(): Promise<RigConfig[]> {
     const names: string[] = [];
-    for await (const wf of this.client.workflow.list({ query: this.scoped(`WorkflowType = 'refineryWorkflow' AND ExecutionStatus = 'Running'`) })) {
+    for await (const wf of this.client.workflow.list({
+      query: this.scoped(`WorkflowType = 'refineryWorkflow' AND ExecutionStatus = 'Running'`),
+    })) {
       names.push(wf.workflowId.replace(/^refinery:/, ''));
     }
     const rigs = await Promise.all([...new Set(names)].map((n) => this.getRig(n).catch(() => undefined)));
@@ -141,7 +167,10 @@ export class Town {
     return `${rig.slice(0, 20)}-${randomBytes(4).toString('hex').slice(0, 6)}`.toLowerCase();
   }
 
-  async sling(rigName: string, bead: { id?: string; title: string; description?: string; acceptance?: string; priority?: number }): Promise<{ beadId: string; workflowId: string; handle: WorkflowHandle<typeof beadWorkflow> }> {
+  async sling(
+    rigName: string,
+    bead: { id?: string; title: string; description?: string; acceptance?: string; priority?: number },
+  ): Promise<{ beadId: string; workflowId: string; handle: WorkflowHandle<typeof beadWorkflow> }> {
     const spec = parseInput(BeadSpec, { ...bead, id: bead.id ?? this.newBeadId(rigName) }, 'bead');
     const rig = await this.getRig(rigName);
     const workflowId = beadWorkflowId(spec.id);
@@ -206,7 +235,11 @@ export class Town {
   /** The rig's dispatch gate, started with the rig's settings if it is not running yet. */
   private async dispatchGate(rigName: string) {
     const rig = await this.getRig(rigName);
-    const settings = { maxPolecats: rig.maxPolecats, breakerThreshold: rig.policy.breakerThreshold, breakerProbeInterval: rig.policy.breakerProbeInterval };
+    const settings = {
+      maxPolecats: rig.maxPolecats,
+      breakerThreshold: rig.policy.breakerThreshold,
+      breakerProbeInterval: rig.policy.breakerProbeInterval,
+    };
     return this.client.workflow.start<typeof dispatchGateWorkflow>('dispatchGateWorkflow', {
       workflowId: dispatchGateWorkflowId(rig.name),
       taskQueue: this.queue,

@@ -37,13 +37,19 @@ export class AesGcmCodec implements PayloadCodec {
     const cipher = createCipheriv('aes-256-gcm', key, iv);
     const plain = PayloadProto.encode(payload).finish();
     const sealed = Buffer.concat([iv, cipher.update(plain), cipher.final(), cipher.getAuthTag()]);
-    return { metadata: { encoding: utf8.encode(ENCRYPTED_ENCODING), [KEY_ID_METADATA]: utf8.encode(id) }, data: sealed };
+    return {
+      metadata: { encoding: utf8.encode(ENCRYPTED_ENCODING), [KEY_ID_METADATA]: utf8.encode(id) },
+      data: sealed,
+    };
   }
 
   private decrypt(payload: Payload): Payload {
     const id = fromUtf8.decode(payload.metadata?.[KEY_ID_METADATA] ?? new Uint8Array());
     const entry = this.keyring.byId.get(id);
-    if (!entry) throw new Error(`payload was encrypted with codec key ${id || '(none)'}, which is not among the keys from ${this.keyring.source}`);
+    if (!entry)
+      throw new Error(
+        `payload was encrypted with codec key ${id || '(none)'}, which is not among the keys from ${this.keyring.source}`,
+      );
     const data = Buffer.from(payload.data ?? new Uint8Array());
     if (data.length < IV_BYTES + TAG_BYTES) throw new Error('encrypted payload is truncated');
     const decipher = createDecipheriv('aes-256-gcm', entry.key, data.subarray(0, IV_BYTES));

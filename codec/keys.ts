@@ -32,7 +32,10 @@ const Base64Key = z
   .trim()
   .regex(/^[A-Za-z0-9+/_-]+={0,2}$/, 'a codec key must be base64')
   .transform((s) => Buffer.from(s, 'base64'))
-  .refine((b) => b.length === KEY_BYTES, `a codec key must decode to ${KEY_BYTES} bytes (generate one with \`openssl rand -base64 32\`)`);
+  .refine(
+    (b) => b.length === KEY_BYTES,
+    `a codec key must decode to ${KEY_BYTES} bytes (generate one with \`openssl rand -base64 32\`)`,
+  );
 
 const KeyList = z.array(Base64Key).min(1, 'no codec key given');
 
@@ -41,7 +44,12 @@ export const keyId = (key: Buffer) => createHash('sha256').update(key).digest('h
 export const defaultKeyFile = (home: string) => join(home, 'codec.key');
 
 export function parseKeys(text: string, separator: RegExp, source: string): CodecKeyring {
-  const parsed = KeyList.safeParse(text.split(separator).map((s) => s.trim()).filter(Boolean));
+  const parsed = KeyList.safeParse(
+    text
+      .split(separator)
+      .map((s) => s.trim())
+      .filter(Boolean),
+  );
   if (!parsed.success) throw new Error(`invalid codec key in ${source}: ${describeZodError(parsed.error)}`);
   const keys = parsed.data.map((key) => ({ id: keyId(key), key }));
   return { active: keys[0]!, byId: new Map(keys.map((k) => [k.id, k])), source };
@@ -57,7 +65,8 @@ export function loadKeyring(options: { home: string; env?: NodeJS.ProcessEnv; cr
     text = readFileSync(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    if (!options.create) throw new Error(`no codec key: ${file} does not exist; set GT_CODEC_KEY or GT_CODEC_KEY_FILE to the town's key`);
+    if (!options.create)
+      throw new Error(`no codec key: ${file} does not exist; set GT_CODEC_KEY or GT_CODEC_KEY_FILE to the town's key`);
     mkdirSync(dirname(file), { recursive: true });
     try {
       writeFileSync(file, `${randomBytes(KEY_BYTES).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });

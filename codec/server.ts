@@ -29,7 +29,9 @@ export interface CodecServer {
 const MAX_BODY = 8 * 1024 * 1024;
 const Base64 = z.string().regex(/^[A-Za-z0-9+/_-]*={0,2}$/, 'must be base64');
 const PayloadsBody = z.object({
-  payloads: z.array(z.object({ metadata: z.record(z.string(), Base64).default({}), data: Base64.default('') })).max(10_000),
+  payloads: z
+    .array(z.object({ metadata: z.record(z.string(), Base64).default({}), data: Base64.default('') }))
+    .max(10_000),
 });
 type JsonPayload = z.input<typeof PayloadsBody>['payloads'][number];
 
@@ -38,7 +40,9 @@ const fromJson = (p: z.output<typeof PayloadsBody>['payloads'][number]): Payload
   data: Buffer.from(p.data, 'base64'),
 });
 const toJson = (p: Payload): JsonPayload => ({
-  metadata: Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v ?? new Uint8Array()).toString('base64')])),
+  metadata: Object.fromEntries(
+    Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v ?? new Uint8Array()).toString('base64')]),
+  ),
   data: Buffer.from(p.data ?? new Uint8Array()).toString('base64'),
 });
 
@@ -66,7 +70,9 @@ export async function startCodecServer(options: CodecServerOptions): Promise<Cod
     }
     if (req.method === 'OPTIONS') return reply.code(204).send();
     if (origin && !anyOrigin && !options.allowOrigins.includes(origin)) {
-      return reply.code(403).send({ error: `origin ${origin} is not allowed (gt codec-server --allow-origin ${origin})` });
+      return reply
+        .code(403)
+        .send({ error: `origin ${origin} is not allowed (gt codec-server --allow-origin ${origin})` });
     }
     if (expected && req.url !== '/healthz' && !sameToken(req.headers.authorization, expected)) {
       return reply.code(401).send({ error: 'missing or wrong bearer token' });
@@ -95,5 +101,8 @@ export async function startCodecServer(options: CodecServerOptions): Promise<Cod
 
   await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 });
   const addr = app.server.address() as AddressInfo;
-  return { url: `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`, close: () => app.close() };
+  return {
+    url: `http://${addr.family === 'IPv6' ? `[${addr.address}]` : addr.address}:${addr.port}`,
+    close: () => app.close(),
+  };
 }

@@ -9,7 +9,9 @@ import { gtHome } from '../host/home';
 import { AesGcmCodec, isEncrypted } from './aes-gcm-codec';
 import { loadKeyring } from './keys';
 
-export const PayloadCodecSetting = z.enum(['none', 'aes-gcm'], { error: (i) => `GT_PAYLOAD_CODEC must be 'none' or 'aes-gcm', got ${JSON.stringify(i.input)}` });
+export const PayloadCodecSetting = z.enum(['none', 'aes-gcm'], {
+  error: (i) => `GT_PAYLOAD_CODEC must be 'none' or 'aes-gcm', got ${JSON.stringify(i.input)}`,
+});
 export type PayloadCodecSetting = z.infer<typeof PayloadCodecSetting>;
 
 export function payloadCodecSetting(env: NodeJS.ProcessEnv = process.env): PayloadCodecSetting {
@@ -18,7 +20,8 @@ export function payloadCodecSetting(env: NodeJS.ProcessEnv = process.env): Paylo
   return parsed.data;
 }
 
-export const MISSING_KEY_MESSAGE = "this town's payloads are encrypted: set GT_PAYLOAD_CODEC=aes-gcm and the town's key (GT_CODEC_KEY or GT_CODEC_KEY_FILE)";
+export const MISSING_KEY_MESSAGE =
+  "this town's payloads are encrypted: set GT_PAYLOAD_CODEC=aes-gcm and the town's key (GT_CODEC_KEY or GT_CODEC_KEY_FILE)";
 
 /**
  * With encryption off, an encrypted payload would surface as the converter's "Unknown encoding"; this codec turns
@@ -44,7 +47,9 @@ export function assertTownKeyGiven(env: NodeJS.ProcessEnv = process.env, home = 
   try {
     loadKeyring({ home, env, create: false });
   } catch (err) {
-    throw new Error(`GT_PAYLOAD_CODEC=aes-gcm needs the town's key, the same on every worker: ${(err as Error).message}`);
+    throw new Error(
+      `GT_PAYLOAD_CODEC=aes-gcm needs the town's key, the same on every worker: ${(err as Error).message}`,
+    );
   }
 }
 

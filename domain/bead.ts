@@ -8,7 +8,11 @@ export const MAX_TEXT = 20_000;
 
 export const BeadSpec = z.object({
   id: BeadId,
-  title: z.string().trim().min(1, 'title must not be empty').max(MAX_TITLE, `title must be at most ${MAX_TITLE} characters`),
+  title: z
+    .string()
+    .trim()
+    .min(1, 'title must not be empty')
+    .max(MAX_TITLE, `title must be at most ${MAX_TITLE} characters`),
   description: z.string().max(MAX_TEXT, `description must be at most ${MAX_TEXT} characters`).default(''),
   acceptance: z.string().max(MAX_TEXT, `acceptance must be at most ${MAX_TEXT} characters`).default(''),
   /** 0 = most urgent … 4 = least; feeds the merge queue's score. */
@@ -91,7 +95,12 @@ export interface BeadState {
 
 /** An operator's cancellation of one bead: recorded by the bead (so `gt bead status` shows it), then the bead is cancelled. */
 export const CancelBeadRequest = z.object({
-  reason: z.string().trim().min(1, 'reason must not be empty').max(2000, 'reason must be at most 2000 characters').default('cancelled by an operator'),
+  reason: z
+    .string()
+    .trim()
+    .min(1, 'reason must not be empty')
+    .max(2000, 'reason must be at most 2000 characters')
+    .default('cancelled by an operator'),
   by: z.string().trim().min(1).max(200).default('operator'),
 });
 export type CancelBeadRequest = z.input<typeof CancelBeadRequest>;
@@ -105,9 +114,13 @@ export interface CancelBeadRecord {
 // --- messages from agents (through the gateway, as updates) ---
 
 /** What a text sent to the gateway may hold at most, said the way the agent reads it. */
-const tooLong = (what: string) => `${what} must be at most ${MAX_TEXT} characters (put long material in the repository and refer to it)`;
+const tooLong = (what: string) =>
+  `${what} must be at most ${MAX_TEXT} characters (put long material in the repository and refer to it)`;
 
-export const DoneRequest = z.object({ runId: RunId, summary: z.string().max(MAX_TEXT, tooLong('summary')).default('') });
+export const DoneRequest = z.object({
+  runId: RunId,
+  summary: z.string().max(MAX_TEXT, tooLong('summary')).default(''),
+});
 export type DoneRequest = z.input<typeof DoneRequest>;
 
 export const ProgressRequest = z.object({ runId: RunId, message: z.string().max(2000).default('') });
@@ -128,15 +141,27 @@ export interface AgentReply {
 
 /** A reviewer's verdict on a merge request, addressed to its reviewer run. */
 export const ReviewVerdict = z.discriminatedUnion('verdict', [
-  z.object({ runId: RunId, verdict: z.literal('approve'), feedback: z.string().max(MAX_TEXT, tooLong('feedback')).default('') }),
-  z.object({ runId: RunId, verdict: z.literal('request_changes'), feedback: z.string().trim().min(1, 'feedback must say what to change').max(MAX_TEXT, tooLong('feedback')) }),
+  z.object({
+    runId: RunId,
+    verdict: z.literal('approve'),
+    feedback: z.string().max(MAX_TEXT, tooLong('feedback')).default(''),
+  }),
+  z.object({
+    runId: RunId,
+    verdict: z.literal('request_changes'),
+    feedback: z.string().trim().min(1, 'feedback must say what to change').max(MAX_TEXT, tooLong('feedback')),
+  }),
 ]);
 export type ReviewVerdict = z.input<typeof ReviewVerdict>;
 
 export const MAX_CHECKPOINT = 4000;
 export const CheckpointRequest = z.object({
   runId: RunId,
-  note: z.string().trim().min(1, 'checkpoint note must not be empty').max(MAX_CHECKPOINT, `checkpoint note must be at most ${MAX_CHECKPOINT} characters`),
+  note: z
+    .string()
+    .trim()
+    .min(1, 'checkpoint note must not be empty')
+    .max(MAX_CHECKPOINT, `checkpoint note must be at most ${MAX_CHECKPOINT} characters`),
 });
 export type CheckpointRequest = z.input<typeof CheckpointRequest>;
 
@@ -148,7 +173,11 @@ export interface Checkpoint {
 
 /** An operator's message to whichever run is working on the bead now (and the runs after it). */
 export const NudgeRequest = z.object({
-  message: z.string().trim().min(1, 'message must not be empty').max(MAX_CHECKPOINT, `message must be at most ${MAX_CHECKPOINT} characters`),
+  message: z
+    .string()
+    .trim()
+    .min(1, 'message must not be empty')
+    .max(MAX_CHECKPOINT, `message must be at most ${MAX_CHECKPOINT} characters`),
   from: z.string().trim().min(1).max(200).default('operator'),
 });
 export type NudgeRequest = z.input<typeof NudgeRequest>;
@@ -161,7 +190,11 @@ export interface InboxMessage {
 }
 
 /** The agent reads its inbox: unread messages are returned and marked read (unless `peek`). */
-export const InboxRequest = z.object({ runId: RunId, peek: z.boolean().default(false), all: z.boolean().default(false) });
+export const InboxRequest = z.object({
+  runId: RunId,
+  peek: z.boolean().default(false),
+  all: z.boolean().default(false),
+});
 export type InboxRequest = z.input<typeof InboxRequest>;
 
 export interface InboxReply {

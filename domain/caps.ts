@@ -147,6 +147,7 @@ export function printableText(s: string): string {
 export function printableStrings<T>(value: T): T {
   if (typeof value === 'string') return printableText(value) as T;
   if (Array.isArray(value)) return value.map(printableStrings) as T;
-  if (value && typeof value === 'object') return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, printableStrings(v)])) as T;
+  if (value && typeof value === 'object')
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, printableStrings(v)])) as T;
   return value;
 }

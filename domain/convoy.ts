@@ -49,13 +49,17 @@ export const convoyBeadId = (convoyId: string, localId: string) => `${convoyId}-
 /** The landing merge request of review-then-land; `landing<n>` can never be a bead's numeric round. */
 export const landingMergeRequestId = (convoyId: string, round: number) => `mr:${convoyId}:landing${round}`;
 
-const beadText = (b: { title: string; description?: string; acceptance?: string }) => b.title.length + (b.description?.length ?? 0) + (b.acceptance?.length ?? 0);
+const beadText = (b: { title: string; description?: string; acceptance?: string }) =>
+  b.title.length + (b.description?.length ?? 0) + (b.acceptance?.length ?? 0);
 
 /** Problems that need the convoy id: every bead id derived from it must still be a valid bead id. */
 export function beadIdProblems(convoyId: string, beads: readonly { id: string }[]): string[] {
   return beads
     .filter((b) => convoyBeadId(convoyId, b.id).length > MAX_BEAD_ID)
-    .map((b) => `bead id '${b.id}' is too long for convoy '${convoyId}': '${convoyBeadId(convoyId, b.id)}' must be at most ${MAX_BEAD_ID} characters`);
+    .map(
+      (b) =>
+        `bead id '${b.id}' is too long for convoy '${convoyId}': '${convoyBeadId(convoyId, b.id)}' must be at most ${MAX_BEAD_ID} characters`,
+    );
 }
 
 function textProblem(total: number): string | undefined {
@@ -67,7 +71,11 @@ function textProblem(total: number): string | undefined {
 const ConvoySpecShape = z.strictObject({
   /** Default: generated from the title when the convoy starts. */
   id: ConvoyId.optional(),
-  title: z.string().trim().min(1, 'title must not be empty').max(MAX_TITLE, `title must be at most ${MAX_TITLE} characters`),
+  title: z
+    .string()
+    .trim()
+    .min(1, 'title must not be empty')
+    .max(MAX_TITLE, `title must be at most ${MAX_TITLE} characters`),
   description: z.string().max(MAX_TEXT, `description must be at most ${MAX_TEXT} characters`).default(''),
   rig: RigName,
   mergeMode: MergeMode.default('review-and-merge'),
@@ -83,7 +91,9 @@ const ConvoySpecShape = z.strictObject({
 /** A convoy spec file (YAML or JSON), fully validated: shape, DAG, derived bead ids, total size. */
 export const ConvoySpec = ConvoySpecShape.superRefine((spec, ctx) => {
   const problems = [...dagProblems(spec.beads), ...(spec.id ? beadIdProblems(spec.id, spec.beads) : [])];
-  const size = textProblem(spec.title.length + spec.description.length + spec.beads.reduce((n, b) => n + beadText(b), 0));
+  const size = textProblem(
+    spec.title.length + spec.description.length + spec.beads.reduce((n, b) => n + beadText(b), 0),
+  );
   if (size) problems.push(size);
   for (const message of problems) ctx.addIssue({ code: 'custom', message, path: [] });
 });
@@ -91,7 +101,10 @@ export type ConvoySpec = z.infer<typeof ConvoySpec>;
 export type ConvoySpecInput = z.input<typeof ConvoySpec>;
 
 /** A spec whose id is known (what the workflow is started with). */
-export const ResolvedConvoySpec = ConvoySpec.refine((s) => !!s.id, { message: 'the convoy id must be set', path: ['id'] });
+export const ResolvedConvoySpec = ConvoySpec.refine((s) => !!s.id, {
+  message: 'the convoy id must be set',
+  path: ['id'],
+});
 export type ResolvedConvoySpec = ConvoySpec & { id: string };
 
 // --- state ---
@@ -183,7 +196,11 @@ export type ConvoyCheckpoint = z.infer<typeof ConvoyCheckpoint>;
 
 /** A new convoy (`spec`), or one continuing as new (`checkpoint`). */
 export const ConvoyWorkflowInput = z.union([
-  z.strictObject({ spec: ResolvedConvoySpec, staged: z.boolean().default(false), options: ConvoyOptions.default(ConvoyOptions.parse({})) }),
+  z.strictObject({
+    spec: ResolvedConvoySpec,
+    staged: z.boolean().default(false),
+    options: ConvoyOptions.default(ConvoyOptions.parse({})),
+  }),
   z.strictObject({ checkpoint: ConvoyCheckpoint, options: ConvoyOptions.default(ConvoyOptions.parse({})) }),
 ]);
 export type ConvoyWorkflowInput = z.input<typeof ConvoyWorkflowInput>;
@@ -199,7 +216,15 @@ export interface ConvoyCounts {
 }
 
 export function countBeads(beads: readonly { status: ConvoyBeadStatus }[]): ConvoyCounts {
-  const counts: ConvoyCounts = { total: beads.length, pending: 0, blocked: 0, running: 0, closed: 0, failed: 0, cancelled: 0 };
+  const counts: ConvoyCounts = {
+    total: beads.length,
+    pending: 0,
+    blocked: 0,
+    running: 0,
+    closed: 0,
+    failed: 0,
+    cancelled: 0,
+  };
   for (const b of beads) counts[b.status]++;
   return counts;
 }
@@ -237,7 +262,14 @@ export function planConvoy(spec: ResolvedConvoySpec, staged: boolean, now: strin
       maxParallel: spec.maxParallel,
       status: staged ? 'staged' : 'running',
       waitingFor: staged ? 'launch (`gt convoy launch`); beads can still be added, removed or edited' : 'launch',
-      beads: spec.beads.map((b) => ({ id: b.id, beadId: convoyBeadId(spec.id, b.id), title: b.title, priority: b.priority, dependsOn: b.dependsOn, status: 'pending' as const })),
+      beads: spec.beads.map((b) => ({
+        id: b.id,
+        beadId: convoyBeadId(spec.id, b.id),
+        title: b.title,
+        priority: b.priority,
+        dependsOn: b.dependsOn,
+        status: 'pending' as const,
+      })),
       escalations: [],
       createdAt: now,
       continuedAsNew: 0,
@@ -268,7 +300,10 @@ export const BeadPatch = z.strictObject({
 });
 
 export const ConvoyEdit = z.discriminatedUnion('op', [
-  z.strictObject({ op: z.literal('add'), beads: z.array(ConvoyBeadSpec).min(1, 'add at least one bead').max(MAX_CONVOY_BEADS) }),
+  z.strictObject({
+    op: z.literal('add'),
+    beads: z.array(ConvoyBeadSpec).min(1, 'add at least one bead').max(MAX_CONVOY_BEADS),
+  }),
   z.strictObject({ op: z.literal('remove'), ids: z.array(BeadId).min(1, 'name at least one bead to remove') }),
   z.strictObject({ op: z.literal('edit'), bead: BeadPatch }),
 ]);
@@ -284,10 +319,14 @@ export type EditResult = { ok: true; beads: ConvoyBeadRecord[]; details: BeadDet
 export function applyEdit(state: ConvoyState, details: BeadDetails, edit: ConvoyEdit): EditResult {
   const fail = (error: string): EditResult => ({ ok: false, error });
   if (edit.op === 'add' && state.status !== 'staged' && state.status !== 'running') {
-    return fail(`beads can be added only while the convoy is staged or running; convoy ${state.convoyId} is ${state.status}`);
+    return fail(
+      `beads can be added only while the convoy is staged or running; convoy ${state.convoyId} is ${state.status}`,
+    );
   }
   if (edit.op !== 'add' && state.status !== 'staged') {
-    return fail(`beads can be ${edit.op === 'remove' ? 'removed' : 'edited'} only while the convoy is staged; convoy ${state.convoyId} is ${state.status} (add new beads instead)`);
+    return fail(
+      `beads can be ${edit.op === 'remove' ? 'removed' : 'edited'} only while the convoy is staged; convoy ${state.convoyId} is ${state.status} (add new beads instead)`,
+    );
   }
   let beads = state.beads.map((b) => ({ ...b, dependsOn: [...b.dependsOn] }));
   const nextDetails: BeadDetails = { ...details };
@@ -304,7 +343,14 @@ export function applyEdit(state: ConvoyState, details: BeadDetails, edit: Convoy
           return fail(`bead '${b.id}' depends on '${d}', which is ${dep.status}; it could never start`);
         }
       }
-      beads.push({ id: b.id, beadId: convoyBeadId(state.convoyId, b.id), title: b.title, priority: b.priority, dependsOn: b.dependsOn, status: 'pending' });
+      beads.push({
+        id: b.id,
+        beadId: convoyBeadId(state.convoyId, b.id),
+        title: b.title,
+        priority: b.priority,
+        dependsOn: b.dependsOn,
+        status: 'pending',
+      });
       nextDetails[b.id] = { description: b.description, acceptance: b.acceptance };
     }
     const idProblems = beadIdProblems(state.convoyId, edit.beads);
@@ -314,7 +360,8 @@ export function applyEdit(state: ConvoyState, details: BeadDetails, edit: Convoy
     for (const id of edit.ids) if (!byId.has(id)) return fail(`bead '${id}' is not in convoy ${state.convoyId}`);
     for (const b of beads) {
       const dep = b.dependsOn.find((d) => removing.has(d));
-      if (!removing.has(b.id) && dep) return fail(`cannot remove '${dep}': '${b.id}' depends on it (remove or edit '${b.id}' too)`);
+      if (!removing.has(b.id) && dep)
+        return fail(`cannot remove '${dep}': '${b.id}' depends on it (remove or edit '${b.id}' too)`);
     }
     beads = beads.filter((b) => !removing.has(b.id));
     for (const id of removing) delete nextDetails[id];
@@ -328,10 +375,15 @@ export function applyEdit(state: ConvoyState, details: BeadDetails, edit: Convoy
   }
 
   if (beads.length === 0) return fail('a convoy needs at least one bead');
-  if (beads.length > MAX_CONVOY_BEADS) return fail(`a convoy holds at most ${MAX_CONVOY_BEADS} beads (this edit would make ${beads.length})`);
+  if (beads.length > MAX_CONVOY_BEADS)
+    return fail(`a convoy holds at most ${MAX_CONVOY_BEADS} beads (this edit would make ${beads.length})`);
   const problems = dagProblems(beads);
   if (problems.length) return fail(problems[0]!);
-  const text = state.title.length + state.description.length + beads.reduce((n, b) => n + b.title.length, 0) + Object.values(nextDetails).reduce((n, d) => n + d.description.length + d.acceptance.length, 0);
+  const text =
+    state.title.length +
+    state.description.length +
+    beads.reduce((n, b) => n + b.title.length, 0) +
+    Object.values(nextDetails).reduce((n, d) => n + d.description.length + d.acceptance.length, 0);
   const size = textProblem(text);
   if (size) return fail(size);
   return { ok: true, beads, details: nextDetails };

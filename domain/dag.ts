@@ -71,7 +71,8 @@ export const describeCycle = (cycle: readonly string[]) => cycle.join(' → ');
  */
 export function dagProblems(nodes: readonly DagNode[], noun = 'bead'): string[] {
   const problems = duplicateIds(nodes).map((id) => `duplicate ${noun} id '${id}'`);
-  for (const { id, missing } of danglingDependencies(nodes)) problems.push(`${noun} '${id}' depends on '${missing}', which is not in the convoy`);
+  for (const { id, missing } of danglingDependencies(nodes))
+    problems.push(`${noun} '${id}' depends on '${missing}', which is not in the convoy`);
   const cycle = findCycle(nodes);
   if (cycle) problems.push(`dependency cycle ${describeCycle(cycle)} (each depends on the next)`);
   return problems;
@@ -85,7 +86,8 @@ export function topologicalOrder(nodes: readonly DagNode[]): string[] {
   const index = new Map(nodes.map((n, i) => [n.id, i] as const));
   const remaining = new Map(nodes.map((n) => [n.id, new Set(n.dependsOn.filter((d) => index.has(d))).size] as const));
   const dependents = new Map<string, string[]>();
-  for (const n of nodes) for (const d of new Set(n.dependsOn)) if (index.has(d)) dependents.set(d, [...(dependents.get(d) ?? []), n.id]);
+  for (const n of nodes)
+    for (const d of new Set(n.dependsOn)) if (index.has(d)) dependents.set(d, [...(dependents.get(d) ?? []), n.id]);
   const order: string[] = [];
   let frontier = nodes.filter((n) => remaining.get(n.id) === 0).map((n) => n.id);
   while (frontier.length) {
@@ -132,6 +134,10 @@ export function transitiveDependents(nodes: readonly DagNode[], id: string): str
 }
 
 /** Nodes that may start now: not started yet (`isWaiting`) and every dependency has merged (`isMerged`). */
-export function readyNodes<N extends DagNode>(nodes: readonly N[], isWaiting: (n: N) => boolean, isMerged: (id: string) => boolean): N[] {
+export function readyNodes<N extends DagNode>(
+  nodes: readonly N[],
+  isWaiting: (n: N) => boolean,
+  isMerged: (id: string) => boolean,
+): N[] {
   return nodes.filter((n) => isWaiting(n) && n.dependsOn.every(isMerged));
 }

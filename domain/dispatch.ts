@@ -30,7 +30,11 @@ export const DispatchRelease = z.object({ runId: RunId });
 export type DispatchRelease = z.infer<typeof DispatchRelease>;
 
 /** Whether the granted run's agent started: the breaker counts consecutive `started: false`. */
-export const DispatchReport = z.object({ runId: RunId, started: z.boolean(), reason: z.string().max(2000).default('') });
+export const DispatchReport = z.object({
+  runId: RunId,
+  started: z.boolean(),
+  reason: z.string().max(2000).default(''),
+});
 export type DispatchReport = z.input<typeof DispatchReport>;
 
 export const PauseRequest = z.object({
@@ -49,7 +53,12 @@ export const DispatchGrant = z.object({
 });
 export type DispatchGrant = z.infer<typeof DispatchGrant>;
 
-export const GateSlot = z.object({ beadId: BeadId, runId: RunId, workflowId: z.string().min(1).max(300), since: z.string() });
+export const GateSlot = z.object({
+  beadId: BeadId,
+  runId: RunId,
+  workflowId: z.string().min(1).max(300),
+  since: z.string(),
+});
 export type GateSlot = z.infer<typeof GateSlot>;
 
 export const BreakerState = z.enum(['closed', 'open', 'half_open']);

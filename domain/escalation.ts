@@ -18,7 +18,11 @@ export const EscalationInput = z.object({
    * Shortened, never refused: the reason is ours to summarize (a bead's failures, a refinery's error), and refusing
    * it would leave the work that failed without its escalation.
    */
-  reason: z.string().trim().min(1).transform((s) => capText(s, MAX_TEXT)),
+  reason: z
+    .string()
+    .trim()
+    .min(1)
+    .transform((s) => capText(s, MAX_TEXT)),
   /** What raised it: a failed bead, an agent asking for help, a convoy, a rig's dispatch breaker. */
   source: z.enum(['bead', 'agent', 'convoy', 'rig', 'merge-request']),
   rig: z.string().optional(),
@@ -44,7 +48,10 @@ export interface EscalationState {
   note?: string;
 }
 
-export const AckRequest = z.object({ by: z.string().max(200).default('operator'), note: z.string().max(MAX_TEXT).default('') });
+export const AckRequest = z.object({
+  by: z.string().max(200).default('operator'),
+  note: z.string().max(MAX_TEXT).default(''),
+});
 export type AckRequest = z.input<typeof AckRequest>;
 
 export const escalationWorkflowId = (id: string) => `escalation:${id}`;

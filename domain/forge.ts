@@ -13,7 +13,8 @@ import { DurationMs } from './durations';
 export const DEFAULT_GITHUB_API_URL = 'https://api.github.com';
 
 /** A test server on this machine: the only place the token may go over plain http (and only when named explicitly). */
-const isLoopback = (hostname: string) => hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
+const isLoopback = (hostname: string) =>
+  hostname === 'localhost' || hostname === '[::1]' || /^127(\.\d{1,3}){3}$/.test(hostname);
 const parseUrl = (s: string): URL | undefined => {
   try {
     return new URL(s);
@@ -28,8 +29,10 @@ const parseUrl = (s: string): URL | undefined => {
  */
 export function forgeApiUrlProblem(apiUrl: string): string | undefined {
   const url = parseUrl(apiUrl);
-  if (!url) return `the GitHub API URL ${JSON.stringify(apiUrl)} is not a URL (GitHub Enterprise: https://<host>/api/v3)`;
-  if (url.username || url.password) return `the GitHub API URL ${url.origin} must not carry credentials: the token is the worker's GITHUB_TOKEN`;
+  if (!url)
+    return `the GitHub API URL ${JSON.stringify(apiUrl)} is not a URL (GitHub Enterprise: https://<host>/api/v3)`;
+  if (url.username || url.password)
+    return `the GitHub API URL ${url.origin} must not carry credentials: the token is the worker's GITHUB_TOKEN`;
   if (url.protocol === 'https:') return undefined;
   if (url.protocol === 'http:' && isLoopback(url.hostname)) return undefined;
   return `the GitHub API URL ${apiUrl} is not https: the worker's GITHUB_TOKEN is sent only over https (plain http only to a loopback test server)`;
@@ -40,7 +43,10 @@ export function forgeApiUrlProblem(apiUrl: string): string | undefined {
  * base URLs, default GitHub.com. The worker owns this list, not the rigs: a rig names one of these, or gets nothing.
  */
 export function forgeTokenOrigins(setting: string | undefined): { origins: string[] } | { error: string } {
-  const entries = (setting?.trim() ? setting : DEFAULT_GITHUB_API_URL).split(',').map((s) => s.trim()).filter(Boolean);
+  const entries = (setting?.trim() ? setting : DEFAULT_GITHUB_API_URL)
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   const origins: string[] = [];
   for (const entry of entries) {
     const problem = forgeApiUrlProblem(entry);
@@ -109,7 +115,11 @@ export interface PullRequestSnapshot {
   /** null while GitHub is still computing it. */
   mergeable: boolean | null;
   reviews: { author: string; state: string; body: string; commitId?: string }[];
-  threads: { resolved: boolean; outdated: boolean; comments: { author: string; body: string; path?: string; commitId?: string }[] }[];
+  threads: {
+    resolved: boolean;
+    outdated: boolean;
+    comments: { author: string; body: string; path?: string; commitId?: string }[];
+  }[];
   checks: { name: string; state: CheckState; detail: string }[];
 }
 
@@ -136,11 +146,21 @@ export function boundSnapshot(pr: PullRequestSnapshot): PullRequestSnapshot {
     url: capText(pr.url, CAPS.name),
     mergeCommitSha: optional(pr.mergeCommitSha, id),
     headSha: id(pr.headSha),
-    reviews: pr.reviews.map((r) => ({ author: id(r.author), state: id(r.state), body: text(r.body), commitId: optional(r.commitId, id) })),
+    reviews: pr.reviews.map((r) => ({
+      author: id(r.author),
+      state: id(r.state),
+      body: text(r.body),
+      commitId: optional(r.commitId, id),
+    })),
     threads: pr.threads.map((t) => ({
       resolved: t.resolved,
       outdated: t.outdated,
-      comments: t.comments.map((c) => ({ author: id(c.author), body: text(c.body), path: optional(c.path, text), commitId: optional(c.commitId, id) })),
+      comments: t.comments.map((c) => ({
+        author: id(c.author),
+        body: text(c.body),
+        path: optional(c.path, text),
+        commitId: optional(c.commitId, id),
+      })),
     })),
     checks: pr.checks.map((c) => ({ name: text(c.name), state: c.state, detail: text(c.detail) })),
   };
@@ -157,14 +177,16 @@ export type PullRequestVerdict =
 /** Latest review state per reviewer, ignoring plain comments (they neither approve nor block). */
 function latestReviewStates(reviews: PullRequestSnapshot['reviews']): Map<string, string> {
   const latest = new Map<string, string>();
-  for (const r of reviews) if (['APPROVED', 'CHANGES_REQUESTED', 'DISMISSED'].includes(r.state)) latest.set(r.author, r.state);
+  for (const r of reviews)
+    if (['APPROVED', 'CHANGES_REQUESTED', 'DISMISSED'].includes(r.state)) latest.set(r.author, r.state);
   return latest;
 }
 
 export function assessPullRequest(pr: PullRequestSnapshot, headSha: string): PullRequestVerdict {
   if (pr.merged) return { kind: 'merged', commit: pr.mergeCommitSha ?? pr.headSha };
   if (pr.state === 'closed') return { kind: 'closed' };
-  if (pr.headSha !== headSha) return { kind: 'waiting', reason: `the pull request's head moved to ${pr.headSha.slice(0, 10)}` };
+  if (pr.headSha !== headSha)
+    return { kind: 'waiting', reason: `the pull request's head moved to ${pr.headSha.slice(0, 10)}` };
   if (pr.mergeable === false) {
     return {
       kind: 'rework',
@@ -181,27 +203,45 @@ export function assessPullRequest(pr: PullRequestSnapshot, headSha: string): Pul
       kind: 'rework',
       outcome: {
         kind: 'gates_failed',
-        gate: `GitHub checks: ${listText(failing.map((c) => c.name), 20)}`,
-        feedback: capText([`Checks failed on pull request #${pr.number} (${pr.url}):`, ...failing.map((c) => `- ${c.name}: ${c.detail || 'failed'}`)].join('\n'), CAPS.feedback),
+        gate: `GitHub checks: ${listText(
+          failing.map((c) => c.name),
+          20,
+        )}`,
+        feedback: capText(
+          [
+            `Checks failed on pull request #${pr.number} (${pr.url}):`,
+            ...failing.map((c) => `- ${c.name}: ${c.detail || 'failed'}`),
+          ].join('\n'),
+          CAPS.feedback,
+        ),
       },
     };
   }
   const requested = pr.reviews.filter((r) => r.state === 'CHANGES_REQUESTED' && r.commitId === headSha);
-  const newThreads = pr.threads.filter((t) => !t.resolved && !t.outdated && t.comments.some((c) => c.commitId === headSha));
+  const newThreads = pr.threads.filter(
+    (t) => !t.resolved && !t.outdated && t.comments.some((c) => c.commitId === headSha),
+  );
   if (requested.length || newThreads.length) {
     const lines = [`Review on pull request #${pr.number} (${pr.url}) asks for changes:`];
     for (const r of requested) lines.push(`- ${r.author}: ${r.body || '(changes requested)'}`);
     for (const t of newThreads) {
       const first = t.comments[0]!;
-      lines.push(`- ${first.path ? `${first.path}: ` : ''}${t.comments.map((c) => `${c.author}: ${c.body}`).join(' / ')}`);
+      lines.push(
+        `- ${first.path ? `${first.path}: ` : ''}${t.comments.map((c) => `${c.author}: ${c.body}`).join(' / ')}`,
+      );
     }
-    return { kind: 'rework', outcome: { kind: 'changes_requested', feedback: capText(lines.join('\n'), CAPS.feedback) } };
+    return {
+      kind: 'rework',
+      outcome: { kind: 'changes_requested', feedback: capText(lines.join('\n'), CAPS.feedback) },
+    };
   }
   const pending = pr.checks.filter((c) => c.state === 'pending');
   if (pending.length) return { kind: 'waiting', reason: `checks running: ${pending.map((c) => c.name).join(', ')}` };
   if (pr.mergeable === null) return { kind: 'waiting', reason: 'GitHub is computing mergeability' };
   const states = [...latestReviewStates(pr.reviews).values()];
-  if (!states.includes('APPROVED') || states.includes('CHANGES_REQUESTED')) return { kind: 'waiting', reason: 'waiting for an approving review' };
-  if (pr.threads.some((t) => !t.resolved && !t.outdated)) return { kind: 'waiting', reason: 'waiting for open review threads to be resolved' };
+  if (!states.includes('APPROVED') || states.includes('CHANGES_REQUESTED'))
+    return { kind: 'waiting', reason: 'waiting for an approving review' };
+  if (pr.threads.some((t) => !t.resolved && !t.outdated))
+    return { kind: 'waiting', reason: 'waiting for open review threads to be resolved' };
   return { kind: 'ready' };
 }

@@ -6,9 +6,7 @@ import { z } from 'zod';
 
 const SLUG = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 const slug = (what: string) =>
-  z
-    .string()
-    .regex(SLUG, `${what} must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit`);
+  z.string().regex(SLUG, `${what} must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit`);
 
 export const RigName = slug('rig name');
 export const BeadId = slug('bead id');
@@ -24,7 +22,10 @@ export const runIdOf = (beadId: string, round: number, attempt: number) => `${be
 
 export const RunId = z
   .string()
-  .regex(/^[a-z0-9][a-z0-9_-]{0,62}\/r[1-9][0-9]*\/(a|review)[1-9][0-9]*$/, 'run id must look like <beadId>/r<round>/a<attempt> (or /review<n> for a reviewer)');
+  .regex(
+    /^[a-z0-9][a-z0-9_-]{0,62}\/r[1-9][0-9]*\/(a|review)[1-9][0-9]*$/,
+    'run id must look like <beadId>/r<round>/a<attempt> (or /review<n> for a reviewer)',
+  );
 
 /** Reviewer runs live on the merge request: `<beadId>/r<round>/review<attempt>`. */
 export const reviewRunIdOf = (beadId: string, round: number, attempt: number) => `${beadId}/r${round}/review${attempt}`;

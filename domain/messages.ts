@@ -1,6 +1,19 @@
 /** Signals, updates and queries: the only ways workflows of the town talk to each other and to clients. */
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { AgentReply, BeadState, CancelBeadRequest, CheckpointRequest, DoneRequest, EscalateRequest, InboxMessage, InboxReply, InboxRequest, NudgeRequest, ProgressRequest, ReviewVerdict } from './bead';
+import type {
+  AgentReply,
+  BeadState,
+  CancelBeadRequest,
+  CheckpointRequest,
+  DoneRequest,
+  EscalateRequest,
+  InboxMessage,
+  InboxReply,
+  InboxRequest,
+  NudgeRequest,
+  ProgressRequest,
+  ReviewVerdict,
+} from './bead';
 import type { MergeRequestState, MergeResult, MergeTicket, RefineryState, WithdrawRequest } from './refinery';
 import type { RigConfig, RigConfigInput } from './rig';
 

@@ -72,7 +72,11 @@ export interface ScoredTicket extends MergeTicket {
 }
 
 /** The queue in the order the refinery will take it: score, then age, then MR id (a total, stable order). */
-export function orderQueue(queue: readonly MergeTicket[], now: number, convoySince: Readonly<Record<string, number>> = {}): ScoredTicket[] {
+export function orderQueue(
+  queue: readonly MergeTicket[],
+  now: number,
+  convoySince: Readonly<Record<string, number>> = {},
+): ScoredTicket[] {
   return queue
     .map((t) => ({ ...t, score: ticketScore(t, now, t.convoyId ? convoySince[t.convoyId] : undefined) }))
     .sort((a, b) => b.score - a.score || a.enqueuedAt - b.enqueuedAt || a.mrId.localeCompare(b.mrId));
@@ -125,7 +129,10 @@ export function withoutItem<T>(b: Bisection<T>, item: T): Bisection<T> {
  * A conflict as its bead sees it: at most CAPS.conflictPaths paths, named in the feedback with the count of the rest.
  * A branch that conflicts in 50,000 files must not make a payload of megabytes (the agent sees them all with git).
  */
-export function conflictOutcome(paths: readonly string[], targetBranch: string): Extract<MergeOutcome, { kind: 'conflict' }> {
+export function conflictOutcome(
+  paths: readonly string[],
+  targetBranch: string,
+): Extract<MergeOutcome, { kind: 'conflict' }> {
   return {
     kind: 'conflict',
     paths: capList(paths, CAPS.conflictPaths).shown.map((p) => capText(p, CAPS.name)),
@@ -151,7 +158,13 @@ export type WithdrawRequest = z.infer<typeof WithdrawRequest>;
 /** One gated candidate: the MRs it held, and whether it landed. What the merge activity answers. */
 export type CandidateResult =
   /** Landed (or was found already landed): target moved to `commit`, which contains every MR of the candidate. */
-  | { kind: 'merged'; commit: string; merged: { mrId: string; commit: string }[]; gateRuns: number; alreadyMerged: boolean }
+  | {
+      kind: 'merged';
+      commit: string;
+      merged: { mrId: string; commit: string }[];
+      gateRuns: number;
+      alreadyMerged: boolean;
+    }
   /** Verified only (PR strategy): the candidate built and its gates passed; the target was not touched. */
   | { kind: 'verified'; candidateSha: string; gateRuns: number }
   /** One MR cannot be part of any candidate (conflict, missing head, nothing to merge): it goes back, the rest stay. */
@@ -205,7 +218,11 @@ export interface MergeRequestState {
   targetBranch: string;
   phase: 'review' | 'queued' | 'pull_request' | 'done';
   waitingFor: string;
-  reviewRuns: { runId: string; outcome: 'running' | 'approved' | 'changes_requested' | 'exited' | 'stalled' | 'lost'; feedback?: string }[];
+  reviewRuns: {
+    runId: string;
+    outcome: 'running' | 'approved' | 'changes_requested' | 'exited' | 'stalled' | 'lost';
+    feedback?: string;
+  }[];
   pullRequest?: { number: number; url: string; looks: number; lastVerdict?: string };
   outcome?: MergeOutcome;
 }

@@ -46,45 +46,69 @@ export const MergeStrategy = z.enum(['merge', 'squash', 'rebase']);
 /** Text a rig's settings may hold in all: the rig is part of almost every activity input of its beads and merges. */
 export const MAX_RIG_TEXT = 64_000;
 const MAX_RIG_ENV = 100;
-const rigText = (r: { repo: string; gates: string[]; agent: string; reviewer?: string; env: Record<string, string>; image: string }) =>
-  r.repo.length + r.agent.length + (r.reviewer?.length ?? 0) + r.image.length + r.gates.reduce((n, g) => n + g.length, 0) + Object.entries(r.env).reduce((n, [k, v]) => n + k.length + v.length, 0);
+const rigText = (r: {
+  repo: string;
+  gates: string[];
+  agent: string;
+  reviewer?: string;
+  env: Record<string, string>;
+  image: string;
+}) =>
+  r.repo.length +
+  r.agent.length +
+  (r.reviewer?.length ?? 0) +
+  r.image.length +
+  r.gates.reduce((n, g) => n + g.length, 0) +
+  Object.entries(r.env).reduce((n, [k, v]) => n + k.length + v.length, 0);
 
-export const RigConfig = z.object({
-  name: RigName,
-  /** Path or URL of the repository; the refinery pushes the target branch here. */
-  repo: z.string().min(1).max(2048),
-  branch: z.string().min(1).max(200).regex(/^[A-Za-z0-9._/-]+$/, 'branch names may hold A-Z a-z 0-9 . _ / -').default('main'),
-  /** `direct`: the refinery merges into the branch; `pr`: through a GitHub pull request. */
-  merge: z.enum(['direct', 'pr']).default('direct'),
-  mergeStrategy: MergeStrategy.default('merge'),
-  gates: z.array(z.string().min(1).max(4000)).max(20).default([]),
-  gateTimeout: DurationMs.default(600_000),
-  /** Shell command that runs a polecat in its worktree (GT_* variables in the environment). */
-  agent: z.string().min(1).max(4000),
-  /** Optional reviewer agent command; when set every MR is reviewed before the refinery's turn. */
-  reviewer: z.string().min(1).max(4000).optional(),
-  runtime: AgentRuntime.default('process'),
-  maxPolecats: z.number().int().min(1).max(1000).default(4),
-  policy: RunPolicy.default(RunPolicy.parse({})),
-  /** Merge up to this many queued MRs as one gated candidate, bisecting to the culprits on failure; 1 = one at a time. */
-  batchSize: z.number().int().min(1).max(32).default(1),
-  /** GitHub settings for `merge: pr` (the token is the worker's GITHUB_TOKEN, never part of the rig). */
-  forge: ForgeSettings.optional(),
-  /** Extra environment for agents (never credentials: those come from the worker host). */
-  env: z
-    .record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4000))
-    .refine((env) => Object.keys(env).length <= MAX_RIG_ENV, `a rig passes at most ${MAX_RIG_ENV} environment variables to its agents`)
-    .default({}),
-  /** Whether sandboxed/containerized agents may use the network (the process runtime cannot take it away). */
-  network: z.boolean().default(false),
-  /** Container image of the docker runtime (`gt image build` makes the default one offline). */
-  image: z.string().min(1).max(500).default(DEFAULT_AGENT_IMAGE),
-  /** Per-run resource limits of sandboxed/containerized agents and gates. */
-  limits: ResourceLimits.default(ResourceLimits.parse({})),
-  /** Author and committer of the agents' commits; defaults to `Gas Town <role>` per run. */
-  gitIdentity: z.object({ name: z.string().trim().min(1).max(200), email: z.string().trim().min(3).max(320) }).optional(),
-}).refine((r) => rigText(r) <= MAX_RIG_TEXT, {
-  message: `a rig's settings hold at most ${MAX_RIG_TEXT} characters of text (gates, agent and reviewer commands, env): keep long scripts in the repository and call them`,
-});
+export const RigConfig = z
+  .object({
+    name: RigName,
+    /** Path or URL of the repository; the refinery pushes the target branch here. */
+    repo: z.string().min(1).max(2048),
+    branch: z
+      .string()
+      .min(1)
+      .max(200)
+      .regex(/^[A-Za-z0-9._/-]+$/, 'branch names may hold A-Z a-z 0-9 . _ / -')
+      .default('main'),
+    /** `direct`: the refinery merges into the branch; `pr`: through a GitHub pull request. */
+    merge: z.enum(['direct', 'pr']).default('direct'),
+    mergeStrategy: MergeStrategy.default('merge'),
+    gates: z.array(z.string().min(1).max(4000)).max(20).default([]),
+    gateTimeout: DurationMs.default(600_000),
+    /** Shell command that runs a polecat in its worktree (GT_* variables in the environment). */
+    agent: z.string().min(1).max(4000),
+    /** Optional reviewer agent command; when set every MR is reviewed before the refinery's turn. */
+    reviewer: z.string().min(1).max(4000).optional(),
+    runtime: AgentRuntime.default('process'),
+    maxPolecats: z.number().int().min(1).max(1000).default(4),
+    policy: RunPolicy.default(RunPolicy.parse({})),
+    /** Merge up to this many queued MRs as one gated candidate, bisecting to the culprits on failure; 1 = one at a time. */
+    batchSize: z.number().int().min(1).max(32).default(1),
+    /** GitHub settings for `merge: pr` (the token is the worker's GITHUB_TOKEN, never part of the rig). */
+    forge: ForgeSettings.optional(),
+    /** Extra environment for agents (never credentials: those come from the worker host). */
+    env: z
+      .record(z.string().regex(/^[A-Z_][A-Z0-9_]*$/), z.string().max(4000))
+      .refine(
+        (env) => Object.keys(env).length <= MAX_RIG_ENV,
+        `a rig passes at most ${MAX_RIG_ENV} environment variables to its agents`,
+      )
+      .default({}),
+    /** Whether sandboxed/containerized agents may use the network (the process runtime cannot take it away). */
+    network: z.boolean().default(false),
+    /** Container image of the docker runtime (`gt image build` makes the default one offline). */
+    image: z.string().min(1).max(500).default(DEFAULT_AGENT_IMAGE),
+    /** Per-run resource limits of sandboxed/containerized agents and gates. */
+    limits: ResourceLimits.default(ResourceLimits.parse({})),
+    /** Author and committer of the agents' commits; defaults to `Gas Town <role>` per run. */
+    gitIdentity: z
+      .object({ name: z.string().trim().min(1).max(200), email: z.string().trim().min(3).max(320) })
+      .optional(),
+  })
+  .refine((r) => rigText(r) <= MAX_RIG_TEXT, {
+    message: `a rig's settings hold at most ${MAX_RIG_TEXT} characters of text (gates, agent and reviewer commands, env): keep long scripts in the repository and call them`,
+  });
 export type RigConfig = z.infer<typeof RigConfig>;
 export type RigConfigInput = z.input<typeof RigConfig>;

@@ -4,9 +4,7 @@ import type { z } from 'zod';
 import { CAPS, capText } from './caps';
 
 export function describeZodError(error: z.ZodError): string {
-  return error.issues
-    .map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message))
-    .join('; ');
+  return error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
 }
 
 /**
@@ -15,7 +13,8 @@ export function describeZodError(error: z.ZodError): string {
  */
 export function parseOrReject<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
   const parsed = schema.safeParse(value);
-  if (!parsed.success) throw ApplicationFailure.nonRetryable(`invalid ${what}: ${describeZodError(parsed.error)}`, 'InvalidInput');
+  if (!parsed.success)
+    throw ApplicationFailure.nonRetryable(`invalid ${what}: ${describeZodError(parsed.error)}`, 'InvalidInput');
   return parsed.data;
 }
 

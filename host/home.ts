@@ -19,7 +19,8 @@ export const paths = {
   /** The run's own directory (prompt, token file, HOME, TMPDIR), the only part of GT_HOME a sandboxed run sees. */
   agentDir: (runId: string, home = gtHome()) => join(home, 'agents', fsSafe(runId)),
   /** Where the worker checks a finished run's branch before taking it (worker-owned). */
-  quarantine: (rig: string, key: string, home = gtHome()) => join(home, 'rigs', rig, 'quarantine', `${fsSafe(key)}.git`),
+  quarantine: (rig: string, key: string, home = gtHome()) =>
+    join(home, 'rigs', rig, 'quarantine', `${fsSafe(key)}.git`),
   binDir: (home = gtHome()) => join(home, 'bin'),
 };
 
@@ -50,7 +51,9 @@ export function gatewaySecret(home = gtHome()): Buffer {
   if (fromEnv) {
     const secret = Buffer.from(fromEnv, 'utf8');
     if (secret.length < MIN_GATEWAY_SECRET_BYTES) {
-      throw new Error(`GT_GATEWAY_SECRET has ${secret.length} bytes; it must have at least ${MIN_GATEWAY_SECRET_BYTES} (e.g. \`openssl rand -hex 32\`), the same on every worker of the town`);
+      throw new Error(
+        `GT_GATEWAY_SECRET has ${secret.length} bytes; it must have at least ${MIN_GATEWAY_SECRET_BYTES} (e.g. \`openssl rand -hex 32\`), the same on every worker of the town`,
+      );
     }
     return secret;
   }

@@ -26,7 +26,17 @@ const dist = join(root, 'dist');
 const agentCliBundlePath = join(dist, 'gt-agent.mjs');
 const cliBundlePath = join(dist, 'gt-cli', 'cli.mjs');
 /** Where the sources of both bundles live (bin/gt's staleness check looks at their *.ts files). */
-export const BUNDLED_SOURCE_DIRS = ['client', 'agents', 'domain', 'activities', 'worker', 'workflows', 'codec', 'host', 'provisioning'];
+export const BUNDLED_SOURCE_DIRS = [
+  'client',
+  'agents',
+  'domain',
+  'activities',
+  'worker',
+  'workflows',
+  'codec',
+  'host',
+  'provisioning',
+];
 /**
  * Build directories other than the published one are removed once this old. A process started from an older build
  * has loaded its chunks by then: command groups are imported at start-up, with-town's modules as the command starts.

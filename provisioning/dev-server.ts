@@ -93,7 +93,10 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   const namespace = options.namespace ?? 'default';
   const ip = options.ip ?? DEFAULT_IP;
   const dbFilename = options.dbFilename && resolve(options.dbFilename);
-  const dynamicConfig = { ...(options.queueReaders === 'server-default' ? {} : HISTORY_QUEUE_POLL_RPS), ...options.dynamicConfig };
+  const dynamicConfig = {
+    ...(options.queueReaders === 'server-default' ? {} : HISTORY_QUEUE_POLL_RPS),
+    ...options.dynamicConfig,
+  };
   if (!cli.path) return startSdkDownloaded(cli, { ...options, namespace, ip, dbFilename, dynamicConfig });
   if (options.pidFile) await stopLeftover(options.pidFile, dbFilename, options.onProgress);
   const port = options.port ?? (await freePort(ip));
@@ -101,15 +104,24 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   if (options.uiPort) await assertPortFree(ip, options.uiPort, 'Web UI port', '--ui-port');
 
   const args = [
-    'server', 'start-dev',
-    '--ip', ip,
-    '--port', String(port),
-    '--namespace', namespace,
-    '--log-format', 'json',
-    '--log-level', 'warn',
+    'server',
+    'start-dev',
+    '--ip',
+    ip,
+    '--port',
+    String(port),
+    '--namespace',
+    namespace,
+    '--log-format',
+    'json',
+    '--log-level',
+    'warn',
     ...(dbFilename ? ['--db-filename', dbFilename] : []),
     ...(options.uiPort ? ['--ui-port', String(options.uiPort)] : ['--headless']),
-    ...ALL_SEARCH_ATTRIBUTES.flatMap((k) => ['--search-attribute', `${k.name}=${TypedSearchAttributes.toMetadataType(k.type)}`]),
+    ...ALL_SEARCH_ATTRIBUTES.flatMap((k) => [
+      '--search-attribute',
+      `${k.name}=${TypedSearchAttributes.toMetadataType(k.type)}`,
+    ]),
     ...dynamicConfigArgs({ ...SDK_DYNAMIC_CONFIG, ...dynamicConfig }),
   ];
   const setpriv = process.platform === 'linux' ? findOnPath('setpriv') : undefined;
@@ -121,19 +133,35 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
   // Without a log file, the last lines of stderr are kept for the messages below (its shutdown chatter is not shown).
   let recent: string[] = [];
   child.stderr?.on('data', (d: Buffer) => (recent = [...recent, ...d.toString().trim().split('\n')].slice(-3)));
-  const exited = new Promise<string>((done) => child.once('exit', (code, signal) => done(signal ? `killed by ${signal}` : `exit code ${code}`)));
+  const exited = new Promise<string>((done) =>
+    child.once('exit', (code, signal) => done(signal ? `killed by ${signal}` : `exit code ${code}`)),
+  );
   const pid = await new Promise<number>((ok, fail) => {
     child.once('spawn', () => ok(child.pid!));
-    child.once('error', (err) => fail(new Error(`could not start the Temporal dev server (${cli.path}): ${err.message}`)));
+    child.once('error', (err) =>
+      fail(new Error(`could not start the Temporal dev server (${cli.path}): ${err.message}`)),
+    );
   });
-  const logTail = () => (options.logFile ? `; its log ${options.logFile} ends: ${tail(options.logFile)}` : recent.length ? `; it said: ${recent.join(' | ')}` : '');
+  const logTail = () =>
+    options.logFile
+      ? `; its log ${options.logFile} ends: ${tail(options.logFile)}`
+      : recent.length
+        ? `; it said: ${recent.join(' | ')}`
+        : '';
   let stopping = false;
   const kill = () => stopChild(child, exited);
   try {
     const address = `${ip === '0.0.0.0' ? DEFAULT_IP : ip}:${port}`;
     await waitUntilServing(child, pid, port, address, exited, logTail);
     if (options.pidFile) {
-      const record: ServerRecord = { pid, startTime: processStartTime(pid) ?? '', ownerPid: process.pid, ownerStartTime: processStartTime(process.pid) ?? '', dbFilename, port };
+      const record: ServerRecord = {
+        pid,
+        startTime: processStartTime(pid) ?? '',
+        ownerPid: process.pid,
+        ownerStartTime: processStartTime(process.pid) ?? '',
+        dbFilename,
+        port,
+      };
       writeFileSync(options.pidFile, `${JSON.stringify(record)}\n`);
     }
     const env = await TestWorkflowEnvironment.createFromExistingServer({ address, namespace });
@@ -166,8 +194,13 @@ export async function startDevServer(options: DevServerOptions = {}): Promise<De
  * spawn, so the SDK starts it: same settings and address, but no pdeathsig, no record and no exit report — a kill -9
  * of the owner can leave it running, and the next start then fails on the taken port. Said once at start.
  */
-async function startSdkDownloaded(cli: ResolvedCli, o: DevServerOptions & { namespace: string; ip: string; dynamicConfig: DynamicConfig }): Promise<DevServer> {
-  o.onProgress?.('Using the SDK-downloaded Temporal CLI: its server is not supervised (a kill -9 of this process can leave it running); `npm run provision` avoids that.');
+async function startSdkDownloaded(
+  cli: ResolvedCli,
+  o: DevServerOptions & { namespace: string; ip: string; dynamicConfig: DynamicConfig },
+): Promise<DevServer> {
+  o.onProgress?.(
+    'Using the SDK-downloaded Temporal CLI: its server is not supervised (a kill -9 of this process can leave it running); `npm run provision` avoids that.',
+  );
   if (o.port) await assertPortFree(o.ip, o.port, 'Temporal port', '--port');
   let env: TestWorkflowEnvironment;
   try {
@@ -185,12 +218,28 @@ async function startSdkDownloaded(cli: ResolvedCli, o: DevServerOptions & { name
       },
     });
   } catch (err) {
-    throw new Error(`could not start the Temporal dev server (${cli.source}): ${(err as Error).message}\n${PROVISIONING_HELP}`);
+    throw new Error(
+      `could not start the Temporal dev server (${cli.source}): ${(err as Error).message}\n${PROVISIONING_HELP}`,
+    );
   }
-  return { env, address: env.address, namespace: o.namespace, uiUrl: o.uiPort ? `http://${o.ip === '0.0.0.0' ? 'localhost' : o.ip}:${o.uiPort}` : undefined, cli, stop: () => env.teardown() };
+  return {
+    env,
+    address: env.address,
+    namespace: o.namespace,
+    uiUrl: o.uiPort ? `http://${o.ip === '0.0.0.0' ? 'localhost' : o.ip}:${o.uiPort}` : undefined,
+    cli,
+    stop: () => env.teardown(),
+  };
 }
 
-async function waitUntilServing(child: ChildProcess, pid: number, port: number, address: string, exited: Promise<string>, logTail: () => string): Promise<void> {
+async function waitUntilServing(
+  child: ChildProcess,
+  pid: number,
+  port: number,
+  address: string,
+  exited: Promise<string>,
+  logTail: () => string,
+): Promise<void> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   let lastError = '';
   while (Date.now() < deadline) {
@@ -210,7 +259,9 @@ async function waitUntilServing(child: ChildProcess, pid: number, port: number, 
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error(`the Temporal dev server did not answer on ${address} within ${READY_TIMEOUT_MS / 1000} s${lastError ? ` (${lastError})` : ''}${logTail()}`);
+  throw new Error(
+    `the Temporal dev server did not answer on ${address} within ${READY_TIMEOUT_MS / 1000} s${lastError ? ` (${lastError})` : ''}${logTail()}`,
+  );
 }
 
 async function stopChild(child: ChildProcess, exited: Promise<string>): Promise<void> {
@@ -225,20 +276,30 @@ async function stopChild(child: ChildProcess, exited: Promise<string>): Promise<
  * Stops what an earlier owner of this pid file left running: the recorded server if its owner is gone, and any
  * other dev server serving the same SQLite file (a leftover of a version that kept no record).
  */
-async function stopLeftover(pidFile: string, dbFilename: string | undefined, onProgress?: (message: string) => void): Promise<void> {
+async function stopLeftover(
+  pidFile: string,
+  dbFilename: string | undefined,
+  onProgress?: (message: string) => void,
+): Promise<void> {
   const record = readRecord(pidFile);
   if (record && record.ownerPid !== process.pid && isSameProcessAlive(record.ownerPid, record.ownerStartTime)) {
-    throw new Error(`another gt up (pid ${record.ownerPid}) is running with this GT_HOME; stop it first (its record: ${pidFile})`);
+    throw new Error(
+      `another gt up (pid ${record.ownerPid}) is running with this GT_HOME; stop it first (its record: ${pidFile})`,
+    );
   }
   const leftovers = new Set<number>();
   if (record && isSameProcessAlive(record.pid, record.startTime)) leftovers.add(record.pid);
   for (const pid of dbFilename ? allPids() : []) {
     const argv = commandLine(pid) ?? [];
     const db = argv.indexOf('--db-filename');
-    if (leftovers.has(pid) || !argv.includes('start-dev') || db < 0 || resolve(argv[db + 1] ?? '') !== dbFilename) continue;
+    if (leftovers.has(pid) || !argv.includes('start-dev') || db < 0 || resolve(argv[db + 1] ?? '') !== dbFilename)
+      continue;
     // Unrecorded: a leftover only if orphaned (its owner died, it was handed to init); a live parent owns it.
     const ppid = parentPid(pid);
-    if (ppid !== undefined && ppid > 1) throw new Error(`a Temporal dev server (pid ${pid}, started by pid ${ppid}) already serves ${dbFilename}; stop it first`);
+    if (ppid !== undefined && ppid > 1)
+      throw new Error(
+        `a Temporal dev server (pid ${pid}, started by pid ${ppid}) already serves ${dbFilename}; stop it first`,
+      );
     leftovers.add(pid);
   }
   for (const pid of leftovers) {
@@ -281,7 +342,9 @@ function removeRecordOf(pidFile: string, pid: number): void {
 
 function tail(file: string): string {
   try {
-    const lines = readFileSync(file, 'utf8').split('\n').filter((l) => l.trim());
+    const lines = readFileSync(file, 'utf8')
+      .split('\n')
+      .filter((l) => l.trim());
     return lines.slice(-3).join(' | ') || '(empty)';
   } catch {
     return '(unreadable)';
@@ -303,7 +366,13 @@ function assertPortFree(ip: string, port: number, what: string, flag: string): P
   return new Promise((ok, fail) => {
     const srv = createServer();
     srv.once('error', (err: NodeJS.ErrnoException) =>
-      fail(new Error(err.code === 'EADDRINUSE' ? `${what} ${ip}:${port} is already in use by another process: stop it or choose another ${flag}` : `${what} ${ip}:${port}: ${err.message}`)),
+      fail(
+        new Error(
+          err.code === 'EADDRINUSE'
+            ? `${what} ${ip}:${port} is already in use by another process: stop it or choose another ${flag}`
+            : `${what} ${ip}:${port}: ${err.message}`,
+        ),
+      ),
     );
     srv.listen(port, ip, () => srv.close(() => ok()));
   });

@@ -13,7 +13,17 @@
  */
 import { execFile, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { closeSync, createReadStream, existsSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import {
+  closeSync,
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+} from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -27,7 +37,11 @@ const run = promisify(execFile);
 export const DEFAULT_DOCKER_SOCKET = '/var/run/docker.sock';
 export const DOCKERD_FLAGS = ['--bridge=none', '--iptables=false', '--ip6tables=false'];
 /** What the default image is made of; images/agent/Dockerfile installs the same packages on debian:bookworm-slim. */
-export const AGENT_IMAGE_RECIPE = { suite: 'bookworm', variant: 'minbase', packages: ['git', 'nodejs', 'ca-certificates'] } as const;
+export const AGENT_IMAGE_RECIPE = {
+  suite: 'bookworm',
+  variant: 'minbase',
+  packages: ['git', 'nodejs', 'ca-certificates'],
+} as const;
 const FALLBACK_MIRROR = 'http://deb.debian.org/debian';
 
 /** The one line that tells an operator how to get the default image (shown by the runtime when it is missing). */
@@ -39,7 +53,8 @@ export type Progress = (message: string) => void;
 const gastownCache = () => join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'gastown');
 const recipeKey = () => createHash('sha256').update(JSON.stringify(AGENT_IMAGE_RECIPE)).digest('hex').slice(0, 12);
 /** The cached root filesystem of the recipe (an uncompressed tar: importing it is bound by disk speed, not gzip). */
-export const cachedRootfsPath = () => join(gastownCache(), 'agent-image', `${AGENT_IMAGE_RECIPE.suite}-${recipeKey()}.tar`);
+export const cachedRootfsPath = () =>
+  join(gastownCache(), 'agent-image', `${AGENT_IMAGE_RECIPE.suite}-${recipeKey()}.tar`);
 
 const isRoot = () => process.getuid?.() === 0;
 const sbinPath = () => `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/sbin:/sbin`;
@@ -47,7 +62,12 @@ const sbinPath = () => `${process.env.PATH ?? ''}:/usr/local/sbin:/usr/sbin:/sbi
 /** undefined when the engine answers, else why not. */
 export async function engineProblem(docker: Docker, timeoutMs = 3_000): Promise<string | undefined> {
   try {
-    await Promise.race([docker.ping(), delay(timeoutMs, undefined, { ref: false }).then(() => Promise.reject(new Error(`no answer within ${timeoutMs / 1000}s`)))]);
+    await Promise.race([
+      docker.ping(),
+      delay(timeoutMs, undefined, { ref: false }).then(() =>
+        Promise.reject(new Error(`no answer within ${timeoutMs / 1000}s`)),
+      ),
+    ]);
     return undefined;
   } catch (err) {
     return (err as Error).message;
@@ -56,7 +76,9 @@ export async function engineProblem(docker: Docker, timeoutMs = 3_000): Promise<
 
 function dockerdRunning(): boolean {
   try {
-    return readdirSync('/proc').some((pid) => /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'dockerd');
+    return readdirSync('/proc').some(
+      (pid) => /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'dockerd',
+    );
   } catch {
     return false;
   }
@@ -76,13 +98,19 @@ export type EngineResult = { ok: true; started: boolean; socketPath: string } | 
  * A Docker Engine answering at `socketPath`: the running one, or (as root) dockerd installed from Debian's `docker.io`
  * when missing and started with DOCKERD_FLAGS. Not root and no engine: why the docker tests will skip.
  */
-export async function ensureDockerEngine(opts: { socketPath?: string; onProgress?: Progress; waitMs?: number } = {}): Promise<EngineResult> {
+export async function ensureDockerEngine(
+  opts: { socketPath?: string; onProgress?: Progress; waitMs?: number } = {},
+): Promise<EngineResult> {
   const socketPath = opts.socketPath ?? process.env.DOCKER_SOCKET ?? DEFAULT_DOCKER_SOCKET;
   const onProgress = opts.onProgress ?? (() => undefined);
   const docker = new Docker({ socketPath });
   const problem = await engineProblem(docker);
   if (!problem) return { ok: true, started: false, socketPath };
-  if (!isRoot()) return { ok: false, reason: `no Docker Engine at ${socketPath} (${problem}) and not root, so none is started here: start dockerd or run as root` };
+  if (!isRoot())
+    return {
+      ok: false,
+      reason: `no Docker Engine at ${socketPath} (${problem}) and not root, so none is started here: start dockerd or run as root`,
+    };
 
   if (!dockerdRunning()) {
     let dockerd = findOnPath('dockerd', sbinPath());
@@ -95,13 +123,20 @@ export async function ensureDockerEngine(opts: { socketPath?: string; onProgress
       }
       dockerd = findOnPath('dockerd', sbinPath());
     }
-    if (!dockerd) return { ok: false, reason: `no Docker Engine at ${socketPath} and no dockerd to start (apt-get install docker.io)` };
+    if (!dockerd)
+      return {
+        ok: false,
+        reason: `no Docker Engine at ${socketPath} and no dockerd to start (apt-get install docker.io)`,
+      };
     // No dockerd runs, so a pid file is stale (a machine restarted with /var/run kept); dockerd refuses to start while
     // the pid in it belongs to any live process.
     rmSync('/var/run/docker.pid', { force: true });
     const logPath = join(gastownCache(), 'dockerd.log');
     mkdirSync(gastownCache(), { recursive: true });
-    const args = [...DOCKERD_FLAGS, ...(socketPath === DEFAULT_DOCKER_SOCKET ? [] : ['--host', `unix://${socketPath}`])];
+    const args = [
+      ...DOCKERD_FLAGS,
+      ...(socketPath === DEFAULT_DOCKER_SOCKET ? [] : ['--host', `unix://${socketPath}`]),
+    ];
     onProgress(`Starting ${dockerd} ${args.join(' ')} (log: ${logPath})…`);
     const log = openSync(logPath, 'a');
     const child = spawn(dockerd, args, { detached: true, stdio: ['ignore', log, log] });
@@ -118,7 +153,10 @@ export async function ensureDockerEngine(opts: { socketPath?: string; onProgress
     last = p;
     await delay(250);
   }
-  return { ok: false, reason: `dockerd did not answer at ${socketPath} within ${(opts.waitMs ?? 60_000) / 1000}s (${last}); see ${join(gastownCache(), 'dockerd.log')}` };
+  return {
+    ok: false,
+    reason: `dockerd did not answer at ${socketPath} within ${(opts.waitMs ?? 60_000) / 1000}s (${last}); see ${join(gastownCache(), 'dockerd.log')}`,
+  };
 }
 
 /** The first Debian archive the host's apt uses (not its security suite): debootstrap fetches from the same place. */
@@ -132,7 +170,14 @@ export function debianMirror(): string {
     }
   };
   const listDir = '/etc/apt/sources.list.d';
-  const files = ['/etc/apt/sources.list', ...(existsSync(listDir) ? readdirSync(listDir).sort().map((f) => join(listDir, f)) : [])];
+  const files = [
+    '/etc/apt/sources.list',
+    ...(existsSync(listDir)
+      ? readdirSync(listDir)
+          .sort()
+          .map((f) => join(listDir, f))
+      : []),
+  ];
   for (const file of files) {
     if (file.endsWith('.sources')) {
       // deb822 stanzas: `URIs:` of a stanza whose Types include deb.
@@ -153,7 +198,9 @@ export function debianMirror(): string {
 /** `repo[:tag]` as the Engine's import wants it (a colon after the last slash is the tag). */
 export function splitTag(ref: string): { repo: string; tag: string } {
   const colon = ref.lastIndexOf(':');
-  return colon > ref.lastIndexOf('/') ? { repo: ref.slice(0, colon), tag: ref.slice(colon + 1) } : { repo: ref, tag: 'latest' };
+  return colon > ref.lastIndexOf('/')
+    ? { repo: ref.slice(0, colon), tag: ref.slice(colon + 1) }
+    : { repo: ref, tag: 'latest' };
 }
 
 export async function imageId(docker: Docker, ref: string): Promise<string | undefined> {
@@ -185,7 +232,8 @@ export interface BuildOptions {
 async function debootstrapRootfs(mirror: string, onProgress: Progress): Promise<string> {
   if (!isRoot()) throw new Error('debootstrap needs root (it chroots and creates device nodes)');
   if (!findOnPath('debootstrap', sbinPath())) {
-    if (process.env.GT_SKIP_SYSTEM_PACKAGES === '1' || !findOnPath('apt-get', sbinPath())) throw new Error('debootstrap is not installed (apt-get install debootstrap)');
+    if (process.env.GT_SKIP_SYSTEM_PACKAGES === '1' || !findOnPath('apt-get', sbinPath()))
+      throw new Error('debootstrap is not installed (apt-get install debootstrap)');
     aptInstall(['debootstrap'], onProgress);
   }
   const tarPath = cachedRootfsPath();
@@ -193,18 +241,26 @@ async function debootstrapRootfs(mirror: string, onProgress: Progress): Promise<
   mkdirSync(join(tarPath, '..'), { recursive: true });
   await discardRootfs(dir);
   const { suite, variant, packages } = AGENT_IMAGE_RECIPE;
-  onProgress(`debootstrap --variant=${variant} --include=${packages.join(',')} ${suite} from ${mirror} (about a minute)…`);
+  onProgress(
+    `debootstrap --variant=${variant} --include=${packages.join(',')} ${suite} from ${mirror} (about a minute)…`,
+  );
   try {
-    await run(findOnPath('debootstrap', sbinPath())!, [`--variant=${variant}`, `--include=${packages.join(',')}`, suite, dir, mirror], { maxBuffer: 64 * 1024 * 1024 });
+    await run(
+      findOnPath('debootstrap', sbinPath())!,
+      [`--variant=${variant}`, `--include=${packages.join(',')}`, suite, dir, mirror],
+      { maxBuffer: 64 * 1024 * 1024 },
+    );
   } catch (err) {
-    const detail = (err as { stderr?: string }).stderr?.trim().split('\n').slice(-3).join(' | ') || (err as Error).message;
+    const detail =
+      (err as { stderr?: string }).stderr?.trim().split('\n').slice(-3).join(' | ') || (err as Error).message;
     await discardRootfs(dir);
     throw new Error(`debootstrap of ${suite} from ${mirror} failed: ${detail}`);
   }
   try {
     // Downloaded packages and indexes are only build leftovers: a third of the size.
     for (const leftovers of ['var/cache/apt/archives', 'var/lib/apt/lists']) {
-      for (const f of readdirSync(join(dir, leftovers))) if (f !== 'partial' && f !== 'lock') rmSync(join(dir, leftovers, f), { recursive: true, force: true });
+      for (const f of readdirSync(join(dir, leftovers)))
+        if (f !== 'partial' && f !== 'lock') rmSync(join(dir, leftovers, f), { recursive: true, force: true });
     }
     onProgress(`Caching the root filesystem in ${tarPath}…`);
     // --one-file-system: never archive something still mounted inside the tree.
@@ -227,8 +283,16 @@ async function discardRootfs(dir: string): Promise<void> {
 async function importRootfs(docker: Docker, tarPath: string, ref: string): Promise<string> {
   const { repo, tag } = splitTag(ref);
   // The runtime always gives a command; CMD only makes `docker run <image>` useful by hand.
-  const stream = await docker.importImage(createReadStream(tarPath), { repo, tag, changes: ['CMD ["/bin/bash"]'] } as object);
-  const output = await new Promise<{ error?: string }[]>((resolve, reject) => docker.modem.followProgress(stream, (err: Error | null, out: { error?: string }[]) => (err ? reject(err) : resolve(out))));
+  const stream = await docker.importImage(createReadStream(tarPath), {
+    repo,
+    tag,
+    changes: ['CMD ["/bin/bash"]'],
+  } as object);
+  const output = await new Promise<{ error?: string }[]>((resolve, reject) =>
+    docker.modem.followProgress(stream, (err: Error | null, out: { error?: string }[]) =>
+      err ? reject(err) : resolve(out),
+    ),
+  );
   const failed = output.find((o) => o.error);
   if (failed) throw new Error(`importing ${tarPath} as ${ref} failed: ${failed.error}`);
   const id = await imageId(docker, ref);

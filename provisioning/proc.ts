@@ -40,7 +40,9 @@ export function commandLine(pid: number): string[] | undefined {
 
 export function allPids(): number[] {
   try {
-    return readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number);
+    return readdirSync('/proc')
+      .filter((d) => /^\d+$/.test(d))
+      .map(Number);
   } catch {
     return [];
   }
@@ -71,10 +73,18 @@ export function tcpListeners(): Listener[] {
 /** /proc/net prints addresses as host-order 32-bit words. */
 function decodeIp(hex: string): string {
   const words = hex.match(/.{8}/g)!.map((w) => w.match(/../g)!.reverse().join(''));
-  if (words.length === 1) return words[0]!.match(/../g)!.map((b) => parseInt(b, 16)).join('.');
+  if (words.length === 1)
+    return words[0]!
+      .match(/../g)!
+      .map((b) => parseInt(b, 16))
+      .join('.');
   const v6 = words.join('');
   if (v6.startsWith('00000000000000000000FFFF')) return `::ffff:${decodeIp(hex.slice(24))}`;
-  return v6.match(/.{4}/g)!.map((g) => g.replace(/^0+(?=.)/, '').toLowerCase()).join(':').replace(/(^|:)0(:0)+(:|$)/, '::');
+  return v6
+    .match(/.{4}/g)!
+    .map((g) => g.replace(/^0+(?=.)/, '').toLowerCase())
+    .join(':')
+    .replace(/(^|:)0(:0)+(:|$)/, '::');
 }
 
 /** The TCP sockets `pid` listens on. */

@@ -29,5 +29,8 @@ export const COMPOSE_DYNAMIC_CONFIG = 'deploy/temporal/dynamicconfig.yaml';
 
 /** `temporal server start-dev` flags for `values` (values are JSON, so strings are quoted). */
 export function dynamicConfigArgs(values: DynamicConfig): string[] {
-  return Object.entries(values).flatMap(([key, value]) => ['--dynamic-config-value', `${key}=${JSON.stringify(value)}`]);
+  return Object.entries(values).flatMap(([key, value]) => [
+    '--dynamic-config-value',
+    `${key}=${JSON.stringify(value)}`,
+  ]);
 }

@@ -67,13 +67,15 @@ export interface ResolveOptions {
 export async function resolveTemporalCli(options: ResolveOptions = {}): Promise<ResolvedCli> {
   const fromEnv = process.env.TEMPORAL_CLI_PATH;
   if (fromEnv) {
-    if (!isExecutable(fromEnv)) throw new Error(`TEMPORAL_CLI_PATH=${fromEnv} is not an executable file.\n${PROVISIONING_HELP}`);
+    if (!isExecutable(fromEnv))
+      throw new Error(`TEMPORAL_CLI_PATH=${fromEnv} is not an executable file.\n${PROVISIONING_HELP}`);
     return { source: 'TEMPORAL_CLI_PATH', path: fromEnv, executable: { type: 'existing-path', path: fromEnv } };
   }
   const onPath = findOnPath('temporal');
   if (onPath) return { source: 'PATH', path: onPath, executable: { type: 'existing-path', path: onPath } };
   const cached = cachedCliPath();
-  if (isExecutable(cached)) return { source: 'cache', path: cached, executable: { type: 'existing-path', path: cached } };
+  if (isExecutable(cached))
+    return { source: 'cache', path: cached, executable: { type: 'existing-path', path: cached } };
   const go = findOnPath('go') ?? (existsSync('/usr/local/go/bin/go') ? '/usr/local/go/bin/go' : undefined);
   if (go && options.build !== false) {
     await buildWithGo(go, options.onProgress);
@@ -86,16 +88,23 @@ async function buildWithGo(go: string, onProgress?: (message: string) => void): 
   const dir = cacheDir();
   const staging = join(dir, `build-${process.pid}`);
   mkdirSync(staging, { recursive: true });
-  onProgress?.(`Building the Temporal CLI ${TEMPORAL_CLI_VERSION} with Go from the module proxy (first run only; a few minutes)…`);
+  onProgress?.(
+    `Building the Temporal CLI ${TEMPORAL_CLI_VERSION} with Go from the module proxy (first run only; a few minutes)…`,
+  );
   const started = Date.now();
-  const ticker = setInterval(() => onProgress?.(`  …still building (${Math.round((Date.now() - started) / 1000)}s)`), 30_000);
+  const ticker = setInterval(
+    () => onProgress?.(`  …still building (${Math.round((Date.now() - started) / 1000)}s)`),
+    30_000,
+  );
   try {
     await run(go, ['install', `${TEMPORAL_CLI_MODULE}@${TEMPORAL_CLI_VERSION}`], {
       env: { ...process.env, GOBIN: staging, GOFLAGS: '-mod=mod', CGO_ENABLED: '0' },
       maxBuffer: 64 * 1024 * 1024,
     });
   } catch (err) {
-    throw new Error(`go install ${TEMPORAL_CLI_MODULE}@${TEMPORAL_CLI_VERSION} failed: ${(err as Error).message}\n${PROVISIONING_HELP}`);
+    throw new Error(
+      `go install ${TEMPORAL_CLI_MODULE}@${TEMPORAL_CLI_VERSION} failed: ${(err as Error).message}\n${PROVISIONING_HELP}`,
+    );
   } finally {
     clearInterval(ticker);
   }

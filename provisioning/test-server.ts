@@ -64,17 +64,34 @@ export interface ResolveTestServerOptions {
 export async function resolveTestServer(options: ResolveTestServerOptions = {}): Promise<ResolvedTestServer> {
   const fromEnv = process.env.TEMPORAL_TEST_SERVER_PATH;
   if (fromEnv) {
-    if (!isExecutable(fromEnv)) throw new Error(`TEMPORAL_TEST_SERVER_PATH=${fromEnv} is not an executable file.\n${TEST_SERVER_HELP}`);
-    return { available: true, source: 'TEMPORAL_TEST_SERVER_PATH', path: fromEnv, executable: { type: 'existing-path', path: fromEnv } };
+    if (!isExecutable(fromEnv))
+      throw new Error(`TEMPORAL_TEST_SERVER_PATH=${fromEnv} is not an executable file.\n${TEST_SERVER_HELP}`);
+    return {
+      available: true,
+      source: 'TEMPORAL_TEST_SERVER_PATH',
+      path: fromEnv,
+      executable: { type: 'existing-path', path: fromEnv },
+    };
   }
   const java = findOnPath('java');
-  if (!java) return { available: false, reason: 'Java is not installed (the time-skipping test server is the Java SDK\'s TestServer); install a JDK 17+ or set TEMPORAL_TEST_SERVER_PATH' };
+  if (!java)
+    return {
+      available: false,
+      reason:
+        "Java is not installed (the time-skipping test server is the Java SDK's TestServer); install a JDK 17+ or set TEMPORAL_TEST_SERVER_PATH",
+    };
   const cached = cachedTestServerPath();
-  if (isExecutable(cached)) return { available: true, source: 'cache', path: cached, executable: { type: 'existing-path', path: cached } };
+  if (isExecutable(cached))
+    return { available: true, source: 'cache', path: cached, executable: { type: 'existing-path', path: cached } };
   const mvn = findOnPath('mvn');
   if (mvn && options.build !== false) {
     await buildWithMaven(mvn, java, options.onProgress);
-    return { available: true, source: 'maven-build', path: cached, executable: { type: 'existing-path', path: cached } };
+    return {
+      available: true,
+      source: 'maven-build',
+      path: cached,
+      executable: { type: 'existing-path', path: cached },
+    };
   }
   return { available: true, source: 'sdk-download', executable: { type: 'cached-download' } };
 }
@@ -111,27 +128,43 @@ async function buildWithMaven(mvn: string, java: string, onProgress?: (message: 
   const staging = `${dir}.build-${process.pid}`;
   rmSync(staging, { recursive: true, force: true });
   mkdirSync(staging, { recursive: true });
-  onProgress?.(`Fetching the Temporal test server ${TEST_SERVER_ARTIFACT}:${TEST_SERVER_VERSION} with Maven (first run only)…`);
+  onProgress?.(
+    `Fetching the Temporal test server ${TEST_SERVER_ARTIFACT}:${TEST_SERVER_VERSION} with Maven (first run only)…`,
+  );
   const started = Date.now();
   try {
     writeFileSync(join(staging, 'pom.xml'), pom([`${TEST_SERVER_ARTIFACT}:${TEST_SERVER_VERSION}`, SLF4J_NOP]));
-    await run(mvn, ['-B', '-q', 'dependency:copy-dependencies', '-DincludeScope=runtime', `-DoutputDirectory=${join(staging, 'lib')}`], {
-      cwd: staging,
-      maxBuffer: 64 * 1024 * 1024,
-    });
+    await run(
+      mvn,
+      [
+        '-B',
+        '-q',
+        'dependency:copy-dependencies',
+        '-DincludeScope=runtime',
+        `-DoutputDirectory=${join(staging, 'lib')}`,
+      ],
+      {
+        cwd: staging,
+        maxBuffer: 64 * 1024 * 1024,
+      },
+    );
     // The archive records the classpath it was made with, so it is made where the jars will stay.
     rmSync(dir, { recursive: true, force: true });
     renameSync(staging, dir);
   } catch (err) {
     rmSync(staging, { recursive: true, force: true });
-    throw new Error(`mvn dependency:copy-dependencies of ${TEST_SERVER_ARTIFACT}:${TEST_SERVER_VERSION} failed: ${(err as Error).message}\n${TEST_SERVER_HELP}`);
+    throw new Error(
+      `mvn dependency:copy-dependencies of ${TEST_SERVER_ARTIFACT}:${TEST_SERVER_VERSION} failed: ${(err as Error).message}\n${TEST_SERVER_HELP}`,
+    );
   }
   await dumpClassArchive(java, dir);
   // Published last: a reader who sees the script sees the jars and the archive too.
   const script = join(dir, 'temporal-test-server.tmp');
   writeFileSync(script, startScript(dir), { mode: 0o755 });
   renameSync(script, cachedTestServerPath());
-  onProgress?.(`Temporal test server ready at ${cachedTestServerPath()} (${Math.round((Date.now() - started) / 1000)}s).`);
+  onProgress?.(
+    `Temporal test server ready at ${cachedTestServerPath()} (${Math.round((Date.now() - started) / 1000)}s).`,
+  );
 }
 
 /**
@@ -141,12 +174,26 @@ async function buildWithMaven(mvn: string, java: string, onProgress?: (message: 
 async function dumpClassArchive(java: string, dir: string): Promise<void> {
   const port = 20_000 + Math.floor(Math.random() * 20_000);
   const archive = join(dir, 'classes.jsa');
-  const child = spawn(java, [`-XX:ArchiveClassesAtExit=${archive}`, '-Xlog:cds=off', '-XX:TieredStopAtLevel=1', '-XX:+UseSerialGC', '-cp', `${dir}/lib/*`, 'io.temporal.testserver.TestServer', String(port)], {
-    stdio: 'ignore',
-  });
+  const child = spawn(
+    java,
+    [
+      `-XX:ArchiveClassesAtExit=${archive}`,
+      '-Xlog:cds=off',
+      '-XX:TieredStopAtLevel=1',
+      '-XX:+UseSerialGC',
+      '-cp',
+      `${dir}/lib/*`,
+      'io.temporal.testserver.TestServer',
+      String(port),
+    ],
+    {
+      stdio: 'ignore',
+    },
+  );
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const deadline = Date.now() + 60_000;
-  while (Date.now() < deadline && child.exitCode === null && !(await listening(port))) await new Promise((r) => setTimeout(r, 100));
+  while (Date.now() < deadline && child.exitCode === null && !(await listening(port)))
+    await new Promise((r) => setTimeout(r, 100));
   child.kill('SIGTERM');
   await exited;
 }

@@ -16,4 +16,6 @@ const plugins = await workflowBundlePlugins();
 const { code } = await bundleWorkflowCode({ workflowsPath, plugins });
 mkdirSync(dirname(out), { recursive: true });
 writeFileSync(out, code);
-console.log(`workflow bundle written to ${out} (${(code.length / 1024).toFixed(0)} KiB${plugins.length ? ', with OpenTelemetry tracing' : ''})`);
+console.log(
+  `workflow bundle written to ${out} (${(code.length / 1024).toFixed(0)} KiB${plugins.length ? ', with OpenTelemetry tracing' : ''})`,
+);

@@ -38,7 +38,8 @@ async function portOr(preferred: number): Promise<number> {
 
 const home = mkdtempSync(join(tmpdir(), 'gastown-demo-'));
 process.env.GT_HOME = home;
-const git = (args: string[], cwd?: string) => execFileSync('git', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+const git = (args: string[], cwd?: string) =>
+  execFileSync('git', args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 
 say(`GT_HOME=${home}`);
 const repo = join(home, 'webapp.git');
@@ -46,7 +47,20 @@ git(['init', '-q', '--bare', '-b', 'main', repo]);
 const seed = join(home, 'seed');
 git(['clone', '-q', repo, seed]);
 git(['checkout', '-q', '-b', 'main'], seed);
-git(['-c', 'user.name=Demo', '-c', 'user.email=demo@gastown.local', 'commit', '-q', '--allow-empty', '-m', 'Initial commit'], seed);
+git(
+  [
+    '-c',
+    'user.name=Demo',
+    '-c',
+    'user.email=demo@gastown.local',
+    'commit',
+    '-q',
+    '--allow-empty',
+    '-m',
+    'Initial commit',
+  ],
+  seed,
+);
 git(['push', '-q', 'origin', 'main'], seed);
 say(`scratch repository ${repo}`);
 
@@ -56,7 +70,13 @@ say('starting the Temporal dev server…');
 const server = await startDevServer({ dbFilename: join(home, 'temporal.db'), port, uiPort, onProgress: (m) => say(m) });
 say(`Temporal at ${server.address} (CLI from ${server.cli.source}), Web UI at ${server.uiUrl}`);
 const client = new Client({ connection: server.env.connection, namespace: server.namespace });
-const worker = await createTownWorker({ connection: server.env.nativeConnection, client, namespace: server.namespace, taskQueue: 'gastown', gateway: { port: 0 } });
+const worker = await createTownWorker({
+  connection: server.env.nativeConnection,
+  client,
+  namespace: server.namespace,
+  taskQueue: 'gastown',
+  gateway: { port: 0 },
+});
 const running = worker.run();
 say(`worker on queues gastown and ${worker.hostQueue}; agent gateway at ${worker.gateway.url}`);
 
@@ -71,7 +91,9 @@ try {
   const results = await Promise.all(
     beads.map(async (b) => {
       const r = await b.handle.result();
-      say(`${b.beadId}: ${r.status}${r.commit ? ` → ${r.commit.slice(0, 10)}` : ''}${r.reason ? ` (${r.reason})` : ''}`);
+      say(
+        `${b.beadId}: ${r.status}${r.commit ? ` → ${r.commit.slice(0, 10)}` : ''}${r.reason ? ` (${r.reason})` : ''}`,
+      );
       return r;
     }),
   );

@@ -13,11 +13,19 @@ import { findOnPath, resolveTemporalCli } from '../provisioning/temporal-cli';
 import { resolveTestServer } from '../provisioning/test-server';
 
 const cli = await resolveTemporalCli({ onProgress: (m) => console.error(m) });
-console.log(cli.path ? `temporal CLI (${cli.source}): ${cli.path}` : 'temporal CLI: the SDK will download it on first use');
+console.log(
+  cli.path ? `temporal CLI (${cli.source}): ${cli.path}` : 'temporal CLI: the SDK will download it on first use',
+);
 
 const testServer = await resolveTestServer({ onProgress: (m) => console.error(m) });
-if (!testServer.available) console.error(`note: ${testServer.reason}; the fast workflow tier (test/workflows-fast) will skip.`);
-else console.log(testServer.path ? `time-skipping test server (${testServer.source}): ${testServer.path}` : 'time-skipping test server: the SDK will download it on first use');
+if (!testServer.available)
+  console.error(`note: ${testServer.reason}; the fast workflow tier (test/workflows-fast) will skip.`);
+else
+  console.log(
+    testServer.path
+      ? `time-skipping test server (${testServer.source}): ${testServer.path}`
+      : 'time-skipping test server: the SDK will download it on first use',
+  );
 
 const wanted = [
   { pkg: 'bubblewrap', bin: 'bwrap', for: 'the sandbox runtime' },
@@ -36,10 +44,14 @@ if (missing.length && isRoot && process.env.GT_SKIP_SYSTEM_PACKAGES !== '1' && f
     execFileSync('apt-get', ['update', '-qq'], { stdio: 'inherit', env });
     execFileSync('apt-get', ['install', '-y', '-qq', '--no-install-recommends', ...names], { stdio: 'inherit', env });
   } catch (err) {
-    console.error(`warning: could not install ${names.join(', ')} (${(err as Error).message}); the tests that need them will skip.`);
+    console.error(
+      `warning: could not install ${names.join(', ')} (${(err as Error).message}); the tests that need them will skip.`,
+    );
   }
 } else if (missing.length) {
-  console.error(`note: ${missing.map((m) => `${m.pkg} (${m.for})`).join(', ')} not installed; those tests will skip. Install with apt-get as root.`);
+  console.error(
+    `note: ${missing.map((m) => `${m.pkg} (${m.for})`).join(', ')} not installed; those tests will skip. Install with apt-get as root.`,
+  );
 }
 for (const w of wanted) console.log(`${w.bin}: ${findOnPath(w.bin) ?? 'missing'}`);
 
@@ -47,9 +59,13 @@ const engine = await ensureDockerEngine({ onProgress: (m) => console.error(m) })
 if (engine.ok) {
   try {
     const image = await ensureAgentImage({ onProgress: (m) => console.error(m) });
-    console.log(`docker: engine ${engine.started ? 'started' : 'running'} at ${engine.socketPath}; image ${image.tag} ${image.source === 'engine' ? 'present' : `built from ${image.source} in ${(image.ms / 1000).toFixed(1)}s`}`);
+    console.log(
+      `docker: engine ${engine.started ? 'started' : 'running'} at ${engine.socketPath}; image ${image.tag} ${image.source === 'engine' ? 'present' : `built from ${image.source} in ${(image.ms / 1000).toFixed(1)}s`}`,
+    );
   } catch (err) {
-    console.error(`warning: the agent image could not be built (${(err as Error).message}); the docker tests will fail or skip.`);
+    console.error(
+      `warning: the agent image could not be built (${(err as Error).message}); the docker tests will fail or skip.`,
+    );
   }
 } else {
   console.error(`note: ${engine.reason}; the docker runtime tests will skip.`);

@@ -27,26 +27,53 @@ const out = join(root, 'test', 'histories');
 const agent = (name: string) => join(root, 'test', 'agents', `${name}.sh`);
 const onlyArg = process.argv.indexOf('--only');
 const only = onlyArg >= 0 ? new Set((process.argv[onlyArg + 1] ?? '').split(',').filter(Boolean)) : undefined;
-const fast = { startTimeout: 30_000, heartbeatTimeout: 10_000, stallTimeout: 60_000, retryBackoff: 200, maxAttempts: 2, maxRounds: 2 };
+const fast = {
+  startTimeout: 30_000,
+  heartbeatTimeout: 10_000,
+  stallTimeout: 60_000,
+  retryBackoff: 200,
+  maxAttempts: 2,
+  maxRounds: 2,
+};
 
 process.env.GT_HOME = mkdtempSync(join(tmpdir(), 'gt-record-'));
 const testDir = mkdtempSync(join(tmpdir(), 'gt-record-test-'));
 const server = await startDevServer({ onProgress: (m) => console.error(m) });
 const client = new Client({ connection: server.env.connection, namespace: server.namespace });
-const worker = await createTownWorker({ connection: server.env.nativeConnection, client, namespace: server.namespace, taskQueue: 'record', gateway: { port: 0 }, pollIntervalMs: 200 });
+const worker = await createTownWorker({
+  connection: server.env.nativeConnection,
+  client,
+  namespace: server.namespace,
+  taskQueue: 'record',
+  gateway: { port: 0 },
+  pollIntervalMs: 200,
+});
 const running = worker.run();
 try {
   const town = new Town(client, 'record');
   const repo = await createRepo();
   await town.addRig({ name: 'rec', repo: repo.origin, agent: agent('good'), gates: ['test -d work'], policy: fast });
-  await town.addRig({ name: 'rec-crash', repo: repo.origin, agent: agent('crash-first'), env: { TEST_DIR: testDir }, policy: fast });
+  await town.addRig({
+    name: 'rec-crash',
+    repo: repo.origin,
+    agent: agent('crash-first'),
+    env: { TEST_DIR: testDir },
+    policy: fast,
+  });
   await town.addRig({ name: 'rec-fail', repo: repo.origin, agent: agent('exit-without-done'), policy: fast });
   const beads = await Promise.all([
     town.sling('rec', { id: 'rec-merged', title: 'A bead that merges' }),
     town.sling('rec-crash', { id: 'rec-retried', title: 'A bead whose first attempt crashes' }),
     town.sling('rec-fail', { id: 'rec-failed', title: 'A bead that fails and escalates' }),
   ]);
-  await town.addRig({ name: 'rec-review', repo: repo.origin, agent: agent('good'), reviewer: agent('reviewer-picky'), env: { TEST_DIR: testDir }, policy: fast });
+  await town.addRig({
+    name: 'rec-review',
+    repo: repo.origin,
+    agent: agent('good'),
+    reviewer: agent('reviewer-picky'),
+    env: { TEST_DIR: testDir },
+    policy: fast,
+  });
   const reviewed = await town.sling('rec-review', { id: 'rec-reviewed', title: 'A bead reviewed twice' });
   for (const b of [...beads, reviewed]) console.error(`${b.beadId}: ${(await b.handle.result()).status}`);
   await town.ackEscalation('bead-rec-failed', { by: 'recorder', note: 'recorded' });
@@ -67,10 +94,19 @@ try {
   console.error(`convoy ${convoyId}: ${JSON.stringify(await convoys.result(convoyId))}`);
 
   // An operator cancels a bead mid-run with a reason (the requestCancel update, then the cancellation).
-  await town.addRig({ name: 'rec-hold', repo: repo.origin, agent: agent('wait-for-release'), env: { TEST_DIR: testDir }, policy: fast });
+  await town.addRig({
+    name: 'rec-hold',
+    repo: repo.origin,
+    agent: agent('wait-for-release'),
+    env: { TEST_DIR: testDir },
+    policy: fast,
+  });
   const held = await town.sling('rec-hold', { id: 'rec-cancelled', title: 'A bead cancelled mid-run' });
-  while (!(await town.beadState(held.beadId)).waitingFor.startsWith('waiting for gt done')) await new Promise((r) => setTimeout(r, 200));
-  console.error(`rec-cancelled: ${(await cancelBead(town, held.beadId, { reason: 'recorded cancellation', by: 'recorder' })).bead.status}`);
+  while (!(await town.beadState(held.beadId)).waitingFor.startsWith('waiting for gt done'))
+    await new Promise((r) => setTimeout(r, 200));
+  console.error(
+    `rec-cancelled: ${(await cancelBead(town, held.beadId, { reason: 'recorded cancellation', by: 'recorder' })).bead.status}`,
+  );
   // A rig that merged one bead and was removed (the removeRig update ends its refinery).
   await town.addRig({ name: 'rec-removed', repo: repo.origin, agent: agent('good'), policy: fast });
   const last = await town.sling('rec-removed', { id: 'rec-last', title: 'The last bead of a removed rig' });
@@ -82,7 +118,7 @@ try {
     'bead-retried': 'bead:rec-retried',
     'bead-failed': 'bead:rec-failed',
     'merge-request-merged': 'mr:rec-merged:1',
-    'refinery': 'refinery:rec',
+    refinery: 'refinery:rec',
     'escalation-acknowledged': 'escalation:bead-rec-failed',
     'merge-request-changes-requested': 'mr:rec-reviewed:1',
     'bead-reviewed': 'bead:rec-reviewed',
@@ -93,9 +129,11 @@ try {
     'refinery-removed': 'refinery:rec-removed',
   };
   const recorded = Object.entries(scenarios).filter(([name]) => !only || only.has(name));
-  if (only && recorded.length !== only.size) throw new Error(`--only names unknown scenarios: ${[...only].filter((n) => !scenarios[n]).join(', ')}`);
+  if (only && recorded.length !== only.size)
+    throw new Error(`--only names unknown scenarios: ${[...only].filter((n) => !scenarios[n]).join(', ')}`);
   mkdirSync(out, { recursive: true });
-  for (const f of readdirSync(out)) if (f.endsWith('.json') && (!only || only.has(f.replace(/\.json$/, '')))) rmSync(join(out, f));
+  for (const f of readdirSync(out))
+    if (f.endsWith('.json') && (!only || only.has(f.replace(/\.json$/, '')))) rmSync(join(out, f));
   for (const [name, workflowId] of recorded) {
     const history = await client.workflow.getHandle(workflowId).fetchHistory();
     writeFileSync(join(out, `${name}.json`), historyToJSON(history));

@@ -13,24 +13,40 @@ import { AGENT_COMMANDS } from '../client/program';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
-function run(file: string, args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+function run(
+  file: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(file, args, { env: { PATH: process.env.PATH, ...env } }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }));
+    execFile(file, args, { env: { PATH: process.env.PATH, ...env } }, (err, stdout, stderr) =>
+      resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+    );
   });
 }
 
 describe('gt for agents', () => {
   it('routes exactly the agent commands of client/program.ts to the bundle', () => {
-    const routed = /case "\$\{1:-\}" in\s+([\w|-]+)\)/.exec(readFileSync(join(root, 'bin/gt'), 'utf8'))?.[1]?.split('|');
+    const routed = /case "\$\{1:-\}" in\s+([\w|-]+)\)/
+      .exec(readFileSync(join(root, 'bin/gt'), 'utf8'))?.[1]
+      ?.split('|');
     expect(new Set(routed)).toEqual(new Set(AGENT_COMMANDS));
   });
 
   it('answers as the sources do: help, a missing run, an unreachable gateway', async () => {
     const outside = { GT_RUN_ID: '' };
     const unreachable = { GT_GATEWAY_URL: 'http://127.0.0.1:9', GT_RUN_TOKEN: 't', GT_RUN_ID: 'b-cli/r1/a1' };
-    for (const [args, env] of [[['done', '--help'], {}], [['done', '--summary', 'x'], outside], [['progress', 'working'], unreachable]] as const) {
+    for (const [args, env] of [
+      [['done', '--help'], {}],
+      [['done', '--summary', 'x'], outside],
+      [['progress', 'working'], unreachable],
+    ] as const) {
       const bundled = await run('node', [join(root, 'dist/gt-agent.mjs'), ...args], env);
-      const sources = await run('node', ['--import', join(root, 'node_modules/tsx/dist/loader.mjs'), join(root, 'client/cli.ts'), ...args], env);
+      const sources = await run(
+        'node',
+        ['--import', join(root, 'node_modules/tsx/dist/loader.mjs'), join(root, 'client/cli.ts'), ...args],
+        env,
+      );
       expect(bundled).toEqual(sources);
     }
   });
@@ -40,7 +56,8 @@ describe('gt for agents', () => {
     const copy = mkdtempSync(join(tmpdir(), 'gt-agent-cli-'));
     const skip = new Set(['node_modules', 'dist', 'test', 'bench', 'docs']);
     for (const e of readdirSync(root, { withFileTypes: true })) {
-      if (e.isDirectory() && !e.name.startsWith('.') && !skip.has(e.name)) cpSync(join(root, e.name), join(copy, e.name), { recursive: true });
+      if (e.isDirectory() && !e.name.startsWith('.') && !skip.has(e.name))
+        cpSync(join(root, e.name), join(copy, e.name), { recursive: true });
     }
     cpSync(join(root, 'package.json'), join(copy, 'package.json'));
     symlinkSync(join(root, 'node_modules'), join(copy, 'node_modules'));

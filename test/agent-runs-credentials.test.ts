@@ -29,7 +29,16 @@ beforeAll(async () => {
     }
     const url = new URL(req.url ?? '/', 'http://x');
     const cgi = spawn('git', ['http-backend'], {
-      env: { ...process.env, GIT_PROJECT_ROOT: root, GIT_HTTP_EXPORT_ALL: '1', PATH_INFO: url.pathname, QUERY_STRING: url.search.slice(1), REQUEST_METHOD: req.method ?? 'GET', CONTENT_TYPE: req.headers['content-type'] ?? '', REMOTE_USER: 'ci' },
+      env: {
+        ...process.env,
+        GIT_PROJECT_ROOT: root,
+        GIT_HTTP_EXPORT_ALL: '1',
+        PATH_INFO: url.pathname,
+        QUERY_STRING: url.search.slice(1),
+        REQUEST_METHOD: req.method ?? 'GET',
+        CONTENT_TYPE: req.headers['content-type'] ?? '',
+        REMOTE_USER: 'ci',
+      },
     });
     req.pipe(cgi.stdin);
     const out: Buffer[] = [];
@@ -51,13 +60,21 @@ beforeAll(async () => {
 });
 afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
-describe('the worker\'s git credentials', () => {
+describe("the worker's git credentials", () => {
   it('keys credentials by protocol and the full host:port as the remote spells it', () => {
-    expect(credentialKey('https://git.example.com:8443/org/repo.git')).toEqual({ protocol: 'https', host: 'git.example.com:8443' });
-    expect(credentialKey('https://user@git.example.com/org/repo.git')).toEqual({ protocol: 'https', host: 'git.example.com' });
+    expect(credentialKey('https://git.example.com:8443/org/repo.git')).toEqual({
+      protocol: 'https',
+      host: 'git.example.com:8443',
+    });
+    expect(credentialKey('https://user@git.example.com/org/repo.git')).toEqual({
+      protocol: 'https',
+      host: 'git.example.com',
+    });
     expect(credentialKey('git@github.com:org/repo.git')).toBeNull();
     expect(credentialKey('/srv/repos/app.git')).toBeNull();
-    expect(credentialLine('https://git.example.com:8443/x.git', 'ci', 'a/b:c')).toBe('https://ci:a%2Fb%3Ac@git.example.com:8443');
+    expect(credentialLine('https://git.example.com:8443/x.git', 'ci', 'a/b:c')).toBe(
+      'https://ci:a%2Fb%3Ac@git.example.com:8443',
+    );
   });
 
   it('let the worker’s mirror fetch a host:port remote, from an owner-only store, without writing the token anywhere else', async () => {
@@ -75,6 +92,8 @@ describe('the worker\'s git credentials', () => {
   it('do not authenticate with a port-less entry, and never prompt', async () => {
     const home = mkdtempSync(join(tmpdir(), 'gt-cred-home-'));
     saveHostCredential(home, remote.replace(/:\d+\//, '/'), 'ci', TOKEN);
-    await expect(syncMirror('cred', remote, home)).rejects.toThrow(/Authentication failed|could not read Username|terminal prompts disabled/);
+    await expect(syncMirror('cred', remote, home)).rejects.toThrow(
+      /Authentication failed|could not read Username|terminal prompts disabled/,
+    );
   });
 });

@@ -6,9 +6,23 @@ import { WorkflowUpdateFailedError } from '@temporalio/client';
 import proto from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintRunToken } from '../agents/run-token';
-import { dispatchGateWorkflowId, dispatchGrantSignal, dispatchReleaseSignal, dispatchReportSignal, dispatchRequestSignal } from '../domain/dispatch';
+import {
+  dispatchGateWorkflowId,
+  dispatchGrantSignal,
+  dispatchReleaseSignal,
+  dispatchReportSignal,
+  dispatchRequestSignal,
+} from '../domain/dispatch';
 import { mergeRequestWorkflowId, refineryWorkflowId } from '../domain/ids';
-import { doneUpdate, enqueueSignal, mergeRequestStateQuery, mergeResultSignal, pauseRefineryUpdate, refineryStateQuery, withdrawSignal } from '../domain/messages';
+import {
+  doneUpdate,
+  enqueueSignal,
+  mergeRequestStateQuery,
+  mergeResultSignal,
+  pauseRefineryUpdate,
+  refineryStateQuery,
+  withdrawSignal,
+} from '../domain/messages';
 import { gatewaySecret } from '../host/home';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, runGt, startTestTown, type TestTown } from './helpers/town';
@@ -40,19 +54,42 @@ describe('a slung bead', () => {
   it('rejects a gt done addressed to another run, and the rejection changes nothing', async () => {
     const repo = await createRepo();
     const testDir = mkdtempSync(join(tmpdir(), 'gt-test-'));
-    await t.addRig({ name: 'stale-done', repo: repo.origin, agent: agentScript('wait-for-release'), env: { TEST_DIR: testDir } });
+    await t.addRig({
+      name: 'stale-done',
+      repo: repo.origin,
+      agent: agentScript('wait-for-release'),
+      env: { TEST_DIR: testDir },
+    });
     const { handle } = await t.town.sling('stale-done', { id: 'b-stale', title: 'Wait for release' });
-    await eventually(async () => (await t.town.beadState('b-stale')).waitingFor === 'waiting for gt done from run b-stale/r1/a1', 30_000, 'run started');
+    await eventually(
+      async () => (await t.town.beadState('b-stale')).waitingFor === 'waiting for gt done from run b-stale/r1/a1',
+      30_000,
+      'run started',
+    );
     const before = await t.town.beadState('b-stale');
 
     // Directly through Temporal: the update validator rejects a run id that is not current.
-    const err = await handle.executeUpdate(doneUpdate, { args: [{ runId: 'b-stale/r1/a2', summary: 'forged' }] }).catch((e: unknown) => e);
+    const err = await handle
+      .executeUpdate(doneUpdate, { args: [{ runId: 'b-stale/r1/a2', summary: 'forged' }] })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowUpdateFailedError);
-    expect(String((err as WorkflowUpdateFailedError).cause?.message)).toMatch(/b-stale\/r1\/a2 is not the current run of bead b-stale: the current run is b-stale\/r1\/a1/);
+    expect(String((err as WorkflowUpdateFailedError).cause?.message)).toMatch(
+      /b-stale\/r1\/a2 is not the current run of bead b-stale: the current run is b-stale\/r1\/a1/,
+    );
 
     // Through the gateway with a validly signed token of a run that is not current: 409 with the reason.
-    const token = mintRunToken(gatewaySecret(t.gtHome), { beadId: 'b-stale', runId: 'b-stale/r2/a1', role: 'polecat', workflowId: 'bead:b-stale', exp: Date.now() + 60_000 });
-    const res = await fetch(`${t.worker.gateway.url}/v1/done`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' });
+    const token = mintRunToken(gatewaySecret(t.gtHome), {
+      beadId: 'b-stale',
+      runId: 'b-stale/r2/a1',
+      role: 'polecat',
+      workflowId: 'bead:b-stale',
+      exp: Date.now() + 60_000,
+    });
+    const res = await fetch(`${t.worker.gateway.url}/v1/done`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: '{}',
+    });
     expect(res.status).toBe(409);
     expect(((await res.json()) as { error: string }).error).toMatch(/not the current run/);
 
@@ -68,12 +105,22 @@ describe('a slung bead', () => {
   it('drops malformed signals to its workflows without failing a workflow task, and still merges once', async () => {
     const repo = await createRepo();
     const testDir = mkdtempSync(join(tmpdir(), 'gt-test-'));
-    await t.addRig({ name: 'bad-signals', repo: repo.origin, agent: agentScript('wait-for-release'), env: { TEST_DIR: testDir } });
+    await t.addRig({
+      name: 'bad-signals',
+      repo: repo.origin,
+      agent: agentScript('wait-for-release'),
+      env: { TEST_DIR: testDir },
+    });
     const refinery = t.client.workflow.getHandle(refineryWorkflowId('bad-signals'));
     await eventually(() => refinery.query(refineryStateQuery).then(() => true), 30_000, 'refinery up');
     await refinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: true }] });
     const { handle } = await t.town.sling('bad-signals', { id: 'b-bad-signals', title: 'Wait for release' });
-    await eventually(async () => (await t.town.beadState('b-bad-signals')).waitingFor === 'waiting for gt done from run b-bad-signals/r1/a1', 30_000, 'run started');
+    await eventually(
+      async () =>
+        (await t.town.beadState('b-bad-signals')).waitingFor === 'waiting for gt done from run b-bad-signals/r1/a1',
+      30_000,
+      'run started',
+    );
 
     // Signals cannot be refused to their sender; each workflow must log and drop what does not parse.
     const gate = t.client.workflow.getHandle(dispatchGateWorkflowId('bad-signals'));

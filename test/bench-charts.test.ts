@@ -29,7 +29,10 @@ describe('bench report charts', () => {
     expect(embedded).toEqual(expect.arrayContaining(charts.map((c) => [c.name, `${stamp}-${c.name}.svg`] as const)));
     expect(embedded).toHaveLength(charts.length);
     for (const c of charts) {
-      expect(readFileSync(join(dir, `${stamp}-${c.name}.svg`), 'utf8'), `${c.name} differs from what --render draws`).toBe(c.svg);
+      expect(
+        readFileSync(join(dir, `${stamp}-${c.name}.svg`), 'utf8'),
+        `${c.name} differs from what --render draws`,
+      ).toBe(c.svg);
       expect(c.svg).toMatch(/^<svg xmlns="http:\/\/www\.w3\.org\/2000\/svg"[^>]*>[\s\S]*<\/svg>\n$/);
       expect(c.svg).not.toMatch(/NaN|undefined|Infinity/);
     }

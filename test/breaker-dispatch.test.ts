@@ -9,7 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ProcessRuntime } from '../agents/process-runtime';
-import { dispatchGateWorkflowId, dispatchRequestSignal, dispatchStateQuery, pauseDispatchUpdate, type DispatchGateState } from '../domain/dispatch';
+import {
+  dispatchGateWorkflowId,
+  dispatchRequestSignal,
+  dispatchStateQuery,
+  pauseDispatchUpdate,
+  type DispatchGateState,
+} from '../domain/dispatch';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, runGt, startTestTown, type TestTown } from './helpers/town';
 
@@ -17,7 +23,11 @@ import { agentScript, eventually, runGt, startTestTown, type TestTown } from './
 class BreakableRuntime extends ProcessRuntime {
   readonly flag = join(mkdtempSync(join(tmpdir(), 'gt-flag-')), 'broken');
   override available() {
-    return Promise.resolve(existsSync(this.flag) ? { ok: false as const, reason: 'the runtime is broken (test flag)' } : { ok: true as const });
+    return Promise.resolve(
+      existsSync(this.flag)
+        ? { ok: false as const, reason: 'the runtime is broken (test flag)' }
+        : { ok: true as const },
+    );
   }
 }
 
@@ -38,9 +48,16 @@ describe('dispatch gate', () => {
     const repo = await createRepo();
     await t.addRig({ name: 'disp-pause', repo: repo.origin });
     const paused = await runGt(['rig', 'pause', 'disp-pause', '--reason', 'maintenance window'], t.cliEnv());
-    expect(paused).toMatchObject({ code: 0, stdout: expect.stringMatching(/dispatch on rig disp-pause paused/) as string });
+    expect(paused).toMatchObject({
+      code: 0,
+      stdout: expect.stringMatching(/dispatch on rig disp-pause paused/) as string,
+    });
     const { handle } = await t.town.sling('disp-pause', { id: 'b-disp-pause', title: 'Wait for resume' });
-    const waiting = await eventually(async () => ((await gate('disp-pause')).waiting.length === 1 ? gate('disp-pause') : undefined), 20_000, 'bead waiting');
+    const waiting = await eventually(
+      async () => ((await gate('disp-pause')).waiting.length === 1 ? gate('disp-pause') : undefined),
+      20_000,
+      'bead waiting',
+    );
     expect(waiting.paused).toMatchObject({ reason: 'maintenance window' });
     expect(waiting.running).toEqual([]);
     const shown = await runGt(['rig', 'dispatch', 'disp-pause', '--json'], t.cliEnv());
@@ -57,31 +74,59 @@ describe('dispatch gate', () => {
   it('never runs more polecats on a rig than maxPolecats', async () => {
     const repo = await createRepo();
     const dir = testDir();
-    await t.addRig({ name: 'disp-cap', repo: repo.origin, agent: agentScript('run-serial'), env: { TEST_DIR: dir }, maxPolecats: 1 });
+    await t.addRig({
+      name: 'disp-cap',
+      repo: repo.origin,
+      agent: agentScript('run-serial'),
+      env: { TEST_DIR: dir },
+      maxPolecats: 1,
+    });
     const first = await t.town.sling('disp-cap', { id: 'b-cap-1', title: 'First' });
     await eventually(() => existsSync(join(dir, 'events')), 30_000, 'first started');
     const second = await t.town.sling('disp-cap', { id: 'b-cap-2', title: 'Second' });
-    const g = await eventually(async () => ((await gate('disp-cap')).waiting.length === 1 ? gate('disp-cap') : undefined), 20_000, 'second waiting');
+    const g = await eventually(
+      async () => ((await gate('disp-cap')).waiting.length === 1 ? gate('disp-cap') : undefined),
+      20_000,
+      'second waiting',
+    );
     expect(g.running.map((s) => s.runId)).toEqual(['b-cap-1/r1/a1']);
     expect(g.waiting.map((s) => s.runId)).toEqual(['b-cap-2/r1/a1']);
     writeFileSync(join(dir, 'release-b-cap-2'), '');
     writeFileSync(join(dir, 'release-b-cap-1'), '');
     expect((await first.handle.result()).status).toBe('closed');
     expect((await second.handle.result()).status).toBe('closed');
-    expect(readFileSync(join(dir, 'events'), 'utf8').trim().split('\n')).toEqual(['start b-cap-1', 'end b-cap-1', 'start b-cap-2', 'end b-cap-2']);
+    expect(readFileSync(join(dir, 'events'), 'utf8').trim().split('\n')).toEqual([
+      'start b-cap-1',
+      'end b-cap-1',
+      'start b-cap-2',
+      'end b-cap-2',
+    ]);
   });
 
   it('opens the breaker after consecutive start failures, escalates once, probes, and closes when a probe starts', async () => {
     const repo = await createRepo();
     writeFileSync(runtime.flag, '');
-    await t.addRig({ name: 'disp-brk', repo: repo.origin, policy: { maxAttempts: 1, maxRounds: 1, breakerThreshold: 2, breakerProbeInterval: 1_000 } });
+    await t.addRig({
+      name: 'disp-brk',
+      repo: repo.origin,
+      policy: { maxAttempts: 1, maxRounds: 1, breakerThreshold: 2, breakerProbeInterval: 1_000 },
+    });
     for (const id of ['b-brk-1', 'b-brk-2']) {
       const { handle } = await t.town.sling('disp-brk', { id, title: 'Broken runtime' });
       const r = await handle.result();
-      expect(r).toMatchObject({ status: 'failed', reason: expect.stringMatching(/could not be started: runtime 'process' is unavailable on host test-host: the runtime is broken/) as string });
+      expect(r).toMatchObject({
+        status: 'failed',
+        reason: expect.stringMatching(
+          /could not be started: runtime 'process' is unavailable on host test-host: the runtime is broken/,
+        ) as string,
+      });
       expect((await t.town.beadState(id)).runs.map((run) => run.outcome)).toEqual(['start_failed']);
     }
-    const open = await eventually(async () => ((await gate('disp-brk')).breaker.state === 'open' ? gate('disp-brk') : undefined), 10_000, 'breaker open');
+    const open = await eventually(
+      async () => ((await gate('disp-brk')).breaker.state === 'open' ? gate('disp-brk') : undefined),
+      10_000,
+      'breaker open',
+    );
     expect(open.breaker).toMatchObject({ consecutiveFailures: 2, trips: 1 });
 
     // Still broken: the next bead goes through only as a probe, fails, and the breaker stays open (no new escalation).
@@ -105,16 +150,29 @@ describe('dispatch gate', () => {
     const handle = await t.client.workflow.start('dispatchGateWorkflow', {
       workflowId: dispatchGateWorkflowId(rig),
       taskQueue: t.taskQueue,
-      args: [{ rig, settings: { maxPolecats: 2, breakerThreshold: 3, breakerProbeInterval: 60_000 }, historyLimit: 20 }],
+      args: [
+        { rig, settings: { maxPolecats: 2, breakerThreshold: 3, breakerProbeInterval: 60_000 }, historyLimit: 20 },
+      ],
     });
     await handle.executeUpdate(pauseDispatchUpdate, { args: [{ reason: 'frozen', by: 'test' }] });
     for (let i = 1; i <= 15; i++) {
-      await handle.signal(dispatchRequestSignal, { beadId: `b-can-${i}`, runId: `b-can-${i}/r1/a1`, workflowId: `bead:b-can-${i}`, maxPolecats: 2, breakerThreshold: 3, breakerProbeInterval: 60_000 });
+      await handle.signal(dispatchRequestSignal, {
+        beadId: `b-can-${i}`,
+        runId: `b-can-${i}/r1/a1`,
+        workflowId: `bead:b-can-${i}`,
+        maxPolecats: 2,
+        breakerThreshold: 3,
+        breakerProbeInterval: 60_000,
+      });
     }
-    const carried = await eventually(async () => {
-      const s = await handle.query(dispatchStateQuery);
-      return s.generation >= 2 && s.waiting.length === 15 ? s : undefined;
-    }, 30_000, 'continued as new with every waiting run');
+    const carried = await eventually(
+      async () => {
+        const s = await handle.query(dispatchStateQuery);
+        return s.generation >= 2 && s.waiting.length === 15 ? s : undefined;
+      },
+      30_000,
+      'continued as new with every waiting run',
+    );
     expect(carried.paused).toMatchObject({ reason: 'frozen', by: 'test' });
     expect(carried.waiting.map((s) => s.runId)).toEqual(Array.from({ length: 15 }, (_, i) => `b-can-${i + 1}/r1/a1`));
     await handle.terminate('test over');

@@ -7,7 +7,19 @@
  */
 import { execFile } from 'node:child_process';
 import { build } from 'esbuild';
-import { cpSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,11 +33,15 @@ type Result = { code: number; stdout: string; stderr: string };
 
 function run(file: string, args: string[], env: NodeJS.ProcessEnv = { PATH: process.env.PATH }): Promise<Result> {
   return new Promise((resolve) => {
-    execFile(file, args, { env, timeout: 60_000 }, (err, stdout, stderr) => resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }));
+    execFile(file, args, { env, timeout: 60_000 }, (err, stdout, stderr) =>
+      resolve({ code: err ? Number(err.code ?? 1) : 0, stdout, stderr }),
+    );
   });
 }
-const bundled = (args: string[], env?: NodeJS.ProcessEnv) => run('node', [join(root, 'dist/gt-cli/cli.mjs'), ...args], env);
-const sources = (args: string[], env?: NodeJS.ProcessEnv) => run('node', ['--import', join(root, 'node_modules/tsx/dist/loader.mjs'), join(root, 'client/cli.ts'), ...args], env);
+const bundled = (args: string[], env?: NodeJS.ProcessEnv) =>
+  run('node', [join(root, 'dist/gt-cli/cli.mjs'), ...args], env);
+const sources = (args: string[], env?: NodeJS.ProcessEnv) =>
+  run('node', ['--import', join(root, 'node_modules/tsx/dist/loader.mjs'), join(root, 'client/cli.ts'), ...args], env);
 
 describe('the gt bundle', () => {
   let t: TestTown;
@@ -40,26 +56,49 @@ describe('the gt bundle', () => {
     const env = t.cliEnv();
     const repo = await createRepo();
     expect((await sources(['rig', 'add', 'bundled', '--repo', repo.origin, '--agent', 'true'], env)).code).toBe(0);
-    for (const args of [['--version'], ['--help'], ['rig', 'list', '--help'], ['rig', 'list', '--json'], ['rig', 'show', 'nope'], ['rig', 'add'], ['no-such-command']]) {
+    for (const args of [
+      ['--version'],
+      ['--help'],
+      ['rig', 'list', '--help'],
+      ['rig', 'list', '--json'],
+      ['rig', 'show', 'nope'],
+      ['rig', 'add'],
+      ['no-such-command'],
+    ]) {
       const [b, s] = await Promise.all([bundled(args, env), sources(args, env)]);
       expect(b, args.join(' ')).toEqual(s);
     }
-    expect(JSON.parse((await bundled(['rig', 'list', '--json'], env)).stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'bundled' })]));
+    expect(JSON.parse((await bundled(['rig', 'list', '--json'], env)).stdout)).toEqual(
+      expect.arrayContaining([expect.objectContaining({ name: 'bundled' })]),
+    );
   });
 
   it('finds every top-level command in the group that registers it', async () => {
     const help = (await bundled(['--help'])).stdout;
-    const commands = [...help.split('Commands:\n')[1]!.matchAll(/^ {2}([\w-]+)/gm)].map((m) => m[1]!).filter((c) => c !== 'help');
+    const commands = [...help.split('Commands:\n')[1]!.matchAll(/^ {2}([\w-]+)/gm)]
+      .map((m) => m[1]!)
+      .filter((c) => c !== 'help');
     expect(commands.length).toBeGreaterThan(20);
     const results = await Promise.all(commands.map((c) => bundled([c, '--help'])));
-    results.forEach((r, i) => expect(r.stdout, `gt ${commands[i]} --help`).toMatch(new RegExp(`^Usage: gt ${commands[i]}\\b`)));
+    results.forEach((r, i) =>
+      expect(r.stdout, `gt ${commands[i]} --help`).toMatch(new RegExp(`^Usage: gt ${commands[i]}\\b`)),
+    );
   });
 
   it('contains no source outside the directories bin/gt watches', async () => {
     const watched = /^sources="([^"]+)"$/m.exec(readFileSync(join(root, 'bin/gt'), 'utf8'))?.[1]?.split(' ');
     expect(watched).toEqual(BUNDLED_SOURCE_DIRS);
     for (const entry of ['client/cli.ts', 'client/agent-cli.ts']) {
-      const { metafile } = await build({ entryPoints: [join(root, entry)], bundle: true, platform: 'node', format: 'esm', packages: 'external', write: false, metafile: true, logLevel: 'silent' });
+      const { metafile } = await build({
+        entryPoints: [join(root, entry)],
+        bundle: true,
+        platform: 'node',
+        format: 'esm',
+        packages: 'external',
+        write: false,
+        metafile: true,
+        logLevel: 'silent',
+      });
       const ours = Object.keys(metafile.inputs).filter((p) => !p.includes('node_modules/'));
       for (const input of ours) expect(BUNDLED_SOURCE_DIRS, input).toContain(input.split('/')[0]);
     }
@@ -72,7 +111,8 @@ describe('bin/gt and the bundle', () => {
     const copy = mkdtempSync(join(tmpdir(), 'gt-cli-bundle-'));
     const skip = new Set(['node_modules', 'dist', 'test', 'bench', 'docs']);
     for (const e of readdirSync(root, { withFileTypes: true })) {
-      if (e.isDirectory() && !e.name.startsWith('.') && !skip.has(e.name)) cpSync(join(root, e.name), join(copy, e.name), { recursive: true });
+      if (e.isDirectory() && !e.name.startsWith('.') && !skip.has(e.name))
+        cpSync(join(root, e.name), join(copy, e.name), { recursive: true });
     }
     cpSync(join(root, 'package.json'), join(copy, 'package.json'));
     symlinkSync(join(root, 'node_modules'), join(copy, 'node_modules'));

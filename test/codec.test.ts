@@ -53,7 +53,9 @@ describe('AesGcmCodec', () => {
     const tampered = { ...sealed!, data: Buffer.from(sealed!.data!).fill(0, 20, 21) };
     await expect(codec.decode([tampered])).rejects.toThrow(/unable to authenticate|auth/i);
     const other = new AesGcmCodec(parseKeys(newKey(), /,/, 'GT_CODEC_KEY'));
-    await expect(other.decode([sealed!])).rejects.toThrow(/encrypted with codec key [0-9a-f]{16}, which is not among the keys from GT_CODEC_KEY/);
+    await expect(other.decode([sealed!])).rejects.toThrow(
+      /encrypted with codec key [0-9a-f]{16}, which is not among the keys from GT_CODEC_KEY/,
+    );
   });
 
   it('decrypts with an older key after rotation (first key encrypts, all decrypt)', async () => {
@@ -65,27 +67,51 @@ describe('AesGcmCodec', () => {
 
   it('gt worker with aes-gcm and no key refuses to start instead of inventing a key of its own', async () => {
     const home = mkdtempSync(join(tmpdir(), 'gt-codec-nokey-'));
-    const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'GT_CODEC_KEY_FILE')), GT_HOME: home, GT_PAYLOAD_CODEC: 'aes-gcm', GT_CODEC_KEY: '' };
+    const env = {
+      ...Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== 'GT_CODEC_KEY_FILE')),
+      GT_HOME: home,
+      GT_PAYLOAD_CODEC: 'aes-gcm',
+      GT_CODEC_KEY: '',
+    };
     const r = await runGt(['worker', '--gateway-port', '0'], env);
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toBe(`gt: GT_PAYLOAD_CODEC=aes-gcm needs the town's key, the same on every worker: no codec key: ${join(home, 'codec.key')} does not exist; set GT_CODEC_KEY or GT_CODEC_KEY_FILE to the town's key`);
+    expect(r.stderr.trim()).toBe(
+      `gt: GT_PAYLOAD_CODEC=aes-gcm needs the town's key, the same on every worker: no codec key: ${join(home, 'codec.key')} does not exist; set GT_CODEC_KEY or GT_CODEC_KEY_FILE to the town's key`,
+    );
     expect(existsSync(join(home, 'codec.key'))).toBe(false);
   });
 
   it('rejects a malformed key with a message that says how to make one', () => {
-    expect(() => parseKeys('c2hvcnQ=', /,/, 'GT_CODEC_KEY')).toThrow('invalid codec key in GT_CODEC_KEY: 0: a codec key must decode to 32 bytes (generate one with `openssl rand -base64 32`)');
+    expect(() => parseKeys('c2hvcnQ=', /,/, 'GT_CODEC_KEY')).toThrow(
+      'invalid codec key in GT_CODEC_KEY: 0: a codec key must decode to 32 bytes (generate one with `openssl rand -base64 32`)',
+    );
   });
 });
 
 describe('codec server bearer token', () => {
   it('refuses a wrong token of the same length and of another length, and no token; accepts the right one', async () => {
     const token = randomBytes(24).toString('hex');
-    const server = await startCodecServer({ codecs: [new AesGcmCodec(parseKeys(KEY, /,/, 'GT_CODEC_KEY'))], allowOrigins: [], token });
+    const server = await startCodecServer({
+      codecs: [new AesGcmCodec(parseKeys(KEY, /,/, 'GT_CODEC_KEY'))],
+      allowOrigins: [],
+      token,
+    });
     try {
       const decode = (authorization?: string) =>
-        fetch(`${server.url}/decode`, { method: 'POST', headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) }, body: '{"payloads":[]}' });
+        fetch(`${server.url}/decode`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', ...(authorization ? { authorization } : {}) },
+          body: '{"payloads":[]}',
+        });
       const sameLength = token.slice(0, -1) + (token.endsWith('0') ? '1' : '0');
-      for (const wrong of [`Bearer ${sameLength}`, `Bearer ${token}x`, `Bearer ${token.slice(0, 8)}`, `bearer ${token}`, token, undefined]) {
+      for (const wrong of [
+        `Bearer ${sameLength}`,
+        `Bearer ${token}x`,
+        `Bearer ${token.slice(0, 8)}`,
+        `bearer ${token}`,
+        token,
+        undefined,
+      ]) {
         const r = await decode(wrong);
         expect(r.status, `authorization ${JSON.stringify(wrong)}`).toBe(401);
         expect(await r.json()).toEqual({ error: 'missing or wrong bearer token' });
@@ -111,7 +137,11 @@ async function startEncryptedTown(codecEnv: Record<string, string>) {
   Object.assign(process.env, codecEnv, { GT_HOME: gtHome });
   const server = await startDevServer();
   const taskQueue = `codec-${process.pid}`;
-  const client = new Client({ connection: server.env.connection, namespace: server.namespace, dataConverter: dataConverterFromEnv() });
+  const client = new Client({
+    connection: server.env.connection,
+    namespace: server.namespace,
+    dataConverter: dataConverterFromEnv(),
+  });
   const worker = await createTownWorker({
     connection: server.env.nativeConnection,
     client,
@@ -127,7 +157,14 @@ async function startEncryptedTown(codecEnv: Record<string, string>) {
     town: new Town(client, taskQueue),
     connection: server.env.connection,
     namespace: server.namespace,
-    cliEnv: (extra: Record<string, string> = {}) => ({ ...process.env, TEMPORAL_ADDRESS: server.address, TEMPORAL_NAMESPACE: server.namespace, GT_TASK_QUEUE: taskQueue, GT_HOME: gtHome, ...extra }),
+    cliEnv: (extra: Record<string, string> = {}) => ({
+      ...process.env,
+      TEMPORAL_ADDRESS: server.address,
+      TEMPORAL_NAMESPACE: server.namespace,
+      GT_TASK_QUEUE: taskQueue,
+      GT_HOME: gtHome,
+      ...extra,
+    }),
     async stop() {
       await worker.shutdown();
       await running.catch(() => undefined);
@@ -183,7 +220,10 @@ describe('a town with GT_PAYLOAD_CODEC=aes-gcm', () => {
     const withKey = await runGt(['bead', 'status', 'b-enc', '--json'], t.cliEnv(codecEnv));
     expect(withKey.code, withKey.stderr).toBe(0);
     expect(z.object({ title: z.string() }).parse(JSON.parse(withKey.stdout)).title).toBe(title);
-    const withoutKey = await runGt(['bead', 'status', 'b-enc', '--json'], t.cliEnv({ GT_PAYLOAD_CODEC: 'none', GT_CODEC_KEY: '' }));
+    const withoutKey = await runGt(
+      ['bead', 'status', 'b-enc', '--json'],
+      t.cliEnv({ GT_PAYLOAD_CODEC: 'none', GT_CODEC_KEY: '' }),
+    );
     expect(withoutKey.code).toBe(1);
     expect(withoutKey.stdout).not.toContain(secret);
     expect(withoutKey.stderr.trim()).toBe(`gt: ${MISSING_KEY_MESSAGE}`);
@@ -195,11 +235,16 @@ describe('a town with GT_PAYLOAD_CODEC=aes-gcm', () => {
     await town.addRig({ name: 'enc-ui', repo: repo.origin, agent: agentScript('good'), policy: FAST_POLICY });
     const { handle } = await town.sling('enc-ui', { id: 'b-enc-ui', title: `Title ${secret}` });
     await handle.result();
-    const history = await connection.workflowService.getWorkflowExecutionHistory({ namespace: t.namespace, execution: { workflowId: 'bead:b-enc-ui' } });
+    const history = await connection.workflowService.getWorkflowExecutionHistory({
+      namespace: t.namespace,
+      execution: { workflowId: 'bead:b-enc-ui' },
+    });
     const input = history.history!.events![0]!.workflowExecutionStartedEventAttributes!.input!.payloads!;
     const body = JSON.stringify({
       payloads: input.map((p) => ({
-        metadata: Object.fromEntries(Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v).toString('base64')])),
+        metadata: Object.fromEntries(
+          Object.entries(p.metadata ?? {}).map(([k, v]) => [k, Buffer.from(v).toString('base64')]),
+        ),
         data: Buffer.from(p.data ?? new Uint8Array()).toString('base64'),
       })),
     });
@@ -211,28 +256,54 @@ describe('a town with GT_PAYLOAD_CODEC=aes-gcm', () => {
     const url = /codec server listening on (http:\S+)/.exec(server.output())![1]!;
     const origin = 'http://localhost:8233';
 
-    const preflight = await fetch(`${url}/decode`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,x-namespace' } });
+    const preflight = await fetch(`${url}/decode`, {
+      method: 'OPTIONS',
+      headers: {
+        origin,
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'content-type,x-namespace',
+      },
+    });
     expect(preflight.status).toBe(204);
     expect(preflight.headers.get('access-control-allow-origin')).toBe(origin);
     expect(preflight.headers.get('access-control-allow-headers')).toMatch(/x-namespace/);
 
-    const decoded = await fetch(`${url}/decode`, { method: 'POST', headers: { origin, 'content-type': 'application/json', 'x-namespace': t.namespace }, body });
+    const decoded = await fetch(`${url}/decode`, {
+      method: 'POST',
+      headers: { origin, 'content-type': 'application/json', 'x-namespace': t.namespace },
+      body,
+    });
     expect(decoded.status).toBe(200);
-    const out = z.object({ payloads: z.array(z.object({ metadata: z.record(z.string(), z.string()), data: z.string() })) }).parse(await decoded.json());
+    const out = z
+      .object({ payloads: z.array(z.object({ metadata: z.record(z.string(), z.string()), data: z.string() })) })
+      .parse(await decoded.json());
     expect(Buffer.from(out.payloads[0]!.metadata.encoding!, 'base64').toString()).toBe('json/plain');
     expect(Buffer.from(out.payloads[0]!.data, 'base64').toString()).toContain(`Title ${secret}`);
 
-    const foreign = await fetch(`${url}/decode`, { method: 'POST', headers: { origin: 'http://evil.example', 'content-type': 'application/json' }, body });
+    const foreign = await fetch(`${url}/decode`, {
+      method: 'POST',
+      headers: { origin: 'http://evil.example', 'content-type': 'application/json' },
+      body,
+    });
     expect(foreign.status).toBe(403);
     expect(foreign.headers.get('access-control-allow-origin')).toBeNull();
-    const malformed = await fetch(`${url}/decode`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"payloads":[{"data":"not base64!"}]}' });
+    const malformed = await fetch(`${url}/decode`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: '{"payloads":[{"data":"not base64!"}]}',
+    });
     expect(malformed.status).toBe(400);
     expect(await malformed.text()).toMatch(/payloads.0.data: must be base64/);
   });
 
   it('gt codec-server without a key says where the key should be', async () => {
-    const r = await runGt(['codec-server', '--port', '0'], t.cliEnv({ GT_CODEC_KEY: '', GT_CODEC_KEY_FILE: '/nonexistent/codec.key' }));
+    const r = await runGt(
+      ['codec-server', '--port', '0'],
+      t.cliEnv({ GT_CODEC_KEY: '', GT_CODEC_KEY_FILE: '/nonexistent/codec.key' }),
+    );
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toBe('gt: no codec key: /nonexistent/codec.key does not exist; set GT_CODEC_KEY or GT_CODEC_KEY_FILE to the town\'s key');
+    expect(r.stderr.trim()).toBe(
+      "gt: no codec key: /nonexistent/codec.key does not exist; set GT_CODEC_KEY or GT_CODEC_KEY_FILE to the town's key",
+    );
   });
 });

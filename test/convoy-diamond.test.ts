@@ -46,17 +46,29 @@ describe('a diamond convoy (review-and-merge)', () => {
 
     // The convoy's own history: each start is scheduled only after every dependency reported `closed`.
     const timeline = await convoyTimeline(t.client, 'dia');
-    const at = (kind: 'report' | 'start', bead: string) => timeline.findIndex((e) => e.kind === kind && e.beadId === bead);
-    expect(timeline.filter((e) => e.kind === 'start').map((e) => e.beadId)).toEqual(['dia-a', 'dia-b', 'dia-c', 'dia-d']);
+    const at = (kind: 'report' | 'start', bead: string) =>
+      timeline.findIndex((e) => e.kind === kind && e.beadId === bead);
+    expect(timeline.filter((e) => e.kind === 'start').map((e) => e.beadId)).toEqual([
+      'dia-a',
+      'dia-b',
+      'dia-c',
+      'dia-d',
+    ]);
     expect(timeline.filter((e) => e.kind === 'report').every((e) => e.status === 'closed')).toBe(true);
     expect(at('start', 'dia-b')).toBeGreaterThan(at('report', 'dia-a'));
     expect(at('start', 'dia-c')).toBeGreaterThan(at('report', 'dia-a'));
     expect(at('start', 'dia-d')).toBeGreaterThan(Math.max(at('report', 'dia-b'), at('report', 'dia-c')));
     // B and C were ready together: one start for both.
-    expect(timeline.find((e) => e.kind === 'start' && e.beadId === 'dia-b')!.at).toBe(timeline.find((e) => e.kind === 'start' && e.beadId === 'dia-c')!.at);
+    expect(timeline.find((e) => e.kind === 'start' && e.beadId === 'dia-b')!.at).toBe(
+      timeline.find((e) => e.kind === 'start' && e.beadId === 'dia-c')!.at,
+    );
 
     // The beads' histories agree: a dependent's workflow starts after its dependencies' merge requests completed.
-    const m = Object.fromEntries(await Promise.all(['a', 'b', 'c', 'd'].map(async (b) => [b, await beadMilestones(t.client, `dia-${b}`)] as const)));
+    const m = Object.fromEntries(
+      await Promise.all(
+        ['a', 'b', 'c', 'd'].map(async (b) => [b, await beadMilestones(t.client, `dia-${b}`)] as const),
+      ),
+    );
     expect(m.b!.started).toBeGreaterThanOrEqual(m.a!.merged!);
     expect(m.c!.started).toBeGreaterThanOrEqual(m.a!.merged!);
     expect(m.d!.started).toBeGreaterThanOrEqual(Math.max(m.b!.merged!, m.c!.merged!));

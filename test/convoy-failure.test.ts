@@ -39,7 +39,12 @@ const processAlive = (pid: number) => {
 describe('a failing bead', () => {
   it('with stop-dependents: its dependents never start, independent beads merge, the convoy fails with an escalation naming it', async () => {
     const repo = await createRepo();
-    await t.addRig({ name: 'fail-deps', repo: repo.origin, agent: agentScript('convoy-instant'), env: { FAIL_BEADS: 'a' } });
+    await t.addRig({
+      name: 'fail-deps',
+      repo: repo.origin,
+      agent: agentScript('convoy-instant'),
+      env: { FAIL_BEADS: 'a' },
+    });
     await convoys.start({
       id: 'fd',
       title: 'One bead fails',
@@ -59,7 +64,13 @@ describe('a failing bead', () => {
     expect(result.landedCommit).toBeUndefined();
 
     const state = await convoys.state('fd');
-    expect(Object.fromEntries(state.beads.map((b) => [b.id, b.status]))).toEqual({ a: 'failed', b: 'blocked', b2: 'blocked', c: 'closed', d: 'closed' });
+    expect(Object.fromEntries(state.beads.map((b) => [b.id, b.status]))).toEqual({
+      a: 'failed',
+      b: 'blocked',
+      b2: 'blocked',
+      c: 'closed',
+      d: 'closed',
+    });
     expect(state.beads.find((b) => b.id === 'b2')?.reason).toBe("depends on 'a', which failed");
     expect(await beadExists('fd-b')).toBe(false);
     expect(await beadExists('fd-b2')).toBe(false);
@@ -80,11 +91,30 @@ describe('a failing bead', () => {
 
   it('with stop-all: nothing else starts after the failure', async () => {
     const repo = await createRepo();
-    await t.addRig({ name: 'fail-all', repo: repo.origin, agent: agentScript('convoy-instant'), env: { FAIL_BEADS: 'a' } });
-    await convoys.start({ id: 'fa', title: 'Stop all', rig: 'fail-all', onFailure: 'stop-all', maxParallel: 1, beads: [{ id: 'a', title: 'Fails' }, { id: 'c', title: 'Independent' }] });
+    await t.addRig({
+      name: 'fail-all',
+      repo: repo.origin,
+      agent: agentScript('convoy-instant'),
+      env: { FAIL_BEADS: 'a' },
+    });
+    await convoys.start({
+      id: 'fa',
+      title: 'Stop all',
+      rig: 'fail-all',
+      onFailure: 'stop-all',
+      maxParallel: 1,
+      beads: [
+        { id: 'a', title: 'Fails' },
+        { id: 'c', title: 'Independent' },
+      ],
+    });
     const result = (await t.client.workflow.getHandle('convoy:fa').result()) as ConvoyResult;
     expect(result).toMatchObject({ status: 'failed', counts: { failed: 1, blocked: 1, closed: 0 } });
-    expect((await convoys.state('fa')).beads[1]).toMatchObject({ id: 'c', status: 'blocked', reason: "convoy stopped starting beads after 'a' failed (onFailure: stop-all)" });
+    expect((await convoys.state('fa')).beads[1]).toMatchObject({
+      id: 'c',
+      status: 'blocked',
+      reason: "convoy stopped starting beads after 'a' failed (onFailure: stop-all)",
+    });
     expect(await beadExists('fa-c')).toBe(false);
   });
 });
@@ -93,12 +123,31 @@ describe('stopping a convoy', () => {
   it('`gt convoy cancel` stops running agents, starts nothing more, and ends the convoy cancelled', async () => {
     const repo = await createRepo();
     const testDir = mkdtempSync(join(tmpdir(), 'gt-cancel-'));
-    await t.addRig({ name: 'cancel', repo: repo.origin, agent: agentScript('convoy-instant'), env: { TEST_DIR: testDir, HOLD_BEADS: 'a b' }, policy: FAST_STOP });
-    await convoys.start({ id: 'ca', title: 'Cancelled', rig: 'cancel', beads: [{ id: 'a', title: 'A' }, { id: 'b', title: 'B' }, { id: 'c', title: 'C', dependsOn: ['a'] }] });
-    const pids = await eventually(() => {
-      const lines = readFileSync(join(testDir, 'starts'), 'utf8').trim().split('\n');
-      return lines.length === 2 ? lines.map((l) => Number(l.split(' ')[1])) : undefined;
-    }, 30_000, 'both agents running');
+    await t.addRig({
+      name: 'cancel',
+      repo: repo.origin,
+      agent: agentScript('convoy-instant'),
+      env: { TEST_DIR: testDir, HOLD_BEADS: 'a b' },
+      policy: FAST_STOP,
+    });
+    await convoys.start({
+      id: 'ca',
+      title: 'Cancelled',
+      rig: 'cancel',
+      beads: [
+        { id: 'a', title: 'A' },
+        { id: 'b', title: 'B' },
+        { id: 'c', title: 'C', dependsOn: ['a'] },
+      ],
+    });
+    const pids = await eventually(
+      () => {
+        const lines = readFileSync(join(testDir, 'starts'), 'utf8').trim().split('\n');
+        return lines.length === 2 ? lines.map((l) => Number(l.split(' ')[1])) : undefined;
+      },
+      30_000,
+      'both agents running',
+    );
     expect(pids.every(processAlive)).toBe(true);
 
     const r = await runGt(['convoy', 'cancel', 'ca'], t.cliEnv());
@@ -108,7 +157,10 @@ describe('stopping a convoy', () => {
 
     const state = await convoys.state('ca');
     expect(state).toMatchObject({ status: 'cancelled', reason: 'cancelled by an operator' });
-    expect(state.beads.find((b) => b.id === 'c')).toMatchObject({ status: 'cancelled', reason: 'never started: convoy cancelled' });
+    expect(state.beads.find((b) => b.id === 'c')).toMatchObject({
+      status: 'cancelled',
+      reason: 'never started: convoy cancelled',
+    });
     expect(await beadExists('ca-c')).toBe(false);
     for (const b of ['ca-a', 'ca-b']) {
       expect((await t.client.workflow.getHandle(`bead:${b}`).describe()).status.name).toBe('CANCELLED');
@@ -128,34 +180,75 @@ describe('stopping a convoy', () => {
   it('`gt convoy close` refuses while beads run, and with --force stops them and records the reason', async () => {
     const repo = await createRepo();
     const testDir = mkdtempSync(join(tmpdir(), 'gt-close-'));
-    await t.addRig({ name: 'close', repo: repo.origin, agent: agentScript('convoy-instant'), env: { TEST_DIR: testDir, HOLD_BEADS: 'a' }, policy: FAST_STOP });
+    await t.addRig({
+      name: 'close',
+      repo: repo.origin,
+      agent: agentScript('convoy-instant'),
+      env: { TEST_DIR: testDir, HOLD_BEADS: 'a' },
+      policy: FAST_STOP,
+    });
     await convoys.start({ id: 'cl', title: 'Closed', rig: 'close', beads: [{ id: 'a', title: 'A' }] });
-    await eventually(async () => (await t.town.beadState('cl-a').catch(() => undefined))?.status === 'in_progress', 30_000, 'bead running');
+    await eventually(
+      async () => (await t.town.beadState('cl-a').catch(() => undefined))?.status === 'in_progress',
+      30_000,
+      'bead running',
+    );
 
     const refused = await runGt(['convoy', 'close', 'cl'], t.cliEnv());
     expect(refused.stderr).toBe('gt: convoy cl has 1 bead running; close it with --force to stop them\n');
     expect(refused.code).toBe(1);
     expect((await convoys.state('cl')).status).toBe('running');
 
-    const closed = await runGt(['convoy', 'close', 'cl', '--force', '--reason', 'superseded by another plan'], t.cliEnv());
+    const closed = await runGt(
+      ['convoy', 'close', 'cl', '--force', '--reason', 'superseded by another plan'],
+      t.cliEnv(),
+    );
     expect(closed.stdout.trim()).toBe('convoy cl closed: closed by an operator: superseded by another plan');
     expect(closed.code).toBe(0);
     const result = (await t.client.workflow.getHandle('convoy:cl').result()) as ConvoyResult;
-    expect(result).toMatchObject({ status: 'closed', reason: 'closed by an operator: superseded by another plan', counts: { cancelled: 1 } });
+    expect(result).toMatchObject({
+      status: 'closed',
+      reason: 'closed by an operator: superseded by another plan',
+      counts: { cancelled: 1 },
+    });
     expect((await t.client.workflow.getHandle('bead:cl-a').describe()).status.name).toBe('CANCELLED');
   });
 
   it('notices a bead that ended without reporting (terminated by hand) and treats it as failed', async () => {
     const repo = await createRepo();
     const testDir = mkdtempSync(join(tmpdir(), 'gt-lost-'));
-    await t.addRig({ name: 'lost', repo: repo.origin, agent: agentScript('convoy-instant'), env: { TEST_DIR: testDir, HOLD_BEADS: 'a' }, policy: FAST_STOP });
-    await convoys.start({ id: 'lo', title: 'Lost report', rig: 'lost', beads: [{ id: 'a', title: 'A' }, { id: 'b', title: 'B', dependsOn: ['a'] }] }, { options: { reconcileEvery: '1s' } });
-    await eventually(async () => (await t.town.beadState('lo-a').catch(() => undefined))?.status === 'in_progress', 30_000, 'bead running');
+    await t.addRig({
+      name: 'lost',
+      repo: repo.origin,
+      agent: agentScript('convoy-instant'),
+      env: { TEST_DIR: testDir, HOLD_BEADS: 'a' },
+      policy: FAST_STOP,
+    });
+    await convoys.start(
+      {
+        id: 'lo',
+        title: 'Lost report',
+        rig: 'lost',
+        beads: [
+          { id: 'a', title: 'A' },
+          { id: 'b', title: 'B', dependsOn: ['a'] },
+        ],
+      },
+      { options: { reconcileEvery: '1s' } },
+    );
+    await eventually(
+      async () => (await t.town.beadState('lo-a').catch(() => undefined))?.status === 'in_progress',
+      30_000,
+      'bead running',
+    );
     // Terminated workflows run no code: the bead never reports, so only the convoy's own check can find out.
     await t.client.workflow.getHandle('bead:lo-a').terminate('test: lost bead');
     const result = (await t.client.workflow.getHandle('convoy:lo').result()) as ConvoyResult;
     expect(result).toMatchObject({ status: 'failed', counts: { failed: 1, blocked: 1 } });
-    expect((await convoys.state('lo')).beads[0]).toMatchObject({ status: 'failed', reason: 'the bead workflow ended terminated without reporting' });
+    expect((await convoys.state('lo')).beads[0]).toMatchObject({
+      status: 'failed',
+      reason: 'the bead workflow ended terminated without reporting',
+    });
     expect(await beadExists('lo-b')).toBe(false);
     writeFileSync(join(testDir, 'release'), '');
   });

@@ -19,13 +19,31 @@ import { agentScript, eventually, repoRoot, runGt, startTestTown, type TestTown 
 
 const CHROMIUM = process.env.GT_CHROMIUM_PATH ?? '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) console.warn(`convoy graph browser checks skipped: no Chromium at ${CHROMIUM} (apt-get install chromium, or set GT_CHROMIUM_PATH)`);
-const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+if (!hasChromium)
+  console.warn(
+    `convoy graph browser checks skipped: no Chromium at ${CHROMIUM} (apt-get install chromium, or set GT_CHROMIUM_PATH)`,
+  );
+const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
 const ARTIFACTS = join(repoRoot, 'test', '.artifacts');
 const UI = 'http://ui.example.test:8233';
 
 /** The running convoy: a, b merged; held running; after waiting on it; bad failed; child blocked behind bad. */
-const EXPECTED: Record<string, ConvoyBeadStatus> = { a: 'closed', b: 'closed', held: 'running', after: 'pending', bad: 'failed', child: 'blocked' };
+const EXPECTED: Record<string, ConvoyBeadStatus> = {
+  a: 'closed',
+  b: 'closed',
+  held: 'running',
+  after: 'pending',
+  bad: 'failed',
+  child: 'blocked',
+};
 
 let t: TestTown;
 let browser: Browser | undefined;
@@ -87,19 +105,32 @@ async function nodesOnScreen(file: string, shot: string): Promise<(NodeBox & { p
 }
 
 function expectStatusColours(nodes: Awaited<ReturnType<typeof nodesOnScreen>>) {
-  expect(nodes.map((n) => n.id).sort()).toEqual(Object.keys(EXPECTED).map((id) => `bead-${id}`).sort());
+  expect(nodes.map((n) => n.id).sort()).toEqual(
+    Object.keys(EXPECTED)
+      .map((id) => `bead-${id}`)
+      .sort(),
+  );
   for (const n of nodes) {
     const status = EXPECTED[n.id.replace(/^bead-/, '')]!;
     expect(n.cls, n.id).toContain(`status-${status}`);
     const want = hex(STATUS_STYLE[status].fill);
-    for (const [k, v] of n.pixel.entries()) expect(Math.abs(v - want[k]!), `${n.id} pixel ${n.pixel.join(',')} vs ${STATUS_STYLE[status].fill}`).toBeLessThanOrEqual(6);
+    for (const [k, v] of n.pixel.entries())
+      expect(
+        Math.abs(v - want[k]!),
+        `${n.id} pixel ${n.pixel.join(',')} vs ${STATUS_STYLE[status].fill}`,
+      ).toBeLessThanOrEqual(6);
   }
 }
 
 describe('gt convoy graph', () => {
   it('draws a running convoy in every format: statuses, round/run, reasons, critical path, Web UI links; SVG and HTML checked in Chromium', async () => {
     const repo = await createRepo();
-    await t.addRig({ name: 'graph', repo: repo.origin, agent: agentScript('convoy-go'), env: { TEST_DIR: testDir, FAIL_BEADS: 'bad' } });
+    await t.addRig({
+      name: 'graph',
+      repo: repo.origin,
+      agent: agentScript('convoy-go'),
+      env: { TEST_DIR: testDir, FAIL_BEADS: 'bad' },
+    });
     for (const id of ['a', 'b']) writeFileSync(join(testDir, `go-gr-${id}`), '');
     const spec = writeSpec({
       id: 'gr',
@@ -131,10 +162,17 @@ describe('gt convoy graph', () => {
     expect(Object.fromEntries(graph.nodes.map((n) => [n.id, n.status]))).toEqual(EXPECTED);
     expect(graph.counts).toMatchObject({ total: 6, closed: 2, running: 1, pending: 1, failed: 1, blocked: 1 });
     const held = graph.nodes.find((n) => n.id === 'held')!;
-    expect(held).toMatchObject({ beadStatus: 'in_progress', round: 1, runId: 'gr-held/r1/a1', url: `${UI}/namespaces/${t.namespace}/workflows/bead%3Agr-held` });
+    expect(held).toMatchObject({
+      beadStatus: 'in_progress',
+      round: 1,
+      runId: 'gr-held/r1/a1',
+      url: `${UI}/namespaces/${t.namespace}/workflows/bead%3Agr-held`,
+    });
     expect(graph.nodes.find((n) => n.id === 'bad')!.reason).toBeTruthy();
     expect(graph.nodes.find((n) => n.id === 'child')!.reason).toMatch(/bad/);
-    expect(graph.nodes.find((n) => n.id === 'after')!.url).toBe(`${UI}/namespaces/${t.namespace}/workflows/convoy%3Agr`);
+    expect(graph.nodes.find((n) => n.id === 'after')!.url).toBe(
+      `${UI}/namespaces/${t.namespace}/workflows/convoy%3Agr`,
+    );
     // The chain through the held bead decides the landing (b finished sooner); the failed branch never counts.
     expect(graph.criticalPath).toEqual(['a', 'held', 'after']);
     expect(graph.nodes.filter((n) => n.critical).map((n) => n.id)).toEqual(['a', 'held', 'after']);
@@ -142,7 +180,10 @@ describe('gt convoy graph', () => {
     const files: Record<string, string> = {};
     for (const format of ['mermaid', 'dot', 'svg', 'html']) {
       files[format] = join(out, `gr.${format}`);
-      const r = await runGt(['convoy', 'graph', 'gr', '--format', format, '--output', files[format], '--ui-url', UI], t.cliEnv());
+      const r = await runGt(
+        ['convoy', 'graph', 'gr', '--format', format, '--output', files[format], '--ui-url', UI],
+        t.cliEnv(),
+      );
       expect(r.code, r.stderr).toBe(0);
       expect(r.stderr).toBe(`wrote ${files[format]} (${format}, 6 beads)\n`);
     }
@@ -171,11 +212,16 @@ describe('gt convoy graph', () => {
     expectStatusColours(svgNodes);
     const htmlNodes = await nodesOnScreen(files.html!, 'convoy-graph-html.png');
     expectStatusColours(htmlNodes);
-    for (const n of htmlNodes) expect(n.href, n.id).toMatch(new RegExp(`^${UI}/namespaces/${t.namespace}/workflows/(bead%3Agr-|convoy%3Agr$)`));
+    for (const n of htmlNodes)
+      expect(n.href, n.id).toMatch(new RegExp(`^${UI}/namespaces/${t.namespace}/workflows/(bead%3Agr-|convoy%3Agr$)`));
     // Clicking a node opens its workflow in the Web UI (a new tab: the graph stays open).
     const page = await browser.newPage();
     try {
-      await page.context().route(`${UI}/**`, (route) => route.fulfill({ contentType: 'text/html', body: '<title>Temporal Web UI stand-in</title>' }));
+      await page
+        .context()
+        .route(`${UI}/**`, (route) =>
+          route.fulfill({ contentType: 'text/html', body: '<title>Temporal Web UI stand-in</title>' }),
+        );
       await page.goto(`file://${files.html}`);
       const [popup] = await Promise.all([page.waitForEvent('popup'), page.click('#bead-held')]);
       await popup.waitForLoadState();
@@ -200,15 +246,38 @@ describe('gt convoy graph', () => {
     const planned = JSON.parse((await runGt(['convoy', 'graph', spec, '--json'], t.cliEnv())).stdout) as ConvoyGraph;
     expect(planned).toMatchObject({ status: 'spec', criticalPath: ['api', 'ui', 'e2e'] });
 
-    const bad = writeSpec({ title: 'Cyclic', rig: 'x', beads: [{ id: 'a', title: 'A', dependsOn: ['b'] }, { id: 'b', title: 'B', dependsOn: ['a'] }] });
+    const bad = writeSpec({
+      title: 'Cyclic',
+      rig: 'x',
+      beads: [
+        { id: 'a', title: 'A', dependsOn: ['b'] },
+        { id: 'b', title: 'B', dependsOn: ['a'] },
+      ],
+    });
     const refused = await runGt(['convoy', 'graph', bad], t.cliEnv());
-    expect(refused).toMatchObject({ code: 1, stderr: 'gt: invalid convoy spec: dependency cycle a → b → a (each depends on the next)\n' });
-    expect((await runGt(['convoy', 'graph', spec, '--format', 'png'], t.cliEnv())).stderr).toBe("gt: unknown graph format 'png': use mermaid, dot, svg, html\n");
+    expect(refused).toMatchObject({
+      code: 1,
+      stderr: 'gt: invalid convoy spec: dependency cycle a → b → a (each depends on the next)\n',
+    });
+    expect((await runGt(['convoy', 'graph', spec, '--format', 'png'], t.cliEnv())).stderr).toBe(
+      "gt: unknown graph format 'png': use mermaid, dot, svg, html\n",
+    );
 
     const repo = await createRepo();
     await t.addRig({ name: 'graph-staged', repo: repo.origin });
     const convoys = new ConvoyClient(t.town);
-    await convoys.start({ id: 'grs', title: 'Staged graph', rig: 'graph-staged', beads: [{ id: 'x', title: 'X' }, { id: 'y', title: 'Y', dependsOn: ['x'] }] }, { staged: true });
+    await convoys.start(
+      {
+        id: 'grs',
+        title: 'Staged graph',
+        rig: 'graph-staged',
+        beads: [
+          { id: 'x', title: 'X' },
+          { id: 'y', title: 'Y', dependsOn: ['x'] },
+        ],
+      },
+      { staged: true },
+    );
     const staged = JSON.parse((await runGt(['convoy', 'graph', 'grs', '--json'], t.cliEnv())).stdout) as ConvoyGraph;
     expect(staged).toMatchObject({ status: 'staged', criticalPath: ['x', 'y'], counts: { total: 2, pending: 2 } });
     const svg = join(out, 'grs.svg');

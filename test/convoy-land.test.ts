@@ -46,17 +46,26 @@ describe('a review-then-land convoy', () => {
     expect(result).toMatchObject({ status: 'landed', counts: { closed: 3, total: 3 } });
 
     // The target moved exactly once, by the landing merge of the convoy branch.
-    const firstParent = (await simpleGit(repo.origin).raw(['log', '--first-parent', '--format=%H', 'main'])).trim().split('\n');
+    const firstParent = (await simpleGit(repo.origin).raw(['log', '--first-parent', '--format=%H', 'main']))
+      .trim()
+      .split('\n');
     expect(firstParent).toEqual([result.landedCommit, initial]);
     const state = await convoys.state('rtl');
     expect(state.convoyBranch).toBe('convoy/rtl');
-    expect(state.landing).toMatchObject({ round: 1, mrId: 'mr:rtl:landing1', outcome: { kind: 'merged', commit: result.landedCommit } });
+    expect(state.landing).toMatchObject({
+      round: 1,
+      mrId: 'mr:rtl:landing1',
+      outcome: { kind: 'merged', commit: result.landedCommit },
+    });
     expect((await repo.log())[0]!.body).toContain(`Gt-Merge-Request: mr:rtl:landing1@${state.landing!.headSha}`);
     expect(await repo.sha('convoy/rtl')).toBe(state.landing!.headSha);
     for (const b of ['a', 'b', 'c']) expect(await repo.show(`work/rtl-${b}.txt`)).toMatch(/^done by rtl-/);
 
     // Beads merged into the convoy branch while main stayed at its initial commit; the landing gate saw everything.
-    const runs = readFileSync(gatesLog, 'utf8').trim().split('\n').map((l) => l.trim());
+    const runs = readFileSync(gatesLog, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.trim());
     expect(runs).toHaveLength(4);
     for (const line of runs.slice(0, 3)) expect(line).toMatch(new RegExp(`^convoy/rtl main=${initial} `));
     expect(runs[3]).toBe(`main main=${initial} files=rtl-a.txt rtl-b.txt rtl-c.txt`);
@@ -74,19 +83,36 @@ describe('a review-then-land convoy', () => {
     const blocker = join(testDir, 'block-landing');
     writeFileSync(blocker, '');
     // Bead merges (into the convoy branch) pass; the landing (into main) fails while the blocker exists.
-    await t.addRig({ name: 'landing-retry', repo: repo.origin, agent: agentScript('convoy-instant'), gates: [`[ "$GT_TARGET_BRANCH" != main ] || [ ! -f ${blocker} ]`] });
+    await t.addRig({
+      name: 'landing-retry',
+      repo: repo.origin,
+      agent: agentScript('convoy-instant'),
+      gates: [`[ "$GT_TARGET_BRANCH" != main ] || [ ! -f ${blocker} ]`],
+    });
     const convoys = new ConvoyClient(t.town);
-    await convoys.start({ id: 'rtl2', title: 'Land later', rig: 'landing-retry', mergeMode: 'review-then-land', beads: [{ id: 'a', title: 'A' }] });
+    await convoys.start({
+      id: 'rtl2',
+      title: 'Land later',
+      rig: 'landing-retry',
+      mergeMode: 'review-then-land',
+      beads: [{ id: 'a', title: 'A' }],
+    });
 
-    const waiting = await eventually(async () => {
-      const s = await convoys.state('rtl2');
-      return s.landing?.outcome?.kind === 'gates_failed' && s.waitingFor.startsWith('an operator') ? s : undefined;
-    }, 60_000, 'the failed landing');
+    const waiting = await eventually(
+      async () => {
+        const s = await convoys.state('rtl2');
+        return s.landing?.outcome?.kind === 'gates_failed' && s.waitingFor.startsWith('an operator') ? s : undefined;
+      },
+      60_000,
+      'the failed landing',
+    );
     expect(waiting.status).toBe('landing');
     expect(waiting.escalations).toEqual(['convoy-rtl2.landing.1']);
     expect(await repo.sha('main')).toBe(initial);
     const escalations = await t.town.listEscalations();
-    expect(escalations.find((e) => e.id === 'convoy-rtl2.landing.1')?.reason).toMatch(/^convoy rtl2: landing merge request mr:rtl2:landing1 was not merged \(gates_failed\)/);
+    expect(escalations.find((e) => e.id === 'convoy-rtl2.landing.1')?.reason).toMatch(
+      /^convoy rtl2: landing merge request mr:rtl2:landing1 was not merged \(gates_failed\)/,
+    );
 
     // Nothing to retry is refused; a retry after the fix lands in round 2.
     rmSync(blocker);
@@ -95,10 +121,16 @@ describe('a review-then-land convoy', () => {
     const again = await runGt(['convoy', 'land', 'rtl2'], t.cliEnv());
     expect(again.code).toBe(1);
     // (Depending on how far the retry got: still landing, or already landed.)
-    expect(again.stderr).toMatch(/^gt: (convoy rtl2 has no failed landing to retry \(it is landing\)|convoy 'rtl2' has already ended \(completed\))\n$/);
+    expect(again.stderr).toMatch(
+      /^gt: (convoy rtl2 has no failed landing to retry \(it is landing\)|convoy 'rtl2' has already ended \(completed\))\n$/,
+    );
     const result = (await t.client.workflow.getHandle('convoy:rtl2').result()) as ConvoyResult;
     expect(result.status).toBe('landed');
-    expect((await convoys.state('rtl2')).landing).toMatchObject({ round: 2, mrId: 'mr:rtl2:landing2', outcome: { kind: 'merged' } });
+    expect((await convoys.state('rtl2')).landing).toMatchObject({
+      round: 2,
+      mrId: 'mr:rtl2:landing2',
+      outcome: { kind: 'merged' },
+    });
     expect(await repo.show('work/rtl2-a.txt')).toMatch(/^done by rtl2-a/);
   });
 });

@@ -5,7 +5,15 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { newConvoyId, readSpecFile } from '../client/convoys';
-import { applyEdit, ConvoySpec, MAX_CONVOY_TEXT, planConvoy, type ConvoyEdit, type ConvoySpecInput, type ResolvedConvoySpec } from '../domain/convoy';
+import {
+  applyEdit,
+  ConvoySpec,
+  MAX_CONVOY_TEXT,
+  planConvoy,
+  type ConvoyEdit,
+  type ConvoySpecInput,
+  type ResolvedConvoySpec,
+} from '../domain/convoy';
 import { describeZodError } from '../domain/validation';
 
 const dir = mkdtempSync(join(tmpdir(), 'gt-spec-'));
@@ -19,7 +27,14 @@ const problem = (spec: unknown) => {
   const r = ConvoySpec.safeParse(spec);
   return r.success ? 'ok' : describeZodError(r.error);
 };
-const base: ConvoySpecInput = { title: 'Login', rig: 'webapp', beads: [{ id: 'api', title: 'API' }, { id: 'ui', title: 'UI', dependsOn: ['api'] }] };
+const base: ConvoySpecInput = {
+  title: 'Login',
+  rig: 'webapp',
+  beads: [
+    { id: 'api', title: 'API' },
+    { id: 'ui', title: 'UI', dependsOn: ['api'] },
+  ],
+};
 
 describe('spec files', () => {
   it('reads YAML with the documented shape and fills defaults', () => {
@@ -40,7 +55,12 @@ beads:
       ),
     );
     const spec = ConvoySpec.parse(raw);
-    expect(spec).toMatchObject({ title: 'Login flow', rig: 'webapp', mergeMode: 'review-then-land', onFailure: 'stop-dependents' });
+    expect(spec).toMatchObject({
+      title: 'Login flow',
+      rig: 'webapp',
+      mergeMode: 'review-then-land',
+      onFailure: 'stop-dependents',
+    });
     expect(spec.beads.map((b) => [b.id, b.dependsOn, b.priority])).toEqual([
       ['api', [], 2],
       ['ui', ['api'], 2],
@@ -59,9 +79,13 @@ beads:
   });
 
   it('rejects malformed files with the file, the format and the line', () => {
-    expect(() => readSpecFile(file('bad.yaml', 'title: x\nbeads: [\n  - a\n'))).toThrow(/^spec file .*bad\.yaml is not valid YAML: .* at line 3, column 3$/);
+    expect(() => readSpecFile(file('bad.yaml', 'title: x\nbeads: [\n  - a\n'))).toThrow(
+      /^spec file .*bad\.yaml is not valid YAML: .* at line 3, column 3$/,
+    );
     expect(() => readSpecFile(file('bad.json', '{"title": '))).toThrow(/^spec file .*bad\.json is not valid JSON: /);
-    expect(() => readSpecFile(join(dir, 'missing.yaml'))).toThrow(/^cannot read spec file .*missing\.yaml: no such file$/);
+    expect(() => readSpecFile(join(dir, 'missing.yaml'))).toThrow(
+      /^cannot read spec file .*missing\.yaml: no such file$/,
+    );
   });
 });
 
@@ -75,7 +99,9 @@ describe('spec validation', () => {
   });
 
   it('rejects dangling dependencies', () => {
-    expect(problem({ ...base, beads: [{ id: 'ui', title: 'UI', dependsOn: ['nope'] }] })).toBe("bead 'ui' depends on 'nope', which is not in the convoy");
+    expect(problem({ ...base, beads: [{ id: 'ui', title: 'UI', dependsOn: ['nope'] }] })).toBe(
+      "bead 'ui' depends on 'nope', which is not in the convoy",
+    );
   });
 
   it('rejects cycles, naming the cycle', () => {
@@ -88,13 +114,19 @@ describe('spec validation', () => {
   });
 
   it('rejects oversized text, per field and in total', () => {
-    expect(problem({ ...base, beads: [{ id: 'a', title: 'A', description: 'x'.repeat(20_001) }] })).toBe('beads.0.description: description must be at most 20000 characters');
+    expect(problem({ ...base, beads: [{ id: 'a', title: 'A', description: 'x'.repeat(20_001) }] })).toBe(
+      'beads.0.description: description must be at most 20000 characters',
+    );
     const big = Array.from({ length: 60 }, (_, i) => ({ id: `b${i}`, title: 'B', description: 'x'.repeat(19_000) }));
-    expect(problem({ ...base, beads: big })).toMatch(new RegExp(`^the convoy holds \\d+ characters of text; at most ${MAX_CONVOY_TEXT} are allowed`));
+    expect(problem({ ...base, beads: big })).toMatch(
+      new RegExp(`^the convoy holds \\d+ characters of text; at most ${MAX_CONVOY_TEXT} are allowed`),
+    );
   });
 
   it('rejects malformed specs: unknown keys, wrong types, missing fields, bad ids', () => {
-    expect(problem({ ...base, beads: [{ id: 'a', title: 'A', dependOn: ['x'] }] })).toMatch(/^beads\.0: Unrecognized key: "dependOn"$/);
+    expect(problem({ ...base, beads: [{ id: 'a', title: 'A', dependOn: ['x'] }] })).toMatch(
+      /^beads\.0: Unrecognized key: "dependOn"$/,
+    );
     expect(problem({ ...base, maxParallel: 'lots' })).toMatch(/^maxParallel: /);
     expect(problem({ rig: 'webapp', beads: base.beads })).toMatch(/^title: /);
     expect(problem({ ...base, beads: [] })).toBe('beads: a convoy needs at least one bead');
@@ -103,7 +135,9 @@ describe('spec validation', () => {
   });
 
   it('rejects bead ids that become too long with the convoy id', () => {
-    expect(problem({ ...base, id: 'c'.repeat(40), beads: [{ id: 'b'.repeat(30), title: 'B' }] })).toMatch(/^bead id 'b{30}' is too long for convoy 'c{40}': .* must be at most 63 characters$/);
+    expect(problem({ ...base, id: 'c'.repeat(40), beads: [{ id: 'b'.repeat(30), title: 'B' }] })).toMatch(
+      /^bead id 'b{30}' is too long for convoy 'c{40}': .* must be at most 63 characters$/,
+    );
   });
 
   it('makes convoy ids from titles', () => {
@@ -125,7 +159,10 @@ describe('edits of a plan', () => {
 
   it('adds, removes and edits beads while staged without touching the original', () => {
     const cp = plan();
-    const added = applyEdit(cp.state, cp.details, { op: 'add', beads: [{ id: 'docs', title: 'Docs', description: 'd', acceptance: '', priority: 3, dependsOn: ['ui'] }] });
+    const added = applyEdit(cp.state, cp.details, {
+      op: 'add',
+      beads: [{ id: 'docs', title: 'Docs', description: 'd', acceptance: '', priority: 3, dependsOn: ['ui'] }],
+    });
     expect(added.ok && added.beads.map((b) => [b.id, b.beadId])).toEqual([
       ['api', 'c1-api'],
       ['ui', 'c1-ui'],
@@ -139,21 +176,51 @@ describe('edits of a plan', () => {
   });
 
   it('rejects edits that would break the plan', () => {
-    expect(edit({ op: 'remove', ids: ['api'] })).toEqual({ ok: false, error: "cannot remove 'api': 'ui' depends on it (remove or edit 'ui' too)" });
-    expect(edit({ op: 'edit', bead: { id: 'api', dependsOn: ['ui'] } })).toEqual({ ok: false, error: 'dependency cycle api → ui → api (each depends on the next)' });
-    expect(edit({ op: 'add', beads: [{ id: 'api', title: 'x', description: '', acceptance: '', priority: 2, dependsOn: [] }] })).toEqual({ ok: false, error: "bead 'api' is already in convoy c1" });
-    expect(edit({ op: 'remove', ids: ['api', 'ui'] })).toEqual({ ok: false, error: 'a convoy needs at least one bead' });
+    expect(edit({ op: 'remove', ids: ['api'] })).toEqual({
+      ok: false,
+      error: "cannot remove 'api': 'ui' depends on it (remove or edit 'ui' too)",
+    });
+    expect(edit({ op: 'edit', bead: { id: 'api', dependsOn: ['ui'] } })).toEqual({
+      ok: false,
+      error: 'dependency cycle api → ui → api (each depends on the next)',
+    });
+    expect(
+      edit({
+        op: 'add',
+        beads: [{ id: 'api', title: 'x', description: '', acceptance: '', priority: 2, dependsOn: [] }],
+      }),
+    ).toEqual({ ok: false, error: "bead 'api' is already in convoy c1" });
+    expect(edit({ op: 'remove', ids: ['api', 'ui'] })).toEqual({
+      ok: false,
+      error: 'a convoy needs at least one bead',
+    });
   });
 
   it('only adds beads once the convoy is running', () => {
-    expect(edit({ op: 'remove', ids: ['ui'] }, 'running')).toEqual({ ok: false, error: 'beads can be removed only while the convoy is staged; convoy c1 is running (add new beads instead)' });
-    expect(edit({ op: 'add', beads: [{ id: 'x', title: 'X', description: '', acceptance: '', priority: 2, dependsOn: ['api'] }] }, 'running').ok).toBe(true);
+    expect(edit({ op: 'remove', ids: ['ui'] }, 'running')).toEqual({
+      ok: false,
+      error: 'beads can be removed only while the convoy is staged; convoy c1 is running (add new beads instead)',
+    });
+    expect(
+      edit(
+        {
+          op: 'add',
+          beads: [{ id: 'x', title: 'X', description: '', acceptance: '', priority: 2, dependsOn: ['api'] }],
+        },
+        'running',
+      ).ok,
+    ).toBe(true);
   });
 
   it('rejects a new bead that depends on a failed one', () => {
     const cp = plan('running');
     cp.state.beads[0]!.status = 'failed';
-    expect(applyEdit(cp.state, cp.details, { op: 'add', beads: [{ id: 'x', title: 'X', description: '', acceptance: '', priority: 2, dependsOn: ['api'] }] })).toEqual({
+    expect(
+      applyEdit(cp.state, cp.details, {
+        op: 'add',
+        beads: [{ id: 'x', title: 'X', description: '', acceptance: '', priority: 2, dependsOn: ['api'] }],
+      }),
+    ).toEqual({
       ok: false,
       error: "bead 'x' depends on 'api', which is failed; it could never start",
     });

@@ -28,9 +28,20 @@ describe('a staged convoy', () => {
   it('records the plan without dispatching, takes edits, rejects bad ones unchanged, and runs once launched', async () => {
     const repo = await createRepo();
     await t.addRig({ name: 'staged', repo: repo.origin, agent: agentScript('convoy-instant') });
-    const spec = writeSpec({ id: 'st', title: 'Staged', rig: 'staged', beads: [{ id: 'a', title: 'A' }, { id: 'b', title: 'B', dependsOn: ['a'] }, { id: 'c', title: 'C', dependsOn: ['a'] }] });
+    const spec = writeSpec({
+      id: 'st',
+      title: 'Staged',
+      rig: 'staged',
+      beads: [
+        { id: 'a', title: 'A' },
+        { id: 'b', title: 'B', dependsOn: ['a'] },
+        { id: 'c', title: 'C', dependsOn: ['a'] },
+      ],
+    });
     const staged = await runGt(['convoy', 'start', spec, '--staged'], t.cliEnv());
-    expect(staged.stdout.trim()).toBe('convoy st staged (3 beads); edit it with `gt convoy add|remove|edit`, start it with `gt convoy launch st`');
+    expect(staged.stdout.trim()).toBe(
+      'convoy st staged (3 beads); edit it with `gt convoy add|remove|edit`, start it with `gt convoy launch st`',
+    );
     expect((await convoys.state('st')).status).toBe('staged');
     expect(await beadExists('st-a')).toBe(false);
 
@@ -41,9 +52,15 @@ describe('a staged convoy', () => {
     const refused = await runGt(['convoy', 'remove', 'st', 'a'], t.cliEnv());
     expect(refused.stderr).toBe("gt: cannot remove 'a': 'b' depends on it (remove or edit 'b' too)\n");
     expect(refused.code).toBe(1);
-    await expect(convoys.addBeads('st', [{ id: 'e', title: 'E', dependsOn: ['e'] }])).rejects.toThrow('dependency cycle e → e (each depends on the next)');
-    await expect(convoys.edit('st', { op: 'edit', bead: { id: 'a', dependsOn: ['d'] } })).rejects.toThrow('dependency cycle a → d → b → a (each depends on the next)');
-    await expect(convoys.addBeads('st', [{ id: 'f', title: '' }])).rejects.toThrow('invalid bead beads.0: title: title must not be empty');
+    await expect(convoys.addBeads('st', [{ id: 'e', title: 'E', dependsOn: ['e'] }])).rejects.toThrow(
+      'dependency cycle e → e (each depends on the next)',
+    );
+    await expect(convoys.edit('st', { op: 'edit', bead: { id: 'a', dependsOn: ['d'] } })).rejects.toThrow(
+      'dependency cycle a → d → b → a (each depends on the next)',
+    );
+    await expect(convoys.addBeads('st', [{ id: 'f', title: '' }])).rejects.toThrow(
+      'invalid bead beads.0: title: title must not be empty',
+    );
     expect(await convoys.state('st')).toEqual(before);
     expect(before.beads.map((b) => [b.id, b.dependsOn])).toEqual([
       ['a', []],
@@ -53,22 +70,32 @@ describe('a staged convoy', () => {
 
     const launched = await convoys.launch('st');
     expect(launched.status).toBe('running');
-    await expect(convoys.launch('st')).rejects.toThrow(/^convoy st is not staged \(it is (running|landed)\)$|^convoy 'st' has already ended/);
+    await expect(convoys.launch('st')).rejects.toThrow(
+      /^convoy st is not staged \(it is (running|landed)\)$|^convoy 'st' has already ended/,
+    );
     const result = (await t.client.workflow.getHandle('convoy:st').result()) as ConvoyResult;
     expect(result).toMatchObject({ status: 'landed', counts: { total: 3, closed: 3 } });
     expect(await beadExists('st-c')).toBe(false);
     expect((await t.town.beadState('st-b')).title).toBe('B, retitled');
     expect(await repo.show('work/st-d.txt')).toMatch(/^done by st-d/);
-    await expect(convoys.edit('st', { op: 'remove', ids: ['a'] })).rejects.toThrow("convoy 'st' has already ended (completed)");
+    await expect(convoys.edit('st', { op: 'remove', ids: ['a'] })).rejects.toThrow(
+      "convoy 'st' has already ended (completed)",
+    );
   });
 
   it('can be closed before launch without starting anything', async () => {
     const repo = await createRepo();
     await t.addRig({ name: 'staged-close', repo: repo.origin });
-    await convoys.start({ id: 'stc', title: 'Never launched', rig: 'staged-close', beads: [{ id: 'a', title: 'A' }] }, { staged: true });
+    await convoys.start(
+      { id: 'stc', title: 'Never launched', rig: 'staged-close', beads: [{ id: 'a', title: 'A' }] },
+      { staged: true },
+    );
     const closed = await convoys.close('stc', { reason: 'plan abandoned' });
     expect(closed).toMatchObject({ status: 'closed', reason: 'closed by an operator: plan abandoned' });
-    expect(closed.beads[0]).toMatchObject({ status: 'cancelled', reason: 'never started: convoy closed: plan abandoned' });
+    expect(closed.beads[0]).toMatchObject({
+      status: 'cancelled',
+      reason: 'never started: convoy closed: plan abandoned',
+    });
     expect(await beadExists('stc-a')).toBe(false);
   });
 });
@@ -77,12 +104,25 @@ describe('a running convoy', () => {
   it('takes new beads (validated) and starts them when their dependencies merge', async () => {
     const repo = await createRepo();
     const testDir = mkdtempSync(join(tmpdir(), 'gt-add-'));
-    await t.addRig({ name: 'adding', repo: repo.origin, agent: agentScript('convoy-instant'), env: { TEST_DIR: testDir, HOLD_BEADS: 'a' } });
+    await t.addRig({
+      name: 'adding',
+      repo: repo.origin,
+      agent: agentScript('convoy-instant'),
+      env: { TEST_DIR: testDir, HOLD_BEADS: 'a' },
+    });
     await convoys.start({ id: 'ad', title: 'Growing', rig: 'adding', beads: [{ id: 'a', title: 'A' }] });
-    await eventually(async () => (await t.town.beadState('ad-a').catch(() => undefined))?.status === 'in_progress', 30_000, 'bead a running');
+    await eventually(
+      async () => (await t.town.beadState('ad-a').catch(() => undefined))?.status === 'in_progress',
+      30_000,
+      'bead a running',
+    );
 
-    await expect(convoys.addBeads('ad', [{ id: 'y', title: 'Y', dependsOn: ['nope'] }])).rejects.toThrow("bead 'y' depends on 'nope', which is not in the convoy");
-    await expect(convoys.edit('ad', { op: 'remove', ids: ['a'] })).rejects.toThrow('beads can be removed only while the convoy is staged; convoy ad is running (add new beads instead)');
+    await expect(convoys.addBeads('ad', [{ id: 'y', title: 'Y', dependsOn: ['nope'] }])).rejects.toThrow(
+      "bead 'y' depends on 'nope', which is not in the convoy",
+    );
+    await expect(convoys.edit('ad', { op: 'remove', ids: ['a'] })).rejects.toThrow(
+      'beads can be removed only while the convoy is staged; convoy ad is running (add new beads instead)',
+    );
     const grown = await convoys.addBeads('ad', [{ id: 'z', title: 'Z', dependsOn: ['a'] }]);
     expect(grown.beads.map((b) => [b.id, b.status])).toEqual([
       ['a', 'running'],
@@ -93,7 +133,8 @@ describe('a running convoy', () => {
     const result = (await t.client.workflow.getHandle('convoy:ad').result()) as ConvoyResult;
     expect(result).toMatchObject({ status: 'landed', counts: { total: 2, closed: 2 } });
     const timeline = await convoyTimeline(t.client, 'ad');
-    const at = (kind: 'report' | 'start', bead: string) => timeline.findIndex((e) => e.kind === kind && e.beadId === bead);
+    const at = (kind: 'report' | 'start', bead: string) =>
+      timeline.findIndex((e) => e.kind === kind && e.beadId === bead);
     expect(at('start', 'ad-z')).toBeGreaterThan(at('report', 'ad-a'));
   });
 });

@@ -1,6 +1,16 @@
 /** The convoy DAG logic: pure functions, so plain unit tests. */
 import { describe, expect, it } from 'vitest';
-import { dagProblems, danglingDependencies, depths, duplicateIds, findCycle, readyNodes, topologicalOrder, transitiveDependents, type DagNode } from '../domain/dag';
+import {
+  dagProblems,
+  danglingDependencies,
+  depths,
+  duplicateIds,
+  findCycle,
+  readyNodes,
+  topologicalOrder,
+  transitiveDependents,
+  type DagNode,
+} from '../domain/dag';
 
 const n = (id: string, ...dependsOn: string[]): DagNode => ({ id, dependsOn });
 const diamond = [n('a'), n('b', 'a'), n('c', 'a'), n('d', 'b', 'c')];

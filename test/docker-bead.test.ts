@@ -18,13 +18,24 @@ import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProc
 const runtime = new DockerRuntime();
 const engine = await runtime.available();
 const docker = new Docker();
-const image = engine.ok ? await docker.getImage(DEFAULT_AGENT_IMAGE).inspect().then(() => true, () => false) : false;
+const image = engine.ok
+  ? await docker
+      .getImage(DEFAULT_AGENT_IMAGE)
+      .inspect()
+      .then(
+        () => true,
+        () => false,
+      )
+  : false;
 const skip = !engine.ok ? engine.reason : !image ? `no image ${DEFAULT_AGENT_IMAGE} (gt image build)` : undefined;
 if (skip) console.warn(`docker bead tests skipped: ${skip}`);
 
 /** Every container the engine ever made for a run of this town (running or not): earlier test runs reuse the ids. */
 const containersOf = async (runId: string, gtHome: string) =>
-  docker.listContainers({ all: true, filters: { label: [`${LABELS.run}=${runId}`, `${LABELS.runDir}=${paths.runDir(runId, gtHome)}`] } });
+  docker.listContainers({
+    all: true,
+    filters: { label: [`${LABELS.run}=${runId}`, `${LABELS.runDir}=${paths.runDir(runId, gtHome)}`] },
+  });
 
 let connection: Connection;
 const children: Child[] = [];
@@ -39,14 +50,25 @@ afterAll(async () => {
 describe.skipIf(!!skip)('beads in real containers', () => {
   const townOn = async () => {
     const host = await workerProcessHost('docker', children);
-    return { town: new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue), startWorker: host.start, gtHome: host.gtHome };
+    return {
+      town: new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue),
+      startWorker: host.start,
+      gtHome: host.gtHome,
+    };
   };
 
   it('merges a bead worked by an agent in a container that runs as the worker’s user, with no network', async () => {
     const { town, startWorker, gtHome } = await townOn();
     await startWorker();
     const repo = await createRepo();
-    await town.addRig({ name: 'docker-rig', repo: repo.origin, runtime: 'docker', agent: agentScript('good'), gates: ['test -f work/b-docker.txt'], policy: FAST_POLICY });
+    await town.addRig({
+      name: 'docker-rig',
+      repo: repo.origin,
+      runtime: 'docker',
+      agent: agentScript('good'),
+      gates: ['test -f work/b-docker.txt'],
+      policy: FAST_POLICY,
+    });
     const { handle } = await town.sling('docker-rig', { id: 'b-docker', title: 'Work in a container' });
     const result = await handle.result();
     expect(result.status, JSON.stringify(result)).toBe('closed');
@@ -71,8 +93,15 @@ describe.skipIf(!!skip)('beads in real containers', () => {
       policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
     });
     const first = await startWorker();
-    const { handle } = await town.sling('docker-kill', { id: 'b-dkill', title: 'Survive a worker crash in a container' });
-    await eventually(async () => (await town.beadState('b-dkill')).runs[0]?.lastProgress?.startsWith('started in'), 90_000, 'agent started in its container');
+    const { handle } = await town.sling('docker-kill', {
+      id: 'b-dkill',
+      title: 'Survive a worker crash in a container',
+    });
+    await eventually(
+      async () => (await town.beadState('b-dkill')).runs[0]?.lastProgress?.startsWith('started in'),
+      90_000,
+      'agent started in its container',
+    );
     const [container] = await containersOf('b-dkill/r1/a1', gtHome);
     expect(container?.State).toBe('running');
 
@@ -88,7 +117,9 @@ describe.skipIf(!!skip)('beads in real containers', () => {
 
     const all = await containersOf('b-dkill/r1/a1', gtHome);
     expect(all.map((c) => c.Id)).toEqual([container!.Id]);
-    expect((await town.beadState('b-dkill')).runs.map((r) => [r.runId, r.outcome])).toEqual([['b-dkill/r1/a1', 'done']]);
+    expect((await town.beadState('b-dkill')).runs.map((r) => [r.runId, r.outcome])).toEqual([
+      ['b-dkill/r1/a1', 'done'],
+    ]);
     expect((await repo.log()).filter((c) => c.body.includes('Gt-Merge-Request'))).toHaveLength(1);
   });
 });

@@ -47,7 +47,9 @@ function launchFor(command: string, over: LaunchOverrides = {}): AgentLaunch {
 }
 
 /** Runs the launch to its end (60 s at most) and reads its output; the container is removed after the tests. */
-async function runToEnd(launch: AgentLaunch): Promise<{ exitCode: number | null; output: string; handle: AgentHandle }> {
+async function runToEnd(
+  launch: AgentLaunch,
+): Promise<{ exitCode: number | null; output: string; handle: AgentHandle }> {
   const { handle } = await runtime.startOrAdopt(launch);
   handles.push(handle);
   const { exitCode } = await untilExited(runtime, handle, launch.runDir, 60_000);
@@ -57,10 +59,17 @@ async function runToEnd(launch: AgentLaunch): Promise<{ exitCode: number | null;
 /** Containers the engine ever created for a run id (its event log), and those that exist now. */
 async function containersOf(runId: string): Promise<{ created: number; existing: number }> {
   const filters = { type: ['container'], event: ['create'], label: [`${LABELS.run}=${runId}`] };
-  const events = (await engine.getEvents({ since: testStart, until: Math.ceil(Date.now() / 1000) + 1, filters: JSON.stringify(filters) } as object));
+  const events = await engine.getEvents({
+    since: testStart,
+    until: Math.ceil(Date.now() / 1000) + 1,
+    filters: JSON.stringify(filters),
+  } as object);
   const chunks: Buffer[] = [];
   for await (const c of events) chunks.push(Buffer.from(c as Buffer));
-  const created = Buffer.concat(chunks).toString('utf8').split('\n').filter((l) => l.trim()).length;
+  const created = Buffer.concat(chunks)
+    .toString('utf8')
+    .split('\n')
+    .filter((l) => l.trim()).length;
   const existing = (await engine.listContainers({ all: true, filters: { label: [`${LABELS.run}=${runId}`] } })).length;
   return { created, existing };
 }
@@ -69,14 +78,18 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
   beforeAll(async () => {
     const networks = await engine.listNetworks({ filters: { name: [NETWORK] } });
     // Internal: no route out (and no iptables needed); enough to show the run gets an interface only when allowed.
-    if (!networks.some((n) => n.Name === NETWORK)) await engine.createNetwork({ Name: NETWORK, Driver: 'bridge', Internal: true });
+    if (!networks.some((n) => n.Name === NETWORK))
+      await engine.createNetwork({ Name: NETWORK, Driver: 'bridge', Internal: true });
   });
   afterAll(async () => {
     for (const h of handles) {
       await runtime.stop(h, 1_000).catch(() => undefined);
       await runtime.remove(h).catch(() => undefined);
     }
-    await engine.getNetwork(NETWORK).remove().catch(() => undefined);
+    await engine
+      .getNetwork(NETWORK)
+      .remove()
+      .catch(() => undefined);
   });
 
   it('runs as the worker’s uid:gid, with no capabilities, no new privileges and a read-only root', async () => {
@@ -93,8 +106,14 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
     expect(exitCode).toBe(0);
     expect(output).toContain(`ids ${uid}:${gid}`);
     // The CPU share is the engine's to enforce; what it was told is what the rig's limits say.
-    expect((await engine.getContainer(handle.ref).inspect()).HostConfig).toMatchObject({ NanoCpus: 1e9, PidsLimit: 256, Memory: 512 * 1024 * 1024, MemorySwap: 512 * 1024 * 1024 });
-    for (const cap of ['CapPrm', 'CapEff', 'CapBnd', 'CapAmb']) expect(output).toMatch(new RegExp(`^${cap}:\\s+0000000000000000$`, 'm'));
+    expect((await engine.getContainer(handle.ref).inspect()).HostConfig).toMatchObject({
+      NanoCpus: 1e9,
+      PidsLimit: 256,
+      Memory: 512 * 1024 * 1024,
+      MemorySwap: 512 * 1024 * 1024,
+    });
+    for (const cap of ['CapPrm', 'CapEff', 'CapBnd', 'CapAmb'])
+      expect(output).toMatch(new RegExp(`^${cap}:\\s+0000000000000000$`, 'm'));
     expect(output).toMatch(/^NoNewPrivs:\s+1$/m);
     expect(output).toContain('CHOWN-REFUSED');
     expect(output).toContain('ROOT-READONLY');
@@ -130,7 +149,9 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
     expect(readdirSync(shared)).toEqual(['readme']);
     const names = output.trim().split('\n').at(-1)!.trim().split(' ');
     // The engine adds HOSTNAME; the shell its own PWD/SHLVL/_; nothing else beyond the launch's.
-    expect(names.filter((n) => !['HOSTNAME', 'PWD', 'SHLVL', '_'].includes(n)).sort()).toEqual(Object.keys(launch.env).sort());
+    expect(names.filter((n) => !['HOSTNAME', 'PWD', 'SHLVL', '_'].includes(n)).sort()).toEqual(
+      Object.keys(launch.env).sort(),
+    );
     expect(output).toContain(`PATH`);
   });
 
@@ -145,9 +166,12 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
   it('bounds a fork bomb by its pids limit and a memory hog by its memory limit', async () => {
     const forks = await runToEnd(
       // The forking loop in a subshell (a shell that cannot fork exits), counted with builtins: nothing can fork now.
-      launchFor('(i=0; while [ $i -lt 200 ]; do sleep 60 & i=$((i+1)); done) 2>/dev/null; set -- /proc/[0-9]*; echo "tasks $#"', {
-        limits: ResourceLimits.parse({ pids: 32, memoryMb: 256, cpus: 1 }),
-      }),
+      launchFor(
+        '(i=0; while [ $i -lt 200 ]; do sleep 60 & i=$((i+1)); done) 2>/dev/null; set -- /proc/[0-9]*; echo "tasks $#"',
+        {
+          limits: ResourceLimits.parse({ pids: 32, memoryMb: 256, cpus: 1 }),
+        },
+      ),
     );
     expect(forks.exitCode).toBe(0);
     const tasks = Number(/tasks (\d+)/.exec(forks.output)?.[1]);
@@ -155,7 +179,9 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
     expect(tasks).toBeLessThanOrEqual(32);
 
     const hog = await runToEnd(
-      launchFor("node -e 'const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1))'", { limits: ResourceLimits.parse({ pids: 64, memoryMb: 64, cpus: 1 }) }),
+      launchFor("node -e 'const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1))'", {
+        limits: ResourceLimits.parse({ pids: 64, memoryMb: 64, cpus: 1 }),
+      }),
     );
     expect(hog.exitCode).toBe(137);
     expect((await engine.getContainer(hog.handle.ref).inspect()).State.OOMKilled).toBe(true);
@@ -168,7 +194,12 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
     await simpleGit().init(['--bare', '-b', 'main', mirror]);
     await simpleGit().clone(mirror, seed);
     writeFileSync(join(seed, 'README'), 'hello\n');
-    await simpleGit(seed).add('README').addConfig('user.name', 'seed').addConfig('user.email', 'seed@test').commit('seed').push('origin', 'main');
+    await simpleGit(seed)
+      .add('README')
+      .addConfig('user.name', 'seed')
+      .addConfig('user.email', 'seed@test')
+      .commit('seed')
+      .push('origin', 'main');
     const launch = launchFor('');
     // The run's repository borrows the mirror's objects (alternates) and must never write into it.
     await simpleGit().clone(mirror, launch.cwd, ['--shared']);
@@ -189,7 +220,8 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
     });
     await new Promise<void>((resolve) => server.listen(socketPath, resolve));
     try {
-      launch.command = 'echo work > work.txt && git add work.txt && git commit -q -m "work from a container" && gt done --summary "from a container"';
+      launch.command =
+        'echo work > work.txt && git add work.txt && git commit -q -m "work from a container" && gt done --summary "from a container"';
       launch.mounts = [
         { path: mirror, writable: false },
         { path: ROOT, writable: false },
@@ -231,13 +263,26 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
         'for (;;) { await runtime.status(handle, launch.runDir); await new Promise((r) => setTimeout(r, 100)); }',
       ].join('\n'),
     );
-    const worker = spawn(process.execPath, ['--import', join(ROOT, 'node_modules/tsx/dist/loader.mjs'), child, JSON.stringify(launch)], { stdio: ['ignore', 'pipe', 'inherit'] });
-    const exited = new Promise<NodeJS.Signals | null>((resolve) => worker.once('exit', (_code, signal) => resolve(signal)));
-    const line = await Promise.race([new Promise<string>((resolve) => createInterface({ input: worker.stdout }).once('line', resolve)), exited.then((s) => `worker exited early (${s})`)]);
+    const worker = spawn(
+      process.execPath,
+      ['--import', join(ROOT, 'node_modules/tsx/dist/loader.mjs'), child, JSON.stringify(launch)],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    const exited = new Promise<NodeJS.Signals | null>((resolve) =>
+      worker.once('exit', (_code, signal) => resolve(signal)),
+    );
+    const line = await Promise.race([
+      new Promise<string>((resolve) => createInterface({ input: worker.stdout }).once('line', resolve)),
+      exited.then((s) => `worker exited early (${s})`),
+    ]);
     const first = JSON.parse(line) as { handle: AgentHandle; adopted: boolean };
     handles.push(first.handle);
     expect(first.adopted).toBe(false);
-    await eventually(() => readFileSync(join(launch.runDir, 'output.log'), 'utf8').includes('before'), 30_000, 'the first worker copied the output');
+    await eventually(
+      () => readFileSync(join(launch.runDir, 'output.log'), 'utf8').includes('before'),
+      30_000,
+      'the first worker copied the output',
+    );
 
     worker.kill('SIGKILL');
     expect(await exited).toBe('SIGKILL');
@@ -258,17 +303,34 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
     const launch = launchFor('echo adopted');
     const name = containerName(launch.runId, launch.runDir);
     const labels = { [LABELS.run]: launch.runId, [LABELS.bead]: launch.beadId, [LABELS.runDir]: launch.runDir };
-    const earlier = await engine.createContainer({ name, Image: DEFAULT_AGENT_IMAGE, Cmd: ['echo', 'adopted'], Labels: labels });
+    const earlier = await engine.createContainer({
+      name,
+      Image: DEFAULT_AGENT_IMAGE,
+      Cmd: ['echo', 'adopted'],
+      Labels: labels,
+    });
     const adopted = await runtime.startOrAdopt(launch);
     handles.push(adopted.handle);
     expect(adopted).toEqual({ handle: { runtime: 'docker', runId: launch.runId, ref: earlier.id }, adopted: true });
-    await eventually(async () => (await runtime.status(adopted.handle, launch.runDir)).state === 'exited', 30_000, 'exited');
+    await eventually(
+      async () => (await runtime.status(adopted.handle, launch.runDir)).state === 'exited',
+      30_000,
+      'exited',
+    );
     expect(await runtime.logs(adopted.handle, launch.runDir)).toBe('adopted\n');
 
     const squatter = launchFor('true');
-    const foreign = await engine.createContainer({ name: containerName(squatter.runId, squatter.runDir), Image: DEFAULT_AGENT_IMAGE, Cmd: ['true'], Labels: { [LABELS.run]: 'other/r1/a1', [LABELS.bead]: 'other' } });
+    const foreign = await engine.createContainer({
+      name: containerName(squatter.runId, squatter.runDir),
+      Image: DEFAULT_AGENT_IMAGE,
+      Cmd: ['true'],
+      Labels: { [LABELS.run]: 'other/r1/a1', [LABELS.bead]: 'other' },
+    });
     handles.push({ runtime: 'docker', runId: 'other/r1/a1', ref: foreign.id });
-    await expect(runtime.startOrAdopt(squatter)).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/belongs to other\/r1\/a1 .* not run /) as string });
+    await expect(runtime.startOrAdopt(squatter)).rejects.toMatchObject({
+      nonRetryable: true,
+      message: expect.stringMatching(/belongs to other\/r1\/a1 .* not run /) as string,
+    });
     expect((await foreign.inspect()).State.Status).toBe('created');
   });
 
@@ -281,13 +343,22 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
     handles.push(theirs.handle);
     expect(theirs.adopted).toBe(false);
     expect(theirs.handle.ref).not.toBe(before.handle.ref);
-    await eventually(async () => (await runtime.status(theirs.handle, elsewhere.runDir)).state === 'exited', 30_000, 'exited');
+    await eventually(
+      async () => (await runtime.status(theirs.handle, elsewhere.runDir)).state === 'exited',
+      30_000,
+      'exited',
+    );
     expect(await runtime.status(theirs.handle, elsewhere.runDir)).toEqual({ state: 'exited', exitCode: 0 });
   });
 
   it('refuses, without retrying, an image this host does not have, and says how to build it', async () => {
     const launch = launchFor('true', { image: 'gastown/agent:no-such-tag' });
-    await expect(runtime.startOrAdopt(launch)).rejects.toMatchObject({ nonRetryable: true, message: expect.stringMatching(/image gastown\/agent:no-such-tag is missing.*gt image build --tag gastown\/agent:no-such-tag/) as string });
+    await expect(runtime.startOrAdopt(launch)).rejects.toMatchObject({
+      nonRetryable: true,
+      message: expect.stringMatching(
+        /image gastown\/agent:no-such-tag is missing.*gt image build --tag gastown\/agent:no-such-tag/,
+      ) as string,
+    });
     expect(await containersOf(launch.runId)).toEqual({ created: 0, existing: 0 });
   });
 

@@ -60,15 +60,22 @@ class FakeEngine {
     const path = url.pathname.replace(/^\/v[\d.]+/, '');
     this.calls.push(`${req.method} ${path}`);
     if (path === '/_ping') return { status: 200, body: 'OK' };
-    if (req.method === 'GET' && /^\/images\/[^/]+(\/[^/]+)?\/json$/.test(path)) return { status: 200, body: { Id: 'sha256:img' } };
+    if (req.method === 'GET' && /^\/images\/[^/]+(\/[^/]+)?\/json$/.test(path))
+      return { status: 200, body: { Id: 'sha256:img' } };
     if (req.method === 'POST' && path === '/containers/create') {
       const name = url.searchParams.get('name')!;
       if (this.raceOnCreate) {
         this.containers.set(this.raceOnCreate.Id, this.raceOnCreate);
         this.raceOnCreate = undefined;
       }
-      if (this.find(name)) return { status: 409, body: { message: `Conflict. The container name "/${name}" is already in use` } };
-      const spec = JSON.parse(Buffer.concat(chunks).toString()) as { Image: string; Cmd: string[]; Env: string[]; Labels: Record<string, string> };
+      if (this.find(name))
+        return { status: 409, body: { message: `Conflict. The container name "/${name}" is already in use` } };
+      const spec = JSON.parse(Buffer.concat(chunks).toString()) as {
+        Image: string;
+        Cmd: string[];
+        Env: string[];
+        Labels: Record<string, string>;
+      };
       const c = this.add(name, spec.Labels, 'created');
       Object.assign(c.Config, { Image: spec.Image, Cmd: spec.Cmd, Env: spec.Env });
       return { status: 201, body: { Id: c.Id, Warnings: [] } };
@@ -117,7 +124,11 @@ const creates = () => engine.calls.filter((c) => c === 'POST /containers/create'
 describe('docker runtime (fake Engine API)', () => {
   it('adopts the container a concurrent launcher created first (409 on create), after checking its labels', async () => {
     const l = launch();
-    const other = new FakeEngine().add(containerName(l.runId, l.runDir), { [LABELS.run]: l.runId, [LABELS.bead]: l.beadId, [LABELS.runDir]: l.runDir }, 'running');
+    const other = new FakeEngine().add(
+      containerName(l.runId, l.runDir),
+      { [LABELS.run]: l.runId, [LABELS.bead]: l.beadId, [LABELS.runDir]: l.runDir },
+      'running',
+    );
     engine.raceOnCreate = other;
     const r = await docker.startOrAdopt(l);
     expect(r).toEqual({ handle: { runtime: 'docker', runId: l.runId, ref: other.Id }, adopted: true });
@@ -130,8 +141,14 @@ describe('docker runtime (fake Engine API)', () => {
     const { handle } = await docker.startOrAdopt(l);
     expect(await docker.status(handle, l.runDir)).toEqual({ state: 'running' });
     engine.inspectFails = true;
-    expect(await docker.status(handle, l.runDir)).toMatchObject({ state: 'unknown', detail: expect.stringMatching(/engine hiccup/) as string });
+    expect(await docker.status(handle, l.runDir)).toMatchObject({
+      state: 'unknown',
+      detail: expect.stringMatching(/engine hiccup/) as string,
+    });
     engine.inspectFails = false;
-    expect(await docker.status({ ...handle, ref: 'gone' }, l.runDir)).toMatchObject({ state: 'unknown', detail: 'container gone not found' });
+    expect(await docker.status({ ...handle, ref: 'gone' }, l.runDir)).toMatchObject({
+      state: 'unknown',
+      detail: 'container gone not found',
+    });
   });
 });

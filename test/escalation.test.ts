@@ -13,13 +13,25 @@ afterAll(async () => {
 });
 
 const EscalationJson = z.array(
-  z.object({ id: z.string(), severity: z.enum(['low', 'medium', 'high', 'critical']), status: z.enum(['open', 'acknowledged']), source: z.string(), beadId: z.string().optional(), reason: z.string() }),
+  z.object({
+    id: z.string(),
+    severity: z.enum(['low', 'medium', 'high', 'critical']),
+    status: z.enum(['open', 'acknowledged']),
+    source: z.string(),
+    beadId: z.string().optional(),
+    reason: z.string(),
+  }),
 );
 
 describe('escalations', () => {
   it('a bead that exhausts its attempts fails with exactly one escalation, which an operator acknowledges', async () => {
     const repo = await createRepo();
-    await t.addRig({ name: 'esc-fail', repo: repo.origin, agent: agentScript('exit-without-done'), policy: { maxAttempts: 2, maxRounds: 1 } });
+    await t.addRig({
+      name: 'esc-fail',
+      repo: repo.origin,
+      agent: agentScript('exit-without-done'),
+      policy: { maxAttempts: 2, maxRounds: 1 },
+    });
     const { handle } = await t.town.sling('esc-fail', { id: 'b-esc-fail', title: 'Never done' });
     const result = await handle.result();
     expect(result.status).toBe('failed');
@@ -49,7 +61,11 @@ describe('escalations', () => {
     await t.addRig({ name: 'esc-agent', repo: repo.origin, agent: agentScript('escalate-then-done') });
     const { handle } = await t.town.sling('esc-agent', { id: 'b-esc-agent', title: 'Ask then do' });
     expect((await handle.result()).status).toBe('closed');
-    const listed = await eventually(async () => (await t.town.listEscalations()).filter((e) => e.beadId === 'b-esc-agent'), 10_000, 'agent escalation');
+    const listed = await eventually(
+      async () => (await t.town.listEscalations()).filter((e) => e.beadId === 'b-esc-agent'),
+      10_000,
+      'agent escalation',
+    );
     expect(listed).toHaveLength(1);
     expect(listed[0]).toMatchObject({ source: 'agent', severity: 'low', runId: 'b-esc-agent/r1/a1' });
     expect(listed[0]!.reason).toBe('the spec for b-esc-agent is ambiguous');

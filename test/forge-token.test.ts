@@ -35,18 +35,35 @@ async function recorder(redirectTo?: () => string): Promise<Recorder> {
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, seen, close: () => new Promise<void>((resolve) => server.close(() => resolve())) };
+  return {
+    url: `http://127.0.0.1:${port}`,
+    seen,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
 }
 
 const TOKEN = 'ghp_worker_token_never_leaves';
-const rigWithApi = (apiUrl: string) => RigConfig.parse({ name: 'forge-token', repo: '/nonexistent', agent: 'true', merge: 'pr', forge: { repository: 'acme/forge-token', apiUrl, requestTimeout: 2000 } });
+const rigWithApi = (apiUrl: string) =>
+  RigConfig.parse({
+    name: 'forge-token',
+    repo: '/nonexistent',
+    agent: 'true',
+    merge: 'pr',
+    forge: { repository: 'acme/forge-token', apiUrl, requestTimeout: 2000 },
+  });
 /** How the real activity fails for a rig whose API URL is `apiUrl`: the failure's type, retry decision and message. */
-async function failureOf(apiUrl: string): Promise<{ type?: string | null; nonRetryable?: boolean | null; message: string }> {
+async function failureOf(
+  apiUrl: string,
+): Promise<{ type?: string | null; nonRetryable?: boolean | null; message: string }> {
   const env = new MockActivityEnvironment();
   try {
-    await env.run((input: { rig: RigConfig; number: number }) => forgeActivities.pullRequestSnapshot(input), { rig: rigWithApi(apiUrl), number: 1 });
+    await env.run((input: { rig: RigConfig; number: number }) => forgeActivities.pullRequestSnapshot(input), {
+      rig: rigWithApi(apiUrl),
+      number: 1,
+    });
   } catch (err) {
-    if (err instanceof ApplicationFailure) return { type: err.type, nonRetryable: err.nonRetryable, message: err.message };
+    if (err instanceof ApplicationFailure)
+      return { type: err.type, nonRetryable: err.nonRetryable, message: err.message };
     throw err;
   }
   throw new Error(`the snapshot from ${apiUrl} did not fail`);
@@ -59,7 +76,8 @@ const serve = async (redirectTo?: () => string) => {
   return r;
 };
 const saved = { token: process.env.GITHUB_TOKEN, api: process.env.GITHUB_API_URL };
-const setEnv = (name: 'GITHUB_TOKEN' | 'GITHUB_API_URL', value: string | undefined) => (value === undefined ? delete process.env[name] : (process.env[name] = value));
+const setEnv = (name: 'GITHUB_TOKEN' | 'GITHUB_API_URL', value: string | undefined) =>
+  value === undefined ? delete process.env[name] : (process.env[name] = value);
 
 afterEach(async () => {
   await Promise.all(servers.splice(0).map((s) => s.close()));
@@ -75,7 +93,9 @@ describe("the worker's GitHub token", () => {
     // Default: only https://api.github.com. A rig naming a local server gets a refusal that says what to set.
     const refused = await failureOf(fake.url);
     expect(refused).toMatchObject({ type: 'ForgeNotConfigured', nonRetryable: true });
-    expect(refused.message).toContain(`the worker sends its GitHub token only to https://api.github.com, not to ${fake.url}: if ${fake.url} is your GitHub (Enterprise) API, add it to GITHUB_API_URL in the worker's environment`);
+    expect(refused.message).toContain(
+      `the worker sends its GitHub token only to https://api.github.com, not to ${fake.url}: if ${fake.url} is your GitHub (Enterprise) API, add it to GITHUB_API_URL in the worker's environment`,
+    );
     expect(fake.seen).toEqual([]);
 
     setEnv('GITHUB_API_URL', `https://api.github.com, ${fake.url}`);
@@ -104,7 +124,8 @@ describe("the worker's GitHub token", () => {
     expect(await failureOf('http://github.example.com/api/v3')).toEqual({
       type: 'ForgeNotConfigured',
       nonRetryable: true,
-      message: "GITHUB_API_URL of the worker: the GitHub API URL http://github.example.com/api/v3 is not https: the worker's GITHUB_TOKEN is sent only over https (plain http only to a loopback test server)",
+      message:
+        "GITHUB_API_URL of the worker: the GitHub API URL http://github.example.com/api/v3 is not https: the worker's GITHUB_TOKEN is sent only over https (plain http only to a loopback test server)",
     });
     setEnv('GITHUB_API_URL', 'https://github.example.com/api/v3');
     const plain = await failureOf('http://github.example.com/api/v3');
@@ -136,16 +157,37 @@ describe('gt rig add --github-api-url', () => {
 
   it('refuses a URL the token could never go to, and warns when the worker would refuse it', async () => {
     const add = (name: string, apiUrl: string, env: Record<string, string> = {}) =>
-      runGt(['rig', 'add', name, '--repo', `https://github.com/acme/${name}.git`, '--merge', 'pr', '--github-repo', `acme/${name}`, '--github-api-url', apiUrl], t.cliEnv({ GITHUB_API_URL: '', ...env }));
+      runGt(
+        [
+          'rig',
+          'add',
+          name,
+          '--repo',
+          `https://github.com/acme/${name}.git`,
+          '--merge',
+          'pr',
+          '--github-repo',
+          `acme/${name}`,
+          '--github-api-url',
+          apiUrl,
+        ],
+        t.cliEnv({ GITHUB_API_URL: '', ...env }),
+      );
     const plain = await add('token-http', 'http://github.example.com/api/v3');
     expect(plain.code).not.toBe(0);
-    expect(plain.stderr.trim()).toBe("gt: --github-api-url: the GitHub API URL http://github.example.com/api/v3 is not https: the worker's GITHUB_TOKEN is sent only over https (plain http only to a loopback test server)");
+    expect(plain.stderr.trim()).toBe(
+      "gt: --github-api-url: the GitHub API URL http://github.example.com/api/v3 is not https: the worker's GITHUB_TOKEN is sent only over https (plain http only to a loopback test server)",
+    );
 
     const enterprise = await add('token-ghe', 'https://ghe.example.com/api/v3');
     expect(enterprise.code).toBe(0);
-    expect(enterprise.stderr).toContain("gt: warning: --github-api-url https://ghe.example.com/api/v3: the worker sends its GitHub token only to https://api.github.com, not to https://ghe.example.com: if https://ghe.example.com is your GitHub (Enterprise) API, add it to GITHUB_API_URL in the worker's environment");
+    expect(enterprise.stderr).toContain(
+      "gt: warning: --github-api-url https://ghe.example.com/api/v3: the worker sends its GitHub token only to https://api.github.com, not to https://ghe.example.com: if https://ghe.example.com is your GitHub (Enterprise) API, add it to GITHUB_API_URL in the worker's environment",
+    );
 
-    const named = await add('token-named', 'https://ghe.example.com/api/v3', { GITHUB_API_URL: 'https://ghe.example.com/api/v3' });
+    const named = await add('token-named', 'https://ghe.example.com/api/v3', {
+      GITHUB_API_URL: 'https://ghe.example.com/api/v3',
+    });
     expect(named.code).toBe(0);
     expect(named.stderr).toBe('');
   });

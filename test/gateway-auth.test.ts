@@ -43,37 +43,83 @@ describe('the agent gateway', () => {
   it('refuses forged, expired, cross-bead and wrong-role tokens and malformed bodies without changing anything; no token reaches history', async () => {
     const repo = await createRepo();
     const dir = mkdtempSync(join(tmpdir(), 'gt-gw-'));
-    await t.addRig({ name: 'gw-rig', repo: repo.origin, agent: agentScript('wait-for-release'), env: { TEST_DIR: dir } });
+    await t.addRig({
+      name: 'gw-rig',
+      repo: repo.origin,
+      agent: agentScript('wait-for-release'),
+      env: { TEST_DIR: dir },
+    });
     const { handle } = await t.town.sling('gw-rig', { id: 'b-gw', title: 'Guarded' });
-    await eventually(async () => /waiting for gt done/.test((await t.town.beadState('b-gw')).waitingFor), 30_000, 'run started');
+    await eventually(
+      async () => /waiting for gt done/.test((await t.town.beadState('b-gw')).waitingFor),
+      30_000,
+      'run started',
+    );
     const before = await t.town.beadState('b-gw');
     const secret = gatewaySecret(t.gtHome);
-    const claims = { beadId: 'b-gw', runId: 'b-gw/r1/a1', role: 'polecat' as const, workflowId: 'bead:b-gw', exp: Date.now() + 60_000 };
+    const claims = {
+      beadId: 'b-gw',
+      runId: 'b-gw/r1/a1',
+      role: 'polecat' as const,
+      workflowId: 'bead:b-gw',
+      exp: Date.now() + 60_000,
+    };
     const valid = mintRunToken(secret, claims);
 
-    expect(await post('/v1/done', undefined, {})).toEqual({ status: 401, error: 'missing bearer token (the token in the file GT_RUN_TOKEN_FILE names)' });
-    expect(await post('/v1/done', mintRunToken(Buffer.from('not the secret'), claims), {})).toEqual({ status: 401, error: 'bad token signature' });
-    expect(await post('/v1/done', `${valid.slice(0, -4)}AAAA`, {})).toEqual({ status: 401, error: 'bad token signature' });
-    expect(await post('/v1/done', mintRunToken(secret, { ...claims, exp: Date.now() - 1 }), {})).toEqual({ status: 401, error: 'token expired' });
+    expect(await post('/v1/done', undefined, {})).toEqual({
+      status: 401,
+      error: 'missing bearer token (the token in the file GT_RUN_TOKEN_FILE names)',
+    });
+    expect(await post('/v1/done', mintRunToken(Buffer.from('not the secret'), claims), {})).toEqual({
+      status: 401,
+      error: 'bad token signature',
+    });
+    expect(await post('/v1/done', `${valid.slice(0, -4)}AAAA`, {})).toEqual({
+      status: 401,
+      error: 'bad token signature',
+    });
+    expect(await post('/v1/done', mintRunToken(secret, { ...claims, exp: Date.now() - 1 }), {})).toEqual({
+      status: 401,
+      error: 'token expired',
+    });
     expect(await post('/v1/done', 'gtr1.garbage', {})).toEqual({ status: 401, error: 'malformed token' });
     // A valid token speaks only for its own run, whatever the body says.
-    expect(await post('/v1/done', valid, { runId: 'b-other/r1/a1' })).toEqual({ status: 403, error: 'token belongs to run b-gw/r1/a1, not "b-other/r1/a1"' });
-    expect(await post('/v1/review', valid, { verdict: 'approve' })).toEqual({ status: 403, error: "this endpoint is for reviewers; the token is a polecat's" });
+    expect(await post('/v1/done', valid, { runId: 'b-other/r1/a1' })).toEqual({
+      status: 403,
+      error: 'token belongs to run b-gw/r1/a1, not "b-other/r1/a1"',
+    });
+    expect(await post('/v1/review', valid, { verdict: 'approve' })).toEqual({
+      status: 403,
+      error: "this endpoint is for reviewers; the token is a polecat's",
+    });
     // A token of the same bead, validly signed, for a run that is not current.
     expect((await post('/v1/done', mintRunToken(secret, { ...claims, runId: 'b-gw/r1/a2' }), {})).status).toBe(409);
 
-    expect(await post('/v1/escalate', valid, { reason: '   ' })).toEqual({ status: 400, error: 'reason: reason must not be empty' });
-    expect(await post('/v1/checkpoint', valid, { note: 'x'.repeat(5000) })).toEqual({ status: 400, error: 'note: checkpoint note must be at most 4000 characters' });
-    expect(await post('/v1/progress', valid, { message: 42 })).toMatchObject({ status: 400, error: expect.stringMatching(/^message: /) as string });
+    expect(await post('/v1/escalate', valid, { reason: '   ' })).toEqual({
+      status: 400,
+      error: 'reason: reason must not be empty',
+    });
+    expect(await post('/v1/checkpoint', valid, { note: 'x'.repeat(5000) })).toEqual({
+      status: 400,
+      error: 'note: checkpoint note must be at most 4000 characters',
+    });
+    expect(await post('/v1/progress', valid, { message: 42 })).toMatchObject({
+      status: 400,
+      error: expect.stringMatching(/^message: /) as string,
+    });
     expect((await post('/v1/done', valid, '{"summary": ')).status).toBe(400);
     expect(await post('/v1/done', valid, [1, 2])).toEqual({ status: 400, error: 'body must be a JSON object' });
 
     // Oversized text is refused with its limit and never forwarded: a 3 MB summary would pass Temporal's 2 MB payload limit.
     expect(await post('/v1/done', valid, { summary: 'x'.repeat(3 * 1024 * 1024) })).toEqual({
       status: 413,
-      error: 'request body over the gateway limit of 256 KiB: a summary, feedback or reason is at most 20000 characters (put long material in the repository and refer to it)',
+      error:
+        'request body over the gateway limit of 256 KiB: a summary, feedback or reason is at most 20000 characters (put long material in the repository and refer to it)',
     });
-    expect(await post('/v1/done', valid, { summary: 'x'.repeat(20_001) })).toEqual({ status: 400, error: 'summary: summary must be at most 20000 characters (put long material in the repository and refer to it)' });
+    expect(await post('/v1/done', valid, { summary: 'x'.repeat(20_001) })).toEqual({
+      status: 400,
+      error: 'summary: summary must be at most 20000 characters (put long material in the repository and refer to it)',
+    });
 
     expect(await t.town.beadState('b-gw')).toEqual(before);
 

@@ -28,20 +28,39 @@ it('mirrors the rig repository: its branches as origin/*, a missing branch as nu
 it('returns what git printed, and fails with git’s message on a non-zero exit', async () => {
   const repo = await createRepo();
   expect((await git(repo.origin, ['rev-parse', '--is-bare-repository'])).trim()).toBe('true');
-  await expect(git(repo.origin, ['rev-parse', '--verify', 'refs/heads/nope'])).rejects.toThrow(/git rev-parse --verify failed in .*origin\.git: fatal: Needed a single revision/);
+  await expect(git(repo.origin, ['rev-parse', '--verify', 'refs/heads/nope'])).rejects.toThrow(
+    /git rev-parse --verify failed in .*origin\.git: fatal: Needed a single revision/,
+  );
 });
 
 it('fails on a non-zero exit that prints nothing at all', async () => {
   const repo = await createRepo();
   const head = (await git(repo.origin, ['rev-parse', 'main'])).trim();
   const emptyTree = '4b825dc642cb6eb9a060e54bf8d69288fbee4904';
-  const unrelated = (await git(repo.origin, ['-c', 'user.name=Test', '-c', 'user.email=t@example.com', 'commit-tree', emptyTree, '-m', 'unrelated'])).trim();
+  const unrelated = (
+    await git(repo.origin, [
+      '-c',
+      'user.name=Test',
+      '-c',
+      'user.email=t@example.com',
+      'commit-tree',
+      emptyTree,
+      '-m',
+      'unrelated',
+    ])
+  ).trim();
   // Not an ancestor: exit 1 with empty stdout and stderr.
-  await expect(git(repo.origin, ['merge-base', '--is-ancestor', unrelated, head])).rejects.toThrow(/git merge-base --is-ancestor failed .*: no output/);
+  await expect(git(repo.origin, ['merge-base', '--is-ancestor', unrelated, head])).rejects.toThrow(
+    /git merge-base --is-ancestor failed .*: no output/,
+  );
 });
 
 describe('a run’s own repository', () => {
-  const commitIn = (dir: string, file: string) => execSync(`echo work > ${file} && git add -A && git -c user.name=A -c user.email=a@x commit -qm work`, { cwd: dir, env: { PATH: process.env.PATH } });
+  const commitIn = (dir: string, file: string) =>
+    execSync(`echo work > ${file} && git add -A && git -c user.name=A -c user.email=a@x commit -qm work`, {
+      cwd: dir,
+      env: { PATH: process.env.PATH },
+    });
 
   async function setUp() {
     const repo = await createRepo();
@@ -50,13 +69,23 @@ describe('a run’s own repository', () => {
     const base = (await remoteBranchSha(mirror, 'main'))!;
     const workTree = join(gtHome, 'wt');
     await createRunRepo(mirror, workTree, { sha: base, branch: 'gt/b1' });
-    const take = () => importRunBranch({ mirror, workTree, branch: 'gt/b1', targetBranch: 'main', baseSha: base, quarantine: join(gtHome, 'q.git') });
+    const take = () =>
+      importRunBranch({
+        mirror,
+        workTree,
+        branch: 'gt/b1',
+        targetBranch: 'main',
+        baseSha: base,
+        quarantine: join(gtHome, 'q.git'),
+      });
     return { repo, gtHome, mirror, base, workTree, take };
   }
 
   it('borrows the mirror’s objects, fetches from it, and is taken by the worker alone, which pushes its branch', async () => {
     const { repo, workTree, take, base } = await setUp();
-    expect(readFileSync(join(workTree, '.git', 'objects', 'info', 'alternates'), 'utf8')).toContain('mirror.git/objects');
+    expect(readFileSync(join(workTree, '.git', 'objects', 'info', 'alternates'), 'utf8')).toContain(
+      'mirror.git/objects',
+    );
     execSync('git fetch -q origin && git rev-parse origin/main', { cwd: workTree });
     commitIn(workTree, 'a.txt');
     const taken = await take();
@@ -106,15 +135,22 @@ describe('a run’s own repository', () => {
 
   it('refuses a branch that does not build on the run’s starting commit', async () => {
     const { workTree, take } = await setUp();
-    execSync('git checkout -q --orphan tmp && git rm -rqf . && echo x > x && git add x && git -c user.name=A -c user.email=a@x commit -qm orphan && git branch -qf gt/b1 tmp && git checkout -q gt/b1', { cwd: workTree });
+    execSync(
+      'git checkout -q --orphan tmp && git rm -rqf . && echo x > x && git add x && git -c user.name=A -c user.email=a@x commit -qm orphan && git branch -qf gt/b1 tmp && git checkout -q gt/b1',
+      { cwd: workTree },
+    );
     await expect(take()).rejects.toThrow(/does not build on the run's starting commit/);
   });
 
   it('never lets the worker run the repository’s fsmonitor or hooks, nor follow GIT_DIR from its own environment', async () => {
     const { workTree, take, gtHome } = await setUp();
     const marker = join(gtHome, 'pwned');
-    execSync(`git config core.fsmonitor 'touch ${marker}-fsmonitor; false' && git config core.hooksPath "$PWD/.git/hooks"`, { cwd: workTree });
-    for (const hook of ['pre-push', 'post-checkout', 'reference-transaction']) writeFileSync(join(workTree, '.git', 'hooks', hook), `#!/bin/sh\ntouch ${marker}-${hook}\n`, { mode: 0o755 });
+    execSync(
+      `git config core.fsmonitor 'touch ${marker}-fsmonitor; false' && git config core.hooksPath "$PWD/.git/hooks"`,
+      { cwd: workTree },
+    );
+    for (const hook of ['pre-push', 'post-checkout', 'reference-transaction'])
+      writeFileSync(join(workTree, '.git', 'hooks', hook), `#!/bin/sh\ntouch ${marker}-${hook}\n`, { mode: 0o755 });
     // Nothing committed yet: the worker looks at the work tree (a status), the path an fsmonitor would fire on.
     writeFileSync(join(workTree, 'loose.txt'), 'x\n');
     process.env.GIT_DIR = join(workTree, '.git');
@@ -122,7 +158,10 @@ describe('a run’s own repository', () => {
       expect(await take()).toMatchObject({ commitsAhead: 0, uncommittedChanges: true });
       expect(readdirSync(gtHome).filter((f) => f.startsWith('pwned'))).toEqual([]);
       // The agent's own commit (its git would run its own traps: that is its business, not the worker's).
-      execSync("echo work > a.txt && git -c core.fsmonitor=false add -A && git -c core.fsmonitor=false -c core.hooksPath=/dev/null -c user.name=A -c user.email=a@x commit -qm work", { cwd: workTree, env: { PATH: process.env.PATH } });
+      execSync(
+        'echo work > a.txt && git -c core.fsmonitor=false add -A && git -c core.fsmonitor=false -c core.hooksPath=/dev/null -c user.name=A -c user.email=a@x commit -qm work',
+        { cwd: workTree, env: { PATH: process.env.PATH } },
+      );
       expect((await take()).commitsAhead).toBe(1);
     } finally {
       delete process.env.GIT_DIR;

@@ -46,7 +46,8 @@ const ATTACKS = [
 async function availableRuntime(driver: AgentRuntimeDriver): Promise<string | undefined> {
   const check = await driver.available();
   if (!check.ok) return check.reason;
-  if (driver instanceof DockerRuntime && !(await driver.hasImage?.())) return 'the agent image is not built (gt image build)';
+  if (driver instanceof DockerRuntime && !(await driver.hasImage?.()))
+    return 'the agent image is not built (gt image build)';
   return undefined;
 }
 
@@ -54,7 +55,9 @@ const contained: [AgentRuntime, AgentRuntimeDriver][] = [
   ['sandbox', new SandboxRuntime()],
   ['docker', new DockerRuntime()],
 ];
-const availability = await Promise.all(contained.map(async ([name, driver]) => ({ name, reason: await availableRuntime(driver) })));
+const availability = await Promise.all(
+  contained.map(async ([name, driver]) => ({ name, reason: await availableRuntime(driver) })),
+);
 for (const a of availability) if (a.reason) console.warn(`hostile-agent suite: skipping '${a.name}': ${a.reason}`);
 
 interface Scene {
@@ -84,7 +87,12 @@ async function scene(): Promise<Scene> {
 function hostileEnv(s: Scene, rig: string): Record<string, string> {
   const victim = paths.agentDir('victim/r1/a1', s.t.gtHome);
   return {
-    HOSTILE_READ: [join(s.t.gtHome, 'gateway.secret'), join(s.t.gtHome, 'git-credentials'), join(victim, 'token'), join(victim, 'prompt.md')].join(' '),
+    HOSTILE_READ: [
+      join(s.t.gtHome, 'gateway.secret'),
+      join(s.t.gtHome, 'git-credentials'),
+      join(victim, 'token'),
+      join(victim, 'prompt.md'),
+    ].join(' '),
     HOSTILE_ENV_NAME: ENV_NAME,
     HOSTILE_DECOY_PID: String(s.decoy.pid),
     HOSTILE_REPO: s.repo.origin,
@@ -112,7 +120,13 @@ function gateLogs(gtHome: string): string {
 }
 
 function parseAttacks(text: string | null): Record<string, string> {
-  return Object.fromEntries((text ?? '').trim().split('\n').filter(Boolean).map((l) => [l.slice(0, l.indexOf(' ')), l.slice(l.indexOf(' ') + 1)]));
+  return Object.fromEntries(
+    (text ?? '')
+      .trim()
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => [l.slice(0, l.indexOf(' ')), l.slice(l.indexOf(' ') + 1)]),
+  );
 }
 
 /** A scene for the tests of one describe block, torn down after them (the decoy too). */
@@ -129,65 +143,74 @@ function useScene(): () => Scene {
   return () => s!;
 }
 
-describe.each(availability.filter((a) => !a.reason).map((a) => a.name))('a hostile agent in the %s runtime', (runtime) => {
-  const use = useScene();
+describe.each(availability.filter((a) => !a.reason).map((a) => a.name))(
+  'a hostile agent in the %s runtime',
+  (runtime) => {
+    const use = useScene();
 
-  it('reaches no secret, no other run, no branch and no host process, its traps never run, and its bead merges once', async () => {
-    const s = use();
-    const rig = `hostile-${runtime}`;
-    await s.t.addRig({
-      name: rig,
-      repo: s.repo.origin,
-      runtime,
-      // Network on where the engine can give one: pushing must fail for want of anything to push with, not of a route.
-      network: runtime === 'sandbox',
-      agent: agentScript('hostile'),
-      gates: ['sh ci.sh'],
-      env: hostileEnv(s, rig),
+    it('reaches no secret, no other run, no branch and no host process, its traps never run, and its bead merges once', async () => {
+      const s = use();
+      const rig = `hostile-${runtime}`;
+      await s.t.addRig({
+        name: rig,
+        repo: s.repo.origin,
+        runtime,
+        // Network on where the engine can give one: pushing must fail for want of anything to push with, not of a route.
+        network: runtime === 'sandbox',
+        agent: agentScript('hostile'),
+        gates: ['sh ci.sh'],
+        env: hostileEnv(s, rig),
+      });
+      const { handle } = await s.t.town.sling(rig, { id: `b-hostile-${runtime}`, title: 'Do something nasty' });
+      const result = await handle.result();
+      expect(result.status, JSON.stringify(result)).toBe('closed');
+
+      const attacks = parseAttacks(await s.repo.show('attacks.txt'));
+      expect(Object.keys(attacks).sort()).toEqual([...ATTACKS].sort());
+      for (const [attack, outcome] of Object.entries(attacks))
+        if (attack !== 'plant-handle') expect(outcome, attack).toBe('blocked');
+
+      // Nothing the agent planted ran as the worker, no host process died, no branch moved but by the refinery.
+      expect(readdirSync(s.testDir).filter((f) => f.startsWith('pwned'))).toEqual([]);
+      expect(alive(s.decoy.pid!)).toBe(true);
+      // The handle file: whatever the agent managed to write, nothing of it is in the worker's run directory.
+      expect(existsSync(join(s.t.gtHome, 'runs', 'evil'))).toBe(false);
+      expect(await s.repo.show('attacks.txt', 'gt/victim')).toBeNull();
+      const log = await s.repo.log();
+      // The refinery's merge, the agent's commit and the seed: nothing else (commits of one second have no set order).
+      expect(log.map((c) => c.subject).sort()).toEqual([
+        `Do something nasty (b-hostile-${runtime})`,
+        `hostile work for b-hostile-${runtime}`,
+        'initial commit',
+      ]);
+
+      // The gate ran the agent's script, and it found nothing either.
+      const gates = gateLogs(s.t.gtHome);
+      expect(gates).toContain('gate env:');
+      for (const value of [ENV_VALUE, s.secret, CREDENTIAL, VICTIM_TOKEN, VICTIM_PROMPT])
+        expect(gates).not.toContain(value);
     });
-    const { handle } = await s.t.town.sling(rig, { id: `b-hostile-${runtime}`, title: 'Do something nasty' });
-    const result = await handle.result();
-    expect(result.status, JSON.stringify(result)).toBe('closed');
 
-    const attacks = parseAttacks(await s.repo.show('attacks.txt'));
-    expect(Object.keys(attacks).sort()).toEqual([...ATTACKS].sort());
-    for (const [attack, outcome] of Object.entries(attacks)) if (attack !== 'plant-handle') expect(outcome, attack).toBe('blocked');
-
-    // Nothing the agent planted ran as the worker, no host process died, no branch moved but by the refinery.
-    expect(readdirSync(s.testDir).filter((f) => f.startsWith('pwned'))).toEqual([]);
-    expect(alive(s.decoy.pid!)).toBe(true);
-    // The handle file: whatever the agent managed to write, nothing of it is in the worker's run directory.
-    expect(existsSync(join(s.t.gtHome, 'runs', 'evil'))).toBe(false);
-    expect(await s.repo.show('attacks.txt', 'gt/victim')).toBeNull();
-    const log = await s.repo.log();
-    // The refinery's merge, the agent's commit and the seed: nothing else (commits of one second have no set order).
-    expect(log.map((c) => c.subject).sort()).toEqual([`Do something nasty (b-hostile-${runtime})`, `hostile work for b-hostile-${runtime}`, 'initial commit']);
-
-    // The gate ran the agent's script, and it found nothing either.
-    const gates = gateLogs(s.t.gtHome);
-    expect(gates).toContain('gate env:');
-    for (const value of [ENV_VALUE, s.secret, CREDENTIAL, VICTIM_TOKEN, VICTIM_PROMPT]) expect(gates).not.toContain(value);
-  });
-
-  it('pointing its work tree at a git dir of its own gets its attempt refused, and the worker never runs its config', async () => {
-    const s = use();
-    const rig = `hostile-gitfile-${runtime}`;
-    await s.t.addRig({
-      name: rig,
-      repo: s.repo.origin,
-      runtime,
-      agent: agentScript('hostile'),
-      env: { ...hostileEnv(s, rig), HOSTILE_GITFILE: '1' },
-      policy: { maxAttempts: 1, maxRounds: 1 },
+    it('pointing its work tree at a git dir of its own gets its attempt refused, and the worker never runs its config', async () => {
+      const s = use();
+      const rig = `hostile-gitfile-${runtime}`;
+      await s.t.addRig({
+        name: rig,
+        repo: s.repo.origin,
+        runtime,
+        agent: agentScript('hostile'),
+        env: { ...hostileEnv(s, rig), HOSTILE_GITFILE: '1' },
+        policy: { maxAttempts: 1, maxRounds: 1 },
+      });
+      const { handle } = await s.t.town.sling(rig, { id: `b-gitfile-${runtime}`, title: 'Redirect the worker' });
+      const result = await handle.result();
+      expect(result.status).toBe('failed');
+      expect(JSON.stringify(result)).toContain("is not the run's repository any more");
+      expect(readdirSync(s.testDir).filter((f) => f.startsWith('pwned'))).toEqual([]);
+      expect(await s.repo.show('attacks.txt', `gt/b-gitfile-${runtime}`)).toBeNull();
     });
-    const { handle } = await s.t.town.sling(rig, { id: `b-gitfile-${runtime}`, title: 'Redirect the worker' });
-    const result = await handle.result();
-    expect(result.status).toBe('failed');
-    expect(JSON.stringify(result)).toContain("is not the run's repository any more");
-    expect(readdirSync(s.testDir).filter((f) => f.startsWith('pwned'))).toEqual([]);
-    expect(await s.repo.show('attacks.txt', `gt/b-gitfile-${runtime}`)).toBeNull();
-  });
-});
+  },
+);
 
 describe('the same agent under the process runtime (trusted agents only): the control', () => {
   const use = useScene();
@@ -197,7 +220,12 @@ describe('the same agent under the process runtime (trusted agents only): the co
     const rig = 'hostile-process';
     const victimRepo = await createRepo();
     // Pushes go to a repository of their own here: on the host nothing stops them, and the point is the probes.
-    await s.t.addRig({ name: rig, repo: s.repo.origin, agent: agentScript('hostile'), env: { ...hostileEnv(s, rig), HOSTILE_REPO: victimRepo.origin } });
+    await s.t.addRig({
+      name: rig,
+      repo: s.repo.origin,
+      agent: agentScript('hostile'),
+      env: { ...hostileEnv(s, rig), HOSTILE_REPO: victimRepo.origin },
+    });
     const { handle } = await s.t.town.sling(rig, { id: 'b-hostile-process', title: 'Do something nasty, trusted' });
     await handle.result();
     const attacks = parseAttacks(await s.repo.show('attacks.txt'));

@@ -24,16 +24,28 @@ afterAll(async () => {
 
 async function mcpClient(args: string[], env: NodeJS.ProcessEnv): Promise<Client> {
   const client = new Client({ name: 'gt-mcp-test', version: '1.0.0' });
-  const stringEnv = Object.fromEntries(Object.entries(env).filter((e): e is [string, string] => typeof e[1] === 'string'));
-  await client.connect(new StdioClientTransport({ command: gtBin, args: ['mcp', ...args], env: stringEnv, stderr: 'pipe' }));
+  const stringEnv = Object.fromEntries(
+    Object.entries(env).filter((e): e is [string, string] => typeof e[1] === 'string'),
+  );
+  await client.connect(
+    new StdioClientTransport({ command: gtBin, args: ['mcp', ...args], env: stringEnv, stderr: 'pipe' }),
+  );
   clients.push(client);
   return client;
 }
 
-const ToolResult = z.object({ isError: z.boolean().optional(), content: z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1) });
+const ToolResult = z.object({
+  isError: z.boolean().optional(),
+  content: z.array(z.object({ type: z.literal('text'), text: z.string() })).min(1),
+});
 
 /** Calls a tool and returns its JSON answer, failing the test with the tool's message if it reported an error. */
-async function call<S extends z.ZodType>(client: Client, name: string, args: Record<string, unknown>, schema: S): Promise<z.output<S>> {
+async function call<S extends z.ZodType>(
+  client: Client,
+  name: string,
+  args: Record<string, unknown>,
+  schema: S,
+): Promise<z.output<S>> {
   const result = ToolResult.parse(await client.callTool({ name, arguments: args }));
   if (result.isError) throw new Error(`${name} failed: ${result.content[0]!.text}`);
   return schema.parse(JSON.parse(result.content[0]!.text));
@@ -45,7 +57,12 @@ async function callError(client: Client, name: string, args: Record<string, unkn
   return result.content[0]!.text;
 }
 
-const Bead = z.object({ beadId: z.string(), title: z.string(), status: z.string(), runs: z.array(z.object({ runId: z.string(), summary: z.string().optional(), lastProgress: z.string().optional() })) });
+const Bead = z.object({
+  beadId: z.string(),
+  title: z.string(),
+  status: z.string(),
+  runs: z.array(z.object({ runId: z.string(), summary: z.string().optional(), lastProgress: z.string().optional() })),
+});
 
 describe('gt mcp for operators', () => {
   it('lists operator tools only, and runs a bead from sling to merge', async () => {
@@ -53,8 +70,21 @@ describe('gt mcp for operators', () => {
     const names = (await client.listTools()).tools.map((tool) => tool.name);
     expect(names).toEqual(
       expect.arrayContaining([
-        'gt_sling', 'gt_bead_status', 'gt_bead_list', 'gt_nudge', 'gt_mq', 'gt_rig_list', 'gt_rig_show', 'gt_escalations', 'gt_escalation_ack',
-        'gt_convoy_start', 'gt_convoy_add_beads', 'gt_convoy_launch', 'gt_convoy_status', 'gt_convoy_list', 'gt_convoy_cancel',
+        'gt_sling',
+        'gt_bead_status',
+        'gt_bead_list',
+        'gt_nudge',
+        'gt_mq',
+        'gt_rig_list',
+        'gt_rig_show',
+        'gt_escalations',
+        'gt_escalation_ack',
+        'gt_convoy_start',
+        'gt_convoy_add_beads',
+        'gt_convoy_launch',
+        'gt_convoy_status',
+        'gt_convoy_list',
+        'gt_convoy_cancel',
       ]),
     );
     expect(names).not.toContain('gt_done');
@@ -64,36 +94,74 @@ describe('gt mcp for operators', () => {
     const rigs = await call(client, 'gt_rig_list', {}, z.array(z.object({ name: z.string(), repo: z.string() })));
     expect(rigs.map((r) => r.name)).toContain('mcp-ops');
 
-    const slung = await call(client, 'gt_sling', { rig: 'mcp-ops', title: 'Add a file through MCP', id: 'b-mcp-ops' }, z.object({ beadId: z.string(), workflowId: z.string() }));
+    const slung = await call(
+      client,
+      'gt_sling',
+      { rig: 'mcp-ops', title: 'Add a file through MCP', id: 'b-mcp-ops' },
+      z.object({ beadId: z.string(), workflowId: z.string() }),
+    );
     expect(slung).toEqual({ beadId: 'b-mcp-ops', workflowId: 'bead:b-mcp-ops' });
-    const closed = await eventually(async () => {
-      const s = await call(client, 'gt_bead_status', { beadId: 'b-mcp-ops' }, Bead);
-      return ['closed', 'failed'].includes(s.status) ? s : undefined;
-    }, 60_000, 'bead to finish');
+    const closed = await eventually(
+      async () => {
+        const s = await call(client, 'gt_bead_status', { beadId: 'b-mcp-ops' }, Bead);
+        return ['closed', 'failed'].includes(s.status) ? s : undefined;
+      },
+      60_000,
+      'bead to finish',
+    );
     expect(closed.status).toBe('closed');
     expect(closed.title).toBe('Add a file through MCP');
 
-    const listed = await eventually(async () => {
-      const rows = await call(client, 'gt_bead_list', { rig: 'mcp-ops' }, z.array(z.object({ beadId: z.string(), status: z.string().optional(), title: z.unknown() })));
-      return rows.find((r) => r.beadId === 'b-mcp-ops' && r.status === 'closed');
-    }, 30_000, 'bead listed as closed');
+    const listed = await eventually(
+      async () => {
+        const rows = await call(
+          client,
+          'gt_bead_list',
+          { rig: 'mcp-ops' },
+          z.array(z.object({ beadId: z.string(), status: z.string().optional(), title: z.unknown() })),
+        );
+        return rows.find((r) => r.beadId === 'b-mcp-ops' && r.status === 'closed');
+      },
+      30_000,
+      'bead listed as closed',
+    );
     expect(listed.title).toBe('Add a file through MCP');
-    const mq = await call(client, 'gt_mq', { rig: 'mcp-ops' }, z.object({ rig: z.string(), merged: z.number(), queue: z.array(z.unknown()) }));
+    const mq = await call(
+      client,
+      'gt_mq',
+      { rig: 'mcp-ops' },
+      z.object({ rig: z.string(), merged: z.number(), queue: z.array(z.unknown()) }),
+    );
     expect(mq).toMatchObject({ rig: 'mcp-ops', merged: 1, queue: [] });
   });
 
   it('answers bad requests with the same one-line reasons as the CLI, and starts nothing', async () => {
     const client = await mcpClient([], t.cliEnv());
-    expect(await callError(client, 'gt_sling', { rig: 'no-such-rig', title: 'Something' })).toBe("unknown rig 'no-such-rig' (see `gt rig list`, or add it with `gt rig add`)");
+    expect(await callError(client, 'gt_sling', { rig: 'no-such-rig', title: 'Something' })).toBe(
+      "unknown rig 'no-such-rig' (see `gt rig list`, or add it with `gt rig add`)",
+    );
     expect(await callError(client, 'gt_sling', { rig: 'mcp-ops', title: '   ' })).toMatch(/title must not be empty/);
     expect(await callError(client, 'gt_bead_status', { beadId: 'no-such-bead' })).toBe("unknown bead 'no-such-bead'");
     expect((await t.client.workflow.count(`GtRig = 'no-such-rig'`)).count).toBe(0);
   });
 
   it('offers the agent tools but refuses them outside a run', async () => {
-    const client = await mcpClient(['--tools', 'agent'], t.cliEnv({ GT_RUN_TOKEN: '', GT_RUN_ID: '', GT_GATEWAY_URL: '' }));
-    expect((await client.listTools()).tools.map((tool) => tool.name).sort()).toEqual(['gt_approve', 'gt_checkpoint', 'gt_done', 'gt_escalate', 'gt_inbox', 'gt_progress', 'gt_request_changes']);
-    expect(await callError(client, 'gt_done', { summary: 'x' })).toBe('not inside a Gas Town run: GT_GATEWAY_URL, GT_RUN_TOKEN_FILE (or GT_RUN_TOKEN) and GT_RUN_ID must be set');
+    const client = await mcpClient(
+      ['--tools', 'agent'],
+      t.cliEnv({ GT_RUN_TOKEN: '', GT_RUN_ID: '', GT_GATEWAY_URL: '' }),
+    );
+    expect((await client.listTools()).tools.map((tool) => tool.name).sort()).toEqual([
+      'gt_approve',
+      'gt_checkpoint',
+      'gt_done',
+      'gt_escalate',
+      'gt_inbox',
+      'gt_progress',
+      'gt_request_changes',
+    ]);
+    expect(await callError(client, 'gt_done', { summary: 'x' })).toBe(
+      'not inside a Gas Town run: GT_GATEWAY_URL, GT_RUN_TOKEN_FILE (or GT_RUN_TOKEN) and GT_RUN_ID must be set',
+    );
   });
 });
 
@@ -117,14 +185,29 @@ describe('gt mcp for a coordinating agent', () => {
       z.object({ convoyId: z.string(), staged: z.boolean() }),
     );
     expect(started).toMatchObject({ convoyId: 'mcpc', staged: false });
-    const Status = z.object({ convoy: z.object({ status: z.string() }), beads: z.array(z.object({ id: z.string(), status: z.string() })) });
-    const final = await eventually(async () => {
-      const s = await call(client, 'gt_convoy_status', { convoyId: 'mcpc' }, Status);
-      return ['landed', 'failed', 'cancelled', 'closed'].includes(s.convoy.status) ? s : undefined;
-    }, 90_000, 'convoy to end');
+    const Status = z.object({
+      convoy: z.object({ status: z.string() }),
+      beads: z.array(z.object({ id: z.string(), status: z.string() })),
+    });
+    const final = await eventually(
+      async () => {
+        const s = await call(client, 'gt_convoy_status', { convoyId: 'mcpc' }, Status);
+        return ['landed', 'failed', 'cancelled', 'closed'].includes(s.convoy.status) ? s : undefined;
+      },
+      90_000,
+      'convoy to end',
+    );
     expect(final.convoy.status).toBe('landed');
-    expect(final.beads.map((b) => [b.id, b.status])).toEqual([['api', 'closed'], ['ui', 'closed']]);
-    const listed = await call(client, 'gt_convoy_list', {}, z.array(z.object({ convoyId: z.string(), status: z.string() })));
+    expect(final.beads.map((b) => [b.id, b.status])).toEqual([
+      ['api', 'closed'],
+      ['ui', 'closed'],
+    ]);
+    const listed = await call(
+      client,
+      'gt_convoy_list',
+      {},
+      z.array(z.object({ convoyId: z.string(), status: z.string() })),
+    );
     expect(listed).toContainEqual(expect.objectContaining({ convoyId: 'mcpc', status: 'landed' }));
   });
 
@@ -147,18 +230,33 @@ describe('gt mcp for a coordinating agent', () => {
     const client = await mcpClient([], t.cliEnv());
     const repo = await createRepo();
     const testDir = mkdtempSync(join(tmpdir(), 'gt-mcp-nudge-'));
-    await t.addRig({ name: 'mcp-nudge', repo: repo.origin, agent: agentScript('wait-for-release'), env: { TEST_DIR: testDir } });
+    await t.addRig({
+      name: 'mcp-nudge',
+      repo: repo.origin,
+      agent: agentScript('wait-for-release'),
+      env: { TEST_DIR: testDir },
+    });
     await t.town.sling('mcp-nudge', { id: 'b-mcp-nudge', title: 'Wait for a message' });
-    const sent = await call(client, 'gt_nudge', { beadId: 'b-mcp-nudge', message: 'please also update the docs' }, z.object({ seq: z.number(), from: z.string(), message: z.string() }));
+    const sent = await call(
+      client,
+      'gt_nudge',
+      { beadId: 'b-mcp-nudge', message: 'please also update the docs' },
+      z.object({ seq: z.number(), from: z.string(), message: z.string() }),
+    );
     expect(sent).toMatchObject({ from: 'mayor', message: 'please also update the docs' });
-    const state = await call(client, 'gt_bead_status', { beadId: 'b-mcp-nudge' }, z.object({ inbox: z.array(z.object({ message: z.string() })) }));
+    const state = await call(
+      client,
+      'gt_bead_status',
+      { beadId: 'b-mcp-nudge' },
+      z.object({ inbox: z.array(z.object({ message: z.string() })) }),
+    );
     expect(state.inbox.map((m) => m.message)).toEqual(['please also update the docs']);
     writeFileSync(join(testDir, 'release'), '');
   });
 });
 
 describe('gt mcp inside a run', () => {
-  it("gives a polecat its tools, and its gt_done through MCP finishes the bead it belongs to", async () => {
+  it('gives a polecat its tools, and its gt_done through MCP finishes the bead it belongs to', async () => {
     const repo = await createRepo();
     const testDir = mkdtempSync(join(tmpdir(), 'gt-mcp-agent-'));
     const agent = `node --import ${join(repoRoot, 'node_modules/tsx/dist/loader.mjs')} ${join(repoRoot, 'test/agents/mcp-done.ts')}`;
@@ -167,14 +265,32 @@ describe('gt mcp inside a run', () => {
     const result = await handle.result();
     expect(result.status).toBe('closed');
 
-    expect(JSON.parse(readFileSync(join(testDir, 'tools.json'), 'utf8'))).toEqual(['gt_checkpoint', 'gt_done', 'gt_escalate', 'gt_inbox', 'gt_progress']);
-    const answers = z.object({ progress: ToolResult, checkpoint: ToolResult, inbox: ToolResult, done: ToolResult }).parse(JSON.parse(readFileSync(join(testDir, 'answers.json'), 'utf8')));
-    for (const [tool, answer] of Object.entries(answers)) expect(answer.isError, `${tool}: ${answer.content[0]!.text}`).toBeFalsy();
+    expect(JSON.parse(readFileSync(join(testDir, 'tools.json'), 'utf8'))).toEqual([
+      'gt_checkpoint',
+      'gt_done',
+      'gt_escalate',
+      'gt_inbox',
+      'gt_progress',
+    ]);
+    const answers = z
+      .object({ progress: ToolResult, checkpoint: ToolResult, inbox: ToolResult, done: ToolResult })
+      .parse(JSON.parse(readFileSync(join(testDir, 'answers.json'), 'utf8')));
+    for (const [tool, answer] of Object.entries(answers))
+      expect(answer.isError, `${tool}: ${answer.content[0]!.text}`).toBeFalsy();
     expect(JSON.parse(answers.inbox.content[0]!.text)).toMatchObject({ runId: 'b-mcp-agent/r1/a1', messages: [] });
     expect(answers.done.content[0]!.text).toMatch(/done recorded/);
     const state = await t.town.beadState('b-mcp-agent');
-    expect(state.runs).toEqual([expect.objectContaining({ runId: 'b-mcp-agent/r1/a1', outcome: 'done', summary: 'finished via MCP', lastProgress: 'committed; finishing via mcp' })]);
-    expect(state.checkpoints).toEqual([expect.objectContaining({ runId: 'b-mcp-agent/r1/a1', note: 'file committed, calling gt_done next' })]);
+    expect(state.runs).toEqual([
+      expect.objectContaining({
+        runId: 'b-mcp-agent/r1/a1',
+        outcome: 'done',
+        summary: 'finished via MCP',
+        lastProgress: 'committed; finishing via mcp',
+      }),
+    ]);
+    expect(state.checkpoints).toEqual([
+      expect.objectContaining({ runId: 'b-mcp-agent/r1/a1', note: 'file committed, calling gt_done next' }),
+    ]);
     expect(await repo.show('work/b-mcp-agent.txt')).toBe('done by b-mcp-agent/r1/a1 via mcp\n');
   });
 });

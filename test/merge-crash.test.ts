@@ -62,7 +62,9 @@ describe('a worker that dies mid-merge', () => {
     expect(outcome.kind).toBe('merged');
     // Only the retry's gate finished: the interrupted one did not run on beside it.
     expect(readFileSync(join(dir, 'finished'), 'utf8')).toBe('2\n');
-    expect((await trailersOf(repo.origin)).filter((tr) => tr.startsWith(`${mergeRequestWorkflowId('crash', 1)}@`))).toHaveLength(1);
+    expect(
+      (await trailersOf(repo.origin)).filter((tr) => tr.startsWith(`${mergeRequestWorkflowId('crash', 1)}@`)),
+    ).toHaveLength(1);
     expect(await targetTreesHeld(repo.origin)).toHaveLength(1);
   });
 });
@@ -74,15 +76,33 @@ describe('a retried merge activity', () => {
     const repo = await createRepo();
     const rig = RigConfig.parse({ name: 'again', repo: repo.origin, agent: 'true' });
     const headSha = await pushBranch(repo.origin, 'gt/again', { 'work/again.txt': 'again\n' });
-    const ticket = MergeTicket.parse({ mrId: 'mr:again:1', beadId: 'again', round: 1, title: 'again', branch: 'gt/again', headSha, targetBranch: 'main', enqueuedAt: 0 });
+    const ticket = MergeTicket.parse({
+      mrId: 'mr:again:1',
+      beadId: 'again',
+      round: 1,
+      title: 'again',
+      branch: 'gt/again',
+      headSha,
+      targetBranch: 'main',
+      enqueuedAt: 0,
+    });
     const env = new MockActivityEnvironment();
-    const { mergeCandidate } = createMergeActivities({ gtHome: t.gtHome, gtBinDir: join(repoRoot, 'bin'), runtimes: { process: new ProcessRuntime() } });
+    const { mergeCandidate } = createMergeActivities({
+      gtHome: t.gtHome,
+      gtBinDir: join(repoRoot, 'bin'),
+      runtimes: { process: new ProcessRuntime() },
+    });
 
     const once = await env.run(mergeCandidate, { rig, tickets: [ticket] });
     expect(once).toMatchObject({ kind: 'merged', alreadyMerged: false });
     const tip = await repo.sha();
     const again = await env.run(mergeCandidate, { rig, tickets: [ticket] });
-    expect(again).toMatchObject({ kind: 'merged', alreadyMerged: true, commit: tip, merged: [{ mrId: 'mr:again:1', commit: tip }] });
+    expect(again).toMatchObject({
+      kind: 'merged',
+      alreadyMerged: true,
+      commit: tip,
+      merged: [{ mrId: 'mr:again:1', commit: tip }],
+    });
     expect(await repo.sha()).toBe(tip);
     expect(await trailersOf(repo.origin)).toEqual([`mr:again:1@${headSha}`]);
   });

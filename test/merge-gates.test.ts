@@ -37,7 +37,13 @@ function gateBase(env: Record<string, string> = {}): { dir: string; base: GateLa
 describe('gates', () => {
   it('run in order, stop at the first failure, and keep the full log on disk with only its tail in the result', async () => {
     const { dir, base, key } = gateBase({ GT_CANDIDATE_SHA: 'abc123' });
-    const results = await runGates(runtime, ['echo first; echo "$GT_CANDIDATE_SHA"', 'seq 1 5000; exit 3', 'touch never'], key, base, 10_000);
+    const results = await runGates(
+      runtime,
+      ['echo first; echo "$GT_CANDIDATE_SHA"', 'seq 1 5000; exit 3', 'touch never'],
+      key,
+      base,
+      10_000,
+    );
     expect(results.map((r) => [r.ok, r.exitCode])).toEqual([
       [true, 0],
       [false, 3],
@@ -61,7 +67,13 @@ describe('gates', () => {
 
   it('hand back a tail without terminal control sequences (it becomes feedback an operator and an agent read)', async () => {
     const { base, key } = gateBase();
-    const [result] = await runGates(runtime, [`printf 'red \\033[31mtext\\033]0;title\\007 done\\n'; exit 1`], key, base, 10_000);
+    const [result] = await runGates(
+      runtime,
+      [`printf 'red \\033[31mtext\\033]0;title\\007 done\\n'; exit 1`],
+      key,
+      base,
+      10_000,
+    );
     expect(result!.tail).toBe('red [31mtext]0;title done\n');
     expect(readFileSync(result!.logPath, 'utf8')).toContain('\x1b[31m');
   });

@@ -12,7 +12,16 @@ import { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import type { refineryWorkflow } from '../workflows/refinery';
 import { createRepo } from './helpers/repo';
-import { firstParentHistory, gateRecords, pauseRefinery, recordingGate, refineryState, startMergeRequest, trailersOf, waitForQueue } from './helpers/refinery';
+import {
+  firstParentHistory,
+  gateRecords,
+  pauseRefinery,
+  recordingGate,
+  refineryState,
+  startMergeRequest,
+  trailersOf,
+  waitForQueue,
+} from './helpers/refinery';
 import { eventually, runGt, startTestTown, type TestTown } from './helpers/town';
 
 let t: TestTown;
@@ -34,7 +43,9 @@ describe('the merge queue', () => {
     const priorities = [2, 4, 1, 2, 0, 3, 2, 1, 4, 2];
     const handles = [];
     for (const [i, priority] of priorities.entries()) {
-      handles.push(await startMergeRequest(t, rig, { beadId: `s${i}`, priority, files: { [`work/s${i}.txt`]: `s${i}\n` } }));
+      handles.push(
+        await startMergeRequest(t, rig, { beadId: `s${i}`, priority, files: { [`work/s${i}.txt`]: `s${i}\n` } }),
+      );
     }
     await waitForQueue(t, 'serial', 10);
     const shown = await runGt(['mq', 'serial', '--json'], t.cliEnv());
@@ -58,7 +69,11 @@ describe('the merge queue', () => {
     const order = await trailersOf(repo.origin);
     expect(order.reverse().map((tr) => tr.split('@')[0])).toEqual(expected);
     // Every tree the target ever held was gated and passed; no two gate runs overlapped.
-    const passed = new Set(gateRecords(dir).filter((g) => g.result === 'pass').map((g) => g.tree));
+    const passed = new Set(
+      gateRecords(dir)
+        .filter((g) => g.result === 'pass')
+        .map((g) => g.tree),
+    );
     expect(history.every((c) => passed.has(c.tree))).toBe(true);
     expect(gateRecords(dir)).toHaveLength(10);
     expect(existsSync(join(dir, 'overlap'))).toBe(false);
@@ -71,8 +86,14 @@ describe('the merge queue', () => {
     const repo = await createRepo();
     const base = await repo.sha();
     const dir = mkdtempSync(join(tmpdir(), 'gt-gates-'));
-    const rig = await t.addRig({ name: 'moving', repo: repo.origin, gates: [recordingGate(dir, { moveTargetOnce: repo.origin })] });
-    const outcome = await (await startMergeRequest(t, rig, { beadId: 'mv', files: { 'work/mv.txt': 'mv\n' } })).result();
+    const rig = await t.addRig({
+      name: 'moving',
+      repo: repo.origin,
+      gates: [recordingGate(dir, { moveTargetOnce: repo.origin })],
+    });
+    const outcome = await (
+      await startMergeRequest(t, rig, { beadId: 'mv', files: { 'work/mv.txt': 'mv\n' } })
+    ).result();
     expect(outcome.kind).toBe('merged');
 
     const runs = gateRecords(dir);
@@ -90,8 +111,14 @@ describe('the merge queue', () => {
     const repo = await createRepo();
     const base = await repo.sha();
     const rig = await t.addRig({ name: 'squashed', repo: repo.origin, mergeStrategy: 'squash' });
-    const handles = await Promise.all(['q1', 'q2', 'q3'].map((b) => startMergeRequest(t, rig, { beadId: b, files: { [`work/${b}.txt`]: `${b}\n` } })));
-    expect((await Promise.all(handles.map((h) => h.result()))).map((o) => o.kind)).toEqual(['merged', 'merged', 'merged']);
+    const handles = await Promise.all(
+      ['q1', 'q2', 'q3'].map((b) => startMergeRequest(t, rig, { beadId: b, files: { [`work/${b}.txt`]: `${b}\n` } })),
+    );
+    expect((await Promise.all(handles.map((h) => h.result()))).map((o) => o.kind)).toEqual([
+      'merged',
+      'merged',
+      'merged',
+    ]);
     const history = await firstParentHistory(repo.origin, base);
     expect(history).toHaveLength(3);
     expect(history.every((c) => c.parents.length === 1)).toBe(true);
@@ -114,7 +141,12 @@ describe('the merge queue', () => {
 
   it('continues as new with its queue: nothing waiting is lost', async () => {
     const repo = await createRepo();
-    const rigConfig = RigConfig.parse({ name: 'rolling', repo: repo.origin, agent: 'true', policy: { heartbeatTimeout: 10_000 } });
+    const rigConfig = RigConfig.parse({
+      name: 'rolling',
+      repo: repo.origin,
+      agent: 'true',
+      policy: { heartbeatTimeout: 10_000 },
+    });
     const workflowId = refineryWorkflowId('rolling');
     await t.client.workflow.start<typeof refineryWorkflow>('refineryWorkflow', {
       workflowId,
@@ -127,7 +159,8 @@ describe('the merge queue', () => {
     });
     const firstRun = (await t.client.workflow.getHandle(workflowId).describe()).runId;
     const handles = [];
-    for (const b of ['r1', 'r2', 'r3', 'r4', 'r5']) handles.push(await startMergeRequest(t, rigConfig, { beadId: b, files: { [`work/${b}.txt`]: `${b}\n` } }));
+    for (const b of ['r1', 'r2', 'r3', 'r4', 'r5'])
+      handles.push(await startMergeRequest(t, rigConfig, { beadId: b, files: { [`work/${b}.txt`]: `${b}\n` } }));
     await waitForQueue(t, 'rolling', 5);
     await pauseRefinery(t, 'rolling', false);
     expect((await Promise.all(handles.map((h) => h.result()))).map((o) => o.kind)).toEqual(Array(5).fill('merged'));

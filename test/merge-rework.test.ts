@@ -9,7 +9,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { paths } from '../host/home';
 import { createRepo } from './helpers/repo';
-import { gateRecords, git, pauseRefinery, recordingGate, recordTargetMoves, targetTreesHeld, waitForQueue } from './helpers/refinery';
+import {
+  gateRecords,
+  git,
+  pauseRefinery,
+  recordingGate,
+  recordTargetMoves,
+  targetTreesHeld,
+  waitForQueue,
+} from './helpers/refinery';
 import { agentScript, startTestTown, type TestTown } from './helpers/town';
 
 let t: TestTown;
@@ -51,7 +59,12 @@ describe('rework from the refinery', () => {
     const repo = await createRepo();
     await recordTargetMoves(repo.origin);
     const dir = mkdtempSync(join(tmpdir(), 'gt-gates-'));
-    await t.addRig({ name: 'gated', repo: repo.origin, agent: agentScript('refinery-fix-gate'), gates: [recordingGate(dir)] });
+    await t.addRig({
+      name: 'gated',
+      repo: repo.origin,
+      agent: agentScript('refinery-fix-gate'),
+      gates: [recordingGate(dir)],
+    });
     const { handle } = await t.town.sling('gated', { id: 'gated-1', title: 'Work that breaks the gate at first' });
     const result = await handle.result();
     expect(result.status).toBe('closed');
@@ -60,9 +73,13 @@ describe('rework from the refinery', () => {
     expect(state.rounds).toHaveLength(2);
     const failed = state.rounds[0]!.outcome;
     expect(failed).toMatchObject({ kind: 'gates_failed' });
-    expect(failed?.kind === 'gates_failed' && failed.feedback).toMatch(/exited with 1 on the merge of your branch into main\.\nLast output:\n[\s\S]*gate saw tree [0-9a-f]+: fail/);
+    expect(failed?.kind === 'gates_failed' && failed.feedback).toMatch(
+      /exited with 1 on the merge of your branch into main\.\nLast output:\n[\s\S]*gate saw tree [0-9a-f]+: fail/,
+    );
     expect(failed?.kind === 'gates_failed' && readFileSync(failed.logPath!, 'utf8')).toMatch(/: fail/);
-    expect(readFileSync(join(paths.agentDir('gated-1/r2/a1', t.gtHome), 'prompt.md'), 'utf8')).toContain('[gates_failed]');
+    expect(readFileSync(join(paths.agentDir('gated-1/r2/a1', t.gtHome), 'prompt.md'), 'utf8')).toContain(
+      '[gates_failed]',
+    );
 
     const runs = gateRecords(dir);
     expect(runs.map((r) => r.result)).toEqual(['fail', 'pass']);

@@ -40,7 +40,8 @@ afterAll(async () => {
   await t?.stop();
 });
 
-const addRig = (name: string, maxPolecats = 4) => t.addRig({ name, repo: repo.origin, agent: agentScript('hold'), env: { TEST_DIR: testDir }, maxPolecats });
+const addRig = (name: string, maxPolecats = 4) =>
+  t.addRig({ name, repo: repo.origin, agent: agentScript('hold'), env: { TEST_DIR: testDir }, maxPolecats });
 const release = (beadId: string) => writeFileSync(join(testDir, `go-${beadId}`), '');
 /** The pid the bead's (latest) agent recorded with `$$`. */
 const pidOf = (beadId: string): number | undefined => {
@@ -50,7 +51,11 @@ const pidOf = (beadId: string): number | undefined => {
   } catch {
     return undefined;
   }
-  const line = text.trim().split('\n').filter((l) => l.startsWith(`${beadId} `)).pop();
+  const line = text
+    .trim()
+    .split('\n')
+    .filter((l) => l.startsWith(`${beadId} `))
+    .pop();
   return line ? Number(line.split(' ')[2]) : undefined;
 };
 const Json = <S extends z.ZodType>(schema: S, stdout: string) => schema.parse(JSON.parse(stdout));
@@ -60,7 +65,11 @@ const oneLine = (stderr: string) => {
 };
 
 const CancellationJson = z.object({
-  bead: z.looseObject({ beadId: z.string(), status: z.literal('cancelled'), cancellation: z.object({ reason: z.string(), by: z.string(), requestedAt: z.string() }) }),
+  bead: z.looseObject({
+    beadId: z.string(),
+    status: z.literal('cancelled'),
+    cancellation: z.object({ reason: z.string(), by: z.string(), requestedAt: z.string() }),
+  }),
   stoppedRuns: z.array(z.string()),
   mergeRequest: z.object({ mrId: z.string(), withdrawn: z.boolean(), note: z.string() }).optional(),
   convoy: z.object({ convoyId: z.string(), beadStatus: z.string() }).optional(),
@@ -108,8 +117,25 @@ const TownStatusJson = z.object({
       ),
     }),
   ),
-  escalations: z.array(z.object({ id: z.string(), severity: z.string(), reason: z.string(), beadId: z.string().optional(), convoyId: z.string().optional(), raisedAt: z.string() })),
-  convoys: z.array(z.object({ convoyId: z.string(), title: z.string(), rig: z.string(), status: z.string(), counts: z.record(z.string(), z.number()) })),
+  escalations: z.array(
+    z.object({
+      id: z.string(),
+      severity: z.string(),
+      reason: z.string(),
+      beadId: z.string().optional(),
+      convoyId: z.string().optional(),
+      raisedAt: z.string(),
+    }),
+  ),
+  convoys: z.array(
+    z.object({
+      convoyId: z.string(),
+      title: z.string(),
+      rig: z.string(),
+      status: z.string(),
+      counts: z.record(z.string(), z.number()),
+    }),
+  ),
   agentsNotShown: z.number().int(),
 });
 
@@ -117,16 +143,32 @@ describe('gt bead cancel', () => {
   it('mid-run stops the agent process, withdraws the queued MR, and the convoy counts both cancelled; the reason shows in gt bead status', async () => {
     await addRig('vc');
     const convoys = new ConvoyClient(t.town);
-    await convoys.start({ id: 'vcc', title: 'Cancelled in part', rig: 'vc', beads: [{ id: 'a', title: 'A' }, { id: 'b', title: 'B' }, { id: 'c', title: 'C', dependsOn: ['a'] }] });
+    await convoys.start({
+      id: 'vcc',
+      title: 'Cancelled in part',
+      rig: 'vc',
+      beads: [
+        { id: 'a', title: 'A' },
+        { id: 'b', title: 'B' },
+        { id: 'c', title: 'C', dependsOn: ['a'] },
+      ],
+    });
     // The queue is held so b's merge request waits in it when b is cancelled.
     expect((await runGt(['mq', 'vc', 'pause'], env)).code).toBe(0);
     const pidA = await eventually(() => pidOf('vcc-a'), 60_000, 'the agent of vcc-a started');
     await eventually(() => pidOf('vcc-b'), 60_000, 'the agent of vcc-b started');
     expect(processExists(pidA)).toBe(true);
     release('vcc-b');
-    await eventually(async () => (await t.town.mergeQueue('vc')).queue.some((q) => q.mrId === 'mr:vcc-b:1'), 60_000, 'the MR of vcc-b queued');
+    await eventually(
+      async () => (await t.town.mergeQueue('vc')).queue.some((q) => q.mrId === 'mr:vcc-b:1'),
+      60_000,
+      'the MR of vcc-b queued',
+    );
 
-    const a = await runGt(['bead', 'cancel', 'vcc-a', '--reason', 'superseded by a better plan', '--by', 'tester'], env);
+    const a = await runGt(
+      ['bead', 'cancel', 'vcc-a', '--reason', 'superseded by a better plan', '--by', 'tester'],
+      env,
+    );
     expect(a.code, a.stderr).toBe(0);
     expect(a.stdout).toMatch(/^bead vcc-a cancelled by tester: superseded by a better plan$/m);
     expect(a.stdout).toMatch(/^stopped {2}vcc-a\/r1\/a1$/m);
@@ -146,8 +188,16 @@ describe('gt bead cancel', () => {
     expect(status.stdout).toMatch(/^status {3}cancelled — cancelled by tester: superseded by a better plan$/m);
     expect(status.stdout).toMatch(/^cancel {3}by tester at \S+: superseded by a better plan$/m);
 
-    const final = await eventually(async () => ((s) => s.status === 'failed' && s)(await convoys.state('vcc')), 30_000, 'convoy vcc ended');
-    expect(Object.fromEntries(final.beads.map((x) => [x.id, x.status]))).toEqual({ a: 'cancelled', b: 'cancelled', c: 'blocked' });
+    const final = await eventually(
+      async () => ((s) => s.status === 'failed' && s)(await convoys.state('vcc')),
+      30_000,
+      'convoy vcc ended',
+    );
+    expect(Object.fromEntries(final.beads.map((x) => [x.id, x.status]))).toEqual({
+      a: 'cancelled',
+      b: 'cancelled',
+      c: 'blocked',
+    });
     expect(final.beads.find((x) => x.id === 'a')?.reason).toBe('cancelled by tester: superseded by a better plan');
     await runGt(['mq', 'vc', 'resume'], env);
 
@@ -172,17 +222,40 @@ describe('gt bead list and gt status', () => {
     expect(list.code, list.stderr).toBe(0);
     const lj = Json(BeadListJson, list.stdout);
     expect(lj.beads.map((b) => b.beadId).sort()).toEqual(['vl-one', 'vl-two']);
-    expect(lj.beads.find((b) => b.beadId === 'vl-one')).toMatchObject({ title: 'First listed', rig: 'vl', status: 'in_progress', round: 1, currentRunId: 'vl-one/r1/a1' });
+    expect(lj.beads.find((b) => b.beadId === 'vl-one')).toMatchObject({
+      title: 'First listed',
+      rig: 'vl',
+      status: 'in_progress',
+      round: 1,
+      currentRunId: 'vl-one/r1/a1',
+    });
     expect(lj.nextPageToken).toBeUndefined();
 
-    const first = Json(BeadListJson, (await runGt(['bead', 'list', '--rig', 'vl', '--limit', '1', '--json'], env)).stdout);
+    const first = Json(
+      BeadListJson,
+      (await runGt(['bead', 'list', '--rig', 'vl', '--limit', '1', '--json'], env)).stdout,
+    );
     expect(first.beads).toHaveLength(1);
     expect(first.nextPageToken).toBeTruthy();
-    const second = Json(BeadListJson, (await runGt(['bead', 'list', '--rig', 'vl', '--limit', '1', '--page-token', first.nextPageToken!, '--json'], env)).stdout);
+    const second = Json(
+      BeadListJson,
+      (
+        await runGt(
+          ['bead', 'list', '--rig', 'vl', '--limit', '1', '--page-token', first.nextPageToken!, '--json'],
+          env,
+        )
+      ).stdout,
+    );
     expect([...first.beads, ...second.beads].map((b) => b.beadId).sort()).toEqual(['vl-one', 'vl-two']);
-    const all = Json(BeadListJson, (await runGt(['bead', 'list', '--rig', 'vl', '--limit', '1', '--all', '--json'], env)).stdout);
+    const all = Json(
+      BeadListJson,
+      (await runGt(['bead', 'list', '--rig', 'vl', '--limit', '1', '--all', '--json'], env)).stdout,
+    );
     expect(all.beads).toHaveLength(2);
-    expect(Json(BeadListJson, (await runGt(['bead', 'list', '--rig', 'vl', '--status', 'closed', '--json'], env)).stdout).beads).toEqual([]);
+    expect(
+      Json(BeadListJson, (await runGt(['bead', 'list', '--rig', 'vl', '--status', 'closed', '--json'], env)).stdout)
+        .beads,
+    ).toEqual([]);
 
     const text = await runGt(['bead', 'list', '--rig', 'vl', '--limit', '1'], env);
     expect(text.stdout).toMatch(/^BEAD +STATUS +RIG +CONVOY +ROUND +RUN +AGE +TITLE$/m);
@@ -197,23 +270,45 @@ describe('gt bead list and gt status', () => {
     expect(status.code, status.stderr).toBe(0);
     const sj = Json(TownStatusJson, status.stdout);
     const vl = sj.rigs.find((r) => r.name === 'vl')!;
-    expect(vl).toMatchObject({ dispatch: 'paused', paused: { reason: 'maintenance' }, capacity: { running: 2, max: 4, waiting: 0 }, mergeQueue: { depth: 0 }, beadsOpen: 2 });
+    expect(vl).toMatchObject({
+      dispatch: 'paused',
+      paused: { reason: 'maintenance' },
+      capacity: { running: 2, max: 4, waiting: 0 },
+      mergeQueue: { depth: 0 },
+      beadsOpen: 2,
+    });
     expect(vl.agents.map((a) => a.runId).sort()).toEqual(['vl-one/r1/a1', 'vl-two/r1/a1']);
-    expect(vl.agents.find((a) => a.beadId === 'vl-two')).toMatchObject({ lastProgress: 'holding vl-two', host: 'test-host' });
+    expect(vl.agents.find((a) => a.beadId === 'vl-two')).toMatchObject({
+      lastProgress: 'holding vl-two',
+      host: 'test-host',
+    });
 
     const statusText = await runGt(['status'], env);
-    expect(statusText.stdout).toMatch(/^town at \S+: \d+ rig\(s\), \d+ agent\(s\) running, \d+ open escalation\(s\), \d+ convoy\(s\) in flight$/m);
-    expect(statusText.stdout).toMatch(/^rig vl {2}PAUSED by \S+: maintenance; 2\/4 slots, 0 waiting; 2 bead\(s\) open; merge queue 0 waiting$/m);
-    expect(statusText.stdout).toMatch(/^ {2}▶ vl-two\/r1\/a1 {2}\S+ on test-host {2}last progress \S+ ago: holding vl-two$/m);
+    expect(statusText.stdout).toMatch(
+      /^town at \S+: \d+ rig\(s\), \d+ agent\(s\) running, \d+ open escalation\(s\), \d+ convoy\(s\) in flight$/m,
+    );
+    expect(statusText.stdout).toMatch(
+      /^rig vl {2}PAUSED by \S+: maintenance; 2\/4 slots, 0 waiting; 2 bead\(s\) open; merge queue 0 waiting$/m,
+    );
+    expect(statusText.stdout).toMatch(
+      /^ {2}▶ vl-two\/r1\/a1 {2}\S+ on test-host {2}last progress \S+ ago: holding vl-two$/m,
+    );
 
     // Not a terminal: --watch prints the picture (plain lines, no escape codes) and keeps watching until stopped.
-    const watch = spawn(gtBin, ['status', '--watch', '--interval', '500ms'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const watch = spawn(gtBin, ['status', '--watch', '--interval', '500ms'], {
+      env,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let out = '';
     watch.stdout.on('data', (d: Buffer) => (out += d.toString()));
     try {
       await eventually(() => /^rig vl /m.test(out), 30_000, 'gt status --watch printed the town');
       release('vl-one');
-      await eventually(() => (out.match(/^town at /gm) ?? []).length >= 2, 60_000, 'a second picture after vl-one finished');
+      await eventually(
+        () => (out.match(/^town at /gm) ?? []).length >= 2,
+        60_000,
+        'a second picture after vl-one finished',
+      );
       expect(watch.exitCode).toBeNull();
       expect(out.includes('\x1b[')).toBe(false);
     } finally {
@@ -225,23 +320,45 @@ describe('gt bead list and gt status', () => {
 });
 
 describe('gt status --watch on a terminal', () => {
-  it.skipIf(!hasTmux)('redraws one picture in place as the town changes, and Ctrl-C leaves the screen as it was', async () => {
-    await addRig('vw');
-    await exec('tmux', ['-L', socket, '-f', '/dev/null', 'new-session', '-d', '-s', 'status', '-x', '160', '-y', '40', `${gtBin} status --watch --interval 300ms; echo "exit=$?"; sleep 600`], { env });
-    const screen = async () => (await exec('tmux', ['-L', socket, 'capture-pane', '-p', '-t', 'status'])).stdout;
-    const showing = (what: RegExp) => eventually(async () => ((s) => what.test(s) && s)(await screen()), 60_000, `screen showing ${what}`);
-    await showing(/^rig vw {2}dispatch open; 0\/4 slots/m);
-    expect((await runGt(['rig', 'pause', 'vw', '--reason', 'watched'], env)).code).toBe(0);
-    const paused = await showing(/^rig vw {2}PAUSED by \S+: watched;/m);
-    // In place: one picture on the screen, not one after another.
-    expect(paused.match(/^town at /gm)).toHaveLength(1);
-    expect(paused.match(/^rig vw /gm)).toHaveLength(1);
-    await exec('tmux', ['-L', socket, 'send-keys', '-t', 'status', 'C-c']);
-    const end = await showing(/^exit=\d+$/m);
-    expect(end).toMatch(/^exit=130$/m);
-    expect(end).not.toMatch(/^rig vw /m);
-    expect((await runGt(['rig', 'resume', 'vw'], env)).code).toBe(0);
-  });
+  it.skipIf(!hasTmux)(
+    'redraws one picture in place as the town changes, and Ctrl-C leaves the screen as it was',
+    async () => {
+      await addRig('vw');
+      await exec(
+        'tmux',
+        [
+          '-L',
+          socket,
+          '-f',
+          '/dev/null',
+          'new-session',
+          '-d',
+          '-s',
+          'status',
+          '-x',
+          '160',
+          '-y',
+          '40',
+          `${gtBin} status --watch --interval 300ms; echo "exit=$?"; sleep 600`,
+        ],
+        { env },
+      );
+      const screen = async () => (await exec('tmux', ['-L', socket, 'capture-pane', '-p', '-t', 'status'])).stdout;
+      const showing = (what: RegExp) =>
+        eventually(async () => ((s) => what.test(s) && s)(await screen()), 60_000, `screen showing ${what}`);
+      await showing(/^rig vw {2}dispatch open; 0\/4 slots/m);
+      expect((await runGt(['rig', 'pause', 'vw', '--reason', 'watched'], env)).code).toBe(0);
+      const paused = await showing(/^rig vw {2}PAUSED by \S+: watched;/m);
+      // In place: one picture on the screen, not one after another.
+      expect(paused.match(/^town at /gm)).toHaveLength(1);
+      expect(paused.match(/^rig vw /gm)).toHaveLength(1);
+      await exec('tmux', ['-L', socket, 'send-keys', '-t', 'status', 'C-c']);
+      const end = await showing(/^exit=\d+$/m);
+      expect(end).toMatch(/^exit=130$/m);
+      expect(end).not.toMatch(/^rig vw /m);
+      expect((await runGt(['rig', 'resume', 'vw'], env)).code).toBe(0);
+    },
+  );
 });
 
 describe('gt rig remove', () => {
@@ -252,7 +369,9 @@ describe('gt rig remove', () => {
 
     const refused = await runGt(['rig', 'remove', 'vr'], env);
     expect(refused.code).toBe(1);
-    expect(oneLine(refused.stderr)).toMatch(/^gt: rig vr has open work: 1 bead\(s\) in flight \(vr-held in_progress\).*; let it finish, cancel it .* or `gt rig remove vr --drain`$/);
+    expect(oneLine(refused.stderr)).toMatch(
+      /^gt: rig vr has open work: 1 bead\(s\) in flight \(vr-held in_progress\).*; let it finish, cancel it .* or `gt rig remove vr --drain`$/,
+    );
 
     const drain = spawn(gtBin, ['rig', 'remove', 'vr', '--drain'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
@@ -288,7 +407,11 @@ describe('gt rig remove', () => {
     await t.town.sling('vs', { id: 'vs-running', title: 'Holds the only slot' });
     await eventually(() => pidOf('vs-running'), 60_000, 'the agent of vs-running started');
     await t.town.sling('vs', { id: 'vs-waiting', title: 'Waits for a slot' });
-    await eventually(async () => (await t.town.dispatchState('vs')).waiting.length === 1, 30_000, 'vs-waiting queued for a slot');
+    await eventually(
+      async () => (await t.town.dispatchState('vs')).waiting.length === 1,
+      30_000,
+      'vs-waiting queued for a slot',
+    );
 
     const drain = spawn(gtBin, ['rig', 'remove', 'vs', '--drain'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stderr = '';

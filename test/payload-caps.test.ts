@@ -15,7 +15,17 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createMergeActivities } from '../activities/merge';
 import { ProcessRuntime } from '../agents/process-runtime';
 import { MAX_CHECKPOINT, MAX_TEXT } from '../domain/bead';
-import { appendFeedback, CAPS, capList, capText, keepNewest, listText, MAX_JSON_BYTES_PER_CHAR, PAYLOAD_LIMIT_BYTES, utf8Bytes } from '../domain/caps';
+import {
+  appendFeedback,
+  CAPS,
+  capList,
+  capText,
+  keepNewest,
+  listText,
+  MAX_JSON_BYTES_PER_CHAR,
+  PAYLOAD_LIMIT_BYTES,
+  utf8Bytes,
+} from '../domain/caps';
 import { ConvoySpec, convoySizeProblem, planConvoy } from '../domain/convoy';
 import { EscalationInput } from '../domain/escalation';
 import { refineryWorkflowId } from '../domain/ids';
@@ -84,35 +94,60 @@ describe('a conflict', () => {
       else process.env.GT_HOME = savedHome;
     });
 
-    it('comes back from the merge activity as a bounded outcome, and the target does not move', { timeout: 600_000 }, async () => {
-      const FILES = 50_000;
-      const repo = await createRepo();
-      const base = await repo.sha();
-      // Both sides add the same 50,000 paths with different content (add/add conflicts), written by fast-import:
-      // no working tree of 50,000 files is needed to make them.
-      const side = (ref: string, label: string) => {
-        const files = Array.from({ length: FILES }, (_, i) => {
-          const data = `${label} ${i}\n`;
-          return `M 100644 inline wide/d${i % 100}/file-${i}.txt\ndata ${Buffer.byteLength(data)}\n${data}`;
+    it(
+      'comes back from the merge activity as a bounded outcome, and the target does not move',
+      { timeout: 600_000 },
+      async () => {
+        const FILES = 50_000;
+        const repo = await createRepo();
+        const base = await repo.sha();
+        // Both sides add the same 50,000 paths with different content (add/add conflicts), written by fast-import:
+        // no working tree of 50,000 files is needed to make them.
+        const side = (ref: string, label: string) => {
+          const files = Array.from({ length: FILES }, (_, i) => {
+            const data = `${label} ${i}\n`;
+            return `M 100644 inline wide/d${i % 100}/file-${i}.txt\ndata ${Buffer.byteLength(data)}\n${data}`;
+          });
+          return `commit ${ref}\ncommitter Test <t@example.com> 1700000000 +0000\ndata ${label.length}\n${label}\nfrom ${base}\n${files.join('')}\n`;
+        };
+        execFileSync('git', ['fast-import', '--quiet'], {
+          cwd: repo.origin,
+          input: side('refs/heads/main', 'target') + side('refs/heads/gt/wide', 'branch'),
+          maxBuffer: 64 * 1024 * 1024,
         });
-        return `commit ${ref}\ncommitter Test <t@example.com> 1700000000 +0000\ndata ${label.length}\n${label}\nfrom ${base}\n${files.join('')}\n`;
-      };
-      execFileSync('git', ['fast-import', '--quiet'], { cwd: repo.origin, input: side('refs/heads/main', 'target') + side('refs/heads/gt/wide', 'branch'), maxBuffer: 64 * 1024 * 1024 });
-      const target = await repo.sha();
-      const headSha = await repo.sha('gt/wide');
+        const target = await repo.sha();
+        const headSha = await repo.sha('gt/wide');
 
-      const rig = RigConfig.parse({ name: 'wide', repo: repo.origin, agent: 'true' });
-      const ticket = MergeTicket.parse({ mrId: 'mr:wide:1', beadId: 'wide', round: 1, title: 'wide', branch: 'gt/wide', headSha, targetBranch: 'main', enqueuedAt: 0 });
-      const { mergeCandidate } = createMergeActivities({ gtHome: home!, gtBinDir: join(repoRoot, 'bin'), runtimes: { process: new ProcessRuntime() } });
-      const result: CandidateResult = await new MockActivityEnvironment().run(mergeCandidate, { rig, tickets: [ticket] });
+        const rig = RigConfig.parse({ name: 'wide', repo: repo.origin, agent: 'true' });
+        const ticket = MergeTicket.parse({
+          mrId: 'mr:wide:1',
+          beadId: 'wide',
+          round: 1,
+          title: 'wide',
+          branch: 'gt/wide',
+          headSha,
+          targetBranch: 'main',
+          enqueuedAt: 0,
+        });
+        const { mergeCandidate } = createMergeActivities({
+          gtHome: home!,
+          gtBinDir: join(repoRoot, 'bin'),
+          runtimes: { process: new ProcessRuntime() },
+        });
+        const result: CandidateResult = await new MockActivityEnvironment().run(mergeCandidate, {
+          rig,
+          tickets: [ticket],
+        });
 
-      expect(result.kind).toBe('excluded');
-      if (result.kind !== 'excluded' || result.outcome.kind !== 'conflict') throw new Error(`expected a conflict, got ${JSON.stringify(result).slice(0, 500)}`);
-      expect(result.outcome.paths).toHaveLength(CAPS.conflictPaths);
-      expect(result.outcome.feedback).toContain(`… and ${FILES - CAPS.conflictPaths} more.`);
-      expect(payloadBytes(result)).toBeLessThan(64 * 1024);
-      expect(await repo.sha()).toBe(target);
-    });
+        expect(result.kind).toBe('excluded');
+        if (result.kind !== 'excluded' || result.outcome.kind !== 'conflict')
+          throw new Error(`expected a conflict, got ${JSON.stringify(result).slice(0, 500)}`);
+        expect(result.outcome.paths).toHaveLength(CAPS.conflictPaths);
+        expect(result.outcome.feedback).toContain(`… and ${FILES - CAPS.conflictPaths} more.`);
+        expect(payloadBytes(result)).toBeLessThan(64 * 1024);
+        expect(await repo.sha()).toBe(target);
+      },
+    );
   });
 });
 
@@ -134,13 +169,31 @@ describe('feedback a bead accumulates', () => {
     let feedback: string[] = [];
     for (let round = 1; round <= 20; round++) feedback = appendFeedback(feedback, worst(MAX_TEXT));
     const gates = Array.from({ length: 15 }, () => worst(4000));
-    const rig = RigConfig.parse({ name: 'r', repo: '/r', agent: worst(1000), gates, env: { A: worst(MAX_RIG_TEXT - 15 * 4000 - 1000 - 2 - 1 - DEFAULT_AGENT_IMAGE.length) } });
+    const rig = RigConfig.parse({
+      name: 'r',
+      repo: '/r',
+      agent: worst(1000),
+      gates,
+      env: { A: worst(MAX_RIG_TEXT - 15 * 4000 - 1000 - 2 - 1 - DEFAULT_AGENT_IMAGE.length) },
+    });
     const input = {
       rig,
-      bead: { id: 'b'.repeat(63), title: worst(200), description: worst(MAX_TEXT), acceptance: worst(MAX_TEXT), priority: 2 },
+      bead: {
+        id: 'b'.repeat(63),
+        title: worst(200),
+        description: worst(MAX_TEXT),
+        acceptance: worst(MAX_TEXT),
+        priority: 2,
+      },
       feedback,
-      checkpoints: keepNewest(Array.from({ length: 50 }, () => worst(MAX_CHECKPOINT)), CAPS.checkpointsTotal),
-      messages: keepNewest(Array.from({ length: 20 }, () => worst(MAX_CHECKPOINT)), CAPS.messagesTotal),
+      checkpoints: keepNewest(
+        Array.from({ length: 50 }, () => worst(MAX_CHECKPOINT)),
+        CAPS.checkpointsTotal,
+      ),
+      messages: keepNewest(
+        Array.from({ length: 20 }, () => worst(MAX_CHECKPOINT)),
+        CAPS.messagesTotal,
+      ),
     };
     expect(payloadBytes(input)).toBeLessThan(PAYLOAD_LIMIT_BYTES * 0.75);
   });
@@ -157,8 +210,17 @@ describe('a pull request snapshot', () => {
       merged: false,
       headSha: head,
       mergeable: true,
-      reviews: Array.from({ length: 100 }, (_, i) => ({ author: `r${i}`, state: i === 99 ? 'CHANGES_REQUESTED' : 'COMMENTED', body: long, commitId: head })),
-      threads: Array.from({ length: 100 }, () => ({ resolved: false, outdated: false, comments: Array.from({ length: 20 }, () => ({ author: 'c', body: long, path: long, commitId: head })) })),
+      reviews: Array.from({ length: 100 }, (_, i) => ({
+        author: `r${i}`,
+        state: i === 99 ? 'CHANGES_REQUESTED' : 'COMMENTED',
+        body: long,
+        commitId: head,
+      })),
+      threads: Array.from({ length: 100 }, () => ({
+        resolved: false,
+        outdated: false,
+        comments: Array.from({ length: 20 }, () => ({ author: 'c', body: long, path: long, commitId: head })),
+      })),
       checks: Array.from({ length: 200 }, (_, i) => ({ name: `check ${i}`, state: 'success' as const, detail: long })),
     };
     const bounded = boundSnapshot(pr);
@@ -191,7 +253,17 @@ describe('a refinery queue', () => {
       ],
     });
     try {
-      const ticket = (b: string) => MergeTicket.parse({ mrId: `mr:${b}:1`, beadId: b, round: 1, title: b, branch: `gt/${b}`, headSha: 'a'.repeat(40), targetBranch: 'main', enqueuedAt: 0 });
+      const ticket = (b: string) =>
+        MergeTicket.parse({
+          mrId: `mr:${b}:1`,
+          beadId: b,
+          round: 1,
+          title: b,
+          branch: `gt/${b}`,
+          headSha: 'a'.repeat(40),
+          targetBranch: 'main',
+          enqueuedAt: 0,
+        });
       const waiting = async () => (await handle.query(refineryStateQuery)).queue.map((q) => q.beadId);
       for (const b of ['q1', 'q2', 'q3']) await handle.signal(enqueueSignal, ticket(b));
       // Signals are handled in order: q3 found the queue full before the withdrawal made room.
@@ -199,7 +271,11 @@ describe('a refinery queue', () => {
       await eventually(async () => JSON.stringify(await waiting()) === '["q2"]', 30_000, 'q1 withdrawn, q3 not taken');
       // What its merge request does every REANNOUNCE_MS: announced again, it is taken (it was never marked seen).
       await handle.signal(enqueueSignal, ticket('q3'));
-      await eventually(async () => JSON.stringify(await waiting()) === '["q2","q3"]', 30_000, 'q3 taken when announced again');
+      await eventually(
+        async () => JSON.stringify(await waiting()) === '["q2","q3"]',
+        30_000,
+        'q3 taken when announced again',
+      );
     } finally {
       await handle.terminate('test done');
     }
@@ -209,11 +285,18 @@ describe('a refinery queue', () => {
 describe("a convoy's plan", () => {
   it('is refused by its size in bytes, which its character budget does not bound', () => {
     const plan = (text: string) => {
-      const spec = ConvoySpec.parse({ id: 'big', title: 'big', rig: 'r', beads: Array.from({ length: 100 }, (_, i) => ({ id: `b${i}`, title: `bead ${i}`, description: text })) });
+      const spec = ConvoySpec.parse({
+        id: 'big',
+        title: 'big',
+        rig: 'r',
+        beads: Array.from({ length: 100 }, (_, i) => ({ id: `b${i}`, title: `bead ${i}`, description: text })),
+      });
       return planConvoy({ ...spec, id: 'big' }, false, new Date(0).toISOString());
     };
     // 900,000 characters pass the character budget either way; in CJK they are 2.7 MB.
-    expect(convoySizeProblem(plan('評'.repeat(9_000)))).toMatch(/^the convoy's plan takes 27\d{5} bytes; at most 1000000 are allowed \(non-ASCII text/);
+    expect(convoySizeProblem(plan('評'.repeat(9_000)))).toMatch(
+      /^the convoy's plan takes 27\d{5} bytes; at most 1000000 are allowed \(non-ASCII text/,
+    );
     expect(convoySizeProblem(plan('x'.repeat(9_000)))).toBeUndefined();
     expect(utf8Bytes('a評😀')).toBe(Buffer.byteLength('a評😀'));
   });
@@ -222,18 +305,28 @@ describe("a convoy's plan", () => {
 describe("a rig's settings", () => {
   it('are refused past their text budget or env count, with a message that says what to do', () => {
     const rig = { name: 'big', repo: '/r', agent: 'true' };
-    expect(RigConfig.safeParse({ ...rig, gates: Array.from({ length: 20 }, () => 'x'.repeat(4000)) }).error?.issues[0]?.message).toBe(
+    expect(
+      RigConfig.safeParse({ ...rig, gates: Array.from({ length: 20 }, () => 'x'.repeat(4000)) }).error?.issues[0]
+        ?.message,
+    ).toBe(
       `a rig's settings hold at most ${MAX_RIG_TEXT} characters of text (gates, agent and reviewer commands, env): keep long scripts in the repository and call them`,
     );
     const env = Object.fromEntries(Array.from({ length: 101 }, (_, i) => [`V${i}`, '1']));
-    expect(RigConfig.safeParse({ ...rig, env }).error?.issues[0]?.message).toBe('a rig passes at most 100 environment variables to its agents');
+    expect(RigConfig.safeParse({ ...rig, env }).error?.issues[0]?.message).toBe(
+      'a rig passes at most 100 environment variables to its agents',
+    );
     expect(RigConfig.safeParse({ ...rig, gates: ['npm test'], env: { A: '1' } }).success).toBe(true);
   });
 });
 
 describe('an escalation reason', () => {
   it('is shortened, never refused: the failure it reports must still be escalated', () => {
-    const parsed = EscalationInput.parse({ id: 'bead-x', severity: 'high', source: 'bead', reason: `bead x failed: ${'e'.repeat(100_000)}` });
+    const parsed = EscalationInput.parse({
+      id: 'bead-x',
+      severity: 'high',
+      source: 'bead',
+      reason: `bead x failed: ${'e'.repeat(100_000)}`,
+    });
     expect(parsed.reason.length).toBeLessThanOrEqual(MAX_TEXT);
     expect(parsed.reason.startsWith('bead x failed: ')).toBe(true);
   });

@@ -37,11 +37,18 @@ async function prRig(name: string, forge: Record<string, unknown> = {}, extra: R
   // it only to the origins its own GITHUB_API_URL names; plain http only to a loopback server named there.
   process.env.GITHUB_TOKEN = fake.token;
   process.env.GITHUB_API_URL = fake.url;
-  await t.addRig({ name, repo: repo.origin, merge: 'pr', forge: { repository: `acme/${name}`, apiUrl: fake.url, pollInterval: 300, requestTimeout: 1500, ...forge }, ...extra });
+  await t.addRig({
+    name,
+    repo: repo.origin,
+    merge: 'pr',
+    forge: { repository: `acme/${name}`, apiUrl: fake.url, pollInterval: 300, requestTimeout: 1500, ...forge },
+    ...extra,
+  });
   return { repo, fake };
 }
 
-const pullOf = (f: FakeGitHub, beadId: string) => eventually(() => f.pullForBranch(`gt/${beadId}`), 60_000, `pull request for ${beadId}`);
+const pullOf = (f: FakeGitHub, beadId: string) =>
+  eventually(() => f.pullForBranch(`gt/${beadId}`), 60_000, `pull request for ${beadId}`);
 const mrPhase = async (mrId: string) => (await t.client.workflow.getHandle(mrId).query(mergeRequestStateQuery)).phase;
 
 /** Every text and byte string in a workflow's history, decoded: what an attacker with history access could read. */
@@ -80,35 +87,55 @@ describe('merging through GitHub pull requests', () => {
     // A human asks for changes on A's head: rework on the same branch, and the same PR follows the new head.
     await gh.review(prA.number, 'alice', 'CHANGES_REQUESTED', 'Rename the output file, please.');
     await eventually(async () => (await t.town.beadState('pr-a')).round === 2, 60_000, 'pr-a back in rework');
-    await eventually(async () => (await mrPhase('mr:pr-a:2').catch(() => undefined)) === 'pull_request', 60_000, 'round 2 following the PR');
+    await eventually(
+      async () => (await mrPhase('mr:pr-a:2').catch(() => undefined)) === 'pull_request',
+      60_000,
+      'round 2 following the PR',
+    );
     expect(gh.pulls.filter((p) => p.head === 'gt/pr-a')).toHaveLength(1);
     expect(await gh.headSha(prA)).toBe((await t.town.beadState('pr-a')).rounds[1]!.headSha);
-    expect(readFileSync(join(paths.agentDir('pr-a/r2/a1', t.gtHome), 'prompt.md'), 'utf8')).toContain('alice: Rename the output file, please.');
+    expect(readFileSync(join(paths.agentDir('pr-a/r2/a1', t.gtHome), 'prompt.md'), 'utf8')).toContain(
+      'alice: Rename the output file, please.',
+    );
     // The answered review (on the old head) does not bounce round 2; the human merges.
     await gh.review(prA.number, 'alice', 'APPROVED');
     const mergedA = await gh.merge(prA.number);
     const ra = await a.handle.result();
     expect(ra).toMatchObject({ status: 'closed', commit: mergedA });
-    expect((await t.town.beadState('pr-a')).rounds.map((r) => r.outcome?.kind)).toEqual(['changes_requested', 'merged']);
+    expect((await t.town.beadState('pr-a')).rounds.map((r) => r.outcome?.kind)).toEqual([
+      'changes_requested',
+      'merged',
+    ]);
 
     // The token authenticated every call, and is in no workflow's history.
     expect(gh.requests.every((r) => r.authorization === `token ${gh.token}`)).toBe(true);
-    for (const id of ['bead:pr-a', 'mr:pr-a:1', 'mr:pr-a:2', 'bead:pr-b', 'mr:pr-b:1', 'refinery:prs']) expect(await historyText(id)).not.toContain(gh.token);
+    for (const id of ['bead:pr-a', 'mr:pr-a:1', 'mr:pr-a:2', 'bead:pr-b', 'mr:pr-b:1', 'refinery:prs'])
+      expect(await historyText(id)).not.toContain(gh.token);
   });
 
   it('sends failing checks back as rework, auto-merges once green and approved, and rides out 5xx, rate limits and slow answers', async () => {
     const { fake: gh } = await prRig('auto', { autoMerge: true, autoMergeDelay: 500 });
     gh.failNext(2, 502, { match: /^POST \/repos\/acme\/auto\/pulls$/ });
-    gh.failNext(1, 403, { match: /^GET \/repos\/acme\/auto\/pulls\/\d+$/, headers: { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': String(Math.ceil(Date.now() / 1000) + 1) } });
+    gh.failNext(1, 403, {
+      match: /^GET \/repos\/acme\/auto\/pulls\/\d+$/,
+      headers: { 'x-ratelimit-remaining': '0', 'x-ratelimit-reset': String(Math.ceil(Date.now() / 1000) + 1) },
+    });
     gh.failNext(1, 429, { match: /check-runs$/, headers: { 'retry-after': '1' } });
     gh.slowNext(1, 4000, /reviews$/);
     const c = await t.town.sling('auto', { id: 'pr-c', title: 'Checked work' });
     const pr = await pullOf(gh, 'pr-c');
     gh.setCheck(await gh.headSha(pr), 'ci/test', 'completed', 'failure');
     await eventually(async () => (await t.town.beadState('pr-c')).round === 2, 60_000, 'pr-c back in rework');
-    expect((await t.town.beadState('pr-c')).rounds[0]!.outcome).toMatchObject({ kind: 'gates_failed', gate: 'GitHub checks: ci/test' });
+    expect((await t.town.beadState('pr-c')).rounds[0]!.outcome).toMatchObject({
+      kind: 'gates_failed',
+      gate: 'GitHub checks: ci/test',
+    });
 
-    await eventually(async () => (await mrPhase('mr:pr-c:2').catch(() => undefined)) === 'pull_request', 60_000, 'round 2 following the PR');
+    await eventually(
+      async () => (await mrPhase('mr:pr-c:2').catch(() => undefined)) === 'pull_request',
+      60_000,
+      'round 2 following the PR',
+    );
     const head2 = await gh.headSha(pr);
     gh.setCheck(head2, 'ci/test', 'completed', 'success');
     await gh.review(pr.number, 'bob', 'APPROVED');
@@ -130,7 +157,11 @@ describe('merging through GitHub pull requests', () => {
     await eventually(async () => (await mrPhase('mr:pr-e:1')) === 'pull_request');
     // Someone changes the same line on main while the PR waits: GitHub now reports a conflict.
     await repo.commitDirect('shared.txt', 'changed on main\n', 'edit shared.txt on main');
-    await eventually(async () => (await mrPhase('mr:pr-e:2').catch(() => undefined)) === 'pull_request', 60_000, 'round 2 following the PR');
+    await eventually(
+      async () => (await mrPhase('mr:pr-e:2').catch(() => undefined)) === 'pull_request',
+      60_000,
+      'round 2 following the PR',
+    );
     expect((await t.town.beadState('pr-e')).rounds[0]!.outcome).toMatchObject({ kind: 'conflict' });
     expect(gh.pulls).toHaveLength(1);
     const merged = await gh.merge(pr.number);
@@ -151,7 +182,10 @@ describe('merging through GitHub pull requests', () => {
     // A human's "no" is final for the bead: no rework round, one escalation.
     expect(state.rounds).toHaveLength(1);
     expect(state.runs).toHaveLength(1);
-    expect(state.rounds[0]!.outcome).toMatchObject({ kind: 'pr_closed', prUrl: `https://github.example/acme/closing/pull/${pr.number}` });
+    expect(state.rounds[0]!.outcome).toMatchObject({
+      kind: 'pr_closed',
+      prUrl: `https://github.example/acme/closing/pull/${pr.number}`,
+    });
     expect((await t.town.listEscalations()).filter((e) => e.beadId === 'pr-d').map((e) => e.id)).toEqual(['bead-pr-d']);
     expect(gh.pulls).toHaveLength(1);
     expect(gh.pulls[0]!.state).toBe('closed');

@@ -6,7 +6,13 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { scratchEnvironment, standIn } from './helpers/stand-ins';
-import { cachedCliPath, PROVISIONING_HELP, resolveTemporalCli, TEMPORAL_CLI_MODULE, TEMPORAL_CLI_VERSION } from '../provisioning/temporal-cli';
+import {
+  cachedCliPath,
+  PROVISIONING_HELP,
+  resolveTemporalCli,
+  TEMPORAL_CLI_MODULE,
+  TEMPORAL_CLI_VERSION,
+} from '../provisioning/temporal-cli';
 
 const scratch = scratchEnvironment('gt-prov-', ['TEMPORAL_CLI_PATH'], 'empty-bin');
 const executable = standIn;
@@ -17,7 +23,11 @@ describe('resolveTemporalCli', () => {
     executable(join(scratch.dir(), 'bin', 'temporal'));
     process.env.PATH = join(scratch.dir(), 'bin');
     process.env.TEMPORAL_CLI_PATH = exe;
-    expect(await resolveTemporalCli()).toEqual({ source: 'TEMPORAL_CLI_PATH', path: exe, executable: { type: 'existing-path', path: exe } });
+    expect(await resolveTemporalCli()).toEqual({
+      source: 'TEMPORAL_CLI_PATH',
+      path: exe,
+      executable: { type: 'existing-path', path: exe },
+    });
   });
 
   it('rejects a TEMPORAL_CLI_PATH that is not executable, naming every option', async () => {
@@ -25,7 +35,8 @@ describe('resolveTemporalCli', () => {
     const err = (await resolveTemporalCli().catch((e: unknown) => e)) as Error;
     expect(err.message).toContain(`TEMPORAL_CLI_PATH=${join(scratch.dir(), 'nope')} is not an executable file.`);
     expect(err.message).toContain(PROVISIONING_HELP);
-    for (const option of ['TEMPORAL_CLI_PATH', 'on PATH', 'npm run provision', 'downloads the CLI']) expect(err.message).toContain(option);
+    for (const option of ['TEMPORAL_CLI_PATH', 'on PATH', 'npm run provision', 'downloads the CLI'])
+      expect(err.message).toContain(option);
   });
 
   it('then uses `temporal` on PATH', async () => {
@@ -36,13 +47,18 @@ describe('resolveTemporalCli', () => {
 
   it('then the cached build', async () => {
     const exe = executable(cachedCliPath());
-    expect(cachedCliPath()).toBe(join(scratch.dir(), 'cache', 'gastown', `temporal-cli-${TEMPORAL_CLI_VERSION}`, 'temporal'));
+    expect(cachedCliPath()).toBe(
+      join(scratch.dir(), 'cache', 'gastown', `temporal-cli-${TEMPORAL_CLI_VERSION}`, 'temporal'),
+    );
     expect(await resolveTemporalCli()).toMatchObject({ source: 'cache', path: exe });
   });
 
   it('then builds it with `go install` into the cache', async () => {
     const argsFile = join(scratch.dir(), 'go-args');
-    executable(join(scratch.dir(), 'gobin', 'go'), `echo "$@" > ${argsFile}\necho "GOBIN=$GOBIN" >> ${argsFile}\nprintf '#!/bin/sh\\n' > "$GOBIN/temporal"\n/bin/chmod +x "$GOBIN/temporal"`);
+    executable(
+      join(scratch.dir(), 'gobin', 'go'),
+      `echo "$@" > ${argsFile}\necho "GOBIN=$GOBIN" >> ${argsFile}\nprintf '#!/bin/sh\\n' > "$GOBIN/temporal"\n/bin/chmod +x "$GOBIN/temporal"`,
+    );
     process.env.PATH = join(scratch.dir(), 'gobin');
     const progress: string[] = [];
     const resolved = await resolveTemporalCli({ onProgress: (m) => progress.push(m) });
@@ -64,6 +80,9 @@ describe('resolveTemporalCli', () => {
   });
 
   it('falls back to the SDK download when nothing else is possible', async () => {
-    expect(await resolveTemporalCli({ build: false })).toEqual({ source: 'sdk-download', executable: { type: 'cached-download' } });
+    expect(await resolveTemporalCli({ build: false })).toEqual({
+      source: 'sdk-download',
+      executable: { type: 'cached-download' },
+    });
   });
 });

@@ -4,7 +4,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRepo } from './helpers/repo';
-import { gateRecords, pauseRefinery, recordingGate, recordTargetMoves, refineryState, startMergeRequest, targetTreesHeld, trailersOf, waitForQueue } from './helpers/refinery';
+import {
+  gateRecords,
+  pauseRefinery,
+  recordingGate,
+  recordTargetMoves,
+  refineryState,
+  startMergeRequest,
+  targetTreesHeld,
+  trailersOf,
+  waitForQueue,
+} from './helpers/refinery';
 import { startTestTown, type TestTown } from './helpers/town';
 
 let t: TestTown;
@@ -33,7 +43,16 @@ describe('batching with bisection', () => {
     await pauseRefinery(t, 'batched', false);
     const outcomes = await Promise.all(handles.map((h) => h.result()));
 
-    expect(outcomes.map((o) => o.kind)).toEqual(['merged', 'merged', 'merged', 'merged', 'gates_failed', 'merged', 'merged', 'merged']);
+    expect(outcomes.map((o) => o.kind)).toEqual([
+      'merged',
+      'merged',
+      'merged',
+      'merged',
+      'gates_failed',
+      'merged',
+      'merged',
+      'merged',
+    ]);
     const culprit = outcomes[4]!;
     expect(culprit.kind === 'gates_failed' && culprit.feedback).toMatch(/gate saw tree [0-9a-f]+: fail/);
 
@@ -48,7 +67,9 @@ describe('batching with bisection', () => {
     // The target only ever moved to gated trees (one move per passing probe), and holds the seven good MRs in queue order.
     const passed = runs.filter((r) => r.result === 'pass').map((r) => r.tree);
     expect((await targetTreesHeld(repo.origin)).reverse()).toEqual(passed);
-    expect((await trailersOf(repo.origin)).reverse().map((tr) => tr.split('@')[0])).toEqual(beads.filter((b) => b !== 'b5').map((b) => `mr:${b}:1`));
+    expect((await trailersOf(repo.origin)).reverse().map((tr) => tr.split('@')[0])).toEqual(
+      beads.filter((b) => b !== 'b5').map((b) => `mr:${b}:1`),
+    );
     expect(await repo.show('work/BROKEN')).toBeNull();
     expect(existsSync(join(dir, 'overlap'))).toBe(false);
   });

@@ -29,7 +29,10 @@ describe('the refinery', () => {
       args: [{ rig }],
       workflowIdConflictPolicy: 'FAIL',
     });
-    const state = await t.client.workflow.executeUpdateWithStart(pauseRefineryUpdate, { args: [{ paused: true }], startWorkflowOperation: start });
+    const state = await t.client.workflow.executeUpdateWithStart(pauseRefineryUpdate, {
+      args: [{ paused: true }],
+      startWorkflowOperation: start,
+    });
     expect(state).toMatchObject({ rig: 'first-task', paused: true });
     expect((await t.town.mergeQueue('first-task')).paused).toBe(true);
   });

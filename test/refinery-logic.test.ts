@@ -1,16 +1,43 @@
 /** The merge queue's pure logic: queue order (priority, age, convoy bonus, capped retry penalty) and batch bisection. */
 import { describe, expect, it } from 'vitest';
 import { assessPullRequest, githubRepository, type PullRequestSnapshot } from '../domain/forge';
-import { afterProbe, type Bisection, MergeTicket, nextBisectionStep, orderQueue, QUEUE_WEIGHTS, startBisection, ticketScore, withoutItem } from '../domain/refinery';
+import {
+  afterProbe,
+  type Bisection,
+  MergeTicket,
+  nextBisectionStep,
+  orderQueue,
+  QUEUE_WEIGHTS,
+  startBisection,
+  ticketScore,
+  withoutItem,
+} from '../domain/refinery';
 
 const HOUR = 3_600_000;
 const NOW = 100 * HOUR;
 const ticket = (mrId: string, over: Partial<MergeTicket> = {}): MergeTicket =>
-  MergeTicket.parse({ mrId, beadId: mrId.replace(/[^a-z0-9-]/g, '-'), round: 1, title: mrId, branch: `gt/${mrId}`, headSha: 'a'.repeat(40), targetBranch: 'main', enqueuedAt: NOW, ...over });
+  MergeTicket.parse({
+    mrId,
+    beadId: mrId.replace(/[^a-z0-9-]/g, '-'),
+    round: 1,
+    title: mrId,
+    branch: `gt/${mrId}`,
+    headSha: 'a'.repeat(40),
+    targetBranch: 'main',
+    enqueuedAt: NOW,
+    ...over,
+  });
 
 describe('queue order', () => {
   it('takes higher priority first, then the older MR', () => {
-    const order = orderQueue([ticket('p2-new', { enqueuedAt: NOW - 1000 }), ticket('p1', { priority: 1 }), ticket('p2-old', { enqueuedAt: NOW - 5000 })], NOW);
+    const order = orderQueue(
+      [
+        ticket('p2-new', { enqueuedAt: NOW - 1000 }),
+        ticket('p1', { priority: 1 }),
+        ticket('p2-old', { enqueuedAt: NOW - 5000 }),
+      ],
+      NOW,
+    );
     expect(order.map((t) => t.mrId)).toEqual(['p1', 'p2-old', 'p2-new']);
   });
 
@@ -18,18 +45,30 @@ describe('queue order', () => {
     const urgent = ticket('urgent', { priority: 0 });
     const convoyOld = ticket('convoy-old', { priority: 2, convoyId: 'login', enqueuedAt: NOW });
     // Two priority steps are 200 points; a convoy 21 hours old earns 210.
-    expect(orderQueue([urgent, convoyOld], NOW, { login: NOW - 21 * HOUR }).map((t) => t.mrId)).toEqual(['convoy-old', 'urgent']);
-    expect(orderQueue([urgent, convoyOld], NOW, { login: NOW - 19 * HOUR }).map((t) => t.mrId)).toEqual(['urgent', 'convoy-old']);
+    expect(orderQueue([urgent, convoyOld], NOW, { login: NOW - 21 * HOUR }).map((t) => t.mrId)).toEqual([
+      'convoy-old',
+      'urgent',
+    ]);
+    expect(orderQueue([urgent, convoyOld], NOW, { login: NOW - 19 * HOUR }).map((t) => t.mrId)).toEqual([
+      'urgent',
+      'convoy-old',
+    ]);
     // The ticket's own convoy start wins over the refinery's first sighting.
-    expect(orderQueue([urgent, { ...convoyOld, convoyStartedAt: NOW - 30 * HOUR }], NOW, { login: NOW }).map((t) => t.mrId)).toEqual(['convoy-old', 'urgent']);
+    expect(
+      orderQueue([urgent, { ...convoyOld, convoyStartedAt: NOW - 30 * HOUR }], NOW, { login: NOW }).map((t) => t.mrId),
+    ).toEqual(['convoy-old', 'urgent']);
   });
 
   it('penalises repeated retries, but never by more than the cap', () => {
     const fresh = ticket('fresh', { priority: 4 });
     const retried = ticket('retried', { priority: 2, retries: 1 });
     const thrashing = ticket('thrashing', { priority: 0, retries: 50 });
-    expect(ticketScore(retried, NOW)).toBe(QUEUE_WEIGHTS.base + 2 * QUEUE_WEIGHTS.priority - QUEUE_WEIGHTS.retryPenalty);
-    expect(ticketScore(thrashing, NOW)).toBe(QUEUE_WEIGHTS.base + 4 * QUEUE_WEIGHTS.priority - QUEUE_WEIGHTS.maxRetryPenalty);
+    expect(ticketScore(retried, NOW)).toBe(
+      QUEUE_WEIGHTS.base + 2 * QUEUE_WEIGHTS.priority - QUEUE_WEIGHTS.retryPenalty,
+    );
+    expect(ticketScore(thrashing, NOW)).toBe(
+      QUEUE_WEIGHTS.base + 4 * QUEUE_WEIGHTS.priority - QUEUE_WEIGHTS.maxRetryPenalty,
+    );
     // Capped: fifty retries of a P0 cost no more than six, so it still outranks fresh P4 work.
     expect(orderQueue([fresh, retried, thrashing], NOW).map((t) => t.mrId)).toEqual(['retried', 'thrashing', 'fresh']);
   });
@@ -70,13 +109,16 @@ describe('batch bisection', () => {
     expect(simulate(eight, new Set())).toEqual({ landed: eight, culprits: [], gateRuns: 1 });
   });
 
-  it.each(eight)('isolates a single culprit (%s) of eight in at most 1 + log2(8) + 1 gate runs, landing the other seven in order', (culprit) => {
-    const r = simulate(eight, new Set([culprit]));
-    expect(r.culprits).toEqual([culprit]);
-    expect(r.landed).toEqual(eight.filter((m) => m !== culprit));
-    expect(r.gateRuns).toBeLessThanOrEqual(5);
-    expect(r.gateRuns).toBeLessThan(eight.length);
-  });
+  it.each(eight)(
+    'isolates a single culprit (%s) of eight in at most 1 + log2(8) + 1 gate runs, landing the other seven in order',
+    (culprit) => {
+      const r = simulate(eight, new Set([culprit]));
+      expect(r.culprits).toEqual([culprit]);
+      expect(r.landed).toEqual(eight.filter((m) => m !== culprit));
+      expect(r.gateRuns).toBeLessThanOrEqual(5);
+      expect(r.gateRuns).toBeLessThan(eight.length);
+    },
+  );
 
   it('finds several culprits, each in O(log N) more runs', () => {
     const items = Array.from({ length: 16 }, (_, i) => `m${i + 1}`);
@@ -114,22 +156,46 @@ describe('pull request assessment', () => {
   });
 
   it('reads merged and closed before anything else', () => {
-    expect(assessPullRequest(pr({ merged: true, state: 'closed', mergeCommitSha: 'd'.repeat(40) }), head)).toEqual({ kind: 'merged', commit: 'd'.repeat(40) });
+    expect(assessPullRequest(pr({ merged: true, state: 'closed', mergeCommitSha: 'd'.repeat(40) }), head)).toEqual({
+      kind: 'merged',
+      commit: 'd'.repeat(40),
+    });
     expect(assessPullRequest(pr({ state: 'closed' }), head)).toEqual({ kind: 'closed' });
   });
 
   it('sends conflicts, failing checks and requested changes back as rework', () => {
-    expect(assessPullRequest(pr({ mergeable: false }), head)).toMatchObject({ kind: 'rework', outcome: { kind: 'conflict' } });
-    expect(assessPullRequest(pr({ checks: [{ name: 'ci/test', state: 'failure', detail: '3 tests failed' }] }), head)).toMatchObject({
+    expect(assessPullRequest(pr({ mergeable: false }), head)).toMatchObject({
       kind: 'rework',
-      outcome: { kind: 'gates_failed', gate: 'GitHub checks: ci/test', feedback: expect.stringContaining('3 tests failed') as string },
+      outcome: { kind: 'conflict' },
     });
-    expect(assessPullRequest(pr({ reviews: [{ author: 'alice', state: 'CHANGES_REQUESTED', body: 'rename foo', commitId: head }] }), head)).toMatchObject({
+    expect(
+      assessPullRequest(pr({ checks: [{ name: 'ci/test', state: 'failure', detail: '3 tests failed' }] }), head),
+    ).toMatchObject({
+      kind: 'rework',
+      outcome: {
+        kind: 'gates_failed',
+        gate: 'GitHub checks: ci/test',
+        feedback: expect.stringContaining('3 tests failed') as string,
+      },
+    });
+    expect(
+      assessPullRequest(
+        pr({ reviews: [{ author: 'alice', state: 'CHANGES_REQUESTED', body: 'rename foo', commitId: head }] }),
+        head,
+      ),
+    ).toMatchObject({
       kind: 'rework',
       outcome: { kind: 'changes_requested', feedback: expect.stringContaining('alice: rename foo') as string },
     });
-    const thread = { resolved: false, outdated: false, comments: [{ author: 'bob', body: 'off by one', path: 'src/a.ts', commitId: head }] };
-    expect(assessPullRequest(pr({ threads: [thread] }), head)).toMatchObject({ kind: 'rework', outcome: { feedback: expect.stringContaining('src/a.ts: bob: off by one') as string } });
+    const thread = {
+      resolved: false,
+      outdated: false,
+      comments: [{ author: 'bob', body: 'off by one', path: 'src/a.ts', commitId: head }],
+    };
+    expect(assessPullRequest(pr({ threads: [thread] }), head)).toMatchObject({
+      kind: 'rework',
+      outcome: { feedback: expect.stringContaining('src/a.ts: bob: off by one') as string },
+    });
   });
 
   it('never bounces a round again for feedback given on an earlier head', () => {
@@ -137,16 +203,36 @@ describe('pull request assessment', () => {
       reviews: [{ author: 'alice', state: 'CHANGES_REQUESTED', body: 'rename foo', commitId: old }],
       threads: [{ resolved: false, outdated: false, comments: [{ author: 'bob', body: 'off by one', commitId: old }] }],
     };
-    expect(assessPullRequest(pr(answered), head)).toEqual({ kind: 'waiting', reason: 'waiting for an approving review' });
+    expect(assessPullRequest(pr(answered), head)).toEqual({
+      kind: 'waiting',
+      reason: 'waiting for an approving review',
+    });
   });
 
   it('is ready only when green, approved, mergeable and without open threads', () => {
     const approved = { reviews: [{ author: 'alice', state: 'APPROVED', body: '', commitId: head }] };
     expect(assessPullRequest(pr(approved), head)).toEqual({ kind: 'ready' });
-    expect(assessPullRequest(pr({ ...approved, checks: [{ name: 'ci', state: 'pending', detail: '' }] }), head).kind).toBe('waiting');
+    expect(
+      assessPullRequest(pr({ ...approved, checks: [{ name: 'ci', state: 'pending', detail: '' }] }), head).kind,
+    ).toBe('waiting');
     expect(assessPullRequest(pr({ ...approved, mergeable: null }), head).kind).toBe('waiting');
-    expect(assessPullRequest(pr({ ...approved, threads: [{ resolved: false, outdated: false, comments: [{ author: 'x', body: 'hm', commitId: old }] }] }), head).kind).toBe('waiting');
-    expect(assessPullRequest(pr({ reviews: [...approved.reviews, { author: 'carol', state: 'CHANGES_REQUESTED', body: 'no', commitId: old }] }), head).kind).toBe('waiting');
+    expect(
+      assessPullRequest(
+        pr({
+          ...approved,
+          threads: [{ resolved: false, outdated: false, comments: [{ author: 'x', body: 'hm', commitId: old }] }],
+        }),
+        head,
+      ).kind,
+    ).toBe('waiting');
+    expect(
+      assessPullRequest(
+        pr({
+          reviews: [...approved.reviews, { author: 'carol', state: 'CHANGES_REQUESTED', body: 'no', commitId: old }],
+        }),
+        head,
+      ).kind,
+    ).toBe('waiting');
   });
 
   it('finds the GitHub repository of a rig from its remote URL unless configured', () => {

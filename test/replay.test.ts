@@ -13,16 +13,24 @@ import { describe, expect, inject, it } from 'vitest';
 
 const dir = join(import.meta.dirname, 'histories');
 const MUST_FAIL = 'must-fail/';
-const all = readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.json')).sort();
+const all = readdirSync(dir, { recursive: true, encoding: 'utf8' })
+  .filter((f) => f.endsWith('.json'))
+  .sort();
 /** The current recordings, and in subdirectories older ones kept so the old branches of patched() code replay too. */
 const files = all.filter((f) => !f.startsWith(MUST_FAIL));
 const incompatible = all.filter((f) => f.startsWith(MUST_FAIL));
 
-const load = (f: string) => ({ workflowId: f.replace(/\.json$/, ''), history: historyFromJSON(JSON.parse(readFileSync(join(dir, f), 'utf8'))) });
+const load = (f: string) => ({
+  workflowId: f.replace(/\.json$/, ''),
+  history: historyFromJSON(JSON.parse(readFileSync(join(dir, f), 'utf8'))),
+});
 
 async function replay(names: string[]) {
   const results: { workflowId: string; error?: unknown }[] = [];
-  for await (const r of Worker.runReplayHistories({ workflowBundle: { codePath: inject('workflowBundlePath') } }, names.map(load))) {
+  for await (const r of Worker.runReplayHistories(
+    { workflowBundle: { codePath: inject('workflowBundlePath') } },
+    names.map(load),
+  )) {
     results.push({ workflowId: r.workflowId, error: r.error });
   }
   return results;

@@ -29,25 +29,47 @@ describe('review by a reviewer agent', () => {
   it('sends requested changes back to a new polecat run, then approves the new head and merges it', async () => {
     const repo = await createRepo();
     const testDir = mkdtempSync(join(tmpdir(), 'gt-review-'));
-    await t.addRig({ name: 'reviewed', repo: repo.origin, reviewer: agentScript('reviewer-picky'), env: { TEST_DIR: testDir } });
+    await t.addRig({
+      name: 'reviewed',
+      repo: repo.origin,
+      reviewer: agentScript('reviewer-picky'),
+      env: { TEST_DIR: testDir },
+    });
     const { handle } = await t.town.sling('reviewed', { id: 'rv', title: 'Reviewed work' });
     const result = await handle.result();
     expect(result.status).toBe('closed');
 
     const state = await t.town.beadState('rv');
     expect(state.rounds).toHaveLength(2);
-    expect(state.rounds[0]!.outcome).toEqual({ kind: 'changes_requested', feedback: 'Reviewer (rv/r1/review1) requested changes:\nPlease also add a changelog line for rv' });
-    expect(readFileSync(join(paths.agentDir('rv/r2/a1', t.gtHome), 'prompt.md'), 'utf8')).toContain('Please also add a changelog line for rv');
+    expect(state.rounds[0]!.outcome).toEqual({
+      kind: 'changes_requested',
+      feedback: 'Reviewer (rv/r1/review1) requested changes:\nPlease also add a changelog line for rv',
+    });
+    expect(readFileSync(join(paths.agentDir('rv/r2/a1', t.gtHome), 'prompt.md'), 'utf8')).toContain(
+      'Please also add a changelog line for rv',
+    );
     // Each reviewer read exactly the head of its merge request.
-    expect(lines(join(testDir, 'reviews'))).toEqual([`rv/r1/review1 ${state.rounds[0]!.headSha}`, `rv/r2/review1 ${state.rounds[1]!.headSha}`]);
+    expect(lines(join(testDir, 'reviews'))).toEqual([
+      `rv/r1/review1 ${state.rounds[0]!.headSha}`,
+      `rv/r2/review1 ${state.rounds[1]!.headSha}`,
+    ]);
     const mr = await t.client.workflow.getHandle('mr:rv:2').query(mergeRequestStateQuery);
-    expect(mr).toMatchObject({ phase: 'done', reviewRuns: [{ runId: 'rv/r2/review1', outcome: 'approved' }], outcome: { kind: 'merged', commit: result.commit } });
+    expect(mr).toMatchObject({
+      phase: 'done',
+      reviewRuns: [{ runId: 'rv/r2/review1', outcome: 'approved' }],
+      outcome: { kind: 'merged', commit: result.commit },
+    });
   });
 
   it('runs reviews of different MRs in parallel, outside the merge queue, and accepts verdicts only from the current reviewer run', async () => {
     const repo = await createRepo();
     const testDir = mkdtempSync(join(tmpdir(), 'gt-review-'));
-    await t.addRig({ name: 'parallel', repo: repo.origin, reviewer: agentScript('reviewer-wait'), env: { TEST_DIR: testDir } });
+    await t.addRig({
+      name: 'parallel',
+      repo: repo.origin,
+      reviewer: agentScript('reviewer-wait'),
+      env: { TEST_DIR: testDir },
+    });
     const a = await t.town.sling('parallel', { id: 'pa', title: 'First' });
     const b = await t.town.sling('parallel', { id: 'pb', title: 'Second' });
     // Both reviewers are running at once, and neither holds the refinery.
@@ -63,11 +85,21 @@ describe('review by a reviewer agent', () => {
       return s.waitingFor === 'waiting for the verdict of reviewer run pa/r1/review1' ? s : undefined;
     });
     // Through Temporal: a reviewer run that is not the current one is refused by the validator.
-    const err = await mr.executeUpdate(reviewVerdictUpdate, { args: [{ runId: 'pa/r1/review2', verdict: 'approve' }] }).catch((e: unknown) => e);
+    const err = await mr
+      .executeUpdate(reviewVerdictUpdate, { args: [{ runId: 'pa/r1/review2', verdict: 'approve' }] })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowUpdateFailedError);
-    expect(String((err as WorkflowUpdateFailedError).cause?.message)).toMatch(/pa\/r1\/review2 is not the current reviewer of mr:pa:1: the current reviewer run is pa\/r1\/review1/);
+    expect(String((err as WorkflowUpdateFailedError).cause?.message)).toMatch(
+      /pa\/r1\/review2 is not the current reviewer of mr:pa:1: the current reviewer run is pa\/r1\/review1/,
+    );
     // Through the gateway with a validly signed token of another run: 409, and nothing changes.
-    const token = mintRunToken(gatewaySecret(t.gtHome), { beadId: 'pa', runId: 'pa/r1/review3', role: 'reviewer', workflowId: 'mr:pa:1', exp: Date.now() + 60_000 });
+    const token = mintRunToken(gatewaySecret(t.gtHome), {
+      beadId: 'pa',
+      runId: 'pa/r1/review3',
+      role: 'reviewer',
+      workflowId: 'mr:pa:1',
+      exp: Date.now() + 60_000,
+    });
     const res = await fetch(`${t.worker.gateway.url}/v1/review`, {
       method: 'POST',
       headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },

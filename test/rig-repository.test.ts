@@ -23,7 +23,10 @@ afterAll(async () => {
 /** A working copy with one commit on main, main checked out. */
 function workingCopy(): string {
   const dir = mkdtempSync(join(tmpdir(), 'gt-wc-'));
-  execSync('git init -q -b main && echo hi > README.md && git add . && git -c user.name=U -c user.email=u@x commit -qm init', { cwd: dir });
+  execSync(
+    'git init -q -b main && echo hi > README.md && git add . && git -c user.name=U -c user.email=u@x commit -qm init',
+    { cwd: dir },
+  );
   return dir;
 }
 
@@ -44,7 +47,9 @@ describe('a rig on a local repository', () => {
     const noBranch = await runGt(['rig', 'add', 'nb-rig', '--repo', repo.origin, '--branch', 'develop'], t.cliEnv());
     expect(noBranch.stderr).toContain(`has no branch develop`);
     const plain = mkdtempSync(join(tmpdir(), 'gt-plain-'));
-    expect((await runGt(['rig', 'add', 'plain-rig', '--repo', plain], t.cliEnv())).stderr).toContain('is not a git repository');
+    expect((await runGt(['rig', 'add', 'plain-rig', '--repo', plain], t.cliEnv())).stderr).toContain(
+      'is not a git repository',
+    );
   });
 
   it('works on a working copy whose owner lets pushes update it: the bead merges into the checked-out branch', async () => {

@@ -21,9 +21,14 @@ describe('run tokens', () => {
     const token = mintRunToken(secret, claims);
     const [, body, sig] = token.split('.') as [string, string, string];
     expect(verifyRunToken(Buffer.from('other'), token, 0)).toEqual({ ok: false, reason: 'bad token signature' });
-    const otherBody = Buffer.from(JSON.stringify({ ...claims, beadId: 'b2', workflowId: 'bead:b2' })).toString('base64url');
+    const otherBody = Buffer.from(JSON.stringify({ ...claims, beadId: 'b2', workflowId: 'bead:b2' })).toString(
+      'base64url',
+    );
     expect(verifyRunToken(secret, `gtr1.${otherBody}.${sig}`, 0)).toEqual({ ok: false, reason: 'bad token signature' });
-    expect(verifyRunToken(secret, `gtr1.${body}.${sig.slice(0, -2)}`, 0)).toEqual({ ok: false, reason: 'bad token signature' });
+    expect(verifyRunToken(secret, `gtr1.${body}.${sig.slice(0, -2)}`, 0)).toEqual({
+      ok: false,
+      reason: 'bad token signature',
+    });
     expect(verifyRunToken(secret, 'Bearer nonsense', 0)).toEqual({ ok: false, reason: 'malformed token' });
     expect(verifyRunToken(secret, `gtr2.${body}.${sig}`, 0)).toEqual({ ok: false, reason: 'malformed token' });
   });
@@ -42,7 +47,9 @@ describe('the secret behind them', () => {
 
   it('is refused when shorter than 32 bytes, saying how to make one', () => {
     process.env.GT_GATEWAY_SECRET = 'short-secret';
-    expect(() => gatewaySecret(mkdtempSync(join(tmpdir(), 'gt-secret-')))).toThrow(/GT_GATEWAY_SECRET has 12 bytes; it must have at least 32 \(e\.g\. `openssl rand -hex 32`\)/);
+    expect(() => gatewaySecret(mkdtempSync(join(tmpdir(), 'gt-secret-')))).toThrow(
+      /GT_GATEWAY_SECRET has 12 bytes; it must have at least 32 \(e\.g\. `openssl rand -hex 32`\)/,
+    );
     process.env.GT_GATEWAY_SECRET = 'x'.repeat(32);
     expect(gatewaySecret(mkdtempSync(join(tmpdir(), 'gt-secret-'))).length).toBe(32);
   });

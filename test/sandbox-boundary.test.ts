@@ -14,7 +14,16 @@
  * gateway.secret, saw the worker's variables, killed the host's sleep and read its own pid file.
  */
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isAlive, processTag, ProcessRuntime } from '../agents/process-runtime';
@@ -46,7 +55,12 @@ interface Options {
   limits?: Partial<ResourceLimits>;
 }
 const launchOf = (command: string, options: Options = {}): AgentLaunch =>
-  testLaunch('sbx-boundary', command, { makeRoot: scratch, env: { PATH: '/usr/bin:/bin', ...options.env }, mounts: options.mounts ?? [], limits: ResourceLimits.parse(options.limits ?? {}) });
+  testLaunch('sbx-boundary', command, {
+    makeRoot: scratch,
+    env: { PATH: '/usr/bin:/bin', ...options.env },
+    mounts: options.mounts ?? [],
+    limits: ResourceLimits.parse(options.limits ?? {}),
+  });
 
 const lines = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').filter(Boolean) : []);
 
@@ -65,7 +79,9 @@ function hostProcesses(argv: string[]): number[] {
 
 /** One probe per line of `results`: `visible <path>` or `absent <path>`. */
 const probeVisibility = (paths: string[]) =>
-  paths.map((p) => `if [ -e '${p}' ]; then echo 'visible ${p}' >> results; else echo 'absent ${p}' >> results; fi`).join('\n');
+  paths
+    .map((p) => `if [ -e '${p}' ]; then echo 'visible ${p}' >> results; else echo 'absent ${p}' >> results; fi`)
+    .join('\n');
 
 describe.runIf(check.ok)('the sandbox boundary', () => {
   it("cannot read the worker's files outside its mounts; its mounts are readable and read-only", async () => {
@@ -84,7 +100,9 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
       { mounts: [{ path: join(gtHome, 'gateway'), writable: false }] },
     );
     expect(await runToExit(sandbox, launch)).toEqual({ state: 'exited', exitCode: 0 });
-    expect(readFileSync(join(launch.cwd, 'stolen'), 'utf8')).not.toMatch(/THE-GATEWAY-SECRET|THE-FORGE-TOKEN|gateway\.secret|git-credentials/);
+    expect(readFileSync(join(launch.cwd, 'stolen'), 'utf8')).not.toMatch(
+      /THE-GATEWAY-SECRET|THE-FORGE-TOKEN|gateway\.secret|git-credentials/,
+    );
     expect(readFileSync(join(launch.cwd, 'mounted'), 'utf8')).toBe('mounted\n');
     expect(lines(join(launch.cwd, 'results'))).toEqual(['refused-mount']);
     expect(readFileSync(join(launch.cwd, 'errors'), 'utf8')).toMatch(/Read-only file system/);
@@ -96,7 +114,9 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
     try {
       const launch = launchOf('env > env.txt', { env: { GT_DECLARED: 'yes' } });
       expect(await runToExit(sandbox, launch)).toEqual({ state: 'exited', exitCode: 0 });
-      const seen = Object.fromEntries(lines(join(launch.cwd, 'env.txt')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+      const seen = Object.fromEntries(
+        lines(join(launch.cwd, 'env.txt')).map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+      );
       // The shell adds PWD, the one variable the run gets that the launch does not name.
       expect(seen).toEqual({ ...launch.env, PWD: launch.cwd });
     } finally {
@@ -131,17 +151,44 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
   it("does not see /etc/shadow, TLS private keys, the host's home, /root, /work or the host's /tmp", async () => {
     const planted = mkdtempSync('/tmp/gt-sbx-planted-');
     roots.push(planted);
-    const hidden = ['/etc/shadow', '/etc/gshadow', '/etc/ssl/private', '/etc/ssh', '/root', '/work', '/home', '/var/lib', planted, process.cwd()];
-    const launch = launchOf([probeVisibility([...hidden, '/usr/bin/git', '/etc/passwd', '/etc/ssl/certs']), 'git --version >> results'].join('\n'));
+    const hidden = [
+      '/etc/shadow',
+      '/etc/gshadow',
+      '/etc/ssl/private',
+      '/etc/ssh',
+      '/root',
+      '/work',
+      '/home',
+      '/var/lib',
+      planted,
+      process.cwd(),
+    ];
+    const launch = launchOf(
+      [probeVisibility([...hidden, '/usr/bin/git', '/etc/passwd', '/etc/ssl/certs']), 'git --version >> results'].join(
+        '\n',
+      ),
+    );
     expect(await runToExit(sandbox, launch)).toEqual({ state: 'exited', exitCode: 0 });
     const results = lines(join(launch.cwd, 'results'));
     expect(results.slice(0, hidden.length)).toEqual(hidden.map((p) => `absent ${p}`));
-    expect(results.slice(hidden.length)).toEqual(['visible /usr/bin/git', 'visible /etc/passwd', 'visible /etc/ssl/certs', expect.stringMatching(/^git version /)]);
+    expect(results.slice(hidden.length)).toEqual([
+      'visible /usr/bin/git',
+      'visible /etc/passwd',
+      'visible /etc/ssl/certs',
+      expect.stringMatching(/^git version /),
+    ]);
   });
 
   it('writes nothing outside its worktree and agent dir', async () => {
     const outside = scratch('gt-outside-');
-    const targets = ['/gt-evil', '/usr/gt-evil', '/etc/gt-evil', '/tmp/gt-evil', join(outside, 'evil'), join(outside, '..', 'gt-evil-sibling')];
+    const targets = [
+      '/gt-evil',
+      '/usr/gt-evil',
+      '/etc/gt-evil',
+      '/tmp/gt-evil',
+      join(outside, 'evil'),
+      join(outside, '..', 'gt-evil-sibling'),
+    ];
     const launch = launchOf(
       [
         ...targets.map((p) => `mkdir -p "$(dirname '${p}')" 2>/dev/null; echo evil > '${p}' 2>/dev/null`),
@@ -158,9 +205,16 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
 
   it('does not see its run directory (pid, exit, output.log), and a launch that would expose it is refused', async () => {
     const launch = launchOf('placeholder');
-    launch.command = [probeVisibility([launch.runDir, join(launch.runDir, 'pid'), join(launch.runDir, 'output.log')]), 'echo to-the-log'].join('\n');
+    launch.command = [
+      probeVisibility([launch.runDir, join(launch.runDir, 'pid'), join(launch.runDir, 'output.log')]),
+      'echo to-the-log',
+    ].join('\n');
     expect(await runToExit(sandbox, launch)).toEqual({ state: 'exited', exitCode: 0 });
-    expect(lines(join(launch.cwd, 'results'))).toEqual([`absent ${launch.runDir}`, `absent ${launch.runDir}/pid`, `absent ${launch.runDir}/output.log`]);
+    expect(lines(join(launch.cwd, 'results'))).toEqual([
+      `absent ${launch.runDir}`,
+      `absent ${launch.runDir}/pid`,
+      `absent ${launch.runDir}/output.log`,
+    ]);
     expect(readFileSync(join(launch.runDir, 'output.log'), 'utf8')).toContain('to-the-log');
 
     const exposed = launchOf('echo should-not-run > ran');
@@ -189,7 +243,9 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
   it("stop() ends every process of the run at once, background and setsid'd grandchildren included", async () => {
     const tag = `${process.pid}${++seq}`; // digits: `sleep 981.<tag>` must stay a valid duration
     const sleeps = ['981', '982', '983'].map((n) => ['sleep', `${n}.${tag}`]);
-    const launch = launchOf(`setsid ${sleeps[0]!.join(' ')} & (${sleeps[1]!.join(' ')} &); ${sleeps[2]!.join(' ')} & wait`);
+    const launch = launchOf(
+      `setsid ${sleeps[0]!.join(' ')} & (${sleeps[1]!.join(' ')} &); ${sleeps[2]!.join(' ')} & wait`,
+    );
     const { handle } = await sandbox.startOrAdopt(launch);
     await eventually(() => sleeps.every((argv) => hostProcesses(argv).length === 1), 20_000, 'the three sleeps run');
     const started = Date.now();
@@ -226,10 +282,16 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
       mkdirSync(launch.runDir, { recursive: true });
       writeFileSync(join(launch.runDir, 'launch.lock'), '1');
       utimesSync(join(launch.runDir, 'launch.lock'), new Date(Date.now() - 60_000), new Date(Date.now() - 60_000));
-      const wrapper = spawn('/bin/sh', ['-c', 'sleep 30', processTag(launch.runId)], { detached: true, stdio: 'ignore' });
+      const wrapper = spawn('/bin/sh', ['-c', 'sleep 30', processTag(launch.runId)], {
+        detached: true,
+        stdio: 'ignore',
+      });
       try {
         const runtime = make();
-        expect(await runtime.startOrAdopt(launch)).toEqual({ handle: { runtime: name, runId: launch.runId, ref: String(wrapper.pid) }, adopted: true });
+        expect(await runtime.startOrAdopt(launch)).toEqual({
+          handle: { runtime: name, runId: launch.runId, ref: String(wrapper.pid) },
+          adopted: true,
+        });
         expect(existsSync(join(launch.cwd, 'starts'))).toBe(false);
       } finally {
         wrapper.kill('SIGKILL');
@@ -270,7 +332,9 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
     });
 
     it('kills a run that goes past its memory limit, and removes its cgroups afterwards', async (ctx) => {
-      const launch = launchOf(`node -e "const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1))"`, { limits: { memoryMb: 128 } });
+      const launch = launchOf(`node -e "const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1))"`, {
+        limits: { memoryMb: 128 },
+      });
       const groups = () => readFileSync(cgroupRecord(launch.runDir), 'utf8').split('\n').filter(Boolean);
       const run = startLimited(launch, (note) => ctx.skip(note));
       const created = await eventually(() => (groups().length > 0 ? groups() : undefined), 10_000, 'cgroups recorded');
@@ -278,7 +342,11 @@ describe.runIf(check.ok)('the sandbox boundary', () => {
       // SIGKILL by the OOM killer, seen through the shell as 128 + 9.
       expect(exited).toEqual({ state: 'exited', exitCode: 137 });
       // Removed by status() once the run is over (a group still emptying is retried at the next look).
-      await eventually(async () => (await sandbox.status(handle, launch.runDir)) && groups().length === 0, 10_000, 'cgroups removed');
+      await eventually(
+        async () => (await sandbox.status(handle, launch.runDir)) && groups().length === 0,
+        10_000,
+        'cgroups removed',
+      );
       for (const dir of created) expect(existsSync(dir), dir).toBe(false);
     });
   });

@@ -31,7 +31,6 @@ const slirp = findOnPath('slirp4netns', `${process.env.PATH ?? ''}:/usr/bin:/usr
 const skip = !check.ok ? check.reason : !slirp ? 'slirp4netns is not installed (apt-get install slirp4netns)' : null;
 if (skip) console.warn(`sandbox network tests skipped: ${skip}`);
 
-
 // Not under /tmp: the sandbox has a private /tmp.
 const roots: string[] = [];
 const scratch = (prefix: string) => {
@@ -113,7 +112,8 @@ describe.skipIf(skip !== null)('a sandboxed run with network', () => {
     loopbackPort = (loopback.address() as { port: number }).port;
     servers.push(loopback, await listen(greeter('abstract-service'), `\0${abstractName}`));
     const host = await startTestHost('outside-service');
-    if ('skip' in host) console.warn(`no test host, so the sandbox network is checked by its interface and route only: ${host.skip}`);
+    if ('skip' in host)
+      console.warn(`no test host, so the sandbox network is checked by its interface and route only: ${host.skip}`);
     else [testHost, outside] = [host, host.target];
   });
   afterAll(() => {
@@ -148,7 +148,10 @@ describe.skipIf(skip !== null)('a sandboxed run with network', () => {
   it('has a working network: tap0 at 10.0.2.100 with a default route, and a service on a non-loopback address of the host answers', async () => {
     const launch = launchOf(`cat /proc/net/route > route; node probe.cjs ${outside ?? ''}`);
     expect(await runToExit(sandbox, launch)).toEqual({ state: 'exited', exitCode: 0 });
-    const interfaces = JSON.parse(readFileSync(join(launch.cwd, 'interfaces.json'), 'utf8')) as Record<string, { family: string; address: string }[]>;
+    const interfaces = JSON.parse(readFileSync(join(launch.cwd, 'interfaces.json'), 'utf8')) as Record<
+      string,
+      { family: string; address: string }[]
+    >;
     expect(Object.keys(interfaces).sort()).toEqual(['lo', 'tap0']);
     expect(interfaces.tap0!.filter((i) => i.family === 'IPv4').map((i) => i.address)).toEqual(['10.0.2.100']);
     // Destination 0 (default) through gateway 10.0.2.2 (0202000A, little-endian hex) on tap0.
@@ -162,7 +165,9 @@ describe.skipIf(skip !== null)('a sandboxed run with network', () => {
     expect(await runToExit(sandbox, launch)).toEqual({ state: 'exited', exitCode: 0 });
     const seen = results(launch);
     for (const outcome of Object.values(seen)) expect(outcome).not.toMatch(/^connected/);
-    expect(Object.keys(JSON.parse(readFileSync(join(launch.cwd, 'interfaces.json'), 'utf8')) as object)).toEqual(['lo']);
+    expect(Object.keys(JSON.parse(readFileSync(join(launch.cwd, 'interfaces.json'), 'utf8')) as object)).toEqual([
+      'lo',
+    ]);
     expect(existsSync(slirpLog(launch.runDir))).toBe(false);
   });
 
@@ -178,7 +183,11 @@ describe.skipIf(skip !== null)('a sandboxed run with network', () => {
     const first = await sandbox.startOrAdopt(done);
     await eventually(() => slirpsOf(first.handle).length === 1, 10_000, 'slirp4netns runs for the run');
     writeFileSync(join(done.cwd, 'release'), '');
-    await eventually(async () => (await sandbox.status(first.handle, done.runDir)).state === 'exited', 10_000, 'the run exited');
+    await eventually(
+      async () => (await sandbox.status(first.handle, done.runDir)).state === 'exited',
+      10_000,
+      'the run exited',
+    );
     expect(await sandbox.status(first.handle, done.runDir)).toEqual({ state: 'exited', exitCode: 0 });
     expect(slirpsOf(first.handle)).toEqual([]);
 
@@ -229,7 +238,9 @@ describe.skipIf(skip !== null)('a sandboxed run with network', () => {
     const launch = launchOf('echo ran > ran');
     expect(await runToExit(new SandboxRuntime(undefined, broken), launch)).toEqual({ state: 'exited', exitCode: 125 });
     expect(existsSync(join(launch.cwd, 'ran'))).toBe(false);
-    expect(readFileSync(join(launch.runDir, 'output.log'), 'utf8')).toContain("gt sandbox: the run's network could not be attached");
+    expect(readFileSync(join(launch.runDir, 'output.log'), 'utf8')).toContain(
+      "gt sandbox: the run's network could not be attached",
+    );
     expect(readFileSync(slirpLog(launch.runDir), 'utf8')).toContain('cannot attach');
   });
 });

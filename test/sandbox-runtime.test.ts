@@ -50,9 +50,17 @@ describe.runIf(check.ok)('the sandbox runtime', () => {
       false,
     );
     expect(await runToExit(sandbox, l)).toEqual({ state: 'exited', exitCode: 0 });
-    expect(readFileSync(join(l.cwd, 'results'), 'utf8').trim().split('\n')).toEqual(['ok-worktree', 'refused-outside', 'refused-home', 'refused-repo', 'ok-scratch']);
+    expect(readFileSync(join(l.cwd, 'results'), 'utf8').trim().split('\n')).toEqual([
+      'ok-worktree',
+      'refused-outside',
+      'refused-home',
+      'refused-repo',
+      'ok-scratch',
+    ]);
     // Nothing of the host outside the run's paths is even visible.
-    expect(readFileSync(join(l.cwd, 'errors'), 'utf8')).toMatch(/Directory nonexistent|No such file or directory|Read-only file system/);
+    expect(readFileSync(join(l.cwd, 'errors'), 'utf8')).toMatch(
+      /Directory nonexistent|No such file or directory|Read-only file system/,
+    );
     expect(readFileSync(join(l.agentDir, 'tmp', 'scratch.txt'), 'utf8')).toBe('scratch\n');
     expect(existsSync(join(outside, 'evil.txt'))).toBe(false);
     expect(existsSync(join(t.gtHome, 'evil.txt'))).toBe(false);
@@ -65,9 +73,15 @@ describe.runIf(check.ok)('the sandbox runtime', () => {
       const [host, p] = target.split(':');
       return `node -e "require('net').connect(${p}, '${host}').on('connect', () => process.exit(0)).on('error', () => process.exit(9))"`;
     };
-    expect(await runToExit(sandbox, launch(probe(`127.0.0.1:${port}`), false))).toEqual({ state: 'exited', exitCode: 9 });
+    expect(await runToExit(sandbox, launch(probe(`127.0.0.1:${port}`), false))).toEqual({
+      state: 'exited',
+      exitCode: 9,
+    });
     // With network the run has a network namespace of its own (slirp4netns): 127.0.0.1 is its own loopback.
-    expect(await runToExit(sandbox, launch(probe(`127.0.0.1:${port}`), true))).toEqual({ state: 'exited', exitCode: 9 });
+    expect(await runToExit(sandbox, launch(probe(`127.0.0.1:${port}`), true))).toEqual({
+      state: 'exited',
+      exitCode: 9,
+    });
     // Somewhere outside: a test host of our own in a network namespace (more in sandbox-network.test.ts).
     const outside = await startTestHost('outside');
     if ('skip' in outside) return console.warn(`outside probe skipped: ${outside.skip}`);

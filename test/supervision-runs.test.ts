@@ -45,7 +45,13 @@ afterAll(async () => {
 });
 
 const testDir = () => mkdtempSync(join(tmpdir(), 'gt-sup-'));
-const readEnvFile = (file: string) => Object.fromEntries(readFileSync(file, 'utf8').trim().split('\n').map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]));
+const readEnvFile = (file: string) =>
+  Object.fromEntries(
+    readFileSync(file, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]),
+  );
 
 describe('supervision', () => {
   it('re-dispatches an agent that exits without gt done as attempt 2, and refuses the first run’s late gt done', async () => {
@@ -94,10 +100,17 @@ describe('supervision', () => {
       ['b-sup-hang/r1/a2', 'stalled'],
     ]);
     // Both hung agents were really stopped, not left behind.
-    const starts = readFileSync(join(dir, 'hang-starts'), 'utf8').trim().split('\n').map((l) => l.split(' ') as [string, string]);
+    const starts = readFileSync(join(dir, 'hang-starts'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => l.split(' ') as [string, string]);
     expect(starts.map(([run]) => run)).toEqual(['b-sup-hang/r1/a1', 'b-sup-hang/r1/a2']);
     for (const [, pid] of starts) expect(processExists(Number(pid))).toBe(false);
-    const escalations = await eventually(async () => (await t.town.listEscalations()).filter((e) => e.beadId === 'b-sup-hang'), 10_000, 'escalation');
+    const escalations = await eventually(
+      async () => (await t.town.listEscalations()).filter((e) => e.beadId === 'b-sup-hang'),
+      10_000,
+      'escalation',
+    );
     expect(escalations.map((e) => e.id)).toEqual(['bead-b-sup-hang']);
   });
 
@@ -105,7 +118,13 @@ describe('supervision', () => {
     const repo = await createRepo();
     const dir = testDir();
     // heartbeatTimeout bounds each probe (2 s here); heartbeats go on while a probe hangs.
-    await t.addRig({ name: 'sup-probe', repo: repo.origin, agent: agentScript('wait-for-release'), env: { TEST_DIR: dir }, policy: { heartbeatTimeout: 2_000 } });
+    await t.addRig({
+      name: 'sup-probe',
+      repo: repo.origin,
+      agent: agentScript('wait-for-release'),
+      env: { TEST_DIR: dir },
+      policy: { heartbeatTimeout: 2_000 },
+    });
     const { handle } = await t.town.sling('sup-probe', { id: 'b-sup-probe', title: 'Sick probe' });
     // Past all the failing and hanging probes, into healthy ones.
     await eventually(() => sick.probes > 9, 60_000, 'probes past the sick ones');

@@ -43,7 +43,11 @@ describe('a worker killed while its agent runs', () => {
     const first = await startWorker();
     const { handle } = await town.sling('kill-rig', { id: 'b-kill', title: 'Survive a worker crash' });
     await eventually(() => existsSync(join(dir, 'starts')), 60_000, 'agent started');
-    await eventually(async () => /waiting for gt done/.test((await town.beadState('b-kill')).waitingFor), 30_000, 'run supervised');
+    await eventually(
+      async () => /waiting for gt done/.test((await town.beadState('b-kill')).waitingFor),
+      30_000,
+      'run supervised',
+    );
     const [runId, pid] = readFileSync(join(dir, 'starts'), 'utf8').trim().split(' ') as [string, string];
     expect(runId).toBe('b-kill/r1/a1');
 

@@ -33,13 +33,25 @@ const namespace = inject('temporalNamespace');
 const taskQueue = `test-tracing-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 
 function workerOptions() {
-  return { connection: native, client, namespace, taskQueue, hostId: 'trace-host', pollIntervalMs: 200, shutdownGraceTime: '2s' };
+  return {
+    connection: native,
+    client,
+    namespace,
+    taskQueue,
+    hostId: 'trace-host',
+    pollIntervalMs: 200,
+    shutdownGraceTime: '2s',
+  };
 }
 
 beforeAll(async () => {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   process.env.GT_HOME = mkdtempSync(join(tmpdir(), 'gt-home-'));
-  tracing = await startTracing({ spanProcessor: new SimpleSpanProcessor(exporter), serviceName: 'gastown-test', hostId: 'trace-host' });
+  tracing = await startTracing({
+    spanProcessor: new SimpleSpanProcessor(exporter),
+    serviceName: 'gastown-test',
+    hostId: 'trace-host',
+  });
   const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} };
   tracedBundle = await bundleWorkflowCode({ workflowsPath, plugins: [tracing.plugin], logger: quiet });
   connection = await Connection.connect({ address });
@@ -72,7 +84,11 @@ describe('tracing on', () => {
     expect((await handle.result()).status).toBe('closed');
 
     // Workflow spans reach the exporter through a sink after their activation: wait for the bead's to arrive.
-    const run = await eventually(() => exporter.getFinishedSpans().find((s) => s.name === 'RunWorkflow:beadWorkflow'), 10_000, 'RunWorkflow:beadWorkflow span');
+    const run = await eventually(
+      () => exporter.getFinishedSpans().find((s) => s.name === 'RunWorkflow:beadWorkflow'),
+      10_000,
+      'RunWorkflow:beadWorkflow span',
+    );
     const trace = exporter.getFinishedSpans().filter((s) => traceId(s) === traceId(run));
     const start = named(trace, 'StartWorkflow:beadWorkflow');
     expect(start).toHaveLength(1);
@@ -88,22 +104,37 @@ describe('tracing on', () => {
       expect(scheduled.map(spanId), activity).toContain(executed[0]!.parentSpanId);
       expect(executed[0]!.attributes.temporalWorkflowId).toBe('bead:b-traced');
     }
-    expect(named(trace, 'RunActivity:superviseAgentRun')[0]!.resource.attributes['service.instance.id']).toBe('trace-host');
+    expect(named(trace, 'RunActivity:superviseAgentRun')[0]!.resource.attributes['service.instance.id']).toBe(
+      'trace-host',
+    );
 
     // The merge request is a child workflow of the bead, so it continues the bead's trace.
-    const mr = await eventually(() => exporter.getFinishedSpans().find((s) => s.name === 'RunWorkflow:mergeRequestWorkflow' && traceId(s) === traceId(run)), 10_000, 'merge request span');
+    const mr = await eventually(
+      () =>
+        exporter
+          .getFinishedSpans()
+          .find((s) => s.name === 'RunWorkflow:mergeRequestWorkflow' && traceId(s) === traceId(run)),
+      10_000,
+      'merge request span',
+    );
     expect(named(trace, 'StartChildWorkflow:mergeRequestWorkflow').map(spanId)).toContain(mr.parentSpanId);
 
     // Activities signal through the worker's own client, which carries the trace on into the refinery's queue.
     const later = exporter.getFinishedSpans().filter((s) => traceId(s) === traceId(run));
     const enqueue = named(later, 'RunActivity:enqueueMergeRequest')[0]!;
-    const signal = named(later, 'SignalWithStartWorkflow:refineryWorkflow').find((s) => s.parentSpanId === spanId(enqueue));
+    const signal = named(later, 'SignalWithStartWorkflow:refineryWorkflow').find(
+      (s) => s.parentSpanId === spanId(enqueue),
+    );
     expect(signal, 'refinery signalled from the enqueue activity').toBeDefined();
     expect(named(later, 'HandleSignal:enqueue').map((s) => s.parentSpanId)).toContain(spanId(signal!));
 
     // A history made with tracing replays with it (a worker restart mid-bead is safe).
     const history = await handle.fetchHistory();
-    await Worker.runReplayHistory({ workflowBundle: tracedBundle, plugins: [tracing.plugin] }, history, 'bead:b-traced');
+    await Worker.runReplayHistory(
+      { workflowBundle: tracedBundle, plugins: [tracing.plugin] },
+      history,
+      'bead:b-traced',
+    );
   });
 });
 
@@ -114,26 +145,44 @@ describe('turning tracing on while workflows are running', () => {
     const dir = join(import.meta.dirname, 'histories');
     const histories = readdirSync(dir)
       .filter((f) => f.endsWith('.json'))
-      .map((f) => ({ workflowId: f.replace(/\.json$/, ''), history: historyFromJSON(JSON.parse(readFileSync(join(dir, f), 'utf8'))) }));
+      .map((f) => ({
+        workflowId: f.replace(/\.json$/, ''),
+        history: historyFromJSON(JSON.parse(readFileSync(join(dir, f), 'utf8'))),
+      }));
     expect(histories.length).toBeGreaterThan(0);
     const failed: { workflowId: string; error: string }[] = [];
-    for await (const r of Worker.runReplayHistories({ workflowBundle: tracedBundle, plugins: [tracing.plugin] }, histories)) {
+    for await (const r of Worker.runReplayHistories(
+      { workflowBundle: tracedBundle, plugins: [tracing.plugin] },
+      histories,
+    )) {
       if (r.error) failed.push({ workflowId: r.workflowId, error: String(r.error) });
     }
     expect(failed.map((f) => f.workflowId)).toEqual(['escalation-acknowledged']);
-    expect(failed[0]!.error).toMatch(/DeterminismViolationError.*UpsertWorkflowSearchAttributesMachine does not handle .*WorkflowExecutionUpdateCompleted/);
+    expect(failed[0]!.error).toMatch(
+      /DeterminismViolationError.*UpsertWorkflowSearchAttributesMachine does not handle .*WorkflowExecutionUpdateCompleted/,
+    );
   });
 });
 
 describe('a prebuilt bundle must match the worker', () => {
   it('refuses an untraced bundle on a traced worker', async () => {
-    const err = await createTownWorker({ ...workerOptions(), workflowBundle: { codePath: inject('workflowBundlePath') }, tracing }).catch((e: unknown) => e);
-    expect((err as Error).message).toMatch(/was built without the OpenTelemetry interceptors but this worker traces: rebuild it with tracing on/);
+    const err = await createTownWorker({
+      ...workerOptions(),
+      workflowBundle: { codePath: inject('workflowBundlePath') },
+      tracing,
+    }).catch((e: unknown) => e);
+    expect((err as Error).message).toMatch(
+      /was built without the OpenTelemetry interceptors but this worker traces: rebuild it with tracing on/,
+    );
   });
 
   it('refuses a traced bundle on a worker with tracing off', async () => {
-    const err = await createTownWorker({ ...workerOptions(), workflowBundle: tracedBundle, tracing: null }).catch((e: unknown) => e);
-    expect((err as Error).message).toMatch(/was built with the OpenTelemetry interceptors but tracing is off on this worker: set GT_OTEL_EXPORTER/);
+    const err = await createTownWorker({ ...workerOptions(), workflowBundle: tracedBundle, tracing: null }).catch(
+      (e: unknown) => e,
+    );
+    expect((err as Error).message).toMatch(
+      /was built with the OpenTelemetry interceptors but tracing is off on this worker: set GT_OTEL_EXPORTER/,
+    );
   });
 });
 
@@ -141,23 +190,33 @@ describe('tracing settings', () => {
   it('are off unless GT_OTEL_EXPORTER says otherwise, and then the bundler gets the plugin', async () => {
     expect(tracingSettingsFromEnv({}).GT_OTEL_EXPORTER).toBe('none');
     expect(await workflowBundlePlugins({})).toEqual([]);
-    expect((await workflowBundlePlugins({ GT_OTEL_EXPORTER: 'otlp' })).map((p) => p.name)).toEqual(['OpenTelemetryPlugin']);
+    expect((await workflowBundlePlugins({ GT_OTEL_EXPORTER: 'otlp' })).map((p) => p.name)).toEqual([
+      'OpenTelemetryPlugin',
+    ]);
   });
 
   it('reject an unknown exporter, naming the choices', () => {
-    expect(() => tracingSettingsFromEnv({ GT_OTEL_EXPORTER: 'jaeger' })).toThrow(/invalid tracing settings: GT_OTEL_EXPORTER.*none.*otlp.*console/);
+    expect(() => tracingSettingsFromEnv({ GT_OTEL_EXPORTER: 'jaeger' })).toThrow(
+      /invalid tracing settings: GT_OTEL_EXPORTER.*none.*otlp.*console/,
+    );
   });
 });
 
 /** An OTLP/HTTP receiver: collects the span names of the JSON export requests the worker's exporter posts. */
 async function startCollector(): Promise<{ url: string; spanNames: () => string[]; server: Server }> {
   const names: string[] = [];
-  const OtlpTraces = z.object({ resourceSpans: z.array(z.object({ scopeSpans: z.array(z.object({ spans: z.array(z.object({ name: z.string() })) })) })) });
+  const OtlpTraces = z.object({
+    resourceSpans: z.array(
+      z.object({ scopeSpans: z.array(z.object({ spans: z.array(z.object({ name: z.string() })) })) }),
+    ),
+  });
   const server = createServer((req, res) => {
     let body = '';
     req.on('data', (d: Buffer) => (body += d.toString()));
     req.on('end', () => {
-      if (req.url === '/v1/traces') for (const r of OtlpTraces.parse(JSON.parse(body)).resourceSpans) for (const sc of r.scopeSpans) names.push(...sc.spans.map((sp) => sp.name));
+      if (req.url === '/v1/traces')
+        for (const r of OtlpTraces.parse(JSON.parse(body)).resourceSpans)
+          for (const sc of r.scopeSpans) names.push(...sc.spans.map((sp) => sp.name));
       res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
     });
   });
@@ -167,16 +226,20 @@ async function startCollector(): Promise<{ url: string; spanNames: () => string[
 
 describe('the production worker (worker/main.ts) with GT_OTEL_EXPORTER', () => {
   const runMain = (env: Record<string, string>) => {
-    const child = startChild(process.execPath, ['--import', join(repoRoot, 'node_modules/tsx/dist/loader.mjs'), join(repoRoot, 'worker/main.ts')], {
-      ...process.env,
-      TEMPORAL_ADDRESS: address,
-      TEMPORAL_NAMESPACE: namespace,
-      GT_HOME: mkdtempSync(join(tmpdir(), 'gt-otlp-')),
-      GT_GATEWAY_HOST: '127.0.0.1',
-      GT_GATEWAY_PORT: '0',
-      GT_SHUTDOWN_GRACE: '2s',
-      ...env,
-    });
+    const child = startChild(
+      process.execPath,
+      ['--import', join(repoRoot, 'node_modules/tsx/dist/loader.mjs'), join(repoRoot, 'worker/main.ts')],
+      {
+        ...process.env,
+        TEMPORAL_ADDRESS: address,
+        TEMPORAL_NAMESPACE: namespace,
+        GT_HOME: mkdtempSync(join(tmpdir(), 'gt-otlp-')),
+        GT_GATEWAY_HOST: '127.0.0.1',
+        GT_GATEWAY_PORT: '0',
+        GT_SHUTDOWN_GRACE: '2s',
+        ...env,
+      },
+    );
     children.push(child);
     return child;
   };
@@ -186,22 +249,42 @@ describe('the production worker (worker/main.ts) with GT_OTEL_EXPORTER', () => {
     const bundlePath = join(mkdtempSync(join(tmpdir(), 'gt-traced-bundle-')), 'workflow-bundle.js');
     writeFileSync(bundlePath, tracedBundle.code);
     const queue = `${taskQueue}-otlp`;
-    const main = runMain({ GT_TASK_QUEUE: queue, GT_HOST_ID: 'otlp-host', GT_WORKFLOW_BUNDLE: bundlePath, GT_OTEL_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_ENDPOINT: collector.url });
+    const main = runMain({
+      GT_TASK_QUEUE: queue,
+      GT_HOST_ID: 'otlp-host',
+      GT_WORKFLOW_BUNDLE: bundlePath,
+      GT_OTEL_EXPORTER: 'otlp',
+      OTEL_EXPORTER_OTLP_ENDPOINT: collector.url,
+    });
     await main.waitFor(/gateway http:\/\/127\.0\.0\.1:\d+/);
     const cli = { ...process.env, TEMPORAL_ADDRESS: address, TEMPORAL_NAMESPACE: namespace, GT_TASK_QUEUE: queue };
     const repo = await createRepo();
-    expect((await runGt(['rig', 'add', 'otlp', '--repo', repo.origin, '--agent', agentScript('good')], cli)).code).toBe(0);
+    expect((await runGt(['rig', 'add', 'otlp', '--repo', repo.origin, '--agent', agentScript('good')], cli)).code).toBe(
+      0,
+    );
     const sling = await runGt(['sling', 'otlp', 'Traced over OTLP', '--id', 'b-otlp', '--wait', '--json'], cli, 90_000);
     expect(sling.code, sling.stderr + main.output()).toBe(0);
     expect(await main.stop('SIGTERM')).toBe(0);
     collector.server.close();
-    expect(collector.spanNames()).toEqual(expect.arrayContaining(['RunWorkflow:beadWorkflow', 'RunActivity:superviseAgentRun', 'RunWorkflow:mergeRequestWorkflow']));
+    expect(collector.spanNames()).toEqual(
+      expect.arrayContaining([
+        'RunWorkflow:beadWorkflow',
+        'RunActivity:superviseAgentRun',
+        'RunWorkflow:mergeRequestWorkflow',
+      ]),
+    );
   });
 
   it('refuses a bundle built without tracing, saying how to fix it', async () => {
-    const main = runMain({ GT_TASK_QUEUE: `${taskQueue}-mismatch`, GT_WORKFLOW_BUNDLE: inject('workflowBundlePath'), GT_OTEL_EXPORTER: 'console' });
+    const main = runMain({
+      GT_TASK_QUEUE: `${taskQueue}-mismatch`,
+      GT_WORKFLOW_BUNDLE: inject('workflowBundlePath'),
+      GT_OTEL_EXPORTER: 'console',
+    });
     await eventually(() => main.proc.exitCode !== null, 30_000, 'worker exit');
     expect(main.proc.exitCode).toBe(1);
-    expect(main.output()).toMatch(/gt worker: the workflow bundle \S+ was built without the OpenTelemetry interceptors but this worker traces/);
+    expect(main.output()).toMatch(
+      /gt worker: the workflow bundle \S+ was built without the OpenTelemetry interceptors but this worker traces/,
+    );
   });
 });

@@ -18,10 +18,19 @@ import { repoRoot } from './helpers/town';
 
 const CHROMIUM = process.env.GT_CHROMIUM_PATH ?? '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
-if (!hasChromium) console.warn(`web-ui tests skipped: no Chromium at ${CHROMIUM} (apt-get install chromium, or set GT_CHROMIUM_PATH)`);
+if (!hasChromium)
+  console.warn(`web-ui tests skipped: no Chromium at ${CHROMIUM} (apt-get install chromium, or set GT_CHROMIUM_PATH)`);
 
 const ARTIFACTS = join(repoRoot, 'test', '.artifacts');
-const CHROMIUM_FLAGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'];
+const CHROMIUM_FLAGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--no-first-run',
+];
 
 describe.skipIf(!hasChromium)('the Temporal Web UI', () => {
   let server: DevServer;
@@ -77,7 +86,9 @@ describe.skipIf(!hasChromium)('the Temporal Web UI', () => {
 
     const query = encodeURIComponent('GtConvoyId="login"');
     await onPage('convoy-filter', async (page) => {
-      await page.goto(`${server.uiUrl}/namespaces/${server.namespace}/workflows?query=${query}`, { waitUntil: 'domcontentloaded' });
+      await page.goto(`${server.uiUrl}/namespaces/${server.namespace}/workflows?query=${query}`, {
+        waitUntil: 'domcontentloaded',
+      });
       await page.getByText('bead:login-api').first().waitFor({ timeout: 60_000 });
       await page.getByText('bead:login-ui').first().waitFor();
       await expect.poll(() => page.getByText('bead:billing-api').count()).toBe(0);
@@ -88,7 +99,10 @@ describe.skipIf(!hasChromium)('the Temporal Web UI', () => {
 
   it('shows a bead workflow titled by its summary', async () => {
     await onPage('bead-detail', async (page) => {
-      await page.goto(`${server.uiUrl}/namespaces/${server.namespace}/workflows/${encodeURIComponent(beadWorkflowId('login-ui'))}`, { waitUntil: 'domcontentloaded' });
+      await page.goto(
+        `${server.uiUrl}/namespaces/${server.namespace}/workflows/${encodeURIComponent(beadWorkflowId('login-ui'))}`,
+        { waitUntil: 'domcontentloaded' },
+      );
       await page.getByText('bead login-ui: Login form').first().waitFor({ timeout: 60_000 });
     });
   });
@@ -110,7 +124,10 @@ describe('the saved queries of docs/web-ui.md', () => {
     expect(queries.length).toBeGreaterThanOrEqual(10);
     const client = new TemporalClient({ connection, namespace: inject('temporalNamespace') });
     for (const query of queries) {
-      await expect(client.workflow.count(query).then((r) => typeof r.count), query).resolves.toBe('number');
+      await expect(
+        client.workflow.count(query).then((r) => typeof r.count),
+        query,
+      ).resolves.toBe('number');
     }
   });
 });

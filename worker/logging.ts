@@ -53,14 +53,18 @@ export function idsOfWorkflowId(workflowId: unknown): Record<string, string> {
 }
 
 const str = (v: unknown) => (typeof v === 'string' && v ? v : undefined);
-const field = (o: unknown, k: string): unknown => (o && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined);
+const field = (o: unknown, k: string): unknown =>
+  o && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined;
 
 /** The town ids an activity input carries (its run, bead, merge request, rig); never any other field. */
 export function idsOfActivityInput(input: unknown): Record<string, string> {
   const ids: Record<string, string> = {};
   const runId = str(field(input, 'runId'));
   if (runId && RunId.safeParse(runId).success) ids.gtRunId = runId;
-  const beadId = str(field(input, 'beadId')) ?? str(field(field(input, 'bead'), 'id')) ?? str(field(field(input, 'ticket'), 'beadId'));
+  const beadId =
+    str(field(input, 'beadId')) ??
+    str(field(field(input, 'bead'), 'id')) ??
+    str(field(field(input, 'ticket'), 'beadId'));
   if (beadId) ids.beadId = beadId;
   const mrId = str(field(input, 'mrId')) ?? str(field(field(input, 'ticket'), 'mrId'));
   if (mrId) ids.mrId = mrId;
@@ -116,7 +120,10 @@ export function formatLogEntry(entry: LogEntry, format: LogFormat): string {
   return `${time} ${entry.level.padEnd(5)} ${entry.message}${pairs.length ? `  ${pairs.join(' ')}` : ''}`;
 }
 
-export function createTownLogger(settings: Pick<WorkerRuntimeSettings, 'logFormat' | 'logLevel'>, write = (line: string) => void process.stderr.write(`${line}\n`)) {
+export function createTownLogger(
+  settings: Pick<WorkerRuntimeSettings, 'logFormat' | 'logLevel'>,
+  write = (line: string) => void process.stderr.write(`${line}\n`),
+) {
   return new DefaultLogger(settings.logLevel, (entry) => write(formatLogEntry(entry, settings.logFormat)));
 }
 
@@ -130,7 +137,13 @@ export function installWorkerRuntime(settings: WorkerRuntimeSettings = runtimeSe
     Runtime.install({
       logger: createTownLogger(settings),
       telemetryOptions: {
-        logging: { forward: {}, filter: { core: settings.logLevel === 'TRACE' || settings.logLevel === 'DEBUG' ? settings.logLevel : 'WARN', other: 'ERROR' } },
+        logging: {
+          forward: {},
+          filter: {
+            core: settings.logLevel === 'TRACE' || settings.logLevel === 'DEBUG' ? settings.logLevel : 'WARN',
+            other: 'ERROR',
+          },
+        },
         ...(settings.metricsAddress ? { metrics: prometheusExporter(settings.metricsAddress) } : {}),
       },
     });

@@ -35,11 +35,15 @@ export type ProductionWorkerSettings = z.infer<typeof ProductionWorkerSettings>;
 
 /** The worker's settings; it refuses to start (one line) on a bad value, a missing bundle or a missing town key. */
 export function productionSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): ProductionWorkerSettings {
-  const known = Object.fromEntries(Object.keys(ProductionWorkerSettings.shape).map((k) => [k, env[k]?.trim() || undefined]));
+  const known = Object.fromEntries(
+    Object.keys(ProductionWorkerSettings.shape).map((k) => [k, env[k]?.trim() || undefined]),
+  );
   const parsed = ProductionWorkerSettings.safeParse(known);
   if (!parsed.success) throw new Error(`invalid worker settings: ${describeZodError(parsed.error)}`);
   if (!existsSync(parsed.data.GT_WORKFLOW_BUNDLE)) {
-    throw new Error(`no workflow bundle at ${parsed.data.GT_WORKFLOW_BUNDLE}: run \`npm run build:bundle\` (or set GT_WORKFLOW_BUNDLE)`);
+    throw new Error(
+      `no workflow bundle at ${parsed.data.GT_WORKFLOW_BUNDLE}: run \`npm run build:bundle\` (or set GT_WORKFLOW_BUNDLE)`,
+    );
   }
   assertTownKeyGiven(env, env.GT_HOME ?? gtHome());
   return parsed.data;
@@ -57,10 +61,16 @@ export async function runProductionWorker(env: NodeJS.ProcessEnv = process.env):
       namespace: native.namespace,
       taskQueue: taskQueue(),
       workflowBundle: { codePath: settings.GT_WORKFLOW_BUNDLE },
-      gateway: { host: settings.GT_GATEWAY_HOST, port: settings.GT_GATEWAY_PORT, publicUrl: settings.GT_GATEWAY_PUBLIC_URL },
+      gateway: {
+        host: settings.GT_GATEWAY_HOST,
+        port: settings.GT_GATEWAY_PORT,
+        publicUrl: settings.GT_GATEWAY_PUBLIC_URL,
+      },
       shutdownGraceTime: settings.GT_SHUTDOWN_GRACE,
     });
-    console.log(`worker ${hostId()} on ${native.address} (namespace ${native.namespace}), queues ${taskQueue()} and ${worker.hostQueue}; gateway ${worker.gateway.url}`);
+    console.log(
+      `worker ${hostId()} on ${native.address} (namespace ${native.namespace}), queues ${taskQueue()} and ${worker.hostQueue}; gateway ${worker.gateway.url}`,
+    );
     await worker.run();
     console.log('worker stopped');
   } finally {

@@ -11,9 +11,15 @@ import type { MetricMeter, MetricTags } from '@temporalio/common';
 
 export const TOWN_COUNTERS = {
   runsStarted: { name: 'gt_runs_started', description: 'agent runs dispatched (every attempt of every round)' },
-  redispatches: { name: 'gt_redispatches', description: 'runs dispatched again after a failed attempt (exit without gt done, stall, lost host)' },
+  redispatches: {
+    name: 'gt_redispatches',
+    description: 'runs dispatched again after a failed attempt (exit without gt done, stall, lost host)',
+  },
   merges: { name: 'gt_merges', description: 'merge requests merged into their target branch' },
-  rework: { name: 'gt_rework', description: 'merge requests sent back to a polecat (conflict, failed gates, requested changes)' },
+  rework: {
+    name: 'gt_rework',
+    description: 'merge requests sent back to a polecat (conflict, failed gates, requested changes)',
+  },
   escalations: { name: 'gt_escalations', description: 'escalations raised (an agent asked for help or a bead failed)' },
 } as const;
 

@@ -56,14 +56,18 @@ let started: Tracing | undefined;
  * the context in its headers can be extracted and made current. The globals can be set once per process, hence once.
  */
 export async function startTracing(options: StartTracingOptions): Promise<Tracing> {
-  if (started) throw new Error('tracing is already started in this process; pass its Tracing to every worker instead of starting it again');
-  const [{ OpenTelemetryPlugin }, { Resource }, { BasicTracerProvider }, { AsyncLocalStorageContextManager }, core] = await Promise.all([
-    import('@temporalio/interceptors-opentelemetry'),
-    import('@opentelemetry/resources'),
-    import('@opentelemetry/sdk-trace-base'),
-    import('@opentelemetry/context-async-hooks'),
-    import('@opentelemetry/core'),
-  ]);
+  if (started)
+    throw new Error(
+      'tracing is already started in this process; pass its Tracing to every worker instead of starting it again',
+    );
+  const [{ OpenTelemetryPlugin }, { Resource }, { BasicTracerProvider }, { AsyncLocalStorageContextManager }, core] =
+    await Promise.all([
+      import('@temporalio/interceptors-opentelemetry'),
+      import('@opentelemetry/resources'),
+      import('@opentelemetry/sdk-trace-base'),
+      import('@opentelemetry/context-async-hooks'),
+      import('@opentelemetry/core'),
+    ]);
   const resource = Resource.default().merge(
     new Resource({
       'service.name': options.serviceName ?? 'gastown-worker',
@@ -73,7 +77,9 @@ export async function startTracing(options: StartTracingOptions): Promise<Tracin
   const provider = new BasicTracerProvider({ resource, spanProcessors: [options.spanProcessor] });
   provider.register({
     contextManager: new AsyncLocalStorageContextManager().enable(),
-    propagator: new core.CompositePropagator({ propagators: [new core.W3CTraceContextPropagator(), new core.W3CBaggagePropagator()] }),
+    propagator: new core.CompositePropagator({
+      propagators: [new core.W3CTraceContextPropagator(), new core.W3CBaggagePropagator()],
+    }),
   });
   started = {
     plugin: new OpenTelemetryPlugin({ resource, spanProcessor: options.spanProcessor }),
@@ -83,7 +89,10 @@ export async function startTracing(options: StartTracingOptions): Promise<Tracin
 }
 
 /** Tracing as GT_OTEL_EXPORTER asks (undefined when off); the same Tracing for every worker of the process. */
-export async function tracingFromEnv(env: NodeJS.ProcessEnv = process.env, hostId?: string): Promise<Tracing | undefined> {
+export async function tracingFromEnv(
+  env: NodeJS.ProcessEnv = process.env,
+  hostId?: string,
+): Promise<Tracing | undefined> {
   const settings = tracingSettingsFromEnv(env);
   if (settings.GT_OTEL_EXPORTER === 'none') return undefined;
   if (started) return started;
@@ -116,7 +125,9 @@ export type WorkflowBundle = { codePath: string } | { code: string };
 
 export function bundleIsTraced(bundle: WorkflowBundle): boolean {
   if ('codePath' in bundle && !existsSync(bundle.codePath)) {
-    throw new Error(`no workflow bundle at ${bundle.codePath}: run \`npm run build:bundle\` (or set GT_WORKFLOW_BUNDLE)`);
+    throw new Error(
+      `no workflow bundle at ${bundle.codePath}: run \`npm run build:bundle\` (or set GT_WORKFLOW_BUNDLE)`,
+    );
   }
   const code = 'code' in bundle ? bundle.code : readFileSync(bundle.codePath, 'utf8');
   return code.includes(TRACED_BUNDLE_MARKER);

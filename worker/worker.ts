@@ -54,16 +54,30 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
   const runtimes = options.runtimes ?? defaultRuntimes();
   const secret = gatewaySecret(home);
   const dataConverter = options.dataConverter ?? dataConverterFromEnv();
-  const tracing = options.tracing === undefined ? await tracingFromEnv(process.env, host) : (options.tracing ?? undefined);
+  const tracing =
+    options.tracing === undefined ? await tracingFromEnv(process.env, host) : (options.tracing ?? undefined);
   const plugins = tracing ? [tracing.plugin] : [];
-  const workflowBundle = options.workflowBundle ?? (process.env.GT_WORKFLOW_BUNDLE ? { codePath: process.env.GT_WORKFLOW_BUNDLE } : undefined);
+  const workflowBundle =
+    options.workflowBundle ??
+    (process.env.GT_WORKFLOW_BUNDLE ? { codePath: process.env.GT_WORKFLOW_BUNDLE } : undefined);
   // Bundling from source passes the plugins to the bundler itself; a prebuilt bundle has its interceptors compiled in.
   if (workflowBundle) assertBundleMatchesTracing(workflowBundle, !!tracing);
   // The gateway and the activities write payloads too (updates, signals to the refinery): they must encrypt
   // exactly as this worker does, whatever client the caller built.
   // With tracing, its interceptors carry the trace into what the gateway and activities start or signal.
-  const client = new Client({ connection: options.client.connection, namespace: options.namespace, dataConverter, plugins });
-  const gateway = await startGateway({ client, secret, host: options.gateway?.host, port: options.gateway?.port, publicUrl: options.gateway?.publicUrl });
+  const client = new Client({
+    connection: options.client.connection,
+    namespace: options.namespace,
+    dataConverter,
+    plugins,
+  });
+  const gateway = await startGateway({
+    client,
+    secret,
+    host: options.gateway?.host,
+    port: options.gateway?.port,
+    publicUrl: options.gateway?.publicUrl,
+  });
   const code = workflowBundle ? { workflowBundle } : { workflowsPath };
   // Agents outlive a worker restart; activities in flight get this long to notice and hand over cleanly.
   const shutdownGraceTime = options.shutdownGraceTime ?? '10s';
@@ -74,7 +88,14 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
     namespace: options.namespace,
     taskQueue: options.taskQueue,
     ...code,
-    activities: createTownQueueActivities({ client, taskQueue: options.taskQueue, hostQueue, gtHome: home, gtBinDir, runtimes }),
+    activities: createTownQueueActivities({
+      client,
+      taskQueue: options.taskQueue,
+      hostQueue,
+      gtHome: home,
+      gtBinDir,
+      runtimes,
+    }),
     shutdownGraceTime,
     dataConverter,
     interceptors,

@@ -29,13 +29,47 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
-import type { AgentReply, BeadState, BeadStatus, InboxMessage, MergeOutcome, RunOutcome, RunRecord } from '../domain/bead';
-import { BeadWorkflowInput, CancelBeadRequest, CheckpointRequest, DoneRequest, EscalateRequest, InboxRequest, NudgeRequest, ProgressRequest, TERMINAL_BEAD_STATUSES } from '../domain/bead';
+import type {
+  AgentReply,
+  BeadState,
+  BeadStatus,
+  InboxMessage,
+  MergeOutcome,
+  RunOutcome,
+  RunRecord,
+} from '../domain/bead';
+import {
+  BeadWorkflowInput,
+  CancelBeadRequest,
+  CheckpointRequest,
+  DoneRequest,
+  EscalateRequest,
+  InboxRequest,
+  NudgeRequest,
+  ProgressRequest,
+  TERMINAL_BEAD_STATUSES,
+} from '../domain/bead';
 import { appendFeedback, CAPS, capText, keepNewest } from '../domain/caps';
-import { DispatchGrant, dispatchGateWorkflowId, dispatchGrantSignal, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
+import {
+  DispatchGrant,
+  dispatchGateWorkflowId,
+  dispatchGrantSignal,
+  dispatchReleaseSignal,
+  dispatchReportSignal,
+} from '../domain/dispatch';
 import { escalationIdPart } from '../domain/escalation';
 import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId, runIdOf } from '../domain/ids';
-import { beadReportSignal, beadStateQuery, cancelRequestUpdate, checkpointUpdate, doneUpdate, escalateUpdate, inboxUpdate, nudgeUpdate, progressUpdate } from '../domain/messages';
+import {
+  beadReportSignal,
+  beadStateQuery,
+  cancelRequestUpdate,
+  checkpointUpdate,
+  doneUpdate,
+  escalateUpdate,
+  inboxUpdate,
+  nudgeUpdate,
+  progressUpdate,
+} from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { countTownEvent } from '../worker/metrics';
@@ -96,7 +130,13 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   });
 
   /** Escalations waiting to be raised (handlers cannot run activities; the main loop raises them). */
-  const escalations: { id: string; severity: 'low' | 'medium' | 'high' | 'critical'; reason: string; source: 'agent' | 'bead'; runId?: string }[] = [];
+  const escalations: {
+    id: string;
+    severity: 'low' | 'medium' | 'high' | 'critical';
+    reason: string;
+    source: 'agent' | 'bead';
+    runId?: string;
+  }[] = [];
   let agentEscalations = 0;
   const raisePending = async () => {
     while (escalations.length) {
@@ -106,7 +146,9 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   };
 
   /** The run allowed to speak for this bead right now. */
-  let current: { runId: string; done?: { summary: string }; lastProgressAt: number; record: RunRecord; inboxCursor: number } | undefined;
+  let current:
+    | { runId: string; done?: { summary: string }; lastProgressAt: number; record: RunRecord; inboxCursor: number }
+    | undefined;
   /** The supervision of the run in flight; settles once its activity has ended (after a cancel: once the agent is stopped). */
   let supervising: Promise<void> | undefined;
   const unread = () => (current ? inbox.filter((m) => m.seq > current!.inboxCursor).length : 0);
@@ -126,7 +168,10 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   const requireCurrentRun = (runId: string) => {
     if (!current || current.runId !== runId) {
       const now = current ? `the current run is ${current.runId}` : `no run is active (bead is ${state.status})`;
-      throw ApplicationFailure.nonRetryable(`run ${runId} is not the current run of bead ${bead.id}: ${now}`, 'StaleRun');
+      throw ApplicationFailure.nonRetryable(
+        `run ${runId} is not the current run of bead ${bead.id}: ${now}`,
+        'StaleRun',
+      );
     }
     return current;
   };
@@ -141,7 +186,11 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       run.done = { summary: req.summary };
       run.record.summary = capText(req.summary, CAPS.summary);
       run.lastProgressAt = Date.now();
-      return { accepted: true, runId: req.runId, message: `bead ${bead.id}: done recorded; the branch goes to the refinery` };
+      return {
+        accepted: true,
+        runId: req.runId,
+        message: `bead ${bead.id}: done recorded; the branch goes to the refinery`,
+      };
     },
     {
       validator: (raw) => {
@@ -159,7 +208,11 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       run.record.lastProgressAt = new Date().toISOString();
       if (req.message) run.record.lastProgress = req.message;
       const n = unread();
-      return { accepted: true, runId: req.runId, message: `progress recorded${n ? `; ${n} unread message${n > 1 ? 's' : ''}: run \`gt inbox\`` : ''}` };
+      return {
+        accepted: true,
+        runId: req.runId,
+        message: `progress recorded${n ? `; ${n} unread message${n > 1 ? 's' : ''}: run \`gt inbox\`` : ''}`,
+      };
     },
     { validator: (raw) => void requireCurrentRun(parseOrReject(ProgressRequest, raw, 'gt_progress').runId) },
   );
@@ -173,7 +226,11 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       // Saving a checkpoint is progress too.
       run.lastProgressAt = Date.now();
       run.record.lastProgressAt = new Date().toISOString();
-      return { accepted: true, runId: req.runId, message: 'checkpoint saved; the next run of this bead will see it in its prompt' };
+      return {
+        accepted: true,
+        runId: req.runId,
+        message: 'checkpoint saved; the next run of this bead will see it in its prompt',
+      };
     },
     { validator: (raw) => void requireCurrentRun(parseOrReject(CheckpointRequest, raw, 'gt_checkpoint').runId) },
   );
@@ -189,7 +246,11 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     {
       validator: (raw) => {
         parseOrReject(NudgeRequest, raw, 'nudge');
-        if (TERMINAL_BEAD_STATUSES.includes(state.status)) throw ApplicationFailure.nonRetryable(`bead ${bead.id} is ${state.status}: no run will read the message`, 'BeadTerminal');
+        if (TERMINAL_BEAD_STATUSES.includes(state.status))
+          throw ApplicationFailure.nonRetryable(
+            `bead ${bead.id} is ${state.status}: no run will read the message`,
+            'BeadTerminal',
+          );
       },
     },
   );
@@ -203,7 +264,11 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     {
       validator: (raw) => {
         parseOrReject(CancelBeadRequest, raw, 'cancel request');
-        if (TERMINAL_BEAD_STATUSES.includes(state.status)) throw ApplicationFailure.nonRetryable(`bead ${bead.id} is already ${state.status}: nothing to cancel`, 'BeadTerminal');
+        if (TERMINAL_BEAD_STATUSES.includes(state.status))
+          throw ApplicationFailure.nonRetryable(
+            `bead ${bead.id} is already ${state.status}: nothing to cancel`,
+            'BeadTerminal',
+          );
       },
     },
   );
@@ -224,8 +289,18 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       const req = EscalateRequest.parse(raw);
       requireCurrentRun(req.runId);
       log.warn('agent escalated', { beadId: bead.id, runId: req.runId, severity: req.severity, reason: req.reason });
-      escalations.push({ id: `run-${escalationIdPart(req.runId)}-${++agentEscalations}`, severity: req.severity, reason: req.reason, source: 'agent', runId: req.runId });
-      return { accepted: true, runId: req.runId, message: 'escalation raised; an operator will see it in `gt escalations`' };
+      escalations.push({
+        id: `run-${escalationIdPart(req.runId)}-${++agentEscalations}`,
+        severity: req.severity,
+        reason: req.reason,
+        source: 'agent',
+        runId: req.runId,
+      });
+      return {
+        accepted: true,
+        runId: req.runId,
+        message: 'escalation raised; an operator will see it in `gt escalations`',
+      };
     },
     { validator: (raw) => void requireCurrentRun(parseOrReject(EscalateRequest, raw, 'gt_escalate').runId) },
   );
@@ -273,14 +348,23 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     }
   };
 
-  const runGranted = async (runId: string, round: number, attempt: number): Promise<{ headSha: string } | { failure: string }> => {
+  const runGranted = async (
+    runId: string,
+    round: number,
+    attempt: number,
+  ): Promise<{ headSha: string } | { failure: string }> => {
     const { hostQueue } = await town.claimHost.executeWithOptions({ summary: `claim a host for run ${runId}` }, []);
     const onHost = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
       startToCloseTimeout: '10m',
       // If the host that claimed the run disappears, fail fast and dispatch the next attempt elsewhere.
       scheduleToStartTimeout: policy.startTimeout,
-      retry: { initialInterval: '2s', maximumInterval: '30s', maximumAttempts: 5, nonRetryableErrorTypes: ['InvalidInput', 'TargetMissing'] },
+      retry: {
+        initialInterval: '2s',
+        maximumInterval: '30s',
+        maximumAttempts: 5,
+        nonRetryableErrorTypes: ['InvalidInput', 'TargetMissing'],
+      },
     });
     const starter = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
@@ -288,7 +372,12 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       startToCloseTimeout: policy.startTimeout,
       scheduleToStartTimeout: policy.startTimeout,
       // Start-or-adopt by run id: a retry after an uncertain start adopts the agent instead of launching a second.
-      retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 3, nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput', 'NoAgentCommand', 'AgentStartRefused'] },
+      retry: {
+        initialInterval: '1s',
+        maximumInterval: '10s',
+        maximumAttempts: 3,
+        nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput', 'NoAgentCommand', 'AgentStartRefused'],
+      },
     });
     const supervisor = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
@@ -297,7 +386,12 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       heartbeatTimeout: policy.heartbeatTimeout,
       scheduleToStartTimeout: policy.startTimeout,
       // Retries re-attach to the live agent (its handle is in the input and the heartbeat details); they never relaunch it.
-      retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 5, nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput'] },
+      retry: {
+        initialInterval: '1s',
+        maximumInterval: '10s',
+        maximumAttempts: 5,
+        nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput'],
+      },
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     });
 
@@ -314,19 +408,28 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     setStatus('in_progress', `preparing run ${runId}`);
     let prepared;
     try {
-      prepared = await onHost.prepareRun.executeWithOptions({ summary: `prepare the worktree of ${bead.id} for run ${runId}` }, [
-        {
-          rig,
-          bead,
-          runId,
-          round,
-          attempt,
-          targetBranch,
-          feedback: state.feedback,
-          checkpoints: keepNewest(checkpoints.map((c) => `${c.note} (saved by ${c.runId})`), CAPS.checkpointsTotal),
-          messages: keepNewest(inbox.slice(-20).map((m) => `${m.message} (from ${m.from})`), CAPS.messagesTotal),
-        },
-      ]);
+      prepared = await onHost.prepareRun.executeWithOptions(
+        { summary: `prepare the worktree of ${bead.id} for run ${runId}` },
+        [
+          {
+            rig,
+            bead,
+            runId,
+            round,
+            attempt,
+            targetBranch,
+            feedback: state.feedback,
+            checkpoints: keepNewest(
+              checkpoints.map((c) => `${c.note} (saved by ${c.runId})`),
+              CAPS.checkpointsTotal,
+            ),
+            messages: keepNewest(
+              inbox.slice(-20).map((m) => `${m.message} (from ${m.from})`),
+              CAPS.messagesTotal,
+            ),
+          },
+        ],
+      );
     } catch (err) {
       if (isCancellation(err)) throw err;
       return startFailed(`preparing the worktree failed: ${failureMessage(err)}`);
@@ -368,7 +471,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         (r) => void (exit = r),
         // Only a cancellation this bead asked for is expected; any other failure (or an unrequested cancel) means
         // supervision was lost and the attempt ends.
-        (err: unknown) => void (lost = isCancellation(err) && scope.consideredCancelled ? undefined : failureMessage(err)),
+        (err: unknown) =>
+          void (lost = isCancellation(err) && scope.consideredCancelled ? undefined : failureMessage(err)),
       );
 
     supervising = supervision;
@@ -376,7 +480,10 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     let outcome: RunOutcome;
     for (;;) {
       const quietFor = Date.now() - run.lastProgressAt;
-      await condition(() => !!run.done || exit !== undefined || lost !== undefined || escalations.length > 0, Math.max(policy.stallTimeout - quietFor, 1));
+      await condition(
+        () => !!run.done || exit !== undefined || lost !== undefined || escalations.length > 0,
+        Math.max(policy.stallTimeout - quietFor, 1),
+      );
       await raisePending();
       if (run.done) outcome = 'done';
       else if (exit) outcome = 'exited';
@@ -407,12 +514,16 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       return { failure: `${runId}: ${why}` };
     }
     setStatus('in_progress', `publishing branch of ${runId}`);
-    const published = await onHost.publishBranch.executeWithOptions({ summary: `publish ${branch} from run ${runId}` }, [
-      { rig, worktree: prepared.worktree, branch, targetBranch, runId, baseSha: prepared.baseSha },
-    ]);
-    if (published.rejected) return { failure: `${runId}: gt done was called but the run's branch was not taken: ${published.rejected}` };
+    const published = await onHost.publishBranch.executeWithOptions(
+      { summary: `publish ${branch} from run ${runId}` },
+      [{ rig, worktree: prepared.worktree, branch, targetBranch, runId, baseSha: prepared.baseSha }],
+    );
+    if (published.rejected)
+      return { failure: `${runId}: gt done was called but the run's branch was not taken: ${published.rejected}` };
     if (published.commitsAhead === 0) {
-      return { failure: `${runId}: gt done was called but ${branch} has no commits ahead of ${targetBranch}${published.uncommittedChanges ? ' (changes were left uncommitted)' : ''}` };
+      return {
+        failure: `${runId}: gt done was called but ${branch} has no commits ahead of ${targetBranch}${published.uncommittedChanges ? ' (changes were left uncommitted)' : ''}`,
+      };
     }
     return { headSha: published.headSha };
   };
@@ -430,7 +541,12 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         await sleep(backoff);
       }
     }
-    return { failure: capText(`all ${policy.maxAttempts} attempts of round ${round} failed:\n- ${failures.join('\n- ')}`, CAPS.feedback) };
+    return {
+      failure: capText(
+        `all ${policy.maxAttempts} attempts of round ${round} failed:\n- ${failures.join('\n- ')}`,
+        CAPS.feedback,
+      ),
+    };
   };
 
   const finish = async (result: BeadResult): Promise<BeadResult> => {
@@ -440,13 +556,28 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     if (result.status === 'failed') {
       state.failureReason = result.reason;
       // Bounded retries are exhausted: escalate once and leave the decision to a human.
-      await town.raiseEscalation({ id: `bead-${escalationIdPart(bead.id)}`, severity: 'high', source: 'bead', reason: `bead ${bead.id} failed: ${result.reason ?? 'unknown'}`, rig: rig.name, beadId: bead.id, convoyId: convoy?.id });
+      await town.raiseEscalation({
+        id: `bead-${escalationIdPart(bead.id)}`,
+        severity: 'high',
+        source: 'bead',
+        reason: `bead ${bead.id} failed: ${result.reason ?? 'unknown'}`,
+        rig: rig.name,
+        beadId: bead.id,
+        convoyId: convoy?.id,
+      });
     }
     if (convoy) {
       await CancellationScope.nonCancellable(() =>
         getExternalWorkflowHandle(convoyWorkflowId(convoy.id))
-          .signal(beadReportSignal, { beadId: bead.id, status: result.status as 'closed' | 'failed' | 'cancelled', commit: result.commit, reason: result.reason })
-          .catch((err: unknown) => log.warn('could not report to convoy', { beadId: bead.id, convoyId: convoy.id, error: String(err) })),
+          .signal(beadReportSignal, {
+            beadId: bead.id,
+            status: result.status as 'closed' | 'failed' | 'cancelled',
+            commit: result.commit,
+            reason: result.reason,
+          })
+          .catch((err: unknown) =>
+            log.warn('could not report to convoy', { beadId: bead.id, convoyId: convoy.id, error: String(err) }),
+          ),
       );
     }
     return result;
@@ -486,7 +617,11 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       log.info('merge request sent back for rework', { beadId: bead.id, mrId, kind: outcome.kind });
       countTownEvent(metricMeter, 'rework', { rig: rig.name, kind: outcome.kind });
     }
-    return await finish({ beadId: bead.id, status: 'failed', reason: `no merge after ${policy.maxRounds} rounds of rework` });
+    return await finish({
+      beadId: bead.id,
+      status: 'failed',
+      reason: `no merge after ${policy.maxRounds} rounds of rework`,
+    });
   } catch (err) {
     if (isCancellation(err)) {
       // The cancel reached the supervising activity with the bead's; wait for it to stop the agent, so a cancelled
@@ -497,10 +632,13 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         await CancellationScope.nonCancellable(() => stopping);
       }
       // The run in flight was stopped with the bead: its record must not stay "running" forever.
-      for (const r of state.runs) if (r.outcome === 'running') Object.assign(r, { outcome: 'cancelled', endedAt: new Date().toISOString() });
+      for (const r of state.runs)
+        if (r.outcome === 'running') Object.assign(r, { outcome: 'cancelled', endedAt: new Date().toISOString() });
       current = undefined;
       // An operator's recorded reason (gt bead cancel) goes to the convoy and the result; a convoy's stop has none.
-      const why = state.cancellation ? `cancelled by ${state.cancellation.by}: ${state.cancellation.reason}` : 'cancelled by an operator';
+      const why = state.cancellation
+        ? `cancelled by ${state.cancellation.by}: ${state.cancellation.reason}`
+        : 'cancelled by an operator';
       await CancellationScope.nonCancellable(() => finish({ beadId: bead.id, status: 'cancelled', reason: why }));
     }
     throw err;
@@ -509,7 +647,10 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
 
 /** Inbox messages for one answer: the newest that fit CAPS.messagesTotal (an update's result is a payload too). */
 function boundMessages(messages: InboxMessage[]): InboxMessage[] {
-  const texts = keepNewest(messages.map((m) => m.message), CAPS.messagesTotal);
+  const texts = keepNewest(
+    messages.map((m) => m.message),
+    CAPS.messagesTotal,
+  );
   const kept = messages.slice(messages.length - texts.length);
   return kept.map((m, i) => (m.message === texts[i] ? m : { ...m, message: texts[i]! }));
 }

@@ -59,7 +59,13 @@ import { parseSignal } from './signals';
 
 const town = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '2m',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 20, nonRetryableErrorTypes: ['InvalidInput', 'UnknownRig', 'TargetMissing', 'ConvoyBranchMissing'] },
+  retry: {
+    initialInterval: '1s',
+    backoffCoefficient: 2,
+    maximumInterval: '1m',
+    maximumAttempts: 20,
+    nonRetryableErrorTypes: ['InvalidInput', 'UnknownRig', 'TargetMissing', 'ConvoyBranchMissing'],
+  },
 });
 
 const START_BATCH = 50;
@@ -69,7 +75,10 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
   const input = parseOrReject(ConvoyWorkflowInput, rawInput, 'convoy input');
   const options = input.options;
   const now = () => new Date().toISOString();
-  const checkpoint = 'checkpoint' in input ? input.checkpoint : planConvoy(input.spec as typeof input.spec & { id: string }, input.staged, now());
+  const checkpoint =
+    'checkpoint' in input
+      ? input.checkpoint
+      : planConvoy(input.spec as typeof input.spec & { id: string }, input.staged, now());
   const state = checkpoint.state;
   let details = checkpoint.details;
   let capacity = checkpoint.capacity;
@@ -99,9 +108,14 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     state.waitingFor = waitingFor;
     describe();
   };
-  const describe = () => setCurrentDetails(`**${state.status}** — ${describeCounts(countBeads(state.beads))}\n\n${state.waitingFor}`);
+  const describe = () =>
+    setCurrentDetails(`**${state.status}** — ${describeCounts(countBeads(state.beads))}\n\n${state.waitingFor}`);
 
-  const settle = (record: ConvoyBeadRecord, status: 'closed' | 'failed' | 'cancelled', fields: { commit?: string; reason?: string }) => {
+  const settle = (
+    record: ConvoyBeadRecord,
+    status: 'closed' | 'failed' | 'cancelled',
+    fields: { commit?: string; reason?: string },
+  ) => {
     record.status = status;
     record.endedAt = now();
     if (fields.commit) record.commit = fields.commit;
@@ -158,7 +172,11 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     },
     {
       validator: () => {
-        if (state.status !== 'staged' || launchRequested || closeRequest) throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} is not staged (it is ${closeRequest ? 'closing' : state.status})`, 'NotStaged');
+        if (state.status !== 'staged' || launchRequested || closeRequest)
+          throw ApplicationFailure.nonRetryable(
+            `convoy ${state.convoyId} is not staged (it is ${closeRequest ? 'closing' : state.status})`,
+            'NotStaged',
+          );
       },
     },
   );
@@ -174,11 +192,19 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     {
       validator: (raw) => {
         const req = parseOrReject(CloseRequest, raw, 'close request');
-        if (isTerminalConvoy(state.status)) throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} has already ended (${state.status})`, 'ConvoyEnded');
+        if (isTerminalConvoy(state.status))
+          throw ApplicationFailure.nonRetryable(
+            `convoy ${state.convoyId} has already ended (${state.status})`,
+            'ConvoyEnded',
+          );
         const running = countBeads(state.beads).running;
         if (!req.force && (running > 0 || landingInFlight)) {
-          const what = running > 0 ? `${running} bead${running === 1 ? '' : 's'} running` : 'its landing merge request in flight';
-          throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} has ${what}; close it with --force to stop ${running > 0 ? 'them' : 'it'}`, 'ConvoyBusy');
+          const what =
+            running > 0 ? `${running} bead${running === 1 ? '' : 's'} running` : 'its landing merge request in flight';
+          throw ApplicationFailure.nonRetryable(
+            `convoy ${state.convoyId} has ${what}; close it with --force to stop ${running > 0 ? 'them' : 'it'}`,
+            'ConvoyBusy',
+          );
         }
       },
     },
@@ -193,7 +219,11 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     },
     {
       validator: () => {
-        if (!landingFailed || closeRequest) throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} has no failed landing to retry (it is ${state.status})`, 'NothingToRetry');
+        if (!landingFailed || closeRequest)
+          throw ApplicationFailure.nonRetryable(
+            `convoy ${state.convoyId} has no failed landing to retry (it is ${state.status})`,
+            'NothingToRetry',
+          );
       },
     },
   );
@@ -202,7 +232,15 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
 
   const raiseEscalation = async (id: string, reason: string, beadId?: string) => {
     if (state.escalations.includes(id)) return;
-    await town.raiseEscalation({ id, severity: 'high', source: 'convoy', reason, rig: state.rig, convoyId: state.convoyId, beadId });
+    await town.raiseEscalation({
+      id,
+      severity: 'high',
+      source: 'convoy',
+      reason,
+      rig: state.rig,
+      convoyId: state.convoyId,
+      beadId,
+    });
     state.escalations.push(id);
   };
 
@@ -228,7 +266,9 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
           b.reason = `convoy stopped starting beads after '${failed.id}' ${failed.status} (onFailure: stop-all)`;
         }
       }
-      const blocked = state.beads.filter((b) => b.status === 'blocked' && b.reason?.includes(`'${failed.id}'`)).map((b) => b.id);
+      const blocked = state.beads
+        .filter((b) => b.status === 'blocked' && b.reason?.includes(`'${failed.id}'`))
+        .map((b) => b.id);
       await raiseEscalation(
         `convoy-${escalationIdPart(state.convoyId)}.bead.${escalationIdPart(failed.id)}`,
         `convoy ${state.convoyId}: bead ${failed.id} (${failed.beadId}) ${failed.status}: ${failed.reason ?? 'no reason given'}` +
@@ -267,7 +307,12 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
             convoyId: state.convoyId,
             rig: state.rig,
             targetBranch: beadTarget(),
-            beads: batch.map((b) => ({ id: b.beadId, title: b.title, priority: b.priority, ...(details[b.id] ?? { description: '', acceptance: '' }) })),
+            beads: batch.map((b) => ({
+              id: b.beadId,
+              title: b.title,
+              priority: b.priority,
+              ...(details[b.id] ?? { description: '', acceptance: '' }),
+            })),
           }),
         );
         capacity = answer.capacity;
@@ -292,7 +337,10 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     for (const r of reports) {
       const record = byBeadId.get(r.beadId);
       if (record?.status === 'running') {
-        log.warn('bead ended without a report reaching the convoy; using its recorded outcome', { beadId: r.beadId, status: r.status });
+        log.warn('bead ended without a report reaching the convoy; using its recorded outcome', {
+          beadId: r.beadId,
+          status: r.status,
+        });
         settle(record, r.status, r);
       }
     }
@@ -313,7 +361,10 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     const confirmed = await condition(() => countBeads(state.beads).running === 0, options.stopGrace);
     if (!confirmed) await reconcile();
     for (const b of state.beads) {
-      if (b.status === 'running') settle(b, 'cancelled', { reason: `${why} (the bead did not confirm its cancellation within ${options.stopGrace} ms)` });
+      if (b.status === 'running')
+        settle(b, 'cancelled', {
+          reason: `${why} (the bead did not confirm its cancellation within ${options.stopGrace} ms)`,
+        });
     }
   };
 
@@ -321,7 +372,13 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     state.reason = reason;
     state.endedAt = now();
     setStatus(status, reason ?? status);
-    return { convoyId: state.convoyId, status, reason, landedCommit: state.landedCommit, counts: countBeads(state.beads) };
+    return {
+      convoyId: state.convoyId,
+      status,
+      reason,
+      landedCommit: state.landedCommit,
+      counts: countBeads(state.beads),
+    };
   };
 
   const close = async (): Promise<ConvoyResult> => {
@@ -331,7 +388,9 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
   };
 
   const shouldContinueAsNew = () =>
-    workflowInfo().continueAsNewSuggested || (options.continueAsNewAfterEvents !== undefined && workflowInfo().historyLength >= options.continueAsNewAfterEvents);
+    workflowInfo().continueAsNewSuggested ||
+    (options.continueAsNewAfterEvents !== undefined &&
+      workflowInfo().historyLength >= options.continueAsNewAfterEvents);
 
   /** review-then-land: one merge request from the convoy branch to the target, gated on the whole. */
   const land = async (): Promise<ConvoyResult> => {
@@ -343,7 +402,10 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
       setStatus('landing', `reading ${state.convoyBranch}`);
       const head = await town.convoyBranchHead({ convoyId: state.convoyId, rig: state.rig });
       state.landing.headSha = head.headSha;
-      setStatus('landing', `landing merge request ${mrId} (${state.convoyBranch} @ ${head.headSha.slice(0, 10)} → ${state.targetBranch}) is with the refinery`);
+      setStatus(
+        'landing',
+        `landing merge request ${mrId} (${state.convoyBranch} @ ${head.headSha.slice(0, 10)} → ${state.targetBranch}) is with the refinery`,
+      );
 
       let outcome: MergeOutcome | undefined;
       let failure: unknown;
@@ -356,7 +418,13 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
             args: [
               {
                 mrId,
-                bead: { id: state.convoyId, title: `Land convoy ${state.convoyId}: ${state.title}`.slice(0, 200), description: state.description, acceptance: '', priority: 2 },
+                bead: {
+                  id: state.convoyId,
+                  title: `Land convoy ${state.convoyId}: ${state.title}`.slice(0, 200),
+                  description: state.description,
+                  acceptance: '',
+                  priority: 2,
+                },
                 rig: head.rig,
                 round,
                 branch: state.convoyBranch!,
@@ -387,7 +455,10 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
       }
       landingInFlight = false;
       if (failure !== undefined && isCancellation(failure)) throw failure as Error;
-      const result: MergeOutcome = outcome ?? { kind: 'rejected', feedback: `the landing merge request failed: ${failureMessage(failure)}` };
+      const result: MergeOutcome = outcome ?? {
+        kind: 'rejected',
+        feedback: `the landing merge request failed: ${failureMessage(failure)}`,
+      };
       state.landing.outcome = result;
       if (result.kind === 'merged') {
         state.landedCommit = result.commit;
@@ -397,10 +468,16 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
       landingFailed = true;
       await raiseEscalation(
         `convoy-${escalationIdPart(state.convoyId)}.landing.${round}`,
-        `convoy ${state.convoyId}: landing merge request ${mrId} was not merged (${result.kind}): ${feedback}`.slice(0, 4000) +
+        `convoy ${state.convoyId}: landing merge request ${mrId} was not merged (${result.kind}): ${feedback}`.slice(
+          0,
+          4000,
+        ) +
           `\nFix ${state.convoyBranch} and run \`gt convoy land ${state.convoyId}\`, or end it with \`gt convoy close ${state.convoyId}\`.`,
       );
-      setStatus('landing', `an operator: the landing was not merged (${result.kind}); \`gt convoy land ${state.convoyId}\` retries it, \`gt convoy close ${state.convoyId}\` ends the convoy`);
+      setStatus(
+        'landing',
+        `an operator: the landing was not merged (${result.kind}); \`gt convoy land ${state.convoyId}\` retries it, \`gt convoy close ${state.convoyId}\` ends the convoy`,
+      );
       await condition(() => landingRetryRequested || !!closeRequest);
       if (closeRequest) return close();
       landingRetryRequested = false;
@@ -414,9 +491,17 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
       if (closeRequest) return close();
     }
     if (!state.launchedAt) {
-      setStatus(state.status, 'preparing: reading the rig' + (state.mergeMode === 'review-then-land' ? ' and creating the convoy branch' : ''));
+      setStatus(
+        state.status,
+        'preparing: reading the rig' +
+          (state.mergeMode === 'review-then-land' ? ' and creating the convoy branch' : ''),
+      );
       try {
-        const prepared = await town.prepareConvoy({ convoyId: state.convoyId, rig: state.rig, mergeMode: state.mergeMode });
+        const prepared = await town.prepareConvoy({
+          convoyId: state.convoyId,
+          rig: state.rig,
+          mergeMode: state.mergeMode,
+        });
         state.targetBranch = prepared.targetBranch;
         state.convoyBranch = prepared.convoyBranch;
         capacity = prepared.capacity;
@@ -447,20 +532,32 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
       }
       setStatus('running', `waiting for ${counts.running} running bead(s) to merge`);
       const seen = changes;
-      const woke = await condition(() => changes !== seen || !!closeRequest || shouldContinueAsNew(), options.reconcileEvery);
+      const woke = await condition(
+        () => changes !== seen || !!closeRequest || shouldContinueAsNew(),
+        options.reconcileEvery,
+      );
       if (!woke) await reconcile();
     }
 
     const counts = countBeads(state.beads);
     if (counts.closed === counts.total) {
       if (state.mergeMode === 'review-then-land') return land();
-      const last = [...state.beads].filter((b) => b.endedAt).sort((a, b) => a.endedAt!.localeCompare(b.endedAt!)).pop();
+      const last = [...state.beads]
+        .filter((b) => b.endedAt)
+        .sort((a, b) => a.endedAt!.localeCompare(b.endedAt!))
+        .pop();
       state.landedCommit = last?.commit;
       return finish('landed', `every bead merged into ${state.targetBranch}`);
     }
     const failed = state.beads.filter((b) => b.status === 'failed' || b.status === 'cancelled').map((b) => b.id);
     const blocked = state.beads.filter((b) => b.status === 'blocked').map((b) => b.id);
-    return finish('failed', `bead(s) ${failed.join(', ')} did not merge${blocked.length ? `; never started: ${blocked.join(', ')}` : ''}`.slice(0, REASON_CHARS));
+    return finish(
+      'failed',
+      `bead(s) ${failed.join(', ')} did not merge${blocked.length ? `; never started: ${blocked.join(', ')}` : ''}`.slice(
+        0,
+        REASON_CHARS,
+      ),
+    );
   };
 
   try {

@@ -74,18 +74,32 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     if (set.size > MEMORY) set.delete(set.values().next().value!);
   };
   const now = () => new Date().toISOString();
-  const state = (): DispatchGateState => ({ rig: input.rig, settings, paused, breaker, running, waiting, granted, generation });
+  const state = (): DispatchGateState => ({
+    rig: input.rig,
+    settings,
+    paused,
+    breaker,
+    running,
+    waiting,
+    granted,
+    generation,
+  });
   const isKnown = (runId: string) => running.some((s) => s.runId === runId) || waiting.some((s) => s.runId === runId);
 
   setHandler(dispatchStateQuery, state);
   setHandler(dispatchRequestSignal, (raw) => {
     const r = parseSignal(DispatchRequest, raw, 'dispatch request');
     if (!r) return;
-    settings = { maxPolecats: r.maxPolecats, breakerThreshold: r.breakerThreshold, breakerProbeInterval: r.breakerProbeInterval };
+    settings = {
+      maxPolecats: r.maxPolecats,
+      breakerThreshold: r.breakerThreshold,
+      breakerProbeInterval: r.breakerProbeInterval,
+    };
     const holding = running.find((s) => s.runId === r.runId);
     // A repeated request of a run that already holds a slot: the grant may have been lost, send it again.
     if (holding) outbox.push({ slot: holding, probe: breaker.probeRunId === r.runId });
-    else if (!released.has(r.runId) && !isKnown(r.runId)) waiting.push({ beadId: r.beadId, runId: r.runId, workflowId: r.workflowId, since: now() });
+    else if (!released.has(r.runId) && !isKnown(r.runId))
+      waiting.push({ beadId: r.beadId, runId: r.runId, workflowId: r.workflowId, since: now() });
     dirty = true;
   });
   setHandler(dispatchReleaseSignal, (raw) => {
@@ -98,7 +112,8 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
       if (i >= 0) list.splice(i, 1);
     }
     // A probe that ended without saying whether it started proves nothing: the breaker stays open.
-    if (breaker.probeRunId === runId && breaker.state === 'half_open') Object.assign(breaker, { state: 'open', probeRunId: undefined });
+    if (breaker.probeRunId === runId && breaker.state === 'half_open')
+      Object.assign(breaker, { state: 'open', probeRunId: undefined });
     dirty = true;
   });
   setHandler(dispatchReportSignal, (raw) => {
@@ -106,7 +121,8 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     if (!r || reported.has(r.runId)) return;
     remember(reported, r.runId);
     if (r.started) {
-      if (breaker.state !== 'closed') log.info('dispatch breaker closed: an agent started', { rig: input.rig, runId: r.runId });
+      if (breaker.state !== 'closed')
+        log.info('dispatch breaker closed: an agent started', { rig: input.rig, runId: r.runId });
       Object.assign(breaker, { state: 'closed', consecutiveFailures: 0, probeRunId: undefined, openedAt: undefined });
     } else {
       breaker.consecutiveFailures++;
@@ -116,7 +132,11 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
       } else if (breaker.state === 'closed' && breaker.consecutiveFailures >= settings.breakerThreshold) {
         Object.assign(breaker, { state: 'open', openedAt: Date.now(), trips: breaker.trips + 1 });
         escalationsDue.push(breaker.trips);
-        log.warn('dispatch breaker opened', { rig: input.rig, failures: breaker.consecutiveFailures, last: breaker.lastFailure });
+        log.warn('dispatch breaker opened', {
+          rig: input.rig,
+          failures: breaker.consecutiveFailures,
+          last: breaker.lastFailure,
+        });
       }
     }
     dirty = true;
@@ -135,7 +155,8 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     resumeDispatchUpdate,
     (raw) => {
       const req = ResumeRequest.parse(raw);
-      if (paused || breaker.state !== 'closed') log.info('dispatch resumed by an operator', { rig: input.rig, by: req.by });
+      if (paused || breaker.state !== 'closed')
+        log.info('dispatch resumed by an operator', { rig: input.rig, by: req.by });
       paused = undefined;
       Object.assign(breaker, { state: 'closed', consecutiveFailures: 0, probeRunId: undefined, openedAt: undefined });
       dirty = true;
@@ -144,7 +165,10 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     { validator: (raw) => void parseOrReject(ResumeRequest, raw, 'resume request') },
   );
 
-  const probeDueAt = () => (breaker.state === 'open' && breaker.openedAt !== undefined ? breaker.openedAt + settings.breakerProbeInterval : undefined);
+  const probeDueAt = () =>
+    breaker.state === 'open' && breaker.openedAt !== undefined
+      ? breaker.openedAt + settings.breakerProbeInterval
+      : undefined;
 
   /** Moves waiting runs to running as far as capacity, pause and breaker allow. */
   const grant = () => {
@@ -168,12 +192,19 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
   };
 
   const describe = () => {
-    const why = paused ? `**paused** by ${paused.by}: ${paused.reason}` : breaker.state !== 'closed' ? `**breaker ${breaker.state}** after ${breaker.consecutiveFailures} start failures` : 'open';
+    const why = paused
+      ? `**paused** by ${paused.by}: ${paused.reason}`
+      : breaker.state !== 'closed'
+        ? `**breaker ${breaker.state}** after ${breaker.consecutiveFailures} start failures`
+        : 'open';
     setCurrentDetails(`${why}; ${running.length}/${settings.maxPolecats} running, ${waiting.length} waiting`);
-    upsertSearchAttributes([{ key: SA.status, value: paused ? 'paused' : breaker.state === 'closed' ? 'open' : `breaker_${breaker.state}` }]);
+    upsertSearchAttributes([
+      { key: SA.status, value: paused ? 'paused' : breaker.state === 'closed' ? 'open' : `breaker_${breaker.state}` },
+    ]);
   };
 
-  const continueAsNewDue = () => workflowInfo().continueAsNewSuggested || workflowInfo().historyLength >= input.historyLimit;
+  const continueAsNewDue = () =>
+    workflowInfo().continueAsNewSuggested || workflowInfo().historyLength >= input.historyLimit;
 
   const deliverGrants = async () => {
     while (outbox.length) {
@@ -218,9 +249,10 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     describe();
     if (dirty) continue;
     const due = probeDueAt();
-    const waits = [due !== undefined && waiting.length && !paused ? Math.max(due - Date.now(), 1) : undefined, waiting.length ? REAP_INTERVAL_MS : undefined].filter(
-      (v): v is number => v !== undefined,
-    );
+    const waits = [
+      due !== undefined && waiting.length && !paused ? Math.max(due - Date.now(), 1) : undefined,
+      waiting.length ? REAP_INTERVAL_MS : undefined,
+    ].filter((v): v is number => v !== undefined);
     const woke = () => dirty || continueAsNewDue();
     if (waits.length) await condition(woke, Math.min(...waits));
     else await condition(woke);
@@ -232,6 +264,15 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     rig: input.rig,
     settings,
     historyLimit: input.historyLimit,
-    carried: { paused, breaker, running, waiting, granted, generation: generation + 1, released: [...released], reported: [...reported] },
+    carried: {
+      paused,
+      breaker,
+      running,
+      waiting,
+      granted,
+      generation: generation + 1,
+      released: [...released],
+      reported: [...reported],
+    },
   });
 }

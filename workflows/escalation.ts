@@ -3,7 +3,13 @@
  * an operator acknowledges it; then it completes. Raising the same escalation id twice yields one escalation.
  */
 import { condition, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
-import { ackEscalationUpdate, AckRequest, EscalationInput, escalationStateQuery, type EscalationState } from '../domain/escalation';
+import {
+  ackEscalationUpdate,
+  AckRequest,
+  EscalationInput,
+  escalationStateQuery,
+  type EscalationState,
+} from '../domain/escalation';
 import { SA } from '../domain/search-attributes';
 import { parseOrReject } from '../domain/validation';
 
@@ -16,7 +22,12 @@ export async function escalationWorkflow(rawInput: EscalationInput): Promise<Esc
     (raw) => {
       const ack = AckRequest.parse(raw);
       if (state.status === 'acknowledged') return state;
-      Object.assign(state, { status: 'acknowledged', acknowledgedAt: new Date().toISOString(), acknowledgedBy: ack.by, note: ack.note || undefined });
+      Object.assign(state, {
+        status: 'acknowledged',
+        acknowledgedAt: new Date().toISOString(),
+        acknowledgedBy: ack.by,
+        note: ack.note || undefined,
+      });
       return state;
     },
     { validator: (raw) => void parseOrReject(AckRequest, raw, 'acknowledgement') },

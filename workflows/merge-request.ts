@@ -26,12 +26,26 @@ import {
 } from '@temporalio/workflow';
 import { z } from 'zod';
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
-import { type AgentReply, BeadSpec, EscalateRequest, type MergeOutcome, ProgressRequest, ReviewVerdict } from '../domain/bead';
+import {
+  type AgentReply,
+  BeadSpec,
+  EscalateRequest,
+  type MergeOutcome,
+  ProgressRequest,
+  ReviewVerdict,
+} from '../domain/bead';
 import { CAPS, capText } from '../domain/caps';
 import { escalationIdPart } from '../domain/escalation';
 import { assessPullRequest, ForgeSettings } from '../domain/forge';
 import { ConvoyId, refineryWorkflowId, reviewRunIdOf } from '../domain/ids';
-import { escalateUpdate, mergeRequestStateQuery, mergeResultSignal, progressUpdate, reviewVerdictUpdate, withdrawSignal } from '../domain/messages';
+import {
+  escalateUpdate,
+  mergeRequestStateQuery,
+  mergeResultSignal,
+  progressUpdate,
+  reviewVerdictUpdate,
+  withdrawSignal,
+} from '../domain/messages';
 import { MergeResult, type MergeRequestState } from '../domain/refinery';
 import { parseSignal } from './signals';
 import { RigConfig } from '../domain/rig';
@@ -127,8 +141,13 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
   let escalationCount = 0;
   const requireCurrentReviewer = (runId: string) => {
     if (!reviewer || reviewer.runId !== runId) {
-      const now = reviewer ? `the current reviewer run is ${reviewer.runId}` : `no review is running (merge request is ${state.phase})`;
-      throw ApplicationFailure.nonRetryable(`run ${runId} is not the current reviewer of ${input.mrId}: ${now}`, 'StaleRun');
+      const now = reviewer
+        ? `the current reviewer run is ${reviewer.runId}`
+        : `no review is running (merge request is ${state.phase})`;
+      throw ApplicationFailure.nonRetryable(
+        `run ${runId} is not the current reviewer of ${input.mrId}: ${now}`,
+        'StaleRun',
+      );
     }
     return reviewer;
   };
@@ -139,14 +158,25 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       const run = requireCurrentReviewer(verdict.runId);
       run.verdict = verdict;
       run.lastProgressAt = Date.now();
-      const next = verdict.verdict === 'approve' ? 'the merge request goes to the refinery' : 'the bead goes back to a polecat with your feedback';
-      return { accepted: true, runId: verdict.runId, message: `${input.mrId}: ${verdict.verdict === 'approve' ? 'approved' : 'changes requested'}; ${next}` };
+      const next =
+        verdict.verdict === 'approve'
+          ? 'the merge request goes to the refinery'
+          : 'the bead goes back to a polecat with your feedback';
+      return {
+        accepted: true,
+        runId: verdict.runId,
+        message: `${input.mrId}: ${verdict.verdict === 'approve' ? 'approved' : 'changes requested'}; ${next}`,
+      };
     },
     {
       validator: (raw) => {
         const verdict = parseOrReject(ReviewVerdict, raw, 'gt_review');
         const run = requireCurrentReviewer(verdict.runId);
-        if (run.verdict) throw ApplicationFailure.nonRetryable(`run ${verdict.runId} already gave its verdict (${run.verdict.verdict})`, 'VerdictRecorded');
+        if (run.verdict)
+          throw ApplicationFailure.nonRetryable(
+            `run ${verdict.runId} already gave its verdict (${run.verdict.verdict})`,
+            'VerdictRecorded',
+          );
       },
     },
   );
@@ -165,7 +195,11 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       const req = EscalateRequest.parse(raw);
       requireCurrentReviewer(req.runId);
       escalations.push({ runId: req.runId, severity: req.severity, reason: req.reason });
-      return { accepted: true, runId: req.runId, message: 'escalation raised; an operator will see it in `gt escalations`' };
+      return {
+        accepted: true,
+        runId: req.runId,
+        message: 'escalation raised; an operator will see it in `gt escalations`',
+      };
     },
     { validator: (raw) => void requireCurrentReviewer(parseOrReject(EscalateRequest, raw, 'gt_escalate').runId) },
   );
@@ -200,7 +234,12 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       startToCloseTimeout: policy.startTimeout,
       scheduleToStartTimeout: policy.startTimeout,
       // Start-or-adopt by run id: a retry after an uncertain start adopts the reviewer instead of launching a second.
-      retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 3, nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput', 'NoAgentCommand', 'AgentStartRefused'] },
+      retry: {
+        initialInterval: '1s',
+        maximumInterval: '10s',
+        maximumAttempts: 3,
+        nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput', 'NoAgentCommand', 'AgentStartRefused'],
+      },
     });
     const supervisor = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
@@ -208,7 +247,12 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       heartbeatTimeout: policy.heartbeatTimeout,
       scheduleToStartTimeout: policy.startTimeout,
       // Retries re-attach to the live process through its handle; they never relaunch it.
-      retry: { initialInterval: '1s', maximumInterval: '10s', maximumAttempts: 5, nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput'] },
+      retry: {
+        initialInterval: '1s',
+        maximumInterval: '10s',
+        maximumAttempts: 5,
+        nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput'],
+      },
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     });
     const prepared = await onHost.prepareReviewRun({
@@ -246,7 +290,9 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       if (isCancellation(err)) throw err;
       reviewer = undefined;
       record.outcome = 'lost';
-      return { failure: `${runId} could not be started: ${capText(String((err as Error).message ?? err), CAPS.failure)}` };
+      return {
+        failure: `${runId} could not be started: ${capText(String((err as Error).message ?? err), CAPS.failure)}`,
+      };
     }
     setPhase('review', `waiting for the verdict of reviewer run ${runId}`, runId);
 
@@ -258,13 +304,20 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       .then(
         (r) => void (exit = r),
         // Only a cancellation this workflow asked for is expected; anything else means supervision was lost.
-        (err: unknown) => void (lost = isCancellation(err) && scope.consideredCancelled ? undefined : capText(String((err as Error).message ?? err), CAPS.failure)),
+        (err: unknown) =>
+          void (lost =
+            isCancellation(err) && scope.consideredCancelled
+              ? undefined
+              : capText(String((err as Error).message ?? err), CAPS.failure)),
       );
 
     let stalled = false;
     for (;;) {
       const quietFor = Date.now() - run.lastProgressAt;
-      await condition(() => !!run.verdict || exit !== undefined || lost !== undefined || escalations.length > 0, Math.max(policy.stallTimeout - quietFor, 1));
+      await condition(
+        () => !!run.verdict || exit !== undefined || lost !== undefined || escalations.length > 0,
+        Math.max(policy.stallTimeout - quietFor, 1),
+      );
       await raisePending();
       if (run.verdict || exit !== undefined || lost !== undefined) break;
       if (Date.now() - run.lastProgressAt >= policy.stallTimeout) {
@@ -276,7 +329,9 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     if (exit === undefined && lost === undefined) scope.cancel();
     await supervision;
     reviewer = undefined;
-    await onHost.finishReviewRun({ rig, runId }).catch((err: unknown) => log.warn('could not remove review worktree', { runId, error: String(err) }));
+    await onHost
+      .finishReviewRun({ rig, runId })
+      .catch((err: unknown) => log.warn('could not remove review worktree', { runId, error: String(err) }));
 
     if (run.verdict?.verdict === 'approve') {
       record.outcome = 'approved';
@@ -285,10 +340,20 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     if (run.verdict?.verdict === 'request_changes') {
       record.outcome = 'changes_requested';
       record.feedback = run.verdict.feedback;
-      return { kind: 'sent_back', outcome: { kind: 'changes_requested', feedback: `Reviewer (${runId}) requested changes:\n${run.verdict.feedback}` } };
+      return {
+        kind: 'sent_back',
+        outcome: {
+          kind: 'changes_requested',
+          feedback: `Reviewer (${runId}) requested changes:\n${run.verdict.feedback}`,
+        },
+      };
     }
     record.outcome = stalled ? 'stalled' : lost !== undefined ? 'lost' : 'exited';
-    const why = stalled ? `reported nothing for ${policy.stallTimeout} ms and was stopped` : lost !== undefined ? `supervision was lost: ${lost}` : `exited (code ${exit?.exitCode ?? 'unknown'}) without a verdict`;
+    const why = stalled
+      ? `reported nothing for ${policy.stallTimeout} ms and was stopped`
+      : lost !== undefined
+        ? `supervision was lost: ${lost}`
+        : `exited (code ${exit?.exitCode ?? 'unknown'}) without a verdict`;
     log.warn('review attempt failed', { mrId: input.mrId, runId, why });
     return { failure: `${runId} ${why}` };
   };
@@ -306,9 +371,26 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
         await sleep(backoff);
       }
     }
-    const reason = capText(`no reviewer run of ${input.mrId} gave a verdict:\n- ${failures.join('\n- ')}`, CAPS.feedback);
-    await town.raiseEscalation({ id: `mr-${escalationIdPart(input.mrId)}-review`, severity: 'high', source: 'merge-request', reason, rig: rig.name, beadId: bead.id, convoyId: input.convoyId });
-    return { kind: 'sent_back', outcome: { kind: 'rejected', feedback: `The review could not be completed (${reason}). The work goes back for another round.` } };
+    const reason = capText(
+      `no reviewer run of ${input.mrId} gave a verdict:\n- ${failures.join('\n- ')}`,
+      CAPS.feedback,
+    );
+    await town.raiseEscalation({
+      id: `mr-${escalationIdPart(input.mrId)}-review`,
+      severity: 'high',
+      source: 'merge-request',
+      reason,
+      rig: rig.name,
+      beadId: bead.id,
+      convoyId: input.convoyId,
+    });
+    return {
+      kind: 'sent_back',
+      outcome: {
+        kind: 'rejected',
+        feedback: `The review could not be completed (${reason}). The work goes back for another round.`,
+      },
+    };
   };
 
   /** The PR strategy after the refinery opened (or found) the pull request: look at it on a durable timer until it decides. */
@@ -316,12 +398,23 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     const forgeSettings = rig.forge ?? ForgeSettings.parse({});
     const forge = proxyActivities<TownQueueActivities>({
       startToCloseTimeout: 6 * forgeSettings.requestTimeout + 60_000,
-      retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 5, nonRetryableErrorTypes: ['InvalidInput', 'ForgeAuth', 'ForgeRejected', 'ForgeNotConfigured'] },
+      retry: {
+        initialInterval: '2s',
+        backoffCoefficient: 2,
+        maximumInterval: '1m',
+        maximumAttempts: 5,
+        nonRetryableErrorTypes: ['InvalidInput', 'ForgeAuth', 'ForgeRejected', 'ForgeNotConfigured'],
+      },
     });
     const f = following;
     const { pr } = f;
     for (;;) {
-      state.pullRequest = { number: pr.number, url: pr.url, looks: f.looks, lastVerdict: state.pullRequest?.lastVerdict };
+      state.pullRequest = {
+        number: pr.number,
+        url: pr.url,
+        looks: f.looks,
+        lastVerdict: state.pullRequest?.lastVerdict,
+      };
       if (workflowInfo().continueAsNewSuggested) {
         await condition(allHandlersFinished);
         return continueAsNew<typeof mergeRequestWorkflow>({ ...input, following: f });
@@ -332,17 +425,34 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
         f.looks++;
         f.failedLooks = 0;
         const verdict = assessPullRequest(snapshot, input.headSha);
-        state.pullRequest = { number: pr.number, url: pr.url, looks: f.looks, lastVerdict: verdict.kind === 'waiting' ? verdict.reason : verdict.kind };
-        if (verdict.kind === 'merged') return { kind: 'merged', commit: verdict.commit, targetBranch: input.targetBranch, prUrl: pr.url };
-        if (verdict.kind === 'closed') return { kind: 'pr_closed', prUrl: pr.url, feedback: `Pull request #${pr.number} (${pr.url}) was closed without merging.` };
+        state.pullRequest = {
+          number: pr.number,
+          url: pr.url,
+          looks: f.looks,
+          lastVerdict: verdict.kind === 'waiting' ? verdict.reason : verdict.kind,
+        };
+        if (verdict.kind === 'merged')
+          return { kind: 'merged', commit: verdict.commit, targetBranch: input.targetBranch, prUrl: pr.url };
+        if (verdict.kind === 'closed')
+          return {
+            kind: 'pr_closed',
+            prUrl: pr.url,
+            feedback: `Pull request #${pr.number} (${pr.url}) was closed without merging.`,
+          };
         if (verdict.kind === 'rework') return verdict.outcome;
         if (verdict.kind === 'ready' && forgeSettings.autoMerge) {
           f.readySince ??= Date.now();
           const remaining = f.readySince + forgeSettings.autoMergeDelay - Date.now();
           if (remaining <= 0) {
             setPhase('pull_request', `auto-merging pull request #${pr.number}`);
-            const merged = await forge.mergePullRequest({ rig, number: pr.number, headSha: input.headSha, title: `${bead.title} (${bead.id})` });
-            if (merged.merged) return { kind: 'merged', commit: merged.commit, targetBranch: input.targetBranch, prUrl: pr.url };
+            const merged = await forge.mergePullRequest({
+              rig,
+              number: pr.number,
+              headSha: input.headSha,
+              title: `${bead.title} (${bead.id})`,
+            });
+            if (merged.merged)
+              return { kind: 'merged', commit: merged.commit, targetBranch: input.targetBranch, prUrl: pr.url };
             log.info('auto-merge declined; looking again later', { mrId: input.mrId, reason: merged.reason });
             f.readySince = undefined;
           } else {
@@ -354,7 +464,12 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
         setPhase('pull_request', `pull request #${pr.number} ${pr.url}: ${state.pullRequest.lastVerdict}`);
       } catch (err) {
         f.failedLooks++;
-        log.warn('could not look at the pull request', { mrId: input.mrId, number: pr.number, failedLooks: f.failedLooks, error: String((err as Error).message ?? err) });
+        log.warn('could not look at the pull request', {
+          mrId: input.mrId,
+          number: pr.number,
+          failedLooks: f.failedLooks,
+          error: String((err as Error).message ?? err),
+        });
         setPhase('pull_request', `pull request #${pr.number}: GitHub did not answer (${f.failedLooks} looks in a row)`);
         if (f.failedLooks >= LOOKS_BEFORE_ESCALATION && !f.escalated) {
           f.escalated = true;
@@ -385,7 +500,10 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       const reviewed = await review();
       if (reviewed.kind === 'sent_back') return finish(reviewed.outcome);
     }
-    setPhase('queued', `waiting for the refinery of ${rig.name} to take ${input.branch} @ ${input.headSha.slice(0, 10)}`);
+    setPhase(
+      'queued',
+      `waiting for the refinery of ${rig.name} to take ${input.branch} @ ${input.headSha.slice(0, 10)}`,
+    );
     const ticket = {
       mrId: input.mrId,
       beadId: bead.id,
@@ -402,14 +520,17 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     await town.enqueueMergeRequest({ rig, ticket });
     try {
       // Should the refinery have been lost (terminated or reset by an operator), announce again; it ignores repeats.
-      while (!(await condition(() => result !== undefined, REANNOUNCE_MS))) await town.enqueueMergeRequest({ rig, ticket });
+      while (!(await condition(() => result !== undefined, REANNOUNCE_MS)))
+        await town.enqueueMergeRequest({ rig, ticket });
     } catch (err) {
       // Cancelled (its bead was): take the ticket back so work nobody wants any more is not merged.
       if (isCancellation(err)) {
         await CancellationScope.nonCancellable(() =>
           getExternalWorkflowHandle(refineryWorkflowId(rig.name))
             .signal(withdrawSignal, { mrId: input.mrId, headSha: input.headSha })
-            .catch((e: unknown) => log.warn('could not withdraw from the refinery', { mrId: input.mrId, error: String(e) })),
+            .catch((e: unknown) =>
+              log.warn('could not withdraw from the refinery', { mrId: input.mrId, error: String(e) }),
+            ),
         );
       }
       throw err;
@@ -417,7 +538,10 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     const outcome = result!.outcome;
     if (outcome.kind !== 'pr_opened') return finish(outcome);
     following = { pr: outcome.pr, looks: 0, failedLooks: 0, escalated: false };
-    setPhase('pull_request', `pull request #${outcome.pr.number} ${outcome.pr.url} ${outcome.pr.created ? 'opened' : 'found'}`);
+    setPhase(
+      'pull_request',
+      `pull request #${outcome.pr.number} ${outcome.pr.url} ${outcome.pr.created ? 'opened' : 'found'}`,
+    );
   }
   return finish(await followPullRequest(following));
 }

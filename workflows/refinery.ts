@@ -27,7 +27,16 @@ import {
 import { z } from 'zod';
 import type { TownQueueActivities } from '../activities';
 import { escalationIdPart } from '../domain/escalation';
-import { enqueueSignal, mergeResultSignal, pauseRefineryUpdate, refineryStateQuery, removeRigUpdate, rigConfigQuery, updateRigUpdate, withdrawSignal } from '../domain/messages';
+import {
+  enqueueSignal,
+  mergeResultSignal,
+  pauseRefineryUpdate,
+  refineryStateQuery,
+  removeRigUpdate,
+  rigConfigQuery,
+  updateRigUpdate,
+  withdrawSignal,
+} from '../domain/messages';
 import {
   afterProbe,
   type CandidateResult,
@@ -142,11 +151,15 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     if (seen.has(key) || queue.some(same) || sectionTickets.some(same)) return;
     // Histories from before the bound took every ticket, and replay the same way.
     if (queue.length >= maxQueue && patched(BOUNDED_QUEUE)) {
-      log.warn('merge queue full; the merge request will announce itself again', { mrId: ticket.mrId, waiting: queue.length });
+      log.warn('merge queue full; the merge request will announce itself again', {
+        mrId: ticket.mrId,
+        waiting: queue.length,
+      });
       return;
     }
     seen.add(key);
-    if (ticket.convoyId && convoySince[ticket.convoyId] === undefined) convoySince[ticket.convoyId] = ticket.convoyStartedAt ?? Date.now();
+    if (ticket.convoyId && convoySince[ticket.convoyId] === undefined)
+      convoySince[ticket.convoyId] = ticket.convoyStartedAt ?? Date.now();
     queue.push(ticket);
   });
   setHandler(withdrawSignal, (raw) => {
@@ -183,11 +196,14 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       // Decided here, against the queue itself: no merge request can slip in between a client's check and the end.
       validator: () => {
         const open = [...sectionTickets, ...queue].map((t) => t.mrId);
-        if (open.length) throw ApplicationFailure.nonRetryable(`rig ${rig.name} still has merge requests queued or merging: ${open.join(', ')}`, 'RigBusy');
+        if (open.length)
+          throw ApplicationFailure.nonRetryable(
+            `rig ${rig.name} still has merge requests queued or merging: ${open.join(', ')}`,
+            'RigBusy',
+          );
       },
     },
   );
-
 
   /** The merge section's activities, with timeouts that follow the rig's gates and heartbeat policy. */
   const merger = () =>
@@ -196,12 +212,24 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       startToCloseTimeout: Math.max(2 * 3_600_000, 5 * rig.gates.length * rig.gateTimeout + 600_000),
       // Gates heartbeat every 5 s; git work between them (a large fetch) may take longer than a short run policy allows.
       heartbeatTimeout: Math.max(rig.policy.heartbeatTimeout, 30_000),
-      retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '2m', maximumAttempts: 8, nonRetryableErrorTypes: ['InvalidInput'] },
+      retry: {
+        initialInterval: '2s',
+        backoffCoefficient: 2,
+        maximumInterval: '2m',
+        maximumAttempts: 8,
+        nonRetryableErrorTypes: ['InvalidInput'],
+      },
     });
   const forge = () =>
     proxyActivities<TownQueueActivities>({
       startToCloseTimeout: '5m',
-      retry: { initialInterval: '2s', backoffCoefficient: 2, maximumInterval: '2m', maximumAttempts: 10, nonRetryableErrorTypes: ['InvalidInput', 'ForgeAuth', 'ForgeRejected', 'ForgeNotConfigured'] },
+      retry: {
+        initialInterval: '2s',
+        backoffCoefficient: 2,
+        maximumInterval: '2m',
+        maximumAttempts: 10,
+        nonRetryableErrorTypes: ['InvalidInput', 'ForgeAuth', 'ForgeRejected', 'ForgeNotConfigured'],
+      },
     });
 
   /** Outcomes signalled to merge requests and not yet recorded; continue-as-new waits for them. */
@@ -213,13 +241,21 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       countTownEvent(metricMeter, 'merges', { rig: rig.name });
     } else if (outcome.kind === 'pr_opened') stats.pullRequests++;
     else stats.rejected++;
-    recent.push({ mrId: ticket.mrId, beadId: ticket.beadId, outcome: outcome.kind, commit: outcome.kind === 'merged' ? outcome.commit : undefined, at: new Date().toISOString() });
+    recent.push({
+      mrId: ticket.mrId,
+      beadId: ticket.beadId,
+      outcome: outcome.kind,
+      commit: outcome.kind === 'merged' ? outcome.commit : undefined,
+      at: new Date().toISOString(),
+    });
     recent.splice(0, Math.max(0, recent.length - RECENT_KEEP));
     delete sectionFailures[ticket.mrId];
     log.info('merge section outcome', { mrId: ticket.mrId, beadId: ticket.beadId, outcome: outcome.kind });
     const delivered = getExternalWorkflowHandle(ticket.mrId)
       .signal(mergeResultSignal, { mrId: ticket.mrId, headSha: ticket.headSha, outcome })
-      .catch((err: unknown) => log.warn('merge request workflow is gone; outcome not delivered', { mrId: ticket.mrId, error: String(err) }));
+      .catch((err: unknown) =>
+        log.warn('merge request workflow is gone; outcome not delivered', { mrId: ticket.mrId, error: String(err) }),
+      );
     // The next section need not wait for the signal to be recorded (one round trip per merge on a serial queue);
     // histories from before this change waited, and replay the same way.
     if (patched(DELIVER_WITHOUT_WAITING)) {
@@ -251,7 +287,10 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
         beadId: t.beadId,
         convoyId: t.convoyId,
       });
-      await deliver(t, { kind: 'rejected', feedback: `The refinery could not process this merge request (${failures} attempts): ${reason}` });
+      await deliver(t, {
+        kind: 'rejected',
+        feedback: `The refinery could not process this merge request (${failures} attempts): ${reason}`,
+      });
     }
   };
 
@@ -279,7 +318,12 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       stats.gateRuns += result.gateRuns;
       if (result.kind === 'merged') {
         const commitOf = new Map(result.merged.map((m) => [m.mrId, m.commit]));
-        for (const t of step.items) await deliver(t, { kind: 'merged', commit: commitOf.get(t.mrId) ?? result.commit, targetBranch: t.targetBranch });
+        for (const t of step.items)
+          await deliver(t, {
+            kind: 'merged',
+            commit: commitOf.get(t.mrId) ?? result.commit,
+            targetBranch: t.targetBranch,
+          });
         bisection = afterProbe(bisection, step.items.length, true);
       } else if (result.kind === 'gates_failed') {
         lastFailure = result.outcome;
@@ -300,10 +344,15 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     try {
       const verified = await merger().mergeCandidate({ rig, tickets: [ticket], mode: 'verify' });
       stats.gateRuns += verified.gateRuns;
-      if (verified.kind === 'excluded' || verified.kind === 'gates_failed') return await deliver(ticket, verified.outcome);
+      if (verified.kind === 'excluded' || verified.kind === 'gates_failed')
+        return await deliver(ticket, verified.outcome);
       const opened = await forge().openPullRequest({ rig, ticket });
       if (opened.kind === 'closed') {
-        return await deliver(ticket, { kind: 'pr_closed', prUrl: opened.url, feedback: `The pull request for ${ticket.branch} (${opened.url}) was closed without merging.` });
+        return await deliver(ticket, {
+          kind: 'pr_closed',
+          prUrl: opened.url,
+          feedback: `The pull request for ${ticket.branch} (${opened.url}) was closed without merging.`,
+        });
       }
       await deliver(ticket, { kind: 'pr_opened', pr: opened.pr });
     } catch (err) {
@@ -312,7 +361,9 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   };
 
   const usesPullRequest = (t: MergeTicket) => rig.merge === 'pr' && t.targetBranch === rig.branch;
-  const rollOver = () => workflowInfo().continueAsNewSuggested || (input.continueAsNewEvery !== undefined && sections >= input.continueAsNewEvery);
+  const rollOver = () =>
+    workflowInfo().continueAsNewSuggested ||
+    (input.continueAsNewEvery !== undefined && sections >= input.continueAsNewEvery);
 
   for (;;) {
     setStatus();
@@ -327,7 +378,11 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     const takenKeys = new Set(taken.map((t) => `${t.mrId}@${t.headSha}`));
     queue.splice(0, queue.length, ...queue.filter((t) => !takenKeys.has(`${t.mrId}@${t.headSha}`)));
     sectionTickets = taken.map(({ score: _score, ...t }) => t);
-    section = { kind: usesPullRequest(lead) ? 'pull-request' : taken.length > 1 ? 'batch' : 'merge', mrIds: taken.map((t) => t.mrId), startedAt: new Date().toISOString() };
+    section = {
+      kind: usesPullRequest(lead) ? 'pull-request' : taken.length > 1 ? 'batch' : 'merge',
+      mrIds: taken.map((t) => t.mrId),
+      startedAt: new Date().toISOString(),
+    };
     setStatus();
     if (section.kind === 'pull-request') await pullRequestSection(sectionTickets[0]!);
     else await mergeSection(sectionTickets);
@@ -344,7 +399,9 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     return;
   }
   const queuedConvoys = new Set(queue.map((t) => t.convoyId).filter(Boolean));
-  const keptConvoys = Object.entries(convoySince).filter(([id], i, all) => queuedConvoys.has(id) || i >= all.length - CONVOYS_KEEP);
+  const keptConvoys = Object.entries(convoySince).filter(
+    ([id], i, all) => queuedConvoys.has(id) || i >= all.length - CONVOYS_KEEP,
+  );
   await continueAsNew<typeof refineryWorkflow>({
     rig,
     queue,

@@ -19,23 +19,38 @@ export function runEnv(env: NodeJS.ProcessEnv = process.env) {
     try {
       token = readFileSync(env.GT_RUN_TOKEN_FILE, 'utf8').trim();
     } catch (err) {
-      throw new UserError(`cannot read the run token at GT_RUN_TOKEN_FILE=${env.GT_RUN_TOKEN_FILE}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+      throw new UserError(
+        `cannot read the run token at GT_RUN_TOKEN_FILE=${env.GT_RUN_TOKEN_FILE}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`,
+      );
     }
   }
-  if (!url || !token || !runId) throw new UserError('not inside a Gas Town run: GT_GATEWAY_URL, GT_RUN_TOKEN_FILE (or GT_RUN_TOKEN) and GT_RUN_ID must be set');
+  if (!url || !token || !runId)
+    throw new UserError(
+      'not inside a Gas Town run: GT_GATEWAY_URL, GT_RUN_TOKEN_FILE (or GT_RUN_TOKEN) and GT_RUN_ID must be set',
+    );
   return { url, token, runId };
 }
 
 /** POSTs JSON to the gateway over TCP (`http://…`) or its unix socket (`unix:/path`, for sandboxed agents). */
 function post(url: string, path: string, token: string, body: unknown): Promise<{ status: number; text: string }> {
   const data = JSON.stringify(body);
-  const target = url.startsWith(UNIX_URL_PREFIX) ? { socketPath: url.slice(UNIX_URL_PREFIX.length), path } : (() => {
-    const u = new URL(path, url);
-    return { hostname: u.hostname, port: u.port, path: u.pathname };
-  })();
+  const target = url.startsWith(UNIX_URL_PREFIX)
+    ? { socketPath: url.slice(UNIX_URL_PREFIX.length), path }
+    : (() => {
+        const u = new URL(path, url);
+        return { hostname: u.hostname, port: u.port, path: u.pathname };
+      })();
   return new Promise((resolve, reject) => {
     const req = request(
-      { ...target, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), authorization: `Bearer ${token}` } },
+      {
+        ...target,
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(data),
+          authorization: `Bearer ${token}`,
+        },
+      },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
@@ -62,11 +77,13 @@ export async function callGateway<T = { message: string }>(path: string, body: R
   } catch {
     // Not JSON: reported below by status.
   }
-  if (res.status < 200 || res.status >= 300) throw new UserError(`${res.status}: ${typeof payload.error === 'string' ? payload.error : res.text.slice(0, 200)}`);
+  if (res.status < 200 || res.status >= 300)
+    throw new UserError(`${res.status}: ${typeof payload.error === 'string' ? payload.error : res.text.slice(0, 200)}`);
   return payload as T;
 }
 
-const say = async (path: string, body: Record<string, unknown>) => console.log((await callGateway(path, body)).message ?? 'ok');
+const say = async (path: string, body: Record<string, unknown>) =>
+  console.log((await callGateway(path, body)).message ?? 'ok');
 
 export function registerAgentCommands(program: Command): void {
   program
@@ -106,7 +123,9 @@ export function registerAgentCommands(program: Command): void {
     .description('(agent) ask a human for help')
     .requiredOption('--reason <text>', 'what is wrong')
     .option('--severity <level>', 'low | medium | high | critical', 'medium')
-    .action((opts: { reason: string; severity: string }) => say('/v1/escalate', { reason: opts.reason, severity: opts.severity }));
+    .action((opts: { reason: string; severity: string }) =>
+      say('/v1/escalate', { reason: opts.reason, severity: opts.severity }),
+    );
   program
     .command('approve')
     .description('(reviewer) approve the merge request under review')

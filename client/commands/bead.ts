@@ -7,7 +7,11 @@ import type { Town } from '../town';
 import { intArg, withTown } from './with-town';
 
 /** Follows a bead until it is terminal, printing each change of status; resolves with the final state. */
-export async function waitForBead(town: Town, beadId: string, onChange: (s: BeadState, elapsedMs: number) => void): Promise<BeadState> {
+export async function waitForBead(
+  town: Town,
+  beadId: string,
+  onChange: (s: BeadState, elapsedMs: number) => void,
+): Promise<BeadState> {
   const started = Date.now();
   let last = '';
   const result = town.beadResult(beadId).then(
@@ -39,12 +43,34 @@ export function describeBead(s: BeadState): string {
   ];
   if (s.mergedCommit) lines.push(`merged   ${s.mergedCommit}`);
   if (s.failureReason) lines.push(`reason   ${s.failureReason}`);
-  if (s.cancellation) lines.push(`cancel   by ${s.cancellation.by} at ${s.cancellation.requestedAt}: ${s.cancellation.reason}`);
+  if (s.cancellation)
+    lines.push(`cancel   by ${s.cancellation.by} at ${s.cancellation.requestedAt}: ${s.cancellation.reason}`);
   if (s.runs.length) {
-    lines.push('', table(s.runs.map((r) => ({ run: r.runId, outcome: r.outcome, host: r.host, exit: r.exitCode, summary: r.summary ?? r.lastProgress }))));
+    lines.push(
+      '',
+      table(
+        s.runs.map((r) => ({
+          run: r.runId,
+          outcome: r.outcome,
+          host: r.host,
+          exit: r.exitCode,
+          summary: r.summary ?? r.lastProgress,
+        })),
+      ),
+    );
   }
   if (s.rounds.length) {
-    lines.push('', table(s.rounds.map((r) => ({ round: r.round, mr: r.mergeRequest, head: r.headSha?.slice(0, 10), outcome: r.outcome?.kind ?? 'pending' }))));
+    lines.push(
+      '',
+      table(
+        s.rounds.map((r) => ({
+          round: r.round,
+          mr: r.mergeRequest,
+          head: r.headSha?.slice(0, 10),
+          outcome: r.outcome?.kind ?? 'pending',
+        })),
+      ),
+    );
   }
   return lines.join('\n');
 }
@@ -61,12 +87,15 @@ export function describeBeadList(list: BeadList): string {
     title: b.title.slice(0, 50),
   }));
   const lines = [table(rows, ['bead', 'status', 'rig', 'convoy', 'round', 'run', 'age', 'title'])];
-  if (list.nextPageToken) lines.push('', `more beads: \`gt bead list --page-token ${list.nextPageToken}\` (same filters), or --all`);
+  if (list.nextPageToken)
+    lines.push('', `more beads: \`gt bead list --page-token ${list.nextPageToken}\` (same filters), or --all`);
   return lines.join('\n');
 }
 
 export function describeCancellation(c: BeadCancellation): string {
-  const lines = [`bead ${c.bead.beadId} cancelled by ${c.bead.cancellation?.by ?? 'operator'}: ${c.bead.cancellation?.reason ?? ''}`];
+  const lines = [
+    `bead ${c.bead.beadId} cancelled by ${c.bead.cancellation?.by ?? 'operator'}: ${c.bead.cancellation?.reason ?? ''}`,
+  ];
   if (c.stoppedRuns.length) lines.push(`stopped  ${c.stoppedRuns.join(', ')}`);
   if (c.mergeRequest) lines.push(`mr       ${c.mergeRequest.mrId}: ${c.mergeRequest.note}`);
   if (c.convoy) lines.push(`convoy   ${c.convoy.convoyId} records it ${c.convoy.beadStatus}`);
@@ -85,24 +114,39 @@ export function registerBeadCommands(program: Command): void {
     .option('--id <beadId>', 'bead id (default: generated)')
     .option('--wait', 'follow the bead until it is closed or failed; exit 0 only if merged')
     .option('--json', 'print JSON')
-    .action(async (rig: string, title: string, o: { description: string; acceptance: string; priority: number; id?: string; wait?: boolean; json?: boolean }) => {
-      await withTown(async (town) => {
-        const { beadId, workflowId } = await town.sling(rig, { id: o.id, title, description: o.description, acceptance: o.acceptance, priority: o.priority });
-        if (!o.wait) {
-          if (o.json) printJson({ beadId, workflowId });
-          else console.log(`bead ${beadId} slung to ${rig} (workflow ${workflowId}); follow it with \`gt bead status ${beadId}\``);
-          return;
-        }
-        if (!o.json) console.error(`bead ${beadId} slung to ${rig}; waiting…`);
-        const final = await waitForBead(town, beadId, (s, ms) => {
-          if (!o.json) progress(`[${formatMs(ms)}] ${beadId}: ${s.status} — ${s.waitingFor}`);
+    .action(
+      async (
+        rig: string,
+        title: string,
+        o: { description: string; acceptance: string; priority: number; id?: string; wait?: boolean; json?: boolean },
+      ) => {
+        await withTown(async (town) => {
+          const { beadId, workflowId } = await town.sling(rig, {
+            id: o.id,
+            title,
+            description: o.description,
+            acceptance: o.acceptance,
+            priority: o.priority,
+          });
+          if (!o.wait) {
+            if (o.json) printJson({ beadId, workflowId });
+            else
+              console.log(
+                `bead ${beadId} slung to ${rig} (workflow ${workflowId}); follow it with \`gt bead status ${beadId}\``,
+              );
+            return;
+          }
+          if (!o.json) console.error(`bead ${beadId} slung to ${rig}; waiting…`);
+          const final = await waitForBead(town, beadId, (s, ms) => {
+            if (!o.json) progress(`[${formatMs(ms)}] ${beadId}: ${s.status} — ${s.waitingFor}`);
+          });
+          if (!o.json) endProgress();
+          if (o.json) printJson(final);
+          else console.log(describeBead(final));
+          if (final.status !== 'closed') process.exitCode = 1;
         });
-        if (!o.json) endProgress();
-        if (o.json) printJson(final);
-        else console.log(describeBead(final));
-        if (final.status !== 'closed') process.exitCode = 1;
-      });
-    });
+      },
+    );
 
   const bead = program.command('bead').description('beads: units of work');
   bead
@@ -117,10 +161,15 @@ export function registerBeadCommands(program: Command): void {
     });
   bead
     .command('list')
-    .description('beads of the town from Temporal visibility (running first, then the most recently ended): status, rig, convoy, round, current run, age')
+    .description(
+      'beads of the town from Temporal visibility (running first, then the most recently ended): status, rig, convoy, round, current run, age',
+    )
     .option('--rig <name>', 'only beads of this rig')
     .option('--convoy <id>', 'only beads of this convoy')
-    .option('--status <status>', 'only beads in this status: open | in_progress | in_review | closed | failed | cancelled')
+    .option(
+      '--status <status>',
+      'only beads in this status: open | in_progress | in_review | closed | failed | cancelled',
+    )
     .option('--limit <n>', 'beads per page', intArg('--limit'), 50)
     .option('--page-token <token>', 'the next page, as the previous page printed')
     .option('--all', 'every page')
@@ -133,14 +182,35 @@ Examples:
   gt bead list --rig webapp --status in_progress
   gt bead list --convoy login-3f2a --all --json`,
     )
-    .action(async (o: { rig?: string; convoy?: string; status?: string; limit: number; pageToken?: string; all?: boolean; json?: boolean }) => {
-      const list = await withTown((town) => listBeads(town, { rig: o.rig, convoy: o.convoy, status: o.status as never, limit: o.limit, pageToken: o.pageToken, all: o.all }));
-      if (o.json) printJson(list);
-      else console.log(describeBeadList(list));
-    });
+    .action(
+      async (o: {
+        rig?: string;
+        convoy?: string;
+        status?: string;
+        limit: number;
+        pageToken?: string;
+        all?: boolean;
+        json?: boolean;
+      }) => {
+        const list = await withTown((town) =>
+          listBeads(town, {
+            rig: o.rig,
+            convoy: o.convoy,
+            status: o.status as never,
+            limit: o.limit,
+            pageToken: o.pageToken,
+            all: o.all,
+          }),
+        );
+        if (o.json) printJson(list);
+        else console.log(describeBeadList(list));
+      },
+    );
   bead
     .command('cancel')
-    .description("cancel a bead: stops its agent, withdraws its merge request from the queue, tells its convoy; the reason shows in `gt bead status`")
+    .description(
+      'cancel a bead: stops its agent, withdraws its merge request from the queue, tells its convoy; the reason shows in `gt bead status`',
+    )
     .argument('<id>', 'bead id')
     .option('--reason <text>', 'why (recorded in the bead and its convoy)', 'cancelled by an operator')
     .option('--by <name>', 'who cancels', process.env.USER ?? 'operator')

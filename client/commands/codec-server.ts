@@ -7,7 +7,12 @@ import { gtHome } from '../../host/home';
 import { UserError } from '../errors';
 import { collect, intArg } from './with-town';
 
-const DEFAULT_ORIGINS = ['http://localhost:8233', 'http://127.0.0.1:8233', 'http://localhost:8080', 'http://127.0.0.1:8080'];
+const DEFAULT_ORIGINS = [
+  'http://localhost:8233',
+  'http://127.0.0.1:8233',
+  'http://localhost:8080',
+  'http://127.0.0.1:8080',
+];
 
 interface CodecServerOptions {
   port: number;
@@ -19,10 +24,17 @@ interface CodecServerOptions {
 export function registerCodecServerCommand(program: Command): void {
   program
     .command('codec-server')
-    .description("decode (and encode) the town's encrypted payloads for the Temporal Web UI: POST /decode, /encode.\nUses the town's key (GT_CODEC_KEY, GT_CODEC_KEY_FILE or $GT_HOME/codec.key); runs until Ctrl-C.")
+    .description(
+      "decode (and encode) the town's encrypted payloads for the Temporal Web UI: POST /decode, /encode.\nUses the town's key (GT_CODEC_KEY, GT_CODEC_KEY_FILE or $GT_HOME/codec.key); runs until Ctrl-C.",
+    )
     .option('--port <n>', 'port to listen on (0 = any free port)', intArg('--port'), 8888)
     .option('--host <ip>', 'address to bind; keep it local unless an authenticating proxy is in front', '127.0.0.1')
-    .option('--allow-origin <url>', `Web UI origin allowed to call it (repeatable; '*' = any). Default: ${DEFAULT_ORIGINS.join(', ')}`, collect, [])
+    .option(
+      '--allow-origin <url>',
+      `Web UI origin allowed to call it (repeatable; '*' = any). Default: ${DEFAULT_ORIGINS.join(', ')}`,
+      collect,
+      [],
+    )
     .option('--token <secret>', 'require `Authorization: Bearer <secret>` (default: GT_CODEC_SERVER_TOKEN, if set)')
     .addHelpText(
       'after',

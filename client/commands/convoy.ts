@@ -11,7 +11,9 @@ import { printJson, table } from '../output';
 import { UserError } from '../errors';
 import { intArg, withTown } from './with-town';
 
-const SYMBOL: Record<string, string> = Object.fromEntries(Object.entries(STATUS_STYLE).map(([status, s]) => [status, s.symbol]));
+const SYMBOL: Record<string, string> = Object.fromEntries(
+  Object.entries(STATUS_STYLE).map(([status, s]) => [status, s.symbol]),
+);
 
 /** The convoy as a tree: beads indented under what they wait for, with runs, merge request outcomes and commits. */
 export function describeConvoy(view: ConvoyStatusView): string {
@@ -22,12 +24,17 @@ export function describeConvoy(view: ConvoyStatusView): string {
     `status   ${c.status} — ${c.waitingFor}`,
     `beads    ${describeCounts(view.counts)}   elapsed ${formatMs(convoyElapsed(c))}`,
   ];
-  if (c.landing) lines.push(`landing  ${c.landing.mrId} ${c.landing.headSha ? `@ ${c.landing.headSha.slice(0, 10)} ` : ''}→ ${c.landing.outcome?.kind ?? 'pending'}`);
+  if (c.landing)
+    lines.push(
+      `landing  ${c.landing.mrId} ${c.landing.headSha ? `@ ${c.landing.headSha.slice(0, 10)} ` : ''}→ ${c.landing.outcome?.kind ?? 'pending'}`,
+    );
   if (c.landedCommit) lines.push(`landed   ${c.landedCommit}`);
   if (c.reason && c.reason !== c.waitingFor) lines.push(`reason   ${c.reason}`);
   if (c.escalations.length) lines.push(`escalated ${c.escalations.join(', ')}`);
   const depth = depths(c.beads);
-  const order = [...view.beads].sort((a, b) => depth.get(a.id)! - depth.get(b.id)! || c.beads.indexOf(a) - c.beads.indexOf(b));
+  const order = [...view.beads].sort(
+    (a, b) => depth.get(a.id)! - depth.get(b.id)! || c.beads.indexOf(a) - c.beads.indexOf(b),
+  );
   const rows = order.map((b) => ({
     bead: `${'  '.repeat(depth.get(b.id) ?? 0)}${SYMBOL[b.status] ?? ' '} ${b.id}`,
     status: b.bead && b.status === 'running' ? b.bead.status : b.status,
@@ -48,8 +55,12 @@ export function progressLines(state: ConvoyState, previous: ConvoyState | undefi
   const before = new Map(previous?.beads.map((b) => [b.id, b.status]) ?? []);
   const lines = state.beads
     .filter((b) => before.get(b.id) !== b.status && (previous || b.status !== 'pending'))
-    .map((b) => `${stamp} ${b.id}: ${b.status}${b.commit ? ` (${b.commit.slice(0, 10)})` : ''}${b.reason && b.status !== 'closed' ? ` — ${b.reason.split('\n')[0]!.slice(0, 100)}` : ''}  · ${counts}`);
-  if (!previous || previous.status !== state.status || previous.waitingFor !== state.waitingFor) lines.push(`${stamp} convoy ${state.status}: ${state.waitingFor}  · ${counts}`);
+    .map(
+      (b) =>
+        `${stamp} ${b.id}: ${b.status}${b.commit ? ` (${b.commit.slice(0, 10)})` : ''}${b.reason && b.status !== 'closed' ? ` — ${b.reason.split('\n')[0]!.slice(0, 100)}` : ''}  · ${counts}`,
+    );
+  if (!previous || previous.status !== state.status || previous.waitingFor !== state.waitingFor)
+    lines.push(`${stamp} convoy ${state.status}: ${state.waitingFor}  · ${counts}`);
   return lines;
 }
 
@@ -68,8 +79,14 @@ const isSpecPath = (target: string) => /\.(ya?ml|json)$/i.test(target);
 
 /** The format asked for, else the one the output file's extension names, else Mermaid. */
 export function graphFormat(format: string | undefined, output: string | undefined): GraphFormat {
-  const chosen = format ?? { '.dot': 'dot', '.gv': 'dot', '.svg': 'svg', '.html': 'html', '.htm': 'html', '.mmd': 'mermaid' }[extname(output ?? '').toLowerCase()] ?? 'mermaid';
-  if (!(GRAPH_FORMATS as readonly string[]).includes(chosen)) throw new UserError(`unknown graph format '${chosen}': use ${GRAPH_FORMATS.join(', ')}`);
+  const chosen =
+    format ??
+    { '.dot': 'dot', '.gv': 'dot', '.svg': 'svg', '.html': 'html', '.htm': 'html', '.mmd': 'mermaid' }[
+      extname(output ?? '').toLowerCase()
+    ] ??
+    'mermaid';
+  if (!(GRAPH_FORMATS as readonly string[]).includes(chosen))
+    throw new UserError(`unknown graph format '${chosen}': use ${GRAPH_FORMATS.join(', ')}`);
   return chosen as GraphFormat;
 }
 
@@ -107,22 +124,29 @@ Spec (YAML or JSON):
       dependsOn: [api]`,
     );
 
-  const start = (staged: boolean) => async (file: string, o: { id?: string; staged?: boolean; wait?: boolean; json?: boolean }) => {
-    const raw = readSpecFile(file);
-    await withTown(async (town) => {
-      const convoys = new ConvoyClient(town);
-      const isStaged = staged || !!o.staged;
-      const { convoyId, workflowId, spec } = await convoys.start(raw, { id: o.id, staged: isStaged });
-      if (!o.wait || isStaged) {
-        if (o.json) printJson({ convoyId, workflowId, staged: isStaged, beads: spec.beads.length });
-        else if (isStaged) console.log(`convoy ${convoyId} staged (${spec.beads.length} beads); edit it with \`gt convoy add|remove|edit\`, start it with \`gt convoy launch ${convoyId}\``);
-        else console.log(`convoy ${convoyId} started (${spec.beads.length} beads, workflow ${workflowId}); follow it with \`gt convoy status ${convoyId}\``);
-        return;
-      }
-      if (!o.json) console.error(`convoy ${convoyId} started (${spec.beads.length} beads); waiting…`);
-      await follow(convoys, convoyId, o.json);
-    });
-  };
+  const start =
+    (staged: boolean) => async (file: string, o: { id?: string; staged?: boolean; wait?: boolean; json?: boolean }) => {
+      const raw = readSpecFile(file);
+      await withTown(async (town) => {
+        const convoys = new ConvoyClient(town);
+        const isStaged = staged || !!o.staged;
+        const { convoyId, workflowId, spec } = await convoys.start(raw, { id: o.id, staged: isStaged });
+        if (!o.wait || isStaged) {
+          if (o.json) printJson({ convoyId, workflowId, staged: isStaged, beads: spec.beads.length });
+          else if (isStaged)
+            console.log(
+              `convoy ${convoyId} staged (${spec.beads.length} beads); edit it with \`gt convoy add|remove|edit\`, start it with \`gt convoy launch ${convoyId}\``,
+            );
+          else
+            console.log(
+              `convoy ${convoyId} started (${spec.beads.length} beads, workflow ${workflowId}); follow it with \`gt convoy status ${convoyId}\``,
+            );
+          return;
+        }
+        if (!o.json) console.error(`convoy ${convoyId} started (${spec.beads.length} beads); waiting…`);
+        await follow(convoys, convoyId, o.json);
+      });
+    };
 
   convoy
     .command('start')
@@ -161,7 +185,9 @@ Spec (YAML or JSON):
 
   convoy
     .command('watch')
-    .description('follow a convoy live until it ends; exit 0 only if it landed. On a terminal: a tree redrawn in place with progress, elapsed time and the merge queue; otherwise one line per change')
+    .description(
+      'follow a convoy live until it ends; exit 0 only if it landed. On a terminal: a tree redrawn in place with progress, elapsed time and the merge queue; otherwise one line per change',
+    )
     .argument('<id>', 'convoy id')
     .option('--json', 'print only the final status as JSON')
     .addHelpText(
@@ -184,11 +210,17 @@ Examples:
 
   convoy
     .command('graph')
-    .description("a convoy's DAG (or a spec file's, before launch) with each bead's status, round/run and failure reason, the critical path marked")
+    .description(
+      "a convoy's DAG (or a spec file's, before launch) with each bead's status, round/run and failure reason, the critical path marked",
+    )
     .argument('<id|spec>', 'convoy id, or a spec file (.yaml, .yml, .json)')
     .option('--format <format>', `${GRAPH_FORMATS.join(' | ')} (default: from --output's extension, else mermaid)`)
     .option('--output <file>', 'write to this file instead of stdout')
-    .option('--ui-url <url>', 'Temporal Web UI the HTML/SVG nodes link to', process.env.GT_UI_URL ?? 'http://localhost:8233')
+    .option(
+      '--ui-url <url>',
+      'Temporal Web UI the HTML/SVG nodes link to',
+      process.env.GT_UI_URL ?? 'http://localhost:8233',
+    )
     .option('--json', 'print the graph as data (nodes, statuses, critical path) instead')
     .addHelpText(
       'after',
@@ -211,7 +243,9 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
       try {
         writeFileSync(o.output, text);
       } catch (err) {
-        throw new UserError(`cannot write ${o.output}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+        throw new UserError(
+          `cannot write ${o.output}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+        );
       }
       console.error(`wrote ${o.output} (${format}, ${graph.nodes.length} beads)`);
     });
@@ -275,7 +309,9 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
 
   convoy
     .command('land')
-    .description('retry the landing merge request of a review-then-land convoy after it failed (fix the convoy branch first)')
+    .description(
+      'retry the landing merge request of a review-then-land convoy after it failed (fix the convoy branch first)',
+    )
     .argument('<id>', 'convoy id')
     .option('--json', 'print JSON')
     .action(async (id: string, o: { json?: boolean }) => {
@@ -320,12 +356,34 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
     .option('--priority <0-4>', 'merge priority (0 = most urgent)', intArg('--priority'))
     .option('--depends-on <ids>', 'comma-separated bead ids it depends on (empty string: none)')
     .option('--json', 'print JSON')
-    .action(async (id: string, bead: string, o: { title?: string; description?: string; acceptance?: string; priority?: number; dependsOn?: string; json?: boolean }) => {
-      const patch: Partial<ConvoyBeadSpecInput> & { id: string } = { id: bead, title: o.title, description: o.description, acceptance: o.acceptance, priority: o.priority };
-      if (o.dependsOn !== undefined) patch.dependsOn = splitIds(o.dependsOn);
-      if (Object.values(patch).filter((v) => v !== undefined).length === 1) throw new UserError('nothing to change: pass --title, --description, --acceptance, --priority or --depends-on');
-      const state = await withTown((town) => new ConvoyClient(town).edit(id, { op: 'edit', bead: patch }));
-      if (o.json) printJson(state);
-      else console.log(`convoy ${id}: bead ${bead} updated`);
-    });
+    .action(
+      async (
+        id: string,
+        bead: string,
+        o: {
+          title?: string;
+          description?: string;
+          acceptance?: string;
+          priority?: number;
+          dependsOn?: string;
+          json?: boolean;
+        },
+      ) => {
+        const patch: Partial<ConvoyBeadSpecInput> & { id: string } = {
+          id: bead,
+          title: o.title,
+          description: o.description,
+          acceptance: o.acceptance,
+          priority: o.priority,
+        };
+        if (o.dependsOn !== undefined) patch.dependsOn = splitIds(o.dependsOn);
+        if (Object.values(patch).filter((v) => v !== undefined).length === 1)
+          throw new UserError(
+            'nothing to change: pass --title, --description, --acceptance, --priority or --depends-on',
+          );
+        const state = await withTown((town) => new ConvoyClient(town).edit(id, { op: 'edit', bead: patch }));
+        if (o.json) printJson(state);
+        else console.log(`convoy ${id}: bead ${bead} updated`);
+      },
+    );
 }

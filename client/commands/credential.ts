@@ -12,22 +12,40 @@ async function readStdin(): Promise<string> {
 }
 
 export function registerCredentialCommands(program: Command): void {
-  const credential = program.command('credential').description("git credentials this worker uses to fetch and push its rigs' remotes (stored on this host, owner-only; agents never get them)");
+  const credential = program
+    .command('credential')
+    .description(
+      "git credentials this worker uses to fetch and push its rigs' remotes (stored on this host, owner-only; agents never get them)",
+    );
   credential
     .command('add')
-    .description('store a token for an http(s) remote; keyed by protocol and full host:port, read from stdin or an environment variable')
+    .description(
+      'store a token for an http(s) remote; keyed by protocol and full host:port, read from stdin or an environment variable',
+    )
     .argument('<url>', 'the remote, e.g. https://git.example.com:8443 (its path is ignored)')
     .option('--username <name>', 'user name git sends with the token', 'x-access-token')
     .option('--token-env <VAR>', 'read the token from this environment variable instead of stdin')
     .option('--json', 'print JSON')
-    .addHelpText('after', '\nExample:\n  printf %s "$TOKEN" | gt credential add https://git.example.com:8443 --username ci')
+    .addHelpText(
+      'after',
+      '\nExample:\n  printf %s "$TOKEN" | gt credential add https://git.example.com:8443 --username ci',
+    )
     .action(async (url: string, o: { username: string; tokenEnv?: string; json?: boolean }) => {
-      if (!credentialKey(url)) throw new UserError(`not an http(s) remote: ${url} (ssh remotes use the host's ssh keys)`);
+      if (!credentialKey(url))
+        throw new UserError(`not an http(s) remote: ${url} (ssh remotes use the host's ssh keys)`);
       const token = o.tokenEnv ? (process.env[o.tokenEnv] ?? '') : await readStdin();
       if (!token) throw new UserError(o.tokenEnv ? `environment variable ${o.tokenEnv} is empty` : 'no token on stdin');
       const key = saveHostCredential(gtHome(), url, o.username, token);
-      const result = { protocol: key.protocol, host: key.host, username: o.username, file: hostCredentialsFile(gtHome()) };
+      const result = {
+        protocol: key.protocol,
+        host: key.host,
+        username: o.username,
+        file: hostCredentialsFile(gtHome()),
+      };
       if (o.json) printJson(result);
-      else console.log(`credential for ${key.protocol}://${key.host} stored in ${result.file}; runs of rigs on that remote get it through git's credential helper`);
+      else
+        console.log(
+          `credential for ${key.protocol}://${key.host} stored in ${result.file}; runs of rigs on that remote get it through git's credential helper`,
+        );
     });
 }

@@ -26,7 +26,10 @@ export function describeGate(g: DispatchGateState): string {
     `capacity  ${g.running.length}/${g.settings.maxPolecats} running, ${g.waiting.length} waiting`,
   ];
   if (b.lastFailure) lines.push(`last      ${b.lastFailure}`);
-  const slots = [...g.running.map((s) => ({ run: s.runId, state: 'running', since: s.since })), ...g.waiting.map((s) => ({ run: s.runId, state: 'waiting', since: s.since }))];
+  const slots = [
+    ...g.running.map((s) => ({ run: s.runId, state: 'running', since: s.since })),
+    ...g.waiting.map((s) => ({ run: s.runId, state: 'waiting', since: s.since })),
+  ];
   if (slots.length) lines.push('', table(slots));
   return lines.join('\n');
 }

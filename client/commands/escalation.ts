@@ -13,7 +13,15 @@ export function registerEscalationCommands(program: Command): void {
       if (o.json) return printJson(list);
       console.log(
         table(
-          list.map((e) => ({ id: e.id, severity: e.severity, status: e.status, source: e.source, bead: e.beadId, convoy: e.convoyId, reason: e.reason.split('\n')[0]!.slice(0, 80) })),
+          list.map((e) => ({
+            id: e.id,
+            severity: e.severity,
+            status: e.status,
+            source: e.source,
+            bead: e.beadId,
+            convoy: e.convoyId,
+            reason: e.reason.split('\n')[0]!.slice(0, 80),
+          })),
         ),
       );
     });

@@ -12,7 +12,10 @@ export function registerMcpCommand(program: Command): void {
         'gt_escalate; reviewers gt_approve, gt_request_changes). Outside: operator tools (gt_sling, gt_bead_status, gt_bead_list,\n' +
         'gt_nudge, gt_mq, gt_rig_list, gt_rig_show, gt_convoy_start/add_beads/launch/status/list/cancel, gt_escalations, gt_escalation_ack)',
     )
-    .option('--tools <set>', 'agent | operator | all (default: agent inside a run, i.e. when GT_RUN_TOKEN_FILE or GT_RUN_TOKEN is set; operator otherwise)')
+    .option(
+      '--tools <set>',
+      'agent | operator | all (default: agent inside a run, i.e. when GT_RUN_TOKEN_FILE or GT_RUN_TOKEN is set; operator otherwise)',
+    )
     .addHelpText(
       'after',
       [

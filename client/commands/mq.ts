@@ -9,7 +9,9 @@ import { printJson, table } from '../output';
 import { parseInput, type Town } from '../town';
 import { withTown } from './with-town';
 
-const MqAction = z.enum(['show', 'pause', 'resume'], { error: (i) => `unknown action '${String(i.input)}': use show, pause or resume` });
+const MqAction = z.enum(['show', 'pause', 'resume'], {
+  error: (i) => `unknown action '${String(i.input)}': use show, pause or resume`,
+});
 
 export function describeQueue(q: RefineryState, now = Date.now()): string {
   const lines = [
@@ -34,29 +36,44 @@ export function describeQueue(q: RefineryState, now = Date.now()): string {
     ),
   ];
   if (q.recent.length) {
-    lines.push('', 'recent outcomes:', table(q.recent.slice(-10).map((r) => ({ mr: r.mrId, outcome: r.outcome, commit: r.commit?.slice(0, 10), at: r.at }))));
+    lines.push(
+      '',
+      'recent outcomes:',
+      table(
+        q.recent.slice(-10).map((r) => ({ mr: r.mrId, outcome: r.outcome, commit: r.commit?.slice(0, 10), at: r.at })),
+      ),
+    );
   }
   return lines.join('\n');
 }
 
 async function setPaused(town: Town, rig: string, paused: boolean): Promise<RefineryState> {
   await town.getRig(rig);
-  return town.client.workflow.getHandle(refineryWorkflowId(rig)).executeUpdate(pauseRefineryUpdate, { args: [{ paused }] });
+  return town.client.workflow
+    .getHandle(refineryWorkflowId(rig))
+    .executeUpdate(pauseRefineryUpdate, { args: [{ paused }] });
 }
 
 export function registerMqCommands(program: Command): void {
   program
     .command('mq')
-    .description("a rig's merge queue: the running merge section, the MRs waiting (in the order they will be taken) and recent outcomes.\n`pause` holds the queue (MRs keep arriving; the running section finishes), `resume` lets it go again.")
+    .description(
+      "a rig's merge queue: the running merge section, the MRs waiting (in the order they will be taken) and recent outcomes.\n`pause` holds the queue (MRs keep arriving; the running section finishes), `resume` lets it go again.",
+    )
     .argument('<rig>', 'rig name')
     .argument('[action]', 'show | pause | resume', 'show')
     .option('--json', 'print JSON')
     .addHelpText('after', '\nExamples:\n  gt mq webapp\n  gt mq webapp --json\n  gt mq webapp pause')
     .action(async (rig: string, rawAction: string, o: { json?: boolean }) => {
       const action = parseInput(MqAction, rawAction, 'mq action');
-      const q = await withTown((town) => (action === 'show' ? town.mergeQueue(rig) : setPaused(town, rig, action === 'pause')));
+      const q = await withTown((town) =>
+        action === 'show' ? town.mergeQueue(rig) : setPaused(town, rig, action === 'pause'),
+      );
       if (o.json) return printJson(q);
-      if (action !== 'show') console.log(`merge queue of ${rig} ${q.paused ? 'paused: no new section starts until `gt mq ' + rig + ' resume`' : 'resumed'}`);
+      if (action !== 'show')
+        console.log(
+          `merge queue of ${rig} ${q.paused ? 'paused: no new section starts until `gt mq ' + rig + ' resume`' : 'resumed'}`,
+        );
       else console.log(describeQueue(q));
     });
 }

@@ -48,20 +48,40 @@ interface RigAddOptions extends RigSettingOptions {
   branch: string;
 }
 
-const given = <T extends object>(o: T): Partial<T> => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+const given = <T extends object>(o: T): Partial<T> =>
+  Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 
 /** GitHub settings of a `--merge pr` rig (on top of `current`); the token never goes here (the worker reads GITHUB_TOKEN). */
-function forgeOptions(o: RigSettingOptions, repo: string, merge: string, current?: RigConfigInput['forge']): RigConfigInput['forge'] {
-  const forge = { ...current, ...given({ repository: o.githubRepo, apiUrl: o.githubApiUrl, pollInterval: o.prPoll, autoMerge: o.autoMerge, autoMergeDelay: o.autoMergeDelay }) };
+function forgeOptions(
+  o: RigSettingOptions,
+  repo: string,
+  merge: string,
+  current?: RigConfigInput['forge'],
+): RigConfigInput['forge'] {
+  const forge = {
+    ...current,
+    ...given({
+      repository: o.githubRepo,
+      apiUrl: o.githubApiUrl,
+      pollInterval: o.prPoll,
+      autoMerge: o.autoMerge,
+      autoMergeDelay: o.autoMergeDelay,
+    }),
+  };
   if (merge === 'pr' && !githubRepository(repo, forge)) {
-    throw new UserError('--merge pr needs the GitHub repository: add --github-repo owner/name (or use a github.com --repo URL)');
+    throw new UserError(
+      '--merge pr needs the GitHub repository: add --github-repo owner/name (or use a github.com --repo URL)',
+    );
   }
   if (o.githubApiUrl !== undefined) checkApiUrl(o.githubApiUrl);
   return Object.keys(forge).length ? forge : undefined;
 }
 
 /** The resource limits given on the command line (on top of `current`). */
-const limitOptions = (o: RigSettingOptions, current?: RigConfigInput['limits']): RigConfigInput['limits'] | undefined => {
+const limitOptions = (
+  o: RigSettingOptions,
+  current?: RigConfigInput['limits'],
+): RigConfigInput['limits'] | undefined => {
   const limits = given({ pids: o.pidsLimit, memoryMb: o.memoryLimit, cpus: o.cpus });
   return Object.keys(limits).length ? { ...current, ...limits } : undefined;
 };
@@ -98,8 +118,16 @@ function settingOptions(cmd: Command, defaults: boolean): Command {
   return cmd
     .option('--merge <mode>', 'direct | pr', d('direct'))
     .option('--strategy <how>', 'merge | squash | rebase', d('merge'))
-    .option('--gate <cmd>', `gate command run on every merge candidate (repeatable${defaults ? '' : '; replaces the current gates'})`, collect, d([]))
-    .option('--agent <cmd>', `polecat command, run in the worktree with GT_* set${defaults ? ' (default: gt-example-agent, the bundled scripted agent)' : ''}`)
+    .option(
+      '--gate <cmd>',
+      `gate command run on every merge candidate (repeatable${defaults ? '' : '; replaces the current gates'})`,
+      collect,
+      d([]),
+    )
+    .option(
+      '--agent <cmd>',
+      `polecat command, run in the worktree with GT_* set${defaults ? ' (default: gt-example-agent, the bundled scripted agent)' : ''}`,
+    )
     .option('--reviewer <cmd>', 'reviewer agent command (enables review)')
     .option(
       '--runtime <kind>',
@@ -111,24 +139,63 @@ function settingOptions(cmd: Command, defaults: boolean): Command {
     .option('--max-attempts <n>', 'attempts per round', intArg('--max-attempts'))
     .option('--max-rounds <n>', 'rework rounds before a bead fails', intArg('--max-rounds'))
     .option('--retry-backoff <duration>', 'first backoff between attempts (doubles)')
-    .option('--heartbeat-timeout <duration>', 'how long a run may go without a supervision heartbeat before it is re-attached elsewhere')
+    .option(
+      '--heartbeat-timeout <duration>',
+      'how long a run may go without a supervision heartbeat before it is re-attached elsewhere',
+    )
     .option('--start-timeout <duration>', 'how long a run may wait for a host to pick it up')
-    .option('--env <KEY=VALUE>', `environment variable for its agents (repeatable${defaults ? '' : '; added to the current ones'}; no secrets: see \`gt credential\`)`, collect, d([]))
+    .option(
+      '--env <KEY=VALUE>',
+      `environment variable for its agents (repeatable${defaults ? '' : '; added to the current ones'}; no secrets: see \`gt credential\`)`,
+      collect,
+      d([]),
+    )
     .option('--network', 'let sandboxed/containerized agents use the network (off by default)')
-    .option('--image <image>', `container image of the docker runtime${defaults ? ' (default: gastown/agent:bookworm, made by `gt image build`)' : ''}`)
-    .option('--pids-limit <n>', 'most processes one agent or gate run may have (sandbox, docker; default 1024)', intArg('--pids-limit'))
-    .option('--memory-limit <MiB>', 'memory cap of one agent or gate run in MiB (sandbox, docker; default 4096)', intArg('--memory-limit'))
+    .option(
+      '--image <image>',
+      `container image of the docker runtime${defaults ? ' (default: gastown/agent:bookworm, made by `gt image build`)' : ''}`,
+    )
+    .option(
+      '--pids-limit <n>',
+      'most processes one agent or gate run may have (sandbox, docker; default 1024)',
+      intArg('--pids-limit'),
+    )
+    .option(
+      '--memory-limit <MiB>',
+      'memory cap of one agent or gate run in MiB (sandbox, docker; default 4096)',
+      intArg('--memory-limit'),
+    )
     .option('--cpus <n>', 'CPUs one agent or gate run may use (docker; default 2)', parseFloat)
     .option('--git-name <name>', "author/committer name of the agents' commits")
     .option('--git-email <email>', "author/committer email of the agents' commits")
-    .option('--breaker-threshold <n>', 'consecutive agent start failures that pause dispatch on the rig', intArg('--breaker-threshold'))
-    .option('--breaker-probe-interval <duration>', 'while the breaker is open, let one run through as a probe this often')
-    .option('--batch-size <n>', 'merge up to n queued MRs as one gated candidate, bisecting to the culprits when it fails (default 1: one at a time)', intArg('--batch-size'))
-    .option('--github-repo <owner/name>', "GitHub repository for --merge pr (default: from a github.com --repo URL); the token is the worker's GITHUB_TOKEN")
-    .option('--github-api-url <url>', "GitHub API base URL (GitHub Enterprise: https://host/api/v3); https only, and one of the worker's GITHUB_API_URL (default https://api.github.com), the only places the worker sends its token")
+    .option(
+      '--breaker-threshold <n>',
+      'consecutive agent start failures that pause dispatch on the rig',
+      intArg('--breaker-threshold'),
+    )
+    .option(
+      '--breaker-probe-interval <duration>',
+      'while the breaker is open, let one run through as a probe this often',
+    )
+    .option(
+      '--batch-size <n>',
+      'merge up to n queued MRs as one gated candidate, bisecting to the culprits when it fails (default 1: one at a time)',
+      intArg('--batch-size'),
+    )
+    .option(
+      '--github-repo <owner/name>',
+      "GitHub repository for --merge pr (default: from a github.com --repo URL); the token is the worker's GITHUB_TOKEN",
+    )
+    .option(
+      '--github-api-url <url>',
+      "GitHub API base URL (GitHub Enterprise: https://host/api/v3); https only, and one of the worker's GITHUB_API_URL (default https://api.github.com), the only places the worker sends its token",
+    )
     .option('--pr-poll <duration>', 'how often a merge request looks at its pull request (default 60s)')
     .option('--auto-merge', 'merge pull requests through the GitHub API once green and approved')
-    .option('--auto-merge-delay <duration>', 'how long a pull request must stay green and approved before auto-merge (default 5m)')
+    .option(
+      '--auto-merge-delay <duration>',
+      'how long a pull request must stay green and approved before auto-merge (default 5m)',
+    )
     .option('--json', 'print the rig as JSON');
 }
 
@@ -148,10 +215,16 @@ export function registerRigCommands(program: Command): void {
     .command('add')
     .description('add a rig: a repository, its target branch, gates and agent command')
     .argument('<name>', 'rig name (a-z, 0-9, -, _)')
-    .requiredOption('--repo <path|url>', 'the repository (local path or URL); the refinery pushes its target branch there')
+    .requiredOption(
+      '--repo <path|url>',
+      'the repository (local path or URL); the refinery pushes its target branch there',
+    )
     .option('--branch <name>', 'target branch', 'main');
   settingOptions(add, true)
-    .addHelpText('after', '\nExample:\n  gt rig add webapp --repo ~/src/webapp --gate "npm test" --agent "claude -p \\"$(cat $GT_PROMPT_FILE)\\""')
+    .addHelpText(
+      'after',
+      '\nExample:\n  gt rig add webapp --repo ~/src/webapp --gate "npm test" --agent "claude -p \\"$(cat $GT_PROMPT_FILE)\\""',
+    )
     .action(async (name: string, o: RigAddOptions) => {
       const policy = policyOptions(o);
       const added = await withTown((town) =>
@@ -181,7 +254,9 @@ export function registerRigCommands(program: Command): void {
     });
   const update = rig
     .command('update')
-    .description("change a rig's settings: only the options given change; beads slung from now on and every later merge use them")
+    .description(
+      "change a rig's settings: only the options given change; beads slung from now on and every later merge use them",
+    )
     .argument('<name>');
   settingOptions(update, false)
     .addHelpText('after', '\nExample:\n  gt rig update webapp --gate "npm test" --gate "npm run lint" --max-polecats 8')
@@ -189,7 +264,9 @@ export function registerRigCommands(program: Command): void {
       const updated = await withTown(async (town) => {
         const current = await town.getRig(name);
         const policy = policyOptions(o);
-        const forgeGiven = [o.githubRepo, o.githubApiUrl, o.prPoll, o.autoMerge, o.autoMergeDelay, o.merge].some((v) => v !== undefined);
+        const forgeGiven = [o.githubRepo, o.githubApiUrl, o.prPoll, o.autoMerge, o.autoMergeDelay, o.merge].some(
+          (v) => v !== undefined,
+        );
         const patch: Partial<RigConfigInput> = given({
           merge: o.merge as RigConfig['merge'] | undefined,
           mergeStrategy: o.strategy as RigConfig['mergeStrategy'] | undefined,
@@ -203,15 +280,27 @@ export function registerRigCommands(program: Command): void {
           network: o.network,
           image: o.image,
           limits: limitOptions(o, current.limits),
-          gitIdentity: o.gitName || o.gitEmail ? { name: o.gitName ?? current.gitIdentity?.name ?? '', email: o.gitEmail ?? current.gitIdentity?.email ?? '' } : undefined,
+          gitIdentity:
+            o.gitName || o.gitEmail
+              ? {
+                  name: o.gitName ?? current.gitIdentity?.name ?? '',
+                  email: o.gitEmail ?? current.gitIdentity?.email ?? '',
+                }
+              : undefined,
           batchSize: o.batchSize,
           forge: forgeGiven ? forgeOptions(o, current.repo, o.merge ?? current.merge, current.forge) : undefined,
         });
-        if (Object.keys(patch).length === 0) throw new UserError(`nothing to change for rig ${name}: give at least one setting (see \`gt rig update --help\`)`);
+        if (Object.keys(patch).length === 0)
+          throw new UserError(
+            `nothing to change for rig ${name}: give at least one setting (see \`gt rig update --help\`)`,
+          );
         return { rig: await town.updateRig(name, patch), changed: Object.keys(patch) };
       });
       if (o.json) printJson(updated.rig);
-      else console.log(`rig ${name} updated: ${updated.changed.join(', ')} (beads slung from now on and later merges use it)`);
+      else
+        console.log(
+          `rig ${name} updated: ${updated.changed.join(', ')} (beads slung from now on and later merges use it)`,
+        );
     });
   rig
     .command('list')
@@ -230,11 +319,18 @@ export function registerRigCommands(program: Command): void {
     .action(async (name: string, o: { json?: boolean }) => {
       const r = await withTown((town) => town.getRig(name));
       if (o.json) printJson(r);
-      else console.log(Object.entries(r).map(([k, v]) => `${k.padEnd(14)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`).join('\n'));
+      else
+        console.log(
+          Object.entries(r)
+            .map(([k, v]) => `${k.padEnd(14)} ${typeof v === 'object' ? JSON.stringify(v) : String(v)}`)
+            .join('\n'),
+        );
     });
   rig
     .command('remove')
-    .description('remove a rig: refused while it has open work (beads in flight, merge requests, convoys); --drain pauses dispatch and waits for that work to finish first')
+    .description(
+      'remove a rig: refused while it has open work (beads in flight, merge requests, convoys); --drain pauses dispatch and waits for that work to finish first',
+    )
     .argument('<name>', 'rig name')
     .option('--drain', 'pause dispatch and wait (printing progress) until the open work is done, then remove')
     .option('--json', 'print JSON')
@@ -262,7 +358,10 @@ Its name can be used again with \`gt rig add\`. The repository is not touched.`,
       );
       if (!o.json) endProgress();
       if (o.json) printJson(r);
-      else console.log(`rig ${r.rig} removed${r.drained ? ` after draining for ${formatMs(Math.floor(r.waitedMs / 1000) * 1000)}` : ''}`);
+      else
+        console.log(
+          `rig ${r.rig} removed${r.drained ? ` after draining for ${formatMs(Math.floor(r.waitedMs / 1000) * 1000)}` : ''}`,
+        );
     });
   registerRigDispatchCommands(rig);
 }

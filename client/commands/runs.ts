@@ -34,7 +34,9 @@ async function isRunning(town: Town, runId: string): Promise<boolean> {
 export function registerRunCommands(program: Command): void {
   program
     .command('logs')
-    .description("a run's output (stdout and stderr of the agent), read from GT_HOME/runs/<run>/output.log on the host that owns the run")
+    .description(
+      "a run's output (stdout and stderr of the agent), read from GT_HOME/runs/<run>/output.log on the host that owns the run",
+    )
     .argument('<bead|run>', 'a bead id (its current or last run) or a run id such as b1/r1/a2')
     .option('-f, --follow', 'keep printing new output until the run ends')
     .option('--json', 'print JSON ({ runId, host, path, output })')
@@ -44,7 +46,9 @@ export function registerRunCommands(program: Command): void {
         const path = runOutput(runId);
         if (!existsSync(path)) {
           const where = host && host !== hostId() ? `on host ${host}` : 'here';
-          throw new UserError(`no output of run ${runId} ${where} (expected ${path}); run \`gt logs\` on the host that owns the run`);
+          throw new UserError(
+            `no output of run ${runId} ${where} (expected ${path}); run \`gt logs\` on the host that owns the run`,
+          );
         }
         if (o.json) return printJson({ runId, host, path, output: readTail(path, 1024 * 1024) });
         let printed = 0;
@@ -65,7 +69,9 @@ export function registerRunCommands(program: Command): void {
 
   program
     .command('nudge')
-    .description("send a message to a bead's running agent (it reads it with `gt inbox`; later runs get it in their prompt)")
+    .description(
+      "send a message to a bead's running agent (it reads it with `gt inbox`; later runs get it in their prompt)",
+    )
     .argument('<bead>', 'bead id')
     .argument('<message...>', 'the message')
     .option('--from <name>', 'who is asking', process.env.USER ?? 'operator')

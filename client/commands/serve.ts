@@ -37,8 +37,14 @@ async function failStart(err: unknown): Promise<never> {
 export function registerServeCommands(program: Command): void {
   program
     .command('up')
-    .description('run the embedded stack in the foreground: Temporal dev server (SQLite in GT_HOME, Web UI), worker, agent gateway.\nCtrl-C stops it; the next `gt up` resumes all work from the same file.')
-    .option('--bind <ip>', 'address the Temporal frontend and Web UI listen on; the dev server has no authentication, so 0.0.0.0 opens the town to the network', '127.0.0.1')
+    .description(
+      'run the embedded stack in the foreground: Temporal dev server (SQLite in GT_HOME, Web UI), worker, agent gateway.\nCtrl-C stops it; the next `gt up` resumes all work from the same file.',
+    )
+    .option(
+      '--bind <ip>',
+      'address the Temporal frontend and Web UI listen on; the dev server has no authentication, so 0.0.0.0 opens the town to the network',
+      '127.0.0.1',
+    )
     .option('--port <n>', 'Temporal gRPC port', intArg('--port'), 7233)
     .option('--ui-port <n>', 'Temporal Web UI port', intArg('--ui-port'), 8233)
     .option('--no-ui', 'run without the Web UI')
@@ -69,7 +75,11 @@ export function registerServeCommands(program: Command): void {
           void Promise.race([drained, new Promise((r) => setTimeout(r, 5_000))]).finally(() => process.exit(1));
         },
       }).catch(failStart);
-      const client = new Client({ connection: server.env.connection, namespace: o.namespace, dataConverter: clientDataConverter() });
+      const client = new Client({
+        connection: server.env.connection,
+        namespace: o.namespace,
+        dataConverter: clientDataConverter(),
+      });
       const worker = await createTownWorker({
         connection: server.env.nativeConnection,
         client,
@@ -85,7 +95,9 @@ export function registerServeCommands(program: Command): void {
         [
           'Gas Town is up.',
           `  Temporal     ${server.address} (namespace ${o.namespace}; CLI: ${server.cli.source})`,
-          server.uiUrl ? `  Web UI       ${server.uiUrl}/namespaces/${o.namespace}/workflows` : '  Web UI       (disabled)',
+          server.uiUrl
+            ? `  Web UI       ${server.uiUrl}/namespaces/${o.namespace}/workflows`
+            : '  Web UI       (disabled)',
           `  Gateway      ${worker.gateway.url}`,
           `  Worker       task queues ${taskQueue()} and ${worker.hostQueue}`,
           `  GT_HOME      ${home}`,
@@ -102,7 +114,9 @@ export function registerServeCommands(program: Command): void {
 
   program
     .command('worker')
-    .description('run a worker and agent gateway against an existing Temporal (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, profiles)')
+    .description(
+      'run a worker and agent gateway against an existing Temporal (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, profiles)',
+    )
     .option('--gateway-port <n>', 'agent gateway port (0 = any free port)', intArg('--gateway-port'), 7380)
     .option('--gateway-host <ip>', 'address the gateway binds to', '127.0.0.1')
     .action(async (o: { gatewayPort: number; gatewayHost: string }) => {
@@ -116,7 +130,9 @@ export function registerServeCommands(program: Command): void {
         taskQueue: taskQueue(),
         gateway: { port: o.gatewayPort, host: o.gatewayHost },
       });
-      console.log(`worker ${hostId()} on ${native.address} (namespace ${native.namespace}), queues ${taskQueue()} and ${worker.hostQueue}; gateway ${worker.gateway.url}`);
+      console.log(
+        `worker ${hostId()} on ${native.address} (namespace ${native.namespace}), queues ${taskQueue()} and ${worker.hostQueue}; gateway ${worker.gateway.url}`,
+      );
       try {
         await worker.run();
       } finally {

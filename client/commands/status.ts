@@ -10,15 +10,19 @@ import { withTown } from './with-town';
 
 const Interval = DurationMs.pipe(z.number().min(200, 'must be at least 200ms'));
 
-const fit = (line: string, cols: number) => ([...line].length > cols ? `${[...line].slice(0, Math.max(0, cols - 1)).join('')}…` : line);
+const fit = (line: string, cols: number) =>
+  [...line].length > cols ? `${[...line].slice(0, Math.max(0, cols - 1)).join('')}…` : line;
 
 /** What changes the picture when not on a terminal: everything but the clock (ages grow on every read). */
-const signature = (s: TownStatus) => JSON.stringify({ ...s, at: undefined }, (k, v: unknown) => (k === 'ageMs' || k === 'quietMs' ? undefined : v));
+const signature = (s: TownStatus) =>
+  JSON.stringify({ ...s, at: undefined }, (k, v: unknown) => (k === 'ageMs' || k === 'quietMs' ? undefined : v));
 
 export function registerStatusCommand(program: Command): void {
   program
     .command('status')
-    .description('the town at a glance: rigs (dispatch paused? breaker open?), running agents per rig with their age and last progress, merge queue depths, convoys in flight, open escalations')
+    .description(
+      'the town at a glance: rigs (dispatch paused? breaker open?), running agents per rig with their age and last progress, merge queue depths, convoys in flight, open escalations',
+    )
     .option('--watch', 'redraw until Ctrl-C (on a terminal in place; otherwise the picture again whenever it changes)')
     .option('--interval <duration>', 'how often --watch reads the town', '2s')
     .option('--json', 'print JSON (with --watch: one JSON document per line, whenever it changes)')
@@ -44,7 +48,10 @@ Examples:
             process.stdout,
             async (size) => {
               const lines = describeTownStatus(await townStatus(town), formatMs);
-              const frame = lines.length > size.rows ? [...lines.slice(0, size.rows - 1), `… ${lines.length - size.rows + 1} more lines`] : lines;
+              const frame =
+                lines.length > size.rows
+                  ? [...lines.slice(0, size.rows - 1), `… ${lines.length - size.rows + 1} more lines`]
+                  : lines;
               return { frame: frame.map((l) => fit(l, size.cols)) };
             },
             interval,

@@ -26,14 +26,28 @@ export interface Observed {
  * Stubs of every activity a bead and its merge request call. The dispatch gate is the real workflow (signal-with-
  * started by the real activity); the refinery answers at once that the branch merged.
  */
-export function beadActivities(env: TestWorkflowEnvironment, taskQueue: string, agentFor: (runId: string) => Agent, silentFor: number, observed: Observed) {
+export function beadActivities(
+  env: TestWorkflowEnvironment,
+  taskQueue: string,
+  agentFor: (runId: string) => Agent,
+  silentFor: number,
+  observed: Observed,
+) {
   const { client } = env;
   return {
     ...createDispatchActivities({ client, taskQueue }),
     claimHost: () => Promise.resolve({ hostQueue: taskQueue }),
-    prepareRun: () => Promise.resolve({ host: 'stub-host', worktree: '/nonexistent/worktree', promptFile: '/nonexistent/prompt.md', branch: 'gt/x', baseSha: '0'.repeat(40) }),
+    prepareRun: () =>
+      Promise.resolve({
+        host: 'stub-host',
+        worktree: '/nonexistent/worktree',
+        promptFile: '/nonexistent/prompt.md',
+        branch: 'gt/x',
+        baseSha: '0'.repeat(40),
+      }),
     startAgentRun: ({ runId }: { runId: string }) => {
-      if (agentFor(runId) === 'unstartable') throw ApplicationFailure.nonRetryable('the runtime refused the agent (stub)', 'AgentStartRefused');
+      if (agentFor(runId) === 'unstartable')
+        throw ApplicationFailure.nonRetryable('the runtime refused the agent (stub)', 'AgentStartRefused');
       return Promise.resolve({ handle: { runtime: 'process', runId, ref: '1' }, adopted: false, host: 'stub-host' });
     },
     /**
@@ -44,7 +58,9 @@ export function beadActivities(env: TestWorkflowEnvironment, taskQueue: string, 
      */
     async superviseAgentRun({ runId, workflowId }: { runId: string; workflowId: string }) {
       if (agentFor(runId) === 'done') {
-        await client.workflow.getHandle(workflowId).executeUpdate(doneUpdate, { args: [{ runId, summary: 'done (stub)' }] });
+        await client.workflow
+          .getHandle(workflowId)
+          .executeUpdate(doneUpdate, { args: [{ runId, summary: 'done (stub)' }] });
         return { runId, exitCode: 0, adopted: false };
       }
       const ctx = Context.current();
@@ -63,7 +79,13 @@ export function beadActivities(env: TestWorkflowEnvironment, taskQueue: string, 
     },
     publishBranch: () => Promise.resolve({ headSha: HEAD, commitsAhead: 1, uncommittedChanges: false }),
     enqueueMergeRequest: async ({ ticket }: { ticket: { mrId: string; headSha: string; targetBranch: string } }) => {
-      await client.workflow.getHandle(ticket.mrId).signal(mergeResultSignal, { mrId: ticket.mrId, headSha: ticket.headSha, outcome: { kind: 'merged', commit: MERGED_COMMIT, targetBranch: ticket.targetBranch } });
+      await client.workflow
+        .getHandle(ticket.mrId)
+        .signal(mergeResultSignal, {
+          mrId: ticket.mrId,
+          headSha: ticket.headSha,
+          outcome: { kind: 'merged', commit: MERGED_COMMIT, targetBranch: ticket.targetBranch },
+        });
     },
     raiseEscalation: ({ id }: { id: string }) => {
       observed.escalations.push(id);

@@ -16,7 +16,8 @@ export function writeSpec(spec: ConvoySpecInput | Record<string, unknown>, ext: 
   return path;
 }
 
-export const eventTimeMs = (e: HistoryEvent) => Number(e.eventTime?.seconds ?? 0) * 1000 + Math.floor((e.eventTime?.nanos ?? 0) / 1e6);
+export const eventTimeMs = (e: HistoryEvent) =>
+  Number(e.eventTime?.seconds ?? 0) * 1000 + Math.floor((e.eventTime?.nanos ?? 0) / 1e6);
 
 const decode = (payloads: temporal.api.common.v1.IPayloads | null | undefined): unknown[] =>
   (payloads?.payloads ?? []).map((p) => defaultPayloadConverter.fromPayload(p));
@@ -24,12 +25,16 @@ const decode = (payloads: temporal.api.common.v1.IPayloads | null | undefined): 
 /** Every run of a workflow (continue-as-new makes several), oldest first. */
 export async function runsOf(client: Client, workflowId: string): Promise<{ runId: string; historyLength: number }[]> {
   const runs: { runId: string; historyLength: number; start: number }[] = [];
-  for await (const wf of client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) runs.push({ runId: wf.runId, historyLength: wf.historyLength, start: wf.startTime.getTime() });
+  for await (const wf of client.workflow.list({ query: `WorkflowId = '${workflowId}'` }))
+    runs.push({ runId: wf.runId, historyLength: wf.historyLength, start: wf.startTime.getTime() });
   return runs.sort((a, b) => a.start - b.start);
 }
 
 /** The convoy's history across all its runs: bead reports received and bead starts scheduled, in order. */
-export async function convoyTimeline(client: Client, convoyId: string): Promise<{ kind: 'report' | 'start'; beadId: string; status?: string; at: number }[]> {
+export async function convoyTimeline(
+  client: Client,
+  convoyId: string,
+): Promise<{ kind: 'report' | 'start'; beadId: string; status?: string; at: number }[]> {
   const timeline: { kind: 'report' | 'start'; beadId: string; status?: string; at: number }[] = [];
   for (const run of await runsOf(client, `convoy:${convoyId}`)) {
     const history = await client.workflow.getHandle(`convoy:${convoyId}`, run.runId).fetchHistory();

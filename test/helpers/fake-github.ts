@@ -12,9 +12,19 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
-const gitEnv = { ...process.env, GIT_AUTHOR_NAME: 'GitHub', GIT_AUTHOR_EMAIL: 'noreply@github.example', GIT_COMMITTER_NAME: 'GitHub', GIT_COMMITTER_EMAIL: 'noreply@github.example' };
+const gitEnv = {
+  ...process.env,
+  GIT_AUTHOR_NAME: 'GitHub',
+  GIT_AUTHOR_EMAIL: 'noreply@github.example',
+  GIT_COMMITTER_NAME: 'GitHub',
+  GIT_COMMITTER_EMAIL: 'noreply@github.example',
+};
 const git = async (cwd: string, args: string[]) => (await run('git', args, { cwd, env: gitEnv })).stdout.trim();
-const gitOk = (cwd: string, args: string[]) => run('git', args, { cwd, env: gitEnv }).then(() => true, () => false);
+const gitOk = (cwd: string, args: string[]) =>
+  run('git', args, { cwd, env: gitEnv }).then(
+    () => true,
+    () => false,
+  );
 
 export interface FakeReview {
   author: string;
@@ -72,14 +82,23 @@ export interface FakeGitHub {
   headSha(pr: FakePullRequest): Promise<string>;
   review(number: number, author: string, state: FakeReview['state'], body?: string): Promise<void>;
   comment(number: number, author: string, path: string, body: string): Promise<void>;
-  setCheck(sha: string, name: string, status: 'queued' | 'in_progress' | 'completed', conclusion?: 'success' | 'failure'): void;
+  setCheck(
+    sha: string,
+    name: string,
+    status: 'queued' | 'in_progress' | 'completed',
+    conclusion?: 'success' | 'failure',
+  ): void;
   /** A human presses "Merge": a real merge commit on the base branch of the repository. */
   merge(number: number): Promise<string>;
   close(number: number): void;
   stop(): Promise<void>;
 }
 
-export async function startFakeGitHub(options: { repository: string; origin: string; token?: string }): Promise<FakeGitHub> {
+export async function startFakeGitHub(options: {
+  repository: string;
+  origin: string;
+  token?: string;
+}): Promise<FakeGitHub> {
   const token = options.token ?? `ghp_fake_${Math.random().toString(36).slice(2)}`;
   const [owner, name] = options.repository.split('/') as [string, string];
   const requests: RecordedRequest[] = [];
@@ -88,7 +107,8 @@ export async function startFakeGitHub(options: { repository: string; origin: str
   const injections: Injection[] = [];
   const origin = options.origin;
 
-  const branchSha = async (branch: string) => git(origin, ['rev-parse', `refs/heads/${branch}`]).catch(() => '0'.repeat(40));
+  const branchSha = async (branch: string) =>
+    git(origin, ['rev-parse', `refs/heads/${branch}`]).catch(() => '0'.repeat(40));
   const headSha = (pr: FakePullRequest) => branchSha(pr.head);
   const mergeable = async (pr: FakePullRequest) => {
     if (pr.mergeable !== undefined) return pr.mergeable;
@@ -150,7 +170,12 @@ export async function startFakeGitHub(options: { repository: string; origin: str
       });
     });
 
-  const route = async (method: string, path: string, query: URLSearchParams, body: unknown): Promise<[number, unknown]> => {
+  const route = async (
+    method: string,
+    path: string,
+    query: URLSearchParams,
+    body: unknown,
+  ): Promise<[number, unknown]> => {
     const repoPrefix = `/repos/${owner}/${name}`;
     if (method === 'POST' && path === '/graphql') {
       const vars = (body as { variables?: { number?: number } })?.variables ?? {};
@@ -166,7 +191,14 @@ export async function startFakeGitHub(options: { repository: string; origin: str
                   nodes: pr.threads.map((t) => ({
                     isResolved: t.resolved,
                     isOutdated: false,
-                    comments: { nodes: t.comments.map((c) => ({ body: c.body, path: c.path, author: { login: c.author }, originalCommit: { oid: c.commitId } })) },
+                    comments: {
+                      nodes: t.comments.map((c) => ({
+                        body: c.body,
+                        path: c.path,
+                        author: { login: c.author },
+                        originalCommit: { oid: c.commitId },
+                      })),
+                    },
                   })),
                 },
               },
@@ -186,8 +218,25 @@ export async function startFakeGitHub(options: { repository: string; origin: str
     }
     if (method === 'POST' && rest === '/pulls') {
       const b = body as { head: string; base: string; title: string; body?: string };
-      if (pulls.some((p) => p.head === b.head && p.state === 'open')) return [422, { message: 'Validation Failed', errors: [{ message: `A pull request already exists for ${owner}:${b.head}.` }] }];
-      const pr: FakePullRequest = { number: pulls.length + 1, title: b.title, body: b.body ?? '', head: b.head, base: b.base, state: 'open', merged: false, reviews: [], threads: [] };
+      if (pulls.some((p) => p.head === b.head && p.state === 'open'))
+        return [
+          422,
+          {
+            message: 'Validation Failed',
+            errors: [{ message: `A pull request already exists for ${owner}:${b.head}.` }],
+          },
+        ];
+      const pr: FakePullRequest = {
+        number: pulls.length + 1,
+        title: b.title,
+        body: b.body ?? '',
+        head: b.head,
+        base: b.base,
+        state: 'open',
+        merged: false,
+        reviews: [],
+        threads: [],
+      };
       pulls.push(pr);
       return [201, await pullJson(pr)];
     }
@@ -197,21 +246,45 @@ export async function startFakeGitHub(options: { repository: string; origin: str
     }
     if ((m = /^\/pulls\/(\d+)\/reviews$/.exec(rest)) && method === 'GET') {
       const pr = pulls.find((p) => p.number === Number(m![1]));
-      return pr ? [200, pr.reviews.map((r, i) => ({ id: i + 1, user: { login: r.author }, state: r.state, body: r.body, commit_id: r.commitId }))] : [404, { message: 'Not Found' }];
+      return pr
+        ? [
+            200,
+            pr.reviews.map((r, i) => ({
+              id: i + 1,
+              user: { login: r.author },
+              state: r.state,
+              body: r.body,
+              commit_id: r.commitId,
+            })),
+          ]
+        : [404, { message: 'Not Found' }];
     }
     if ((m = /^\/pulls\/(\d+)\/merge$/.exec(rest)) && method === 'PUT') {
       const pr = pulls.find((p) => p.number === Number(m![1]));
       if (!pr) return [404, { message: 'Not Found' }];
       const b = (body ?? {}) as { sha?: string; merge_method?: string; commit_title?: string };
       if (pr.merged) return [405, { message: 'Pull Request is not mergeable' }];
-      if (b.sha && b.sha !== (await headSha(pr))) return [409, { message: 'Head branch was modified. Review and try the merge again.' }];
+      if (b.sha && b.sha !== (await headSha(pr)))
+        return [409, { message: 'Head branch was modified. Review and try the merge again.' }];
       if (!(await mergeable(pr))) return [405, { message: 'Pull Request is not mergeable' }];
       const sha = await doMerge(pr, b.merge_method, b.commit_title);
       return [200, { merged: true, sha, message: 'Pull Request successfully merged' }];
     }
     if ((m = /^\/commits\/([^/]+)\/check-runs$/.exec(rest)) && method === 'GET') {
       const runs = checks.get(m[1]!) ?? [];
-      return [200, { total_count: runs.length, check_runs: runs.map((c, i) => ({ id: i + 1, name: c.name, status: c.status, conclusion: c.conclusion, output: { title: `${c.name} ${c.conclusion ?? c.status}`, summary: '' } })) }];
+      return [
+        200,
+        {
+          total_count: runs.length,
+          check_runs: runs.map((c, i) => ({
+            id: i + 1,
+            name: c.name,
+            status: c.status,
+            conclusion: c.conclusion,
+            output: { title: `${c.name} ${c.conclusion ?? c.status}`, summary: '' },
+          })),
+        },
+      ];
     }
     if ((m = /^\/commits\/([^/]+)\/status$/.exec(rest)) && method === 'GET') {
       return [200, { state: 'pending', sha: m[1], total_count: 0, statuses: [] }];
@@ -223,15 +296,25 @@ export async function startFakeGitHub(options: { repository: string; origin: str
     void (async () => {
       const url = new URL(req.url ?? '/', 'http://fake');
       const body = await readBody(req);
-      requests.push({ method: req.method ?? 'GET', path: url.pathname, authorization: req.headers.authorization, body });
+      requests.push({
+        method: req.method ?? 'GET',
+        path: url.pathname,
+        authorization: req.headers.authorization,
+        body,
+      });
       const key = `${req.method} ${url.pathname}`;
       const injection = injections.find((i) => i.remaining > 0 && i.match.test(key));
       if (injection) {
         injection.remaining--;
         if (injection.delayMs) await new Promise((r) => setTimeout(r, injection.delayMs));
-        if (injection.status) return send(res, injection.status, { message: `injected ${injection.status}` }, injection.headers);
+        if (injection.status)
+          return send(res, injection.status, { message: `injected ${injection.status}` }, injection.headers);
       }
-      if (req.headers.authorization !== `token ${token}` && req.headers.authorization !== `bearer ${token}` && req.headers.authorization !== `Bearer ${token}`) {
+      if (
+        req.headers.authorization !== `token ${token}` &&
+        req.headers.authorization !== `bearer ${token}` &&
+        req.headers.authorization !== `Bearer ${token}`
+      ) {
         return send(res, 401, { message: 'Bad credentials' });
       }
       const [status, answer] = await route(req.method ?? 'GET', url.pathname, url.searchParams, body);
@@ -272,7 +355,10 @@ export async function startFakeGitHub(options: { repository: string; origin: str
     },
     setCheck(sha, checkName, status, conclusion) {
       const list = checks.get(sha) ?? [];
-      checks.set(sha, [...list.filter((c) => c.name !== checkName), { name: checkName, status, conclusion: conclusion ?? null }]);
+      checks.set(sha, [
+        ...list.filter((c) => c.name !== checkName),
+        { name: checkName, status, conclusion: conclusion ?? null },
+      ]);
     },
     merge: (number) => doMerge(pull(number)),
     close(number) {

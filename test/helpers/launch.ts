@@ -20,7 +20,9 @@ import { ResourceLimits } from '../../domain/rig';
 import { eventually } from './town';
 
 /** What a test may choose of a launch; its identity and its paths are the helper's. */
-export interface LaunchOverrides extends Partial<Omit<AgentLaunch, 'runId' | 'beadId' | 'cwd' | 'agentDir' | 'runDir' | 'env'>> {
+export interface LaunchOverrides extends Partial<
+  Omit<AgentLaunch, 'runId' | 'beadId' | 'cwd' | 'agentDir' | 'runDir' | 'env'>
+> {
   /** Makes the fresh root, given a name prefix (default: a new directory in the OS temp dir). */
   makeRoot?: (prefix: string) => string;
   /** Merged over the default environment; or, as a function of the launch, the whole environment instead. */
@@ -46,7 +48,12 @@ export function testLaunch(prefix: string, command: string, overrides: LaunchOve
     role: 'polecat',
     command,
     cwd,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: join(agentDir, 'home'), TMPDIR: join(agentDir, 'tmp'), GT_RUN_ID: runId },
+    env: {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: join(agentDir, 'home'),
+      TMPDIR: join(agentDir, 'tmp'),
+      GT_RUN_ID: runId,
+    },
     runDir: join(root, 'run'),
     agentDir,
     allowNetwork: false,
@@ -59,11 +66,21 @@ export function testLaunch(prefix: string, command: string, overrides: LaunchOve
 }
 
 /** Polls the status of a started run until it has exited, and returns that status. */
-export function untilExited(runtime: AgentRuntimeDriver, handle: AgentHandle, runDir: string, timeoutMs = 30_000, what = `${handle.runId} exited`) {
-  return eventually(async () => {
-    const s: AgentStatus = await runtime.status(handle, runDir);
-    return s.state === 'exited' ? s : undefined;
-  }, timeoutMs, what);
+export function untilExited(
+  runtime: AgentRuntimeDriver,
+  handle: AgentHandle,
+  runDir: string,
+  timeoutMs = 30_000,
+  what = `${handle.runId} exited`,
+) {
+  return eventually(
+    async () => {
+      const s: AgentStatus = await runtime.status(handle, runDir);
+      return s.state === 'exited' ? s : undefined;
+    },
+    timeoutMs,
+    what,
+  );
 }
 
 /** Starts (or adopts) the launch's run and waits for it to exit; returns its final status. */
@@ -88,7 +105,10 @@ export async function startInWorker(runtime: 'process' | 'sandbox', launch: Agen
       'setInterval(() => undefined, 60_000);',
     ].join('\n'),
   );
-  const worker = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(launch)], { cwd: process.cwd(), stdio: ['ignore', 'pipe', 'inherit'] });
+  const worker = spawn(process.execPath, ['--import', 'tsx', script, JSON.stringify(launch)], {
+    cwd: process.cwd(),
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let out = '';
   worker.stdout.on('data', (d: Buffer) => (out += d.toString()));
   const line = await eventually(() => /HANDLE (.*)\n/.exec(out)?.[1], 30_000, 'the first worker started the run');

@@ -22,7 +22,8 @@ export function startChild(file: string, args: string[], env: NodeJS.ProcessEnv)
     async waitFor(pattern, timeoutMs = 60_000) {
       const deadline = Date.now() + timeoutMs;
       while (!pattern.test(out)) {
-        if (proc.exitCode !== null) throw new Error(`process exited (${proc.exitCode}) before printing ${pattern}:\n${out}`);
+        if (proc.exitCode !== null)
+          throw new Error(`process exited (${proc.exitCode}) before printing ${pattern}:\n${out}`);
         if (Date.now() > deadline) throw new Error(`timed out waiting for ${pattern}:\n${out}`);
         await new Promise((r) => setTimeout(r, 100));
       }

@@ -19,11 +19,22 @@ import type { TestTown } from './town';
 import { eventually } from './town';
 
 const run = promisify(execFile);
-const gitEnv = { ...process.env, GIT_AUTHOR_NAME: 'Polecat', GIT_AUTHOR_EMAIL: 'p@test', GIT_COMMITTER_NAME: 'Polecat', GIT_COMMITTER_EMAIL: 'p@test' };
+const gitEnv = {
+  ...process.env,
+  GIT_AUTHOR_NAME: 'Polecat',
+  GIT_AUTHOR_EMAIL: 'p@test',
+  GIT_COMMITTER_NAME: 'Polecat',
+  GIT_COMMITTER_EMAIL: 'p@test',
+};
 export const git = async (cwd: string, args: string[]) => (await run('git', args, { cwd, env: gitEnv })).stdout.trim();
 
 /** Pushes a branch made of one commit on top of `base` that writes `files`; returns its head sha. */
-export async function pushBranch(origin: string, branch: string, files: Record<string, string>, base = 'main'): Promise<string> {
+export async function pushBranch(
+  origin: string,
+  branch: string,
+  files: Record<string, string>,
+  base = 'main',
+): Promise<string> {
   const work = mkdtempSync(join(tmpdir(), 'gt-branch-'));
   await git(work, ['clone', '-q', origin, '.']);
   await git(work, ['checkout', '-q', '-B', branch, `origin/${base}`]);
@@ -45,7 +56,11 @@ export interface DirectMr {
 }
 
 /** Starts the merge request workflow of a bead round for a branch that was pushed directly. */
-export async function startMergeRequest(t: TestTown, rig: RigConfig, mr: DirectMr): Promise<WorkflowHandle<typeof mergeRequestWorkflow>> {
+export async function startMergeRequest(
+  t: TestTown,
+  rig: RigConfig,
+  mr: DirectMr,
+): Promise<WorkflowHandle<typeof mergeRequestWorkflow>> {
   const round = mr.round ?? 1;
   const branch = `gt/${mr.beadId}`;
   const headSha = await pushBranch(rig.repo, branch, mr.files);
@@ -53,7 +68,17 @@ export async function startMergeRequest(t: TestTown, rig: RigConfig, mr: DirectM
   return t.client.workflow.start<typeof mergeRequestWorkflow>('mergeRequestWorkflow', {
     workflowId: mrId,
     taskQueue: t.taskQueue,
-    args: [{ mrId, bead: { id: mr.beadId, title: `work of ${mr.beadId}`, priority: mr.priority ?? 2 }, rig, round, branch, headSha, targetBranch: rig.branch }],
+    args: [
+      {
+        mrId,
+        bead: { id: mr.beadId, title: `work of ${mr.beadId}`, priority: mr.priority ?? 2 },
+        rig,
+        round,
+        branch,
+        headSha,
+        targetBranch: rig.branch,
+      },
+    ],
     typedSearchAttributes: [
       { key: SA.kind, value: 'merge-request' },
       { key: SA.rig, value: rig.name },
@@ -63,10 +88,16 @@ export async function startMergeRequest(t: TestTown, rig: RigConfig, mr: DirectM
 }
 
 export const refinery = (t: TestTown, rig: string) => t.client.workflow.getHandle(refineryWorkflowId(rig));
-export const refineryState = (t: TestTown, rig: string): Promise<RefineryState> => refinery(t, rig).query(refineryStateQuery);
-export const pauseRefinery = (t: TestTown, rig: string, paused: boolean) => refinery(t, rig).executeUpdate(pauseRefineryUpdate, { args: [{ paused }] });
+export const refineryState = (t: TestTown, rig: string): Promise<RefineryState> =>
+  refinery(t, rig).query(refineryStateQuery);
+export const pauseRefinery = (t: TestTown, rig: string, paused: boolean) =>
+  refinery(t, rig).executeUpdate(pauseRefineryUpdate, { args: [{ paused }] });
 export const waitForQueue = (t: TestTown, rig: string, length: number) =>
-  eventually(async () => ((await refineryState(t, rig)).queue.length === length ? true : undefined), 60_000, `${length} MRs queued on ${rig}`);
+  eventually(
+    async () => ((await refineryState(t, rig)).queue.length === length ? true : undefined),
+    60_000,
+    `${length} MRs queued on ${rig}`,
+  );
 
 /**
  * A gate script for the bors-rule tests. It takes a lock directory shared by all gate runs of the rig and records
@@ -133,7 +164,9 @@ export async function firstParentHistory(origin: string, since: string, branch =
 }
 
 export const trailersOf = async (origin: string, branch = 'main') =>
-  (await git(origin, ['log', '--format=%(trailers:key=Gt-Merge-Request,valueonly)', branch])).split('\n').filter(Boolean);
+  (await git(origin, ['log', '--format=%(trailers:key=Gt-Merge-Request,valueonly)', branch]))
+    .split('\n')
+    .filter(Boolean);
 
 /** Makes the (bare) origin keep a reflog, so a test can see every value its target branch ever held. */
 export const recordTargetMoves = (origin: string) => git(origin, ['config', 'core.logAllRefUpdates', 'always']);

@@ -21,7 +21,14 @@ export async function createRepo(files: Record<string, string> = { 'README.md': 
   await simpleGit().raw(['init', '--bare', '-b', 'main', origin]);
   const work = join(root, 'work');
   await simpleGit().clone(origin, work);
-  const g = simpleGit(work).env({ PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/tmp', GIT_AUTHOR_NAME: 'Test', GIT_AUTHOR_EMAIL: 't@example.com', GIT_COMMITTER_NAME: 'Test', GIT_COMMITTER_EMAIL: 't@example.com' });
+  const g = simpleGit(work).env({
+    PATH: process.env.PATH ?? '/usr/bin:/bin',
+    HOME: process.env.HOME ?? '/tmp',
+    GIT_AUTHOR_NAME: 'Test',
+    GIT_AUTHOR_EMAIL: 't@example.com',
+    GIT_COMMITTER_NAME: 'Test',
+    GIT_COMMITTER_EMAIL: 't@example.com',
+  });
   await g.raw(['checkout', '-b', 'main']);
   for (const [p, content] of Object.entries(files)) {
     mkdirSync(join(work, p, '..'), { recursive: true });

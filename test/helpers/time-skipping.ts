@@ -66,7 +66,11 @@ let queues = 0;
  * Runs `body` with a worker of the real workflow bundle and `activities` on a task queue of its own; the workflows'
  * host queue is the same queue (claimHost answers with it), so one stub set serves every activity.
  */
-export async function withWorker<T>(env: TestWorkflowEnvironment, activities: (taskQueue: string) => object, body: (taskQueue: string) => Promise<T>): Promise<T> {
+export async function withWorker<T>(
+  env: TestWorkflowEnvironment,
+  activities: (taskQueue: string) => object,
+  body: (taskQueue: string) => Promise<T>,
+): Promise<T> {
   const taskQueue = `fast-${process.pid}-${++queues}`;
   const worker = await Worker.create({
     connection: env.nativeConnection,
@@ -82,7 +86,8 @@ export async function withWorker<T>(env: TestWorkflowEnvironment, activities: (t
 }
 
 /** A rig for workflow inputs: nothing in it is touched by stubbed activities. */
-export const testRig = (overrides: Partial<RigConfigInput> = {}) => RigConfig.parse({ name: 'fast', repo: '/nonexistent/repo.git', agent: 'true', ...overrides });
+export const testRig = (overrides: Partial<RigConfigInput> = {}) =>
+  RigConfig.parse({ name: 'fast', repo: '/nonexistent/repo.git', agent: 'true', ...overrides });
 
 /** Wall-clock milliseconds `fn` took, with its result. */
 export async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; wallMs: number }> {

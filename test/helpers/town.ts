@@ -95,7 +95,14 @@ export async function startTestTown(options: TestTownOptions = {}): Promise<Test
     address,
     namespace,
     addRig: (rig) => town.addRig({ agent: agentScript('good'), ...rig, policy: { ...FAST_POLICY, ...rig.policy } }),
-    cliEnv: (extra = {}) => ({ ...process.env, TEMPORAL_ADDRESS: address, TEMPORAL_NAMESPACE: namespace, GT_TASK_QUEUE: taskQueue, GT_HOME: gtHome, ...extra }),
+    cliEnv: (extra = {}) => ({
+      ...process.env,
+      TEMPORAL_ADDRESS: address,
+      TEMPORAL_NAMESPACE: namespace,
+      GT_TASK_QUEUE: taskQueue,
+      GT_HOME: gtHome,
+      ...extra,
+    }),
     async stop() {
       await worker.shutdown();
       await running.catch(() => undefined);
@@ -122,7 +129,11 @@ export function runGt(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000
 }
 
 /** Polls `fn` until it returns a truthy value (integration tests wait on real processes, not timers). */
-export async function eventually<T>(fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, timeoutMs = 30_000, what = 'condition'): Promise<T> {
+export async function eventually<T>(
+  fn: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  timeoutMs = 30_000,
+  what = 'condition',
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   while (Date.now() < deadline) {
@@ -177,6 +188,11 @@ export async function workerProcessHost(name: string, children: Child[]): Promis
 export async function supervisionReattached(handle: WorkflowHandle): Promise<boolean> {
   const pending = (await handle.describe()).raw.pendingActivities ?? [];
   return pending.some(
-    (a) => a.activityType?.name === 'superviseAgentRun' && (a.attempt ?? 0) >= 2 && a.lastStartedTime && a.lastHeartbeatTime && Number(a.lastHeartbeatTime.seconds) >= Number(a.lastStartedTime.seconds),
+    (a) =>
+      a.activityType?.name === 'superviseAgentRun' &&
+      (a.attempt ?? 0) >= 2 &&
+      a.lastStartedTime &&
+      a.lastHeartbeatTime &&
+      Number(a.lastHeartbeatTime.seconds) >= Number(a.lastStartedTime.seconds),
   );
 }

@@ -31,13 +31,25 @@ describe.skipIf(skipReason)('bead timers (time-skipping)', { timeout: 20_000 }, 
     const observed: Observed = { supervisionCancelled: [], silentWallMs: [], escalations: [] };
     return withWorker(
       env,
-      (taskQueue) => beadActivities(env, taskQueue, (runId) => agentFor(attemptOf(runId)), (policy.stallTimeout ?? 0) + MINUTE, observed),
+      (taskQueue) =>
+        beadActivities(
+          env,
+          taskQueue,
+          (runId) => agentFor(attemptOf(runId)),
+          (policy.stallTimeout ?? 0) + MINUTE,
+          observed,
+        ),
       async (taskQueue) => {
         const handle = await env.client.workflow.start('beadWorkflow', {
           workflowId: beadWorkflowId(id),
           taskQueue,
           // A rig of its own: the dispatch gate (one per rig) outlives the test, bound to its task queue.
-          args: [{ bead: { id, title: `fast ${id}` }, rig: testRig({ name: id, policy: { breakerThreshold: 100, ...policy } }) }],
+          args: [
+            {
+              bead: { id, title: `fast ${id}` },
+              rig: testRig({ name: id, policy: { breakerThreshold: 100, ...policy } }),
+            },
+          ],
         });
         const { value: result, wallMs } = await timed(() => handle.result() as Promise<BeadResult>);
         return { result, wallMs, state: await handle.query(beadStateQuery), observed };
@@ -47,8 +59,15 @@ describe.skipIf(skipReason)('bead timers (time-skipping)', { timeout: 20_000 }, 
 
   it('stops a run that reports nothing for 30 minutes (in under 2 s of wall time) and redispatches the bead', async () => {
     // Skipped time outruns real heartbeats: the heartbeat timeout must not come before the stall it is tested with.
-    const policy = { stallTimeout: 30 * MINUTE, heartbeatTimeout: 120 * MINUTE, retryBackoff: 10 * MINUTE, maxAttempts: 3 };
-    const { result, wallMs, state, observed } = await runBead('fast-stall', policy, (attempt) => (attempt === 1 ? 'silent' : 'done'));
+    const policy = {
+      stallTimeout: 30 * MINUTE,
+      heartbeatTimeout: 120 * MINUTE,
+      retryBackoff: 10 * MINUTE,
+      maxAttempts: 3,
+    };
+    const { result, wallMs, state, observed } = await runBead('fast-stall', policy, (attempt) =>
+      attempt === 1 ? 'silent' : 'done',
+    );
 
     expect(result).toMatchObject({ beadId: 'fast-stall', status: 'closed', commit: MERGED_COMMIT });
     expect(state.runs.map((r) => [r.runId, r.outcome])).toEqual([

@@ -35,7 +35,10 @@ describe.skipIf(skipReason)('convoy timers and continue-as-new (time-skipping)',
       startConvoyBeads: ({ beads }: { beads: { id: string }[] }) => {
         for (const { id } of beads) {
           started.push(id);
-          const report = () => env.client.workflow.getHandle(convoyWorkflowId(convoyId)).signal(beadReportSignal, { beadId: id, status: 'closed', commit: 'a'.repeat(40) });
+          const report = () =>
+            env.client.workflow
+              .getHandle(convoyWorkflowId(convoyId))
+              .signal(beadReportSignal, { beadId: id, status: 'closed', commit: 'a'.repeat(40) });
           // A report sent while the convoy continues as new can be refused by the test server: lost like LOST's,
           // and found the same way.
           if (id !== LOST) setTimeout(() => void report().catch(() => undefined), 10);
@@ -52,7 +55,11 @@ describe.skipIf(skipReason)('convoy timers and continue-as-new (time-skipping)',
       id: convoyId,
       title: 'fast chain',
       rig: 'fast',
-      beads: Array.from({ length: BEADS }, (_, i) => ({ id: `b${i + 1}`, title: `bead ${i + 1}`, dependsOn: i ? [`b${i}`] : [] })),
+      beads: Array.from({ length: BEADS }, (_, i) => ({
+        id: `b${i + 1}`,
+        title: `bead ${i + 1}`,
+        dependsOn: i ? [`b${i}`] : [],
+      })),
     };
     const r = await withWorker(env, activities, async (taskQueue) => {
       const handle = await env.client.workflow.start('convoyWorkflow', {

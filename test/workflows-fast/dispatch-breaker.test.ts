@@ -28,7 +28,10 @@ describe.skipIf(skipReason)('dispatch breaker probes (time-skipping)', { timeout
   });
 
   it('opens after two start failures, lets one probe through per interval, and closes when a probe starts', async () => {
-    const rig = testRig({ name: 'fast-brk', policy: { maxAttempts: 1, maxRounds: 1, breakerThreshold: 2, breakerProbeInterval: PROBE_INTERVAL } });
+    const rig = testRig({
+      name: 'fast-brk',
+      policy: { maxAttempts: 1, maxRounds: 1, breakerThreshold: 2, breakerProbeInterval: PROBE_INTERVAL },
+    });
     // The runtime is broken until the fourth bead: its run is the probe that starts.
     const agentFor = (runId: string): Agent => (runId.startsWith('brk-4/') ? 'done' : 'unstartable');
     const observed: Observed = { supervisionCancelled: [], silentWallMs: [], escalations: [] };
@@ -45,7 +48,11 @@ describe.skipIf(skipReason)('dispatch breaker probes (time-skipping)', { timeout
          * result() that skips time would reach in the moment between the bead's end and taking back the hold.
          */
         const sling = async (id: string, advance = 0) => {
-          const handle = await plain.workflow.start('beadWorkflow', { workflowId: beadWorkflowId(id), taskQueue, args: [{ bead: { id, title: id }, rig }] });
+          const handle = await plain.workflow.start('beadWorkflow', {
+            workflowId: beadWorkflowId(id),
+            taskQueue,
+            args: [{ bead: { id, title: id }, rig }],
+          });
           const { value, wallMs } = await timed(async () => {
             if (advance) await env.sleep(advance);
             return handle.result() as Promise<BeadResult>;
@@ -71,13 +78,19 @@ describe.skipIf(skipReason)('dispatch breaker probes (time-skipping)', { timeout
       },
     );
 
-    for (const b of [r.b1, r.b2, r.b3]) expect(b.result).toMatchObject({ status: 'failed', reason: expect.stringMatching(/could not be started: the runtime refused the agent/) as string });
+    for (const b of [r.b1, r.b2, r.b3])
+      expect(b.result).toMatchObject({
+        status: 'failed',
+        reason: expect.stringMatching(/could not be started: the runtime refused the agent/) as string,
+      });
     expect(r.opened.breaker).toMatchObject({ state: 'open', consecutiveFailures: 2, trips: 1 });
     expect(r.reopened.breaker).toMatchObject({ state: 'open', consecutiveFailures: 3, trips: 1 });
     // A probe fires only when the interval since the breaker (re)opened has passed, in workflow time.
     expect(r.reopened.breaker.openedAt! - r.opened.breaker.openedAt!).toBeGreaterThanOrEqual(PROBE_INTERVAL);
     expect(r.b4.result.status).toBe('closed');
-    expect(Date.parse(r.b4.state.runs[0]!.startedAt) - r.reopened.breaker.openedAt!).toBeGreaterThanOrEqual(PROBE_INTERVAL);
+    expect(Date.parse(r.b4.state.runs[0]!.startedAt) - r.reopened.breaker.openedAt!).toBeGreaterThanOrEqual(
+      PROBE_INTERVAL,
+    );
     expect(r.closed.breaker).toMatchObject({ state: 'closed', consecutiveFailures: 0, trips: 1 });
     expect(r.closed.running).toEqual([]);
     // One escalation for the one trip; the failed beads escalate for themselves.

@@ -42,7 +42,12 @@ const following = (id: string, pollInterval: number): MergeRequestInput => ({
   branch: `gt/${id}`,
   headSha: HEAD,
   targetBranch: 'main',
-  following: { pr: { number: 7, url: 'https://github.example/o/r/pull/7', created: true }, looks: 0, failedLooks: 0, escalated: false },
+  following: {
+    pr: { number: 7, url: 'https://github.example/o/r/pull/7', created: true },
+    looks: 0,
+    failedLooks: 0,
+    escalated: false,
+  },
 });
 
 const eventsOf = async (handle: WorkflowHandle) => (await handle.fetchHistory()).events ?? [];
@@ -59,18 +64,32 @@ describe.skipIf(skipReason)('merge request following a pull request (time-skippi
   it('looks at the PR once per poll interval on a durable timer and ends when a human merged it', async () => {
     let looks = 0;
     const activities = () => ({
-      pullRequestSnapshot: () => Promise.resolve(++looks < 4 ? snapshot({}) : snapshot({ merged: true, state: 'closed', mergeCommitSha: MERGE_COMMIT })),
+      pullRequestSnapshot: () =>
+        Promise.resolve(
+          ++looks < 4 ? snapshot({}) : snapshot({ merged: true, state: 'closed', mergeCommitSha: MERGE_COMMIT }),
+        ),
     });
     const r = await withWorker(env, activities, async (taskQueue) => {
-      const handle = await env.client.workflow.start('mergeRequestWorkflow', { workflowId: 'mr:fast-poll:1', taskQueue, args: [following('fast-poll', 20 * MINUTE)] });
+      const handle = await env.client.workflow.start('mergeRequestWorkflow', {
+        workflowId: 'mr:fast-poll:1',
+        taskQueue,
+        args: [following('fast-poll', 20 * MINUTE)],
+      });
       const run = await timed(() => handle.result() as Promise<MergeOutcome>);
       return { ...run, state: await handle.query(mergeRequestStateQuery), events: await eventsOf(handle) };
     });
 
-    expect(r.value).toEqual({ kind: 'merged', commit: MERGE_COMMIT, targetBranch: 'main', prUrl: 'https://github.example/o/r/pull/7' });
+    expect(r.value).toEqual({
+      kind: 'merged',
+      commit: MERGE_COMMIT,
+      targetBranch: 'main',
+      prUrl: 'https://github.example/o/r/pull/7',
+    });
     expect(r.state).toMatchObject({ phase: 'done', pullRequest: { number: 7, looks: 4 } });
     const timers = r.events.filter((e) => e.eventType === EventType.EVENT_TYPE_TIMER_STARTED);
-    expect(timers.map((e) => Number(e.timerStartedEventAttributes!.startToFireTimeout!.seconds))).toEqual([1200, 1200, 1200]);
+    expect(timers.map((e) => Number(e.timerStartedEventAttributes!.startToFireTimeout!.seconds))).toEqual([
+      1200, 1200, 1200,
+    ]);
     expect(r.events.filter((e) => e.eventType === EventType.EVENT_TYPE_TIMER_FIRED)).toHaveLength(3);
     // An hour of workflow time (three 20-minute waits) in well under two seconds of wall time.
     const [first, last] = [r.events[0]!, r.events[r.events.length - 1]!];
@@ -86,11 +105,19 @@ describe.skipIf(skipReason)('merge request following a pull request (time-skippi
         const { runId } = Context.current().info.workflowExecution!;
         runs.set(runId, (runs.get(runId) ?? 0) + 1);
         // Waiting in the first run; merged on the second look of the run it continued as.
-        return Promise.resolve(runs.size > 1 && runs.get(runId)! >= 2 ? snapshot({ merged: true, state: 'closed', mergeCommitSha: MERGE_COMMIT }) : snapshot({}));
+        return Promise.resolve(
+          runs.size > 1 && runs.get(runId)! >= 2
+            ? snapshot({ merged: true, state: 'closed', mergeCommitSha: MERGE_COMMIT })
+            : snapshot({}),
+        );
       },
     });
     const r = await withWorker(env, activities, async (taskQueue) => {
-      const handle = await env.client.workflow.start('mergeRequestWorkflow', { workflowId: 'mr:fast-can:1', taskQueue, args: [following('fast-can', 10 * MINUTE)] });
+      const handle = await env.client.workflow.start('mergeRequestWorkflow', {
+        workflowId: 'mr:fast-can:1',
+        taskQueue,
+        args: [following('fast-can', 10 * MINUTE)],
+      });
       const firstRun = env.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId);
       const run = await timed(() => handle.result() as Promise<MergeOutcome>);
       return { ...run, state: await handle.query(mergeRequestStateQuery), firstRunEvents: await eventsOf(firstRun) };

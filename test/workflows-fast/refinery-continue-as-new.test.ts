@@ -40,24 +40,37 @@ describe.skipIf(skipReason)('refinery continue-as-new (time-skipping)', { timeou
     const activities = () => ({
       mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
         merged.push(...tickets.map((t) => t.mrId));
-        return Promise.resolve({ kind: 'merged', commit: 'e'.repeat(40), merged: tickets.map((t) => ({ mrId: t.mrId, commit: 'e'.repeat(40) })), gateRuns: 1, alreadyMerged: false });
+        return Promise.resolve({
+          kind: 'merged',
+          commit: 'e'.repeat(40),
+          merged: tickets.map((t) => ({ mrId: t.mrId, commit: 'e'.repeat(40) })),
+          gateRuns: 1,
+          alreadyMerged: false,
+        });
       },
     });
     const r = await withWorker(env, activities, async (taskQueue) => {
       // The refinery never ends: its state is read by query, and no result() lets the server skip to its run timeout.
       const client = new Client({ connection: env.connection });
       const rig = testRig({ name: 'fast-ref' });
-      const handle = await client.workflow.start('refineryWorkflow', { workflowId: refineryWorkflowId(rig.name), taskQueue, args: [{ rig, continueAsNewEvery: 2, paused: true }] });
+      const handle = await client.workflow.start('refineryWorkflow', {
+        workflowId: refineryWorkflowId(rig.name),
+        taskQueue,
+        args: [{ rig, continueAsNewEvery: 2, paused: true }],
+      });
       // Queries to a run that continued as new hang on the test server: progress is read from the stub's calls, and
       // what crossed each continuation from the continue-as-new events themselves.
       const mergedCount = async (n: number) => {
         while (merged.length < n) await new Promise((resolve) => setTimeout(resolve, 20));
       };
-      const signal = (n: number) => client.workflow.getHandle(handle.workflowId).signal(enqueueSignal, ticket(n) as never);
+      const signal = (n: number) =>
+        client.workflow.getHandle(handle.workflowId).signal(enqueueSignal, ticket(n) as never);
       const { wallMs } = await timed(async () => {
         // Queued while paused, so the first continuation has three tickets to carry whatever the timing.
         for (let n = 1; n <= 5; n++) await signal(n);
-        await client.workflow.getHandle(handle.workflowId).executeUpdate(pauseRefineryUpdate, { args: [{ paused: false }] });
+        await client.workflow
+          .getHandle(handle.workflowId)
+          .executeUpdate(pauseRefineryUpdate, { args: [{ paused: false }] });
         await mergedCount(5);
       });
       // Announced again after it merged (an MR re-announcing itself): the carried record of seen tickets drops it.
@@ -68,7 +81,7 @@ describe.skipIf(skipReason)('refinery continue-as-new (time-skipping)', { timeou
       const continuations = async (n: number) => {
         for (;;) {
           const carried: RefineryInput[] = [];
-          for (let runId: string | undefined = handle.firstExecutionRunId; runId; ) {
+          for (let runId: string | undefined = handle.firstExecutionRunId; runId;) {
             const history: History = await client.workflow.getHandle(handle.workflowId, runId).fetchHistory();
             const attributes = history.events!.at(-1)!.workflowExecutionContinuedAsNewEventAttributes;
             if (attributes) carried.push(defaultPayloadConverter.fromPayload(attributes.input!.payloads![0]!));
