@@ -14,8 +14,8 @@ import { BeadSpec, BeadStatus, CheckpointRequest, NudgeRequest } from '../domain
 import { ConvoyBeadSpec, FailurePolicy, MergeMode } from '../domain/convoy';
 import { BeadId, ConvoyId, RigName } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
-import { callGateway } from './commands/agent';
-import { connectClient } from './connection';
+import { callGateway } from './gateway-client';
+import { connectClient } from '../host/connection';
 import { ConvoyClient } from './convoys';
 import { Town, UserError } from './town';
 

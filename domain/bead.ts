@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { BeadId, ConvoyId, RunId } from './ids';
 import { RigConfig } from './rig';
+import type { MergeOutcome } from './outcomes';
 
 export const MAX_TITLE = 200;
 export const MAX_TEXT = 20_000;
@@ -31,18 +32,6 @@ export type BeadWorkflowInput = z.input<typeof BeadWorkflowInput>;
 export const BeadStatus = z.enum(['open', 'in_progress', 'in_review', 'closed', 'failed', 'cancelled']);
 export type BeadStatus = z.infer<typeof BeadStatus>;
 export const TERMINAL_BEAD_STATUSES: readonly BeadStatus[] = ['closed', 'failed', 'cancelled'];
-
-/** Outcome of a merge request, as the bead sees it. Everything but `merged` is rework with feedback. */
-export const MergeOutcome = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('merged'), commit: z.string(), targetBranch: z.string(), prUrl: z.string().optional() }),
-  z.object({ kind: z.literal('conflict'), paths: z.array(z.string()), feedback: z.string() }),
-  z.object({ kind: z.literal('gates_failed'), gate: z.string(), feedback: z.string(), logPath: z.string().optional() }),
-  z.object({ kind: z.literal('changes_requested'), feedback: z.string() }),
-  z.object({ kind: z.literal('rejected'), feedback: z.string() }),
-  /** PR strategy: a human closed the pull request without merging. Terminal: the bead fails (and escalates), no rework. */
-  z.object({ kind: z.literal('pr_closed'), prUrl: z.string(), feedback: z.string() }),
-]);
-export type MergeOutcome = z.infer<typeof MergeOutcome>;
 
 export const RunOutcome = z.enum(['running', 'done', 'exited', 'stalled', 'lost', 'start_failed', 'cancelled']);
 export type RunOutcome = z.infer<typeof RunOutcome>;
@@ -200,4 +189,12 @@ export type InboxRequest = z.input<typeof InboxRequest>;
 export interface InboxReply {
   runId: string;
   messages: InboxMessage[];
+}
+
+/** What a bead workflow returns when it ends: read by its convoy (activities/convoy.ts) and the CLI. */
+export interface BeadResult {
+  beadId: string;
+  status: BeadStatus;
+  commit?: string;
+  reason?: string;
 }

@@ -34,10 +34,11 @@ import type {
   BeadState,
   BeadStatus,
   InboxMessage,
-  MergeOutcome,
   RunOutcome,
   RunRecord,
+  BeadResult,
 } from '../domain/bead';
+import { MergeOutcome } from '../domain/outcomes';
 import {
   BeadWorkflowInput,
   CancelBeadRequest,
@@ -72,7 +73,7 @@ import {
 } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { failureMessage, parseOrReject } from '../domain/validation';
-import { countTownEvent } from '../worker/metrics';
+import { countTownEvent } from '../domain/metrics';
 import { mergeRequestWorkflow } from './merge-request';
 import { parseSignal } from './signals';
 
@@ -91,13 +92,6 @@ const MAX_BACKOFF_MS = 600_000;
 /** Bounds on what the bead keeps (and carries into every later prompt); text itself is capped by domain/caps.ts. */
 const MAX_CHECKPOINTS = 50;
 const MAX_INBOX = 200;
-
-export interface BeadResult {
-  beadId: string;
-  status: BeadStatus;
-  commit?: string;
-  reason?: string;
-}
 
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
   const { bead, rig, convoy } = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
