@@ -33,7 +33,17 @@ export const BeadStatus = z.enum(['open', 'in_progress', 'in_review', 'closed', 
 export type BeadStatus = z.infer<typeof BeadStatus>;
 export const TERMINAL_BEAD_STATUSES: readonly BeadStatus[] = ['closed', 'failed', 'cancelled'];
 
-export const RunOutcome = z.enum(['running', 'done', 'exited', 'stalled', 'lost', 'start_failed', 'cancelled']);
+export const RunOutcome = z.enum([
+  'running',
+  'done',
+  /** Ended on purpose with `gt handoff`: the next run starts at once from its checkpoint (not a failed attempt). */
+  'handed_off',
+  'exited',
+  'stalled',
+  'lost',
+  'start_failed',
+  'cancelled',
+]);
 export type RunOutcome = z.infer<typeof RunOutcome>;
 
 export interface RunRecord {
@@ -80,6 +90,8 @@ export interface BeadState {
   inbox?: InboxMessage[];
   /** Who asked to cancel the bead and why (`gt bead cancel`); set before the cancellation itself is requested. */
   cancellation?: CancelBeadRecord;
+  /** Runs that ended with `gt handoff` (all rounds), bounded by the rig's `maxHandoffs`. */
+  handoffs?: number;
 }
 
 /** An operator's cancellation of one bead: recorded by the bead (so `gt bead status` shows it), then the bead is cancelled. */
@@ -153,6 +165,17 @@ export const CheckpointRequest = z.object({
     .max(MAX_CHECKPOINT, `checkpoint note must be at most ${MAX_CHECKPOINT} characters`),
 });
 export type CheckpointRequest = z.input<typeof CheckpointRequest>;
+
+/** `gt handoff`: the run saves where it is and ends; the next run of the bead starts from that checkpoint. */
+export const HandoffRequest = z.object({
+  runId: RunId,
+  checkpoint: z
+    .string()
+    .trim()
+    .min(1, 'a hand-off needs a checkpoint: what is done and what the next run should do')
+    .max(MAX_CHECKPOINT, `checkpoint must be at most ${MAX_CHECKPOINT} characters`),
+});
+export type HandoffRequest = z.input<typeof HandoffRequest>;
 
 export interface Checkpoint {
   runId: string;

@@ -29,6 +29,14 @@ export function registerAgentCommands(program: Command): void {
     .argument('<note...>', 'what is done and what is next')
     .action((note: string[]) => say('/v1/checkpoint', { note: note.join(' ') }));
   program
+    .command('handoff')
+    .description(
+      '(agent) end this run on purpose and hand the bead to a fresh run that starts at once from your checkpoint\n' +
+        '(no failed attempt, no backoff; bounded per bead by the rig policy maxHandoffs). Exit after it.',
+    )
+    .requiredOption('--checkpoint <text>', 'what is done and exactly what the next run should do')
+    .action((opts: { checkpoint: string }) => say('/v1/handoff', { checkpoint: opts.checkpoint }));
+  program
     .command('inbox')
     .description('(agent) read messages operators sent to this bead (`gt nudge`); shown messages are marked read')
     .option('--all', 'show every message, read or not')
