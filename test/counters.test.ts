@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Town } from '../client/town';
-import type { BeadResult } from '../workflows/bead';
+import type { BeadResult } from '../domain/bead';
 import { createRepo } from './helpers/repo';
 import { freePort, startChild, type Child } from './helpers/processes';
 import { agentScript, eventually, FAST_POLICY, gtBin } from './helpers/town';

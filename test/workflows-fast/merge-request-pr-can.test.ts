@@ -12,7 +12,7 @@ import { ApplicationFailure, defaultPayloadConverter } from '@temporalio/common'
 import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MergeOutcome } from '../../domain/bead';
+import type { MergeOutcome } from '../../domain/outcomes';
 import type { PullRequestSnapshot } from '../../domain/forge';
 import type { ForgeSettingsInput } from '../../domain/forge';
 import type { MergeRequestInput } from '../../workflows/merge-request';
