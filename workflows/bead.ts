@@ -605,6 +605,11 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     };
   };
 
+  const lastOutcome = () => {
+    const o = state.rounds[state.rounds.length - 1]?.outcome;
+    return o && 'feedback' in o ? `[${o.kind}] ${o.feedback.split('\n')[0]}` : 'unknown';
+  };
+
   const finish = async (result: BeadResult): Promise<BeadResult> => {
     await Promise.all(toGate);
     setStatus(result.status, result.reason ?? (result.commit ? `merged as ${result.commit}` : result.status));
@@ -671,12 +676,13 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       }
       state.feedback = appendFeedback(state.feedback, `[${outcome.kind}] ${outcome.feedback}`);
       log.info('merge request sent back for rework', { beadId: bead.id, mrId, kind: outcome.kind });
-      countTownEvent(metricMeter, 'rework', { rig: rig.name, kind: outcome.kind });
+      // Counted only when a polecat gets it back: after the last round nobody does (the bead fails below).
+      if (round < policy.maxRounds) countTownEvent(metricMeter, 'rework', { rig: rig.name, kind: outcome.kind });
     }
     return await finish({
       beadId: bead.id,
       status: 'failed',
-      reason: `no merge after ${policy.maxRounds} rounds of rework`,
+      reason: capText(`no merge after ${policy.maxRounds} rounds of rework; the last: ${lastOutcome()}`, CAPS.feedback),
     });
   } catch (err) {
     if (isCancellation(err)) {
