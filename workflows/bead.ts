@@ -399,6 +399,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     const onHost = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
       startToCloseTimeout: '10m',
+      // The activities heartbeat (activities/heartbeat.ts): a host that dies mid-way is noticed this soon.
+      heartbeatTimeout: policy.heartbeatTimeout,
       // If the host that claimed the run disappears, fail fast and dispatch the next attempt elsewhere.
       scheduleToStartTimeout: policy.startTimeout,
       retry: {

@@ -220,6 +220,8 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     const onHost = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
       startToCloseTimeout: '10m',
+      // The activities heartbeat (activities/heartbeat.ts): a host that dies mid-way is noticed this soon.
+      heartbeatTimeout: policy.heartbeatTimeout,
       scheduleToStartTimeout: policy.startTimeout,
       retry: { initialInterval: '2s', maximumInterval: '30s', maximumAttempts: 5 },
     });

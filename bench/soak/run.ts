@@ -26,6 +26,7 @@ const SoakCliOptions = z.object({
     .regex(/^\d+(\.\d+)?-\d+(\.\d+)?$/, 'expected MIN-MAX seconds, e.g. 10-30')
     .transform((s) => s.split('-').map(Number) as [number, number])
     .refine(([lo, hi]) => lo > 0 && lo <= hi, 'MIN must be above 0 and at most MAX'),
+  faultOrder: z.enum(['random', 'cycle']),
   flakyPercent: z.coerce.number().min(0).max(50),
   seed: z.coerce.number().int().min(0),
   deadlineMinutes: z.coerce.number().min(1).max(600),
@@ -43,6 +44,7 @@ const program = new Command('soak')
   .option('--max-polecats <n>', 'concurrent agents on the rig', '8')
   .option('--faults <kinds>', `comma-separated, from ${FAULT_KINDS.join(', ')}`, FAULT_KINDS.join(','))
   .option('--fault-every <min-max>', 'seconds between faults', '10-30')
+  .option('--fault-order <order>', 'random (seeded picks) | cycle (each fault once, in order)', 'random')
   .option('--flaky-percent <p>', 'share of good trees the gate fails anyway', '5')
   .option('--seed <n>', 'seed of the bead kinds and the fault schedule', '1')
   .option('--deadline-minutes <m>', 'stop waiting for the convoy after this long (default 60; 240 with --full)')

@@ -55,9 +55,13 @@ export interface SoakOptions {
   faults: readonly FaultKind[];
   /** Seconds between faults: a uniform pick in [min, max]. */
   faultEvery: [number, number];
+  /** `random`: each fault a seeded pick from `faults`; `cycle`: `faults` in order, once each (the smoke test). */
+  faultOrder: 'random' | 'cycle';
   flakyPercent: number;
   seed: number;
   deadlineMs: number;
+  /** A workflow bundle already built (the test suite's); otherwise the soak bundles once for every host. */
+  workflowBundle?: string;
   log: (line: string) => void;
 }
 
@@ -158,9 +162,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const connection = await Connection.connect({ address: server.address });
   const client = new Client({ connection, namespace: 'default' });
 
-  log('bundling workflows once for every host…');
-  const bundle = join(scratch, 'workflow-bundle.js');
-  writeFileSync(bundle, (await bundleWorkflowCode({ workflowsPath, logger: quietLogger })).code);
+  let bundle = options.workflowBundle;
+  if (!bundle) {
+    log('bundling workflows once for every host…');
+    bundle = join(scratch, 'workflow-bundle.js');
+    writeFileSync(bundle, (await bundleWorkflowCode({ workflowsPath, logger: quietLogger })).code);
+  }
 
   const townEnv = {
     TEMPORAL_ADDRESS: server.address,
@@ -207,11 +214,15 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   let convoyStatus = 'unknown';
   let done = false;
   const chaos = (async () => {
-    while (!done) {
+    for (let i = 0; !done; i++) {
       const [lo, hi] = options.faultEvery;
       await sleep((lo + random() * (hi - lo)) * 1000);
       if (done || !options.faults.length) break;
-      const kind = options.faults[Math.floor(random() * options.faults.length)]!;
+      if (options.faultOrder === 'cycle' && i >= options.faults.length) break;
+      const kind =
+        options.faultOrder === 'cycle'
+          ? options.faults[i]!
+          : options.faults[Math.floor(random() * options.faults.length)]!;
       try {
         await inject(kind);
       } catch (err) {
