@@ -1,10 +1,11 @@
 /**
  * Activity registry. The town queue runs host-independent activities (merges, gates, Temporal calls);
- * each host's own queue runs the agent-run activities of the agents it owns.
+ * each host's own queue runs the agent-run activities of the agents it owns, and reads their output for `gt logs`.
  */
 import { createAgentRunActivities, type HostDeps } from './agent-runs';
 import { createConvoyActivities } from './convoy';
 import { createDispatchActivities } from './dispatch';
+import { createLogActivities } from './logs';
 import { forgeActivities } from './forge';
 import { createMergeActivities, type MergeDeps } from './merge';
 import { createReviewRunActivities } from './review-runs';
@@ -21,7 +22,7 @@ export function createTownQueueActivities(deps: TownDeps & MergeDeps) {
 }
 
 export function createHostQueueActivities(deps: HostDeps) {
-  return { ...createAgentRunActivities(deps), ...createReviewRunActivities(deps) };
+  return { ...createAgentRunActivities(deps), ...createReviewRunActivities(deps), ...createLogActivities(deps) };
 }
 
 export type TownQueueActivities = ReturnType<typeof createTownQueueActivities>;
