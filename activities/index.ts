@@ -9,6 +9,7 @@ import { createLogActivities } from './logs';
 import { forgeActivities } from './forge';
 import { createMergeActivities, type MergeDeps } from './merge';
 import { createReviewRunActivities } from './review-runs';
+import { createRigConfigActivities } from './rig-config';
 import { createTownActivities, type TownDeps } from './town';
 
 export function createTownQueueActivities(deps: TownDeps & MergeDeps) {
@@ -17,6 +18,7 @@ export function createTownQueueActivities(deps: TownDeps & MergeDeps) {
     ...createConvoyActivities(deps),
     ...createDispatchActivities(deps),
     ...createMergeActivities(deps),
+    ...createRigConfigActivities(deps),
     ...forgeActivities,
   };
 }
