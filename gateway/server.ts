@@ -141,7 +141,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       handle(c).executeUpdate(doneUpdate, { args: [body], updateId: `done:${c.runId}` }),
     'polecat',
   );
-  // Coalesced per run (client/progress-coalescer.ts): a chatty agent cannot grow its workflow's history without bound.
+  // Coalesced per run (gateway/progress-coalescer.ts): a chatty agent cannot grow its workflow's history without bound.
   const progress = new ProgressCoalescer(options.progressIntervalMs, (runId, err) =>
     app.log.warn({ runId, err: String(err) }, 'progress report dropped'),
   );

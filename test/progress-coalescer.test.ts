@@ -1,12 +1,12 @@
 /**
- * The gateway's per-run progress coalescing (client/progress-coalescer.ts) on a fake clock: the first report goes at
+ * The gateway's per-run progress coalescing (gateway/progress-coalescer.ts) on a fake clock: the first report goes at
  * once, later ones within the interval are held with only the newest kept and sent when it has passed, runs are
  * independent, a report the workflow refuses as too soon waits for another interval, and close() sends what waits.
  */
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { ProgressCoalescer } from '../client/progress-coalescer';
+import { ProgressCoalescer } from '../gateway/progress-coalescer';
 
 const tooSoon = () =>
   new WorkflowUpdateFailedError(
