@@ -39,6 +39,7 @@ import {
   PauseRequest,
   resumeDispatchUpdate,
   ResumeRequest,
+  rigChangedSignal,
   type DispatchGateState,
 } from '../domain/dispatch';
 import { NudgeRequest, type InboxMessage } from '../domain/bead';
@@ -121,7 +122,9 @@ export class Town {
 
   /**
    * Changes a rig's settings (name, repository and target branch stay: they are what the rig is). The refinery
-   * keeps the new configuration; beads slung from now on and every later merge use it, runs already going keep theirs.
+   * keeps the new configuration; beads slung from now on and every later merge use it, and work already slung follows
+   * its capacity, breaker, reviewer and pull-request settings (docs/operations.md says which settings are fixed at
+   * sling time): the rig's dispatch gate is told here and reads the new configuration from the refinery.
    */
   async updateRig(name: string, patch: Partial<RigConfigInput>): Promise<RigConfig> {
     const current = await this.getRig(name);
@@ -134,14 +137,23 @@ export class Town {
       );
     }
     parseInput(RigConfig, { ...current, ...patch, name }, 'rig update');
+    let updated: RigConfig;
     try {
-      return await this.client.workflow
+      updated = await this.client.workflow
         .getHandle(refineryWorkflowId(name))
         .executeUpdate(updateRigUpdate, { args: [patch] });
     } catch (err) {
       if (err instanceof WorkflowUpdateFailedError) throw new UserError(err.cause?.message ?? err.message);
       throw err;
     }
+    // A rig without a gate yet has nothing to tell: its gate reads the configuration when it starts.
+    await this.client.workflow
+      .getHandle(dispatchGateWorkflowId(name))
+      .signal(rigChangedSignal)
+      .catch((err: unknown) => {
+        if (!notFound(err)) throw err;
+      });
+    return updated;
   }
 
   async listRigs(): Promise<RigConfig[]> {

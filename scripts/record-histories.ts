@@ -78,6 +78,9 @@ try {
   for (const b of [...beads, reviewed]) console.error(`${b.beadId}: ${(await b.handle.result()).status}`);
   await town.ackEscalation('bead-rec-failed', { by: 'recorder', note: 'recorded' });
 
+  // The operator raises the rig's capacity: its dispatch gate is told and reads the rig again (before the convoy's beads).
+  await town.updateRig('rec', { maxPolecats: 3 });
+
   const convoys = new ConvoyClient(town);
   const diamond = {
     title: 'Recorded diamond',

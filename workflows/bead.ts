@@ -76,6 +76,7 @@ import {
 import { SA } from '../domain/search-attributes';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { countTownEvent } from '../domain/metrics';
+import { PROGRESS_MIN_GAP_MS } from '../domain/progress';
 import { mergeRequestWorkflow } from './merge-request';
 import { parseSignal } from './signals';
 
@@ -208,11 +209,18 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       },
     },
   );
+  /**
+   * When the current run's last progress report was recorded. A report sooner than PROGRESS_MIN_GAP_MS after it is
+   * refused by the validator, which leaves no history: progress grows the history by a bounded amount per minute
+   * however chatty the agent (the gateway coalesces reports and sends the newest later; domain/progress.ts).
+   */
+  let progressRecorded: { runId: string; at: number } | undefined;
   setHandler(
     progressUpdate,
     (raw): AgentReply => {
       const req = ProgressRequest.parse(raw);
       const run = requireCurrentRun(req.runId);
+      progressRecorded = { runId: req.runId, at: Date.now() };
       run.lastProgressAt = Date.now();
       run.record.lastProgressAt = new Date().toISOString();
       if (req.message) run.record.lastProgress = req.message;
@@ -223,7 +231,18 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         message: `progress recorded${n ? `; ${n} unread message${n > 1 ? 's' : ''}: run \`gt inbox\`` : ''}`,
       };
     },
-    { validator: (raw) => void requireCurrentRun(parseOrReject(ProgressRequest, raw, 'gt_progress').runId) },
+    {
+      validator: (raw) => {
+        const { runId } = parseOrReject(ProgressRequest, raw, 'gt_progress');
+        requireCurrentRun(runId);
+        const since = progressRecorded?.runId === runId ? Date.now() - progressRecorded.at : Infinity;
+        if (since < PROGRESS_MIN_GAP_MS)
+          throw ApplicationFailure.nonRetryable(
+            `progress of run ${runId} was recorded ${Math.round(since / 1000)} s ago; at most one report per ${PROGRESS_MIN_GAP_MS / 1000} s is recorded (the gateway sends the newest later)`,
+            'ProgressTooSoon',
+          );
+      },
+    },
   );
   setHandler(
     checkpointUpdate,

@@ -262,7 +262,7 @@ export function registerRigCommands(program: Command): void {
   const update = rig
     .command('update')
     .description(
-      "change a rig's settings: only the options given change; beads slung from now on and every later merge use them",
+      "change a rig's settings: only the options given change; beads slung from now on and every later merge use them, and work already slung follows capacity, breaker, reviewer and pull-request settings (docs/operations.md)",
     )
     .argument('<name>');
   settingOptions(update, false)
@@ -306,7 +306,7 @@ export function registerRigCommands(program: Command): void {
       if (o.json) printJson(updated.rig);
       else
         console.log(
-          `rig ${name} updated: ${updated.changed.join(', ')} (beads slung from now on and later merges use it)`,
+          `rig ${name} updated: ${updated.changed.join(', ')} (beads slung from now on and later merges use it; running beads take its capacity, breaker, reviewer and pull-request settings)`,
         );
     });
   rig
