@@ -26,8 +26,8 @@ const clean = (): SoakEvidence => ({
     { runId: 'soak-b/r1/a1', beadId: 'soak-b', start: 50, end: 200 },
   ],
   beads: [
-    { beadId: 'soak-a', kind: 'crash', status: 'closed', outcomes: ['merged'] },
-    { beadId: 'soak-b', kind: 'good', status: 'closed', outcomes: ['gates_failed', 'merged'] },
+    { beadId: 'soak-a', kind: 'crash', status: 'closed', outcomes: ['merged'], inConvoy: 'closed' },
+    { beadId: 'soak-b', kind: 'good', status: 'closed', outcomes: ['gates_failed', 'merged'], inConvoy: 'closed' },
   ],
   staleReplays: [
     { runId: 'soak-a/r1/a1', message: 'checkpoint', accepted: false, answer: '409' },
@@ -45,7 +45,9 @@ describe('soak invariants', () => {
 
   it('catches each violation', () => {
     const e = clean();
-    e.beads.push({ beadId: 'soak-c', kind: 'stall', status: 'in_progress', outcomes: [] });
+    e.beads.push({ beadId: 'soak-c', kind: 'stall', status: 'in_progress', outcomes: [], inConvoy: 'running' });
+    // Never started because its dependency failed: not lost.
+    e.beads.push({ beadId: 'soak-d', kind: 'good', status: 'missing', outcomes: [], inConvoy: 'blocked' });
     e.merges.push({ sha: 'm3', tree: 't3', mergeRequest: 'mr:soak-a:2@h3' });
     e.runs.push({ runId: 'soak-b/r2/a1', beadId: 'soak-b', start: 199, end: 400 });
     e.treesHeld.push('t4');

@@ -27,7 +27,7 @@ describe('chaos soak (smoke)', () => {
         workflowBundle: inject('workflowBundlePath'),
         log: (line) => log.push(line),
       });
-      const context = `${JSON.stringify(result.invariants)}\n${log.join('\n')}`;
+      const context = `${JSON.stringify(result.invariants)}\n${JSON.stringify(result.notMerged)}\n${log.join('\n')}`;
       expect(
         result.faults.map((f) => f.kind),
         context,

@@ -33,6 +33,8 @@ export interface BeadFinal {
   kind: string;
   /** The bead workflow's status, or `missing` when no workflow exists for it. */
   status: string;
+  /** What the convoy recorded for it (`blocked`: a dependency failed, so it never started — not lost). */
+  inConvoy: string;
   /** MR outcomes of its rounds, in order. */
   outcomes: string[];
   reason?: string;
@@ -73,6 +75,8 @@ export interface Figures {
   /** Beads whose agents always meant to finish but that did not merge (chaos exhausted their attempts or rounds). */
   goodNotMerged: number;
   goodNotMergedPct: number;
+  /** Beads never started because a dependency failed (counted in goodNotMerged too). */
+  blocked: number;
   /** Gate runs that rejected a tree holding a BROKEN file (none of those may reach the target). */
   brokenTreesRejected: number;
   gateRuns: number;
@@ -83,6 +87,8 @@ export interface Figures {
 }
 
 const TERMINAL = new Set(['closed', 'failed', 'cancelled']);
+/** Convoy bead states of beads the convoy rightly never started. */
+const NEVER_STARTED = new Set(['blocked', 'skipped']);
 
 /** The bead id of a run id (`<bead>/r<round>/a<attempt>`). */
 export const beadOfRun = (runId: string) => runId.replace(/\/r\d+\/a\d+$/, '');
@@ -91,7 +97,9 @@ export const beadOfRun = (runId: string) => runId.replace(/\/r\d+\/a\d+$/, '');
 export const beadOfMergeRequest = (mr: string) => /^mr:(.+):\d+(?:@.*)?$/.exec(mr)?.[1];
 
 export function checkInvariants(e: SoakEvidence): Invariants {
-  const beadsLost = e.beads.filter((b) => !TERMINAL.has(b.status)).map((b) => b.beadId);
+  const beadsLost = e.beads
+    .filter((b) => !TERMINAL.has(b.status) && !(b.status === 'missing' && NEVER_STARTED.has(b.inConvoy)))
+    .map((b) => b.beadId);
 
   const mergesPerBead = new Map<string, number>();
   for (const m of e.merges) {
@@ -129,6 +137,7 @@ export function checkInvariants(e: SoakEvidence): Invariants {
 export function figures(e: SoakEvidence): Figures {
   const merged = e.beads.filter((b) => b.status === 'closed').length;
   const goodNotMerged = e.beads.filter((b) => b.status !== 'closed').length;
+  const blocked = e.beads.filter((b) => b.inConvoy === 'blocked').length;
   const flaky = e.gates.filter((g) => g.why === 'flake').length;
   const brokenRuns = e.gates.filter((g) => g.why === 'broken').length;
   const pct = (n: number, of: number) => (of ? Math.round((1000 * n) / of) / 10 : 0);
@@ -137,6 +146,7 @@ export function figures(e: SoakEvidence): Figures {
     merged,
     goodNotMerged,
     goodNotMergedPct: pct(goodNotMerged, e.beads.length),
+    blocked,
     brokenTreesRejected: brokenRuns,
     gateRuns: e.gates.length,
     flakyRejections: flaky,

@@ -19,7 +19,7 @@ import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { ConvoyClient } from '../../client/convoys';
 import { Town } from '../../client/town';
-import { convoyBeadId, type ConvoySpecInput } from '../../domain/convoy';
+import { convoyBeadId, type ConvoySpecInput, type ConvoyState } from '../../domain/convoy';
 import { beadWorkflowId } from '../../domain/ids';
 import { beadStateQuery } from '../../domain/messages';
 import { SA } from '../../domain/search-attributes';
@@ -309,6 +309,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     soakDir,
     spec.beads.map((b) => convoyBeadId('soak', b.id)),
     staleReplays,
+    () => convoys.state('soak'),
   );
   const invariants = checkInvariants(evidence);
   const result: SoakResult = {
@@ -376,6 +377,7 @@ async function collect(
   soakDir: string,
   beadIds: string[],
   staleReplays: StaleReplay[],
+  convoyState: () => Promise<ConvoyState>,
 ): Promise<SoakEvidence> {
   const root = (await git(origin, ['rev-list', '--max-parents=0', 'main'])).trim();
   const merges = (
@@ -404,6 +406,7 @@ async function collect(
     return span ? [span] : [];
   });
 
+  const inConvoy = new Map((await convoyState()).beads.map((b) => [b.beadId, b.status as string]));
   const beads: BeadFinal[] = [];
   for (const beadId of beadIds) {
     const kind = beadId.split('-')[2] ?? 'good';
@@ -415,9 +418,10 @@ async function collect(
         status: state.status,
         outcomes: state.rounds.map((r) => r.outcome?.kind ?? 'none'),
         reason: state.failureReason,
+        inConvoy: inConvoy.get(beadId) ?? 'unknown',
       });
     } catch {
-      beads.push({ beadId, kind, status: 'missing', outcomes: [] });
+      beads.push({ beadId, kind, status: 'missing', outcomes: [], inConvoy: inConvoy.get(beadId) ?? 'unknown' });
     }
   }
   const openWorkflows: SoakEvidence['openWorkflows'] = [];
