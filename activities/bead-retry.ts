@@ -17,7 +17,7 @@
  * Shared by the client (standalone beads) and the convoy's activity (its beads), so both check the same things.
  */
 import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy, type Client } from '@temporalio/client';
-import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow';
+import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow/codec-helpers.js';
 import {
   BeadWorkflowInput,
   MAX_CARRIED_INBOX,
