@@ -6,12 +6,15 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { ConvoyClient } from '../client/convoys';
 import { applyRecovery, planConvoy, type ConvoyRecovery, type ConvoyResult, type ConvoyState } from '../domain/convoy';
 import { runsOf } from './helpers/convoy';
 import { createRepo } from './helpers/repo';
-import { agentScript, eventually, runGt, startTestTown, type TestTown } from './helpers/town';
+import { agentScript, eventually, gtBin, runGt, startTestTown, type TestTown } from './helpers/town';
 
 describe('applyRecovery', () => {
   const NOW = '2026-01-01T00:00:00.000Z';
@@ -231,5 +234,33 @@ describe('recovery against a real town', () => {
       action: { kind: 'close', detail: 'convoy rsk had already ended; closed: not needed' },
       escalation: { status: 'acknowledged', note: 'not needed', action: { kind: 'close' } },
     });
+  });
+
+  it('gt mcp offers the recovery tools, and they refuse as the CLI does', async () => {
+    const env = Object.fromEntries(
+      Object.entries(t.cliEnv()).filter((e): e is [string, string] => typeof e[1] === 'string'),
+    );
+    const client = new Client({ name: 'gt-retry-test', version: '1.0.0' });
+    await client.connect(new StdioClientTransport({ command: gtBin, args: ['mcp'], env, stderr: 'pipe' }));
+    try {
+      const names = (await client.listTools()).tools.map((tool) => tool.name);
+      expect(names).toEqual(
+        expect.arrayContaining(['gt_bead_retry', 'gt_convoy_retry', 'gt_convoy_resume', 'gt_convoy_skip']),
+      );
+      const Result = z.object({ isError: z.boolean().optional(), content: z.array(z.object({ text: z.string() })) });
+      const merged = Result.parse(await client.callTool({ name: 'gt_bead_retry', arguments: { beadId: 'solo-1' } }));
+      expect(merged.isError).toBe(true);
+      expect(merged.content[0]!.text).toMatch(/^bead solo-1 merged as [0-9a-f]{40}: nothing to retry$/);
+      const acked = Result.parse(
+        await client.callTool({
+          name: 'gt_escalation_ack',
+          arguments: { id: 'convoy-rsk.bead.c', action: 'retry' },
+        }),
+      );
+      expect(acked.isError).toBe(true);
+      expect(acked.content[0]!.text).toMatch(/^escalation convoy-rsk\.bead\.c was already acknowledged by /);
+    } finally {
+      await client.close();
+    }
   });
 });
