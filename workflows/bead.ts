@@ -8,6 +8,11 @@
  * dispatch gate (capacity, operator pause, circuit breaker), and gives it back when it ends.
  * What it keeps and hands on (feedback over rounds, checkpoints, messages, failure reasons) is bounded by
  * domain/caps.ts, so no input, update answer or result of it can pass Temporal's payload limit.
+ *
+ * A failed or cancelled bead can be retried (`gt bead retry`): a new workflow run of the same id whose input carries
+ * `resume` (activities/bead-retry.ts). It goes on from the carried runs, rounds, feedback, checkpoints and messages,
+ * numbering its rounds after the used ones, so no run id or merge request id repeats; without `resume` nothing
+ * differs, so histories from before retries replay unchanged (no patched() needed).
  */
 import {
   ActivityCancellationType,

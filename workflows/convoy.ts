@@ -7,6 +7,12 @@
  *
  * Beads are independent workflows (not children), so the convoy keeps only a small record per bead and can
  * continue-as-new however many beads it has; a lost report is caught by asking Temporal about running beads.
+ *
+ * Recovery (docs/operations.md): an operator's retry, skip or resume (`recoverConvoy` update, domain applyRecovery)
+ * puts failed beads back to running (their new workflow runs are started from this loop, never from the handler) or
+ * counts them done, and releases what they blocked. A convoy that ended `failed` is reopened by a client as a new run
+ * of this workflow from its `convoyCheckpoint`. Reports carry the bead's retry number; only the current one counts.
+ * These paths add commands only for convoys that were recovered, so histories from before them replay unchanged.
  */
 import {
   allHandlersFinished,
@@ -409,6 +415,11 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
       if (b.status === 'pending' || b.status === 'blocked') {
         b.status = 'cancelled';
         b.reason = `never started: ${why}`;
+      }
+      // A retry accepted but not started yet: its bead's workflow is the earlier, closed run; nothing to stop.
+      if (b.restart) {
+        delete b.restart;
+        settle(b, 'cancelled', { reason: `retry never started: ${why}` });
       }
     }
     const running = state.beads.filter((b) => b.status === 'running');
