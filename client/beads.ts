@@ -243,7 +243,7 @@ export async function retryBead(town: Town, beadId: string, raw: RetryBeadReques
       ),
     }),
     ({ bead: b, record }) => b.retries?.at(-1)?.retry === retry || record?.status !== 'running',
-    30_000,
+    60_000,
   );
   if (started.bead.retries?.at(-1)?.retry !== retry)
     throw new UserError(

@@ -139,6 +139,8 @@ describe('recovery against a real town', () => {
     expect(s.runs.map((x) => x.runId)).toEqual(['solo-1/r2/a1']);
     expect(s.retries).toMatchObject([{ retry: 1, by: 'ops', fresh: true, after: 'cancelled' }]);
     expect(await repo.show('work/solo-1.txt')).toBe('done by solo-1/r2/a1\n');
+    const status = await runGt(['bead', 'status', 'solo-1'], t.cliEnv());
+    expect(status.stdout).toMatch(/^retried {2}1×; last by ops at \S+ after it cancelled \(fresh\): try again$/m);
     expect((await runsOf(t.client, 'bead:solo-1')).length).toBe(2);
   });
 
@@ -227,6 +229,14 @@ describe('recovery against a real town', () => {
     });
     expect(await repo.show('work/rsk-c.txt')).toBeNull();
     expect(await repo.show('work/rsk-d.txt')).toMatch(/^done by rsk-d/);
+
+    // A landed convoy is never reopened; an unknown one is named.
+    const landedRetry = await runGt(['convoy', 'retry', 'rsk'], t.cliEnv());
+    expect(landedRetry.code).toBe(1);
+    expect(landedRetry.stderr.trim()).toBe('gt: convoy rsk was landed: it cannot be reopened');
+    const unknown = await runGt(['convoy', 'skip', 'no-such', 'c', '--reason', 'x'], t.cliEnv());
+    expect(unknown.code).toBe(1);
+    expect(unknown.stderr.trim()).toBe("gt: unknown convoy 'no-such' (see `gt convoy list`)");
 
     const close = await runGt(['escalation', 'ack', 'bead-rsk-c', '--close', 'not needed', '--json'], t.cliEnv());
     expect(close.code).toBe(0);

@@ -45,6 +45,11 @@ export function describeBead(s: BeadState): string {
   if (s.failureReason) lines.push(`reason   ${s.failureReason}`);
   if (s.cancellation)
     lines.push(`cancel   by ${s.cancellation.by} at ${s.cancellation.requestedAt}: ${s.cancellation.reason}`);
+  const lastRetry = s.retries?.at(-1);
+  if (lastRetry)
+    lines.push(
+      `retried  ${s.retries!.length}×; last by ${lastRetry.by} at ${lastRetry.at} after it ${lastRetry.after}${lastRetry.fresh ? ' (fresh)' : ''}${lastRetry.note ? `: ${lastRetry.note}` : ''}`,
+    );
   if (s.runs.length) {
     lines.push(
       '',
