@@ -24,15 +24,15 @@ import {
   MAX_CARRIED_ROUNDS,
   MAX_CARRIED_RUNS,
   type BeadResume,
+  type BeadResult,
   type BeadState,
-  type MergeOutcome,
   type RetryRecord,
 } from '../domain/bead';
 import { beadWorkflowId, refineryWorkflowId } from '../domain/ids';
+import type { MergeOutcome } from '../domain/outcomes';
 import { beadStateQuery, rigConfigQuery } from '../domain/messages';
 import type { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
-import type { BeadResult } from '../workflows/bead';
 
 export interface RetryRequest {
   fresh: boolean;

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { activityInfo, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
-import type { MergeOutcome } from '../domain/bead';
+import type { MergeOutcome } from '../domain/outcomes';
 import { type CandidateResult, conflictOutcome, MergeTicket } from '../domain/refinery';
 import { type AgentRuntime, RigConfig } from '../domain/rig';
 import { fsSafe } from '../domain/ids';

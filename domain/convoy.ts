@@ -5,7 +5,8 @@
  */
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import { z } from 'zod';
-import { BeadSpec, MAX_TEXT, MAX_TITLE, MergeOutcome } from './bead';
+import { BeadSpec, MAX_TEXT, MAX_TITLE } from './bead';
+import { MergeOutcome } from './outcomes';
 import { utf8Bytes } from './caps';
 import { dagProblems } from './dag';
 import { DurationMs } from './durations';
@@ -542,3 +543,11 @@ export const recoverConvoyUpdate = defineUpdate<ConvoyState, [ConvoyRecoveryInpu
 export const convoyCheckpointQuery = defineQuery<{ checkpoint: ConvoyCheckpoint; options: ConvoyOptions }>(
   'convoyCheckpoint',
 );
+
+/** One bead of a start batch, as the convoy's start activity reports it. */
+export interface StartedBead {
+  beadId: string;
+  /** `started` now, or found `existing` (a retry of an earlier start); `error` means it could not be started. */
+  outcome: 'started' | 'existing' | 'error';
+  error?: string;
+}
