@@ -8,13 +8,16 @@ import { createDispatchActivities } from './dispatch';
 import { createLogActivities } from './logs';
 import { forgeActivities } from './forge';
 import { createMergeActivities, type MergeDeps } from './merge';
+import { createNotifyActivities } from './notify';
 import { createReviewRunActivities } from './review-runs';
 import { createRigConfigActivities } from './rig-config';
 import { createTownActivities, type TownDeps } from './town';
 
-export function createTownQueueActivities(deps: TownDeps & MergeDeps) {
+/** escalationWebhook: the town's escalation webhook URL (configuration, never a payload: activities/notify.ts). */
+export function createTownQueueActivities(deps: TownDeps & MergeDeps & { escalationWebhook?: string }) {
   return {
     ...createTownActivities(deps),
+    ...createNotifyActivities({ escalationWebhook: deps.escalationWebhook, town: deps.taskQueue }),
     ...createConvoyActivities(deps),
     ...createDispatchActivities(deps),
     ...createMergeActivities(deps),

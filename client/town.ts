@@ -17,6 +17,7 @@ import { z } from 'zod';
 import { BeadSpec, type BeadState } from '../domain/bead';
 import {
   ackEscalationUpdate,
+  type AckRequest,
   EscalationId,
   escalationStateQuery,
   escalationWorkflowId,
@@ -297,7 +298,8 @@ export class Town {
     return states.filter((s): s is EscalationState => !!s).sort((a, b) => a.raisedAt.localeCompare(b.raisedAt));
   }
 
-  async ackEscalation(id: string, ack: { by?: string; note?: string } = {}): Promise<EscalationState> {
+  /** Acknowledges only; `ackEscalation` in client/escalations.ts also acts on the work behind it (--retry & co.). */
+  async ackEscalation(id: string, ack: AckRequest = {}): Promise<EscalationState> {
     const handle = this.client.workflow.getHandle(escalationWorkflowId(parseInput(EscalationId, id, 'escalation id')));
     try {
       return await handle.executeUpdate(ackEscalationUpdate, { args: [ack] });

@@ -21,11 +21,71 @@ export const BeadSpec = z.object({
 });
 export type BeadSpec = z.infer<typeof BeadSpec>;
 
+/** What a retried bead carries from its earlier workflow runs (`gt bead retry`; nothing but the counts with --fresh). */
+export const MAX_CARRIED_RUNS = 50;
+export const MAX_CARRIED_ROUNDS = 20;
+export const MAX_CARRIED_INBOX = 50;
+const CarriedRun = z.object({
+  runId: z.string(),
+  round: z.number().int(),
+  attempt: z.number().int(),
+  outcome: z.string(),
+  startedAt: z.string(),
+  endedAt: z.string().optional(),
+  summary: z.string().max(MAX_TEXT).optional(),
+  exitCode: z.number().int().nullable().optional(),
+  lastProgress: z.string().max(2000).optional(),
+  lastProgressAt: z.string().optional(),
+  host: z.string().optional(),
+});
+const CarriedRound = z.object({
+  round: z.number().int(),
+  headSha: z.string().optional(),
+  mergeRequest: z.string().optional(),
+  outcome: z.unknown().optional(),
+});
+export const RetryRecord = z.object({
+  /** 1 for the bead's first retry, 2 for the next… */
+  retry: z.number().int().min(1),
+  by: z.string().max(200),
+  note: z.string().max(4000),
+  fresh: z.boolean(),
+  at: z.string(),
+  /** How the run before it ended, and why. */
+  after: z.enum(['failed', 'cancelled']),
+  reason: z.string().max(4000).optional(),
+});
+export type RetryRecord = z.infer<typeof RetryRecord>;
+
+/**
+ * A new workflow run of a failed or cancelled bead (same workflow id, `gt bead retry`): its rounds are numbered after
+ * the rounds already used, so its run ids and merge request ids never repeat an earlier run's.
+ */
+export const BeadResume = z.object({
+  retries: z.array(RetryRecord).min(1).max(1000),
+  roundsUsed: z.number().int().min(0),
+  /** Absent with --fresh: the new run starts from the spec alone. */
+  carried: z
+    .object({
+      runs: z.array(CarriedRun).max(MAX_CARRIED_RUNS),
+      rounds: z.array(CarriedRound).max(MAX_CARRIED_ROUNDS),
+      feedback: z.array(z.string().max(MAX_TEXT)).max(100),
+      checkpoints: z.array(z.object({ runId: z.string(), note: z.string().max(4000), savedAt: z.string() })).max(50),
+      inbox: z
+        .array(z.object({ seq: z.number().int(), from: z.string(), message: z.string().max(4000), sentAt: z.string() }))
+        .max(MAX_CARRIED_INBOX),
+    })
+    .optional(),
+});
+export type BeadResume = z.input<typeof BeadResume>;
+
 export const BeadWorkflowInput = z.object({
   bead: BeadSpec,
   rig: RigConfig,
   /** Set when the bead belongs to a convoy: the bead reports to it, and merges into `targetBranch`. */
   convoy: z.object({ id: ConvoyId, targetBranch: z.string().min(1) }).optional(),
+  /** Set on a retried bead's new workflow run (docs/operations.md, "gt bead retry"). */
+  resume: BeadResume.optional(),
 });
 export type BeadWorkflowInput = z.input<typeof BeadWorkflowInput>;
 
@@ -92,7 +152,17 @@ export interface BeadState {
   cancellation?: CancelBeadRecord;
   /** Runs that ended with `gt handoff` (all rounds), bounded by the rig's `maxHandoffs`. */
   handoffs?: number;
+  /** Operators' retries of this bead (`gt bead retry`), oldest first; this workflow run is the last one's. */
+  retries?: RetryRecord[];
 }
+
+/** `gt bead retry`: who retries and why; `fresh` drops what earlier runs left (history, feedback, checkpoints). */
+export const RetryBeadRequest = z.object({
+  fresh: z.boolean().default(false),
+  note: z.string().trim().max(4000, 'note must be at most 4000 characters').default(''),
+  by: z.string().trim().min(1).max(200).default('operator'),
+});
+export type RetryBeadRequest = z.input<typeof RetryBeadRequest>;
 
 /** An operator's cancellation of one bead: recorded by the bead (so `gt bead status` shows it), then the bead is cancelled. */
 export const CancelBeadRequest = z.object({
@@ -220,4 +290,6 @@ export interface BeadResult {
   status: BeadStatus;
   commit?: string;
   reason?: string;
+  /** Set on a retried bead's run: which retry this run was (its convoy accepts reports of the current retry only). */
+  retry?: number;
 }

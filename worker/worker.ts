@@ -35,6 +35,11 @@ export interface TownWorkerOptions {
   shutdownGraceTime?: string;
   /** Payload codecs (encryption); defaults to GT_PAYLOAD_CODEC. Must match the clients' (host/connection.ts). */
   dataConverter?: DataConverter;
+  /**
+   * Where escalations are POSTed (activities/notify.ts); defaults to GT_ESCALATION_WEBHOOK. A secret (Slack-style URLs
+   * carry a token): it stays in this process, never in a workflow's input or history.
+   */
+  escalationWebhook?: string;
   /** OpenTelemetry tracing (worker/tracing.ts); defaults to GT_OTEL_EXPORTER, `null` forces it off. A prebuilt bundle must match. */
   tracing?: Tracing | null;
 }
@@ -95,6 +100,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       gtHome: home,
       gtBinDir,
       runtimes,
+      escalationWebhook: options.escalationWebhook ?? (process.env.GT_ESCALATION_WEBHOOK || undefined),
     }),
     shutdownGraceTime,
     dataConverter,

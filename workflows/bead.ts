@@ -8,6 +8,11 @@
  * dispatch gate (capacity, operator pause, circuit breaker), and gives it back when it ends.
  * What it keeps and hands on (feedback over rounds, checkpoints, messages, failure reasons) is bounded by
  * domain/caps.ts, so no input, update answer or result of it can pass Temporal's payload limit.
+ *
+ * A failed or cancelled bead can be retried (`gt bead retry`): a new workflow run of the same id whose input carries
+ * `resume` (activities/bead-retry.ts). It goes on from the carried runs, rounds, feedback, checkpoints and messages,
+ * numbering its rounds after the used ones, so no run id or merge request id repeats; without `resume` nothing
+ * differs, so histories from before retries replay unchanged (no patched() needed).
  */
 import {
   ActivityCancellationType,
@@ -34,6 +39,7 @@ import type {
   BeadState,
   BeadStatus,
   InboxMessage,
+  RoundRecord,
   RunOutcome,
   RunRecord,
   BeadResult,
@@ -100,7 +106,12 @@ const MAX_INBOX = 200;
 type AttemptResult = { headSha: string } | { failure: string } | { handedOff: string };
 
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
-  const { bead, rig, convoy } = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
+  const { bead, rig, convoy, resume } = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
+  // A retried bead (a new workflow run of the same id) goes on from what its earlier runs left, unless --fresh.
+  // Nothing below differs for a bead without `resume`, so histories from before retries replay unchanged.
+  const retry = resume?.retries.at(-1)?.retry;
+  const carried = resume?.carried;
+  const firstRound = (resume?.roundsUsed ?? 0) + 1;
   const policy = rig.policy;
   const targetBranch = convoy?.targetBranch ?? rig.branch;
   const branch = beadBranch(bead.id);
@@ -112,17 +123,22 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     status: 'open',
     round: 0,
     waitingFor: 'dispatch',
-    runs: [],
-    rounds: [],
-    feedback: [],
+    runs: (carried?.runs as RunRecord[] | undefined) ?? [],
+    rounds: (carried?.rounds as RoundRecord[] | undefined) ?? [],
+    feedback: carried?.feedback ?? [],
     targetBranch,
-    checkpoints: [],
-    inbox: [],
+    checkpoints: carried?.checkpoints ?? [],
+    inbox: carried?.inbox ?? [],
     handoffs: 0,
+    ...(resume ? { retries: resume.retries } : {}),
   };
+  const lastRetry = resume?.retries.at(-1);
+  // The operator's note is the first thing the retried run reads (feedback heads its prompt).
+  if (lastRetry?.note)
+    state.feedback = appendFeedback(state.feedback, `[retry ${lastRetry.retry} by ${lastRetry.by}] ${lastRetry.note}`);
   const checkpoints = state.checkpoints!;
   const inbox = state.inbox!;
-  let inboxSeq = 0;
+  let inboxSeq = inbox.reduce((n, m) => Math.max(n, m.seq), 0);
   /** Runs the dispatch gate has let through. */
   const grants = new Set<string>();
   setHandler(dispatchGrantSignal, (raw) => {
@@ -639,7 +655,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       state.failureReason = result.reason;
       // Bounded retries are exhausted: escalate once and leave the decision to a human.
       await town.raiseEscalation({
-        id: `bead-${escalationIdPart(bead.id)}`,
+        // A retried run that fails again is a new escalation (the first one may be acknowledged already).
+        id: `bead-${escalationIdPart(bead.id)}${retry ? `.retry${retry}` : ''}`,
         severity: 'high',
         source: 'bead',
         reason: `bead ${bead.id} failed: ${result.reason ?? 'unknown'}`,
@@ -656,17 +673,18 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
             status: result.status as 'closed' | 'failed' | 'cancelled',
             commit: result.commit,
             reason: result.reason,
+            ...(retry ? { retry } : {}),
           })
           .catch((err: unknown) =>
             log.warn('could not report to convoy', { beadId: bead.id, convoyId: convoy.id, error: String(err) }),
           ),
       );
     }
-    return result;
+    return retry ? { ...result, retry } : result;
   };
 
   try {
-    for (let round = 1; round <= policy.maxRounds; round++) {
+    for (let round = firstRound; round < firstRound + policy.maxRounds; round++) {
       state.round = round;
       const work = await runPolecat(round);
       if ('failure' in work) return await finish({ beadId: bead.id, status: 'failed', reason: work.failure });
