@@ -79,6 +79,31 @@ export const BeadResume = z.object({
 });
 export type BeadResume = z.input<typeof BeadResume>;
 
+/**
+ * What a bead that continues as new (past its history threshold) hands to its next workflow run: where it is (a
+ * round, the next run of it, the failed attempts so far) and what it knows. Taken only between runs, so no agent,
+ * activity or child is in flight across the hand-over.
+ */
+export const BeadContinuation = z.object({
+  firstRound: z.number().int().min(1),
+  round: z.number().int().min(1),
+  nextRun: z.number().int().min(1),
+  failures: z.array(z.string().max(MAX_TEXT)).max(20),
+  lastFailed: z.boolean(),
+  handoffs: z.number().int().min(0),
+  continuedAsNew: z.number().int().min(1),
+  state: z.object({
+    runs: z.array(CarriedRun).max(MAX_CARRIED_RUNS),
+    rounds: z.array(CarriedRound).max(MAX_CARRIED_ROUNDS),
+    feedback: z.array(z.string().max(MAX_TEXT)).max(100),
+    checkpoints: z.array(z.object({ runId: z.string(), note: z.string().max(4000), savedAt: z.string() })).max(50),
+    inbox: z
+      .array(z.object({ seq: z.number().int(), from: z.string(), message: z.string().max(4000), sentAt: z.string() }))
+      .max(MAX_CARRIED_INBOX),
+  }),
+});
+export type BeadContinuation = z.input<typeof BeadContinuation>;
+
 export const BeadWorkflowInput = z.object({
   bead: BeadSpec,
   rig: RigConfig,
@@ -86,6 +111,10 @@ export const BeadWorkflowInput = z.object({
   convoy: z.object({ id: ConvoyId, targetBranch: z.string().min(1) }).optional(),
   /** Set on a retried bead's new workflow run (docs/operations.md, "gt bead retry"). */
   resume: BeadResume.optional(),
+  /** Set on a run the bead continued as new into. */
+  continued: BeadContinuation.optional(),
+  /** Continue as new between runs past this many history events, even before the server suggests it (tests). */
+  continueAsNewAfterEvents: z.number().int().min(20).optional(),
 });
 export type BeadWorkflowInput = z.input<typeof BeadWorkflowInput>;
 
@@ -152,6 +181,8 @@ export interface BeadState {
   cancellation?: CancelBeadRecord;
   /** Runs that ended with `gt handoff` (all rounds), bounded by the rig's `maxHandoffs`. */
   handoffs?: number;
+  /** How often this bead continued as new (its history past a threshold). */
+  continuedAsNew?: number;
   /** Operators' retries of this bead (`gt bead retry`), oldest first; this workflow run is the last one's. */
   retries?: RetryRecord[];
 }

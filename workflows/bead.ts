@@ -16,9 +16,11 @@
  */
 import {
   ActivityCancellationType,
+  allHandlersFinished,
   ApplicationFailure,
   CancellationScope,
   condition,
+  continueAsNew,
   executeChild,
   getExternalWorkflowHandle,
   isCancellation,
@@ -55,6 +57,9 @@ import {
   InboxRequest,
   NudgeRequest,
   ProgressRequest,
+  MAX_CARRIED_INBOX,
+  MAX_CARRIED_ROUNDS,
+  MAX_CARRIED_RUNS,
   TERMINAL_BEAD_STATUSES,
 } from '../domain/bead';
 import { appendFeedback, CAPS, capText, keepNewest } from '../domain/caps';
@@ -106,12 +111,17 @@ const MAX_INBOX = 200;
 type AttemptResult = { headSha: string } | { failure: string } | { handedOff: string };
 
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
-  const { bead, rig, convoy, resume } = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
+  const { bead, rig, convoy, resume, continued, continueAsNewAfterEvents } = parseOrReject(
+    BeadWorkflowInput,
+    rawInput,
+    'bead input',
+  );
   // A retried bead (a new workflow run of the same id) goes on from what its earlier runs left, unless --fresh.
   // Nothing below differs for a bead without `resume`, so histories from before retries replay unchanged.
   const retry = resume?.retries.at(-1)?.retry;
-  const carried = resume?.carried;
-  const firstRound = (resume?.roundsUsed ?? 0) + 1;
+  // A run continued as new takes what the run before it knew; a retry takes what the failed run left (unless --fresh).
+  const carried = continued?.state ?? resume?.carried;
+  const firstRound = continued?.firstRound ?? (resume?.roundsUsed ?? 0) + 1;
   const policy = rig.policy;
   const targetBranch = convoy?.targetBranch ?? rig.branch;
   const branch = beadBranch(bead.id);
@@ -129,12 +139,13 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     targetBranch,
     checkpoints: carried?.checkpoints ?? [],
     inbox: carried?.inbox ?? [],
-    handoffs: 0,
+    handoffs: continued?.handoffs ?? 0,
+    ...(continued ? { continuedAsNew: continued.continuedAsNew } : {}),
     ...(resume ? { retries: resume.retries } : {}),
   };
   const lastRetry = resume?.retries.at(-1);
   // The operator's note is the first thing the retried run reads (feedback heads its prompt).
-  if (lastRetry?.note)
+  if (lastRetry?.note && !continued)
     state.feedback = appendFeedback(state.feedback, `[retry ${lastRetry.retry} by ${lastRetry.by}] ${lastRetry.note}`);
   const checkpoints = state.checkpoints!;
   const inbox = state.inbox!;
@@ -619,10 +630,19 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
    * number every run of the round (a1, a2, …), failed or handed off. Without hand-offs this is the same sequence of
    * commands as the loop it replaced (one attempt per run), so recorded histories replay unchanged.
    */
-  const runPolecat = async (round: number): Promise<{ headSha: string } | { failure: string }> => {
-    const failures: string[] = [];
-    let lastFailed = false;
-    for (let run = 1; failures.length < policy.maxAttempts; run++) {
+  const runPolecat = async (
+    round: number,
+    from: { nextRun: number; failures: string[]; lastFailed: boolean } = {
+      nextRun: 1,
+      failures: [],
+      lastFailed: false,
+    },
+  ): Promise<{ headSha: string } | { failure: string }> => {
+    const failures = [...from.failures];
+    let lastFailed = from.lastFailed;
+    for (let run = from.nextRun; failures.length < policy.maxAttempts; run++) {
+      // Between runs nothing is in flight: the one place a long bead hands over to a fresh history.
+      if (continueAsNewDue()) await continueNow({ round, nextRun: run, failures, lastFailed });
       const result = await runAttempt(round, run, lastFailed);
       if ('headSha' in result) return result;
       lastFailed = 'failure' in result;
@@ -640,6 +660,39 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         CAPS.feedback,
       ),
     };
+  };
+
+  const continueAsNewDue = () =>
+    workflowInfo().continueAsNewSuggested ||
+    (continueAsNewAfterEvents !== undefined && workflowInfo().historyLength >= continueAsNewAfterEvents);
+
+  /** Hands the bead to a new run of its workflow (same id) at this point: no run, activity or child is in flight. */
+  const continueNow = async (at: { round: number; nextRun: number; failures: string[]; lastFailed: boolean }) => {
+    await raisePending();
+    await Promise.all(toGate);
+    await condition(allHandlersFinished);
+    const next = (state.continuedAsNew ?? 0) + 1;
+    log.info('bead continues as new', { beadId: bead.id, historyLength: workflowInfo().historyLength, next });
+    return continueAsNew<typeof beadWorkflow>({
+      bead,
+      rig,
+      convoy,
+      resume,
+      continueAsNewAfterEvents,
+      continued: {
+        firstRound,
+        ...at,
+        handoffs: state.handoffs ?? 0,
+        continuedAsNew: next,
+        state: {
+          runs: state.runs.slice(-MAX_CARRIED_RUNS),
+          rounds: state.rounds.slice(-MAX_CARRIED_ROUNDS),
+          feedback: state.feedback,
+          checkpoints,
+          inbox: inbox.slice(-MAX_CARRIED_INBOX),
+        },
+      },
+    });
   };
 
   const lastOutcome = () => {
@@ -684,9 +737,9 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   };
 
   try {
-    for (let round = firstRound; round < firstRound + policy.maxRounds; round++) {
+    for (let round = continued?.round ?? firstRound; round < firstRound + policy.maxRounds; round++) {
       state.round = round;
-      const work = await runPolecat(round);
+      const work = await runPolecat(round, continued?.round === round ? continued : undefined);
       if ('failure' in work) return await finish({ beadId: bead.id, status: 'failed', reason: work.failure });
 
       const mrId = mergeRequestWorkflowId(bead.id, round);
