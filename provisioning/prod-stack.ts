@@ -112,15 +112,24 @@ const Ports = z.object({
 });
 type Ports = z.infer<typeof Ports>;
 
-export const freePort = () =>
-  new Promise<number>((resolve, reject) => {
+const canBind = (port: number) =>
+  new Promise<boolean>((resolve) => {
     const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
   });
+
+/**
+ * A free port below 32768: the server stores its membership ports in a SMALLINT column (a port of the kernel's
+ * ephemeral range, 32768 and up, fails its start with "out of range for type smallint"), and ports there are also
+ * never handed out to outgoing connections, so a port chosen once stays free across restarts.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = 10_000 + Math.floor(Math.random() * 22_000);
+    if (await canBind(port)) return port;
+  }
+}
 
 /** The server's internal ports (compose leaves them at their defaults inside the container). */
 const INTERNAL_PORT_KEYS = HOST_OVERRIDES.server.filter((k) => /_PORT$/.test(k) && !/^(DB|POSTGRES)_/.test(k));
@@ -182,6 +191,8 @@ function managed(spec: ManagedSpec): Component {
   let proc: ChildProcess | undefined;
   let exited: Promise<void> = Promise.resolve();
   let stopping = false;
+  // Exits before it served are the start's failure (thrown), not a report.
+  let served = false;
   const setpriv = findOnPath('setpriv');
   const alive = () => !!proc && proc.exitCode === null && proc.signalCode === null;
   return {
@@ -192,6 +203,7 @@ function managed(spec: ManagedSpec): Component {
     async start() {
       if (alive()) return;
       stopping = false;
+      served = false;
       const [file, args] = setpriv
         ? [setpriv, ['--pdeathsig', 'KILL', '--', spec.file, ...spec.args]]
         : [spec.file, spec.args];
@@ -209,7 +221,7 @@ function managed(spec: ManagedSpec): Component {
       exited = new Promise<void>((done) =>
         child.once('exit', (code, signal) => {
           closeSync(log);
-          if (!stopping)
+          if (!stopping && served)
             spec.onExit?.(
               spec.name,
               `${spec.name} (pid ${child.pid}) exited on its own (${signal ? `killed by ${signal}` : `exit code ${code}`}); see ${spec.logFile}`,
@@ -223,6 +235,7 @@ function managed(spec: ManagedSpec): Component {
       });
       try {
         await spec.ready(child, () => output);
+        served = true;
       } catch (err) {
         stopping = true;
         child.kill('SIGKILL');
@@ -403,7 +416,8 @@ export async function startProdStack(options: ProdStackOptions): Promise<ProdSta
       ...Object.fromEntries(Object.entries(ports.internal).map(([k, v]) => [k, String(v)])),
       LOG_LEVEL: compose.serverEnv.LOG_LEVEL ?? 'warn',
     };
-    const serverArgs = ['--root', installed.dir, '--config', 'config', '--env', 'docker', '--allow-no-auth'];
+    // `render-config` reads --config without --root, `start` joins them: an absolute --config under root / suits both.
+    const serverArgs = ['--root', '/', '--config', installed.configDir, '--env', 'docker', '--allow-no-auth'];
     // The configuration the server runs with, rendered by the server itself: for reading, and for the tests.
     const rendered = await run(installed.server, [...serverArgs, 'render-config'], { env: serverEnv });
     writeFileSync(join(stateDir, 'temporal-config.yaml'), rendered.stdout);

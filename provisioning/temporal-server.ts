@@ -210,6 +210,8 @@ async function buildWithGo(go: string, dir: string, onProgress?: (message: strin
       `${JSON.stringify({ server: TEMPORAL_SERVER_VERSION, ui: uiNote ? null : UI_SERVER_VERSION, flags: GO_BUILD_FLAGS, serverSeconds, totalSeconds: seconds(), builtAt: new Date().toISOString() }, null, 2)}\n`,
     );
     rmSync(join(staging, 'bin'), { recursive: true, force: true });
+    // Files copied from the module cache are read-only; the cache must stay removable by its owner.
+    await run('chmod', ['-R', 'u+w', staging]);
     rmSync(dir, { recursive: true, force: true });
     renameSync(staging, dir);
   } catch (err) {
