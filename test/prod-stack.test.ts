@@ -198,7 +198,9 @@ describe.skipIf(!!skipReason)('the production topology (PostgreSQL, full Tempora
     expect(closed).toBe(true);
     const list = await runGt(['bead', 'list', '--convoy', 'prod-convoy', '--json'], env);
     expect(list.code, list.stderr).toBe(0);
-    expect((JSON.parse(list.stdout) as { beads: { id: string }[] }).beads.map((b) => b.id).sort()).toEqual(beads);
+    expect((JSON.parse(list.stdout) as { beads: { beadId: string }[] }).beads.map((b) => b.beadId).sort()).toEqual(
+      beads,
+    );
 
     // The Web UI server lists the same beads by the same query (its HTTP API is what the UI's pages call).
     if (stack.uiUrl) {
