@@ -99,6 +99,8 @@ export interface ProdStack {
   ui?: Component;
   hosts: WorkerHostComponent[];
   compose: ComposeSettings;
+  /** The environment the server runs with: compose's, with HOST_OVERRIDES.server changed, plus PATH/HOME/TZ. */
+  serverEnv: Readonly<Record<string, string>>;
   /** Stops every component (hosts drain first) and removes the stack's record. */
   stop(): Promise<void>;
 }
@@ -154,7 +156,7 @@ async function loadPorts(file: string, hosts: number, wanted: { frontend?: numbe
 }
 
 /** The environment a container would have: nothing of the caller's shell but what programs need to run. */
-const baseEnv = (): Record<string, string> => ({
+export const baseEnv = (): Record<string, string> => ({
   PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
   HOME: process.env.HOME ?? '/tmp',
   ...(process.env.TZ ? { TZ: process.env.TZ } : {}),
@@ -552,6 +554,7 @@ export async function startProdStack(options: ProdStackOptions): Promise<ProdSta
       ui,
       hosts,
       compose,
+      serverEnv,
       stop: stopAll,
     };
   } catch (err) {

@@ -25,7 +25,7 @@ import type { ConvoyResult } from '../domain/convoy';
 import { COMPOSE_DYNAMIC_CONFIG } from '../provisioning/server-settings';
 import { HOST_OVERRIDES, interpolate, readComposeSettings } from '../provisioning/compose-settings';
 import { resolvePostgres } from '../provisioning/postgres';
-import { startProdStack, type ProdStack } from '../provisioning/prod-stack';
+import { baseEnv, startProdStack, type ProdStack } from '../provisioning/prod-stack';
 import { findGo, resolveTemporalServer, TEMPORAL_SERVER_VERSION } from '../provisioning/temporal-server';
 import { writeSpec } from './helpers/convoy';
 import { processExists } from './helpers/pids';
@@ -139,8 +139,16 @@ describe.skipIf(!!skipReason)('the production topology (PostgreSQL, full Tempora
     });
     expect(config.dynamicConfigClient.filepath).toBe(join(repoRoot, COMPOSE_DYNAMIC_CONFIG));
     for (const [name, svc] of Object.entries(config.services)) expect(svc.rpc.bindOnIP, name).toBe('127.0.0.1');
-    // The only keys the harness sets itself are where things are; compose's own keys it takes as they are.
-    expect(HOST_OVERRIDES.server).not.toContain('DB');
+    // Compose's keys reach the server as compose sets them, but for where things are (HOST_OVERRIDES); the harness
+    // adds nothing else but what a process needs to run.
+    const overridden = new Set<string>(HOST_OVERRIDES.server);
+    for (const [key, value] of Object.entries(compose.serverEnv))
+      if (!overridden.has(key)) expect(stack.serverEnv[key], key).toBe(value);
+    const added = Object.keys(stack.serverEnv).filter((k) => !(k in compose.serverEnv) && !overridden.has(k));
+    expect(
+      added.every((k) => k in baseEnv()),
+      `added ${added.join(', ')}`,
+    ).toBe(true);
     // The release's own validator accepts compose's dynamic config (every key known, every value of its type).
     const server = await resolveTemporalServer({ build: false });
     if (!server.available) throw new Error(server.reason);
