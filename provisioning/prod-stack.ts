@@ -358,6 +358,7 @@ export async function startProdStack(options: ProdStackOptions): Promise<ProdSta
   try {
     // PostgreSQL, as the compose `postgresql` service (its user and password).
     let pg: Postgres | undefined;
+    let pgStopping = false;
     const pgLog = logs('postgres');
     const postgres: Component = {
       name: 'postgres',
@@ -374,11 +375,24 @@ export async function startProdStack(options: ProdStackOptions): Promise<ProdSta
           logFile: pgLog,
           onProgress: progress,
         });
+        pgStopping = false;
+        const { proc, pid } = pg;
+        proc.once('exit', (code, signal) => {
+          if (!pgStopping)
+            onExit?.(
+              'postgres',
+              `PostgreSQL (pid ${pid}) exited on its own (${signal ?? `exit code ${code}`}); see ${pgLog}`,
+            );
+        });
       },
-      stop: async () => pg?.stop(),
+      stop: async () => {
+        pgStopping = true;
+        await pg?.stop();
+      },
       async kill() {
         const pid = postgres.pid();
         if (!pid) return [];
+        pgStopping = true;
         const all = [pid, ...descendantsOf(pid)];
         for (const p of all) safeKill(p, 'SIGKILL');
         await new Promise<void>((done) => (pg!.proc.exitCode !== null ? done() : pg!.proc.once('exit', () => done())));
@@ -448,15 +462,11 @@ export async function startProdStack(options: ProdStackOptions): Promise<ProdSta
       },
       'the namespace setup (temporal-create-namespace script)',
     );
-    const probe = await Connection.connect({ address });
-    try {
-      const deadline = Date.now() + READY_TIMEOUT_MS;
-      while (!(await serverAnswers(address, namespace).catch(() => false))) {
-        if (Date.now() > deadline) throw new Error(`the search attributes never became queryable on ${address}`);
-        await new Promise((r) => setTimeout(r, 500));
-      }
-    } finally {
-      await probe.close();
+    // The frontend caches namespaces and search attributes: the town may start workflows once a query on all of them works.
+    const deadline = Date.now() + READY_TIMEOUT_MS;
+    while (!(await serverAnswers(address, namespace).catch(() => false))) {
+      if (Date.now() > deadline) throw new Error(`the search attributes never became queryable on ${address}`);
+      await new Promise((r) => setTimeout(r, 500));
     }
     // A restarted server must find its namespace again: the chaos tests restart it through this.
     const restartableServer: Component = {
