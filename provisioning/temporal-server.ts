@@ -21,7 +21,19 @@
  * out of the build; `-ldflags=-s -w` drops debug tables nobody reads here. Figures: docs/deployment.md.
  */
 import { execFile, spawn } from 'node:child_process';
-import { accessSync, constants, cpSync, existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  chmodSync,
+  constants,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -148,6 +160,15 @@ export async function resolveTemporalServer(options: ResolveServerOptions = {}):
 
 const ModuleInfo = z.object({ Dir: z.string().min(1) });
 
+function makeOwnerWritable(dir: string): void {
+  chmodSync(dir, statSync(dir).mode | 0o200);
+  for (const entry of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, entry.name);
+    if (entry.isDirectory()) makeOwnerWritable(p);
+    else if (entry.isFile()) chmodSync(p, statSync(p).mode | 0o200);
+  }
+}
+
 /** `go install` of `packages` (all of one module version) into `gobin`; `go` runs niced: other work shares the cores. */
 async function goInstall(go: string, gobin: string, packages: string[]): Promise<void> {
   const nice = findOnPath('nice');
@@ -211,7 +232,7 @@ async function buildWithGo(go: string, dir: string, onProgress?: (message: strin
     );
     rmSync(join(staging, 'bin'), { recursive: true, force: true });
     // Files copied from the module cache are read-only; the cache must stay removable by its owner.
-    await run('chmod', ['-R', 'u+w', staging]);
+    makeOwnerWritable(staging);
     rmSync(dir, { recursive: true, force: true });
     renameSync(staging, dir);
   } catch (err) {
