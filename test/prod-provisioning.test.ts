@@ -14,7 +14,6 @@ import {
   TEMPORAL_SERVER_VERSION,
   temporalServerCacheDir,
   UI_SERVER_MODULE,
-  UI_SERVER_VERSION,
 } from '../provisioning/temporal-server';
 import { scratchEnvironment, standIn } from './helpers/stand-ins';
 
@@ -36,29 +35,36 @@ function installation(dir: string, ui = false): string {
 }
 
 /**
- * A fake `go`: `install` records its arguments and writes a stand-in binary named after the package's last element
- * into GOBIN (as go install names them); `mod download -json M@V` makes a module directory with the files the build
- * copies and prints its Dir. `FAIL_ON` makes `install` of a package containing that text fail.
+ * A fake `go`: `build … -o DIR/ PKG…` records its arguments and directory and writes a stand-in binary named after
+ * each package's last element into DIR (as go build names them); `mod download -json M@V` makes a module directory
+ * with the files the build reads (the CLI's go.mod requiring the server; the server's config and schemas) and prints
+ * its Dir. A package containing `failOn` fails to build.
  */
 function fakeGo(dir: string, failOn = ''): string {
   const modules = join(dir, 'modules');
   return standIn(
     join(dir, 'gobin', 'go'),
     `case "$1" in
-  install)
-    echo "$@ GOBIN=$GOBIN CGO_ENABLED=$CGO_ENABLED" >> ${join(dir, 'go-calls')}
+  build)
+    echo "$@ CWD=$PWD CGO_ENABLED=$CGO_ENABLED" >> ${join(dir, 'go-calls')}
+    out=
+    prev=
     for a in "$@"; do
+      if [ "$prev" = "-o" ]; then out=$a; fi
       case "$a" in
-        *@*)
+        go.temporal.io/*|github.com/*)
           if [ -n "${failOn}" ] && echo "$a" | /bin/grep -q "${failOn}"; then echo "proxy refused $a" >&2; exit 1; fi
-          name=\${a%@*}; name=\${name##*/}
-          printf '#!/bin/sh\\n' > "$GOBIN/$name"; /bin/chmod +x "$GOBIN/$name" ;;
+          name=\${a##*/}
+          printf '#!/bin/sh\n' > "$out$name"; /bin/chmod +x "$out$name" ;;
       esac
+      prev=$a
     done ;;
   mod)
     m=${modules}/$(echo "$4" | /usr/bin/tr '/@' '__')
     /bin/mkdir -p "$m/config" "$m/schema/postgresql/v12/temporal/versioned" "$m/schema/postgresql/v12/visibility/versioned"
     echo '# enable-template' > "$m/config/docker.yaml"
+    printf 'module github.com/temporalio/cli\n\nrequire (\n\tgo.temporal.io/server ${TEMPORAL_SERVER_VERSION}\n)\n' > "$m/go.mod"
+    echo 'sums' > "$m/go.sum"
     echo "{\\"Path\\": \\"x\\", \\"Dir\\": \\"$m\\"}" ;;
 esac`,
   );
@@ -103,11 +109,13 @@ describe('resolveTemporalServer', () => {
     if (!built.available) throw new Error('unreachable');
     expect(built.ui.available).toBe(true);
     const calls = readFileSync(join(scratch.dir(), 'go-calls'), 'utf8').trim().split('\n');
+    // In a scratch module whose graph is the CLI's (so the CLI's build cache serves it), with the release's CGO setting.
     expect(calls[0]).toContain(
-      `install ${GO_BUILD_FLAGS.join(' ')} ${TEMPORAL_SERVER_MODULE}/cmd/server@${TEMPORAL_SERVER_VERSION} ${TEMPORAL_SERVER_MODULE}/cmd/tools/sql@${TEMPORAL_SERVER_VERSION}`,
+      `build ${GO_BUILD_FLAGS.join(' ')} -o ${temporalServerCacheDir()}.build-${process.pid}/bin/ ${TEMPORAL_SERVER_MODULE}/cmd/server ${TEMPORAL_SERVER_MODULE}/cmd/tools/sql`,
     );
+    expect(calls[0]).toContain(`CWD=${temporalServerCacheDir()}.build-${process.pid}/module`);
     expect(calls[0]).toContain('CGO_ENABLED=0');
-    expect(calls[1]).toContain(`${UI_SERVER_MODULE}/cmd/server@${UI_SERVER_VERSION}`);
+    expect(calls[1]).toContain(`${UI_SERVER_MODULE}/cmd/server`);
     expect(existsSync(join(built.postgresSchemaDir, 'v12', 'visibility', 'versioned'))).toBe(true);
     expect(progress[0]).toMatch(/Building the Temporal server v1\.29\.1 and its SQL tool with Go/);
     // Published whole: no staging directory is left beside the cache.
@@ -121,14 +129,14 @@ describe('resolveTemporalServer', () => {
     const progress: string[] = [];
     const built = await resolveTemporalServer({ onProgress: (m) => progress.push(m) });
     expect(built).toMatchObject({ available: true, ui: { available: false } });
-    expect(progress.join('\n')).toMatch(/no Web UI server: go install .*ui-server.* failed .*proxy refused/);
+    expect(progress.join('\n')).toMatch(/no Web UI server: go build .*ui-server.* failed .*proxy refused/);
   });
 
   it('reports a failed server build with every option, leaving no half-built cache', async () => {
     fakeGo(scratch.dir(), 'go.temporal.io/server');
     process.env.PATH = join(scratch.dir(), 'gobin');
     const err = (await resolveTemporalServer().catch((e: unknown) => e)) as Error;
-    expect(err.message).toMatch(/go install go\.temporal\.io\/server\/cmd\/server@v1\.29\.1 .* failed/);
+    expect(err.message).toMatch(/go build go\.temporal\.io\/server\/cmd\/server .* failed/);
     expect(err.message).toContain(TEMPORAL_SERVER_HELP);
     expect(existsSync(temporalServerCacheDir())).toBe(false);
     expect(existsSync(`${temporalServerCacheDir()}.build-${process.pid}`)).toBe(false);
