@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { startProdStack } from '../provisioning/prod-stack';
+import { startProdStack, type ProdStack } from '../provisioning/prod-stack';
 import { isSameProcessAlive, processStartTime } from '../provisioning/proc';
 import { TEMPORAL_SERVER_VERSION } from '../provisioning/temporal-server';
 
@@ -98,6 +98,8 @@ if (args.reset) rmSync(args.stateDir, { recursive: true, force: true });
 mkdirSync(args.stateDir, { recursive: true });
 
 let stopping = false;
+/** The stack once it is up: a component that dies before that fails the start instead. */
+const current: { stack?: ProdStack } = {};
 const stack = await startProdStack({
   stateDir: args.stateDir,
   hosts: args.hosts,
@@ -115,6 +117,9 @@ const stack = await startProdStack({
   console.error(`stack:prod: ${(err as Error).message}`);
   process.exit(1);
 });
+current.stack = stack;
+// A component that died while the rest was still starting: stop now (shutdown waited for the stack to exist).
+if (process.exitCode === 1) await shutdown();
 writeFileSync(
   recordFile,
   `${JSON.stringify({ pid: process.pid, startTime: processStartTime(process.pid) ?? '', address: stack.address })}\n`,
@@ -145,10 +150,10 @@ console.log(
 );
 
 async function shutdown(): Promise<void> {
-  if (stopping) return;
+  if (stopping || !current.stack) return;
   stopping = true;
   console.error('stack:prod: stopping (hosts drain first)…');
-  await stack.stop();
+  await current.stack.stop();
   rmSync(recordFile, { force: true });
   console.error('stack:prod: stopped.');
   process.exit();

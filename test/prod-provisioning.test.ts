@@ -100,7 +100,7 @@ describe('resolveTemporalServer', () => {
     });
   });
 
-  it("builds the server, its SQL tool and the UI server with go install (the release's flags) into the cache", async () => {
+  it("builds the server, its SQL tool and the UI server with go build in the CLI's module graph, into the cache", async () => {
     fakeGo(scratch.dir());
     process.env.PATH = join(scratch.dir(), 'gobin');
     const progress: string[] = [];
