@@ -14,12 +14,12 @@ import { log } from '@temporalio/activity';
 import { z } from 'zod';
 import { BeadSpec } from '../domain/bead';
 import { CAPS, capText } from '../domain/caps';
-import { MergeMode } from '../domain/convoy';
+import { MergeMode, type StartedBead } from '../domain/convoy';
 import { beadWorkflowId, convoyBranch, ConvoyId, refineryWorkflowId, RigName } from '../domain/ids';
 import { rigConfigQuery, type BeadReport } from '../domain/messages';
 import type { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
-import type { BeadResult } from '../workflows/bead';
+import type { BeadResult } from '../domain/bead';
 import { gitStatus, remoteBranchSha, syncMirror } from './git';
 import type { TownDeps } from './town';
 import { parseActivityInput } from './validation';
@@ -43,12 +43,6 @@ export const StartConvoyBeadsInput = z.object({
   beads: z.array(BeadSpec).min(1).max(MAX_START_BATCH),
 });
 export type StartConvoyBeadsInput = z.input<typeof StartConvoyBeadsInput>;
-export interface StartedBead {
-  beadId: string;
-  /** `started` now, or found `existing` (a retry of an earlier start); `error` means it could not be started. */
-  outcome: 'started' | 'existing' | 'error';
-  error?: string;
-}
 
 export const BeadIdsInput = z.object({ convoyId: ConvoyId, beadIds: z.array(z.string().min(1)).max(5000) });
 export type BeadIdsInput = z.input<typeof BeadIdsInput>;

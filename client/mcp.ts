@@ -10,12 +10,12 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { BeadSpec, BeadStatus, CheckpointRequest, NudgeRequest } from '../domain/bead';
+import { BeadSpec, BeadStatus, CheckpointRequest, HandoffRequest, NudgeRequest } from '../domain/bead';
 import { ConvoyBeadSpec, FailurePolicy, MergeMode } from '../domain/convoy';
 import { BeadId, ConvoyId, RigName } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
-import { callGateway } from './commands/agent';
-import { connectClient } from './connection';
+import { callGateway } from './gateway-client';
+import { connectClient } from '../host/connection';
 import { ConvoyClient } from './convoys';
 import { Town, UserError } from './town';
 
@@ -115,6 +115,20 @@ function registerAgentTools(server: McpServer, answer: Answer, role: string | un
     },
     ({ note }) => answer(() => callGateway('/v1/checkpoint', { note })),
   );
+  if (polecat)
+    server.registerTool(
+      'gt_handoff',
+      {
+        title: 'Hand off to a fresh run',
+        description:
+          'End this run on purpose (e.g. when your context is full): the checkpoint is saved and the next run of the bead ' +
+          'starts at once with it in its prompt, without counting as a failed attempt. Stop working after calling it.',
+        inputSchema: {
+          checkpoint: HandoffRequest.shape.checkpoint.describe('what is done and exactly what the next run should do'),
+        },
+      },
+      ({ checkpoint }) => answer(() => callGateway('/v1/handoff', { checkpoint })),
+    );
   server.registerTool(
     'gt_inbox',
     {

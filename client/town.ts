@@ -27,9 +27,10 @@ import { beadStateQuery, refineryStateQuery, rigConfigQuery, updateRigUpdate } f
 import type { RefineryState } from '../domain/refinery';
 import { RigConfig, type RigConfigInput } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
-import { DEFAULT_TASK_QUEUE } from '../domain/task-queues';
+import { taskQueue } from '../host/connection';
 import { describeZodError } from '../domain/validation';
-import type { beadWorkflow, BeadResult } from '../workflows/bead';
+import type { BeadResult } from '../domain/bead';
+import type { beadWorkflow } from '../workflows/bead';
 import type { dispatchGateWorkflow } from '../workflows/dispatch-gate';
 import {
   dispatchGateWorkflowId,
@@ -54,8 +55,6 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown, what:
   if (!parsed.success) throw new UserError(`invalid ${what}: ${describeZodError(parsed.error)}`);
   return parsed.data;
 }
-
-export const taskQueue = () => process.env.GT_TASK_QUEUE ?? DEFAULT_TASK_QUEUE;
 
 const notFound = (err: unknown) =>
   err instanceof WorkflowNotFoundError || (err instanceof Error && /not found|NOT_FOUND/i.test(err.message));

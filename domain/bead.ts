@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { BeadId, ConvoyId, RunId } from './ids';
 import { RigConfig } from './rig';
+import type { MergeOutcome } from './outcomes';
 
 export const MAX_TITLE = 200;
 export const MAX_TEXT = 20_000;
@@ -32,19 +33,17 @@ export const BeadStatus = z.enum(['open', 'in_progress', 'in_review', 'closed', 
 export type BeadStatus = z.infer<typeof BeadStatus>;
 export const TERMINAL_BEAD_STATUSES: readonly BeadStatus[] = ['closed', 'failed', 'cancelled'];
 
-/** Outcome of a merge request, as the bead sees it. Everything but `merged` is rework with feedback. */
-export const MergeOutcome = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('merged'), commit: z.string(), targetBranch: z.string(), prUrl: z.string().optional() }),
-  z.object({ kind: z.literal('conflict'), paths: z.array(z.string()), feedback: z.string() }),
-  z.object({ kind: z.literal('gates_failed'), gate: z.string(), feedback: z.string(), logPath: z.string().optional() }),
-  z.object({ kind: z.literal('changes_requested'), feedback: z.string() }),
-  z.object({ kind: z.literal('rejected'), feedback: z.string() }),
-  /** PR strategy: a human closed the pull request without merging. Terminal: the bead fails (and escalates), no rework. */
-  z.object({ kind: z.literal('pr_closed'), prUrl: z.string(), feedback: z.string() }),
+export const RunOutcome = z.enum([
+  'running',
+  'done',
+  /** Ended on purpose with `gt handoff`: the next run starts at once from its checkpoint (not a failed attempt). */
+  'handed_off',
+  'exited',
+  'stalled',
+  'lost',
+  'start_failed',
+  'cancelled',
 ]);
-export type MergeOutcome = z.infer<typeof MergeOutcome>;
-
-export const RunOutcome = z.enum(['running', 'done', 'exited', 'stalled', 'lost', 'start_failed', 'cancelled']);
 export type RunOutcome = z.infer<typeof RunOutcome>;
 
 export interface RunRecord {
@@ -91,6 +90,8 @@ export interface BeadState {
   inbox?: InboxMessage[];
   /** Who asked to cancel the bead and why (`gt bead cancel`); set before the cancellation itself is requested. */
   cancellation?: CancelBeadRecord;
+  /** Runs that ended with `gt handoff` (all rounds), bounded by the rig's `maxHandoffs`. */
+  handoffs?: number;
 }
 
 /** An operator's cancellation of one bead: recorded by the bead (so `gt bead status` shows it), then the bead is cancelled. */
@@ -165,6 +166,17 @@ export const CheckpointRequest = z.object({
 });
 export type CheckpointRequest = z.input<typeof CheckpointRequest>;
 
+/** `gt handoff`: the run saves where it is and ends; the next run of the bead starts from that checkpoint. */
+export const HandoffRequest = z.object({
+  runId: RunId,
+  checkpoint: z
+    .string()
+    .trim()
+    .min(1, 'a hand-off needs a checkpoint: what is done and what the next run should do')
+    .max(MAX_CHECKPOINT, `checkpoint must be at most ${MAX_CHECKPOINT} characters`),
+});
+export type HandoffRequest = z.input<typeof HandoffRequest>;
+
 export interface Checkpoint {
   runId: string;
   note: string;
@@ -200,4 +212,12 @@ export type InboxRequest = z.input<typeof InboxRequest>;
 export interface InboxReply {
   runId: string;
   messages: InboxMessage[];
+}
+
+/** What a bead workflow returns when it ends: read by its convoy (activities/convoy.ts) and the CLI. */
+export interface BeadResult {
+  beadId: string;
+  status: BeadStatus;
+  commit?: string;
+  reason?: string;
 }

@@ -5,7 +5,8 @@
  */
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import { z } from 'zod';
-import { BeadSpec, MAX_TEXT, MAX_TITLE, MergeOutcome } from './bead';
+import { BeadSpec, MAX_TEXT, MAX_TITLE } from './bead';
+import { MergeOutcome } from './outcomes';
 import { utf8Bytes } from './caps';
 import { dagProblems } from './dag';
 import { DurationMs } from './durations';
@@ -414,3 +415,11 @@ export const editConvoyUpdate = defineUpdate<ConvoyState, [ConvoyEditInput]>('ed
 export const closeConvoyUpdate = defineUpdate<ConvoyState, [CloseRequest]>('closeConvoy');
 /** After a failed landing (and a fix on the convoy branch), tries the landing merge request again. */
 export const retryLandingUpdate = defineUpdate<ConvoyState, []>('retryLanding');
+
+/** One bead of a start batch, as the convoy's start activity reports it. */
+export interface StartedBead {
+  beadId: string;
+  /** `started` now, or found `existing` (a retry of an earlier start); `error` means it could not be started. */
+  outcome: 'started' | 'existing' | 'error';
+  error?: string;
+}

@@ -34,16 +34,18 @@ import type {
   BeadState,
   BeadStatus,
   InboxMessage,
-  MergeOutcome,
   RunOutcome,
   RunRecord,
+  BeadResult,
 } from '../domain/bead';
+import { MergeOutcome } from '../domain/outcomes';
 import {
   BeadWorkflowInput,
   CancelBeadRequest,
   CheckpointRequest,
   DoneRequest,
   EscalateRequest,
+  HandoffRequest,
   InboxRequest,
   NudgeRequest,
   ProgressRequest,
@@ -66,13 +68,14 @@ import {
   checkpointUpdate,
   doneUpdate,
   escalateUpdate,
+  handoffUpdate,
   inboxUpdate,
   nudgeUpdate,
   progressUpdate,
 } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { failureMessage, parseOrReject } from '../domain/validation';
-import { countTownEvent } from '../worker/metrics';
+import { countTownEvent } from '../domain/metrics';
 import { mergeRequestWorkflow } from './merge-request';
 import { parseSignal } from './signals';
 
@@ -92,12 +95,8 @@ const MAX_BACKOFF_MS = 600_000;
 const MAX_CHECKPOINTS = 50;
 const MAX_INBOX = 200;
 
-export interface BeadResult {
-  beadId: string;
-  status: BeadStatus;
-  commit?: string;
-  reason?: string;
-}
+/** How one run of a round ended: its branch was handed in, it failed, or it handed off to the next run. */
+type AttemptResult = { headSha: string } | { failure: string } | { handedOff: string };
 
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
   const { bead, rig, convoy } = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
@@ -118,6 +117,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     targetBranch,
     checkpoints: [],
     inbox: [],
+    handoffs: 0,
   };
   const checkpoints = state.checkpoints!;
   const inbox = state.inbox!;
@@ -147,7 +147,15 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
 
   /** The run allowed to speak for this bead right now. */
   let current:
-    | { runId: string; done?: { summary: string }; lastProgressAt: number; record: RunRecord; inboxCursor: number }
+    | {
+        runId: string;
+        done?: { summary: string };
+        /** Set by `gt handoff`: the run ends on purpose, its checkpoint already saved. */
+        handedOff?: boolean;
+        lastProgressAt: number;
+        record: RunRecord;
+        inboxCursor: number;
+      }
     | undefined;
   /** The supervision of the run in flight; settles once its activity has ended (after a cancel: once the agent is stopped). */
   let supervising: Promise<void> | undefined;
@@ -195,7 +203,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     {
       validator: (raw) => {
         const req = parseOrReject(DoneRequest, raw, 'gt_done');
-        requireCurrentRun(req.runId);
+        if (requireCurrentRun(req.runId).handedOff)
+          throw ApplicationFailure.nonRetryable(`run ${req.runId} has handed off: the next run finishes`, 'RunEnding');
       },
     },
   );
@@ -233,6 +242,38 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       };
     },
     { validator: (raw) => void requireCurrentRun(parseOrReject(CheckpointRequest, raw, 'gt_checkpoint').runId) },
+  );
+  setHandler(
+    handoffUpdate,
+    (raw): AgentReply => {
+      const req = HandoffRequest.parse(raw);
+      const run = requireCurrentRun(req.runId);
+      checkpoints.push({ runId: req.runId, note: req.checkpoint, savedAt: new Date().toISOString() });
+      if (checkpoints.length > MAX_CHECKPOINTS) checkpoints.shift();
+      run.handedOff = true;
+      run.record.summary = capText(`handed off: ${req.checkpoint}`, CAPS.summary);
+      state.handoffs = (state.handoffs ?? 0) + 1;
+      return {
+        accepted: true,
+        runId: req.runId,
+        message: `hand-off recorded (${state.handoffs} of ${policy.maxHandoffs}); this run is stopped and the next starts from your checkpoint`,
+      };
+    },
+    {
+      validator: (raw) => {
+        const run = requireCurrentRun(parseOrReject(HandoffRequest, raw, 'gt_handoff').runId);
+        if (run.done || run.handedOff)
+          throw ApplicationFailure.nonRetryable(
+            `run ${run.runId} already ${run.done ? 'called gt done' : 'handed off'}`,
+            'RunEnding',
+          );
+        if ((state.handoffs ?? 0) >= policy.maxHandoffs)
+          throw ApplicationFailure.nonRetryable(
+            `bead ${bead.id} has used its ${policy.maxHandoffs} hand-offs (rig policy maxHandoffs): finish with gt done, or save a checkpoint and keep working`,
+            'HandoffCapReached',
+          );
+      },
+    },
   );
   setHandler(
     nudgeUpdate,
@@ -320,7 +361,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       .catch((err: unknown) => log.warn('could not report to the dispatch gate', { runId, error: String(err) }));
 
   /** One attempt: a dispatch slot, then a run from start to gt_done / exit / stall. Returns the published head on success. */
-  const runAttempt = async (round: number, attempt: number): Promise<{ headSha: string } | { failure: string }> => {
+  const runAttempt = async (round: number, attempt: number, afterFailure: boolean): Promise<AttemptResult> => {
     const runId = runIdOf(bead.id, round, attempt);
     try {
       setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
@@ -336,7 +377,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         },
       });
       await condition(() => grants.has(runId));
-      return await runGranted(runId, round, attempt);
+      return await runGranted(runId, round, attempt, afterFailure);
     } finally {
       await CancellationScope.nonCancellable(() =>
         sendToGate(
@@ -352,7 +393,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     runId: string,
     round: number,
     attempt: number,
-  ): Promise<{ headSha: string } | { failure: string }> => {
+    afterFailure: boolean,
+  ): Promise<AttemptResult> => {
     const { hostQueue } = await town.claimHost.executeWithOptions({ summary: `claim a host for run ${runId}` }, []);
     const onHost = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
@@ -458,7 +500,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     }
     await sendToGate(reportStart(runId, true));
     countTownEvent(metricMeter, 'runsStarted', { rig: rig.name });
-    if (attempt > 1) countTownEvent(metricMeter, 'redispatches', { rig: rig.name });
+    if (afterFailure) countTownEvent(metricMeter, 'redispatches', { rig: rig.name });
     setStatus('in_progress', `waiting for gt done from run ${runId}`);
     log.info('run started', { beadId: bead.id, runId, host: prepared.host, adopted: started.adopted });
 
@@ -481,18 +523,20 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     for (;;) {
       const quietFor = Date.now() - run.lastProgressAt;
       await condition(
-        () => !!run.done || exit !== undefined || lost !== undefined || escalations.length > 0,
+        () => !!run.done || !!run.handedOff || exit !== undefined || lost !== undefined || escalations.length > 0,
         Math.max(policy.stallTimeout - quietFor, 1),
       );
       await raisePending();
       if (run.done) outcome = 'done';
+      else if (run.handedOff) outcome = 'handed_off';
       else if (exit) outcome = 'exited';
       else if (lost !== undefined) outcome = 'lost';
       else if (Date.now() - run.lastProgressAt >= policy.stallTimeout) outcome = 'stalled';
       else continue;
       break;
     }
-    if (outcome === 'done') await condition(() => exit !== undefined || lost !== undefined, EXIT_GRACE_MS);
+    if (outcome === 'done' || outcome === 'handed_off')
+      await condition(() => exit !== undefined || lost !== undefined, EXIT_GRACE_MS);
     if (exit === undefined && lost === undefined) {
       setStatus('in_progress', `stopping run ${runId} (${outcome})`);
       scope.cancel();
@@ -504,6 +548,10 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     record.endedAt = new Date().toISOString();
     record.exitCode = exit?.exitCode;
 
+    if (outcome === 'handed_off') {
+      log.info('run handed off', { beadId: bead.id, runId, handoffs: state.handoffs });
+      return { handedOff: runId };
+    }
     if (outcome !== 'done') {
       const why = {
         exited: `the agent exited (code ${exit?.exitCode ?? 'unknown'}) without calling gt done`,
@@ -528,16 +576,24 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     return { headSha: published.headSha };
   };
 
-  /** Attempts of one round, with exponential backoff between them. */
+  /**
+   * Runs of one round until one hands in its branch: failed attempts are bounded by maxAttempts and spaced by
+   * exponential backoff; a hand-off uses neither (the next run starts at once; maxHandoffs bounds them). Run ids
+   * number every run of the round (a1, a2, …), failed or handed off. Without hand-offs this is the same sequence of
+   * commands as the loop it replaced (one attempt per run), so recorded histories replay unchanged.
+   */
   const runPolecat = async (round: number): Promise<{ headSha: string } | { failure: string }> => {
     const failures: string[] = [];
-    for (let attempt = 1; attempt <= policy.maxAttempts; attempt++) {
-      const result = await runAttempt(round, attempt);
+    let lastFailed = false;
+    for (let run = 1; failures.length < policy.maxAttempts; run++) {
+      const result = await runAttempt(round, run, lastFailed);
       if ('headSha' in result) return result;
+      lastFailed = 'failure' in result;
+      if (!('failure' in result)) continue;
       failures.push(result.failure);
-      if (attempt < policy.maxAttempts) {
-        const backoff = Math.min(policy.retryBackoff * 2 ** (attempt - 1), MAX_BACKOFF_MS);
-        setStatus('open', `attempt ${attempt} failed; next attempt in ${backoff} ms`);
+      if (failures.length < policy.maxAttempts) {
+        const backoff = Math.min(policy.retryBackoff * 2 ** (failures.length - 1), MAX_BACKOFF_MS);
+        setStatus('open', `attempt ${failures.length} failed; next attempt in ${backoff} ms`);
         await sleep(backoff);
       }
     }
@@ -547,6 +603,11 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         CAPS.feedback,
       ),
     };
+  };
+
+  const lastOutcome = () => {
+    const o = state.rounds[state.rounds.length - 1]?.outcome;
+    return o && 'feedback' in o ? `[${o.kind}] ${o.feedback.split('\n')[0]}` : 'unknown';
   };
 
   const finish = async (result: BeadResult): Promise<BeadResult> => {
@@ -615,12 +676,13 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       }
       state.feedback = appendFeedback(state.feedback, `[${outcome.kind}] ${outcome.feedback}`);
       log.info('merge request sent back for rework', { beadId: bead.id, mrId, kind: outcome.kind });
-      countTownEvent(metricMeter, 'rework', { rig: rig.name, kind: outcome.kind });
+      // Counted only when a polecat gets it back: after the last round nobody does (the bead fails below).
+      if (round < policy.maxRounds) countTownEvent(metricMeter, 'rework', { rig: rig.name, kind: outcome.kind });
     }
     return await finish({
       beadId: bead.id,
       status: 'failed',
-      reason: `no merge after ${policy.maxRounds} rounds of rework`,
+      reason: capText(`no merge after ${policy.maxRounds} rounds of rework; the last: ${lastOutcome()}`, CAPS.feedback),
     });
   } catch (err) {
     if (isCancellation(err)) {

@@ -25,8 +25,8 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { TownQueueActivities } from '../activities';
-import type { StartedBead } from '../activities/convoy';
-import type { MergeOutcome } from '../domain/bead';
+import type { StartedBead } from '../domain/convoy';
+import type { MergeOutcome } from '../domain/outcomes';
 import { CAPS, capText } from '../domain/caps';
 import {
   applyEdit,

@@ -26,14 +26,8 @@ import {
 } from '@temporalio/workflow';
 import { z } from 'zod';
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
-import {
-  type AgentReply,
-  BeadSpec,
-  EscalateRequest,
-  type MergeOutcome,
-  ProgressRequest,
-  ReviewVerdict,
-} from '../domain/bead';
+import { type AgentReply, BeadSpec, EscalateRequest, ProgressRequest, ReviewVerdict } from '../domain/bead';
+import type { MergeOutcome } from '../domain/outcomes';
 import { CAPS, capText } from '../domain/caps';
 import { escalationIdPart } from '../domain/escalation';
 import { assessPullRequest, ForgeSettings } from '../domain/forge';

@@ -20,6 +20,7 @@ interface RigSettingOptions {
   maxPolecats?: number;
   stallTimeout?: string;
   maxAttempts?: number;
+  maxHandoffs?: number;
   maxRounds?: number;
   retryBackoff?: string;
   heartbeatTimeout?: string;
@@ -104,6 +105,7 @@ const policyOptions = (o: RigSettingOptions) =>
   given({
     stallTimeout: o.stallTimeout,
     maxAttempts: o.maxAttempts,
+    maxHandoffs: o.maxHandoffs,
     maxRounds: o.maxRounds,
     retryBackoff: o.retryBackoff,
     heartbeatTimeout: o.heartbeatTimeout,
@@ -137,6 +139,11 @@ function settingOptions(cmd: Command, defaults: boolean): Command {
     .option('--max-polecats <n>', 'concurrent polecats on this rig', intArg('--max-polecats'), d(4))
     .option('--stall-timeout <duration>', 'stop a run that reports no progress for this long (e.g. 30m)')
     .option('--max-attempts <n>', 'attempts per round', intArg('--max-attempts'))
+    .option(
+      '--max-handoffs <n>',
+      'hand-offs per bead (`gt handoff`: a run ends on purpose, the next starts at once from its checkpoint)',
+      intArg('--max-handoffs'),
+    )
     .option('--max-rounds <n>', 'rework rounds before a bead fails', intArg('--max-rounds'))
     .option('--retry-backoff <duration>', 'first backoff between attempts (doubles)')
     .option(

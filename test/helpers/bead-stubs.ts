@@ -79,13 +79,11 @@ export function beadActivities(
     },
     publishBranch: () => Promise.resolve({ headSha: HEAD, commitsAhead: 1, uncommittedChanges: false }),
     enqueueMergeRequest: async ({ ticket }: { ticket: { mrId: string; headSha: string; targetBranch: string } }) => {
-      await client.workflow
-        .getHandle(ticket.mrId)
-        .signal(mergeResultSignal, {
-          mrId: ticket.mrId,
-          headSha: ticket.headSha,
-          outcome: { kind: 'merged', commit: MERGED_COMMIT, targetBranch: ticket.targetBranch },
-        });
+      await client.workflow.getHandle(ticket.mrId).signal(mergeResultSignal, {
+        mrId: ticket.mrId,
+        headSha: ticket.headSha,
+        outcome: { kind: 'merged', commit: MERGED_COMMIT, targetBranch: ticket.targetBranch },
+      });
     },
     raiseEscalation: ({ id }: { id: string }) => {
       observed.escalations.push(id);

@@ -9,7 +9,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MergeOutcome } from '../../domain/bead';
+import type { MergeOutcome } from '../../domain/outcomes';
 import type { PullRequestSnapshot } from '../../domain/forge';
 import { mergeRequestStateQuery } from '../../domain/messages';
 import type { MergeRequestInput } from '../../workflows/merge-request';

@@ -18,6 +18,7 @@ import {
   CheckpointRequest,
   DoneRequest,
   EscalateRequest,
+  HandoffRequest,
   InboxRequest,
   MAX_TEXT,
   ProgressRequest,
@@ -27,6 +28,7 @@ import {
   checkpointUpdate,
   doneUpdate,
   escalateUpdate,
+  handoffUpdate,
   inboxUpdate,
   progressUpdate,
   reviewVerdictUpdate,
@@ -142,6 +144,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     '/v1/checkpoint',
     CheckpointRequest,
     (c, body) => handle(c).executeUpdate(checkpointUpdate, { args: [body] }),
+    'polecat',
+  );
+  route(
+    '/v1/handoff',
+    HandoffRequest,
+    // One hand-off per run: a repeated call returns the first answer and changes nothing.
+    (c, body) => handle(c).executeUpdate(handoffUpdate, { args: [body], updateId: `handoff:${c.runId}` }),
     'polecat',
   );
   route('/v1/inbox', InboxRequest, (c, body) => handle(c).executeUpdate(inboxUpdate, { args: [body] }), 'polecat');
