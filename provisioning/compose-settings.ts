@@ -115,8 +115,9 @@ export function readComposeSettings(env: NodeJS.ProcessEnv = process.env, file =
 }
 
 /**
- * The keys the harness sets differently from compose, and only these: where things are (addresses, ports, paths).
- * `test/prod-stack.test.ts` checks that every other key of the generated environments equals compose's.
+ * The keys the harness sets differently from compose, and only these: where things are (addresses, ports, paths),
+ * and the server's LOG_LEVEL (warn unless compose sets one: its log is a file here, not a container's stream).
+ * `test/prod-stack.test.ts` checks that every other key of the server's environment equals compose's.
  */
 export const HOST_OVERRIDES = {
   server: [
