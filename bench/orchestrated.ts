@@ -28,6 +28,8 @@ export interface OrchestratedOptions {
   driver: Driver;
   maxPolecats: number;
   batchSize?: number;
+  /** The rig's `speculation` (speculative merge queue); 1 or unset: off. */
+  speculation?: number;
   bad?: Set<number>;
   maxRounds?: number;
   /** Hold the refinery until every MR is queued, so the queue is measured on its own. */
@@ -132,6 +134,7 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
     gates: o.gates,
     maxPolecats: o.maxPolecats,
     batchSize: o.batchSize ?? 1,
+    speculation: o.speculation ?? 1,
     env: { BENCH_TIMES: timesDir },
     policy: o.maxRounds ? { maxRounds: o.maxRounds } : undefined,
   });
