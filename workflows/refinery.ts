@@ -413,8 +413,14 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     let changes = 0;
     let stale = 0;
     const eligible = (t: MergeTicket) => t.targetBranch === targetBranch && !usesPullRequest(t);
-    const mayTake = () =>
-      items.length < rig.speculation && !paused && !rollOver() && rig.speculation > 1 && queue.some(eligible);
+    /** The queue's next MR, if the window may take it: MRs for another branch or PRs wait for the window to end. */
+    const nextToTake = () => {
+      if (items.length >= rig.speculation || rig.speculation < 2 || paused || rollOver() || !queue.length)
+        return undefined;
+      const next = orderQueue(queue, Date.now(), convoySince)[0]!;
+      return eligible(next) ? next : undefined;
+    };
+    const mayTake = () => nextToTake() !== undefined;
     const show = () => {
       sectionTickets = items.map((c) => c.ticket);
       section = { ...section!, mrIds: sectionTickets.map((t) => t.mrId) };
@@ -460,8 +466,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     };
 
     for (;;) {
-      while (mayTake()) {
-        const next = orderQueue(queue, Date.now(), convoySince).find(eligible)!;
+      for (let next = nextToTake(); next; next = nextToTake()) {
         queue.splice(
           queue.findIndex((t) => t.mrId === next.mrId && t.headSha === next.headSha),
           1,
