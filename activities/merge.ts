@@ -282,10 +282,15 @@ async function targetTip(deps: MergeDeps, raw: TargetTipInput): Promise<{ sha: s
 }
 
 /** The rig's mirror, fetched only when it lacks one of `shas` (every fetch is a round trip to the repository). */
-async function mirrorWith(deps: MergeDeps, rig: RigConfig, shas: string[]): Promise<string> {
+async function mirrorWith(
+  deps: MergeDeps,
+  rig: RigConfig,
+  shas: string[],
+): Promise<{ mirror: string; fetched: boolean }> {
   const mirror = paths.mirror(rig.name, deps.gtHome);
-  if (existsSync(join(mirror, 'HEAD')) && (await missingCommits(mirror, shas)).length === 0) return mirror;
-  return syncMirror(rig.name, rig.repo, deps.gtHome);
+  if (existsSync(join(mirror, 'HEAD')) && (await missingCommits(mirror, shas)).length === 0)
+    return { mirror, fetched: false };
+  return { mirror: await syncMirror(rig.name, rig.repo, deps.gtHome), fetched: true };
 }
 
 /** Which of `shas` the repository does not hold as commits (one git process for all of them). */
@@ -326,7 +331,7 @@ async function buildChain(
   const tree = await createCandidateTree(mirror, dir, branch, base);
   const commits: { mrId: string; commit: string }[] = [];
   for (const { ticket, at } of chain) {
-    const built = await applyTicket(tree, rig.mergeStrategy, ticket, base, at);
+    const built = await applyTicket(tree, rig.mergeStrategy, ticket, base, at, commits.at(-1)?.commit ?? base);
     if (built.kind === 'conflict') return { kind: 'conflict', mrId: ticket.mrId, outcome: built };
     commits.push({ mrId: ticket.mrId, commit: built.sha });
   }
@@ -347,16 +352,16 @@ async function dropCandidate(mirror: string, dir: string, branch: string): Promi
 async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Promise<SpeculativeGateResult> {
   const { rig, base, chain, key } = parseActivityInput(GateSpeculativeInput, raw);
   const own = chain[chain.length - 1]!.ticket;
-  const mirror = await mirrorWith(deps, rig, [base, ...chain.map((l) => l.ticket.headSha)]);
-  if ((await missingCommits(mirror, [base])).length)
+  const { mirror, fetched } = await mirrorWith(deps, rig, [base, ...chain.map((l) => l.ticket.headSha)]);
+  if (fetched && (await missingCommits(mirror, [base])).length)
     return { kind: 'stale', reason: `base ${base} is not in ${rig.repo}`, gateRuns: 0 };
-  for (const { ticket } of chain) {
-    const unusable = await checkHead(mirror, ticket, base);
-    if (!unusable) continue;
+  // Only its own MR: each MR ahead is checked by its own candidate, and this one is discarded if that one fails.
+  const unusable = await checkHead(mirror, own, base);
+  if (unusable) {
     // Already on the base with its trailer: landed by an earlier attempt whose answer was lost, not "no changes".
-    const landed = ticket === own ? await mergedOn(mirror, base, ticket) : null;
+    const landed = await mergedOn(mirror, base, own);
     if (landed) return { kind: 'landed', commit: landed, gateRuns: 0 };
-    return excluded(ticket, unusable, 0) as SpeculativeGateResult;
+    return excluded(own, unusable, 0) as SpeculativeGateResult;
   }
   const attempt = activityInfo().attempt;
   const dir = paths.candidate(rig.name, `${key}-a${attempt}`, deps.gtHome);
@@ -391,7 +396,7 @@ async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Prom
 async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResult> {
   const { rig, base, chain, candidateSha } = parseActivityInput(LandChainInput, raw);
   const target = chain[0]!.ticket.targetBranch;
-  const mirror = await mirrorWith(deps, rig, [base]);
+  const { mirror } = await mirrorWith(deps, rig, [base]);
   if ((await missingCommits(mirror, [candidateSha])).length) {
     const attempt = activityInfo().attempt;
     const key = `land-${candidateSha.slice(0, 12)}-a${attempt}`;
@@ -497,9 +502,11 @@ async function applyTicket(
   targetSha: string,
   /** Unix seconds every commit made here carries (speculative chains: the same chain builds the same commits). */
   at?: number,
+  /** HEAD of the tree when the caller knows it (one git process fewer per MR). */
+  head?: string,
 ): Promise<Built> {
   const opts = at === undefined ? {} : { env: { GIT_AUTHOR_DATE: `@${at} +0000`, GIT_COMMITTER_DATE: `@${at} +0000` } };
-  const before = (await git(dir, ['rev-parse', 'HEAD'])).trim();
+  const before = head ?? (await git(dir, ['rev-parse', 'HEAD'])).trim();
   const message = `${ticket.title} (${ticket.beadId})\n\nMerge ${ticket.branch} into ${ticket.targetBranch}.\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`;
   const conflict = async (): Promise<Built> => {
     const conflicted = (await git(dir, ['diff', '--name-only', '--diff-filter=U'])).split('\n').filter(Boolean);
