@@ -319,6 +319,26 @@ type ChainBuild =
   | { kind: 'built'; commits: { mrId: string; commit: string }[] }
   | { kind: 'conflict'; mrId: string; outcome: MergeOutcome };
 
+/**
+ * Merge commits this process has made or is making for speculative chains: "link L merged onto commit P" → its commit
+ * (undefined: it conflicted). Chains are deterministic, so the candidates of one window, which share their first
+ * k − 1 links, build each link once instead of candidate k merging all k of them (a window of N: N merges, not
+ * N(N+1)/2). Another host's candidates build for themselves; a miss only costs the merge.
+ */
+const builtLinks = new Map<string, Promise<string | undefined>>();
+const BUILT_LINKS_KEEP = 2000;
+const linkKey = (rig: RigConfig, base: string, parent: string, { ticket, at }: ChainLink) =>
+  // A rebased MR's commits depend on its merge base with the chain's base too.
+  [
+    rig.name,
+    rig.mergeStrategy,
+    rig.mergeStrategy === 'rebase' ? base : '',
+    parent,
+    ticket.mrId,
+    ticket.headSha,
+    at,
+  ].join(' ');
+
 /** Builds `base` + the chain's MRs in the candidate tree at `dir`, each commit at its link's fixed time. */
 async function buildChain(
   mirror: string,
@@ -328,12 +348,44 @@ async function buildChain(
   base: string,
   chain: ChainLink[],
 ): Promise<ChainBuild> {
-  const tree = await createCandidateTree(mirror, dir, branch, base);
   const commits: { mrId: string; commit: string }[] = [];
-  for (const { ticket, at } of chain) {
-    const built = await applyTicket(tree, rig.mergeStrategy, ticket, base, at, commits.at(-1)?.commit ?? base);
-    if (built.kind === 'conflict') return { kind: 'conflict', mrId: ticket.mrId, outcome: built };
-    commits.push({ mrId: ticket.mrId, commit: built.sha });
+  // The links already merged here (or being merged by a sibling candidate): wait for them rather than merge again.
+  let parent = base;
+  for (const link of chain) {
+    const known = await builtLinks.get(linkKey(rig, base, parent, link))?.catch(() => undefined);
+    if (!known) break;
+    commits.push({ mrId: link.ticket.mrId, commit: known });
+    parent = known;
+  }
+  if (commits.length && (await missingCommits(mirror, [parent])).length) {
+    // Pruned since (a `git gc`): build everything again.
+    builtLinks.clear();
+    commits.length = 0;
+    parent = base;
+  }
+  const tree = await createCandidateTree(mirror, dir, branch, parent);
+  for (const link of chain.slice(commits.length)) {
+    const key = linkKey(rig, base, parent, link);
+    let settle: (commit: string | undefined) => void = () => undefined;
+    builtLinks.set(key, new Promise((resolve) => (settle = resolve)));
+    if (builtLinks.size > BUILT_LINKS_KEEP) builtLinks.delete(builtLinks.keys().next().value!);
+    let built: Built;
+    try {
+      built = await applyTicket(tree, rig.mergeStrategy, link.ticket, base, link.at, parent);
+    } catch (err) {
+      builtLinks.delete(key);
+      settle(undefined);
+      throw err;
+    }
+    if (built.kind === 'conflict') {
+      // Waiting siblings merge it themselves and see the conflict with its paths.
+      builtLinks.delete(key);
+      settle(undefined);
+      return { kind: 'conflict', mrId: link.ticket.mrId, outcome: built };
+    }
+    settle(built.sha);
+    commits.push({ mrId: link.ticket.mrId, commit: built.sha });
+    parent = built.sha;
   }
   return { kind: 'built', commits };
 }
