@@ -57,6 +57,8 @@ export function renderPrompt(c: PromptContext): string {
       '  stopped and handed to another attempt.',
       '- `gt checkpoint "<what is done, what is next>"` saves a note that the next run of this bead receives here, if',
       '  this run is interrupted.',
+      '- If your context is too full to go on well, `gt handoff --checkpoint "<what is done, exactly what is next>"` ends',
+      '  this run on purpose and a fresh run starts at once from that note (it is not a failed attempt); then exit.',
       '- `gt inbox` shows messages operators sent you (check it now and then; new ones are also announced in',
       '  the answer of `gt progress`).',
       '- If you are stuck, `gt escalate --reason "..."` asks a human; keep working on what you can.',

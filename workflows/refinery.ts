@@ -59,7 +59,7 @@ import {
 import { RigConfig, type RigConfigInput } from '../domain/rig';
 import { fsSafe } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
-import { countTownEvent } from '../worker/metrics';
+import { countTownEvent } from '../domain/metrics';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { parseSignal } from './signals';
 
