@@ -38,7 +38,8 @@ case "$kind" in
   conflict) [ "$round" = 1 ] && echo "$GT_BEAD_ID" > work/conflict.txt ;;
   broken) [ "$round" = 1 ] && echo "this tree fails the gate" > "work/$GT_BEAD_ID.BROKEN" ;;
 esac
-echo "$GT_BEAD_ID" > "work/$GT_BEAD_ID.txt"
+# The run id makes every round's commit a real change (a rework round after a flaky gate changes nothing else).
+echo "$GT_BEAD_ID $GT_RUN_ID" > "work/$GT_BEAD_ID.txt"
 commit "work for $GT_BEAD_ID ($GT_RUN_ID)"
 gt done --summary "soak: $kind bead, round $round" > /dev/null
 echo "done $(now)" >> "$marks"
