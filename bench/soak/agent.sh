@@ -31,7 +31,8 @@ gt progress "working" > /dev/null
 mkdir -p work
 if [ "$round" -gt 1 ]; then
   # Rework: take the target as it is now (its version wins any conflict), drop what the gate rejected.
-  git fetch -q origin "$GT_TARGET_BRANCH" && git merge -q -X theirs --no-edit FETCH_HEAD || true
+  git fetch -q origin "$GT_TARGET_BRANCH"
+  git -c user.name=Soak -c user.email=soak@test merge -q -X theirs --no-edit FETCH_HEAD
   rm -f "work/$GT_BEAD_ID.BROKEN"
 fi
 case "$kind" in
