@@ -35,6 +35,7 @@ export const BUNDLED_SOURCE_DIRS = [
   'workflows',
   'codec',
   'host',
+  'gateway',
   'provisioning',
 ];
 /**

@@ -31,8 +31,9 @@ gt progress "working" > /dev/null
 mkdir -p work
 if [ "$round" -gt 1 ]; then
   # Rework: take the target as it is now (its version wins any conflict), drop what the gate rejected.
-  git fetch -q origin "$GT_TARGET_BRANCH"
-  git -c user.name=Soak -c user.email=soak@test merge -q -X theirs --no-edit FETCH_HEAD
+  # As the prompt says: fetch origin, merge origin/<target>.
+  git fetch -q origin
+  git -c user.name=Soak -c user.email=soak@test merge -q -X theirs --no-edit "origin/$GT_TARGET_BRANCH"
   rm -f "work/$GT_BEAD_ID.BROKEN"
 fi
 case "$kind" in
