@@ -156,7 +156,8 @@ export function figures(e: SoakEvidence): Figures {
   };
 }
 
-export const violations = (inv: Invariants) => Object.values(inv).reduce((n, list: unknown[]) => n + list.length, 0);
+export const violations = (inv: Invariants): number =>
+  (Object.values(inv) as unknown[][]).reduce((n, list) => n + list.length, 0);
 
 /** Parses the gate log (`<tree> pass` / `<tree> fail <why>` lines). */
 export function parseGateLog(text: string): GateVerdict[] {

@@ -58,6 +58,8 @@ export interface SoakOptions {
   /** `random`: each fault a seeded pick from `faults`; `cycle`: `faults` in order, once each (the smoke test). */
   faultOrder: 'random' | 'cycle';
   flakyPercent: number;
+  /** How long a slow-gates fault lasts (default 20 s). */
+  slowGatesMs?: number;
   seed: number;
   deadlineMs: number;
   /** A workflow bundle already built (the test suite's); otherwise the soak bundles once for every host. */
@@ -270,9 +272,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         return;
       }
       case 'slow-gates': {
+        const ms = options.slowGatesMs ?? 20_000;
         writeFileSync(join(soakDir, 'slow-gates'), '');
-        fault(kind, 'every gate run takes 2 s more for 20 s');
-        await sleep(20_000);
+        fault(kind, `every gate run takes 2 s more for ${ms / 1000} s`);
+        await sleep(ms);
         rmSync(join(soakDir, 'slow-gates'), { force: true });
         return;
       }
