@@ -12,11 +12,13 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { BeadSpec, BeadStatus, CheckpointRequest, NudgeRequest } from '../domain/bead';
 import { ConvoyBeadSpec, FailurePolicy, MergeMode } from '../domain/convoy';
+import { FormulaName, FormulaVarValues } from '../domain/formula-ref';
 import { BeadId, ConvoyId, RigName } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
 import { callGateway } from './commands/agent';
 import { connectClient } from './connection';
 import { ConvoyClient } from './convoys';
+import { formulaList, formulaShow, formulaValidate } from './formulas';
 import { Town, UserError } from './town';
 
 export const McpToolset = z.enum(['agent', 'operator', 'all']);
@@ -207,12 +209,44 @@ const ConvoyBeads = z
   .array(ConvoyBeadSpec)
   .min(1)
   .describe(
-    'the tasks: id (local to the convoy), title, description, acceptance, priority, dependsOn (ids of beads that must merge first)',
+    'the tasks: id (local to the convoy), title, description, acceptance, priority, dependsOn (ids of beads that must merge first), formula and vars (optional)',
   );
 
 function registerOperatorTools(server: McpServer, answer: Answer, town: () => Promise<Town>): void {
   const readOnly = { readOnlyHint: true };
   const convoys = async () => new ConvoyClient(await town());
+  server.registerTool(
+    'gt_formula_list',
+    {
+      title: 'List formulas',
+      description:
+        "The formulas beads can run (multi-step agent work: plan, implement, review, gates, approvals, parallel legs): built-in, the town's and, with rig, the rig's.",
+      inputSchema: { rig: RigName.optional().describe("include this rig's formulas and overlays") },
+      annotations: readOnly,
+    },
+    ({ rig }) => answer(() => Promise.resolve(formulaList({ rig }))),
+  );
+  server.registerTool(
+    'gt_formula_show',
+    {
+      title: 'Show a formula',
+      description: 'A formula: its variables, its steps in the order they run, and whether this version can run it.',
+      inputSchema: { name: FormulaName, rig: RigName.optional().describe("with this rig's overlays") },
+      annotations: readOnly,
+    },
+    ({ name, rig }) => answer(() => Promise.resolve(formulaShow(name, { rig }))),
+  );
+  server.registerTool(
+    'gt_formula_validate',
+    {
+      title: 'Validate a formula file',
+      description:
+        'Check a formula (.toml) or overlay (.overlay.toml) file on the machine running this server: one line saying what is wrong, if anything.',
+      inputSchema: { path: z.string().min(1).max(4096).describe('path of the file') },
+      annotations: readOnly,
+    },
+    ({ path }) => answer(() => Promise.resolve(formulaValidate(path))),
+  );
   server.registerTool(
     'gt_rig_list',
     {
@@ -246,6 +280,10 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
         acceptance: BeadSpec.shape.acceptance.describe('how to tell it is done'),
         priority: BeadSpec.shape.priority.describe('merge priority, 0 = most urgent … 4'),
         id: BeadId.optional().describe('bead id (default: generated)'),
+        formula: FormulaName.optional().describe(
+          "the formula the bead runs (default: the rig's, else work); see gt_formula_list",
+        ),
+        vars: FormulaVarValues.optional().describe('variables of the formula, name → value'),
       },
     },
     ({ rig, ...bead }) =>
@@ -314,6 +352,8 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
         ),
         onFailure: FailurePolicy.optional(),
         maxParallel: z.number().int().min(1).optional().describe('beads in flight at once'),
+        formula: FormulaName.optional().describe("the formula of every bead that names none (default: the rig's)"),
+        vars: FormulaVarValues.optional().describe('variables of that formula'),
         id: ConvoyId.optional().describe('convoy id (default: from the title)'),
         beads: ConvoyBeads,
         staged: z.boolean().default(false).describe('create it without starting any bead'),

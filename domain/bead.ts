@@ -1,5 +1,6 @@
 /** Beads (units of work), their lifecycle, and the messages agents send about them. */
 import { z } from 'zod';
+import { ResolvedFormula } from './formula';
 import { BeadId, ConvoyId, RunId } from './ids';
 import { RigConfig } from './rig';
 
@@ -25,6 +26,8 @@ export const BeadWorkflowInput = z.object({
   rig: RigConfig,
   /** Set when the bead belongs to a convoy: the bead reports to it, and merges into `targetBranch`. */
   convoy: z.object({ id: ConvoyId, targetBranch: z.string().min(1) }).optional(),
+  /** The formula the bead runs, resolved where it was slung (absent in histories from before formulas: `work`). */
+  formula: ResolvedFormula.optional(),
 });
 export type BeadWorkflowInput = z.input<typeof BeadWorkflowInput>;
 

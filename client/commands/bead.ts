@@ -4,7 +4,7 @@ import { formatMs } from '../../domain/durations';
 import { cancelBead, listBeads, type BeadCancellation, type BeadList } from '../beads';
 import { endProgress, printJson, progress, table } from '../output';
 import type { Town } from '../town';
-import { intArg, withTown } from './with-town';
+import { collect, intArg, varFlags, withTown } from './with-town';
 
 /** Follows a bead until it is terminal, printing each change of status; resolves with the final state. */
 export async function waitForBead(
@@ -112,14 +112,26 @@ export function registerBeadCommands(program: Command): void {
     .option('--acceptance <text>', 'how to tell it is done', '')
     .option('--priority <0-4>', 'merge priority (0 = most urgent)', intArg('--priority'), 2)
     .option('--id <beadId>', 'bead id (default: generated)')
+    .option('--formula <name>', "the formula the bead runs (default: the rig's, else work); see `gt formula list`")
+    .option('--var <name=value>', 'a variable of the formula (repeatable)', collect, [])
     .option('--wait', 'follow the bead until it is closed or failed; exit 0 only if merged')
     .option('--json', 'print JSON')
     .action(
       async (
         rig: string,
         title: string,
-        o: { description: string; acceptance: string; priority: number; id?: string; wait?: boolean; json?: boolean },
+        o: {
+          description: string;
+          acceptance: string;
+          priority: number;
+          id?: string;
+          formula?: string;
+          var: string[];
+          wait?: boolean;
+          json?: boolean;
+        },
       ) => {
+        const vars = varFlags(o.var);
         await withTown(async (town) => {
           const { beadId, workflowId } = await town.sling(rig, {
             id: o.id,
@@ -127,6 +139,8 @@ export function registerBeadCommands(program: Command): void {
             description: o.description,
             acceptance: o.acceptance,
             priority: o.priority,
+            formula: o.formula,
+            vars,
           });
           if (!o.wait) {
             if (o.json) printJson({ beadId, workflowId });
