@@ -148,6 +148,9 @@ export class Town {
         `a rig's repository and target branch cannot change; add another rig for ${patch.repo ?? current.repo} → ${patch.branch ?? current.branch}`,
       );
     }
+    // Variables belong to the formula they were given for: a new default formula starts from none of the old ones.
+    if (patch.formula !== undefined && patch.formula !== current.formula && patch.formulaVars === undefined)
+      patch = { ...patch, formulaVars: {} };
     const next = parseInput(RigConfig, { ...current, ...patch, name }, 'rig update');
     if (patch.formula !== undefined || patch.formulaVars !== undefined) formulaOf(next, undefined, undefined);
     try {

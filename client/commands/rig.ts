@@ -304,7 +304,10 @@ export function registerRigCommands(program: Command): void {
           forge: forgeGiven ? forgeOptions(o, current.repo, o.merge ?? current.merge, current.forge) : undefined,
           formula: o.formula,
           formulaVars: o.formulaVar
-            ? { ...current.formulaVars, ...varFlags(o.formulaVar, '--formula-var') }
+            ? {
+                ...(o.formula === undefined || o.formula === current.formula ? current.formulaVars : {}),
+                ...varFlags(o.formulaVar, '--formula-var'),
+              }
             : undefined,
         });
         if (Object.keys(patch).length === 0)
