@@ -5,6 +5,7 @@
 import { createAgentRunActivities, type HostDeps } from './agent-runs';
 import { createConvoyActivities } from './convoy';
 import { createDispatchActivities } from './dispatch';
+import { createFormulaStepActivities } from './formula-steps';
 import { forgeActivities } from './forge';
 import { createMergeActivities, type MergeDeps } from './merge';
 import { createReviewRunActivities } from './review-runs';
@@ -16,6 +17,7 @@ export function createTownQueueActivities(deps: TownDeps & MergeDeps) {
     ...createConvoyActivities(deps),
     ...createDispatchActivities(deps),
     ...createMergeActivities(deps),
+    ...createFormulaStepActivities(deps),
     ...forgeActivities,
   };
 }

@@ -14,6 +14,7 @@ import {
 } from '../activities/formulas';
 import { ancestors, formulaRunProblem, isSingleRun, resolveFormula, stepOrder, type Formula } from '../domain/formula';
 import { RigName } from '../domain/ids';
+import type { StepRecord } from '../domain/formula';
 import { parseInput, UserError } from './town';
 
 export interface FormulaListOptions {
@@ -139,4 +140,16 @@ export function describeFormula(s: FormulaShown): string {
     if (before.size && st.prompt) lines.push(`     ${st.id} may quote: ${[...before].join(', ')}`);
   }
   return lines.join('\n');
+}
+
+export function describeSteps(steps: readonly StepRecord[]): string {
+  return steps
+    .map((s, i) => {
+      const took =
+        s.startedAt && s.endedAt ? ` ${Math.round((Date.parse(s.endedAt) - Date.parse(s.startedAt)) / 100) / 10}s` : '';
+      const again = s.iterations > 1 ? ` ×${s.iterations}` : '';
+      const out = s.output ? `  ${s.output.split('\n')[0]!.slice(0, 100)}` : '';
+      return `  ${String(i + 1).padStart(2)}. ${s.id.padEnd(14)} ${s.kind.padEnd(8)} ${s.state.padEnd(7)}${again}${took}${out}`;
+    })
+    .join('\n');
 }

@@ -12,6 +12,7 @@ import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
 import { BeadSpec, BeadStatus, CheckpointRequest, NudgeRequest } from '../domain/bead';
 import { ConvoyBeadSpec, FailurePolicy, MergeMode } from '../domain/convoy';
+import { StepId } from '../domain/formula';
 import { FormulaName, FormulaVarValues } from '../domain/formula-ref';
 import { BeadId, ConvoyId, RigName } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
@@ -19,6 +20,7 @@ import { callGateway } from './commands/agent';
 import { connectClient } from './connection';
 import { ConvoyClient } from './convoys';
 import { formulaList, formulaShow, formulaValidate } from './formulas';
+import { decideStep } from './steps';
 import { Town, UserError } from './town';
 
 export const McpToolset = z.enum(['agent', 'operator', 'all']);
@@ -236,6 +238,25 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
     },
     ({ name, rig }) => answer(() => Promise.resolve(formulaShow(name, { rig }))),
   );
+  for (const verdict of ['approve', 'reject'] as const) {
+    server.registerTool(
+      `gt_step_${verdict}`,
+      {
+        title: verdict === 'approve' ? 'Approve a formula step' : 'Reject a formula step',
+        description:
+          verdict === 'approve'
+            ? 'Approve the approval step a bead is waiting on (see gt_bead_status); its formula goes on.'
+            : 'Reject the approval step a bead is waiting on: the work goes back to the step its loop names, with the note as feedback.',
+        inputSchema: {
+          beadId: BeadId,
+          stepId: StepId,
+          note: z.string().max(4000).default('').describe('for the record, or what must change'),
+        },
+      },
+      ({ beadId, stepId, note }) =>
+        answer(async () => decideStep(await town(), beadId, { stepId, verdict, note, by: 'mcp' })),
+    );
+  }
   server.registerTool(
     'gt_formula_validate',
     {

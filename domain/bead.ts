@@ -1,6 +1,6 @@
 /** Beads (units of work), their lifecycle, and the messages agents send about them. */
 import { z } from 'zod';
-import { ResolvedFormula } from './formula';
+import { ResolvedFormula, type StepRecord } from './formula';
 import { BeadId, ConvoyId, RunId } from './ids';
 import { RigConfig } from './rig';
 
@@ -94,6 +94,9 @@ export interface BeadState {
   inbox?: InboxMessage[];
   /** Who asked to cancel the bead and why (`gt bead cancel`); set before the cancellation itself is requested. */
   cancellation?: CancelBeadRecord;
+  /** The formula the bead runs (`name@version`) and, when it has more than today's single run, its steps. */
+  formula?: string;
+  steps?: StepRecord[];
 }
 
 /** An operator's cancellation of one bead: recorded by the bead (so `gt bead status` shows it), then the bead is cancelled. */

@@ -12,6 +12,7 @@
  * - Pure and deterministic (no Node built-ins): the workflow renders the prompts with the same code the CLI validates.
  *   Step outputs are agent text: they are capped (FORMULA_CAPS) before they enter a later prompt.
  */
+import { defineUpdate } from '@temporalio/workflow';
 import { z } from 'zod';
 import { dagProblems, describeCycle, findCycle, topologicalOrder } from './dag';
 import { DurationMs } from './durations';
@@ -426,7 +427,7 @@ export function renderTemplate(template: string, c: RenderContext): string {
 }
 
 /** Step kinds the bead workflow runs through the formula engine (workflows/formula.ts); others are refused at sling. */
-export const RUNNABLE_STEP_KINDS: readonly StepKind[] = [];
+export const RUNNABLE_STEP_KINDS: readonly StepKind[] = ['agent', 'gate', 'approval'];
 
 /** Why a bead cannot run this formula on this version (refused where it is slung, so nothing starts), or undefined. */
 export function formulaRunProblem(f: ResolvedFormulaInput): string | undefined {
@@ -435,5 +436,42 @@ export function formulaRunProblem(f: ResolvedFormulaInput): string | undefined {
   if (missing.length)
     return `formula ${f.name} cannot run yet: this version does not run ${missing.join(', ')} steps (see docs/formulas.md)`;
   if (f.session === 'single') return `formula ${f.name} cannot run yet: this version runs only session = "per-step"`;
+  const override = f.steps.find(
+    (s) => s.kind === 'agent' && (s.agent !== undefined || s.runtime !== undefined || s.timeout !== undefined),
+  );
+  if (override)
+    return `formula ${f.name} cannot run yet: step '${override.id}' sets its own agent, runtime or timeout, which this version does not honour`;
   return undefined;
 }
+
+// --- execution state and messages (workflows/formula.ts) ---
+
+export const StepState = z.enum(['pending', 'running', 'waiting', 'done', 'failed']);
+export type StepState = z.infer<typeof StepState>;
+
+/** One step as `gt bead status` shows it; kept in the bead's state (so done steps survive replay and are never redone). */
+export interface StepRecord {
+  id: string;
+  title: string;
+  kind: StepKind;
+  state: StepState;
+  /** How many times the step has started (loops and rework rounds run it again). */
+  iterations: number;
+  /** The step's output as later prompts quote it (capped), or a gate's / approval's verdict. */
+  output?: string;
+  startedAt?: string;
+  endedAt?: string;
+  /** Agent runs of the step, oldest first. */
+  runs: string[];
+}
+
+/** A human's decision on an approval step (`gt step approve|reject <bead> <step> [--note]`). */
+export const StepDecision = z.strictObject({
+  stepId: StepId,
+  verdict: z.enum(['approve', 'reject']),
+  note: z.string().max(4_000, 'a note is at most 4000 characters').default(''),
+  by: z.string().trim().min(1).max(200).default('operator'),
+});
+export type StepDecision = z.input<typeof StepDecision>;
+
+export const stepDecisionUpdate = defineUpdate<StepRecord, [StepDecision]>('stepDecision');

@@ -59,7 +59,11 @@ describe('gt sling --formula', () => {
       ['missing-var', ['--formula', 'ticket'], 'gt: formula ticket needs --var ticket=<value> (the ticket number)'],
       ['cycle', ['--formula', 'loopy'], 'dependency cycle a → b → a (each depends on the next)'],
       ['bad-flag', ['--formula', 'careful', '--var', 'focus'], "gt: --var takes name=value, got 'focus'"],
-      ['cannot-run', ['--formula', 'explore'], 'gt: formula explore cannot run yet'],
+      [
+        'cannot-run',
+        ['--formula', 'explore'],
+        'gt: formula explore cannot run yet: this version does not run legs, synthesis steps',
+      ],
     ];
     for (const [id, flags, message] of cases) {
       const r = await runGt(['sling', 'fw', 'T', '--id', `fw-${id}`, ...flags], env);
@@ -112,7 +116,9 @@ describe("a rig's default formula", () => {
     await t.addRig({ name: 'fw3', repo: repo.origin, formula: 'ticket', formulaVars: { ticket: 'GT-1' } });
     const update = await runGt(['rig', 'update', 'fw3', '--formula', 'explore'], t.cliEnv());
     expect(update.code).toBe(1);
-    expect(update.stderr).toContain('gt: formula explore cannot run yet');
+    expect(update.stderr).toContain(
+      'gt: formula explore cannot run yet: this version does not run legs, synthesis steps',
+    );
     expect((await t.town.getRig('fw3')).formula).toBe('ticket');
 
     const { beadId } = await t.town.sling('fw3', { title: 'default formula' });

@@ -73,6 +73,8 @@ import {
 import { SA } from '../domain/search-attributes';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { countTownEvent } from '../worker/metrics';
+import { formulaLabel, isSingleRun } from '../domain/formula';
+import { runFormula, type AgentStep, type FormulaHost, type RunResult } from './formula';
 import { mergeRequestWorkflow } from './merge-request';
 import { parseSignal } from './signals';
 
@@ -83,6 +85,8 @@ const town = proxyActivities<TownQueueActivities>({
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
 const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
+/** patched() id: a bead whose formula has more than today's single run goes through the formula engine. */
+const FORMULA_ENGINE = 'bead-formula-engine';
 /** patched() id: a cancelled bead ends only after its supervising activity confirms the agent was stopped. */
 const CANCEL_WAITS_FOR_AGENT_STOP = 'bead-cancel-waits-for-agent-stop';
 /** After gt_done, how long the agent may take to exit on its own before it is stopped. */
@@ -100,7 +104,7 @@ export interface BeadResult {
 }
 
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
-  const { bead, rig, convoy } = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
+  const { bead, rig, convoy, formula } = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
   const policy = rig.policy;
   const targetBranch = convoy?.targetBranch ?? rig.branch;
   const branch = beadBranch(bead.id);
@@ -118,6 +122,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     targetBranch,
     checkpoints: [],
     inbox: [],
+    ...(formula ? { formula: formulaLabel(formula) } : {}),
   };
   const checkpoints = state.checkpoints!;
   const inbox = state.inbox!;
@@ -153,6 +158,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   let supervising: Promise<void> | undefined;
   const unread = () => (current ? inbox.filter((m) => m.seq > current!.inboxCursor).length : 0);
 
+  /** The formula step under way ("step 3/5 self-review"), shown before what the bead waits for. */
+  let stepLabel: string | undefined;
   const setStatus = (status: BeadStatus, waitingFor: string) => {
     state.status = status;
     state.waitingFor = waitingFor;
@@ -162,7 +169,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       { key: SA.round, value: state.round },
       { key: SA.runId, value: current?.runId ?? null },
     ]);
-    setCurrentDetails(`**${status}** — ${waitingFor}`);
+    setCurrentDetails(`**${status}** — ${stepLabel ? `${stepLabel}: ` : ''}${waitingFor}`);
   };
 
   const requireCurrentRun = (runId: string) => {
@@ -320,7 +327,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       .catch((err: unknown) => log.warn('could not report to the dispatch gate', { runId, error: String(err) }));
 
   /** One attempt: a dispatch slot, then a run from start to gt_done / exit / stall. Returns the published head on success. */
-  const runAttempt = async (round: number, attempt: number): Promise<{ headSha: string } | { failure: string }> => {
+  const runAttempt = async (round: number, attempt: number, step?: AgentStep): Promise<RunResult> => {
     const runId = runIdOf(bead.id, round, attempt);
     try {
       setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
@@ -336,7 +343,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         },
       });
       await condition(() => grants.has(runId));
-      return await runGranted(runId, round, attempt);
+      return await runGranted(runId, round, attempt, step);
     } finally {
       await CancellationScope.nonCancellable(() =>
         sendToGate(
@@ -348,11 +355,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     }
   };
 
-  const runGranted = async (
-    runId: string,
-    round: number,
-    attempt: number,
-  ): Promise<{ headSha: string } | { failure: string }> => {
+  const runGranted = async (runId: string, round: number, attempt: number, step?: AgentStep): Promise<RunResult> => {
     const { hostQueue } = await town.claimHost.executeWithOptions({ summary: `claim a host for run ${runId}` }, []);
     const onHost = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
@@ -427,6 +430,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
               inbox.slice(-20).map((m) => `${m.message} (from ${m.from})`),
               CAPS.messagesTotal,
             ),
+            ...(step ? { step: step.prompt } : {}),
           },
         ],
       );
@@ -520,22 +524,27 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     );
     if (published.rejected)
       return { failure: `${runId}: gt done was called but the run's branch was not taken: ${published.rejected}` };
+    // An intermediate formula step (a plan, a review) may commit nothing: only the final one must.
+    if (published.commitsAhead === 0 && step && !step.prompt.final) return { headSha: '', summary: run.done!.summary };
     if (published.commitsAhead === 0) {
       return {
         failure: `${runId}: gt done was called but ${branch} has no commits ahead of ${targetBranch}${published.uncommittedChanges ? ' (changes were left uncommitted)' : ''}`,
       };
     }
-    return { headSha: published.headSha };
+    return { headSha: published.headSha, summary: run.done!.summary };
   };
 
   /** Attempts of one round, with exponential backoff between them. */
-  const runPolecat = async (round: number): Promise<{ headSha: string } | { failure: string }> => {
+  const runPolecat = async (round: number, step?: AgentStep): Promise<RunResult> => {
     const failures: string[] = [];
-    for (let attempt = 1; attempt <= policy.maxAttempts; attempt++) {
-      const result = await runAttempt(round, attempt);
+    const maxAttempts = step?.attempts ?? policy.maxAttempts;
+    // A formula's steps share the round: their runs are numbered on from the runs the round already has.
+    const first = step ? state.runs.filter((r) => r.round === round).length : 0;
+    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
+      const result = await runAttempt(round, first + attempt, step);
       if ('headSha' in result) return result;
       failures.push(result.failure);
-      if (attempt < policy.maxAttempts) {
+      if (attempt < maxAttempts) {
         const backoff = Math.min(policy.retryBackoff * 2 ** (attempt - 1), MAX_BACKOFF_MS);
         setStatus('open', `attempt ${attempt} failed; next attempt in ${backoff} ms`);
         await sleep(backoff);
@@ -543,10 +552,21 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     }
     return {
       failure: capText(
-        `all ${policy.maxAttempts} attempts of round ${round} failed:\n- ${failures.join('\n- ')}`,
+        `all ${maxAttempts} attempts ${step ? `of step ${step.prompt.id} ` : ''}of round ${round} failed:\n- ${failures.join('\n- ')}`,
         CAPS.feedback,
       ),
     };
+  };
+
+  /** What the formula engine (workflows/formula.ts) may use of this bead: its runs, its status line, its escalations. */
+  const formulaHost: FormulaHost = {
+    bead,
+    rig,
+    convoyId: convoy?.id,
+    state,
+    runAgent: runPolecat,
+    setStep: (label) => void (stepLabel = label),
+    setStatus,
   };
 
   const finish = async (result: BeadResult): Promise<BeadResult> => {
@@ -586,7 +606,10 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   try {
     for (let round = 1; round <= policy.maxRounds; round++) {
       state.round = round;
-      const work = await runPolecat(round);
+      const work =
+        formula && !isSingleRun(formula) && patched(FORMULA_ENGINE)
+          ? await runFormula(formulaHost, formula, round)
+          : await runPolecat(round);
       if ('failure' in work) return await finish({ beadId: bead.id, status: 'failed', reason: work.failure });
 
       const mrId = mergeRequestWorkflowId(bead.id, round);

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import type { BeadState } from '../../domain/bead';
 import { formatMs } from '../../domain/durations';
 import { cancelBead, listBeads, type BeadCancellation, type BeadList } from '../beads';
+import { describeSteps } from '../formulas';
 import { endProgress, printJson, progress, table } from '../output';
 import type { Town } from '../town';
 import { collect, intArg, varFlags, withTown } from './with-town';
@@ -41,10 +42,12 @@ export function describeBead(s: BeadState): string {
     `rig      ${s.rig}${s.convoyId ? `  (convoy ${s.convoyId})` : ''} → ${s.targetBranch}`,
     `status   ${s.status} — ${s.waitingFor}`,
   ];
+  if (s.formula) lines.push(`formula  ${s.formula}`);
   if (s.mergedCommit) lines.push(`merged   ${s.mergedCommit}`);
   if (s.failureReason) lines.push(`reason   ${s.failureReason}`);
   if (s.cancellation)
     lines.push(`cancel   by ${s.cancellation.by} at ${s.cancellation.requestedAt}: ${s.cancellation.reason}`);
+  if (s.steps?.length) lines.push('', 'steps:', describeSteps(s.steps));
   if (s.runs.length) {
     lines.push(
       '',

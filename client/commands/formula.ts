@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { describeFormula, describeFormulaList, formulaList, formulaShow, formulaValidate } from '../formulas';
 import { printJson } from '../output';
+import { withTown } from './with-town';
 
 export function registerFormulaCommands(program: Command): void {
   const formula = program
@@ -49,4 +50,33 @@ Examples:
             : `${v.path}: formula ${v.name}@${v.version} is valid (${v.steps} step${v.steps === 1 ? '' : 's'})${v.runProblem ? `; note: ${v.runProblem}` : ''}`,
         );
     });
+}
+
+export function registerStepCommands(program: Command): void {
+  const step = program.command('step').description("a bead's formula steps: decide its approval steps");
+  for (const verdict of ['approve', 'reject'] as const) {
+    step
+      .command(verdict)
+      .description(
+        verdict === 'approve'
+          ? 'approve the approval step a bead is waiting on; the formula goes on'
+          : 'reject the approval step a bead is waiting on: back to the step its loop names, with the note as feedback (or the round fails)',
+      )
+      .argument('<bead>', 'bead id')
+      .argument('<step>', 'step id (see `gt bead status`)')
+      .option(
+        '--note <text>',
+        verdict === 'approve' ? 'a note for the record' : 'what must change (the agent reads it)',
+        '',
+      )
+      .option('--by <name>', 'who decides', process.env.USER ?? 'operator')
+      .option('--json', 'print JSON')
+      .action(async (bead: string, stepId: string, o: { note: string; by: string; json?: boolean }) => {
+        // Imported when it runs: `gt formula …` reads files only and should not load the Temporal client.
+        const { decideStep } = await import('../steps');
+        const rec = await withTown((town) => decideStep(town, bead, { stepId, verdict, note: o.note, by: o.by }));
+        if (o.json) printJson(rec);
+        else console.log(`bead ${bead}: step ${stepId} ${verdict === 'approve' ? 'approved' : 'rejected'}`);
+      });
+  }
 }
