@@ -80,6 +80,15 @@ describe('formula careful', () => {
     const d = await t.client.workflow.getHandle(`bead:${beadId}`).describe();
     expect(d.typedSearchAttributes.get(SA.formula)).toBe('careful@1');
 
+    // Each step is visible in the Web UI: its activities are summarised with the step.
+    const history = await t.client.workflow.getHandle(`bead:${beadId}`).fetchHistory();
+    const summaries = history
+      .events!.map((e) => e.userMetadata?.summary?.data)
+      .filter((d): d is Uint8Array => !!d)
+      .map((d) => JSON.parse(Buffer.from(d).toString()) as string);
+    expect(summaries).toContain('step 3/5 self-review: supervise agent run careful-1/r1/a3');
+    expect(summaries.filter((x) => x.startsWith('step 4/5 pre-verify: gates on '))).toHaveLength(2);
+
     const status = await runGt(['bead', 'status', beadId], t.cliEnv());
     expect(status.stdout).toContain('formula  careful@1');
     expect(status.stdout).toMatch(/4\. pre-verify +gate +done +×2/);

@@ -356,7 +356,10 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   };
 
   const runGranted = async (runId: string, round: number, attempt: number, step?: AgentStep): Promise<RunResult> => {
-    const { hostQueue } = await town.claimHost.executeWithOptions({ summary: `claim a host for run ${runId}` }, []);
+    const { hostQueue } = await town.claimHost.executeWithOptions(
+      { summary: `${step ? `${stepLabel}: ` : ''}claim a host for run ${runId}` },
+      [],
+    );
     const onHost = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
       startToCloseTimeout: '10m',
@@ -371,7 +374,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     });
     const starter = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
-      summary: `start agent run ${runId}`,
+      summary: `${step ? `${stepLabel}: ` : ''}start agent run ${runId}`,
       startToCloseTimeout: policy.startTimeout,
       scheduleToStartTimeout: policy.startTimeout,
       // Start-or-adopt by run id: a retry after an uncertain start adopts the agent instead of launching a second.
@@ -384,7 +387,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     });
     const supervisor = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
-      summary: `supervise agent run ${runId}`,
+      summary: `${step ? `${stepLabel}: ` : ''}supervise agent run ${runId}`,
       startToCloseTimeout: policy.runTimeout,
       heartbeatTimeout: policy.heartbeatTimeout,
       scheduleToStartTimeout: policy.startTimeout,
@@ -412,7 +415,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     let prepared;
     try {
       prepared = await onHost.prepareRun.executeWithOptions(
-        { summary: `prepare the worktree of ${bead.id} for run ${runId}` },
+        { summary: `${step ? `${stepLabel}: ` : ''}prepare the worktree of ${bead.id} for run ${runId}` },
         [
           {
             rig,
@@ -519,7 +522,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     }
     setStatus('in_progress', `publishing branch of ${runId}`);
     const published = await onHost.publishBranch.executeWithOptions(
-      { summary: `publish ${branch} from run ${runId}` },
+      { summary: `${step ? `${stepLabel}: ` : ''}publish ${branch} from run ${runId}` },
       [{ rig, worktree: prepared.worktree, branch, targetBranch, runId, baseSha: prepared.baseSha }],
     );
     if (published.rejected)
