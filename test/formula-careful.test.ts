@@ -4,7 +4,7 @@
  * once on the branch and sends the work back to `implement` with the gate's output; the bead merges exactly once and
  * `gt bead status` shows every step with its state.
  */
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -92,5 +92,48 @@ describe('formula careful', () => {
     const status = await runGt(['bead', 'status', beadId], t.cliEnv());
     expect(status.stdout).toContain('formula  careful@1');
     expect(status.stdout).toMatch(/4\. pre-verify +gate +done +×2/);
+  }, 300_000);
+
+  it('re-enters at its rework step after a failed merge, keeping the steps before it', async () => {
+    const repo = await createRepo();
+    const marks = mkdtempSync(join(tmpdir(), 'gt-formula-marks-'));
+    // On this rig pre-verify checks nothing, so the broken work reaches the refinery, whose gate sends it back.
+    const overlays = join(t.gtHome, 'formulas', 'rigs', 'rework');
+    mkdirSync(overlays, { recursive: true });
+    writeFileSync(
+      join(overlays, 'careful.overlay.toml'),
+      `formula = "careful"\n[[replace]]\nid = "pre-verify"\ntitle = "pre-verify"\nkind = "gate"\nneeds = ["self-review"]\ngates = ["true"]\n`,
+    );
+    await t.addRig({
+      name: 'rework',
+      repo: repo.origin,
+      agent: agentScript('formula-step'),
+      env: { FORMULA_MARKS: marks },
+      gates: ['! grep -rq broken work'],
+    });
+    const { beadId } = await t.town.sling('rework', { id: 'rework-1', title: 'Rework me', formula: 'careful' });
+    expect((await t.town.beadResult(beadId)).status).toBe('closed');
+
+    const prompt = (name: string) => readFileSync(join(marks, `${name}.md`), 'utf8');
+    // Round 2 re-entered at implement (careful's rework step): plan ran once, the rest twice.
+    expect(readdirSync(marks).sort()).toEqual(
+      ['implement-1', 'implement-2', 'plan-1', 'self-review-1', 'self-review-2', 'submit-1', 'submit-2'].map(
+        (n) => `${n}.md`,
+      ),
+    );
+    expect(prompt('implement-2')).toContain('Run: `rework-1/r2/a1`');
+    expect(prompt('implement-2')).toContain('[gates_failed] Gate `! grep -rq broken work` exited with 1');
+    // The plan of round 1 is still quoted in round 2.
+    expect(prompt('implement-2')).toContain('output of plan by rework-1/r1/a1');
+    const state = await t.town.beadState(beadId);
+    expect(state.rounds.map((r) => r.outcome?.kind)).toEqual(['gates_failed', 'merged']);
+    expect(state.steps!.map((s) => [s.id, s.state, s.iterations])).toEqual([
+      ['plan', 'done', 1],
+      ['implement', 'done', 2],
+      ['self-review', 'done', 2],
+      ['pre-verify', 'done', 2],
+      ['submit', 'done', 2],
+    ]);
+    expect((await repo.log('main')).filter((c) => c.body.includes(`Gt-Merge-Request: mr:${beadId}:`))).toHaveLength(1);
   }, 300_000);
 });

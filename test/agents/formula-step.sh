@@ -1,8 +1,8 @@
 #!/bin/sh
 # Scripted polecat for formula steps (test/formula-*.test.ts). Keeps a copy of each prompt as
 # $FORMULA_MARKS/<step>-<n>.md (the rig's --env names the directory), commits in the steps that change code, and
-# reports the step's output with gt done. `implement` writes "broken" until its prompt carries a gate's feedback, so a
-# gate checking for it fails once and sends the work back.
+# reports the step's output with gt done. `implement` writes "broken" until its prompt carries feedback (a loop's or
+# an earlier round's), so a gate checking for it fails once and sends the work back.
 set -eu
 id=$(sed -n 's/^This run does step `\([^`]*\)`.*/\1/p' "$GT_PROMPT_FILE" | head -1)
 n=$(ls "$FORMULA_MARKS" | grep -c "^$id-" || true)
@@ -16,7 +16,7 @@ commit() {
 }
 case "$id" in
   implement)
-    if grep -q 'sent the work back' "$GT_PROMPT_FILE"; then commit "fixed by $GT_RUN_ID"; else commit "broken by $GT_RUN_ID"; fi
+    if grep -q -e 'sent the work back' -e 'Your previous work was sent back' "$GT_PROMPT_FILE"; then commit "fixed by $GT_RUN_ID"; else commit "broken by $GT_RUN_ID"; fi
     ;;
   submit | review) commit "$(cat "work/$GT_BEAD_ID.txt" 2>/dev/null || true) submitted by $GT_RUN_ID" ;;
 esac
