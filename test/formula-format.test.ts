@@ -16,7 +16,9 @@ import {
   Formula,
   FORMULA_CAPS,
   FormulaOverlay,
+  formulaRunProblem,
   isSingleRun,
+  resolveFormula,
   renderTemplate,
   type FormulaInput,
 } from '../domain/formula';
@@ -98,6 +100,31 @@ describe('formula validation', () => {
     expect(problemsOf(base([agent('a', 'x'.repeat(FORMULA_CAPS.prompt + 1))]))).toBe(
       `steps[0].prompt: a step's prompt is at most ${FORMULA_CAPS.prompt} characters`,
     );
+  });
+});
+
+describe('what this version runs', () => {
+  const resolved = (steps: unknown[], extra: Record<string, unknown> = {}) => {
+    const r = resolveFormula(Formula.parse(base(steps, extra)), {});
+    if (!r.ok) throw new Error(r.error);
+    return r.formula;
+  };
+
+  it('runs agent, gate and approval steps, and refuses what it would run differently from what it says', () => {
+    expect(formulaRunProblem(resolveFormulaFor('careful', {}, { home: home() }))).toBeUndefined();
+    expect(formulaRunProblem(resolveFormulaFor('review-only', {}, { home: home() }))).toBeUndefined();
+    expect(formulaRunProblem(resolveFormulaFor('explore', {}, { home: home() }))).toBe(
+      'formula explore cannot run yet: this version does not run legs, synthesis steps (see docs/formulas.md)',
+    );
+    expect(formulaRunProblem(resolved([agent('a', 'x'), agent('b', 'y', ['a'])], { session: 'single' }))).toBe(
+      'formula t cannot run yet: this version runs only session = "per-step"',
+    );
+    expect(formulaRunProblem(resolved([agent('a', 'x'), { ...agent('b', 'y', ['a']), runtime: 'docker' }]))).toBe(
+      "formula t cannot run yet: step 'b' sets its own agent, runtime or timeout, which this version does not honour",
+    );
+    // One prompt-less agent step is today's single run, whatever the formula is called.
+    expect(isSingleRun(resolved([{ id: 'w', title: 'w', kind: 'agent' }]))).toBe(true);
+    expect(isSingleRun(resolved([agent('w', 'do it')]))).toBe(false);
   });
 });
 
