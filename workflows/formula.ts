@@ -13,7 +13,7 @@
  * - Earlier outputs enter later prompts only through renderTemplate: capped and quoted as untrusted agent text.
  * Only legal in workflow code (no Node built-ins).
  */
-import { ApplicationFailure, condition, proxyActivities, setHandler } from '@temporalio/workflow';
+import { ApplicationFailure, condition, isCancellation, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { TownQueueActivities } from '../activities';
 import type { PromptStep } from '../agents/prompt';
 import type { BeadSpec, BeadState, BeadStatus } from '../domain/bead';
@@ -31,7 +31,7 @@ import {
 } from '../domain/formula';
 import type { RigConfig } from '../domain/rig';
 import type { z } from 'zod';
-import { parseOrReject } from '../domain/validation';
+import { failureMessage, parseOrReject } from '../domain/validation';
 
 /** One agent step as the bead runs it: its prompt section and its own bound on attempts. */
 export interface AgentStep {
@@ -162,22 +162,29 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
       else if (gates.length === 0) rec.output = 'no gates to run (the rig has none and the step names none)';
       else {
         host.setStatus('in_progress', `running gates on ${headSha.slice(0, 10)}`);
-        const result = await steps.runStepGates.executeWithOptions(
-          { summary: `${label}: gates on ${headSha.slice(0, 10)}` },
-          [
-            {
-              rig: host.rig,
-              beadId: bead.id,
-              stepId: step.id,
-              key: `step-${bead.id}-r${round}-${step.id}-${rec.iterations}`,
-              headSha,
-              gates,
-              timeoutMs: step.timeout ?? host.rig.gateTimeout,
-            },
-          ],
-        );
-        if (result.ok) rec.output = result.output;
-        else failed = result.output;
+        try {
+          const result = await steps.runStepGates.executeWithOptions(
+            { summary: `${label}: gates on ${headSha.slice(0, 10)}` },
+            [
+              {
+                rig: host.rig,
+                beadId: bead.id,
+                stepId: step.id,
+                key: `step-${bead.id}-r${round}-${step.id}-${rec.iterations}`,
+                headSha,
+                gates,
+                timeoutMs: step.timeout ?? host.rig.gateTimeout,
+              },
+            ],
+          );
+          if (result.ok) rec.output = result.output;
+          else failed = result.output;
+        } catch (err) {
+          // The gates could not run at all (no runtime, the mirror unreachable, retries used up): a failed step, not
+          // a failed workflow, so the bead fails (or loops) with the reason and escalates as any bead does.
+          if (isCancellation(err)) throw err;
+          failed = `the gates could not run: ${failureMessage(err)}`;
+        }
       }
     } else if (step.kind === 'approval') {
       waiting = { stepId: step.id };
