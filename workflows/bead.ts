@@ -561,7 +561,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     };
   };
 
-  /** What the formula engine (workflows/formula.ts) may use of this bead: its runs, its status line, its escalations. */
+  /** What the formula engine (workflows/formula.ts) may use of this bead: its runs, its state and its status line. */
   const formulaHost: FormulaHost = {
     bead,
     rig,
