@@ -2,10 +2,42 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import globals from 'globals';
 import { builtinModules } from 'node:module';
+import { importX } from 'eslint-plugin-import-x';
+import { createTypeScriptImportResolver } from 'eslint-import-resolver-typescript';
 
 // Workflow code runs in Temporal's deterministic sandbox: Node built-ins (and the free `process` global,
 // which the bundler does not catch) must never be reached from it.
 const nodeBuiltins = builtinModules.flatMap((m) => [m, `node:${m}`]);
+
+// Layers point one way: domain ← workflows ← activities ← worker ← client, with the machine-level modules (host, agents,
+// codec, gateway, provisioning) beside activities. A lower layer never imports a higher one; workflows may import
+// activities' types only (proxyActivities). Cycles are refused outright (import-x/no-cycle).
+const layer = (files, forbidden, typesOnly = []) => ({
+  files,
+  rules: {
+    '@typescript-eslint/no-restricted-imports': [
+      'error',
+      {
+        patterns: [...forbidden, ...typesOnly].map((dir) => ({
+          group: [`../${dir}`, `../${dir}/*`, `../../${dir}/*`],
+          message: `${files[0].split('/')[0]}/ must not import ${dir}/${typesOnly.includes(dir) ? ' (types only)' : ''}: layers point one way (eslint.config.mjs).`,
+          allowTypeImports: typesOnly.includes(dir),
+        })),
+      },
+    ],
+  },
+});
+const ABOVE_DOMAIN = [
+  'workflows',
+  'activities',
+  'worker',
+  'client',
+  'host',
+  'agents',
+  'codec',
+  'gateway',
+  'provisioning',
+];
 
 export default tseslint.config(
   { ignores: ['node_modules/', 'dist/', 'coverage/', 'test/.artifacts/', 'bench/reports/'] },
@@ -42,5 +74,33 @@ export default tseslint.config(
       ],
     },
   },
+  {
+    files: ['**/*.ts'],
+    plugins: { 'import-x': importX },
+    settings: {
+      'import-x/parsers': importX.flatConfigs.typescript.settings['import-x/parsers'],
+      'import-x/extensions': importX.flatConfigs.typescript.settings['import-x/extensions'],
+      'import-x/resolver-next': [createTypeScriptImportResolver()],
+    },
+    rules: { 'import-x/no-cycle': 'error' },
+  },
+  layer(['domain/**/*.ts'], ABOVE_DOMAIN),
+  layer(
+    ['workflows/**/*.ts'],
+    ['worker', 'client', 'host', 'agents', 'codec', 'gateway', 'provisioning'],
+    ['activities'],
+  ),
+  layer(
+    [
+      'activities/**/*.ts',
+      'host/**/*.ts',
+      'agents/**/*.ts',
+      'codec/**/*.ts',
+      'gateway/**/*.ts',
+      'provisioning/**/*.ts',
+    ],
+    ['worker', 'client'],
+  ),
+  layer(['worker/**/*.ts'], ['client']),
   { files: ['**/*.mjs'], ...tseslint.configs.disableTypeChecked },
 );

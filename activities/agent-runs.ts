@@ -27,6 +27,7 @@ import {
   syncMirror,
 } from './git';
 import { parseActivityInput } from './validation';
+import { whileHeartbeating } from './heartbeat';
 
 export interface HostDeps {
   gtHome: string;
@@ -260,36 +261,38 @@ export function createAgentRunActivities(deps: HostDeps) {
   };
 
   return {
-    async prepareRun(raw: PrepareRunInput): Promise<PreparedRun> {
-      const input = parseActivityInput(PrepareRunInput, raw);
-      const staleRunsStopped = await stopStaleRuns(input.bead.id, input.runId);
-      const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
-      const branch = beadBranch(input.bead.id);
-      const published = await remoteBranchSha(mirror, branch);
-      const base = published ?? (await remoteBranchSha(mirror, input.targetBranch));
-      if (!base)
-        throw ApplicationFailure.nonRetryable(
-          `target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`,
-          'TargetMissing',
-        );
-      const worktree = paths.worktree(input.rig.name, input.bead.id, deps.gtHome);
-      await createRunRepo(mirror, worktree, { sha: base, branch });
-      const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
-        bead: input.bead,
-        rig: input.rig.name,
-        runId: input.runId,
-        role: 'polecat',
-        round: input.round,
-        attempt: input.attempt,
-        branch,
-        targetBranch: input.targetBranch,
-        feedback: input.feedback,
-        checkpoints: input.checkpoints,
-        messages: input.messages,
-        step: input.step,
+    prepareRun(raw: PrepareRunInput): Promise<PreparedRun> {
+      return whileHeartbeating('preparing the run', async () => {
+        const input = parseActivityInput(PrepareRunInput, raw);
+        const staleRunsStopped = await stopStaleRuns(input.bead.id, input.runId);
+        const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
+        const branch = beadBranch(input.bead.id);
+        const published = await remoteBranchSha(mirror, branch);
+        const base = published ?? (await remoteBranchSha(mirror, input.targetBranch));
+        if (!base)
+          throw ApplicationFailure.nonRetryable(
+            `target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`,
+            'TargetMissing',
+          );
+        const worktree = paths.worktree(input.rig.name, input.bead.id, deps.gtHome);
+        await createRunRepo(mirror, worktree, { sha: base, branch });
+        const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
+          bead: input.bead,
+          rig: input.rig.name,
+          runId: input.runId,
+          role: 'polecat',
+          round: input.round,
+          attempt: input.attempt,
+          branch,
+          targetBranch: input.targetBranch,
+          feedback: input.feedback,
+          checkpoints: input.checkpoints,
+          messages: input.messages,
+          step: input.step,
+        });
+        log.info('run prepared', { runId: input.runId, beadId: input.bead.id, worktree, base, staleRunsStopped });
+        return { host: deps.hostId, worktree, promptFile, branch, baseSha: base, staleRunsStopped };
       });
-      log.info('run prepared', { runId: input.runId, beadId: input.bead.id, worktree, base, staleRunsStopped });
-      return { host: deps.hostId, worktree, promptFile, branch, baseSha: base, staleRunsStopped };
     },
 
     /** Starts the run's agent, or adopts it when an earlier (uncertain) attempt already did. */
@@ -367,23 +370,25 @@ export function createAgentRunActivities(deps: HostDeps) {
      * Takes the finished run's branch from its repository (as data, validated in quarantine) and pushes it. A
      * repository the agent damaged or tampered with is a failed attempt, said in `rejected`, never an error of ours.
      */
-    async publishBranch(raw: PublishInput): Promise<PublishedBranch> {
-      const input = parseActivityInput(PublishInput, raw);
-      const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
-      try {
-        return await importRunBranch({
-          mirror,
-          workTree: input.worktree,
-          branch: input.branch,
-          targetBranch: input.targetBranch,
-          baseSha: input.baseSha,
-          quarantine: paths.quarantine(input.rig.name, input.runId ?? input.branch, deps.gtHome),
-        });
-      } catch (err) {
-        if (!(err instanceof RunRepoRejected)) throw err;
-        log.warn('run result rejected', { branch: input.branch, runId: input.runId, reason: err.message });
-        return { headSha: input.baseSha ?? '', commitsAhead: 0, uncommittedChanges: false, rejected: err.message };
-      }
+    publishBranch(raw: PublishInput): Promise<PublishedBranch> {
+      return whileHeartbeating('importing the run branch', async () => {
+        const input = parseActivityInput(PublishInput, raw);
+        const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
+        try {
+          return await importRunBranch({
+            mirror,
+            workTree: input.worktree,
+            branch: input.branch,
+            targetBranch: input.targetBranch,
+            baseSha: input.baseSha,
+            quarantine: paths.quarantine(input.rig.name, input.runId ?? input.branch, deps.gtHome),
+          });
+        } catch (err) {
+          if (!(err instanceof RunRepoRejected)) throw err;
+          log.warn('run result rejected', { branch: input.branch, runId: input.runId, reason: err.message });
+          return { headSha: input.baseSha ?? '', commitsAhead: 0, uncommittedChanges: false, rejected: err.message };
+        }
+      });
     },
   };
 }

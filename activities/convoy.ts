@@ -14,12 +14,13 @@ import { log } from '@temporalio/activity';
 import { z } from 'zod';
 import { BeadSpec } from '../domain/bead';
 import { CAPS, capText } from '../domain/caps';
-import { MergeMode } from '../domain/convoy';
+import { MergeMode, type StartedBead } from '../domain/convoy';
 import { beadWorkflowId, convoyBranch, ConvoyId, refineryWorkflowId, RigName } from '../domain/ids';
 import { rigConfigQuery, type BeadReport } from '../domain/messages';
 import type { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
-import type { BeadResult } from '../workflows/bead';
+import type { BeadResult } from '../domain/bead';
+import { retryBeadRun } from './bead-retry';
 import { formulaLabel } from '../domain/formula';
 import { FormulaName, FormulaVarValues } from '../domain/formula-ref';
 import { FormulaError, formulaForBead } from './formulas';
@@ -49,15 +50,26 @@ export const StartConvoyBeadsInput = z.object({
     .max(MAX_START_BATCH),
 });
 export type StartConvoyBeadsInput = z.input<typeof StartConvoyBeadsInput>;
-export interface StartedBead {
-  beadId: string;
-  /** `started` now, or found `existing` (a retry of an earlier start); `error` means it could not be started. */
-  outcome: 'started' | 'existing' | 'error';
-  error?: string;
-}
 
 export const BeadIdsInput = z.object({ convoyId: ConvoyId, beadIds: z.array(z.string().min(1)).max(5000) });
 export type BeadIdsInput = z.input<typeof BeadIdsInput>;
+
+export const RestartConvoyBeadsInput = z.object({
+  convoyId: ConvoyId,
+  beads: z
+    .array(
+      z.object({
+        beadId: z.string().min(1),
+        retry: z.number().int().min(1),
+        fresh: z.boolean(),
+        note: z.string().max(4000),
+        by: z.string().max(200),
+      }),
+    )
+    .min(1)
+    .max(MAX_START_BATCH),
+});
+export type RestartConvoyBeadsInput = z.input<typeof RestartConvoyBeadsInput>;
 
 export const ConvoyBranchInput = z.object({ convoyId: ConvoyId, rig: RigName });
 export type ConvoyBranchInput = z.input<typeof ConvoyBranchInput>;
@@ -112,6 +124,19 @@ export function createConvoyActivities(deps: TownDeps) {
         startBead(client, deps.taskQueue, input.convoyId, rig, input.targetBranch, bead, deps.gtHome),
       );
       return { results, capacity: rig.maxPolecats };
+    },
+
+    /**
+     * Starts the new workflow runs of retried beads (activities/bead-retry.ts). Idempotent by the retry's number: a
+     * repeated start finds the run it started. A bead that cannot be retried is an `error` the convoy records.
+     */
+    async restartConvoyBeads(raw: RestartConvoyBeadsInput): Promise<StartedBead[]> {
+      const input = parseActivityInput(RestartConvoyBeadsInput, raw);
+      return eachLimited(input.beads, async ({ beadId, retry, ...req }): Promise<StartedBead> => {
+        const started = await retryBeadRun(client, beadId, req, retry, input.convoyId);
+        if (!started.ok) return { beadId, outcome: 'error', error: started.error };
+        return { beadId, outcome: started.existing ? 'existing' : 'started' };
+      });
     },
 
     /** Asks running beads to stop; each stops its agent run and reports `cancelled`. Ended or unknown beads are skipped. */

@@ -1,29 +1,35 @@
 /**
  * Activity registry. The town queue runs host-independent activities (merges, gates, Temporal calls);
- * each host's own queue runs the agent-run activities of the agents it owns.
+ * each host's own queue runs the agent-run activities of the agents it owns, and reads their output for `gt logs`.
  */
 import { createAgentRunActivities, type HostDeps } from './agent-runs';
 import { createConvoyActivities } from './convoy';
 import { createDispatchActivities } from './dispatch';
 import { createFormulaStepActivities } from './formula-steps';
+import { createLogActivities } from './logs';
 import { forgeActivities } from './forge';
 import { createMergeActivities, type MergeDeps } from './merge';
+import { createNotifyActivities } from './notify';
 import { createReviewRunActivities } from './review-runs';
+import { createRigConfigActivities } from './rig-config';
 import { createTownActivities, type TownDeps } from './town';
 
-export function createTownQueueActivities(deps: TownDeps & MergeDeps) {
+/** escalationWebhook: the town's escalation webhook URL (configuration, never a payload: activities/notify.ts). */
+export function createTownQueueActivities(deps: TownDeps & MergeDeps & { escalationWebhook?: string }) {
   return {
     ...createTownActivities(deps),
+    ...createNotifyActivities({ escalationWebhook: deps.escalationWebhook, town: deps.taskQueue }),
     ...createConvoyActivities(deps),
     ...createDispatchActivities(deps),
     ...createMergeActivities(deps),
     ...createFormulaStepActivities(deps),
+    ...createRigConfigActivities(deps),
     ...forgeActivities,
   };
 }
 
 export function createHostQueueActivities(deps: HostDeps) {
-  return { ...createAgentRunActivities(deps), ...createReviewRunActivities(deps) };
+  return { ...createAgentRunActivities(deps), ...createReviewRunActivities(deps), ...createLogActivities(deps) };
 }
 
 export type TownQueueActivities = ReturnType<typeof createTownQueueActivities>;

@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { activityInfo, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
-import type { MergeOutcome } from '../domain/bead';
+import type { MergeOutcome } from '../domain/outcomes';
 import { type CandidateResult, conflictOutcome, MergeTicket } from '../domain/refinery';
 import { type AgentRuntime, RigConfig } from '../domain/rig';
 import { fsSafe } from '../domain/ids';
@@ -276,13 +276,17 @@ async function applyTicket(
     await git(dir, ['clean', '-fdx']);
     return conflictOutcome(conflicted, ticket.targetBranch);
   };
+  const base = strategy === 'rebase' ? (await git(dir, ['merge-base', targetSha, ticket.headSha])).trim() : undefined;
+  // A polecat resolves a conflict by merging the target into its branch (its feedback says so). Replaying only its own
+  // commits would drop that resolution and conflict again in every round, so such a branch lands squashed: linear too.
+  const replay =
+    base !== undefined && !(await git(dir, ['rev-list', '--merges', '-n', '1', `${base}..${ticket.headSha}`])).trim();
   if (strategy === 'merge') {
     if (!(await gitStatus(dir, ['merge', '--no-ff', '-m', message, ticket.headSha])).ok) return conflict();
-  } else if (strategy === 'squash') {
+  } else if (!replay) {
     if (!(await gitStatus(dir, ['merge', '--squash', ticket.headSha])).ok) return conflict();
     await git(dir, ['commit', '--allow-empty', '-m', message]);
   } else {
-    const base = (await git(dir, ['merge-base', targetSha, ticket.headSha])).trim();
     const commits = (await git(dir, ['rev-list', '--reverse', '--no-merges', `${base}..${ticket.headSha}`]))
       .split('\n')
       .filter(Boolean);

@@ -14,6 +14,7 @@ import { paths } from '../host/home';
 import type { HostDeps } from './agent-runs';
 import { createRunRepo, gitStatus, syncMirror } from './git';
 import { parseActivityInput } from './validation';
+import { whileHeartbeating } from './heartbeat';
 
 export const PrepareReviewInput = z.object({
   rig: RigConfig,
@@ -43,31 +44,33 @@ const reviewWorktree = (rig: string, runId: string, home: string) =>
 
 export function createReviewRunActivities(deps: HostDeps) {
   return {
-    async prepareReviewRun(raw: PrepareReviewInput): Promise<PreparedReview> {
-      const input = parseActivityInput(PrepareReviewInput, raw);
-      const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
-      if (!(await gitStatus(mirror, ['cat-file', '-e', `${input.headSha}^{commit}`])).ok) {
-        throw ApplicationFailure.nonRetryable(
-          `commit ${input.headSha} of ${input.branch} is not in ${input.rig.repo}`,
-          'HeadMissing',
-        );
-      }
-      const worktree = reviewWorktree(input.rig.name, input.runId, deps.gtHome);
-      // A repository of the reviewer's own, detached at the head: it reads what would be merged and moves nothing.
-      await createRunRepo(mirror, worktree, { sha: input.headSha });
-      const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
-        bead: input.bead,
-        rig: input.rig.name,
-        runId: input.runId,
-        role: 'reviewer',
-        round: input.round,
-        attempt: input.attempt,
-        branch: input.branch,
-        targetBranch: input.targetBranch,
-        feedback: [],
+    prepareReviewRun(raw: PrepareReviewInput): Promise<PreparedReview> {
+      return whileHeartbeating('preparing the review', async () => {
+        const input = parseActivityInput(PrepareReviewInput, raw);
+        const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
+        if (!(await gitStatus(mirror, ['cat-file', '-e', `${input.headSha}^{commit}`])).ok) {
+          throw ApplicationFailure.nonRetryable(
+            `commit ${input.headSha} of ${input.branch} is not in ${input.rig.repo}`,
+            'HeadMissing',
+          );
+        }
+        const worktree = reviewWorktree(input.rig.name, input.runId, deps.gtHome);
+        // A repository of the reviewer's own, detached at the head: it reads what would be merged and moves nothing.
+        await createRunRepo(mirror, worktree, { sha: input.headSha });
+        const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
+          bead: input.bead,
+          rig: input.rig.name,
+          runId: input.runId,
+          role: 'reviewer',
+          round: input.round,
+          attempt: input.attempt,
+          branch: input.branch,
+          targetBranch: input.targetBranch,
+          feedback: [],
+        });
+        log.info('review run prepared', { runId: input.runId, mrId: input.mrId, worktree, head: input.headSha });
+        return { host: deps.hostId, worktree, promptFile };
       });
-      log.info('review run prepared', { runId: input.runId, mrId: input.mrId, worktree, head: input.headSha });
-      return { host: deps.hostId, worktree, promptFile };
     },
 
     /** Removes the review worktree once the verdict is in (the run directory with its log stays). */

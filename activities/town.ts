@@ -8,7 +8,7 @@ import { enqueueSignal } from '../domain/messages';
 import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
-import { countTownEvent } from '../worker/metrics';
+import { countTownEvent } from '../domain/metrics';
 import { parseActivityInput } from './validation';
 
 export interface TownDeps {

@@ -214,11 +214,15 @@ export class DockerRuntime implements AgentRuntimeDriver {
       }
       const since =
         cursor === 0n ? 0 : `${cursor / 1_000_000_000n}.${String(cursor % 1_000_000_000n).padStart(9, '0')}`;
-      const raw = (await this.docker
-        .getContainer(handle.ref)
-        .logs({ stdout: true, stderr: true, follow: false, timestamps: true, since } as Docker.ContainerLogsOptions & {
-          follow: false;
-        })) as unknown;
+      const raw = (await this.docker.getContainer(handle.ref).logs({
+        stdout: true,
+        stderr: true,
+        follow: false,
+        timestamps: true,
+        since,
+      } as Docker.ContainerLogsOptions & {
+        follow: false;
+      })) as unknown;
       const buf = Buffer.isBuffer(raw) ? raw : Buffer.from(String(raw));
       const fresh: Buffer[] = [];
       let last = cursor;

@@ -2,6 +2,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { BeadSpec } from '../domain/bead';
+import type { PromptStep } from '../domain/formula';
 
 export interface PromptContext {
   bead: BeadSpec;
@@ -20,19 +21,6 @@ export interface PromptContext {
   messages?: string[];
   /** The formula step this run does (formulas with more than one step): its rendered instructions. */
   step?: PromptStep;
-}
-
-export interface PromptStep {
-  id: string;
-  title: string;
-  /** 1-based position and the number of steps, for "step 2/5". */
-  index: number;
-  total: number;
-  formula: string;
-  /** The step's template, rendered (earlier outputs inside are quoted agent text). */
-  instructions: string;
-  /** Whether this run's commits are what goes to the merge queue (the formula's last agent step). */
-  final: boolean;
 }
 
 export function renderPrompt(c: PromptContext): string {
@@ -91,6 +79,8 @@ export function renderPrompt(c: PromptContext): string {
       '  stopped and handed to another attempt.',
       '- `gt checkpoint "<what is done, what is next>"` saves a note that the next run of this bead receives here, if',
       '  this run is interrupted.',
+      '- If your context is too full to go on well, `gt handoff --checkpoint "<what is done, exactly what is next>"` ends',
+      '  this run on purpose and a fresh run starts at once from that note (it is not a failed attempt); then exit.',
       '- `gt inbox` shows messages operators sent you (check it now and then; new ones are also announced in',
       '  the answer of `gt progress`).',
       '- If you are stuck, `gt escalate --reason "..."` asks a human; keep working on what you can.',

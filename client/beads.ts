@@ -13,11 +13,13 @@ import { WorkflowNotFoundError, WorkflowUpdateFailedError, type WorkflowExecutio
 // The extension matters: the bundled CLI resolves it as an ES module path.
 import { executionInfoFromRaw } from '@temporalio/client/lib/helpers.js';
 import { z } from 'zod';
-import { BeadStatus, CancelBeadRequest, type BeadState } from '../domain/bead';
+import { checkRetryable, startRetry } from '../activities/bead-retry';
+import { BeadStatus, CancelBeadRequest, RetryBeadRequest, type BeadState } from '../domain/bead';
 import { convoyStateQuery } from '../domain/convoy';
 import { BeadId, ConvoyId, convoyWorkflowId, refineryWorkflowId, RigName } from '../domain/ids';
 import { cancelRequestUpdate, refineryStateQuery } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
+import { ConvoyClient } from './convoys';
 import { parseInput, UserError, type Town } from './town';
 
 export const BeadListOptions = z.object({
@@ -194,4 +196,58 @@ export async function cancelBead(town: Town, beadId: string, raw: CancelBeadRequ
     };
   }
   return result;
+}
+
+export interface BeadRetry {
+  beadId: string;
+  /** This retry's number (1 for the bead's first). */
+  retry: number;
+  fresh: boolean;
+  by: string;
+  note: string;
+  /** How the run before it ended. */
+  after: 'failed' | 'cancelled';
+  /** The bead's convoy: it counts the bead running again; `reopened` when the convoy had ended and started anew. */
+  convoy?: { convoyId: string; reopened: boolean };
+  /** The bead's new run, once started. */
+  bead: BeadState;
+}
+
+/**
+ * `gt bead retry`: a new workflow run of a failed or cancelled bead (activities/bead-retry.ts says what makes that
+ * safe). A convoy's bead is retried through its convoy, which counts it running before it starts (reopening the
+ * convoy if it had ended), so its report and its dependents are the convoy's as before. Refused in one line, with
+ * nothing changed, for an unknown, running, merged or terminated bead.
+ */
+export async function retryBead(town: Town, beadId: string, raw: RetryBeadRequest = {}): Promise<BeadRetry> {
+  const req = parseInput(RetryBeadRequest, raw, 'retry request');
+  const id = parseInput(BeadId, beadId, 'bead id');
+  const check = await checkRetryable(town.client, id);
+  if (!check.ok) throw new UserError(check.error);
+  const { bead } = check;
+  const convoyId = bead.input.convoy?.id;
+  const base = { beadId: id, fresh: req.fresh, by: req.by, note: req.note, after: bead.ended };
+  if (!convoyId) {
+    const started = await startRetry(town.client, bead, req);
+    if (!started.ok) throw new UserError(started.error);
+    return { ...base, retry: started.retry, bead: await town.beadState(id) };
+  }
+  const { state, reopened } = await new ConvoyClient(town).recover(convoyId, { op: 'retry', ids: [id], ...req });
+  const retry = state.beads.find((b) => b.beadId === id)?.retries ?? 1;
+  // The convoy's loop starts the new run; answer once it has (or once the convoy recorded why it could not).
+  const started = await settle(
+    async () => ({
+      bead: await town.beadState(id),
+      record: (await town.client.workflow.getHandle(convoyWorkflowId(convoyId)).query(convoyStateQuery)).beads.find(
+        (b) => b.beadId === id,
+      ),
+    }),
+    ({ bead: b, record }) => b.retries?.at(-1)?.retry === retry || record?.status !== 'running',
+    60_000,
+  );
+  if (started.bead.retries?.at(-1)?.retry !== retry)
+    throw new UserError(
+      `convoy ${convoyId} accepted the retry of ${id} but its new run has not started${started.record?.reason ? `: ${started.record.reason}` : ' yet'} (see \`gt convoy status ${convoyId}\`)`,
+    );
+  return { ...base, retry, convoy: { convoyId, reopened }, bead: started.bead };
 }

@@ -15,8 +15,12 @@ import {
 } from '@temporalio/client';
 import { parse as parseYaml } from 'yaml';
 import type { BeadState } from '../domain/bead';
+import { checkRetryable } from '../activities/bead-retry';
 import {
+  applyRecovery,
   ConvoyBeadSpec,
+  convoyCheckpointQuery,
+  ConvoyRecovery,
   ConvoySpec,
   convoySizeProblem,
   convoyStateQuery,
@@ -27,6 +31,7 @@ import {
   launchConvoyUpdate,
   MAX_CONVOY_TEXT,
   planConvoy,
+  recoverConvoyUpdate,
   retryLandingUpdate,
   beadFormula,
   beadIdProblems,
@@ -35,6 +40,7 @@ import {
   type ConvoyBeadSpecInput,
   type ConvoyEditInput,
   type ConvoyOptionsInput,
+  type ConvoyRecoveryInput,
   type ConvoyResult,
   type ConvoyState,
   type ConvoyStatus,
@@ -47,7 +53,7 @@ import { SA } from '../domain/search-attributes';
 import { describeZodError } from '../domain/validation';
 import type { convoyWorkflow } from '../workflows/convoy';
 import { graphOfConvoy, graphOfSpec, type ConvoyGraph } from './convoy-graph';
-import { formulaOf, UserError, type Town } from './town';
+import { formulaOf, parseInput, UserError, type Town } from './town';
 
 /** Spec files are read whole; this bounds them before parsing (the convoy itself holds at most MAX_CONVOY_TEXT). */
 const MAX_SPEC_FILE_BYTES = MAX_CONVOY_TEXT * 2;
@@ -343,6 +349,72 @@ export class ConvoyClient {
 
   retryLanding(convoyId: string): Promise<ConvoyState> {
     return this.update(convoyId, (h) => h.executeUpdate(retryLandingUpdate, { args: [] }));
+  }
+
+  /**
+   * Retry, skip or resume (domain/convoy.ts applyRecovery). A running convoy takes it as an update (retried beads
+   * start from its loop); a convoy that ended `failed` is reopened: a new run of `convoy:<id>` from its last
+   * checkpoint with the recovery applied. Checked first (every bead to retry must be retryable), so a refusal
+   * changes nothing.
+   */
+  async recover(convoyId: string, raw: ConvoyRecoveryInput): Promise<{ state: ConvoyState; reopened: boolean }> {
+    const recovery = parseInput(ConvoyRecovery, raw, 'convoy recovery');
+    const handle = this.handle(convoyId);
+    const description = await handle.describe().catch((err: unknown) => {
+      if (notFound(err)) throw new UserError(`unknown convoy '${convoyId}' (see \`gt convoy list\`)`);
+      throw err;
+    });
+    const { checkpoint, options } = await handle.query(convoyCheckpointQuery);
+    const dry = applyRecovery(checkpoint.state, recovery, new Date().toISOString());
+    if (!dry.ok) throw new UserError(dry.error);
+    if (recovery.op === 'retry') {
+      for (const id of dry.changed) {
+        const beadId = checkpoint.state.beads.find((b) => b.id === id)!.beadId;
+        const check = await checkRetryable(this.client, beadId);
+        if (!check.ok) throw new UserError(check.error);
+      }
+    }
+    const status = description.status.name;
+    if (status === 'RUNNING') {
+      const state = await this.update(convoyId, (h) => h.executeUpdate(recoverConvoyUpdate, { args: [recovery] }));
+      return { state, reopened: false };
+    }
+    if (status !== 'COMPLETED' || checkpoint.state.status !== 'failed')
+      throw new UserError(
+        `convoy ${convoyId} ended ${checkpoint.state.status === 'running' ? status.toLowerCase() : checkpoint.state.status}: only a failed convoy can be reopened`,
+      );
+    const state: ConvoyState = {
+      ...checkpoint.state,
+      beads: dry.beads,
+      stopAllLifted: dry.stopAllLifted,
+      status: 'running',
+      waitingFor: `reopened by ${recovery.by} (${recovery.op})`,
+      reopened: (checkpoint.state.reopened ?? 0) + 1,
+    };
+    delete state.reason;
+    delete state.endedAt;
+    try {
+      await this.client.workflow.start<typeof convoyWorkflow>('convoyWorkflow', {
+        workflowId: convoyWorkflowId(state.convoyId),
+        taskQueue: description.taskQueue,
+        args: [{ checkpoint: { state, details: checkpoint.details, capacity: checkpoint.capacity }, options }],
+        // Only after the failed run has closed; two reopenings racing: one starts, the other takes the update path.
+        workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
+        typedSearchAttributes: [
+          { key: SA.kind, value: 'convoy' },
+          { key: SA.rig, value: state.rig },
+          { key: SA.convoyId, value: state.convoyId },
+          { key: SA.status, value: 'running' },
+        ],
+        memo: { title: state.title, mergeMode: state.mergeMode },
+        staticSummary: `convoy ${state.convoyId} reopened (${recovery.op}): ${state.title}`,
+      });
+    } catch (err) {
+      if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      const raced = await this.update(convoyId, (h) => h.executeUpdate(recoverConvoyUpdate, { args: [recovery] }));
+      return { state: raced, reopened: false };
+    }
+    return { state, reopened: true };
   }
 
   /** Requests cancellation and waits until the convoy has stopped its beads and ended. */

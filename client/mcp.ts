@@ -10,17 +10,26 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { z } from 'zod';
-import { BeadSpec, BeadStatus, CheckpointRequest, NudgeRequest } from '../domain/bead';
+import {
+  BeadSpec,
+  BeadStatus,
+  CheckpointRequest,
+  HandoffRequest,
+  NudgeRequest,
+  RetryBeadRequest,
+} from '../domain/bead';
 import { ConvoyBeadSpec, FailurePolicy, MergeMode } from '../domain/convoy';
 import { StepId } from '../domain/formula';
 import { FormulaName, FormulaVarValues } from '../domain/formula-ref';
 import { BeadId, ConvoyId, RigName } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
-import { callGateway } from './commands/agent';
-import { connectClient } from './connection';
+import { retryBead } from './beads';
+import { callGateway } from './gateway-client';
+import { connectClient } from '../host/connection';
 import { ConvoyClient } from './convoys';
 import { formulaList, formulaShow, formulaValidate } from './formulas';
 import { decideStep } from './steps';
+import { ackEscalation } from './escalations';
 import { Town, UserError } from './town';
 
 export const McpToolset = z.enum(['agent', 'operator', 'all']);
@@ -119,6 +128,20 @@ function registerAgentTools(server: McpServer, answer: Answer, role: string | un
     },
     ({ note }) => answer(() => callGateway('/v1/checkpoint', { note })),
   );
+  if (polecat)
+    server.registerTool(
+      'gt_handoff',
+      {
+        title: 'Hand off to a fresh run',
+        description:
+          'End this run on purpose (e.g. when your context is full): the checkpoint is saved and the next run of the bead ' +
+          'starts at once with it in its prompt, without counting as a failed attempt. Stop working after calling it.',
+        inputSchema: {
+          checkpoint: HandoffRequest.shape.checkpoint.describe('what is done and exactly what the next run should do'),
+        },
+      },
+      ({ checkpoint }) => answer(() => callGateway('/v1/handoff', { checkpoint })),
+    );
   server.registerTool(
     'gt_inbox',
     {
@@ -448,13 +471,77 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
     'gt_escalation_ack',
     {
       title: 'Acknowledge an escalation',
-      description: 'Mark an escalation as handled, with a note of what was decided.',
+      description:
+        'Mark an escalation as handled, with a note of what was decided; optionally act on the work behind it first: retry its bead (or landing), skip its bead in its convoy, or close (reason required).',
       inputSchema: {
         id: z.string().min(1).max(200),
         note: z.string().max(20_000).default(''),
         by: z.string().max(100).default('mcp'),
+        action: z.enum(['retry', 'skip', 'close']).optional(),
+        reason: z.string().max(2000).optional().describe('why (required with close)'),
+        fresh: z.boolean().default(false).describe('with retry: nothing carried from earlier runs'),
       },
     },
-    ({ id, note, by }) => answer(async () => (await town()).ackEscalation(id, { by, note })),
+    ({ id, note, by, action, reason, fresh }) =>
+      answer(async () => ackEscalation(await town(), id, { by, note, action, reason, fresh })),
+  );
+  server.registerTool(
+    'gt_bead_retry',
+    {
+      title: 'Retry a bead',
+      description:
+        "Run a failed or cancelled bead again: a new run of the same bead id, carrying its history, feedback and checkpoints unless fresh. A convoy's bead is retried in its convoy's place (the convoy reopens if it had ended failed). Refused for a running or merged bead.",
+      inputSchema: {
+        beadId: BeadId,
+        fresh: RetryBeadRequest.shape.fresh.describe('drop what earlier runs left'),
+        note: RetryBeadRequest.shape.note.describe('a note for the new run'),
+        by: z.string().trim().min(1).max(200).default('mcp'),
+      },
+    },
+    ({ beadId, fresh, note, by }) => answer(async () => retryBead(await town(), beadId, { fresh, note, by })),
+  );
+  server.registerTool(
+    'gt_convoy_retry',
+    {
+      title: "Retry a convoy's failed beads",
+      description:
+        'Retry every failed bead of a convoy (or those named); a convoy that ended failed reopens. Their dependents start when they merge.',
+      inputSchema: {
+        convoyId: ConvoyId,
+        beads: z.array(BeadId).default([]).describe('bead ids as in the spec; empty: every failed bead'),
+        fresh: z.boolean().default(false),
+        note: z.string().max(4000).default(''),
+        by: z.string().trim().min(1).max(200).default('mcp'),
+      },
+    },
+    ({ convoyId, beads, fresh, note, by }) =>
+      answer(async () => (await convoys()).recover(convoyId, { op: 'retry', ids: beads, fresh, note, by })),
+  );
+  server.registerTool(
+    'gt_convoy_resume',
+    {
+      title: 'Resume a convoy after stop-all',
+      description:
+        'Start again the beads onFailure: stop-all held back (beads depending on a failed bead stay blocked: retry or skip it).',
+      inputSchema: { convoyId: ConvoyId, by: z.string().trim().min(1).max(200).default('mcp') },
+    },
+    ({ convoyId, by }) => answer(async () => (await convoys()).recover(convoyId, { op: 'resume', by })),
+  );
+  server.registerTool(
+    'gt_convoy_skip',
+    {
+      title: 'Skip a failed bead of a convoy',
+      description:
+        'The convoy goes on without a failed bead: it counts as done (its dependents start, the convoy can land), nothing of it merges.',
+      inputSchema: {
+        convoyId: ConvoyId,
+        bead: BeadId.describe('bead id as in the spec'),
+        reason: z.string().trim().min(1).max(2000),
+        by: z.string().trim().min(1).max(200).default('mcp'),
+      },
+      annotations: { destructiveHint: true },
+    },
+    ({ convoyId, bead, reason, by }) =>
+      answer(async () => (await convoys()).recover(convoyId, { op: 'skip', ids: [bead], reason, by })),
   );
 }

@@ -7,6 +7,7 @@ export const AGENT_COMMANDS: ReadonlySet<string> = new Set([
   'done',
   'progress',
   'checkpoint',
+  'handoff',
   'inbox',
   'escalate',
   'approve',

@@ -17,6 +17,7 @@ import { z } from 'zod';
 import { BeadSpec, type BeadState } from '../domain/bead';
 import {
   ackEscalationUpdate,
+  type AckRequest,
   EscalationId,
   escalationStateQuery,
   escalationWorkflowId,
@@ -27,9 +28,10 @@ import { beadStateQuery, refineryStateQuery, rigConfigQuery, updateRigUpdate } f
 import type { RefineryState } from '../domain/refinery';
 import { RigConfig, type RigConfigInput } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
-import { DEFAULT_TASK_QUEUE } from '../domain/task-queues';
+import { taskQueue } from '../host/connection';
 import { describeZodError } from '../domain/validation';
-import type { beadWorkflow, BeadResult } from '../workflows/bead';
+import type { BeadResult } from '../domain/bead';
+import type { beadWorkflow } from '../workflows/bead';
 import type { dispatchGateWorkflow } from '../workflows/dispatch-gate';
 import {
   dispatchGateWorkflowId,
@@ -38,6 +40,7 @@ import {
   PauseRequest,
   resumeDispatchUpdate,
   ResumeRequest,
+  rigChangedSignal,
   type DispatchGateState,
 } from '../domain/dispatch';
 import { NudgeRequest, type InboxMessage } from '../domain/bead';
@@ -66,8 +69,6 @@ export function formulaOf(...args: Parameters<typeof formulaForBead>): ResolvedF
     throw err;
   }
 }
-
-export const taskQueue = () => process.env.GT_TASK_QUEUE ?? DEFAULT_TASK_QUEUE;
 
 const notFound = (err: unknown) =>
   err instanceof WorkflowNotFoundError || (err instanceof Error && /not found|NOT_FOUND/i.test(err.message));
@@ -136,7 +137,9 @@ export class Town {
 
   /**
    * Changes a rig's settings (name, repository and target branch stay: they are what the rig is). The refinery
-   * keeps the new configuration; beads slung from now on and every later merge use it, runs already going keep theirs.
+   * keeps the new configuration; beads slung from now on and every later merge use it, and work already slung follows
+   * its capacity, breaker, reviewer and pull-request settings (docs/operations.md says which settings are fixed at
+   * sling time): the rig's dispatch gate is told here and reads the new configuration from the refinery.
    */
   async updateRig(name: string, patch: Partial<RigConfigInput>): Promise<RigConfig> {
     const current = await this.getRig(name);
@@ -153,14 +156,23 @@ export class Town {
       patch = { ...patch, formulaVars: {} };
     const next = parseInput(RigConfig, { ...current, ...patch, name }, 'rig update');
     if (patch.formula !== undefined || patch.formulaVars !== undefined) formulaOf(next, undefined, undefined);
+    let updated: RigConfig;
     try {
-      return await this.client.workflow
+      updated = await this.client.workflow
         .getHandle(refineryWorkflowId(name))
         .executeUpdate(updateRigUpdate, { args: [patch] });
     } catch (err) {
       if (err instanceof WorkflowUpdateFailedError) throw new UserError(err.cause?.message ?? err.message);
       throw err;
     }
+    // A rig without a gate yet has nothing to tell: its gate reads the configuration when it starts.
+    await this.client.workflow
+      .getHandle(dispatchGateWorkflowId(name))
+      .signal(rigChangedSignal)
+      .catch((err: unknown) => {
+        if (!notFound(err)) throw err;
+      });
+    return updated;
   }
 
   async listRigs(): Promise<RigConfig[]> {
@@ -320,7 +332,8 @@ export class Town {
     return states.filter((s): s is EscalationState => !!s).sort((a, b) => a.raisedAt.localeCompare(b.raisedAt));
   }
 
-  async ackEscalation(id: string, ack: { by?: string; note?: string } = {}): Promise<EscalationState> {
+  /** Acknowledges only; `ackEscalation` in client/escalations.ts also acts on the work behind it (--retry & co.). */
+  async ackEscalation(id: string, ack: AckRequest = {}): Promise<EscalationState> {
     const handle = this.client.workflow.getHandle(escalationWorkflowId(parseInput(EscalationId, id, 'escalation id')));
     try {
       return await handle.executeUpdate(ackEscalationUpdate, { args: [ack] });

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { ResolvedFormula, type StepRecord } from './formula';
 import { BeadId, ConvoyId, RunId } from './ids';
 import { RigConfig } from './rig';
+import type { MergeOutcome } from './outcomes';
 
 export const MAX_TITLE = 200;
 export const MAX_TEXT = 20_000;
@@ -21,6 +22,89 @@ export const BeadSpec = z.object({
 });
 export type BeadSpec = z.infer<typeof BeadSpec>;
 
+/** What a retried bead carries from its earlier workflow runs (`gt bead retry`; nothing but the counts with --fresh). */
+export const MAX_CARRIED_RUNS = 50;
+export const MAX_CARRIED_ROUNDS = 20;
+export const MAX_CARRIED_INBOX = 50;
+const CarriedRun = z.object({
+  runId: z.string(),
+  round: z.number().int(),
+  attempt: z.number().int(),
+  outcome: z.string(),
+  startedAt: z.string(),
+  endedAt: z.string().optional(),
+  summary: z.string().max(MAX_TEXT).optional(),
+  exitCode: z.number().int().nullable().optional(),
+  lastProgress: z.string().max(2000).optional(),
+  lastProgressAt: z.string().optional(),
+  host: z.string().optional(),
+});
+const CarriedRound = z.object({
+  round: z.number().int(),
+  headSha: z.string().optional(),
+  mergeRequest: z.string().optional(),
+  outcome: z.unknown().optional(),
+});
+export const RetryRecord = z.object({
+  /** 1 for the bead's first retry, 2 for the next… */
+  retry: z.number().int().min(1),
+  by: z.string().max(200),
+  note: z.string().max(4000),
+  fresh: z.boolean(),
+  at: z.string(),
+  /** How the run before it ended, and why. */
+  after: z.enum(['failed', 'cancelled']),
+  reason: z.string().max(4000).optional(),
+});
+export type RetryRecord = z.infer<typeof RetryRecord>;
+
+/**
+ * A new workflow run of a failed or cancelled bead (same workflow id, `gt bead retry`): its rounds are numbered after
+ * the rounds already used, so its run ids and merge request ids never repeat an earlier run's.
+ */
+export const BeadResume = z.object({
+  retries: z.array(RetryRecord).min(1).max(1000),
+  roundsUsed: z.number().int().min(0),
+  /** Absent with --fresh: the new run starts from the spec alone. */
+  carried: z
+    .object({
+      runs: z.array(CarriedRun).max(MAX_CARRIED_RUNS),
+      rounds: z.array(CarriedRound).max(MAX_CARRIED_ROUNDS),
+      feedback: z.array(z.string().max(MAX_TEXT)).max(100),
+      checkpoints: z.array(z.object({ runId: z.string(), note: z.string().max(4000), savedAt: z.string() })).max(50),
+      inbox: z
+        .array(z.object({ seq: z.number().int(), from: z.string(), message: z.string().max(4000), sentAt: z.string() }))
+        .max(MAX_CARRIED_INBOX),
+    })
+    .optional(),
+});
+export type BeadResume = z.input<typeof BeadResume>;
+
+/**
+ * What a bead that continues as new (past its history threshold) hands to its next workflow run: where it is (a
+ * round, the next run of it, the failed attempts so far) and what it knows. Taken only between runs, so no agent,
+ * activity or child is in flight across the hand-over.
+ */
+export const BeadContinuation = z.object({
+  firstRound: z.number().int().min(1),
+  round: z.number().int().min(1),
+  nextRun: z.number().int().min(1),
+  failures: z.array(z.string().max(MAX_TEXT)).max(20),
+  lastFailed: z.boolean(),
+  handoffs: z.number().int().min(0),
+  continuedAsNew: z.number().int().min(1),
+  state: z.object({
+    runs: z.array(CarriedRun).max(MAX_CARRIED_RUNS),
+    rounds: z.array(CarriedRound).max(MAX_CARRIED_ROUNDS),
+    feedback: z.array(z.string().max(MAX_TEXT)).max(100),
+    checkpoints: z.array(z.object({ runId: z.string(), note: z.string().max(4000), savedAt: z.string() })).max(50),
+    inbox: z
+      .array(z.object({ seq: z.number().int(), from: z.string(), message: z.string().max(4000), sentAt: z.string() }))
+      .max(MAX_CARRIED_INBOX),
+  }),
+});
+export type BeadContinuation = z.input<typeof BeadContinuation>;
+
 export const BeadWorkflowInput = z.object({
   bead: BeadSpec,
   rig: RigConfig,
@@ -28,6 +112,12 @@ export const BeadWorkflowInput = z.object({
   convoy: z.object({ id: ConvoyId, targetBranch: z.string().min(1) }).optional(),
   /** The formula the bead runs, resolved where it was slung (absent in histories from before formulas: `work`). */
   formula: ResolvedFormula.optional(),
+  /** Set on a retried bead's new workflow run (docs/operations.md, "gt bead retry"). */
+  resume: BeadResume.optional(),
+  /** Set on a run the bead continued as new into. */
+  continued: BeadContinuation.optional(),
+  /** Continue as new between runs past this many history events, even before the server suggests it (tests). */
+  continueAsNewAfterEvents: z.number().int().min(20).optional(),
 });
 export type BeadWorkflowInput = z.input<typeof BeadWorkflowInput>;
 
@@ -35,19 +125,17 @@ export const BeadStatus = z.enum(['open', 'in_progress', 'in_review', 'closed', 
 export type BeadStatus = z.infer<typeof BeadStatus>;
 export const TERMINAL_BEAD_STATUSES: readonly BeadStatus[] = ['closed', 'failed', 'cancelled'];
 
-/** Outcome of a merge request, as the bead sees it. Everything but `merged` is rework with feedback. */
-export const MergeOutcome = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('merged'), commit: z.string(), targetBranch: z.string(), prUrl: z.string().optional() }),
-  z.object({ kind: z.literal('conflict'), paths: z.array(z.string()), feedback: z.string() }),
-  z.object({ kind: z.literal('gates_failed'), gate: z.string(), feedback: z.string(), logPath: z.string().optional() }),
-  z.object({ kind: z.literal('changes_requested'), feedback: z.string() }),
-  z.object({ kind: z.literal('rejected'), feedback: z.string() }),
-  /** PR strategy: a human closed the pull request without merging. Terminal: the bead fails (and escalates), no rework. */
-  z.object({ kind: z.literal('pr_closed'), prUrl: z.string(), feedback: z.string() }),
+export const RunOutcome = z.enum([
+  'running',
+  'done',
+  /** Ended on purpose with `gt handoff`: the next run starts at once from its checkpoint (not a failed attempt). */
+  'handed_off',
+  'exited',
+  'stalled',
+  'lost',
+  'start_failed',
+  'cancelled',
 ]);
-export type MergeOutcome = z.infer<typeof MergeOutcome>;
-
-export const RunOutcome = z.enum(['running', 'done', 'exited', 'stalled', 'lost', 'start_failed', 'cancelled']);
 export type RunOutcome = z.infer<typeof RunOutcome>;
 
 export interface RunRecord {
@@ -97,7 +185,21 @@ export interface BeadState {
   /** The formula the bead runs (`name@version`) and, when it has more than today's single run, its steps. */
   formula?: string;
   steps?: StepRecord[];
+  /** Runs that ended with `gt handoff` (all rounds), bounded by the rig's `maxHandoffs`. */
+  handoffs?: number;
+  /** How often this bead continued as new (its history past a threshold). */
+  continuedAsNew?: number;
+  /** Operators' retries of this bead (`gt bead retry`), oldest first; this workflow run is the last one's. */
+  retries?: RetryRecord[];
 }
+
+/** `gt bead retry`: who retries and why; `fresh` drops what earlier runs left (history, feedback, checkpoints). */
+export const RetryBeadRequest = z.object({
+  fresh: z.boolean().default(false),
+  note: z.string().trim().max(4000, 'note must be at most 4000 characters').default(''),
+  by: z.string().trim().min(1).max(200).default('operator'),
+});
+export type RetryBeadRequest = z.input<typeof RetryBeadRequest>;
 
 /** An operator's cancellation of one bead: recorded by the bead (so `gt bead status` shows it), then the bead is cancelled. */
 export const CancelBeadRequest = z.object({
@@ -171,6 +273,17 @@ export const CheckpointRequest = z.object({
 });
 export type CheckpointRequest = z.input<typeof CheckpointRequest>;
 
+/** `gt handoff`: the run saves where it is and ends; the next run of the bead starts from that checkpoint. */
+export const HandoffRequest = z.object({
+  runId: RunId,
+  checkpoint: z
+    .string()
+    .trim()
+    .min(1, 'a hand-off needs a checkpoint: what is done and what the next run should do')
+    .max(MAX_CHECKPOINT, `checkpoint must be at most ${MAX_CHECKPOINT} characters`),
+});
+export type HandoffRequest = z.input<typeof HandoffRequest>;
+
 export interface Checkpoint {
   runId: string;
   note: string;
@@ -206,4 +319,14 @@ export type InboxRequest = z.input<typeof InboxRequest>;
 export interface InboxReply {
   runId: string;
   messages: InboxMessage[];
+}
+
+/** What a bead workflow returns when it ends: read by its convoy (activities/convoy.ts) and the CLI. */
+export interface BeadResult {
+  beadId: string;
+  status: BeadStatus;
+  commit?: string;
+  reason?: string;
+  /** Set on a retried bead's run: which retry this run was (its convoy accepts reports of the current retry only). */
+  retry?: number;
 }

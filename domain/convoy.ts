@@ -5,7 +5,8 @@
  */
 import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import { z } from 'zod';
-import { BeadSpec, MAX_TEXT, MAX_TITLE, MergeOutcome } from './bead';
+import { BeadSpec, MAX_TEXT, MAX_TITLE } from './bead';
+import { MergeOutcome } from './outcomes';
 import { utf8Bytes } from './caps';
 import { dagProblems } from './dag';
 import { DurationMs } from './durations';
@@ -139,6 +140,12 @@ export const ConvoyBeadRecord = z.object({
   reason: z.string().optional(),
   startedAt: z.string().optional(),
   endedAt: z.string().optional(),
+  /** Times an operator retried the bead; its reports must carry the same number (older runs' reports are stale). */
+  retries: z.number().int().min(1).optional(),
+  /** A retry accepted but not started yet: the convoy's loop starts the bead's new workflow run and clears it. */
+  restart: z.object({ fresh: z.boolean(), note: z.string(), by: z.string() }).optional(),
+  /** An operator skipped the failed bead: it counts as done (its dependents start), with nothing merged. */
+  skipped: z.object({ by: z.string(), reason: z.string(), at: z.string() }).optional(),
 });
 export type ConvoyBeadRecord = z.infer<typeof ConvoyBeadRecord>;
 
@@ -174,6 +181,10 @@ export const ConvoyState = z.object({
   launchedAt: z.string().optional(),
   endedAt: z.string().optional(),
   continuedAsNew: z.number().int().nonnegative(),
+  /** Failed beads whose `stop-all` an operator lifted (`gt convoy resume`): they block only their own dependents. */
+  stopAllLifted: z.array(BeadId).optional(),
+  /** Times the convoy was reopened after it had ended `failed` (a retry, skip or resume of an ended convoy). */
+  reopened: z.number().int().min(1).optional(),
 });
 export type ConvoyState = z.infer<typeof ConvoyState>;
 
@@ -428,7 +439,116 @@ export const BeadReportMessage = z.object({
   status: z.enum(['closed', 'failed', 'cancelled']),
   commit: z.string().optional(),
   reason: z.string().optional(),
+  /** The bead's retry number, on a retried run's report. */
+  retry: z.number().int().min(1).optional(),
 });
+
+// --- recovery: retry, skip, resume (docs/operations.md) ---
+
+/** An operator's decision about beads that failed: run them again, skip them, or lift `stop-all`. */
+export const ConvoyRecovery = z.discriminatedUnion('op', [
+  z.strictObject({
+    op: z.literal('retry'),
+    /** Ids as in the spec (or the beads' own ids); empty: every failed bead. */
+    ids: z.array(BeadId).max(MAX_CONVOY_BEADS).default([]),
+    fresh: z.boolean().default(false),
+    note: z.string().trim().max(4000, 'note must be at most 4000 characters').default(''),
+    by: z.string().trim().min(1).max(200).default('operator'),
+  }),
+  z.strictObject({
+    op: z.literal('skip'),
+    ids: z.array(BeadId).min(1, 'name the bead to skip').max(MAX_CONVOY_BEADS),
+    reason: z.string().trim().min(1, 'say why the bead is skipped').max(2000, 'reason must be at most 2000 characters'),
+    by: z.string().trim().min(1).max(200).default('operator'),
+  }),
+  z.strictObject({ op: z.literal('resume'), by: z.string().trim().min(1).max(200).default('operator') }),
+]);
+export type ConvoyRecovery = z.infer<typeof ConvoyRecovery>;
+export type ConvoyRecoveryInput = z.input<typeof ConvoyRecovery>;
+
+export type RecoveryResult =
+  { ok: true; beads: ConvoyBeadRecord[]; stopAllLifted?: string[]; changed: string[] } | { ok: false; error: string };
+
+const STOP_ALL_MARK = '(onFailure: stop-all)';
+
+/**
+ * Applies a recovery to a copy of the convoy's beads (the update's validator runs it to refuse, the handler and the
+ * reopening of an ended convoy to apply). Retried beads become `running` with a `restart` the convoy's loop carries out;
+ * skipped beads become `closed` with a `skipped` record. Either way, beads blocked only because of them (their
+ * dependents, and with `stop-all` everything held back) go back to `pending`; the failure policy blocks again whatever
+ * another failure still blocks. Pure: safe in workflow code and in clients.
+ */
+export function applyRecovery(state: ConvoyState, recovery: ConvoyRecovery, now: string): RecoveryResult {
+  const fail = (error: string): RecoveryResult => ({ ok: false, error });
+  if (isTerminalConvoy(state.status) && state.status !== 'failed')
+    return fail(`convoy ${state.convoyId} was ${state.status}: it cannot be reopened`);
+  if (state.status === 'staged') return fail(`convoy ${state.convoyId} is staged: launch it first`);
+  if (state.status === 'landing')
+    return fail(
+      `convoy ${state.convoyId} is landing: every bead already merged (retry the landing with \`gt convoy land\`)`,
+    );
+  const beads = state.beads.map((b) => ({ ...b }));
+  const find = (id: string) => beads.find((b) => b.id === id || b.beadId === id);
+  const broken = (b: ConvoyBeadRecord) => b.status === 'failed' || b.status === 'cancelled';
+  let lifted = state.stopAllLifted ? [...state.stopAllLifted] : undefined;
+  const changed: string[] = [];
+
+  if (recovery.op === 'resume') {
+    const held = beads.filter((b) => b.status === 'blocked' && b.reason?.endsWith(STOP_ALL_MARK));
+    if (state.onFailure !== 'stop-all' || held.length === 0)
+      return fail(`convoy ${state.convoyId} has no beads held back by onFailure: stop-all; nothing to resume`);
+    lifted = [...new Set([...(lifted ?? []), ...beads.filter(broken).map((b) => b.id)])];
+    changed.push(...held.map((b) => b.id));
+  } else {
+    const targets = recovery.ids.length
+      ? recovery.ids.map((id) => find(id) ?? id)
+      : recovery.op === 'retry'
+        ? beads.filter((b) => b.status === 'failed')
+        : [];
+    if (targets.length === 0) return fail(`convoy ${state.convoyId} has no failed bead to retry`);
+    for (const t of targets) {
+      if (typeof t === 'string') return fail(`bead '${t}' is not in convoy ${state.convoyId}`);
+      if (!broken(t)) {
+        const what = t.status === 'closed' ? (t.skipped ? 'skipped' : 'merged') : t.status;
+        return fail(
+          `bead ${t.id} of convoy ${state.convoyId} is ${what}: only a failed or cancelled bead can be ${recovery.op === 'retry' ? 'retried' : 'skipped'}`,
+        );
+      }
+    }
+    for (const t of targets as ConvoyBeadRecord[]) {
+      changed.push(t.id);
+      if (lifted) lifted = lifted.filter((id) => id !== t.id);
+      if (recovery.op === 'retry') {
+        Object.assign(t, { status: 'running', startedAt: now, retries: (t.retries ?? 0) + 1 });
+        t.restart = { fresh: recovery.fresh, note: recovery.note, by: recovery.by };
+        delete t.reason;
+        delete t.endedAt;
+        delete t.commit;
+      } else {
+        Object.assign(t, { status: 'closed', endedAt: now, reason: `skipped by ${recovery.by}: ${recovery.reason}` });
+        t.skipped = { by: recovery.by, reason: recovery.reason, at: now };
+      }
+    }
+  }
+  // Release what was blocked: a blocked bead whose dependencies are no longer broken (nor blocked) goes back to
+  // pending, and so do beads stop-all held back (the loop's failure policy blocks again what still must be).
+  const byId = new Map(beads.map((b) => [b.id, b] as const));
+  for (let again = true; again;) {
+    again = false;
+    for (const b of beads) {
+      if (b.status !== 'blocked') continue;
+      const stuck = b.dependsOn.some((d) => {
+        const dep = byId.get(d);
+        return !dep || broken(dep) || dep.status === 'blocked';
+      });
+      if (stuck) continue;
+      b.status = 'pending';
+      delete b.reason;
+      again = true;
+    }
+  }
+  return { ok: true, beads, stopAllLifted: lifted, changed };
+}
 
 export const CloseRequest = z.strictObject({
   reason: z.string().trim().max(2000, 'reason must be at most 2000 characters').default(''),
@@ -445,3 +565,20 @@ export const editConvoyUpdate = defineUpdate<ConvoyState, [ConvoyEditInput]>('ed
 export const closeConvoyUpdate = defineUpdate<ConvoyState, [CloseRequest]>('closeConvoy');
 /** After a failed landing (and a fix on the convoy branch), tries the landing merge request again. */
 export const retryLandingUpdate = defineUpdate<ConvoyState, []>('retryLanding');
+/** Retry, skip or resume (applyRecovery); answers once accepted — retried beads start from the convoy's loop. */
+export const recoverConvoyUpdate = defineUpdate<ConvoyState, [ConvoyRecoveryInput]>('recoverConvoy');
+/**
+ * Everything a new run of the convoy needs (its continue-as-new input): read from an ended `failed` convoy to reopen
+ * it with a recovery applied. Answered by closed workflows too (queries replay them).
+ */
+export const convoyCheckpointQuery = defineQuery<{ checkpoint: ConvoyCheckpoint; options: ConvoyOptions }>(
+  'convoyCheckpoint',
+);
+
+/** One bead of a start batch, as the convoy's start activity reports it. */
+export interface StartedBead {
+  beadId: string;
+  /** `started` now, or found `existing` (a retry of an earlier start); `error` means it could not be started. */
+  outcome: 'started' | 'existing' | 'error';
+  error?: string;
+}

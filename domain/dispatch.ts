@@ -10,7 +10,12 @@ import { BeadId, RigName, RunId } from './ids';
 
 export const dispatchGateWorkflowId = (rig: string) => `dispatch:${rig}`;
 
-/** The rig settings the gate enforces; every request carries them, so a changed rig config takes effect. */
+/**
+ * The rig settings the gate enforces. They are the rig's current ones: the gate reads them from the rig's refinery
+ * when it starts fresh, when `gt rig update` tells it the rig changed (rigChangedSignal), and when a request carries
+ * settings it has not checked yet. Requests still carry their bead's snapshot; only histories from before
+ * 'dispatch-gate-settings-from-rig' take them as they come.
+ */
 export const GateSettings = z.object({
   maxPolecats: z.number().int().min(1).max(1000),
   breakerThreshold: z.number().int().min(1).max(1000),
@@ -121,3 +126,15 @@ export const pauseDispatchUpdate = defineUpdate<DispatchGateState, [PauseRequest
 /** Clears an operator pause and closes the breaker. */
 export const resumeDispatchUpdate = defineUpdate<DispatchGateState, [ResumeRequest]>('resumeDispatch');
 export const dispatchStateQuery = defineQuery<DispatchGateState>('dispatchState');
+/** `gt rig update` → gate: the rig's configuration changed; the gate reads the current one from the refinery. */
+export const rigChangedSignal = defineSignal('dispatchRigChanged');
+
+/** The gate's settings in a rig's configuration. */
+export const gateSettingsOf = (rig: {
+  maxPolecats: number;
+  policy: { breakerThreshold: number; breakerProbeInterval: number };
+}): GateSettings => ({
+  maxPolecats: rig.maxPolecats,
+  breakerThreshold: rig.policy.breakerThreshold,
+  breakerProbeInterval: rig.policy.breakerProbeInterval,
+});

@@ -46,11 +46,33 @@ export interface EscalationState {
   acknowledgedAt?: string;
   acknowledgedBy?: string;
   note?: string;
+  /** What the acknowledgement did to the work behind it (`gt escalation ack --retry | --skip | --close`). */
+  action?: EscalationAction;
+  /** The town webhook's delivery of this escalation (absent: none configured, or raised before webhooks existed). */
+  notification?: EscalationNotification;
+}
+
+export const EscalationActionKind = z.enum(['retry', 'skip', 'close']);
+export type EscalationActionKind = z.infer<typeof EscalationActionKind>;
+export const EscalationAction = z.object({ kind: EscalationActionKind, detail: z.string().max(2000) });
+export type EscalationAction = z.infer<typeof EscalationAction>;
+
+/**
+ * How the webhook delivery went: `delivered` (a 2xx answer; `attempts` it took), `dead-letter` (every attempt
+ * failed, or the receiver refused it for good: `error` says why; `gt escalations` shows it), or `not-configured`.
+ */
+export interface EscalationNotification {
+  status: 'delivered' | 'dead-letter' | 'not-configured';
+  at: string;
+  attempts?: number;
+  httpStatus?: number;
+  error?: string;
 }
 
 export const AckRequest = z.object({
   by: z.string().max(200).default('operator'),
   note: z.string().max(MAX_TEXT).default(''),
+  action: EscalationAction.optional(),
 });
 export type AckRequest = z.input<typeof AckRequest>;
 
@@ -60,3 +82,14 @@ export const escalationIdPart = (s: string) => s.toLowerCase().replace(/[^a-z0-9
 
 export const ackEscalationUpdate = defineUpdate<EscalationState, [AckRequest]>('ack');
 export const escalationStateQuery = defineQuery<EscalationState>('escalationState');
+
+/** What the escalation workflow hands its notifier (no URL: the webhook is the worker's configuration, never a payload). */
+export interface NotifyEscalationInput {
+  escalation: EscalationInput;
+  raisedAt: string;
+}
+export interface NotifyResult {
+  status: 'delivered' | 'not-configured';
+  attempts?: number;
+  httpStatus?: number;
+}

@@ -5,7 +5,7 @@
  * Where the worker's token may go is decided by the worker (its GITHUB_API_URL), never by a rig's settings.
  */
 import { z } from 'zod';
-import type { MergeOutcome } from './bead';
+import type { MergeOutcome } from './outcomes';
 import { CAPS, capText, listText } from './caps';
 import { DurationMs } from './durations';
 

@@ -446,6 +446,20 @@ export function formulaRunProblem(f: ResolvedFormulaInput): string | undefined {
 
 // --- execution state and messages (workflows/formula.ts) ---
 
+/** A formula step as its agent run's prompt shows it (agents/prompt.ts renders it; the bead workflow passes it). */
+export interface PromptStep {
+  id: string;
+  title: string;
+  /** 1-based position and the number of steps, for "step 2/5". */
+  index: number;
+  total: number;
+  formula: string;
+  /** The step's template, rendered (earlier outputs inside are quoted agent text). */
+  instructions: string;
+  /** Whether this run's commits are what goes to the merge queue (the formula's last agent step). */
+  final: boolean;
+}
+
 export const StepState = z.enum(['pending', 'running', 'waiting', 'done', 'failed']);
 export type StepState = z.infer<typeof StepState>;
 

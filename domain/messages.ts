@@ -7,6 +7,7 @@ import type {
   CheckpointRequest,
   DoneRequest,
   EscalateRequest,
+  HandoffRequest,
   InboxMessage,
   InboxReply,
   InboxRequest,
@@ -24,6 +25,8 @@ export const escalateUpdate = defineUpdate<AgentReply, [EscalateRequest]>('gt_es
 export const beadStateQuery = defineQuery<BeadState>('beadState');
 export const checkpointUpdate = defineUpdate<AgentReply, [CheckpointRequest]>('gt_checkpoint');
 export const inboxUpdate = defineUpdate<InboxReply, [InboxRequest]>('gt_inbox');
+/** From the current run: end this run on purpose; the next starts at once from the checkpoint. */
+export const handoffUpdate = defineUpdate<AgentReply, [HandoffRequest]>('gt_handoff');
 /** From operators (`gt nudge`): a message for the bead's current and later runs. */
 export const nudgeUpdate = defineUpdate<InboxMessage, [NudgeRequest]>('nudge');
 /** From operators (`gt bead cancel`): records who cancels and why; refused once the bead is terminal. The client then cancels the workflow. */

@@ -4,7 +4,7 @@
  * workflow can use it and unit tests can exercise it without a server.
  */
 import { z } from 'zod';
-import { MergeOutcome } from './bead';
+import { MergeOutcome } from './outcomes';
 import { CAPS, capList, capText, listText } from './caps';
 import { PullRequestRef } from './forge';
 import { BeadId, ConvoyId } from './ids';

@@ -22,6 +22,11 @@ export const RunPolicy = z.object({
   maxAttempts: z.number().int().min(1).max(20).default(3),
   /** First backoff between attempts; doubles each attempt, capped at 10 minutes. */
   retryBackoff: DurationMs.default(10_000),
+  /**
+   * Hand-offs per bead (`gt handoff`: a run ends on purpose and the next starts at once with its checkpoint, using no
+   * attempt and no backoff). Bounds how many runs an agent that keeps handing off can make a bead use.
+   */
+  maxHandoffs: z.number().int().min(0).max(100).default(10),
   /** Rounds of rework (conflict, failed gates, requested changes) before the bead fails. */
   maxRounds: z.number().int().min(1).max(20).default(3),
   /** Rig-wide circuit breaker: this many consecutive agent start failures pause dispatch on the rig and escalate once. */

@@ -3,13 +3,17 @@
  *  - the Temporal CLI (see provisioning/temporal-cli.ts; built with Go on offline machines);
  *  - the time-skipping test server of the fast workflow tier (provisioning/test-server.ts; the Java SDK's, from Maven
  *    Central), when Java is installed;
+ *  - the production topology's full Temporal server, its SQL tool and Web UI server (provisioning/temporal-server.ts;
+ *    built with Go from the module proxy, once) and Debian's PostgreSQL, for test/prod-stack.test.ts;
  *  - Debian packages for the sandbox runtime, the Web UI browser test and the terminal and network tests (bubblewrap,
  *    slirp4netns, chromium, tmux, iproute2), installed with
  *    apt-get when running as root and missing. Without them those tests skip and say why.
  */
 import { execFileSync } from 'node:child_process';
 import { ensureAgentImage, ensureDockerEngine } from '../provisioning/docker';
+import { ensurePostgresInstalled } from '../provisioning/postgres';
 import { findOnPath, resolveTemporalCli } from '../provisioning/temporal-cli';
+import { resolveTemporalServer, TEMPORAL_SERVER_VERSION } from '../provisioning/temporal-server';
 import { resolveTestServer } from '../provisioning/test-server';
 
 const cli = await resolveTemporalCli({ onProgress: (m) => console.error(m) });
@@ -26,6 +30,23 @@ else
       ? `time-skipping test server (${testServer.source}): ${testServer.path}`
       : 'time-skipping test server: the SDK will download it on first use',
   );
+
+const postgres = await ensurePostgresInstalled((m) => console.error(m));
+console.log(
+  postgres.available
+    ? `postgresql: ${postgres.binDir}`
+    : `note: ${postgres.reason}; test/prod-stack.test.ts will skip.`,
+);
+try {
+  const server = await resolveTemporalServer({ onProgress: (m) => console.error(m) });
+  console.log(
+    server.available
+      ? `temporal server ${TEMPORAL_SERVER_VERSION} (${server.source}): ${server.dir}${server.ui.available ? ' (with the Web UI server)' : `; ${server.ui.reason}`}`
+      : `note: ${server.reason}; test/prod-stack.test.ts will skip.`,
+  );
+} catch (err) {
+  console.error(`warning: ${(err as Error).message}; test/prod-stack.test.ts will try the build again and fail.`);
+}
 
 const wanted = [
   { pkg: 'bubblewrap', bin: 'bwrap', for: 'the sandbox runtime' },

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
 import { historyToJSON } from '@temporalio/common/lib/proto-utils';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
-import { cancelBead } from '../client/beads';
+import { cancelBead, retryBead } from '../client/beads';
 import { ConvoyClient } from '../client/convoys';
 import { removeRig } from '../client/rig-removal';
 import { decideStep } from '../client/steps';
@@ -79,6 +79,9 @@ try {
   for (const b of [...beads, reviewed]) console.error(`${b.beadId}: ${(await b.handle.result()).status}`);
   await town.ackEscalation('bead-rec-failed', { by: 'recorder', note: 'recorded' });
 
+  // The operator raises the rig's capacity: its dispatch gate is told and reads the rig again (before the convoy's beads).
+  await town.updateRig('rec', { maxPolecats: 3 });
+
   const convoys = new ConvoyClient(town);
   const diamond = {
     title: 'Recorded diamond',
@@ -114,6 +117,53 @@ try {
   console.error(`rec-last: ${(await last.handle.result()).status}`);
   console.error(`rec-removed: removed ${(await removeRig(town, 'rec-removed')).removed}`);
 
+  // Retries (docs/operations.md "gt bead retry"): a standalone bead retried after it failed (its agent fails again);
+  // a convoy that ended failed and was reopened by a retry; a running convoy taking a retry as an update.
+  const again = await town.sling('rec-fail', { id: 'rec-failed-retried', title: 'A bead retried after it failed' });
+  console.error(`rec-failed-retried: ${(await again.handle.result()).status}`);
+  await retryBead(town, 'rec-failed-retried', { note: 'recorded retry', by: 'recorder' });
+  console.error(`rec-failed-retried (retry 1): ${(await town.beadResult('rec-failed-retried')).status}`);
+  await town.addRig({
+    name: 'rec-flaky',
+    repo: repo.origin,
+    agent: agent('fail-until-retried'),
+    env: { TEST_DIR: testDir, FLAKY_BEADS: 'c', FAIL_TIMES: '2', HOLD_BEADS: 'hold' },
+    policy: fast,
+  });
+  await convoys.start(
+    {
+      title: 'Recorded reopened convoy',
+      rig: 'rec-flaky',
+      beads: [
+        { id: 'a', title: 'First' },
+        { id: 'c', title: 'Flaky', dependsOn: ['a'] },
+        { id: 'd', title: 'After c', dependsOn: ['c'] },
+      ],
+    },
+    { id: 'rec-reopened' },
+  );
+  console.error(`convoy rec-reopened: ${(await convoys.result('rec-reopened'))?.status}`);
+  await retryBead(town, 'rec-reopened-c', { by: 'recorder' });
+  console.error(`convoy rec-reopened after the retry: ${(await convoys.result('rec-reopened'))?.status}`);
+  await convoys.start(
+    {
+      title: 'Recorded live retry',
+      rig: 'rec-flaky',
+      beads: [
+        { id: 'hold', title: 'Held' },
+        { id: 'c', title: 'Flaky' },
+        { id: 'd', title: 'After c', dependsOn: ['c'] },
+      ],
+    },
+    { id: 'rec-live' },
+  );
+  while ((await convoys.state('rec-live')).beads.find((b) => b.id === 'c')?.status !== 'failed')
+    await new Promise((r) => setTimeout(r, 200));
+  await retryBead(town, 'rec-live-c', { by: 'recorder' });
+  while ((await convoys.state('rec-live')).beads.find((b) => b.id === 'd')?.status !== 'closed')
+    await new Promise((r) => setTimeout(r, 200));
+  writeFileSync(join(testDir, 'release'), '');
+  console.error(`convoy rec-live: ${(await convoys.result('rec-live'))?.status}`);
   // Formulas: careful (its pre-verify gate fails once and loops back to implement), and review-only approved by a human.
   await town.addRig({
     name: 'rec-formula',
@@ -151,6 +201,10 @@ try {
     'dispatch-gate': 'dispatch:rec',
     'bead-cancelled': 'bead:rec-cancelled',
     'refinery-removed': 'refinery:rec-removed',
+    'bead-resumed-failed': 'bead:rec-failed-retried',
+    'bead-resumed-merged': 'bead:rec-reopened-c',
+    'convoy-reopened': 'convoy:rec-reopened',
+    'convoy-retried-live': 'convoy:rec-live',
   };
   const recorded = Object.entries(scenarios).filter(([name]) => !only || only.has(name));
   if (only && recorded.length !== only.size)

@@ -155,6 +155,7 @@ describe('gt mcp for operators', () => {
       'gt_checkpoint',
       'gt_done',
       'gt_escalate',
+      'gt_handoff',
       'gt_inbox',
       'gt_progress',
       'gt_request_changes',
@@ -269,6 +270,7 @@ describe('gt mcp inside a run', () => {
       'gt_checkpoint',
       'gt_done',
       'gt_escalate',
+      'gt_handoff',
       'gt_inbox',
       'gt_progress',
     ]);

@@ -6,13 +6,12 @@
  * operator can grep one bead's story out of many workers' logs. Settings (all optional):
  *   GT_LOG_FORMAT       json | pretty  (default: pretty on a terminal, json otherwise)
  *   GT_LOG_LEVEL        TRACE | DEBUG | INFO | WARN | ERROR  (default INFO)
- *   GT_METRICS_ADDRESS  host:port of a Prometheus `/metrics` endpoint (SDK metrics + worker/metrics.ts counters)
+ *   GT_METRICS_ADDRESS  host:port of a Prometheus `/metrics` endpoint (SDK metrics + domain/metrics.ts counters)
  */
 import { IllegalStateError, type LogLevel } from '@temporalio/common';
 import { DefaultLogger, Runtime, type ActivityInterceptorsFactory, type LogEntry } from '@temporalio/worker';
 import { z } from 'zod';
 import { RunId } from '../domain/ids';
-import { prometheusExporter } from './metrics';
 
 export const LogFormat = z.enum(['json', 'pretty']);
 export type LogFormat = z.infer<typeof LogFormat>;
@@ -152,4 +151,9 @@ export function installWorkerRuntime(settings: WorkerRuntimeSettings = runtimeSe
     if (err instanceof IllegalStateError) return false;
     throw err;
   }
+}
+
+/** Runtime telemetry option for a Prometheus scrape endpoint (`/metrics`) at `bindAddress` (host:port). */
+export function prometheusExporter(bindAddress: string, globalTags: Record<string, string> = {}) {
+  return { prometheus: { bindAddress, countersTotalSuffix: true }, globalTags };
 }

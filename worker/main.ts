@@ -14,8 +14,8 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { z } from 'zod';
-import { connectClient, connectNative } from '../client/connection';
-import { taskQueue } from '../client/town';
+import { connectClient, taskQueue } from '../host/connection';
+import { connectNative } from './connection';
 import { describeZodError } from '../domain/validation';
 import { assertTownKeyGiven } from '../codec/settings';
 import { gtHome, hostId } from '../host/home';

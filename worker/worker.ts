@@ -12,7 +12,7 @@ import { createHostQueueActivities, createTownQueueActivities } from '../activit
 import type { AgentRuntime } from '../domain/rig';
 import { hostTaskQueue } from '../domain/task-queues';
 import { ensureHome, gatewaySecret, gtHome, hostId as defaultHostId } from '../host/home';
-import { startGateway, type Gateway } from '../client/gateway';
+import { startGateway, type Gateway } from '../gateway/server';
 import { dataConverterFromEnv } from '../codec/settings';
 import { activityLogIds } from './logging';
 import { assertBundleMatchesTracing, tracingFromEnv, type Tracing } from './tracing';
@@ -33,8 +33,13 @@ export interface TownWorkerOptions {
   runtimes?: Partial<Record<AgentRuntime, AgentRuntimeDriver>>;
   pollIntervalMs?: number;
   shutdownGraceTime?: string;
-  /** Payload codecs (encryption); defaults to GT_PAYLOAD_CODEC. Must match the clients' (client/connection.ts). */
+  /** Payload codecs (encryption); defaults to GT_PAYLOAD_CODEC. Must match the clients' (host/connection.ts). */
   dataConverter?: DataConverter;
+  /**
+   * Where escalations are POSTed (activities/notify.ts); defaults to GT_ESCALATION_WEBHOOK. A secret (Slack-style URLs
+   * carry a token): it stays in this process, never in a workflow's input or history.
+   */
+  escalationWebhook?: string;
   /** OpenTelemetry tracing (worker/tracing.ts); defaults to GT_OTEL_EXPORTER, `null` forces it off. A prebuilt bundle must match. */
   tracing?: Tracing | null;
 }
@@ -95,6 +100,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       gtHome: home,
       gtBinDir,
       runtimes,
+      escalationWebhook: options.escalationWebhook ?? (process.env.GT_ESCALATION_WEBHOOK || undefined),
     }),
     shutdownGraceTime,
     dataConverter,

@@ -8,12 +8,19 @@
  * dispatch gate (capacity, operator pause, circuit breaker), and gives it back when it ends.
  * What it keeps and hands on (feedback over rounds, checkpoints, messages, failure reasons) is bounded by
  * domain/caps.ts, so no input, update answer or result of it can pass Temporal's payload limit.
+ *
+ * A failed or cancelled bead can be retried (`gt bead retry`): a new workflow run of the same id whose input carries
+ * `resume` (activities/bead-retry.ts). It goes on from the carried runs, rounds, feedback, checkpoints and messages,
+ * numbering its rounds after the used ones, so no run id or merge request id repeats; without `resume` nothing
+ * differs, so histories from before retries replay unchanged (no patched() needed).
  */
 import {
   ActivityCancellationType,
+  allHandlersFinished,
   ApplicationFailure,
   CancellationScope,
   condition,
+  continueAsNew,
   executeChild,
   getExternalWorkflowHandle,
   isCancellation,
@@ -34,19 +41,25 @@ import type {
   BeadState,
   BeadStatus,
   InboxMessage,
-  MergeOutcome,
+  RoundRecord,
   RunOutcome,
   RunRecord,
+  BeadResult,
 } from '../domain/bead';
+import { MergeOutcome } from '../domain/outcomes';
 import {
   BeadWorkflowInput,
   CancelBeadRequest,
   CheckpointRequest,
   DoneRequest,
   EscalateRequest,
+  HandoffRequest,
   InboxRequest,
   NudgeRequest,
   ProgressRequest,
+  MAX_CARRIED_INBOX,
+  MAX_CARRIED_ROUNDS,
+  MAX_CARRIED_RUNS,
   TERMINAL_BEAD_STATUSES,
 } from '../domain/bead';
 import { appendFeedback, CAPS, capText, keepNewest } from '../domain/caps';
@@ -66,13 +79,15 @@ import {
   checkpointUpdate,
   doneUpdate,
   escalateUpdate,
+  handoffUpdate,
   inboxUpdate,
   nudgeUpdate,
   progressUpdate,
 } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { failureMessage, parseOrReject } from '../domain/validation';
-import { countTownEvent } from '../worker/metrics';
+import { countTownEvent } from '../domain/metrics';
+import { PROGRESS_MIN_GAP_MS } from '../domain/progress';
 import { formulaLabel, isSingleRun } from '../domain/formula';
 import { runFormula, type AgentStep, type FormulaHost, type RunResult } from './formula';
 import { mergeRequestWorkflow } from './merge-request';
@@ -96,15 +111,21 @@ const MAX_BACKOFF_MS = 600_000;
 const MAX_CHECKPOINTS = 50;
 const MAX_INBOX = 200;
 
-export interface BeadResult {
-  beadId: string;
-  status: BeadStatus;
-  commit?: string;
-  reason?: string;
-}
+/** How one run of a round ended: its branch was handed in, it failed, or it handed off to the next run. */
+type AttemptResult = RunResult | { handedOff: string };
 
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
-  const { bead, rig, convoy, formula } = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
+  const { bead, rig, convoy, formula, resume, continued, continueAsNewAfterEvents } = parseOrReject(
+    BeadWorkflowInput,
+    rawInput,
+    'bead input',
+  );
+  // A retried bead (a new workflow run of the same id) goes on from what its earlier runs left, unless --fresh.
+  // Nothing below differs for a bead without `resume`, so histories from before retries replay unchanged.
+  const retry = resume?.retries.at(-1)?.retry;
+  // A run continued as new takes what the run before it knew; a retry takes what the failed run left (unless --fresh).
+  const carried = continued?.state ?? resume?.carried;
+  const firstRound = continued?.firstRound ?? (resume?.roundsUsed ?? 0) + 1;
   const policy = rig.policy;
   const targetBranch = convoy?.targetBranch ?? rig.branch;
   const branch = beadBranch(bead.id);
@@ -116,17 +137,24 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     status: 'open',
     round: 0,
     waitingFor: 'dispatch',
-    runs: [],
-    rounds: [],
-    feedback: [],
+    runs: (carried?.runs as RunRecord[] | undefined) ?? [],
+    rounds: (carried?.rounds as RoundRecord[] | undefined) ?? [],
+    feedback: carried?.feedback ?? [],
     targetBranch,
-    checkpoints: [],
-    inbox: [],
+    checkpoints: carried?.checkpoints ?? [],
+    inbox: carried?.inbox ?? [],
+    handoffs: continued?.handoffs ?? 0,
+    ...(continued ? { continuedAsNew: continued.continuedAsNew } : {}),
+    ...(resume ? { retries: resume.retries } : {}),
     ...(formula ? { formula: formulaLabel(formula) } : {}),
   };
+  const lastRetry = resume?.retries.at(-1);
+  // The operator's note is the first thing the retried run reads (feedback heads its prompt).
+  if (lastRetry?.note && !continued)
+    state.feedback = appendFeedback(state.feedback, `[retry ${lastRetry.retry} by ${lastRetry.by}] ${lastRetry.note}`);
   const checkpoints = state.checkpoints!;
   const inbox = state.inbox!;
-  let inboxSeq = 0;
+  let inboxSeq = inbox.reduce((n, m) => Math.max(n, m.seq), 0);
   /** Runs the dispatch gate has let through. */
   const grants = new Set<string>();
   setHandler(dispatchGrantSignal, (raw) => {
@@ -152,7 +180,15 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
 
   /** The run allowed to speak for this bead right now. */
   let current:
-    | { runId: string; done?: { summary: string }; lastProgressAt: number; record: RunRecord; inboxCursor: number }
+    | {
+        runId: string;
+        done?: { summary: string };
+        /** Set by `gt handoff`: the run ends on purpose, its checkpoint already saved. */
+        handedOff?: boolean;
+        lastProgressAt: number;
+        record: RunRecord;
+        inboxCursor: number;
+      }
     | undefined;
   /** The supervision of the run in flight; settles once its activity has ended (after a cancel: once the agent is stopped). */
   let supervising: Promise<void> | undefined;
@@ -202,15 +238,23 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     {
       validator: (raw) => {
         const req = parseOrReject(DoneRequest, raw, 'gt_done');
-        requireCurrentRun(req.runId);
+        if (requireCurrentRun(req.runId).handedOff)
+          throw ApplicationFailure.nonRetryable(`run ${req.runId} has handed off: the next run finishes`, 'RunEnding');
       },
     },
   );
+  /**
+   * When the current run's last progress report was recorded. A report sooner than PROGRESS_MIN_GAP_MS after it is
+   * refused by the validator, which leaves no history: progress grows the history by a bounded amount per minute
+   * however chatty the agent (the gateway coalesces reports and sends the newest later; domain/progress.ts).
+   */
+  let progressRecorded: { runId: string; at: number } | undefined;
   setHandler(
     progressUpdate,
     (raw): AgentReply => {
       const req = ProgressRequest.parse(raw);
       const run = requireCurrentRun(req.runId);
+      progressRecorded = { runId: req.runId, at: Date.now() };
       run.lastProgressAt = Date.now();
       run.record.lastProgressAt = new Date().toISOString();
       if (req.message) run.record.lastProgress = req.message;
@@ -221,7 +265,18 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         message: `progress recorded${n ? `; ${n} unread message${n > 1 ? 's' : ''}: run \`gt inbox\`` : ''}`,
       };
     },
-    { validator: (raw) => void requireCurrentRun(parseOrReject(ProgressRequest, raw, 'gt_progress').runId) },
+    {
+      validator: (raw) => {
+        const { runId } = parseOrReject(ProgressRequest, raw, 'gt_progress');
+        requireCurrentRun(runId);
+        const since = progressRecorded?.runId === runId ? Date.now() - progressRecorded.at : Infinity;
+        if (since < PROGRESS_MIN_GAP_MS)
+          throw ApplicationFailure.nonRetryable(
+            `progress of run ${runId} was recorded ${Math.round(since / 1000)} s ago; at most one report per ${PROGRESS_MIN_GAP_MS / 1000} s is recorded (the gateway sends the newest later)`,
+            'ProgressTooSoon',
+          );
+      },
+    },
   );
   setHandler(
     checkpointUpdate,
@@ -240,6 +295,38 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       };
     },
     { validator: (raw) => void requireCurrentRun(parseOrReject(CheckpointRequest, raw, 'gt_checkpoint').runId) },
+  );
+  setHandler(
+    handoffUpdate,
+    (raw): AgentReply => {
+      const req = HandoffRequest.parse(raw);
+      const run = requireCurrentRun(req.runId);
+      checkpoints.push({ runId: req.runId, note: req.checkpoint, savedAt: new Date().toISOString() });
+      if (checkpoints.length > MAX_CHECKPOINTS) checkpoints.shift();
+      run.handedOff = true;
+      run.record.summary = capText(`handed off: ${req.checkpoint}`, CAPS.summary);
+      state.handoffs = (state.handoffs ?? 0) + 1;
+      return {
+        accepted: true,
+        runId: req.runId,
+        message: `hand-off recorded (${state.handoffs} of ${policy.maxHandoffs}); this run is stopped and the next starts from your checkpoint`,
+      };
+    },
+    {
+      validator: (raw) => {
+        const run = requireCurrentRun(parseOrReject(HandoffRequest, raw, 'gt_handoff').runId);
+        if (run.done || run.handedOff)
+          throw ApplicationFailure.nonRetryable(
+            `run ${run.runId} already ${run.done ? 'called gt done' : 'handed off'}`,
+            'RunEnding',
+          );
+        if ((state.handoffs ?? 0) >= policy.maxHandoffs)
+          throw ApplicationFailure.nonRetryable(
+            `bead ${bead.id} has used its ${policy.maxHandoffs} hand-offs (rig policy maxHandoffs): finish with gt done, or save a checkpoint and keep working`,
+            'HandoffCapReached',
+          );
+      },
+    },
   );
   setHandler(
     nudgeUpdate,
@@ -327,7 +414,12 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       .catch((err: unknown) => log.warn('could not report to the dispatch gate', { runId, error: String(err) }));
 
   /** One attempt: a dispatch slot, then a run from start to gt_done / exit / stall. Returns the published head on success. */
-  const runAttempt = async (round: number, attempt: number, step?: AgentStep): Promise<RunResult> => {
+  const runAttempt = async (
+    round: number,
+    attempt: number,
+    afterFailure: boolean,
+    step?: AgentStep,
+  ): Promise<AttemptResult> => {
     const runId = runIdOf(bead.id, round, attempt);
     try {
       setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
@@ -343,7 +435,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         },
       });
       await condition(() => grants.has(runId));
-      return await runGranted(runId, round, attempt, step);
+      return await runGranted(runId, round, attempt, afterFailure, step);
     } finally {
       await CancellationScope.nonCancellable(() =>
         sendToGate(
@@ -355,7 +447,13 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     }
   };
 
-  const runGranted = async (runId: string, round: number, attempt: number, step?: AgentStep): Promise<RunResult> => {
+  const runGranted = async (
+    runId: string,
+    round: number,
+    attempt: number,
+    afterFailure: boolean,
+    step?: AgentStep,
+  ): Promise<AttemptResult> => {
     const { hostQueue } = await town.claimHost.executeWithOptions(
       { summary: `${step ? `${stepLabel}: ` : ''}claim a host for run ${runId}` },
       [],
@@ -363,6 +461,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     const onHost = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
       startToCloseTimeout: '10m',
+      // The activities heartbeat (activities/heartbeat.ts): a host that dies mid-way is noticed this soon.
+      heartbeatTimeout: policy.heartbeatTimeout,
       // If the host that claimed the run disappears, fail fast and dispatch the next attempt elsewhere.
       scheduleToStartTimeout: policy.startTimeout,
       retry: {
@@ -465,7 +565,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     }
     await sendToGate(reportStart(runId, true));
     countTownEvent(metricMeter, 'runsStarted', { rig: rig.name });
-    if (attempt > 1) countTownEvent(metricMeter, 'redispatches', { rig: rig.name });
+    if (afterFailure) countTownEvent(metricMeter, 'redispatches', { rig: rig.name });
     setStatus('in_progress', `waiting for gt done from run ${runId}`);
     log.info('run started', { beadId: bead.id, runId, host: prepared.host, adopted: started.adopted });
 
@@ -488,18 +588,20 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     for (;;) {
       const quietFor = Date.now() - run.lastProgressAt;
       await condition(
-        () => !!run.done || exit !== undefined || lost !== undefined || escalations.length > 0,
+        () => !!run.done || !!run.handedOff || exit !== undefined || lost !== undefined || escalations.length > 0,
         Math.max(policy.stallTimeout - quietFor, 1),
       );
       await raisePending();
       if (run.done) outcome = 'done';
+      else if (run.handedOff) outcome = 'handed_off';
       else if (exit) outcome = 'exited';
       else if (lost !== undefined) outcome = 'lost';
       else if (Date.now() - run.lastProgressAt >= policy.stallTimeout) outcome = 'stalled';
       else continue;
       break;
     }
-    if (outcome === 'done') await condition(() => exit !== undefined || lost !== undefined, EXIT_GRACE_MS);
+    if (outcome === 'done' || outcome === 'handed_off')
+      await condition(() => exit !== undefined || lost !== undefined, EXIT_GRACE_MS);
     if (exit === undefined && lost === undefined) {
       setStatus('in_progress', `stopping run ${runId} (${outcome})`);
       scope.cancel();
@@ -511,6 +613,10 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     record.endedAt = new Date().toISOString();
     record.exitCode = exit?.exitCode;
 
+    if (outcome === 'handed_off') {
+      log.info('run handed off', { beadId: bead.id, runId, handoffs: state.handoffs });
+      return { handedOff: runId };
+    }
     if (outcome !== 'done') {
       const why = {
         exited: `the agent exited (code ${exit?.exitCode ?? 'unknown'}) without calling gt done`,
@@ -537,19 +643,37 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     return { headSha: published.headSha, summary: run.done!.summary };
   };
 
-  /** Attempts of one round, with exponential backoff between them. */
-  const runPolecat = async (round: number, step?: AgentStep): Promise<RunResult> => {
-    const failures: string[] = [];
+  /**
+   * Runs of one round until one hands in its branch: failed attempts are bounded by maxAttempts and spaced by
+   * exponential backoff; a hand-off uses neither (the next run starts at once; maxHandoffs bounds them). Run ids
+   * number every run of the round (a1, a2, …), failed or handed off. Without hand-offs this is the same sequence of
+   * commands as the loop it replaced (one attempt per run), so recorded histories replay unchanged.
+   *
+   * With `step` (a formula's agent step, workflows/formula.ts) the step's own attempts bound its failures, and its
+   * runs are numbered on from the runs the round already has (the formula's steps share the round). A formula step
+   * never continues as new: the engine's position (step, loops, head) is not carried across, so the bead's history
+   * just grows (docs/formulas.md, "Limits").
+   */
+  const runPolecat = async (
+    round: number,
+    from?: { nextRun: number; failures: string[]; lastFailed: boolean },
+    step?: AgentStep,
+  ): Promise<RunResult> => {
     const maxAttempts = step?.attempts ?? policy.maxAttempts;
-    // A formula's steps share the round: their runs are numbered on from the runs the round already has.
-    const first = step ? state.runs.filter((r) => r.round === round).length : 0;
-    for (let attempt = 1; attempt <= maxAttempts; attempt++) {
-      const result = await runAttempt(round, first + attempt, step);
+    const failures = [...(from?.failures ?? [])];
+    let lastFailed = from?.lastFailed ?? false;
+    const nextRun = from?.nextRun ?? (step ? state.runs.filter((r) => r.round === round).length + 1 : 1);
+    for (let run = nextRun; failures.length < maxAttempts; run++) {
+      // Between runs nothing is in flight: the one place a long bead hands over to a fresh history.
+      if (!step && continueAsNewDue()) await continueNow({ round, nextRun: run, failures, lastFailed });
+      const result = await runAttempt(round, run, lastFailed, step);
       if ('headSha' in result) return result;
+      lastFailed = 'failure' in result;
+      if (!('failure' in result)) continue;
       failures.push(result.failure);
-      if (attempt < maxAttempts) {
-        const backoff = Math.min(policy.retryBackoff * 2 ** (attempt - 1), MAX_BACKOFF_MS);
-        setStatus('open', `attempt ${attempt} failed; next attempt in ${backoff} ms`);
+      if (failures.length < maxAttempts) {
+        const backoff = Math.min(policy.retryBackoff * 2 ** (failures.length - 1), MAX_BACKOFF_MS);
+        setStatus('open', `attempt ${failures.length} failed; next attempt in ${backoff} ms`);
         await sleep(backoff);
       }
     }
@@ -567,9 +691,48 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     rig,
     convoyId: convoy?.id,
     state,
-    runAgent: runPolecat,
+    runAgent: (round, step) => runPolecat(round, undefined, step),
     setStep: (label) => void (stepLabel = label),
     setStatus,
+  };
+
+  const continueAsNewDue = () =>
+    workflowInfo().continueAsNewSuggested ||
+    (continueAsNewAfterEvents !== undefined && workflowInfo().historyLength >= continueAsNewAfterEvents);
+
+  /** Hands the bead to a new run of its workflow (same id) at this point: no run, activity or child is in flight. */
+  const continueNow = async (at: { round: number; nextRun: number; failures: string[]; lastFailed: boolean }) => {
+    await raisePending();
+    await Promise.all(toGate);
+    await condition(allHandlersFinished);
+    const next = (state.continuedAsNew ?? 0) + 1;
+    log.info('bead continues as new', { beadId: bead.id, historyLength: workflowInfo().historyLength, next });
+    return continueAsNew<typeof beadWorkflow>({
+      bead,
+      rig,
+      convoy,
+      formula,
+      resume,
+      continueAsNewAfterEvents,
+      continued: {
+        firstRound,
+        ...at,
+        handoffs: state.handoffs ?? 0,
+        continuedAsNew: next,
+        state: {
+          runs: state.runs.slice(-MAX_CARRIED_RUNS),
+          rounds: state.rounds.slice(-MAX_CARRIED_ROUNDS),
+          feedback: state.feedback,
+          checkpoints,
+          inbox: inbox.slice(-MAX_CARRIED_INBOX),
+        },
+      },
+    });
+  };
+
+  const lastOutcome = () => {
+    const o = state.rounds[state.rounds.length - 1]?.outcome;
+    return o && 'feedback' in o ? `[${o.kind}] ${o.feedback.split('\n')[0]}` : 'unknown';
   };
 
   const finish = async (result: BeadResult): Promise<BeadResult> => {
@@ -580,7 +743,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       state.failureReason = result.reason;
       // Bounded retries are exhausted: escalate once and leave the decision to a human.
       await town.raiseEscalation({
-        id: `bead-${escalationIdPart(bead.id)}`,
+        // A retried run that fails again is a new escalation (the first one may be acknowledged already).
+        id: `bead-${escalationIdPart(bead.id)}${retry ? `.retry${retry}` : ''}`,
         severity: 'high',
         source: 'bead',
         reason: `bead ${bead.id} failed: ${result.reason ?? 'unknown'}`,
@@ -597,22 +761,23 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
             status: result.status as 'closed' | 'failed' | 'cancelled',
             commit: result.commit,
             reason: result.reason,
+            ...(retry ? { retry } : {}),
           })
           .catch((err: unknown) =>
             log.warn('could not report to convoy', { beadId: bead.id, convoyId: convoy.id, error: String(err) }),
           ),
       );
     }
-    return result;
+    return retry ? { ...result, retry } : result;
   };
 
   try {
-    for (let round = 1; round <= policy.maxRounds; round++) {
+    for (let round = continued?.round ?? firstRound; round < firstRound + policy.maxRounds; round++) {
       state.round = round;
       const work =
         formula && !isSingleRun(formula) && patched(FORMULA_ENGINE)
           ? await runFormula(formulaHost, formula, round)
-          : await runPolecat(round);
+          : await runPolecat(round, continued?.round === round ? continued : undefined);
       if ('failure' in work) return await finish({ beadId: bead.id, status: 'failed', reason: work.failure });
 
       const mrId = mergeRequestWorkflowId(bead.id, round);
@@ -641,12 +806,13 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       }
       state.feedback = appendFeedback(state.feedback, `[${outcome.kind}] ${outcome.feedback}`);
       log.info('merge request sent back for rework', { beadId: bead.id, mrId, kind: outcome.kind });
-      countTownEvent(metricMeter, 'rework', { rig: rig.name, kind: outcome.kind });
+      // Counted only when a polecat gets it back: after the last round nobody does (the bead fails below).
+      if (round < policy.maxRounds) countTownEvent(metricMeter, 'rework', { rig: rig.name, kind: outcome.kind });
     }
     return await finish({
       beadId: bead.id,
       status: 'failed',
-      reason: `no merge after ${policy.maxRounds} rounds of rework`,
+      reason: capText(`no merge after ${policy.maxRounds} rounds of rework; the last: ${lastOutcome()}`, CAPS.feedback),
     });
   } catch (err) {
     if (isCancellation(err)) {

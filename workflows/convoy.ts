@@ -7,6 +7,12 @@
  *
  * Beads are independent workflows (not children), so the convoy keeps only a small record per bead and can
  * continue-as-new however many beads it has; a lost report is caught by asking Temporal about running beads.
+ *
+ * Recovery (docs/operations.md): an operator's retry, skip or resume (`recoverConvoy` update, domain applyRecovery)
+ * puts failed beads back to running (their new workflow runs are started from this loop, never from the handler) or
+ * counts them done, and releases what they blocked. A convoy that ended `failed` is reopened by a client as a new run
+ * of this workflow from its `convoyCheckpoint`. Reports carry the bead's retry number; only the current one counts.
+ * These paths add commands only for convoys that were recovered, so histories from before them replay unchanged.
  */
 import {
   allHandlersFinished,
@@ -25,16 +31,19 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { TownQueueActivities } from '../activities';
-import type { StartedBead } from '../activities/convoy';
-import type { MergeOutcome } from '../domain/bead';
+import type { StartedBead } from '../domain/convoy';
+import type { MergeOutcome } from '../domain/outcomes';
 import { CAPS, capText } from '../domain/caps';
 import {
   applyEdit,
+  applyRecovery,
   BeadReportMessage,
   CloseRequest,
   closeConvoyUpdate,
   ConvoyEdit,
   convoySizeProblem,
+  convoyCheckpointQuery,
+  ConvoyRecovery,
   convoyStateQuery,
   ConvoyWorkflowInput,
   countBeads,
@@ -44,6 +53,7 @@ import {
   landingMergeRequestId,
   launchConvoyUpdate,
   planConvoy,
+  recoverConvoyUpdate,
   retryLandingUpdate,
   type ConvoyBeadRecord,
   type ConvoyResult,
@@ -127,6 +137,7 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
   // --- messages ---
 
   setHandler(convoyStateQuery, () => state);
+  setHandler(convoyCheckpointQuery, () => ({ checkpoint: { state, details, capacity }, options }));
 
   setHandler(beadReportSignal, (raw) => {
     const report = parseSignal(BeadReportMessage, raw, 'bead report');
@@ -134,6 +145,8 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     const record = byBeadId.get(report.beadId);
     // Terminal states never change, and only a bead this convoy started can report: duplicates and strays are ignored.
     if (!record || record.status !== 'running') return;
+    // After a retry only the new run speaks: a late report of an earlier run is stale.
+    if ((report.retry ?? 0) !== (record.retries ?? 0)) return;
     settle(record, report.status, report);
     log.info('bead reported', { beadId: report.beadId, status: report.status });
   });
@@ -228,6 +241,28 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     },
   );
 
+  setHandler(
+    recoverConvoyUpdate,
+    (raw) => {
+      const result = applyRecovery(state, ConvoyRecovery.parse(raw), now());
+      if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, 'InvalidRecovery');
+      state.beads = result.beads;
+      state.stopAllLifted = result.stopAllLifted;
+      index();
+      changes++;
+      describe();
+      return state;
+    },
+    {
+      validator: (raw) => {
+        const recovery = parseOrReject(ConvoyRecovery, raw, 'convoy recovery');
+        if (closeRequest) throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} is closing`, 'ConvoyClosing');
+        const result = applyRecovery(state, recovery, now());
+        if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, 'InvalidRecovery');
+      },
+    },
+  );
+
   // --- steps ---
 
   const raiseEscalation = async (id: string, reason: string, beadId?: string) => {
@@ -259,7 +294,7 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
         d.status = 'blocked';
         d.reason = `depends on '${failed.id}', which ${failed.status === 'failed' ? 'failed' : 'was cancelled'}`;
       }
-      if (state.onFailure === 'stop-all') {
+      if (state.onFailure === 'stop-all' && !state.stopAllLifted?.includes(failed.id)) {
         for (const b of state.beads) {
           if (b.status !== 'pending') continue;
           b.status = 'blocked';
@@ -270,7 +305,8 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
         .filter((b) => b.status === 'blocked' && b.reason?.includes(`'${failed.id}'`))
         .map((b) => b.id);
       await raiseEscalation(
-        `convoy-${escalationIdPart(state.convoyId)}.bead.${escalationIdPart(failed.id)}`,
+        // A bead that fails again after a retry raises a new escalation (the first may be acknowledged already).
+        `convoy-${escalationIdPart(state.convoyId)}.bead.${escalationIdPart(failed.id)}${failed.retries ? `.retry${failed.retries}` : ''}`,
         `convoy ${state.convoyId}: bead ${failed.id} (${failed.beadId}) ${failed.status}: ${failed.reason ?? 'no reason given'}` +
           (blocked.length ? `\nIt blocks: ${blocked.join(', ')}` : ''),
         failed.beadId,
@@ -329,6 +365,33 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     }
   };
 
+  /**
+   * Starts the new workflow runs of retried beads (already counted running, so their reports are accepted). Only
+   * from the loop, so a start never races a reconcile of the same bead.
+   */
+  const restartBeads = async (beads: ConvoyBeadRecord[]) => {
+    for (let i = 0; i < beads.length; i += START_BATCH) {
+      const batch = beads.slice(i, i + START_BATCH);
+      let results: StartedBead[];
+      try {
+        results = await CancellationScope.nonCancellable(() =>
+          town.restartConvoyBeads({
+            convoyId: state.convoyId,
+            beads: batch.map((b) => ({ beadId: b.beadId, retry: b.retries!, ...b.restart! })),
+          }),
+        );
+      } catch (err) {
+        const reason = `could not start the retry: ${failureMessage(err)}`;
+        results = batch.map((b) => ({ beadId: b.beadId, outcome: 'error', error: reason }));
+      }
+      for (const r of results) {
+        const record = byBeadId.get(r.beadId)!;
+        delete record.restart;
+        if (r.outcome === 'error' && record.status === 'running') settle(record, 'failed', { reason: r.error });
+      }
+    }
+  };
+
   /** Asks Temporal about running beads directly: catches a report that was never sent. */
   const reconcile = async () => {
     const running = state.beads.filter((b) => b.status === 'running').map((b) => b.beadId);
@@ -352,6 +415,11 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
       if (b.status === 'pending' || b.status === 'blocked') {
         b.status = 'cancelled';
         b.reason = `never started: ${why}`;
+      }
+      // A retry accepted but not started yet: its bead's workflow is the earlier, closed run; nothing to stop.
+      if (b.restart) {
+        delete b.restart;
+        settle(b, 'cancelled', { reason: `retry never started: ${why}` });
       }
     }
     const running = state.beads.filter((b) => b.status === 'running');
@@ -517,6 +585,12 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     for (;;) {
       await applyFailurePolicy();
       if (closeRequest) return close();
+      const restarts = state.beads.filter((b) => b.restart);
+      if (restarts.length) {
+        setStatus('running', `retrying ${restarts.map((b) => b.id).join(', ')}`.slice(0, 500));
+        await restartBeads(restarts);
+        continue;
+      }
       const ready = nextBeads();
       if (ready.length) {
         setStatus('running', `starting ${ready.map((b) => b.id).join(', ')}`.slice(0, 500));
@@ -543,11 +617,18 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     if (counts.closed === counts.total) {
       if (state.mergeMode === 'review-then-land') return land();
       const last = [...state.beads]
-        .filter((b) => b.endedAt)
+        .filter((b) => b.endedAt && b.commit)
         .sort((a, b) => a.endedAt!.localeCompare(b.endedAt!))
         .pop();
       state.landedCommit = last?.commit;
-      return finish('landed', `every bead merged into ${state.targetBranch}`);
+      const skipped = state.beads.filter((b) => b.skipped).map((b) => b.id);
+      return finish(
+        'landed',
+        `every bead merged into ${state.targetBranch}${skipped.length ? ` (skipped: ${skipped.join(', ')})` : ''}`.slice(
+          0,
+          REASON_CHARS,
+        ),
+      );
     }
     const failed = state.beads.filter((b) => b.status === 'failed' || b.status === 'cancelled').map((b) => b.id);
     const blocked = state.beads.filter((b) => b.status === 'blocked').map((b) => b.id);

@@ -5,6 +5,12 @@
  * circuit breaker is closed. After `breakerThreshold` consecutive start failures the breaker opens: dispatch stops,
  * one escalation is raised, and every `breakerProbeInterval` one waiting run goes through as a probe; a probe that
  * starts (or an operator's `gt rig resume`) closes the breaker again.
+ *
+ * Capacity and breaker settings are the rig's current ones, whatever bead asks: the gate reads them from the rig's
+ * refinery (the one holder of a rig's configuration) when it starts fresh, when `gt rig update` signals a change, and
+ * when a request carries a snapshot it has not checked yet (so a lost signal heals with the next bead slung). A
+ * bead's own snapshot never sets them, so maxPolecats cannot flip between old and new values while old beads drain.
+ * Lowering maxPolecats stops no running agent: no new grant until fewer than the new value run.
  */
 import {
   allHandlersFinished,
@@ -12,7 +18,9 @@ import {
   continueAsNew,
   getExternalWorkflowHandle,
   log,
+  patched,
   proxyActivities,
+  proxyLocalActivities,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
@@ -29,10 +37,13 @@ import {
   DispatchRequest,
   dispatchRequestSignal,
   dispatchStateQuery,
+  gateSettingsOf,
+  GateSettings,
   pauseDispatchUpdate,
   PauseRequest,
   resumeDispatchUpdate,
   ResumeRequest,
+  rigChangedSignal,
   type Breaker,
   type DispatchGateState,
   type GateSlot,
@@ -45,6 +56,17 @@ const town = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '1m',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 20 },
 });
+
+/** Reads the rig's current configuration (a query of its refinery): one marker event, no task of its own. */
+const local = proxyLocalActivities<TownQueueActivities>({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 5 },
+});
+
+/** patched() id: settings come from the rig's current configuration, never from a request's snapshot. */
+const SETTINGS_FROM_RIG = 'dispatch-gate-settings-from-rig';
+/** Distinct request snapshots checked against the rig per run of the gate: one read each, at most this many kept. */
+const SNAPSHOTS_KEEP = 100;
 
 /** How long to remember released/reported run ids, so a late duplicate signal can't take or count a slot again. */
 const MEMORY = 2000;
@@ -68,6 +90,10 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
   const escalationsDue: number[] = [];
   let dirty = true;
   let lastReap = Date.now();
+  const settingsFromRig = patched(SETTINGS_FROM_RIG);
+  /** The rig's configuration is to be read before the next grant: a fresh gate's start args may be a bead's snapshot. */
+  let rigReadDue = settingsFromRig && !carried;
+  const checkedSnapshots = new Set<string>();
 
   const remember = (set: Set<string>, runId: string) => {
     set.add(runId);
@@ -90,11 +116,17 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
   setHandler(dispatchRequestSignal, (raw) => {
     const r = parseSignal(DispatchRequest, raw, 'dispatch request');
     if (!r) return;
-    settings = {
-      maxPolecats: r.maxPolecats,
-      breakerThreshold: r.breakerThreshold,
-      breakerProbeInterval: r.breakerProbeInterval,
-    };
+    const snapshot = gateSettingsOf({ maxPolecats: r.maxPolecats, policy: r });
+    if (!settingsFromRig) settings = snapshot;
+    else {
+      // A bead slung under other settings: the rig may have changed without the gate hearing it (a lost signal).
+      const key = JSON.stringify(snapshot);
+      if (key !== JSON.stringify(settings) && !checkedSnapshots.has(key)) {
+        checkedSnapshots.add(key);
+        if (checkedSnapshots.size > SNAPSHOTS_KEEP) checkedSnapshots.delete(checkedSnapshots.values().next().value!);
+        rigReadDue = true;
+      }
+    }
     const holding = running.find((s) => s.runId === r.runId);
     // A repeated request of a run that already holds a slot: the grant may have been lost, send it again.
     if (holding) outbox.push({ slot: holding, probe: breaker.probeRunId === r.runId });
@@ -139,6 +171,10 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
         });
       }
     }
+    dirty = true;
+  });
+  setHandler(rigChangedSignal, () => {
+    rigReadDue = true;
     dirty = true;
   });
   setHandler(
@@ -223,8 +259,28 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     }
   };
 
+  /** Takes the rig's current gate settings; an unreadable or removed rig leaves the settings as they are. */
+  const readRig = async () => {
+    rigReadDue = false;
+    try {
+      const rig = await local.currentRigConfig({ rig: input.rig });
+      const next = rig && GateSettings.safeParse(gateSettingsOf(rig));
+      if (next?.success) {
+        if (JSON.stringify(next.data) !== JSON.stringify(settings))
+          log.info('dispatch settings follow the rig', { rig: input.rig, from: settings, to: next.data });
+        settings = next.data;
+      }
+    } catch (err) {
+      log.warn('could not read the rig configuration; keeping the current settings', {
+        rig: input.rig,
+        error: String(err),
+      });
+    }
+  };
+
   while (!continueAsNewDue()) {
     dirty = false;
+    if (rigReadDue) await readRig();
     grant();
     await deliverGrants();
     while (escalationsDue.length) {

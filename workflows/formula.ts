@@ -15,7 +15,6 @@
  */
 import { ApplicationFailure, condition, isCancellation, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { TownQueueActivities } from '../activities';
-import type { PromptStep } from '../agents/prompt';
 import type { BeadSpec, BeadState, BeadStatus } from '../domain/bead';
 import { CAPS, capText } from '../domain/caps';
 import { escalationIdPart } from '../domain/escalation';
@@ -26,6 +25,7 @@ import {
   StepDecision,
   stepDecisionUpdate,
   stepOrder,
+  type PromptStep,
   type ResolvedFormula,
   type StepRecord,
 } from '../domain/formula';

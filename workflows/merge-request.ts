@@ -6,6 +6,11 @@
  * be taken for this one. Reviewer verdicts are addressed to a reviewer run id and accepted only from the current
  * reviewer run. A pull request is followed here with durable timers, never in the refinery, so a PR waiting on a
  * human holds nothing but this workflow (failure class 5).
+ *
+ * Review and pull-request following use the rig's current configuration (read from its refinery, the one holder of
+ * it, when review is decided and before every look at the pull request), not the snapshot the bead was slung with:
+ * a reviewer added, removed or changed by `gt rig update`, or a new poll interval or auto-merge setting, applies to
+ * merge requests already open. Histories from before 'merge-request-follows-rig' keep their snapshot.
  */
 import {
   ActivityCancellationType,
@@ -17,7 +22,9 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   log,
+  patched,
   proxyActivities,
+  proxyLocalActivities,
   setCurrentDetails,
   setHandler,
   sleep,
@@ -26,14 +33,8 @@ import {
 } from '@temporalio/workflow';
 import { z } from 'zod';
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
-import {
-  type AgentReply,
-  BeadSpec,
-  EscalateRequest,
-  type MergeOutcome,
-  ProgressRequest,
-  ReviewVerdict,
-} from '../domain/bead';
+import { type AgentReply, BeadSpec, EscalateRequest, ProgressRequest, ReviewVerdict } from '../domain/bead';
+import type { MergeOutcome } from '../domain/outcomes';
 import { CAPS, capText } from '../domain/caps';
 import { escalationIdPart } from '../domain/escalation';
 import { assessPullRequest, ForgeSettings } from '../domain/forge';
@@ -56,6 +57,15 @@ const town = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '1m',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 50 },
 });
+
+/** Reads the rig's current configuration (a query of its refinery): one marker event, no task of its own. */
+const local = proxyLocalActivities<TownQueueActivities>({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 5 },
+});
+
+/** patched() id: review and pull-request following read the rig's current configuration. */
+const FOLLOWS_RIG = 'merge-request-follows-rig';
 
 /** After a verdict, how long the reviewer may take to exit on its own before it is stopped. */
 const EXIT_GRACE_MS = 15_000;
@@ -93,8 +103,21 @@ type ReviewResult = { kind: 'approved' } | { kind: 'sent_back'; outcome: MergeOu
 
 export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise<MergeOutcome> {
   const input = parseOrReject(MergeRequestInput, rawInput, 'merge request input');
-  const { bead, rig } = input;
-  const policy = rig.policy;
+  const { bead } = input;
+  let rig = input.rig;
+  const followsRig = patched(FOLLOWS_RIG);
+  /** The rig's current configuration; a removed rig, or one that cannot be read now, leaves `rig` as it is. */
+  const readRig = async () => {
+    try {
+      const current = RigConfig.safeParse(await local.currentRigConfig({ rig: rig.name }));
+      if (current.success && current.data) rig = current.data;
+    } catch (err) {
+      log.warn('could not read the rig configuration; keeping the one this merge request has', {
+        mrId: input.mrId,
+        error: String(err),
+      });
+    }
+  };
   const state: MergeRequestState = {
     mrId: input.mrId,
     beadId: bead.id,
@@ -226,13 +249,15 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     const onHost = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
       startToCloseTimeout: '10m',
-      scheduleToStartTimeout: policy.startTimeout,
+      // The activities heartbeat (activities/heartbeat.ts): a host that dies mid-way is noticed this soon.
+      heartbeatTimeout: rig.policy.heartbeatTimeout,
+      scheduleToStartTimeout: rig.policy.startTimeout,
       retry: { initialInterval: '2s', maximumInterval: '30s', maximumAttempts: 5 },
     });
     const starter = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
-      startToCloseTimeout: policy.startTimeout,
-      scheduleToStartTimeout: policy.startTimeout,
+      startToCloseTimeout: rig.policy.startTimeout,
+      scheduleToStartTimeout: rig.policy.startTimeout,
       // Start-or-adopt by run id: a retry after an uncertain start adopts the reviewer instead of launching a second.
       retry: {
         initialInterval: '1s',
@@ -243,9 +268,9 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     });
     const supervisor = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
-      startToCloseTimeout: policy.runTimeout,
-      heartbeatTimeout: policy.heartbeatTimeout,
-      scheduleToStartTimeout: policy.startTimeout,
+      startToCloseTimeout: rig.policy.runTimeout,
+      heartbeatTimeout: rig.policy.heartbeatTimeout,
+      scheduleToStartTimeout: rig.policy.startTimeout,
       // Retries re-attach to the live process through its handle; they never relaunch it.
       retry: {
         initialInterval: '1s',
@@ -316,11 +341,11 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       const quietFor = Date.now() - run.lastProgressAt;
       await condition(
         () => !!run.verdict || exit !== undefined || lost !== undefined || escalations.length > 0,
-        Math.max(policy.stallTimeout - quietFor, 1),
+        Math.max(rig.policy.stallTimeout - quietFor, 1),
       );
       await raisePending();
       if (run.verdict || exit !== undefined || lost !== undefined) break;
-      if (Date.now() - run.lastProgressAt >= policy.stallTimeout) {
+      if (Date.now() - run.lastProgressAt >= rig.policy.stallTimeout) {
         stalled = true;
         break;
       }
@@ -350,7 +375,7 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     }
     record.outcome = stalled ? 'stalled' : lost !== undefined ? 'lost' : 'exited';
     const why = stalled
-      ? `reported nothing for ${policy.stallTimeout} ms and was stopped`
+      ? `reported nothing for ${rig.policy.stallTimeout} ms and was stopped`
       : lost !== undefined
         ? `supervision was lost: ${lost}`
         : `exited (code ${exit?.exitCode ?? 'unknown'}) without a verdict`;
@@ -361,12 +386,12 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
   /** Review with bounded attempts; when no reviewer run gives a verdict, a human hears about it and the bead goes back. */
   const review = async (): Promise<ReviewResult> => {
     const failures: string[] = [];
-    for (let attempt = 1; attempt <= policy.maxAttempts; attempt++) {
+    for (let attempt = 1; attempt <= rig.policy.maxAttempts; attempt++) {
       const r = await reviewAttempt(attempt);
       if (!('failure' in r)) return r;
       failures.push(r.failure);
-      if (attempt < policy.maxAttempts) {
-        const backoff = Math.min(policy.retryBackoff * 2 ** (attempt - 1), MAX_BACKOFF_MS);
+      if (attempt < rig.policy.maxAttempts) {
+        const backoff = Math.min(rig.policy.retryBackoff * 2 ** (attempt - 1), MAX_BACKOFF_MS);
         setPhase('review', `review attempt ${attempt} failed; next attempt in ${backoff} ms`);
         await sleep(backoff);
       }
@@ -395,17 +420,21 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
 
   /** The PR strategy after the refinery opened (or found) the pull request: look at it on a durable timer until it decides. */
   const followPullRequest = async (following: FollowingState): Promise<MergeOutcome> => {
-    const forgeSettings = rig.forge ?? ForgeSettings.parse({});
-    const forge = proxyActivities<TownQueueActivities>({
-      startToCloseTimeout: 6 * forgeSettings.requestTimeout + 60_000,
-      retry: {
-        initialInterval: '2s',
-        backoffCoefficient: 2,
-        maximumInterval: '1m',
-        maximumAttempts: 5,
-        nonRetryableErrorTypes: ['InvalidInput', 'ForgeAuth', 'ForgeRejected', 'ForgeNotConfigured'],
-      },
-    });
+    const forgeOf = () => {
+      const settings = rig.forge ?? ForgeSettings.parse({});
+      const activities = proxyActivities<TownQueueActivities>({
+        startToCloseTimeout: 6 * settings.requestTimeout + 60_000,
+        retry: {
+          initialInterval: '2s',
+          backoffCoefficient: 2,
+          maximumInterval: '1m',
+          maximumAttempts: 5,
+          nonRetryableErrorTypes: ['InvalidInput', 'ForgeAuth', 'ForgeRejected', 'ForgeNotConfigured'],
+        },
+      });
+      return { forgeSettings: settings, forge: activities };
+    };
+    let { forgeSettings, forge } = forgeOf();
     const f = following;
     const { pr } = f;
     for (;;) {
@@ -417,7 +446,11 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       };
       if (workflowInfo().continueAsNewSuggested) {
         await condition(allHandlersFinished);
-        return continueAsNew<typeof mergeRequestWorkflow>({ ...input, following: f });
+        return continueAsNew<typeof mergeRequestWorkflow>({ ...input, ...(followsRig ? { rig } : {}), following: f });
+      }
+      if (followsRig) {
+        await readRig();
+        ({ forgeSettings, forge } = forgeOf());
       }
       let wait = forgeSettings.pollInterval;
       try {
@@ -496,6 +529,7 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
 
   let following = input.following;
   if (!following) {
+    if (followsRig) await readRig();
     if (rig.reviewer) {
       const reviewed = await review();
       if (reviewed.kind === 'sent_back') return finish(reviewed.outcome);

@@ -54,7 +54,7 @@ import {
 } from '../domain/refinery';
 import { RigConfig, type RigConfigInput } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
-import { countTownEvent } from '../worker/metrics';
+import { countTownEvent } from '../domain/metrics';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { parseSignal } from './signals';
 

@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import type { BeadState } from '../../domain/bead';
 import { formatMs } from '../../domain/durations';
-import { cancelBead, listBeads, type BeadCancellation, type BeadList } from '../beads';
+import { cancelBead, listBeads, retryBead, type BeadCancellation, type BeadList, type BeadRetry } from '../beads';
 import { describeSteps } from '../formulas';
 import { endProgress, printJson, progress, table } from '../output';
 import type { Town } from '../town';
@@ -48,6 +48,11 @@ export function describeBead(s: BeadState): string {
   if (s.cancellation)
     lines.push(`cancel   by ${s.cancellation.by} at ${s.cancellation.requestedAt}: ${s.cancellation.reason}`);
   if (s.steps?.length) lines.push('', 'steps:', describeSteps(s.steps));
+  const lastRetry = s.retries?.at(-1);
+  if (lastRetry)
+    lines.push(
+      `retried  ${s.retries!.length}×; last by ${lastRetry.by} at ${lastRetry.at} after it ${lastRetry.after}${lastRetry.fresh ? ' (fresh)' : ''}${lastRetry.note ? `: ${lastRetry.note}` : ''}`,
+    );
   if (s.runs.length) {
     lines.push(
       '',
@@ -102,6 +107,20 @@ export function describeCancellation(c: BeadCancellation): string {
   if (c.stoppedRuns.length) lines.push(`stopped  ${c.stoppedRuns.join(', ')}`);
   if (c.mergeRequest) lines.push(`mr       ${c.mergeRequest.mrId}: ${c.mergeRequest.note}`);
   if (c.convoy) lines.push(`convoy   ${c.convoy.convoyId} records it ${c.convoy.beadStatus}`);
+  return lines.join('\n');
+}
+
+export function describeRetry(r: BeadRetry): string {
+  const lines = [
+    `bead ${r.beadId} retried by ${r.by} (retry ${r.retry}, after it ${r.after}${r.fresh ? '; fresh: nothing carried' : '; its history, feedback and checkpoints carried'})`,
+    `status   ${r.bead.status} — ${r.bead.waitingFor}`,
+  ];
+  if (r.note) lines.push(`note     ${r.note}`);
+  if (r.convoy)
+    lines.push(
+      `convoy   ${r.convoy.convoyId} counts it running again${r.convoy.reopened ? ' (the convoy had ended failed: reopened)' : ''}`,
+    );
+  lines.push(`follow it with \`gt bead status ${r.beadId}\``);
   return lines.join('\n');
 }
 
@@ -223,6 +242,31 @@ Examples:
         else console.log(describeBeadList(list));
       },
     );
+  bead
+    .command('retry')
+    .description(
+      "run a failed or cancelled bead again: a new run of the same bead id, in its convoy's place (the convoy counts it running again and releases its dependents when it merges)",
+    )
+    .argument('<id>', 'bead id')
+    .option('--fresh', 'start from the spec alone: drop earlier runs, feedback, checkpoints and messages')
+    .option('--note <text>', 'a note for the new run (heads its feedback) and the record', '')
+    .option('--by <name>', 'who retries', process.env.USER ?? 'operator')
+    .option('--json', 'print JSON')
+    .addHelpText(
+      'after',
+      `
+Refused (exit 1, nothing changed) for an unknown bead, a bead still running or merged, a bead whose merge request
+may still merge, or one terminated from outside. See docs/operations.md.
+
+Examples:
+  gt bead retry webapp-1a2b3c --note "the test database is back"
+  gt bead retry webapp-1a2b3c --fresh --json`,
+    )
+    .action(async (id: string, o: { fresh?: boolean; note: string; by: string; json?: boolean }) => {
+      const r = await withTown((town) => retryBead(town, id, { fresh: !!o.fresh, note: o.note, by: o.by }));
+      if (o.json) printJson(r);
+      else console.log(describeRetry(r));
+    });
   bead
     .command('cancel')
     .description(

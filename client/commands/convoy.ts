@@ -320,6 +320,72 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
       else console.log(`convoy ${id}: landing retried; follow it with \`gt convoy status ${id}\``);
     });
 
+  const recovered = (id: string, what: string, r: { state: ConvoyState; reopened: boolean }) =>
+    `convoy ${id}: ${what}${r.reopened ? ' (it had ended failed: reopened)' : ''} — ${describeCounts(countBeads(r.state.beads))}; follow it with \`gt convoy status ${id}\``;
+
+  convoy
+    .command('retry')
+    .description(
+      'retry failed beads of a convoy (every failed bead, or those named): each goes on as a new run of the same bead; a convoy that ended failed reopens',
+    )
+    .argument('<id>', 'convoy id')
+    .argument('[beads...]', 'bead ids (as in the spec); default: every failed bead')
+    .option('--fresh', 'start them from the spec alone (nothing carried from earlier runs)')
+    .option('--note <text>', 'a note for their new runs', '')
+    .option('--by <name>', 'who retries', process.env.USER ?? 'operator')
+    .option('--json', 'print JSON')
+    .action(async (id: string, beads: string[], o: { fresh?: boolean; note: string; by: string; json?: boolean }) => {
+      const r = await withTown((town) =>
+        new ConvoyClient(town).recover(id, { op: 'retry', ids: beads, fresh: !!o.fresh, note: o.note, by: o.by }),
+      );
+      if (o.json) printJson(r);
+      else
+        console.log(
+          recovered(
+            id,
+            `retrying ${
+              r.state.beads
+                .filter((b) => b.restart)
+                .map((b) => b.id)
+                .join(', ') || 'its failed beads'
+            }`,
+            r,
+          ),
+        );
+    });
+
+  convoy
+    .command('resume')
+    .description(
+      'after onFailure: stop-all held beads back, start them again (beads that depend on a failed bead stay blocked: retry or skip it)',
+    )
+    .argument('<id>', 'convoy id')
+    .option('--by <name>', 'who resumes', process.env.USER ?? 'operator')
+    .option('--json', 'print JSON')
+    .action(async (id: string, o: { by: string; json?: boolean }) => {
+      const r = await withTown((town) => new ConvoyClient(town).recover(id, { op: 'resume', by: o.by }));
+      if (o.json) printJson(r);
+      else console.log(recovered(id, 'resumed', r));
+    });
+
+  convoy
+    .command('skip')
+    .description(
+      'go on without a failed bead: it counts as done (its dependents start, the convoy can land) with nothing merged',
+    )
+    .argument('<id>', 'convoy id')
+    .argument('<bead>', 'bead id (as in the spec)')
+    .requiredOption('--reason <text>', 'why it is skipped (recorded on the bead)')
+    .option('--by <name>', 'who skips', process.env.USER ?? 'operator')
+    .option('--json', 'print JSON')
+    .action(async (id: string, bead: string, o: { reason: string; by: string; json?: boolean }) => {
+      const r = await withTown((town) =>
+        new ConvoyClient(town).recover(id, { op: 'skip', ids: [bead], reason: o.reason, by: o.by }),
+      );
+      if (o.json) printJson(r);
+      else console.log(recovered(id, `bead ${bead} skipped`, r));
+    });
+
   convoy
     .command('add')
     .description('add beads to a staged or running convoy (a YAML/JSON file with a list of beads, or with `beads:`)')

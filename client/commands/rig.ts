@@ -20,6 +20,7 @@ interface RigSettingOptions {
   maxPolecats?: number;
   stallTimeout?: string;
   maxAttempts?: number;
+  maxHandoffs?: number;
   maxRounds?: number;
   retryBackoff?: string;
   heartbeatTimeout?: string;
@@ -106,6 +107,7 @@ const policyOptions = (o: RigSettingOptions) =>
   given({
     stallTimeout: o.stallTimeout,
     maxAttempts: o.maxAttempts,
+    maxHandoffs: o.maxHandoffs,
     maxRounds: o.maxRounds,
     retryBackoff: o.retryBackoff,
     heartbeatTimeout: o.heartbeatTimeout,
@@ -139,6 +141,11 @@ function settingOptions(cmd: Command, defaults: boolean): Command {
     .option('--max-polecats <n>', 'concurrent polecats on this rig', intArg('--max-polecats'), d(4))
     .option('--stall-timeout <duration>', 'stop a run that reports no progress for this long (e.g. 30m)')
     .option('--max-attempts <n>', 'attempts per round', intArg('--max-attempts'))
+    .option(
+      '--max-handoffs <n>',
+      'hand-offs per bead (`gt handoff`: a run ends on purpose, the next starts at once from its checkpoint)',
+      intArg('--max-handoffs'),
+    )
     .option('--max-rounds <n>', 'rework rounds before a bead fails', intArg('--max-rounds'))
     .option('--retry-backoff <duration>', 'first backoff between attempts (doubles)')
     .option(
@@ -268,7 +275,7 @@ export function registerRigCommands(program: Command): void {
   const update = rig
     .command('update')
     .description(
-      "change a rig's settings: only the options given change; beads slung from now on and every later merge use them",
+      "change a rig's settings: only the options given change; beads slung from now on and every later merge use them, and work already slung follows capacity, breaker, reviewer and pull-request settings (docs/operations.md)",
     )
     .argument('<name>');
   settingOptions(update, false)
@@ -319,7 +326,7 @@ export function registerRigCommands(program: Command): void {
       if (o.json) printJson(updated.rig);
       else
         console.log(
-          `rig ${name} updated: ${updated.changed.join(', ')} (beads slung from now on and later merges use it)`,
+          `rig ${name} updated: ${updated.changed.join(', ')} (beads slung from now on and later merges use it; running beads take its capacity, breaker, reviewer and pull-request settings)`,
         );
     });
   rig

@@ -15,8 +15,8 @@ import { gtHome, hostId, paths } from '../../host/home';
 import { startDevServer } from '../../provisioning/dev-server';
 import { installWorkerRuntime } from '../../worker/logging';
 import { createTownWorker, type TownWorker } from '../../worker/worker';
-import { clientDataConverter, connectClient, connectNative } from '../connection';
-import { taskQueue } from '../town';
+import { clientDataConverter, connectClient, taskQueue } from '../../host/connection';
+import { connectNative } from '../../worker/connection';
 import { intArg } from './with-town';
 
 interface UpOptions {

@@ -6,7 +6,7 @@ import type { Town } from '../town';
  * client is imported here, when a command runs, not when it is registered: `--help` and argument errors stay fast.
  */
 export async function withTown<T>(fn: (town: Town) => Promise<T>): Promise<T> {
-  const [{ connectClient }, { Town }] = await Promise.all([import('../connection'), import('../town')]);
+  const [{ connectClient }, { Town }] = await Promise.all([import('../../host/connection'), import('../town')]);
   const { client, connection } = await connectClient();
   try {
     return await fn(new Town(client));

@@ -7,6 +7,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { msToTs } from '@temporalio/common/lib/time';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { createDispatchActivities } from '../../activities/dispatch';
+import { createRigConfigActivities } from '../../activities/rig-config';
 import { doneUpdate, mergeResultSignal } from '../../domain/messages';
 
 const HEAD = 'c0ffee'.padEnd(40, '0');
@@ -36,6 +37,8 @@ export function beadActivities(
   const { client } = env;
   return {
     ...createDispatchActivities({ client, taskQueue }),
+    // The real one: these rigs have no refinery, so the gate keeps the settings it was started with.
+    ...createRigConfigActivities({ client }),
     claimHost: () => Promise.resolve({ hostQueue: taskQueue }),
     prepareRun: () =>
       Promise.resolve({
@@ -79,13 +82,11 @@ export function beadActivities(
     },
     publishBranch: () => Promise.resolve({ headSha: HEAD, commitsAhead: 1, uncommittedChanges: false }),
     enqueueMergeRequest: async ({ ticket }: { ticket: { mrId: string; headSha: string; targetBranch: string } }) => {
-      await client.workflow
-        .getHandle(ticket.mrId)
-        .signal(mergeResultSignal, {
-          mrId: ticket.mrId,
-          headSha: ticket.headSha,
-          outcome: { kind: 'merged', commit: MERGED_COMMIT, targetBranch: ticket.targetBranch },
-        });
+      await client.workflow.getHandle(ticket.mrId).signal(mergeResultSignal, {
+        mrId: ticket.mrId,
+        headSha: ticket.headSha,
+        outcome: { kind: 'merged', commit: MERGED_COMMIT, targetBranch: ticket.targetBranch },
+      });
     },
     raiseEscalation: ({ id }: { id: string }) => {
       observed.escalations.push(id);

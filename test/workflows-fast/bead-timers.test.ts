@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { beadWorkflowId } from '../../domain/ids';
 import { beadStateQuery } from '../../domain/messages';
 import type { RunPolicy } from '../../domain/rig';
-import type { BeadResult } from '../../workflows/bead';
+import type { BeadResult } from '../../domain/bead';
 import { type Agent, beadActivities, MERGED_COMMIT, type Observed } from '../helpers/bead-stubs';
 import { skipReason, startTimeSkipping, testRig, timed, withWorker } from '../helpers/time-skipping';
 

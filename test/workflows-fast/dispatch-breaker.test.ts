@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type DispatchGateState, dispatchGateWorkflowId, dispatchStateQuery } from '../../domain/dispatch';
 import { beadWorkflowId } from '../../domain/ids';
 import { beadStateQuery } from '../../domain/messages';
-import type { BeadResult } from '../../workflows/bead';
+import type { BeadResult } from '../../domain/bead';
 import { type Agent, beadActivities, type Observed } from '../helpers/bead-stubs';
 import { skipReason, startTimeSkipping, testRig, timed, withWorker } from '../helpers/time-skipping';
 

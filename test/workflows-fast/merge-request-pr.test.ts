@@ -9,7 +9,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { MergeOutcome } from '../../domain/bead';
+import type { MergeOutcome } from '../../domain/outcomes';
 import type { PullRequestSnapshot } from '../../domain/forge';
 import { mergeRequestStateQuery } from '../../domain/messages';
 import type { MergeRequestInput } from '../../workflows/merge-request';
@@ -50,6 +50,9 @@ const following = (id: string, pollInterval: number): MergeRequestInput => ({
   },
 });
 
+/** The rig has no refinery here: the merge request keeps the configuration it was given. */
+const noRefinery = () => Promise.resolve(null);
+
 const eventsOf = async (handle: WorkflowHandle) => (await handle.fetchHistory()).events ?? [];
 
 describe.skipIf(skipReason)('merge request following a pull request (time-skipping)', { timeout: 60_000 }, () => {
@@ -64,6 +67,7 @@ describe.skipIf(skipReason)('merge request following a pull request (time-skippi
   it('looks at the PR once per poll interval on a durable timer and ends when a human merged it', async () => {
     let looks = 0;
     const activities = () => ({
+      currentRigConfig: noRefinery,
       pullRequestSnapshot: () =>
         Promise.resolve(
           ++looks < 4 ? snapshot({}) : snapshot({ merged: true, state: 'closed', mergeCommitSha: MERGE_COMMIT }),
@@ -101,6 +105,7 @@ describe.skipIf(skipReason)('merge request following a pull request (time-skippi
   it('continues as new while following a PR for days, carrying its looks, and still ends on the merge', async () => {
     const runs = new Map<string, number>();
     const activities = () => ({
+      currentRigConfig: noRefinery,
       pullRequestSnapshot: () => {
         const { runId } = Context.current().info.workflowExecution!;
         runs.set(runId, (runs.get(runId) ?? 0) + 1);

@@ -18,6 +18,7 @@ import {
   CheckpointRequest,
   DoneRequest,
   EscalateRequest,
+  HandoffRequest,
   InboxRequest,
   MAX_TEXT,
   ProgressRequest,
@@ -27,6 +28,7 @@ import {
   checkpointUpdate,
   doneUpdate,
   escalateUpdate,
+  handoffUpdate,
   inboxUpdate,
   progressUpdate,
   reviewVerdictUpdate,
@@ -34,6 +36,7 @@ import {
 import { printableStrings } from '../domain/caps';
 import { describeZodError } from '../domain/validation';
 import { gtHome } from '../host/home';
+import { ProgressCoalescer } from './progress-coalescer';
 
 export interface Gateway {
   url: string;
@@ -51,6 +54,8 @@ export interface GatewayOptions {
   publicUrl?: string;
   /** GT_HOME whose unix socket to serve as well (default: this process's GT_HOME); `false` for TCP only. */
   socketHome?: string | false;
+  /** At most one progress report per run is forwarded per this interval (default PROGRESS_INTERVAL_MS). */
+  progressIntervalMs?: number;
 }
 
 /**
@@ -136,12 +141,32 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       handle(c).executeUpdate(doneUpdate, { args: [body], updateId: `done:${c.runId}` }),
     'polecat',
   );
-  route('/v1/progress', ProgressRequest, (c, body) => handle(c).executeUpdate(progressUpdate, { args: [body] }));
+  // Coalesced per run (gateway/progress-coalescer.ts): a chatty agent cannot grow its workflow's history without bound.
+  const progress = new ProgressCoalescer(options.progressIntervalMs, (runId, err) =>
+    app.log.warn({ runId, err: String(err) }, 'progress report dropped'),
+  );
+  route(
+    '/v1/progress',
+    ProgressRequest,
+    async (c, body) =>
+      (await progress.submit(c.runId, () => handle(c).executeUpdate(progressUpdate, { args: [body] }))) ?? {
+        accepted: true,
+        runId: c.runId,
+        message: `progress noted; it is recorded within ${Math.round(progress.intervalMs / 1000)} s (one report per run is recorded per interval; the newest wins)`,
+      },
+  );
   route('/v1/escalate', EscalateRequest, (c, body) => handle(c).executeUpdate(escalateUpdate, { args: [body] }));
   route(
     '/v1/checkpoint',
     CheckpointRequest,
     (c, body) => handle(c).executeUpdate(checkpointUpdate, { args: [body] }),
+    'polecat',
+  );
+  route(
+    '/v1/handoff',
+    HandoffRequest,
+    // One hand-off per run: a repeated call returns the first answer and changes nothing.
+    (c, body) => handle(c).executeUpdate(handoffUpdate, { args: [body], updateId: `handoff:${c.runId}` }),
     'polecat',
   );
   route('/v1/inbox', InboxRequest, (c, body) => handle(c).executeUpdate(inboxUpdate, { args: [body] }), 'polecat');
@@ -169,6 +194,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     url,
     socketPath: socket?.path,
     close: async () => {
+      await progress.close();
       await new Promise<void>((resolve) => (socket ? socket.server.close(() => resolve()) : resolve()));
       await app.close();
     },

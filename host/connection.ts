@@ -1,14 +1,14 @@
 /**
  * Connection to Temporal from the standard variables and profiles (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
  * TEMPORAL_API_KEY, TLS, TEMPORAL_PROFILE / temporal.toml) as @temporalio/envconfig reads them, so the same
- * CLI and worker talk to the embedded dev server, a cluster, or Temporal Cloud.
+ * CLI and worker talk to the embedded dev server, a cluster, or Temporal Cloud. Shared by the client and the worker
+ * (which adds its native connection in worker/connection.ts).
  */
 import { Client, Connection } from '@temporalio/client';
 import { loadClientConnectConfig } from '@temporalio/envconfig';
 import type { DataConverter } from '@temporalio/common';
-import { NativeConnection } from '@temporalio/worker';
 import { dataConverterFromEnv } from '../codec/settings';
-import { installWorkerRuntime } from '../worker/logging';
+import { DEFAULT_TASK_QUEUE } from '../domain/task-queues';
 
 export const DEFAULT_ADDRESS = 'localhost:7233';
 
@@ -49,10 +49,5 @@ export async function connectClient(): Promise<{
   };
 }
 
-/** For worker processes: installs the Runtime (structured logs, GT_METRICS_ADDRESS) before the first native connection. */
-export async function connectNative(): Promise<{ connection: NativeConnection; namespace: string; address: string }> {
-  installWorkerRuntime();
-  const cfg = connectConfig();
-  const connection = await NativeConnection.connect(cfg.connectionOptions);
-  return { connection, namespace: cfg.namespace, address: cfg.connectionOptions.address };
-}
+/** The town's task queue (workflows and town-wide activities): GT_TASK_QUEUE, or the default. */
+export const taskQueue = () => process.env.GT_TASK_QUEUE ?? DEFAULT_TASK_QUEUE;

@@ -1,6 +1,7 @@
 /**
  * The town's own counters, exported next to the SDK's runtime metrics on the worker's Prometheus endpoint
- * (`GT_METRICS_ADDRESS`, see worker/logging.ts installWorkerRuntime).
+ * (`GT_METRICS_ADDRESS`, see worker/logging.ts installWorkerRuntime). In domain/ so workflows, activities and
+ * the worker share one definition without workflows importing the worker.
  *
  * Workflow-safe on purpose (type imports only): workflow code counts with the meter from '@temporalio/workflow',
  * which skips replays so a counter never double-counts; activities use the meter from '@temporalio/activity'.
@@ -33,9 +34,4 @@ export interface TownEventTags extends MetricTags {
 export function countTownEvent(meter: MetricMeter, counter: TownCounter, tags: TownEventTags, amount = 1): void {
   const { name, description } = TOWN_COUNTERS[counter];
   meter.createCounter(name, '1', description).add(amount, tags);
-}
-
-/** Runtime telemetry option for a Prometheus scrape endpoint (`/metrics`) at `bindAddress` (host:port). */
-export function prometheusExporter(bindAddress: string, globalTags: Record<string, string> = {}) {
-  return { prometheus: { bindAddress, countersTotalSuffix: true }, globalTags };
 }

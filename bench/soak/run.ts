@@ -1,0 +1,81 @@
+/**
+ * `npm run soak [-- --beads 200 --hosts 2 --faults kill-host,kill-server,... --seed 1 --full]`: the chaos soak
+ * (soak.ts), its invariants checked (invariants.ts), a Markdown + JSON report under bench/reports/soak-<time>.*.
+ * Exits 1 when any invariant is violated.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError } from 'commander';
+import { z } from 'zod';
+import { describeZodError } from '../../domain/validation';
+import { renderSoakReport } from './report';
+import { FAULT_KINDS, runSoak } from './soak';
+
+const SoakCliOptions = z.object({
+  beads: z.coerce.number().int().min(2).max(2000),
+  width: z.coerce.number().int().min(1).max(200),
+  hosts: z.coerce.number().int().min(2).max(8),
+  maxPolecats: z.coerce.number().int().min(1).max(64),
+  faults: z
+    .string()
+    .transform((s) => s.split(',').filter(Boolean))
+    .pipe(z.array(z.enum(FAULT_KINDS))),
+  faultEvery: z
+    .string()
+    .regex(/^\d+(\.\d+)?-\d+(\.\d+)?$/, 'expected MIN-MAX seconds, e.g. 10-30')
+    .transform((s) => s.split('-').map(Number) as [number, number])
+    .refine(([lo, hi]) => lo > 0 && lo <= hi, 'MIN must be above 0 and at most MAX'),
+  faultOrder: z.enum(['random', 'cycle']),
+  flakyPercent: z.coerce.number().min(0).max(50),
+  seed: z.coerce.number().int().min(0),
+  deadlineMinutes: z.coerce.number().min(1).max(600),
+  out: z.string().min(1),
+  full: z.boolean(),
+});
+
+const reportsDir = fileURLToPath(new URL('../reports', import.meta.url));
+
+const program = new Command('soak')
+  .description('chaos soak: a convoy on several worker hosts under injected faults, then the invariants checked')
+  .option('--beads <n>', 'beads in the convoy (default 200; 1000 with --full)')
+  .option('--width <n>', 'independent chains the beads form', '20')
+  .option('--hosts <n>', 'worker hosts (separate GT_HOMEs)', '2')
+  .option('--max-polecats <n>', 'concurrent agents on the rig', '8')
+  .option('--faults <kinds>', `comma-separated, from ${FAULT_KINDS.join(', ')}`, FAULT_KINDS.join(','))
+  .option('--fault-every <min-max>', 'seconds between faults', '10-30')
+  .option('--fault-order <order>', 'random (seeded picks) | cycle (each fault once, in order)', 'random')
+  .option('--flaky-percent <p>', 'share of good trees the gate fails anyway', '5')
+  .option('--seed <n>', 'seed of the bead kinds and the fault schedule', '1')
+  .option('--deadline-minutes <m>', 'stop waiting for the convoy after this long (default 60; 240 with --full)')
+  .option('--out <dir>', 'where the report goes', reportsDir)
+  .option('--full', 'the long run: 1,000 beads', false)
+  .exitOverride();
+
+try {
+  program.parse();
+} catch (err) {
+  if (err instanceof CommanderError) process.exit(err.exitCode);
+  throw err;
+}
+const raw = program.opts<Record<string, unknown>>();
+const parsed = SoakCliOptions.safeParse({
+  ...raw,
+  beads: raw.beads ?? (raw.full ? 1000 : 200),
+  deadlineMinutes: raw.deadlineMinutes ?? (raw.full ? 240 : 60),
+});
+if (!parsed.success) {
+  console.error(`soak: ${describeZodError(parsed.error)}`);
+  process.exit(2);
+}
+const o = parsed.data;
+const t0 = Date.now();
+const log = (line: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(5)} s] ${line}`);
+const result = await runSoak({ ...o, deadlineMs: o.deadlineMinutes * 60_000, log });
+const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+mkdirSync(o.out, { recursive: true });
+const md = join(o.out, `soak-${stamp}.md`);
+writeFileSync(join(o.out, `soak-${stamp}.json`), `${JSON.stringify(result, null, 2)}\n`);
+writeFileSync(md, renderSoakReport(result));
+console.log(`\n${renderSoakReport(result)}\nreport: ${md}`);
+process.exit(result.violations ? 1 : 0);

@@ -1,0 +1,51 @@
+/**
+ * The chaos soak, small: twelve beads on two real `gt worker` hosts and a Temporal server of its own, with every fault
+ * kind injected once (hosts killed with their agents, the server killed and restarted, a host paused past its
+ * heartbeat timeout, stale messages replayed, slow gates), and every invariant holding. `npm run soak` is the long run.
+ */
+import { describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { FAULT_KINDS, runSoak, type FaultKind } from '../bench/soak/soak';
+
+const ORDER: FaultKind[] = ['slow-gates', ...FAULT_KINDS.filter((k) => k !== 'slow-gates')];
+
+describe('chaos soak (smoke)', () => {
+  it(
+    'loses, doubles and lets through nothing while every kind of fault is injected',
+    { timeout: 600_000 },
+    async () => {
+      const log: string[] = [];
+      const result = await runSoak({
+        beads: 12,
+        width: 4,
+        hosts: 2,
+        maxPolecats: 4,
+        // Slow gates first: the window lasts 20 s, and every fault must fall while the convoy still runs.
+        faults: ORDER,
+        faultOrder: 'cycle',
+        faultEvery: [3, 5],
+        flakyPercent: 10,
+        seed: 7,
+        deadlineMs: 8 * 60_000,
+        workflowBundle: inject('workflowBundlePath'),
+        log: (line) => log.push(line),
+      });
+      const context = `${JSON.stringify(result.invariants)}\n${JSON.stringify(result.notMerged)}\n${log.join('\n')}`;
+      expect(
+        result.faults.map((f) => f.kind),
+        context,
+      ).toEqual([...FAULT_KINDS]);
+      expect(result.staleReplays.length, context).toBeGreaterThan(0);
+      expect(result.invariants, context).toEqual({
+        beadsLost: [],
+        beadsMergedTwice: [],
+        concurrentRuns: [],
+        ungatedTargetTrees: [],
+        staleMessagesAccepted: [],
+        stuckWorkflows: [],
+      });
+      expect(result.convoyStatus, context).toBe('landed');
+      expect(result.figures.merged).toBe(12);
+    },
+  );
+});
