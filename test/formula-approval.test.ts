@@ -2,7 +2,8 @@
  * Issue 15 acceptance, approval steps (`review-only`; real server, real git, scripted agents): the bead waits at its
  * approval step with no agent running; the timeout escalates once and the bead keeps waiting; `gt step approve`
  * lets it go on to the merge; `gt step reject --note` sends the work back to the review step with the note as
- * feedback. A decision for a step the bead is not waiting on is refused in one line.
+ * feedback. A decision for a step the bead is not waiting on is refused in one line. A bead of a formula with steps is
+ * not retried (docs/formulas.md, "Limits"): the refusal changes nothing.
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -95,5 +96,23 @@ describe('approval steps', () => {
     expect((await runGt(['step', 'approve', beadId, 'accept'], t.cliEnv())).code).toBe(0);
     expect((await t.town.beadResult(beadId)).status).toBe('closed');
     expect((await repo.log('main')).filter((c) => c.body.includes(`Gt-Merge-Request: mr:${beadId}:`))).toHaveLength(1);
+  }, 240_000);
+
+  it('a cancelled bead of a formula with steps is not retried (its position is not carried), and nothing starts', async () => {
+    const { beadId } = await slingReview('rtry');
+    await waitingAt(beadId, 1);
+    expect((await runGt(['bead', 'cancel', beadId, '--reason', 'testing retry'], t.cliEnv())).code).toBe(0);
+    const before = await t.town.beadState(beadId);
+    expect(before.status).toBe('cancelled');
+    const r = await runGt(['bead', 'retry', beadId], t.cliEnv());
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe(
+      `gt: bead ${beadId} runs formula review-only@1, whose steps a retry cannot resume yet: sling a new bead with the same formula instead (docs/formulas.md, "Limits")\n`,
+    );
+    // The same closed run: no new workflow run was started and its state is unchanged.
+    const after = await t.town.beadState(beadId);
+    expect(after.status).toBe('cancelled');
+    expect(after.retries).toBeUndefined();
+    expect(after.steps).toEqual(before.steps);
   }, 240_000);
 });
