@@ -5,11 +5,18 @@
  * trailer `Gt-Merge-Request: <mrId>@<head>`, so a retry finds its earlier success instead of merging twice.
  */
 import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { activityInfo, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
 import type { MergeOutcome } from '../domain/outcomes';
-import { type CandidateResult, conflictOutcome, MergeTicket } from '../domain/refinery';
+import {
+  type CandidateResult,
+  conflictOutcome,
+  type LandResult,
+  MergeTicket,
+  type SpeculativeGateResult,
+} from '../domain/refinery';
 import { type AgentRuntime, RigConfig } from '../domain/rig';
 import { fsSafe } from '../domain/ids';
 import type { AgentRuntimeDriver } from '../agents/runtime';
@@ -57,9 +64,53 @@ export interface MergeDeps {
   hostEnv?: NodeJS.ProcessEnv;
 }
 
+const CommitId = z.string().regex(/^[0-9a-f]{40}$/, 'expected a full 40-hex commit id');
+
+/**
+ * One MR of a speculative chain and the time (Unix seconds) its commit carries. With the time fixed, building the same
+ * chain on the same base makes the same commits wherever and whenever it is built: candidate k's commits start with
+ * candidate k−1's, so landing k after k−1 is a fast-forward, and the host that lands need not be the one that gated.
+ */
+export const ChainLink = z.object({ ticket: MergeTicket, at: z.number().int().nonnegative() });
+export type ChainLink = z.infer<typeof ChainLink>;
+
+const oneTarget = (chain: ChainLink[]) => chain.every((l) => l.ticket.targetBranch === chain[0]!.ticket.targetBranch);
+
+export const GateSpeculativeInput = z
+  .object({
+    rig: RigConfig,
+    /** The commit the chain builds on: the target as the refinery last saw it. */
+    base: CommitId,
+    /** The MRs ahead of the candidate's own MR, then it (last). */
+    chain: z.array(ChainLink).min(1).max(32),
+    /** Unique per candidate and rebuild: names its tree and its gate runs. */
+    key: z.string().regex(/^[A-Za-z0-9._-]{1,160}$/),
+  })
+  .refine((i) => oneTarget(i.chain), 'all MRs of a chain must share one target branch');
+export type GateSpeculativeInput = z.input<typeof GateSpeculativeInput>;
+
+export const LandChainInput = z
+  .object({
+    rig: RigConfig,
+    /** The lease: the target must still be exactly this commit. */
+    base: CommitId,
+    /** The chain being landed, as gated (same MRs, same times) on `base`. */
+    chain: z.array(ChainLink).min(1).max(32),
+    /** The gated commit the target moves to: the chain's last. */
+    candidateSha: CommitId,
+  })
+  .refine((i) => oneTarget(i.chain), 'all MRs of a chain must share one target branch');
+export type LandChainInput = z.input<typeof LandChainInput>;
+
+export const TargetTipInput = z.object({ rig: RigConfig, targetBranch: z.string().min(1).max(200) });
+export type TargetTipInput = z.input<typeof TargetTipInput>;
+
 export function createMergeActivities(deps: MergeDeps) {
   return {
     mergeCandidate: (raw: MergeCandidatesInput) => mergeCandidate(deps, raw),
+    gateSpeculative: (raw: GateSpeculativeInput) => gateSpeculative(deps, raw),
+    landChain: (raw: LandChainInput) => landChain(deps, raw),
+    targetTip: (raw: TargetTipInput) => targetTip(deps, raw),
   };
 }
 
@@ -132,38 +183,8 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
 
       if (rig.gates.length) gateRuns++;
       const gateKey = `gate-${fsSafe(lead.mrId)}-${candidateSha.slice(0, 12)}-a${attempt}r${casRound}`;
-      const gateResults = rig.gates.length
-        ? await runGates(
-            await gateRuntime(deps, rig),
-            rig.gates,
-            gateKey,
-            gateLaunch(deps, rig, candidateDir, gateKey, {
-              GT_MR_ID: lead.mrId,
-              GT_MR_IDS: todo.map((t) => t.mrId).join(' '),
-              GT_BEAD_ID: lead.beadId,
-              GT_BEAD_IDS: todo.map((t) => t.beadId).join(' '),
-              GT_TARGET_BRANCH: target,
-              GT_CANDIDATE_SHA: candidateSha,
-            }),
-            rig.gateTimeout,
-          )
-        : [];
-      stopIfCancelled();
-      const failed = gateResults.find((g) => !g.ok);
-      if (failed) {
-        const why = failed.timedOut ? `timed out after ${rig.gateTimeout} ms` : `exited with ${failed.exitCode}`;
-        const together = todo.length > 1 ? ` (gated together with ${todo.map((t) => t.mrId).join(', ')})` : '';
-        return {
-          kind: 'gates_failed',
-          gateRuns,
-          outcome: {
-            kind: 'gates_failed',
-            gate: failed.gate,
-            logPath: failed.logPath,
-            feedback: `Gate \`${failed.gate}\` ${why} on the merge of your branch into ${target}${together}.\nLast output:\n${failed.tail}`,
-          },
-        };
-      }
+      const failed = await gateCandidate(deps, rig, candidateDir, gateKey, lead, todo, candidateSha);
+      if (failed) return { kind: 'gates_failed', gateRuns, outcome: failed };
       if (mode === 'verify') return { kind: 'verified', candidateSha, gateRuns };
 
       heartbeat('pushing');
@@ -207,6 +228,272 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
   } finally {
     if (existsSync(candidateDir)) await removeCandidateTree(mirror, candidateDir);
   }
+}
+
+/**
+ * Runs the rig's gates on the candidate's tree (`own`: the MR the candidate is named after; `tickets`: the MRs it holds
+ * beyond the target, in order); the first failure as the outcome sent back, or undefined when every gate passed.
+ */
+async function gateCandidate(
+  deps: MergeDeps,
+  rig: RigConfig,
+  candidateDir: string,
+  gateKey: string,
+  own: Ticket,
+  tickets: Ticket[],
+  candidateSha: string,
+): Promise<Extract<MergeOutcome, { kind: 'gates_failed' }> | undefined> {
+  if (!rig.gates.length) return undefined;
+  const target = own.targetBranch;
+  const gateResults = await runGates(
+    await gateRuntime(deps, rig),
+    rig.gates,
+    gateKey,
+    gateLaunch(deps, rig, candidateDir, gateKey, {
+      GT_MR_ID: own.mrId,
+      GT_MR_IDS: tickets.map((t) => t.mrId).join(' '),
+      GT_BEAD_ID: own.beadId,
+      GT_BEAD_IDS: tickets.map((t) => t.beadId).join(' '),
+      GT_TARGET_BRANCH: target,
+      GT_CANDIDATE_SHA: candidateSha,
+    }),
+    rig.gateTimeout,
+  );
+  stopIfCancelled();
+  const failed = gateResults.find((g) => !g.ok);
+  if (!failed) return undefined;
+  const why = failed.timedOut ? `timed out after ${rig.gateTimeout} ms` : `exited with ${failed.exitCode}`;
+  const together = tickets.length > 1 ? ` (gated together with ${tickets.map((t) => t.mrId).join(', ')})` : '';
+  return {
+    kind: 'gates_failed',
+    gate: failed.gate,
+    logPath: failed.logPath,
+    feedback: `Gate \`${failed.gate}\` ${why} on the merge of your branch into ${target}${together}.\nLast output:\n${failed.tail}`,
+  };
+}
+
+// --- speculative execution -----------------------------------------------------------------------------------
+
+/** Where the target branch is now (after a fetch): the base the refinery builds its speculative chains on. */
+async function targetTip(deps: MergeDeps, raw: TargetTipInput): Promise<{ sha: string | null }> {
+  const { rig, targetBranch } = parseActivityInput(TargetTipInput, raw);
+  const mirror = await syncMirror(rig.name, rig.repo, deps.gtHome);
+  return { sha: await remoteBranchSha(mirror, targetBranch) };
+}
+
+/** The rig's mirror, fetched only when it lacks one of `shas` (every fetch is a round trip to the repository). */
+async function mirrorWith(
+  deps: MergeDeps,
+  rig: RigConfig,
+  shas: string[],
+): Promise<{ mirror: string; fetched: boolean }> {
+  const mirror = paths.mirror(rig.name, deps.gtHome);
+  if (existsSync(join(mirror, 'HEAD')) && (await missingCommits(mirror, shas)).length === 0)
+    return { mirror, fetched: false };
+  return { mirror: await syncMirror(rig.name, rig.repo, deps.gtHome), fetched: true };
+}
+
+/** Which of `shas` the repository does not hold as commits (one git process for all of them). */
+async function missingCommits(mirror: string, shas: string[]): Promise<string[]> {
+  const out = await git(mirror, ['cat-file', '--batch-check=%(objectname) %(objecttype)'], {
+    input: shas.map((s) => `${s}^{commit}`).join('\n') + '\n',
+  });
+  const lines = out.split('\n');
+  return shas.filter((_, i) => !/^[0-9a-f]{40} commit$/.test(lines[i] ?? ''));
+}
+
+/** The commit on `base`'s history that merged this MR at this head (the trailer), if any. */
+async function mergedOn(mirror: string, base: string, t: Ticket): Promise<string | null> {
+  const out = await git(mirror, [
+    'log',
+    '-1',
+    '--format=%H',
+    '--fixed-strings',
+    `--grep=${mergeTrailer(t.mrId, t.headSha)}`,
+    base,
+  ]);
+  return out.trim() || null;
+}
+
+type ChainBuild =
+  | { kind: 'built'; commits: { mrId: string; commit: string }[] }
+  | { kind: 'conflict'; mrId: string; outcome: MergeOutcome };
+
+/**
+ * Merge commits this process has made or is making for speculative chains: "link L merged onto commit P" → its commit
+ * (undefined: it conflicted). Chains are deterministic, so the candidates of one window, which share their first
+ * k − 1 links, build each link once instead of candidate k merging all k of them (a window of N: N merges, not
+ * N(N+1)/2). Another host's candidates build for themselves; a miss only costs the merge.
+ */
+const builtLinks = new Map<string, Promise<string | undefined>>();
+const BUILT_LINKS_KEEP = 2000;
+const linkKey = (rig: RigConfig, base: string, parent: string, { ticket, at }: ChainLink) =>
+  // A rebased MR's commits depend on its merge base with the chain's base too.
+  [
+    rig.name,
+    rig.mergeStrategy,
+    rig.mergeStrategy === 'rebase' ? base : '',
+    parent,
+    ticket.mrId,
+    ticket.headSha,
+    at,
+  ].join(' ');
+
+/** Builds `base` + the chain's MRs in the candidate tree at `dir`, each commit at its link's fixed time. */
+async function buildChain(
+  mirror: string,
+  dir: string,
+  branch: string,
+  rig: RigConfig,
+  base: string,
+  chain: ChainLink[],
+): Promise<ChainBuild> {
+  const commits: { mrId: string; commit: string }[] = [];
+  // The links already merged here (or being merged by a sibling candidate): wait for them rather than merge again.
+  let parent = base;
+  for (const link of chain) {
+    const known = await builtLinks.get(linkKey(rig, base, parent, link))?.catch(() => undefined);
+    if (!known) break;
+    commits.push({ mrId: link.ticket.mrId, commit: known });
+    parent = known;
+  }
+  if (commits.length && (await missingCommits(mirror, [parent])).length) {
+    // Pruned since (a `git gc`): build everything again.
+    builtLinks.clear();
+    commits.length = 0;
+    parent = base;
+  }
+  const tree = await createCandidateTree(mirror, dir, branch, parent);
+  for (const link of chain.slice(commits.length)) {
+    const key = linkKey(rig, base, parent, link);
+    let settle: (commit: string | undefined) => void = () => undefined;
+    builtLinks.set(key, new Promise((resolve) => (settle = resolve)));
+    if (builtLinks.size > BUILT_LINKS_KEEP) builtLinks.delete(builtLinks.keys().next().value!);
+    let built: Built;
+    try {
+      built = await applyTicket(tree, rig.mergeStrategy, link.ticket, base, link.at, parent);
+    } catch (err) {
+      builtLinks.delete(key);
+      settle(undefined);
+      throw err;
+    }
+    if (built.kind === 'conflict') {
+      // Waiting siblings merge it themselves and see the conflict with its paths.
+      builtLinks.delete(key);
+      settle(undefined);
+      return { kind: 'conflict', mrId: link.ticket.mrId, outcome: built };
+    }
+    settle(built.sha);
+    commits.push({ mrId: link.ticket.mrId, commit: built.sha });
+    parent = built.sha;
+  }
+  return { kind: 'built', commits };
+}
+
+/** Removes a candidate tree and its branch (speculative candidates are many: their branches must not pile up). */
+async function dropCandidate(mirror: string, dir: string, branch: string): Promise<void> {
+  if (existsSync(dir)) await removeCandidateTree(mirror, dir);
+  await withLock(mirror, () => gitStatus(mirror, ['branch', '-D', branch]));
+}
+
+/**
+ * Speculative candidate: builds `base` + the chain (the MRs ahead of this one, then it) and runs the gates on exactly
+ * that tree. It never pushes: the refinery lands passing chains in queue order (landChain), so a candidate whose
+ * predecessor fails is only ever discarded. No fetch unless the mirror lacks the base or a head.
+ */
+async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Promise<SpeculativeGateResult> {
+  const { rig, base, chain, key } = parseActivityInput(GateSpeculativeInput, raw);
+  const own = chain[chain.length - 1]!.ticket;
+  const { mirror, fetched } = await mirrorWith(deps, rig, [base, ...chain.map((l) => l.ticket.headSha)]);
+  if (fetched && (await missingCommits(mirror, [base])).length)
+    return { kind: 'stale', reason: `base ${base} is not in ${rig.repo}`, gateRuns: 0 };
+  // Only its own MR: each MR ahead is checked by its own candidate, and this one is discarded if that one fails.
+  const unusable = await checkHead(mirror, own, base);
+  if (unusable) {
+    // Already on the base with its trailer: landed by an earlier attempt whose answer was lost, not "no changes".
+    const landed = await mergedOn(mirror, base, own);
+    if (landed) return { kind: 'landed', commit: landed, gateRuns: 0 };
+    return excluded(own, unusable, 0) as SpeculativeGateResult;
+  }
+  const attempt = activityInfo().attempt;
+  const dir = paths.candidate(rig.name, `${key}-a${attempt}`, deps.gtHome);
+  const branch = `gt-candidate/${key}-a${attempt}`;
+  try {
+    heartbeat('building speculative candidate');
+    const built = await buildChain(mirror, dir, branch, rig, base, chain);
+    if (built.kind === 'conflict') return { kind: 'excluded', mrId: built.mrId, outcome: built.outcome, gateRuns: 0 };
+    const candidateSha = built.commits[built.commits.length - 1]!.commit;
+    const failed = await gateCandidate(
+      deps,
+      rig,
+      dir,
+      `gate-${key}-a${attempt}`,
+      own,
+      chain.map((l) => l.ticket),
+      candidateSha,
+    );
+    const gateRuns = rig.gates.length ? 1 : 0;
+    if (failed) return { kind: 'gates_failed', outcome: failed, gateRuns };
+    return { kind: 'passed', candidateSha, commits: built.commits, gateRuns };
+  } finally {
+    await dropCandidate(mirror, dir, branch);
+  }
+}
+
+/**
+ * Moves the target to a gated chain's last commit by compare-and-swap on `base`: the refinery calls it in queue
+ * order, for chains whose gates passed, so the target only ever holds trees that passed. A host that did not gate
+ * the chain builds it again (same MRs, same times: same commits) and lands it only if it is the very commit gated.
+ */
+async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResult> {
+  const { rig, base, chain, candidateSha } = parseActivityInput(LandChainInput, raw);
+  const target = chain[0]!.ticket.targetBranch;
+  const { mirror } = await mirrorWith(deps, rig, [base]);
+  if ((await missingCommits(mirror, [candidateSha])).length) {
+    const attempt = activityInfo().attempt;
+    const key = `land-${candidateSha.slice(0, 12)}-a${attempt}`;
+    const dir = paths.candidate(rig.name, key, deps.gtHome);
+    try {
+      const built = await buildChain(mirror, dir, `gt-candidate/${key}`, rig, base, chain);
+      const sha = built.kind === 'built' ? built.commits[built.commits.length - 1]!.commit : undefined;
+      if (sha !== candidateSha)
+        return {
+          kind: 'stale',
+          reason: `the chain built here is ${sha ?? 'a conflict'}, not the gated ${candidateSha}`,
+        };
+    } finally {
+      await dropCandidate(mirror, dir, `gt-candidate/${key}`);
+    }
+  }
+  if (!(await gitStatus(mirror, ['merge-base', '--is-ancestor', base, candidateSha])).ok)
+    return { kind: 'stale', reason: `${candidateSha} does not build on ${base}` };
+  heartbeat('pushing');
+  const push = await withLock(mirror, () =>
+    gitStatus(mirror, [
+      'push',
+      'origin',
+      `${candidateSha}:refs/heads/${target}`,
+      `--force-with-lease=refs/heads/${target}:${base}`,
+    ]),
+  );
+  if (push.ok) {
+    log.info('merged speculative chain', { mrIds: chain.map((l) => l.ticket.mrId), commit: candidateSha, target });
+    return { kind: 'merged', commit: candidateSha, alreadyMerged: false };
+  }
+  const refusal = pushRefusal(push.stderr);
+  if (refusal === 'refused')
+    throw ApplicationFailure.nonRetryable(
+      `${rig.repo} refused the push of ${target}: ${push.stderr.trim().slice(0, 1000)}`,
+      'PushRefused',
+    );
+  if (refusal === 'failed')
+    throw new Error(`pushing ${target} to ${rig.repo} failed: ${push.stderr.trim().slice(0, 1000)}`);
+  // Lost the lease: an earlier attempt of this landing may have pushed (its answer lost), or someone else moved it.
+  await syncMirror(rig.name, rig.repo, deps.gtHome);
+  const now = await remoteBranchSha(mirror, target);
+  if (now && (await gitStatus(mirror, ['merge-base', '--is-ancestor', candidateSha, now])).ok)
+    return { kind: 'merged', commit: candidateSha, alreadyMerged: true };
+  return { kind: 'stale', reason: `target ${target} moved to ${now ?? '(deleted)'} while the chain was gated` };
 }
 
 /**
@@ -265,8 +552,13 @@ async function applyTicket(
   strategy: RigConfig['mergeStrategy'],
   ticket: Ticket,
   targetSha: string,
+  /** Unix seconds every commit made here carries (speculative chains: the same chain builds the same commits). */
+  at?: number,
+  /** HEAD of the tree when the caller knows it (one git process fewer per MR). */
+  head?: string,
 ): Promise<Built> {
-  const before = (await git(dir, ['rev-parse', 'HEAD'])).trim();
+  const opts = at === undefined ? {} : { env: { GIT_AUTHOR_DATE: `@${at} +0000`, GIT_COMMITTER_DATE: `@${at} +0000` } };
+  const before = head ?? (await git(dir, ['rev-parse', 'HEAD'])).trim();
   const message = `${ticket.title} (${ticket.beadId})\n\nMerge ${ticket.branch} into ${ticket.targetBranch}.\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`;
   const conflict = async (): Promise<Built> => {
     const conflicted = (await git(dir, ['diff', '--name-only', '--diff-filter=U'])).split('\n').filter(Boolean);
@@ -282,26 +574,24 @@ async function applyTicket(
   const replay =
     base !== undefined && !(await git(dir, ['rev-list', '--merges', '-n', '1', `${base}..${ticket.headSha}`])).trim();
   if (strategy === 'merge') {
-    if (!(await gitStatus(dir, ['merge', '--no-ff', '-m', message, ticket.headSha])).ok) return conflict();
+    if (!(await gitStatus(dir, ['merge', '--no-ff', '-m', message, ticket.headSha], opts)).ok) return conflict();
   } else if (!replay) {
-    if (!(await gitStatus(dir, ['merge', '--squash', ticket.headSha])).ok) return conflict();
-    await git(dir, ['commit', '--allow-empty', '-m', message]);
+    if (!(await gitStatus(dir, ['merge', '--squash', ticket.headSha], opts)).ok) return conflict();
+    await git(dir, ['commit', '--allow-empty', '-m', message], opts);
   } else {
     const commits = (await git(dir, ['rev-list', '--reverse', '--no-merges', `${base}..${ticket.headSha}`]))
       .split('\n')
       .filter(Boolean);
     for (const c of commits) {
-      if (!(await gitStatus(dir, ['cherry-pick', '--allow-empty', '--keep-redundant-commits', c])).ok)
+      if (!(await gitStatus(dir, ['cherry-pick', '--allow-empty', '--keep-redundant-commits', c], opts)).ok)
         return conflict();
     }
     const last = (await git(dir, ['log', '-1', '--format=%B'])).trim();
-    await git(dir, [
-      'commit',
-      '--amend',
-      '--allow-empty',
-      '-m',
-      `${last}\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`,
-    ]);
+    await git(
+      dir,
+      ['commit', '--amend', '--allow-empty', '-m', `${last}\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`],
+      opts,
+    );
   }
   return { kind: 'built', sha: (await git(dir, ['rev-parse', 'HEAD'])).trim() };
 }

@@ -177,8 +177,17 @@ export function historyFigures(histories: readonly RunHistory[], beads: number):
 
 // --- merge queue ---
 
+/** A merge-queue mode as the report names it: `batching (batch 8)`, `speculative (8 at once)`. */
+export const queueModeLabel = (q: { mode: string; batchSize: number; speculation?: number }) =>
+  q.mode === 'batching'
+    ? `batching (batch ${q.batchSize})`
+    : q.mode === 'speculative'
+      ? `speculative (${q.speculation} at once)`
+      : q.mode;
+
 export interface QueueRepeatFigures {
   batchSize: number;
+  speculation?: number;
   mrs: number;
   bad: number;
   merged: number;
@@ -193,13 +202,17 @@ export interface QueueRepeatFigures {
   sections: number;
 }
 
-export function queueFigures(run: OrchestratedRun, batchSize: number, bad: number): QueueRepeatFigures {
+export function queueFigures(
+  run: OrchestratedRun,
+  mode: { batchSize: number; speculation: number },
+  bad: number,
+): QueueRepeatFigures {
   const merged = run.beads.filter((b) => b.status === 'closed').length;
   const gateRuns = run.sections.reduce((n, s) => n + s.gateRuns, 0);
   const lastEnd = Math.max(...run.sections.map((s) => s.endedAt ?? 0));
   const drainMs = lastEnd - (run.queueReleasedAt ?? run.startedAt);
   return {
-    batchSize,
+    ...mode,
     mrs: run.beads.length,
     bad,
     merged,

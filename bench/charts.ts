@@ -10,7 +10,7 @@
  * - A chart is drawn only when the report holds its figures (a queue-only report has no makespan chart), so every
  *   chart embedded in the Markdown exists.
  */
-import { HOPS, type Hop } from './analysis';
+import { HOPS, queueModeLabel, type Hop } from './analysis';
 import type { BenchReport } from './report';
 import { spread, type Spread } from './stats';
 
@@ -388,7 +388,7 @@ export function benchCharts(r: BenchReport): Chart[] {
         .filter(Boolean)
         .join(', ');
       return {
-        label: `${q.mode}${q.mode === 'batching' ? ` (batch ${q.batchSize})` : ''} · ${q.repeats.length} repeat(s)`,
+        label: `${queueModeLabel(q)} · ${q.repeats.length} repeat(s)`,
         value: s.drainMs!.median,
         lo: s.drainMs!.min,
         hi: s.drainMs!.max,

@@ -31,6 +31,9 @@ export interface RunHistory {
 }
 
 const MERGE_ACTIVITY = 'mergeCandidate' satisfies keyof TownQueueActivities;
+/** Speculative refineries gate candidates with one activity and land passing chains with another. */
+const SPECULATIVE_GATE_ACTIVITY = 'gateSpeculative' satisfies keyof TownQueueActivities;
+const LAND_ACTIVITY = 'landChain' satisfies keyof TownQueueActivities;
 const SUPERVISE_ACTIVITY = 'superviseAgentRun' satisfies keyof HostQueueActivities;
 
 const camel = (name: string) =>
@@ -236,7 +239,10 @@ export function beadEvents(events: readonly HistoryEvent[]): BeadEvents {
   };
 }
 
-/** One gated candidate of the refinery (a single MR, a batch, or a bisection probe). */
+/**
+ * One step of the refinery's merge work: a gated candidate (a single MR, a batch, a bisection probe, or a speculative
+ * candidate: the MRs of its chain) or, on speculative rigs, the landing of a passing chain (no gate run).
+ */
 export interface MergeSection {
   mrIds: string[];
   startedAt: number;
@@ -249,6 +255,7 @@ export interface MergeSection {
 
 interface CandidateInput {
   tickets?: { mrId: string }[];
+  chain?: { ticket: { mrId: string } }[];
 }
 interface CandidateOutput {
   kind?: string;
@@ -257,12 +264,15 @@ interface CandidateOutput {
 }
 
 export function mergeSections(events: readonly HistoryEvent[]): MergeSection[] {
-  const byScheduled = new Map<number, MergeSection>();
+  const byScheduled = new Map<number, MergeSection & { activity: string }>();
+  const section = (scheduledEventId: unknown) => byScheduled.get(Number(scheduledEventId));
   for (const e of events) {
-    if (e.type === 'ActivityTaskScheduled' && activityName(e) === MERGE_ACTIVITY) {
+    const activity = e.type === 'ActivityTaskScheduled' ? activityName(e) : undefined;
+    if (activity === MERGE_ACTIVITY || activity === SPECULATIVE_GATE_ACTIVITY || activity === LAND_ACTIVITY) {
       const input = decode(e.raw.activityTaskScheduledEventAttributes?.input) as CandidateInput | undefined;
       byScheduled.set(e.id, {
-        mrIds: (input?.tickets ?? []).map((t) => t.mrId),
+        activity,
+        mrIds: input?.tickets?.map((t) => t.mrId) ?? input?.chain?.map((l) => l.ticket.mrId) ?? [],
         startedAt: NaN,
         gateRuns: 0,
         merged: [],
@@ -271,20 +281,32 @@ export function mergeSections(events: readonly HistoryEvent[]): MergeSection[] {
     }
     const startedAttrs = e.raw.activityTaskStartedEventAttributes;
     if (startedAttrs) {
-      const s = byScheduled.get(Number(startedAttrs.scheduledEventId));
+      const s = section(startedAttrs.scheduledEventId);
       if (s) s.startedAt = e.time;
+      continue;
+    }
+    // A discarded speculative candidate stopped part way: its gate ran (the refinery counts it the same way).
+    const cancelled = e.raw.activityTaskCanceledEventAttributes;
+    if (cancelled) {
+      const s = section(cancelled.scheduledEventId);
+      if (s) [s.endedAt, s.kind, s.gateRuns] = [e.time, 'cancelled', s.activity === SPECULATIVE_GATE_ACTIVITY ? 1 : 0];
       continue;
     }
     const done = e.raw.activityTaskCompletedEventAttributes;
     if (done) {
-      const s = byScheduled.get(Number(done.scheduledEventId));
+      const s = section(done.scheduledEventId);
       if (!s) continue;
       const result = decode(done.result) as CandidateOutput | undefined;
       s.endedAt = e.time;
       s.kind = result?.kind;
       s.gateRuns = result?.gateRuns ?? 0;
-      s.merged = result?.kind === 'merged' ? (result.merged ?? []).map((m) => m.mrId) : [];
+      s.merged =
+        result?.kind !== 'merged'
+          ? []
+          : s.activity === LAND_ACTIVITY
+            ? s.mrIds
+            : (result.merged ?? []).map((m) => m.mrId);
     }
   }
-  return [...byScheduled.values()].sort((a, b) => a.startedAt - b.startedAt);
+  return [...byScheduled.values()].map(({ activity: _activity, ...s }) => s).sort((a, b) => a.startedAt - b.startedAt);
 }

@@ -35,6 +35,8 @@ export const BenchOptions = z.object({
   queueRepeats: z.coerce.number().int().min(1).max(10),
   gateSeconds: z.coerce.number().min(0).max(60),
   batchSize: z.coerce.number().int().min(2).max(32),
+  /** The speculative mode's `speculation`: candidates gated at once at most. */
+  speculation: z.coerce.number().int().min(2).max(16),
   skip: z
     .string()
     .regex(/^((convoys|queue)(,(convoys|queue))*)?$/, 'expected convoys and/or queue')
@@ -43,8 +45,11 @@ export const BenchOptions = z.object({
   keepScratch: z.boolean(),
   quick: z.boolean(),
   full: z.boolean(),
-  /** `cli`: measure only the CLI start-up (no Temporal stack); the report does not replace latest.md. */
-  only: z.enum(['cli']).optional(),
+  /**
+   * `cli`: measure only the CLI start-up (no Temporal stack); `queue`: only the merge queue's modes (no start-up,
+   * hand-off baseline or convoys). Either report leaves latest.md to full runs.
+   */
+  only: z.enum(['cli', 'queue']).optional(),
   cliRuns: z.coerce.number().int().min(1).max(200),
   /** Re-render the Markdown of an earlier JSON report instead of measuring. */
   render: z.string().endsWith('.json', 'expected a JSON report, e.g. bench/reports/<time>.json').optional(),
@@ -65,13 +70,21 @@ const DEFAULTS = {
   queueRepeats: '1',
   gateSeconds: '2',
   batchSize: '8',
+  speculation: '8',
   skip: '',
   cliRuns: '15',
   out: fileURLToPath(new URL('./reports', import.meta.url)),
 };
 
 /** Tiny parameters for trying the bench out while others use the machine. */
-const QUICK = { scenarios: '6x1,6x3', repeats: '1', queueMrs: '8', gateSeconds: '1', batchSize: '4' };
+const QUICK = {
+  scenarios: '6x1,6x3',
+  repeats: '1',
+  queueMrs: '8',
+  gateSeconds: '1',
+  batchSize: '4',
+  speculation: '4',
+};
 /** Every N at both widths, every figure a median of 3 (estimated at an hour here: the 300-bead chain alone is 300 serial hops). */
 const FULL = { scenarios: '10x1,10x16,100x1,100x16,300x1,300x16', repeats: '3', queueRepeats: '3' };
 
@@ -113,8 +126,12 @@ export function parseOptions(argv: string[]): BenchOptions {
     .option('--queue-repeats <n>', `repeats of each merge-queue mode (default ${DEFAULTS.queueRepeats})`)
     .option('--gate-seconds <s>', `duration of the merge-queue bench's slow gate (default ${DEFAULTS.gateSeconds})`)
     .option('--batch-size <n>', `refinery batch size for the batching mode (default ${DEFAULTS.batchSize})`)
+    .option('--speculation <n>', `candidates gated at once in the speculative mode (default ${DEFAULTS.speculation})`)
     .option('--skip <parts>', 'leave out parts: convoys, queue', DEFAULTS.skip)
-    .option('--only <part>', 'measure only this part: cli (the CLI start-up, a few seconds, no Temporal stack)')
+    .option(
+      '--only <part>',
+      'measure only this part: cli (the CLI start-up, a few seconds, no Temporal stack) or queue (the merge queue modes)',
+    )
     .option('--cli-runs <n>', `runs of each command in the CLI start-up (default ${DEFAULTS.cliRuns})`)
     .option('--out <dir>', 'where reports are written', DEFAULTS.out)
     .option('--keep-scratch', 'keep the scratch repositories and GT_HOME for inspection', false)
@@ -142,6 +159,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     queueRepeats: pick('queueRepeats'),
     gateSeconds: pick('gateSeconds'),
     batchSize: pick('batchSize'),
+    speculation: pick('speculation'),
     skip: pick('skip'),
     only: o.only as string | undefined,
     cliRuns: pick('cliRuns'),

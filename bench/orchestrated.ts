@@ -28,6 +28,8 @@ export interface OrchestratedOptions {
   driver: Driver;
   maxPolecats: number;
   batchSize?: number;
+  /** The rig's `speculation` (speculative merge queue); 1 or unset: off. */
+  speculation?: number;
   bad?: Set<number>;
   maxRounds?: number;
   /** Hold the refinery until every MR is queued, so the queue is measured on its own. */
@@ -132,6 +134,7 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
     gates: o.gates,
     maxPolecats: o.maxPolecats,
     batchSize: o.batchSize ?? 1,
+    speculation: o.speculation ?? 1,
     env: { BENCH_TIMES: timesDir },
     policy: o.maxRounds ? { maxRounds: o.maxRounds } : undefined,
   });
@@ -150,11 +153,12 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
     let seen = 0;
     let grewAt = Date.now();
     while (!finished) {
-      const queued = (await refinery.query(refineryStateQuery)).queue.length;
+      // A loaded machine can time a query out: ask again rather than lose the run.
+      const queued = (await untilAnswered(() => refinery.query(refineryStateQuery))).queue.length;
       if (queued > seen) [seen, grewAt] = [queued, Date.now()];
       if (queued >= n || (queued > 0 && Date.now() - grewAt > QUEUE_SETTLE_MS)) {
         queueReleasedAt = Date.now();
-        await refinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: false }] });
+        await untilAnswered(() => refinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: false }] }));
         return;
       }
       await sleep(250);
@@ -163,7 +167,11 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
 
   const beadIds = Array.from({ length: n }, (_, i) => `${rig}-${beadLocalId(i, bad.has(i))}`);
   const startedAt = Date.now();
-  const releasing = o.fillQueueFirst ? releaseWhenFull() : Promise.resolve();
+  // Awaited only after the run: a failure to release must be kept until then, not crash the bench as unhandled.
+  const releasing = (o.fillQueueFirst ? releaseWhenFull() : Promise.resolve()).then(
+    () => undefined,
+    (err: unknown) => (err instanceof Error ? err : new Error(`releasing the refinery failed: ${JSON.stringify(err)}`)),
+  );
   const drive = async (): Promise<string> => {
     if (o.driver === 'convoy') {
       const { convoyId } = await stack.convoys.start(convoySpec({ id: rig, rig, n, width, bad }));
@@ -193,7 +201,8 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
   if (status === 'landed' && landed !== n - bad.size)
     status = `landed, but main holds ${landed} of ${n - bad.size} beads' work`;
   finished = true;
-  await releasing;
+  const releaseError = await releasing;
+  if (releaseError) throw releaseError;
 
   const histories = await fetchRigHistories(stack.client, rig, [
     ...(o.driver === 'convoy' ? [`convoy:${rig}`] : []),

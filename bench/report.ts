@@ -6,7 +6,14 @@
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { benchCharts, type ChartName } from './charts';
-import { BREAKDOWN_HOPS, HOPS, type ConvoyRepeatFigures, type Hop, type QueueRepeatFigures } from './analysis';
+import {
+  BREAKDOWN_HOPS,
+  HOPS,
+  queueModeLabel,
+  type ConvoyRepeatFigures,
+  type Hop,
+  type QueueRepeatFigures,
+} from './analysis';
 import type { MachineInfo } from './machine';
 import type { HandoffFigures } from './handoff';
 import { renderCliStartup, type CliStartupFigures } from './cli-startup';
@@ -50,8 +57,10 @@ export interface ConvoySummary {
 }
 
 export interface QueueScenarioReport {
-  mode: 'one-at-a-time' | 'batching';
+  mode: 'one-at-a-time' | 'batching' | 'speculative';
   batchSize: number;
+  /** Speculative mode: candidates gated at once at most. */
+  speculation?: number;
   repeats: QueueRepeatFigures[];
   failures: string[];
   summary: Partial<
@@ -248,7 +257,7 @@ export function renderMarkdown(r: BenchReport, charts: ChartFiles = {}): string 
     for (const q of r.mergeQueue) {
       const s = q.summary;
       lines.push(
-        `| ${q.mode}${q.mode === 'batching' ? ` (batch ${q.batchSize})` : ''} | ${q.repeats.length}${q.failures.length ? ` (+${q.failures.length} failed)` : ''} | ${cell(s.merged, (v) => num(v, 0))} | ${cell(s.gateRuns, (v) => num(v, 0))} | ${cell(s.gateRunsPerMerged, (v) => v.toFixed(2))} | ${cell(s.drainMs)} | ${cell(s.makespanMs)} | ${cell(s.mergedPerMinute, (v) => v.toFixed(1))} |`,
+        `| ${queueModeLabel(q)} | ${q.repeats.length}${q.failures.length ? ` (+${q.failures.length} failed)` : ''} | ${cell(s.merged, (v) => num(v, 0))} | ${cell(s.gateRuns, (v) => num(v, 0))} | ${cell(s.gateRunsPerMerged, (v) => v.toFixed(2))} | ${cell(s.drainMs)} | ${cell(s.makespanMs)} | ${cell(s.mergedPerMinute, (v) => v.toFixed(1))} |`,
       );
     }
     lines.push('');

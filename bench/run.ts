@@ -118,12 +118,13 @@ async function queueScenario(
   stack: BenchStack,
   scratch: string,
   o: BenchOptions,
-  batchSize: number,
   into: QueueScenarioReport,
 ): Promise<void> {
+  const { batchSize } = into;
+  const speculation = into.speculation ?? 1;
   const bad = badBeads(o.queueMrs, o.queueBad);
   await eachRepeat(into, o.queueRepeats, `merge queue ${into.mode}`, async (r) => {
-    const name = label(`q${o.queueMrs}b${batchSize}r${r}`);
+    const name = label(`q${o.queueMrs}b${batchSize}s${speculation}r${r}`);
     const root = join(scratch, name);
     const run = await runOrchestrated({
       stack,
@@ -137,6 +138,7 @@ async function queueScenario(
       driver: o.driver,
       maxPolecats: Math.min(o.queueMrs, 16),
       batchSize,
+      speculation,
       bad,
       // A bad change stays bad: one round, so it is sent back once and fails instead of looping through rework.
       maxRounds: 1,
@@ -144,7 +146,7 @@ async function queueScenario(
       deadlineMs: deadlineFor(o.queueMrs * Math.max(1, o.gateSeconds)),
     });
     // With bad MRs the convoy cannot land; it must end, with exactly the good ones merged.
-    const f = queueFigures(run, batchSize, bad.size);
+    const f = queueFigures(run, { batchSize, speculation }, bad.size);
     if (run.status === 'timed out' || f.merged !== o.queueMrs - bad.size) {
       const unmerged = run.beads
         .filter((b) => !bad.has(b.index) && b.status !== 'closed')
@@ -169,9 +171,10 @@ async function main() {
     await cliStartupOnly(o, startedAt);
     return;
   }
+  const queueOnly = o.only === 'queue';
   // Before the stack starts: its dev server and worker would load the machine.
-  log(`CLI start-up: ${o.cliRuns} runs of each command…`);
-  const cliStartup = await measureCliStartup(o.cliRuns);
+  if (!queueOnly) log(`CLI start-up: ${o.cliRuns} runs of each command…`);
+  const cliStartup = queueOnly ? undefined : await measureCliStartup(o.cliRuns);
   const scratch = mkdtempSync(join(tmpdir(), 'gt-bench-'));
   mkdirSync(scratch, { recursive: true });
   const stack = await startStack(log);
@@ -217,7 +220,7 @@ async function main() {
     };
   };
   const publish = (r: BenchReport) => {
-    const paths = writeReport(o.out, r);
+    const paths = writeReport(o.out, r, { latest: !queueOnly });
     console.log(renderMarkdown(r));
     log(`report: ${paths.md} (and ${paths.json}, ${paths.latest ?? ''})`);
   };
@@ -234,23 +237,30 @@ async function main() {
     });
   }
 
+  if (queueOnly) notes.push('Only the merge queue was measured (--only queue).');
   try {
-    log(
-      `Temporal hand-off baseline: ${HANDOFF_STEPS} no-op steps in a row, ${HANDOFF_REPEATS} times, on this stack and on a dev server at Temporal's defaults…`,
-    );
-    const ours = await measureHandoffs(
-      { nativeConnection: stack.server.env.nativeConnection, client: stack.client, namespace: stack.server.namespace },
-      'ours',
-      HANDOFF_STEPS,
-      HANDOFF_REPEATS,
-    );
-    log(`hand-off ${describeHandoffs(ours)}`);
-    const serverDefault = await withHandoffServer('server-default', {}, (target) =>
-      measureHandoffs(target, 'server-default', HANDOFF_STEPS, HANDOFF_REPEATS),
-    );
-    log(`hand-off ${describeHandoffs(serverDefault)}`);
-    handoff = [...ours, ...serverDefault];
-    if (!o.skip.has('convoys')) {
+    if (!queueOnly) {
+      log(
+        `Temporal hand-off baseline: ${HANDOFF_STEPS} no-op steps in a row, ${HANDOFF_REPEATS} times, on this stack and on a dev server at Temporal's defaults…`,
+      );
+      const ours = await measureHandoffs(
+        {
+          nativeConnection: stack.server.env.nativeConnection,
+          client: stack.client,
+          namespace: stack.server.namespace,
+        },
+        'ours',
+        HANDOFF_STEPS,
+        HANDOFF_REPEATS,
+      );
+      log(`hand-off ${describeHandoffs(ours)}`);
+      const serverDefault = await withHandoffServer('server-default', {}, (target) =>
+        measureHandoffs(target, 'server-default', HANDOFF_STEPS, HANDOFF_REPEATS),
+      );
+      log(`hand-off ${describeHandoffs(serverDefault)}`);
+      handoff = [...ours, ...serverDefault];
+    }
+    if (!o.skip.has('convoys') && !queueOnly) {
       for (const { n, width: requested } of o.scenarios) {
         // A width beyond N means every bead at once: the DAG has N chains of one bead.
         const width = Math.min(requested, n);
@@ -267,16 +277,16 @@ async function main() {
       }
     }
     if (!o.skip.has('queue')) {
-      for (const batchSize of [1, o.batchSize]) {
-        const into: QueueScenarioReport = {
-          mode: batchSize === 1 ? 'one-at-a-time' : 'batching',
-          batchSize,
-          repeats: [],
-          failures: [],
-          summary: {},
-        };
+      // The same input (N MRs, the same bad ones) through each mode of the refinery.
+      const modes: Pick<QueueScenarioReport, 'mode' | 'batchSize' | 'speculation'>[] = [
+        { mode: 'one-at-a-time', batchSize: 1 },
+        { mode: 'batching', batchSize: o.batchSize },
+        { mode: 'speculative', batchSize: 1, speculation: o.speculation },
+      ];
+      for (const mode of modes) {
+        const into: QueueScenarioReport = { ...mode, repeats: [], failures: [], summary: {} };
         mergeQueue.push(into);
-        await queueScenario(stack, scratch, o, batchSize, into);
+        await queueScenario(stack, scratch, o, into);
       }
     }
   } finally {

@@ -172,6 +172,23 @@ export type CandidateResult =
   /** The candidate's gates failed: for a single MR that is its outcome; in a batch it starts or continues bisection. */
   | { kind: 'gates_failed'; outcome: Extract<MergeOutcome, { kind: 'gates_failed' }>; gateRuns: number };
 
+/**
+ * One speculative candidate gated (target + the MRs ahead of it + its own MR), never pushed: what the speculative
+ * gate activity answers. `commits` names the commit of every MR of the chain, the last being `candidateSha`.
+ */
+export type SpeculativeGateResult =
+  | { kind: 'passed'; candidateSha: string; commits: { mrId: string; commit: string }[]; gateRuns: number }
+  /** The candidate's own MR is already on the base (an earlier landing whose answer was lost): nothing to gate. */
+  | { kind: 'landed'; commit: string; gateRuns: number }
+  /** One MR of the chain cannot be merged (conflict, missing head, nothing to merge). */
+  | { kind: 'excluded'; mrId: string; outcome: MergeOutcome; gateRuns: number }
+  | { kind: 'gates_failed'; outcome: Extract<MergeOutcome, { kind: 'gates_failed' }>; gateRuns: number }
+  /** The chain cannot be built as asked (its base is gone from the repository): plan again from the target. */
+  | { kind: 'stale'; reason: string; gateRuns: number };
+
+/** Landing a gated chain by compare-and-swap: merged, or stale (the target is not where the chain was built). */
+export type LandResult = { kind: 'merged'; commit: string; alreadyMerged: boolean } | { kind: 'stale'; reason: string };
+
 export interface SectionRecord {
   mrId: string;
   beadId: string;
@@ -181,7 +198,8 @@ export interface SectionRecord {
 }
 
 export interface RefinerySection {
-  kind: 'merge' | 'batch' | 'pull-request';
+  kind: 'merge' | 'batch' | 'pull-request' | 'speculative';
+  /** Speculative: the MRs in flight, in queue order (MR k gated on the target + the ones before it). */
   mrIds: string[];
   startedAt: string;
   /** During batch bisection: how many MRs the current probe gates. */
@@ -205,6 +223,8 @@ export interface RefineryState {
   /** The latest section outcomes, newest last. */
   recent: SectionRecord[];
   batchSize: number;
+  /** Speculative candidates gated at once at most (1: none). */
+  speculation?: number;
 }
 
 /** What a merge request workflow answers to `mergeRequestStateQuery`. */

@@ -92,6 +92,11 @@ export const RigConfig = z
     policy: RunPolicy.default(RunPolicy.parse({})),
     /** Merge up to this many queued MRs as one gated candidate, bisecting to the culprits on failure; 1 = one at a time. */
     batchSize: z.number().int().min(1).max(32).default(1),
+    /**
+     * Gate up to this many queued MRs at once on speculative stacks (MR k on target + MR 1..k−1, Zuul-style); a failure
+     * evicts its MR and rebuilds what stood behind it. 1 = no speculation (today's one section at a time).
+     */
+    speculation: z.number().int().min(1).max(16).default(1),
     /** GitHub settings for `merge: pr` (the token is the worker's GITHUB_TOKEN, never part of the rig). */
     forge: ForgeSettings.optional(),
     /** Extra environment for agents (never credentials: those come from the worker host). */
@@ -116,6 +121,11 @@ export const RigConfig = z
     gitIdentity: z
       .object({ name: z.string().trim().min(1).max(200), email: z.string().trim().min(3).max(320) })
       .optional(),
+  })
+  .refine((r) => r.speculation === 1 || r.batchSize === 1, {
+    message:
+      'a rig merges either in batches (batchSize > 1) or speculatively (speculation > 1), not both: set the other to 1',
+    path: ['speculation'],
   })
   .refine((r) => rigText(r) <= MAX_RIG_TEXT, {
     message: `a rig's settings hold at most ${MAX_RIG_TEXT} characters of text (gates, agent and reviewer commands, env): keep long scripts in the repository and call them`,

@@ -18,6 +18,7 @@ import { ConvoyClient } from '../client/convoys';
 import { removeRig } from '../client/rig-removal';
 import { decideStep } from '../client/steps';
 import { Town } from '../client/town';
+import { pauseRefineryUpdate, refineryStateQuery } from '../domain/messages';
 import { startDevServer } from '../provisioning/dev-server';
 import { createTownWorker } from '../worker/worker';
 import { createRepo } from '../test/helpers/repo';
@@ -185,6 +186,28 @@ try {
   await decideStep(town, reviewOnly.beadId, { stepId: 'accept', verdict: 'approve', note: 'recorded', by: 'recorder' });
   console.error(`rec-approved: ${(await reviewOnly.handle.result()).status}`);
 
+  // A speculative merge queue (speculation 3): four MRs gated on stacked candidates at once, the second one failing
+  // its gate (sent back, the ones behind it rebuilt without it; its rework fails again and the bead fails).
+  await town.addRig({
+    name: 'rec-spec',
+    repo: repo.origin,
+    agent: agent('good'),
+    gates: ['test -d work && test ! -f work/rec-spec-b.txt'],
+    speculation: 3,
+    policy: fast,
+  });
+  const specRefinery = client.workflow.getHandle('refinery:rec-spec');
+  while (!(await specRefinery.query(refineryStateQuery).catch(() => undefined)))
+    await new Promise((r) => setTimeout(r, 100));
+  await specRefinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: true }] });
+  const specBeads = await Promise.all(
+    ['a', 'b', 'c', 'd'].map((x) => town.sling('rec-spec', { id: `rec-spec-${x}`, title: `Speculative ${x}` })),
+  );
+  while ((await specRefinery.query(refineryStateQuery)).queue.length < specBeads.length)
+    await new Promise((r) => setTimeout(r, 200));
+  await specRefinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: false }] });
+  for (const b of specBeads) console.error(`${b.beadId}: ${(await b.handle.result()).status}`);
+
   const scenarios: Record<string, string> = {
     'bead-formula-careful': 'bead:rec-careful',
     'bead-formula-approved': 'bead:rec-approved',
@@ -201,6 +224,7 @@ try {
     'dispatch-gate': 'dispatch:rec',
     'bead-cancelled': 'bead:rec-cancelled',
     'refinery-removed': 'refinery:rec-removed',
+    'refinery-speculative': 'refinery:rec-spec',
     'bead-resumed-failed': 'bead:rec-failed-retried',
     'bead-resumed-merged': 'bead:rec-reopened-c',
     'convoy-reopened': 'convoy:rec-reopened',

@@ -10,8 +10,10 @@
  * queue holds at most MAX_QUEUED_TICKETS, so that input stays far below Temporal's payload limit.
  */
 import {
+  ActivityCancellationType,
   allHandlersFinished,
   ApplicationFailure,
+  CancellationScope,
   condition,
   continueAsNew,
   getExternalWorkflowHandle,
@@ -26,6 +28,7 @@ import {
 } from '@temporalio/workflow';
 import { z } from 'zod';
 import type { TownQueueActivities } from '../activities';
+import type { ChainLink } from '../activities/merge';
 import { escalationIdPart } from '../domain/escalation';
 import {
   enqueueSignal,
@@ -48,11 +51,13 @@ import {
   type RefineryState,
   type SectionOutcome,
   type SectionRecord,
+  type SpeculativeGateResult,
   startBisection,
   WithdrawRequest,
   withoutItem,
 } from '../domain/refinery';
 import { RigConfig, type RigConfigInput } from '../domain/rig';
+import { fsSafe } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
 import { countTownEvent } from '../domain/metrics';
 import { failureMessage, parseOrReject } from '../domain/validation';
@@ -127,6 +132,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     ...stats,
     recent,
     batchSize: rig.batchSize,
+    speculation: rig.speculation,
   });
 
   // Defined before the handlers: an update delivered with the workflow's first task runs as soon as its handler is set.
@@ -137,7 +143,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     if (status !== shownStatus) upsertSearchAttributes([{ key: SA.status, value: (shownStatus = status) }]);
     setCurrentDetails(
       section
-        ? `${section.kind} section: **${section.mrIds.join(', ')}**${section.probe ? ` (probing ${section.probe})` : ''}; ${queue.length} waiting`
+        ? `${section.kind} section: **${section.mrIds.join(', ') || '…'}**${section.probe ? ` (probing ${section.probe})` : ''}; ${queue.length} waiting`
         : `${paused ? '**paused**' : 'idle'}; ${queue.length} waiting; ${stats.merged} merged, ${stats.rejected} sent back, ${stats.pullRequests} pull requests, ${stats.gateRuns} gate runs`,
     );
   };
@@ -365,6 +371,221 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     workflowInfo().continueAsNewSuggested ||
     (input.continueAsNewEvery !== undefined && sections >= input.continueAsNewEvery);
 
+  /** A speculative candidate: one MR in the window, gated on the base + every MR ahead of it. */
+  interface Candidate {
+    ticket: MergeTicket;
+    /** Its commit's time (Unix seconds), fixed when it entered the window: rebuilding a chain makes the same commits. */
+    at: number;
+    /** The running gate activity; undefined when not launched (yet, or again after what it built on changed). */
+    scope?: CancellationScope;
+    result?: SpeculativeGateResult | { kind: 'error'; error: unknown };
+  }
+  const speculativeGates = () =>
+    proxyActivities<TownQueueActivities>({
+      startToCloseTimeout: Math.max(2 * 3_600_000, rig.gates.length * rig.gateTimeout + 600_000),
+      heartbeatTimeout: Math.max(rig.policy.heartbeatTimeout, 30_000),
+      // A discarded candidate holds its place in the window until its gates have really stopped (or finished).
+      cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+      retry: {
+        initialInterval: '2s',
+        backoffCoefficient: 2,
+        maximumInterval: '2m',
+        maximumAttempts: 8,
+        nonRetryableErrorTypes: ['InvalidInput'],
+      },
+    });
+  /** Gate activities launched in this run: part of every candidate's key, so a rebuild never reuses a live tree. */
+  let launches = 0;
+  /** After this many chains in a row went stale (the target moved under them) the window's MRs go back to the queue. */
+  const MAX_STALE = 5;
+
+  /**
+   * Speculative execution (Zuul-style), for rigs with `speculation` > 1: up to that many MRs for `targetBranch` are
+   * gated at once, MR k on base + MR 1..k−1 while those are still being gated. Results are taken in queue order: a
+   * passing prefix lands by compare-and-swap on the base (landChain), so the target only ever moves to a tree that
+   * passed, in queue order; a failing MR is sent back and everything behind it is rebuilt without it. Returns once
+   * the window is empty and no more MRs are to be taken (paused, rolling over, or none waiting), with no gate running.
+   */
+  const speculativeSection = async (targetBranch: string) => {
+    const items: Candidate[] = [];
+    let base: string | undefined;
+    let running = 0;
+    let changes = 0;
+    let stale = 0;
+    const eligible = (t: MergeTicket) => t.targetBranch === targetBranch && !usesPullRequest(t);
+    /** The queue's next MR, if the window may take it: MRs for another branch or PRs wait for the window to end. */
+    const nextToTake = () => {
+      if (items.length >= rig.speculation || rig.speculation < 2 || paused || rollOver() || !queue.length)
+        return undefined;
+      const next = orderQueue(queue, Date.now(), convoySince)[0]!;
+      return eligible(next) ? next : undefined;
+    };
+    const mayTake = () => nextToTake() !== undefined;
+    const show = () => {
+      sectionTickets = items.map((c) => c.ticket);
+      section = { ...section!, mrIds: sectionTickets.map((t) => t.mrId) };
+      setStatus();
+    };
+    /** Stops the candidates from `from` on: what they built on has changed. Their gate runs stop in the background. */
+    const discard = (from: number) => {
+      for (const c of items.slice(from)) {
+        c.scope?.cancel();
+        c.scope = undefined;
+        c.result = undefined;
+      }
+    };
+    const launch = (i: number, on: string) => {
+      const c = items[i]!;
+      const chain: ChainLink[] = items.slice(0, i + 1).map((x) => ({ ticket: x.ticket, at: x.at }));
+      const key = `${fsSafe(c.ticket.beadId)}-${workflowInfo().runId.slice(0, 8)}-${++launches}`;
+      const scope = new CancellationScope();
+      c.scope = scope;
+      running++;
+      scope
+        .run(() => speculativeGates().gateSpeculative({ rig, base: on, chain, key }))
+        .then(
+          (r) => {
+            stats.gateRuns += r.gateRuns;
+            if (c.scope === scope) c.result = r;
+          },
+          (error: unknown) => {
+            // A discarded candidate's gate was stopped part way: it still ran.
+            if (c.scope !== scope) stats.gateRuns += rig.gates.length ? 1 : 0;
+            else c.result = { kind: 'error', error };
+          },
+        )
+        .finally(() => {
+          running--;
+          changes++;
+        });
+    };
+    /** The head left the window without landing: whatever stood behind it was built on it, and is built again. */
+    const dropHead = () => {
+      items.shift();
+      discard(0);
+    };
+
+    for (;;) {
+      for (let next = nextToTake(); next; next = nextToTake()) {
+        queue.splice(
+          queue.findIndex((t) => t.mrId === next.mrId && t.headSha === next.headSha),
+          1,
+        );
+        const { score: _score, ...ticket } = next;
+        items.push({ ticket, at: Math.floor(Date.now() / 1000) });
+      }
+      show();
+      if (items.length === 0) break;
+      if (base === undefined) {
+        let tip: string | null;
+        try {
+          tip = (await merger().targetTip({ rig, targetBranch })).sha;
+        } catch (err) {
+          await sectionFailed(
+            items.splice(0).map((c) => c.ticket),
+            err,
+          );
+          continue;
+        }
+        if (!tip) {
+          for (const c of items.splice(0))
+            await deliver(c.ticket, {
+              kind: 'rejected',
+              feedback: `target branch '${targetBranch}' does not exist in ${rig.repo}`,
+            });
+          continue;
+        }
+        base = tip;
+      }
+      for (const [i, c] of items.entries()) if (!c.scope && !c.result && running < rig.speculation) launch(i, base);
+
+      const head = items[0]!;
+      const r = head.result;
+      if (!r) {
+        const seen = changes;
+        await condition(() => changes !== seen || mayTake());
+        continue;
+      }
+      if (r.kind === 'passed') {
+        // The longest run of passing candidates from the head lands at once: its last commit holds all of them.
+        let last = 0;
+        while (items[last + 1]?.result?.kind === 'passed') last++;
+        const landing = items.slice(0, last + 1);
+        const gated = landing[last]!.result as Extract<SpeculativeGateResult, { kind: 'passed' }>;
+        let landed;
+        try {
+          landed = await merger().landChain({
+            rig,
+            base,
+            chain: landing.map((c) => ({ ticket: c.ticket, at: c.at })),
+            candidateSha: gated.candidateSha,
+          });
+        } catch (err) {
+          items.splice(0, landing.length);
+          discard(0);
+          base = undefined;
+          await sectionFailed(
+            landing.map((c) => c.ticket),
+            err,
+          );
+          continue;
+        }
+        if (landed.kind === 'stale') {
+          log.warn('speculative chain is stale; rebuilding on the target', { reason: landed.reason });
+          discard(0);
+          base = undefined;
+          if (++stale >= MAX_STALE) {
+            stale = 0;
+            await sectionFailed(
+              items.splice(0).map((c) => c.ticket),
+              `target ${targetBranch} kept moving: ${landed.reason}`,
+            );
+          }
+          continue;
+        }
+        stale = 0;
+        const commitOf = new Map(gated.commits.map((m) => [m.mrId, m.commit]));
+        items.splice(0, landing.length);
+        base = landed.commit;
+        for (const c of landing)
+          await deliver(c.ticket, {
+            kind: 'merged',
+            commit: commitOf.get(c.ticket.mrId) ?? landed.commit,
+            targetBranch,
+          });
+      } else if (r.kind === 'landed') {
+        // Landed by an earlier attempt whose answer was lost: the chains behind it counted it twice.
+        dropHead();
+        base = undefined;
+        await deliver(head.ticket, { kind: 'merged', commit: r.commit, targetBranch });
+      } else if (r.kind === 'gates_failed' || (r.kind === 'excluded' && r.mrId === head.ticket.mrId)) {
+        // Everything ahead of it has landed: its own change fails (or cannot be merged). Sent back as today.
+        dropHead();
+        await deliver(head.ticket, r.outcome);
+      } else if (r.kind === 'error') {
+        dropHead();
+        await sectionFailed([head.ticket], r.error);
+      } else {
+        // Stale, or an MR ahead of it that has landed reported unmergeable by this build: plan again from the target.
+        log.warn('speculative candidate is stale; rebuilding on the target', {
+          mrId: head.ticket.mrId,
+          result: r.kind,
+        });
+        discard(0);
+        base = undefined;
+        if (++stale >= MAX_STALE) {
+          stale = 0;
+          await sectionFailed(
+            items.splice(0).map((c) => c.ticket),
+            `speculative candidates kept going stale (${r.kind})`,
+          );
+        }
+      }
+    }
+    // Nothing may still gate when the section ends: the window's bound holds across sections and continue-as-new.
+    await condition(() => running === 0);
+  };
+
   for (;;) {
     setStatus();
     await condition(() => (!paused && queue.length > 0) || rollOver() || (removing && queue.length === 0));
@@ -372,6 +593,16 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     if (rollOver() || (removing && queue.length === 0)) break;
     const ordered = orderQueue(queue, Date.now(), convoySince);
     const lead = ordered[0]!;
+    // Speculative rigs take their MRs into the window themselves; only active with speculation > 1, so histories of
+    // rigs without it replay the commands they always ran.
+    if (rig.speculation > 1 && !usesPullRequest(lead)) {
+      section = { kind: 'speculative', mrIds: [], startedAt: new Date().toISOString() };
+      await speculativeSection(lead.targetBranch);
+      section = undefined;
+      sectionTickets = [];
+      sections++;
+      continue;
+    }
     const taken = usesPullRequest(lead)
       ? [lead]
       : ordered.filter((t) => t.targetBranch === lead.targetBranch && !usesPullRequest(t)).slice(0, rig.batchSize);

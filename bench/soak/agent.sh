@@ -31,14 +31,16 @@ gt progress "working" > /dev/null
 mkdir -p work
 if [ "$round" -gt 1 ]; then
   # Rework: take the target as it is now (its version wins any conflict), drop what the gate rejected.
-  git fetch -q origin "$GT_TARGET_BRANCH" && git merge -q -X theirs --no-edit FETCH_HEAD || true
+  git fetch -q origin "$GT_TARGET_BRANCH"
+  git -c user.name=Soak -c user.email=soak@test merge -q -X theirs --no-edit FETCH_HEAD
   rm -f "work/$GT_BEAD_ID.BROKEN"
 fi
 case "$kind" in
   conflict) [ "$round" = 1 ] && echo "$GT_BEAD_ID" > work/conflict.txt ;;
   broken) [ "$round" = 1 ] && echo "this tree fails the gate" > "work/$GT_BEAD_ID.BROKEN" ;;
 esac
-echo "$GT_BEAD_ID" > "work/$GT_BEAD_ID.txt"
+# The run id makes every round's commit a real change (a rework round after a flaky gate changes nothing else).
+echo "$GT_BEAD_ID $GT_RUN_ID" > "work/$GT_BEAD_ID.txt"
 commit "work for $GT_BEAD_ID ($GT_RUN_ID)"
 gt done --summary "soak: $kind bead, round $round" > /dev/null
 echo "done $(now)" >> "$marks"

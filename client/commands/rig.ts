@@ -36,6 +36,7 @@ interface RigSettingOptions {
   breakerThreshold?: number;
   breakerProbeInterval?: string;
   batchSize?: number;
+  speculation?: number;
   githubRepo?: string;
   githubApiUrl?: string;
   prPoll?: string;
@@ -192,6 +193,11 @@ function settingOptions(cmd: Command, defaults: boolean): Command {
       intArg('--batch-size'),
     )
     .option(
+      '--speculation <n>',
+      'gate up to n queued MRs at once, each on the target plus the MRs ahead of it; a failure evicts its MR and re-gates the ones behind (default 1: off; excludes --batch-size > 1)',
+      intArg('--speculation'),
+    )
+    .option(
       '--github-repo <owner/name>',
       "GitHub repository for --merge pr (default: from a github.com --repo URL); the token is the worker's GITHUB_TOKEN",
     )
@@ -264,6 +270,7 @@ export function registerRigCommands(program: Command): void {
           limits: limitOptions(o),
           gitIdentity: o.gitName || o.gitEmail ? { name: o.gitName ?? '', email: o.gitEmail ?? '' } : undefined,
           batchSize: o.batchSize,
+          speculation: o.speculation,
           forge: forgeOptions(o, o.repo, o.merge ?? 'direct'),
           formula: o.formula,
           formulaVars: o.formulaVar ? varFlags(o.formulaVar, '--formula-var') : undefined,
@@ -308,6 +315,7 @@ export function registerRigCommands(program: Command): void {
                 }
               : undefined,
           batchSize: o.batchSize,
+          speculation: o.speculation,
           forge: forgeGiven ? forgeOptions(o, current.repo, o.merge ?? current.merge, current.forge) : undefined,
           formula: o.formula,
           formulaVars: o.formulaVar

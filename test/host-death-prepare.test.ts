@@ -1,0 +1,49 @@
+/**
+ * Found by the chaos soak: a host killed while it prepared a run held its bead until the activity's ten-minute
+ * start-to-close. The activities that prepare a run or import its branch now heartbeat while they work
+ * (activities/heartbeat.ts) and are scheduled with the rig's heartbeat timeout, so a dead host costs one heartbeat
+ * timeout. Checked here on both sides: the real workflow's schedule (from a real bead's history) and the heartbeats.
+ */
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { whileHeartbeating } from '../activities/heartbeat';
+import { createRepo } from './helpers/repo';
+import { FAST_POLICY, startTestTown, type TestTown } from './helpers/town';
+
+let t: TestTown;
+beforeAll(async () => {
+  t = await startTestTown();
+});
+afterAll(async () => {
+  await t?.stop();
+});
+
+describe('a host dying while it prepares a run', () => {
+  it('schedules preparing and publishing with the rig’s heartbeat timeout', async () => {
+    const repo = await createRepo();
+    await t.addRig({ name: 'hb-prepare', repo: repo.origin });
+    const { handle } = await t.town.sling('hb-prepare', { id: 'b-hb-prepare', title: 'Prepared under heartbeat' });
+    expect((await handle.result()).status).toBe('closed');
+    const history = await handle.fetchHistory();
+    const scheduled = (history.events ?? [])
+      .map((e) => e.activityTaskScheduledEventAttributes)
+      .filter((a) => a && ['prepareRun', 'publishBranch'].includes(a.activityType?.name ?? ''));
+    expect(scheduled.map((a) => a!.activityType!.name)).toEqual(['prepareRun', 'publishBranch']);
+    for (const a of scheduled) expect(Number(a!.heartbeatTimeout!.seconds)).toBe(FAST_POLICY.heartbeatTimeout! / 1000);
+  });
+
+  it('heartbeats while the work runs, at a third of the heartbeat timeout', async () => {
+    const env = new MockActivityEnvironment({ heartbeatTimeoutMs: 300 });
+    const beats: unknown[] = [];
+    env.on('heartbeat', (d: unknown) => beats.push(d));
+    const result = await env.run(() =>
+      whileHeartbeating('preparing', () => new Promise<string>((resolve) => setTimeout(() => resolve('ready'), 550))),
+    );
+    expect(result).toBe('ready');
+    // One at the start, then one per 100 ms of work; none after it ended.
+    expect(beats.length).toBeGreaterThanOrEqual(3);
+    const after = beats.length;
+    await new Promise((r) => setTimeout(r, 250));
+    expect(beats.length).toBe(after);
+  });
+});
