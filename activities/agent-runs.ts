@@ -55,6 +55,18 @@ export const PrepareRunInput = z.object({
   checkpoints: z.array(z.string()).default([]),
   /** Operator messages already waiting when the run starts. */
   messages: z.array(z.string()).default([]),
+  /** The formula step of this run, if the bead runs a formula of several steps (its instructions already rendered). */
+  step: z
+    .object({
+      id: z.string().max(63),
+      title: z.string().max(200),
+      index: z.number().int().min(1),
+      total: z.number().int().min(1),
+      formula: z.string().max(200),
+      instructions: z.string().max(60_000),
+      final: z.boolean(),
+    })
+    .optional(),
 });
 export type PrepareRunInput = z.input<typeof PrepareRunInput>;
 
@@ -276,6 +288,7 @@ export function createAgentRunActivities(deps: HostDeps) {
           feedback: input.feedback,
           checkpoints: input.checkpoints,
           messages: input.messages,
+          step: input.step,
         });
         log.info('run prepared', { runId: input.runId, beadId: input.bead.id, worktree, base, staleRunsStopped });
         return { host: deps.hostId, worktree, promptFile, branch, baseSha: base, staleRunsStopped };

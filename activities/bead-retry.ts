@@ -12,8 +12,9 @@
  *   request ids are new.
  * - Refused (nothing changed) unless the bead's workflow ended failed or cancelled: a terminated or timed-out bead
  *   ended without stopping its agent.
- * - The new run uses the rig's current configuration (an operator often fixes the rig, then retries); the bead's spec
- *   and convoy come from the earlier run's own input.
+ * - The new run uses the rig's current configuration (an operator often fixes the rig, then retries); the bead's spec,
+ *   convoy and formula come from the earlier run's own input. A bead whose formula has steps is refused (its position
+ *   in the formula is not carried).
  * Shared by the client (standalone beads) and the convoy's activity (its beads), so both check the same things.
  */
 import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy, type Client } from '@temporalio/client';
@@ -28,6 +29,7 @@ import {
   type BeadState,
   type RetryRecord,
 } from '../domain/bead';
+import { formulaLabel, isSingleRun } from '../domain/formula';
 import { beadWorkflowId, refineryWorkflowId } from '../domain/ids';
 import type { MergeOutcome } from '../domain/outcomes';
 import { beadStateQuery, rigConfigQuery } from '../domain/messages';
@@ -108,6 +110,12 @@ export async function checkRetryable(client: Client, beadId: string): Promise<Re
   }
   const input = await firstInput(client, beadWorkflowId(beadId), description.runId);
   if (!input) return refuse(`bead ${beadId}: its workflow input could not be read`);
+  // A formula with steps keeps its position (finished steps, loops, the head so far) only in the run that ran it: a
+  // new run would start the formula over or skip steps, so it is refused until a retry can carry that position.
+  if (input.formula && !isSingleRun(input.formula))
+    return refuse(
+      `bead ${beadId} runs formula ${formulaLabel(input.formula)}, whose steps a retry cannot resume yet: sling a new bead with the same formula instead (docs/formulas.md, "Limits")`,
+    );
   return {
     ok: true,
     bead: { beadId, state, input, ended, reason, taskQueue: description.taskQueue },
@@ -183,7 +191,7 @@ export async function startRetry(
     const handle = await client.workflow.start('beadWorkflow', {
       workflowId,
       taskQueue: bead.taskQueue,
-      args: [{ bead: input.bead, rig, convoy: input.convoy, resume }],
+      args: [{ bead: input.bead, rig, convoy: input.convoy, formula: input.formula, resume }],
       // Only a closed run can be followed by another: with a run open, the start fails (below).
       workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
       typedSearchAttributes: [

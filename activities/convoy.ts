@@ -21,6 +21,9 @@ import type { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import type { BeadResult } from '../domain/bead';
 import { retryBeadRun } from './bead-retry';
+import { formulaLabel } from '../domain/formula';
+import { FormulaName, FormulaVarValues } from '../domain/formula-ref';
+import { FormulaError, formulaForBead } from './formulas';
 import { gitStatus, remoteBranchSha, syncMirror } from './git';
 import type { TownDeps } from './town';
 import { parseActivityInput } from './validation';
@@ -41,7 +44,10 @@ export const StartConvoyBeadsInput = z.object({
   rig: RigName,
   /** Where the beads merge: the rig's branch, or the convoy branch in review-then-land. */
   targetBranch: z.string().min(1),
-  beads: z.array(BeadSpec).min(1).max(MAX_START_BATCH),
+  beads: z
+    .array(BeadSpec.extend({ formula: FormulaName.optional(), vars: FormulaVarValues.optional() }))
+    .min(1)
+    .max(MAX_START_BATCH),
 });
 export type StartConvoyBeadsInput = z.input<typeof StartConvoyBeadsInput>;
 
@@ -115,7 +121,7 @@ export function createConvoyActivities(deps: TownDeps) {
       const input = parseActivityInput(StartConvoyBeadsInput, raw);
       const rig = await rigConfig(input.rig);
       const results = await eachLimited(input.beads, (bead) =>
-        startBead(client, deps.taskQueue, input.convoyId, rig, input.targetBranch, bead),
+        startBead(client, deps.taskQueue, input.convoyId, rig, input.targetBranch, bead, deps.gtHome),
       );
       return { results, capacity: rig.maxPolecats };
     },
@@ -222,14 +228,23 @@ async function startBead(
   convoyId: string,
   rig: RigConfig,
   targetBranch: string,
-  bead: BeadSpec,
+  { formula: formulaName, vars, ...bead }: BeadSpec & { formula?: string; vars?: Record<string, string> },
+  gtHome: string,
 ): Promise<StartedBead> {
   const workflowId = beadWorkflowId(bead.id);
+  let formula;
+  try {
+    // Checked when the convoy started; resolved again here, on the worker, because files or the rig may have changed.
+    formula = formulaForBead(rig, formulaName, vars, gtHome);
+  } catch (err) {
+    if (!(err instanceof FormulaError)) throw err;
+    return { beadId: bead.id, outcome: 'error', error: err.message };
+  }
   try {
     await client.workflow.start('beadWorkflow', {
       workflowId,
       taskQueue,
-      args: [{ bead, rig, convoy: { id: convoyId, targetBranch } }],
+      args: [{ bead, rig, convoy: { id: convoyId, targetBranch }, formula }],
       // A bead id is used once: terminal beads are never restarted (a retry is a new bead).
       workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
       typedSearchAttributes: [
@@ -238,8 +253,9 @@ async function startBead(
         { key: SA.beadId, value: bead.id },
         { key: SA.convoyId, value: convoyId },
         { key: SA.status, value: 'open' },
+        { key: SA.formula, value: formulaLabel(formula) },
       ],
-      memo: { title: bead.title, convoyId },
+      memo: { title: bead.title, convoyId, formula: formulaLabel(formula) },
       staticSummary: `bead ${bead.id} (convoy ${convoyId}): ${bead.title}`,
       staticDetails: bead.description || undefined,
     });

@@ -5,6 +5,7 @@
 import { createAgentRunActivities, type HostDeps } from './agent-runs';
 import { createConvoyActivities } from './convoy';
 import { createDispatchActivities } from './dispatch';
+import { createFormulaStepActivities } from './formula-steps';
 import { createLogActivities } from './logs';
 import { forgeActivities } from './forge';
 import { createMergeActivities, type MergeDeps } from './merge';
@@ -21,6 +22,7 @@ export function createTownQueueActivities(deps: TownDeps & MergeDeps & { escalat
     ...createConvoyActivities(deps),
     ...createDispatchActivities(deps),
     ...createMergeActivities(deps),
+    ...createFormulaStepActivities(deps),
     ...createRigConfigActivities(deps),
     ...forgeActivities,
   };

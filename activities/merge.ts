@@ -115,7 +115,7 @@ export function createMergeActivities(deps: MergeDeps) {
 }
 
 /** The runtime a rig's gates run in: its agents' runtime, which must be available on this host. */
-async function gateRuntime(deps: MergeDeps, rig: RigConfig): Promise<AgentRuntimeDriver> {
+export async function gateRuntime(deps: MergeDeps, rig: RigConfig): Promise<AgentRuntimeDriver> {
   const driver = deps.runtimes[rig.runtime];
   const available = driver ? await driver.available() : { ok: false as const, reason: 'not configured' };
   if (!driver || !available.ok) {
@@ -597,7 +597,7 @@ async function applyTicket(
 }
 
 /** A gate's launch: the candidate's tree, the mirror its `.git` points into (read-only), allow-listed env, rig limits. */
-function gateLaunch(
+export function gateLaunch(
   deps: MergeDeps,
   rig: RigConfig,
   candidateDir: string,

@@ -16,6 +16,8 @@ const GROUPS: { commands: string[]; load: () => Promise<Register> }[] = [
   { commands: ['up', 'worker'], load: async () => (await import('./commands/serve')).registerServeCommands },
   { commands: ['rig'], load: async () => (await import('./commands/rig')).registerRigCommands },
   { commands: ['sling', 'bead'], load: async () => (await import('./commands/bead')).registerBeadCommands },
+  { commands: ['formula'], load: async () => (await import('./commands/formula')).registerFormulaCommands },
+  { commands: ['step'], load: async () => (await import('./commands/formula')).registerStepCommands },
   { commands: ['mq'], load: async () => (await import('./commands/mq')).registerMqCommands },
   { commands: ['convoy'], load: async () => (await import('./commands/convoy')).registerConvoyCommands },
   {

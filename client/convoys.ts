@@ -33,6 +33,7 @@ import {
   planConvoy,
   recoverConvoyUpdate,
   retryLandingUpdate,
+  beadFormula,
   beadIdProblems,
   type ConvoyBeadRecord,
   type ConvoyCounts,
@@ -52,7 +53,7 @@ import { SA } from '../domain/search-attributes';
 import { describeZodError } from '../domain/validation';
 import type { convoyWorkflow } from '../workflows/convoy';
 import { graphOfConvoy, graphOfSpec, type ConvoyGraph } from './convoy-graph';
-import { parseInput, UserError, type Town } from './town';
+import { formulaOf, parseInput, UserError, type Town } from './town';
 
 /** Spec files are read whole; this bounds them before parsing (the convoy itself holds at most MAX_CONVOY_TEXT). */
 const MAX_SPEC_FILE_BYTES = MAX_CONVOY_TEXT * 2;
@@ -149,6 +150,20 @@ export class ConvoyClient {
     const size = convoySizeProblem(planConvoy({ ...parsed.data, id }, false, new Date().toISOString()));
     if (size) throw new UserError(`invalid convoy spec: ${size}`);
     const rig = await this.town.getRig(parsed.data.rig);
+    // Every bead's formula and variables must resolve now, so a bad one starts nothing (the worker resolves them
+    // again when each bead starts).
+    const checked = new Set<string>();
+    for (const b of parsed.data.beads) {
+      const choice = beadFormula(parsed.data, b);
+      const key = JSON.stringify(choice);
+      if (checked.has(key)) continue;
+      checked.add(key);
+      try {
+        formulaOf(rig, choice.formula, choice.vars);
+      } catch (err) {
+        throw new UserError(`invalid convoy spec: bead '${b.id}': ${(err as Error).message}`);
+      }
+    }
     return { spec: { ...parsed.data, id }, rig };
   }
 
@@ -312,7 +327,18 @@ export class ConvoyClient {
       const [i, r] = problems[0]!;
       throw new UserError(`invalid bead beads.${i}: ${describeZodError(r.error!)}`);
     }
-    return this.edit(convoyId, { op: 'add', beads: list as ConvoyBeadSpecInput[] });
+    const beads = list as ConvoyBeadSpecInput[];
+    if (beads.some((b) => b.formula !== undefined || b.vars !== undefined)) {
+      const rig = await this.town.getRig((await this.state(convoyId)).rig);
+      for (const b of beads) {
+        try {
+          formulaOf(rig, b.formula, b.vars);
+        } catch (err) {
+          throw new UserError(`invalid bead '${b.id}': ${(err as Error).message}`);
+        }
+      }
+    }
+    return this.edit(convoyId, { op: 'add', beads });
   }
 
   close(convoyId: string, req: { reason?: string; force?: boolean }): Promise<ConvoyState> {

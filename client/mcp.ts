@@ -19,12 +19,16 @@ import {
   RetryBeadRequest,
 } from '../domain/bead';
 import { ConvoyBeadSpec, FailurePolicy, MergeMode } from '../domain/convoy';
+import { StepId } from '../domain/formula';
+import { FormulaName, FormulaVarValues } from '../domain/formula-ref';
 import { BeadId, ConvoyId, RigName } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
 import { retryBead } from './beads';
 import { callGateway } from './gateway-client';
 import { connectClient } from '../host/connection';
 import { ConvoyClient } from './convoys';
+import { formulaList, formulaShow, formulaValidate } from './formulas';
+import { decideStep } from './steps';
 import { ackEscalation } from './escalations';
 import { Town, UserError } from './town';
 
@@ -230,12 +234,63 @@ const ConvoyBeads = z
   .array(ConvoyBeadSpec)
   .min(1)
   .describe(
-    'the tasks: id (local to the convoy), title, description, acceptance, priority, dependsOn (ids of beads that must merge first)',
+    'the tasks: id (local to the convoy), title, description, acceptance, priority, dependsOn (ids of beads that must merge first), formula and vars (optional)',
   );
 
 function registerOperatorTools(server: McpServer, answer: Answer, town: () => Promise<Town>): void {
   const readOnly = { readOnlyHint: true };
   const convoys = async () => new ConvoyClient(await town());
+  server.registerTool(
+    'gt_formula_list',
+    {
+      title: 'List formulas',
+      description:
+        "The formulas beads can run (multi-step agent work: plan, implement, review, gates, approvals, parallel legs): built-in, the town's and, with rig, the rig's.",
+      inputSchema: { rig: RigName.optional().describe("include this rig's formulas and overlays") },
+      annotations: readOnly,
+    },
+    ({ rig }) => answer(() => Promise.resolve(formulaList({ rig }))),
+  );
+  server.registerTool(
+    'gt_formula_show',
+    {
+      title: 'Show a formula',
+      description: 'A formula: its variables, its steps in the order they run, and whether this version can run it.',
+      inputSchema: { name: FormulaName, rig: RigName.optional().describe("with this rig's overlays") },
+      annotations: readOnly,
+    },
+    ({ name, rig }) => answer(() => Promise.resolve(formulaShow(name, { rig }))),
+  );
+  for (const verdict of ['approve', 'reject'] as const) {
+    server.registerTool(
+      `gt_step_${verdict}`,
+      {
+        title: verdict === 'approve' ? 'Approve a formula step' : 'Reject a formula step',
+        description:
+          verdict === 'approve'
+            ? 'Approve the approval step a bead is waiting on (see gt_bead_status); its formula goes on.'
+            : 'Reject the approval step a bead is waiting on: the work goes back to the step its loop names, with the note as feedback.',
+        inputSchema: {
+          beadId: BeadId,
+          stepId: StepId,
+          note: z.string().max(4000).default('').describe('for the record, or what must change'),
+        },
+      },
+      ({ beadId, stepId, note }) =>
+        answer(async () => decideStep(await town(), beadId, { stepId, verdict, note, by: 'mcp' })),
+    );
+  }
+  server.registerTool(
+    'gt_formula_validate',
+    {
+      title: 'Validate a formula file',
+      description:
+        'Check a formula (.toml) or overlay (.overlay.toml) file on the machine running this server: one line saying what is wrong, if anything.',
+      inputSchema: { path: z.string().min(1).max(4096).describe('path of the file') },
+      annotations: readOnly,
+    },
+    ({ path }) => answer(() => Promise.resolve(formulaValidate(path))),
+  );
   server.registerTool(
     'gt_rig_list',
     {
@@ -269,6 +324,10 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
         acceptance: BeadSpec.shape.acceptance.describe('how to tell it is done'),
         priority: BeadSpec.shape.priority.describe('merge priority, 0 = most urgent … 4'),
         id: BeadId.optional().describe('bead id (default: generated)'),
+        formula: FormulaName.optional().describe(
+          "the formula the bead runs (default: the rig's, else work); see gt_formula_list",
+        ),
+        vars: FormulaVarValues.optional().describe('variables of the formula, name → value'),
       },
     },
     ({ rig, ...bead }) =>
@@ -337,6 +396,8 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
         ),
         onFailure: FailurePolicy.optional(),
         maxParallel: z.number().int().min(1).optional().describe('beads in flight at once'),
+        formula: FormulaName.optional().describe("the formula of every bead that names none (default: the rig's)"),
+        vars: FormulaVarValues.optional().describe('variables of that formula'),
         id: ConvoyId.optional().describe('convoy id (default: from the title)'),
         beads: ConvoyBeads,
         staged: z.boolean().default(false).describe('create it without starting any bead'),

@@ -47,7 +47,9 @@ import { NudgeRequest, type InboxMessage } from '../domain/bead';
 import { nudgeUpdate } from '../domain/messages';
 import type { refineryWorkflow } from '../workflows/refinery';
 
+import { FormulaError, formulaForBead } from '../activities/formulas';
 import { localRepositoryProblem } from '../activities/git';
+import { formulaLabel, type ResolvedFormula } from '../domain/formula';
 import { UserError } from './errors';
 
 export { UserError };
@@ -56,6 +58,16 @@ export function parseInput<S extends z.ZodType>(schema: S, value: unknown, what:
   const parsed = schema.safeParse(value);
   if (!parsed.success) throw new UserError(`invalid ${what}: ${describeZodError(parsed.error)}`);
   return parsed.data;
+}
+
+/** The formula of a bead on `rig` (activities/formulas.ts), its one-line refusal as a UserError. */
+export function formulaOf(...args: Parameters<typeof formulaForBead>): ResolvedFormula {
+  try {
+    return formulaForBead(...args);
+  } catch (err) {
+    if (err instanceof FormulaError) throw new UserError(err.message);
+    throw err;
+  }
 }
 
 const notFound = (err: unknown) =>
@@ -80,6 +92,8 @@ export class Town {
   async addRig(input: RigConfigInput): Promise<RigConfig> {
     const repo = input.repo && !/^[a-z+]+:\/\/|^[^/]+@[^:]+:/.test(input.repo) ? resolve(input.repo) : input.repo;
     const rig = parseInput(RigConfig, { ...input, repo }, 'rig');
+    // The rig's default formula must resolve (with its variables) before the rig exists, as at every sling.
+    if (rig.formula) formulaOf(rig, undefined, undefined);
     if (isAbsolute(rig.repo)) {
       if (!existsSync(rig.repo)) throw new UserError(`repository ${rig.repo} does not exist`);
       const problem = await localRepositoryProblem(rig.repo, rig.branch);
@@ -137,7 +151,11 @@ export class Town {
         `a rig's repository and target branch cannot change; add another rig for ${patch.repo ?? current.repo} → ${patch.branch ?? current.branch}`,
       );
     }
-    parseInput(RigConfig, { ...current, ...patch, name }, 'rig update');
+    // Variables belong to the formula they were given for: a new default formula starts from none of the old ones.
+    if (patch.formula !== undefined && patch.formula !== current.formula && patch.formulaVars === undefined)
+      patch = { ...patch, formulaVars: {} };
+    const next = parseInput(RigConfig, { ...current, ...patch, name }, 'rig update');
+    if (patch.formula !== undefined || patch.formulaVars !== undefined) formulaOf(next, undefined, undefined);
     let updated: RigConfig;
     try {
       updated = await this.client.workflow
@@ -179,18 +197,33 @@ export class Town {
     return `${rig.slice(0, 20)}-${randomBytes(4).toString('hex').slice(0, 6)}`.toLowerCase();
   }
 
+  /**
+   * Starts one bead outside any convoy. Its formula (`formula`, else the rig's, else `work`) is resolved here, with the
+   * town's and the rig's overlays and the variables (`vars` over the rig's `formulaVars`): a bad formula or variable
+   * is refused in one line before anything starts.
+   */
   async sling(
     rigName: string,
-    bead: { id?: string; title: string; description?: string; acceptance?: string; priority?: number },
+    bead: {
+      id?: string;
+      title: string;
+      description?: string;
+      acceptance?: string;
+      priority?: number;
+      formula?: string;
+      vars?: Record<string, string>;
+    },
   ): Promise<{ beadId: string; workflowId: string; handle: WorkflowHandle<typeof beadWorkflow> }> {
-    const spec = parseInput(BeadSpec, { ...bead, id: bead.id ?? this.newBeadId(rigName) }, 'bead');
+    const { formula: formulaName, vars, ...fields } = bead;
+    const spec = parseInput(BeadSpec, { ...fields, id: bead.id ?? this.newBeadId(rigName) }, 'bead');
     const rig = await this.getRig(rigName);
+    const formula = formulaOf(rig, formulaName, vars);
     const workflowId = beadWorkflowId(spec.id);
     try {
       const handle = await this.client.workflow.start<typeof beadWorkflow>('beadWorkflow', {
         workflowId,
         taskQueue: this.queue,
-        args: [{ bead: spec, rig }],
+        args: [{ bead: spec, rig, formula }],
         // A bead id is used once: a retry is a new bead (terminal states never change).
         workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
         typedSearchAttributes: [
@@ -198,8 +231,9 @@ export class Town {
           { key: SA.rig, value: rig.name },
           { key: SA.beadId, value: spec.id },
           { key: SA.status, value: 'open' },
+          { key: SA.formula, value: formulaLabel(formula) },
         ],
-        memo: { title: spec.title },
+        memo: { title: spec.title, formula: formulaLabel(formula) },
         staticSummary: `bead ${spec.id}: ${spec.title}`,
         staticDetails: spec.description || undefined,
       });

@@ -1,5 +1,6 @@
 /** Beads (units of work), their lifecycle, and the messages agents send about them. */
 import { z } from 'zod';
+import { ResolvedFormula, type StepRecord } from './formula';
 import { BeadId, ConvoyId, RunId } from './ids';
 import { RigConfig } from './rig';
 import type { MergeOutcome } from './outcomes';
@@ -109,6 +110,8 @@ export const BeadWorkflowInput = z.object({
   rig: RigConfig,
   /** Set when the bead belongs to a convoy: the bead reports to it, and merges into `targetBranch`. */
   convoy: z.object({ id: ConvoyId, targetBranch: z.string().min(1) }).optional(),
+  /** The formula the bead runs, resolved where it was slung (absent in histories from before formulas: `work`). */
+  formula: ResolvedFormula.optional(),
   /** Set on a retried bead's new workflow run (docs/operations.md, "gt bead retry"). */
   resume: BeadResume.optional(),
   /** Set on a run the bead continued as new into. */
@@ -179,6 +182,9 @@ export interface BeadState {
   inbox?: InboxMessage[];
   /** Who asked to cancel the bead and why (`gt bead cancel`); set before the cancellation itself is requested. */
   cancellation?: CancelBeadRecord;
+  /** The formula the bead runs (`name@version`) and, when it has more than today's single run, its steps. */
+  formula?: string;
+  steps?: StepRecord[];
   /** Runs that ended with `gt handoff` (all rounds), bounded by the rig's `maxHandoffs`. */
   handoffs?: number;
   /** How often this bead continued as new (its history past a threshold). */

@@ -10,6 +10,7 @@ import { MergeOutcome } from './outcomes';
 import { utf8Bytes } from './caps';
 import { dagProblems } from './dag';
 import { DurationMs } from './durations';
+import { FormulaName, FormulaVarValues } from './formula-ref';
 import { BeadId, ConvoyId, RigName } from './ids';
 
 export const MAX_CONVOY_BEADS = 1000;
@@ -41,6 +42,9 @@ const unique = (ids: string[]) => [...new Set(ids)];
 export const ConvoyBeadSpec = z.strictObject({
   ...BeadSpec.shape,
   dependsOn: z.array(BeadId).max(MAX_CONVOY_BEADS).default([]).transform(unique),
+  /** The formula this bead runs (default: the convoy's, else the rig's, else `work`) and its variables. */
+  formula: FormulaName.optional(),
+  vars: FormulaVarValues.optional(),
 });
 export type ConvoyBeadSpec = z.infer<typeof ConvoyBeadSpec>;
 export type ConvoyBeadSpecInput = z.input<typeof ConvoyBeadSpec>;
@@ -83,6 +87,9 @@ const ConvoySpecShape = z.strictObject({
   /** Beads in flight at once (further bounded by the rig's maxPolecats). */
   maxParallel: z.number().int().min(1).max(MAX_CONVOY_BEADS).optional(),
   onFailure: FailurePolicy.default('stop-dependents'),
+  /** The formula of every bead that names none (default: the rig's), and its variables. */
+  formula: FormulaName.optional(),
+  vars: FormulaVarValues.optional(),
   beads: z
     .array(ConvoyBeadSpec)
     .min(1, 'a convoy needs at least one bead')
@@ -182,7 +189,16 @@ export const ConvoyState = z.object({
 export type ConvoyState = z.infer<typeof ConvoyState>;
 
 /** Text of beads not started yet; dropped once a bead starts (its own workflow holds it from then on). */
-export const BeadDetails = z.record(z.string(), z.object({ description: z.string(), acceptance: z.string() }));
+export const BeadDetails = z.record(
+  z.string(),
+  z.object({
+    description: z.string(),
+    acceptance: z.string(),
+    /** The bead's formula as the spec chose it (resolved when the bead starts); absent: the rig's. */
+    formula: FormulaName.optional(),
+    vars: FormulaVarValues.optional(),
+  }),
+);
 export type BeadDetails = z.infer<typeof BeadDetails>;
 
 /** Operational knobs of the convoy workflow (not part of the spec). */
@@ -260,7 +276,8 @@ export interface ConvoyResult {
 /** The plan of a new convoy: every bead pending, its text kept until it starts. */
 export function planConvoy(spec: ResolvedConvoySpec, staged: boolean, now: string): ConvoyCheckpoint {
   const details: BeadDetails = {};
-  for (const b of spec.beads) details[b.id] = { description: b.description, acceptance: b.acceptance };
+  for (const b of spec.beads)
+    details[b.id] = { description: b.description, acceptance: b.acceptance, ...beadFormula(spec, b) };
   return {
     details,
     state: {
@@ -286,6 +303,20 @@ export function planConvoy(spec: ResolvedConvoySpec, staged: boolean, now: strin
       continuedAsNew: 0,
     },
   };
+}
+
+/**
+ * A bead's formula choice: its own, else the convoy's (with the convoy's variables under its own). Nothing when
+ * neither names one, so plans without formulas stay exactly as they were.
+ */
+export function beadFormula(
+  convoy: { formula?: string; vars?: Record<string, string> },
+  bead: { formula?: string; vars?: Record<string, string> },
+): { formula?: string; vars?: Record<string, string> } {
+  const formula = bead.formula ?? convoy.formula;
+  if (!formula) return bead.vars ? { vars: bead.vars } : {};
+  const vars = { ...(formula === convoy.formula ? convoy.vars : {}), ...bead.vars };
+  return Object.keys(vars).length ? { formula, vars } : { formula };
 }
 
 /**
@@ -362,7 +393,7 @@ export function applyEdit(state: ConvoyState, details: BeadDetails, edit: Convoy
         dependsOn: b.dependsOn,
         status: 'pending',
       });
-      nextDetails[b.id] = { description: b.description, acceptance: b.acceptance };
+      nextDetails[b.id] = { description: b.description, acceptance: b.acceptance, ...beadFormula({}, b) };
     }
     const idProblems = beadIdProblems(state.convoyId, edit.beads);
     if (idProblems.length) return fail(idProblems[0]!);

@@ -69,10 +69,10 @@ export const describeCycle = (cycle: readonly string[]) => cycle.join(' → ');
  * Everything wrong with a graph, one readable sentence each: duplicate ids, dependencies on unknown nodes, and
  * the first cycle (named, so the user can see which edge to cut). Empty when the graph is a valid DAG.
  */
-export function dagProblems(nodes: readonly DagNode[], noun = 'bead'): string[] {
+export function dagProblems(nodes: readonly DagNode[], noun = 'bead', container = 'convoy'): string[] {
   const problems = duplicateIds(nodes).map((id) => `duplicate ${noun} id '${id}'`);
   for (const { id, missing } of danglingDependencies(nodes))
-    problems.push(`${noun} '${id}' depends on '${missing}', which is not in the convoy`);
+    problems.push(`${noun} '${id}' depends on '${missing}', which is not in the ${container}`);
   const cycle = findCycle(nodes);
   if (cycle) problems.push(`dependency cycle ${describeCycle(cycle)} (each depends on the next)`);
   return problems;

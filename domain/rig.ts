@@ -2,6 +2,7 @@
 import { z } from 'zod';
 import { DurationMs } from './durations';
 import { ForgeSettings } from './forge';
+import { FormulaName, FormulaVarValues } from './formula-ref';
 import { RigName } from './ids';
 
 export const AgentRuntime = z.enum(['process', 'sandbox', 'docker']);
@@ -113,6 +114,10 @@ export const RigConfig = z
     /** Per-run resource limits of sandboxed/containerized agents and gates. */
     limits: ResourceLimits.default(ResourceLimits.parse({})),
     /** Author and committer of the agents' commits; defaults to `Gas Town <role>` per run. */
+    /** The formula beads slung to this rig run unless they name one (default: `work`, one agent run); see docs/formulas.md. */
+    formula: FormulaName.optional(),
+    /** Variable values for the rig's formula (a sling's `--var` wins). */
+    formulaVars: FormulaVarValues.optional(),
     gitIdentity: z
       .object({ name: z.string().trim().min(1).max(200), email: z.string().trim().min(3).max(320) })
       .optional(),

@@ -13,6 +13,8 @@ export const SA = {
   status: defineSearchAttributeKey('GtStatus', SearchAttributeType.KEYWORD),
   runId: defineSearchAttributeKey('GtRunId', SearchAttributeType.KEYWORD),
   round: defineSearchAttributeKey('GtRound', SearchAttributeType.INT),
+  /** The formula a bead runs, `name@version` (docs/formulas.md). */
+  formula: defineSearchAttributeKey('GtFormula', SearchAttributeType.KEYWORD),
 } as const;
 
 export const ALL_SEARCH_ATTRIBUTES = Object.values(SA);

@@ -16,6 +16,7 @@ import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { cancelBead, retryBead } from '../client/beads';
 import { ConvoyClient } from '../client/convoys';
 import { removeRig } from '../client/rig-removal';
+import { decideStep } from '../client/steps';
 import { Town } from '../client/town';
 import { pauseRefineryUpdate, refineryStateQuery } from '../domain/messages';
 import { startDevServer } from '../provisioning/dev-server';
@@ -164,6 +165,26 @@ try {
     await new Promise((r) => setTimeout(r, 200));
   writeFileSync(join(testDir, 'release'), '');
   console.error(`convoy rec-live: ${(await convoys.result('rec-live'))?.status}`);
+  // Formulas: careful (its pre-verify gate fails once and loops back to implement), and review-only approved by a human.
+  await town.addRig({
+    name: 'rec-formula',
+    repo: repo.origin,
+    agent: agent('formula-step'),
+    env: { FORMULA_MARKS: mkdtempSync(join(tmpdir(), 'gt-record-marks-')) },
+    gates: ['! grep -rq broken work'],
+    policy: fast,
+  });
+  const careful = await town.sling('rec-formula', { id: 'rec-careful', title: 'A careful bead', formula: 'careful' });
+  console.error(`rec-careful: ${(await careful.handle.result()).status}`);
+  const reviewOnly = await town.sling('rec-formula', {
+    id: 'rec-approved',
+    title: 'A reviewed and approved bead',
+    formula: 'review-only',
+  });
+  while ((await town.beadState(reviewOnly.beadId)).steps?.find((s) => s.id === 'accept')?.state !== 'waiting')
+    await new Promise((r) => setTimeout(r, 200));
+  await decideStep(town, reviewOnly.beadId, { stepId: 'accept', verdict: 'approve', note: 'recorded', by: 'recorder' });
+  console.error(`rec-approved: ${(await reviewOnly.handle.result()).status}`);
 
   // A speculative merge queue (speculation 3): four MRs gated on stacked candidates at once, the second one failing
   // its gate (sent back, the ones behind it rebuilt without it; its rework fails again and the bead fails).
@@ -188,6 +209,8 @@ try {
   for (const b of specBeads) console.error(`${b.beadId}: ${(await b.handle.result()).status}`);
 
   const scenarios: Record<string, string> = {
+    'bead-formula-careful': 'bead:rec-careful',
+    'bead-formula-approved': 'bead:rec-approved',
     'bead-merged': 'bead:rec-merged',
     'bead-retried': 'bead:rec-retried',
     'bead-failed': 'bead:rec-failed',

@@ -88,6 +88,8 @@ import { SA } from '../domain/search-attributes';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { countTownEvent } from '../domain/metrics';
 import { PROGRESS_MIN_GAP_MS } from '../domain/progress';
+import { formulaLabel, isSingleRun } from '../domain/formula';
+import { runFormula, type AgentStep, type FormulaHost, type RunResult } from './formula';
 import { mergeRequestWorkflow } from './merge-request';
 import { parseSignal } from './signals';
 
@@ -98,6 +100,8 @@ const town = proxyActivities<TownQueueActivities>({
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
 const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
+/** patched() id: a bead whose formula has more than today's single run goes through the formula engine. */
+const FORMULA_ENGINE = 'bead-formula-engine';
 /** patched() id: a cancelled bead ends only after its supervising activity confirms the agent was stopped. */
 const CANCEL_WAITS_FOR_AGENT_STOP = 'bead-cancel-waits-for-agent-stop';
 /** After gt_done, how long the agent may take to exit on its own before it is stopped. */
@@ -108,10 +112,10 @@ const MAX_CHECKPOINTS = 50;
 const MAX_INBOX = 200;
 
 /** How one run of a round ended: its branch was handed in, it failed, or it handed off to the next run. */
-type AttemptResult = { headSha: string } | { failure: string } | { handedOff: string };
+type AttemptResult = RunResult | { handedOff: string };
 
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
-  const { bead, rig, convoy, resume, continued, continueAsNewAfterEvents } = parseOrReject(
+  const { bead, rig, convoy, formula, resume, continued, continueAsNewAfterEvents } = parseOrReject(
     BeadWorkflowInput,
     rawInput,
     'bead input',
@@ -142,6 +146,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     handoffs: continued?.handoffs ?? 0,
     ...(continued ? { continuedAsNew: continued.continuedAsNew } : {}),
     ...(resume ? { retries: resume.retries } : {}),
+    ...(formula ? { formula: formulaLabel(formula) } : {}),
   };
   const lastRetry = resume?.retries.at(-1);
   // The operator's note is the first thing the retried run reads (feedback heads its prompt).
@@ -189,6 +194,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   let supervising: Promise<void> | undefined;
   const unread = () => (current ? inbox.filter((m) => m.seq > current!.inboxCursor).length : 0);
 
+  /** The formula step under way ("step 3/5 self-review"), shown before what the bead waits for. */
+  let stepLabel: string | undefined;
   const setStatus = (status: BeadStatus, waitingFor: string) => {
     state.status = status;
     state.waitingFor = waitingFor;
@@ -198,7 +205,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       { key: SA.round, value: state.round },
       { key: SA.runId, value: current?.runId ?? null },
     ]);
-    setCurrentDetails(`**${status}** — ${waitingFor}`);
+    setCurrentDetails(`**${status}** — ${stepLabel ? `${stepLabel}: ` : ''}${waitingFor}`);
   };
 
   const requireCurrentRun = (runId: string) => {
@@ -407,7 +414,12 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       .catch((err: unknown) => log.warn('could not report to the dispatch gate', { runId, error: String(err) }));
 
   /** One attempt: a dispatch slot, then a run from start to gt_done / exit / stall. Returns the published head on success. */
-  const runAttempt = async (round: number, attempt: number, afterFailure: boolean): Promise<AttemptResult> => {
+  const runAttempt = async (
+    round: number,
+    attempt: number,
+    afterFailure: boolean,
+    step?: AgentStep,
+  ): Promise<AttemptResult> => {
     const runId = runIdOf(bead.id, round, attempt);
     try {
       setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
@@ -423,7 +435,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         },
       });
       await condition(() => grants.has(runId));
-      return await runGranted(runId, round, attempt, afterFailure);
+      return await runGranted(runId, round, attempt, afterFailure, step);
     } finally {
       await CancellationScope.nonCancellable(() =>
         sendToGate(
@@ -440,8 +452,12 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     round: number,
     attempt: number,
     afterFailure: boolean,
+    step?: AgentStep,
   ): Promise<AttemptResult> => {
-    const { hostQueue } = await town.claimHost.executeWithOptions({ summary: `claim a host for run ${runId}` }, []);
+    const { hostQueue } = await town.claimHost.executeWithOptions(
+      { summary: `${step ? `${stepLabel}: ` : ''}claim a host for run ${runId}` },
+      [],
+    );
     const onHost = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
       startToCloseTimeout: '10m',
@@ -458,7 +474,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     });
     const starter = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
-      summary: `start agent run ${runId}`,
+      summary: `${step ? `${stepLabel}: ` : ''}start agent run ${runId}`,
       startToCloseTimeout: policy.startTimeout,
       scheduleToStartTimeout: policy.startTimeout,
       // Start-or-adopt by run id: a retry after an uncertain start adopts the agent instead of launching a second.
@@ -471,7 +487,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     });
     const supervisor = proxyActivities<HostQueueActivities>({
       taskQueue: hostQueue,
-      summary: `supervise agent run ${runId}`,
+      summary: `${step ? `${stepLabel}: ` : ''}supervise agent run ${runId}`,
       startToCloseTimeout: policy.runTimeout,
       heartbeatTimeout: policy.heartbeatTimeout,
       scheduleToStartTimeout: policy.startTimeout,
@@ -499,7 +515,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     let prepared;
     try {
       prepared = await onHost.prepareRun.executeWithOptions(
-        { summary: `prepare the worktree of ${bead.id} for run ${runId}` },
+        { summary: `${step ? `${stepLabel}: ` : ''}prepare the worktree of ${bead.id} for run ${runId}` },
         [
           {
             rig,
@@ -517,6 +533,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
               inbox.slice(-20).map((m) => `${m.message} (from ${m.from})`),
               CAPS.messagesTotal,
             ),
+            ...(step ? { step: step.prompt } : {}),
           },
         ],
       );
@@ -611,17 +628,19 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     }
     setStatus('in_progress', `publishing branch of ${runId}`);
     const published = await onHost.publishBranch.executeWithOptions(
-      { summary: `publish ${branch} from run ${runId}` },
+      { summary: `${step ? `${stepLabel}: ` : ''}publish ${branch} from run ${runId}` },
       [{ rig, worktree: prepared.worktree, branch, targetBranch, runId, baseSha: prepared.baseSha }],
     );
     if (published.rejected)
       return { failure: `${runId}: gt done was called but the run's branch was not taken: ${published.rejected}` };
+    // An intermediate formula step (a plan, a review) may commit nothing: only the final one must.
+    if (published.commitsAhead === 0 && step && !step.prompt.final) return { headSha: '', summary: run.done!.summary };
     if (published.commitsAhead === 0) {
       return {
         failure: `${runId}: gt done was called but ${branch} has no commits ahead of ${targetBranch}${published.uncommittedChanges ? ' (changes were left uncommitted)' : ''}`,
       };
     }
-    return { headSha: published.headSha };
+    return { headSha: published.headSha, summary: run.done!.summary };
   };
 
   /**
@@ -629,26 +648,30 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
    * exponential backoff; a hand-off uses neither (the next run starts at once; maxHandoffs bounds them). Run ids
    * number every run of the round (a1, a2, …), failed or handed off. Without hand-offs this is the same sequence of
    * commands as the loop it replaced (one attempt per run), so recorded histories replay unchanged.
+   *
+   * With `step` (a formula's agent step, workflows/formula.ts) the step's own attempts bound its failures, and its
+   * runs are numbered on from the runs the round already has (the formula's steps share the round). A formula step
+   * never continues as new: the engine's position (step, loops, head) is not carried across, so the bead's history
+   * just grows (docs/formulas.md, "Limits").
    */
   const runPolecat = async (
     round: number,
-    from: { nextRun: number; failures: string[]; lastFailed: boolean } = {
-      nextRun: 1,
-      failures: [],
-      lastFailed: false,
-    },
-  ): Promise<{ headSha: string } | { failure: string }> => {
-    const failures = [...from.failures];
-    let lastFailed = from.lastFailed;
-    for (let run = from.nextRun; failures.length < policy.maxAttempts; run++) {
+    from?: { nextRun: number; failures: string[]; lastFailed: boolean },
+    step?: AgentStep,
+  ): Promise<RunResult> => {
+    const maxAttempts = step?.attempts ?? policy.maxAttempts;
+    const failures = [...(from?.failures ?? [])];
+    let lastFailed = from?.lastFailed ?? false;
+    const nextRun = from?.nextRun ?? (step ? state.runs.filter((r) => r.round === round).length + 1 : 1);
+    for (let run = nextRun; failures.length < maxAttempts; run++) {
       // Between runs nothing is in flight: the one place a long bead hands over to a fresh history.
-      if (continueAsNewDue()) await continueNow({ round, nextRun: run, failures, lastFailed });
-      const result = await runAttempt(round, run, lastFailed);
+      if (!step && continueAsNewDue()) await continueNow({ round, nextRun: run, failures, lastFailed });
+      const result = await runAttempt(round, run, lastFailed, step);
       if ('headSha' in result) return result;
       lastFailed = 'failure' in result;
       if (!('failure' in result)) continue;
       failures.push(result.failure);
-      if (failures.length < policy.maxAttempts) {
+      if (failures.length < maxAttempts) {
         const backoff = Math.min(policy.retryBackoff * 2 ** (failures.length - 1), MAX_BACKOFF_MS);
         setStatus('open', `attempt ${failures.length} failed; next attempt in ${backoff} ms`);
         await sleep(backoff);
@@ -656,10 +679,21 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     }
     return {
       failure: capText(
-        `all ${policy.maxAttempts} attempts of round ${round} failed:\n- ${failures.join('\n- ')}`,
+        `all ${maxAttempts} attempts ${step ? `of step ${step.prompt.id} ` : ''}of round ${round} failed:\n- ${failures.join('\n- ')}`,
         CAPS.feedback,
       ),
     };
+  };
+
+  /** What the formula engine (workflows/formula.ts) may use of this bead: its runs, its state and its status line. */
+  const formulaHost: FormulaHost = {
+    bead,
+    rig,
+    convoyId: convoy?.id,
+    state,
+    runAgent: (round, step) => runPolecat(round, undefined, step),
+    setStep: (label) => void (stepLabel = label),
+    setStatus,
   };
 
   const continueAsNewDue = () =>
@@ -677,6 +711,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       bead,
       rig,
       convoy,
+      formula,
       resume,
       continueAsNewAfterEvents,
       continued: {
@@ -739,7 +774,10 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   try {
     for (let round = continued?.round ?? firstRound; round < firstRound + policy.maxRounds; round++) {
       state.round = round;
-      const work = await runPolecat(round, continued?.round === round ? continued : undefined);
+      const work =
+        formula && !isSingleRun(formula) && patched(FORMULA_ENGINE)
+          ? await runFormula(formulaHost, formula, round)
+          : await runPolecat(round, continued?.round === round ? continued : undefined);
       if ('failure' in work) return await finish({ beadId: bead.id, status: 'failed', reason: work.failure });
 
       const mrId = mergeRequestWorkflowId(bead.id, round);

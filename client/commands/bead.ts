@@ -2,9 +2,10 @@ import type { Command } from 'commander';
 import type { BeadState } from '../../domain/bead';
 import { formatMs } from '../../domain/durations';
 import { cancelBead, listBeads, retryBead, type BeadCancellation, type BeadList, type BeadRetry } from '../beads';
+import { describeSteps } from '../formulas';
 import { endProgress, printJson, progress, table } from '../output';
 import type { Town } from '../town';
-import { intArg, withTown } from './with-town';
+import { collect, intArg, varFlags, withTown } from './with-town';
 
 /** Follows a bead until it is terminal, printing each change of status; resolves with the final state. */
 export async function waitForBead(
@@ -41,10 +42,12 @@ export function describeBead(s: BeadState): string {
     `rig      ${s.rig}${s.convoyId ? `  (convoy ${s.convoyId})` : ''} → ${s.targetBranch}`,
     `status   ${s.status} — ${s.waitingFor}`,
   ];
+  if (s.formula) lines.push(`formula  ${s.formula}`);
   if (s.mergedCommit) lines.push(`merged   ${s.mergedCommit}`);
   if (s.failureReason) lines.push(`reason   ${s.failureReason}`);
   if (s.cancellation)
     lines.push(`cancel   by ${s.cancellation.by} at ${s.cancellation.requestedAt}: ${s.cancellation.reason}`);
+  if (s.steps?.length) lines.push('', 'steps:', describeSteps(s.steps));
   const lastRetry = s.retries?.at(-1);
   if (lastRetry)
     lines.push(
@@ -131,14 +134,26 @@ export function registerBeadCommands(program: Command): void {
     .option('--acceptance <text>', 'how to tell it is done', '')
     .option('--priority <0-4>', 'merge priority (0 = most urgent)', intArg('--priority'), 2)
     .option('--id <beadId>', 'bead id (default: generated)')
+    .option('--formula <name>', "the formula the bead runs (default: the rig's, else work); see `gt formula list`")
+    .option('--var <name=value>', 'a variable of the formula (repeatable)', collect, [])
     .option('--wait', 'follow the bead until it is closed or failed; exit 0 only if merged')
     .option('--json', 'print JSON')
     .action(
       async (
         rig: string,
         title: string,
-        o: { description: string; acceptance: string; priority: number; id?: string; wait?: boolean; json?: boolean },
+        o: {
+          description: string;
+          acceptance: string;
+          priority: number;
+          id?: string;
+          formula?: string;
+          var: string[];
+          wait?: boolean;
+          json?: boolean;
+        },
       ) => {
+        const vars = varFlags(o.var);
         await withTown(async (town) => {
           const { beadId, workflowId } = await town.sling(rig, {
             id: o.id,
@@ -146,6 +161,8 @@ export function registerBeadCommands(program: Command): void {
             description: o.description,
             acceptance: o.acceptance,
             priority: o.priority,
+            formula: o.formula,
+            vars,
           });
           if (!o.wait) {
             if (o.json) printJson({ beadId, workflowId });

@@ -7,7 +7,7 @@ import { removeRig } from '../rig-removal';
 import { describeOpenWork } from '../town-status';
 import { UserError } from '../errors';
 import { parseEnvFlags, registerRigDispatchCommands } from './dispatch';
-import { collect, intArg, withTown } from './with-town';
+import { collect, intArg, varFlags, withTown } from './with-town';
 
 /** The settings `rig add` and `rig update` share; for `update` every one is optional (only what is given changes). */
 interface RigSettingOptions {
@@ -42,6 +42,8 @@ interface RigSettingOptions {
   prPoll?: string;
   autoMerge?: boolean;
   autoMergeDelay?: string;
+  formula?: string;
+  formulaVar?: string[];
   json?: boolean;
 }
 
@@ -209,6 +211,15 @@ function settingOptions(cmd: Command, defaults: boolean): Command {
       '--auto-merge-delay <duration>',
       'how long a pull request must stay green and approved before auto-merge (default 5m)',
     )
+    .option(
+      '--formula <name>',
+      `the formula beads slung to this rig run unless they name one${defaults ? ' (default: work, one agent run)' : ''}; see \`gt formula list\``,
+    )
+    .option(
+      '--formula-var <name=value>',
+      `a variable of the rig's formula (repeatable${defaults ? '' : '; added to the current ones'})`,
+      collect,
+    )
     .option('--json', 'print the rig as JSON');
 }
 
@@ -261,6 +272,8 @@ export function registerRigCommands(program: Command): void {
           batchSize: o.batchSize,
           speculation: o.speculation,
           forge: forgeOptions(o, o.repo, o.merge ?? 'direct'),
+          formula: o.formula,
+          formulaVars: o.formulaVar ? varFlags(o.formulaVar, '--formula-var') : undefined,
         }),
       );
       if (o.json) printJson(added);
@@ -304,6 +317,13 @@ export function registerRigCommands(program: Command): void {
           batchSize: o.batchSize,
           speculation: o.speculation,
           forge: forgeGiven ? forgeOptions(o, current.repo, o.merge ?? current.merge, current.forge) : undefined,
+          formula: o.formula,
+          formulaVars: o.formulaVar
+            ? {
+                ...(o.formula === undefined || o.formula === current.formula ? current.formulaVars : {}),
+                ...varFlags(o.formulaVar, '--formula-var'),
+              }
+            : undefined,
         });
         if (Object.keys(patch).length === 0)
           throw new UserError(

@@ -1,3 +1,4 @@
+import { UserError } from '../errors';
 import type { Town } from '../town';
 
 /**
@@ -24,4 +25,15 @@ export function intArg(name: string) {
     if (!Number.isInteger(n)) throw new Error(`${name} must be an integer, got '${value}'`);
     return n;
   };
+}
+
+/** `name=value` flags (`--var`, `--formula-var`) as a record; a malformed one is a one-line UserError. */
+export function varFlags(flags: readonly string[], flag = '--var'): Record<string, string> {
+  const vars: Record<string, string> = {};
+  for (const f of flags) {
+    const eq = f.indexOf('=');
+    if (eq <= 0) throw new UserError(`${flag} takes name=value, got '${f}'`);
+    vars[f.slice(0, eq)] = f.slice(eq + 1);
+  }
+  return vars;
 }

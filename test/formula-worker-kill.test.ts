@@ -1,0 +1,84 @@
+/**
+ * Issue 15 acceptance: kill -9 of the worker during step 3 of 5 (`careful`, self-review). The new worker replays the
+ * bead: steps 1–2 are not run again (counted from the agents' start marks: one prompt copy per agent start), the live
+ * step-3 agent is re-attached rather than restarted, the formula goes on to the end, and the bead merges once.
+ * The worker is a real `gt worker` process with a fixed gateway port (the held agent's GT_GATEWAY_URL must stay valid).
+ */
+import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Town } from '../client/town';
+import type { Child } from './helpers/processes';
+import { createRepo } from './helpers/repo';
+import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProcessHost } from './helpers/town';
+
+let connection: Connection;
+const children: Child[] = [];
+beforeAll(async () => {
+  connection = await Connection.connect({ address: inject('temporalAddress') });
+});
+afterAll(async () => {
+  for (const c of children) await c.stop('SIGKILL');
+  await connection?.close();
+});
+
+describe('a worker killed during a formula step', () => {
+  it('never re-runs the steps already done, and the bead merges once', async () => {
+    const marks = mkdtempSync(join(tmpdir(), 'gt-formula-kill-'));
+    const host = await workerProcessHost('fkill', children);
+    const town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
+    const repo = await createRepo();
+    await town.addRig({
+      name: 'fkill',
+      repo: repo.origin,
+      agent: agentScript('formula-step'),
+      env: { FORMULA_MARKS: marks, FORMULA_HOLD: 'self-review' },
+      policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
+    });
+
+    const first = await host.start();
+    const { handle } = await town.sling('fkill', {
+      id: 'b-fkill',
+      title: 'Survive a crash mid-formula',
+      formula: 'careful',
+    });
+    await eventually(() => readdirSync(marks).includes('held'), 90_000, 'step 3 started and held');
+    // The bead's current details carry the step: "step 3/5 self-review: waiting for gt done from run …".
+    await eventually(
+      async () => (await town.beadState('b-fkill')).waitingFor.startsWith('waiting for gt done from run b-fkill/r1/a3'),
+      30_000,
+      'step 3 supervised',
+    );
+    first.proc.kill('SIGKILL');
+    await new Promise((resolve) => first.proc.once('exit', resolve));
+
+    await host.start();
+    await eventually(() => supervisionReattached(handle), 60_000, 'supervision re-attached on the new worker');
+    writeFileSync(join(marks, 'release'), '');
+    expect((await handle.result()).status).toBe('closed');
+
+    // One agent start per step: plan and implement were not run again, self-review was adopted, not restarted.
+    expect(
+      readdirSync(marks)
+        .filter((f) => f.endsWith('.md'))
+        .sort(),
+    ).toEqual(['implement-1.md', 'plan-1.md', 'self-review-1.md', 'submit-1.md']);
+    const state = await town.beadState('b-fkill');
+    expect(state.steps!.map((s) => [s.id, s.state, s.iterations])).toEqual([
+      ['plan', 'done', 1],
+      ['implement', 'done', 1],
+      ['self-review', 'done', 1],
+      ['pre-verify', 'done', 1],
+      ['submit', 'done', 1],
+    ]);
+    expect(state.runs.map((r) => [r.runId, r.outcome])).toEqual([
+      ['b-fkill/r1/a1', 'done'],
+      ['b-fkill/r1/a2', 'done'],
+      ['b-fkill/r1/a3', 'done'],
+      ['b-fkill/r1/a4', 'done'],
+    ]);
+    expect((await repo.log()).filter((c) => c.body.includes('Gt-Merge-Request'))).toHaveLength(1);
+  }, 300_000);
+});

@@ -1,0 +1,245 @@
+/**
+ * The formula engine: runs one round of a bead's formula (docs/formulas.md) inside the bead workflow, step by step in
+ * dependency order. `agent` steps are agent runs of the bead (the bead's own dispatch, supervision and fencing by run
+ * id, with the step's rendered prompt); `gate` steps run commands on the branch through the contained gate runner;
+ * `approval` steps wait durably for `gt step approve|reject`, escalating once when their timeout passes.
+ *
+ * Invariants:
+ * - Every step's state lives in the bead's state (`steps`), and every effect of a step is an activity or child in
+ *   the bead's history: after a worker crash the workflow replays, so a finished step is never run again.
+ * - A loop (`loop = { from, max }` on a gate or approval step) goes back at most `max` times, carrying the failure as
+ *   `{{feedback}}`; then the round fails. Rework after a failed merge re-enters at the formula's `rework` step;
+ *   steps before it keep their outputs.
+ * - Earlier outputs enter later prompts only through renderTemplate: capped and quoted as untrusted agent text.
+ * Only legal in workflow code (no Node built-ins).
+ */
+import { ApplicationFailure, condition, isCancellation, proxyActivities, setHandler } from '@temporalio/workflow';
+import type { TownQueueActivities } from '../activities';
+import type { BeadSpec, BeadState, BeadStatus } from '../domain/bead';
+import { CAPS, capText } from '../domain/caps';
+import { escalationIdPart } from '../domain/escalation';
+import {
+  capOutput,
+  formulaLabel,
+  renderTemplate,
+  StepDecision,
+  stepDecisionUpdate,
+  stepOrder,
+  type PromptStep,
+  type ResolvedFormula,
+  type StepRecord,
+} from '../domain/formula';
+import type { RigConfig } from '../domain/rig';
+import type { z } from 'zod';
+import { failureMessage, parseOrReject } from '../domain/validation';
+
+/** One agent step as the bead runs it: its prompt section and its own bound on attempts. */
+export interface AgentStep {
+  prompt: PromptStep;
+  attempts?: number;
+}
+
+/** A run's (or a formula round's) result: the published head, or why it failed. */
+export type RunResult = { headSha: string; summary?: string } | { failure: string };
+
+/** What the engine may use of its bead (workflows/bead.ts builds it). */
+export interface FormulaHost {
+  bead: BeadSpec;
+  rig: RigConfig;
+  convoyId?: string;
+  state: BeadState;
+  /** Runs one agent step: attempts of the bead's own runs (dispatch slot, supervision, fencing), then the published head. */
+  runAgent(round: number, step: AgentStep): Promise<RunResult>;
+  /** The step shown before the bead's status line ("step 3/5 self-review"); undefined between steps. */
+  setStep(label: string | undefined): void;
+  setStatus(status: BeadStatus, waitingFor: string): void;
+}
+
+const steps = proxyActivities<TownQueueActivities>({
+  startToCloseTimeout: '2h',
+  heartbeatTimeout: '2m',
+  retry: { initialInterval: '2s', maximumInterval: '1m', maximumAttempts: 5, nonRetryableErrorTypes: ['InvalidInput'] },
+});
+const town = proxyActivities<TownQueueActivities>({
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 20 },
+});
+
+const now = () => new Date().toISOString();
+
+/** Runs round `round` of the formula; the head that goes to the merge queue, or why the round failed. */
+export async function runFormula(host: FormulaHost, formula: ResolvedFormula, round: number): Promise<RunResult> {
+  const { bead, state } = host;
+  const order = stepOrder(formula.steps);
+  const total = order.length;
+  const records: StepRecord[] = (state.steps ??= order.map((s) => ({
+    id: s.id,
+    title: s.title,
+    kind: s.kind,
+    state: 'pending' as const,
+    iterations: 0,
+    runs: [],
+  })));
+  const record = (id: string) => records.find((r) => r.id === id)!;
+  const indexOf = (id: string) => order.findIndex((s) => s.id === id);
+  const lastAgent = order.reduce((last, s, i) => (s.kind === 'agent' || s.kind === 'synthesis' ? i : last), -1);
+
+  // Rework re-enters at the declared step: it and everything after it run again, with the merge's feedback.
+  let i = 0;
+  if (round > 1) {
+    i = Math.max(0, indexOf(formula.rework ?? order[0]!.id));
+    for (const s of order.slice(i)) Object.assign(record(s.id), { state: 'pending' });
+  }
+  let headSha = state.rounds.at(-1)?.headSha ?? '';
+  const roundFeedback = state.feedback.at(-1);
+  let loopFeedback: { from: string; text: string } | undefined;
+  const loopsUsed: Record<string, number> = {};
+
+  /** The approval step waiting for a decision, and the decision once given. */
+  let waiting: { stepId: string; decision?: z.infer<typeof StepDecision> } | undefined;
+  setHandler(
+    stepDecisionUpdate,
+    (raw) => {
+      const d = StepDecision.parse(raw);
+      waiting!.decision = d;
+      return record(d.stepId);
+    },
+    {
+      validator: (raw) => {
+        const d = parseOrReject(StepDecision, raw, 'step decision');
+        if (!waiting || waiting.stepId !== d.stepId || waiting.decision)
+          throw ApplicationFailure.nonRetryable(
+            `bead ${bead.id} is not waiting for approval of step '${d.stepId}'${waiting && !waiting.decision ? ` (it waits for '${waiting.stepId}')` : ''}`,
+            'NotWaiting',
+          );
+      },
+    },
+  );
+
+  while (i < order.length) {
+    const step = order[i]!;
+    const rec = record(step.id);
+    const label = `step ${i + 1}/${total} ${step.id}`;
+    Object.assign(rec, { state: 'running', startedAt: now(), endedAt: undefined });
+    rec.iterations++;
+    host.setStep(label);
+    const outputs: Record<string, string[]> = {};
+    for (const r of records) if (r.state === 'done') outputs[r.id] = [r.output ?? ''];
+    const feedback = [roundFeedback, loopFeedback?.text].filter(Boolean).join('\n\n');
+    let failed: string | undefined;
+
+    if (step.kind === 'agent' || step.kind === 'synthesis') {
+      const instructions = renderTemplate(step.prompt ?? '', {
+        bead,
+        vars: formula.vars,
+        outputs,
+        feedback: feedback || undefined,
+      });
+      const before = state.runs.length;
+      const result = await host.runAgent(round, {
+        prompt: {
+          id: step.id,
+          title: step.title,
+          index: i + 1,
+          total,
+          formula: formulaLabel(formula),
+          instructions,
+          final: i === lastAgent,
+        },
+        attempts: step.attempts,
+      });
+      rec.runs.push(...state.runs.slice(before).map((r) => r.runId));
+      if ('failure' in result) {
+        Object.assign(rec, { state: 'failed', endedAt: now(), output: capOutput(result.failure) });
+        host.setStep(undefined);
+        return { failure: `${label} (${step.title}) failed: ${result.failure}` };
+      }
+      if (result.headSha) headSha = result.headSha;
+      rec.output = capOutput(result.summary ?? '');
+    } else if (step.kind === 'gate') {
+      const gates = step.gates ?? host.rig.gates;
+      if (!headSha) failed = 'no step has committed anything yet: there is nothing to gate';
+      else if (gates.length === 0) rec.output = 'no gates to run (the rig has none and the step names none)';
+      else {
+        host.setStatus('in_progress', `running gates on ${headSha.slice(0, 10)}`);
+        try {
+          const result = await steps.runStepGates.executeWithOptions(
+            { summary: `${label}: gates on ${headSha.slice(0, 10)}` },
+            [
+              {
+                rig: host.rig,
+                beadId: bead.id,
+                stepId: step.id,
+                key: `step-${bead.id}-r${round}-${step.id}-${rec.iterations}`,
+                headSha,
+                gates,
+                timeoutMs: step.timeout ?? host.rig.gateTimeout,
+              },
+            ],
+          );
+          if (result.ok) rec.output = result.output;
+          else failed = result.output;
+        } catch (err) {
+          // The gates could not run at all (no runtime, the mirror unreachable, retries used up): a failed step, not
+          // a failed workflow, so the bead fails (or loops) with the reason and escalates as any bead does.
+          if (isCancellation(err)) throw err;
+          failed = `the gates could not run: ${failureMessage(err)}`;
+        }
+      }
+    } else if (step.kind === 'approval') {
+      waiting = { stepId: step.id };
+      rec.state = 'waiting';
+      host.setStatus('in_progress', `waiting for \`gt step approve ${bead.id} ${step.id}\` (or reject)`);
+      const decided = () => !!waiting?.decision;
+      if (step.timeout !== undefined && !(await condition(decided, step.timeout))) {
+        // Still waiting after the timeout: escalate once, and keep waiting (a human decides, never the clock).
+        await town.raiseEscalation({
+          id: `bead-${escalationIdPart(bead.id)}-${step.id}-r${round}-${rec.iterations}`,
+          severity: 'high',
+          source: 'bead',
+          reason: `bead ${bead.id} has waited ${step.timeout} ms for approval of step '${step.id}' (${step.title}): \`gt step approve ${bead.id} ${step.id}\` or \`gt step reject ${bead.id} ${step.id} --note ...\``,
+          rig: host.rig.name,
+          beadId: bead.id,
+          convoyId: host.convoyId,
+        });
+        host.setStatus('in_progress', `escalated; still waiting for \`gt step approve ${bead.id} ${step.id}\``);
+      }
+      await condition(decided);
+      const d = waiting.decision!;
+      waiting = undefined;
+      const said = `${d.verdict === 'approve' ? 'approved' : 'rejected'} by ${d.by}${d.note ? `: ${d.note}` : ''}`;
+      if (d.verdict === 'approve') rec.output = said;
+      else failed = said;
+    } else {
+      // Refused where the bead was slung (formulaRunProblem); a history cannot reach here.
+      failed = `step kind ${step.kind} cannot run on this version`;
+    }
+
+    if (failed !== undefined) {
+      Object.assign(rec, { state: 'failed', endedAt: now(), output: capOutput(failed) });
+      const used = loopsUsed[step.id] ?? 0;
+      if (step.loop && used < step.loop.max) {
+        loopsUsed[step.id] = used + 1;
+        loopFeedback = {
+          from: step.id,
+          text: capText(`Step ${step.id} (${step.title}) sent the work back:\n${failed}`, CAPS.feedback),
+        };
+        const back = indexOf(step.loop.from);
+        for (const s of order.slice(back, i + 1)) if (s.id !== step.id) record(s.id).state = 'pending';
+        i = back;
+        continue;
+      }
+      host.setStep(undefined);
+      const bound = step.loop
+        ? ` (after ${step.loop.max} loop${step.loop.max > 1 ? 's' : ''} back to ${step.loop.from})`
+        : '';
+      return { failure: capText(`${label} (${step.title}) failed${bound}: ${failed}`, CAPS.feedback) };
+    }
+    Object.assign(rec, { state: 'done', endedAt: now() });
+    if (loopFeedback?.from === step.id) loopFeedback = undefined;
+    i++;
+  }
+  host.setStep(undefined);
+  if (!headSha) return { failure: `formula ${formulaLabel(formula)} ended without any commits on the branch` };
+  return { headSha };
+}
