@@ -35,7 +35,7 @@ describe('chaos soak (smoke)', () => {
       expect(
         result.faults.map((f) => f.kind),
         context,
-      ).toEqual([...FAULT_KINDS]);
+      ).toEqual(ORDER);
       expect(result.staleReplays.length, context).toBeGreaterThan(0);
       expect(result.invariants, context).toEqual({
         beadsLost: [],
