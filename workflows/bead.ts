@@ -58,6 +58,7 @@ import {
   NudgeRequest,
   ProgressRequest,
   MAX_CARRIED_INBOX,
+  MAX_TEXT,
   MAX_CARRIED_ROUNDS,
   MAX_CARRIED_RUNS,
   TERMINAL_BEAD_STATUSES,
@@ -717,6 +718,9 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       continued: {
         firstRound,
         ...at,
+        // Failure texts carry agent-influenced detail: capped to what the continuation's schema accepts, so the
+        // next run never refuses its own input.
+        failures: at.failures.map((f) => capText(f, MAX_TEXT)),
         handoffs: state.handoffs ?? 0,
         continuedAsNew: next,
         state: {
