@@ -1,6 +1,6 @@
 /**
  * `npm run soak [-- --beads 200 --hosts 2 --faults kill-host,kill-server,... --seed 1 --full]`: the chaos soak
- * (soak.ts), its invariants checked (invariants.ts), a Markdown + JSON report under bench/reports/soak-<time>.*.
+ * (soak.ts), its invariants checked (invariants.ts), a Markdown + JSON report under bench/reports/soak/<time>.* (apart from the bench's reports, whose tooling reads every JSON in bench/reports).
  * Exits 1 when any invariant is violated.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -34,7 +34,7 @@ const SoakCliOptions = z.object({
   full: z.boolean(),
 });
 
-const reportsDir = fileURLToPath(new URL('../reports', import.meta.url));
+const reportsDir = fileURLToPath(new URL('../reports/soak', import.meta.url));
 
 const program = new Command('soak')
   .description('chaos soak: a convoy on several worker hosts under injected faults, then the invariants checked')
@@ -74,8 +74,8 @@ const log = (line: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed
 const result = await runSoak({ ...o, deadlineMs: o.deadlineMinutes * 60_000, log });
 const stamp = new Date().toISOString().replace(/[:.]/g, '-');
 mkdirSync(o.out, { recursive: true });
-const md = join(o.out, `soak-${stamp}.md`);
-writeFileSync(join(o.out, `soak-${stamp}.json`), `${JSON.stringify(result, null, 2)}\n`);
+const md = join(o.out, `${stamp}.md`);
+writeFileSync(join(o.out, `${stamp}.json`), `${JSON.stringify(result, null, 2)}\n`);
 writeFileSync(md, renderSoakReport(result));
 console.log(`\n${renderSoakReport(result)}\nreport: ${md}`);
 process.exit(result.violations ? 1 : 0);
