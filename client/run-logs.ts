@@ -50,9 +50,21 @@ export async function resolveRun(town: Town, target: string): Promise<{ runId: s
   return { runId: run.runId, host: run.host };
 }
 
+/**
+ * Whether the run is still running. An unknown bead has no running run; any other failure of the query (a worker
+ * restarting, the server briefly away) is asked again, then reported: a follow must never end early and look done.
+ */
 export async function isRunning(town: Town, runId: string): Promise<boolean> {
-  const state = await town.beadState(beadOfRun(runId)).catch(() => undefined);
-  return state?.runs.find((r) => r.runId === runId)?.outcome === 'running';
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const state = await town.beadState(beadOfRun(runId));
+      return state.runs.find((r) => r.runId === runId)?.outcome === 'running';
+    } catch (err) {
+      if (err instanceof UserError) return false;
+      if (attempt >= 5) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 500 * attempt));
+    }
+  }
 }
 
 export interface FollowOptions {
