@@ -1,7 +1,7 @@
 /**
  * One agent run, as every workflow that runs agents needs it — the bead's polecat runs (workflows/bead-runs.ts, and
  * through them the formula's agent steps) and the merge request's reviewer runs (workflows/review.ts):
- * - `hostActivities`: the activities of a run on the queue of the host that claimed it;
+ * - `townActivities`, `hostActivities`: the town's activities, and a run's on the queue of the host that claimed it;
  * - `AgentRuns`: the fence — only a live run may speak to the workflow (anything addressed to an ended run is refused
  *   with `StaleRun`) — and the escalations its agents raised, raised from the main loop (handlers cannot run activities);
  * - `AgentRun`: one run as a handle of its own (its id, its last progress, its supervision): start it, supervise it
@@ -23,7 +23,7 @@ import {
   setHandler,
   sleep,
 } from '@temporalio/workflow';
-import type { HostQueueActivities } from '../activities';
+import type { HostQueueActivities, TownQueueActivities } from '../activities';
 import { type AgentReply, EscalateRequest } from '../domain/bead';
 import { escalationIdPart } from '../domain/escalation';
 import { escalateUpdate } from '../domain/messages';
@@ -39,6 +39,14 @@ type RunPolicy = RigConfig['policy'];
 export type AgentLaunch = Parameters<HostQueueActivities['startAgentRun']>[0];
 export type StartedAgent = Awaited<ReturnType<HostQueueActivities['startAgentRun']>>;
 export type HostActivities = ReturnType<typeof hostActivities>;
+
+/** The town's activities (dispatch slots, hosts, escalations, the merge queue), each tried `maximumAttempts` times. */
+export function townActivities(maximumAttempts: number) {
+  return proxyActivities<TownQueueActivities>({
+    startToCloseTimeout: '1m',
+    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts },
+  });
+}
 
 /**
  * The activities of run `runId` on `hostQueue`: `onHost` (prepare, publish, clean up), `starter` (start-or-adopt by run

@@ -14,8 +14,8 @@
  * numbering its rounds after the used ones, so no run id or merge request id repeats; without `resume` nothing
  * differs, so histories from before retries replay unchanged (no patched() needed).
  *
- * This module is the process; the state and message handlers are in workflows/bead-state.ts, the polecat runs of a
- * round in workflows/bead-runs.ts, the agent-run machinery shared with the merge request in workflows/agent-run.ts.
+ * This module is the process. Its state is in workflows/bead-state.ts, its message handlers in bead-messages.ts, the
+ * polecat runs of a round in bead-runs.ts, the agent-run machinery shared with the merge request in agent-run.ts.
  */
 import {
   CancellationScope,
@@ -37,6 +37,7 @@ import { countTownEvent } from '../domain/metrics';
 import type { MergeOutcome } from '../domain/outcomes';
 import { SA } from '../domain/search-attributes';
 import { parseOrReject } from '../domain/validation';
+import { handleBeadMessages } from './bead-messages';
 import { PolecatRuns } from './bead-runs';
 import { Bead, town } from './bead-state';
 import { runFormula } from './formula';
@@ -51,7 +52,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   const input = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
   const { bead, rig, convoy, formula, continued } = input;
   const b = new Bead(input);
-  b.handleMessages();
+  handleBeadMessages(b);
   const polecats = new PolecatRuns(b);
   const { state, firstRound } = b;
   const { policy } = rig;

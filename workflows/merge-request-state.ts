@@ -3,14 +3,7 @@
  * shows (MergeRequestState, its phase and search attributes), the refinery's answer as its signal delivers it (matched
  * on MR id and head sha), and the rig's current configuration as its refinery holds it.
  */
-import {
-  log,
-  proxyActivities,
-  proxyLocalActivities,
-  setCurrentDetails,
-  setHandler,
-  upsertSearchAttributes,
-} from '@temporalio/workflow';
+import { log, proxyLocalActivities, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import { z } from 'zod';
 import type { TownQueueActivities } from '../activities';
 import { BeadSpec } from '../domain/bead';
@@ -19,13 +12,11 @@ import { mergeRequestStateQuery, mergeResultSignal } from '../domain/messages';
 import { MergeResult, type MergeRequestState } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
+import { townActivities } from './agent-run';
 import { parseSignal } from './signals';
 
 /** The merge request's town activities (the merge queue, hosts, escalations). */
-export const town = proxyActivities<TownQueueActivities>({
-  startToCloseTimeout: '1m',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 50 },
-});
+export const town = townActivities(50);
 
 /** Reads the rig's current configuration (a query of its refinery): one marker event, no task of its own. */
 const local = proxyLocalActivities<TownQueueActivities>({
