@@ -13,6 +13,9 @@
  * counts them done, and releases what they blocked. A convoy that ended `failed` is reopened by a client as a new run
  * of this workflow from its `convoyCheckpoint`. Reports carry the bead's retry number; only the current one counts.
  * These paths add commands only for convoys that were recovered, so histories from before them replay unchanged.
+ *
+ * Size (over ~300 lines): one workflow function whose start loop, report and recovery handlers and continue-as-new
+ * share the convoy's closure state; splitting it is a restructuring of its own, guarded by the convoy histories.
  */
 import {
   allHandlersFinished,

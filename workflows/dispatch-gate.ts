@@ -11,6 +11,9 @@
  * when a request carries a snapshot it has not checked yet (so a lost signal heals with the next bead slung). A
  * bead's own snapshot never sets them, so maxPolecats cannot flip between old and new values while old beads drain.
  * Lowering maxPolecats stops no running agent: no new grant until fewer than the new value run.
+ *
+ * Size (a little over ~300 lines): the gate's queue, breaker and settings are one state its handlers and loop share;
+ * it reads best whole.
  */
 import {
   allHandlersFinished,

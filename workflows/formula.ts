@@ -32,6 +32,7 @@ import {
 import type { RigConfig } from '../domain/rig';
 import type { z } from 'zod';
 import { failureMessage, parseOrReject } from '../domain/validation';
+import { townActivities } from './agent-run';
 
 /** One agent step as the bead runs it: its prompt section and its own bound on attempts. */
 export interface AgentStep {
@@ -60,10 +61,7 @@ const steps = proxyActivities<TownQueueActivities>({
   heartbeatTimeout: '2m',
   retry: { initialInterval: '2s', maximumInterval: '1m', maximumAttempts: 5, nonRetryableErrorTypes: ['InvalidInput'] },
 });
-const town = proxyActivities<TownQueueActivities>({
-  startToCloseTimeout: '1m',
-  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 20 },
-});
+const town = townActivities(20);
 
 const now = () => new Date().toISOString();
 

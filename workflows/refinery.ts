@@ -8,6 +8,9 @@
  * the merge request's business, so a PR waiting on a human never holds the queue (failure class 5).
  * The workflow also holds the rig's configuration, and continues as new with its queue when history grows; the
  * queue holds at most MAX_QUEUED_TICKETS, so that input stays far below Temporal's payload limit.
+ *
+ * Size (over ~300 lines): one workflow function whose handlers, merge sections and continue-as-new share the queue's
+ * closure state; splitting it is a restructuring of its own, guarded by the refinery histories in test/histories.
  */
 import {
   ActivityCancellationType,

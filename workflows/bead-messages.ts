@@ -1,0 +1,224 @@
+/**
+ * The bead's message handlers: the agent's (gt done, progress — at most one recorded per PROGRESS_MIN_GAP_MS —,
+ * checkpoint, hand-off, inbox, escalate), accepted only from the live run (workflows/agent-run.ts), and the operator's
+ * and the gate's (nudge, cancel, state, dispatch grants). What they keep is bounded (domain/caps.ts and below).
+ */
+import { ApplicationFailure, setHandler } from '@temporalio/workflow';
+import {
+  type AgentReply,
+  type BeadState,
+  CancelBeadRequest,
+  CheckpointRequest,
+  DoneRequest,
+  HandoffRequest,
+  type InboxMessage,
+  InboxRequest,
+  NudgeRequest,
+  ProgressRequest,
+  TERMINAL_BEAD_STATUSES,
+} from '../domain/bead';
+import { CAPS, capText, keepNewest } from '../domain/caps';
+import { DispatchGrant, dispatchGrantSignal } from '../domain/dispatch';
+import {
+  beadStateQuery,
+  cancelRequestUpdate,
+  checkpointUpdate,
+  doneUpdate,
+  handoffUpdate,
+  inboxUpdate,
+  nudgeUpdate,
+  progressUpdate,
+} from '../domain/messages';
+import { PROGRESS_MIN_GAP_MS } from '../domain/progress';
+import { parseOrReject } from '../domain/validation';
+import type { Bead, PolecatRun } from './bead-state';
+import { parseSignal } from './signals';
+
+/** Bounds on what the bead keeps (and carries into every later prompt); text itself is capped by domain/caps.ts. */
+const MAX_CHECKPOINTS = 50;
+const MAX_INBOX = 200;
+
+/** Sets every handler of bead `b`; called before the workflow's first await. */
+export function handleBeadMessages(b: Bead): void {
+  const { bead, rig } = b.input;
+  const { state, runs, inbox } = b;
+  const policy = rig.policy;
+  /**
+   * When the current run's last progress report was recorded. A report sooner than PROGRESS_MIN_GAP_MS after it is
+   * refused by the validator, which leaves no history: progress grows the history by a bounded amount per minute
+   * however chatty the agent (the gateway coalesces reports and sends the newest later; domain/progress.ts).
+   */
+  let progressRecorded: { runId: string; at: number } | undefined;
+  const unread = (run: PolecatRun) => inbox.filter((m) => m.seq > run.inboxCursor).length;
+  const saveCheckpoint = (runId: string, note: string) => {
+    b.checkpoints.push({ runId, note, savedAt: new Date().toISOString() });
+    if (b.checkpoints.length > MAX_CHECKPOINTS) b.checkpoints.shift();
+  };
+  const refuseWhenTerminal = (why: string, already = '') => {
+    if (TERMINAL_BEAD_STATUSES.includes(state.status))
+      throw ApplicationFailure.nonRetryable(`bead ${bead.id} is ${already}${state.status}: ${why}`, 'BeadTerminal');
+  };
+  setHandler(dispatchGrantSignal, (raw) => {
+    const grant = parseSignal(DispatchGrant, raw, 'dispatch grant');
+    if (grant) b.grants.add(grant.runId);
+  });
+  setHandler(beadStateQuery, () => state);
+  setHandler(
+    doneUpdate,
+    (raw): AgentReply => {
+      const req = DoneRequest.parse(raw);
+      const run = runs.require(req.runId);
+      if (run.done) return { accepted: true, runId: req.runId, message: 'gt done was already recorded for this run' };
+      run.done = { summary: req.summary };
+      run.record.summary = capText(req.summary, CAPS.summary);
+      run.lastProgressAt = Date.now();
+      return {
+        accepted: true,
+        runId: req.runId,
+        message: `bead ${bead.id}: done recorded; the branch goes to the refinery`,
+      };
+    },
+    {
+      validator: (raw) => {
+        const req = parseOrReject(DoneRequest, raw, 'gt_done');
+        if (runs.require(req.runId).handedOff)
+          throw ApplicationFailure.nonRetryable(`run ${req.runId} has handed off: the next run finishes`, 'RunEnding');
+      },
+    },
+  );
+  setHandler(
+    progressUpdate,
+    (raw): AgentReply => {
+      const req = ProgressRequest.parse(raw);
+      const run = runs.require(req.runId);
+      progressRecorded = { runId: req.runId, at: Date.now() };
+      run.lastProgressAt = Date.now();
+      run.record.lastProgressAt = new Date().toISOString();
+      if (req.message) run.record.lastProgress = req.message;
+      const n = unread(run);
+      return {
+        accepted: true,
+        runId: req.runId,
+        message: `progress recorded${n ? `; ${n} unread message${n > 1 ? 's' : ''}: run \`gt inbox\`` : ''}`,
+      };
+    },
+    {
+      validator: (raw) => {
+        const { runId } = parseOrReject(ProgressRequest, raw, 'gt_progress');
+        runs.require(runId);
+        const recorded = progressRecorded;
+        const since = recorded?.runId === runId ? Date.now() - recorded.at : Infinity;
+        if (since < PROGRESS_MIN_GAP_MS)
+          throw ApplicationFailure.nonRetryable(
+            `progress of run ${runId} was recorded ${Math.round(since / 1000)} s ago; at most one report per ${PROGRESS_MIN_GAP_MS / 1000} s is recorded (the gateway sends the newest later)`,
+            'ProgressTooSoon',
+          );
+      },
+    },
+  );
+  setHandler(
+    checkpointUpdate,
+    (raw): AgentReply => {
+      const req = CheckpointRequest.parse(raw);
+      const run = runs.require(req.runId);
+      saveCheckpoint(req.runId, req.note);
+      // Saving a checkpoint is progress too.
+      run.lastProgressAt = Date.now();
+      run.record.lastProgressAt = new Date().toISOString();
+      return {
+        accepted: true,
+        runId: req.runId,
+        message: 'checkpoint saved; the next run of this bead will see it in its prompt',
+      };
+    },
+    { validator: (raw) => void runs.require(parseOrReject(CheckpointRequest, raw, 'gt_checkpoint').runId) },
+  );
+  setHandler(
+    handoffUpdate,
+    (raw): AgentReply => {
+      const req = HandoffRequest.parse(raw);
+      const run = runs.require(req.runId);
+      saveCheckpoint(req.runId, req.checkpoint);
+      run.handedOff = true;
+      run.record.summary = capText(`handed off: ${req.checkpoint}`, CAPS.summary);
+      state.handoffs = (state.handoffs ?? 0) + 1;
+      return {
+        accepted: true,
+        runId: req.runId,
+        message: `hand-off recorded (${state.handoffs} of ${policy.maxHandoffs}); this run is stopped and the next starts from your checkpoint`,
+      };
+    },
+    {
+      validator: (raw) => {
+        const run = runs.require(parseOrReject(HandoffRequest, raw, 'gt_handoff').runId);
+        if (run.done || run.handedOff)
+          throw ApplicationFailure.nonRetryable(
+            `run ${run.runId} already ${run.done ? 'called gt done' : 'handed off'}`,
+            'RunEnding',
+          );
+        if ((state.handoffs ?? 0) >= policy.maxHandoffs)
+          throw ApplicationFailure.nonRetryable(
+            `bead ${bead.id} has used its ${policy.maxHandoffs} hand-offs (rig policy maxHandoffs): finish with gt done, or save a checkpoint and keep working`,
+            'HandoffCapReached',
+          );
+      },
+    },
+  );
+  setHandler(
+    nudgeUpdate,
+    (raw): InboxMessage => {
+      const req = NudgeRequest.parse(raw);
+      const message = {
+        seq: b.nextInboxSeq(),
+        from: req.from,
+        message: req.message,
+        sentAt: new Date().toISOString(),
+      };
+      inbox.push(message);
+      if (inbox.length > MAX_INBOX) inbox.shift();
+      return message;
+    },
+    {
+      validator: (raw) => {
+        parseOrReject(NudgeRequest, raw, 'nudge');
+        refuseWhenTerminal(`no run will read the message`);
+      },
+    },
+  );
+  setHandler(
+    cancelRequestUpdate,
+    (raw): BeadState => {
+      const req = CancelBeadRequest.parse(raw);
+      state.cancellation = { reason: req.reason, by: req.by, requestedAt: new Date().toISOString() };
+      return state;
+    },
+    {
+      validator: (raw) => {
+        parseOrReject(CancelBeadRequest, raw, 'cancel request');
+        refuseWhenTerminal('nothing to cancel', 'already ');
+      },
+    },
+  );
+  setHandler(
+    inboxUpdate,
+    (raw) => {
+      const req = InboxRequest.parse(raw);
+      const run = runs.require(req.runId);
+      const messages = boundMessages(req.all ? [...inbox] : inbox.filter((m) => m.seq > run.inboxCursor));
+      if (!req.peek && inbox.length) run.inboxCursor = inbox[inbox.length - 1]!.seq;
+      return { runId: req.runId, messages };
+    },
+    { validator: (raw) => void runs.require(parseOrReject(InboxRequest, raw, 'gt_inbox').runId) },
+  );
+  runs.handleEscalations({ beadId: bead.id });
+}
+
+/** Inbox messages for one answer: the newest that fit CAPS.messagesTotal (an update's result is a payload too). */
+function boundMessages(messages: InboxMessage[]): InboxMessage[] {
+  const texts = keepNewest(
+    messages.map((m) => m.message),
+    CAPS.messagesTotal,
+  );
+  const kept = messages.slice(messages.length - texts.length);
+  return kept.map((m, i) => (m.message === texts[i] ? m : { ...m, message: texts[i]! }));
+}

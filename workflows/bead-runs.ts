@@ -1,0 +1,318 @@
+/**
+ * The bead's polecat runs (workflows/bead.ts is the process): the runs of one round until one hands in its branch —
+ * each takes a slot from the rig's dispatch gate (capacity, operator pause, circuit breaker) and gives it back when it
+ * ends, claims a host, prepares the worktree, runs the agent (workflows/agent-run.ts: start, supervision, stall, exit
+ * grace) and publishes the branch. Between runs, nothing is in flight: the one place a long bead continues as new.
+ */
+import {
+  allHandlersFinished,
+  CancellationScope,
+  condition,
+  continueAsNew,
+  getExternalWorkflowHandle,
+  isCancellation,
+  log,
+  metricMeter,
+  patched,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { BeadResult, BeadWorkflowInput, RunRecord } from '../domain/bead';
+import { MAX_CARRIED_INBOX, MAX_CARRIED_ROUNDS, MAX_CARRIED_RUNS, MAX_TEXT } from '../domain/bead';
+import { CAPS, capText, keepNewest } from '../domain/caps';
+import { dispatchGateWorkflowId, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
+import { beadBranch, runIdOf } from '../domain/ids';
+import { countTownEvent } from '../domain/metrics';
+import { failureMessage } from '../domain/validation';
+import { type AttemptsAt, hostActivities, runAttempts } from './agent-run';
+import { type Bead, PolecatRun, town } from './bead-state';
+import type { AgentStep, FormulaHost, RunResult } from './formula';
+
+/** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
+const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
+
+/** How one run of a round ended: its branch was handed in, it failed, or it handed off to the next run. */
+type AttemptResult = RunResult | { handedOff: string };
+
+export class PolecatRuns {
+  /** Signals to the gate still in flight: the bead waits for them only before it ends (histories from before waited each time). */
+  private readonly toGate = new Set<Promise<void>>();
+  private readonly branch: string;
+
+  constructor(private readonly b: Bead) {
+    this.branch = beadBranch(b.input.bead.id);
+  }
+
+  /** What the formula engine (workflows/formula.ts) may use of this bead: its runs, its state and its status line. */
+  formulaHost(): FormulaHost {
+    const { bead, rig, convoy } = this.b.input;
+    return {
+      bead,
+      rig,
+      convoyId: convoy?.id,
+      state: this.b.state,
+      runAgent: (round, step) => this.runRound(round, undefined, step),
+      setStep: (label) => void (this.b.stepLabel = label),
+      setStatus: (status, waitingFor) => this.b.setStatus(status, waitingFor),
+    };
+  }
+
+  /** Waits for the signals to the dispatch gate still in flight. */
+  gateSignalsSent(): Promise<void[]> {
+    return Promise.all(this.toGate);
+  }
+
+  /**
+   * Runs of one round until one hands in its branch: failed attempts are bounded by maxAttempts and spaced by
+   * exponential backoff; a hand-off uses neither (the next run starts at once; maxHandoffs bounds them). Run ids
+   * number every run of the round (a1, a2, …), failed or handed off. Without hand-offs this is the same sequence of
+   * commands as the loop it replaced (one attempt per run), so recorded histories replay unchanged.
+   *
+   * With `step` (a formula's agent step, workflows/formula.ts) the step's own attempts bound its failures, and its
+   * runs are numbered on from the runs the round already has (the formula's steps share the round). A formula step
+   * never continues as new: the engine's position (step, loops, head) is not carried across, so the bead's history
+   * just grows (docs/formulas.md, "Limits").
+   */
+  async runRound(round: number, from?: AttemptsAt, step?: AgentStep): Promise<RunResult> {
+    const { state, input } = this.b;
+    const policy = input.rig.policy;
+    const maxAttempts = step?.attempts ?? policy.maxAttempts;
+    const result = await runAttempts<{ headSha: string; summary?: string }>({
+      maxAttempts,
+      retryBackoff: policy.retryBackoff,
+      from: {
+        nextRun: from?.nextRun ?? (step ? state.runs.filter((r) => r.round === round).length + 1 : 1),
+        failures: from?.failures ?? [],
+        lastFailed: from?.lastFailed ?? false,
+      },
+      // Between runs nothing is in flight: the one place a long bead hands over to a fresh history.
+      between: async (at) => {
+        if (!step && this.continueAsNewDue()) await this.continueNow({ round, ...at });
+      },
+      attempt: (run, lastFailed) => this.runAttempt(round, run, lastFailed, step),
+      backingOff: (failed, backoff) =>
+        this.b.setStatus('open', `attempt ${failed} failed; next attempt in ${backoff} ms`),
+    });
+    if (!('failures' in result)) return result;
+    return {
+      failure: capText(
+        `all ${maxAttempts} attempts ${step ? `of step ${step.prompt.id} ` : ''}of round ${round} failed:\n- ${result.failures.join('\n- ')}`,
+        CAPS.feedback,
+      ),
+    };
+  }
+
+  private continueAsNewDue() {
+    const after = this.b.input.continueAsNewAfterEvents;
+    return workflowInfo().continueAsNewSuggested || (after !== undefined && workflowInfo().historyLength >= after);
+  }
+
+  /** Hands the bead to a new run of its workflow (same id) at this point: no run, activity or child is in flight. */
+  private async continueNow(at: AttemptsAt & { round: number }): Promise<never> {
+    const { state, input } = this.b;
+    await this.b.runs.raisePending();
+    await Promise.all(this.toGate);
+    await condition(allHandlersFinished);
+    const next = (state.continuedAsNew ?? 0) + 1;
+    log.info('bead continues as new', { beadId: input.bead.id, historyLength: workflowInfo().historyLength, next });
+    const { bead, rig, convoy, formula, resume, continueAsNewAfterEvents } = input;
+    return continueAsNew<(input: BeadWorkflowInput) => Promise<BeadResult>>({
+      bead,
+      rig,
+      convoy,
+      formula,
+      resume,
+      continueAsNewAfterEvents,
+      continued: {
+        firstRound: this.b.firstRound,
+        ...at,
+        // Failure texts carry agent-influenced detail: capped to what the continuation's schema accepts, so the
+        // next run never refuses its own input.
+        failures: at.failures.map((f) => capText(f, MAX_TEXT)),
+        handoffs: state.handoffs ?? 0,
+        continuedAsNew: next,
+        state: {
+          runs: state.runs.slice(-MAX_CARRIED_RUNS),
+          rounds: state.rounds.slice(-MAX_CARRIED_ROUNDS),
+          feedback: state.feedback,
+          checkpoints: this.b.checkpoints,
+          inbox: this.b.inbox.slice(-MAX_CARRIED_INBOX),
+        },
+      },
+    });
+  }
+
+  private gate() {
+    return getExternalWorkflowHandle(dispatchGateWorkflowId(this.b.input.rig.name));
+  }
+  private async sendToGate(signal: Promise<void>): Promise<void> {
+    if (!patched(GATE_SIGNALS_WITHOUT_WAITING)) return signal;
+    const pending: Promise<void> = signal.finally(() => this.toGate.delete(pending));
+    this.toGate.add(pending);
+  }
+  /** Tells the rig's gate whether the run's agent started (its circuit breaker counts consecutive failures). */
+  private reportStart(runId: string, started: boolean, reason = '') {
+    return this.gate()
+      .signal(dispatchReportSignal, { runId, started, reason: reason.slice(0, 2000) })
+      .catch((err: unknown) => log.warn('could not report to the dispatch gate', { runId, error: String(err) }));
+  }
+
+  /** One attempt: a dispatch slot, then a run from start to gt_done / exit / stall. Returns the published head on success. */
+  private async runAttempt(
+    round: number,
+    attempt: number,
+    afterFailure: boolean,
+    step?: AgentStep,
+  ): Promise<AttemptResult> {
+    const { bead, rig } = this.b.input;
+    const runId = runIdOf(bead.id, round, attempt);
+    try {
+      this.b.setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
+      await town.requestDispatchSlot({
+        rig: rig.name,
+        request: {
+          beadId: bead.id,
+          runId,
+          workflowId: workflowInfo().workflowId,
+          maxPolecats: rig.maxPolecats,
+          breakerThreshold: rig.policy.breakerThreshold,
+          breakerProbeInterval: rig.policy.breakerProbeInterval,
+        },
+      });
+      await condition(() => this.b.grants.has(runId));
+      return await this.runGranted(runId, round, attempt, afterFailure, step);
+    } finally {
+      await CancellationScope.nonCancellable(() =>
+        this.sendToGate(
+          this.gate()
+            .signal(dispatchReleaseSignal, { runId })
+            .catch((err: unknown) => log.warn('could not release the dispatch slot', { runId, error: String(err) })),
+        ),
+      );
+    }
+  }
+
+  private async runGranted(
+    runId: string,
+    round: number,
+    attempt: number,
+    afterFailure: boolean,
+    step?: AgentStep,
+  ): Promise<AttemptResult> {
+    const { b, branch } = this;
+    const { bead, rig } = b.input;
+    const { state } = b;
+    const { targetBranch } = state;
+    const summary = (what: string) => `${step ? `${b.stepLabel}: ` : ''}${what}`;
+    const { hostQueue } = await town.claimHost.executeWithOptions(
+      { summary: summary(`claim a host for run ${runId}`) },
+      [],
+    );
+    const activities = hostActivities(hostQueue, rig.policy, runId, {
+      summary,
+      hostNonRetryable: ['InvalidInput', 'TargetMissing'],
+    });
+    const { onHost } = activities;
+
+    const record: RunRecord = { runId, round, attempt, outcome: 'running', startedAt: new Date().toISOString() };
+    state.runs.push(record);
+    const startFailed = async (why: string) => {
+      Object.assign(record, { outcome: 'start_failed', endedAt: new Date().toISOString() });
+      await this.reportStart(runId, false, why);
+      log.warn('run failed to start', { beadId: bead.id, runId, why });
+      return { failure: `${runId}: the agent could not be started: ${why}` };
+    };
+
+    b.setStatus('in_progress', `preparing run ${runId}`);
+    let prepared;
+    try {
+      prepared = await onHost.prepareRun.executeWithOptions(
+        { summary: summary(`prepare the worktree of ${bead.id} for run ${runId}`) },
+        [
+          {
+            rig,
+            bead,
+            runId,
+            round,
+            attempt,
+            targetBranch,
+            feedback: state.feedback,
+            checkpoints: keepNewest(
+              b.checkpoints.map((c) => `${c.note} (saved by ${c.runId})`),
+              CAPS.checkpointsTotal,
+            ),
+            messages: keepNewest(
+              b.inbox.slice(-20).map((m) => `${m.message} (from ${m.from})`),
+              CAPS.messagesTotal,
+            ),
+            ...(step ? { step: step.prompt } : {}),
+          },
+        ],
+      );
+    } catch (err) {
+      if (isCancellation(err)) throw err;
+      return startFailed(`preparing the worktree failed: ${failureMessage(err)}`);
+    }
+    record.host = prepared.host;
+    const launch = {
+      runId,
+      beadId: bead.id,
+      workflowId: workflowInfo().workflowId,
+      role: 'polecat' as const,
+      rig,
+      worktree: prepared.worktree,
+      promptFile: prepared.promptFile,
+      branch,
+      targetBranch,
+    };
+    const run = new PolecatRun(runId, record, b.inboxHead);
+    const driven = await run.drive({
+      runs: b.runs,
+      activities,
+      launch,
+      stallTimeout: rig.policy.stallTimeout,
+      starting: () => b.setStatus('in_progress', `starting run ${runId} on ${prepared.host}`),
+      started: async (started) => {
+        await this.sendToGate(this.reportStart(runId, true));
+        countTownEvent(metricMeter, 'runsStarted', { rig: rig.name });
+        if (afterFailure) countTownEvent(metricMeter, 'redispatches', { rig: rig.name });
+        b.setStatus('in_progress', `waiting for gt done from run ${runId}`);
+        log.info('run started', { beadId: bead.id, runId, host: prepared.host, adopted: started.adopted });
+      },
+      stopping: (end) => b.setStatus('in_progress', `stopping run ${runId} (${end})`),
+    });
+    if ('startFailed' in driven) return startFailed(failureMessage(driven.startFailed));
+    const outcome = driven.end;
+    record.outcome = outcome;
+    record.endedAt = new Date().toISOString();
+    record.exitCode = run.exit?.exitCode;
+
+    if (outcome === 'handed_off') {
+      log.info('run handed off', { beadId: bead.id, runId, handoffs: state.handoffs });
+      return { handedOff: runId };
+    }
+    if (outcome !== 'done') {
+      const why = {
+        exited: `the agent exited (code ${run.exit?.exitCode ?? 'unknown'}) without calling gt done`,
+        stalled: `the agent reported no progress for ${rig.policy.stallTimeout} ms and was stopped`,
+        lost: `supervision of the run was lost: ${run.lost ? failureMessage(run.lost.error) : ''}`,
+      }[outcome];
+      log.warn('run failed', { beadId: bead.id, runId, outcome, why });
+      return { failure: `${runId}: ${why}` };
+    }
+    b.setStatus('in_progress', `publishing branch of ${runId}`);
+    const published = await onHost.publishBranch.executeWithOptions(
+      { summary: summary(`publish ${branch} from run ${runId}`) },
+      [{ rig, worktree: prepared.worktree, branch, targetBranch, runId, baseSha: prepared.baseSha }],
+    );
+    if (published.rejected)
+      return { failure: `${runId}: gt done was called but the run's branch was not taken: ${published.rejected}` };
+    // An intermediate formula step (a plan, a review) may commit nothing: only the final one must.
+    if (published.commitsAhead === 0 && step && !step.prompt.final) return { headSha: '', summary: run.done!.summary };
+    if (published.commitsAhead === 0) {
+      return {
+        failure: `${runId}: gt done was called but ${branch} has no commits ahead of ${targetBranch}${published.uncommittedChanges ? ' (changes were left uncommitted)' : ''}`,
+      };
+    }
+    return { headSha: published.headSha, summary: run.done!.summary };
+  }
+}

@@ -1,0 +1,110 @@
+/**
+ * The merge request workflow's input, state and status line (workflows/merge-request.ts is the process): what it
+ * shows (MergeRequestState, its phase and search attributes), the refinery's answer as its signal delivers it (matched
+ * on MR id and head sha), and the rig's current configuration as its refinery holds it.
+ */
+import { log, proxyLocalActivities, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { z } from 'zod';
+import type { TownQueueActivities } from '../activities';
+import { BeadSpec } from '../domain/bead';
+import { ConvoyId } from '../domain/ids';
+import { mergeRequestStateQuery, mergeResultSignal } from '../domain/messages';
+import { MergeResult, type MergeRequestState } from '../domain/refinery';
+import { RigConfig } from '../domain/rig';
+import { SA } from '../domain/search-attributes';
+import { townActivities } from './agent-run';
+import { parseSignal } from './signals';
+
+/** The merge request's town activities (the merge queue, hosts, escalations). */
+export const town = townActivities(50);
+
+/** Reads the rig's current configuration (a query of its refinery): one marker event, no task of its own. */
+const local = proxyLocalActivities<TownQueueActivities>({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 5 },
+});
+
+export const FollowingState = z.object({
+  pr: z.object({ number: z.number().int().positive(), url: z.string(), created: z.boolean() }),
+  looks: z.number().int().min(0),
+  failedLooks: z.number().int().min(0),
+  escalated: z.boolean(),
+  /** Workflow time the PR first looked ready for auto-merge (reset whenever it stops looking ready). */
+  readySince: z.number().optional(),
+});
+export type FollowingState = z.infer<typeof FollowingState>;
+
+export const MergeRequestInput = z.object({
+  mrId: z.string(),
+  bead: BeadSpec,
+  rig: RigConfig,
+  round: z.number().int().min(1),
+  branch: z.string(),
+  headSha: z.string().regex(/^[0-9a-f]{40}$/),
+  targetBranch: z.string(),
+  convoyId: ConvoyId.optional(),
+  /** Set when a run that was following a pull request continued as new. */
+  following: FollowingState.optional(),
+});
+export type MergeRequestInput = z.input<typeof MergeRequestInput>;
+
+export class MergeRequest {
+  /** The rig's configuration: the input's, or (since 'merge-request-follows-rig') the newest `readRig` found. */
+  rig: RigConfig;
+  readonly state: MergeRequestState;
+  /** The refinery's answer about this MR's head. */
+  result: MergeResult | undefined;
+  private shownAttributes: string | undefined;
+
+  constructor(readonly input: z.output<typeof MergeRequestInput>) {
+    this.rig = input.rig;
+    this.state = {
+      mrId: input.mrId,
+      beadId: input.bead.id,
+      round: input.round,
+      rig: input.rig.name,
+      branch: input.branch,
+      headSha: input.headSha,
+      targetBranch: input.targetBranch,
+      phase: input.following ? 'pull_request' : input.rig.reviewer ? 'review' : 'queued',
+      waitingFor: 'start',
+      reviewRuns: [],
+    };
+  }
+
+  setPhase(phase: MergeRequestState['phase'], waitingFor: string, runId?: string): void {
+    this.state.phase = phase;
+    this.state.waitingFor = waitingFor;
+    // Only on change: every upsert is a history event, and a followed PR sets its phase on every look.
+    if (`${phase}|${runId}` !== this.shownAttributes) {
+      this.shownAttributes = `${phase}|${runId}`;
+      upsertSearchAttributes([
+        { key: SA.status, value: phase },
+        { key: SA.round, value: this.input.round },
+        { key: SA.runId, value: runId ?? null },
+      ]);
+    }
+    setCurrentDetails(`**${phase}** — ${waitingFor}`);
+  }
+
+  /** The rig's current configuration; a removed rig, or one that cannot be read now, leaves `rig` as it is. */
+  async readRig(): Promise<void> {
+    try {
+      const current = RigConfig.safeParse(await local.currentRigConfig({ rig: this.rig.name }));
+      if (current.success && current.data) this.rig = current.data;
+    } catch (err) {
+      log.warn('could not read the rig configuration; keeping the one this merge request has', {
+        mrId: this.input.mrId,
+        error: String(err),
+      });
+    }
+  }
+
+  handleMessages(): void {
+    setHandler(mergeResultSignal, (raw) => {
+      const r = parseSignal(MergeResult, raw, 'merge result');
+      if (r?.mrId === this.input.mrId && r.headSha === this.input.headSha) this.result ??= r;
+    });
+    setHandler(mergeRequestStateQuery, () => this.state);
+  }
+}
