@@ -14,7 +14,7 @@ import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { PROGRESS_INTERVAL_MS } from '../domain/progress';
 
-/** The workflow refused a report as too soon after the previous one (bead.ts's progress validator). */
+/** The workflow refused a report as too soon after the previous one (bead-messages.ts's progress validator). */
 export const isTooSoon = (err: unknown) =>
   err instanceof WorkflowUpdateFailedError &&
   err.cause instanceof ApplicationFailure &&
