@@ -24,6 +24,8 @@ const HOUR = 60 * MINUTE;
 const HEAD = 'abc123'.padEnd(40, '0');
 const MERGE_COMMIT = 'e'.repeat(40);
 const PR = { number: 9, url: 'https://github.example/o/r/pull/9', created: true };
+/** No running refinery to read the rig from: the merge request keeps the rig it was given. */
+const noRigChange = () => Promise.resolve(null);
 
 const snapshot = (over: Partial<PullRequestSnapshot> = {}): PullRequestSnapshot => ({
   number: PR.number,
@@ -95,6 +97,7 @@ describe.skipIf(skipReason)(
       const looksByRun = new Map<string, number>();
       const escalations: string[] = [];
       const activities = () => ({
+        currentRigConfig: noRigChange,
         pullRequestSnapshot: () => {
           const runId = runIdNow();
           const look = (looksByRun.get(runId) ?? 0) + 1;
@@ -141,6 +144,7 @@ describe.skipIf(skipReason)(
       const POLL = 10 * MINUTE;
       const mergesByRun: string[] = [];
       const activities = () => ({
+        currentRigConfig: noRigChange,
         pullRequestSnapshot: () => Promise.resolve(ready()),
         mergePullRequest: () => {
           mergesByRun.push(runIdNow());
