@@ -27,6 +27,7 @@ import { FormulaError, formulaForBead } from './formulas';
 import { gitStatus, remoteBranchSha, syncMirror } from './git';
 import type { TownDeps } from './town';
 import { parseActivityInput } from './validation';
+import { Failure } from '../domain/failures';
 
 export const PrepareConvoyInput = z.object({ convoyId: ConvoyId, rig: RigName, mergeMode: MergeMode });
 export type PrepareConvoyInput = z.input<typeof PrepareConvoyInput>;
@@ -100,7 +101,7 @@ export function createConvoyActivities(deps: TownDeps) {
       return await client.workflow.getHandle(refineryWorkflowId(name)).query(rigConfigQuery);
     } catch (err) {
       if (isNotFound(err))
-        throw ApplicationFailure.nonRetryable(`unknown rig '${name}' (was it removed?)`, 'UnknownRig');
+        throw ApplicationFailure.nonRetryable(`unknown rig '${name}' (was it removed?)`, Failure.UnknownRig);
       throw err;
     }
   };
@@ -197,7 +198,7 @@ export function createConvoyActivities(deps: TownDeps) {
       if (!headSha)
         throw ApplicationFailure.nonRetryable(
           `convoy branch ${branch} does not exist in ${rig.repo}`,
-          'ConvoyBranchMissing',
+          Failure.ConvoyBranchMissing,
         );
       return { headSha, rig };
     },
@@ -211,14 +212,17 @@ async function ensureBranch(gtHome: string, rig: RigConfig, branch: string, from
   if (existing) return existing;
   const base = await remoteBranchSha(mirror, from);
   if (!base)
-    throw ApplicationFailure.nonRetryable(`target branch '${from}' does not exist in ${rig.repo}`, 'TargetMissing');
+    throw ApplicationFailure.nonRetryable(
+      `target branch '${from}' does not exist in ${rig.repo}`,
+      Failure.TargetMissing,
+    );
   const push = await gitStatus(mirror, ['push', 'origin', `${base}:refs/heads/${branch}`]);
   await syncMirror(rig.name, rig.repo, gtHome);
   const created = await remoteBranchSha(mirror, branch);
   if (created) return created;
   throw ApplicationFailure.retryable(
     `could not create ${branch} in ${rig.repo}: ${push.stderr.trim()}`,
-    'BranchCreateFailed',
+    Failure.BranchCreateFailed,
   );
 }
 

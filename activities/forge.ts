@@ -26,6 +26,7 @@ import {
 import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { parseActivityInput } from './validation';
+import { Failure } from '../domain/failures';
 
 const MAX_BODY = 2000;
 const MAX_RATE_LIMIT_WAIT_MS = 15 * 60_000;
@@ -45,18 +46,18 @@ function forgeFor(rig: RigConfig): Forge {
   if (!repository)
     throw ApplicationFailure.nonRetryable(
       `rig ${rig.name} merges by pull request but has no GitHub repository (set forge.repository, e.g. \`gt rig add … --github-repo owner/name\`)`,
-      'ForgeNotConfigured',
+      Failure.ForgeNotConfigured,
     );
   const token = process.env.GITHUB_TOKEN ?? process.env.GH_TOKEN;
   if (!token)
     throw ApplicationFailure.nonRetryable(
       'no GitHub token: set GITHUB_TOKEN in the environment of the worker',
-      'ForgeNotConfigured',
+      Failure.ForgeNotConfigured,
     );
   const allowed = forgeTokenOrigins(process.env.GITHUB_API_URL);
-  if ('error' in allowed) throw ApplicationFailure.nonRetryable(allowed.error, 'ForgeNotConfigured');
+  if ('error' in allowed) throw ApplicationFailure.nonRetryable(allowed.error, Failure.ForgeNotConfigured);
   const refusal = forgeTokenRefusal(settings.apiUrl, allowed.origins);
-  if (refusal) throw ApplicationFailure.nonRetryable(`rig ${rig.name}: ${refusal}`, 'ForgeNotConfigured');
+  if (refusal) throw ApplicationFailure.nonRetryable(`rig ${rig.name}: ${refusal}`, Failure.ForgeNotConfigured);
   const [owner, repo] = repository.split('/') as [string, string];
   const octokit = new Octokit({
     auth: token,
@@ -84,14 +85,14 @@ function tokenFetch(origins: readonly string[], timeoutMs: number) {
   return async (url: string, init: RequestInit): Promise<Response> => {
     for (let hop = 0; ; hop++) {
       const refusal = forgeTokenRefusal(url, origins);
-      if (refusal) throw ApplicationFailure.nonRetryable(refusal, 'ForgeNotConfigured');
+      if (refusal) throw ApplicationFailure.nonRetryable(refusal, Failure.ForgeNotConfigured);
       const response = await fetch(url, { ...init, redirect: 'manual', signal: AbortSignal.timeout(timeoutMs) });
       const location = response.headers.get('location');
       if (response.status < 300 || response.status >= 400 || !location) return response;
       if (hop >= MAX_REDIRECTS)
         throw ApplicationFailure.retryable(
           `GitHub redirected more than ${MAX_REDIRECTS} times from ${url}`,
-          'ForgeUnavailable',
+          Failure.ForgeUnavailable,
         );
       url = new URL(location, url).toString();
     }
@@ -128,16 +129,16 @@ function asFailure(what: string, err: unknown): ApplicationFailure {
     const waitMs = retryAfter > 0 ? retryAfter * 1000 : reset > 0 ? reset * 1000 - Date.now() : 60_000;
     return ApplicationFailure.create({
       message: `${message} (rate limited)`,
-      type: 'ForgeRateLimited',
+      type: Failure.ForgeRateLimited,
       nextRetryDelay: Math.min(Math.max(waitMs, 1000), MAX_RATE_LIMIT_WAIT_MS),
     });
   }
   if (status === 401)
-    return ApplicationFailure.nonRetryable(`${message} (check the worker's GITHUB_TOKEN)`, 'ForgeAuth');
+    return ApplicationFailure.nonRetryable(`${message} (check the worker's GITHUB_TOKEN)`, Failure.ForgeAuth);
   if (status !== undefined && status >= 400 && status < 500)
-    return ApplicationFailure.nonRetryable(message, 'ForgeRejected');
+    return ApplicationFailure.nonRetryable(message, Failure.ForgeRejected);
   // 5xx, timeouts, refused connections: GitHub is having a moment; retry with backoff.
-  return ApplicationFailure.retryable(message, 'ForgeUnavailable');
+  return ApplicationFailure.retryable(message, Failure.ForgeUnavailable);
 }
 
 export const OpenPullRequestInput = z.object({ rig: RigConfig, ticket: MergeTicket });

@@ -2,6 +2,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { z } from 'zod';
 import { CAPS, capText } from './caps';
+import { Failure } from './failures';
 
 export function describeZodError(error: z.ZodError): string {
   return error.issues.map((i) => (i.path.length ? `${i.path.join('.')}: ${i.message}` : i.message)).join('; ');
@@ -14,7 +15,7 @@ export function describeZodError(error: z.ZodError): string {
 export function parseOrReject<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
   const parsed = schema.safeParse(value);
   if (!parsed.success)
-    throw ApplicationFailure.nonRetryable(`invalid ${what}: ${describeZodError(parsed.error)}`, 'InvalidInput');
+    throw ApplicationFailure.nonRetryable(`invalid ${what}: ${describeZodError(parsed.error)}`, Failure.InvalidInput);
   return parsed.data;
 }
 

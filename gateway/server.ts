@@ -37,6 +37,7 @@ import { printableStrings } from '../domain/caps';
 import { describeZodError } from '../domain/validation';
 import { gtHome } from '../host/home';
 import { ProgressCoalescer } from './progress-coalescer';
+import { Failure } from '../domain/failures';
 
 export interface Gateway {
   url: string;
@@ -106,7 +107,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (err instanceof WorkflowNotFoundError)
         throw new HttpError(410, `workflow ${claims.workflowId} no longer exists`);
       if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
-        throw new HttpError(err.cause.type === 'StaleRun' ? 409 : 400, err.cause.message);
+        throw new HttpError(err.cause.type === Failure.StaleRun ? 409 : 400, err.cause.message);
       }
       throw err;
     }
