@@ -4,12 +4,7 @@
  * id is derived from the convoy and the bead, so a retried start finds the bead it started before.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import {
-  WorkflowExecutionAlreadyStartedError,
-  WorkflowIdReusePolicy,
-  WorkflowNotFoundError,
-  type Client,
-} from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { log } from '@temporalio/activity';
 import { z } from 'zod';
 import { BeadSpec } from '../domain/bead';
@@ -21,7 +16,7 @@ import type { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import type { BeadResult } from '../domain/bead';
 import { retryBeadRun } from './bead-retry';
-import { formulaLabel } from '../domain/formula';
+import { beadStart } from '../domain/starts';
 import { FormulaName, FormulaVarValues } from '../domain/formula-ref';
 import { FormulaError, formulaForBead } from './formulas';
 import { gitStatus, remoteBranchSha, syncMirror } from './git';
@@ -245,24 +240,8 @@ async function startBead(
     return { beadId: bead.id, outcome: 'error', error: err.message };
   }
   try {
-    await client.workflow.start('beadWorkflow', {
-      workflowId,
-      taskQueue,
-      args: [{ bead, rig, convoy: { id: convoyId, targetBranch }, formula }],
-      // A bead id is used once: terminal beads are never restarted (a retry is a new bead).
-      workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-      typedSearchAttributes: [
-        { key: SA.kind, value: 'bead' },
-        { key: SA.rig, value: rig.name },
-        { key: SA.beadId, value: bead.id },
-        { key: SA.convoyId, value: convoyId },
-        { key: SA.status, value: 'open' },
-        { key: SA.formula, value: formulaLabel(formula) },
-      ],
-      memo: { title: bead.title, convoyId, formula: formulaLabel(formula) },
-      staticSummary: `bead ${bead.id} (convoy ${convoyId}): ${bead.title}`,
-      staticDetails: bead.description || undefined,
-    });
+    const start = beadStart({ taskQueue, input: { bead, rig, convoy: { id: convoyId, targetBranch }, formula } });
+    await client.workflow.start(start.workflowType, start.options);
     return { beadId: bead.id, outcome: 'started' };
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;

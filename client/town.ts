@@ -7,7 +7,6 @@ import { existsSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import {
   WorkflowExecutionAlreadyStartedError,
-  WorkflowIdReusePolicy,
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
   type Client,
@@ -27,7 +26,7 @@ import { BeadId, beadWorkflowId, refineryWorkflowId } from '../domain/ids';
 import { beadStateQuery, refineryStateQuery, rigConfigQuery, updateRigUpdate } from '../domain/messages';
 import type { RefineryState } from '../domain/refinery';
 import { RigConfig, type RigConfigInput } from '../domain/rig';
-import { SA } from '../domain/search-attributes';
+import { beadStart, dispatchGateStart, refineryStart } from '../domain/starts';
 import { taskQueue } from '../host/connection';
 import { describeZodError } from '../domain/validation';
 import type { BeadResult } from '../domain/bead';
@@ -36,6 +35,7 @@ import type { dispatchGateWorkflow } from '../workflows/dispatch-gate';
 import {
   dispatchGateWorkflowId,
   dispatchStateQuery,
+  gateSettingsOf,
   pauseDispatchUpdate,
   PauseRequest,
   resumeDispatchUpdate,
@@ -49,7 +49,7 @@ import type { refineryWorkflow } from '../workflows/refinery';
 
 import { FormulaError, formulaForBead } from '../activities/formulas';
 import { localRepositoryProblem } from '../activities/git';
-import { formulaLabel, type ResolvedFormula } from '../domain/formula';
+import type { ResolvedFormula } from '../domain/formula';
 import { UserError } from './errors';
 
 export { UserError };
@@ -100,18 +100,8 @@ export class Town {
       if (problem) throw new UserError(problem);
     }
     try {
-      await this.client.workflow.start<typeof refineryWorkflow>('refineryWorkflow', {
-        workflowId: refineryWorkflowId(rig.name),
-        taskQueue: this.queue,
-        args: [{ rig }],
-        typedSearchAttributes: [
-          { key: SA.kind, value: 'refinery' },
-          { key: SA.rig, value: rig.name },
-          { key: SA.status, value: 'idle' },
-        ],
-        memo: { repo: rig.repo, branch: rig.branch },
-        staticSummary: `refinery of rig ${rig.name} (${rig.repo} → ${rig.branch})`,
-      });
+      const start = refineryStart({ taskQueue: this.queue, input: { rig } });
+      await this.client.workflow.start<typeof refineryWorkflow>(start.workflowType, start.options);
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError)
         throw new UserError(`rig '${rig.name}' already exists (see \`gt rig show ${rig.name}\`)`);
@@ -218,26 +208,10 @@ export class Town {
     const spec = parseInput(BeadSpec, { ...fields, id: bead.id ?? this.newBeadId(rigName) }, 'bead');
     const rig = await this.getRig(rigName);
     const formula = formulaOf(rig, formulaName, vars);
-    const workflowId = beadWorkflowId(spec.id);
     try {
-      const handle = await this.client.workflow.start<typeof beadWorkflow>('beadWorkflow', {
-        workflowId,
-        taskQueue: this.queue,
-        args: [{ bead: spec, rig, formula }],
-        // A bead id is used once: a retry is a new bead (terminal states never change).
-        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-        typedSearchAttributes: [
-          { key: SA.kind, value: 'bead' },
-          { key: SA.rig, value: rig.name },
-          { key: SA.beadId, value: spec.id },
-          { key: SA.status, value: 'open' },
-          { key: SA.formula, value: formulaLabel(formula) },
-        ],
-        memo: { title: spec.title, formula: formulaLabel(formula) },
-        staticSummary: `bead ${spec.id}: ${spec.title}`,
-        staticDetails: spec.description || undefined,
-      });
-      return { beadId: spec.id, workflowId, handle };
+      const start = beadStart({ taskQueue: this.queue, input: { bead: spec, rig, formula } });
+      const handle = await this.client.workflow.start<typeof beadWorkflow>(start.workflowType, start.options);
+      return { beadId: spec.id, workflowId: start.options.workflowId, handle };
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError) throw new UserError(`bead '${spec.id}' already exists`);
       throw err;
@@ -281,23 +255,8 @@ export class Town {
   /** The rig's dispatch gate, started with the rig's settings if it is not running yet. */
   private async dispatchGate(rigName: string) {
     const rig = await this.getRig(rigName);
-    const settings = {
-      maxPolecats: rig.maxPolecats,
-      breakerThreshold: rig.policy.breakerThreshold,
-      breakerProbeInterval: rig.policy.breakerProbeInterval,
-    };
-    return this.client.workflow.start<typeof dispatchGateWorkflow>('dispatchGateWorkflow', {
-      workflowId: dispatchGateWorkflowId(rig.name),
-      taskQueue: this.queue,
-      args: [{ rig: rig.name, settings }],
-      workflowIdConflictPolicy: 'USE_EXISTING',
-      typedSearchAttributes: [
-        { key: SA.kind, value: 'dispatch-gate' },
-        { key: SA.rig, value: rig.name },
-        { key: SA.status, value: 'open' },
-      ],
-      staticSummary: `dispatch gate of rig ${rig.name}: capacity, pause, circuit breaker`,
-    });
+    const start = dispatchGateStart({ taskQueue: this.queue, input: { rig: rig.name, settings: gateSettingsOf(rig) } });
+    return this.client.workflow.start<typeof dispatchGateWorkflow>(start.workflowType, start.options);
   }
 
   async pauseRig(rig: string, reason?: string, by?: string): Promise<DispatchGateState> {
