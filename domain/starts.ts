@@ -56,6 +56,12 @@ export interface WorkflowStart<A extends unknown[]> {
   options: StartOptions<A>;
 }
 
+/** A child workflow's start: the parent's task queue, so none here. */
+export interface ChildStart<A extends unknown[]> {
+  workflowType: WorkflowStart<A>['workflowType'];
+  options: Omit<StartOptions<A>, 'taskQueue'>;
+}
+
 /** The search attribute every town workflow carries first: what it is (`GtKind = "bead"`). */
 const kind = (k: WorkflowKind): SearchAttributePair => ({ key: SA.kind, value: k });
 const present = <T>(value: T | undefined, pair: (v: T) => SearchAttributePair): SearchAttributePair[] =>
@@ -122,12 +128,12 @@ export function beadStart(opts: {
  */
 export function mergeRequestStart<
   I extends { bead: { id: string; title: string }; rig: { name: string }; round: number; convoyId?: string },
->(input: I) {
+>(input: I): ChildStart<[I]> {
   return {
     workflowType: WORKFLOW_TYPE['merge-request'],
     options: {
       workflowId: mergeRequestWorkflowId(input.bead.id, input.round),
-      args: [input] as [I],
+      args: [input],
       typedSearchAttributes: [
         kind('merge-request'),
         { key: SA.rig, value: input.rig.name },
@@ -136,7 +142,7 @@ export function mergeRequestStart<
       ],
       staticSummary: `MR round ${input.round} of ${input.bead.id}: ${input.bead.title}`,
     },
-  } as const;
+  };
 }
 
 // --- rigs ---
