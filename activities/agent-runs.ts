@@ -26,7 +26,7 @@ import {
   RunRepoRejected,
   syncMirror,
 } from './git';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 import { whileHeartbeating } from './heartbeat';
 import { Failure } from '../domain/failures';
 

@@ -21,7 +21,7 @@ import { FormulaName, FormulaVarValues } from '../domain/formula-ref';
 import { FormulaError, formulaForBead } from './formulas';
 import { gitStatus, remoteBranchSha, syncMirror } from './git';
 import type { TownDeps } from './town';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 import { Failure } from '../domain/failures';
 
 export const PrepareConvoyInput = z.object({ convoyId: ConvoyId, rig: RigName, mergeMode: MergeMode });

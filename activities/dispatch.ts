@@ -4,7 +4,7 @@ import { z } from 'zod';
 import { DispatchRequest, dispatchRequestSignal } from '../domain/dispatch';
 import { RigName } from '../domain/ids';
 import { dispatchGateStart, withSignal } from '../domain/starts';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 
 export interface DispatchDeps {
   client: Client;

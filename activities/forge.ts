@@ -25,7 +25,7 @@ import {
 } from '../domain/forge';
 import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 import { Failure } from '../domain/failures';
 
 const MAX_BODY = 2000;

@@ -35,7 +35,7 @@ import {
   syncMirror,
   withLock,
 } from './git';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 import { Failure } from '../domain/failures';
 
 const MAX_CAS_ROUNDS = 5;

@@ -15,7 +15,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { Context } from '@temporalio/activity';
 import { z } from 'zod';
 import { EscalationInput, type NotifyResult } from '../domain/escalation';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 import { Failure } from '../domain/failures';
 
 export interface NotifyDeps {

@@ -13,7 +13,7 @@ import { RigConfig } from '../domain/rig';
 import { paths } from '../host/home';
 import type { HostDeps } from './agent-runs';
 import { createRunRepo, gitStatus, syncMirror } from './git';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 import { whileHeartbeating } from './heartbeat';
 import { Failure } from '../domain/failures';
 

@@ -8,7 +8,7 @@ import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { escalationStart, refineryStart, withSignal } from '../domain/starts';
 import { countTownEvent } from '../domain/metrics';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 
 export interface TownDeps {
   client: Client;

@@ -10,6 +10,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { MAX_LOG_WAIT_MS, ReadRunLogRequest, type RunLogChunk } from '../domain/logs';
 import { RunId } from '../domain/ids';
 import { runLogReadStart } from '../domain/starts';
+import { innermostMessage } from '../domain/validation';
 import type { readRunLogWorkflow } from '../workflows/run-log';
 import { UserError } from './errors';
 import { parseInput, type Town } from './town';
@@ -22,11 +23,7 @@ export async function readRunLog(town: Town, request: ReadRunLogRequest): Promis
     const start = runLogReadStart({ taskQueue: town.queue, request: req, nonce: randomBytes(6).toString('hex') });
     return await town.client.workflow.execute<typeof readRunLogWorkflow>(start.workflowType, start.options);
   } catch (err) {
-    if (err instanceof WorkflowFailedError) {
-      let cause: { message?: string; cause?: unknown } | undefined = err.cause;
-      while (cause?.cause) cause = cause.cause;
-      throw new UserError(cause?.message ?? err.message);
-    }
+    if (err instanceof WorkflowFailedError) throw new UserError(innermostMessage(err));
     throw err;
   }
 }

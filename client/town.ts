@@ -28,7 +28,7 @@ import type { RefineryState } from '../domain/refinery';
 import { RigConfig, type RigConfigInput } from '../domain/rig';
 import { beadStart, dispatchGateStart, refineryStart } from '../domain/starts';
 import { taskQueue } from '../host/connection';
-import { describeZodError } from '../domain/validation';
+import { parseOr } from '../domain/validation';
 import type { BeadResult } from '../domain/bead';
 import type { beadWorkflow } from '../workflows/bead';
 import type { dispatchGateWorkflow } from '../workflows/dispatch-gate';
@@ -54,10 +54,9 @@ import { UserError } from './errors';
 
 export { UserError };
 
+/** A CLI/MCP input parsed, or refused with a UserError saying what was wrong (domain/validation.ts). */
 export function parseInput<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) throw new UserError(`invalid ${what}: ${describeZodError(parsed.error)}`);
-  return parsed.data;
+  return parseOr(schema, value, (problem) => new UserError(`invalid ${what}: ${problem}`));
 }
 
 /** The formula of a bead on `rig` (activities/formulas.ts), its one-line refusal as a UserError. */

@@ -34,7 +34,7 @@ import {
   reviewVerdictUpdate,
 } from '../domain/messages';
 import { printableStrings } from '../domain/caps';
-import { describeZodError } from '../domain/validation';
+import { parseOr } from '../domain/validation';
 import { gtHome } from '../host/home';
 import { ProgressCoalescer } from './progress-coalescer';
 import { Failure } from '../domain/failures';
@@ -95,9 +95,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       throw new HttpError(403, `token belongs to run ${claims.runId}, not ${JSON.stringify(body.runId)}`);
     }
     // Agents' text reaches operators' terminals and later prompts: no control sequences past this point.
-    const parsed = schema.safeParse({ ...printableStrings(body), runId: claims.runId });
-    if (!parsed.success) throw new HttpError(400, describeZodError(parsed.error));
-    return parsed.data;
+    return parseOr(
+      schema,
+      { ...printableStrings(body), runId: claims.runId },
+      (problem) => new HttpError(400, problem),
+    );
   };
 
   const forward = async (claims: RunClaims, run: () => Promise<unknown>) => {
