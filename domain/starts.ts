@@ -18,7 +18,12 @@ import {
   type WorkflowIdConflictPolicy,
 } from '@temporalio/common';
 import type { BeadWorkflowInput } from './bead';
-import type { ConvoyCheckpoint, ConvoyOptionsInput, ResolvedConvoySpec } from './convoy';
+import {
+  landingMergeRequestId,
+  type ConvoyCheckpoint,
+  type ConvoyOptionsInput,
+  type ResolvedConvoySpec,
+} from './convoy';
 import { dispatchGateWorkflowId, type DispatchGateInput } from './dispatch';
 import type { z } from 'zod';
 import { escalationWorkflowId, type EscalationInput } from './escalation';
@@ -141,6 +146,28 @@ export function mergeRequestStart<
         ...present(input.convoyId, (id) => ({ key: SA.convoyId, value: id })),
       ],
       staticSummary: `MR round ${input.round} of ${input.bead.id}: ${input.bead.title}`,
+    },
+  };
+}
+
+/**
+ * A convoy's landing merge request (a child of the convoy, review-then-land): the convoy branch onto the target, its
+ * bead the convoy itself (`convoyTitle`: the convoy's own title, for the summary).
+ */
+export function convoyLandingStart<
+  I extends { bead: { id: string; title: string }; rig: { name: string }; round: number; convoyId: string },
+>(input: I, convoyTitle: string): ChildStart<[I]> {
+  return {
+    workflowType: WORKFLOW_TYPE['merge-request'],
+    options: {
+      workflowId: landingMergeRequestId(input.convoyId, input.round),
+      args: [input],
+      typedSearchAttributes: [
+        kind('merge-request'),
+        { key: SA.rig, value: input.rig.name },
+        { key: SA.convoyId, value: input.convoyId },
+      ],
+      staticSummary: `landing of convoy ${input.convoyId} (round ${input.round}): ${convoyTitle}`,
     },
   };
 }
