@@ -21,12 +21,12 @@ import {
 import { parseOrDrop, parseOrReject } from '../domain/validation';
 
 const captured: { handler?: (raw: unknown) => unknown; validator?: (raw: unknown) => void } = {};
-vi.mock('@temporalio/workflow', () => ({
+vi.mock('@temporalio/workflow', async (original) => ({
+  ...(await original<typeof import('@temporalio/workflow')>()),
   setHandler: (_def: unknown, handler: (raw: unknown) => unknown, options: { validator?: (raw: unknown) => void }) => {
     captured.handler = handler;
     captured.validator = options.validator;
   },
-  log: { warn: () => undefined },
 }));
 
 const rig = RigConfig.parse({ name: 'r1', repo: '/repos/r1', agent: 'true' });
