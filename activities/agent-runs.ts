@@ -26,8 +26,9 @@ import {
   RunRepoRejected,
   syncMirror,
 } from './git';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 import { whileHeartbeating } from './heartbeat';
+import { Failure } from '../domain/failures';
 
 export interface HostDeps {
   gtHome: string;
@@ -154,13 +155,13 @@ export function createAgentRunActivities(deps: HostDeps) {
     if (!driver)
       throw ApplicationFailure.nonRetryable(
         `runtime '${runtime}' is not configured on host ${deps.hostId}`,
-        'RuntimeUnavailable',
+        Failure.RuntimeUnavailable,
       );
     const available = await driver.available();
     if (!available.ok)
       throw ApplicationFailure.nonRetryable(
         `runtime '${runtime}' is unavailable on host ${deps.hostId}: ${available.reason}`,
-        'RuntimeUnavailable',
+        Failure.RuntimeUnavailable,
       );
     return driver;
   };
@@ -233,7 +234,7 @@ export function createAgentRunActivities(deps: HostDeps) {
     const { rig } = input;
     const command = input.role === 'reviewer' ? rig.reviewer : rig.agent;
     if (!command)
-      throw ApplicationFailure.nonRetryable(`rig ${rig.name} has no ${input.role} command`, 'NoAgentCommand');
+      throw ApplicationFailure.nonRetryable(`rig ${rig.name} has no ${input.role} command`, Failure.NoAgentCommand);
     const runDir = paths.runDir(input.runId, deps.gtHome);
     const agentDir = paths.agentDir(input.runId, deps.gtHome);
     try {
@@ -255,7 +256,7 @@ export function createAgentRunActivities(deps: HostDeps) {
       return started;
     } catch (err) {
       if ((err as { nonRetryable?: boolean }).nonRetryable)
-        throw ApplicationFailure.nonRetryable((err as Error).message, 'AgentStartRefused');
+        throw ApplicationFailure.nonRetryable((err as Error).message, Failure.AgentStartRefused);
       throw err;
     }
   };
@@ -272,7 +273,7 @@ export function createAgentRunActivities(deps: HostDeps) {
         if (!base)
           throw ApplicationFailure.nonRetryable(
             `target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`,
-            'TargetMissing',
+            Failure.TargetMissing,
           );
         const worktree = paths.worktree(input.rig.name, input.bead.id, deps.gtHome);
         await createRunRepo(mirror, worktree, { sha: base, branch });
@@ -352,7 +353,7 @@ export function createAgentRunActivities(deps: HostDeps) {
             log.info('worker shutting down; leaving agent run for re-attachment', ids);
             throw ApplicationFailure.retryable(
               `worker on ${deps.hostId} shut down; run ${input.runId} continues and will be re-attached`,
-              'WorkerShutdown',
+              Failure.WorkerShutdown,
             );
           } else {
             log.info('stopping agent run', { ...ids, reason: err.message });

@@ -17,7 +17,7 @@
  *   in the formula is not carried).
  * Shared by the client (standalone beads) and the convoy's activity (its beads), so both check the same things.
  */
-import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy, type Client } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { decodeFromPayloadsAtIndex } from '@temporalio/common/lib/internal-non-workflow/codec-helpers.js';
 import {
   BeadWorkflowInput,
@@ -34,7 +34,7 @@ import { beadWorkflowId, refineryWorkflowId } from '../domain/ids';
 import type { MergeOutcome } from '../domain/outcomes';
 import { beadStateQuery, rigConfigQuery } from '../domain/messages';
 import type { RigConfig } from '../domain/rig';
-import { SA } from '../domain/search-attributes';
+import { beadStart } from '../domain/starts';
 
 export interface RetryRequest {
   fresh: boolean;
@@ -188,23 +188,13 @@ export async function startRetry(
   const resume = resumeOf(bead, req, retry, new Date().toISOString());
   const workflowId = beadWorkflowId(bead.beadId);
   try {
-    const handle = await client.workflow.start('beadWorkflow', {
-      workflowId,
+    // The spec, convoy and formula of the earlier run; the rig as it is now.
+    const start = beadStart({
       taskQueue: bead.taskQueue,
-      args: [{ bead: input.bead, rig, convoy: input.convoy, formula: input.formula, resume }],
-      // Only a closed run can be followed by another: with a run open, the start fails (below).
-      workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
-      typedSearchAttributes: [
-        { key: SA.kind, value: 'bead' },
-        { key: SA.rig, value: rig.name },
-        { key: SA.beadId, value: bead.beadId },
-        ...(input.convoy ? [{ key: SA.convoyId, value: input.convoy.id }] : []),
-        { key: SA.status, value: 'open' },
-      ],
-      memo: { title: input.bead.title, ...(input.convoy ? { convoyId: input.convoy.id } : {}), retry },
-      staticSummary: `bead ${bead.beadId} (retry ${retry}${input.convoy ? `, convoy ${input.convoy.id}` : ''}): ${input.bead.title}`,
-      staticDetails: input.bead.description || undefined,
+      input: { bead: input.bead, rig, convoy: input.convoy, formula: input.formula, resume },
+      retry,
     });
+    const handle = await client.workflow.start(start.workflowType, start.options);
     return { ok: true, retry, runId: handle.firstExecutionRunId, existing: false };
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;

@@ -4,12 +4,7 @@
  * id is derived from the convoy and the bead, so a retried start finds the bead it started before.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import {
-  WorkflowExecutionAlreadyStartedError,
-  WorkflowIdReusePolicy,
-  WorkflowNotFoundError,
-  type Client,
-} from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { log } from '@temporalio/activity';
 import { z } from 'zod';
 import { BeadSpec } from '../domain/bead';
@@ -21,12 +16,13 @@ import type { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import type { BeadResult } from '../domain/bead';
 import { retryBeadRun } from './bead-retry';
-import { formulaLabel } from '../domain/formula';
+import { beadStart } from '../domain/starts';
 import { FormulaName, FormulaVarValues } from '../domain/formula-ref';
 import { FormulaError, formulaForBead } from './formulas';
 import { gitStatus, remoteBranchSha, syncMirror } from './git';
 import type { TownDeps } from './town';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
+import { Failure } from '../domain/failures';
 
 export const PrepareConvoyInput = z.object({ convoyId: ConvoyId, rig: RigName, mergeMode: MergeMode });
 export type PrepareConvoyInput = z.input<typeof PrepareConvoyInput>;
@@ -100,7 +96,7 @@ export function createConvoyActivities(deps: TownDeps) {
       return await client.workflow.getHandle(refineryWorkflowId(name)).query(rigConfigQuery);
     } catch (err) {
       if (isNotFound(err))
-        throw ApplicationFailure.nonRetryable(`unknown rig '${name}' (was it removed?)`, 'UnknownRig');
+        throw ApplicationFailure.nonRetryable(`unknown rig '${name}' (was it removed?)`, Failure.UnknownRig);
       throw err;
     }
   };
@@ -197,7 +193,7 @@ export function createConvoyActivities(deps: TownDeps) {
       if (!headSha)
         throw ApplicationFailure.nonRetryable(
           `convoy branch ${branch} does not exist in ${rig.repo}`,
-          'ConvoyBranchMissing',
+          Failure.ConvoyBranchMissing,
         );
       return { headSha, rig };
     },
@@ -211,14 +207,17 @@ async function ensureBranch(gtHome: string, rig: RigConfig, branch: string, from
   if (existing) return existing;
   const base = await remoteBranchSha(mirror, from);
   if (!base)
-    throw ApplicationFailure.nonRetryable(`target branch '${from}' does not exist in ${rig.repo}`, 'TargetMissing');
+    throw ApplicationFailure.nonRetryable(
+      `target branch '${from}' does not exist in ${rig.repo}`,
+      Failure.TargetMissing,
+    );
   const push = await gitStatus(mirror, ['push', 'origin', `${base}:refs/heads/${branch}`]);
   await syncMirror(rig.name, rig.repo, gtHome);
   const created = await remoteBranchSha(mirror, branch);
   if (created) return created;
   throw ApplicationFailure.retryable(
     `could not create ${branch} in ${rig.repo}: ${push.stderr.trim()}`,
-    'BranchCreateFailed',
+    Failure.BranchCreateFailed,
   );
 }
 
@@ -241,24 +240,8 @@ async function startBead(
     return { beadId: bead.id, outcome: 'error', error: err.message };
   }
   try {
-    await client.workflow.start('beadWorkflow', {
-      workflowId,
-      taskQueue,
-      args: [{ bead, rig, convoy: { id: convoyId, targetBranch }, formula }],
-      // A bead id is used once: terminal beads are never restarted (a retry is a new bead).
-      workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-      typedSearchAttributes: [
-        { key: SA.kind, value: 'bead' },
-        { key: SA.rig, value: rig.name },
-        { key: SA.beadId, value: bead.id },
-        { key: SA.convoyId, value: convoyId },
-        { key: SA.status, value: 'open' },
-        { key: SA.formula, value: formulaLabel(formula) },
-      ],
-      memo: { title: bead.title, convoyId, formula: formulaLabel(formula) },
-      staticSummary: `bead ${bead.id} (convoy ${convoyId}): ${bead.title}`,
-      staticDetails: bead.description || undefined,
-    });
+    const start = beadStart({ taskQueue, input: { bead, rig, convoy: { id: convoyId, targetBranch }, formula } });
+    await client.workflow.start(start.workflowType, start.options);
     return { beadId: bead.id, outcome: 'started' };
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;

@@ -1,10 +1,10 @@
 /** Activities of the dispatch gate: things workflow code cannot do (signal-with-start, describing other workflows). */
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { z } from 'zod';
-import { dispatchGateWorkflowId, DispatchRequest, dispatchRequestSignal } from '../domain/dispatch';
+import { DispatchRequest, dispatchRequestSignal } from '../domain/dispatch';
 import { RigName } from '../domain/ids';
-import { SA } from '../domain/search-attributes';
-import { parseActivityInput } from './validation';
+import { dispatchGateStart, withSignal } from '../domain/starts';
+import { parseActivityInput } from '../domain/validation';
 
 export interface DispatchDeps {
   client: Client;
@@ -21,28 +21,14 @@ export function createDispatchActivities(deps: DispatchDeps) {
     /** Asks the rig's gate for a slot, starting the gate if the rig has none yet; repeated asks are deduped by run id. */
     async requestDispatchSlot(raw: RequestSlotInput): Promise<void> {
       const { rig, request } = parseActivityInput(RequestSlotInput, raw);
-      await deps.client.workflow.signalWithStart('dispatchGateWorkflow', {
-        workflowId: dispatchGateWorkflowId(rig),
-        taskQueue: deps.taskQueue,
-        args: [
-          {
-            rig,
-            settings: {
-              maxPolecats: request.maxPolecats,
-              breakerThreshold: request.breakerThreshold,
-              breakerProbeInterval: request.breakerProbeInterval,
-            },
-          },
-        ],
-        signal: dispatchRequestSignal,
-        signalArgs: [request],
-        typedSearchAttributes: [
-          { key: SA.kind, value: 'dispatch-gate' },
-          { key: SA.rig, value: rig },
-          { key: SA.status, value: 'open' },
-        ],
-        staticSummary: `dispatch gate of rig ${rig}: capacity, pause, circuit breaker`,
-      });
+      // Started with the settings this bead has, as an operator's pause would start it (domain/starts.ts).
+      const { maxPolecats, breakerThreshold, breakerProbeInterval } = request;
+      const settings = { maxPolecats, breakerThreshold, breakerProbeInterval };
+      const start = dispatchGateStart({ taskQueue: deps.taskQueue, input: { rig, settings } });
+      await deps.client.workflow.signalWithStart(
+        start.workflowType,
+        withSignal(start, dispatchRequestSignal, [request]),
+      );
     },
 
     /** Which of these workflows are no longer running (their slots can be reclaimed). */

@@ -13,7 +13,7 @@ import { paths } from '../host/home';
 import { runGates } from './gates';
 import { createCandidateTree, removeCandidateTree, syncMirror } from './git';
 import { gateLaunch, gateRuntime, type MergeDeps } from './merge';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 
 export const StepGatesInput = z.object({
   rig: RigConfig,

@@ -24,6 +24,7 @@ import {
   type ResolvedFormula,
 } from '../domain/formula';
 import { gtHome } from '../host/home';
+import { parseOr } from '../domain/validation';
 
 /** Formula files are small; anything bigger is refused before parsing. */
 const MAX_FILE_BYTES = 256 * 1024;
@@ -65,9 +66,7 @@ function readToml(path: string): unknown {
 }
 
 function parseWith<S extends z.ZodType>(schema: S, value: unknown, path: string): z.output<S> {
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) throw new FormulaError(`${path}: ${describeFormulaError(parsed.error)}`);
-  return parsed.data;
+  return parseOr(schema, value, (problem) => new FormulaError(`${path}: ${problem}`), describeFormulaError);
 }
 
 /** A formula file, validated (what `gt formula validate` checks). Throws FormulaError with one line. */

@@ -7,7 +7,7 @@ import { createConvoyActivities } from './convoy';
 import { createDispatchActivities } from './dispatch';
 import { createFormulaStepActivities } from './formula-steps';
 import { createLogActivities } from './logs';
-import { forgeActivities } from './forge';
+import { createForgeActivities } from './forge';
 import { createMergeActivities, type MergeDeps } from './merge';
 import { createNotifyActivities } from './notify';
 import { createReviewRunActivities } from './review-runs';
@@ -24,7 +24,7 @@ export function createTownQueueActivities(deps: TownDeps & MergeDeps & { escalat
     ...createMergeActivities(deps),
     ...createFormulaStepActivities(deps),
     ...createRigConfigActivities(deps),
-    ...forgeActivities,
+    ...createForgeActivities(deps),
   };
 }
 

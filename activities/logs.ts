@@ -14,7 +14,7 @@ import { OUTPUT_LOG } from '../agents/runtime';
 import { printableText } from '../domain/caps';
 import { ReadRunLogInput, type RunLogChunk } from '../domain/logs';
 import { paths } from '../host/home';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 
 const WAIT_POLL_MS = 200;
 

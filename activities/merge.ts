@@ -35,7 +35,8 @@ import {
   syncMirror,
   withLock,
 } from './git';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
+import { Failure } from '../domain/failures';
 
 const MAX_CAS_ROUNDS = 5;
 
@@ -122,7 +123,7 @@ export async function gateRuntime(deps: MergeDeps, rig: RigConfig): Promise<Agen
     // Retryable: another host of the town may have it (and this one may get it back); the section waits, bounded.
     throw ApplicationFailure.retryable(
       `gates of rig ${rig.name} need runtime '${rig.runtime}', unavailable here: ${available.ok ? '' : available.reason}`,
-      'RuntimeUnavailable',
+      Failure.RuntimeUnavailable,
     );
   }
   return driver;
@@ -213,7 +214,7 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       if (refusal === 'refused') {
         throw ApplicationFailure.nonRetryable(
           `${rig.repo} refused the push of ${target}: ${push.stderr.trim().slice(0, 1000)}`,
-          'PushRefused',
+          Failure.PushRefused,
         );
       }
       if (refusal === 'failed')
@@ -223,7 +224,7 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
     }
     throw ApplicationFailure.retryable(
       `target ${target} kept moving during ${MAX_CAS_ROUNDS} merge attempts`,
-      'TargetKeptMoving',
+      Failure.TargetKeptMoving,
     );
   } finally {
     if (existsSync(candidateDir)) await removeCandidateTree(mirror, candidateDir);
@@ -484,7 +485,7 @@ async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResu
   if (refusal === 'refused')
     throw ApplicationFailure.nonRetryable(
       `${rig.repo} refused the push of ${target}: ${push.stderr.trim().slice(0, 1000)}`,
-      'PushRefused',
+      Failure.PushRefused,
     );
   if (refusal === 'failed')
     throw new Error(`pushing ${target} to ${rig.repo} failed: ${push.stderr.trim().slice(0, 1000)}`);
@@ -540,7 +541,7 @@ function stopIfCancelled(): void {
   const signal = Context.current().cancellationSignal;
   if (!signal.aborted) return;
   if (cancellationDetails()?.workerShutdown)
-    throw ApplicationFailure.retryable('merge interrupted: the worker is shutting down', 'WorkerShutdown');
+    throw ApplicationFailure.retryable('merge interrupted: the worker is shutting down', Failure.WorkerShutdown);
   throw new CancelledFailure('merge section cancelled');
 }
 

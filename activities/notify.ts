@@ -15,7 +15,8 @@ import { ApplicationFailure } from '@temporalio/common';
 import { Context } from '@temporalio/activity';
 import { z } from 'zod';
 import { EscalationInput, type NotifyResult } from '../domain/escalation';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
+import { Failure } from '../domain/failures';
 
 export interface NotifyDeps {
   /** The town's escalation webhook; unset: escalations are not sent anywhere. */
@@ -76,15 +77,15 @@ export function createNotifyActivities(deps: NotifyDeps) {
         const cause = (err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name;
         throw ApplicationFailure.retryable(
           `the escalation webhook could not be reached (${cause})`,
-          'WebhookUnreachable',
+          Failure.WebhookUnreachable,
         );
       }
       await response.body?.cancel().catch(() => undefined);
       if (response.ok) return { status: 'delivered', attempts: attempt, httpStatus: response.status };
       const message = `the escalation webhook answered ${response.status} ${response.statusText}`.trim();
       if (response.status >= 400 && response.status < 500 && !RETRYABLE_4XX.has(response.status))
-        throw ApplicationFailure.nonRetryable(message, 'WebhookRefused');
-      throw ApplicationFailure.retryable(message, 'WebhookFailed');
+        throw ApplicationFailure.nonRetryable(message, Failure.WebhookRefused);
+      throw ApplicationFailure.retryable(message, Failure.WebhookFailed);
     },
   };
 }

@@ -13,8 +13,9 @@ import { RigConfig } from '../domain/rig';
 import { paths } from '../host/home';
 import type { HostDeps } from './agent-runs';
 import { createRunRepo, gitStatus, syncMirror } from './git';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 import { whileHeartbeating } from './heartbeat';
+import { Failure } from '../domain/failures';
 
 export const PrepareReviewInput = z.object({
   rig: RigConfig,
@@ -51,7 +52,7 @@ export function createReviewRunActivities(deps: HostDeps) {
         if (!(await gitStatus(mirror, ['cat-file', '-e', `${input.headSha}^{commit}`])).ok) {
           throw ApplicationFailure.nonRetryable(
             `commit ${input.headSha} of ${input.branch} is not in ${input.rig.repo}`,
-            'HeadMissing',
+            Failure.HeadMissing,
           );
         }
         const worktree = reviewWorktree(input.rig.name, input.runId, deps.gtHome);

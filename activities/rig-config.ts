@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { RigName, refineryWorkflowId } from '../domain/ids';
 import { rigConfigQuery } from '../domain/messages';
 import type { RigConfig } from '../domain/rig';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 
 export const CurrentRigInput = z.object({ rig: RigName });
 

@@ -1,15 +1,14 @@
 /** Activities that talk to Temporal itself: things workflow code cannot do (signal-with-start). */
 import { metricMeter } from '@temporalio/activity';
-import { WorkflowExecutionAlreadyStartedError, WorkflowIdReusePolicy, type Client } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { z } from 'zod';
-import { EscalationInput, escalationWorkflowId } from '../domain/escalation';
-import { refineryWorkflowId } from '../domain/ids';
+import { EscalationInput } from '../domain/escalation';
 import { enqueueSignal } from '../domain/messages';
 import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
-import { SA } from '../domain/search-attributes';
+import { escalationStart, refineryStart, withSignal } from '../domain/starts';
 import { countTownEvent } from '../domain/metrics';
-import { parseActivityInput } from './validation';
+import { parseActivityInput } from '../domain/validation';
 
 export interface TownDeps {
   client: Client;
@@ -32,41 +31,17 @@ export function createTownActivities(deps: TownDeps) {
     /** Hands a merge request to its rig's refinery, starting the refinery if it is not running. */
     async enqueueMergeRequest(raw: EnqueueInput): Promise<void> {
       const { rig, ticket } = parseActivityInput(EnqueueInput, raw);
-      await deps.client.workflow.signalWithStart('refineryWorkflow', {
-        workflowId: refineryWorkflowId(rig.name),
-        taskQueue: deps.taskQueue,
-        args: [{ rig }],
-        signal: enqueueSignal,
-        signalArgs: [ticket],
-        typedSearchAttributes: [
-          { key: SA.kind, value: 'refinery' },
-          { key: SA.rig, value: rig.name },
-        ],
-        memo: { repo: rig.repo, branch: rig.branch },
-      });
+      // Started as `gt rig add` starts it (domain/starts.ts) if it is not running: same attributes, same summary.
+      const start = refineryStart({ taskQueue: deps.taskQueue, input: { rig } });
+      await deps.client.workflow.signalWithStart(start.workflowType, withSignal(start, enqueueSignal, [ticket]));
     },
 
     /** Raises an escalation once per id: a retried or repeated raise finds the existing one. */
     async raiseEscalation(raw: EscalationInput): Promise<{ escalationId: string; created: boolean }> {
       const input = parseActivityInput(EscalationInput, raw);
-      const workflowId = escalationWorkflowId(input.id);
       try {
-        await deps.client.workflow.start('escalationWorkflow', {
-          workflowId,
-          taskQueue: deps.taskQueue,
-          args: [input],
-          workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-          typedSearchAttributes: [
-            { key: SA.kind, value: 'escalation' },
-            { key: SA.status, value: 'open' },
-            ...(input.rig ? [{ key: SA.rig, value: input.rig }] : []),
-            ...(input.beadId ? [{ key: SA.beadId, value: input.beadId }] : []),
-            ...(input.convoyId ? [{ key: SA.convoyId, value: input.convoyId }] : []),
-            ...(input.runId ? [{ key: SA.runId, value: input.runId }] : []),
-          ],
-          memo: { severity: input.severity, reason: input.reason.slice(0, 500) },
-          staticSummary: `${input.severity} escalation (${input.source}): ${input.reason.slice(0, 120)}`,
-        });
+        const start = escalationStart({ taskQueue: deps.taskQueue, input });
+        await deps.client.workflow.start(start.workflowType, start.options);
         countTownEvent(metricMeter, 'escalations', {
           rig: input.rig ?? '',
           severity: input.severity,

@@ -8,7 +8,6 @@ import { readFileSync, statSync } from 'node:fs';
 import { extname } from 'node:path';
 import {
   WorkflowExecutionAlreadyStartedError,
-  WorkflowIdReusePolicy,
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
   type WorkflowHandle,
@@ -50,6 +49,7 @@ import { beadWorkflowId, ConvoyId, convoyWorkflowId } from '../domain/ids';
 import { beadStateQuery } from '../domain/messages';
 import type { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
+import { convoyReopenStart, convoyStart } from '../domain/starts';
 import { describeZodError } from '../domain/validation';
 import type { convoyWorkflow } from '../workflows/convoy';
 import { graphOfConvoy, graphOfSpec, type ConvoyGraph } from './convoy-graph';
@@ -172,25 +172,16 @@ export class ConvoyClient {
     raw: unknown,
     opts: { id?: string; staged?: boolean; options?: ConvoyOptionsInput } = {},
   ): Promise<{ convoyId: string; workflowId: string; spec: ResolvedConvoySpec }> {
-    const { spec, rig } = await this.validate(raw, { id: opts.id });
+    const { spec } = await this.validate(raw, { id: opts.id });
     const workflowId = convoyWorkflowId(spec.id);
     try {
-      await this.client.workflow.start<typeof convoyWorkflow>('convoyWorkflow', {
-        workflowId,
+      const start = convoyStart({
         taskQueue: this.town.queue,
-        args: [{ spec, staged: opts.staged ?? false, options: opts.options ?? {} }],
-        // A convoy id is used once, like a bead id: its beads' ids derive from it.
-        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-        typedSearchAttributes: [
-          { key: SA.kind, value: 'convoy' },
-          { key: SA.rig, value: rig.name },
-          { key: SA.convoyId, value: spec.id },
-          { key: SA.status, value: opts.staged ? 'staged' : 'running' },
-        ],
-        memo: { title: spec.title, mergeMode: spec.mergeMode },
-        staticSummary: `convoy ${spec.id}: ${spec.title} (${spec.beads.length} beads, ${spec.mergeMode})`,
-        staticDetails: spec.description || undefined,
+        spec,
+        staged: opts.staged ?? false,
+        options: opts.options ?? {},
       });
+      await this.client.workflow.start<typeof convoyWorkflow>(start.workflowType, start.options);
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError)
         throw new UserError(
@@ -394,21 +385,13 @@ export class ConvoyClient {
     delete state.reason;
     delete state.endedAt;
     try {
-      await this.client.workflow.start<typeof convoyWorkflow>('convoyWorkflow', {
-        workflowId: convoyWorkflowId(state.convoyId),
+      const start = convoyReopenStart({
         taskQueue: description.taskQueue,
-        args: [{ checkpoint: { state, details: checkpoint.details, capacity: checkpoint.capacity }, options }],
-        // Only after the failed run has closed; two reopenings racing: one starts, the other takes the update path.
-        workflowIdReusePolicy: WorkflowIdReusePolicy.ALLOW_DUPLICATE,
-        typedSearchAttributes: [
-          { key: SA.kind, value: 'convoy' },
-          { key: SA.rig, value: state.rig },
-          { key: SA.convoyId, value: state.convoyId },
-          { key: SA.status, value: 'running' },
-        ],
-        memo: { title: state.title, mergeMode: state.mergeMode },
-        staticSummary: `convoy ${state.convoyId} reopened (${recovery.op}): ${state.title}`,
+        checkpoint: { state, details: checkpoint.details, capacity: checkpoint.capacity },
+        options,
+        op: recovery.op,
       });
+      await this.client.workflow.start<typeof convoyWorkflow>(start.workflowType, start.options);
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       const raced = await this.update(convoyId, (h) => h.executeUpdate(recoverConvoyUpdate, { args: [recovery] }));

@@ -9,6 +9,8 @@ import { randomBytes } from 'node:crypto';
 import { WorkflowFailedError } from '@temporalio/client';
 import { MAX_LOG_WAIT_MS, ReadRunLogRequest, type RunLogChunk } from '../domain/logs';
 import { RunId } from '../domain/ids';
+import { runLogReadStart } from '../domain/starts';
+import { innermostMessage } from '../domain/validation';
 import type { readRunLogWorkflow } from '../workflows/run-log';
 import { UserError } from './errors';
 import { parseInput, type Town } from './town';
@@ -17,21 +19,11 @@ import { parseInput, type Town } from './town';
 export async function readRunLog(town: Town, request: ReadRunLogRequest): Promise<RunLogChunk> {
   const req = parseInput(ReadRunLogRequest, request, 'log read');
   try {
-    return await town.client.workflow.execute<typeof readRunLogWorkflow>('readRunLogWorkflow', {
-      // A fresh id per read: reads are independent, and a repeated one must not be taken for the earlier read.
-      workflowId: `logs:${req.runId}:${randomBytes(6).toString('hex')}`,
-      taskQueue: town.queue,
-      args: [req],
-      // Bounded even when no worker of the town runs at all.
-      workflowExecutionTimeout: (req.waitMs ?? 0) + 90_000,
-      staticSummary: `gt logs: read the output of ${req.runId} on ${req.host}`,
-    });
+    // A fresh id per read (the nonce): reads are independent, and a repeated one must not be taken for the earlier read.
+    const start = runLogReadStart({ taskQueue: town.queue, request: req, nonce: randomBytes(6).toString('hex') });
+    return await town.client.workflow.execute<typeof readRunLogWorkflow>(start.workflowType, start.options);
   } catch (err) {
-    if (err instanceof WorkflowFailedError) {
-      let cause: { message?: string; cause?: unknown } | undefined = err.cause;
-      while (cause?.cause) cause = cause.cause;
-      throw new UserError(cause?.message ?? err.message);
-    }
+    if (err instanceof WorkflowFailedError) throw new UserError(innermostMessage(err));
     throw err;
   }
 }

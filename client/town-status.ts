@@ -13,7 +13,7 @@ import { dispatchGateWorkflowId, dispatchStateQuery, type DispatchGateState } fr
 import { beadWorkflowId, refineryWorkflowId } from '../domain/ids';
 import { beadStateQuery, refineryStateQuery } from '../domain/messages';
 import type { RefineryState } from '../domain/refinery';
-import { SA } from '../domain/search-attributes';
+import { SA, type WorkflowKind } from '../domain/search-attributes';
 import type { Town } from './town';
 
 /** Running beads whose state `gt status` asks for; past this the view says how many more there are. */
@@ -59,7 +59,7 @@ async function each<T, R>(items: readonly T[], fn: (item: T) => Promise<R>): Pro
   return out;
 }
 
-async function running(town: Town, kind: string, rig?: string): Promise<WorkflowExecutionInfo[]> {
+async function running(town: Town, kind: WorkflowKind, rig?: string): Promise<WorkflowExecutionInfo[]> {
   const rows = new Map<string, WorkflowExecutionInfo>();
   const query = town.scoped(`GtKind = '${kind}' AND ExecutionStatus = 'Running'${rig ? ` AND GtRig = '${rig}'` : ''}`);
   for await (const wf of town.client.workflow.list({ query })) rows.set(wf.workflowId, wf);

@@ -7,7 +7,6 @@ import { existsSync } from 'node:fs';
 import { isAbsolute, resolve } from 'node:path';
 import {
   WorkflowExecutionAlreadyStartedError,
-  WorkflowIdReusePolicy,
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
   type Client,
@@ -27,15 +26,16 @@ import { BeadId, beadWorkflowId, refineryWorkflowId } from '../domain/ids';
 import { beadStateQuery, refineryStateQuery, rigConfigQuery, updateRigUpdate } from '../domain/messages';
 import type { RefineryState } from '../domain/refinery';
 import { RigConfig, type RigConfigInput } from '../domain/rig';
-import { SA } from '../domain/search-attributes';
+import { beadStart, dispatchGateStart, refineryStart } from '../domain/starts';
 import { taskQueue } from '../host/connection';
-import { describeZodError } from '../domain/validation';
+import { parseOr } from '../domain/validation';
 import type { BeadResult } from '../domain/bead';
 import type { beadWorkflow } from '../workflows/bead';
 import type { dispatchGateWorkflow } from '../workflows/dispatch-gate';
 import {
   dispatchGateWorkflowId,
   dispatchStateQuery,
+  gateSettingsOf,
   pauseDispatchUpdate,
   PauseRequest,
   resumeDispatchUpdate,
@@ -49,15 +49,14 @@ import type { refineryWorkflow } from '../workflows/refinery';
 
 import { FormulaError, formulaForBead } from '../activities/formulas';
 import { localRepositoryProblem } from '../activities/git';
-import { formulaLabel, type ResolvedFormula } from '../domain/formula';
+import type { ResolvedFormula } from '../domain/formula';
 import { UserError } from './errors';
 
 export { UserError };
 
+/** A CLI/MCP input parsed, or refused with a UserError saying what was wrong (domain/validation.ts). */
 export function parseInput<S extends z.ZodType>(schema: S, value: unknown, what: string): z.output<S> {
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) throw new UserError(`invalid ${what}: ${describeZodError(parsed.error)}`);
-  return parsed.data;
+  return parseOr(schema, value, (problem) => new UserError(`invalid ${what}: ${problem}`));
 }
 
 /** The formula of a bead on `rig` (activities/formulas.ts), its one-line refusal as a UserError. */
@@ -100,18 +99,8 @@ export class Town {
       if (problem) throw new UserError(problem);
     }
     try {
-      await this.client.workflow.start<typeof refineryWorkflow>('refineryWorkflow', {
-        workflowId: refineryWorkflowId(rig.name),
-        taskQueue: this.queue,
-        args: [{ rig }],
-        typedSearchAttributes: [
-          { key: SA.kind, value: 'refinery' },
-          { key: SA.rig, value: rig.name },
-          { key: SA.status, value: 'idle' },
-        ],
-        memo: { repo: rig.repo, branch: rig.branch },
-        staticSummary: `refinery of rig ${rig.name} (${rig.repo} → ${rig.branch})`,
-      });
+      const start = refineryStart({ taskQueue: this.queue, input: { rig } });
+      await this.client.workflow.start<typeof refineryWorkflow>(start.workflowType, start.options);
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError)
         throw new UserError(`rig '${rig.name}' already exists (see \`gt rig show ${rig.name}\`)`);
@@ -218,26 +207,10 @@ export class Town {
     const spec = parseInput(BeadSpec, { ...fields, id: bead.id ?? this.newBeadId(rigName) }, 'bead');
     const rig = await this.getRig(rigName);
     const formula = formulaOf(rig, formulaName, vars);
-    const workflowId = beadWorkflowId(spec.id);
     try {
-      const handle = await this.client.workflow.start<typeof beadWorkflow>('beadWorkflow', {
-        workflowId,
-        taskQueue: this.queue,
-        args: [{ bead: spec, rig, formula }],
-        // A bead id is used once: a retry is a new bead (terminal states never change).
-        workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-        typedSearchAttributes: [
-          { key: SA.kind, value: 'bead' },
-          { key: SA.rig, value: rig.name },
-          { key: SA.beadId, value: spec.id },
-          { key: SA.status, value: 'open' },
-          { key: SA.formula, value: formulaLabel(formula) },
-        ],
-        memo: { title: spec.title, formula: formulaLabel(formula) },
-        staticSummary: `bead ${spec.id}: ${spec.title}`,
-        staticDetails: spec.description || undefined,
-      });
-      return { beadId: spec.id, workflowId, handle };
+      const start = beadStart({ taskQueue: this.queue, input: { bead: spec, rig, formula } });
+      const handle = await this.client.workflow.start<typeof beadWorkflow>(start.workflowType, start.options);
+      return { beadId: spec.id, workflowId: start.options.workflowId, handle };
     } catch (err) {
       if (err instanceof WorkflowExecutionAlreadyStartedError) throw new UserError(`bead '${spec.id}' already exists`);
       throw err;
@@ -281,23 +254,8 @@ export class Town {
   /** The rig's dispatch gate, started with the rig's settings if it is not running yet. */
   private async dispatchGate(rigName: string) {
     const rig = await this.getRig(rigName);
-    const settings = {
-      maxPolecats: rig.maxPolecats,
-      breakerThreshold: rig.policy.breakerThreshold,
-      breakerProbeInterval: rig.policy.breakerProbeInterval,
-    };
-    return this.client.workflow.start<typeof dispatchGateWorkflow>('dispatchGateWorkflow', {
-      workflowId: dispatchGateWorkflowId(rig.name),
-      taskQueue: this.queue,
-      args: [{ rig: rig.name, settings }],
-      workflowIdConflictPolicy: 'USE_EXISTING',
-      typedSearchAttributes: [
-        { key: SA.kind, value: 'dispatch-gate' },
-        { key: SA.rig, value: rig.name },
-        { key: SA.status, value: 'open' },
-      ],
-      staticSummary: `dispatch gate of rig ${rig.name}: capacity, pause, circuit breaker`,
-    });
+    const start = dispatchGateStart({ taskQueue: this.queue, input: { rig: rig.name, settings: gateSettingsOf(rig) } });
+    return this.client.workflow.start<typeof dispatchGateWorkflow>(start.workflowType, start.options);
   }
 
   async pauseRig(rig: string, reason?: string, by?: string): Promise<DispatchGateState> {

@@ -9,7 +9,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { z } from 'zod';
-import { describeZodError } from '../domain/validation';
+import { parseOr } from '../domain/validation';
 
 export interface CodecKey {
   id: string;
@@ -44,14 +44,15 @@ export const keyId = (key: Buffer) => createHash('sha256').update(key).digest('h
 export const defaultKeyFile = (home: string) => join(home, 'codec.key');
 
 export function parseKeys(text: string, separator: RegExp, source: string): CodecKeyring {
-  const parsed = KeyList.safeParse(
+  const list = parseOr(
+    KeyList,
     text
       .split(separator)
       .map((s) => s.trim())
       .filter(Boolean),
+    (problem) => new Error(`invalid codec key in ${source}: ${problem}`),
   );
-  if (!parsed.success) throw new Error(`invalid codec key in ${source}: ${describeZodError(parsed.error)}`);
-  const keys = parsed.data.map((key) => ({ id: keyId(key), key }));
+  const keys = list.map((key) => ({ id: keyId(key), key }));
   return { active: keys[0]!, byId: new Map(keys.map((k) => [k.id, k])), source };
 }
 

@@ -6,6 +6,7 @@
 import type { DataConverter, Payload, PayloadCodec } from '@temporalio/common';
 import { z } from 'zod';
 import { gtHome } from '../host/home';
+import { parseOr } from '../domain/validation';
 import { AesGcmCodec, isEncrypted } from './aes-gcm-codec';
 import { loadKeyring } from './keys';
 
@@ -15,9 +16,12 @@ export const PayloadCodecSetting = z.enum(['none', 'aes-gcm'], {
 export type PayloadCodecSetting = z.infer<typeof PayloadCodecSetting>;
 
 export function payloadCodecSetting(env: NodeJS.ProcessEnv = process.env): PayloadCodecSetting {
-  const parsed = PayloadCodecSetting.safeParse(env.GT_PAYLOAD_CODEC?.trim() || 'none');
-  if (!parsed.success) throw new Error(parsed.error.issues[0]!.message);
-  return parsed.data;
+  return parseOr(
+    PayloadCodecSetting,
+    env.GT_PAYLOAD_CODEC?.trim() || 'none',
+    (problem) => new Error(problem),
+    (error) => error.issues[0]!.message,
+  );
 }
 
 export const MISSING_KEY_MESSAGE =

@@ -13,12 +13,13 @@
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { PROGRESS_INTERVAL_MS } from '../domain/progress';
+import { Failure } from '../domain/failures';
 
 /** The workflow refused a report as too soon after the previous one (bead-messages.ts's progress validator). */
 export const isTooSoon = (err: unknown) =>
   err instanceof WorkflowUpdateFailedError &&
   err.cause instanceof ApplicationFailure &&
-  err.cause.type === 'ProgressTooSoon';
+  err.cause.type === Failure.ProgressTooSoon;
 
 interface RunState {
   lastSentAt: number;

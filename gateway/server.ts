@@ -34,9 +34,10 @@ import {
   reviewVerdictUpdate,
 } from '../domain/messages';
 import { printableStrings } from '../domain/caps';
-import { describeZodError } from '../domain/validation';
+import { parseOr } from '../domain/validation';
 import { gtHome } from '../host/home';
 import { ProgressCoalescer } from './progress-coalescer';
+import { Failure } from '../domain/failures';
 
 export interface Gateway {
   url: string;
@@ -94,9 +95,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       throw new HttpError(403, `token belongs to run ${claims.runId}, not ${JSON.stringify(body.runId)}`);
     }
     // Agents' text reaches operators' terminals and later prompts: no control sequences past this point.
-    const parsed = schema.safeParse({ ...printableStrings(body), runId: claims.runId });
-    if (!parsed.success) throw new HttpError(400, describeZodError(parsed.error));
-    return parsed.data;
+    return parseOr(
+      schema,
+      { ...printableStrings(body), runId: claims.runId },
+      (problem) => new HttpError(400, problem),
+    );
   };
 
   const forward = async (claims: RunClaims, run: () => Promise<unknown>) => {
@@ -106,7 +109,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
       if (err instanceof WorkflowNotFoundError)
         throw new HttpError(410, `workflow ${claims.workflowId} no longer exists`);
       if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
-        throw new HttpError(err.cause.type === 'StaleRun' ? 409 : 400, err.cause.message);
+        throw new HttpError(err.cause.type === Failure.StaleRun ? 409 : 400, err.cause.message);
       }
       throw err;
     }

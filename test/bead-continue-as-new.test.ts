@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BeadResult } from '../domain/bead';
-import { beadWorkflowId } from '../domain/ids';
+import { beadStart } from '../domain/starts';
 import { beadStateQuery } from '../domain/messages';
 import { createRepo } from './helpers/repo';
 import { agentScript, startTestTown, type TestTown } from './helpers/town';
@@ -33,11 +33,11 @@ describe('bead continue-as-new', () => {
       policy: { maxAttempts: 1 },
     });
     const id = 'b-can';
-    const handle = await t.client.workflow.start('beadWorkflow', {
-      workflowId: beadWorkflowId(id),
+    const start = beadStart({
       taskQueue: t.taskQueue,
-      args: [{ bead: { id, title: 'A long bead' }, rig, continueAsNewAfterEvents: 40 }],
+      input: { bead: { id, title: 'A long bead' }, rig, continueAsNewAfterEvents: 40 },
     });
+    const handle = await t.client.workflow.start(start.workflowType, start.options);
     const result = (await t.client.workflow.getHandle(handle.workflowId).result()) as BeadResult;
     expect(result.status).toBe('closed');
 

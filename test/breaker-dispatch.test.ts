@@ -18,6 +18,7 @@ import {
 } from '../domain/dispatch';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, runGt, startTestTown, type TestTown } from './helpers/town';
+import { dispatchGateStart } from '../domain/starts';
 
 /** The process runtime, unavailable while its flag file exists (a broken image or runtime on the host). */
 class BreakableRuntime extends ProcessRuntime {
@@ -147,13 +148,11 @@ describe('dispatch gate', () => {
 
   it('carries pause, breaker and waiting runs across continue-as-new', async () => {
     const rig = 'disp-can';
-    const handle = await t.client.workflow.start('dispatchGateWorkflow', {
-      workflowId: dispatchGateWorkflowId(rig),
+    const start = dispatchGateStart({
       taskQueue: t.taskQueue,
-      args: [
-        { rig, settings: { maxPolecats: 2, breakerThreshold: 3, breakerProbeInterval: 60_000 }, historyLimit: 20 },
-      ],
+      input: { rig, settings: { maxPolecats: 2, breakerThreshold: 3, breakerProbeInterval: 60_000 }, historyLimit: 20 },
     });
+    const handle = await t.client.workflow.start(start.workflowType, start.options);
     await handle.executeUpdate(pauseDispatchUpdate, { args: [{ reason: 'frozen', by: 'test' }] });
     for (let i = 1; i <= 15; i++) {
       await handle.signal(dispatchRequestSignal, {

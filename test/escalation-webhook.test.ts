@@ -6,11 +6,10 @@
  */
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { WorkflowIdReusePolicy } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { escalationStateQuery, type EscalationInput, type EscalationState } from '../domain/escalation';
-import { SA } from '../domain/search-attributes';
+import { EscalationInput, escalationStateQuery, type EscalationState } from '../domain/escalation';
+import { escalationStart } from '../domain/starts';
 import { eventually, runGt, startTestTown, type TestTown } from './helpers/town';
 
 interface Attempt {
@@ -64,16 +63,8 @@ afterAll(async () => {
 /** Raises an escalation the way the town's activity does (a workflow per id; a repeated raise finds the first). */
 async function raise(input: EscalationInput): Promise<boolean> {
   try {
-    await t.client.workflow.start('escalationWorkflow', {
-      workflowId: `escalation:${input.id}`,
-      taskQueue: t.taskQueue,
-      args: [input],
-      workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
-      typedSearchAttributes: [
-        { key: SA.kind, value: 'escalation' },
-        { key: SA.status, value: 'open' },
-      ],
-    });
+    const start = escalationStart({ taskQueue: t.taskQueue, input: EscalationInput.parse(input) });
+    await t.client.workflow.start(start.workflowType, start.options);
     return true;
   } catch {
     return false;

@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { forgeActivities } from '../activities/forge';
+import { createForgeActivities } from '../activities/forge';
 import { RigConfig } from '../domain/rig';
 import { runGt, startTestTown, type TestTown } from './helpers/town';
 
@@ -57,7 +57,7 @@ async function failureOf(
 ): Promise<{ type?: string | null; nonRetryable?: boolean | null; message: string }> {
   const env = new MockActivityEnvironment();
   try {
-    await env.run((input: { rig: RigConfig; number: number }) => forgeActivities.pullRequestSnapshot(input), {
+    await env.run((input: { rig: RigConfig; number: number }) => createForgeActivities().pullRequestSnapshot(input), {
       rig: rigWithApi(apiUrl),
       number: 1,
     });

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { formulaForBead } from '../activities/formulas';
 import type { BeadResult } from '../domain/bead';
-import { beadWorkflowId } from '../domain/ids';
+import { beadStart } from '../domain/starts';
 import { beadStateQuery } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { createRepo } from './helpers/repo';
@@ -153,18 +153,16 @@ describe('formula careful', () => {
     });
     const id = 'careful-long-1';
     // A plain bead with this threshold continues as new before its second run (test/bead-continue-as-new.test.ts).
-    const handle = await t.client.workflow.start('beadWorkflow', {
-      workflowId: beadWorkflowId(id),
+    const start = beadStart({
       taskQueue: t.taskQueue,
-      args: [
-        {
-          bead: { id, title: 'A long careful bead' },
-          rig,
-          formula: formulaForBead(rig, 'careful', undefined, t.gtHome),
-          continueAsNewAfterEvents: 20,
-        },
-      ],
+      input: {
+        bead: { id, title: 'A long careful bead' },
+        rig,
+        formula: formulaForBead(rig, 'careful', undefined, t.gtHome),
+        continueAsNewAfterEvents: 20,
+      },
     });
+    const handle = await t.client.workflow.start(start.workflowType, start.options);
     expect(((await handle.result()) as BeadResult).status).toBe('closed');
     const state = await handle.query(beadStateQuery);
     expect(state.continuedAsNew).toBeUndefined();

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { refineryWorkflowId } from '../domain/ids';
 import { RigConfig } from '../domain/rig';
-import { SA } from '../domain/search-attributes';
+import { refineryStart } from '../domain/starts';
 import type { refineryWorkflow } from '../workflows/refinery';
 import { createRepo } from './helpers/repo';
 import {
@@ -148,15 +148,11 @@ describe('the merge queue', () => {
       policy: { heartbeatTimeout: 10_000 },
     });
     const workflowId = refineryWorkflowId('rolling');
-    await t.client.workflow.start<typeof refineryWorkflow>('refineryWorkflow', {
-      workflowId,
+    const start = refineryStart({
       taskQueue: t.taskQueue,
-      args: [{ rig: rigConfig, continueAsNewEvery: 2, paused: true }],
-      typedSearchAttributes: [
-        { key: SA.kind, value: 'refinery' },
-        { key: SA.rig, value: 'rolling' },
-      ],
+      input: { rig: rigConfig, continueAsNewEvery: 2, paused: true },
     });
+    await t.client.workflow.start<typeof refineryWorkflow>(start.workflowType, start.options);
     const firstRun = (await t.client.workflow.getHandle(workflowId).describe()).runId;
     const handles = [];
     for (const b of ['r1', 'r2', 'r3', 'r4', 'r5'])

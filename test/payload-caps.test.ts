@@ -28,9 +28,8 @@ import {
 } from '../domain/caps';
 import { ConvoySpec, convoySizeProblem, planConvoy } from '../domain/convoy';
 import { EscalationInput } from '../domain/escalation';
-import { refineryWorkflowId } from '../domain/ids';
 import { enqueueSignal, refineryStateQuery, withdrawSignal } from '../domain/messages';
-import { SA } from '../domain/search-attributes';
+import { refineryStart } from '../domain/starts';
 import { assessPullRequest, boundSnapshot, type PullRequestSnapshot } from '../domain/forge';
 import { type CandidateResult, conflictOutcome, MergeTicket } from '../domain/refinery';
 import { DEFAULT_AGENT_IMAGE, MAX_RIG_TEXT, RigConfig } from '../domain/rig';
@@ -243,15 +242,8 @@ describe('a refinery queue', () => {
 
   it('holds at most its bound (it rides in every continue-as-new); a ticket that found it full is taken when announced again', async () => {
     const rig = RigConfig.parse({ name: 'qcap', repo: '/nonexistent', agent: 'true' });
-    const handle = await t.client.workflow.start<typeof refineryWorkflow>('refineryWorkflow', {
-      workflowId: refineryWorkflowId('qcap'),
-      taskQueue: t.taskQueue,
-      args: [{ rig, paused: true, maxQueue: 2 }],
-      typedSearchAttributes: [
-        { key: SA.kind, value: 'refinery' },
-        { key: SA.rig, value: 'qcap' },
-      ],
-    });
+    const start = refineryStart({ taskQueue: t.taskQueue, input: { rig, paused: true, maxQueue: 2 } });
+    const handle = await t.client.workflow.start<typeof refineryWorkflow>(start.workflowType, start.options);
     try {
       const ticket = (b: string) =>
         MergeTicket.parse({

@@ -12,6 +12,7 @@ import { IllegalStateError, type LogLevel } from '@temporalio/common';
 import { DefaultLogger, Runtime, type ActivityInterceptorsFactory, type LogEntry } from '@temporalio/worker';
 import { z } from 'zod';
 import { RunId } from '../domain/ids';
+import { parseOr } from '../domain/validation';
 
 export const LogFormat = z.enum(['json', 'pretty']);
 export type LogFormat = z.infer<typeof LogFormat>;
@@ -26,9 +27,12 @@ export interface WorkerRuntimeSettings {
 
 const setting = <S extends z.ZodType>(name: string, schema: S, value: string | undefined): z.output<S> | undefined => {
   if (value === undefined || value.trim() === '') return undefined;
-  const parsed = schema.safeParse(value.trim());
-  if (!parsed.success) throw new Error(`${name}: ${parsed.error.issues[0]!.message}`);
-  return parsed.data;
+  return parseOr(
+    schema,
+    value.trim(),
+    (problem) => new Error(`${name}: ${problem}`),
+    (error) => error.issues[0]!.message,
+  );
 };
 
 export function runtimeSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerRuntimeSettings {

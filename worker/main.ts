@@ -16,7 +16,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { connectClient, taskQueue } from '../host/connection';
 import { connectNative } from './connection';
-import { describeZodError } from '../domain/validation';
+import { parseOr } from '../domain/validation';
 import { assertTownKeyGiven } from '../codec/settings';
 import { gtHome, hostId } from '../host/home';
 import { createTownWorker } from './worker';
@@ -38,15 +38,18 @@ export function productionSettingsFromEnv(env: NodeJS.ProcessEnv = process.env):
   const known = Object.fromEntries(
     Object.keys(ProductionWorkerSettings.shape).map((k) => [k, env[k]?.trim() || undefined]),
   );
-  const parsed = ProductionWorkerSettings.safeParse(known);
-  if (!parsed.success) throw new Error(`invalid worker settings: ${describeZodError(parsed.error)}`);
-  if (!existsSync(parsed.data.GT_WORKFLOW_BUNDLE)) {
+  const settings = parseOr(
+    ProductionWorkerSettings,
+    known,
+    (problem) => new Error(`invalid worker settings: ${problem}`),
+  );
+  if (!existsSync(settings.GT_WORKFLOW_BUNDLE)) {
     throw new Error(
-      `no workflow bundle at ${parsed.data.GT_WORKFLOW_BUNDLE}: run \`npm run build:bundle\` (or set GT_WORKFLOW_BUNDLE)`,
+      `no workflow bundle at ${settings.GT_WORKFLOW_BUNDLE}: run \`npm run build:bundle\` (or set GT_WORKFLOW_BUNDLE)`,
     );
   }
   assertTownKeyGiven(env, env.GT_HOME ?? gtHome());
-  return parsed.data;
+  return settings;
 }
 
 export async function runProductionWorker(env: NodeJS.ProcessEnv = process.env): Promise<void> {

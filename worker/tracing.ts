@@ -18,7 +18,7 @@ import type { SpanProcessor } from '@opentelemetry/sdk-trace-base';
 import type { OpenTelemetryPlugin } from '@temporalio/interceptors-opentelemetry';
 import type { BundlerPlugin } from '@temporalio/worker';
 import { z } from 'zod';
-import { describeZodError } from '../domain/validation';
+import { parseOr } from '../domain/validation';
 
 export const TracingSettings = z.object({
   GT_OTEL_EXPORTER: z.enum(['none', 'otlp', 'console']).default('none'),
@@ -28,9 +28,7 @@ export type TracingSettings = z.infer<typeof TracingSettings>;
 
 export function tracingSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): TracingSettings {
   const known = Object.fromEntries(Object.keys(TracingSettings.shape).map((k) => [k, env[k]?.trim() || undefined]));
-  const parsed = TracingSettings.safeParse(known);
-  if (!parsed.success) throw new Error(`invalid tracing settings: ${describeZodError(parsed.error)}`);
-  return parsed.data;
+  return parseOr(TracingSettings, known, (problem) => new Error(`invalid tracing settings: ${problem}`));
 }
 
 export interface Tracing {

@@ -98,6 +98,8 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       taskQueue: options.taskQueue,
       hostQueue,
       gtHome: home,
+      // The one place the activities get the worker's environment (tokens, GITHUB_API_URL, what gates may be given).
+      hostEnv: process.env,
       gtBinDir,
       runtimes,
       escalationWebhook: options.escalationWebhook ?? (process.env.GT_ESCALATION_WEBHOOK || undefined),
@@ -117,6 +119,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       hostQueue,
       gatewayUrl: gateway.url,
       gatewaySecret: secret,
+      hostEnv: process.env,
       gtBinDir,
       runtimes,
       pollIntervalMs: options.pollIntervalMs,

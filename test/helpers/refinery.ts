@@ -13,7 +13,7 @@ import { mergeRequestWorkflowId, refineryWorkflowId } from '../../domain/ids';
 import { pauseRefineryUpdate, refineryStateQuery } from '../../domain/messages';
 import type { RefineryState } from '../../domain/refinery';
 import type { RigConfig } from '../../domain/rig';
-import { SA } from '../../domain/search-attributes';
+import { mergeRequestStart } from '../../domain/starts';
 import type { mergeRequestWorkflow } from '../../workflows/merge-request';
 import type { TestTown } from './town';
 import { eventually } from './town';
@@ -64,26 +64,18 @@ export async function startMergeRequest(
   const round = mr.round ?? 1;
   const branch = `gt/${mr.beadId}`;
   const headSha = await pushBranch(rig.repo, branch, mr.files);
-  const mrId = mergeRequestWorkflowId(mr.beadId, round);
-  return t.client.workflow.start<typeof mergeRequestWorkflow>('mergeRequestWorkflow', {
-    workflowId: mrId,
+  const start = mergeRequestStart({
+    mrId: mergeRequestWorkflowId(mr.beadId, round),
+    bead: { id: mr.beadId, title: `work of ${mr.beadId}`, priority: mr.priority ?? 2 },
+    rig,
+    round,
+    branch,
+    headSha,
+    targetBranch: rig.branch,
+  });
+  return t.client.workflow.start<typeof mergeRequestWorkflow>(start.workflowType, {
+    ...start.options,
     taskQueue: t.taskQueue,
-    args: [
-      {
-        mrId,
-        bead: { id: mr.beadId, title: `work of ${mr.beadId}`, priority: mr.priority ?? 2 },
-        rig,
-        round,
-        branch,
-        headSha,
-        targetBranch: rig.branch,
-      },
-    ],
-    typedSearchAttributes: [
-      { key: SA.kind, value: 'merge-request' },
-      { key: SA.rig, value: rig.name },
-      { key: SA.beadId, value: mr.beadId },
-    ],
   });
 }
 
