@@ -69,16 +69,11 @@ import { SA } from '../domain/search-attributes';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { mergeRequestWorkflow } from './merge-request';
 import { parseSignal } from './signals';
+import { Failure, RETRY } from '../domain/failures';
 
 const town = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '2m',
-  retry: {
-    initialInterval: '1s',
-    backoffCoefficient: 2,
-    maximumInterval: '1m',
-    maximumAttempts: 20,
-    nonRetryableErrorTypes: ['InvalidInput', 'UnknownRig', 'TargetMissing', 'ConvoyBranchMissing'],
-  },
+  retry: RETRY.convoy,
 });
 
 const START_BATCH = 50;
@@ -158,7 +153,7 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     editConvoyUpdate,
     (raw) => {
       const result = applyEdit(state, details, ConvoyEdit.parse(raw));
-      if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, 'InvalidEdit');
+      if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, Failure.InvalidEdit);
       state.beads = result.beads;
       details = result.details;
       index();
@@ -169,12 +164,13 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     {
       validator: (raw) => {
         const edit = parseOrReject(ConvoyEdit, raw, 'convoy edit');
-        if (closeRequest) throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} is closing`, 'InvalidEdit');
+        if (closeRequest)
+          throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} is closing`, Failure.InvalidEdit);
         const result = applyEdit(state, details, edit);
-        if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, 'InvalidEdit');
+        if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, Failure.InvalidEdit);
         // Here and not in applyEdit: validators do not run on replay, so edits accepted before this check still replay.
         const size = convoySizeProblem({ state: { ...state, beads: result.beads }, details: result.details });
-        if (size) throw ApplicationFailure.nonRetryable(size, 'InvalidEdit');
+        if (size) throw ApplicationFailure.nonRetryable(size, Failure.InvalidEdit);
       },
     },
   );
@@ -191,7 +187,7 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
         if (state.status !== 'staged' || launchRequested || closeRequest)
           throw ApplicationFailure.nonRetryable(
             `convoy ${state.convoyId} is not staged (it is ${closeRequest ? 'closing' : state.status})`,
-            'NotStaged',
+            Failure.NotStaged,
           );
       },
     },
@@ -211,7 +207,7 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
         if (isTerminalConvoy(state.status))
           throw ApplicationFailure.nonRetryable(
             `convoy ${state.convoyId} has already ended (${state.status})`,
-            'ConvoyEnded',
+            Failure.ConvoyEnded,
           );
         const running = countBeads(state.beads).running;
         if (!req.force && (running > 0 || landingInFlight)) {
@@ -219,7 +215,7 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
             running > 0 ? `${running} bead${running === 1 ? '' : 's'} running` : 'its landing merge request in flight';
           throw ApplicationFailure.nonRetryable(
             `convoy ${state.convoyId} has ${what}; close it with --force to stop ${running > 0 ? 'them' : 'it'}`,
-            'ConvoyBusy',
+            Failure.ConvoyBusy,
           );
         }
       },
@@ -238,7 +234,7 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
         if (!landingFailed || closeRequest)
           throw ApplicationFailure.nonRetryable(
             `convoy ${state.convoyId} has no failed landing to retry (it is ${state.status})`,
-            'NothingToRetry',
+            Failure.NothingToRetry,
           );
       },
     },
@@ -248,7 +244,7 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     recoverConvoyUpdate,
     (raw) => {
       const result = applyRecovery(state, ConvoyRecovery.parse(raw), now());
-      if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, 'InvalidRecovery');
+      if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, Failure.InvalidRecovery);
       state.beads = result.beads;
       state.stopAllLifted = result.stopAllLifted;
       index();
@@ -259,9 +255,10 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     {
       validator: (raw) => {
         const recovery = parseOrReject(ConvoyRecovery, raw, 'convoy recovery');
-        if (closeRequest) throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} is closing`, 'ConvoyClosing');
+        if (closeRequest)
+          throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} is closing`, Failure.ConvoyClosing);
         const result = applyRecovery(state, recovery, now());
-        if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, 'InvalidRecovery');
+        if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, Failure.InvalidRecovery);
       },
     },
   );

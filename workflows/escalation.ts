@@ -27,6 +27,7 @@ import {
 } from '../domain/escalation';
 import { SA } from '../domain/search-attributes';
 import { failureMessage, parseOrReject } from '../domain/validation';
+import { RETRY } from '../domain/failures';
 
 /** patched() id: escalations raised from now on are sent to the town's webhook. */
 const NOTIFIES_WEBHOOK = 'escalation-notifies-webhook';
@@ -34,13 +35,7 @@ const NOTIFIES_WEBHOOK = 'escalation-notifies-webhook';
 const notifier = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '30s',
   // About two minutes of attempts, then a dead letter.
-  retry: {
-    initialInterval: '1s',
-    backoffCoefficient: 2,
-    maximumInterval: '30s',
-    maximumAttempts: 8,
-    nonRetryableErrorTypes: ['WebhookRefused', 'InvalidInput'],
-  },
+  retry: RETRY.webhook,
 });
 
 export async function escalationWorkflow(rawInput: EscalationInput): Promise<EscalationState> {

@@ -17,6 +17,7 @@ import { escalationIdPart } from '../domain/escalation';
 import { assessPullRequest, ForgeSettings } from '../domain/forge';
 import type { MergeOutcome } from '../domain/outcomes';
 import { type FollowingState, type MergeRequest, type MergeRequestInput, town } from './merge-request-state';
+import { RETRY } from '../domain/failures';
 
 /** Failed looks at a pull request in a row before a human hears about it (the MR keeps looking). */
 const LOOKS_BEFORE_ESCALATION = 5;
@@ -33,13 +34,7 @@ export async function followPullRequest(
     const settings = mr.rig.forge ?? ForgeSettings.parse({});
     const activities = proxyActivities<TownQueueActivities>({
       startToCloseTimeout: 6 * settings.requestTimeout + 60_000,
-      retry: {
-        initialInterval: '2s',
-        backoffCoefficient: 2,
-        maximumInterval: '1m',
-        maximumAttempts: 5,
-        nonRetryableErrorTypes: ['InvalidInput', 'ForgeAuth', 'ForgeRejected', 'ForgeNotConfigured'],
-      },
+      retry: RETRY.pullRequest,
     });
     return { forgeSettings: settings, forge: activities };
   };

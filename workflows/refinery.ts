@@ -65,6 +65,7 @@ import { SA } from '../domain/search-attributes';
 import { countTownEvent } from '../domain/metrics';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { parseSignal } from './signals';
+import { Failure, RETRY } from '../domain/failures';
 
 export interface RefineryStats {
   merged: number;
@@ -208,7 +209,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
         if (open.length)
           throw ApplicationFailure.nonRetryable(
             `rig ${rig.name} still has merge requests queued or merging: ${open.join(', ')}`,
-            'RigBusy',
+            Failure.RigBusy,
           );
       },
     },
@@ -221,24 +222,12 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       startToCloseTimeout: Math.max(2 * 3_600_000, 5 * rig.gates.length * rig.gateTimeout + 600_000),
       // Gates heartbeat every 5 s; git work between them (a large fetch) may take longer than a short run policy allows.
       heartbeatTimeout: Math.max(rig.policy.heartbeatTimeout, 30_000),
-      retry: {
-        initialInterval: '2s',
-        backoffCoefficient: 2,
-        maximumInterval: '2m',
-        maximumAttempts: 8,
-        nonRetryableErrorTypes: ['InvalidInput'],
-      },
+      retry: RETRY.merge,
     });
   const forge = () =>
     proxyActivities<TownQueueActivities>({
       startToCloseTimeout: '5m',
-      retry: {
-        initialInterval: '2s',
-        backoffCoefficient: 2,
-        maximumInterval: '2m',
-        maximumAttempts: 10,
-        nonRetryableErrorTypes: ['InvalidInput', 'ForgeAuth', 'ForgeRejected', 'ForgeNotConfigured'],
-      },
+      retry: RETRY.refineryForge,
     });
 
   /** Outcomes signalled to merge requests and not yet recorded; continue-as-new waits for them. */
@@ -389,13 +378,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       heartbeatTimeout: Math.max(rig.policy.heartbeatTimeout, 30_000),
       // A discarded candidate holds its place in the window until its gates have really stopped (or finished).
       cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-      retry: {
-        initialInterval: '2s',
-        backoffCoefficient: 2,
-        maximumInterval: '2m',
-        maximumAttempts: 8,
-        nonRetryableErrorTypes: ['InvalidInput'],
-      },
+      retry: RETRY.merge,
     });
   /** Gate activities launched in this run: part of every candidate's key, so a rebuild never reuses a live tree. */
   let launches = 0;

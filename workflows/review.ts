@@ -15,6 +15,7 @@ import type { MergeRequestState } from '../domain/refinery';
 import { parseOrReject } from '../domain/validation';
 import { AgentRun, AgentRuns, hostActivities, runAttempts } from './agent-run';
 import { type MergeRequest, town } from './merge-request-state';
+import { Failure } from '../domain/failures';
 
 export type ReviewResult = { kind: 'approved' } | { kind: 'sent_back'; outcome: MergeOutcome };
 
@@ -77,7 +78,7 @@ export class Review {
           if (run.verdict)
             throw ApplicationFailure.nonRetryable(
               `run ${verdict.runId} already gave its verdict (${run.verdict.verdict})`,
-              'VerdictRecorded',
+              Failure.VerdictRecorded,
             );
         },
       },

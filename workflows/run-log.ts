@@ -9,6 +9,7 @@ import type { HostQueueActivities } from '../activities';
 import { ReadRunLogRequest, type RunLogChunk } from '../domain/logs';
 import { hostTaskQueue } from '../domain/task-queues';
 import { failureMessage, parseOrReject } from '../domain/validation';
+import { Failure, RETRY } from '../domain/failures';
 
 /** How long the owning host's worker may take to pick the read up before the operator hears it is not there. */
 const HOST_PICKUP_MS = 15_000;
@@ -20,7 +21,7 @@ export async function readRunLogWorkflow(raw: ReadRunLogRequest): Promise<RunLog
     scheduleToStartTimeout: HOST_PICKUP_MS,
     startToCloseTimeout: read.waitMs + 30_000,
     // A read changes nothing: one retry covers a worker restarting under it; a missing host fails on pickup.
-    retry: { initialInterval: '500ms', maximumAttempts: 2, nonRetryableErrorTypes: ['InvalidInput'] },
+    retry: RETRY.logRead,
   });
   try {
     return await onHost.readRunLog(read);
@@ -31,7 +32,7 @@ export async function readRunLogWorkflow(raw: ReadRunLogRequest): Promise<RunLog
         : failureMessage(err);
     throw ApplicationFailure.nonRetryable(
       `could not read the output of run ${read.runId} on host ${host}: ${why}`,
-      'LogReadFailed',
+      Failure.LogReadFailed,
     );
   }
 }
