@@ -66,6 +66,7 @@ import { readyNodes, transitiveDependents } from '../domain/dag';
 import { escalationIdPart } from '../domain/escalation';
 import { beadReportSignal } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
+import { convoyLandingStart } from '../domain/starts';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { mergeRequestWorkflow } from './merge-request';
 import { parseSignal } from './signals';
@@ -475,39 +476,34 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
         `landing merge request ${mrId} (${state.convoyBranch} @ ${head.headSha.slice(0, 10)} → ${state.targetBranch}) is with the refinery`,
       );
 
+      const landingStart = convoyLandingStart(
+        {
+          mrId,
+          bead: {
+            id: state.convoyId,
+            title: `Land convoy ${state.convoyId}: ${state.title}`.slice(0, 200),
+            description: state.description,
+            acceptance: '',
+            priority: 2,
+          },
+          rig: head.rig,
+          round,
+          branch: state.convoyBranch!,
+          headSha: head.headSha,
+          targetBranch: state.targetBranch!,
+          convoyId: state.convoyId,
+        },
+        state.title,
+      );
       let outcome: MergeOutcome | undefined;
       let failure: unknown;
       const scope = new CancellationScope();
       landingInFlight = true;
       const landing = scope
         .run(() =>
-          executeChild(mergeRequestWorkflow, {
-            workflowId: mrId,
-            args: [
-              {
-                mrId,
-                bead: {
-                  id: state.convoyId,
-                  title: `Land convoy ${state.convoyId}: ${state.title}`.slice(0, 200),
-                  description: state.description,
-                  acceptance: '',
-                  priority: 2,
-                },
-                rig: head.rig,
-                round,
-                branch: state.convoyBranch!,
-                headSha: head.headSha,
-                targetBranch: state.targetBranch!,
-                convoyId: state.convoyId,
-              },
-            ],
+          executeChild<typeof mergeRequestWorkflow>(landingStart.workflowType, {
+            ...landingStart.options,
             parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
-            typedSearchAttributes: [
-              { key: SA.kind, value: 'merge-request' },
-              { key: SA.rig, value: state.rig },
-              { key: SA.convoyId, value: state.convoyId },
-            ],
-            staticSummary: `landing of convoy ${state.convoyId} (round ${round}): ${state.title}`,
           }),
         )
         .then(
