@@ -69,7 +69,7 @@ import { SA } from '../domain/search-attributes';
 import { convoyLandingStart } from '../domain/starts';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { mergeRequestWorkflow } from './merge-request';
-import { parseSignal } from './signals';
+import { parseSignal, setValidatedUpdate } from './handlers';
 import { Failure, RETRY } from '../domain/failures';
 
 const town = proxyActivities<TownQueueActivities>({
@@ -150,10 +150,11 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     log.info('bead reported', { beadId: report.beadId, status: report.status });
   });
 
-  setHandler(
-    editConvoyUpdate,
-    (raw) => {
-      const result = applyEdit(state, details, ConvoyEdit.parse(raw));
+  setValidatedUpdate(editConvoyUpdate, {
+    schema: ConvoyEdit,
+    what: 'convoy edit',
+    handler: (edit) => {
+      const result = applyEdit(state, details, edit);
       if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, Failure.InvalidEdit);
       state.beads = result.beads;
       details = result.details;
@@ -162,19 +163,16 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
       describe();
       return state;
     },
-    {
-      validator: (raw) => {
-        const edit = parseOrReject(ConvoyEdit, raw, 'convoy edit');
-        if (closeRequest)
-          throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} is closing`, Failure.InvalidEdit);
-        const result = applyEdit(state, details, edit);
-        if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, Failure.InvalidEdit);
-        // Here and not in applyEdit: validators do not run on replay, so edits accepted before this check still replay.
-        const size = convoySizeProblem({ state: { ...state, beads: result.beads }, details: result.details });
-        if (size) throw ApplicationFailure.nonRetryable(size, Failure.InvalidEdit);
-      },
+    check: (edit) => {
+      if (closeRequest)
+        throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} is closing`, Failure.InvalidEdit);
+      const result = applyEdit(state, details, edit);
+      if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, Failure.InvalidEdit);
+      // Here and not in applyEdit: validators do not run on replay, so edits accepted before this check still replay.
+      const size = convoySizeProblem({ state: { ...state, beads: result.beads }, details: result.details });
+      if (size) throw ApplicationFailure.nonRetryable(size, Failure.InvalidEdit);
     },
-  );
+  });
 
   setHandler(
     launchConvoyUpdate,
@@ -194,34 +192,31 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     },
   );
 
-  setHandler(
-    closeConvoyUpdate,
-    async (raw) => {
-      const req = CloseRequest.parse(raw);
+  setValidatedUpdate(closeConvoyUpdate, {
+    schema: CloseRequest,
+    what: 'close request',
+    handler: async (req) => {
       closeRequest ??= { reason: req.reason || 'closed by an operator', force: req.force };
       await condition(() => isTerminalConvoy(state.status));
       return state;
     },
-    {
-      validator: (raw) => {
-        const req = parseOrReject(CloseRequest, raw, 'close request');
-        if (isTerminalConvoy(state.status))
-          throw ApplicationFailure.nonRetryable(
-            `convoy ${state.convoyId} has already ended (${state.status})`,
-            Failure.ConvoyEnded,
-          );
-        const running = countBeads(state.beads).running;
-        if (!req.force && (running > 0 || landingInFlight)) {
-          const what =
-            running > 0 ? `${running} bead${running === 1 ? '' : 's'} running` : 'its landing merge request in flight';
-          throw ApplicationFailure.nonRetryable(
-            `convoy ${state.convoyId} has ${what}; close it with --force to stop ${running > 0 ? 'them' : 'it'}`,
-            Failure.ConvoyBusy,
-          );
-        }
-      },
+    check: (req) => {
+      if (isTerminalConvoy(state.status))
+        throw ApplicationFailure.nonRetryable(
+          `convoy ${state.convoyId} has already ended (${state.status})`,
+          Failure.ConvoyEnded,
+        );
+      const running = countBeads(state.beads).running;
+      if (!req.force && (running > 0 || landingInFlight)) {
+        const what =
+          running > 0 ? `${running} bead${running === 1 ? '' : 's'} running` : 'its landing merge request in flight';
+        throw ApplicationFailure.nonRetryable(
+          `convoy ${state.convoyId} has ${what}; close it with --force to stop ${running > 0 ? 'them' : 'it'}`,
+          Failure.ConvoyBusy,
+        );
+      }
     },
-  );
+  });
 
   setHandler(
     retryLandingUpdate,
@@ -241,10 +236,11 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
     },
   );
 
-  setHandler(
-    recoverConvoyUpdate,
-    (raw) => {
-      const result = applyRecovery(state, ConvoyRecovery.parse(raw), now());
+  setValidatedUpdate(recoverConvoyUpdate, {
+    schema: ConvoyRecovery,
+    what: 'convoy recovery',
+    handler: (recovery) => {
+      const result = applyRecovery(state, recovery, now());
       if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, Failure.InvalidRecovery);
       state.beads = result.beads;
       state.stopAllLifted = result.stopAllLifted;
@@ -253,16 +249,13 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
       describe();
       return state;
     },
-    {
-      validator: (raw) => {
-        const recovery = parseOrReject(ConvoyRecovery, raw, 'convoy recovery');
-        if (closeRequest)
-          throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} is closing`, Failure.ConvoyClosing);
-        const result = applyRecovery(state, recovery, now());
-        if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, Failure.InvalidRecovery);
-      },
+    check: (recovery) => {
+      if (closeRequest)
+        throw ApplicationFailure.nonRetryable(`convoy ${state.convoyId} is closing`, Failure.ConvoyClosing);
+      const result = applyRecovery(state, recovery, now());
+      if (!result.ok) throw ApplicationFailure.nonRetryable(result.error, Failure.InvalidRecovery);
     },
-  );
+  });
 
   // --- steps ---
 
