@@ -16,7 +16,17 @@
  */
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -206,57 +216,60 @@ await step('the image: user, entry, health check, bundles, gt, git and bubblewra
   console.log(`  ${inside.split('\n').join('; ')}`);
 });
 
-await step("the image's worker against a Temporal server: /healthz answers, docker stop drains it, exit 0", async () => {
-  const server = await startDevServer({ namespace: 'default' });
-  const name = `gt-compose-proof-${process.pid}`;
-  try {
-    const [gateway, metrics] = [await freePort(), await freePort()];
-    // Host networking: the engine runs without a bridge here; the worker reaches the server on loopback.
-    await docker([
-      'run',
-      '-d',
-      '--name',
-      name,
-      '--network',
-      'host',
-      '-e',
-      `TEMPORAL_ADDRESS=${server.address}`,
-      '-e',
-      'GT_TASK_QUEUE=compose-proof',
-      '-e',
-      `GT_GATEWAY_SECRET=${randomBytes(32).toString('hex')}`,
-      '-e',
-      'GT_GATEWAY_HOST=127.0.0.1',
-      '-e',
-      `GT_GATEWAY_PORT=${gateway}`,
-      '-e',
-      `GT_METRICS_ADDRESS=127.0.0.1:${metrics}`,
-      '-e',
-      'GT_SHUTDOWN_GRACE=10s',
-      IMAGE,
-    ]);
-    const deadline = Date.now() + 90_000;
-    for (;;) {
-      const ok = await fetch(`http://127.0.0.1:${gateway}/healthz`).then(
-        (r) => r.ok,
-        () => false,
-      );
-      if (ok) break;
-      const state = await docker(['inspect', '--format', '{{.State.Status}}', name]);
-      if (state !== 'running' || Date.now() > deadline)
-        throw new Error(
-          `the worker ${state === 'running' ? 'never answered /healthz' : `is ${state}`}: ${(await docker(['logs', '--tail', '3', name]).catch(() => '')).split('\n').join(' | ')}`,
+await step(
+  "the image's worker against a Temporal server: /healthz answers, docker stop drains it, exit 0",
+  async () => {
+    const server = await startDevServer({ namespace: 'default' });
+    const name = `gt-compose-proof-${process.pid}`;
+    try {
+      const [gateway, metrics] = [await freePort(), await freePort()];
+      // Host networking: the engine runs without a bridge here; the worker reaches the server on loopback.
+      await docker([
+        'run',
+        '-d',
+        '--name',
+        name,
+        '--network',
+        'host',
+        '-e',
+        `TEMPORAL_ADDRESS=${server.address}`,
+        '-e',
+        'GT_TASK_QUEUE=compose-proof',
+        '-e',
+        `GT_GATEWAY_SECRET=${randomBytes(32).toString('hex')}`,
+        '-e',
+        'GT_GATEWAY_HOST=127.0.0.1',
+        '-e',
+        `GT_GATEWAY_PORT=${gateway}`,
+        '-e',
+        `GT_METRICS_ADDRESS=127.0.0.1:${metrics}`,
+        '-e',
+        'GT_SHUTDOWN_GRACE=10s',
+        IMAGE,
+      ]);
+      const deadline = Date.now() + 90_000;
+      for (;;) {
+        const ok = await fetch(`http://127.0.0.1:${gateway}/healthz`).then(
+          (r) => r.ok,
+          () => false,
         );
-      await new Promise((r) => setTimeout(r, 500));
+        if (ok) break;
+        const state = await docker(['inspect', '--format', '{{.State.Status}}', name]);
+        if (state !== 'running' || Date.now() > deadline)
+          throw new Error(
+            `the worker ${state === 'running' ? 'never answered /healthz' : `is ${state}`}: ${(await docker(['logs', '--tail', '3', name]).catch(() => '')).split('\n').join(' | ')}`,
+          );
+        await new Promise((r) => setTimeout(r, 500));
+      }
+      await docker(['stop', '--time', '45', name]);
+      const exit = await docker(['inspect', '--format', '{{.State.ExitCode}}', name]);
+      if (exit !== '0') throw new Error(`the worker exited ${exit} on docker stop`);
+    } finally {
+      await docker(['rm', '-f', name]).catch(() => undefined);
+      await server.stop();
     }
-    await docker(['stop', '--time', '45', name]);
-    const exit = await docker(['inspect', '--format', '{{.State.ExitCode}}', name]);
-    if (exit !== '0') throw new Error(`the worker exited ${exit} on docker stop`);
-  } finally {
-    await docker(['rm', '-f', name]).catch(() => undefined);
-    await server.stop();
-  }
-});
+  },
+);
 
 if (!values.keep) {
   await docker(['image', 'rm', IMAGE]).catch(() => undefined);

@@ -45,7 +45,9 @@ export function renderSoakReport(r: SoakResult): string {
       return `| ${INVARIANT_TITLES[k as keyof SoakResult['invariants']]} | ${list.length} | ${which}${list.length > 5 ? ', …' : ''} |`;
     }),
     '',
-    ...(exits.length ? ['Components that exited while no fault asked them to:', '', ...exits.map((e) => `- ${e}`), ''] : []),
+    ...(exits.length
+      ? ['Components that exited while no fault asked them to:', '', ...exits.map((e) => `- ${e}`), '']
+      : []),
     '## Figures',
     '',
     `- merged ${f.merged} of ${f.beads} beads; not merged ${f.goodNotMerged} (${f.goodNotMergedPct} %) — every bead's agent eventually does its work, so these are beads whose attempts or rounds the chaos used up`,

@@ -277,7 +277,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       }
       case 'restart-postgres': {
         const { pid, restart } = await stack.killPostgres!();
-        fault(kind, `PostgreSQL (postmaster ${pid} and its backends) killed (-9); restarting on the same data and port`);
+        fault(
+          kind,
+          `PostgreSQL (postmaster ${pid} and its backends) killed (-9); restarting on the same data and port`,
+        );
         await sleep(1000 + random() * 3000);
         await restart();
         return;
