@@ -9,8 +9,9 @@
  * agents and gates), of the server or of PostgreSQL (postmaster and backends), each started again on the same data
  * and port.
  */
-import { chmodSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { basename, join } from 'node:path';
 import { startDevServer, type DevServer } from '../../provisioning/dev-server';
 import { freePort, startProdStack, workerHost, type WorkerHostComponent } from '../../provisioning/prod-stack';
 
@@ -49,10 +50,12 @@ export async function startSoakStack(o: SoakStackOptions): Promise<SoakStack> {
     o.log(`UNEXPECTED EXIT: ${reason}`);
   };
   if (o.kind === 'prod') {
-    // PostgreSQL runs as the postgres user when we are root: it must be able to pass through the scratch directory.
-    chmodSync(o.scratch, 0o711);
+    // A directory of its own beside the scratch one: as root, PostgreSQL runs as the postgres user, who must pass
+    // through every ancestor of its data, while the scratch directory (agents' copied tokens) stays the owner's only.
+    const stateDir = mkdtempSync(join(tmpdir(), `${basename(o.scratch)}-stack-`));
+    o.log(`stack state (PostgreSQL's data, hosts' GT_HOMEs, logs): ${stateDir}`);
     const stack = await startProdStack({
-      stateDir: join(o.scratch, 'stack'),
+      stateDir,
       hosts: o.hosts,
       uiPort: false,
       workerEnv: { GT_GATEWAY_SECRET: o.gatewaySecret, ...o.workerEnv },
