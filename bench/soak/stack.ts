@@ -125,7 +125,9 @@ export async function startSoakStack(o: SoakStackOptions): Promise<SoakStack> {
       const pid = server.pid;
       if (!pid) throw new Error('the server pid is unknown (SDK-downloaded CLI)');
       killed = true;
+      const exited = new Promise<void>((done) => waitForExit(pid, done));
       process.kill(pid, 'SIGKILL');
+      await exited;
       return {
         pid,
         restart: async () => {
@@ -140,4 +142,16 @@ export async function startSoakStack(o: SoakStackOptions): Promise<SoakStack> {
       if (!killed) await server.stop();
     },
   };
+}
+
+/** Calls `done` once `pid` is gone (polled: the dev server is not a child handle we hold here). */
+function waitForExit(pid: number, done: () => void): void {
+  const poll = setInterval(() => {
+    try {
+      process.kill(pid, 0);
+    } catch {
+      clearInterval(poll);
+      done();
+    }
+  }, 50);
 }
