@@ -49,7 +49,11 @@ const program = new Command('soak')
   .option('--max-polecats <n>', 'concurrent agents on the rig', '8')
   .option('--faults <kinds>', `comma-separated, from ${FAULT_KINDS.join(', ')} (default: every kind the stack takes)`)
   .option('--fault-every <min-max>', 'seconds between faults', '10-30')
-  .option('--fault-order <order>', 'random (seeded picks) | cycle (each fault once, in order)', 'random')
+  .option(
+    '--fault-order <order>',
+    'random (rounds of every kind, each round in a seeded order) | cycle (each fault once, in order)',
+    'random',
+  )
   .option('--flaky-percent <p>', 'share of good trees the gate fails anyway', '5')
   .option('--seed <n>', 'seed of the bead kinds and the fault schedule', '1')
   .option('--deadline-minutes <m>', 'stop waiting for the convoy after this long (default 60; 240 with --full)')

@@ -75,7 +75,10 @@ export interface SoakOptions {
   faults: readonly FaultKind[];
   /** Seconds between faults: a uniform pick in [min, max]. */
   faultEvery: [number, number];
-  /** `random`: each fault a seeded pick from `faults`; `cycle`: `faults` in order, once each (the smoke test). */
+  /**
+   * `random`: rounds of `faults` each in a seeded random order (so every kind falls once in each round of
+   * `faults.length` faults); `cycle`: `faults` in order, once each (the smoke test).
+   */
   faultOrder: 'random' | 'cycle';
   flakyPercent: number;
   /** How long a slow-gates fault lasts (default 20 s). */
@@ -122,6 +125,16 @@ export function prng(seed: number) {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** A seeded Fisher–Yates shuffle of a copy of `items`. */
+export function shuffled<T>(items: readonly T[], random: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
 }
 
 /** Bead kinds by share: most beads are plain, the rest exercise a failure class each. */
@@ -240,15 +253,15 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   let convoyStatus = 'unknown';
   let done = false;
   const chaos = (async () => {
+    let round: FaultKind[] = [];
     for (let i = 0; !done; i++) {
       const [lo, hi] = options.faultEvery;
       await sleep((lo + random() * (hi - lo)) * 1000);
       if (done || !options.faults.length) break;
       if (options.faultOrder === 'cycle' && i >= options.faults.length) break;
-      const kind =
-        options.faultOrder === 'cycle'
-          ? options.faults[i]!
-          : options.faults[Math.floor(random() * options.faults.length)]!;
+      if (!round.length)
+        round = options.faultOrder === 'cycle' ? [...options.faults] : shuffled(options.faults, random);
+      const kind = round.shift()!;
       try {
         await inject(kind);
       } catch (err) {
