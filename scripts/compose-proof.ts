@@ -176,6 +176,11 @@ await step(`a local Node base image ${nodeBase} (Debian bookworm root filesystem
   await dockerBuild(context, ['-t', nodeBase], join(scratch, 'node-base.log'));
 });
 
+// The classic builder leaves the build stage behind as an untagged image: what this run adds is removed at the end.
+const dangling = async () =>
+  new Set((await docker(['images', '--filter', 'dangling=true', '--quiet', '--no-trunc'])).split('\n').filter(Boolean));
+const danglingBefore = await dangling();
+
 await step(`docker build of Dockerfile on ${nodeBase} as ${IMAGE}`, async () => {
   console.log(`  (log: ${join(scratch, 'image.log')}; npm ci and apt-get reach their registries through the host)`);
   await dockerBuild(
@@ -273,6 +278,8 @@ await step(
 
 if (!values.keep) {
   await docker(['image', 'rm', IMAGE]).catch(() => undefined);
+  for (const id of await dangling())
+    if (!danglingBefore.has(id)) await docker(['image', 'rm', id]).catch(() => undefined);
   rmSync(scratch, { recursive: true, force: true });
 }
 console.log(
