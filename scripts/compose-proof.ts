@@ -89,7 +89,7 @@ const docker = async (args: string[], opts: { quiet?: boolean; env?: NodeJS.Proc
 /** A `docker build` with the classic builder (BuildKit would fetch its Dockerfile frontend from a registry). */
 async function dockerBuild(context: string, args: string[], logFile: string): Promise<void> {
   await new Promise<void>((resolve, reject) => {
-    const child = spawn('docker', ['build', ...args, context], {
+    const child = spawn('docker', ['build', '--force-rm', ...args, context], {
       env: { ...process.env, DOCKER_BUILDKIT: '0' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
