@@ -31,6 +31,11 @@ const SoakCliOptions = z.object({
     .transform((s) => s.split('-').map(Number) as [number, number])
     .refine(([lo, hi]) => lo > 0 && lo <= hi, 'MIN must be above 0 and at most MAX'),
   faultOrder: z.enum(['random', 'cycle']),
+  downFor: z
+    .string()
+    .regex(/^\d+(\.\d+)?-\d+(\.\d+)?$/, 'expected MIN-MAX seconds, e.g. 1-4')
+    .transform((s) => s.split('-').map(Number) as [number, number])
+    .refine(([lo, hi]) => lo <= hi, 'MIN must be at most MAX'),
   flakyPercent: z.coerce.number().min(0).max(50),
   seed: z.coerce.number().int().min(0),
   deadlineMinutes: z.coerce.number().min(1).max(600),
@@ -54,6 +59,7 @@ const program = new Command('soak')
     'random (rounds of every kind, each round in a seeded order) | cycle (each fault once, in order)',
     'random',
   )
+  .option('--down-for <min-max>', 'seconds a killed server or PostgreSQL stays down before its restart', '1-4')
   .option('--flaky-percent <p>', 'share of good trees the gate fails anyway', '5')
   .option('--seed <n>', 'seed of the bead kinds and the fault schedule', '1')
   .option('--deadline-minutes <m>', 'stop waiting for the convoy after this long (default 60; 240 with --full)')

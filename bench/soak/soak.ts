@@ -83,6 +83,8 @@ export interface SoakOptions {
   flakyPercent: number;
   /** How long a slow-gates fault lasts (default 20 s). */
   slowGatesMs?: number;
+  /** How long a killed server or PostgreSQL stays down before its restart: seconds, a uniform pick (default 1–4). */
+  downFor?: [number, number];
   seed: number;
   deadlineMs: number;
   /** A workflow bundle already built (the test suite's); otherwise the soak bundles once for every host. */
@@ -271,6 +273,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   })();
 
   const persistence = options.stack === 'prod' ? 'PostgreSQL' : 'SQLite file';
+  const down = () => {
+    const [lo, hi] = options.downFor ?? [1, 4];
+    return Math.round((lo + random() * (hi - lo)) * 1000);
+  };
   async function inject(kind: FaultKind) {
     const host = hosts[Math.floor(random() * hosts.length)]!;
     switch (kind) {
@@ -283,8 +289,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       }
       case 'kill-server': {
         const { pid, restart } = await stack.killServer();
-        fault(kind, `Temporal server (pid ${pid}) killed (-9); restarting on the same ${persistence} and port`);
-        await sleep(1000 + random() * 3000);
+        const ms = down();
+        fault(
+          kind,
+          `Temporal server (pid ${pid}) killed (-9); restarted on the same ${persistence} and port after ${ms} ms`,
+        );
+        await sleep(ms);
         await restart();
         return;
       }
