@@ -300,11 +300,12 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
       }
       case 'restart-postgres': {
         const { pid, restart } = await stack.killPostgres!();
+        const ms = down();
         fault(
           kind,
-          `PostgreSQL (postmaster ${pid} and its backends) killed (-9); restarting on the same data and port`,
+          `PostgreSQL (postmaster ${pid} and its backends) killed (-9); restarted on the same data and port after ${ms} ms`,
         );
-        await sleep(1000 + random() * 3000);
+        await sleep(ms);
         await restart();
         return;
       }
