@@ -31,7 +31,8 @@ export function renderSoakReport(r: SoakResult): string {
       .join(
         ', ',
       )}), ${r.options.hosts} worker hosts, maxPolecats ${r.options.maxPolecats}, flaky gate ${r.options.flakyPercent} %, ` +
-      `faults every ${r.options.faultEvery.join('–')} s from {${r.options.faults.join(', ')}}, seed ${r.options.seed}.`,
+      `faults every ${r.options.faultEvery.join('–')} s from {${r.options.faults.join(', ')}}` +
+      `${r.options.downFor ? `, a killed server or PostgreSQL down ${r.options.downFor.join('–')} s` : ''}, seed ${r.options.seed}.`,
     '',
     '## Invariants (each must be 0)',
     '',
