@@ -4,7 +4,11 @@
 # The workflow code is bundled once at build time, so every replica runs byte-identical workflow code and
 # starts without webpack.
 
-FROM node:20.19.5-bookworm-slim AS build
+# The base of both stages. Elsewhere: the official image as pinned here. On a machine without a registry,
+# scripts/compose-proof.ts passes a local Debian bookworm base with the same Node major (docs/deployment.md).
+ARG NODE_IMAGE=node:20.19.5-bookworm-slim
+
+FROM ${NODE_IMAGE} AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev
@@ -15,7 +19,7 @@ RUN npm run build:bundle
 # `gt` starts from plain-JS bundles (dist/gt-agent.mjs for the commands agents call in their runs, dist/gt-cli/ for the rest).
 RUN npm run build:cli
 
-FROM node:20.19.5-bookworm-slim
+FROM ${NODE_IMAGE}
 # git: mirrors, worktrees and merges; bubblewrap: the `sandbox` agent runtime; ca-certificates: https remotes.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends git ca-certificates bubblewrap \

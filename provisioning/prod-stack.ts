@@ -319,6 +319,44 @@ const searchAttributeList = () =>
     .sort()
     .join(' ');
 
+export interface WorkerHostOptions {
+  hostId: string;
+  gtHome: string;
+  gatewayPort: number;
+  /** The town's settings (TEMPORAL_*, GT_TASK_QUEUE, GT_GATEWAY_SECRET, …); GT_HOME and GT_HOST_ID are set here. */
+  env: Record<string, string>;
+  logFile: string;
+  onExit?: (component: string, reason: string) => void;
+}
+
+/**
+ * One `gt worker` host: its own GT_HOME, host id and gateway port (fixed, so the GT_GATEWAY_URL its agents hold stays
+ * valid across its restarts). It inherits the caller's environment but for TEMPORAL_*, GT_* and OTEL_* (the town's
+ * settings come only from `env`). kill() is kill -9 of the worker and of every process it started (its agents).
+ */
+export function workerHost(o: WorkerHostOptions): WorkerHostComponent {
+  const inherited = Object.fromEntries(
+    Object.entries(process.env).filter(
+      (e): e is [string, string] => e[1] !== undefined && !/^(TEMPORAL_|GT_|OTEL_)/.test(e[0]),
+    ),
+  );
+  mkdirSync(o.gtHome, { recursive: true });
+  const c = managed({
+    name: `worker ${o.hostId}`,
+    file: gtBin,
+    args: ['worker', '--gateway-port', String(o.gatewayPort), '--gateway-host', '127.0.0.1'],
+    env: { ...inherited, ...o.env, GT_HOME: o.gtHome, GT_HOST_ID: o.hostId },
+    logFile: o.logFile,
+    ready: (proc, output) =>
+      until(`${o.hostId}'s gateway`, proc, () => Promise.resolve(/gateway http:\/\/127\.0\.0\.1:\d+/.test(output()))),
+    // gt worker drains on SIGINT (the Runtime's shutdown), as on Ctrl-C.
+    stopSignal: 'SIGINT',
+    stopGraceMs: 45_000,
+    onExit: o.onExit,
+  });
+  return Object.assign(c, { hostId: o.hostId, gtHome: o.gtHome, gatewayPort: o.gatewayPort });
+}
+
 export async function startProdStack(options: ProdStackOptions): Promise<ProdStack> {
   const progress = options.onProgress ?? (() => undefined);
   const hostCount = options.hosts ?? 2;
@@ -513,40 +551,26 @@ export async function startProdStack(options: ProdStackOptions): Promise<ProdSta
     const secretFile = join(stateDir, 'gateway.secret');
     if (!existsSync(secretFile)) writeFileSync(secretFile, randomBytes(32).toString('hex'), { mode: 0o600 });
     const secret = readFileSync(secretFile, 'utf8').trim();
-    const inherited = Object.fromEntries(
-      Object.entries(process.env).filter(
-        (e): e is [string, string] => e[1] !== undefined && !/^(TEMPORAL_|GT_|OTEL_)/.test(e[0]),
-      ),
-    );
     const hosts: WorkerHostComponent[] = [];
     for (let i = 0; i < hostCount; i++) {
       const hostId = `host-${i + 1}`;
-      const gtHome = join(stateDir, 'hosts', hostId);
-      const gatewayPort = ports.gateways[i]!;
-      const c = managed({
-        name: `worker ${hostId}`,
-        file: gtBin,
-        args: ['worker', '--gateway-port', String(gatewayPort), '--gateway-host', '127.0.0.1'],
-        env: {
-          ...inherited,
-          ...compose.workerEnv,
-          TEMPORAL_ADDRESS: address,
-          TEMPORAL_NAMESPACE: namespace,
-          GT_TASK_QUEUE: taskQueue,
-          GT_HOME: gtHome,
-          GT_HOST_ID: hostId,
-          GT_GATEWAY_SECRET: secret,
-          ...options.workerEnv,
-        },
-        logFile: logs(hostId),
-        ready: (proc, output) =>
-          until(`${hostId}'s gateway`, proc, () => Promise.resolve(/gateway http:\/\/127\.0\.0\.1:\d+/.test(output()))),
-        // gt worker drains on SIGINT (the Runtime's shutdown), as on Ctrl-C.
-        stopSignal: 'SIGINT',
-        stopGraceMs: 45_000,
-        onExit,
-      });
-      hosts.push(Object.assign(c, { hostId, gtHome, gatewayPort }));
+      hosts.push(
+        workerHost({
+          hostId,
+          gtHome: join(stateDir, 'hosts', hostId),
+          gatewayPort: ports.gateways[i]!,
+          env: {
+            ...compose.workerEnv,
+            TEMPORAL_ADDRESS: address,
+            TEMPORAL_NAMESPACE: namespace,
+            GT_TASK_QUEUE: taskQueue,
+            GT_GATEWAY_SECRET: secret,
+            ...options.workerEnv,
+          },
+          logFile: logs(hostId),
+          onExit,
+        }),
+      );
     }
     progress(`${hostCount} worker hosts (gt worker) on task queue ${taskQueue}…`);
     await Promise.all(hosts.map((h) => h.start()));

@@ -11,6 +11,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { ensureAgentImage, ensureDockerEngine } from '../provisioning/docker';
+import { resolveComposeConfig } from '../provisioning/compose-config';
 import { ensurePostgresInstalled } from '../provisioning/postgres';
 import { findOnPath, resolveTemporalCli } from '../provisioning/temporal-cli';
 import { resolveTemporalServer, TEMPORAL_SERVER_VERSION } from '../provisioning/temporal-server';
@@ -48,6 +49,12 @@ try {
   console.error(`warning: ${(err as Error).message}; test/prod-stack.test.ts will try the build again and fail.`);
 }
 
+const composeTool = await resolveComposeConfig((m) => console.error(m));
+console.log(
+  composeTool.available
+    ? `compose loader (compose-spec/compose-go): ${composeTool.path}`
+    : `note: ${composeTool.reason}; test/compose-config.test.ts will skip.`,
+);
 const wanted = [
   { pkg: 'bubblewrap', bin: 'bwrap', for: 'the sandbox runtime' },
   { pkg: 'slirp4netns', bin: 'slirp4netns', for: 'the sandbox runtime with network' },

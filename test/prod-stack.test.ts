@@ -4,8 +4,8 @@
  * `gt worker` hosts with their gateways), configured from docker-compose.yml. `gt` talks to it through the standard
  * Temporal variables; a convoy merges; visibility finds the beads by the town's search attributes (through the
  * frontend and through the Web UI server's API); kill -9 of the host that owns a live agent (and of its agents)
- * re-dispatches the bead on the other host with one merge; kill -9 of the Temporal server mid-convoy loses and
- * doubles nothing.
+ * re-dispatches the bead on the other host with one merge; kill -9 of the Temporal server mid-convoy, and kill -9
+ * of PostgreSQL (postmaster and backends) mid-convoy, each followed by a restart, lose and double nothing.
  *
  * The server is built with Go the first time (`npm run provision` does it before the suite); without Go or
  * PostgreSQL on the machine the file skips and says why.
@@ -278,22 +278,26 @@ describe.skipIf(!!skipReason)('the production topology (PostgreSQL, full Tempora
     expect(await mergesOf(repo, 'pk-2')).toHaveLength(1);
   }, 300_000);
 
-  it('lands a convoy whose Temporal server is killed (-9) and restarted mid-flight: nothing lost, nothing doubled', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'gt-prod-server-kill-'));
+  /**
+   * A convoy of four beads on a rig of its own: a and b merge, c and d start and hold; then `fault` strikes, c and d
+   * are released, and the convoy must land with each bead merged once and run once.
+   */
+  async function convoyThrough(name: string, fault: () => Promise<void>) {
+    const dir = mkdtempSync(join(tmpdir(), `gt-prod-${name}-`));
     const repo = await createRepo();
     await town.addRig({
-      name: 'prod-chaos',
+      name: `prod-${name}`,
       repo: repo.origin,
       agent: agentScript('convoy-instant'),
-      // Beads c and d hold until released, so they are in flight when the server dies.
+      // Beads c and d hold until released, so they are in flight when the fault strikes.
       env: { TEST_DIR: dir, HOLD_BEADS: 'c d' },
       policy: FAST_POLICY,
     });
     const convoys = new ConvoyClient(town);
     await convoys.start({
-      id: 'chaos',
-      title: 'Server dies mid-convoy',
-      rig: 'prod-chaos',
+      id: name,
+      title: `${name} mid-convoy`,
+      rig: `prod-${name}`,
       beads: [
         { id: 'a', title: 'A' },
         { id: 'b', title: 'B', dependsOn: ['a'] },
@@ -301,28 +305,49 @@ describe.skipIf(!!skipReason)('the production topology (PostgreSQL, full Tempora
         { id: 'd', title: 'D', dependsOn: ['a'] },
       ],
     });
-    const beads = ['a', 'b', 'c', 'd'].map((b) => `chaos-${b}`);
+    const beads = ['a', 'b', 'c', 'd'].map((b) => `${name}-${b}`);
     await eventually(
       async () =>
-        (await mergesOf(repo, 'chaos-a')).length === 1 &&
-        (await mergesOf(repo, 'chaos-b')).length === 1 &&
-        ['chaos-c', 'chaos-d'].every((b) => startsIn(dir).some(([r]) => r.startsWith(`${b}/`))),
+        (await mergesOf(repo, `${name}-a`)).length === 1 &&
+        (await mergesOf(repo, `${name}-b`)).length === 1 &&
+        [`${name}-c`, `${name}-d`].every((b) => startsIn(dir).some(([r]) => r.startsWith(`${b}/`))),
       180_000,
       'a and b merged while c and d run',
     );
 
-    await stack.server.kill();
-    expect(stack.server.running()).toBe(false);
-    await stack.server.start();
+    await fault();
     writeFileSync(join(dir, 'release'), '');
 
-    const result = (await client.workflow.getHandle('convoy:chaos').result()) as ConvoyResult;
+    const result = (await client.workflow.getHandle(`convoy:${name}`).result()) as ConvoyResult;
     expect(result).toMatchObject({ status: 'landed', counts: { closed: 4, total: 4 } });
     for (const b of beads) expect(await mergesOf(repo, b), `${b} merged once`).toHaveLength(1);
-    // One agent run per bead: the server's death re-ran nothing that had started.
+    // One agent run per bead: the fault re-ran nothing that had started.
     const starts = startsIn(dir).map(([r]) => r.split('/')[0]);
     expect(starts.sort()).toEqual(beads);
-    // Every component but the server (killed on purpose) stayed up through it.
+    // Every component but the one killed on purpose stayed up through it.
     expect(unexpectedExits).toEqual([]);
+  }
+
+  it('lands a convoy whose Temporal server is killed (-9) and restarted mid-flight: nothing lost, nothing doubled', async () => {
+    await convoyThrough('chaos', async () => {
+      await stack.server.kill();
+      expect(stack.server.running()).toBe(false);
+      await stack.server.start();
+    });
+  }, 400_000);
+
+  it('lands a convoy whose PostgreSQL is killed (-9, postmaster and backends) and restarted mid-flight: nothing lost, nothing doubled', async () => {
+    await convoyThrough('pgchaos', async () => {
+      const pid = stack.postgres.pid()!;
+      const killed = await stack.postgres.kill();
+      expect(killed).toContain(pid);
+      expect(killed.length, 'the backends died with the postmaster').toBeGreaterThan(1);
+      expect(processExists(pid)).toBe(false);
+      // Down long enough for the server's and the workers' calls to fail, not only to wait.
+      await new Promise((r) => setTimeout(r, 5_000));
+      await stack.postgres.start();
+      // The server was not restarted: it reconnected to the same database by itself.
+      expect(stack.server.running()).toBe(true);
+    });
   }, 400_000);
 });

@@ -1,4 +1,7 @@
 /** The soak's invariant checker on hand-made evidence: each invariant holds on clean evidence and catches its violation. */
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { describe, expect, it } from 'vitest';
 import {
   checkInvariants,
@@ -8,6 +11,10 @@ import {
   violations,
   type SoakEvidence,
 } from '../bench/soak/invariants';
+import { FAULT_KINDS, faultKindsOf, faultsProblem, prng, shuffled } from '../bench/soak/soak';
+
+const run = promisify(execFile);
+const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 
 const clean = (): SoakEvidence => ({
   merges: [
@@ -78,5 +85,41 @@ describe('soak invariants', () => {
     // Killed with -9: no end mark, the last heartbeat is its end.
     expect(parseMarks('soak-a/r1/a1', 'start 10 7 unix:/x\nalive 510\n')?.end).toBe(510);
     expect(parseMarks('soak-a/r1/a1', '')).toBeUndefined();
+  });
+});
+
+describe("the soak's fault schedule and options", () => {
+  it('takes restart-postgres only on the prod stack, and says so in one line', () => {
+    expect(faultKindsOf('prod')).toEqual([...FAULT_KINDS]);
+    expect(faultKindsOf('dev')).not.toContain('restart-postgres');
+    expect(faultsProblem('prod', FAULT_KINDS)).toBeUndefined();
+    expect(faultsProblem('dev', ['kill-host', 'restart-postgres'])).toBe(
+      'restart-postgres needs the prod stack (--stack prod), not dev',
+    );
+  });
+
+  it('falls every kind once in each round of a random schedule, the same for the same seed', () => {
+    const random = prng(3);
+    const rounds = Array.from({ length: 4 }, () => shuffled(FAULT_KINDS, random));
+    for (const round of rounds) expect([...round].sort()).toEqual([...FAULT_KINDS].sort());
+    const again = prng(3);
+    expect(Array.from({ length: 4 }, () => shuffled(FAULT_KINDS, again))).toEqual(rounds);
+  });
+
+  it('refuses bad options before starting anything: exit 2 and one line', async () => {
+    const soak = (args: string[]) =>
+      run(process.execPath, ['--import', 'tsx', 'bench/soak/run.ts', ...args], { cwd: repoRoot }).then(
+        () => ({ code: 0, stderr: '' }),
+        (err: { code: number; stderr: string }) => ({ code: err.code, stderr: err.stderr }),
+      );
+    const wrongStack = await soak(['--stack', 'dev', '--faults', 'kill-host,restart-postgres']);
+    expect(wrongStack).toEqual({
+      code: 2,
+      stderr: 'soak: restart-postgres needs the prod stack (--stack prod), not dev\n',
+    });
+    const unknown = await soak(['--stack', 'cloud']);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr.trim().split('\n')).toHaveLength(1);
+    expect(unknown.stderr).toMatch(/^soak: .*stack/);
   });
 });

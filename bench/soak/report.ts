@@ -12,17 +12,27 @@ const INVARIANT_TITLES: Record<keyof SoakResult['invariants'], string> = {
 
 export function renderSoakReport(r: SoakResult): string {
   const f = r.figures;
+  // Reports written before the stack and exit checks count as dev-server runs with none recorded.
+  const exits = r.unexpectedExits ?? [];
+  const stack =
+    (r.options.stack ?? 'dev') === 'prod'
+      ? 'the production topology (PostgreSQL, the full Temporal server v1.29 with SQL visibility)'
+      : 'the embedded Temporal dev server (SQLite file)';
+  const pass = r.violations === 0 && exits.length === 0;
   const lines = [
     `# Chaos soak, ${r.startedAt}`,
     '',
-    `**${r.violations === 0 ? 'PASS' : 'FAIL'}** — ${r.violations} invariant violation(s); convoy ${r.convoyStatus} after ${Math.round(r.durationMs / 1000)} s.`,
+    `**${pass ? 'PASS' : 'FAIL'}** — ${r.violations} invariant violation(s), ${exits.length} unexpected component exit(s); convoy ${r.convoyStatus} after ${Math.round(r.durationMs / 1000)} s.`,
+    '',
+    `Stack: ${stack}${r.stackStartMs !== undefined ? `, up in ${(r.stackStartMs / 1000).toFixed(0)} s` : ''}.`,
     '',
     `${r.options.beads} beads in ${r.options.width} chains (${Object.entries(r.kinds)
       .map(([k, n]) => `${n} ${k}`)
       .join(
         ', ',
       )}), ${r.options.hosts} worker hosts, maxPolecats ${r.options.maxPolecats}, flaky gate ${r.options.flakyPercent} %, ` +
-      `faults every ${r.options.faultEvery.join('–')} s from {${r.options.faults.join(', ')}}, seed ${r.options.seed}.`,
+      `faults every ${r.options.faultEvery.join('–')} s from {${r.options.faults.join(', ')}}` +
+      `${r.options.downFor ? `, a killed server or PostgreSQL down ${r.options.downFor.join('–')} s` : ''}, seed ${r.options.seed}.`,
     '',
     '## Invariants (each must be 0)',
     '',
@@ -36,6 +46,9 @@ export function renderSoakReport(r: SoakResult): string {
       return `| ${INVARIANT_TITLES[k as keyof SoakResult['invariants']]} | ${list.length} | ${which}${list.length > 5 ? ', …' : ''} |`;
     }),
     '',
+    ...(exits.length
+      ? ['Components that exited while no fault asked them to:', '', ...exits.map((e) => `- ${e}`), '']
+      : []),
     '## Figures',
     '',
     `- merged ${f.merged} of ${f.beads} beads; not merged ${f.goodNotMerged} (${f.goodNotMergedPct} %) — every bead's agent eventually does its work, so these are beads whose attempts or rounds the chaos used up`,

@@ -1,9 +1,11 @@
 /**
  * The chaos soak: a convoy of scripted beads (some crash, stall, conflict or leave broken trees; the gate is flaky)
- * runs on a town of real `gt worker` hosts (separate GT_HOMEs, one town queue) against a Temporal server on a file,
- * while a chaos driver kills hosts (worker and agents, kill -9), kills and restarts the server, pauses a host
- * (SIGSTOP) past its heartbeat timeout, replays stale `gt done`s with old runs' tokens and slows the gate. When the
- * convoy has ended (or the deadline passed) the evidence is collected and checked (invariants.ts).
+ * runs on a town of real `gt worker` hosts (separate GT_HOMEs, one town queue) against a real Temporal server — the
+ * production topology on PostgreSQL (`prod`, the default) or the embedded dev server on a file (`dev`), stack.ts —
+ * while a chaos driver kills hosts (worker and agents, kill -9), kills and restarts the server, kills and restarts
+ * PostgreSQL, pauses a host (SIGSTOP) past its heartbeat timeout, replays stale `gt done`s with old runs' tokens and
+ * slows the gate. When the convoy has ended (or the deadline passed) the evidence is collected and checked
+ * (invariants.ts).
  *
  * What the soak may do that an agent could not: it reads the agents' run tokens (the scripted agents copy them
  * out on purpose, standing for an agent that leaks its token), so replays exercise the gateway's run fencing.
@@ -23,7 +25,6 @@ import { convoyBeadId, type ConvoySpecInput, type ConvoyState } from '../../doma
 import { beadWorkflowId } from '../../domain/ids';
 import { beadStateQuery } from '../../domain/messages';
 import { SA } from '../../domain/search-attributes';
-import { startDevServer, type DevServer } from '../../provisioning/dev-server';
 import { workflowsPath } from '../../worker/worker';
 import {
   checkInvariants,
@@ -37,16 +38,35 @@ import {
   type SoakEvidence,
   type StaleReplay,
 } from './invariants';
-import { startHost, type Host } from './hosts';
+import { startSoakStack, type StackKind } from './stack';
 
 const run = promisify(execFile);
 const here = fileURLToPath(new URL('.', import.meta.url));
 const gtBin = fileURLToPath(new URL('../../bin/gt', import.meta.url));
 
-export const FAULT_KINDS = ['kill-host', 'kill-server', 'pause-host', 'stale-done', 'slow-gates'] as const;
+export const FAULT_KINDS = [
+  'kill-host',
+  'kill-server',
+  'restart-postgres',
+  'pause-host',
+  'stale-done',
+  'slow-gates',
+] as const;
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
+/** The fault kinds a stack can take: the dev server has no PostgreSQL. */
+export const faultKindsOf = (stack: StackKind): FaultKind[] =>
+  FAULT_KINDS.filter((k) => stack === 'prod' || k !== 'restart-postgres');
+
+/** Why `faults` cannot run on `stack`, or undefined. */
+export function faultsProblem(stack: StackKind, faults: readonly FaultKind[]): string | undefined {
+  const unfit = faults.filter((k) => !faultKindsOf(stack).includes(k));
+  return unfit.length ? `${unfit.join(', ')} needs the prod stack (--stack prod), not ${stack}` : undefined;
+}
+
 export interface SoakOptions {
+  /** `prod`: PostgreSQL + the full Temporal server (provisioning/prod-stack.ts); `dev`: the embedded dev server. */
+  stack: StackKind;
   beads: number;
   /** Chains the convoy's beads form (bead i depends on bead i − width). */
   width: number;
@@ -55,11 +75,16 @@ export interface SoakOptions {
   faults: readonly FaultKind[];
   /** Seconds between faults: a uniform pick in [min, max]. */
   faultEvery: [number, number];
-  /** `random`: each fault a seeded pick from `faults`; `cycle`: `faults` in order, once each (the smoke test). */
+  /**
+   * `random`: rounds of `faults` each in a seeded random order (so every kind falls once in each round of
+   * `faults.length` faults); `cycle`: `faults` in order, once each (the smoke test).
+   */
   faultOrder: 'random' | 'cycle';
   flakyPercent: number;
   /** How long a slow-gates fault lasts (default 20 s). */
   slowGatesMs?: number;
+  /** How long a killed server or PostgreSQL stays down before its restart: seconds, a uniform pick (default 1–4). */
+  downFor?: [number, number];
   seed: number;
   deadlineMs: number;
   /** A workflow bundle already built (the test suite's); otherwise the soak bundles once for every host. */
@@ -74,8 +99,12 @@ export interface FaultRecord {
 }
 
 export interface SoakResult {
-  options: Omit<SoakOptions, 'log'>;
+  options: Omit<SoakOptions, 'log' | 'stack'> & { stack?: StackKind };
   startedAt: string;
+  /** How long the stack took to come up (the soak's clock starts after it); absent in older reports. */
+  stackStartMs?: number;
+  /** Components that exited while no fault asked them to (must be none); absent in older reports. */
+  unexpectedExits?: string[];
   durationMs: number;
   convoyStatus: string;
   faults: FaultRecord[];
@@ -98,6 +127,16 @@ export function prng(seed: number) {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** A seeded Fisher–Yates shuffle of a copy of `items`. */
+export function shuffled<T>(items: readonly T[], random: () => number): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(random() * (i + 1));
+    [out[i], out[j]] = [out[j]!, out[i]!];
+  }
+  return out;
 }
 
 /** Bead kinds by share: most beads are plain, the rest exercise a failure class each. */
@@ -146,23 +185,12 @@ async function createOrigin(root: string): Promise<string> {
 
 export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const { log } = options;
+  const problem = faultsProblem(options.stack, options.faults);
+  if (problem) throw new Error(problem);
   const random = prng(options.seed);
   const scratch = mkdtempSync(join(tmpdir(), 'gt-soak-'));
   const soakDir = join(scratch, 'evidence');
   mkdirSync(join(soakDir, 'marks'), { recursive: true });
-  const started = Date.now();
-  const faults: FaultRecord[] = [];
-  const fault = (kind: FaultKind, detail: string) => {
-    faults.push({ at: Date.now() - started, kind, detail });
-    log(`fault ${kind}: ${detail}`);
-  };
-
-  log(`scratch ${scratch}; starting the Temporal server (file-backed, restartable)…`);
-  const dbFilename = join(scratch, 'temporal.db');
-  let server: DevServer = await startDevServer({ dbFilename, namespace: 'default' });
-  const port = Number(server.address.split(':').pop());
-  const connection = await Connection.connect({ address: server.address });
-  const client = new Client({ connection, namespace: 'default' });
 
   let bundle = options.workflowBundle;
   if (!bundle) {
@@ -171,18 +199,29 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     writeFileSync(bundle, (await bundleWorkflowCode({ workflowsPath, logger: quietLogger })).code);
   }
 
-  const townEnv = {
-    TEMPORAL_ADDRESS: server.address,
-    TEMPORAL_NAMESPACE: 'default',
-    GT_TASK_QUEUE: 'soak',
-    GT_GATEWAY_SECRET: randomBytes(32).toString('hex'),
-    GT_WORKFLOW_BUNDLE: bundle,
+  const stackStarted = Date.now();
+  log(`scratch ${scratch}; starting the ${options.stack} stack with ${options.hosts} worker hosts…`);
+  const stack = await startSoakStack({
+    kind: options.stack,
+    scratch,
+    hosts: options.hosts,
+    workerEnv: { GT_WORKFLOW_BUNDLE: bundle },
+    gatewaySecret: randomBytes(32).toString('hex'),
+    log,
+  });
+  const stackStartMs = Date.now() - stackStarted;
+  log(`${options.stack} stack up in ${(stackStartMs / 1000).toFixed(1)} s (Temporal at ${stack.address})`);
+  const hosts = stack.hosts;
+  const connection = await Connection.connect({ address: stack.address });
+  const client = new Client({ connection, namespace: stack.namespace });
+  const started = Date.now();
+  const faults: FaultRecord[] = [];
+  const fault = (kind: FaultKind, detail: string) => {
+    faults.push({ at: Date.now() - started, kind, detail });
+    log(`fault ${kind}: ${detail}`);
   };
-  const hosts: Host[] = [];
-  for (let i = 0; i < options.hosts; i++)
-    hosts.push(await startHost({ name: `host${i + 1}`, scratch, gtBin, env: townEnv, log }));
 
-  const town = new Town(client, 'soak');
+  const town = new Town(client, stack.taskQueue);
   const convoys = new ConvoyClient(town);
   const origin = await createOrigin(scratch);
   await town.addRig({
@@ -216,15 +255,15 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   let convoyStatus = 'unknown';
   let done = false;
   const chaos = (async () => {
+    let round: FaultKind[] = [];
     for (let i = 0; !done; i++) {
       const [lo, hi] = options.faultEvery;
       await sleep((lo + random() * (hi - lo)) * 1000);
       if (done || !options.faults.length) break;
       if (options.faultOrder === 'cycle' && i >= options.faults.length) break;
-      const kind =
-        options.faultOrder === 'cycle'
-          ? options.faults[i]!
-          : options.faults[Math.floor(random() * options.faults.length)]!;
+      if (!round.length)
+        round = options.faultOrder === 'cycle' ? [...options.faults] : shuffled(options.faults, random);
+      const kind = round.shift()!;
       try {
         await inject(kind);
       } catch (err) {
@@ -233,31 +272,51 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
     }
   })();
 
+  const persistence = options.stack === 'prod' ? 'PostgreSQL' : 'SQLite file';
+  const down = () => {
+    const [lo, hi] = options.downFor ?? [1, 4];
+    return Math.round((lo + random() * (hi - lo)) * 1000);
+  };
   async function inject(kind: FaultKind) {
     const host = hosts[Math.floor(random() * hosts.length)]!;
     switch (kind) {
       case 'kill-host': {
-        const agents = host.killAll(soakDir);
-        fault(kind, `${host.name}: worker and ${agents} agent process groups killed (-9); back in 3–8 s`);
+        const killed = await host.kill();
+        fault(kind, `${host.hostId}: worker and ${killed.length - 1} processes it started killed (-9); back in 3–8 s`);
         await sleep(3000 + random() * 5000);
         await host.start();
         return;
       }
       case 'kill-server': {
-        const pid = server.pid;
-        if (!pid) throw new Error('the server pid is unknown (SDK-downloaded CLI)');
-        process.kill(pid, 'SIGKILL');
-        fault(kind, `Temporal server (pid ${pid}) killed (-9); restarting on the same file and port`);
-        await sleep(1000 + random() * 3000);
-        server = await startDevServer({ dbFilename, namespace: 'default', port });
+        const { pid, restart } = await stack.killServer();
+        const ms = down();
+        fault(
+          kind,
+          `Temporal server (pid ${pid}) killed (-9); restarted on the same ${persistence} and port after ${ms} ms`,
+        );
+        await sleep(ms);
+        await restart();
+        return;
+      }
+      case 'restart-postgres': {
+        const { pid, restart } = await stack.killPostgres!();
+        const ms = down();
+        fault(
+          kind,
+          `PostgreSQL (postmaster ${pid} and its backends) killed (-9); restarted on the same data and port after ${ms} ms`,
+        );
+        await sleep(ms);
+        await restart();
         return;
       }
       case 'pause-host': {
         const ms = 5_000 + 3_000;
-        host.pause();
-        fault(kind, `${host.name}: worker stopped (SIGSTOP) for ${ms} ms, past its 5 s heartbeat timeout`);
+        const pid = host.pid();
+        if (!pid) throw new Error(`${host.hostId} is not running`);
+        process.kill(pid, 'SIGSTOP');
+        fault(kind, `${host.hostId}: worker stopped (SIGSTOP) for ${ms} ms, past its 5 s heartbeat timeout`);
         await sleep(ms);
-        host.resume();
+        process.kill(pid, 'SIGCONT');
         return;
       }
       case 'stale-done': {
@@ -301,7 +360,10 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   }
   done = true;
   await chaos;
-  for (const h of hosts) h.resume();
+  for (const h of hosts) {
+    const pid = h.pid();
+    if (pid) process.kill(pid, 'SIGCONT');
+  }
   log(`convoy ${convoyStatus} after ${Math.round((Date.now() - started) / 1000)} s; collecting evidence…`);
   // Agents stopped with their runs write their last marks on the way out.
   await sleep(2000);
@@ -318,6 +380,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   const result: SoakResult = {
     options: { ...options, log: undefined } as unknown as SoakResult['options'],
     startedAt: new Date(started).toISOString(),
+    stackStartMs,
+    unexpectedExits: [...stack.unexpectedExits],
     durationMs: Date.now() - started,
     convoyStatus,
     faults,
@@ -333,9 +397,8 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   };
   delete (result.options as { log?: unknown }).log;
 
-  for (const h of hosts) await h.stop();
   await connection.close();
-  await server.stop();
+  await stack.stop();
   return result;
 }
 
