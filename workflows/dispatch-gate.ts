@@ -53,7 +53,7 @@ import {
 } from '../domain/dispatch';
 import { SA } from '../domain/search-attributes';
 import { parseOrReject } from '../domain/validation';
-import { parseSignal } from './signals';
+import { parseSignal, setValidatedUpdate } from './handlers';
 
 const town = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '1m',
@@ -180,20 +180,19 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     rigReadDue = true;
     dirty = true;
   });
-  setHandler(
-    pauseDispatchUpdate,
-    (raw) => {
-      const req = PauseRequest.parse(raw);
+  setValidatedUpdate(pauseDispatchUpdate, {
+    schema: PauseRequest,
+    what: 'pause request',
+    handler: (req) => {
       paused = { reason: req.reason, by: req.by, since: now() };
       dirty = true;
       return state();
     },
-    { validator: (raw) => void parseOrReject(PauseRequest, raw, 'pause request') },
-  );
-  setHandler(
-    resumeDispatchUpdate,
-    (raw) => {
-      const req = ResumeRequest.parse(raw);
+  });
+  setValidatedUpdate(resumeDispatchUpdate, {
+    schema: ResumeRequest,
+    what: 'resume request',
+    handler: (req) => {
       if (paused || breaker.state !== 'closed')
         log.info('dispatch resumed by an operator', { rig: input.rig, by: req.by });
       paused = undefined;
@@ -201,8 +200,7 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
       dirty = true;
       return state();
     },
-    { validator: (raw) => void parseOrReject(ResumeRequest, raw, 'resume request') },
-  );
+  });
 
   const probeDueAt = () =>
     breaker.state === 'open' && breaker.openedAt !== undefined

@@ -27,6 +27,7 @@ import {
 } from '../domain/escalation';
 import { SA } from '../domain/search-attributes';
 import { failureMessage, parseOrReject } from '../domain/validation';
+import { setValidatedUpdate } from './handlers';
 import { RETRY } from '../domain/failures';
 
 /** patched() id: escalations raised from now on are sent to the town's webhook. */
@@ -42,10 +43,10 @@ export async function escalationWorkflow(rawInput: EscalationInput): Promise<Esc
   const input = parseOrReject(EscalationInput, rawInput, 'escalation');
   const state: EscalationState = { ...input, status: 'open', raisedAt: new Date().toISOString() };
   setHandler(escalationStateQuery, () => state);
-  setHandler(
-    ackEscalationUpdate,
-    (raw) => {
-      const ack = AckRequest.parse(raw);
+  setValidatedUpdate(ackEscalationUpdate, {
+    schema: AckRequest,
+    what: 'acknowledgement',
+    handler: (ack) => {
       if (state.status === 'acknowledged') return state;
       Object.assign(state, {
         status: 'acknowledged',
@@ -56,8 +57,7 @@ export async function escalationWorkflow(rawInput: EscalationInput): Promise<Esc
       if (ack.action) state.action = ack.action;
       return state;
     },
-    { validator: (raw) => void parseOrReject(AckRequest, raw, 'acknowledgement') },
-  );
+  });
   setCurrentDetails(`**${state.severity}** — ${state.reason}`);
   const notifying = patched(NOTIFIES_WEBHOOK)
     ? notifier.notifyEscalation({ escalation: input, raisedAt: state.raisedAt }).then(

@@ -64,7 +64,7 @@ import { fsSafe } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
 import { countTownEvent } from '../domain/metrics';
 import { failureMessage, parseOrReject } from '../domain/validation';
-import { parseSignal } from './signals';
+import { parseSignal, setValidatedUpdate } from './handlers';
 import { Failure, RETRY } from '../domain/failures';
 
 export interface RefineryStats {
@@ -187,15 +187,15 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     },
     { validator: (patch) => void parseOrReject(RigConfig, { ...rig, ...patch, name: rig.name }, 'rig update') },
   );
-  setHandler(
-    pauseRefineryUpdate,
-    (raw) => {
-      paused = PauseRequest.parse(raw).paused;
+  setValidatedUpdate(pauseRefineryUpdate, {
+    schema: PauseRequest,
+    what: 'pause request',
+    handler: (req) => {
+      paused = req.paused;
       setStatus();
       return state();
     },
-    { validator: (raw) => void parseOrReject(PauseRequest, raw, 'pause request') },
-  );
+  });
   setHandler(
     removeRigUpdate,
     () => {

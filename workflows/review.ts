@@ -3,7 +3,7 @@
  * until one gives its verdict. Verdicts are addressed to a reviewer run id and accepted only from the live reviewer
  * run; when no run gives one within the rig's attempts, a human hears about it and the work goes back for a round.
  */
-import { ApplicationFailure, log, setHandler, workflowInfo } from '@temporalio/workflow';
+import { ApplicationFailure, log, workflowInfo } from '@temporalio/workflow';
 import type { z } from 'zod';
 import { type AgentReply, ProgressRequest, ReviewVerdict } from '../domain/bead';
 import { CAPS, capText } from '../domain/caps';
@@ -12,7 +12,7 @@ import { reviewRunIdOf } from '../domain/ids';
 import { progressUpdate, reviewVerdictUpdate } from '../domain/messages';
 import type { MergeOutcome } from '../domain/outcomes';
 import type { MergeRequestState } from '../domain/refinery';
-import { parseOrReject } from '../domain/validation';
+import { setValidatedUpdate } from './handlers';
 import { AgentRun, AgentRuns, hostActivities, runAttempts } from './agent-run';
 import { type MergeRequest, town } from './merge-request-state';
 import { Failure } from '../domain/failures';
@@ -54,10 +54,10 @@ export class Review {
   handleMessages(): void {
     const { runs } = this;
     const { input } = this.mr;
-    setHandler(
-      reviewVerdictUpdate,
-      (raw): AgentReply => {
-        const verdict = ReviewVerdict.parse(raw);
+    setValidatedUpdate(reviewVerdictUpdate, {
+      schema: ReviewVerdict,
+      what: 'gt_review',
+      handler: (verdict): AgentReply => {
         const run = runs.require(verdict.runId);
         run.verdict = verdict;
         run.lastProgressAt = Date.now();
@@ -71,27 +71,24 @@ export class Review {
           message: `${input.mrId}: ${verdict.verdict === 'approve' ? 'approved' : 'changes requested'}; ${next}`,
         };
       },
-      {
-        validator: (raw) => {
-          const verdict = parseOrReject(ReviewVerdict, raw, 'gt_review');
-          const run = runs.require(verdict.runId);
-          if (run.verdict)
-            throw ApplicationFailure.nonRetryable(
-              `run ${verdict.runId} already gave its verdict (${run.verdict.verdict})`,
-              Failure.VerdictRecorded,
-            );
-        },
+      check: (verdict) => {
+        const run = runs.require(verdict.runId);
+        if (run.verdict)
+          throw ApplicationFailure.nonRetryable(
+            `run ${verdict.runId} already gave its verdict (${run.verdict.verdict})`,
+            Failure.VerdictRecorded,
+          );
       },
-    );
-    setHandler(
-      progressUpdate,
-      (raw): AgentReply => {
-        const req = ProgressRequest.parse(raw);
+    });
+    setValidatedUpdate(progressUpdate, {
+      schema: ProgressRequest,
+      what: 'gt_progress',
+      handler: (req): AgentReply => {
         runs.require(req.runId).lastProgressAt = Date.now();
         return { accepted: true, runId: req.runId, message: 'progress recorded' };
       },
-      { validator: (raw) => void runs.require(parseOrReject(ProgressRequest, raw, 'gt_progress').runId) },
-    );
+      check: (req) => void runs.require(req.runId),
+    });
     runs.handleEscalations({ mrId: input.mrId });
   }
 
