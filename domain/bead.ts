@@ -133,6 +133,8 @@ export const RunOutcome = z.enum([
   'exited',
   'stalled',
   'lost',
+  /** A formula step's run passed the step's `timeout` and was stopped. */
+  'timed_out',
   'start_failed',
   'cancelled',
 ]);

@@ -436,11 +436,6 @@ export function formulaRunProblem(f: ResolvedFormulaInput): string | undefined {
   if (missing.length)
     return `formula ${f.name} cannot run yet: this version does not run ${missing.join(', ')} steps (see docs/formulas.md)`;
   if (f.session === 'single') return `formula ${f.name} cannot run yet: this version runs only session = "per-step"`;
-  const override = f.steps.find(
-    (s) => s.kind === 'agent' && (s.agent !== undefined || s.runtime !== undefined || s.timeout !== undefined),
-  );
-  if (override)
-    return `formula ${f.name} cannot run yet: step '${override.id}' sets its own agent, runtime or timeout, which this version does not honour`;
   return undefined;
 }
 

@@ -119,9 +119,12 @@ describe('what this version runs', () => {
     expect(formulaRunProblem(resolved([agent('a', 'x'), agent('b', 'y', ['a'])], { session: 'single' }))).toBe(
       'formula t cannot run yet: this version runs only session = "per-step"',
     );
-    expect(formulaRunProblem(resolved([agent('a', 'x'), { ...agent('b', 'y', ['a']), runtime: 'docker' }]))).toBe(
-      "formula t cannot run yet: step 'b' sets its own agent, runtime or timeout, which this version does not honour",
-    );
+    // A step's own agent, runtime and timeout are honoured (test/formula-overrides.test.ts).
+    expect(
+      formulaRunProblem(
+        resolved([agent('a', 'x'), { ...agent('b', 'y', ['a']), runtime: 'docker', agent: 'a', timeout: '1m' }]),
+      ),
+    ).toBeUndefined();
     // One prompt-less agent step is today's single run, whatever the formula is called.
     expect(isSingleRun(resolved([{ id: 'w', title: 'w', kind: 'agent' }]))).toBe(true);
     expect(isSingleRun(resolved([agent('w', 'do it')]))).toBe(false);

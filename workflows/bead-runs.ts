@@ -258,7 +258,12 @@ export class PolecatRuns {
       beadId: bead.id,
       workflowId: workflowInfo().workflowId,
       role: 'polecat' as const,
-      rig,
+      // A formula step's own agent command and runtime replace the rig's for its runs (start and supervision).
+      rig: {
+        ...rig,
+        ...(step?.agent !== undefined ? { agent: step.agent } : {}),
+        ...(step?.runtime !== undefined ? { runtime: step.runtime } : {}),
+      },
       worktree: prepared.worktree,
       promptFile: prepared.promptFile,
       branch,
@@ -270,6 +275,7 @@ export class PolecatRuns {
       activities,
       launch,
       stallTimeout: rig.policy.stallTimeout,
+      ...(step?.timeout !== undefined ? { timeout: step.timeout } : {}),
       starting: () => b.setStatus('in_progress', `starting run ${runId} on ${prepared.host}`),
       started: async (started) => {
         await this.sendToGate(this.reportStart(runId, true));
@@ -295,6 +301,7 @@ export class PolecatRuns {
         exited: `the agent exited (code ${run.exit?.exitCode ?? 'unknown'}) without calling gt done`,
         stalled: `the agent reported no progress for ${rig.policy.stallTimeout} ms and was stopped`,
         lost: `supervision of the run was lost: ${run.lost ? failureMessage(run.lost.error) : ''}`,
+        timed_out: `the run passed step ${step?.prompt.id ?? ''}'s timeout of ${step?.timeout ?? 0} ms and was stopped`,
       }[outcome];
       log.warn('run failed', { beadId: bead.id, runId, outcome, why });
       return { failure: `${runId}: ${why}` };

@@ -34,10 +34,17 @@ import type { z } from 'zod';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { townActivities } from './agent-run';
 
-/** One agent step as the bead runs it: its prompt section and its own bound on attempts. */
+/**
+ * One agent step as the bead runs it: its prompt section, its own bound on attempts, and its overrides of the rig's
+ * agent command, runtime, and the hard cap on one run (`timeout`). The overrides were refused at sling before they
+ * were honoured (formulaRunProblem), so no recorded history carries them: honouring them needs no patched() id.
+ */
 export interface AgentStep {
   prompt: PromptStep;
   attempts?: number;
+  agent?: string;
+  runtime?: RigConfig['runtime'];
+  timeout?: number;
 }
 
 /** A run's (or a formula round's) result: the published head, or why it failed. */
@@ -145,6 +152,9 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
           final: i === lastAgent,
         },
         attempts: step.attempts,
+        agent: step.agent,
+        runtime: step.runtime,
+        timeout: step.timeout,
       });
       rec.runs.push(...state.runs.slice(before).map((r) => r.runId));
       if ('failure' in result) {

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Scripted polecat for formula steps (test/formula-*.test.ts). Keeps a copy of each prompt as
 # $FORMULA_MARKS/<step>-<n>.md (the rig's --env names the directory), commits in the steps that change code, and
-# reports the step's output with gt done. `implement` writes "broken" until its prompt carries feedback (a loop's or
+# reports the step's output with gt done (naming $FORMULA_AGENT when a step's own agent command sets it). `implement` writes "broken" until its prompt carries feedback (a loop's or
 # an earlier round's), so a gate checking for it fails once and sends the work back.
 set -eu
 id=$(sed -n 's/^This run does step `\([^`]*\)`.*/\1/p' "$GT_PROMPT_FILE" | head -1)
@@ -26,4 +26,4 @@ if [ -n "${FORMULA_HOLD:-}" ] && [ "$id" = "$FORMULA_HOLD" ] && [ ! -e "$FORMULA
   touch "$FORMULA_MARKS/held"
   while [ ! -e "$FORMULA_MARKS/release" ]; do sleep 0.2; done
 fi
-gt done --summary "output of $id by $GT_RUN_ID"
+gt done --summary "output of $id by $GT_RUN_ID${FORMULA_AGENT:+ (agent $FORMULA_AGENT)}"
