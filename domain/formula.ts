@@ -21,6 +21,8 @@ import { AgentRuntime } from './rig';
 
 /** The default formula: today's single agent run on the bead. */
 export const DEFAULT_FORMULA = 'work';
+/** How many legs a legs step runs when it does not say. */
+export const DEFAULT_LEGS = 3;
 
 export const FORMULA_CAPS = {
   /** One step's prompt template. */
@@ -78,7 +80,7 @@ export const FormulaStep = z.strictObject({
   runtime: AgentRuntime.optional(),
   /** gate: the commands (default: the rig's gates). */
   gates: z.array(z.string().min(1).max(4_000)).max(20).optional(),
-  /** legs: how many parallel runs, each on a branch of its own. */
+  /** legs: how many parallel runs, each on a branch of its own (default DEFAULT_LEGS). */
   legs: z.number().int().min(2).max(FORMULA_CAPS.legs).optional(),
   /** A bounded loop: when this step fails (a gate fails, an approval is rejected), go back to `from` with the failure as feedback, at most `max` times. */
   loop: z.strictObject({ from: StepId, max: z.number().int().min(1).max(FORMULA_CAPS.loopMax).default(2) }).optional(),
@@ -427,7 +429,7 @@ export function renderTemplate(template: string, c: RenderContext): string {
 }
 
 /** Step kinds the bead workflow runs through the formula engine (workflows/formula.ts); others are refused at sling. */
-export const RUNNABLE_STEP_KINDS: readonly StepKind[] = ['agent', 'gate', 'approval'];
+export const RUNNABLE_STEP_KINDS: readonly StepKind[] = ['agent', 'gate', 'approval', 'legs', 'synthesis'];
 
 /** Why a bead cannot run this formula on this version (refused where it is slung, so nothing starts), or undefined. */
 export function formulaRunProblem(f: ResolvedFormulaInput): string | undefined {
@@ -436,6 +438,13 @@ export function formulaRunProblem(f: ResolvedFormulaInput): string | undefined {
   if (missing.length)
     return `formula ${f.name} cannot run yet: this version does not run ${missing.join(', ')} steps (see docs/formulas.md)`;
   if (f.session === 'single') return `formula ${f.name} cannot run yet: this version runs only session = "per-step"`;
+  // A leg's work reaches the merge only through a synthesis after it: legs with none would be work thrown away.
+  const graph = f.steps.map((s) => ({ id: s.id, needs: s.needs ?? [] }));
+  const unsynthesised = f.steps.find(
+    (l) => l.kind === 'legs' && !f.steps.some((s) => s.kind === 'synthesis' && ancestors(graph, s.id).has(l.id)),
+  );
+  if (unsynthesised)
+    return `formula ${f.name} cannot run: legs step '${unsynthesised.id}' has no synthesis step after it (add one that needs it)`;
   return undefined;
 }
 
@@ -471,6 +480,20 @@ export interface StepRecord {
   startedAt?: string;
   endedAt?: string;
   /** Agent runs of the step, oldest first. */
+  runs: string[];
+  /** A legs step: each leg's state, branch, head and output (later prompts quote these, one per leg). */
+  legs?: LegRecord[];
+}
+
+/** One leg of a legs step: a run of attempts on a branch of its own (domain/ids.ts legBranch). */
+export interface LegRecord {
+  leg: number;
+  state: StepState;
+  branch: string;
+  /** The leg's published head ('' when it committed nothing). */
+  headSha?: string;
+  /** Its `gt done` summary (capped), or why it failed. */
+  output?: string;
   runs: string[];
 }
 

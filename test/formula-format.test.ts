@@ -113,9 +113,13 @@ describe('what this version runs', () => {
   it('runs agent, gate and approval steps, and refuses what it would run differently from what it says', () => {
     expect(formulaRunProblem(resolveFormulaFor('careful', {}, { home: home() }))).toBeUndefined();
     expect(formulaRunProblem(resolveFormulaFor('review-only', {}, { home: home() }))).toBeUndefined();
-    expect(formulaRunProblem(resolveFormulaFor('explore', {}, { home: home() }))).toBe(
-      'formula explore cannot run yet: this version does not run legs, synthesis steps (see docs/formulas.md)',
-    );
+    expect(formulaRunProblem(resolveFormulaFor('explore', {}, { home: home() }))).toBeUndefined();
+    // Legs without a synthesis after them would be work no merge ever takes.
+    expect(
+      formulaRunProblem(
+        resolved([{ id: 'l', title: 'l', kind: 'legs', legs: 2, prompt: 'try {{leg}}' }, agent('b', 'y', ['l'])]),
+      ),
+    ).toBe("formula t cannot run: legs step 'l' has no synthesis step after it (add one that needs it)");
     expect(formulaRunProblem(resolved([agent('a', 'x'), agent('b', 'y', ['a'])], { session: 'single' }))).toBe(
       'formula t cannot run yet: this version runs only session = "per-step"',
     );

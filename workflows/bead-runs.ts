@@ -20,12 +20,12 @@ import type { BeadResult, BeadWorkflowInput, RunRecord } from '../domain/bead';
 import { MAX_CARRIED_INBOX, MAX_CARRIED_ROUNDS, MAX_CARRIED_RUNS, MAX_TEXT } from '../domain/bead';
 import { CAPS, capText, keepNewest } from '../domain/caps';
 import { dispatchGateWorkflowId, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
-import { beadBranch, runIdOf } from '../domain/ids';
+import { beadBranch, legBranch, runIdOf } from '../domain/ids';
 import { countTownEvent } from '../domain/metrics';
 import { failureMessage } from '../domain/validation';
 import { type AttemptsAt, hostActivities, runAttempts } from './agent-run';
 import { type Bead, PolecatRun, town } from './bead-state';
-import type { AgentStep, FormulaHost, RunResult } from './formula';
+import type { AgentStep, FormulaHost, LegResult, RunResult } from './formula';
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
 const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
@@ -51,6 +51,7 @@ export class PolecatRuns {
       convoyId: convoy?.id,
       state: this.b.state,
       runAgent: (round, step) => this.runRound(round, undefined, step),
+      runLegs: (round, legs, ended) => this.runLegs(round, legs, ended),
       setStep: (label) => void (this.b.stepLabel = label),
       setStatus: (status, waitingFor) => this.b.setStatus(status, waitingFor),
     };
@@ -99,6 +100,54 @@ export class PolecatRuns {
         CAPS.feedback,
       ),
     };
+  }
+
+  /**
+   * The legs of a formula's legs step (workflows/formula.ts), all at once: each leg is a run of attempts of its own
+   * (its own dispatch slot, its own run ids and so its own fence, a branch and worktree of its own), as runRound's are.
+   * Run numbers are handed out as attempts start (legs interleave), above every run the round had before; `ended` is
+   * told as each leg ends. Only formulas with a legs step get here, and those were refused at sling before this
+   * existed (formulaRunProblem), so no recorded history reaches it: it needs no patched() id.
+   */
+  async runLegs(round: number, legs: AgentStep[], ended: (i: number, r: LegResult) => void): Promise<LegResult[]> {
+    const { state, input } = this.b;
+    const policy = input.rig.policy;
+    const after = state.runs.filter((r) => r.round === round).reduce((n, r) => Math.max(n, r.attempt), 0);
+    let next = after + 1;
+    return Promise.all(
+      legs.map(async (step, i) => {
+        const leg = { index: i + 1, after };
+        const runs: string[] = [];
+        const maxAttempts = step.attempts ?? policy.maxAttempts;
+        const result = await runAttempts<{ headSha: string; summary?: string }>({
+          maxAttempts,
+          retryBackoff: policy.retryBackoff,
+          from: { nextRun: 1, failures: [], lastFailed: false },
+          attempt: (_run, lastFailed) => {
+            const run = next++;
+            runs.push(runIdOf(input.bead.id, round, run));
+            return this.runAttempt(round, run, lastFailed, { ...step, leg });
+          },
+          backingOff: (failed, backoff) =>
+            this.b.setStatus(
+              'in_progress',
+              `leg ${leg.index}: attempt ${failed} failed; next attempt in ${backoff} ms`,
+            ),
+        });
+        const done: LegResult =
+          'failures' in result
+            ? {
+                failure: capText(
+                  `all ${maxAttempts} attempts of leg ${leg.index} failed:\n- ${result.failures.join('\n- ')}`,
+                  CAPS.feedback,
+                ),
+                runs,
+              }
+            : { ...result, runs };
+        ended(i, done);
+        return done;
+      }),
+    );
   }
 
   private continueAsNewDue() {
@@ -198,11 +247,14 @@ export class PolecatRuns {
     afterFailure: boolean,
     step?: AgentStep,
   ): Promise<AttemptResult> {
-    const { b, branch } = this;
+    const { b } = this;
     const { bead, rig } = b.input;
     const { state } = b;
     const { targetBranch } = state;
-    const summary = (what: string) => `${step ? `${b.stepLabel}: ` : ''}${what}`;
+    const summary = (what: string) =>
+      `${step ? `${b.stepLabel}${step.leg ? ` leg ${step.leg.index}` : ''}: ` : ''}${what}`;
+    // A leg works on a branch of its own; every other run on the bead's.
+    const branch = step?.leg ? legBranch(bead.id, round, step.leg.index) : this.branch;
     const { hostQueue } = await town.claimHost.executeWithOptions(
       { summary: summary(`claim a host for run ${runId}`) },
       [],
@@ -245,6 +297,7 @@ export class PolecatRuns {
               CAPS.messagesTotal,
             ),
             ...(step ? { step: step.prompt } : {}),
+            ...(step?.leg ? { leg: step.leg } : {}),
           },
         ],
       );

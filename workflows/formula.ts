@@ -19,16 +19,20 @@ import type { BeadSpec, BeadState, BeadStatus } from '../domain/bead';
 import { CAPS, capText } from '../domain/caps';
 import { escalationIdPart } from '../domain/escalation';
 import {
+  ancestors,
   capOutput,
+  DEFAULT_LEGS,
   formulaLabel,
   renderTemplate,
   StepDecision,
   stepDecisionUpdate,
   stepOrder,
+  type LegRecord,
   type PromptStep,
   type ResolvedFormula,
   type StepRecord,
 } from '../domain/formula';
+import { legBranch } from '../domain/ids';
 import type { RigConfig } from '../domain/rig';
 import type { z } from 'zod';
 import { failureMessage, parseOrReject } from '../domain/validation';
@@ -45,7 +49,12 @@ export interface AgentStep {
   agent?: string;
   runtime?: RigConfig['runtime'];
   timeout?: number;
+  /** A leg of a legs step: its number, and the last run of the round before the legs (workflows/bead-runs.ts). */
+  leg?: { index: number; after: number };
 }
+
+/** How one leg of a legs step ended, and its runs. */
+export type LegResult = RunResult & { runs: string[] };
 
 /** A run's (or a formula round's) result: the published head, or why it failed. */
 export type RunResult = { headSha: string; summary?: string } | { failure: string };
@@ -58,6 +67,8 @@ export interface FormulaHost {
   state: BeadState;
   /** Runs one agent step: attempts of the bead's own runs (dispatch slot, supervision, fencing), then the published head. */
   runAgent(round: number, step: AgentStep): Promise<RunResult>;
+  /** Runs the legs of a legs step at once (each as runAgent runs a step, on a branch of its own); `ended` as each ends. */
+  runLegs(round: number, legs: AgentStep[], ended: (i: number, r: LegResult) => void): Promise<LegResult[]>;
   /** The step shown before the bead's status line ("step 3/5 self-review"); undefined between steps. */
   setStep(label: string | undefined): void;
   setStatus(status: BeadStatus, waitingFor: string): void;
@@ -71,6 +82,24 @@ const steps = proxyActivities<TownQueueActivities>({
 const town = townActivities(20);
 
 const now = () => new Date().toISOString();
+
+/**
+ * What a synthesis run is told about the legs before it (steps it depends on): each leg's branch, as its repository
+ * has it (`origin/<branch>`, fetched from the rig's mirror), and its head — or that it committed nothing or failed.
+ */
+function legsSection(records: StepRecord[], before: Set<string>): string {
+  const lines = records
+    .filter((r) => r.legs && before.has(r.id))
+    .flatMap((r) =>
+      r.legs!.map((l) =>
+        l.state === 'done' && l.headSha
+          ? `- ${r.id}, leg ${l.leg}: \`origin/${l.branch}\` at ${l.headSha.slice(0, 12)}`
+          : `- ${r.id}, leg ${l.leg}: ${l.state === 'done' ? 'committed nothing' : 'failed'}`,
+      ),
+    );
+  if (!lines.length) return '';
+  return `\n\nThe legs' branches are in your repository (fetch nothing; they are there):\n${lines.join('\n')}\n`;
+}
 
 /** Runs round `round` of the formula; the head that goes to the merge queue, or why the round failed. */
 export async function runFormula(host: FormulaHost, formula: ResolvedFormula, round: number): Promise<RunResult> {
@@ -129,17 +158,19 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
     rec.iterations++;
     host.setStep(label);
     const outputs: Record<string, string[]> = {};
-    for (const r of records) if (r.state === 'done') outputs[r.id] = [r.output ?? ''];
+    for (const r of records)
+      if (r.state === 'done') outputs[r.id] = r.legs ? r.legs.map((l) => l.output ?? '') : [r.output ?? ''];
     const feedback = [roundFeedback, loopFeedback?.text].filter(Boolean).join('\n\n');
     let failed: string | undefined;
 
     if (step.kind === 'agent' || step.kind === 'synthesis') {
-      const instructions = renderTemplate(step.prompt ?? '', {
+      let instructions = renderTemplate(step.prompt ?? '', {
         bead,
         vars: formula.vars,
         outputs,
         feedback: feedback || undefined,
       });
+      if (step.kind === 'synthesis') instructions += legsSection(records, ancestors(formula.steps, step.id));
       const before = state.runs.length;
       const result = await host.runAgent(round, {
         prompt: {
@@ -164,6 +195,57 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
       }
       if (result.headSha) headSha = result.headSha;
       rec.output = capOutput(result.summary ?? '');
+    } else if (step.kind === 'legs') {
+      // Reachable only by formulas with a legs step, refused at sling before legs ran (formulaRunProblem): no recorded
+      // history gets here, so running them needs no patched() id.
+      const n = step.legs ?? DEFAULT_LEGS;
+      const legs: AgentStep[] = Array.from({ length: n }, (_, k) => ({
+        prompt: {
+          id: step.id,
+          title: `${step.title} — leg ${k + 1} of ${n}`,
+          index: i + 1,
+          total,
+          formula: formulaLabel(formula),
+          instructions: renderTemplate(step.prompt ?? '', {
+            bead,
+            vars: formula.vars,
+            outputs,
+            feedback: feedback || undefined,
+            leg: k + 1,
+          }),
+          final: false,
+        },
+        attempts: step.attempts,
+        agent: step.agent,
+        runtime: step.runtime,
+        timeout: step.timeout,
+      }));
+      const legRecords: LegRecord[] = (rec.legs = legs.map((_, k) => ({
+        leg: k + 1,
+        state: 'running' as const,
+        branch: legBranch(bead.id, round, k + 1),
+        runs: [],
+      })));
+      host.setStatus('in_progress', `${n} legs running`);
+      const results = await host.runLegs(round, legs, (k, r) => {
+        Object.assign(
+          legRecords[k]!,
+          'failure' in r
+            ? { state: 'failed', output: capOutput(`(this leg failed) ${r.failure}`), runs: r.runs }
+            : {
+                state: 'done',
+                headSha: r.headSha,
+                output: capOutput(`${r.summary ?? ''}${r.headSha ? '' : '\n(this leg committed nothing)'}`),
+                runs: r.runs,
+              },
+        );
+      });
+      rec.runs.push(...results.flatMap((r) => r.runs));
+      const finished = results.filter((r) => !('failure' in r)).length;
+      // The step goes on with the legs that finished (the synthesis sees the failed ones as failed); all failed, it fails.
+      if (finished === 0)
+        failed = `every leg failed:\n${legRecords.map((l) => `leg ${l.leg}: ${l.output}`).join('\n')}`;
+      else rec.output = `${finished} of ${n} legs finished`;
     } else if (step.kind === 'gate') {
       const gates = step.gates ?? host.rig.gates;
       if (!headSha) failed = 'no step has committed anything yet: there is nothing to gate';
