@@ -448,6 +448,22 @@ export function formulaRunProblem(f: ResolvedFormulaInput): string | undefined {
   return undefined;
 }
 
+/**
+ * Why a bead on this rig may not run this formula, or undefined: a step may not leave the rig's containment for the
+ * `process` runtime (which contains nothing, docs/security.md) — only a rig that runs `process` itself allows it.
+ */
+export function formulaRigProblem(
+  f: ResolvedFormulaInput,
+  rig: { name: string; runtime?: string },
+): string | undefined {
+  const escaping = f.steps.find(
+    (s) => s.runtime === 'process' && rig.runtime !== undefined && rig.runtime !== 'process',
+  );
+  if (escaping)
+    return `formula ${f.name}: step '${escaping.id}' runs on the process runtime, which contains nothing, but rig ${rig.name} runs ${rig.runtime}: a step may not leave its rig's containment`;
+  return undefined;
+}
+
 // --- execution state and messages (workflows/formula.ts) ---
 
 /** A formula step as its agent run's prompt shows it (agents/prompt.ts renders it; the bead workflow passes it). */

@@ -185,6 +185,18 @@ try {
     await new Promise((r) => setTimeout(r, 200));
   await decideStep(town, reviewOnly.beadId, { stepId: 'accept', verdict: 'approve', note: 'recorded', by: 'recorder' });
   console.error(`rec-approved: ${(await reviewOnly.handle.result()).status}`);
+  // explore: three legs at once (the rig takes three polecats), then the synthesis, whose branch merges.
+  await town.addRig({
+    name: 'rec-explore',
+    repo: repo.origin,
+    agent: agent('formula-step'),
+    env: { FORMULA_MARKS: mkdtempSync(join(tmpdir(), 'gt-record-marks-')) },
+    gates: ['test -d work'],
+    maxPolecats: 3,
+    policy: fast,
+  });
+  const explore = await town.sling('rec-explore', { id: 'rec-explore', title: 'An explored bead', formula: 'explore' });
+  console.error(`rec-explore: ${(await explore.handle.result()).status}`);
 
   // A speculative merge queue (speculation 3): four MRs gated on stacked candidates at once, the second one failing
   // its gate (sent back, the ones behind it rebuilt without it; its rework fails again and the bead fails).
@@ -211,6 +223,7 @@ try {
   const scenarios: Record<string, string> = {
     'bead-formula-careful': 'bead:rec-careful',
     'bead-formula-approved': 'bead:rec-approved',
+    'bead-formula-explore': 'bead:rec-explore',
     'bead-merged': 'bead:rec-merged',
     'bead-retried': 'bead:rec-retried',
     'bead-failed': 'bead:rec-failed',

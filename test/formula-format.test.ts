@@ -16,6 +16,7 @@ import {
   Formula,
   FORMULA_CAPS,
   FormulaOverlay,
+  formulaRigProblem,
   formulaRunProblem,
   isSingleRun,
   resolveFormula,
@@ -129,6 +130,12 @@ describe('what this version runs', () => {
         resolved([agent('a', 'x'), { ...agent('b', 'y', ['a']), runtime: 'docker', agent: 'a', timeout: '1m' }]),
       ),
     ).toBeUndefined();
+    // A step may not leave its rig's containment for the process runtime (which contains nothing).
+    const escaping = resolved([agent('a', 'x'), { ...agent('b', 'y', ['a']), runtime: 'process' }]);
+    expect(formulaRigProblem(escaping, { name: 'r', runtime: 'docker' })).toBe(
+      "formula t: step 'b' runs on the process runtime, which contains nothing, but rig r runs docker: a step may not leave its rig's containment",
+    );
+    expect(formulaRigProblem(escaping, { name: 'r', runtime: 'process' })).toBeUndefined();
     // One prompt-less agent step is today's single run, whatever the formula is called.
     expect(isSingleRun(resolved([{ id: 'w', title: 'w', kind: 'agent' }]))).toBe(true);
     expect(isSingleRun(resolved([agent('w', 'do it')]))).toBe(false);

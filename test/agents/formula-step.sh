@@ -44,8 +44,8 @@ case "$id" in
     ;;
   submit | review) commit "$(cat "work/$GT_BEAD_ID.txt" 2>/dev/null || true) submitted by $GT_RUN_ID" ;;
 esac
-if [ -n "${FORMULA_HOLD:-}" ] && [ "$id" = "$FORMULA_HOLD" ] && [ ! -e "$FORMULA_MARKS/release" ]; then
-  # Held (the worker-kill test kills the worker meanwhile) until the test creates the release file; `held` says the
+if [ -n "${FORMULA_HOLD:-}" ] && { [ "$id" = "$FORMULA_HOLD" ] || [ "$mark" = "$FORMULA_HOLD" ]; } && [ ! -e "$FORMULA_MARKS/release" ]; then
+  # Held (a step, or one leg as legs-leg<k>; the worker-kill test kills the worker meanwhile) until the test creates the release file; `held` says the
   # agent is past its gateway calls, so a killed worker interrupts none of them.
   touch "$FORMULA_MARKS/held"
   while [ ! -e "$FORMULA_MARKS/release" ]; do sleep 0.2; done
