@@ -106,5 +106,6 @@ describe('formula explore', () => {
 
     const status = await runGt(['bead', 'status', beadId], t.cliEnv());
     expect(status.stdout).toContain('formula  explore@1');
+    expect(status.stdout).toContain(`leg 2 done    ${legBranch(beadId, 1, 2)}  output of legs by ${legRuns[1]}`);
   }, 300_000);
 });
