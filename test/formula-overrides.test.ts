@@ -99,12 +99,12 @@ describe("a step's own agent, runtime and timeout", () => {
     expect(Date.parse(run.endedAt!) - Date.parse(run.startedAt)).toBeLessThan(30_000);
     const [, pid] = readFileSync(join(dir, 'hang-starts'), 'utf8').trim().split(' ');
     await eventually(
-      async () => {
+      () => {
         try {
           process.kill(Number(pid), 0);
-          return false;
+          return Promise.resolve(false);
         } catch {
-          return true;
+          return Promise.resolve(true);
         }
       },
       20_000,

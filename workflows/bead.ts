@@ -120,7 +120,9 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       // Parallel legs are several live runs: wait for every one (one live run: the same single wait as before).
       const live = b.runs.all;
       const stopping =
-        live.length > 1 ? Promise.all(live.map((r) => r.supervision)).then(() => undefined) : live[0]?.supervision;
+        live.length > 1
+          ? Promise.all(live.flatMap((r) => (r.supervision ? [r.supervision] : []))).then(() => undefined)
+          : live[0]?.supervision;
       if (stopping && patched(CANCEL_WAITS_FOR_AGENT_STOP)) {
         b.setStatus(state.status, 'cancelled: stopping its agent');
         await CancellationScope.nonCancellable(() => stopping);

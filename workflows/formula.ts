@@ -301,8 +301,8 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
       if (d.verdict === 'approve') rec.output = said;
       else failed = said;
     } else {
-      // Refused where the bead was slung (formulaRunProblem); a history cannot reach here.
-      failed = `step kind ${step.kind} cannot run on this version`;
+      // Every kind is handled above; a kind added to the format later is refused at sling until it runs here.
+      failed = `step kind ${String(step.kind satisfies never)} cannot run on this version`;
     }
 
     if (failed !== undefined) {
