@@ -4,13 +4,13 @@
  * have started); the synthesis run's prompt quotes all three outputs and names the legs' branches, which its
  * repository has; its branch is the one that merges, exactly once.
  */
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { legBranch } from '../domain/ids';
+import { fsSafe, legBranch } from '../domain/ids';
 import { createRepo } from './helpers/repo';
-import { agentScript, runGt, startTestTown, type TestTown } from './helpers/town';
+import { agentScript, eventually, runGt, startTestTown, type TestTown } from './helpers/town';
 
 let t: TestTown;
 beforeAll(async () => {
@@ -107,5 +107,34 @@ describe('formula explore', () => {
     const status = await runGt(['bead', 'status', beadId], t.cliEnv());
     expect(status.stdout).toContain('formula  explore@1');
     expect(status.stdout).toContain(`leg 2 done    ${legBranch(beadId, 1, 2)}  output of legs by ${legRuns[1]}`);
+  }, 300_000);
+
+  it('cancelled while its legs run: every leg is stopped before the cancel returns, none merges', async () => {
+    const repo = await createRepo();
+    const marks = mkdtempSync(join(tmpdir(), 'gt-formula-explore-'));
+    await t.addRig({
+      name: 'explc',
+      repo: repo.origin,
+      agent: agentScript('formula-step'),
+      env: { FORMULA_MARKS: marks, FORMULA_HOLD: 'legs' },
+      maxPolecats: 3,
+    });
+    const { beadId } = await t.town.sling('explc', { id: 'explc-1', title: 'Stop me', formula: 'explore' });
+    await eventually(
+      async () => (await t.town.beadState(beadId)).runs.filter((r) => r.outcome === 'running').length === 3,
+      90_000,
+      'three legs running',
+    );
+    await eventually(() => Promise.resolve(existsSync(join(marks, 'held'))), 60_000, 'legs held');
+    const state = await t.town.beadState(beadId);
+    const pids = state.runs.map((r) => Number(readFileSync(join(t.gtHome, 'runs', fsSafe(r.runId), 'pid'), 'utf8')));
+    const r = await runGt(['bead', 'cancel', beadId, '--reason', 'enough'], t.cliEnv());
+    expect(r.code).toBe(0);
+    const after = await t.town.beadState(beadId);
+    expect(after.status).toBe('cancelled');
+    expect(after.runs.map((x) => x.outcome)).toEqual(['cancelled', 'cancelled', 'cancelled']);
+    // Every leg's agent is gone once the bead is cancelled (it waited for each supervision to stop its agent).
+    for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
+    expect((await repo.log('main')).filter((c) => c.body.includes('Gt-Merge-Request'))).toHaveLength(0);
   }, 300_000);
 });
