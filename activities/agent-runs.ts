@@ -70,6 +70,7 @@ export const PrepareRunInput = z.object({
       formula: z.string().max(200),
       instructions: z.string().max(60_000),
       final: z.boolean(),
+      single: z.boolean().optional(),
     })
     .optional(),
 });

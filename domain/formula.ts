@@ -437,7 +437,17 @@ export function formulaRunProblem(f: ResolvedFormulaInput): string | undefined {
   const missing = [...new Set(f.steps.map((s) => s.kind).filter((k) => !RUNNABLE_STEP_KINDS.includes(k)))];
   if (missing.length)
     return `formula ${f.name} cannot run yet: this version does not run ${missing.join(', ')} steps (see docs/formulas.md)`;
-  if (f.session === 'single') return `formula ${f.name} cannot run yet: this version runs only session = "per-step"`;
+  if (f.session === 'single') {
+    // One run walks the steps: only agent steps, and nothing a single run could not honour per step.
+    const other = f.steps.find((s) => s.kind !== 'agent');
+    if (other)
+      return `formula ${f.name} cannot run: session = "single" walks agent steps only, and step '${other.id}' is a ${other.kind} step (use session = "per-step")`;
+    const own = f.steps.find(
+      (s) => s.agent !== undefined || s.runtime !== undefined || s.timeout !== undefined || s.attempts !== undefined,
+    );
+    if (own)
+      return `formula ${f.name} cannot run: step '${own.id}' sets its own agent, runtime, timeout or attempts, which one run walking every step cannot honour per step (use session = "per-step")`;
+  }
   // A leg's work reaches the merge only through a synthesis after it: legs with none would be work thrown away.
   const graph = f.steps.map((s) => ({ id: s.id, needs: s.needs ?? [] }));
   const unsynthesised = f.steps.find(
@@ -478,6 +488,8 @@ export interface PromptStep {
   instructions: string;
   /** Whether this run's commits are what goes to the merge queue (the formula's last agent step). */
   final: boolean;
+  /** `session = "single"`: this one run walks every step (`instructions` is the checklist), `gt step done` after each. */
+  single?: boolean;
 }
 
 export const StepState = z.enum(['pending', 'running', 'waiting', 'done', 'failed']);

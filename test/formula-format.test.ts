@@ -121,9 +121,22 @@ describe('what this version runs', () => {
         resolved([{ id: 'l', title: 'l', kind: 'legs', legs: 2, prompt: 'try {{leg}}' }, agent('b', 'y', ['l'])]),
       ),
     ).toBe("formula t cannot run: legs step 'l' has no synthesis step after it (add one that needs it)");
-    expect(formulaRunProblem(resolved([agent('a', 'x'), agent('b', 'y', ['a'])], { session: 'single' }))).toBe(
-      'formula t cannot run yet: this version runs only session = "per-step"',
+    // session = "single": one run walks agent steps without policies of their own.
+    expect(
+      formulaRunProblem(resolved([agent('a', 'x'), agent('b', 'y', ['a'])], { session: 'single' })),
+    ).toBeUndefined();
+    expect(
+      formulaRunProblem(
+        resolved([agent('a', 'x'), { id: 'g', title: 'g', kind: 'gate', needs: ['a'] }], { session: 'single' }),
+      ),
+    ).toBe(
+      `formula t cannot run: session = "single" walks agent steps only, and step 'g' is a gate step (use session = "per-step")`,
     );
+    expect(
+      formulaRunProblem(
+        resolved([agent('a', 'x'), { ...agent('b', 'y', ['a']), timeout: '1m' }], { session: 'single' }),
+      ),
+    ).toContain("step 'b' sets its own agent, runtime, timeout or attempts");
     // A step's own agent, runtime and timeout are honoured (test/formula-overrides.test.ts).
     expect(
       formulaRunProblem(

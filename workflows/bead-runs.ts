@@ -53,6 +53,7 @@ export class PolecatRuns {
       runAgent: (round, step) => this.runRound(round, undefined, step),
       runLegs: (round, legs, ended) => this.runLegs(round, legs, ended),
       setStep: (label) => void (this.b.stepLabel = label),
+      walk: (session) => void (this.b.singleSession = session),
       setStatus: (status, waitingFor) => this.b.setStatus(status, waitingFor),
     };
   }
