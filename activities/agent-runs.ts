@@ -59,7 +59,14 @@ export const PrepareRunInput = z.object({
    * A leg of a formula's legs step: its number (its branch is legBranch, its worktree one of its own), and the last run
    * of the round before the legs: runs numbered above it are sibling legs, live side by side, never stopped as stale.
    */
-  leg: z.object({ index: z.number().int().min(1).max(8), after: z.number().int().min(0) }).optional(),
+  leg: z
+    .object({
+      index: z.number().int().min(1).max(8),
+      after: z.number().int().min(0),
+      /** This leg's own earlier attempts: stale ones among them are stopped like any stale run (same worktree). */
+      earlier: z.array(RunId).max(20).default([]),
+    })
+    .optional(),
   /** The formula step of this run, if the bead runs a formula of several steps (its instructions already rendered). */
   step: z
     .object({
@@ -153,10 +160,13 @@ function readHandle(runDir: string): AgentHandle | undefined {
 }
 
 const beadOfRun = (runId: string) => /^(.+)\/r\d+\/a\d+$/.exec(runId)?.[1];
-/** Whether `runId` is a run of round `round` numbered above `after` (a sibling leg of a formula's legs step). */
-const isSiblingLeg = (runId: string, legs: { round: number; after: number } | undefined) => {
+/**
+ * Whether `runId` is another leg's run of the same legs step: of round `round`, numbered above `after`, and not one of
+ * this leg's own earlier attempts.
+ */
+const isSiblingLeg = (runId: string, legs: { round: number; after: number; earlier: string[] } | undefined) => {
   const m = /\/r(\d+)\/a(\d+)$/.exec(runId);
-  return !!legs && !!m && Number(m[1]) === legs.round && Number(m[2]) > legs.after;
+  return !!legs && !!m && Number(m[1]) === legs.round && Number(m[2]) > legs.after && !legs.earlier.includes(runId);
 };
 
 export function createAgentRunActivities(deps: HostDeps) {
@@ -183,7 +193,7 @@ export function createAgentRunActivities(deps: HostDeps) {
   const stopStaleRuns = async (
     beadId: string,
     exceptRunId: string,
-    legs?: { round: number; after: number },
+    legs?: { round: number; after: number; earlier: string[] },
   ): Promise<string[]> => {
     const runsDir = join(deps.gtHome, 'runs');
     if (!existsSync(runsDir)) return [];
@@ -285,7 +295,7 @@ export function createAgentRunActivities(deps: HostDeps) {
         const staleRunsStopped = await stopStaleRuns(
           input.bead.id,
           input.runId,
-          leg ? { round: input.round, after: leg.after } : undefined,
+          leg ? { round: input.round, after: leg.after, earlier: leg.earlier } : undefined,
         );
         const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
         // A leg starts where the bead's branch is (or the target) and works on a branch and worktree of its own.

@@ -117,7 +117,6 @@ export class PolecatRuns {
     let next = after + 1;
     return Promise.all(
       legs.map(async (step, i) => {
-        const leg = { index: i + 1, after };
         const runs: string[] = [];
         const maxAttempts = step.attempts ?? policy.maxAttempts;
         const result = await runAttempts<{ headSha: string; summary?: string }>({
@@ -126,20 +125,18 @@ export class PolecatRuns {
           from: { nextRun: 1, failures: [], lastFailed: false },
           attempt: (_run, lastFailed) => {
             const run = next++;
+            const leg = { index: i + 1, after, earlier: [...runs] };
             runs.push(runIdOf(input.bead.id, round, run));
             return this.runAttempt(round, run, lastFailed, { ...step, leg });
           },
           backingOff: (failed, backoff) =>
-            this.b.setStatus(
-              'in_progress',
-              `leg ${leg.index}: attempt ${failed} failed; next attempt in ${backoff} ms`,
-            ),
+            this.b.setStatus('in_progress', `leg ${i + 1}: attempt ${failed} failed; next attempt in ${backoff} ms`),
         });
         const done: LegResult =
           'failures' in result
             ? {
                 failure: capText(
-                  `all ${maxAttempts} attempts of leg ${leg.index} failed:\n- ${result.failures.join('\n- ')}`,
+                  `all ${maxAttempts} attempts of leg ${i + 1} failed:\n- ${result.failures.join('\n- ')}`,
                   CAPS.feedback,
                 ),
                 runs,

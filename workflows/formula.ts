@@ -59,8 +59,11 @@ export interface AgentStep {
   agent?: string;
   runtime?: RigConfig['runtime'];
   timeout?: number;
-  /** A leg of a legs step: its number, and the last run of the round before the legs (workflows/bead-runs.ts). */
-  leg?: { index: number; after: number };
+  /**
+   * A leg of a legs step: its number, the last run of the round before the legs, and its own earlier attempts
+   * (workflows/bead-runs.ts; prepareRun stops stale runs of the bead except the other legs').
+   */
+  leg?: { index: number; after: number; earlier: string[] };
 }
 
 /** How one leg of a legs step ended, and its runs. */
