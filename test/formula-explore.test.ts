@@ -36,6 +36,9 @@ describe('formula explore', () => {
     expect(result.status).toBe('closed');
 
     expect(readdirSync(marks).sort()).toEqual([
+      'cross-leg1.err',
+      'cross-leg2.err',
+      'cross-leg3.err',
       'legs-leg1-1.md',
       'legs-leg2-1.md',
       'legs-leg3-1.md',
@@ -45,6 +48,9 @@ describe('formula explore', () => {
       'synthesis-1.md',
     ]);
     const prompt = (name: string) => readFileSync(join(marks, `${name}.md`), 'utf8');
+    // A leg's gt done for a sibling leg's run id is refused at the gateway (its token names its own run only).
+    for (const k of [1, 2, 3])
+      expect(readFileSync(join(marks, `cross-leg${k}.err`), 'utf8')).toMatch(/token belongs to run expl-1\/r1\/a\d/);
     for (const k of [1, 2, 3]) {
       expect(prompt(`legs-leg${k}-1`)).toContain(`## Step 1/2: three approaches — leg ${k} of 3 (formula explore@1)`);
       expect(prompt(`legs-leg${k}-1`)).toContain(`You are leg ${k} of 3 trying different approaches to: Find a way`);

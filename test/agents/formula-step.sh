@@ -26,6 +26,9 @@ case "$id" in
     # Every leg commits its own approach, and waits (up to 60 s) until all its sibling legs have started: the legs
     # are live at the same time.
     commit "approach of leg $leg by $GT_RUN_ID"
+    # Speaking for a sibling leg (a live run of the same bead) is refused: the token names this run only.
+    case "$GT_RUN_ID" in */a1) other=${GT_RUN_ID%/a1}/a2 ;; *) other=${GT_RUN_ID%/a*}/a1 ;; esac
+    if GT_RUN_ID=$other gt done --summary "leg $leg speaking for $other" 2> "$FORMULA_MARKS/cross-leg$leg.err"; then exit 5; fi
     touch "$FORMULA_MARKS/started-leg$leg"
     i=0
     while [ "$(ls "$FORMULA_MARKS" | grep -c '^started-leg')" -lt "${FORMULA_LEGS:-3}" ] && [ $i -lt 300 ]; do
