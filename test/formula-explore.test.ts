@@ -143,4 +143,35 @@ describe('formula explore', () => {
     for (const pid of pids) expect(() => process.kill(pid, 0)).toThrow();
     expect((await repo.log('main')).filter((c) => c.body.includes('Gt-Merge-Request'))).toHaveLength(0);
   }, 300_000);
+
+  it('reworks at the synthesis after a failed merge: the legs are not run again, their round-1 branches are listed', async () => {
+    const repo = await createRepo();
+    const marks = mkdtempSync(join(tmpdir(), 'gt-formula-explore-'));
+    await t.addRig({
+      name: 'explr',
+      repo: repo.origin,
+      agent: agentScript('formula-step'),
+      env: { FORMULA_MARKS: marks, FORMULA_SYNTH_BROKEN: '1' },
+      gates: ['! grep -rq broken work'],
+      maxPolecats: 3,
+    });
+    const { beadId } = await t.town.sling('explr', { id: 'explr-1', title: 'Rework me', formula: 'explore' });
+    expect((await t.town.beadResult(beadId)).status).toBe('closed');
+    expect(
+      readdirSync(marks)
+        .filter((f) => f.endsWith('.md'))
+        .sort(),
+    ).toEqual(['legs-leg1-1.md', 'legs-leg2-1.md', 'legs-leg3-1.md', 'synthesis-1.md', 'synthesis-2.md']);
+    const second = readFileSync(join(marks, 'synthesis-2.md'), 'utf8');
+    expect(second).toContain('Your previous work was sent back');
+    expect(second).toContain('Run: `explr-1/r2/a1`');
+    for (const k of [1, 2, 3]) expect(second).toContain(`\`origin/${legBranch(beadId, 1, k)}\``);
+    const state = await t.town.beadState(beadId);
+    expect(state.steps!.map((s) => [s.id, s.state, s.iterations])).toEqual([
+      ['legs', 'done', 1],
+      ['synthesis', 'done', 2],
+    ]);
+    expect((await repo.log('main')).filter((c) => c.body.includes(`Gt-Merge-Request: mr:${beadId}:`))).toHaveLength(1);
+    expect(await repo.show(`work/${beadId}.txt`)).not.toContain('broken');
+  }, 300_000);
 });

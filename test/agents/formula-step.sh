@@ -41,6 +41,10 @@ case "$id" in
     for b in $(sed -n 's/.*`\(origin\/gt-leg\/[^`]*\)`.*/\1/p' "$GT_PROMPT_FILE"); do
       git show "$b:work/$GT_BEAD_ID.txt"
     done > synthesis.tmp
+    # With FORMULA_SYNTH_BROKEN, the first synthesis (no feedback yet) leaves "broken" for the refinery's gate.
+    if [ -n "${FORMULA_SYNTH_BROKEN:-}" ] && ! grep -q 'Your previous work was sent back' "$GT_PROMPT_FILE"; then
+      echo broken >> synthesis.tmp
+    fi
     mkdir -p work && mv synthesis.tmp "work/$GT_BEAD_ID.txt"
     git add -A
     git -c user.name=Polecat -c user.email=polecat@test commit -q -m "synthesis for $GT_BEAD_ID ($GT_RUN_ID)"
