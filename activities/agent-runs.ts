@@ -14,7 +14,7 @@ import { writePromptFile } from '../agents/prompt';
 import { mintRunToken } from '../agents/run-token';
 import type { AgentHandle, AgentRuntimeDriver, AgentStatus, Mount } from '../agents/runtime';
 import { BeadSpec } from '../domain/bead';
-import { beadBranch, RunId } from '../domain/ids';
+import { beadBranch, legBranch, RunId } from '../domain/ids';
 import { AgentRuntime, RigConfig } from '../domain/rig';
 import { paths } from '../host/home';
 import { runEnv, writeRunToken } from './agent-env';
@@ -56,6 +56,18 @@ export const PrepareRunInput = z.object({
   checkpoints: z.array(z.string()).default([]),
   /** Operator messages already waiting when the run starts. */
   messages: z.array(z.string()).default([]),
+  /**
+   * A leg of a formula's legs step: its number (its branch is legBranch, its worktree one of its own), and the last run
+   * of the round before the legs: runs numbered above it are sibling legs, live side by side, never stopped as stale.
+   */
+  leg: z
+    .object({
+      index: z.number().int().min(1).max(8),
+      after: z.number().int().min(0),
+      /** This leg's own earlier attempts: stale ones among them are stopped like any stale run (same worktree). */
+      earlier: z.array(RunId).max(20).default([]),
+    })
+    .optional(),
   /** The formula step of this run, if the bead runs a formula of several steps (its instructions already rendered). */
   step: z
     .object({
@@ -66,6 +78,7 @@ export const PrepareRunInput = z.object({
       formula: z.string().max(200),
       instructions: z.string().max(60_000),
       final: z.boolean(),
+      single: z.boolean().optional(),
     })
     .optional(),
 });
@@ -148,6 +161,14 @@ function readHandle(runDir: string): AgentHandle | undefined {
 }
 
 const beadOfRun = (runId: string) => /^(.+)\/r\d+\/a\d+$/.exec(runId)?.[1];
+/**
+ * Whether `runId` is another leg's run of the same legs step: of round `round`, numbered above `after`, and not one of
+ * this leg's own earlier attempts.
+ */
+const isSiblingLeg = (runId: string, legs: { round: number; after: number; earlier: string[] } | undefined) => {
+  const m = /\/r(\d+)\/a(\d+)$/.exec(runId);
+  return !!legs && !!m && Number(m[1]) === legs.round && Number(m[2]) > legs.after && !legs.earlier.includes(runId);
+};
 
 export function createAgentRunActivities(deps: HostDeps) {
   const driverFor = async (runtime: AgentRuntime): Promise<AgentRuntimeDriver> => {
@@ -170,7 +191,11 @@ export function createAgentRunActivities(deps: HostDeps) {
    * Stops every agent of an earlier polecat run of this bead still alive on this host. Supervision of such a run was
    * lost (its worker vanished long enough for the bead to move on); it must not share the worktree with the next run.
    */
-  const stopStaleRuns = async (beadId: string, exceptRunId: string): Promise<string[]> => {
+  const stopStaleRuns = async (
+    beadId: string,
+    exceptRunId: string,
+    legs?: { round: number; after: number; earlier: string[] },
+  ): Promise<string[]> => {
     const runsDir = join(deps.gtHome, 'runs');
     if (!existsSync(runsDir)) return [];
     const stopped: string[] = [];
@@ -178,6 +203,8 @@ export function createAgentRunActivities(deps: HostDeps) {
       const runDir = join(runsDir, entry);
       const handle = readHandle(runDir);
       if (!handle || handle.runId === exceptRunId || beadOfRun(handle.runId) !== beadId) continue;
+      // Parallel legs of a formula step are live side by side, each in a worktree of its own: never stopped here.
+      if (isSiblingLeg(handle.runId, legs)) continue;
       const driver = deps.runtimes[handle.runtime];
       if (!driver) continue;
       const status = await probe(driver, handle, runDir, 10_000);
@@ -265,17 +292,27 @@ export function createAgentRunActivities(deps: HostDeps) {
     prepareRun(raw: PrepareRunInput): Promise<PreparedRun> {
       return whileHeartbeating('preparing the run', async () => {
         const input = parseActivityInput(PrepareRunInput, raw);
-        const staleRunsStopped = await stopStaleRuns(input.bead.id, input.runId);
+        const { leg } = input;
+        const staleRunsStopped = await stopStaleRuns(
+          input.bead.id,
+          input.runId,
+          leg ? { round: input.round, after: leg.after, earlier: leg.earlier } : undefined,
+        );
         const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
-        const branch = beadBranch(input.bead.id);
-        const published = await remoteBranchSha(mirror, branch);
+        // A leg starts where the bead's branch is (or the target) and works on a branch and worktree of its own.
+        const branch = leg ? legBranch(input.bead.id, input.round, leg.index) : beadBranch(input.bead.id);
+        const published = await remoteBranchSha(mirror, beadBranch(input.bead.id));
         const base = published ?? (await remoteBranchSha(mirror, input.targetBranch));
         if (!base)
           throw ApplicationFailure.nonRetryable(
             `target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`,
             Failure.TargetMissing,
           );
-        const worktree = paths.worktree(input.rig.name, input.bead.id, deps.gtHome);
+        const worktree = paths.worktree(
+          input.rig.name,
+          leg ? `${input.bead.id}.leg-${leg.index}` : input.bead.id,
+          deps.gtHome,
+        );
         await createRunRepo(mirror, worktree, { sha: base, branch });
         const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
           bead: input.bead,

@@ -17,6 +17,7 @@ import {
   applyOverlay,
   DEFAULT_FORMULA,
   describeFormulaError,
+  formulaRigProblem,
   formulaRunProblem,
   Formula,
   FormulaOverlay,
@@ -190,7 +191,7 @@ export function resolveFormulaFor(
  * formula this version cannot run. Throws UserError-compatible FormulaError (one line).
  */
 export function formulaForBead(
-  rig: { name: string; formula?: string; formulaVars?: Record<string, string> },
+  rig: { name: string; formula?: string; formulaVars?: Record<string, string>; runtime?: string },
   name: string | undefined,
   vars: Record<string, string> | undefined,
   home?: string,
@@ -199,7 +200,7 @@ export function formulaForBead(
   // The rig's variables belong to the rig's formula: a bead naming another formula gets only its own.
   const given = { ...(chosen === rig.formula ? rig.formulaVars : {}), ...vars };
   const formula = resolveFormulaFor(chosen, given, { home, rig: rig.name });
-  const problem = formulaRunProblem(formula);
+  const problem = formulaRunProblem(formula) ?? formulaRigProblem(formula, rig);
   if (problem) throw new FormulaError(problem);
   return formula;
 }

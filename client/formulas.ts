@@ -131,6 +131,8 @@ export function describeFormula(s: FormulaShown): string {
       st.legs ? `${st.legs} legs` : '',
       st.loop ? `on failure back to ${st.loop.from} (at most ${st.loop.max}×)` : '',
       st.timeout !== undefined ? `timeout ${st.timeout} ms` : '',
+      st.agent !== undefined ? `own agent \`${st.agent.slice(0, 80)}\`` : '',
+      st.runtime !== undefined ? `runtime ${st.runtime}` : '',
     ].filter(Boolean);
     lines.push(`  ${i + 1}. ${st.id} [${st.kind}] ${st.title}${extra.length ? ` — ${extra.join('; ')}` : ''}`);
   });
@@ -149,7 +151,11 @@ export function describeSteps(steps: readonly StepRecord[]): string {
         s.startedAt && s.endedAt ? ` ${Math.round((Date.parse(s.endedAt) - Date.parse(s.startedAt)) / 100) / 10}s` : '';
       const again = s.iterations > 1 ? ` ×${s.iterations}` : '';
       const out = s.output ? `  ${s.output.split('\n')[0]!.slice(0, 100)}` : '';
-      return `  ${String(i + 1).padStart(2)}. ${s.id.padEnd(14)} ${s.kind.padEnd(8)} ${s.state.padEnd(7)}${again}${took}${out}`;
+      const legs = (s.legs ?? []).map(
+        (l) =>
+          `\n      leg ${l.leg} ${l.state.padEnd(7)} ${l.branch}${l.output ? `  ${l.output.split('\n')[0]!.slice(0, 80)}` : ''}`,
+      );
+      return `  ${String(i + 1).padStart(2)}. ${s.id.padEnd(14)} ${s.kind.padEnd(8)} ${s.state.padEnd(7)}${again}${took}${out}${legs.join('')}`;
     })
     .join('\n');
 }

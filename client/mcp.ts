@@ -17,6 +17,7 @@ import {
   HandoffRequest,
   NudgeRequest,
   RetryBeadRequest,
+  StepDoneRequest,
 } from '../domain/bead';
 import { ConvoyBeadSpec, FailurePolicy, MergeMode } from '../domain/convoy';
 import { StepId } from '../domain/formula';
@@ -141,6 +142,21 @@ function registerAgentTools(server: McpServer, answer: Answer, role: string | un
         },
       },
       ({ checkpoint }) => answer(() => callGateway('/v1/handoff', { checkpoint })),
+    );
+  if (polecat)
+    server.registerTool(
+      'gt_step_done',
+      {
+        title: 'Report a formula step done',
+        description:
+          'In a formula whose one run walks the steps (session = "single"; your prompt is a checklist): report the next ' +
+          'step finished, with its output. Steps are reported in order; after the last, commit and call gt_done.',
+        inputSchema: {
+          step: StepDoneRequest.shape.stepId.describe('the step id, as the checklist names it'),
+          output: StepDoneRequest.shape.output.describe("the step's output: what was done, decided or found"),
+        },
+      },
+      ({ step, output }) => answer(() => callGateway('/v1/step-done', { stepId: step, output })),
     );
   server.registerTool(
     'gt_inbox',

@@ -1,6 +1,6 @@
 /** Beads (units of work), their lifecycle, and the messages agents send about them. */
 import { z } from 'zod';
-import { ResolvedFormula, type StepRecord } from './formula';
+import { ResolvedFormula, StepId, type StepRecord } from './formula';
 import { BeadId, ConvoyId, RunId } from './ids';
 import { RigConfig } from './rig';
 import type { MergeOutcome } from './outcomes';
@@ -133,6 +133,8 @@ export const RunOutcome = z.enum([
   'exited',
   'stalled',
   'lost',
+  /** A formula step's run passed the step's `timeout` and was stopped. */
+  'timed_out',
   'start_failed',
   'cancelled',
 ]);
@@ -230,6 +232,14 @@ export const DoneRequest = z.object({
   summary: z.string().max(MAX_TEXT, tooLong('summary')).default(''),
 });
 export type DoneRequest = z.input<typeof DoneRequest>;
+
+/** `gt step done <step> --output …` from the run of a `session = "single"` formula: that step is finished. */
+export const StepDoneRequest = z.object({
+  runId: RunId,
+  stepId: StepId,
+  output: z.string().max(MAX_TEXT, tooLong('output')).default(''),
+});
+export type StepDoneRequest = z.input<typeof StepDoneRequest>;
 
 export const ProgressRequest = z.object({ runId: RunId, message: z.string().max(2000).default('') });
 export type ProgressRequest = z.input<typeof ProgressRequest>;

@@ -21,6 +21,8 @@ import { AgentRuntime } from './rig';
 
 /** The default formula: today's single agent run on the bead. */
 export const DEFAULT_FORMULA = 'work';
+/** How many legs a legs step runs when it does not say. */
+export const DEFAULT_LEGS = 3;
 
 export const FORMULA_CAPS = {
   /** One step's prompt template. */
@@ -78,7 +80,7 @@ export const FormulaStep = z.strictObject({
   runtime: AgentRuntime.optional(),
   /** gate: the commands (default: the rig's gates). */
   gates: z.array(z.string().min(1).max(4_000)).max(20).optional(),
-  /** legs: how many parallel runs, each on a branch of its own. */
+  /** legs: how many parallel runs, each on a branch of its own (default DEFAULT_LEGS). */
   legs: z.number().int().min(2).max(FORMULA_CAPS.legs).optional(),
   /** A bounded loop: when this step fails (a gate fails, an approval is rejected), go back to `from` with the failure as feedback, at most `max` times. */
   loop: z.strictObject({ from: StepId, max: z.number().int().min(1).max(FORMULA_CAPS.loopMax).default(2) }).optional(),
@@ -427,7 +429,7 @@ export function renderTemplate(template: string, c: RenderContext): string {
 }
 
 /** Step kinds the bead workflow runs through the formula engine (workflows/formula.ts); others are refused at sling. */
-export const RUNNABLE_STEP_KINDS: readonly StepKind[] = ['agent', 'gate', 'approval'];
+export const RUNNABLE_STEP_KINDS: readonly StepKind[] = ['agent', 'gate', 'approval', 'legs', 'synthesis'];
 
 /** Why a bead cannot run this formula on this version (refused where it is slung, so nothing starts), or undefined. */
 export function formulaRunProblem(f: ResolvedFormulaInput): string | undefined {
@@ -435,12 +437,40 @@ export function formulaRunProblem(f: ResolvedFormulaInput): string | undefined {
   const missing = [...new Set(f.steps.map((s) => s.kind).filter((k) => !RUNNABLE_STEP_KINDS.includes(k)))];
   if (missing.length)
     return `formula ${f.name} cannot run yet: this version does not run ${missing.join(', ')} steps (see docs/formulas.md)`;
-  if (f.session === 'single') return `formula ${f.name} cannot run yet: this version runs only session = "per-step"`;
-  const override = f.steps.find(
-    (s) => s.kind === 'agent' && (s.agent !== undefined || s.runtime !== undefined || s.timeout !== undefined),
+  if (f.session === 'single') {
+    // One run walks the steps: only agent steps, and nothing a single run could not honour per step.
+    const other = f.steps.find((s) => s.kind !== 'agent');
+    if (other)
+      return `formula ${f.name} cannot run: session = "single" walks agent steps only, and step '${other.id}' is a ${other.kind} step (use session = "per-step")`;
+    const own = f.steps.find(
+      (s) => s.agent !== undefined || s.runtime !== undefined || s.timeout !== undefined || s.attempts !== undefined,
+    );
+    if (own)
+      return `formula ${f.name} cannot run: step '${own.id}' sets its own agent, runtime, timeout or attempts, which one run walking every step cannot honour per step (use session = "per-step")`;
+  }
+  // A leg's work reaches the merge only through a synthesis after it: legs with none would be work thrown away.
+  const graph = f.steps.map((s) => ({ id: s.id, needs: s.needs ?? [] }));
+  const unsynthesised = f.steps.find(
+    (l) => l.kind === 'legs' && !f.steps.some((s) => s.kind === 'synthesis' && ancestors(graph, s.id).has(l.id)),
   );
-  if (override)
-    return `formula ${f.name} cannot run yet: step '${override.id}' sets its own agent, runtime or timeout, which this version does not honour`;
+  if (unsynthesised)
+    return `formula ${f.name} cannot run: legs step '${unsynthesised.id}' has no synthesis step after it (add one that needs it)`;
+  return undefined;
+}
+
+/**
+ * Why a bead on this rig may not run this formula, or undefined: a step may not leave the rig's containment for the
+ * `process` runtime (which contains nothing, docs/security.md) — only a rig that runs `process` itself allows it.
+ */
+export function formulaRigProblem(
+  f: ResolvedFormulaInput,
+  rig: { name: string; runtime?: string },
+): string | undefined {
+  const escaping = f.steps.find(
+    (s) => s.runtime === 'process' && rig.runtime !== undefined && rig.runtime !== 'process',
+  );
+  if (escaping)
+    return `formula ${f.name}: step '${escaping.id}' runs on the process runtime, which contains nothing, but rig ${rig.name} runs ${rig.runtime}: a step may not leave its rig's containment`;
   return undefined;
 }
 
@@ -458,6 +488,8 @@ export interface PromptStep {
   instructions: string;
   /** Whether this run's commits are what goes to the merge queue (the formula's last agent step). */
   final: boolean;
+  /** `session = "single"`: this one run walks every step (`instructions` is the checklist), `gt step done` after each. */
+  single?: boolean;
 }
 
 export const StepState = z.enum(['pending', 'running', 'waiting', 'done', 'failed']);
@@ -476,6 +508,20 @@ export interface StepRecord {
   startedAt?: string;
   endedAt?: string;
   /** Agent runs of the step, oldest first. */
+  runs: string[];
+  /** A legs step: each leg's state, branch, head and output (later prompts quote these, one per leg). */
+  legs?: LegRecord[];
+}
+
+/** One leg of a legs step: a run of attempts on a branch of its own (domain/ids.ts legBranch). */
+export interface LegRecord {
+  leg: number;
+  state: StepState;
+  branch: string;
+  /** The leg's published head ('' when it committed nothing). */
+  headSha?: string;
+  /** Its `gt done` summary (capped), or why it failed. */
+  output?: string;
   runs: string[];
 }
 

@@ -32,6 +32,11 @@ export const reviewRunIdOf = (beadId: string, round: number, attempt: number) =>
 
 /** The branch a bead's polecats work on, kept across rounds so rework builds on earlier work. */
 export const beadBranch = (beadId: string) => `gt/${beadId}`;
+/**
+ * The branch of leg `leg` of a formula's legs step in round `round` (docs/formulas.md): outside `gt/` (a ref
+ * `gt/<bead>` cannot have refs below it), so no bead's branch can be a leg's, and each round's legs have their own.
+ */
+export const legBranch = (beadId: string, round: number, leg: number) => `gt-leg/${beadId}/r${round}/${leg}`;
 export const convoyBranch = (convoyId: string) => `convoy/${convoyId}`;
 
 /** File-system safe form of an id (run ids contain '/'). */

@@ -14,6 +14,7 @@ import type {
   NudgeRequest,
   ProgressRequest,
   ReviewVerdict,
+  StepDoneRequest,
 } from './bead';
 import type { MergeRequestState, MergeResult, MergeTicket, RefineryState, WithdrawRequest } from './refinery';
 import type { RigConfig, RigConfigInput } from './rig';
@@ -27,6 +28,8 @@ export const checkpointUpdate = defineUpdate<AgentReply, [CheckpointRequest]>('g
 export const inboxUpdate = defineUpdate<InboxReply, [InboxRequest]>('gt_inbox');
 /** From the current run: end this run on purpose; the next starts at once from the checkpoint. */
 export const handoffUpdate = defineUpdate<AgentReply, [HandoffRequest]>('gt_handoff');
+/** From the run of a `session = "single"` formula (`gt step done`): the current step is finished (workflows/formula.ts). */
+export const stepDoneUpdate = defineUpdate<AgentReply, [StepDoneRequest]>('gt_step_done');
 /** From operators (`gt nudge`): a message for the bead's current and later runs. */
 export const nudgeUpdate = defineUpdate<InboxMessage, [NudgeRequest]>('nudge');
 /** From operators (`gt bead cancel`): records who cancels and why; refused once the bead is terminal. The client then cancels the workflow. */

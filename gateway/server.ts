@@ -22,6 +22,7 @@ import {
   InboxRequest,
   MAX_TEXT,
   ProgressRequest,
+  StepDoneRequest,
   ReviewVerdict,
 } from '../domain/bead';
 import {
@@ -32,6 +33,7 @@ import {
   inboxUpdate,
   progressUpdate,
   reviewVerdictUpdate,
+  stepDoneUpdate,
 } from '../domain/messages';
 import { printableStrings } from '../domain/caps';
 import { parseOr } from '../domain/validation';
@@ -170,6 +172,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     HandoffRequest,
     // One hand-off per run: a repeated call returns the first answer and changes nothing.
     (c, body) => handle(c).executeUpdate(handoffUpdate, { args: [body], updateId: `handoff:${c.runId}` }),
+    'polecat',
+  );
+  route(
+    '/v1/step-done',
+    StepDoneRequest,
+    // One report per step and run: a repeated gt step done returns the first answer and changes nothing.
+    (c, body) =>
+      handle(c).executeUpdate(stepDoneUpdate, { args: [body], updateId: `step-done:${c.runId}:${body.stepId}` }),
     'polecat',
   );
   route('/v1/inbox', InboxRequest, (c, body) => handle(c).executeUpdate(inboxUpdate, { args: [body] }), 'polecat');

@@ -185,6 +185,50 @@ try {
     await new Promise((r) => setTimeout(r, 200));
   await decideStep(town, reviewOnly.beadId, { stepId: 'accept', verdict: 'approve', note: 'recorded', by: 'recorder' });
   console.error(`rec-approved: ${(await reviewOnly.handle.result()).status}`);
+  // explore: three legs at once (the rig takes three polecats), then the synthesis, whose branch merges.
+  await town.addRig({
+    name: 'rec-explore',
+    repo: repo.origin,
+    agent: agent('formula-step'),
+    env: { FORMULA_MARKS: mkdtempSync(join(tmpdir(), 'gt-record-marks-')) },
+    gates: ['test -d work'],
+    maxPolecats: 3,
+    policy: fast,
+  });
+  const explore = await town.sling('rec-explore', { id: 'rec-explore', title: 'An explored bead', formula: 'explore' });
+  console.error(`rec-explore: ${(await explore.handle.result()).status}`);
+  // A step's own agent command and timeout; and session = "single" (its first run dies after one step, the second
+  // goes on from the checklist), from formulas in the town's GT_HOME.
+  const formulas = join(process.env.GT_HOME, 'formulas');
+  mkdirSync(formulas, { recursive: true });
+  writeFileSync(
+    join(formulas, 'own-agent.toml'),
+    `name = "own-agent"\nversion = 1\n[[steps]]\nid = "plan"\ntitle = "plan"\nkind = "agent"\nagent = "FORMULA_AGENT=planner sh '${agent('formula-step')}'"\ntimeout = "10m"\nprompt = "Plan {{bead.title}}"\n[[steps]]\nid = "implement"\ntitle = "implement"\nkind = "agent"\nneeds = ["plan"]\nprompt = "Implement: {{steps.plan.output}}"\n`,
+  );
+  writeFileSync(
+    join(formulas, 'walk.toml'),
+    `name = "walk"\nversion = 1\nsession = "single"\n[[steps]]\nid = "plan"\ntitle = "plan"\nkind = "agent"\nprompt = "Plan {{bead.title}}"\n[[steps]]\nid = "implement"\ntitle = "implement"\nkind = "agent"\nneeds = ["plan"]\nprompt = "Implement: {{steps.plan.output}}"\n`,
+  );
+  await town.addRig({
+    name: 'rec-own',
+    repo: repo.origin,
+    agent: agent('formula-step'),
+    env: { FORMULA_MARKS: mkdtempSync(join(tmpdir(), 'gt-record-marks-')) },
+    gates: ['test -d work'],
+    policy: fast,
+  });
+  const ownAgent = await town.sling('rec-own', { id: 'rec-own-agent', title: 'Own agent', formula: 'own-agent' });
+  console.error(`rec-own-agent: ${(await ownAgent.handle.result()).status}`);
+  await town.addRig({
+    name: 'rec-walk',
+    repo: repo.origin,
+    agent: agent('formula-walk'),
+    env: { FORMULA_MARKS: mkdtempSync(join(tmpdir(), 'gt-record-marks-')), WALK_CRASH_AFTER: 'plan' },
+    gates: ['test -d work'],
+    policy: fast,
+  });
+  const walk = await town.sling('rec-walk', { id: 'rec-walk', title: 'A walked bead', formula: 'walk' });
+  console.error(`rec-walk: ${(await walk.handle.result()).status}`);
 
   // A speculative merge queue (speculation 3): four MRs gated on stacked candidates at once, the second one failing
   // its gate (sent back, the ones behind it rebuilt without it; its rework fails again and the bead fails).
@@ -211,6 +255,9 @@ try {
   const scenarios: Record<string, string> = {
     'bead-formula-careful': 'bead:rec-careful',
     'bead-formula-approved': 'bead:rec-approved',
+    'bead-formula-explore': 'bead:rec-explore',
+    'bead-formula-own-agent': 'bead:rec-own-agent',
+    'bead-formula-single': 'bead:rec-walk',
     'bead-merged': 'bead:rec-merged',
     'bead-retried': 'bead:rec-retried',
     'bead-failed': 'bead:rec-failed',

@@ -16,6 +16,7 @@ import {
   Formula,
   FORMULA_CAPS,
   FormulaOverlay,
+  formulaRigProblem,
   formulaRunProblem,
   isSingleRun,
   resolveFormula,
@@ -113,15 +114,41 @@ describe('what this version runs', () => {
   it('runs agent, gate and approval steps, and refuses what it would run differently from what it says', () => {
     expect(formulaRunProblem(resolveFormulaFor('careful', {}, { home: home() }))).toBeUndefined();
     expect(formulaRunProblem(resolveFormulaFor('review-only', {}, { home: home() }))).toBeUndefined();
-    expect(formulaRunProblem(resolveFormulaFor('explore', {}, { home: home() }))).toBe(
-      'formula explore cannot run yet: this version does not run legs, synthesis steps (see docs/formulas.md)',
+    expect(formulaRunProblem(resolveFormulaFor('explore', {}, { home: home() }))).toBeUndefined();
+    // Legs without a synthesis after them would be work no merge ever takes.
+    expect(
+      formulaRunProblem(
+        resolved([{ id: 'l', title: 'l', kind: 'legs', legs: 2, prompt: 'try {{leg}}' }, agent('b', 'y', ['l'])]),
+      ),
+    ).toBe("formula t cannot run: legs step 'l' has no synthesis step after it (add one that needs it)");
+    // session = "single": one run walks agent steps without policies of their own.
+    expect(
+      formulaRunProblem(resolved([agent('a', 'x'), agent('b', 'y', ['a'])], { session: 'single' })),
+    ).toBeUndefined();
+    expect(
+      formulaRunProblem(
+        resolved([agent('a', 'x'), { id: 'g', title: 'g', kind: 'gate', needs: ['a'] }], { session: 'single' }),
+      ),
+    ).toBe(
+      `formula t cannot run: session = "single" walks agent steps only, and step 'g' is a gate step (use session = "per-step")`,
     );
-    expect(formulaRunProblem(resolved([agent('a', 'x'), agent('b', 'y', ['a'])], { session: 'single' }))).toBe(
-      'formula t cannot run yet: this version runs only session = "per-step"',
+    expect(
+      formulaRunProblem(
+        resolved([agent('a', 'x'), { ...agent('b', 'y', ['a']), timeout: '1m' }], { session: 'single' }),
+      ),
+    ).toContain("step 'b' sets its own agent, runtime, timeout or attempts");
+    // A step's own agent, runtime and timeout are honoured (test/formula-overrides.test.ts).
+    expect(
+      formulaRunProblem(
+        resolved([agent('a', 'x'), { ...agent('b', 'y', ['a']), runtime: 'docker', agent: 'a', timeout: '1m' }]),
+      ),
+    ).toBeUndefined();
+    // A step may not leave its rig's containment for the process runtime (which contains nothing).
+    const escaping = resolved([agent('a', 'x'), { ...agent('b', 'y', ['a']), runtime: 'process' }]);
+    expect(formulaRigProblem(escaping, { name: 'r', runtime: 'docker' })).toBe(
+      "formula t: step 'b' runs on the process runtime, which contains nothing, but rig r runs docker: a step may not leave its rig's containment",
     );
-    expect(formulaRunProblem(resolved([agent('a', 'x'), { ...agent('b', 'y', ['a']), runtime: 'docker' }]))).toBe(
-      "formula t cannot run yet: step 'b' sets its own agent, runtime or timeout, which this version does not honour",
-    );
+    expect(formulaRigProblem(escaping, { name: 'r', runtime: 'process' })).toBeUndefined();
     // One prompt-less agent step is today's single run, whatever the formula is called.
     expect(isSingleRun(resolved([{ id: 'w', title: 'w', kind: 'agent' }]))).toBe(true);
     expect(isSingleRun(resolved([agent('w', 'do it')]))).toBe(false);

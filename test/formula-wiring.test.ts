@@ -24,6 +24,11 @@ beforeAll(async () => {
     join(dir, 'ticket.toml'),
     `name = "ticket"\nversion = 4\n[vars.ticket]\nrequired = true\ndescription = "the ticket number"\n[[steps]]\nid = "work"\ntitle = "work"\nkind = "agent"\n`,
   );
+  // Valid, but not runnable: its legs have no synthesis after them (formulaRunProblem).
+  writeFileSync(
+    join(dir, 'scatter.toml'),
+    `name = "scatter"\nversion = 1\n[[steps]]\nid = "l"\ntitle = "l"\nkind = "legs"\nlegs = 2\nprompt = "try {{leg}}"\n[[steps]]\nid = "b"\ntitle = "b"\nkind = "agent"\nneeds = ["l"]\nprompt = "go"\n`,
+  );
   writeFileSync(
     join(dir, 'loopy.toml'),
     `name = "loopy"\nversion = 1\n[[steps]]\nid = "a"\ntitle = "a"\nkind = "gate"\nneeds = ["b"]\n[[steps]]\nid = "b"\ntitle = "b"\nkind = "gate"\nneeds = ["a"]\n`,
@@ -49,7 +54,7 @@ describe('gt sling --formula', () => {
       [
         'bad-name',
         ['--formula', 'nope'],
-        "gt: unknown formula 'nope' (known: careful, explore, loopy, review-only, ticket, work; see `gt formula list`)",
+        "gt: unknown formula 'nope' (known: careful, explore, loopy, review-only, scatter, ticket, work; see `gt formula list`)",
       ],
       [
         'bad-var',
@@ -61,8 +66,8 @@ describe('gt sling --formula', () => {
       ['bad-flag', ['--formula', 'careful', '--var', 'focus'], "gt: --var takes name=value, got 'focus'"],
       [
         'cannot-run',
-        ['--formula', 'explore'],
-        'gt: formula explore cannot run yet: this version does not run legs, synthesis steps',
+        ['--formula', 'scatter'],
+        "gt: formula scatter cannot run: legs step 'l' has no synthesis step after it",
       ],
     ];
     for (const [id, flags, message] of cases) {
@@ -114,11 +119,9 @@ describe("a rig's default formula", () => {
     expect(await workflowExists(t.client, 'refinery:fw3')).toBe(false);
 
     await t.addRig({ name: 'fw3', repo: repo.origin, formula: 'ticket', formulaVars: { ticket: 'GT-1' } });
-    const update = await runGt(['rig', 'update', 'fw3', '--formula', 'explore'], t.cliEnv());
+    const update = await runGt(['rig', 'update', 'fw3', '--formula', 'scatter'], t.cliEnv());
     expect(update.code).toBe(1);
-    expect(update.stderr).toContain(
-      'gt: formula explore cannot run yet: this version does not run legs, synthesis steps',
-    );
+    expect(update.stderr).toContain("gt: formula scatter cannot run: legs step 'l' has no synthesis step after it");
     expect((await t.town.getRig('fw3')).formula).toBe('ticket');
 
     const { beadId } = await t.town.sling('fw3', { title: 'default formula' });

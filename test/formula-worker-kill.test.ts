@@ -2,6 +2,8 @@
  * Issue 15 acceptance: kill -9 of the worker during step 3 of 5 (`careful`, self-review). The new worker replays the
  * bead: steps 1–2 are not run again (counted from the agents' start marks: one prompt copy per agent start), the live
  * step-3 agent is re-attached rather than restarted, the formula goes on to the end, and the bead merges once.
+ * And the same during `explore`'s legs: two legs done and the third live when the worker dies — the done legs are not
+ * run again, the live one is re-attached, the synthesis runs once and the bead merges once.
  * The worker is a real `gt worker` process with a fixed gateway port (the held agent's GT_GATEWAY_URL must stay valid).
  */
 import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
@@ -79,6 +81,59 @@ describe('a worker killed during a formula step', () => {
       ['b-fkill/r1/a3', 'done'],
       ['b-fkill/r1/a4', 'done'],
     ]);
+    expect((await repo.log()).filter((c) => c.body.includes('Gt-Merge-Request'))).toHaveLength(1);
+  }, 300_000);
+
+  it('never re-runs the legs already done, re-attaches the live one, and the bead merges once', async () => {
+    const marks = mkdtempSync(join(tmpdir(), 'gt-formula-kill-legs-'));
+    const host = await workerProcessHost('fklegs', children);
+    const town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
+    const repo = await createRepo();
+    await town.addRig({
+      name: 'fklegs',
+      repo: repo.origin,
+      agent: agentScript('formula-step'),
+      env: { FORMULA_MARKS: marks, FORMULA_HOLD: 'legs-leg3' },
+      maxPolecats: 3,
+      policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
+    });
+
+    const first = await host.start();
+    const { handle } = await town.sling('fklegs', {
+      id: 'b-fklegs',
+      title: 'Explore through a crash',
+      formula: 'explore',
+    });
+    // Legs 1 and 2 are done (published), leg 3 is held live when the worker dies.
+    await eventually(
+      async () => {
+        const legs = (await town.beadState('b-fklegs')).steps?.[0]?.legs;
+        return readdirSync(marks).includes('held') && legs?.map((l) => l.state).join() === 'done,done,running';
+      },
+      90_000,
+      'legs 1-2 done, leg 3 held',
+    );
+    first.proc.kill('SIGKILL');
+    await new Promise((resolve) => first.proc.once('exit', resolve));
+
+    await host.start();
+    await eventually(() => supervisionReattached(handle), 60_000, 'supervision of leg 3 re-attached on the new worker');
+    writeFileSync(join(marks, 'release'), '');
+    expect((await handle.result()).status).toBe('closed');
+
+    // One agent start per leg and one synthesis: nothing was run again.
+    expect(
+      readdirSync(marks)
+        .filter((f) => f.endsWith('.md'))
+        .sort(),
+    ).toEqual(['legs-leg1-1.md', 'legs-leg2-1.md', 'legs-leg3-1.md', 'synthesis-1.md']);
+    const state = await town.beadState('b-fklegs');
+    expect(state.steps!.map((s) => [s.id, s.state, s.iterations])).toEqual([
+      ['legs', 'done', 1],
+      ['synthesis', 'done', 1],
+    ]);
+    expect(state.runs.map((r) => r.outcome)).toEqual(['done', 'done', 'done', 'done']);
+    expect(state.runs).toHaveLength(4);
     expect((await repo.log()).filter((c) => c.body.includes('Gt-Merge-Request'))).toHaveLength(1);
   }, 300_000);
 });

@@ -159,6 +159,7 @@ describe('gt mcp for operators', () => {
       'gt_inbox',
       'gt_progress',
       'gt_request_changes',
+      'gt_step_done',
     ]);
     expect(await callError(client, 'gt_done', { summary: 'x' })).toBe(
       'not inside a Gas Town run: GT_GATEWAY_URL, GT_RUN_TOKEN_FILE (or GT_RUN_TOKEN) and GT_RUN_ID must be set',
@@ -273,6 +274,7 @@ describe('gt mcp inside a run', () => {
       'gt_handoff',
       'gt_inbox',
       'gt_progress',
+      'gt_step_done',
     ]);
     const answers = z
       .object({ progress: ToolResult, checkpoint: ToolResult, inbox: ToolResult, done: ToolResult })

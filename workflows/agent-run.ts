@@ -127,6 +127,10 @@ export class AgentRuns<R extends { runId: string }> {
     private readonly raise: (e: AgentEscalation) => Promise<unknown>,
   ) {}
 
+  /** Every live run, oldest first (parallel legs of a formula are several). */
+  get all(): readonly R[] {
+    return this.live;
+  }
   /** The live run (the first, should several be live). */
   get current(): R | undefined {
     return this.live[0];
@@ -182,7 +186,7 @@ export class AgentRuns<R extends { runId: string }> {
 }
 
 /** How a run ended: on purpose (`done`: gt done or a verdict; `handed_off`), or not. */
-export type RunEnd = 'done' | 'handed_off' | 'exited' | 'lost' | 'stalled';
+export type RunEnd = 'done' | 'handed_off' | 'exited' | 'lost' | 'stalled' | 'timed_out';
 
 /** What `AgentRun.drive` needs from its workflow. */
 export interface Drive<R extends AgentRun> {
@@ -190,6 +194,11 @@ export interface Drive<R extends AgentRun> {
   activities: HostActivities;
   launch: AgentLaunch;
   stallTimeout: number;
+  /**
+   * The hard cap on the run (a formula step's `timeout`), from when it is driven: then it is stopped as `timed_out`.
+   * Only formula steps that set it pass it, and those were refused before it existed, so no recorded history has it.
+   */
+  timeout?: number;
   /** Called once the run is live, before its agent is started. */
   starting(): void;
   /** Called once the agent has started (or was adopted). */
@@ -227,6 +236,7 @@ export class AgentRun {
    * ended; an agent that could not be started is returned as `startFailed` (a cancellation is thrown).
    */
   async drive(d: Drive<this>): Promise<{ end: RunEnd } | { startFailed: unknown }> {
+    const deadline = d.timeout === undefined ? undefined : Date.now() + d.timeout;
     d.runs.admit(this);
     d.starting();
     let started: StartedAgent;
@@ -248,7 +258,7 @@ export class AgentRun {
         (error: unknown) =>
           void (this.lost = isCancellation(error) && scope.consideredCancelled ? undefined : { error }),
       );
-    const end = await this.watch(d.runs, d.stallTimeout);
+    const end = await this.watch(d.runs, d.stallTimeout, deadline);
     if (end === 'done' || end === 'handed_off') await condition(() => this.over, EXIT_GRACE_MS);
     if (!this.over) {
       d.stopping?.(end);
@@ -260,12 +270,13 @@ export class AgentRun {
   }
 
   /** Waits for the run to end, raising its agents' escalations as they come; stalled after `stallTimeout` of silence. */
-  private async watch(runs: AgentRuns<this>, stallTimeout: number): Promise<RunEnd> {
+  private async watch(runs: AgentRuns<this>, stallTimeout: number, deadline?: number): Promise<RunEnd> {
     for (;;) {
       const quietFor = Date.now() - this.lastProgressAt;
+      const wait = stallTimeout - quietFor;
       await condition(
         () => !!this.ending() || this.over || runs.escalationsPending,
-        Math.max(stallTimeout - quietFor, 1),
+        Math.max(deadline === undefined ? wait : Math.min(wait, deadline - Date.now()), 1),
       );
       await runs.raisePending();
       const ending = this.ending();
@@ -273,6 +284,7 @@ export class AgentRun {
       if (this.exit) return 'exited';
       if (this.lost !== undefined) return 'lost';
       if (Date.now() - this.lastProgressAt >= stallTimeout) return 'stalled';
+      if (deadline !== undefined && Date.now() >= deadline) return 'timed_out';
     }
   }
 }

@@ -15,6 +15,7 @@ import {
   InboxRequest,
   NudgeRequest,
   ProgressRequest,
+  StepDoneRequest,
   TERMINAL_BEAD_STATUSES,
 } from '../domain/bead';
 import { CAPS, capText, keepNewest } from '../domain/caps';
@@ -28,6 +29,7 @@ import {
   inboxUpdate,
   nudgeUpdate,
   progressUpdate,
+  stepDoneUpdate,
 } from '../domain/messages';
 import { PROGRESS_MIN_GAP_MS } from '../domain/progress';
 import { parseOrReject } from '../domain/validation';
@@ -83,6 +85,31 @@ export function handleBeadMessages(b: Bead): void {
         const req = parseOrReject(DoneRequest, raw, 'gt_done');
         if (runs.require(req.runId).handedOff)
           throw ApplicationFailure.nonRetryable(`run ${req.runId} has handed off: the next run finishes`, 'RunEnding');
+        // A session = "single" formula's run reports every step (gt step done) before it is done.
+        const stepsLeft = b.singleSession?.doneRefused();
+        if (stepsLeft) throw ApplicationFailure.nonRetryable(stepsLeft, 'StepsLeft');
+      },
+    },
+  );
+  // Registered on every bead (a handler adds no command, so histories replay unchanged); only a session = "single"
+  // formula's run is answered, the rest refused in the validator (no history).
+  setHandler(
+    stepDoneUpdate,
+    (raw): AgentReply => {
+      const req = StepDoneRequest.parse(raw);
+      runs.require(req.runId);
+      return b.singleSession!.accept(req);
+    },
+    {
+      validator: (raw) => {
+        const req = parseOrReject(StepDoneRequest, raw, 'gt step done');
+        runs.require(req.runId);
+        if (!b.singleSession)
+          throw ApplicationFailure.nonRetryable(
+            `bead ${bead.id} does not run a session = "single" formula: a step's run ends with gt done`,
+            'NotSingleSession',
+          );
+        b.singleSession.validate(req);
       },
     },
   );

@@ -20,12 +20,12 @@ import type { BeadResult, BeadWorkflowInput, RunRecord } from '../domain/bead';
 import { MAX_CARRIED_INBOX, MAX_CARRIED_ROUNDS, MAX_CARRIED_RUNS, MAX_TEXT } from '../domain/bead';
 import { CAPS, capText, keepNewest } from '../domain/caps';
 import { dispatchGateWorkflowId, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
-import { beadBranch, runIdOf } from '../domain/ids';
+import { beadBranch, legBranch, runIdOf } from '../domain/ids';
 import { countTownEvent } from '../domain/metrics';
 import { failureMessage } from '../domain/validation';
 import { type AttemptsAt, hostActivities, runAttempts } from './agent-run';
 import { type Bead, PolecatRun, town } from './bead-state';
-import type { AgentStep, FormulaHost, RunResult } from './formula';
+import type { AgentStep, FormulaHost, LegResult, RunResult } from './formula';
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
 const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
@@ -51,7 +51,9 @@ export class PolecatRuns {
       convoyId: convoy?.id,
       state: this.b.state,
       runAgent: (round, step) => this.runRound(round, undefined, step),
+      runLegs: (round, legs, ended) => this.runLegs(round, legs, ended),
       setStep: (label) => void (this.b.stepLabel = label),
+      walk: (session) => void (this.b.singleSession = session),
       setStatus: (status, waitingFor) => this.b.setStatus(status, waitingFor),
     };
   }
@@ -99,6 +101,51 @@ export class PolecatRuns {
         CAPS.feedback,
       ),
     };
+  }
+
+  /**
+   * The legs of a formula's legs step (workflows/formula.ts), all at once: each leg is a run of attempts of its own
+   * (its own dispatch slot, its own run ids and so its own fence, a branch and worktree of its own), as runRound's are.
+   * Run numbers are handed out as attempts start (legs interleave), above every run the round had before; `ended` is
+   * told as each leg ends. Only formulas with a legs step get here, and those were refused at sling before this
+   * existed (formulaRunProblem), so no recorded history reaches it: it needs no patched() id.
+   */
+  async runLegs(round: number, legs: AgentStep[], ended: (i: number, r: LegResult) => void): Promise<LegResult[]> {
+    const { state, input } = this.b;
+    const policy = input.rig.policy;
+    const after = state.runs.filter((r) => r.round === round).reduce((n, r) => Math.max(n, r.attempt), 0);
+    let next = after + 1;
+    return Promise.all(
+      legs.map(async (step, i) => {
+        const runs: string[] = [];
+        const maxAttempts = step.attempts ?? policy.maxAttempts;
+        const result = await runAttempts<{ headSha: string; summary?: string }>({
+          maxAttempts,
+          retryBackoff: policy.retryBackoff,
+          from: { nextRun: 1, failures: [], lastFailed: false },
+          attempt: (_run, lastFailed) => {
+            const run = next++;
+            const leg = { index: i + 1, after, earlier: [...runs] };
+            runs.push(runIdOf(input.bead.id, round, run));
+            return this.runAttempt(round, run, lastFailed, { ...step, leg });
+          },
+          backingOff: (failed, backoff) =>
+            this.b.setStatus('in_progress', `leg ${i + 1}: attempt ${failed} failed; next attempt in ${backoff} ms`),
+        });
+        const done: LegResult =
+          'failures' in result
+            ? {
+                failure: capText(
+                  `all ${maxAttempts} attempts of leg ${i + 1} failed:\n- ${result.failures.join('\n- ')}`,
+                  CAPS.feedback,
+                ),
+                runs,
+              }
+            : { ...result, runs };
+        ended(i, done);
+        return done;
+      }),
+    );
   }
 
   private continueAsNewDue() {
@@ -198,11 +245,14 @@ export class PolecatRuns {
     afterFailure: boolean,
     step?: AgentStep,
   ): Promise<AttemptResult> {
-    const { b, branch } = this;
+    const { b } = this;
     const { bead, rig } = b.input;
     const { state } = b;
     const { targetBranch } = state;
-    const summary = (what: string) => `${step ? `${b.stepLabel}: ` : ''}${what}`;
+    const summary = (what: string) =>
+      `${step ? `${b.stepLabel}${step.leg ? ` leg ${step.leg.index}` : ''}: ` : ''}${what}`;
+    // A leg works on a branch of its own; every other run on the bead's.
+    const branch = step?.leg ? legBranch(bead.id, round, step.leg.index) : this.branch;
     const { hostQueue } = await town.claimHost.executeWithOptions(
       { summary: summary(`claim a host for run ${runId}`) },
       [],
@@ -245,6 +295,7 @@ export class PolecatRuns {
               CAPS.messagesTotal,
             ),
             ...(step ? { step: step.prompt } : {}),
+            ...(step?.leg ? { leg: step.leg } : {}),
           },
         ],
       );
@@ -258,7 +309,12 @@ export class PolecatRuns {
       beadId: bead.id,
       workflowId: workflowInfo().workflowId,
       role: 'polecat' as const,
-      rig,
+      // A formula step's own agent command and runtime replace the rig's for its runs (start and supervision).
+      rig: {
+        ...rig,
+        ...(step?.agent !== undefined ? { agent: step.agent } : {}),
+        ...(step?.runtime !== undefined ? { runtime: step.runtime } : {}),
+      },
       worktree: prepared.worktree,
       promptFile: prepared.promptFile,
       branch,
@@ -270,6 +326,7 @@ export class PolecatRuns {
       activities,
       launch,
       stallTimeout: rig.policy.stallTimeout,
+      ...(step?.timeout !== undefined ? { timeout: step.timeout } : {}),
       starting: () => b.setStatus('in_progress', `starting run ${runId} on ${prepared.host}`),
       started: async (started) => {
         await this.sendToGate(this.reportStart(runId, true));
@@ -295,6 +352,7 @@ export class PolecatRuns {
         exited: `the agent exited (code ${run.exit?.exitCode ?? 'unknown'}) without calling gt done`,
         stalled: `the agent reported no progress for ${rig.policy.stallTimeout} ms and was stopped`,
         lost: `supervision of the run was lost: ${run.lost ? failureMessage(run.lost.error) : ''}`,
+        timed_out: `the run passed step ${step?.prompt.id ?? ''}'s timeout of ${step?.timeout ?? 0} ms and was stopped`,
       }[outcome];
       log.warn('run failed', { beadId: bead.id, runId, outcome, why });
       return { failure: `${runId}: ${why}` };

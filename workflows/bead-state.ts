@@ -11,6 +11,7 @@ import { appendFeedback } from '../domain/caps';
 import { formulaLabel } from '../domain/formula';
 import { SA } from '../domain/search-attributes';
 import { AgentRun, AgentRuns, townActivities } from './agent-run';
+import type { SingleSession } from './formula';
 
 /** The bead's town activities (dispatch slots, hosts, escalations). */
 export const town = townActivities(20);
@@ -43,6 +44,8 @@ export class Bead {
   readonly grants = new Set<string>();
   /** The formula step under way ("step 3/5 self-review"), shown before what the bead waits for. */
   stepLabel: string | undefined;
+  /** While a `session = "single"` formula's run walks its steps: `gt step done` and the guard on `gt done` (workflows/formula.ts). */
+  singleSession: SingleSession | undefined;
   /** The round a continued run starts in, and the first round of this workflow run (rounds number on after retries). */
   readonly firstRound: number;
   /** The retry this workflow run is (`gt bead retry`), if it is one. */

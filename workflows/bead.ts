@@ -117,7 +117,12 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     if (isCancellation(err)) {
       // The cancel reached the supervising activity with the bead's; wait for it to stop the agent, so a cancelled
       // bead (and `gt bead cancel` returning) means its process is gone. Histories from before ended without waiting.
-      const stopping = b.runs.current?.supervision;
+      // Parallel legs are several live runs: wait for every one (one live run: the same single wait as before).
+      const live = b.runs.all;
+      const stopping =
+        live.length > 1
+          ? Promise.all(live.flatMap((r) => (r.supervision ? [r.supervision] : []))).then(() => undefined)
+          : live[0]?.supervision;
       if (stopping && patched(CANCEL_WAITS_FOR_AGENT_STOP)) {
         b.setStatus(state.status, 'cancelled: stopping its agent');
         await CancellationScope.nonCancellable(() => stopping);

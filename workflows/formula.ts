@@ -15,30 +15,59 @@
  */
 import { ApplicationFailure, condition, isCancellation, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { TownQueueActivities } from '../activities';
-import type { BeadSpec, BeadState, BeadStatus } from '../domain/bead';
+import type { AgentReply, BeadSpec, BeadState, BeadStatus, StepDoneRequest } from '../domain/bead';
 import { CAPS, capText } from '../domain/caps';
 import { escalationIdPart } from '../domain/escalation';
 import {
+  ancestors,
   capOutput,
+  DEFAULT_LEGS,
   formulaLabel,
   renderTemplate,
   StepDecision,
   stepDecisionUpdate,
   stepOrder,
+  type FormulaStep,
+  type LegRecord,
   type PromptStep,
   type ResolvedFormula,
   type StepRecord,
 } from '../domain/formula';
+import { legBranch } from '../domain/ids';
 import type { RigConfig } from '../domain/rig';
 import type { z } from 'zod';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { townActivities } from './agent-run';
 
-/** One agent step as the bead runs it: its prompt section and its own bound on attempts. */
+/** What a `session = "single"` formula's engine answers for its run (the bead's handlers ask it). */
+export interface SingleSession {
+  /** Throws (non-retryable) when `gt step done` for this step is not what the bead waits for. */
+  validate(req: z.output<typeof StepDoneRequest>): void;
+  accept(req: z.output<typeof StepDoneRequest>): AgentReply;
+  /** Why `gt done` is refused now (steps left), or undefined. */
+  doneRefused(): string | undefined;
+}
+
+/**
+ * One agent step as the bead runs it: its prompt section, its own bound on attempts, and its overrides of the rig's
+ * agent command, runtime, and the hard cap on one run (`timeout`). The overrides were refused at sling before they
+ * were honoured (formulaRunProblem), so no recorded history carries them: honouring them needs no patched() id.
+ */
 export interface AgentStep {
   prompt: PromptStep;
   attempts?: number;
+  agent?: string;
+  runtime?: RigConfig['runtime'];
+  timeout?: number;
+  /**
+   * A leg of a legs step: its number, the last run of the round before the legs, and its own earlier attempts
+   * (workflows/bead-runs.ts; prepareRun stops stale runs of the bead except the other legs').
+   */
+  leg?: { index: number; after: number; earlier: string[] };
 }
+
+/** How one leg of a legs step ended, and its runs. */
+export type LegResult = RunResult & { runs: string[] };
 
 /** A run's (or a formula round's) result: the published head, or why it failed. */
 export type RunResult = { headSha: string; summary?: string } | { failure: string };
@@ -51,6 +80,10 @@ export interface FormulaHost {
   state: BeadState;
   /** Runs one agent step: attempts of the bead's own runs (dispatch slot, supervision, fencing), then the published head. */
   runAgent(round: number, step: AgentStep): Promise<RunResult>;
+  /** Runs the legs of a legs step at once (each as runAgent runs a step, on a branch of its own); `ended` as each ends. */
+  runLegs(round: number, legs: AgentStep[], ended: (i: number, r: LegResult) => void): Promise<LegResult[]>;
+  /** While a session = "single" formula's run walks the steps: what answers `gt step done` (undefined after). */
+  walk(session: SingleSession | undefined): void;
   /** The step shown before the bead's status line ("step 3/5 self-review"); undefined between steps. */
   setStep(label: string | undefined): void;
   setStatus(status: BeadStatus, waitingFor: string): void;
@@ -65,12 +98,9 @@ const town = townActivities(20);
 
 const now = () => new Date().toISOString();
 
-/** Runs round `round` of the formula; the head that goes to the merge queue, or why the round failed. */
-export async function runFormula(host: FormulaHost, formula: ResolvedFormula, round: number): Promise<RunResult> {
-  const { bead, state } = host;
-  const order = stepOrder(formula.steps);
-  const total = order.length;
-  const records: StepRecord[] = (state.steps ??= order.map((s) => ({
+/** The bead's step records (kept in its state: done steps survive replay), created on first use. */
+function stepRecords(state: BeadState, order: FormulaStep[]): StepRecord[] {
+  return (state.steps ??= order.map((s) => ({
     id: s.id,
     title: s.title,
     kind: s.kind,
@@ -78,6 +108,146 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
     iterations: 0,
     runs: [],
   })));
+}
+
+/**
+ * A `session = "single"` formula: one agent run (with the bead's attempts) walks every step, reporting each with
+ * `gt step done <step> --output …`, in order; its prompt is the checklist (done steps with their outputs, the current
+ * one marked), rebuilt for every attempt, so a crashed run's successor continues at the first step not reported.
+ * `gt done` is refused while steps are left. Only agent steps without policies of their own (formulaRunProblem).
+ * Reachable only by formulas refused at sling before it existed: no recorded history gets here (no patched() id).
+ */
+async function runSingleSession(host: FormulaHost, formula: ResolvedFormula, round: number): Promise<RunResult> {
+  const { bead, state } = host;
+  const order = stepOrder(formula.steps);
+  const total = order.length;
+  const records = stepRecords(state, order);
+  let current = 0;
+  if (round > 1) {
+    current = Math.max(
+      0,
+      order.findIndex((s) => s.id === (formula.rework ?? order[0]!.id)),
+    );
+    for (const r of records.slice(current)) r.state = 'pending';
+  }
+  const feedback = state.feedback.at(-1);
+  const begin = () => {
+    const rec = records[current];
+    if (rec) {
+      Object.assign(rec, { state: 'running', startedAt: now(), endedAt: undefined });
+      rec.iterations++;
+    }
+    host.setStep(rec ? `step ${current + 1}/${total} ${rec.id}` : `steps ${total}/${total} reported`);
+  };
+  const checklist = (): PromptStep => {
+    const outputs: Record<string, string[]> = {};
+    for (const [k, s] of order.entries())
+      outputs[s.id] = [k < current ? (records[k]!.output ?? '') : `(your output of step ${s.id}, once you report it)`];
+    const lines = order.map(
+      (s, k) => `- [${k < current ? 'x' : ' '}] ${k + 1}. \`${s.id}\` ${s.title}${k === current ? '  ← next' : ''}`,
+    );
+    const sections = order.map((s, k) => {
+      const body =
+        k < current
+          ? `Done. You reported:\n${renderTemplate(`{{steps.${s.id}.output}}`, { bead, vars: formula.vars, outputs })}`
+          : renderTemplate(s.prompt ?? '', { bead, vars: formula.vars, outputs, feedback });
+      return `### ${k + 1}/${total} \`${s.id}\`: ${s.title}\n\n${body.trim()}`;
+    });
+    const next = order[Math.min(current, total - 1)]!;
+    return {
+      id: next.id,
+      title: next.title,
+      index: Math.min(current + 1, total),
+      total,
+      formula: formulaLabel(formula),
+      instructions: capOutput(`${lines.join('\n')}\n\n${sections.join('\n\n')}`, 55_000),
+      final: true,
+      single: true,
+    };
+  };
+  begin();
+  host.walk({
+    validate: (req) => {
+      const expected = order[current];
+      if (!expected)
+        throw ApplicationFailure.nonRetryable(
+          `every step of bead ${bead.id} is reported: commit your work and run gt done`,
+          'NotCurrentStep',
+        );
+      if (req.stepId !== expected.id)
+        throw ApplicationFailure.nonRetryable(
+          `step '${req.stepId}' is not the next step of bead ${bead.id}: report '${expected.id}' (step ${current + 1}/${total}) first; steps are reported in order`,
+          'NotCurrentStep',
+        );
+    },
+    accept: (req) => {
+      const rec = records[current]!;
+      Object.assign(rec, { state: 'done', endedAt: now(), output: capOutput(req.output) });
+      if (!rec.runs.includes(req.runId)) rec.runs.push(req.runId);
+      current++;
+      begin();
+      const next = order[current];
+      return {
+        accepted: true,
+        runId: req.runId,
+        message: next
+          ? `step ${req.stepId} done; next: ${next.id} (step ${current + 1}/${total})`
+          : `step ${req.stepId} done; every step is reported: commit your work and run gt done`,
+      };
+    },
+    doneRefused: () => {
+      const left = order[current];
+      return left
+        ? `report the steps left first: \`gt step done ${left.id} --output "…"\` (${total - current} of ${total} left), then gt done`
+        : undefined;
+    },
+  });
+  const step = {
+    get prompt() {
+      return checklist();
+    },
+  };
+  let result: RunResult;
+  try {
+    result = await host.runAgent(round, step);
+  } finally {
+    host.walk(undefined);
+    host.setStep(undefined);
+  }
+  if ('failure' in result) {
+    const rec = records[current];
+    if (rec) Object.assign(rec, { state: 'failed', endedAt: now(), output: capOutput(result.failure) });
+    return { failure: `formula ${formulaLabel(formula)} (one run walking its steps) failed: ${result.failure}` };
+  }
+  if (!result.headSha) return { failure: `formula ${formulaLabel(formula)} ended without any commits on the branch` };
+  return { headSha: result.headSha };
+}
+
+/**
+ * What a synthesis run is told about the legs before it (steps it depends on): each leg's branch, as its repository
+ * has it (`origin/<branch>`, fetched from the rig's mirror), and its head — or that it committed nothing or failed.
+ */
+function legsSection(records: StepRecord[], before: Set<string>): string {
+  const lines = records
+    .filter((r) => r.legs && before.has(r.id))
+    .flatMap((r) =>
+      r.legs!.map((l) =>
+        l.state === 'done' && l.headSha
+          ? `- ${r.id}, leg ${l.leg}: \`origin/${l.branch}\` at ${l.headSha.slice(0, 12)}`
+          : `- ${r.id}, leg ${l.leg}: ${l.state === 'done' ? 'committed nothing' : 'failed'}`,
+      ),
+    );
+  if (!lines.length) return '';
+  return `\n\nThe legs' branches are in your repository (fetch nothing; they are there):\n${lines.join('\n')}\n`;
+}
+
+/** Runs round `round` of the formula; the head that goes to the merge queue, or why the round failed. */
+export async function runFormula(host: FormulaHost, formula: ResolvedFormula, round: number): Promise<RunResult> {
+  if (formula.session === 'single') return runSingleSession(host, formula, round);
+  const { bead, state } = host;
+  const order = stepOrder(formula.steps);
+  const total = order.length;
+  const records = stepRecords(state, order);
   const record = (id: string) => records.find((r) => r.id === id)!;
   const indexOf = (id: string) => order.findIndex((s) => s.id === id);
   const lastAgent = order.reduce((last, s, i) => (s.kind === 'agent' || s.kind === 'synthesis' ? i : last), -1);
@@ -122,17 +292,19 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
     rec.iterations++;
     host.setStep(label);
     const outputs: Record<string, string[]> = {};
-    for (const r of records) if (r.state === 'done') outputs[r.id] = [r.output ?? ''];
+    for (const r of records)
+      if (r.state === 'done') outputs[r.id] = r.legs ? r.legs.map((l) => l.output ?? '') : [r.output ?? ''];
     const feedback = [roundFeedback, loopFeedback?.text].filter(Boolean).join('\n\n');
     let failed: string | undefined;
 
     if (step.kind === 'agent' || step.kind === 'synthesis') {
-      const instructions = renderTemplate(step.prompt ?? '', {
+      let instructions = renderTemplate(step.prompt ?? '', {
         bead,
         vars: formula.vars,
         outputs,
         feedback: feedback || undefined,
       });
+      if (step.kind === 'synthesis') instructions += legsSection(records, ancestors(formula.steps, step.id));
       const before = state.runs.length;
       const result = await host.runAgent(round, {
         prompt: {
@@ -145,6 +317,9 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
           final: i === lastAgent,
         },
         attempts: step.attempts,
+        agent: step.agent,
+        runtime: step.runtime,
+        timeout: step.timeout,
       });
       rec.runs.push(...state.runs.slice(before).map((r) => r.runId));
       if ('failure' in result) {
@@ -154,6 +329,57 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
       }
       if (result.headSha) headSha = result.headSha;
       rec.output = capOutput(result.summary ?? '');
+    } else if (step.kind === 'legs') {
+      // Reachable only by formulas with a legs step, refused at sling before legs ran (formulaRunProblem): no recorded
+      // history gets here, so running them needs no patched() id.
+      const n = step.legs ?? DEFAULT_LEGS;
+      const legs: AgentStep[] = Array.from({ length: n }, (_, k) => ({
+        prompt: {
+          id: step.id,
+          title: `${step.title} — leg ${k + 1} of ${n}`,
+          index: i + 1,
+          total,
+          formula: formulaLabel(formula),
+          instructions: renderTemplate(step.prompt ?? '', {
+            bead,
+            vars: formula.vars,
+            outputs,
+            feedback: feedback || undefined,
+            leg: k + 1,
+          }),
+          final: false,
+        },
+        attempts: step.attempts,
+        agent: step.agent,
+        runtime: step.runtime,
+        timeout: step.timeout,
+      }));
+      const legRecords: LegRecord[] = (rec.legs = legs.map((_, k) => ({
+        leg: k + 1,
+        state: 'running' as const,
+        branch: legBranch(bead.id, round, k + 1),
+        runs: [],
+      })));
+      host.setStatus('in_progress', `${n} legs running`);
+      const results = await host.runLegs(round, legs, (k, r) => {
+        Object.assign(
+          legRecords[k]!,
+          'failure' in r
+            ? { state: 'failed', output: capOutput(`(this leg failed) ${r.failure}`), runs: r.runs }
+            : {
+                state: 'done',
+                headSha: r.headSha,
+                output: capOutput(`${r.summary ?? ''}${r.headSha ? '' : '\n(this leg committed nothing)'}`),
+                runs: r.runs,
+              },
+        );
+      });
+      rec.runs.push(...results.flatMap((r) => r.runs));
+      const finished = results.filter((r) => !('failure' in r)).length;
+      // The step goes on with the legs that finished (the synthesis sees the failed ones as failed); all failed, it fails.
+      if (finished === 0)
+        failed = `every leg failed:\n${legRecords.map((l) => `leg ${l.leg}: ${l.output}`).join('\n')}`;
+      else rec.output = `${finished} of ${n} legs finished`;
     } else if (step.kind === 'gate') {
       const gates = step.gates ?? host.rig.gates;
       if (!headSha) failed = 'no step has committed anything yet: there is nothing to gate';
@@ -209,8 +435,8 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
       if (d.verdict === 'approve') rec.output = said;
       else failed = said;
     } else {
-      // Refused where the bead was slung (formulaRunProblem); a history cannot reach here.
-      failed = `step kind ${step.kind} cannot run on this version`;
+      // Every kind is handled above; a kind added to the format later is refused at sling until it runs here.
+      failed = `step kind ${String(step.kind satisfies never)} cannot run on this version`;
     }
 
     if (failed !== undefined) {

@@ -53,7 +53,21 @@ Examples:
 }
 
 export function registerStepCommands(program: Command): void {
-  const step = program.command('step').description("a bead's formula steps: decide its approval steps");
+  const step = program
+    .command('step')
+    .description("a bead's formula steps: decide its approval steps; (agent) report a step done");
+  step
+    .command('done')
+    .description(
+      '(agent, session = "single" formulas) report the current step finished; its output is what the checklist and\n' +
+        'later steps see. Steps are reported in order; after the last one, commit and run `gt done`.',
+    )
+    .argument('<step>', 'the step id (the checklist in your prompt names it)')
+    .option('--output <text>', "the step's output: what was done, decided or found", '')
+    .action(async (stepId: string, o: { output: string }) => {
+      const { callGateway } = await import('../gateway-client');
+      console.log((await callGateway('/v1/step-done', { stepId, output: o.output })).message ?? 'ok');
+    });
   for (const verdict of ['approve', 'reject'] as const) {
     step
       .command(verdict)

@@ -8,7 +8,7 @@ export function registerMcpCommand(program: Command): void {
   program
     .command('mcp')
     .description(
-      "serve the town's tools over MCP (stdio). Inside a run: the agent's tools (gt_done, gt_progress, gt_checkpoint, gt_inbox,\n" +
+      "serve the town's tools over MCP (stdio). Inside a run: the agent's tools (gt_done, gt_progress, gt_checkpoint, gt_inbox, gt_step_done,\n" +
         'gt_escalate; reviewers gt_approve, gt_request_changes). Outside: operator tools (gt_sling, gt_bead_status, gt_bead_list,\n' +
         'gt_nudge, gt_mq, gt_rig_list, gt_rig_show, gt_convoy_start/add_beads/launch/status/list/cancel, gt_escalations, gt_escalation_ack)',
     )
