@@ -73,6 +73,12 @@ export const Failure = {
   // --- formulas (workflows/formula.ts) ---
   /** A step decision for a step that is not waiting for one. */
   NotWaiting: 'NotWaiting',
+  /** `gt step done` for a step that is not the session's current one (session = "single"). */
+  NotCurrentStep: 'NotCurrentStep',
+  /** `gt step done` on a bead whose formula does not run one session. */
+  NotSingleSession: 'NotSingleSession',
+  /** `gt done` while a single session's steps are left unreported. */
+  StepsLeft: 'StepsLeft',
 
   // --- escalation webhook (activities/notify.ts) ---
   /** The webhook answered 4xx: a dead letter, never retried. */

@@ -29,6 +29,7 @@ import { escalationIdPart } from '../domain/escalation';
 import { escalateUpdate } from '../domain/messages';
 import type { RigConfig } from '../domain/rig';
 import { parseOrReject } from '../domain/validation';
+import { Failure, RETRY } from '../domain/failures';
 
 /** After the agent ended its run on purpose (gt done, a verdict, a hand-off), how long it may take to exit on its own. */
 export const EXIT_GRACE_MS = 15_000;
@@ -79,12 +80,7 @@ export function hostActivities(
     startToCloseTimeout: policy.startTimeout,
     scheduleToStartTimeout: policy.startTimeout,
     // Start-or-adopt by run id: a retry after an uncertain start adopts the agent instead of launching a second.
-    retry: {
-      initialInterval: '1s',
-      maximumInterval: '10s',
-      maximumAttempts: 3,
-      nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput', 'NoAgentCommand', 'AgentStartRefused'],
-    },
+    retry: RETRY.agentStart,
   });
   const supervisor = proxyActivities<HostQueueActivities>({
     taskQueue: hostQueue,
@@ -93,12 +89,7 @@ export function hostActivities(
     heartbeatTimeout: policy.heartbeatTimeout,
     scheduleToStartTimeout: policy.startTimeout,
     // Retries re-attach to the live agent (its handle is in the input and the heartbeat details); they never relaunch it.
-    retry: {
-      initialInterval: '1s',
-      maximumInterval: '10s',
-      maximumAttempts: 5,
-      nonRetryableErrorTypes: ['RuntimeUnavailable', 'InvalidInput'],
-    },
+    retry: RETRY.agentSupervise,
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   });
   return { onHost, starter, supervisor };
@@ -148,7 +139,7 @@ export class AgentRuns<R extends { runId: string }> {
   /** The live run `runId`, or a non-retryable `StaleRun` failure (an update's validator refuses it, leaving no history). */
   require(runId: string): R {
     const run = this.live.find((r) => r.runId === runId);
-    if (!run) throw ApplicationFailure.nonRetryable(this.refused(runId, this.current), 'StaleRun');
+    if (!run) throw ApplicationFailure.nonRetryable(this.refused(runId, this.current), Failure.StaleRun);
     return run;
   }
 

@@ -32,9 +32,9 @@ import {
   stepDoneUpdate,
 } from '../domain/messages';
 import { PROGRESS_MIN_GAP_MS } from '../domain/progress';
-import { parseOrReject } from '../domain/validation';
 import type { Bead, PolecatRun } from './bead-state';
-import { parseSignal } from './signals';
+import { parseSignal, setValidatedUpdate } from './handlers';
+import { Failure } from '../domain/failures';
 
 /** Bounds on what the bead keeps (and carries into every later prompt); text itself is capped by domain/caps.ts. */
 const MAX_CHECKPOINTS = 50;
@@ -58,17 +58,20 @@ export function handleBeadMessages(b: Bead): void {
   };
   const refuseWhenTerminal = (why: string, already = '') => {
     if (TERMINAL_BEAD_STATUSES.includes(state.status))
-      throw ApplicationFailure.nonRetryable(`bead ${bead.id} is ${already}${state.status}: ${why}`, 'BeadTerminal');
+      throw ApplicationFailure.nonRetryable(
+        `bead ${bead.id} is ${already}${state.status}: ${why}`,
+        Failure.BeadTerminal,
+      );
   };
   setHandler(dispatchGrantSignal, (raw) => {
     const grant = parseSignal(DispatchGrant, raw, 'dispatch grant');
     if (grant) b.grants.add(grant.runId);
   });
   setHandler(beadStateQuery, () => state);
-  setHandler(
-    doneUpdate,
-    (raw): AgentReply => {
-      const req = DoneRequest.parse(raw);
+  setValidatedUpdate(doneUpdate, {
+    schema: DoneRequest,
+    what: 'gt_done',
+    handler: (req): AgentReply => {
       const run = runs.require(req.runId);
       if (run.done) return { accepted: true, runId: req.runId, message: 'gt done was already recorded for this run' };
       run.done = { summary: req.summary };
@@ -80,43 +83,40 @@ export function handleBeadMessages(b: Bead): void {
         message: `bead ${bead.id}: done recorded; the branch goes to the refinery`,
       };
     },
-    {
-      validator: (raw) => {
-        const req = parseOrReject(DoneRequest, raw, 'gt_done');
-        if (runs.require(req.runId).handedOff)
-          throw ApplicationFailure.nonRetryable(`run ${req.runId} has handed off: the next run finishes`, 'RunEnding');
-        // A session = "single" formula's run reports every step (gt step done) before it is done.
-        const stepsLeft = b.singleSession?.doneRefused();
-        if (stepsLeft) throw ApplicationFailure.nonRetryable(stepsLeft, 'StepsLeft');
-      },
+    check: (req) => {
+      if (runs.require(req.runId).handedOff)
+        throw ApplicationFailure.nonRetryable(
+          `run ${req.runId} has handed off: the next run finishes`,
+          Failure.RunEnding,
+        );
+      // A session = "single" formula's run reports every step (gt step done) before it is done.
+      const stepsLeft = b.singleSession?.doneRefused();
+      if (stepsLeft) throw ApplicationFailure.nonRetryable(stepsLeft, Failure.StepsLeft);
     },
-  );
+  });
   // Registered on every bead (a handler adds no command, so histories replay unchanged); only a session = "single"
   // formula's run is answered, the rest refused in the validator (no history).
-  setHandler(
-    stepDoneUpdate,
-    (raw): AgentReply => {
-      const req = StepDoneRequest.parse(raw);
+  setValidatedUpdate(stepDoneUpdate, {
+    schema: StepDoneRequest,
+    what: 'gt step done',
+    handler: (req): AgentReply => {
       runs.require(req.runId);
       return b.singleSession!.accept(req);
     },
-    {
-      validator: (raw) => {
-        const req = parseOrReject(StepDoneRequest, raw, 'gt step done');
-        runs.require(req.runId);
-        if (!b.singleSession)
-          throw ApplicationFailure.nonRetryable(
-            `bead ${bead.id} does not run a session = "single" formula: a step's run ends with gt done`,
-            'NotSingleSession',
-          );
-        b.singleSession.validate(req);
-      },
+    check: (req) => {
+      runs.require(req.runId);
+      if (!b.singleSession)
+        throw ApplicationFailure.nonRetryable(
+          `bead ${bead.id} does not run a session = "single" formula: a step's run ends with gt done`,
+          Failure.NotSingleSession,
+        );
+      b.singleSession.validate(req);
     },
-  );
-  setHandler(
-    progressUpdate,
-    (raw): AgentReply => {
-      const req = ProgressRequest.parse(raw);
+  });
+  setValidatedUpdate(progressUpdate, {
+    schema: ProgressRequest,
+    what: 'gt_progress',
+    handler: (req): AgentReply => {
       const run = runs.require(req.runId);
       progressRecorded = { runId: req.runId, at: Date.now() };
       run.lastProgressAt = Date.now();
@@ -129,24 +129,21 @@ export function handleBeadMessages(b: Bead): void {
         message: `progress recorded${n ? `; ${n} unread message${n > 1 ? 's' : ''}: run \`gt inbox\`` : ''}`,
       };
     },
-    {
-      validator: (raw) => {
-        const { runId } = parseOrReject(ProgressRequest, raw, 'gt_progress');
-        runs.require(runId);
-        const recorded = progressRecorded;
-        const since = recorded?.runId === runId ? Date.now() - recorded.at : Infinity;
-        if (since < PROGRESS_MIN_GAP_MS)
-          throw ApplicationFailure.nonRetryable(
-            `progress of run ${runId} was recorded ${Math.round(since / 1000)} s ago; at most one report per ${PROGRESS_MIN_GAP_MS / 1000} s is recorded (the gateway sends the newest later)`,
-            'ProgressTooSoon',
-          );
-      },
+    check: ({ runId }) => {
+      runs.require(runId);
+      const recorded = progressRecorded;
+      const since = recorded?.runId === runId ? Date.now() - recorded.at : Infinity;
+      if (since < PROGRESS_MIN_GAP_MS)
+        throw ApplicationFailure.nonRetryable(
+          `progress of run ${runId} was recorded ${Math.round(since / 1000)} s ago; at most one report per ${PROGRESS_MIN_GAP_MS / 1000} s is recorded (the gateway sends the newest later)`,
+          Failure.ProgressTooSoon,
+        );
     },
-  );
-  setHandler(
-    checkpointUpdate,
-    (raw): AgentReply => {
-      const req = CheckpointRequest.parse(raw);
+  });
+  setValidatedUpdate(checkpointUpdate, {
+    schema: CheckpointRequest,
+    what: 'gt_checkpoint',
+    handler: (req): AgentReply => {
       const run = runs.require(req.runId);
       saveCheckpoint(req.runId, req.note);
       // Saving a checkpoint is progress too.
@@ -158,12 +155,12 @@ export function handleBeadMessages(b: Bead): void {
         message: 'checkpoint saved; the next run of this bead will see it in its prompt',
       };
     },
-    { validator: (raw) => void runs.require(parseOrReject(CheckpointRequest, raw, 'gt_checkpoint').runId) },
-  );
-  setHandler(
-    handoffUpdate,
-    (raw): AgentReply => {
-      const req = HandoffRequest.parse(raw);
+    check: (req) => void runs.require(req.runId),
+  });
+  setValidatedUpdate(handoffUpdate, {
+    schema: HandoffRequest,
+    what: 'gt_handoff',
+    handler: (req): AgentReply => {
       const run = runs.require(req.runId);
       saveCheckpoint(req.runId, req.checkpoint);
       run.handedOff = true;
@@ -175,26 +172,24 @@ export function handleBeadMessages(b: Bead): void {
         message: `hand-off recorded (${state.handoffs} of ${policy.maxHandoffs}); this run is stopped and the next starts from your checkpoint`,
       };
     },
-    {
-      validator: (raw) => {
-        const run = runs.require(parseOrReject(HandoffRequest, raw, 'gt_handoff').runId);
-        if (run.done || run.handedOff)
-          throw ApplicationFailure.nonRetryable(
-            `run ${run.runId} already ${run.done ? 'called gt done' : 'handed off'}`,
-            'RunEnding',
-          );
-        if ((state.handoffs ?? 0) >= policy.maxHandoffs)
-          throw ApplicationFailure.nonRetryable(
-            `bead ${bead.id} has used its ${policy.maxHandoffs} hand-offs (rig policy maxHandoffs): finish with gt done, or save a checkpoint and keep working`,
-            'HandoffCapReached',
-          );
-      },
+    check: (req) => {
+      const run = runs.require(req.runId);
+      if (run.done || run.handedOff)
+        throw ApplicationFailure.nonRetryable(
+          `run ${run.runId} already ${run.done ? 'called gt done' : 'handed off'}`,
+          Failure.RunEnding,
+        );
+      if ((state.handoffs ?? 0) >= policy.maxHandoffs)
+        throw ApplicationFailure.nonRetryable(
+          `bead ${bead.id} has used its ${policy.maxHandoffs} hand-offs (rig policy maxHandoffs): finish with gt done, or save a checkpoint and keep working`,
+          Failure.HandoffCapReached,
+        );
     },
-  );
-  setHandler(
-    nudgeUpdate,
-    (raw): InboxMessage => {
-      const req = NudgeRequest.parse(raw);
+  });
+  setValidatedUpdate(nudgeUpdate, {
+    schema: NudgeRequest,
+    what: 'nudge',
+    handler: (req): InboxMessage => {
       const message = {
         seq: b.nextInboxSeq(),
         from: req.from,
@@ -205,38 +200,32 @@ export function handleBeadMessages(b: Bead): void {
       if (inbox.length > MAX_INBOX) inbox.shift();
       return message;
     },
-    {
-      validator: (raw) => {
-        parseOrReject(NudgeRequest, raw, 'nudge');
-        refuseWhenTerminal(`no run will read the message`);
-      },
+    check: () => {
+      refuseWhenTerminal(`no run will read the message`);
     },
-  );
-  setHandler(
-    cancelRequestUpdate,
-    (raw): BeadState => {
-      const req = CancelBeadRequest.parse(raw);
+  });
+  setValidatedUpdate(cancelRequestUpdate, {
+    schema: CancelBeadRequest,
+    what: 'cancel request',
+    handler: (req): BeadState => {
       state.cancellation = { reason: req.reason, by: req.by, requestedAt: new Date().toISOString() };
       return state;
     },
-    {
-      validator: (raw) => {
-        parseOrReject(CancelBeadRequest, raw, 'cancel request');
-        refuseWhenTerminal('nothing to cancel', 'already ');
-      },
+    check: () => {
+      refuseWhenTerminal('nothing to cancel', 'already ');
     },
-  );
-  setHandler(
-    inboxUpdate,
-    (raw) => {
-      const req = InboxRequest.parse(raw);
+  });
+  setValidatedUpdate(inboxUpdate, {
+    schema: InboxRequest,
+    what: 'gt_inbox',
+    handler: (req) => {
       const run = runs.require(req.runId);
       const messages = boundMessages(req.all ? [...inbox] : inbox.filter((m) => m.seq > run.inboxCursor));
       if (!req.peek && inbox.length) run.inboxCursor = inbox[inbox.length - 1]!.seq;
       return { runId: req.runId, messages };
     },
-    { validator: (raw) => void runs.require(parseOrReject(InboxRequest, raw, 'gt_inbox').runId) },
-  );
+    check: (req) => void runs.require(req.runId),
+  });
   runs.handleEscalations({ beadId: bead.id });
 }
 

@@ -26,6 +26,7 @@ import { failureMessage } from '../domain/validation';
 import { type AttemptsAt, hostActivities, runAttempts } from './agent-run';
 import { type Bead, PolecatRun, town } from './bead-state';
 import type { AgentStep, FormulaHost, LegResult, RunResult } from './formula';
+import { NON_RETRYABLE } from '../domain/failures';
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
 const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
@@ -259,7 +260,7 @@ export class PolecatRuns {
     );
     const activities = hostActivities(hostQueue, rig.policy, runId, {
       summary,
-      hostNonRetryable: ['InvalidInput', 'TargetMissing'],
+      hostNonRetryable: [...NON_RETRYABLE.worktree],
     });
     const { onHost } = activities;
 

@@ -35,7 +35,7 @@ import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId } from '../domain/
 import { beadReportSignal } from '../domain/messages';
 import { countTownEvent } from '../domain/metrics';
 import type { MergeOutcome } from '../domain/outcomes';
-import { SA } from '../domain/search-attributes';
+import { mergeRequestStart } from '../domain/starts';
 import { parseOrReject } from '../domain/validation';
 import { handleBeadMessages } from './bead-messages';
 import { PolecatRuns } from './bead-runs';
@@ -69,28 +69,19 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       const mrId = mergeRequestWorkflowId(bead.id, round);
       state.rounds.push({ round, headSha: work.headSha, mergeRequest: mrId });
       b.setStatus('in_review', `merge request ${mrId} (${work.headSha.slice(0, 10)}) is with the refinery`);
-      const outcome: MergeOutcome = await executeChild(mergeRequestWorkflow, {
-        workflowId: mrId,
-        args: [
-          {
-            mrId,
-            bead,
-            rig,
-            round,
-            branch: beadBranch(bead.id),
-            headSha: work.headSha,
-            targetBranch: state.targetBranch,
-            convoyId: convoy?.id,
-          },
-        ],
+      const mr = mergeRequestStart({
+        mrId,
+        bead,
+        rig,
+        round,
+        branch: beadBranch(bead.id),
+        headSha: work.headSha,
+        targetBranch: state.targetBranch,
+        convoyId: convoy?.id,
+      });
+      const outcome: MergeOutcome = await executeChild<typeof mergeRequestWorkflow>(mr.workflowType, {
+        ...mr.options,
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
-        typedSearchAttributes: [
-          { key: SA.kind, value: 'merge-request' },
-          { key: SA.rig, value: rig.name },
-          { key: SA.beadId, value: bead.id },
-          ...(convoy ? [{ key: SA.convoyId, value: convoy.id }] : []),
-        ],
-        staticSummary: `MR round ${round} of ${bead.id}: ${bead.title}`,
       });
       state.rounds[state.rounds.length - 1]!.outcome = outcome;
       if (outcome.kind === 'merged') {

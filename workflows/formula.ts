@@ -38,6 +38,7 @@ import type { RigConfig } from '../domain/rig';
 import type { z } from 'zod';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { townActivities } from './agent-run';
+import { Failure, RETRY } from '../domain/failures';
 
 /** What a `session = "single"` formula's engine answers for its run (the bead's handlers ask it). */
 export interface SingleSession {
@@ -92,7 +93,7 @@ export interface FormulaHost {
 const steps = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '2h',
   heartbeatTimeout: '2m',
-  retry: { initialInterval: '2s', maximumInterval: '1m', maximumAttempts: 5, nonRetryableErrorTypes: ['InvalidInput'] },
+  retry: RETRY.formulaSteps,
 });
 const town = townActivities(20);
 
@@ -172,12 +173,12 @@ async function runSingleSession(host: FormulaHost, formula: ResolvedFormula, rou
       if (!expected)
         throw ApplicationFailure.nonRetryable(
           `every step of bead ${bead.id} is reported: commit your work and run gt done`,
-          'NotCurrentStep',
+          Failure.NotCurrentStep,
         );
       if (req.stepId !== expected.id)
         throw ApplicationFailure.nonRetryable(
           `step '${req.stepId}' is not the next step of bead ${bead.id}: report '${expected.id}' (step ${current + 1}/${total}) first; steps are reported in order`,
-          'NotCurrentStep',
+          Failure.NotCurrentStep,
         );
     },
     accept: (req) => {
@@ -278,7 +279,7 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
         if (!waiting || waiting.stepId !== d.stepId || waiting.decision)
           throw ApplicationFailure.nonRetryable(
             `bead ${bead.id} is not waiting for approval of step '${d.stepId}'${waiting && !waiting.decision ? ` (it waits for '${waiting.stepId}')` : ''}`,
-            'NotWaiting',
+            Failure.NotWaiting,
           );
       },
     },

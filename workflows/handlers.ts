@@ -4,14 +4,18 @@
  *   InvalidInput before anything reaches history) and runs the update's own checks on the parsed value; the handler
  *   receives that parsed value. On replay validators do not run (the update was accepted), so the handler parses the
  *   recorded input itself — still once.
- * - `parseSignal` (workflows/signals.ts): parse-or-drop for signals, which cannot be refused to their sender.
+ * - `parseSignal`: parse-or-drop for signals, which cannot be refused to their sender (a malformed one is logged and
+ *   dropped).
  */
 import type { UpdateDefinition } from '@temporalio/common';
-import { setHandler } from '@temporalio/workflow';
+import { log, setHandler } from '@temporalio/workflow';
 import type { z } from 'zod';
-import { parseOrReject } from '../domain/validation';
+import { parseOrDrop, parseOrReject } from '../domain/validation';
 
-export { parseSignal } from './signals';
+/** The signal's parsed value, or undefined (and a warning naming `what`) when it does not match `schema`. */
+export function parseSignal<S extends z.ZodType>(schema: S, raw: unknown, what: string): z.output<S> | undefined {
+  return parseOrDrop(schema, raw, (problem) => log.warn(`dropping malformed ${what}`, { error: problem }));
+}
 
 export interface ValidatedUpdate<Ret, S extends z.ZodType> {
   /** The update's input schema; `what` names the input in a refusal (`invalid <what>: …`). */

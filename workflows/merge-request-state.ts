@@ -13,7 +13,7 @@ import { MergeResult, type MergeRequestState } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import { townActivities } from './agent-run';
-import { parseSignal } from './signals';
+import { parseSignal } from './handlers';
 
 /** The merge request's town activities (the merge queue, hosts, escalations). */
 export const town = townActivities(50);
