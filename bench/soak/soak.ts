@@ -21,7 +21,7 @@ import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { ConvoyClient } from '../../client/convoys';
 import { Town } from '../../client/town';
-import { convoyBeadId, type ConvoySpecInput, type ConvoyState } from '../../domain/convoy';
+import { convoyBeadId, type ConvoyResult, type ConvoySpecInput, type ConvoyState } from '../../domain/convoy';
 import { beadWorkflowId, convoyWorkflowId } from '../../domain/ids';
 import { beadStateQuery } from '../../domain/messages';
 import { SA } from '../../domain/search-attributes';
@@ -346,7 +346,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   // that answers it, and the convoy's next workflow task then writes a history no replay accepts (an SDK bug,
   // docs/known-issues.md; the 1,000-bead run of 2026-11-30 hit it). describe() and visibility never reach a worker.
   const deadline = started + options.deadlineMs;
-  const convoyHandle = client.workflow.getHandle(convoyWorkflowId('soak'));
+  const convoyHandle = client.workflow.getHandle<(input: unknown) => Promise<ConvoyResult>>(convoyWorkflowId('soak'));
   const beadsWhere = `${SA.convoyId.name} = 'soak' AND ${SA.kind.name} = 'bead'`;
   let lastLine = '';
   while (Date.now() < deadline) {
