@@ -3,6 +3,9 @@
  * each takes a slot from the rig's dispatch gate (capacity, operator pause, circuit breaker) and gives it back when it
  * ends, claims a host, prepares the worktree, runs the agent (workflows/agent-run.ts: start, supervision, stall, exit
  * grace) and publishes the branch. Between runs, nothing is in flight: the one place a long bead continues as new.
+ *
+ * Size (over ~300 lines): one class, because a round's runs, a formula's parallel legs and the formula host share the
+ * same slot, fence and continue-as-new bookkeeping; split, each part would take all of it as arguments.
  */
 import {
   allHandlersFinished,
@@ -25,7 +28,7 @@ import { countTownEvent } from '../domain/metrics';
 import { failureMessage } from '../domain/validation';
 import { type AttemptsAt, hostActivities, runAttempts } from './agent-run';
 import { type Bead, PolecatRun, town } from './bead-state';
-import type { AgentStep, FormulaHost, LegResult, RunResult } from './formula';
+import type { AgentStep, FormulaHost, LegResult, RunResult } from './formula-host';
 import { NON_RETRYABLE } from '../domain/failures';
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */

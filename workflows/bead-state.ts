@@ -11,7 +11,7 @@ import { appendFeedback } from '../domain/caps';
 import { formulaLabel } from '../domain/formula';
 import { SA } from '../domain/search-attributes';
 import { AgentRun, AgentRuns, townActivities } from './agent-run';
-import type { SingleSession } from './formula';
+import type { SingleSession } from './formula-host';
 
 /** The bead's town activities (dispatch slots, hosts, escalations). */
 export const town = townActivities(20);

@@ -15,7 +15,6 @@
  */
 import { ApplicationFailure, condition, isCancellation, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { TownQueueActivities } from '../activities';
-import type { AgentReply, BeadSpec, BeadState, BeadStatus, StepDoneRequest } from '../domain/bead';
 import { CAPS, capText } from '../domain/caps';
 import { escalationIdPart } from '../domain/escalation';
 import {
@@ -27,68 +26,17 @@ import {
   StepDecision,
   stepDecisionUpdate,
   stepOrder,
-  type FormulaStep,
   type LegRecord,
-  type PromptStep,
   type ResolvedFormula,
   type StepRecord,
 } from '../domain/formula';
 import { legBranch } from '../domain/ids';
-import type { RigConfig } from '../domain/rig';
 import type { z } from 'zod';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { townActivities } from './agent-run';
 import { Failure, RETRY } from '../domain/failures';
-
-/** What a `session = "single"` formula's engine answers for its run (the bead's handlers ask it). */
-export interface SingleSession {
-  /** Throws (non-retryable) when `gt step done` for this step is not what the bead waits for. */
-  validate(req: z.output<typeof StepDoneRequest>): void;
-  accept(req: z.output<typeof StepDoneRequest>): AgentReply;
-  /** Why `gt done` is refused now (steps left), or undefined. */
-  doneRefused(): string | undefined;
-}
-
-/**
- * One agent step as the bead runs it: its prompt section, its own bound on attempts, and its overrides of the rig's
- * agent command, runtime, and the hard cap on one run (`timeout`). The overrides were refused at sling before they
- * were honoured (formulaRunProblem), so no recorded history carries them: honouring them needs no patched() id.
- */
-export interface AgentStep {
-  prompt: PromptStep;
-  attempts?: number;
-  agent?: string;
-  runtime?: RigConfig['runtime'];
-  timeout?: number;
-  /**
-   * A leg of a legs step: its number, the last run of the round before the legs, and its own earlier attempts
-   * (workflows/bead-runs.ts; prepareRun stops stale runs of the bead except the other legs').
-   */
-  leg?: { index: number; after: number; earlier: string[] };
-}
-
-/** How one leg of a legs step ended, and its runs. */
-export type LegResult = RunResult & { runs: string[] };
-
-/** A run's (or a formula round's) result: the published head, or why it failed. */
-export type RunResult = { headSha: string; summary?: string } | { failure: string };
-
-/** What the engine may use of its bead (workflows/bead.ts builds it). */
-export interface FormulaHost {
-  bead: BeadSpec;
-  rig: RigConfig;
-  convoyId?: string;
-  state: BeadState;
-  /** Runs one agent step: attempts of the bead's own runs (dispatch slot, supervision, fencing), then the published head. */
-  runAgent(round: number, step: AgentStep): Promise<RunResult>;
-  /** Runs the legs of a legs step at once (each as runAgent runs a step, on a branch of its own); `ended` as each ends. */
-  runLegs(round: number, legs: AgentStep[], ended: (i: number, r: LegResult) => void): Promise<LegResult[]>;
-  /** While a session = "single" formula's run walks the steps: what answers `gt step done` (undefined after). */
-  walk(session: SingleSession | undefined): void;
-  /** The step shown before the bead's status line ("step 3/5 self-review"); undefined between steps. */
-  setStep(label: string | undefined): void;
-  setStatus(status: BeadStatus, waitingFor: string): void;
-}
+import { now, stepRecords, type AgentStep, type FormulaHost, type RunResult } from './formula-host';
+import { runSingleSession } from './formula-session';
 
 const steps = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '2h',
@@ -96,133 +44,6 @@ const steps = proxyActivities<TownQueueActivities>({
   retry: RETRY.formulaSteps,
 });
 const town = townActivities(20);
-
-const now = () => new Date().toISOString();
-
-/** The bead's step records (kept in its state: done steps survive replay), created on first use. */
-function stepRecords(state: BeadState, order: FormulaStep[]): StepRecord[] {
-  return (state.steps ??= order.map((s) => ({
-    id: s.id,
-    title: s.title,
-    kind: s.kind,
-    state: 'pending' as const,
-    iterations: 0,
-    runs: [],
-  })));
-}
-
-/**
- * A `session = "single"` formula: one agent run (with the bead's attempts) walks every step, reporting each with
- * `gt step done <step> --output …`, in order; its prompt is the checklist (done steps with their outputs, the current
- * one marked), rebuilt for every attempt, so a crashed run's successor continues at the first step not reported.
- * `gt done` is refused while steps are left. Only agent steps without policies of their own (formulaRunProblem).
- * Reachable only by formulas refused at sling before it existed: no recorded history gets here (no patched() id).
- */
-async function runSingleSession(host: FormulaHost, formula: ResolvedFormula, round: number): Promise<RunResult> {
-  const { bead, state } = host;
-  const order = stepOrder(formula.steps);
-  const total = order.length;
-  const records = stepRecords(state, order);
-  let current = 0;
-  if (round > 1) {
-    current = Math.max(
-      0,
-      order.findIndex((s) => s.id === (formula.rework ?? order[0]!.id)),
-    );
-    for (const r of records.slice(current)) r.state = 'pending';
-  }
-  const feedback = state.feedback.at(-1);
-  const begin = () => {
-    const rec = records[current];
-    if (rec) {
-      Object.assign(rec, { state: 'running', startedAt: now(), endedAt: undefined });
-      rec.iterations++;
-    }
-    host.setStep(rec ? `step ${current + 1}/${total} ${rec.id}` : `steps ${total}/${total} reported`);
-  };
-  const checklist = (): PromptStep => {
-    const outputs: Record<string, string[]> = {};
-    for (const [k, s] of order.entries())
-      outputs[s.id] = [k < current ? (records[k]!.output ?? '') : `(your output of step ${s.id}, once you report it)`];
-    const lines = order.map(
-      (s, k) => `- [${k < current ? 'x' : ' '}] ${k + 1}. \`${s.id}\` ${s.title}${k === current ? '  ← next' : ''}`,
-    );
-    const sections = order.map((s, k) => {
-      const body =
-        k < current
-          ? `Done. You reported:\n${renderTemplate(`{{steps.${s.id}.output}}`, { bead, vars: formula.vars, outputs })}`
-          : renderTemplate(s.prompt ?? '', { bead, vars: formula.vars, outputs, feedback });
-      return `### ${k + 1}/${total} \`${s.id}\`: ${s.title}\n\n${body.trim()}`;
-    });
-    const next = order[Math.min(current, total - 1)]!;
-    return {
-      id: next.id,
-      title: next.title,
-      index: Math.min(current + 1, total),
-      total,
-      formula: formulaLabel(formula),
-      instructions: capOutput(`${lines.join('\n')}\n\n${sections.join('\n\n')}`, 55_000),
-      final: true,
-      single: true,
-    };
-  };
-  begin();
-  host.walk({
-    validate: (req) => {
-      const expected = order[current];
-      if (!expected)
-        throw ApplicationFailure.nonRetryable(
-          `every step of bead ${bead.id} is reported: commit your work and run gt done`,
-          Failure.NotCurrentStep,
-        );
-      if (req.stepId !== expected.id)
-        throw ApplicationFailure.nonRetryable(
-          `step '${req.stepId}' is not the next step of bead ${bead.id}: report '${expected.id}' (step ${current + 1}/${total}) first; steps are reported in order`,
-          Failure.NotCurrentStep,
-        );
-    },
-    accept: (req) => {
-      const rec = records[current]!;
-      Object.assign(rec, { state: 'done', endedAt: now(), output: capOutput(req.output) });
-      if (!rec.runs.includes(req.runId)) rec.runs.push(req.runId);
-      current++;
-      begin();
-      const next = order[current];
-      return {
-        accepted: true,
-        runId: req.runId,
-        message: next
-          ? `step ${req.stepId} done; next: ${next.id} (step ${current + 1}/${total})`
-          : `step ${req.stepId} done; every step is reported: commit your work and run gt done`,
-      };
-    },
-    doneRefused: () => {
-      const left = order[current];
-      return left
-        ? `report the steps left first: \`gt step done ${left.id} --output "…"\` (${total - current} of ${total} left), then gt done`
-        : undefined;
-    },
-  });
-  const step = {
-    get prompt() {
-      return checklist();
-    },
-  };
-  let result: RunResult;
-  try {
-    result = await host.runAgent(round, step);
-  } finally {
-    host.walk(undefined);
-    host.setStep(undefined);
-  }
-  if ('failure' in result) {
-    const rec = records[current];
-    if (rec) Object.assign(rec, { state: 'failed', endedAt: now(), output: capOutput(result.failure) });
-    return { failure: `formula ${formulaLabel(formula)} (one run walking its steps) failed: ${result.failure}` };
-  }
-  if (!result.headSha) return { failure: `formula ${formulaLabel(formula)} ended without any commits on the branch` };
-  return { headSha: result.headSha };
-}
 
 /**
  * What a synthesis run is told about the legs before it (steps it depends on): each leg's branch, as its repository
