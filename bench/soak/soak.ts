@@ -43,6 +43,8 @@ import { startSoakStack, type StackKind } from './stack';
 const run = promisify(execFile);
 const here = fileURLToPath(new URL('.', import.meta.url));
 const gtBin = fileURLToPath(new URL('../../bin/gt', import.meta.url));
+/** Failed attempts of the convoy's workflow task after which the soak stops waiting for it. */
+const STUCK_TASK_ATTEMPTS = 5;
 
 export const FAULT_KINDS = [
   'kill-host',
@@ -358,6 +360,14 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
           (r) => r.status,
           () => described.status.name.toLowerCase(),
         );
+        log(`convoy ${convoyStatus}`);
+        break;
+      }
+      // A convoy whose workflow task keeps failing (a nondeterminism error, docs/known-issues.md) never moves again:
+      // stop here with the reason rather than wait out the deadline; it is still open, so the invariants fail.
+      const task = described.raw.pendingWorkflowTask;
+      if ((task?.attempt ?? 0) >= STUCK_TASK_ATTEMPTS) {
+        convoyStatus = `stuck: its workflow task has failed ${task!.attempt} times in a row`;
         log(`convoy ${convoyStatus}`);
         break;
       }
