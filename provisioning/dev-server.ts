@@ -20,7 +20,7 @@
  * the same settings but none of this supervision (startSdkDownloaded).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { resolve } from 'node:path';
 import { Connection } from '@temporalio/client';
@@ -88,7 +88,30 @@ const ServerRecord = z.object({
 });
 type ServerRecord = z.infer<typeof ServerRecord>;
 
+/**
+ * Starts the dev server; once more if its first start lost a port it had just checked was free (another process can
+ * take a port between the check and the server's own bind, and a stopped leftover's sockets may outlive its exit for a
+ * moment): the retry checks the port again, so a port really in use is still refused in one line.
+ */
 export async function startDevServer(options: DevServerOptions = {}): Promise<DevServer> {
+  try {
+    return await startDevServerOnce(options);
+  } catch (err) {
+    if (!(err instanceof Error) || !/exited during start/.test(err.message) || !lostPortOnStart(err, options))
+      throw err;
+    options.onProgress?.('The Temporal dev server lost its port while starting; trying once more…');
+    await new Promise((r) => setTimeout(r, 1_000));
+    return startDevServerOnce(options);
+  }
+}
+
+function lostPortOnStart(err: Error, options: DevServerOptions): boolean {
+  const said =
+    options.logFile && existsSync(options.logFile) ? readFileSync(options.logFile, 'utf8').slice(-20_000) : '';
+  return /address already in use/.test(err.message) || /address already in use/.test(said);
+}
+
+async function startDevServerOnce(options: DevServerOptions): Promise<DevServer> {
   const cli = await resolveTemporalCli({ onProgress: options.onProgress });
   const namespace = options.namespace ?? 'default';
   const ip = options.ip ?? DEFAULT_IP;
