@@ -19,6 +19,7 @@ import {
   recordingGate,
   refineryState,
   startMergeRequest,
+  startQueuedMergeRequest,
   trailersOf,
   waitForQueue,
 } from './helpers/refinery';
@@ -44,14 +45,14 @@ describe('the merge queue', () => {
     const handles = [];
     for (const [i, priority] of priorities.entries()) {
       handles.push(
-        await startMergeRequest(t, rig, { beadId: `s${i}`, priority, files: { [`work/s${i}.txt`]: `s${i}\n` } }),
+        await startQueuedMergeRequest(t, rig, { beadId: `s${i}`, priority, files: { [`work/s${i}.txt`]: `s${i}\n` } }),
       );
     }
     await waitForQueue(t, 'serial', 10);
     const shown = await runGt(['mq', 'serial', '--json'], t.cliEnv());
     expect(shown.code).toBe(0);
     const queued = (JSON.parse(shown.stdout) as { queue: { mrId: string; priority: number }[] }).queue;
-    // Priority first, then age (MRs were enqueued in index order).
+    // Priority first, then age (each MR was queued before the next started).
     const expected = priorities
       .map((p, i) => ({ p, i }))
       .sort((a, b) => a.p - b.p || a.i - b.i)

@@ -10,7 +10,7 @@ import {
   recordingGate,
   recordTargetMoves,
   refineryState,
-  startMergeRequest,
+  startQueuedMergeRequest,
   targetTreesHeld,
   trailersOf,
   waitForQueue,
@@ -37,7 +37,7 @@ describe('batching with bisection', () => {
     for (const b of beads) {
       const files: Record<string, string> = { [`work/${b}.txt`]: `${b}\n` };
       if (b === 'b5') files['work/BROKEN'] = 'this breaks the build\n';
-      handles.push(await startMergeRequest(t, rig, { beadId: b, files }));
+      handles.push(await startQueuedMergeRequest(t, rig, { beadId: b, files }));
     }
     await waitForQueue(t, 'batched', 8);
     await pauseRefinery(t, 'batched', false);

@@ -17,7 +17,7 @@ import {
   pauseRefinery,
   recordTargetMoves,
   refineryState,
-  startMergeRequest,
+  startQueuedMergeRequest,
   targetTreesHeld,
   trailersOf,
   waitForQueue,
@@ -85,7 +85,7 @@ describe('speculative merge queue', () => {
     for (const b of beads) {
       const files: Record<string, string> = { [`work/${b}.txt`]: `${b}\n` };
       if (b === 'p4') files['work/BROKEN'] = 'this breaks the build\n';
-      handles.push(await startMergeRequest(t, rig, { beadId: b, files }));
+      handles.push(await startQueuedMergeRequest(t, rig, { beadId: b, files }));
     }
     await waitForQueue(t, 'spec', beads.length);
     await pauseRefinery(t, 'spec', false);
@@ -166,7 +166,7 @@ echo "$tree pass $GT_MR_IDS" >> "${dir}/gates.log"
     await pauseRefinery(t, 'spec-moved', true);
     const handles = [];
     for (const b of ['m1', 'm2'])
-      handles.push(await startMergeRequest(t, rig, { beadId: b, files: { [`work/${b}.txt`]: `${b}\n` } }));
+      handles.push(await startQueuedMergeRequest(t, rig, { beadId: b, files: { [`work/${b}.txt`]: `${b}\n` } }));
     await waitForQueue(t, 'spec-moved', 2);
     await pauseRefinery(t, 'spec-moved', false);
     expect((await Promise.all(handles.map((h) => h.result()))).map((o) => o.kind)).toEqual(['merged', 'merged']);

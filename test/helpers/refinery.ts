@@ -79,6 +79,26 @@ export async function startMergeRequest(
   });
 }
 
+/**
+ * Starts a merge request and waits until the rig's (paused) refinery holds it, so MRs started one after another
+ * are queued in that order: each MR enqueues itself from its own workflow, and two started back to back may
+ * otherwise reach the queue in either order.
+ */
+export async function startQueuedMergeRequest(
+  t: TestTown,
+  rig: RigConfig,
+  mr: DirectMr,
+): Promise<WorkflowHandle<typeof mergeRequestWorkflow>> {
+  const handle = await startMergeRequest(t, rig, mr);
+  const mrId = mergeRequestWorkflowId(mr.beadId, mr.round ?? 1);
+  await eventually(
+    async () => ((await refineryState(t, rig.name)).queue.some((q) => q.mrId === mrId) ? true : undefined),
+    60_000,
+    `${mrId} queued on ${rig.name}`,
+  );
+  return handle;
+}
+
 export const refinery = (t: TestTown, rig: string) => t.client.workflow.getHandle(refineryWorkflowId(rig));
 export const refineryState = (t: TestTown, rig: string): Promise<RefineryState> =>
   refinery(t, rig).query(refineryStateQuery);
