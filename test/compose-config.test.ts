@@ -5,16 +5,23 @@
  * the two one-shot scripts) are exactly what compose resolves — so the harness's own reading of the file, its
  * interpolation included, cannot drift from compose's.
  *
- * Needs Go to build the loader once (seconds); without Go the file skips and says why.
+ * Needs Go to build the loader once (seconds); without Go those tests skip and say why. The image versions compose
+ * pulls are checked against the harness's own (plain YAML, no Go).
  */
+import { readFileSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { z } from 'zod';
 import { composeConfig, resolveComposeConfig } from '../provisioning/compose-config';
-import { readComposeSettings } from '../provisioning/compose-settings';
+import { COMPOSE_FILE, readComposeSettings } from '../provisioning/compose-settings';
+import { resolvePostgres } from '../provisioning/postgres';
+import { TEMPORAL_SERVER_VERSION, UI_SERVER_VERSION } from '../provisioning/temporal-server';
 
 const tool = await resolveComposeConfig((m) => console.error(`[compose-config] ${m}`));
 if (!tool.available) console.warn(`test/compose-config.test.ts skipped: ${tool.reason}`);
+
+const postgres = resolvePostgres();
 
 const Resolved = z.object({
   name: z.string(),
@@ -87,5 +94,30 @@ describe.skipIf(!tool.available)('docker-compose.yml through compose-go (what `d
     // The scripts the harness runs with `sh` are the commands the containers' shells get ($$ unescaped).
     expect(ours.schema.script).toBe(services['temporal-admin-tools']!.command!.join(' '));
     expect(ours.namespace.script).toBe(services['temporal-create-namespace']!.command!.join(' '));
+  });
+});
+
+// Read as plain YAML (no Go needed): the versions compose pulls are the ones the harness builds and runs.
+describe("docker-compose.yml's images and the production harness", () => {
+  const images = Object.fromEntries(
+    Object.entries(
+      z
+        .object({ services: z.record(z.string(), z.object({ image: z.string().optional() })) })
+        .parse(parse(readFileSync(COMPOSE_FILE, 'utf8'))).services,
+    ).map(([name, s]) => [name, s.image ?? '']),
+  );
+  const tag = (service: string) => images[service]!.split(':')[1] ?? '';
+
+  it('pins the Temporal server, admin tools and Web UI releases the harness builds from the Go module proxy', () => {
+    expect(tag('temporal')).toBe(TEMPORAL_SERVER_VERSION.replace(/^v/, ''));
+    expect(tag('temporal-admin-tools')).toMatch(new RegExp(`^${TEMPORAL_SERVER_VERSION.replace(/^v/, '')}-`));
+    expect(tag('temporal-ui')).toBe(UI_SERVER_VERSION.replace(/^v/, ''));
+  });
+
+  it.skipIf(!postgres.available)('pins the PostgreSQL major the harness runs', () => {
+    if (!postgres.available) return;
+    // resolvePostgres() picks Debian's newest, /usr/lib/postgresql/<major>/bin.
+    const harnessMajor = postgres.binDir.match(/postgresql\/(\d+)\//)?.[1] ?? basename(dirname(postgres.binDir));
+    expect(tag('postgresql').split('.')[0]).toBe(harnessMajor);
   });
 });
