@@ -24,6 +24,16 @@ const local = proxyLocalActivities<TownQueueActivities>({
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '10s', maximumAttempts: 5 },
 });
 
+/**
+ * The ticket's signal-with-start of the refinery as a local activity (patched() 'merge-request-enqueues-locally'):
+ * as patient as the town activity it replaces (`town`: 50 attempts, backoff to a minute), since an MR that cannot
+ * reach its refinery has nothing else to do.
+ */
+export const enqueueLocally = proxyLocalActivities<TownQueueActivities>({
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 50 },
+});
+
 export const FollowingState = z.object({
   pr: z.object({ number: z.number().int().positive(), url: z.string(), created: z.boolean() }),
   looks: z.number().int().min(0),
