@@ -27,12 +27,15 @@ import {
   isCancellation,
   log,
   ParentClosePolicy,
+  patched,
   proxyActivities,
+  proxyLocalActivities,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import type { z } from 'zod';
 import type { TownQueueActivities } from '../activities';
 import type { StartedBead } from '../domain/convoy';
 import type { MergeOutcome } from '../domain/outcomes';
@@ -76,6 +79,17 @@ const town = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '2m',
   retry: RETRY.convoy,
 });
+
+/**
+ * Starting beads from a local activity (patched() id below): a marker in the workflow task that took the report, so
+ * the dependents of a merged bead start without an activity task and another workflow task (docs/performance.md).
+ */
+const local = proxyLocalActivities<TownQueueActivities>({
+  startToCloseTimeout: '2m',
+  retry: RETRY.convoy,
+});
+/** patched() id: startConvoyBeads runs as a local activity. */
+const STARTS_BEADS_LOCALLY = 'convoy-starts-beads-locally';
 
 const START_BATCH = 50;
 const REASON_CHARS = 2000;
@@ -138,16 +152,29 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
   setHandler(convoyStateQuery, () => state);
   setHandler(convoyCheckpointQuery, () => ({ checkpoint: { state, details, capacity }, options }));
 
-  setHandler(beadReportSignal, (raw) => {
-    const report = parseSignal(BeadReportMessage, raw, 'bead report');
-    if (!report) return;
-    const record = byBeadId.get(report.beadId);
-    // Terminal states never change, and only a bead this convoy started can report: duplicates and strays are ignored.
-    if (!record || record.status !== 'running') return;
+  /**
+   * Reports of beads this run's history has not marked running yet. With the local start, a bead can be started by a
+   * workflow task that then does not complete (a continue-as-new refused because this very report arrived meanwhile,
+   * a worker lost mid-task): the retried task marks it running and starts it again, finding it `existing`, only after
+   * its report came in. Used only for such a bead (startBeads), so a stray report never counts.
+   */
+  const early = new Map<string, z.output<typeof BeadReportMessage>>();
+
+  const takeReport = (record: ConvoyBeadRecord, report: z.output<typeof BeadReportMessage>) => {
     // After a retry only the new run speaks: a late report of an earlier run is stale.
     if ((report.retry ?? 0) !== (record.retries ?? 0)) return;
     settle(record, report.status, report);
     log.info('bead reported', { beadId: report.beadId, status: report.status });
+  };
+
+  setHandler(beadReportSignal, (raw) => {
+    const report = parseSignal(BeadReportMessage, raw, 'bead report');
+    if (!report) return;
+    const record = byBeadId.get(report.beadId);
+    if (record?.status === 'pending') early.set(report.beadId, report);
+    // Terminal states never change, and only a bead this convoy started can report: duplicates and strays are ignored.
+    if (!record || record.status !== 'running') return;
+    takeReport(record, report);
   });
 
   setValidatedUpdate(editConvoyUpdate, {
@@ -330,10 +357,11 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
         b.startedAt = now();
       }
       let results: StartedBead[];
+      const locally = patched(STARTS_BEADS_LOCALLY);
       try {
         // Not cancellable: a start that is under way completes, so a cancel afterwards knows every bead to stop.
         const answer = await CancellationScope.nonCancellable(() =>
-          town.startConvoyBeads({
+          (locally ? local : town).startConvoyBeads({
             convoyId: state.convoyId,
             rig: state.rig,
             targetBranch: beadTarget(),
@@ -355,6 +383,9 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
         const record = byBeadId.get(r.beadId)!;
         delete details[record.id];
         if (r.outcome === 'error' && record.status === 'running') settle(record, 'failed', { reason: r.error });
+        const report = early.get(r.beadId);
+        early.delete(r.beadId);
+        if (locally && report && r.outcome === 'existing' && record.status === 'running') takeReport(record, report);
       }
     }
   };

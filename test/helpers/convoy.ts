@@ -49,6 +49,16 @@ export async function convoyTimeline(
         const [input] = decode(scheduled.input) as [{ beads: { id: string }[] }];
         for (const b of input.beads) timeline.push({ kind: 'start', beadId: b.id, at: eventTimeMs(e) });
       }
+      // Since 'convoy-starts-beads-locally' a local activity: its marker keeps the answer (every bead asked for), not
+      // the input, and is written when the workflow task that ran it completes.
+      const marker = e.markerRecordedEventAttributes;
+      if (marker?.markerName === 'core_local_activity') {
+        const [data] = decode(marker.details?.data) as [{ activity_type: string }];
+        if (data.activity_type === 'startConvoyBeads') {
+          const [answer] = decode(marker.details?.result) as [{ results: { beadId: string }[] }];
+          for (const r of answer.results) timeline.push({ kind: 'start', beadId: r.beadId, at: eventTimeMs(e) });
+        }
+      }
     }
   }
   return timeline;

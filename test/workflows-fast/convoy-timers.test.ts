@@ -31,9 +31,14 @@ describe.skipIf(skipReason)('convoy timers and continue-as-new (time-skipping)',
     const inspected: string[] = [];
     const activities = () => ({
       prepareConvoy: () => Promise.resolve({ targetBranch: 'main', capacity: 4 }),
-      /** Every bead merges just after it started and reports so, except one whose report is lost on the way. */
+      /**
+       * Every bead merges just after it started and reports so, except one whose report is lost on the way. Idempotent
+       * like the real start: a bead started before (a local activity run again) is `existing`, and reports once.
+       */
       startConvoyBeads: ({ beads }: { beads: { id: string }[] }) => {
+        const repeated = beads.filter(({ id }) => started.includes(id)).map(({ id }) => id);
         for (const { id } of beads) {
+          if (repeated.includes(id)) continue;
           started.push(id);
           const report = () =>
             env.client.workflow
@@ -43,7 +48,10 @@ describe.skipIf(skipReason)('convoy timers and continue-as-new (time-skipping)',
           // and found the same way.
           if (id !== LOST) setTimeout(() => void report().catch(() => undefined), 10);
         }
-        return Promise.resolve({ results: beads.map(({ id }) => ({ beadId: id, outcome: 'started' })), capacity: 4 });
+        return Promise.resolve({
+          results: beads.map(({ id }) => ({ beadId: id, outcome: repeated.includes(id) ? 'existing' : 'started' })),
+          capacity: 4,
+        });
       },
       /** Every bead asked about has merged (it just could not say so). */
       inspectConvoyBeads: ({ beadIds }: { beadIds: string[] }) => {
@@ -89,5 +97,61 @@ describe.skipIf(skipReason)('convoy timers and continue-as-new (time-skipping)',
     expect(r.runs).toBeGreaterThanOrEqual(2);
     expect(r.state.continuedAsNew).toBe(r.runs - 1);
     expect(r.wallMs).toBeLessThan(10_000);
+  });
+
+  it('takes a report that came in before the task that started its bead completed (local start, task refused)', async () => {
+    // Each bead reports while its start is still running. Once the history is past the forced threshold, the task
+    // that started a bead ends in a continue-as-new the server refuses (a signal came in), so the retried task sees
+    // the report before the bead is running, starts it again and finds it `existing`.
+    const convoyId = 'fast-early';
+    const started: string[] = [];
+    const repeats: string[] = [];
+    const inspected: string[] = [];
+    const activities = () => ({
+      prepareConvoy: () => Promise.resolve({ targetBranch: 'main', capacity: 4 }),
+      startConvoyBeads: async ({ beads }: { beads: { id: string }[] }) => {
+        const results = [];
+        for (const { id } of beads) {
+          if (started.includes(id)) {
+            repeats.push(id);
+            results.push({ beadId: id, outcome: 'existing' });
+            continue;
+          }
+          started.push(id);
+          await env.client.workflow
+            .getHandle(convoyWorkflowId(convoyId))
+            .signal(beadReportSignal, { beadId: id, status: 'closed', commit: 'c'.repeat(40) });
+          results.push({ beadId: id, outcome: 'started' });
+        }
+        return { results, capacity: 4 };
+      },
+      inspectConvoyBeads: ({ beadIds }: { beadIds: string[] }) => {
+        inspected.push(...beadIds);
+        return Promise.resolve(beadIds.map((beadId) => ({ beadId, status: 'closed', commit: 'd'.repeat(40) })));
+      },
+    });
+    const spec = {
+      id: convoyId,
+      title: 'early reports',
+      rig: 'fast',
+      beads: Array.from({ length: BEADS }, (_, i) => ({
+        id: `b${i + 1}`,
+        title: `bead ${i + 1}`,
+        dependsOn: i ? [`b${i}`] : [],
+      })),
+    };
+    const value = await withWorker(env, activities, async (taskQueue) => {
+      const handle = await env.client.workflow.start('convoyWorkflow', {
+        workflowId: convoyWorkflowId(convoyId),
+        taskQueue,
+        args: [{ spec, options: { continueAsNewAfterEvents: 50, reconcileEvery: 60 * MINUTE } }],
+      });
+      return (await handle.result()) as ConvoyResult;
+    });
+    expect(value).toMatchObject({ convoyId, status: 'landed', counts: { total: BEADS, closed: BEADS } });
+    expect(started).toEqual(spec.beads.map((b) => `${convoyId}-${b.id}`));
+    expect(repeats.length, 'a start was repeated: the refused task happened').toBeGreaterThan(0);
+    // Every report was taken when it came: none had to be found by the reconcile timer.
+    expect(inspected).toEqual([]);
   });
 });
