@@ -112,7 +112,11 @@ export function createConvoyActivities(deps: TownDeps) {
       return { targetBranch: rig.branch, convoyBranch: branch, capacity: rig.maxPolecats };
     },
 
-    /** Starts bead workflows (once each: a bead id is never reused), reporting to the convoy when they end. */
+    /**
+     * Starts bead workflows (once each: a bead id is never reused), reporting to the convoy when they end. The convoy
+     * runs it as a local activity, which may run again when its workflow task is retried: a repeat finds its beads
+     * `existing`.
+     */
     async startConvoyBeads(raw: StartConvoyBeadsInput): Promise<{ results: StartedBead[]; capacity: number }> {
       const input = parseActivityInput(StartConvoyBeadsInput, raw);
       const rig = await rigConfig(input.rig);

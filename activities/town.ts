@@ -28,7 +28,10 @@ export function createTownActivities(deps: TownDeps) {
       return Promise.resolve({ hostQueue: deps.hostQueue });
     },
 
-    /** Hands a merge request to its rig's refinery, starting the refinery if it is not running. */
+    /**
+     * Hands a merge request to its rig's refinery, starting the refinery if it is not running. The merge request runs
+     * it as a local activity, which may run again when its workflow task is retried: the refinery ignores repeats.
+     */
     async enqueueMergeRequest(raw: EnqueueInput): Promise<void> {
       const { rig, ticket } = parseActivityInput(EnqueueInput, raw);
       // Started as `gt rig add` starts it (domain/starts.ts) if it is not running: same attributes, same summary.
