@@ -2,10 +2,11 @@
  * Issue 15, durability across workflow runs (real server, real git, scripted agents: test/agents/formula-step.sh): a
  * formula bead past its history threshold continues as new between its steps and never runs a finished step again;
  * a formula bead that failed at a step and is retried resumes at that step (the steps before it are not run again),
- * and `--fresh` starts the formula over. Each merges once. Agent starts are counted from the prompt copies the
+ * and `--fresh` starts the formula over; a loop's count and feedback cross the hand-overs; a single session retried
+ * goes on at its first unreported step. Each merges once. Agent starts are counted from the prompt copies the
  * scripted agent keeps (one per start: `<step>-<n>.md`).
  */
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +20,11 @@ import { agentScript, startTestTown, type TestTown } from './helpers/town';
 let t: TestTown;
 beforeAll(async () => {
   t = await startTestTown();
+  mkdirSync(join(t.gtHome, 'formulas'), { recursive: true });
+  writeFileSync(
+    join(t.gtHome, 'formulas', 'walk.toml'),
+    `name = "walk"\nversion = 1\nsession = "single"\n[[steps]]\nid = "plan"\ntitle = "plan"\nkind = "agent"\nprompt = "Plan {{bead.title}}"\n[[steps]]\nid = "implement"\ntitle = "implement"\nkind = "agent"\nneeds = ["plan"]\nprompt = "Implement: {{steps.plan.output}}"\n`,
+  );
 });
 afterAll(async () => {
   await t?.stop();
@@ -88,6 +94,48 @@ describe('a formula bead across workflow runs', () => {
     expect(executions.filter((s) => s === 'CONTINUED_AS_NEW')).toHaveLength(state.continuedAsNew!);
     expect(executions.filter((s) => s === 'COMPLETED')).toHaveLength(1);
     expect(await merges(repo, beadId)).toHaveLength(1);
+  }, 300_000);
+
+  it('carries a loop across its hand-overs: the loop back to implement counts once, and the bead merges once', async () => {
+    // The pre-verify gate fails on the first implement's "broken" and sends the work back to implement once.
+    const { repo, marks, rig } = await formulaRig('floop');
+    const beadId = 'b-floop';
+    const looping = { ...rig, gates: ['! grep -rq broken work'] };
+    const start = beadStart({
+      taskQueue: t.taskQueue,
+      input: {
+        bead: { id: beadId, title: 'A careful bead looping over several histories' },
+        rig: looping,
+        formula: formulaOf(looping, 'careful', undefined),
+        continueAsNewAfterEvents: 20,
+      },
+    });
+    await t.client.workflow.start(start.workflowType, start.options);
+    expect(((await t.client.workflow.getHandle(`bead:${beadId}`).result()) as BeadResult).status).toBe('closed');
+    const state = await t.town.beadState(beadId);
+    expect(state.continuedAsNew).toBeGreaterThanOrEqual(4);
+    expect(state.steps!.map((s) => [s.id, s.state, s.iterations])).toEqual([
+      ['plan', 'done', 1],
+      ['implement', 'done', 2],
+      ['self-review', 'done', 2],
+      ['pre-verify', 'done', 2],
+      ['submit', 'done', 1],
+    ]);
+    expect(starts(marks)).toEqual([
+      'implement-1.md',
+      'implement-2.md',
+      'plan-1.md',
+      'self-review-1.md',
+      'self-review-2.md',
+      'submit-1.md',
+    ]);
+    // The second implement got the gate's complaint as its feedback, and the loop used stayed counted to the end.
+    expect(readFileSync(join(marks, 'implement-2.md'), 'utf8')).toContain(
+      'Step pre-verify (pre-verify gates) sent the work back',
+    );
+    expect(state.formulaAt).toMatchObject({ round: 1, next: 5, loopsUsed: { 'pre-verify': 1 } });
+    expect(await merges(repo, beadId)).toHaveLength(1);
+    expect(await repo.show(`work/${beadId}.txt`)).not.toContain('broken');
   }, 300_000);
 
   it('retried after it failed at a step, resumes at that step and merges once', async () => {
@@ -161,6 +209,34 @@ describe('a formula bead across workflow runs', () => {
       'self-review-2.md',
       'submit-1.md',
     ]);
+    expect(await merges(repo, beadId)).toHaveLength(1);
+  }, 300_000);
+
+  it('of one run walking its steps (session = "single"), retried, goes on at the first step not reported', async () => {
+    const repo = await createRepo();
+    const marks = mkdtempSync(join(tmpdir(), 'gt-formula-continue-'));
+    await t.addRig({
+      name: 'fwalk',
+      repo: repo.origin,
+      agent: agentScript('formula-walk'),
+      env: { FORMULA_MARKS: marks, WALK_CRASH_AFTER: 'plan' },
+      policy: { maxAttempts: 1 },
+    });
+    const beadId = 'b-fwalk';
+    const { handle } = await t.town.sling('fwalk', { id: beadId, title: 'Walk, fall, walk on', formula: 'walk' });
+    expect((await handle.result()).status).toBe('failed');
+    await retryBead(t.town, beadId, { by: 'tester' });
+    expect((await t.town.beadResult(beadId)).status).toBe('closed');
+
+    const state = await t.town.beadState(beadId);
+    expect(state.steps!.map((s) => [s.id, s.state, s.iterations, s.output])).toEqual([
+      ['plan', 'done', 1, `output of plan by ${beadId}/r1/a1`],
+      // Begun once by the failed run (it was next when that run died) and once by the retry's.
+      ['implement', 'done', 2, `output of implement by ${beadId}/r2/a1`],
+    ]);
+    // The retry's run found plan ticked in its checklist and reported implement only.
+    expect(readFileSync(join(marks, 'walk-2.md'), 'utf8')).toContain('- [x] 1. `plan`');
+    expect(readFileSync(join(marks, 'answers'), 'utf8').match(/step plan done/g)).toHaveLength(1);
     expect(await merges(repo, beadId)).toHaveLength(1);
   }, 300_000);
 });
