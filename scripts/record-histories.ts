@@ -250,7 +250,7 @@ try {
     },
   });
   const continued = await client.workflow.start(canStart.workflowType, canStart.options);
-  console.error(`rec-continued: ${(await client.workflow.getHandle(continued.workflowId).result()).status}`);
+  console.error(`rec-continued: ${(await town.beadResult('rec-continued')).status}`);
   const retriedMarks = mkdtempSync(join(tmpdir(), 'gt-record-marks-'));
   await town.addRig({
     name: 'rec-fretry',

@@ -8,7 +8,7 @@ import { setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow'
 import type { z } from 'zod';
 import type { BeadWorkflowInput, BeadState, BeadStatus, RoundRecord, RunRecord } from '../domain/bead';
 import { appendFeedback } from '../domain/caps';
-import { formulaLabel, type StepRecord } from '../domain/formula';
+import { formulaLabel } from '../domain/formula';
 import { SA } from '../domain/search-attributes';
 import { AgentRun, AgentRuns, townActivities } from './agent-run';
 import type { SingleSession } from './formula-host';
@@ -80,7 +80,7 @@ export class Bead {
       ...(continued ? { continuedAsNew: continued.continuedAsNew } : {}),
       ...(resume ? { retries: resume.retries } : {}),
       ...(formula ? { formula: formulaLabel(formula) } : {}),
-      ...(progress ? { steps: progress.steps as StepRecord[], formulaAt: progress.at } : {}),
+      ...(progress ? { steps: progress.steps, formulaAt: progress.at } : {}),
     };
     const lastRetry = resume?.retries.at(-1);
     // The operator's note is the first thing the retried run reads (feedback heads its prompt).
