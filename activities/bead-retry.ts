@@ -13,8 +13,9 @@
  * - Refused (nothing changed) unless the bead's workflow ended failed or cancelled: a terminated or timed-out bead
  *   ended without stopping its agent.
  * - The new run uses the rig's current configuration (an operator often fixes the rig, then retries); the bead's spec,
- *   convoy and formula come from the earlier run's own input. A bead whose formula has steps is refused (its position
- *   in the formula is not carried).
+ *   convoy and formula come from the earlier run's own input. A bead whose formula has steps resumes at the step its
+ *   run stopped at (the step records and the engine's position are carried; the loops are given back); `--fresh`
+ *   starts the formula over.
  * Shared by the client (standalone beads) and the convoy's activity (its beads), so both check the same things.
  */
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
@@ -29,7 +30,7 @@ import {
   type BeadState,
   type RetryRecord,
 } from '../domain/bead';
-import { formulaLabel, isSingleRun } from '../domain/formula';
+import { carriedSteps } from '../domain/formula';
 import { beadWorkflowId, refineryWorkflowId } from '../domain/ids';
 import type { MergeOutcome } from '../domain/outcomes';
 import { beadStateQuery, rigConfigQuery } from '../domain/messages';
@@ -110,12 +111,6 @@ export async function checkRetryable(client: Client, beadId: string): Promise<Re
   }
   const input = await firstInput(client, beadWorkflowId(beadId), description.runId);
   if (!input) return refuse(`bead ${beadId}: its workflow input could not be read`);
-  // A formula with steps keeps its position (finished steps, loops, the head so far) only in the run that ran it: a
-  // new run would start the formula over or skip steps, so it is refused until a retry can carry that position.
-  if (input.formula && !isSingleRun(input.formula))
-    return refuse(
-      `bead ${beadId} runs formula ${formulaLabel(input.formula)}, whose steps a retry cannot resume yet: sling a new bead with the same formula instead (docs/formulas.md, "Limits")`,
-    );
   return {
     ok: true,
     bead: { beadId, state, input, ended, reason, taskQueue: description.taskQueue },
@@ -161,6 +156,10 @@ export function resumeOf(bead: Retryable, req: RetryRequest, retry: number, now:
       feedback: state.feedback.slice(-100),
       checkpoints: (state.checkpoints ?? []).slice(-50),
       inbox: (state.inbox ?? []).slice(-MAX_CARRIED_INBOX),
+      // A retry is a new budget for the step that failed: its attempts (a new round) and the loops back to it.
+      ...(state.formulaAt && state.steps
+        ? { formula: { at: { ...state.formulaAt, loopsUsed: {} }, steps: carriedSteps(state.steps) } }
+        : {}),
     },
   };
 }

@@ -5,6 +5,7 @@
 import { createAgentRunActivities, type HostDeps } from './agent-runs';
 import { createConvoyActivities } from './convoy';
 import { createDispatchActivities } from './dispatch';
+import { createLegBranchActivities, createLegWorktreeActivities } from './formula-legs';
 import { createFormulaStepActivities } from './formula-steps';
 import { createLogActivities } from './logs';
 import { createForgeActivities } from './forge';
@@ -23,13 +24,19 @@ export function createTownQueueActivities(deps: TownDeps & MergeDeps & { escalat
     ...createDispatchActivities(deps),
     ...createMergeActivities(deps),
     ...createFormulaStepActivities(deps),
+    ...createLegBranchActivities(deps),
     ...createRigConfigActivities(deps),
     ...createForgeActivities(deps),
   };
 }
 
 export function createHostQueueActivities(deps: HostDeps) {
-  return { ...createAgentRunActivities(deps), ...createReviewRunActivities(deps), ...createLogActivities(deps) };
+  return {
+    ...createAgentRunActivities(deps),
+    ...createReviewRunActivities(deps),
+    ...createLogActivities(deps),
+    ...createLegWorktreeActivities(deps),
+  };
 }
 
 export type TownQueueActivities = ReturnType<typeof createTownQueueActivities>;

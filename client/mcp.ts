@@ -506,7 +506,7 @@ function registerOperatorTools(server: McpServer, answer: Answer, town: () => Pr
     {
       title: 'Retry a bead',
       description:
-        "Run a failed or cancelled bead again: a new run of the same bead id, carrying its history, feedback and checkpoints unless fresh. A convoy's bead is retried in its convoy's place (the convoy reopens if it had ended failed). Refused for a running or merged bead.",
+        "Run a failed or cancelled bead again: a new run of the same bead id, carrying its history, feedback and checkpoints unless fresh (a formula bead resumes at the step it stopped at; fresh starts the formula over). A convoy's bead is retried in its convoy's place (the convoy reopens if it had ended failed). Refused for a running or merged bead.",
       inputSchema: {
         beadId: BeadId,
         fresh: RetryBeadRequest.shape.fresh.describe('drop what earlier runs left'),

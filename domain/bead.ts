@@ -1,6 +1,6 @@
 /** Beads (units of work), their lifecycle, and the messages agents send about them. */
 import { z } from 'zod';
-import { ResolvedFormula, StepId, type StepRecord } from './formula';
+import { FormulaProgress, ResolvedFormula, StepId, type FormulaPosition, type StepRecord } from './formula';
 import { BeadId, ConvoyId, RunId } from './ids';
 import { RigConfig } from './rig';
 import type { MergeOutcome } from './outcomes';
@@ -75,6 +75,11 @@ export const BeadResume = z.object({
       inbox: z
         .array(z.object({ seq: z.number().int(), from: z.string(), message: z.string().max(4000), sentAt: z.string() }))
         .max(MAX_CARRIED_INBOX),
+      /**
+       * A formula with steps: where the failed or cancelled run stopped (its loops given back), so the retry resumes at
+       * that step and never runs a finished one again. Absent for a formula that had not started, or ran before this.
+       */
+      formula: FormulaProgress.optional(),
     })
     .optional(),
 });
@@ -93,6 +98,8 @@ export const BeadContinuation = z.object({
   lastFailed: z.boolean(),
   handoffs: z.number().int().min(0),
   continuedAsNew: z.number().int().min(1),
+  /** Set when the bead continued as new between two steps of its formula: the engine goes on at the next one. */
+  formula: FormulaProgress.optional(),
   state: z.object({
     runs: z.array(CarriedRun).max(MAX_CARRIED_RUNS),
     rounds: z.array(CarriedRound).max(MAX_CARRIED_ROUNDS),
@@ -187,6 +194,8 @@ export interface BeadState {
   /** The formula the bead runs (`name@version`) and, when it has more than today's single run, its steps. */
   formula?: string;
   steps?: StepRecord[];
+  /** Where the formula's engine stands (what a continue-as-new or a retry carries with `steps`). */
+  formulaAt?: FormulaPosition;
   /** Runs that ended with `gt handoff` (all rounds), bounded by the rig's `maxHandoffs`. */
   handoffs?: number;
   /** How often this bead continued as new (its history past a threshold). */

@@ -525,6 +525,67 @@ export interface LegRecord {
   runs: string[];
 }
 
+/** How many run ids a carried step record keeps (the newest): loops and rework rounds add runs to one step. */
+export const MAX_CARRIED_STEP_RUNS = 100;
+
+const CarriedLeg = z.object({
+  leg: z.number().int().min(1).max(FORMULA_CAPS.legs),
+  state: StepState,
+  branch: z.string().max(300),
+  headSha: z.string().max(40).optional(),
+  output: z.string().max(FORMULA_CAPS.output).optional(),
+  runs: z.array(z.string().max(300)).max(MAX_CARRIED_STEP_RUNS),
+});
+
+/** A step record as a new workflow run of the bead receives it (continue-as-new, retry): bounded, see carriedSteps. */
+export const CarriedStep = z.object({
+  id: StepId,
+  title: z.string().max(200),
+  kind: StepKind,
+  state: StepState,
+  iterations: z.number().int().min(0),
+  output: z.string().max(FORMULA_CAPS.output).optional(),
+  startedAt: z.string().max(40).optional(),
+  endedAt: z.string().max(40).optional(),
+  runs: z.array(z.string().max(300)).max(MAX_CARRIED_STEP_RUNS),
+  legs: z.array(CarriedLeg).max(FORMULA_CAPS.legs).optional(),
+});
+
+/**
+ * Where a formula's engine stands (workflows/formula.ts keeps it in the bead's state as `formulaAt`): the step to run
+ * next in run order (the number of steps once the formula has finished), the head its agent steps have published so
+ * far, the loops used and the feedback a loop is carrying back. With the step records it is all the engine needs to
+ * go on in another workflow run of the bead.
+ */
+export const FormulaPosition = z.object({
+  round: z.number().int().min(1),
+  next: z.number().int().min(0).max(FORMULA_CAPS.steps),
+  headSha: z.string().regex(/^([0-9a-f]{40})?$/),
+  loopsUsed: z.record(StepId, z.number().int().min(0).max(FORMULA_CAPS.loopMax)),
+  loopFeedback: z.object({ from: StepId, text: z.string().max(20_000) }).optional(),
+});
+export type FormulaPosition = z.infer<typeof FormulaPosition>;
+
+/** What a continued or retried bead carries of its formula: the engine's position and the step records. */
+export const FormulaProgress = z.object({
+  at: FormulaPosition,
+  steps: z.array(CarriedStep).max(FORMULA_CAPS.steps),
+});
+export type FormulaProgress = z.infer<typeof FormulaProgress>;
+
+/**
+ * Step records cut to what FormulaProgress accepts. Outputs are capped at what a later prompt quotes of them anyway
+ * (renderTemplate caps each at FORMULA_CAPS.output the same way), so a resumed step's prompt reads as it would have.
+ */
+export function carriedSteps(records: readonly StepRecord[]): StepRecord[] {
+  const cut = <T extends { output?: string; runs: string[] }>(r: T): T => ({
+    ...r,
+    ...(r.output !== undefined ? { output: capOutput(r.output) } : {}),
+    runs: r.runs.slice(-MAX_CARRIED_STEP_RUNS),
+  });
+  return records.map((r) => ({ ...cut(r), ...(r.legs ? { legs: r.legs.map(cut) } : {}) }));
+}
+
 /** A human's decision on an approval step (`gt step approve|reject <bead> <step> [--note]`). */
 export const StepDecision = z.strictObject({
   stepId: StepId,

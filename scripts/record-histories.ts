@@ -17,7 +17,8 @@ import { cancelBead, retryBead } from '../client/beads';
 import { ConvoyClient } from '../client/convoys';
 import { removeRig } from '../client/rig-removal';
 import { decideStep } from '../client/steps';
-import { Town } from '../client/town';
+import { formulaOf, Town } from '../client/town';
+import { beadStart } from '../domain/starts';
 import { pauseRefineryUpdate, refineryStateQuery } from '../domain/messages';
 import { startDevServer } from '../provisioning/dev-server';
 import { createTownWorker } from '../worker/worker';
@@ -229,6 +230,45 @@ try {
   });
   const walk = await town.sling('rec-walk', { id: 'rec-walk', title: 'A walked bead', formula: 'walk' });
   console.error(`rec-walk: ${(await walk.handle.result()).status}`);
+  // careful past a low history threshold: it continues as new between its steps (the first run hands over, the last
+  // goes on from the carried position and merges); and careful failing at self-review, then retried (it resumes there).
+  const canRig = await town.addRig({
+    name: 'rec-can',
+    repo: repo.origin,
+    agent: agent('formula-step'),
+    env: { FORMULA_MARKS: mkdtempSync(join(tmpdir(), 'gt-record-marks-')) },
+    gates: ['test -d work'],
+    policy: fast,
+  });
+  const canStart = beadStart({
+    taskQueue: 'record',
+    input: {
+      bead: { id: 'rec-continued', title: 'A careful bead over several histories' },
+      rig: canRig,
+      formula: formulaOf(canRig, 'careful', undefined),
+      continueAsNewAfterEvents: 20,
+    },
+  });
+  const continued = await client.workflow.start(canStart.workflowType, canStart.options);
+  console.error(`rec-continued: ${(await town.beadResult('rec-continued')).status}`);
+  const retriedMarks = mkdtempSync(join(tmpdir(), 'gt-record-marks-'));
+  await town.addRig({
+    name: 'rec-fretry',
+    repo: repo.origin,
+    agent: agent('formula-step'),
+    env: { FORMULA_MARKS: retriedMarks, FORMULA_FAIL: 'self-review' },
+    gates: ['test -d work'],
+    policy: { ...fast, maxAttempts: 1 },
+  });
+  const failing = await town.sling('rec-fretry', {
+    id: 'rec-formula-retried',
+    title: 'A careful bead retried',
+    formula: 'careful',
+  });
+  console.error(`rec-formula-retried: ${(await failing.handle.result()).status}`);
+  writeFileSync(join(retriedMarks, 'fixed'), '');
+  await retryBead(town, 'rec-formula-retried', { note: 'recorded retry', by: 'recorder' });
+  console.error(`rec-formula-retried (retry 1): ${(await town.beadResult('rec-formula-retried')).status}`);
 
   // A speculative merge queue (speculation 3): four MRs gated on stacked candidates at once, the second one failing
   // its gate (sent back, the ones behind it rebuilt without it; its rework fails again and the bead fails).
@@ -252,7 +292,11 @@ try {
   await specRefinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: false }] });
   for (const b of specBeads) console.error(`${b.beadId}: ${(await b.handle.result()).status}`);
 
-  const scenarios: Record<string, string> = {
+  /** name → workflow id (its latest run), or [workflow id, run id]. */
+  const scenarios: Record<string, string | [string, string]> = {
+    'bead-formula-continued-first': ['bead:rec-continued', continued.firstExecutionRunId],
+    'bead-formula-continued': 'bead:rec-continued',
+    'bead-formula-retried': 'bead:rec-formula-retried',
     'bead-formula-careful': 'bead:rec-careful',
     'bead-formula-approved': 'bead:rec-approved',
     'bead-formula-explore': 'bead:rec-explore',
@@ -283,8 +327,9 @@ try {
   mkdirSync(out, { recursive: true });
   for (const f of readdirSync(out))
     if (f.endsWith('.json') && (!only || only.has(f.replace(/\.json$/, '')))) rmSync(join(out, f));
-  for (const [name, workflowId] of recorded) {
-    const history = await client.workflow.getHandle(workflowId).fetchHistory();
+  for (const [name, which] of recorded) {
+    const [workflowId, runId] = typeof which === 'string' ? [which] : which;
+    const history = await client.workflow.getHandle(workflowId, runId).fetchHistory();
     writeFileSync(join(out, `${name}.json`), historyToJSON(history));
     console.error(`recorded ${workflowId} → test/histories/${name}.json (${history.events?.length} events)`);
   }

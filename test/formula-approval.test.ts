@@ -2,8 +2,8 @@
  * Issue 15 acceptance, approval steps (`review-only`; real server, real git, scripted agents): the bead waits at its
  * approval step with no agent running; the timeout escalates once and the bead keeps waiting; `gt step approve`
  * lets it go on to the merge; `gt step reject --note` sends the work back to the review step with the note as
- * feedback. A decision for a step the bead is not waiting on is refused in one line. A bead of a formula with steps is
- * not retried (docs/formulas.md, "Limits"): the refusal changes nothing.
+ * feedback. A decision for a step the bead is not waiting on is refused in one line. A cancelled bead retried resumes
+ * at the approval it waited at (docs/formulas.md, "Retry and continue-as-new").
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -98,21 +98,22 @@ describe('approval steps', () => {
     expect((await repo.log('main')).filter((c) => c.body.includes(`Gt-Merge-Request: mr:${beadId}:`))).toHaveLength(1);
   }, 240_000);
 
-  it('a cancelled bead of a formula with steps is not retried (its position is not carried), and nothing starts', async () => {
-    const { beadId } = await slingReview('rtry');
+  it('a cancelled bead retried waits at its approval again: the review is not run again, and it merges once', async () => {
+    const { repo, marks, beadId } = await slingReview('rtry');
     await waitingAt(beadId, 1);
     expect((await runGt(['bead', 'cancel', beadId, '--reason', 'testing retry'], t.cliEnv())).code).toBe(0);
-    const before = await t.town.beadState(beadId);
-    expect(before.status).toBe('cancelled');
-    const r = await runGt(['bead', 'retry', beadId], t.cliEnv());
-    expect(r.code).toBe(1);
-    expect(r.stderr).toBe(
-      `gt: bead ${beadId} runs formula review-only@1, whose steps a retry cannot resume yet: sling a new bead with the same formula instead (docs/formulas.md, "Limits")\n`,
-    );
-    // The same closed run: no new workflow run was started and its state is unchanged.
-    const after = await t.town.beadState(beadId);
-    expect(after.status).toBe('cancelled');
-    expect(after.retries).toBeUndefined();
-    expect(after.steps).toEqual(before.steps);
+    expect((await t.town.beadState(beadId)).status).toBe('cancelled');
+    const r = await runGt(['bead', 'retry', beadId, '--note', 'try again'], t.cliEnv());
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    // The new workflow run resumes at the step the cancelled one waited at: no agent runs for it.
+    const waiting = await waitingAt(beadId, 2);
+    expect(waiting.retries).toHaveLength(1);
+    expect(waiting.steps!.find((s) => s.id === 'review')).toMatchObject({ state: 'done', iterations: 1 });
+    expect(readdirSync(marks).filter((f) => f.endsWith('.md'))).toEqual(['review-1.md']);
+    expect((await runGt(['step', 'approve', beadId, 'accept'], t.cliEnv())).code).toBe(0);
+    expect((await t.town.beadResult(beadId)).status).toBe('closed');
+    expect(readdirSync(marks).filter((f) => f.endsWith('.md'))).toEqual(['review-1.md']);
+    expect((await repo.log('main')).filter((c) => c.body.includes(`Gt-Merge-Request: mr:${beadId}:`))).toHaveLength(1);
   }, 240_000);
 });

@@ -2,17 +2,12 @@
  * Issue 15 acceptance, `careful` (real server, real git, scripted agents): each step is an agent run of its own whose
  * prompt quotes the earlier steps' outputs (asserted from the prompt files the agents kept); the pre-verify gate fails
  * once on the branch and sends the work back to `implement` with the gate's output; the bead merges exactly once and
- * `gt bead status` shows every step with its state. A formula bead never continues as new inside its steps
- * (docs/formulas.md, "Limits").
+ * `gt bead status` shows every step with its state. (Continue-as-new between steps: test/formula-continue.test.ts.)
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { formulaForBead } from '../activities/formulas';
-import type { BeadResult } from '../domain/bead';
-import { beadStart } from '../domain/starts';
-import { beadStateQuery } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { createRepo } from './helpers/repo';
 import { agentScript, runGt, startTestTown, type TestTown } from './helpers/town';
@@ -140,46 +135,5 @@ describe('formula careful', () => {
       ['submit', 'done', 2],
     ]);
     expect((await repo.log('main')).filter((c) => c.body.includes(`Gt-Merge-Request: mr:${beadId}:`))).toHaveLength(1);
-  }, 300_000);
-
-  it('never continues as new inside its steps, past a low history threshold: every step runs once, one merge', async () => {
-    const repo = await createRepo();
-    const marks = mkdtempSync(join(tmpdir(), 'gt-formula-marks-'));
-    const rig = await t.addRig({
-      name: 'careful-long',
-      repo: repo.origin,
-      agent: agentScript('formula-step'),
-      env: { FORMULA_MARKS: marks },
-    });
-    const id = 'careful-long-1';
-    // A plain bead with this threshold continues as new before its second run (test/bead-continue-as-new.test.ts).
-    const start = beadStart({
-      taskQueue: t.taskQueue,
-      input: {
-        bead: { id, title: 'A long careful bead' },
-        rig,
-        formula: formulaForBead(rig, 'careful', undefined, t.gtHome),
-        continueAsNewAfterEvents: 20,
-      },
-    });
-    const handle = await t.client.workflow.start(start.workflowType, start.options);
-    expect(((await handle.result()) as BeadResult).status).toBe('closed');
-    const state = await handle.query(beadStateQuery);
-    expect(state.continuedAsNew).toBeUndefined();
-    expect(state.steps!.map((s) => [s.id, s.state, s.iterations])).toEqual([
-      ['plan', 'done', 1],
-      ['implement', 'done', 1],
-      ['self-review', 'done', 1],
-      ['pre-verify', 'done', 1],
-      ['submit', 'done', 1],
-    ]);
-    expect(readdirSync(marks).sort()).toEqual(
-      ['implement-1', 'plan-1', 'self-review-1', 'submit-1'].map((n) => `${n}.md`),
-    );
-    const executions: string[] = [];
-    for await (const wf of t.client.workflow.list({ query: `WorkflowId = '${handle.workflowId}'` }))
-      executions.push(wf.status.name);
-    expect(executions).toEqual(['COMPLETED']);
-    expect((await repo.log('main')).filter((c) => c.body.includes(`Gt-Merge-Request: mr:${id}:`))).toHaveLength(1);
   }, 300_000);
 });

@@ -22,6 +22,7 @@ import {
 import type { BeadResult, BeadWorkflowInput, RunRecord } from '../domain/bead';
 import { MAX_CARRIED_INBOX, MAX_CARRIED_ROUNDS, MAX_CARRIED_RUNS, MAX_TEXT } from '../domain/bead';
 import { CAPS, capText, keepNewest } from '../domain/caps';
+import { carriedSteps, type FormulaProgress } from '../domain/formula';
 import { dispatchGateWorkflowId, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
 import { beadBranch, legBranch, runIdOf } from '../domain/ids';
 import { countTownEvent } from '../domain/metrics';
@@ -33,6 +34,13 @@ import { NON_RETRYABLE } from '../domain/failures';
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
 const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
+
+/**
+ * The highest run number `round` has used (0 for none): the next run of the round is numbered after it. The newest
+ * records are the ones carried across continue-as-new, so this holds when the oldest were dropped (a count would not).
+ */
+const lastRunOf = (runs: readonly RunRecord[], round: number) =>
+  runs.reduce((n, r) => (r.round === round ? Math.max(n, r.attempt) : n), 0);
 
 /** How one run of a round ended: its branch was handed in, it failed, or it handed off to the next run. */
 type AttemptResult = RunResult | { handedOff: string };
@@ -58,6 +66,20 @@ export class PolecatRuns {
       runLegs: (round, legs, ended) => this.runLegs(round, legs, ended),
       setStep: (label) => void (this.b.stepLabel = label),
       walk: (session) => void (this.b.singleSession = session),
+      carried: (round) => {
+        const { continued, resume } = this.b.input;
+        // A continued run was handed the position of its first round only; a retry's is for its first round.
+        if (continued) return continued.round === round ? continued.formula?.at : undefined;
+        return round === this.b.firstRound ? resume?.carried?.formula?.at : undefined;
+      },
+      continueAsNewDue: () => this.continueAsNewDue(),
+      continueAsNew: (round) => {
+        const { state } = this.b;
+        return this.continueNow(
+          { round, nextRun: lastRunOf(state.runs, round) + 1, failures: [], lastFailed: false },
+          { at: state.formulaAt!, steps: carriedSteps(state.steps ?? []) },
+        );
+      },
       setStatus: (status, waitingFor) => this.b.setStatus(status, waitingFor),
     };
   }
@@ -75,8 +97,7 @@ export class PolecatRuns {
    *
    * With `step` (a formula's agent step, workflows/formula.ts) the step's own attempts bound its failures, and its
    * runs are numbered on from the runs the round already has (the formula's steps share the round). A formula step
-   * never continues as new: the engine's position (step, loops, head) is not carried across, so the bead's history
-   * just grows (docs/formulas.md, "Limits").
+   * never continues as new between its attempts: the engine does, between steps (formulaHost().continueAsNew).
    */
   async runRound(round: number, from?: AttemptsAt, step?: AgentStep): Promise<RunResult> {
     const { state, input } = this.b;
@@ -86,7 +107,7 @@ export class PolecatRuns {
       maxAttempts,
       retryBackoff: policy.retryBackoff,
       from: {
-        nextRun: from?.nextRun ?? (step ? state.runs.filter((r) => r.round === round).length + 1 : 1),
+        nextRun: from?.nextRun ?? (step ? lastRunOf(state.runs, round) + 1 : 1),
         failures: from?.failures ?? [],
         lastFailed: from?.lastFailed ?? false,
       },
@@ -117,7 +138,7 @@ export class PolecatRuns {
   async runLegs(round: number, legs: AgentStep[], ended: (i: number, r: LegResult) => void): Promise<LegResult[]> {
     const { state, input } = this.b;
     const policy = input.rig.policy;
-    const after = state.runs.filter((r) => r.round === round).reduce((n, r) => Math.max(n, r.attempt), 0);
+    const after = lastRunOf(state.runs, round);
     let next = after + 1;
     return Promise.all(
       legs.map(async (step, i) => {
@@ -157,8 +178,11 @@ export class PolecatRuns {
     return workflowInfo().continueAsNewSuggested || (after !== undefined && workflowInfo().historyLength >= after);
   }
 
-  /** Hands the bead to a new run of its workflow (same id) at this point: no run, activity or child is in flight. */
-  private async continueNow(at: AttemptsAt & { round: number }): Promise<never> {
+  /**
+   * Hands the bead to a new run of its workflow (same id) at this point: no run, activity or child is in flight.
+   * `progress`: the formula engine's position and step records, when it is between two steps.
+   */
+  private async continueNow(at: AttemptsAt & { round: number }, progress?: FormulaProgress): Promise<never> {
     const { state, input } = this.b;
     await this.b.runs.raisePending();
     await Promise.all(this.toGate);
@@ -181,6 +205,7 @@ export class PolecatRuns {
         failures: at.failures.map((f) => capText(f, MAX_TEXT)),
         handoffs: state.handoffs ?? 0,
         continuedAsNew: next,
+        ...(progress ? { formula: progress } : {}),
         state: {
           runs: state.runs.slice(-MAX_CARRIED_RUNS),
           rounds: state.rounds.slice(-MAX_CARRIED_ROUNDS),

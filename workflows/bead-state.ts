@@ -59,6 +59,8 @@ export class Bead {
     this.retry = resume?.retries.at(-1)?.retry;
     // A run continued as new takes what the run before it knew; a retry takes what the failed run left (unless --fresh).
     const carried = continued?.state ?? resume?.carried;
+    // …and where its formula stood (workflows/formula.ts goes on from there).
+    const progress = continued ? continued.formula : resume?.carried?.formula;
     this.firstRound = continued?.firstRound ?? (resume?.roundsUsed ?? 0) + 1;
     this.state = {
       beadId: bead.id,
@@ -78,6 +80,7 @@ export class Bead {
       ...(continued ? { continuedAsNew: continued.continuedAsNew } : {}),
       ...(resume ? { retries: resume.retries } : {}),
       ...(formula ? { formula: formulaLabel(formula) } : {}),
+      ...(progress ? { steps: progress.steps, formulaAt: progress.at } : {}),
     };
     const lastRetry = resume?.retries.at(-1);
     // The operator's note is the first thing the retried run reads (feedback heads its prompt).

@@ -40,7 +40,7 @@ import { parseOrReject } from '../domain/validation';
 import { handleBeadMessages } from './bead-messages';
 import { PolecatRuns } from './bead-runs';
 import { Bead, town } from './bead-state';
-import { runFormula } from './formula';
+import { deleteLegBranches, LEG_CLEANUP, runFormula } from './formula';
 import { mergeRequestWorkflow } from './merge-request';
 
 /** patched() id: a bead whose formula has more than today's single run goes through the formula engine. */
@@ -141,6 +141,9 @@ async function finish(b: Bead, polecats: PolecatRuns, result: BeadResult): Promi
   await polecats.gateSignalsSent();
   b.setStatus(result.status, result.reason ?? (result.commit ? `merged as ${result.commit}` : result.status));
   await b.runs.raisePending();
+  // Merged: its leg branches (a formula's legs) are of no more use. A failed or cancelled bead keeps them for a retry.
+  if (result.status === 'closed' && b.input.formula?.steps.some((s) => s.kind === 'legs') && patched(LEG_CLEANUP))
+    await deleteLegBranches(rig, bead.id);
   if (result.status === 'failed') {
     b.state.failureReason = result.reason;
     // Bounded retries are exhausted: escalate once and leave the decision to a human.

@@ -4,7 +4,7 @@
  * Only legal in workflow code (no Node built-ins).
  */
 import type { AgentReply, BeadSpec, BeadState, BeadStatus, StepDoneRequest } from '../domain/bead';
-import type { FormulaStep, PromptStep, StepRecord } from '../domain/formula';
+import type { FormulaPosition, FormulaStep, PromptStep, StepRecord } from '../domain/formula';
 import type { RigConfig } from '../domain/rig';
 import type { z } from 'zod';
 
@@ -53,6 +53,15 @@ export interface FormulaHost {
   runLegs(round: number, legs: AgentStep[], ended: (i: number, r: LegResult) => void): Promise<LegResult[]>;
   /** While a session = "single" formula's run walks the steps: what answers `gt step done` (undefined after). */
   walk(session: SingleSession | undefined): void;
+  /**
+   * The position this workflow run of the bead was handed for `round`: the bead continued as new between two steps,
+   * or it is a retry of a run that stopped at a step. Undefined otherwise (the engine starts, or re-enters for rework).
+   */
+  carried(round: number): FormulaPosition | undefined;
+  /** Whether the bead's history is past its threshold: the engine then continues as new before its next step. */
+  continueAsNewDue(): boolean;
+  /** Continues as new now, between two steps (nothing in flight), carrying `state.formulaAt` and the step records. */
+  continueAsNew(round: number): Promise<never>;
   /** The step shown before the bead's status line ("step 3/5 self-review"); undefined between steps. */
   setStep(label: string | undefined): void;
   setStatus(status: BeadStatus, waitingFor: string): void;

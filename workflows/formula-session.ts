@@ -25,9 +25,14 @@ export async function runSingleSession(host: FormulaHost, formula: ResolvedFormu
   const { bead, state } = host;
   const order = stepOrder(formula.steps);
   const total = order.length;
+  // Records from an earlier round, or carried from an earlier workflow run (none after a `--fresh` retry).
+  const ranBefore = state.steps !== undefined;
   const records = stepRecords(state, order);
   let current = 0;
-  if (round > 1) {
+  const carried = host.carried(round);
+  // A retry goes on at the first step its failed run had not reported; rework re-enters at the `rework` step.
+  if (carried && carried.next < total) current = carried.next;
+  else if (round > 1 && ranBefore) {
     current = Math.max(
       0,
       order.findIndex((s) => s.id === (formula.rework ?? order[0]!.id)),
@@ -36,6 +41,8 @@ export async function runSingleSession(host: FormulaHost, formula: ResolvedFormu
   }
   const feedback = state.feedback.at(-1);
   const begin = () => {
+    // The position a retry goes on from (a single session has no head of its own between steps, nor loops).
+    state.formulaAt = { round, next: current, headSha: '', loopsUsed: {} };
     const rec = records[current];
     if (rec) {
       Object.assign(rec, { state: 'running', startedAt: now(), endedAt: undefined });

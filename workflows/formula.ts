@@ -10,11 +10,23 @@
  * - A loop (`loop = { from, max }` on a gate or approval step) goes back at most `max` times, carrying the failure as
  *   `{{feedback}}`; then the round fails. Rework after a failed merge re-enters at the formula's `rework` step;
  *   steps before it keep their outputs.
+ * - The engine's position (next step, head, loops, loop feedback) is in the bead's state (`formulaAt`) before every
+ *   step: a continue-as-new between steps and a retry carry it with the step records, and the next workflow run goes
+ *   on at that step, so no finished step runs again in a new workflow run either.
  * - Earlier outputs enter later prompts only through renderTemplate: capped and quoted as untrusted agent text.
  * Only legal in workflow code (no Node built-ins).
  */
-import { ApplicationFailure, condition, isCancellation, proxyActivities, setHandler } from '@temporalio/workflow';
-import type { TownQueueActivities } from '../activities';
+import {
+  ApplicationFailure,
+  condition,
+  isCancellation,
+  log,
+  patched,
+  proxyActivities,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { HostQueueActivities, TownQueueActivities } from '../activities';
 import { CAPS, capText } from '../domain/caps';
 import { escalationIdPart } from '../domain/escalation';
 import {
@@ -26,16 +38,18 @@ import {
   StepDecision,
   stepDecisionUpdate,
   stepOrder,
+  type FormulaPosition,
   type LegRecord,
   type ResolvedFormula,
   type StepRecord,
 } from '../domain/formula';
 import { legBranch } from '../domain/ids';
+import { hostTaskQueue } from '../domain/task-queues';
 import type { z } from 'zod';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { townActivities } from './agent-run';
 import { Failure, RETRY } from '../domain/failures';
-import { now, stepRecords, type AgentStep, type FormulaHost, type RunResult } from './formula-host';
+import { now, stepRecords, type AgentStep, type FormulaHost, type LegResult, type RunResult } from './formula-host';
 import { runSingleSession } from './formula-session';
 
 const steps = proxyActivities<TownQueueActivities>({
@@ -44,6 +58,14 @@ const steps = proxyActivities<TownQueueActivities>({
   retry: RETRY.formulaSteps,
 });
 const town = townActivities(20);
+
+/**
+ * patched() id: a legs step's worktrees are removed once it has ended, and the bead's leg branches once it has
+ * merged (workflows/bead.ts). The explore history from before kept both.
+ */
+export const LEG_CLEANUP = 'formula-leg-cleanup';
+/** patched() id: a formula bead past its history threshold continues as new between two steps. */
+const FORMULA_CONTINUES_AS_NEW = 'formula-continues-as-new';
 
 /**
  * What a synthesis run is told about the legs before it (steps it depends on): each leg's branch, as its repository
@@ -63,27 +85,91 @@ function legsSection(records: StepRecord[], before: Set<string>): string {
   return `\n\nThe legs' branches are in your repository (fetch nothing; they are there):\n${lines.join('\n')}\n`;
 }
 
+/** The activities that remove leg worktrees, on the queue of the host that ran the legs. */
+const legHost = (host: string, policy: FormulaHost['rig']['policy']) =>
+  proxyActivities<HostQueueActivities>({
+    taskQueue: hostTaskQueue(workflowInfo().taskQueue, host),
+    // A host that is gone takes its worktrees with it: its queue is given up on, as a run's start would be.
+    scheduleToStartTimeout: policy.startTimeout,
+    startToCloseTimeout: '5m',
+    retry: RETRY.formulaSteps,
+  });
+
+/**
+ * Removes the worktrees of a legs step's legs on every host that ran one (the synthesis reads their branches from the
+ * mirror). Best effort: a host that cannot do it now leaves them, as a lost host leaves any run's, and the bead goes on.
+ */
+async function removeLegWorktrees(host: FormulaHost, legs: LegResult[]): Promise<void> {
+  const runs = new Set(legs.flatMap((l) => l.runs));
+  const hosts = [...new Set(host.state.runs.flatMap((r) => (runs.has(r.runId) && r.host ? [r.host] : [])))];
+  await Promise.all(
+    hosts.map((h) =>
+      legHost(h, host.rig.policy)
+        .removeLegWorktrees.executeWithOptions({ summary: `remove the leg worktrees of ${host.bead.id} on ${h}` }, [
+          { rig: host.rig.name, beadId: host.bead.id },
+        ])
+        .catch((err: unknown) => {
+          if (isCancellation(err)) throw err;
+          log.warn('could not remove leg worktrees', { beadId: host.bead.id, host: h, error: failureMessage(err) });
+        }),
+    ),
+  );
+}
+
+/**
+ * Deletes the bead's leg branches (every round's) from the rig's repository once it has merged: the merge holds what
+ * the synthesis kept of them. Best effort, like the worktrees: a failure is logged and the bead still closes.
+ */
+export async function deleteLegBranches(rig: FormulaHost['rig'], beadId: string): Promise<void> {
+  try {
+    await steps.deleteLegBranches.executeWithOptions({ summary: `delete the leg branches of ${beadId}` }, [
+      { rig, beadId },
+    ]);
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+    log.warn('could not delete leg branches', { beadId, error: failureMessage(err) });
+  }
+}
+
 /** Runs round `round` of the formula; the head that goes to the merge queue, or why the round failed. */
 export async function runFormula(host: FormulaHost, formula: ResolvedFormula, round: number): Promise<RunResult> {
   if (formula.session === 'single') return runSingleSession(host, formula, round);
   const { bead, state } = host;
   const order = stepOrder(formula.steps);
   const total = order.length;
+  // Records from an earlier round, or carried from an earlier workflow run (none after a `--fresh` retry).
+  const ranBefore = state.steps !== undefined;
   const records = stepRecords(state, order);
   const record = (id: string) => records.find((r) => r.id === id)!;
   const indexOf = (id: string) => order.findIndex((s) => s.id === id);
   const lastAgent = order.reduce((last, s, i) => (s.kind === 'agent' || s.kind === 'synthesis' ? i : last), -1);
 
-  // Rework re-enters at the declared step: it and everything after it run again, with the merge's feedback.
   let i = 0;
-  if (round > 1) {
-    i = Math.max(0, indexOf(formula.rework ?? order[0]!.id));
-    for (const s of order.slice(i)) Object.assign(record(s.id), { state: 'pending' });
-  }
   let headSha = state.rounds.at(-1)?.headSha ?? '';
   const roundFeedback = state.feedback.at(-1);
   let loopFeedback: { from: string; text: string } | undefined;
-  const loopsUsed: Record<string, number> = {};
+  let loopsUsed: Record<string, number> = {};
+  const carried = host.carried(round);
+  if (carried && carried.next < total) {
+    // This workflow run goes on where an earlier one stopped (it continued as new, or this is a retry): at that step,
+    // with its head, loops and loop feedback; the steps before it are done and their records say so.
+    i = carried.next;
+    headSha = carried.headSha;
+    loopsUsed = { ...carried.loopsUsed };
+    loopFeedback = carried.loopFeedback;
+  } else if (round > 1 && ranBefore) {
+    // Rework re-enters at the declared step: it and everything after it run again, with the merge's feedback.
+    i = Math.max(0, indexOf(formula.rework ?? order[0]!.id));
+    for (const s of order.slice(i)) Object.assign(record(s.id), { state: 'pending' });
+  }
+  /** The engine's position before step `i` runs (or once all have): what another workflow run would go on from. */
+  const position = (): FormulaPosition => ({
+    round,
+    next: i,
+    headSha,
+    loopsUsed: { ...loopsUsed },
+    ...(loopFeedback ? { loopFeedback } : {}),
+  });
 
   /** The approval step waiting for a decision, and the decision once given. */
   let waiting: { stepId: string; decision?: z.infer<typeof StepDecision> } | undefined;
@@ -107,6 +193,10 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
   );
 
   while (i < order.length) {
+    state.formulaAt = position();
+    // Between two steps nothing is in flight: the one place a formula bead hands over to a fresh history. Formula
+    // histories from before never did (the marker is written only when it does, so they replay unchanged).
+    if (host.continueAsNewDue() && patched(FORMULA_CONTINUES_AS_NEW)) await host.continueAsNew(round);
     const step = order[i]!;
     const rec = record(step.id);
     const label = `step ${i + 1}/${total} ${step.id}`;
@@ -197,6 +287,7 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
         );
       });
       rec.runs.push(...results.flatMap((r) => r.runs));
+      if (patched(LEG_CLEANUP)) await removeLegWorktrees(host, results);
       const finished = results.filter((r) => !('failure' in r)).length;
       // The step goes on with the legs that finished (the synthesis sees the failed ones as failed); all failed, it fails.
       if (finished === 0)
@@ -285,6 +376,7 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
     if (loopFeedback?.from === step.id) loopFeedback = undefined;
     i++;
   }
+  state.formulaAt = position();
   host.setStep(undefined);
   if (!headSha) return { failure: `formula ${formulaLabel(formula)} ended without any commits on the branch` };
   return { headSha };

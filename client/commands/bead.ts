@@ -248,7 +248,10 @@ Examples:
       "run a failed or cancelled bead again: a new run of the same bead id, in its convoy's place (the convoy counts it running again and releases its dependents when it merges)",
     )
     .argument('<id>', 'bead id')
-    .option('--fresh', 'start from the spec alone: drop earlier runs, feedback, checkpoints and messages')
+    .option(
+      '--fresh',
+      'start from the spec alone: drop earlier runs, feedback, checkpoints and messages (a formula starts over)',
+    )
     .option('--note <text>', 'a note for the new run (heads its feedback) and the record', '')
     .option('--by <name>', 'who retries', process.env.USER ?? 'operator')
     .option('--json', 'print JSON')
@@ -256,7 +259,8 @@ Examples:
       'after',
       `
 Refused (exit 1, nothing changed) for an unknown bead, a bead still running or merged, a bead whose merge request
-may still merge, or one terminated from outside. See docs/operations.md.
+may still merge, or one terminated from outside. A bead running a formula with steps resumes at the step it stopped
+at; the steps before it are not run again (docs/formulas.md). See docs/operations.md.
 
 Examples:
   gt bead retry webapp-1a2b3c --note "the test database is back"

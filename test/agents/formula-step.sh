@@ -12,6 +12,8 @@ mark=$id${leg:+-leg$leg}
 n=$(ls "$FORMULA_MARKS" | grep -c "^$mark-" || true)
 cp "$GT_PROMPT_FILE" "$FORMULA_MARKS/$mark-$((n + 1)).md"
 gt progress "step $id"
+# With FORMULA_FAIL=<step>, that step exits without gt done (a failed attempt) until the test creates $FORMULA_MARKS/fixed.
+if [ "$id" = "${FORMULA_FAIL:-}" ] && [ ! -e "$FORMULA_MARKS/fixed" ]; then exit 3; fi
 commit() {
   mkdir -p work
   printf '%s\n' "$1" > "work/$GT_BEAD_ID.txt"
