@@ -48,6 +48,8 @@ describe('chaos soak (smoke)', () => {
         stuckWorkflows: [],
       });
       expect(result.unexpectedExits, context).toEqual([]);
+      // The soak's observer never queries while faults fall (a query then can trigger an SDK bug: known-issues.md).
+      expect(result.queriesDuringChaos, context).toBe(0);
       expect(result.convoyStatus, context).toBe('landed');
       expect(result.figures.merged).toBe(12);
     },
