@@ -28,12 +28,14 @@ import { beadBranch, legBranch, runIdOf } from '../domain/ids';
 import { countTownEvent } from '../domain/metrics';
 import { failureMessage } from '../domain/validation';
 import { type AttemptsAt, hostActivities, runAttempts } from './agent-run';
-import { type Bead, PolecatRun, town } from './bead-state';
+import { type Bead, PolecatRun, town, townLocally } from './bead-state';
 import type { AgentStep, FormulaHost, LegResult, RunResult } from './formula-host';
 import { NON_RETRYABLE } from '../domain/failures';
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
 const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
+/** patched() id: the dispatch request, and the host claim of a run not retrying a failure, are local activities. */
+const DISPATCHES_LOCALLY = 'bead-dispatches-locally';
 
 /**
  * The highest run number `round` has used (0 for none): the next run of the round is numbered after it. The newest
@@ -243,7 +245,10 @@ export class PolecatRuns {
     const runId = runIdOf(bead.id, round, attempt);
     try {
       this.b.setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
-      await town.requestDispatchSlot({
+      // Local: two hand-offs fewer before the agent starts (docs/performance.md). A workflow task retried runs the
+      // request again, which the gate takes as a repeat (a waiting run stays queued once, a holder is granted again).
+      const locally = patched(DISPATCHES_LOCALLY);
+      await (locally ? townLocally : town).requestDispatchSlot({
         rig: rig.name,
         request: {
           beadId: bead.id,
@@ -255,7 +260,7 @@ export class PolecatRuns {
         },
       });
       await condition(() => this.b.grants.has(runId));
-      return await this.runGranted(runId, round, attempt, afterFailure, step);
+      return await this.runGranted(runId, round, attempt, afterFailure, locally, step);
     } finally {
       await CancellationScope.nonCancellable(() =>
         this.sendToGate(
@@ -272,6 +277,7 @@ export class PolecatRuns {
     round: number,
     attempt: number,
     afterFailure: boolean,
+    locally: boolean,
     step?: AgentStep,
   ): Promise<AttemptResult> {
     const { b } = this;
@@ -282,7 +288,13 @@ export class PolecatRuns {
       `${step ? `${b.stepLabel}${step.leg ? ` leg ${step.leg.index}` : ''}: ` : ''}${what}`;
     // A leg works on a branch of its own; every other run on the bead's.
     const branch = step?.leg ? legBranch(bead.id, round, step.leg.index) : this.branch;
-    const { hostQueue } = await town.claimHost.executeWithOptions(
+    // Claimed locally, the host is the worker running this workflow task: the one that ran the bead's first task,
+    // since sticky execution keeps a workflow on its worker. That spreads beads over hosts as the town-queue claim
+    // does (a bead's first task goes to any worker), but keeps all of one bead's runs on one host: right while they
+    // succeed (a rework round), wrong after a failure the host may have caused (a broken runtime, a full disk), which
+    // every attempt would then meet again. So a run retrying a failure claims through the town queue, as before.
+    const claim = locally && !afterFailure ? townLocally : town;
+    const { hostQueue } = await claim.claimHost.executeWithOptions(
       { summary: summary(`claim a host for run ${runId}`) },
       [],
     );
