@@ -96,6 +96,16 @@ export interface PreparedRun {
 
 export const AgentHandleSchema = z.object({ runtime: AgentRuntime, runId: RunId, ref: z.string().min(1).max(200) });
 
+/** What a prepared run's directory records of its preparation, so a retried launchRun never prepares it again. */
+const PreparedRunSchema = z.object({
+  host: z.string(),
+  worktree: z.string(),
+  promptFile: z.string(),
+  branch: z.string(),
+  baseSha: z.string(),
+  staleRunsStopped: z.array(z.string()),
+});
+
 export const SuperviseInput = z.object({
   runId: RunId,
   beadId: z.string(),
@@ -110,6 +120,22 @@ export const SuperviseInput = z.object({
   handle: AgentHandleSchema.optional(),
 });
 export type SuperviseInput = z.input<typeof SuperviseInput>;
+
+/**
+ * A polecat run prepared and started by one activity (launchRun): what prepareRun takes, and what the start needs on
+ * top — a formula step's own agent command and runtime replace the rig's for the start (prepare uses neither).
+ */
+export const LaunchRunInput = PrepareRunInput.extend({
+  workflowId: z.string(),
+  agent: z.string().min(1).max(4000).optional(),
+  runtime: AgentRuntime.optional(),
+});
+export type LaunchRunInput = z.input<typeof LaunchRunInput>;
+
+export interface LaunchedRun {
+  prepared: PreparedRun;
+  started: StartedRun;
+}
 
 export interface StartedRun {
   handle: AgentHandle;
@@ -144,6 +170,7 @@ export interface PublishedBranch extends ImportedBranch {
 
 const STOP_GRACE_MS = 5_000;
 const HANDLE_FILE = 'handle.json';
+const PREPARED_FILE = 'prepared.json';
 
 /** Where the run's handle is recorded on its host, so a later run of the bead can find (and stop) a stale agent. */
 export function recordHandle(runDir: string, handle: AgentHandle): void {
@@ -154,6 +181,15 @@ export function recordHandle(runDir: string, handle: AgentHandle): void {
 function readHandle(runDir: string): AgentHandle | undefined {
   try {
     const parsed = AgentHandleSchema.safeParse(JSON.parse(readFileSync(join(runDir, HANDLE_FILE), 'utf8')));
+    return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function readPrepared(runDir: string): PreparedRun | undefined {
+  try {
+    const parsed = PreparedRunSchema.safeParse(JSON.parse(readFileSync(join(runDir, PREPARED_FILE), 'utf8')));
     return parsed.success ? parsed.data : undefined;
   } catch {
     return undefined;
@@ -288,49 +324,75 @@ export function createAgentRunActivities(deps: HostDeps) {
     }
   };
 
+  /** The run's worktree (on the bead's branch, or the leg's) and prompt, after stopping stale runs of the bead. */
+  const prepare = async (input: z.output<typeof PrepareRunInput>): Promise<PreparedRun> => {
+    const { leg } = input;
+    const staleRunsStopped = await stopStaleRuns(
+      input.bead.id,
+      input.runId,
+      leg ? { round: input.round, after: leg.after, earlier: leg.earlier } : undefined,
+    );
+    const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
+    // A leg starts where the bead's branch is (or the target) and works on a branch and worktree of its own.
+    const branch = leg ? legBranch(input.bead.id, input.round, leg.index) : beadBranch(input.bead.id);
+    const published = await remoteBranchSha(mirror, beadBranch(input.bead.id));
+    const base = published ?? (await remoteBranchSha(mirror, input.targetBranch));
+    if (!base)
+      throw ApplicationFailure.nonRetryable(
+        `target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`,
+        Failure.TargetMissing,
+      );
+    const worktree = paths.worktree(
+      input.rig.name,
+      leg ? `${input.bead.id}.leg-${leg.index}` : input.bead.id,
+      deps.gtHome,
+    );
+    await createRunRepo(mirror, worktree, { sha: base, branch });
+    const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
+      bead: input.bead,
+      rig: input.rig.name,
+      runId: input.runId,
+      role: 'polecat',
+      round: input.round,
+      attempt: input.attempt,
+      branch,
+      targetBranch: input.targetBranch,
+      feedback: input.feedback,
+      checkpoints: input.checkpoints,
+      messages: input.messages,
+      step: input.step,
+    });
+    log.info('run prepared', { runId: input.runId, beadId: input.bead.id, worktree, base, staleRunsStopped });
+    return { host: deps.hostId, worktree, promptFile, branch, baseSha: base, staleRunsStopped };
+  };
+
+  /**
+   * launchRun's preparation, recorded in the run's directory once done. A failure says it was the preparation (as
+   * the workflow words a failed prepareRun) and keeps its type, so the same failures stay non-retryable.
+   */
+  const prepareOnce = async (input: z.output<typeof PrepareRunInput>, runDir: string): Promise<PreparedRun> => {
+    let prepared: PreparedRun;
+    try {
+      prepared = await prepare(input);
+    } catch (err) {
+      const message = `preparing the worktree failed: ${err instanceof Error ? err.message : String(err)}`;
+      // The type an error would have had (an Error's is its name), and no cause: the workflow reports a failure's
+      // innermost message, which would drop what failed.
+      const failure = err instanceof ApplicationFailure ? err : undefined;
+      throw ApplicationFailure.create({
+        message,
+        type: failure ? (failure.type ?? undefined) : err instanceof Error ? err.name : undefined,
+        nonRetryable: !!failure?.nonRetryable,
+      });
+    }
+    mkdirSync(runDir, { recursive: true });
+    writeFileSync(join(runDir, PREPARED_FILE), JSON.stringify(prepared));
+    return prepared;
+  };
+
   return {
     prepareRun(raw: PrepareRunInput): Promise<PreparedRun> {
-      return whileHeartbeating('preparing the run', async () => {
-        const input = parseActivityInput(PrepareRunInput, raw);
-        const { leg } = input;
-        const staleRunsStopped = await stopStaleRuns(
-          input.bead.id,
-          input.runId,
-          leg ? { round: input.round, after: leg.after, earlier: leg.earlier } : undefined,
-        );
-        const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
-        // A leg starts where the bead's branch is (or the target) and works on a branch and worktree of its own.
-        const branch = leg ? legBranch(input.bead.id, input.round, leg.index) : beadBranch(input.bead.id);
-        const published = await remoteBranchSha(mirror, beadBranch(input.bead.id));
-        const base = published ?? (await remoteBranchSha(mirror, input.targetBranch));
-        if (!base)
-          throw ApplicationFailure.nonRetryable(
-            `target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`,
-            Failure.TargetMissing,
-          );
-        const worktree = paths.worktree(
-          input.rig.name,
-          leg ? `${input.bead.id}.leg-${leg.index}` : input.bead.id,
-          deps.gtHome,
-        );
-        await createRunRepo(mirror, worktree, { sha: base, branch });
-        const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
-          bead: input.bead,
-          rig: input.rig.name,
-          runId: input.runId,
-          role: 'polecat',
-          round: input.round,
-          attempt: input.attempt,
-          branch,
-          targetBranch: input.targetBranch,
-          feedback: input.feedback,
-          checkpoints: input.checkpoints,
-          messages: input.messages,
-          step: input.step,
-        });
-        log.info('run prepared', { runId: input.runId, beadId: input.bead.id, worktree, base, staleRunsStopped });
-        return { host: deps.hostId, worktree, promptFile, branch, baseSha: base, staleRunsStopped };
-      });
+      return whileHeartbeating('preparing the run', () => prepare(parseActivityInput(PrepareRunInput, raw)));
     },
 
     /** Starts the run's agent, or adopts it when an earlier (uncertain) attempt already did. */
@@ -344,6 +406,61 @@ export function createAgentRunActivities(deps: HostDeps) {
         attempt: activityInfo().attempt,
       });
       return { handle, adopted, host: deps.hostId };
+    },
+
+    /**
+     * prepareRun and startAgentRun in one activity, one hand-off fewer before the agent runs (docs/performance.md);
+     * the workflow admits the run to its fence before scheduling it, so an agent calling `gt done` before this returns
+     * is heard. Heartbeats throughout (a host dying mid-way is noticed within the heartbeat timeout). Idempotent by run
+     * id: a retry after the preparation finds it recorded in the run's directory and goes straight to start-or-adopt,
+     * so a live agent's worktree is never prepared again under it. The start part keeps the start's timeout.
+     */
+    launchRun(raw: LaunchRunInput): Promise<LaunchedRun> {
+      return whileHeartbeating('launching the run', async () => {
+        const input = parseActivityInput(LaunchRunInput, raw);
+        const runDir = paths.runDir(input.runId, deps.gtHome);
+        const prepared = readPrepared(runDir) ?? (await prepareOnce(input, runDir));
+        const rig = {
+          ...input.rig,
+          ...(input.agent !== undefined ? { agent: input.agent } : {}),
+          ...(input.runtime !== undefined ? { runtime: input.runtime } : {}),
+        };
+        const launch = SuperviseInput.parse({
+          runId: input.runId,
+          beadId: input.bead.id,
+          workflowId: input.workflowId,
+          role: 'polecat',
+          rig,
+          worktree: prepared.worktree,
+          promptFile: prepared.promptFile,
+          branch: prepared.branch,
+          targetBranch: input.targetBranch,
+        });
+        const driver = await driverFor(rig.runtime);
+        const timeout = rig.policy.startTimeout;
+        let timer: NodeJS.Timeout | undefined;
+        const { handle, adopted } = await Promise.race([
+          startOrAdopt(launch, driver),
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () =>
+                reject(
+                  ApplicationFailure.retryable(
+                    `starting the agent took longer than the start timeout (${timeout} ms)`,
+                    Failure.AgentStartTimedOut,
+                  ),
+                ),
+              timeout,
+            );
+          }),
+        ]).finally(() => clearTimeout(timer));
+        log.info(adopted ? 'agent run adopted' : 'agent run started', {
+          runId: input.runId,
+          ref: handle.ref,
+          attempt: activityInfo().attempt,
+        });
+        return { prepared, started: { handle, adopted, host: deps.hostId } };
+      });
     },
 
     async superviseAgentRun(raw: SuperviseInput): Promise<RunExit> {

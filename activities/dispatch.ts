@@ -18,7 +18,10 @@ export const ClosedWorkflowsInput = z.object({ workflowIds: z.array(z.string().m
 
 export function createDispatchActivities(deps: DispatchDeps) {
   return {
-    /** Asks the rig's gate for a slot, starting the gate if the rig has none yet; repeated asks are deduped by run id. */
+    /**
+     * Asks the rig's gate for a slot, starting the gate if the rig has none yet; repeated asks are deduped by run id
+     * (a bead runs it as a local activity, which a retried workflow task runs again).
+     */
     async requestDispatchSlot(raw: RequestSlotInput): Promise<void> {
       const { rig, request } = parseActivityInput(RequestSlotInput, raw);
       // Started with the settings this bead has, as an operator's pause would start it (domain/starts.ts).

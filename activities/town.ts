@@ -23,7 +23,10 @@ export type EnqueueInput = z.input<typeof EnqueueInput>;
 
 export function createTownActivities(deps: TownDeps) {
   return {
-    /** Answered by whichever worker polls the town queue: that worker's host will own the agent run. */
+    /**
+     * The answering worker's host will own the agent run: whichever worker polls the town queue, or, run as a local
+     * activity (a bead's run not retrying a failure), the worker running the bead's workflow task.
+     */
     claimHost(): Promise<{ hostQueue: string }> {
       return Promise.resolve({ hostQueue: deps.hostQueue });
     },

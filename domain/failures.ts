@@ -19,6 +19,8 @@ export const Failure = {
   NoAgentCommand: 'NoAgentCommand',
   /** The runtime refused to start the agent (a configuration it will never accept). */
   AgentStartRefused: 'AgentStartRefused',
+  /** launchRun's start took longer than the rig's start timeout: retried, and the retry adopts an agent that did start. */
+  AgentStartTimedOut: 'AgentStartTimedOut',
   /** The merge request's head commit is gone from the mirror. */
   HeadMissing: 'HeadMissing',
   /** The worker is shutting down: retried on another (or the restarted) worker. */

@@ -1,6 +1,6 @@
 /**
  * Found by the chaos soak: a host killed while it prepared a run held its bead until the activity's ten-minute
- * start-to-close. The activities that prepare a run or import its branch now heartbeat while they work
+ * start-to-close. The activities that prepare a run (launchRun) or import its branch now heartbeat while they work
  * (activities/heartbeat.ts) and are scheduled with the rig's heartbeat timeout, so a dead host costs one heartbeat
  * timeout. Checked here on both sides: the real workflow's schedule (from a real bead's history) and the heartbeats.
  */
@@ -27,8 +27,9 @@ describe('a host dying while it prepares a run', () => {
     const history = await handle.fetchHistory();
     const scheduled = (history.events ?? [])
       .map((e) => e.activityTaskScheduledEventAttributes)
-      .filter((a) => a && ['prepareRun', 'publishBranch'].includes(a.activityType?.name ?? ''));
-    expect(scheduled.map((a) => a!.activityType!.name)).toEqual(['prepareRun', 'publishBranch']);
+      .filter((a) => a && ['launchRun', 'publishBranch'].includes(a.activityType?.name ?? ''));
+    // launchRun prepares the run and starts its agent in one activity (histories from before scheduled prepareRun).
+    expect(scheduled.map((a) => a!.activityType!.name)).toEqual(['launchRun', 'publishBranch']);
     for (const a of scheduled) expect(Number(a!.heartbeatTimeout!.seconds)).toBe(FAST_POLICY.heartbeatTimeout! / 1000);
   });
 

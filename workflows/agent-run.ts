@@ -29,7 +29,7 @@ import { escalationIdPart } from '../domain/escalation';
 import { escalateUpdate } from '../domain/messages';
 import type { RigConfig } from '../domain/rig';
 import { parseOrReject } from '../domain/validation';
-import { Failure, RETRY } from '../domain/failures';
+import { Failure, NON_RETRYABLE, RETRY } from '../domain/failures';
 
 /** After the agent ended its run on purpose (gt done, a verdict, a hand-off), how long it may take to exit on its own. */
 export const EXIT_GRACE_MS = 15_000;
@@ -39,6 +39,11 @@ export const MAX_BACKOFF_MS = 600_000;
 type RunPolicy = RigConfig['policy'];
 export type AgentLaunch = Parameters<HostQueueActivities['startAgentRun']>[0];
 export type StartedAgent = Awaited<ReturnType<HostQueueActivities['startAgentRun']>>;
+/** A polecat run prepared and started by one activity (launchRun): what supervision needs, and the start's answer. */
+export interface Launched {
+  launch: AgentLaunch;
+  started: StartedAgent;
+}
 export type HostActivities = ReturnType<typeof hostActivities>;
 
 /** The town's activities (dispatch slots, hosts, escalations, the merge queue), each tried `maximumAttempts` times. */
@@ -51,7 +56,8 @@ export function townActivities(maximumAttempts: number) {
 
 /**
  * The activities of run `runId` on `hostQueue`: `onHost` (prepare, publish, clean up), `starter` (start-or-adopt by run
- * id) and `supervisor` (watches the agent; its cancellation stops it). `summary` names each activity in the UI.
+ * id), `launcher` (prepare and start-or-adopt in one: a polecat run's launchRun) and `supervisor` (watches the agent;
+ * its cancellation stops it). `summary` names each activity in the UI.
  */
 export function hostActivities(
   hostQueue: string,
@@ -82,6 +88,21 @@ export function hostActivities(
     // Start-or-adopt by run id: a retry after an uncertain start adopts the agent instead of launching a second.
     retry: RETRY.agentStart,
   });
+  const launcher = proxyActivities<HostQueueActivities>({
+    taskQueue: hostQueue,
+    // The preparation's ten minutes (onHost), then the start's timeout, which the activity keeps for its start part.
+    startToCloseTimeout: 600_000 + policy.startTimeout,
+    // It heartbeats throughout, as the preparation does: a host that dies mid-way is noticed this soon.
+    heartbeatTimeout: policy.heartbeatTimeout,
+    scheduleToStartTimeout: policy.startTimeout,
+    // A retry after the preparation goes straight to start-or-adopt (the preparation is recorded on the host).
+    retry: {
+      initialInterval: '2s',
+      maximumInterval: '30s',
+      maximumAttempts: 5,
+      nonRetryableErrorTypes: [...new Set([...(hostNonRetryable ?? []), ...NON_RETRYABLE.agentStart])],
+    },
+  });
   const supervisor = proxyActivities<HostQueueActivities>({
     taskQueue: hostQueue,
     ...(summary ? { summary: summary(`supervise agent run ${runId}`) } : {}),
@@ -92,7 +113,7 @@ export function hostActivities(
     retry: RETRY.agentSupervise,
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   });
-  return { onHost, starter, supervisor };
+  return { onHost, starter, launcher, supervisor };
 }
 
 /** An escalation an agent raised with `gt escalate`, as the workflow hands it to raiseEscalation. */
@@ -183,7 +204,8 @@ export type RunEnd = 'done' | 'handed_off' | 'exited' | 'lost' | 'stalled' | 'ti
 export interface Drive<R extends AgentRun> {
   runs: AgentRuns<R>;
   activities: HostActivities;
-  launch: AgentLaunch;
+  /** The agent's launch, started by startAgentRun; or the one activity that prepares and starts it (launchRun). */
+  launch: AgentLaunch | (() => Promise<Launched>);
   stallTimeout: number;
   /**
    * The hard cap on the run (a formula step's `timeout`), from when it is driven: then it is stopped as `timed_out`.
@@ -227,12 +249,21 @@ export class AgentRun {
    * ended; an agent that could not be started is returned as `startFailed` (a cancellation is thrown).
    */
   async drive(d: Drive<this>): Promise<{ end: RunEnd } | { startFailed: unknown }> {
-    const deadline = d.timeout === undefined ? undefined : Date.now() + d.timeout;
+    let deadline = d.timeout === undefined ? undefined : Date.now() + d.timeout;
     d.runs.admit(this);
     d.starting();
+    let launch: AgentLaunch;
     let started: StartedAgent;
     try {
-      started = await d.activities.starter.startAgentRun(d.launch);
+      if (typeof d.launch === 'function') {
+        ({ launch, started } = await d.launch());
+        // The stall clock and a step's timeout start after the preparation, as when it was an activity of its own.
+        this.lastProgressAt = Date.now();
+        if (d.timeout !== undefined) deadline = Date.now() + d.timeout;
+      } else {
+        launch = d.launch;
+        started = await d.activities.starter.startAgentRun(launch);
+      }
     } catch (err) {
       if (isCancellation(err)) throw err;
       d.runs.retire(this);
@@ -241,7 +272,7 @@ export class AgentRun {
     await d.started(started);
     const scope = new CancellationScope();
     this.supervision = scope
-      .run(() => d.activities.supervisor.superviseAgentRun({ ...d.launch, handle: started.handle }))
+      .run(() => d.activities.supervisor.superviseAgentRun({ ...launch, handle: started.handle }))
       .then(
         (r) => void (this.exit = r),
         // Only a cancellation this workflow asked for is expected; any other failure (or an unrequested cancel)

@@ -27,13 +27,18 @@ import { dispatchGateWorkflowId, dispatchReleaseSignal, dispatchReportSignal } f
 import { beadBranch, legBranch, runIdOf } from '../domain/ids';
 import { countTownEvent } from '../domain/metrics';
 import { failureMessage } from '../domain/validation';
-import { type AttemptsAt, hostActivities, runAttempts } from './agent-run';
-import { type Bead, PolecatRun, town } from './bead-state';
+import { type AgentLaunch, type AttemptsAt, hostActivities, type Launched, runAttempts } from './agent-run';
+import { type Bead, PolecatRun, town, townLocally } from './bead-state';
+import type { HostQueueActivities } from '../activities';
 import type { AgentStep, FormulaHost, LegResult, RunResult } from './formula-host';
 import { NON_RETRYABLE } from '../domain/failures';
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
 const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
+/** patched() id: the dispatch request, and the host claim of a run not retrying a failure, are local activities. */
+const DISPATCHES_LOCALLY = 'bead-dispatches-locally';
+/** patched() id: one host activity, launchRun, prepares the run and starts its agent (prepareRun + startAgentRun). */
+const LAUNCHES_IN_ONE_ACTIVITY = 'bead-launches-in-one-activity';
 
 /**
  * The highest run number `round` has used (0 for none): the next run of the round is numbered after it. The newest
@@ -41,6 +46,9 @@ const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
  */
 const lastRunOf = (runs: readonly RunRecord[], round: number) =>
   runs.reduce((n, r) => (r.round === round ? Math.max(n, r.attempt) : n), 0);
+
+/** A run's worktree and prompt on its host, as prepareRun (or launchRun) made them. */
+type Prepared = Awaited<ReturnType<HostQueueActivities['prepareRun']>>;
 
 /** How one run of a round ended: its branch was handed in, it failed, or it handed off to the next run. */
 type AttemptResult = RunResult | { handedOff: string };
@@ -243,7 +251,14 @@ export class PolecatRuns {
     const runId = runIdOf(bead.id, round, attempt);
     try {
       this.b.setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
-      await town.requestDispatchSlot({
+      // Local: two hand-offs fewer before the agent starts (docs/performance.md). A workflow task retried runs the
+      // request again, which the gate takes as a repeat (a waiting run stays queued once, a holder is granted again).
+      const locally = patched(DISPATCHES_LOCALLY);
+      // Asked here, before any local activity of the run, as the merge request and the convoy ask theirs: asked after
+      // the host claim, its marker followed the claim's in the same workflow task, and a query's replay of such a
+      // history failed once ("Non-deprecated patch marker encountered … no corresponding change command").
+      const oneActivity = patched(LAUNCHES_IN_ONE_ACTIVITY);
+      await (locally ? townLocally : town).requestDispatchSlot({
         rig: rig.name,
         request: {
           beadId: bead.id,
@@ -255,7 +270,7 @@ export class PolecatRuns {
         },
       });
       await condition(() => this.b.grants.has(runId));
-      return await this.runGranted(runId, round, attempt, afterFailure, step);
+      return await this.runGranted(runId, round, attempt, afterFailure, { locally, oneActivity }, step);
     } finally {
       await CancellationScope.nonCancellable(() =>
         this.sendToGate(
@@ -272,6 +287,7 @@ export class PolecatRuns {
     round: number,
     attempt: number,
     afterFailure: boolean,
+    patches: { locally: boolean; oneActivity: boolean },
     step?: AgentStep,
   ): Promise<AttemptResult> {
     const { b } = this;
@@ -282,7 +298,13 @@ export class PolecatRuns {
       `${step ? `${b.stepLabel}${step.leg ? ` leg ${step.leg.index}` : ''}: ` : ''}${what}`;
     // A leg works on a branch of its own; every other run on the bead's.
     const branch = step?.leg ? legBranch(bead.id, round, step.leg.index) : this.branch;
-    const { hostQueue } = await town.claimHost.executeWithOptions(
+    // Claimed locally, the host is the worker running this workflow task: the one that ran the bead's first task,
+    // since sticky execution keeps a workflow on its worker. That spreads beads over hosts as the town-queue claim
+    // does (a bead's first task goes to any worker), but keeps all of one bead's runs on one host: right while they
+    // succeed (a rework round), wrong after a failure the host may have caused (a broken runtime, a full disk), which
+    // every attempt would then meet again. So a run retrying a failure claims through the town queue, as before.
+    const claim = patches.locally && !afterFailure ? townLocally : town;
+    const { hostQueue } = await claim.claimHost.executeWithOptions(
       { summary: summary(`claim a host for run ${runId}`) },
       [],
     );
@@ -301,39 +323,26 @@ export class PolecatRuns {
       return { failure: `${runId}: the agent could not be started: ${why}` };
     };
 
-    b.setStatus('in_progress', `preparing run ${runId}`);
-    let prepared;
-    try {
-      prepared = await onHost.prepareRun.executeWithOptions(
-        { summary: summary(`prepare the worktree of ${bead.id} for run ${runId}`) },
-        [
-          {
-            rig,
-            bead,
-            runId,
-            round,
-            attempt,
-            targetBranch,
-            feedback: state.feedback,
-            checkpoints: keepNewest(
-              b.checkpoints.map((c) => `${c.note} (saved by ${c.runId})`),
-              CAPS.checkpointsTotal,
-            ),
-            messages: keepNewest(
-              b.inbox.slice(-20).map((m) => `${m.message} (from ${m.from})`),
-              CAPS.messagesTotal,
-            ),
-            ...(step ? { step: step.prompt } : {}),
-            ...(step?.leg ? { leg: step.leg } : {}),
-          },
-        ],
-      );
-    } catch (err) {
-      if (isCancellation(err)) throw err;
-      return startFailed(`preparing the worktree failed: ${failureMessage(err)}`);
-    }
-    record.host = prepared.host;
-    const launch = {
+    const toPrepare = {
+      rig,
+      bead,
+      runId,
+      round,
+      attempt,
+      targetBranch,
+      feedback: state.feedback,
+      checkpoints: keepNewest(
+        b.checkpoints.map((c) => `${c.note} (saved by ${c.runId})`),
+        CAPS.checkpointsTotal,
+      ),
+      messages: keepNewest(
+        b.inbox.slice(-20).map((m) => `${m.message} (from ${m.from})`),
+        CAPS.messagesTotal,
+      ),
+      ...(step ? { step: step.prompt } : {}),
+      ...(step?.leg ? { leg: step.leg } : {}),
+    };
+    const launchOf = (p: Prepared) => ({
       runId,
       beadId: bead.id,
       workflowId: workflowInfo().workflowId,
@@ -344,11 +353,46 @@ export class PolecatRuns {
         ...(step?.agent !== undefined ? { agent: step.agent } : {}),
         ...(step?.runtime !== undefined ? { runtime: step.runtime } : {}),
       },
-      worktree: prepared.worktree,
-      promptFile: prepared.promptFile,
+      worktree: p.worktree,
+      promptFile: p.promptFile,
       branch,
       targetBranch,
-    };
+    });
+    let prepared: Prepared | undefined;
+    let launch: AgentLaunch | (() => Promise<Launched>);
+    if (patches.oneActivity) {
+      // One hand-off fewer before the agent runs (docs/performance.md). drive() admits the run to the fence before it
+      // schedules this: a fast agent may call gt done before launchRun returns.
+      launch = async () => {
+        const launched = await activities.launcher.launchRun.executeWithOptions(
+          { summary: summary(`prepare the worktree of ${bead.id} and start run ${runId}`) },
+          [
+            {
+              ...toPrepare,
+              workflowId: workflowInfo().workflowId,
+              ...(step?.agent !== undefined ? { agent: step.agent } : {}),
+              ...(step?.runtime !== undefined ? { runtime: step.runtime } : {}),
+            },
+          ],
+        );
+        prepared = launched.prepared;
+        record.host = prepared.host;
+        return { launch: launchOf(prepared), started: launched.started };
+      };
+    } else {
+      b.setStatus('in_progress', `preparing run ${runId}`);
+      try {
+        prepared = await onHost.prepareRun.executeWithOptions(
+          { summary: summary(`prepare the worktree of ${bead.id} for run ${runId}`) },
+          [toPrepare],
+        );
+      } catch (err) {
+        if (isCancellation(err)) throw err;
+        return startFailed(`preparing the worktree failed: ${failureMessage(err)}`);
+      }
+      record.host = prepared.host;
+      launch = launchOf(prepared);
+    }
     const run = new PolecatRun(runId, record, b.inboxHead);
     const driven = await run.drive({
       runs: b.runs,
@@ -356,17 +400,23 @@ export class PolecatRuns {
       launch,
       stallTimeout: rig.policy.stallTimeout,
       ...(step?.timeout !== undefined ? { timeout: step.timeout } : {}),
-      starting: () => b.setStatus('in_progress', `starting run ${runId} on ${prepared.host}`),
+      starting: () =>
+        b.setStatus(
+          'in_progress',
+          prepared ? `starting run ${runId} on ${prepared.host}` : `preparing and starting run ${runId}`,
+        ),
       started: async (started) => {
         await this.sendToGate(this.reportStart(runId, true));
         countTownEvent(metricMeter, 'runsStarted', { rig: rig.name });
         if (afterFailure) countTownEvent(metricMeter, 'redispatches', { rig: rig.name });
         b.setStatus('in_progress', `waiting for gt done from run ${runId}`);
-        log.info('run started', { beadId: bead.id, runId, host: prepared.host, adopted: started.adopted });
+        log.info('run started', { beadId: bead.id, runId, host: record.host, adopted: started.adopted });
       },
       stopping: (end) => b.setStatus('in_progress', `stopping run ${runId} (${end})`),
     });
     if ('startFailed' in driven) return startFailed(failureMessage(driven.startFailed));
+    // Set once the agent started: by prepareRun before, or by launchRun.
+    const { worktree, baseSha } = prepared!;
     const outcome = driven.end;
     record.outcome = outcome;
     record.endedAt = new Date().toISOString();
@@ -389,7 +439,7 @@ export class PolecatRuns {
     b.setStatus('in_progress', `publishing branch of ${runId}`);
     const published = await onHost.publishBranch.executeWithOptions(
       { summary: summary(`publish ${branch} from run ${runId}`) },
-      [{ rig, worktree: prepared.worktree, branch, targetBranch, runId, baseSha: prepared.baseSha }],
+      [{ rig, worktree, branch, targetBranch, runId, baseSha }],
     );
     if (published.rejected)
       return { failure: `${runId}: gt done was called but the run's branch was not taken: ${published.rejected}` };

@@ -4,8 +4,9 @@
  * them (only the live run may speak: workflows/agent-run.ts). What it keeps is bounded by domain/caps.ts, so no
  * input, update answer or result can pass Temporal's payload limit.
  */
-import { setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import { proxyLocalActivities, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
 import type { z } from 'zod';
+import type { TownQueueActivities } from '../activities';
 import type { BeadWorkflowInput, BeadState, BeadStatus, RoundRecord, RunRecord } from '../domain/bead';
 import { appendFeedback } from '../domain/caps';
 import { formulaLabel } from '../domain/formula';
@@ -15,6 +16,14 @@ import type { SingleSession } from './formula-host';
 
 /** The bead's town activities (dispatch slots, hosts, escalations). */
 export const town = townActivities(20);
+/**
+ * The dispatch request and the host claim as local activities (workflows/bead-runs.ts says when): a marker in the
+ * workflow task instead of an activity task and the workflow task that takes its result. As patient as `town`.
+ */
+export const townLocally = proxyLocalActivities<TownQueueActivities>({
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '1m', maximumAttempts: 20 },
+});
 
 export type BeadInput = z.output<typeof BeadWorkflowInput>;
 

@@ -35,24 +35,32 @@ export function beadActivities(
   observed: Observed,
 ) {
   const { client } = env;
+  const prepareRun = () =>
+    Promise.resolve({
+      host: 'stub-host',
+      worktree: '/nonexistent/worktree',
+      promptFile: '/nonexistent/prompt.md',
+      branch: 'gt/x',
+      baseSha: '0'.repeat(40),
+      staleRunsStopped: [],
+    });
+  const startAgentRun = ({ runId }: { runId: string }) => {
+    if (agentFor(runId) === 'unstartable')
+      throw ApplicationFailure.nonRetryable('the runtime refused the agent (stub)', 'AgentStartRefused');
+    return Promise.resolve({ handle: { runtime: 'process', runId, ref: '1' }, adopted: false, host: 'stub-host' });
+  };
   return {
     ...createDispatchActivities({ client, taskQueue }),
     // The real one: these rigs have no refinery, so the gate keeps the settings it was started with.
     ...createRigConfigActivities({ client }),
     claimHost: () => Promise.resolve({ hostQueue: taskQueue }),
-    prepareRun: () =>
-      Promise.resolve({
-        host: 'stub-host',
-        worktree: '/nonexistent/worktree',
-        promptFile: '/nonexistent/prompt.md',
-        branch: 'gt/x',
-        baseSha: '0'.repeat(40),
-      }),
-    startAgentRun: ({ runId }: { runId: string }) => {
-      if (agentFor(runId) === 'unstartable')
-        throw ApplicationFailure.nonRetryable('the runtime refused the agent (stub)', 'AgentStartRefused');
-      return Promise.resolve({ handle: { runtime: 'process', runId, ref: '1' }, adopted: false, host: 'stub-host' });
-    },
+    prepareRun,
+    startAgentRun,
+    /** Both in one, as the real launchRun does them. */
+    launchRun: async ({ runId }: { runId: string }) => ({
+      prepared: await prepareRun(),
+      started: await startAgentRun({ runId }),
+    }),
     /**
      * A good agent calls gt done and exits. A silent one says nothing for `silentFor` of workflow time, then runs until
      * the bead stops it (the cancellation arrives through its heartbeats). The test server stops skipping time while

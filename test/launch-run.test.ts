@@ -1,0 +1,81 @@
+/**
+ * launchRun prepares a bead's run and starts its agent in one activity (workflows/bead-runs.ts). A retry of it — the
+ * worker lost after the agent started, before its result was recorded — must adopt the live agent and leave its
+ * worktree alone (preparing again would reset the worktree under it); a failed preparation must say so and keep
+ * its failure's type, which decides whether the activity is retried. Real git, a real process agent.
+ */
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { describe, expect, it } from 'vitest';
+import { createAgentRunActivities, type LaunchedRun, type LaunchRunInput } from '../activities/agent-runs';
+import { ProcessRuntime } from '../agents/process-runtime';
+import { Failure } from '../domain/failures';
+import { createRepo } from './helpers/repo';
+import { FAST_POLICY } from './helpers/town';
+
+const runtime = new ProcessRuntime();
+
+async function host() {
+  const gtHome = mkdtempSync(join(tmpdir(), 'gt-launch-'));
+  const repo = await createRepo();
+  const activities = createAgentRunActivities({
+    gtHome,
+    hostId: 'launch-host',
+    hostQueue: 'launch@launch-host',
+    gatewayUrl: 'http://127.0.0.1:9',
+    gatewaySecret: Buffer.alloc(32, 7),
+    gtBinDir: fileURLToPath(new URL('../bin', import.meta.url)),
+    runtimes: { process: runtime },
+  });
+  const input = (beadId: string, targetBranch = 'main'): LaunchRunInput => ({
+    rig: { name: 'launch', repo: repo.origin, agent: 'sleep 30', policy: FAST_POLICY },
+    bead: { id: beadId, title: 'Launched in one activity' },
+    runId: `${beadId}/r1/a1`,
+    round: 1,
+    attempt: 1,
+    targetBranch,
+    workflowId: `bead:${beadId}`,
+  });
+  /** One attempt of launchRun (`attempt` > 1: a retry). */
+  const launch = (i: LaunchRunInput, attempt = 1) =>
+    new MockActivityEnvironment({ attempt }).run<
+      [LaunchRunInput],
+      LaunchedRun,
+      (i: LaunchRunInput) => Promise<LaunchedRun>
+    >((x) => activities.launchRun(x), i);
+  return { launch, input };
+}
+
+describe('launchRun', () => {
+  it('adopts the agent on a retry and leaves its worktree as the agent made it', async () => {
+    const { launch, input } = await host();
+    const first = await launch(input('b-launch'));
+    try {
+      expect(first.started).toMatchObject({ adopted: false, host: 'launch-host' });
+      // The agent's work in progress, which preparing again would throw away.
+      const work = join(first.prepared.worktree, 'in-progress.txt');
+      writeFileSync(work, 'half done\n');
+
+      const retried = await launch(input('b-launch'), 2);
+      expect(retried.started).toMatchObject({ adopted: true, handle: first.started.handle });
+      expect(retried.prepared).toEqual(first.prepared);
+      expect(existsSync(work)).toBe(true);
+    } finally {
+      await runtime.stop(first.started.handle, 1_000);
+    }
+  });
+
+  it('says a failed preparation was the preparation, and keeps its type (not retried)', async () => {
+    const { launch, input } = await host();
+    const err = await launch(input('b-no-target', 'no-such-branch')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ApplicationFailure);
+    expect(err).toMatchObject({ type: Failure.TargetMissing, nonRetryable: true });
+    expect((err as Error).message).toMatch(
+      /^preparing the worktree failed: target branch 'no-such-branch' does not exist/,
+    );
+  });
+});
