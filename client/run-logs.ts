@@ -82,10 +82,13 @@ export async function printRunLog(town: Town, o: FollowOptions): Promise<{ offse
   let offset = first.nextOffset;
   let exists = first.exists;
   let caughtUp = first.nextOffset >= first.size;
+  // Whether the last read was made after the run was seen ended: the bytes an agent writes just before it exits
+  // (the answer of its `gt done`) can land after a read made while it still ran, so only such a read can end a follow.
+  let readAfterEnd = false;
   while (o.follow) {
     const running = await isRunning(town, o.runId);
     // Once the run has ended the file no longer grows: read until every byte is out, then stop.
-    if (!running && caughtUp) break;
+    if (!running && readAfterEnd && caughtUp) break;
     const chunk = await readRunLog(town, {
       runId: o.runId,
       host: o.host,
@@ -96,6 +99,7 @@ export async function printRunLog(town: Town, o: FollowOptions): Promise<{ offse
     // A file that ends in a broken character never completes it: an ended run with nothing more to give is done.
     caughtUp = chunk.nextOffset >= chunk.size || (!running && chunk.nextOffset === offset);
     offset = chunk.nextOffset;
+    readAfterEnd = !running;
     exists ||= chunk.exists;
   }
   return { offset, exists };
