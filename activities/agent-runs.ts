@@ -84,27 +84,22 @@ export const PrepareRunInput = z.object({
 });
 export type PrepareRunInput = z.input<typeof PrepareRunInput>;
 
-export interface PreparedRun {
-  host: string;
-  worktree: string;
-  promptFile: string;
-  branch: string;
-  baseSha: string;
-  /** Agents of earlier runs of this bead found alive on this host and stopped before the worktree was reset. */
-  staleRunsStopped: string[];
-}
-
 export const AgentHandleSchema = z.object({ runtime: AgentRuntime, runId: RunId, ref: z.string().min(1).max(200) });
 
-/** What a prepared run's directory records of its preparation, so a retried launchRun never prepares it again. */
+/**
+ * A run's worktree and prompt on its host, as prepareRun (or launchRun) made them; launchRun records it in the run's
+ * directory (worker-owned, never visible to a contained agent), so a retry never prepares the run again.
+ */
 const PreparedRunSchema = z.object({
   host: z.string(),
   worktree: z.string(),
   promptFile: z.string(),
   branch: z.string(),
   baseSha: z.string(),
+  /** Agents of earlier runs of this bead found alive on this host and stopped before the worktree was reset. */
   staleRunsStopped: z.array(z.string()),
 });
+export type PreparedRun = z.infer<typeof PreparedRunSchema>;
 
 export const SuperviseInput = z.object({
   runId: RunId,
@@ -366,6 +361,17 @@ export function createAgentRunActivities(deps: HostDeps) {
     return { host: deps.hostId, worktree, promptFile, branch, baseSha: base, staleRunsStopped };
   };
 
+  /** Starts the run's agent, or adopts it when an earlier (uncertain) attempt already did. */
+  const start = async (launch: z.output<typeof SuperviseInput>): Promise<StartedRun> => {
+    const { handle, adopted } = await startOrAdopt(launch, await driverFor(launch.rig.runtime));
+    log.info(adopted ? 'agent run adopted' : 'agent run started', {
+      runId: launch.runId,
+      ref: handle.ref,
+      attempt: activityInfo().attempt,
+    });
+    return { handle, adopted, host: deps.hostId };
+  };
+
   /**
    * launchRun's preparation, recorded in the run's directory once done. A failure says it was the preparation (as
    * the workflow words a failed prepareRun) and keeps its type, so the same failures stay non-retryable.
@@ -395,17 +401,9 @@ export function createAgentRunActivities(deps: HostDeps) {
       return whileHeartbeating('preparing the run', () => prepare(parseActivityInput(PrepareRunInput, raw)));
     },
 
-    /** Starts the run's agent, or adopts it when an earlier (uncertain) attempt already did. */
-    async startAgentRun(raw: SuperviseInput): Promise<StartedRun> {
-      const input = parseActivityInput(SuperviseInput, raw);
-      const driver = await driverFor(input.rig.runtime);
-      const { handle, adopted } = await startOrAdopt(input, driver);
-      log.info(adopted ? 'agent run adopted' : 'agent run started', {
-        runId: input.runId,
-        ref: handle.ref,
-        attempt: activityInfo().attempt,
-      });
-      return { handle, adopted, host: deps.hostId };
+    /** Starts (or adopts) the agent of a run prepareRun prepared: the start half of launchRun, for earlier histories. */
+    startAgentRun(raw: SuperviseInput): Promise<StartedRun> {
+      return start(parseActivityInput(SuperviseInput, raw));
     },
 
     /**
@@ -436,11 +434,10 @@ export function createAgentRunActivities(deps: HostDeps) {
           branch: prepared.branch,
           targetBranch: input.targetBranch,
         });
-        const driver = await driverFor(rig.runtime);
         const timeout = rig.policy.startTimeout;
         let timer: NodeJS.Timeout | undefined;
-        const { handle, adopted } = await Promise.race([
-          startOrAdopt(launch, driver),
+        const started = await Promise.race([
+          start(launch),
           new Promise<never>((_, reject) => {
             timer = setTimeout(
               () =>
@@ -454,12 +451,7 @@ export function createAgentRunActivities(deps: HostDeps) {
             );
           }),
         ]).finally(() => clearTimeout(timer));
-        log.info(adopted ? 'agent run adopted' : 'agent run started', {
-          runId: input.runId,
-          ref: handle.ref,
-          attempt: activityInfo().attempt,
-        });
-        return { prepared, started: { handle, adopted, host: deps.hostId } };
+        return { prepared, started };
       });
     },
 

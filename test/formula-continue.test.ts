@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { retryBead } from '../client/beads';
 import { formulaOf } from '../client/town';
 import type { BeadResult } from '../domain/bead';
+import type { RigConfig } from '../domain/rig';
 import { beadStart } from '../domain/starts';
 import { createRepo } from './helpers/repo';
 import { agentScript, startTestTown, type TestTown } from './helpers/town';
@@ -52,21 +53,26 @@ async function formulaRig(name: string, env: Record<string, string> = {}) {
   return { repo, marks, rig };
 }
 
+/** Starts a `careful` bead that hands over past 20 history events, and waits for its result. */
+async function runHandingOver(beadId: string, title: string, rig: RigConfig): Promise<BeadResult> {
+  const start = beadStart({
+    taskQueue: t.taskQueue,
+    input: {
+      bead: { id: beadId, title },
+      rig,
+      formula: formulaOf(rig, 'careful', undefined),
+      continueAsNewAfterEvents: 20,
+    },
+  });
+  await t.client.workflow.start(start.workflowType, start.options);
+  return (await t.client.workflow.getHandle(`bead:${beadId}`).result()) as BeadResult;
+}
+
 describe('a formula bead across workflow runs', () => {
   it('continues as new between its steps, runs each step once and merges once', async () => {
     const { repo, marks, rig } = await formulaRig('fcan');
     const beadId = 'b-fcan';
-    const start = beadStart({
-      taskQueue: t.taskQueue,
-      input: {
-        bead: { id: beadId, title: 'A careful bead over many histories' },
-        rig,
-        formula: formulaOf(rig, 'careful', undefined),
-        continueAsNewAfterEvents: 20,
-      },
-    });
-    await t.client.workflow.start(start.workflowType, start.options);
-    expect(((await t.client.workflow.getHandle(`bead:${beadId}`).result()) as BeadResult).status).toBe('closed');
+    expect((await runHandingOver(beadId, 'A careful bead over many histories', rig)).status).toBe('closed');
 
     const state = await t.town.beadState(beadId);
     // Past 20 events after every agent step: the bead handed over before implement, self-review and pre-verify.
@@ -101,17 +107,9 @@ describe('a formula bead across workflow runs', () => {
     const { repo, marks, rig } = await formulaRig('floop');
     const beadId = 'b-floop';
     const looping = { ...rig, gates: ['! grep -rq broken work'] };
-    const start = beadStart({
-      taskQueue: t.taskQueue,
-      input: {
-        bead: { id: beadId, title: 'A careful bead looping over several histories' },
-        rig: looping,
-        formula: formulaOf(looping, 'careful', undefined),
-        continueAsNewAfterEvents: 20,
-      },
-    });
-    await t.client.workflow.start(start.workflowType, start.options);
-    expect(((await t.client.workflow.getHandle(`bead:${beadId}`).result()) as BeadResult).status).toBe('closed');
+    expect((await runHandingOver(beadId, 'A careful bead looping over several histories', looping)).status).toBe(
+      'closed',
+    );
     const state = await t.town.beadState(beadId);
     expect(state.continuedAsNew).toBeGreaterThanOrEqual(4);
     expect(state.steps!.map((s) => [s.id, s.state, s.iterations])).toEqual([

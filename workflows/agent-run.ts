@@ -33,6 +33,8 @@ import { Failure, NON_RETRYABLE, RETRY } from '../domain/failures';
 
 /** After the agent ended its run on purpose (gt done, a verdict, a hand-off), how long it may take to exit on its own. */
 export const EXIT_GRACE_MS = 15_000;
+/** How long a host activity's own work (preparing a worktree, publishing a branch) may take. */
+const HOST_WORK_MS = 10 * 60_000;
 /** The longest wait between two failed attempts. */
 export const MAX_BACKOFF_MS = 600_000;
 
@@ -66,19 +68,20 @@ export function hostActivities(
   opts: { summary?: (what: string) => string; hostNonRetryable?: string[] } = {},
 ) {
   const { summary, hostNonRetryable } = opts;
+  const hostRetry = (nonRetryable?: string[]) => ({
+    initialInterval: '2s',
+    maximumInterval: '30s',
+    maximumAttempts: 5,
+    ...(nonRetryable ? { nonRetryableErrorTypes: nonRetryable } : {}),
+  });
   const onHost = proxyActivities<HostQueueActivities>({
     taskQueue: hostQueue,
-    startToCloseTimeout: '10m',
+    startToCloseTimeout: HOST_WORK_MS,
     // The activities heartbeat (activities/heartbeat.ts): a host that dies mid-way is noticed this soon.
     heartbeatTimeout: policy.heartbeatTimeout,
     // If the host that claimed the run disappears, fail fast and dispatch the next attempt elsewhere.
     scheduleToStartTimeout: policy.startTimeout,
-    retry: {
-      initialInterval: '2s',
-      maximumInterval: '30s',
-      maximumAttempts: 5,
-      ...(hostNonRetryable ? { nonRetryableErrorTypes: hostNonRetryable } : {}),
-    },
+    retry: hostRetry(hostNonRetryable),
   });
   const starter = proxyActivities<HostQueueActivities>({
     taskQueue: hostQueue,
@@ -91,17 +94,12 @@ export function hostActivities(
   const launcher = proxyActivities<HostQueueActivities>({
     taskQueue: hostQueue,
     // The preparation's ten minutes (onHost), then the start's timeout, which the activity keeps for its start part.
-    startToCloseTimeout: 600_000 + policy.startTimeout,
+    startToCloseTimeout: HOST_WORK_MS + policy.startTimeout,
     // It heartbeats throughout, as the preparation does: a host that dies mid-way is noticed this soon.
     heartbeatTimeout: policy.heartbeatTimeout,
     scheduleToStartTimeout: policy.startTimeout,
     // A retry after the preparation goes straight to start-or-adopt (the preparation is recorded on the host).
-    retry: {
-      initialInterval: '2s',
-      maximumInterval: '30s',
-      maximumAttempts: 5,
-      nonRetryableErrorTypes: [...new Set([...(hostNonRetryable ?? []), ...NON_RETRYABLE.agentStart])],
-    },
+    retry: hostRetry([...new Set([...(hostNonRetryable ?? []), ...NON_RETRYABLE.agentStart])]),
   });
   const supervisor = proxyActivities<HostQueueActivities>({
     taskQueue: hostQueue,
