@@ -24,6 +24,7 @@ import {
   importRunBranch,
   remoteBranchSha,
   RunRepoRejected,
+  mirrorWith,
   syncMirror,
 } from './git';
 import { parseActivityInput } from '../domain/validation';
@@ -520,7 +521,12 @@ export function createAgentRunActivities(deps: HostDeps) {
     publishBranch(raw: PublishInput): Promise<PublishedBranch> {
       return whileHeartbeating('importing the run branch', async () => {
         const input = parseActivityInput(PublishInput, raw);
-        const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
+        // No fetch when the mirror has what the import reads (the run started from it): a target moved meanwhile
+        // changes nothing here, and the refinery merges onto the newest target anyway.
+        const { mirror } = await mirrorWith(input.rig.name, input.rig.repo, deps.gtHome, [
+          `refs/remotes/origin/${input.targetBranch}`,
+          ...(input.baseSha ? [input.baseSha] : []),
+        ]);
         try {
           return await importRunBranch({
             mirror,

@@ -5,7 +5,6 @@
  * trailer `Gt-Merge-Request: <mrId>@<head>`, so a retry finds its earlier success instead of merging twice.
  */
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
 import { activityInfo, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
@@ -29,6 +28,8 @@ import {
   git,
   gitStatus,
   mergeTrailer,
+  missingCommits,
+  mirrorWith,
   remoteBranchSha,
   removeCandidateTree,
   type Repo,
@@ -133,7 +134,15 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
   const { rig, tickets, mode } = parseActivityInput(MergeCandidatesInput, raw);
   const lead = tickets[0]!;
   const target = lead.targetBranch;
-  const mirror = await syncMirror(rig.name, rig.repo, deps.gtHome);
+  // A merge fetches only when the mirror lacks the target or a head: the compare-and-swap push below catches a target
+  // that moved meanwhile (and fetches then). A verification never pushes, so it fetches to gate on the newest target.
+  let { mirror, fetched } =
+    mode === 'merge'
+      ? await mirrorWith(rig.name, rig.repo, deps.gtHome, [
+          `refs/remotes/origin/${target}`,
+          ...tickets.map((t) => t.headSha),
+        ])
+      : { mirror: await syncMirror(rig.name, rig.repo, deps.gtHome), fetched: true };
   const attempt = activityInfo().attempt;
   // One tree per attempt: a gate of an attempt whose worker died may still be running in the old one.
   const candidateDir = paths.candidate(rig.name, `${lead.mrId}-a${attempt}`, deps.gtHome);
@@ -162,23 +171,29 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       }
 
       const targetSha = await remoteBranchSha(mirror, target);
-      if (!targetSha)
-        return excluded(
-          todo[0]!,
-          { kind: 'rejected', feedback: `target branch '${target}' does not exist in ${rig.repo}` },
-          gateRuns,
-        );
-      for (const t of todo) {
-        const unusable = await checkHead(mirror, t, targetSha);
-        if (unusable) return excluded(t, unusable, gateRuns);
+      const unusable = targetSha
+        ? await firstUnusable(mirror, todo, targetSha)
+        : {
+            ticket: todo[0]!,
+            outcome: { kind: 'rejected', feedback: `target branch '${target}' does not exist in ${rig.repo}` } as const,
+          };
+      if (unusable && !fetched) {
+        // Decided on the mirror as it was: an MR is sent back only on what the repository holds now.
+        mirror = await syncMirror(rig.name, rig.repo, deps.gtHome);
+        fetched = true;
+        casRound--; // not a round of the compare-and-swap: nothing was built
+        continue;
       }
+      if (unusable) return excluded(unusable.ticket, unusable.outcome, gateRuns);
 
-      const candidate = await createCandidateTree(mirror, candidateDir, `gt-candidate/${lead.beadId}`, targetSha);
+      const candidate = await createCandidateTree(mirror, candidateDir, `gt-candidate/${lead.beadId}`, targetSha!);
       const commits: { mrId: string; commit: string }[] = [];
+      let head = targetSha!;
       for (const t of todo) {
-        const built = await applyTicket(candidate, rig.mergeStrategy, t, targetSha);
+        const built = await applyTicket(candidate, rig.mergeStrategy, t, targetSha!, undefined, head);
         if (built.kind === 'conflict') return excluded(t, built, gateRuns);
         commits.push({ mrId: t.mrId, commit: built.sha });
+        head = built.sha;
       }
       const candidateSha = commits[commits.length - 1]!.commit;
 
@@ -221,6 +236,7 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
         throw new Error(`pushing ${target} to ${rig.repo} failed: ${push.stderr.trim().slice(0, 1000)}`);
       log.warn('target moved while gating; rebuilding on the new target', { ...ctx, error: push.stderr.trim() });
       await syncMirror(rig.name, rig.repo, deps.gtHome);
+      fetched = true;
     }
     throw ApplicationFailure.retryable(
       `target ${target} kept moving during ${MAX_CAS_ROUNDS} merge attempts`,
@@ -280,27 +296,6 @@ async function targetTip(deps: MergeDeps, raw: TargetTipInput): Promise<{ sha: s
   const { rig, targetBranch } = parseActivityInput(TargetTipInput, raw);
   const mirror = await syncMirror(rig.name, rig.repo, deps.gtHome);
   return { sha: await remoteBranchSha(mirror, targetBranch) };
-}
-
-/** The rig's mirror, fetched only when it lacks one of `shas` (every fetch is a round trip to the repository). */
-async function mirrorWith(
-  deps: MergeDeps,
-  rig: RigConfig,
-  shas: string[],
-): Promise<{ mirror: string; fetched: boolean }> {
-  const mirror = paths.mirror(rig.name, deps.gtHome);
-  if (existsSync(join(mirror, 'HEAD')) && (await missingCommits(mirror, shas)).length === 0)
-    return { mirror, fetched: false };
-  return { mirror: await syncMirror(rig.name, rig.repo, deps.gtHome), fetched: true };
-}
-
-/** Which of `shas` the repository does not hold as commits (one git process for all of them). */
-async function missingCommits(mirror: string, shas: string[]): Promise<string[]> {
-  const out = await git(mirror, ['cat-file', '--batch-check=%(objectname) %(objecttype)'], {
-    input: shas.map((s) => `${s}^{commit}`).join('\n') + '\n',
-  });
-  const lines = out.split('\n');
-  return shas.filter((_, i) => !/^[0-9a-f]{40} commit$/.test(lines[i] ?? ''));
 }
 
 /** The commit on `base`'s history that merged this MR at this head (the trailer), if any. */
@@ -405,7 +400,10 @@ async function dropCandidate(mirror: string, dir: string, branch: string): Promi
 async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Promise<SpeculativeGateResult> {
   const { rig, base, chain, key } = parseActivityInput(GateSpeculativeInput, raw);
   const own = chain[chain.length - 1]!.ticket;
-  const { mirror, fetched } = await mirrorWith(deps, rig, [base, ...chain.map((l) => l.ticket.headSha)]);
+  const { mirror, fetched } = await mirrorWith(rig.name, rig.repo, deps.gtHome, [
+    base,
+    ...chain.map((l) => l.ticket.headSha),
+  ]);
   if (fetched && (await missingCommits(mirror, [base])).length)
     return { kind: 'stale', reason: `base ${base} is not in ${rig.repo}`, gateRuns: 0 };
   // Only its own MR: each MR ahead is checked by its own candidate, and this one is discarded if that one fails.
@@ -449,7 +447,7 @@ async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Prom
 async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResult> {
   const { rig, base, chain, candidateSha } = parseActivityInput(LandChainInput, raw);
   const target = chain[0]!.ticket.targetBranch;
-  const { mirror } = await mirrorWith(deps, rig, [base]);
+  const { mirror } = await mirrorWith(rig.name, rig.repo, deps.gtHome, [base]);
   if ((await missingCommits(mirror, [candidateSha])).length) {
     const attempt = activityInfo().attempt;
     const key = `land-${candidateSha.slice(0, 12)}-a${attempt}`;
@@ -515,6 +513,19 @@ const excluded = (t: Ticket, outcome: MergeOutcome, gateRuns: number): Candidate
   outcome,
   gateRuns,
 });
+
+/** The first of `tickets` whose head cannot be merged onto `targetSha`, and why. */
+async function firstUnusable(
+  mirror: string,
+  tickets: Ticket[],
+  targetSha: string,
+): Promise<{ ticket: Ticket; outcome: MergeOutcome } | undefined> {
+  for (const ticket of tickets) {
+    const outcome = await checkHead(mirror, ticket, targetSha);
+    if (outcome) return { ticket, outcome };
+  }
+  return undefined;
+}
 
 /** Why an MR's head cannot be merged at all, if it cannot. */
 async function checkHead(mirror: string, t: Ticket, targetSha: string): Promise<MergeOutcome | undefined> {

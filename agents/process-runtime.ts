@@ -232,6 +232,9 @@ export class ProcessRuntime implements AgentRuntimeDriver {
       rmSync(files.lock, { force: true });
       throw err;
     }
+    // Watched from before the spawn: the wrapper writes its pid within milliseconds, and a poll alone would add up to
+    // its interval to every start (the start is on a bead's critical path).
+    const pidWritten = fileAppears(launch.runDir, 'pid');
     const out = openSync(files.log, 'a', 0o600);
     const child = spawn('/bin/sh', ['-c', OUTER, tag, launch.runDir, plan.prelude, ...plan.argv], {
       cwd: launch.cwd,
@@ -242,12 +245,20 @@ export class ProcessRuntime implements AgentRuntimeDriver {
     closeSync(out);
     const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
     child.unref();
-    const deadline = Date.now() + LAUNCH_SETTLE_MS;
-    while (Date.now() < deadline) {
-      const pid = readInt(files.pid);
-      if (pid !== null) return { handle: handleFor(pid), adopted: false };
-      const failed = await Promise.race([spawnError, delay(50).then(() => null)]);
-      if (failed) throw failed;
+    try {
+      const deadline = Date.now() + LAUNCH_SETTLE_MS;
+      while (Date.now() < deadline) {
+        const pid = readInt(files.pid);
+        if (pid !== null) return { handle: handleFor(pid), adopted: false };
+        const failed = await Promise.race([
+          spawnError,
+          pidWritten.promise.then(() => null),
+          delay(50).then(() => null),
+        ]);
+        if (failed) throw failed;
+      }
+    } finally {
+      pidWritten.close();
     }
     if (child.pid !== undefined) return { handle: handleFor(child.pid), adopted: false };
     throw new Error(`agent for ${launch.runId} did not start`);
@@ -296,17 +307,24 @@ export class ProcessRuntime implements AgentRuntimeDriver {
 
   /** The wrapper renames its exit file into the run directory as its last act: watching for that name is enough. */
   exitHint(_handle: AgentHandle, runDir: string): ExitHint {
-    let resolve: () => void = () => undefined;
-    const promise = new Promise<void>((r) => (resolve = r));
-    try {
-      const watcher = watch(runDir, (_event, file) => {
-        if (file === 'exit') resolve();
-      });
-      // Losing the watch (e.g. the inotify limit) only means waiting for the next poll.
-      watcher.on('error', () => watcher.close());
-      return { promise, close: () => watcher.close() };
-    } catch {
-      return { promise, close: () => undefined };
-    }
+    return fileAppears(runDir, 'exit');
+  }
+}
+
+/**
+ * Settles when `name` is (re)written in `dir` (the wrapper renames its pid and exit files into place): a hint that
+ * saves waiting for the next poll, never the only check, since a lost watch (e.g. the inotify limit) never settles.
+ */
+function fileAppears(dir: string, name: string): ExitHint {
+  let resolve: () => void = () => undefined;
+  const promise = new Promise<void>((r) => (resolve = r));
+  try {
+    const watcher = watch(dir, (_event, file) => {
+      if (file === name) resolve();
+    });
+    watcher.on('error', () => watcher.close());
+    return { promise, close: () => watcher.close() };
+  } catch {
+    return { promise, close: () => undefined };
   }
 }
