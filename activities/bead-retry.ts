@@ -31,9 +31,10 @@ import {
   type RetryRecord,
 } from '../domain/bead';
 import { carriedSteps } from '../domain/formula';
-import { beadWorkflowId, refineryWorkflowId } from '../domain/ids';
+import { beadWorkflowId } from '../domain/ids';
 import type { MergeOutcome } from '../domain/outcomes';
-import { beadStateQuery, rigConfigQuery } from '../domain/messages';
+import { beadStateQuery } from '../domain/messages';
+import { refineryRigConfig } from './rig-config';
 import type { RigConfig } from '../domain/rig';
 import { beadStart } from '../domain/starts';
 
@@ -179,7 +180,7 @@ export async function startRetry(
   const { input } = bead;
   let rig: RigConfig;
   try {
-    rig = await client.workflow.getHandle(refineryWorkflowId(input.rig.name)).query(rigConfigQuery);
+    rig = (await refineryRigConfig(client, input.rig.name)).config;
   } catch (err) {
     if (isNotFound(err)) return { ok: false, error: `bead ${bead.beadId}: rig '${input.rig.name}' was removed` };
     throw err;

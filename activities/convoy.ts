@@ -10,8 +10,9 @@ import { z } from 'zod';
 import { BeadSpec } from '../domain/bead';
 import { CAPS, capText } from '../domain/caps';
 import { MergeMode, type StartedBead } from '../domain/convoy';
-import { beadWorkflowId, convoyBranch, ConvoyId, refineryWorkflowId, RigName } from '../domain/ids';
-import { rigConfigQuery, type BeadReport } from '../domain/messages';
+import { beadWorkflowId, convoyBranch, ConvoyId, RigName } from '../domain/ids';
+import type { BeadReport } from '../domain/messages';
+import { refineryRigConfig } from './rig-config';
 import type { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import type { BeadResult } from '../domain/bead';
@@ -93,7 +94,8 @@ export function createConvoyActivities(deps: TownDeps) {
 
   const rigConfig = async (name: string): Promise<RigConfig> => {
     try {
-      return await client.workflow.getHandle(refineryWorkflowId(name)).query(rigConfigQuery);
+      // On the critical path (startConvoyBeads runs in the convoy's workflow task): the memo, not a query.
+      return (await refineryRigConfig(client, name)).config;
     } catch (err) {
       if (isNotFound(err))
         throw ApplicationFailure.nonRetryable(`unknown rig '${name}' (was it removed?)`, Failure.UnknownRig);

@@ -8,19 +8,32 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { z } from 'zod';
 import { RigName, refineryWorkflowId } from '../domain/ids';
 import { rigConfigQuery } from '../domain/messages';
-import type { RigConfig } from '../domain/rig';
+import { RigConfig } from '../domain/rig';
 import { parseActivityInput } from '../domain/validation';
 
 export const CurrentRigInput = z.object({ rig: RigName });
+
+/**
+ * The configuration rig `rig`'s refinery holds, and whether it runs. From the refinery's memo (written at its start,
+ * kept current by every `gt rig update`), read with `describe()` — the server's record, no query: a query waits for
+ * the refinery's worker (busy merging) and replays its history when it is not cached. A refinery started before its
+ * memo held the configuration is asked by a query. Throws WorkflowNotFoundError for a rig that has no refinery.
+ */
+export async function refineryRigConfig(client: Client, rig: string): Promise<{ config: RigConfig; running: boolean }> {
+  const handle = client.workflow.getHandle(refineryWorkflowId(rig));
+  const description = await handle.describe();
+  const running = description.status.name === 'RUNNING';
+  const inMemo = RigConfig.safeParse(description.memo?.config);
+  return { config: inMemo.success ? inMemo.data : await handle.query(rigConfigQuery), running };
+}
 
 export function createRigConfigActivities(deps: { client: Client }) {
   return {
     async currentRigConfig(raw: z.input<typeof CurrentRigInput>): Promise<RigConfig | null> {
       const { rig } = parseActivityInput(CurrentRigInput, raw);
-      const handle = deps.client.workflow.getHandle(refineryWorkflowId(rig));
       try {
-        const [description, config] = await Promise.all([handle.describe(), handle.query(rigConfigQuery)]);
-        return description.status.name === 'RUNNING' ? config : null;
+        const { config, running } = await refineryRigConfig(deps.client, rig);
+        return running ? config : null;
       } catch (err) {
         if (err instanceof WorkflowNotFoundError) return null;
         throw err;

@@ -31,6 +31,7 @@ import { formulaLabel } from './formula';
 import { beadWorkflowId, convoyWorkflowId, mergeRequestWorkflowId, refineryWorkflowId } from './ids';
 import type { ReadRunLogRequest } from './logs';
 import { SA, type WorkflowKind } from './search-attributes';
+import { RigConfig } from './rig';
 
 /** The registered name of each workflow function (workflows/index.ts). */
 export const WORKFLOW_TYPE = {
@@ -183,6 +184,9 @@ export function refineryStart<I extends { rig: { name: string; repo: string; bra
   input: I;
 }): WorkflowStart<[I]> {
   const { rig } = opts.input;
+  // The configuration the refinery starts with, read by currentRigConfig without a query (the refinery keeps it
+  // current on `gt rig update`).
+  const config = RigConfig.safeParse(rig);
   return {
     workflowType: WORKFLOW_TYPE.refinery,
     options: {
@@ -190,7 +194,7 @@ export function refineryStart<I extends { rig: { name: string; repo: string; bra
       taskQueue: opts.taskQueue,
       args: [opts.input],
       typedSearchAttributes: [kind('refinery'), { key: SA.rig, value: rig.name }, { key: SA.status, value: 'idle' }],
-      memo: { repo: rig.repo, branch: rig.branch },
+      memo: { repo: rig.repo, branch: rig.branch, ...(config.success ? { config: config.data } : {}) },
       staticSummary: `refinery of rig ${rig.name} (${rig.repo} → ${rig.branch})`,
     },
   };

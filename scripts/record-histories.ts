@@ -119,6 +119,16 @@ try {
   console.error(`rec-last: ${(await last.handle.result()).status}`);
   console.error(`rec-removed: removed ${(await removeRig(town, 'rec-removed')).removed}`);
 
+  // A rig updated (`gt rig update`: the refinery takes the update and writes the new configuration to its memo),
+  // then merging a bead under it.
+  await town.addRig({ name: 'rec-updated', repo: repo.origin, agent: agent('good'), policy: fast });
+  await town.updateRig('rec-updated', { maxPolecats: 2 });
+  const updated = await town.sling('rec-updated', {
+    id: 'rec-after-update',
+    title: 'A bead merged after a rig update',
+  });
+  console.error(`rec-after-update: ${(await updated.handle.result()).status}`);
+
   // Retries (docs/operations.md "gt bead retry"): a standalone bead retried after it failed (its agent fails again);
   // a convoy that ended failed and was reopened by a retry; a running convoy taking a retry as an update.
   const again = await town.sling('rec-fail', { id: 'rec-failed-retried', title: 'A bead retried after it failed' });
@@ -315,6 +325,7 @@ try {
     'dispatch-gate': 'dispatch:rec',
     'bead-cancelled': 'bead:rec-cancelled',
     'refinery-removed': 'refinery:rec-removed',
+    'refinery-updated': 'refinery:rec-updated',
     'refinery-speculative': 'refinery:rec-spec',
     'bead-resumed-failed': 'bead:rec-failed-retried',
     'bead-resumed-merged': 'bead:rec-reopened-c',

@@ -169,7 +169,10 @@ describe('the merge queue', () => {
     const runs = [];
     for await (const wf of t.client.workflow.list({ query: `WorkflowId = '${workflowId}'` })) runs.push(wf.runId);
     expect(runs.length).toBeGreaterThanOrEqual(3);
-    expect((await t.client.workflow.getHandle(workflowId).describe()).runId).not.toBe(firstRun);
+    const now = await t.client.workflow.getHandle(workflowId).describe();
+    expect(now.runId).not.toBe(firstRun);
+    // The configuration its start wrote to the memo is carried to the new runs (read by currentRigConfig).
+    expect(now.memo?.config).toEqual(rigConfig);
     expect((await trailersOf(repo.origin)).length).toBe(5);
   });
 });

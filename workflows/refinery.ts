@@ -26,6 +26,7 @@ import {
   proxyActivities,
   setCurrentDetails,
   setHandler,
+  upsertMemo,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -97,6 +98,11 @@ const RECENT_KEEP = 50;
 const DELIVER_WITHOUT_WAITING = 'refinery-deliver-without-waiting';
 /** patched() id: a ticket that finds the queue full is left to its merge request to announce again. */
 const BOUNDED_QUEUE = 'refinery-bounded-queue';
+/**
+ * patched() id: `gt rig update` writes the new configuration to the memo too (the start writes the first), where
+ * currentRigConfig reads it without a query (activities/rig-config.ts).
+ */
+const CONFIG_IN_MEMO = 'refinery-config-in-memo';
 const CONVOYS_KEEP = 1000;
 /** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
 const MAX_SECTION_FAILURES = 3;
@@ -183,6 +189,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     updateRigUpdate,
     (patch) => {
       rig = RigConfig.parse({ ...rig, ...patch, name: rig.name });
+      if (patched(CONFIG_IN_MEMO)) upsertMemo({ config: rig });
       return rig;
     },
     { validator: (patch) => void parseOrReject(RigConfig, { ...rig, ...patch, name: rig.name }, 'rig update') },
