@@ -13,7 +13,6 @@
  *   alternates); the worker takes its result by reading the branch's object id and objects as data
  *   (`importRunBranch`), never by running git in the agent's repository, and only the worker pushes.
  */
-import { execFile } from 'node:child_process';
 import {
   appendFileSync,
   existsSync,
@@ -26,6 +25,7 @@ import {
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { paths } from '../host/home';
+import { spawner } from '../host/spawner';
 
 const locks = new Map<string, Promise<unknown>>();
 
@@ -91,16 +91,13 @@ export function gitStatus(
   options: { env?: Record<string, string>; input?: string } = {},
 ): Promise<{ ok: boolean; stdout: string; stderr: string }> {
   const r = asRepo(repo);
-  return new Promise((resolve) => {
-    const child = execFile(
-      'git',
-      [...SAFE_CONFIG, ...args],
-      { cwd: r.workTree ?? r.gitDir, env: { ...gitEnv(r), ...options.env }, maxBuffer: 16 * 1024 * 1024 },
-      (err, stdout, stderr) => resolve({ ok: !err, stdout, stderr }),
-    );
-    // Git may exit before reading its input (an error): that is the error to report, not the broken pipe.
-    child.stdin?.on('error', () => undefined);
-    child.stdin?.end(options.input ?? '');
+  // From the small helper process: a spawn from the worker's own (large) process blocks its thread for milliseconds.
+  return spawner.run({
+    file: 'git',
+    args: [...SAFE_CONFIG, ...args],
+    cwd: r.workTree ?? r.gitDir,
+    env: { ...gitEnv(r), ...options.env },
+    input: options.input,
   });
 }
 
