@@ -1,7 +1,7 @@
 /** Plain git for the bench: a scratch origin per scenario, and a promise-returning exec that fails loudly. */
-import { execFile } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Spawner } from '../host/spawner';
 
 export const GIT_IDENTITY = {
   GIT_AUTHOR_NAME: 'Bench',
@@ -10,26 +10,22 @@ export const GIT_IDENTITY = {
   GIT_COMMITTER_EMAIL: 'bench@gastown.local',
 };
 
+/**
+ * The floor's processes start from a small helper process, as a plain script's would: started from the bench's own
+ * process (which holds the town's worker), each fork would pay for that process's size (host/spawner.ts).
+ */
+const plain = new Spawner();
+
 /** Runs a command; a non-zero exit rejects with its stderr (git's exit status is the answer, so it is never ignored). */
-export function exec(
+export async function exec(
   cmd: string,
   args: string[],
   options: { cwd?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      cmd,
-      args,
-      { cwd: options.cwd, env: options.env ?? process.env, maxBuffer: 16 * 1024 * 1024 },
-      (err, stdout, stderr) => {
-        if (err)
-          reject(
-            new Error(`${cmd} ${args.join(' ')} failed in ${options.cwd ?? '.'}: ${stderr.trim() || err.message}`),
-          );
-        else resolve(stdout);
-      },
-    );
-  });
+  const r = await plain.run({ file: cmd, args, cwd: options.cwd ?? process.cwd(), env: options.env ?? process.env });
+  if (!r.ok)
+    throw new Error(`${cmd} ${args.join(' ')} failed in ${options.cwd ?? '.'}: ${r.stderr.trim() || 'no output'}`);
+  return r.stdout;
 }
 
 export const git = (cwd: string, ...args: string[]) =>
