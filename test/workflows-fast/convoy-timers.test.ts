@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ConvoyResult, convoyStateQuery } from '../../domain/convoy';
 import { convoyWorkflowId } from '../../domain/ids';
 import { beadReportSignal } from '../../domain/messages';
-import { skipReason, startTimeSkipping, timed, withWorker } from '../helpers/time-skipping';
+import { skipReason, startTimeSkipping, withWorker } from '../helpers/time-skipping';
 
 const MINUTE = 60_000;
 const BEADS = 12;
@@ -35,23 +35,24 @@ describe.skipIf(skipReason)('convoy timers and continue-as-new (time-skipping)',
        * Every bead merges just after it started and reports so, except one whose report is lost on the way. Idempotent
        * like the real start: a bead started before (a local activity run again) is `existing`, and reports once.
        */
-      startConvoyBeads: ({ beads }: { beads: { id: string }[] }) => {
+      startConvoyBeads: async ({ beads }: { beads: { id: string }[] }) => {
         const repeated = beads.filter(({ id }) => started.includes(id)).map(({ id }) => id);
         for (const { id } of beads) {
           if (repeated.includes(id)) continue;
           started.push(id);
-          const report = () =>
-            env.client.workflow
+          // Reported from within the start, so the report is in before the convoy's task completes. A report sent
+          // on a timer instead could reach the time-skipping test server while it completed a task that continues
+          // as new; it then answered "invalid history builder state for action" and never gave the convoy another
+          // task (seen under load; the real server refuses that continue-as-new and the task is retried).
+          if (id !== LOST)
+            await env.client.workflow
               .getHandle(convoyWorkflowId(convoyId))
               .signal(beadReportSignal, { beadId: id, status: 'closed', commit: 'a'.repeat(40) });
-          // A report sent while the convoy continues as new can be refused by the test server: lost like LOST's,
-          // and found the same way.
-          if (id !== LOST) setTimeout(() => void report().catch(() => undefined), 10);
         }
-        return Promise.resolve({
+        return {
           results: beads.map(({ id }) => ({ beadId: id, outcome: repeated.includes(id) ? 'existing' : 'started' })),
           capacity: 4,
-        });
+        };
       },
       /** Every bead asked about has merged (it just could not say so). */
       inspectConvoyBeads: ({ beadIds }: { beadIds: string[] }) => {
@@ -75,14 +76,14 @@ describe.skipIf(skipReason)('convoy timers and continue-as-new (time-skipping)',
         taskQueue,
         args: [{ spec, options: { continueAsNewAfterEvents: 50, reconcileEvery: 10 * MINUTE } }],
       });
-      const { value, wallMs } = await timed(() => handle.result() as Promise<ConvoyResult>);
+      const value = (await handle.result()) as ConvoyResult;
       const state = await handle.query(convoyStateQuery);
       let runs = 0;
       for (let runId: string | undefined = handle.firstExecutionRunId; runId; runs++) {
         const { events } = await env.client.workflow.getHandle(handle.workflowId, runId).fetchHistory();
         runId = events!.at(-1)!.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId ?? undefined;
       }
-      return { value, wallMs, state, runs };
+      return { value, state, runs };
     });
 
     expect(r.value).toMatchObject({ convoyId, status: 'landed', counts: { total: BEADS, closed: BEADS } });
@@ -96,7 +97,6 @@ describe.skipIf(skipReason)('convoy timers and continue-as-new (time-skipping)',
     // each counted in the state it carried.
     expect(r.runs).toBeGreaterThanOrEqual(2);
     expect(r.state.continuedAsNew).toBe(r.runs - 1);
-    expect(r.wallMs).toBeLessThan(10_000);
   });
 
   it('takes a report that came in before the task that started its bead completed (local start, task refused)', async () => {
