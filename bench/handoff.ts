@@ -2,8 +2,9 @@
  * The Temporal baseline of the bench's stack: how long one hand-off takes (a task scheduled → a worker started it),
  * measured on the same dev server by a bare worker running chains of no-op steps. Every step of a bead (activity,
  * signal, child start, reply, timer) passes through such hand-offs, so this is the share of a bead's latency that
- * Temporal and the machine set, whatever Gas Town does. It is measured twice — with the history queue readers at our
- * setting (provisioning/server-settings.ts) and at Temporal's defaults — so the report shows what the setting buys.
+ * Temporal and the machine set, whatever Gas Town does. It is measured twice — with our server settings (history queue
+ * readers and SQLite journal, provisioning/server-settings.ts) and at Temporal's defaults — so the report shows what
+ * the settings buy. (The figures' field keeps its first name, `queueReaders`, so earlier reports still render.)
  *
  *   npx tsx bench/handoff.ts [--steps 60] [--repeats 3] [--set key=value ...]
  *
@@ -26,6 +27,7 @@ const TASK_QUEUE = 'bench-handoff';
 /** Short: a 1 ms durable timer takes about a second here whatever the setting (docs/performance.md). */
 const TIMER_STEPS = 5;
 
+/** Which server settings a baseline ran at: ours, or Temporal's defaults. */
 export type QueueReaders = 'ours' | 'server-default';
 
 export interface HandoffFigures {
@@ -118,7 +120,7 @@ export async function withHandoffServer<T>(
   use: (target: HandoffTarget, server: DevServer) => Promise<T>,
 ): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), 'gt-handoff-'));
-  const server = await startDevServer({ dbFilename: join(dir, 'temporal.db'), queueReaders, dynamicConfig });
+  const server = await startDevServer({ dbFilename: join(dir, 'temporal.db'), settings: queueReaders, dynamicConfig });
   try {
     const client = new Client({ connection: server.env.connection, namespace: server.namespace });
     return await use({ nativeConnection: server.env.nativeConnection, client, namespace: server.namespace }, server);

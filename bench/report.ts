@@ -185,10 +185,10 @@ export function renderMarkdown(r: BenchReport, charts: ChartFiles = {}): string 
       `## Temporal hand-off on this stack (a bare worker, ${r.handoff[0]!.steps} no-op steps in a row, ${r.handoff.filter((h) => readersOf(h) === settings[0]).length} repeats)`,
       '',
       settings.length > 1
-        ? "History queue readers at our setting (provisioning/server-settings.ts, the stack as `gt up` runs it) and at Temporal's defaults (a second dev server); why: docs/performance.md. Every step of a bead passes through such hand-offs."
-        : `History queue readers: ${settings[0]} only (docs/performance.md). Every step of a bead passes through such hand-offs.`,
+        ? "Our server settings (provisioning/server-settings.ts: the history queue readers and, from 2026-11-30, the SQLite journal; the stack as `gt up` runs it) and Temporal's defaults (a second dev server); why: docs/performance.md. Every step of a bead passes through such hand-offs."
+        : `Server settings: ${settings[0]} only (docs/performance.md). Every step of a bead passes through such hand-offs.`,
       '',
-      '| queue readers | per activity step | activity task scheduled → started p50 / p95 | workflow task p50 / p95 | per 1 ms timer step | visibility lag after an upsert per step |',
+      '| server settings | per activity step | activity task scheduled → started p50 / p95 | workflow task p50 / p95 | per 1 ms timer step | visibility lag after an upsert per step |',
       '|---|---|---|---|---|---|',
     );
     for (const setting of settings) {

@@ -12,8 +12,9 @@
  *   file — is stopped, and a live owner is a one-line error. A recycled pid is never signalled.
  * - The server listens on `ip` only (default 127.0.0.1: frontend, Web UI, HTTP and metrics ports); the dev server
  *   has no authentication, so exposing it is an explicit choice of the caller.
- * - The history queue readers run at HISTORY_QUEUE_POLL_RPS (provisioning/server-settings.ts) unless the caller asks
- *   for the server's defaults (the bench's baseline).
+ * - The history queue readers run at HISTORY_QUEUE_POLL_RPS, and a server on a file keeps its SQLite journal as
+ *   SQLITE_PRAGMAS say (provisioning/server-settings.ts), unless the caller asks for the server's defaults (the
+ *   bench's baseline).
  * - A server that exits while we did not stop it is reported once through `onExit` with its exit status and the
  *   tail of its log; this module never restarts it behind its owner's back.
  * All of this needs a local CLI (TEMPORAL_CLI_PATH, PATH, the cache); the SDK's download is started by the SDK with
@@ -29,7 +30,13 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { z } from 'zod';
 import { ALL_SEARCH_ATTRIBUTES } from '../domain/search-attributes';
 import { allPids, commandLine, isSameProcessAlive, listenersOf, parentPid, processStartTime } from './proc';
-import { dynamicConfigArgs, HISTORY_QUEUE_POLL_RPS, type DynamicConfig } from './server-settings';
+import {
+  dynamicConfigArgs,
+  HISTORY_QUEUE_POLL_RPS,
+  SQLITE_PRAGMAS,
+  sqlitePragmaArgs,
+  type DynamicConfig,
+} from './server-settings';
 import { findOnPath, PROVISIONING_HELP, resolveTemporalCli, type ResolvedCli } from './temporal-cli';
 
 export interface DevServerOptions {
@@ -42,8 +49,8 @@ export interface DevServerOptions {
   /** The address every port of the server binds to. */
   ip?: string;
   namespace?: string;
-  /** `server-default`: leave the queue readers at Temporal's defaults (only to measure what ours change). */
-  queueReaders?: 'ours' | 'server-default';
+  /** `server-default`: leave the queue readers and the SQLite journal at Temporal's defaults (only to measure what ours change). */
+  settings?: 'ours' | 'server-default';
   /** More dynamic config (`--dynamic-config-value`), applied after the queue readers'. */
   dynamicConfig?: DynamicConfig;
   /** Where the server and its owner are recorded; a leftover recorded here is stopped before starting. */
@@ -117,10 +124,12 @@ async function startDevServerOnce(options: DevServerOptions): Promise<DevServer>
   const ip = options.ip ?? DEFAULT_IP;
   const dbFilename = options.dbFilename && resolve(options.dbFilename);
   const dynamicConfig = {
-    ...(options.queueReaders === 'server-default' ? {} : HISTORY_QUEUE_POLL_RPS),
+    ...(options.settings === 'server-default' ? {} : HISTORY_QUEUE_POLL_RPS),
     ...options.dynamicConfig,
   };
-  if (!cli.path) return startSdkDownloaded(cli, { ...options, namespace, ip, dbFilename, dynamicConfig });
+  const sqlitePragmas = dbFilename && options.settings !== 'server-default' ? SQLITE_PRAGMAS : {};
+  if (!cli.path)
+    return startSdkDownloaded(cli, { ...options, namespace, ip, dbFilename, dynamicConfig, sqlitePragmas });
   if (options.pidFile) await stopLeftover(options.pidFile, dbFilename, options.onProgress);
   const port = options.port ?? (await freePort(ip));
   await assertPortFree(ip, port, 'Temporal port', '--port');
@@ -140,6 +149,7 @@ async function startDevServerOnce(options: DevServerOptions): Promise<DevServer>
     '--log-level',
     'warn',
     ...(dbFilename ? ['--db-filename', dbFilename] : []),
+    ...sqlitePragmaArgs(sqlitePragmas),
     ...(options.uiPort ? ['--ui-port', String(options.uiPort)] : ['--headless']),
     ...ALL_SEARCH_ATTRIBUTES.flatMap((k) => [
       '--search-attribute',
@@ -219,7 +229,12 @@ async function startDevServerOnce(options: DevServerOptions): Promise<DevServer>
  */
 async function startSdkDownloaded(
   cli: ResolvedCli,
-  o: DevServerOptions & { namespace: string; ip: string; dynamicConfig: DynamicConfig },
+  o: DevServerOptions & {
+    namespace: string;
+    ip: string;
+    dynamicConfig: DynamicConfig;
+    sqlitePragmas: Readonly<Record<string, string>>;
+  },
 ): Promise<DevServer> {
   o.onProgress?.(
     'Using the SDK-downloaded Temporal CLI: its server is not supervised (a kill -9 of this process can leave it running); `npm run provision` avoids that.',
@@ -237,7 +252,7 @@ async function startSdkDownloaded(
         namespace: o.namespace,
         searchAttributes: ALL_SEARCH_ATTRIBUTES,
         log: { format: 'json', level: 'warn' },
-        extraArgs: dynamicConfigArgs(o.dynamicConfig),
+        extraArgs: [...dynamicConfigArgs(o.dynamicConfig), ...sqlitePragmaArgs(o.sqlitePragmas)],
       },
     });
   } catch (err) {

@@ -22,6 +22,21 @@ export const HISTORY_QUEUE_POLL_RPS = {
   'history.outboundProcessorMaxPollRPS': 1000,
 } as const satisfies Record<string, number>;
 
+/**
+ * SQLite pragmas of a dev server on a file (`gt up`, `npm run demo`, the bench). Temporal's SQLite store leaves the
+ * journal in SQLite's default rollback mode, where every commit creates, syncs and deletes a journal file beside the
+ * database; in write-ahead-log mode a commit appends to one log. Every hand-off is a few commits: measured with
+ * `bench/handoff.ts`, an activity step went 26 → 16 ms and a task's hand-off p50 4 → 2 ms (docs/performance.md).
+ * `synchronous` stays at SQLite's default (FULL), so a commit is as durable as before: each one is synced to the log.
+ * The database is then three files (`temporal.db`, `-wal`, `-shm`): copy them together, or with the server stopped.
+ */
+export const SQLITE_PRAGMAS = { journal_mode: 'wal' } as const satisfies Record<string, string>;
+
+/** `temporal server start-dev` flags for the pragmas (only for a server on a file: an in-memory store has no journal). */
+export function sqlitePragmaArgs(pragmas: Readonly<Record<string, string>>): string[] {
+  return Object.entries(pragmas).flatMap(([key, value]) => ['--sqlite-pragma', `${key}=${value}`]);
+}
+
 export type DynamicConfig = Readonly<Record<string, number | string | boolean>>;
 
 /** The compose stack's dynamic config file (mounted into the `temporal` service), relative to the repository. */

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { z } from 'zod';
 import { commandLine, listenersOf, tcpListeners } from '../provisioning/proc';
-import { HISTORY_QUEUE_POLL_RPS } from '../provisioning/server-settings';
+import { HISTORY_QUEUE_POLL_RPS, SQLITE_PRAGMAS } from '../provisioning/server-settings';
 import { resolveTemporalCli } from '../provisioning/temporal-cli';
 import { processExists } from './helpers/pids';
 import { createRepo } from './helpers/repo';
@@ -156,6 +156,10 @@ describe('gt up', () => {
     );
     for (const [key, value] of Object.entries(HISTORY_QUEUE_POLL_RPS))
       expect(dynamicConfig[key], key).toBe(String(value));
+    const pragmas = argv.flatMap((a, i) => (argv[i - 1] === '--sqlite-pragma' ? [a] : []));
+    expect(pragmas).toEqual(Object.entries(SQLITE_PRAGMAS).map(([k, v]) => `${k}=${v}`));
+    // And the server took it: SQLite keeps a write-ahead log beside the database only in WAL mode.
+    expect(existsSync(join(home, 'temporal.db-wal'))).toBe(true);
 
     // kill -9 may land while the agent's start step is in flight: that step is retried (and adopts the live agent)
     // after the rig's start timeout, 2 min by default; a short one keeps the test short.
