@@ -11,7 +11,7 @@ import { bundleWorkflowCode, DefaultLogger, Runtime } from '@temporalio/worker';
 import { ConvoyClient } from '../client/convoys';
 import { Town } from '../client/town';
 import { startDevServer, type DevServer } from '../provisioning/dev-server';
-import { createTownWorker, workflowsPath, type TownWorker } from '../worker/worker';
+import { createTownWorker, workflowBundleOptions, type TownWorker } from '../worker/worker';
 
 export interface BenchStack {
   server: DevServer;
@@ -48,7 +48,7 @@ export async function startStack(log: (m: string) => void): Promise<BenchStack> 
     onProgress: log,
   });
   log(`bundling workflows…`);
-  const { code } = await bundleWorkflowCode({ workflowsPath, logger: quietLogger });
+  const { code } = await bundleWorkflowCode({ ...workflowBundleOptions, logger: quietLogger });
   const client = new Client({ connection: server.env.connection, namespace: server.namespace });
   const worker = await createTownWorker({
     connection: server.env.nativeConnection,

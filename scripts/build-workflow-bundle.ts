@@ -9,11 +9,11 @@ import { dirname, resolve } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { defaultWorkflowBundlePath } from '../worker/main';
 import { workflowBundlePlugins } from '../worker/tracing';
-import { workflowsPath } from '../worker/worker';
+import { workflowBundleOptions } from '../worker/worker';
 
 const out = resolve(process.argv[2] ?? process.env.GT_WORKFLOW_BUNDLE ?? defaultWorkflowBundlePath);
 const plugins = await workflowBundlePlugins();
-const { code } = await bundleWorkflowCode({ workflowsPath, plugins });
+const { code } = await bundleWorkflowCode({ ...workflowBundleOptions, plugins });
 mkdirSync(dirname(out), { recursive: true });
 writeFileSync(out, code);
 console.log(

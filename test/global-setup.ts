@@ -12,7 +12,7 @@ import { buildCliBundles } from '../provisioning/cli-bundles';
 import { startDevServer, type DevServer } from '../provisioning/dev-server';
 import { resolveTestServer } from '../provisioning/test-server';
 import type { TimeSkippingServer } from './helpers/time-skipping';
-import { workflowsPath } from '../worker/worker';
+import { workflowBundleOptions } from '../worker/worker';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -37,7 +37,7 @@ export default async function setup(project: TestProject) {
     dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 2000 },
   });
   await buildCliBundles();
-  const { code } = await bundleWorkflowCode({ workflowsPath, logger: quietLogger });
+  const { code } = await bundleWorkflowCode({ ...workflowBundleOptions, logger: quietLogger });
   const bundlePath = join(ARTIFACTS, 'workflow-bundle.js');
   writeFileSync(bundlePath, code);
   project.provide('temporalAddress', server.address);

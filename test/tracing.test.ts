@@ -15,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { z } from 'zod';
 import { Town } from '../client/town';
 import { startTracing, tracingSettingsFromEnv, workflowBundlePlugins, type Tracing } from '../worker/tracing';
-import { createTownWorker, workflowsPath, type TownWorker } from '../worker/worker';
+import { createTownWorker, workflowBundleOptions, type TownWorker } from '../worker/worker';
 import { startChild, type Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, FAST_POLICY, repoRoot, runGt } from './helpers/town';
@@ -53,7 +53,7 @@ beforeAll(async () => {
     hostId: 'trace-host',
   });
   const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} };
-  tracedBundle = await bundleWorkflowCode({ workflowsPath, plugins: [tracing.plugin], logger: quiet });
+  tracedBundle = await bundleWorkflowCode({ ...workflowBundleOptions, plugins: [tracing.plugin], logger: quiet });
   connection = await Connection.connect({ address });
   native = await NativeConnection.connect({ address });
   // The sling itself is traced too: the client's start is the root of the bead's trace.

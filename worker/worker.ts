@@ -18,6 +18,10 @@ import { activityLogIds } from './logging';
 import { assertBundleMatchesTracing, tracingFromEnv, type Tracing } from './tracing';
 
 export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
+/** zod, evaluated once per workflow thread and shared by its workflows (workflows/preload.ts says why and how). */
+export const workflowPreloadModules = [fileURLToPath(new URL('../workflows/preload.ts', import.meta.url))];
+/** What every bundle of the town's workflows is built from: a worker's own, the prebuilt one, the tests', the bench's. */
+export const workflowBundleOptions = { workflowsPath, preloadModules: workflowPreloadModules };
 export const gtBinDir = fileURLToPath(new URL('../bin', import.meta.url));
 
 export interface TownWorkerOptions {
@@ -83,7 +87,9 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
     port: options.gateway?.port,
     publicUrl: options.gateway?.publicUrl,
   });
-  const code = workflowBundle ? { workflowBundle } : { workflowsPath };
+  const code = workflowBundle
+    ? { workflowBundle }
+    : { workflowsPath, bundlerOptions: { preloadModules: workflowPreloadModules } };
   // Agents outlive a worker restart; activities in flight get this long to notice and hand over cleanly.
   const shutdownGraceTime = options.shutdownGraceTime ?? '10s';
   const interceptors = { activity: [activityLogIds] };

@@ -25,7 +25,7 @@ import { convoyBeadId, type ConvoyResult, type ConvoySpecInput, type ConvoyState
 import { beadWorkflowId, convoyWorkflowId } from '../../domain/ids';
 import { beadStateQuery } from '../../domain/messages';
 import { SA } from '../../domain/search-attributes';
-import { workflowsPath } from '../../worker/worker';
+import { workflowBundleOptions } from '../../worker/worker';
 import {
   checkInvariants,
   figures,
@@ -200,7 +200,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   if (!bundle) {
     log('bundling workflows once for every host…');
     bundle = join(scratch, 'workflow-bundle.js');
-    writeFileSync(bundle, (await bundleWorkflowCode({ workflowsPath, logger: quietLogger })).code);
+    writeFileSync(bundle, (await bundleWorkflowCode({ ...workflowBundleOptions, logger: quietLogger })).code);
   }
 
   const stackStarted = Date.now();

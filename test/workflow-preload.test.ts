@@ -1,0 +1,55 @@
+/**
+ * zod is evaluated once per workflow thread and shared by the workflows it runs (workflows/preload.ts), with the
+ * module list every bundle of the town is built with (worker/worker.ts). Fails if the list stops sharing zod — e.g. a
+ * preload that resolves to zod's CommonJS build while workflows import its ES modules, which loads both and shares
+ * neither — or if zod breaks once the SDK has frozen it (a lazy write the preload did not settle).
+ */
+import { fileURLToPath } from 'node:url';
+import { Client, Connection } from '@temporalio/client';
+import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
+import { describe, expect, inject, it } from 'vitest';
+import { workflowPreloadModules } from '../worker/worker';
+import type { preloadProbeWorkflow } from './fixtures/preload-probe-workflow';
+
+const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} };
+const workflowsPath = fileURLToPath(new URL('./fixtures/preload-probe-workflow.ts', import.meta.url));
+
+async function probe(preloadModules: string[]) {
+  const address = inject('temporalAddress');
+  const namespace = inject('temporalNamespace');
+  const taskQueue = `preload-probe-${process.pid}-${preloadModules.length}`;
+  const { code } = await bundleWorkflowCode({ workflowsPath, preloadModules, logger: quiet });
+  const native = await NativeConnection.connect({ address });
+  const connection = await Connection.connect({ address });
+  try {
+    const worker = await Worker.create({ connection: native, namespace, taskQueue, workflowBundle: { code } });
+    const client = new Client({ connection, namespace });
+    const run = (n: number) =>
+      client.workflow.execute<typeof preloadProbeWorkflow>('preloadProbeWorkflow', {
+        taskQueue,
+        workflowId: `${taskQueue}-${n}-${Date.now()}`,
+      });
+    // Two workflows on one worker thread: the second runs on what the first left of the shared modules.
+    return await worker.runUntil(async () => [await run(1), await run(2)]);
+  } finally {
+    await connection.close();
+    await native.close();
+  }
+}
+
+describe('workflow bundle preload', () => {
+  it("shares zod between the workflows of a thread, and the town's validation works on it", async () => {
+    const results = await probe(workflowPreloadModules);
+    for (const r of results) {
+      expect(r.zodShared).toBe(true);
+      expect(r.branch).toBe('main');
+      expect(r.rejected).toMatch(/repo.*(at least|>=)|branch.*A-Z a-z 0-9/s);
+    }
+  });
+
+  it('without the preload each workflow evaluates its own zod (what the check above tells apart)', async () => {
+    const results = await probe([]);
+    expect(results.map((r) => r.zodShared)).toEqual([false, false]);
+    expect(results[1]!.rejected).toBe(results[0]!.rejected);
+  });
+});
