@@ -154,8 +154,17 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       heartbeat(`building candidate (round ${casRound})`);
       const landed: { mrId: string; commit: string }[] = [];
       const todo: Ticket[] = [];
-      for (const t of tickets) {
-        const commit = mode === 'merge' ? await findMergedCommit(mirror, target, t.mrId, t.headSha) : null;
+      // Side by side: both only read the mirror, and this is on every merge's critical path.
+      const [earlier, targetSha] = await Promise.all([
+        Promise.all(
+          tickets.map((t) =>
+            mode === 'merge' ? findMergedCommit(mirror, target, t.mrId, t.headSha) : Promise.resolve(null),
+          ),
+        ),
+        remoteBranchSha(mirror, target),
+      ]);
+      for (const [i, t] of tickets.entries()) {
+        const commit = earlier[i];
         if (commit) landed.push({ mrId: t.mrId, commit });
         else todo.push(t);
       }
@@ -170,7 +179,6 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
         };
       }
 
-      const targetSha = await remoteBranchSha(mirror, target);
       const unusable = targetSha
         ? await firstUnusable(mirror, todo, targetSha)
         : {
@@ -529,13 +537,16 @@ async function firstUnusable(
 
 /** Why an MR's head cannot be merged at all, if it cannot. */
 async function checkHead(mirror: string, t: Ticket, targetSha: string): Promise<MergeOutcome | undefined> {
-  const hasHead = (await gitStatus(mirror, ['cat-file', '-e', `${t.headSha}^{commit}`])).ok;
+  // Both looks at once (read-only); the second fails anyway when the first does, so it is judged second.
+  const [hasHead, isAncestor] = await Promise.all([
+    gitStatus(mirror, ['cat-file', '-e', `${t.headSha}^{commit}`]).then((r) => r.ok),
+    gitStatus(mirror, ['merge-base', '--is-ancestor', t.headSha, targetSha]).then((r) => r.ok),
+  ]);
   if (!hasHead)
     return {
       kind: 'rejected',
       feedback: `commit ${t.headSha} of ${t.branch} is not in the repository (was the branch pushed?)`,
     };
-  const isAncestor = (await gitStatus(mirror, ['merge-base', '--is-ancestor', t.headSha, targetSha])).ok;
   if (isAncestor)
     return {
       kind: 'rejected',

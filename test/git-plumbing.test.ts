@@ -149,6 +149,8 @@ describe('a run’s own repository', () => {
       `git config core.fsmonitor 'touch ${marker}-fsmonitor; false' && git config core.hooksPath "$PWD/.git/hooks"`,
       { cwd: workTree },
     );
+    // The repository is made without git's template (no hooks directory): the agent makes one.
+    mkdirSync(join(workTree, '.git', 'hooks'), { recursive: true });
     for (const hook of ['pre-push', 'post-checkout', 'reference-transaction'])
       writeFileSync(join(workTree, '.git', 'hooks', hook), `#!/bin/sh\ntouch ${marker}-${hook}\n`, { mode: 0o755 });
     // Nothing committed yet: the worker looks at the work tree (a status), the path an fsmonitor would fire on.
