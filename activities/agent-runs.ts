@@ -323,16 +323,23 @@ export function createAgentRunActivities(deps: HostDeps) {
   /** The run's worktree (on the bead's branch, or the leg's) and prompt, after stopping stale runs of the bead. */
   const prepare = async (input: z.output<typeof PrepareRunInput>): Promise<PreparedRun> => {
     const { leg } = input;
-    const staleRunsStopped = await stopStaleRuns(
-      input.bead.id,
-      input.runId,
-      leg ? { round: input.round, after: leg.after, earlier: leg.earlier } : undefined,
-    );
-    const mirror = await syncMirror(input.rig.name, input.rig.repo, deps.gtHome);
+    // Side by side (the start is on every bead's critical path): the fetch touches only the mirror, and the worktree a
+    // stale agent could still write to is made below, after both.
+    const [staleRunsStopped, mirror] = await Promise.all([
+      stopStaleRuns(
+        input.bead.id,
+        input.runId,
+        leg ? { round: input.round, after: leg.after, earlier: leg.earlier } : undefined,
+      ),
+      syncMirror(input.rig.name, input.rig.repo, deps.gtHome),
+    ]);
     // A leg starts where the bead's branch is (or the target) and works on a branch and worktree of its own.
     const branch = leg ? legBranch(input.bead.id, input.round, leg.index) : beadBranch(input.bead.id);
-    const published = await remoteBranchSha(mirror, beadBranch(input.bead.id));
-    const base = published ?? (await remoteBranchSha(mirror, input.targetBranch));
+    const [published, target] = await Promise.all([
+      remoteBranchSha(mirror, beadBranch(input.bead.id)),
+      remoteBranchSha(mirror, input.targetBranch),
+    ]);
+    const base = published ?? target;
     if (!base)
       throw ApplicationFailure.nonRetryable(
         `target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`,
