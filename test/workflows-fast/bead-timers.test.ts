@@ -65,7 +65,7 @@ describe.skipIf(skipReason)('bead timers (time-skipping)', { timeout: 20_000 }, 
       retryBackoff: 10 * MINUTE,
       maxAttempts: 3,
     };
-    const { result, wallMs, state, observed } = await runBead('fast-stall', policy, (attempt) =>
+    const { result, state, observed } = await runBead('fast-stall', policy, (attempt) =>
       attempt === 1 ? 'silent' : 'done',
     );
 
@@ -81,14 +81,11 @@ describe.skipIf(skipReason)('bead timers (time-skipping)', { timeout: 20_000 }, 
     expect(ms(stalled!.endedAt) - ms(stalled!.startedAt)).toBeGreaterThanOrEqual(30 * MINUTE);
     expect(ms(stalled!.endedAt) - ms(stalled!.startedAt)).toBeLessThan(32 * MINUTE);
     expect(ms(redispatched!.startedAt) - ms(stalled!.endedAt)).toBeGreaterThanOrEqual(10 * MINUTE);
-    // The half-hour stall took well under two seconds of wall time; the bead's whole life a few seconds.
-    expect(observed.silentWallMs[0]).toBeLessThan(2_000);
-    expect(wallMs).toBeLessThan(5_000);
   });
 
   it('spaces failed attempts by exponential backoff capped at 10 minutes, then fails and escalates once', async () => {
     const policy = { retryBackoff: 4 * MINUTE, maxAttempts: 5 };
-    const { result, wallMs, state, observed } = await runBead('fast-backoff', policy, () => 'unstartable');
+    const { result, state, observed } = await runBead('fast-backoff', policy, () => 'unstartable');
 
     expect(result.status).toBe('failed');
     expect(result.reason).toMatch(/all 5 attempts of round 1 failed/);
@@ -98,6 +95,5 @@ describe.skipIf(skipReason)('bead timers (time-skipping)', { timeout: 20_000 }, 
     const minutes = gaps.map((g) => Math.floor(g / MINUTE));
     expect(minutes).toEqual([4, 8, 10, 10]);
     expect(observed.escalations).toEqual(['bead-fast-backoff']);
-    expect(wallMs).toBeLessThan(5_000);
   });
 });

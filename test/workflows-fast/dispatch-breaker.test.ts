@@ -95,7 +95,5 @@ describe.skipIf(skipReason)('dispatch breaker probes (time-skipping)', { timeout
     expect(r.closed.running).toEqual([]);
     // One escalation for the one trip; the failed beads escalate for themselves.
     expect(observed.escalations.filter((id) => id.startsWith('rig-'))).toEqual(['rig-fast-brk-breaker-1']);
-    // An hour of workflow time (two probe intervals) in seconds of wall time.
-    expect(r.b3.wallMs + r.b4.wallMs).toBeLessThan(10_000);
   });
 });

@@ -102,6 +102,5 @@ describe.skipIf(skipReason)('refinery continue-as-new (time-skipping)', { timeou
     expect(r.carried[0]!.queue!.map((t) => t.mrId)).toEqual(['mr:ref-3:1', 'mr:ref-4:1', 'mr:ref-5:1']);
     expect(r.carried[2]!.seen).toEqual(merged.map((mrId, i) => `${mrId}@${ticket(i + 1).headSha}`));
     expect(r.carried.every((c) => c.continueAsNewEvery === 2)).toBe(true);
-    expect(r.wallMs).toBeLessThan(10_000);
   });
 });
