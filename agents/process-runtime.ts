@@ -4,8 +4,7 @@
  * `launch.limits` are not applied (the sandbox runtime applies them).
  *
  * Invariants, shared with the sandbox runtime (which only changes what the inner command is):
- * - The run is an OUTER wrapper shell spawned for the worker (by its helper process, host/spawner.ts) as a detached
- *   process-group leader whose argv holds
+ * - The run is an OUTER wrapper shell spawned by the worker as a detached process-group leader whose argv holds
  *   `processTag(runId)`. The wrapper writes its own pid to `runDir/pid` first, then runs the inner command, then
  *   writes the inner command's exit code to `runDir/exit` (both by atomic rename); stdout and stderr of both go to
  *   `runDir/output.log`. Because the wrapper is detached, a worker crash leaves it running, and a later worker
@@ -19,6 +18,7 @@
  * - stop() signals the wrapper's process group (TERM, then KILL after the grace period): the agent and the children
  *   that stay in its group. An agent of this runtime that leaves its process group (setsid) survives stop().
  */
+import { spawn } from 'node:child_process';
 import {
   closeSync,
   existsSync,
@@ -35,7 +35,6 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { spawner } from '../host/spawner';
 import {
   OUTPUT_LOG,
   type AgentHandle,
@@ -236,19 +235,16 @@ export class ProcessRuntime implements AgentRuntimeDriver {
     // Watched from before the spawn: the wrapper writes its pid within milliseconds, and a poll alone would add up to
     // its interval to every start (the start is on a bead's critical path).
     const pidWritten = fileAppears(launch.runDir, 'pid');
-    // Started from the worker's small helper process: a spawn from the worker's own (large) process blocks its thread
-    // for milliseconds (host/spawner.ts), and every bead starts an agent and a gate on its critical path.
-    const started = spawner.detach({
-      file: '/bin/sh',
-      args: ['-c', OUTER, tag, launch.runDir, plan.prelude, ...plan.argv],
+    const out = openSync(files.log, 'a', 0o600);
+    const child = spawn('/bin/sh', ['-c', OUTER, tag, launch.runDir, plan.prelude, ...plan.argv], {
       cwd: launch.cwd,
       env: launch.env,
-      log: files.log,
+      detached: true,
+      stdio: ['ignore', out, out],
     });
-    const spawnError = started.then(
-      () => new Promise<Error>(() => undefined),
-      (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
-    );
+    closeSync(out);
+    const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+    child.unref();
     try {
       const deadline = Date.now() + LAUNCH_SETTLE_MS;
       while (Date.now() < deadline) {
@@ -264,8 +260,7 @@ export class ProcessRuntime implements AgentRuntimeDriver {
     } finally {
       pidWritten.close();
     }
-    const pid = await started.catch(() => undefined);
-    if (pid !== undefined) return { handle: handleFor(pid), adopted: false };
+    if (child.pid !== undefined) return { handle: handleFor(child.pid), adopted: false };
     throw new Error(`agent for ${launch.runId} did not start`);
   }
 

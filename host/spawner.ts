@@ -1,6 +1,5 @@
 /**
- * Runs short child processes (git), and starts detached ones (agents and gates), from a small helper process instead
- * of the worker's own.
+ * Runs short child processes (git) from a small helper process instead of the worker's own.
  *
  * Why: on Linux, libuv starts a child with fork(), which copies the page tables of the whole calling process while
  * that thread waits. The worker's process is large (the SDK, its workflow threads' heaps, cached workflows): at a few
@@ -13,9 +12,6 @@
  * - A command runs exactly as execFile would run it here: the file, arguments, working directory and environment are
  *   the caller's (the helper adds nothing: git's environment stays exactly what activities/git.ts allows), its stdin
  *   is the given input, and its result is the exit status with stdout and stderr (bounded by maxBuffer).
- * - A detached start is what `spawn(file, args, { detached: true })` with stdout and stderr appended to a file (mode
- *   0600) would be here: a new session and process group, nothing on stdin, the caller's environment and directory.
- *   It answers with the child's pid once it runs, or with why it could not start; the child outlives the helper.
  * - The helper is started on first use and again after it died; a helper that dies fails the commands it was running
  *   (an activity's retry runs them again) and never leaves the worker waiting. It exits when the worker goes (its stdin
  *   closes), and never keeps the worker's event loop alive while it has nothing to run.
@@ -38,33 +34,9 @@ export interface SpawnRequest {
   maxBuffer?: number;
 }
 
-export interface DetachRequest {
-  file: string;
-  args: string[];
-  cwd: string;
-  env: NodeJS.ProcessEnv;
-  /** Where the child's stdout and stderr are appended (created with mode 0600). */
-  log: string;
-}
-
 /** The helper's program: one JSON request per line in, one JSON answer per line out, children run concurrently. */
 const HELPER = `
-const { execFile, spawn } = require('node:child_process');
-const { closeSync, openSync } = require('node:fs');
-const answer = (a) => process.stdout.write(JSON.stringify(a) + '\\n');
-function detach(r) {
-  let out;
-  try {
-    out = openSync(r.log, 'a', 0o600);
-  } catch (err) {
-    return answer({ id: r.id, ok: false, stdout: '', stderr: err.message });
-  }
-  const child = spawn(r.file, r.args, { cwd: r.cwd, env: r.env, detached: true, stdio: ['ignore', out, out] });
-  closeSync(out);
-  child.once('spawn', () => answer({ id: r.id, ok: true, stdout: '', stderr: '', pid: child.pid }));
-  child.once('error', (err) => answer({ id: r.id, ok: false, stdout: '', stderr: err.message }));
-  child.unref();
-}
+const { execFile } = require('node:child_process');
 let buf = '';
 process.stdin.setEncoding('utf8');
 process.stdin.on('data', (chunk) => {
@@ -74,14 +46,10 @@ process.stdin.on('data', (chunk) => {
     buf = buf.slice(i + 1);
     if (!line) continue;
     const r = JSON.parse(line);
-    if (r.log) {
-      detach(r);
-      continue;
-    }
     const child = execFile(r.file, r.args, { cwd: r.cwd, env: r.env, maxBuffer: r.maxBuffer }, (err, stdout, stderr) => {
       // A command that could not be started at all (no such directory) says why; git's own failures say it in stderr.
       const why = err && typeof err.code === 'string' && !stderr ? err.message : stderr;
-      answer({ id: r.id, ok: !err, stdout, stderr: why });
+      process.stdout.write(JSON.stringify({ id: r.id, ok: !err, stdout, stderr: why }) + '\\n');
     });
     child.stdin.on('error', () => {});
     child.stdin.end(r.input || '');
@@ -94,31 +62,16 @@ type Helper = ChildProcessByStdio<Writable, Readable, null>;
 
 export class Spawner {
   private helper?: Helper;
-  private readonly pending = new Map<
-    number,
-    { resolve: (r: SpawnResult & { pid?: number }) => void; reject: (e: Error) => void }
-  >();
+  private readonly pending = new Map<number, { resolve: (r: SpawnResult) => void; reject: (e: Error) => void }>();
   private nextId = 1;
 
-  async run(req: SpawnRequest): Promise<SpawnResult> {
-    const { ok, stdout, stderr } = await this.send({ ...req, maxBuffer: req.maxBuffer ?? 16 * 1024 * 1024 });
-    return { ok, stdout, stderr };
-  }
-
-  /** Starts a detached child; its pid once it runs, or an error saying why it could not start. */
-  async detach(req: DetachRequest): Promise<number> {
-    const r = await this.send(req);
-    if (!r.ok || r.pid === undefined) throw new Error(`could not start ${req.file}: ${r.stderr || 'no pid'}`);
-    return r.pid;
-  }
-
-  private send(req: SpawnRequest | DetachRequest): Promise<SpawnResult & { pid?: number }> {
+  run(req: SpawnRequest): Promise<SpawnResult> {
     const helper = this.helper ?? this.start();
     const id = this.nextId++;
-    return new Promise((resolve, reject) => {
+    return new Promise<SpawnResult>((resolve, reject) => {
       this.pending.set(id, { resolve, reject });
       if (this.pending.size === 1) this.hold(helper, true);
-      helper.stdin.write(`${JSON.stringify({ id, ...req })}\n`);
+      helper.stdin.write(`${JSON.stringify({ id, ...req, maxBuffer: req.maxBuffer ?? 16 * 1024 * 1024 })}\n`);
     });
   }
 
@@ -133,11 +86,11 @@ export class Spawner {
     helper.stdout.on('data', (chunk: string) => {
       buf += chunk;
       for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
-        const answer = JSON.parse(buf.slice(0, i)) as SpawnResult & { id: number; pid?: number };
+        const answer = JSON.parse(buf.slice(0, i)) as SpawnResult & { id: number };
         buf = buf.slice(i + 1);
         const waiter = this.pending.get(answer.id);
         this.pending.delete(answer.id);
-        waiter?.resolve({ ok: answer.ok, stdout: answer.stdout, stderr: answer.stderr, pid: answer.pid });
+        waiter?.resolve({ ok: answer.ok, stdout: answer.stdout, stderr: answer.stderr });
       }
       if (this.pending.size === 0) this.hold(helper, false);
     });

@@ -1,12 +1,10 @@
 /**
- * host/spawner.ts runs the worker's git commands, and starts its agents and gates, from a small helper process (a fork
- * of the worker's large process blocked its thread for milliseconds per command). A command must run exactly as
- * execFile would run it in the worker — its own environment and nothing else, its input, its exit status and output —
- * a detached start must be a new session with exactly its environment, its output in a private file, outliving the
- * helper, and a helper that dies must fail what it was running and be replaced for the next command. Real processes
- * throughout.
+ * host/spawner.ts runs the worker's git commands from a small helper process (a fork of the worker's large process
+ * blocked its thread for milliseconds per command). A command must run exactly as execFile would run it in the
+ * worker — its own environment and nothing else, its input, its exit status and output — and a helper that dies must
+ * fail what it was running and be replaced for the next command. Real processes throughout.
  */
-import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -58,35 +56,4 @@ describe('the process helper', () => {
       stdout: 'again\n',
     });
   });
-
-  it('starts a detached child in a session of its own, with exactly its environment, its output appended to a private file, outliving the helper', async () => {
-    const s = new Spawner();
-    const dir = mkdtempSync(join(tmpdir(), 'gt-spawner-'));
-    const log = join(dir, 'out.log');
-    // The child prints its environment and session, kills the helper that started it, and goes on.
-    const pid = await s.detach({
-      file: 'sh',
-      args: [
-        '-c',
-        `env; echo err >&2; cut -d' ' -f6 /proc/$$/stat; kill -9 $PPID; sleep 0.3; echo survived > "${dir}/done"`,
-      ],
-      cwd: dir,
-      env: { ONLY_THIS: 'yes', PATH },
-      log,
-    });
-    await eventually(() => existsSync(join(dir, 'done')));
-    const lines = readFileSync(log, 'utf8').trim().split('\n');
-    // sh adds PWD (and dash nothing else): nothing of the worker's environment.
-    expect(lines.filter((l) => l.includes('=')).sort()).toEqual([`ONLY_THIS=yes`, `PATH=${PATH}`, `PWD=${dir}`]);
-    expect(lines).toContain('err');
-    expect(lines).toContain(String(pid)); // its session id is its own pid: a new session
-    expect(statSync(log).mode & 0o777).toBe(0o600);
-    const failed = s.detach({ file: 'true', args: [], cwd: '/no/such/dir', env: { PATH }, log });
-    await expect(failed).rejects.toThrow(/could not start true: .*ENOENT/);
-  });
 });
-
-async function eventually(ok: () => boolean): Promise<void> {
-  for (let i = 0; i < 200 && !ok(); i++) await new Promise((r) => setTimeout(r, 25));
-  expect(ok()).toBe(true);
-}
