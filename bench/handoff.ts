@@ -18,7 +18,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Client } from '@temporalio/client';
 import { DefaultLogger, Runtime, Worker, type NativeConnection } from '@temporalio/worker';
 import { startDevServer, type DevServer } from '../provisioning/dev-server';
-import type { DynamicConfig } from '../provisioning/server-settings';
+import type { DynamicConfig, ServerSettings } from '../provisioning/server-settings';
 import { handoffChain, timerChain, upsertChain } from './handoff-workflow';
 import { parseEvents, type HistoryEvent } from './histories';
 import { percentiles, type Percentiles } from './stats';
@@ -27,8 +27,8 @@ const TASK_QUEUE = 'bench-handoff';
 /** Short: a 1 ms durable timer takes about a second here whatever the setting (docs/performance.md). */
 const TIMER_STEPS = 5;
 
-/** Which server settings a baseline ran at: ours, or Temporal's defaults. */
-export type QueueReaders = 'ours' | 'server-default';
+/** Which server settings a baseline ran at (the figures' field keeps its first name). */
+export type QueueReaders = ServerSettings;
 
 export interface HandoffFigures {
   /** Absent in reports written before it existed: those ran at Temporal's defaults. */

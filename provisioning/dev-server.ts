@@ -36,6 +36,7 @@ import {
   SQLITE_PRAGMAS,
   sqlitePragmaArgs,
   type DynamicConfig,
+  type ServerSettings,
 } from './server-settings';
 import { findOnPath, PROVISIONING_HELP, resolveTemporalCli, type ResolvedCli } from './temporal-cli';
 
@@ -50,7 +51,7 @@ export interface DevServerOptions {
   ip?: string;
   namespace?: string;
   /** `server-default`: leave the queue readers and the SQLite journal at Temporal's defaults (only to measure what ours change). */
-  settings?: 'ours' | 'server-default';
+  settings?: ServerSettings;
   /** More dynamic config (`--dynamic-config-value`), applied after the queue readers'. */
   dynamicConfig?: DynamicConfig;
   /** Where the server and its owner are recorded; a leftover recorded here is stopped before starting. */

@@ -37,6 +37,9 @@ export function sqlitePragmaArgs(pragmas: Readonly<Record<string, string>>): str
   return Object.entries(pragmas).flatMap(([key, value]) => ['--sqlite-pragma', `${key}=${value}`]);
 }
 
+/** Which settings a server runs with: ours (above), or Temporal's defaults (only to measure what ours change). */
+export type ServerSettings = 'ours' | 'server-default';
+
 export type DynamicConfig = Readonly<Record<string, number | string | boolean>>;
 
 /** The compose stack's dynamic config file (mounted into the `temporal` service), relative to the repository. */

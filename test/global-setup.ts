@@ -13,6 +13,7 @@ import { startDevServer, type DevServer } from '../provisioning/dev-server';
 import { resolveTestServer } from '../provisioning/test-server';
 import type { TimeSkippingServer } from './helpers/time-skipping';
 import { workflowBundleOptions } from '../worker/worker';
+import { quietLogger } from './helpers/quiet-logger';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -59,13 +60,3 @@ async function timeSkippingServer(): Promise<TimeSkippingServer> {
     return { error: (err as Error).message };
   }
 }
-
-const noop = () => undefined;
-const quietLogger = {
-  trace: noop,
-  debug: noop,
-  info: noop,
-  warn: noop,
-  error: (m: string) => console.error(m),
-  log: noop,
-};

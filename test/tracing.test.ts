@@ -16,6 +16,7 @@ import { z } from 'zod';
 import { Town } from '../client/town';
 import { startTracing, tracingSettingsFromEnv, workflowBundlePlugins, type Tracing } from '../worker/tracing';
 import { createTownWorker, workflowBundleOptions, type TownWorker } from '../worker/worker';
+import { quietLogger } from './helpers/quiet-logger';
 import { startChild, type Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, FAST_POLICY, repoRoot, runGt } from './helpers/town';
@@ -52,8 +53,7 @@ beforeAll(async () => {
     serviceName: 'gastown-test',
     hostId: 'trace-host',
   });
-  const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} };
-  tracedBundle = await bundleWorkflowCode({ ...workflowBundleOptions, plugins: [tracing.plugin], logger: quiet });
+  tracedBundle = await bundleWorkflowCode({ ...workflowBundleOptions, plugins: [tracing.plugin], logger: quietLogger });
   connection = await Connection.connect({ address });
   native = await NativeConnection.connect({ address });
   // The sling itself is traced too: the client's start is the root of the bead's trace.

@@ -9,16 +9,16 @@ import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
 import { describe, expect, inject, it } from 'vitest';
 import { workflowPreloadModules } from '../worker/worker';
+import { quietLogger } from './helpers/quiet-logger';
 import type { preloadProbeWorkflow } from './fixtures/preload-probe-workflow';
 
-const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} };
 const workflowsPath = fileURLToPath(new URL('./fixtures/preload-probe-workflow.ts', import.meta.url));
 
 async function probe(preloadModules: string[]) {
   const address = inject('temporalAddress');
   const namespace = inject('temporalNamespace');
   const taskQueue = `preload-probe-${process.pid}-${preloadModules.length}`;
-  const { code } = await bundleWorkflowCode({ workflowsPath, preloadModules, logger: quiet });
+  const { code } = await bundleWorkflowCode({ workflowsPath, preloadModules, logger: quietLogger });
   const native = await NativeConnection.connect({ address });
   const connection = await Connection.connect({ address });
   try {

@@ -19,7 +19,6 @@ export type Agent = 'silent' | 'unstartable' | 'done';
 export interface Observed {
   supervisionCancelled: string[];
   /** Wall-clock milliseconds each silent agent ran until the bead stopped it. */
-  silentWallMs: number[];
   escalations: string[];
 }
 
@@ -75,7 +74,6 @@ export function beadActivities(
         return { runId, exitCode: 0, adopted: false };
       }
       const ctx = Context.current();
-      const started = performance.now();
       await env.connection.testService!.unlockTimeSkippingWithSleep({ duration: msToTs(silentFor) });
       try {
         for (;;) {
@@ -84,7 +82,6 @@ export function beadActivities(
         }
       } catch (err) {
         observed.supervisionCancelled.push(runId);
-        observed.silentWallMs.push(performance.now() - started);
         throw err;
       }
     },

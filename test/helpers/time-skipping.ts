@@ -88,10 +88,3 @@ export async function withWorker<T>(
 /** A rig for workflow inputs: nothing in it is touched by stubbed activities. */
 export const testRig = (overrides: Partial<RigConfigInput> = {}) =>
   RigConfig.parse({ name: 'fast', repo: '/nonexistent/repo.git', agent: 'true', ...overrides });
-
-/** Wall-clock milliseconds `fn` took, with its result. */
-export async function timed<T>(fn: () => Promise<T>): Promise<{ value: T; wallMs: number }> {
-  const started = performance.now();
-  const value = await fn();
-  return { value, wallMs: performance.now() - started };
-}

@@ -11,7 +11,7 @@ import { beadStateQuery } from '../../domain/messages';
 import type { RunPolicy } from '../../domain/rig';
 import type { BeadResult } from '../../domain/bead';
 import { type Agent, beadActivities, MERGED_COMMIT, type Observed } from '../helpers/bead-stubs';
-import { skipReason, startTimeSkipping, testRig, timed, withWorker } from '../helpers/time-skipping';
+import { skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
 
 const MINUTE = 60_000;
 const attemptOf = (runId: string) => Number(/\/a(\d+)$/.exec(runId)![1]);
@@ -28,7 +28,7 @@ describe.skipIf(skipReason)('bead timers (time-skipping)', { timeout: 20_000 }, 
   });
 
   const runBead = (id: string, policy: Partial<RunPolicy>, agentFor: (attempt: number) => Agent) => {
-    const observed: Observed = { supervisionCancelled: [], silentWallMs: [], escalations: [] };
+    const observed: Observed = { supervisionCancelled: [], escalations: [] };
     return withWorker(
       env,
       (taskQueue) =>
@@ -51,8 +51,8 @@ describe.skipIf(skipReason)('bead timers (time-skipping)', { timeout: 20_000 }, 
             },
           ],
         });
-        const { value: result, wallMs } = await timed(() => handle.result() as Promise<BeadResult>);
-        return { result, wallMs, state: await handle.query(beadStateQuery), observed };
+        const result = (await handle.result()) as BeadResult;
+        return { result, state: await handle.query(beadStateQuery), observed };
       },
     );
   };

@@ -13,7 +13,7 @@ import { beadWorkflowId } from '../../domain/ids';
 import { beadStateQuery } from '../../domain/messages';
 import type { BeadResult } from '../../domain/bead';
 import { type Agent, beadActivities, type Observed } from '../helpers/bead-stubs';
-import { skipReason, startTimeSkipping, testRig, timed, withWorker } from '../helpers/time-skipping';
+import { skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
 
 const MINUTE = 60_000;
 const PROBE_INTERVAL = 30 * MINUTE;
@@ -34,7 +34,7 @@ describe.skipIf(skipReason)('dispatch breaker probes (time-skipping)', { timeout
     });
     // The runtime is broken until the fourth bead: its run is the probe that starts.
     const agentFor = (runId: string): Agent => (runId.startsWith('brk-4/') ? 'done' : 'unstartable');
-    const observed: Observed = { supervisionCancelled: [], silentWallMs: [], escalations: [] };
+    const observed: Observed = { supervisionCancelled: [], escalations: [] };
 
     const r = await withWorker(
       env,
@@ -53,11 +53,9 @@ describe.skipIf(skipReason)('dispatch breaker probes (time-skipping)', { timeout
             taskQueue,
             args: [{ bead: { id, title: id }, rig }],
           });
-          const { value, wallMs } = await timed(async () => {
-            if (advance) await env.sleep(advance);
-            return handle.result() as Promise<BeadResult>;
-          });
-          return { result: value, wallMs, state: await handle.query(beadStateQuery) };
+          if (advance) await env.sleep(advance);
+          const result = (await handle.result()) as BeadResult;
+          return { result, state: await handle.query(beadStateQuery) };
         };
         /** The gate once it has taken in the reports signalled so far (they reach it after the bead ended). */
         const gateWhen = async (ready: (s: DispatchGateState) => boolean) => {

@@ -13,7 +13,7 @@ import type { MergeOutcome } from '../../domain/outcomes';
 import type { PullRequestSnapshot } from '../../domain/forge';
 import { mergeRequestStateQuery } from '../../domain/messages';
 import type { MergeRequestInput } from '../../workflows/merge-request';
-import { skipReason, startTimeSkipping, testRig, timed, withWorker } from '../helpers/time-skipping';
+import { skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
 
 const MINUTE = 60_000;
 const HEAD = 'abc123'.padEnd(40, '0');
@@ -79,8 +79,8 @@ describe.skipIf(skipReason)('merge request following a pull request (time-skippi
         taskQueue,
         args: [following('fast-poll', 20 * MINUTE)],
       });
-      const run = await timed(() => handle.result() as Promise<MergeOutcome>);
-      return { ...run, state: await handle.query(mergeRequestStateQuery), events: await eventsOf(handle) };
+      const value = (await handle.result()) as MergeOutcome;
+      return { value, state: await handle.query(mergeRequestStateQuery), events: await eventsOf(handle) };
     });
 
     expect(r.value).toEqual({
@@ -124,8 +124,8 @@ describe.skipIf(skipReason)('merge request following a pull request (time-skippi
         args: [following('fast-can', 10 * MINUTE)],
       });
       const firstRun = env.client.workflow.getHandle(handle.workflowId, handle.firstExecutionRunId);
-      const run = await timed(() => handle.result() as Promise<MergeOutcome>);
-      return { ...run, state: await handle.query(mergeRequestStateQuery), firstRunEvents: await eventsOf(firstRun) };
+      const value = (await handle.result()) as MergeOutcome;
+      return { value, state: await handle.query(mergeRequestStateQuery), firstRunEvents: await eventsOf(firstRun) };
     });
 
     expect(r.value).toMatchObject({ kind: 'merged', commit: MERGE_COMMIT });

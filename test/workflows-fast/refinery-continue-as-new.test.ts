@@ -13,7 +13,7 @@ import { refineryWorkflowId } from '../../domain/ids';
 import { enqueueSignal, pauseRefineryUpdate } from '../../domain/messages';
 import type { MergeTicketInput } from '../../domain/refinery';
 import type { RefineryInput } from '../../workflows/refinery';
-import { skipReason, startTimeSkipping, testRig, timed, withWorker } from '../helpers/time-skipping';
+import { skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
 
 const ticket = (n: number): MergeTicketInput => ({
   mrId: `mr:ref-${n}:1`,
@@ -65,14 +65,12 @@ describe.skipIf(skipReason)('refinery continue-as-new (time-skipping)', { timeou
       };
       const signal = (n: number) =>
         client.workflow.getHandle(handle.workflowId).signal(enqueueSignal, ticket(n) as never);
-      const { wallMs } = await timed(async () => {
-        // Queued while paused, so the first continuation has three tickets to carry whatever the timing.
-        for (let n = 1; n <= 5; n++) await signal(n);
-        await client.workflow
-          .getHandle(handle.workflowId)
-          .executeUpdate(pauseRefineryUpdate, { args: [{ paused: false }] });
-        await mergedCount(5);
-      });
+      // Queued while paused, so the first continuation has three tickets to carry whatever the timing.
+      for (let n = 1; n <= 5; n++) await signal(n);
+      await client.workflow
+        .getHandle(handle.workflowId)
+        .executeUpdate(pauseRefineryUpdate, { args: [{ paused: false }] });
+      await mergedCount(5);
       // Announced again after it merged (an MR re-announcing itself): the carried record of seen tickets drops it.
       await signal(1);
       await signal(6);
@@ -93,7 +91,7 @@ describe.skipIf(skipReason)('refinery continue-as-new (time-skipping)', { timeou
       };
       const carried = await continuations(3);
       await handle.terminate('test over');
-      return { wallMs, carried };
+      return { carried };
     });
 
     expect(merged).toEqual(['mr:ref-1:1', 'mr:ref-2:1', 'mr:ref-3:1', 'mr:ref-4:1', 'mr:ref-5:1', 'mr:ref-6:1']);
