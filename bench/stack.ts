@@ -11,6 +11,7 @@ import { bundleWorkflowCode, DefaultLogger, Runtime } from '@temporalio/worker';
 import { ConvoyClient } from '../client/convoys';
 import { Town } from '../client/town';
 import { startDevServer, type DevServer } from '../provisioning/dev-server';
+import { quietLogger } from '../worker/logging';
 import { createTownWorker, workflowBundleOptions, type TownWorker } from '../worker/worker';
 
 export interface BenchStack {
@@ -23,16 +24,6 @@ export interface BenchStack {
   taskQueue: string;
   stop(): Promise<void>;
 }
-
-const noop = () => undefined;
-const quietLogger = {
-  trace: noop,
-  debug: noop,
-  info: noop,
-  warn: noop,
-  error: (m: string) => console.error(m),
-  log: noop,
-};
 
 export async function startStack(log: (m: string) => void): Promise<BenchStack> {
   // The worker logs at WARN: the bench's own output is the progress report. The bench handles Ctrl-C itself

@@ -13,7 +13,7 @@ import { startDevServer, type DevServer } from '../provisioning/dev-server';
 import { resolveTestServer } from '../provisioning/test-server';
 import type { TimeSkippingServer } from './helpers/time-skipping';
 import { workflowBundleOptions } from '../worker/worker';
-import { quietLogger } from './helpers/quiet-logger';
+import { quietLogger } from '../worker/logging';
 
 declare module 'vitest' {
   export interface ProvidedContext {

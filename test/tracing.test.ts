@@ -16,7 +16,7 @@ import { z } from 'zod';
 import { Town } from '../client/town';
 import { startTracing, tracingSettingsFromEnv, workflowBundlePlugins, type Tracing } from '../worker/tracing';
 import { createTownWorker, workflowBundleOptions, type TownWorker } from '../worker/worker';
-import { quietLogger } from './helpers/quiet-logger';
+import { quietLogger } from '../worker/logging';
 import { startChild, type Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, FAST_POLICY, repoRoot, runGt } from './helpers/town';

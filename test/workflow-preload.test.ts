@@ -9,7 +9,7 @@ import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
 import { describe, expect, inject, it } from 'vitest';
 import { workflowPreloadModules } from '../worker/worker';
-import { quietLogger } from './helpers/quiet-logger';
+import { quietLogger } from '../worker/logging';
 import type { preloadProbeWorkflow } from './fixtures/preload-probe-workflow';
 
 const workflowsPath = fileURLToPath(new URL('./fixtures/preload-probe-workflow.ts', import.meta.url));

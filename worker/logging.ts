@@ -161,3 +161,14 @@ export function installWorkerRuntime(settings: WorkerRuntimeSettings = runtimeSe
 export function prometheusExporter(bindAddress: string, globalTags: Record<string, string> = {}) {
   return { prometheus: { bindAddress, countersTotalSuffix: true }, globalTags };
 }
+
+const noop = () => undefined;
+/** For the workflow bundler where its progress is noise (tests, the bench): errors only. */
+export const quietLogger = {
+  trace: noop,
+  debug: noop,
+  info: noop,
+  warn: noop,
+  error: (m: string) => console.error(m),
+  log: noop,
+};
