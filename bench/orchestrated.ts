@@ -133,7 +133,7 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
     agent: `'${agentScript}'`,
     gates: o.gates,
     maxPolecats: o.maxPolecats,
-    batchSize: o.batchSize ?? 1,
+    batchSize: o.batchSize,
     speculation: o.speculation ?? 1,
     env: { BENCH_TIMES: timesDir },
     policy: o.maxRounds ? { maxRounds: o.maxRounds } : undefined,

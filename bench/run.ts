@@ -28,6 +28,7 @@ import {
   type ConvoyScenarioReport,
   type QueueScenarioReport,
 } from './report';
+import { DEFAULT_BATCH_SIZE } from '../domain/rig';
 import { badBeads } from './scenario';
 import type { BenchStack } from './stack';
 import { startStack } from './stack';
@@ -194,6 +195,7 @@ async function main() {
     o.driver === 'convoy'
       ? 'Orchestrated runs are real convoys (ConvoyClient.start → convoyWorkflow → beads).'
       : 'Orchestrated runs sling each bead directly when its dependency has closed (--driver sling): no convoy workflow.',
+    `The convoys' rig has the product's merge-queue defaults: batches of up to ${DEFAULT_BATCH_SIZE} waiting MRs, halved after a failed batch (earlier reports, up to the 2026-11-30T13:00 one, merged one at a time); the floor merges and gates each bead on its own.`,
   ];
 
   const report = (): BenchReport => {

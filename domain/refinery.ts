@@ -123,6 +123,30 @@ export function withoutItem<T>(b: Bisection<T>, item: T): Bisection<T> {
   return { pending: b.pending.filter((p) => p !== item) };
 }
 
+// --- how much to batch --------------------------------------------------------------------------------------
+
+/**
+ * How a batch's first candidate (every MR the section took) fared: `passed` (it landed whole), `failed` (its gates
+ * failed, so bisection ran), or `other` (an MR excluded, the section's activity failed): nothing learned about the
+ * odds that a batch passes.
+ */
+export type BatchVerdict = 'passed' | 'failed' | 'other';
+
+/**
+ * The most MRs the refinery's next batch takes, between 1 and the rig's `batchSize` (the cap). A batch takes what
+ * is waiting up to this limit, so a shallow queue merges one at a time whatever the limit; the limit matters when the
+ * queue is deep. A failed batch costs 1 + ⌈log₂ n⌉ extra gate runs and holds up the good MRs in it, and the next
+ * batch is likelier to fail too (a broken base, a flaky gate, an agent that keeps sending the same bad change): the
+ * limit halves after a failed batch and doubles after one that landed whole — multiplicative both ways, so a run of
+ * failures gets to one at a time in ⌈log₂ cap⌉ batches, and a run of passes gets back as fast.
+ */
+export function nextBatchLimit(limit: number, cap: number, verdict: BatchVerdict): number {
+  const clamp = (n: number) => Math.min(Math.max(1, Math.floor(n)), Math.max(1, cap));
+  if (verdict === 'passed') return clamp(limit * 2);
+  if (verdict === 'failed') return clamp(Math.ceil(limit / 2));
+  return clamp(limit);
+}
+
 // --- the refinery's answers and state -----------------------------------------------------------------------
 
 /**
@@ -223,6 +247,8 @@ export interface RefineryState {
   /** The latest section outcomes, newest last. */
   recent: SectionRecord[];
   batchSize: number;
+  /** The most MRs the next batch takes now (nextBatchLimit): `batchSize` until a batch fails. */
+  batchLimit?: number;
   /** Speculative candidates gated at once at most (1: none). */
   speculation?: number;
 }

@@ -67,6 +67,12 @@ const rigText = (r: {
   r.gates.reduce((n, g) => n + g.length, 0) +
   Object.entries(r.env).reduce((n, [k, v]) => n + k.length + v.length, 0);
 
+/**
+ * A rig's batch size unless it says otherwise: with 16 agents finishing together a queue of one-at-a-time merges
+ * falls behind (docs/performance.md, "Merge queue"), and a batch only forms when MRs are waiting.
+ */
+export const DEFAULT_BATCH_SIZE = 8;
+
 export const RigConfig = z
   .object({
     name: RigName,
@@ -90,8 +96,12 @@ export const RigConfig = z
     runtime: AgentRuntime.default('process'),
     maxPolecats: z.number().int().min(1).max(1000).default(4),
     policy: RunPolicy.default(RunPolicy.parse({})),
-    /** Merge up to this many queued MRs as one gated candidate, bisecting to the culprits on failure; 1 = one at a time. */
-    batchSize: z.number().int().min(1).max(32).default(1),
+    /**
+     * Merge up to this many queued MRs as one gated candidate, bisecting to the culprits on failure; 1 = one at a time.
+     * A batch takes what is waiting, so a shallow queue merges one at a time anyway; fewer after a failed batch
+     * (domain/refinery.ts nextBatchLimit). Default DEFAULT_BATCH_SIZE, or 1 on a speculative rig.
+     */
+    batchSize: z.number().int().min(1).max(32).optional(),
     /**
      * Gate up to this many queued MRs at once on speculative stacks (MR k on target + MR 1..k−1, Zuul-style); a failure
      * evicts its MR and rebuilds what stood behind it. 1 = no speculation (today's one section at a time).
@@ -122,6 +132,7 @@ export const RigConfig = z
       .object({ name: z.string().trim().min(1).max(200), email: z.string().trim().min(3).max(320) })
       .optional(),
   })
+  .transform((r) => ({ ...r, batchSize: r.batchSize ?? (r.speculation > 1 ? 1 : DEFAULT_BATCH_SIZE) }))
   .refine((r) => r.speculation === 1 || r.batchSize === 1, {
     message:
       'a rig merges either in batches (batchSize > 1) or speculatively (speculation > 1), not both: set the other to 1',

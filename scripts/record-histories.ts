@@ -54,6 +54,18 @@ const worker = await createTownWorker({
 const running = worker.run();
 try {
   const town = new Town(client, 'record');
+  /** Slings `<rig>-<x>` beads while the rig's refinery is paused, so their MRs meet in the queue; waits for them all. */
+  const slingQueued = async (rig: string, names: string[], title: string) => {
+    const refinery = client.workflow.getHandle(`refinery:${rig}`);
+    while (!(await refinery.query(refineryStateQuery).catch(() => undefined)))
+      await new Promise((r) => setTimeout(r, 100));
+    await refinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: true }] });
+    const beads = await Promise.all(names.map((x) => town.sling(rig, { id: `${rig}-${x}`, title: `${title} ${x}` })));
+    while ((await refinery.query(refineryStateQuery)).queue.length < beads.length)
+      await new Promise((r) => setTimeout(r, 200));
+    await refinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: false }] });
+    for (const b of beads) console.error(`${b.beadId}: ${(await b.handle.result()).status}`);
+  };
   const repo = await createRepo();
   await town.addRig({ name: 'rec', repo: repo.origin, agent: agent('good'), gates: ['test -d work'], policy: fast });
   await town.addRig({
@@ -290,17 +302,19 @@ try {
     speculation: 3,
     policy: fast,
   });
-  const specRefinery = client.workflow.getHandle('refinery:rec-spec');
-  while (!(await specRefinery.query(refineryStateQuery).catch(() => undefined)))
-    await new Promise((r) => setTimeout(r, 100));
-  await specRefinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: true }] });
-  const specBeads = await Promise.all(
-    ['a', 'b', 'c', 'd'].map((x) => town.sling('rec-spec', { id: `rec-spec-${x}`, title: `Speculative ${x}` })),
-  );
-  while ((await specRefinery.query(refineryStateQuery)).queue.length < specBeads.length)
-    await new Promise((r) => setTimeout(r, 200));
-  await specRefinery.executeUpdate(pauseRefineryUpdate, { args: [{ paused: false }] });
-  for (const b of specBeads) console.error(`${b.beadId}: ${(await b.handle.result()).status}`);
+  await slingQueued('rec-spec', ['a', 'b', 'c', 'd'], 'Speculative');
+
+  // A batching merge queue (batch 4): four MRs gated as one candidate that fails on the third; bisection lands the
+  // first two, finds the culprit (sent back; its rework fails again and the bead fails) and lands the fourth.
+  await town.addRig({
+    name: 'rec-batch',
+    repo: repo.origin,
+    agent: agent('good'),
+    gates: ['test -d work && test ! -f work/rec-batch-c.txt'],
+    batchSize: 4,
+    policy: fast,
+  });
+  await slingQueued('rec-batch', ['a', 'b', 'c', 'd'], 'Batched');
 
   /** name → workflow id (its latest run), or [workflow id, run id]. */
   const scenarios: Record<string, string | [string, string]> = {
@@ -327,6 +341,7 @@ try {
     'refinery-removed': 'refinery:rec-removed',
     'refinery-updated': 'refinery:rec-updated',
     'refinery-speculative': 'refinery:rec-spec',
+    'refinery-batch': 'refinery:rec-batch',
     'bead-resumed-failed': 'bead:rec-failed-retried',
     'bead-resumed-merged': 'bead:rec-reopened-c',
     'convoy-reopened': 'convoy:rec-reopened',

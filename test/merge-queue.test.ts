@@ -38,7 +38,7 @@ describe('the merge queue', () => {
     const repo = await createRepo();
     const base = await repo.sha();
     const dir = mkdtempSync(join(tmpdir(), 'gt-gates-'));
-    const rig = await t.addRig({ name: 'serial', repo: repo.origin, gates: [recordingGate(dir)] });
+    const rig = await t.addRig({ name: 'serial', repo: repo.origin, batchSize: 1, gates: [recordingGate(dir)] });
     await pauseRefinery(t, 'serial', true);
 
     const priorities = [2, 4, 1, 2, 0, 3, 2, 1, 4, 2];
@@ -146,6 +146,7 @@ describe('the merge queue', () => {
       name: 'rolling',
       repo: repo.origin,
       agent: 'true',
+      batchSize: 1,
       policy: { heartbeatTimeout: 10_000 },
     });
     const workflowId = refineryWorkflowId('rolling');

@@ -1,4 +1,7 @@
-/** Issue 4 acceptance, batching: 8 MRs with one bad → the culprit isolated by bisection, 7 merged, gate runs counted. */
+/**
+ * Issue 4 acceptance, batching: 8 MRs with one bad → the culprit isolated by bisection, 7 merged, gate runs counted.
+ * Issue 13, adaptive batches: the failed batch halves the next one, which lands and doubles the limit back.
+ */
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,7 +18,7 @@ import {
   trailersOf,
   waitForQueue,
 } from './helpers/refinery';
-import { startTestTown, type TestTown } from './helpers/town';
+import { runGt, startTestTown, type TestTown } from './helpers/town';
 
 let t: TestTown;
 beforeAll(async () => {
@@ -72,5 +75,30 @@ describe('batching with bisection', () => {
     );
     expect(await repo.show('work/BROKEN')).toBeNull();
     expect(existsSync(join(dir, 'overlap'))).toBe(false);
+
+    // The failed batch halved the limit: six good MRs waiting together are taken four at a time, and the landed
+    // batch of four doubles it back to eight for the two left.
+    expect(state.batchLimit).toBe(4);
+    const shown = await runGt(['mq', 'batched'], t.cliEnv());
+    expect(shown.stdout).toContain('(batches of up to 4 for now, 8 at most)');
+    await pauseRefinery(t, 'batched', true);
+    const more = ['c1', 'c2', 'c3', 'c4', 'c5', 'c6'];
+    const second = [];
+    for (const b of more)
+      second.push(await startQueuedMergeRequest(t, rig, { beadId: b, files: { [`work/${b}.txt`]: `${b}\n` } }));
+    await waitForQueue(t, 'batched', more.length);
+    await pauseRefinery(t, 'batched', false);
+    expect((await Promise.all(second.map((h) => h.result()))).map((o) => o.kind)).toEqual(Array(6).fill('merged'));
+    const secondRuns = gateRecords(dir).slice(runs.length);
+    expect(secondRuns.map((r) => [r.result, r.mrIds])).toEqual([
+      ['pass', more.slice(0, 4).map((b) => `mr:${b}:1`)],
+      ['pass', more.slice(4).map((b) => `mr:${b}:1`)],
+    ]);
+    expect(await refineryState(t, 'batched')).toMatchObject({ merged: 13, rejected: 1, batchSize: 8, batchLimit: 8 });
+    expect((await targetTreesHeld(repo.origin)).reverse()).toEqual(
+      gateRecords(dir)
+        .filter((r) => r.result === 'pass')
+        .map((r) => r.tree),
+    );
   });
 });

@@ -1,10 +1,14 @@
-/** The merge queue's pure logic: queue order (priority, age, convoy bonus, capped retry penalty) and batch bisection. */
+/**
+ * The merge queue's pure logic: queue order (priority, age, convoy bonus, capped retry penalty), batch bisection,
+ * the adaptive batch limit, and the rig's batch default.
+ */
 import { describe, expect, it } from 'vitest';
 import { assessPullRequest, githubRepository, type PullRequestSnapshot } from '../domain/forge';
 import {
   afterProbe,
   type Bisection,
   MergeTicket,
+  nextBatchLimit,
   nextBisectionStep,
   orderQueue,
   QUEUE_WEIGHTS,
@@ -12,6 +16,7 @@ import {
   ticketScore,
   withoutItem,
 } from '../domain/refinery';
+import { DEFAULT_BATCH_SIZE, RigConfig } from '../domain/rig';
 
 const HOUR = 3_600_000;
 const NOW = 100 * HOUR;
@@ -136,6 +141,40 @@ describe('batch bisection', () => {
     const b = afterProbe(startBisection(['a', 'b', 'c', 'd']), 4, false);
     expect(nextBisectionStep(b)).toEqual({ kind: 'probe', items: ['a', 'b'] });
     expect(nextBisectionStep(withoutItem(b, 'b'))).toEqual({ kind: 'probe', items: ['a', 'c', 'd'] });
+  });
+});
+
+describe('the batch limit', () => {
+  it('halves after a failed batch down to one at a time, and doubles after a landed one up to the cap', () => {
+    const after = (verdicts: ('passed' | 'failed' | 'other')[], from = 8) => {
+      const seen: number[] = [];
+      let limit = from;
+      for (const v of verdicts) seen.push((limit = nextBatchLimit(limit, 8, v)));
+      return seen;
+    };
+    expect(after(['failed', 'failed', 'failed', 'failed'])).toEqual([4, 2, 1, 1]);
+    expect(after(['passed', 'passed', 'passed', 'passed'], 1)).toEqual([2, 4, 8, 8]);
+    expect(after(['failed', 'other', 'passed'])).toEqual([4, 4, 8]);
+    expect(nextBatchLimit(3, 8, 'failed')).toBe(2);
+  });
+
+  it('stays within 1 and the cap whatever it is given (a lowered cap, a carried value out of range)', () => {
+    expect(nextBatchLimit(8, 4, 'other')).toBe(4);
+    expect(nextBatchLimit(0, 4, 'other')).toBe(1);
+    expect(nextBatchLimit(-3, 4, 'passed')).toBe(1);
+    expect(nextBatchLimit(2.5, 4, 'other')).toBe(2);
+    expect(nextBatchLimit(1, 1, 'passed')).toBe(1);
+  });
+
+  it('is the default batch size on a rig that does not speculate, and one at a time on one that does', () => {
+    const rig = { name: 'x', repo: '/r', agent: 'a' };
+    expect(RigConfig.parse(rig).batchSize).toBe(DEFAULT_BATCH_SIZE);
+    expect(RigConfig.parse({ ...rig, speculation: 4 })).toMatchObject({ batchSize: 1, speculation: 4 });
+    expect(RigConfig.parse({ ...rig, batchSize: 1 }).batchSize).toBe(1);
+    expect(RigConfig.safeParse({ ...rig, speculation: 4, batchSize: 2 }).success).toBe(false);
+    // A stored rig keeps the size it was parsed with: parsing it again changes nothing.
+    const stored = RigConfig.parse({ ...rig, batchSize: 3 });
+    expect(RigConfig.parse(stored)).toEqual(stored);
   });
 });
 

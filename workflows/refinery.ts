@@ -46,9 +46,11 @@ import {
 } from '../domain/messages';
 import {
   afterProbe,
+  type BatchVerdict,
   type CandidateResult,
   MAX_QUEUED_TICKETS,
   MergeTicket,
+  nextBatchLimit,
   nextBisectionStep,
   orderQueue,
   type RefinerySection,
@@ -90,6 +92,8 @@ export interface RefineryInput {
   maxQueue?: number;
   /** Section failures per MR so far (infrastructure trouble, not the MR's fault): bounded before the MR is sent back. */
   sectionFailures?: Record<string, number>;
+  /** The most MRs the next batch takes (nextBatchLimit); the rig's batchSize when absent. */
+  batchLimit?: number;
 }
 
 const SEEN_KEEP = 5000;
@@ -103,6 +107,11 @@ const BOUNDED_QUEUE = 'refinery-bounded-queue';
  * currentRigConfig reads it without a query (activities/rig-config.ts).
  */
 const CONFIG_IN_MEMO = 'refinery-config-in-memo';
+/**
+ * patched() id: a batching rig's batches take up to `batchLimit` MRs (halved after a failed batch, doubled after one
+ * that landed whole) instead of always up to `batchSize`. Asked only by rigs with batchSize > 1.
+ */
+const ADAPTIVE_BATCH = 'refinery-adapts-batches';
 const CONVOYS_KEEP = 1000;
 /** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
 const MAX_SECTION_FAILURES = 3;
@@ -124,6 +133,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   const sectionFailures: Record<string, number> = { ...input.sectionFailures };
   let paused = input.paused ?? false;
   const maxQueue = input.maxQueue ?? MAX_QUEUED_TICKETS;
+  let batchLimit = nextBatchLimit(input.batchLimit ?? rig.batchSize, rig.batchSize, 'other');
   let section: RefinerySection | undefined;
   let sectionTickets: MergeTicket[] = [];
   let sections = 0;
@@ -142,6 +152,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     ...stats,
     recent,
     batchSize: rig.batchSize,
+    batchLimit,
     speculation: rig.speculation,
   });
 
@@ -188,7 +199,10 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   setHandler(
     updateRigUpdate,
     (patch) => {
+      const cap = rig.batchSize;
       rig = RigConfig.parse({ ...rig, ...patch, name: rig.name });
+      // A new cap is the operator's word on how much to batch: start from it.
+      if (rig.batchSize !== cap) batchLimit = rig.batchSize;
       if (patched(CONFIG_IN_MEMO)) upsertMemo({ config: rig });
       return rig;
     },
@@ -299,13 +313,17 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     }
   };
 
-  /** Merges `tickets` (queue order) as few gated candidates as bisection needs; every passing probe lands at once. */
-  const mergeSection = async (tickets: MergeTicket[]) => {
+  /**
+   * Merges `tickets` (queue order) as few gated candidates as bisection needs; every passing probe lands at once.
+   * Answers how the first candidate (all of them) fared, for the next batch's size.
+   */
+  const mergeSection = async (tickets: MergeTicket[]): Promise<BatchVerdict> => {
     let bisection = startBisection(tickets);
     let lastFailure: Extract<SectionOutcome, { kind: 'gates_failed' }> | undefined;
+    let verdict: BatchVerdict | undefined;
     for (;;) {
       const step = nextBisectionStep(bisection);
-      if (step.kind === 'done') return;
+      if (step.kind === 'done') return verdict ?? 'other';
       if (step.kind === 'culprit') {
         await deliver(step.item, lastFailure!);
         bisection = withoutItem(bisection, step.item);
@@ -318,8 +336,9 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
         result = await merger().mergeCandidate({ rig, tickets: step.items, mode: 'merge' });
       } catch (err) {
         await sectionFailed(bisection.pending, err);
-        return;
+        return verdict ?? 'other';
       }
+      verdict ??= result.kind === 'merged' ? 'passed' : result.kind === 'gates_failed' ? 'failed' : 'other';
       stats.gateRuns += result.gateRuns;
       if (result.kind === 'merged') {
         const commitOf = new Map(result.merged.map((m) => [m.mrId, m.commit]));
@@ -339,7 +358,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
         bisection = withoutItem(bisection, t);
       } else {
         await sectionFailed(bisection.pending, `unexpected candidate result '${result.kind}' while merging`);
-        return;
+        return verdict;
       }
     }
   };
@@ -596,9 +615,13 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       sections++;
       continue;
     }
+    // Histories from before adaptive batches took up to batchSize every time, and replay the same way.
+    const adaptive = !usesPullRequest(lead) && rig.batchSize > 1 && patched(ADAPTIVE_BATCH);
     const taken = usesPullRequest(lead)
       ? [lead]
-      : ordered.filter((t) => t.targetBranch === lead.targetBranch && !usesPullRequest(t)).slice(0, rig.batchSize);
+      : ordered
+          .filter((t) => t.targetBranch === lead.targetBranch && !usesPullRequest(t))
+          .slice(0, adaptive ? batchLimit : rig.batchSize);
     const takenKeys = new Set(taken.map((t) => `${t.mrId}@${t.headSha}`));
     queue.splice(0, queue.length, ...queue.filter((t) => !takenKeys.has(`${t.mrId}@${t.headSha}`)));
     sectionTickets = taken.map(({ score: _score, ...t }) => t);
@@ -609,7 +632,14 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     };
     setStatus();
     if (section.kind === 'pull-request') await pullRequestSection(sectionTickets[0]!);
-    else await mergeSection(sectionTickets);
+    else {
+      const verdict = await mergeSection(sectionTickets);
+      if (adaptive) {
+        const next = nextBatchLimit(batchLimit, rig.batchSize, verdict);
+        if (next !== batchLimit) log.info('batch limit changed', { from: batchLimit, to: next, after: verdict });
+        batchLimit = next;
+      }
+    }
     section = undefined;
     sectionTickets = [];
     sections++;
@@ -637,5 +667,6 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     continueAsNewEvery: input.continueAsNewEvery,
     maxQueue: input.maxQueue,
     sectionFailures,
+    batchLimit,
   });
 }

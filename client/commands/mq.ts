@@ -15,7 +15,7 @@ const MqAction = z.enum(['show', 'pause', 'resume'], {
 
 export function describeQueue(q: RefineryState, now = Date.now()): string {
   const lines = [
-    `refinery:${q.rig}  ${q.paused ? 'PAUSED  ' : ''}merged ${q.merged}, sent back ${q.rejected}, pull requests ${q.pullRequests}, gate runs ${q.gateRuns}${q.batchSize > 1 ? `  (batches of up to ${q.batchSize})` : ''}`,
+    `refinery:${q.rig}  ${q.paused ? 'PAUSED  ' : ''}merged ${q.merged}, sent back ${q.rejected}, pull requests ${q.pullRequests}, gate runs ${q.gateRuns}${q.batchSize > 1 ? `  (batches of up to ${q.batchLimit !== undefined && q.batchLimit < q.batchSize ? `${q.batchLimit} for now, ${q.batchSize} at most` : q.batchSize})` : ''}`,
     q.section
       ? `merging  ${q.section.kind}: ${q.section.mrIds.join(', ')}${q.section.probe ? ` (gating the first ${q.section.probe})` : ''}, since ${q.section.startedAt}`
       : 'merging  (nothing)',

@@ -189,12 +189,12 @@ function settingOptions(cmd: Command, defaults: boolean): Command {
     )
     .option(
       '--batch-size <n>',
-      'merge up to n queued MRs as one gated candidate, bisecting to the culprits when it fails (default 1: one at a time)',
+      'merge up to n waiting MRs as one gated candidate, bisecting to the culprits when it fails; fewer after a failed batch (default 8, or 1 with --speculation; 1: one at a time)',
       intArg('--batch-size'),
     )
     .option(
       '--speculation <n>',
-      'gate up to n queued MRs at once, each on the target plus the MRs ahead of it; a failure evicts its MR and re-gates the ones behind (default 1: off; excludes --batch-size > 1)',
+      'gate up to n queued MRs at once, each on the target plus the MRs ahead of it; a failure evicts its MR and re-gates the ones behind (default 1: off; turns batches off unless --batch-size is given)',
       intArg('--speculation'),
     )
     .option(
@@ -314,7 +314,9 @@ export function registerRigCommands(program: Command): void {
                   email: o.gitEmail ?? current.gitIdentity?.email ?? '',
                 }
               : undefined,
-          batchSize: o.batchSize,
+          // Speculation turned on turns batches off (a rig does one or the other) unless the operator said both.
+          batchSize:
+            o.batchSize ?? (o.speculation !== undefined && o.speculation > 1 && current.batchSize > 1 ? 1 : undefined),
           speculation: o.speculation,
           forge: forgeGiven ? forgeOptions(o, current.repo, o.merge ?? current.merge, current.forge) : undefined,
           formula: o.formula,

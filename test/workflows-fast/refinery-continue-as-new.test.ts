@@ -52,7 +52,7 @@ describe.skipIf(skipReason)('refinery continue-as-new (time-skipping)', { timeou
     const r = await withWorker(env, activities, async (taskQueue) => {
       // The refinery never ends: its state is read by query, and no result() lets the server skip to its run timeout.
       const client = new Client({ connection: env.connection });
-      const rig = testRig({ name: 'fast-ref' });
+      const rig = testRig({ name: 'fast-ref', batchSize: 1 });
       const handle = await client.workflow.start('refineryWorkflow', {
         workflowId: refineryWorkflowId(rig.name),
         taskQueue,

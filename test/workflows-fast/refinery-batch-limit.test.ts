@@ -1,0 +1,110 @@
+/**
+ * Fast tier, the adaptive batch limit: a batch that fails its gates halves the next batch, one that lands whole
+ * doubles it back up to the rig's batchSize, and the limit crosses continue-as-new. The real refinery workflow on the
+ * time-skipping test server with a stubbed merge activity that fails every candidate holding the bad MR.
+ */
+import { Client } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { History } from '@temporalio/common/lib/proto-utils';
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { refineryWorkflowId } from '../../domain/ids';
+import { enqueueSignal, pauseRefineryUpdate } from '../../domain/messages';
+import type { MergeTicketInput } from '../../domain/refinery';
+import type { RefineryInput } from '../../workflows/refinery';
+import { skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
+
+const ticket = (n: number): MergeTicketInput => ({
+  mrId: `mr:lim-${n}:1`,
+  beadId: `lim-${n}`,
+  round: 1,
+  title: `bead ${n}`,
+  branch: `gt/lim-${n}`,
+  headSha: String(n).repeat(40).slice(0, 40),
+  targetBranch: 'main',
+  enqueuedAt: n,
+});
+const BAD = 'mr:lim-2:1';
+
+describe.skipIf(skipReason)('refinery batch limit (time-skipping)', { timeout: 30_000 }, () => {
+  let env: TestWorkflowEnvironment;
+  beforeAll(async () => {
+    env = await startTimeSkipping();
+  });
+  afterAll(async () => {
+    await env?.teardown();
+  });
+
+  it('halves the batch after a failed one, doubles it after a landed one, and carries it across continue-as-new', async () => {
+    const candidates: string[][] = [];
+    const activities = () => ({
+      mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
+        const ids = tickets.map((t) => t.mrId);
+        candidates.push(ids);
+        return Promise.resolve(
+          ids.includes(BAD)
+            ? { kind: 'gates_failed', outcome: { kind: 'gates_failed', feedback: 'gate failed' }, gateRuns: 1 }
+            : {
+                kind: 'merged',
+                commit: 'e'.repeat(40),
+                merged: ids.map((mrId) => ({ mrId, commit: 'e'.repeat(40) })),
+                gateRuns: 1,
+                alreadyMerged: false,
+              },
+        );
+      },
+    });
+    const carried = await withWorker(env, activities, async (taskQueue) => {
+      const client = new Client({ connection: env.connection });
+      const rig = testRig({ name: 'fast-lim', batchSize: 4 });
+      const handle = await client.workflow.start('refineryWorkflow', {
+        workflowId: refineryWorkflowId(rig.name),
+        taskQueue,
+        args: [{ rig, continueAsNewEvery: 1, paused: true }],
+      });
+      const latest = () => client.workflow.getHandle(handle.workflowId);
+      const pause = (paused: boolean) => latest().executeUpdate(pauseRefineryUpdate, { args: [{ paused }] });
+      const candidatesMade = async (n: number) => {
+        while (candidates.length < n) await new Promise((resolve) => setTimeout(resolve, 20));
+      };
+      /** The inputs of the continuations so far, once there are `n`. */
+      const continuations = async (n: number) => {
+        for (;;) {
+          const inputs: RefineryInput[] = [];
+          for (let runId: string | undefined = handle.firstExecutionRunId; runId;) {
+            const history: History = await client.workflow.getHandle(handle.workflowId, runId).fetchHistory();
+            const attributes = history.events!.at(-1)!.workflowExecutionContinuedAsNewEventAttributes;
+            if (attributes) inputs.push(defaultPayloadConverter.fromPayload(attributes.input!.payloads![0]!));
+            runId = attributes?.newExecutionRunId ?? undefined;
+          }
+          if (inputs.length >= n) return inputs;
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      };
+      // Four waiting, the second bad: [1..4] fails, bisection lands [1], finds 2, lands [3,4] — one section.
+      for (let n = 1; n <= 4; n++) await latest().signal(enqueueSignal, ticket(n) as never);
+      await pause(false);
+      await candidatesMade(4);
+      await continuations(1);
+      // Four more waiting at once: the halved limit takes two, lands them, doubles, takes the other two.
+      await pause(true);
+      for (let n = 5; n <= 8; n++) await latest().signal(enqueueSignal, ticket(n) as never);
+      await pause(false);
+      await candidatesMade(6);
+      const inputs = await continuations(3);
+      await latest().terminate('test over');
+      return inputs;
+    });
+
+    expect(candidates).toEqual([
+      ['mr:lim-1:1', BAD, 'mr:lim-3:1', 'mr:lim-4:1'],
+      ['mr:lim-1:1', BAD],
+      ['mr:lim-1:1'],
+      ['mr:lim-3:1', 'mr:lim-4:1'],
+      ['mr:lim-5:1', 'mr:lim-6:1'],
+      ['mr:lim-7:1', 'mr:lim-8:1'],
+    ]);
+    // What each section left for the next, as it crossed continue-as-new: halved, then doubled back to the cap.
+    expect(carried.slice(0, 3).map((c) => c.batchLimit)).toEqual([2, 4, 4]);
+  });
+});
