@@ -8,7 +8,7 @@ import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RigConfig } from '../domain/rig';
+import { DEFAULT_BATCH_SIZE, RigConfig } from '../domain/rig';
 import { createRepo } from './helpers/repo';
 import {
   firstParentHistory,
@@ -197,7 +197,8 @@ echo "$tree pass $GT_MR_IDS" >> "${dir}/gates.log"
       t.cliEnv(),
     );
     expect(added.code, added.stderr).toBe(0);
-    expect(JSON.parse(added.stdout)).toMatchObject({ speculation: 4 });
+    // A speculative rig does not batch unless told to (the default batch size is for rigs that do not speculate).
+    expect(JSON.parse(added.stdout)).toMatchObject({ speculation: 4, batchSize: 1 });
     const both = await runGt(['rig', 'update', 'spec-cli', '--batch-size', '4'], t.cliEnv());
     expect(both.code).not.toBe(0);
     expect(both.stderr).toMatch(/batch.*speculat|speculat.*batch/i);
@@ -205,5 +206,13 @@ echo "$tree pass $GT_MR_IDS" >> "${dir}/gates.log"
     expect(off.code, off.stderr).toBe(0);
     expect(JSON.parse(off.stdout)).toMatchObject({ speculation: 1 });
     expect((await refineryState(t, 'spec-cli')).speculation).toBe(1);
+
+    // A rig added with the defaults batches; turning speculation on turns its batches off.
+    const plain = await runGt(['rig', 'add', 'spec-later', '--repo', repo.origin, '--json'], t.cliEnv());
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(JSON.parse(plain.stdout)).toMatchObject({ speculation: 1, batchSize: DEFAULT_BATCH_SIZE });
+    const on = await runGt(['rig', 'update', 'spec-later', '--speculation', '3', '--json'], t.cliEnv());
+    expect(on.code, on.stderr).toBe(0);
+    expect(JSON.parse(on.stdout)).toMatchObject({ speculation: 3, batchSize: 1 });
   });
 });

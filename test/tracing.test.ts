@@ -157,7 +157,11 @@ describe('turning tracing on while workflows are running', () => {
     )) {
       if (r.error) failed.push({ workflowId: r.workflowId, error: String(r.error) });
     }
-    expect(failed.map((f) => f.workflowId).sort()).toEqual(['escalation-acknowledged', 'refinery-speculative']);
+    expect(failed.map((f) => f.workflowId).sort()).toEqual([
+      'escalation-acknowledged',
+      'refinery-batch',
+      'refinery-speculative',
+    ]);
     for (const f of failed)
       expect(f.error, f.workflowId).toMatch(
         /DeterminismViolationError.*UpsertWorkflowSearchAttributesMachine does not handle .*WorkflowExecutionUpdateCompleted/,
