@@ -203,7 +203,13 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
         commits.push({ mrId: t.mrId, commit: built.sha });
         head = built.sha;
       }
-      const candidateSha = commits[commits.length - 1]!.commit;
+      let candidateSha = commits[commits.length - 1]!.commit;
+      // Several MRs under the merge strategy land as one merge commit, as bors does: the target's first-parent
+      // history then holds only trees that were gated, as one MR at a time does. Its tree is the chain's.
+      if (rig.mergeStrategy === 'merge' && todo.length > 1) {
+        candidateSha = await batchMergeCommit(candidate, targetSha!, todo, candidateSha);
+        for (const c of commits) c.commit = candidateSha;
+      }
 
       if (rig.gates.length) gateRuns++;
       const gateKey = `gate-${fsSafe(lead.mrId)}-${candidateSha.slice(0, 12)}-a${attempt}r${casRound}`;
@@ -253,6 +259,24 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
   } finally {
     if (existsSync(candidateDir)) await removeCandidateTree(mirror, candidateDir);
   }
+}
+
+/**
+ * One merge commit for a batch: the tree of the MRs merged one after another (`chainTip`), the target and every MR's
+ * head as parents, each MR's trailer (findMergedCommit finds any of them), and HEAD moved to it so the gates see the
+ * commit that may land. The titles are the operator's, kept to one line each so none can add a trailer.
+ */
+async function batchMergeCommit(dir: Repo, targetSha: string, tickets: Ticket[], chainTip: string): Promise<string> {
+  const oneLine = (text: string) => text.replace(/\s+/g, ' ').trim();
+  const message = [
+    `Merge ${tickets.length} merge requests into ${tickets[0]!.targetBranch}`,
+    tickets.map((t) => `- ${oneLine(t.title)} (${t.beadId}): ${t.branch}`).join('\n'),
+    tickets.map((t) => mergeTrailer(t.mrId, t.headSha)).join('\n'),
+  ].join('\n\n');
+  const parents = [...new Set([targetSha, ...tickets.map((t) => t.headSha)])].flatMap((p) => ['-p', p]);
+  const sha = (await git(dir, ['commit-tree', `${chainTip}^{tree}`, ...parents, '-m', message])).trim();
+  await git(dir, ['reset', '-q', '--soft', sha]);
+  return sha;
 }
 
 /**

@@ -66,9 +66,12 @@ describe('a review-then-land convoy', () => {
       .trim()
       .split('\n')
       .map((l) => l.trim());
-    expect(runs).toHaveLength(4);
-    for (const line of runs.slice(0, 3)) expect(line).toMatch(new RegExp(`^convoy/rtl main=${initial} `));
-    expect(runs[3]).toBe(`main main=${initial} files=rtl-a.txt rtl-b.txt rtl-c.txt`);
+    // Three bead merges into the convoy branch — two gate runs when a and c met in the queue and were batched — then
+    // the landing.
+    expect(runs.length).toBeGreaterThanOrEqual(3);
+    expect(runs.length).toBeLessThanOrEqual(4);
+    for (const line of runs.slice(0, -1)) expect(line).toMatch(new RegExp(`^convoy/rtl main=${initial} `));
+    expect(runs.at(-1)).toBe(`main main=${initial} files=rtl-a.txt rtl-b.txt rtl-c.txt`);
 
     // The dependent bead was built on the convoy branch after its dependency merged there.
     const beadB = await t.town.beadState('rtl-b');

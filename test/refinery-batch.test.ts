@@ -8,14 +8,15 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRepo } from './helpers/repo';
 import {
+  firstParentHistory,
   gateRecords,
+  landedInOrder,
   pauseRefinery,
   recordingGate,
   recordTargetMoves,
   refineryState,
   startQueuedMergeRequest,
   targetTreesHeld,
-  trailersOf,
   waitForQueue,
 } from './helpers/refinery';
 import { runGt, startTestTown, type TestTown } from './helpers/town';
@@ -31,6 +32,7 @@ afterAll(async () => {
 describe('batching with bisection', () => {
   it('gates eight MRs as one candidate, bisects to the one bad MR, and merges the other seven', async () => {
     const repo = await createRepo();
+    const base = await repo.sha();
     await recordTargetMoves(repo.origin);
     const dir = mkdtempSync(join(tmpdir(), 'gt-gates-'));
     const rig = await t.addRig({ name: 'batched', repo: repo.origin, batchSize: 8, gates: [recordingGate(dir)] });
@@ -70,9 +72,12 @@ describe('batching with bisection', () => {
     // The target only ever moved to gated trees (one move per passing probe), and holds the seven good MRs in queue order.
     const passed = runs.filter((r) => r.result === 'pass').map((r) => r.tree);
     expect((await targetTreesHeld(repo.origin)).reverse()).toEqual(passed);
-    expect((await trailersOf(repo.origin)).reverse().map((tr) => tr.split('@')[0])).toEqual(
-      beads.filter((b) => b !== 'b5').map((b) => `mr:${b}:1`),
-    );
+    expect(await landedInOrder(repo.origin)).toEqual(beads.filter((b) => b !== 'b5').map((b) => `mr:${b}:1`));
+    // Each landed probe is one merge commit (the target and its MRs' heads as parents): the first-parent history holds
+    // only gated trees, as one MR at a time does — here b1–b4, then b6–b8.
+    const firstParents = await firstParentHistory(repo.origin, base);
+    expect(firstParents.map((c) => c.parents.length)).toEqual([5, 4]);
+    expect(firstParents.map((c) => c.tree)).toEqual(passed);
     expect(await repo.show('work/BROKEN')).toBeNull();
     expect(existsSync(join(dir, 'overlap'))).toBe(false);
 
@@ -95,10 +100,11 @@ describe('batching with bisection', () => {
       ['pass', more.slice(4).map((b) => `mr:${b}:1`)],
     ]);
     expect(await refineryState(t, 'batched')).toMatchObject({ merged: 13, rejected: 1, batchSize: 8, batchLimit: 8 });
-    expect((await targetTreesHeld(repo.origin)).reverse()).toEqual(
-      gateRecords(dir)
-        .filter((r) => r.result === 'pass')
-        .map((r) => r.tree),
-    );
+    const allPassed = gateRecords(dir)
+      .filter((r) => r.result === 'pass')
+      .map((r) => r.tree);
+    expect((await targetTreesHeld(repo.origin)).reverse()).toEqual(allPassed);
+    expect((await firstParentHistory(repo.origin, base)).map((c) => c.tree)).toEqual(allPassed);
+    expect((await landedInOrder(repo.origin)).slice(7)).toEqual(more.map((b) => `mr:${b}:1`));
   });
 });

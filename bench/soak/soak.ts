@@ -502,9 +502,10 @@ async function collect(
   )
     .split('\n')
     .filter(Boolean)
-    .map((l) => {
-      const [sha, tree, mr] = l.split(' ');
-      return { sha: sha!, tree: tree!, mergeRequest: mr || undefined };
+    // A batch lands as one merge commit with a trailer per merge request: one entry for each.
+    .flatMap((l) => {
+      const [sha, tree, ...mrs] = l.split(' ').filter(Boolean);
+      return (mrs.length ? mrs : [undefined]).map((mr) => ({ sha: sha!, tree: tree!, mergeRequest: mr }));
     });
   const rootTree = (await git(origin, ['rev-parse', `${root}^{tree}`])).trim();
   const treesHeld = (await git(origin, ['log', '-g', '--format=%T', 'refs/heads/main']))

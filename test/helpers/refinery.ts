@@ -175,6 +175,13 @@ export async function firstParentHistory(origin: string, since: string, branch =
     });
 }
 
+/** The merge requests landed on the branch, oldest first (a batch's merge commit names its MRs in queue order). */
+export const landedInOrder = async (origin: string, branch = 'main') =>
+  (await git(origin, ['log', '--reverse', '--format=%(trailers:key=Gt-Merge-Request,valueonly)', branch]))
+    .split('\n')
+    .filter(Boolean)
+    .map((tr) => tr.split('@')[0]!);
+
 export const trailersOf = async (origin: string, branch = 'main') =>
   (await git(origin, ['log', '--format=%(trailers:key=Gt-Merge-Request,valueonly)', branch]))
     .split('\n')
