@@ -35,6 +35,8 @@ export const BenchOptions = z.object({
   queueRepeats: z.coerce.number().int().min(1).max(10),
   gateSeconds: z.coerce.number().min(0).max(60),
   batchSize: z.coerce.number().int().min(2).max(32),
+  /** The convoys' rig `batchSize`; unset: the product default (DEFAULT_BATCH_SIZE). `1` compares one at a time. */
+  convoyBatchSize: z.coerce.number().int().min(1).max(32).optional(),
   /** The speculative mode's `speculation`: candidates gated at once at most. */
   speculation: z.coerce.number().int().min(2).max(16),
   skip: z
@@ -126,6 +128,10 @@ export function parseOptions(argv: string[]): BenchOptions {
     .option('--queue-repeats <n>', `repeats of each merge-queue mode (default ${DEFAULTS.queueRepeats})`)
     .option('--gate-seconds <s>', `duration of the merge-queue bench's slow gate (default ${DEFAULTS.gateSeconds})`)
     .option('--batch-size <n>', `refinery batch size for the batching mode (default ${DEFAULTS.batchSize})`)
+    .option(
+      '--convoy-batch-size <n>',
+      "the convoys' rig batch size (default: the product's, 8; 1: one at a time, as reports up to 2026-11-30T13:00)",
+    )
     .option('--speculation <n>', `candidates gated at once in the speculative mode (default ${DEFAULTS.speculation})`)
     .option('--skip <parts>', 'leave out parts: convoys, queue', DEFAULTS.skip)
     .option(
@@ -159,6 +165,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     queueRepeats: pick('queueRepeats'),
     gateSeconds: pick('gateSeconds'),
     batchSize: pick('batchSize'),
+    convoyBatchSize: o.convoyBatchSize as string | undefined,
     speculation: pick('speculation'),
     skip: pick('skip'),
     only: o.only as string | undefined,

@@ -100,6 +100,7 @@ async function convoyScenario(
       gates,
       driver: o.driver,
       maxPolecats: width,
+      batchSize: o.convoyBatchSize,
       deadlineMs: deadlineFor(n),
     });
     if (run.status !== 'landed')
@@ -195,7 +196,9 @@ async function main() {
     o.driver === 'convoy'
       ? 'Orchestrated runs are real convoys (ConvoyClient.start → convoyWorkflow → beads).'
       : 'Orchestrated runs sling each bead directly when its dependency has closed (--driver sling): no convoy workflow.',
-    `The convoys' rig has the product's merge-queue defaults: batches of up to ${DEFAULT_BATCH_SIZE} waiting MRs, halved after a failed batch (earlier reports, up to the 2026-11-30T13:00 one, merged one at a time); the floor merges and gates each bead on its own.`,
+    o.convoyBatchSize === undefined
+      ? `The convoys' rig has the product's merge-queue defaults: batches of up to ${DEFAULT_BATCH_SIZE} waiting MRs, halved after a failed batch (earlier reports, up to the 2026-11-30T13:00 one, merged one at a time); the floor merges and gates each bead on its own.`
+      : `The convoys' rig merges ${o.convoyBatchSize === 1 ? 'one MR at a time' : `batches of up to ${o.convoyBatchSize} waiting MRs`} (--convoy-batch-size; the product's default is ${DEFAULT_BATCH_SIZE}); the floor merges and gates each bead on its own.`,
   ];
 
   const report = (): BenchReport => {
