@@ -15,6 +15,9 @@
  *  - a query to a run that continued as new does not return, and a signal sent during continue-as-new may be refused;
  *  - continue-as-new is suggested at 4,096 events or 4 MB (not configurable).
  */
+import type { Client } from '@temporalio/client';
+import { defaultPayloadConverter } from '@temporalio/common';
+import type { History } from '@temporalio/common/lib/proto-utils';
 import type { EphemeralServerExecutable } from '@temporalio/testing';
 import { temporal } from '@temporalio/proto';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -88,3 +91,21 @@ export async function withWorker<T>(
 /** A rig for workflow inputs: nothing in it is touched by stubbed activities. */
 export const testRig = (overrides: Partial<RigConfigInput> = {}) =>
   RigConfig.parse({ name: 'fast', repo: '/nonexistent/repo.git', agent: 'true', ...overrides });
+
+/**
+ * The inputs a workflow carried into each continue-as-new, once there are at least `n`, read from its runs' histories
+ * (a query to a run that continued as new does not return on the test server).
+ */
+export async function continuationInputs<T>(client: Client, workflowId: string, firstRunId: string, n: number) {
+  for (;;) {
+    const inputs: T[] = [];
+    for (let runId: string | undefined = firstRunId; runId;) {
+      const history: History = await client.workflow.getHandle(workflowId, runId).fetchHistory();
+      const attributes = history.events!.at(-1)!.workflowExecutionContinuedAsNewEventAttributes;
+      if (attributes) inputs.push(defaultPayloadConverter.fromPayload<T>(attributes.input!.payloads![0]!));
+      runId = attributes?.newExecutionRunId ?? undefined;
+    }
+    if (inputs.length >= n) return inputs;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}

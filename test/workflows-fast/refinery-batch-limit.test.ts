@@ -4,15 +4,13 @@
  * time-skipping test server with a stubbed merge activity that fails every candidate holding the bad MR.
  */
 import { Client } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
-import type { History } from '@temporalio/common/lib/proto-utils';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { refineryWorkflowId } from '../../domain/ids';
 import { enqueueSignal, pauseRefineryUpdate } from '../../domain/messages';
 import type { MergeTicketInput } from '../../domain/refinery';
 import type { RefineryInput } from '../../workflows/refinery';
-import { skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
+import { continuationInputs, skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
 
 const ticket = (n: number): MergeTicketInput => ({
   mrId: `mr:lim-${n}:1`,
@@ -67,20 +65,8 @@ describe.skipIf(skipReason)('refinery batch limit (time-skipping)', { timeout: 3
       const candidatesMade = async (n: number) => {
         while (candidates.length < n) await new Promise((resolve) => setTimeout(resolve, 20));
       };
-      /** The inputs of the continuations so far, once there are `n`. */
-      const continuations = async (n: number) => {
-        for (;;) {
-          const inputs: RefineryInput[] = [];
-          for (let runId: string | undefined = handle.firstExecutionRunId; runId;) {
-            const history: History = await client.workflow.getHandle(handle.workflowId, runId).fetchHistory();
-            const attributes = history.events!.at(-1)!.workflowExecutionContinuedAsNewEventAttributes;
-            if (attributes) inputs.push(defaultPayloadConverter.fromPayload(attributes.input!.payloads![0]!));
-            runId = attributes?.newExecutionRunId ?? undefined;
-          }
-          if (inputs.length >= n) return inputs;
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
-      };
+      const continuations = (n: number) =>
+        continuationInputs<RefineryInput>(client, handle.workflowId, handle.firstExecutionRunId, n);
       // Four waiting, the second bad: [1..4] fails, bisection lands [1], finds 2, lands [3,4] — one section.
       for (let n = 1; n <= 4; n++) await latest().signal(enqueueSignal, ticket(n) as never);
       await pause(false);

@@ -5,15 +5,13 @@
  * test server with a stubbed merge activity.
  */
 import { Client } from '@temporalio/client';
-import { defaultPayloadConverter } from '@temporalio/common';
-import type { History } from '@temporalio/common/lib/proto-utils';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { refineryWorkflowId } from '../../domain/ids';
 import { enqueueSignal, pauseRefineryUpdate } from '../../domain/messages';
 import type { MergeTicketInput } from '../../domain/refinery';
 import type { RefineryInput } from '../../workflows/refinery';
-import { skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
+import { continuationInputs, skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
 
 const ticket = (n: number): MergeTicketInput => ({
   mrId: `mr:ref-${n}:1`,
@@ -75,20 +73,8 @@ describe.skipIf(skipReason)('refinery continue-as-new (time-skipping)', { timeou
       await signal(1);
       await signal(6);
       await mergedCount(6);
-      /** What each continuation carried, once there are `n` of them (the last one follows the sixth merge). */
-      const continuations = async (n: number) => {
-        for (;;) {
-          const carried: RefineryInput[] = [];
-          for (let runId: string | undefined = handle.firstExecutionRunId; runId;) {
-            const history: History = await client.workflow.getHandle(handle.workflowId, runId).fetchHistory();
-            const attributes = history.events!.at(-1)!.workflowExecutionContinuedAsNewEventAttributes;
-            if (attributes) carried.push(defaultPayloadConverter.fromPayload(attributes.input!.payloads![0]!));
-            runId = attributes?.newExecutionRunId ?? undefined;
-          }
-          if (carried.length >= n) return carried;
-          await new Promise((resolve) => setTimeout(resolve, 20));
-        }
-      };
+      const continuations = (n: number) =>
+        continuationInputs<RefineryInput>(client, handle.workflowId, handle.firstExecutionRunId, n);
       const carried = await continuations(3);
       await handle.terminate('test over');
       return { carried };
