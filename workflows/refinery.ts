@@ -2,8 +2,9 @@
  * refinery:<rig> — the rig's merge queue and the only writer of its target branch.
  *
  * MRs arrive by signal and wait in score order (priority, convoy age, MR age, capped retry penalty). One merge
- * section runs at a time (failure class 9): a single MR, or — with `batchSize` > 1 — a batch gated as one
- * candidate and bisected down to its culprits when it fails. Each merge follows the bors rule (activities/merge.ts).
+ * section runs at a time (failure class 9): a single MR, or — with `batchSize` > 1 (the default) — the MRs waiting,
+ * up to the adaptive batch limit (halved after a failed batch, doubled after a landed one: nextBatchLimit), gated as
+ * one candidate and bisected down to its culprits when it fails. Each merge follows the bors rule (activities/merge.ts).
  * For rigs that merge by pull request the section only verifies the candidate and opens the PR; following the PR is
  * the merge request's business, so a PR waiting on a human never holds the queue (failure class 5).
  * The workflow also holds the rig's configuration, and continues as new with its queue when history grows; the
