@@ -15,7 +15,7 @@ const MqAction = z.enum(['show', 'pause', 'resume'], {
 
 export function describeQueue(q: RefineryState, now = Date.now()): string {
   const lines = [
-    `refinery:${q.rig}  ${q.paused ? 'PAUSED  ' : ''}merged ${q.merged}, sent back ${q.rejected}, pull requests ${q.pullRequests}, gate runs ${q.gateRuns}${q.batchSize > 1 ? `  (batches of up to ${q.batchLimit !== undefined && q.batchLimit < q.batchSize ? `${q.batchLimit} for now, ${q.batchSize} at most` : q.batchSize})` : ''}`,
+    `refinery:${q.rig}  ${q.paused ? 'PAUSED  ' : ''}merged ${q.merged}, sent back ${q.rejected}, pull requests ${q.pullRequests}, gate runs ${q.gateRuns}${batchText(q)}`,
     q.section
       ? `merging  ${q.section.kind}: ${q.section.mrIds.join(', ')}${q.section.probe ? ` (gating the first ${q.section.probe})` : ''}, since ${q.section.startedAt}`
       : 'merging  (nothing)',
@@ -76,4 +76,11 @@ export function registerMqCommands(program: Command): void {
         );
       else console.log(describeQueue(q));
     });
+}
+
+/** A batching rig's batch size, and the adaptive limit while a failed batch holds it lower. */
+function batchText(q: { batchSize: number; batchLimit?: number }): string {
+  if (q.batchSize <= 1) return '';
+  const limit = q.batchLimit ?? q.batchSize;
+  return `  (batches of up to ${limit < q.batchSize ? `${limit} for now, ${q.batchSize} at most` : q.batchSize})`;
 }
