@@ -60,5 +60,7 @@ export interface BeadReport {
   status: 'closed' | 'failed' | 'cancelled';
   commit?: string;
   reason?: string;
+  /** The bead's retry number, on a retried run's report (`gt bead retry`). */
+  retry?: number;
 }
 export const beadReportSignal = defineSignal<[BeadReport]>('beadReport');

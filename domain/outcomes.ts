@@ -6,7 +6,14 @@ import { z } from 'zod';
 
 /** Outcome of a merge request, as the bead sees it. Everything but `merged` is rework with feedback. */
 export const MergeOutcome = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('merged'), commit: z.string(), targetBranch: z.string(), prUrl: z.string().optional() }),
+  z.object({
+    kind: z.literal('merged'),
+    commit: z.string(),
+    targetBranch: z.string(),
+    prUrl: z.string().optional(),
+    /** The refinery reported this merge to the bead's convoy (MergeTicket.convoyBead): the bead need not. */
+    convoyTold: z.boolean().optional(),
+  }),
   z.object({ kind: z.literal('conflict'), paths: z.array(z.string()), feedback: z.string() }),
   z.object({ kind: z.literal('gates_failed'), gate: z.string(), feedback: z.string(), logPath: z.string().optional() }),
   z.object({ kind: z.literal('changes_requested'), feedback: z.string() }),

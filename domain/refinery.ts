@@ -25,6 +25,12 @@ export const MergeTicket = z.object({
   retries: z.number().int().min(0).default(0),
   /** When the ticket's convoy started, if the sender knows; otherwise the refinery uses the first time it saw the convoy. */
   convoyStartedAt: z.number().int().nonnegative().optional(),
+  /**
+   * Set on a convoy member bead's ticket (never a landing's): the refinery reports the merge to the convoy itself, in
+   * the workflow task that learns it, two workflow tasks before the bead could. `retry` is the bead's (`gt bead
+   * retry`), so the convoy tells the current run's report from a stale one, as it does the bead's own.
+   */
+  convoyBead: z.object({ retry: z.number().int().min(1).optional() }).optional(),
 });
 export type MergeTicket = z.infer<typeof MergeTicket>;
 export type MergeTicketInput = z.input<typeof MergeTicket>;

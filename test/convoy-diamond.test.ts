@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConvoyStatusView, ConvoySummary } from '../client/convoys';
 import type { ConvoyResult } from '../domain/convoy';
-import { beadMilestones, convoyTimeline, writeSpec } from './helpers/convoy';
+import { beadStartedAt, convoyTimeline, refineryMerges, writeSpec } from './helpers/convoy';
 import { createRepo } from './helpers/repo';
 import { agentScript, runGt, startTestTown, type TestTown } from './helpers/town';
 
@@ -55,7 +55,10 @@ describe('a diamond convoy (review-and-merge)', () => {
       'dia-c',
       'dia-d',
     ]);
-    expect(timeline.filter((e) => e.kind === 'report').every((e) => e.status === 'closed')).toBe(true);
+    // One report per bead, from the refinery as it merged (the bead, told so through its outcome, sends none).
+    const reports = timeline.filter((e) => e.kind === 'report');
+    expect(reports.map((e) => e.beadId).sort()).toEqual(['dia-a', 'dia-b', 'dia-c', 'dia-d']);
+    expect(reports.every((e) => e.status === 'closed' && e.from === 'refinery:diamond')).toBe(true);
     expect(at('start', 'dia-b')).toBeGreaterThan(at('report', 'dia-a'));
     expect(at('start', 'dia-c')).toBeGreaterThan(at('report', 'dia-a'));
     expect(at('start', 'dia-d')).toBeGreaterThan(Math.max(at('report', 'dia-b'), at('report', 'dia-c')));
@@ -64,15 +67,16 @@ describe('a diamond convoy (review-and-merge)', () => {
       timeline.find((e) => e.kind === 'start' && e.beadId === 'dia-c')!.at,
     );
 
-    // The beads' histories agree: a dependent's workflow starts after its dependencies' merge requests completed.
-    const m = Object.fromEntries(
-      await Promise.all(
-        ['a', 'b', 'c', 'd'].map(async (b) => [b, await beadMilestones(t.client, `dia-${b}`)] as const),
-      ),
+    // The refinery's history agrees: a dependent's workflow starts after the refinery recorded its dependencies'
+    // merges (the workflow task that reported them), and every bead merged once.
+    const merged = await refineryMerges(t.client, 'diamond');
+    expect([...merged.keys()].sort()).toEqual(['dia-a', 'dia-b', 'dia-c', 'dia-d']);
+    const started = Object.fromEntries(
+      await Promise.all(['a', 'b', 'c', 'd'].map(async (b) => [b, await beadStartedAt(t.client, `dia-${b}`)] as const)),
     );
-    expect(m.b!.started).toBeGreaterThanOrEqual(m.a!.merged!);
-    expect(m.c!.started).toBeGreaterThanOrEqual(m.a!.merged!);
-    expect(m.d!.started).toBeGreaterThanOrEqual(Math.max(m.b!.merged!, m.c!.merged!));
+    expect(started.b).toBeGreaterThanOrEqual(merged.get('dia-a')!);
+    expect(started.c).toBeGreaterThanOrEqual(merged.get('dia-a')!);
+    expect(started.d).toBeGreaterThanOrEqual(Math.max(merged.get('dia-b')!, merged.get('dia-c')!));
 
     // Status: a tree with runs, MR outcomes and commits; beads are searchable by convoy.
     const status = await runGt(['convoy', 'status', 'dia', '--json'], t.cliEnv());

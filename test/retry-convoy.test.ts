@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ConvoyClient } from '../client/convoys';
 import type { ConvoyResult } from '../domain/convoy';
-import { beadExists, runsOf } from './helpers/convoy';
+import { beadExists, convoyTimeline, runsOf } from './helpers/convoy';
 import { createRepo, type TestRepo } from './helpers/repo';
 import { agentScript, eventually, runGt, startTestTown, type TestTown } from './helpers/town';
 
@@ -134,6 +134,13 @@ describe('gt bead retry', () => {
     expect(c.feedback.join('\n')).toMatch(/\[retry 1 by .+\] the flake is gone/);
     expect((await runsOf(t.client, 'bead:rt5-c')).length).toBe(2);
     expect((await runsOf(t.client, 'convoy:rt5')).length).toBe(2);
+    // The retried run's merge was reported by the refinery with its retry number, which the convoy took (a report
+    // without it would be the failed run's, and ignored).
+    const reports = (await convoyTimeline(t.client, 'rt5')).filter((e) => e.kind === 'report' && e.beadId === 'rt5-c');
+    expect(reports.map((e) => [e.status, e.from])).toEqual([
+      ['failed', 'bead:rt5-c'],
+      ['closed', 'refinery:retry-five'],
+    ]);
 
     // Now merged: a second retry is refused.
     const again = await runGt(['bead', 'retry', 'rt5-c'], t.cliEnv());

@@ -47,6 +47,8 @@ import { mergeRequestWorkflow } from './merge-request';
 const FORMULA_ENGINE = 'bead-formula-engine';
 /** patched() id: a cancelled bead ends only after its supervising activity confirms the agent was stopped. */
 const CANCEL_WAITS_FOR_AGENT_STOP = 'bead-cancel-waits-for-agent-stop';
+/** patched() id: a merge the refinery reported to the convoy (MergeOutcome.convoyTold) is not reported again. */
+const LEAVES_MERGE_REPORT_TO_REFINERY = 'bead-leaves-merge-report-to-refinery';
 
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
   const input = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
@@ -78,6 +80,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         headSha: work.headSha,
         targetBranch: state.targetBranch,
         convoyId: convoy?.id,
+        convoyBead: convoy ? { retry: b.retry } : undefined,
       });
       const outcome: MergeOutcome = await executeChild<typeof mergeRequestWorkflow>(mr.workflowType, {
         ...mr.options,
@@ -86,7 +89,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       state.rounds[state.rounds.length - 1]!.outcome = outcome;
       if (outcome.kind === 'merged') {
         state.mergedCommit = outcome.commit;
-        return await finish(b, polecats, { beadId: bead.id, status: 'closed', commit: outcome.commit });
+        return await finish(b, polecats, { beadId: bead.id, status: 'closed', commit: outcome.commit }, outcome);
       }
       if (outcome.kind === 'pr_closed') {
         // A human closed the pull request: a decision, not a defect to rework. Fail (and escalate) at once.
@@ -135,7 +138,12 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
 }
 
 /** The bead's end: its status, an escalation when it failed, its report to its convoy. */
-async function finish(b: Bead, polecats: PolecatRuns, result: BeadResult): Promise<BeadResult> {
+async function finish(
+  b: Bead,
+  polecats: PolecatRuns,
+  result: BeadResult,
+  merged?: Extract<MergeOutcome, { kind: 'merged' }>,
+): Promise<BeadResult> {
   const { bead, rig, convoy } = b.input;
   const { retry } = b;
   await polecats.gateSignalsSent();
@@ -158,7 +166,8 @@ async function finish(b: Bead, polecats: PolecatRuns, result: BeadResult): Promi
       convoyId: convoy?.id,
     });
   }
-  if (convoy) {
+  // The refinery told the convoy of the merge as it learned it (two workflow tasks earlier): nothing to add.
+  if (convoy && !(merged?.convoyTold && patched(LEAVES_MERGE_REPORT_TO_REFINERY))) {
     await CancellationScope.nonCancellable(() =>
       getExternalWorkflowHandle(convoyWorkflowId(convoy.id))
         .signal(beadReportSignal, {

@@ -9,7 +9,7 @@ import type { TownQueueActivities } from '../activities';
 import { BeadSpec } from '../domain/bead';
 import { ConvoyId } from '../domain/ids';
 import { mergeRequestStateQuery, mergeResultSignal } from '../domain/messages';
-import { MergeResult, type MergeRequestState } from '../domain/refinery';
+import { MergeResult, MergeTicket, type MergeRequestState } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import { townActivities } from './agent-run';
@@ -53,6 +53,8 @@ export const MergeRequestInput = z.object({
   headSha: z.string().regex(/^[0-9a-f]{40}$/),
   targetBranch: z.string(),
   convoyId: ConvoyId.optional(),
+  /** Set by a convoy member bead (not a landing): the refinery reports the merge to the convoy (MergeTicket). */
+  convoyBead: MergeTicket.shape.convoyBead,
   /** Set when a run that was following a pull request continued as new. */
   following: FollowingState.optional(),
 });

@@ -77,6 +77,7 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       targetBranch: input.targetBranch,
       priority: bead.priority,
       convoyId: input.convoyId,
+      convoyBead: input.convoyBead,
       enqueuedAt: Date.now(),
       retries: input.round - 1,
     };

@@ -36,6 +36,7 @@ import type { TownQueueActivities } from '../activities';
 import type { ChainLink } from '../activities/merge';
 import { escalationIdPart } from '../domain/escalation';
 import {
+  beadReportSignal,
   enqueueSignal,
   mergeResultSignal,
   pauseRefineryUpdate,
@@ -64,7 +65,7 @@ import {
   withoutItem,
 } from '../domain/refinery';
 import { RigConfig, type RigConfigInput } from '../domain/rig';
-import { fsSafe } from '../domain/ids';
+import { convoyWorkflowId, fsSafe } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
 import { countTownEvent } from '../domain/metrics';
 import { failureMessage, parseOrReject } from '../domain/validation';
@@ -113,6 +114,11 @@ const CONFIG_IN_MEMO = 'refinery-config-in-memo';
  * that landed whole) instead of always up to `batchSize`. Asked only by rigs with batchSize > 1.
  */
 const ADAPTIVE_BATCH = 'refinery-adapts-batches';
+/**
+ * patched() id: a convoy bead's merge is reported to its convoy from here (MergeTicket.convoyBead), in the workflow
+ * task that learns it, instead of after the merge request's and the bead's tasks. Asked only for such merges.
+ */
+const REPORTS_TO_CONVOY = 'refinery-reports-to-convoy';
 const CONVOYS_KEEP = 1000;
 /** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
 const MAX_SECTION_FAILURES = 3;
@@ -254,6 +260,22 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
 
   /** Outcomes signalled to merge requests and not yet recorded; continue-as-new waits for them. */
   const deliveries = new Set<Promise<void>>();
+  /** Reports a convoy bead's merge to its convoy, as the bead's own report would (the convoy ignores repeats). */
+  const reportToConvoy = (ticket: MergeTicket, convoyId: string, commit: string): true => {
+    const sent: Promise<void> = getExternalWorkflowHandle(convoyWorkflowId(convoyId))
+      .signal(beadReportSignal, {
+        beadId: ticket.beadId,
+        status: 'closed',
+        commit,
+        ...(ticket.convoyBead?.retry ? { retry: ticket.convoyBead.retry } : {}),
+      })
+      .catch((err: unknown) =>
+        log.warn('could not report to convoy', { mrId: ticket.mrId, convoyId, error: String(err) }),
+      )
+      .finally(() => deliveries.delete(sent));
+    deliveries.add(sent);
+    return true;
+  };
   /** Tells a merge request its outcome; a merge request that is gone (its bead was cancelled) is only logged. */
   const deliver = async (ticket: MergeTicket, outcome: SectionOutcome) => {
     if (outcome.kind === 'merged') {
@@ -271,8 +293,17 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     recent.splice(0, Math.max(0, recent.length - RECENT_KEEP));
     delete sectionFailures[ticket.mrId];
     log.info('merge section outcome', { mrId: ticket.mrId, beadId: ticket.beadId, outcome: outcome.kind });
+    // The dependents of a convoy bead wait for its merge, not for its workflows to end: tell the convoy now, and the
+    // bead (through the outcome) that it need not. A signal that cannot reach the convoy would not from the bead
+    // either (both fail only when the convoy is gone), so the bead's report is skipped even if this one fails.
+    const toConvoy = outcome.kind === 'merged' && ticket.convoyBead && ticket.convoyId;
+    const told = toConvoy && patched(REPORTS_TO_CONVOY) ? reportToConvoy(ticket, toConvoy, outcome.commit) : false;
     const delivered = getExternalWorkflowHandle(ticket.mrId)
-      .signal(mergeResultSignal, { mrId: ticket.mrId, headSha: ticket.headSha, outcome })
+      .signal(mergeResultSignal, {
+        mrId: ticket.mrId,
+        headSha: ticket.headSha,
+        outcome: told && outcome.kind === 'merged' ? { ...outcome, convoyTold: true } : outcome,
+      })
       .catch((err: unknown) =>
         log.warn('merge request workflow is gone; outcome not delivered', { mrId: ticket.mrId, error: String(err) }),
       );

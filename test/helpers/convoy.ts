@@ -30,19 +30,27 @@ export async function runsOf(client: Client, workflowId: string): Promise<{ runI
   return runs.sort((a, b) => a.start - b.start);
 }
 
+/** A bead report the convoy took (`from`: the workflow that signalled it) or a start of beads it scheduled. */
+export interface TimelineEvent {
+  kind: 'report' | 'start';
+  beadId: string;
+  status?: string;
+  at: number;
+  from?: string;
+}
+
 /** The convoy's history across all its runs: bead reports received and bead starts scheduled, in order. */
-export async function convoyTimeline(
-  client: Client,
-  convoyId: string,
-): Promise<{ kind: 'report' | 'start'; beadId: string; status?: string; at: number }[]> {
-  const timeline: { kind: 'report' | 'start'; beadId: string; status?: string; at: number }[] = [];
+
+export async function convoyTimeline(client: Client, convoyId: string): Promise<TimelineEvent[]> {
+  const timeline: TimelineEvent[] = [];
   for (const run of await runsOf(client, `convoy:${convoyId}`)) {
     const history = await client.workflow.getHandle(`convoy:${convoyId}`, run.runId).fetchHistory();
     for (const e of history.events ?? []) {
       const signal = e.workflowExecutionSignaledEventAttributes;
       if (signal?.signalName === 'beadReport') {
         const [report] = decode(signal.input) as [{ beadId: string; status: string }];
-        timeline.push({ kind: 'report', beadId: report.beadId, status: report.status, at: eventTimeMs(e) });
+        const from = signal.externalWorkflowExecution?.workflowId ?? undefined;
+        timeline.push({ kind: 'report', beadId: report.beadId, status: report.status, at: eventTimeMs(e), from });
       }
       const scheduled = e.activityTaskScheduledEventAttributes;
       if (scheduled?.activityType?.name === 'startConvoyBeads') {
@@ -64,12 +72,29 @@ export async function convoyTimeline(
   return timeline;
 }
 
-/** When a bead workflow started, and when its merge request (a child) completed, from the bead's own history. */
-export async function beadMilestones(client: Client, beadId: string): Promise<{ started: number; merged?: number }> {
+/**
+ * When the rig's refinery reported each convoy bead's merge to its convoy (the completion of the workflow task that
+ * sent the report, across the refinery's runs): bead id → time. A bead reported twice fails the test.
+ */
+export async function refineryMerges(client: Client, rig: string): Promise<Map<string, number>> {
+  const merges = new Map<string, number>();
+  for (const run of await runsOf(client, `refinery:${rig}`)) {
+    const history = await client.workflow.getHandle(`refinery:${rig}`, run.runId).fetchHistory();
+    for (const e of history.events ?? []) {
+      const sent = e.signalExternalWorkflowExecutionInitiatedEventAttributes;
+      if (sent?.signalName !== 'beadReport') continue;
+      const [report] = decode(sent.input) as [{ beadId: string }];
+      if (merges.has(report.beadId)) throw new Error(`the refinery reported ${report.beadId} twice`);
+      merges.set(report.beadId, eventTimeMs(e));
+    }
+  }
+  return merges;
+}
+
+/** When a bead's workflow started (the first event of its history). */
+export async function beadStartedAt(client: Client, beadId: string): Promise<number> {
   const history = await client.workflow.getHandle(`bead:${beadId}`).fetchHistory();
-  const events = history.events ?? [];
-  const merged = events.find((e) => e.childWorkflowExecutionCompletedEventAttributes);
-  return { started: eventTimeMs(events[0]!), merged: merged ? eventTimeMs(merged) : undefined };
+  return eventTimeMs(history.events![0]!);
 }
 
 /** Whether a workflow with this id was ever started. */
