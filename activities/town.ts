@@ -1,6 +1,6 @@
 /** Activities that talk to Temporal itself: things workflow code cannot do (signal-with-start). */
-import { metricMeter } from '@temporalio/activity';
-import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
+import { activityInfo, log, metricMeter } from '@temporalio/activity';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { z } from 'zod';
 import { EscalationInput } from '../domain/escalation';
 import { enqueueSignal } from '../domain/messages';
@@ -9,6 +9,7 @@ import { RigConfig } from '../domain/rig';
 import { escalationStart, refineryStart, withSignal } from '../domain/starts';
 import { countTownEvent } from '../domain/metrics';
 import { parseActivityInput } from '../domain/validation';
+import { refineryRigConfig } from './rig-config';
 
 export interface TownDeps {
   client: Client;
@@ -21,7 +22,22 @@ export interface TownDeps {
 export const EnqueueInput = z.object({ rig: RigConfig, ticket: MergeTicket });
 export type EnqueueInput = z.input<typeof EnqueueInput>;
 
+/** Attempts of queueMergeRequest that fail to read the rig before it goes by the merge request's own configuration. */
+const RIG_READ_ATTEMPTS = 5;
+
 export function createTownActivities(deps: TownDeps) {
+  /** The rig's configuration as its refinery holds it; the given one for a rig without a running refinery. */
+  const currentRigOr = async (given: RigConfig): Promise<RigConfig> => {
+    try {
+      const { config, running } = await refineryRigConfig(deps.client, given.name);
+      return running ? config : given;
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return given;
+      if (activityInfo().attempt < RIG_READ_ATTEMPTS) throw err;
+      log.warn("could not read the rig configuration; going by the merge request's own", { error: String(err) });
+      return given;
+    }
+  };
   return {
     /**
      * The answering worker's host will own the agent run: whichever worker polls the town queue, or, run as a local
@@ -40,6 +56,21 @@ export function createTownActivities(deps: TownDeps) {
       // Started as `gt rig add` starts it (domain/starts.ts) if it is not running: same attributes, same summary.
       const start = refineryStart({ taskQueue: deps.taskQueue, input: { rig } });
       await deps.client.workflow.signalWithStart(start.workflowType, withSignal(start, enqueueSignal, [ticket]));
+    },
+
+    /**
+     * The merge request's first step in one local activity (patched() 'merge-request-queues-in-one-step'): reads the
+     * rig's current configuration, and unless it asks for a review, hands the ticket to the refinery under it. Returns
+     * the configuration it went by. A rig that cannot be read keeps the merge request's own after a few attempts, as
+     * the separate read did; the hand-off is retried as patiently as ever (the refinery ignores repeats).
+     */
+    async queueMergeRequest(raw: EnqueueInput): Promise<{ rig: RigConfig; queued: boolean }> {
+      const input = parseActivityInput(EnqueueInput, raw);
+      const rig = await currentRigOr(input.rig);
+      if (rig.reviewer) return { rig, queued: false };
+      const start = refineryStart({ taskQueue: deps.taskQueue, input: { rig } });
+      await deps.client.workflow.signalWithStart(start.workflowType, withSignal(start, enqueueSignal, [input.ticket]));
+      return { rig, queued: true };
     },
 
     /** Raises an escalation once per id: a retried or repeated raise finds the existing one. */

@@ -121,11 +121,11 @@ describe('tracing on', () => {
 
     // Activities signal through the worker's own client, which carries the trace on into the refinery's queue.
     const later = exporter.getFinishedSpans().filter((s) => traceId(s) === traceId(run));
-    const enqueue = named(later, 'RunActivity:enqueueMergeRequest')[0]!;
+    const enqueue = named(later, 'RunActivity:queueMergeRequest')[0]!;
     const signal = named(later, 'SignalWithStartWorkflow:refineryWorkflow').find(
       (s) => s.parentSpanId === spanId(enqueue),
     );
-    expect(signal, 'refinery signalled from the enqueue activity').toBeDefined();
+    expect(signal, 'refinery signalled from the queueing activity').toBeDefined();
     expect(named(later, 'HandleSignal:enqueue').map((s) => s.parentSpanId)).toContain(spanId(signal!));
 
     // A history made with tracing replays with it (a worker restart mid-bead is safe).

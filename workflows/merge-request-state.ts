@@ -9,7 +9,7 @@ import type { TownQueueActivities } from '../activities';
 import { BeadSpec } from '../domain/bead';
 import { ConvoyId } from '../domain/ids';
 import { mergeRequestStateQuery, mergeResultSignal } from '../domain/messages';
-import { MergeResult, MergeTicket, type MergeRequestState } from '../domain/refinery';
+import { MergeResult, MergeTicket, type MergeRequestState, type MergeTicketInput } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import { townActivities } from './agent-run';
@@ -110,6 +110,17 @@ export class MergeRequest {
         error: String(err),
       });
     }
+  }
+
+  /**
+   * Reads the rig's current configuration and, unless it asks for a review, hands the ticket to the refinery: one local
+   * activity (activities/town.ts queueMergeRequest). True when the ticket was handed over.
+   */
+  async queueUnlessReviewed(ticket: MergeTicketInput): Promise<boolean> {
+    const { rig, queued } = await enqueueLocally.queueMergeRequest({ rig: this.rig, ticket });
+    const current = RigConfig.safeParse(rig);
+    if (current.success) this.rig = current.data;
+    return queued;
   }
 
   handleMessages(): void {

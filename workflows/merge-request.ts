@@ -26,6 +26,7 @@ import {
 import type { MergeOutcome } from '../domain/outcomes';
 import { refineryWorkflowId } from '../domain/ids';
 import { withdrawSignal } from '../domain/messages';
+import type { MergeTicketInput } from '../domain/refinery';
 import { parseOrReject } from '../domain/validation';
 import { enqueueLocally, MergeRequest, MergeRequestInput, town } from './merge-request-state';
 import { followPullRequest } from './pull-request';
@@ -37,6 +38,8 @@ export { MergeRequestInput } from './merge-request-state';
 const FOLLOWS_RIG = 'merge-request-follows-rig';
 /** patched() id: the ticket goes to the refinery from a local activity, in the workflow task that queues the MR. */
 const ENQUEUES_LOCALLY = 'merge-request-enqueues-locally';
+/** patched() id: without a review, the rig read and the hand-off to the refinery are one local activity. */
+const QUEUES_IN_ONE_STEP = 'merge-request-queues-in-one-step';
 /** How long a merge request waits for the refinery's answer before announcing itself again. */
 const REANNOUNCE_MS = 15 * 60_000;
 
@@ -57,17 +60,7 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
 
   let following = input.following;
   if (!following) {
-    if (followsRig) await mr.readRig();
-    if (mr.rig.reviewer) {
-      const reviewed = await review.run();
-      if (reviewed.kind === 'sent_back') return finish(reviewed.outcome);
-    }
-    const { rig } = mr;
-    mr.setPhase(
-      'queued',
-      `waiting for the refinery of ${rig.name} to take ${input.branch} @ ${input.headSha.slice(0, 10)}`,
-    );
-    const ticket = {
+    const ticketNow = (): MergeTicketInput => ({
       mrId: input.mrId,
       beadId: bead.id,
       round: input.round,
@@ -80,14 +73,32 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       convoyBead: input.convoyBead,
       enqueuedAt: Date.now(),
       retries: input.round - 1,
-    };
+    });
+    let ticket = ticketNow();
+    // The rig read and the hand-off in one local activity when there is no review: one workflow task's worth less
+    // between `gt done` and the merge (docs/performance.md). Histories from before read, then enqueue.
+    const oneStep = followsRig && patched(QUEUES_IN_ONE_STEP);
+    const queued = oneStep && (await mr.queueUnlessReviewed(ticket));
+    if (!queued) {
+      if (followsRig && !oneStep) await mr.readRig();
+      if (mr.rig.reviewer) {
+        const reviewed = await review.run();
+        if (reviewed.kind === 'sent_back') return finish(reviewed.outcome);
+      }
+      ticket = ticketNow();
+    }
+    const { rig } = mr;
+    mr.setPhase(
+      'queued',
+      `waiting for the refinery of ${rig.name} to take ${input.branch} @ ${input.headSha.slice(0, 10)}`,
+    );
     // A marker instead of an activity task and the workflow task that takes its result: one hand-off less between
     // `gt done` and the merge (docs/performance.md). Histories from before schedule the activity.
     const enqueue = () =>
       patched(ENQUEUES_LOCALLY)
         ? enqueueLocally.enqueueMergeRequest({ rig, ticket })
         : town.enqueueMergeRequest({ rig, ticket });
-    await enqueue();
+    if (!queued) await enqueue();
     try {
       // Should the refinery have been lost (terminated or reset by an operator), announce again; it ignores repeats.
       while (!(await condition(() => mr.result !== undefined, REANNOUNCE_MS))) await enqueue();

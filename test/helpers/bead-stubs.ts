@@ -13,6 +13,8 @@ import { doneUpdate, mergeResultSignal } from '../../domain/messages';
 const HEAD = 'c0ffee'.padEnd(40, '0');
 export const MERGED_COMMIT = 'f'.repeat(40);
 
+type Ticket = { mrId: string; headSha: string; targetBranch: string };
+
 /** How a run's agent behaves: never reports (stall), fails to start, or finishes with gt done. */
 export type Agent = 'silent' | 'unstartable' | 'done';
 
@@ -48,6 +50,12 @@ export function beadActivities(
       throw ApplicationFailure.nonRetryable('the runtime refused the agent (stub)', 'AgentStartRefused');
     return Promise.resolve({ handle: { runtime: 'process', runId, ref: '1' }, adopted: false, host: 'stub-host' });
   };
+  const mergeAtOnce = (ticket: Ticket) =>
+    client.workflow.getHandle(ticket.mrId).signal(mergeResultSignal, {
+      mrId: ticket.mrId,
+      headSha: ticket.headSha,
+      outcome: { kind: 'merged', commit: MERGED_COMMIT, targetBranch: ticket.targetBranch },
+    });
   return {
     ...createDispatchActivities({ client, taskQueue }),
     // The real one: these rigs have no refinery, so the gate keeps the settings it was started with.
@@ -86,12 +94,10 @@ export function beadActivities(
       }
     },
     publishBranch: () => Promise.resolve({ headSha: HEAD, commitsAhead: 1, uncommittedChanges: false }),
-    enqueueMergeRequest: async ({ ticket }: { ticket: { mrId: string; headSha: string; targetBranch: string } }) => {
-      await client.workflow.getHandle(ticket.mrId).signal(mergeResultSignal, {
-        mrId: ticket.mrId,
-        headSha: ticket.headSha,
-        outcome: { kind: 'merged', commit: MERGED_COMMIT, targetBranch: ticket.targetBranch },
-      });
+    // The merge request's first step (read the rig, hand over the ticket): the ticket merges at once.
+    queueMergeRequest: async ({ rig, ticket }: { rig: unknown; ticket: Ticket }) => {
+      await mergeAtOnce(ticket);
+      return { rig, queued: true };
     },
     raiseEscalation: ({ id }: { id: string }) => {
       observed.escalations.push(id);
