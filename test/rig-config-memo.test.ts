@@ -7,6 +7,7 @@
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRigConfigActivities } from '../activities/rig-config';
+import { createTownActivities, type EnqueueInput } from '../activities/town';
 import { refineryWorkflowId } from '../domain/ids';
 import { updateRigUpdate } from '../domain/messages';
 import { RigConfig } from '../domain/rig';
@@ -62,5 +63,54 @@ describe("the rig's current configuration", () => {
     expect((await oldHandle.describe()).memo?.config).toBeUndefined();
     expect(await read('memo-old')).toMatchObject({ name: 'memo-old', maxPolecats: 2 });
     await oldHandle.terminate('test over');
+  });
+
+  it("decides a merge request's review by it: queueMergeRequest hands the ticket over only to a rig without a reviewer", async () => {
+    const repo = await createRepo();
+    const activities = createTownActivities({
+      client: t.client,
+      taskQueue: 'nobody-polls-this-queue',
+      hostQueue: 'nobody-polls-this-host',
+      gtHome: '/nonexistent',
+    });
+    const queue = (rig: RigConfig, mrId: string) =>
+      new MockActivityEnvironment().run((i: EnqueueInput) => activities.queueMergeRequest(i), {
+        rig,
+        ticket: {
+          mrId,
+          beadId: 'qm-1',
+          round: 1,
+          title: 'T',
+          branch: 'gt/qm-1',
+          headSha: 'a'.repeat(40),
+          targetBranch: 'main',
+          enqueuedAt: 1,
+        },
+      });
+    const enqueued = async (rig: string) => {
+      const history = await t.client.workflow.getHandle(refineryWorkflowId(rig)).fetchHistory();
+      return (history.events ?? []).filter((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'enqueue')
+        .length;
+    };
+    // Refineries no worker serves: what they hold is their start's configuration, read from the memo.
+    const started = async (rig: RigConfig) => {
+      const start = refineryStart({ taskQueue: 'nobody-polls-this-queue', input: { rig } });
+      await t.client.workflow.start<typeof refineryWorkflow>(start.workflowType, start.options);
+    };
+    const plain = RigConfig.parse({ name: 'qm-plain', repo: repo.origin, agent: 'true' });
+    const reviewed = RigConfig.parse({ name: 'qm-reviewed', repo: repo.origin, agent: 'true', reviewer: 'true' });
+    await started(plain);
+    await started(reviewed);
+    try {
+      // A reviewer added after the bead was slung: no hand-off, and the merge request learns the reviewer.
+      expect(await queue({ ...reviewed, reviewer: undefined }, 'mr:qm-1:1')).toEqual({ rig: reviewed, queued: false });
+      expect(await enqueued('qm-reviewed')).toBe(0);
+      // A reviewer removed since: handed over at once.
+      expect(await queue({ ...plain, reviewer: 'true' }, 'mr:qm-1:2')).toEqual({ rig: plain, queued: true });
+      expect(await enqueued('qm-plain')).toBe(1);
+    } finally {
+      for (const rig of ['qm-plain', 'qm-reviewed'])
+        await t.client.workflow.getHandle(refineryWorkflowId(rig)).terminate('test over');
+    }
   });
 });
