@@ -21,6 +21,7 @@ export const HOPS = {
   doneToDependentAgentStarted: '`gt done` accepted → dependent bead’s agent started',
   doneToMrStarted: '`gt done` accepted → merge request started',
   mrStartedToMergeStarted: 'merge request started → merge started (queue wait)',
+  mergedToDependentStarted: 'merged → dependent bead workflow started',
   mergedToClosed: 'merged → bead closed',
   closedToDependentStarted: 'bead closed → dependent bead workflow started',
   dependentStartedToAgentStarted: 'dependent bead workflow started → its agent started',
@@ -31,6 +32,7 @@ export const HOPS = {
 export const BREAKDOWN_HOPS: ReadonlySet<string> = new Set([
   'doneToMrStarted',
   'mrStartedToMergeStarted',
+  'mergedToDependentStarted',
   'mergedToClosed',
   'closedToDependentStarted',
   'dependentStartedToAgentStarted',
@@ -54,6 +56,8 @@ export function hopSamples(beads: readonly BeadTimeline[], width: number): Recor
     if (!dep) continue;
     add('mergedToDependentAgentStarted', diff(b.agentStartedAt, dep.mergedAt));
     add('doneToDependentAgentStarted', diff(b.agentStartedAt, dep.doneAcceptedAt));
+    add('mergedToDependentStarted', diff(b.workflowStartedAt, dep.mergedAt));
+    // Negative since the refinery reports a convoy bead's merge to the convoy itself: the dependent starts first.
     add('closedToDependentStarted', diff(b.workflowStartedAt, dep.closedAt));
     add('dependentStartedToAgentStarted', diff(b.agentStartedAt, b.workflowStartedAt));
   }
