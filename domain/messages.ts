@@ -54,7 +54,8 @@ export const pauseRefineryUpdate = defineUpdate<RefineryState, [{ paused: boolea
 /** `gt rig remove`: accepted only while nothing is queued or merging; the refinery then ends (the rig's name is free again). */
 export const removeRigUpdate = defineUpdate<RefineryState, []>('removeRig');
 
-// convoy:<id> — beads report terminal outcomes to their convoy (idempotent by beadId: terminal states never change).
+// convoy:<id> — beads report terminal outcomes to their convoy, the refinery a convoy bead's merge (idempotent by
+// beadId: terminal states never change).
 export interface BeadReport {
   beadId: string;
   status: 'closed' | 'failed' | 'cancelled';

@@ -1,7 +1,7 @@
 /**
  * convoy:<id> — a group of beads with dependencies that lands together:
  * (staged → launch) → start every bead whose dependencies have merged, up to maxParallel → beads report back by
- * signal when they end → when every bead has merged: landed (review-then-land: one landing merge request from
+ * signal when they end (a merge is reported by the rig's refinery as it lands, ahead of the bead) → when every bead has merged: landed (review-then-land: one landing merge request from
  * `convoy/<id>` to the target first) → or, when a bead fails, its dependents never start, an escalation names it,
  * and the convoy ends `failed`.
  *

@@ -7,6 +7,8 @@
  * one candidate and bisected down to its culprits when it fails. Each merge follows the bors rule (activities/merge.ts).
  * For rigs that merge by pull request the section only verifies the candidate and opens the PR; following the PR is
  * the merge request's business, so a PR waiting on a human never holds the queue (failure class 5).
+ * Outcomes go to the merge requests by signal; a convoy bead's merge is reported to its convoy from here too, in the
+ * task that learns it (the convoy starts the dependents two workflow tasks sooner than the bead's own report would).
  * The workflow also holds the rig's configuration, and continues as new with its queue when history grows; the
  * queue holds at most MAX_QUEUED_TICKETS, so that input stays far below Temporal's payload limit.
  *
