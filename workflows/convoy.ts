@@ -1,9 +1,9 @@
 /**
  * convoy:<id> — a group of beads with dependencies that lands together:
  * (staged → launch) → start every bead whose dependencies have merged, up to maxParallel → beads report back by
- * signal when they end (a merge is reported by the rig's refinery as it lands, ahead of the bead) → when every bead has merged: landed (review-then-land: one landing merge request from
- * `convoy/<id>` to the target first) → or, when a bead fails, its dependents never start, an escalation names it,
- * and the convoy ends `failed`.
+ * signal when they end (a merge is reported by the rig's refinery as it lands, ahead of the bead) → when every bead
+ * has merged: landed (review-then-land: one landing merge request from `convoy/<id>` to the target first) → or, when
+ * a bead fails, its dependents never start, an escalation names it, and the convoy ends `failed`.
  *
  * Beads are independent workflows (not children), so the convoy keeps only a small record per bead and can
  * continue-as-new however many beads it has; a lost report is caught by asking Temporal about running beads.
