@@ -1,13 +1,14 @@
 /**
  * Fast tier, the adaptive batch limit: a batch that fails its gates halves the next batch, one that lands whole
  * doubles it back up to the rig's batchSize, and the limit crosses continue-as-new. The real refinery workflow on the
- * time-skipping test server with a stubbed merge activity that fails every candidate holding the bad MR.
+ * time-skipping test server with a stubbed merge activity that fails every candidate holding the bad MR. A new
+ * batchSize from `gt rig update` resets it to the new cap.
  */
 import { Client } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { refineryWorkflowId } from '../../domain/ids';
-import { enqueueSignal, pauseRefineryUpdate } from '../../domain/messages';
+import { enqueueSignal, pauseRefineryUpdate, refineryStateQuery, updateRigUpdate } from '../../domain/messages';
 import type { MergeTicketInput } from '../../domain/refinery';
 import type { RefineryInput } from '../../workflows/refinery';
 import { continuationInputs, skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
@@ -92,5 +93,65 @@ describe.skipIf(skipReason)('refinery batch limit (time-skipping)', { timeout: 3
     ]);
     // What each section left for the next, as it crossed continue-as-new: halved, then doubled back to the cap.
     expect(carried.slice(0, 3).map((c) => c.batchLimit)).toEqual([2, 4, 4]);
+  });
+
+  it('starts again from a new batch size set by `gt rig update`, whatever the failures before', async () => {
+    const candidates: string[][] = [];
+    const activities = () => ({
+      mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
+        const ids = tickets.map((t) => t.mrId);
+        candidates.push(ids);
+        return Promise.resolve(
+          ids.includes(BAD)
+            ? { kind: 'gates_failed', outcome: { kind: 'gates_failed', feedback: 'gate failed' }, gateRuns: 1 }
+            : {
+                kind: 'merged',
+                commit: 'e'.repeat(40),
+                merged: ids.map((mrId) => ({ mrId, commit: 'e'.repeat(40) })),
+                gateRuns: 1,
+                alreadyMerged: false,
+              },
+        );
+      },
+    });
+    const limits = await withWorker(env, activities, async (taskQueue) => {
+      const client = new Client({ connection: env.connection });
+      const rig = testRig({ name: 'fast-lim-update', batchSize: 4 });
+      const handle = await client.workflow.start('refineryWorkflow', {
+        workflowId: refineryWorkflowId(rig.name),
+        taskQueue,
+        args: [{ rig, paused: true }],
+      });
+      const pause = (paused: boolean) => handle.executeUpdate(pauseRefineryUpdate, { args: [{ paused }] });
+      const candidatesMade = async (n: number) => {
+        while (candidates.length < n) await new Promise((resolve) => setTimeout(resolve, 20));
+      };
+      const state = () => handle.query(refineryStateQuery);
+      // The failed batch of four halves the limit: the section's end (its four outcomes delivered) leaves 2.
+      for (let n = 1; n <= 4; n++) await handle.signal(enqueueSignal, ticket(n) as never);
+      await pause(false);
+      await candidatesMade(4);
+      while ((await state()).recent.length < 4) await new Promise((resolve) => setTimeout(resolve, 20));
+      await pause(true);
+      const afterFailure = (await state()).batchLimit;
+      // The operator raises the cap to 6: the next batch takes six at once.
+      await handle.executeUpdate(updateRigUpdate, { args: [{ batchSize: 6 }] });
+      const afterUpdate = (await state()).batchLimit;
+      for (let n = 5; n <= 10; n++) await handle.signal(enqueueSignal, ticket(n) as never);
+      await pause(false);
+      await candidatesMade(5);
+      await handle.terminate('test over');
+      return { afterFailure, afterUpdate };
+    });
+
+    expect(limits).toEqual({ afterFailure: 2, afterUpdate: 6 });
+    expect(candidates[4]).toEqual([
+      'mr:lim-5:1',
+      'mr:lim-6:1',
+      'mr:lim-7:1',
+      'mr:lim-8:1',
+      'mr:lim-9:1',
+      'mr:lim-10:1',
+    ]);
   });
 });
