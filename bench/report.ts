@@ -110,7 +110,8 @@ export function summarizeConvoy(repeats: ConvoyRepeatFigures[]): ConvoySummary {
     overheadP95: of((r) => r.overhead.p95),
     overheadP99: of((r) => r.overhead.p99),
     hops: Object.fromEntries(
-      (Object.keys(HOPS) as Hop[]).map((h) => [h, { p50: of((r) => r.hops[h].p50), p99: of((r) => r.hops[h].p99) }]),
+      // A hop added later is absent from older reports' repeats.
+      (Object.keys(HOPS) as Hop[]).map((h) => [h, { p50: of((r) => r.hops[h]?.p50), p99: of((r) => r.hops[h]?.p99) }]),
     ),
     history: {
       eventsPerBead: kind('bead', (x) => x.eventsMedian),
