@@ -27,17 +27,22 @@ export async function refineryRigConfig(client: Client, rig: string): Promise<{ 
   return { config: inMemo.success ? inMemo.data : await handle.query(rigConfigQuery), running };
 }
 
+/** The configuration of rig `rig` if its refinery runs; null for a removed rig or one never added. */
+export async function runningRigConfig(client: Client, rig: string): Promise<RigConfig | null> {
+  try {
+    const { config, running } = await refineryRigConfig(client, rig);
+    return running ? config : null;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return null;
+    throw err;
+  }
+}
+
 export function createRigConfigActivities(deps: { client: Client }) {
   return {
     async currentRigConfig(raw: z.input<typeof CurrentRigInput>): Promise<RigConfig | null> {
       const { rig } = parseActivityInput(CurrentRigInput, raw);
-      try {
-        const { config, running } = await refineryRigConfig(deps.client, rig);
-        return running ? config : null;
-      } catch (err) {
-        if (err instanceof WorkflowNotFoundError) return null;
-        throw err;
-      }
+      return runningRigConfig(deps.client, rig);
     },
   };
 }

@@ -1,6 +1,6 @@
 /** Activities that talk to Temporal itself: things workflow code cannot do (signal-with-start). */
 import { activityInfo, log, metricMeter } from '@temporalio/activity';
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import { z } from 'zod';
 import { EscalationInput } from '../domain/escalation';
 import { enqueueSignal } from '../domain/messages';
@@ -9,7 +9,7 @@ import { RigConfig } from '../domain/rig';
 import { escalationStart, refineryStart, withSignal } from '../domain/starts';
 import { countTownEvent } from '../domain/metrics';
 import { parseActivityInput } from '../domain/validation';
-import { refineryRigConfig } from './rig-config';
+import { runningRigConfig } from './rig-config';
 
 export interface TownDeps {
   client: Client;
@@ -29,10 +29,8 @@ export function createTownActivities(deps: TownDeps) {
   /** The rig's configuration as its refinery holds it; the given one for a rig without a running refinery. */
   const currentRigOr = async (given: RigConfig): Promise<RigConfig> => {
     try {
-      const { config, running } = await refineryRigConfig(deps.client, given.name);
-      return running ? config : given;
+      return (await runningRigConfig(deps.client, given.name)) ?? given;
     } catch (err) {
-      if (err instanceof WorkflowNotFoundError) return given;
       if (activityInfo().attempt < RIG_READ_ATTEMPTS) throw err;
       log.warn("could not read the rig configuration; going by the merge request's own", { error: String(err) });
       return given;

@@ -25,6 +25,25 @@ const ticket = (n: number): MergeTicketInput => ({
 });
 const BAD = 'mr:lim-2:1';
 
+/** A stubbed merge that records each candidate's MRs and fails every candidate holding the bad MR. */
+const mergeRecording = (candidates: string[][]) => () => ({
+  mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
+    const ids = tickets.map((t) => t.mrId);
+    candidates.push(ids);
+    return Promise.resolve(
+      ids.includes(BAD)
+        ? { kind: 'gates_failed', outcome: { kind: 'gates_failed', feedback: 'gate failed' }, gateRuns: 1 }
+        : {
+            kind: 'merged',
+            commit: 'e'.repeat(40),
+            merged: ids.map((mrId) => ({ mrId, commit: 'e'.repeat(40) })),
+            gateRuns: 1,
+            alreadyMerged: false,
+          },
+    );
+  },
+});
+
 describe.skipIf(skipReason)('refinery batch limit (time-skipping)', { timeout: 30_000 }, () => {
   let env: TestWorkflowEnvironment;
   beforeAll(async () => {
@@ -36,23 +55,7 @@ describe.skipIf(skipReason)('refinery batch limit (time-skipping)', { timeout: 3
 
   it('halves the batch after a failed one, doubles it after a landed one, and carries it across continue-as-new', async () => {
     const candidates: string[][] = [];
-    const activities = () => ({
-      mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
-        const ids = tickets.map((t) => t.mrId);
-        candidates.push(ids);
-        return Promise.resolve(
-          ids.includes(BAD)
-            ? { kind: 'gates_failed', outcome: { kind: 'gates_failed', feedback: 'gate failed' }, gateRuns: 1 }
-            : {
-                kind: 'merged',
-                commit: 'e'.repeat(40),
-                merged: ids.map((mrId) => ({ mrId, commit: 'e'.repeat(40) })),
-                gateRuns: 1,
-                alreadyMerged: false,
-              },
-        );
-      },
-    });
+    const activities = mergeRecording(candidates);
     const carried = await withWorker(env, activities, async (taskQueue) => {
       const client = new Client({ connection: env.connection });
       const rig = testRig({ name: 'fast-lim', batchSize: 4 });
@@ -97,23 +100,7 @@ describe.skipIf(skipReason)('refinery batch limit (time-skipping)', { timeout: 3
 
   it('starts again from a new batch size set by `gt rig update`, whatever the failures before', async () => {
     const candidates: string[][] = [];
-    const activities = () => ({
-      mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
-        const ids = tickets.map((t) => t.mrId);
-        candidates.push(ids);
-        return Promise.resolve(
-          ids.includes(BAD)
-            ? { kind: 'gates_failed', outcome: { kind: 'gates_failed', feedback: 'gate failed' }, gateRuns: 1 }
-            : {
-                kind: 'merged',
-                commit: 'e'.repeat(40),
-                merged: ids.map((mrId) => ({ mrId, commit: 'e'.repeat(40) })),
-                gateRuns: 1,
-                alreadyMerged: false,
-              },
-        );
-      },
-    });
+    const activities = mergeRecording(candidates);
     const limits = await withWorker(env, activities, async (taskQueue) => {
       const client = new Client({ connection: env.connection });
       const rig = testRig({ name: 'fast-lim-update', batchSize: 4 });
