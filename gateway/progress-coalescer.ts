@@ -7,8 +7,8 @@
  *
  * The bead workflow enforces the same bound itself (its progress validator refuses a report sooner than
  * PROGRESS_MIN_GAP_MS after the last one, leaving no history): a report refused that way — another gateway, a restarted
- * one — waits here like any other. State is per process and in memory: a report waiting when the gateway stops is lost,
- * its predecessor stays visible.
+ * one — waits here like any other. State is per process and in memory: a report waiting when the gateway stops is
+ * forwarded then, within the gateway's close grace (gateway/server.ts), or lost; its predecessor stays visible.
  */
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';

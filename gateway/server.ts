@@ -68,6 +68,14 @@ export interface GatewayOptions {
 const MAX_BODY = 256 * 1024;
 const TOO_LARGE = `request body over the gateway limit of ${MAX_BODY / 1024} KiB: a summary, feedback or reason is at most ${MAX_TEXT} characters (put long material in the repository and refer to it)`;
 
+/**
+ * How long a closing gateway lets requests in flight, and progress reports still waiting, reach their workflows
+ * before it gives up on them (answering 503 with GATEWAY_STOPPING, dropping the reports).
+ */
+const GATEWAY_CLOSE_GRACE_MS = 5_000;
+const GATEWAY_STOPPING =
+  'the gateway is stopping (its worker is shutting down or restarting); run the command again in a moment';
+
 class HttpError extends Error {
   constructor(
     readonly status: number,
@@ -104,10 +112,16 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     );
   };
 
+  // Aborted when a close outlasts GATEWAY_CLOSE_GRACE_MS: a call to a workflow whose worker is gone (this process's
+  // stopped first, or none runs) would otherwise wait for it forever and hold the close, and the worker's exit, with it.
+  const stopping = new AbortController();
+  const untilStopped = <R>(call: () => Promise<R>) => options.client.withAbortSignal(stopping.signal, call);
+
   const forward = async (claims: RunClaims, run: () => Promise<unknown>) => {
     try {
-      return await run();
+      return await untilStopped(run);
     } catch (err) {
+      if (stopping.signal.aborted) throw new HttpError(503, GATEWAY_STOPPING);
       if (err instanceof WorkflowNotFoundError)
         throw new HttpError(410, `workflow ${claims.workflowId} no longer exists`);
       if (err instanceof WorkflowUpdateFailedError && err.cause instanceof ApplicationFailure) {
@@ -154,7 +168,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     '/v1/progress',
     ProgressRequest,
     async (c, body) =>
-      (await progress.submit(c.runId, () => handle(c).executeUpdate(progressUpdate, { args: [body] }))) ?? {
+      (await progress.submit(c.runId, () =>
+        untilStopped(() => handle(c).executeUpdate(progressUpdate, { args: [body] })),
+      )) ?? {
         accepted: true,
         runId: c.runId,
         message: `progress noted; it is recorded within ${Math.round(progress.intervalMs / 1000)} s (one report per run is recorded per interval; the newest wins)`,
@@ -207,9 +223,14 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     url,
     socketPath: socket?.path,
     close: async () => {
-      await progress.close();
-      await new Promise<void>((resolve) => (socket ? socket.server.close(() => resolve()) : resolve()));
-      await app.close();
+      const grace = setTimeout(() => stopping.abort(), GATEWAY_CLOSE_GRACE_MS);
+      try {
+        await progress.close();
+        await new Promise<void>((resolve) => (socket ? socket.server.close(() => resolve()) : resolve()));
+        await app.close();
+      } finally {
+        clearTimeout(grace);
+      }
     },
   };
 }

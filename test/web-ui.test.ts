@@ -122,10 +122,11 @@ describe.skipIf(!hasChromium)("the Temporal Web UI on the town's own workflows",
     // Let the held polecats finish, so stopping the worker leaves no agent behind.
     for (const bead of ['login-ui', 'billing-api']) writeFileSync(join(testDir, `go-${bead}`), '');
     await browser?.close();
+    // Their beads' workflows, not the convoys: a convoy lands on the refinery's word, before its last bead ends.
     await Promise.all(
-      ['convoy:login', 'convoy:billing'].map((id) =>
+      ['login-ui', 'billing-api'].map((bead) =>
         client?.workflow
-          .getHandle(id)
+          .getHandle(beadWorkflowId(bead))
           .result()
           .catch(() => undefined),
       ),

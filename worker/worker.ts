@@ -139,8 +139,13 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
   let stopping: Promise<void> | undefined;
   const shutdown = () =>
     (stopping ??= (async () => {
-      for (const w of [townWorker, hostWorker]) if (w.getState() === 'RUNNING') w.shutdown();
-      await gateway.close();
+      // The gateway first, while this worker still runs workflow tasks: what it forwards as it closes (agents'
+      // requests in flight, progress reports still waiting) is then answered, not cut off by the close's grace.
+      try {
+        await gateway.close();
+      } finally {
+        for (const w of [townWorker, hostWorker]) if (w.getState() === 'RUNNING') w.shutdown();
+      }
       await tracing?.flush();
     })());
   return {
