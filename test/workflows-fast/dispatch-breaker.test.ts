@@ -72,7 +72,13 @@ describe.skipIf(skipReason)('dispatch breaker probes (time-skipping)', { timeout
         const b3 = await sling('brk-3', PROBE_INTERVAL + MINUTE);
         const reopened = await gateWhen((s) => s.breaker.consecutiveFailures === 3 && s.running.length === 0);
         const b4 = await sling('brk-4', PROBE_INTERVAL + MINUTE);
-        return { b1, b2, b3, b4, opened, reopened, closed: await gateWhen((s) => s.running.length === 0) };
+        const closed = await gateWhen((s) => s.running.length === 0);
+        // Every GtStatus the gate wrote, in order (its start set "open").
+        const statuses = (await gate.fetchHistory()).events!.flatMap((e) => {
+          const field = e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields?.GtStatus;
+          return field?.data ? [JSON.parse(new TextDecoder().decode(field.data)) as string] : [];
+        });
+        return { b1, b2, b3, b4, opened, reopened, closed, statuses };
       },
     );
 
@@ -91,6 +97,8 @@ describe.skipIf(skipReason)('dispatch breaker probes (time-skipping)', { timeout
     );
     expect(r.closed.breaker).toMatchObject({ state: 'closed', consecutiveFailures: 0, trips: 1 });
     expect(r.closed.running).toEqual([]);
+    // The search attribute follows the breaker, written only when it changes (the loop passes many more times).
+    expect(r.statuses).toEqual(['breaker_open', 'breaker_half_open', 'breaker_open', 'breaker_half_open', 'open']);
     // One escalation for the one trip; the failed beads escalate for themselves.
     expect(observed.escalations.filter((id) => id.startsWith('rig-'))).toEqual(['rig-fast-brk-breaker-1']);
   });
