@@ -5,7 +5,7 @@
  */
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { refineryWorkflowId } from '../domain/ids';
+import { beadWorkflowId, refineryWorkflowId } from '../domain/ids';
 import { pauseRefineryUpdate, refineryStateQuery } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { agentScript } from './floor';
@@ -196,6 +196,24 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
   clearTimeout(deadline);
   const endedAt = Date.now();
   if (status === 'timed out') await terminateRig(stack, rig);
+  // A convoy ends on the refinery's word that its last bead merged, a moment before that bead's workflow closes:
+  // the histories below are read once every bead has closed (one never started has nothing to wait for), or after
+  // a minute, when what is still open shows as unfinished.
+  else {
+    let giveUp: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(
+        beadIds.map((id) =>
+          stack.client.workflow
+            .getHandle(beadWorkflowId(id))
+            .result()
+            .catch(() => undefined),
+        ),
+      ),
+      new Promise((resolve) => (giveUp = setTimeout(resolve, 60_000))),
+    ]);
+    clearTimeout(giveUp);
+  }
   // The town's word is checked against the repository: a landed convoy has every good bead's work on main.
   const landed = await mergedWorkFiles(o.origin);
   if (status === 'landed' && landed !== n - bad.size)
@@ -206,7 +224,7 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
 
   const histories = await fetchRigHistories(stack.client, rig, [
     ...(o.driver === 'convoy' ? [`convoy:${rig}`] : []),
-    ...beadIds.map((id) => `bead:${id}`),
+    ...beadIds.map(beadWorkflowId),
   ]);
   const sections = histories
     .filter((h) => h.workflowType === 'refineryWorkflow')
