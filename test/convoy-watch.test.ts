@@ -198,6 +198,8 @@ describe('gt convoy watch', () => {
     await eventually(() => watched.stderr.includes('convoy running'), 60_000, 'the first lines of gt convoy watch');
     release('wn-x');
     await eventually(() => running('wn', ['y']), 60_000, 'y running');
+    // The watch polls: y finishes only once it has printed x's merge, or both may fall into one of its looks.
+    await eventually(() => /\] x: closed /.test(watched.stderr), 60_000, "the watch's line for x's merge");
     release('wn-y');
     await exited;
     expect(watched.code, watched.stderr).toBe(0);

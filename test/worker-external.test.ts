@@ -108,6 +108,9 @@ describe('gt worker against an existing server', () => {
     expect(metrics).toMatch(/gt_runs_started_total\{[^}]*rig="[^"]+"[^}]*\} 1/);
     expect(metrics).toMatch(/gt_merges_total\{[^}]*rig="[^"]+"[^}]*\} 1/);
 
+    // The merge's own line, before the lines are read: output reaches this process by the worker's pipe, in its own
+    // time (and, missing, the error shows the worker's whole output).
+    await worker.waitFor(/"activityType":"mergeCandidate"/, 10_000);
     const logs = worker
       .output()
       .split('\n')
