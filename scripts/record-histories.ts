@@ -316,6 +316,18 @@ try {
   });
   await slingQueued('rec-batch', ['a', 'b', 'c', 'd'], 'Batched');
 
+  // A batch whose second MR conflicts with its first: it waits for the first to land, is built again on its own and
+  // sent back with the conflict against what the target then holds; its rework merges the target in and lands.
+  const clashRepo = await createRepo({ 'shared.txt': 'base\n' });
+  await town.addRig({
+    name: 'rec-clash',
+    repo: clashRepo.origin,
+    agent: agent('refinery-conflict'),
+    batchSize: 4,
+    policy: fast,
+  });
+  await slingQueued('rec-clash', ['a', 'b'], 'Clashing');
+
   /** name → workflow id (its latest run), or [workflow id, run id]. */
   const scenarios: Record<string, string | [string, string]> = {
     'bead-formula-continued-first': ['bead:rec-continued', continued.firstExecutionRunId],
@@ -342,6 +354,7 @@ try {
     'refinery-updated': 'refinery:rec-updated',
     'refinery-speculative': 'refinery:rec-spec',
     'refinery-batch': 'refinery:rec-batch',
+    'refinery-batch-conflict': 'refinery:rec-clash',
     'bead-resumed-failed': 'bead:rec-failed-retried',
     'bead-resumed-merged': 'bead:rec-reopened-c',
     'convoy-reopened': 'convoy:rec-reopened',

@@ -121,6 +121,11 @@ const ADAPTIVE_BATCH = 'refinery-adapts-batches';
  * task that learns it, instead of after the merge request's and the bead's tasks. Asked only for such merges.
  */
 const REPORTS_TO_CONVOY = 'refinery-reports-to-convoy';
+/**
+ * patched() id: an MR that conflicts behind others in its batch's candidate is tried again first after the batch,
+ * instead of being sent back for a conflict that may be with MRs not on the target yet.
+ */
+const BATCH_CONFLICT_WAITS = 'refinery-batch-conflict-waits';
 const CONVOYS_KEEP = 1000;
 /** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
 const MAX_SECTION_FAILURES = 3;
@@ -388,8 +393,15 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
         bisection = afterProbe(bisection, step.items.length, false);
       } else if (result.kind === 'excluded') {
         const t = step.items.find((i) => i.mrId === result.mrId)!;
-        await deliver(t, result.outcome);
         bisection = withoutItem(bisection, t);
+        // Behind others in the candidate, a conflict may be with them, and they are not on the target yet: its
+        // polecat, sent back now, would merge in a target without them and conflict again. It goes back to the queue
+        // (keeping its age and priority) and is built again on the target as this batch leaves it, where, built
+        // first, a conflict is its own. (Speculative chains handle such conflicts their own way: speculativeSection.)
+        if (result.outcome.kind === 'conflict' && t !== step.items[0] && patched(BATCH_CONFLICT_WAITS)) {
+          log.info('conflict behind others in a batch; trying it again after them', { mrId: t.mrId });
+          queue.unshift(t);
+        } else await deliver(t, result.outcome);
       } else {
         await sectionFailed(bisection.pending, `unexpected candidate result '${result.kind}' while merging`);
         return verdict;

@@ -44,6 +44,31 @@ const mergeRecording = (candidates: string[][]) => () => ({
   },
 });
 
+/** A stubbed merge that records each candidate's MRs; CLASH conflicts when it is built behind another MR. */
+const CLASH = 'mr:lim-2:1';
+const mergeConflicting = (candidates: string[][]) => () => ({
+  mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
+    const ids = tickets.map((t) => t.mrId);
+    candidates.push(ids);
+    return Promise.resolve(
+      ids.indexOf(CLASH) > 0
+        ? {
+            kind: 'excluded',
+            mrId: CLASH,
+            outcome: { kind: 'conflict', paths: ['shared.txt'], feedback: 'conflicts with the target' },
+            gateRuns: 0,
+          }
+        : {
+            kind: 'merged',
+            commit: 'e'.repeat(40),
+            merged: ids.map((mrId) => ({ mrId, commit: 'e'.repeat(40) })),
+            gateRuns: 1,
+            alreadyMerged: false,
+          },
+    );
+  },
+});
+
 describe.skipIf(skipReason)('refinery batch limit (time-skipping)', { timeout: 30_000 }, () => {
   let env: TestWorkflowEnvironment;
   beforeAll(async () => {
@@ -139,6 +164,33 @@ describe.skipIf(skipReason)('refinery batch limit (time-skipping)', { timeout: 3
       'mr:lim-8:1',
       'mr:lim-9:1',
       'mr:lim-10:1',
+    ]);
+  });
+  it('tries an MR that conflicts behind another in its batch again once the batch has landed, instead of sending it back', async () => {
+    const candidates: string[][] = [];
+    const recent = await withWorker(env, mergeConflicting(candidates), async (taskQueue) => {
+      const client = new Client({ connection: env.connection });
+      const rig = testRig({ name: 'fast-clash', batchSize: 4 });
+      const handle = await client.workflow.start('refineryWorkflow', {
+        workflowId: refineryWorkflowId(rig.name),
+        taskQueue,
+        args: [{ rig, paused: true }],
+      });
+      for (let n = 1; n <= 3; n++) await handle.signal(enqueueSignal, ticket(n) as never);
+      await handle.executeUpdate(pauseRefineryUpdate, { args: [{ paused: false }] });
+      const state = () => handle.query(refineryStateQuery);
+      while ((await state()).recent.length < 3) await new Promise((resolve) => setTimeout(resolve, 20));
+      const { recent } = await state();
+      await handle.terminate('test over');
+      return recent;
+    });
+
+    // [1, 2, 3]: 2 conflicts behind 1; the rest lands; then 2 alone, on the target with 1 and 3, lands too.
+    expect(candidates).toEqual([['mr:lim-1:1', CLASH, 'mr:lim-3:1'], ['mr:lim-1:1', 'mr:lim-3:1'], [CLASH]]);
+    expect(recent.map((r) => [r.mrId, r.outcome])).toEqual([
+      ['mr:lim-1:1', 'merged'],
+      ['mr:lim-3:1', 'merged'],
+      [CLASH, 'merged'],
     ]);
   });
 });
