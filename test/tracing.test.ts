@@ -160,6 +160,7 @@ describe('turning tracing on while workflows are running', () => {
     expect(failed.map((f) => f.workflowId).sort()).toEqual([
       'escalation-acknowledged',
       'refinery-batch',
+      'refinery-batch-conflict',
       'refinery-speculative',
     ]);
     for (const f of failed)

@@ -25,49 +25,44 @@ const ticket = (n: number): MergeTicketInput => ({
 });
 const BAD = 'mr:lim-2:1';
 
-/** A stubbed merge that records each candidate's MRs and fails every candidate holding the bad MR. */
-const mergeRecording = (candidates: string[][]) => () => ({
+/**
+ * A stubbed merge that records each candidate's MRs and answers `failed(ids)` when it says so, else lands them all.
+ */
+const mergeStub = (candidates: string[][], failed: (ids: string[]) => object | undefined) => () => ({
   mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
     const ids = tickets.map((t) => t.mrId);
     candidates.push(ids);
     return Promise.resolve(
-      ids.includes(BAD)
-        ? { kind: 'gates_failed', outcome: { kind: 'gates_failed', feedback: 'gate failed' }, gateRuns: 1 }
-        : {
-            kind: 'merged',
-            commit: 'e'.repeat(40),
-            merged: ids.map((mrId) => ({ mrId, commit: 'e'.repeat(40) })),
-            gateRuns: 1,
-            alreadyMerged: false,
-          },
+      failed(ids) ?? {
+        kind: 'merged',
+        commit: 'e'.repeat(40),
+        merged: ids.map((mrId) => ({ mrId, commit: 'e'.repeat(40) })),
+        gateRuns: 1,
+        alreadyMerged: false,
+      },
     );
   },
 });
-
-/** A stubbed merge that records each candidate's MRs; CLASH conflicts when it is built behind another MR. */
+/** Fails every candidate holding the bad MR. */
+const mergeRecording = (candidates: string[][]) =>
+  mergeStub(candidates, (ids) =>
+    ids.includes(BAD)
+      ? { kind: 'gates_failed', outcome: { kind: 'gates_failed', feedback: 'gate failed' }, gateRuns: 1 }
+      : undefined,
+  );
+/** CLASH conflicts whenever it is built behind another MR. */
 const CLASH = 'mr:lim-2:1';
-const mergeConflicting = (candidates: string[][]) => () => ({
-  mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
-    const ids = tickets.map((t) => t.mrId);
-    candidates.push(ids);
-    return Promise.resolve(
-      ids.indexOf(CLASH) > 0
-        ? {
-            kind: 'excluded',
-            mrId: CLASH,
-            outcome: { kind: 'conflict', paths: ['shared.txt'], feedback: 'conflicts with the target' },
-            gateRuns: 0,
-          }
-        : {
-            kind: 'merged',
-            commit: 'e'.repeat(40),
-            merged: ids.map((mrId) => ({ mrId, commit: 'e'.repeat(40) })),
-            gateRuns: 1,
-            alreadyMerged: false,
-          },
-    );
-  },
-});
+const mergeConflicting = (candidates: string[][]) =>
+  mergeStub(candidates, (ids) =>
+    ids.indexOf(CLASH) > 0
+      ? {
+          kind: 'excluded',
+          mrId: CLASH,
+          outcome: { kind: 'conflict', paths: ['shared.txt'], feedback: 'conflicts with the target' },
+          gateRuns: 0,
+        }
+      : undefined,
+  );
 
 describe.skipIf(skipReason)('refinery batch limit (time-skipping)', { timeout: 30_000 }, () => {
   let env: TestWorkflowEnvironment;
