@@ -49,6 +49,16 @@ describe('a slung bead', () => {
     const state = await t.town.beadState('b-merge-ok');
     expect(state.runs.map((r) => [r.runId, r.outcome])).toEqual([['b-merge-ok/r1/a1', 'done']]);
     expect(state.mergedCommit).toBe(result.commit);
+    // Each records one patch marker, its baseline's, for all the changes it stands for (workflows/patches.ts).
+    const patchIds = async (h: { fetchHistory(): Promise<proto.temporal.api.history.v1.IHistory> }) =>
+      ((await h.fetchHistory()).events ?? []).flatMap((e) => {
+        const data = e.markerRecordedEventAttributes?.details?.['patch-data']?.payloads?.[0]?.data;
+        return data ? [(JSON.parse(Buffer.from(data).toString()) as { id: string }).id] : [];
+      });
+    expect(await patchIds(handle)).toEqual(['bead-baseline-2026-12']);
+    expect(await patchIds(t.client.workflow.getHandle(mergeRequestWorkflowId('b-merge-ok', 1)))).toEqual([
+      'merge-request-baseline-2026-12',
+    ]);
   });
 
   it('rejects a gt done addressed to another run, and the rejection changes nothing', async () => {

@@ -16,7 +16,6 @@ import {
   isCancellation,
   log,
   metricMeter,
-  patched,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { BeadResult, BeadWorkflowInput, RunRecord } from '../domain/bead';
@@ -34,11 +33,11 @@ import type { AgentStep, FormulaHost, LegResult, RunResult } from './formula-hos
 import { NON_RETRYABLE } from '../domain/failures';
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
-const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
+export const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
 /** patched() id: the dispatch request, and the host claim of a run not retrying a failure, are local activities. */
-const DISPATCHES_LOCALLY = 'bead-dispatches-locally';
+export const DISPATCHES_LOCALLY = 'bead-dispatches-locally';
 /** patched() id: one host activity, launchRun, prepares the run and starts its agent (prepareRun + startAgentRun). */
-const LAUNCHES_IN_ONE_ACTIVITY = 'bead-launches-in-one-activity';
+export const LAUNCHES_IN_ONE_ACTIVITY = 'bead-launches-in-one-activity';
 
 /**
  * The highest run number `round` has used (0 for none): the next run of the round is numbered after it. The newest
@@ -89,6 +88,7 @@ export class PolecatRuns {
         );
       },
       setStatus: (status, waitingFor) => this.b.setStatus(status, waitingFor),
+      patched: (patchId) => this.b.patches.has(patchId),
     };
   }
 
@@ -229,7 +229,7 @@ export class PolecatRuns {
     return getExternalWorkflowHandle(dispatchGateWorkflowId(this.b.input.rig.name));
   }
   private async sendToGate(signal: Promise<void>): Promise<void> {
-    if (!patched(GATE_SIGNALS_WITHOUT_WAITING)) return signal;
+    if (!this.b.patches.has(GATE_SIGNALS_WITHOUT_WAITING)) return signal;
     const pending: Promise<void> = signal.finally(() => this.toGate.delete(pending));
     this.toGate.add(pending);
   }
@@ -253,11 +253,11 @@ export class PolecatRuns {
       this.b.setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
       // Local: two hand-offs fewer before the agent starts (docs/performance.md). A workflow task retried runs the
       // request again, which the gate takes as a repeat (a waiting run stays queued once, a holder is granted again).
-      const locally = patched(DISPATCHES_LOCALLY);
+      const locally = this.b.patches.has(DISPATCHES_LOCALLY);
       // Asked here, before any local activity of the run, as the merge request and the convoy ask theirs: asked after
       // the host claim, its marker followed the claim's in the same workflow task, and a query's replay of such a
       // history failed once ("Non-deprecated patch marker encountered … no corresponding change command").
-      const oneActivity = patched(LAUNCHES_IN_ONE_ACTIVITY);
+      const oneActivity = this.b.patches.has(LAUNCHES_IN_ONE_ACTIVITY);
       await (locally ? townLocally : town).requestDispatchSlot({
         rig: rig.name,
         request: {

@@ -13,6 +13,7 @@ import { formulaLabel } from '../domain/formula';
 import { SA } from '../domain/search-attributes';
 import { AgentRun, AgentRuns, townActivities } from './agent-run';
 import type { SingleSession } from './formula-host';
+import type { Patches } from './patches';
 
 /** The bead's town activities (dispatch slots, hosts, escalations). */
 export const town = townActivities(20);
@@ -61,7 +62,11 @@ export class Bead {
   readonly retry: number | undefined;
   private inboxSeq: number;
 
-  constructor(readonly input: BeadInput) {
+  constructor(
+    readonly input: BeadInput,
+    /** Which changes this run takes (its baseline asked as it started: workflows/patches.ts). */
+    readonly patches: Patches,
+  ) {
     const { bead, rig, convoy, formula, resume, continued } = input;
     // A retried bead (a new workflow run of the same id) goes on from what its earlier runs left, unless --fresh.
     // Nothing differs for a bead without `resume`, so histories from before retries replay unchanged.

@@ -25,7 +25,6 @@ import {
   log,
   metricMeter,
   ParentClosePolicy,
-  patched,
 } from '@temporalio/workflow';
 import { BeadWorkflowInput, type BeadResult } from '../domain/bead';
 import { appendFeedback, CAPS, capText } from '../domain/caps';
@@ -38,10 +37,11 @@ import type { MergeOutcome } from '../domain/outcomes';
 import { mergeRequestStart } from '../domain/starts';
 import { parseOrReject } from '../domain/validation';
 import { handleBeadMessages } from './bead-messages';
-import { PolecatRuns } from './bead-runs';
+import { DISPATCHES_LOCALLY, GATE_SIGNALS_WITHOUT_WAITING, LAUNCHES_IN_ONE_ACTIVITY, PolecatRuns } from './bead-runs';
 import { Bead, town } from './bead-state';
-import { deleteLegBranches, LEG_CLEANUP, runFormula } from './formula';
+import { deleteLegBranches, FORMULA_CONTINUES_AS_NEW, LEG_CLEANUP, runFormula } from './formula';
 import { mergeRequestWorkflow } from './merge-request';
+import { type PatchBaseline, patchesFrom } from './patches';
 
 /** patched() id: a bead whose formula has more than today's single run goes through the formula engine. */
 const FORMULA_ENGINE = 'bead-formula-engine';
@@ -49,11 +49,28 @@ const FORMULA_ENGINE = 'bead-formula-engine';
 const CANCEL_WAITS_FOR_AGENT_STOP = 'bead-cancel-waits-for-agent-stop';
 /** patched() id: a merge the refinery reported to the convoy (MergeOutcome.convoyTold) is not reported again. */
 const LEAVES_MERGE_REPORT_TO_REFINERY = 'bead-leaves-merge-report-to-refinery';
+/**
+ * Every change a bead's code was patched for up to 2026-12: a bead started since records this one marker for them
+ * all (workflows/patches.ts). Its list never changes; a later change gets an id of its own, and a later baseline.
+ */
+const BASELINE: PatchBaseline = {
+  id: 'bead-baseline-2026-12',
+  covers: [
+    GATE_SIGNALS_WITHOUT_WAITING,
+    DISPATCHES_LOCALLY,
+    LAUNCHES_IN_ONE_ACTIVITY,
+    FORMULA_ENGINE,
+    CANCEL_WAITS_FOR_AGENT_STOP,
+    LEAVES_MERGE_REPORT_TO_REFINERY,
+    LEG_CLEANUP,
+    FORMULA_CONTINUES_AS_NEW,
+  ],
+};
 
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
   const input = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
   const { bead, rig, convoy, formula, continued } = input;
-  const b = new Bead(input);
+  const b = new Bead(input, patchesFrom(BASELINE));
   handleBeadMessages(b);
   const polecats = new PolecatRuns(b);
   const { state, firstRound } = b;
@@ -62,7 +79,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
     for (let round = continued?.round ?? firstRound; round < firstRound + policy.maxRounds; round++) {
       state.round = round;
       const work =
-        formula && !isSingleRun(formula) && patched(FORMULA_ENGINE)
+        formula && !isSingleRun(formula) && b.patches.has(FORMULA_ENGINE)
           ? await runFormula(polecats.formulaHost(), formula, round)
           : await polecats.runRound(round, continued?.round === round ? continued : undefined);
       if ('failure' in work)
@@ -117,7 +134,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         live.length > 1
           ? Promise.all(live.flatMap((r) => (r.supervision ? [r.supervision] : []))).then(() => undefined)
           : live[0]?.supervision;
-      if (stopping && patched(CANCEL_WAITS_FOR_AGENT_STOP)) {
+      if (stopping && b.patches.has(CANCEL_WAITS_FOR_AGENT_STOP)) {
         b.setStatus(state.status, 'cancelled: stopping its agent');
         await CancellationScope.nonCancellable(() => stopping);
       }
@@ -150,7 +167,7 @@ async function finish(
   b.setStatus(result.status, result.reason ?? (result.commit ? `merged as ${result.commit}` : result.status));
   await b.runs.raisePending();
   // Merged: its leg branches (a formula's legs) are of no more use. A failed or cancelled bead keeps them for a retry.
-  if (result.status === 'closed' && b.input.formula?.steps.some((s) => s.kind === 'legs') && patched(LEG_CLEANUP))
+  if (result.status === 'closed' && b.input.formula?.steps.some((s) => s.kind === 'legs') && b.patches.has(LEG_CLEANUP))
     await deleteLegBranches(rig, bead.id);
   if (result.status === 'failed') {
     b.state.failureReason = result.reason;
@@ -167,7 +184,7 @@ async function finish(
     });
   }
   // The refinery told the convoy of the merge as it learned it (two workflow tasks earlier): nothing to add.
-  if (convoy && !(merged?.convoyTold && patched(LEAVES_MERGE_REPORT_TO_REFINERY))) {
+  if (convoy && !(merged?.convoyTold && b.patches.has(LEAVES_MERGE_REPORT_TO_REFINERY))) {
     await CancellationScope.nonCancellable(() =>
       getExternalWorkflowHandle(convoyWorkflowId(convoy.id))
         .signal(beadReportSignal, {

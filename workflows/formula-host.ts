@@ -65,6 +65,8 @@ export interface FormulaHost {
   /** The step shown before the bead's status line ("step 3/5 self-review"); undefined between steps. */
   setStep(label: string | undefined): void;
   setStatus(status: BeadStatus, waitingFor: string): void;
+  /** Whether this run of the bead takes a change's new branch (the bead's patch baseline, workflows/patches.ts). */
+  patched(patchId: string): boolean;
 }
 
 export const now = () => new Date().toISOString();

@@ -21,7 +21,6 @@ import {
   condition,
   isCancellation,
   log,
-  patched,
   proxyActivities,
   setHandler,
   workflowInfo,
@@ -65,7 +64,7 @@ const town = townActivities(20);
  */
 export const LEG_CLEANUP = 'formula-leg-cleanup';
 /** patched() id: a formula bead past its history threshold continues as new between two steps. */
-const FORMULA_CONTINUES_AS_NEW = 'formula-continues-as-new';
+export const FORMULA_CONTINUES_AS_NEW = 'formula-continues-as-new';
 
 /**
  * What a synthesis run is told about the legs before it (steps it depends on): each leg's branch, as its repository
@@ -196,7 +195,7 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
     state.formulaAt = position();
     // Between two steps nothing is in flight: the one place a formula bead hands over to a fresh history. Formula
     // histories from before never did (the marker is written only when it does, so they replay unchanged).
-    if (host.continueAsNewDue() && patched(FORMULA_CONTINUES_AS_NEW)) await host.continueAsNew(round);
+    if (host.continueAsNewDue() && host.patched(FORMULA_CONTINUES_AS_NEW)) await host.continueAsNew(round);
     const step = order[i]!;
     const rec = record(step.id);
     const label = `step ${i + 1}/${total} ${step.id}`;
@@ -287,7 +286,7 @@ export async function runFormula(host: FormulaHost, formula: ResolvedFormula, ro
         );
       });
       rec.runs.push(...results.flatMap((r) => r.runs));
-      if (patched(LEG_CLEANUP)) await removeLegWorktrees(host, results);
+      if (host.patched(LEG_CLEANUP)) await removeLegWorktrees(host, results);
       const finished = results.filter((r) => !('failure' in r)).length;
       // The step goes on with the legs that finished (the synthesis sees the failed ones as failed); all failed, it fails.
       if (finished === 0)

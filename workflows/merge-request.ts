@@ -15,20 +15,14 @@
  * This module is the process; its state is in workflows/merge-request-state.ts, the review in workflows/review.ts
  * (reviewer runs over workflows/agent-run.ts, as the bead's polecats), the pull request's life in pull-request.ts.
  */
-import {
-  CancellationScope,
-  condition,
-  getExternalWorkflowHandle,
-  isCancellation,
-  log,
-  patched,
-} from '@temporalio/workflow';
+import { CancellationScope, condition, getExternalWorkflowHandle, isCancellation, log } from '@temporalio/workflow';
 import type { MergeOutcome } from '../domain/outcomes';
 import { refineryWorkflowId } from '../domain/ids';
 import { withdrawSignal } from '../domain/messages';
 import type { MergeTicketInput } from '../domain/refinery';
 import { parseOrReject } from '../domain/validation';
 import { enqueueLocally, MergeRequest, MergeRequestInput, town } from './merge-request-state';
+import { type PatchBaseline, patchesFrom } from './patches';
 import { followPullRequest } from './pull-request';
 import { Review } from './review';
 
@@ -40,13 +34,22 @@ const FOLLOWS_RIG = 'merge-request-follows-rig';
 const ENQUEUES_LOCALLY = 'merge-request-enqueues-locally';
 /** patched() id: without a review, the rig read and the hand-off to the refinery are one local activity. */
 const QUEUES_IN_ONE_STEP = 'merge-request-queues-in-one-step';
+/**
+ * Every change a merge request's code was patched for up to 2026-12: one marker for them all in a merge request
+ * started since (workflows/patches.ts). Its list never changes; a later change gets an id of its own.
+ */
+const BASELINE: PatchBaseline = {
+  id: 'merge-request-baseline-2026-12',
+  covers: [FOLLOWS_RIG, ENQUEUES_LOCALLY, QUEUES_IN_ONE_STEP],
+};
 /** How long a merge request waits for the refinery's answer before announcing itself again. */
 const REANNOUNCE_MS = 15 * 60_000;
 
 export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise<MergeOutcome> {
   const input = parseOrReject(MergeRequestInput, rawInput, 'merge request input');
   const { bead } = input;
-  const followsRig = patched(FOLLOWS_RIG);
+  const patches = patchesFrom(BASELINE);
+  const followsRig = patches.has(FOLLOWS_RIG);
   const mr = new MergeRequest(input);
   mr.handleMessages();
   const review = new Review(mr);
@@ -77,7 +80,7 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     let ticket = ticketNow();
     // The rig read and the hand-off in one local activity when there is no review: one workflow task's worth less
     // between `gt done` and the merge (docs/performance.md). Histories from before read, then enqueue.
-    const oneStep = followsRig && patched(QUEUES_IN_ONE_STEP);
+    const oneStep = followsRig && patches.has(QUEUES_IN_ONE_STEP);
     const queued = oneStep && (await mr.queueUnlessReviewed(ticket));
     if (!queued) {
       if (followsRig && !oneStep) await mr.readRig();
@@ -95,7 +98,7 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     // A marker instead of an activity task and the workflow task that takes its result: one hand-off less between
     // `gt done` and the merge (docs/performance.md). Histories from before schedule the activity.
     const enqueue = () =>
-      patched(ENQUEUES_LOCALLY)
+      patches.has(ENQUEUES_LOCALLY)
         ? enqueueLocally.enqueueMergeRequest({ rig, ticket })
         : town.enqueueMergeRequest({ rig, ticket });
     if (!queued) await enqueue();
