@@ -1,7 +1,13 @@
 /** Activities of the dispatch gate: things workflow code cannot do (signal-with-start, describing other workflows). */
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { z } from 'zod';
-import { DispatchRequest, dispatchRequestSignal } from '../domain/dispatch';
+import {
+  dispatchGateWorkflowId,
+  DispatchReport,
+  dispatchReportSignal,
+  DispatchRequest,
+  dispatchRequestSignal,
+} from '../domain/dispatch';
 import { RigName } from '../domain/ids';
 import { dispatchGateStart, withSignal } from '../domain/starts';
 import { parseActivityInput } from '../domain/validation';
@@ -13,6 +19,9 @@ export interface DispatchDeps {
 
 export const RequestSlotInput = z.object({ rig: RigName, request: DispatchRequest });
 export type RequestSlotInput = z.input<typeof RequestSlotInput>;
+
+export const ReportStartInput = z.object({ rig: RigName, report: DispatchReport });
+export type ReportStartInput = z.input<typeof ReportStartInput>;
 
 export const ClosedWorkflowsInput = z.object({ workflowIds: z.array(z.string().min(1)).max(1000) });
 
@@ -32,6 +41,21 @@ export function createDispatchActivities(deps: DispatchDeps) {
         start.workflowType,
         withSignal(start, dispatchRequestSignal, [request]),
       );
+    },
+
+    /**
+     * Tells the rig's gate whether a granted run's agent started (its breaker counts consecutive failures). A bead
+     * runs it as a local activity: a marker in its history where a signal was two events and a workflow task for its
+     * acknowledgement. The gate counts a run once, so a retried workflow task's repeat changes nothing. A gate that no
+     * longer runs (the rig was removed) has nothing to count: not an error.
+     */
+    async reportDispatchStart(raw: ReportStartInput): Promise<void> {
+      const { rig, report } = parseActivityInput(ReportStartInput, raw);
+      try {
+        await deps.client.workflow.getHandle(dispatchGateWorkflowId(rig)).signal(dispatchReportSignal, report);
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+      }
     },
 
     /** Which of these workflows are no longer running (their slots can be reclaimed). */

@@ -56,6 +56,25 @@ describe('a slung bead', () => {
         return data ? [(JSON.parse(Buffer.from(data).toString()) as { id: string }).id] : [];
       });
     expect(await patchIds(handle)).toEqual(['bead-baseline-2026-12']);
+    // Its status is written when it changes (the run's start and gt done re-wrote it before), and its start reaches
+    // the gate from a local activity, not a signal.
+    const events = (await handle.fetchHistory()).events ?? [];
+    const written = events.flatMap((e) => {
+      const fields = e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields;
+      const value = (key: string) => JSON.parse(Buffer.from(fields![key]!.data!).toString()) as unknown;
+      return fields?.['GtStatus'] ? [[value('GtStatus'), value('GtRunId')]] : [];
+    });
+    expect(written).toEqual([
+      ['open', null],
+      ['in_progress', 'b-merge-ok/r1/a1'],
+      ['in_progress', null],
+      ['in_review', null],
+      ['closed', null],
+    ]);
+    const signalled = events.flatMap(
+      (e) => e.signalExternalWorkflowExecutionInitiatedEventAttributes?.signalName ?? [],
+    );
+    expect(signalled).toEqual(['dispatchRelease']);
     expect(await patchIds(t.client.workflow.getHandle(mergeRequestWorkflowId('b-merge-ok', 1)))).toEqual([
       'merge-request-baseline-2026-12',
     ]);

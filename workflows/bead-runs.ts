@@ -16,6 +16,7 @@ import {
   isCancellation,
   log,
   metricMeter,
+  proxyLocalActivities,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { BeadResult, BeadWorkflowInput, RunRecord } from '../domain/bead';
@@ -28,7 +29,7 @@ import { countTownEvent } from '../domain/metrics';
 import { failureMessage } from '../domain/validation';
 import { type AgentLaunch, type AttemptsAt, hostActivities, type Launched, runAttempts } from './agent-run';
 import { type Bead, PolecatRun, town, townLocally } from './bead-state';
-import type { HostQueueActivities } from '../activities';
+import type { HostQueueActivities, TownQueueActivities } from '../activities';
 import type { AgentStep, FormulaHost, LegResult, RunResult } from './formula-host';
 import { NON_RETRYABLE } from '../domain/failures';
 
@@ -38,6 +39,17 @@ export const GATE_SIGNALS_WITHOUT_WAITING = 'bead-gate-signals-without-waiting';
 export const DISPATCHES_LOCALLY = 'bead-dispatches-locally';
 /** patched() id: one host activity, launchRun, prepares the run and starts its agent (prepareRun + startAgentRun). */
 export const LAUNCHES_IN_ONE_ACTIVITY = 'bead-launches-in-one-activity';
+/**
+ * patched() id (in the bead's baseline only): a run's start is reported to the gate from a local activity, a marker
+ * in the workflow task that learned it, where the signal cost two events and a workflow task for its acknowledgement.
+ */
+export const REPORTS_START_LOCALLY = 'bead-reports-start-locally';
+
+/** Best effort, as the signal it replaces: a few quick tries, then a warning (the gate dedupes repeats by run id). */
+const reporter = proxyLocalActivities<TownQueueActivities>({
+  startToCloseTimeout: '10s',
+  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumAttempts: 3 },
+});
 
 /**
  * The highest run number `round` has used (0 for none): the next run of the round is numbered after it. The newest
@@ -235,9 +247,16 @@ export class PolecatRuns {
   }
   /** Tells the rig's gate whether the run's agent started (its circuit breaker counts consecutive failures). */
   private reportStart(runId: string, started: boolean, reason = '') {
-    return this.gate()
-      .signal(dispatchReportSignal, { runId, started, reason: reason.slice(0, 2000) })
-      .catch((err: unknown) => log.warn('could not report to the dispatch gate', { runId, error: String(err) }));
+    const report = { runId, started, reason: reason.slice(0, 2000) };
+    const sent = this.b.patches.has(REPORTS_START_LOCALLY)
+      ? reporter.reportDispatchStart.executeWithOptions(
+          { summary: `report to the dispatch gate that run ${runId} ${started ? 'started' : 'failed to start'}` },
+          [{ rig: this.b.input.rig.name, report }],
+        )
+      : this.gate().signal(dispatchReportSignal, report);
+    return sent.catch((err: unknown) =>
+      log.warn('could not report to the dispatch gate', { runId, error: String(err) }),
+    );
   }
 
   /** One attempt: a dispatch slot, then a run from start to gt_done / exit / stall. Returns the published head on success. */

@@ -4,7 +4,7 @@
  * them (only the live run may speak: workflows/agent-run.ts). What it keeps is bounded by domain/caps.ts, so no
  * input, update answer or result can pass Temporal's payload limit.
  */
-import { proxyLocalActivities, setCurrentDetails, upsertSearchAttributes } from '@temporalio/workflow';
+import { proxyLocalActivities, setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { z } from 'zod';
 import type { TownQueueActivities } from '../activities';
 import type { BeadWorkflowInput, BeadState, BeadStatus, RoundRecord, RunRecord } from '../domain/bead';
@@ -27,6 +27,12 @@ export const townLocally = proxyLocalActivities<TownQueueActivities>({
 });
 
 export type BeadInput = z.output<typeof BeadWorkflowInput>;
+
+/**
+ * patched() id (in the bead's baseline only): the status search attributes are written when they change. The run's
+ * start and its `gt done` each re-wrote the status, round and run id the launch had written, one event each.
+ */
+export const STATUS_ON_CHANGE = 'bead-status-on-change';
 
 /** A polecat run of the bead: what its agent said (gt done, gt handoff), its record and how far it read the inbox. */
 export class PolecatRun extends AgentRun {
@@ -61,6 +67,8 @@ export class Bead {
   /** The retry this workflow run is (`gt bead retry`), if it is one. */
   readonly retry: number | undefined;
   private inboxSeq: number;
+  /** The status search attributes as last written (by the start, a continue-as-new's copy or an upsert). */
+  private shown: { status: unknown; round: unknown; runId: unknown };
 
   constructor(
     readonly input: BeadInput,
@@ -104,6 +112,8 @@ export class Bead {
         `[retry ${lastRetry.retry} by ${lastRetry.by}] ${lastRetry.note}`,
       );
     this.inboxSeq = this.inbox.reduce((n, m) => Math.max(n, m.seq), 0);
+    const sa = workflowInfo().typedSearchAttributes;
+    this.shown = { status: sa.get(SA.status), round: sa.get(SA.round), runId: sa.get(SA.runId) };
     this.runs = new AgentRuns<PolecatRun>(
       (runId, current) =>
         `run ${runId} is not the current run of bead ${bead.id}: ${current ? `the current run is ${current.runId}` : `no run is active (bead is ${this.state.status})`}`,
@@ -127,12 +137,17 @@ export class Bead {
     this.state.status = status;
     this.state.waitingFor = waitingFor;
     this.state.currentRunId = current?.runId;
+    setCurrentDetails(`**${status}** — ${this.stepLabel ? `${this.stepLabel}: ` : ''}${waitingFor}`);
+    const next = { status, round: this.state.round, runId: current?.runId };
+    const { shown } = this;
+    const same = next.status === shown.status && next.round === shown.round && next.runId === shown.runId;
+    if (same && this.patches.has(STATUS_ON_CHANGE)) return;
     upsertSearchAttributes([
       { key: SA.status, value: status },
       { key: SA.round, value: this.state.round },
       { key: SA.runId, value: current?.runId ?? null },
     ]);
-    setCurrentDetails(`**${status}** — ${this.stepLabel ? `${this.stepLabel}: ` : ''}${waitingFor}`);
+    this.shown = next;
   }
 
   /** The sequence number of a new inbox message. */

@@ -37,8 +37,14 @@ import type { MergeOutcome } from '../domain/outcomes';
 import { mergeRequestStart } from '../domain/starts';
 import { parseOrReject } from '../domain/validation';
 import { handleBeadMessages } from './bead-messages';
-import { DISPATCHES_LOCALLY, GATE_SIGNALS_WITHOUT_WAITING, LAUNCHES_IN_ONE_ACTIVITY, PolecatRuns } from './bead-runs';
-import { Bead, town } from './bead-state';
+import {
+  DISPATCHES_LOCALLY,
+  GATE_SIGNALS_WITHOUT_WAITING,
+  LAUNCHES_IN_ONE_ACTIVITY,
+  PolecatRuns,
+  REPORTS_START_LOCALLY,
+} from './bead-runs';
+import { Bead, STATUS_ON_CHANGE, town } from './bead-state';
 import { deleteLegBranches, FORMULA_CONTINUES_AS_NEW, LEG_CLEANUP, runFormula } from './formula';
 import { mergeRequestWorkflow } from './merge-request';
 import { type PatchBaseline, patchesFrom } from './patches';
@@ -64,6 +70,9 @@ const BASELINE: PatchBaseline = {
     LEAVES_MERGE_REPORT_TO_REFINERY,
     LEG_CLEANUP,
     FORMULA_CONTINUES_AS_NEW,
+    // New with the baseline, never asked on their own by a bead that recorded it.
+    REPORTS_START_LOCALLY,
+    STATUS_ON_CHANGE,
   ],
 };
 
