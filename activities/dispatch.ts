@@ -3,6 +3,8 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { z } from 'zod';
 import {
   dispatchGateWorkflowId,
+  DispatchGrant,
+  dispatchGrantSignal,
   DispatchReport,
   dispatchReportSignal,
   DispatchRequest,
@@ -22,6 +24,11 @@ export type RequestSlotInput = z.input<typeof RequestSlotInput>;
 
 export const ReportStartInput = z.object({ rig: RigName, report: DispatchReport });
 export type ReportStartInput = z.input<typeof ReportStartInput>;
+
+export const DeliverGrantsInput = z.object({
+  grants: z.array(DispatchGrant.extend({ workflowId: z.string().min(1).max(300) })).max(1000),
+});
+export type DeliverGrantsInput = z.input<typeof DeliverGrantsInput>;
 
 export const ClosedWorkflowsInput = z.object({ workflowIds: z.array(z.string().min(1)).max(1000) });
 
@@ -56,6 +63,29 @@ export function createDispatchActivities(deps: DispatchDeps) {
       } catch (err) {
         if (!(err instanceof WorkflowNotFoundError)) throw err;
       }
+    },
+
+    /**
+     * The gate's grants, all at once: a marker in the gate's history for the lot, and each bead hears its grant while
+     * the gate's workflow task is still open, where a signal each cost two events, and the gate sent the next only
+     * once the last one's acknowledgement had come back in a workflow task of its own. Returns the runs whose bead
+     * workflow is gone (terminated by hand: their slots are free again). Any other failure fails the call (the gate
+     * then signals as before); a bead granted twice by a retry keeps one grant.
+     */
+    async deliverDispatchGrants(raw: DeliverGrantsInput): Promise<{ gone: string[] }> {
+      const { grants } = parseActivityInput(DeliverGrantsInput, raw);
+      const results = await Promise.allSettled(
+        grants.map(({ workflowId, runId, probe }) =>
+          deps.client.workflow.getHandle(workflowId).signal(dispatchGrantSignal, { runId, probe }),
+        ),
+      );
+      const gone: string[] = [];
+      for (const [i, r] of results.entries()) {
+        if (r.status === 'fulfilled') continue;
+        if (!(r.reason instanceof WorkflowNotFoundError)) throw r.reason;
+        gone.push(grants[i]!.runId);
+      }
+      return { gone };
     },
 
     /** Which of these workflows are no longer running (their slots can be reclaimed). */

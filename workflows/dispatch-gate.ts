@@ -73,6 +73,16 @@ const SETTINGS_FROM_RIG = 'dispatch-gate-settings-from-rig';
  * stays `open` for almost every pass: 14 of 15 upserts in a recorded gate's history changed nothing).
  */
 const STATUS_ON_CHANGE = 'dispatch-gate-status-on-change';
+/**
+ * patched() id: the grants waiting to go out are delivered by one local activity, not a signal each sent after the
+ * last one's acknowledgement. Asked as a run starts, before any local activity of its first workflow task.
+ */
+const GRANTS_LOCALLY = 'dispatch-gate-grants-locally';
+/** Grants are best delivered at once: a few quick tries of the local activity, then signals as before. */
+const grantor = proxyLocalActivities<TownQueueActivities>({
+  startToCloseTimeout: '10s',
+  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumAttempts: 3 },
+});
 /** Distinct request snapshots checked against the rig per run of the gate: one read each, at most this many kept. */
 const SNAPSHOTS_KEEP = 100;
 
@@ -99,6 +109,7 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
   let dirty = true;
   let lastReap = Date.now();
   const settingsFromRig = patched(SETTINGS_FROM_RIG);
+  const grantsLocally = patched(GRANTS_LOCALLY);
   /** The rig's configuration is to be read before the next grant: a fresh gate's start args may be a bead's snapshot. */
   let rigReadDue = settingsFromRig && !carried;
   const checkedSnapshots = new Set<string>();
@@ -251,19 +262,37 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
   const continueAsNewDue = () =>
     workflowInfo().continueAsNewSuggested || workflowInfo().historyLength >= input.historyLimit;
 
+  /** The bead workflow is gone (terminated by hand): its slot is free again. */
+  const dropGrant = (runId: string, error: string) => {
+    log.warn('dropping grant for a workflow that no longer exists', { runId, error });
+    const i = running.findIndex((s) => s.runId === runId);
+    if (i >= 0) running.splice(i, 1);
+    remember(released, runId);
+    dirty = true;
+  };
   const deliverGrants = async () => {
+    if (grantsLocally && outbox.length) {
+      const batch = outbox.splice(0);
+      try {
+        const { gone } = await grantor.deliverDispatchGrants.executeWithOptions(
+          { summary: `grant ${batch.length} dispatch slot${batch.length === 1 ? '' : 's'}` },
+          [{ grants: batch.map(({ slot, probe }) => ({ workflowId: slot.workflowId, runId: slot.runId, probe })) }],
+        );
+        granted += batch.length;
+        for (const runId of gone) dropGrant(runId, 'workflow not found');
+        return;
+      } catch (err) {
+        log.warn('could not deliver grants at once; signalling them one by one', { error: String(err) });
+        outbox.unshift(...batch);
+      }
+    }
     while (outbox.length) {
       const { slot, probe } = outbox.shift()!;
       granted++;
       try {
         await getExternalWorkflowHandle(slot.workflowId).signal(dispatchGrantSignal, { runId: slot.runId, probe });
       } catch (err) {
-        // The bead workflow is gone (terminated by hand): its slot is free again.
-        log.warn('dropping grant for a workflow that no longer exists', { runId: slot.runId, error: String(err) });
-        const i = running.findIndex((s) => s.runId === slot.runId);
-        if (i >= 0) running.splice(i, 1);
-        remember(released, slot.runId);
-        dirty = true;
+        dropGrant(slot.runId, String(err));
       }
     }
   };
