@@ -87,8 +87,7 @@ describe.skipIf(skipReason)('dispatch grants (time-skipping)', { timeout: 30_000
         const plain = new Client({ connection: env.connection });
         const gate = plain.workflow.getHandle(dispatchGateWorkflowId(rig.name));
         // A run of a bead workflow that does not exist takes the rig's only slot first.
-        const { requestDispatchSlot } = createDispatchActivities({ client: plain, taskQueue });
-        await requestDispatchSlot({
+        await createDispatchActivities({ client: plain, taskQueue }).requestDispatchSlot({
           rig: rig.name,
           request: {
             beadId: 'ghost',
