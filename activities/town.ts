@@ -1,10 +1,12 @@
 /** Activities that talk to Temporal itself: things workflow code cannot do (signal-with-start). */
 import { activityInfo, log, metricMeter } from '@temporalio/activity';
-import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { BeadReportMessage } from '../domain/convoy';
 import { z } from 'zod';
 import { EscalationInput } from '../domain/escalation';
-import { enqueueSignal } from '../domain/messages';
-import { MergeTicket } from '../domain/refinery';
+import { beadReportSignal, enqueueSignal, mergeResultSignal } from '../domain/messages';
+import { ConvoyId, convoyWorkflowId } from '../domain/ids';
+import { MergeResult, MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { escalationStart, refineryStart, withSignal } from '../domain/starts';
 import { countTownEvent } from '../domain/metrics';
@@ -21,6 +23,30 @@ export interface TownDeps {
 
 export const EnqueueInput = z.object({ rig: RigConfig, ticket: MergeTicket });
 export type EnqueueInput = z.input<typeof EnqueueInput>;
+
+export const DeliverOutcomeInput = z.object({
+  result: MergeResult,
+  convoy: z.object({ convoyId: ConvoyId, report: BeadReportMessage }).optional(),
+});
+export type DeliverOutcomeInput = z.input<typeof DeliverOutcomeInput>;
+
+/** What deliverMergeOutcome told: whether each receiver was there to hear it. */
+export interface DeliveredOutcome {
+  mrId: string;
+  mergeRequest: boolean;
+  convoy?: { convoyId: string; beadId: string; reported: boolean };
+}
+
+/** Whether a signal's workflow is gone (not an error for a delivery: it is logged). */
+async function delivered(send: Promise<void>): Promise<boolean> {
+  try {
+    await send;
+    return true;
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return false;
+    throw err;
+  }
+}
 
 /** Attempts of queueMergeRequest that fail to read the rig before it goes by the merge request's own configuration. */
 const RIG_READ_ATTEMPTS = 5;
@@ -69,6 +95,32 @@ export function createTownActivities(deps: TownDeps) {
       const start = refineryStart({ taskQueue: deps.taskQueue, input: { rig } });
       await deps.client.workflow.signalWithStart(start.workflowType, withSignal(start, enqueueSignal, [input.ticket]));
       return { rig, queued: true };
+    },
+
+    /**
+     * A merge section's outcome to its merge request, and a convoy bead's merge to its convoy. The refinery runs it as
+     * a local activity: a marker in its history where the two signals cost four events and the workflow tasks their
+     * acknowledgements scheduled, and both are sent while its workflow task is still open. Both receivers ignore a
+     * repeat (a retried workflow task's). A receiver that is gone (a cancelled bead's merge request, a removed convoy)
+     * is answered false; any other failure fails the call, and the refinery signals as before.
+     */
+    async deliverMergeOutcome(raw: DeliverOutcomeInput): Promise<DeliveredOutcome> {
+      const { result, convoy } = parseActivityInput(DeliverOutcomeInput, raw);
+      const [mergeRequest, reported] = await Promise.all([
+        delivered(deps.client.workflow.getHandle(result.mrId).signal(mergeResultSignal, result)),
+        convoy &&
+          delivered(
+            deps.client.workflow.getHandle(convoyWorkflowId(convoy.convoyId)).signal(beadReportSignal, convoy.report),
+          ),
+      ]);
+      // What was told to whom: the answer is what the refinery's history keeps of it (its marker).
+      return {
+        mrId: result.mrId,
+        mergeRequest,
+        ...(convoy && reported !== undefined
+          ? { convoy: { convoyId: convoy.convoyId, beadId: convoy.report.beadId, reported } }
+          : {}),
+      };
     },
 
     /** Raises an escalation once per id: a retried or repeated raise finds the existing one. */

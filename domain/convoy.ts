@@ -441,6 +441,8 @@ export const BeadReportMessage = z.object({
   reason: z.string().optional(),
   /** The bead's retry number, on a retried run's report. */
   retry: z.number().int().min(1).optional(),
+  /** The workflow that reported it, when the signal came from its local activity (the refinery's). */
+  reportedBy: z.string().max(300).optional(),
 });
 
 // --- recovery: retry, skip, resume (docs/operations.md) ---

@@ -63,5 +63,10 @@ export interface BeadReport {
   reason?: string;
   /** The bead's retry number, on a retried run's report (`gt bead retry`). */
   retry?: number;
+  /**
+   * The workflow that reported it when the signal's sender is not one (the refinery reports a convoy bead's merge from
+   * a local activity): what the convoy's history shows of where a report came from.
+   */
+  reportedBy?: string;
 }
 export const beadReportSignal = defineSignal<[BeadReport]>('beadReport');

@@ -27,6 +27,7 @@ import {
   metricMeter,
   patched,
   proxyActivities,
+  proxyLocalActivities,
   setCurrentDetails,
   setHandler,
   upsertMemo,
@@ -38,6 +39,7 @@ import type { TownQueueActivities } from '../activities';
 import type { ChainLink } from '../activities/merge';
 import { escalationIdPart } from '../domain/escalation';
 import {
+  type BeadReport,
   beadReportSignal,
   enqueueSignal,
   mergeResultSignal,
@@ -53,6 +55,7 @@ import {
   type BatchVerdict,
   type CandidateResult,
   MAX_QUEUED_TICKETS,
+  type MergeResult,
   MergeTicket,
   nextBatchLimit,
   nextBisectionStep,
@@ -126,6 +129,16 @@ const REPORTS_TO_CONVOY = 'refinery-reports-to-convoy';
  * instead of being sent back for a conflict that may be with MRs not on the target yet.
  */
 const BATCH_CONFLICT_WAITS = 'refinery-batch-conflict-waits';
+/**
+ * patched() id: an outcome goes to its merge request (and a convoy bead's merge to its convoy) from a local activity,
+ * not as signals. Asked as a run starts, before any local activity of its first workflow task.
+ */
+const DELIVERS_LOCALLY = 'refinery-delivers-locally';
+/** Outcomes are best delivered at once: a few quick tries of the local activity, then signals as before. */
+const deliverer = proxyLocalActivities<TownQueueActivities>({
+  startToCloseTimeout: '10s',
+  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumAttempts: 3 },
+});
 const CONVOYS_KEEP = 1000;
 /** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
 const MAX_SECTION_FAILURES = 3;
@@ -139,6 +152,7 @@ const town = proxyActivities<TownQueueActivities>({
 
 export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   let rig = parseOrReject(RigConfig, input.rig, 'rig config');
+  const deliversLocally = patched(DELIVERS_LOCALLY);
   const queue: MergeTicket[] = [...(input.queue ?? [])];
   const seen = new Set(input.seen ?? []);
   const stats: RefineryStats = { merged: 0, rejected: 0, pullRequests: 0, gateRuns: 0, ...input.stats };
@@ -267,21 +281,33 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
 
   /** Outcomes signalled to merge requests and not yet recorded; continue-as-new waits for them. */
   const deliveries = new Set<Promise<void>>();
-  /** Reports a convoy bead's merge to its convoy, as the bead's own report would (the convoy ignores repeats). */
-  const reportToConvoy = (ticket: MergeTicket, convoyId: string, commit: string): true => {
-    const sent: Promise<void> = getExternalWorkflowHandle(convoyWorkflowId(convoyId))
-      .signal(beadReportSignal, {
-        beadId: ticket.beadId,
-        status: 'closed',
-        commit,
-        ...(ticket.convoyBead?.retry ? { retry: ticket.convoyBead.retry } : {}),
-      })
+  /** A convoy bead's merge, as the bead's own report would tell its convoy (the convoy ignores repeats). */
+  const convoyReport = (ticket: MergeTicket, commit: string): BeadReport => ({
+    beadId: ticket.beadId,
+    status: 'closed',
+    commit,
+    ...(ticket.convoyBead?.retry ? { retry: ticket.convoyBead.retry } : {}),
+  });
+  /** Signals a result (and a convoy report), as before outcomes went out from a local activity. */
+  const signalOutcome = (result: MergeResult, convoy?: { convoyId: string; report: BeadReport }): Promise<void> => {
+    const mrId = result.mrId;
+    const toConvoy =
+      convoy &&
+      getExternalWorkflowHandle(convoyWorkflowId(convoy.convoyId))
+        .signal(beadReportSignal, convoy.report)
+        .catch((err: unknown) =>
+          log.warn('could not report to convoy', { mrId, convoyId: convoy.convoyId, error: String(err) }),
+        );
+    if (toConvoy) track(toConvoy);
+    return getExternalWorkflowHandle(mrId)
+      .signal(mergeResultSignal, result)
       .catch((err: unknown) =>
-        log.warn('could not report to convoy', { mrId: ticket.mrId, convoyId, error: String(err) }),
-      )
-      .finally(() => deliveries.delete(sent));
-    deliveries.add(sent);
-    return true;
+        log.warn('merge request workflow is gone; outcome not delivered', { mrId, error: String(err) }),
+      );
+  };
+  const track = (sent: Promise<void>) => {
+    const pending: Promise<void> = sent.finally(() => deliveries.delete(pending));
+    deliveries.add(pending);
   };
   /** Tells a merge request its outcome; a merge request that is gone (its bead was cancelled) is only logged. */
   const deliver = async (ticket: MergeTicket, outcome: SectionOutcome) => {
@@ -304,22 +330,51 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     // bead (through the outcome) that it need not. A signal that cannot reach the convoy would not from the bead
     // either (both fail only when the convoy is gone), so the bead's report is skipped even if this one fails.
     const toConvoy = outcome.kind === 'merged' && ticket.convoyBead && ticket.convoyId;
-    const told = toConvoy && patched(REPORTS_TO_CONVOY) ? reportToConvoy(ticket, toConvoy, outcome.commit) : false;
-    const delivered = getExternalWorkflowHandle(ticket.mrId)
-      .signal(mergeResultSignal, {
-        mrId: ticket.mrId,
-        headSha: ticket.headSha,
-        outcome: told && outcome.kind === 'merged' ? { ...outcome, convoyTold: true } : outcome,
-      })
-      .catch((err: unknown) =>
-        log.warn('merge request workflow is gone; outcome not delivered', { mrId: ticket.mrId, error: String(err) }),
+    // A run that delivers locally is newer than the convoy report: it need not ask for it (one marker fewer).
+    const told = toConvoy && (deliversLocally || patched(REPORTS_TO_CONVOY));
+    const convoy =
+      told && outcome.kind === 'merged'
+        ? {
+            convoyId: toConvoy,
+            report: {
+              ...convoyReport(ticket, outcome.commit),
+              // Sent by a local activity's client, the signal itself does not say it came from this workflow.
+              ...(deliversLocally ? { reportedBy: workflowInfo().workflowId } : {}),
+            },
+          }
+        : undefined;
+    const result: MergeResult = {
+      mrId: ticket.mrId,
+      headSha: ticket.headSha,
+      outcome: convoy && outcome.kind === 'merged' ? { ...outcome, convoyTold: true } : outcome,
+    };
+    if (deliversLocally) {
+      // One marker, and both receivers hear it while this workflow task is open (docs/performance.md).
+      const local = deliverer.deliverMergeOutcome.executeWithOptions(
+        { summary: `tell ${ticket.mrId} its outcome (${outcome.kind})` },
+        [{ result, ...(convoy ? { convoy } : {}) }],
       );
+      track(
+        local.then(
+          (r) => {
+            if (!r.mergeRequest)
+              log.warn('merge request workflow is gone; outcome not delivered', { mrId: ticket.mrId });
+            if (r.convoy?.reported === false)
+              log.warn('could not report to convoy: it is gone', { mrId: ticket.mrId, convoyId: convoy?.convoyId });
+          },
+          (err: unknown) => {
+            log.warn('could not deliver the outcome at once; signalling it', { mrId: ticket.mrId, error: String(err) });
+            return signalOutcome(result, convoy);
+          },
+        ),
+      );
+      return;
+    }
+    const delivered = signalOutcome(result, convoy);
     // The next section need not wait for the signal to be recorded (one round trip per merge on a serial queue);
     // histories from before this change waited, and replay the same way.
-    if (patched(DELIVER_WITHOUT_WAITING)) {
-      const pending: Promise<void> = delivered.finally(() => deliveries.delete(pending));
-      deliveries.add(pending);
-    } else await delivered;
+    if (patched(DELIVER_WITHOUT_WAITING)) track(delivered);
+    else await delivered;
   };
 
   /**

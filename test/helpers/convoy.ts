@@ -48,8 +48,9 @@ export async function convoyTimeline(client: Client, convoyId: string): Promise<
     for (const e of history.events ?? []) {
       const signal = e.workflowExecutionSignaledEventAttributes;
       if (signal?.signalName === 'beadReport') {
-        const [report] = decode(signal.input) as [{ beadId: string; status: string }];
-        const from = signal.externalWorkflowExecution?.workflowId ?? undefined;
+        const [report] = decode(signal.input) as [{ beadId: string; status: string; reportedBy?: string }];
+        // A workflow's signal names it; the refinery's report, sent from its local activity, says it in the report.
+        const from = signal.externalWorkflowExecution?.workflowId ?? report.reportedBy;
         timeline.push({ kind: 'report', beadId: report.beadId, status: report.status, at: eventTimeMs(e), from });
       }
       const scheduled = e.activityTaskScheduledEventAttributes;
@@ -73,19 +74,35 @@ export async function convoyTimeline(client: Client, convoyId: string): Promise<
 }
 
 /**
- * When the rig's refinery reported each convoy bead's merge to its convoy (the completion of the workflow task that
- * sent the report, across the refinery's runs): bead id → time. A bead reported twice fails the test.
+ * When the rig's refinery reported each convoy bead's merge to its convoy, across its runs: the completion of the
+ * workflow task that signalled it, or the start of the one whose local activity sent it. Bead id → time. A bead
+ * reported twice fails the test.
  */
 export async function refineryMerges(client: Client, rig: string): Promise<Map<string, number>> {
   const merges = new Map<string, number>();
+  const reported = (beadId: string, at: number) => {
+    if (merges.has(beadId)) throw new Error(`the refinery reported ${beadId} twice`);
+    merges.set(beadId, at);
+  };
   for (const run of await runsOf(client, `refinery:${rig}`)) {
     const history = await client.workflow.getHandle(`refinery:${rig}`, run.runId).fetchHistory();
+    /** The start of the workflow task under way: a local activity runs in it, before its marker is written. */
+    let taskStarted = 0;
     for (const e of history.events ?? []) {
+      if (e.workflowTaskStartedEventAttributes) taskStarted = eventTimeMs(e);
       const sent = e.signalExternalWorkflowExecutionInitiatedEventAttributes;
-      if (sent?.signalName !== 'beadReport') continue;
-      const [report] = decode(sent.input) as [{ beadId: string }];
-      if (merges.has(report.beadId)) throw new Error(`the refinery reported ${report.beadId} twice`);
-      merges.set(report.beadId, eventTimeMs(e));
+      if (sent?.signalName === 'beadReport') {
+        const [report] = decode(sent.input) as [{ beadId: string }];
+        reported(report.beadId, eventTimeMs(e));
+      }
+      // Since 'refinery-delivers-locally' the report goes from a local activity, whose answer names the bead.
+      const marker = e.markerRecordedEventAttributes;
+      if (marker?.markerName === 'core_local_activity') {
+        const [data] = decode(marker.details?.data) as [{ activity_type: string }];
+        if (data.activity_type !== 'deliverMergeOutcome') continue;
+        const [answer] = decode(marker.details?.result) as [{ convoy?: { beadId: string; reported: boolean } }];
+        if (answer.convoy?.reported) reported(answer.convoy.beadId, taskStarted);
+      }
     }
   }
   return merges;

@@ -23,6 +23,7 @@ import { temporal } from '@temporalio/proto';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import { inject } from 'vitest';
+import { createTownActivities } from '../../activities/town';
 import { RigConfig, type RigConfigInput } from '../../domain/rig';
 import { ALL_SEARCH_ATTRIBUTES } from '../../domain/search-attributes';
 
@@ -86,6 +87,17 @@ export async function withWorker<T>(
     defaultHeartbeatThrottleInterval: 20,
   });
   return worker.runUntil(body(taskQueue));
+}
+
+/**
+ * The refinery's delivery of outcomes as the worker runs it (a local activity signalling real workflows on the test
+ * server), for stub sets of refinery tests: without it each outcome would take the fallback, signals after failed tries.
+ */
+export function deliveryActivity(client: Client, taskQueue: string) {
+  const town = createTownActivities({ client, taskQueue, hostQueue: taskQueue, gtHome: '/nonexistent' });
+  return {
+    deliverMergeOutcome: (raw: Parameters<typeof town.deliverMergeOutcome>[0]) => town.deliverMergeOutcome(raw),
+  };
 }
 
 /** A rig for workflow inputs: nothing in it is touched by stubbed activities. */

@@ -11,7 +11,14 @@ import { refineryWorkflowId } from '../../domain/ids';
 import { enqueueSignal, pauseRefineryUpdate } from '../../domain/messages';
 import type { MergeTicketInput } from '../../domain/refinery';
 import type { RefineryInput } from '../../workflows/refinery';
-import { continuationInputs, skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
+import {
+  continuationInputs,
+  deliveryActivity,
+  skipReason,
+  startTimeSkipping,
+  testRig,
+  withWorker,
+} from '../helpers/time-skipping';
 
 const ticket = (n: number): MergeTicketInput => ({
   mrId: `mr:ref-${n}:1`,
@@ -35,7 +42,8 @@ describe.skipIf(skipReason)('refinery continue-as-new (time-skipping)', { timeou
 
   it('carries its queue, stats and seen tickets across continue-as-new every 2 sections', async () => {
     const merged: string[] = [];
-    const activities = () => ({
+    const activities = (taskQueue: string) => ({
+      ...deliveryActivity(env.client, taskQueue),
       mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
         merged.push(...tickets.map((t) => t.mrId));
         return Promise.resolve({

@@ -13,7 +13,7 @@ import type { ChainLink, GateSpeculativeInput, LandChainInput } from '../../acti
 import { refineryWorkflowId } from '../../domain/ids';
 import { enqueueSignal, pauseRefineryUpdate, refineryStateQuery } from '../../domain/messages';
 import type { LandResult, MergeTicketInput, SpeculativeGateResult } from '../../domain/refinery';
-import { skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
+import { deliveryActivity, skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
 
 const ticket = (name: string, n: number): MergeTicketInput => ({
   mrId: `mr:${name}:1`,
@@ -52,7 +52,8 @@ describe.skipIf(skipReason)('speculative refinery (time-skipping)', { timeout: 6
     let mostActive = 0;
     const gated: { mrIds: string[]; base: string; passed: boolean; sha: string }[] = [];
     const landings: { mrIds: string[]; sha: string }[] = [];
-    const activities = () => ({
+    const activities = (taskQueue: string) => ({
+      ...deliveryActivity(env.client, taskQueue),
       targetTip: () => Promise.resolve({ sha: target }),
       gateSpeculative: async ({ base, chain }: GateSpeculativeInput): Promise<SpeculativeGateResult> => {
         active++;

@@ -1,0 +1,94 @@
+/**
+ * Fast tier, how the refinery tells a merge request its outcome: from a local activity (no signal in its history), and
+ * when that fails, by signal as before — the merge request hears it either way. Real merge-request and refinery
+ * workflows (the merge request queues itself through the real activity), a stubbed merge.
+ */
+import type { TestWorkflowEnvironment } from '@temporalio/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRigConfigActivities } from '../../activities/rig-config';
+import { createTownActivities } from '../../activities/town';
+import { refineryWorkflowId } from '../../domain/ids';
+import type { MergeOutcome } from '../../domain/outcomes';
+import { mergeRequestStart } from '../../domain/starts';
+import { deliveryActivity, skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
+
+const COMMIT = 'e'.repeat(40);
+
+describe.skipIf(skipReason)('refinery outcome delivery (time-skipping)', { timeout: 30_000 }, () => {
+  let env: TestWorkflowEnvironment;
+  beforeAll(async () => {
+    env = await startTimeSkipping();
+  });
+  afterAll(async () => {
+    await env?.teardown();
+  });
+
+  /** One merge request through a refinery whose merge lands at once; its outcome and the refinery's history. */
+  const mergeOne = async (rigName: string, delivery: (taskQueue: string) => object) => {
+    const rig = testRig({ name: rigName, batchSize: 1 });
+    const attempts: number[] = [];
+    return withWorker(
+      env,
+      (taskQueue) => {
+        const town = createTownActivities({
+          client: env.client,
+          taskQueue,
+          hostQueue: taskQueue,
+          gtHome: '/nonexistent',
+        });
+        return {
+          ...createRigConfigActivities({ client: env.client }),
+          queueMergeRequest: (raw: Parameters<typeof town.queueMergeRequest>[0]) => town.queueMergeRequest(raw),
+          mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
+            attempts.push(tickets.length);
+            return Promise.resolve({
+              kind: 'merged',
+              commit: COMMIT,
+              merged: tickets.map((t) => ({ mrId: t.mrId, commit: COMMIT })),
+              gateRuns: 1,
+              alreadyMerged: false,
+            });
+          },
+          ...delivery(taskQueue),
+        };
+      },
+      async (taskQueue) => {
+        const mr = mergeRequestStart({
+          mrId: `mr:${rigName}-1:1`,
+          bead: { id: `${rigName}-1`, title: 'one', priority: 2 },
+          rig,
+          round: 1,
+          branch: `gt/${rigName}-1`,
+          headSha: '1'.repeat(40),
+          targetBranch: rig.branch,
+        });
+        const handle = await env.client.workflow.start(mr.workflowType, { ...mr.options, taskQueue });
+        const outcome = (await handle.result()) as MergeOutcome;
+        const refinery = env.client.workflow.getHandle(refineryWorkflowId(rig.name));
+        const signalled = ((await refinery.fetchHistory()).events ?? []).flatMap(
+          (e) => e.signalExternalWorkflowExecutionInitiatedEventAttributes?.signalName ?? [],
+        );
+        return { outcome, signalled, attempts };
+      },
+    );
+  };
+
+  it('tells the merge request from a local activity', async () => {
+    const r = await mergeOne('fast-deliver', (taskQueue) => deliveryActivity(env.client, taskQueue));
+    expect(r.outcome).toMatchObject({ kind: 'merged', commit: COMMIT });
+    expect(r.signalled).toEqual([]);
+  });
+
+  it('signals the outcome when the local activity keeps failing', async () => {
+    let tries = 0;
+    const r = await mergeOne('fast-deliver-fallback', () => ({
+      deliverMergeOutcome: () => {
+        tries++;
+        return Promise.reject(new Error('the frontend is unreachable (stub)'));
+      },
+    }));
+    expect(r.outcome).toMatchObject({ kind: 'merged', commit: COMMIT });
+    expect(tries).toBe(3);
+    expect(r.signalled).toEqual(['mergeResult']);
+  });
+});
