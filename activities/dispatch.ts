@@ -13,6 +13,7 @@ import {
 import { RigName } from '../domain/ids';
 import { dispatchGateStart, withSignal } from '../domain/starts';
 import { parseActivityInput } from '../domain/validation';
+import { delivered } from './town';
 
 export interface DispatchDeps {
   client: Client;
@@ -58,11 +59,7 @@ export function createDispatchActivities(deps: DispatchDeps) {
      */
     async reportDispatchStart(raw: ReportStartInput): Promise<void> {
       const { rig, report } = parseActivityInput(ReportStartInput, raw);
-      try {
-        await deps.client.workflow.getHandle(dispatchGateWorkflowId(rig)).signal(dispatchReportSignal, report);
-      } catch (err) {
-        if (!(err instanceof WorkflowNotFoundError)) throw err;
-      }
+      await delivered(deps.client.workflow.getHandle(dispatchGateWorkflowId(rig)).signal(dispatchReportSignal, report));
     },
 
     /**
@@ -74,18 +71,12 @@ export function createDispatchActivities(deps: DispatchDeps) {
      */
     async deliverDispatchGrants(raw: DeliverGrantsInput): Promise<{ gone: string[] }> {
       const { grants } = parseActivityInput(DeliverGrantsInput, raw);
-      const results = await Promise.allSettled(
+      const reached = await Promise.all(
         grants.map(({ workflowId, runId, probe }) =>
-          deps.client.workflow.getHandle(workflowId).signal(dispatchGrantSignal, { runId, probe }),
+          delivered(deps.client.workflow.getHandle(workflowId).signal(dispatchGrantSignal, { runId, probe })),
         ),
       );
-      const gone: string[] = [];
-      for (const [i, r] of results.entries()) {
-        if (r.status === 'fulfilled') continue;
-        if (!(r.reason instanceof WorkflowNotFoundError)) throw r.reason;
-        gone.push(grants[i]!.runId);
-      }
-      return { gone };
+      return { gone: grants.filter((_, i) => !reached[i]).map((g) => g.runId) };
     },
 
     /** Which of these workflows are no longer running (their slots can be reclaimed). */

@@ -37,8 +37,11 @@ export interface DeliveredOutcome {
   convoy?: { convoyId: string; beadId: string; reported: boolean };
 }
 
-/** Whether a signal's workflow is gone (not an error for a delivery: it is logged). */
-async function delivered(send: Promise<void>): Promise<boolean> {
+/**
+ * Whether a signal reached its workflow: false when the workflow is gone (for a delivery nobody waits for, not an
+ * error: the sender logs it or frees what it held); any other failure is thrown.
+ */
+export async function delivered(send: Promise<void>): Promise<boolean> {
   try {
     await send;
     return true;

@@ -16,7 +16,6 @@ import {
   isCancellation,
   log,
   metricMeter,
-  proxyLocalActivities,
   workflowInfo,
 } from '@temporalio/workflow';
 import type { BeadResult, BeadWorkflowInput, RunRecord } from '../domain/bead';
@@ -29,8 +28,9 @@ import { countTownEvent } from '../domain/metrics';
 import { failureMessage } from '../domain/validation';
 import { type AgentLaunch, type AttemptsAt, hostActivities, type Launched, runAttempts } from './agent-run';
 import { type Bead, PolecatRun, town, townLocally } from './bead-state';
-import type { HostQueueActivities, TownQueueActivities } from '../activities';
+import type { HostQueueActivities } from '../activities';
 import type { AgentStep, FormulaHost, LegResult, RunResult } from './formula-host';
+import { deliverLocally } from './local-delivery';
 import { NON_RETRYABLE } from '../domain/failures';
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
@@ -44,12 +44,6 @@ export const LAUNCHES_IN_ONE_ACTIVITY = 'bead-launches-in-one-activity';
  * in the workflow task that learned it, where the signal cost two events and a workflow task for its acknowledgement.
  */
 export const REPORTS_START_LOCALLY = 'bead-reports-start-locally';
-
-/** Best effort, as the signal it replaces: a few quick tries, then a warning (the gate dedupes repeats by run id). */
-const reporter = proxyLocalActivities<TownQueueActivities>({
-  startToCloseTimeout: '10s',
-  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumAttempts: 3 },
-});
 
 /**
  * The highest run number `round` has used (0 for none): the next run of the round is numbered after it. The newest
@@ -249,7 +243,7 @@ export class PolecatRuns {
   private reportStart(runId: string, started: boolean, reason = '') {
     const report = { runId, started, reason: reason.slice(0, 2000) };
     const sent = this.b.patches.has(REPORTS_START_LOCALLY)
-      ? reporter.reportDispatchStart.executeWithOptions(
+      ? deliverLocally.reportDispatchStart.executeWithOptions(
           { summary: `report to the dispatch gate that run ${runId} ${started ? 'started' : 'failed to start'}` },
           [{ rig: this.b.input.rig.name, report }],
         )

@@ -30,7 +30,7 @@ export type BeadInput = z.output<typeof BeadWorkflowInput>;
 
 /**
  * patched() id (in the bead's baseline only): the status search attributes are written when they change. The run's
- * start and its `gt done` each re-wrote the status, round and run id the launch had written, one event each.
+ * start re-wrote the status, round and run id its launch had written: one event per run.
  */
 export const STATUS_ON_CHANGE = 'bead-status-on-change';
 

@@ -54,6 +54,7 @@ import {
 import { SA } from '../domain/search-attributes';
 import { parseOrReject } from '../domain/validation';
 import { parseSignal, setValidatedUpdate } from './handlers';
+import { deliverLocally } from './local-delivery';
 
 const town = proxyActivities<TownQueueActivities>({
   startToCloseTimeout: '1m',
@@ -78,11 +79,6 @@ const STATUS_ON_CHANGE = 'dispatch-gate-status-on-change';
  * last one's acknowledgement. Asked as a run starts, before any local activity of its first workflow task.
  */
 const GRANTS_LOCALLY = 'dispatch-gate-grants-locally';
-/** Grants are best delivered at once: a few quick tries of the local activity, then signals as before. */
-const grantor = proxyLocalActivities<TownQueueActivities>({
-  startToCloseTimeout: '10s',
-  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumAttempts: 3 },
-});
 /** Distinct request snapshots checked against the rig per run of the gate: one read each, at most this many kept. */
 const SNAPSHOTS_KEEP = 100;
 
@@ -274,7 +270,7 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     if (grantsLocally && outbox.length) {
       const batch = outbox.splice(0);
       try {
-        const { gone } = await grantor.deliverDispatchGrants.executeWithOptions(
+        const { gone } = await deliverLocally.deliverDispatchGrants.executeWithOptions(
           { summary: `grant ${batch.length} dispatch slot${batch.length === 1 ? '' : 's'}` },
           [{ grants: batch.map(({ slot, probe }) => ({ workflowId: slot.workflowId, runId: slot.runId, probe })) }],
         );

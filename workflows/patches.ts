@@ -2,9 +2,9 @@
  * Patch baselines: what a workflow type's `patched()` ids cost its new histories, paid once.
  *
  * Every `patched()` id a workflow run takes writes two events into its history: the marker, and the
- * `TemporalChangeVersion` search-attribute upsert the SDK's core adds to it (not configurable). A bead slung today
- * took four on its happy path (eight of its ≈ 70 events) only to tell replay that it did not start before those
- * changes. A baseline is one more id that stands for a fixed list of them: a run asks it once, as it starts, and a
+ * `TemporalChangeVersion` search-attribute upsert the SDK's core adds to it (not configurable). Before its baseline a
+ * convoy bead took four on its happy path (eight of its ≈ 70 events) only to tell replay that it did not start before
+ * those changes. A baseline is one more id that stands for a fixed list of them: a run asks it once, as it starts, and a
  * run that records its marker takes every listed change's new branch without asking again (two events in all).
  *
  * Why replay stays exact:

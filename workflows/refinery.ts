@@ -27,7 +27,6 @@ import {
   metricMeter,
   patched,
   proxyActivities,
-  proxyLocalActivities,
   setCurrentDetails,
   setHandler,
   upsertMemo,
@@ -75,6 +74,7 @@ import { SA } from '../domain/search-attributes';
 import { countTownEvent } from '../domain/metrics';
 import { failureMessage, parseOrReject } from '../domain/validation';
 import { parseSignal, setValidatedUpdate } from './handlers';
+import { deliverLocally } from './local-delivery';
 import { Failure, RETRY } from '../domain/failures';
 
 export interface RefineryStats {
@@ -134,11 +134,6 @@ const BATCH_CONFLICT_WAITS = 'refinery-batch-conflict-waits';
  * not as signals. Asked as a run starts, before any local activity of its first workflow task.
  */
 const DELIVERS_LOCALLY = 'refinery-delivers-locally';
-/** Outcomes are best delivered at once: a few quick tries of the local activity, then signals as before. */
-const deliverer = proxyLocalActivities<TownQueueActivities>({
-  startToCloseTimeout: '10s',
-  retry: { initialInterval: '200ms', backoffCoefficient: 2, maximumAttempts: 3 },
-});
 const CONVOYS_KEEP = 1000;
 /** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
 const MAX_SECTION_FAILURES = 3;
@@ -350,7 +345,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     };
     if (deliversLocally) {
       // One marker, and both receivers hear it while this workflow task is open (docs/performance.md).
-      const local = deliverer.deliverMergeOutcome.executeWithOptions(
+      const local = deliverLocally.deliverMergeOutcome.executeWithOptions(
         { summary: `tell ${ticket.mrId} its outcome (${outcome.kind})` },
         [{ result, ...(convoy ? { convoy } : {}) }],
       );
