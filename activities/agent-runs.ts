@@ -16,6 +16,7 @@ import type { AgentHandle, AgentRuntimeDriver, AgentStatus, Mount } from '../age
 import { BeadSpec } from '../domain/bead';
 import { beadBranch, legBranch, RunId } from '../domain/ids';
 import { AgentRuntime, RigConfig } from '../domain/rig';
+import type { DoneRuns } from '../host/done-runs';
 import { paths } from '../host/home';
 import { runEnv, writeRunToken } from './agent-env';
 import {
@@ -44,6 +45,8 @@ export interface HostDeps {
   pollIntervalMs?: number;
   /** The worker's environment, the only source of what a run may be given (default: process.env). */
   hostEnv?: NodeJS.ProcessEnv;
+  /** The runs whose `gt done` this process's gateway saw accepted: supervision publishes them as their agents exit. */
+  doneRuns?: Pick<DoneRuns, 'take'>;
 }
 
 export const PrepareRunInput = z.object({
@@ -114,6 +117,11 @@ export const SuperviseInput = z.object({
   targetBranch: z.string(),
   /** The handle `startAgentRun` returned; without it supervision starts-or-adopts the run itself. */
   handle: AgentHandleSchema.optional(),
+  /**
+   * A polecat run's starting commit: when its agent exits after a `gt done` this host's gateway saw accepted, the branch
+   * is published as publishBranch would (`RunExit.published`) before supervision returns.
+   */
+  publish: z.object({ baseSha: z.string().regex(/^[0-9a-f]{40}$/) }).optional(),
 });
 export type SuperviseInput = z.input<typeof SuperviseInput>;
 
@@ -143,6 +151,8 @@ export interface RunExit {
   runId: string;
   exitCode: number | null;
   adopted: boolean;
+  /** The run's branch, published at the exit (see `SuperviseInput.publish`); its workflow need not publish it. */
+  published?: PublishedBranch;
 }
 
 export const PublishInput = z.object({
@@ -370,6 +380,52 @@ export function createAgentRunActivities(deps: HostDeps) {
   };
 
   /** Starts the run's agent, or adopts it when an earlier (uncertain) attempt already did. */
+  /**
+   * Takes the finished run's branch from its repository (as data, validated in quarantine) and pushes it. A
+   * repository the agent damaged or tampered with is a failed attempt, said in `rejected`, never an error of ours.
+   */
+  const publish = async (input: z.output<typeof PublishInput>): Promise<PublishedBranch> => {
+    // No fetch when the mirror has what the import reads (the run started from it): a target moved meanwhile
+    // changes nothing here, and the refinery merges onto the newest target anyway.
+    const { mirror } = await mirrorWith(input.rig.name, input.rig.repo, deps.gtHome, [
+      `refs/remotes/origin/${input.targetBranch}`,
+      ...(input.baseSha ? [input.baseSha] : []),
+    ]);
+    try {
+      return await importRunBranch({
+        mirror,
+        workTree: input.worktree,
+        branch: input.branch,
+        targetBranch: input.targetBranch,
+        baseSha: input.baseSha,
+        quarantine: paths.quarantine(input.rig.name, input.runId ?? input.branch, deps.gtHome),
+      });
+    } catch (err) {
+      if (!(err instanceof RunRepoRejected)) throw err;
+      log.warn('run result rejected', { branch: input.branch, runId: input.runId, reason: err.message });
+      return { headSha: input.baseSha ?? '', commitsAhead: 0, uncommittedChanges: false, rejected: err.message };
+    }
+  };
+
+  /**
+   * The branch of a run whose agent just exited, published if its `gt done` was accepted through this host's gateway
+   * (the workflow would publish it next). Any failure leaves it to the workflow's publishBranch and its retries.
+   */
+  const publishAtExit = async (input: z.output<typeof SuperviseInput>): Promise<PublishedBranch | undefined> => {
+    if (!input.publish || input.role !== 'polecat' || !deps.doneRuns?.take(input.runId)) return undefined;
+    const { rig, worktree, branch, targetBranch, runId } = input;
+    try {
+      return await publish({ rig, worktree, branch, targetBranch, runId, baseSha: input.publish.baseSha });
+    } catch (err) {
+      log.warn('publishing at the exit failed; the workflow publishes the branch', {
+        beadId: input.beadId,
+        runId,
+        error: String(err),
+      });
+      return undefined;
+    }
+  };
+
   const start = async (launch: z.output<typeof SuperviseInput>): Promise<StartedRun> => {
     const { handle, adopted } = await startOrAdopt(launch, await driverFor(launch.rig.runtime));
     log.info(adopted ? 'agent run adopted' : 'agent run started', {
@@ -492,7 +548,8 @@ export function createAgentRunActivities(deps: HostDeps) {
           const status = await Promise.race([probe(driver, handle, runDir, probeTimeout), ctx.cancelled]);
           if (status.state === 'exited') {
             log.info('agent run exited', { ...ids, exitCode: status.exitCode });
-            return { runId: input.runId, exitCode: status.exitCode, adopted };
+            const published = await publishAtExit(input);
+            return { runId: input.runId, exitCode: status.exitCode, adopted, ...(published ? { published } : {}) };
           }
           if (status.state === 'unknown')
             log.warn('agent status probe failed; not treating it as death', { ...ids, detail: status.detail });
@@ -521,34 +578,9 @@ export function createAgentRunActivities(deps: HostDeps) {
       }
     },
 
-    /**
-     * Takes the finished run's branch from its repository (as data, validated in quarantine) and pushes it. A
-     * repository the agent damaged or tampered with is a failed attempt, said in `rejected`, never an error of ours.
-     */
+    /** Publishes a finished run's branch (`publish`), unless its supervision did (`RunExit.published`). */
     publishBranch(raw: PublishInput): Promise<PublishedBranch> {
-      return whileHeartbeating('importing the run branch', async () => {
-        const input = parseActivityInput(PublishInput, raw);
-        // No fetch when the mirror has what the import reads (the run started from it): a target moved meanwhile
-        // changes nothing here, and the refinery merges onto the newest target anyway.
-        const { mirror } = await mirrorWith(input.rig.name, input.rig.repo, deps.gtHome, [
-          `refs/remotes/origin/${input.targetBranch}`,
-          ...(input.baseSha ? [input.baseSha] : []),
-        ]);
-        try {
-          return await importRunBranch({
-            mirror,
-            workTree: input.worktree,
-            branch: input.branch,
-            targetBranch: input.targetBranch,
-            baseSha: input.baseSha,
-            quarantine: paths.quarantine(input.rig.name, input.runId ?? input.branch, deps.gtHome),
-          });
-        } catch (err) {
-          if (!(err instanceof RunRepoRejected)) throw err;
-          log.warn('run result rejected', { branch: input.branch, runId: input.runId, reason: err.message });
-          return { headSha: input.baseSha ?? '', commitsAhead: 0, uncommittedChanges: false, rejected: err.message };
-        }
-      });
+      return whileHeartbeating('importing the run branch', () => publish(parseActivityInput(PublishInput, raw)));
     },
   };
 }

@@ -37,6 +37,7 @@ import {
 } from '../domain/messages';
 import { printableStrings } from '../domain/caps';
 import { parseOr } from '../domain/validation';
+import type { DoneRuns } from '../host/done-runs';
 import { gtHome } from '../host/home';
 import { ProgressCoalescer } from './progress-coalescer';
 import { Failure } from '../domain/failures';
@@ -59,6 +60,8 @@ export interface GatewayOptions {
   socketHome?: string | false;
   /** At most one progress report per run is forwarded per this interval (default PROGRESS_INTERVAL_MS). */
   progressIntervalMs?: number;
+  /** Told of every run whose `gt done` its workflow accepted (the host's supervision publishes it at its exit). */
+  doneRuns?: Pick<DoneRuns, 'add'>;
 }
 
 /**
@@ -155,9 +158,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   route(
     '/v1/done',
     DoneRequest,
-    (c, body) =>
+    async (c, body) => {
       // Same update id for the same run: a repeated gt done returns the first answer and changes nothing.
-      handle(c).executeUpdate(doneUpdate, { args: [body], updateId: `done:${c.runId}` }),
+      const reply = await handle(c).executeUpdate(doneUpdate, { args: [body], updateId: `done:${c.runId}` });
+      // Before the agent hears the answer: an agent that waits for it and then exits finds its run here.
+      if (reply.accepted) options.doneRuns?.add(c.runId);
+      return reply;
+    },
     'polecat',
   );
   // Coalesced per run (gateway/progress-coalescer.ts): a chatty agent cannot grow its workflow's history without bound.

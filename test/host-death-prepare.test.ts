@@ -19,18 +19,19 @@ afterAll(async () => {
 });
 
 describe('a host dying while it prepares a run', () => {
-  it('schedules preparing and publishing with the rig’s heartbeat timeout', async () => {
+  it('schedules preparing with the rig’s heartbeat timeout', async () => {
     const repo = await createRepo();
     await t.addRig({ name: 'hb-prepare', repo: repo.origin });
     const { handle } = await t.town.sling('hb-prepare', { id: 'b-hb-prepare', title: 'Prepared under heartbeat' });
     expect((await handle.result()).status).toBe('closed');
     const history = await handle.fetchHistory();
-    const scheduled = (history.events ?? [])
-      .map((e) => e.activityTaskScheduledEventAttributes)
-      .filter((a) => a && ['launchRun', 'publishBranch'].includes(a.activityType?.name ?? ''));
+    const scheduled = (history.events ?? []).flatMap((e) => e.activityTaskScheduledEventAttributes ?? []);
     // launchRun prepares the run and starts its agent in one activity (histories from before scheduled prepareRun).
-    expect(scheduled.map((a) => a!.activityType!.name)).toEqual(['launchRun', 'publishBranch']);
-    for (const a of scheduled) expect(Number(a!.heartbeatTimeout!.seconds)).toBe(FAST_POLICY.heartbeatTimeout! / 1000);
+    // Its branch was published by the supervision, which heartbeats throughout; a workflow's own publishBranch has
+    // the same heartbeat timeout (test/publish-at-exit.test.ts).
+    const launch = scheduled.filter((a) => a.activityType?.name === 'launchRun');
+    expect(launch).toHaveLength(1);
+    expect(Number(launch[0]!.heartbeatTimeout!.seconds)).toBe(FAST_POLICY.heartbeatTimeout! / 1000);
   });
 
   it('heartbeats while the work runs, at a third of the heartbeat timeout', async () => {

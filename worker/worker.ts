@@ -13,6 +13,7 @@ import type { AgentRuntime } from '../domain/rig';
 import { hostTaskQueue } from '../domain/task-queues';
 import { ensureHome, gatewaySecret, gtHome, hostId as defaultHostId } from '../host/home';
 import { startGateway, type Gateway } from '../gateway/server';
+import { DoneRuns } from '../host/done-runs';
 import { dataConverterFromEnv } from '../codec/settings';
 import { activityLogIds } from './logging';
 import { assertBundleMatchesTracing, tracingFromEnv, type Tracing } from './tracing';
@@ -80,9 +81,12 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
     dataConverter,
     plugins,
   });
+  // What the gateway saw accepted as `gt done`, for this host's supervision to publish at the agent's exit.
+  const doneRuns = new DoneRuns();
   const gateway = await startGateway({
     client,
     secret,
+    doneRuns,
     host: options.gateway?.host,
     port: options.gateway?.port,
     publicUrl: options.gateway?.publicUrl,
@@ -129,6 +133,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       gtBinDir,
       runtimes,
       pollIntervalMs: options.pollIntervalMs,
+      doneRuns,
     }),
     shutdownGraceTime,
     dataConverter,

@@ -41,6 +41,7 @@ export const MAX_BACKOFF_MS = 600_000;
 type RunPolicy = RigConfig['policy'];
 export type AgentLaunch = Parameters<HostQueueActivities['startAgentRun']>[0];
 export type StartedAgent = Awaited<ReturnType<HostQueueActivities['startAgentRun']>>;
+type RunExit = Awaited<ReturnType<HostQueueActivities['superviseAgentRun']>>;
 /** A polecat run prepared and started by one activity (launchRun): what supervision needs, and the start's answer. */
 export interface Launched {
   launch: AgentLaunch;
@@ -224,8 +225,8 @@ export interface Drive<R extends AgentRun> {
  */
 export class AgentRun {
   lastProgressAt = Date.now();
-  /** Set when the supervising activity returned: the agent exited. */
-  exit?: { exitCode: number | null };
+  /** Set when the supervising activity returned: the agent exited (a polecat's branch may be published already). */
+  exit?: Pick<RunExit, 'exitCode' | 'published'>;
   /** Set when supervision failed other than by this workflow's cancel: the run is lost. */
   lost?: { error: unknown };
   /** Settles once the supervising activity has ended (after a stop: once the agent is gone); unset before it starts. */

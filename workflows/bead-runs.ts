@@ -370,6 +370,8 @@ export class PolecatRuns {
       promptFile: p.promptFile,
       branch,
       targetBranch,
+      // Supervision publishes the branch as the agent exits after an accepted gt done (activities/agent-runs.ts).
+      publish: { baseSha: p.baseSha },
     });
     let prepared: Prepared | undefined;
     let launch: AgentLaunch | (() => Promise<Launched>);
@@ -449,11 +451,17 @@ export class PolecatRuns {
       log.warn('run failed', { beadId: bead.id, runId, outcome, why });
       return { failure: `${runId}: ${why}` };
     }
-    b.setStatus('in_progress', `publishing branch of ${runId}`);
-    const published = await onHost.publishBranch.executeWithOptions(
-      { summary: summary(`publish ${branch} from run ${runId}`) },
-      [{ rig, worktree, branch, targetBranch, runId, baseSha }],
-    );
+    // Published by its supervision unless the gt done went through another host's gateway, or the agent did not wait
+    // for it: one activity and one workflow task fewer on the way to the merge request. A recorded result decides, so
+    // histories from before replay as they ran.
+    let published = run.exit?.published;
+    if (!published) {
+      b.setStatus('in_progress', `publishing branch of ${runId}`);
+      published = await onHost.publishBranch.executeWithOptions(
+        { summary: summary(`publish ${branch} from run ${runId}`) },
+        [{ rig, worktree, branch, targetBranch, runId, baseSha }],
+      );
+    }
     if (published.rejected)
       return { failure: `${runId}: gt done was called but the run's branch was not taken: ${published.rejected}` };
     // An intermediate formula step (a plan, a review) may commit nothing: only the final one must.

@@ -1,0 +1,97 @@
+/**
+ * A run's branch is published by its host's supervision as the agent exits after a gt done that host's gateway saw
+ * accepted (host/done-runs.ts), and by its workflow's publishBranch otherwise. Real server, git, processes, gateways.
+ */
+import type proto from '@temporalio/proto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mintRunToken } from '../agents/run-token';
+import { startGateway, type Gateway } from '../gateway/server';
+import { DoneRuns } from '../host/done-runs';
+import { gatewaySecret } from '../host/home';
+import { createRepo } from './helpers/repo';
+import { agentScript, FAST_POLICY, startTestTown, type TestTown } from './helpers/town';
+
+let t: TestTown;
+/** Another worker's gateway, as far as the bead's host can tell: what it sees accepted, the host never hears of. */
+let other: Gateway;
+const seenByOther = new DoneRuns();
+beforeAll(async () => {
+  t = await startTestTown();
+  other = await startGateway({
+    client: t.client,
+    secret: gatewaySecret(t.gtHome),
+    socketHome: false,
+    doneRuns: seenByOther,
+  });
+});
+afterAll(async () => {
+  await other?.close();
+  await t?.stop();
+});
+
+const attributes = (events: proto.temporal.api.history.v1.IHistoryEvent[]) => ({
+  scheduled: events.flatMap((e) => e.activityTaskScheduledEventAttributes ?? []),
+  results: events.flatMap((e) => e.activityTaskCompletedEventAttributes?.result?.payloads ?? []),
+});
+
+describe('a finished run’s branch', () => {
+  it('is published by the host’s supervision when the agent exits after its gt done', async () => {
+    const repo = await createRepo();
+    await t.addRig({ name: 'pub-exit', repo: repo.origin });
+    const { handle } = await t.town.sling('pub-exit', { id: 'b-pub-exit', title: 'Published at the exit' });
+    const result = await handle.result();
+    expect(result.status).toBe('closed');
+    expect(await repo.show('work/b-pub-exit.txt')).toBe('done by b-pub-exit/r1/a1\n');
+    const { scheduled, results } = attributes((await handle.fetchHistory()).events ?? []);
+    expect(scheduled.map((a) => a.activityType?.name)).toEqual(['launchRun', 'superviseAgentRun']);
+    const exits = results
+      .map(
+        (p) => JSON.parse(Buffer.from(p.data!).toString()) as { published?: { commitsAhead: number; headSha: string } },
+      )
+      .filter((r) => r.published);
+    expect(exits).toEqual([
+      expect.objectContaining({ exitCode: 0, published: expect.objectContaining({ commitsAhead: 1 }) }),
+    ]);
+    // The branch the supervision published is the one the refinery merged.
+    const [merge] = await repo.log();
+    expect(merge!.body).toContain(`Gt-Merge-Request: mr:b-pub-exit:1@${exits[0]!.published!.headSha}`);
+  });
+
+  it('is published by the workflow when the gt done went through another worker’s gateway', async () => {
+    const repo = await createRepo();
+    await t.addRig({
+      name: 'pub-elsewhere',
+      repo: repo.origin,
+      agent: agentScript('done-elsewhere'),
+      env: { OTHER_GATEWAY_URL: other.url },
+    });
+    const { handle } = await t.town.sling('pub-elsewhere', { id: 'b-pub-else', title: 'Published by the workflow' });
+    expect((await handle.result()).status).toBe('closed');
+    expect(await repo.show('work/b-pub-else.txt')).toBe('done by b-pub-else/r1/a1\n');
+    // The other gateway saw it accepted; the bead's host did not, so its workflow published the branch, heartbeating
+    // on the rig's heartbeat timeout (a host dying mid-way is noticed that soon: test/host-death-prepare.test.ts).
+    expect(seenByOther.take('b-pub-else/r1/a1')).toBe(true);
+    const { scheduled } = attributes((await handle.fetchHistory()).events ?? []);
+    expect(scheduled.map((a) => a.activityType?.name)).toEqual(['launchRun', 'superviseAgentRun', 'publishBranch']);
+    expect(Number(scheduled[2]!.heartbeatTimeout!.seconds)).toBe(FAST_POLICY.heartbeatTimeout! / 1000);
+  });
+
+  it('is never published for a gt done that was not accepted', async () => {
+    // A validly signed token of a run the (closed) bead never had: refused, so the gateway marks nothing.
+    const runId = 'b-pub-else/r9/a1';
+    const token = mintRunToken(gatewaySecret(t.gtHome), {
+      beadId: 'b-pub-else',
+      runId,
+      role: 'polecat',
+      workflowId: 'bead:b-pub-else',
+      exp: Date.now() + 60_000,
+    });
+    const res = await fetch(`${other.url}/v1/done`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: '{}',
+    });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    expect(seenByOther.take(runId)).toBe(false);
+  });
+});
