@@ -128,6 +128,10 @@ export const BeadWorkflowInput = z.object({
 });
 export type BeadWorkflowInput = z.input<typeof BeadWorkflowInput>;
 
+/** The first round of a bead's workflow run that is not a continuation: after the rounds its earlier runs used. */
+export const startingRound = (resume: Pick<BeadResume, 'roundsUsed'> | undefined): number =>
+  (resume?.roundsUsed ?? 0) + 1;
+
 export const BeadStatus = z.enum(['open', 'in_progress', 'in_review', 'closed', 'failed', 'cancelled']);
 export type BeadStatus = z.infer<typeof BeadStatus>;
 export const TERMINAL_BEAD_STATUSES: readonly BeadStatus[] = ['closed', 'failed', 'cancelled'];

@@ -17,7 +17,7 @@ import {
   type SearchAttributePair,
   type WorkflowIdConflictPolicy,
 } from '@temporalio/common';
-import type { BeadWorkflowInput } from './bead';
+import { startingRound, type BeadWorkflowInput } from './bead';
 import {
   landingMergeRequestId,
   type ConvoyCheckpoint,
@@ -113,7 +113,9 @@ export function beadStart(opts: {
         { key: SA.rig, value: rig.name },
         { key: SA.beadId, value: bead.id },
         ...present(convoy?.id, (id) => ({ key: SA.convoyId, value: id })),
+        // What the bead's first status write would say: it skips that write (workflows/bead-state.ts writes on change).
         { key: SA.status, value: 'open' },
+        { key: SA.round, value: startingRound(input.resume) },
         ...present(label, (l) => ({ key: SA.formula, value: l })),
       ],
       memo: {

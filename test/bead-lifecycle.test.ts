@@ -56,9 +56,9 @@ describe('a slung bead', () => {
         return data ? [(JSON.parse(Buffer.from(data).toString()) as { id: string }).id] : [];
       });
     expect(await patchIds(handle)).toEqual(['bead-baseline-2026-12']);
-    // Its status is written when it changes (the run's start and gt done re-wrote it before; its branch is published
-    // as the agent exits, with no status of its own: test/publish-at-exit.test.ts), and its start reaches the gate
-    // from a local activity, not a signal.
+    // Its status is written when it changes (the run's start and gt done re-wrote it before; its start said "open" in
+    // round 1 already; its branch is published as the agent exits, with no status of its own:
+    // test/publish-at-exit.test.ts), and its run's start reaches the gate from a local activity, not a signal.
     const events = (await handle.fetchHistory()).events ?? [];
     const written = events.flatMap((e) => {
       const fields = e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields;
@@ -66,7 +66,6 @@ describe('a slung bead', () => {
       return fields?.['GtStatus'] ? [[value('GtStatus'), value('GtRunId')]] : [];
     });
     expect(written).toEqual([
-      ['open', null],
       ['in_progress', 'b-merge-ok/r1/a1'],
       ['in_review', null],
       ['closed', null],

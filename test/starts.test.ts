@@ -45,6 +45,8 @@ describe('workflow starts (domain/starts.ts)', () => {
       GtRig: 'r1',
       GtBeadId: 'b1',
       GtStatus: 'open',
+      // The round the bead starts in, as its first status write would say (so it skips that write).
+      GtRound: 1,
       GtFormula: 'work@1',
     });
     expect(alone.options.staticSummary).toBe('bead b1: T');
@@ -55,13 +57,21 @@ describe('workflow starts (domain/starts.ts)', () => {
     expect(inConvoy.options.memo).toEqual({ title: 'T', convoyId: 'c1', formula: 'work@1' });
     expect(inConvoy.options.staticSummary).toBe('bead b1 (convoy c1): T');
 
+    const resume = {
+      retries: [{ retry: 2, by: 'op', note: '', fresh: false, at: '2026-12-01T00:00:00Z', after: 'failed' as const }],
+      roundsUsed: 3,
+    };
     const retried = beadStart({
       taskQueue: 'q',
-      input: { bead: { id: 'b1', title: 'T' }, rig, convoy, formula },
+      input: { bead: { id: 'b1', title: 'T' }, rig, convoy, formula, resume },
       retry: 2,
     });
     expect(retried.options.workflowIdReusePolicy).toBe(WorkflowIdReusePolicy.ALLOW_DUPLICATE);
-    expect(attrs(retried.options.typedSearchAttributes)).toEqual(attrs(inConvoy.options.typedSearchAttributes));
+    // A retried run numbers its rounds after those its earlier runs used.
+    expect(attrs(retried.options.typedSearchAttributes)).toEqual({
+      ...attrs(inConvoy.options.typedSearchAttributes),
+      GtRound: 4,
+    });
     expect(retried.options.memo).toMatchObject({ retry: 2 });
     expect(retried.options.staticSummary).toBe('bead b1 (retry 2, convoy c1): T');
   });

@@ -7,7 +7,14 @@
 import { proxyLocalActivities, setCurrentDetails, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { z } from 'zod';
 import type { TownQueueActivities } from '../activities';
-import type { BeadWorkflowInput, BeadState, BeadStatus, RoundRecord, RunRecord } from '../domain/bead';
+import {
+  startingRound,
+  type BeadWorkflowInput,
+  type BeadState,
+  type BeadStatus,
+  type RoundRecord,
+  type RunRecord,
+} from '../domain/bead';
 import { appendFeedback } from '../domain/caps';
 import { formulaLabel } from '../domain/formula';
 import { SA } from '../domain/search-attributes';
@@ -83,7 +90,7 @@ export class Bead {
     const carried = continued?.state ?? resume?.carried;
     // …and where its formula stood (workflows/formula.ts goes on from there).
     const progress = continued ? continued.formula : resume?.carried?.formula;
-    this.firstRound = continued?.firstRound ?? (resume?.roundsUsed ?? 0) + 1;
+    this.firstRound = continued?.firstRound ?? startingRound(resume);
     this.state = {
       beadId: bead.id,
       title: bead.title,
