@@ -379,7 +379,6 @@ export function createAgentRunActivities(deps: HostDeps) {
     return { host: deps.hostId, worktree, promptFile, branch, baseSha: base, staleRunsStopped };
   };
 
-  /** Starts the run's agent, or adopts it when an earlier (uncertain) attempt already did. */
   /**
    * Takes the finished run's branch from its repository (as data, validated in quarantine) and pushes it. A
    * repository the agent damaged or tampered with is a failed attempt, said in `rejected`, never an error of ours.
@@ -426,6 +425,7 @@ export function createAgentRunActivities(deps: HostDeps) {
     }
   };
 
+  /** Starts the run's agent, or adopts it when an earlier (uncertain) attempt already did. */
   const start = async (launch: z.output<typeof SuperviseInput>): Promise<StartedRun> => {
     const { handle, adopted } = await startOrAdopt(launch, await driverFor(launch.rig.runtime));
     log.info(adopted ? 'agent run adopted' : 'agent run started', {
