@@ -23,9 +23,7 @@ import {
   createRunRepo,
   type ImportedBranch,
   importRunBranch,
-  remoteBranchSha,
   RunRepoRejected,
-  mirrorWith,
   syncMirror,
 } from './git';
 import { parseActivityInput } from '../domain/validation';
@@ -345,22 +343,23 @@ export function createAgentRunActivities(deps: HostDeps) {
     ]);
     // A leg starts where the bead's branch is (or the target) and works on a branch and worktree of its own.
     const branch = leg ? legBranch(input.bead.id, input.round, leg.index) : beadBranch(input.bead.id);
-    const [published, target] = await Promise.all([
-      remoteBranchSha(mirror, beadBranch(input.bead.id)),
-      remoteBranchSha(mirror, input.targetBranch),
-    ]);
-    const base = published ?? target;
-    if (!base)
-      throw ApplicationFailure.nonRetryable(
-        `target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`,
-        Failure.TargetMissing,
-      );
     const worktree = paths.worktree(
       input.rig.name,
       leg ? `${input.bead.id}.leg-${leg.index}` : input.bead.id,
       deps.gtHome,
     );
-    await createRunRepo(mirror, worktree, { sha: base, branch });
+    const base = await createRunRepo(mirror, worktree, {
+      branch,
+      sha: (originBranch) => {
+        const start = originBranch(beadBranch(input.bead.id)) ?? originBranch(input.targetBranch);
+        if (!start)
+          throw ApplicationFailure.nonRetryable(
+            `target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`,
+            Failure.TargetMissing,
+          );
+        return start;
+      },
+    });
     const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
       bead: input.bead,
       rig: input.rig.name,
@@ -384,15 +383,10 @@ export function createAgentRunActivities(deps: HostDeps) {
    * repository the agent damaged or tampered with is a failed attempt, said in `rejected`, never an error of ours.
    */
   const publish = async (input: z.output<typeof PublishInput>): Promise<PublishedBranch> => {
-    // No fetch when the mirror has what the import reads (the run started from it): a target moved meanwhile
-    // changes nothing here, and the refinery merges onto the newest target anyway.
-    const { mirror } = await mirrorWith(input.rig.name, input.rig.repo, deps.gtHome, [
-      `refs/remotes/origin/${input.targetBranch}`,
-      ...(input.baseSha ? [input.baseSha] : []),
-    ]);
     try {
       return await importRunBranch({
-        mirror,
+        mirror: paths.mirror(input.rig.name, deps.gtHome),
+        syncMirror: () => syncMirror(input.rig.name, input.rig.repo, deps.gtHome),
         workTree: input.worktree,
         branch: input.branch,
         targetBranch: input.targetBranch,

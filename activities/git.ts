@@ -156,14 +156,20 @@ export async function mirrorWith(
   return { mirror: await syncMirror(rig, repo, home), fetched: true };
 }
 
-/** Which of `revs` (commit ids or refs) the repository does not hold as commits (one git process for all of them). */
-export async function missingCommits(mirror: string, revs: string[]): Promise<string[]> {
+/** The commit each of `revs` (commit ids or refs) names in the repository, `undefined` where it holds none. */
+async function commitIds(repo: string, revs: string[]): Promise<(string | undefined)[]> {
   if (revs.length === 0) return [];
-  const out = await git(mirror, ['cat-file', '--batch-check=%(objectname) %(objecttype)'], {
+  const out = await git(repo, ['cat-file', '--batch-check=%(objectname) %(objecttype)'], {
     input: revs.map((r) => `${r}^{commit}`).join('\n') + '\n',
   });
   const lines = out.split('\n');
-  return revs.filter((_, i) => !/^[0-9a-f]{40} commit$/.test(lines[i] ?? ''));
+  return revs.map((_, i) => /^([0-9a-f]{40}) commit$/.exec(lines[i] ?? '')?.[1]);
+}
+
+/** Which of `revs` (commit ids or refs) the repository does not hold as commits (one git process for all of them). */
+export async function missingCommits(mirror: string, revs: string[]): Promise<string[]> {
+  const ids = await commitIds(mirror, revs);
+  return revs.filter((_, i) => ids[i] === undefined);
 }
 
 export async function remoteBranchSha(mirror: string, branch: string): Promise<string | null> {
@@ -210,8 +216,8 @@ export async function removeCandidateTree(mirror: string, path: string): Promise
 export async function createRunRepo(
   mirror: string,
   workTree: string,
-  checkout: { sha: string; branch?: string },
-): Promise<void> {
+  checkout: { sha: string | ((originBranch: (name: string) => string | undefined) => string); branch?: string },
+): Promise<string> {
   rmSync(workTree, { recursive: true, force: true });
   mkdirSync(workTree, { recursive: true });
   const repo = { gitDir: join(workTree, '.git'), workTree };
@@ -219,6 +225,14 @@ export async function createRunRepo(
     git(repo, INIT),
     git(mirror, ['for-each-ref', '--format=%(objectname) %(refname)', 'refs/remotes/origin/']),
   ]);
+  // A start chosen from the mirror's branches is read from this listing (a rev-parse fewer before every run's start).
+  const sha =
+    typeof checkout.sha === 'string'
+      ? checkout.sha
+      : checkout.sha((name) => {
+          const line = refs.split('\n').find((l) => l.endsWith(` refs/remotes/origin/${name}`));
+          return line?.slice(0, line.indexOf(' '));
+        });
   writeFileSync(join(repo.gitDir, 'objects', 'info', 'alternates'), `${join(mirror, 'objects')}\n`);
   // The remote, appended to the config git just wrote (what `remote add` and `config` would write: two git processes
   // fewer on every run's start).
@@ -230,8 +244,9 @@ export async function createRunRepo(
   // branch (a process and ≈ 20 ms on every run's start, growing with the rig's branches). Without a header git reads
   // it as unsorted and unpeeled, so it sorts and peels itself.
   if (refs.trim()) writeFileSync(join(repo.gitDir, 'packed-refs'), refs);
-  if (checkout.branch) await git(repo, ['checkout', '--quiet', '-B', checkout.branch, checkout.sha]);
-  else await git(repo, ['checkout', '--quiet', '--detach', checkout.sha]);
+  if (checkout.branch) await git(repo, ['checkout', '--quiet', '-B', checkout.branch, sha]);
+  else await git(repo, ['checkout', '--quiet', '--detach', sha]);
+  return sha;
 }
 
 /**
@@ -329,17 +344,31 @@ export async function importRunBranch(options: {
   targetBranch: string;
   baseSha?: string;
   quarantine: string;
+  /**
+   * Fetches the mirror. Called only when it is missing, or lacks the target or the run's starting commit (the run
+   * started from it, so it seldom does): a target moved meanwhile changes nothing here, and the refinery merges onto
+   * the newest target anyway.
+   */
+  syncMirror: () => Promise<unknown>;
 }): Promise<ImportedBranch> {
   const { mirror, workTree, branch } = options;
   const gitDir = join(workTree, '.git');
   if (!lstatSync(gitDir, { throwIfNoEntry: false })?.isDirectory())
     throw new RunRepoRejected(`${gitDir} is not the run's repository any more`);
+  if (!existsSync(join(mirror, 'HEAD'))) await options.syncMirror();
   checkObjectStore(join(gitDir, 'objects'), mirror);
   rmSync(options.quarantine, { recursive: true, force: true });
   mkdirSync(options.quarantine, { recursive: true });
   const q = { gitDir: options.quarantine };
   try {
-    const [targetSha] = await Promise.all([remoteBranchSha(mirror, options.targetBranch), git(q, [...INIT, '--bare'])]);
+    // What the import reads from the mirror, looked up beside the quarantine's creation (on every bead's critical path).
+    const reads = [`refs/remotes/origin/${options.targetBranch}`, ...(options.baseSha ? [options.baseSha] : [])];
+    let [found] = await Promise.all([commitIds(mirror, reads), git(q, [...INIT, '--bare'])]);
+    if (found.includes(undefined)) {
+      await options.syncMirror();
+      found = await commitIds(mirror, reads);
+    }
+    const [targetSha] = found;
     if (!targetSha) throw new Error(`target branch '${options.targetBranch}' is missing from the mirror`);
     writeFileSync(
       join(q.gitDir, 'objects', 'info', 'alternates'),

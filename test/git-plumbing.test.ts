@@ -69,17 +69,31 @@ describe('a run’s own repository', () => {
     const base = (await remoteBranchSha(mirror, 'main'))!;
     const workTree = join(gtHome, 'wt');
     await createRunRepo(mirror, workTree, { sha: base, branch: 'gt/b1' });
+    const syncs: string[] = [];
     const take = () =>
       importRunBranch({
         mirror,
+        syncMirror: () => (syncs.push(mirror), syncMirror('runs', repo.origin, gtHome)),
         workTree,
         branch: 'gt/b1',
         targetBranch: 'main',
         baseSha: base,
         quarantine: join(gtHome, 'q.git'),
       });
-    return { repo, gtHome, mirror, base, workTree, take };
+    return { repo, gtHome, mirror, base, workTree, take, syncs };
   }
+
+  it('fetches the mirror only when it lacks what the import reads', async () => {
+    const { mirror, workTree, take, syncs } = await setUp();
+    commitIn(workTree, 'a.txt');
+    expect(await take()).toMatchObject({ commitsAhead: 1 });
+    expect(syncs).toHaveLength(0);
+    // The mirror lost its target (a prune): fetched once, then taken as before.
+    await git(mirror, ['update-ref', '-d', 'refs/remotes/origin/main']);
+    expect(await take()).toMatchObject({ commitsAhead: 1 });
+    expect(syncs).toHaveLength(1);
+    expect(await remoteBranchSha(mirror, 'main')).toBeTruthy();
+  });
 
   it('borrows the mirror’s objects, fetches from it, and is taken by the worker alone, which pushes its branch', async () => {
     const { repo, workTree, take, base } = await setUp();
