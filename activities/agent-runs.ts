@@ -19,13 +19,7 @@ import { AgentRuntime, RigConfig } from '../domain/rig';
 import type { DoneRuns } from '../host/done-runs';
 import { paths } from '../host/home';
 import { runEnv, writeRunToken } from './agent-env';
-import {
-  createRunRepo,
-  type ImportedBranch,
-  importRunBranch,
-  RunRepoRejected,
-  syncMirror,
-} from './git';
+import { createRunRepo, type ImportedBranch, importRunBranch, RunRepoRejected, syncMirror } from './git';
 import { parseActivityInput } from '../domain/validation';
 import { whileHeartbeating } from './heartbeat';
 import { Failure } from '../domain/failures';
