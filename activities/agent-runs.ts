@@ -399,7 +399,8 @@ export function createAgentRunActivities(deps: HostDeps) {
    * (the workflow would publish it next). Any failure leaves it to the workflow's publishBranch and its retries.
    */
   const publishAtExit = async (input: z.output<typeof SuperviseInput>): Promise<PublishedBranch | undefined> => {
-    if (!input.publish || input.role !== 'polecat' || !deps.doneRuns?.take(input.runId)) return undefined;
+    // Only a polecat's launch carries `publish`, and only a polecat's token may call gt done.
+    if (!input.publish || !deps.doneRuns?.take(input.runId)) return undefined;
     const { rig, worktree, branch, targetBranch, runId } = input;
     try {
       return await publish({ rig, worktree, branch, targetBranch, runId, baseSha: input.publish.baseSha });
