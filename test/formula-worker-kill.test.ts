@@ -14,7 +14,14 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Town } from '../client/town';
 import type { Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
-import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProcessHost } from './helpers/town';
+import {
+  agentScript,
+  eventually,
+  FAST_POLICY,
+  resultOrExplain,
+  supervisionReattached,
+  workerProcessHost,
+} from './helpers/town';
 
 let connection: Connection;
 const children: Child[] = [];
@@ -59,7 +66,7 @@ describe('a worker killed during a formula step', () => {
     await host.start();
     await eventually(() => supervisionReattached(handle), 60_000, 'supervision re-attached on the new worker');
     writeFileSync(join(marks, 'release'), '');
-    expect((await handle.result()).status).toBe('closed');
+    expect((await resultOrExplain(handle, children, 150_000)).status).toBe('closed');
 
     // One agent start per step: plan and implement were not run again, self-review was adopted, not restarted.
     expect(
@@ -119,7 +126,7 @@ describe('a worker killed during a formula step', () => {
     await host.start();
     await eventually(() => supervisionReattached(handle), 60_000, 'supervision of leg 3 re-attached on the new worker');
     writeFileSync(join(marks, 'release'), '');
-    expect((await handle.result()).status).toBe('closed');
+    expect((await resultOrExplain(handle, children, 150_000)).status).toBe('closed');
 
     // One agent start per leg and one synthesis: nothing was run again.
     expect(

@@ -184,6 +184,33 @@ export async function workerProcessHost(name: string, children: Child[]): Promis
   };
 }
 
+/**
+ * The workflow's result, or — after `timeoutMs` — an error that says where it stands: its pending activities (type,
+ * attempt, last failure) and the tail of each worker process's output, so a hang in CI explains itself.
+ */
+export async function resultOrExplain<H extends WorkflowHandle>(
+  handle: H,
+  workers: Child[],
+  timeoutMs: number,
+): Promise<Awaited<ReturnType<H['result']>>> {
+  type T = Awaited<ReturnType<H['result']>>;
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), timeoutMs)));
+  try {
+    const outcome = await Promise.race([handle.result() as Promise<T>, timedOut]);
+    if (outcome !== 'timeout') return outcome;
+  } finally {
+    clearTimeout(timer);
+  }
+  const pending = ((await handle.describe().catch(() => undefined))?.raw.pendingActivities ?? []).map(
+    (a) => `${a.activityType?.name} attempt ${a.attempt ?? 0} ${a.state ?? ''} ${a.lastFailure?.message ?? ''}`,
+  );
+  const tails = workers.map((w, i) => `--- worker ${i} (pid ${w.proc.pid}):\n${w.output().slice(-4_000)}`);
+  throw new Error(
+    `${handle.workflowId} had no result after ${timeoutMs} ms; pending activities:\n  ${pending.join('\n  ') || '(none)'}\n${tails.join('\n')}`,
+  );
+}
+
 /** True once the bead's supervision activity was retried and heartbeats again: a new worker re-attached to its run. */
 export async function supervisionReattached(handle: WorkflowHandle): Promise<boolean> {
   const pending = (await handle.describe()).raw.pendingActivities ?? [];
