@@ -15,6 +15,7 @@ import type { BeadResult } from '../domain/bead';
 import { createRepo } from './helpers/repo';
 import { freePort, startChild, type Child } from './helpers/processes';
 import { agentScript, eventually, FAST_POLICY, gtBin } from './helpers/town';
+import { temporalAddress } from './helpers/server';
 
 type Labels = Record<string, string>;
 
@@ -48,7 +49,7 @@ beforeAll(async () => {
   const taskQueue = `counters-${process.pid}`;
   worker = startChild(gtBin, ['worker', '--gateway-port', '0'], {
     ...process.env,
-    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    TEMPORAL_ADDRESS: temporalAddress(),
     TEMPORAL_NAMESPACE: inject('temporalNamespace'),
     GT_TASK_QUEUE: taskQueue,
     GT_HOME: mkdtempSync(join(tmpdir(), 'gt-home-counters-')),
@@ -58,7 +59,7 @@ beforeAll(async () => {
     GT_LOG_LEVEL: 'WARN',
   });
   await worker.waitFor(/gateway http:\/\/127\.0\.0\.1:\d+/);
-  connection = await Connection.connect({ address: inject('temporalAddress') });
+  connection = await Connection.connect({ address: temporalAddress() });
   town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), taskQueue);
 });
 afterAll(async () => {

@@ -22,7 +22,7 @@ import dockerignoreMatcher from '@balena/dockerignore';
 import { Connection } from '@temporalio/client';
 import { SearchAttributeType } from '@temporalio/common';
 import proto from '@temporalio/proto';
-import { describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { z } from 'zod';
 import { ALL_SEARCH_ATTRIBUTES } from '../domain/search-attributes';
@@ -30,6 +30,7 @@ import { COMPOSE_DYNAMIC_CONFIG, HISTORY_QUEUE_POLL_RPS } from '../provisioning/
 import { resolveTemporalCli } from '../provisioning/temporal-cli';
 import { defaultWorkflowBundlePath, productionSettingsFromEnv } from '../worker/main';
 import { repoRoot } from './helpers/town';
+import { temporalAddress } from './helpers/server';
 
 const read = (p: string) => readFileSync(join(repoRoot, p), 'utf8');
 const pkg = z
@@ -232,7 +233,7 @@ describe('docker-compose.yml', () => {
     const env = {
       ...process.env,
       PATH: `${dirname(cli.path)}:${process.env.PATH}`,
-      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      TEMPORAL_ADDRESS: temporalAddress(),
       GT_NAMESPACE: namespace,
       GT_SEARCH_ATTRIBUTES: svc.environment.GT_SEARCH_ATTRIBUTES,
     };
@@ -248,7 +249,7 @@ describe('docker-compose.yml', () => {
     const second = await run();
     expect(second.code, second.out).toBe(0);
 
-    const connection = await Connection.connect({ address: inject('temporalAddress') });
+    const connection = await Connection.connect({ address: temporalAddress() });
     try {
       const { customAttributes } = await connection.operatorService.listSearchAttributes({ namespace });
       const { IndexedValueType } = proto.temporal.api.enums.v1;

@@ -14,6 +14,7 @@ import { paths } from '../host/home';
 import type { Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProcessHost } from './helpers/town';
+import { temporalAddress } from './helpers/server';
 
 const runtime = new DockerRuntime();
 const engine = await runtime.available();
@@ -40,7 +41,7 @@ const containersOf = async (runId: string, gtHome: string) =>
 let connection: Connection;
 const children: Child[] = [];
 beforeAll(async () => {
-  connection = await Connection.connect({ address: inject('temporalAddress') });
+  connection = await Connection.connect({ address: temporalAddress() });
 });
 afterAll(async () => {
   for (const c of children) await c.stop('SIGKILL');

@@ -22,11 +22,12 @@ import {
   supervisionReattached,
   workerProcessHost,
 } from './helpers/town';
+import { temporalAddress } from './helpers/server';
 
 let connection: Connection;
 const children: Child[] = [];
 beforeAll(async () => {
-  connection = await Connection.connect({ address: inject('temporalAddress') });
+  connection = await Connection.connect({ address: temporalAddress() });
 });
 afterAll(async () => {
   for (const c of children) await c.stop('SIGKILL');

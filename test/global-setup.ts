@@ -1,6 +1,8 @@
 /**
- * One Temporal dev server, one workflow bundle and fresh CLI bundles (for bin/gt) per test run. Test files
- * connect to the server by address and each test uses its own task queue, so tests never see each other's work.
+ * One Temporal dev server per vitest worker, one workflow bundle and fresh CLI bundles (for bin/gt) per test run.
+ * Files run in parallel, one per worker at a time, each on its worker's server (test/helpers/server.ts): workflow ids
+ * come from names files choose freely, so files running at once never share a server; within a file each test
+ * uses its own task queue, so tests never see each other's work.
  * The time-skipping test server of the fast workflow tier (test/workflows-fast) is resolved (and built, once) here
  * too, so its files never race to build it; each of them starts its own server, since skipped time is global to one.
  */
@@ -17,7 +19,8 @@ import { quietLogger } from '../worker/logging';
 
 declare module 'vitest' {
   export interface ProvidedContext {
-    temporalAddress: string;
+    /** One address per vitest worker: a file finds its own with temporalAddress() (test/helpers/server.ts). */
+    temporalServers: string[];
     temporalNamespace: string;
     workflowBundlePath: string;
     timeSkippingServer: TimeSkippingServer;
@@ -26,28 +29,44 @@ declare module 'vitest' {
 
 export const ARTIFACTS = join(import.meta.dirname, '.artifacts');
 
-let server: DevServer | undefined;
+let servers: DevServer[] = [];
 
 export default async function setup(project: TestProject) {
   mkdirSync(ARTIFACTS, { recursive: true });
-  server = await startDevServer({
-    namespace: 'default',
-    onProgress: (m) => console.error(m),
-    // Small histories in tests make continue-as-new paths run for real. The history queue readers run at the town's
-    // setting (provisioning/server-settings.ts), as on every server we own.
-    dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 2000 },
-  });
+  const start = () =>
+    startDevServer({
+      namespace: 'default',
+      onProgress: (m) => console.error(m),
+      // Small histories in tests make continue-as-new paths run for real. The history queue readers run at the
+      // town's setting (provisioning/server-settings.ts), as on every server we own.
+      dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 2000 },
+    });
+  // The first alone (it resolves, and may build, the CLI), the others together.
+  const started = await Promise.allSettled([start()]);
+  if (started[0].status === 'fulfilled')
+    started.push(...(await Promise.allSettled(Array.from({ length: project.config.maxWorkers - 1 }, start))));
+  servers = started.flatMap((s) => (s.status === 'fulfilled' ? [s.value] : []));
+  const failed = started.find((s) => s.status === 'rejected');
+  if (failed) {
+    await Promise.all(servers.map((s) => s.stop()));
+    throw failed.reason;
+  }
   await buildCliBundles();
   const { code } = await bundleWorkflowCode({ ...workflowBundleOptions, logger: quietLogger });
   const bundlePath = join(ARTIFACTS, 'workflow-bundle.js');
   writeFileSync(bundlePath, code);
-  project.provide('temporalAddress', server.address);
-  project.provide('temporalNamespace', server.namespace);
+  project.provide(
+    'temporalServers',
+    servers.map((s) => s.address),
+  );
+  project.provide('temporalNamespace', servers[0]!.namespace);
   project.provide('workflowBundlePath', bundlePath);
   project.provide('timeSkippingServer', await timeSkippingServer());
-  console.error(`Temporal dev server for tests at ${server.address} (CLI: ${server.cli.source})`);
+  console.error(
+    `Temporal dev servers for tests (one per worker) at ${servers.map((s) => s.address).join(', ')} (CLI: ${servers[0]!.cli.source})`,
+  );
   return async () => {
-    await server?.stop();
+    await Promise.all(servers.map((s) => s.stop()));
   };
 }
 

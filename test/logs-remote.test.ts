@@ -16,6 +16,7 @@ import { OUTPUT_LOG } from '../agents/runtime';
 import { createRepo } from './helpers/repo';
 import { startChild, type Child } from './helpers/processes';
 import { agentScript, eventually, gtBin, runGt, workerProcessHost, type WorkerProcessHost } from './helpers/town';
+import { temporalAddress } from './helpers/server';
 
 const children: Child[] = [];
 let host: WorkerProcessHost;
@@ -31,13 +32,13 @@ beforeAll(async () => {
   clientHome = mkdtempSync(join(tmpdir(), 'gt-home-operator-'));
   clientEnv = {
     ...process.env,
-    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    TEMPORAL_ADDRESS: temporalAddress(),
     TEMPORAL_NAMESPACE: inject('temporalNamespace'),
     GT_TASK_QUEUE: host.taskQueue,
     GT_HOME: clientHome,
     GT_HOST_ID: 'operator-laptop',
   };
-  connection = await Connection.connect({ address: inject('temporalAddress') });
+  connection = await Connection.connect({ address: temporalAddress() });
   town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
 });
 afterAll(async () => {

@@ -85,6 +85,7 @@ describe('batching with bisection', () => {
     // batch of four doubles it back to eight for the two left.
     expect(state.batchLimit).toBe(4);
     const shown = await runGt(['mq', 'batched'], t.cliEnv());
+    expect(shown, shown.stderr).toMatchObject({ code: 0 });
     expect(shown.stdout).toContain('(batches of up to 4 for now, 8 at most)');
     await pauseRefinery(t, 'batched', true);
     const more = ['c1', 'c2', 'c3', 'c4', 'c5', 'c6'];

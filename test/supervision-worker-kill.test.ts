@@ -13,12 +13,13 @@ import { processExists } from './helpers/pids';
 import type { Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProcessHost } from './helpers/town';
+import { temporalAddress } from './helpers/server';
 
 let connection: Connection;
 let town: Town;
 const children: Child[] = [];
 beforeAll(async () => {
-  connection = await Connection.connect({ address: inject('temporalAddress') });
+  connection = await Connection.connect({ address: temporalAddress() });
 });
 afterAll(async () => {
   for (const c of children) await c.stop('SIGKILL');

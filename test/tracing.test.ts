@@ -20,6 +20,7 @@ import { quietLogger } from '../worker/logging';
 import { startChild, type Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, FAST_POLICY, repoRoot, runGt } from './helpers/town';
+import { temporalAddress } from './helpers/server';
 
 const exporter = new InMemorySpanExporter();
 let tracing: Tracing;
@@ -29,7 +30,7 @@ let native: NativeConnection;
 let client: Client;
 let worker: TownWorker;
 let running: Promise<void>;
-const address = inject('temporalAddress');
+const address = temporalAddress();
 const namespace = inject('temporalNamespace');
 const taskQueue = `test-tracing-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 

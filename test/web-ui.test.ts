@@ -21,6 +21,7 @@ import { createTownWorker, type TownWorker } from '../worker/worker';
 import { createRepo } from './helpers/repo';
 import { freePort } from './helpers/processes';
 import { agentScript, eventually, FAST_POLICY, repoRoot } from './helpers/town';
+import { temporalAddress } from './helpers/server';
 
 const CHROMIUM = process.env.GT_CHROMIUM_PATH ?? '/usr/bin/chromium';
 const hasChromium = existsSync(CHROMIUM);
@@ -225,7 +226,7 @@ describe.skipIf(!hasChromium)("the Temporal Web UI on the town's own workflows",
 describe('the saved queries of docs/web-ui.md', () => {
   let connection: Connection;
   beforeAll(async () => {
-    connection = await Connection.connect({ address: inject('temporalAddress') });
+    connection = await Connection.connect({ address: temporalAddress() });
   });
   afterAll(async () => {
     await connection?.close();

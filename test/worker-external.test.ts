@@ -18,6 +18,7 @@ import { agentScript, gtBin, repoRoot, runGt } from './helpers/town';
 import { countingActivities } from './fixtures/counting-activities';
 import type { countingWorkflow } from './fixtures/counting-workflow';
 import { installWorkerRuntime } from '../worker/logging';
+import { temporalAddress } from './helpers/server';
 
 const children: Child[] = [];
 let bundle: string;
@@ -48,7 +49,7 @@ function exitCode(child: Child, timeoutMs = 120_000): Promise<number | null> {
 function townEnv(name: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return {
     ...process.env,
-    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    TEMPORAL_ADDRESS: temporalAddress(),
     TEMPORAL_NAMESPACE: inject('temporalNamespace'),
     GT_TASK_QUEUE: `ext-${name}-${process.pid}`,
     GT_HOME: mkdtempSync(join(tmpdir(), `gt-${name}-`)),
@@ -164,7 +165,7 @@ describe('town counters', () => {
     expect(
       installWorkerRuntime({ logFormat: 'json', logLevel: 'WARN', metricsAddress: `127.0.0.1:${metricsPort}` }),
     ).toBe(true);
-    const address = inject('temporalAddress');
+    const address = temporalAddress();
     const namespace = inject('temporalNamespace');
     const taskQueue = `counting-${process.pid}`;
     const native = await NativeConnection.connect({ address });

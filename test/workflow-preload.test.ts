@@ -11,11 +11,12 @@ import { describe, expect, inject, it } from 'vitest';
 import { workflowPreloadModules } from '../worker/worker';
 import { quietLogger } from '../worker/logging';
 import type { preloadProbeWorkflow } from './fixtures/preload-probe-workflow';
+import { temporalAddress } from './helpers/server';
 
 const workflowsPath = fileURLToPath(new URL('./fixtures/preload-probe-workflow.ts', import.meta.url));
 
 async function probe(preloadModules: string[]) {
-  const address = inject('temporalAddress');
+  const address = temporalAddress();
   const namespace = inject('temporalNamespace');
   const taskQueue = `preload-probe-${process.pid}-${preloadModules.length}`;
   const { code } = await bundleWorkflowCode({ workflowsPath, preloadModules, logger: quietLogger });

@@ -15,6 +15,7 @@ import type { AgentRuntime, RigConfigInput, RunPolicy } from '../../domain/rig';
 import { Town } from '../../client/town';
 import { createTownWorker, type TownWorker } from '../../worker/worker';
 import { freePort, startChild, type Child } from './processes';
+import { temporalAddress } from './server';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
 export const gtBin = join(repoRoot, 'bin', 'gt');
@@ -65,7 +66,7 @@ function quietRuntime() {
 
 export async function startTestTown(options: TestTownOptions = {}): Promise<TestTown> {
   quietRuntime();
-  const address = inject('temporalAddress');
+  const address = temporalAddress();
   const namespace = inject('temporalNamespace');
   const gtHome = options.gtHome ?? mkdtempSync(join(tmpdir(), 'gt-home-'));
   process.env.GT_HOME = gtHome;
@@ -165,7 +166,7 @@ export async function workerProcessHost(name: string, children: Child[]): Promis
   const port = await freePort();
   const env = {
     ...process.env,
-    TEMPORAL_ADDRESS: inject('temporalAddress'),
+    TEMPORAL_ADDRESS: temporalAddress(),
     TEMPORAL_NAMESPACE: inject('temporalNamespace'),
     GT_TASK_QUEUE: taskQueue,
     GT_HOME: gtHome,
