@@ -1,7 +1,13 @@
 /** Activities of the dispatch gate: things workflow code cannot do (signal-with-start, describing other workflows). */
-import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import {
+  WithStartWorkflowOperation,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+  type Client,
+} from '@temporalio/client';
 import { z } from 'zod';
 import {
+  type DispatchAnswer,
   dispatchGateWorkflowId,
   DispatchGrant,
   dispatchGrantSignal,
@@ -9,6 +15,7 @@ import {
   dispatchReportSignal,
   DispatchRequest,
   dispatchRequestSignal,
+  requestDispatchUpdate,
 } from '../domain/dispatch';
 import { RigName } from '../domain/ids';
 import { dispatchGateStart, withSignal } from '../domain/starts';
@@ -18,6 +25,13 @@ import { delivered } from './town';
 export interface DispatchDeps {
   client: Client;
   taskQueue: string;
+  /**
+   * How many requests of this worker may wait for the gate's answer at once (default 10). A bead asks from a local
+   * activity, whose workflow task keeps its slot on this worker until the answer comes, and the answer needs a
+   * workflow task of the gate, which may have to run here: kept well below the worker's workflow task slots, those
+   * waits can never take the slot the gate needs. Requests beyond it are asked by signal and granted by signal.
+   */
+  answerWaits?: number;
 }
 
 export const RequestSlotInput = z.object({ rig: RigName, request: DispatchRequest });
@@ -34,21 +48,47 @@ export type DeliverGrantsInput = z.input<typeof DeliverGrantsInput>;
 export const ClosedWorkflowsInput = z.object({ workflowIds: z.array(z.string().min(1)).max(1000) });
 
 export function createDispatchActivities(deps: DispatchDeps) {
+  const answerWaits = deps.answerWaits ?? 10;
+  let waitingForAnswers = 0;
   return {
     /**
-     * Asks the rig's gate for a slot, starting the gate if the rig has none yet; repeated asks are deduped by run id
-     * (a bead runs it as a local activity, which a retried workflow task runs again).
+     * Asks the rig's gate for a slot, starting the gate if the rig has none yet, and returns its answer: granted now
+     * (no grant signal follows: the bead starts its run in the same workflow task) or queued (the grant comes by
+     * signal). Repeated asks are deduped by run id (a bead runs it as a local activity, which a retried workflow task
+     * runs again): a holder is answered granted again. Asked by signal (answered queued, granted by signal, as before
+     * the answer) when `answerWaits` requests of this worker wait already, and when the gate runs code from before the
+     * answer (a fleet mid-upgrade: it refuses the update).
      */
-    async requestDispatchSlot(raw: RequestSlotInput): Promise<void> {
+    async requestDispatchSlot(raw: RequestSlotInput): Promise<DispatchAnswer> {
       const { rig, request } = parseActivityInput(RequestSlotInput, raw);
       // Started with the settings this bead has, as an operator's pause would start it (domain/starts.ts).
       const { maxPolecats, breakerThreshold, breakerProbeInterval } = request;
       const settings = { maxPolecats, breakerThreshold, breakerProbeInterval };
       const start = dispatchGateStart({ taskQueue: deps.taskQueue, input: { rig, settings } });
-      await deps.client.workflow.signalWithStart(
-        start.workflowType,
-        withSignal(start, dispatchRequestSignal, [request]),
-      );
+      const bySignal = async () => {
+        await deps.client.workflow.signalWithStart(
+          start.workflowType,
+          withSignal(start, dispatchRequestSignal, [request]),
+        );
+        return { granted: false, probe: false };
+      };
+      if (waitingForAnswers >= answerWaits) return bySignal();
+      waitingForAnswers++;
+      try {
+        return await deps.client.workflow.executeUpdateWithStart(requestDispatchUpdate, {
+          args: [request],
+          startWorkflowOperation: new WithStartWorkflowOperation(start.workflowType, {
+            ...start.options,
+            workflowIdConflictPolicy: 'USE_EXISTING',
+          }),
+        });
+      } catch (err) {
+        if (!(err instanceof WorkflowUpdateFailedError && /No registered handler for update/.test(String(err.cause))))
+          throw err;
+        return bySignal();
+      } finally {
+        waitingForAnswers--;
+      }
     },
 
     /**

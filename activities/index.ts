@@ -4,7 +4,7 @@
  */
 import { createAgentRunActivities, type HostDeps } from './agent-runs';
 import { createConvoyActivities } from './convoy';
-import { createDispatchActivities } from './dispatch';
+import { createDispatchActivities, type DispatchDeps } from './dispatch';
 import { createLegBranchActivities, createLegWorktreeActivities } from './formula-legs';
 import { createFormulaStepActivities } from './formula-steps';
 import { createLogActivities } from './logs';
@@ -16,7 +16,7 @@ import { createRigConfigActivities } from './rig-config';
 import { createTownActivities, type TownDeps } from './town';
 
 /** escalationWebhook: the town's escalation webhook URL (configuration, never a payload: activities/notify.ts). */
-export function createTownQueueActivities(deps: TownDeps & MergeDeps & { escalationWebhook?: string }) {
+export function createTownQueueActivities(deps: TownDeps & MergeDeps & DispatchDeps & { escalationWebhook?: string }) {
   return {
     ...createTownActivities(deps),
     ...createNotifyActivities({ escalationWebhook: deps.escalationWebhook, town: deps.taskQueue }),

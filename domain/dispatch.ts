@@ -58,6 +58,13 @@ export const DispatchGrant = z.object({
 });
 export type DispatchGrant = z.infer<typeof DispatchGrant>;
 
+/**
+ * The gate's answer to a request asked by update: granted now (the run may start, no grant signal follows), or queued
+ * (the grant comes by signal when the run's turn comes).
+ */
+export const DispatchAnswer = z.object({ granted: z.boolean(), probe: z.boolean() });
+export type DispatchAnswer = z.infer<typeof DispatchAnswer>;
+
 export const GateSlot = z.object({
   beadId: BeadId,
   runId: RunId,
@@ -118,6 +125,8 @@ export const DispatchGateInput = z.object({
 export type DispatchGateInput = z.input<typeof DispatchGateInput>;
 
 export const dispatchRequestSignal = defineSignal<[DispatchRequest]>('dispatchRequest');
+/** The request as an update: answered once the gate's next pass decided it, so a granted run needs no grant signal. */
+export const requestDispatchUpdate = defineUpdate<DispatchAnswer, [DispatchRequest]>('requestDispatch');
 export const dispatchReleaseSignal = defineSignal<[DispatchRelease]>('dispatchRelease');
 export const dispatchReportSignal = defineSignal<[DispatchReport]>('dispatchReport');
 /** Gate → bead workflow: the run may start. */

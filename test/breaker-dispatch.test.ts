@@ -14,6 +14,7 @@ import {
   dispatchRequestSignal,
   dispatchStateQuery,
   pauseDispatchUpdate,
+  requestDispatchUpdate,
   type DispatchGateState,
 } from '../domain/dispatch';
 import { createRepo } from './helpers/repo';
@@ -154,16 +155,21 @@ describe('dispatch gate', () => {
     });
     const handle = await t.client.workflow.start(start.workflowType, start.options);
     await handle.executeUpdate(pauseDispatchUpdate, { args: [{ reason: 'frozen', by: 'test' }] });
-    for (let i = 1; i <= 15; i++) {
-      await handle.signal(dispatchRequestSignal, {
-        beadId: `b-can-${i}`,
-        runId: `b-can-${i}/r1/a1`,
-        workflowId: `bead:b-can-${i}`,
-        maxPolecats: 2,
-        breakerThreshold: 3,
-        breakerProbeInterval: 60_000,
-      });
-    }
+    const request = (i: number) => ({
+      beadId: `b-can-${i}`,
+      runId: `b-can-${i}/r1/a1`,
+      workflowId: `bead:b-can-${i}`,
+      maxPolecats: 2,
+      breakerThreshold: 3,
+      breakerProbeInterval: 60_000,
+    });
+    // Asked by signal (beads from before the answer), then by update, all at once, while the gate continues as new
+    // (every 20 events): each update is answered queued, and every run is carried.
+    for (let i = 1; i <= 7; i++) await handle.signal(dispatchRequestSignal, request(i));
+    const answers = await Promise.all(
+      Array.from({ length: 8 }, (_, k) => handle.executeUpdate(requestDispatchUpdate, { args: [request(k + 8)] })),
+    );
+    expect(answers).toEqual(Array.from({ length: 8 }, () => ({ granted: false, probe: false })));
     const carried = await eventually(
       async () => {
         const s = await handle.query(dispatchStateQuery);
@@ -173,7 +179,12 @@ describe('dispatch gate', () => {
       'continued as new with every waiting run',
     );
     expect(carried.paused).toMatchObject({ reason: 'frozen', by: 'test' });
-    expect(carried.waiting.map((s) => s.runId)).toEqual(Array.from({ length: 15 }, (_, i) => `b-can-${i + 1}/r1/a1`));
+    expect(carried.waiting.slice(0, 7).map((s) => s.runId)).toEqual(
+      Array.from({ length: 7 }, (_, i) => `b-can-${i + 1}/r1/a1`),
+    );
+    expect(carried.waiting.map((s) => s.runId).sort()).toEqual(
+      Array.from({ length: 15 }, (_, i) => `b-can-${i + 1}/r1/a1`).sort(),
+    );
     await handle.terminate('test over');
   });
 });

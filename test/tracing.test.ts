@@ -128,6 +128,11 @@ describe('tracing on', () => {
     );
     expect(signal, 'refinery signalled from the queueing activity').toBeDefined();
     expect(named(later, 'HandleSignal:enqueue').map((s) => s.parentSpanId)).toContain(spanId(signal!));
+    // The dispatch slot, asked by update from a local activity: the gate's handler continues the bead's trace.
+    const ask = named(later, 'RunActivity:requestDispatchSlot')[0]!;
+    const update = named(later, 'UpdateWithStartWorkflow:requestDispatch').find((s) => s.parentSpanId === spanId(ask));
+    expect(update, 'the gate asked by update from the request').toBeDefined();
+    expect(named(later, 'HandleUpdate:requestDispatch').map((s) => s.parentSpanId)).toContain(spanId(update!));
 
     // A history made with tracing replays with it (a worker restart mid-bead is safe).
     const history = await handle.fetchHistory();

@@ -57,6 +57,14 @@ export interface TownWorker {
   shutdown(): Promise<void>;
 }
 
+/**
+ * The town worker's workflow task slots (the SDK's default, said here because the next depends on it), and how many
+ * of them beads asking their dispatch gate for a slot may hold while they wait for its answer: a quarter, so the gate's
+ * own workflow task always finds a slot (activities/dispatch.ts).
+ */
+const WORKFLOW_TASK_SLOTS = 40;
+const DISPATCH_ANSWER_WAITS = WORKFLOW_TASK_SLOTS / 4;
+
 export async function createTownWorker(options: TownWorkerOptions): Promise<TownWorker> {
   const host = options.hostId ?? defaultHostId();
   const hostQueue = hostTaskQueue(options.taskQueue, host);
@@ -113,7 +121,9 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       gtBinDir,
       runtimes,
       escalationWebhook: options.escalationWebhook ?? (process.env.GT_ESCALATION_WEBHOOK || undefined),
+      answerWaits: DISPATCH_ANSWER_WAITS,
     }),
+    maxConcurrentWorkflowTaskExecutions: WORKFLOW_TASK_SLOTS,
     shutdownGraceTime,
     dataConverter,
     interceptors,

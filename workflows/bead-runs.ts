@@ -22,7 +22,12 @@ import type { BeadResult, BeadWorkflowInput, RunRecord } from '../domain/bead';
 import { MAX_CARRIED_INBOX, MAX_CARRIED_ROUNDS, MAX_CARRIED_RUNS, MAX_TEXT } from '../domain/bead';
 import { CAPS, capText, keepNewest } from '../domain/caps';
 import { carriedSteps, type FormulaProgress } from '../domain/formula';
-import { dispatchGateWorkflowId, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
+import {
+  type DispatchAnswer,
+  dispatchGateWorkflowId,
+  dispatchReleaseSignal,
+  dispatchReportSignal,
+} from '../domain/dispatch';
 import { beadBranch, legBranch, runIdOf } from '../domain/ids';
 import { countTownEvent } from '../domain/metrics';
 import { failureMessage } from '../domain/validation';
@@ -271,7 +276,7 @@ export class PolecatRuns {
       // the host claim, its marker followed the claim's in the same workflow task, and a query's replay of such a
       // history failed once ("Non-deprecated patch marker encountered … no corresponding change command").
       const oneActivity = this.b.patches.has(LAUNCHES_IN_ONE_ACTIVITY);
-      await (locally ? townLocally : town).requestDispatchSlot({
+      const answer: DispatchAnswer | undefined = await (locally ? townLocally : town).requestDispatchSlot({
         rig: rig.name,
         request: {
           beadId: bead.id,
@@ -282,6 +287,9 @@ export class PolecatRuns {
           breakerProbeInterval: rig.policy.breakerProbeInterval,
         },
       });
+      // Granted in the gate's answer: the run starts in this workflow task, no grant signal comes (a recorded request
+      // from before the answer returned nothing, and its grant came by signal, as a queued run's still does).
+      if (answer?.granted) this.b.grants.add(runId);
       await condition(() => this.b.grants.has(runId));
       return await this.runGranted(runId, round, attempt, afterFailure, { locally, oneActivity }, step);
     } finally {

@@ -1,7 +1,8 @@
 /**
- * dispatch:<rig> — who may start an agent on the rig now. A bead asks for a slot before each run (signal-with-start
- * from an activity), waits for the grant signal, and gives the slot back when the run ends, reporting whether its
- * agent started. The gate grants in request order while the rig has capacity, is not paused by an operator, and its
+ * dispatch:<rig> — who may start an agent on the rig now. A bead asks for a slot before each run (update-with-start
+ * from an activity; a signal-with-start before that existed), and gives it back when the run ends, reporting whether
+ * its agent started. An update is answered once the gate's next pass decided it: granted (the run starts, no grant
+ * signal follows) or queued (the grant signal comes when the run's turn does), so a rig with room costs no round trip. The gate grants in request order while the rig has capacity, is not paused by an operator, and its
  * circuit breaker is closed. After `breakerThreshold` consecutive start failures the breaker opens: dispatch stops,
  * one escalation is raised, and every `breakerProbeInterval` one waiting run goes through as a probe; a probe that
  * starts (or an operator's `gt rig resume`) closes the breaker again.
@@ -37,8 +38,10 @@ import {
   dispatchReleaseSignal,
   DispatchReport,
   dispatchReportSignal,
+  type DispatchAnswer,
   DispatchRequest,
   dispatchRequestSignal,
+  requestDispatchUpdate,
   dispatchStateQuery,
   gateSettingsOf,
   GateSettings,
@@ -101,6 +104,10 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
   const generation = carried?.generation ?? 1;
   /** Grants decided by handlers or the loop, delivered (by signal) from the loop. */
   const outbox: { slot: GateSlot; probe: boolean }[] = [];
+  /** Requests asked by update, answered by the pass that decides them (a repeat of a run may ask twice). */
+  const asks: { runId: string; answer?: DispatchAnswer }[] = [];
+  /** Set once the loop has ended: a request asked after it is answered queued and carried to the next run. */
+  let closing = false;
   const escalationsDue: number[] = [];
   let dirty = true;
   let lastReap = Date.now();
@@ -128,9 +135,8 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
   const isKnown = (runId: string) => running.some((s) => s.runId === runId) || waiting.some((s) => s.runId === runId);
 
   setHandler(dispatchStateQuery, state);
-  setHandler(dispatchRequestSignal, (raw) => {
-    const r = parseSignal(DispatchRequest, raw, 'dispatch request');
-    if (!r) return;
+  /** Takes a request into the queue: returns the slot a repeated request of a holder already has. */
+  const takeRequest = (r: ReturnType<typeof DispatchRequest.parse>): GateSlot | undefined => {
     const snapshot = gateSettingsOf({ maxPolecats: r.maxPolecats, policy: r });
     if (!settingsFromRig) settings = snapshot;
     else {
@@ -142,12 +148,33 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
         rigReadDue = true;
       }
     }
+    dirty = true;
     const holding = running.find((s) => s.runId === r.runId);
+    if (!holding && !released.has(r.runId) && !isKnown(r.runId))
+      waiting.push({ beadId: r.beadId, runId: r.runId, workflowId: r.workflowId, since: now() });
+    return holding;
+  };
+  setHandler(dispatchRequestSignal, (raw) => {
+    const r = parseSignal(DispatchRequest, raw, 'dispatch request');
+    if (!r) return;
+    const holding = takeRequest(r);
     // A repeated request of a run that already holds a slot: the grant may have been lost, send it again.
     if (holding) outbox.push({ slot: holding, probe: breaker.probeRunId === r.runId });
-    else if (!released.has(r.runId) && !isKnown(r.runId))
-      waiting.push({ beadId: r.beadId, runId: r.runId, workflowId: r.workflowId, since: now() });
-    dirty = true;
+  });
+  setValidatedUpdate(requestDispatchUpdate, {
+    schema: DispatchRequest,
+    what: 'dispatch request',
+    handler: async (r) => {
+      const holding = takeRequest(r);
+      // A repeat (a retried local activity): the holder's answer again.
+      if (holding) return { granted: true, probe: breaker.probeRunId === r.runId };
+      if (closing || !waiting.some((s) => s.runId === r.runId)) return { granted: false, probe: false };
+      const ask: (typeof asks)[number] = { runId: r.runId };
+      asks.push(ask);
+      await condition(() => ask.answer !== undefined);
+      asks.splice(asks.indexOf(ask), 1);
+      return ask.answer!;
+    },
   });
   setHandler(dispatchReleaseSignal, (raw) => {
     const release = parseSignal(DispatchRelease, raw, 'dispatch release');
@@ -219,6 +246,18 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
       ? breaker.openedAt + settings.breakerProbeInterval
       : undefined;
 
+  /** A slot granted: in the answer to its requests asked by update and still open, else by signal from the outbox. */
+  const give = (slot: GateSlot, probe: boolean) => {
+    const open = asks.filter((a) => a.runId === slot.runId && !a.answer);
+    for (const a of open) a.answer = { granted: true, probe };
+    if (open.length) granted++;
+    else outbox.push({ slot, probe });
+  };
+  /** Requests the last pass did not grant are answered queued: their grants go out by signal. */
+  const answerQueued = () => {
+    for (const a of asks) a.answer ??= { granted: false, probe: false };
+  };
+
   /** Moves waiting runs to running as far as capacity, pause and breaker allow. */
   const grant = () => {
     if (paused) return;
@@ -226,7 +265,7 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
       if (breaker.state === 'closed') {
         const slot = waiting.shift()!;
         running.push(slot);
-        outbox.push({ slot, probe: false });
+        give(slot, false);
         continue;
       }
       const due = probeDueAt();
@@ -234,7 +273,7 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
         const slot = waiting.shift()!;
         running.push(slot);
         Object.assign(breaker, { state: 'half_open', probeRunId: slot.runId });
-        outbox.push({ slot, probe: true });
+        give(slot, true);
       }
       return;
     }
@@ -316,6 +355,7 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     dirty = false;
     if (rigReadDue) await readRig();
     grant();
+    answerQueued();
     await deliverGrants();
     while (escalationsDue.length) {
       const trip = escalationsDue.shift()!;
@@ -348,6 +388,8 @@ export async function dispatchGateWorkflow(rawInput: DispatchGateInput): Promise
     else await condition(woke);
   }
 
+  closing = true;
+  answerQueued();
   await condition(allHandlersFinished);
   await deliverGrants();
   await continueAsNew<typeof dispatchGateWorkflow>({

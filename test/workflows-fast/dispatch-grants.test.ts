@@ -1,12 +1,13 @@
 /**
- * Fast tier, how the dispatch gate delivers its grants: all that are due at once, from one local activity (no grant
- * signal, and so no acknowledgement to wait for before the next), and a grant to a bead workflow that is gone frees
- * its slot for the next run. Real bead, merge-request and dispatch-gate workflows, stubbed activities.
+ * Fast tier, how the dispatch gate gives its grants: a run the rig has room for in the answer to its request (no grant
+ * at all afterwards); queued runs' grants all that are due at once, from one local activity (no grant signal, and so no
+ * acknowledgement to wait for before the next); and a grant to a bead workflow that is gone frees its slot. Real bead, merge-request and dispatch-gate workflows, stubbed activities.
  */
 import { Client } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDispatchActivities } from '../../activities/dispatch';
+import { createNotifyActivities } from '../../activities/notify';
 import type { BeadResult } from '../../domain/bead';
 import {
   dispatchGateWorkflowId,
@@ -87,12 +88,31 @@ describe.skipIf(skipReason)('dispatch grants (time-skipping)', { timeout: 30_000
     expect(signalled).not.toContain('dispatchGrant');
   });
 
-  it('frees the slot of a grant whose bead workflow is gone', async () => {
-    const rig = testRig({ name: 'fast-grants-ghost', maxPolecats: 1 });
+  it('grants a run the rig has room for in the answer to its request: no grant signal, no delivery', async () => {
+    const rig = testRig({ name: 'fast-grants-answered', maxPolecats: 2 });
     const r = await withCountedGrants(async (plain, taskQueue) => {
-      const gate = plain.workflow.getHandle(dispatchGateWorkflowId(rig.name));
-      // A run of a bead workflow that does not exist takes the rig's only slot first.
-      await createDispatchActivities({ client: plain, taskQueue }).requestDispatchSlot({
+      const results = await beadResults(plain, taskQueue, rig, ['answered-1', 'answered-2']);
+      const gate = await plain.workflow.getHandle(dispatchGateWorkflowId(rig.name)).query(dispatchStateQuery);
+      const beadEvents = await Promise.all(
+        ['answered-1', 'answered-2'].map(
+          async (id) => (await plain.workflow.getHandle(beadWorkflowId(id)).fetchHistory()).events ?? [],
+        ),
+      );
+      return { results, gate, beadEvents };
+    });
+    expect(r.results.map((b) => b.status)).toEqual(['closed', 'closed']);
+    expect(r.gate).toMatchObject({ granted: 2, running: [], waiting: [] });
+    expect(r.calls).toEqual([]);
+    for (const events of r.beadEvents)
+      expect(events.flatMap((e) => e.workflowExecutionSignaledEventAttributes?.signalName ?? [])).not.toContain(
+        'dispatchGrant',
+      );
+  });
+
+  it('asks by signal, and grants by signal, when its worker has no answer wait left', async () => {
+    const rig = testRig({ name: 'fast-grants-no-waits', maxPolecats: 1 });
+    const r = await withCountedGrants(async (plain, taskQueue) => {
+      const answer = await createDispatchActivities({ client: plain, taskQueue, answerWaits: 0 }).requestDispatchSlot({
         rig: rig.name,
         request: {
           beadId: 'ghost',
@@ -103,13 +123,98 @@ describe.skipIf(skipReason)('dispatch grants (time-skipping)', { timeout: 30_000
           breakerProbeInterval: rig.policy.breakerProbeInterval,
         },
       });
-      const results = await beadResults(plain, taskQueue, rig, ['grant-1', 'grant-2']);
+      const gate = plain.workflow.getHandle(dispatchGateWorkflowId(rig.name));
+      let state = await gate.query(dispatchStateQuery);
+      while (state.granted < 1 || state.running.length) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        state = await gate.query(dispatchStateQuery);
+      }
+      const events = (await gate.fetchHistory()).events ?? [];
+      return { answer, events };
+    });
+    // Queued in the answer, and granted by the gate's delivery (to a workflow that is gone: its slot freed).
+    expect(r.answer).toEqual({ granted: false, probe: false });
+    expect(r.calls).toEqual([1]);
+    expect(r.events.flatMap((e) => e.workflowExecutionSignaledEventAttributes?.signalName ?? [])).toEqual([
+      'dispatchRequest',
+    ]);
+    expect(r.events.filter((e) => e.workflowExecutionUpdateAcceptedEventAttributes)).toEqual([]);
+  });
+
+  it('asks by signal when the gate refuses the update (a gate on code from before the answer)', async () => {
+    const rig = testRig({ name: 'fast-grants-old-gate', maxPolecats: 1 });
+    // The stand-in below is an escalation: its webhook activity answers "not configured".
+    const activities = (taskQueue: string) => ({
+      ...counted(taskQueue, []),
+      ...createNotifyActivities({ town: taskQueue }),
+    });
+    const r = await withWorker(env, activities, async (taskQueue) => {
+      const plain = new Client({ connection: env.connection });
+      // A workflow without the update's handler holds the gate's id, as a gate from before the answer would.
+      const old = await plain.workflow.start('escalationWorkflow', {
+        workflowId: dispatchGateWorkflowId(rig.name),
+        taskQueue,
+        args: [{ id: 'stand-in-gate', severity: 'low', reason: 'holds the gate id', source: 'rig' }],
+      });
+      const answer = await createDispatchActivities({ client: plain, taskQueue }).requestDispatchSlot({
+        rig: rig.name,
+        request: {
+          beadId: 'b-old',
+          runId: 'b-old/r1/a1',
+          workflowId: beadWorkflowId('b-old'),
+          maxPolecats: rig.maxPolecats,
+          breakerThreshold: rig.policy.breakerThreshold,
+          breakerProbeInterval: rig.policy.breakerProbeInterval,
+        },
+      });
+      // The stand-in heard the request by signal (this test server may show the signal a moment after it returned).
+      const signalsIn = async () =>
+        ((await old.fetchHistory()).events ?? []).flatMap(
+          (e) => e.workflowExecutionSignaledEventAttributes?.signalName ?? [],
+        );
+      let signals = await signalsIn();
+      for (let i = 0; i < 50 && !signals.length; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 100));
+        signals = await signalsIn();
+      }
+      await old.terminate('test over');
+      return { answer, signals };
+    });
+    expect(r.answer).toEqual({ granted: false, probe: false });
+    expect(r.signals).toEqual(['dispatchRequest']);
+  });
+
+  it('frees the slot of a grant whose bead workflow is gone', async () => {
+    const rig = testRig({ name: 'fast-grants-ghost', maxPolecats: 1 });
+    const r = await withCountedGrants(async (plain, taskQueue) => {
+      // Paused, so the runs queue and their grants go out by delivery (a rig with room grants in the answer).
+      const start = dispatchGateStart({ taskQueue, input: { rig: rig.name, settings: gateSettingsOf(rig) } });
+      const gate = await plain.workflow.start(start.workflowType, start.options);
+      await gate.executeUpdate(pauseDispatchUpdate, { args: [{ reason: 'queue them', by: 'test' }] });
+      // A run of a bead workflow that does not exist is first in line for the rig's only slot.
+      const answer = await createDispatchActivities({ client: plain, taskQueue }).requestDispatchSlot({
+        rig: rig.name,
+        request: {
+          beadId: 'ghost',
+          runId: 'ghost/r1/a1',
+          workflowId: beadWorkflowId('ghost'),
+          maxPolecats: rig.maxPolecats,
+          breakerThreshold: rig.policy.breakerThreshold,
+          breakerProbeInterval: rig.policy.breakerProbeInterval,
+        },
+      });
+      expect(answer).toEqual({ granted: false, probe: false });
+      const results = beadResults(plain, taskQueue, rig, ['grant-1', 'grant-2']);
+      while ((await gate.query(dispatchStateQuery)).waiting.length < 3)
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      await gate.executeUpdate(resumeDispatchUpdate, { args: [{ by: 'test' }] });
+      await results;
       let state = await gate.query(dispatchStateQuery);
       while (state.running.length || state.granted < 3) {
         await new Promise((resolve) => setTimeout(resolve, 20));
         state = await gate.query(dispatchStateQuery);
       }
-      return { results, state };
+      return { results: await results, state };
     });
     expect(r.results.map((b) => b.status)).toEqual(['closed', 'closed']);
     // The ghost's grant, then each bead's: three grants, none left running, the ghost's slot given to a bead.
