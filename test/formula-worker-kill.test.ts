@@ -67,7 +67,7 @@ describe('a worker killed during a formula step', () => {
     await host.start();
     await eventually(() => supervisionReattached(handle), 60_000, 'supervision re-attached on the new worker');
     writeFileSync(join(marks, 'release'), '');
-    expect((await resultOrExplain(handle, children, 150_000)).status).toBe('closed');
+    expect((await resultOrExplain(handle, children, 120_000)).status).toBe('closed');
 
     // One agent start per step: plan and implement were not run again, self-review was adopted, not restarted.
     expect(
@@ -127,7 +127,7 @@ describe('a worker killed during a formula step', () => {
     await host.start();
     await eventually(() => supervisionReattached(handle), 60_000, 'supervision of leg 3 re-attached on the new worker');
     writeFileSync(join(marks, 'release'), '');
-    expect((await resultOrExplain(handle, children, 150_000)).status).toBe('closed');
+    expect((await resultOrExplain(handle, children, 120_000)).status).toBe('closed');
 
     // One agent start per leg and one synthesis: nothing was run again.
     expect(

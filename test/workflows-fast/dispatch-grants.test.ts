@@ -53,6 +53,18 @@ describe.skipIf(skipReason)('dispatch grants (time-skipping)', { timeout: 30_000
     );
     return { ...result, calls };
   };
+  /** A request for the first run of bead `beadId` on `rig`, as a bead's local activity makes it. */
+  const slotRequest = (rig: RigConfig, beadId: string) => ({
+    rig: rig.name,
+    request: {
+      beadId,
+      runId: `${beadId}/r1/a1`,
+      workflowId: beadWorkflowId(beadId),
+      maxPolecats: rig.maxPolecats,
+      breakerThreshold: rig.policy.breakerThreshold,
+      breakerProbeInterval: rig.policy.breakerProbeInterval,
+    },
+  });
   /** Starts a bead workflow of the rig for each id; their results once all have ended. */
   const beadResults = async (plain: Client, taskQueue: string, rig: RigConfig, ids: string[]) => {
     const beads = await Promise.all(
@@ -112,17 +124,9 @@ describe.skipIf(skipReason)('dispatch grants (time-skipping)', { timeout: 30_000
   it('asks by signal, and grants by signal, when its worker has no answer wait left', async () => {
     const rig = testRig({ name: 'fast-grants-no-waits', maxPolecats: 1 });
     const r = await withCountedGrants(async (plain, taskQueue) => {
-      const answer = await createDispatchActivities({ client: plain, taskQueue, answerWaits: 0 }).requestDispatchSlot({
-        rig: rig.name,
-        request: {
-          beadId: 'ghost',
-          runId: 'ghost/r1/a1',
-          workflowId: beadWorkflowId('ghost'),
-          maxPolecats: rig.maxPolecats,
-          breakerThreshold: rig.policy.breakerThreshold,
-          breakerProbeInterval: rig.policy.breakerProbeInterval,
-        },
-      });
+      const answer = await createDispatchActivities({ client: plain, taskQueue, answerWaits: 0 }).requestDispatchSlot(
+        slotRequest(rig, 'ghost'),
+      );
       const gate = plain.workflow.getHandle(dispatchGateWorkflowId(rig.name));
       let state = await gate.query(dispatchStateQuery);
       while (state.granted < 1 || state.running.length) {
@@ -156,17 +160,9 @@ describe.skipIf(skipReason)('dispatch grants (time-skipping)', { timeout: 30_000
         taskQueue,
         args: [{ id: 'stand-in-gate', severity: 'low', reason: 'holds the gate id', source: 'rig' }],
       });
-      const answer = await createDispatchActivities({ client: plain, taskQueue }).requestDispatchSlot({
-        rig: rig.name,
-        request: {
-          beadId: 'b-old',
-          runId: 'b-old/r1/a1',
-          workflowId: beadWorkflowId('b-old'),
-          maxPolecats: rig.maxPolecats,
-          breakerThreshold: rig.policy.breakerThreshold,
-          breakerProbeInterval: rig.policy.breakerProbeInterval,
-        },
-      });
+      const answer = await createDispatchActivities({ client: plain, taskQueue }).requestDispatchSlot(
+        slotRequest(rig, 'b-old'),
+      );
       // The stand-in heard the request by signal (this test server may show the signal a moment after it returned).
       const signalsIn = async () =>
         ((await old.fetchHistory()).events ?? []).flatMap(
@@ -192,17 +188,9 @@ describe.skipIf(skipReason)('dispatch grants (time-skipping)', { timeout: 30_000
       const gate = await plain.workflow.start(start.workflowType, start.options);
       await gate.executeUpdate(pauseDispatchUpdate, { args: [{ reason: 'queue them', by: 'test' }] });
       // A run of a bead workflow that does not exist is first in line for the rig's only slot.
-      const answer = await createDispatchActivities({ client: plain, taskQueue }).requestDispatchSlot({
-        rig: rig.name,
-        request: {
-          beadId: 'ghost',
-          runId: 'ghost/r1/a1',
-          workflowId: beadWorkflowId('ghost'),
-          maxPolecats: rig.maxPolecats,
-          breakerThreshold: rig.policy.breakerThreshold,
-          breakerProbeInterval: rig.policy.breakerProbeInterval,
-        },
-      });
+      const answer = await createDispatchActivities({ client: plain, taskQueue }).requestDispatchSlot(
+        slotRequest(rig, 'ghost'),
+      );
       expect(answer).toEqual({ granted: false, probe: false });
       const results = beadResults(plain, taskQueue, rig, ['grant-1', 'grant-2']);
       while ((await gate.query(dispatchStateQuery)).waiting.length < 3)
