@@ -34,7 +34,12 @@ export interface DispatchDeps {
   answerWaits?: number;
 }
 
-export const RequestSlotInput = z.object({ rig: RigName, request: DispatchRequest });
+export const RequestSlotInput = z.object({
+  rig: RigName,
+  request: DispatchRequest,
+  /** false: ask by signal and be granted by signal (a formula's parallel legs, below). */
+  answer: z.boolean().default(true),
+});
 export type RequestSlotInput = z.input<typeof RequestSlotInput>;
 
 export const ReportStartInput = z.object({ rig: RigName, report: DispatchReport });
@@ -60,7 +65,7 @@ export function createDispatchActivities(deps: DispatchDeps) {
      * answer (a fleet mid-upgrade: it refuses the update).
      */
     async requestDispatchSlot(raw: RequestSlotInput): Promise<DispatchAnswer> {
-      const { rig, request } = parseActivityInput(RequestSlotInput, raw);
+      const { rig, request, answer } = parseActivityInput(RequestSlotInput, raw);
       // Started with the settings this bead has, as an operator's pause would start it (domain/starts.ts).
       const { maxPolecats, breakerThreshold, breakerProbeInterval } = request;
       const settings = { maxPolecats, breakerThreshold, breakerProbeInterval };
@@ -72,7 +77,7 @@ export function createDispatchActivities(deps: DispatchDeps) {
         );
         return { granted: false, probe: false };
       };
-      if (waitingForAnswers >= answerWaits) return bySignal();
+      if (!answer || waitingForAnswers >= answerWaits) return bySignal();
       waitingForAnswers++;
       try {
         return await deps.client.workflow.executeUpdateWithStart(requestDispatchUpdate, {

@@ -278,6 +278,10 @@ export class PolecatRuns {
       const oneActivity = this.b.patches.has(LAUNCHES_IN_ONE_ACTIVITY);
       const answer: DispatchAnswer | undefined = await (locally ? townLocally : town).requestDispatchSlot({
         rig: rig.name,
+        // A formula's parallel legs ask by signal: granted in answers, each would go on to its host claim (a local
+        // activity) while its siblings' requests were still running in the same workflow task, and a query's replay
+        // of such a task failed ("Missing associated machine for LocalActivity"). One run at a time asks for the answer.
+        answer: !step?.leg,
         request: {
           beadId: bead.id,
           runId,
