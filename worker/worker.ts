@@ -59,8 +59,8 @@ export interface TownWorker {
 
 /**
  * The town worker's workflow task slots (the SDK's default, said here because the next depends on it), and how many
- * of them beads asking their dispatch gate for a slot may hold while they wait for its answer: a quarter, so the gate's
- * own workflow task always finds a slot (activities/dispatch.ts).
+ * of them beads asking their dispatch gate for a slot may hold while they wait for its answer: a quarter, so those
+ * waits alone can never take the slots the gate's own workflow task needs (activities/dispatch.ts).
  */
 const WORKFLOW_TASK_SLOTS = 40;
 const DISPATCH_ANSWER_WAITS = WORKFLOW_TASK_SLOTS / 4;

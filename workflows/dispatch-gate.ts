@@ -1,9 +1,10 @@
 /**
  * dispatch:<rig> — who may start an agent on the rig now. A bead asks for a slot before each run (update-with-start
- * from an activity; a signal-with-start before that existed), and gives it back when the run ends, reporting whether
- * its agent started. An update is answered once the gate's next pass decided it: granted (the run starts, no grant
- * signal follows) or queued (the grant signal comes when the run's turn does), so a rig with room costs no round trip. The gate grants in request order while the rig has capacity, is not paused by an operator, and its
- * circuit breaker is closed. After `breakerThreshold` consecutive start failures the breaker opens: dispatch stops,
+ * from an activity; by signal-with-start before that existed, and still for parallel legs and beyond the worker's
+ * bound), and gives it back when the run ends, reporting whether its agent started. An update is answered once the
+ * gate's next pass decided it: granted (the run starts, no grant signal follows) or queued (the grant signal comes
+ * when the run's turn does), so a rig with room costs no round trip. The gate grants in request order while the rig
+ * has capacity, is not paused by an operator, and its circuit breaker is closed. After `breakerThreshold` consecutive start failures the breaker opens: dispatch stops,
  * one escalation is raised, and every `breakerProbeInterval` one waiting run goes through as a probe; a probe that
  * starts (or an operator's `gt rig resume`) closes the breaker again.
  *

@@ -3,7 +3,7 @@
  * at all afterwards); queued runs' grants all that are due at once, from one local activity (no grant signal, and so no
  * acknowledgement to wait for before the next); and a grant to a bead workflow that is gone frees its slot. Real bead, merge-request and dispatch-gate workflows, stubbed activities.
  */
-import { Client } from '@temporalio/client';
+import { Client, type WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDispatchActivities } from '../../activities/dispatch';
@@ -53,6 +53,28 @@ describe.skipIf(skipReason)('dispatch grants (time-skipping)', { timeout: 30_000
     );
     return { ...result, calls };
   };
+  /** Starts the rig's gate paused, so the runs that ask queue and their grants go out by delivery. */
+  const pausedGate = async (plain: Client, taskQueue: string, rig: RigConfig) => {
+    const start = dispatchGateStart({ taskQueue, input: { rig: rig.name, settings: gateSettingsOf(rig) } });
+    const gate = await plain.workflow.start(start.workflowType, start.options);
+    await gate.executeUpdate(pauseDispatchUpdate, { args: [{ reason: 'queue them', by: 'test' }] });
+    return gate;
+  };
+  /** Resumes the gate once `waiting` runs wait in it: all of them are due together. */
+  const resumeWhenWaiting = async (gate: WorkflowHandle, waiting: number) => {
+    while ((await gate.query(dispatchStateQuery)).waiting.length < waiting)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    await gate.executeUpdate(resumeDispatchUpdate, { args: [{ by: 'test' }] });
+  };
+  /** The gate's state once it has granted `granted` slots and holds none (every run released or found gone). */
+  const settled = async (gate: WorkflowHandle, granted: number) => {
+    let state = await gate.query(dispatchStateQuery);
+    while (state.granted < granted || state.running.length) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      state = await gate.query(dispatchStateQuery);
+    }
+    return state;
+  };
   /** A request for the first run of bead `beadId` on `rig`, as a bead's local activity makes it. */
   const slotRequest = (rig: RigConfig, beadId: string) => ({
     rig: rig.name,
@@ -83,13 +105,9 @@ describe.skipIf(skipReason)('dispatch grants (time-skipping)', { timeout: 30_000
     const rig = testRig({ name: 'fast-grants-at-once', maxPolecats: 3 });
     const r = await withCountedGrants(async (plain, taskQueue) => {
       // Paused, the gate queues the three runs; resumed, all three are due together.
-      const start = dispatchGateStart({ taskQueue, input: { rig: rig.name, settings: gateSettingsOf(rig) } });
-      const gate = await plain.workflow.start(start.workflowType, start.options);
-      await gate.executeUpdate(pauseDispatchUpdate, { args: [{ reason: 'queue them', by: 'test' }] });
+      const gate = await pausedGate(plain, taskQueue, rig);
       const results = beadResults(plain, taskQueue, rig, ['at-once-1', 'at-once-2', 'at-once-3']);
-      while ((await gate.query(dispatchStateQuery)).waiting.length < 3)
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      await gate.executeUpdate(resumeDispatchUpdate, { args: [{ by: 'test' }] });
+      await resumeWhenWaiting(gate, 3);
       return { results: await results, events: (await gate.fetchHistory()).events ?? [] };
     });
     expect(r.results.map((b) => b.status)).toEqual(['closed', 'closed', 'closed']);
@@ -128,11 +146,7 @@ describe.skipIf(skipReason)('dispatch grants (time-skipping)', { timeout: 30_000
         slotRequest(rig, 'ghost'),
       );
       const gate = plain.workflow.getHandle(dispatchGateWorkflowId(rig.name));
-      let state = await gate.query(dispatchStateQuery);
-      while (state.granted < 1 || state.running.length) {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-        state = await gate.query(dispatchStateQuery);
-      }
+      await settled(gate, 1);
       const events = (await gate.fetchHistory()).events ?? [];
       return { answer, events };
     });
@@ -184,25 +198,16 @@ describe.skipIf(skipReason)('dispatch grants (time-skipping)', { timeout: 30_000
     const rig = testRig({ name: 'fast-grants-ghost', maxPolecats: 1 });
     const r = await withCountedGrants(async (plain, taskQueue) => {
       // Paused, so the runs queue and their grants go out by delivery (a rig with room grants in the answer).
-      const start = dispatchGateStart({ taskQueue, input: { rig: rig.name, settings: gateSettingsOf(rig) } });
-      const gate = await plain.workflow.start(start.workflowType, start.options);
-      await gate.executeUpdate(pauseDispatchUpdate, { args: [{ reason: 'queue them', by: 'test' }] });
+      const gate = await pausedGate(plain, taskQueue, rig);
       // A run of a bead workflow that does not exist is first in line for the rig's only slot.
       const answer = await createDispatchActivities({ client: plain, taskQueue }).requestDispatchSlot(
         slotRequest(rig, 'ghost'),
       );
       expect(answer).toEqual({ granted: false, probe: false });
       const results = beadResults(plain, taskQueue, rig, ['grant-1', 'grant-2']);
-      while ((await gate.query(dispatchStateQuery)).waiting.length < 3)
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      await gate.executeUpdate(resumeDispatchUpdate, { args: [{ by: 'test' }] });
+      await resumeWhenWaiting(gate, 3);
       await results;
-      let state = await gate.query(dispatchStateQuery);
-      while (state.running.length || state.granted < 3) {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-        state = await gate.query(dispatchStateQuery);
-      }
-      return { results: await results, state };
+      return { results: await results, state: await settled(gate, 3) };
     });
     expect(r.results.map((b) => b.status)).toEqual(['closed', 'closed']);
     // The ghost's grant, then each bead's: three grants, none left running, the ghost's slot given to a bead.
