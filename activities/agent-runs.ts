@@ -13,7 +13,7 @@ import { gatewaySocketDir, gatewaySocketPath, unixGatewayUrl } from '../agents/g
 import { writePromptFile } from '../agents/prompt';
 import { mintRunToken } from '../agents/run-token';
 import type { AgentHandle, AgentRuntimeDriver, AgentStatus, Mount } from '../agents/runtime';
-import { BeadSpec } from '../domain/bead';
+import { BeadSpec, EXIT_GRACE_MS } from '../domain/bead';
 import { beadBranch, legBranch, RunId } from '../domain/ids';
 import { AgentRuntime, RigConfig } from '../domain/rig';
 import type { DoneRuns } from '../host/done-runs';
@@ -38,7 +38,9 @@ export interface HostDeps {
   /** The worker's environment, the only source of what a run may be given (default: process.env). */
   hostEnv?: NodeJS.ProcessEnv;
   /** The runs whose `gt done` this process's gateway saw accepted: supervision publishes them as their agents exit. */
-  doneRuns?: Pick<DoneRuns, 'take'>;
+  doneRuns?: Pick<DoneRuns, 'take' | 'seen' | 'supervise'>;
+  /** Tells the rig's dispatch gate that a run's agent started (activities/dispatch.ts dispatchStartReporter). */
+  reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>;
 }
 
 export const PrepareRunInput = z.object({
@@ -125,12 +127,16 @@ export const LaunchRunInput = PrepareRunInput.extend({
   workflowId: z.string(),
   agent: z.string().min(1).max(4000).optional(),
   runtime: AgentRuntime.optional(),
+  /** true: tell the rig's dispatch gate that the agent started, as it starts (the bead then need not). */
+  reportStart: z.boolean().default(false),
 });
 export type LaunchRunInput = z.input<typeof LaunchRunInput>;
 
 export interface LaunchedRun {
   prepared: PreparedRun;
   started: StartedRun;
+  /** The dispatch gate was told the agent started (asked by `reportStart`); absent, the bead tells it. */
+  reported?: true;
 }
 
 export interface StartedRun {
@@ -426,6 +432,21 @@ export function createAgentRunActivities(deps: HostDeps) {
   };
 
   /**
+   * Tells the rig's gate the run's agent started, from the host as it starts: the bead's workflow task that learns of
+   * the start then has no report to make. A failure leaves the report to the bead (it is a hint, never the record).
+   */
+  const reportedStart = async (rig: string, runId: string): Promise<{ reported?: true }> => {
+    if (!deps.reportStart) return {};
+    try {
+      await deps.reportStart(rig, { runId, started: true });
+      return { reported: true };
+    } catch (err) {
+      log.warn('could not report the start to the dispatch gate; the bead reports it', { runId, error: String(err) });
+      return {};
+    }
+  };
+
+  /**
    * launchRun's preparation, recorded in the run's directory once done. A failure says it was the preparation (as
    * the workflow words a failed prepareRun) and keeps its type, so the same failures stay non-retryable.
    */
@@ -504,7 +525,7 @@ export function createAgentRunActivities(deps: HostDeps) {
             );
           }),
         ]).finally(() => clearTimeout(timer));
-        return { prepared, started };
+        return { prepared, started, ...(input.reportStart && (await reportedStart(input.rig.name, input.runId))) };
       });
     },
 
@@ -514,7 +535,7 @@ export function createAgentRunActivities(deps: HostDeps) {
       const runDir = paths.runDir(input.runId, deps.gtHome);
       const ids = { beadId: input.beadId, runId: input.runId };
 
-      const prior = activityInfo().heartbeatDetails as { handle?: AgentHandle } | undefined;
+      const prior = activityInfo().heartbeatDetails as { handle?: AgentHandle; doneAt?: number } | undefined;
       let handle: AgentHandle;
       let adopted = true;
       if (input.handle) handle = input.handle;
@@ -525,9 +546,15 @@ export function createAgentRunActivities(deps: HostDeps) {
       const ctx = Context.current();
       const poll = deps.pollIntervalMs ?? 500;
       const heartbeatTimeout = activityInfo().heartbeatTimeoutMs ?? 60_000;
+      // When this process's gateway saw the run's gt done accepted (kept in the heartbeat, so a retry on a restarted
+      // worker still knows): the agent then has EXIT_GRACE_MS to exit before it is stopped (domain/bead.ts DoneUpdate).
+      let doneAt = prior?.handle?.runId === input.runId ? prior.doneAt : undefined;
+      let stoppedAfterGrace = false;
+      const details = () => ({ handle, ...(doneAt !== undefined ? { doneAt } : {}) });
+      const unsupervise = deps.doneRuns?.supervise(input.runId);
       // Heartbeats prove *this worker* is alive, so they never wait on a probe: a slow probe must not look like a dead worker.
-      heartbeat({ handle });
-      const beat = setInterval(() => heartbeat({ handle }), Math.max(100, Math.min(poll, heartbeatTimeout / 3)));
+      heartbeat(details());
+      const beat = setInterval(() => heartbeat(details()), Math.max(100, Math.min(poll, heartbeatTimeout / 3)));
       const probeTimeout = Math.min(10_000, Math.max(1_000, input.rig.policy.heartbeatTimeout));
       // An exit noticed at once rather than at the next poll: on a chain of beads every hop waits for it.
       const hint = driver.exitHint?.(handle, runDir);
@@ -542,6 +569,16 @@ export function createAgentRunActivities(deps: HostDeps) {
           }
           if (status.state === 'unknown')
             log.warn('agent status probe failed; not treating it as death', { ...ids, detail: status.detail });
+          if (doneAt === undefined && deps.doneRuns?.seen(input.runId)) {
+            doneAt = Date.now();
+            heartbeat(details());
+          }
+          if (doneAt !== undefined && !stoppedAfterGrace && Date.now() - doneAt >= EXIT_GRACE_MS) {
+            stoppedAfterGrace = true;
+            log.warn('agent did not exit within the grace after gt done; stopping it', ids);
+            await driver.stop(handle, STOP_GRACE_MS);
+            continue;
+          }
           await Promise.race([ctx.sleep(poll), ...(early ? [early] : [])]);
         }
       } catch (err) {
@@ -564,6 +601,7 @@ export function createAgentRunActivities(deps: HostDeps) {
       } finally {
         clearInterval(beat);
         hint?.close();
+        unsupervise?.();
       }
     },
 

@@ -11,6 +11,8 @@ import {
   dispatchGateWorkflowId,
   DispatchGrant,
   dispatchGrantSignal,
+  DispatchRelease,
+  dispatchReleaseSignal,
   DispatchReport,
   dispatchReportSignal,
   DispatchRequest,
@@ -32,6 +34,8 @@ export interface DispatchDeps {
    * waits can never take the slot the gate needs. Requests beyond it are asked by signal and granted by signal.
    */
   answerWaits?: number;
+  /** This worker's host queue: a request that asks to claim the host with its slot gets it in a granted answer. */
+  hostQueue?: string;
 }
 
 export const RequestSlotInput = z.object({
@@ -39,8 +43,19 @@ export const RequestSlotInput = z.object({
   request: DispatchRequest,
   /** false: ask by signal and be granted by signal (a formula's parallel legs, below). */
   answer: z.boolean().default(true),
+  /**
+   * true (a bead's request run as a local activity, for a run not retrying a failure): a granted answer also claims
+   * this worker's host for the run, as the local claimHost would have in the next local activity.
+   */
+  claimHost: z.boolean().default(false),
 });
 export type RequestSlotInput = z.input<typeof RequestSlotInput>;
+
+/** The gate's answer; with `hostQueue` when the request claimed the host too and was granted. */
+export type SlotAnswer = DispatchAnswer & { hostQueue?: string };
+
+export const ReleaseSlotInput = z.object({ rig: RigName, release: DispatchRelease });
+export type ReleaseSlotInput = z.input<typeof ReleaseSlotInput>;
 
 export const ReportStartInput = z.object({ rig: RigName, report: DispatchReport });
 export type ReportStartInput = z.input<typeof ReportStartInput>;
@@ -52,7 +67,19 @@ export type DeliverGrantsInput = z.input<typeof DeliverGrantsInput>;
 
 export const ClosedWorkflowsInput = z.object({ workflowIds: z.array(z.string().min(1)).max(1000) });
 
+/**
+ * Tells a rig's gate whether a granted run's agent started (its breaker counts consecutive failures): from the bead's
+ * local activity (reportDispatchStart), or from the host's launchRun as the agent starts. The gate counts a run once,
+ * so a repeat changes nothing; a gate that no longer runs (the rig was removed) has nothing to count: not an error.
+ */
+export function dispatchStartReporter(client: Client) {
+  return async (rig: string, report: z.input<typeof DispatchReport>): Promise<void> => {
+    await delivered(client.workflow.getHandle(dispatchGateWorkflowId(rig)).signal(dispatchReportSignal, report));
+  };
+}
+
 export function createDispatchActivities(deps: DispatchDeps) {
+  const reportStart = dispatchStartReporter(deps.client);
   const answerWaits = deps.answerWaits ?? 10;
   let waitingForAnswers = 0;
   return {
@@ -64,8 +91,8 @@ export function createDispatchActivities(deps: DispatchDeps) {
      * the answer) when `answerWaits` requests of this worker wait already, and when the gate runs code from before the
      * answer (a fleet mid-upgrade: it refuses the update).
      */
-    async requestDispatchSlot(raw: RequestSlotInput): Promise<DispatchAnswer> {
-      const { rig, request, answer } = parseActivityInput(RequestSlotInput, raw);
+    async requestDispatchSlot(raw: RequestSlotInput): Promise<SlotAnswer> {
+      const { rig, request, answer, claimHost } = parseActivityInput(RequestSlotInput, raw);
       // Started with the settings this bead has, as an operator's pause would start it (domain/starts.ts).
       const { maxPolecats, breakerThreshold, breakerProbeInterval } = request;
       const settings = { maxPolecats, breakerThreshold, breakerProbeInterval };
@@ -80,13 +107,14 @@ export function createDispatchActivities(deps: DispatchDeps) {
       if (!answer || waitingForAnswers >= answerWaits) return bySignal();
       waitingForAnswers++;
       try {
-        return await deps.client.workflow.executeUpdateWithStart(requestDispatchUpdate, {
+        const given = await deps.client.workflow.executeUpdateWithStart(requestDispatchUpdate, {
           args: [request],
           startWorkflowOperation: new WithStartWorkflowOperation(start.workflowType, {
             ...start.options,
             workflowIdConflictPolicy: 'USE_EXISTING',
           }),
         });
+        return claimHost && given.granted && deps.hostQueue ? { ...given, hostQueue: deps.hostQueue } : given;
       } catch (err) {
         if (!(err instanceof WorkflowUpdateFailedError && /No registered handler for update/.test(String(err.cause))))
           throw err;
@@ -97,14 +125,25 @@ export function createDispatchActivities(deps: DispatchDeps) {
     },
 
     /**
-     * Tells the rig's gate whether a granted run's agent started (its breaker counts consecutive failures). A bead
-     * runs it as a local activity: a marker in its history where a signal was two events and a workflow task for its
-     * acknowledgement. The gate counts a run once, so a retried workflow task's repeat changes nothing. A gate that no
-     * longer runs (the rig was removed) has nothing to count: not an error.
+     * Tells the rig's gate whether a granted run's agent started (dispatchStartReporter). A bead runs it as a local
+     * activity: a marker in its history where a signal was two events and a workflow task for its acknowledgement.
      */
     async reportDispatchStart(raw: ReportStartInput): Promise<void> {
       const { rig, report } = parseActivityInput(ReportStartInput, raw);
-      await delivered(deps.client.workflow.getHandle(dispatchGateWorkflowId(rig)).signal(dispatchReportSignal, report));
+      await reportStart(rig, report);
+    },
+
+    /**
+     * Gives a run's slot back to the rig's gate. A bead runs it as a local activity: a marker in its history where the
+     * signal cost its initiation and its acknowledgement (and the workflow task that took it, when no other event
+     * called for one). The gate frees a slot once, so a retried workflow task's repeat changes nothing; a gate that no
+     * longer runs holds no slot.
+     */
+    async releaseDispatchSlot(raw: ReleaseSlotInput): Promise<void> {
+      const { rig, release } = parseActivityInput(ReleaseSlotInput, raw);
+      await delivered(
+        deps.client.workflow.getHandle(dispatchGateWorkflowId(rig)).signal(dispatchReleaseSignal, release),
+      );
     },
 
     /**

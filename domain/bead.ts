@@ -246,6 +246,18 @@ export const DoneRequest = z.object({
 });
 export type DoneRequest = z.input<typeof DoneRequest>;
 
+/** After the agent ended its run on purpose (gt done, a verdict, a hand-off), how long it may take to exit on its own. */
+export const EXIT_GRACE_MS = 15_000;
+
+/**
+ * gt_done as the gateway sends it: the agent's request (parsed as DoneRequest, so nothing else the agent sends gets
+ * through) and what the gateway adds itself. `exitGraceOnHost`: the run's supervision runs in the gateway's own worker
+ * process, and stops the agent should it not exit within EXIT_GRACE_MS of the accepted gt done
+ * (activities/agent-runs.ts), so the workflow need not time the grace itself.
+ */
+export const DoneUpdate = DoneRequest.extend({ exitGraceOnHost: z.boolean().optional() });
+export type DoneUpdate = z.input<typeof DoneUpdate>;
+
 /** `gt step done <step> --output …` from the run of a `session = "single"` formula: that step is finished. */
 export const StepDoneRequest = z.object({
   runId: RunId,

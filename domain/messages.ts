@@ -5,7 +5,7 @@ import type {
   BeadState,
   CancelBeadRequest,
   CheckpointRequest,
-  DoneRequest,
+  DoneUpdate,
   EscalateRequest,
   HandoffRequest,
   InboxMessage,
@@ -20,7 +20,7 @@ import type { MergeRequestState, MergeResult, MergeTicket, RefineryState, Withdr
 import type { RigConfig, RigConfigInput } from './rig';
 
 // bead:<id>
-export const doneUpdate = defineUpdate<AgentReply, [DoneRequest]>('gt_done');
+export const doneUpdate = defineUpdate<AgentReply, [DoneUpdate]>('gt_done');
 export const progressUpdate = defineUpdate<AgentReply, [ProgressRequest]>('gt_progress');
 export const escalateUpdate = defineUpdate<AgentReply, [EscalateRequest]>('gt_escalate');
 export const beadStateQuery = defineQuery<BeadState>('beadState');

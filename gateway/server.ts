@@ -61,7 +61,7 @@ export interface GatewayOptions {
   /** At most one progress report per run is forwarded per this interval (default PROGRESS_INTERVAL_MS). */
   progressIntervalMs?: number;
   /** Told of every run whose `gt done` its workflow accepted (the host's supervision publishes it at its exit). */
-  doneRuns?: Pick<DoneRuns, 'add'>;
+  doneRuns?: Pick<DoneRuns, 'add' | 'supervises'>;
 }
 
 /**
@@ -159,8 +159,13 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
     '/v1/done',
     DoneRequest,
     async (c, body) => {
-      // Same update id for the same run: a repeated gt done returns the first answer and changes nothing.
-      const reply = await handle(c).executeUpdate(doneUpdate, { args: [body], updateId: `done:${c.runId}` });
+      // Ours, never the agent's (its body was parsed as DoneRequest): this process supervises the run, so its host
+      // times the exit grace. Same update id for the same run: a repeated gt done returns the first answer.
+      const onHost = options.doneRuns?.supervises(c.runId) ? { exitGraceOnHost: true } : {};
+      const reply = await handle(c).executeUpdate(doneUpdate, {
+        args: [{ ...body, ...onHost }],
+        updateId: `done:${c.runId}`,
+      });
       // Before the agent hears the answer: an agent that waits for it and then exits finds its run here.
       if (reply.accepted) options.doneRuns?.add(c.runId);
       return reply;

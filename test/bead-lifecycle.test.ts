@@ -55,7 +55,7 @@ describe('a slung bead', () => {
         const data = e.markerRecordedEventAttributes?.details?.['patch-data']?.payloads?.[0]?.data;
         return data ? [(JSON.parse(Buffer.from(data).toString()) as { id: string }).id] : [];
       });
-    expect(await patchIds(handle)).toEqual(['bead-baseline-2026-12']);
+    expect(await patchIds(handle)).toEqual(['bead-baseline-2026-12-b']);
     // Its status is written when it changes (the run's start and gt done re-wrote it before; its start said "open" in
     // round 1 already; its branch is published as the agent exits, with no status of its own:
     // test/publish-at-exit.test.ts), and its run's start reaches the gate from a local activity, not a signal.
@@ -70,10 +70,17 @@ describe('a slung bead', () => {
       ['in_review', null],
       ['closed', null],
     ]);
+    // Its host is claimed in the dispatch request's answer, the gate hears of the start from launchRun, and the slot
+    // goes back from a local activity: two local activities, no signal.
     const signalled = events.flatMap(
       (e) => e.signalExternalWorkflowExecutionInitiatedEventAttributes?.signalName ?? [],
     );
-    expect(signalled).toEqual(['dispatchRelease']);
+    expect(signalled).toEqual([]);
+    const locally = events.flatMap((e) => {
+      const data = e.markerRecordedEventAttributes?.details?.['data']?.payloads?.[0]?.data;
+      return data ? [(JSON.parse(Buffer.from(data).toString()) as { activity_type: string }).activity_type] : [];
+    });
+    expect(locally).toEqual(['requestDispatchSlot', 'releaseDispatchSlot']);
     expect(await patchIds(t.client.workflow.getHandle(mergeRequestWorkflowId('b-merge-ok', 1)))).toEqual([
       'merge-request-baseline-2026-12',
     ]);

@@ -19,7 +19,8 @@ import { FAST_POLICY } from './helpers/town';
 
 const runtime = new ProcessRuntime();
 
-async function host() {
+/** `reportStart`: the dispatch gate as launchRun tells it of a start (the worker's reporter signals the real gate). */
+async function host(reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>) {
   const gtHome = mkdtempSync(join(tmpdir(), 'gt-launch-'));
   const repo = await createRepo();
   const activities = createAgentRunActivities({
@@ -30,6 +31,7 @@ async function host() {
     gatewaySecret: Buffer.alloc(32, 7),
     gtBinDir: fileURLToPath(new URL('../bin', import.meta.url)),
     runtimes: { process: runtime },
+    reportStart,
   });
   const input = (beadId: string, targetBranch = 'main'): LaunchRunInput => ({
     rig: { name: 'launch', repo: repo.origin, agent: 'sleep 30', policy: FAST_POLICY },
@@ -67,6 +69,26 @@ describe('launchRun', () => {
     } finally {
       await runtime.stop(first.started.handle, 1_000);
     }
+  });
+
+  it('tells the dispatch gate of the start when asked, and leaves it to the bead when it cannot', async () => {
+    const told: unknown[] = [];
+    const reached = await host(async (rig, report) => void told.push({ rig, ...report }));
+    const asked = await reached.launch({ ...reached.input('b-told'), reportStart: true });
+    await runtime.stop(asked.started.handle, 1_000);
+    expect(asked.reported).toBe(true);
+    expect(told).toEqual([{ rig: 'launch', runId: 'b-told/r1/a1', started: true }]);
+    // Not asked (a bead from before): nothing told, nothing claimed.
+    const notAsked = await reached.launch(reached.input('b-not-told'));
+    await runtime.stop(notAsked.started.handle, 1_000);
+    expect(notAsked.reported).toBeUndefined();
+    expect(told).toHaveLength(1);
+
+    const unreachable = await host(() => Promise.reject(new Error('gate unreachable')));
+    const failed = await unreachable.launch({ ...unreachable.input('b-untold'), reportStart: true });
+    await runtime.stop(failed.started.handle, 1_000);
+    expect(failed.started).toMatchObject({ adopted: false });
+    expect(failed.reported).toBeUndefined();
   });
 
   it('says a failed preparation was the preparation, and keeps its type (not retried)', async () => {

@@ -6,6 +6,7 @@ import type proto from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintRunToken } from '../agents/run-token';
 import { startGateway, type Gateway } from '../gateway/server';
+import { EXIT_GRACE_MS } from '../domain/bead';
 import { DoneRuns } from '../host/done-runs';
 import { gatewaySecret } from '../host/home';
 import { createRepo } from './helpers/repo';
@@ -32,7 +33,12 @@ afterAll(async () => {
 const attributes = (events: proto.temporal.api.history.v1.IHistoryEvent[]) => ({
   scheduled: events.flatMap((e) => e.activityTaskScheduledEventAttributes ?? []),
   results: events.flatMap((e) => e.activityTaskCompletedEventAttributes?.result?.payloads ?? []),
+  /** The workflow's timers, in seconds: the run's stall timer, and the exit grace's when the workflow times it. */
+  timers: events.flatMap((e) =>
+    e.timerStartedEventAttributes ? [Number(e.timerStartedEventAttributes.startToFireTimeout?.seconds)] : [],
+  ),
 });
+const graceSeconds = EXIT_GRACE_MS / 1000;
 
 describe('a finished run’s branch', () => {
   it('is published by the host’s supervision when the agent exits after its gt done', async () => {
@@ -42,8 +48,11 @@ describe('a finished run’s branch', () => {
     const result = await handle.result();
     expect(result.status).toBe('closed');
     expect(await repo.show('work/b-pub-exit.txt')).toBe('done by b-pub-exit/r1/a1\n');
-    const { scheduled, results } = attributes((await handle.fetchHistory()).events ?? []);
+    const { scheduled, results, timers } = attributes((await handle.fetchHistory()).events ?? []);
     expect(scheduled.map((a) => a.activityType?.name)).toEqual(['launchRun', 'superviseAgentRun']);
+    // Its gt done came through the gateway of the worker supervising it: that host times the exit grace, the
+    // workflow only the stall.
+    expect(timers).toEqual([FAST_POLICY.stallTimeout! / 1000]);
     const exits = results
       .map(
         (p) =>
@@ -74,9 +83,36 @@ describe('a finished run’s branch', () => {
     // The other gateway saw it accepted; the bead's host did not, so its workflow published the branch, heartbeating
     // on the rig's heartbeat timeout (a host dying mid-way is noticed that soon: test/host-death-prepare.test.ts).
     expect(seenByOther.take('b-pub-else/r1/a1')).toBe(true);
-    const { scheduled } = attributes((await handle.fetchHistory()).events ?? []);
+    const { scheduled, timers } = attributes((await handle.fetchHistory()).events ?? []);
     expect(scheduled.map((a) => a.activityType?.name)).toEqual(['launchRun', 'superviseAgentRun', 'publishBranch']);
     expect(Number(scheduled[2]!.heartbeatTimeout!.seconds)).toBe(FAST_POLICY.heartbeatTimeout! / 1000);
+    // Nor did its supervision know of the gt done to time the grace: the workflow did.
+    expect(timers).toEqual([FAST_POLICY.stallTimeout! / 1000, graceSeconds]);
+  });
+
+  it('is published once its host stopped an agent that did not exit within the grace after its gt done', async () => {
+    const repo = await createRepo();
+    await t.addRig({ name: 'pub-linger', repo: repo.origin, agent: agentScript('done-then-linger') });
+    const { handle } = await t.town.sling('pub-linger', { id: 'b-pub-linger', title: 'Lingers after gt done' });
+    expect((await handle.result()).status).toBe('closed');
+    expect(await repo.show('work/b-pub-linger.txt')).toBe('done by b-pub-linger/r1/a1\n');
+    const events = (await handle.fetchHistory()).events ?? [];
+    const { scheduled, results, timers } = attributes(events);
+    // No timer of the workflow's for the grace, and no cancel of the supervision: the host stopped the agent and
+    // published its branch as it exited.
+    expect(timers).toEqual([FAST_POLICY.stallTimeout! / 1000]);
+    expect(scheduled.map((a) => a.activityType?.name)).toEqual(['launchRun', 'superviseAgentRun']);
+    expect(events.some((e) => e.activityTaskCancelRequestedEventAttributes)).toBe(false);
+    const exit = results
+      .map((p) => JSON.parse(Buffer.from(p.data!).toString()) as { exitCode: number | null; published?: object })
+      .find((r) => r.published);
+    expect(exit).toMatchObject({ published: { commitsAhead: 1 } });
+    expect(exit!.exitCode).not.toBe(0);
+    // Stopped after the grace, not before: from the accepted gt done to the supervision's end.
+    const at = (e: proto.temporal.api.history.v1.IHistoryEvent) => Number(e.eventTime!.seconds) * 1000;
+    const done = events.find((e) => e.workflowExecutionUpdateAcceptedEventAttributes)!;
+    const supervised = events.filter((e) => e.activityTaskCompletedEventAttributes).at(-1)!;
+    expect(at(supervised) - at(done)).toBeGreaterThanOrEqual(EXIT_GRACE_MS - 1000);
   });
 
   it('is never published for a gt done that was not accepted', async () => {

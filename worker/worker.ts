@@ -9,6 +9,7 @@ import { NativeConnection, Worker } from '@temporalio/worker';
 import { defaultRuntimes } from '../agents';
 import type { AgentRuntimeDriver } from '../agents/runtime';
 import { createHostQueueActivities, createTownQueueActivities } from '../activities';
+import { dispatchStartReporter } from '../activities/dispatch';
 import type { AgentRuntime } from '../domain/rig';
 import { hostTaskQueue } from '../domain/task-queues';
 import { ensureHome, gatewaySecret, gtHome, hostId as defaultHostId } from '../host/home';
@@ -144,6 +145,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       runtimes,
       pollIntervalMs: options.pollIntervalMs,
       doneRuns,
+      reportStart: dispatchStartReporter(client),
     }),
     shutdownGraceTime,
     dataConverter,

@@ -24,15 +24,13 @@ import {
   sleep,
 } from '@temporalio/workflow';
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
-import { type AgentReply, EscalateRequest } from '../domain/bead';
+import { type AgentReply, EscalateRequest, EXIT_GRACE_MS } from '../domain/bead';
 import { escalationIdPart } from '../domain/escalation';
 import { escalateUpdate } from '../domain/messages';
 import type { RigConfig } from '../domain/rig';
 import { parseOrReject } from '../domain/validation';
 import { Failure, NON_RETRYABLE, RETRY } from '../domain/failures';
 
-/** After the agent ended its run on purpose (gt done, a verdict, a hand-off), how long it may take to exit on its own. */
-export const EXIT_GRACE_MS = 15_000;
 /** How long a host activity's own work (preparing a worktree, publishing a branch) may take. */
 const HOST_WORK_MS = 10 * 60_000;
 /** The longest wait between two failed attempts. */
@@ -217,6 +215,11 @@ export interface Drive<R extends AgentRun> {
   started(started: StartedAgent): Promise<void> | void;
   /** Called before an agent still running is stopped (it stalled, or did not exit within the grace). */
   stopping?(end: RunEnd): void;
+  /**
+   * Whether the agent's host times the exit grace after its `gt done` (domain/bead.ts DoneUpdate): then the run waits
+   * for its supervision to end, with no timer of its own.
+   */
+  exitGraceOnHost?(): boolean;
 }
 
 /**
@@ -280,7 +283,8 @@ export class AgentRun {
           void (this.lost = isCancellation(error) && scope.consideredCancelled ? undefined : { error }),
       );
     const end = await this.watch(d.runs, d.stallTimeout, deadline);
-    if (end === 'done' || end === 'handed_off') await condition(() => this.over, EXIT_GRACE_MS);
+    if (end === 'done' && d.exitGraceOnHost?.()) await condition(() => this.over);
+    else if (end === 'done' || end === 'handed_off') await condition(() => this.over, EXIT_GRACE_MS);
     if (!this.over) {
       d.stopping?.(end);
       scope.cancel();

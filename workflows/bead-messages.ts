@@ -9,7 +9,7 @@ import {
   type BeadState,
   CancelBeadRequest,
   CheckpointRequest,
-  DoneRequest,
+  DoneUpdate,
   HandoffRequest,
   type InboxMessage,
   InboxRequest,
@@ -69,12 +69,12 @@ export function handleBeadMessages(b: Bead): void {
   });
   setHandler(beadStateQuery, () => state);
   setValidatedUpdate(doneUpdate, {
-    schema: DoneRequest,
+    schema: DoneUpdate,
     what: 'gt_done',
     handler: (req): AgentReply => {
       const run = runs.require(req.runId);
       if (run.done) return { accepted: true, runId: req.runId, message: 'gt done was already recorded for this run' };
-      run.done = { summary: req.summary };
+      run.done = { summary: req.summary, ...(req.exitGraceOnHost ? { exitGraceOnHost: true } : {}) };
       run.record.summary = capText(req.summary, CAPS.summary);
       run.lastProgressAt = Date.now();
       return {

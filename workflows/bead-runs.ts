@@ -22,18 +22,14 @@ import type { BeadResult, BeadWorkflowInput, RunRecord } from '../domain/bead';
 import { MAX_CARRIED_INBOX, MAX_CARRIED_ROUNDS, MAX_CARRIED_RUNS, MAX_TEXT } from '../domain/bead';
 import { CAPS, capText, keepNewest } from '../domain/caps';
 import { carriedSteps, type FormulaProgress } from '../domain/formula';
-import {
-  type DispatchAnswer,
-  dispatchGateWorkflowId,
-  dispatchReleaseSignal,
-  dispatchReportSignal,
-} from '../domain/dispatch';
+import { dispatchGateWorkflowId, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
 import { beadBranch, legBranch, runIdOf } from '../domain/ids';
 import { countTownEvent } from '../domain/metrics';
 import { failureMessage } from '../domain/validation';
 import { type AgentLaunch, type AttemptsAt, hostActivities, type Launched, runAttempts } from './agent-run';
 import { type Bead, PolecatRun, town, townLocally } from './bead-state';
 import type { HostQueueActivities } from '../activities';
+import type { SlotAnswer } from '../activities/dispatch';
 import type { AgentStep, FormulaHost, LegResult, RunResult } from './formula-host';
 import { deliverLocally } from './local-delivery';
 import { NON_RETRYABLE } from '../domain/failures';
@@ -49,6 +45,34 @@ export const LAUNCHES_IN_ONE_ACTIVITY = 'bead-launches-in-one-activity';
  * in the workflow task that learned it, where the signal cost two events and a workflow task for its acknowledgement.
  */
 export const REPORTS_START_LOCALLY = 'bead-reports-start-locally';
+/**
+ * patched() id (in the bead's baseline only): a run not retrying a failure claims its host with its dispatch request,
+ * one local activity where the request and the claim were two markers.
+ */
+export const CLAIMS_WITH_DISPATCH = 'bead-claims-with-dispatch';
+/**
+ * patched() id (in the bead's baseline only): launchRun tells the dispatch gate the agent started, as it starts; the
+ * workflow task that learns of the start no longer runs a local activity for it (unless the host could not tell).
+ */
+export const LAUNCH_REPORTS_START = 'bead-launch-reports-start';
+/**
+ * patched() id (in the bead's baseline only): a run's slot goes back to the gate from a local activity, a marker where
+ * the signal cost its initiation and its acknowledgement.
+ */
+export const RELEASES_LOCALLY = 'bead-releases-locally';
+/**
+ * patched() id (in the bead's baseline only): after a `gt done` that came through the gateway of the worker supervising
+ * the run, the supervision times the exit grace (domain/bead.ts DoneUpdate), where a timer cost two events.
+ */
+export const GRACE_ON_HOST = 'bead-grace-on-host';
+
+/** Which of a run's steps go the newer way (asked as the attempt starts, before any local activity of it). */
+interface RunPatches {
+  locally: boolean;
+  oneActivity: boolean;
+  launchReports: boolean;
+  graceOnHost: boolean;
+}
 
 /**
  * The highest run number `round` has used (0 for none): the next run of the round is numbered after it. The newest
@@ -258,6 +282,23 @@ export class PolecatRuns {
     );
   }
 
+  /**
+   * Gives the run's slot back: from a local activity (RELEASES_LOCALLY), else, or should that fail, by signal. A
+   * formula's parallel legs release by signal, as they ask by signal (runAttempt).
+   */
+  private release(runId: string, locally: boolean): Promise<void> {
+    const bySignal = () =>
+      this.gate()
+        .signal(dispatchReleaseSignal, { runId })
+        .catch((err: unknown) => log.warn('could not release the dispatch slot', { runId, error: String(err) }));
+    if (!locally) return bySignal();
+    return deliverLocally.releaseDispatchSlot
+      .executeWithOptions({ summary: `give the dispatch slot of run ${runId} back` }, [
+        { rig: this.b.input.rig.name, release: { runId } },
+      ])
+      .catch(bySignal);
+  }
+
   /** One attempt: a dispatch slot, then a run from start to gt_done / exit / stall. Returns the published head on success. */
   private async runAttempt(
     round: number,
@@ -267,21 +308,29 @@ export class PolecatRuns {
   ): Promise<AttemptResult> {
     const { bead, rig } = this.b.input;
     const runId = runIdOf(bead.id, round, attempt);
+    const leg = !!step?.leg;
+    // Asked here, before any local activity of the run, as the merge request and the convoy ask theirs: asked after
+    // the host claim, its marker followed the claim's in the same workflow task, and a query's replay of such a
+    // history failed once ("Non-deprecated patch marker encountered … no corresponding change command").
+    const { patches } = this.b;
+    const releasesLocally = !leg && patches.has(RELEASES_LOCALLY);
     try {
       this.b.setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
       // Local: two hand-offs fewer before the agent starts (docs/performance.md). A workflow task retried runs the
       // request again, which the gate takes as a repeat (a waiting run stays queued once, a holder is granted again).
-      const locally = this.b.patches.has(DISPATCHES_LOCALLY);
-      // Asked here, before any local activity of the run, as the merge request and the convoy ask theirs: asked after
-      // the host claim, its marker followed the claim's in the same workflow task, and a query's replay of such a
-      // history failed once ("Non-deprecated patch marker encountered … no corresponding change command").
-      const oneActivity = this.b.patches.has(LAUNCHES_IN_ONE_ACTIVITY);
-      const answer: DispatchAnswer | undefined = await (locally ? townLocally : town).requestDispatchSlot({
+      const locally = patches.has(DISPATCHES_LOCALLY);
+      const oneActivity = patches.has(LAUNCHES_IN_ONE_ACTIVITY);
+      const launchReports = patches.has(LAUNCH_REPORTS_START);
+      const graceOnHost = patches.has(GRACE_ON_HOST);
+      // The host this worker's: as the local claim would be (runGranted), taken in the request's answer.
+      const claimHost = locally && !afterFailure && !leg && patches.has(CLAIMS_WITH_DISPATCH);
+      const answer: SlotAnswer | undefined = await (locally ? townLocally : town).requestDispatchSlot({
         rig: rig.name,
         // A formula's parallel legs ask by signal: granted in answers, each would go on to its host claim (a local
         // activity) while its siblings' requests were still running in the same workflow task, and a query's replay
         // of such a task failed ("Missing associated machine for LocalActivity"). One run at a time asks for the answer.
-        answer: !step?.leg,
+        answer: !leg,
+        ...(claimHost ? { claimHost } : {}),
         request: {
           beadId: bead.id,
           runId,
@@ -295,15 +344,10 @@ export class PolecatRuns {
       // from before the answer returned nothing, and its grant came by signal, as a queued run's still does).
       if (answer?.granted) this.b.grants.add(runId);
       await condition(() => this.b.grants.has(runId));
-      return await this.runGranted(runId, round, attempt, afterFailure, { locally, oneActivity }, step);
+      const run = { locally, oneActivity, launchReports, graceOnHost, claimed: answer?.hostQueue };
+      return await this.runGranted(runId, round, attempt, afterFailure, run, step);
     } finally {
-      await CancellationScope.nonCancellable(() =>
-        this.sendToGate(
-          this.gate()
-            .signal(dispatchReleaseSignal, { runId })
-            .catch((err: unknown) => log.warn('could not release the dispatch slot', { runId, error: String(err) })),
-        ),
-      );
+      await CancellationScope.nonCancellable(() => this.sendToGate(this.release(runId, releasesLocally)));
     }
   }
 
@@ -312,7 +356,7 @@ export class PolecatRuns {
     round: number,
     attempt: number,
     afterFailure: boolean,
-    patches: { locally: boolean; oneActivity: boolean },
+    patches: RunPatches & { claimed?: string },
     step?: AgentStep,
   ): Promise<AttemptResult> {
     const { b } = this;
@@ -329,10 +373,9 @@ export class PolecatRuns {
     // succeed (a rework round), wrong after a failure the host may have caused (a broken runtime, a full disk), which
     // every attempt would then meet again. So a run retrying a failure claims through the town queue, as before.
     const claim = patches.locally && !afterFailure ? townLocally : town;
-    const { hostQueue } = await claim.claimHost.executeWithOptions(
-      { summary: summary(`claim a host for run ${runId}`) },
-      [],
-    );
+    const { hostQueue } = patches.claimed
+      ? { hostQueue: patches.claimed }
+      : await claim.claimHost.executeWithOptions({ summary: summary(`claim a host for run ${runId}`) }, []);
     const activities = hostActivities(hostQueue, rig.policy, runId, {
       summary,
       hostNonRetryable: [...NON_RETRYABLE.worktree],
@@ -386,6 +429,8 @@ export class PolecatRuns {
       publish: { baseSha: p.baseSha },
     });
     let prepared: Prepared | undefined;
+    // launchRun told the gate the agent started (LAUNCH_REPORTS_START): the bead need not. Its recorded result decides.
+    let reported = false;
     let launch: AgentLaunch | (() => Promise<Launched>);
     if (patches.oneActivity) {
       // One hand-off fewer before the agent runs (docs/performance.md). drive() admits the run to the fence before it
@@ -399,9 +444,11 @@ export class PolecatRuns {
               workflowId: workflowInfo().workflowId,
               ...(step?.agent !== undefined ? { agent: step.agent } : {}),
               ...(step?.runtime !== undefined ? { runtime: step.runtime } : {}),
+              ...(patches.launchReports ? { reportStart: true } : {}),
             },
           ],
         );
+        reported = patches.launchReports && launched.reported === true;
         prepared = launched.prepared;
         record.host = prepared.host;
         return { launch: launchOf(prepared), started: launched.started };
@@ -433,13 +480,14 @@ export class PolecatRuns {
           prepared ? `starting run ${runId} on ${prepared.host}` : `preparing and starting run ${runId}`,
         ),
       started: async (started) => {
-        await this.sendToGate(this.reportStart(runId, true));
+        if (!reported) await this.sendToGate(this.reportStart(runId, true));
         countTownEvent(metricMeter, 'runsStarted', { rig: rig.name });
         if (afterFailure) countTownEvent(metricMeter, 'redispatches', { rig: rig.name });
         b.setStatus('in_progress', `waiting for gt done from run ${runId}`);
         log.info('run started', { beadId: bead.id, runId, host: record.host, adopted: started.adopted });
       },
       stopping: (end) => b.setStatus('in_progress', `stopping run ${runId} (${end})`),
+      exitGraceOnHost: () => patches.graceOnHost && !!run.done?.exitGraceOnHost,
     });
     if ('startFailed' in driven) return startFailed(failureMessage(driven.startFailed));
     // Set once the agent started: by prepareRun before, or by launchRun.

@@ -43,7 +43,8 @@ export const STATUS_ON_CHANGE = 'bead-status-on-change';
 
 /** A polecat run of the bead: what its agent said (gt done, gt handoff), its record and how far it read the inbox. */
 export class PolecatRun extends AgentRun {
-  done?: { summary: string };
+  /** `exitGraceOnHost`: the agent's own host stops it should it not exit within the grace (domain/bead.ts DoneUpdate). */
+  done?: { summary: string; exitGraceOnHost?: true };
   /** Set by `gt handoff`: the run ends on purpose, its checkpoint already saved. */
   handedOff?: boolean;
 

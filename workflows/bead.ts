@@ -41,7 +41,11 @@ import {
   DISPATCHES_LOCALLY,
   GATE_SIGNALS_WITHOUT_WAITING,
   LAUNCHES_IN_ONE_ACTIVITY,
+  CLAIMS_WITH_DISPATCH,
+  GRACE_ON_HOST,
+  LAUNCH_REPORTS_START,
   PolecatRuns,
+  RELEASES_LOCALLY,
   REPORTS_START_LOCALLY,
 } from './bead-runs';
 import { Bead, STATUS_ON_CHANGE, town } from './bead-state';
@@ -75,11 +79,23 @@ const BASELINE: PatchBaseline = {
     STATUS_ON_CHANGE,
   ],
 };
+/** The next baseline (workflows/patches.ts): everything BASELINE stands for, and the changes since. */
+const BASELINE_B: PatchBaseline = {
+  id: 'bead-baseline-2026-12-b',
+  covers: [
+    ...BASELINE.covers,
+    // New with this baseline, never asked on their own by a bead that recorded it.
+    CLAIMS_WITH_DISPATCH,
+    LAUNCH_REPORTS_START,
+    RELEASES_LOCALLY,
+    GRACE_ON_HOST,
+  ],
+};
 
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
   const input = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
   const { bead, rig, convoy, formula, continued } = input;
-  const b = new Bead(input, patchesFrom(BASELINE));
+  const b = new Bead(input, patchesFrom(BASELINE_B, BASELINE));
   handleBeadMessages(b);
   const polecats = new PolecatRuns(b);
   const { state, firstRound } = b;

@@ -16,7 +16,8 @@
  *   on new code (not replaying any more) still asks each id where it always did — `patched()` of an id first asked
  *   live answers true, as every patch does for a running workflow — never the baseline again.
  * - An id added after a baseline is not on its list: it is asked (and recorded) on its own until a later baseline
- *   lists it. A baseline's list never changes once released: a new list is a new baseline id.
+ *   lists it. A baseline's list never changes once released: a new list is a new baseline id, asked before the older
+ *   ones (patchesFrom), so a run from before it still finds the one it recorded.
  *
  * Rolling a worker back to code from before a baseline is as unsafe as rolling back past any patch: that code would
  * replay a baseline run's history without the markers it looks for.
@@ -34,9 +35,14 @@ export interface Patches {
   has(patchId: string): boolean;
 }
 
-/** Asks the baseline (call once, as the run starts, before any command that depends on a listed change). */
-export function patchesFrom(baseline: PatchBaseline): Patches {
-  const onBaseline = patched(baseline.id);
-  const covered = new Set(baseline.covers);
-  return { has: (patchId) => (onBaseline && covered.has(patchId)) || patched(patchId) };
+/**
+ * Asks the baselines, newest first, and stops at the first the run recorded (call once, as the run starts, before any
+ * command that depends on a listed change). A new run records only the newest; a run from before it replays its own
+ * (the newer ones answer false while replaying, as any patch absent from a history does). Each baseline lists every
+ * change of the ones before it, so the newest stands for them all.
+ */
+export function patchesFrom(...baselines: readonly [PatchBaseline, ...PatchBaseline[]]): Patches {
+  const recorded = baselines.find((b) => patched(b.id));
+  const covered = new Set(recorded?.covers);
+  return { has: (patchId) => covered.has(patchId) || patched(patchId) };
 }
