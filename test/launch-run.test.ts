@@ -73,7 +73,7 @@ describe('launchRun', () => {
 
   it('tells the dispatch gate of the start when asked, and leaves it to the bead when it cannot', async () => {
     const told: unknown[] = [];
-    const reached = await host(async (rig, report) => void told.push({ rig, ...report }));
+    const reached = await host((rig, report) => Promise.resolve(void told.push({ rig, ...report })));
     const asked = await reached.launch({ ...reached.input('b-told'), reportStart: true });
     await runtime.stop(asked.started.handle, 1_000);
     expect(asked.reported).toBe(true);
