@@ -38,7 +38,7 @@ export interface HostDeps {
   /** The worker's environment, the only source of what a run may be given (default: process.env). */
   hostEnv?: NodeJS.ProcessEnv;
   /** The runs whose `gt done` this process's gateway saw accepted: supervision publishes them as their agents exit. */
-  doneRuns?: Pick<DoneRuns, 'take' | 'seen' | 'supervise'>;
+  doneRuns?: Pick<DoneRuns, 'take' | 'seen' | 'supervise' | 'launched'>;
   /** Tells the rig's dispatch gate that a run's agent started (activities/dispatch.ts dispatchStartReporter). */
   reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>;
 }
@@ -525,6 +525,8 @@ export function createAgentRunActivities(deps: HostDeps) {
             );
           }),
         ]).finally(() => clearTimeout(timer));
+        // A fast agent may call gt done before its supervision starts: the gateway is to know it is supervised here.
+        deps.doneRuns?.launched(input.runId);
         return { prepared, started, ...(input.reportStart && (await reportedStart(input.rig.name, input.runId))) };
       });
     },

@@ -2,8 +2,9 @@
  * The runs whose `gt done` this worker process's gateway saw accepted by their workflow, kept for the host's
  * supervision: when such a run's agent exits, `superviseAgentRun` publishes its branch before it returns, one
  * activity and one workflow task fewer between `gt done` and the merge request (docs/performance.md); should it not
- * exit within the grace, the supervision stops it. And the runs this process supervises right now: the gateway tells
- * a run's workflow that its host times the grace (domain/bead.ts DoneUpdate) only for those.
+ * exit within the grace, the supervision stops it. And the runs this process supervises, or launched and will
+ * supervise (the supervision starts a hand-off after the agent, which may call `gt done` first): the gateway tells a
+ * run's workflow that its host times the grace (domain/bead.ts DoneUpdate) only for those.
  *
  * Only the gateway adds to it, and only with the run id of a verified run token whose `gt done` the workflow accepted:
  * an agent can no more cause a publish through it than by calling `gt done`, which publishes its branch anyway. It is
@@ -15,15 +16,26 @@ export class DoneRuns {
   private readonly runs = new Set<string>();
   /** Run id → how many supervisions of it run in this process (a retry may overlap the attempt it replaces). */
   private readonly supervised = new Map<string, number>();
+  /** Runs whose agent launchRun started here, until their supervision starts (bounded: a run never supervised). */
+  private readonly launchedHere = new Set<string>();
 
   constructor(private readonly max = 4096) {}
 
   add(runId: string): void {
-    this.runs.delete(runId);
-    this.runs.add(runId);
-    for (const oldest of this.runs) {
-      if (this.runs.size <= this.max) break;
-      this.runs.delete(oldest);
+    this.keep(this.runs, runId);
+  }
+
+  /** launchRun started the run's agent here: its supervision comes next, on this host's queue. */
+  launched(runId: string): void {
+    this.keep(this.launchedHere, runId);
+  }
+
+  private keep(set: Set<string>, runId: string): void {
+    set.delete(runId);
+    set.add(runId);
+    for (const oldest of set) {
+      if (set.size <= this.max) break;
+      set.delete(oldest);
     }
   }
 
@@ -39,6 +51,7 @@ export class DoneRuns {
 
   /** A supervision of the run starts in this process; call the returned function as it ends. */
   supervise(runId: string): () => void {
+    this.launchedHere.delete(runId);
     this.supervised.set(runId, (this.supervised.get(runId) ?? 0) + 1);
     return () => {
       const n = (this.supervised.get(runId) ?? 1) - 1;
@@ -47,8 +60,8 @@ export class DoneRuns {
     };
   }
 
-  /** Whether a supervision of the run runs in this process. */
+  /** Whether a supervision of the run runs in this process, or comes next (launched here). */
   supervises(runId: string): boolean {
-    return this.supervised.has(runId);
+    return this.supervised.has(runId) || this.launchedHere.has(runId);
   }
 }

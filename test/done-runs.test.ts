@@ -1,0 +1,45 @@
+/**
+ * host/done-runs.ts: what the gateway and the supervision of one worker process share — the runs whose gt done was
+ * accepted here, and the runs supervised here (the gateway tells a workflow its host times the exit grace only then).
+ */
+import { describe, expect, it } from 'vitest';
+import { DoneRuns } from '../host/done-runs';
+
+describe('DoneRuns', () => {
+  it('keeps a done run seen until its exit takes it, once', () => {
+    const runs = new DoneRuns();
+    runs.add('b/r1/a1');
+    expect(runs.seen('b/r1/a1')).toBe(true);
+    expect(runs.take('b/r1/a1')).toBe(true);
+    expect(runs.seen('b/r1/a1')).toBe(false);
+    expect(runs.take('b/r1/a1')).toBe(false);
+  });
+
+  it('forgets the oldest done runs beyond its bound', () => {
+    const runs = new DoneRuns(2);
+    for (const id of ['b/r1/a1', 'b/r1/a2', 'b/r1/a3']) runs.add(id);
+    expect([runs.seen('b/r1/a1'), runs.seen('b/r1/a2'), runs.seen('b/r1/a3')]).toEqual([false, true, true]);
+  });
+
+  it('supervises a run while any of its supervisions runs (a retry may overlap the attempt it replaces)', () => {
+    const runs = new DoneRuns();
+    const first = runs.supervise('b/r1/a1');
+    const retry = runs.supervise('b/r1/a1');
+    expect(runs.supervises('b/r1/a1')).toBe(true);
+    first();
+    expect(runs.supervises('b/r1/a1')).toBe(true);
+    retry();
+    expect(runs.supervises('b/r1/a1')).toBe(false);
+    expect(runs.supervises('b/r1/a2')).toBe(false);
+  });
+
+  it('counts a run launched here as supervised until its supervision has started and ended', () => {
+    const runs = new DoneRuns();
+    runs.launched('b/r1/a1');
+    expect(runs.supervises('b/r1/a1')).toBe(true);
+    const ended = runs.supervise('b/r1/a1');
+    expect(runs.supervises('b/r1/a1')).toBe(true);
+    ended();
+    expect(runs.supervises('b/r1/a1')).toBe(false);
+  });
+});
