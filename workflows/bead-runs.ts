@@ -90,6 +90,12 @@ type AttemptResult = RunResult | { handedOff: string };
 export class PolecatRuns {
   /** Signals to the gate still in flight: the bead waits for them only before it ends (histories from before waited each time). */
   private readonly toGate = new Set<Promise<void>>();
+  /**
+   * Runs that handed in their branch and whose slot goes back once the merge request has started (releaseDeferred): a
+   * local activity keeps its workflow task open until it returns, and in the task that starts the merge request it
+   * would hold up that start.
+   */
+  private readonly deferredReleases: string[] = [];
   private readonly branch: string;
 
   constructor(private readonly b: Bead) {
@@ -127,9 +133,16 @@ export class PolecatRuns {
     };
   }
 
-  /** Waits for the signals to the dispatch gate still in flight. */
+  /** Sends the releases deferred until now, then waits for the signals to the dispatch gate still in flight. */
   gateSignalsSent(): Promise<void[]> {
+    this.releaseDeferred();
     return Promise.all(this.toGate);
+  }
+
+  /** Gives back the slots of runs that handed in their branch (the bead calls it once their merge request started). */
+  releaseDeferred(): void {
+    for (const runId of this.deferredReleases.splice(0))
+      void CancellationScope.nonCancellable(() => this.sendToGate(this.release(runId, true)));
   }
 
   /**
@@ -228,7 +241,7 @@ export class PolecatRuns {
   private async continueNow(at: AttemptsAt & { round: number }, progress?: FormulaProgress): Promise<never> {
     const { state, input } = this.b;
     await this.b.runs.raisePending();
-    await Promise.all(this.toGate);
+    await this.gateSignalsSent();
     await condition(allHandlersFinished);
     const next = (state.continuedAsNew ?? 0) + 1;
     log.info('bead continues as new', { beadId: input.bead.id, historyLength: workflowInfo().historyLength, next });
@@ -314,6 +327,7 @@ export class PolecatRuns {
     // history failed once ("Non-deprecated patch marker encountered … no corresponding change command").
     const { patches } = this.b;
     const releasesLocally = !leg && patches.has(RELEASES_LOCALLY);
+    let ended: AttemptResult | undefined;
     try {
       this.b.setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
       // Local: two hand-offs fewer before the agent starts (docs/performance.md). A workflow task retried runs the
@@ -345,9 +359,13 @@ export class PolecatRuns {
       if (answer?.granted) this.b.grants.add(runId);
       await condition(() => this.b.grants.has(runId));
       const run = { locally, oneActivity, launchReports, graceOnHost, claimed: answer?.hostQueue };
-      return await this.runGranted(runId, round, attempt, afterFailure, run, step);
+      ended = await this.runGranted(runId, round, attempt, afterFailure, run, step);
+      return ended;
     } finally {
-      await CancellationScope.nonCancellable(() => this.sendToGate(this.release(runId, releasesLocally)));
+      // A round's branch handed in goes to a merge request next: its slot goes back once that has started. A formula
+      // step's run gives it back now (the next step may need the slot).
+      if (releasesLocally && !step && ended && 'headSha' in ended) this.deferredReleases.push(runId);
+      else await CancellationScope.nonCancellable(() => this.sendToGate(this.release(runId, releasesLocally)));
     }
   }
 

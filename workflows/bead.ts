@@ -19,7 +19,7 @@
  */
 import {
   CancellationScope,
-  executeChild,
+  startChild,
   getExternalWorkflowHandle,
   isCancellation,
   log,
@@ -124,10 +124,13 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         convoyId: convoy?.id,
         convoyBead: convoy ? { retry: b.retry } : undefined,
       });
-      const outcome: MergeOutcome = await executeChild<typeof mergeRequestWorkflow>(mr.workflowType, {
+      const child = await startChild<typeof mergeRequestWorkflow>(mr.workflowType, {
         ...mr.options,
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
       });
+      // The run's slot goes back now, in the workflow task that learned of the start, not in the one that started it.
+      polecats.releaseDeferred();
+      const outcome: MergeOutcome = await child.result();
       state.rounds[state.rounds.length - 1]!.outcome = outcome;
       if (outcome.kind === 'merged') {
         state.mergedCommit = outcome.commit;
