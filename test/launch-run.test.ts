@@ -11,7 +11,14 @@ import { fileURLToPath } from 'node:url';
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { describe, expect, it } from 'vitest';
-import { createAgentRunActivities, type LaunchedRun, type LaunchRunInput } from '../activities/agent-runs';
+import {
+  createAgentRunActivities,
+  type LaunchedRun,
+  type LaunchRunInput,
+  type RunExit,
+  type SuperviseInput,
+} from '../activities/agent-runs';
+import { EXIT_GRACE_MS } from '../domain/bead';
 import { ProcessRuntime } from '../agents/process-runtime';
 import { Failure } from '../domain/failures';
 import { createRepo } from './helpers/repo';
@@ -49,7 +56,14 @@ async function host(reportStart?: (rig: string, report: { runId: string; started
       LaunchedRun,
       (i: LaunchRunInput) => Promise<LaunchedRun>
     >((x) => activities.launchRun(x), i);
-  return { launch, input };
+  /** One attempt of superviseAgentRun with the heartbeat details an earlier attempt left. */
+  const supervise = (i: SuperviseInput, details: unknown) =>
+    new MockActivityEnvironment({ attempt: 2, heartbeatDetails: details, heartbeatTimeoutMs: 10_000 }).run<
+      [SuperviseInput],
+      RunExit,
+      (i: SuperviseInput) => Promise<RunExit>
+    >((x) => activities.superviseAgentRun(x), i);
+  return { launch, input, supervise };
 }
 
 describe('launchRun', () => {
@@ -89,6 +103,31 @@ describe('launchRun', () => {
     await runtime.stop(failed.started.handle, 1_000);
     expect(failed.started).toMatchObject({ adopted: false });
     expect(failed.reported).toBeUndefined();
+  });
+
+  it('stops, on a retry, an agent whose gt done an earlier supervision kept in its heartbeat, once the grace passed', async () => {
+    const { launch, input, supervise } = await host();
+    const i = input('b-linger');
+    const { prepared, started } = await launch(i);
+    // The earlier attempt's worker heard the gt done a grace ago and died before the agent exited: this one knows of
+    // it only from the heartbeat (its process's gateway never saw it), and stops the agent.
+    const exit = await supervise(
+      {
+        runId: i.runId,
+        beadId: i.bead.id,
+        workflowId: i.workflowId,
+        role: 'polecat',
+        rig: i.rig,
+        worktree: prepared.worktree,
+        promptFile: prepared.promptFile,
+        branch: prepared.branch,
+        targetBranch: i.targetBranch,
+      },
+      { handle: started.handle, doneAt: Date.now() - EXIT_GRACE_MS },
+    );
+    expect(exit).toMatchObject({ runId: i.runId, adopted: true });
+    expect(exit.exitCode).not.toBe(0);
+    expect(exit.published).toBeUndefined();
   });
 
   it('says a failed preparation was the preparation, and keeps its type (not retried)', async () => {
