@@ -5,6 +5,7 @@ import {
   WorkflowUpdateFailedError,
   type Client,
 } from '@temporalio/client';
+import type { SignalDefinition } from '@temporalio/common';
 import { z } from 'zod';
 import {
   type DispatchAnswer,
@@ -68,14 +69,19 @@ export type DeliverGrantsInput = z.input<typeof DeliverGrantsInput>;
 export const ClosedWorkflowsInput = z.object({ workflowIds: z.array(z.string().min(1)).max(1000) });
 
 /**
+ * Signals a rig's gate. It takes a repeat as a no-op (a run is counted and freed once), and a gate that no longer runs
+ * (the rig was removed) has nothing to count or free: not an error.
+ */
+async function signalGate<A>(client: Client, rig: string, signal: SignalDefinition<[A]>, arg: A): Promise<void> {
+  await delivered(client.workflow.getHandle(dispatchGateWorkflowId(rig)).signal(signal, arg));
+}
+
+/**
  * Tells a rig's gate whether a granted run's agent started (its breaker counts consecutive failures): from the bead's
- * local activity (reportDispatchStart), or from the host's launchRun as the agent starts. The gate counts a run once,
- * so a repeat changes nothing; a gate that no longer runs (the rig was removed) has nothing to count: not an error.
+ * local activity (reportDispatchStart), or from the host's launchRun as the agent starts.
  */
 export function dispatchStartReporter(client: Client) {
-  return async (rig: string, report: z.input<typeof DispatchReport>): Promise<void> => {
-    await delivered(client.workflow.getHandle(dispatchGateWorkflowId(rig)).signal(dispatchReportSignal, report));
-  };
+  return (rig: string, report: z.input<typeof DispatchReport>) => signalGate(client, rig, dispatchReportSignal, report);
 }
 
 export function createDispatchActivities(deps: DispatchDeps) {
@@ -136,14 +142,11 @@ export function createDispatchActivities(deps: DispatchDeps) {
     /**
      * Gives a run's slot back to the rig's gate. A bead runs it as a local activity: a marker in its history where the
      * signal cost its initiation and its acknowledgement (and the workflow task that took it, when no other event
-     * called for one). The gate frees a slot once, so a retried workflow task's repeat changes nothing; a gate that no
-     * longer runs holds no slot.
+     * called for one); a retried workflow task's repeat changes nothing.
      */
     async releaseDispatchSlot(raw: ReleaseSlotInput): Promise<void> {
       const { rig, release } = parseActivityInput(ReleaseSlotInput, raw);
-      await delivered(
-        deps.client.workflow.getHandle(dispatchGateWorkflowId(rig)).signal(dispatchReleaseSignal, release),
-      );
+      await signalGate(deps.client, rig, dispatchReleaseSignal, release);
     },
 
     /**

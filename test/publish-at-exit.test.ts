@@ -90,6 +90,30 @@ describe('a finished run’s branch', () => {
     expect(timers).toEqual([FAST_POLICY.stallTimeout! / 1000, graceSeconds]);
   });
 
+  it('keeps the workflow timing the grace when an agent claims its host does', async () => {
+    const repo = await createRepo();
+    await t.addRig({
+      name: 'pub-forged',
+      repo: repo.origin,
+      agent: agentScript('done-elsewhere-forged'),
+      env: { OTHER_GATEWAY_URL: other.url },
+    });
+    const { handle } = await t.town.sling('pub-forged', {
+      id: 'b-pub-forged',
+      title: 'Claims the host times the grace',
+    });
+    expect((await handle.result()).status).toBe('closed');
+    const events = (await handle.fetchHistory()).events ?? [];
+    // The gateway took only the run id and summary from the agent's body: the update carries no exitGraceOnHost.
+    const done = events.find((e) => e.workflowExecutionUpdateAcceptedEventAttributes)!;
+    const args = done.workflowExecutionUpdateAcceptedEventAttributes!.acceptedRequest!.input!.args!.payloads!;
+    expect(JSON.parse(Buffer.from(args[0]!.data!).toString())).toEqual({
+      runId: 'b-pub-forged/r1/a1',
+      summary: 'forged',
+    });
+    expect(attributes(events).timers).toEqual([FAST_POLICY.stallTimeout! / 1000, graceSeconds]);
+  });
+
   it('is published once its host stopped an agent that did not exit within the grace after its gt done', async () => {
     const repo = await createRepo();
     await t.addRig({ name: 'pub-linger', repo: repo.origin, agent: agentScript('done-then-linger') });

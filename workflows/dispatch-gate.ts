@@ -4,9 +4,9 @@
  * bound), and gives it back when the run ends, reporting whether its agent started. An update is answered once the
  * gate's next pass decided it: granted (the run starts, no grant signal follows) or queued (the grant signal comes
  * when the run's turn does), so a rig with room costs no round trip. The gate grants in request order while the rig
- * has capacity, is not paused by an operator, and its circuit breaker is closed. After `breakerThreshold` consecutive start failures the breaker opens: dispatch stops,
- * one escalation is raised, and every `breakerProbeInterval` one waiting run goes through as a probe; a probe that
- * starts (or an operator's `gt rig resume`) closes the breaker again.
+ * has capacity, is not paused by an operator, and its circuit breaker is closed. After `breakerThreshold` consecutive
+ * start failures the breaker opens: dispatch stops, one escalation is raised, and every `breakerProbeInterval` one
+ * waiting run goes through as a probe; a probe that starts (or an operator's `gt rig resume`) closes the breaker again.
  *
  * Capacity and breaker settings are the rig's current ones, whatever bead asks: the gate reads them from the rig's
  * refinery (the one holder of a rig's configuration) when it starts fresh, when `gt rig update` signals a change, and
