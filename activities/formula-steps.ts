@@ -70,7 +70,7 @@ export function createFormulaStepActivities(deps: MergeDeps) {
           ),
         };
       } finally {
-        await removeCandidateTree(mirror, dir);
+        removeCandidateTree(dir);
       }
     },
   };

@@ -199,12 +199,13 @@ export async function createCandidateTree(
   });
 }
 
-/** Deletes a work tree of the mirror without letting git read anything inside it. */
-export async function removeCandidateTree(mirror: string, path: string): Promise<void> {
-  await withLock(mirror, async () => {
-    rmSync(path, { recursive: true, force: true });
-    await git(mirror, ['worktree', 'prune']);
-  });
+/**
+ * Deletes a work tree of the mirror without letting git read anything inside it. Its entry in the mirror goes at the
+ * next `worktree prune`, which every candidate tree's creation runs first (under the mirror's lock): pruning here too
+ * put a git process, and a wait for the lock behind a fetch or a push, at the end of every merge section.
+ */
+export function removeCandidateTree(path: string): void {
+  rmSync(path, { recursive: true, force: true });
 }
 
 /**

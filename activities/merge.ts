@@ -4,7 +4,6 @@
  * compare-and-swap. If the target moved meanwhile, start over on the new target. Every landed MR carries the
  * trailer `Gt-Merge-Request: <mrId>@<head>`, so a retry finds its earlier success instead of merging twice.
  */
-import { existsSync } from 'node:fs';
 import { activityInfo, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
@@ -257,7 +256,7 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       Failure.TargetKeptMoving,
     );
   } finally {
-    if (existsSync(candidateDir)) await removeCandidateTree(mirror, candidateDir);
+    removeCandidateTree(candidateDir);
   }
 }
 
@@ -418,10 +417,16 @@ async function buildChain(
   return { kind: 'built', commits };
 }
 
-/** Removes a candidate tree and its branch (speculative candidates are many: their branches must not pile up). */
+/**
+ * Removes a candidate tree and its branch (speculative candidates are many: their branches must not pile up). Git
+ * keeps a branch checked out in a work tree, even one whose directory is gone, until the tree's entry is pruned.
+ */
 async function dropCandidate(mirror: string, dir: string, branch: string): Promise<void> {
-  if (existsSync(dir)) await removeCandidateTree(mirror, dir);
-  await withLock(mirror, () => gitStatus(mirror, ['branch', '-D', branch]));
+  removeCandidateTree(dir);
+  await withLock(mirror, async () => {
+    await gitStatus(mirror, ['worktree', 'prune']);
+    await gitStatus(mirror, ['branch', '-D', branch]);
+  });
 }
 
 /**

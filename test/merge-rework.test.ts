@@ -3,9 +3,9 @@
  * back to a new polecat run with feedback in its prompt, and the bead then merges; nothing is left half-merged and
  * the target never holds a tree whose gates failed.
  */
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { paths } from '../host/home';
 import { createRepo } from './helpers/repo';
@@ -50,9 +50,13 @@ describe('rework from the refinery', () => {
     const prompt = readFileSync(join(paths.agentDir(`${second!.beadId}/r2/a1`, t.gtHome), 'prompt.md'), 'utf8');
     expect(prompt).toContain('conflicts with main in: shared.txt');
     expect(await repo.show('shared.txt')).toBe(`${first!.beadId}\n${second!.beadId}\n`);
-    // Nothing half-merged: the refinery's mirror has no candidate worktrees or merge state left behind.
-    const worktrees = await git(paths.mirror('clash', t.gtHome), ['worktree', 'list', '--porcelain']);
-    expect(worktrees).not.toContain('candidates');
+    // Nothing half-merged: no candidate tree is left on disk, and what the mirror still lists of them is stale, gone
+    // at its next prune (the refinery prunes before it builds a candidate, not after each section).
+    const candidates = dirname(paths.candidate('clash', 'any', t.gtHome));
+    expect(existsSync(candidates) ? readdirSync(candidates) : []).toEqual([]);
+    const mirror = paths.mirror('clash', t.gtHome);
+    await git(mirror, ['worktree', 'prune']);
+    expect(await git(mirror, ['worktree', 'list', '--porcelain'])).not.toContain('candidates');
   });
 
   it('a failing gate sends the bead back with the log tail; the fixed round merges; the target never held the failing tree', async () => {

@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_BATCH_SIZE, RigConfig } from '../domain/rig';
+import { paths } from '../host/home';
 import { createRepo } from './helpers/repo';
 import {
   firstParentHistory,
@@ -140,6 +141,10 @@ describe('speculative merge queue', () => {
     expect(state).toMatchObject({ merged: 6, rejected: 1, speculation: 3, queue: [] });
     expect(state.section).toBeUndefined();
     expect(state.gateRuns).toBeGreaterThanOrEqual(runs.length);
+    // Every speculative candidate went with its branch: trees are removed without a prune, and git keeps a branch
+    // checked out in a removed tree until its entry is pruned.
+    const mirror = paths.mirror('spec', t.gtHome);
+    expect(await git(mirror, ['for-each-ref', '--format=%(refname)', 'refs/heads/gt-candidate/'])).toBe('');
   });
 
   it('rebuilds the window on the new target when someone else moves it, and lands only re-gated trees', async () => {
