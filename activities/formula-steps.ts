@@ -45,7 +45,7 @@ export function createFormulaStepActivities(deps: MergeDeps) {
       const key = `${fsSafe(input.key)}-a${activityInfo().attempt}`;
       const dir = paths.candidate(rig.name, key, deps.gtHome);
       try {
-        await createCandidateTree(mirror, dir, `gt-step/${input.beadId}`, input.headSha);
+        await createCandidateTree(mirror, dir, input.headSha);
         const results = await runGates(
           await gateRuntime(deps, rig),
           input.gates,

@@ -178,21 +178,18 @@ export async function remoteBranchSha(mirror: string, branch: string): Promise<s
 }
 
 /**
- * A worker-owned work tree of the mirror (merge candidates) at `startPoint` on `branch`, always built anew: a gate
- * may have rewritten anything in the old one, its `.git` file included. The git dir is read once, right after git
- * wrote it, and named explicitly from then on.
+ * A worker-owned work tree of the mirror (merge candidates) at `startPoint`, always built anew: a gate may have
+ * rewritten anything in the old one, its `.git` file included. The git dir is read once, right after git wrote it,
+ * and named explicitly from then on. Its HEAD is detached: a branch per candidate would stay in the mirror after the
+ * tree (one per bead and per speculative candidate), and git keeps a branch of a removed tree until its entry is
+ * pruned.
  */
-export async function createCandidateTree(
-  mirror: string,
-  path: string,
-  branch: string,
-  startPoint: string,
-): Promise<Repo> {
+export async function createCandidateTree(mirror: string, path: string, startPoint: string): Promise<Repo> {
   return withLock(mirror, async () => {
     rmSync(path, { recursive: true, force: true });
     await git(mirror, ['worktree', 'prune']);
     mkdirSync(dirname(path), { recursive: true });
-    await git(mirror, ['worktree', 'add', '--quiet', '-f', '-B', branch, path, startPoint]);
+    await git(mirror, ['worktree', 'add', '--quiet', '-f', '--detach', path, startPoint]);
     const pointer = /^gitdir: (.+)$/m.exec(readFileSync(join(path, '.git'), 'utf8'))?.[1];
     if (!pointer) throw new Error(`git worktree add left no gitdir pointer in ${path}`);
     return { gitDir: pointer.trim(), workTree: path };

@@ -193,7 +193,7 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       }
       if (unusable) return excluded(unusable.ticket, unusable.outcome, gateRuns);
 
-      const candidate = await createCandidateTree(mirror, candidateDir, `gt-candidate/${lead.beadId}`, targetSha!);
+      const candidate = await createCandidateTree(mirror, candidateDir, targetSha!);
       const commits: { mrId: string; commit: string }[] = [];
       let head = targetSha!;
       for (const t of todo) {
@@ -370,7 +370,6 @@ const linkKey = (rig: RigConfig, base: string, parent: string, { ticket, at }: C
 async function buildChain(
   mirror: string,
   dir: string,
-  branch: string,
   rig: RigConfig,
   base: string,
   chain: ChainLink[],
@@ -390,7 +389,7 @@ async function buildChain(
     commits.length = 0;
     parent = base;
   }
-  const tree = await createCandidateTree(mirror, dir, branch, parent);
+  const tree = await createCandidateTree(mirror, dir, parent);
   for (const link of chain.slice(commits.length)) {
     const key = linkKey(rig, base, parent, link);
     let settle: (commit: string | undefined) => void = () => undefined;
@@ -418,18 +417,6 @@ async function buildChain(
 }
 
 /**
- * Removes a candidate tree and its branch (speculative candidates are many: their branches must not pile up). Git
- * keeps a branch checked out in a work tree, even one whose directory is gone, until the tree's entry is pruned.
- */
-async function dropCandidate(mirror: string, dir: string, branch: string): Promise<void> {
-  removeCandidateTree(dir);
-  await withLock(mirror, async () => {
-    await gitStatus(mirror, ['worktree', 'prune']);
-    await gitStatus(mirror, ['branch', '-D', branch]);
-  });
-}
-
-/**
  * Speculative candidate: builds `base` + the chain (the MRs ahead of this one, then it) and runs the gates on exactly
  * that tree. It never pushes: the refinery lands passing chains in queue order (landChain), so a candidate whose
  * predecessor fails is only ever discarded. No fetch unless the mirror lacks the base or a head.
@@ -453,10 +440,9 @@ async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Prom
   }
   const attempt = activityInfo().attempt;
   const dir = paths.candidate(rig.name, `${key}-a${attempt}`, deps.gtHome);
-  const branch = `gt-candidate/${key}-a${attempt}`;
   try {
     heartbeat('building speculative candidate');
-    const built = await buildChain(mirror, dir, branch, rig, base, chain);
+    const built = await buildChain(mirror, dir, rig, base, chain);
     if (built.kind === 'conflict') return { kind: 'excluded', mrId: built.mrId, outcome: built.outcome, gateRuns: 0 };
     const candidateSha = built.commits[built.commits.length - 1]!.commit;
     const failed = await gateCandidate(
@@ -472,7 +458,7 @@ async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Prom
     if (failed) return { kind: 'gates_failed', outcome: failed, gateRuns };
     return { kind: 'passed', candidateSha, commits: built.commits, gateRuns };
   } finally {
-    await dropCandidate(mirror, dir, branch);
+    removeCandidateTree(dir);
   }
 }
 
@@ -490,7 +476,7 @@ async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResu
     const key = `land-${candidateSha.slice(0, 12)}-a${attempt}`;
     const dir = paths.candidate(rig.name, key, deps.gtHome);
     try {
-      const built = await buildChain(mirror, dir, `gt-candidate/${key}`, rig, base, chain);
+      const built = await buildChain(mirror, dir, rig, base, chain);
       const sha = built.kind === 'built' ? built.commits[built.commits.length - 1]!.commit : undefined;
       if (sha !== candidateSha)
         return {
@@ -498,7 +484,7 @@ async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResu
           reason: `the chain built here is ${sha ?? 'a conflict'}, not the gated ${candidateSha}`,
         };
     } finally {
-      await dropCandidate(mirror, dir, `gt-candidate/${key}`);
+      removeCandidateTree(dir);
     }
   }
   if (!(await gitStatus(mirror, ['merge-base', '--is-ancestor', base, candidateSha])).ok)

@@ -57,6 +57,7 @@ describe('rework from the refinery', () => {
     const mirror = paths.mirror('clash', t.gtHome);
     await git(mirror, ['worktree', 'prune']);
     expect(await git(mirror, ['worktree', 'list', '--porcelain'])).not.toContain('candidates');
+    expect(await git(mirror, ['for-each-ref', '--format=%(refname)', 'refs/heads/gt-candidate/'])).toBe('');
   });
 
   it('a failing gate sends the bead back with the log tail; the fixed round merges; the target never held the failing tree', async () => {

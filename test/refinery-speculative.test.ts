@@ -141,8 +141,7 @@ describe('speculative merge queue', () => {
     expect(state).toMatchObject({ merged: 6, rejected: 1, speculation: 3, queue: [] });
     expect(state.section).toBeUndefined();
     expect(state.gateRuns).toBeGreaterThanOrEqual(runs.length);
-    // Every speculative candidate went with its branch: trees are removed without a prune, and git keeps a branch
-    // checked out in a removed tree until its entry is pruned.
+    // No candidate left a branch in the mirror (their trees are detached): one per candidate would pile up.
     const mirror = paths.mirror('spec', t.gtHome);
     expect(await git(mirror, ['for-each-ref', '--format=%(refname)', 'refs/heads/gt-candidate/'])).toBe('');
   });
