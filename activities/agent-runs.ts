@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { activityInfo, ApplicationFailure, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
-import { CancelledFailure } from '@temporalio/common';
+import { type ActivityCancellationDetails, CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { gatewaySocketDir, gatewaySocketPath, unixGatewayUrl } from '../agents/gateway-socket';
 import { writePromptFile } from '../agents/prompt';
@@ -38,7 +38,7 @@ export interface HostDeps {
   /** The worker's environment, the only source of what a run may be given (default: process.env). */
   hostEnv?: NodeJS.ProcessEnv;
   /** The runs whose `gt done` this process's gateway saw accepted: supervision publishes them as their agents exit. */
-  doneRuns?: Pick<DoneRuns, 'take' | 'seen' | 'supervise' | 'launched'>;
+  doneRuns?: Pick<DoneRuns, 'take' | 'seen' | 'supervise' | 'supervisions' | 'launched'>;
   /** Tells the rig's dispatch gate that a run's agent started (activities/dispatch.ts dispatchStartReporter). */
   reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>;
 }
@@ -175,6 +175,23 @@ export interface PublishedBranch extends ImportedBranch {
 const STOP_GRACE_MS = 5_000;
 const HANDLE_FILE = 'handle.json';
 const PREPARED_FILE = 'prepared.json';
+/** The supervision's longest retry backoff (domain/failures.ts RETRY.agentSupervise), with room for its dispatch. */
+const HANDOVER_BACKOFF_MS = 20_000;
+
+/**
+ * A cancellation by which this activity attempt was given up without anyone asking: the server no longer knows it (a
+ * heartbeat timed out on its side), or the worker's own heartbeat timer ran out (the worker was frozen). Not the
+ * run's hard cap (the attempt's start-to-close timeout), not the workflow's cancel, not a shutdown.
+ */
+const gaveUpOnAttempt = (
+  d: ActivityCancellationDetails | undefined,
+  info: { currentAttemptScheduledTimestampMs: number; startToCloseTimeoutMs: number },
+) =>
+  !!d &&
+  (d.notFound || d.timedOut) &&
+  !d.cancelRequested &&
+  !d.workerShutdown &&
+  !(d.timedOut && Date.now() - info.currentAttemptScheduledTimestampMs >= info.startToCloseTimeoutMs);
 
 /** Where the run's handle is recorded on its host, so a later run of the bead can find (and stop) a stale agent. */
 export function recordHandle(runDir: string, handle: AgentHandle): void {
@@ -259,6 +276,22 @@ export function createAgentRunActivities(deps: HostDeps) {
       stopped.push(handle.runId);
     }
     return stopped;
+  };
+
+  /**
+   * Whether a retry of this run's supervision runs in this process, waiting for one to start for as long as the server
+   * takes to time an attempt out and retry it (the heartbeat timeout, then the retry's backoff). Without the count of
+   * supervisions (a host built without DoneRuns) nothing can tell, and the agent is stopped as before.
+   */
+  const retryTakesOver = async (runId: string, heartbeatTimeoutMs: number): Promise<boolean> => {
+    const runs = deps.doneRuns;
+    if (!runs) return false;
+    const until = Date.now() + heartbeatTimeoutMs + HANDOVER_BACKOFF_MS;
+    while (runs.supervisions(runId) < 2) {
+      if (Date.now() >= until) return false;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return true;
   };
 
   /** The run's environment (allow-listed) and its token, written to a file in the run's own directory. */
@@ -585,6 +618,7 @@ export function createAgentRunActivities(deps: HostDeps) {
         }
       } catch (err) {
         if (err instanceof CancelledFailure) {
+          clearInterval(beat); // this attempt is over: nothing more to prove alive
           if (cancellationDetails()?.workerShutdown) {
             // The worker is going away, not the run: leave the agent alive for the next worker to adopt. A thrown
             // CancelledFailure would be reported as "cancelled" (which nobody asked for); a retryable failure makes
@@ -594,6 +628,14 @@ export function createAgentRunActivities(deps: HostDeps) {
               `worker on ${deps.hostId} shut down; run ${input.runId} continues and will be re-attached`,
               Failure.WorkerShutdown,
             );
+          } else if (
+            gaveUpOnAttempt(cancellationDetails(), activityInfo()) &&
+            (await retryTakesOver(input.runId, heartbeatTimeout))
+          ) {
+            // This attempt was timed out (its heartbeats did not reach the server in time: a worker frozen, the
+            // server or its database down), and the supervision's retry on this host's queue re-attached to the agent
+            // through its handle: stopping it here would kill the agent the retry supervises (failure class 3).
+            log.warn('supervision attempt timed out; its retry supervises the agent', ids);
           } else {
             log.info('stopping agent run', { ...ids, reason: err.message });
             await driver.stop(handle, STOP_GRACE_MS);

@@ -4,7 +4,9 @@
  * activity and one workflow task fewer between `gt done` and the merge request (docs/performance.md); should it not
  * exit within the grace, the supervision stops it. And the runs this process supervises, or launched and will
  * supervise (the supervision starts a hand-off after the agent, which may call `gt done` first): the gateway tells a
- * run's workflow that its host times the grace (domain/bead.ts DoneUpdate) only for those.
+ * run's workflow that its host times the grace (domain/bead.ts DoneUpdate) only for those. The supervisions are
+ * counted: a supervision attempt the server gave up leaves the agent to a retry running beside it
+ * (activities/agent-runs.ts).
  *
  * Only the gateway adds to it, and only with the run id of a verified run token whose `gt done` the workflow accepted:
  * an agent can no more cause a publish through it than by calling `gt done`, which publishes its branch anyway. It is
@@ -58,6 +60,11 @@ export class DoneRuns {
       if (n > 0) this.supervised.set(runId, n);
       else this.supervised.delete(runId);
     };
+  }
+
+  /** How many supervisions of the run run in this process (more than one while a retry overlaps its attempt). */
+  supervisions(runId: string): number {
+    return this.supervised.get(runId) ?? 0;
   }
 
   /** Whether a supervision of the run runs in this process, or comes next (launched here). */

@@ -24,12 +24,16 @@ describe('DoneRuns', () => {
   it('supervises a run while any of its supervisions runs (a retry may overlap the attempt it replaces)', () => {
     const runs = new DoneRuns();
     const first = runs.supervise('b/r1/a1');
+    expect(runs.supervisions('b/r1/a1')).toBe(1);
     const retry = runs.supervise('b/r1/a1');
     expect(runs.supervises('b/r1/a1')).toBe(true);
+    expect(runs.supervisions('b/r1/a1')).toBe(2);
     first();
     expect(runs.supervises('b/r1/a1')).toBe(true);
+    expect(runs.supervisions('b/r1/a1')).toBe(1);
     retry();
     expect(runs.supervises('b/r1/a1')).toBe(false);
+    expect(runs.supervisions('b/r1/a1')).toBe(0);
     expect(runs.supervises('b/r1/a2')).toBe(false);
   });
 

@@ -2,6 +2,8 @@
  * Issue 3 acceptance: kill -9 the worker while its agent runs → a new worker on the same host re-attaches to the
  * live agent; exactly one agent process ever existed for the run, and the bead merges once.
  * The worker is a real `gt worker` child process with a fixed gateway port (the agent's GT_GATEWAY_URL must stay valid).
+ * And one frozen (SIGSTOP) past its heartbeat timeout: the attempt the server gave up must not stop the agent its
+ * retry re-attached to.
  */
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -71,5 +73,82 @@ describe('a worker killed while its agent runs', () => {
     expect((await repo.log()).filter((c) => c.body.includes('Gt-Merge-Request'))).toHaveLength(1);
     const history = JSON.stringify((await town.beadHandle('b-kill').fetchHistory()).events);
     expect(history).toMatch(/superviseAgentRun/);
+  });
+});
+
+describe('a worker frozen past its heartbeat timeout while its agent runs', () => {
+  // 5.5 s: past the 3 s heartbeat timeout, so the server times the supervision out and retries it on this host's
+  // queue, as a database or server outage leaves heartbeats unheard; on waking the attempt hears "not found". 10 s: past
+  // the worker's own timer for the attempt too (the timeout plus the SDK's 5 s buffer), which fires first on waking.
+  it.each([
+    ['the server gave up', 5_500],
+    ['the worker timed out itself', 10_000],
+  ])('keeps the agent when %s: the old attempt leaves it to the retry that re-attached', async (_, frozenMs) => {
+    const dir = mkdtempSync(join(tmpdir(), 'gt-freeze-'));
+    const host = await workerProcessHost(`freeze${frozenMs}`, children);
+    const frozenTown = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
+    const repo = await createRepo();
+    await frozenTown.addRig({
+      name: `freeze-rig-${frozenMs}`,
+      repo: repo.origin,
+      agent: agentScript('wait-for-release'),
+      env: { TEST_DIR: dir },
+      policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
+    });
+    const worker = await host.start();
+    const { handle } = await frozenTown.sling(`freeze-rig-${frozenMs}`, {
+      id: `b-freeze-${frozenMs}`,
+      title: 'Survive a frozen worker',
+    });
+    await eventually(() => existsSync(join(dir, 'starts')), 60_000, 'agent started');
+    await eventually(
+      async () => /waiting for gt done/.test((await frozenTown.beadState(`b-freeze-${frozenMs}`)).waitingFor),
+      30_000,
+      'run supervised',
+    );
+    const [runId, pid] = readFileSync(join(dir, 'starts'), 'utf8').trim().split(' ') as [string, string];
+
+    worker.proc.kill('SIGSTOP');
+    await new Promise((r) => setTimeout(r, frozenMs));
+    worker.proc.kill('SIGCONT');
+    await eventually(() => supervisionReattached(handle), 60_000, 'supervision re-attached after the freeze');
+    // Past the old attempt's next heartbeat, which the server answers "not found".
+    await new Promise((r) => setTimeout(r, 4_000));
+    expect(processExists(Number(pid)), 'the agent outlived the attempt the server gave up').toBe(true);
+
+    writeFileSync(join(dir, 'release'), '');
+    expect((await handle.result()).status).toBe('closed');
+    expect(readFileSync(join(dir, 'starts'), 'utf8').trim().split('\n')).toEqual([`${runId} ${pid}`]);
+    const state = await frozenTown.beadState(`b-freeze-${frozenMs}`);
+    expect(state.runs.map((r) => [r.runId, r.outcome])).toEqual([[runId, 'done']]);
+  });
+});
+
+describe('an agent whose bead is gone', () => {
+  it('is stopped by its host once no retry of its supervision has come', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gt-gone-'));
+    const host = await workerProcessHost('gone', children);
+    const goneTown = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
+    const repo = await createRepo();
+    await goneTown.addRig({
+      name: 'gone-rig',
+      repo: repo.origin,
+      agent: agentScript('wait-for-release'),
+      env: { TEST_DIR: dir },
+      policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
+    });
+    await host.start();
+    const { handle } = await goneTown.sling('gone-rig', { id: 'b-gone', title: 'Terminated under its agent' });
+    await eventually(() => existsSync(join(dir, 'starts')), 60_000, 'agent started');
+    await eventually(
+      async () => /waiting for gt done/.test((await goneTown.beadState('b-gone')).waitingFor),
+      30_000,
+      'run supervised',
+    );
+    const [, pid] = readFileSync(join(dir, 'starts'), 'utf8').trim().split(' ') as [string, string];
+    // Terminated, not cancelled: no workflow asks the supervision to stop. Its heartbeats are answered "not found",
+    // no retry comes, and after the heartbeat timeout and the retry's backoff the host stops the agent.
+    await handle.terminate('the operator removed it');
+    await eventually(() => !processExists(Number(pid)), 60_000, 'agent stopped by its host');
   });
 });
