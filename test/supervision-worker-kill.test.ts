@@ -18,7 +18,6 @@ import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProc
 import { temporalAddress } from './helpers/server';
 
 let connection: Connection;
-let town: Town;
 const children: Child[] = [];
 beforeAll(async () => {
   connection = await Connection.connect({ address: temporalAddress() });
@@ -28,30 +27,47 @@ afterAll(async () => {
   await connection?.close();
 });
 
+/**
+ * A `gt worker` child process on a host of its own, and a bead `b-<name>` whose agent (wait-for-release: it calls
+ * `gt done` once `release` appears in `dir`) runs under that worker's supervision, heartbeat timeout 3 s.
+ */
+async function heldAgent(name: string, title: string) {
+  const dir = mkdtempSync(join(tmpdir(), `gt-${name}-`));
+  const host = await workerProcessHost(name, children);
+  const town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
+  const repo = await createRepo();
+  await town.addRig({
+    name: `${name}-rig`,
+    repo: repo.origin,
+    agent: agentScript('wait-for-release'),
+    env: { TEST_DIR: dir },
+    policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
+  });
+  const worker = await host.start();
+  const beadId = `b-${name}`;
+  const { handle } = await town.sling(`${name}-rig`, { id: beadId, title });
+  await eventually(() => existsSync(join(dir, 'starts')), 60_000, 'agent started');
+  await eventually(
+    async () => /waiting for gt done/.test((await town.beadState(beadId)).waitingFor),
+    30_000,
+    'run supervised',
+  );
+  const [runId, pid] = readFileSync(join(dir, 'starts'), 'utf8').trim().split(' ') as [string, string];
+  return { dir, host, town, repo, worker, beadId, handle, runId, pid };
+}
+
 describe('a worker killed while its agent runs', () => {
   it('is replaced by a worker that re-attaches: one agent process for the run, one merge', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'gt-kill-'));
-    const host = await workerProcessHost('kill', children);
-    const startWorker = host.start;
-    town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
-    const repo = await createRepo();
-    await town.addRig({
-      name: 'kill-rig',
-      repo: repo.origin,
-      agent: agentScript('wait-for-release'),
-      env: { TEST_DIR: dir },
-      policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
-    });
-
-    const first = await startWorker();
-    const { handle } = await town.sling('kill-rig', { id: 'b-kill', title: 'Survive a worker crash' });
-    await eventually(() => existsSync(join(dir, 'starts')), 60_000, 'agent started');
-    await eventually(
-      async () => /waiting for gt done/.test((await town.beadState('b-kill')).waitingFor),
-      30_000,
-      'run supervised',
-    );
-    const [runId, pid] = readFileSync(join(dir, 'starts'), 'utf8').trim().split(' ') as [string, string];
+    const {
+      dir,
+      host,
+      town,
+      repo,
+      worker: first,
+      handle,
+      runId,
+      pid,
+    } = await heldAgent('kill', 'Survive a worker crash');
     expect(runId).toBe('b-kill/r1/a1');
 
     first.proc.kill('SIGKILL');
@@ -59,7 +75,7 @@ describe('a worker killed while its agent runs', () => {
     // The agent is a process group of its own: the worker's death does not take it along.
     expect(processExists(Number(pid))).toBe(true);
 
-    await startWorker();
+    await host.start();
     // The supervision activity times out on the dead worker and is retried on the new one, which adopts the live agent.
     await eventually(() => supervisionReattached(handle), 60_000, 'supervision re-attached on the new worker');
     expect(processExists(Number(pid))).toBe(true);
@@ -84,29 +100,10 @@ describe('a worker frozen past its heartbeat timeout while its agent runs', () =
     ['the server gave up', 5_500],
     ['the worker timed out itself', 10_000],
   ])('keeps the agent when %s: the old attempt leaves it to the retry that re-attached', async (_, frozenMs) => {
-    const dir = mkdtempSync(join(tmpdir(), 'gt-freeze-'));
-    const host = await workerProcessHost(`freeze${frozenMs}`, children);
-    const frozenTown = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
-    const repo = await createRepo();
-    await frozenTown.addRig({
-      name: `freeze-rig-${frozenMs}`,
-      repo: repo.origin,
-      agent: agentScript('wait-for-release'),
-      env: { TEST_DIR: dir },
-      policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
-    });
-    const worker = await host.start();
-    const { handle } = await frozenTown.sling(`freeze-rig-${frozenMs}`, {
-      id: `b-freeze-${frozenMs}`,
-      title: 'Survive a frozen worker',
-    });
-    await eventually(() => existsSync(join(dir, 'starts')), 60_000, 'agent started');
-    await eventually(
-      async () => /waiting for gt done/.test((await frozenTown.beadState(`b-freeze-${frozenMs}`)).waitingFor),
-      30_000,
-      'run supervised',
+    const { dir, town, worker, beadId, handle, runId, pid } = await heldAgent(
+      `freeze${frozenMs}`,
+      'Survive a frozen worker',
     );
-    const [runId, pid] = readFileSync(join(dir, 'starts'), 'utf8').trim().split(' ') as [string, string];
 
     worker.proc.kill('SIGSTOP');
     await new Promise((r) => setTimeout(r, frozenMs));
@@ -119,33 +116,14 @@ describe('a worker frozen past its heartbeat timeout while its agent runs', () =
     writeFileSync(join(dir, 'release'), '');
     expect((await handle.result()).status).toBe('closed');
     expect(readFileSync(join(dir, 'starts'), 'utf8').trim().split('\n')).toEqual([`${runId} ${pid}`]);
-    const state = await frozenTown.beadState(`b-freeze-${frozenMs}`);
+    const state = await town.beadState(beadId);
     expect(state.runs.map((r) => [r.runId, r.outcome])).toEqual([[runId, 'done']]);
   });
 });
 
 describe('an agent whose bead is gone', () => {
   it('is stopped by its host once no retry of its supervision has come', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'gt-gone-'));
-    const host = await workerProcessHost('gone', children);
-    const goneTown = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
-    const repo = await createRepo();
-    await goneTown.addRig({
-      name: 'gone-rig',
-      repo: repo.origin,
-      agent: agentScript('wait-for-release'),
-      env: { TEST_DIR: dir },
-      policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
-    });
-    await host.start();
-    const { handle } = await goneTown.sling('gone-rig', { id: 'b-gone', title: 'Terminated under its agent' });
-    await eventually(() => existsSync(join(dir, 'starts')), 60_000, 'agent started');
-    await eventually(
-      async () => /waiting for gt done/.test((await goneTown.beadState('b-gone')).waitingFor),
-      30_000,
-      'run supervised',
-    );
-    const [, pid] = readFileSync(join(dir, 'starts'), 'utf8').trim().split(' ') as [string, string];
+    const { handle, pid } = await heldAgent('gone', 'Terminated under its agent');
     // Terminated, not cancelled: no workflow asks the supervision to stop. Its heartbeats are answered "not found",
     // no retry comes, and after the heartbeat timeout and the retry's backoff the host stops the agent.
     await handle.terminate('the operator removed it');
