@@ -161,7 +161,7 @@ describe('formula explore', () => {
     const state = await t.town.beadState(beadId);
     const pids = state.runs.map((r) => Number(readFileSync(join(t.gtHome, 'runs', fsSafe(r.runId), 'pid'), 'utf8')));
     const r = await runGt(['bead', 'cancel', beadId, '--reason', 'enough'], t.cliEnv());
-    expect(r.code).toBe(0);
+    expect(r.code, r.stderr).toBe(0);
     const after = await t.town.beadState(beadId);
     expect(after.status).toBe('cancelled');
     expect(after.runs.map((x) => x.outcome)).toEqual(['cancelled', 'cancelled', 'cancelled']);

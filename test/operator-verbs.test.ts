@@ -13,6 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { ConvoyClient } from '../client/convoys';
 import { BeadStatus } from '../domain/bead';
+import type { RunPolicy } from '../domain/rig';
 import { processExists } from './helpers/pids';
 import { createRepo, type TestRepo } from './helpers/repo';
 import { agentScript, eventually, gtBin, runGt, startTestTown, type TestTown } from './helpers/town';
@@ -40,8 +41,8 @@ afterAll(async () => {
   await t?.stop();
 });
 
-const addRig = (name: string, maxPolecats = 4) =>
-  t.addRig({ name, repo: repo.origin, agent: agentScript('hold'), env: { TEST_DIR: testDir }, maxPolecats });
+const addRig = (name: string, maxPolecats = 4, policy?: Partial<RunPolicy>) =>
+  t.addRig({ name, repo: repo.origin, agent: agentScript('hold'), env: { TEST_DIR: testDir }, maxPolecats, policy });
 const release = (beadId: string) => writeFileSync(join(testDir, `go-${beadId}`), '');
 /** The pid the bead's (latest) agent recorded with `$$`. */
 const pidOf = (beadId: string): number | undefined => {
@@ -141,7 +142,9 @@ const TownStatusJson = z.object({
 
 describe('gt bead cancel', () => {
   it('mid-run stops the agent process, withdraws the queued MR, and the convoy counts both cancelled; the reason shows in gt bead status', async () => {
-    await addRig('vc');
+    // The default heartbeat timeout (a minute): a cancellation rides on a heartbeat's answer, and the SDK would send
+    // those only every 48 s unless the worker says otherwise.
+    await addRig('vc', 4, { heartbeatTimeout: 60_000 });
     const convoys = new ConvoyClient(t.town);
     await convoys.start({
       id: 'vcc',
@@ -168,6 +171,7 @@ describe('gt bead cancel', () => {
     const a = await runGt(
       ['bead', 'cancel', 'vcc-a', '--reason', 'superseded by a better plan', '--by', 'tester'],
       env,
+      20_000,
     );
     expect(a.code, a.stderr).toBe(0);
     expect(a.stdout).toMatch(/^bead vcc-a cancelled by tester: superseded by a better plan$/m);

@@ -65,6 +65,14 @@ export interface TownWorker {
  */
 const WORKFLOW_TASK_SLOTS = 40;
 const DISPATCH_ANSWER_WAITS = WORKFLOW_TASK_SLOTS / 4;
+/**
+ * The longest an activity's heartbeat waits before going to the server. Core's own is 0.8 × the heartbeat timeout:
+ * a cancellation, which rides on a heartbeat's answer, then reached a supervision that late (`gt bead cancel` took
+ * 8 s with a 10 s timeout, 48 s with the default minute; a speculative gate evicted from the window ran on for up to
+ * 24 s), and the server heard a supervision only 2 s before it would time it out. Activities beat locally every status
+ * poll (half a second), every 5 s (gates) or every third of their timeout: at most one server write per second each.
+ */
+const HEARTBEAT_THROTTLE = '1s';
 
 export async function createTownWorker(options: TownWorkerOptions): Promise<TownWorker> {
   const host = options.hostId ?? defaultHostId();
@@ -125,6 +133,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       answerWaits: DISPATCH_ANSWER_WAITS,
     }),
     maxConcurrentWorkflowTaskExecutions: WORKFLOW_TASK_SLOTS,
+    maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     shutdownGraceTime,
     dataConverter,
     interceptors,
@@ -147,6 +156,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       doneRuns,
       reportStart: dispatchStartReporter(client),
     }),
+    maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     shutdownGraceTime,
     dataConverter,
     interceptors,
