@@ -172,6 +172,10 @@ export interface PublishedBranch extends ImportedBranch {
   rejected?: string;
 }
 
+/** A run whose agent may have outlived its bead's cancel (stopRunAgent). */
+export const StopRunInput = z.object({ runId: RunId });
+export type StopRunInput = z.input<typeof StopRunInput>;
+
 const STOP_GRACE_MS = 5_000;
 const HANDLE_FILE = 'handle.json';
 const PREPARED_FILE = 'prepared.json';
@@ -503,6 +507,9 @@ export function createAgentRunActivities(deps: HostDeps) {
     return prepared;
   };
 
+  /** launchRun's attempts running in this process, by run: a stop waits for one to end (it may start the agent yet). */
+  const launching = new Map<string, Promise<LaunchedRun>>();
+
   return {
     prepareRun(raw: PrepareRunInput): Promise<PreparedRun> {
       return whileHeartbeating('preparing the run', () => prepare(parseActivityInput(PrepareRunInput, raw)));
@@ -521,8 +528,8 @@ export function createAgentRunActivities(deps: HostDeps) {
      * so a live agent's worktree is never prepared again under it. The start part keeps the start's timeout.
      */
     launchRun(raw: LaunchRunInput): Promise<LaunchedRun> {
-      return whileHeartbeating('launching the run', async () => {
-        const input = parseActivityInput(LaunchRunInput, raw);
+      const input = parseActivityInput(LaunchRunInput, raw);
+      const launched = whileHeartbeating('launching the run', async () => {
         const runDir = paths.runDir(input.runId, deps.gtHome);
         const prepared = readPrepared(runDir) ?? (await prepareOnce(input, runDir));
         const rig = {
@@ -562,6 +569,29 @@ export function createAgentRunActivities(deps: HostDeps) {
         deps.doneRuns?.launched(input.runId);
         return { prepared, started, ...(input.reportStart && (await reportedStart(input.rig.name, input.runId))) };
       });
+      launching.set(input.runId, launched);
+      const forget = () => void (launching.get(input.runId) === launched && launching.delete(input.runId));
+      launched.then(forget, forget);
+      return launched;
+    },
+
+    /**
+     * Stops the run's agent if it is alive on this host, once a launch of it in flight here has ended: after a bead's
+     * cancel, for every run it had live. Its supervision stopped the agent if it ran; but the launch may have ended
+     * after the cancel (it goes on to the end: the workflow does not wait for it), and a supervision cancelled before
+     * a worker picked it up never ran. Idempotent: an agent gone (or never started) is nothing to stop.
+     */
+    async stopRunAgent(raw: StopRunInput): Promise<{ stopped: boolean }> {
+      const { runId } = parseActivityInput(StopRunInput, raw);
+      await launching.get(runId)?.catch(() => undefined);
+      const runDir = paths.runDir(runId, deps.gtHome);
+      const handle = readHandle(runDir);
+      const driver = handle && deps.runtimes[handle.runtime];
+      if (!handle || !driver) return { stopped: false };
+      if ((await probe(driver, handle, runDir, 10_000)).state === 'exited') return { stopped: false };
+      log.warn('stopping an agent that outlived its bead', { runId });
+      await driver.stop(handle, STOP_GRACE_MS);
+      return { stopped: true };
     },
 
     async superviseAgentRun(raw: SuperviseInput): Promise<RunExit> {

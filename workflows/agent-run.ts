@@ -110,7 +110,16 @@ export function hostActivities(
     retry: RETRY.agentSupervise,
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
   });
-  return { onHost, starter, launcher, supervisor };
+  const stopper = proxyActivities<HostQueueActivities>({
+    taskQueue: hostQueue,
+    ...(summary ? { summary: summary(`stop the agent of run ${runId} if it outlived the cancel`) } : {}),
+    // It waits for a launch in flight on the host, then stops the agent within its grace.
+    startToCloseTimeout: policy.startTimeout + 60_000,
+    // A host that is gone has no agent left to stop; the cancel must not wait on it longer than this.
+    scheduleToStartTimeout: policy.heartbeatTimeout,
+    retry: { initialInterval: '1s', maximumAttempts: 3 },
+  });
+  return { onHost, starter, launcher, supervisor, stopper };
 }
 
 /** An escalation an agent raised with `gt escalate`, as the workflow hands it to raiseEscalation. */
@@ -235,7 +244,24 @@ export class AgentRun {
   /** Settles once the supervising activity has ended (after a stop: once the agent is gone); unset before it starts. */
   supervision?: Promise<void>;
 
+  /** The run's host's activities, once it is driven. */
+  private host?: HostActivities;
+
   constructor(readonly runId: string) {}
+
+  /**
+   * After its workflow's cancel: stops the run's agent on its host if the agent is still alive there. The supervision
+   * stops it when it runs; this covers a launch that ended after the cancel and a supervision cancelled before any
+   * worker began it (the server then ends it at once: nothing on the host heard of the cancel). Never throws.
+   */
+  async stopLeftover(): Promise<void> {
+    if (!this.host) return;
+    await this.host.stopper
+      .stopRunAgent({ runId: this.runId })
+      .catch((err: unknown) =>
+        log.warn('could not make sure the agent of a cancelled run stopped', { runId: this.runId, error: String(err) }),
+      );
+  }
 
   /** How the agent ended the run on purpose, once it did. */
   ending(): 'done' | 'handed_off' | undefined {
@@ -253,6 +279,7 @@ export class AgentRun {
   async drive(d: Drive<this>): Promise<{ end: RunEnd } | { startFailed: unknown }> {
     let deadline = d.timeout === undefined ? undefined : Date.now() + d.timeout;
     d.runs.admit(this);
+    this.host = d.activities;
     d.starting();
     let launch: AgentLaunch;
     let started: StartedAgent;

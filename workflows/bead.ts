@@ -57,6 +57,11 @@ import { type PatchBaseline, patchesFrom } from './patches';
 const FORMULA_ENGINE = 'bead-formula-engine';
 /** patched() id: a cancelled bead ends only after its supervising activity confirms the agent was stopped. */
 const CANCEL_WAITS_FOR_AGENT_STOP = 'bead-cancel-waits-for-agent-stop';
+/**
+ * patched() id: a cancelled bead then makes sure each live run's agent is gone on its host (a launch that ended after
+ * the cancel, a supervision the server cancelled before it began, left it running unsupervised).
+ */
+const CANCEL_STOPS_LEFTOVER_AGENTS = 'bead-cancel-stops-leftover-agents';
 /** patched() id: a merge the refinery reported to the convoy (MergeOutcome.convoyTold) is not reported again. */
 const LEAVES_MERGE_REPORT_TO_REFINERY = 'bead-leaves-merge-report-to-refinery';
 /**
@@ -166,6 +171,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         b.setStatus(state.status, 'cancelled: stopping its agent');
         await CancellationScope.nonCancellable(() => stopping);
       }
+      if (live.length && b.patches.has(CANCEL_STOPS_LEFTOVER_AGENTS))
+        await CancellationScope.nonCancellable(() => Promise.all(live.map((r) => r.stopLeftover())));
       // The run in flight was stopped with the bead: its record must not stay "running" forever.
       for (const r of state.runs)
         if (r.outcome === 'running') Object.assign(r, { outcome: 'cancelled', endedAt: new Date().toISOString() });

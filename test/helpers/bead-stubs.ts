@@ -93,6 +93,8 @@ export function beadActivities(
         throw err;
       }
     },
+    // A cancelled bead makes sure its runs' agents are gone; these stand for none.
+    stopRunAgent: () => Promise.resolve({ stopped: false }),
     publishBranch: () => Promise.resolve({ headSha: HEAD, commitsAhead: 1, uncommittedChanges: false }),
     // The merge request's first step (read the rig, hand over the ticket): the ticket merges at once.
     queueMergeRequest: async ({ rig, ticket }: { rig: unknown; ticket: Ticket }) => {

@@ -160,7 +160,11 @@ export interface WorkerProcessHost {
  * One host of a town served by real `gt worker` processes, for tests that kill them: its own GT_HOME and task queue,
  * and a fixed gateway port, so the GT_GATEWAY_URL a live agent was given stays valid across workers.
  */
-export async function workerProcessHost(name: string, children: Child[]): Promise<WorkerProcessHost> {
+export async function workerProcessHost(
+  name: string,
+  children: Child[],
+  extraEnv: NodeJS.ProcessEnv = {},
+): Promise<WorkerProcessHost> {
   const taskQueue = `${name}-${process.pid}-${Date.now()}`;
   const gtHome = mkdtempSync(join(tmpdir(), `gt-home-${name}-`));
   const port = await freePort();
@@ -172,6 +176,7 @@ export async function workerProcessHost(name: string, children: Child[]): Promis
     GT_HOME: gtHome,
     GT_HOST_ID: `${name}-host`,
     GT_WORKFLOW_BUNDLE: inject('workflowBundlePath'),
+    ...extraEnv,
   };
   return {
     taskQueue,
