@@ -7,6 +7,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { activityInfo, ApplicationFailure, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
+import { type Client, WorkflowNotFoundError } from '@temporalio/client';
 import { type ActivityCancellationDetails, CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { gatewaySocketDir, gatewaySocketPath, unixGatewayUrl } from '../agents/gateway-socket';
@@ -41,6 +42,21 @@ export interface HostDeps {
   doneRuns?: Pick<DoneRuns, 'take' | 'seen' | 'supervise' | 'supervisions' | 'launched'>;
   /** Tells the rig's dispatch gate that a run's agent started (activities/dispatch.ts dispatchStartReporter). */
   reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>;
+  /** Whether a workflow is still running: false once closed or gone, undefined when the server cannot say. */
+  workflowRunning?: (workflowId: string) => Promise<boolean | undefined>;
+}
+
+/** workflowRunning from a client: one describe, bounded, an error (the server down) answering undefined. */
+export function workflowRunningProbe(client: Client): NonNullable<HostDeps['workflowRunning']> {
+  return async (workflowId) => {
+    try {
+      const handle = client.workflow.getHandle(workflowId);
+      const { status } = await client.withDeadline(Date.now() + 5_000, () => handle.describe());
+      return status.name === 'RUNNING';
+    } catch (err) {
+      return err instanceof WorkflowNotFoundError ? false : undefined;
+    }
+  };
 }
 
 export const PrepareRunInput = z.object({
@@ -660,6 +676,9 @@ export function createAgentRunActivities(deps: HostDeps) {
             );
           } else if (
             gaveUpOnAttempt(cancellationDetails(), activityInfo()) &&
+            // The run's workflow ended (a bead terminated, a merge request cancelled with its reviewer running): no
+            // retry will come. Asked of the server, whose silence (still down) leaves it to the wait below.
+            (await deps.workflowRunning?.(input.workflowId)) !== false &&
             (await retryTakesOver(input.runId, heartbeatTimeout))
           ) {
             // This attempt was timed out (its heartbeats did not reach the server in time: a worker frozen, the

@@ -3,7 +3,7 @@
  * live agent; exactly one agent process ever existed for the run, and the bead merges once.
  * The worker is a real `gt worker` child process with a fixed gateway port (the agent's GT_GATEWAY_URL must stay valid).
  * And one frozen (SIGSTOP) past its heartbeat timeout: the attempt the server gave up must not stop the agent its
- * retry re-attached to.
+ * retry re-attached to; one whose bead was terminated is stopped at once.
  */
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -122,11 +122,12 @@ describe('a worker frozen past its heartbeat timeout while its agent runs', () =
 });
 
 describe('an agent whose bead is gone', () => {
-  it('is stopped by its host once no retry of its supervision has come', async () => {
+  it('is stopped by its host at once: no retry of its supervision will come', async () => {
     const { handle, pid } = await heldAgent('gone', 'Terminated under its agent');
-    // Terminated, not cancelled: no workflow asks the supervision to stop. Its heartbeats are answered "not found",
-    // no retry comes, and after the heartbeat timeout and the retry's backoff the host stops the agent.
+    // Terminated, not cancelled: no workflow asks the supervision to stop. Its next heartbeat is answered "not found";
+    // the host asks the server, hears the bead's workflow is closed, and stops the agent — well before the heartbeat
+    // timeout and the retry's backoff (23 s) it would wait for a retry of a supervision whose workflow still runs.
     await handle.terminate('the operator removed it');
-    await eventually(() => !processExists(Number(pid)), 60_000, 'agent stopped by its host');
+    await eventually(() => !processExists(Number(pid)), 15_000, 'agent stopped by its host');
   });
 });

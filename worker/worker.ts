@@ -10,6 +10,7 @@ import { defaultRuntimes } from '../agents';
 import type { AgentRuntimeDriver } from '../agents/runtime';
 import { createHostQueueActivities, createTownQueueActivities } from '../activities';
 import { dispatchStartReporter } from '../activities/dispatch';
+import { workflowRunningProbe } from '../activities/agent-runs';
 import type { AgentRuntime } from '../domain/rig';
 import { hostTaskQueue } from '../domain/task-queues';
 import { ensureHome, gatewaySecret, gtHome, hostId as defaultHostId } from '../host/home';
@@ -155,6 +156,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       pollIntervalMs: options.pollIntervalMs,
       doneRuns,
       reportStart: dispatchStartReporter(client),
+      workflowRunning: workflowRunningProbe(client),
     }),
     maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     shutdownGraceTime,
