@@ -523,8 +523,14 @@ export function createAgentRunActivities(deps: HostDeps) {
     return prepared;
   };
 
-  /** launchRun's attempts running in this process, by run: a stop waits for one to end (it may start the agent yet). */
-  const launching = new Map<string, Promise<LaunchedRun>>();
+  /** Starts (launchRun, startAgentRun) running in this process, by run: a stop waits for one to end (it may start the agent yet). */
+  const starting = new Map<string, Promise<unknown>>();
+  const tracked = <T>(runId: string, start: Promise<T>): Promise<T> => {
+    starting.set(runId, start);
+    const forget = () => void (starting.get(runId) === start && starting.delete(runId));
+    start.then(forget, forget);
+    return start;
+  };
 
   return {
     prepareRun(raw: PrepareRunInput): Promise<PreparedRun> {
@@ -533,7 +539,8 @@ export function createAgentRunActivities(deps: HostDeps) {
 
     /** Starts (or adopts) the agent of a run prepareRun prepared: the start half of launchRun, for earlier histories. */
     startAgentRun(raw: SuperviseInput): Promise<StartedRun> {
-      return start(parseActivityInput(SuperviseInput, raw));
+      const input = parseActivityInput(SuperviseInput, raw);
+      return tracked(input.runId, start(input));
     },
 
     /**
@@ -585,21 +592,19 @@ export function createAgentRunActivities(deps: HostDeps) {
         deps.doneRuns?.launched(input.runId);
         return { prepared, started, ...(input.reportStart && (await reportedStart(input.rig.name, input.runId))) };
       });
-      launching.set(input.runId, launched);
-      const forget = () => void (launching.get(input.runId) === launched && launching.delete(input.runId));
-      launched.then(forget, forget);
-      return launched;
+      return tracked(input.runId, launched);
     },
 
     /**
-     * Stops the run's agent if it is alive on this host, once a launch of it in flight here has ended: after a bead's
-     * cancel, for every run it had live. Its supervision stopped the agent if it ran; but the launch may have ended
-     * after the cancel (it goes on to the end: the workflow does not wait for it), and a supervision cancelled before
-     * a worker picked it up never ran. Idempotent: an agent gone (or never started) is nothing to stop.
+     * Stops the run's agent if it is alive on this host, once a start of it in flight here has ended: after a bead's
+     * (or a merge request's) cancel, for every run it had live. Its supervision stopped the agent if it ran; but the
+     * start may have ended after the cancel (it goes on to the end: the workflow does not wait for it), and a
+     * supervision cancelled before a worker picked it up never ran. Idempotent: an agent gone (or never started) is
+     * nothing to stop.
      */
     async stopRunAgent(raw: StopRunInput): Promise<{ stopped: boolean }> {
       const { runId } = parseActivityInput(StopRunInput, raw);
-      await launching.get(runId)?.catch(() => undefined);
+      await starting.get(runId)?.catch(() => undefined);
       const runDir = paths.runDir(runId, deps.gtHome);
       const handle = readHandle(runDir);
       const driver = handle && deps.runtimes[handle.runtime];

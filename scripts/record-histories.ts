@@ -19,7 +19,7 @@ import { removeRig } from '../client/rig-removal';
 import { decideStep } from '../client/steps';
 import { formulaOf, Town } from '../client/town';
 import { beadStart } from '../domain/starts';
-import { pauseRefineryUpdate, refineryStateQuery } from '../domain/messages';
+import { mergeRequestStateQuery, pauseRefineryUpdate, refineryStateQuery } from '../domain/messages';
 import { startDevServer } from '../provisioning/dev-server';
 import { createTownWorker } from '../worker/worker';
 import { createRepo } from '../test/helpers/repo';
@@ -124,6 +124,26 @@ try {
     await new Promise((r) => setTimeout(r, 200));
   console.error(
     `rec-cancelled: ${(await cancelBead(town, held.beadId, { reason: 'recorded cancellation', by: 'recorder' })).bead.status}`,
+  );
+  // A bead cancelled while its merge request's reviewer runs (the merge request ends once that agent is stopped).
+  await town.addRig({
+    name: 'rec-review-hold',
+    repo: repo.origin,
+    agent: agent('good'),
+    reviewer: agent('reviewer-wait'),
+    env: { TEST_DIR: mkdtempSync(join(tmpdir(), 'gt-record-review-')) },
+    policy: fast,
+  });
+  const inReview = await town.sling('rec-review-hold', { id: 'rec-review-cancelled', title: 'Cancelled in review' });
+  const inReviewMr = client.workflow.getHandle('mr:rec-review-cancelled:1');
+  while (
+    !(await inReviewMr.query(mergeRequestStateQuery).catch(() => undefined))?.waitingFor.startsWith(
+      'waiting for the verdict',
+    )
+  )
+    await new Promise((r) => setTimeout(r, 200));
+  console.error(
+    `rec-review-cancelled: ${(await cancelBead(town, inReview.beadId, { reason: 'recorded in review', by: 'recorder' })).bead.status}`,
   );
   // A rig that merged one bead and was removed (the removeRig update ends its refinery).
   await town.addRig({ name: 'rec-removed', repo: repo.origin, agent: agent('good'), policy: fast });
@@ -350,6 +370,7 @@ try {
     'bead-in-convoy': 'bead:rec-diamond-d',
     'dispatch-gate': 'dispatch:rec',
     'bead-cancelled': 'bead:rec-cancelled',
+    'merge-request-cancelled-in-review': 'mr:rec-review-cancelled:1',
     'refinery-removed': 'refinery:rec-removed',
     'refinery-updated': 'refinery:rec-updated',
     'refinery-speculative': 'refinery:rec-spec',

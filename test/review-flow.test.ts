@@ -9,11 +9,13 @@ import { join } from 'node:path';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintRunToken } from '../agents/run-token';
+import { fsSafe } from '../domain/ids';
 import { mergeRequestStateQuery, reviewVerdictUpdate } from '../domain/messages';
 import { gatewaySecret, paths } from '../host/home';
+import { processExists } from './helpers/pids';
 import { refineryState } from './helpers/refinery';
 import { createRepo } from './helpers/repo';
-import { agentScript, eventually, startTestTown, type TestTown } from './helpers/town';
+import { agentScript, eventually, runGt, startTestTown, type TestTown } from './helpers/town';
 
 let t: TestTown;
 beforeAll(async () => {
@@ -112,5 +114,34 @@ describe('review by a reviewer agent', () => {
     const [ra, rb] = await Promise.all([a.handle.result(), b.handle.result()]);
     expect([ra.status, rb.status]).toEqual(['closed', 'closed']);
     expect((await t.town.beadState('pa')).rounds).toHaveLength(1);
+  });
+
+  it('cancelled mid-review: the reviewer agent is gone when gt bead cancel returns', async () => {
+    const repo = await createRepo();
+    const testDir = mkdtempSync(join(tmpdir(), 'gt-review-'));
+    await t.addRig({
+      name: 'revcancel',
+      repo: repo.origin,
+      reviewer: agentScript('reviewer-wait'),
+      env: { TEST_DIR: testDir },
+    });
+    await t.town.sling('revcancel', { id: 'rc', title: 'Cancelled in review' });
+    const mr = t.client.workflow.getHandle('mr:rc:1');
+    await eventually(
+      async () =>
+        (await mr.query(mergeRequestStateQuery)).waitingFor === 'waiting for the verdict of reviewer run rc/r1/review1',
+      60_000,
+      'the review running',
+    );
+    const pid = Number(readFileSync(join(t.gtHome, 'runs', fsSafe('rc/r1/review1'), 'pid'), 'utf8'));
+    expect(processExists(pid)).toBe(true);
+
+    const r = await runGt(['bead', 'cancel', 'rc', '--reason', 'not needed any more'], t.cliEnv());
+    expect(r.code, r.stderr).toBe(0);
+    // The bead waits for its merge request, which waits for its reviewer's supervision to stop the agent.
+    expect(processExists(pid), `reviewer process ${pid}`).toBe(false);
+    expect((await t.town.beadState('rc')).status).toBe('cancelled');
+    const history = (await mr.fetchHistory()).events!;
+    expect(history.at(-1)?.workflowExecutionCanceledEventAttributes).toBeTruthy();
   });
 });

@@ -35,6 +35,11 @@ const ENQUEUES_LOCALLY = 'merge-request-enqueues-locally';
 /** patched() id: without a review, the rig read and the hand-off to the refinery are one local activity. */
 const QUEUES_IN_ONE_STEP = 'merge-request-queues-in-one-step';
 /**
+ * patched() id: a merge request cancelled mid-review ends once its reviewer's agent is stopped, and makes sure none is
+ * left on the reviewer's host (a start that ended after the cancel, a supervision cancelled before it began).
+ */
+const CANCEL_STOPS_REVIEWER = 'merge-request-cancel-stops-reviewer';
+/**
  * Every change a merge request's code was patched for up to 2026-12: one marker for them all in a merge request
  * started since (workflows/patches.ts). Its list never changes; a later change gets an id of its own.
  */
@@ -85,7 +90,11 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     if (!queued) {
       if (followsRig && !oneStep) await mr.readRig();
       if (mr.rig.reviewer) {
-        const reviewed = await review.run();
+        const reviewed = await review.run().catch(async (err: unknown) => {
+          if (isCancellation(err) && patches.has(CANCEL_STOPS_REVIEWER))
+            await CancellationScope.nonCancellable(() => review.stopRuns());
+          throw err;
+        });
         if (reviewed.kind === 'sent_back') return finish(reviewed.outcome);
       }
       ticket = ticketNow();
