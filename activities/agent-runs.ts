@@ -188,7 +188,7 @@ export interface PublishedBranch extends ImportedBranch {
   rejected?: string;
 }
 
-/** A run whose agent may have outlived its bead's cancel (stopRunAgent). */
+/** A run whose agent may have outlived its workflow's cancel (stopRunAgent). */
 export const StopRunInput = z.object({ runId: RunId });
 export type StopRunInput = z.input<typeof StopRunInput>;
 
@@ -523,7 +523,10 @@ export function createAgentRunActivities(deps: HostDeps) {
     return prepared;
   };
 
-  /** Starts (launchRun, startAgentRun) running in this process, by run: a stop waits for one to end (it may start the agent yet). */
+  /**
+   * The starts (launchRun, startAgentRun) running in this process, by run: stopRunAgent waits for one to end, as it
+   * may start the agent yet.
+   */
   const starting = new Map<string, Promise<unknown>>();
   const tracked = <T>(runId: string, start: Promise<T>): Promise<T> => {
     starting.set(runId, start);

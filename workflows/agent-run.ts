@@ -113,7 +113,7 @@ export function hostActivities(
   const stopper = proxyActivities<HostQueueActivities>({
     taskQueue: hostQueue,
     ...(summary ? { summary: summary(`stop the agent of run ${runId} if it outlived the cancel`) } : {}),
-    // It waits for a launch in flight on the host, then stops the agent within its grace.
+    // It waits for a start of the run in flight on the host, then stops the agent within its grace.
     startToCloseTimeout: policy.startTimeout + 60_000,
     // A host that is gone has no agent left to stop; the cancel must not wait on it longer than this.
     scheduleToStartTimeout: policy.heartbeatTimeout,
