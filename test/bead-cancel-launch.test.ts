@@ -9,24 +9,13 @@ import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client, Connection } from '@temporalio/client';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Town } from '../client/town';
+import { describe, expect, inject, it } from 'vitest';
 import { processExists } from './helpers/pids';
-import type { Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
 import { temporalAddress } from './helpers/server';
-import { agentScript, eventually, FAST_POLICY, runGt, workerProcessHost } from './helpers/town';
+import { agentScript, eventually, FAST_POLICY, runGt, workerProcesses } from './helpers/town';
 
-let connection: Connection;
-const children: Child[] = [];
-beforeAll(async () => {
-  connection = await Connection.connect({ address: temporalAddress() });
-});
-afterAll(async () => {
-  for (const c of children) await c.stop('SIGKILL');
-  await connection?.close();
-});
+const workers = workerProcesses();
 
 /** A `git` that, while `$HOLD_DIR/hold` exists, waits at a branch checkout (the run's worktree) for `$HOLD_DIR/go`. */
 function holdingGit(dir: string): string {
@@ -54,11 +43,11 @@ exec ${realGit} "$@"
 describe('a bead cancelled while its agent is being launched', () => {
   it('stops the agent the launch started after the cancel: none is left running unsupervised', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'gt-cancel-launch-'));
-    const host = await workerProcessHost('cancel-launch', children, {
+    const host = await workers.host('cancel-launch', {
       PATH: `${holdingGit(dir)}:${process.env.PATH ?? ''}`,
       HOLD_DIR: dir,
     });
-    const town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
+    const { town } = host;
     const repo = await createRepo();
     await town.addRig({
       name: 'cl-rig',

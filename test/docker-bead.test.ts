@@ -4,17 +4,13 @@
  * ever existed for the run (counted from the engine), one merge. The workers are real `gt worker` processes.
  * Skipped, with the reason, where no engine or no agent image is here (`npm test` provisions both as root).
  */
-import { Client, Connection } from '@temporalio/client';
 import Docker from 'dockerode';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DockerRuntime, LABELS } from '../agents/docker-runtime';
-import { Town } from '../client/town';
 import { DEFAULT_AGENT_IMAGE } from '../domain/rig';
 import { paths } from '../host/home';
-import type { Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
-import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProcessHost } from './helpers/town';
-import { temporalAddress } from './helpers/server';
+import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProcesses } from './helpers/town';
 
 const runtime = new DockerRuntime();
 const engine = await runtime.available();
@@ -38,21 +34,13 @@ const containersOf = async (runId: string, gtHome: string) =>
     filters: { label: [`${LABELS.run}=${runId}`, `${LABELS.runDir}=${paths.runDir(runId, gtHome)}`] },
   });
 
-let connection: Connection;
-const children: Child[] = [];
-beforeAll(async () => {
-  connection = await Connection.connect({ address: temporalAddress() });
-});
-afterAll(async () => {
-  for (const c of children) await c.stop('SIGKILL');
-  await connection?.close();
-});
+const workers = workerProcesses();
 
 describe.skipIf(!!skip)('beads in real containers', () => {
   const townOn = async () => {
-    const host = await workerProcessHost('docker', children);
+    const host = await workers.host('docker');
     return {
-      town: new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue),
+      town: host.town,
       startWorker: host.start,
       gtHome: host.gtHome,
     };

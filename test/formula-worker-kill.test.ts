@@ -9,10 +9,7 @@
 import { mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client, Connection } from '@temporalio/client';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Town } from '../client/town';
-import type { Child } from './helpers/processes';
+import { describe, expect, it } from 'vitest';
 import { createRepo } from './helpers/repo';
 import {
   agentScript,
@@ -20,25 +17,16 @@ import {
   FAST_POLICY,
   resultOrExplain,
   supervisionReattached,
-  workerProcessHost,
+  workerProcesses,
 } from './helpers/town';
-import { temporalAddress } from './helpers/server';
 
-let connection: Connection;
-const children: Child[] = [];
-beforeAll(async () => {
-  connection = await Connection.connect({ address: temporalAddress() });
-});
-afterAll(async () => {
-  for (const c of children) await c.stop('SIGKILL');
-  await connection?.close();
-});
+const workers = workerProcesses();
 
 describe('a worker killed during a formula step', () => {
   it('never re-runs the steps already done, and the bead merges once', async () => {
     const marks = mkdtempSync(join(tmpdir(), 'gt-formula-kill-'));
-    const host = await workerProcessHost('fkill', children);
-    const town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
+    const host = await workers.host('fkill');
+    const { town } = host;
     const repo = await createRepo();
     await town.addRig({
       name: 'fkill',
@@ -67,7 +55,7 @@ describe('a worker killed during a formula step', () => {
     await host.start();
     await eventually(() => supervisionReattached(handle), 60_000, 'supervision re-attached on the new worker');
     writeFileSync(join(marks, 'release'), '');
-    expect((await resultOrExplain(handle, children, 120_000)).status).toBe('closed');
+    expect((await resultOrExplain(handle, workers.children, 120_000)).status).toBe('closed');
 
     // One agent start per step: plan and implement were not run again, self-review was adopted, not restarted.
     expect(
@@ -94,8 +82,8 @@ describe('a worker killed during a formula step', () => {
 
   it('never re-runs the legs already done, re-attaches the live one, and the bead merges once', async () => {
     const marks = mkdtempSync(join(tmpdir(), 'gt-formula-kill-legs-'));
-    const host = await workerProcessHost('fklegs', children);
-    const town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
+    const host = await workers.host('fklegs');
+    const { town } = host;
     const repo = await createRepo();
     await town.addRig({
       name: 'fklegs',
@@ -127,7 +115,7 @@ describe('a worker killed during a formula step', () => {
     await host.start();
     await eventually(() => supervisionReattached(handle), 60_000, 'supervision of leg 3 re-attached on the new worker');
     writeFileSync(join(marks, 'release'), '');
-    expect((await resultOrExplain(handle, children, 120_000)).status).toBe('closed');
+    expect((await resultOrExplain(handle, workers.children, 120_000)).status).toBe('closed');
 
     // One agent start per leg and one synthesis: nothing was run again.
     expect(

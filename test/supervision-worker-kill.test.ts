@@ -8,24 +8,12 @@
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Client, Connection } from '@temporalio/client';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { Town } from '../client/town';
+import { describe, expect, it } from 'vitest';
 import { processExists } from './helpers/pids';
-import type { Child } from './helpers/processes';
 import { createRepo } from './helpers/repo';
-import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProcessHost } from './helpers/town';
-import { temporalAddress } from './helpers/server';
+import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProcesses } from './helpers/town';
 
-let connection: Connection;
-const children: Child[] = [];
-beforeAll(async () => {
-  connection = await Connection.connect({ address: temporalAddress() });
-});
-afterAll(async () => {
-  for (const c of children) await c.stop('SIGKILL');
-  await connection?.close();
-});
+const workers = workerProcesses();
 
 /**
  * A `gt worker` child process on a host of its own, and a bead `b-<name>` whose agent (wait-for-release: it calls
@@ -33,8 +21,8 @@ afterAll(async () => {
  */
 async function heldAgent(name: string, title: string) {
   const dir = mkdtempSync(join(tmpdir(), `gt-${name}-`));
-  const host = await workerProcessHost(name, children);
-  const town = new Town(new Client({ connection, namespace: inject('temporalNamespace') }), host.taskQueue);
+  const host = await workers.host(name);
+  const { town } = host;
   const repo = await createRepo();
   await town.addRig({
     name: `${name}-rig`,

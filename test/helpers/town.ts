@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import { inject } from 'vitest';
+import { afterAll, beforeAll, inject } from 'vitest';
 import type { AgentRuntimeDriver } from '../../agents/runtime';
 import type { AgentRuntime, RigConfigInput, RunPolicy } from '../../domain/rig';
 import { Town } from '../../client/town';
@@ -186,6 +186,30 @@ export async function workerProcessHost(
       children.push(w);
       await w.waitFor(/gateway http:\/\/127\.0\.0\.1:\d+/);
       return w;
+    },
+  };
+}
+
+/**
+ * For a test file that runs real `gt worker` child processes: registers the file's hooks (a connection to the test
+ * server; every child killed once the file's tests ended) and makes hosts, each with a town bound to its queue.
+ */
+export function workerProcesses() {
+  let connection: Connection | undefined;
+  const children: Child[] = [];
+  beforeAll(async () => {
+    connection = await Connection.connect({ address: temporalAddress() });
+  });
+  afterAll(async () => {
+    for (const c of children) await c.stop('SIGKILL');
+    await connection?.close();
+  });
+  return {
+    children,
+    async host(name: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<WorkerProcessHost & { town: Town }> {
+      const host = await workerProcessHost(name, children, extraEnv);
+      const client = new Client({ connection: connection!, namespace: inject('temporalNamespace') });
+      return { ...host, town: new Town(client, host.taskQueue) };
     },
   };
 }
