@@ -13,11 +13,23 @@
  * Invariants, for several gt processes starting at once on a stale bundle: a reader never sees a half-written bundle —
  * each build goes to a private temporary path and is published by one rename (the agent file; the symlink dist/gt-cli
  * to a build directory), so the last rename wins and every published build is complete. A bundle's mtime is the time
- * its build *started*, so a source saved during a build leaves it stale.
+ * its build *started*, so a source saved during a build leaves it stale. A build directory is removed only
+ * RETIRED_BUILD_MS after it stopped being the published one (not after it was built): a process that resolved the
+ * symlink just before a new build replaced it still imports its chunks from the old directory.
  */
 import { build, type BuildOptions } from 'esbuild';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, renameSync, rmSync, statSync, symlinkSync, utimesSync } from 'node:fs';
+import {
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -39,10 +51,13 @@ export const BUNDLED_SOURCE_DIRS = [
   'provisioning',
 ];
 /**
- * Build directories other than the published one are removed once this old. A process started from an older build
- * has loaded its chunks by then: command groups are imported at start-up, with-town's modules as the command starts.
+ * Build directories other than the published one are removed this long after they were retired (replaced as the
+ * published one). A process started from a retired build has loaded its chunks by then: command groups are imported at
+ * start-up, with-town's modules as the command starts.
  */
-const OLD_BUILD_MS = 10 * 60_000;
+export const RETIRED_BUILD_MS = 10 * 60_000;
+/** The file in a build directory whose mtime says when the directory stopped being the published build. */
+const RETIRED_MARK = '.retired';
 
 const common: BuildOptions = { bundle: true, platform: 'node', format: 'esm', logLevel: 'warning' };
 const unique = () => `${Date.now().toString(36)}-${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -97,16 +112,24 @@ async function buildOperatorCli(): Promise<string> {
   } finally {
     rmSync(link, { force: true });
   }
-  removeOldBuilds(name);
+  removeRetiredBuilds(dist, name);
   return cliBundlePath;
 }
 
-function removeOldBuilds(keep: string): void {
-  for (const entry of readdirSync(dist)) {
-    if (!entry.startsWith('gt-cli-') || entry === keep) continue;
-    const path = join(dist, entry);
+/**
+ * Marks every build directory in `dir` but `keep` (the one just published) and the one published now (a concurrent
+ * build may have replaced `keep` already) as retired, the first time it is seen so, and removes those retired more
+ * than RETIRED_BUILD_MS ago.
+ */
+export function removeRetiredBuilds(dir: string, keep: string, now = Date.now()): void {
+  const published = readlinkSync(join(dir, 'gt-cli'));
+  for (const entry of readdirSync(dir)) {
+    if (!entry.startsWith('gt-cli-') || entry === keep || entry === published) continue;
+    const mark = join(dir, entry, RETIRED_MARK);
     try {
-      if (Date.now() - statSync(path).mtimeMs > OLD_BUILD_MS) rmSync(path, { recursive: true, force: true });
+      const retired = statSync(mark, { throwIfNoEntry: false });
+      if (!retired) writeFileSync(mark, '');
+      else if (now - retired.mtimeMs > RETIRED_BUILD_MS) rmSync(join(dir, entry), { recursive: true, force: true });
     } catch {
       // Removed by a concurrent build.
     }

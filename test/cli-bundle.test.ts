@@ -3,12 +3,14 @@
  * group. Checked with real processes: the bundle answers exactly as the sources do (help, version, errors, a read
  * against a real town); every top-level command is found by the group that registers it; the bundle holds no source
  * outside the directories bin/gt watches; and bin/gt runs it only while it is fresh, rebuilds it when stale (also
- * with two invocations racing), and runs the sources when the rebuild fails.
+ * with two invocations racing), and runs the sources when the rebuild fails; and an old build stays until long after
+ * it was replaced.
  */
 import { execFile } from 'node:child_process';
 import { build } from 'esbuild';
 import {
   cpSync,
+  existsSync,
   lstatSync,
   mkdirSync,
   mkdtempSync,
@@ -24,7 +26,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BUNDLED_SOURCE_DIRS } from '../provisioning/cli-bundles';
+import { BUNDLED_SOURCE_DIRS, removeRetiredBuilds, RETIRED_BUILD_MS } from '../provisioning/cli-bundles';
 import { createRepo } from './helpers/repo';
 import { startTestTown, type TestTown } from './helpers/town';
 
@@ -150,4 +152,30 @@ describe('bin/gt and the bundle', () => {
 
     rmSync(copy, { recursive: true, force: true });
   }, 120_000);
+});
+
+describe('old builds', () => {
+  it('are removed only long after they stopped being the published one, however old they are', () => {
+    // The published build (dist/gt-cli → b), the one a build just published (c; a concurrent build published b after
+    // it), and one from long ago (a): all built an hour ago.
+    const dist = mkdtempSync(join(tmpdir(), 'gt-cli-builds-'));
+    const hourAgo = new Date(Date.now() - 3_600_000);
+    for (const b of ['a', 'b', 'c']) {
+      mkdirSync(join(dist, `gt-cli-${b}/chunks`), { recursive: true });
+      utimesSync(join(dist, `gt-cli-${b}`), hourAgo, hourAgo);
+    }
+    symlinkSync('gt-cli-b', join(dist, 'gt-cli'));
+    const left = () => readdirSync(dist).filter((e) => e.startsWith('gt-cli-'));
+
+    // Just replaced: a process that resolved the link a moment ago may still import a's chunks.
+    removeRetiredBuilds(dist, 'gt-cli-c');
+    expect(left()).toEqual(['gt-cli-a', 'gt-cli-b', 'gt-cli-c']);
+    removeRetiredBuilds(dist, 'gt-cli-c', Date.now() + RETIRED_BUILD_MS / 2);
+    expect(left()).toEqual(['gt-cli-a', 'gt-cli-b', 'gt-cli-c']);
+    // Long after: gone; the published build and the one just built stay, and were never marked.
+    removeRetiredBuilds(dist, 'gt-cli-c', Date.now() + RETIRED_BUILD_MS + 1_000);
+    expect(left()).toEqual(['gt-cli-b', 'gt-cli-c']);
+    expect(existsSync(join(dist, 'gt-cli-b/.retired')) || existsSync(join(dist, 'gt-cli-c/.retired'))).toBe(false);
+    rmSync(dist, { recursive: true, force: true });
+  });
 });
