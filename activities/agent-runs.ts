@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { activityInfo, ApplicationFailure, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
-import { type Client, WorkflowNotFoundError } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import { type ActivityCancellationDetails, CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
 import { gatewaySocketDir, gatewaySocketPath, unixGatewayUrl } from '../agents/gateway-socket';
@@ -23,6 +23,7 @@ import { runEnv, writeRunToken } from './agent-env';
 import { createRunRepo, type ImportedBranch, importRunBranch, RunRepoRejected, syncMirror } from './git';
 import { parseActivityInput } from '../domain/validation';
 import { whileHeartbeating } from './heartbeat';
+import { workflowStillRuns } from './town';
 import { Failure } from '../domain/failures';
 
 export interface HostDeps {
@@ -48,15 +49,8 @@ export interface HostDeps {
 
 /** workflowRunning from a client: one describe, bounded, an error (the server down) answering undefined. */
 export function workflowRunningProbe(client: Client): NonNullable<HostDeps['workflowRunning']> {
-  return async (workflowId) => {
-    try {
-      const handle = client.workflow.getHandle(workflowId);
-      const { status } = await client.withDeadline(Date.now() + 5_000, () => handle.describe());
-      return status.name === 'RUNNING';
-    } catch (err) {
-      return err instanceof WorkflowNotFoundError ? false : undefined;
-    }
-  };
+  return (workflowId) =>
+    client.withDeadline(Date.now() + 5_000, () => workflowStillRuns(client, workflowId)).catch(() => undefined);
 }
 
 export const PrepareRunInput = z.object({

@@ -1,10 +1,5 @@
 /** Activities of the dispatch gate: things workflow code cannot do (signal-with-start, describing other workflows). */
-import {
-  WithStartWorkflowOperation,
-  WorkflowNotFoundError,
-  WorkflowUpdateFailedError,
-  type Client,
-} from '@temporalio/client';
+import { WithStartWorkflowOperation, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
 import { z } from 'zod';
 import {
@@ -23,7 +18,7 @@ import {
 import { RigName } from '../domain/ids';
 import { dispatchGateStart, withSignal } from '../domain/starts';
 import { parseActivityInput } from '../domain/validation';
-import { delivered } from './town';
+import { delivered, workflowStillRuns } from './town';
 
 export interface DispatchDeps {
   client: Client;
@@ -170,15 +165,7 @@ export function createDispatchActivities(deps: DispatchDeps) {
     async closedWorkflows(raw: z.input<typeof ClosedWorkflowsInput>): Promise<string[]> {
       const { workflowIds } = parseActivityInput(ClosedWorkflowsInput, raw);
       const closed: string[] = [];
-      for (const id of workflowIds) {
-        try {
-          const d = await deps.client.workflow.getHandle(id).describe();
-          if (d.status.name !== 'RUNNING') closed.push(id);
-        } catch (err) {
-          if (err instanceof WorkflowNotFoundError) closed.push(id);
-          else throw err;
-        }
-      }
+      for (const id of workflowIds) if (!(await workflowStillRuns(deps.client, id))) closed.push(id);
       return closed;
     },
   };

@@ -51,6 +51,16 @@ export async function delivered(send: Promise<void>): Promise<boolean> {
   }
 }
 
+/** Whether a workflow still runs: false once it closed or is gone; any other failure (the server's) is thrown. */
+export async function workflowStillRuns(client: Client, workflowId: string): Promise<boolean> {
+  try {
+    return (await client.workflow.getHandle(workflowId).describe()).status.name === 'RUNNING';
+  } catch (err) {
+    if (err instanceof WorkflowNotFoundError) return false;
+    throw err;
+  }
+}
+
 /** Attempts of queueMergeRequest that fail to read the rig before it goes by the merge request's own configuration. */
 const RIG_READ_ATTEMPTS = 5;
 
