@@ -272,7 +272,7 @@ export interface MergeRequestState {
   waitingFor: string;
   reviewRuns: {
     runId: string;
-    outcome: 'running' | 'approved' | 'changes_requested' | 'exited' | 'stalled' | 'lost';
+    outcome: 'running' | 'approved' | 'changes_requested' | 'exited' | 'stalled' | 'lost' | 'cancelled';
     feedback?: string;
   }[];
   pullRequest?: { number: number; url: string; looks: number; lastVerdict?: string };

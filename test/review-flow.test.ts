@@ -143,5 +143,8 @@ describe('review by a reviewer agent', () => {
     expect((await t.town.beadState('rc')).status).toBe('cancelled');
     const history = (await mr.fetchHistory()).events!;
     expect(history.at(-1)?.workflowExecutionCanceledEventAttributes).toBeTruthy();
+    expect((await mr.query(mergeRequestStateQuery)).reviewRuns).toEqual([
+      { runId: 'rc/r1/review1', outcome: 'cancelled' },
+    ]);
   });
 });

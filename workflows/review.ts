@@ -53,12 +53,13 @@ export class Review {
   /**
    * After the merge request's cancel, mid-review: waits for the reviewer's supervision to stop its agent, then makes
    * sure no reviewer agent is left on its host (one whose start ended after the cancel, one whose supervision the
-   * server cancelled before it began). Run in a non-cancellable scope.
+   * server cancelled before it began), and records it as cancelled. Run in a non-cancellable scope.
    */
   async stopRuns(): Promise<void> {
     const live = [...this.runs.all];
     await Promise.all(live.flatMap((r) => (r.supervision ? [r.supervision] : [])));
     await Promise.all(live.map((r) => r.stopLeftover()));
+    for (const record of this.mr.state.reviewRuns) if (record.outcome === 'running') record.outcome = 'cancelled';
   }
 
   /** The reviewer's messages: its verdict, its progress, its escalations. Set before the workflow's first await. */
