@@ -15,9 +15,9 @@ import { executionInfoFromRaw } from '@temporalio/client/lib/helpers.js';
 import { z } from 'zod';
 import { checkRetryable, startRetry } from '../activities/bead-retry';
 import { BeadStatus, CancelBeadRequest, RetryBeadRequest, type BeadState } from '../domain/bead';
-import { convoyStateQuery } from '../domain/convoy';
+
 import { BeadId, ConvoyId, convoyWorkflowId, refineryWorkflowId, RigName } from '../domain/ids';
-import { cancelRequestUpdate, refineryStateQuery } from '../domain/messages';
+import { cancelRequestUpdate, refineryStateQuery, convoyStateQuery } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { ConvoyClient } from './convoys';
 import { parseInput, UserError, type Town } from './town';

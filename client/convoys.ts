@@ -18,20 +18,13 @@ import { checkRetryable } from '../activities/bead-retry';
 import {
   applyRecovery,
   ConvoyBeadSpec,
-  convoyCheckpointQuery,
   ConvoyRecovery,
   ConvoySpec,
   convoySizeProblem,
-  convoyStateQuery,
   countBeads,
-  editConvoyUpdate,
-  closeConvoyUpdate,
   isTerminalConvoy,
-  launchConvoyUpdate,
   MAX_CONVOY_TEXT,
   planConvoy,
-  recoverConvoyUpdate,
-  retryLandingUpdate,
   beadFormula,
   beadIdProblems,
   type ConvoyBeadRecord,
@@ -46,7 +39,16 @@ import {
   type ResolvedConvoySpec,
 } from '../domain/convoy';
 import { beadWorkflowId, ConvoyId, convoyWorkflowId } from '../domain/ids';
-import { beadStateQuery } from '../domain/messages';
+import {
+  beadStateQuery,
+  convoyCheckpointQuery,
+  convoyStateQuery,
+  editConvoyUpdate,
+  closeConvoyUpdate,
+  launchConvoyUpdate,
+  recoverConvoyUpdate,
+  retryLandingUpdate,
+} from '../domain/messages';
 import type { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import { convoyReopenStart, convoyStart } from '../domain/starts';

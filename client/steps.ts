@@ -1,6 +1,7 @@
 /** `gt step approve|reject` (and the MCP tools): a human's decision on a bead's approval step, as a typed function. */
 import { WorkflowUpdateFailedError } from '@temporalio/client';
-import { StepDecision, stepDecisionUpdate, type StepRecord } from '../domain/formula';
+import { StepDecision, type StepRecord } from '../domain/formula';
+import { stepDecisionUpdate } from '../domain/messages';
 import { parseInput, UserError, type Town } from './town';
 
 /**

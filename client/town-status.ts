@@ -8,10 +8,10 @@
  */
 import type { WorkflowExecutionInfo } from '@temporalio/client';
 import type { BeadState } from '../domain/bead';
-import { countBeads, convoyStateQuery, type ConvoyCounts, type ConvoyState } from '../domain/convoy';
+import { countBeads, type ConvoyCounts, type ConvoyState } from '../domain/convoy';
 import { dispatchGateWorkflowId, dispatchStateQuery, type DispatchGateState } from '../domain/dispatch';
 import { beadWorkflowId, refineryWorkflowId } from '../domain/ids';
-import { beadStateQuery, refineryStateQuery } from '../domain/messages';
+import { beadStateQuery, refineryStateQuery, convoyStateQuery } from '../domain/messages';
 import type { RefineryState } from '../domain/refinery';
 import { SA, type WorkflowKind } from '../domain/search-attributes';
 import type { Town } from './town';

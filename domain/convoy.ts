@@ -3,7 +3,6 @@
  * convoy workflow keeps (small per bead, so a 1,000-bead convoy continues-as-new with little to carry), and the
  * messages clients send it. Workflow-safe: no Node built-ins.
  */
-import { defineQuery, defineUpdate } from '@temporalio/workflow';
 import { z } from 'zod';
 import { BeadSpec, MAX_TEXT, MAX_TITLE } from './bead';
 import { MergeOutcome } from './outcomes';
@@ -558,24 +557,6 @@ export const CloseRequest = z.strictObject({
   force: z.boolean().default(false),
 });
 export type CloseRequest = z.input<typeof CloseRequest>;
-
-export const convoyStateQuery = defineQuery<ConvoyState>('convoyState');
-/** Starts a staged convoy; answers once it is running (or has ended, if it could not start). */
-export const launchConvoyUpdate = defineUpdate<ConvoyState, []>('launchConvoy');
-export const editConvoyUpdate = defineUpdate<ConvoyState, [ConvoyEditInput]>('editConvoy');
-/** Ends the convoy deliberately; answers once it has ended. */
-export const closeConvoyUpdate = defineUpdate<ConvoyState, [CloseRequest]>('closeConvoy');
-/** After a failed landing (and a fix on the convoy branch), tries the landing merge request again. */
-export const retryLandingUpdate = defineUpdate<ConvoyState, []>('retryLanding');
-/** Retry, skip or resume (applyRecovery); answers once accepted — retried beads start from the convoy's loop. */
-export const recoverConvoyUpdate = defineUpdate<ConvoyState, [ConvoyRecoveryInput]>('recoverConvoy');
-/**
- * Everything a new run of the convoy needs (its continue-as-new input): read from an ended `failed` convoy to reopen
- * it with a recovery applied. Answered by closed workflows too (queries replay them).
- */
-export const convoyCheckpointQuery = defineQuery<{ checkpoint: ConvoyCheckpoint; options: ConvoyOptions }>(
-  'convoyCheckpoint',
-);
 
 /** One bead of a start batch, as the convoy's start activity reports it. */
 export interface StartedBead {

@@ -12,7 +12,6 @@
  * - Pure and deterministic (no Node built-ins): the workflow renders the prompts with the same code the CLI validates.
  *   Step outputs are agent text: they are capped (FORMULA_CAPS) before they enter a later prompt.
  */
-import { defineUpdate } from '@temporalio/workflow';
 import { z } from 'zod';
 import { dagProblems, describeCycle, findCycle, topologicalOrder } from './dag';
 import { DurationMs } from './durations';
@@ -594,5 +593,3 @@ export const StepDecision = z.strictObject({
   by: z.string().trim().min(1).max(200).default('operator'),
 });
 export type StepDecision = z.input<typeof StepDecision>;
-
-export const stepDecisionUpdate = defineUpdate<StepRecord, [StepDecision]>('stepDecision');

@@ -16,6 +16,15 @@ import type {
   ReviewVerdict,
   StepDoneRequest,
 } from './bead';
+import type {
+  CloseRequest,
+  ConvoyCheckpoint,
+  ConvoyEditInput,
+  ConvoyOptions,
+  ConvoyRecoveryInput,
+  ConvoyState,
+} from './convoy';
+import type { StepDecision, StepRecord } from './formula';
 import type { MergeRequestState, MergeResult, MergeTicket, RefineryState, WithdrawRequest } from './refinery';
 import type { RigConfig, RigConfigInput } from './rig';
 
@@ -53,6 +62,28 @@ export const updateRigUpdate = defineUpdate<RigConfig, [Partial<RigConfigInput>]
 export const pauseRefineryUpdate = defineUpdate<RefineryState, [{ paused: boolean }]>('pauseRefinery');
 /** `gt rig remove`: accepted only while nothing is queued or merging; the refinery then ends (the rig's name is free again). */
 export const removeRigUpdate = defineUpdate<RefineryState, []>('removeRig');
+
+// convoy:<id>, from clients
+export const convoyStateQuery = defineQuery<ConvoyState>('convoyState');
+/** Starts a staged convoy; answers once it is running (or has ended, if it could not start). */
+export const launchConvoyUpdate = defineUpdate<ConvoyState, []>('launchConvoy');
+export const editConvoyUpdate = defineUpdate<ConvoyState, [ConvoyEditInput]>('editConvoy');
+/** Ends the convoy deliberately; answers once it has ended. */
+export const closeConvoyUpdate = defineUpdate<ConvoyState, [CloseRequest]>('closeConvoy');
+/** After a failed landing (and a fix on the convoy branch), tries the landing merge request again. */
+export const retryLandingUpdate = defineUpdate<ConvoyState, []>('retryLanding');
+/** Retry, skip or resume (applyRecovery); answers once accepted — retried beads start from the convoy's loop. */
+export const recoverConvoyUpdate = defineUpdate<ConvoyState, [ConvoyRecoveryInput]>('recoverConvoy');
+/**
+ * Everything a new run of the convoy needs (its continue-as-new input): read from an ended `failed` convoy to reopen
+ * it with a recovery applied. Answered by closed workflows too (queries replay them).
+ */
+export const convoyCheckpointQuery = defineQuery<{ checkpoint: ConvoyCheckpoint; options: ConvoyOptions }>(
+  'convoyCheckpoint',
+);
+
+// formula:<beadId>, from operators (`gt step approve|reject`)
+export const stepDecisionUpdate = defineUpdate<StepRecord, [StepDecision]>('stepDecision');
 
 // convoy:<id> — beads report terminal outcomes to their convoy, the refinery a convoy bead's merge (idempotent by
 // beadId: terminal states never change).

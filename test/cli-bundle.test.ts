@@ -1,7 +1,8 @@
 /**
  * `gt` starts from a plain-JS bundle (dist/gt-cli/, provisioning/cli-bundles.ts) that loads only the invoked command's
- * group. Checked with real processes: the bundle answers exactly as the sources do (help, version, errors, a read
- * against a real town); every top-level command is found by the group that registers it; the bundle holds no source
+ * group, and a group loads what its commands run only when one runs. Checked with real processes: the bundle answers
+ * exactly as the sources do (help, version, errors, a read against a real town); every top-level command is found by
+ * the group that registers it; a group's registration loads no package but zod; the bundle holds no source
  * outside the directories bin/gt watches; and bin/gt runs it only while it is fresh, rebuilds it when stale (also
  * with two invocations racing), and runs the sources when the rebuild fails; and an old build stays until long after
  * it was replaced.
@@ -104,6 +105,54 @@ describe('the gt bundle', () => {
       const ours = Object.keys(metafile.inputs).filter((p) => !p.includes('node_modules/'));
       for (const input of ours) expect(BUNDLED_SOURCE_DIRS, input).toContain(input.split('/')[0]);
     }
+  });
+});
+
+/** The packages a module loads before any of its code runs: its static imports, followed through our own modules. */
+async function packagesLoadedBy(entry: string): Promise<Map<string, string>> {
+  const { metafile } = await build({
+    entryPoints: [join(root, entry)],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    packages: 'external',
+    write: false,
+    metafile: true,
+    logLevel: 'silent',
+  });
+  const loaded = new Map<string, string>();
+  const seen = new Set<string>();
+  const walk = (input: string) => {
+    if (seen.has(input)) return;
+    seen.add(input);
+    for (const i of metafile.inputs[input]?.imports ?? []) {
+      if (i.kind !== 'import-statement') continue;
+      if (!i.external) walk(i.path);
+      else if (!i.path.startsWith('node:')) {
+        const name = i.path
+          .split('/')
+          .slice(0, i.path.startsWith('@') ? 2 : 1)
+          .join('/');
+        if (!loaded.has(name)) loaded.set(name, input);
+      }
+    }
+  };
+  walk(entry);
+  return loaded;
+}
+
+describe('a command group', () => {
+  it('registers its commands loading no package but zod: help and argument errors start at once', async () => {
+    // What a command runs (the Temporal client, Docker's, the MCP SDK, the codec server…) is imported by its action.
+    const groups = readdirSync(join(root, 'client/commands'));
+    expect(groups.length).toBeGreaterThan(10);
+    const found: Record<string, string[]> = {};
+    for (const group of groups) {
+      found[group] = [...(await packagesLoadedBy(`client/commands/${group}`))]
+        .filter(([name]) => name !== 'zod')
+        .map(([name, by]) => `${name} (imported by ${by})`);
+    }
+    expect(found).toEqual(Object.fromEntries(groups.map((g) => [g, []])));
   });
 });
 

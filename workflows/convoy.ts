@@ -45,29 +45,31 @@ import {
   applyRecovery,
   BeadReportMessage,
   CloseRequest,
-  closeConvoyUpdate,
   ConvoyEdit,
   convoySizeProblem,
-  convoyCheckpointQuery,
   ConvoyRecovery,
-  convoyStateQuery,
   ConvoyWorkflowInput,
   countBeads,
   describeCounts,
-  editConvoyUpdate,
   isTerminalConvoy,
   landingMergeRequestId,
-  launchConvoyUpdate,
   planConvoy,
-  recoverConvoyUpdate,
-  retryLandingUpdate,
   type ConvoyBeadRecord,
   type ConvoyResult,
   type ConvoyStatus,
 } from '../domain/convoy';
 import { readyNodes, transitiveDependents } from '../domain/dag';
 import { escalationIdPart } from '../domain/escalation';
-import { beadReportSignal } from '../domain/messages';
+import {
+  beadReportSignal,
+  closeConvoyUpdate,
+  convoyCheckpointQuery,
+  convoyStateQuery,
+  editConvoyUpdate,
+  launchConvoyUpdate,
+  recoverConvoyUpdate,
+  retryLandingUpdate,
+} from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 import { convoyLandingStart } from '../domain/starts';
 import { failureMessage, parseOrReject } from '../domain/validation';

@@ -27,6 +27,7 @@ import {
 } from '@temporalio/workflow';
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
 import { CAPS, capText } from '../domain/caps';
+import { stepDecisionUpdate } from '../domain/messages';
 import { escalationIdPart } from '../domain/escalation';
 import {
   ancestors,
@@ -35,7 +36,6 @@ import {
   formulaLabel,
   renderTemplate,
   StepDecision,
-  stepDecisionUpdate,
   stepOrder,
   type FormulaPosition,
   type LegRecord,

@@ -1,11 +1,13 @@
 import type { Command } from 'commander';
 import type { BeadState } from '../../domain/bead';
 import { formatMs } from '../../domain/durations';
-import { cancelBead, listBeads, retryBead, type BeadCancellation, type BeadList, type BeadRetry } from '../beads';
-import { describeSteps } from '../formulas';
+import type { BeadCancellation, BeadList, BeadRetry } from '../beads';
 import { endProgress, printJson, progress, table } from '../output';
 import type { Town } from '../town';
 import { collect, intArg, varFlags, withTown } from './with-town';
+
+// Loaded when a command runs: ../beads imports the Temporal client, which `gt bead --help` should not wait for.
+const beads = () => import('../beads');
 
 /** Follows a bead until it is terminal, printing each change of status; resolves with the final state. */
 export async function waitForBead(
@@ -36,7 +38,7 @@ export async function waitForBead(
   }
 }
 
-export function describeBead(s: BeadState): string {
+export async function describeBead(s: BeadState): Promise<string> {
   const lines = [
     `bead     ${s.beadId}  ${s.title}`,
     `rig      ${s.rig}${s.convoyId ? `  (convoy ${s.convoyId})` : ''} → ${s.targetBranch}`,
@@ -47,7 +49,11 @@ export function describeBead(s: BeadState): string {
   if (s.failureReason) lines.push(`reason   ${s.failureReason}`);
   if (s.cancellation)
     lines.push(`cancel   by ${s.cancellation.by} at ${s.cancellation.requestedAt}: ${s.cancellation.reason}`);
-  if (s.steps?.length) lines.push('', 'steps:', describeSteps(s.steps));
+  if (s.steps?.length) {
+    // ../formulas reaches the Temporal client (through ../town): loaded only for a bead with steps.
+    const { describeSteps } = await import('../formulas');
+    lines.push('', 'steps:', describeSteps(s.steps));
+  }
   const lastRetry = s.retries?.at(-1);
   if (lastRetry)
     lines.push(
@@ -178,7 +184,7 @@ export function registerBeadCommands(program: Command): void {
           });
           if (!o.json) endProgress();
           if (o.json) printJson(final);
-          else console.log(describeBead(final));
+          else console.log(await describeBead(final));
           if (final.status !== 'closed') process.exitCode = 1;
         });
       },
@@ -193,7 +199,7 @@ export function registerBeadCommands(program: Command): void {
     .action(async (id: string, o: { json?: boolean }) => {
       const s = await withTown((town) => town.beadState(id));
       if (o.json) printJson(s);
-      else console.log(describeBead(s));
+      else console.log(await describeBead(s));
     });
   bead
     .command('list')
@@ -228,6 +234,7 @@ Examples:
         all?: boolean;
         json?: boolean;
       }) => {
+        const { listBeads } = await beads();
         const list = await withTown((town) =>
           listBeads(town, {
             rig: o.rig,
@@ -267,6 +274,7 @@ Examples:
   gt bead retry webapp-1a2b3c --fresh --json`,
     )
     .action(async (id: string, o: { fresh?: boolean; note: string; by: string; json?: boolean }) => {
+      const { retryBead } = await beads();
       const r = await withTown((town) => retryBead(town, id, { fresh: !!o.fresh, note: o.note, by: o.by }));
       if (o.json) printJson(r);
       else console.log(describeRetry(r));
@@ -288,6 +296,7 @@ Examples:
   gt bead cancel webapp-1a2b3c --json`,
     )
     .action(async (id: string, o: { reason: string; by: string; json?: boolean }) => {
+      const { cancelBead } = await beads();
       const c = await withTown((town) => cancelBead(town, id, { reason: o.reason, by: o.by }));
       if (o.json) printJson(c);
       else console.log(describeCancellation(c));

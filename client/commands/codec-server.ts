@@ -1,9 +1,6 @@
 /** `gt codec-server`: lets the Temporal Web UI (or `temporal --codec-endpoint`) show encrypted payloads. */
 import type { Command } from 'commander';
-import { AesGcmCodec } from '../../codec/aes-gcm-codec';
-import { loadKeyring } from '../../codec/keys';
-import { startCodecServer } from '../../codec/server';
-import { gtHome } from '../../host/home';
+import type { AesGcmCodec } from '../../codec/aes-gcm-codec';
 import { UserError } from '../errors';
 import { collect, intArg } from './with-town';
 
@@ -45,6 +42,12 @@ export function registerCodecServerCommand(program: Command): void {
       ].join('\n'),
     )
     .action(async (o: CodecServerOptions) => {
+      const [{ AesGcmCodec }, { loadKeyring }, { startCodecServer }, { gtHome }] = await Promise.all([
+        import('../../codec/aes-gcm-codec'),
+        import('../../codec/keys'),
+        import('../../codec/server'),
+        import('../../host/home'),
+      ]);
       let codec: AesGcmCodec;
       try {
         codec = new AesGcmCodec(loadKeyring({ home: gtHome() }));

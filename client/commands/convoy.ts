@@ -6,10 +6,20 @@ import { depths } from '../../domain/dag';
 import { formatMs } from '../../domain/durations';
 import { GRAPH_FORMATS, renderGraph, STATUS_STYLE, type ConvoyGraph, type GraphFormat } from '../convoy-graph';
 import { convoyElapsed, watchLive } from '../convoy-watch';
-import { ConvoyClient, graphOfSpecFile, readSpecFile, type ConvoyStatusView } from '../convoys';
+import type { ConvoyClient, ConvoyStatusView } from '../convoys';
 import { printJson, table } from '../output';
 import { UserError } from '../errors';
 import { intArg, withTown } from './with-town';
+
+// The convoy client reaches the Temporal client: loaded when a command runs, so `gt convoy --help` and argument
+// errors do not wait for it.
+const convoysModule = () => import('../convoys');
+
+/** Runs `fn` with a convoy client of the town (withTown). */
+async function withConvoys<T>(fn: (convoys: ConvoyClient) => Promise<T>): Promise<T> {
+  const { ConvoyClient } = await convoysModule();
+  return withTown((town) => fn(new ConvoyClient(town)));
+}
 
 const SYMBOL: Record<string, string> = Object.fromEntries(
   Object.entries(STATUS_STYLE).map(([status, s]) => [status, s.symbol]),
@@ -92,8 +102,8 @@ export function graphFormat(format: string | undefined, output: string | undefin
 
 /** The graph of a spec file or of a convoy by id: what `gt convoy graph` draws (and prints with --json). */
 export async function convoyGraph(target: string, uiUrl: string): Promise<ConvoyGraph> {
-  if (isSpecPath(target)) return graphOfSpecFile(target);
-  return withTown((town) => new ConvoyClient(town).graph(target, uiUrl));
+  if (isSpecPath(target)) return (await convoysModule()).graphOfSpecFile(target);
+  return withConvoys((convoys) => convoys.graph(target, uiUrl));
 }
 
 const splitIds = (value: string) =>
@@ -126,9 +136,8 @@ Spec (YAML or JSON):
 
   const start =
     (staged: boolean) => async (file: string, o: { id?: string; staged?: boolean; wait?: boolean; json?: boolean }) => {
-      const raw = readSpecFile(file);
-      await withTown(async (town) => {
-        const convoys = new ConvoyClient(town);
+      const raw = (await convoysModule()).readSpecFile(file);
+      await withConvoys(async (convoys) => {
         const isStaged = staged || !!o.staged;
         const { convoyId, workflowId, spec } = await convoys.start(raw, { id: o.id, staged: isStaged });
         if (!o.wait || isStaged) {
@@ -173,8 +182,7 @@ Spec (YAML or JSON):
     .option('--wait', 'follow the convoy until it ends; exit 0 only if it landed')
     .option('--json', 'print JSON')
     .action(async (id: string, o: { wait?: boolean; json?: boolean }) => {
-      await withTown(async (town) => {
-        const convoys = new ConvoyClient(town);
+      await withConvoys(async (convoys) => {
         const state = await convoys.launch(id);
         if (o.wait) return follow(convoys, id, o.json);
         if (o.json) printJson(state);
@@ -198,8 +206,7 @@ Examples:
   gt convoy watch login-3f2a | tee log  # not a terminal: one line per bead change, then the final tree`,
     )
     .action(async (id: string, o: { json?: boolean }) => {
-      await withTown(async (town) => {
-        const convoys = new ConvoyClient(town);
+      await withConvoys(async (convoys) => {
         if (o.json || !process.stdout.isTTY) return follow(convoys, id, o.json);
         await watchLive(convoys, id, process.stdout);
         const view = await convoys.status(id);
@@ -256,7 +263,7 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
     .argument('<id>', 'convoy id')
     .option('--json', 'print JSON')
     .action(async (id: string, o: { json?: boolean }) => {
-      const view = await withTown((town) => new ConvoyClient(town).status(id));
+      const view = await withConvoys((convoys) => convoys.status(id));
       if (o.json) printJson(view);
       else console.log(describeConvoy(view));
     });
@@ -266,7 +273,7 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
     .description('all convoys, newest first')
     .option('--json', 'print JSON')
     .action(async (o: { json?: boolean }) => {
-      const list = await withTown((town) => new ConvoyClient(town).list());
+      const list = await withConvoys((convoys) => convoys.list());
       if (o.json) return printJson(list);
       console.log(
         table(
@@ -289,7 +296,7 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
     .argument('<id>', 'convoy id')
     .option('--json', 'print JSON')
     .action(async (id: string, o: { json?: boolean }) => {
-      const state = await withTown((town) => new ConvoyClient(town).cancel(id));
+      const state = await withConvoys((convoys) => convoys.cancel(id));
       if (o.json) printJson(state);
       else console.log(`convoy ${id} ${state.status}: ${describeCounts(countBeads(state.beads))}`);
     });
@@ -302,7 +309,7 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
     .option('--force', 'stop running beads (and a landing in flight) instead of refusing')
     .option('--json', 'print JSON')
     .action(async (id: string, o: { reason: string; force?: boolean; json?: boolean }) => {
-      const state = await withTown((town) => new ConvoyClient(town).close(id, { reason: o.reason, force: o.force }));
+      const state = await withConvoys((convoys) => convoys.close(id, { reason: o.reason, force: o.force }));
       if (o.json) printJson(state);
       else console.log(`convoy ${id} ${state.status}: ${state.reason ?? ''}`);
     });
@@ -315,7 +322,7 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
     .argument('<id>', 'convoy id')
     .option('--json', 'print JSON')
     .action(async (id: string, o: { json?: boolean }) => {
-      const state = await withTown((town) => new ConvoyClient(town).retryLanding(id));
+      const state = await withConvoys((convoys) => convoys.retryLanding(id));
       if (o.json) printJson(state);
       else console.log(`convoy ${id}: landing retried; follow it with \`gt convoy status ${id}\``);
     });
@@ -335,8 +342,8 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
     .option('--by <name>', 'who retries', process.env.USER ?? 'operator')
     .option('--json', 'print JSON')
     .action(async (id: string, beads: string[], o: { fresh?: boolean; note: string; by: string; json?: boolean }) => {
-      const r = await withTown((town) =>
-        new ConvoyClient(town).recover(id, { op: 'retry', ids: beads, fresh: !!o.fresh, note: o.note, by: o.by }),
+      const r = await withConvoys((convoys) =>
+        convoys.recover(id, { op: 'retry', ids: beads, fresh: !!o.fresh, note: o.note, by: o.by }),
       );
       if (o.json) printJson(r);
       else
@@ -363,7 +370,7 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
     .option('--by <name>', 'who resumes', process.env.USER ?? 'operator')
     .option('--json', 'print JSON')
     .action(async (id: string, o: { by: string; json?: boolean }) => {
-      const r = await withTown((town) => new ConvoyClient(town).recover(id, { op: 'resume', by: o.by }));
+      const r = await withConvoys((convoys) => convoys.recover(id, { op: 'resume', by: o.by }));
       if (o.json) printJson(r);
       else console.log(recovered(id, 'resumed', r));
     });
@@ -379,8 +386,8 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
     .option('--by <name>', 'who skips', process.env.USER ?? 'operator')
     .option('--json', 'print JSON')
     .action(async (id: string, bead: string, o: { reason: string; by: string; json?: boolean }) => {
-      const r = await withTown((town) =>
-        new ConvoyClient(town).recover(id, { op: 'skip', ids: [bead], reason: o.reason, by: o.by }),
+      const r = await withConvoys((convoys) =>
+        convoys.recover(id, { op: 'skip', ids: [bead], reason: o.reason, by: o.by }),
       );
       if (o.json) printJson(r);
       else console.log(recovered(id, `bead ${bead} skipped`, r));
@@ -393,8 +400,8 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
     .argument('<file>', 'beads file (.yaml, .yml or .json)')
     .option('--json', 'print JSON')
     .action(async (id: string, file: string, o: { json?: boolean }) => {
-      const raw = readSpecFile(file);
-      const state = await withTown((town) => new ConvoyClient(town).addBeads(id, raw));
+      const raw = (await convoysModule()).readSpecFile(file);
+      const state = await withConvoys((convoys) => convoys.addBeads(id, raw));
       if (o.json) printJson(state);
       else console.log(`convoy ${id} now has ${state.beads.length} beads (${describeCounts(countBeads(state.beads))})`);
     });
@@ -406,7 +413,7 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
     .argument('<beads...>', 'bead ids (as in the spec)')
     .option('--json', 'print JSON')
     .action(async (id: string, beads: string[], o: { json?: boolean }) => {
-      const state = await withTown((town) => new ConvoyClient(town).edit(id, { op: 'remove', ids: beads }));
+      const state = await withConvoys((convoys) => convoys.edit(id, { op: 'remove', ids: beads }));
       if (o.json) printJson(state);
       else console.log(`convoy ${id} now has ${state.beads.length} beads`);
     });
@@ -447,7 +454,7 @@ Colours and symbols: ✓ merged (green), ▶ running (blue), · waiting (grey), 
           throw new UserError(
             'nothing to change: pass --title, --description, --acceptance, --priority or --depends-on',
           );
-        const state = await withTown((town) => new ConvoyClient(town).edit(id, { op: 'edit', bead: patch }));
+        const state = await withConvoys((convoys) => convoys.edit(id, { op: 'edit', bead: patch }));
         if (o.json) printJson(state);
         else console.log(`convoy ${id}: bead ${bead} updated`);
       },

@@ -1,7 +1,10 @@
 import type { Command } from 'commander';
-import { describeFormula, describeFormulaList, formulaList, formulaShow, formulaValidate } from '../formulas';
 import { printJson } from '../output';
 import { withTown } from './with-town';
+
+// Loaded when a command runs: ../formulas reaches the Temporal client (through ../town), which `gt formula --help`
+// should not wait for.
+const formulas = () => import('../formulas');
 
 export function registerFormulaCommands(program: Command): void {
   const formula = program
@@ -12,7 +15,8 @@ export function registerFormulaCommands(program: Command): void {
     .description("the town's formulas: built-in, GT_HOME/formulas, and with --rig the rig's (overlays applied)")
     .option('--rig <name>', "include this rig's formulas and overlays")
     .option('--json', 'print JSON')
-    .action((o: { rig?: string; json?: boolean }) => {
+    .action(async (o: { rig?: string; json?: boolean }) => {
+      const { describeFormulaList, formulaList } = await formulas();
       const rows = formulaList({ rig: o.rig });
       if (o.json) printJson(rows);
       else console.log(describeFormulaList(rows));
@@ -23,7 +27,8 @@ export function registerFormulaCommands(program: Command): void {
     .argument('<name>', 'formula name')
     .option('--rig <name>', "with this rig's overlays")
     .option('--json', 'print JSON')
-    .action((name: string, o: { rig?: string; json?: boolean }) => {
+    .action(async (name: string, o: { rig?: string; json?: boolean }) => {
+      const { describeFormula, formulaShow } = await formulas();
       const shown = formulaShow(name, { rig: o.rig });
       if (o.json) printJson(shown);
       else console.log(describeFormula(shown));
@@ -40,7 +45,8 @@ Examples:
   gt formula validate my-formula.toml
   gt formula validate ~/.gastown/formulas/careful.overlay.toml`,
     )
-    .action((file: string, o: { json?: boolean }) => {
+    .action(async (file: string, o: { json?: boolean }) => {
+      const { formulaValidate } = await formulas();
       const v = formulaValidate(file);
       if (o.json) printJson(v);
       else

@@ -5,7 +5,7 @@
  */
 import type { Command } from 'commander';
 import { DEFAULT_AGENT_IMAGE } from '../../domain/rig';
-import { buildAgentImage, type ImageResult } from '../../provisioning/docker';
+import type { ImageResult } from '../../provisioning/docker';
 import { printJson } from '../output';
 import { UserError } from '../errors';
 
@@ -31,6 +31,8 @@ export async function buildImage(opts: {
         tag +
         ' images/agent` where Docker Hub is reachable',
     );
+  // The Docker client is loaded only for a build: `gt image --help` need not wait for it.
+  const { buildAgentImage } = await import('../../provisioning/docker');
   try {
     return await buildAgentImage({ tag, mirror: opts.mirror, onProgress: opts.onProgress });
   } catch (err) {

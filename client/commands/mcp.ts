@@ -1,8 +1,5 @@
 /** `gt mcp`: the town's tools for MCP clients, over stdio. */
-import { StdioServerTransport } from '@modelcontextprotocol/sdk/server/stdio.js';
 import type { Command } from 'commander';
-import { createGtMcpServer, defaultToolset, McpToolset } from '../mcp';
-import { parseInput } from '../town';
 
 export function registerMcpCommand(program: Command): void {
   program
@@ -26,6 +23,9 @@ export function registerMcpCommand(program: Command): void {
       ].join('\n'),
     )
     .action(async (o: { tools?: string }) => {
+      // Imported when it runs: the MCP SDK and the tools (the Temporal client among them) would slow `gt mcp --help`.
+      const [{ StdioServerTransport }, { createGtMcpServer, defaultToolset, McpToolset }, { parseInput }] =
+        await Promise.all([import('@modelcontextprotocol/sdk/server/stdio.js'), import('../mcp'), import('../town')]);
       const toolset = parseInput(McpToolset, o.tools ?? defaultToolset(), '--tools');
       // stdout carries the protocol: anything else printed there would corrupt it.
       console.log = console.error;

@@ -3,10 +3,9 @@ import type { Command } from 'commander';
 import { z } from 'zod';
 import { formatMs } from '../../domain/durations';
 import { refineryWorkflowId } from '../../domain/ids';
-import { pauseRefineryUpdate } from '../../domain/messages';
 import type { RefineryState } from '../../domain/refinery';
 import { printJson, table } from '../output';
-import { parseInput, type Town } from '../town';
+import type { Town } from '../town';
 import { withTown } from './with-town';
 
 const MqAction = z.enum(['show', 'pause', 'resume'], {
@@ -48,7 +47,7 @@ export function describeQueue(q: RefineryState, now = Date.now()): string {
 }
 
 async function setPaused(town: Town, rig: string, paused: boolean): Promise<RefineryState> {
-  await town.getRig(rig);
+  const [{ pauseRefineryUpdate }] = await Promise.all([import('../../domain/messages'), town.getRig(rig)]);
   return town.client.workflow
     .getHandle(refineryWorkflowId(rig))
     .executeUpdate(pauseRefineryUpdate, { args: [{ paused }] });
@@ -65,6 +64,7 @@ export function registerMqCommands(program: Command): void {
     .option('--json', 'print JSON')
     .addHelpText('after', '\nExamples:\n  gt mq webapp\n  gt mq webapp --json\n  gt mq webapp pause')
     .action(async (rig: string, rawAction: string, o: { json?: boolean }) => {
+      const { parseInput } = await import('../town');
       const action = parseInput(MqAction, rawAction, 'mq action');
       const q = await withTown((town) =>
         action === 'show' ? town.mergeQueue(rig) : setPaused(town, rig, action === 'pause'),

@@ -3,8 +3,6 @@ import { forgeApiUrlProblem, forgeTokenOrigins, forgeTokenRefusal, githubReposit
 import type { RigConfig, RigConfigInput } from '../../domain/rig';
 import { formatMs } from '../../domain/durations';
 import { endProgress, printJson, progress, table } from '../output';
-import { removeRig } from '../rig-removal';
-import { describeOpenWork } from '../town-status';
 import { UserError } from '../errors';
 import { parseEnvFlags, registerRigDispatchCommands } from './dispatch';
 import { collect, intArg, varFlags, withTown } from './with-town';
@@ -380,6 +378,10 @@ Examples:
 Its name can be used again with \`gt rig add\`. The repository is not touched.`,
     )
     .action(async (name: string, o: { drain?: boolean; json?: boolean }) => {
+      const [{ removeRig }, { describeOpenWork }] = await Promise.all([
+        import('../rig-removal'),
+        import('../town-status'),
+      ]);
       let shown = '';
       const r = await withTown((town) =>
         removeRig(town, name, {

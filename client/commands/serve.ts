@@ -5,34 +5,9 @@
  * before starting, says "up" only once its own server answers, takes its server down with it even on kill -9, and
  * exits non-zero with the reason if the server dies under it — the next `gt up` resumes the work from the same file.
  */
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { Client } from '@temporalio/client';
-import { Runtime } from '@temporalio/worker';
 import type { Command } from 'commander';
-import { assertTownKeyGiven } from '../../codec/settings';
-import { gtHome, hostId, paths } from '../../host/home';
-import { startDevServer } from '../../provisioning/dev-server';
-import { installWorkerRuntime } from '../../worker/logging';
-import { createTownWorker, type TownWorker } from '../../worker/worker';
-import { clientDataConverter, connectClient, taskQueue } from '../../host/connection';
-import { connectNative } from '../../worker/connection';
+import type { UpOptions } from '../serve';
 import { intArg } from './with-town';
-
-interface UpOptions {
-  bind: string;
-  port: number;
-  uiPort: number;
-  gatewayPort: number;
-  ui: boolean;
-  namespace: string;
-}
-
-/** A start that failed must end the process: the Runtime installed for the worker would keep it alive. */
-async function failStart(err: unknown): Promise<never> {
-  await Runtime.instance().shutdown();
-  throw err;
-}
 
 export function registerServeCommands(program: Command): void {
   program
@@ -50,67 +25,7 @@ export function registerServeCommands(program: Command): void {
     .option('--no-ui', 'run without the Web UI')
     .option('--gateway-port <n>', 'agent gateway port', intArg('--gateway-port'), 7380)
     .option('--namespace <ns>', 'Temporal namespace', process.env.TEMPORAL_NAMESPACE ?? 'default')
-    .action(async (o: UpOptions) => {
-      const home = gtHome();
-      mkdirSync(home, { recursive: true });
-      // Structured logs (GT_LOG_FORMAT / GT_LOG_LEVEL) and the Prometheus endpoint (GT_METRICS_ADDRESS), as for `gt worker`.
-      installWorkerRuntime();
-      // Set once the worker exists; the server may die before that.
-      const started: { worker?: TownWorker } = {};
-      const server = await startDevServer({
-        dbFilename: paths.temporalDb(home),
-        pidFile: join(home, 'temporal.pid'),
-        logFile: join(home, 'temporal.log'),
-        ip: o.bind,
-        port: o.port,
-        uiPort: o.ui ? o.uiPort : undefined,
-        namespace: o.namespace,
-        onProgress: (m) => console.error(m),
-        // Without its server the worker could only retry forever: stop, say why, and leave the restart to the user
-        // (or their supervisor), which resumes every bead from the SQLite file.
-        onExit: (reason) => {
-          console.error(`gt up: ${reason}; stopping. Run gt up again to resume.`);
-          process.exitCode = 1;
-          const drained = started.worker?.shutdown() ?? Promise.resolve();
-          void Promise.race([drained, new Promise((r) => setTimeout(r, 5_000))]).finally(() => process.exit(1));
-        },
-      }).catch(failStart);
-      const client = new Client({
-        connection: server.env.connection,
-        namespace: o.namespace,
-        dataConverter: clientDataConverter(),
-      });
-      const worker = await createTownWorker({
-        connection: server.env.nativeConnection,
-        client,
-        namespace: o.namespace,
-        taskQueue: taskQueue(),
-        gateway: { port: o.gatewayPort },
-      }).catch(async (err: unknown) => {
-        await server.stop();
-        return failStart(err);
-      });
-      started.worker = worker;
-      console.log(
-        [
-          'Gas Town is up.',
-          `  Temporal     ${server.address} (namespace ${o.namespace}; CLI: ${server.cli.source})`,
-          server.uiUrl
-            ? `  Web UI       ${server.uiUrl}/namespaces/${o.namespace}/workflows`
-            : '  Web UI       (disabled)',
-          `  Gateway      ${worker.gateway.url}`,
-          `  Worker       task queues ${taskQueue()} and ${worker.hostQueue}`,
-          `  GT_HOME      ${home}`,
-          'Press Ctrl-C to stop; work resumes on the next `gt up`.',
-        ].join('\n'),
-      );
-      try {
-        await worker.run();
-      } finally {
-        await server.stop();
-        console.log('Gas Town stopped.');
-      }
-    });
+    .action(async (o: UpOptions) => (await import('../serve')).runUp(o));
 
   program
     .command('worker')
@@ -119,25 +34,5 @@ export function registerServeCommands(program: Command): void {
     )
     .option('--gateway-port <n>', 'agent gateway port (0 = any free port)', intArg('--gateway-port'), 7380)
     .option('--gateway-host <ip>', 'address the gateway binds to', '127.0.0.1')
-    .action(async (o: { gatewayPort: number; gatewayHost: string }) => {
-      assertTownKeyGiven();
-      const native = await connectNative();
-      const { client, connection } = await connectClient();
-      const worker = await createTownWorker({
-        connection: native.connection,
-        client,
-        namespace: native.namespace,
-        taskQueue: taskQueue(),
-        gateway: { port: o.gatewayPort, host: o.gatewayHost },
-      });
-      console.log(
-        `worker ${hostId()} on ${native.address} (namespace ${native.namespace}), queues ${taskQueue()} and ${worker.hostQueue}; gateway ${worker.gateway.url}`,
-      );
-      try {
-        await worker.run();
-      } finally {
-        await connection.close();
-        await native.connection.close();
-      }
-    });
+    .action(async (o: { gatewayPort: number; gatewayHost: string }) => (await import('../serve')).runWorker(o));
 }

@@ -2,10 +2,8 @@
 import type { Command } from 'commander';
 import { z } from 'zod';
 import { DurationMs, formatMs } from '../../domain/durations';
-import { redrawLive } from '../convoy-watch';
 import { printJson } from '../output';
-import { describeTownStatus, townStatus, type TownStatus } from '../town-status';
-import { parseInput } from '../town';
+import type { TownStatus } from '../town-status';
 import { withTown } from './with-town';
 
 const Interval = DurationMs.pipe(z.number().min(200, 'must be at least 200ms'));
@@ -35,6 +33,11 @@ Examples:
   gt status --json | jq '.rigs[] | {name, dispatch, queue: .mergeQueue.depth}'`,
     )
     .action(async (o: { watch?: boolean; interval: string; json?: boolean }) => {
+      const [{ parseInput }, { describeTownStatus, townStatus }, { redrawLive }] = await Promise.all([
+        import('../town'),
+        import('../town-status'),
+        import('../convoy-watch'),
+      ]);
       const interval = parseInput(Interval, o.interval, '--interval');
       await withTown(async (town) => {
         if (!o.watch) {

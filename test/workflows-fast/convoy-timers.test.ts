@@ -6,9 +6,9 @@
  */
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type ConvoyResult, convoyStateQuery } from '../../domain/convoy';
+import { type ConvoyResult } from '../../domain/convoy';
 import { convoyWorkflowId } from '../../domain/ids';
-import { beadReportSignal } from '../../domain/messages';
+import { beadReportSignal, convoyStateQuery } from '../../domain/messages';
 import { skipReason, startTimeSkipping, withWorker } from '../helpers/time-skipping';
 
 const MINUTE = 60_000;
