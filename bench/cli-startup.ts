@@ -1,19 +1,25 @@
 /**
  * CLI start-up: the wall time from spawning a `gt` command to its exit, for commands that do nothing but start
  * (`--version`, `--help`), next to bare `node -e 0` and to a command run from the TypeScript sources (what bin/gt
- * falls back to while a bundle is stale or cannot be built). A step of every bench run, and alone with `npm run bench -- --only cli` (no
- * Temporal stack, seconds). The commands take turns, run after run, so load that comes and goes during the
- * measurement affects all of them alike; the figure is the median of the runs.
+ * falls back to while a bundle is stale or cannot be built), and one real read, `gt rig list --json`, from an empty
+ * in-memory dev server started for it (the client's modules, the connection and one visibility list). A step of every
+ * bench run, and alone with `npm run bench -- --only cli` (no worker, seconds). The commands take turns, run after
+ * run, so load that comes and goes during the measurement affects all of them alike; the figure is the median of the
+ * runs.
  */
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { startDevServer } from '../provisioning/dev-server';
 import { percentile } from './stats';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const gt = `${root}bin/gt`;
 
 /** What is measured, in the order of the report's table; `node -e 0` is the yardstick. */
-const COMMANDS: { label: string; how?: string; file: string; args: string[] }[] = [
+const COMMANDS: { label: string; how?: string; file: string; args: string[]; town?: true }[] = [
   { label: 'node -e 0', file: 'node', args: ['-e', '0'] },
   { label: 'gt --version', how: 'dist/gt-cli', file: gt, args: ['--version'] },
   { label: 'gt rig list --help', how: 'dist/gt-cli', file: gt, args: ['rig', 'list', '--help'] },
@@ -24,6 +30,13 @@ const COMMANDS: { label: string; how?: string; file: string; args: string[] }[] 
     file: 'node',
     args: ['--import', `${root}node_modules/tsx/dist/loader.mjs`, `${root}client/cli.ts`, 'rig', 'list', '--help'],
   },
+  {
+    label: 'gt rig list --json',
+    how: 'dist/gt-cli, a read from a town',
+    file: gt,
+    args: ['rig', 'list', '--json'],
+    town: true,
+  },
 ];
 
 export interface CliStartupFigures {
@@ -31,10 +44,10 @@ export interface CliStartupFigures {
   commands: { label: string; how?: string; medianMs: number; minMs: number; maxMs: number; timesNode: number }[];
 }
 
-function timeOnce(file: string, args: string[]): Promise<number> {
+function timeOnce(file: string, args: string[], env: NodeJS.ProcessEnv): Promise<number> {
   const started = process.hrtime.bigint();
   return new Promise((resolve, reject) => {
-    execFile(file, args, { env: { ...process.env, GT_DEBUG: '' } }, (err) =>
+    execFile(file, args, { env }, (err) =>
       err
         ? reject(new Error(`${file} ${args.join(' ')}: ${err.message}`))
         : resolve(Number(process.hrtime.bigint() - started) / 1e6),
@@ -43,11 +56,20 @@ function timeOnce(file: string, args: string[]): Promise<number> {
 }
 
 export async function measureCliStartup(runs: number): Promise<CliStartupFigures> {
-  // Unmeasured: makes the bundles current (bin/gt rebuilds a stale one) and warms the file cache.
-  for (const c of COMMANDS) await timeOnce(c.file, c.args);
+  const server = await startDevServer({ namespace: 'default' });
+  const home = mkdtempSync(join(tmpdir(), 'gt-bench-cli-'));
+  const env = { ...process.env, GT_DEBUG: '', GT_HOME: home };
+  const town = { ...env, TEMPORAL_ADDRESS: server.address, TEMPORAL_NAMESPACE: server.namespace };
   const samples = COMMANDS.map(() => [] as number[]);
-  for (let r = 0; r < runs; r++) {
-    for (const [i, c] of COMMANDS.entries()) samples[i]!.push(await timeOnce(c.file, c.args));
+  try {
+    // Unmeasured: makes the bundles current (bin/gt rebuilds a stale one) and warms the file cache.
+    for (const c of COMMANDS) await timeOnce(c.file, c.args, c.town ? town : env);
+    for (let r = 0; r < runs; r++) {
+      for (const [i, c] of COMMANDS.entries()) samples[i]!.push(await timeOnce(c.file, c.args, c.town ? town : env));
+    }
+  } finally {
+    await server.stop();
+    rmSync(home, { recursive: true, force: true });
   }
   const medians = samples.map((s) => percentile(s, 50)!);
   return {

@@ -7,8 +7,11 @@
  * - dist/gt-agent.mjs: the agent commands (client/agent-cli.ts), one self-contained file for node18: the agent image's
  *   node runs it inside docker runs, where the installation is mounted read-only and nothing may be rebuilt.
  * - dist/gt-cli/cli.mjs: every command (client/cli.ts) as ES modules split per command group, so a command loads only
- *   its group's code. Packages stay in node_modules (external): the bundle holds only our code, native modules
- *   (@temporalio/core-bridge) load as node loads them, and an `npm ci` never makes the bundle stale.
+ *   its group's code (and a group what a command runs only when it runs: test/cli-bundle.test.ts). The packages most
+ *   commands load (BUNDLED_PACKAGES) are in it, with everything they import; the others stay in node_modules.
+ *
+ * Both bundles hold packages, so an install makes them stale too: bin/gt also compares them with
+ * node_modules/.package-lock.json, which every `npm ci` / `npm install` rewrites.
  *
  * Invariants, for several gt processes starting at once on a stale bundle: a reader never sees a half-written bundle —
  * each build goes to a private temporary path and is published by one rename (the agent file; the symlink dist/gt-cli
@@ -17,7 +20,7 @@
  * RETIRED_BUILD_MS after it stopped being the published one (not after it was built): a process that resolved the
  * symlink just before a new build replaced it still imports its chunks from the old directory.
  */
-import { build, type BuildOptions } from 'esbuild';
+import { build, type BuildOptions, type Plugin } from 'esbuild';
 import { randomBytes } from 'node:crypto';
 import {
   mkdirSync,
@@ -59,7 +62,51 @@ export const RETIRED_BUILD_MS = 10 * 60_000;
 /** The file in a build directory whose mtime says when the directory stopped being the published build. */
 const RETIRED_MARK = '.retired';
 
-const common: BuildOptions = { bundle: true, platform: 'node', format: 'esm', logLevel: 'warning' };
+/**
+ * The packages our sources import that the operator bundle carries, with everything they import: what a command that
+ * talks to the town loads. Node resolves and wraps a package's CommonJS files one by one, and lexes each one an ES
+ * module imports for its exports: for the Temporal client (gRPC, protobufjs and its 1.4 MB of descriptors) that was
+ * ≈ 0.3 s of `gt rig list`'s 1.05 s here (docs/performance.md). The others stay in node_modules: those that read their
+ * own files (__dirname), native ones, and those only `up` and `worker` load (bin/gt runs those from the sources, so
+ * no bundled copy of a Temporal package ever meets the worker's).
+ */
+export const BUNDLED_PACKAGES = [
+  'zod',
+  'commander',
+  'yaml',
+  'smol-toml',
+  '@temporalio/client',
+  '@temporalio/common',
+  '@temporalio/envconfig',
+  '@temporalio/proto',
+  '@temporalio/workflow',
+];
+
+/** Leaves every package our sources import in node_modules unless it is listed; what a listed one imports is bundled. */
+function bundleOnly(packages: readonly string[]): Plugin {
+  return {
+    name: 'bundle-only',
+    setup(b) {
+      b.onResolve({ filter: /^[^./]/ }, (args) => {
+        if (args.importer.includes('/node_modules/')) return undefined;
+        const name = args.path
+          .split('/')
+          .slice(0, args.path.startsWith('@') ? 2 : 1)
+          .join('/');
+        return packages.includes(name) ? undefined : { path: args.path, external: true };
+      });
+    },
+  };
+}
+
+const common: BuildOptions = {
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  logLevel: 'warning',
+  // Bundled CommonJS packages require() node's built-ins, which an ES module has no require for.
+  banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
+};
 const unique = () => `${Date.now().toString(36)}-${process.pid}-${randomBytes(3).toString('hex')}`;
 
 async function buildAgentCli(): Promise<string> {
@@ -73,8 +120,6 @@ async function buildAgentCli(): Promise<string> {
       outfile: temporary,
       // node18: the agent image's node (Debian bookworm) runs this bundle inside docker runs.
       target: 'node18',
-      // commander is CommonJS: its require() of node built-ins needs a real require inside an ES module.
-      banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
     });
     utimesSync(temporary, started, started);
     renameSync(temporary, agentCliBundlePath);
@@ -98,7 +143,7 @@ async function buildOperatorCli(): Promise<string> {
       outExtension: { '.js': '.mjs' },
       splitting: true,
       chunkNames: 'chunks/[name]-[hash]',
-      packages: 'external',
+      plugins: [bundleOnly(BUNDLED_PACKAGES)],
       // node18 as well: agents' MCP clients start `gt mcp` inside docker runs, on the agent image's node.
       target: 'node18',
     });

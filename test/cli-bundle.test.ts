@@ -166,7 +166,13 @@ describe('bin/gt and the bundle', () => {
         cpSync(join(root, e.name), join(copy, e.name), { recursive: true });
     }
     cpSync(join(root, 'package.json'), join(copy, 'package.json'));
-    symlinkSync(join(root, 'node_modules'), join(copy, 'node_modules'));
+    // The packages, each linked, and a record of the last install of its own (an install makes the bundle stale).
+    mkdirSync(join(copy, 'node_modules'));
+    for (const e of readdirSync(join(root, 'node_modules')))
+      if (e !== '.package-lock.json') symlinkSync(join(root, 'node_modules', e), join(copy, 'node_modules', e));
+    const installed = join(copy, 'node_modules/.package-lock.json');
+    writeFileSync(installed, '{}\n');
+    utimesSync(installed, new Date(Date.now() - 120_000), new Date(Date.now() - 120_000));
     const gt = join(copy, 'bin/gt');
     const entry = join(copy, 'dist/gt-cli/cli.mjs');
     const help = await sources(['rig', 'list', '--help']);
@@ -192,6 +198,14 @@ describe('bin/gt and the bundle', () => {
     expect(readlinkSync(join(copy, 'dist/gt-cli'))).not.toBe(first);
     expect(readFileSync(entry, 'utf8')).not.toContain('from the bundle');
     expect(readdirSync(join(copy, 'dist')).filter((e) => e.startsWith('.'))).toEqual([]);
+
+    // Newer than every source, but packages were installed after it (the install's record is dated ahead, so the
+    // bundle stays older than it even once rebuilt): rebuilt, as the bundle holds packages.
+    standIn(new Date());
+    utimesSync(installed, new Date(Date.now() + 60_000), new Date(Date.now() + 60_000));
+    expect(await run(gt, ['rig', 'list', '--help'])).toEqual(help);
+    expect(readFileSync(entry, 'utf8')).not.toContain('from the bundle');
+    utimesSync(installed, new Date(Date.now() - 120_000), new Date(Date.now() - 120_000));
 
     // Stale and the rebuild cannot be published (dist/gt-cli is a directory, not the symlink): the sources answer.
     rmSync(join(copy, 'dist/gt-cli'));
