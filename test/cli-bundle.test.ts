@@ -46,6 +46,21 @@ const bundled = (args: string[], env?: NodeJS.ProcessEnv) =>
 const sources = (args: string[], env?: NodeJS.ProcessEnv) =>
   run('node', ['--import', join(root, 'node_modules/tsx/dist/loader.mjs'), join(root, 'client/cli.ts'), ...args], env);
 
+/** What `entry` imports, as esbuild records it: our modules followed, packages left as they are named. */
+async function importGraph(entry: string) {
+  const { metafile } = await build({
+    entryPoints: [join(root, entry)],
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    packages: 'external',
+    write: false,
+    metafile: true,
+    logLevel: 'silent',
+  });
+  return metafile;
+}
+
 describe('the gt bundle', () => {
   let t: TestTown;
   beforeAll(async () => {
@@ -92,16 +107,7 @@ describe('the gt bundle', () => {
     const watched = /^sources="([^"]+)"$/m.exec(readFileSync(join(root, 'bin/gt'), 'utf8'))?.[1]?.split(' ');
     expect(watched).toEqual(BUNDLED_SOURCE_DIRS);
     for (const entry of ['client/cli.ts', 'client/agent-cli.ts']) {
-      const { metafile } = await build({
-        entryPoints: [join(root, entry)],
-        bundle: true,
-        platform: 'node',
-        format: 'esm',
-        packages: 'external',
-        write: false,
-        metafile: true,
-        logLevel: 'silent',
-      });
+      const metafile = await importGraph(entry);
       const ours = Object.keys(metafile.inputs).filter((p) => !p.includes('node_modules/'));
       for (const input of ours) expect(BUNDLED_SOURCE_DIRS, input).toContain(input.split('/')[0]);
     }
@@ -110,16 +116,7 @@ describe('the gt bundle', () => {
 
 /** The packages a module loads before any of its code runs: its static imports, followed through our own modules. */
 async function packagesLoadedBy(entry: string): Promise<Map<string, string>> {
-  const { metafile } = await build({
-    entryPoints: [join(root, entry)],
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    packages: 'external',
-    write: false,
-    metafile: true,
-    logLevel: 'silent',
-  });
+  const metafile = await importGraph(entry);
   const loaded = new Map<string, string>();
   const seen = new Set<string>();
   const walk = (input: string) => {
