@@ -103,6 +103,17 @@ describe('the gt bundle', () => {
     );
   });
 
+  it('holds one copy of the Temporal packages: none is imported from node_modules but by gt up and gt worker', () => {
+    // A bundled package meeting its node_modules copy would make two of every class (a failure thrown by one is no
+    // instance of the other's); up and worker, which import the worker's packages, run from the sources (bin/gt).
+    const dir = join(root, 'dist/gt-cli');
+    const files = ['cli.mjs', ...readdirSync(join(dir, 'chunks')).map((f) => `chunks/${f}`)];
+    const importers = files.filter((f) =>
+      /(?:^import\b[^;]*?from\s*|\bimport\()["']@temporalio\//m.test(readFileSync(join(dir, f), 'utf8')),
+    );
+    expect(importers.map((f) => f.replace(/-[A-Z0-9]+\.mjs$/, ''))).toEqual(['chunks/serve']);
+  });
+
   it('contains no source outside the directories bin/gt watches', async () => {
     const watched = /^sources="([^"]+)"$/m.exec(readFileSync(join(root, 'bin/gt'), 'utf8'))?.[1]?.split(' ');
     expect(watched).toEqual(BUNDLED_SOURCE_DIRS);
