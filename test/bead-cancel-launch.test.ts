@@ -10,6 +10,7 @@ import { chmodSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
+import { paths } from '../host/home';
 import { processExists } from './helpers/pids';
 import { createRepo } from './helpers/repo';
 import { temporalAddress } from './helpers/server';
@@ -80,11 +81,13 @@ describe('a bead cancelled while its agent is being launched', () => {
     expect(r.code, r.stderr).toBe(0);
     expect((await town.beadState('cl-1')).runs.map((x) => [x.runId, x.outcome])).toEqual([['cl-1/r1/a1', 'cancelled']]);
 
-    await eventually(() => existsSync(join(dir, 'starts')), 30_000, 'the launch started the agent');
-    const [runId, pid] = readFileSync(join(dir, 'starts'), 'utf8').trim().split(' ') as [string, string];
-    expect(runId).toBe('cl-1/r1/a1');
+    // The launch started the agent: the runtime's pid file, written at the spawn (the agent's own first line may never
+    // run, when the host stops it at once).
+    const pidFile = join(paths.runDir('cl-1/r1/a1', host.gtHome), 'pid');
+    await eventually(() => existsSync(pidFile), 30_000, 'the launch started the agent');
+    const pid = Number(readFileSync(pidFile, 'utf8'));
     // Stopped by the host before the cancel returned (without that stop it would run until it exits on its own).
-    expect(processExists(Number(pid)), `agent process ${pid}`).toBe(false);
+    expect(processExists(pid), `agent process ${pid}`).toBe(false);
     const history = (await handle.fetchHistory()).events!;
     const stops = history.filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'stopRunAgent');
     expect(stops).toHaveLength(1);
