@@ -4,7 +4,9 @@
  *
  * Start-up cost is what a command imports, so a command loads only its own group's module (each is a chunk of its
  * own in dist/gt-cli, see provisioning/cli-bundles.ts); `--version` loads none; help, `gt help …` and unknown commands
- * load every group so they list everything. Groups register in the order `gt --help` lists them.
+ * load every group so they list everything. Groups register in the order `gt --help` lists them. A group's module
+ * loads no package but zod: what its commands run (the Temporal client above all) is imported by their actions, so
+ * help and argument errors never wait for it (test/cli-bundle.test.ts).
  */
 import type { Command } from 'commander';
 import { AGENT_COMMANDS, baseProgram, runProgram } from './program';

@@ -42,6 +42,7 @@ export function registerCodecServerCommand(program: Command): void {
       ].join('\n'),
     )
     .action(async (o: CodecServerOptions) => {
+      // Imported here, not by the group: the codec and its server load the Temporal packages and fastify (client/cli.ts).
       const [{ AesGcmCodec }, { loadKeyring }, { startCodecServer }, { gtHome }] = await Promise.all([
         import('../../codec/aes-gcm-codec'),
         import('../../codec/keys'),

@@ -64,6 +64,7 @@ export function registerMqCommands(program: Command): void {
     .option('--json', 'print JSON')
     .addHelpText('after', '\nExamples:\n  gt mq webapp\n  gt mq webapp --json\n  gt mq webapp pause')
     .action(async (rig: string, rawAction: string, o: { json?: boolean }) => {
+      // Imported here, not by the group: ../town and domain/messages reach the Temporal packages (client/cli.ts).
       const { parseInput } = await import('../town');
       const action = parseInput(MqAction, rawAction, 'mq action');
       const q = await withTown((town) =>

@@ -378,6 +378,7 @@ Examples:
 Its name can be used again with \`gt rig add\`. The repository is not touched.`,
     )
     .action(async (name: string, o: { drain?: boolean; json?: boolean }) => {
+      // Imported here, not by the group: they reach the Temporal client (client/cli.ts).
       const [{ removeRig }, { describeOpenWork }] = await Promise.all([
         import('../rig-removal'),
         import('../town-status'),

@@ -33,6 +33,7 @@ Examples:
   gt status --json | jq '.rigs[] | {name, dispatch, queue: .mergeQueue.depth}'`,
     )
     .action(async (o: { watch?: boolean; interval: string; json?: boolean }) => {
+      // Imported here, not by the group: they reach the Temporal client (client/cli.ts).
       const [{ parseInput }, { describeTownStatus, townStatus }, { redrawLive }] = await Promise.all([
         import('../town'),
         import('../town-status'),
