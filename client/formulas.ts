@@ -14,7 +14,6 @@ import {
 } from '../activities/formulas';
 import { ancestors, formulaRunProblem, isSingleRun, resolveFormula, stepOrder, type Formula } from '../domain/formula';
 import { RigName } from '../domain/ids';
-import type { StepRecord } from '../domain/formula';
 import { parseInput, UserError } from './town';
 
 export interface FormulaListOptions {
@@ -142,20 +141,4 @@ export function describeFormula(s: FormulaShown): string {
     if (before.size && st.prompt) lines.push(`     ${st.id} may quote: ${[...before].join(', ')}`);
   }
   return lines.join('\n');
-}
-
-export function describeSteps(steps: readonly StepRecord[]): string {
-  return steps
-    .map((s, i) => {
-      const took =
-        s.startedAt && s.endedAt ? ` ${Math.round((Date.parse(s.endedAt) - Date.parse(s.startedAt)) / 100) / 10}s` : '';
-      const again = s.iterations > 1 ? ` ×${s.iterations}` : '';
-      const out = s.output ? `  ${s.output.split('\n')[0]!.slice(0, 100)}` : '';
-      const legs = (s.legs ?? []).map(
-        (l) =>
-          `\n      leg ${l.leg} ${l.state.padEnd(7)} ${l.branch}${l.output ? `  ${l.output.split('\n')[0]!.slice(0, 80)}` : ''}`,
-      );
-      return `  ${String(i + 1).padStart(2)}. ${s.id.padEnd(14)} ${s.kind.padEnd(8)} ${s.state.padEnd(7)}${again}${took}${out}${legs.join('')}`;
-    })
-    .join('\n');
 }

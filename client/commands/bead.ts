@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import type { BeadState } from '../../domain/bead';
+import type { StepRecord } from '../../domain/formula';
 import { formatMs } from '../../domain/durations';
 import type { BeadCancellation, BeadList, BeadRetry } from '../beads';
 import { endProgress, printJson, progress, table } from '../output';
@@ -38,7 +39,7 @@ export async function waitForBead(
   }
 }
 
-export async function describeBead(s: BeadState): Promise<string> {
+export function describeBead(s: BeadState): string {
   const lines = [
     `bead     ${s.beadId}  ${s.title}`,
     `rig      ${s.rig}${s.convoyId ? `  (convoy ${s.convoyId})` : ''} → ${s.targetBranch}`,
@@ -49,11 +50,7 @@ export async function describeBead(s: BeadState): Promise<string> {
   if (s.failureReason) lines.push(`reason   ${s.failureReason}`);
   if (s.cancellation)
     lines.push(`cancel   by ${s.cancellation.by} at ${s.cancellation.requestedAt}: ${s.cancellation.reason}`);
-  if (s.steps?.length) {
-    // ../formulas reaches the Temporal client (through ../town): loaded only for a bead with steps.
-    const { describeSteps } = await import('../formulas');
-    lines.push('', 'steps:', describeSteps(s.steps));
-  }
+  if (s.steps?.length) lines.push('', 'steps:', describeSteps(s.steps));
   const lastRetry = s.retries?.at(-1);
   if (lastRetry)
     lines.push(
@@ -87,6 +84,23 @@ export async function describeBead(s: BeadState): Promise<string> {
     );
   }
   return lines.join('\n');
+}
+
+/** A formula bead's steps, one line each (legs under their step). */
+function describeSteps(steps: readonly StepRecord[]): string {
+  return steps
+    .map((s, i) => {
+      const took =
+        s.startedAt && s.endedAt ? ` ${Math.round((Date.parse(s.endedAt) - Date.parse(s.startedAt)) / 100) / 10}s` : '';
+      const again = s.iterations > 1 ? ` ×${s.iterations}` : '';
+      const out = s.output ? `  ${s.output.split('\n')[0]!.slice(0, 100)}` : '';
+      const legs = (s.legs ?? []).map(
+        (l) =>
+          `\n      leg ${l.leg} ${l.state.padEnd(7)} ${l.branch}${l.output ? `  ${l.output.split('\n')[0]!.slice(0, 80)}` : ''}`,
+      );
+      return `  ${String(i + 1).padStart(2)}. ${s.id.padEnd(14)} ${s.kind.padEnd(8)} ${s.state.padEnd(7)}${again}${took}${out}${legs.join('')}`;
+    })
+    .join('\n');
 }
 
 export function describeBeadList(list: BeadList): string {
@@ -184,7 +198,7 @@ export function registerBeadCommands(program: Command): void {
           });
           if (!o.json) endProgress();
           if (o.json) printJson(final);
-          else console.log(await describeBead(final));
+          else console.log(describeBead(final));
           if (final.status !== 'closed') process.exitCode = 1;
         });
       },
@@ -199,7 +213,7 @@ export function registerBeadCommands(program: Command): void {
     .action(async (id: string, o: { json?: boolean }) => {
       const s = await withTown((town) => town.beadState(id));
       if (o.json) printJson(s);
-      else console.log(await describeBead(s));
+      else console.log(describeBead(s));
     });
   bead
     .command('list')
