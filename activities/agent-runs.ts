@@ -433,6 +433,7 @@ export function createAgentRunActivities(deps: HostDeps) {
     try {
       return await importRunBranch({
         mirror: paths.mirror(input.rig.name, deps.gtHome),
+        repo: input.rig.repo,
         syncMirror: () => syncMirror(input.rig.name, input.rig.repo, deps.gtHome),
         workTree: input.worktree,
         branch: input.branch,

@@ -29,7 +29,13 @@ import { spawner } from '../host/spawner';
 
 const locks = new Map<string, Promise<unknown>>();
 
-/** Serializes git operations on one mirror within this process (git's own ref locks would fail, not wait). */
+/** Each mirror's fetch that waits for the lock, not begun yet: a caller asking meanwhile takes it as its own. */
+const waitingFetches = new Map<string, Promise<string>>();
+
+/**
+ * Serializes the git operations that write one mirror's refs within this process (git's own ref locks would fail, not
+ * wait).
+ */
 export async function withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
   const previous = locks.get(key) ?? Promise.resolve();
   const run = previous.catch(() => undefined).then(fn);
@@ -120,9 +126,14 @@ export async function git(
  * Makes sure the rig's mirror exists and has fetched the repository's branches as `origin/*`. The host's
  * credential store (`gt credential add`) answers for the mirror's fetches and pushes; agents never see it.
  */
-export async function syncMirror(rig: string, repo: string, home: string): Promise<string> {
+export function syncMirror(rig: string, repo: string, home: string): Promise<string> {
   const dir = paths.mirror(rig, home);
-  return withLock(dir, async () => {
+  // Runs starting together (the beads a batch's merge unblocked) share one fetch: one that had not begun when they
+  // asked brings them everything that was there when they did.
+  const waiting = waitingFetches.get(dir);
+  if (waiting) return waiting;
+  const fetched = withLock(dir, async () => {
+    waitingFetches.delete(dir);
     if (!existsSync(join(dir, 'HEAD'))) {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       await git(dir, [...INIT, '--bare']);
@@ -135,6 +146,8 @@ export async function syncMirror(rig: string, repo: string, home: string): Promi
     await git(dir, ['fetch', '--prune', 'origin']);
     return dir;
   });
+  waitingFetches.set(dir, fetched);
+  return fetched;
 }
 
 /**
@@ -337,6 +350,8 @@ export interface ImportedBranch {
  */
 export async function importRunBranch(options: {
   mirror: string;
+  /** The rig's repository, as the mirror's `origin` names it (rig.repo). */
+  repo: string;
   workTree: string;
   branch: string;
   targetBranch: string;
@@ -409,10 +424,12 @@ export async function importRunBranch(options: {
       const status = await git(tree, ['status', '--porcelain', '--untracked-files=normal'], { env: index });
       return { headSha: tip, commitsAhead, uncommittedChanges: status.trim() !== '' };
     }
-    await withLock(mirror, async () => {
-      await git(mirror, ['fetch', '--quiet', '--no-tags', q.gitDir, tip]);
-      await git(mirror, ['push', '--quiet', '--force', 'origin', `${tip}:refs/heads/${branch}`]);
-    });
+    // Outside the mirror's lock: with 16 agents the imports held it most of the time, and a run's start and a merge's
+    // push waited behind them. Neither step writes a ref of the mirror: the fetch brings objects only (no FETCH_HEAD),
+    // and the push names the repository rather than the remote, so git updates no `origin/*` (a run's start fetches
+    // them first anyway). Git writes objects safely side by side; the repository serializes its own ref updates.
+    await git(mirror, ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', q.gitDir, tip]);
+    await git(mirror, ['push', '--quiet', '--force', '--', options.repo, `${tip}:refs/heads/${branch}`]);
     return { headSha: tip, commitsAhead, uncommittedChanges: false };
   } finally {
     rmSync(options.quarantine, { recursive: true, force: true });

@@ -25,6 +25,23 @@ it('mirrors the rig repository: its branches as origin/*, a missing branch as nu
   expect(await syncMirror('plumbing', repo.origin, gtHome)).toBe(mirror);
 });
 
+it('lets runs that ask for a fetch together share one that begins after they asked', async () => {
+  const repo = await createRepo();
+  const gtHome = home();
+  const first = syncMirror('shared', repo.origin, gtHome);
+  await new Promise((r) => setImmediate(r)); // the first fetch has begun (it holds the mirror's lock)
+  const moved = await repo.commitDirect('a.txt', 'a\n', 'moved meanwhile');
+  const [second, third] = [syncMirror('shared', repo.origin, gtHome), syncMirror('shared', repo.origin, gtHome)];
+  expect(third).toBe(second);
+  expect(second).not.toBe(first);
+  const mirror = await second;
+  expect(await remoteBranchSha(mirror, 'main')).toBe(moved);
+  // Once that one has begun, the next caller gets a fetch of its own.
+  const fourth = syncMirror('shared', repo.origin, gtHome);
+  expect(fourth).not.toBe(second);
+  await Promise.all([first, fourth]);
+});
+
 it('returns what git printed, and fails with git’s message on a non-zero exit', async () => {
   const repo = await createRepo();
   expect((await git(repo.origin, ['rev-parse', '--is-bare-repository'])).trim()).toBe('true');
@@ -73,6 +90,7 @@ describe('a run’s own repository', () => {
     const take = () =>
       importRunBranch({
         mirror,
+        repo: repo.origin,
         syncMirror: () => (syncs.push(mirror), syncMirror('runs', repo.origin, gtHome)),
         workTree,
         branch: 'gt/b1',
@@ -106,6 +124,41 @@ describe('a run’s own repository', () => {
     expect(taken).toMatchObject({ commitsAhead: 1, uncommittedChanges: false });
     expect((await repo.log('gt/b1'))[0]!.sha).toBe(taken.headSha);
     expect((await repo.log('gt/b1'))[1]!.sha).toBe(base);
+  });
+
+  it('writes no ref of the mirror, so it runs outside the mirror’s lock, side by side with fetches', async () => {
+    const { repo, gtHome, mirror, base, workTree, take } = await setUp();
+    const refs = () => git(mirror, ['for-each-ref', '--format=%(objectname) %(refname)']);
+    const fetchHead = () => readFileSync(join(mirror, 'FETCH_HEAD'), 'utf8');
+    const before = [await refs(), fetchHead()];
+    commitIn(workTree, 'a.txt');
+    expect((await take()).commitsAhead).toBe(1);
+    expect([await refs(), fetchHead()]).toEqual(before);
+    // Six runs' imports at once, and runs starting meanwhile (each a fetch that writes every origin/* of the mirror).
+    const runs = Array.from({ length: 6 }, (_, i) => ({ workTree: join(gtHome, `wt-${i}`), branch: `gt/side-${i}` }));
+    for (const r of runs) {
+      await createRunRepo(mirror, r.workTree, { sha: base, branch: r.branch });
+      commitIn(r.workTree, 'a.txt');
+    }
+    const imports = runs.map((r, i) =>
+      importRunBranch({
+        mirror,
+        repo: repo.origin,
+        syncMirror: () => syncMirror('runs', repo.origin, gtHome),
+        workTree: r.workTree,
+        branch: r.branch,
+        targetBranch: 'main',
+        baseSha: base,
+        quarantine: join(gtHome, `q-${i}.git`),
+      }),
+    );
+    const fetches = runs.map(() => syncMirror('runs', repo.origin, gtHome));
+    const taken = await Promise.all(imports);
+    await Promise.all(fetches);
+    for (const [i, r] of runs.entries()) expect((await repo.log(r.branch))[0]!.sha).toBe(taken[i]!.headSha);
+    // The mirror learns of the branches at its next fetch, like any other branch of the repository.
+    await syncMirror('runs', repo.origin, gtHome);
+    for (const [i, r] of runs.entries()) expect(await remoteBranchSha(mirror, r.branch)).toBe(taken[i]!.headSha);
   });
 
   it('says when the work was left uncommitted and nothing is ahead', async () => {
