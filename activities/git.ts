@@ -439,10 +439,14 @@ export async function importRunBranch(options: {
 /** The trailer that marks a commit on the target as the result of one merge request: the idempotency key. */
 export const mergeTrailer = (mrId: string, headSha: string) => `Gt-Merge-Request: ${mrId}@${headSha}`;
 
-/** Finds the commit on `origin/<target>` that already merged this MR at this head, if any. */
+/**
+ * Finds the commit on `tip`'s history (a commit or a ref of the mirror) that merged this MR at this head, if any. The
+ * search stops at the head's own history: that commit came after the head, so it is never there, and without the stop
+ * every merge of an MR not merged yet read the target's whole history (0.5–0.7 s on a repository of 100,000 commits).
+ */
 export async function findMergedCommit(
   mirror: string,
-  target: string,
+  tip: string,
   mrId: string,
   headSha: string,
 ): Promise<string | null> {
@@ -452,7 +456,11 @@ export async function findMergedCommit(
     '--format=%H',
     '--fixed-strings',
     `--grep=${mergeTrailer(mrId, headSha)}`,
-    `refs/remotes/origin/${target}`,
+    // A head the mirror lacks stops nothing (the merge turns the MR back for it).
+    '--ignore-missing',
+    tip,
+    '--not',
+    headSha,
   ]);
   return out.trim() || null;
 }

@@ -157,7 +157,9 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       const [earlier, targetSha] = await Promise.all([
         Promise.all(
           tickets.map((t) =>
-            mode === 'merge' ? findMergedCommit(mirror, target, t.mrId, t.headSha) : Promise.resolve(null),
+            mode === 'merge'
+              ? findMergedCommit(mirror, `refs/remotes/origin/${target}`, t.mrId, t.headSha)
+              : Promise.resolve(null),
           ),
         ),
         remoteBranchSha(mirror, target),
@@ -329,19 +331,6 @@ async function targetTip(deps: MergeDeps, raw: TargetTipInput): Promise<{ sha: s
   return { sha: await remoteBranchSha(mirror, targetBranch) };
 }
 
-/** The commit on `base`'s history that merged this MR at this head (the trailer), if any. */
-async function mergedOn(mirror: string, base: string, t: Ticket): Promise<string | null> {
-  const out = await git(mirror, [
-    'log',
-    '-1',
-    '--format=%H',
-    '--fixed-strings',
-    `--grep=${mergeTrailer(t.mrId, t.headSha)}`,
-    base,
-  ]);
-  return out.trim() || null;
-}
-
 type ChainBuild =
   | { kind: 'built'; commits: { mrId: string; commit: string }[] }
   | { kind: 'conflict'; mrId: string; outcome: MergeOutcome };
@@ -434,7 +423,7 @@ async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Prom
   const unusable = await checkHead(mirror, own, base);
   if (unusable) {
     // Already on the base with its trailer: landed by an earlier attempt whose answer was lost, not "no changes".
-    const landed = await mergedOn(mirror, base, own);
+    const landed = await findMergedCommit(mirror, base, own.mrId, own.headSha);
     if (landed) return { kind: 'landed', commit: landed, gateRuns: 0 };
     return excluded(own, unusable, 0) as SpeculativeGateResult;
   }
