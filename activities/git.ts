@@ -390,7 +390,7 @@ export async function importRunBranch(options: {
     const tip = readBranchTip(gitDir, branch) ?? options.baseSha ?? targetSha;
     // Four read-only looks at the quarantine, side by side (they are on every bead's critical path); judged in this
     // order, so a later look failing because an earlier one would have is never what the agent is told.
-    const [isCommit, buildsOnBase, connectivity, ahead] = await Promise.all([
+    const [isCommit, buildsOnBase, connectivity, ahead, marked] = await Promise.all([
       gitStatus(q, ['cat-file', '-e', `${tip}^{commit}`]),
       options.baseSha ? gitStatus(q, ['merge-base', '--is-ancestor', options.baseSha, tip]) : undefined,
       // Every object the branch adds must be there: a missing one would only surface in the mirror or the remote.
@@ -404,6 +404,9 @@ export async function importRunBranch(options: {
         ...(options.baseSha ? [options.baseSha] : []),
       ]),
       gitStatus(q, ['rev-list', '--count', tip, '--not', targetSha]),
+      // The refinery's mark of a merged request: on the target it says "this MR is merged" (findMergedCommit), so an
+      // agent's commit carrying another MR's mark, once merged, would close that MR without its work.
+      gitStatus(q, ['rev-list', '-1', '--fixed-strings', `--grep=${MERGE_TRAILER_KEY}`, tip, '--not', targetSha]),
     ]);
     if (!isCommit.ok)
       throw new RunRepoRejected(`${branch} names ${tip}, which is not a commit of the run's repository`);
@@ -415,6 +418,12 @@ export async function importRunBranch(options: {
     if (!connectivity.ok)
       throw new RunRepoRejected(`${branch} is missing objects: ${connectivity.stderr.trim().slice(0, 500)}`);
     if (!ahead.ok) throw new Error(`git rev-list --count failed in ${q.gitDir}: ${ahead.stderr.trim().slice(0, 2000)}`);
+    if (!marked.ok)
+      throw new Error(`git rev-list --grep failed in ${q.gitDir}: ${marked.stderr.trim().slice(0, 2000)}`);
+    if (marked.stdout.trim())
+      throw new RunRepoRejected(
+        `commit ${marked.stdout.trim()} of ${branch} has "${MERGE_TRAILER_KEY}" in its message, the refinery's own mark of a merged request; reword it (git commit --amend, or git rebase -i for an earlier commit)`,
+      );
     const commitsAhead = Number(ahead.stdout.trim());
     if (commitsAhead === 0) {
       // A fresh index in the quarantine, compared with the agent's files (read as data; attributes name no driver here).
@@ -436,8 +445,13 @@ export async function importRunBranch(options: {
   }
 }
 
-/** The trailer that marks a commit on the target as the result of one merge request: the idempotency key. */
-export const mergeTrailer = (mrId: string, headSha: string) => `Gt-Merge-Request: ${mrId}@${headSha}`;
+const MERGE_TRAILER_KEY = 'Gt-Merge-Request:';
+
+/**
+ * The trailer that marks a commit on the target as the result of one merge request: the idempotency key. Only the
+ * refinery writes it: an import refuses a branch whose commits carry its key.
+ */
+export const mergeTrailer = (mrId: string, headSha: string) => `${MERGE_TRAILER_KEY} ${mrId}@${headSha}`;
 
 /**
  * Finds the commit on `tip`'s history (a commit or a ref of the mirror) that merged this MR at this head, if any. The

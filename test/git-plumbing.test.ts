@@ -200,6 +200,21 @@ describe('a run’s own repository', () => {
     await expect(take()).rejects.toThrow(/is not the run's repository any more/);
   });
 
+  it('refuses a commit carrying the refinery’s mark of a merged request (it would close that request unmerged)', async () => {
+    const { repo, workTree, take } = await setUp();
+    commitIn(workTree, 'a.txt');
+    // Another bead's request as the agent can read it (its branch is in every run's repository): its id and head.
+    const forged = `Gt-Merge-Request: mr_other-bead_1@${await repo.sha()}`;
+    execSync(`git -c user.name=A -c user.email=a@x commit -q --allow-empty -m 'tidy' -m '${forged}'`, {
+      cwd: workTree,
+    });
+    commitIn(workTree, 'b.txt');
+    const refused = await take().catch((err: unknown) => err as Error);
+    expect(refused).toBeInstanceOf(RunRepoRejected);
+    expect((refused as Error).message).toMatch(/has "Gt-Merge-Request:" in its message, the refinery's own mark/);
+    expect(await git(repo.origin, ['for-each-ref', 'refs/heads/gt/'])).toBe('');
+  });
+
   it('refuses a branch that does not build on the run’s starting commit', async () => {
     const { workTree, take } = await setUp();
     execSync(
