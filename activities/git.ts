@@ -388,7 +388,7 @@ export async function importRunBranch(options: {
       `${join(gitDir, 'objects')}\n${join(mirror, 'objects')}\n`,
     );
     const tip = readBranchTip(gitDir, branch) ?? options.baseSha ?? targetSha;
-    // Four read-only looks at the quarantine, side by side (they are on every bead's critical path); judged in this
+    // Five read-only looks at the quarantine, side by side (they are on every bead's critical path); judged in this
     // order, so a later look failing because an earlier one would have is never what the agent is told.
     const [isCommit, buildsOnBase, connectivity, ahead, marked] = await Promise.all([
       gitStatus(q, ['cat-file', '-e', `${tip}^{commit}`]),
