@@ -433,11 +433,15 @@ export async function importRunBranch(options: {
       const status = await git(tree, ['status', '--porcelain', '--untracked-files=normal'], { env: index });
       return { headSha: tip, commitsAhead, uncommittedChanges: status.trim() !== '' };
     }
-    // Outside the mirror's lock: with 16 agents the imports held it most of the time, and a run's start and a merge's
-    // push waited behind them. Neither step writes a ref of the mirror: the fetch brings objects only (no FETCH_HEAD),
-    // and the push names the repository rather than the remote, so git updates no `origin/*` (a run's start fetches
-    // them first anyway). Git writes objects safely side by side; the repository serializes its own ref updates.
-    await git(mirror, ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', q.gitDir, tip]);
+    // Neither step writes a ref of the mirror: the fetch brings objects only (no FETCH_HEAD), and the push names the
+    // repository rather than the remote, so git updates no `origin/*` (a run's start fetches them first anyway). The
+    // fetch still takes the mirror's lock: it checks what it brought against every HEAD of the mirror's work trees,
+    // and a merge candidate's tree being added has one that is not a commit yet ("bad object worktrees/…/HEAD"). The
+    // push reads only the mirror's objects and the repository's refs, so it runs outside: with 16 agents the imports
+    // held the lock most of the time, and a run's start and a merge's push waited behind them.
+    await withLock(mirror, () =>
+      git(mirror, ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', q.gitDir, tip]),
+    );
     await git(mirror, ['push', '--quiet', '--force', '--', options.repo, `${tip}:refs/heads/${branch}`]);
     return { headSha: tip, commitsAhead, uncommittedChanges: false };
   } finally {

@@ -9,7 +9,15 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { createRunRepo, git, importRunBranch, remoteBranchSha, RunRepoRejected, syncMirror } from '../activities/git';
+import {
+  createCandidateTree,
+  createRunRepo,
+  git,
+  importRunBranch,
+  remoteBranchSha,
+  RunRepoRejected,
+  syncMirror,
+} from '../activities/git';
 import { createRepo } from './helpers/repo';
 
 const home = () => mkdtempSync(join(tmpdir(), 'gt-git-home-'));
@@ -126,7 +134,7 @@ describe('a run’s own repository', () => {
     expect((await repo.log('gt/b1'))[1]!.sha).toBe(base);
   });
 
-  it('writes no ref of the mirror, so it runs outside the mirror’s lock, side by side with fetches', async () => {
+  it('writes no ref of the mirror, and lands side by side with fetches and merge candidates’ trees', async () => {
     const { repo, gtHome, mirror, base, workTree, take } = await setUp();
     const refs = () => git(mirror, ['for-each-ref', '--format=%(objectname) %(refname)']);
     const fetchHead = () => readFileSync(join(mirror, 'FETCH_HEAD'), 'utf8');
@@ -153,8 +161,11 @@ describe('a run’s own repository', () => {
       }),
     );
     const fetches = runs.map(() => syncMirror('runs', repo.origin, gtHome));
+    // Merge candidates' trees made meanwhile: a tree being added has a HEAD git does not read as a commit yet, and a
+    // fetch checks what it brought against every HEAD of the mirror's trees.
+    const trees = runs.map((_, i) => createCandidateTree(mirror, join(gtHome, `candidate-${i}`), base));
     const taken = await Promise.all(imports);
-    await Promise.all(fetches);
+    await Promise.all([...fetches, ...trees]);
     for (const [i, r] of runs.entries()) expect((await repo.log(r.branch))[0]!.sha).toBe(taken[i]!.headSha);
     // The mirror learns of the branches at its next fetch, like any other branch of the repository.
     await syncMirror('runs', repo.origin, gtHome);
