@@ -5,7 +5,7 @@
 import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
 import type { DataConverter } from '@temporalio/common';
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { NativeConnection, Worker, type CompiledWorkerOptions } from '@temporalio/worker';
 import { defaultRuntimes } from '../agents';
 import type { AgentRuntimeDriver } from '../agents/runtime';
 import { createHostQueueActivities, createTownQueueActivities } from '../activities';
@@ -74,6 +74,18 @@ const DISPATCH_ANSWER_WAITS = WORKFLOW_TASK_SLOTS / 4;
  * poll (half a second), every 5 s (gates) or every third of their timeout: at most one server write per second each.
  */
 const HEARTBEAT_THROTTLE = '1s';
+/**
+ * How long one workflow task may compute before node's watchdog terminates it (the SDK's default is 5 s). The watchdog
+ * counts the wall clock, so a worker frozen mid-task longer than that (a debugger, a frozen container, ctrl-Z, the
+ * soak's SIGSTOP) is terminated on resuming, and with the async context tracking the workflows' cancellation scopes
+ * turn on, node 20 then aborts the whole process (nodejs/node#38503). Our tasks take milliseconds (110–430 ms p50 with
+ * 16 agents on two cores, docs/performance.md): a minute still ends a task that never yields, without taking the host
+ * down with every pause. The SDK reads the option (what a worker is given is spread over its defaults) but does not
+ * declare it ("not exposed at the moment"), hence the type: test/workflow-thread-pause.test.ts fails should it stop.
+ */
+export const WORKFLOW_THREAD_OPTIONS: Pick<CompiledWorkerOptions, 'isolateExecutionTimeout'> = {
+  isolateExecutionTimeout: '1m',
+};
 
 export async function createTownWorker(options: TownWorkerOptions): Promise<TownWorker> {
   const host = options.hostId ?? defaultHostId();
@@ -134,6 +146,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       answerWaits: DISPATCH_ANSWER_WAITS,
     }),
     maxConcurrentWorkflowTaskExecutions: WORKFLOW_TASK_SLOTS,
+    ...WORKFLOW_THREAD_OPTIONS,
     maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     shutdownGraceTime,
     dataConverter,
