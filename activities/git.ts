@@ -155,22 +155,24 @@ export function syncMirror(rig: string, repo: string, home: string): Promise<str
  * every fetch is a round trip to the repository, and on a rig with many branches the slowest git step of a hand-off.
  * What a skipped fetch can leave stale is the target: the refinery's compare-and-swap push catches a target that moved
  * meanwhile (and fetches then), so only a reader that must see the newest target (a run's starting point) fetches
- * always.
+ * always. Without a fetch, `ids` are the commits `needs` named as read, for a caller to look no twice.
  */
 export async function mirrorWith(
   rig: string,
   repo: string,
   home: string,
   needs: string[],
-): Promise<{ mirror: string; fetched: boolean }> {
+): Promise<{ mirror: string; fetched: boolean; ids?: string[] }> {
   const mirror = paths.mirror(rig, home);
-  if (existsSync(join(mirror, 'HEAD')) && (await missingCommits(mirror, needs)).length === 0)
-    return { mirror, fetched: false };
+  if (existsSync(join(mirror, 'HEAD'))) {
+    const ids = await commitIds(mirror, needs);
+    if (ids.every((id) => id !== undefined)) return { mirror, fetched: false, ids };
+  }
   return { mirror: await syncMirror(rig, repo, home), fetched: true };
 }
 
 /** The commit each of `revs` (commit ids or refs) names in the repository, `undefined` where it holds none. */
-async function commitIds(repo: string, revs: string[]): Promise<(string | undefined)[]> {
+export async function commitIds(repo: string, revs: string[]): Promise<(string | undefined)[]> {
   if (revs.length === 0) return [];
   const out = await git(repo, ['cat-file', '--batch-check=%(objectname) %(objecttype)'], {
     input: revs.map((r) => `${r}^{commit}`).join('\n') + '\n',

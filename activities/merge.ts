@@ -26,6 +26,7 @@ import {
   findMergedCommit,
   git,
   gitStatus,
+  commitIds,
   mergeTrailer,
   missingCommits,
   mirrorWith,
@@ -135,13 +136,13 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
   const target = lead.targetBranch;
   // A merge fetches only when the mirror lacks the target or a head: the compare-and-swap push below catches a target
   // that moved meanwhile (and fetches then). A verification never pushes, so it fetches to gate on the newest target.
-  let { mirror, fetched } =
+  let { mirror, fetched, ids } =
     mode === 'merge'
       ? await mirrorWith(rig.name, rig.repo, deps.gtHome, [
           `refs/remotes/origin/${target}`,
           ...tickets.map((t) => t.headSha),
         ])
-      : { mirror: await syncMirror(rig.name, rig.repo, deps.gtHome), fetched: true };
+      : { mirror: await syncMirror(rig.name, rig.repo, deps.gtHome), fetched: true, ids: undefined };
   const attempt = activityInfo().attempt;
   // One tree per attempt: a gate of an attempt whose worker died may still be running in the old one.
   const candidateDir = paths.candidate(rig.name, `${lead.mrId}-a${attempt}`, deps.gtHome);
@@ -151,23 +152,17 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
   try {
     for (let casRound = 1; casRound <= MAX_CAS_ROUNDS; casRound++) {
       heartbeat(`building candidate (round ${casRound})`);
+      const look = await lookAtMirror(mirror, target, tickets, mode, ids);
+      ids = undefined; // what mirrorWith read is the first round's only
       const landed: { mrId: string; commit: string }[] = [];
       const todo: Ticket[] = [];
-      // Side by side: both only read the mirror, and this is on every merge's critical path.
-      const [earlier, targetSha] = await Promise.all([
-        Promise.all(
-          tickets.map((t) =>
-            mode === 'merge'
-              ? findMergedCommit(mirror, `refs/remotes/origin/${target}`, t.mrId, t.headSha)
-              : Promise.resolve(null),
-          ),
-        ),
-        remoteBranchSha(mirror, target),
-      ]);
+      let unusable: { ticket: Ticket; outcome: MergeOutcome } | undefined;
       for (const [i, t] of tickets.entries()) {
-        const commit = earlier[i];
+        const commit = look.earlier[i];
         if (commit) landed.push({ mrId: t.mrId, commit });
         else todo.push(t);
+        const outcome = look.problems[i];
+        if (!commit && outcome && !unusable) unusable = { ticket: t, outcome };
       }
       if (todo.length === 0) {
         log.info('candidate already merged; reporting the earlier merge', { ...ctx, landed });
@@ -180,12 +175,12 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
         };
       }
 
-      const unusable = targetSha
-        ? await firstUnusable(mirror, todo, targetSha)
-        : {
-            ticket: todo[0]!,
-            outcome: { kind: 'rejected', feedback: `target branch '${target}' does not exist in ${rig.repo}` } as const,
-          };
+      const { targetSha } = look;
+      if (!targetSha)
+        unusable = {
+          ticket: todo[0]!,
+          outcome: { kind: 'rejected', feedback: `target branch '${target}' does not exist in ${rig.repo}` },
+        };
       if (unusable && !fetched) {
         // Decided on the mirror as it was: an MR is sent back only on what the repository holds now.
         mirror = await syncMirror(rig.name, rig.repo, deps.gtHome);
@@ -420,7 +415,9 @@ async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Prom
   if (fetched && (await missingCommits(mirror, [base])).length)
     return { kind: 'stale', reason: `base ${base} is not in ${rig.repo}`, gateRuns: 0 };
   // Only its own MR: each MR ahead is checked by its own candidate, and this one is discarded if that one fails.
-  const unusable = await checkHead(mirror, own, base);
+  // Both looks at once (read-only); the second fails anyway when the first does, so it is judged second.
+  const [ownIds, onBase] = await Promise.all([commitIds(mirror, [own.headSha]), isOnTarget(mirror, own, base)]);
+  const unusable = headProblem(own, ownIds[0] !== undefined, onBase);
   if (unusable) {
     // Already on the base with its trailer: landed by an earlier attempt whose answer was lost, not "no changes".
     const landed = await findMergedCommit(mirror, base, own.mrId, own.headSha);
@@ -526,32 +523,47 @@ const excluded = (t: Ticket, outcome: MergeOutcome, gateRuns: number): Candidate
   gateRuns,
 });
 
-/** The first of `tickets` whose head cannot be merged onto `targetSha`, and why. */
-async function firstUnusable(
+/**
+ * What one round of a merge reads of the mirror, all side by side (every merge's critical path): the target's tip and
+ * which heads the mirror holds (one `cat-file`, or what mirrorWith has just read: `read`), each head's earlier landing
+ * on the target (merges only) and whether the target already holds it. The target is read as a ref by each look, so a
+ * fetch landing meanwhile can only make one of them newer: each is still true of the repository.
+ */
+async function lookAtMirror(
   mirror: string,
+  target: string,
   tickets: Ticket[],
-  targetSha: string,
-): Promise<{ ticket: Ticket; outcome: MergeOutcome } | undefined> {
-  for (const ticket of tickets) {
-    const outcome = await checkHead(mirror, ticket, targetSha);
-    if (outcome) return { ticket, outcome };
-  }
-  return undefined;
+  mode: 'merge' | 'verify',
+  read?: string[],
+): Promise<{ targetSha: string | undefined; earlier: (string | null)[]; problems: (MergeOutcome | undefined)[] }> {
+  const targetRef = `refs/remotes/origin/${target}`;
+  const [ids, earlier, onTarget] = await Promise.all([
+    read ?? commitIds(mirror, [targetRef, ...tickets.map((t) => t.headSha)]),
+    Promise.all(
+      tickets.map((t) =>
+        mode === 'merge' ? findMergedCommit(mirror, targetRef, t.mrId, t.headSha) : Promise.resolve(null),
+      ),
+    ),
+    Promise.all(tickets.map((t) => isOnTarget(mirror, t, targetRef))),
+  ]);
+  return {
+    targetSha: ids[0],
+    earlier,
+    problems: tickets.map((t, i) => headProblem(t, ids[i + 1] !== undefined, onTarget[i]!)),
+  };
 }
 
-/** Why an MR's head cannot be merged at all, if it cannot. */
-async function checkHead(mirror: string, t: Ticket, targetSha: string): Promise<MergeOutcome | undefined> {
-  // Both looks at once (read-only); the second fails anyway when the first does, so it is judged second.
-  const [hasHead, isAncestor] = await Promise.all([
-    gitStatus(mirror, ['cat-file', '-e', `${t.headSha}^{commit}`]).then((r) => r.ok),
-    gitStatus(mirror, ['merge-base', '--is-ancestor', t.headSha, targetSha]).then((r) => r.ok),
-  ]);
+const isOnTarget = (mirror: string, t: Ticket, target: string) =>
+  gitStatus(mirror, ['merge-base', '--is-ancestor', t.headSha, target]).then((r) => r.ok);
+
+/** Why an MR's head cannot be merged at all, if it cannot: not in the repository, or nothing the target lacks. */
+function headProblem(t: Ticket, hasHead: boolean, onTarget: boolean): MergeOutcome | undefined {
   if (!hasHead)
     return {
       kind: 'rejected',
       feedback: `commit ${t.headSha} of ${t.branch} is not in the repository (was the branch pushed?)`,
     };
-  if (isAncestor)
+  if (onTarget)
     return {
       kind: 'rejected',
       feedback: `branch ${t.branch} has no changes that are not already on ${t.targetBranch}`,

@@ -94,4 +94,23 @@ describe('a merge on a mirror that did not fetch', () => {
     // and c's commit and the seed were made in the same second.)
     expect(execFileSync('git', ['rev-parse', 'main^1'], { cwd: repo.origin, encoding: 'utf8' }).trim()).toBe(seed);
   });
+
+  it('sends back, after one fetch, an MR whose head the repository lacks or its target already holds', async () => {
+    const { repo, gates, ticket, merge } = await rigWithMirror();
+    const head = (await pushBranch(repo.origin, 'gt/d', { 'work/d.txt': 'd\n' })).trim();
+    expect(await merge(ticket('d', head))).toMatchObject({ kind: 'merged', gateRuns: 1 });
+    expect(await merge({ ...ticket('d', head), mrId: 'mr:d:2', round: 2 })).toMatchObject({
+      kind: 'excluded',
+      outcome: { kind: 'rejected', feedback: 'branch gt/d has no changes that are not already on main' },
+    });
+    const never = 'f'.repeat(40);
+    expect(await merge(ticket('e', never))).toMatchObject({
+      kind: 'excluded',
+      outcome: {
+        kind: 'rejected',
+        feedback: `commit ${never} of gt/e is not in the repository (was the branch pushed?)`,
+      },
+    });
+    expect(gateRecords(gates)).toHaveLength(1);
+  });
 });
