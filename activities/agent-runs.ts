@@ -440,6 +440,7 @@ export function createAgentRunActivities(deps: HostDeps) {
         targetBranch: input.targetBranch,
         baseSha: input.baseSha,
         quarantine: paths.quarantine(input.rig.name, input.runId ?? input.branch, deps.gtHome),
+        home: deps.gtHome,
       });
     } catch (err) {
       if (!(err instanceof RunRepoRejected)) throw err;

@@ -25,6 +25,7 @@ import {
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { paths } from '../host/home';
+import { hostCredentialsFile } from './credentials';
 import { spawner } from '../host/spawner';
 
 const locks = new Map<string, Promise<unknown>>();
@@ -122,6 +123,9 @@ export async function git(
   return stdout;
 }
 
+/** The git credential helper the worker's own git runs with: the host's store (activities/credentials.ts). */
+const credentialHelper = (home: string) => `store --file=${hostCredentialsFile(home)}`;
+
 /**
  * Makes sure the rig's mirror exists and has fetched the repository's branches as `origin/*`. The host's
  * credential store (`gt credential add`) answers for the mirror's fetches and pushes; agents never see it.
@@ -141,7 +145,7 @@ export function syncMirror(rig: string, repo: string, home: string): Promise<str
       await git(dir, ['remote', 'add', 'origin', repo]);
       await git(dir, ['config', 'user.name', 'Gas Town Refinery']);
       await git(dir, ['config', 'user.email', 'refinery@gastown.local']);
-      await git(dir, ['config', 'credential.helper', `store --file=${join(home, 'git-credentials')}`]);
+      await git(dir, ['config', 'credential.helper', credentialHelper(home)]);
     }
     await git(dir, ['fetch', '--prune', 'origin']);
     return dir;
@@ -359,6 +363,8 @@ export async function importRunBranch(options: {
   targetBranch: string;
   baseSha?: string;
   quarantine: string;
+  /** GT_HOME: its credential store answers the branch's push (the mirror's fetches use it too). */
+  home: string;
   /**
    * Fetches the mirror. Called only when it is missing, or lacks the target or the run's starting commit (the run
    * started from it, so it seldom does): a target moved meanwhile changes nothing here, and the refinery merges onto
@@ -435,16 +441,26 @@ export async function importRunBranch(options: {
       const status = await git(tree, ['status', '--porcelain', '--untracked-files=normal'], { env: index });
       return { headSha: tip, commitsAhead, uncommittedChanges: status.trim() !== '' };
     }
-    // Neither step writes a ref of the mirror: the fetch brings objects only (no FETCH_HEAD), and the push names the
-    // repository rather than the remote, so git updates no `origin/*` (a run's start fetches them first anyway). The
-    // fetch still takes the mirror's lock: it checks what it brought against every HEAD of the mirror's work trees,
-    // and a merge candidate's tree being added has one that is not a commit yet ("bad object worktrees/…/HEAD"). The
-    // push reads only the mirror's objects and the repository's refs, so it runs outside: with 16 agents the imports
-    // held the lock most of the time, and a run's start and a merge's push waited behind them.
-    await withLock(mirror, () =>
-      git(mirror, ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', q.gitDir, tip]),
-    );
-    await git(mirror, ['push', '--quiet', '--force', '--', options.repo, `${tip}:refs/heads/${branch}`]);
+    // Side by side, from the quarantine, which reads the same objects as both: the fetch into the mirror (the merge's
+    // source) and the branch's push to the repository. The fetch brings objects only (no FETCH_HEAD) and the push
+    // names the repository rather than a remote, so neither writes a ref of the mirror (a run's start fetches the
+    // `origin/*` refs anyway). The fetch still takes the mirror's lock: it checks what it brought against every HEAD
+    // of the mirror's work trees, and a merge candidate's tree being added has one that is not a commit yet ("bad
+    // object worktrees/…/HEAD"). Both are awaited before the quarantine goes, whichever fails.
+    const [fetched, pushed] = await Promise.allSettled([
+      withLock(mirror, () => git(mirror, ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', q.gitDir, tip])),
+      git(q, [
+        '-c',
+        `credential.helper=${credentialHelper(options.home)}`,
+        'push',
+        '--quiet',
+        '--force',
+        '--',
+        options.repo,
+        `${tip}:refs/heads/${branch}`,
+      ]),
+    ]);
+    for (const r of [fetched, pushed]) if (r.status === 'rejected') throw r.reason;
     return { headSha: tip, commitsAhead, uncommittedChanges: false };
   } finally {
     rmSync(options.quarantine, { recursive: true, force: true });

@@ -4,23 +4,25 @@
  * non-default port, where a port-less key (the predecessor's bug) is never matched. Agents never get them (the
  * run's environment is tested in agent-env.test.ts; the hostile-agent suite tries to read the store).
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { credentialKey, credentialLine, hostCredentialsFile, saveHostCredential } from '../activities/credentials';
-import { git, remoteBranchSha, syncMirror } from '../activities/git';
+import { createRunRepo, git, importRunBranch, remoteBranchSha, syncMirror } from '../activities/git';
 import { createRepo } from './helpers/repo';
 
 const TOKEN = 'tok-3f9a1c-secret';
 let server: Server;
 let remote: string;
+let origin: string;
 
 /** A smart-HTTP git server that demands `ci:<TOKEN>`. */
 beforeAll(async () => {
   const repo = await createRepo();
+  origin = repo.origin;
   const root = join(repo.origin, '..');
   server = createServer((req, res) => {
     if (req.headers.authorization !== `Basic ${Buffer.from(`ci:${TOKEN}`).toString('base64')}`) {
@@ -87,6 +89,31 @@ describe("the worker's git credentials", () => {
     const mirror = await syncMirror('cred', remote, home);
     expect(await remoteBranchSha(mirror, 'main')).toMatch(/^[0-9a-f]{40}$/);
     expect(await git(mirror, ['config', '--list', '--local'])).not.toContain(TOKEN);
+  });
+
+  it('let a finished run’s branch be pushed there from the import’s quarantine', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'gt-cred-home-'));
+    saveHostCredential(home, remote, 'ci', TOKEN);
+    const mirror = await syncMirror('cred-push', remote, home);
+    const base = (await remoteBranchSha(mirror, 'main'))!;
+    const workTree = join(home, 'wt');
+    await createRunRepo(mirror, workTree, { sha: base, branch: 'gt/cred' });
+    writeFileSync(join(workTree, 'work.txt'), 'work\n');
+    execFileSync('git', ['add', '-A'], { cwd: workTree });
+    execFileSync('git', ['-c', 'user.name=A', '-c', 'user.email=a@x', 'commit', '-qm', 'work'], { cwd: workTree });
+    const taken = await importRunBranch({
+      mirror,
+      repo: remote,
+      syncMirror: () => syncMirror('cred-push', remote, home),
+      workTree,
+      branch: 'gt/cred',
+      targetBranch: 'main',
+      baseSha: base,
+      quarantine: join(home, 'q.git'),
+      home,
+    });
+    expect(taken.commitsAhead).toBe(1);
+    expect(execFileSync('git', ['rev-parse', 'gt/cred'], { cwd: origin, encoding: 'utf8' }).trim()).toBe(taken.headSha);
   });
 
   it('do not authenticate with a port-less entry, and never prompt', async () => {

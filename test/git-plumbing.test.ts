@@ -105,6 +105,7 @@ describe('a run’s own repository', () => {
         targetBranch: 'main',
         baseSha: base,
         quarantine: join(gtHome, 'q.git'),
+        home: gtHome,
       });
     return { repo, gtHome, mirror, base, workTree, take, syncs };
   }
@@ -158,6 +159,7 @@ describe('a run’s own repository', () => {
         targetBranch: 'main',
         baseSha: base,
         quarantine: join(gtHome, `q-${i}.git`),
+        home: gtHome,
       }),
     );
     const fetches = runs.map(() => syncMirror('runs', repo.origin, gtHome));
