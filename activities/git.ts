@@ -159,7 +159,7 @@ export function syncMirror(rig: string, repo: string, home: string): Promise<str
  * every fetch is a round trip to the repository, and on a rig with many branches the slowest git step of a hand-off.
  * What a skipped fetch can leave stale is the target: the refinery's compare-and-swap push catches a target that moved
  * meanwhile (and fetches then), so only a reader that must see the newest target (a run's starting point) fetches
- * always. Without a fetch, `ids` are the commits `needs` named as read, for a caller to look no twice.
+ * always. Without a fetch, `ids` are the commits `needs` named when read, so a caller need not read them again.
  */
 export async function mirrorWith(
   rig: string,

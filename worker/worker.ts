@@ -78,10 +78,11 @@ const HEARTBEAT_THROTTLE = '1s';
  * How long one workflow task may compute before node's watchdog terminates it (the SDK's default is 5 s). The watchdog
  * counts the wall clock, so a worker frozen mid-task longer than that (a debugger, a frozen container, ctrl-Z, the
  * soak's SIGSTOP) is terminated on resuming, and with the async context tracking the workflows' cancellation scopes
- * turn on, node 20 then aborts the whole process (nodejs/node#38503). Our tasks take milliseconds (110–430 ms p50 with
- * 16 agents on two cores, docs/performance.md): a minute still ends a task that never yields, without taking the host
- * down with every pause. The SDK reads the option (what a worker is given is spread over its defaults) but does not
- * declare it ("not exposed at the moment"), hence the type: test/workflow-thread-pause.test.ts fails should it stop.
+ * turn on, node 20 then aborts the whole process (nodejs/node#38503). Our tasks take milliseconds, a few hundred at
+ * most (110–430 ms p50 with 16 agents on two cores, docs/performance.md): a minute still ends a task that never
+ * yields, without taking the host down with every pause. The SDK reads the option (what a worker is given is spread
+ * over its defaults) but does not declare it ("not exposed at the moment"), hence the type:
+ * test/workflow-thread-pause.test.ts fails should it stop.
  */
 export const WORKFLOW_THREAD_OPTIONS: Pick<CompiledWorkerOptions, 'isolateExecutionTimeout'> = {
   isolateExecutionTimeout: '1m',
