@@ -2,9 +2,9 @@
  * Git credentials of the worker host for its rigs' remotes. Tokens live in GT_HOME/git-credentials
  * (git-credential-store format, owner-only), never in a workflow payload and never within an agent's reach: only
  * the worker's git uses them (`credential.helper` names this file: the mirror's config, and the push of a run's branch
- * from the import's quarantine); agents fetch from the mirror and push nowhere (docs/security.md). Entries are keyed by the remote's protocol and full
- * `host:port` exactly as the rig's URL spells it, because git asks for `host=<host>:<port>` and a port-less key
- * never matches a self-hosted remote on a custom port.
+ * from the import's quarantine); agents fetch from the mirror and push nowhere (docs/security.md). Entries are keyed
+ * by the remote's protocol and full `host:port` exactly as the rig's URL spells it, because git asks for
+ * `host=<host>:<port>` and a port-less key never matches a self-hosted remote on a custom port.
  */
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';

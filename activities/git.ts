@@ -1,7 +1,8 @@
 /**
  * Git plumbing on this host. Each rig has a bare mirror under GT_HOME that fetches from the rig's repository;
- * every change reaches the repository by push from the mirror, so the repository (not this host) is the source of
- * truth and any host can pick up any step.
+ * every change reaches the repository by a push of the worker's own git (merges from the mirror, a run's branch from
+ * its import's quarantine), so the repository (not this host) is the source of truth and any host can pick up any
+ * step.
  *
  * Agents are untrusted (docs/security.md), so the worker never runs git where an agent could have chosen its
  * configuration:

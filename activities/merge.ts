@@ -22,11 +22,11 @@ import { paths } from '../host/home';
 import { type GateLaunch, runGates } from './gates';
 import { runEnv } from './agent-env';
 import {
+  commitIds,
   createCandidateTree,
   findMergedCommit,
   git,
   gitStatus,
-  commitIds,
   mergeTrailer,
   missingCommits,
   mirrorWith,

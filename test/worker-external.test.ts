@@ -14,7 +14,7 @@ import { inject } from 'vitest';
 import { z } from 'zod';
 import { createRepo } from './helpers/repo';
 import { freePort, startChild, type Child } from './helpers/processes';
-import { agentScript, gtBin, repoRoot, runGt } from './helpers/town';
+import { agentScript, gtBin, repoRoot, runGt, tsxLoader } from './helpers/town';
 import { countingActivities } from './fixtures/counting-activities';
 import type { countingWorkflow } from './fixtures/counting-workflow';
 import { installWorkerRuntime } from '../worker/logging';
@@ -26,9 +26,8 @@ afterAll(async () => {
   await Promise.all(children.map((c) => c.stop('SIGKILL')));
 });
 
-const tsx = join(repoRoot, 'node_modules/tsx/dist/loader.mjs');
 const runNode = (script: string, args: string[], env: NodeJS.ProcessEnv) =>
-  startChild(process.execPath, ['--import', tsx, join(repoRoot, script), ...args], env);
+  startChild(process.execPath, ['--import', tsxLoader, join(repoRoot, script), ...args], env);
 
 /** Resolves with the exit code of a process expected to end by itself. */
 function exitCode(child: Child, timeoutMs = 120_000): Promise<number | null> {

@@ -14,12 +14,12 @@ import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startChild, type Child } from './helpers/processes';
-import { repoRoot } from './helpers/town';
+import { tsxLoader } from './helpers/town';
 import { temporalAddress } from './helpers/server';
+import { quietLogger } from '../worker/logging';
 
 const PAUSE_MS = 7_000;
 const fixture = (name: string) => fileURLToPath(new URL(`./fixtures/${name}`, import.meta.url));
-const tsx = join(repoRoot, 'node_modules/tsx/dist/loader.mjs');
 
 let bundle: string;
 let client: Client;
@@ -60,7 +60,7 @@ async function pausedMidTask(timeout: 'town' | 'sdk-default') {
     process.execPath,
     [
       '--import',
-      tsx,
+      tsxLoader,
       fixture('busy-worker.ts'),
       temporalAddress(),
       inject('temporalNamespace'),
@@ -117,12 +117,3 @@ describe('a worker frozen in the middle of a workflow task', () => {
     expect(worker.output()).toMatch(terminated);
   });
 });
-
-const quietLogger = {
-  log() {},
-  trace() {},
-  debug() {},
-  info() {},
-  warn() {},
-  error() {},
-};

@@ -18,6 +18,8 @@ import { freePort, startChild, type Child } from './processes';
 import { temporalAddress } from './server';
 
 export const repoRoot = fileURLToPath(new URL('../..', import.meta.url));
+/** tsx's loader, for `node --import` of a TypeScript entry in a child process. */
+export const tsxLoader = join(repoRoot, 'node_modules/tsx/dist/loader.mjs');
 export const gtBin = join(repoRoot, 'bin', 'gt');
 export const agentScript = (name: string) => join(repoRoot, 'test', 'agents', `${name}.sh`);
 
