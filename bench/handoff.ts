@@ -3,8 +3,9 @@
  * measured on the same dev server by a bare worker running chains of no-op steps. Every step of a bead (activity,
  * signal, child start, reply, timer) passes through such hand-offs, so this is the share of a bead's latency that
  * Temporal and the machine set, whatever Gas Town does. It is measured twice — with our server settings (history queue
- * readers and SQLite journal, provisioning/server-settings.ts) and at Temporal's defaults — so the report shows what
- * the settings buy. (The figures' field keeps its first name, `queueReaders`, so earlier reports still render.)
+ * readers, eager activities and SQLite journal, provisioning/server-settings.ts) and at Temporal's defaults — so the
+ * report shows what the settings buy. (The figures' field keeps its first name, `queueReaders`, so earlier reports
+ * still render.)
  *
  *   npx tsx bench/handoff.ts [--steps 60] [--repeats 3] [--set key=value ...]
  *

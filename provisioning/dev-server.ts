@@ -12,9 +12,9 @@
  *   file — is stopped, and a live owner is a one-line error. A recycled pid is never signalled.
  * - The server listens on `ip` only (default 127.0.0.1: frontend, Web UI, HTTP and metrics ports); the dev server
  *   has no authentication, so exposing it is an explicit choice of the caller.
- * - The history queue readers run at HISTORY_QUEUE_POLL_RPS, and a server on a file keeps its SQLite journal as
- *   SQLITE_PRAGMAS say (provisioning/server-settings.ts), unless the caller asks for the server's defaults (the
- *   bench's baseline).
+ * - The dynamic config is TOWN_DYNAMIC_CONFIG (the history queue readers, eager activities), and a server on a file
+ *   keeps its SQLite journal as SQLITE_PRAGMAS say (provisioning/server-settings.ts), unless the caller asks for the
+ *   server's defaults (the bench's baseline).
  * - A server that exits while we did not stop it is reported once through `onExit` with its exit status and the
  *   tail of its log; this module never restarts it behind its owner's back.
  * All of this needs a local CLI (TEMPORAL_CLI_PATH, PATH, the cache); the SDK's download is started by the SDK with
@@ -32,7 +32,7 @@ import { ALL_SEARCH_ATTRIBUTES } from '../domain/search-attributes';
 import { allPids, commandLine, isSameProcessAlive, listenersOf, parentPid, processStartTime } from './proc';
 import {
   dynamicConfigArgs,
-  HISTORY_QUEUE_POLL_RPS,
+  TOWN_DYNAMIC_CONFIG,
   SQLITE_PRAGMAS,
   sqlitePragmaArgs,
   type DynamicConfig,
@@ -50,9 +50,9 @@ export interface DevServerOptions {
   /** The address every port of the server binds to. */
   ip?: string;
   namespace?: string;
-  /** `server-default`: leave the queue readers and the SQLite journal at Temporal's defaults (only to measure what ours change). */
+  /** `server-default`: leave the dynamic config and the SQLite journal at Temporal's defaults (only to measure what ours change). */
   settings?: ServerSettings;
-  /** More dynamic config (`--dynamic-config-value`), applied after the queue readers'. */
+  /** More dynamic config (`--dynamic-config-value`), applied after ours. */
   dynamicConfig?: DynamicConfig;
   /** Where the server and its owner are recorded; a leftover recorded here is stopped before starting. */
   pidFile?: string;
@@ -125,7 +125,7 @@ async function startDevServerOnce(options: DevServerOptions): Promise<DevServer>
   const ip = options.ip ?? DEFAULT_IP;
   const dbFilename = options.dbFilename && resolve(options.dbFilename);
   const dynamicConfig = {
-    ...(options.settings === 'server-default' ? {} : HISTORY_QUEUE_POLL_RPS),
+    ...(options.settings === 'server-default' ? {} : TOWN_DYNAMIC_CONFIG),
     ...options.dynamicConfig,
   };
   const sqlitePragmas = dbFilename && options.settings !== 'server-default' ? SQLITE_PRAGMAS : {};

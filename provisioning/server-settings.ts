@@ -1,7 +1,7 @@
 /**
  * Temporal server settings we apply wherever we own the server: `gt up` and `npm run demo` (embedded dev server),
  * the test suite's server, the bench, and the compose stack, which reads them from COMPOSE_DYNAMIC_CONFIG
- * (test/deployment.test.ts checks that file holds exactly these values, so compose and code cannot drift).
+ * (test/deployment.test.ts checks that file holds exactly TOWN_DYNAMIC_CONFIG, so compose and code cannot drift).
  *
  * The history service moves each new task of a workflow (an activity or workflow task for matching, a timer, a
  * visibility record, a callback) through one queue reader per shard and queue, each behind a token bucket of
@@ -21,6 +21,20 @@ export const HISTORY_QUEUE_POLL_RPS = {
   /** Callbacks and Nexus operations (unused by the town today; kept with the others so none is the bottleneck). */
   'history.outboundProcessorMaxPollRPS': 1000,
 } as const satisfies Record<string, number>;
+
+/**
+ * Activities started eagerly: when a workflow task schedules an activity on its own task queue and its worker has a
+ * free activity slot, the server hands the activity task back, already started, in its answer to the workflow task's
+ * completion, rather than through a transfer read and matching: one hand-off less per activity step (the refinery's
+ * merges and gates, and every other activity a town workflow runs on the town's queue; not the agents' runs and
+ * supervisions, which are on their hosts' queues). The SDK asks for it by default (`allowEagerDispatch`); the server
+ * refuses unless this is on (default off, per namespace). An eager activity keeps its timeouts and retries: one whose
+ * worker dies is retried as any other.
+ */
+export const EAGER_ACTIVITIES = { 'system.enableActivityEagerExecution': true } as const;
+
+/** Everything we set in the dynamic config of a server we own: the queue readers and eager activities. */
+export const TOWN_DYNAMIC_CONFIG = { ...HISTORY_QUEUE_POLL_RPS, ...EAGER_ACTIVITIES } as const;
 
 /**
  * SQLite pragmas of a dev server on a file (`gt up`, `npm run demo`, the bench). Temporal's SQLite store leaves the

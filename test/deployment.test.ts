@@ -26,7 +26,7 @@ import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { z } from 'zod';
 import { ALL_SEARCH_ATTRIBUTES } from '../domain/search-attributes';
-import { COMPOSE_DYNAMIC_CONFIG, HISTORY_QUEUE_POLL_RPS } from '../provisioning/server-settings';
+import { COMPOSE_DYNAMIC_CONFIG, HISTORY_QUEUE_POLL_RPS, TOWN_DYNAMIC_CONFIG } from '../provisioning/server-settings';
 import { resolveTemporalCli } from '../provisioning/temporal-cli';
 import { defaultWorkflowBundlePath, productionSettingsFromEnv } from '../worker/main';
 import { repoRoot } from './helpers/town';
@@ -152,17 +152,17 @@ describe('docker-compose.yml', () => {
     expect(parse(read(COMPOSE_DYNAMIC_CONFIG))).toHaveProperty(['limit.maxIDLength']);
   });
 
-  it("runs the server with the town's queue-reader poll rates, read from the same values as the code", () => {
+  it("runs the server with the town's dynamic config, read from the same values as the code", () => {
     // provisioning/server-settings.ts owns the values; the file compose mounts must say exactly the same.
     const file = z
       .record(z.string(), z.array(z.object({ value: z.unknown(), constraints: z.object({}).strict() })).length(1))
       .parse(parse(read(COMPOSE_DYNAMIC_CONFIG)));
-    const rates = Object.fromEntries(
+    const town = Object.fromEntries(
       Object.entries(file)
-        .filter(([key]) => /^history\.\w+ProcessorMaxPollRPS$/.test(key))
+        .filter(([key]) => key !== 'limit.maxIDLength')
         .map(([key, [v]]) => [key, v!.value]),
     );
-    expect(rates).toEqual(HISTORY_QUEUE_POLL_RPS);
+    expect(town).toEqual(TOWN_DYNAMIC_CONFIG);
     expect(Object.keys(HISTORY_QUEUE_POLL_RPS).sort()).toEqual(
       ['transfer', 'timer', 'visibility', 'outbound'].map((q) => `history.${q}ProcessorMaxPollRPS`).sort(),
     );

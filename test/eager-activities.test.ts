@@ -1,0 +1,76 @@
+/**
+ * Activities start eagerly on a server we own (EAGER_ACTIVITIES in provisioning/server-settings.ts): a workflow task
+ * that schedules an activity on its own queue gets the activity task back in the answer to its completion. Told from
+ * the server's own count (`activity_eager_execution` on its metrics endpoint), on a dev server started as `gt up`, the
+ * bench and the suite start theirs, and on one at Temporal's defaults, where the same workflow runs none eagerly.
+ */
+import { Worker } from '@temporalio/worker';
+import { afterEach, describe, expect, it } from 'vitest';
+import { startDevServer, type DevServer } from '../provisioning/dev-server';
+import { listenersOf } from '../provisioning/proc';
+import type { ServerSettings } from '../provisioning/server-settings';
+
+const workflowsPath = new URL('../bench/handoff-workflow.ts', import.meta.url).pathname;
+const STEPS = 5;
+
+let server: DevServer | undefined;
+afterEach(async () => {
+  await server?.stop();
+  server = undefined;
+});
+
+/** The server's Prometheus endpoint: the one of its listening ports that answers `/metrics`. */
+async function scrape(pid: number): Promise<string> {
+  for (const { ip, port } of listenersOf(pid)) {
+    const text = await fetch(`http://${ip}:${port}/metrics`)
+      .then((r) => (r.ok ? r.text() : ''))
+      .catch(() => '');
+    if (text.includes('# TYPE')) return text;
+  }
+  throw new Error(`no listening port of the server (pid ${pid}) answers /metrics`);
+}
+
+/** The sum of a counter's series for one task queue (the server names it with `-` as `_`; ours have neither). */
+function counter(metrics: string, name: string, taskQueue: string): number {
+  return metrics
+    .split('\n')
+    .filter((line) => line.startsWith(`${name}{`) && line.includes(`taskqueue="${taskQueue}"`))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+}
+
+/** Runs a chain of STEPS activities on one queue, then reads how many of them the server says it started eagerly. */
+async function eagerStarts(settings: ServerSettings): Promise<number> {
+  server = await startDevServer({ settings });
+  const { env, pid, namespace } = server;
+  expect(pid, 'a dev server of our own CLI (npm run provision)').toBeDefined();
+  const taskQueue = settings === 'ours' ? 'eagerours' : 'eagerdefaults';
+  const worker = await Worker.create({
+    connection: env.nativeConnection,
+    namespace,
+    taskQueue,
+    workflowsPath,
+    activities: { noop: async () => {} },
+  });
+  const workflowId = `eager-${Date.now()}`;
+  await worker.runUntil(env.client.workflow.execute('handoffChain', { taskQueue, workflowId, args: [STEPS] }));
+  // The server's metrics lag its work by a moment: wait until it shows the chain's activities completed and, for the
+  // eager starts, until they reach the chain's length or a few seconds have passed since (then they never will).
+  let completedAt: number | undefined;
+  for (const deadline = Date.now() + 30_000; ; await new Promise((r) => setTimeout(r, 250))) {
+    const metrics = await scrape(pid!);
+    const eager = counter(metrics, 'activity_eager_execution', taskQueue);
+    if (counter(metrics, 'activity_end_to_end_latency_count', taskQueue) === STEPS) completedAt ??= Date.now();
+    if (eager === STEPS || (completedAt !== undefined && Date.now() - completedAt > 5_000)) return eager;
+    if (Date.now() > deadline) throw new Error(`the server did not count the ${STEPS} activities of ${taskQueue}`);
+  }
+}
+
+describe('eager activities', () => {
+  it('are started from the workflow task that schedules them on a server with our settings', async () => {
+    expect(await eagerStarts('ours')).toBe(STEPS);
+  });
+
+  it('are not at Temporal’s defaults (what the check above tells apart)', async () => {
+    expect(await eagerStarts('server-default')).toBe(0);
+  });
+});
