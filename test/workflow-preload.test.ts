@@ -1,14 +1,16 @@
 /**
- * zod is evaluated once per workflow thread and shared by the workflows it runs (workflows/preload.ts), with the
- * module list every bundle of the town is built with (worker/worker.ts). Fails if the list stops sharing zod — e.g. a
- * preload that resolves to zod's CommonJS build while workflows import its ES modules, which loads both and shares
- * neither — or if zod breaks once the SDK has frozen it (a lazy write the preload did not settle).
+ * zod and the town's `domain/` modules are evaluated once per workflow thread and shared by the workflows it runs
+ * (workflows/preload.ts), with the module list every bundle of the town is built with (worker/worker.ts). Fails if
+ * the list stops sharing them — e.g. a preload that resolves to zod's CommonJS build while workflows import its ES
+ * modules, which loads both and shares neither — if a schema breaks once the SDK has frozen it (a write the preload
+ * did not settle), or if the workflows import a `domain/` module the preload leaves out.
  */
 import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
+import { build } from 'esbuild';
 import { describe, expect, inject, it } from 'vitest';
-import { workflowPreloadModules } from '../worker/worker';
+import { workflowPreloadModules, workflowsPath as townWorkflowsPath } from '../worker/worker';
 import { quietLogger } from '../worker/logging';
 import type { preloadProbeWorkflow } from './fixtures/preload-probe-workflow';
 import { temporalAddress } from './helpers/server';
@@ -38,19 +40,45 @@ async function probe(preloadModules: string[]) {
   }
 }
 
+/** The `domain/` modules `entry` imports, directly or not. */
+async function domainModules(entry: string): Promise<string[]> {
+  const { metafile } = await build({
+    entryPoints: [entry],
+    bundle: true,
+    platform: 'neutral',
+    packages: 'external',
+    write: false,
+    metafile: true,
+    logLevel: 'silent',
+  });
+  return Object.keys(metafile.inputs)
+    .filter((path) => path.startsWith('domain/'))
+    .sort();
+}
+
 describe('workflow bundle preload', () => {
-  it("shares zod between the workflows of a thread, and the town's validation works on it", async () => {
+  it("shares zod and the town's schemas between the workflows of a thread, and validation works on them", async () => {
     const results = await probe(workflowPreloadModules);
     for (const r of results) {
       expect(r.zodShared).toBe(true);
+      expect(r.schemasShared).toBe(true);
       expect(r.branch).toBe('main');
       expect(r.rejected).toMatch(/repo.*(at least|>=)|branch.*A-Z a-z 0-9/s);
     }
   });
 
-  it('without the preload each workflow evaluates its own zod (what the check above tells apart)', async () => {
+  it('without the preload each workflow evaluates its own zod and schemas (what the check above tells apart)', async () => {
     const results = await probe([]);
-    expect(results.map((r) => r.zodShared)).toEqual([false, false]);
+    expect(results.map((r) => [r.zodShared, r.schemasShared])).toEqual([
+      [false, false],
+      [false, false],
+    ]);
     expect(results[1]!.rejected).toBe(results[0]!.rejected);
+  });
+
+  it('preloads every domain/ module the workflows import', async () => {
+    const imported = await domainModules(townWorkflowsPath);
+    expect(imported.length).toBeGreaterThan(10);
+    expect(await domainModules(workflowPreloadModules[0]!)).toEqual(imported);
   });
 });

@@ -1,27 +1,99 @@
 /**
  * Evaluated once per workflow thread, before any workflow, and shared by all the workflows it runs (the SDK's
- * `preloadModules`, set for every bundle of the town in worker/worker.ts): zod. Without this, each workflow evaluated
- * zod's modules again when it started or was replayed — the SDK gives every workflow its own module scope — which was
- * about half of a new workflow's module set-up, on the critical path of every bead and merge request
- * (docs/performance.md). Only zod is shared: the town's own schemas stay per workflow.
+ * `preloadModules`, set for every bundle of the town in worker/worker.ts): zod, and the town's `domain/` modules the
+ * workflows import. Without this, each workflow evaluated them again when it started or was replayed — the SDK gives
+ * every workflow its own module scope — building every schema of the town anew, on the critical path of every bead
+ * and merge request (docs/performance.md, "The fourteenth pass"). `domain/` holds no state (constants, schemas, pure
+ * functions), so sharing it leaks nothing from one workflow to another; test/workflow-preload.test.ts fails when the
+ * workflows import a `domain/` module this list leaves out.
  *
- * Once this module has run, the SDK freezes what shared modules export and the context's globals, where zod keeps its
- * settings. zod writes some of them lazily: the default locale when the first schema is built, the memoizer when the
- * first object is, and whether `new Function` works when an object is first parsed (its JIT). Each of those writes
- * would throw inside a workflow after the freeze. So the JIT is off — it compiled each schema at its first parse,
- * and the town's schemas are built anew per workflow and mostly parse once — and one schema is built and parsed here,
- * passing and failing, so every lazy setting is written before the freeze. test/workflow-preload.test.ts holds this.
+ * Once this module has run, the SDK deep-freezes what the shared modules export (and the context's globals: zod's
+ * settings, workflows/zod-settled.ts). A zod schema writes to itself after it is built, which would throw inside a
+ * workflow on a frozen one; `settleSchemas` makes every such write happen here, or keeps what it writes unfrozen.
  */
-import { z } from 'zod';
+import './zod-settled';
+import * as bead from '../domain/bead';
+import * as caps from '../domain/caps';
+import * as convoy from '../domain/convoy';
+import * as dag from '../domain/dag';
+import * as dispatch from '../domain/dispatch';
+import * as durations from '../domain/durations';
+import * as escalation from '../domain/escalation';
+import * as failures from '../domain/failures';
+import * as forge from '../domain/forge';
+import * as formula from '../domain/formula';
+import * as formulaRef from '../domain/formula-ref';
+import * as ids from '../domain/ids';
+import * as logs from '../domain/logs';
+import * as messages from '../domain/messages';
+import * as metrics from '../domain/metrics';
+import * as outcomes from '../domain/outcomes';
+import * as progress from '../domain/progress';
+import * as refinery from '../domain/refinery';
+import * as rig from '../domain/rig';
+import * as searchAttributes from '../domain/search-attributes';
+import * as starts from '../domain/starts';
+import * as taskQueues from '../domain/task-queues';
+import * as validation from '../domain/validation';
 
-z.config({ jitless: true });
-const settle = z
-  .object({
-    n: z.number().int().min(1),
-    s: z.string().trim().regex(/^a/).optional(),
-    e: z.array(z.enum(['a'])).default([]),
-    u: z.discriminatedUnion('k', [z.object({ k: z.literal('x') }), z.object({ k: z.literal('y') })]).optional(),
-  })
-  .refine((v) => v.n < 10, 'small');
-settle.safeParse({ n: 1, s: 'a', u: { k: 'x' } });
-settle.safeParse({ n: 0, s: 'b', e: ['c'], u: { k: 'z' } });
+/**
+ * Walks what the SDK's freeze walks (the own properties of objects, not into functions), and for what zod writes:
+ * - members a schema derives on first use (`shape`, `values`, `pattern`, `optin`, …: accessors on the prototypes of
+ *   each schema type and of its internals, which store their result on the schema): each is read here;
+ * - a first parse may rewrite the schema's own parser (zod's memoizer taking itself out of a schema that cannot
+ *   recurse): every schema is parsed once here;
+ * - a regular expression's `lastIndex`, which zod resets before every test of a check's pattern: the object holding
+ *   one is frozen here, shallowly, which the SDK's freeze takes for done and does not descend into.
+ */
+function settleSchemas(value: unknown, seen = new WeakSet<object>()): void {
+  if (value === null || typeof value !== 'object' || seen.has(value)) return;
+  seen.add(value);
+  const internals = (value as { _zod?: unknown })._zod;
+  if (internals !== null && typeof internals === 'object') {
+    try {
+      (value as { safeParse?: (input: unknown) => unknown }).safeParse?.(undefined);
+    } catch {
+      // A refinement or transform that throws on this input: what mattered is that the parse began.
+    }
+    readDerived(value);
+    readDerived(internals);
+  }
+  const children = Reflect.ownKeys(value).map((key) => (value as Record<PropertyKey, unknown>)[key]);
+  for (const child of children) settleSchemas(child, seen);
+  if (children.some((child) => child instanceof RegExp)) Object.freeze(value);
+}
+
+function readDerived(target: object): void {
+  for (let proto = Object.getPrototypeOf(target) as object | null; proto && proto !== Object.prototype;) {
+    for (const [key, descriptor] of Object.entries(Object.getOwnPropertyDescriptors(proto))) {
+      if (descriptor.get) void (target as Record<string, unknown>)[key];
+    }
+    proto = Object.getPrototypeOf(proto) as object | null;
+  }
+}
+
+settleSchemas([
+  bead,
+  caps,
+  convoy,
+  dag,
+  dispatch,
+  durations,
+  escalation,
+  failures,
+  forge,
+  formula,
+  formulaRef,
+  ids,
+  logs,
+  messages,
+  metrics,
+  outcomes,
+  progress,
+  refinery,
+  rig,
+  searchAttributes,
+  starts,
+  taskQueues,
+  validation,
+]);
