@@ -4,13 +4,14 @@
  * the server's own count (`activity_eager_execution` on its metrics endpoint), on a dev server started as `gt up`, the
  * bench and the suite start theirs, and on one at Temporal's defaults, where the same workflow runs none eagerly.
  */
+import { fileURLToPath } from 'node:url';
 import { Worker } from '@temporalio/worker';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startDevServer, type DevServer } from '../provisioning/dev-server';
 import { listenersOf } from '../provisioning/proc';
 import type { ServerSettings } from '../provisioning/server-settings';
 
-const workflowsPath = new URL('../bench/handoff-workflow.ts', import.meta.url).pathname;
+const workflowsPath = fileURLToPath(new URL('../bench/handoff-workflow.ts', import.meta.url));
 const STEPS = 5;
 
 let server: DevServer | undefined;

@@ -21,7 +21,7 @@ import { activityLogIds } from './logging';
 import { assertBundleMatchesTracing, tracingFromEnv, type Tracing } from './tracing';
 
 export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
-/** zod and the town's schemas, evaluated once per workflow thread and shared by its workflows (workflows/preload.ts says why and how). */
+/** zod and the town's schemas, built once per workflow thread and shared by its workflows (workflows/preload.ts). */
 export const workflowPreloadModules = [fileURLToPath(new URL('../workflows/preload.ts', import.meta.url))];
 /** What every bundle of the town's workflows is built from: a worker's own, the prebuilt one, the tests', the bench's. */
 export const workflowBundleOptions = { workflowsPath, preloadModules: workflowPreloadModules };
