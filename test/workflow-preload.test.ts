@@ -67,7 +67,7 @@ describe('workflow bundle preload', () => {
     }
   });
 
-  it('without the preload each workflow builds its own zod and schemas (what the check above tells apart)', async () => {
+  it('without the preload each workflow builds its own zod and schemas (what the first test tells apart)', async () => {
     const results = await probe([]);
     expect(results.map((r) => [r.zodShared, r.schemasShared])).toEqual([
       [false, false],
