@@ -85,6 +85,28 @@ export default tseslint.config(
     rules: { 'import-x/no-cycle': 'error' },
   },
   layer(['domain/**/*.ts'], ABOVE_DOMAIN),
+  // domain/ is evaluated once per workflow thread and shared by every workflow on it (workflows/preload.ts): a
+  // module-level variable or collection there would carry one workflow's state into another's.
+  {
+    files: ['domain/**/*.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        ...['Program > VariableDeclaration', 'Program > ExportNamedDeclaration > VariableDeclaration'].flatMap(
+          (decl) => [
+            {
+              selector: `${decl}[kind!="const"]`,
+              message: 'domain/ is shared between workflows (workflows/preload.ts): no module-level let or var.',
+            },
+            {
+              selector: `${decl} > VariableDeclarator > NewExpression[callee.name=/^(Map|Set|WeakMap|WeakSet|Array)$/]`,
+              message: 'domain/ is shared between workflows (workflows/preload.ts): no module-level collection.',
+            },
+          ],
+        ),
+      ],
+    },
+  },
   layer(
     ['workflows/**/*.ts'],
     ['worker', 'client', 'host', 'agents', 'codec', 'gateway', 'provisioning'],

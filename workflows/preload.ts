@@ -4,8 +4,9 @@
  * workflows import. Without this, each workflow evaluated them again when it started or was replayed — the SDK gives
  * every workflow its own module scope — building every schema of the town anew, on the critical path of every bead
  * and merge request (docs/performance.md, "The fourteenth pass"). `domain/` holds no state (constants, schemas, pure
- * functions), so sharing it leaks nothing from one workflow to another; test/workflow-preload.test.ts fails when the
- * workflows import a `domain/` module this list leaves out.
+ * functions; eslint.config.mjs refuses a module-level `let`, `var` or collection there), so sharing it leaks nothing
+ * from one workflow to another; test/workflow-preload.test.ts fails when the workflows import a `domain/` module this
+ * list leaves out.
  *
  * Once this module has run, the SDK deep-freezes what the shared modules export (and the context's globals: zod's
  * settings, workflows/zod-settled.ts). A zod schema writes to itself after it is built, which would throw inside a
