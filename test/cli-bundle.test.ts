@@ -8,7 +8,6 @@
  * it was replaced.
  */
 import { execFile } from 'node:child_process';
-import { build } from 'esbuild';
 import {
   cpSync,
   existsSync,
@@ -28,6 +27,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUNDLED_SOURCE_DIRS, removeRetiredBuilds, RETIRED_BUILD_MS } from '../provisioning/cli-bundles';
+import { importGraph } from './helpers/import-graph';
 import { createRepo } from './helpers/repo';
 import { startTestTown, type TestTown } from './helpers/town';
 
@@ -45,21 +45,6 @@ const bundled = (args: string[], env?: NodeJS.ProcessEnv) =>
   run('node', [join(root, 'dist/gt-cli/cli.mjs'), ...args], env);
 const sources = (args: string[], env?: NodeJS.ProcessEnv) =>
   run('node', ['--import', join(root, 'node_modules/tsx/dist/loader.mjs'), join(root, 'client/cli.ts'), ...args], env);
-
-/** What `entry` imports, as esbuild records it: our modules followed, packages left as they are named. */
-async function importGraph(entry: string) {
-  const { metafile } = await build({
-    entryPoints: [join(root, entry)],
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    packages: 'external',
-    write: false,
-    metafile: true,
-    logLevel: 'silent',
-  });
-  return metafile;
-}
 
 describe('the gt bundle', () => {
   let t: TestTown;

@@ -8,11 +8,11 @@
 import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
-import { build } from 'esbuild';
 import { describe, expect, inject, it } from 'vitest';
 import { workflowPreloadModules, workflowsPath as townWorkflowsPath } from '../worker/worker';
 import { quietLogger } from '../worker/logging';
 import type { preloadProbeWorkflow } from './fixtures/preload-probe-workflow';
+import { importGraph } from './helpers/import-graph';
 import { temporalAddress } from './helpers/server';
 
 const workflowsPath = fileURLToPath(new URL('./fixtures/preload-probe-workflow.ts', import.meta.url));
@@ -42,16 +42,8 @@ async function probe(preloadModules: string[]) {
 
 /** The `domain/` modules `entry` imports, directly or not. */
 async function domainModules(entry: string): Promise<string[]> {
-  const { metafile } = await build({
-    entryPoints: [entry],
-    bundle: true,
-    platform: 'neutral',
-    packages: 'external',
-    write: false,
-    metafile: true,
-    logLevel: 'silent',
-  });
-  return Object.keys(metafile.inputs)
+  const { inputs } = await importGraph(entry);
+  return Object.keys(inputs)
     .filter((path) => path.startsWith('domain/'))
     .sort();
 }
