@@ -4,11 +4,12 @@
  * `launch.limits` are not applied (the sandbox runtime applies them).
  *
  * Invariants, shared with the sandbox runtime (which only changes what the inner command is):
- * - The run is an OUTER wrapper shell spawned by the worker as a detached process-group leader whose argv holds
- *   `processTag(runId)`. The wrapper writes its own pid to `runDir/pid` first, then runs the inner command, then
- *   writes the inner command's exit code to `runDir/exit` (both by atomic rename); stdout and stderr of both go to
- *   `runDir/output.log`. Because the wrapper is detached, a worker crash leaves it running, and a later worker
- *   re-attaches by the pid file; the tag tells our wrapper from an unrelated process that reused the pid.
+ * - The run is an OUTER wrapper shell spawned for the worker (by its process helper, host/spawner.ts) as a detached
+ *   process-group leader whose argv holds `processTag(runId)`. The wrapper writes its own pid to `runDir/pid` first,
+ *   then runs the inner command, then writes the inner command's exit code to `runDir/exit` (both by atomic rename);
+ *   stdout and stderr of both go to `runDir/output.log`. Because the wrapper is detached, a worker crash leaves it
+ *   running, and a later worker re-attaches by the pid file; the tag tells our wrapper from an unrelated process that
+ *   reused the pid.
  * - The run's environment is exactly `launch.env` (a shell adds PWD): the wrapper is spawned with it and the worker
  *   adds nothing. The run directory reaches the wrapper as a positional argument, never as a variable, and the
  *   inner command is started with fresh arguments, so neither the path nor anything else of the worker leaks in.
@@ -18,7 +19,6 @@
  * - stop() signals the wrapper's process group (TERM, then KILL after the grace period): the agent and the children
  *   that stay in its group. An agent of this runtime that leaves its process group (setsid) survives stop().
  */
-import { spawn } from 'node:child_process';
 import {
   closeSync,
   existsSync,
@@ -35,6 +35,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
+import { spawner } from '../host/spawner';
 import {
   OUTPUT_LOG,
   type AgentHandle,
@@ -234,17 +235,25 @@ export class ProcessRuntime implements AgentRuntimeDriver {
     }
     // Watched from before the spawn: the wrapper writes its pid within milliseconds, and a poll alone would add up to
     // its interval to every start (the start is on a bead's critical path).
+    // The wrapper is started by the worker's process helper: a fork of the worker's own (large) process would block
+    // its main thread for milliseconds, on the critical path of every run and gate (host/spawner.ts).
     const pidWritten = fileAppears(launch.runDir, 'pid');
-    const out = openSync(files.log, 'a', 0o600);
-    const child = spawn('/bin/sh', ['-c', OUTER, tag, launch.runDir, plan.prelude, ...plan.argv], {
-      cwd: launch.cwd,
-      env: launch.env,
-      detached: true,
-      stdio: ['ignore', out, out],
-    });
-    closeSync(out);
-    const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
-    child.unref();
+    let started: number | undefined;
+    const spawnError = spawner
+      .launch({
+        file: '/bin/sh',
+        args: ['-c', OUTER, tag, launch.runDir, plan.prelude, ...plan.argv],
+        cwd: launch.cwd,
+        env: launch.env,
+        log: files.log,
+      })
+      .then(
+        (pid) => {
+          started = pid;
+          return new Promise<Error>(() => undefined);
+        },
+        (err: Error) => err,
+      );
     try {
       const deadline = Date.now() + LAUNCH_SETTLE_MS;
       while (Date.now() < deadline) {
@@ -260,7 +269,7 @@ export class ProcessRuntime implements AgentRuntimeDriver {
     } finally {
       pidWritten.close();
     }
-    if (child.pid !== undefined) return { handle: handleFor(child.pid), adopted: false };
+    if (started !== undefined) return { handle: handleFor(started), adopted: false };
     throw new Error(`agent for ${launch.runId} did not start`);
   }
 

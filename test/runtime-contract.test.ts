@@ -3,7 +3,8 @@
  * with the reason printed): start-or-adopt by run id never yields two agents, even when asked concurrently or after
  * the agent exited; status reports running / exited with the exit code; stop ends the agent and is idempotent;
  * logs return the agent's output; a runtime that offers an exit hint settles it when the agent exits, not before;
- * the run's environment is the launch's and nothing of the worker's (not even where its run directory is).
+ * the run's environment is the launch's and nothing of the worker's (not even where its run directory is). The local
+ * runtimes start their wrapper from the worker's process helper: a fork of the worker's own process would block it.
  */
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -44,6 +45,10 @@ describe.each(availability.filter((a) => a.check.ok).map((a) => [a.runtime.name,
       );
       // Running is not yet having written its mark: stopping it before then would leave nothing to count.
       await eventually(() => existsSync(join(launch.cwd, 'starts')), 20_000, 'agent marked its start');
+      if (runtime.name !== 'docker') {
+        const stat = readFileSync(`/proc/${results[0].handle.ref}/stat`, 'utf8');
+        expect(Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1])).not.toBe(process.pid);
+      }
       await runtime.stop(results[0].handle, 1_000);
       await eventually(
         async () => (await runtime.status(results[0].handle, launch.runDir)).state === 'exited',

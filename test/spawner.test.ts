@@ -1,12 +1,15 @@
 /**
- * host/spawner.ts runs the worker's git commands from a small helper process (a fork of the worker's large process
- * blocked its thread for milliseconds per command). A command must run exactly as execFile would run it in the
- * worker — its own environment and nothing else, its input, its exit status and output — and a helper that dies must
- * fail what it was running and be replaced for the next command. Real processes throughout.
+ * host/spawner.ts runs the worker's git commands, and starts its agents' and gates' wrappers, from a small helper
+ * process (a fork of the worker's large process blocked its thread for milliseconds per command). A command must run
+ * exactly as execFile would run it in the worker — its own environment and nothing else, its input, its exit status
+ * and output — and a helper that dies must fail what it was running and be replaced for the next command. A launch
+ * must start a detached group leader with its own environment, directory and log, that outlives the helper. Real
+ * processes throughout.
  */
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
 import { Spawner } from '../host/spawner';
 
@@ -55,5 +58,47 @@ describe('the process helper', () => {
       ok: true,
       stdout: 'again\n',
     });
+  });
+
+  it('launches a detached group leader with exactly its environment and directory, logging to its file', async () => {
+    const s = new Spawner();
+    const dir = mkdtempSync(join(tmpdir(), 'gt-spawner-'));
+    const log = join(dir, 'out.log');
+    const pid = await s.launch({
+      file: 'sh',
+      args: ['-c', `pwd; env; echo oops >&2; touch "${dir}/done"`],
+      cwd: '/tmp',
+      env: { ONLY_THIS: 'yes', PATH },
+      log,
+    });
+    for (let i = 0; i < 100 && !existsSync(join(dir, 'done')); i++) await delay(20);
+    expect(readFileSync(log, 'utf8').split('\n').sort()).toEqual(
+      ['', '/tmp', 'ONLY_THIS=yes', `PATH=${PATH}`, 'PWD=/tmp', 'oops'].sort(),
+    );
+    expect(statSync(log).mode & 0o777).toBe(0o600);
+    expect(pid).toBeGreaterThan(0);
+    await expect(s.launch({ file: 'true', args: [], cwd: '/no/such/dir', env: { PATH }, log })).rejects.toThrow(
+      /could not start true: .*ENOENT/,
+    );
+  });
+
+  it('leaves a launched process running when the helper dies, in a process group of its own', async () => {
+    const s = new Spawner();
+    const dir = mkdtempSync(join(tmpdir(), 'gt-spawner-'));
+    const pid = await s.launch({ file: 'sleep', args: ['30'], cwd: '/', env: { PATH }, log: join(dir, 'log') });
+    try {
+      const stat = (p: number) => readFileSync(`/proc/${p}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      const [, ppid, pgrp] = stat(pid);
+      expect(pgrp).toBe(String(pid));
+      // Its parent is the helper, not this process (whose fork is what the helper saves).
+      expect(Number(ppid)).not.toBe(process.pid);
+      process.kill(Number(ppid), 'SIGKILL');
+      for (let i = 0; i < 100 && existsSync(`/proc/${ppid}`); i++) await delay(20);
+      await delay(20);
+      await expect(s.run({ file: 'true', args: [], cwd: '/', env: { PATH } })).resolves.toMatchObject({ ok: true });
+      expect(stat(pid)[0]).not.toBe('Z');
+    } finally {
+      process.kill(pid, 'SIGKILL');
+    }
   });
 });
