@@ -198,16 +198,24 @@ export async function remoteBranchSha(mirror: string, branch: string): Promise<s
 }
 
 /**
+ * How many work tree entries the mirror may list before a candidate's creation prunes the stale ones (those of removed
+ * trees): a prune is a git process under the mirror's lock, in every merge section when it ran each time.
+ */
+const PRUNE_AT = 32;
+
+/**
  * A worker-owned work tree of the mirror (merge candidates) at `startPoint`, always built anew: a gate may have
  * rewritten anything in the old one, its `.git` file included. The git dir is read once, right after git wrote it,
  * and named explicitly from then on. Its HEAD is detached: a branch per candidate would stay in the mirror after the
  * tree (one per bead and per speculative candidate), and git keeps a branch of a removed tree until its entry is
- * pruned.
+ * pruned. The entries of removed trees are pruned once there are `PRUNE_AT` entries (`add -f` takes a path whose
+ * removed tree is still listed).
  */
 export async function createCandidateTree(mirror: string, path: string, startPoint: string): Promise<Repo> {
   return withLock(mirror, async () => {
     rmSync(path, { recursive: true, force: true });
-    await git(mirror, ['worktree', 'prune']);
+    const entries = join(mirror, 'worktrees');
+    if (existsSync(entries) && readdirSync(entries).length >= PRUNE_AT) await git(mirror, ['worktree', 'prune']);
     mkdirSync(dirname(path), { recursive: true });
     await git(mirror, ['worktree', 'add', '--quiet', '-f', '--detach', path, startPoint]);
     const pointer = /^gitdir: (.+)$/m.exec(readFileSync(join(path, '.git'), 'utf8'))?.[1];
@@ -217,9 +225,9 @@ export async function createCandidateTree(mirror: string, path: string, startPoi
 }
 
 /**
- * Deletes a work tree of the mirror without letting git read anything inside it. Its entry in the mirror goes at the
- * next `worktree prune`, which every candidate tree's creation runs first (under the mirror's lock): pruning here too
- * put a git process, and a wait for the lock behind a fetch or a push, at the end of every merge section.
+ * Deletes a work tree of the mirror without letting git read anything inside it. Its entry in the mirror goes at a
+ * later candidate's prune (under the mirror's lock): pruning here put a git process, and a wait for the lock behind a
+ * fetch or a push, at the end of every merge section.
  */
 export function removeCandidateTree(path: string): void {
   rmSync(path, { recursive: true, force: true });

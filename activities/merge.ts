@@ -4,6 +4,8 @@
  * compare-and-swap. If the target moved meanwhile, start over on the new target. Every landed MR carries the
  * trailer `Gt-Merge-Request: <mrId>@<head>`, so a retry finds its earlier success instead of merging twice.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { activityInfo, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { z } from 'zod';
@@ -632,7 +634,16 @@ async function applyTicket(
       opts,
     );
   }
-  return { kind: 'built', sha: (await git(dir, ['rev-parse', 'HEAD'])).trim() };
+  return { kind: 'built', sha: await detachedHead(dir) };
+}
+
+/**
+ * The commit a candidate's detached HEAD names, read from the file git just wrote in the tree's git dir (in the
+ * mirror, which no gate can write): a git process fewer in every merge section. `rev-parse` when it is not a commit id.
+ */
+async function detachedHead(dir: Repo): Promise<string> {
+  const head = readFileSync(join(dir.gitDir, 'HEAD'), 'utf8').trim();
+  return /^[0-9a-f]{40}$/.test(head) ? head : (await git(dir, ['rev-parse', 'HEAD'])).trim();
 }
 
 /** A gate's launch: the candidate's tree, the mirror its `.git` points into (read-only), allow-listed env, rig limits. */

@@ -15,6 +15,7 @@ import {
   git,
   importRunBranch,
   remoteBranchSha,
+  removeCandidateTree,
   RunRepoRejected,
   syncMirror,
 } from '../activities/git';
@@ -78,6 +79,29 @@ it('fails on a non-zero exit that prints nothing at all', async () => {
   await expect(git(repo.origin, ['merge-base', '--is-ancestor', unrelated, head])).rejects.toThrow(
     /git merge-base --is-ancestor failed .*: no output/,
   );
+});
+
+it('prunes removed candidate trees’ entries once the mirror lists 32, and builds anew at a listed path', async () => {
+  const repo = await createRepo();
+  const gtHome = home();
+  const mirror = await syncMirror('trees', repo.origin, gtHome);
+  const base = (await remoteBranchSha(mirror, 'main'))!;
+  const listed = () => readdirSync(join(mirror, 'worktrees')).length;
+  const counts: number[] = [];
+  for (let i = 0; i < 40; i++) {
+    const tree = await createCandidateTree(mirror, join(gtHome, 'candidates', `c-${i}`), base);
+    expect((await git(tree, ['rev-parse', 'HEAD'])).trim()).toBe(base);
+    removeCandidateTree(tree.workTree!);
+    counts.push(listed());
+  }
+  // Removing a tree leaves its entry; the creation that finds 32 prunes them all before adding its own.
+  expect(counts).toEqual([
+    ...Array.from({ length: 32 }, (_, i) => i + 1),
+    ...Array.from({ length: 8 }, (_, i) => i + 1),
+  ]);
+  // A path whose removed tree is still listed (a retried merge section's) is built anew.
+  const again = await createCandidateTree(mirror, join(gtHome, 'candidates', 'c-39'), base);
+  expect((await git(again, ['rev-parse', 'HEAD'])).trim()).toBe(base);
 });
 
 describe('a run’s own repository', () => {

@@ -51,7 +51,7 @@ describe('rework from the refinery', () => {
     expect(prompt).toContain('conflicts with main in: shared.txt');
     expect(await repo.show('shared.txt')).toBe(`${first!.beadId}\n${second!.beadId}\n`);
     // Nothing half-merged: no candidate tree is left on disk, and what the mirror still lists of them is stale, gone
-    // at its next prune (the refinery prunes before it builds a candidate, not after each section).
+    // at its next prune (a candidate's creation prunes once the mirror lists 32 entries, not after each section).
     const candidates = dirname(paths.candidate('clash', 'any', t.gtHome));
     expect(existsSync(candidates) ? readdirSync(candidates) : []).toEqual([]);
     const mirror = paths.mirror('clash', t.gtHome);
