@@ -235,9 +235,9 @@ export class ProcessRuntime implements AgentRuntimeDriver {
     }
     // Watched from before the spawn: the wrapper writes its pid within milliseconds, and a poll alone would add up to
     // its interval to every start (the start is on a bead's critical path).
-    // The wrapper is started by the worker's process helper: a fork of the worker's own (large) process would block
-    // its main thread for milliseconds, on the critical path of every run and gate (host/spawner.ts).
     const pidWritten = fileAppears(launch.runDir, 'pid');
+    // Started by the worker's process helper: a fork of the worker's own (large) process would block its main thread
+    // for milliseconds at every run's and gate's start (host/spawner.ts).
     let started: number | undefined;
     const spawnError = spawner
       .launch({
