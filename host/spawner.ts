@@ -38,11 +38,7 @@ export interface SpawnRequest {
   maxBuffer?: number;
 }
 
-export interface LaunchRequest {
-  file: string;
-  args: string[];
-  cwd: string;
-  env: NodeJS.ProcessEnv;
+export interface LaunchRequest extends Pick<SpawnRequest, 'file' | 'args' | 'cwd' | 'env'> {
   /** Where the process's stdout and stderr are appended (created with mode 600). */
   log: string;
 }
