@@ -15,12 +15,12 @@ import { writePromptFile } from '../agents/prompt';
 import { mintRunToken } from '../agents/run-token';
 import type { AgentHandle, AgentRuntimeDriver, AgentStatus, Mount } from '../agents/runtime';
 import { BeadSpec, EXIT_GRACE_MS } from '../domain/bead';
-import { beadBranch, legBranch, RunId } from '../domain/ids';
+import { beadBranch, CommitId, legBranch, MAX_AFTER_COMMITS, RunId } from '../domain/ids';
 import { AgentRuntime, RigConfig } from '../domain/rig';
 import type { DoneRuns } from '../host/done-runs';
 import { paths } from '../host/home';
 import { runEnv, writeRunToken } from './agent-env';
-import { createRunRepo, type ImportedBranch, importRunBranch, RunRepoRejected, syncMirror } from './git';
+import { createRunRepo, type ImportedBranch, importRunBranch, mirrorHolding, RunRepoRejected, syncMirror } from './git';
 import { parseActivityInput } from '../domain/validation';
 import { whileHeartbeating } from './heartbeat';
 import { workflowStillRuns } from './town';
@@ -65,6 +65,11 @@ export const PrepareRunInput = z.object({
   /** Operator messages already waiting when the run starts. */
   messages: z.array(z.string()).default([]),
   /**
+   * Commits the target is known to hold (a convoy bead's first run: its dependencies' merges). A mirror whose target
+   * already holds them is new enough to start from, and the run starts without fetching (docs/performance.md).
+   */
+  targetHas: z.array(CommitId).max(MAX_AFTER_COMMITS).optional(),
+  /**
    * A leg of a formula's legs step: its number (its branch is legBranch, its worktree one of its own), and the last run
    * of the round before the legs: runs numbered above it are sibling legs, live side by side, never stopped as stale.
    */
@@ -106,6 +111,8 @@ const PreparedRunSchema = z.object({
   baseSha: z.string(),
   /** Agents of earlier runs of this bead found alive on this host and stopped before the worktree was reset. */
   staleRunsStopped: z.array(z.string()),
+  /** Whether the mirror was fetched for this start (not when it held `targetHas` already); absent in older records. */
+  fetched: z.boolean().optional(),
 });
 export type PreparedRun = z.infer<typeof PreparedRunSchema>;
 
@@ -125,7 +132,7 @@ export const SuperviseInput = z.object({
    * A polecat run's starting commit: when its agent exits after a `gt done` this host's gateway saw accepted, the branch
    * is published as publishBranch would (`RunExit.published`) before supervision returns.
    */
-  publish: z.object({ baseSha: z.string().regex(/^[0-9a-f]{40}$/) }).optional(),
+  publish: z.object({ baseSha: CommitId }).optional(),
 });
 export type SuperviseInput = z.input<typeof SuperviseInput>;
 
@@ -170,10 +177,7 @@ export const PublishInput = z.object({
   targetBranch: z.string(),
   /** The run and the commit it started from (histories before these were sent lack them). */
   runId: RunId.optional(),
-  baseSha: z
-    .string()
-    .regex(/^[0-9a-f]{40}$/)
-    .optional(),
+  baseSha: CommitId.optional(),
 });
 export type PublishInput = z.input<typeof PublishInput>;
 
@@ -380,13 +384,15 @@ export function createAgentRunActivities(deps: HostDeps) {
     const { leg } = input;
     // Side by side (the start is on every bead's critical path): the fetch touches only the mirror, and the worktree a
     // stale agent could still write to is made below, after both.
-    const [staleRunsStopped, mirror] = await Promise.all([
+    const [staleRunsStopped, { mirror, fetched }] = await Promise.all([
       stopStaleRuns(
         input.bead.id,
         input.runId,
         leg ? { round: input.round, after: leg.after, earlier: leg.earlier } : undefined,
       ),
-      syncMirror(input.rig.name, input.rig.repo, deps.gtHome),
+      input.targetHas
+        ? mirrorHolding(input.rig.name, input.rig.repo, deps.gtHome, input.targetBranch, input.targetHas)
+        : syncMirror(input.rig.name, input.rig.repo, deps.gtHome).then((dir) => ({ mirror: dir, fetched: true })),
     ]);
     // A leg starts where the bead's branch is (or the target) and works on a branch and worktree of its own.
     const branch = leg ? legBranch(input.bead.id, input.round, leg.index) : beadBranch(input.bead.id);
@@ -421,8 +427,8 @@ export function createAgentRunActivities(deps: HostDeps) {
       messages: input.messages,
       step: input.step,
     });
-    log.info('run prepared', { runId: input.runId, beadId: input.bead.id, worktree, base, staleRunsStopped });
-    return { host: deps.hostId, worktree, promptFile, branch, baseSha: base, staleRunsStopped };
+    log.info('run prepared', { runId: input.runId, beadId: input.bead.id, worktree, base, fetched, staleRunsStopped });
+    return { host: deps.hostId, worktree, promptFile, branch, baseSha: base, staleRunsStopped, fetched };
   };
 
   /**

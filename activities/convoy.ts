@@ -10,7 +10,7 @@ import { z } from 'zod';
 import { BeadSpec } from '../domain/bead';
 import { CAPS, capText } from '../domain/caps';
 import { MergeMode, type StartedBead } from '../domain/convoy';
-import { beadWorkflowId, convoyBranch, ConvoyId, RigName } from '../domain/ids';
+import { beadWorkflowId, CommitId, convoyBranch, ConvoyId, MAX_AFTER_COMMITS, RigName } from '../domain/ids';
 import type { BeadReport } from '../domain/messages';
 import { refineryRigConfig } from './rig-config';
 import type { RigConfig } from '../domain/rig';
@@ -42,7 +42,14 @@ export const StartConvoyBeadsInput = z.object({
   /** Where the beads merge: the rig's branch, or the convoy branch in review-then-land. */
   targetBranch: z.string().min(1),
   beads: z
-    .array(BeadSpec.extend({ formula: FormulaName.optional(), vars: FormulaVarValues.optional() }))
+    .array(
+      BeadSpec.extend({
+        formula: FormulaName.optional(),
+        vars: FormulaVarValues.optional(),
+        /** The bead's dependencies' merges (BeadWorkflowInput's `convoy.after`). */
+        after: z.array(CommitId).max(MAX_AFTER_COMMITS).optional(),
+      }),
+    )
     .min(1)
     .max(MAX_START_BATCH),
 });
@@ -233,7 +240,7 @@ async function startBead(
   convoyId: string,
   rig: RigConfig,
   targetBranch: string,
-  { formula: formulaName, vars, ...bead }: BeadSpec & { formula?: string; vars?: Record<string, string> },
+  { formula: formulaName, vars, after, ...bead }: z.output<typeof StartConvoyBeadsInput>['beads'][number],
   gtHome: string,
 ): Promise<StartedBead> {
   const workflowId = beadWorkflowId(bead.id);
@@ -246,7 +253,8 @@ async function startBead(
     return { beadId: bead.id, outcome: 'error', error: err.message };
   }
   try {
-    const start = beadStart({ taskQueue, input: { bead, rig, convoy: { id: convoyId, targetBranch }, formula } });
+    const convoy = { id: convoyId, targetBranch, ...(after?.length ? { after } : {}) };
+    const start = beadStart({ taskQueue, input: { bead, rig, convoy, formula } });
     await client.workflow.start(start.workflowType, start.options);
     return { beadId: bead.id, outcome: 'started' };
   } catch (err) {

@@ -28,6 +28,7 @@ import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { parseActivityInput } from '../domain/validation';
 import { Failure } from '../domain/failures';
+import { CommitId } from '../domain/ids';
 
 const MAX_BODY = 2000;
 const MAX_RATE_LIMIT_WAIT_MS = 15 * 60_000;
@@ -159,7 +160,7 @@ export const PullRequestInput = z.object({ rig: RigConfig, number: z.number().in
 export type PullRequestInput = z.input<typeof PullRequestInput>;
 
 export const MergePullRequestInput = PullRequestInput.extend({
-  headSha: z.string().regex(/^[0-9a-f]{40}$/),
+  headSha: CommitId,
   title: z.string().max(500),
 });
 export type MergePullRequestInput = z.input<typeof MergePullRequestInput>;

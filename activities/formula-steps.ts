@@ -7,7 +7,7 @@
 import { activityInfo } from '@temporalio/activity';
 import { z } from 'zod';
 import { CAPS, capText } from '../domain/caps';
-import { BeadId, fsSafe } from '../domain/ids';
+import { BeadId, CommitId, fsSafe } from '../domain/ids';
 import { RigConfig } from '../domain/rig';
 import { paths } from '../host/home';
 import { runGates } from './gates';
@@ -21,7 +21,7 @@ export const StepGatesInput = z.object({
   stepId: z.string().min(1).max(63),
   /** Unique per step iteration: names the gate runs and their tree. */
   key: z.string().min(1).max(200),
-  headSha: z.string().regex(/^[0-9a-f]{40}$/),
+  headSha: CommitId,
   gates: z.array(z.string().min(1).max(4_000)).min(1).max(20),
   timeoutMs: z.number().int().min(1),
 });

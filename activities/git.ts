@@ -176,6 +176,38 @@ export async function mirrorWith(
   return { mirror: await syncMirror(rig, repo, home), fetched: true };
 }
 
+/**
+ * The rig's mirror, fetched only when its `origin/<branch>` does not hold every one of `commits` already. For a run's
+ * start: what the run must build on is its dependencies' merges, which this host's refinery pushed from this mirror
+ * (a push that lands moves the mirror's `origin/<branch>` too). Anything else stale is what a fetch a moment earlier
+ * would have left stale as well; the refinery merges onto the newest target either way. One git process instead of a
+ * fetch's round trip to the repository and the mirror's lock; a commit the mirror lacks (another host merged it, or
+ * the target was rewritten) fails the look, and the mirror fetches as before.
+ */
+export async function mirrorHolding(
+  rig: string,
+  repo: string,
+  home: string,
+  branch: string,
+  commits: string[],
+): Promise<{ mirror: string; fetched: boolean }> {
+  const mirror = paths.mirror(rig, home);
+  // A name rev-list would read as a range or a reflog entry is not looked up (no valid branch is one).
+  const plain = /^[A-Za-z0-9._/-]+$/.test(branch) && !branch.includes('..');
+  if (plain && commits.length > 0 && existsSync(join(mirror, 'HEAD'))) {
+    // Counts the commits reachable from `commits` but not from the branch: none when the branch holds them all.
+    const beyond = await gitStatus(mirror, [
+      'rev-list',
+      '--count',
+      ...commits,
+      '--not',
+      `refs/remotes/origin/${branch}`,
+    ]);
+    if (beyond.ok && beyond.stdout.trim() === '0') return { mirror, fetched: false };
+  }
+  return { mirror: await syncMirror(rig, repo, home), fetched: true };
+}
+
 /** The commit each of `revs` (commit ids or refs) names in the repository, `undefined` where it holds none. */
 export async function commitIds(repo: string, revs: string[]): Promise<(string | undefined)[]> {
   if (revs.length === 0) return [];

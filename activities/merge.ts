@@ -18,7 +18,7 @@ import {
   type SpeculativeGateResult,
 } from '../domain/refinery';
 import { type AgentRuntime, RigConfig } from '../domain/rig';
-import { fsSafe } from '../domain/ids';
+import { CommitId, fsSafe } from '../domain/ids';
 import type { AgentRuntimeDriver } from '../agents/runtime';
 import { paths } from '../host/home';
 import { type GateLaunch, runGates } from './gates';
@@ -67,8 +67,6 @@ export interface MergeDeps {
   /** The worker's environment, the only source of what a gate may be given (default: process.env). */
   hostEnv?: NodeJS.ProcessEnv;
 }
-
-const CommitId = z.string().regex(/^[0-9a-f]{40}$/, 'expected a full 40-hex commit id');
 
 /**
  * One MR of a speculative chain and the time (Unix seconds) its commit carries. With the time fixed, building the same

@@ -8,7 +8,7 @@ import { ApplicationFailure, log } from '@temporalio/activity';
 import { z } from 'zod';
 import { writePromptFile } from '../agents/prompt';
 import { BeadSpec } from '../domain/bead';
-import { fsSafe, RunId } from '../domain/ids';
+import { CommitId, fsSafe, RunId } from '../domain/ids';
 import { RigConfig } from '../domain/rig';
 import { paths } from '../host/home';
 import type { HostDeps } from './agent-runs';
@@ -25,7 +25,7 @@ export const PrepareReviewInput = z.object({
   round: z.number().int().min(1),
   attempt: z.number().int().min(1),
   branch: z.string().min(1),
-  headSha: z.string().regex(/^[0-9a-f]{40}$/),
+  headSha: CommitId,
   targetBranch: z.string().min(1),
 });
 export type PrepareReviewInput = z.input<typeof PrepareReviewInput>;

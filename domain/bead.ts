@@ -1,7 +1,7 @@
 /** Beads (units of work), their lifecycle, and the messages agents send about them. */
 import { z } from 'zod';
 import { FormulaProgress, ResolvedFormula, StepId, type FormulaPosition, type StepRecord } from './formula';
-import { BeadId, ConvoyId, RunId } from './ids';
+import { BeadId, CommitId, ConvoyId, MAX_AFTER_COMMITS, RunId } from './ids';
 import { RigConfig } from './rig';
 import type { MergeOutcome } from './outcomes';
 
@@ -116,7 +116,17 @@ export const BeadWorkflowInput = z.object({
   bead: BeadSpec,
   rig: RigConfig,
   /** Set when the bead belongs to a convoy: the bead reports to it, and merges into `targetBranch`. */
-  convoy: z.object({ id: ConvoyId, targetBranch: z.string().min(1) }).optional(),
+  convoy: z
+    .object({
+      id: ConvoyId,
+      targetBranch: z.string().min(1),
+      /**
+       * The merges of the bead's dependencies on `targetBranch`, as the refinery reported them to the convoy: the
+       * bead's first run needs a target that holds them, and starts without fetching when its host's mirror does.
+       */
+      after: z.array(CommitId).max(MAX_AFTER_COMMITS).optional(),
+    })
+    .optional(),
   /** The formula the bead runs, resolved where it was slung (absent in histories from before formulas: `work`). */
   formula: ResolvedFormula.optional(),
   /** Set on a retried bead's new workflow run (docs/operations.md, "gt bead retry"). */

@@ -10,7 +10,7 @@ import { utf8Bytes } from './caps';
 import { dagProblems } from './dag';
 import { DurationMs } from './durations';
 import { FormulaName, FormulaVarValues } from './formula-ref';
-import { BeadId, ConvoyId, RigName } from './ids';
+import { BeadId, CommitId, ConvoyId, MAX_AFTER_COMMITS, RigName } from './ids';
 
 export const MAX_CONVOY_BEADS = 1000;
 /** All text a convoy holds for beads not yet started; keeps workflow payloads far below Temporal's 2 MB limit. */
@@ -253,6 +253,20 @@ export function countBeads(beads: readonly { status: ConvoyBeadStatus }[]): Conv
   };
   for (const b of beads) counts[b.status]++;
   return counts;
+}
+
+/**
+ * What a bead's first run needs its target to hold: the merges of its dependencies (BeadWorkflowInput's
+ * `convoy.after`). None when one is unknown or not a commit id (a merge through a pull request may report none), or
+ * when there are too many to hand on: the run then fetches, as every other run does.
+ */
+export function dependencyMerges(
+  bead: { dependsOn: readonly string[] },
+  commitOf: (id: string) => string | undefined,
+): string[] | undefined {
+  const commits = bead.dependsOn.map(commitOf);
+  if (commits.length === 0 || commits.length > MAX_AFTER_COMMITS) return undefined;
+  return commits.every((c) => CommitId.safeParse(c).success) ? [...new Set(commits as string[])] : undefined;
 }
 
 export function describeCounts(c: ConvoyCounts): string {

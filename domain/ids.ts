@@ -9,6 +9,10 @@ const slug = (what: string) =>
   z.string().regex(SLUG, `${what} must be 1-63 characters of a-z, 0-9, '-' or '_', starting with a letter or digit`);
 
 export const RigName = slug('rig name');
+/** A commit's full object id (SHA-1), as the refinery reports a merge. */
+export const CommitId = z.string().regex(/^[0-9a-f]{40}$/, 'a commit id must be 40 lowercase hex digits');
+/** At most this many dependencies' merges are handed to a bead's first run (more: the run fetches, as any run does). */
+export const MAX_AFTER_COMMITS = 64;
 export const BeadId = slug('bead id');
 export const ConvoyId = slug('convoy id');
 

@@ -7,7 +7,7 @@ import { z } from 'zod';
 import { MergeOutcome } from './outcomes';
 import { CAPS, capList, capText, listText } from './caps';
 import { PullRequestRef } from './forge';
-import { BeadId, ConvoyId } from './ids';
+import { BeadId, CommitId, ConvoyId } from './ids';
 
 export const MergeTicket = z.object({
   mrId: z.string().min(1).max(200),
@@ -15,7 +15,7 @@ export const MergeTicket = z.object({
   round: z.number().int().min(1),
   title: z.string().max(500),
   branch: z.string().min(1),
-  headSha: z.string().regex(/^[0-9a-f]{40}$/, 'headSha must be a full 40-hex commit id'),
+  headSha: CommitId,
   targetBranch: z.string().min(1),
   priority: z.number().int().min(0).max(4).default(2),
   convoyId: ConvoyId.optional(),

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ConvoyStatusView, ConvoySummary } from '../client/convoys';
 import type { ConvoyResult } from '../domain/convoy';
-import { beadStartedAt, convoyTimeline, refineryMerges, writeSpec } from './helpers/convoy';
+import { beadStartedAt, convoyTimeline, firstLaunchOf, refineryMerges, writeSpec } from './helpers/convoy';
 import { createRepo } from './helpers/repo';
 import { agentScript, runGt, startTestTown, type TestTown } from './helpers/town';
 
@@ -89,6 +89,17 @@ describe('a diamond convoy (review-and-merge)', () => {
       expect(b.bead?.rounds.map((r) => r.outcome?.kind)).toEqual(['merged']);
       expect(b.commit).toBe(b.bead?.mergedCommit);
     }
+
+    // A dependent's first run is told its dependencies' merges, and starts from its host's mirror without a fetch:
+    // the refinery pushed those merges from that mirror. The root knows of none and fetches (docs/performance.md).
+    const commit = Object.fromEntries(view.beads.map((b) => [b.id, b.commit]));
+    expect(await firstLaunchOf(t.client, 'dia-a')).toEqual({ targetHas: undefined, fetched: true });
+    for (const b of ['b', 'c'])
+      expect(await firstLaunchOf(t.client, `dia-${b}`)).toEqual({ targetHas: [commit.a], fetched: false });
+    const d = await firstLaunchOf(t.client, 'dia-d');
+    expect(d.targetHas?.sort()).toEqual([commit.b, commit.c].sort());
+    expect(d.fetched).toBe(false);
+
     const tree = await runGt(['convoy', 'status', 'dia'], t.cliEnv());
     expect(tree.stdout).toMatch(/^✓ a +closed/m);
     expect(tree.stdout).toMatch(/^ {4}✓ d +closed +b,c +r1\/a1 done +r1 merged +[0-9a-f]{10}/m);

@@ -1,4 +1,4 @@
-/** The convoy DAG logic: pure functions, so plain unit tests. */
+/** The convoy DAG logic (and what a dependent's first run needs): pure functions, so plain unit tests. */
 import { describe, expect, it } from 'vitest';
 import {
   dagProblems,
@@ -11,6 +11,8 @@ import {
   transitiveDependents,
   type DagNode,
 } from '../domain/dag';
+import { dependencyMerges } from '../domain/convoy';
+import { MAX_AFTER_COMMITS } from '../domain/ids';
 
 const n = (id: string, ...dependsOn: string[]): DagNode => ({ id, dependsOn });
 const diamond = [n('a'), n('b', 'a'), n('c', 'a'), n('d', 'b', 'c')];
@@ -72,5 +74,23 @@ describe('DAG order', () => {
     expect(ready()).toEqual(['c']);
     merged.add('c');
     expect(ready()).toEqual(['d']);
+  });
+});
+
+describe('what a bead’s first run needs its target to hold', () => {
+  const sha = (c: string) => c.repeat(40);
+  const commits: Record<string, string | undefined> = { a: sha('a'), b: sha('b'), c: sha('b'), p: 'PR#12' };
+  const merges = (...deps: string[]) => dependencyMerges({ dependsOn: deps }, (id) => commits[id]);
+
+  it('is its dependencies’ merges, each once', () => {
+    expect(merges('a')).toEqual([sha('a')]);
+    expect(merges('a', 'b', 'c')).toEqual([sha('a'), sha('b')]);
+  });
+
+  it('is nothing (the run fetches) for a root, an unknown merge, one that is no commit id, or too many', () => {
+    expect(merges()).toBeUndefined();
+    expect(merges('a', 'x')).toBeUndefined();
+    expect(merges('a', 'p')).toBeUndefined();
+    expect(merges(...Array.from({ length: MAX_AFTER_COMMITS + 1 }, () => 'a'))).toBeUndefined();
   });
 });

@@ -14,6 +14,7 @@ import {
   createRunRepo,
   git,
   importRunBranch,
+  mirrorHolding,
   remoteBranchSha,
   removeCandidateTree,
   RunRepoRejected,
@@ -49,6 +50,32 @@ it('lets runs that ask for a fetch together share one that begins after they ask
   const fourth = syncMirror('shared', repo.origin, gtHome);
   expect(fourth).not.toBe(second);
   await Promise.all([first, fourth]);
+});
+
+it('starts from the mirror without a fetch only when its target holds every commit the run needs', async () => {
+  const repo = await createRepo();
+  const gtHome = home();
+  const mirror = await syncMirror('holding', repo.origin, gtHome);
+  const first = await repo.sha();
+  const second = await repo.commitDirect('a.txt', 'a\n', 'merged by our refinery');
+  await syncMirror('holding', repo.origin, gtHome);
+  // The target moves on in the repository, unseen by the mirror: a run needing only what the mirror holds (the tip,
+  // an older commit, both) does not fetch, and starts from what the mirror has.
+  const third = await repo.commitDirect('b.txt', 'b\n', 'merged elsewhere');
+  for (const needs of [[second], [first], [first, second]]) {
+    expect(await mirrorHolding('holding', repo.origin, gtHome, 'main', needs)).toEqual({ mirror, fetched: false });
+    expect(await remoteBranchSha(mirror, 'main')).toBe(second);
+  }
+  // A commit the mirror lacks, a branch it has not, nothing named, or a name rev-list would read as a range: a fetch.
+  for (const [branch, needs] of [
+    ['main', [third]],
+    ['no-such-branch', [first]],
+    ['main', []],
+    ['main..main', [first]],
+  ] as const) {
+    expect(await mirrorHolding('holding', repo.origin, gtHome, branch, [...needs])).toEqual({ mirror, fetched: true });
+  }
+  expect(await remoteBranchSha(mirror, 'main')).toBe(third);
 });
 
 it('returns what git printed, and fails with git’s message on a non-zero exit', async () => {

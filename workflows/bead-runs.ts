@@ -427,6 +427,9 @@ export class PolecatRuns {
       ),
       ...(step ? { step: step.prompt } : {}),
       ...(step?.leg ? { leg: step.leg } : {}),
+      // Only the bead's very first run: a later one (a rework, a retry, a formula's next step) starts from the bead's
+      // branch as the repository has it, which the run's host learns only by fetching.
+      ...(state.runs.length === 1 && !b.input.resume && !b.input.continued ? { targetHas: b.input.convoy?.after } : {}),
     };
     const launchOf = (p: Prepared) => ({
       runId,

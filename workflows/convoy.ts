@@ -50,6 +50,7 @@ import {
   ConvoyRecovery,
   ConvoyWorkflowInput,
   countBeads,
+  dependencyMerges,
   describeCounts,
   isTerminalConvoy,
   landingMergeRequestId,
@@ -372,6 +373,7 @@ export async function convoyWorkflow(rawInput: ConvoyWorkflowInput): Promise<Con
               title: b.title,
               priority: b.priority,
               ...(details[b.id] ?? { description: '', acceptance: '' }),
+              after: dependencyMerges(b, (id) => byId.get(id)?.commit),
             })),
           }),
         );

@@ -7,7 +7,7 @@ import { log, proxyLocalActivities, setCurrentDetails, setHandler, upsertSearchA
 import { z } from 'zod';
 import type { TownQueueActivities } from '../activities';
 import { BeadSpec } from '../domain/bead';
-import { ConvoyId } from '../domain/ids';
+import { CommitId, ConvoyId } from '../domain/ids';
 import { mergeRequestStateQuery, mergeResultSignal } from '../domain/messages';
 import { MergeResult, MergeTicket, type MergeRequestState, type MergeTicketInput } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
@@ -50,7 +50,7 @@ export const MergeRequestInput = z.object({
   rig: RigConfig,
   round: z.number().int().min(1),
   branch: z.string(),
-  headSha: z.string().regex(/^[0-9a-f]{40}$/),
+  headSha: CommitId,
   targetBranch: z.string(),
   convoyId: ConvoyId.optional(),
   /** Set by a convoy member bead (not a landing): the refinery reports the merge to the convoy (MergeTicket). */

@@ -114,6 +114,26 @@ export async function beadStartedAt(client: Client, beadId: string): Promise<num
   return eventTimeMs(history.events![0]!);
 }
 
+/**
+ * A bead's first launch, from its history: the commits its target was said to hold (launchRun's `targetHas`) and
+ * whether its host fetched the mirror for it.
+ */
+export async function firstLaunchOf(
+  client: Client,
+  beadId: string,
+): Promise<{ targetHas?: string[]; fetched?: boolean }> {
+  const events = (await client.workflow.getHandle(`bead:${beadId}`).fetchHistory()).events ?? [];
+  const scheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'launchRun');
+  const completed = events.find(
+    (e) => e.activityTaskCompletedEventAttributes?.scheduledEventId?.toString() === scheduled?.eventId?.toString(),
+  );
+  const [input] = decode(scheduled?.activityTaskScheduledEventAttributes?.input) as [{ targetHas?: string[] }];
+  const [result] = decode(completed?.activityTaskCompletedEventAttributes?.result) as [
+    { prepared: { fetched?: boolean } },
+  ];
+  return { targetHas: input?.targetHas, fetched: result?.prepared.fetched };
+}
+
 /** Whether a workflow with this id was ever started. */
 export function workflowExists(client: Client, workflowId: string): Promise<boolean> {
   return client.workflow
