@@ -13,7 +13,7 @@ import { createMergeActivities, type MergeDeps } from './merge';
 import { createNotifyActivities } from './notify';
 import { createReviewRunActivities } from './review-runs';
 import { createRigConfigActivities } from './rig-config';
-import { createTownActivities, type TownDeps } from './town';
+import { convoyReporter, createTownActivities, type TownDeps } from './town';
 
 /** escalationWebhook: the town's escalation webhook URL (configuration, never a payload: activities/notify.ts). */
 export function createTownQueueActivities(deps: TownDeps & MergeDeps & DispatchDeps & { escalationWebhook?: string }) {
@@ -22,7 +22,7 @@ export function createTownQueueActivities(deps: TownDeps & MergeDeps & DispatchD
     ...createNotifyActivities({ escalationWebhook: deps.escalationWebhook, town: deps.taskQueue }),
     ...createConvoyActivities(deps),
     ...createDispatchActivities(deps),
-    ...createMergeActivities(deps),
+    ...createMergeActivities({ ...deps, reportMerge: convoyReporter(deps.client) }),
     ...createFormulaStepActivities(deps),
     ...createLegBranchActivities(deps),
     ...createRigConfigActivities(deps),

@@ -40,6 +40,7 @@ import {
 } from './git';
 import { parseActivityInput } from '../domain/validation';
 import { Failure } from '../domain/failures';
+import { type BeadReport, mergeReport } from '../domain/messages';
 
 const MAX_CAS_ROUNDS = 5;
 
@@ -66,6 +67,8 @@ export interface MergeDeps {
   runtimes: Partial<Record<AgentRuntime, AgentRuntimeDriver>>;
   /** The worker's environment, the only source of what a gate may be given (default: process.env). */
   hostEnv?: NodeJS.ProcessEnv;
+  /** Tells a convoy of a bead's merge: false when the convoy is gone (activities/index.ts signals it). */
+  reportMerge?: (convoyId: string, report: BeadReport) => Promise<boolean>;
 }
 
 /**
@@ -227,12 +230,15 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       );
       if (push.ok) {
         log.info('merged', { ...ctx, commit: candidateSha, target, gateRuns });
+        const merged = [...landed, ...commits];
+        const convoyTold = await tellConvoys(deps, tickets, merged);
         return {
           kind: 'merged',
           commit: candidateSha,
-          merged: [...landed, ...commits],
+          merged,
           gateRuns,
           alreadyMerged: false,
+          ...(convoyTold.length ? { convoyTold } : {}),
         };
       }
       const refusal = pushRefusal(push.stderr);
@@ -514,6 +520,35 @@ export function pushRefusal(stderr: string): 'moved' | 'refused' | 'failed' {
   if (/\[remote rejected\]|refusing to update|declined|denied|protected branch|permission/i.test(stderr))
     return 'refused';
   return 'failed';
+}
+
+/**
+ * Convoy beads' merges told to their convoys as soon as the push landed, rather than once the refinery's workflow task
+ * has taken this activity's result: starting the dependents is the next step of every chain (docs/performance.md).
+ * Best effort: a convoy not told here is told by the refinery, as before, and a convoy takes a repeat as a no-op.
+ * Answers the merge requests whose convoy heard it.
+ */
+async function tellConvoys(
+  deps: MergeDeps,
+  tickets: Ticket[],
+  merged: { mrId: string; commit: string }[],
+): Promise<string[]> {
+  const { reportMerge } = deps;
+  if (!reportMerge) return [];
+  const refinery = activityInfo().workflowExecution?.workflowId;
+  const told = await Promise.all(
+    tickets.map(async (t) => {
+      const commit = merged.find((m) => m.mrId === t.mrId)?.commit;
+      if (!t.convoyId || !t.convoyBead || !commit) return undefined;
+      try {
+        return (await reportMerge(t.convoyId, mergeReport(t, commit, refinery))) ? t.mrId : undefined;
+      } catch (err) {
+        log.warn('could not tell the convoy of the merge; the refinery will', { mrId: t.mrId, error: String(err) });
+        return undefined;
+      }
+    }),
+  );
+  return told.filter((mrId): mrId is string => mrId !== undefined);
 }
 
 const excluded = (t: Ticket, outcome: MergeOutcome, gateRuns: number): CandidateResult => ({

@@ -4,7 +4,7 @@ import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Clien
 import { BeadReportMessage } from '../domain/convoy';
 import { z } from 'zod';
 import { EscalationInput } from '../domain/escalation';
-import { beadReportSignal, enqueueSignal, mergeResultSignal } from '../domain/messages';
+import { type BeadReport, beadReportSignal, enqueueSignal, mergeResultSignal } from '../domain/messages';
 import { ConvoyId, convoyWorkflowId } from '../domain/ids';
 import { MergeResult, MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
@@ -50,6 +50,12 @@ export async function delivered(send: Promise<void>): Promise<boolean> {
     throw err;
   }
 }
+
+/** Tells a convoy of a bead's outcome: false when the convoy is gone. */
+export const convoyReporter =
+  (client: Client) =>
+  (convoyId: string, report: BeadReport): Promise<boolean> =>
+    delivered(client.workflow.getHandle(convoyWorkflowId(convoyId)).signal(beadReportSignal, report));
 
 /** Whether a workflow still runs: false once it closed or is gone; any other failure (the server's) is thrown. */
 export async function workflowStillRuns(client: Client, workflowId: string): Promise<boolean> {
@@ -121,10 +127,7 @@ export function createTownActivities(deps: TownDeps) {
       const { result, convoy } = parseActivityInput(DeliverOutcomeInput, raw);
       const [mergeRequest, reported] = await Promise.all([
         delivered(deps.client.workflow.getHandle(result.mrId).signal(mergeResultSignal, result)),
-        convoy &&
-          delivered(
-            deps.client.workflow.getHandle(convoyWorkflowId(convoy.convoyId)).signal(beadReportSignal, convoy.report),
-          ),
+        convoy && convoyReporter(deps.client)(convoy.convoyId, convoy.report),
       ]);
       // What was told to whom: the answer is what the refinery's history keeps of it (its marker).
       return {

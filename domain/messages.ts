@@ -101,3 +101,15 @@ export interface BeadReport {
   reportedBy?: string;
 }
 export const beadReportSignal = defineSignal<[BeadReport]>('beadReport');
+/** A convoy bead's merge, as the refinery reports it (from its workflow, or from the merge section that pushed it). */
+export const mergeReport = (
+  ticket: Pick<MergeTicket, 'beadId' | 'convoyBead'>,
+  commit: string,
+  reportedBy?: string,
+): BeadReport => ({
+  beadId: ticket.beadId,
+  status: 'closed',
+  commit,
+  ...(ticket.convoyBead?.retry ? { retry: ticket.convoyBead.retry } : {}),
+  ...(reportedBy ? { reportedBy } : {}),
+});

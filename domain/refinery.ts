@@ -194,6 +194,8 @@ export type CandidateResult =
       merged: { mrId: string; commit: string }[];
       gateRuns: number;
       alreadyMerged: boolean;
+      /** The merge requests whose convoy the section told of the merge as it pushed (the refinery tells the rest). */
+      convoyTold?: string[];
     }
   /** Verified only (PR strategy): the candidate built and its gates passed; the target was not touched. */
   | { kind: 'verified'; candidateSha: string; gateRuns: number }

@@ -67,10 +67,13 @@ describe('a diamond convoy (review-and-merge)', () => {
       timeline.find((e) => e.kind === 'start' && e.beadId === 'dia-c')!.at,
     );
 
-    // The refinery's history agrees: a dependent's workflow starts after the refinery recorded its dependencies'
-    // merges (the workflow task that reported them), and every bead merged once.
-    const merged = await refineryMerges(t.client, 'diamond');
-    expect([...merged.keys()].sort()).toEqual(['dia-a', 'dia-b', 'dia-c', 'dia-d']);
+    // The refinery's history agrees: every bead merged once, told to the convoy by the merge section as its push
+    // landed (not by the refinery's next workflow task), and a dependent's workflow starts after its dependencies'
+    // sections did.
+    const reportedBy = await refineryMerges(t.client, 'diamond');
+    expect([...reportedBy.keys()].sort()).toEqual(['dia-a', 'dia-b', 'dia-c', 'dia-d']);
+    expect([...reportedBy.values()].map((r) => r.by)).toEqual(Array(4).fill('merge section'));
+    const merged = new Map([...reportedBy].map(([bead, r]) => [bead, r.at]));
     const started = Object.fromEntries(
       await Promise.all(['a', 'b', 'c', 'd'].map(async (b) => [b, await beadStartedAt(t.client, `dia-${b}`)] as const)),
     );

@@ -40,6 +40,7 @@ import { escalationIdPart } from '../domain/escalation';
 import {
   type BeadReport,
   beadReportSignal,
+  mergeReport,
   enqueueSignal,
   mergeResultSignal,
   pauseRefineryUpdate,
@@ -276,13 +277,6 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
 
   /** Outcomes signalled to merge requests and not yet recorded; continue-as-new waits for them. */
   const deliveries = new Set<Promise<void>>();
-  /** A convoy bead's merge, as the bead's own report would tell its convoy (the convoy ignores repeats). */
-  const convoyReport = (ticket: MergeTicket, commit: string): BeadReport => ({
-    beadId: ticket.beadId,
-    status: 'closed',
-    commit,
-    ...(ticket.convoyBead?.retry ? { retry: ticket.convoyBead.retry } : {}),
-  });
   /** Signals a result (and a convoy report), as before outcomes went out from a local activity. */
   const signalOutcome = (result: MergeResult, convoy?: { convoyId: string; report: BeadReport }): Promise<void> => {
     const mrId = result.mrId;
@@ -327,21 +321,19 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     const toConvoy = outcome.kind === 'merged' && ticket.convoyBead && ticket.convoyId;
     // A run that delivers locally is newer than the convoy report: it need not ask for it (one marker fewer).
     const told = toConvoy && (deliversLocally || patched(REPORTS_TO_CONVOY));
+    // The merge section that pushed it may have told the convoy already (activities/merge.ts): then only the MR here.
     const convoy =
-      told && outcome.kind === 'merged'
+      told && outcome.kind === 'merged' && !outcome.convoyTold
         ? {
             convoyId: toConvoy,
-            report: {
-              ...convoyReport(ticket, outcome.commit),
-              // Sent by a local activity's client, the signal itself does not say it came from this workflow.
-              ...(deliversLocally ? { reportedBy: workflowInfo().workflowId } : {}),
-            },
+            // Sent by a local activity's client, the signal itself does not say it came from this workflow.
+            report: mergeReport(ticket, outcome.commit, deliversLocally ? workflowInfo().workflowId : undefined),
           }
         : undefined;
     const result: MergeResult = {
       mrId: ticket.mrId,
       headSha: ticket.headSha,
-      outcome: convoy && outcome.kind === 'merged' ? { ...outcome, convoyTold: true } : outcome,
+      outcome: told && outcome.kind === 'merged' ? { ...outcome, convoyTold: true } : outcome,
     };
     if (deliversLocally) {
       // One marker, and both receivers hear it while this workflow task is open (docs/performance.md).
@@ -436,6 +428,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
             kind: 'merged',
             commit: commitOf.get(t.mrId) ?? result.commit,
             targetBranch: t.targetBranch,
+            ...(result.convoyTold?.includes(t.mrId) ? { convoyTold: true } : {}),
           });
         bisection = afterProbe(bisection, step.items.length, true);
       } else if (result.kind === 'gates_failed') {

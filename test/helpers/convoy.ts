@@ -75,25 +75,44 @@ export async function convoyTimeline(client: Client, convoyId: string): Promise<
 
 /**
  * When the rig's refinery reported each convoy bead's merge to its convoy, across its runs: the completion of the
- * workflow task that signalled it, or the start of the one whose local activity sent it. Bead id → time. A bead
- * reported twice fails the test.
+ * workflow task that signalled it, the start of the one whose local activity sent it, or the start of the merge
+ * section that sent it as its push landed. Bead id → time and sender. A bead reported twice fails the test.
  */
-export async function refineryMerges(client: Client, rig: string): Promise<Map<string, number>> {
-  const merges = new Map<string, number>();
-  const reported = (beadId: string, at: number) => {
+export async function refineryMerges(
+  client: Client,
+  rig: string,
+): Promise<Map<string, { at: number; by: 'signal' | 'local activity' | 'merge section' }>> {
+  const merges = new Map<string, { at: number; by: 'signal' | 'local activity' | 'merge section' }>();
+  const reported = (beadId: string, at: number, by: 'signal' | 'local activity' | 'merge section') => {
     if (merges.has(beadId)) throw new Error(`the refinery reported ${beadId} twice`);
-    merges.set(beadId, at);
+    merges.set(beadId, { at, by });
   };
   for (const run of await runsOf(client, `refinery:${rig}`)) {
     const history = await client.workflow.getHandle(`refinery:${rig}`, run.runId).fetchHistory();
     /** The start of the workflow task under way: a local activity runs in it, before its marker is written. */
     let taskStarted = 0;
+    /** The merge sections by their scheduled event: the beads of their tickets and when they started. */
+    const sections = new Map<string, { beads: Map<string, string>; started?: number }>();
     for (const e of history.events ?? []) {
       if (e.workflowTaskStartedEventAttributes) taskStarted = eventTimeMs(e);
+      const scheduled = e.activityTaskScheduledEventAttributes;
+      if (scheduled?.activityType?.name === 'mergeCandidate') {
+        const [input] = decode(scheduled.input) as [{ tickets: { mrId: string; beadId: string }[] }];
+        sections.set(String(e.eventId), { beads: new Map(input.tickets.map((t) => [t.mrId, t.beadId])) });
+      }
+      const started = e.activityTaskStartedEventAttributes;
+      const section = sections.get(String(started?.scheduledEventId));
+      if (section) section.started = eventTimeMs(e);
+      const completed = e.activityTaskCompletedEventAttributes;
+      const done = sections.get(String(completed?.scheduledEventId));
+      if (done) {
+        const [result] = decode(completed!.result) as [{ convoyTold?: string[] }];
+        for (const mrId of result.convoyTold ?? []) reported(done.beads.get(mrId)!, done.started!, 'merge section');
+      }
       const sent = e.signalExternalWorkflowExecutionInitiatedEventAttributes;
       if (sent?.signalName === 'beadReport') {
         const [report] = decode(sent.input) as [{ beadId: string }];
-        reported(report.beadId, eventTimeMs(e));
+        reported(report.beadId, eventTimeMs(e), 'signal');
       }
       // Since 'refinery-delivers-locally' the report goes from a local activity, whose answer names the bead.
       const marker = e.markerRecordedEventAttributes;
@@ -101,7 +120,7 @@ export async function refineryMerges(client: Client, rig: string): Promise<Map<s
         const [data] = decode(marker.details?.data) as [{ activity_type: string }];
         if (data.activity_type !== 'deliverMergeOutcome') continue;
         const [answer] = decode(marker.details?.result) as [{ convoy?: { beadId: string; reported: boolean } }];
-        if (answer.convoy?.reported) reported(answer.convoy.beadId, taskStarted);
+        if (answer.convoy?.reported) reported(answer.convoy.beadId, taskStarted, 'local activity');
       }
     }
   }

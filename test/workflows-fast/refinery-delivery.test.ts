@@ -24,7 +24,12 @@ describe.skipIf(skipReason)('refinery outcome delivery (time-skipping)', { timeo
   });
 
   /** One merge request through a refinery whose merge lands at once; its outcome and the refinery's history. */
-  const mergeOne = async (rigName: string, delivery: (taskQueue: string) => object) => {
+  const mergeOne = async (
+    rigName: string,
+    delivery: (taskQueue: string) => object,
+    /** A convoy bead's merge request; `told`: the merge section told its convoy as it pushed. */
+    convoy?: { told: boolean },
+  ) => {
     const rig = testRig({ name: rigName, batchSize: 1 });
     const attempts: number[] = [];
     return withWorker(
@@ -47,6 +52,7 @@ describe.skipIf(skipReason)('refinery outcome delivery (time-skipping)', { timeo
               merged: tickets.map((t) => ({ mrId: t.mrId, commit: COMMIT })),
               gateRuns: 1,
               alreadyMerged: false,
+              ...(convoy?.told ? { convoyTold: tickets.map((t) => t.mrId) } : {}),
             });
           },
           ...delivery(taskQueue),
@@ -61,6 +67,7 @@ describe.skipIf(skipReason)('refinery outcome delivery (time-skipping)', { timeo
           branch: `gt/${rigName}-1`,
           headSha: '1'.repeat(40),
           targetBranch: rig.branch,
+          ...(convoy ? { convoyId: 'fast-convoy', convoyBead: {} } : {}),
         });
         const handle = await env.client.workflow.start(mr.workflowType, { ...mr.options, taskQueue });
         const outcome = (await handle.result()) as MergeOutcome;
@@ -77,6 +84,28 @@ describe.skipIf(skipReason)('refinery outcome delivery (time-skipping)', { timeo
     const r = await mergeOne('fast-deliver', (taskQueue) => deliveryActivity(env.client, taskQueue));
     expect(r.outcome).toMatchObject({ kind: 'merged', commit: COMMIT });
     expect(r.signalled).toEqual([]);
+  });
+
+  it('leaves a convoy the merge section told to it, and tells the merge request the convoy knows', async () => {
+    for (const told of [true, false]) {
+      const asked: { convoy?: { convoyId: string } }[] = [];
+      const r = await mergeOne(
+        `fast-deliver-convoy-${told}`,
+        (taskQueue) => {
+          const { deliverMergeOutcome } = deliveryActivity(env.client, taskQueue);
+          return {
+            deliverMergeOutcome: (raw: Parameters<typeof deliverMergeOutcome>[0]) => {
+              asked.push(raw);
+              return deliverMergeOutcome(raw);
+            },
+          };
+        },
+        { told },
+      );
+      expect(r.outcome).toMatchObject({ kind: 'merged', commit: COMMIT, convoyTold: true });
+      // Told by the section: the refinery tells the merge request only; else the convoy (gone here) as well.
+      expect(asked.map((a) => a.convoy?.convoyId)).toEqual([told ? undefined : 'fast-convoy']);
+    }
   });
 
   it('signals the outcome when the local activity keeps failing', async () => {
