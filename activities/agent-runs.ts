@@ -43,6 +43,8 @@ export interface HostDeps {
   doneRuns?: Pick<DoneRuns, 'take' | 'seen' | 'supervise' | 'supervisions' | 'launched'>;
   /** Tells the rig's dispatch gate that a run's agent started (activities/dispatch.ts dispatchStartReporter). */
   reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>;
+  /** Gives a run's slot back to the rig's dispatch gate (activities/dispatch.ts dispatchSlotReleaser). */
+  releaseSlot?: (rig: string, runId: string) => Promise<void>;
   /** Whether a workflow is still running: false once closed or gone, undefined when the server cannot say. */
   workflowRunning?: (workflowId: string) => Promise<boolean | undefined>;
 }
@@ -133,6 +135,11 @@ export const SuperviseInput = z.object({
    * is published as publishBranch would (`RunExit.published`) before supervision returns.
    */
   publish: z.object({ baseSha: CommitId }).optional(),
+  /**
+   * The run holds a dispatch slot its workflow would give back after the run: the host gives it back as the agent
+   * exits (`RunExit.slotReleased`), so the gate hears it while the branch is published, not after.
+   */
+  releaseSlot: z.boolean().default(false),
 });
 export type SuperviseInput = z.input<typeof SuperviseInput>;
 
@@ -168,6 +175,8 @@ export interface RunExit {
   adopted: boolean;
   /** The run's branch, published at the exit (see `SuperviseInput.publish`); its workflow need not publish it. */
   published?: PublishedBranch;
+  /** The run's dispatch slot was given back at the exit (see `SuperviseInput.releaseSlot`); its workflow need not. */
+  slotReleased?: true;
 }
 
 export const PublishInput = z.object({
@@ -501,6 +510,18 @@ export function createAgentRunActivities(deps: HostDeps) {
     }
   };
 
+  /** Gives the run's slot back as its agent exits; a failure leaves it to the bead (which gives it back after the run). */
+  const releasedSlot = async (rig: string, runId: string): Promise<{ slotReleased?: true }> => {
+    if (!deps.releaseSlot) return {};
+    try {
+      await deps.releaseSlot(rig, runId);
+      return { slotReleased: true };
+    } catch (err) {
+      log.warn('could not give the dispatch slot back at the exit; the bead does', { runId, error: String(err) });
+      return {};
+    }
+  };
+
   /**
    * launchRun's preparation, recorded in the run's directory once done. A failure says it was the preparation (as
    * the workflow words a failed prepareRun) and keeps its type, so the same failures stay non-retryable.
@@ -655,8 +676,19 @@ export function createAgentRunActivities(deps: HostDeps) {
           const status = await Promise.race([probe(driver, handle, runDir, probeTimeout), ctx.cancelled]);
           if (status.state === 'exited') {
             log.info('agent run exited', { ...ids, exitCode: status.exitCode });
-            const published = await publishAtExit(input);
-            return { runId: input.runId, exitCode: status.exitCode, adopted, ...(published ? { published } : {}) };
+            // The slot goes back while the branch is published: the gate's workflow task then runs during the import's
+            // git work, not beside the merge request's first task.
+            const [released, published] = await Promise.all([
+              input.releaseSlot ? releasedSlot(input.rig.name, input.runId) : {},
+              publishAtExit(input),
+            ]);
+            return {
+              runId: input.runId,
+              exitCode: status.exitCode,
+              adopted,
+              ...released,
+              ...(published ? { published } : {}),
+            };
           }
           if (status.state === 'unknown')
             log.warn('agent status probe failed; not treating it as death', { ...ids, detail: status.detail });

@@ -79,6 +79,14 @@ export function dispatchStartReporter(client: Client) {
   return (rig: string, report: z.input<typeof DispatchReport>) => signalGate(client, rig, dispatchReportSignal, report);
 }
 
+/**
+ * Gives a run's slot back to its rig's gate: from the bead's local activity (releaseDispatchSlot), or from the host's
+ * supervision as the run's agent exits.
+ */
+export function dispatchSlotReleaser(client: Client) {
+  return (rig: string, runId: string) => signalGate(client, rig, dispatchReleaseSignal, { runId });
+}
+
 export function createDispatchActivities(deps: DispatchDeps) {
   const reportStart = dispatchStartReporter(deps.client);
   const answerWaits = deps.answerWaits ?? 10;

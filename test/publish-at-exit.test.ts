@@ -59,11 +59,40 @@ describe('a finished run’s branch', () => {
           JSON.parse(Buffer.from(p.data!).toString()) as {
             exitCode: number;
             published?: { commitsAhead: number; headSha: string };
+            slotReleased?: boolean;
           },
       )
       .filter((r) => r.published);
     expect(exits).toHaveLength(1);
     expect(exits[0]).toMatchObject({ exitCode: 0, published: { commitsAhead: 1, uncommittedChanges: false } });
+    // The host gave the run's dispatch slot back as the agent exited: the gate heard it, and the bead gave nothing back.
+    expect(exits[0]!.slotReleased).toBe(true);
+    const events = (await handle.fetchHistory()).events ?? [];
+    const localActivities = events.flatMap((e) =>
+      e.markerRecordedEventAttributes?.markerName === 'core_local_activity'
+        ? [
+            (
+              JSON.parse(
+                Buffer.from(e.markerRecordedEventAttributes.details!.data!.payloads![0]!.data!).toString(),
+              ) as {
+                activity_type: string;
+              }
+            ).activity_type,
+          ]
+        : [],
+    );
+    expect(localActivities).toEqual(['requestDispatchSlot']);
+    const gate = (await t.client.workflow.getHandle('dispatch:pub-exit').fetchHistory()).events ?? [];
+    const releases = gate.flatMap((e) =>
+      e.workflowExecutionSignaledEventAttributes?.signalName === 'dispatchRelease'
+        ? [
+            JSON.parse(
+              Buffer.from(e.workflowExecutionSignaledEventAttributes.input!.payloads![0]!.data!).toString(),
+            ) as unknown,
+          ]
+        : [],
+    );
+    expect(releases).toEqual([{ runId: 'b-pub-exit/r1/a1' }]);
     // The branch the supervision published is the one the refinery merged.
     const [merge] = await repo.log();
     expect(merge!.body).toContain(`Gt-Merge-Request: mr:b-pub-exit:1@${exits[0]!.published!.headSha}`);

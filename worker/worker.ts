@@ -9,7 +9,7 @@ import { NativeConnection, Worker, type CompiledWorkerOptions } from '@temporali
 import { defaultRuntimes } from '../agents';
 import type { AgentRuntimeDriver } from '../agents/runtime';
 import { createHostQueueActivities, createTownQueueActivities } from '../activities';
-import { dispatchStartReporter } from '../activities/dispatch';
+import { dispatchSlotReleaser, dispatchStartReporter } from '../activities/dispatch';
 import { workflowRunningProbe } from '../activities/agent-runs';
 import type { AgentRuntime } from '../domain/rig';
 import { hostTaskQueue } from '../domain/task-queues';
@@ -170,6 +170,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       pollIntervalMs: options.pollIntervalMs,
       doneRuns,
       reportStart: dispatchStartReporter(client),
+      releaseSlot: dispatchSlotReleaser(client),
       workflowRunning: workflowRunningProbe(client),
     }),
     maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,

@@ -96,6 +96,8 @@ export class PolecatRuns {
    * would hold up that start.
    */
   private readonly deferredReleases: string[] = [];
+  /** Runs whose host gave their slot back as the agent exited (RunExit.slotReleased): the bead does not again. */
+  private readonly releasedAtExit = new Set<string>();
   private readonly branch: string;
 
   constructor(private readonly b: Bead) {
@@ -364,7 +366,8 @@ export class PolecatRuns {
     } finally {
       // A round's branch handed in goes to a merge request next: its slot goes back once that has started. A formula
       // step's run gives it back now (the next step may need the slot).
-      if (releasesLocally && !step && ended && 'headSha' in ended) this.deferredReleases.push(runId);
+      if (this.releasedAtExit.delete(runId)) log.info('dispatch slot given back at the exit', { runId });
+      else if (releasesLocally && !step && ended && 'headSha' in ended) this.deferredReleases.push(runId);
       else await CancellationScope.nonCancellable(() => this.sendToGate(this.release(runId, releasesLocally)));
     }
   }
@@ -448,6 +451,8 @@ export class PolecatRuns {
       targetBranch,
       // Supervision publishes the branch as the agent exits after an accepted gt done (activities/agent-runs.ts).
       publish: { baseSha: p.baseSha },
+      // And gives the slot back then (a formula's parallel legs give theirs back by signal, as they ask).
+      ...(step?.leg ? {} : { releaseSlot: true }),
     });
     let prepared: Prepared | undefined;
     // launchRun told the gate the agent started (LAUNCH_REPORTS_START): the bead need not. Its recorded result decides.
@@ -517,6 +522,8 @@ export class PolecatRuns {
     record.outcome = outcome;
     record.endedAt = new Date().toISOString();
     record.exitCode = run.exit?.exitCode;
+    // A recorded result decides, so histories from before (no slotReleased) give the slot back as they did.
+    if (run.exit?.slotReleased) this.releasedAtExit.add(runId);
 
     if (outcome === 'handed_off') {
       log.info('run handed off', { beadId: bead.id, runId, handoffs: state.handoffs });
