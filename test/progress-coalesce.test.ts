@@ -93,7 +93,14 @@ describe('progress reports', () => {
       .catch((err: unknown) => err)) as WorkflowUpdateFailedError;
     expect(refused).toBeInstanceOf(WorkflowUpdateFailedError);
     expect(refused.cause?.message).toMatch(/at most one report per 25 s is recorded/);
-    expect((await handle.fetchHistory()).events).toHaveLength(events.length);
+    // Nothing of it in the history: at most a workflow task's three events (on a loaded machine the server may keep
+    // the task that ran the validator, when another event came meanwhile), never the update.
+    const after = ((await handle.fetchHistory()).events ?? []).slice(events.length);
+    const accepted = after.flatMap((e) => e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest ?? []);
+    expect(accepted.map((r) => Buffer.from(r.input?.args?.payloads?.[0]?.data ?? []).toString())).not.toContainEqual(
+      expect.stringContaining('around the gateway'),
+    );
+    expect(after.length).toBeLessThanOrEqual(3);
     expect((await t.town.beadState('b-chatty')).runs[0]?.lastProgress).toBe('the newest report');
 
     writeFileSync(join(dir, 'release'), '');
