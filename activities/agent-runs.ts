@@ -496,29 +496,19 @@ export function createAgentRunActivities(deps: HostDeps) {
   };
 
   /**
-   * Tells the rig's gate the run's agent started, from the host as it starts: the bead's workflow task that learns of
-   * the start then has no report to make. A failure leaves the report to the bead (it is a hint, never the record).
+   * Tells the rig's gate something about a run from its host: that its agent started (launchRun), or gives its slot
+   * back as the agent exits (supervision). The bead's workflow task then has nothing to send. A hint, never the record:
+   * whether the gate was told is the activity's answer, and a failure (or a host without the means) leaves it to the
+   * bead, as before.
    */
-  const reportedStart = async (rig: string, runId: string): Promise<{ reported?: true }> => {
-    if (!deps.reportStart) return {};
+  const toldGate = async (send: (() => Promise<void>) | undefined, what: string, runId: string): Promise<boolean> => {
+    if (!send) return false;
     try {
-      await deps.reportStart(rig, { runId, started: true });
-      return { reported: true };
+      await send();
+      return true;
     } catch (err) {
-      log.warn('could not report the start to the dispatch gate; the bead reports it', { runId, error: String(err) });
-      return {};
-    }
-  };
-
-  /** Gives the run's slot back as its agent exits; a failure leaves it to the bead (which gives it back after the run). */
-  const releasedSlot = async (rig: string, runId: string): Promise<{ slotReleased?: true }> => {
-    if (!deps.releaseSlot) return {};
-    try {
-      await deps.releaseSlot(rig, runId);
-      return { slotReleased: true };
-    } catch (err) {
-      log.warn('could not give the dispatch slot back at the exit; the bead does', { runId, error: String(err) });
-      return {};
+      log.warn(`could not ${what} at the host; the bead does`, { runId, error: String(err) });
+      return false;
     }
   };
 
@@ -616,7 +606,15 @@ export function createAgentRunActivities(deps: HostDeps) {
         ]).finally(() => clearTimeout(timer));
         // A fast agent may call gt done before its supervision starts: the gateway is to know it is supervised here.
         deps.doneRuns?.launched(input.runId);
-        return { prepared, started, ...(input.reportStart && (await reportedStart(input.rig.name, input.runId))) };
+        const { reportStart } = deps;
+        const reported =
+          input.reportStart &&
+          (await toldGate(
+            reportStart && (() => reportStart(input.rig.name, { runId: input.runId, started: true })),
+            'report the start to the dispatch gate',
+            input.runId,
+          ));
+        return { prepared, started, ...(reported ? { reported: true as const } : {}) };
       });
       return tracked(input.runId, launched);
     },
@@ -678,15 +676,21 @@ export function createAgentRunActivities(deps: HostDeps) {
             log.info('agent run exited', { ...ids, exitCode: status.exitCode });
             // The slot goes back while the branch is published: the gate's workflow task then runs during the import's
             // git work, not beside the merge request's first task.
+            const { releaseSlot } = deps;
             const [released, published] = await Promise.all([
-              input.releaseSlot ? releasedSlot(input.rig.name, input.runId) : {},
+              input.releaseSlot &&
+                toldGate(
+                  releaseSlot && (() => releaseSlot(input.rig.name, input.runId)),
+                  'give the dispatch slot back',
+                  input.runId,
+                ),
               publishAtExit(input),
             ]);
             return {
               runId: input.runId,
               exitCode: status.exitCode,
               adopted,
-              ...released,
+              ...(released ? { slotReleased: true as const } : {}),
               ...(published ? { published } : {}),
             };
           }

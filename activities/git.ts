@@ -28,6 +28,7 @@ import { dirname, join } from 'node:path';
 import { paths } from '../host/home';
 import { hostCredentialsFile } from './credentials';
 import { spawner } from '../host/spawner';
+import { BranchName } from '../domain/rig';
 
 const locks = new Map<string, Promise<unknown>>();
 
@@ -193,7 +194,7 @@ export async function mirrorHolding(
 ): Promise<{ mirror: string; fetched: boolean }> {
   const mirror = paths.mirror(rig, home);
   // A name rev-list would read as a range or a reflog entry is not looked up (no valid branch is one).
-  const plain = /^[A-Za-z0-9._/-]+$/.test(branch) && !branch.includes('..');
+  const plain = BranchName.safeParse(branch).success && !branch.includes('..');
   if (plain && commits.length > 0 && existsSync(join(mirror, 'HEAD'))) {
     // Counts the commits reachable from `commits` but not from the branch: none when the branch holds them all.
     const beyond = await gitStatus(mirror, [

@@ -71,6 +71,7 @@ export async function workflowStillRuns(client: Client, workflowId: string): Pro
 const RIG_READ_ATTEMPTS = 5;
 
 export function createTownActivities(deps: TownDeps) {
+  const reportToConvoy = convoyReporter(deps.client);
   /** The rig's configuration as its refinery holds it; the given one for a rig without a running refinery. */
   const currentRigOr = async (given: RigConfig): Promise<RigConfig> => {
     try {
@@ -127,7 +128,7 @@ export function createTownActivities(deps: TownDeps) {
       const { result, convoy } = parseActivityInput(DeliverOutcomeInput, raw);
       const [mergeRequest, reported] = await Promise.all([
         delivered(deps.client.workflow.getHandle(result.mrId).signal(mergeResultSignal, result)),
-        convoy && convoyReporter(deps.client)(convoy.convoyId, convoy.report),
+        convoy && reportToConvoy(convoy.convoyId, convoy.report),
       ]);
       // What was told to whom: the answer is what the refinery's history keeps of it (its marker).
       return {

@@ -72,18 +72,19 @@ const rigText = (r: {
  * falls behind (docs/performance.md, "Merge queue"), and a batch only forms when MRs are waiting.
  */
 export const DEFAULT_BATCH_SIZE = 8;
+/** A rig's target branch: the characters git's ref names and our commands take without quoting. */
+export const BranchName = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[A-Za-z0-9._/-]+$/, 'branch names may hold A-Z a-z 0-9 . _ / -');
 
 export const RigConfig = z
   .object({
     name: RigName,
     /** Path or URL of the repository; the refinery pushes the target branch here. */
     repo: z.string().min(1).max(2048),
-    branch: z
-      .string()
-      .min(1)
-      .max(200)
-      .regex(/^[A-Za-z0-9._/-]+$/, 'branch names may hold A-Z a-z 0-9 . _ / -')
-      .default('main'),
+    branch: BranchName.default('main'),
     /** `direct`: the refinery merges into the branch; `pr`: through a GitHub pull request. */
     merge: z.enum(['direct', 'pr']).default('direct'),
     mergeStrategy: MergeStrategy.default('merge'),
