@@ -410,18 +410,23 @@ export function createAgentRunActivities(deps: HostDeps) {
       leg ? `${input.bead.id}.leg-${leg.index}` : input.bead.id,
       deps.gtHome,
     );
-    const base = await createRunRepo(mirror, worktree, {
-      branch,
-      sha: (originBranch) => {
-        const start = originBranch(beadBranch(input.bead.id)) ?? originBranch(input.targetBranch);
-        if (!start)
-          throw ApplicationFailure.nonRetryable(
-            `target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`,
-            Failure.TargetMissing,
-          );
-        return start;
+    const base = await createRunRepo(
+      mirror,
+      worktree,
+      {
+        branch,
+        sha: (originBranch) => {
+          const start = originBranch(beadBranch(input.bead.id)) ?? originBranch(input.targetBranch);
+          if (!start)
+            throw ApplicationFailure.nonRetryable(
+              `target branch '${input.targetBranch}' does not exist in ${input.rig.repo}`,
+              Failure.TargetMissing,
+            );
+          return start;
+        },
       },
-    });
+      paths.trash(input.rig.name, deps.gtHome),
+    );
     const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
       bead: input.bead,
       rig: input.rig.name,
@@ -456,6 +461,7 @@ export function createAgentRunActivities(deps: HostDeps) {
         baseSha: input.baseSha,
         quarantine: paths.quarantine(input.rig.name, input.runId ?? input.branch, deps.gtHome),
         home: deps.gtHome,
+        trash: paths.trash(input.rig.name, deps.gtHome),
       });
     } catch (err) {
       if (!(err instanceof RunRepoRejected)) throw err;

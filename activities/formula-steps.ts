@@ -70,7 +70,7 @@ export function createFormulaStepActivities(deps: MergeDeps) {
           ),
         };
       } finally {
-        removeCandidateTree(dir);
+        removeCandidateTree(dir, paths.trash(rig.name, deps.gtHome));
       }
     },
   };

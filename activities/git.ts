@@ -29,6 +29,7 @@ import { paths } from '../host/home';
 import { hostCredentialsFile } from './credentials';
 import { spawner } from '../host/spawner';
 import { BranchName } from '../domain/rig';
+import { discardTree } from './trash';
 
 const locks = new Map<string, Promise<unknown>>();
 
@@ -258,12 +259,13 @@ export async function createCandidateTree(mirror: string, path: string, startPoi
 }
 
 /**
- * Deletes a work tree of the mirror without letting git read anything inside it. Its entry in the mirror goes at a
- * later candidate's prune (under the mirror's lock): pruning here put a git process, and a wait for the lock behind a
- * fetch or a push, at the end of every merge section.
+ * Deletes a work tree of the mirror without letting git read anything inside it, in the background from the rig's
+ * trash (`trash`, activities/trash.ts): the section that built it answers without waiting. Its entry in the mirror goes
+ * at a later candidate's prune (under the mirror's lock): pruning here put a git process, and a wait for the lock
+ * behind a fetch or a push, at the end of every merge section.
  */
-export function removeCandidateTree(path: string): void {
-  rmSync(path, { recursive: true, force: true });
+export function removeCandidateTree(path: string, trash: string): void {
+  discardTree(path, trash);
 }
 
 /**
@@ -276,8 +278,10 @@ export async function createRunRepo(
   mirror: string,
   workTree: string,
   checkout: { sha: string | ((originBranch: (name: string) => string | undefined) => string); branch?: string },
+  /** Where an earlier run's tree at `workTree` goes to be deleted in the background (activities/trash.ts). */
+  trash: string,
 ): Promise<string> {
-  rmSync(workTree, { recursive: true, force: true });
+  discardTree(workTree, trash);
   mkdirSync(workTree, { recursive: true });
   const repo = { gitDir: join(workTree, '.git'), workTree };
   const [, refs] = await Promise.all([
@@ -407,6 +411,8 @@ export async function importRunBranch(options: {
   quarantine: string;
   /** GT_HOME: its credential store answers the branch's push (the mirror's fetches use it too). */
   home: string;
+  /** Where the quarantine goes to be deleted in the background once the branch is taken (activities/trash.ts). */
+  trash: string;
   /**
    * Fetches the mirror. Called only when it is missing, or lacks the target or the run's starting commit (the run
    * started from it, so it seldom does): a target moved meanwhile changes nothing here, and the refinery merges onto
@@ -505,7 +511,7 @@ export async function importRunBranch(options: {
     for (const r of [fetched, pushed]) if (r.status === 'rejected') throw r.reason;
     return { headSha: tip, commitsAhead, uncommittedChanges: false };
   } finally {
-    rmSync(options.quarantine, { recursive: true, force: true });
+    discardTree(options.quarantine, options.trash);
   }
 }
 

@@ -259,7 +259,7 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       Failure.TargetKeptMoving,
     );
   } finally {
-    removeCandidateTree(candidateDir);
+    removeCandidateTree(candidateDir, paths.trash(rig.name, deps.gtHome));
   }
 }
 
@@ -450,7 +450,7 @@ async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Prom
     if (failed) return { kind: 'gates_failed', outcome: failed, gateRuns };
     return { kind: 'passed', candidateSha, commits: built.commits, gateRuns };
   } finally {
-    removeCandidateTree(dir);
+    removeCandidateTree(dir, paths.trash(rig.name, deps.gtHome));
   }
 }
 
@@ -476,7 +476,7 @@ async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResu
           reason: `the chain built here is ${sha ?? 'a conflict'}, not the gated ${candidateSha}`,
         };
     } finally {
-      removeCandidateTree(dir);
+      removeCandidateTree(dir, paths.trash(rig.name, deps.gtHome));
     }
   }
   if (!(await gitStatus(mirror, ['merge-base', '--is-ancestor', base, candidateSha])).ok)

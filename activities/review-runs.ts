@@ -57,7 +57,7 @@ export function createReviewRunActivities(deps: HostDeps) {
         }
         const worktree = reviewWorktree(input.rig.name, input.runId, deps.gtHome);
         // A repository of the reviewer's own, detached at the head: it reads what would be merged and moves nothing.
-        await createRunRepo(mirror, worktree, { sha: input.headSha });
+        await createRunRepo(mirror, worktree, { sha: input.headSha }, paths.trash(input.rig.name, deps.gtHome));
         const promptFile = writePromptFile(paths.agentDir(input.runId, deps.gtHome), {
           bead: input.bead,
           rig: input.rig.name,

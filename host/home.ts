@@ -21,6 +21,8 @@ export const paths = {
   /** Where the worker checks a finished run's branch before taking it (worker-owned). */
   quarantine: (rig: string, key: string, home = gtHome()) =>
     join(home, 'rigs', rig, 'quarantine', `${fsSafe(key)}.git`),
+  /** Where the rig's discarded trees wait to be deleted (activities/trash.ts), on the file system of the others. */
+  trash: (rig: string, home = gtHome()) => join(home, 'rigs', rig, 'trash'),
   binDir: (home = gtHome()) => join(home, 'bin'),
 };
 

@@ -97,7 +97,7 @@ describe("the worker's git credentials", () => {
     const mirror = await syncMirror('cred-push', remote, home);
     const base = (await remoteBranchSha(mirror, 'main'))!;
     const workTree = join(home, 'wt');
-    await createRunRepo(mirror, workTree, { sha: base, branch: 'gt/cred' });
+    await createRunRepo(mirror, workTree, { sha: base, branch: 'gt/cred' }, join(home, 'trash'));
     writeFileSync(join(workTree, 'work.txt'), 'work\n');
     execFileSync('git', ['add', '-A'], { cwd: workTree });
     execFileSync('git', ['-c', 'user.name=A', '-c', 'user.email=a@x', 'commit', '-qm', 'work'], { cwd: workTree });
@@ -111,6 +111,7 @@ describe("the worker's git credentials", () => {
       baseSha: base,
       quarantine: join(home, 'q.git'),
       home,
+      trash: join(home, 'trash'),
     });
     expect(taken.commitsAhead).toBe(1);
     expect(execFileSync('git', ['rev-parse', 'gt/cred'], { cwd: origin, encoding: 'utf8' }).trim()).toBe(taken.headSha);

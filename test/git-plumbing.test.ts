@@ -118,7 +118,7 @@ it('prunes removed candidate trees’ entries once the mirror lists 32, and buil
   for (let i = 0; i < 40; i++) {
     const tree = await createCandidateTree(mirror, join(gtHome, 'candidates', `c-${i}`), base);
     expect((await git(tree, ['rev-parse', 'HEAD'])).trim()).toBe(base);
-    removeCandidateTree(tree.workTree!);
+    removeCandidateTree(tree.workTree!, join(gtHome, 'trash'));
     counts.push(listed());
   }
   // Removing a tree leaves its entry; the creation that finds 32 prunes them all before adding its own.
@@ -144,7 +144,7 @@ describe('a run’s own repository', () => {
     const mirror = await syncMirror('runs', repo.origin, gtHome);
     const base = (await remoteBranchSha(mirror, 'main'))!;
     const workTree = join(gtHome, 'wt');
-    await createRunRepo(mirror, workTree, { sha: base, branch: 'gt/b1' });
+    await createRunRepo(mirror, workTree, { sha: base, branch: 'gt/b1' }, join(gtHome, 'trash'));
     const syncs: string[] = [];
     const take = () =>
       importRunBranch({
@@ -157,6 +157,7 @@ describe('a run’s own repository', () => {
         baseSha: base,
         quarantine: join(gtHome, 'q.git'),
         home: gtHome,
+        trash: join(gtHome, 'trash'),
       });
     return { repo, gtHome, mirror, base, workTree, take, syncs };
   }
@@ -197,7 +198,7 @@ describe('a run’s own repository', () => {
     // Six runs' imports at once, and runs starting meanwhile (each a fetch that writes every origin/* of the mirror).
     const runs = Array.from({ length: 6 }, (_, i) => ({ workTree: join(gtHome, `wt-${i}`), branch: `gt/side-${i}` }));
     for (const r of runs) {
-      await createRunRepo(mirror, r.workTree, { sha: base, branch: r.branch });
+      await createRunRepo(mirror, r.workTree, { sha: base, branch: r.branch }, join(gtHome, 'trash'));
       commitIn(r.workTree, 'a.txt');
     }
     const imports = runs.map((r, i) =>
@@ -211,6 +212,7 @@ describe('a run’s own repository', () => {
         baseSha: base,
         quarantine: join(gtHome, `q-${i}.git`),
         home: gtHome,
+        trash: join(gtHome, 'trash'),
       }),
     );
     const fetches = runs.map(() => syncMirror('runs', repo.origin, gtHome));

@@ -1,0 +1,67 @@
+/**
+ * Trees the worker is done with (a run's quarantine, a merge candidate, an earlier run's work tree), removed off the
+ * caller's path.
+ *
+ * `rmSync` of a tree holds the worker's main thread, which runs every activity, heartbeat and the gateway, for as long
+ * as the tree takes to delete (a merge candidate is a full checkout of the rig's repository), and each removal sat on
+ * a bead's critical path: an import answered, a merge section returned, a rework's run started, only after it. A tree
+ * is instead renamed into its rig's trash (one `rename` on the same file system) and deleted from there in the
+ * background, by libuv's thread pool.
+ *
+ * Invariants:
+ * - when `discardTree` returns, nothing is at the path: the caller may build there again at once;
+ * - a removal that fails is logged, never thrown: the work the tree served is done (a merge landed, a branch was taken);
+ * - what a process that died left in a trash goes with the first discard into that trash of the next process.
+ */
+import { randomUUID } from 'node:crypto';
+import { mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { Context } from '@temporalio/activity';
+import type { Logger } from '@temporalio/common';
+
+/** Trash directories this process has emptied of what earlier processes left. */
+const swept = new Set<string>();
+const removals = new Set<Promise<void>>();
+
+/** Moves the tree at `path` (if any) into `trash` and deletes it there in the background. */
+export function discardTree(path: string, trash: string): void {
+  const dest = join(trash, `${basename(path)}-${randomUUID()}`);
+  try {
+    mkdirSync(trash, { recursive: true });
+    renameSync(path, dest);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    // A tree that cannot be moved (another file system, a parent not writable) is deleted where it is, as before.
+    rmSync(path, { recursive: true, force: true });
+    return;
+  }
+  removeLater(dest);
+  if (swept.has(trash)) return;
+  swept.add(trash);
+  for (const entry of readdirSync(trash)) if (join(trash, entry) !== dest) removeLater(join(trash, entry));
+}
+
+/** Resolves once every removal this process started has ended (tests, and a worker's shutdown). */
+export async function trashEmptied(): Promise<void> {
+  while (removals.size) await Promise.all(removals);
+}
+
+function removeLater(path: string): void {
+  // The activity's logger, taken now: the removal may end after the activity did.
+  const logger = currentLogger();
+  const removal = rm(path, { recursive: true, force: true, maxRetries: 2 })
+    .catch((err: unknown) => {
+      logger?.warn('could not delete a discarded tree', { path, error: String(err) });
+    })
+    .finally(() => removals.delete(removal));
+  removals.add(removal);
+}
+
+function currentLogger(): Logger | undefined {
+  try {
+    return Context.current().log;
+  } catch {
+    return undefined;
+  }
+}
