@@ -10,15 +10,13 @@
  *
  * Invariants:
  * - when `discardTree` returns, nothing is at the path: the caller may build there again at once;
- * - a removal that fails is logged, never thrown: the work the tree served is done (a merge landed, a branch was taken);
+ * - a removal that fails is a process warning, never thrown: the work the tree served is done (a merge landed, a branch was taken);
  * - what a process that died left in a trash goes with the first discard into that trash of the next process.
  */
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
-import { Context } from '@temporalio/activity';
-import type { Logger } from '@temporalio/common';
 
 /** Trash directories this process has emptied of what earlier processes left. */
 const swept = new Set<string>();
@@ -48,20 +46,10 @@ export async function trashEmptied(): Promise<void> {
 }
 
 function removeLater(path: string): void {
-  // The activity's logger, taken now: the removal may end after the activity did.
-  const logger = currentLogger();
   const removal = rm(path, { recursive: true, force: true, maxRetries: 2 })
-    .catch((err: unknown) => {
-      logger?.warn('could not delete a discarded tree', { path, error: String(err) });
-    })
+    // A process warning rather than an activity's log: the removal may end after the activity did, and this module is
+    // also part of the CLI's bundle (through activities/git.ts), which must not load the SDK.
+    .catch((err: unknown) => process.emitWarning(`could not delete ${path}: ${String(err)}`, 'GtTrashWarning'))
     .finally(() => removals.delete(removal));
   removals.add(removal);
-}
-
-function currentLogger(): Logger | undefined {
-  try {
-    return Context.current().log;
-  } catch {
-    return undefined;
-  }
 }
