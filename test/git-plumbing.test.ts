@@ -17,6 +17,7 @@ import {
   mirrorHolding,
   remoteBranchSha,
   removeCandidateTree,
+  TreeGuard,
   RunRepoRejected,
   syncMirror,
 } from '../activities/git';
@@ -317,5 +318,47 @@ describe('a run’s own repository', () => {
       delete process.env.GIT_DIR;
     }
     expect(readdirSync(gtHome).filter((f) => f.startsWith('pwned'))).toEqual([]);
+  });
+});
+
+describe('the guard between a mirror’s imports and its candidate trees', () => {
+  /** A step that runs until released, recording when it starts and ends. */
+  const step = (log: string[], name: string) => {
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    return {
+      release,
+      run: async () => {
+        log.push(`${name} starts`);
+        await released;
+        log.push(`${name} ends`);
+      },
+    };
+  };
+  const settle = () => new Promise((r) => setImmediate(r));
+
+  it('runs fetches side by side, a tree’s creation alone, and a waiting creation before later fetches', async () => {
+    const guard = new TreeGuard();
+    const log: string[] = [];
+    const [f1, f2, tree, f3] = ['f1', 'f2', 'tree', 'f3'].map((n) => step(log, n));
+    const done = [guard.fetch(f1!.run), guard.fetch(f2!.run)];
+    await settle();
+    done.push(guard.createTree(tree!.run));
+    await settle();
+    done.push(guard.fetch(f3!.run));
+    await settle();
+    // Both fetches run at once; the creation waits for them, and the fetch asked after it waits for the creation.
+    expect(log).toEqual(['f1 starts', 'f2 starts']);
+    f1!.release();
+    await settle();
+    expect(log).toEqual(['f1 starts', 'f2 starts', 'f1 ends']);
+    f2!.release();
+    await settle();
+    expect(log.slice(3)).toEqual(['f2 ends', 'tree starts']);
+    tree!.release();
+    await settle();
+    expect(log.slice(5)).toEqual(['tree ends', 'f3 starts']);
+    f3!.release();
+    await Promise.all(done);
   });
 });
