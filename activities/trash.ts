@@ -10,7 +10,8 @@
  *
  * Invariants:
  * - when `discardTree` returns, nothing is at the path: the caller may build there again at once;
- * - a removal that fails is a process warning, never thrown: the work the tree served is done (a merge landed, a branch was taken);
+ * - a removal that fails is a process warning, never thrown: the work the tree served is done (a merge landed, a
+ *   branch was taken);
  * - what a process that died left in a trash goes with the first discard into that trash of the next process.
  */
 import { randomUUID } from 'node:crypto';
@@ -40,7 +41,7 @@ export function discardTree(path: string, trash: string): void {
   for (const entry of readdirSync(trash)) if (join(trash, entry) !== dest) removeLater(join(trash, entry));
 }
 
-/** Resolves once every removal this process started has ended (tests, and a worker's shutdown). */
+/** Resolves once every removal this process started has ended (for tests: the worker never waits for them). */
 export async function trashEmptied(): Promise<void> {
   while (removals.size) await Promise.all(removals);
 }
