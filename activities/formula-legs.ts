@@ -6,7 +6,7 @@
  * of the synthesis reads them until then).
  * Both are idempotent: a retried activity finds less, or nothing, to remove.
  */
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { log } from '@temporalio/activity';
 import { z } from 'zod';
@@ -15,6 +15,7 @@ import { RigConfig } from '../domain/rig';
 import { parseActivityInput } from '../domain/validation';
 import { paths } from '../host/home';
 import { git, syncMirror, withLock } from './git';
+import { discardTree } from './trash';
 
 export const LegWorktreesInput = z.object({ rig: RigName, beadId: BeadId });
 export type LegWorktreesInput = z.input<typeof LegWorktreesInput>;
@@ -32,7 +33,7 @@ export function createLegWorktreeActivities(deps: { gtHome: string }) {
       const dir = dirname(paths.worktree(input.rig, input.beadId, deps.gtHome));
       const leg = new RegExp(`^${escape(input.beadId)}\\.leg-\\d+$`);
       const removed = existsSync(dir) ? readdirSync(dir).filter((e) => leg.test(e)) : [];
-      for (const e of removed) rmSync(`${dir}/${e}`, { recursive: true, force: true });
+      for (const e of removed) discardTree(`${dir}/${e}`, paths.trash(input.rig, deps.gtHome));
       if (removed.length) log.info('leg worktrees removed', { beadId: input.beadId, removed });
       return Promise.resolve({ removed });
     },

@@ -3,7 +3,6 @@
  * exactly the merge request's head (the reviewer reads what would be merged, and cannot move the bead's branch: only
  * the worker pushes, and it takes nothing from a reviewer's repository), and the reviewer's prompt. Supervision is the polecats' own `superviseAgentRun` with role `reviewer`, addressed to the MR workflow.
  */
-import { rmSync } from 'node:fs';
 import { ApplicationFailure, log } from '@temporalio/activity';
 import { z } from 'zod';
 import { writePromptFile } from '../agents/prompt';
@@ -13,6 +12,7 @@ import { RigConfig } from '../domain/rig';
 import { paths } from '../host/home';
 import type { HostDeps } from './agent-runs';
 import { createRunRepo, gitStatus, syncMirror } from './git';
+import { discardTree } from './trash';
 import { parseActivityInput } from '../domain/validation';
 import { whileHeartbeating } from './heartbeat';
 import { Failure } from '../domain/failures';
@@ -77,7 +77,7 @@ export function createReviewRunActivities(deps: HostDeps) {
     /** Removes the review worktree once the verdict is in (the run directory with its log stays). */
     finishReviewRun(raw: FinishReviewInput): Promise<void> {
       const input = parseActivityInput(FinishReviewInput, raw);
-      rmSync(reviewWorktree(input.rig.name, input.runId, deps.gtHome), { recursive: true, force: true });
+      discardTree(reviewWorktree(input.rig.name, input.runId, deps.gtHome), paths.trash(input.rig.name, deps.gtHome));
       return Promise.resolve();
     },
   };

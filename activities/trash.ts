@@ -1,6 +1,6 @@
 /**
- * Trees the worker is done with (a run's quarantine, a merge candidate, an earlier run's work tree), removed off the
- * caller's path.
+ * Trees the worker is done with (a run's quarantine, a merge candidate, an earlier run's work tree, a reviewer's or a
+ * formula leg's tree), removed off the caller's path.
  *
  * `rmSync` of a tree holds the worker's main thread, which runs every activity, heartbeat and the gateway, for as long
  * as the tree takes to delete (a merge candidate is a full checkout of the rig's repository), and each removal sat on
