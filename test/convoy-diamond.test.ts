@@ -99,8 +99,9 @@ describe('a diamond convoy (review-and-merge)', () => {
     expect(await firstLaunchOf(t.client, 'dia-a')).toEqual({ targetHas: undefined, fetched: true });
     for (const b of ['b', 'c'])
       expect(await firstLaunchOf(t.client, `dia-${b}`)).toEqual({ targetHas: [commit.a], fetched: false });
+    // B and C may have merged in one batch, as one commit: D is told each distinct commit once.
     const d = await firstLaunchOf(t.client, 'dia-d');
-    expect(d.targetHas?.sort()).toEqual([commit.b, commit.c].sort());
+    expect(d.targetHas?.sort()).toEqual([...new Set([commit.b, commit.c])].sort());
     expect(d.fetched).toBe(false);
 
     const tree = await runGt(['convoy', 'status', 'dia'], t.cliEnv());
