@@ -3,6 +3,7 @@
  * workflow costs in history events and (approximate) Temporal Cloud actions. One set of figures per repeat; the
  * report takes medians over repeats.
  */
+import type { CpuSpent } from './cpu';
 import type { FloorRun } from './floor';
 import { actionsOf, type Actions, type RunHistory } from './histories';
 import { readyAt, type BeadTimeline, type OrchestratedRun } from './orchestrated';
@@ -75,6 +76,41 @@ export interface ConvoyRepeatFigures {
   floorLatency: Percentiles;
   hops: Record<Hop, Percentiles>;
   history: HistoryFigures;
+  /** Absent in reports from before it was measured, and where /proc cannot be read. */
+  cpu?: CpuFigures;
+}
+
+/**
+ * CPU per bead over the floor's run and over ours (bench/cpu.ts), in core-ms: the machine's busy time and, of ours,
+ * the Temporal server's, the worker's (the bench's process) and the rest (git, agents, the process helper).
+ */
+export interface CpuFigures {
+  floorPerBeadMs: number;
+  perBeadMs: number;
+  serverPerBeadMs?: number;
+  workerPerBeadMs: number;
+  restPerBeadMs: number;
+  /** How busy the machine's cores were over each run, 0–1. */
+  floorBusy: number;
+  busy: number;
+}
+
+export function cpuFigures(
+  ours: CpuSpent | undefined,
+  floor: CpuSpent | undefined,
+  beads: number,
+): CpuFigures | undefined {
+  if (!ours || !floor || beads === 0) return undefined;
+  const busy = (c: CpuSpent) => (c.wallMs > 0 ? c.machineMs / (c.wallMs * c.cores) : 0);
+  return {
+    floorPerBeadMs: floor.machineMs / beads,
+    perBeadMs: ours.machineMs / beads,
+    ...(ours.serverMs !== undefined ? { serverPerBeadMs: ours.serverMs / beads } : {}),
+    workerPerBeadMs: ours.selfMs / beads,
+    restPerBeadMs: (ours.machineMs - (ours.serverMs ?? 0) - ours.selfMs) / beads,
+    floorBusy: busy(floor),
+    busy: busy(ours),
+  };
 }
 
 export function convoyFigures(run: OrchestratedRun, floor: FloorRun, width: number): ConvoyRepeatFigures {
@@ -84,6 +120,7 @@ export function convoyFigures(run: OrchestratedRun, floor: FloorRun, width: numb
   const base = latency(floor);
   const overhead = defined([...orch].map(([i, v]) => diff(v, base.get(i))));
   const hops = hopSamples(run.beads, width);
+  const cpu = cpuFigures(run.cpu, floor.cpu, run.beads.length);
   return {
     makespanMs: run.makespanMs,
     floorMakespanMs: floor.makespanMs,
@@ -94,6 +131,7 @@ export function convoyFigures(run: OrchestratedRun, floor: FloorRun, width: numb
     floorLatency: percentiles(defined([...base.values()])),
     hops: Object.fromEntries(Object.entries(hops).map(([k, v]) => [k, percentiles(v)])) as Record<Hop, Percentiles>,
     history: historyFigures(run.histories, run.beads.length),
+    ...(cpu ? { cpu } : {}),
   };
 }
 

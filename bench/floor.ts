@@ -8,6 +8,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { cpuMark, cpuSpent, type CpuSpent } from './cpu';
 import { exec, git, GIT_IDENTITY, mergedWorkFiles } from './git';
 import { beadLocalId } from './scenario';
 
@@ -27,6 +28,8 @@ export interface FloorRun {
   makespanMs: number;
   gateRuns: number;
   beads: FloorBead[];
+  /** From the start to the last merge (bench/cpu.ts); absent where /proc cannot be read. */
+  cpu?: CpuSpent;
 }
 
 class Mutex {
@@ -89,6 +92,7 @@ export async function runFloor(options: {
     return { index, readyAt, ...merged };
   };
 
+  const cpuAtStart = cpuMark();
   const startedAt = Date.now();
   // One lane per chain of the DAG (scenario.ts: bead i depends on bead i - width): a bead starts as soon as the
   // bead it depends on has merged.
@@ -101,8 +105,15 @@ export async function runFloor(options: {
     }
   });
   await Promise.all(lanes);
+  const cpu = cpuSpent(cpuAtStart, cpuMark());
   const endedAt = Math.max(...beads.map((b) => b.mergedAt));
   const landed = await mergedWorkFiles(origin);
   if (landed !== n) throw new Error(`the floor script ended with ${landed} of ${n} beads' work on main`);
-  return { startedAt, makespanMs: endedAt - startedAt, gateRuns, beads: beads.sort((a, b) => a.index - b.index) };
+  return {
+    startedAt,
+    makespanMs: endedAt - startedAt,
+    gateRuns,
+    beads: beads.sort((a, b) => a.index - b.index),
+    ...(cpu ? { cpu } : {}),
+  };
 }

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { beadWorkflowId, refineryWorkflowId } from '../domain/ids';
 import { pauseRefineryUpdate, refineryStateQuery } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
+import { cpuMark, cpuSpent, type CpuSpent } from './cpu';
 import { agentScript } from './floor';
 import { mergedWorkFiles } from './git';
 import { beadEvents, fetchRigHistories, mergeSections, type MergeSection, type RunHistory } from './histories';
@@ -69,6 +70,8 @@ export interface OrchestratedRun {
   beads: BeadTimeline[];
   sections: MergeSection[];
   histories: RunHistory[];
+  /** From the start to the end of the makespan (bench/cpu.ts); absent where /proc cannot be read. */
+  cpu?: CpuSpent;
 }
 
 interface AgentTimes {
@@ -166,6 +169,7 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
   };
 
   const beadIds = Array.from({ length: n }, (_, i) => `${rig}-${beadLocalId(i, bad.has(i))}`);
+  const cpuAtStart = cpuMark(stack.server.pid);
   const startedAt = Date.now();
   // Awaited only after the run: a failure to release must be kept until then, not crash the bench as unhandled.
   const releasing = (o.fillQueueFirst ? releaseWhenFull() : Promise.resolve()).then(
@@ -195,6 +199,7 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
   ]);
   clearTimeout(deadline);
   const endedAt = Date.now();
+  const cpu = cpuSpent(cpuAtStart, cpuMark(stack.server.pid));
   if (status === 'timed out') await terminateRig(stack, rig);
   // A convoy ends on the refinery's word that its last bead merged, a moment before that bead's workflow closes:
   // the histories below are read once every bead has closed (one never started has nothing to wait for), or after
@@ -274,6 +279,7 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
     beads,
     sections,
     histories,
+    ...(cpu ? { cpu } : {}),
   };
 }
 

@@ -11,6 +11,7 @@ import {
   HOPS,
   queueModeLabel,
   type ConvoyRepeatFigures,
+  type CpuFigures,
   type Hop,
   type QueueRepeatFigures,
 } from './analysis';
@@ -54,6 +55,8 @@ export interface ConvoySummary {
     /** Which kind of workflow had the largest history, in the repeat where it was largest. */
     largestHistoryKind?: string;
   };
+  /** CPU per bead (bench/analysis.ts CpuFigures), over the repeats that measured it. */
+  cpu: Partial<Record<keyof CpuFigures, Spread>>;
 }
 
 export interface QueueScenarioReport {
@@ -130,6 +133,7 @@ export function summarizeConvoy(repeats: ConvoyRepeatFigures[]): ConvoySummary {
       largestHistoryKind: [...repeats].sort((a, b) => b.history.largestRun.events - a.history.largestRun.events)[0]
         ?.history.largestRun.kind,
     },
+    cpu: Object.fromEntries(CPU_FIGURES.map((k) => [k, of((r) => r.cpu?.[k])])),
   };
 }
 
@@ -245,6 +249,7 @@ export function renderMarkdown(r: BenchReport, charts: ChartFiles = {}): string 
       );
     }
     lines.push('');
+    lines.push(...renderCpu(r.convoys));
   }
 
   if (r.mergeQueue.length) {
@@ -317,4 +322,39 @@ export function writeReport(
   if (!updateLatest) return { json, md };
   copyFileSync(md, latest);
   return { json, md, latest };
+}
+
+const CPU_FIGURES = [
+  'floorPerBeadMs',
+  'perBeadMs',
+  'serverPerBeadMs',
+  'workerPerBeadMs',
+  'restPerBeadMs',
+  'floorBusy',
+  'busy',
+] as const satisfies readonly (keyof CpuFigures)[];
+
+function renderCpu(convoys: ConvoyScenarioReport[]): string[] {
+  const measured = convoys.filter((c) => c.summary.cpu?.perBeadMs);
+  if (!measured.length) return [];
+  const ms = (v: number) => `${Math.round(v)} ms`;
+  const share = (v: number) => `${Math.round(v * 100)} %`;
+  const lines = [
+    '## CPU per bead (core-ms, the whole machine over each run; bench/cpu.ts)',
+    '',
+    'With more agents than cores the cores are saturated, and the makespan ratio is then the ratio of CPU per bead. The rest is what the town starts (git, the agents and their `gt done`, the process helper) and anything else that ran meanwhile.',
+    '',
+    '| N | width | floor | ours | ratio | Temporal server | worker | rest | cores busy, floor / ours |',
+    '|---|---|---|---|---|---|---|---|---|',
+  ];
+  for (const c of measured) {
+    const s = c.summary.cpu;
+    const ratio =
+      s.perBeadMs && s.floorPerBeadMs ? `${(s.perBeadMs.median / s.floorPerBeadMs.median).toFixed(2)}×` : '–';
+    lines.push(
+      `| ${c.n} | ${c.width} | ${cell(s.floorPerBeadMs, ms)} | ${cell(s.perBeadMs, ms)} | ${ratio} | ${cell(s.serverPerBeadMs, ms)} | ${cell(s.workerPerBeadMs, ms)} | ${cell(s.restPerBeadMs, ms)} | ${cell(s.floorBusy, share)} / ${cell(s.busy, share)} |`,
+    );
+  }
+  lines.push('');
+  return lines;
 }
