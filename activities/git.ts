@@ -163,10 +163,14 @@ export async function git(
 ): Promise<string> {
   const { ok, stdout, stderr } = await gitStatus(repo, args, options);
   const r = asRepo(repo);
-  if (!ok)
+  if (!ok) {
+    // Named by its command, after any `-c <setting>` in front of it.
+    let command = 0;
+    while (args[command] === '-c') command += 2;
     throw new Error(
-      `git ${args.slice(0, 2).join(' ')} failed in ${r.workTree ?? r.gitDir}: ${(stderr.trim() || stdout.trim()).slice(0, 2000) || 'no output'}`,
+      `git ${args.slice(command, command + 2).join(' ')} failed in ${r.workTree ?? r.gitDir}: ${(stderr.trim() || stdout.trim()).slice(0, 2000) || 'no output'}`,
     );
+  }
   return stdout;
 }
 

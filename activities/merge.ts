@@ -620,6 +620,13 @@ function stopIfCancelled(): void {
 
 type Built = { kind: 'built'; sha: string } | Extract<MergeOutcome, { kind: 'conflict' }>;
 
+/**
+ * Put before the commands that write a candidate's commits (merge, commit, cherry-pick): git runs no automatic
+ * maintenance after them (`git maintenance run --auto`, a process of its own after each, on the mirror's object store,
+ * which the candidate's tree shares). The candidate is thrown away; every import's fetch into the mirror still runs it.
+ */
+const NO_AUTO_MAINTENANCE = ['-c', 'maintenance.auto=false'];
+
 /** Applies one MR on top of the candidate's HEAD; a conflict is aborted, leaving nothing half-merged. */
 async function applyTicket(
   dir: Repo,
@@ -632,6 +639,9 @@ async function applyTicket(
   head?: string,
 ): Promise<Built> {
   const opts = at === undefined ? {} : { env: { GIT_AUTHOR_DATE: `@${at} +0000`, GIT_COMMITTER_DATE: `@${at} +0000` } };
+  // The commands that write the candidate's commits: as the status, or throwing on failure.
+  const write = (args: string[]) => gitStatus(dir, [...NO_AUTO_MAINTENANCE, ...args], opts);
+  const mustWrite = (args: string[]) => git(dir, [...NO_AUTO_MAINTENANCE, ...args], opts);
   const before = head ?? (await git(dir, ['rev-parse', 'HEAD'])).trim();
   const message = `${ticket.title} (${ticket.beadId})\n\nMerge ${ticket.branch} into ${ticket.targetBranch}.\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`;
   const conflict = async (): Promise<Built> => {
@@ -648,24 +658,25 @@ async function applyTicket(
   const replay =
     base !== undefined && !(await git(dir, ['rev-list', '--merges', '-n', '1', `${base}..${ticket.headSha}`])).trim();
   if (strategy === 'merge') {
-    if (!(await gitStatus(dir, ['merge', '--no-ff', '-m', message, ticket.headSha], opts)).ok) return conflict();
+    if (!(await write(['merge', '--no-ff', '-m', message, ticket.headSha])).ok) return conflict();
   } else if (!replay) {
-    if (!(await gitStatus(dir, ['merge', '--squash', ticket.headSha], opts)).ok) return conflict();
-    await git(dir, ['commit', '--allow-empty', '-m', message], opts);
+    if (!(await write(['merge', '--squash', ticket.headSha])).ok) return conflict();
+    await mustWrite(['commit', '--allow-empty', '-m', message]);
   } else {
     const commits = (await git(dir, ['rev-list', '--reverse', '--no-merges', `${base}..${ticket.headSha}`]))
       .split('\n')
       .filter(Boolean);
     for (const c of commits) {
-      if (!(await gitStatus(dir, ['cherry-pick', '--allow-empty', '--keep-redundant-commits', c], opts)).ok)
-        return conflict();
+      if (!(await write(['cherry-pick', '--allow-empty', '--keep-redundant-commits', c])).ok) return conflict();
     }
     const last = (await git(dir, ['log', '-1', '--format=%B'])).trim();
-    await git(
-      dir,
-      ['commit', '--amend', '--allow-empty', '-m', `${last}\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`],
-      opts,
-    );
+    await mustWrite([
+      'commit',
+      '--amend',
+      '--allow-empty',
+      '-m',
+      `${last}\n\n${mergeTrailer(ticket.mrId, ticket.headSha)}`,
+    ]);
   }
   return { kind: 'built', sha: await detachedHead(dir) };
 }

@@ -85,6 +85,10 @@ it('returns what git printed, and fails with git’s message on a non-zero exit'
   await expect(git(repo.origin, ['rev-parse', '--verify', 'refs/heads/nope'])).rejects.toThrow(
     /git rev-parse --verify failed in .*origin\.git: fatal: Needed a single revision/,
   );
+  // Named by the command, not by settings given in front of it.
+  await expect(
+    git(repo.origin, ['-c', 'maintenance.auto=false', 'rev-parse', '--verify', 'refs/heads/nope']),
+  ).rejects.toThrow(/git rev-parse --verify failed in /);
 });
 
 it('fails on a non-zero exit that prints nothing at all', async () => {
