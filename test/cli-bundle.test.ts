@@ -183,6 +183,23 @@ describe('bin/gt and the bundle', () => {
     // Fresh: run as it is.
     standIn(new Date());
     expect((await run(gt, ['rig', 'list', '--help'])).stdout).toBe('from the bundle\n');
+    // Reached through a link to it, by a path relative to the working directory, and on the PATH through a linked
+    // directory: the same installation each time, fresh and stale (a check that looked elsewhere would run the stale one).
+    const links = mkdtempSync(join(tmpdir(), 'gt-links-'));
+    symlinkSync(gt, join(links, 'gt'));
+    symlinkSync(join(copy, 'bin'), join(links, 'bin'));
+    const ways: [string, string[], NodeJS.ProcessEnv?][] = [
+      [join(links, 'gt'), []],
+      ['sh', ['-c', 'cd "$0" && bin/gt "$@"', copy]],
+      ['sh', ['-c', 'gt "$@"', 'gt'], { PATH: `${join(links, 'bin')}:${process.env.PATH}` }],
+    ];
+    for (const [file, args, env] of ways) {
+      standIn(new Date());
+      expect((await run(file, [...args, 'rig', 'list', '--help'], env)).stdout).toBe('from the bundle\n');
+      standIn(past);
+      expect(await run(file, [...args, 'rig', 'list', '--help'], env)).toEqual(help);
+    }
+    rmSync(links, { recursive: true, force: true });
 
     // Stale, two invocations at once: each answers from a complete bundle, and a new build is published.
     standIn(past);
