@@ -19,7 +19,7 @@ export interface CpuMark {
   selfMicros: number;
 }
 
-/** One run's CPU time, ms; `server` absent when the run has no server of its own to read (the floor). */
+/** One run's CPU time, ms; no `serverMs` when the run has no server of its own to read (the floor). */
 export interface CpuSpent {
   wallMs: number;
   machineMs: number;

@@ -19,20 +19,24 @@ const burn = (ms: number) => {
 
 describe('bench CPU accounting', () => {
   it("reads a server's, this process's and the machine's CPU from /proc", async () => {
-    // The "server": a process that spends 300 ms of CPU, says so, then idles until killed.
+    // The "server": a process that spends 300 ms of CPU when told to (after the first mark), says so, then idles.
     const server = spawn(
       process.execPath,
       [
         '-e',
-        `const f = process.cpuUsage(); while (process.cpuUsage(f).user + process.cpuUsage(f).system < 300_000);
-         console.log('burnt'); setInterval(() => {}, 1000);`,
+        `process.stdin.once('data', () => {
+           const f = process.cpuUsage();
+           while (process.cpuUsage(f).user + process.cpuUsage(f).system < 300_000);
+           console.log('burnt');
+         });`,
       ],
-      { stdio: ['ignore', 'pipe', 'inherit'] },
+      { stdio: ['pipe', 'pipe', 'inherit'] },
     );
     try {
       await new Promise((resolve) => server.once('spawn', resolve));
       const from = cpuMark(server.pid);
       const burnt = new Promise((resolve) => server.stdout.once('data', resolve));
+      server.stdin.write('go\n');
       burn(300);
       await burnt;
       const spent = cpuSpent(from, cpuMark(server.pid));
