@@ -9,6 +9,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 
 export interface CpuMark {
   at: number;
@@ -42,11 +43,15 @@ function hz(): number {
   return ticksPerSecond;
 }
 
-function machineTicks(): { busy: number; cores: number } | undefined {
+/** Ticks the machine's cores spent busy so far, from /proc/stat's first line. */
+function machineTicks(): number | undefined {
   try {
-    const lines = readFileSync('/proc/stat', 'utf8').split('\n');
-    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = lines[0]!.split(/\s+/).slice(1).map(Number);
-    return { busy: user + nice + system + irq + softirq, cores: lines.filter((l) => /^cpu\d/.test(l)).length };
+    const [user = 0, nice = 0, system = 0, , , irq = 0, softirq = 0] = readFileSync('/proc/stat', 'utf8')
+      .split('\n')[0]!
+      .split(/\s+/)
+      .slice(1)
+      .map(Number);
+    return user + nice + system + irq + softirq;
   } catch {
     return undefined;
   }
@@ -66,11 +71,11 @@ function processTicks(pid: number): number | undefined {
 /** Where the counters stand now; undefined where /proc cannot be read (not Linux). */
 export function cpuMark(serverPid?: number): CpuMark | undefined {
   const machine = machineTicks();
-  if (!machine) return undefined;
+  if (machine === undefined) return undefined;
   const { user, system } = process.cpuUsage();
   return {
     at: Date.now(),
-    machineTicks: machine.busy,
+    machineTicks: machine,
     ...(serverPid !== undefined ? { serverTicks: processTicks(serverPid) } : {}),
     selfMicros: user + system,
   };
@@ -87,6 +92,6 @@ export function cpuSpent(from: CpuMark | undefined, to: CpuMark | undefined): Cp
       ? { serverMs: ms(to.serverTicks - from.serverTicks) }
       : {}),
     selfMs: (to.selfMicros - from.selfMicros) / 1000,
-    cores: machineTicks()?.cores ?? 1,
+    cores: cpus().length,
   };
 }

@@ -335,7 +335,7 @@ const CPU_FIGURES = [
 ] as const satisfies readonly (keyof CpuFigures)[];
 
 function renderCpu(convoys: ConvoyScenarioReport[]): string[] {
-  const measured = convoys.filter((c) => c.summary.cpu?.perBeadMs);
+  const measured = convoys.filter((c) => c.summary.cpu.perBeadMs);
   if (!measured.length) return [];
   const ms = (v: number) => `${Math.round(v)} ms`;
   const share = (v: number) => `${Math.round(v * 100)} %`;

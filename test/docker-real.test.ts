@@ -182,7 +182,7 @@ describe.skipIf(!check.ok)('docker runtime on a real engine', () => {
     // own code pages near the limit, reclaimed and read back again and again, for over a minute on a loaded machine
     // before the kernel gave up on it.
     const hog = await runToEnd(
-      launchFor('head -c 1024m /dev/zero | tail -c 512m', {
+      launchFor('head -c 1024M /dev/zero | tail -c 512M', {
         limits: ResourceLimits.parse({ pids: 64, memoryMb: 64, cpus: 1 }),
       }),
     );
