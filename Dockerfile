@@ -16,7 +16,7 @@ COPY . .
 # The bundle must match the worker's tracing setting (the worker refuses a mismatch); the build arg is in RUN's environment.
 ARG GT_OTEL_EXPORTER=none
 RUN npm run build:bundle
-# `gt` starts from plain-JS bundles (dist/gt-agent.mjs for the commands agents call in their runs, dist/gt-cli/ for the rest).
+# `gt` starts from plain-JS bundles (dist/gt-agent.cjs for the commands agents call in their runs, dist/gt-cli/ for the rest).
 RUN npm run build:cli
 
 FROM ${NODE_IMAGE}

@@ -42,7 +42,7 @@ const COMMANDS: { label: string; how?: string; file: string; args: string[]; tow
     : []),
   { label: 'gt --version', how: 'dist/gt-cli', file: gt, args: ['--version'] },
   { label: 'gt rig list --help', how: 'dist/gt-cli', file: gt, args: ['rig', 'list', '--help'] },
-  { label: 'gt done --help', how: 'dist/gt-agent.mjs', file: gt, args: ['done', '--help'] },
+  { label: 'gt done --help', how: 'dist/gt-agent.cjs', file: gt, args: ['done', '--help'] },
   {
     label: 'gt rig list --help',
     how: 'sources (tsx)',

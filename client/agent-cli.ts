@@ -6,8 +6,11 @@
 import { registerAgentCommands } from './commands/agent';
 import { baseProgram, runProgram } from './program';
 
-process.exitCode = await runProgram(() => {
+// No top-level await: the bundle is CommonJS (provisioning/cli-bundles.ts).
+void runProgram(() => {
   const program = baseProgram();
   registerAgentCommands(program);
   return Promise.resolve(program);
-}, process.argv);
+}, process.argv).then((code) => {
+  process.exitCode = code;
+});

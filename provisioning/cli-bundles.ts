@@ -4,8 +4,10 @@
  * source directories (BUNDLED_SOURCE_DIRS here and `sources` in bin/gt; a test checks both against esbuild's inputs);
  * otherwise operator commands rebuild (scripts/build-cli.ts) and agent commands run the sources.
  *
- * - dist/gt-agent.mjs: the agent commands (client/agent-cli.ts), one self-contained file for node18: the agent image's
- *   node runs it inside docker runs, where the installation is mounted read-only and nothing may be rebuilt.
+ * - dist/gt-agent.cjs: the agent commands (client/agent-cli.ts), one self-contained CommonJS file for node18: the agent
+ *   image's node runs it inside docker runs, where the installation is mounted read-only and nothing may be rebuilt.
+ *   CommonJS because node starts a script faster than an ES module: every agent's `gt done` is on its bead's path
+ *   (docs/performance.md, the nineteenth pass).
  * - dist/gt-cli/cli.mjs: every command (client/cli.ts) as ES modules split per command group, so a command loads only
  *   its group's code (and a group what a command runs only when it runs: test/cli-bundle.test.ts). The packages most
  *   commands load (BUNDLED_PACKAGES) are in it, with everything they import; the others stay in node_modules.
@@ -38,7 +40,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const dist = join(root, 'dist');
-const agentCliBundlePath = join(dist, 'gt-agent.mjs');
+const agentCliBundlePath = join(dist, 'gt-agent.cjs');
 const cliBundlePath = join(dist, 'gt-cli', 'cli.mjs');
 /** Where the sources of both bundles live (bin/gt's staleness check looks at their *.ts files). */
 export const BUNDLED_SOURCE_DIRS = [
@@ -99,28 +101,17 @@ function bundleOnly(packages: readonly string[]): Plugin {
   };
 }
 
-const common: BuildOptions = {
-  bundle: true,
-  platform: 'node',
-  format: 'esm',
-  logLevel: 'warning',
-  // Bundled CommonJS packages require() node's built-ins, which an ES module has no require for.
-  banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
-};
+// node18: the agent image's node (Debian bookworm) runs the agent bundle inside docker runs, and agents' MCP clients
+// start `gt mcp` from the operator bundle there.
+const common: BuildOptions = { bundle: true, platform: 'node', target: 'node18', logLevel: 'warning' };
 const unique = () => `${Date.now().toString(36)}-${process.pid}-${randomBytes(3).toString('hex')}`;
 
 async function buildAgentCli(): Promise<string> {
   const started = new Date();
   mkdirSync(dist, { recursive: true });
-  const temporary = join(dist, `.gt-agent-${unique()}.mjs`);
+  const temporary = join(dist, `.gt-agent-${unique()}.cjs`);
   try {
-    await build({
-      ...common,
-      entryPoints: [join(root, 'client/agent-cli.ts')],
-      outfile: temporary,
-      // node18: the agent image's node (Debian bookworm) runs this bundle inside docker runs.
-      target: 'node18',
-    });
+    await build({ ...common, format: 'cjs', entryPoints: [join(root, 'client/agent-cli.ts')], outfile: temporary });
     utimesSync(temporary, started, started);
     renameSync(temporary, agentCliBundlePath);
   } finally {
@@ -138,14 +129,16 @@ async function buildOperatorCli(): Promise<string> {
   try {
     await build({
       ...common,
+      // ES modules, which esbuild splits per command group.
+      format: 'esm',
+      // Bundled CommonJS packages require() node's built-ins, which an ES module has no require for.
+      banner: { js: "import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);" },
       entryPoints: { cli: join(root, 'client/cli.ts') },
       outdir,
       outExtension: { '.js': '.mjs' },
       splitting: true,
       chunkNames: 'chunks/[name]-[hash]',
       plugins: [bundleOnly(BUNDLED_PACKAGES)],
-      // node18 as well: agents' MCP clients start `gt mcp` inside docker runs, on the agent image's node.
-      target: 'node18',
     });
     utimesSync(join(outdir, 'cli.mjs'), started, started);
     // A symlink replaced by rename(2) is atomic; a directory cannot replace a non-empty one.

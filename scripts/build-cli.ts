@@ -1,4 +1,4 @@
-/** `npm run build:cli`: writes dist/gt-agent.mjs and dist/gt-cli/ (see provisioning/cli-bundles.ts); bin/gt runs it when they are stale. */
+/** `npm run build:cli`: writes dist/gt-agent.cjs and dist/gt-cli/ (see provisioning/cli-bundles.ts); bin/gt runs it when they are stale. */
 import { buildCliBundles } from '../provisioning/cli-bundles';
 
 const built = await buildCliBundles();

@@ -215,7 +215,7 @@ await step('the image: user, entry, health check, bundles, gt, git and bubblewra
     IMAGE,
     'sh',
     '-c',
-    'set -e; test -s dist/workflow-bundle.js; test -s dist/gt-agent.mjs; test -s dist/gt-cli/cli.mjs; ' +
+    'set -e; test -s dist/workflow-bundle.js; test -s dist/gt-agent.cjs; test -s dist/gt-cli/cli.mjs; ' +
       'gt --help >/dev/null; git --version; bwrap --version; node --version; id -un',
   ]);
   console.log(`  ${inside.split('\n').join('; ')}`);

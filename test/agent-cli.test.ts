@@ -1,5 +1,5 @@
 /**
- * The commands agents call inside their runs come from a plain-JS bundle (dist/gt-agent.mjs) so they start without
+ * The commands agents call inside their runs come from a plain-JS bundle (dist/gt-agent.cjs) so they start without
  * the TypeScript loader. Checked here with real processes: bin/gt routes exactly the agent commands to the bundle,
  * only while the bundle is newer than every source (never rebuilding it for them), and the bundle answers as the sources do.
  */
@@ -41,7 +41,7 @@ describe('gt for agents', () => {
       [['done', '--summary', 'x'], outside],
       [['progress', 'working'], unreachable],
     ] as const) {
-      const bundled = await run('node', [join(root, 'dist/gt-agent.mjs'), ...args], env);
+      const bundled = await run('node', [join(root, 'dist/gt-agent.cjs'), ...args], env);
       const sources = await run(
         'node',
         ['--import', join(root, 'node_modules/tsx/dist/loader.mjs'), join(root, 'client/cli.ts'), ...args],
@@ -61,7 +61,7 @@ describe('gt for agents', () => {
     }
     cpSync(join(root, 'package.json'), join(copy, 'package.json'));
     symlinkSync(join(root, 'node_modules'), join(copy, 'node_modules'));
-    const bundle = join(copy, 'dist/gt-agent.mjs');
+    const bundle = join(copy, 'dist/gt-agent.cjs');
     const gt = join(copy, 'bin/gt');
 
     // Operator commands never use it: they run dist/gt-cli, building it (and this bundle) first when stale.
