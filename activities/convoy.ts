@@ -255,7 +255,11 @@ async function startBead(
   try {
     const convoy = { id: convoyId, targetBranch, ...(after?.length ? { after } : {}) };
     const start = beadStart({ taskQueue, input: { bead, rig, convoy, formula } });
-    await client.workflow.start(start.workflowType, start.options);
+    // Eagerly: the server hands the bead's first workflow task back in the start's answer, to this worker (whose
+    // connection the client shares, worker/worker.ts), instead of through matching: a dependent bead starts its
+    // first task ≈ 4 ms sooner after its dependency merged (docs/performance.md). With no free slot here the server
+    // dispatches it as usual.
+    await client.workflow.start(start.workflowType, { ...start.options, requestEagerStart: true });
     return { beadId: bead.id, outcome: 'started' };
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;

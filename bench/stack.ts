@@ -43,7 +43,6 @@ export async function startStack(log: (m: string) => void): Promise<BenchStack> 
   const client = new Client({ connection: server.env.connection, namespace: server.namespace });
   const worker = await createTownWorker({
     connection: server.env.nativeConnection,
-    client,
     namespace: server.namespace,
     taskQueue,
     hostId: 'bench-host',

@@ -4,14 +4,13 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Client } from '@temporalio/client';
 import { Runtime } from '@temporalio/worker';
 import { assertTownKeyGiven } from '../codec/settings';
 import { gtHome, hostId, paths } from '../host/home';
 import { startDevServer } from '../provisioning/dev-server';
 import { installWorkerRuntime } from '../worker/logging';
 import { createTownWorker, type TownWorker } from '../worker/worker';
-import { clientDataConverter, connectClient, taskQueue } from '../host/connection';
+import { taskQueue } from '../host/connection';
 import { connectNative } from '../worker/connection';
 
 export interface UpOptions {
@@ -55,14 +54,8 @@ export async function runUp(o: UpOptions): Promise<void> {
       void Promise.race([drained, new Promise((r) => setTimeout(r, 5_000))]).finally(() => process.exit(1));
     },
   }).catch(failStart);
-  const client = new Client({
-    connection: server.env.connection,
-    namespace: o.namespace,
-    dataConverter: clientDataConverter(),
-  });
   const worker = await createTownWorker({
     connection: server.env.nativeConnection,
-    client,
     namespace: o.namespace,
     taskQueue: taskQueue(),
     gateway: { port: o.gatewayPort },
@@ -94,10 +87,8 @@ export async function runUp(o: UpOptions): Promise<void> {
 export async function runWorker(o: { gatewayPort: number; gatewayHost: string }): Promise<void> {
   assertTownKeyGiven();
   const native = await connectNative();
-  const { client, connection } = await connectClient();
   const worker = await createTownWorker({
     connection: native.connection,
-    client,
     namespace: native.namespace,
     taskQueue: taskQueue(),
     gateway: { port: o.gatewayPort, host: o.gatewayHost },
@@ -108,7 +99,6 @@ export async function runWorker(o: { gatewayPort: number; gatewayHost: string })
   try {
     await worker.run();
   } finally {
-    await connection.close();
     await native.connection.close();
   }
 }

@@ -72,7 +72,6 @@ say(`Temporal at ${server.address} (CLI from ${server.cli.source}), Web UI at ${
 const client = new Client({ connection: server.env.connection, namespace: server.namespace });
 const worker = await createTownWorker({
   connection: server.env.nativeConnection,
-  client,
   namespace: server.namespace,
   taskQueue: 'gastown',
   gateway: { port: 0 },

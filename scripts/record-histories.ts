@@ -45,7 +45,6 @@ const server = await startDevServer({ onProgress: (m) => console.error(m) });
 const client = new Client({ connection: server.env.connection, namespace: server.namespace });
 const worker = await createTownWorker({
   connection: server.env.nativeConnection,
-  client,
   namespace: server.namespace,
   taskQueue: 'record',
   gateway: { port: 0 },

@@ -144,7 +144,6 @@ async function startEncryptedTown(codecEnv: Record<string, string>) {
   });
   const worker = await createTownWorker({
     connection: server.env.nativeConnection,
-    client,
     namespace: server.namespace,
     taskQueue,
     hostId: 'codec-host',

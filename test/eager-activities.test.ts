@@ -8,8 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from '@temporalio/worker';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startDevServer, type DevServer } from '../provisioning/dev-server';
-import { listenersOf } from '../provisioning/proc';
 import type { ServerSettings } from '../provisioning/server-settings';
+import { counter, scrape } from './helpers/server-metrics';
 
 const workflowsPath = fileURLToPath(new URL('../bench/handoff-workflow.ts', import.meta.url));
 const STEPS = 5;
@@ -19,25 +19,6 @@ afterEach(async () => {
   await server?.stop();
   server = undefined;
 });
-
-/** The server's Prometheus endpoint: the one of its listening ports that answers `/metrics`. */
-async function scrape(pid: number): Promise<string> {
-  for (const { ip, port } of listenersOf(pid)) {
-    const text = await fetch(`http://${ip}:${port}/metrics`)
-      .then((r) => (r.ok ? r.text() : ''))
-      .catch(() => '');
-    if (text.includes('# TYPE')) return text;
-  }
-  throw new Error(`no listening port of the server (pid ${pid}) answers /metrics`);
-}
-
-/** The sum of a counter's series for one task queue (the server names it with `-` as `_`; ours have neither). */
-function counter(metrics: string, name: string, taskQueue: string): number {
-  return metrics
-    .split('\n')
-    .filter((line) => line.startsWith(`${name}{`) && line.includes(`taskqueue="${taskQueue}"`))
-    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
-}
 
 /** Runs a chain of STEPS activities on one queue, then reads how many of them the server says it started eagerly. */
 async function eagerStarts(settings: ServerSettings): Promise<number> {

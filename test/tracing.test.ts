@@ -37,7 +37,6 @@ const taskQueue = `test-tracing-${process.pid}-${Math.random().toString(36).slic
 function workerOptions() {
   return {
     connection: native,
-    client,
     namespace,
     taskQueue,
     hostId: 'trace-host',

@@ -60,7 +60,6 @@ describe.skipIf(!hasChromium)("the Temporal Web UI on the town's own workflows",
     native = await NativeConnection.connect({ address: server.address });
     worker = await createTownWorker({
       connection: native,
-      client,
       namespace: server.namespace,
       taskQueue,
       hostId: 'web-ui-host',

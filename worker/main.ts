@@ -14,7 +14,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { z } from 'zod';
-import { connectClient, taskQueue } from '../host/connection';
+import { taskQueue } from '../host/connection';
 import { connectNative } from './connection';
 import { parseOr } from '../domain/validation';
 import { assertTownKeyGiven } from '../codec/settings';
@@ -56,11 +56,9 @@ export async function runProductionWorker(env: NodeJS.ProcessEnv = process.env):
   const settings = productionSettingsFromEnv(env);
   // Installs the Runtime (logs, metrics) before the first native connection.
   const native = await connectNative();
-  const { client, connection } = await connectClient();
   try {
     const worker = await createTownWorker({
       connection: native.connection,
-      client,
       namespace: native.namespace,
       taskQueue: taskQueue(),
       workflowBundle: { codePath: settings.GT_WORKFLOW_BUNDLE },
@@ -77,7 +75,6 @@ export async function runProductionWorker(env: NodeJS.ProcessEnv = process.env):
     await worker.run();
     console.log('worker stopped');
   } finally {
-    await connection.close();
     await native.connection.close();
   }
 }

@@ -28,8 +28,8 @@ export const workflowBundleOptions = { workflowsPath, preloadModules: workflowPr
 export const gtBinDir = fileURLToPath(new URL('../bin', import.meta.url));
 
 export interface TownWorkerOptions {
+  /** The worker's connection, which its activities' and gateway's client share (see createTownWorker). */
   connection: NativeConnection;
-  client: Client;
   namespace: string;
   taskQueue: string;
   hostId?: string;
@@ -114,8 +114,11 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
   // The gateway and the activities write payloads too (updates, signals to the refinery): they must encrypt
   // exactly as this worker does, whatever client the caller built.
   // With tracing, its interceptors carry the trace into what the gateway and activities start or signal.
+  // On the worker's own connection: a workflow the activities start can then be started eagerly, its first workflow
+  // task handed to this worker in the start's answer (activities/convoy.ts), and their calls go through the SDK's core
+  // rather than a second gRPC stack on the worker's main thread.
   const client = new Client({
-    connection: options.client.connection,
+    connection: options.connection,
     namespace: options.namespace,
     dataConverter,
     plugins,

@@ -54,13 +54,15 @@ export interface TestTownOptions {
   taskQueue?: string;
   /** How often supervision probes an agent's status (default 200 ms). */
   pollIntervalMs?: number;
+  /** A Temporal server of the test's own (default: the file's shared one, test/helpers/server.ts). */
+  address?: string;
 }
 
 let counter = 0;
 let runtimeInstalled = false;
 
 /** Worker logs at WARN, so a failing test's output shows what went wrong rather than state changes. */
-function quietRuntime() {
+export function quietRuntime() {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
   Runtime.install({ logger: new DefaultLogger((process.env.GT_TEST_LOG_LEVEL as 'WARN' | undefined) ?? 'WARN') });
@@ -68,7 +70,7 @@ function quietRuntime() {
 
 export async function startTestTown(options: TestTownOptions = {}): Promise<TestTown> {
   quietRuntime();
-  const address = temporalAddress();
+  const address = options.address ?? temporalAddress();
   const namespace = inject('temporalNamespace');
   const gtHome = options.gtHome ?? mkdtempSync(join(tmpdir(), 'gt-home-'));
   process.env.GT_HOME = gtHome;
@@ -78,7 +80,6 @@ export async function startTestTown(options: TestTownOptions = {}): Promise<Test
   const native = await NativeConnection.connect({ address });
   const worker = await createTownWorker({
     connection: native,
-    client,
     namespace,
     taskQueue,
     hostId: options.hostId ?? 'test-host',

@@ -1,0 +1,26 @@
+/** What a Temporal dev server of our own says it did, read from its Prometheus endpoint. */
+import { listenersOf } from '../../provisioning/proc';
+
+/** The server's Prometheus endpoint: the one of its listening ports that answers `/metrics`. */
+export async function scrape(pid: number): Promise<string> {
+  for (const { ip, port } of listenersOf(pid)) {
+    const text = await fetch(`http://${ip}:${port}/metrics`)
+      .then((r) => (r.ok ? r.text() : ''))
+      .catch(() => '');
+    if (text.includes('# TYPE')) return text;
+  }
+  throw new Error(`no listening port of the server (pid ${pid}) answers /metrics`);
+}
+
+/** The sum of a counter's series for one task queue (its label has `_` for `-`), and of one workflow type when given. */
+export function counter(metrics: string, name: string, taskQueue: string, workflowType?: string): number {
+  return metrics
+    .split('\n')
+    .filter(
+      (line) =>
+        line.startsWith(`${name}{`) &&
+        line.includes(`taskqueue="${taskQueue.replaceAll('-', '_')}"`) &&
+        (!workflowType || line.includes(`workflowType="${workflowType}"`)),
+    )
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+}
