@@ -111,12 +111,11 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
     (process.env.GT_WORKFLOW_BUNDLE ? { codePath: process.env.GT_WORKFLOW_BUNDLE } : undefined);
   // Bundling from source passes the plugins to the bundler itself; a prebuilt bundle has its interceptors compiled in.
   if (workflowBundle) assertBundleMatchesTracing(workflowBundle, !!tracing);
-  // The gateway and the activities write payloads too (updates, signals to the refinery): they must encrypt
-  // exactly as this worker does, whatever client the caller built.
-  // With tracing, its interceptors carry the trace into what the gateway and activities start or signal.
-  // On the worker's own connection: a workflow the activities start can then be started eagerly, its first workflow
-  // task handed to this worker in the start's answer (activities/convoy.ts), and their calls go through the SDK's core
-  // rather than a second gRPC stack on the worker's main thread.
+  // The gateway's and the activities' own client: they write payloads too (updates, signals to the refinery) and
+  // must encrypt exactly as this worker does. With tracing, its interceptors carry the trace into what they start or
+  // signal. On the worker's own connection: a workflow the activities start can then be started eagerly, its first
+  // workflow task handed to this worker in the start's answer (activities/convoy.ts), and their calls go through the
+  // SDK's core rather than a second gRPC stack on the worker's main thread.
   const client = new Client({
     connection: options.connection,
     namespace: options.namespace,
