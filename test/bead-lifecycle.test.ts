@@ -55,7 +55,7 @@ describe('a slung bead', () => {
         const data = e.markerRecordedEventAttributes?.details?.['patch-data']?.payloads?.[0]?.data;
         return data ? [(JSON.parse(Buffer.from(data).toString()) as { id: string }).id] : [];
       });
-    expect(await patchIds(handle)).toEqual(['bead-baseline-2026-12-b']);
+    expect(await patchIds(handle)).toEqual(['bead-baseline-2026-12-c']);
     // Its status is written when it changes (the run's start and gt done re-wrote it before; its start said "open" in
     // round 1 already; its branch is published as the agent exits, with no status of its own:
     // test/publish-at-exit.test.ts), and its run's start reaches the gate from a local activity, not a signal.
@@ -76,14 +76,16 @@ describe('a slung bead', () => {
       (e) => e.signalExternalWorkflowExecutionInitiatedEventAttributes?.signalName ?? [],
     );
     expect(signalled).toEqual([]);
-    const locally = events.flatMap((e) => {
-      const data = e.markerRecordedEventAttributes?.details?.['data']?.payloads?.[0]?.data;
-      return data ? [(JSON.parse(Buffer.from(data).toString()) as { activity_type: string }).activity_type] : [];
-    });
-    expect(locally).toEqual(['requestDispatchSlot']);
-    expect(await patchIds(t.client.workflow.getHandle(mergeRequestWorkflowId('b-merge-ok', 1)))).toEqual([
-      'merge-request-baseline-2026-12',
-    ]);
+    const localActivities = (history: proto.temporal.api.history.v1.IHistory) =>
+      (history.events ?? []).flatMap((e) => {
+        const data = e.markerRecordedEventAttributes?.details?.['data']?.payloads?.[0]?.data;
+        return data ? [(JSON.parse(Buffer.from(data).toString()) as { activity_type: string }).activity_type] : [];
+      });
+    // The bead hands its merge request's ticket to the refinery itself; the merge request only waits for the answer.
+    expect(localActivities({ events })).toEqual(['requestDispatchSlot', 'queueMergeRequest']);
+    const mr = t.client.workflow.getHandle(mergeRequestWorkflowId('b-merge-ok', 1));
+    expect(await patchIds(mr)).toEqual(['merge-request-baseline-2026-12']);
+    expect(localActivities(await mr.fetchHistory())).toEqual([]);
   });
 
   it('rejects a gt done addressed to another run, and the rejection changes nothing', async () => {

@@ -51,6 +51,7 @@ import {
 import { Bead, STATUS_ON_CHANGE, town } from './bead-state';
 import { deleteLegBranches, FORMULA_CONTINUES_AS_NEW, LEG_CLEANUP, runFormula } from './formula';
 import { mergeRequestWorkflow } from './merge-request';
+import { enqueueLocally, mergeTicket } from './merge-request-state';
 import { type PatchBaseline, patchesFrom } from './patches';
 
 /** patched() id: a bead whose formula has more than today's single run goes through the formula engine. */
@@ -84,6 +85,11 @@ const BASELINE: PatchBaseline = {
     STATUS_ON_CHANGE,
   ],
 };
+/**
+ * patched() id (in the bead's baseline only): the bead hands its merge request's ticket to the refinery itself, from a
+ * local activity in the workflow task that starts the merge request, and the merge request only waits for the answer.
+ */
+const QUEUES_MERGE_REQUEST = 'bead-queues-merge-request';
 /** The next baseline (workflows/patches.ts): everything BASELINE stands for, and the changes since. */
 const BASELINE_B: PatchBaseline = {
   id: 'bead-baseline-2026-12-b',
@@ -96,11 +102,20 @@ const BASELINE_B: PatchBaseline = {
     GRACE_ON_HOST,
   ],
 };
+/** The baseline after BASELINE_B: everything it stands for, and the changes since. */
+const BASELINE_C: PatchBaseline = {
+  id: 'bead-baseline-2026-12-c',
+  covers: [
+    ...BASELINE_B.covers,
+    // New with this baseline, never asked on their own by a bead that recorded it.
+    QUEUES_MERGE_REQUEST,
+  ],
+};
 
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
   const input = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
   const { bead, rig, convoy, formula, continued } = input;
-  const b = new Bead(input, patchesFrom(BASELINE_B, BASELINE));
+  const b = new Bead(input, patchesFrom(BASELINE_C, BASELINE_B, BASELINE));
   handleBeadMessages(b);
   const polecats = new PolecatRuns(b);
   const { state, firstRound } = b;
@@ -118,7 +133,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       const mrId = mergeRequestWorkflowId(bead.id, round);
       state.rounds.push({ round, headSha: work.headSha, mergeRequest: mrId });
       b.setStatus('in_review', `merge request ${mrId} (${work.headSha.slice(0, 10)}) is with the refinery`);
-      const mr = mergeRequestStart({
+      const mrInput = {
         mrId,
         bead,
         rig,
@@ -128,7 +143,19 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         targetBranch: state.targetBranch,
         convoyId: convoy?.id,
         convoyBead: convoy ? { retry: b.retry } : undefined,
-      });
+      };
+      // The ticket goes to the refinery from here, before the merge request starts: the merge request's start and
+      // first workflow task leave the path from `gt done` to the merge (docs/performance.md). A rig that now asks for
+      // a review is left to the merge request, as before; so is every ticket of a bead from before this change.
+      const handed =
+        b.patches.has(QUEUES_MERGE_REQUEST) &&
+        (await enqueueLocally.queueMergeRequest.executeWithOptions(
+          { summary: `hand ${mrId} to the refinery of ${rig.name}` },
+          [{ rig, ticket: mergeTicket(mrInput) }],
+        ));
+      const mr = mergeRequestStart(
+        handed && handed.queued ? { ...mrInput, rig: handed.rig, queued: true as const } : mrInput,
+      );
       const child = await startChild<typeof mergeRequestWorkflow>(mr.workflowType, {
         ...mr.options,
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,

@@ -57,8 +57,34 @@ export const MergeRequestInput = z.object({
   convoyBead: MergeTicket.shape.convoyBead,
   /** Set when a run that was following a pull request continued as new. */
   following: FollowingState.optional(),
+  /**
+   * Set when the bead handed this merge request's ticket to the refinery itself, as it started it (`rig` is then the
+   * configuration that hand-off went by, which has no review): the merge request only waits for the answer.
+   */
+  queued: z.literal(true).optional(),
 });
 export type MergeRequestInput = z.input<typeof MergeRequestInput>;
+
+/**
+ * A merge request's ticket for its refinery, stamped now (workflow time): built by the merge request, or by its bead
+ * when the bead hands it over itself (the same fields either way; the refinery knows a ticket by MR id and head).
+ */
+export function mergeTicket(input: MergeRequestInput): MergeTicketInput {
+  return {
+    mrId: input.mrId,
+    beadId: input.bead.id,
+    round: input.round,
+    title: input.bead.title,
+    branch: input.branch,
+    headSha: input.headSha,
+    targetBranch: input.targetBranch,
+    priority: input.bead.priority,
+    convoyId: input.convoyId,
+    convoyBead: input.convoyBead,
+    enqueuedAt: Date.now(),
+    retries: input.round - 1,
+  };
+}
 
 export class MergeRequest {
   /** The rig's configuration: the input's, or (since 'merge-request-follows-rig') the newest `readRig` found. */

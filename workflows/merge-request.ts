@@ -21,7 +21,7 @@ import { refineryWorkflowId } from '../domain/ids';
 import { withdrawSignal } from '../domain/messages';
 import type { MergeTicketInput } from '../domain/refinery';
 import { parseOrReject } from '../domain/validation';
-import { enqueueLocally, MergeRequest, MergeRequestInput, town } from './merge-request-state';
+import { enqueueLocally, MergeRequest, MergeRequestInput, mergeTicket, town } from './merge-request-state';
 import { type PatchBaseline, patchesFrom } from './patches';
 import { followPullRequest } from './pull-request';
 import { Review } from './review';
@@ -49,10 +49,15 @@ const BASELINE: PatchBaseline = {
 };
 /** How long a merge request waits for the refinery's answer before announcing itself again. */
 const REANNOUNCE_MS = 15 * 60_000;
+/**
+ * The first such wait of a merge request whose bead handed its ticket over: an answer the refinery gave before the
+ * merge request had started found nobody (a start slower than the merge), and waits in the refinery for the ticket
+ * to come again. Rare (a merge takes longer than a child's start), so a short wait costs an announcement seldom.
+ */
+const FIRST_ANNOUNCE_MS = 30_000;
 
 export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise<MergeOutcome> {
   const input = parseOrReject(MergeRequestInput, rawInput, 'merge request input');
-  const { bead } = input;
   const patches = patchesFrom(BASELINE);
   const followsRig = patches.has(FOLLOWS_RIG);
   const mr = new MergeRequest(input);
@@ -68,25 +73,14 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
 
   let following = input.following;
   if (!following) {
-    const ticketNow = (): MergeTicketInput => ({
-      mrId: input.mrId,
-      beadId: bead.id,
-      round: input.round,
-      title: bead.title,
-      branch: input.branch,
-      headSha: input.headSha,
-      targetBranch: input.targetBranch,
-      priority: bead.priority,
-      convoyId: input.convoyId,
-      convoyBead: input.convoyBead,
-      enqueuedAt: Date.now(),
-      retries: input.round - 1,
-    });
+    const ticketNow = (): MergeTicketInput => mergeTicket(input);
     let ticket = ticketNow();
     // The rig read and the hand-off in one local activity when there is no review: one workflow task's worth less
     // between `gt done` and the merge (docs/performance.md). Histories from before read, then enqueue.
     const oneStep = followsRig && patches.has(QUEUES_IN_ONE_STEP);
-    const queued = oneStep && (await mr.queueUnlessReviewed(ticket));
+    // Handed over by the bead, in the workflow task that started this one: off the path between `gt done` and the
+    // merge altogether (docs/performance.md). Only a bead that did says so; the input is all the branch needs.
+    const queued = input.queued ?? (oneStep && (await mr.queueUnlessReviewed(ticket)));
     if (!queued) {
       if (followsRig && !oneStep) await mr.readRig();
       if (mr.rig.reviewer) {
@@ -113,7 +107,13 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
     if (!queued) await enqueue();
     try {
       // Should the refinery have been lost (terminated or reset by an operator), announce again; it ignores repeats.
-      while (!(await condition(() => mr.result !== undefined, REANNOUNCE_MS))) await enqueue();
+      // The refinery may have answered a ticket the bead handed over before this workflow existed: it keeps such an
+      // answer and gives it again to the ticket announced again, which a merge request so queued does soon.
+      let wait = input.queued ? FIRST_ANNOUNCE_MS : REANNOUNCE_MS;
+      while (!(await condition(() => mr.result !== undefined, wait))) {
+        await enqueue();
+        wait = REANNOUNCE_MS;
+      }
     } catch (err) {
       // Cancelled (its bead was): take the ticket back so work nobody wants any more is not merged.
       if (isCancellation(err)) {

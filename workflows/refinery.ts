@@ -102,6 +102,8 @@ export interface RefineryInput {
   sectionFailures?: Record<string, number>;
   /** The most MRs the next batch takes (nextBatchLimit); the rig's batchSize when absent. */
   batchLimit?: number;
+  /** Outcomes no merge request was there to hear, oldest first: given again when their ticket comes again. */
+  undelivered?: MergeResult[];
 }
 
 const SEEN_KEEP = 5000;
@@ -136,6 +138,17 @@ const BATCH_CONFLICT_WAITS = 'refinery-batch-conflict-waits';
  */
 const DELIVERS_LOCALLY = 'refinery-delivers-locally';
 const CONVOYS_KEEP = 1000;
+/**
+ * patched() id: a ticket that comes again after its outcome found no merge request (its bead handed the ticket over
+ * before starting the merge request, which started after the merge) is given that outcome again.
+ */
+const REDELIVERS = 'refinery-redelivers';
+/**
+ * Outcomes kept for a merge request that was not there to hear them. Most belong to merge requests that are gone for
+ * good (a bead cancelled mid-merge); one that has not started yet announces itself within a minute. Each is at most
+ * one round's feedback (CAPS.feedback), and they ride in the continue-as-new input beside the queue.
+ */
+const UNDELIVERED_KEEP = 10;
 /** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
 const MAX_SECTION_FAILURES = 3;
 
@@ -155,6 +168,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   const recent: SectionRecord[] = [...(input.recent ?? [])];
   const convoySince: Record<string, number> = { ...input.convoySince };
   const sectionFailures: Record<string, number> = { ...input.sectionFailures };
+  const undelivered = new Map((input.undelivered ?? []).map((r) => [`${r.mrId}@${r.headSha}`, r]));
   let paused = input.paused ?? false;
   const maxQueue = input.maxQueue ?? MAX_QUEUED_TICKETS;
   let batchLimit = nextBatchLimit(input.batchLimit ?? rig.batchSize, rig.batchSize, 'other');
@@ -193,13 +207,76 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     );
   };
 
+  /** Outcomes signalled to merge requests and not yet recorded; continue-as-new waits for them. */
+  const deliveries = new Set<Promise<void>>();
+  const track = (sent: Promise<void>) => {
+    const pending: Promise<void> = sent.finally(() => deliveries.delete(pending));
+    deliveries.add(pending);
+  };
+  /** Signals a result (and a convoy report), as before outcomes went out from a local activity. */
+  const signalOutcome = (result: MergeResult, convoy?: { convoyId: string; report: BeadReport }): Promise<void> => {
+    const mrId = result.mrId;
+    const toConvoy =
+      convoy &&
+      getExternalWorkflowHandle(convoyWorkflowId(convoy.convoyId))
+        .signal(beadReportSignal, convoy.report)
+        .catch((err: unknown) =>
+          log.warn('could not report to convoy', { mrId, convoyId: convoy.convoyId, error: String(err) }),
+        );
+    if (toConvoy) track(toConvoy);
+    return getExternalWorkflowHandle(mrId)
+      .signal(mergeResultSignal, result)
+      .catch((err: unknown) => unheard(result, String(err)));
+  };
+  /** An outcome its merge request was not there to hear: kept for the ticket coming again (a late start). */
+  const unheard = (result: MergeResult, error?: string) => {
+    log.warn('merge request workflow is not running; outcome kept for its ticket announced again', {
+      mrId: result.mrId,
+      ...(error ? { error } : {}),
+    });
+    undelivered.set(`${result.mrId}@${result.headSha}`, result);
+    for (const key of [...undelivered.keys()].slice(0, Math.max(0, undelivered.size - UNDELIVERED_KEEP)))
+      undelivered.delete(key);
+  };
+  /**
+   * Sends an outcome (and a convoy's report) from one local activity, in a run that delivers locally: a marker in this
+   * history, both receivers told while this workflow task is open (docs/performance.md); signals when it keeps failing.
+   */
+  const sendOutcome = (result: MergeResult, convoy?: { convoyId: string; report: BeadReport }) => {
+    if (!deliversLocally) return track(signalOutcome(result, convoy));
+    const local = deliverLocally.deliverMergeOutcome.executeWithOptions(
+      { summary: `tell ${result.mrId} its outcome (${result.outcome.kind})` },
+      [{ result, ...(convoy ? { convoy } : {}) }],
+    );
+    track(
+      local.then(
+        (r) => {
+          if (!r.mergeRequest) unheard(result);
+          if (r.convoy?.reported === false)
+            log.warn('could not report to convoy: it is gone', { mrId: result.mrId, convoyId: convoy?.convoyId });
+        },
+        (err: unknown) => {
+          log.warn('could not deliver the outcome at once; signalling it', { mrId: result.mrId, error: String(err) });
+          return signalOutcome(result, convoy);
+        },
+      ),
+    );
+  };
   setHandler(enqueueSignal, (raw) => {
     const ticket = parseSignal(MergeTicket, raw, 'merge ticket');
     if (!ticket) return;
     const key = `${ticket.mrId}@${ticket.headSha}`;
     const same = (t: MergeTicket) => t.mrId === ticket.mrId && t.headSha === ticket.headSha;
     // `seen` is trimmed at continue-as-new; what is waiting or merging is checked directly.
-    if (seen.has(key) || queue.some(same) || sectionTickets.some(same)) return;
+    if (seen.has(key) || queue.some(same) || sectionTickets.some(same)) {
+      const answer = undelivered.get(key);
+      if (answer && patched(REDELIVERS)) {
+        undelivered.delete(key);
+        log.info('merge request announced itself after its outcome; telling it again', { mrId: ticket.mrId });
+        sendOutcome(answer);
+      }
+      return;
+    }
     // Histories from before the bound took every ticket, and replay the same way.
     if (queue.length >= maxQueue && patched(BOUNDED_QUEUE)) {
       log.warn('merge queue full; the merge request will announce itself again', {
@@ -275,29 +352,6 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       retry: RETRY.refineryForge,
     });
 
-  /** Outcomes signalled to merge requests and not yet recorded; continue-as-new waits for them. */
-  const deliveries = new Set<Promise<void>>();
-  /** Signals a result (and a convoy report), as before outcomes went out from a local activity. */
-  const signalOutcome = (result: MergeResult, convoy?: { convoyId: string; report: BeadReport }): Promise<void> => {
-    const mrId = result.mrId;
-    const toConvoy =
-      convoy &&
-      getExternalWorkflowHandle(convoyWorkflowId(convoy.convoyId))
-        .signal(beadReportSignal, convoy.report)
-        .catch((err: unknown) =>
-          log.warn('could not report to convoy', { mrId, convoyId: convoy.convoyId, error: String(err) }),
-        );
-    if (toConvoy) track(toConvoy);
-    return getExternalWorkflowHandle(mrId)
-      .signal(mergeResultSignal, result)
-      .catch((err: unknown) =>
-        log.warn('merge request workflow is gone; outcome not delivered', { mrId, error: String(err) }),
-      );
-  };
-  const track = (sent: Promise<void>) => {
-    const pending: Promise<void> = sent.finally(() => deliveries.delete(pending));
-    deliveries.add(pending);
-  };
   /** Tells a merge request its outcome; a merge request that is gone (its bead was cancelled) is only logged. */
   const deliver = async (ticket: MergeTicket, outcome: SectionOutcome) => {
     if (outcome.kind === 'merged') {
@@ -335,28 +389,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       headSha: ticket.headSha,
       outcome: told && outcome.kind === 'merged' ? { ...outcome, convoyTold: true } : outcome,
     };
-    if (deliversLocally) {
-      // One marker, and both receivers hear it while this workflow task is open (docs/performance.md).
-      const local = deliverLocally.deliverMergeOutcome.executeWithOptions(
-        { summary: `tell ${ticket.mrId} its outcome (${outcome.kind})` },
-        [{ result, ...(convoy ? { convoy } : {}) }],
-      );
-      track(
-        local.then(
-          (r) => {
-            if (!r.mergeRequest)
-              log.warn('merge request workflow is gone; outcome not delivered', { mrId: ticket.mrId });
-            if (r.convoy?.reported === false)
-              log.warn('could not report to convoy: it is gone', { mrId: ticket.mrId, convoyId: convoy?.convoyId });
-          },
-          (err: unknown) => {
-            log.warn('could not deliver the outcome at once; signalling it', { mrId: ticket.mrId, error: String(err) });
-            return signalOutcome(result, convoy);
-          },
-        ),
-      );
-      return;
-    }
+    if (deliversLocally) return sendOutcome(result, convoy);
     const delivered = signalOutcome(result, convoy);
     // The next section need not wait for the signal to be recorded (one round trip per merge on a serial queue);
     // histories from before this change waited, and replay the same way.
@@ -757,5 +790,6 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     maxQueue: input.maxQueue,
     sectionFailures,
     batchLimit,
+    ...(undelivered.size ? { undelivered: [...undelivered.values()] } : {}),
   });
 }

@@ -3,6 +3,7 @@
  * refinery, so the real bead, merge-request and dispatch-gate workflows run on the time-skipping test server.
  */
 import { Context } from '@temporalio/activity';
+import { WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { msToTs } from '@temporalio/common/lib/time';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -50,12 +51,24 @@ export function beadActivities(
       throw ApplicationFailure.nonRetryable('the runtime refused the agent (stub)', 'AgentStartRefused');
     return Promise.resolve({ handle: { runtime: 'process', runId, ref: '1' }, adopted: false, host: 'stub-host' });
   };
-  const mergeAtOnce = (ticket: Ticket) =>
-    client.workflow.getHandle(ticket.mrId).signal(mergeResultSignal, {
-      mrId: ticket.mrId,
-      headSha: ticket.headSha,
-      outcome: { kind: 'merged', commit: MERGED_COMMIT, targetBranch: ticket.targetBranch },
-    });
+  /**
+   * The refinery's answer, given as soon as the merge request is there to hear it: a bead hands its ticket over just
+   * before it starts its merge request (workflows/bead.ts). Not awaited by the hand-off, as the refinery's is not.
+   */
+  const mergeAtOnce = async (ticket: Ticket) => {
+    for (let tries = 0; tries < 500; tries++) {
+      try {
+        return await client.workflow.getHandle(ticket.mrId).signal(mergeResultSignal, {
+          mrId: ticket.mrId,
+          headSha: ticket.headSha,
+          outcome: { kind: 'merged', commit: MERGED_COMMIT, targetBranch: ticket.targetBranch },
+        });
+      } catch (err) {
+        if (!(err instanceof WorkflowNotFoundError)) throw err;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    }
+  };
   return {
     ...createDispatchActivities({ client, taskQueue }),
     // The real one: these rigs have no refinery, so the gate keeps the settings it was started with.
@@ -96,11 +109,13 @@ export function beadActivities(
     // A cancelled bead makes sure its runs' agents are gone; these stand for none.
     stopRunAgent: () => Promise.resolve({ stopped: false }),
     publishBranch: () => Promise.resolve({ headSha: HEAD, commitsAhead: 1, uncommittedChanges: false }),
-    // The merge request's first step (read the rig, hand over the ticket): the ticket merges at once.
-    queueMergeRequest: async ({ rig, ticket }: { rig: unknown; ticket: Ticket }) => {
-      await mergeAtOnce(ticket);
-      return { rig, queued: true };
+    // The bead's hand-off of the ticket (the rig read, the signal-with-start of the refinery): it merges at once.
+    queueMergeRequest: ({ rig, ticket }: { rig: unknown; ticket: Ticket }) => {
+      mergeAtOnce(ticket).catch(() => undefined);
+      return Promise.resolve({ rig, queued: true });
     },
+    // The merge request announcing itself again, should the time-skipping server pass its first wait first.
+    enqueueMergeRequest: ({ ticket }: { ticket: Ticket }) => mergeAtOnce(ticket),
     raiseEscalation: ({ id }: { id: string }) => {
       observed.escalations.push(id);
       return Promise.resolve({ escalationId: id, created: true });
