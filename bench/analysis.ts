@@ -20,8 +20,8 @@ export const HOPS = {
   mergeStartedToMerged: 'merge started → merged',
   mergedToDependentAgentStarted: 'merged → dependent bead’s agent started',
   doneToDependentAgentStarted: '`gt done` accepted → dependent bead’s agent started',
-  doneToMrStarted: '`gt done` accepted → merge request started',
-  mrStartedToMergeStarted: 'merge request started → merge started (queue wait)',
+  doneToTicket: '`gt done` accepted → ticket with the refinery',
+  ticketToMergeStarted: 'ticket with the refinery → merge started (queue wait)',
   mergedToDependentStarted: 'merged → dependent bead workflow started',
   mergedToClosed: 'merged → bead closed',
   closedToDependentStarted: 'bead closed → dependent bead workflow started',
@@ -31,8 +31,8 @@ export const HOPS = {
 } as const;
 /** Hops that break the main ones down (shown indented in the summary). */
 export const BREAKDOWN_HOPS: ReadonlySet<string> = new Set([
-  'doneToMrStarted',
-  'mrStartedToMergeStarted',
+  'doneToTicket',
+  'ticketToMergeStarted',
   'mergedToDependentStarted',
   'mergedToClosed',
   'closedToDependentStarted',
@@ -47,8 +47,8 @@ export function hopSamples(beads: readonly BeadTimeline[], width: number): Recor
   for (const b of beads) {
     add('doneToMergeStarted', diff(b.mergeStartedAt, b.doneAcceptedAt));
     add('mergeStartedToMerged', diff(b.mergedAt, b.mergeStartedAt));
-    add('doneToMrStarted', diff(b.mrStartedAt, b.doneAcceptedAt));
-    add('mrStartedToMergeStarted', diff(b.mergeStartedAt, b.mrStartedAt));
+    add('doneToTicket', diff(b.ticketAt, b.doneAcceptedAt));
+    add('ticketToMergeStarted', diff(b.mergeStartedAt, b.ticketAt));
     add('mergedToClosed', diff(b.closedAt, b.mergedAt));
     add('gtDoneCommand', diff(b.doneReturnedAt, b.committedAt));
     add('commitToDoneAccepted', diff(b.doneAcceptedAt, b.committedAt));

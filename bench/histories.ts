@@ -7,7 +7,7 @@ import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter } from '@temporalio/common';
 import proto, { type temporal } from '@temporalio/proto';
 import type { HostQueueActivities, TownQueueActivities } from '../activities';
-import { doneUpdate } from '../domain/messages';
+import { doneUpdate, enqueueSignal } from '../domain/messages';
 import { SA } from '../domain/search-attributes';
 
 type RawEvent = temporal.api.history.v1.IHistoryEvent;
@@ -35,6 +35,7 @@ const MERGE_ACTIVITY = 'mergeCandidate' satisfies keyof TownQueueActivities;
 const SPECULATIVE_GATE_ACTIVITY = 'gateSpeculative' satisfies keyof TownQueueActivities;
 const LAND_ACTIVITY = 'landChain' satisfies keyof TownQueueActivities;
 const SUPERVISE_ACTIVITY = 'superviseAgentRun' satisfies keyof HostQueueActivities;
+const ENQUEUE_SIGNAL = enqueueSignal.name;
 
 const camel = (name: string) =>
   name
@@ -261,6 +262,21 @@ interface CandidateOutput {
   kind?: string;
   gateRuns?: number;
   merged?: { mrId: string }[];
+}
+
+/**
+ * When each merge request's ticket first reached the refinery (its `enqueue` signal, or the signal-with-start's):
+ * handed over by the merge request, or since 2026-12-03 by its bead as it starts the merge request.
+ */
+export function ticketsReceived(events: readonly HistoryEvent[]): Map<string, number> {
+  const at = new Map<string, number>();
+  for (const e of events) {
+    const signal = e.raw.workflowExecutionSignaledEventAttributes;
+    if (signal?.signalName !== ENQUEUE_SIGNAL) continue;
+    const mrId = (decode(signal.input) as { mrId?: string } | undefined)?.mrId;
+    if (mrId && !at.has(mrId)) at.set(mrId, e.time);
+  }
+  return at;
 }
 
 export function mergeSections(events: readonly HistoryEvent[]): MergeSection[] {

@@ -11,7 +11,14 @@ import { SA } from '../domain/search-attributes';
 import { cpuMark, cpuSpent, type CpuSpent } from './cpu';
 import { agentScript } from './floor';
 import { mergedWorkFiles } from './git';
-import { beadEvents, fetchRigHistories, mergeSections, type MergeSection, type RunHistory } from './histories';
+import {
+  beadEvents,
+  fetchRigHistories,
+  mergeSections,
+  type MergeSection,
+  type RunHistory,
+  ticketsReceived,
+} from './histories';
 import { beadLocalId, convoySpec, dependencyOf, indexOfBead } from './scenario';
 import type { BenchStack } from './stack';
 
@@ -52,7 +59,8 @@ export interface BeadTimeline {
   committedAt?: number;
   doneReturnedAt?: number;
   doneAcceptedAt?: number;
-  mrStartedAt?: number;
+  /** Its merge request's ticket reached the refinery. */
+  ticketAt?: number;
   mergeStartedAt?: number;
   mergedAt?: number;
   closedAt?: number;
@@ -235,10 +243,8 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
     .filter((h) => h.workflowType === 'refineryWorkflow')
     .flatMap((h) => mergeSections(h.events));
   const agentTimes = readAgentTimes(timesDir);
-  const mrStarted = new Map(
-    histories
-      .filter((h) => h.workflowType === 'mergeRequestWorkflow')
-      .map((h) => [h.workflowId, h.events[0]?.time ?? NaN]),
+  const ticketAt = new Map(
+    histories.filter((h) => h.workflowType === 'refineryWorkflow').flatMap((h) => [...ticketsReceived(h.events)]),
   );
 
   const beads: BeadTimeline[] = histories
@@ -261,7 +267,7 @@ export async function runOrchestrated(o: OrchestratedOptions): Promise<Orchestra
         committedAt: agent?.committed,
         doneReturnedAt: agent?.doneReturned,
         doneAcceptedAt: ev.doneAcceptedAt,
-        mrStartedAt: mrStarted.get(mrId),
+        ticketAt: ticketAt.get(mrId),
         mergeStartedAt: sections.find((s) => s.mrIds.includes(mrId))?.startedAt,
         mergedAt: mergedIn?.endedAt,
         closedAt: ev.closedAt,
