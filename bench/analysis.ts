@@ -14,12 +14,18 @@ const diff = (to: number | undefined, from: number | undefined) =>
   to === undefined || from === undefined || !Number.isFinite(to) || !Number.isFinite(from) ? undefined : to - from;
 const defined = (xs: (number | undefined)[]) => xs.filter((x): x is number => x !== undefined);
 
-/** Hops between the steps of a bead's life; each is measured from recorded timestamps only. */
+/**
+ * Hops between the steps of a bead's life; each is measured from recorded timestamps only. Reports show the hops they
+ * have samples of: the two around the merge request's start are no longer measured (the bead hands the ticket over
+ * before it starts the merge request, since 2026-12-03) and stay for the reports from before, whose charts draw them.
+ */
 export const HOPS = {
   doneToMergeStarted: '`gt done` accepted → merge started',
   mergeStartedToMerged: 'merge started → merged',
   mergedToDependentAgentStarted: 'merged → dependent bead’s agent started',
   doneToDependentAgentStarted: '`gt done` accepted → dependent bead’s agent started',
+  doneToMrStarted: '`gt done` accepted → merge request started',
+  mrStartedToMergeStarted: 'merge request started → merge started (queue wait)',
   doneToTicket: '`gt done` accepted → ticket with the refinery',
   ticketToMergeStarted: 'ticket with the refinery → merge started (queue wait)',
   mergedToDependentStarted: 'merged → dependent bead workflow started',
@@ -31,6 +37,8 @@ export const HOPS = {
 } as const;
 /** Hops that break the main ones down (shown indented in the summary). */
 export const BREAKDOWN_HOPS: ReadonlySet<string> = new Set([
+  'doneToMrStarted',
+  'mrStartedToMergeStarted',
   'doneToTicket',
   'ticketToMergeStarted',
   'mergedToDependentStarted',

@@ -222,7 +222,7 @@ export function renderMarkdown(r: BenchReport, charts: ChartFiles = {}): string 
     lines.push('');
     embed('makespan', 'ratio');
     lines.push('## Hop latency, p50 / p99', '');
-    const hopKeys = Object.keys(HOPS) as Hop[];
+    const hopKeys = (Object.keys(HOPS) as Hop[]).filter((h) => r.convoys.some((c) => c.summary.hops[h]?.p50));
     lines.push(
       `| hop | ${r.convoys.map((c) => `N=${c.n} w=${c.width}`).join(' | ')} |`,
       `|---|${r.convoys.map(() => '---').join('|')}|`,

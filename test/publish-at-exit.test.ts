@@ -81,7 +81,8 @@ describe('a finished run’s branch', () => {
           ]
         : [],
     );
-    expect(localActivities).toEqual(['requestDispatchSlot']);
+    // Its dispatch request, and the ticket it handed to the refinery as it started its merge request.
+    expect(localActivities).toEqual(['requestDispatchSlot', 'queueMergeRequest']);
     const gate = (await t.client.workflow.getHandle('dispatch:pub-exit').fetchHistory()).events ?? [];
     const releases = gate.flatMap((e) =>
       e.workflowExecutionSignaledEventAttributes?.signalName === 'dispatchRelease'
