@@ -1,6 +1,7 @@
 /**
  * mr:<beadId>:<round> — one finished branch: (review) → its turn in the refinery → for the PR strategy, the pull
- * request's life → the outcome back to the bead (`merged`, or rework with feedback, or `pr_closed`).
+ * request's life → the outcome back to the bead (`merged`, or rework with feedback, or `pr_closed`). Without a review
+ * the bead hands the ticket to the refinery itself as it starts this workflow (input `queued`), which then only waits.
  *
  * The refinery answers by signal, matched on MR id *and* head sha, so a late answer about another head can never
  * be taken for this one. Reviewer verdicts are addressed to a reviewer run id and accepted only from the current

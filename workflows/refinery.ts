@@ -9,6 +9,8 @@
  * the merge request's business, so a PR waiting on a human never holds the queue (failure class 5).
  * Outcomes go to the merge requests by signal; a convoy bead's merge is reported to its convoy from here too, in the
  * task that learns it (the convoy starts the dependents two workflow tasks sooner than the bead's own report would).
+ * A bead hands its ticket over before it starts its merge request, so an outcome can find no merge request yet: it is
+ * kept (a few, across continue-as-new) and given to the ticket when the merge request announces itself.
  * The workflow also holds the rig's configuration, and continues as new with its queue when history grows; the
  * queue holds at most MAX_QUEUED_TICKETS, so that input stays far below Temporal's payload limit.
  *
@@ -239,8 +241,9 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       undelivered.delete(key);
   };
   /**
-   * Sends an outcome (and a convoy's report) from one local activity, in a run that delivers locally: a marker in this
-   * history, both receivers told while this workflow task is open (docs/performance.md); signals when it keeps failing.
+   * Sends an outcome (and a convoy's report) from one local activity: a marker in this history, both receivers told
+   * while this workflow task is open (docs/performance.md). Signals when it keeps failing, and in a run from before
+   * local delivery.
    */
   const sendOutcome = (result: MergeResult, convoy?: { convoyId: string; report: BeadReport }) => {
     if (!deliversLocally) return track(signalOutcome(result, convoy));
@@ -352,7 +355,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       retry: RETRY.refineryForge,
     });
 
-  /** Tells a merge request its outcome; a merge request that is gone (its bead was cancelled) is only logged. */
+  /** Tells a merge request its outcome; one that is not running (not yet, or its bead was cancelled) is kept for later. */
   const deliver = async (ticket: MergeTicket, outcome: SectionOutcome) => {
     if (outcome.kind === 'merged') {
       stats.merged++;

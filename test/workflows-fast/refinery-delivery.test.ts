@@ -19,6 +19,21 @@ import { deliveryActivity, skipReason, startTimeSkipping, testRig, withWorker } 
 
 const COMMIT = 'e'.repeat(40);
 
+/** The merge section's stub: every candidate lands at once (its size counted); `told`: the section told the convoy. */
+const landsAtOnce =
+  (merges: number[], told = false) =>
+  ({ tickets }: { tickets: { mrId: string }[] }) => {
+    merges.push(tickets.length);
+    return Promise.resolve({
+      kind: 'merged',
+      commit: COMMIT,
+      merged: tickets.map((t) => ({ mrId: t.mrId, commit: COMMIT })),
+      gateRuns: 1,
+      alreadyMerged: false,
+      ...(told ? { convoyTold: tickets.map((t) => t.mrId) } : {}),
+    });
+  };
+
 describe.skipIf(skipReason)('refinery outcome delivery (time-skipping)', { timeout: 30_000 }, () => {
   let env: TestWorkflowEnvironment;
   beforeAll(async () => {
@@ -49,17 +64,7 @@ describe.skipIf(skipReason)('refinery outcome delivery (time-skipping)', { timeo
         return {
           ...createRigConfigActivities({ client: env.client }),
           queueMergeRequest: (raw: Parameters<typeof town.queueMergeRequest>[0]) => town.queueMergeRequest(raw),
-          mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
-            attempts.push(tickets.length);
-            return Promise.resolve({
-              kind: 'merged',
-              commit: COMMIT,
-              merged: tickets.map((t) => ({ mrId: t.mrId, commit: COMMIT })),
-              gateRuns: 1,
-              alreadyMerged: false,
-              ...(convoy?.told ? { convoyTold: tickets.map((t) => t.mrId) } : {}),
-            });
-          },
+          mergeCandidate: landsAtOnce(attempts, convoy?.told),
           ...delivery(taskQueue),
         };
       },
@@ -147,16 +152,7 @@ describe.skipIf(skipReason)('refinery outcome delivery (time-skipping)', { timeo
         return {
           ...createRigConfigActivities({ client: env.client }),
           enqueueMergeRequest: (raw: Parameters<typeof town.enqueueMergeRequest>[0]) => town.enqueueMergeRequest(raw),
-          mergeCandidate: ({ tickets }: { tickets: { mrId: string }[] }) => {
-            merges.push(tickets.length);
-            return Promise.resolve({
-              kind: 'merged',
-              commit: COMMIT,
-              merged: tickets.map((t) => ({ mrId: t.mrId, commit: COMMIT })),
-              gateRuns: 1,
-              alreadyMerged: false,
-            });
-          },
+          mergeCandidate: landsAtOnce(merges),
           deliverMergeOutcome: async (raw: Parameters<typeof deliverMergeOutcome>[0]) => {
             const r = await deliverMergeOutcome(raw);
             told.push(r.mergeRequest);
