@@ -51,7 +51,7 @@ import {
 import { Bead, STATUS_ON_CHANGE, town } from './bead-state';
 import { deleteLegBranches, FORMULA_CONTINUES_AS_NEW, LEG_CLEANUP, runFormula } from './formula';
 import { mergeRequestWorkflow } from './merge-request';
-import { enqueueLocally, mergeTicket } from './merge-request-state';
+import { enqueueLocally, mergeTicket, withdrawTicket } from './merge-request-state';
 import { type PatchBaseline, patchesFrom } from './patches';
 
 /** patched() id: a bead whose formula has more than today's single run goes through the formula engine. */
@@ -149,10 +149,16 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       // a review is left to the merge request, as before; so is every ticket of a bead from before this change.
       const handed =
         b.patches.has(QUEUES_MERGE_REQUEST) &&
-        (await enqueueLocally.queueMergeRequest.executeWithOptions(
-          { summary: `hand ${mrId} to the refinery of ${rig.name}` },
-          [{ rig, ticket: mergeTicket(mrInput) }],
-        ));
+        (await enqueueLocally.queueMergeRequest
+          .executeWithOptions({ summary: `hand ${mrId} to the refinery of ${rig.name}` }, [
+            { rig, ticket: mergeTicket(mrInput) },
+          ])
+          .catch(async (err: unknown) => {
+            // Cancelled between tries: a try that failed may still have reached the refinery, and no merge request
+            // is there to take the ticket back.
+            if (isCancellation(err)) await withdrawTicket(rig.name, mrId, work.headSha);
+            throw err;
+          }));
       const mr = mergeRequestStart(
         handed && handed.queued ? { ...mrInput, rig: handed.rig, queued: true as const } : mrInput,
       );

@@ -3,12 +3,20 @@
  * shows (MergeRequestState, its phase and search attributes), the refinery's answer as its signal delivers it (matched
  * on MR id and head sha), and the rig's current configuration as its refinery holds it.
  */
-import { log, proxyLocalActivities, setCurrentDetails, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import {
+  CancellationScope,
+  getExternalWorkflowHandle,
+  log,
+  proxyLocalActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
 import { z } from 'zod';
 import type { TownQueueActivities } from '../activities';
 import { BeadSpec } from '../domain/bead';
-import { CommitId, ConvoyId } from '../domain/ids';
-import { mergeRequestStateQuery, mergeResultSignal } from '../domain/messages';
+import { CommitId, ConvoyId, refineryWorkflowId } from '../domain/ids';
+import { mergeRequestStateQuery, mergeResultSignal, withdrawSignal } from '../domain/messages';
 import { MergeResult, MergeTicket, type MergeRequestState, type MergeTicketInput } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
@@ -84,6 +92,15 @@ export function mergeTicket(input: MergeRequestInput): MergeTicketInput {
     enqueuedAt: Date.now(),
     retries: input.round - 1,
   };
+}
+
+/** Takes a ticket back from the refinery, unless it is merging already: work nobody wants any more is not merged. */
+export function withdrawTicket(rig: string, mrId: string, headSha: string): Promise<void> {
+  return CancellationScope.nonCancellable(() =>
+    getExternalWorkflowHandle(refineryWorkflowId(rig))
+      .signal(withdrawSignal, { mrId, headSha })
+      .catch((err: unknown) => log.warn('could not withdraw from the refinery', { mrId, error: String(err) })),
+  );
 }
 
 export class MergeRequest {

@@ -16,13 +16,18 @@
  * This module is the process; its state is in workflows/merge-request-state.ts, the review in workflows/review.ts
  * (reviewer runs over workflows/agent-run.ts, as the bead's polecats), the pull request's life in pull-request.ts.
  */
-import { CancellationScope, condition, getExternalWorkflowHandle, isCancellation, log } from '@temporalio/workflow';
+import { CancellationScope, condition, isCancellation } from '@temporalio/workflow';
 import type { MergeOutcome } from '../domain/outcomes';
-import { refineryWorkflowId } from '../domain/ids';
-import { withdrawSignal } from '../domain/messages';
 import type { MergeTicketInput } from '../domain/refinery';
 import { parseOrReject } from '../domain/validation';
-import { enqueueLocally, MergeRequest, MergeRequestInput, mergeTicket, town } from './merge-request-state';
+import {
+  enqueueLocally,
+  MergeRequest,
+  MergeRequestInput,
+  mergeTicket,
+  town,
+  withdrawTicket,
+} from './merge-request-state';
 import { type PatchBaseline, patchesFrom } from './patches';
 import { followPullRequest } from './pull-request';
 import { Review } from './review';
@@ -117,15 +122,7 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
       }
     } catch (err) {
       // Cancelled (its bead was): take the ticket back so work nobody wants any more is not merged.
-      if (isCancellation(err)) {
-        await CancellationScope.nonCancellable(() =>
-          getExternalWorkflowHandle(refineryWorkflowId(rig.name))
-            .signal(withdrawSignal, { mrId: input.mrId, headSha: input.headSha })
-            .catch((e: unknown) =>
-              log.warn('could not withdraw from the refinery', { mrId: input.mrId, error: String(e) }),
-            ),
-        );
-      }
+      if (isCancellation(err)) await withdrawTicket(rig.name, input.mrId, input.headSha);
       throw err;
     }
     const outcome = mr.result!.outcome;
