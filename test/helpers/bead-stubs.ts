@@ -11,7 +11,8 @@ import { createDispatchActivities } from '../../activities/dispatch';
 import { createRigConfigActivities } from '../../activities/rig-config';
 import { doneUpdate, mergeResultSignal } from '../../domain/messages';
 
-const HEAD = 'c0ffee'.padEnd(40, '0');
+/** The head every stubbed run publishes. */
+export const HEAD = 'c0ffee'.padEnd(40, '0');
 export const MERGED_COMMIT = 'f'.repeat(40);
 
 type Ticket = { mrId: string; headSha: string; targetBranch: string };

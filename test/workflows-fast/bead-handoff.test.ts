@@ -7,7 +7,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { beadWorkflowId, refineryWorkflowId } from '../../domain/ids';
-import { beadActivities } from '../helpers/bead-stubs';
+import { beadActivities, HEAD } from '../helpers/bead-stubs';
 import { eventually } from '../helpers/town';
 import { skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
 
@@ -52,7 +52,7 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
         ? [[a.workflowExecution?.workflowId, JSON.parse(Buffer.from(a.input!.payloads![0]!.data!).toString())]]
         : [];
     });
-    expect(withdrawn).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1`, headSha: expect.any(String) }]]);
+    expect(withdrawn).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1`, headSha: HEAD }]]);
     // No merge request was started for the ticket.
     expect(events.some((e) => e.startChildWorkflowExecutionInitiatedEventAttributes)).toBe(false);
   });
