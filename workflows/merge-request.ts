@@ -18,7 +18,6 @@
  */
 import { CancellationScope, condition, isCancellation } from '@temporalio/workflow';
 import type { MergeOutcome } from '../domain/outcomes';
-import type { MergeTicketInput } from '../domain/refinery';
 import { parseOrReject } from '../domain/validation';
 import {
   enqueueLocally,
@@ -79,8 +78,7 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
 
   let following = input.following;
   if (!following) {
-    const ticketNow = (): MergeTicketInput => mergeTicket(input);
-    let ticket = ticketNow();
+    let ticket = mergeTicket(input);
     // The rig read and the hand-off in one local activity when there is no review: one workflow task's worth less
     // between `gt done` and the merge (docs/performance.md). Histories from before read, then enqueue.
     const oneStep = followsRig && patches.has(QUEUES_IN_ONE_STEP);
@@ -97,7 +95,7 @@ export async function mergeRequestWorkflow(rawInput: MergeRequestInput): Promise
         });
         if (reviewed.kind === 'sent_back') return finish(reviewed.outcome);
       }
-      ticket = ticketNow();
+      ticket = mergeTicket(input);
     }
     const { rig } = mr;
     mr.setPhase(
