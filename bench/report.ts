@@ -190,7 +190,7 @@ export function renderMarkdown(r: BenchReport, charts: ChartFiles = {}): string 
       `## Temporal hand-off on this stack (a bare worker, ${r.handoff[0]!.steps} no-op steps in a row, ${r.handoff.filter((h) => readersOf(h) === settings[0]).length} repeats)`,
       '',
       settings.length > 1
-        ? "Our server settings (provisioning/server-settings.ts: the history queue readers, from 2026-11-30 the SQLite journal, from 2026-12-02 eager activities, whose task is handed over with the workflow task's answer: scheduled → started 0 ms; the stack as `gt up` runs it) and Temporal's defaults (a second dev server); why: docs/performance.md. Every step of a bead passes through such hand-offs."
+        ? "Our server settings (provisioning/server-settings.ts: the history queue readers, from 2026-11-30 the SQLite journal, from 2026-12-02 eager activities, whose task is handed over with the workflow task's answer: scheduled → started 0 ms; from 2026-12-03 the dev server's search-attribute cache; the stack as `gt up` runs it) and Temporal's defaults (a second dev server); why: docs/performance.md. Every step of a bead passes through such hand-offs."
         : `Server settings: ${settings[0]} only (docs/performance.md). Every step of a bead passes through such hand-offs.`,
       '',
       '| server settings | per activity step | activity task scheduled → started p50 / p95 | workflow task p50 / p95 | per 1 ms timer step | visibility lag after an upsert per step |',

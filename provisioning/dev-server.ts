@@ -12,9 +12,10 @@
  *   file — is stopped, and a live owner is a one-line error. A recycled pid is never signalled.
  * - The server listens on `ip` only (default 127.0.0.1: frontend, Web UI, HTTP and metrics ports); the dev server
  *   has no authentication, so exposing it is an explicit choice of the caller.
- * - The dynamic config is TOWN_DYNAMIC_CONFIG (the history queue readers, eager activities), and a server on a file
- *   keeps its SQLite journal as SQLITE_PRAGMAS say (provisioning/server-settings.ts), unless the caller asks for the
- *   server's defaults (the bench's baseline).
+ * - The dynamic config is TOWN_DYNAMIC_CONFIG (the history queue readers, eager activities) and
+ *   DEV_SERVER_DYNAMIC_CONFIG (its search attributes cached, as a full server's are), and a server on a file keeps its
+ *   SQLite journal as SQLITE_PRAGMAS say (provisioning/server-settings.ts), unless the caller asks for the server's
+ *   defaults (the bench's baseline).
  * - A server that exits while we did not stop it is reported once through `onExit` with its exit status and the
  *   tail of its log; this module never restarts it behind its owner's back.
  * All of this needs a local CLI (TEMPORAL_CLI_PATH, PATH, the cache); the SDK's download is started by the SDK with
@@ -32,6 +33,7 @@ import { ALL_SEARCH_ATTRIBUTES } from '../domain/search-attributes';
 import { allPids, commandLine, isSameProcessAlive, listenersOf, parentPid, processStartTime } from './proc';
 import {
   dynamicConfigArgs,
+  DEV_SERVER_DYNAMIC_CONFIG,
   TOWN_DYNAMIC_CONFIG,
   SQLITE_PRAGMAS,
   sqlitePragmaArgs,
@@ -125,7 +127,7 @@ async function startDevServerOnce(options: DevServerOptions): Promise<DevServer>
   const ip = options.ip ?? DEFAULT_IP;
   const dbFilename = options.dbFilename && resolve(options.dbFilename);
   const dynamicConfig = {
-    ...(options.settings === 'server-default' ? {} : TOWN_DYNAMIC_CONFIG),
+    ...(options.settings === 'server-default' ? {} : { ...TOWN_DYNAMIC_CONFIG, ...DEV_SERVER_DYNAMIC_CONFIG }),
     ...options.dynamicConfig,
   };
   const sqlitePragmas = dbFilename && options.settings !== 'server-default' ? SQLITE_PRAGMAS : {};

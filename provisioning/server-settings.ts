@@ -37,6 +37,17 @@ export const EAGER_ACTIVITIES = { 'system.enableActivityEagerExecution': true } 
 export const TOWN_DYNAMIC_CONFIG = { ...HISTORY_QUEUE_POLL_RPS, ...EAGER_ACTIVITIES } as const;
 
 /**
+ * The dev server's search attributes kept in its cache, as a full server keeps them. `temporal server start-dev` turns
+ * that cache off by default (`system.forceSearchAttributesCacheRefreshOnRead`), so that an attribute created while it
+ * runs is usable at once: every read of the attributes (each upsert validated, each visibility record written, each
+ * history or description sent out with its attributes) then reads them, and the namespace, from the database, under
+ * a lock. In a town that was 6 % of the server's CPU (docs/performance.md). The town's attributes are written to the
+ * database before the server serves (`--search-attribute`); one created by hand while it runs is usable within a
+ * minute (the cache's refresh). Only for the dev server: the compose stack's server has its cache on by default.
+ */
+export const DEV_SERVER_DYNAMIC_CONFIG = { 'system.forceSearchAttributesCacheRefreshOnRead': false } as const;
+
+/**
  * SQLite pragmas of a dev server on a file (`gt up`, `npm run demo`, the bench). Temporal's SQLite store leaves the
  * journal in SQLite's default rollback mode, where every commit creates, syncs and deletes a journal file beside the
  * database; in write-ahead-log mode a commit appends to one log. Every hand-off is a few commits: measured with

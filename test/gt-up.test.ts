@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { z } from 'zod';
 import { commandLine, listenersOf, tcpListeners } from '../provisioning/proc';
-import { SQLITE_PRAGMAS, TOWN_DYNAMIC_CONFIG } from '../provisioning/server-settings';
+import { DEV_SERVER_DYNAMIC_CONFIG, SQLITE_PRAGMAS, TOWN_DYNAMIC_CONFIG } from '../provisioning/server-settings';
 import { resolveTemporalCli } from '../provisioning/temporal-cli';
 import { processExists } from './helpers/pids';
 import { createRepo } from './helpers/repo';
@@ -154,7 +154,8 @@ describe('gt up', () => {
     const dynamicConfig = Object.fromEntries(
       argv.flatMap((a, i) => (argv[i - 1] === '--dynamic-config-value' ? [a.split('=') as [string, string]] : [])),
     );
-    for (const [key, value] of Object.entries(TOWN_DYNAMIC_CONFIG)) expect(dynamicConfig[key], key).toBe(String(value));
+    for (const [key, value] of Object.entries({ ...TOWN_DYNAMIC_CONFIG, ...DEV_SERVER_DYNAMIC_CONFIG }))
+      expect(dynamicConfig[key], key).toBe(String(value));
     const pragmas = argv.flatMap((a, i) => (argv[i - 1] === '--sqlite-pragma' ? [a] : []));
     expect(pragmas).toEqual(Object.entries(SQLITE_PRAGMAS).map(([k, v]) => `${k}=${v}`));
     // And the server took it: SQLite keeps a write-ahead log beside the database only in WAL mode.

@@ -24,3 +24,12 @@ export function counter(metrics: string, name: string, taskQueue: string, workfl
     )
     .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
 }
+
+/** The sum of a counter's series whose labels include every one given (e.g. `{ operation: 'GetNamespace' }`). */
+export function counterWith(metrics: string, name: string, labels: Readonly<Record<string, string>>): number {
+  const wanted = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  return metrics
+    .split('\n')
+    .filter((line) => line.startsWith(`${name}{`) && wanted.every((l) => line.includes(l)))
+    .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0);
+}
