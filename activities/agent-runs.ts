@@ -669,7 +669,9 @@ export function createAgentRunActivities(deps: HostDeps) {
       const details = () => ({ handle, ...(doneAt !== undefined ? { doneAt } : {}) });
       const unsupervise = deps.doneRuns?.supervise(input.runId);
       // Heartbeats prove *this worker* is alive, so they never wait on a probe: a slow probe must not look like a dead worker.
-      heartbeat(details());
+      // The first goes at once only with a handle nothing holds yet (a retry must find it); otherwise the interval's
+      // first beat is the first, as an earlier one would prove nothing the start did not (activities/heartbeat.ts).
+      if (!input.handle && prior?.handle?.runId !== input.runId) heartbeat(details());
       const beat = setInterval(() => heartbeat(details()), Math.max(100, Math.min(poll, heartbeatTimeout / 3)));
       const probeTimeout = Math.min(10_000, Math.max(1_000, input.rig.policy.heartbeatTimeout));
       // An exit noticed at once rather than at the next poll: on a chain of beads every hop waits for it.
@@ -702,10 +704,8 @@ export function createAgentRunActivities(deps: HostDeps) {
           }
           if (status.state === 'unknown')
             log.warn('agent status probe failed; not treating it as death', { ...ids, detail: status.detail });
-          if (doneAt === undefined && deps.doneRuns?.seen(input.runId)) {
-            doneAt = Date.now();
-            heartbeat(details());
-          }
+          // The interval's next beat keeps it, within `poll`, for a retry on a restarted worker.
+          if (doneAt === undefined && deps.doneRuns?.seen(input.runId)) doneAt = Date.now();
           if (doneAt !== undefined && !stoppedAfterGrace && Date.now() - doneAt >= EXIT_GRACE_MS) {
             stoppedAfterGrace = true;
             log.warn('agent did not exit within the grace after gt done; stopping it', ids);

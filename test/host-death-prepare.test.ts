@@ -42,10 +42,21 @@ describe('a host dying while it prepares a run', () => {
       whileHeartbeating('preparing', () => new Promise<string>((resolve) => setTimeout(() => resolve('ready'), 550))),
     );
     expect(result).toBe('ready');
-    // One at the start, then one per 100 ms of work; none after it ended.
+    // One per 100 ms of work (none at its start); none after it ended.
     expect(beats.length).toBeGreaterThanOrEqual(3);
     const after = beats.length;
     await new Promise((r) => setTimeout(r, 250));
     expect(beats.length).toBe(after);
+  });
+
+  it('sends none for work shorter than a third of the heartbeat timeout (the server counts it from the start)', async () => {
+    const env = new MockActivityEnvironment({ heartbeatTimeoutMs: 3_000 });
+    const beats: unknown[] = [];
+    env.on('heartbeat', (d: unknown) => beats.push(d));
+    const result = await env.run(() =>
+      whileHeartbeating('launching', () => new Promise<string>((resolve) => setTimeout(() => resolve('started'), 200))),
+    );
+    expect(result).toBe('started');
+    expect(beats).toEqual([]);
   });
 });

@@ -21,13 +21,20 @@ import {
 import { EXIT_GRACE_MS } from '../domain/bead';
 import { ProcessRuntime } from '../agents/process-runtime';
 import { Failure } from '../domain/failures';
+import { DoneRuns } from '../host/done-runs';
 import { createRepo } from './helpers/repo';
 import { FAST_POLICY } from './helpers/town';
 
 const runtime = new ProcessRuntime();
 
-/** `reportStart`: the dispatch gate as launchRun tells it of a start (the worker's reporter signals the real gate). */
-async function host(reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>) {
+/**
+ * `reportStart`: the dispatch gate as launchRun tells it of a start (the worker's reporter signals the real gate);
+ * `doneRuns`: the runs whose `gt done` this host's gateway accepted.
+ */
+async function host(
+  reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>,
+  doneRuns?: DoneRuns,
+) {
   const gtHome = mkdtempSync(join(tmpdir(), 'gt-launch-'));
   const repo = await createRepo();
   const activities = createAgentRunActivities({
@@ -39,6 +46,7 @@ async function host(reportStart?: (rig: string, report: { runId: string; started
     gtBinDir: fileURLToPath(new URL('../bin', import.meta.url)),
     runtimes: { process: runtime },
     reportStart,
+    doneRuns,
   });
   const input = (beadId: string, targetBranch = 'main'): LaunchRunInput => ({
     rig: { name: 'launch', repo: repo.origin, agent: 'sleep 30', policy: FAST_POLICY },
@@ -56,14 +64,33 @@ async function host(reportStart?: (rig: string, report: { runId: string; started
       LaunchedRun,
       (i: LaunchRunInput) => Promise<LaunchedRun>
     >((x) => activities.launchRun(x), i);
-  /** One attempt of superviseAgentRun with the heartbeat details an earlier attempt left. */
-  const supervise = (i: SuperviseInput, details: unknown) =>
-    new MockActivityEnvironment({ attempt: 2, heartbeatDetails: details, heartbeatTimeoutMs: 10_000 }).run<
-      [SuperviseInput],
-      RunExit,
-      (i: SuperviseInput) => Promise<RunExit>
-    >((x) => activities.superviseAgentRun(x), i);
+  /** One attempt of superviseAgentRun with the heartbeat details an earlier attempt left (in `env`, when given). */
+  const supervise = (
+    i: SuperviseInput,
+    details: unknown,
+    env = new MockActivityEnvironment({ attempt: 2, heartbeatDetails: details, heartbeatTimeoutMs: 10_000 }),
+  ) =>
+    env.run<[SuperviseInput], RunExit, (i: SuperviseInput) => Promise<RunExit>>(
+      (x) => activities.superviseAgentRun(x),
+      i,
+    );
   return { launch, input, supervise };
+}
+
+/** What superviseAgentRun is given for a run launchRun started (as the bead's workflow gives it). */
+function supervision(i: LaunchRunInput, { prepared, started }: LaunchedRun): SuperviseInput {
+  return {
+    runId: i.runId,
+    beadId: i.bead.id,
+    workflowId: i.workflowId,
+    role: 'polecat',
+    rig: i.rig,
+    worktree: prepared.worktree,
+    promptFile: prepared.promptFile,
+    branch: prepared.branch,
+    targetBranch: i.targetBranch,
+    handle: started.handle,
+  };
 }
 
 describe('launchRun', () => {
@@ -128,6 +155,38 @@ describe('launchRun', () => {
     expect(exit).toMatchObject({ runId: i.runId, adopted: true });
     expect(exit.exitCode).not.toBe(0);
     expect(exit.published).toBeUndefined();
+  });
+
+  it('supervises without a heartbeat at its start, and keeps a gt done seen here in its next one', async () => {
+    const doneRuns = new DoneRuns();
+    const { launch, input, supervise } = await host(undefined, doneRuns);
+    const i = input('b-beats');
+    const launched = await launch(i);
+    const env = new MockActivityEnvironment({ heartbeatTimeoutMs: 10_000 });
+    const beats: { at: number; details: { doneAt?: number } }[] = [];
+    env.on('heartbeat', (details: { doneAt?: number }) => beats.push({ at: Date.now(), details }));
+    const started = Date.now();
+    const running = supervise(supervision(i, launched), undefined, env).catch((err: unknown) => err);
+    try {
+      // The handle came in the input: a beat at the start would prove nothing the start did not.
+      await new Promise((r) => setTimeout(r, 300));
+      expect(beats).toEqual([]);
+      doneRuns.add(i.runId);
+      const seenAt = Date.now();
+      for (const deadline = Date.now() + 5_000; !beats.some((b) => b.details.doneAt);) {
+        if (Date.now() > deadline) throw new Error(`no heartbeat kept the gt done: ${JSON.stringify(beats)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const kept = beats.find((b) => b.details.doneAt)!;
+      expect(kept.details.doneAt).toBeGreaterThanOrEqual(seenAt);
+      // Within the supervision's poll (500 ms) of being seen, plus the probe's own time.
+      expect(kept.at - seenAt).toBeLessThan(2_000);
+      expect(beats[0]!.at - started).toBeGreaterThanOrEqual(300);
+    } finally {
+      env.cancel();
+      await running;
+      await runtime.stop(launched.started.handle, 1_000);
+    }
   });
 
   it('says a failed preparation was the preparation, and keeps its type (not retried)', async () => {
