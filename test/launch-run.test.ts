@@ -77,8 +77,8 @@ async function host(
   return { launch, input, supervise };
 }
 
-/** What superviseAgentRun is given for a run launchRun started (as the bead's workflow gives it). */
-function supervision(i: LaunchRunInput, { prepared, started }: LaunchedRun): SuperviseInput {
+/** What superviseAgentRun is given for a run launchRun prepared (the bead's workflow adds the started agent's handle). */
+function supervision(i: LaunchRunInput, prepared: LaunchedRun['prepared']): SuperviseInput {
   return {
     runId: i.runId,
     beadId: i.bead.id,
@@ -89,7 +89,6 @@ function supervision(i: LaunchRunInput, { prepared, started }: LaunchedRun): Sup
     promptFile: prepared.promptFile,
     branch: prepared.branch,
     targetBranch: i.targetBranch,
-    handle: started.handle,
   };
 }
 
@@ -138,20 +137,10 @@ describe('launchRun', () => {
     const { prepared, started } = await launch(i);
     // The earlier attempt's worker heard the gt done a grace ago and died before the agent exited: this one knows of
     // it only from the heartbeat (its process's gateway never saw it), and stops the agent.
-    const exit = await supervise(
-      {
-        runId: i.runId,
-        beadId: i.bead.id,
-        workflowId: i.workflowId,
-        role: 'polecat',
-        rig: i.rig,
-        worktree: prepared.worktree,
-        promptFile: prepared.promptFile,
-        branch: prepared.branch,
-        targetBranch: i.targetBranch,
-      },
-      { handle: started.handle, doneAt: Date.now() - EXIT_GRACE_MS },
-    );
+    const exit = await supervise(supervision(i, prepared), {
+      handle: started.handle,
+      doneAt: Date.now() - EXIT_GRACE_MS,
+    });
     expect(exit).toMatchObject({ runId: i.runId, adopted: true });
     expect(exit.exitCode).not.toBe(0);
     expect(exit.published).toBeUndefined();
@@ -163,25 +152,24 @@ describe('launchRun', () => {
     const i = input('b-beats');
     const launched = await launch(i);
     const env = new MockActivityEnvironment({ heartbeatTimeoutMs: 10_000 });
-    const beats: { at: number; details: { doneAt?: number } }[] = [];
-    env.on('heartbeat', (details: { doneAt?: number }) => beats.push({ at: Date.now(), details }));
-    const started = Date.now();
-    const running = supervise(supervision(i, launched), undefined, env).catch((err: unknown) => err);
+    const beats: { doneAt?: number }[] = [];
+    env.on('heartbeat', (details: { doneAt?: number }) => beats.push(details));
+    const running = supervise(
+      { ...supervision(i, launched.prepared), handle: launched.started.handle },
+      undefined,
+      env,
+    ).catch((err: unknown) => err);
     try {
       // The handle came in the input: a beat at the start would prove nothing the start did not.
       await new Promise((r) => setTimeout(r, 300));
       expect(beats).toEqual([]);
       doneRuns.add(i.runId);
       const seenAt = Date.now();
-      for (const deadline = Date.now() + 5_000; !beats.some((b) => b.details.doneAt);) {
+      for (const deadline = Date.now() + 5_000; !beats.some((b) => b.doneAt);) {
         if (Date.now() > deadline) throw new Error(`no heartbeat kept the gt done: ${JSON.stringify(beats)}`);
         await new Promise((r) => setTimeout(r, 50));
       }
-      const kept = beats.find((b) => b.details.doneAt)!;
-      expect(kept.details.doneAt).toBeGreaterThanOrEqual(seenAt);
-      // Within the supervision's poll (500 ms) of being seen, plus the probe's own time.
-      expect(kept.at - seenAt).toBeLessThan(2_000);
-      expect(beats[0]!.at - started).toBeGreaterThanOrEqual(300);
+      expect(beats.find((b) => b.doneAt)!.doneAt).toBeGreaterThanOrEqual(seenAt);
     } finally {
       env.cancel();
       await running;
