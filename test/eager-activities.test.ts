@@ -4,14 +4,11 @@
  * the server's own count (`activity_eager_execution` on its metrics endpoint), on a dev server started as `gt up`, the
  * bench and the suite start theirs, and on one at Temporal's defaults, where the same workflow runs none eagerly.
  */
-import { fileURLToPath } from 'node:url';
-import { Worker } from '@temporalio/worker';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startDevServer, type DevServer } from '../provisioning/dev-server';
+import type { DevServer } from '../provisioning/dev-server';
 import type { ServerSettings } from '../provisioning/server-settings';
-import { counter, scrape } from './helpers/server-metrics';
+import { counter, scrape, serverWithHandoffWorker } from './helpers/server-metrics';
 
-const workflowsPath = fileURLToPath(new URL('../bench/handoff-workflow.ts', import.meta.url));
 const STEPS = 5;
 
 let server: DevServer | undefined;
@@ -22,24 +19,18 @@ afterEach(async () => {
 
 /** Runs a chain of STEPS activities on one queue, then reads how many of them the server says it started eagerly. */
 async function eagerStarts(settings: ServerSettings): Promise<number> {
-  server = await startDevServer({ settings });
-  const { env, pid, namespace } = server;
-  expect(pid, 'a dev server of our own CLI (npm run provision)').toBeDefined();
   const taskQueue = settings === 'ours' ? 'eagerours' : 'eagerdefaults';
-  const worker = await Worker.create({
-    connection: env.nativeConnection,
-    namespace,
-    taskQueue,
-    workflowsPath,
-    activities: { noop: async () => {} },
-  });
+  const started = await serverWithHandoffWorker(settings, taskQueue);
+  server = started.server;
+  const { worker, pid } = started;
+  const { env } = server;
   const workflowId = `eager-${Date.now()}`;
   await worker.runUntil(env.client.workflow.execute('handoffChain', { taskQueue, workflowId, args: [STEPS] }));
   // The server's metrics lag its work by a moment: wait until it shows the chain's activities completed and, for the
   // eager starts, until they reach the chain's length or a few seconds have passed since (then they never will).
   let completedAt: number | undefined;
   for (const deadline = Date.now() + 30_000; ; await new Promise((r) => setTimeout(r, 250))) {
-    const metrics = await scrape(pid!);
+    const metrics = await scrape(pid);
     const eager = counter(metrics, 'activity_eager_execution', taskQueue);
     if (counter(metrics, 'activity_end_to_end_latency_count', taskQueue) === STEPS) completedAt ??= Date.now();
     if (eager === STEPS || (completedAt !== undefined && Date.now() - completedAt > 5_000)) return eager;

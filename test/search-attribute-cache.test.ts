@@ -5,14 +5,11 @@
  * GetCurrentClusterMetadata on its metrics endpoint) while a workflow upserts a search attribute at every step, on a
  * dev server started as `gt up`, the bench and the suite start theirs, and on one at Temporal's defaults.
  */
-import { fileURLToPath } from 'node:url';
-import { Worker } from '@temporalio/worker';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startDevServer, type DevServer } from '../provisioning/dev-server';
+import type { DevServer } from '../provisioning/dev-server';
 import type { ServerSettings } from '../provisioning/server-settings';
-import { counterWith, scrape } from './helpers/server-metrics';
+import { counterWith, scrape, serverWithHandoffWorker } from './helpers/server-metrics';
 
-const workflowsPath = fileURLToPath(new URL('../bench/handoff-workflow.ts', import.meta.url));
 const STEPS = 10;
 const SEARCH_ATTRIBUTE_READS = { operation: 'GetCurrentClusterMetadata' };
 
@@ -24,24 +21,18 @@ afterEach(async () => {
 
 /** How many times the server read its search attributes from the database while STEPS upserts went through. */
 async function readsDuringUpserts(settings: ServerSettings): Promise<number> {
-  server = await startDevServer({ settings });
-  const { env, pid, namespace } = server;
-  expect(pid, 'a dev server of our own CLI (npm run provision)').toBeDefined();
   const taskQueue = `sacache-${settings}`;
-  const worker = await Worker.create({
-    connection: env.nativeConnection,
-    namespace,
-    taskQueue,
-    workflowsPath,
-    activities: { noop: async () => {} },
-  });
+  const started = await serverWithHandoffWorker(settings, taskQueue);
+  server = started.server;
+  const { worker, pid } = started;
+  const { env } = server;
   // A first run fills whatever cache there is; only the second is counted.
   const run = (id: string) => env.client.workflow.execute('upsertChain', { taskQueue, workflowId: id, args: [STEPS] });
   return worker.runUntil(async () => {
     await run(`sacache-warm-${Date.now()}`);
-    const before = await settledReads(pid!);
+    const before = await settledReads(pid);
     await run(`sacache-${Date.now()}`);
-    return (await settledReads(pid!)) - before;
+    return (await settledReads(pid)) - before;
   });
 }
 

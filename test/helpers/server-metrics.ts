@@ -1,5 +1,31 @@
 /** What a Temporal dev server of our own says it did, read from its Prometheus endpoint. */
+import { fileURLToPath } from 'node:url';
+import { Worker } from '@temporalio/worker';
+import { expect } from 'vitest';
+import { startDevServer, type DevServer } from '../../provisioning/dev-server';
 import { listenersOf } from '../../provisioning/proc';
+import type { ServerSettings } from '../../provisioning/server-settings';
+
+/**
+ * A dev server of our own CLI started with `settings` (its pid is what `scrape` reads), and a worker of the bench's
+ * hand-off workflows (bench/handoff-workflow.ts, nothing of Gas Town in them) with no-op activities on `taskQueue`.
+ */
+export async function serverWithHandoffWorker(
+  settings: ServerSettings,
+  taskQueue: string,
+): Promise<{ server: DevServer; pid: number; worker: Worker }> {
+  const server = await startDevServer({ settings });
+  const { env, pid, namespace } = server;
+  expect(pid, 'a dev server of our own CLI (npm run provision)').toBeDefined();
+  const worker = await Worker.create({
+    connection: env.nativeConnection,
+    namespace,
+    taskQueue,
+    workflowsPath: fileURLToPath(new URL('../../bench/handoff-workflow.ts', import.meta.url)),
+    activities: { noop: async () => {} },
+  });
+  return { server, pid: pid!, worker };
+}
 
 /** The server's Prometheus endpoint: the one of its listening ports that answers `/metrics`. */
 export async function scrape(pid: number): Promise<string> {
