@@ -35,13 +35,8 @@ describe('a host dying while it prepares a run', () => {
   });
 
   it('heartbeats while the work runs, at a third of the heartbeat timeout', async () => {
-    const env = new MockActivityEnvironment({ heartbeatTimeoutMs: 300 });
-    const beats: unknown[] = [];
-    env.on('heartbeat', (d: unknown) => beats.push(d));
-    const result = await env.run(() =>
-      whileHeartbeating('preparing', () => new Promise<string>((resolve) => setTimeout(() => resolve('ready'), 550))),
-    );
-    expect(result).toBe('ready');
+    const { result, beats } = await heartbeatsOf(300, 550);
+    expect(result).toBe('done');
     // One per 100 ms of work (none at its start); none after it ended.
     expect(beats.length).toBeGreaterThanOrEqual(3);
     const after = beats.length;
@@ -50,13 +45,19 @@ describe('a host dying while it prepares a run', () => {
   });
 
   it('sends none for work shorter than a third of the heartbeat timeout (the server counts it from the start)', async () => {
-    const env = new MockActivityEnvironment({ heartbeatTimeoutMs: 3_000 });
-    const beats: unknown[] = [];
-    env.on('heartbeat', (d: unknown) => beats.push(d));
-    const result = await env.run(() =>
-      whileHeartbeating('launching', () => new Promise<string>((resolve) => setTimeout(() => resolve('started'), 200))),
-    );
-    expect(result).toBe('started');
+    const { result, beats } = await heartbeatsOf(3_000, 200);
+    expect(result).toBe('done');
     expect(beats).toEqual([]);
   });
 });
+
+/** Runs `workMs` of work under whileHeartbeating in an activity with that heartbeat timeout; the beats it sent. */
+async function heartbeatsOf(heartbeatTimeoutMs: number, workMs: number): Promise<{ result: string; beats: unknown[] }> {
+  const env = new MockActivityEnvironment({ heartbeatTimeoutMs });
+  const beats: unknown[] = [];
+  env.on('heartbeat', (d: unknown) => beats.push(d));
+  const result = await env.run((): Promise<string> =>
+    whileHeartbeating('working', () => new Promise<string>((resolve) => setTimeout(() => resolve('done'), workMs))),
+  );
+  return { result, beats };
+}
