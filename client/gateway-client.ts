@@ -4,6 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { UNIX_URL_PREFIX } from '../agents/gateway-socket';
 import { UserError } from './errors';
 
@@ -31,14 +32,22 @@ export function runEnv(env: NodeJS.ProcessEnv = process.env) {
   return { url, token, runId };
 }
 
-/** POSTs JSON to the gateway over TCP (`http://…`) or its unix socket (`unix:/path`, for sandboxed agents). */
+/**
+ * POSTs JSON to the gateway over TCP (`http://…`) or its unix socket (`unix:/path`, for sandboxed agents), on a
+ * connection of its own: one request per process, so node's connection pool has nothing to keep, and without it the
+ * request skips the pool's TLS server-name work (an IPv6 pattern compiled on first use: ≈ 6 ms of every agent's
+ * `gt done`, which is on its bead's path; docs/performance.md, the twenty-second pass).
+ */
 function post(url: string, path: string, token: string, body: unknown): Promise<{ status: number; text: string }> {
   const data = JSON.stringify(body);
   const target = url.startsWith(UNIX_URL_PREFIX)
-    ? { socketPath: url.slice(UNIX_URL_PREFIX.length), path }
+    ? { path, createConnection: () => connect(url.slice(UNIX_URL_PREFIX.length)) }
     : (() => {
         const u = new URL(path, url);
-        return { hostname: u.hostname, port: u.port, path: u.pathname };
+        // A URL writes an IPv6 address in brackets, which a connection does not take.
+        const host = u.hostname.replace(/^\[(.*)\]$/, '$1');
+        const port = Number(u.port || 80);
+        return { hostname: host, port, path: u.pathname, createConnection: () => connect(port, host) };
       })();
   return new Promise((resolve, reject) => {
     const req = request(

@@ -5,6 +5,8 @@
  */
 import { execFile } from 'node:child_process';
 import { cpSync, mkdtempSync, readdirSync, readFileSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -48,6 +50,53 @@ describe('gt for agents', () => {
         env,
       );
       expect(bundled).toEqual(sources);
+    }
+  });
+
+  it('posts to the gateway over TCP (IPv4 and IPv6) and its unix socket, one connection a call', async () => {
+    const seen: Record<string, string | undefined>[] = [];
+    const servers: Server[] = [];
+    /** A stand-in gateway that keeps what each request carried and answers as the gateway does. */
+    const gateway = (...at: [number, string] | [string]) =>
+      new Promise<AddressInfo | string>((resolve, reject) => {
+        const server = createServer((req, res) => {
+          let body = '';
+          req.on('data', (c: Buffer) => (body += c.toString()));
+          req.on('end', () => {
+            const { host, authorization, connection } = req.headers;
+            seen.push({ url: req.url, host, authorization, connection, body });
+            res.end(JSON.stringify({ accepted: true, runId: 'b-cli/r1/a1', message: `noted by ${host}` }));
+          });
+        });
+        servers.push(server);
+        server.once('error', reject);
+        server.listen(...(at as [string]), () => resolve(server.address()!));
+      });
+    const dir = mkdtempSync(join(tmpdir(), 'gt-agent-cli-'));
+    writeFileSync(join(dir, 'token'), 'the-token\n');
+    try {
+      const v4 = (await gateway(0, '127.0.0.1')) as AddressInfo;
+      const v6 = (await gateway(0, '::1')) as AddressInfo;
+      await gateway(join(dir, 'gateway.sock'));
+      for (const [url, host] of [
+        [`http://127.0.0.1:${v4.port}`, `127.0.0.1:${v4.port}`],
+        [`http://[::1]:${v6.port}`, `[::1]:${v6.port}`],
+        [`unix:${join(dir, 'gateway.sock')}`, 'localhost:80'],
+      ]) {
+        const env = { GT_RUN_ID: 'b-cli/r1/a1', GT_RUN_TOKEN_FILE: join(dir, 'token'), GT_GATEWAY_URL: url };
+        const out = await run('node', [join(root, 'dist/gt-agent.cjs'), 'done', '--summary', 'x'], env);
+        expect(out, url).toEqual({ code: 0, stdout: `noted by ${host}\n`, stderr: '' });
+        expect(seen.pop(), url).toEqual({
+          url: '/v1/done',
+          host,
+          authorization: 'Bearer the-token',
+          // Closed after the answer: the call's process keeps nothing for a next request.
+          connection: 'close',
+          body: JSON.stringify({ runId: 'b-cli/r1/a1', summary: 'x' }),
+        });
+      }
+    } finally {
+      for (const server of servers) server.close();
     }
   });
 
