@@ -9,6 +9,7 @@ import { actionsOf, type Actions, type RunHistory } from './histories';
 import { readyAt, type BeadTimeline, type OrchestratedRun } from './orchestrated';
 import { dependencyOf } from './scenario';
 import { percentiles, type Percentiles } from './stats';
+import { hopWaterfall, type HopWaterfall } from './waterfall';
 
 const diff = (to: number | undefined, from: number | undefined) =>
   to === undefined || from === undefined || !Number.isFinite(to) || !Number.isFinite(from) ? undefined : to - from;
@@ -86,6 +87,8 @@ export interface ConvoyRepeatFigures {
   history: HistoryFigures;
   /** Absent in reports from before it was measured, and where /proc cannot be read. */
   cpu?: CpuFigures;
+  /** A chain's median hop, step by step (width 1 only; absent in reports from before 2026-12-03 14:30). */
+  waterfall?: HopWaterfall;
 }
 
 /**
@@ -129,6 +132,7 @@ export function convoyFigures(run: OrchestratedRun, floor: FloorRun, width: numb
   const overhead = defined([...orch].map(([i, v]) => diff(v, base.get(i))));
   const hops = hopSamples(run.beads, width);
   const cpu = cpuFigures(run.cpu, floor.cpu, run.beads.length);
+  const waterfall = width === 1 ? hopWaterfall(run.beads, run.histories) : undefined;
   return {
     makespanMs: run.makespanMs,
     floorMakespanMs: floor.makespanMs,
@@ -140,6 +144,7 @@ export function convoyFigures(run: OrchestratedRun, floor: FloorRun, width: numb
     hops: Object.fromEntries(Object.entries(hops).map(([k, v]) => [k, percentiles(v)])) as Record<Hop, Percentiles>,
     history: historyFigures(run.histories, run.beads.length),
     ...(cpu ? { cpu } : {}),
+    ...(waterfall ? { waterfall } : {}),
   };
 }
 

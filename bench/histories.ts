@@ -52,7 +52,7 @@ const ms = (
 };
 
 /** JSON payloads back to values; anything else (an encrypted payload) reads as undefined. */
-function decode(payloads: temporal.api.common.v1.IPayloads | null | undefined): unknown {
+export function decode(payloads: temporal.api.common.v1.IPayloads | null | undefined): unknown {
   const first = payloads?.payloads?.[0];
   if (!first) return undefined;
   try {

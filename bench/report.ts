@@ -19,6 +19,7 @@ import type { MachineInfo } from './machine';
 import type { HandoffFigures } from './handoff';
 import { renderCliStartup, type CliStartupFigures } from './cli-startup';
 import { spread, type Spread } from './stats';
+import { renderWaterfalls } from './waterfall';
 
 export interface ConvoyScenarioReport {
   n: number;
@@ -236,6 +237,7 @@ export function renderMarkdown(r: BenchReport, charts: ChartFiles = {}): string 
     }
     lines.push('');
     embed('hops');
+    lines.push(...renderWaterfalls(r.convoys));
     lines.push('## History events and Temporal actions (actions approximated from events; see bench/README.md)', '');
     lines.push(
       '| N | width | events / bead | events / MR | convoy events (runs) | refinery events (runs) | dispatch-gate events (runs) | actions / bead | actions / MR | actions / convoy | all-in actions per bead | largest history |',
