@@ -202,7 +202,8 @@ export function actionsOf(events: readonly HistoryEvent[]): Actions {
 
 // --- timelines ---
 
-const activityName = (e: HistoryEvent) => e.raw.activityTaskScheduledEventAttributes?.activityType?.name;
+/** The activity type an `ActivityTaskScheduled` event names. */
+export const activityName = (e: HistoryEvent) => e.raw.activityTaskScheduledEventAttributes?.activityType?.name;
 
 export interface BeadEvents {
   workflowStartedAt: number;

@@ -4,7 +4,7 @@
  * each step. docs/performance.md lists the critical path by hand; this is the same path as each report measured it.
  * Shown for chains (width 1), where every hop is on the critical path; the hop chosen is the median one.
  */
-import { decode, type HistoryEvent, type RunHistory } from './histories';
+import { activityName, decode, type HistoryEvent, type RunHistory } from './histories';
 import type { BeadTimeline } from './orchestrated';
 
 export interface WaterfallStep {
@@ -70,7 +70,7 @@ function describe(e: HistoryEvent, activities: ReadonlyMap<number, string>): str
     case 'WorkflowExecutionSignaled':
       return `signal ${r.workflowExecutionSignaledEventAttributes?.signalName ?? '?'}`;
     case 'ActivityTaskScheduled':
-      return `schedule ${r.activityTaskScheduledEventAttributes?.activityType?.name ?? '?'}`;
+      return `schedule ${activityName(e) ?? '?'}`;
     case 'ActivityTaskCompleted':
     case 'ActivityTaskFailed':
     case 'ActivityTaskTimedOut':
@@ -111,6 +111,9 @@ function describe(e: HistoryEvent, activities: ReadonlyMap<number, string>): str
   }
 }
 
+/** The middle element of a sorted list (the lower one of an even count): a step table must be one that happened. */
+const middle = <T>(sorted: readonly T[]): T | undefined => sorted[Math.floor((sorted.length - 1) / 2)];
+
 /** How long a task or activity waited for a worker to take it, when it did. */
 const startedAfter = (scheduled: number, started: number | undefined) =>
   started !== undefined && started > scheduled ? `, started after ${started - scheduled} ms` : '';
@@ -133,9 +136,7 @@ function joined(parts: string[]): string {
  */
 export function historySteps(events: readonly HistoryEvent[]): { from: number; to: number; what: string }[] {
   const activities = new Map<number, string>();
-  for (const e of events)
-    if (e.type === 'ActivityTaskScheduled')
-      activities.set(e.id, e.raw.activityTaskScheduledEventAttributes?.activityType?.name ?? '?');
+  for (const e of events) if (e.type === 'ActivityTaskScheduled') activities.set(e.id, activityName(e) ?? '?');
   const steps: { from: number; to: number; what: string }[] = [];
   const tasks = new Map<number, { from: number; inputs: string[]; started?: number }>();
   const activityStarts = new Map<number, { scheduled: number; started?: number }>();
@@ -204,7 +205,7 @@ export function hopWaterfall(
     )
     .map((h) => ({ ...h, ms: h.b.agentStartedAt - h.dep.doneAcceptedAt }))
     .sort((x, y) => x.ms - y.ms);
-  const hop = hops[Math.floor((hops.length - 1) / 2)];
+  const hop = middle(hops);
   if (!hop) return undefined;
   const t0 = hop.dep.doneAcceptedAt;
   const t1 = hop.b.agentStartedAt;
@@ -232,7 +233,7 @@ export function renderWaterfalls(
   const lines: string[] = [];
   for (const c of convoys) {
     const all = c.repeats.flatMap((r) => (r.waterfall ? [r.waterfall] : [])).sort((a, b) => a.hopMs - b.hopMs);
-    const w = all[Math.floor((all.length - 1) / 2)];
+    const w = middle(all);
     if (!w) continue;
     lines.push(
       `### N=${c.n} w=${c.width}: bead ${w.bead - 1}'s \`gt done\` accepted → bead ${w.bead}'s agent started, ${Math.round(w.hopMs)} ms, step by step`,
