@@ -21,10 +21,12 @@ import {
   mkdirSync,
   readdirSync,
   readFileSync,
+  realpathSync,
   rmSync,
+  unlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { paths } from '../host/home';
 import { hostCredentialsFile } from './credentials';
 import { spawner } from '../host/spawner';
@@ -174,6 +176,52 @@ export async function git(
   return stdout;
 }
 
+/**
+ * How old the lock of a ref in a rig's local repository must be to be taken for one a killed git left behind. git
+ * holds a ref's lock for the moment of its update, but a git killed meanwhile (a host that died mid-push, with the
+ * receive-pack it ran in the repository) leaves it there, and every later update of that ref fails on it for good.
+ */
+export const STALE_REF_LOCK_MS = 60_000;
+
+/**
+ * An update of a repository's refs (a push into the rig's repository, a fetch into the mirror), tried once more when
+ * it failed on locks that a killed git left in a local repository (an absolute path: on a server, its locks are its
+ * own): the locks its failure names (`Unable to create '<path>.lock': File exists`) are removed when they are regular
+ * files inside the repository, older than STALE_REF_LOCK_MS, each said in a process warning. A younger lock is another
+ * git's: the failure is left to its caller's retries, by which time a lock nobody removes has aged.
+ */
+export async function clearingStaleRefLocks(
+  repo: string,
+  update: () => Promise<{ ok: boolean; stdout: string; stderr: string }>,
+): Promise<{ ok: boolean; stdout: string; stderr: string }> {
+  const first = await update();
+  if (first.ok) return first;
+  const removed = removeStaleRefLocks(repo, first.stderr, Date.now());
+  if (!removed.length) return first;
+  process.emitWarning(`removed ref locks a killed git left in ${repo}, and tried again: ${removed.join(', ')}`);
+  return update();
+}
+
+function removeStaleRefLocks(repo: string, stderr: string, now: number): string[] {
+  if (!isAbsolute(repo) || !existsSync(repo)) return [];
+  const root = realpathSync(repo);
+  const removed: string[] = [];
+  for (const [, named] of stderr.matchAll(/Unable to create '([^'\n]+\.lock)': File exists/g)) {
+    const path = resolve(named!);
+    try {
+      const inside = relative(root, realpathSync(dirname(path)));
+      if (inside.startsWith('..') || isAbsolute(inside)) continue;
+      const st = lstatSync(path);
+      if (!st.isFile() || now - st.mtimeMs < STALE_REF_LOCK_MS) continue;
+      unlinkSync(path);
+      removed.push(path);
+    } catch {
+      // Gone meanwhile, or not ours to judge: the push's failure stands.
+    }
+  }
+  return removed;
+}
+
 /** The git credential helper the worker's own git runs with: the host's store (activities/credentials.ts). */
 const credentialHelper = (home: string) => `store --file=${hostCredentialsFile(home)}`;
 
@@ -198,7 +246,8 @@ export function syncMirror(rig: string, repo: string, home: string): Promise<str
       await git(dir, ['config', 'user.email', 'refinery@gastown.local']);
       await git(dir, ['config', 'credential.helper', credentialHelper(home)]);
     }
-    await git(dir, ['fetch', '--prune', 'origin']);
+    const fetched = await clearingStaleRefLocks(dir, () => gitStatus(dir, ['fetch', '--prune', 'origin']));
+    if (!fetched.ok) throw new Error(`git fetch --prune failed in ${dir}: ${fetched.stderr.trim().slice(0, 2000)}`);
     return dir;
   });
   waitingFetches.set(dir, fetched);
@@ -548,16 +597,20 @@ export async function importRunBranch(options: {
       treeGuard(mirror).fetch(() =>
         git(mirror, ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', q.gitDir, tip]),
       ),
-      git(q, [
-        '-c',
-        `credential.helper=${credentialHelper(options.home)}`,
-        'push',
-        '--quiet',
-        '--force',
-        '--',
-        options.repo,
-        `${tip}:refs/heads/${branch}`,
-      ]),
+      clearingStaleRefLocks(options.repo, () =>
+        gitStatus(q, [
+          '-c',
+          `credential.helper=${credentialHelper(options.home)}`,
+          'push',
+          '--quiet',
+          '--force',
+          '--',
+          options.repo,
+          `${tip}:refs/heads/${branch}`,
+        ]),
+      ).then(({ ok, stderr }) => {
+        if (!ok) throw new Error(`git push of ${branch} to ${options.repo} failed: ${stderr.trim().slice(0, 2000)}`);
+      }),
     ]);
     for (const r of [fetched, pushed]) if (r.status === 'rejected') throw r.reason;
     return { headSha: tip, commitsAhead, uncommittedChanges: false };

@@ -24,6 +24,7 @@ import { paths } from '../host/home';
 import { type GateLaunch, runGates } from './gates';
 import { runEnv } from './agent-env';
 import {
+  clearingStaleRefLocks,
   commitIds,
   createCandidateTree,
   findMergedCommit,
@@ -217,17 +218,12 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       if (mode === 'verify') return { kind: 'verified', candidateSha, gateRuns };
 
       heartbeat('pushing');
-      // Under the mirror's lock: a push that lands also moves the mirror's origin/<target>, and a fetch running
-      // beside it would fail to lock that ref. That move is also why a landed push needs no fetch afterwards.
-      // From the mirror, never from the candidate's tree: a gate could have rewritten anything there.
-      const push = await withLock(mirror, () =>
-        gitStatus(mirror, [
-          'push',
-          'origin',
-          `${candidateSha}:refs/heads/${target}`,
-          `--force-with-lease=refs/heads/${target}:${targetSha}`,
-        ]),
-      );
+      // From the mirror, never from the candidate's tree: a gate could have rewritten anything there. A landed push
+      // moves the mirror's origin/<target> too, so it needs no fetch afterwards.
+      const push = await pushTarget(rig, mirror, [
+        `${candidateSha}:refs/heads/${target}`,
+        `--force-with-lease=refs/heads/${target}:${targetSha}`,
+      ]);
       if (push.ok) {
         log.info('merged', { ...ctx, commit: candidateSha, target, gateRuns });
         const merged = [...landed, ...commits];
@@ -482,14 +478,10 @@ async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResu
   if (!(await gitStatus(mirror, ['merge-base', '--is-ancestor', base, candidateSha])).ok)
     return { kind: 'stale', reason: `${candidateSha} does not build on ${base}` };
   heartbeat('pushing');
-  const push = await withLock(mirror, () =>
-    gitStatus(mirror, [
-      'push',
-      'origin',
-      `${candidateSha}:refs/heads/${target}`,
-      `--force-with-lease=refs/heads/${target}:${base}`,
-    ]),
-  );
+  const push = await pushTarget(rig, mirror, [
+    `${candidateSha}:refs/heads/${target}`,
+    `--force-with-lease=refs/heads/${target}:${base}`,
+  ]);
   if (push.ok) {
     log.info('merged speculative chain', { mrIds: chain.map((l) => l.ticket.mrId), commit: candidateSha, target });
     return { kind: 'merged', commit: candidateSha, alreadyMerged: false };
@@ -515,8 +507,22 @@ async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResu
  * repository refused it (a hook, a protected branch, a checked-out branch, permissions: building again cannot help,
  * so the merge fails with git's reason), or anything else (the network: the activity is retried).
  */
+/**
+ * The rig's target pushed from the mirror, under the mirror's lock: a push that lands also moves the mirror's
+ * origin/<target>, and a fetch running beside it would fail to lock that ref. Ref locks a killed git left in a local
+ * repository are removed and the push tried again (clearingStaleRefLocks).
+ */
+function pushTarget(rig: RigConfig, mirror: string, refspecs: string[]) {
+  return clearingStaleRefLocks(rig.repo, () =>
+    withLock(mirror, () => gitStatus(mirror, ['push', 'origin', ...refspecs])),
+  );
+}
+
 export function pushRefusal(stderr: string): 'moved' | 'refused' | 'failed' {
   if (/\((stale info|fetch first|non-fast-forward)\)/.test(stderr)) return 'moved';
+  // A ref's lock held by another push, or left by a killed one (removed once stale: pushTarget): the repository's
+  // state, not its refusal of this change, so the push is retried rather than the merge request sent back.
+  if (/cannot lock ref|Unable to create '[^']*\.lock': File exists/.test(stderr)) return 'failed';
   if (/\[remote rejected\]|refusing to update|declined|denied|protected branch|permission/i.test(stderr))
     return 'refused';
   return 'failed';

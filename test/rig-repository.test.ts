@@ -85,5 +85,12 @@ describe('a rig on a local repository', () => {
     expect(pushRefusal(' ! [remote rejected] abc -> main (pre-receive hook declined)')).toBe('refused');
     expect(pushRefusal(' ! [remote rejected] main -> main (branch is currently checked out)')).toBe('refused');
     expect(pushRefusal("fatal: unable to access 'https://x/': Could not resolve host: x")).toBe('failed');
+    // A ref's lock held or left by another git: the repository's state, retried, not a refusal of the change.
+    expect(
+      pushRefusal(
+        "remote: error: cannot lock ref 'HEAD': Unable to create '/r/origin.git/./HEAD.lock': File exists.\n" +
+          ' ! [remote rejected] abc -> main (failed to update ref)',
+      ),
+    ).toBe('failed');
   });
 });
