@@ -87,7 +87,7 @@ export interface ConvoyRepeatFigures {
   history: HistoryFigures;
   /** Absent in reports from before it was measured, and where /proc cannot be read. */
   cpu?: CpuFigures;
-  /** A chain's median hop, step by step (width 1 only; absent in reports from before 2026-12-03 14:30). */
+  /** A chain's median hop, step by step (width 1 only; absent in reports from before 2026-12-03 14:37). */
   waterfall?: HopWaterfall;
 }
 
