@@ -161,9 +161,18 @@ export function gitStatus(
 export async function git(
   repo: Repo | string,
   args: string[],
-  options: { env?: Record<string, string>; input?: string } = {},
+  options: {
+    env?: Record<string, string>;
+    input?: string;
+    /** The repository whose refs the command updates: stale locks a killed git left there are removed (clearingStaleRefLocks). */
+    clearStaleLocksIn?: string;
+  } = {},
 ): Promise<string> {
-  const { ok, stdout, stderr } = await gitStatus(repo, args, options);
+  const { clearStaleLocksIn, ...run } = options;
+  const status = () => gitStatus(repo, args, run);
+  const { ok, stdout, stderr } = await (clearStaleLocksIn
+    ? clearingStaleRefLocks(clearStaleLocksIn, status)
+    : status());
   const r = asRepo(repo);
   if (!ok) {
     // Named by its command, after any `-c <setting>` in front of it.
@@ -196,18 +205,23 @@ export async function clearingStaleRefLocks(
 ): Promise<{ ok: boolean; stdout: string; stderr: string }> {
   const first = await update();
   if (first.ok) return first;
-  const removed = removeStaleRefLocks(repo, first.stderr, Date.now());
+  const removed = removeStaleRefLocks(repo, first.stderr);
   if (!removed.length) return first;
   process.emitWarning(`removed ref locks a killed git left in ${repo}, and tried again: ${removed.join(', ')}`);
   return update();
 }
 
-function removeStaleRefLocks(repo: string, stderr: string, now: number): string[] {
+/** The lock files a failed git command says another git holds (`Unable to create '<path>.lock': File exists`). */
+export const heldLocks = (stderr: string): string[] =>
+  [...stderr.matchAll(/Unable to create '([^'\n]+\.lock)': File exists/g)].map((m) => m[1]!);
+
+function removeStaleRefLocks(repo: string, stderr: string): string[] {
   if (!isAbsolute(repo) || !existsSync(repo)) return [];
   const root = realpathSync(repo);
+  const now = Date.now();
   const removed: string[] = [];
-  for (const [, named] of stderr.matchAll(/Unable to create '([^'\n]+\.lock)': File exists/g)) {
-    const path = resolve(named!);
+  for (const named of heldLocks(stderr)) {
+    const path = resolve(named);
     try {
       const inside = relative(root, realpathSync(dirname(path)));
       if (inside.startsWith('..') || isAbsolute(inside)) continue;
@@ -246,8 +260,7 @@ export function syncMirror(rig: string, repo: string, home: string): Promise<str
       await git(dir, ['config', 'user.email', 'refinery@gastown.local']);
       await git(dir, ['config', 'credential.helper', credentialHelper(home)]);
     }
-    const fetched = await clearingStaleRefLocks(dir, () => gitStatus(dir, ['fetch', '--prune', 'origin']));
-    if (!fetched.ok) throw new Error(`git fetch --prune failed in ${dir}: ${fetched.stderr.trim().slice(0, 2000)}`);
+    await git(dir, ['fetch', '--prune', 'origin'], { clearStaleLocksIn: dir });
     return dir;
   });
   waitingFetches.set(dir, fetched);
@@ -597,8 +610,9 @@ export async function importRunBranch(options: {
       treeGuard(mirror).fetch(() =>
         git(mirror, ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', q.gitDir, tip]),
       ),
-      clearingStaleRefLocks(options.repo, () =>
-        gitStatus(q, [
+      git(
+        q,
+        [
           '-c',
           `credential.helper=${credentialHelper(options.home)}`,
           'push',
@@ -607,10 +621,9 @@ export async function importRunBranch(options: {
           '--',
           options.repo,
           `${tip}:refs/heads/${branch}`,
-        ]),
-      ).then(({ ok, stderr }) => {
-        if (!ok) throw new Error(`git push of ${branch} to ${options.repo} failed: ${stderr.trim().slice(0, 2000)}`);
-      }),
+        ],
+        { clearStaleLocksIn: options.repo },
+      ),
     ]);
     for (const r of [fetched, pushed]) if (r.status === 'rejected') throw r.reason;
     return { headSha: tip, commitsAhead, uncommittedChanges: false };

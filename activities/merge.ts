@@ -30,6 +30,7 @@ import {
   findMergedCommit,
   git,
   gitStatus,
+  heldLocks,
   mergeTrailer,
   missingCommits,
   mirrorWith,
@@ -522,7 +523,7 @@ export function pushRefusal(stderr: string): 'moved' | 'refused' | 'failed' {
   if (/\((stale info|fetch first|non-fast-forward)\)/.test(stderr)) return 'moved';
   // A ref's lock held by another push, or left by a killed one (removed once stale: pushTarget): the repository's
   // state, not its refusal of this change, so the push is retried rather than the merge request sent back.
-  if (/cannot lock ref|Unable to create '[^']*\.lock': File exists/.test(stderr)) return 'failed';
+  if (/cannot lock ref/.test(stderr) || heldLocks(stderr).length) return 'failed';
   if (/\[remote rejected\]|refusing to update|declined|denied|protected branch|permission/i.test(stderr))
     return 'refused';
   return 'failed';
