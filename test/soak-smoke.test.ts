@@ -22,7 +22,7 @@ describe('chaos soak (smoke)', () => {
         width: 4,
         hosts: 2,
         maxPolecats: 4,
-        // Every fault must fall while the convoy still runs: short gaps, a short slow-gates window first.
+        // Every fault falls while the convoy runs (cycle: its last bead waits for the last fault); short gaps.
         faults: ORDER,
         faultOrder: 'cycle',
         faultEvery: [2, 3],

@@ -2,6 +2,7 @@
 # Soak polecat. Its behaviour comes from its bead id's kind (…-<kind>-<n>): good, crash (the first run exits without
 # gt done), stall (the first run says nothing until it is stopped), conflict (round 1 edits a file every conflict bead
 # edits; later rounds take the target's version), broken (round 1 leaves a BROKEN file the gate rejects).
+# The bead $SOAK_DIR/hold names waits before its gt done, reporting progress, until the chaos driver removes the file.
 # For the invariant checker it records when it runs (start, a heartbeat every 0.5 s, end) under $SOAK_DIR/marks, and
 # keeps a copy of its run token under $SOAK_DIR/tokens so the chaos driver can replay stale `gt done`s.
 set -eu
@@ -28,6 +29,11 @@ esac
 # Real agents take a while: long enough for host kills and pauses to find live runs.
 sleep "${SOAK_WORK_SECONDS:-2}"
 gt progress "working" > /dev/null
+while [ "$(cat "$SOAK_DIR/hold" 2>/dev/null)" = "$GT_BEAD_ID" ]; do
+  # Progress keeps the run from counting as stalled; one refused while the server restarts is no reason to quit.
+  gt progress "held until the chaos driver's faults have fallen" > /dev/null 2>&1 || true
+  sleep 2
+done
 mkdir -p work
 if [ "$round" -gt 1 ]; then
   # Rework: take the target as it is now (its version wins any conflict), drop what the gate rejected.

@@ -56,7 +56,7 @@ const program = new Command('soak')
   .option('--fault-every <min-max>', 'seconds between faults', '10-30')
   .option(
     '--fault-order <order>',
-    'random (rounds of every kind, each round in a seeded order) | cycle (each fault once, in order)',
+    'random (rounds of every kind, each round in a seeded order) | cycle (each fault once, in order, the last bead held until the last has fallen)',
     'random',
   )
   .option('--down-for <min-max>', 'seconds a killed server or PostgreSQL stays down before its restart', '1-4')

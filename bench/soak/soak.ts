@@ -79,7 +79,9 @@ export interface SoakOptions {
   faultEvery: [number, number];
   /**
    * `random`: rounds of `faults` each in a seeded random order (so every kind falls once in each round of
-   * `faults.length` faults); `cycle`: `faults` in order, once each (the smoke test).
+   * `faults.length` faults); `cycle`: `faults` in order, once each, all of them while the convoy runs (the smoke
+   * test): the agent of the convoy's last bead holds its `gt done` until the last fault has fallen, however fast the
+   * rest of the convoy goes.
    */
   faultOrder: 'random' | 'cycle';
   flakyPercent: number;
@@ -270,6 +272,9 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
   log(
     `convoy of ${options.beads} beads (${JSON.stringify(kinds)}), ${options.hosts} hosts, faults every ${options.faultEvery.join('–')} s: ${options.faults.join(', ')}`,
   );
+  // The hold file names the bead whose agent waits (agent.sh); removed when the cycle is over or the soak ends.
+  const hold = join(soakDir, 'hold');
+  if (options.faultOrder === 'cycle') writeFileSync(hold, convoyBeadId('soak', spec.beads.at(-1)!.id));
   await convoys.start(spec, { id: 'soak' });
 
   const staleReplays: StaleReplay[] = [];
@@ -292,7 +297,7 @@ export async function runSoak(options: SoakOptions): Promise<SoakResult> {
         log(`fault ${kind} could not be injected: ${(err as Error).message}`);
       }
     }
-  })();
+  })().finally(() => rmSync(hold, { force: true }));
 
   const persistence = options.stack === 'prod' ? 'PostgreSQL' : 'SQLite file';
   const down = () => {
