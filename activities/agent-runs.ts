@@ -16,6 +16,7 @@ import { mintRunToken } from '../agents/run-token';
 import type { AgentHandle, AgentRuntimeDriver, AgentStatus, Mount } from '../agents/runtime';
 import { BeadSpec, EXIT_GRACE_MS } from '../domain/bead';
 import { beadBranch, CommitId, legBranch, MAX_AFTER_COMMITS, RunId } from '../domain/ids';
+import { MergeTicketTemplate } from '../domain/refinery';
 import { AgentRuntime, RigConfig } from '../domain/rig';
 import type { DoneRuns } from '../host/done-runs';
 import { paths } from '../host/home';
@@ -23,7 +24,7 @@ import { runEnv, writeRunToken } from './agent-env';
 import { createRunRepo, type ImportedBranch, importRunBranch, mirrorHolding, RunRepoRejected, syncMirror } from './git';
 import { parseActivityInput } from '../domain/validation';
 import { whileHeartbeating } from './heartbeat';
-import { workflowStillRuns } from './town';
+import { type MergeRequestQueuer, workflowStillRuns } from './town';
 import { Failure } from '../domain/failures';
 
 export interface HostDeps {
@@ -45,6 +46,8 @@ export interface HostDeps {
   reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>;
   /** Gives a run's slot back to the rig's dispatch gate (activities/dispatch.ts dispatchSlotReleaser). */
   releaseSlot?: (rig: string, runId: string) => Promise<void>;
+  /** Hands a ticket to its rig's refinery unless the rig asks for a review (activities/town.ts mergeRequestQueuer). */
+  queueMergeRequest?: MergeRequestQueuer;
   /** Whether a workflow is still running: false once closed or gone, undefined when the server cannot say. */
   workflowRunning?: (workflowId: string) => Promise<boolean | undefined>;
 }
@@ -136,6 +139,12 @@ export const SuperviseInput = z.object({
    */
   publish: z.object({ baseSha: CommitId }).optional(),
   /**
+   * With `publish`: the round's merge request ticket but for its head. Once the branch is published with commits,
+   * supervision hands the ticket, stamped with that head, to the rig's refinery unless the rig asks for a review
+   * (`RunExit.enqueued`): the bead's workflow task need not, and the refinery starts the merge that much sooner.
+   */
+  enqueue: z.object({ ticket: MergeTicketTemplate }).optional(),
+  /**
    * The run holds a dispatch slot its workflow would give back after the run: the host gives it back as the agent
    * exits (`RunExit.slotReleased`), so the gate hears it while the branch is published, not after.
    */
@@ -177,6 +186,11 @@ export interface RunExit {
   published?: PublishedBranch;
   /** The run's dispatch slot was given back at the exit (see `SuperviseInput.releaseSlot`); its workflow need not. */
   slotReleased?: true;
+  /**
+   * What became of the ticket (see `SuperviseInput.enqueue`): handed to the refinery (`queued`) or left to the merge
+   * request for a rig asking for a review, under the rig configuration read. Absent: the workflow hands it over.
+   */
+  enqueued?: { rig: RigConfig; queued: boolean };
 }
 
 export const PublishInput = z.object({
@@ -490,6 +504,31 @@ export function createAgentRunActivities(deps: HostDeps) {
     }
   };
 
+  /**
+   * The round's ticket, stamped with the head just published, handed to the refinery (see `SuperviseInput.enqueue`).
+   * Any failure leaves it to the workflow, which hands it over next (the refinery ignores a repeat).
+   */
+  const enqueueAtExit = async (
+    input: z.output<typeof SuperviseInput>,
+    published: PublishedBranch,
+  ): Promise<RunExit['enqueued']> => {
+    if (!input.enqueue || !deps.queueMergeRequest || published.rejected || published.commitsAhead === 0) return;
+    try {
+      return await deps.queueMergeRequest(input.rig, {
+        ...input.enqueue.ticket,
+        headSha: published.headSha,
+        enqueuedAt: Date.now(),
+      });
+    } catch (err) {
+      log.warn('handing the ticket to the refinery at the exit failed; the workflow hands it over', {
+        beadId: input.beadId,
+        runId: input.runId,
+        error: String(err),
+      });
+      return undefined;
+    }
+  };
+
   /** Starts the run's agent, or adopts it when an earlier (uncertain) attempt already did. */
   const start = async (launch: z.output<typeof SuperviseInput>): Promise<StartedRun> => {
     const { handle, adopted } = await startOrAdopt(launch, await driverFor(launch.rig.runtime));
@@ -685,14 +724,17 @@ export function createAgentRunActivities(deps: HostDeps) {
             // The slot goes back while the branch is published: the gate's workflow task then runs during the import's
             // git work, not beside the merge request's first task.
             const { releaseSlot } = deps;
-            const [released, published] = await Promise.all([
+            const [released, { published, enqueued }] = await Promise.all([
               input.releaseSlot &&
                 toldGate(
                   releaseSlot && (() => releaseSlot(input.rig.name, input.runId)),
                   'give the dispatch slot back',
                   input.runId,
                 ),
-              publishAtExit(input),
+              publishAtExit(input).then(async (published) => ({
+                published,
+                enqueued: published && (await enqueueAtExit(input, published)),
+              })),
             ]);
             return {
               runId: input.runId,
@@ -700,6 +742,7 @@ export function createAgentRunActivities(deps: HostDeps) {
               adopted,
               ...(released ? { slotReleased: true as const } : {}),
               ...(published ? { published } : {}),
+              ...(enqueued ? { enqueued } : {}),
             };
           }
           if (status.state === 'unknown')

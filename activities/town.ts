@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { EscalationInput } from '../domain/escalation';
 import { type BeadReport, beadReportSignal, enqueueSignal, mergeResultSignal } from '../domain/messages';
 import { ConvoyId, convoyWorkflowId } from '../domain/ids';
-import { MergeResult, MergeTicket } from '../domain/refinery';
+import { MergeResult, MergeTicket, type MergeTicketInput } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { escalationStart, refineryStart, withSignal } from '../domain/starts';
 import { countTownEvent } from '../domain/metrics';
@@ -70,6 +70,38 @@ export async function workflowStillRuns(client: Client, workflowId: string): Pro
 /** Attempts of queueMergeRequest that fail to read the rig before it goes by the merge request's own configuration. */
 const RIG_READ_ATTEMPTS = 5;
 
+/** Hands a ticket to its rig's refinery, starting the refinery if it is not running. */
+async function handTicket(client: Client, taskQueue: string, rig: RigConfig, ticket: MergeTicketInput): Promise<void> {
+  // Started as `gt rig add` starts it (domain/starts.ts) if it is not running: same attributes, same summary.
+  const start = refineryStart({ taskQueue, input: { rig } });
+  await client.workflow.signalWithStart(start.workflowType, withSignal(start, enqueueSignal, [ticket]));
+}
+
+/** Hands a ticket over under `rig`, unless that asks for a review: then the merge request does, after it. */
+async function queueUnlessReviewed(
+  client: Client,
+  taskQueue: string,
+  rig: RigConfig,
+  ticket: MergeTicketInput,
+): Promise<{ rig: RigConfig; queued: boolean }> {
+  if (rig.reviewer) return { rig, queued: false };
+  await handTicket(client, taskQueue, rig, ticket);
+  return { rig, queued: true };
+}
+
+/**
+ * queueMergeRequest for a run's supervision on its host (activities/agent-runs.ts): the rig as its refinery holds it
+ * (the run's own for a rig without a running refinery), then the hand-off. Any failure is the caller's to handle.
+ */
+export type MergeRequestQueuer = (
+  rig: RigConfig,
+  ticket: MergeTicketInput,
+) => Promise<{ rig: RigConfig; queued: boolean }>;
+export function mergeRequestQueuer(client: Client, taskQueue: string): MergeRequestQueuer {
+  return async (given, ticket) =>
+    queueUnlessReviewed(client, taskQueue, (await runningRigConfig(client, given.name)) ?? given, ticket);
+}
+
 export function createTownActivities(deps: TownDeps) {
   const reportToConvoy = convoyReporter(deps.client);
   /** The rig's configuration as its refinery holds it; the given one for a rig without a running refinery. */
@@ -97,9 +129,7 @@ export function createTownActivities(deps: TownDeps) {
      */
     async enqueueMergeRequest(raw: EnqueueInput): Promise<void> {
       const { rig, ticket } = parseActivityInput(EnqueueInput, raw);
-      // Started as `gt rig add` starts it (domain/starts.ts) if it is not running: same attributes, same summary.
-      const start = refineryStart({ taskQueue: deps.taskQueue, input: { rig } });
-      await deps.client.workflow.signalWithStart(start.workflowType, withSignal(start, enqueueSignal, [ticket]));
+      await handTicket(deps.client, deps.taskQueue, rig, ticket);
     },
 
     /**
@@ -110,11 +140,7 @@ export function createTownActivities(deps: TownDeps) {
      */
     async queueMergeRequest(raw: EnqueueInput): Promise<{ rig: RigConfig; queued: boolean }> {
       const input = parseActivityInput(EnqueueInput, raw);
-      const rig = await currentRigOr(input.rig);
-      if (rig.reviewer) return { rig, queued: false };
-      const start = refineryStart({ taskQueue: deps.taskQueue, input: { rig } });
-      await deps.client.workflow.signalWithStart(start.workflowType, withSignal(start, enqueueSignal, [input.ticket]));
-      return { rig, queued: true };
+      return queueUnlessReviewed(deps.client, deps.taskQueue, await currentRigOr(input.rig), input.ticket);
     },
 
     /**

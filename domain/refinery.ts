@@ -34,6 +34,9 @@ export const MergeTicket = z.object({
 });
 export type MergeTicket = z.infer<typeof MergeTicket>;
 export type MergeTicketInput = z.input<typeof MergeTicket>;
+/** A ticket but for its head and the time it is handed over: what a bead's run knows before its agent commits. */
+export const MergeTicketTemplate = MergeTicket.omit({ headSha: true, enqueuedAt: true });
+export type MergeTicketTemplate = z.input<typeof MergeTicketTemplate>;
 
 /**
  * Merge requests a refinery holds waiting at most. The queue rides in every continue-as-new input (with `seen`), so

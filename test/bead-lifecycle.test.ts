@@ -81,8 +81,9 @@ describe('a slung bead', () => {
         const data = e.markerRecordedEventAttributes?.details?.['data']?.payloads?.[0]?.data;
         return data ? [(JSON.parse(Buffer.from(data).toString()) as { activity_type: string }).activity_type] : [];
       });
-    // The bead hands its merge request's ticket to the refinery itself; the merge request only waits for the answer.
-    expect(localActivities({ events })).toEqual(['requestDispatchSlot', 'queueMergeRequest']);
+    // Its run's supervision handed the merge request's ticket to the refinery as it published the branch
+    // (test/publish-at-exit.test.ts), so the bead ran no local activity for it; the merge request only waits.
+    expect(localActivities({ events })).toEqual(['requestDispatchSlot']);
     const mr = t.client.workflow.getHandle(mergeRequestWorkflowId('b-merge-ok', 1));
     expect(await patchIds(mr)).toEqual(['merge-request-baseline-2026-12']);
     expect(localActivities(await mr.fetchHistory())).toEqual([]);

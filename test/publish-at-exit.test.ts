@@ -1,6 +1,7 @@
 /**
  * A run's branch is published by its host's supervision as the agent exits after a gt done that host's gateway saw
- * accepted (host/done-runs.ts), and by its workflow's publishBranch otherwise. Real server, git, processes, gateways.
+ * accepted (host/done-runs.ts), which then hands the merge request's ticket to the refinery too, and by its workflow's
+ * publishBranch otherwise. Real server, git, processes, gateways.
  */
 import type proto from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -39,6 +40,18 @@ const attributes = (events: proto.temporal.api.history.v1.IHistoryEvent[]) => ({
   ),
 });
 const graceSeconds = EXIT_GRACE_MS / 1000;
+const localActivitiesOf = (events: proto.temporal.api.history.v1.IHistoryEvent[]) =>
+  events.flatMap((e) =>
+    e.markerRecordedEventAttributes?.markerName === 'core_local_activity'
+      ? [
+          (
+            JSON.parse(Buffer.from(e.markerRecordedEventAttributes.details!.data!.payloads![0]!.data!).toString()) as {
+              activity_type: string;
+            }
+          ).activity_type,
+        ]
+      : [],
+  );
 
 describe('a finished run’s branch', () => {
   it('is published by the host’s supervision when the agent exits after its gt done', async () => {
@@ -60,6 +73,7 @@ describe('a finished run’s branch', () => {
             exitCode: number;
             published?: { commitsAhead: number; headSha: string };
             slotReleased?: boolean;
+            enqueued?: { rig: { name: string }; queued: boolean };
           },
       )
       .filter((r) => r.published);
@@ -67,22 +81,32 @@ describe('a finished run’s branch', () => {
     expect(exits[0]).toMatchObject({ exitCode: 0, published: { commitsAhead: 1, uncommittedChanges: false } });
     // The host gave the run's dispatch slot back as the agent exited: the gate heard it, and the bead gave nothing back.
     expect(exits[0]!.slotReleased).toBe(true);
-    const events = (await handle.fetchHistory()).events ?? [];
-    const localActivities = events.flatMap((e) =>
-      e.markerRecordedEventAttributes?.markerName === 'core_local_activity'
+    const localActivities = localActivitiesOf((await handle.fetchHistory()).events ?? []);
+    // Its dispatch request only: the supervision handed the merge request's ticket, stamped with the head it had just
+    // published, to the refinery (the rig read as its refinery holds it), and the bead did not hand it over again.
+    expect(localActivities).toEqual(['requestDispatchSlot']);
+    expect(exits[0]!.enqueued).toMatchObject({ rig: { name: 'pub-exit' }, queued: true });
+    const supervised = JSON.parse(Buffer.from(scheduled[1]!.input!.payloads![0]!.data!).toString()) as {
+      enqueue?: unknown;
+    };
+    expect(supervised.enqueue).toMatchObject({
+      ticket: { mrId: 'mr:b-pub-exit:1', beadId: 'b-pub-exit', round: 1, retries: 0 },
+    });
+    expect(supervised.enqueue).not.toHaveProperty('ticket.headSha');
+    const refinery = (await t.client.workflow.getHandle('refinery:pub-exit').fetchHistory()).events ?? [];
+    const tickets = refinery.flatMap((e) =>
+      e.workflowExecutionSignaledEventAttributes?.signalName === 'enqueue'
         ? [
-            (
-              JSON.parse(
-                Buffer.from(e.markerRecordedEventAttributes.details!.data!.payloads![0]!.data!).toString(),
-              ) as {
-                activity_type: string;
-              }
-            ).activity_type,
+            JSON.parse(
+              Buffer.from(e.workflowExecutionSignaledEventAttributes.input!.payloads![0]!.data!).toString(),
+            ) as {
+              mrId: string;
+              headSha: string;
+            },
           ]
         : [],
     );
-    // Its dispatch request, and the ticket it handed to the refinery as it started its merge request.
-    expect(localActivities).toEqual(['requestDispatchSlot', 'queueMergeRequest']);
+    expect(tickets.map((x) => [x.mrId, x.headSha])).toEqual([['mr:b-pub-exit:1', exits[0]!.published!.headSha]]);
     const gate = (await t.client.workflow.getHandle('dispatch:pub-exit').fetchHistory()).events ?? [];
     const releases = gate.flatMap((e) =>
       e.workflowExecutionSignaledEventAttributes?.signalName === 'dispatchRelease'
@@ -113,8 +137,11 @@ describe('a finished run’s branch', () => {
     // The other gateway saw it accepted; the bead's host did not, so its workflow published the branch, heartbeating
     // on the rig's heartbeat timeout (a host dying mid-way is noticed that soon: test/host-death-prepare.test.ts).
     expect(seenByOther.take('b-pub-else/r1/a1')).toBe(true);
-    const { scheduled, timers } = attributes((await handle.fetchHistory()).events ?? []);
+    const events = (await handle.fetchHistory()).events ?? [];
+    const { scheduled, timers } = attributes(events);
     expect(scheduled.map((a) => a.activityType?.name)).toEqual(['launchRun', 'superviseAgentRun', 'publishBranch']);
+    // So the bead handed its merge request's ticket to the refinery itself.
+    expect(localActivitiesOf(events)).toEqual(['requestDispatchSlot', 'queueMergeRequest']);
     expect(Number(scheduled[2]!.heartbeatTimeout!.seconds)).toBe(FAST_POLICY.heartbeatTimeout! / 1000);
     // Nor did its supervision know of the gt done to time the grace: the workflow did.
     expect(timers).toEqual([FAST_POLICY.stallTimeout! / 1000, graceSeconds]);

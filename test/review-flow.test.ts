@@ -61,6 +61,25 @@ describe('review by a reviewer agent', () => {
       reviewRuns: [{ runId: 'rv/r2/review1', outcome: 'approved' }],
       outcome: { kind: 'merged', commit: result.commit },
     });
+    // Each round's supervision read the rig as its refinery holds it and left the ticket to the merge request, after
+    // its review; the bead did not read the rig again (no local activity but its dispatch requests).
+    const events = (await handle.fetchHistory()).events ?? [];
+    const decoded = (data: Uint8Array | null | undefined) => JSON.parse(Buffer.from(data!).toString()) as unknown;
+    const exits = events.flatMap((e) => {
+      const exit = decoded(e.activityTaskCompletedEventAttributes?.result?.payloads?.[0]?.data ?? Buffer.from('{}'));
+      return exit && typeof exit === 'object' && 'enqueued' in exit
+        ? [exit.enqueued as { rig: { reviewer?: string }; queued: boolean }]
+        : [];
+    });
+    expect(exits.map((e) => [e.queued, e.rig.reviewer])).toEqual([
+      [false, agentScript('reviewer-picky')],
+      [false, agentScript('reviewer-picky')],
+    ]);
+    const localActivities = events.flatMap((e) => {
+      const data = e.markerRecordedEventAttributes?.details?.['data']?.payloads?.[0]?.data;
+      return data ? [(decoded(data) as { activity_type: string }).activity_type] : [];
+    });
+    expect(localActivities).toEqual(['requestDispatchSlot', 'requestDispatchSlot']);
   });
 
   it('runs reviews of different MRs in parallel, outside the merge queue, and accepts verdicts only from the current reviewer run', async () => {

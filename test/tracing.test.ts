@@ -121,11 +121,12 @@ describe('tracing on', () => {
 
     // Activities signal through the worker's own client, which carries the trace on into the refinery's queue.
     const later = exporter.getFinishedSpans().filter((s) => traceId(s) === traceId(run));
-    const enqueue = named(later, 'RunActivity:queueMergeRequest')[0]!;
-    const signal = named(later, 'SignalWithStartWorkflow:refineryWorkflow').find(
-      (s) => s.parentSpanId === spanId(enqueue),
+    // The ticket goes to the refinery from the run's supervision, as it publishes the branch.
+    const supervisions = named(later, 'RunActivity:superviseAgentRun').map(spanId);
+    const signal = named(later, 'SignalWithStartWorkflow:refineryWorkflow').find((s) =>
+      supervisions.includes(s.parentSpanId!),
     );
-    expect(signal, 'refinery signalled from the queueing activity').toBeDefined();
+    expect(signal, 'refinery signalled from the supervising activity').toBeDefined();
     expect(named(later, 'HandleSignal:enqueue').map((s) => s.parentSpanId)).toContain(spanId(signal!));
     // The dispatch slot, asked by update from a local activity: the gate's handler continues the bead's trace.
     const ask = named(later, 'RunActivity:requestDispatchSlot')[0]!;

@@ -11,6 +11,7 @@ import type { AgentRuntimeDriver } from '../agents/runtime';
 import { createHostQueueActivities, createTownQueueActivities } from '../activities';
 import { dispatchSlotReleaser, dispatchStartReporter } from '../activities/dispatch';
 import { workflowRunningProbe } from '../activities/agent-runs';
+import { mergeRequestQueuer } from '../activities/town';
 import type { AgentRuntime } from '../domain/rig';
 import { hostTaskQueue } from '../domain/task-queues';
 import { ensureHome, gatewaySecret, gtHome, hostId as defaultHostId } from '../host/home';
@@ -182,6 +183,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       doneRuns,
       reportStart: dispatchStartReporter(client),
       releaseSlot: dispatchSlotReleaser(client),
+      queueMergeRequest: mergeRequestQueuer(client, options.taskQueue),
       workflowRunning: workflowRunningProbe(client),
     }),
     maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,

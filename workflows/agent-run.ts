@@ -238,7 +238,7 @@ export interface Drive<R extends AgentRun> {
 export class AgentRun {
   lastProgressAt = Date.now();
   /** Set when the supervising activity returned: the agent exited (a polecat's branch may be published already). */
-  exit?: Pick<RunExit, 'exitCode' | 'published' | 'slotReleased'>;
+  exit?: Pick<RunExit, 'exitCode' | 'published' | 'slotReleased' | 'enqueued'>;
   /** Set when supervision failed other than by this workflow's cancel: the run is lost. */
   lost?: { error: unknown };
   /** Settles once the supervising activity has ended (after a stop: once the agent is gone); unset before it starts. */

@@ -25,6 +25,7 @@ import { carriedSteps, type FormulaProgress } from '../domain/formula';
 import { dispatchGateWorkflowId, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
 import { beadBranch, legBranch, runIdOf } from '../domain/ids';
 import { countTownEvent } from '../domain/metrics';
+import type { RigConfig } from '../domain/rig';
 import { failureMessage } from '../domain/validation';
 import { type AgentLaunch, type AttemptsAt, hostActivities, type Launched, runAttempts } from './agent-run';
 import { type Bead, PolecatRun, town, townLocally } from './bead-state';
@@ -32,6 +33,7 @@ import type { HostQueueActivities } from '../activities';
 import type { SlotAnswer } from '../activities/dispatch';
 import type { AgentStep, FormulaHost, LegResult, RunResult } from './formula-host';
 import { deliverLocally } from './local-delivery';
+import { ticketTemplate } from './merge-request-state';
 import { NON_RETRYABLE } from '../domain/failures';
 
 /** patched() id: a run's report and release go to the dispatch gate without holding up the bead. */
@@ -65,6 +67,13 @@ export const RELEASES_LOCALLY = 'bead-releases-locally';
  * the run, the supervision times the exit grace (domain/bead.ts DoneUpdate), where a timer cost two events.
  */
 export const GRACE_ON_HOST = 'bead-grace-on-host';
+/**
+ * patched() id (in the bead's baseline only): the bead hands its merge request's ticket to the refinery itself, from a
+ * local activity in the workflow task that starts the merge request, and the merge request only waits for the answer.
+ * Such a bead's polecat runs also give their supervision the ticket but for its head, which the host then hands over as
+ * it publishes the branch (`RunExit.enqueued`): the bead's local activity is left out when it did.
+ */
+export const QUEUES_MERGE_REQUEST = 'bead-queues-merge-request';
 
 /** Which of a run's steps go the newer way (asked as the attempt starts, before any local activity of it). */
 interface RunPatches {
@@ -96,6 +105,8 @@ export class PolecatRuns {
    * would hold up that start.
    */
   private readonly deferredReleases: string[] = [];
+  /** The ticket the last run's supervision handed to the refinery as it published the branch (handedAtExit). */
+  private enqueuedAtExit: { round: number; headSha: string; rig: RigConfig; queued: boolean } | undefined;
   /** Runs whose host gave their slot back as the agent exited (RunExit.slotReleased): the bead does not again. */
   private readonly releasedAtExit = new Set<string>();
   private readonly branch: string;
@@ -133,6 +144,17 @@ export class PolecatRuns {
       setStatus: (status, waitingFor) => this.b.setStatus(status, waitingFor),
       patched: (patchId) => this.b.patches.has(patchId),
     };
+  }
+
+  /**
+   * What the supervision of the run that published round `round`'s `headSha` did with the round's ticket: handed it to
+   * the refinery (`queued`), or found the rig asks for a review (the merge request hands it over after that), under the
+   * rig configuration it read. Undefined when it did neither: the bead hands the ticket over itself.
+   */
+  handedAtExit(round: number, headSha: string): { rig: RigConfig; queued: boolean } | undefined {
+    const at = this.enqueuedAtExit;
+    if (at?.round !== round || at.headSha !== headSha) return undefined;
+    return { rig: at.rig, queued: at.queued };
   }
 
   /** Sends the releases deferred until now, then waits for the signals to the dispatch gate still in flight. */
@@ -449,8 +471,12 @@ export class PolecatRuns {
       promptFile: p.promptFile,
       branch,
       targetBranch,
-      // Supervision publishes the branch as the agent exits after an accepted gt done (activities/agent-runs.ts).
+      // Supervision publishes the branch as the agent exits after an accepted gt done (activities/agent-runs.ts), and
+      // hands the round's ticket to the refinery with it (a formula's steps are not a round's last word).
       publish: { baseSha: p.baseSha },
+      ...(step || !b.patches.has(QUEUES_MERGE_REQUEST)
+        ? {}
+        : { enqueue: { ticket: ticketTemplate(b.mergeRequestOf(round)) } }),
       // And gives the slot back then (a formula's parallel legs give theirs back by signal, as they ask).
       ...(step?.leg ? {} : { releaseSlot: true }),
     });
@@ -549,7 +575,7 @@ export class PolecatRuns {
         { summary: summary(`publish ${branch} from run ${runId}`) },
         [{ rig, worktree, branch, targetBranch, runId, baseSha }],
       );
-    }
+    } else if (run.exit?.enqueued) this.enqueuedAtExit = { round, headSha: published.headSha, ...run.exit.enqueued };
     if (published.rejected)
       return { failure: `${runId}: gt done was called but the run's branch was not taken: ${published.rejected}` };
     // An intermediate formula step (a plan, a review) may commit nothing: only the final one must.

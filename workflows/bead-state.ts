@@ -17,6 +17,7 @@ import {
 } from '../domain/bead';
 import { appendFeedback } from '../domain/caps';
 import { formulaLabel } from '../domain/formula';
+import { beadBranch, mergeRequestWorkflowId } from '../domain/ids';
 import { SA } from '../domain/search-attributes';
 import { AgentRun, AgentRuns, townActivities } from './agent-run';
 import type { SingleSession } from './formula-host';
@@ -138,6 +139,24 @@ export class Bead {
   /** The next message's sequence number after the newest (a run reads from here on). */
   get inboxHead() {
     return this.inboxSeq;
+  }
+
+  /**
+   * Round `round`'s merge request but for its head: what the bead starts once the round's branch is published, and what
+   * its run's supervision builds the ticket from (workflows/bead-runs.ts).
+   */
+  mergeRequestOf(round: number) {
+    const { bead, rig, convoy } = this.input;
+    return {
+      mrId: mergeRequestWorkflowId(bead.id, round),
+      bead,
+      rig,
+      round,
+      branch: beadBranch(bead.id),
+      targetBranch: this.state.targetBranch,
+      convoyId: convoy?.id,
+      convoyBead: convoy ? { retry: this.retry } : undefined,
+    };
   }
 
   setStatus(status: BeadStatus, waitingFor: string): void {

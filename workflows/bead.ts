@@ -30,7 +30,7 @@ import { BeadWorkflowInput, type BeadResult } from '../domain/bead';
 import { appendFeedback, CAPS, capText } from '../domain/caps';
 import { escalationIdPart } from '../domain/escalation';
 import { isSingleRun } from '../domain/formula';
-import { beadBranch, convoyWorkflowId, mergeRequestWorkflowId } from '../domain/ids';
+import { convoyWorkflowId, mergeRequestWorkflowId } from '../domain/ids';
 import { beadReportSignal } from '../domain/messages';
 import { countTownEvent } from '../domain/metrics';
 import type { MergeOutcome } from '../domain/outcomes';
@@ -45,6 +45,7 @@ import {
   GRACE_ON_HOST,
   LAUNCH_REPORTS_START,
   PolecatRuns,
+  QUEUES_MERGE_REQUEST,
   RELEASES_LOCALLY,
   REPORTS_START_LOCALLY,
 } from './bead-runs';
@@ -85,11 +86,6 @@ const BASELINE: PatchBaseline = {
     STATUS_ON_CHANGE,
   ],
 };
-/**
- * patched() id (in the bead's baseline only): the bead hands its merge request's ticket to the refinery itself, from a
- * local activity in the workflow task that starts the merge request, and the merge request only waits for the answer.
- */
-const QUEUES_MERGE_REQUEST = 'bead-queues-merge-request';
 /** The next baseline (workflows/patches.ts): everything BASELINE stands for, and the changes since. */
 const BASELINE_B: PatchBaseline = {
   id: 'bead-baseline-2026-12-b',
@@ -114,7 +110,7 @@ const BASELINE_C: PatchBaseline = {
 
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
   const input = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
-  const { bead, rig, convoy, formula, continued } = input;
+  const { bead, rig, formula, continued } = input;
   const b = new Bead(input, patchesFrom(BASELINE_C, BASELINE_B, BASELINE));
   handleBeadMessages(b);
   const polecats = new PolecatRuns(b);
@@ -130,35 +126,28 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       if ('failure' in work)
         return await finish(b, polecats, { beadId: bead.id, status: 'failed', reason: work.failure });
 
-      const mrId = mergeRequestWorkflowId(bead.id, round);
+      const mrInput = { ...b.mergeRequestOf(round), headSha: work.headSha };
+      const { mrId } = mrInput;
       state.rounds.push({ round, headSha: work.headSha, mergeRequest: mrId });
       b.setStatus('in_review', `merge request ${mrId} (${work.headSha.slice(0, 10)}) is with the refinery`);
-      const mrInput = {
-        mrId,
-        bead,
-        rig,
-        round,
-        branch: beadBranch(bead.id),
-        headSha: work.headSha,
-        targetBranch: state.targetBranch,
-        convoyId: convoy?.id,
-        convoyBead: convoy ? { retry: b.retry } : undefined,
-      };
-      // The ticket goes to the refinery from here, before the merge request starts: the merge request's start and
-      // first workflow task leave the path from `gt done` to the merge (docs/performance.md). A rig that now asks for
-      // a review is left to the merge request, as before; so is every ticket of a bead from before this change.
+      // The ticket goes to the refinery before the merge request starts: the merge request's start and first workflow
+      // task leave the path from `gt done` to the merge (docs/performance.md). The run's supervision hands it over as
+      // it publishes the branch, when it can (its recorded result says so: histories from before replay as they ran);
+      // else it goes from here. A rig that now asks for a review is left to the merge request, as before; so is every
+      // ticket of a bead from before this change.
       const handed =
-        b.patches.has(QUEUES_MERGE_REQUEST) &&
-        (await enqueueLocally.queueMergeRequest
-          .executeWithOptions({ summary: `hand ${mrId} to the refinery of ${rig.name}` }, [
-            { rig, ticket: mergeTicket(mrInput) },
-          ])
-          .catch(async (err: unknown) => {
-            // Cancelled between tries: a try that failed may still have reached the refinery, and no merge request
-            // is there to take the ticket back.
-            if (isCancellation(err)) await withdrawTicket(rig.name, mrId, work.headSha);
-            throw err;
-          }));
+        polecats.handedAtExit(round, work.headSha) ??
+        (b.patches.has(QUEUES_MERGE_REQUEST) &&
+          (await enqueueLocally.queueMergeRequest
+            .executeWithOptions({ summary: `hand ${mrId} to the refinery of ${rig.name}` }, [
+              { rig, ticket: mergeTicket(mrInput) },
+            ])
+            .catch(async (err: unknown) => {
+              // Cancelled between tries: a try that failed may still have reached the refinery, and no merge request
+              // is there to take the ticket back.
+              if (isCancellation(err)) await withdrawTicket(rig.name, mrId, work.headSha);
+              throw err;
+            })));
       const mr = mergeRequestStart(
         handed && handed.queued ? { ...mrInput, rig: handed.rig, queued: true as const } : mrInput,
       );
@@ -206,6 +195,13 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       }
       if (live.length && b.patches.has(CANCEL_STOPS_LEFTOVER_AGENTS))
         await CancellationScope.nonCancellable(() => Promise.all(live.map((r) => r.stopLeftover())));
+      // A supervision that handed its round's ticket to the refinery as the cancel came (its agent had exited after
+      // gt done): no merge request will take the answer, and work nobody wants any more is not merged.
+      for (const r of live) {
+        const { published, enqueued } = r.exit ?? {};
+        if (published && enqueued?.queued)
+          await withdrawTicket(rig.name, mergeRequestWorkflowId(bead.id, r.record.round), published.headSha);
+      }
       // The run in flight was stopped with the bead: its record must not stay "running" forever.
       for (const r of state.runs)
         if (r.outcome === 'running') Object.assign(r, { outcome: 'cancelled', endedAt: new Date().toISOString() });

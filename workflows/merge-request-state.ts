@@ -17,7 +17,13 @@ import type { TownQueueActivities } from '../activities';
 import { BeadSpec } from '../domain/bead';
 import { CommitId, ConvoyId, refineryWorkflowId } from '../domain/ids';
 import { mergeRequestStateQuery, mergeResultSignal, withdrawSignal } from '../domain/messages';
-import { MergeResult, MergeTicket, type MergeRequestState, type MergeTicketInput } from '../domain/refinery';
+import {
+  MergeResult,
+  MergeTicket,
+  type MergeRequestState,
+  type MergeTicketInput,
+  type MergeTicketTemplate,
+} from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { SA } from '../domain/search-attributes';
 import { townActivities } from './agent-run';
@@ -78,18 +84,21 @@ export type MergeRequestInput = z.input<typeof MergeRequestInput>;
  * when the bead hands it over itself (the same fields either way; the refinery knows a ticket by MR id and head).
  */
 export function mergeTicket(input: MergeRequestInput): MergeTicketInput {
+  return { ...ticketTemplate(input), headSha: input.headSha, enqueuedAt: Date.now() };
+}
+
+/** The ticket but for its head and time: what a run's supervision stamps with the head it publishes. */
+export function ticketTemplate(input: Omit<MergeRequestInput, 'headSha' | 'rig'>): MergeTicketTemplate {
   return {
     mrId: input.mrId,
     beadId: input.bead.id,
     round: input.round,
     title: input.bead.title,
     branch: input.branch,
-    headSha: input.headSha,
     targetBranch: input.targetBranch,
     priority: input.bead.priority,
     convoyId: input.convoyId,
     convoyBead: input.convoyBead,
-    enqueuedAt: Date.now(),
     retries: input.round - 1,
   };
 }

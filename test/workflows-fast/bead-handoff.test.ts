@@ -1,12 +1,15 @@
 /**
- * Fast tier, the bead's hand-off of its merge request's ticket to the refinery (workflows/bead.ts): a bead cancelled
- * while the hand-off is being retried takes the ticket back, since a try that failed may still have reached the
- * refinery and no merge request exists yet to withdraw it. Real bead and dispatch-gate workflows, stubbed activities.
+ * Fast tier, the hand-off of a bead's merge request ticket to the refinery (workflows/bead.ts): a bead cancelled while
+ * the hand-off is being retried takes the ticket back, since a try that failed may still have reached the refinery
+ * and no merge request exists yet to withdraw it; so does a bead cancelled as its run's supervision hands the ticket
+ * over (activities/agent-runs.ts). Real bead and dispatch-gate workflows, stubbed activities.
  */
+import { Context } from '@temporalio/activity';
 import { WorkflowFailedError } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { beadWorkflowId, refineryWorkflowId } from '../../domain/ids';
+import { beadStateQuery, doneUpdate } from '../../domain/messages';
 import { beadActivities, HEAD } from '../helpers/bead-stubs';
 import { eventually } from '../helpers/town';
 import { skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
@@ -54,6 +57,78 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
     });
     expect(withdrawn).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1`, headSha: HEAD }]]);
     // No merge request was started for the ticket.
+    expect(events.some((e) => e.startChildWorkflowExecutionInitiatedEventAttributes)).toBe(false);
+  });
+
+  it('takes the ticket back when it is cancelled as its run’s supervision hands the ticket over', async () => {
+    const id = 'fast-handoff-at-exit';
+    const given: unknown[] = [];
+    const tries: string[] = [];
+    const events = await withWorker(
+      env,
+      (taskQueue) => ({
+        ...beadActivities(env, taskQueue, () => 'done', 0, { supervisionCancelled: [], escalations: [] }),
+        queueMergeRequest: ({ ticket }: { ticket: { mrId: string } }) => {
+          tries.push(ticket.mrId);
+          return Promise.resolve({ queued: true });
+        },
+        // The agent's gt done is accepted and it exits; the host publishes the branch and hands the ticket over just
+        // as the bead's cancel reaches the supervision, which answers with what it did rather than as cancelled.
+        async superviseAgentRun(input: { runId: string; workflowId: string; rig: unknown; enqueue?: unknown }) {
+          given.push(input.enqueue);
+          await env.client.workflow
+            .getHandle(input.workflowId)
+            .executeUpdate(doneUpdate, { args: [{ runId: input.runId, summary: 'done (stub)' }] });
+          const ctx = Context.current();
+          try {
+            for (;;) {
+              ctx.heartbeat();
+              await ctx.sleep(20);
+            }
+          } catch {
+            return {
+              runId: input.runId,
+              exitCode: 0,
+              adopted: false,
+              published: { headSha: HEAD, commitsAhead: 1, uncommittedChanges: false },
+              enqueued: { rig: input.rig, queued: true },
+            };
+          }
+        },
+      }),
+      async (taskQueue) => {
+        const handle = await env.client.workflow.start('beadWorkflow', {
+          workflowId: beadWorkflowId(id),
+          taskQueue,
+          args: [{ bead: { id, title: `fast ${id}` }, rig: testRig({ name: id }) }],
+        });
+        await eventually(
+          async () => (await handle.query(beadStateQuery)).runs.some((r) => r.outcome === 'running') && given.length,
+          10_000,
+          'the run started',
+        );
+        await eventually(
+          async () =>
+            ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionUpdateCompletedEventAttributes),
+          10_000,
+          'gt done accepted',
+        );
+        await handle.cancel();
+        await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+        return (await handle.fetchHistory()).events ?? [];
+      },
+    );
+    // The supervision was given the round's ticket but for its head.
+    expect(given).toMatchObject([{ ticket: { mrId: `mr:${id}:1`, beadId: id, round: 1 } }]);
+    expect(given[0]).not.toHaveProperty('ticket.headSha');
+    const withdrawn = events.flatMap((e) => {
+      const a = e.signalExternalWorkflowExecutionInitiatedEventAttributes;
+      return a?.signalName === 'withdraw'
+        ? [[a.workflowExecution?.workflowId, JSON.parse(Buffer.from(a.input!.payloads![0]!.data!).toString())]]
+        : [];
+    });
+    expect(withdrawn).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1`, headSha: HEAD }]]);
+    expect(tries).toEqual([]);
     expect(events.some((e) => e.startChildWorkflowExecutionInitiatedEventAttributes)).toBe(false);
   });
 });
