@@ -21,9 +21,19 @@ import { AgentRuntime, RigConfig } from '../domain/rig';
 import type { DoneRuns } from '../host/done-runs';
 import { paths } from '../host/home';
 import { runEnv, writeRunToken } from './agent-env';
-import { createRunRepo, type ImportedBranch, importRunBranch, mirrorHolding, RunRepoRejected, syncMirror } from './git';
+import {
+  createRunRepo,
+  type ImportedBranch,
+  importRunBranch,
+  mirrorHolding,
+  openQuarantine,
+  type OpenedQuarantine,
+  RunRepoRejected,
+  syncMirror,
+} from './git';
 import { parseActivityInput } from '../domain/validation';
 import { whileHeartbeating } from './heartbeat';
+import { discardTree } from './trash';
 import { type MergeRequestQueuer, workflowStillRuns } from './town';
 import { Failure } from '../domain/failures';
 
@@ -41,7 +51,7 @@ export interface HostDeps {
   /** The worker's environment, the only source of what a run may be given (default: process.env). */
   hostEnv?: NodeJS.ProcessEnv;
   /** The runs whose `gt done` this process's gateway saw accepted: supervision publishes them as their agents exit. */
-  doneRuns?: Pick<DoneRuns, 'take' | 'seen' | 'supervise' | 'supervisions' | 'launched'>;
+  doneRuns?: Pick<DoneRuns, 'take' | 'seen' | 'supervise' | 'supervisions' | 'launched' | 'onAccepted'>;
   /** Tells the rig's dispatch gate that a run's agent started (activities/dispatch.ts dispatchStartReporter). */
   reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>;
   /** Gives a run's slot back to the rig's dispatch gate (activities/dispatch.ts dispatchSlotReleaser). */
@@ -459,23 +469,29 @@ export function createAgentRunActivities(deps: HostDeps) {
     return { host: deps.hostId, worktree, promptFile, branch, baseSha: base, staleRunsStopped, fetched };
   };
 
+  /** Where a run's import works: the rig's mirror, the run's quarantine, and the trash the quarantine goes to. */
+  const importPlaces = (rig: string, run: string) => ({
+    mirror: paths.mirror(rig, deps.gtHome),
+    quarantine: paths.quarantine(rig, run, deps.gtHome),
+    trash: paths.trash(rig, deps.gtHome),
+  });
+
   /**
    * Takes the finished run's branch from its repository (as data, validated in quarantine) and pushes it. A
    * repository the agent damaged or tampered with is a failed attempt, said in `rejected`, never an error of ours.
    */
-  const publish = async (input: z.output<typeof PublishInput>): Promise<PublishedBranch> => {
+  const publish = async (input: z.output<typeof PublishInput>, opened?: OpenedQuarantine): Promise<PublishedBranch> => {
     try {
       return await importRunBranch({
-        mirror: paths.mirror(input.rig.name, deps.gtHome),
+        ...importPlaces(input.rig.name, input.runId ?? input.branch),
         repo: input.rig.repo,
         syncMirror: () => syncMirror(input.rig.name, input.rig.repo, deps.gtHome),
         workTree: input.worktree,
         branch: input.branch,
         targetBranch: input.targetBranch,
         baseSha: input.baseSha,
-        quarantine: paths.quarantine(input.rig.name, input.runId ?? input.branch, deps.gtHome),
         home: deps.gtHome,
-        trash: paths.trash(input.rig.name, deps.gtHome),
+        opened,
       });
     } catch (err) {
       if (!(err instanceof RunRepoRejected)) throw err;
@@ -488,12 +504,15 @@ export function createAgentRunActivities(deps: HostDeps) {
    * The branch of a run whose agent just exited, published if its `gt done` was accepted through this host's gateway
    * (the workflow would publish it next). Any failure leaves it to the workflow's publishBranch and its retries.
    */
-  const publishAtExit = async (input: z.output<typeof SuperviseInput>): Promise<PublishedBranch | undefined> => {
+  const publishAtExit = async (
+    input: z.output<typeof SuperviseInput>,
+    opened: OpenedQuarantine | undefined,
+  ): Promise<PublishedBranch | undefined> => {
     // Only a polecat's launch carries `publish`, and only a polecat's token may call gt done.
     if (!input.publish || !deps.doneRuns?.take(input.runId)) return undefined;
     const { rig, worktree, branch, targetBranch, runId } = input;
     try {
-      return await publish({ rig, worktree, branch, targetBranch, runId, baseSha: input.publish.baseSha });
+      return await publish({ rig, worktree, branch, targetBranch, runId, baseSha: input.publish.baseSha }, opened);
     } catch (err) {
       log.warn('publishing at the exit failed; the workflow publishes the branch', {
         beadId: input.beadId,
@@ -707,6 +726,21 @@ export function createAgentRunActivities(deps: HostDeps) {
       let stoppedAfterGrace = false;
       const details = () => ({ handle, ...(doneAt !== undefined ? { doneAt } : {}) });
       const unsupervise = deps.doneRuns?.supervise(input.runId);
+      // The import's first step (its quarantine, the mirror's reads) begins as this gateway accepts the run's gt done,
+      // while the agent is still exiting: none of it reads anything of the agent's. The import at the exit takes it
+      // over (and discards it); else it is discarded as this activity ends (a publishBranch of the run, which comes
+      // after, uses the same quarantine).
+      let opened: OpenedQuarantine | undefined;
+      const { publish: publishes } = input;
+      const stopListening =
+        publishes &&
+        deps.doneRuns?.onAccepted(input.runId, () => {
+          opened = openQuarantine({
+            ...importPlaces(input.rig.name, input.runId),
+            targetBranch: input.targetBranch,
+            baseSha: publishes.baseSha,
+          }).catch(() => undefined);
+        });
       // Heartbeats prove *this worker* is alive, so they never wait on a probe: a slow probe must not look like a dead worker.
       // The first goes at once only with a handle nothing holds yet (a retry must find it); otherwise the interval's
       // first beat is the first, as an earlier one would prove nothing the start did not (activities/heartbeat.ts).
@@ -731,7 +765,7 @@ export function createAgentRunActivities(deps: HostDeps) {
                   'give the dispatch slot back',
                   input.runId,
                 ),
-              publishAtExit(input).then(async (published) => ({
+              publishAtExit(input, opened).then(async (published) => ({
                 published,
                 enqueued: published && (await enqueueAtExit(input, published)),
               })),
@@ -790,6 +824,12 @@ export function createAgentRunActivities(deps: HostDeps) {
         clearInterval(beat);
         hint?.close();
         unsupervise?.();
+        stopListening?.();
+        if (opened) {
+          await opened;
+          const { quarantine, trash } = importPlaces(input.rig.name, input.runId);
+          discardTree(quarantine, trash);
+        }
       }
     },
 

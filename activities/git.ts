@@ -507,6 +507,36 @@ export interface ImportedBranch {
   uncommittedChanges: boolean;
 }
 
+/** An `openQuarantine` begun before its import: the mirror's commits it read, or undefined when it failed. */
+export type OpenedQuarantine = Promise<(string | undefined)[] | undefined>;
+
+/**
+ * An import's first step, which reads nothing of the agent's: its quarantine created empty, and the mirror's commits
+ * the import looks up (the target, the run's starting commit; undefined for each the mirror lacks). A supervision
+ * begins it as the gateway accepts the run's `gt done`, while the agent is still exiting (activities/agent-runs.ts).
+ */
+export async function openQuarantine(o: {
+  mirror: string;
+  quarantine: string;
+  targetBranch: string;
+  baseSha?: string;
+}): Promise<(string | undefined)[]> {
+  rmSync(o.quarantine, { recursive: true, force: true });
+  mkdirSync(o.quarantine, { recursive: true });
+  // Looked up beside the quarantine's creation (on every bead's critical path).
+  const [found] = await Promise.all([
+    commitIds(o.mirror, importReads(o)),
+    git({ gitDir: o.quarantine }, [...INIT, '--bare']),
+  ]);
+  return found;
+}
+
+/** What an import reads from the mirror: the target as the mirror has it, and the run's starting commit. */
+const importReads = (o: { targetBranch: string; baseSha?: string }) => [
+  `refs/remotes/origin/${o.targetBranch}`,
+  ...(o.baseSha ? [o.baseSha] : []),
+];
+
 /**
  * Takes the result of a finished run: the tip of `branch` in the run's repository at `workTree`, validated in a
  * worker-owned quarantine repository (every object present, descending from the run's base), brought into the
@@ -531,23 +561,22 @@ export async function importRunBranch(options: {
    * the newest target anyway.
    */
   syncMirror: () => Promise<unknown>;
+  /** `openQuarantine` of this import, begun earlier (at `quarantine`); undefined (it failed): it is done again. */
+  opened?: OpenedQuarantine;
 }): Promise<ImportedBranch> {
   const { mirror, workTree, branch } = options;
   const gitDir = join(workTree, '.git');
-  if (!lstatSync(gitDir, { throwIfNoEntry: false })?.isDirectory())
-    throw new RunRepoRejected(`${gitDir} is not the run's repository any more`);
-  if (!existsSync(join(mirror, 'HEAD'))) await options.syncMirror();
-  checkObjectStore(join(gitDir, 'objects'), mirror);
-  rmSync(options.quarantine, { recursive: true, force: true });
-  mkdirSync(options.quarantine, { recursive: true });
   const q = { gitDir: options.quarantine };
   try {
-    // What the import reads from the mirror, looked up beside the quarantine's creation (on every bead's critical path).
-    const reads = [`refs/remotes/origin/${options.targetBranch}`, ...(options.baseSha ? [options.baseSha] : [])];
-    let [found] = await Promise.all([commitIds(mirror, reads), git(q, [...INIT, '--bare'])]);
+    if (!lstatSync(gitDir, { throwIfNoEntry: false })?.isDirectory())
+      throw new RunRepoRejected(`${gitDir} is not the run's repository any more`);
+    const early = await options.opened;
+    if (!early && !existsSync(join(mirror, 'HEAD'))) await options.syncMirror();
+    checkObjectStore(join(gitDir, 'objects'), mirror);
+    let found = early ?? (await openQuarantine(options));
     if (found.includes(undefined)) {
       await options.syncMirror();
-      found = await commitIds(mirror, reads);
+      found = await commitIds(mirror, importReads(options));
     }
     const [targetSha] = found;
     if (!targetSha) throw new Error(`target branch '${options.targetBranch}' is missing from the mirror`);

@@ -20,11 +20,29 @@ export class DoneRuns {
   private readonly supervised = new Map<string, number>();
   /** Runs whose agent launchRun started here, until their supervision starts (bounded: a run never supervised). */
   private readonly launchedHere = new Set<string>();
+  /** Run id → what its supervision does as the run's `gt done` is accepted (onAccepted); removed as it ends. */
+  private readonly listeners = new Map<string, () => void>();
 
   constructor(private readonly max = 4096) {}
 
   add(runId: string): void {
     this.keep(this.runs, runId);
+    this.listeners.get(runId)?.();
+  }
+
+  /**
+   * Calls `accepted` as the run's `gt done` is accepted through this gateway (at most once; a supervision begins the
+   * import's first step then). Call the returned function to stop listening.
+   */
+  onAccepted(runId: string, accepted: () => void): () => void {
+    const once = () => {
+      this.listeners.delete(runId);
+      accepted();
+    };
+    this.listeners.set(runId, once);
+    return () => {
+      if (this.listeners.get(runId) === once) this.listeners.delete(runId);
+    };
   }
 
   /** launchRun started the run's agent here: its supervision comes next, on this host's queue. */

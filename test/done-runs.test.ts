@@ -15,6 +15,21 @@ describe('DoneRuns', () => {
     expect(runs.take('b/r1/a1')).toBe(false);
   });
 
+  it('tells a run’s listener once, as its gt done is accepted, and no more once it stopped listening', () => {
+    const runs = new DoneRuns();
+    const heard: string[] = [];
+    runs.onAccepted('b/r1/a1', () => heard.push('a1'));
+    const stop = runs.onAccepted('b/r1/a2', () => heard.push('a2'));
+    runs.add('b/r1/a3');
+    expect(heard).toEqual([]);
+    runs.add('b/r1/a1');
+    runs.add('b/r1/a1');
+    stop();
+    runs.add('b/r1/a2');
+    expect(heard).toEqual(['a1']);
+    expect(runs.seen('b/r1/a2')).toBe(true);
+  });
+
   it('forgets the oldest done runs beyond its bound', () => {
     const runs = new DoneRuns(2);
     for (const id of ['b/r1/a1', 'b/r1/a2', 'b/r1/a3']) runs.add(id);

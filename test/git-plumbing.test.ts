@@ -5,7 +5,16 @@
  * as data, refusing what an agent could use against it (docs/security.md).
  */
 import { execSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -15,6 +24,8 @@ import {
   git,
   importRunBranch,
   mirrorHolding,
+  openQuarantine,
+  type OpenedQuarantine,
   remoteBranchSha,
   removeCandidateTree,
   TreeGuard,
@@ -151,7 +162,8 @@ describe('a run’s own repository', () => {
     const workTree = join(gtHome, 'wt');
     await createRunRepo(mirror, workTree, { sha: base, branch: 'gt/b1' }, join(gtHome, 'trash'));
     const syncs: string[] = [];
-    const take = () =>
+    const quarantine = join(gtHome, 'q.git');
+    const take = (opened?: OpenedQuarantine) =>
       importRunBranch({
         mirror,
         repo: repo.origin,
@@ -160,12 +172,31 @@ describe('a run’s own repository', () => {
         branch: 'gt/b1',
         targetBranch: 'main',
         baseSha: base,
-        quarantine: join(gtHome, 'q.git'),
+        quarantine,
         home: gtHome,
         trash: join(gtHome, 'trash'),
+        opened,
       });
-    return { repo, gtHome, mirror, base, workTree, take, syncs };
+    return { repo, gtHome, mirror, base, workTree, take, syncs, quarantine };
   }
+
+  it('takes over a quarantine opened before the agent exited, and opens one itself when that failed', async () => {
+    const { mirror, base, workTree, take, syncs, quarantine } = await setUp();
+    // Opened as the gateway accepts the run's gt done: an empty bare repository, and the mirror's commits read.
+    const opened = openQuarantine({ mirror, quarantine, targetBranch: 'main', baseSha: base });
+    expect(await opened).toEqual([base, base]);
+    expect(existsSync(join(quarantine, 'HEAD'))).toBe(true);
+    commitIn(workTree, 'a.txt');
+    // The import goes by what the early reads found: a target they did not find is fetched for, once.
+    expect(await take(Promise.resolve([undefined, base]))).toMatchObject({ commitsAhead: 1 });
+    expect(syncs).toHaveLength(1);
+    expect(existsSync(quarantine)).toBe(false);
+    // An early open that failed (undefined) is done again by the import, which needs no fetch then.
+    commitIn(workTree, 'b.txt');
+    expect(await take(Promise.resolve(undefined))).toMatchObject({ commitsAhead: 2 });
+    expect(syncs).toHaveLength(1);
+    expect(existsSync(quarantine)).toBe(false);
+  });
 
   it('fetches the mirror only when it lacks what the import reads', async () => {
     const { mirror, workTree, take, syncs } = await setUp();

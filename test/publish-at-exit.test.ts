@@ -3,15 +3,17 @@
  * accepted (host/done-runs.ts), which then hands the merge request's ticket to the refinery too, and by its workflow's
  * publishBranch otherwise. Real server, git, processes, gateways.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import type proto from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mintRunToken } from '../agents/run-token';
 import { startGateway, type Gateway } from '../gateway/server';
 import { EXIT_GRACE_MS } from '../domain/bead';
 import { DoneRuns } from '../host/done-runs';
-import { gatewaySecret } from '../host/home';
+import { gatewaySecret, paths } from '../host/home';
 import { createRepo } from './helpers/repo';
-import { agentScript, FAST_POLICY, startTestTown, type TestTown } from './helpers/town';
+import { agentScript, eventually, FAST_POLICY, startTestTown, type TestTown } from './helpers/town';
 
 let t: TestTown;
 /** Another worker's gateway, as far as the bead's host can tell: what it sees accepted, the host never hears of. */
@@ -175,7 +177,14 @@ describe('a finished run’s branch', () => {
     const repo = await createRepo();
     await t.addRig({ name: 'pub-linger', repo: repo.origin, agent: agentScript('done-then-linger') });
     const { handle } = await t.town.sling('pub-linger', { id: 'b-pub-linger', title: 'Lingers after gt done' });
+    // The import's quarantine was opened as the gateway accepted the gt done, while the agent still runs (it lingers
+    // for the whole grace, longer than this waits).
+    const quarantine = paths.quarantine('pub-linger', 'b-pub-linger/r1/a1', t.gtHome);
+    await eventually(() => existsSync(join(quarantine, 'HEAD')), EXIT_GRACE_MS - 5_000, 'the quarantine opened');
+    expect((await handle.describe()).status.name).toBe('RUNNING');
     expect((await handle.result()).status).toBe('closed');
+    // Taken over by the import at the exit, which discarded it.
+    expect(existsSync(quarantine)).toBe(false);
     expect(await repo.show('work/b-pub-linger.txt')).toBe('done by b-pub-linger/r1/a1\n');
     const events = (await handle.fetchHistory()).events ?? [];
     const { scheduled, results, timers } = attributes(events);
