@@ -4,6 +4,7 @@
  * agent); `superviseAgentRun` watches it and heartbeats with its handle while it lives, so a retried activity
  * (a new worker on the same host) re-attaches to the live agent instead of launching another one.
  */
+import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { activityInfo, ApplicationFailure, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
@@ -726,17 +727,18 @@ export function createAgentRunActivities(deps: HostDeps) {
       let stoppedAfterGrace = false;
       const details = () => ({ handle, ...(doneAt !== undefined ? { doneAt } : {}) });
       const unsupervise = deps.doneRuns?.supervise(input.runId);
-      // The import's first step (its quarantine, the mirror's reads) begins as this gateway accepts the run's gt done,
+      // The import's first step (a quarantine, the mirror's reads) begins as this gateway accepts the run's gt done,
       // while the agent is still exiting: none of it reads anything of the agent's. The import at the exit takes it
-      // over (and discards it); else it is discarded as this activity ends (a publishBranch of the run, which comes
-      // after, uses the same quarantine).
+      // over and discards it; else it is discarded as this activity ends. Its quarantine is its own (an overlapping
+      // supervision of the run, or the workflow's publishBranch after this, imports into the run's usual one).
       let opened: OpenedQuarantine | undefined;
+      const atDone = importPlaces(input.rig.name, `${input.runId}-at-done-${randomUUID()}`);
       const { publish: publishes } = input;
       const stopListening =
         publishes &&
         deps.doneRuns?.onAccepted(input.runId, () => {
           opened = openQuarantine({
-            ...importPlaces(input.rig.name, input.runId),
+            ...atDone,
             targetBranch: input.targetBranch,
             baseSha: publishes.baseSha,
           }).catch(() => undefined);
@@ -827,8 +829,7 @@ export function createAgentRunActivities(deps: HostDeps) {
         stopListening?.();
         if (opened) {
           await opened;
-          const { quarantine, trash } = importPlaces(input.rig.name, input.runId);
-          discardTree(quarantine, trash);
+          discardTree(atDone.quarantine, atDone.trash);
         }
       }
     },

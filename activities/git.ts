@@ -507,20 +507,25 @@ export interface ImportedBranch {
   uncommittedChanges: boolean;
 }
 
-/** An `openQuarantine` begun before its import: the mirror's commits it read, or undefined when it failed. */
-export type OpenedQuarantine = Promise<(string | undefined)[] | undefined>;
+/** A quarantine opened for an import, and the mirror's commits read for it (undefined for each the mirror lacks). */
+export interface OpenQuarantine {
+  quarantine: string;
+  found: (string | undefined)[];
+}
+/** An `openQuarantine` begun before its import; undefined when it failed. */
+export type OpenedQuarantine = Promise<OpenQuarantine | undefined>;
 
 /**
  * An import's first step, which reads nothing of the agent's: its quarantine created empty, and the mirror's commits
- * the import looks up (the target, the run's starting commit; undefined for each the mirror lacks). A supervision
- * begins it as the gateway accepts the run's `gt done`, while the agent is still exiting (activities/agent-runs.ts).
+ * the import looks up (the target, the run's starting commit). A supervision begins it as the gateway accepts the
+ * run's `gt done`, while the agent is still exiting (activities/agent-runs.ts), in a quarantine of its own.
  */
 export async function openQuarantine(o: {
   mirror: string;
   quarantine: string;
   targetBranch: string;
   baseSha?: string;
-}): Promise<(string | undefined)[]> {
+}): Promise<OpenQuarantine> {
   rmSync(o.quarantine, { recursive: true, force: true });
   mkdirSync(o.quarantine, { recursive: true });
   // Looked up beside the quarantine's creation (on every bead's critical path).
@@ -528,7 +533,7 @@ export async function openQuarantine(o: {
     commitIds(o.mirror, importReads(o)),
     git({ gitDir: o.quarantine }, [...INIT, '--bare']),
   ]);
-  return found;
+  return { quarantine: o.quarantine, found };
 }
 
 /** What an import reads from the mirror: the target as the mirror has it, and the run's starting commit. */
@@ -561,19 +566,24 @@ export async function importRunBranch(options: {
    * the newest target anyway.
    */
   syncMirror: () => Promise<unknown>;
-  /** `openQuarantine` of this import, begun earlier (at `quarantine`); undefined (it failed): it is done again. */
+  /**
+   * `openQuarantine` begun earlier for this import (in a quarantine of its own, then used instead of `quarantine`, and
+   * discarded with the import); undefined (it failed): the import opens `quarantine` itself.
+   */
   opened?: OpenedQuarantine;
 }): Promise<ImportedBranch> {
   const { mirror, workTree, branch } = options;
   const gitDir = join(workTree, '.git');
-  const q = { gitDir: options.quarantine };
+  let quarantine = options.quarantine;
   try {
     if (!lstatSync(gitDir, { throwIfNoEntry: false })?.isDirectory())
       throw new RunRepoRejected(`${gitDir} is not the run's repository any more`);
     const early = await options.opened;
-    if (!early && !existsSync(join(mirror, 'HEAD'))) await options.syncMirror();
+    if (early) quarantine = early.quarantine;
+    else if (!existsSync(join(mirror, 'HEAD'))) await options.syncMirror();
     checkObjectStore(join(gitDir, 'objects'), mirror);
-    let found = early ?? (await openQuarantine(options));
+    const q = { gitDir: quarantine };
+    let { found } = early ?? (await openQuarantine(options));
     if (found.includes(undefined)) {
       await options.syncMirror();
       found = await commitIds(mirror, importReads(options));
@@ -657,7 +667,7 @@ export async function importRunBranch(options: {
     for (const r of [fetched, pushed]) if (r.status === 'rejected') throw r.reason;
     return { headSha: tip, commitsAhead, uncommittedChanges: false };
   } finally {
-    discardTree(options.quarantine, options.trash);
+    discardTree(quarantine, options.trash);
   }
 }
 

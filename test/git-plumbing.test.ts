@@ -182,14 +182,19 @@ describe('a run’s own repository', () => {
 
   it('takes over a quarantine opened before the agent exited, and opens one itself when that failed', async () => {
     const { mirror, base, workTree, take, syncs, quarantine } = await setUp();
-    // Opened as the gateway accepts the run's gt done: an empty bare repository, and the mirror's commits read.
-    const opened = openQuarantine({ mirror, quarantine, targetBranch: 'main', baseSha: base });
-    expect(await opened).toEqual([base, base]);
-    expect(existsSync(join(quarantine, 'HEAD'))).toBe(true);
+    // Opened as the gateway accepts the run's gt done, in a quarantine of its own: an empty bare repository, and the
+    // mirror's commits read.
+    const early = `${quarantine}-early`;
+    const opened = await openQuarantine({ mirror, quarantine: early, targetBranch: 'main', baseSha: base });
+    expect(opened).toEqual({ quarantine: early, found: [base, base] });
+    expect(existsSync(join(early, 'HEAD'))).toBe(true);
     commitIn(workTree, 'a.txt');
-    // The import goes by what the early reads found: a target they did not find is fetched for, once.
-    expect(await take(Promise.resolve([undefined, base]))).toMatchObject({ commitsAhead: 1 });
+    // The import works in it and goes by what the early reads found: a target they did not find is fetched for, once.
+    expect(await take(Promise.resolve({ quarantine: early, found: [undefined, base] }))).toMatchObject({
+      commitsAhead: 1,
+    });
     expect(syncs).toHaveLength(1);
+    expect(existsSync(early)).toBe(false);
     expect(existsSync(quarantine)).toBe(false);
     // An early open that failed (undefined) is done again by the import, which needs no fetch then.
     commitIn(workTree, 'b.txt');
