@@ -6,13 +6,23 @@
  */
 import { Context } from '@temporalio/activity';
 import { WorkflowFailedError } from '@temporalio/client';
+import type proto from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { beadWorkflowId, refineryWorkflowId } from '../../domain/ids';
-import { beadStateQuery, doneUpdate } from '../../domain/messages';
+import { doneUpdate } from '../../domain/messages';
 import { beadActivities, HEAD } from '../helpers/bead-stubs';
 import { eventually } from '../helpers/town';
 import { skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
+
+/** The withdraw signals a bead's history sent: to whom, and what. */
+const withdrawals = (events: proto.temporal.api.history.v1.IHistoryEvent[]) =>
+  events.flatMap((e) => {
+    const a = e.signalExternalWorkflowExecutionInitiatedEventAttributes;
+    return a?.signalName === 'withdraw'
+      ? [[a.workflowExecution?.workflowId, JSON.parse(Buffer.from(a.input!.payloads![0]!.data!).toString()) as unknown]]
+      : [];
+  });
 
 describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { timeout: 30_000 }, () => {
   let env: TestWorkflowEnvironment;
@@ -49,13 +59,7 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
       },
     );
     expect(new Set(tries)).toEqual(new Set([`mr:${id}:1`]));
-    const withdrawn = events.flatMap((e) => {
-      const a = e.signalExternalWorkflowExecutionInitiatedEventAttributes;
-      return a?.signalName === 'withdraw'
-        ? [[a.workflowExecution?.workflowId, JSON.parse(Buffer.from(a.input!.payloads![0]!.data!).toString())]]
-        : [];
-    });
-    expect(withdrawn).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1`, headSha: HEAD }]]);
+    expect(withdrawals(events)).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1`, headSha: HEAD }]]);
     // No merge request was started for the ticket.
     expect(events.some((e) => e.startChildWorkflowExecutionInitiatedEventAttributes)).toBe(false);
   });
@@ -103,11 +107,6 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
           args: [{ bead: { id, title: `fast ${id}` }, rig: testRig({ name: id }) }],
         });
         await eventually(
-          async () => (await handle.query(beadStateQuery)).runs.some((r) => r.outcome === 'running') && given.length,
-          10_000,
-          'the run started',
-        );
-        await eventually(
           async () =>
             ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionUpdateCompletedEventAttributes),
           10_000,
@@ -121,13 +120,7 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
     // The supervision was given the round's ticket but for its head.
     expect(given).toMatchObject([{ ticket: { mrId: `mr:${id}:1`, beadId: id, round: 1 } }]);
     expect(given[0]).not.toHaveProperty('ticket.headSha');
-    const withdrawn = events.flatMap((e) => {
-      const a = e.signalExternalWorkflowExecutionInitiatedEventAttributes;
-      return a?.signalName === 'withdraw'
-        ? [[a.workflowExecution?.workflowId, JSON.parse(Buffer.from(a.input!.payloads![0]!.data!).toString())]]
-        : [];
-    });
-    expect(withdrawn).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1`, headSha: HEAD }]]);
+    expect(withdrawals(events)).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1`, headSha: HEAD }]]);
     expect(tries).toEqual([]);
     expect(events.some((e) => e.startChildWorkflowExecutionInitiatedEventAttributes)).toBe(false);
   });
