@@ -504,11 +504,6 @@ async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResu
 }
 
 /**
- * Why a compare-and-swap push failed: the target moved (lost the lease: build again on the new target), the
- * repository refused it (a hook, a protected branch, a checked-out branch, permissions: building again cannot help,
- * so the merge fails with git's reason), or anything else (the network: the activity is retried).
- */
-/**
  * The rig's target pushed from the mirror, under the mirror's lock: a push that lands also moves the mirror's
  * origin/<target>, and a fetch running beside it would fail to lock that ref. Ref locks a killed git left in a local
  * repository are removed and the push tried again (clearingStaleRefLocks).
@@ -519,6 +514,11 @@ function pushTarget(rig: RigConfig, mirror: string, refspecs: string[]) {
   );
 }
 
+/**
+ * Why a compare-and-swap push failed: the target moved (lost the lease: build again on the new target), the
+ * repository refused it (a hook, a protected branch, a checked-out branch, permissions: building again cannot help,
+ * so the merge fails with git's reason), or anything else (the network: the activity is retried).
+ */
 export function pushRefusal(stderr: string): 'moved' | 'refused' | 'failed' {
   if (/\((stale info|fetch first|non-fast-forward)\)/.test(stderr)) return 'moved';
   // A ref's lock held by another push, or left by a killed one (removed once stale: pushTarget): the repository's
