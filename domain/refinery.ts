@@ -184,8 +184,12 @@ export type SectionOutcome = z.infer<typeof SectionOutcome>;
 export const MergeResult = z.object({ mrId: z.string(), headSha: z.string(), outcome: SectionOutcome });
 export type MergeResult = z.infer<typeof MergeResult>;
 
-/** A merge request leaving the queue (its bead was cancelled or moved on). */
-export const WithdrawRequest = z.object({ mrId: z.string(), headSha: z.string() });
+/**
+ * A merge request leaving the queue (its bead was cancelled or moved on). Without a head, every ticket of the merge
+ * request goes: a cancelled bead whose run's supervision may have handed its round's ticket over without the bead
+ * hearing what it handed (workflows/bead.ts).
+ */
+export const WithdrawRequest = z.object({ mrId: z.string(), headSha: z.string().optional() });
 export type WithdrawRequest = z.infer<typeof WithdrawRequest>;
 
 /** One gated candidate: the MRs it held, and whether it landed. What the merge activity answers. */

@@ -107,6 +107,8 @@ export class PolecatRuns {
   private readonly deferredReleases: string[] = [];
   /** The ticket the last run's supervision handed to the refinery as it published the branch (handedAtExit). */
   private enqueuedAtExit: { round: number; headSha: string; rig: RigConfig; queued: boolean } | undefined;
+  /** Rounds whose ticket a run's supervision was given, to hand to the refinery as it publishes the branch. */
+  private readonly ticketsGiven = new Set<number>();
   /** Runs whose host gave their slot back as the agent exited (RunExit.slotReleased): the bead does not again. */
   private readonly releasedAtExit = new Set<string>();
   private readonly branch: string;
@@ -155,6 +157,28 @@ export class PolecatRuns {
     const at = this.enqueuedAtExit;
     if (at?.round !== round || at.headSha !== headSha) return undefined;
     return { rig: at.rig, queued: at.queued };
+  }
+
+  /**
+   * Whether round `round`'s ticket may be with the refinery without this bead knowing it: a run's supervision was given
+   * it and the run's gt done was accepted (the supervision hands a ticket over only then). Its answer says whether it
+   * did, but an answer can be lost: an attempt that handed the ticket over and died with its worker, and a retry that
+   * knew nothing of it (doneRuns is the gateway's memory, of one worker), or a cancel that came first.
+   */
+  mayHoldTicket(round: number): boolean {
+    if (!this.ticketsGiven.has(round)) return false;
+    const { b } = this;
+    return (
+      b.state.runs.some((r) => r.round === round && r.outcome === 'done') ||
+      b.runs.all.some((r) => r.record.round === round && r.done !== undefined)
+    );
+  }
+
+  /** The round's ticket but for its head, for the supervision of a run that is not a formula's step to hand over. */
+  private ticketFor(round: number, step: AgentStep | undefined) {
+    if (step || !this.b.patches.has(QUEUES_MERGE_REQUEST)) return {};
+    this.ticketsGiven.add(round);
+    return { enqueue: { ticket: ticketTemplate(this.b.mergeRequestOf(round)) } };
   }
 
   /** Sends the releases deferred until now, then waits for the signals to the dispatch gate still in flight. */
@@ -474,9 +498,7 @@ export class PolecatRuns {
       // Supervision publishes the branch as the agent exits after an accepted gt done (activities/agent-runs.ts), and
       // hands the round's ticket to the refinery with it (a formula's steps are not a round's last word).
       publish: { baseSha: p.baseSha },
-      ...(step || !b.patches.has(QUEUES_MERGE_REQUEST)
-        ? {}
-        : { enqueue: { ticket: ticketTemplate(b.mergeRequestOf(round)) } }),
+      ...this.ticketFor(round, step),
       // And gives the slot back then (a formula's parallel legs give theirs back by signal, as they ask).
       ...(step?.leg ? {} : { releaseSlot: true }),
     });

@@ -64,6 +64,11 @@ const CANCEL_WAITS_FOR_AGENT_STOP = 'bead-cancel-waits-for-agent-stop';
  * the cancel, a supervision the server cancelled before it began, left it running unsupervised).
  */
 const CANCEL_STOPS_LEFTOVER_AGENTS = 'bead-cancel-stops-leftover-agents';
+/**
+ * patched() id: a cancelled bead takes back, whatever its head, a ticket its run's supervision may have handed to the
+ * refinery without the bead hearing of it (PolecatRuns.mayHoldTicket).
+ */
+const WITHDRAWS_UNHEARD_TICKET = 'bead-withdraws-unheard-ticket';
 /** patched() id: a merge the refinery reported to the convoy (MergeOutcome.convoyTold) is not reported again. */
 const LEAVES_MERGE_REPORT_TO_REFINERY = 'bead-leaves-merge-report-to-refinery';
 /**
@@ -116,6 +121,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   const polecats = new PolecatRuns(b);
   const { state, firstRound } = b;
   const { policy } = rig;
+  /** Rounds whose ticket the bead took back, or left to a merge request to take back. */
+  const ticketsSettled = new Set<number>();
   try {
     for (let round = continued?.round ?? firstRound; round < firstRound + policy.maxRounds; round++) {
       state.round = round;
@@ -145,7 +152,10 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
             .catch(async (err: unknown) => {
               // Cancelled between tries: a try that failed may still have reached the refinery, and no merge request
               // is there to take the ticket back.
-              if (isCancellation(err)) await withdrawTicket(rig.name, mrId, work.headSha);
+              if (isCancellation(err)) {
+                await withdrawTicket(rig.name, mrId, work.headSha);
+                ticketsSettled.add(round);
+              }
               throw err;
             })));
       const mr = mergeRequestStart(
@@ -155,6 +165,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         ...mr.options,
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
       });
+      ticketsSettled.add(round);
       // The run's slot goes back now, in the workflow task that learned of the start, not in the one that started it.
       polecats.releaseDeferred();
       const outcome: MergeOutcome = await child.result();
@@ -199,9 +210,16 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       // gt done): no merge request will take the answer, and work nobody wants any more is not merged.
       for (const r of live) {
         const { published, enqueued } = r.exit ?? {};
-        if (published && enqueued?.queued)
+        if (published && enqueued?.queued) {
           await withdrawTicket(rig.name, mergeRequestWorkflowId(bead.id, r.record.round), published.headSha);
+          ticketsSettled.add(r.record.round);
+        }
       }
+      // One may have handed it over without the bead hearing what it handed (its answer lost with its worker, and its
+      // retry knowing nothing of the gt done), or handed it just before the merge request's start was called off.
+      const { round } = state;
+      if (!ticketsSettled.has(round) && polecats.mayHoldTicket(round) && b.patches.has(WITHDRAWS_UNHEARD_TICKET))
+        await withdrawTicket(rig.name, mergeRequestWorkflowId(bead.id, round));
       // The run in flight was stopped with the bead: its record must not stay "running" forever.
       for (const r of state.runs)
         if (r.outcome === 'running') Object.assign(r, { outcome: 'cancelled', endedAt: new Date().toISOString() });

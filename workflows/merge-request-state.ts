@@ -103,11 +103,14 @@ export function ticketTemplate(input: Omit<MergeRequestInput, 'headSha' | 'rig'>
   };
 }
 
-/** Takes a ticket back from the refinery, unless it is merging already: work nobody wants any more is not merged. */
-export function withdrawTicket(rig: string, mrId: string, headSha: string): Promise<void> {
+/**
+ * Takes a ticket back from the refinery, unless it is merging already: work nobody wants any more is not merged.
+ * Without `headSha`, every ticket of the merge request (WithdrawRequest).
+ */
+export function withdrawTicket(rig: string, mrId: string, headSha?: string): Promise<void> {
   return CancellationScope.nonCancellable(() =>
     getExternalWorkflowHandle(refineryWorkflowId(rig))
-      .signal(withdrawSignal, { mrId, headSha })
+      .signal(withdrawSignal, { mrId, ...(headSha === undefined ? {} : { headSha }) })
       .catch((err: unknown) => log.warn('could not withdraw from the refinery', { mrId, error: String(err) })),
   );
 }

@@ -295,8 +295,13 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   });
   setHandler(withdrawSignal, (raw) => {
     const w = parseSignal(WithdrawRequest, raw, 'withdraw request');
-    const i = w ? queue.findIndex((t) => t.mrId === w.mrId && t.headSha === w.headSha) : -1;
-    if (i >= 0) log.info('merge request withdrawn', { mrId: queue.splice(i, 1)[0]!.mrId });
+    if (!w) return;
+    for (let i = queue.length - 1; i >= 0; i--) {
+      const t = queue[i]!;
+      if (t.mrId !== w.mrId || (w.headSha !== undefined && t.headSha !== w.headSha)) continue;
+      queue.splice(i, 1);
+      log.info('merge request withdrawn', { mrId: t.mrId, headSha: t.headSha });
+    }
   });
   setHandler(refineryStateQuery, state);
   setHandler(rigConfigQuery, () => rig);

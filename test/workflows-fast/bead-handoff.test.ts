@@ -2,9 +2,10 @@
  * Fast tier, the hand-off of a bead's merge request ticket to the refinery (workflows/bead.ts): a bead cancelled while
  * the hand-off is being retried takes the ticket back, since a try that failed may still have reached the refinery
  * and no merge request exists yet to withdraw it; so does a bead cancelled as its run's supervision hands the ticket
- * over (activities/agent-runs.ts). Real bead and dispatch-gate workflows, stubbed activities.
+ * over (activities/agent-runs.ts), and one whose supervision's answer was lost after the hand-over (whatever the head).
+ * Real bead and dispatch-gate workflows, stubbed activities.
  */
-import { Context } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { WorkflowFailedError } from '@temporalio/client';
 import type proto from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
@@ -121,6 +122,53 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
     expect(given).toMatchObject([{ ticket: { mrId: `mr:${id}:1`, beadId: id, round: 1 } }]);
     expect(given[0]).not.toHaveProperty('ticket.headSha');
     expect(withdrawals(events)).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1`, headSha: HEAD }]]);
+    expect(tries).toEqual([]);
+    expect(events.some((e) => e.startChildWorkflowExecutionInitiatedEventAttributes)).toBe(false);
+  });
+
+  it('takes back, whatever its head, a ticket its supervision handed over unheard', async () => {
+    const id = 'fast-handoff-unheard';
+    const attempts: number[] = [];
+    const tries: string[] = [];
+    const events = await withWorker(
+      env,
+      (taskQueue) => ({
+        ...beadActivities(env, taskQueue, () => 'done', 0, { supervisionCancelled: [], escalations: [] }),
+        queueMergeRequest: ({ ticket }: { ticket: { mrId: string } }) => {
+          tries.push(ticket.mrId);
+          return Promise.resolve({ queued: true });
+        },
+        // The first attempt sees the gt done accepted, hands the ticket over and dies with its worker before it
+        // answers; the retry, on a worker whose gateway never saw that gt done, has nothing to publish and is still
+        // waiting for the agent's exit when the bead is cancelled.
+        async superviseAgentRun(input: { runId: string; workflowId: string }) {
+          const ctx = Context.current();
+          attempts.push(ctx.info.attempt);
+          if (ctx.info.attempt === 1) {
+            await env.client.workflow
+              .getHandle(input.workflowId)
+              .executeUpdate(doneUpdate, { args: [{ runId: input.runId, summary: 'done (stub)' }] });
+            throw ApplicationFailure.retryable('the worker died after handing the ticket over (stub)');
+          }
+          for (;;) {
+            ctx.heartbeat();
+            await ctx.sleep(20);
+          }
+        },
+      }),
+      async (taskQueue) => {
+        const handle = await env.client.workflow.start('beadWorkflow', {
+          workflowId: beadWorkflowId(id),
+          taskQueue,
+          args: [{ bead: { id, title: `fast ${id}` }, rig: testRig({ name: id }) }],
+        });
+        await eventually(() => attempts.includes(2), 10_000, 'the supervision retried');
+        await handle.cancel();
+        await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+        return (await handle.fetchHistory()).events ?? [];
+      },
+    );
+    expect(withdrawals(events)).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1` }]]);
     expect(tries).toEqual([]);
     expect(events.some((e) => e.startChildWorkflowExecutionInitiatedEventAttributes)).toBe(false);
   });
