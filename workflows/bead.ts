@@ -215,8 +215,8 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
           ticketsSettled.add(r.record.round);
         }
       }
-      // One may have handed it over without the bead hearing what it handed (its answer lost with its worker, and its
-      // retry knowing nothing of the gt done), or handed it just before the merge request's start was called off.
+      // A supervision may also have handed it over with the bead never hearing which head (its answer lost with its
+      // worker, its retry knowing nothing of the gt done), or just before the merge request's start was called off.
       const { round } = state;
       if (!ticketsSettled.has(round) && polecats.mayHoldTicket(round) && b.patches.has(WITHDRAWS_UNHEARD_TICKET))
         await withdrawTicket(rig.name, mergeRequestWorkflowId(bead.id, round));
