@@ -6,7 +6,7 @@
  * Real bead and dispatch-gate workflows, stubbed activities.
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { WorkflowFailedError } from '@temporalio/client';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type proto from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,6 +24,28 @@ const withdrawals = (events: proto.temporal.api.history.v1.IHistoryEvent[]) =>
       ? [[a.workflowExecution?.workflowId, JSON.parse(Buffer.from(a.input!.payloads![0]!.data!).toString()) as unknown]]
       : [];
   });
+
+const startBead = (env: TestWorkflowEnvironment, id: string, taskQueue: string) =>
+  env.client.workflow.start('beadWorkflow', {
+    workflowId: beadWorkflowId(id),
+    taskQueue,
+    args: [{ bead: { id, title: `fast ${id}` }, rig: testRig({ name: id }) }],
+  });
+
+/** Cancels the bead and reads its history once it has ended. */
+async function cancelledHistory(handle: WorkflowHandle) {
+  await handle.cancel();
+  await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
+  return (await handle.fetchHistory()).events ?? [];
+}
+
+/** The bead's own hand-off: it reaches the refinery, and `tries` says which tickets were tried. */
+const queued =
+  (tries: string[]) =>
+  ({ ticket }: { ticket: { mrId: string } }) => {
+    tries.push(ticket.mrId);
+    return Promise.resolve({ queued: true });
+  };
 
 describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { timeout: 30_000 }, () => {
   let env: TestWorkflowEnvironment;
@@ -48,15 +70,9 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
         },
       }),
       async (taskQueue) => {
-        const handle = await env.client.workflow.start('beadWorkflow', {
-          workflowId: beadWorkflowId(id),
-          taskQueue,
-          args: [{ bead: { id, title: `fast ${id}` }, rig: testRig({ name: id }) }],
-        });
+        const handle = await startBead(env, id, taskQueue);
         await eventually(() => tries.length >= 2, 10_000, 'the hand-off retried');
-        await handle.cancel();
-        await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
-        return (await handle.fetchHistory()).events ?? [];
+        return cancelledHistory(handle);
       },
     );
     expect(new Set(tries)).toEqual(new Set([`mr:${id}:1`]));
@@ -73,10 +89,7 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
       env,
       (taskQueue) => ({
         ...beadActivities(env, taskQueue, () => 'done', 0, { supervisionCancelled: [], escalations: [] }),
-        queueMergeRequest: ({ ticket }: { ticket: { mrId: string } }) => {
-          tries.push(ticket.mrId);
-          return Promise.resolve({ queued: true });
-        },
+        queueMergeRequest: queued(tries),
         // The agent's gt done is accepted and it exits; the host publishes the branch and hands the ticket over just
         // as the bead's cancel reaches the supervision, which answers with what it did rather than as cancelled.
         async superviseAgentRun(input: { runId: string; workflowId: string; rig: unknown; enqueue?: unknown }) {
@@ -102,20 +115,14 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
         },
       }),
       async (taskQueue) => {
-        const handle = await env.client.workflow.start('beadWorkflow', {
-          workflowId: beadWorkflowId(id),
-          taskQueue,
-          args: [{ bead: { id, title: `fast ${id}` }, rig: testRig({ name: id }) }],
-        });
+        const handle = await startBead(env, id, taskQueue);
         await eventually(
           async () =>
             ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionUpdateCompletedEventAttributes),
           10_000,
           'gt done accepted',
         );
-        await handle.cancel();
-        await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
-        return (await handle.fetchHistory()).events ?? [];
+        return cancelledHistory(handle);
       },
     );
     // The supervision was given the round's ticket but for its head.
@@ -134,10 +141,7 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
       env,
       (taskQueue) => ({
         ...beadActivities(env, taskQueue, () => 'done', 0, { supervisionCancelled: [], escalations: [] }),
-        queueMergeRequest: ({ ticket }: { ticket: { mrId: string } }) => {
-          tries.push(ticket.mrId);
-          return Promise.resolve({ queued: true });
-        },
+        queueMergeRequest: queued(tries),
         // The first attempt sees the gt done accepted, hands the ticket over and dies with its worker before it
         // answers; the retry, on a worker whose gateway never saw that gt done, has nothing to publish and is still
         // waiting for the agent's exit when the bead is cancelled.
@@ -157,15 +161,9 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
         },
       }),
       async (taskQueue) => {
-        const handle = await env.client.workflow.start('beadWorkflow', {
-          workflowId: beadWorkflowId(id),
-          taskQueue,
-          args: [{ bead: { id, title: `fast ${id}` }, rig: testRig({ name: id }) }],
-        });
+        const handle = await startBead(env, id, taskQueue);
         await eventually(() => attempts.includes(2), 10_000, 'the supervision retried');
-        await handle.cancel();
-        await expect(handle.result()).rejects.toBeInstanceOf(WorkflowFailedError);
-        return (await handle.fetchHistory()).events ?? [];
+        return cancelledHistory(handle);
       },
     );
     expect(withdrawals(events)).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1` }]]);
