@@ -107,7 +107,10 @@ export class PolecatRuns {
   private readonly deferredReleases: string[] = [];
   /** The ticket the last run's supervision handed to the refinery as it published the branch (handedAtExit). */
   private enqueuedAtExit: { round: number; headSha: string; rig: RigConfig; queued: boolean } | undefined;
-  /** Rounds whose ticket a run's supervision was given, to hand to the refinery as it publishes the branch. */
+  /**
+   * Rounds whose ticket a run's supervision was given, to hand to the refinery as it publishes the branch, and that
+   * neither a merge request nor the bead has taken charge of since (ticketSettled).
+   */
   private readonly ticketsGiven = new Set<number>();
   /** Runs whose host gave their slot back as the agent exited (RunExit.slotReleased): the bead does not again. */
   private readonly releasedAtExit = new Set<string>();
@@ -161,7 +164,7 @@ export class PolecatRuns {
 
   /**
    * Whether round `round`'s ticket may be with the refinery without this bead knowing it: a run's supervision was given
-   * it and the run's gt done was accepted (the supervision hands a ticket over only then). Its answer says whether it
+   * it, nothing has taken charge of it since, and the run's gt done was accepted (the supervision hands a ticket over only then). Its answer says whether it
    * did, but an answer can be lost: an attempt that handed the ticket over and died with its worker, and a retry that
    * knew nothing of it (doneRuns is the gateway's memory, of one worker), or a cancel that came first.
    */
@@ -172,6 +175,11 @@ export class PolecatRuns {
       b.state.runs.some((r) => r.round === round && r.outcome === 'done') ||
       b.runs.all.some((r) => r.record.round === round && r.done !== undefined)
     );
+  }
+
+  /** Round `round`'s ticket is taken back, or its merge request started (which takes it back should it be cancelled). */
+  ticketSettled(round: number): void {
+    this.ticketsGiven.delete(round);
   }
 
   /** The round's ticket but for its head, for the supervision of a run that is not a formula's step to hand over. */

@@ -121,8 +121,6 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
   const polecats = new PolecatRuns(b);
   const { state, firstRound } = b;
   const { policy } = rig;
-  /** Rounds whose ticket the bead took back, or left to a merge request to take back. */
-  const ticketsSettled = new Set<number>();
   try {
     for (let round = continued?.round ?? firstRound; round < firstRound + policy.maxRounds; round++) {
       state.round = round;
@@ -154,7 +152,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
               // is there to take the ticket back.
               if (isCancellation(err)) {
                 await withdrawTicket(rig.name, mrId, work.headSha);
-                ticketsSettled.add(round);
+                polecats.ticketSettled(round);
               }
               throw err;
             })));
@@ -165,7 +163,7 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         ...mr.options,
         parentClosePolicy: ParentClosePolicy.REQUEST_CANCEL,
       });
-      ticketsSettled.add(round);
+      polecats.ticketSettled(round);
       // The run's slot goes back now, in the workflow task that learned of the start, not in the one that started it.
       polecats.releaseDeferred();
       const outcome: MergeOutcome = await child.result();
@@ -212,13 +210,13 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
         const { published, enqueued } = r.exit ?? {};
         if (published && enqueued?.queued) {
           await withdrawTicket(rig.name, mergeRequestWorkflowId(bead.id, r.record.round), published.headSha);
-          ticketsSettled.add(r.record.round);
+          polecats.ticketSettled(r.record.round);
         }
       }
       // A supervision may also have handed it over with the bead never hearing which head (its answer lost with its
       // worker, its retry knowing nothing of the gt done), or just before the merge request's start was called off.
       const { round } = state;
-      if (!ticketsSettled.has(round) && polecats.mayHoldTicket(round) && b.patches.has(WITHDRAWS_UNHEARD_TICKET))
+      if (polecats.mayHoldTicket(round) && b.patches.has(WITHDRAWS_UNHEARD_TICKET))
         await withdrawTicket(rig.name, mergeRequestWorkflowId(bead.id, round));
       // The run in flight was stopped with the bead: its record must not stay "running" forever.
       for (const r of state.runs)

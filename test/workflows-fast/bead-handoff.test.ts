@@ -39,13 +39,51 @@ async function cancelledHistory(handle: WorkflowHandle) {
   return (await handle.fetchHistory()).events ?? [];
 }
 
-/** The bead's own hand-off: it reaches the refinery, and `tries` says which tickets were tried. */
-const queued =
-  (tries: string[]) =>
-  ({ ticket }: { ticket: { mrId: string } }) => {
-    tries.push(ticket.mrId);
-    return Promise.resolve({ queued: true });
-  };
+/** The agent's `gt done`, accepted by the bead as the run's supervision sees it. */
+const acceptDone = (env: TestWorkflowEnvironment, run: { runId: string; workflowId: string }) =>
+  env.client.workflow
+    .getHandle(run.workflowId)
+    .executeUpdate(doneUpdate, { args: [{ runId: run.runId, summary: 'done (stub)' }] });
+
+/** A supervision waiting for its agent's exit: heartbeats until its cancellation, which it throws. */
+async function beatUntilCancelled(): Promise<never> {
+  const ctx = Context.current();
+  for (;;) {
+    ctx.heartbeat();
+    await ctx.sleep(20);
+  }
+}
+
+/**
+ * Runs bead `id` under the given supervision stub and cancels it once `ready` holds; its history, and the tickets its
+ * own hand-off tried (each reaching the refinery).
+ */
+async function cancelledWhileSupervised(
+  env: TestWorkflowEnvironment,
+  id: string,
+  superviseAgentRun: (input: never) => Promise<unknown>,
+  ready: (handle: WorkflowHandle) => boolean | Promise<boolean>,
+  what: string,
+) {
+  const tries: string[] = [];
+  const events = await withWorker(
+    env,
+    (taskQueue) => ({
+      ...beadActivities(env, taskQueue, () => 'done', 0, { supervisionCancelled: [], escalations: [] }),
+      queueMergeRequest: ({ ticket }: { ticket: { mrId: string } }) => {
+        tries.push(ticket.mrId);
+        return Promise.resolve({ queued: true });
+      },
+      superviseAgentRun,
+    }),
+    async (taskQueue) => {
+      const handle = await startBead(env, id, taskQueue);
+      await eventually(() => ready(handle), 10_000, what);
+      return cancelledHistory(handle);
+    },
+  );
+  return { events, tries };
+}
 
 describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { timeout: 30_000 }, () => {
   let env: TestWorkflowEnvironment;
@@ -84,46 +122,26 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
   it('takes the ticket back when it is cancelled as its run’s supervision hands the ticket over', async () => {
     const id = 'fast-handoff-at-exit';
     const given: unknown[] = [];
-    const tries: string[] = [];
-    const events = await withWorker(
+    const { events, tries } = await cancelledWhileSupervised(
       env,
-      (taskQueue) => ({
-        ...beadActivities(env, taskQueue, () => 'done', 0, { supervisionCancelled: [], escalations: [] }),
-        queueMergeRequest: queued(tries),
-        // The agent's gt done is accepted and it exits; the host publishes the branch and hands the ticket over just
-        // as the bead's cancel reaches the supervision, which answers with what it did rather than as cancelled.
-        async superviseAgentRun(input: { runId: string; workflowId: string; rig: unknown; enqueue?: unknown }) {
-          given.push(input.enqueue);
-          await env.client.workflow
-            .getHandle(input.workflowId)
-            .executeUpdate(doneUpdate, { args: [{ runId: input.runId, summary: 'done (stub)' }] });
-          const ctx = Context.current();
-          try {
-            for (;;) {
-              ctx.heartbeat();
-              await ctx.sleep(20);
-            }
-          } catch {
-            return {
-              runId: input.runId,
-              exitCode: 0,
-              adopted: false,
-              published: { headSha: HEAD, commitsAhead: 1, uncommittedChanges: false },
-              enqueued: { rig: input.rig, queued: true },
-            };
-          }
-        },
-      }),
-      async (taskQueue) => {
-        const handle = await startBead(env, id, taskQueue);
-        await eventually(
-          async () =>
-            ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionUpdateCompletedEventAttributes),
-          10_000,
-          'gt done accepted',
-        );
-        return cancelledHistory(handle);
+      id,
+      // The agent's gt done is accepted and it exits; the host publishes the branch and hands the ticket over just
+      // as the bead's cancel reaches the supervision, which answers with what it did rather than as cancelled.
+      async (input: { runId: string; workflowId: string; rig: unknown; enqueue?: unknown }) => {
+        given.push(input.enqueue);
+        await acceptDone(env, input);
+        await beatUntilCancelled().catch(() => undefined);
+        return {
+          runId: input.runId,
+          exitCode: 0,
+          adopted: false,
+          published: { headSha: HEAD, commitsAhead: 1, uncommittedChanges: false },
+          enqueued: { rig: input.rig, queued: true },
+        };
       },
+      async (handle) =>
+        ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionUpdateCompletedEventAttributes),
+      'gt done accepted',
     );
     // The supervision was given the round's ticket but for its head.
     expect(given).toMatchObject([{ ticket: { mrId: `mr:${id}:1`, beadId: id, round: 1 } }]);
@@ -136,35 +154,21 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
   it('takes back, whatever its head, a ticket its supervision handed over unheard', async () => {
     const id = 'fast-handoff-unheard';
     const attempts: number[] = [];
-    const tries: string[] = [];
-    const events = await withWorker(
+    const { events, tries } = await cancelledWhileSupervised(
       env,
-      (taskQueue) => ({
-        ...beadActivities(env, taskQueue, () => 'done', 0, { supervisionCancelled: [], escalations: [] }),
-        queueMergeRequest: queued(tries),
-        // The first attempt sees the gt done accepted, hands the ticket over and dies with its worker before it
-        // answers; the retry, on a worker whose gateway never saw that gt done, has nothing to publish and is still
-        // waiting for the agent's exit when the bead is cancelled.
-        async superviseAgentRun(input: { runId: string; workflowId: string }) {
-          const ctx = Context.current();
-          attempts.push(ctx.info.attempt);
-          if (ctx.info.attempt === 1) {
-            await env.client.workflow
-              .getHandle(input.workflowId)
-              .executeUpdate(doneUpdate, { args: [{ runId: input.runId, summary: 'done (stub)' }] });
-            throw ApplicationFailure.retryable('the worker died after handing the ticket over (stub)');
-          }
-          for (;;) {
-            ctx.heartbeat();
-            await ctx.sleep(20);
-          }
-        },
-      }),
-      async (taskQueue) => {
-        const handle = await startBead(env, id, taskQueue);
-        await eventually(() => attempts.includes(2), 10_000, 'the supervision retried');
-        return cancelledHistory(handle);
+      id,
+      // The first attempt sees the gt done accepted, hands the ticket over and dies with its worker before it
+      // answers; the retry, on a worker whose gateway never saw that gt done, has nothing to publish and is still
+      // waiting for the agent's exit when the bead is cancelled.
+      async (input: { runId: string; workflowId: string }) => {
+        const { attempt } = Context.current().info;
+        attempts.push(attempt);
+        if (attempt > 1) return beatUntilCancelled();
+        await acceptDone(env, input);
+        throw ApplicationFailure.retryable('the worker died after handing the ticket over (stub)');
       },
+      () => attempts.includes(2),
+      'the supervision retried',
     );
     expect(withdrawals(events)).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1` }]]);
     expect(tries).toEqual([]);
