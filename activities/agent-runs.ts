@@ -4,7 +4,6 @@
  * agent); `superviseAgentRun` watches it and heartbeats with its handle while it lives, so a retried activity
  * (a new worker on the same host) re-attaches to the live agent instead of launching another one.
  */
-import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { activityInfo, ApplicationFailure, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
@@ -34,7 +33,7 @@ import {
 } from './git';
 import { parseActivityInput } from '../domain/validation';
 import { whileHeartbeating } from './heartbeat';
-import { discardTree } from './trash';
+import { discardEarlierAttempts, discardTree } from './trash';
 import { type MergeRequestQueuer, workflowStillRuns } from './town';
 import { Failure } from '../domain/failures';
 
@@ -227,6 +226,7 @@ export type StopRunInput = z.input<typeof StopRunInput>;
 const STOP_GRACE_MS = 5_000;
 const HANDLE_FILE = 'handle.json';
 const PREPARED_FILE = 'prepared.json';
+const DONE_AT_FILE = 'done-at';
 /** The supervision's longest retry backoff (domain/failures.ts RETRY.agentSupervise), with room for its dispatch. */
 const HANDOVER_BACKOFF_MS = 20_000;
 
@@ -255,6 +255,31 @@ function readHandle(runDir: string): AgentHandle | undefined {
   try {
     const parsed = AgentHandleSchema.safeParse(JSON.parse(readFileSync(join(runDir, HANDLE_FILE), 'utf8')));
     return parsed.success ? parsed.data : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * When this host saw the run's `gt done` accepted (ms since the epoch), recorded in the run's directory as its
+ * supervision first knows it. A retry on a restarted worker reads it when the heartbeats did not carry it (the SDK sends
+ * an attempt's details at most every 0.8 heartbeat timeouts): without it, an agent lingering after its `gt done` is
+ * never stopped, and its bead, told that the host times the exit grace, waits for the run's timeout.
+ */
+function recordDoneAt(runDir: string, at: number): void {
+  try {
+    writeFileSync(join(runDir, DONE_AT_FILE), String(at));
+  } catch (err) {
+    // Called from the gateway's answer to the agent, out of the activity's context (whose logger would throw there): a
+    // record not written leaves it to the heartbeats, as before.
+    process.emitWarning(`could not record in ${runDir} when the run was done: ${String(err)}`, 'GtRunWarning');
+  }
+}
+
+function readDoneAt(runDir: string): number | undefined {
+  try {
+    const at = Number(readFileSync(join(runDir, DONE_AT_FILE), 'utf8'));
+    return Number.isSafeInteger(at) && at > 0 ? at : undefined;
   } catch {
     return undefined;
   }
@@ -721,28 +746,38 @@ export function createAgentRunActivities(deps: HostDeps) {
       const ctx = Context.current();
       const poll = deps.pollIntervalMs ?? 500;
       const heartbeatTimeout = activityInfo().heartbeatTimeoutMs ?? 60_000;
-      // When this process's gateway saw the run's gt done accepted (kept in the heartbeat, so a retry on a restarted
-      // worker still knows): the agent then has EXIT_GRACE_MS to exit before it is stopped (domain/bead.ts DoneUpdate).
+      // When this process's gateway saw the run's gt done accepted (kept in the heartbeat and the run's directory, so a
+      // retry on a restarted worker still knows): the agent then has EXIT_GRACE_MS to exit before it is stopped
+      // (domain/bead.ts DoneUpdate).
       let doneAt = prior?.handle?.runId === input.runId ? prior.doneAt : undefined;
+      if (doneAt === undefined && activityInfo().attempt > 1) doneAt = readDoneAt(runDir);
+      const noteDone = () => {
+        if (doneAt !== undefined) return;
+        doneAt = Date.now();
+        recordDoneAt(runDir, doneAt);
+      };
       let stoppedAfterGrace = false;
       const details = () => ({ handle, ...(doneAt !== undefined ? { doneAt } : {}) });
       const unsupervise = deps.doneRuns?.supervise(input.runId);
       // The import's first step (a quarantine, the mirror's reads) begins as this gateway accepts the run's gt done,
       // while the agent is still exiting: none of it reads anything of the agent's. The import at the exit takes it
-      // over and discards it; else it is discarded as this activity ends. Its quarantine is its own (an overlapping
-      // supervision of the run, or the workflow's publishBranch after this, imports into the run's usual one).
+      // over and discards it; else it is discarded as this activity ends. Its quarantine is its attempt's own (a retry
+      // overlapping this attempt has another; the workflow's publishBranch after this imports into the run's usual
+      // one), and one an earlier attempt's dead worker left is discarded here.
       let opened: OpenedQuarantine | undefined;
-      const atDone = importPlaces(input.rig.name, `${input.runId}-at-done-${randomUUID()}`);
+      const atDoneOf = (attempt: number) => importPlaces(input.rig.name, `${input.runId}-at-done-a${attempt}`);
+      const atDone = atDoneOf(activityInfo().attempt);
+      discardEarlierAttempts((a) => atDoneOf(a).quarantine, activityInfo().attempt, atDone.trash);
       const { publish: publishes } = input;
-      const stopListening =
-        publishes &&
-        deps.doneRuns?.onAccepted(input.runId, () => {
+      const stopListening = deps.doneRuns?.onAccepted(input.runId, () => {
+        noteDone();
+        if (publishes)
           opened = openQuarantine({
             ...atDone,
             targetBranch: input.targetBranch,
             baseSha: publishes.baseSha,
           }).catch(() => undefined);
-        });
+      });
       // Heartbeats prove *this worker* is alive, so they never wait on a probe: a slow probe must not look like a dead worker.
       // The first goes at once only with a handle nothing holds yet (a retry must find it); otherwise the interval's
       // first beat is the first, as an earlier one would prove nothing the start did not (activities/heartbeat.ts).
@@ -784,7 +819,7 @@ export function createAgentRunActivities(deps: HostDeps) {
           if (status.state === 'unknown')
             log.warn('agent status probe failed; not treating it as death', { ...ids, detail: status.detail });
           // The interval's next beat keeps it, within `poll`, for a retry on a restarted worker.
-          if (doneAt === undefined && deps.doneRuns?.seen(input.runId)) doneAt = Date.now();
+          if (deps.doneRuns?.seen(input.runId)) noteDone();
           if (doneAt !== undefined && !stoppedAfterGrace && Date.now() - doneAt >= EXIT_GRACE_MS) {
             stoppedAfterGrace = true;
             log.warn('agent did not exit within the grace after gt done; stopping it', ids);

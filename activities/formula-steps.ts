@@ -4,7 +4,6 @@
  * gates (activities/gates.ts): the code under test is the agents', so it gets no secrets and its output is capped.
  * A gate step decides nothing about merging: the refinery still gates the merge result itself.
  */
-import { activityInfo } from '@temporalio/activity';
 import { z } from 'zod';
 import { CAPS, capText } from '../domain/caps';
 import { BeadId, CommitId, fsSafe } from '../domain/ids';
@@ -12,7 +11,7 @@ import { RigConfig } from '../domain/rig';
 import { paths } from '../host/home';
 import { runGates } from './gates';
 import { createCandidateTree, removeCandidateTree, syncMirror } from './git';
-import { gateLaunch, gateRuntime, type MergeDeps } from './merge';
+import { attemptTree, gateLaunch, gateRuntime, type MergeDeps } from './merge';
 import { parseActivityInput } from '../domain/validation';
 
 export const StepGatesInput = z.object({
@@ -42,8 +41,8 @@ export function createFormulaStepActivities(deps: MergeDeps) {
       const { rig } = input;
       const mirror = await syncMirror(rig.name, rig.repo, deps.gtHome);
       // A tree and gate run ids per activity attempt: a gate of a killed attempt may still be running in the old one.
-      const key = `${fsSafe(input.key)}-a${activityInfo().attempt}`;
-      const dir = paths.candidate(rig.name, key, deps.gtHome);
+      const { attempt, dir } = attemptTree(deps, rig.name, fsSafe(input.key));
+      const key = `${fsSafe(input.key)}-a${attempt}`;
       try {
         await createCandidateTree(mirror, dir, input.headSha);
         const results = await runGates(

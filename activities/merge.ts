@@ -22,6 +22,7 @@ import { CommitId, fsSafe } from '../domain/ids';
 import type { AgentRuntimeDriver } from '../agents/runtime';
 import { paths } from '../host/home';
 import { type GateLaunch, runGates } from './gates';
+import { discardEarlierAttempts } from './trash';
 import { runEnv } from './agent-env';
 import {
   clearingStaleRefLocks,
@@ -135,6 +136,17 @@ export async function gateRuntime(deps: MergeDeps, rig: RigConfig): Promise<Agen
   return driver;
 }
 
+/**
+ * This attempt's candidate tree for `key`: one per attempt, since a gate of an attempt whose worker died may still run
+ * in the old one. The trees of earlier attempts (a worker that died mid-section removed nothing) are discarded.
+ */
+export function attemptTree(deps: MergeDeps, rig: string, key: string): { attempt: number; dir: string } {
+  const { attempt } = activityInfo();
+  const at = (a: number) => paths.candidate(rig, `${key}-a${a}`, deps.gtHome);
+  discardEarlierAttempts(at, attempt, paths.trash(rig, deps.gtHome));
+  return { attempt, dir: at(attempt) };
+}
+
 async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promise<CandidateResult> {
   const { rig, tickets, mode } = parseActivityInput(MergeCandidatesInput, raw);
   const lead = tickets[0]!;
@@ -148,9 +160,7 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
           ...tickets.map((t) => t.headSha),
         ])
       : { mirror: await syncMirror(rig.name, rig.repo, deps.gtHome), fetched: true, ids: undefined };
-  const attempt = activityInfo().attempt;
-  // One tree per attempt: a gate of an attempt whose worker died may still be running in the old one.
-  const candidateDir = paths.candidate(rig.name, `${lead.mrId}-a${attempt}`, deps.gtHome);
+  const { attempt, dir: candidateDir } = attemptTree(deps, rig.name, lead.mrId);
   const ctx = { mrIds: tickets.map((t) => t.mrId), attempt, mode };
   let gateRuns = 0;
 
@@ -427,8 +437,7 @@ async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Prom
     if (landed) return { kind: 'landed', commit: landed, gateRuns: 0 };
     return excluded(own, unusable, 0) as SpeculativeGateResult;
   }
-  const attempt = activityInfo().attempt;
-  const dir = paths.candidate(rig.name, `${key}-a${attempt}`, deps.gtHome);
+  const { attempt, dir } = attemptTree(deps, rig.name, key);
   try {
     heartbeat('building speculative candidate');
     const built = await buildChain(mirror, dir, rig, base, chain);
@@ -461,9 +470,7 @@ async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResu
   const target = chain[0]!.ticket.targetBranch;
   const { mirror } = await mirrorWith(rig.name, rig.repo, deps.gtHome, [base]);
   if ((await missingCommits(mirror, [candidateSha])).length) {
-    const attempt = activityInfo().attempt;
-    const key = `land-${candidateSha.slice(0, 12)}-a${attempt}`;
-    const dir = paths.candidate(rig.name, key, deps.gtHome);
+    const { dir } = attemptTree(deps, rig.name, `land-${candidateSha.slice(0, 12)}`);
     try {
       const built = await buildChain(mirror, dir, rig, base, chain);
       const sha = built.kind === 'built' ? built.commits[built.commits.length - 1]!.commit : undefined;

@@ -12,7 +12,8 @@
  * - when `discardTree` returns, nothing is at the path: the caller may build there again at once;
  * - a removal that fails is a process warning, never thrown: the work the tree served is done (a merge landed, a
  *   branch was taken);
- * - what a process that died left in a trash goes with the first discard into that trash of the next process.
+ * - what a process that died left in a trash goes with the first discard into that trash of the next process, and a tree
+ *   it left where it worked goes with the retry of the activity it worked for (`discardEarlierAttempts`).
  */
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';
@@ -39,6 +40,16 @@ export function discardTree(path: string, trash: string): void {
   if (swept.has(trash)) return;
   swept.add(trash);
   for (const entry of readdirSync(trash)) if (join(trash, entry) !== dest) removeLater(join(trash, entry));
+}
+
+/**
+ * Discards the trees earlier attempts of an activity left at `pathOf(1)` … `pathOf(attempt - 1)`. An attempt discards
+ * its own tree as it ends, but not when its worker died: nothing else would. Those attempts are over (the server
+ * retried them); a process still working in one (a frozen worker's attempt, a gate it started) has an answer nobody
+ * reads, and loses its tree. A first attempt looks at nothing.
+ */
+export function discardEarlierAttempts(pathOf: (attempt: number) => string, attempt: number, trash: string): void {
+  for (let a = 1; a < attempt; a++) discardTree(pathOf(a), trash);
 }
 
 /** Resolves once every removal this process started has ended (for tests: the worker never waits for them). */

@@ -1,16 +1,18 @@
 /**
  * Issue 4 acceptance, crashes: a worker stopped in the middle of a merge section neither merges twice nor loses
  * the MR (the interrupted gate is killed, never left running beside the retry), and a merge activity that runs
- * again after its merge landed reports the earlier merge instead of making another.
+ * again after its merge landed reports the earlier merge instead of making another, and discards the trees its
+ * earlier attempts' dead workers left.
  */
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createMergeActivities } from '../activities/merge';
 import { ProcessRuntime } from '../agents/process-runtime';
 import { mergeRequestWorkflowId } from '../domain/ids';
+import { paths } from '../host/home';
 import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import type { mergeRequestWorkflow } from '../workflows/merge-request';
@@ -105,5 +107,37 @@ describe('a retried merge activity', () => {
     });
     expect(await repo.sha()).toBe(tip);
     expect(await trailersOf(repo.origin)).toEqual([`mr:again:1@${headSha}`]);
+  });
+
+  it('discards the candidate trees its earlier attempts left behind', async () => {
+    const gtHome = mkdtempSync(join(tmpdir(), 'gt-home-left-'));
+    const repo = await createRepo();
+    const rig = RigConfig.parse({ name: 'left', repo: repo.origin, agent: 'true' });
+    const headSha = await pushBranch(repo.origin, 'gt/left', { 'work/left.txt': 'left\n' });
+    const ticket = MergeTicket.parse({
+      mrId: 'mr:left:1',
+      beadId: 'left',
+      round: 1,
+      title: 'left',
+      branch: 'gt/left',
+      headSha,
+      targetBranch: 'main',
+      enqueuedAt: 0,
+    });
+    // What workers killed in attempts 1 and 2 left: their trees, a gate's output in them.
+    for (const a of [1, 2]) {
+      const tree = paths.candidate('left', `mr:left:1-a${a}`, gtHome);
+      mkdirSync(join(tree, 'work'), { recursive: true });
+      writeFileSync(join(tree, 'work', 'gate.log'), `attempt ${a}\n`);
+    }
+    const { mergeCandidate } = createMergeActivities({
+      gtHome,
+      gtBinDir: join(repoRoot, 'bin'),
+      runtimes: { process: new ProcessRuntime() },
+    });
+
+    const third = await new MockActivityEnvironment({ attempt: 3 }).run(mergeCandidate, { rig, tickets: [ticket] });
+    expect(third).toMatchObject({ kind: 'merged', alreadyMerged: false });
+    expect(readdirSync(dirname(paths.candidate('left', 'any', gtHome))), 'a candidate tree left behind').toEqual([]);
   });
 });

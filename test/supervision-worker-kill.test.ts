@@ -3,15 +3,24 @@
  * live agent; exactly one agent process ever existed for the run, and the bead merges once.
  * The worker is a real `gt worker` child process with a fixed gateway port (the agent's GT_GATEWAY_URL must stay valid).
  * And one frozen (SIGSTOP) past its heartbeat timeout: the attempt the server gave up must not stop the agent its
- * retry re-attached to; one whose bead was terminated is stopped at once.
+ * retry re-attached to; one whose bead was terminated is stopped at once. And one killed between the agent's gt done and
+ * its exit: the import's quarantine it opened at the gt done goes with the retry.
  */
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { paths } from '../host/home';
 import { processExists } from './helpers/pids';
 import { createRepo } from './helpers/repo';
-import { agentScript, eventually, FAST_POLICY, supervisionReattached, workerProcesses } from './helpers/town';
+import {
+  agentScript,
+  eventually,
+  FAST_POLICY,
+  resultOrExplain,
+  supervisionReattached,
+  workerProcesses,
+} from './helpers/town';
 
 const workers = workerProcesses();
 
@@ -77,6 +86,39 @@ describe('a worker killed while its agent runs', () => {
     expect((await repo.log()).filter((c) => c.body.includes('Gt-Merge-Request'))).toHaveLength(1);
     const history = JSON.stringify((await town.beadHandle('b-kill').fetchHistory()).events);
     expect(history).toMatch(/superviseAgentRun/);
+  });
+});
+
+describe("a worker killed between its agent's gt done and the agent's exit", () => {
+  it('leaves the quarantine it opened at the gt done to the retry of the supervision, which discards it', async () => {
+    const host = await workers.host('atdone');
+    const { town } = host;
+    const repo = await createRepo();
+    // The agent calls gt done and lingers: the worker's gateway accepts it and opens the import's quarantine.
+    await town.addRig({
+      name: 'atdone-rig',
+      repo: repo.origin,
+      agent: agentScript('done-then-linger'),
+      policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
+    });
+    const first = await host.start();
+    const { handle } = await town.sling('atdone-rig', { id: 'b-atdone', title: 'Lingers past its worker' });
+    const quarantines = dirname(paths.quarantine('atdone-rig', 'any', host.gtHome));
+    const left = () => (existsSync(quarantines) ? readdirSync(quarantines) : []);
+    await eventually(
+      () => left().some((q) => q.includes('-at-done-a1')),
+      60_000,
+      'the quarantine opened at the gt done',
+    );
+
+    first.proc.kill('SIGKILL');
+    await new Promise((resolve) => first.proc.once('exit', resolve));
+    expect(left()).toEqual([expect.stringMatching(/-at-done-a1\.git$/)]);
+    await host.start();
+    // The retry re-attaches, stops the agent after the grace and leaves the import to the workflow.
+    expect((await resultOrExplain(handle, workers.children, 90_000)).status).toBe('closed');
+    expect(await repo.show('work/b-atdone.txt')).toBe('done by b-atdone/r1/a1\n');
+    expect(left(), 'a quarantine left behind').toEqual([]);
   });
 });
 
