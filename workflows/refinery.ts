@@ -106,6 +106,8 @@ export interface RefineryInput {
   batchLimit?: number;
   /** Outcomes no merge request was there to hear, oldest first: given again when their ticket comes again. */
   undelivered?: MergeResult[];
+  /** Merge requests withdrawn, oldest first: a ticket of theirs that comes (or would go back into the queue) later is dropped. */
+  withdrawn?: string[];
 }
 
 const SEEN_KEEP = 5000;
@@ -151,6 +153,18 @@ const REDELIVERS = 'refinery-redelivers';
  * one round's feedback (CAPS.feedback), and they ride in the continue-as-new input beside the queue.
  */
 const UNDELIVERED_KEEP = 10;
+/**
+ * patched() id: a ticket of a merge request withdrawn earlier is dropped, not queued: one a supervision attempt handed
+ * over after its cancelled bead's withdraw (an attempt the server gave up on while its worker lived on), or one a failed
+ * section would put back into the queue. Asked only for such a ticket.
+ */
+const DROPS_WITHDRAWN = 'refinery-drops-withdrawn';
+/**
+ * Withdrawn merge requests remembered. A withdraw comes only from a cancellation (of the bead or its merge request), and
+ * a merge request id never comes back to life (a retried bead numbers its rounds after the used ones), so forgetting
+ * one only reopens the race for a ticket that comes that late.
+ */
+const WITHDRAWN_KEEP = 1000;
 /** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
 const MAX_SECTION_FAILURES = 3;
 
@@ -171,6 +185,13 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   const convoySince: Record<string, number> = { ...input.convoySince };
   const sectionFailures: Record<string, number> = { ...input.sectionFailures };
   const undelivered = new Map((input.undelivered ?? []).map((r) => [`${r.mrId}@${r.headSha}`, r]));
+  const withdrawn = new Set(input.withdrawn ?? []);
+  /** Whether the ticket's merge request was withdrawn, so that it is to be dropped (logged once here). */
+  const dropped = (t: MergeTicket, why: string) => {
+    if (!withdrawn.has(t.mrId) || !patched(DROPS_WITHDRAWN)) return false;
+    log.info(`ticket of a withdrawn merge request dropped (${why})`, { mrId: t.mrId, headSha: t.headSha });
+    return true;
+  };
   let paused = input.paused ?? false;
   const maxQueue = input.maxQueue ?? MAX_QUEUED_TICKETS;
   let batchLimit = nextBatchLimit(input.batchLimit ?? rig.batchSize, rig.batchSize, 'other');
@@ -280,6 +301,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       }
       return;
     }
+    if (dropped(ticket, 'it came after the withdraw')) return;
     // Histories from before the bound took every ticket, and replay the same way.
     if (queue.length >= maxQueue && patched(BOUNDED_QUEUE)) {
       log.warn('merge queue full; the merge request will announce itself again', {
@@ -296,6 +318,9 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   setHandler(withdrawSignal, (raw) => {
     const w = parseSignal(WithdrawRequest, raw, 'withdraw request');
     if (!w) return;
+    withdrawn.delete(w.mrId);
+    withdrawn.add(w.mrId);
+    for (const old of [...withdrawn].slice(0, Math.max(0, withdrawn.size - WITHDRAWN_KEEP))) withdrawn.delete(old);
     for (let i = queue.length - 1; i >= 0; i--) {
       const t = queue[i]!;
       if (t.mrId !== w.mrId || (w.headSha !== undefined && t.headSha !== w.headSha)) continue;
@@ -416,7 +441,7 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
       const failures = (sectionFailures[t.mrId] ?? 0) + 1;
       if (failures < MAX_SECTION_FAILURES) {
         sectionFailures[t.mrId] = failures;
-        queue.push({ ...t, retries: t.retries + 1 });
+        if (!dropped(t, 'its section failed')) queue.push({ ...t, retries: t.retries + 1 });
         continue;
       }
       await town.raiseEscalation({
@@ -483,8 +508,10 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
         // (keeping its age and priority) and is built again on the target as this batch leaves it, where, built
         // first, a conflict is its own. (Speculative chains handle such conflicts their own way: speculativeSection.)
         if (result.outcome.kind === 'conflict' && t !== step.items[0] && patched(BATCH_CONFLICT_WAITS)) {
-          log.info('conflict behind others in a batch; trying it again after them', { mrId: t.mrId });
-          queue.unshift(t);
+          if (!dropped(t, 'it conflicted behind others in a batch')) {
+            log.info('conflict behind others in a batch; trying it again after them', { mrId: t.mrId });
+            queue.unshift(t);
+          }
         } else await deliver(t, result.outcome);
       } else {
         await sectionFailed(bisection.pending, `unexpected candidate result '${result.kind}' while merging`);
@@ -799,5 +826,6 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     sectionFailures,
     batchLimit,
     ...(undelivered.size ? { undelivered: [...undelivered.values()] } : {}),
+    ...(withdrawn.size ? { withdrawn: [...withdrawn] } : {}),
   });
 }

@@ -1,11 +1,14 @@
 /**
  * Fast tier, tickets taken back from the refinery's queue (workflows/refinery.ts): a withdraw naming a head takes only
  * that ticket, and one without a head every ticket of its merge request, as a cancelled bead sends when its run's
- * supervision may have handed the round's ticket over without the bead hearing which head (workflows/bead.ts). The real
- * refinery workflow on the time-skipping test server, paused so that nothing it holds is merged.
+ * supervision may have handed the round's ticket over without the bead hearing which head (workflows/bead.ts); and a
+ * ticket of a withdrawn merge request is never queued again, whether it comes late or its section fails. The real
+ * refinery workflow on the time-skipping test server, paused (or with a stubbed merge) so that nothing is merged.
  */
+import { ApplicationFailure } from '@temporalio/common';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { refineryWorkflowId } from '../../domain/ids';
 import { enqueueSignal, refineryStateQuery, withdrawSignal } from '../../domain/messages';
 import type { MergeTicketInput } from '../../domain/refinery';
@@ -62,5 +65,91 @@ describe.skipIf(skipReason)('refinery withdrawals (time-skipping)', { timeout: 3
       },
     );
     expect(queued).toEqual(['mr:b:1@3']);
+  });
+
+  it('drops a ticket that comes after its merge request was withdrawn, whatever its head', async () => {
+    const queued = await withWorker(
+      env,
+      (taskQueue) => ({
+        ...deliveryActivity(env.client, taskQueue),
+        mergeCandidate: () => Promise.reject(new Error('a paused refinery merges nothing (stub)')),
+      }),
+      async (taskQueue) => {
+        const rig = testRig({ name: 'fast-withdraw-late' });
+        const handle = await env.client.workflow.start('refineryWorkflow', {
+          workflowId: refineryWorkflowId(rig.name),
+          taskQueue,
+          args: [{ rig, paused: true }],
+        });
+        const queue = async () =>
+          (await handle.query(refineryStateQuery)).queue.map((t) => `${t.mrId}@${t.headSha[0]}`);
+        // A cancelled bead's withdraw without a head, a cancelled merge request's with its head; then the tickets of
+        // both come late (a supervision attempt handing its round's over, a merge request's announcement in flight).
+        await handle.signal(withdrawSignal, { mrId: 'mr:a:1' });
+        await handle.signal(withdrawSignal, { mrId: 'mr:b:1', headSha: '2'.repeat(40) });
+        for (const t of [ticket('a', '1'), ticket('b', '2'), ticket('b', '3'), ticket('c', '4')])
+          await handle.signal(enqueueSignal, t as never);
+        await eventually(async () => (await queue()).includes('mr:c:1@4'), 10_000, 'c queued');
+        const left = await queue();
+        await handle.terminate('test over');
+        return { left, history: await handle.fetchHistory() };
+      },
+    );
+    expect(queued.left).toEqual(['mr:c:1@4']);
+    // The new branch's marker is in the history, and the history replays on the code that made it.
+    const patches = (queued.history.events ?? []).flatMap((e) => {
+      const marker = e.markerRecordedEventAttributes;
+      if (marker?.markerName !== 'core_patch') return [];
+      return Object.values(marker.details ?? {}).flatMap((p) =>
+        (p.payloads ?? []).map((payload) => Buffer.from(payload.data ?? []).toString()),
+      );
+    });
+    expect(patches.join(' ')).toContain('refinery-drops-withdrawn');
+    await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') } }, queued.history);
+  });
+
+  it('does not put a withdrawn ticket back into the queue when its section fails', async () => {
+    const merged: string[] = [];
+    let fail!: () => void;
+    const failed = new Promise<void>((resolve) => (fail = resolve));
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    const queued = await withWorker(
+      env,
+      (taskQueue) => ({
+        ...deliveryActivity(env.client, taskQueue),
+        // a's section fails on infrastructure once told to; any later one stays in its section until the test ends.
+        mergeCandidate: async ({ tickets }: { tickets: { mrId: string }[] }) => {
+          merged.push(...tickets.map((t) => t.mrId));
+          await (merged.length === 1 ? failed : released);
+          throw ApplicationFailure.nonRetryable('the repository is unreachable (stub)');
+        },
+      }),
+      async (taskQueue) => {
+        const rig = testRig({ name: 'fast-withdraw-section' });
+        const handle = await env.client.workflow.start('refineryWorkflow', {
+          workflowId: refineryWorkflowId(rig.name),
+          taskQueue,
+          args: [{ rig }],
+        });
+        const state = () => handle.query(refineryStateQuery);
+        try {
+          await handle.signal(enqueueSignal, ticket('a', '1') as never);
+          await eventually(() => merged.length === 1, 10_000, "a's section");
+          // Withdrawn while its section runs (its bead cancelled); then the section fails, and c comes.
+          await handle.signal(withdrawSignal, { mrId: 'mr:a:1' });
+          fail();
+          await handle.signal(enqueueSignal, ticket('c', '4') as never);
+          await eventually(() => merged.length >= 2, 10_000, 'the next section');
+          const left = (await state()).queue.map((t) => t.mrId);
+          await handle.terminate('test over');
+          return left;
+        } finally {
+          release();
+        }
+      },
+    );
+    expect(merged).toEqual(['mr:a:1', 'mr:c:1']);
+    expect(queued).toEqual([]);
   });
 });
