@@ -71,6 +71,19 @@ describe('a worker that dies mid-merge', () => {
   });
 });
 
+/** The ticket of bead `bead`'s first round, its branch `gt/<bead>` at `headSha`. */
+const ticketOf = (bead: string, headSha: string) =>
+  MergeTicket.parse({
+    mrId: `mr:${bead}:1`,
+    beadId: bead,
+    round: 1,
+    title: bead,
+    branch: `gt/${bead}`,
+    headSha,
+    targetBranch: 'main',
+    enqueuedAt: 0,
+  });
+
 describe('a retried merge activity', () => {
   it('finds the merge it already made and reports it', async () => {
     const t = await startTestTown();
@@ -78,16 +91,7 @@ describe('a retried merge activity', () => {
     const repo = await createRepo();
     const rig = RigConfig.parse({ name: 'again', repo: repo.origin, agent: 'true' });
     const headSha = await pushBranch(repo.origin, 'gt/again', { 'work/again.txt': 'again\n' });
-    const ticket = MergeTicket.parse({
-      mrId: 'mr:again:1',
-      beadId: 'again',
-      round: 1,
-      title: 'again',
-      branch: 'gt/again',
-      headSha,
-      targetBranch: 'main',
-      enqueuedAt: 0,
-    });
+    const ticket = ticketOf('again', headSha);
     const env = new MockActivityEnvironment();
     const { mergeCandidate } = createMergeActivities({
       gtHome: t.gtHome,
@@ -114,16 +118,7 @@ describe('a retried merge activity', () => {
     const repo = await createRepo();
     const rig = RigConfig.parse({ name: 'left', repo: repo.origin, agent: 'true' });
     const headSha = await pushBranch(repo.origin, 'gt/left', { 'work/left.txt': 'left\n' });
-    const ticket = MergeTicket.parse({
-      mrId: 'mr:left:1',
-      beadId: 'left',
-      round: 1,
-      title: 'left',
-      branch: 'gt/left',
-      headSha,
-      targetBranch: 'main',
-      enqueuedAt: 0,
-    });
+    const ticket = ticketOf('left', headSha);
     // What workers killed in attempts 1 and 2 left: their trees, a gate's output in them.
     for (const a of [1, 2]) {
       const tree = paths.candidate('left', `mr:left:1-a${a}`, gtHome);

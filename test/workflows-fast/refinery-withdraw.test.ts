@@ -6,6 +6,7 @@
  * refinery workflow on the time-skipping test server, paused (or with a stubbed merge) so that nothing is merged.
  */
 import { ApplicationFailure } from '@temporalio/common';
+import type { WorkflowHandle } from '@temporalio/client';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -35,15 +36,19 @@ describe.skipIf(skipReason)('refinery withdrawals (time-skipping)', { timeout: 3
     await env?.teardown();
   });
 
-  it('takes back the named head, or every head of a merge request when none is named', async () => {
-    const queued = await withWorker(
+  /** The real refinery of rig `name`, paused, and its queue as `<mrId>@<the head's first digit>`; terminated after. */
+  const withPausedRefinery = <T>(
+    name: string,
+    body: (signal: WorkflowHandle['signal'], queue: () => Promise<string[]>) => Promise<T>,
+  ) =>
+    withWorker(
       env,
       (taskQueue) => ({
         ...deliveryActivity(env.client, taskQueue),
         mergeCandidate: () => Promise.reject(new Error('a paused refinery merges nothing (stub)')),
       }),
       async (taskQueue) => {
-        const rig = testRig({ name: 'fast-withdraw' });
+        const rig = testRig({ name });
         const handle = await env.client.workflow.start('refineryWorkflow', {
           workflowId: refineryWorkflowId(rig.name),
           taskQueue,
@@ -51,53 +56,41 @@ describe.skipIf(skipReason)('refinery withdrawals (time-skipping)', { timeout: 3
         });
         const queue = async () =>
           (await handle.query(refineryStateQuery)).queue.map((t) => `${t.mrId}@${t.headSha[0]}`);
-        for (const t of [ticket('a', '1'), ticket('a', '2'), ticket('b', '3'), ticket('c', '4')])
-          await handle.signal(enqueueSignal, t as never);
-        await eventually(async () => (await queue()).length === 4, 10_000, 'four tickets queued');
-        await handle.signal(withdrawSignal, { mrId: 'mr:a:1' });
-        await handle.signal(withdrawSignal, { mrId: 'mr:b:1', headSha: '9'.repeat(40) });
-        await handle.signal(withdrawSignal, { mrId: 'mr:c:1', headSha: '4'.repeat(40) });
-        // Signals are taken in order: once c's is, a's and b's were too.
-        await eventually(async () => !(await queue()).includes('mr:c:1@4'), 10_000, 'c withdrawn');
-        const left = await queue();
+        const result = await body(handle.signal.bind(handle), queue);
         await handle.terminate('test over');
-        return left;
+        return { result, history: await handle.fetchHistory() };
       },
     );
+
+  it('takes back the named head, or every head of a merge request when none is named', async () => {
+    const { result: queued } = await withPausedRefinery('fast-withdraw', async (signal, queue) => {
+      for (const t of [ticket('a', '1'), ticket('a', '2'), ticket('b', '3'), ticket('c', '4')])
+        await signal(enqueueSignal, t as never);
+      await eventually(async () => (await queue()).length === 4, 10_000, 'four tickets queued');
+      await signal(withdrawSignal, { mrId: 'mr:a:1' });
+      await signal(withdrawSignal, { mrId: 'mr:b:1', headSha: '9'.repeat(40) });
+      await signal(withdrawSignal, { mrId: 'mr:c:1', headSha: '4'.repeat(40) });
+      // Signals are taken in order: once c's is, a's and b's were too.
+      await eventually(async () => !(await queue()).includes('mr:c:1@4'), 10_000, 'c withdrawn');
+      return queue();
+    });
     expect(queued).toEqual(['mr:b:1@3']);
   });
 
   it('drops a ticket that comes after its merge request was withdrawn, whatever its head', async () => {
-    const queued = await withWorker(
-      env,
-      (taskQueue) => ({
-        ...deliveryActivity(env.client, taskQueue),
-        mergeCandidate: () => Promise.reject(new Error('a paused refinery merges nothing (stub)')),
-      }),
-      async (taskQueue) => {
-        const rig = testRig({ name: 'fast-withdraw-late' });
-        const handle = await env.client.workflow.start('refineryWorkflow', {
-          workflowId: refineryWorkflowId(rig.name),
-          taskQueue,
-          args: [{ rig, paused: true }],
-        });
-        const queue = async () =>
-          (await handle.query(refineryStateQuery)).queue.map((t) => `${t.mrId}@${t.headSha[0]}`);
-        // A cancelled bead's withdraw without a head, a cancelled merge request's with its head; then the tickets of
-        // both come late (a supervision attempt handing its round's over, a merge request's announcement in flight).
-        await handle.signal(withdrawSignal, { mrId: 'mr:a:1' });
-        await handle.signal(withdrawSignal, { mrId: 'mr:b:1', headSha: '2'.repeat(40) });
-        for (const t of [ticket('a', '1'), ticket('b', '2'), ticket('b', '3'), ticket('c', '4')])
-          await handle.signal(enqueueSignal, t as never);
-        await eventually(async () => (await queue()).includes('mr:c:1@4'), 10_000, 'c queued');
-        const left = await queue();
-        await handle.terminate('test over');
-        return { left, history: await handle.fetchHistory() };
-      },
-    );
-    expect(queued.left).toEqual(['mr:c:1@4']);
+    const { result: queued, history } = await withPausedRefinery('fast-withdraw-late', async (signal, queue) => {
+      // A cancelled bead's withdraw without a head, a cancelled merge request's with its head; then the tickets of
+      // both come late (a supervision attempt handing its round's over, a merge request's announcement in flight).
+      await signal(withdrawSignal, { mrId: 'mr:a:1' });
+      await signal(withdrawSignal, { mrId: 'mr:b:1', headSha: '2'.repeat(40) });
+      for (const t of [ticket('a', '1'), ticket('b', '2'), ticket('b', '3'), ticket('c', '4')])
+        await signal(enqueueSignal, t as never);
+      await eventually(async () => (await queue()).includes('mr:c:1@4'), 10_000, 'c queued');
+      return queue();
+    });
+    expect(queued).toEqual(['mr:c:1@4']);
     // The new branch's marker is in the history, and the history replays on the code that made it.
-    const patches = (queued.history.events ?? []).flatMap((e) => {
+    const patches = (history.events ?? []).flatMap((e) => {
       const marker = e.markerRecordedEventAttributes;
       if (marker?.markerName !== 'core_patch') return [];
       return Object.values(marker.details ?? {}).flatMap((p) =>
@@ -105,7 +98,7 @@ describe.skipIf(skipReason)('refinery withdrawals (time-skipping)', { timeout: 3
       );
     });
     expect(patches.join(' ')).toContain('refinery-drops-withdrawn');
-    await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') } }, queued.history);
+    await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') } }, history);
   });
 
   it('does not put a withdrawn ticket back into the queue when its section fails', async () => {
