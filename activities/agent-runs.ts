@@ -262,9 +262,9 @@ function readHandle(runDir: string): AgentHandle | undefined {
 
 /**
  * When this host saw the run's `gt done` accepted (ms since the epoch), recorded in the run's directory as its
- * supervision first knows it. A retry on a restarted worker reads it when the heartbeats did not carry it (the SDK sends
- * an attempt's details at most every 0.8 heartbeat timeouts): without it, an agent lingering after its `gt done` is
- * never stopped, and its bead, told that the host times the exit grace, waits for the run's timeout.
+ * supervision first knows it. A retry on a restarted worker reads it when the heartbeats did not carry it (the SDK
+ * sends an attempt's details at most every 0.8 heartbeat timeouts): without it, an agent lingering after its `gt done`
+ * is never stopped, and its bead, told that the host times the exit grace, waits for the run's timeout.
  */
 function recordDoneAt(runDir: string, at: number): void {
   try {

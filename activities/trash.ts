@@ -12,8 +12,8 @@
  * - when `discardTree` returns, nothing is at the path: the caller may build there again at once;
  * - a removal that fails is a process warning, never thrown: the work the tree served is done (a merge landed, a
  *   branch was taken);
- * - what a process that died left in a trash goes with the first discard into that trash of the next process, and a tree
- *   it left where it worked goes with the retry of the activity it worked for (`discardEarlierAttempts`).
+ * - what a process that died left in a trash goes with the first discard into that trash of the next process, and a
+ *   tree it left where it worked goes with the retry of the activity it worked for (`discardEarlierAttempts`).
  */
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, readdirSync, renameSync, rmSync } from 'node:fs';

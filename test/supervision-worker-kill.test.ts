@@ -3,8 +3,8 @@
  * live agent; exactly one agent process ever existed for the run, and the bead merges once.
  * The worker is a real `gt worker` child process with a fixed gateway port (the agent's GT_GATEWAY_URL must stay valid).
  * And one frozen (SIGSTOP) past its heartbeat timeout: the attempt the server gave up must not stop the agent its
- * retry re-attached to; one whose bead was terminated is stopped at once. And one killed between the agent's gt done and
- * its exit: the import's quarantine it opened at the gt done goes with the retry.
+ * retry re-attached to; one whose bead was terminated is stopped at once. And one killed between the agent's gt done
+ * and its exit: the retry stops the lingering agent after the grace, and discards the quarantine opened at the gt done.
  */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

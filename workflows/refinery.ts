@@ -106,7 +106,7 @@ export interface RefineryInput {
   batchLimit?: number;
   /** Outcomes no merge request was there to hear, oldest first: given again when their ticket comes again. */
   undelivered?: MergeResult[];
-  /** Merge requests withdrawn, oldest first: a ticket of theirs that comes (or would go back into the queue) later is dropped. */
+  /** Merge requests withdrawn, oldest first: a ticket of theirs that comes later (or would go back) is not queued. */
   withdrawn?: string[];
 }
 
@@ -155,14 +155,14 @@ const REDELIVERS = 'refinery-redelivers';
 const UNDELIVERED_KEEP = 10;
 /**
  * patched() id: a ticket of a merge request withdrawn earlier is dropped, not queued: one a supervision attempt handed
- * over after its cancelled bead's withdraw (an attempt the server gave up on while its worker lived on), or one a failed
- * section would put back into the queue. Asked only for such a ticket.
+ * over after its cancelled bead's withdraw (an attempt the server gave up on while its worker lived on), or one a
+ * failed section would put back into the queue. Asked only for such a ticket.
  */
 const DROPS_WITHDRAWN = 'refinery-drops-withdrawn';
 /**
- * Withdrawn merge requests remembered. A withdraw comes only from a cancellation (of the bead or its merge request), and
- * a merge request id never comes back to life (a retried bead numbers its rounds after the used ones), so forgetting
- * one only reopens the race for a ticket that comes that late.
+ * Withdrawn merge requests remembered. A withdraw comes only from a cancellation (of the bead or its merge request),
+ * and a merge request id never comes back to life (a retried bead numbers its rounds after the used ones), so
+ * forgetting one only reopens the race for a ticket that comes that late.
  */
 const WITHDRAWN_KEEP = 1000;
 /** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
