@@ -33,6 +33,7 @@ import {
 } from './git';
 import { parseActivityInput } from '../domain/validation';
 import { whileHeartbeating } from './heartbeat';
+import { AgentHandleSchema, readHandle, recordHandle } from './run-handles';
 import { discardEarlierAttempts, discardTree } from './trash';
 import { type MergeRequestQueuer, workflowStillRuns } from './town';
 import { Failure } from '../domain/failures';
@@ -111,8 +112,6 @@ export const PrepareRunInput = z.object({
     .optional(),
 });
 export type PrepareRunInput = z.input<typeof PrepareRunInput>;
-
-export const AgentHandleSchema = z.object({ runtime: AgentRuntime, runId: RunId, ref: z.string().min(1).max(200) });
 
 /**
  * A run's worktree and prompt on its host, as prepareRun (or launchRun) made them; launchRun records it in the run's
@@ -224,7 +223,6 @@ export const StopRunInput = z.object({ runId: RunId });
 export type StopRunInput = z.input<typeof StopRunInput>;
 
 const STOP_GRACE_MS = 5_000;
-const HANDLE_FILE = 'handle.json';
 const PREPARED_FILE = 'prepared.json';
 const DONE_AT_FILE = 'done-at';
 /** The supervision's longest retry backoff (domain/failures.ts RETRY.agentSupervise), with room for its dispatch. */
@@ -244,21 +242,6 @@ const gaveUpOnAttempt = (
   !d.cancelRequested &&
   !d.workerShutdown &&
   !(d.timedOut && Date.now() - info.currentAttemptScheduledTimestampMs >= info.startToCloseTimeoutMs);
-
-/** Where the run's handle is recorded on its host, so a later run of the bead can find (and stop) a stale agent. */
-export function recordHandle(runDir: string, handle: AgentHandle): void {
-  mkdirSync(runDir, { recursive: true });
-  writeFileSync(join(runDir, HANDLE_FILE), JSON.stringify(handle));
-}
-
-function readHandle(runDir: string): AgentHandle | undefined {
-  try {
-    const parsed = AgentHandleSchema.safeParse(JSON.parse(readFileSync(join(runDir, HANDLE_FILE), 'utf8')));
-    return parsed.success ? parsed.data : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /**
  * When this host saw the run's `gt done` accepted (ms since the epoch), recorded in the run's directory as its

@@ -8,10 +8,9 @@ import { z } from 'zod';
 import { CAPS, capText } from '../domain/caps';
 import { BeadId, CommitId, fsSafe } from '../domain/ids';
 import { RigConfig } from '../domain/rig';
-import { paths } from '../host/home';
 import { runGates } from './gates';
-import { createCandidateTree, removeCandidateTree, syncMirror } from './git';
-import { attemptTree, gateLaunch, gateRuntime, type MergeDeps } from './merge';
+import { createCandidateTree, syncMirror } from './git';
+import { attemptTree, discardAttemptTree, gateLaunch, gateRuntime, type MergeDeps } from './merge';
 import { parseActivityInput } from '../domain/validation';
 
 export const StepGatesInput = z.object({
@@ -41,7 +40,8 @@ export function createFormulaStepActivities(deps: MergeDeps) {
       const { rig } = input;
       const mirror = await syncMirror(rig.name, rig.repo, deps.gtHome);
       // A tree and gate run ids per activity attempt: a gate of a killed attempt may still be running in the old one.
-      const { attempt, dir } = attemptTree(deps, rig.name, fsSafe(input.key));
+      const tree = await attemptTree(deps, rig.name, fsSafe(input.key));
+      const { attempt, dir } = tree;
       const key = `${fsSafe(input.key)}-a${attempt}`;
       try {
         await createCandidateTree(mirror, dir, input.headSha);
@@ -49,7 +49,7 @@ export function createFormulaStepActivities(deps: MergeDeps) {
           await gateRuntime(deps, rig),
           input.gates,
           key,
-          gateLaunch(deps, rig, dir, key, {
+          gateLaunch(deps, rig, tree, key, {
             GT_BEAD_ID: input.beadId,
             GT_STEP_ID: input.stepId,
             GT_CANDIDATE_SHA: input.headSha,
@@ -69,7 +69,7 @@ export function createFormulaStepActivities(deps: MergeDeps) {
           ),
         };
       } finally {
-        removeCandidateTree(dir, paths.trash(rig.name, deps.gtHome));
+        discardAttemptTree(deps, rig.name, tree);
       }
     },
   };

@@ -6,11 +6,14 @@
  * and none of the worker's secrets; it sees the candidate's work tree and, read-only, the mirror its `.git` points
  * into. Only a bounded tail of its output enters a workflow payload; the whole log stays in its run directory.
  */
-import { join } from 'node:path';
+import { appendFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { Context, heartbeat } from '@temporalio/activity';
 import { printableText } from '../domain/caps';
 import { OUTPUT_LOG, type AgentLaunch, type AgentRuntimeDriver, type AgentStatus } from '../agents/runtime';
+import type { AgentRuntime } from '../domain/rig';
+import { readHandle, recordHandle } from './run-handles';
 
 export interface GateResult {
   gate: string;
@@ -30,6 +33,11 @@ const STOP_GRACE_MS = 2_000;
 /** What the gates of one candidate share (tree, mounts, env, their own directory); each gate has its run directory. */
 export type GateLaunch = Omit<AgentLaunch, 'command' | 'runId' | 'role' | 'runDir'> & {
   runDir: (runId: string) => string;
+  /**
+   * Where each gate's run id goes before it starts (its handle then in its run directory): the attempt's ledger, from
+   * which a retry stops the gates of an attempt whose worker was killed (activities/merge.ts attemptTree).
+   */
+  ledger?: string;
 };
 
 export async function runGate(
@@ -40,9 +48,15 @@ export async function runGate(
   timeoutMs: number,
 ): Promise<GateResult> {
   const started = Date.now();
-  const runDir = base.runDir(runId);
-  const launch: AgentLaunch = { ...base, command: gate, runId, role: 'gate', runDir };
+  const { ledger, ...shared } = base;
+  const runDir = shared.runDir(runId);
+  const launch: AgentLaunch = { ...shared, command: gate, runId, role: 'gate', runDir };
+  if (ledger) {
+    mkdirSync(dirname(ledger), { recursive: true });
+    appendFileSync(ledger, `${runId}\n`);
+  }
   const { handle } = await driver.startOrAdopt(launch);
+  if (ledger) recordHandle(runDir, handle);
   const cancelled = cancellationSignal();
   const beat = setInterval(() => heartbeatSafe(`gate: ${gate}`), 5_000);
   let timedOut = false;
@@ -85,6 +99,36 @@ export async function runGate(
     clearInterval(beat);
     await driver.remove?.(handle).catch(() => undefined);
   }
+}
+
+/**
+ * Stops the gates listed in earlier attempts' ledgers that still run, and deletes the ledgers: a worker killed while its
+ * gate ran leaves the gate running, agent code that nobody watches or times out. Returns the run ids it stopped.
+ */
+export async function stopLeftoverGates(
+  runtimes: Partial<Record<AgentRuntime, AgentRuntimeDriver>>,
+  ledgers: string[],
+  runDir: (runId: string) => string,
+): Promise<string[]> {
+  const stopped: string[] = [];
+  for (const ledger of ledgers) {
+    let runIds: string[];
+    try {
+      runIds = readFileSync(ledger, 'utf8').split('\n').filter(Boolean);
+    } catch {
+      continue; // that attempt started no gate, or ended and deleted its ledger
+    }
+    for (const runId of runIds) {
+      const handle = readHandle(runDir(runId));
+      const driver = handle && runtimes[handle.runtime];
+      if (!handle || !driver || (await driver.status(handle, runDir(runId))).state !== 'running') continue;
+      await driver.stop(handle, STOP_GRACE_MS);
+      await driver.remove?.(handle).catch(() => undefined);
+      stopped.push(runId);
+    }
+    rmSync(ledger, { force: true });
+  }
+  return stopped;
 }
 
 /**

@@ -4,7 +4,7 @@
  * compare-and-swap. If the target moved meanwhile, start over on the new target. Every landed MR carries the
  * trailer `Gt-Merge-Request: <mrId>@<head>`, so a retry finds its earlier success instead of merging twice.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { activityInfo, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
@@ -21,7 +21,7 @@ import { type AgentRuntime, RigConfig } from '../domain/rig';
 import { CommitId, fsSafe } from '../domain/ids';
 import type { AgentRuntimeDriver } from '../agents/runtime';
 import { paths } from '../host/home';
-import { type GateLaunch, runGates } from './gates';
+import { type GateLaunch, runGates, stopLeftoverGates } from './gates';
 import { discardEarlierAttempts } from './trash';
 import { runEnv } from './agent-env';
 import {
@@ -137,14 +137,33 @@ export async function gateRuntime(deps: MergeDeps, rig: RigConfig): Promise<Agen
 }
 
 /**
- * This attempt's candidate tree for `key`: one per attempt, since a gate of an attempt whose worker died may still run
- * in the old one. The trees of earlier attempts (a worker that died mid-section removed nothing) are discarded.
+ * This attempt's candidate tree for `key` (one per attempt) and the ledger of the gates it runs there. What earlier
+ * attempts left behind when their worker was killed mid-section goes first: the gates still running (stopped), then the
+ * trees (discarded). Those attempts are over; a first attempt looks at nothing.
  */
-export function attemptTree(deps: MergeDeps, rig: string, key: string): { attempt: number; dir: string } {
+export async function attemptTree(deps: MergeDeps, rig: string, key: string): Promise<AttemptTree> {
   const { attempt } = activityInfo();
   const at = (a: number) => paths.candidate(rig, `${key}-a${a}`, deps.gtHome);
+  const ledgerOf = (a: number) => paths.gateLedger(rig, `${key}-a${a}`, deps.gtHome);
+  if (attempt > 1) {
+    const earlier = Array.from({ length: attempt - 1 }, (_, i) => ledgerOf(i + 1));
+    const stopped = await stopLeftoverGates(deps.runtimes, earlier, (runId) => paths.runDir(runId, deps.gtHome));
+    if (stopped.length) log.warn('stopped gates an earlier attempt left running', { key, attempt, stopped });
+  }
   discardEarlierAttempts(at, attempt, paths.trash(rig, deps.gtHome));
-  return { attempt, dir: at(attempt) };
+  return { attempt, dir: at(attempt), ledger: ledgerOf(attempt) };
+}
+
+export interface AttemptTree {
+  attempt: number;
+  dir: string;
+  ledger: string;
+}
+
+/** An attempt's tree and ledger, discarded as it ends: its gates have ended (runGate stops any it would leave). */
+export function discardAttemptTree(deps: MergeDeps, rig: string, tree: AttemptTree): void {
+  removeCandidateTree(tree.dir, paths.trash(rig, deps.gtHome));
+  rmSync(tree.ledger, { force: true });
 }
 
 async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promise<CandidateResult> {
@@ -160,7 +179,8 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
           ...tickets.map((t) => t.headSha),
         ])
       : { mirror: await syncMirror(rig.name, rig.repo, deps.gtHome), fetched: true, ids: undefined };
-  const { attempt, dir: candidateDir } = attemptTree(deps, rig.name, lead.mrId);
+  const tree = await attemptTree(deps, rig.name, lead.mrId);
+  const { attempt, dir: candidateDir } = tree;
   const ctx = { mrIds: tickets.map((t) => t.mrId), attempt, mode };
   let gateRuns = 0;
 
@@ -224,7 +244,7 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
 
       if (rig.gates.length) gateRuns++;
       const gateKey = `gate-${fsSafe(lead.mrId)}-${candidateSha.slice(0, 12)}-a${attempt}r${casRound}`;
-      const failed = await gateCandidate(deps, rig, candidateDir, gateKey, lead, todo, candidateSha);
+      const failed = await gateCandidate(deps, rig, tree, gateKey, lead, todo, candidateSha);
       if (failed) return { kind: 'gates_failed', gateRuns, outcome: failed };
       if (mode === 'verify') return { kind: 'verified', candidateSha, gateRuns };
 
@@ -266,7 +286,7 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       Failure.TargetKeptMoving,
     );
   } finally {
-    removeCandidateTree(candidateDir, paths.trash(rig.name, deps.gtHome));
+    discardAttemptTree(deps, rig.name, tree);
   }
 }
 
@@ -295,7 +315,7 @@ async function batchMergeCommit(dir: Repo, targetSha: string, tickets: Ticket[],
 async function gateCandidate(
   deps: MergeDeps,
   rig: RigConfig,
-  candidateDir: string,
+  tree: Pick<AttemptTree, 'dir' | 'ledger'>,
   gateKey: string,
   own: Ticket,
   tickets: Ticket[],
@@ -307,7 +327,7 @@ async function gateCandidate(
     await gateRuntime(deps, rig),
     rig.gates,
     gateKey,
-    gateLaunch(deps, rig, candidateDir, gateKey, {
+    gateLaunch(deps, rig, tree, gateKey, {
       GT_MR_ID: own.mrId,
       GT_MR_IDS: tickets.map((t) => t.mrId).join(' '),
       GT_BEAD_ID: own.beadId,
@@ -437,7 +457,8 @@ async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Prom
     if (landed) return { kind: 'landed', commit: landed, gateRuns: 0 };
     return excluded(own, unusable, 0) as SpeculativeGateResult;
   }
-  const { attempt, dir } = attemptTree(deps, rig.name, key);
+  const tree = await attemptTree(deps, rig.name, key);
+  const { attempt, dir } = tree;
   try {
     heartbeat('building speculative candidate');
     const built = await buildChain(mirror, dir, rig, base, chain);
@@ -446,7 +467,7 @@ async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Prom
     const failed = await gateCandidate(
       deps,
       rig,
-      dir,
+      tree,
       `gate-${key}-a${attempt}`,
       own,
       chain.map((l) => l.ticket),
@@ -456,7 +477,7 @@ async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Prom
     if (failed) return { kind: 'gates_failed', outcome: failed, gateRuns };
     return { kind: 'passed', candidateSha, commits: built.commits, gateRuns };
   } finally {
-    removeCandidateTree(dir, paths.trash(rig.name, deps.gtHome));
+    discardAttemptTree(deps, rig.name, tree);
   }
 }
 
@@ -470,9 +491,9 @@ async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResu
   const target = chain[0]!.ticket.targetBranch;
   const { mirror } = await mirrorWith(rig.name, rig.repo, deps.gtHome, [base]);
   if ((await missingCommits(mirror, [candidateSha])).length) {
-    const { dir } = attemptTree(deps, rig.name, `land-${candidateSha.slice(0, 12)}`);
+    const tree = await attemptTree(deps, rig.name, `land-${candidateSha.slice(0, 12)}`);
     try {
-      const built = await buildChain(mirror, dir, rig, base, chain);
+      const built = await buildChain(mirror, tree.dir, rig, base, chain);
       const sha = built.kind === 'built' ? built.commits[built.commits.length - 1]!.commit : undefined;
       if (sha !== candidateSha)
         return {
@@ -480,7 +501,7 @@ async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResu
           reason: `the chain built here is ${sha ?? 'a conflict'}, not the gated ${candidateSha}`,
         };
     } finally {
-      removeCandidateTree(dir, paths.trash(rig.name, deps.gtHome));
+      discardAttemptTree(deps, rig.name, tree);
     }
   }
   if (!(await gitStatus(mirror, ['merge-base', '--is-ancestor', base, candidateSha])).ok)
@@ -708,14 +729,15 @@ async function detachedHead(dir: Repo): Promise<string> {
 export function gateLaunch(
   deps: MergeDeps,
   rig: RigConfig,
-  candidateDir: string,
+  tree: Pick<AttemptTree, 'dir' | 'ledger'>,
   key: string,
   gt: Record<string, string>,
 ): GateLaunch {
   const agentDir = paths.agentDir(key, deps.gtHome);
   return {
     beadId: gt.GT_BEAD_ID!,
-    cwd: candidateDir,
+    cwd: tree.dir,
+    ledger: tree.ledger,
     runDir: (runId) => paths.runDir(runId, deps.gtHome),
     agentDir,
     allowNetwork: rig.network,

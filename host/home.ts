@@ -21,6 +21,11 @@ export const paths = {
   /** Where the worker checks a finished run's branch before taking it (worker-owned). */
   quarantine: (rig: string, key: string, home = gtHome()) =>
     join(home, 'rigs', rig, 'quarantine', `${fsSafe(key)}.git`),
+  /**
+   * The gates one attempt of a merge section (or a formula step's gates) started, one run id a line (worker-owned): a
+   * retry stops those a killed worker left running (activities/merge.ts attemptTree).
+   */
+  gateLedger: (rig: string, key: string, home = gtHome()) => join(home, 'rigs', rig, 'gates', `${fsSafe(key)}.runs`),
   /** Where the rig's discarded trees wait to be deleted (activities/trash.ts), on the file system of the others. */
   trash: (rig: string, home = gtHome()) => join(home, 'rigs', rig, 'trash'),
   binDir: (home = gtHome()) => join(home, 'bin'),

@@ -16,6 +16,7 @@ import { paths } from '../host/home';
 import { MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import type { mergeRequestWorkflow } from '../workflows/merge-request';
+import { processExists } from './helpers/pids';
 import { createRepo } from './helpers/repo';
 import { pushBranch, recordTargetMoves, startMergeRequest, targetTreesHeld, trailersOf } from './helpers/refinery';
 import { eventually, repoRoot, startTestTown, type TestTown } from './helpers/town';
@@ -134,5 +135,45 @@ describe('a retried merge activity', () => {
     const third = await new MockActivityEnvironment({ attempt: 3 }).run(mergeCandidate, { rig, tickets: [ticket] });
     expect(third).toMatchObject({ kind: 'merged', alreadyMerged: false });
     expect(readdirSync(dirname(paths.candidate('left', 'any', gtHome))), 'a candidate tree left behind').toEqual([]);
+  });
+
+  it('stops a gate its earlier attempt left running', async () => {
+    const gtHome = mkdtempSync(join(tmpdir(), 'gt-home-gate-left-'));
+    const marks = mkdtempSync(join(tmpdir(), 'gt-gate-left-'));
+    const repo = await createRepo();
+    // The first gate run hangs (its shell's pid recorded); any later one passes.
+    const gate = join(marks, 'gate.sh');
+    writeFileSync(
+      gate,
+      `#!/bin/sh\nif mkdir "${marks}/first" 2>/dev/null; then echo $$ > "${marks}/pid"; exec sleep 600; fi\nexit 0\n`,
+      { mode: 0o755 },
+    );
+    const rig = RigConfig.parse({ name: 'gate-left', repo: repo.origin, agent: 'true', gates: [gate] });
+    const ticket = ticketOf('gate-left', await pushBranch(repo.origin, 'gt/gate-left', { 'work/g.txt': 'g\n' }));
+    const { mergeCandidate } = createMergeActivities({
+      gtHome,
+      gtBinDir: join(repoRoot, 'bin'),
+      runtimes: { process: new ProcessRuntime() },
+    });
+
+    // Attempt 1 is left hanging in its gate, as a killed (or frozen) worker's attempt is; the server retries it.
+    const first = new MockActivityEnvironment({ attempt: 1 }).run(mergeCandidate, { rig, tickets: [ticket] });
+    // Started, and recorded in its attempt's ledger with its handle.
+    const ledger = paths.gateLedger('gate-left', 'mr:gate-left:1-a1', gtHome);
+    const recorded = () =>
+      existsSync(ledger) &&
+      readFileSync(ledger, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .every((runId) => existsSync(join(paths.runDir(runId, gtHome), 'handle.json')));
+    await eventually(() => existsSync(join(marks, 'pid')) && recorded(), 30_000, "the first attempt's gate");
+    const pid = Number(readFileSync(join(marks, 'pid'), 'utf8'));
+    expect(processExists(pid)).toBe(true);
+    const second = await new MockActivityEnvironment({ attempt: 2 }).run(mergeCandidate, { rig, tickets: [ticket] });
+    expect(second).toMatchObject({ kind: 'merged', alreadyMerged: false });
+    expect(processExists(pid), "the first attempt's gate still runs").toBe(false);
+    // What attempt 1 answers is nobody's now: its gate was stopped under it.
+    expect(await first).toMatchObject({ kind: 'gates_failed' });
+    expect(readdirSync(dirname(paths.gateLedger('gate-left', 'any', gtHome))), 'a ledger left behind').toEqual([]);
   });
 });

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isAlive, processTag, ProcessRuntime } from '../agents/process-runtime';
 import type { AgentHandle, AgentStatus } from '../agents/runtime';
-import { recordHandle } from '../activities/agent-runs';
+import { recordHandle } from '../activities/run-handles';
 import { paths } from '../host/home';
 import { ResourceLimits } from '../domain/rig';
 import { processExists } from './helpers/pids';
