@@ -9,7 +9,7 @@
 import { appendFileSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
-import { Context, heartbeat } from '@temporalio/activity';
+import { Context, heartbeat, log } from '@temporalio/activity';
 import { printableText } from '../domain/caps';
 import { OUTPUT_LOG, type AgentLaunch, type AgentRuntimeDriver, type AgentStatus } from '../agents/runtime';
 import type { AgentRuntime } from '../domain/rig';
@@ -103,7 +103,8 @@ export async function runGate(
 
 /**
  * Stops the gates listed in earlier attempts' ledgers that still run, and deletes the ledgers: a worker killed while its
- * gate ran leaves the gate running, agent code that nobody watches or times out. Returns the run ids it stopped.
+ * gate ran leaves the gate running, agent code that nobody watches or times out. Returns the run ids it stopped. A
+ * runtime that fails to answer keeps that ledger for the next attempt rather than failing this one.
  */
 export async function stopLeftoverGates(
   runtimes: Partial<Record<AgentRuntime, AgentRuntimeDriver>>,
@@ -118,15 +119,25 @@ export async function stopLeftoverGates(
     } catch {
       continue; // that attempt started no gate, or ended and deleted its ledger
     }
+    let answered = true;
     for (const runId of runIds) {
       const handle = readHandle(runDir(runId));
       const driver = handle && runtimes[handle.runtime];
-      if (!handle || !driver || (await driver.status(handle, runDir(runId))).state !== 'running') continue;
-      await driver.stop(handle, STOP_GRACE_MS);
-      await driver.remove?.(handle).catch(() => undefined);
-      stopped.push(runId);
+      if (!handle || !driver) continue;
+      try {
+        if ((await driver.status(handle, runDir(runId))).state !== 'running') continue;
+        await driver.stop(handle, STOP_GRACE_MS);
+        await driver.remove?.(handle).catch(() => undefined);
+        stopped.push(runId);
+      } catch (err) {
+        answered = false;
+        log.warn('could not stop a gate an earlier attempt left running; the next attempt tries again', {
+          runId,
+          error: String(err),
+        });
+      }
     }
-    rmSync(ledger, { force: true });
+    if (answered) rmSync(ledger, { force: true });
   }
   return stopped;
 }

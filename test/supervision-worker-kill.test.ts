@@ -24,23 +24,28 @@ import {
 
 const workers = workerProcesses();
 
-/**
- * A `gt worker` child process on a host of its own, and a bead `b-<name>` whose agent (wait-for-release: it calls
- * `gt done` once `release` appears in `dir`) runs under that worker's supervision, heartbeat timeout 3 s.
- */
-async function heldAgent(name: string, title: string) {
-  const dir = mkdtempSync(join(tmpdir(), `gt-${name}-`));
+/** A host of its own served by a `gt worker` child process, and its rig `<name>-rig` (heartbeat timeout 3 s). */
+async function workerWithRig(name: string, agent: string, env?: Record<string, string>) {
   const host = await workers.host(name);
   const { town } = host;
   const repo = await createRepo();
   await town.addRig({
     name: `${name}-rig`,
     repo: repo.origin,
-    agent: agentScript('wait-for-release'),
-    env: { TEST_DIR: dir },
+    agent: agentScript(agent),
+    ...(env ? { env } : {}),
     policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
   });
-  const worker = await host.start();
+  return { host, town, repo, worker: await host.start() };
+}
+
+/**
+ * A `gt worker` child process on a host of its own, and a bead `b-<name>` whose agent (wait-for-release: it calls
+ * `gt done` once `release` appears in `dir`) runs under that worker's supervision, heartbeat timeout 3 s.
+ */
+async function heldAgent(name: string, title: string) {
+  const dir = mkdtempSync(join(tmpdir(), `gt-${name}-`));
+  const { host, town, repo, worker } = await workerWithRig(name, 'wait-for-release', { TEST_DIR: dir });
   const beadId = `b-${name}`;
   const { handle } = await town.sling(`${name}-rig`, { id: beadId, title });
   await eventually(() => existsSync(join(dir, 'starts')), 60_000, 'agent started');
@@ -91,17 +96,8 @@ describe('a worker killed while its agent runs', () => {
 
 describe("a worker killed between its agent's gt done and the agent's exit", () => {
   it('leaves the quarantine it opened at the gt done to the retry of the supervision, which discards it', async () => {
-    const host = await workers.host('atdone');
-    const { town } = host;
-    const repo = await createRepo();
     // The agent calls gt done and lingers: the worker's gateway accepts it and opens the import's quarantine.
-    await town.addRig({
-      name: 'atdone-rig',
-      repo: repo.origin,
-      agent: agentScript('done-then-linger'),
-      policy: { ...FAST_POLICY, heartbeatTimeout: 3_000 },
-    });
-    const first = await host.start();
+    const { host, town, repo, worker: first } = await workerWithRig('atdone', 'done-then-linger');
     const { handle } = await town.sling('atdone-rig', { id: 'b-atdone', title: 'Lingers past its worker' });
     const quarantines = dirname(paths.quarantine('atdone-rig', 'any', host.gtHome));
     const left = () => (existsSync(quarantines) ? readdirSync(quarantines) : []);
