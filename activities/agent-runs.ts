@@ -518,7 +518,7 @@ export function createAgentRunActivities(deps: HostDeps) {
     opened: OpenedQuarantine | undefined,
   ): Promise<PublishedBranch | undefined> => {
     // Only a polecat's launch carries `publish`, and only a polecat's token may call gt done.
-    if (!input.publish || !deps.doneRuns?.take(input.runId)) return undefined;
+    if (!input.publish || !deps.doneRuns?.take(input.runId, activityInfo().attempt)) return undefined;
     const { rig, worktree, branch, targetBranch, runId } = input;
     try {
       return await publish({ rig, worktree, branch, targetBranch, runId, baseSha: input.publish.baseSha }, opened);
@@ -741,7 +741,7 @@ export function createAgentRunActivities(deps: HostDeps) {
       };
       let stoppedAfterGrace = false;
       const details = () => ({ handle, ...(doneAt !== undefined ? { doneAt } : {}) });
-      const unsupervise = deps.doneRuns?.supervise(input.runId);
+      const unsupervise = deps.doneRuns?.supervise(input.runId, activityInfo().attempt);
       // The import's first step (a quarantine, the mirror's reads) begins as this gateway accepts the run's gt done,
       // while the agent is still exiting: none of it reads anything of the agent's. The import at the exit takes it
       // over and discards it; else it is discarded as this activity ends. Its quarantine is its attempt's own (a retry

@@ -22,6 +22,13 @@ export class DoneRuns {
   private readonly launchedHere = new Set<string>();
   /** Run id → what its supervision does as the run's `gt done` is accepted (onAccepted); removed as it ends. */
   private readonly listeners = new Map<string, () => void>();
+  /**
+   * Run id → the newest attempt of its supervision begun in this process (bounded: the oldest runs forgotten first).
+   * An older attempt still running beside it (frozen past its heartbeat timeout, then woken) is one the server gave
+   * up on: its answer is dropped, so it must not take the run's exit, whose branch and ticket the bead would then never
+   * hear of (take).
+   */
+  private readonly newestAttempt = new Map<string, number>();
 
   constructor(private readonly max = 4096) {}
 
@@ -59,8 +66,12 @@ export class DoneRuns {
     }
   }
 
-  /** Whether the run's `gt done` was accepted through this gateway; forgets it (a run ends once). */
-  take(runId: string): boolean {
+  /**
+   * Whether the run's `gt done` was accepted through this gateway; forgets it (a run ends once). Never for a
+   * supervision `attempt` older than the newest begun here for the run.
+   */
+  take(runId: string, attempt?: number): boolean {
+    if (attempt !== undefined && attempt < (this.newestAttempt.get(runId) ?? 0)) return false;
     return this.runs.delete(runId);
   }
 
@@ -69,9 +80,16 @@ export class DoneRuns {
     return this.runs.has(runId);
   }
 
-  /** A supervision of the run starts in this process; call the returned function as it ends. */
-  supervise(runId: string): () => void {
+  /** A supervision of the run (its `attempt`) starts in this process; call the returned function as it ends. */
+  supervise(runId: string, attempt = 1): () => void {
     this.launchedHere.delete(runId);
+    const newest = Math.max(attempt, this.newestAttempt.get(runId) ?? 0);
+    this.newestAttempt.delete(runId);
+    this.newestAttempt.set(runId, newest);
+    for (const oldest of this.newestAttempt.keys()) {
+      if (this.newestAttempt.size <= this.max) break;
+      this.newestAttempt.delete(oldest);
+    }
     this.supervised.set(runId, (this.supervised.get(runId) ?? 0) + 1);
     return () => {
       const n = (this.supervised.get(runId) ?? 1) - 1;

@@ -52,6 +52,27 @@ describe('DoneRuns', () => {
     expect(runs.supervises('b/r1/a2')).toBe(false);
   });
 
+  it("lets only the newest supervision attempt begun here take the run's exit", () => {
+    // Attempt 1 froze past its heartbeat timeout and woke beside its retry: the server dropped its answer, so the
+    // branch and ticket it would publish and hand over at the exit would go unheard by the bead (the chaos soak's
+    // merged-twice bead). Its retry takes the exit instead.
+    const runs = new DoneRuns();
+    const first = runs.supervise('b/r1/a1', 1);
+    const retry = runs.supervise('b/r1/a1', 2);
+    runs.add('b/r1/a1');
+    expect(runs.take('b/r1/a1', 1)).toBe(false);
+    first();
+    expect(runs.take('b/r1/a1', 1), 'the older attempt, after it ended').toBe(false);
+    expect(runs.take('b/r1/a1', 2)).toBe(true);
+    expect(runs.take('b/r1/a1', 2), 'a run ends once').toBe(false);
+    retry();
+    // A retry begun after the attempt it replaces ended is the newest too.
+    runs.supervise('b/r2/a1', 1)();
+    runs.supervise('b/r2/a1', 2);
+    runs.add('b/r2/a1');
+    expect(runs.take('b/r2/a1', 2)).toBe(true);
+  });
+
   it('counts a run launched here as supervised until its supervision has started and ended', () => {
     const runs = new DoneRuns();
     runs.launched('b/r1/a1');
