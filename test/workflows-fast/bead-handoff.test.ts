@@ -55,14 +55,14 @@ async function beatUntilCancelled(): Promise<never> {
 }
 
 /**
- * Runs bead `id` under the given supervision stub and cancels it once `ready` holds; its history, and the tickets its
- * own hand-off tried (each reaching the refinery).
+ * Runs bead `id` with the given stubs (its own hand-off's answer: queued, unless `queueMergeRequest` says otherwise)
+ * and cancels it once `ready` holds; its history, and the tickets its own hand-off tried (each reaching the refinery).
  */
-async function cancelledWhileSupervised(
+async function cancelledBead(
   env: TestWorkflowEnvironment,
   id: string,
-  superviseAgentRun: (input: never) => Promise<unknown>,
-  ready: (handle: WorkflowHandle) => boolean | Promise<boolean>,
+  stubs: { superviseAgentRun?: (input: never) => Promise<unknown>; queueMergeRequest?: () => Promise<unknown> },
+  ready: (handle: WorkflowHandle, tries: string[]) => boolean | Promise<boolean>,
   what: string,
 ) {
   const tries: string[] = [];
@@ -72,13 +72,13 @@ async function cancelledWhileSupervised(
       ...beadActivities(env, taskQueue, () => 'done', 0, { supervisionCancelled: [], escalations: [] }),
       queueMergeRequest: ({ ticket }: { ticket: { mrId: string } }) => {
         tries.push(ticket.mrId);
-        return Promise.resolve({ queued: true });
+        return stubs.queueMergeRequest?.() ?? Promise.resolve({ queued: true });
       },
-      superviseAgentRun,
+      ...(stubs.superviseAgentRun ? { superviseAgentRun: stubs.superviseAgentRun } : {}),
     }),
     async (taskQueue) => {
       const handle = await startBead(env, id, taskQueue);
-      await eventually(() => ready(handle), 10_000, what);
+      await eventually(() => ready(handle, tries), 10_000, what);
       return cancelledHistory(handle);
     },
   );
@@ -96,22 +96,13 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
 
   it('takes the ticket back when it is cancelled while the hand-off is retried', async () => {
     const id = 'fast-handoff-cancel';
-    const tries: string[] = [];
-    const events = await withWorker(
+    const { events, tries } = await cancelledBead(
       env,
-      (taskQueue) => ({
-        ...beadActivities(env, taskQueue, () => 'done', 0, { supervisionCancelled: [], escalations: [] }),
-        // Every try fails as one whose signal reached the server and whose answer was lost would.
-        queueMergeRequest: ({ ticket }: { ticket: { mrId: string } }) => {
-          tries.push(ticket.mrId);
-          return Promise.reject(new Error('the frontend did not answer (stub)'));
-        },
-      }),
-      async (taskQueue) => {
-        const handle = await startBead(env, id, taskQueue);
-        await eventually(() => tries.length >= 2, 10_000, 'the hand-off retried');
-        return cancelledHistory(handle);
-      },
+      id,
+      // Every try fails as one whose signal reached the server and whose answer was lost would.
+      { queueMergeRequest: () => Promise.reject(new Error('the frontend did not answer (stub)')) },
+      (_, tries) => tries.length >= 2,
+      'the hand-off retried',
     );
     expect(new Set(tries)).toEqual(new Set([`mr:${id}:1`]));
     expect(withdrawals(events)).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1`, headSha: HEAD }]]);
@@ -122,22 +113,24 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
   it('takes the ticket back when it is cancelled as its run’s supervision hands the ticket over', async () => {
     const id = 'fast-handoff-at-exit';
     const given: unknown[] = [];
-    const { events, tries } = await cancelledWhileSupervised(
+    const { events, tries } = await cancelledBead(
       env,
       id,
       // The agent's gt done is accepted and it exits; the host publishes the branch and hands the ticket over just
       // as the bead's cancel reaches the supervision, which answers with what it did rather than as cancelled.
-      async (input: { runId: string; workflowId: string; rig: unknown; enqueue?: unknown }) => {
-        given.push(input.enqueue);
-        await acceptDone(env, input);
-        await beatUntilCancelled().catch(() => undefined);
-        return {
-          runId: input.runId,
-          exitCode: 0,
-          adopted: false,
-          published: { headSha: HEAD, commitsAhead: 1, uncommittedChanges: false },
-          enqueued: { rig: input.rig, queued: true },
-        };
+      {
+        superviseAgentRun: async (input: { runId: string; workflowId: string; rig: unknown; enqueue?: unknown }) => {
+          given.push(input.enqueue);
+          await acceptDone(env, input);
+          await beatUntilCancelled().catch(() => undefined);
+          return {
+            runId: input.runId,
+            exitCode: 0,
+            adopted: false,
+            published: { headSha: HEAD, commitsAhead: 1, uncommittedChanges: false },
+            enqueued: { rig: input.rig, queued: true },
+          };
+        },
       },
       async (handle) =>
         ((await handle.fetchHistory()).events ?? []).some((e) => e.workflowExecutionUpdateCompletedEventAttributes),
@@ -154,18 +147,20 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
   it('takes back, whatever its head, a ticket its supervision handed over unheard', async () => {
     const id = 'fast-handoff-unheard';
     const attempts: number[] = [];
-    const { events, tries } = await cancelledWhileSupervised(
+    const { events, tries } = await cancelledBead(
       env,
       id,
       // The first attempt sees the gt done accepted, hands the ticket over and dies with its worker before it
       // answers; the retry, on a worker whose gateway never saw that gt done, has nothing to publish and is still
       // waiting for the agent's exit when the bead is cancelled.
-      async (input: { runId: string; workflowId: string }) => {
-        const { attempt } = Context.current().info;
-        attempts.push(attempt);
-        if (attempt > 1) return beatUntilCancelled();
-        await acceptDone(env, input);
-        throw ApplicationFailure.retryable('the worker died after handing the ticket over (stub)');
+      {
+        superviseAgentRun: async (input: { runId: string; workflowId: string }) => {
+          const { attempt } = Context.current().info;
+          attempts.push(attempt);
+          if (attempt > 1) return beatUntilCancelled();
+          await acceptDone(env, input);
+          throw ApplicationFailure.retryable('the worker died after handing the ticket over (stub)');
+        },
       },
       () => attempts.includes(2),
       'the supervision retried',
