@@ -60,9 +60,14 @@ export class DoneRuns {
   private keep(set: Set<string>, runId: string): void {
     set.delete(runId);
     set.add(runId);
-    for (const oldest of set) {
-      if (set.size <= this.max) break;
-      set.delete(oldest);
+    this.bound(set);
+  }
+
+  /** Forgets the oldest runs (first inserted) beyond `max`. */
+  private bound(runs: Set<string> | Map<string, unknown>): void {
+    for (const oldest of runs.keys()) {
+      if (runs.size <= this.max) break;
+      runs.delete(oldest);
     }
   }
 
@@ -86,10 +91,7 @@ export class DoneRuns {
     const newest = Math.max(attempt, this.newestAttempt.get(runId) ?? 0);
     this.newestAttempt.delete(runId);
     this.newestAttempt.set(runId, newest);
-    for (const oldest of this.newestAttempt.keys()) {
-      if (this.newestAttempt.size <= this.max) break;
-      this.newestAttempt.delete(oldest);
-    }
+    this.bound(this.newestAttempt);
     this.supervised.set(runId, (this.supervised.get(runId) ?? 0) + 1);
     return () => {
       const n = (this.supervised.get(runId) ?? 1) - 1;
