@@ -152,8 +152,10 @@ describe('gt convoy watch', () => {
       // With the merge queue held, a finished bead shows as waiting on it, in the header and on its row.
       expect((await runGt(['mq', 'watch', 'pause'], t.cliEnv())).code).toBe(0);
       release('wt-a');
-      const queued = await showing(/^merge queue {2}nothing merging; waiting 1: a$/m);
-      expect(queued).toMatch(/^▶ a +in_review +r1 +in merge queue \(#1\)$/m);
+      // The run's host hands the ticket over as it publishes the branch, a moment before the bead's own task records
+      // it in review: a screen between the two shows the queue ahead of the row, so the wait is for the row.
+      const queued = await showing(/^▶ a +in_review +r1 +in merge queue \(#1\)$/m);
+      expect(queued).toMatch(/^merge queue {2}nothing merging; waiting 1: a$/m);
       expect((await runGt(['mq', 'watch', 'resume'], t.cliEnv())).code).toBe(0);
       const second = await showing(/1\/3 merged, 2 running/);
       expect(second).toMatch(/^✓ a +merged +[0-9a-f]{10}$/m);
