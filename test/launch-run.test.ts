@@ -163,8 +163,9 @@ describe('launchRun', () => {
       // The handle came in the input: a beat at the start would prove nothing the start did not.
       await new Promise((r) => setTimeout(r, 300));
       expect(beats).toEqual([]);
-      doneRuns.add(i.runId);
+      // Read before the add: the listener notes the time as the add runs.
       const seenAt = Date.now();
+      doneRuns.add(i.runId);
       for (const deadline = Date.now() + 5_000; !beats.some((b) => b.doneAt);) {
         if (Date.now() > deadline) throw new Error(`no heartbeat kept the gt done: ${JSON.stringify(beats)}`);
         await new Promise((r) => setTimeout(r, 50));
