@@ -16,7 +16,7 @@ import { mintRunToken } from '../agents/run-token';
 import type { AgentHandle, AgentRuntimeDriver, AgentStatus, Mount } from '../agents/runtime';
 import { BeadSpec, EXIT_GRACE_MS } from '../domain/bead';
 import { beadBranch, CommitId, legBranch, MAX_AFTER_COMMITS, RunId } from '../domain/ids';
-import { MergeTicketTemplate } from '../domain/refinery';
+import { MergeTicket, MergeTicketTemplate } from '../domain/refinery';
 import { AgentRuntime, RigConfig } from '../domain/rig';
 import type { DoneRuns } from '../host/done-runs';
 import { paths } from '../host/home';
@@ -210,6 +210,8 @@ export const PublishInput = z.object({
   /** The run and the commit it started from (histories before these were sent lack them). */
   runId: RunId.optional(),
   baseSha: CommitId.optional(),
+  /** The round's merge request, when a supervision may have handed its ticket over (`ImportedBranch.mergedAs`). */
+  mrId: MergeTicket.shape.mrId.optional(),
 });
 export type PublishInput = z.input<typeof PublishInput>;
 
@@ -499,6 +501,7 @@ export function createAgentRunActivities(deps: HostDeps) {
         branch: input.branch,
         targetBranch: input.targetBranch,
         baseSha: input.baseSha,
+        mrId: input.mrId,
         home: deps.gtHome,
         opened,
       });
@@ -520,8 +523,10 @@ export function createAgentRunActivities(deps: HostDeps) {
     // Only a polecat's launch carries `publish`, and only a polecat's token may call gt done.
     if (!input.publish || !deps.doneRuns?.take(input.runId, activityInfo().attempt)) return undefined;
     const { rig, worktree, branch, targetBranch, runId } = input;
+    const { baseSha } = input.publish;
+    const mrId = input.enqueue?.ticket.mrId;
     try {
-      return await publish({ rig, worktree, branch, targetBranch, runId, baseSha: input.publish.baseSha }, opened);
+      return await publish({ rig, worktree, branch, targetBranch, runId, baseSha, mrId }, opened);
     } catch (err) {
       log.warn('publishing at the exit failed; the workflow publishes the branch', {
         beadId: input.beadId,

@@ -505,6 +505,12 @@ export interface ImportedBranch {
   commitsAhead: number;
   /** Only looked at when nothing is ahead: whether the agent left its work uncommitted (said in the feedback). */
   uncommittedChanges: boolean;
+  /**
+   * Nothing is ahead because the refinery already merged this head as the round's merge request (`mrId`): the target's
+   * commit that did. A ticket handed over by a run's supervision whose answer the bead never heard (an attempt the
+   * server gave up on, in a process that does not know of its retry) merges before the bead's own import.
+   */
+  mergedAs?: string;
 }
 
 /** A quarantine opened for an import, and the mirror's commits read for it (undefined for each the mirror lacks). */
@@ -566,6 +572,8 @@ export async function importRunBranch(options: {
    * the newest target anyway.
    */
   syncMirror: () => Promise<unknown>;
+  /** The round's merge request: a head nothing is ahead of is looked for among its merges (`mergedAs`). */
+  mrId?: string;
   /**
    * `openQuarantine` begun earlier for this import (in a quarantine of its own, then used instead of `quarantine`, and
    * discarded with the import); undefined (it failed): the import opens `quarantine` itself.
@@ -633,12 +641,17 @@ export async function importRunBranch(options: {
       );
     const commitsAhead = Number(ahead.stdout.trim());
     if (commitsAhead === 0) {
+      const mergedAs = options.mrId && (await findMergedCommit(mirror, targetSha, options.mrId, tip));
+      if (mergedAs) return { headSha: tip, commitsAhead, uncommittedChanges: false, mergedAs };
       // A fresh index in the quarantine, compared with the agent's files (read as data; attributes name no driver here).
       const index = { GIT_INDEX_FILE: join(q.gitDir, 'index') };
       const tree = { gitDir: q.gitDir, workTree };
       await git(tree, ['read-tree', tip], { env: index });
       const status = await git(tree, ['status', '--porcelain', '--untracked-files=normal'], { env: index });
-      return { headSha: tip, commitsAhead, uncommittedChanges: status.trim() !== '' };
+      // Each line's second column compares the agent's files with that index ('?' untracked). The first compares the
+      // index with the quarantine's HEAD, which is unborn: every file reads as added there, whatever the agent did.
+      const uncommittedChanges = status.split('\n').some((line) => line.length > 1 && line[1] !== ' ');
+      return { headSha: tip, commitsAhead, uncommittedChanges };
     }
     // Side by side, from the quarantine, which reads the same objects as both: the fetch into the mirror (the merge's
     // source) and the branch's push to the repository. The fetch brings objects only (no FETCH_HEAD) and the push

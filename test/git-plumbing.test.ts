@@ -23,6 +23,7 @@ import {
   createRunRepo,
   git,
   importRunBranch,
+  mergeTrailer,
   mirrorHolding,
   openQuarantine,
   type OpenedQuarantine,
@@ -163,7 +164,7 @@ describe('a run’s own repository', () => {
     await createRunRepo(mirror, workTree, { sha: base, branch: 'gt/b1' }, join(gtHome, 'trash'));
     const syncs: string[] = [];
     const quarantine = join(gtHome, 'q.git');
-    const take = (opened?: OpenedQuarantine) =>
+    const take = (opened?: OpenedQuarantine, mrId?: string) =>
       importRunBranch({
         mirror,
         repo: repo.origin,
@@ -176,6 +177,7 @@ describe('a run’s own repository', () => {
         home: gtHome,
         trash: join(gtHome, 'trash'),
         opened,
+        mrId,
       });
     return { repo, gtHome, mirror, base, workTree, take, syncs, quarantine };
   }
@@ -272,6 +274,33 @@ describe('a run’s own repository', () => {
     const { workTree, take } = await setUp();
     writeFileSync(join(workTree, 'loose.txt'), 'not committed\n');
     expect(await take()).toMatchObject({ commitsAhead: 0, uncommittedChanges: true });
+    rmSync(join(workTree, 'loose.txt'));
+    expect(await take()).toMatchObject({ commitsAhead: 0, uncommittedChanges: false });
+    writeFileSync(join(workTree, 'README.md'), 'changed, not committed\n');
+    expect(await take()).toMatchObject({ commitsAhead: 0, uncommittedChanges: true });
+  });
+
+  it('says a branch nothing is ahead of was merged as the round’s merge request only when the refinery’s mark says so', async () => {
+    const { repo, gtHome, base, workTree, take } = await setUp();
+    commitIn(workTree, 'a.txt');
+    const { headSha } = await take();
+    // The refinery merges it as mr:b1:1 (a ticket a supervision handed over unheard) before the bead's own import.
+    const git_ = (args: string[]) => git({ gitDir: repo.origin }, args).then((out) => out.trim());
+    const merge = await git_([
+      ...['-c', 'user.name=R', '-c', 'user.email=r@x', 'commit-tree', `${headSha}^{tree}`, '-p', base, '-p', headSha],
+      ...['-m', 'Merge gt/b1', '-m', mergeTrailer('mr:b1:1', headSha)],
+    ]);
+    await git_(['update-ref', 'refs/heads/main', merge]);
+    await syncMirror('runs', repo.origin, gtHome);
+    expect(await take(undefined, 'mr:b1:1')).toEqual({
+      headSha,
+      commitsAhead: 0,
+      uncommittedChanges: false,
+      mergedAs: merge,
+    });
+    // Not as another round's request, nor when no request is named: a run that committed nothing new.
+    for (const mrId of ['mr:b1:2', undefined])
+      expect(await take(undefined, mrId)).toEqual({ headSha, commitsAhead: 0, uncommittedChanges: false });
   });
 
   it('refuses an object store with a link in it (it could make the worker read another repository’s objects)', async () => {

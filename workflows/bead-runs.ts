@@ -23,7 +23,7 @@ import { MAX_CARRIED_INBOX, MAX_CARRIED_ROUNDS, MAX_CARRIED_RUNS, MAX_TEXT } fro
 import { CAPS, capText, keepNewest } from '../domain/caps';
 import { carriedSteps, type FormulaProgress } from '../domain/formula';
 import { dispatchGateWorkflowId, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
-import { beadBranch, legBranch, runIdOf } from '../domain/ids';
+import { beadBranch, legBranch, mergeRequestWorkflowId, runIdOf } from '../domain/ids';
 import { countTownEvent } from '../domain/metrics';
 import type { RigConfig } from '../domain/rig';
 import { failureMessage } from '../domain/validation';
@@ -74,6 +74,12 @@ export const GRACE_ON_HOST = 'bead-grace-on-host';
  * it publishes the branch (`RunExit.enqueued`): the bead's local activity is left out when it did.
  */
 export const QUEUES_MERGE_REQUEST = 'bead-queues-merge-request';
+/**
+ * patched() id: a run's branch that the refinery already merged as the round's merge request (a ticket its supervision
+ * handed over unheard: `ImportedBranch.mergedAs`) is the round's head, not a run that committed nothing; the merge
+ * request the bead then starts is given the refinery's kept answer. Asked only for such a branch.
+ */
+export const TAKES_MERGED_BRANCH = 'bead-takes-merged-branch';
 
 /** Which of a run's steps go the newer way (asked as the attempt starts, before any local activity of it). */
 interface RunPatches {
@@ -601,13 +607,24 @@ export class PolecatRuns {
     let published = run.exit?.published;
     if (!published) {
       b.setStatus('in_progress', `publishing branch of ${runId}`);
+      // The round's merge request for a run that was given its ticket (a formula's steps are not).
+      const mrId = step ? undefined : mergeRequestWorkflowId(bead.id, round);
       published = await onHost.publishBranch.executeWithOptions(
         { summary: summary(`publish ${branch} from run ${runId}`) },
-        [{ rig, worktree, branch, targetBranch, runId, baseSha }],
+        [{ rig, worktree, branch, targetBranch, runId, baseSha, ...(mrId ? { mrId } : {}) }],
       );
     } else if (run.exit?.enqueued) this.enqueuedAtExit = { round, headSha: published.headSha, ...run.exit.enqueued };
     if (published.rejected)
       return { failure: `${runId}: gt done was called but the run's branch was not taken: ${published.rejected}` };
+    if (published.mergedAs && this.b.patches.has(TAKES_MERGED_BRANCH)) {
+      log.warn('run branch already merged as the round’s merge request; taking it as handed in', {
+        beadId: bead.id,
+        runId,
+        headSha: published.headSha,
+        commit: published.mergedAs,
+      });
+      return { headSha: published.headSha, summary: run.done!.summary };
+    }
     // An intermediate formula step (a plan, a review) may commit nothing: only the final one must.
     if (published.commitsAhead === 0 && step && !step.prompt.final) return { headSha: '', summary: run.done!.summary };
     if (published.commitsAhead === 0) {

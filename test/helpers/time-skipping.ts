@@ -121,3 +121,13 @@ export async function continuationInputs<T>(client: Client, workflowId: string, 
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
+
+/** The `patched()` ids whose markers a history holds (the SDK's core writes them as `core_patch` markers). */
+export const patchIds = (history: History) =>
+  (history.events ?? []).flatMap((e) => {
+    const marker = e.markerRecordedEventAttributes;
+    if (marker?.markerName !== 'core_patch') return [];
+    return Object.values(marker.details ?? {}).flatMap((p) =>
+      (p.payloads ?? []).map((payload) => Buffer.from(payload.data ?? []).toString()),
+    );
+  });

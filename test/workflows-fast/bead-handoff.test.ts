@@ -3,18 +3,21 @@
  * the hand-off is being retried takes the ticket back, since a try that failed may still have reached the refinery
  * and no merge request exists yet to withdraw it; so does a bead cancelled as its run's supervision hands the ticket
  * over (activities/agent-runs.ts), and one whose supervision's answer was lost after the hand-over (whatever the head).
- * Real bead and dispatch-gate workflows, stubbed activities.
+ * A bead whose own import finds its run's branch already merged as the round's merge request (that lost hand-over,
+ * merged meanwhile) takes it as handed in rather than as a run that committed nothing.
+ * Real bead, merge-request and dispatch-gate workflows, stubbed activities.
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import type proto from '@temporalio/proto';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { beadWorkflowId, refineryWorkflowId } from '../../domain/ids';
 import { doneUpdate } from '../../domain/messages';
-import { beadActivities, HEAD } from '../helpers/bead-stubs';
+import { beadActivities, HEAD, MERGED_COMMIT } from '../helpers/bead-stubs';
 import { eventually } from '../helpers/town';
-import { skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
+import { patchIds, skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
 
 /** The withdraw signals a bead's history sent: to whom, and what. */
 const withdrawals = (events: proto.temporal.api.history.v1.IHistoryEvent[]) =>
@@ -168,5 +171,36 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
     expect(withdrawals(events)).toEqual([[refineryWorkflowId(id), { mrId: `mr:${id}:1` }]]);
     expect(tries).toEqual([]);
     expect(events.some((e) => e.startChildWorkflowExecutionInitiatedEventAttributes)).toBe(false);
+  });
+
+  it('takes a run’s branch the refinery already merged as the round’s merge request as handed in', async () => {
+    const id = 'fast-handoff-merged';
+    const published: unknown[] = [];
+    const { result, history } = await withWorker(
+      env,
+      (taskQueue) => ({
+        ...beadActivities(env, taskQueue, () => 'done', 0, { supervisionCancelled: [], escalations: [] }),
+        // The supervision's attempt that handed the ticket over was given up on, and the refinery merged it: the
+        // bead's own import finds nothing ahead of the target, and the refinery's mark of this round's request.
+        publishBranch: (input: unknown) => {
+          published.push(input);
+          return Promise.resolve({
+            headSha: HEAD,
+            commitsAhead: 0,
+            uncommittedChanges: false,
+            mergedAs: MERGED_COMMIT,
+          });
+        },
+      }),
+      async (taskQueue) => {
+        const handle = await startBead(env, id, taskQueue);
+        return { result: (await handle.result()) as unknown, history: await handle.fetchHistory() };
+      },
+    );
+    // The import was told which request to look for; the merge request started on that head heard the merge.
+    expect(published).toMatchObject([{ mrId: `mr:${id}:1` }]);
+    expect(result).toMatchObject({ beadId: id, status: 'closed', commit: MERGED_COMMIT });
+    expect(patchIds(history).join(' ')).toContain('bead-takes-merged-branch');
+    await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') } }, history);
   });
 });

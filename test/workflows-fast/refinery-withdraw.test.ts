@@ -14,7 +14,14 @@ import { refineryWorkflowId } from '../../domain/ids';
 import { enqueueSignal, refineryStateQuery, withdrawSignal } from '../../domain/messages';
 import type { MergeTicketInput } from '../../domain/refinery';
 import { eventually } from '../helpers/town';
-import { deliveryActivity, skipReason, startTimeSkipping, testRig, withWorker } from '../helpers/time-skipping';
+import {
+  deliveryActivity,
+  patchIds,
+  skipReason,
+  startTimeSkipping,
+  testRig,
+  withWorker,
+} from '../helpers/time-skipping';
 
 const ticket = (bead: string, head: string): MergeTicketInput => ({
   mrId: `mr:${bead}:1`,
@@ -90,14 +97,7 @@ describe.skipIf(skipReason)('refinery withdrawals (time-skipping)', { timeout: 3
     });
     expect(queued).toEqual(['mr:c:1@4']);
     // The new branch's marker is in the history, and the history replays on the code that made it.
-    const patches = (history.events ?? []).flatMap((e) => {
-      const marker = e.markerRecordedEventAttributes;
-      if (marker?.markerName !== 'core_patch') return [];
-      return Object.values(marker.details ?? {}).flatMap((p) =>
-        (p.payloads ?? []).map((payload) => Buffer.from(payload.data ?? []).toString()),
-      );
-    });
-    expect(patches.join(' ')).toContain('refinery-drops-withdrawn');
+    expect(patchIds(history).join(' ')).toContain('refinery-drops-withdrawn');
     await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') } }, history);
   });
 
