@@ -623,7 +623,7 @@ export class PolecatRuns {
         headSha: published.headSha,
         commit: published.mergedAs,
       });
-      return { headSha: published.headSha, summary: run.done!.summary };
+      return { headSha: published.headSha, summary: run.done!.summary, mergedAs: published.mergedAs };
     }
     // An intermediate formula step (a plan, a review) may commit nothing: only the final one must.
     if (published.commitsAhead === 0 && step && !step.prompt.final) return { headSha: '', summary: run.done!.summary };

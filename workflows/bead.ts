@@ -139,10 +139,12 @@ export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadRes
       // task leave the path from `gt done` to the merge (docs/performance.md). The run's supervision hands it over as
       // it publishes the branch, when it can (its recorded result says so: histories from before replay as they ran);
       // else it goes from here. A rig that now asks for a review is left to the merge request, as before; so is every
-      // ticket of a bead from before this change.
+      // ticket of a bead from before this change. A head the refinery already merged as this round's (its answer kept
+      // for the merge request) is left to the merge request to announce: the answer is then given to it at once.
       const handed =
         polecats.handedAtExit(round, work.headSha) ??
-        (b.patches.has(QUEUES_MERGE_REQUEST) &&
+        (!work.mergedAs &&
+          b.patches.has(QUEUES_MERGE_REQUEST) &&
           (await enqueueLocally.queueMergeRequest
             .executeWithOptions({ summary: `hand ${mrId} to the refinery of ${rig.name}` }, [
               { rig, ticket: mergeTicket(mrInput) },

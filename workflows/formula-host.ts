@@ -38,8 +38,11 @@ export interface AgentStep {
 /** How one leg of a legs step ended, and its runs. */
 export type LegResult = RunResult & { runs: string[] };
 
-/** A run's (or a formula round's) result: the published head, or why it failed. */
-export type RunResult = { headSha: string; summary?: string } | { failure: string };
+/**
+ * A run's (or a formula round's) result: the published head, or why it failed. `mergedAs`: the refinery had already
+ * merged that head as the round's merge request (bead-runs.ts TAKES_MERGED_BRANCH).
+ */
+export type RunResult = { headSha: string; summary?: string; mergedAs?: string } | { failure: string };
 
 /** What the engine may use of its bead (workflows/bead.ts builds it). */
 export interface FormulaHost {

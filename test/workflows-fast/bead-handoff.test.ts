@@ -176,22 +176,30 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
   it('takes a run’s branch the refinery already merged as the round’s merge request as handed in', async () => {
     const id = 'fast-handoff-merged';
     const published: unknown[] = [];
+    const handedBy: string[] = [];
     const { result, history } = await withWorker(
       env,
-      (taskQueue) => ({
-        ...beadActivities(env, taskQueue, () => 'done', 0, { supervisionCancelled: [], escalations: [] }),
-        // The supervision's attempt that handed the ticket over was given up on, and the refinery merged it: the
-        // bead's own import finds nothing ahead of the target, and the refinery's mark of this round's request.
-        publishBranch: (input: unknown) => {
-          published.push(input);
-          return Promise.resolve({
-            headSha: HEAD,
-            commitsAhead: 0,
-            uncommittedChanges: false,
-            mergedAs: MERGED_COMMIT,
-          });
-        },
-      }),
+      (taskQueue) => {
+        const stubs = beadActivities(env, taskQueue, () => 'done', 0, { supervisionCancelled: [], escalations: [] });
+        return {
+          ...stubs,
+          queueMergeRequest: (input: Parameters<typeof stubs.queueMergeRequest>[0]) => {
+            handedBy.push(String(Context.current().info.workflowExecution?.workflowId));
+            return stubs.queueMergeRequest(input);
+          },
+          // The supervision's attempt that handed the ticket over was given up on, and the refinery merged it: the
+          // bead's own import finds nothing ahead of the target, and the refinery's mark of this round's request.
+          publishBranch: (input: unknown) => {
+            published.push(input);
+            return Promise.resolve({
+              headSha: HEAD,
+              commitsAhead: 0,
+              uncommittedChanges: false,
+              mergedAs: MERGED_COMMIT,
+            });
+          },
+        };
+      },
       async (taskQueue) => {
         const handle = await startBead(env, id, taskQueue);
         return { result: (await handle.result()) as unknown, history: await handle.fetchHistory() };
@@ -200,6 +208,9 @@ describe.skipIf(skipReason)('the bead hands its ticket over (time-skipping)', { 
     // The import was told which request to look for; the merge request started on that head heard the merge.
     expect(published).toMatchObject([{ mrId: `mr:${id}:1` }]);
     expect(result).toMatchObject({ beadId: id, status: 'closed', commit: MERGED_COMMIT });
+    // Announced by the merge request, which is there to be given the refinery's kept answer at once (the bead's own
+    // hand-off would find none yet, and the merge request would wait for its first announcement).
+    expect(handedBy).toEqual([`mr:${id}:1`]);
     expect(patchIds(history).join(' ')).toContain('bead-takes-merged-branch');
     await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') } }, history);
   });
