@@ -165,6 +165,12 @@ const DROPS_WITHDRAWN = 'refinery-drops-withdrawn';
  * forgetting one only reopens the race for a ticket that comes that late.
  */
 const WITHDRAWN_KEEP = 1000;
+/**
+ * patched() id: the outcome of a withdrawn merge request is not kept (nobody will ask for it again), and one kept
+ * before its withdraw is forgotten, so those of cancelled merges never push out one a merge request yet to start asks
+ * for. Asked only when there is such an outcome.
+ */
+const FORGETS_WITHDRAWN_OUTCOMES = 'refinery-forgets-withdrawn-outcomes';
 /** A section that keeps failing on infrastructure is retried this often before its MR is sent back and escalated. */
 const MAX_SECTION_FAILURES = 3;
 
@@ -253,6 +259,10 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
   };
   /** An outcome its merge request was not there to hear: kept for the ticket coming again (a late start). */
   const unheard = (result: MergeResult, error?: string) => {
+    if (withdrawn.has(result.mrId) && patched(FORGETS_WITHDRAWN_OUTCOMES)) {
+      log.info('outcome of a withdrawn merge request not kept', { mrId: result.mrId });
+      return;
+    }
     log.warn('merge request workflow is not running; outcome kept for its ticket announced again', {
       mrId: result.mrId,
       ...(error ? { error } : {}),
@@ -321,6 +331,8 @@ export async function refineryWorkflow(input: RefineryInput): Promise<void> {
     withdrawn.delete(w.mrId);
     withdrawn.add(w.mrId);
     for (const old of [...withdrawn].slice(0, Math.max(0, withdrawn.size - WITHDRAWN_KEEP))) withdrawn.delete(old);
+    const kept = [...undelivered].filter(([, r]) => r.mrId === w.mrId);
+    if (kept.length && patched(FORGETS_WITHDRAWN_OUTCOMES)) for (const [key] of kept) undelivered.delete(key);
     for (let i = queue.length - 1; i >= 0; i--) {
       const t = queue[i]!;
       if (t.mrId !== w.mrId || (w.headSha !== undefined && t.headSha !== w.headSha)) continue;

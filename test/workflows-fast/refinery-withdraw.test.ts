@@ -2,8 +2,9 @@
  * Fast tier, tickets taken back from the refinery's queue (workflows/refinery.ts): a withdraw naming a head takes only
  * that ticket, and one without a head every ticket of its merge request, as a cancelled bead sends when its run's
  * supervision may have handed the round's ticket over without the bead hearing which head (workflows/bead.ts); and a
- * ticket of a withdrawn merge request is never queued again, whether it comes late or its section fails. The real
- * refinery workflow on the time-skipping test server, paused (or with a stubbed merge) so that nothing is merged.
+ * ticket of a withdrawn merge request is never queued again, whether it comes late or its section fails; nor is its
+ * outcome kept for a merge request that will not come, where it would push out one a merge request yet to start asks
+ * for. The real refinery workflow on the time-skipping test server, paused (or with a stubbed merge).
  */
 import { ApplicationFailure } from '@temporalio/common';
 import type { WorkflowHandle } from '@temporalio/client';
@@ -22,6 +23,8 @@ import {
   testRig,
   withWorker,
 } from '../helpers/time-skipping';
+
+const MERGED = 'e'.repeat(40);
 
 const ticket = (bead: string, head: string): MergeTicketInput => ({
   mrId: `mr:${bead}:1`,
@@ -144,5 +147,71 @@ describe.skipIf(skipReason)('refinery withdrawals (time-skipping)', { timeout: 3
     );
     expect(merged).toEqual(['mr:a:1', 'mr:c:1']);
     expect(queued).toEqual([]);
+  });
+
+  it('keeps no outcome of a withdrawn merge request, so none pushes out one a merge request yet to start asks for', async () => {
+    const rig = testRig({ name: 'fast-withdraw-kept', batchSize: 1 });
+    // The ticket of a merge request that starts late (its bead handed the ticket over, or took its merged branch as
+    // handed in): merged before it starts, and announced again by it.
+    const late = ticket('late', '1');
+    // Cancelled merges, each kind as many as the outcomes the refinery keeps: ten withdrawn after their outcomes were
+    // kept (cancelled before their merge requests started), ten while their sections ran.
+    const cancelled = Array.from({ length: 20 }, (_, i) => ticket(`gone${i}`, String((i % 8) + 2)));
+    const midSection = new Set(cancelled.slice(10).map((t) => t.mrId));
+    const heard: string[] = [];
+    let letGo: (() => void) | undefined;
+    const history = await withWorker(
+      env,
+      (taskQueue) => {
+        const { deliverMergeOutcome } = deliveryActivity(env.client, taskQueue);
+        return {
+          // No merge request is running: every outcome goes unheard (and is kept, or not).
+          deliverMergeOutcome: async (raw: Parameters<typeof deliverMergeOutcome>[0]) => {
+            heard.push(raw.result.mrId);
+            return deliverMergeOutcome(raw);
+          },
+          mergeCandidate: async ({ tickets }: { tickets: { mrId: string }[] }) => {
+            if (midSection.has(tickets[0]!.mrId)) await new Promise<void>((resolve) => (letGo = resolve));
+            return {
+              kind: 'merged',
+              commit: MERGED,
+              merged: tickets.map((t) => ({ mrId: t.mrId, commit: MERGED })),
+              gateRuns: 1,
+              alreadyMerged: false,
+            };
+          },
+        };
+      },
+      async (taskQueue) => {
+        const refinery = await env.client.workflow.start('refineryWorkflow', {
+          workflowId: refineryWorkflowId(rig.name),
+          taskQueue,
+          args: [{ rig }],
+        });
+        const told = (n: number, what: string) => eventually(() => heard.length === n, 10_000, what);
+        await refinery.signal(enqueueSignal, late as never);
+        await told(1, "late's outcome, unheard");
+        for (const [i, t] of cancelled.entries()) {
+          await refinery.signal(enqueueSignal, t as never);
+          if (midSection.has(t.mrId)) {
+            await eventually(() => letGo !== undefined, 10_000, `${t.mrId}'s section`);
+            await refinery.signal(withdrawSignal, { mrId: t.mrId });
+            const go = letGo!;
+            letGo = undefined;
+            go();
+          }
+          await told(i + 2, `${t.mrId}'s outcome`);
+          if (!midSection.has(t.mrId)) await refinery.signal(withdrawSignal, { mrId: t.mrId, headSha: t.headSha });
+        }
+        // The late merge request announces its ticket: the outcome kept for it is given again.
+        await refinery.signal(enqueueSignal, late as never);
+        await told(22, "late's outcome, given again");
+        await refinery.terminate('test over');
+        return refinery.fetchHistory();
+      },
+    );
+    expect(heard.filter((mrId) => mrId === late.mrId)).toHaveLength(2);
+    expect(patchIds(history).join(' ')).toContain('refinery-forgets-withdrawn-outcomes');
+    await Worker.runReplayHistory({ workflowBundle: { codePath: inject('workflowBundlePath') } }, history);
   });
 });
