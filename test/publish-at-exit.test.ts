@@ -1,12 +1,16 @@
 /**
  * A run's branch is published by its host's supervision as the agent exits after a gt done that host's gateway saw
  * accepted (host/done-runs.ts), which then hands the merge request's ticket to the refinery too, and by its workflow's
- * publishBranch otherwise. Real server, git, processes, gateways.
+ * publishBranch otherwise; a branch the refinery merged before that import (a ticket another worker's supervision
+ * handed over unheard) is taken as handed in. Real server, git, processes, gateways.
  */
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type proto from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { importRunBranch, syncMirror } from '../activities/git';
+import { mergeRequestQueuer } from '../activities/town';
 import { mintRunToken } from '../agents/run-token';
 import { startGateway, type Gateway } from '../gateway/server';
 import { EXIT_GRACE_MS } from '../domain/bead';
@@ -147,6 +151,61 @@ describe('a finished run’s branch', () => {
     expect(Number(scheduled[2]!.heartbeatTimeout!.seconds)).toBe(FAST_POLICY.heartbeatTimeout! / 1000);
     // Nor did its supervision know of the gt done to time the grace: the workflow did.
     expect(timers).toEqual([FAST_POLICY.stallTimeout! / 1000, graceSeconds]);
+  });
+
+  it('is taken as handed in when another worker’s supervision handed it over unheard and it merged first', async () => {
+    // The chaos soak's race across two processes: a supervision attempt the server gave up on, on another worker of
+    // the host, saw the gt done, imported the branch and handed the round's ticket over, and its answer was dropped.
+    // The refinery merged it before the bead's own import, which finds nothing ahead of the target.
+    const repo = await createRepo();
+    const hold = join(mkdtempSync(join(tmpdir(), 'gt-pub-merged-')), 'exit');
+    const rig = await t.addRig({
+      name: 'pub-merged',
+      repo: repo.origin,
+      agent: agentScript('done-elsewhere'),
+      env: { OTHER_GATEWAY_URL: other.url, HOLD_UNTIL: hold },
+    });
+    const id = 'b-pub-merged';
+    const { handle } = await t.town.sling('pub-merged', { id, title: 'Merged before its own import' });
+    await eventually(() => seenByOther.take(`${id}/r1/a1`), 30_000, 'the gt done accepted by the other gateway');
+    // What that attempt did: the import (into the mirror, the branch pushed), then the ticket.
+    const trash = paths.trash(rig.name, t.gtHome);
+    const { headSha } = await importRunBranch({
+      mirror: paths.mirror(rig.name, t.gtHome),
+      repo: repo.origin,
+      workTree: paths.worktree(rig.name, id, t.gtHome),
+      branch: `gt/${id}`,
+      targetBranch: 'main',
+      quarantine: join(trash, '..', 'other-worker-quarantine'),
+      home: t.gtHome,
+      trash,
+      syncMirror: () => syncMirror(rig.name, repo.origin, t.gtHome),
+    });
+    const mrId = `mr:${id}:1`;
+    await mergeRequestQueuer(t.client, t.taskQueue)(rig, {
+      mrId,
+      beadId: id,
+      round: 1,
+      title: 'Merged before its own import',
+      branch: `gt/${id}`,
+      headSha,
+      targetBranch: 'main',
+      enqueuedAt: Date.now(),
+    });
+    const trailer = `Gt-Merge-Request: ${mrId}@${headSha}`;
+    await eventually(async () => (await repo.log())[0]!.body.includes(trailer), 30_000, 'the unheard ticket merged');
+    writeFileSync(hold, '');
+
+    expect(await handle.result()).toMatchObject({ status: 'closed', commit: (await repo.log())[0]!.sha });
+    // Merged once: no second attempt of the round, no second merge.
+    expect((await repo.log()).filter((c) => c.body.includes('Gt-Merge-Request:'))).toHaveLength(1);
+    const events = (await handle.fetchHistory()).events ?? [];
+    const { scheduled, results } = attributes(events);
+    expect(scheduled.map((a) => a.activityType?.name)).toEqual(['launchRun', 'superviseAgentRun', 'publishBranch']);
+    const published = JSON.parse(Buffer.from(results.at(-1)!.data!).toString()) as object;
+    expect(published).toMatchObject({ headSha, commitsAhead: 0, mergedAs: (await repo.log())[0]!.sha });
+    // The merge request announced the ticket and was given the refinery's kept answer; the bead handed nothing over.
+    expect(localActivitiesOf(events)).toEqual(['requestDispatchSlot']);
   });
 
   it('keeps the workflow timing the grace when an agent claims its host does', async () => {
