@@ -22,6 +22,7 @@ import { beadStart } from '../domain/starts';
 import { mergeRequestStateQuery, pauseRefineryUpdate, refineryStateQuery } from '../domain/messages';
 import { startDevServer } from '../provisioning/dev-server';
 import { createTownWorker } from '../worker/worker';
+import { startOtherWorker } from '../test/helpers/other-worker';
 import { createRepo } from '../test/helpers/repo';
 
 Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -347,6 +348,26 @@ try {
   });
   await slingQueued('rec-clash', ['a', 'b'], 'Clashing');
 
+  // A bead whose run's branch the refinery merged before the bead's own import: another worker's gateway accepted its
+  // gt done, and that worker's supervision attempt (one the server gave up on) handed the ticket over unheard.
+  const otherWorker = await startOtherWorker(client, process.env.GT_HOME);
+  const exitFile = join(testDir, 'merged-first-exit');
+  const mergedFirstRig = await town.addRig({
+    name: 'rec-merged-first',
+    repo: repo.origin,
+    agent: agent('done-elsewhere'),
+    env: { OTHER_GATEWAY_URL: otherWorker.url, HOLD_UNTIL: exitFile },
+    policy: fast,
+  });
+  const mergedFirst = await town.sling('rec-merged-first', { id: 'rec-merged-first', title: 'Merged first' });
+  while (!otherWorker.seen.take('rec-merged-first/r1/a1')) await new Promise((r) => setTimeout(r, 100));
+  const handed = await otherWorker.handOverUnheard('record', mergedFirstRig, 'rec-merged-first', 'Merged first');
+  const trailer = `Gt-Merge-Request: ${handed.mrId}@${handed.headSha}`;
+  while (!(await repo.log()).some((c) => c.body.includes(trailer))) await new Promise((r) => setTimeout(r, 200));
+  writeFileSync(exitFile, '');
+  console.error(`rec-merged-first: ${(await mergedFirst.handle.result()).status}`);
+  await otherWorker.close();
+
   /** name → workflow id (its latest run), or [workflow id, run id]. */
   const scenarios: Record<string, string | [string, string]> = {
     'bead-formula-continued-first': ['bead:rec-continued', continued.firstExecutionRunId],
@@ -358,6 +379,7 @@ try {
     'bead-formula-own-agent': 'bead:rec-own-agent',
     'bead-formula-single': 'bead:rec-walk',
     'bead-merged': 'bead:rec-merged',
+    'bead-merged-before-import': 'bead:rec-merged-first',
     'bead-retried': 'bead:rec-retried',
     'bead-failed': 'bead:rec-failed',
     'merge-request-merged': 'mr:rec-merged:1',

@@ -9,28 +9,19 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import type proto from '@temporalio/proto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { importRunBranch, syncMirror } from '../activities/git';
-import { mergeRequestQueuer } from '../activities/town';
 import { mintRunToken } from '../agents/run-token';
-import { startGateway, type Gateway } from '../gateway/server';
 import { EXIT_GRACE_MS } from '../domain/bead';
-import { DoneRuns } from '../host/done-runs';
 import { gatewaySecret, paths } from '../host/home';
+import { startOtherWorker } from './helpers/other-worker';
 import { createRepo } from './helpers/repo';
 import { agentScript, eventually, FAST_POLICY, startTestTown, type TestTown } from './helpers/town';
 
 let t: TestTown;
-/** Another worker's gateway, as far as the bead's host can tell: what it sees accepted, the host never hears of. */
-let other: Gateway;
-const seenByOther = new DoneRuns();
+/** Another worker, as far as the bead's host can tell: what its gateway sees accepted, the host never hears of. */
+let other: Awaited<ReturnType<typeof startOtherWorker>>;
 beforeAll(async () => {
   t = await startTestTown();
-  other = await startGateway({
-    client: t.client,
-    secret: gatewaySecret(t.gtHome),
-    socketHome: false,
-    doneRuns: seenByOther,
-  });
+  other = await startOtherWorker(t.client, t.gtHome);
 });
 afterAll(async () => {
   await other?.close();
@@ -142,7 +133,7 @@ describe('a finished run’s branch', () => {
     expect(await repo.show('work/b-pub-else.txt')).toBe('done by b-pub-else/r1/a1\n');
     // The other gateway saw it accepted; the bead's host did not, so its workflow published the branch, heartbeating
     // on the rig's heartbeat timeout (a host dying mid-way is noticed that soon: test/host-death-prepare.test.ts).
-    expect(seenByOther.take('b-pub-else/r1/a1')).toBe(true);
+    expect(other.seen.take('b-pub-else/r1/a1')).toBe(true);
     const events = (await handle.fetchHistory()).events ?? [];
     const { scheduled, timers } = attributes(events);
     expect(scheduled.map((a) => a.activityType?.name)).toEqual(['launchRun', 'superviseAgentRun', 'publishBranch']);
@@ -166,32 +157,10 @@ describe('a finished run’s branch', () => {
       env: { OTHER_GATEWAY_URL: other.url, HOLD_UNTIL: hold },
     });
     const id = 'b-pub-merged';
-    const { handle } = await t.town.sling('pub-merged', { id, title: 'Merged before its own import' });
-    await eventually(() => seenByOther.take(`${id}/r1/a1`), 30_000, 'the gt done accepted by the other gateway');
-    // What that attempt did: the import (into the mirror, the branch pushed), then the ticket.
-    const trash = paths.trash(rig.name, t.gtHome);
-    const { headSha } = await importRunBranch({
-      mirror: paths.mirror(rig.name, t.gtHome),
-      repo: repo.origin,
-      workTree: paths.worktree(rig.name, id, t.gtHome),
-      branch: `gt/${id}`,
-      targetBranch: 'main',
-      quarantine: join(trash, '..', 'other-worker-quarantine'),
-      home: t.gtHome,
-      trash,
-      syncMirror: () => syncMirror(rig.name, repo.origin, t.gtHome),
-    });
-    const mrId = `mr:${id}:1`;
-    await mergeRequestQueuer(t.client, t.taskQueue)(rig, {
-      mrId,
-      beadId: id,
-      round: 1,
-      title: 'Merged before its own import',
-      branch: `gt/${id}`,
-      headSha,
-      targetBranch: 'main',
-      enqueuedAt: Date.now(),
-    });
+    const title = 'Merged before its own import';
+    const { handle } = await t.town.sling('pub-merged', { id, title });
+    await eventually(() => other.seen.take(`${id}/r1/a1`), 30_000, 'the gt done accepted by the other gateway');
+    const { headSha, mrId } = await other.handOverUnheard(t.taskQueue, rig, id, title);
     const trailer = `Gt-Merge-Request: ${mrId}@${headSha}`;
     await eventually(async () => (await repo.log())[0]!.body.includes(trailer), 30_000, 'the unheard ticket merged');
     writeFileSync(hold, '');
@@ -283,6 +252,6 @@ describe('a finished run’s branch', () => {
       body: '{}',
     });
     expect(res.status).toBeGreaterThanOrEqual(400);
-    expect(seenByOther.take(runId)).toBe(false);
+    expect(other.seen.take(runId)).toBe(false);
   });
 });
