@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { Client } from '@temporalio/client';
 import { importRunBranch, syncMirror } from '../../activities/git';
 import { mergeRequestQueuer } from '../../activities/town';
+import { beadBranch, mergeRequestWorkflowId } from '../../domain/ids';
 import type { RigConfig } from '../../domain/rig';
 import { startGateway } from '../../gateway/server';
 import { DoneRuns } from '../../host/done-runs';
@@ -33,16 +34,16 @@ export async function startOtherWorker(client: Client, gtHome: string) {
         mirror: paths.mirror(rig.name, gtHome),
         repo: rig.repo,
         workTree: paths.worktree(rig.name, beadId, gtHome),
-        branch: `gt/${beadId}`,
+        branch: beadBranch(beadId),
         targetBranch: rig.branch,
         quarantine: join(trash, '..', `other-worker-${beadId}`),
         home: gtHome,
         trash,
         syncMirror: () => syncMirror(rig.name, rig.repo, gtHome),
       });
-      const mrId = `mr:${beadId}:1`;
+      const mrId = mergeRequestWorkflowId(beadId, 1);
       await mergeRequestQueuer(client, taskQueue)(rig, {
-        ...{ mrId, beadId, round: 1, title, branch: `gt/${beadId}`, headSha, targetBranch: rig.branch },
+        ...{ mrId, beadId, round: 1, title, branch: beadBranch(beadId), headSha, targetBranch: rig.branch },
         enqueuedAt: Date.now(),
       });
       return { headSha, mrId };
