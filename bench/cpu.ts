@@ -8,7 +8,7 @@
  * floor's is then the ratio of their CPU per bead, whatever the critical path (docs/performance.md).
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 
 export interface CpuMark {
@@ -66,6 +66,17 @@ function processTicks(pid: number): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** CPU ms these processes have spent so far (a process gone meanwhile counts 0); undefined off Linux. */
+export function processesCpuMs(pids: readonly number[]): number | undefined {
+  let ticks = 0;
+  for (const pid of pids) {
+    const t = processTicks(pid);
+    if (t === undefined && !existsSync('/proc/self/stat')) return undefined;
+    ticks += t ?? 0;
+  }
+  return (ticks * 1000) / hz();
 }
 
 /** Where the counters stand now; undefined where /proc cannot be read (not Linux). */

@@ -7,26 +7,49 @@
  * report shows what the settings buy. (The figures' field keeps its first name, `queueReaders`, so earlier reports
  * still render.)
  *
- *   npx tsx bench/handoff.ts [--steps 60] [--repeats 3] [--set key=value ...]
+ * It also measures what a step costs the machine where the server is busy, as a convoy keeps it: CPU per activity step
+ * of the server's processes and of the worker, with COST_CHAINS chains at once (`StepCost`). With our settings only:
+ * at Temporal's defaults the queue readers' rate limit, not the CPU, sets the pace of such a load.
+ *
+ *   npx tsx bench/handoff.ts [--steps 60] [--repeats 3] [--set key=value ...] [--stack prod]
  *
  * runs only this baseline, on two fresh dev servers (SQLite files, as `gt up`). With `--set`, it runs only Temporal's
- * defaults plus the values given (e.g. one queue reader at a time, to see what each changes).
+ * defaults plus the values given (e.g. one queue reader at a time, to see what each changes). With `--stack prod`,
+ * only our settings, on the production topology instead (provisioning/prod-stack.ts: the full server on PostgreSQL,
+ * whose processes' CPU counts as the server's): whether a step's CPU is the dev server's SQLite or Temporal's own.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Client } from '@temporalio/client';
-import { DefaultLogger, Runtime, Worker, type NativeConnection } from '@temporalio/worker';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime, Worker } from '@temporalio/worker';
 import { startDevServer, type DevServer } from '../provisioning/dev-server';
+import { descendantsOf, startProdStack, type ProdStack } from '../provisioning/prod-stack';
 import type { DynamicConfig, ServerSettings } from '../provisioning/server-settings';
 import { handoffChain, timerChain, upsertChain } from './handoff-workflow';
+import { processesCpuMs } from './cpu';
 import { parseEvents, type HistoryEvent } from './histories';
 import { percentiles, type Percentiles } from './stats';
 
 const TASK_QUEUE = 'bench-handoff';
 /** Short: a 1 ms durable timer takes about a second here whatever the setting (docs/performance.md). */
 const TIMER_STEPS = 5;
+/** Chains at once for a step's cost: more than two cores can serve, as at a convoy's width 16. */
+export const COST_CHAINS = 16;
+const COST_STEPS = 40;
+
+/** What one activity step costs the machine with COST_CHAINS chains running at once (core-ms, and wall ms). */
+export interface StepCost {
+  chains: number;
+  steps: number;
+  /** The server's processes' CPU per step (on the production topology, PostgreSQL's included). */
+  serverMs: number;
+  /** This process's CPU per step: the chains' worker (the bench's town worker beside it is idle meanwhile). */
+  workerMs: number;
+  /** The time of a chain / its steps: each chain's pace with the others beside it. */
+  wallMs: number;
+}
 
 /** Which server settings a baseline ran at (the figures' field keeps its first name). */
 export type QueueReaders = ServerSettings;
@@ -45,12 +68,16 @@ export interface HandoffFigures {
   timerStepMs?: number;
   /** A chain that upserts a search attribute at every step closed → a visibility query sees its last value. */
   visibilityLagMs?: number;
+  /** Absent at Temporal's defaults, where the server's pid is unknown, and in reports from before 2026-12-04. */
+  cost?: StepCost;
 }
 
 export interface HandoffTarget {
   nativeConnection: NativeConnection;
   client: Client;
   namespace: string;
+  /** The server's processes, read after a first chain (PostgreSQL starts a process per connection): for `cost`. */
+  serverPids?: () => number[];
 }
 
 export async function measureHandoffs(
@@ -59,6 +86,7 @@ export async function measureHandoffs(
   steps: number,
   repeats: number,
 ): Promise<HandoffFigures[]> {
+  const measureCost = queueReaders === 'ours' && !!target.serverPids;
   const worker = await Worker.create({
     connection: target.nativeConnection,
     namespace: target.namespace,
@@ -97,10 +125,35 @@ export async function measureHandoffs(
         perStepMs: span(events) / steps,
         timerStepMs: span(parseEvents((await timers.fetchHistory()).events ?? [])) / TIMER_STEPS,
         visibilityLagMs: await visibilityLag(target.client, id('visibility', r), steps),
+        ...(measureCost ? { cost: await stepCost(target, id('cost', r)) } : {}),
       });
     }
   });
   return figures;
+}
+
+async function stepCost(target: HandoffTarget, workflowId: string): Promise<StepCost | undefined> {
+  const pids = target.serverPids!();
+  const [server, self, at] = [processesCpuMs(pids), process.cpuUsage(), Date.now()];
+  await Promise.all(
+    Array.from({ length: COST_CHAINS }, (_, i) =>
+      target.client.workflow.execute(handoffChain, {
+        taskQueue: TASK_QUEUE,
+        workflowId: `${workflowId}-${i}`,
+        args: [COST_STEPS],
+      }),
+    ),
+  );
+  const [serverAfter, selfSpent, wallMs] = [processesCpuMs(pids), process.cpuUsage(self), Date.now() - at];
+  if (server === undefined || serverAfter === undefined) return undefined;
+  const n = COST_CHAINS * COST_STEPS;
+  return {
+    chains: COST_CHAINS,
+    steps: COST_STEPS,
+    serverMs: (serverAfter - server) / n,
+    workerMs: (selfSpent.user + selfSpent.system) / 1000 / n,
+    wallMs: wallMs / COST_STEPS,
+  };
 }
 
 const span = (events: HistoryEvent[]) => (events.at(-1)?.time ?? NaN) - (events[0]?.time ?? NaN);
@@ -124,23 +177,67 @@ export async function withHandoffServer<T>(
   const server = await startDevServer({ dbFilename: join(dir, 'temporal.db'), settings: queueReaders, dynamicConfig });
   try {
     const client = new Client({ connection: server.env.connection, namespace: server.namespace });
-    return await use({ nativeConnection: server.env.nativeConnection, client, namespace: server.namespace }, server);
+    const target = { nativeConnection: server.env.nativeConnection, client, namespace: server.namespace };
+    return await use(server.pid === undefined ? target : { ...target, serverPids: () => [server.pid!] }, server);
   } finally {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
+/** The production topology's server processes: the Temporal server's and PostgreSQL's (its backends are children). */
+export function prodServerPids(stack: Pick<ProdStack, 'server' | 'postgres'>): number[] {
+  const [server, pg] = [stack.server.pid(), stack.postgres.pid()];
+  return [server, pg, ...(pg === undefined ? [] : descendantsOf(pg))].filter((p): p is number => p !== undefined);
+}
+
+/**
+ * The production topology on a scratch state directory (no worker hosts, no UI), stopped and removed after. Its
+ * server's processes are the Temporal server's and PostgreSQL's, whose backends are its children.
+ */
+async function withProdStack<T>(use: (target: HandoffTarget) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'gt-handoff-prod-'));
+  const stack = await startProdStack({ stateDir: dir, hosts: 0, uiPort: false, onProgress: (m) => console.error(m) });
+  try {
+    const nativeConnection = await NativeConnection.connect({ address: stack.address });
+    const connection = await Connection.connect({ address: stack.address });
+    try {
+      const client = new Client({ connection, namespace: stack.namespace });
+      return await use({
+        nativeConnection,
+        client,
+        namespace: stack.namespace,
+        serverPids: () => prodServerPids(stack),
+      });
+    } finally {
+      await Promise.all([nativeConnection.close(), connection.close()]);
+    }
+  } finally {
+    await stack.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 export function describeHandoffs(figures: HandoffFigures[]): string {
-  const med = (xs: (number | undefined)[]) => {
+  const med = (xs: (number | undefined)[], digits = 0) => {
     const v = xs.filter((x): x is number => x !== undefined && Number.isFinite(x)).sort((a, b) => a - b);
-    return v.length ? `${Math.round(v[Math.floor(v.length / 2)]!)} ms` : '–';
+    return v.length ? `${v[Math.floor(v.length / 2)]!.toFixed(digits)} ms` : '–';
   };
   return (
     `${figures[0]?.queueReaders ?? 'server-default'}: ${med(figures.map((f) => f.perStepMs))} per activity step ` +
     `(activity task p50 ${med(figures.map((f) => f.activityTaskMs.p50))}, workflow task p50 ${med(figures.map((f) => f.workflowTaskMs.p50))}), ` +
-    `${med(figures.map((f) => f.timerStepMs))} per timer step, visibility lag ${med(figures.map((f) => f.visibilityLagMs))} ` +
-    `(each a median of ${figures.length})`
+    `${med(figures.map((f) => f.timerStepMs))} per timer step, visibility lag ${med(figures.map((f) => f.visibilityLagMs))}` +
+    (figures.some((f) => f.cost)
+      ? `; ${COST_CHAINS} chains at once: server ${med(
+          figures.map((f) => f.cost?.serverMs),
+          1,
+        )} and worker ` +
+        `${med(
+          figures.map((f) => f.cost?.workerMs),
+          1,
+        )} of CPU per step, ${med(figures.map((f) => f.cost?.wallMs))} a step`
+      : '') +
+    ` (each a median of ${figures.length})`
   );
 }
 
@@ -160,6 +257,13 @@ async function main(argv: string[]): Promise<void> {
   });
   const [steps, repeats] = [flag('--steps', 60), flag('--repeats', 3)];
   Runtime.install({ logger: new DefaultLogger('WARN') });
+  const stack = argv.includes('--stack') ? argv[argv.indexOf('--stack') + 1] : 'dev';
+  if (stack !== 'dev' && stack !== 'prod') throw new Error(`--stack expects dev or prod, not ${stack}`);
+  if (stack === 'prod') {
+    const figures = await withProdStack((target) => measureHandoffs(target, 'ours', steps, repeats));
+    console.log(describeHandoffs(figures).replace(/^[\w-]+:/, 'ours, production topology (PostgreSQL):'));
+    return;
+  }
   // With --set, the run probes what those values change on their own: our setting is not run again.
   const runs: [QueueReaders, DynamicConfig][] = Object.keys(extra).length
     ? [['server-default', extra]]

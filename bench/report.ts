@@ -160,6 +160,15 @@ function cell(s: Spread | undefined, fmt: (v: number) => string = time): string 
   return s.repeats > 1 && s.min !== s.max ? `${fmt(s.median)} (${fmt(s.min)}–${fmt(s.max)})` : fmt(s.median);
 }
 
+const coreMs = (v: number) => `${v.toFixed(1)} ms`;
+
+/** A step's CPU (bench/handoff.ts StepCost): measured with our settings only, and not in reports before 2026-12-04. */
+function costCell(figures: HandoffFigures[]): string {
+  const costs = figures.flatMap((h) => (h.cost ? [h.cost] : []));
+  if (!costs.length) return '–';
+  return `${cell(spread(costs.map((c) => c.serverMs)), coreMs)} / ${cell(spread(costs.map((c) => c.workerMs)), coreMs)}`;
+}
+
 /** Chart files by name (relative to the Markdown); each is embedded after the table it draws. */
 export type ChartFiles = Partial<Record<ChartName, string>>;
 
@@ -194,14 +203,14 @@ export function renderMarkdown(r: BenchReport, charts: ChartFiles = {}): string 
         ? "Our server settings (provisioning/server-settings.ts: the history queue readers, from 2026-11-30 the SQLite journal, from 2026-12-02 eager activities, whose task is handed over with the workflow task's answer: scheduled → started 0 ms; from 2026-12-03 the dev server's search-attribute cache; the stack as `gt up` runs it) and Temporal's defaults (a second dev server); why: docs/performance.md. Every step of a bead passes through such hand-offs."
         : `Server settings: ${settings[0]} only (docs/performance.md). Every step of a bead passes through such hand-offs.`,
       '',
-      '| server settings | per activity step | activity task scheduled → started p50 / p95 | workflow task p50 / p95 | per 1 ms timer step | visibility lag after an upsert per step |',
-      '|---|---|---|---|---|---|',
+      `| server settings | per activity step | activity task scheduled → started p50 / p95 | workflow task p50 / p95 | per 1 ms timer step | visibility lag after an upsert per step | CPU per activity step, ${r.handoff.find((h) => h.cost)?.cost?.chains ?? 'many'} chains at once: server / worker |`,
+      '|---|---|---|---|---|---|---|',
     );
     for (const setting of settings) {
       const of = (f: (h: HandoffFigures) => number | undefined) =>
         spread(r.handoff!.filter((h) => readersOf(h) === setting).map(f));
       lines.push(
-        `| ${setting} | ${cell(of((h) => h.perStepMs))} | ${cell(of((h) => h.activityTaskMs.p50))} / ${cell(of((h) => h.activityTaskMs.p95))} | ${cell(of((h) => h.workflowTaskMs.p50))} / ${cell(of((h) => h.workflowTaskMs.p95))} | ${cell(of((h) => h.timerStepMs))} | ${cell(of((h) => h.visibilityLagMs))} |`,
+        `| ${setting} | ${cell(of((h) => h.perStepMs))} | ${cell(of((h) => h.activityTaskMs.p50))} / ${cell(of((h) => h.activityTaskMs.p95))} | ${cell(of((h) => h.workflowTaskMs.p50))} / ${cell(of((h) => h.workflowTaskMs.p95))} | ${cell(of((h) => h.timerStepMs))} | ${cell(of((h) => h.visibilityLagMs))} | ${costCell(r.handoff.filter((h) => readersOf(h) === setting))} |`,
       );
     }
     lines.push('');

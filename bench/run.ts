@@ -253,6 +253,7 @@ async function main() {
           nativeConnection: stack.server.env.nativeConnection,
           client: stack.client,
           namespace: stack.server.namespace,
+          ...(stack.server.pid === undefined ? {} : { serverPids: () => [stack.server.pid!] }),
         },
         'ours',
         HANDOFF_STEPS,

@@ -16,8 +16,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { Client, Connection } from '@temporalio/client';
+import { NativeConnection } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { parse } from 'yaml';
+import { measureHandoffs, prodServerPids } from '../bench/handoff';
 import { ConvoyClient } from '../client/convoys';
 import { Town } from '../client/town';
 import type { BeadState } from '../domain/bead';
@@ -156,6 +158,21 @@ describe.skipIf(!!skipReason)('the production topology (PostgreSQL, full Tempora
     // It prints the file, then a warning per unregistered key or mistyped value (and exits 0 either way).
     expect(validated.stdout + validated.stderr).toContain(COMPOSE_DYNAMIC_CONFIG);
     expect(validated.stdout + validated.stderr).not.toMatch(/warning|error/i);
+  });
+
+  it("gives the bench's hand-off baseline a step's CPU in the server and PostgreSQL (bench/handoff.ts --stack prod)", async () => {
+    const pids = prodServerPids(stack);
+    expect(pids.slice(0, 2)).toEqual([stack.server.pid(), stack.postgres.pid()]);
+    expect(pids.length, "PostgreSQL's backends, children of its postmaster, count too").toBeGreaterThan(2);
+    const nativeConnection = await NativeConnection.connect({ address: stack.address });
+    try {
+      const target = { nativeConnection, client, namespace: stack.namespace, serverPids: () => prodServerPids(stack) };
+      const [figures] = await measureHandoffs(target, 'ours', 3, 1);
+      expect(figures!.cost!.serverMs).toBeGreaterThan(0.5);
+      expect(figures!.cost!.workerMs).toBeGreaterThan(0.5);
+    } finally {
+      await nativeConnection.close();
+    }
   });
 
   it('merges a convoy driven by `gt` through the standard Temporal variables, found by search attribute', async () => {
