@@ -5,8 +5,14 @@
  * uses its own task queue, so tests never see each other's work.
  * The time-skipping test server of the fast workflow tier (test/workflows-fast) is resolved (and built, once) here
  * too, so its files never race to build it; each of them starts its own server, since skipped time is global to one.
+ *
+ * Every scratch directory of the run (the tests' repositories and GT_HOMEs, their servers', agents' and git's temporary
+ * files: anything that asks the OS for its temporary directory) goes under one directory of its own, TMPDIR for every
+ * process the run starts. A run that passes removes it (about 90 MB); one that fails keeps it for a look, as does
+ * GT_KEEP_TEST_TMP=1.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
 import type { TestProject } from 'vitest/node';
@@ -33,6 +39,9 @@ let servers: DevServer[] = [];
 
 export default async function setup(project: TestProject) {
   mkdirSync(ARTIFACTS, { recursive: true });
+  // Before anything starts: the servers below and the test files' processes inherit it.
+  const scratch = mkdtempSync(join(tmpdir(), 'gt-test-run-'));
+  process.env.TMPDIR = scratch;
   const start = () =>
     startDevServer({
       namespace: 'default',
@@ -67,6 +76,18 @@ export default async function setup(project: TestProject) {
   );
   return async () => {
     await Promise.all(servers.map((s) => s.stop()));
+    const { state } = project.vitest;
+    const failed = state.getCountOfFailedTests() > 0 || state.getFailedFilepaths().length > 0;
+    if (failed || state.getUnhandledErrors().length > 0 || process.env.GT_KEEP_TEST_TMP === '1') {
+      console.error(`The run's scratch directories are kept in ${scratch}`);
+      return;
+    }
+    try {
+      rmSync(scratch, { recursive: true, force: true, maxRetries: 3 });
+    } catch (err) {
+      // A file the run could not remove (written by a container as another user) costs a line, not the run.
+      console.error(`Could not remove the run's scratch directories in ${scratch}: ${(err as Error).message}`);
+    }
   };
 }
 
