@@ -11,7 +11,7 @@
  * process the run starts. A run that passes removes it (about 90 MB); one that fails keeps it for a look, as does
  * GT_KEEP_TEST_TMP=1.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { bundleWorkflowCode } from '@temporalio/worker';
@@ -41,6 +41,9 @@ export default async function setup(project: TestProject) {
   mkdirSync(ARTIFACTS, { recursive: true });
   // Before anything starts: the servers below and the test files' processes inherit it.
   const scratch = mkdtempSync(join(tmpdir(), 'gt-test-run-'));
+  // Searchable, not listable, by others, as /tmp is: PostgreSQL runs as its own user when we are root, and must reach
+  // its cluster in a test's state directory (provisioning/prod-stack.ts); what each test makes in it stays 0700.
+  chmodSync(scratch, 0o711);
   process.env.TMPDIR = scratch;
   const start = () =>
     startDevServer({
