@@ -68,7 +68,7 @@ export interface HandoffFigures {
   timerStepMs?: number;
   /** A chain that upserts a search attribute at every step closed → a visibility query sees its last value. */
   visibilityLagMs?: number;
-  /** Absent at Temporal's defaults, where the server's pid is unknown, and in reports from before 2026-12-04. */
+  /** Absent at Temporal's defaults, for a server whose pid is unknown, and in reports from before 2026-12-04. */
   cost?: StepCost;
 }
 
@@ -76,7 +76,10 @@ export interface HandoffTarget {
   nativeConnection: NativeConnection;
   client: Client;
   namespace: string;
-  /** The server's processes, read after a first chain (PostgreSQL starts a process per connection): for `cost`. */
+  /**
+   * The server's processes, for `cost`: read as that measure starts, once the baseline's chains have opened the server's
+   * connections (PostgreSQL starts a process per connection; one that ends meanwhile takes its CPU time with it).
+   */
   serverPids?: () => number[];
 }
 
