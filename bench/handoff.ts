@@ -170,6 +170,13 @@ async function visibilityLag(client: Client, workflowId: string, steps: number):
   return Date.now() - closed;
 }
 
+/** A dev server as a target: its own process is the server's, when it is a dev server of our own CLI (a pid). */
+export function devServerTarget(server: DevServer, client: Client): HandoffTarget {
+  const { pid } = server;
+  const target = { nativeConnection: server.env.nativeConnection, client, namespace: server.namespace };
+  return pid === undefined ? target : { ...target, serverPids: () => [pid] };
+}
+
 /** A fresh dev server on a SQLite file (as `gt up`) for one setting of the queue readers; stopped and removed after. */
 export async function withHandoffServer<T>(
   queueReaders: QueueReaders,
@@ -180,8 +187,7 @@ export async function withHandoffServer<T>(
   const server = await startDevServer({ dbFilename: join(dir, 'temporal.db'), settings: queueReaders, dynamicConfig });
   try {
     const client = new Client({ connection: server.env.connection, namespace: server.namespace });
-    const target = { nativeConnection: server.env.nativeConnection, client, namespace: server.namespace };
-    return await use(server.pid === undefined ? target : { ...target, serverPids: () => [server.pid!] }, server);
+    return await use(devServerTarget(server, client), server);
   } finally {
     await server.stop();
     rmSync(dir, { recursive: true, force: true });

@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { convoyFigures, queueFigures } from './analysis';
 import { measureCliStartup, type CliStartupFigures } from './cli-startup';
 import { runFloor } from './floor';
-import { describeHandoffs, measureHandoffs, withHandoffServer, type HandoffFigures } from './handoff';
+import { describeHandoffs, devServerTarget, measureHandoffs, withHandoffServer, type HandoffFigures } from './handoff';
 import { createOrigin } from './git';
 import { machineInfo } from './machine';
 import { parseOptions, repeatsFor, type BenchOptions } from './options';
@@ -249,12 +249,7 @@ async function main() {
         `Temporal hand-off baseline: ${HANDOFF_STEPS} no-op steps in a row, ${HANDOFF_REPEATS} times, on this stack and on a dev server at Temporal's defaults…`,
       );
       const ours = await measureHandoffs(
-        {
-          nativeConnection: stack.server.env.nativeConnection,
-          client: stack.client,
-          namespace: stack.server.namespace,
-          ...(stack.server.pid === undefined ? {} : { serverPids: () => [stack.server.pid!] }),
-        },
+        devServerTarget(stack.server, stack.client),
         'ours',
         HANDOFF_STEPS,
         HANDOFF_REPEATS,

@@ -8,7 +8,7 @@
  *
  * Every scratch directory of the run (the tests' repositories and GT_HOMEs, their servers', agents' and git's temporary
  * files: anything that asks the OS for its temporary directory) goes under one directory of its own, TMPDIR for every
- * process the run starts. A run that passes removes it (about 90 MB); one that fails keeps it for a look, as does
+ * process the run starts. A run that passes removes it (about 90 MB here); one that fails keeps it for a look, as does
  * GT_KEEP_TEST_TMP=1.
  */
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -41,8 +41,9 @@ export default async function setup(project: TestProject) {
   mkdirSync(ARTIFACTS, { recursive: true });
   // Before anything starts: the servers below and the test files' processes inherit it.
   const scratch = mkdtempSync(join(tmpdir(), 'gt-test-run-'));
-  // Searchable, not listable, by others, as /tmp is: PostgreSQL runs as its own user when we are root, and must reach
-  // its cluster in a test's state directory (provisioning/prod-stack.ts); what each test makes in it stays 0700.
+  // Searchable (not listable) by others, as a path to a state directory under /tmp is: PostgreSQL runs as its own user
+  // when we are root, and must reach its cluster in a test's state directory (provisioning/prod-stack.ts). What each
+  // test makes in it stays as private as mkdtemp makes it (0700).
   chmodSync(scratch, 0o711);
   process.env.TMPDIR = scratch;
   const start = () =>
