@@ -85,7 +85,6 @@ describe('rig configuration for work already slung', () => {
       env: { TEST_DIR: dir },
     });
     const beads = ['cap-1', 'cap-2', 'cap-3', 'cap-4', 'cap-5', 'cap-6'];
-    writeFileSync(join(dir, 'crash-cap-1'), '');
     const handles = [];
     for (const id of beads) handles.push((await t.town.sling('cap', { id, title: `capacity ${id}` })).handle);
     const gate = () => t.town.dispatchState('cap');
@@ -106,12 +105,16 @@ describe('rig configuration for work already slung', () => {
     await eventually(async () => (await gate()).settings.maxPolecats === 2, 30_000, 'the gate took maxPolecats 2');
     mark('applied 2');
 
-    // cap-1 crashes: its second attempt asks again with the snapshot it was slung with (maxPolecats 1).
-    release(dir, 'cap-1/r1/a1');
+    // The first agent to have started crashes: its second attempt asks again with the snapshot it was slung with
+    // (maxPolecats 1). Which bead the gate granted first is the order its requests reached the gate, not sling order.
+    const crashed = marks(dir).flatMap((m) => (m.kind === 'start' ? [m.run] : []))[0]!;
+    const crashedBead = crashed.split('/')[0];
+    writeFileSync(join(dir, `crash-${crashedBead}`), '');
+    release(dir, crashed);
     await eventually(
-      async () => (await gate()).waiting.some((s) => s.runId === 'cap-1/r1/a2'),
+      async () => (await gate()).waiting.some((s) => s.runId === `${crashedBead}/r1/a2`),
       60_000,
-      'cap-1 asking again',
+      `${crashedBead} asking again`,
     );
     const afterRetry = await gate();
     expect(afterRetry.settings.maxPolecats).toBe(2);
@@ -120,7 +123,7 @@ describe('rig configuration for work already slung', () => {
     // Drain: whenever the rig is as full as the gate should make it (two agents, or all that are left), release the
     // oldest running agent; so every start shows how many agents the gate lets run beside it.
     const TOTAL_RUNS = 7; // six beads, one of them twice
-    const released = new Set(['cap-1/r1/a1']);
+    const released = new Set([crashed]);
     for (;;) {
       const ended = marks(dir).filter((m) => m.kind === 'end').length;
       if (ended === TOTAL_RUNS) break;
