@@ -4,7 +4,7 @@
  * agent); `superviseAgentRun` watches it and heartbeats with its handle while it lives, so a retried activity
  * (a new worker on the same host) re-attaches to the live agent instead of launching another one.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { activityInfo, ApplicationFailure, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
@@ -15,6 +15,7 @@ import { writePromptFile } from '../agents/prompt';
 import { mintRunToken } from '../agents/run-token';
 import type { AgentHandle, AgentRuntimeDriver, AgentStatus, Mount } from '../agents/runtime';
 import { BeadSpec, EXIT_GRACE_MS } from '../domain/bead';
+import { type DispatchAnswer, DispatchRequest } from '../domain/dispatch';
 import { beadBranch, CommitId, legBranch, MAX_AFTER_COMMITS, RunId } from '../domain/ids';
 import { MergeTicket, MergeTicketTemplate } from '../domain/refinery';
 import { AgentRuntime, RigConfig } from '../domain/rig';
@@ -57,6 +58,8 @@ export interface HostDeps {
   reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>;
   /** Gives a run's slot back to the rig's dispatch gate (activities/dispatch.ts dispatchSlotReleaser). */
   releaseSlot?: (rig: string, runId: string) => Promise<void>;
+  /** Asks the rig's dispatch gate for a run's slot (activities/dispatch.ts dispatchSlotRequester). */
+  requestSlot: (rig: string, request: DispatchRequest) => Promise<DispatchAnswer>;
   /** Hands a ticket to its rig's refinery unless the rig asks for a review (activities/town.ts mergeRequestQueuer). */
   queueMergeRequest?: MergeRequestQueuer;
   /** Whether a workflow is still running: false once closed or gone, undefined when the server cannot say. */
@@ -173,6 +176,10 @@ export const LaunchRunInput = PrepareRunInput.extend({
   reportStart: z.boolean().default(false),
 });
 export type LaunchRunInput = z.input<typeof LaunchRunInput>;
+
+/** launchRun once the rig's gate grants the run a slot, asked for as the run is prepared (launchRunWhenGranted). */
+export const LaunchWhenGrantedInput = LaunchRunInput.extend({ request: DispatchRequest });
+export type LaunchWhenGrantedInput = z.input<typeof LaunchWhenGrantedInput>;
 
 export interface LaunchedRun {
   prepared: PreparedRun;
@@ -626,6 +633,57 @@ export function createAgentRunActivities(deps: HostDeps) {
     return start;
   };
 
+  /**
+   * The start half of a launch: starts (or adopts) the agent of a prepared run within the start's timeout, and tells the
+   * rig's gate of the start when asked to (`reportStart`).
+   */
+  const launch = async (input: z.output<typeof LaunchRunInput>, prepared: PreparedRun): Promise<LaunchedRun> => {
+    const rig = {
+      ...input.rig,
+      ...(input.agent !== undefined ? { agent: input.agent } : {}),
+      ...(input.runtime !== undefined ? { runtime: input.runtime } : {}),
+    };
+    const supervised = SuperviseInput.parse({
+      runId: input.runId,
+      beadId: input.bead.id,
+      workflowId: input.workflowId,
+      role: 'polecat',
+      rig,
+      worktree: prepared.worktree,
+      promptFile: prepared.promptFile,
+      branch: prepared.branch,
+      targetBranch: input.targetBranch,
+    });
+    const timeout = rig.policy.startTimeout;
+    let timer: NodeJS.Timeout | undefined;
+    const started = await Promise.race([
+      start(supervised),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () =>
+            reject(
+              ApplicationFailure.retryable(
+                `starting the agent took longer than the start timeout (${timeout} ms)`,
+                Failure.AgentStartTimedOut,
+              ),
+            ),
+          timeout,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+    // A fast agent may call gt done before its supervision starts: the gateway is to know it is supervised here.
+    deps.doneRuns?.launched(input.runId);
+    const { reportStart } = deps;
+    const reported =
+      input.reportStart &&
+      (await toldGate(
+        reportStart && (() => reportStart(input.rig.name, { runId: input.runId, started: true })),
+        'report the start to the dispatch gate',
+        input.runId,
+      ));
+    return { prepared, started, ...(reported ? { reported: true as const } : {}) };
+  };
+
   return {
     prepareRun(raw: PrepareRunInput): Promise<PreparedRun> {
       return whileHeartbeating('preparing the run', () => prepare(parseActivityInput(PrepareRunInput, raw)));
@@ -646,55 +704,46 @@ export function createAgentRunActivities(deps: HostDeps) {
      */
     launchRun(raw: LaunchRunInput): Promise<LaunchedRun> {
       const input = parseActivityInput(LaunchRunInput, raw);
-      const launched = whileHeartbeating('launching the run', async () => {
-        const runDir = paths.runDir(input.runId, deps.gtHome);
-        const prepared = readPrepared(runDir) ?? (await prepareOnce(input, runDir));
-        const rig = {
-          ...input.rig,
-          ...(input.agent !== undefined ? { agent: input.agent } : {}),
-          ...(input.runtime !== undefined ? { runtime: input.runtime } : {}),
-        };
-        const launch = SuperviseInput.parse({
-          runId: input.runId,
-          beadId: input.bead.id,
-          workflowId: input.workflowId,
-          role: 'polecat',
-          rig,
-          worktree: prepared.worktree,
-          promptFile: prepared.promptFile,
-          branch: prepared.branch,
-          targetBranch: input.targetBranch,
-        });
-        const timeout = rig.policy.startTimeout;
-        let timer: NodeJS.Timeout | undefined;
-        const started = await Promise.race([
-          start(launch),
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(
-              () =>
-                reject(
-                  ApplicationFailure.retryable(
-                    `starting the agent took longer than the start timeout (${timeout} ms)`,
-                    Failure.AgentStartTimedOut,
-                  ),
-                ),
-              timeout,
-            );
-          }),
-        ]).finally(() => clearTimeout(timer));
-        // A fast agent may call gt done before its supervision starts: the gateway is to know it is supervised here.
-        deps.doneRuns?.launched(input.runId);
-        const { reportStart } = deps;
-        const reported =
-          input.reportStart &&
-          (await toldGate(
-            reportStart && (() => reportStart(input.rig.name, { runId: input.runId, started: true })),
-            'report the start to the dispatch gate',
-            input.runId,
-          ));
-        return { prepared, started, ...(reported ? { reported: true as const } : {}) };
-      });
-      return tracked(input.runId, launched);
+      return tracked(
+        input.runId,
+        whileHeartbeating('launching the run', async () => {
+          const runDir = paths.runDir(input.runId, deps.gtHome);
+          return launch(input, readPrepared(runDir) ?? (await prepareOnce(input, runDir)));
+        }),
+      );
+    },
+
+    /**
+     * launchRun for a run whose slot the rig's gate has not granted yet: asks for it (dispatchSlotRequester) while the
+     * run is prepared, so the gate's round trip is not a step of its own before the launch (docs/performance.md).
+     * Granted, it starts the agent as launchRun does; queued, it starts nothing, discards the preparation (the run is
+     * prepared again when granted, from its target as it is then) and answers `queued`: the grant comes to the bead by
+     * signal, and the bead then schedules launchRun. A retry asks again, which the gate takes as a repeat (a waiting
+     * run stays queued once, a holder is granted again). A host without the means to ask fails it, not retried: the
+     * bead's next attempt asks from its workflow.
+     */
+    launchRunWhenGranted(raw: LaunchWhenGrantedInput): Promise<LaunchedRun | { queued: true }> {
+      const { request, ...input } = parseActivityInput(LaunchWhenGrantedInput, raw);
+      return tracked(
+        input.runId,
+        whileHeartbeating('asking for a slot and launching the run', async () => {
+          const runDir = paths.runDir(input.runId, deps.gtHome);
+          const recorded = readPrepared(runDir);
+          // Both settle before anything else happens: a failed ask leaves no preparation half-recorded behind it.
+          const [asked, preparing] = await Promise.allSettled([
+            deps.requestSlot(input.rig.name, request),
+            recorded ?? prepareOnce(input, runDir),
+          ]);
+          if (preparing.status === 'rejected') throw preparing.reason;
+          if (asked.status === 'rejected') throw asked.reason;
+          if (!asked.value.granted) {
+            rmSync(join(runDir, PREPARED_FILE), { force: true });
+            log.info('dispatch slot queued; the run starts when granted', { runId: input.runId });
+            return { queued: true as const };
+          }
+          return launch(input, preparing.value);
+        }),
+      );
     },
 
     /**

@@ -4,7 +4,7 @@
  * id is derived from the convoy and the bead, so a retried start finds the bead it started before.
  */
 import { ApplicationFailure } from '@temporalio/common';
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { log } from '@temporalio/activity';
 import { z } from 'zod';
 import { BeadSpec } from '../domain/bead';
@@ -130,7 +130,7 @@ export function createConvoyActivities(deps: TownDeps) {
       const input = parseActivityInput(StartConvoyBeadsInput, raw);
       const rig = await rigConfig(input.rig);
       const results = await eachLimited(input.beads, (bead) =>
-        startBead(client, deps.taskQueue, input.convoyId, rig, input.targetBranch, bead, deps.gtHome),
+        startBead(deps, input.convoyId, rig, input.targetBranch, bead),
       );
       return { results, capacity: rig.maxPolecats };
     },
@@ -235,13 +235,11 @@ async function ensureBranch(gtHome: string, rig: RigConfig, branch: string, from
 }
 
 async function startBead(
-  client: Client,
-  taskQueue: string,
+  { client, taskQueue, hostQueue, gtHome }: TownDeps,
   convoyId: string,
   rig: RigConfig,
   targetBranch: string,
   { formula: formulaName, vars, after, ...bead }: z.output<typeof StartConvoyBeadsInput>['beads'][number],
-  gtHome: string,
 ): Promise<StartedBead> {
   const workflowId = beadWorkflowId(bead.id);
   let formula;
@@ -254,7 +252,9 @@ async function startBead(
   }
   try {
     const convoy = { id: convoyId, targetBranch, ...(after?.length ? { after } : {}) };
-    const start = beadStart({ taskQueue, input: { bead, rig, convoy, formula } });
+    // Its first run goes to this worker's host (`startedOn`), as the host claim of the bead's first workflow task
+    // would take it when that task runs here.
+    const start = beadStart({ taskQueue, input: { bead, rig, convoy, formula, startedOn: hostQueue } });
     // Eagerly: the server hands the bead's first workflow task back in the start's answer, to this worker (whose
     // connection the client shares, worker/worker.ts), instead of through matching: a dependent bead starts its
     // first task ≈ 4 ms sooner after its dependency merged (docs/performance.md). With no free slot here the server

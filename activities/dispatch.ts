@@ -87,47 +87,59 @@ export function dispatchSlotReleaser(client: Client) {
   return (rig: string, runId: string) => signalGate(client, rig, dispatchReleaseSignal, { runId });
 }
 
+/**
+ * Asks a rig's gate for a run's slot, starting the gate (on the town queue `taskQueue`) if the rig has none yet, and
+ * returns its answer: granted now (no grant signal follows) or queued (the grant comes by signal to the run's
+ * workflow). Repeated asks are deduped by run id: a waiting run stays queued once, a holder is answered granted again.
+ * Asked by signal (answered queued, granted by signal, as before the answer) when `answer` is false, and when the gate
+ * runs code from before the answer (a fleet mid-upgrade: it refuses the update). From a bead's local activity
+ * (requestDispatchSlot), or from the host's launch of a run that asks as it prepares (launchRunWhenGranted).
+ */
+export function dispatchSlotRequester(client: Client, taskQueue: string) {
+  return async (rig: string, request: DispatchRequest, answer = true): Promise<DispatchAnswer> => {
+    // Started with the settings this bead has, as an operator's pause would start it (domain/starts.ts).
+    const { maxPolecats, breakerThreshold, breakerProbeInterval } = request;
+    const settings = { maxPolecats, breakerThreshold, breakerProbeInterval };
+    const start = dispatchGateStart({ taskQueue, input: { rig, settings } });
+    const bySignal = async () => {
+      await client.workflow.signalWithStart(start.workflowType, withSignal(start, dispatchRequestSignal, [request]));
+      return { granted: false, probe: false };
+    };
+    if (!answer) return bySignal();
+    try {
+      return await client.workflow.executeUpdateWithStart(requestDispatchUpdate, {
+        args: [request],
+        startWorkflowOperation: new WithStartWorkflowOperation(start.workflowType, {
+          ...start.options,
+          workflowIdConflictPolicy: 'USE_EXISTING',
+        }),
+      });
+    } catch (err) {
+      if (!(err instanceof WorkflowUpdateFailedError && /No registered handler for update/.test(String(err.cause))))
+        throw err;
+      return bySignal();
+    }
+  };
+}
+
 export function createDispatchActivities(deps: DispatchDeps) {
   const reportStart = dispatchStartReporter(deps.client);
+  const requestSlot = dispatchSlotRequester(deps.client, deps.taskQueue);
   const answerWaits = deps.answerWaits ?? 10;
   let waitingForAnswers = 0;
   return {
     /**
-     * Asks the rig's gate for a slot, starting the gate if the rig has none yet, and returns its answer: granted now
-     * (no grant signal follows: the bead starts its run in the same workflow task) or queued (the grant comes by
-     * signal). Repeated asks are deduped by run id (a bead runs it as a local activity, which a retried workflow task
-     * runs again): a holder is answered granted again. Asked by signal (answered queued, granted by signal, as before
-     * the answer) when `answerWaits` requests of this worker wait already, and when the gate runs code from before the
-     * answer (a fleet mid-upgrade: it refuses the update).
+     * Asks the rig's gate for a slot (dispatchSlotRequester): granted in the answer, the bead starts its run in the
+     * same workflow task. A bead runs it as a local activity, which a retried workflow task runs again. Asked by
+     * signal when `answerWaits` requests of this worker wait already.
      */
     async requestDispatchSlot(raw: RequestSlotInput): Promise<SlotAnswer> {
       const { rig, request, answer, claimHost } = parseActivityInput(RequestSlotInput, raw);
-      // Started with the settings this bead has, as an operator's pause would start it (domain/starts.ts).
-      const { maxPolecats, breakerThreshold, breakerProbeInterval } = request;
-      const settings = { maxPolecats, breakerThreshold, breakerProbeInterval };
-      const start = dispatchGateStart({ taskQueue: deps.taskQueue, input: { rig, settings } });
-      const bySignal = async () => {
-        await deps.client.workflow.signalWithStart(
-          start.workflowType,
-          withSignal(start, dispatchRequestSignal, [request]),
-        );
-        return { granted: false, probe: false };
-      };
-      if (!answer || waitingForAnswers >= answerWaits) return bySignal();
+      if (!answer || waitingForAnswers >= answerWaits) return requestSlot(rig, request, false);
       waitingForAnswers++;
       try {
-        const given = await deps.client.workflow.executeUpdateWithStart(requestDispatchUpdate, {
-          args: [request],
-          startWorkflowOperation: new WithStartWorkflowOperation(start.workflowType, {
-            ...start.options,
-            workflowIdConflictPolicy: 'USE_EXISTING',
-          }),
-        });
+        const given = await requestSlot(rig, request);
         return claimHost && given.granted && deps.hostQueue ? { ...given, hostQueue: deps.hostQueue } : given;
-      } catch (err) {
-        if (!(err instanceof WorkflowUpdateFailedError && /No registered handler for update/.test(String(err.cause))))
-          throw err;
-        return bySignal();
       } finally {
         waitingForAnswers--;
       }

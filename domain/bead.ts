@@ -127,6 +127,12 @@ export const BeadWorkflowInput = z.object({
       after: z.array(CommitId).max(MAX_AFTER_COMMITS).optional(),
     })
     .optional(),
+  /**
+   * The host queue of the worker that started the bead: a convoy's worker, whose eager start hands it the bead's first
+   * workflow task. The bead's first run goes to that host and asks the dispatch gate from its launch, beside the
+   * worktree's preparation, instead of in the bead's first workflow task (workflows/bead-runs.ts ASKS_IN_LAUNCH).
+   */
+  startedOn: z.string().min(1).max(300).optional(),
   /** The formula the bead runs, resolved where it was slung (absent in histories from before formulas: `work`). */
   formula: ResolvedFormula.optional(),
   /** Set on a retried bead's new workflow run (docs/operations.md, "gt bead retry"). */

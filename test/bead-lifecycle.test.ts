@@ -55,7 +55,7 @@ describe('a slung bead', () => {
         const data = e.markerRecordedEventAttributes?.details?.['patch-data']?.payloads?.[0]?.data;
         return data ? [(JSON.parse(Buffer.from(data).toString()) as { id: string }).id] : [];
       });
-    expect(await patchIds(handle)).toEqual(['bead-baseline-2026-12-c']);
+    expect(await patchIds(handle)).toEqual(['bead-baseline-2026-12-d']);
     // Its status is written when it changes (the run's start and gt done re-wrote it before; its start said "open" in
     // round 1 already; its branch is published as the agent exits, with no status of its own:
     // test/publish-at-exit.test.ts), and its run's start reaches the gate from a local activity, not a signal.

@@ -2,7 +2,9 @@
  * launchRun prepares a bead's run and starts its agent in one activity (workflows/bead-runs.ts). A retry of it — the
  * worker lost after the agent started, before its result was recorded — must adopt the live agent and leave its
  * worktree alone (preparing again would reset the worktree under it); a failed preparation must say so and keep
- * its failure's type, which decides whether the activity is retried. Real git, a real process agent.
+ * its failure's type, which decides whether the activity is retried. launchRunWhenGranted asks the dispatch gate as it
+ * prepares (a stub here; test/asks-in-launch.test.ts asks the real gate): queued, it must start nothing. Real git, a
+ * real process agent.
  */
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -14,7 +16,9 @@ import { describe, expect, it } from 'vitest';
 import {
   createAgentRunActivities,
   type LaunchedRun,
+  type HostDeps,
   type LaunchRunInput,
+  type LaunchWhenGrantedInput,
   type RunExit,
   type SuperviseInput,
 } from '../activities/agent-runs';
@@ -22,6 +26,8 @@ import { EXIT_GRACE_MS } from '../domain/bead';
 import { ProcessRuntime } from '../agents/process-runtime';
 import { Failure } from '../domain/failures';
 import { DoneRuns } from '../host/done-runs';
+import { paths } from '../host/home';
+import { readHandle } from '../activities/run-handles';
 import { createRepo } from './helpers/repo';
 import { FAST_POLICY } from './helpers/town';
 
@@ -34,6 +40,7 @@ const runtime = new ProcessRuntime();
 async function host(
   reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>,
   doneRuns?: DoneRuns,
+  requestSlot: HostDeps['requestSlot'] = () => Promise.resolve({ granted: true, probe: false }),
 ) {
   const gtHome = mkdtempSync(join(tmpdir(), 'gt-launch-'));
   const repo = await createRepo();
@@ -47,6 +54,7 @@ async function host(
     runtimes: { process: runtime },
     reportStart,
     doneRuns,
+    requestSlot,
   });
   const input = (beadId: string, targetBranch = 'main'): LaunchRunInput => ({
     rig: { name: 'launch', repo: repo.origin, agent: 'sleep 30', policy: FAST_POLICY },
@@ -74,7 +82,14 @@ async function host(
       (x) => activities.superviseAgentRun(x),
       i,
     );
-  return { launch, input, supervise };
+  /** One attempt of launchRunWhenGranted. */
+  const launchWhenGranted = (i: LaunchWhenGrantedInput, attempt = 1) =>
+    new MockActivityEnvironment({ attempt }).run<
+      [LaunchWhenGrantedInput],
+      LaunchedRun | { queued: true },
+      (i: LaunchWhenGrantedInput) => Promise<LaunchedRun | { queued: true }>
+    >((x) => activities.launchRunWhenGranted(x), i);
+  return { launch, launchWhenGranted, input, supervise, gtHome };
 }
 
 /** What superviseAgentRun is given for a run launchRun prepared (the bead's workflow adds the started agent's handle). */
@@ -176,6 +191,63 @@ describe('launchRun', () => {
       await running;
       await runtime.stop(launched.started.handle, 1_000);
     }
+  });
+
+  it('asks the gate as it prepares: queued starts nothing and keeps no preparation; granted starts, a retry adopts', async () => {
+    const answers = [false, true, true];
+    const asked: unknown[] = [];
+    const { launch, launchWhenGranted, input, gtHome } = await host(undefined, undefined, (rig, request) => {
+      asked.push({ rig, runId: request.runId });
+      return Promise.resolve({ granted: answers.shift()!, probe: false });
+    });
+    const request = (i: LaunchRunInput) => ({
+      beadId: i.bead.id,
+      runId: i.runId,
+      workflowId: i.workflowId,
+      maxPolecats: 1,
+      breakerThreshold: 3,
+      breakerProbeInterval: 60_000,
+    });
+    const queued = input('b-queued');
+    expect(await launchWhenGranted({ ...queued, request: request(queued) })).toEqual({ queued: true });
+    const runDir = paths.runDir(queued.runId, gtHome);
+    expect(readHandle(runDir)).toBeUndefined();
+    expect(existsSync(join(runDir, 'prepared.json'))).toBe(false);
+    // Granted by signal later: the bead launches it as any granted run, prepared afresh.
+    const later = await launch(queued);
+    await runtime.stop(later.started.handle, 1_000);
+    expect(later.started).toMatchObject({ adopted: false });
+
+    const granted = input('b-granted');
+    const first = await launchWhenGranted({ ...granted, request: request(granted) });
+    if ('queued' in first) throw new Error('granted, yet queued');
+    try {
+      expect(first.started).toMatchObject({ adopted: false, host: 'launch-host' });
+      // A retry asks again (the gate answers a holder granted again) and adopts the agent it started.
+      const retried = await launchWhenGranted({ ...granted, request: request(granted) }, 2);
+      expect(retried).toMatchObject({ started: { adopted: true, handle: first.started.handle } });
+    } finally {
+      await runtime.stop(first.started.handle, 1_000);
+    }
+    expect(asked).toEqual([
+      { rig: 'launch', runId: 'b-queued/r1/a1' },
+      { rig: 'launch', runId: 'b-granted/r1/a1' },
+      { rig: 'launch', runId: 'b-granted/r1/a1' },
+    ]);
+  });
+
+  it('fails when the gate cannot be asked, and starts nothing', async () => {
+    const { launchWhenGranted, input, gtHome } = await host(undefined, undefined, () =>
+      Promise.reject(new Error('gate unreachable')),
+    );
+    const i = input('b-unasked');
+    const request = { beadId: 'b-unasked', runId: i.runId, workflowId: i.workflowId, maxPolecats: 1 };
+    const err = await launchWhenGranted({
+      ...i,
+      request: { ...request, breakerThreshold: 3, breakerProbeInterval: 60_000 },
+    }).catch((e: unknown) => e);
+    expect((err as Error).message).toBe('gate unreachable');
+    expect(readHandle(paths.runDir(i.runId, gtHome))).toBeUndefined();
   });
 
   it('says a failed preparation was the preparation, and keeps its type (not retried)', async () => {

@@ -9,7 +9,7 @@ import { NativeConnection, Worker, type CompiledWorkerOptions } from '@temporali
 import { defaultRuntimes } from '../agents';
 import type { AgentRuntimeDriver } from '../agents/runtime';
 import { createHostQueueActivities, createTownQueueActivities } from '../activities';
-import { dispatchSlotReleaser, dispatchStartReporter } from '../activities/dispatch';
+import { dispatchSlotReleaser, dispatchSlotRequester, dispatchStartReporter } from '../activities/dispatch';
 import { workflowRunningProbe } from '../activities/agent-runs';
 import { mergeRequestQueuer } from '../activities/town';
 import type { AgentRuntime } from '../domain/rig';
@@ -183,6 +183,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       doneRuns,
       reportStart: dispatchStartReporter(client),
       releaseSlot: dispatchSlotReleaser(client),
+      requestSlot: dispatchSlotRequester(client, options.taskQueue),
       queueMergeRequest: mergeRequestQueuer(client, options.taskQueue),
       workflowRunning: workflowRunningProbe(client),
     }),

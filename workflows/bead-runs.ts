@@ -81,6 +81,14 @@ export const QUEUES_MERGE_REQUEST = 'bead-queues-merge-request';
  */
 export const TAKES_MERGED_BRANCH = 'bead-takes-merged-branch';
 
+/**
+ * patched() id (in the bead's baseline only; a bead from before asks it for such a run): the first run of a bead that
+ * came with the host that started it (`BeadWorkflowInput.startedOn`: a convoy's worker) goes to that host and asks the
+ * dispatch gate from its launch (launchRunWhenGranted), beside the worktree's preparation: the bead's first workflow
+ * task runs no local activity and waits for no update.
+ */
+export const ASKS_IN_LAUNCH = 'bead-asks-in-launch';
+
 /** Which of a run's steps go the newer way (asked as the attempt starts, before any local activity of it). */
 interface RunPatches {
   locally: boolean;
@@ -88,6 +96,9 @@ interface RunPatches {
   launchReports: boolean;
   graceOnHost: boolean;
 }
+
+/** What a run launched by launchRunWhenGranted (ASKS_IN_LAUNCH) asks the gate. */
+type SlotRequest = Parameters<HostQueueActivities['launchRunWhenGranted']>[0]['request'];
 
 /**
  * The highest run number `round` has used (0 for none): the next run of the round is numbered after it. The newest
@@ -400,6 +411,20 @@ export class PolecatRuns {
       const graceOnHost = patches.has(GRACE_ON_HOST);
       // The host this worker's: as the local claim would be (runGranted), taken in the request's answer.
       const claimHost = locally && !afterFailure && !leg && patches.has(CLAIMS_WITH_DISPATCH);
+      const request: SlotRequest = {
+        beadId: bead.id,
+        runId,
+        workflowId: workflowInfo().workflowId,
+        maxPolecats: rig.maxPolecats,
+        breakerThreshold: rig.policy.breakerThreshold,
+        breakerProbeInterval: rig.policy.breakerProbeInterval,
+      };
+      const { startedOn, resume, continued } = this.b.input;
+      const first = this.b.state.runs.length === 0 && !resume && !continued;
+      if (claimHost && oneActivity && launchReports && startedOn && first && patches.has(ASKS_IN_LAUNCH)) {
+        const run = { locally, oneActivity, launchReports, graceOnHost, claimed: startedOn, ask: request };
+        return (ended = await this.runGranted(runId, round, attempt, afterFailure, run, step));
+      }
       const answer: SlotAnswer | undefined = await (locally ? townLocally : town).requestDispatchSlot({
         rig: rig.name,
         // A formula's parallel legs ask by signal: granted in answers, each would go on to its host claim (a local
@@ -407,14 +432,7 @@ export class PolecatRuns {
         // of such a task failed ("Missing associated machine for LocalActivity"). One run at a time asks for the answer.
         answer: !leg,
         ...(claimHost ? { claimHost } : {}),
-        request: {
-          beadId: bead.id,
-          runId,
-          workflowId: workflowInfo().workflowId,
-          maxPolecats: rig.maxPolecats,
-          breakerThreshold: rig.policy.breakerThreshold,
-          breakerProbeInterval: rig.policy.breakerProbeInterval,
-        },
+        request,
       });
       // Granted in the gate's answer: the run starts in this workflow task, no grant signal comes (a recorded request
       // from before the answer returned nothing, and its grant came by signal, as a queued run's still does).
@@ -437,7 +455,7 @@ export class PolecatRuns {
     round: number,
     attempt: number,
     afterFailure: boolean,
-    patches: RunPatches & { claimed?: string },
+    patches: RunPatches & { claimed?: string; ask?: SlotRequest },
     step?: AgentStep,
   ): Promise<AttemptResult> {
     const { b } = this;
@@ -523,18 +541,35 @@ export class PolecatRuns {
     if (patches.oneActivity) {
       // One hand-off fewer before the agent runs (docs/performance.md). drive() admits the run to the fence before it
       // schedules this: a fast agent may call gt done before launchRun returns.
+      const toLaunch = {
+        ...toPrepare,
+        workflowId: workflowInfo().workflowId,
+        ...(step?.agent !== undefined ? { agent: step.agent } : {}),
+        ...(step?.runtime !== undefined ? { runtime: step.runtime } : {}),
+        ...(patches.launchReports ? { reportStart: true } : {}),
+      };
+      const { ask } = patches;
       launch = async () => {
-        const launched = await activities.launcher.launchRun.executeWithOptions(
+        let launched = ask
+          ? await activities.launcher.launchRunWhenGranted.executeWithOptions(
+              {
+                summary: summary(`ask for a dispatch slot, prepare the worktree of ${bead.id} and start run ${runId}`),
+              },
+              [{ ...toLaunch, request: ask }],
+            )
+          : undefined;
+        if (launched && 'queued' in launched) {
+          // Queued by the gate: the grant comes by signal, and the run is launched as any granted run is. Its record
+          // and the stall clock start with that launch, as after a wait for the slot before it.
+          b.setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
+          await condition(() => b.grants.has(runId));
+          record.startedAt = new Date().toISOString();
+          b.setStatus('in_progress', `preparing and starting run ${runId}`);
+          launched = undefined;
+        } else if (launched) b.grants.add(runId);
+        launched ??= await activities.launcher.launchRun.executeWithOptions(
           { summary: summary(`prepare the worktree of ${bead.id} and start run ${runId}`) },
-          [
-            {
-              ...toPrepare,
-              workflowId: workflowInfo().workflowId,
-              ...(step?.agent !== undefined ? { agent: step.agent } : {}),
-              ...(step?.runtime !== undefined ? { runtime: step.runtime } : {}),
-              ...(patches.launchReports ? { reportStart: true } : {}),
-            },
-          ],
+          [toLaunch],
         );
         reported = patches.launchReports && launched.reported === true;
         prepared = launched.prepared;

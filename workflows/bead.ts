@@ -41,6 +41,7 @@ import {
   DISPATCHES_LOCALLY,
   GATE_SIGNALS_WITHOUT_WAITING,
   LAUNCHES_IN_ONE_ACTIVITY,
+  ASKS_IN_LAUNCH,
   CLAIMS_WITH_DISPATCH,
   GRACE_ON_HOST,
   LAUNCH_REPORTS_START,
@@ -113,10 +114,20 @@ const BASELINE_C: PatchBaseline = {
   ],
 };
 
+/** The baseline after BASELINE_C: everything it stands for, and the changes since. */
+const BASELINE_D: PatchBaseline = {
+  id: 'bead-baseline-2026-12-d',
+  covers: [
+    ...BASELINE_C.covers,
+    // New with this baseline, never asked on its own by a bead that recorded it.
+    ASKS_IN_LAUNCH,
+  ],
+};
+
 export async function beadWorkflow(rawInput: BeadWorkflowInput): Promise<BeadResult> {
   const input = parseOrReject(BeadWorkflowInput, rawInput, 'bead input');
   const { bead, rig, formula, continued } = input;
-  const b = new Bead(input, patchesFrom(BASELINE_C, BASELINE_B, BASELINE));
+  const b = new Bead(input, patchesFrom(BASELINE_D, BASELINE_C, BASELINE_B, BASELINE));
   handleBeadMessages(b);
   const polecats = new PolecatRuns(b);
   const { state, firstRound } = b;

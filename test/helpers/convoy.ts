@@ -142,7 +142,11 @@ export async function firstLaunchOf(
   beadId: string,
 ): Promise<{ targetHas?: string[]; fetched?: boolean }> {
   const events = (await client.workflow.getHandle(`bead:${beadId}`).fetchHistory()).events ?? [];
-  const scheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'launchRun');
+  // launchRunWhenGranted for a bead a convoy started (it asks the gate as it prepares), launchRun otherwise.
+  const launches = ['launchRun', 'launchRunWhenGranted'];
+  const scheduled = events.find((e) =>
+    launches.includes(e.activityTaskScheduledEventAttributes?.activityType?.name ?? ''),
+  );
   const completed = events.find(
     (e) => e.activityTaskCompletedEventAttributes?.scheduledEventId?.toString() === scheduled?.eventId?.toString(),
   );
