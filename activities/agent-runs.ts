@@ -16,6 +16,7 @@ import { mintRunToken } from '../agents/run-token';
 import type { AgentHandle, AgentRuntimeDriver, AgentStatus, Mount } from '../agents/runtime';
 import { BeadSpec, EXIT_GRACE_MS } from '../domain/bead';
 import { type DispatchAnswer, DispatchRequest } from '../domain/dispatch';
+import type { DispatchAsksAhead } from './dispatch';
 import { beadBranch, CommitId, legBranch, MAX_AFTER_COMMITS, RunId } from '../domain/ids';
 import { MergeTicket, MergeTicketTemplate } from '../domain/refinery';
 import { AgentRuntime, RigConfig } from '../domain/rig';
@@ -60,6 +61,8 @@ export interface HostDeps {
   releaseSlot?: (rig: string, runId: string) => Promise<void>;
   /** Asks the rig's dispatch gate for a run's slot (activities/dispatch.ts dispatchSlotRequester). */
   requestSlot: (rig: string, request: DispatchRequest) => Promise<DispatchAnswer>;
+  /** Answers this process's convoy activities asked for ahead of a launch (activities/dispatch.ts dispatchAsksAhead). */
+  askedAhead?: Pick<DispatchAsksAhead, 'take'>;
   /** Hands a ticket to its rig's refinery unless the rig asks for a review (activities/town.ts mergeRequestQueuer). */
   queueMergeRequest?: MergeRequestQueuer;
   /** Whether a workflow is still running: false once closed or gone, undefined when the server cannot say. */
@@ -186,6 +189,8 @@ export interface LaunchedRun {
   started: StartedRun;
   /** The dispatch gate was told the agent started (asked by `reportStart`); absent, the bead tells it. */
   reported?: true;
+  /** launchRunWhenGranted took the gate's answer asked for ahead of it, as the bead was started (dispatchAsksAhead). */
+  askedAhead?: true;
 }
 
 export interface StartedRun {
@@ -719,10 +724,10 @@ export function createAgentRunActivities(deps: HostDeps) {
      * Granted, it starts the agent as launchRun does; queued, it starts nothing, discards the preparation (the run is
      * prepared again when granted, from its target as it is then) and answers `queued`: the grant comes to the bead by
      * signal, and the bead then schedules launchRun. A retry asks again, which the gate takes as a repeat (a waiting
-     * run stays queued once, a holder is granted again). A host without the means to ask fails it, not retried: the
-     * bead's next attempt asks from its workflow.
+     * run stays queued once, a holder is granted again). The first run of a bead this worker's convoy started takes
+     * the answer asked for as the bead started (`askedAhead`) instead of asking.
      */
-    launchRunWhenGranted(raw: LaunchWhenGrantedInput): Promise<LaunchedRun | { queued: true }> {
+    launchRunWhenGranted(raw: LaunchWhenGrantedInput): Promise<LaunchedRun | { queued: true; askedAhead?: true }> {
       const { request, ...input } = parseActivityInput(LaunchWhenGrantedInput, raw);
       return tracked(
         input.runId,
@@ -730,18 +735,23 @@ export function createAgentRunActivities(deps: HostDeps) {
           const runDir = paths.runDir(input.runId, deps.gtHome);
           const recorded = readPrepared(runDir);
           // Both settle before anything else happens: a failed ask leaves no preparation half-recorded behind it.
+          // The answer this worker's convoy asked for as it started the bead, if any: else asked now. Either way the
+          // same request, so a failed ask ahead is simply asked again.
+          const ask = () => deps.requestSlot(input.rig.name, request).then((answer) => ({ answer, ahead: false }));
+          const ahead = deps.askedAhead?.take(request);
           const [asked, preparing] = await Promise.allSettled([
-            deps.requestSlot(input.rig.name, request),
+            ahead ? ahead.then((answer) => ({ answer, ahead: true }), ask) : ask(),
             recorded ?? prepareOnce(input, runDir),
           ]);
           if (preparing.status === 'rejected') throw preparing.reason;
           if (asked.status === 'rejected') throw asked.reason;
-          if (!asked.value.granted) {
+          const askedAhead = asked.value.ahead ? { askedAhead: true as const } : {};
+          if (!asked.value.answer.granted) {
             rmSync(join(runDir, PREPARED_FILE), { force: true });
             log.info('dispatch slot queued; the run starts when granted', { runId: input.runId });
-            return { queued: true as const };
+            return { queued: true as const, ...askedAhead };
           }
-          return launch(input, preparing.value);
+          return { ...(await launch(input, preparing.value)), ...askedAhead };
         }),
       );
     },

@@ -7,10 +7,12 @@ import { ApplicationFailure } from '@temporalio/common';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { log } from '@temporalio/activity';
 import { z } from 'zod';
-import { BeadSpec } from '../domain/bead';
+import { BeadSpec, startingRound } from '../domain/bead';
+import { isSingleRun } from '../domain/formula';
+import type { DispatchAsksAhead } from './dispatch';
 import { CAPS, capText } from '../domain/caps';
 import { MergeMode, type StartedBead } from '../domain/convoy';
-import { beadWorkflowId, CommitId, convoyBranch, ConvoyId, MAX_AFTER_COMMITS, RigName } from '../domain/ids';
+import { beadWorkflowId, CommitId, convoyBranch, ConvoyId, MAX_AFTER_COMMITS, RigName, runIdOf } from '../domain/ids';
 import type { BeadReport } from '../domain/messages';
 import { refineryRigConfig } from './rig-config';
 import type { RigConfig } from '../domain/rig';
@@ -96,7 +98,12 @@ async function eachLimited<T, R>(items: readonly T[], fn: (item: T) => Promise<R
 const isNotFound = (err: unknown) =>
   err instanceof WorkflowNotFoundError || (err instanceof Error && /not found|NOT_FOUND/i.test(err.message));
 
-export function createConvoyActivities(deps: TownDeps) {
+export interface ConvoyDeps extends TownDeps {
+  /** Asks the rig's gate for a started bead's first run ahead of its launch (activities/dispatch.ts dispatchAsksAhead). */
+  asksAhead?: Pick<DispatchAsksAhead, 'ask'>;
+}
+
+export function createConvoyActivities(deps: ConvoyDeps) {
   const { client } = deps;
 
   const rigConfig = async (name: string): Promise<RigConfig> => {
@@ -235,7 +242,7 @@ async function ensureBranch(gtHome: string, rig: RigConfig, branch: string, from
 }
 
 async function startBead(
-  { client, taskQueue, hostQueue, gtHome }: TownDeps,
+  { client, taskQueue, hostQueue, gtHome, asksAhead }: ConvoyDeps,
   convoyId: string,
   rig: RigConfig,
   targetBranch: string,
@@ -260,6 +267,18 @@ async function startBead(
     // first task ≈ 4 ms sooner after its dependency merged (docs/performance.md). With no free slot here the server
     // dispatches it as usual.
     await client.workflow.start(start.workflowType, { ...start.options, requestEagerStart: true });
+    // Its first run's request, asked now, beside the bead's first workflow task: the run's launch on this worker
+    // takes the answer. Only for a bead whose first run is r1/a1's single agent (a formula of several steps may begin
+    // with legs, or with no agent at all, and a slot asked for a run that does not come would be held for nothing).
+    if (asksAhead && isSingleRun(formula))
+      asksAhead.ask(rig.name, {
+        beadId: bead.id,
+        runId: runIdOf(bead.id, startingRound(undefined), 1),
+        workflowId,
+        maxPolecats: rig.maxPolecats,
+        breakerThreshold: rig.policy.breakerThreshold,
+        breakerProbeInterval: rig.policy.breakerProbeInterval,
+      });
     return { beadId: bead.id, outcome: 'started' };
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;

@@ -1,4 +1,5 @@
 /** Activities of the dispatch gate: things workflow code cannot do (signal-with-start, describing other workflows). */
+import { isDeepStrictEqual } from 'node:util';
 import { WithStartWorkflowOperation, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import type { SignalDefinition } from '@temporalio/common';
 import { z } from 'zod';
@@ -121,6 +122,40 @@ export function dispatchSlotRequester(client: Client, taskQueue: string) {
     }
   };
 }
+
+/** How long an answer asked ahead waits for its launch: longer than any launch takes to be scheduled and picked up. */
+const ASKED_AHEAD_KEPT_MS = 60_000;
+
+/**
+ * Requests asked of the gate ahead of their launch, in this worker process: a convoy's worker asks for the first run
+ * of a bead it has just started (activities/convoy.ts), and that run's launchRunWhenGranted, which the bead schedules
+ * on this worker's host queue (`BeadWorkflowInput.startedOn`), takes the answer instead of asking again. The request
+ * is the one the launch makes, asked once the bead's workflow exists (so a queued run's grant finds it), only ≈ the
+ * bead's first workflow task earlier. An answer nobody takes is dropped after ASKED_AHEAD_KEPT_MS; the run's own ask,
+ * should its launch come later or elsewhere (a restarted worker), is a repeat the gate answers the same.
+ */
+export function dispatchAsksAhead(requestSlot: (rig: string, request: DispatchRequest) => Promise<DispatchAnswer>) {
+  const asked = new Map<string, { request: DispatchRequest; answer: Promise<DispatchAnswer> }>();
+  return {
+    ask(rig: string, request: DispatchRequest): void {
+      const answer = requestSlot(rig, request);
+      // Taken or not, never an unhandled rejection: the launch that takes a failed one asks itself.
+      answer.catch(() => undefined);
+      asked.set(request.runId, { request, answer });
+      setTimeout(
+        () => asked.get(request.runId)?.answer === answer && asked.delete(request.runId),
+        ASKED_AHEAD_KEPT_MS,
+      ).unref();
+    },
+    /** The answer asked ahead for exactly this request, once (undefined: none, or for other settings). */
+    take(request: DispatchRequest): Promise<DispatchAnswer> | undefined {
+      const ahead = asked.get(request.runId);
+      asked.delete(request.runId);
+      return ahead && isDeepStrictEqual(ahead.request, request) ? ahead.answer : undefined;
+    },
+  };
+}
+export type DispatchAsksAhead = ReturnType<typeof dispatchAsksAhead>;
 
 export function createDispatchActivities(deps: DispatchDeps) {
   const reportStart = dispatchStartReporter(deps.client);

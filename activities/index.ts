@@ -3,7 +3,7 @@
  * each host's own queue runs the agent-run activities of the agents it owns, and reads their output for `gt logs`.
  */
 import { createAgentRunActivities, type HostDeps } from './agent-runs';
-import { createConvoyActivities } from './convoy';
+import { type ConvoyDeps, createConvoyActivities } from './convoy';
 import { createDispatchActivities, type DispatchDeps } from './dispatch';
 import { createLegBranchActivities, createLegWorktreeActivities } from './formula-legs';
 import { createFormulaStepActivities } from './formula-steps';
@@ -16,7 +16,9 @@ import { createRigConfigActivities } from './rig-config';
 import { convoyReporter, createTownActivities, type TownDeps } from './town';
 
 /** escalationWebhook: the town's escalation webhook URL (configuration, never a payload: activities/notify.ts). */
-export function createTownQueueActivities(deps: TownDeps & MergeDeps & DispatchDeps & { escalationWebhook?: string }) {
+export function createTownQueueActivities(
+  deps: ConvoyDeps & MergeDeps & DispatchDeps & { escalationWebhook?: string },
+) {
   return {
     ...createTownActivities(deps),
     ...createNotifyActivities({ escalationWebhook: deps.escalationWebhook, town: deps.taskQueue }),

@@ -1,7 +1,7 @@
 /**
  * A bead a convoy starts asks the dispatch gate from its first run's launch (launchRunWhenGranted), on the host that
- * started it, beside the worktree's preparation: its first workflow task runs no local activity and waits for no
- * update (docs/performance.md). When the gate queues the run, the launch starts nothing; the grant comes by signal and
+ * started it, beside the worktree's preparation, taking the answer the convoy's worker asked for as it started the
+ * bead: its first workflow task runs no local activity and waits for no update (docs/performance.md). When the gate queues the run, the launch starts nothing; the grant comes by signal and
  * the bead launches the run then, never beside the run that holds the slot. Concurrency is read from the agents' own
  * start/end marks, the path from the bead's history, which then replays. Real server, real git, real agent processes.
  */
@@ -55,7 +55,7 @@ const localActivities = (history: History) =>
   });
 
 describe('a convoy bead asking the dispatch gate as its run launches', () => {
-  it('is granted in the launch, with no local activity in its first workflow task', async () => {
+  it('is granted in the launch, asked once as the convoy started it, with no local activity in its first task', async () => {
     const repo = await createRepo();
     await t.addRig({ name: 'ask-granted', repo: repo.origin, agent: agentScript('convoy-instant') });
     const spec = writeSpec({
@@ -75,7 +75,13 @@ describe('a convoy bead asking the dispatch gate as its run launches', () => {
     expect(localActivities(history)).toEqual([]);
     const ran = activities(history);
     expect(ran.map((a) => a.type)).toEqual(['launchRunWhenGranted', 'superviseAgentRun']);
-    expect(ran[0]!.result).toMatchObject({ started: { adopted: false }, reported: true });
+    expect(ran[0]!.result).toMatchObject({ started: { adopted: false }, reported: true, askedAhead: true });
+    // Asked once: by the convoy's worker as it started the bead (`askedAhead`), and the launch took the answer.
+    const gateHistory = await t.client.workflow.getHandle('dispatch:ask-granted').fetchHistory();
+    const updates = (gateHistory.events ?? []).flatMap(
+      (e) => e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input?.name ?? [],
+    );
+    expect(updates).toEqual(['requestDispatch']);
     // The gate granted it and was given the slot back as the agent exited: nothing holds or waits for a slot.
     await eventually(
       async () => {
@@ -118,7 +124,7 @@ describe('a convoy bead asking the dispatch gate as its run launches', () => {
     );
     expect(activities(await bead.fetchHistory())[0]).toEqual({
       type: 'launchRunWhenGranted',
-      result: { queued: true },
+      result: { queued: true, askedAhead: true },
     });
     expect((await t.town.dispatchState('ask-queued')).waiting.map((s) => s.runId)).toEqual(['askq-b/r1/a1']);
     expect(await t.town.beadState('askq-b')).toMatchObject({ status: 'open' });

@@ -28,6 +28,7 @@ import { Failure } from '../domain/failures';
 import { DoneRuns } from '../host/done-runs';
 import { paths } from '../host/home';
 import { readHandle } from '../activities/run-handles';
+import { dispatchAsksAhead } from '../activities/dispatch';
 import { createRepo } from './helpers/repo';
 import { FAST_POLICY } from './helpers/town';
 
@@ -41,6 +42,7 @@ async function host(
   reportStart?: (rig: string, report: { runId: string; started: boolean }) => Promise<void>,
   doneRuns?: DoneRuns,
   requestSlot: HostDeps['requestSlot'] = () => Promise.resolve({ granted: true, probe: false }),
+  askedAhead?: HostDeps['askedAhead'],
 ) {
   const gtHome = mkdtempSync(join(tmpdir(), 'gt-launch-'));
   const repo = await createRepo();
@@ -55,6 +57,7 @@ async function host(
     reportStart,
     doneRuns,
     requestSlot,
+    askedAhead,
   });
   const input = (beadId: string, targetBranch = 'main'): LaunchRunInput => ({
     rig: { name: 'launch', repo: repo.origin, agent: 'sleep 30', policy: FAST_POLICY },
@@ -233,6 +236,54 @@ describe('launchRun', () => {
       { rig: 'launch', runId: 'b-queued/r1/a1' },
       { rig: 'launch', runId: 'b-granted/r1/a1' },
       { rig: 'launch', runId: 'b-granted/r1/a1' },
+    ]);
+  });
+
+  it('takes the answer asked ahead for the same request, and asks itself for other settings or a failed one', async () => {
+    const asked: string[] = [];
+    const requestSlot = (_rig: string, request: { runId: string }) => {
+      asked.push(request.runId);
+      // The gate out of reach for the ask ahead only.
+      return asked.filter((r) => r === 'b-ahead-failed/r1/a1').length === 1 && request.runId === 'b-ahead-failed/r1/a1'
+        ? Promise.reject(new Error('gate unreachable'))
+        : Promise.resolve({ granted: true, probe: false });
+    };
+    const asksAhead = dispatchAsksAhead(requestSlot);
+    const { launchWhenGranted, input } = await host(undefined, undefined, requestSlot, asksAhead);
+    const request = (i: LaunchRunInput, maxPolecats = 2) => ({
+      beadId: i.bead.id,
+      runId: i.runId,
+      workflowId: i.workflowId,
+      maxPolecats,
+      breakerThreshold: 3,
+      breakerProbeInterval: 60_000,
+    });
+    const launched: LaunchedRun[] = [];
+    try {
+      for (const [bead, aheadWith] of [
+        ['b-ahead', 2],
+        ['b-ahead-other', 5],
+        ['b-ahead-failed', 2],
+      ] as const) {
+        const i = input(bead);
+        asksAhead.ask('launch', request(i, aheadWith));
+        const result = await launchWhenGranted({ ...i, request: request(i) });
+        if ('queued' in result) throw new Error(`${bead}: queued`);
+        launched.push(result);
+      }
+    } catch (err) {
+      for (const l of launched) await runtime.stop(l.started.handle, 1_000);
+      throw err;
+    }
+    for (const l of launched) await runtime.stop(l.started.handle, 1_000);
+    expect(launched.map((l) => l.askedAhead)).toEqual([true, undefined, undefined]);
+    // Asked ahead three times; asked again by the launch only for other settings and after a failure.
+    expect(asked).toEqual([
+      'b-ahead/r1/a1',
+      'b-ahead-other/r1/a1',
+      'b-ahead-other/r1/a1',
+      'b-ahead-failed/r1/a1',
+      'b-ahead-failed/r1/a1',
     ]);
   });
 

@@ -9,7 +9,12 @@ import { NativeConnection, Worker, type CompiledWorkerOptions } from '@temporali
 import { defaultRuntimes } from '../agents';
 import type { AgentRuntimeDriver } from '../agents/runtime';
 import { createHostQueueActivities, createTownQueueActivities } from '../activities';
-import { dispatchSlotReleaser, dispatchSlotRequester, dispatchStartReporter } from '../activities/dispatch';
+import {
+  dispatchAsksAhead,
+  dispatchSlotReleaser,
+  dispatchSlotRequester,
+  dispatchStartReporter,
+} from '../activities/dispatch';
 import { workflowRunningProbe } from '../activities/agent-runs';
 import { mergeRequestQueuer } from '../activities/town';
 import type { AgentRuntime } from '../domain/rig';
@@ -140,6 +145,10 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
   const shutdownGraceTime = options.shutdownGraceTime ?? '10s';
   const interceptors = { activity: [activityLogIds] };
 
+  // A convoy's worker asks the gate for a bead's first run as it starts the bead; that run's launch, on this worker's
+  // host queue, takes the answer (activities/dispatch.ts dispatchAsksAhead).
+  const requestSlot = dispatchSlotRequester(client, options.taskQueue);
+  const asksAhead = dispatchAsksAhead(requestSlot);
   const townWorker = await Worker.create({
     connection: options.connection,
     namespace: options.namespace,
@@ -156,6 +165,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       runtimes,
       escalationWebhook: options.escalationWebhook ?? (process.env.GT_ESCALATION_WEBHOOK || undefined),
       answerWaits: DISPATCH_ANSWER_WAITS,
+      asksAhead,
     }),
     maxConcurrentWorkflowTaskExecutions: WORKFLOW_TASK_SLOTS,
     workflowThreadPoolSize: WORKFLOW_THREADS,
@@ -183,7 +193,8 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       doneRuns,
       reportStart: dispatchStartReporter(client),
       releaseSlot: dispatchSlotReleaser(client),
-      requestSlot: dispatchSlotRequester(client, options.taskQueue),
+      requestSlot,
+      askedAhead: asksAhead,
       queueMergeRequest: mergeRequestQueuer(client, options.taskQueue),
       workflowRunning: workflowRunningProbe(client),
     }),
