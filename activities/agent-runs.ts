@@ -734,11 +734,11 @@ export function createAgentRunActivities(deps: HostDeps) {
         whileHeartbeating('asking for a slot and launching the run', async () => {
           const runDir = paths.runDir(input.runId, deps.gtHome);
           const recorded = readPrepared(runDir);
-          // Both settle before anything else happens: a failed ask leaves no preparation half-recorded behind it.
           // The answer this worker's convoy asked for as it started the bead, if any: else asked now. Either way the
           // same request, so a failed ask ahead is simply asked again.
           const ask = () => deps.requestSlot(input.rig.name, request).then((answer) => ({ answer, ahead: false }));
           const ahead = deps.askedAhead?.take(request);
+          // Both settle before anything else happens: a failed ask leaves no preparation half-recorded behind it.
           const [asked, preparing] = await Promise.allSettled([
             ahead ? ahead.then((answer) => ({ answer, ahead: true }), ask) : ask(),
             recorded ?? prepareOnce(input, runDir),
