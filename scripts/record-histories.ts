@@ -368,6 +368,36 @@ try {
   console.error(`rec-merged-first: ${(await mergedFirst.handle.result()).status}`);
   await otherWorker.close();
 
+  // A convoy's bead queued by the gate in its launch (launchRunWhenGranted answers queued): a bead slung on its own
+  // holds the rig's only slot; the convoy's bead launches its run with launchRun once the grant comes.
+  const queuedDir = mkdtempSync(join(tmpdir(), 'gt-record-queued-'));
+  await town.addRig({
+    name: 'rec-queued',
+    repo: repo.origin,
+    agent: agent('wait-for-release'),
+    maxPolecats: 1,
+    env: { TEST_DIR: queuedDir },
+    policy: fast,
+  });
+  const holder = await town.sling('rec-queued', { id: 'rec-queue-holder', title: 'Holds the only slot' });
+  while (!(await town.beadState(holder.beadId)).waitingFor.startsWith('waiting for gt done'))
+    await new Promise((r) => setTimeout(r, 200));
+  await convoys.start(
+    { title: 'Recorded queued launch', rig: 'rec-queued', beads: [{ id: 'b', title: 'Queued in its launch' }] },
+    { id: 'rec-queued' },
+  );
+  // The convoy starts its bead in a workflow task of its own: until then there is no history to read.
+  const launchAnswered = () =>
+    client.workflow
+      .getHandle('bead:rec-queued-b')
+      .fetchHistory()
+      .then((h) => (h.events ?? []).some((e) => e.activityTaskCompletedEventAttributes))
+      .catch(() => false);
+  while (!(await launchAnswered())) await new Promise((r) => setTimeout(r, 200));
+  writeFileSync(join(queuedDir, 'release'), '');
+  console.error(`rec-queue-holder: ${(await holder.handle.result()).status}`);
+  console.error(`convoy rec-queued: ${(await convoys.result('rec-queued'))?.status}`);
+
   /** name → workflow id (its latest run), or [workflow id, run id]. */
   const scenarios: Record<string, string | [string, string]> = {
     'bead-formula-continued-first': ['bead:rec-continued', continued.firstExecutionRunId],
@@ -389,6 +419,7 @@ try {
     'bead-reviewed': 'bead:rec-reviewed',
     'convoy-review-then-land': 'convoy:rec-diamond',
     'bead-in-convoy': 'bead:rec-diamond-d',
+    'bead-queued-in-launch': 'bead:rec-queued-b',
     'dispatch-gate': 'dispatch:rec',
     'bead-cancelled': 'bead:rec-cancelled',
     'merge-request-cancelled-in-review': 'mr:rec-review-cancelled:1',

@@ -150,7 +150,7 @@ describe('a convoy bead asking the dispatch gate as its run launches', () => {
     expect((await t.town.beadState('askq-b')).runs.map((r) => [r.runId, r.outcome])).toEqual([
       ['askq-b/r1/a1', 'done'],
     ]);
-    // The queued path replays as it ran (test/histories/bead-in-convoy.json holds the granted one).
+    // The queued path replays as it ran (test/histories/bead-queued-in-launch.json keeps one for later code).
     await Worker.runReplayHistory(
       { workflowBundle: { codePath: inject('workflowBundlePath') } },
       await bead.fetchHistory(),
