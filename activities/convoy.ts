@@ -12,6 +12,7 @@ import { isSingleRun } from '../domain/formula';
 import type { DispatchAsksAhead } from './dispatch';
 import { CAPS, capText } from '../domain/caps';
 import { MergeMode, type StartedBead } from '../domain/convoy';
+import { dispatchRequestOf } from '../domain/dispatch';
 import { beadWorkflowId, CommitId, convoyBranch, ConvoyId, MAX_AFTER_COMMITS, RigName, runIdOf } from '../domain/ids';
 import type { BeadReport } from '../domain/messages';
 import { refineryRigConfig } from './rig-config';
@@ -271,14 +272,10 @@ async function startBead(
     // takes the answer. Only for a bead whose first run is r1/a1's single agent (a formula of several steps may begin
     // with legs, or with no agent at all, and a slot asked for a run that does not come would be held for nothing).
     if (asksAhead && isSingleRun(formula))
-      asksAhead.ask(rig.name, {
-        beadId: bead.id,
-        runId: runIdOf(bead.id, startingRound(undefined), 1),
-        workflowId,
-        maxPolecats: rig.maxPolecats,
-        breakerThreshold: rig.policy.breakerThreshold,
-        breakerProbeInterval: rig.policy.breakerProbeInterval,
-      });
+      asksAhead.ask(
+        rig.name,
+        dispatchRequestOf(bead.id, runIdOf(bead.id, startingRound(undefined), 1), workflowId, rig),
+      );
     return { beadId: bead.id, outcome: 'started' };
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;

@@ -7,6 +7,7 @@ import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 import { z } from 'zod';
 import { DurationMs } from './durations';
 import { BeadId, RigName, RunId } from './ids';
+import type { RigConfig } from './rig';
 
 export const dispatchGateWorkflowId = (rig: string) => `dispatch:${rig}`;
 
@@ -30,6 +31,24 @@ export const DispatchRequest = GateSettings.extend({
   workflowId: z.string().min(1).max(300),
 });
 export type DispatchRequest = z.input<typeof DispatchRequest>;
+
+/**
+ * A bead's run's request, with the rig settings the bead has: made by the bead's workflow for each run, and by a
+ * convoy's worker ahead of a bead's first run (activities/dispatch.ts dispatchAsksAhead), which must match it exactly.
+ */
+export const dispatchRequestOf = (
+  beadId: string,
+  runId: string,
+  workflowId: string,
+  rig: Pick<RigConfig, 'maxPolecats' | 'policy'>,
+): DispatchRequest => ({
+  beadId,
+  runId,
+  workflowId,
+  maxPolecats: rig.maxPolecats,
+  breakerThreshold: rig.policy.breakerThreshold,
+  breakerProbeInterval: rig.policy.breakerProbeInterval,
+});
 
 export const DispatchRelease = z.object({ runId: RunId });
 export type DispatchRelease = z.infer<typeof DispatchRelease>;

@@ -22,7 +22,13 @@ import type { BeadResult, BeadWorkflowInput, RunRecord } from '../domain/bead';
 import { MAX_CARRIED_INBOX, MAX_CARRIED_ROUNDS, MAX_CARRIED_RUNS, MAX_TEXT } from '../domain/bead';
 import { CAPS, capText, keepNewest } from '../domain/caps';
 import { carriedSteps, type FormulaProgress } from '../domain/formula';
-import { dispatchGateWorkflowId, dispatchReleaseSignal, dispatchReportSignal } from '../domain/dispatch';
+import {
+  type DispatchRequest,
+  dispatchGateWorkflowId,
+  dispatchReleaseSignal,
+  dispatchReportSignal,
+  dispatchRequestOf,
+} from '../domain/dispatch';
 import { beadBranch, legBranch, mergeRequestWorkflowId, runIdOf } from '../domain/ids';
 import { countTownEvent } from '../domain/metrics';
 import type { RigConfig } from '../domain/rig';
@@ -97,8 +103,8 @@ interface RunPatches {
   graceOnHost: boolean;
 }
 
-/** What a run launched by launchRunWhenGranted (ASKS_IN_LAUNCH) asks the gate. */
-type SlotRequest = Parameters<HostQueueActivities['launchRunWhenGranted']>[0]['request'];
+/** A run's status while the rig's gate has not granted it a slot. */
+const waitingForSlot = (rig: string) => `waiting for a dispatch slot on rig ${rig} (\`gt rig dispatch ${rig}\`)`;
 
 /**
  * The highest run number `round` has used (0 for none): the next run of the round is numbered after it. The newest
@@ -402,7 +408,7 @@ export class PolecatRuns {
     const releasesLocally = !leg && patches.has(RELEASES_LOCALLY);
     let ended: AttemptResult | undefined;
     try {
-      this.b.setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
+      this.b.setStatus('open', waitingForSlot(rig.name));
       // Local: two hand-offs fewer before the agent starts (docs/performance.md). A workflow task retried runs the
       // request again, which the gate takes as a repeat (a waiting run stays queued once, a holder is granted again).
       const locally = patches.has(DISPATCHES_LOCALLY);
@@ -411,14 +417,7 @@ export class PolecatRuns {
       const graceOnHost = patches.has(GRACE_ON_HOST);
       // The host this worker's: as the local claim would be (runGranted), taken in the request's answer.
       const claimHost = locally && !afterFailure && !leg && patches.has(CLAIMS_WITH_DISPATCH);
-      const request: SlotRequest = {
-        beadId: bead.id,
-        runId,
-        workflowId: workflowInfo().workflowId,
-        maxPolecats: rig.maxPolecats,
-        breakerThreshold: rig.policy.breakerThreshold,
-        breakerProbeInterval: rig.policy.breakerProbeInterval,
-      };
+      const request = dispatchRequestOf(bead.id, runId, workflowInfo().workflowId, rig);
       const { startedOn, resume, continued } = this.b.input;
       const first = this.b.state.runs.length === 0 && !resume && !continued;
       if (claimHost && oneActivity && launchReports && startedOn && first && patches.has(ASKS_IN_LAUNCH)) {
@@ -455,7 +454,7 @@ export class PolecatRuns {
     round: number,
     attempt: number,
     afterFailure: boolean,
-    patches: RunPatches & { claimed?: string; ask?: SlotRequest },
+    patches: RunPatches & { claimed?: string; ask?: DispatchRequest },
     step?: AgentStep,
   ): Promise<AttemptResult> {
     const { b } = this;
@@ -550,23 +549,21 @@ export class PolecatRuns {
       };
       const { ask } = patches;
       launch = async () => {
-        let launched = ask
-          ? await activities.launcher.launchRunWhenGranted.executeWithOptions(
-              {
-                summary: summary(`ask for a dispatch slot, prepare the worktree of ${bead.id} and start run ${runId}`),
-              },
-              [{ ...toLaunch, request: ask }],
-            )
-          : undefined;
-        if (launched && 'queued' in launched) {
-          // Queued by the gate: the grant comes by signal, and the run is launched as any granted run is. Its record
-          // and the stall clock start with that launch, as after a wait for the slot before it.
-          b.setStatus('open', `waiting for a dispatch slot on rig ${rig.name} (\`gt rig dispatch ${rig.name}\`)`);
-          await condition(() => b.grants.has(runId));
-          record.startedAt = new Date().toISOString();
-          b.setStatus('in_progress', `preparing and starting run ${runId}`);
-          launched = undefined;
-        } else if (launched) b.grants.add(runId);
+        let launched: Awaited<ReturnType<HostQueueActivities['launchRun']>> | undefined;
+        if (ask) {
+          const asked = await activities.launcher.launchRunWhenGranted.executeWithOptions(
+            { summary: summary(`ask for a dispatch slot, prepare the worktree of ${bead.id} and start run ${runId}`) },
+            [{ ...toLaunch, request: ask }],
+          );
+          if ('queued' in asked) {
+            // Queued by the gate: the grant comes by signal, and the run is launched as any granted run is. Its record
+            // and the stall clock start with that launch, as after a wait for the slot before it.
+            b.setStatus('open', waitingForSlot(rig.name));
+            await condition(() => b.grants.has(runId));
+            record.startedAt = new Date().toISOString();
+            b.setStatus('in_progress', `preparing and starting run ${runId}`);
+          } else launched = asked;
+        }
         launched ??= await activities.launcher.launchRun.executeWithOptions(
           { summary: summary(`prepare the worktree of ${bead.id} and start run ${runId}`) },
           [toLaunch],
