@@ -17,6 +17,7 @@ import type { AgentHandle, AgentRuntimeDriver, AgentStatus, Mount } from '../age
 import { BeadSpec, EXIT_GRACE_MS } from '../domain/bead';
 import { type DispatchAnswer, DispatchRequest } from '../domain/dispatch';
 import type { DispatchAsksAhead } from './dispatch';
+import { LaunchedOtherwise, type LaunchesAhead } from './launch-ahead';
 import { beadBranch, CommitId, legBranch, MAX_AFTER_COMMITS, RunId } from '../domain/ids';
 import { MergeTicket, MergeTicketTemplate } from '../domain/refinery';
 import { AgentRuntime, RigConfig } from '../domain/rig';
@@ -63,6 +64,8 @@ export interface HostDeps {
   requestSlot: (rig: string, request: DispatchRequest) => Promise<DispatchAnswer>;
   /** Answers this process's convoy activities asked for ahead of a launch (activities/dispatch.ts dispatchAsksAhead). */
   askedAhead?: Pick<DispatchAsksAhead, 'take'>;
+  /** Launches this process's convoy activities began ahead of their beads' launches (activities/launch-ahead.ts). */
+  launchesAhead?: Pick<LaunchesAhead, 'serve' | 'take'>;
   /** Hands a ticket to its rig's refinery unless the rig asks for a review (activities/town.ts mergeRequestQueuer). */
   queueMergeRequest?: MergeRequestQueuer;
   /** Whether a workflow is still running: false once closed or gone, undefined when the server cannot say. */
@@ -191,6 +194,8 @@ export interface LaunchedRun {
   reported?: true;
   /** launchRunWhenGranted took the gate's answer asked for ahead of it, as the bead was started (dispatchAsksAhead). */
   askedAhead?: true;
+  /** launchRunWhenGranted took the launch begun ahead of it, as the bead was started (activities/launch-ahead.ts). */
+  launchedAhead?: true;
 }
 
 export interface StartedRun {
@@ -689,6 +694,56 @@ export function createAgentRunActivities(deps: HostDeps) {
     return { prepared, started, ...(reported ? { reported: true as const } : {}) };
   };
 
+  /**
+   * launchRunWhenGranted's work, also a launch begun ahead of it (activities/launch-ahead.ts): asks the gate while the
+   * run is prepared; granted, starts the agent; queued, starts nothing and discards the preparation. `ahead` is the
+   * gate's answer asked for as the bead was started, if any.
+   */
+  const launchWhenGranted = async (
+    { request, ...input }: z.output<typeof LaunchWhenGrantedInput>,
+    ahead?: Promise<DispatchAnswer>,
+  ): Promise<LaunchedRun | { queued: true; askedAhead?: true }> => {
+    const runDir = paths.runDir(input.runId, deps.gtHome);
+    const recorded = readPrepared(runDir);
+    // The answer this worker's convoy asked for as it started the bead, if any: else asked now. Either way the
+    // same request, so a failed ask ahead is simply asked again.
+    const ask = () => deps.requestSlot(input.rig.name, request).then((answer) => ({ answer, ahead: false }));
+    // Both settle before anything else happens: a failed ask leaves no preparation half-recorded behind it.
+    const [asked, preparing] = await Promise.allSettled([
+      ahead ? ahead.then((answer) => ({ answer, ahead: true }), ask) : ask(),
+      recorded ?? prepareOnce(input, runDir),
+    ]);
+    if (preparing.status === 'rejected') throw preparing.reason;
+    if (asked.status === 'rejected') throw asked.reason;
+    const askedAhead = asked.value.ahead ? { askedAhead: true as const } : {};
+    if (!asked.value.answer.granted) {
+      rmSync(join(runDir, PREPARED_FILE), { force: true });
+      log.info('dispatch slot queued; the run starts when granted', { runId: input.runId });
+      return { queued: true as const, ...askedAhead };
+    }
+    return { ...(await launch(input, preparing.value)), ...askedAhead };
+  };
+
+  /** Stops the run's agent if it is alive on this host (a start of it in flight here is for the caller to await). */
+  const stopLiveAgent = async (runId: string): Promise<boolean> => {
+    const runDir = paths.runDir(runId, deps.gtHome);
+    const handle = readHandle(runDir);
+    const driver = handle && deps.runtimes[handle.runtime];
+    if (!handle || !driver) return false;
+    if ((await probe(driver, handle, runDir, 10_000)).state === 'exited') return false;
+    await driver.stop(handle, STOP_GRACE_MS);
+    return true;
+  };
+
+  // Begun from a convoy's activity (activities/convoy.ts), whose context the launch keeps: its logger.
+  deps.launchesAhead?.serve({
+    normalize: (raw) => LaunchWhenGrantedInput.parse(JSON.parse(JSON.stringify(raw))),
+    launch: (input) => tracked(input.runId, launchWhenGranted(input)),
+    abandon: async (runId) => {
+      if (await stopLiveAgent(runId)) log.warn('stopped an agent launched ahead that its bead did not take', { runId });
+    },
+  });
+
   return {
     prepareRun(raw: PrepareRunInput): Promise<PreparedRun> {
       return whileHeartbeating('preparing the run', () => prepare(parseActivityInput(PrepareRunInput, raw)));
@@ -727,31 +782,25 @@ export function createAgentRunActivities(deps: HostDeps) {
      * run stays queued once, a holder is granted again). The first run of a bead this worker's convoy started takes
      * the answer asked for as the bead started (`askedAhead`) instead of asking.
      */
-    launchRunWhenGranted(raw: LaunchWhenGrantedInput): Promise<LaunchedRun | { queued: true; askedAhead?: true }> {
-      const { request, ...input } = parseActivityInput(LaunchWhenGrantedInput, raw);
+    launchRunWhenGranted(
+      raw: LaunchWhenGrantedInput,
+    ): Promise<LaunchedRun | { queued: true; askedAhead?: true; launchedAhead?: true }> {
+      const input = parseActivityInput(LaunchWhenGrantedInput, raw);
       return tracked(
         input.runId,
         whileHeartbeating('asking for a slot and launching the run', async () => {
-          const runDir = paths.runDir(input.runId, deps.gtHome);
-          const recorded = readPrepared(runDir);
-          // The answer this worker's convoy asked for as it started the bead, if any: else asked now. Either way the
-          // same request, so a failed ask ahead is simply asked again.
-          const ask = () => deps.requestSlot(input.rig.name, request).then((answer) => ({ answer, ahead: false }));
-          const ahead = deps.askedAhead?.take(request);
-          // Both settle before anything else happens: a failed ask leaves no preparation half-recorded behind it.
-          const [asked, preparing] = await Promise.allSettled([
-            ahead ? ahead.then((answer) => ({ answer, ahead: true }), ask) : ask(),
-            recorded ?? prepareOnce(input, runDir),
-          ]);
-          if (preparing.status === 'rejected') throw preparing.reason;
-          if (asked.status === 'rejected') throw asked.reason;
-          const askedAhead = asked.value.ahead ? { askedAhead: true as const } : {};
-          if (!asked.value.answer.granted) {
-            rmSync(join(runDir, PREPARED_FILE), { force: true });
-            log.info('dispatch slot queued; the run starts when granted', { runId: input.runId });
-            return { queued: true as const, ...askedAhead };
+          const ahead = deps.launchesAhead?.take(input);
+          if (ahead) {
+            try {
+              return { ...(await ahead), launchedAhead: true as const };
+            } catch (err) {
+              if (err instanceof LaunchedOtherwise)
+                throw ApplicationFailure.nonRetryable(err.message, Failure.LaunchedOtherwise);
+              // As a retry would: the start-or-adopt finds any agent the launch begun ahead started.
+              log.warn('the launch begun ahead failed; launching again', { runId: input.runId, error: String(err) });
+            }
           }
-          return { ...(await launch(input, preparing.value)), ...askedAhead };
+          return launchWhenGranted(input, deps.askedAhead?.take(input.request));
         }),
       );
     },
@@ -766,14 +815,9 @@ export function createAgentRunActivities(deps: HostDeps) {
     async stopRunAgent(raw: StopRunInput): Promise<{ stopped: boolean }> {
       const { runId } = parseActivityInput(StopRunInput, raw);
       await starting.get(runId)?.catch(() => undefined);
-      const runDir = paths.runDir(runId, deps.gtHome);
-      const handle = readHandle(runDir);
-      const driver = handle && deps.runtimes[handle.runtime];
-      if (!handle || !driver) return { stopped: false };
-      if ((await probe(driver, handle, runDir, 10_000)).state === 'exited') return { stopped: false };
-      log.warn('stopping an agent that outlived its bead', { runId });
-      await driver.stop(handle, STOP_GRACE_MS);
-      return { stopped: true };
+      const stopped = await stopLiveAgent(runId);
+      if (stopped) log.warn('stopped an agent that outlived its bead', { runId });
+      return { stopped };
     },
 
     async superviseAgentRun(raw: SuperviseInput): Promise<RunExit> {

@@ -10,6 +10,8 @@ import { z } from 'zod';
 import { BeadSpec, startingRound } from '../domain/bead';
 import { isSingleRun } from '../domain/formula';
 import type { DispatchAsksAhead } from './dispatch';
+import type { LaunchWhenGrantedInput } from './agent-runs';
+import type { LaunchesAhead } from './launch-ahead';
 import { CAPS, capText } from '../domain/caps';
 import { MergeMode, type StartedBead } from '../domain/convoy';
 import { dispatchRequestOf } from '../domain/dispatch';
@@ -102,6 +104,8 @@ const isNotFound = (err: unknown) =>
 export interface ConvoyDeps extends TownDeps {
   /** Asks the rig's gate for a started bead's first run ahead of its launch (activities/dispatch.ts dispatchAsksAhead). */
   asksAhead?: Pick<DispatchAsksAhead, 'ask'>;
+  /** Launches a started bead's first run on this worker's host ahead of its bead's launch (activities/launch-ahead.ts). */
+  launchesAhead?: Pick<LaunchesAhead, 'begin'>;
 }
 
 export function createConvoyActivities(deps: ConvoyDeps) {
@@ -242,8 +246,38 @@ async function ensureBranch(gtHome: string, rig: RigConfig, branch: string, from
   );
 }
 
+/**
+ * The launch input a bead started by a convoy gives its first run (workflows/bead-runs.ts, the `bead-asks-in-launch`
+ * path: round 1, attempt 1, nothing carried over, the dependencies' merges as what the target holds). The host's take
+ * compares it with the bead's own exactly: a difference costs that attempt, never a run with other settings.
+ */
+function firstLaunchOf(
+  bead: z.output<typeof BeadSpec>,
+  rig: RigConfig,
+  convoy: { targetBranch: string; after?: string[] },
+): LaunchWhenGrantedInput {
+  const workflowId = beadWorkflowId(bead.id);
+  const round = startingRound(undefined);
+  const runId = runIdOf(bead.id, round, 1);
+  return {
+    rig,
+    bead,
+    runId,
+    round,
+    attempt: 1,
+    targetBranch: convoy.targetBranch,
+    feedback: [],
+    checkpoints: [],
+    messages: [],
+    ...(convoy.after ? { targetHas: convoy.after } : {}),
+    workflowId,
+    reportStart: true,
+    request: dispatchRequestOf(bead.id, runId, workflowId, rig),
+  };
+}
+
 async function startBead(
-  { client, taskQueue, hostQueue, gtHome, asksAhead }: ConvoyDeps,
+  { client, taskQueue, hostQueue, gtHome, asksAhead, launchesAhead }: ConvoyDeps,
   convoyId: string,
   rig: RigConfig,
   targetBranch: string,
@@ -267,15 +301,16 @@ async function startBead(
     // connection the client shares, worker/worker.ts), instead of through matching: a dependent bead starts its
     // first task ≈ 4 ms sooner after its dependency merged (docs/performance.md). With no free slot here the server
     // dispatches it as usual.
-    await client.workflow.start(start.workflowType, { ...start.options, requestEagerStart: true });
-    // Its first run's request, asked now, beside the bead's first workflow task: the run's launch on this worker
-    // takes the answer. Only for a bead whose first run is r1/a1's single agent (a formula of several steps may begin
-    // with legs, or with no agent at all, and a slot asked for a run that does not come would be held for nothing).
-    if (asksAhead && isSingleRun(formula))
-      asksAhead.ask(
-        rig.name,
-        dispatchRequestOf(bead.id, runIdOf(bead.id, startingRound(undefined), 1), workflowId, rig),
-      );
+    const started = await client.workflow.start(start.workflowType, { ...start.options, requestEagerStart: true });
+    // Only for a bead whose first run is r1/a1's single agent (a formula of several steps may begin with legs, or with
+    // no agent at all, and a slot asked for a run that does not come would be held for nothing).
+    if (isSingleRun(formula)) {
+      const launch = firstLaunchOf(bead, rig, convoy);
+      // Its first run launched now, beside the bead's first workflow task, when that task is this worker's (handed
+      // over eagerly, so decided by this code): the launch activity it schedules on this host takes it. Otherwise
+      // only its request is asked now, and the run's launch on this worker takes the answer.
+      if (!(started.eagerlyStarted && launchesAhead?.begin(launch))) asksAhead?.ask(rig.name, launch.request);
+    }
     return { beadId: bead.id, outcome: 'started' };
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;

@@ -21,6 +21,8 @@ export const Failure = {
   AgentStartRefused: 'AgentStartRefused',
   /** launchRun's start took longer than the rig's start timeout: retried, and the retry adopts an agent that did start. */
   AgentStartTimedOut: 'AgentStartTimedOut',
+  /** A run launched ahead of its bead with other settings than the bead's own (activities/launch-ahead.ts): stopped. */
+  LaunchedOtherwise: 'LaunchedOtherwise',
   /** The merge request's head commit is gone from the mirror. */
   HeadMissing: 'HeadMissing',
   /** The worker is shutting down: retried on another (or the restarted) worker. */

@@ -38,6 +38,7 @@ import {
 import { printableStrings } from '../domain/caps';
 import { parseOr } from '../domain/validation';
 import type { DoneRuns } from '../host/done-runs';
+import { type LaunchesAhead, NotTaken } from '../activities/launch-ahead';
 import { gtHome } from '../host/home';
 import { ProgressCoalescer } from './progress-coalescer';
 import { Failure } from '../domain/failures';
@@ -62,6 +63,8 @@ export interface GatewayOptions {
   progressIntervalMs?: number;
   /** Told of every run whose `gt done` its workflow accepted (the host's supervision publishes it at its exit). */
   doneRuns?: Pick<DoneRuns, 'add' | 'supervises'>;
+  /** Holds the requests of an agent launched ahead of its bead until the bead's launch took it (launch-ahead.ts). */
+  launchesAhead?: Pick<LaunchesAhead, 'heard'>;
 }
 
 /**
@@ -146,6 +149,9 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         if (role && claims.role !== role)
           throw new HttpError(403, `this endpoint is for ${role}s; the token is a ${claims.role}'s`);
         const body = bodyFor(schema, req, claims);
+        await options.launchesAhead?.heard(claims.runId).catch((err: unknown) => {
+          throw err instanceof NotTaken ? new HttpError(err.later ? 503 : 409, err.message) : err;
+        });
         return await forward(claims, () => send(claims, body));
       } catch (err) {
         if (err instanceof HttpError) return reply.code(err.status).send({ error: err.message });

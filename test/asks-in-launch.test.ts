@@ -1,9 +1,11 @@
 /**
  * A bead a convoy starts asks the dispatch gate from its first run's launch (launchRunWhenGranted), on the host that
- * started it, beside the worktree's preparation, taking the answer the convoy's worker asked for as it started the
- * bead: its first workflow task runs no local activity and waits for no update (docs/performance.md). When the gate queues the run, the launch starts nothing; the grant comes by signal and
- * the bead launches the run then, never beside the run that holds the slot. Concurrency is read from the agents' own
- * start/end marks, the path from the bead's history, which then replays. Real server, real git, real agent processes.
+ * started it, beside the worktree's preparation: its first workflow task runs no local activity and waits for no
+ * update (docs/performance.md). The convoy's worker, which decides that task (the eager start), launches the run
+ * ahead of it, and the bead's launch takes that launch (activities/launch-ahead.ts). When the gate queues the run, the
+ * launch starts nothing; the grant comes by signal and the bead launches the run then, never beside the run that holds
+ * the slot. Concurrency is read from the agents' own start/end marks, the path from the bead's history, which then
+ * replays. Real server, real git, real agent processes.
  */
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -75,8 +77,11 @@ describe('a convoy bead asking the dispatch gate as its run launches', () => {
     expect(localActivities(history)).toEqual([]);
     const ran = activities(history);
     expect(ran.map((a) => a.type)).toEqual(['launchRunWhenGranted', 'superviseAgentRun']);
-    expect(ran[0]!.result).toMatchObject({ started: { adopted: false }, reported: true, askedAhead: true });
-    // Asked once: by the convoy's worker as it started the bead (`askedAhead`), and the launch took the answer.
+    // Launched by the convoy's worker as it started the bead (`launchedAhead`), which asked the gate itself; the
+    // bead's launch took it.
+    expect(ran[0]!.result).toMatchObject({ started: { adopted: false }, reported: true, launchedAhead: true });
+    expect(ran[0]!.result).not.toHaveProperty('askedAhead');
+    // Asked once.
     const gateHistory = await t.client.workflow.getHandle('dispatch:ask-granted').fetchHistory();
     const updates = (gateHistory.events ?? []).flatMap(
       (e) => e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input?.name ?? [],
@@ -124,7 +129,7 @@ describe('a convoy bead asking the dispatch gate as its run launches', () => {
     );
     expect(activities(await bead.fetchHistory())[0]).toEqual({
       type: 'launchRunWhenGranted',
-      result: { queued: true, askedAhead: true },
+      result: { queued: true, launchedAhead: true },
     });
     expect((await t.town.dispatchState('ask-queued')).waiting.map((s) => s.runId)).toEqual(['askq-b/r1/a1']);
     expect(await t.town.beadState('askq-b')).toMatchObject({ status: 'open' });

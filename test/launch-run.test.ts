@@ -29,10 +29,12 @@ import { DoneRuns } from '../host/done-runs';
 import { paths } from '../host/home';
 import { readHandle } from '../activities/run-handles';
 import { dispatchAsksAhead } from '../activities/dispatch';
+import { LaunchesAhead, NotTaken } from '../activities/launch-ahead';
 import { createRepo } from './helpers/repo';
-import { FAST_POLICY } from './helpers/town';
+import { eventually, FAST_POLICY } from './helpers/town';
 
 const runtime = new ProcessRuntime();
+const BREAKER = { breakerThreshold: 3, breakerProbeInterval: 60_000 };
 
 /**
  * `reportStart`: the dispatch gate as launchRun tells it of a start (the worker's reporter signals the real gate);
@@ -43,6 +45,7 @@ async function host(
   doneRuns?: DoneRuns,
   requestSlot: HostDeps['requestSlot'] = () => Promise.resolve({ granted: true, probe: false }),
   askedAhead?: HostDeps['askedAhead'],
+  launchesAhead?: LaunchesAhead,
 ) {
   const gtHome = mkdtempSync(join(tmpdir(), 'gt-launch-'));
   const repo = await createRepo();
@@ -58,6 +61,7 @@ async function host(
     doneRuns,
     requestSlot,
     askedAhead,
+    launchesAhead,
   });
   const input = (beadId: string, targetBranch = 'main'): LaunchRunInput => ({
     rig: { name: 'launch', repo: repo.origin, agent: 'sleep 30', policy: FAST_POLICY },
@@ -285,6 +289,109 @@ describe('launchRun', () => {
       'b-ahead-failed/r1/a1',
       'b-ahead-failed/r1/a1',
     ]);
+  });
+
+  it('takes the launch begun ahead for its input; for other settings stops it and fails; after a failed one launches itself', async () => {
+    const asked: string[] = [];
+    const requestSlot = (_rig: string, request: { runId: string }) => {
+      asked.push(request.runId);
+      // The gate out of reach for the launch begun ahead only.
+      return request.runId === 'b-la-failed/r1/a1' && asked.filter((r) => r === request.runId).length === 1
+        ? Promise.reject(new Error('gate unreachable'))
+        : Promise.resolve({ granted: true, probe: false });
+    };
+    const launchesAhead = new LaunchesAhead({ holdMs: 100 });
+    const { launchWhenGranted, input, gtHome } = await host(
+      undefined,
+      undefined,
+      requestSlot,
+      undefined,
+      launchesAhead,
+    );
+    const withRequest = (i: LaunchRunInput): LaunchWhenGrantedInput => ({
+      ...i,
+      reportStart: false,
+      request: { beadId: i.bead.id, runId: i.runId, workflowId: i.workflowId, maxPolecats: 2, ...BREAKER },
+    });
+    // Begun from a convoy's activity, as activities/convoy.ts does.
+    const begin = (i: LaunchWhenGrantedInput) =>
+      new MockActivityEnvironment().run(() => Promise.resolve(launchesAhead.begin(i)));
+    const agentOf = (runId: string) => readHandle(paths.runDir(runId, gtHome));
+    const stopAll = async () => {
+      for (const runId of ['b-la/r1/a1', 'b-la-other/r1/a1', 'b-la-failed/r1/a1']) {
+        const handle = agentOf(runId);
+        if (handle) await runtime.stop(handle, 1_000);
+      }
+    };
+    try {
+      // The same input: the launch begun ahead answers; asked once, one agent.
+      const same = withRequest(input('b-la'));
+      expect(await begin(same)).toBe(true);
+      await launchesAhead.heard(same.runId).then(
+        () => expect.unreachable('heard before its bead took it'),
+        (err: unknown) => expect(err).toBeInstanceOf(NotTaken),
+      );
+      const taken = await launchWhenGranted(same);
+      if ('queued' in taken) throw new Error('granted, yet queued');
+      expect(taken).toMatchObject({ started: { adopted: false }, launchedAhead: true });
+      expect(taken.started.handle).toEqual(agentOf(same.runId));
+      await launchesAhead.heard(same.runId); // taken: heard at once
+
+      // Other settings (another target): what it started is stopped and the attempt fails, not retried.
+      const other = withRequest(input('b-la-other'));
+      expect(await begin(other)).toBe(true);
+      const err = await launchWhenGranted({ ...other, targetBranch: 'elsewhere' }).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ApplicationFailure);
+      expect(err).toMatchObject({ type: Failure.LaunchedOtherwise, nonRetryable: true });
+      const stopped = agentOf(other.runId);
+      expect(stopped && (await runtime.status(stopped, paths.runDir(other.runId, gtHome))).state).toBe('exited');
+
+      // A launch begun ahead that failed: the activity launches as a retry would.
+      const failed = withRequest(input('b-la-failed'));
+      expect(await begin(failed)).toBe(true);
+      const relaunched = await launchWhenGranted(failed);
+      if ('queued' in relaunched) throw new Error('granted, yet queued');
+      expect(relaunched.started.adopted).toBe(false);
+      expect(relaunched.launchedAhead).toBeUndefined();
+    } finally {
+      await stopAll();
+    }
+    expect(asked).toEqual(['b-la/r1/a1', 'b-la-other/r1/a1', 'b-la-failed/r1/a1', 'b-la-failed/r1/a1']);
+  });
+
+  it('stops an agent launched ahead that no bead took once its bead has closed, and the gateway never hears it', async () => {
+    const closed = new Set<string>();
+    const launchesAhead = new LaunchesAhead({
+      workflowRunning: (workflowId) => Promise.resolve(!closed.has(workflowId)),
+      checkEveryMs: 50,
+      holdMs: 100,
+    });
+    const { input, gtHome } = await host(undefined, undefined, undefined, undefined, launchesAhead);
+    const i = input('b-la-untaken');
+    const runDir = paths.runDir(i.runId, gtHome);
+    await new MockActivityEnvironment().run(async () =>
+      launchesAhead.begin({
+        ...i,
+        request: { beadId: i.bead.id, runId: i.runId, workflowId: i.workflowId, maxPolecats: 1, ...BREAKER },
+      }),
+    );
+    let handle: ReturnType<typeof readHandle>;
+    try {
+      await eventually(() => !!(handle = readHandle(runDir)), 30_000, 'the agent launched ahead started');
+      // Held, then "try again": its bead has not taken it yet.
+      const held = await launchesAhead.heard(i.runId).catch((e: unknown) => e);
+      expect(held).toMatchObject({ later: true });
+      expect((await runtime.status(handle!, runDir)).state).toBe('running');
+      // Its bead closed without taking it: stopped, and refused from then on.
+      closed.add(i.workflowId);
+      await eventually(
+        async () => (await runtime.status(handle!, runDir)).state === 'exited',
+        30_000,
+        'the agent nobody took stopped',
+      );
+    } finally {
+      if (handle!) await runtime.stop(handle, 1_000);
+    }
   });
 
   it('fails when the gate cannot be asked, and starts nothing', async () => {

@@ -16,6 +16,7 @@ import {
   dispatchStartReporter,
 } from '../activities/dispatch';
 import { workflowRunningProbe } from '../activities/agent-runs';
+import { LaunchesAhead } from '../activities/launch-ahead';
 import { mergeRequestQueuer } from '../activities/town';
 import type { AgentRuntime } from '../domain/rig';
 import { hostTaskQueue } from '../domain/task-queues';
@@ -130,10 +131,15 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
   });
   // What the gateway saw accepted as `gt done`, for this host's supervision to publish at the agent's exit.
   const doneRuns = new DoneRuns();
+  // A convoy bead's first run, launched by this worker's convoy activities as they start the bead, taken by its launch
+  // on this worker's host queue; the gateway does not hear its agent before (activities/launch-ahead.ts).
+  const workflowRunning = workflowRunningProbe(client);
+  const launchesAhead = new LaunchesAhead({ workflowRunning });
   const gateway = await startGateway({
     client,
     secret,
     doneRuns,
+    launchesAhead,
     host: options.gateway?.host,
     port: options.gateway?.port,
     publicUrl: options.gateway?.publicUrl,
@@ -166,6 +172,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       escalationWebhook: options.escalationWebhook ?? (process.env.GT_ESCALATION_WEBHOOK || undefined),
       answerWaits: DISPATCH_ANSWER_WAITS,
       asksAhead,
+      launchesAhead,
     }),
     maxConcurrentWorkflowTaskExecutions: WORKFLOW_TASK_SLOTS,
     workflowThreadPoolSize: WORKFLOW_THREADS,
@@ -195,8 +202,9 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       releaseSlot: dispatchSlotReleaser(client),
       requestSlot,
       askedAhead: asksAhead,
+      launchesAhead,
       queueMergeRequest: mergeRequestQueuer(client, options.taskQueue),
-      workflowRunning: workflowRunningProbe(client),
+      workflowRunning,
     }),
     maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     shutdownGraceTime,
