@@ -369,11 +369,13 @@ describe('launchRun', () => {
     const { input, gtHome } = await host(undefined, undefined, undefined, undefined, launchesAhead);
     const i = input('b-la-untaken');
     const runDir = paths.runDir(i.runId, gtHome);
-    await new MockActivityEnvironment().run(async () =>
-      launchesAhead.begin({
-        ...i,
-        request: { beadId: i.bead.id, runId: i.runId, workflowId: i.workflowId, maxPolecats: 1, ...BREAKER },
-      }),
+    await new MockActivityEnvironment().run(() =>
+      Promise.resolve(
+        launchesAhead.begin({
+          ...i,
+          request: { beadId: i.bead.id, runId: i.runId, workflowId: i.workflowId, maxPolecats: 1, ...BREAKER },
+        }),
+      ),
     );
     let handle: ReturnType<typeof readHandle>;
     try {
