@@ -39,8 +39,11 @@ const CHECK_EVERY_MS = 30_000;
 /** Stopped, whatever its bead does, once this long without being taken. */
 export const ABANDON_AFTER_MS = 10 * 60_000;
 
-/** How many stopped runs the gateway goes on refusing (each was stopped too: this only closes the stop's window). */
-const REFUSED_KEPT = 1_000;
+/**
+ * How many runs each memory keeps: stopped runs the gateway goes on refusing (each was stopped too: this only closes
+ * the stop's window), and runs whose bead's launch came first.
+ */
+const KEPT = 1_000;
 
 /** The run's launch begun ahead was for other settings than the bead's own: stopped, the attempt fails. */
 export class LaunchedOtherwise extends Error {}
@@ -77,6 +80,8 @@ export class LaunchesAhead {
   private readonly runs = new Map<string, Ahead>();
   /** Runs launched ahead and stopped, newest last: refused for good (a bead's next attempt is another run). */
   private readonly refused = new Map<string, NotTaken>();
+  /** Runs whose bead's launch came first and found nothing begun: never begun after it (a second start). */
+  private readonly launchedByBead = new Set<string>();
 
   constructor(private readonly options: LaunchesAheadOptions = {}) {}
 
@@ -93,7 +98,7 @@ export class LaunchesAhead {
     const { launcher } = this;
     if (!launcher) return false;
     const input = launcher.normalize(raw);
-    if (this.runs.has(input.runId)) return false;
+    if (this.runs.has(input.runId) || this.launchedByBead.has(input.runId)) return false;
     let hear!: () => void;
     let refuse!: (err: Error) => void;
     const heard = new Promise<void>((resolve, reject) => {
@@ -129,7 +134,11 @@ export class LaunchesAhead {
    */
   take(input: Parsed): Promise<LaunchAheadResult> | undefined {
     const ahead = this.runs.get(input.runId);
-    if (!ahead) return undefined;
+    if (!ahead) {
+      this.launchedByBead.add(input.runId);
+      if (this.launchedByBead.size > KEPT) this.launchedByBead.delete(this.launchedByBead.values().next().value!);
+      return undefined;
+    }
     this.runs.delete(input.runId);
     clearTimeout(ahead.timer);
     if (isDeepStrictEqual(ahead.input, input)) {
@@ -172,7 +181,7 @@ export class LaunchesAhead {
   private async drop(ahead: Ahead, why: Error): Promise<void> {
     const { runId } = ahead.input;
     this.refused.set(runId, new NotTaken(`run ${runId} was launched ahead and stopped: ${why.message}`));
-    if (this.refused.size > REFUSED_KEPT) this.refused.delete(this.refused.keys().next().value!);
+    if (this.refused.size > KEPT) this.refused.delete(this.refused.keys().next().value!);
     ahead.refuse(why);
     await ahead.result.catch(() => undefined);
     await this.launcher?.abandon(ahead.input.runId);

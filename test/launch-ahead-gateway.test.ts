@@ -1,8 +1,9 @@
 /**
  * The gateway does not hear an agent launched ahead of its bead (activities/launch-ahead.ts) before the bead's launch
  * took it: its requests wait, then go on once taken, get a 503 that says to try again when the hold runs out, and a
- * 409 once the run was stopped because no bead took it. A real gateway on a real server; the launch itself is a
- * stand-in here (test/launch-run.test.ts and test/asks-in-launch.test.ts launch real agents ahead).
+ * 409 once the run was stopped because no bead took it; a run its bead launched first is never launched ahead. A real
+ * gateway on a real server; the launch itself is a stand-in here (test/launch-run.test.ts and
+ * test/asks-in-launch.test.ts launch real agents ahead).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LaunchesAhead } from '../activities/launch-ahead';
@@ -94,6 +95,13 @@ describe('the gateway and an agent launched ahead of its bead', () => {
     expect(answer.status).toBe(503);
     expect(answer.error).toMatch(/not started by its bead yet; run the command again in a moment/);
     closed.add(i.workflowId); // let it be stopped
+  });
+
+  it('begins nothing for a run whose bead launched it first, and its requests go through', async () => {
+    const i = launch('la-gw-bead-first');
+    expect(launchesAhead.take(i as never)).toBeUndefined();
+    expect(launchesAhead.begin(i)).toBe(false);
+    expect(await progress(i)).toEqual({ status: 410, error: 'workflow bead:la-gw-bead-first no longer exists' });
   });
 
   it('refuses it for good once it was stopped because its bead closed without taking it', async () => {
