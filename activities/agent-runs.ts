@@ -740,7 +740,12 @@ export function createAgentRunActivities(deps: HostDeps) {
     normalize: (raw) => LaunchWhenGrantedInput.parse(JSON.parse(JSON.stringify(raw))),
     launch: (input) => tracked(input.runId, launchWhenGranted(input)),
     abandon: async (runId) => {
-      if (await stopLiveAgent(runId)) log.warn('stopped an agent launched ahead that its bead did not take', { runId });
+      try {
+        if (await stopLiveAgent(runId))
+          log.warn('stopped an agent launched ahead that its bead did not take', { runId });
+      } catch (err) {
+        log.error('could not stop an agent launched ahead that its bead did not take', { runId, error: String(err) });
+      }
     },
   });
 

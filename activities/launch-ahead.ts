@@ -28,16 +28,16 @@ export interface AheadLauncher {
   /** The input as the activity will see it: through JSON (undefined fields dropped) and its schema (defaults). */
   normalize(raw: LaunchWhenGrantedInput): Parsed;
   launch(input: Parsed): Promise<LaunchAheadResult>;
-  /** Stops the run's agent if it started, once its launch has ended. */
+  /** Stops the run's agent if it started, once its launch has ended; never fails (a failure is the host's to log). */
   abandon(runId: string): Promise<void>;
 }
 
 /** How long an agent launched ahead waits for its bead's launch before the gateway answers "try again". */
-export const HOLD_MS = 30_000;
+const HOLD_MS = 30_000;
 /** How often a launch not taken yet looks whether its bead still runs. */
 const CHECK_EVERY_MS = 30_000;
 /** Stopped, whatever its bead does, once this long without being taken. */
-export const ABANDON_AFTER_MS = 10 * 60_000;
+const ABANDON_AFTER_MS = 10 * 60_000;
 
 /**
  * How many runs each memory keeps: stopped runs the gateway goes on refusing (each was stopped too: this only closes
@@ -113,10 +113,14 @@ export class LaunchesAhead {
     const check = async () => {
       if (this.runs.get(input.runId) !== ahead) return;
       const over = Date.now() - began >= (this.options.abandonAfterMs ?? ABANDON_AFTER_MS);
-      if (over || (await this.options.workflowRunning?.(input.workflowId)) === false) {
+      const running = await this.options.workflowRunning?.(input.workflowId).catch(() => undefined);
+      if (over || running === false) {
         if (this.runs.get(input.runId) !== ahead) return;
         this.runs.delete(input.runId);
-        await this.drop(ahead, new NotTaken(`run ${input.runId} was launched ahead of its bead, which never took it`));
+        await this.drop(
+          ahead,
+          new NotTaken(`run ${input.runId} was launched ahead of its bead, which never took it; it was stopped`),
+        );
         return;
       }
       arm();
@@ -180,7 +184,7 @@ export class LaunchesAhead {
 
   private async drop(ahead: Ahead, why: Error): Promise<void> {
     const { runId } = ahead.input;
-    this.refused.set(runId, new NotTaken(`run ${runId} was launched ahead and stopped: ${why.message}`));
+    this.refused.set(runId, new NotTaken(why.message));
     if (this.refused.size > KEPT) this.refused.delete(this.refused.keys().next().value!);
     ahead.refuse(why);
     await ahead.result.catch(() => undefined);

@@ -111,6 +111,8 @@ describe('the gateway and an agent launched ahead of its bead', () => {
     await eventually(() => abandoned.includes(i.runId), 10_000, 'the run nobody took stopped');
     const answer = await progress(i);
     expect(answer.status).toBe(409);
-    expect(answer.error).toMatch(/la-gw-closed\/r1\/a1 was launched ahead and stopped/);
+    expect(answer.error).toMatch(
+      /la-gw-closed\/r1\/a1 was launched ahead of its bead, which never took it; it was stopped/,
+    );
   });
 });
