@@ -561,10 +561,11 @@ export function createAgentRunActivities(deps: HostDeps) {
   const enqueueAtExit = async (
     input: z.output<typeof SuperviseInput>,
     published: PublishedBranch,
+    queue = input.enqueue && deps.queueMergeRequest?.(input.rig),
   ): Promise<RunExit['enqueued']> => {
-    if (!input.enqueue || !deps.queueMergeRequest || published.rejected || published.commitsAhead === 0) return;
+    if (!input.enqueue || !queue || published.rejected || published.commitsAhead === 0) return;
     try {
-      return await deps.queueMergeRequest(input.rig, {
+      return await queue({
         ...input.enqueue.ticket,
         headSha: published.headSha,
         enqueuedAt: Date.now(),
@@ -861,18 +862,22 @@ export function createAgentRunActivities(deps: HostDeps) {
       // overlapping this attempt has another; the workflow's publishBranch after this imports into the run's usual
       // one), and one an earlier attempt's dead worker left is discarded here.
       let opened: OpenedQuarantine | undefined;
+      // The rig's read for the round's ticket, begun with the quarantine: the import then runs beside it.
+      let queue: ReturnType<MergeRequestQueuer> | undefined;
       const atDoneOf = (attempt: number) => importPlaces(input.rig.name, `${input.runId}-at-done-a${attempt}`);
       const atDone = atDoneOf(activityInfo().attempt);
       discardEarlierAttempts((a) => atDoneOf(a).quarantine, activityInfo().attempt, atDone.trash);
       const { publish: publishes } = input;
       const stopListening = deps.doneRuns?.onAccepted(input.runId, () => {
         noteDone();
-        if (publishes)
+        if (publishes) {
           opened = openQuarantine({
             ...atDone,
             targetBranch: input.targetBranch,
             baseSha: publishes.baseSha,
           }).catch(() => undefined);
+          if (input.enqueue) queue = deps.queueMergeRequest?.(input.rig);
+        }
       });
       // Heartbeats prove *this worker* is alive, so they never wait on a probe: a slow probe must not look like a dead worker.
       // The first goes at once only with a handle nothing holds yet (a retry must find it); otherwise the interval's
@@ -900,7 +905,7 @@ export function createAgentRunActivities(deps: HostDeps) {
                 ),
               publishAtExit(input, opened).then(async (published) => ({
                 published,
-                enqueued: published && (await enqueueAtExit(input, published)),
+                enqueued: published && (await enqueueAtExit(input, published, queue)),
               })),
             ]);
             return {

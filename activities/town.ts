@@ -91,15 +91,25 @@ async function queueUnlessReviewed(
 
 /**
  * queueMergeRequest for a run's supervision on its host (activities/agent-runs.ts): the rig as its refinery holds it
- * (the run's own for a rig without a running refinery), then the hand-off. Any failure is the caller's to handle.
+ * (the run's own for a rig without a running refinery), then the hand-off. Given the rig, it begins the read at once,
+ * so the caller's own work (the branch's import) runs beside it; given the ticket, it hands it over under what the
+ * read found. Any failure is the caller's to handle.
  */
 export type MergeRequestQueuer = (
   rig: RigConfig,
-  ticket: MergeTicketInput,
-) => Promise<{ rig: RigConfig; queued: boolean }>;
+) => (ticket: MergeTicketInput) => Promise<{ rig: RigConfig; queued: boolean }>;
 export function mergeRequestQueuer(client: Client, taskQueue: string): MergeRequestQueuer {
-  return async (given, ticket) =>
-    queueUnlessReviewed(client, taskQueue, (await runningRigConfig(client, given.name)) ?? given, ticket);
+  return (given) => {
+    const read = runningRigConfig(client, given.name).then(
+      (current) => ({ current }),
+      (error: unknown) => ({ error }),
+    );
+    return async (ticket) => {
+      const done = await read;
+      if ('error' in done) throw done.error;
+      return queueUnlessReviewed(client, taskQueue, done.current ?? given, ticket);
+    };
+  };
 }
 
 export function createTownActivities(deps: TownDeps) {

@@ -42,7 +42,7 @@ export async function startOtherWorker(client: Client, gtHome: string) {
         syncMirror: () => syncMirror(rig.name, rig.repo, gtHome),
       });
       const mrId = mergeRequestWorkflowId(beadId, 1);
-      await mergeRequestQueuer(client, taskQueue)(rig, {
+      await mergeRequestQueuer(client, taskQueue)(rig)({
         ...{ mrId, beadId, round: 1, title, branch: beadBranch(beadId), headSha, targetBranch: rig.branch },
         enqueuedAt: Date.now(),
       });
