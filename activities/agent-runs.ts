@@ -786,7 +786,8 @@ export function createAgentRunActivities(deps: HostDeps) {
      * prepared again when granted, from its target as it is then) and answers `queued`: the grant comes to the bead by
      * signal, and the bead then schedules launchRun. A retry asks again, which the gate takes as a repeat (a waiting
      * run stays queued once, a holder is granted again). The first run of a bead this worker's convoy started takes
-     * the answer asked for as the bead started (`askedAhead`) instead of asking.
+     * the launch that convoy began as it started the bead (`launchedAhead`, activities/launch-ahead.ts), or else the
+     * gate's answer it asked for then (`askedAhead`) instead of asking.
      */
     launchRunWhenGranted(
       raw: LaunchWhenGrantedInput,
