@@ -57,44 +57,50 @@ const localActivities = (history: History) =>
   });
 
 describe('a convoy bead asking the dispatch gate as its run launches', () => {
-  it('is granted in the launch, asked once as the convoy started it, with no local activity in its first task', async () => {
+  it('is granted in the launch begun as the convoy started it, asked once, with no local activity in its first task', async () => {
     const repo = await createRepo();
     await t.addRig({ name: 'ask-granted', repo: repo.origin, agent: agentScript('convoy-instant') });
     const spec = writeSpec({
       id: 'askg',
       title: 'Asks in launch',
       rig: 'ask-granted',
-      beads: [{ id: 'a', title: 'A' }],
+      // The second's first run starts from its dependency's merge (`targetHas`): its launch input as its bead builds it.
+      beads: [
+        { id: 'a', title: 'A' },
+        { id: 'b', title: 'B', dependsOn: ['a'] },
+      ],
     });
     const run = await runGt(['convoy', 'start', spec, '--wait'], t.cliEnv(), 120_000);
     expect(run.code, run.stderr).toBe(0);
 
-    const history = await t.client.workflow.getHandle('bead:askg-a').fetchHistory();
-    // One patch marker, the baseline's, stands for the change too (workflows/patches.ts).
-    const patches = patchIds(history).join(' ');
-    expect(patches).toContain('bead-baseline-2026-12-d');
-    expect(patches).not.toContain('bead-asks-in-launch');
-    expect(localActivities(history)).toEqual([]);
-    const ran = activities(history);
-    expect(ran.map((a) => a.type)).toEqual(['launchRunWhenGranted', 'superviseAgentRun']);
-    // Launched by the convoy's worker as it started the bead (`launchedAhead`), which asked the gate itself; the
-    // bead's launch took it.
-    expect(ran[0]!.result).toMatchObject({ started: { adopted: false }, reported: true, launchedAhead: true });
-    expect(ran[0]!.result).not.toHaveProperty('askedAhead');
-    // Asked once.
+    for (const bead of ['a', 'b']) {
+      const history = await t.client.workflow.getHandle(`bead:askg-${bead}`).fetchHistory();
+      // One patch marker, the baseline's, stands for the change too (workflows/patches.ts).
+      const patches = patchIds(history).join(' ');
+      expect(patches).toContain('bead-baseline-2026-12-d');
+      expect(patches).not.toContain('bead-asks-in-launch');
+      expect(localActivities(history)).toEqual([]);
+      const ran = activities(history);
+      expect(ran.map((a) => a.type)).toEqual(['launchRunWhenGranted', 'superviseAgentRun']);
+      // Launched by the convoy's worker as it started the bead (`launchedAhead`), which asked the gate itself; the
+      // bead's launch took it.
+      expect(ran[0]!.result).toMatchObject({ started: { adopted: false }, reported: true, launchedAhead: true });
+      expect(ran[0]!.result).not.toHaveProperty('askedAhead');
+    }
+    // Asked once per bead.
     const gateHistory = await t.client.workflow.getHandle('dispatch:ask-granted').fetchHistory();
     const updates = (gateHistory.events ?? []).flatMap(
       (e) => e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.input?.name ?? [],
     );
-    expect(updates).toEqual(['requestDispatch']);
+    expect(updates).toEqual(['requestDispatch', 'requestDispatch']);
     // The gate granted it and was given the slot back as the agent exited: nothing holds or waits for a slot.
     await eventually(
       async () => {
         const gate = await t.town.dispatchState('ask-granted');
-        return gate.granted === 1 && gate.running.length === 0 && gate.waiting.length === 0;
+        return gate.granted === 2 && gate.running.length === 0 && gate.waiting.length === 0;
       },
       30_000,
-      'the gate to have granted one slot and taken it back',
+      'the gate to have granted two slots and taken them back',
     );
   });
 
