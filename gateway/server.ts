@@ -123,6 +123,26 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const stopping = new AbortController();
   const untilStopped = <R>(call: () => Promise<R>) => options.client.withAbortSignal(stopping.signal, call);
 
+  // An agent launched ahead of its bead is heard once its bead took it (activities/launch-ahead.ts); a close does not
+  // wait for that past its grace either.
+  const heard = async (runId: string) => {
+    let onAbort: (() => void) | undefined;
+    try {
+      await Promise.race([
+        options.launchesAhead?.heard(runId),
+        new Promise<never>((_, reject) => {
+          onAbort = () => reject(new HttpError(503, GATEWAY_STOPPING));
+          if (stopping.signal.aborted) onAbort();
+          else stopping.signal.addEventListener('abort', onAbort, { once: true });
+        }),
+      ]);
+    } catch (err) {
+      throw err instanceof NotTaken ? new HttpError(err.later ? 503 : 409, err.message) : err;
+    } finally {
+      if (onAbort) stopping.signal.removeEventListener('abort', onAbort);
+    }
+  };
+
   const forward = async (claims: RunClaims, run: () => Promise<unknown>) => {
     try {
       return await untilStopped(run);
@@ -149,9 +169,7 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
         if (role && claims.role !== role)
           throw new HttpError(403, `this endpoint is for ${role}s; the token is a ${claims.role}'s`);
         const body = bodyFor(schema, req, claims);
-        await options.launchesAhead?.heard(claims.runId).catch((err: unknown) => {
-          throw err instanceof NotTaken ? new HttpError(err.later ? 503 : 409, err.message) : err;
-        });
+        await heard(claims.runId);
         return await forward(claims, () => send(claims, body));
       } catch (err) {
         if (err instanceof HttpError) return reply.code(err.status).send({ error: err.message });

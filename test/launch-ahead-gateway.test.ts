@@ -1,9 +1,9 @@
 /**
  * The gateway does not hear an agent launched ahead of its bead (activities/launch-ahead.ts) before the bead's launch
- * took it: its requests wait, then go on once taken, get a 503 that says to try again when the hold runs out, and a
- * 409 once the run was stopped because no bead took it; a run its bead launched first is never launched ahead. A real
- * gateway on a real server; the launch itself is a stand-in here (test/launch-run.test.ts and
- * test/asks-in-launch.test.ts launch real agents ahead).
+ * took it: its requests wait, then go on once taken, get a 503 that says to try again when the hold runs out, a 409
+ * once the run was stopped because no bead took it, and a closing gateway's 503 once its grace is over; a run its bead
+ * launched first is never launched ahead. A real gateway on a real server; the launch itself is a stand-in here
+ * (test/launch-run.test.ts and test/asks-in-launch.test.ts launch real agents ahead).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LaunchesAhead } from '../activities/launch-ahead';
@@ -57,8 +57,8 @@ const launch = (beadId: string): LaunchWhenGrantedInput => {
   };
 };
 
-/** gt progress from the run's agent, with its own token. */
-async function progress(i: LaunchWhenGrantedInput) {
+/** gt progress from the run's agent, with its own token (through `via`, the shared gateway unless given). */
+async function progress(i: LaunchWhenGrantedInput, via = gateway) {
   const token = mintRunToken(gatewaySecret(t.gtHome), {
     beadId: i.bead.id,
     runId: i.runId,
@@ -66,7 +66,7 @@ async function progress(i: LaunchWhenGrantedInput) {
     workflowId: i.workflowId,
     exp: Date.now() + 60_000,
   });
-  const res = await fetch(`${gateway.url}/v1/progress`, {
+  const res = await fetch(`${via.url}/v1/progress`, {
     method: 'POST',
     headers: { 'content-type': 'application/json', authorization: `Bearer ${token}` },
     body: JSON.stringify({ message: 'working' }),
@@ -114,5 +114,30 @@ describe('the gateway and an agent launched ahead of its bead', () => {
     expect(answer.error).toMatch(
       /la-gw-closed\/r1\/a1 was launched ahead of its bead, which never took it; it was stopped/,
     );
+  });
+
+  it('does not hold a closing gateway past its grace: a held request gets the 503 that says to retry', async () => {
+    const holding = new LaunchesAhead({ holdMs: 60_000 });
+    holding.serve({
+      normalize: (raw) => raw as never,
+      launch: () => Promise.resolve({ queued: true }),
+      abandon: () => Promise.resolve(),
+    });
+    const closing = await startGateway({
+      client: t.client,
+      secret: gatewaySecret(t.gtHome),
+      socketHome: false,
+      launchesAhead: holding,
+    });
+    const i = launch('la-gw-closing');
+    holding.begin(i);
+    const asked = progress(i, closing);
+    // Held (its bead never takes it here) when the gateway closes.
+    await new Promise((r) => setTimeout(r, 200));
+    await closing.close();
+    expect(await asked).toEqual({
+      status: 503,
+      error: 'the gateway is stopping (its worker is shutting down or restarting); run the command again in a moment',
+    });
   });
 });
