@@ -151,8 +151,9 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
   const shutdownGraceTime = options.shutdownGraceTime ?? '10s';
   const interceptors = { activity: [activityLogIds] };
 
-  // A convoy's worker asks the gate for a bead's first run as it starts the bead; that run's launch, on this worker's
-  // host queue, takes the answer (activities/dispatch.ts dispatchAsksAhead).
+  // A convoy's worker asks the gate for a bead's first run as it starts the bead, when it does not launch the run itself
+  // (launchesAhead: a first task another worker decides); that run's launch, on this worker's host queue, takes the
+  // answer (activities/dispatch.ts dispatchAsksAhead).
   const requestSlot = dispatchSlotRequester(client, options.taskQueue);
   const asksAhead = dispatchAsksAhead(requestSlot);
   const townWorker = await Worker.create({
