@@ -603,43 +603,35 @@ export async function importRunBranch(options: {
       `${join(gitDir, 'objects')}\n${join(mirror, 'objects')}\n`,
     );
     const tip = readBranchTip(gitDir, branch) ?? options.baseSha ?? targetSha;
-    // Five read-only looks at the quarantine, side by side (they are on every bead's critical path); judged in this
-    // order, so a later look failing because an earlier one would have is never what the agent is told.
-    const [isCommit, buildsOnBase, connectivity, ahead, marked] = await Promise.all([
-      gitStatus(q, ['cat-file', '-e', `${tip}^{commit}`]),
+    // Three read-only looks at the quarantine, side by side (they are on every bead's critical path, where each git
+    // process costs milliseconds); judged in this order, so a later look failing because an earlier one would have is
+    // never what the agent is told.
+    const [walk, buildsOnBase, marked] = await Promise.all([
+      // The branch's commits ahead of the target and every object they add, all there (a missing one would only
+      // surface in the mirror or the remote). Without `^{commit}` a tree or a blob would be walked as well.
+      gitStatus(q, ['rev-list', '--objects', '--missing=error', `${tip}^{commit}`, '--not', targetSha]),
       options.baseSha ? gitStatus(q, ['merge-base', '--is-ancestor', options.baseSha, tip]) : undefined,
-      // Every object the branch adds must be there: a missing one would only surface in the mirror or the remote.
-      gitStatus(q, [
-        'rev-list',
-        '--objects',
-        '--missing=error',
-        tip,
-        '--not',
-        targetSha,
-        ...(options.baseSha ? [options.baseSha] : []),
-      ]),
-      gitStatus(q, ['rev-list', '--count', tip, '--not', targetSha]),
       // The refinery's mark of a merged request: on the target it says "this MR is merged" (findMergedCommit), so an
       // agent's commit carrying another MR's mark, once merged, would close that MR without its work.
       gitStatus(q, ['rev-list', '-1', '--fixed-strings', `--grep=${MERGE_TRAILER_KEY}`, tip, '--not', targetSha]),
     ]);
-    if (!isCommit.ok)
+    // The walk fails for a tip that is not a commit and for a missing object: only then is it asked which.
+    if (!walk.ok && !(await gitStatus(q, ['cat-file', '-e', `${tip}^{commit}`])).ok)
       throw new RunRepoRejected(`${branch} names ${tip}, which is not a commit of the run's repository`);
     if (buildsOnBase && !buildsOnBase.ok) {
       throw new RunRepoRejected(
         `${branch} (${tip}) does not build on the run's starting commit ${options.baseSha}; commit on top of it (merging ${options.targetBranch} in is fine)`,
       );
     }
-    if (!connectivity.ok)
-      throw new RunRepoRejected(`${branch} is missing objects: ${connectivity.stderr.trim().slice(0, 500)}`);
-    if (!ahead.ok) throw new Error(`git rev-list --count failed in ${q.gitDir}: ${ahead.stderr.trim().slice(0, 2000)}`);
+    if (!walk.ok) throw new RunRepoRejected(`${branch} is missing objects: ${walk.stderr.trim().slice(0, 500)}`);
     if (!marked.ok)
       throw new Error(`git rev-list --grep failed in ${q.gitDir}: ${marked.stderr.trim().slice(0, 2000)}`);
     if (marked.stdout.trim())
       throw new RunRepoRejected(
         `commit ${marked.stdout.trim()} of ${branch} has "${MERGE_TRAILER_KEY}" in its message, the refinery's own mark of a merged request; reword it (git commit --amend, or git rebase -i for an earlier commit)`,
       );
-    const commitsAhead = Number(ahead.stdout.trim());
+    // The walk names each commit alone on its line, every tree and blob followed by a space and its path.
+    const commitsAhead = walk.stdout.split('\n').filter((line) => line && !line.includes(' ')).length;
     if (commitsAhead === 0) {
       const mergedAs = options.mrId && (await findMergedCommit(mirror, targetSha, options.mrId, tip));
       if (mergedAs) return { headSha: tip, commitsAhead, uncommittedChanges: false, mergedAs };

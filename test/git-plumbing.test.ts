@@ -351,6 +351,29 @@ describe('a run’s own repository', () => {
     expect(await git(repo.origin, ['for-each-ref', 'refs/heads/gt/'])).toBe('');
   });
 
+  it('counts every commit ahead of the target, and refuses a branch naming no commit or missing an object', async () => {
+    const { repo, workTree, take } = await setUp();
+    commitIn(workTree, 'a.txt');
+    commitIn(workTree, 'b.txt');
+    const { headSha } = await take();
+    expect(await take()).toMatchObject({ headSha, commitsAhead: 2, uncommittedChanges: false });
+    // The branch pointed at a tree: judged as no commit, not as objects missing (the walk fails for both).
+    const ref = join(workTree, '.git', 'refs', 'heads', 'gt', 'b1');
+    const tree = execSync('git rev-parse HEAD^{tree}', { cwd: workTree }).toString().trim();
+    writeFileSync(ref, `${tree}\n`);
+    await expect(take()).rejects.toThrow(`gt/b1 names ${tree}, which is not a commit of the run's repository`);
+    writeFileSync(ref, `${headSha}\n`);
+    // A commit whose new file's blob (content no other file has) is gone from the agent's object store.
+    writeFileSync(join(workTree, 'c.txt'), 'only here\n');
+    commitIn(workTree, 'd.txt');
+    const blob = execSync('git rev-parse HEAD:c.txt', { cwd: workTree }).toString().trim();
+    rmSync(join(workTree, '.git', 'objects', blob.slice(0, 2), blob.slice(2)));
+    const refused = await take().catch((err: unknown) => err as Error);
+    expect(refused).toBeInstanceOf(RunRepoRejected);
+    expect((refused as Error).message).toMatch(new RegExp(`gt/b1 is missing objects: .*${blob}`));
+    expect((await repo.log('gt/b1'))[0]!.sha).toBe(headSha);
+  });
+
   it('refuses a branch that does not build on the run’s starting commit', async () => {
     const { workTree, take } = await setUp();
     execSync(
