@@ -15,8 +15,8 @@ gt done --summary "bench: committed work/$GT_BEAD_ID.txt" > /dev/null
 returned=$(date +%s%3N)
 if [ -n "${BENCH_TIMES:-}" ]; then
   # Written with the shell's builtins only (the run id's slashes made underscores by splitting it), straight into its
-  # file: every process here lies between `gt done` accepted and the exit the hop waits for, and the floor's agent
-  # spends none. The bench reads the files once every run has ended.
+  # file: a process here would lie between `gt done` accepted and the exit the hop waits for, where the floor's agent
+  # runs none. The bench reads the files once every run has ended.
   set -f
   IFS=/
   set -- $GT_RUN_ID
