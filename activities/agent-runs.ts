@@ -561,9 +561,12 @@ export function createAgentRunActivities(deps: HostDeps) {
   const enqueueAtExit = async (
     input: z.output<typeof SuperviseInput>,
     published: PublishedBranch,
-    queue = input.enqueue && deps.queueMergeRequest?.(input.rig),
+    /** The hand-off whose rig read began as the gateway accepted the run's gt done, if it did. */
+    begun: ReturnType<MergeRequestQueuer> | undefined,
   ): Promise<RunExit['enqueued']> => {
-    if (!input.enqueue || !queue || published.rejected || published.commitsAhead === 0) return;
+    if (!input.enqueue || published.rejected || published.commitsAhead === 0) return;
+    const queue = begun ?? deps.queueMergeRequest?.(input.rig);
+    if (!queue) return;
     try {
       return await queue({
         ...input.enqueue.ticket,

@@ -127,12 +127,13 @@ export function dispatchSlotRequester(client: Client, taskQueue: string) {
 const ASKED_AHEAD_KEPT_MS = 60_000;
 
 /**
- * Requests asked of the gate ahead of their launch, in this worker process: a convoy's worker asks for the first run
- * of a bead it has just started and does not launch itself (activities/convoy.ts, launch-ahead.ts), and that run's launchRunWhenGranted, which the bead schedules
- * on this worker's host queue (`BeadWorkflowInput.startedOn`), takes the answer instead of asking again. The request
- * is the one the launch makes, asked once the bead's workflow exists (so a queued run's grant finds it), only ≈ the
- * bead's first workflow task earlier. An answer nobody takes is dropped after ASKED_AHEAD_KEPT_MS; the run's own ask,
- * should its launch come later or elsewhere (a restarted worker), is a repeat the gate answers the same.
+ * Requests asked of the gate ahead of their launch, in this worker process: a convoy's worker asks for the first run of
+ * a bead it has just started and does not launch itself (activities/convoy.ts, launch-ahead.ts), and that run's
+ * launchRunWhenGranted, which the bead schedules on this worker's host queue (`BeadWorkflowInput.startedOn`), takes the
+ * answer instead of asking again. The request is the one the launch makes, asked once the bead's workflow exists (so a
+ * queued run's grant finds it), only ≈ the bead's first workflow task earlier. An answer nobody takes is dropped after
+ * ASKED_AHEAD_KEPT_MS; the run's own ask, should its launch come later or elsewhere (a restarted worker), is a repeat
+ * the gate answers the same.
  */
 export function dispatchAsksAhead(requestSlot: (rig: string, request: DispatchRequest) => Promise<DispatchAnswer>) {
   const asked = new Map<string, { request: DispatchRequest; answer: Promise<DispatchAnswer> }>();

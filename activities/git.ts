@@ -630,7 +630,8 @@ export async function importRunBranch(options: {
       throw new RunRepoRejected(
         `commit ${marked.stdout.trim()} of ${branch} has "${MERGE_TRAILER_KEY}" in its message, the refinery's own mark of a merged request; reword it (git commit --amend, or git rebase -i for an earlier commit)`,
       );
-    // The walk names each commit alone on its line, every tree and blob followed by a space and its path.
+    // The walk names each commit alone on its line, every tree and blob followed by a space and its path (git cuts a
+    // path at its first newline, so no file name the agent chose adds a line).
     const commitsAhead = walk.stdout.split('\n').filter((line) => line && !line.includes(' ')).length;
     if (commitsAhead === 0) {
       const mergedAs = options.mrId && (await findMergedCommit(mirror, targetSha, options.mrId, tip));

@@ -100,15 +100,9 @@ export type MergeRequestQueuer = (
 ) => (ticket: MergeTicketInput) => Promise<{ rig: RigConfig; queued: boolean }>;
 export function mergeRequestQueuer(client: Client, taskQueue: string): MergeRequestQueuer {
   return (given) => {
-    const read = runningRigConfig(client, given.name).then(
-      (current) => ({ current }),
-      (error: unknown) => ({ error }),
-    );
-    return async (ticket) => {
-      const done = await read;
-      if ('error' in done) throw done.error;
-      return queueUnlessReviewed(client, taskQueue, done.current ?? given, ticket);
-    };
+    const read = runningRigConfig(client, given.name);
+    read.catch(() => undefined); // a failed read is the hand-off's to throw, when it comes (or nobody's)
+    return async (ticket) => queueUnlessReviewed(client, taskQueue, (await read) ?? given, ticket);
   };
 }
 
