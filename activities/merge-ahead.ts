@@ -22,7 +22,6 @@
 import type { RigConfig } from '../domain/rig';
 import { MergeTicket, type MergeTicketInput } from '../domain/refinery';
 import type { Repo } from './git';
-import { inBackground } from '../host/spawner';
 
 /** A single ticket's candidate, merged onto `targetSha` in the tree `candidate`, whose detached HEAD is `candidateSha`. */
 export interface BuiltAhead {
@@ -82,7 +81,7 @@ export class CandidatesAhead {
     const built = (async () => {
       const left = await earlier?.built;
       if (left) this.builder.discard(rig, left);
-      return inBackground(() => this.builder.build(rig, parsed.data));
+      return this.builder.build(rig, parsed.data);
     })().catch(() => undefined); // the section builds for itself, and meets (and reports) the same failure
     this.pending.set(rig.name, { recipe: recipe(rig, parsed.data), begun: Date.now(), built });
     return built;

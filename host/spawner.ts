@@ -20,7 +20,6 @@
  *   (an activity's retry runs them again) and never leaves the worker waiting. It exits when the worker goes (its stdin
  *   closes), and never keeps the worker's event loop alive while it has nothing to run.
  */
-import { AsyncLocalStorage } from 'node:async_hooks';
 import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import type { Readable, Writable } from 'node:stream';
 
@@ -108,20 +107,7 @@ export class Spawner {
   private nextId = 1;
 
   async run(req: SpawnRequest): Promise<SpawnResult> {
-    // Started by nice(1) in the background, so that the command and all it starts run at the lower priority throughout.
-    const { file, args } = background.getStore()
-      ? { file: 'nice', args: ['-n', BACKGROUND_NICE, '--', req.file, ...req.args] }
-      : req;
-    const {
-      ok,
-      stdout = '',
-      stderr = '',
-    } = await this.ask({
-      ...req,
-      file,
-      args,
-      maxBuffer: req.maxBuffer ?? 16 * 1024 * 1024,
-    });
+    const { ok, stdout = '', stderr = '' } = await this.ask({ ...req, maxBuffer: req.maxBuffer ?? 16 * 1024 * 1024 });
     return { ok, stdout, stderr };
   }
 
@@ -185,13 +171,3 @@ export class Spawner {
 
 /** The process-wide helper (one per worker process). */
 export const spawner = new Spawner();
-
-/**
- * Work nobody waits for yet (a merge candidate built ahead of its section, activities/merge-ahead.ts): the commands it
- * runs, in `fn` and whatever `fn` awaits, run at a lower CPU priority. On a machine whose cores are busy, the workflow
- * tasks and commands of the path (the refinery taking the ticket, the bead's next task) then go first, and the work ahead
- * uses what they leave; on an idle one it runs as fast as ever.
- */
-export const inBackground = <T>(fn: () => Promise<T>): Promise<T> => background.run(true, fn);
-const background = new AsyncLocalStorage<true>();
-const BACKGROUND_NICE = '10';

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { describe, expect, it } from 'vitest';
-import { inBackground, Spawner } from '../host/spawner';
+import { Spawner } from '../host/spawner';
 
 const PATH = process.env.PATH ?? '/usr/bin:/bin';
 
@@ -31,18 +31,6 @@ describe('the process helper', () => {
     const missing = await s.run({ file: 'true', args: [], cwd: '/no/such/dir', env: { PATH } });
     expect(missing.ok).toBe(false);
     expect(missing.stderr).toMatch(/ENOENT/);
-  });
-
-  it('runs the commands of work in the background, and their children, at a lower CPU priority', async () => {
-    const s = new Spawner();
-    // The niceness of the command's shell and of a child it starts (`nice` with no command prints its own).
-    const nice = { file: 'sh', args: ['-c', 'nice; sh -c nice'], cwd: '/', env: { PATH } };
-    const ours = Number((await s.run(nice)).stdout.split('\n')[0]);
-    const [own, child] = (await inBackground(() => s.run(nice))).stdout.trim().split('\n').map(Number);
-    expect(own).toBeGreaterThan(ours);
-    expect(child).toBe(own);
-    // Only inside: a command after it runs as before.
-    expect(Number((await s.run(nice)).stdout.split('\n')[0])).toBe(ours);
   });
 
   it('runs commands side by side', async () => {
