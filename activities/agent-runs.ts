@@ -39,7 +39,6 @@ import { whileHeartbeating } from './heartbeat';
 import { AgentHandleSchema, readHandle, recordHandle } from './run-handles';
 import { discardEarlierAttempts, discardTree } from './trash';
 import { type MergeRequestQueuer, workflowStillRuns } from './town';
-import type { CandidatesAhead } from './merge-ahead';
 import { Failure } from '../domain/failures';
 
 export interface HostDeps {
@@ -69,8 +68,6 @@ export interface HostDeps {
   launchesAhead?: Pick<LaunchesAhead, 'serve' | 'take'>;
   /** Hands a ticket to its rig's refinery unless the rig asks for a review (activities/town.ts mergeRequestQueuer). */
   queueMergeRequest?: MergeRequestQueuer;
-  /** Begins a ticket's candidate for this process's merge section (activities/merge-ahead.ts). */
-  candidatesAhead?: Pick<CandidatesAhead, 'begin'>;
   /** Whether a workflow is still running: false once closed or gone, undefined when the server cannot say. */
   workflowRunning?: (workflowId: string) => Promise<boolean | undefined>;
 }
@@ -568,13 +565,14 @@ export function createAgentRunActivities(deps: HostDeps) {
     begun: ReturnType<MergeRequestQueuer> | undefined,
   ): Promise<RunExit['enqueued']> => {
     if (!input.enqueue || published.rejected || published.commitsAhead === 0) return;
-    const ticket = { ...input.enqueue.ticket, headSha: published.headSha, enqueuedAt: Date.now() };
-    // The section's candidate, built beside the hand-off and the refinery's workflow task rather than after them.
-    void deps.candidatesAhead?.begin(input.rig, ticket);
     const queue = begun ?? deps.queueMergeRequest?.(input.rig);
     if (!queue) return;
     try {
-      return await queue(ticket);
+      return await queue({
+        ...input.enqueue.ticket,
+        headSha: published.headSha,
+        enqueuedAt: Date.now(),
+      });
     } catch (err) {
       log.warn('handing the ticket to the refinery at the exit failed; the workflow hands it over', {
         beadId: input.beadId,

@@ -4,7 +4,7 @@
  * compare-and-swap. If the target moved meanwhile, start over on the new target. Every landed MR carries the
  * trailer `Gt-Merge-Request: <mrId>@<head>`, so a retry finds its earlier success instead of merging twice.
  */
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { activityInfo, cancellationDetails, Context, heartbeat, log } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
@@ -24,7 +24,6 @@ import { paths } from '../host/home';
 import { type GateLaunch, runGates, stopLeftoverGates } from './gates';
 import { discardEarlierAttempts } from './trash';
 import { runEnv } from './agent-env';
-import type { AheadBuilder, BuiltAhead, CandidatesAhead } from './merge-ahead';
 import {
   clearingStaleRefLocks,
   commitIds,
@@ -73,8 +72,6 @@ export interface MergeDeps {
   hostEnv?: NodeJS.ProcessEnv;
   /** Tells a convoy of a bead's merge: false when the convoy is gone (activities/index.ts signals it). */
   reportMerge?: (convoyId: string, report: BeadReport) => Promise<boolean>;
-  /** Candidates this process's supervisions built ahead of their sections (activities/merge-ahead.ts). */
-  ahead?: Pick<CandidatesAhead, 'section'>;
 }
 
 /**
@@ -170,48 +167,7 @@ export function discardAttemptTree(deps: MergeDeps, rig: string, tree: AttemptTr
 }
 
 async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promise<CandidateResult> {
-  const input = parseActivityInput(MergeCandidatesInput, raw);
-  if (!deps.ahead || input.mode !== 'merge') return mergeSection(deps, input);
-  return deps.ahead.section(input.rig, input.tickets, (ahead) => mergeSection(deps, input, ahead));
-}
-
-/**
- * A candidate of one ticket, built ahead of its section from the mirror as it is, when it needs no fetch (MergeDeps
- * `ahead`, activities/merge-ahead.ts): the section's look and build, in a tree of the rig's own.
- */
-export function aheadBuilder(gtHome: string): AheadBuilder {
-  const trash = (rig: RigConfig) => paths.trash(rig.name, gtHome);
-  return {
-    async build(rig, ticket) {
-      const mirror = paths.mirror(rig.name, gtHome);
-      if (!existsSync(join(mirror, 'HEAD'))) return undefined;
-      const look = await lookAtMirror(mirror, ticket.targetBranch, [ticket], 'merge');
-      const targetSha = look.targetSha;
-      if (!targetSha || look.earlier[0] || look.problems[0]) return undefined;
-      const candidate = await createCandidateTree(mirror, paths.candidate(rig.name, AHEAD_KEY, gtHome), targetSha);
-      const discard = () => removeCandidateTree(candidate.workTree!, trash(rig));
-      try {
-        const built = await applyTicket(candidate, rig.mergeStrategy, ticket, targetSha, undefined, targetSha);
-        if (built.kind === 'built') return { targetSha, candidate, candidateSha: built.sha };
-      } catch {
-        // The section merges for itself, and reports what failed.
-      }
-      discard();
-      return undefined;
-    },
-    discard: (rig, built) => removeCandidateTree(built.candidate.workTree!, trash(rig)),
-  };
-}
-
-/** The tree of a rig's candidate built ahead: no section's key (`<mrId>-a<n>`, `land-…`, a speculative key) is it. */
-const AHEAD_KEY = 'ahead';
-
-async function mergeSection(
-  deps: MergeDeps,
-  { rig, tickets, mode }: z.output<typeof MergeCandidatesInput>,
-  /** The first ticket's candidate built ahead, if it was (activities/merge-ahead.ts). */
-  ahead?: BuiltAhead,
-): Promise<CandidateResult> {
+  const { rig, tickets, mode } = parseActivityInput(MergeCandidatesInput, raw);
   const lead = tickets[0]!;
   const target = lead.targetBranch;
   // A merge fetches only when the mirror lacks the target or a head: the compare-and-swap push below catches a target
@@ -227,16 +183,11 @@ async function mergeSection(
   const { attempt, dir: candidateDir } = tree;
   const ctx = { mrIds: tickets.map((t) => t.mrId), attempt, mode };
   let gateRuns = 0;
-  // Built ahead on the target the mirror still names: the first round's look (of a lone ticket) and first merge.
-  let reuse = ahead && ids?.[0] === ahead.targetSha ? ahead : undefined;
 
   try {
     for (let casRound = 1; casRound <= MAX_CAS_ROUNDS; casRound++) {
       heartbeat(`building candidate (round ${casRound})`);
-      const look =
-        reuse && tickets.length === 1
-          ? { targetSha: reuse.targetSha, earlier: [null], problems: [undefined] }
-          : await lookAtMirror(mirror, target, tickets, mode, ids);
+      const look = await lookAtMirror(mirror, target, tickets, mode, ids);
       ids = undefined; // what mirrorWith read is the first round's only
       const landed: { mrId: string; commit: string }[] = [];
       const todo: Ticket[] = [];
@@ -274,12 +225,10 @@ async function mergeSection(
       }
       if (unusable) return excluded(unusable.ticket, unusable.outcome, gateRuns);
 
-      const first = reuse?.targetSha === targetSha && todo[0] === lead ? reuse : undefined;
-      reuse = undefined;
-      const candidate = first?.candidate ?? (await createCandidateTree(mirror, candidateDir, targetSha!));
-      const commits = first ? [{ mrId: lead.mrId, commit: first.candidateSha }] : [];
-      let head = first?.candidateSha ?? targetSha!;
-      for (const t of todo.slice(commits.length)) {
+      const candidate = await createCandidateTree(mirror, candidateDir, targetSha!);
+      const commits: { mrId: string; commit: string }[] = [];
+      let head = targetSha!;
+      for (const t of todo) {
         const built = await applyTicket(candidate, rig.mergeStrategy, t, targetSha!, undefined, head);
         if (built.kind === 'conflict') return excluded(t, built, gateRuns);
         commits.push({ mrId: t.mrId, commit: built.sha });
@@ -295,8 +244,7 @@ async function mergeSection(
 
       if (rig.gates.length) gateRuns++;
       const gateKey = `gate-${fsSafe(lead.mrId)}-${candidateSha.slice(0, 12)}-a${attempt}r${casRound}`;
-      const gated = { dir: candidate.workTree!, ledger: tree.ledger };
-      const failed = await gateCandidate(deps, rig, gated, gateKey, lead, todo, candidateSha);
+      const failed = await gateCandidate(deps, rig, tree, gateKey, lead, todo, candidateSha);
       if (failed) return { kind: 'gates_failed', gateRuns, outcome: failed };
       if (mode === 'verify') return { kind: 'verified', candidateSha, gateRuns };
 
@@ -318,7 +266,6 @@ async function mergeSection(
           gateRuns,
           alreadyMerged: false,
           ...(convoyTold.length ? { convoyTold } : {}),
-          ...(first ? { builtAhead: true as const } : {}),
         };
       }
       const refusal = pushRefusal(push.stderr);

@@ -203,8 +203,6 @@ export type CandidateResult =
       alreadyMerged: boolean;
       /** The merge requests whose convoy the section told of the merge as it pushed (the refinery tells the rest). */
       convoyTold?: string[];
-      /** The first merge request's merge was built ahead of the section (activities/merge-ahead.ts). */
-      builtAhead?: true;
     }
   /** Verified only (PR strategy): the candidate built and its gates passed; the target was not touched. */
   | { kind: 'verified'; candidateSha: string; gateRuns: number }

@@ -18,8 +18,6 @@ import {
 import { workflowRunningProbe } from '../activities/agent-runs';
 import { LaunchesAhead } from '../activities/launch-ahead';
 import { mergeRequestQueuer } from '../activities/town';
-import { aheadBuilder } from '../activities/merge';
-import { CandidatesAhead } from '../activities/merge-ahead';
 import type { AgentRuntime } from '../domain/rig';
 import { hostTaskQueue } from '../domain/task-queues';
 import { ensureHome, gatewaySecret, gtHome, hostId as defaultHostId } from '../host/home';
@@ -158,9 +156,6 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
   // answer (activities/dispatch.ts dispatchAsksAhead).
   const requestSlot = dispatchSlotRequester(client, options.taskQueue);
   const asksAhead = dispatchAsksAhead(requestSlot);
-  // A run's supervision builds its ticket's candidate while the refinery takes the ticket; this worker's merge section
-  // takes it (activities/merge-ahead.ts).
-  const candidatesAhead = new CandidatesAhead(aheadBuilder(home));
   const townWorker = await Worker.create({
     connection: options.connection,
     namespace: options.namespace,
@@ -179,7 +174,6 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       answerWaits: DISPATCH_ANSWER_WAITS,
       asksAhead,
       launchesAhead,
-      ahead: candidatesAhead,
     }),
     maxConcurrentWorkflowTaskExecutions: WORKFLOW_TASK_SLOTS,
     workflowThreadPoolSize: WORKFLOW_THREADS,
@@ -211,7 +205,6 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       askedAhead: asksAhead,
       launchesAhead,
       queueMergeRequest: mergeRequestQueuer(client, options.taskQueue),
-      candidatesAhead,
       workflowRunning,
     }),
     maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
