@@ -26,7 +26,7 @@ import {
   unlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { paths } from '../host/home';
 import { hostCredentialsFile } from './credentials';
 import { spawner } from '../host/spawner';
@@ -348,26 +348,53 @@ export async function remoteBranchSha(mirror: string, branch: string): Promise<s
 const PRUNE_AT = 32;
 
 /**
- * A worker-owned work tree of the mirror (merge candidates) at `startPoint`, always built anew: a gate may have
- * rewritten anything in the old one, its `.git` file included. The git dir is read once, right after git wrote it,
- * and named explicitly from then on. Its HEAD is detached: a branch per candidate would stay in the mirror after the
- * tree (one per bead and per speculative candidate), and git keeps a branch of a removed tree until its entry is
- * pruned. The entries of removed trees are pruned once there are `PRUNE_AT` entries (`add -f` takes a path whose
- * removed tree is still listed).
+ * A worker-owned work tree of the mirror (merge candidates) at the commit `startPoint`, always built anew: a gate may
+ * have rewritten anything in the old one, its `.git` file included. Its HEAD is detached: a branch per candidate would
+ * stay in the mirror after the tree (one per bead and per speculative candidate), and git keeps a branch of a removed
+ * tree until its entry is pruned. The entries of removed trees are pruned once there are `PRUNE_AT` entries.
+ *
+ * The tree is linked as `git worktree add --detach` links it (gitrepository-layout: `worktrees/<id>` with `gitdir`,
+ * `commondir` and a detached `HEAD`, and the tree's `.git` file naming it), then filled by one `read-tree`: `worktree
+ * add` runs two git processes of its own for the same (`update-ref` and `reset --hard`), three in all, on every merge
+ * section's path. The entry is the tree's name, taken over from a removed tree of the same path (whose `gitdir` names
+ * this path), or with a number added while a live tree elsewhere holds the name.
  */
 export async function createCandidateTree(mirror: string, path: string, startPoint: string): Promise<Repo> {
+  if (!/^[0-9a-f]{40}$/.test(startPoint))
+    throw new Error(`a candidate tree starts at a commit id, not '${startPoint}'`);
   return withLock(mirror, () =>
     treeGuard(mirror).createTree(async () => {
       rmSync(path, { recursive: true, force: true });
       const entries = join(mirror, 'worktrees');
       if (existsSync(entries) && readdirSync(entries).length >= PRUNE_AT) await git(mirror, ['worktree', 'prune']);
-      mkdirSync(dirname(path), { recursive: true });
-      await git(mirror, ['worktree', 'add', '--quiet', '-f', '--detach', path, startPoint]);
-      const pointer = /^gitdir: (.+)$/m.exec(readFileSync(join(path, '.git'), 'utf8'))?.[1];
-      if (!pointer) throw new Error(`git worktree add left no gitdir pointer in ${path}`);
-      return { gitDir: pointer.trim(), workTree: path };
+      const gitDir = join(entries, treeEntry(entries, path));
+      rmSync(gitDir, { recursive: true, force: true });
+      mkdirSync(gitDir, { recursive: true });
+      mkdirSync(path, { recursive: true });
+      writeFileSync(join(gitDir, 'commondir'), '../..\n');
+      writeFileSync(join(gitDir, 'gitdir'), `${join(path, '.git')}\n`);
+      writeFileSync(join(gitDir, 'HEAD'), `${startPoint}\n`);
+      writeFileSync(join(path, '.git'), `gitdir: ${gitDir}\n`);
+      const tree = { gitDir, workTree: path };
+      await git(tree, ['read-tree', '-u', '--reset', startPoint]);
+      return tree;
     }),
   );
+}
+
+/** The id of the mirror's entry for a tree at `path` (see createCandidateTree). */
+function treeEntry(entries: string, path: string): string {
+  const own = join(path, '.git');
+  for (let n = 0; ; n++) {
+    const id = n ? `${basename(path)}${n}` : basename(path);
+    let named: string;
+    try {
+      named = readFileSync(join(entries, id, 'gitdir'), 'utf8').trim();
+    } catch {
+      return id;
+    }
+    if (named === own || !existsSync(named)) return id;
+  }
 }
 
 /**

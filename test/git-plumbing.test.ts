@@ -148,6 +148,34 @@ it('prunes removed candidate trees’ entries once the mirror lists 32, and buil
   expect((await git(again, ['rev-parse', 'HEAD'])).trim()).toBe(base);
 });
 
+it('links a candidate tree as `git worktree add` does: git in it finds it, the mirror lists it, a live tree keeps its name', async () => {
+  const repo = await createRepo({ 'README.md': 'r\n', 'src/a.txt': 'a\n' });
+  const gtHome = home();
+  const mirror = await syncMirror('links', repo.origin, gtHome);
+  const base = (await remoteBranchSha(mirror, 'main'))!;
+  // Two trees of one name in two directories, both alive: each has its own entry in the mirror.
+  const first = await createCandidateTree(mirror, join(gtHome, 'one', 'cand'), base);
+  const second = await createCandidateTree(mirror, join(gtHome, 'two', 'cand'), base);
+  expect(first.gitDir).not.toBe(second.gitDir);
+  for (const tree of [first, second]) {
+    const inside = (cmd: string) =>
+      execSync(cmd, { cwd: tree.workTree, env: { PATH: process.env.PATH }, encoding: 'utf8' }).trim();
+    // What a gate sees from inside, through the tree's `.git` file alone: the commit, its files, nothing changed.
+    expect(inside('git rev-parse HEAD')).toBe(base);
+    expect(inside('git status --porcelain')).toBe('');
+    expect(readFileSync(join(tree.workTree!, 'src', 'a.txt'), 'utf8')).toBe('a\n');
+  }
+  const listed = execSync('git worktree list --porcelain', { cwd: mirror, encoding: 'utf8' });
+  for (const tree of [first, second]) expect(listed).toContain(`worktree ${tree.workTree}\nHEAD ${base}\ndetached`);
+  // A merge in it makes a commit on the detached HEAD, as the merge section does.
+  execSync('git -c user.name=A -c user.email=a@x commit -q --allow-empty -m next', { cwd: first.workTree });
+  expect((await git(first, ['rev-parse', 'HEAD^'])).trim()).toBe(base);
+  // Removed, its name is taken over by the next tree at the same path.
+  removeCandidateTree(first.workTree!, join(gtHome, 'trash'));
+  expect((await createCandidateTree(mirror, first.workTree!, base)).gitDir).toBe(first.gitDir);
+  await expect(createCandidateTree(mirror, join(gtHome, 'three'), 'main')).rejects.toThrow(/commit id/);
+});
+
 describe('a run’s own repository', () => {
   const commitIn = (dir: string, file: string) =>
     execSync(`echo work > ${file} && git add -A && git -c user.name=A -c user.email=a@x commit -qm work`, {
