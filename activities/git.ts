@@ -357,7 +357,8 @@ const PRUNE_AT = 32;
  * `commondir` and a detached `HEAD`, and the tree's `.git` file naming it), then filled by one `read-tree`: `worktree
  * add` runs two git processes of its own for the same (`update-ref` and `reset --hard`), three in all, on every merge
  * section's path. The entry is the tree's name, taken over from a removed tree of the same path (whose `gitdir` names
- * this path), or with a number added while a live tree elsewhere holds the name.
+ * this path), or with a number added while a live tree elsewhere holds the name. The worker names the entry
+ * explicitly from then on and never reads the tree's `.git` file, which a gate may rewrite.
  */
 export async function createCandidateTree(mirror: string, path: string, startPoint: string): Promise<Repo> {
   if (!/^[0-9a-f]{40}$/.test(startPoint))

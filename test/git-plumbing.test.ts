@@ -167,7 +167,7 @@ it('links a candidate tree as `git worktree add` does: git in it finds it, the m
   }
   const listed = execSync('git worktree list --porcelain', { cwd: mirror, encoding: 'utf8' });
   for (const tree of [first, second]) expect(listed).toContain(`worktree ${tree.workTree}\nHEAD ${base}\ndetached`);
-  // A merge in it makes a commit on the detached HEAD, as the merge section does.
+  // A commit in it goes on the detached HEAD and builds on the start, as the merge section's merge does.
   execSync('git -c user.name=A -c user.email=a@x commit -q --allow-empty -m next', { cwd: first.workTree });
   expect((await git(first, ['rev-parse', 'HEAD^'])).trim()).toBe(base);
   // Removed, its name is taken over by the next tree at the same path.
