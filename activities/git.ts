@@ -31,6 +31,7 @@ import { paths } from '../host/home';
 import { hostCredentialsFile } from './credentials';
 import { spawner } from '../host/spawner';
 import { BranchName } from '../domain/rig';
+import { CommitId } from '../domain/ids';
 import { discardTree } from './trash';
 
 const locks = new Map<string, Promise<unknown>>();
@@ -361,7 +362,7 @@ const PRUNE_AT = 32;
  * explicitly from then on and never reads the tree's `.git` file, which a gate may rewrite.
  */
 export async function createCandidateTree(mirror: string, path: string, startPoint: string): Promise<Repo> {
-  if (!/^[0-9a-f]{40}$/.test(startPoint))
+  if (!CommitId.safeParse(startPoint).success)
     throw new Error(`a candidate tree starts at a commit id, not '${startPoint}'`);
   return withLock(mirror, () =>
     treeGuard(mirror).createTree(async () => {
