@@ -3,7 +3,8 @@
  * A request carries its run's token; the gateway checks signature, expiry and that the body speaks only for
  * that run, then forwards to the workflow as an update whose validator rejects any run that is not current.
  * Bodies are bounded (MAX_BODY, and each text field by its schema): nothing an agent sends can make a payload that
- * Temporal refuses.
+ * Temporal refuses. A body is JSON, or form-encoded text fields (bin/gt's `gt done` through curl); an answer is JSON,
+ * or its message (its error) as plain text for a request that accepts only `text/plain`.
  */
 import { mkdirSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
@@ -91,8 +92,36 @@ class HttpError extends Error {
   }
 }
 
+/** Form-encoded text fields as an object, for the route's schema; a field given twice is refused, not guessed. */
+function formFields(body: string): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const [key, value] of new URLSearchParams(body)) {
+    if (Object.hasOwn(fields, key)) throw new HttpError(400, `form field ${JSON.stringify(key)} given twice`);
+    fields[key] = value;
+  }
+  return fields;
+}
+
+/** Whether the request asks for its answer as plain text (bin/gt's curl); anything else gets JSON. */
+const wantsText = (req: FastifyRequest) => req.headers.accept === 'text/plain';
+
+/** An answer in the form the request asked for: a JSON object, or its message (error) as text. */
+function answer(req: FastifyRequest, reply: FastifyReply, status: number, payload: unknown) {
+  reply.code(status);
+  if (!wantsText(req)) return reply.send(payload);
+  const { message, error } = (payload ?? {}) as { message?: string; error?: string };
+  return reply.type('text/plain; charset=utf-8').send(error ?? message ?? 'ok');
+}
+
 export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   const app = Fastify({ bodyLimit: MAX_BODY, logger: false });
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+    try {
+      done(null, formFields(body as string));
+    } catch (err) {
+      done(err as Error);
+    }
+  });
 
   const authenticate = (req: FastifyRequest): RunClaims => {
     const header = req.headers.authorization ?? '';
@@ -170,11 +199,11 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
           throw new HttpError(403, `this endpoint is for ${role}s; the token is a ${claims.role}'s`);
         const body = bodyFor(schema, req, claims);
         await heard(claims.runId);
-        return await forward(claims, () => send(claims, body));
+        return answer(req, reply, 200, await forward(claims, () => send(claims, body)));
       } catch (err) {
-        if (err instanceof HttpError) return reply.code(err.status).send({ error: err.message });
+        if (err instanceof HttpError) return answer(req, reply, err.status, { error: err.message });
         req.log.error(err);
-        return reply.code(502).send({ error: `could not reach the workflow: ${(err as Error).message}` });
+        return answer(req, reply, 502, { error: `could not reach the workflow: ${(err as Error).message}` });
       }
     });
 
@@ -243,9 +272,10 @@ export async function startGateway(options: GatewayOptions): Promise<Gateway> {
   );
   app.get('/healthz', () => ({ ok: true }));
 
-  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, _req, reply) => {
-    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.code(413).send({ error: TOO_LARGE });
-    return reply.code(err.statusCode && err.statusCode < 500 ? err.statusCode : 500).send({ error: err.message });
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string }, req, reply) => {
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return answer(req, reply, 413, { error: TOO_LARGE });
+    if (err instanceof HttpError) return answer(req, reply, err.status, { error: err.message });
+    return answer(req, reply, err.statusCode && err.statusCode < 500 ? err.statusCode : 500, { error: err.message });
   });
 
   await app.listen({ host: options.host ?? '127.0.0.1', port: options.port ?? 0 });

@@ -1,7 +1,8 @@
 /**
  * Issue 3 acceptance: the agent gateway refuses forged, expired and cross-bead tokens (401/403) and malformed bodies
  * (400 with the zod message) and oversized ones (413/400 naming the limit), and none of it changes the bead; no run
- * token appears in any workflow history.
+ * token appears in any workflow history. The same holds for form-encoded bodies answered in plain text (bin/gt's
+ * `gt done` through curl), and such a `gt done` is recorded as the bundle's JSON one is.
  */
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -27,6 +28,20 @@ const post = async (path: string, token: string | undefined, body: unknown) => {
     body: typeof body === 'string' ? body : JSON.stringify(body),
   });
   return { status: res.status, error: ((await res.json()) as { error?: string }).error ?? '' };
+};
+
+/** A request as bin/gt's curl sends `gt done`: form fields, the answer asked for as plain text. */
+const postForm = async (path: string, token: string, fields: [string, string][]) => {
+  const res = await fetch(`${t.worker.gateway.url}${path}`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      accept: 'text/plain',
+      authorization: `Bearer ${token}`,
+    },
+    body: new URLSearchParams(fields).toString(),
+  });
+  return { status: res.status, type: res.headers.get('content-type'), text: await res.text() };
 };
 
 /** Every history of the test's task queue, as text. */
@@ -121,10 +136,53 @@ describe('the agent gateway', () => {
       error: 'summary: summary must be at most 20000 characters (put long material in the repository and refer to it)',
     });
 
+    // Form-encoded, answered in text: the same checks, the same words.
+    const text = 'text/plain; charset=utf-8';
+    expect(await postForm('/v1/done', valid, [['runId', 'b-other/r1/a1']])).toEqual({
+      status: 403,
+      type: text,
+      text: 'token belongs to run b-gw/r1/a1, not "b-other/r1/a1"',
+    });
+    expect(
+      await postForm('/v1/done', valid, [
+        ['summary', 'a'],
+        ['summary', 'b'],
+      ]),
+    ).toEqual({
+      status: 400,
+      type: text,
+      text: 'form field "summary" given twice',
+    });
+    expect(await postForm('/v1/done', valid, [['summary', 'x'.repeat(20_001)]])).toMatchObject({
+      status: 400,
+      text: expect.stringMatching(/^summary: summary must be at most 20000 characters/) as string,
+    });
+    expect(await postForm('/v1/done', valid, [['summary', 'x'.repeat(300 * 1024)]])).toEqual({
+      status: 413,
+      type: text,
+      text: expect.stringMatching(/^request body over the gateway limit of 256 KiB/) as string,
+    });
+
     expect(await t.town.beadState('b-gw')).toEqual(before);
+
+    // A `gt done` as curl sends it is taken like the bundle's: its summary decoded, its answer the message.
+    const summary = 'form: quote " & = + % ü';
+    expect(
+      await postForm('/v1/done', valid, [
+        ['runId', claims.runId],
+        ['summary', summary],
+      ]),
+    ).toEqual({
+      status: 200,
+      type: text,
+      text: 'bead b-gw: done recorded; the branch goes to the refinery',
+    });
 
     writeFileSync(join(dir, 'release'), '');
     expect((await handle.result()).status).toBe('closed');
+    // The agent's own `gt done` afterwards was a repeat: the first summary stands.
+    expect((await t.town.beadState('b-gw')).runs.find((r) => r.runId === claims.runId)?.summary).toBe(summary);
+
     const histories = await allHistories();
     expect(histories).toContain('bead:b-gw');
     expect(histories).not.toContain(valid);
