@@ -10,6 +10,7 @@ import { createFormulaStepActivities } from './formula-steps';
 import { createLogActivities } from './logs';
 import { createForgeActivities } from './forge';
 import { createMergeActivities, type MergeDeps } from './merge';
+import { MergedBranchSweeper } from './merged-branches';
 import { createNotifyActivities } from './notify';
 import { createReviewRunActivities } from './review-runs';
 import { createRigConfigActivities } from './rig-config';
@@ -24,7 +25,11 @@ export function createTownQueueActivities(
     ...createNotifyActivities({ escalationWebhook: deps.escalationWebhook, town: deps.taskQueue }),
     ...createConvoyActivities(deps),
     ...createDispatchActivities(deps),
-    ...createMergeActivities({ ...deps, reportMerge: convoyReporter(deps.client) }),
+    ...createMergeActivities({
+      ...deps,
+      reportMerge: convoyReporter(deps.client),
+      mergedBranches: deps.mergedBranches ?? new MergedBranchSweeper({ gtHome: deps.gtHome }),
+    }),
     ...createFormulaStepActivities(deps),
     ...createLegBranchActivities(deps),
     ...createRigConfigActivities(deps),

@@ -43,6 +43,7 @@ import {
 } from './git';
 import { parseActivityInput } from '../domain/validation';
 import { Failure } from '../domain/failures';
+import type { MergedBranchSweeper } from './merged-branches';
 import { type BeadReport, mergeReport } from '../domain/messages';
 
 const MAX_CAS_ROUNDS = 5;
@@ -72,6 +73,8 @@ export interface MergeDeps {
   hostEnv?: NodeJS.ProcessEnv;
   /** Tells a convoy of a bead's merge: false when the convoy is gone (activities/index.ts signals it). */
   reportMerge?: (convoyId: string, report: BeadReport) => Promise<boolean>;
+  /** Deletes the branches of merged requests from the rig's repository, later and in batches. */
+  mergedBranches?: MergedBranchSweeper;
 }
 
 /**
@@ -201,6 +204,7 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
       }
       if (todo.length === 0) {
         log.info('candidate already merged; reporting the earlier merge', { ...ctx, landed });
+        if (mode === 'merge') deps.mergedBranches?.merged(rig, tickets);
         return {
           kind: 'merged',
           commit: landed[landed.length - 1]!.commit,
@@ -259,6 +263,7 @@ async function mergeCandidate(deps: MergeDeps, raw: MergeCandidatesInput): Promi
         log.info('merged', { ...ctx, commit: candidateSha, target, gateRuns });
         const merged = [...landed, ...commits];
         const convoyTold = await tellConvoys(deps, tickets, merged);
+        deps.mergedBranches?.merged(rig, tickets);
         return {
           kind: 'merged',
           commit: candidateSha,
@@ -489,6 +494,8 @@ async function gateSpeculative(deps: MergeDeps, raw: GateSpeculativeInput): Prom
 async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResult> {
   const { rig, base, chain, candidateSha } = parseActivityInput(LandChainInput, raw);
   const target = chain[0]!.ticket.targetBranch;
+  const tickets = chain.map((l) => l.ticket);
+  const sweepBranches = () => deps.mergedBranches?.merged(rig, tickets);
   const { mirror } = await mirrorWith(rig.name, rig.repo, deps.gtHome, [base]);
   if ((await missingCommits(mirror, [candidateSha])).length) {
     const tree = await attemptTree(deps, rig.name, `land-${candidateSha.slice(0, 12)}`);
@@ -513,6 +520,7 @@ async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResu
   ]);
   if (push.ok) {
     log.info('merged speculative chain', { mrIds: chain.map((l) => l.ticket.mrId), commit: candidateSha, target });
+    sweepBranches();
     return { kind: 'merged', commit: candidateSha, alreadyMerged: false };
   }
   const refusal = pushRefusal(push.stderr);
@@ -526,8 +534,10 @@ async function landChain(deps: MergeDeps, raw: LandChainInput): Promise<LandResu
   // Lost the lease: an earlier attempt of this landing may have pushed (its answer lost), or someone else moved it.
   await syncMirror(rig.name, rig.repo, deps.gtHome);
   const now = await remoteBranchSha(mirror, target);
-  if (now && (await gitStatus(mirror, ['merge-base', '--is-ancestor', candidateSha, now])).ok)
+  if (now && (await gitStatus(mirror, ['merge-base', '--is-ancestor', candidateSha, now])).ok) {
+    sweepBranches();
     return { kind: 'merged', commit: candidateSha, alreadyMerged: true };
+  }
   return { kind: 'stale', reason: `target ${target} moved to ${now ?? '(deleted)'} while the chain was gated` };
 }
 

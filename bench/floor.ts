@@ -4,13 +4,22 @@
  * (its `gt done` is a no-op), a push of the bead's branch, then one merger at a time: `merge --no-ff` onto the
  * target, the gates on exactly that tree, a compare-and-swap push. Nothing else: no mirror fetches (the script is
  * the only writer), no idempotency checks, no durable state — the least time this work can take on this machine.
+ *
+ * What a bead leaves goes as the town's does, in the background, so that no step grows with the beads before it: its
+ * worktree once merged, its branch in the repository with the batch of merged branches it belongs to (one push per
+ * MERGED_BRANCH_BATCH, as activities/merged-branches.ts). Kept, they made every push and worktree of a 300-bead floor
+ * slower than the one before (its 300th bead took 2.9 times its first: docs/performance.md).
  */
 import { existsSync, mkdirSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cpuMark, cpuSpent, type CpuSpent } from './cpu';
 import { exec, git, GIT_IDENTITY, mergedWorkFiles } from './git';
 import { beadLocalId } from './scenario';
+
+/** The town's batch of merged branches deleted in one push (activities/merged-branches.ts). */
+const MERGED_BRANCH_BATCH = 16;
 
 export const agentScript = fileURLToPath(new URL('./agents/instant.sh', import.meta.url));
 const floorBin = fileURLToPath(new URL('./agents/floor-bin', import.meta.url));
@@ -60,6 +69,16 @@ export async function runFloor(options: {
   const agentEnv = { ...process.env, ...GIT_IDENTITY, PATH: `${floorBin}:${process.env.PATH ?? '/usr/bin:/bin'}` };
   const beads: FloorBead[] = [];
   let gateRuns = 0;
+  let merged: string[] = [];
+  const cleanups: Promise<unknown>[] = [];
+  const deleteMerged = () => {
+    const branches = merged;
+    merged = [];
+    return mirrorLock.run(async () => {
+      await git(mirror, 'push', '-q', 'origin', '--delete', ...branches);
+      await git(mirror, 'worktree', 'prune');
+    });
+  };
 
   const merge = async (branch: string, head: string) => {
     const mergeStartedAt = Date.now();
@@ -79,17 +98,18 @@ export async function runFloor(options: {
     const branch = `gt/${id}`;
     const worktree = join(root, 'worktrees', id);
     mkdirSync(join(root, 'worktrees'), { recursive: true });
-    await mirrorLock.run(() =>
-      git(mirror, 'worktree', 'add', '-q', '-B', branch, worktree, 'refs/remotes/origin/main'),
-    );
+    await mirrorLock.run(() => git(mirror, 'worktree', 'add', '-q', '--detach', worktree, 'refs/remotes/origin/main'));
     await exec('/bin/sh', [agentScript], {
       cwd: worktree,
       env: { ...agentEnv, GT_BEAD_ID: id, GT_RUN_ID: `${id}/r1/a1` },
     });
     const head = (await git(worktree, 'rev-parse', 'HEAD')).trim();
     await git(worktree, 'push', '-q', 'origin', `${head}:refs/heads/${branch}`);
-    const merged = await mergeLock.run(() => merge(branch, head));
-    return { index, readyAt, ...merged };
+    const times = await mergeLock.run(() => merge(branch, head));
+    merged.push(branch);
+    cleanups.push(rm(worktree, { recursive: true, force: true }));
+    if (merged.length >= MERGED_BRANCH_BATCH) cleanups.push(deleteMerged());
+    return { index, readyAt, ...times };
   };
 
   const cpuAtStart = cpuMark();
@@ -107,6 +127,8 @@ export async function runFloor(options: {
   await Promise.all(lanes);
   const cpu = cpuSpent(cpuAtStart, cpuMark());
   const endedAt = Math.max(...beads.map((b) => b.mergedAt));
+  if (merged.length) cleanups.push(deleteMerged());
+  await Promise.all(cleanups);
   const landed = await mergedWorkFiles(origin);
   if (landed !== n) throw new Error(`the floor script ended with ${landed} of ${n} beads' work on main`);
   return {

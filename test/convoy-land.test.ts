@@ -58,7 +58,8 @@ describe('a review-then-land convoy', () => {
       outcome: { kind: 'merged', commit: result.landedCommit },
     });
     expect((await repo.log())[0]!.body).toContain(`Gt-Merge-Request: mr:rtl:landing1@${state.landing!.headSha}`);
-    expect(await repo.sha('convoy/rtl')).toBe(state.landing!.headSha);
+    // It merged the convoy branch's head (the landing's second parent: the rig merges with --no-ff).
+    expect(await repo.sha(`${result.landedCommit}^2`)).toBe(state.landing!.headSha);
     for (const b of ['a', 'b', 'c']) expect(await repo.show(`work/rtl-${b}.txt`)).toMatch(/^done by rtl-/);
 
     // Beads merged into the convoy branch while main stayed at its initial commit; the landing gate saw everything.
@@ -76,7 +77,14 @@ describe('a review-then-land convoy', () => {
     // The dependent bead was built on the convoy branch after its dependency merged there.
     const beadB = await t.town.beadState('rtl-b');
     expect(beadB.targetBranch).toBe('convoy/rtl');
-    expect(await repo.show('work/rtl-a.txt', 'gt/rtl-b')).toMatch(/^done by rtl-a/);
+    const mergeOfB = (await repo.log()).find((c) => c.subject.includes('(rtl-b)'))!;
+    const headOfB = /Gt-Merge-Request: \S+@([0-9a-f]{40})/.exec(mergeOfB.body)![1]!;
+    expect(await repo.show('work/rtl-a.txt', headOfB)).toMatch(/^done by rtl-a/);
+
+    // Once merged, the beads' branches and the convoy's are deleted from the repository (activities/merged-branches.ts).
+    const branches = async () =>
+      (await simpleGit(repo.origin).raw(['for-each-ref', '--format=%(refname:short)', 'refs/heads/'])).trim();
+    await expect.poll(branches, { timeout: 20_000 }).toBe('main');
   });
 
   it('waits for an operator when the landing is not merged, and lands on `gt convoy land` once fixed', async () => {

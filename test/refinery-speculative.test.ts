@@ -144,6 +144,10 @@ describe('speculative merge queue', () => {
     // No candidate left a branch in the mirror (their trees are detached): one per candidate would pile up.
     const mirror = paths.mirror('spec', t.gtHome);
     expect(await git(mirror, ['for-each-ref', '--format=%(refname)', 'refs/heads/gt-candidate/'])).toBe('');
+    // The landed MRs' branches are deleted from the repository (activities/merged-branches.ts); the one sent back keeps
+    // its own, on which its bead would rework.
+    const branches = () => git(repo.origin, ['for-each-ref', '--format=%(refname:short)', 'refs/heads/gt/']);
+    await expect.poll(branches, { timeout: 20_000 }).toBe('gt/p4');
   });
 
   it('rebuilds the window on the new target when someone else moves it, and lands only re-gated trees', async () => {
