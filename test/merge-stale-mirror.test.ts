@@ -13,10 +13,17 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { describe, expect, it } from 'vitest';
 import { createMergeActivities } from '../activities/merge';
 import { ProcessRuntime } from '../agents/process-runtime';
-import { type CandidateResult, MergeTicket } from '../domain/refinery';
+import type { CandidateResult, MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { createRepo } from './helpers/repo';
-import { gateRecords, pushBranch, recordingGate, recordTargetMoves, targetTreesHeld } from './helpers/refinery';
+import {
+  firstRoundTicket,
+  gateRecords,
+  pushBranch,
+  recordingGate,
+  recordTargetMoves,
+  targetTreesHeld,
+} from './helpers/refinery';
 import { repoRoot } from './helpers/town';
 
 async function rigWithMirror() {
@@ -29,20 +36,9 @@ async function rigWithMirror() {
     gtBinDir: join(repoRoot, 'bin'),
     runtimes: { process: new ProcessRuntime() },
   });
-  const ticket = (beadId: string, headSha: string) =>
-    MergeTicket.parse({
-      mrId: `mr:${beadId}:1`,
-      beadId,
-      round: 1,
-      title: beadId,
-      branch: `gt/${beadId}`,
-      headSha,
-      targetBranch: 'main',
-      enqueuedAt: 0,
-    });
   const merge = (t: MergeTicket): Promise<CandidateResult> =>
     new MockActivityEnvironment().run(mergeCandidate, { rig, tickets: [t] });
-  return { repo, gates, ticket, merge };
+  return { repo, gates, ticket: firstRoundTicket, merge };
 }
 
 describe('a merge on a mirror that did not fetch', () => {

@@ -11,10 +11,10 @@ import { describe, expect, it } from 'vitest';
 import { createMergeActivities } from '../activities/merge';
 import { MergedBranchSweeper, type SweepResult } from '../activities/merged-branches';
 import { ProcessRuntime } from '../agents/process-runtime';
-import { type CandidateResult, MergeTicket } from '../domain/refinery';
+import type { CandidateResult, MergeTicket } from '../domain/refinery';
 import { RigConfig } from '../domain/rig';
 import { createRepo } from './helpers/repo';
-import { git, pushBranch } from './helpers/refinery';
+import { firstRoundTicket, git, pushBranch } from './helpers/refinery';
 import { repoRoot } from './helpers/town';
 
 async function rigWithSweeper(options: { batch?: number; quietMs?: number } = {}) {
@@ -39,19 +39,8 @@ async function rigWithSweeper(options: { batch?: number; quietMs?: number } = {}
     runtimes: { process: new ProcessRuntime() },
     mergedBranches: sweeper,
   });
-  const ticket = (beadId: string, headSha: string) =>
-    MergeTicket.parse({
-      mrId: `mr:${beadId}:1`,
-      beadId,
-      round: 1,
-      title: beadId,
-      branch: `gt/${beadId}`,
-      headSha,
-      targetBranch: 'main',
-      enqueuedAt: 0,
-    });
   const push = async (beadId: string) =>
-    ticket(beadId, await pushBranch(repo.origin, `gt/${beadId}`, { [`work/${beadId}.txt`]: `${beadId}\n` }));
+    firstRoundTicket(beadId, await pushBranch(repo.origin, `gt/${beadId}`, { [`work/${beadId}.txt`]: `${beadId}\n` }));
   const merge = (tickets: MergeTicket[], mode: 'merge' | 'verify' = 'merge'): Promise<CandidateResult> =>
     new MockActivityEnvironment().run(mergeCandidate, { rig, tickets, mode });
   const branches = async () =>

@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import type { WorkflowHandle } from '@temporalio/client';
 import { mergeRequestWorkflowId, refineryWorkflowId } from '../../domain/ids';
 import { pauseRefineryUpdate, refineryStateQuery } from '../../domain/messages';
-import type { RefineryState } from '../../domain/refinery';
+import { MergeTicket, type RefineryState } from '../../domain/refinery';
 import type { RigConfig } from '../../domain/rig';
 import { mergeRequestStart } from '../../domain/starts';
 import type { mergeRequestWorkflow } from '../../workflows/merge-request';
@@ -47,6 +47,19 @@ export async function pushBranch(
   await git(work, ['push', '-q', '-f', 'origin', `HEAD:refs/heads/${branch}`]);
   return git(work, ['rev-parse', 'HEAD']);
 }
+
+/** The ticket of a bead's first round for `branch` gt/<bead> onto main, as a merge activity takes it. */
+export const firstRoundTicket = (beadId: string, headSha: string): MergeTicket =>
+  MergeTicket.parse({
+    mrId: `mr:${beadId}:1`,
+    beadId,
+    round: 1,
+    title: beadId,
+    branch: `gt/${beadId}`,
+    headSha,
+    targetBranch: 'main',
+    enqueuedAt: 0,
+  });
 
 export interface DirectMr {
   beadId: string;
