@@ -10,7 +10,6 @@ import { createFormulaStepActivities } from './formula-steps';
 import { createLogActivities } from './logs';
 import { createForgeActivities } from './forge';
 import { createMergeActivities, type MergeDeps } from './merge';
-import { MergedBranchSweeper } from './merged-branches';
 import { createNotifyActivities } from './notify';
 import { createReviewRunActivities } from './review-runs';
 import { createRigConfigActivities } from './rig-config';
@@ -25,11 +24,7 @@ export function createTownQueueActivities(
     ...createNotifyActivities({ escalationWebhook: deps.escalationWebhook, town: deps.taskQueue }),
     ...createConvoyActivities(deps),
     ...createDispatchActivities(deps),
-    ...createMergeActivities({
-      ...deps,
-      reportMerge: convoyReporter(deps.client),
-      mergedBranches: deps.mergedBranches ?? new MergedBranchSweeper({ gtHome: deps.gtHome }),
-    }),
+    ...createMergeActivities({ ...deps, reportMerge: convoyReporter(deps.client) }),
     ...createFormulaStepActivities(deps),
     ...createLegBranchActivities(deps),
     ...createRigConfigActivities(deps),

@@ -11,9 +11,10 @@
  * - Only a branch whose request this worker merged directly is queued, with the head that merged (a pull request's
  *   branch is the forge's business). Its deletion is leased to that head, so a branch pushed again since (a bead
  *   reopened and run again) is kept.
- * - Best effort: nothing waits for a deletion, and one that fails (or a worker that stops with branches queued) leaves
- *   those branches in the repository, as before this existed. The merge's record is the target's trailer
- *   (`Gt-Merge-Request:`), never the branch, so a retried section still finds its earlier merge.
+ * - Best effort: no merge waits for a deletion, and one that fails (or a worker killed with branches queued: one that
+ *   stops flushes them first, worker/worker.ts) leaves those branches in the repository, as before this existed. The
+ *   merge's record is the target's trailer (`Gt-Merge-Request:`), never the branch, so a retried section still finds
+ *   its earlier merge.
  * - One push per batch, from the mirror to the repository's address (so no ref of the mirror is written and no lock
  *   taken): the mirror's `origin/<branch>` goes at its next fetch (`--prune`).
  */

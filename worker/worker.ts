@@ -2,6 +2,7 @@
  * The town worker of one host: a worker on the town queue (workflows, merges, gates, Temporal calls) and one on
  * this host's own queue (agent runs it owns), plus the agent gateway agents talk to. GT_HOME is made owner-only.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
 import type { DataConverter } from '@temporalio/common';
@@ -17,6 +18,7 @@ import {
 } from '../activities/dispatch';
 import { workflowRunningProbe } from '../activities/agent-runs';
 import { LaunchesAhead } from '../activities/launch-ahead';
+import { MergedBranchSweeper } from '../activities/merged-branches';
 import { mergeRequestQueuer } from '../activities/town';
 import type { AgentRuntime } from '../domain/rig';
 import { hostTaskQueue } from '../domain/task-queues';
@@ -26,6 +28,9 @@ import { DoneRuns } from '../host/done-runs';
 import { dataConverterFromEnv } from '../codec/settings';
 import { activityLogIds } from './logging';
 import { assertBundleMatchesTracing, tracingFromEnv, type Tracing } from './tracing';
+
+/** How long a stopping worker waits for the deletion of the merged branches it still has queued. */
+const MERGED_BRANCHES_FLUSH_MS = 5_000;
 
 export const workflowsPath = fileURLToPath(new URL('../workflows/index.ts', import.meta.url));
 /** zod and the town's schemas, built once per workflow thread and shared by its workflows (workflows/preload.ts). */
@@ -156,6 +161,9 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
   // answer (activities/dispatch.ts dispatchAsksAhead).
   const requestSlot = dispatchSlotRequester(client, options.taskQueue);
   const asksAhead = dispatchAsksAhead(requestSlot);
+  // The branches this worker's merges landed, deleted from the rigs' repositories later and in batches; what is still
+  // queued when the worker stops goes then (run()).
+  const mergedBranches = new MergedBranchSweeper({ gtHome: home });
   const townWorker = await Worker.create({
     connection: options.connection,
     namespace: options.namespace,
@@ -174,6 +182,7 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
       answerWaits: DISPATCH_ANSWER_WAITS,
       asksAhead,
       launchesAhead,
+      mergedBranches,
     }),
     maxConcurrentWorkflowTaskExecutions: WORKFLOW_TASK_SLOTS,
     workflowThreadPoolSize: WORKFLOW_THREADS,
@@ -234,6 +243,9 @@ export async function createTownWorker(options: TownWorkerOptions): Promise<Town
         await Promise.all([townWorker.run(), hostWorker.run()]);
       } finally {
         await shutdown();
+        // No merge lands any more: the branches still queued go now, waited for a bounded time (a repository out of
+        // reach must not hold the process; what is left stays in the repository, as when a worker is killed).
+        await Promise.race([mergedBranches.flush(), sleep(MERGED_BRANCHES_FLUSH_MS, undefined, { ref: false })]);
       }
     },
     shutdown,
