@@ -72,9 +72,9 @@ export class MergedBranchSweeper {
     else (w.quiet = setTimeout(() => void this.sweep(rig.name), this.quietMs)).unref();
   }
 
-  /** Deletes what waits for `rig` now (every rig when omitted); resolves once those pushes ended. */
-  async flush(rig?: string): Promise<void> {
-    await Promise.all((rig ? [rig] : [...this.waiting.keys()]).map((r) => this.sweep(r)));
+  /** Deletes what waits now, for every rig; resolves once those pushes ended. */
+  async flush(): Promise<void> {
+    await Promise.all([...this.waiting.keys()].map((rig) => this.sweep(rig)));
   }
 
   private sweep(rig: string): Promise<unknown> {
