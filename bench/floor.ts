@@ -8,7 +8,7 @@
  * What a bead leaves goes as the town's does, in the background, so that no step grows with the beads before it: its
  * worktree once merged, its branch in the repository with the batch of merged branches it belongs to (one push per
  * MERGED_BRANCH_BATCH, as activities/merged-branches.ts). Kept, they made every push and worktree of a 300-bead floor
- * slower than the one before (its 300th bead took 2.9 times its first: docs/performance.md).
+ * slower than the one before (its 300th bead took 2.4 times its first: docs/performance.md).
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
