@@ -27,7 +27,6 @@ import { clearingStaleRefLocks, gitStatus } from './git';
 /** Branches of one rig waiting for deletion: branch → the head that merged. */
 interface Waiting {
   repo: string;
-  mirror: string;
   heads: Map<string, string>;
   quiet?: NodeJS.Timeout;
 }
@@ -62,9 +61,8 @@ export class MergedBranchSweeper {
 
   /** The tickets of a direct merge that landed (or had landed before): their branches go in a later sweep. */
   merged(rig: RigConfig, tickets: readonly Pick<MergeTicket, 'branch' | 'headSha'>[]): void {
-    const mirror = paths.mirror(rig.name, this.options.gtHome);
     let w = this.waiting.get(rig.name);
-    if (!w) this.waiting.set(rig.name, (w = { repo: rig.repo, mirror, heads: new Map() }));
+    if (!w) this.waiting.set(rig.name, (w = { repo: rig.repo, heads: new Map() }));
     w.repo = rig.repo;
     for (const t of tickets) w.heads.set(t.branch, t.headSha);
     clearTimeout(w.quiet);
@@ -84,7 +82,7 @@ export class MergedBranchSweeper {
     const heads = [...w.heads];
     w.heads = new Map();
     const next = (this.sweeping.get(rig) ?? Promise.resolve())
-      .then(() => deleteMergedBranches(w.mirror, w.repo, heads))
+      .then(() => deleteMergedBranches(paths.mirror(rig, this.options.gtHome), w.repo, heads))
       .then(
         (result) => {
           say('info', 'merged branches deleted', { rig, ...result });
